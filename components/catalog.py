@@ -1,0 +1,172 @@
+"""A small, dated table of EC2/RDS facts and list prices, and the cost estimate built on it.
+
+Pure module. At deploy time the program asks AWS for instance facts (getInstanceType);
+this table stands in for AWS only in the offline `plan` command's mocks, and gives
+the estimate its prices. Prices are on-demand list prices for PRICE_REGION, recorded
+on PRICES_RECORDED: an estimate to compare options with, not a quote. A type that is
+not in the table is reported as unknown instead of guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from components.settings import InstanceFacts, Settings
+
+PRICE_REGION = "us-east-1"
+PRICES_RECORDED = "2026-11-01"
+HOURS_PER_MONTH = 730
+
+#: type: (hypervisor, bare metal, architecture, vCPUs, memory MiB, USD per hour, Linux on-demand)
+_EC2: dict[str, tuple[str, bool, str, int, int, float]] = {
+    # metal: KVM hosts
+    "c5.metal": ("", True, "x86_64", 96, 196608, 4.08),
+    "c5d.metal": ("", True, "x86_64", 96, 196608, 4.608),
+    "c5n.metal": ("", True, "x86_64", 72, 196608, 3.888),
+    "m5.metal": ("", True, "x86_64", 96, 393216, 4.608),
+    "m5zn.metal": ("", True, "x86_64", 48, 196608, 3.9641),
+    "r5.metal": ("", True, "x86_64", 96, 786432, 6.048),
+    "i3.metal": ("", True, "x86_64", 72, 524288, 4.992),
+    "c6i.metal": ("", True, "x86_64", 128, 262144, 5.44),
+    "m6i.metal": ("", True, "x86_64", 128, 524288, 6.144),
+    "c7i.metal-24xl": ("", True, "x86_64", 96, 196608, 4.284),
+    "m7i.metal-24xl": ("", True, "x86_64", 96, 393216, 4.8384),
+    "c6g.metal": ("", True, "arm64", 64, 131072, 2.176),
+    # Nitro virtualized: router and management server
+    "c5.large": ("nitro", False, "x86_64", 2, 4096, 0.085),
+    "c5.xlarge": ("nitro", False, "x86_64", 4, 8192, 0.17),
+    "c5n.large": ("nitro", False, "x86_64", 2, 5376, 0.108),
+    "c5n.xlarge": ("nitro", False, "x86_64", 4, 10752, 0.216),
+    "c6i.large": ("nitro", False, "x86_64", 2, 4096, 0.085),
+    "c6i.xlarge": ("nitro", False, "x86_64", 4, 8192, 0.17),
+    "c6in.large": ("nitro", False, "x86_64", 2, 4096, 0.1134),
+    "c6in.xlarge": ("nitro", False, "x86_64", 4, 8192, 0.2268),
+    "m5.large": ("nitro", False, "x86_64", 2, 8192, 0.096),
+    "m5.xlarge": ("nitro", False, "x86_64", 4, 16384, 0.192),
+    "m6i.large": ("nitro", False, "x86_64", 2, 8192, 0.096),
+    "m6i.xlarge": ("nitro", False, "x86_64", 4, 16384, 0.192),
+    "m6i.2xlarge": ("nitro", False, "x86_64", 8, 32768, 0.384),
+    "m7i.large": ("nitro", False, "x86_64", 2, 8192, 0.1008),
+    "m7i.xlarge": ("nitro", False, "x86_64", 4, 16384, 0.2016),
+    "t3.medium": ("nitro", False, "x86_64", 2, 4096, 0.0416),
+    "t3.large": ("nitro", False, "x86_64", 2, 8192, 0.0832),
+    "m6g.large": ("nitro", False, "arm64", 2, 8192, 0.077),
+    # Xen: refused (cannot send multicast), listed so the plan explains why
+    "t2.medium": ("xen", False, "x86_64", 2, 4096, 0.0464),
+    "m4.large": ("xen", False, "x86_64", 2, 8192, 0.10),
+    "c4.large": ("xen", False, "x86_64", 2, 3840, 0.10),
+}
+
+#: RDS MySQL single-AZ: (vCPUs, USD per hour). Multi-AZ costs twice.
+_RDS: dict[str, tuple[int, float]] = {
+    "db.t4g.micro": (2, 0.016),
+    "db.t4g.small": (2, 0.032),
+    "db.t4g.medium": (2, 0.065),
+    "db.t4g.large": (2, 0.129),
+    "db.t3.medium": (2, 0.068),
+    "db.m6g.large": (2, 0.152),
+    "db.m7g.large": (2, 0.168),
+    "db.m6i.large": (2, 0.171),
+    "db.r6g.large": (2, 0.215),
+    "db.r7g.large": (2, 0.239),
+}
+
+RDS_EXTENDED_SUPPORT_PER_VCPU_HOUR = 0.100  # years 1-2 of Extended Support
+RDS_GP3_GB_MONTH = 0.115
+EBS_GP3_GB_MONTH = 0.08
+PUBLIC_IPV4_HOUR = 0.005
+TGW_ATTACHMENT_HOUR = 0.05
+EFS_PROVISIONED_MIBPS_MONTH = 6.00
+SECRET_MONTH = 0.40
+SECRETS_PER_STACK = 5
+
+USAGE_BASED = (
+    "data transfer out to the internet",
+    "Transit Gateway data processing ($0.02/GB, multicast also per GB received by each member)",
+    "EFS storage ($0.30/GB-month) and elastic throughput ($0.03/GB read, $0.06/GB written)",
+    "RDS backup storage beyond the database's size",
+)
+
+
+def instance_facts(instance_type: str) -> Optional[InstanceFacts]:
+    row = _EC2.get(instance_type)
+    if row is None:
+        return None
+    hypervisor, metal, arch, vcpus, memory, _price = row
+    return InstanceFacts(instance_type, hypervisor, metal, (arch,), vcpus, memory)
+
+
+def ec2_hourly(instance_type: str) -> Optional[float]:
+    row = _EC2.get(instance_type)
+    return row[5] if row else None
+
+
+@dataclass(frozen=True)
+class CostLine:
+    item: str
+    quantity: float
+    unit_hourly: Optional[float]  # None: not in the price table
+
+    @property
+    def hourly(self) -> Optional[float]:
+        return None if self.unit_hourly is None else self.quantity * self.unit_hourly
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    lines: tuple[CostLine, ...]
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        return tuple(line.item for line in self.lines if line.unit_hourly is None)
+
+    @property
+    def hourly(self) -> float:
+        """Sum of the known lines (see `unknown` for what is missing)."""
+        return sum(line.hourly for line in self.lines if line.hourly is not None)
+
+    @property
+    def monthly(self) -> float:
+        return self.hourly * HOURS_PER_MONTH
+
+    def assumptions(self) -> list[str]:
+        notes = [
+            f"on-demand list prices for {PRICE_REGION}, recorded {PRICES_RECORDED}; other regions differ",
+            f"a month is {HOURS_PER_MONTH} hours; no Savings Plans or Reserved Instances",
+            "not included (usage-based): " + "; ".join(USAGE_BASED),
+        ]
+        if self.unknown:
+            notes.append("NOT in the price table, so NOT in the total: " + ", ".join(self.unknown))
+        return notes
+
+
+def estimate(settings: Settings) -> CostEstimate:
+    per_month = 1 / HOURS_PER_MONTH
+    lines = [
+        CostLine(f"router {settings.router_instance_type}", 1, ec2_hourly(settings.router_instance_type)),
+        CostLine(f"management server {settings.management_instance_type}", 1,
+                 ec2_hourly(settings.management_instance_type)),
+        CostLine(f"KVM host {settings.host_instance_type}", settings.host_count,
+                 ec2_hourly(settings.host_instance_type)),
+        CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (2 + settings.host_count),
+                 EBS_GP3_GB_MONTH * per_month),
+        CostLine("router Elastic IP (public IPv4)", 1, PUBLIC_IPV4_HOUR),
+        CostLine("Transit Gateway VPC attachment", 1, TGW_ATTACHMENT_HOUR),
+    ]
+    rds = _RDS.get(settings.db_instance_class)
+    db_copies = 2 if settings.db_multi_az else 1
+    lines.append(CostLine(f"RDS MySQL {settings.db_engine_version} {settings.db_instance_class}"
+                          + (" Multi-AZ" if settings.db_multi_az else ""),
+                          db_copies, rds[1] if rds else None))
+    if settings.db_engine_version == "8.0":
+        lines.append(CostLine("RDS Extended Support for MySQL 8.0 (vCPU)",
+                              db_copies * (rds[0] if rds else 0) or 1,
+                              RDS_EXTENDED_SUPPORT_PER_VCPU_HOUR if rds else None))
+    lines.append(CostLine("RDS gp3 storage (GiB)", db_copies * settings.db_allocated_storage_gb,
+                          RDS_GP3_GB_MONTH * per_month))
+    if settings.efs_throughput_mode == "provisioned":
+        lines.append(CostLine("EFS provisioned throughput (MiB/s)", settings.efs_provisioned_mibps,
+                              EFS_PROVISIONED_MIBPS_MONTH * per_month))
+    lines.append(CostLine("Secrets Manager secrets", SECRETS_PER_STACK, SECRET_MONTH * per_month))
+    return CostEstimate(tuple(lines))

@@ -1,0 +1,209 @@
+"""The overlay IP plan: every address the deployment uses, derived from the settings.
+
+Pure module (no Pulumi import): the program, the offline plan command, the boot
+scripts and the CloudStack registration all read their addresses from here, so
+there is one place that decides where each address goes.
+
+Layout of the overlay CIDR, split into four equal blocks:
+
+    block 0  infrastructure   .0 network, +1 router (overlay gateway),
+                              +2..+9 management server slots, +10.. KVM hosts
+    block 1  pod reserved system range (system VMs' management NICs)
+    block 2  public range (CloudStack virtual routers' public NICs)
+    block 3  spare, kept free for a second pod or bigger ranges later
+
+Host i always gets infrastructure base + 10 + i, whatever the host count: adding
+or removing hosts above i never moves host i (its KVM agent, libvirt and
+CloudStack's host record all know it by that address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Sequence
+
+IPv4Address = ipaddress.IPv4Address
+IPv4Network = ipaddress.IPv4Network
+
+#: Overlay prefixes the plan supports: a /24 leaves 54 host slots; wider than /8
+#: is meaningless inside RFC 1918 space.
+MIN_OVERLAY_PREFIX = 8
+MAX_OVERLAY_PREFIX = 24
+
+ROUTER_OFFSET = 1
+MANAGEMENT_OFFSET = 2
+MANAGEMENT_SLOTS = 8
+FIRST_HOST_OFFSET = MANAGEMENT_OFFSET + MANAGEMENT_SLOTS
+
+#: CloudStack stores one row per address of a pod or public range: keep the
+#: ranges useful but bounded, so adding them takes seconds, not minutes.
+SYSTEM_RANGE_MAX = 250
+PUBLIC_RANGE_MAX = 1000
+
+#: A Transit Gateway multicast group holds at most 100 members; every VTEP
+#: (router, management servers, hosts) joins the overlay's group.
+MAX_MULTICAST_MEMBERS = 100
+
+#: EC2 reserves the VPC's base + 2 for its DNS resolver.
+VPC_RESOLVER_OFFSET = 2
+
+
+@dataclass(frozen=True)
+class AddressRange:
+    """An inclusive range of addresses, as CloudStack's startip/endip take them."""
+
+    start: IPv4Address
+    end: IPv4Address
+
+    @property
+    def size(self) -> int:
+        return int(self.end) - int(self.start) + 1
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, IPv4Address) and self.start <= address <= self.end
+
+    def overlaps(self, other: "AddressRange") -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+
+@dataclass(frozen=True)
+class VlanRange:
+    """Guest VLAN IDs (802.1Q tags carried inside the VXLAN overlay)."""
+
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+@dataclass(frozen=True)
+class IpPlan:
+    overlay: IPv4Network
+    router: IPv4Address
+    management_servers: tuple[IPv4Address, ...]
+    hosts: tuple[IPv4Address, ...]
+    host_capacity: int
+    system_range: AddressRange
+    public_range: AddressRange
+    guest_vlans: VlanRange
+    guest_cidr: IPv4Network
+    zone_dns: IPv4Address
+    vpc: IPv4Network
+
+    @property
+    def gateway(self) -> IPv4Address:
+        """The default gateway CloudStack is given for pods and public ranges."""
+        return self.router
+
+    @property
+    def netmask(self) -> IPv4Address:
+        return self.overlay.netmask
+
+    def overlay_interface(self, address: IPv4Address) -> str:
+        """`address/prefix`, as the overlay script puts it on cloudbr0."""
+        return f"{address}/{self.overlay.prefixlen}"
+
+    @property
+    def multicast_members(self) -> int:
+        return 1 + len(self.management_servers) + len(self.hosts)
+
+    def all_named_addresses(self) -> list[tuple[str, IPv4Address]]:
+        named = [("router", self.router)]
+        named += [(f"management-{i}", a) for i, a in enumerate(self.management_servers)]
+        named += [(f"host-{i}", a) for i, a in enumerate(self.hosts)]
+        return named
+
+
+def overlay_blocks(overlay: IPv4Network) -> list[IPv4Network]:
+    return list(overlay.subnets(prefixlen_diff=2))
+
+
+def host_capacity(overlay: IPv4Network) -> int:
+    """How many KVM hosts fit in the overlay's infrastructure block."""
+    return overlay_blocks(overlay)[0].num_addresses - FIRST_HOST_OFFSET
+
+
+def host_address(overlay: IPv4Network, index: int) -> IPv4Address:
+    """The stable overlay address of host `index` (0-based)."""
+    if index < 0 or index >= host_capacity(overlay):
+        raise ValueError(
+            f"host index {index} is outside the overlay's host slots 0..{host_capacity(overlay) - 1}"
+        )
+    return overlay.network_address + FIRST_HOST_OFFSET + index
+
+
+def _bounded_range(block: IPv4Network, limit: int) -> AddressRange:
+    # Skip the block's first and last address: inside a /16 overlay they are
+    # valid hosts, but .0/.255-looking addresses confuse people and some guests.
+    start = block.network_address + 1
+    end = min(block.broadcast_address - 1, start + limit - 1)
+    return AddressRange(start, end)
+
+
+def vpc_resolver(vpc: IPv4Network) -> IPv4Address:
+    return vpc.network_address + VPC_RESOLVER_OFFSET
+
+
+def build_plan(
+    *,
+    overlay_cidr: str,
+    vpc_cidr: str,
+    host_count: int,
+    guest_cidr: str,
+    guest_vlans: tuple[int, int],
+    management_count: int = 1,
+) -> IpPlan:
+    """Compute the plan. Raises ValueError for inputs the settings should have refused."""
+    overlay = ipaddress.IPv4Network(overlay_cidr)
+    vpc = ipaddress.IPv4Network(vpc_cidr)
+    if not MIN_OVERLAY_PREFIX <= overlay.prefixlen <= MAX_OVERLAY_PREFIX:
+        raise ValueError(
+            f"overlay {overlay} must have a prefix between /{MIN_OVERLAY_PREFIX} and /{MAX_OVERLAY_PREFIX}"
+        )
+    if not 1 <= management_count <= MANAGEMENT_SLOTS:
+        raise ValueError(f"management_count {management_count} must be 1..{MANAGEMENT_SLOTS}")
+    capacity = host_capacity(overlay)
+    if not 0 <= host_count <= capacity:
+        raise ValueError(f"host_count {host_count} must be 0..{capacity} for overlay {overlay}")
+
+    infra, system, public, _spare = overlay_blocks(overlay)
+    base = infra.network_address
+    return IpPlan(
+        overlay=overlay,
+        router=base + ROUTER_OFFSET,
+        management_servers=tuple(base + MANAGEMENT_OFFSET + i for i in range(management_count)),
+        hosts=tuple(host_address(overlay, i) for i in range(host_count)),
+        host_capacity=capacity,
+        system_range=_bounded_range(system, SYSTEM_RANGE_MAX),
+        public_range=_bounded_range(public, PUBLIC_RANGE_MAX),
+        guest_vlans=VlanRange(*guest_vlans),
+        guest_cidr=ipaddress.IPv4Network(guest_cidr),
+        zone_dns=vpc_resolver(vpc),
+        vpc=vpc,
+    )
+
+
+def carve_db_subnets(vpc_cidr: str, taken: Sequence[str], count: int = 2) -> tuple[IPv4Network, ...]:
+    """Pick `count` subnets for the database inside the VPC, clear of `taken`.
+
+    Sized like the usual /24 in a /16 VPC (never smaller than a /28, RDS's floor),
+    taken from the top of the VPC so the bottom stays free for the user's own subnets.
+    """
+    vpc = ipaddress.IPv4Network(vpc_cidr)
+    taken_networks = [ipaddress.IPv4Network(t) for t in taken]
+    prefix = min(max(vpc.prefixlen + 2, 24), 28)
+    if prefix <= vpc.prefixlen:
+        raise ValueError(f"VPC {vpc} is too small for database subnets")
+    chosen: list[IPv4Network] = []
+    for candidate in reversed(list(vpc.subnets(new_prefix=prefix))):
+        if any(candidate.overlaps(t) for t in taken_networks):
+            continue
+        chosen.append(candidate)
+        if len(chosen) == count:
+            return tuple(sorted(chosen))
+    raise ValueError(f"VPC {vpc} has no room for {count} /{prefix} database subnets beside {', '.join(taken)}")

@@ -1,0 +1,575 @@
+"""Stack settings: one frozen, typed description of the deployment, validated in one place.
+
+Pure module (no Pulumi import). `parse_settings` turns the stack's raw config values
+(strings, as Pulumi hands them over, or already-parsed YAML values) into `Settings`,
+collecting EVERY problem before it raises, so a user fixes a stack file in one round.
+Instance-type facts (Nitro, metal, architecture) come from AWS at run time; the
+checks on them live here too (`check_instance_types`) so both paths share one rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from components import ipplan
+
+NAMESPACE = "cloudstack-ec2"
+
+#: CloudStack releases this program knows how to install (DEB repository per X.Y).
+SUPPORTED_CLOUDSTACK_RELEASES = ("4.19", "4.20", "4.21", "4.22")
+#: apache/cloudstack#12417 / PR 12640: MySQL 8.4 (connector 8.4, caching_sha2_password).
+MYSQL_84_FIRST_RELEASE = (4, 20, 3)
+DB_ENGINE_VERSIONS = ("8.0", "8.4")
+EFS_THROUGHPUT_MODES = ("elastic", "provisioned")
+UBUNTU_RELEASES = {"22.04": "jammy", "24.04": "noble"}
+
+#: Transit Gateway carries at most 8500-byte packets and VXLAN adds 50 bytes.
+TGW_MAX_MTU = 8500
+VXLAN_OVERHEAD = 50
+MAX_OVERLAY_MTU = TGW_MAX_MTU - VXLAN_OVERHEAD
+MIN_OVERLAY_MTU = 1280
+MAX_VXLAN_ID = 2**24 - 1
+#: The guide's limit for KVM clusters.
+MAX_HOSTS_PER_CLUSTER = 16
+LOCAL_SCOPE_MULTICAST = ipaddress.IPv4Network("239.255.0.0/16")
+ALL_IPV4 = ipaddress.IPv4Network("0.0.0.0/0")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+_DB_CLASS = re.compile(r"^db\.[a-z0-9-]+\.[a-z0-9-]+$")
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
+_AWS_ID = {
+    "vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"),
+    "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
+    "rtb": re.compile(r"^rtb-[0-9a-f]{8,17}$"),
+    "ami": re.compile(r"^ami-[0-9a-f]{8,17}$"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        return f"{NAMESPACE}:{self.key} = {self.value!r}: {self.message}"
+
+
+class SettingsError(ValueError):
+    """All problems of a stack's settings, reported together."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the stack settings:\n{lines}")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default and meaning (the README's table is checked against these)."""
+
+    name: str
+    kind: str  # str | int | bool | list
+    default: Any
+    doc: str
+
+
+KEYS: tuple[Key, ...] = (
+    # Network
+    Key("vpcCidr", "str", "10.0.0.0/16", "CIDR of the VPC (new, or the existing one named by `vpcId`)."),
+    Key("cloudstackSubnetCidr", "str", "10.0.0.0/24", "The DEDICATED subnet of every CloudStack instance and the EFS mount target; nothing else may live there."),
+    Key("dbSubnetCidrs", "list", [], "Two subnets (two AZs) for RDS; empty: carved from the top of `vpcCidr`."),
+    Key("availabilityZone", "str", "", "AZ of the CloudStack subnet (pick one that offers your metal type); empty: the region's first AZ."),
+    Key("vpcId", "str", "", "Use this existing VPC instead of creating one (then also set `cloudstackSubnetId` and `dbSubnetIds`)."),
+    Key("cloudstackSubnetId", "str", "", "Existing dedicated subnet (with `vpcId`); its CIDR must equal `cloudstackSubnetCidr`."),
+    Key("dbSubnetIds", "list", [], "Existing subnets in two AZs for RDS (with `vpcId`)."),
+    Key("routeTableIds", "list", [], "Existing route tables that must route the overlay CIDR to the router (with `vpcId`)."),
+    Key("overlayCidr", "str", "10.100.0.0/16", "The VXLAN overlay (CloudStack's management, pod and public addresses); must not overlap the VPC."),
+    Key("vxlanId", "int", 100, "VXLAN network identifier of the overlay (1..16777215)."),
+    Key("multicastGroup", "str", "239.255.0.100", "IPv4 multicast group the VTEPs join (IPv4 local scope 239.255.0.0/16 recommended)."),
+    Key("overlayMtu", "int", 8450, "MTU of cloudbr0/ethvxlan0 (1280..8450: Transit Gateway's 8500 minus VXLAN's 50)."),
+    Key("guestCidr", "str", "10.1.1.0/24", "Zone guest CIDR of isolated guest networks (behind CloudStack's virtual routers)."),
+    Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay."),
+    Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
+    Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
+    # Instances
+    Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
+    Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
+    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro AND metal (hardware virtualization); e.g. c5.metal, m5zn.metal."),
+    Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud."),
+    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts."),
+    Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
+    Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
+    Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
+    # CloudStack
+    Key("cloudstackVersion", "str", "4.22", "CloudStack release (X.Y for the newest patch, or X.Y.Z); one of 4.19..4.22."),
+    Key("zoneName", "str", "zone1", "CloudStack zone name; also the EFS directory (`/<zone>/primary`, `/<zone>/secondary`)."),
+    Key("registerCloud", "bool", True, "Register zone, pod, clusters, hosts and storage through the CloudStack API."),
+    Key("apiEndpoint", "str", "", "CloudStack API URL the registration uses; empty: http://<router Elastic IP>:8080/client/api."),
+    Key("registrationTimeoutMinutes", "int", 45, "How long the registration waits for the API keys and the API on first boot."),
+    # Database
+    Key("dbEngineVersion", "str", "8.4", "RDS MySQL major version: 8.4, or 8.0 (paid Extended Support since 2026-07-31)."),
+    Key("dbInstanceClass", "str", "db.t4g.medium", "RDS instance class."),
+    Key("dbAllocatedStorageGb", "int", 20, "RDS storage (GiB, gp3, encrypted); 20..65536."),
+    Key("dbMultiAz", "bool", False, "RDS Multi-AZ standby."),
+    Key("dbBackupRetentionDays", "int", 7, "Automated backup retention (1..35 days)."),
+    Key("dbDeletionProtection", "bool", True, "RDS deletion protection (set false before `pulumi destroy`)."),
+    Key("dbSkipFinalSnapshot", "bool", False, "Skip the final snapshot when the database is deleted."),
+    # Storage
+    Key("efsThroughputMode", "str", "elastic", "EFS throughput: elastic or provisioned (never bursting: its credits run out)."),
+    Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned."),
+)
+KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    vpc_cidr: ipaddress.IPv4Network
+    cloudstack_subnet_cidr: ipaddress.IPv4Network
+    db_subnet_cidrs: tuple[ipaddress.IPv4Network, ...]
+    availability_zone: str
+    vpc_id: str
+    cloudstack_subnet_id: str
+    db_subnet_ids: tuple[str, ...]
+    route_table_ids: tuple[str, ...]
+    overlay_cidr: ipaddress.IPv4Network
+    vxlan_id: int
+    multicast_group: ipaddress.IPv4Address
+    overlay_mtu: int
+    guest_cidr: ipaddress.IPv4Network
+    guest_vlan_range: tuple[int, int]
+    admin_cidrs: tuple[ipaddress.IPv4Network, ...]
+    allow_public_admin_access: bool
+    router_instance_type: str
+    management_instance_type: str
+    host_instance_type: str
+    host_count: int
+    hosts_per_cluster: int
+    ubuntu_release: str
+    ami_id: str
+    root_volume_gb: int
+    cloudstack_version: str
+    zone_name: str
+    register_cloud: bool
+    api_endpoint: str
+    registration_timeout_minutes: int
+    db_engine_version: str
+    db_instance_class: str
+    db_allocated_storage_gb: int
+    db_multi_az: bool
+    db_backup_retention_days: int
+    db_deletion_protection: bool
+    db_skip_final_snapshot: bool
+    efs_throughput_mode: str
+    efs_provisioned_mibps: int
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def uses_existing_vpc(self) -> bool:
+        return bool(self.vpc_id)
+
+    @property
+    def ubuntu_codename(self) -> str:
+        return UBUNTU_RELEASES[self.ubuntu_release]
+
+    @property
+    def cloudstack_release(self) -> str:
+        """X.Y: the package repository's component."""
+        return ".".join(self.cloudstack_version.split(".")[:2])
+
+    @property
+    def cluster_count(self) -> int:
+        return -(-self.host_count // self.hosts_per_cluster)
+
+    def cluster_of_host(self, index: int) -> int:
+        return index // self.hosts_per_cluster
+
+    def ip_plan(self) -> ipplan.IpPlan:
+        return ipplan.build_plan(
+            overlay_cidr=str(self.overlay_cidr),
+            vpc_cidr=str(self.vpc_cidr),
+            host_count=self.host_count,
+            guest_cidr=str(self.guest_cidr),
+            guest_vlans=self.guest_vlan_range,
+        )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Collector:
+    """Reads raw values by key, converting and recording problems instead of raising."""
+
+    def __init__(self, raw: Mapping[str, Any]):
+        self.raw = raw
+        self.problems: list[Problem] = []
+
+    def problem(self, key: str, value: Any, message: str) -> None:
+        self.problems.append(Problem(key, value, message))
+
+    def value(self, name: str) -> Any:
+        key = KEYS_BY_NAME[name]
+        raw = self.raw.get(name)
+        if raw is None or raw == "":
+            return key.default
+        converter = {"str": self._str, "int": self._int, "bool": self._bool, "list": self._list}[key.kind]
+        return converter(name, raw, key.default)
+
+    def _str(self, name: str, raw: Any, default: Any) -> Any:
+        if isinstance(raw, (dict, list)):
+            self.problem(name, raw, "expected a string")
+            return default
+        return str(raw).strip()
+
+    def _int(self, name: str, raw: Any, default: Any) -> Any:
+        if isinstance(raw, bool):
+            self.problem(name, raw, "expected an integer")
+            return default
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            self.problem(name, raw, "expected an integer")
+            return default
+
+    def _bool(self, name: str, raw: Any, default: Any) -> Any:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        self.problem(name, raw, "expected true or false")
+        return default
+
+    def _list(self, name: str, raw: Any, default: Any) -> Any:
+        value = raw
+        if isinstance(raw, str):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                self.problem(name, raw, 'expected a list, e.g. ["10.0.0.0/8"] (pulumi config set --path "' + name + '[0]" ...)')
+                return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(name, raw, "expected a list of strings")
+            return default
+        return [v.strip() for v in value]
+
+    def network(self, name: str) -> Optional[ipaddress.IPv4Network]:
+        text = self.value(name)
+        try:
+            return ipaddress.IPv4Network(text)
+        except ValueError as exc:
+            self.problem(name, text, f"expected an IPv4 CIDR such as {KEYS_BY_NAME[name].default} ({exc})")
+            return None
+
+    def ranged_int(self, name: str, low: int, high: int, why: str = "") -> int:
+        value = self.value(name)
+        if not low <= value <= high:
+            self.problem(name, value, f"must be between {low} and {high}{why}")
+        return value
+
+    def choice(self, name: str, allowed: Sequence[str]) -> str:
+        value = self.value(name)
+        if value not in allowed:
+            self.problem(name, value, f"must be one of {', '.join(allowed)}")
+        return value
+
+    def pattern(self, name: str, regex: re.Pattern, accepted: str, optional: bool = False) -> str:
+        value = self.value(name)
+        if (value or not optional) and not regex.match(value):
+            self.problem(name, value, f"expected {accepted}")
+        return value
+
+
+def parse_version(text: str) -> Optional[tuple[int, int, Optional[int]]]:
+    m = _VERSION.match(text)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), (int(m.group(3)) if m.group(3) else None)
+
+
+def supports_mysql_84(cloudstack_version: str) -> bool:
+    """X.Y means the newest patch of that release, which for 4.20 is past 4.20.3."""
+    parsed = parse_version(cloudstack_version)
+    if parsed is None:
+        return False
+    major, minor, patch = parsed
+    if patch is None:
+        return (major, minor) >= MYSQL_84_FIRST_RELEASE[:2]
+    return (major, minor, patch) >= MYSQL_84_FIRST_RELEASE
+
+
+InstanceLookup = Callable[[str], "Optional[InstanceFacts]"]
+
+
+def parse_settings(
+    raw: Mapping[str, Any],
+    lookup_instance: Optional[InstanceLookup] = None,
+    known_keys_only: bool = True,
+) -> Settings:
+    """Validate the raw config of a stack. Raises SettingsError listing every problem.
+
+    `lookup_instance` answers what AWS knows of an instance type (None: unknown
+    type); without it the instance-type facts are not checked.
+    """
+    c = _Collector(raw)
+    warnings: list[str] = []
+
+    if known_keys_only:
+        for name in sorted(set(raw) - set(KEYS_BY_NAME)):
+            close = [k for k in KEYS_BY_NAME if k.lower() == name.lower()]
+            hint = f"did you mean {close[0]}?" if close else "see README for the accepted keys"
+            c.problem(name, raw[name], f"unknown key ({hint})")
+
+    vpc = c.network("vpcCidr")
+    subnet = c.network("cloudstackSubnetCidr")
+    overlay = c.network("overlayCidr")
+    guest = c.network("guestCidr")
+
+    if vpc and subnet and not subnet.subnet_of(vpc):
+        c.problem("cloudstackSubnetCidr", str(subnet), f"must lie inside vpcCidr {vpc}")
+    if subnet and subnet.prefixlen > 28:
+        c.problem("cloudstackSubnetCidr", str(subnet), "must be a /28 or larger (EC2 reserves five addresses per subnet)")
+    if overlay:
+        if vpc and overlay.overlaps(vpc):
+            c.problem("overlayCidr", str(overlay), f"must not overlap vpcCidr {vpc}: the VPC routes the overlay to the router")
+        if not ipplan.MIN_OVERLAY_PREFIX <= overlay.prefixlen <= ipplan.MAX_OVERLAY_PREFIX:
+            c.problem("overlayCidr", str(overlay), f"prefix must be /{ipplan.MIN_OVERLAY_PREFIX}../{ipplan.MAX_OVERLAY_PREFIX}")
+            overlay = None
+    if guest:
+        for other_name, other in (("vpcCidr", vpc), ("overlayCidr", overlay)):
+            if other and guest.overlaps(other):
+                c.problem("guestCidr", str(guest), f"must not overlap {other_name} {other}")
+
+    db_subnets: tuple[ipaddress.IPv4Network, ...] = ()
+    db_subnet_texts = c.value("dbSubnetCidrs")
+    if db_subnet_texts:
+        parsed = []
+        for text in db_subnet_texts:
+            try:
+                parsed.append(ipaddress.IPv4Network(text))
+            except ValueError:
+                c.problem("dbSubnetCidrs", db_subnet_texts, f"{text!r} is not an IPv4 CIDR")
+        if len(db_subnet_texts) != 2:
+            c.problem("dbSubnetCidrs", db_subnet_texts, "expected exactly two CIDRs (RDS needs subnets in two AZs)")
+        for net in parsed:
+            if vpc and not net.subnet_of(vpc):
+                c.problem("dbSubnetCidrs", str(net), f"must lie inside vpcCidr {vpc}")
+            if subnet and net.overlaps(subnet):
+                c.problem("dbSubnetCidrs", str(net), f"must not overlap the dedicated cloudstackSubnetCidr {subnet}")
+        if len(parsed) == 2 and parsed[0].overlaps(parsed[1]):
+            c.problem("dbSubnetCidrs", db_subnet_texts, "the two subnets overlap")
+        db_subnets = tuple(parsed)
+    elif vpc and subnet and subnet.subnet_of(vpc):
+        try:
+            db_subnets = ipplan.carve_db_subnets(str(vpc), [str(subnet)])
+        except ValueError as exc:
+            c.problem("dbSubnetCidrs", [], f"cannot be derived: {exc}; set two CIDRs explicitly")
+
+    # Existing VPC: all ids or none.
+    vpc_id = c.pattern("vpcId", _AWS_ID["vpc"], "a VPC id like vpc-0123456789abcdef0", optional=True)
+    subnet_id = c.pattern("cloudstackSubnetId", _AWS_ID["subnet"], "a subnet id like subnet-0123456789abcdef0", optional=True)
+    db_subnet_ids = c.value("dbSubnetIds")
+    route_table_ids = c.value("routeTableIds")
+    for name, ids, kind in (("dbSubnetIds", db_subnet_ids, "subnet"), ("routeTableIds", route_table_ids, "rtb")):
+        for item in ids:
+            if not _AWS_ID[kind].match(item):
+                c.problem(name, ids, f"{item!r} is not a {kind} id")
+    if vpc_id:
+        if not subnet_id:
+            c.problem("cloudstackSubnetId", "", "required with vpcId: the existing dedicated CloudStack subnet")
+        if len(db_subnet_ids) != 2:
+            c.problem("dbSubnetIds", db_subnet_ids, "required with vpcId: two existing subnets in two AZs")
+    elif subnet_id or db_subnet_ids or route_table_ids:
+        c.problem("vpcId", "", "required when cloudstackSubnetId, dbSubnetIds or routeTableIds is set")
+
+    vxlan_id = c.ranged_int("vxlanId", 1, MAX_VXLAN_ID)
+    group_text = c.value("multicastGroup")
+    group: Optional[ipaddress.IPv4Address] = None
+    try:
+        group = ipaddress.IPv4Address(group_text)
+    except ValueError:
+        c.problem("multicastGroup", group_text, "expected an IPv4 multicast address (224.0.0.0/4), e.g. 239.255.0.100")
+    if group is not None:
+        if not group.is_multicast:
+            c.problem("multicastGroup", group_text, "is not an IPv4 multicast address (224.0.0.0/4); use one in 239.255.0.0/16")
+        elif group in ipaddress.IPv4Network("224.0.0.0/24"):
+            c.problem("multicastGroup", group_text, "224.0.0.0/24 is link-local control traffic; use one in 239.255.0.0/16")
+        elif group not in LOCAL_SCOPE_MULTICAST:
+            warnings.append(
+                f"multicastGroup {group} is outside the IPv4 local scope 239.255.0.0/16: "
+                "it may collide with other multicast users of the Transit Gateway"
+            )
+    mtu = c.ranged_int(
+        "overlayMtu", MIN_OVERLAY_MTU, MAX_OVERLAY_MTU,
+        f" (Transit Gateway's {TGW_MAX_MTU} minus VXLAN's {VXLAN_OVERHEAD}; IPv6 needs at least {MIN_OVERLAY_MTU})",
+    )
+
+    vlan_text = c.value("guestVlanRange")
+    vlans = (0, 0)
+    m = re.match(r"^(\d+)-(\d+)$", vlan_text)
+    if not m or not (1 <= int(m.group(1)) <= int(m.group(2)) <= 4094):
+        c.problem("guestVlanRange", vlan_text, "expected first-last with 1 <= first <= last <= 4094, e.g. 1000-1999")
+    else:
+        vlans = (int(m.group(1)), int(m.group(2)))
+
+    allow_public = c.value("allowPublicAdminAccess")
+    admin_texts = c.value("adminCidrs")
+    admin: list[ipaddress.IPv4Network] = []
+    if not admin_texts:
+        c.problem("adminCidrs", admin_texts,
+                  'must name who may reach the UI/API, e.g. ["203.0.113.7/32"] '
+                  '(pulumi config set --path "adminCidrs[0]" <your address>/32)')
+    for text in admin_texts:
+        try:
+            net = ipaddress.IPv4Network(text)
+        except ValueError:
+            c.problem("adminCidrs", admin_texts, f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 203.0.113.0/24)")
+            continue
+        if net == ALL_IPV4 and not allow_public:
+            c.problem("adminCidrs", admin_texts,
+                      "0.0.0.0/0 opens the UI/API to the internet: set allowPublicAdminAccess to true to mean it")
+        admin.append(net)
+
+    router_type = c.pattern("routerInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5n.large")
+    management_type = c.pattern("managementInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")
+    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 metal instance type such as c5.metal")
+    if lookup_instance is not None:
+        for key, name, needs_metal in (
+            ("routerInstanceType", router_type, False),
+            ("managementInstanceType", management_type, False),
+            ("hostInstanceType", host_type, True),
+        ):
+            if _INSTANCE_TYPE.match(name):
+                c.problems.extend(check_instance_type(key, name, needs_metal, lookup_instance(name)))
+    host_count = c.value("hostCount")
+    if host_count < 1:
+        c.problem("hostCount", host_count, "must be at least 1")
+    else:
+        if overlay is not None:
+            capacity = ipplan.host_capacity(overlay)
+            if host_count > capacity:
+                c.problem("hostCount", host_count,
+                          f"overlayCidr {overlay} has room for {capacity} hosts; widen overlayCidr or lower hostCount")
+        members = 1 + 1 + host_count
+        if members > ipplan.MAX_MULTICAST_MEMBERS:
+            c.problem("hostCount", host_count,
+                      f"router + management server + {host_count} hosts = {members} members, but a Transit Gateway "
+                      f"multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
+                      f"{ipplan.MAX_MULTICAST_MEMBERS - 2} hosts per overlay")
+    hosts_per_cluster = c.ranged_int("hostsPerCluster", 1, MAX_HOSTS_PER_CLUSTER, " (KVM hosts per CloudStack cluster)")
+    ubuntu = c.choice("ubuntuRelease", tuple(UBUNTU_RELEASES))
+    ami_id = c.pattern("amiId", _AWS_ID["ami"], "an AMI id like ami-0123456789abcdef0", optional=True)
+    root_gb = c.ranged_int("rootVolumeGb", 20, 16384)
+
+    version = c.value("cloudstackVersion")
+    parsed_version = parse_version(version)
+    if parsed_version is None or f"{parsed_version[0]}.{parsed_version[1]}" not in SUPPORTED_CLOUDSTACK_RELEASES:
+        c.problem("cloudstackVersion", version,
+                  f"expected X.Y or X.Y.Z of a supported release: {', '.join(SUPPORTED_CLOUDSTACK_RELEASES)}")
+        parsed_version = None
+    zone = c.pattern("zoneName", _NAME, "1-32 letters, digits, '-' or '_', starting with a letter or digit (it is also a directory name)")
+    register = c.value("registerCloud")
+    endpoint = c.value("apiEndpoint")
+    if endpoint and not re.match(r"^https?://[^/\s]+(/\S*)?$", endpoint):
+        c.problem("apiEndpoint", endpoint, "expected an http(s) URL such as http://localhost:8080/client/api")
+    reg_timeout = c.ranged_int("registrationTimeoutMinutes", 1, 240)
+
+    db_version = c.value("dbEngineVersion")
+    if db_version.lower().startswith("aurora"):
+        c.problem("dbEngineVersion", db_version,
+                  "Aurora is not supported: CloudStack needs the MyISAM storage engine, which Aurora lacks; use 8.4 or 8.0")
+    elif db_version not in DB_ENGINE_VERSIONS:
+        c.problem("dbEngineVersion", db_version, f"must be a MySQL major version: {', '.join(DB_ENGINE_VERSIONS)}")
+    elif db_version == "8.4" and parsed_version is not None and not supports_mysql_84(version):
+        c.problem("dbEngineVersion", db_version,
+                  f"cloudstackVersion {version} does not support MySQL 8.4 (added in "
+                  f"{'.'.join(map(str, MYSQL_84_FIRST_RELEASE))}); use 8.0 or a newer cloudstackVersion")
+    elif db_version == "8.0":
+        warnings.append(
+            "dbEngineVersion 8.0: RDS MySQL 8.0 left standard support on 2026-07-31; a new 8.0 database "
+            "is enrolled in paid RDS Extended Support (about $0.10 per vCPU-hour on top of the instance). "
+            + ("Use 8.4: your cloudstackVersion supports it." if supports_mysql_84(version) else "")
+        )
+    db_class = c.pattern("dbInstanceClass", _DB_CLASS, "an RDS instance class such as db.t4g.medium")
+    db_storage = c.ranged_int("dbAllocatedStorageGb", 20, 65536)
+    db_multi_az = c.value("dbMultiAz")
+    db_retention = c.ranged_int("dbBackupRetentionDays", 1, 35, " (automated backups stay on)")
+    db_protect = c.value("dbDeletionProtection")
+    db_skip_snapshot = c.value("dbSkipFinalSnapshot")
+
+    efs_mode = c.value("efsThroughputMode")
+    if efs_mode == "bursting":
+        c.problem("efsThroughputMode", efs_mode,
+                  "bursting runs out of credits after a few VMs boot; use elastic or provisioned")
+    elif efs_mode not in EFS_THROUGHPUT_MODES:
+        c.problem("efsThroughputMode", efs_mode, f"must be one of {', '.join(EFS_THROUGHPUT_MODES)}")
+    efs_mibps = c.value("efsProvisionedMibps")
+    if efs_mode == "provisioned" and not 1 <= efs_mibps <= 3414:
+        c.problem("efsProvisionedMibps", efs_mibps, "must be between 1 and 3414 MiB/s with provisioned throughput")
+
+    if c.problems:
+        raise SettingsError(c.problems)
+
+    return Settings(
+        vpc_cidr=vpc, cloudstack_subnet_cidr=subnet, db_subnet_cidrs=db_subnets,
+        availability_zone=c.value("availabilityZone"), vpc_id=vpc_id, cloudstack_subnet_id=subnet_id,
+        db_subnet_ids=tuple(db_subnet_ids), route_table_ids=tuple(route_table_ids),
+        overlay_cidr=overlay, vxlan_id=vxlan_id, multicast_group=group, overlay_mtu=mtu,
+        guest_cidr=guest, guest_vlan_range=vlans, admin_cidrs=tuple(admin),
+        allow_public_admin_access=allow_public,
+        router_instance_type=router_type, management_instance_type=management_type,
+        host_instance_type=host_type, host_count=host_count, hosts_per_cluster=hosts_per_cluster,
+        ubuntu_release=ubuntu, ami_id=ami_id, root_volume_gb=root_gb,
+        cloudstack_version=version, zone_name=zone, register_cloud=register, api_endpoint=endpoint,
+        registration_timeout_minutes=reg_timeout,
+        db_engine_version=db_version, db_instance_class=db_class, db_allocated_storage_gb=db_storage,
+        db_multi_az=db_multi_az, db_backup_retention_days=db_retention,
+        db_deletion_protection=db_protect, db_skip_final_snapshot=db_skip_snapshot,
+        efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
+        warnings=tuple(warnings),
+    )
+
+
+# --------------------------------------------------------------------------- instance types
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    """What AWS says about an instance type (DescribeInstanceTypes / getInstanceType)."""
+
+    instance_type: str
+    hypervisor: str  # "nitro", "xen", or "" for bare metal
+    bare_metal: bool
+    architectures: tuple[str, ...]
+    vcpus: int
+    memory_mib: int
+
+    @property
+    def nitro(self) -> bool:
+        # Metal types have no hypervisor at all but are all built on the Nitro
+        # system (multicast senders included), so either fact makes one Nitro.
+        return self.hypervisor == "nitro" or self.bare_metal
+
+
+def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[InstanceFacts]) -> list[Problem]:
+    """Problems of one role's instance type, given AWS's facts (None: unknown type)."""
+    if facts is None:
+        return [Problem(key, name, "is not an instance type offered in this region")]
+    problems = []
+    if not facts.nitro:
+        problems.append(Problem(key, name,
+                                f"is a {facts.hypervisor or 'non-Nitro'} type: only Nitro instances can send "
+                                "multicast, which the VXLAN overlay needs (e.g. c5n.large, m6i.xlarge)"))
+    if needs_metal and not facts.bare_metal:
+        problems.append(Problem(key, name,
+                                "is not a metal type: KVM needs hardware virtualization (e.g. c5.metal, m5zn.metal)"))
+    if "x86_64" not in facts.architectures:
+        problems.append(Problem(key, name,
+                                f"is {'/'.join(facts.architectures)}: the CloudStack packages and system VMs "
+                                "used here are x86_64"))
+    return problems
