@@ -1,0 +1,386 @@
+#!/usr/bin/env bash
+# overlay-network.sh: put this instance on the CloudStack VXLAN overlay.
+#
+# Creates bridge cloudbr0 (the overlay address) with VXLAN device ethvxlan0 as
+# its port; ethvxlan0 finds the other VTEPs through a multicast group on the
+# underlay device (Transit Gateway multicast domain, IGMPv2). Then, by role:
+#   member  default route via OVERLAY_GATEWAY over cloudbr0 (source: the overlay
+#           address); the underlay's own subnet stays on the underlay device, and
+#           /32 routes keep EC2's link-local services (IMDS 169.254.169.254, time
+#           sync 169.254.169.123, DNS 169.254.169.253) on the underlay device, so
+#           they answer for THIS instance, not for the router.
+#   router  no default route over the overlay; IPv4 forwarding on; nftables table
+#           "ip cloudstack_overlay": source NAT (to the underlay address) for
+#           overlay traffic leaving VPC_CIDR and for DNS to the VPC resolver
+#           (VPC base + 2, which answers VPC sources only); no NAT for other
+#           traffic to VPC_CIDR; ROUTER_DNAT forwards from the underlay address.
+#
+# Idempotent: it changes only runtime network state (links, addresses, routes,
+# sysctls under net.*, its own nftables table, replaced atomically) and writes no
+# files. A second run changes nothing and does not interrupt traffic; run it at
+# every boot. Every variable is checked before anything changes; errors name the
+# variable, its value and what is accepted (exit status 2).
+#
+# Environment:
+#   OVERLAY_ROLE     router | member                                   (required)
+#   UNDERLAY_DEV     underlay device (default: the default-route device)
+#   VXLAN_ID         VXLAN network identifier 1..16777215               (required)
+#   VXLAN_GROUP      IPv4 multicast group in 224.0.0.0/4, e.g. from
+#                    239.255.0.0/16 (local scope)                       (required)
+#   VXLAN_PORT       VXLAN UDP port 1..65535 (default 4789)
+#   OVERLAY_ADDRESS  this instance's overlay address/prefix, e.g.
+#                    10.100.0.10/16, put on cloudbr0                    (required)
+#   OVERLAY_GATEWAY  the router's overlay address (members: required; router:
+#                    unset or its own address)
+#   OVERLAY_MTU      MTU of cloudbr0 and ethvxlan0, 1280..8450: the Transit
+#                    Gateway carries at most 8500 bytes, VXLAN adds 50; the
+#                    underlay device must carry OVERLAY_MTU + 50        (required)
+#   VPC_CIDR         the VPC's IPv4 CIDR, e.g. 10.0.0.0/16 (router: required;
+#                    member: optional, checked when given)
+#   ROUTER_DNAT      router only: space-separated proto:port:target_ip:target_port
+#                    (proto tcp|udp; target inside the overlay) forwarded from the
+#                    underlay address, e.g. "tcp:8080:10.100.0.2:8080"
+set -euo pipefail
+export LC_ALL=C
+
+readonly BRIDGE=cloudbr0
+readonly VXLAN_DEV=ethvxlan0
+readonly NFT_TABLE=cloudstack_overlay
+readonly VXLAN_OVERHEAD=50
+readonly MIN_MTU=1280
+readonly MAX_MTU=8450
+readonly LINK_LOCAL_SERVICES=(169.254.169.254 169.254.169.123 169.254.169.253)
+readonly PROG=${0##*/}
+
+errors=()
+problem() { # variable value accepted
+    errors+=("$1='$2' is invalid: $3")
+}
+fatal() {
+    echo "$PROG: $*" >&2
+    exit 2
+}
+log() { echo "$PROG: $*"; }
+
+# --- IPv4 arithmetic -------------------------------------------------------
+
+is_ipv4() {
+    local re='^(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})$'
+    [[ $1 =~ $re ]] || return 1
+    local i
+    for i in 1 2 3 4; do
+        ((BASH_REMATCH[i] <= 255)) || return 1
+    done
+}
+ip2int() {
+    local IFS=. a b c d
+    read -r a b c d <<<"$1"
+    echo $(((a << 24) | (b << 16) | (c << 8) | d))
+}
+int2ip() {
+    local n=$1
+    echo "$(((n >> 24) & 255)).$(((n >> 16) & 255)).$(((n >> 8) & 255)).$((n & 255))"
+}
+mask_of() { # prefix length -> integer netmask
+    echo $(((0xffffffff << (32 - $1)) & 0xffffffff))
+}
+is_uint() { [[ $1 =~ ^(0|[1-9][0-9]{0,8})$ ]]; }
+# in_net ADDRESS NETWORK PREFIX
+in_net() {
+    local m
+    m=$(mask_of "$3")
+    ((($(ip2int "$1") & m) == ($(ip2int "$2") & m)))
+}
+nets_overlap() { # net1 prefix1 net2 prefix2
+    local p=$2
+    (($4 < p)) && p=$4
+    in_net "$1" "$3" "$p"
+}
+valid_ifname() { [[ $1 =~ ^[A-Za-z0-9_.-]{1,15}$ ]]; }
+
+# --- read the current state (no changes) -----------------------------------
+
+link_exists() { [[ -e /sys/class/net/$1 ]]; }
+link_kind_is() { # dev kind
+    ip -o link show type "$2" 2>/dev/null | grep -q "^[0-9]*: $1[:@]"
+}
+vxlan_details() { ip -d -o link show dev "$VXLAN_DEV" 2>/dev/null || true; }
+vxlan_underlay() {
+    local re=' dev ([^ ]+) ' details
+    details=$(vxlan_details)
+    [[ $details =~ $re ]] && echo "${BASH_REMATCH[1]}"
+    return 0
+}
+# The default route's device, skipping our own bridge (a member's default route).
+default_route_dev() {
+    local line re=' dev ([^ ]+)'
+    while read -r line; do
+        [[ $line =~ $re ]] || continue
+        [[ ${BASH_REMATCH[1]} == "$BRIDGE" ]] && continue
+        echo "${BASH_REMATCH[1]}"
+        return 0
+    done < <(ip -4 -o route show default 2>/dev/null)
+}
+# The gateway of the underlay: its default route if it still has one, else our
+# own IMDS route (a re-run on a member whose default route we replaced), else
+# the subnet base + 1, where EC2 always puts the VPC router.
+underlay_gateway() {
+    local line re='via ([0-9.]+) dev ([^ ]+)'
+    while read -r line; do
+        if [[ $line =~ $re && ${BASH_REMATCH[2]} == "$UNDERLAY_DEV" ]]; then
+            echo "${BASH_REMATCH[1]}"
+            return 0
+        fi
+    done < <(ip -4 -o route show default 2>/dev/null; ip -4 -o route show "${LINK_LOCAL_SERVICES[0]}/32" 2>/dev/null)
+    int2ip $((underlay_net_int + 1))
+}
+
+# --- validate everything before any change ---------------------------------
+
+OVERLAY_ROLE=${OVERLAY_ROLE-}
+UNDERLAY_DEV=${UNDERLAY_DEV-}
+VXLAN_ID=${VXLAN_ID-}
+VXLAN_GROUP=${VXLAN_GROUP-}
+VXLAN_PORT=${VXLAN_PORT-4789}
+OVERLAY_ADDRESS=${OVERLAY_ADDRESS-}
+OVERLAY_GATEWAY=${OVERLAY_GATEWAY-}
+OVERLAY_MTU=${OVERLAY_MTU-}
+VPC_CIDR=${VPC_CIDR-}
+ROUTER_DNAT=${ROUTER_DNAT-}
+
+command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
+
+case $OVERLAY_ROLE in
+router | member) ;;
+*) problem OVERLAY_ROLE "$OVERLAY_ROLE" "expected router or member" ;;
+esac
+
+if ! is_uint "$VXLAN_ID" || ((VXLAN_ID < 1 || VXLAN_ID > 16777215)); then
+    problem VXLAN_ID "$VXLAN_ID" "expected an integer 1..16777215"
+fi
+if ! is_ipv4 "$VXLAN_GROUP" || (($(ip2int "$VXLAN_GROUP") >> 28 != 14)); then
+    problem VXLAN_GROUP "$VXLAN_GROUP" "expected an IPv4 multicast address in 224.0.0.0/4 (local scope 239.255.0.0/16 recommended)"
+fi
+if ! is_uint "$VXLAN_PORT" || ((VXLAN_PORT < 1 || VXLAN_PORT > 65535)); then
+    problem VXLAN_PORT "$VXLAN_PORT" "expected a UDP port 1..65535 (default 4789)"
+fi
+if ! is_uint "$OVERLAY_MTU" || ((OVERLAY_MTU < MIN_MTU || OVERLAY_MTU > MAX_MTU)); then
+    problem OVERLAY_MTU "$OVERLAY_MTU" "expected an integer $MIN_MTU..$MAX_MTU (Transit Gateway's 8500 minus VXLAN's $VXLAN_OVERHEAD)"
+fi
+
+overlay_ok=false
+overlay_ip=${OVERLAY_ADDRESS%/*}
+overlay_prefix=${OVERLAY_ADDRESS#*/}
+if [[ $OVERLAY_ADDRESS != */* ]] || ! is_ipv4 "$overlay_ip" || ! is_uint "$overlay_prefix" ||
+    ((overlay_prefix < 8 || overlay_prefix > 30)); then
+    problem OVERLAY_ADDRESS "$OVERLAY_ADDRESS" "expected an IPv4 address/prefix with prefix 8..30, e.g. 10.100.0.10/16"
+else
+    overlay_mask=$(mask_of "$overlay_prefix")
+    overlay_host=$(($(ip2int "$overlay_ip") & ~overlay_mask & 0xffffffff))
+    if ((overlay_host == 0 || overlay_host == (~overlay_mask & 0xffffffff))); then
+        problem OVERLAY_ADDRESS "$OVERLAY_ADDRESS" "is the network or broadcast address of its subnet; expected a host address"
+    else
+        overlay_ok=true
+        overlay_net=$(int2ip $(($(ip2int "$overlay_ip") & overlay_mask)))
+        overlay_cidr=$overlay_net/$overlay_prefix
+    fi
+fi
+
+vpc_ok=false
+if [[ -n $VPC_CIDR ]]; then
+    vpc_ip=${VPC_CIDR%/*}
+    vpc_prefix=${VPC_CIDR#*/}
+    if [[ $VPC_CIDR != */* ]] || ! is_ipv4 "$vpc_ip" || ! is_uint "$vpc_prefix" ||
+        ((vpc_prefix < 16 || vpc_prefix > 28)) ||
+        (($(ip2int "$vpc_ip") & ~$(mask_of "$vpc_prefix") & 0xffffffff)); then
+        problem VPC_CIDR "$VPC_CIDR" "expected the VPC's IPv4 network/prefix (prefix 16..28, host bits zero), e.g. 10.0.0.0/16"
+    else
+        vpc_ok=true
+        vpc_resolver=$(int2ip $(($(ip2int "$vpc_ip") + 2)))
+        if $overlay_ok && nets_overlap "$overlay_net" "$overlay_prefix" "$vpc_ip" "$vpc_prefix"; then
+            problem OVERLAY_ADDRESS "$OVERLAY_ADDRESS" "its subnet overlaps VPC_CIDR $VPC_CIDR; expected an overlay outside the VPC (the VPC routes the overlay to the router)"
+        fi
+    fi
+elif [[ $OVERLAY_ROLE == router ]]; then
+    problem VPC_CIDR "" "the router needs the VPC's IPv4 CIDR, e.g. 10.0.0.0/16"
+fi
+
+if [[ $OVERLAY_ROLE == member ]]; then
+    if ! is_ipv4 "$OVERLAY_GATEWAY"; then
+        problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "a member needs the router's overlay IPv4 address"
+    elif $overlay_ok && ! in_net "$OVERLAY_GATEWAY" "$overlay_net" "$overlay_prefix"; then
+        problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "expected an address inside the overlay subnet $overlay_cidr"
+    elif [[ $OVERLAY_GATEWAY == "$overlay_ip" ]]; then
+        problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "is this member's own address; expected the router's overlay address"
+    fi
+    if [[ -n ${ROUTER_DNAT// /} ]]; then
+        problem ROUTER_DNAT "$ROUTER_DNAT" "only the router forwards ports; expected empty on a member"
+    fi
+elif [[ $OVERLAY_ROLE == router ]]; then
+    if [[ -n $OVERLAY_GATEWAY && $OVERLAY_GATEWAY != "$overlay_ip" ]]; then
+        problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "the router is the overlay gateway; expected unset or its own address $overlay_ip"
+    fi
+fi
+
+dnat_entries=()
+if [[ $OVERLAY_ROLE == router ]]; then
+    read -r -a dnat_words <<<"$ROUTER_DNAT"
+    re='^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$'
+    for entry in "${dnat_words[@]}"; do
+        if ! [[ $entry =~ $re ]]; then
+            problem ROUTER_DNAT "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
+            continue
+        fi
+        # Copy the captures: is_ipv4 runs its own match.
+        proto=${BASH_REMATCH[1]} port=$((10#${BASH_REMATCH[2]}))
+        target=${BASH_REMATCH[3]} target_port=$((10#${BASH_REMATCH[4]}))
+        if ! is_ipv4 "$target" || ((port < 1 || port > 65535 || target_port < 1 || target_port > 65535)); then
+            problem ROUTER_DNAT "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
+        elif $overlay_ok && { ! in_net "$target" "$overlay_net" "$overlay_prefix" || [[ $target == "$overlay_ip" ]]; }; then
+            problem ROUTER_DNAT "$entry" "the target must be another address inside the overlay subnet $overlay_cidr"
+        else
+            dnat_entries+=("$proto $port $target $target_port")
+        fi
+    done
+fi
+
+# The devices we create must be ours if they already exist.
+if link_exists "$BRIDGE" && ! link_kind_is "$BRIDGE" bridge; then
+    problem "$BRIDGE" "$(ip -o link show dev "$BRIDGE" | cut -d' ' -f2)" "a device named $BRIDGE exists and is not a bridge; remove it first"
+fi
+if link_exists "$VXLAN_DEV" && ! link_kind_is "$VXLAN_DEV" vxlan; then
+    problem "$VXLAN_DEV" "$(ip -o link show dev "$VXLAN_DEV" | cut -d' ' -f2)" "a device named $VXLAN_DEV exists and is not a VXLAN device; remove it first"
+fi
+
+# The underlay device: given, else the default route's, else (a member whose
+# default route now points into the overlay) the device ethvxlan0 rides on.
+if [[ -z $UNDERLAY_DEV ]]; then
+    UNDERLAY_DEV=$(default_route_dev)
+    [[ -n $UNDERLAY_DEV ]] || UNDERLAY_DEV=$(vxlan_underlay)
+    [[ -n $UNDERLAY_DEV ]] || problem UNDERLAY_DEV "" "unset and no IPv4 default route to take it from; set it to the underlay device (e.g. ens5)"
+fi
+underlay_ok=false
+if [[ -n $UNDERLAY_DEV ]]; then
+    if ! valid_ifname "$UNDERLAY_DEV" || ! link_exists "$UNDERLAY_DEV"; then
+        problem UNDERLAY_DEV "$UNDERLAY_DEV" "expected an existing network device (e.g. ens5)"
+    elif [[ $UNDERLAY_DEV == "$BRIDGE" || $UNDERLAY_DEV == "$VXLAN_DEV" ]]; then
+        problem UNDERLAY_DEV "$UNDERLAY_DEV" "expected the underlay device, not an overlay device"
+    else
+        underlay_addr=$(ip -4 -o addr show dev "$UNDERLAY_DEV" scope global | awk '{print $4; exit}')
+        underlay_mtu=$(<"/sys/class/net/$UNDERLAY_DEV/mtu")
+        if [[ -z $underlay_addr ]]; then
+            problem UNDERLAY_DEV "$UNDERLAY_DEV" "has no IPv4 address; expected the instance's underlay (VPC) device"
+        elif is_uint "$OVERLAY_MTU" && ((underlay_mtu < OVERLAY_MTU + VXLAN_OVERHEAD)); then
+            problem OVERLAY_MTU "$OVERLAY_MTU" "the underlay device $UNDERLAY_DEV has MTU $underlay_mtu; it must carry OVERLAY_MTU + $VXLAN_OVERHEAD, so expected at most $((underlay_mtu - VXLAN_OVERHEAD)) (or raise the underlay MTU)"
+        else
+            underlay_ok=true
+            underlay_ip=${underlay_addr%/*}
+            underlay_prefix=${underlay_addr#*/}
+            underlay_net_int=$(($(ip2int "$underlay_ip") & $(mask_of "$underlay_prefix")))
+            if $overlay_ok && nets_overlap "$overlay_net" "$overlay_prefix" "$underlay_ip" "$underlay_prefix"; then
+                problem OVERLAY_ADDRESS "$OVERLAY_ADDRESS" "its subnet overlaps the underlay subnet $(int2ip "$underlay_net_int")/$underlay_prefix of $UNDERLAY_DEV"
+            fi
+            if $vpc_ok && ! in_net "$underlay_ip" "$vpc_ip" "$vpc_prefix"; then
+                problem VPC_CIDR "$VPC_CIDR" "does not contain the underlay address $underlay_ip of $UNDERLAY_DEV"
+            fi
+        fi
+    fi
+fi
+
+if [[ $OVERLAY_ROLE == router ]] && ! command -v nft >/dev/null; then
+    problem OVERLAY_ROLE router "the router needs the nft command (package nftables)"
+fi
+
+if ((${#errors[@]})); then
+    for e in "${errors[@]}"; do echo "$PROG: $e" >&2; done
+    echo "$PROG: nothing was changed" >&2
+    exit 2
+fi
+$underlay_ok || fatal "internal error: underlay not validated"
+
+# --- apply (each step is a no-op when already in place) --------------------
+
+set_proc() { # /proc/sys path, value: write only when different
+    [[ $(<"$1") == "$2" ]] || echo "$2" >"$1"
+}
+
+# Before the VXLAN device joins the group: the Transit Gateway speaks IGMPv2 only.
+set_proc "/proc/sys/net/ipv4/conf/$UNDERLAY_DEV/force_igmp_version" 2
+
+if ! link_exists "$BRIDGE"; then
+    log "creating bridge $BRIDGE"
+    ip link add name "$BRIDGE" type bridge stp_state 0 forward_delay 0
+fi
+
+# Recreate ethvxlan0 only when its identity differs (VNI, group, underlay, port).
+want_vxlan="vxlan id $VXLAN_ID group $VXLAN_GROUP dev $UNDERLAY_DEV "
+details=$(vxlan_details)
+if [[ -n $details && ($details != *"$want_vxlan"* || $details != *" dstport $VXLAN_PORT "*) ]]; then
+    log "replacing $VXLAN_DEV (configuration changed)"
+    ip link del dev "$VXLAN_DEV"
+    details=
+fi
+if [[ -z $details ]]; then
+    log "creating $VXLAN_DEV: VNI $VXLAN_ID, group $VXLAN_GROUP, port $VXLAN_PORT on $UNDERLAY_DEV"
+    ip link add name "$VXLAN_DEV" mtu "$OVERLAY_MTU" type vxlan id "$VXLAN_ID" \
+        group "$VXLAN_GROUP" dev "$UNDERLAY_DEV" dstport "$VXLAN_PORT"
+fi
+
+# Port first, then the bridge: a bridge's MTU may not exceed its ports'.
+[[ $(</sys/class/net/$VXLAN_DEV/mtu) == "$OVERLAY_MTU" ]] || ip link set dev "$VXLAN_DEV" mtu "$OVERLAY_MTU"
+[[ $(</sys/class/net/$BRIDGE/mtu) == "$OVERLAY_MTU" ]] || ip link set dev "$BRIDGE" mtu "$OVERLAY_MTU"
+[[ -e /sys/class/net/$VXLAN_DEV/brport/bridge &&
+    $(readlink "/sys/class/net/$VXLAN_DEV/brport/bridge") == */"$BRIDGE" ]] ||
+    ip link set dev "$VXLAN_DEV" master "$BRIDGE"
+ip link set dev "$VXLAN_DEV" up
+ip link set dev "$BRIDGE" up
+ip addr replace "$OVERLAY_ADDRESS" dev "$BRIDGE"
+
+if [[ $OVERLAY_ROLE == member ]]; then
+    gateway=$(underlay_gateway)
+    for service in "${LINK_LOCAL_SERVICES[@]}"; do
+        ip route replace "$service/32" via "$gateway" dev "$UNDERLAY_DEV" src "$underlay_ip"
+    done
+    # Metric 0 wins over a DHCP client's default route (which stays, harmless,
+    # and keeps the underlay discoverable); same-metric defaults are replaced.
+    ip route replace default via "$OVERLAY_GATEWAY" dev "$BRIDGE" src "$overlay_ip" metric 0
+    if nft list table ip "$NFT_TABLE" >/dev/null 2>&1; then
+        log "removing the router's nftables table (this instance is a member now)"
+        nft delete table ip "$NFT_TABLE"
+    fi
+    log "member $OVERLAY_ADDRESS via $OVERLAY_GATEWAY on $BRIDGE, underlay $UNDERLAY_DEV ($underlay_addr)"
+    exit 0
+fi
+
+# Router: its default route stays on the underlay.
+while ip -4 route show default dev "$BRIDGE" 2>/dev/null | grep -q .; do
+    ip route del default dev "$BRIDGE"
+done
+if ! ip -4 route show default 2>/dev/null | grep -q .; then
+    ip route add default via "$(underlay_gateway)" dev "$UNDERLAY_DEV"
+fi
+set_proc /proc/sys/net/ipv4/ip_forward 1
+
+dnat_rules=""
+for entry in "${dnat_entries[@]}"; do
+    read -r proto port target target_port <<<"$entry"
+    dnat_rules+="        iifname \"$UNDERLAY_DEV\" ip daddr $underlay_ip $proto dport $port dnat to $target:$target_port"$'\n'
+done
+
+# One transaction: create-if-missing, delete, define. Flows keep their NAT
+# bindings (conntrack), so replacing the table never interrupts them.
+nft -f - <<EOF
+table ip $NFT_TABLE
+delete table ip $NFT_TABLE
+table ip $NFT_TABLE {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+${dnat_rules}    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip
+        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr != $VPC_CIDR snat to $underlay_ip
+    }
+}
+EOF
+log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s)"
