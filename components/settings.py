@@ -118,7 +118,7 @@ KEYS: tuple[Key, ...] = (
     Key("dbAllocatedStorageGb", "int", 20, "RDS storage (GiB, gp3, encrypted); 20..65536."),
     Key("dbMultiAz", "bool", False, "RDS Multi-AZ standby."),
     Key("dbBackupRetentionDays", "int", 7, "Automated backup retention (1..35 days)."),
-    Key("dbDeletionProtection", "bool", True, "RDS deletion protection (set false before `pulumi destroy`)."),
+    Key("deletionProtection", "bool", True, "Protect the database and the EFS file system (RDS deletion protection and Pulumi `protect`); set false and `pulumi up` before `pulumi destroy`."),
     Key("dbSkipFinalSnapshot", "bool", False, "Skip the final snapshot when the database is deleted."),
     # Storage
     Key("efsThroughputMode", "str", "elastic", "EFS throughput: elastic or provisioned (never bursting: its credits run out)."),
@@ -163,7 +163,7 @@ class Settings:
     db_allocated_storage_gb: int
     db_multi_az: bool
     db_backup_retention_days: int
-    db_deletion_protection: bool
+    deletion_protection: bool
     db_skip_final_snapshot: bool
     efs_throughput_mode: str
     efs_provisioned_mibps: int
@@ -499,7 +499,7 @@ def parse_settings(
     db_storage = c.ranged_int("dbAllocatedStorageGb", 20, 65536)
     db_multi_az = c.value("dbMultiAz")
     db_retention = c.ranged_int("dbBackupRetentionDays", 1, 35, " (automated backups stay on)")
-    db_protect = c.value("dbDeletionProtection")
+    protect = c.value("deletionProtection")
     db_skip_snapshot = c.value("dbSkipFinalSnapshot")
 
     efs_mode = c.value("efsThroughputMode")
@@ -529,7 +529,7 @@ def parse_settings(
         registration_timeout_minutes=reg_timeout,
         db_engine_version=db_version, db_instance_class=db_class, db_allocated_storage_gb=db_storage,
         db_multi_az=db_multi_az, db_backup_retention_days=db_retention,
-        db_deletion_protection=db_protect, db_skip_final_snapshot=db_skip_snapshot,
+        deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,
         efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
         warnings=tuple(warnings),
     )

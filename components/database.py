@@ -1,0 +1,119 @@
+"""RdsCloudDb: CloudStack's database on RDS MySQL, with CloudStack's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components import naming
+
+MASTER_USERNAME = "csadmin"
+#: The guide's my.cnf (4.5.4): max_connections is 350 per management server.
+CONNECTIONS_PER_MANAGEMENT_SERVER = 350
+#: CloudStack's own sql_mode (it sets the same on its JDBC sessions).
+CLOUDSTACK_SQL_MODE = "STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+
+
+def cloudstack_db_parameters(management_servers: int) -> dict[str, tuple[str, str]]:
+    """name -> (value, apply method): the guide's MySQL settings, as RDS takes them."""
+    return {
+        "innodb_rollback_on_timeout": ("1", "pending-reboot"),  # static in MySQL
+        "innodb_lock_wait_timeout": ("600", "immediate"),
+        "max_connections": (str(CONNECTIONS_PER_MANAGEMENT_SERVER * management_servers), "immediate"),
+        # Binary logging (on with automated backups) in ROW format, as the guide asks.
+        "binlog_format": ("ROW", "immediate"),
+        # The RDS master user has no SUPER: without this, creating routines while
+        # binary logging is on is refused.
+        "log_bin_trust_function_creators": ("1", "immediate"),
+        "sql_mode": (CLOUDSTACK_SQL_MODE, "immediate"),
+    }
+
+
+def parameter_group_family(engine_version: str) -> str:
+    return f"mysql{engine_version}"
+
+
+@dataclass(frozen=True)
+class RdsCloudDbArgs:
+    stack: str
+    engine_version: str
+    instance_class: str
+    allocated_storage_gb: int
+    multi_az: bool
+    backup_retention_days: int
+    deletion_protection: bool
+    skip_final_snapshot: bool
+    subnet_ids: pulumi.Input[Sequence[str]]
+    security_group_id: pulumi.Input[str]
+    management_servers: int = 1
+    tags: dict = field(default_factory=dict)
+
+
+class RdsCloudDb(pulumi.ComponentResource):
+    """RDS MySQL (never Aurora: CloudStack needs MyISAM), a parameter group of the matching
+    family with CloudStack's settings, a subnet group, master credentials from pulumi-random
+    kept in Secrets Manager, and the endpoint published to SSM for the management server.
+
+    Outputs: address, port, endpoint_parameter, master_secret_arn.
+    """
+
+    def __init__(self, name: str, args: RdsCloudDbArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("cloudstack-ec2:index:RdsCloudDb", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+
+        password = random.RandomPassword(f"{name}-master-password", length=32, special=False,
+                                         min_lower=1, min_upper=1, min_numeric=1, opts=child)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-master", name_prefix=naming.secret_name_prefix(args.stack, naming.SECRET_DB_MASTER),
+            description="RDS master user of the CloudStack database", recovery_window_in_days=7, tags=tags,
+            opts=child)
+        aws.secretsmanager.SecretVersion(
+            f"{name}-master-value", secret_id=secret.id,
+            secret_string=pulumi.Output.json_dumps({"username": MASTER_USERNAME, "password": password.result}),
+            opts=child)
+
+        # Unique per database, so a re-created stack can be destroyed again.
+        final_snapshot = random.RandomId(f"{name}-final-snapshot-suffix", byte_length=4, opts=child)
+        subnet_group = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids, tags=tags, opts=child)
+        parameter_group = aws.rds.ParameterGroup(
+            f"{name}-params", family=parameter_group_family(args.engine_version),
+            description="CloudStack settings (install guide 4.5.4, adapted to RDS)",
+            parameters=[aws.rds.ParameterGroupParameterArgs(name=k, value=v, apply_method=m)
+                        for k, (v, m) in sorted(cloudstack_db_parameters(args.management_servers).items())],
+            tags=tags, opts=child)
+        instance = aws.rds.Instance(
+            f"{name}-mysql",
+            engine="mysql", engine_version=args.engine_version, instance_class=args.instance_class,
+            allocated_storage=args.allocated_storage_gb, storage_type="gp3", storage_encrypted=True,
+            multi_az=args.multi_az, db_subnet_group_name=subnet_group.name,
+            parameter_group_name=parameter_group.name, vpc_security_group_ids=[args.security_group_id],
+            publicly_accessible=False, username=MASTER_USERNAME, password=password.result,
+            backup_retention_period=args.backup_retention_days, copy_tags_to_snapshot=True,
+            deletion_protection=args.deletion_protection, skip_final_snapshot=args.skip_final_snapshot,
+            final_snapshot_identifier=None if args.skip_final_snapshot else final_snapshot.hex.apply(
+                lambda suffix: f"cloudstack-{args.stack}-final-{suffix}"),
+            auto_minor_version_upgrade=True, allow_major_version_upgrade=False,
+            enabled_cloudwatch_logs_exports=["error"],
+            tags=tags,
+            # The database is the cloud's state: never replace it silently.
+            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection))
+        endpoint = aws.ssm.Parameter(
+            f"{name}-endpoint", name=naming.parameter_name(args.stack, naming.PARAM_DB_ENDPOINT), type="String",
+            value=pulumi.Output.concat(instance.address, ":", instance.port.apply(str)),
+            description="CloudStack database endpoint (host:port)", tags=tags, opts=child)
+
+        self.address = instance.address
+        self.port = instance.port
+        self.master_secret_arn = secret.arn
+        self.endpoint_parameter = endpoint.name
+        self.register_outputs({
+            "address": self.address,
+            "port": self.port,
+            "master_secret_arn": self.master_secret_arn,
+            "endpoint_parameter": self.endpoint_parameter,
+        })

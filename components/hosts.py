@@ -1,0 +1,64 @@
+"""KvmHostPool: the metal instances that run CloudStack's KVM agent, one per host index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components import naming
+from components.node import Grant, NodeArgs, hardened_instance, instance_role
+
+
+@dataclass(frozen=True)
+class KvmHostPoolArgs:
+    stack: str
+    instance_type: str
+    ami_id: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    security_group_ids: Sequence[pulumi.Input[str]]
+    root_volume_gb: int
+    #: host index -> its stable overlay address (from the IP plan).
+    overlay_ips: Mapping[int, str]
+    #: host index -> boot script (base64 user data).
+    render_user_data: Callable[[int], pulumi.Input[str]]
+    tags: dict = field(default_factory=dict)
+
+
+class KvmHostPool(pulumi.ComponentResource):
+    """`hostCount` metal instances. Each is named by its host INDEX (`<name>-<i>`), never by
+    its position in some other list, so changing hostCount adds or removes only the hosts
+    above the old or new count; host i keeps its instance and its overlay address.
+
+    Outputs: hosts — {index: {"instance_id", "private_ip", "overlay_ip"}}.
+    """
+
+    def __init__(self, name: str, args: KvmHostPoolArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("cloudstack-ec2:index:KvmHostPool", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        identity = aws.get_caller_identity()
+        region = aws.get_region().region
+        partition = aws.get_partition().partition
+        ssh_key_arn = (f"arn:{partition}:ssm:{region}:{identity.account_id}:parameter"
+                       f"{naming.parameter_name(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY)}")
+        # The hosts need nothing but the management server's public key (the key it
+        # adds them with); no secret is readable from a KVM host.
+        profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [ssh_key_arn])], opts=child, tags=tags)
+
+        self.instances: dict[int, aws.ec2.Instance] = {}
+        for index, overlay_ip in sorted(args.overlay_ips.items()):
+            self.instances[index] = hardened_instance(f"{name}-{index}", NodeArgs(
+                instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
+                security_group_ids=args.security_group_ids, user_data_base64=args.render_user_data(index),
+                instance_profile=profile.name, root_volume_gb=args.root_volume_gb,
+                tags={**tags, "Role": "cloudstack-kvm-host", "HostIndex": str(index), "OverlayIp": overlay_ip}),
+                child)
+
+        self.hosts = {
+            str(index): {"instance_id": inst.id, "private_ip": inst.private_ip, "overlay_ip": args.overlay_ips[index]}
+            for index, inst in self.instances.items()
+        }
+        self.register_outputs({"hosts": self.hosts})

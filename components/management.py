@@ -1,0 +1,129 @@
+"""ManagementServer: the CloudStack management server, its secrets and its instance role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components import naming
+from components.node import Grant, NodeArgs, hardened_instance, instance_role
+
+
+@dataclass(frozen=True)
+class ManagementServerArgs:
+    stack: str
+    instance_type: str
+    ami_id: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    security_group_ids: Sequence[pulumi.Input[str]]
+    root_volume_gb: int
+    #: ARN of the RDS master secret (owned by RdsCloudDb): read by the DB setup.
+    db_master_secret_arn: pulumi.Input[str]
+    #: Renders the boot script from the secrets' names (never their values).
+    render_user_data: Callable[[dict], str]
+    tags: dict = field(default_factory=dict)
+
+
+def _secret(name: str, stack: str, which: str, description: str, child, tags) -> aws.secretsmanager.Secret:
+    return aws.secretsmanager.Secret(
+        f"{name}-{which}", name_prefix=naming.secret_name_prefix(stack, which), description=description,
+        recovery_window_in_days=7, tags=tags, opts=child)
+
+
+def _password(name: str, child, length: int = 32) -> random.RandomPassword:
+    # Letters and digits only: these go through shell, SQL and properties files.
+    return random.RandomPassword(name, length=length, special=False, min_lower=1, min_upper=1, min_numeric=1,
+                                 opts=child)
+
+
+class ManagementServer(pulumi.ComponentResource):
+    """A Nitro instance that installs and runs the CloudStack management server.
+
+    It owns CloudStack's secrets (its DB user's password, the management and database
+    encryption keys, the admin password, and the admin API keys it writes itself) and
+    the SSM parameter in which it publishes its SSH public key for the KVM hosts.
+
+    Outputs: instance_id, private_ip, secret ARNs, api_keys_secret_arn.
+    """
+
+    def __init__(self, name: str, args: ManagementServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("cloudstack-ec2:index:ManagementServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+
+        db_cloud = _secret(name, args.stack, naming.SECRET_DB_CLOUD, "CloudStack database user", child, tags)
+        keys = _secret(name, args.stack, naming.SECRET_CLOUDSTACK_KEYS,
+                       "CloudStack management (-m) and database (-k) encryption keys", child, tags)
+        admin = _secret(name, args.stack, naming.SECRET_ADMIN, "CloudStack admin login", child, tags)
+        api_keys = _secret(name, args.stack, naming.SECRET_API_KEYS,
+                           "CloudStack admin API keys (written by the management server)", child, tags)
+        aws.secretsmanager.SecretVersion(
+            f"{name}-db-cloud-value", secret_id=db_cloud.id,
+            secret_string=pulumi.Output.json_dumps({"username": "cloud",
+                                                    "password": _password(f"{name}-db-cloud-password", child).result}),
+            opts=child)
+        aws.secretsmanager.SecretVersion(
+            f"{name}-keys-value", secret_id=keys.id,
+            secret_string=pulumi.Output.json_dumps({
+                "management_key": _password(f"{name}-management-key", child).result,
+                "database_key": _password(f"{name}-database-key", child).result}),
+            opts=child)
+        aws.secretsmanager.SecretVersion(
+            f"{name}-admin-value", secret_id=admin.id,
+            secret_string=pulumi.Output.json_dumps({"username": "admin",
+                                                    "password": _password(f"{name}-admin-password", child, 24).result}),
+            opts=child)
+
+        ssh_key = aws.ssm.Parameter(
+            f"{name}-ssh-public-key", name=naming.parameter_name(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY),
+            type="String", value=naming.PENDING,
+            description="SSH public key of the CloudStack management server (written by it at boot)",
+            tags=tags, opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
+
+        identity = aws.get_caller_identity()
+        region = aws.get_region().region
+        partition = aws.get_partition().partition
+
+        def parameter_arn(which: str) -> str:
+            return (f"arn:{partition}:ssm:{region}:{identity.account_id}:parameter"
+                    f"{naming.parameter_name(args.stack, which)}")
+
+        profile = instance_role(name, grants=[
+            Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                  [args.db_master_secret_arn, db_cloud.arn, keys.arn, admin.arn, api_keys.arn]),
+            Grant(["secretsmanager:PutSecretValue"], [api_keys.arn]),
+            Grant(["ssm:GetParameter"], [parameter_arn(naming.PARAM_DB_ENDPOINT),
+                                         parameter_arn(naming.PARAM_EFS_DNS)]),
+            Grant(["ssm:GetParameter", "ssm:PutParameter"], [ssh_key.arn]),
+        ], opts=child, tags=tags)
+
+        user_data = pulumi.Output.all(
+            db_master=args.db_master_secret_arn, db_cloud=db_cloud.arn, keys=keys.arn,
+            admin=admin.arn, api_keys=api_keys.arn,
+        ).apply(args.render_user_data)
+        instance = hardened_instance(name, NodeArgs(
+            instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
+            security_group_ids=args.security_group_ids, user_data_base64=user_data,
+            instance_profile=profile.name, root_volume_gb=args.root_volume_gb,
+            tags={**tags, "Role": "cloudstack-management"}), child)
+
+        self.instance = instance
+        self.instance_id = instance.id
+        self.private_ip = instance.private_ip
+        self.api_keys_secret_arn = api_keys.arn
+        self.api_keys_secret_id = api_keys.id
+        self.admin_secret_arn = admin.arn
+        self.secret_arns = {
+            naming.SECRET_DB_CLOUD: db_cloud.arn, naming.SECRET_CLOUDSTACK_KEYS: keys.arn,
+            naming.SECRET_ADMIN: admin.arn, naming.SECRET_API_KEYS: api_keys.arn,
+        }
+        self.register_outputs({
+            "instance_id": self.instance_id,
+            "private_ip": self.private_ip,
+            "api_keys_secret_arn": self.api_keys_secret_arn,
+            "secret_arns": self.secret_arns,
+        })

@@ -1,0 +1,91 @@
+"""What every CloudStack instance shares: hardened EC2 settings and a least-privilege instance role.
+
+Used by OverlayRouter, ManagementServer and KvmHostPool so the rules live in one place:
+IMDSv2 required, encrypted gp3 root volume, no key pair (administration through SSM
+Session Manager), AMI and user data pinned after creation (a newer AMI or a changed
+boot script must never replace or reboot a running KVM host behind the user's back).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+SSM_MANAGED_POLICY = "policy/AmazonSSMManagedInstanceCore"
+
+
+@dataclass(frozen=True)
+class NodeArgs:
+    instance_type: str
+    ami_id: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    security_group_ids: Sequence[pulumi.Input[str]]
+    user_data_base64: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]
+    root_volume_gb: int
+    source_dest_check: bool = True
+    tags: dict = field(default_factory=dict)
+
+
+def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -> aws.ec2.Instance:
+    return aws.ec2.Instance(
+        name,
+        ami=args.ami_id,
+        instance_type=args.instance_type,
+        subnet_id=args.subnet_id,
+        vpc_security_group_ids=list(args.security_group_ids),
+        iam_instance_profile=args.instance_profile,
+        user_data_base64=args.user_data_base64,
+        source_dest_check=args.source_dest_check,
+        associate_public_ip_address=False,
+        metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+            http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
+            instance_metadata_tags="disabled"),
+        root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+            encrypted=True, volume_type="gp3", volume_size=args.root_volume_gb, delete_on_termination=True),
+        tags={**args.tags, "Name": name},
+        volume_tags={**args.tags, "Name": name},
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            ignore_changes=["ami", "user_data", "user_data_base64"])),
+    )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One IAM statement: these actions on these resources (ARNs, possibly Outputs)."""
+
+    actions: Sequence[str]
+    resources: Sequence[pulumi.Input[str]]
+
+
+def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptions,
+                  tags: Optional[dict] = None) -> aws.iam.InstanceProfile:
+    """A role for one kind of instance: SSM Session Manager plus exactly `grants`."""
+    partition = aws.get_partition().partition
+    role = aws.iam.Role(
+        f"{name}-role",
+        assume_role_policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                           "Principal": {"Service": "ec2.amazonaws.com"}}],
+        }),
+        tags=tags or {}, opts=opts)
+    aws.iam.RolePolicyAttachment(
+        f"{name}-ssm", role=role.name, policy_arn=f"arn:{partition}:iam::aws:{SSM_MANAGED_POLICY}", opts=opts)
+    if grants:
+        statements = [
+            pulumi.Output.all(*g.resources).apply(
+                lambda arns, actions=tuple(g.actions): {"Effect": "Allow", "Action": list(actions),
+                                                        "Resource": list(arns)})
+            for g in grants
+        ]
+        aws.iam.RolePolicy(
+            f"{name}-policy", role=role.id,
+            policy=pulumi.Output.all(*statements).apply(
+                lambda s: json.dumps({"Version": "2012-10-17", "Statement": list(s)})),
+            opts=opts)
+    return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags or {}, opts=opts)

@@ -1,0 +1,222 @@
+"""Runs the program under Pulumi mocks: no AWS account, no Pulumi CLI.
+
+The offline `plan` command and the unit tests both use this. The mocks answer the
+program's AWS look-ups from the local catalog (instance facts), invent plausible ids
+and addresses for created resources, and record every registration with its parent
+chain and its dependencies, so a caller can see exactly what `pulumi up` would declare.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.sync_await import _sync_await
+
+from components import catalog
+
+ACCOUNT_ID = "123456789012"
+#: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
+PUBLIC_ADDRESSES = ipaddress.IPv4Network("198.51.100.0/24")
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    inputs: dict
+    custom: bool
+    id: str
+    state: dict
+    parent_urn: str
+    dependencies: tuple[str, ...]
+
+    @property
+    def component_type(self) -> str:
+        """The outermost component this resource belongs to ('' at the top level)."""
+        qualified = self.urn.split("::")[2]
+        chain = qualified.split("$")
+        return chain[0] if len(chain) > 1 else ""
+
+
+class OfflineMocks(pulumi.runtime.Mocks):
+    def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
+        self.region = region
+        self.subnet_cidrs = dict(subnet_cidrs or {})
+        self._counter = itertools.count(1)
+        self._public = itertools.islice(PUBLIC_ADDRESSES.hosts(), 10, None)
+        self._private: dict[str, Any] = {}
+
+    def _private_ip(self, subnet_hint: str) -> str:
+        cidr = self.subnet_cidrs.get("cloudstack", "10.0.0.0/24")
+        it = self._private.setdefault(cidr, itertools.islice(ipaddress.IPv4Network(cidr).hosts(), 9, None))
+        return str(next(it))
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        n = next(self._counter)
+        state = dict(args.inputs)
+        typ = args.typ
+        rid = f"{args.name}-{n:04d}"
+        arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
+        state.setdefault("arn", arn)
+        if typ == "aws:ec2/instance:Instance":
+            state.update(private_ip=self._private_ip("cloudstack"), primary_network_interface_id=f"eni-{n:017x}")
+            rid = f"i-{n:017x}"
+        elif typ == "aws:ec2/eip:Eip":
+            state.update(public_ip=str(next(self._public)))
+        elif typ == "aws:ec2/vpc:Vpc":
+            rid = f"vpc-{n:017x}"
+            state.update(main_route_table_id=f"rtb-{n + 9000:017x}")
+        elif typ == "aws:ec2/subnet:Subnet":
+            rid = f"subnet-{n:017x}"
+        elif typ == "aws:ec2/routeTable:RouteTable":
+            rid = f"rtb-{n:017x}"
+        elif typ == "aws:rds/instance:Instance":
+            address = f"{args.name}.c0ffee.{self.region}.rds.amazonaws.com"
+            state.update(address=address, port=3306, endpoint=f"{address}:3306")
+        elif typ == "aws:efs/fileSystem:FileSystem":
+            rid = f"fs-{n:017x}"
+            state.update(dns_name=f"{rid}.efs.{self.region}.amazonaws.com")
+        elif typ == "aws:efs/mountTarget:MountTarget":
+            state.update(ip_address=self._private_ip("cloudstack"))
+        elif typ == "aws:secretsmanager/secret:Secret":
+            prefix = state.get("name_prefix") or state.get("namePrefix") or args.name
+            state.update(name=f"{prefix}Ab12Cd", arn=f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
+        elif typ == "aws:ssm/parameter:Parameter":
+            state.update(arn=f"arn:aws:ssm:{self.region}:{ACCOUNT_ID}:parameter{state.get('name', '')}")
+        elif typ == "random:index/randomPassword:RandomPassword":
+            state.update(result=f"offline-{args.name}-not-a-secret")
+        elif typ == "random:index/randomId:RandomId":
+            state.update(hex=f"{n:08x}")
+        elif typ.startswith("aws:iam/"):
+            state.setdefault("name", args.name)
+            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
+        return rid, state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        token = args.token
+        a = args.args
+        if token == "aws:ec2/getInstanceType:getInstanceType":
+            facts = catalog.instance_facts(a["instanceType"])
+            if facts is None:
+                raise Exception(f"InvalidInstanceType: {a['instanceType']} is not in the offline catalog")
+            return {
+                "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
+                "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
+                "memorySize": facts.memory_mib,
+            }
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{self.region}{s}" for s in "abc"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": self.region}
+        if token == "aws:ec2/getAmi:getAmi":
+            return {"id": "ami-0offline00000000", "imageId": "ami-0offline00000000", "name": "offline ubuntu"}
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline", "userId": "OFFLINE"}
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region, "id": self.region}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:ec2/getSubnet:getSubnet":
+            return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", "")}
+        raise Exception(f"the offline mocks do not answer {token}")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """Keeps each registration's parent and dependencies (the plain monitor drops them)."""
+
+    def __init__(self, mocks: OfflineMocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            state = self.resources[response.urn].state if response.urn in self.resources else {}
+            inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+            self.registrations.append(Registration(
+                urn=response.urn, type=request.type, name=request.name, inputs=dict(inputs),
+                custom=bool(request.custom), id=response.id, state=dict(state or {}),
+                parent_urn=request.parent, dependencies=tuple(request.dependencies)))
+        return response
+
+
+@dataclass
+class OfflineRun:
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+    result: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, typ: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == typ]
+
+    def named(self, name: str) -> Registration:
+        matches = [r for r in self.registrations if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+    def by_urn(self, urn: str) -> Registration:
+        return next(r for r in self.registrations if r.urn == urn)
+
+
+class _WarningCollector(pulumi_mocks.MockEngine):
+    def __init__(self, sink: list[str]):
+        super().__init__(None)
+        self.sink = sink
+
+    def Log(self, request):  # noqa: N802 - gRPC method name
+        if request.severity == 3:  # WARNING
+            self.sink.append(request.message)
+        return super().Log(request)
+
+
+def run_offline(
+    program: Callable[[], Any],
+    config: Mapping[str, Any],
+    *,
+    project: str,
+    stack: str,
+    region: str,
+    subnet_cidrs: Optional[Mapping[str, str]] = None,
+) -> OfflineRun:
+    """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
+
+    `program` returns a dict of stack outputs (Outputs allowed); they come back resolved.
+    """
+    mocks = OfflineMocks(region, subnet_cidrs)
+    monitor = RecordingMonitor(mocks)
+    warnings: list[str] = []
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    engine = _WarningCollector(warnings)
+    runtime_settings.SETTINGS.engine = engine
+    pulumi.runtime.set_all_config({k: _config_text(v) for k, v in config.items()})
+    runtime_settings.SETTINGS.rpc_manager.clear()
+    runtime_settings.SETTINGS.outputs.clear()
+
+    resolved: dict[str, Any] = {}
+
+    def body():
+        outputs = program() or {}
+        return pulumi.Output.from_input(outputs).apply(resolved.update)
+
+    _sync_await(pulumi.runtime.stack.run_pulumi_func(
+        lambda: _sync_await(pulumi.Output.from_input(body()).future())))
+    return OfflineRun(registrations=monitor.registrations, outputs=resolved, warnings=warnings)
+
+
+def _config_text(value: Any) -> str:
+    """Pulumi hands config to programs as strings; structured values as JSON."""
+    import json
+
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)

@@ -1,0 +1,65 @@
+"""OverlayRouter: the gateway between the VXLAN overlay and the VPC (and the internet)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components.node import NodeArgs, hardened_instance, instance_role
+
+
+@dataclass(frozen=True)
+class OverlayRouterArgs:
+    instance_type: str
+    ami_id: pulumi.Input[str]
+    subnet_id: pulumi.Input[str]
+    security_group_ids: Sequence[pulumi.Input[str]]
+    user_data_base64: pulumi.Input[str]
+    root_volume_gb: int
+    overlay_cidr: str
+    #: Every route table that must send the overlay CIDR to the router.
+    route_table_ids: Sequence[pulumi.Input[str]]
+    tags: dict = field(default_factory=dict)
+
+
+class OverlayRouter(pulumi.ComponentResource):
+    """A Nitro instance with source/destination check off that routes the overlay CIDR,
+    NATs overlay traffic leaving the VPC and forwards TCP 8080 on its address to the
+    management server. Its Elastic IP is the cloud's internet egress address and, when
+    `adminCidrs` allows it, the UI/API's public address.
+
+    Outputs: instance_id, private_ip, public_ip, eni_id.
+    """
+
+    def __init__(self, name: str, args: OverlayRouterArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("cloudstack-ec2:index:OverlayRouter", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        profile = instance_role(name, grants=[], opts=child, tags=tags)
+        instance = hardened_instance(name, NodeArgs(
+            instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
+            security_group_ids=args.security_group_ids, user_data_base64=args.user_data_base64,
+            instance_profile=profile.name, root_volume_gb=args.root_volume_gb,
+            # It forwards packets whose source or destination is an overlay
+            # address, which EC2 would otherwise drop.
+            source_dest_check=False, tags={**tags, "Role": "overlay-router"}), child)
+        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=instance.id,
+                          tags={**tags, "Name": f"{name}-eip"}, opts=child)
+        for i, table_id in enumerate(args.route_table_ids):
+            aws.ec2.Route(f"{name}-overlay-route-{i}", route_table_id=table_id,
+                          destination_cidr_block=args.overlay_cidr,
+                          network_interface_id=instance.primary_network_interface_id, opts=child)
+
+        self.instance_id = instance.id
+        self.private_ip = instance.private_ip
+        self.public_ip = eip.public_ip
+        self.eni_id = instance.primary_network_interface_id
+        self.register_outputs({
+            "instance_id": self.instance_id,
+            "private_ip": self.private_ip,
+            "public_ip": self.public_ip,
+            "eni_id": self.eni_id,
+        })
