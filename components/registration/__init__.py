@@ -1,0 +1,17 @@
+"""CloudStack registration: zone, network, pod, clusters, hosts, storage and settings via the API.
+
+`spec` and `plan` are pure; `CloudStackRegistration` (Pulumi) is imported lazily so
+that the main program can build a spec without loading the provider.
+"""
+
+from .spec import (  # noqa: F401
+    ClusterSpec, GlobalSetting, HostSpec, PhysicalNetworkSpec, PodSpec, PublicRangeSpec, RegistrationSpec,
+    SpecError, StorageSpec, Timeouts, ZoneSpec, build_spec, clusters_for, default_global_settings,
+)
+
+
+def __getattr__(name: str):
+    if name in ("CloudStackRegistration", "CloudStackRegistrationArgs"):
+        from . import component
+        return getattr(component, name)
+    raise AttributeError(name)

@@ -1,0 +1,317 @@
+"""Talking to CloudStack: keys from Secrets Manager, waiting for the API, retries,
+async jobs and the optional JSON-lines trace. The `cs` client signs requests.
+
+Nothing here keeps a secret anywhere but in this process's memory: not in
+resource state, not in logs, not in the trace, not in exception messages
+(requests go out as POST so no URL carrying parameters can end up in one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, Mapping, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+
+from .spec import Timeouts
+
+LOG = logging.getLogger("cloudstack_ec2.registration")
+TRACE_ENV = "CLOUDSTACK_API_TRACE"
+#: CloudStack error codes worth retrying: 530 internal error (e.g. while the
+#: management server finishes starting), 533 insufficient capacity (the agent
+#: or a system VM not ready yet); 503 comes from the web container before the
+#: API servlet is deployed.
+TRANSIENT_CODES = frozenset({503, 530, 533})
+_REDACT_MARKERS = ("password", "secret", "signature", "apikey", "token")
+
+T = TypeVar("T")
+
+
+def _ensure_log_handler() -> None:
+    # The dynamic provider runs in Pulumi's provider host, where nothing configures
+    # logging; without a handler the progress messages would be lost.
+    if not LOG.handlers and not logging.getLogger().handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(levelname)s registration: %(message)s"))
+        LOG.addHandler(h)
+    if LOG.level == logging.NOTSET:
+        LOG.setLevel(logging.INFO)
+
+
+class RegistrationError(Exception):
+    """The registration cannot go on; the message says what and where."""
+
+
+class TransientError(RegistrationError):
+    """Worth retrying: connection refused, HTTP 503, CloudStack 530/533."""
+
+
+class CloudStackError(RegistrationError):
+    def __init__(self, endpoint: str, command: str, code: int | None, text: str) -> None:
+        self.endpoint, self.command, self.code, self.text = endpoint, command, code, text
+        super().__init__(f"CloudStack {command} at {endpoint} failed (errorcode {code}): {text}")
+
+
+class AuthError(RegistrationError):
+    pass
+
+
+def redact(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ("<redacted>" if any(m in k.lower() for m in _REDACT_MARKERS) else v) for k, v in params.items()}
+
+
+class TracingSession(requests.Session):
+    """Appends one JSON object per HTTP call to $CLOUDSTACK_API_TRACE: command, params (redacted), status."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, path: str | None) -> None:
+        super().__init__()
+        self.trace_path = path
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if not self.trace_path:
+            return super().send(request, **kwargs)
+        body = request.body or ""
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        params = dict(parse_qsl(urlsplit(request.url or "").query, keep_blank_values=True))
+        params.update(parse_qsl(body, keep_blank_values=True))
+        command = params.pop("command", "?")
+        try:
+            response = super().send(request, **kwargs)
+        except requests.RequestException as e:
+            self._write({"command": command, "params": redact(params), "status": f"error: {type(e).__name__}"})
+            raise
+        self._write({"command": command, "params": redact(params), "status": response.status_code})
+        return response
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True)
+        with self._lock, open(self.trace_path, "a", encoding="utf-8") as f:  # type: ignore[arg-type]
+            f.write(line + "\n")
+
+
+class Api:
+    """One authenticated CloudStack endpoint."""
+
+    def __init__(self, endpoint: str, apikey: str, secretkey: str, timeouts: Timeouts,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        from cs import CloudStack  # imported here: the spec/plan modules stay importable without it
+
+        self.endpoint = endpoint
+        self.timeouts = timeouts
+        self._sleep = sleep
+        self._cs = CloudStack(
+            endpoint=endpoint, key=apikey, secret=secretkey, method="post",
+            timeout=max(1, int(timeouts.http_timeout)), session=TracingSession(os.environ.get(TRACE_ENV)),
+        )
+
+    def __repr__(self) -> str:
+        return f"<Api {self.endpoint}>"
+
+    def __reduce__(self):  # never pickle an object holding keys
+        raise TypeError("Api holds credentials and cannot be pickled")
+
+    # -- one call ---------------------------------------------------------
+    def call(self, command: str, **params: Any) -> dict[str, Any]:
+        from cs import CloudStackApiException, CloudStackException
+
+        params = {k: v for k, v in params.items() if v is not None}
+        try:
+            return self._cs._request(command, **params)
+        except requests.ConnectionError as e:
+            raise TransientError(f"{self.endpoint} refused or dropped the connection ({type(e).__name__})") from None
+        except requests.Timeout:
+            raise TransientError(f"{self.endpoint} did not answer {command} within "
+                                 f"{self.timeouts.http_timeout:g}s") from None
+        except CloudStackApiException as e:
+            err = e.error if isinstance(e.error, dict) else {}
+            status = getattr(e.response, "status_code", None)
+            code = err.get("errorcode", status)
+            text = err.get("errortext", str(e.error))
+            if status == 401 or code == 401:
+                raise AuthError(
+                    f"CloudStack at {self.endpoint} rejected the API keys (HTTP 401: {text}); check that "
+                    f"the keys in the api-keys secret belong to an enabled admin user of this server") from None
+            if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
+                raise TransientError(f"CloudStack {command} at {self.endpoint}: {text} (errorcode {code})") from None
+            raise CloudStackError(self.endpoint, command, code, text) from None
+        except CloudStackException as e:
+            status = getattr(e.response, "status_code", None)
+            # Not a CloudStack JSON answer: the web container without the API (starting), a proxy, ...
+            raise TransientError(f"{self.endpoint} answered {command} with HTTP {status}, not the CloudStack API: "
+                                 f"{e.args[0] if e.args else e}") from None
+
+    # -- retries ----------------------------------------------------------
+    def retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """Run an idempotent step, retrying transient failures with backoff (bounded)."""
+        deadline = time.monotonic() + self.timeouts.transient_retry
+        delay = min(self.timeouts.poll_interval, 1.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except TransientError as e:
+                if time.monotonic() + delay > deadline:
+                    raise RegistrationError(f"{what}: still failing after {attempt} attempts "
+                                            f"({self.timeouts.transient_retry:g}s): {e}") from None
+                LOG.warning("%s: %s; retrying in %.1fs (attempt %d)", what, e, delay, attempt)
+                self._sleep(delay)
+                delay = min(delay * 2, max(self.timeouts.poll_interval, 1.0) * 6)
+
+    def get(self, command: str, **params: Any) -> dict[str, Any]:
+        """A read-only call, retried on transient failures."""
+        return self.retrying(command, lambda: self.call(command, **params))
+
+    def list(self, command: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = 1
+        while page <= 1000:  # bounded: 500k objects
+            data = self.get(command, page=page, pagesize=500, **params)
+            chunk = data.get(key, []) if isinstance(data, dict) else []
+            items.extend(chunk)
+            if not chunk or len(items) >= int(data.get("count", 0)):
+                return items
+            page += 1
+        raise RegistrationError(f"{command}: more pages than expected")
+
+    def job(self, command: str, **params: Any) -> dict[str, Any]:
+        """Submit an async command and wait for its result (bounded by timeouts.async_job)."""
+        submitted = self.call(command, **params)
+        jobid = submitted.get("jobid")
+        if not jobid:
+            raise RegistrationError(f"{command} at {self.endpoint} returned no jobid: {sorted(submitted)}")
+        deadline = time.monotonic() + self.timeouts.async_job
+        while True:
+            r = self.get("queryAsyncJobResult", jobid=jobid)
+            status = r.get("jobstatus")
+            if status == 1:
+                return r.get("jobresult") or {}
+            if status == 2:
+                res = r.get("jobresult") or {}
+                code = res.get("errorcode", r.get("jobresultcode"))
+                text = res.get("errortext", "job failed")
+                if code in TRANSIENT_CODES:
+                    raise TransientError(f"CloudStack {command} job {jobid} at {self.endpoint}: {text} "
+                                         f"(errorcode {code})")
+                raise CloudStackError(self.endpoint, command, code, text)
+            if time.monotonic() > deadline:
+                raise RegistrationError(f"{command} job {jobid} at {self.endpoint} still pending after "
+                                        f"{self.timeouts.async_job:g}s (timeouts.async_job)")
+            self._sleep(self.timeouts.poll_interval)
+
+
+# -- keys and readiness -------------------------------------------------------
+
+def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
+                  sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
+    """Wait (bounded) until the management server has written the api-keys secret."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    _ensure_log_handler()
+    client = boto3.client("secretsmanager", region_name=region)
+    start = time.monotonic()
+    next_log = start
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            value = client.get_secret_value(SecretId=secret_id)
+            break
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code not in ("ResourceNotFoundException", "ThrottlingException", "InternalServiceError"):
+                raise RegistrationError(f"cannot read the API keys secret {secret_id!r} in {region}: {code} "
+                                        f"({e.response.get('Error', {}).get('Message', '')})") from None
+            reason = "no value yet" if code == "ResourceNotFoundException" else code
+        except BotoCoreError as e:
+            reason = type(e).__name__
+        elapsed = time.monotonic() - start
+        if elapsed >= timeouts.secret_wait:
+            raise RegistrationError(
+                f"the API keys secret {secret_id!r} in {region} has no value after {elapsed:.0f}s "
+                f"(timeouts.secret_wait={timeouts.secret_wait:g}s): the management server writes it once its "
+                f"API is up; check its boot log (/var/log/cloud-init-output.log)") from None
+        if time.monotonic() >= next_log:
+            LOG.info("waiting for the management server to write %s (%s; %.0fs of %gs)",
+                     secret_id, reason, elapsed, timeouts.secret_wait)
+            next_log = time.monotonic() + max(60.0, timeouts.poll_interval)
+        sleep(min(timeouts.poll_interval, max(0.0, timeouts.secret_wait - elapsed)))
+    try:
+        doc = json.loads(value.get("SecretString") or "")
+        apikey, secretkey = doc["apikey"], doc["secretkey"]
+        if not (isinstance(apikey, str) and isinstance(secretkey, str) and apikey and secretkey):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        # Never echo the value: it may hold a key.
+        raise RegistrationError(f"the secret {secret_id!r} does not hold a JSON object with non-empty string "
+                                f"fields 'apikey' and 'secretkey'") from None
+    LOG.info("read the API keys from %s after %d attempt(s)", secret_id, attempts)
+    return apikey, secretkey
+
+
+def wait_for_api(api: Api) -> None:
+    """Wait (bounded) until the API answers an authenticated call; bad keys fail at once."""
+    _ensure_log_handler()
+    t = api.timeouts
+    start = time.monotonic()
+    next_log = start
+    while True:
+        try:
+            caps = api.call("listCapabilities").get("capability", {})
+            LOG.info("CloudStack %s answers at %s", caps.get("cloudstackversion", "?"), api.endpoint)
+            return
+        except TransientError as e:
+            elapsed = time.monotonic() - start
+            if elapsed >= t.api_wait:
+                raise RegistrationError(f"the CloudStack API at {api.endpoint} is not up after {elapsed:.0f}s "
+                                        f"(timeouts.api_wait={t.api_wait:g}s): {e}") from None
+            if time.monotonic() >= next_log:
+                LOG.info("waiting for the CloudStack API at %s (%s; %.0fs of %gs)", api.endpoint, e, elapsed,
+                         t.api_wait)
+                next_log = time.monotonic() + max(60.0, t.poll_interval)
+            api._sleep(min(t.poll_interval, max(0.0, t.api_wait - elapsed)))
+
+
+_READY: dict[tuple[str, str, str], Api] = {}
+_READY_LOCK = threading.Lock()
+
+
+def connect(props: Mapping[str, Any]) -> Api:
+    """The Api for a resource's connection properties, waiting for keys and API on first use."""
+    endpoint, secret_id, region = props["endpoint"], props["secret_id"], props["region"]
+    for k, v in (("endpoint", endpoint), ("secret_id", secret_id), ("region", region)):
+        if not isinstance(v, str) or not v:
+            raise RegistrationError(f"registration: {k}={v!r} is invalid: a non-empty string")
+    timeouts = Timeouts.from_dict(props.get("timeouts") or {})
+    key = (endpoint, secret_id, region)
+    # One waiter per endpoint: Pulumi runs resources in parallel, and each would
+    # otherwise poll Secrets Manager and the API on its own.
+    with _READY_LOCK:
+        api = _READY.get(key)
+        if api is not None:
+            api.timeouts = timeouts
+            return api
+        apikey, secretkey = read_api_keys(secret_id, region, timeouts)
+        api = Api(endpoint, apikey, secretkey, timeouts)
+        try:
+            wait_for_api(api)
+        except AuthError as e:
+            raise AuthError(f"{e} (keys read from secret {secret_id!r} in {region})") from None
+        _READY[key] = api
+        return api
+
+
+def forget_connections() -> None:
+    """Drop the cached, ready connections (keys rotated, or a new process state wanted)."""
+    with _READY_LOCK:
+        _READY.clear()

@@ -1,0 +1,93 @@
+"""CloudStackRegistration: one dynamic resource per CloudStack object, children of one component."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import pulumi
+
+from .plan import Deferred, PlannedResource, Ref, plan_registration
+from .provider import RESOURCE_CLASSES
+from .spec import RegistrationSpec
+
+
+@dataclass(frozen=True)
+class CloudStackRegistrationArgs:
+    spec: RegistrationSpec
+    #: e.g. http://<router EIP>:8080/client/api
+    api_url: pulumi.Input[str]
+    #: Secrets Manager id of <prefix>/api-keys (the name or the ARN)
+    api_keys_secret_id: pulumi.Input[str]
+    #: AWS region of that secret
+    region: pulumi.Input[str]
+    #: EFS DNS name; storage URLs are nfs://<efs_dns>/<zone>/primary|secondary
+    efs_dns: pulumi.Input[str]
+    #: host index → the EC2 instance of that host: its registration depends on it, so a
+    #: scale-in deletes the registration (maintenance, VMs moved, deleteHost) first.
+    host_dependencies: Mapping[int, pulumi.Resource] = field(default_factory=dict)
+    #: e.g. the management server instance; applied to every child.
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+class CloudStackRegistration(pulumi.ComponentResource):
+    zone_id: pulumi.Output[str]
+    pod_id: pulumi.Output[str]
+    cluster_ids: pulumi.Output[dict]
+    host_ids: pulumi.Output[dict]
+
+    def __init__(self, name: str, args: CloudStackRegistrationArgs,
+                 opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("cloudstack-ec2:registration:CloudStackRegistration", name, None, opts)
+        spec = args.spec
+        unknown = sorted(set(args.host_dependencies) - {h.index for h in spec.hosts})
+        if unknown:
+            raise ValueError(f"registration: host_dependencies has indexes {unknown} that are not hosts of the "
+                             f"spec (host indexes: {sorted(h.index for h in spec.hosts)})")
+        deferred: dict[str, Any] = {
+            "endpoint": args.api_url, "secret_id": args.api_keys_secret_id,
+            "region": args.region, "efs_dns": args.efs_dns,
+        }
+        self.plan: list[PlannedResource] = plan_registration(spec)
+        self.children: dict[str, pulumi.Resource] = {}
+        #: planned name → names of the children (and external resources) it depends on
+        self.dependencies: dict[str, list[str]] = {}
+
+        def value(v: Any) -> Any:
+            if isinstance(v, Ref):
+                return getattr(self.children[v.resource], v.key)
+            if isinstance(v, Deferred):
+                if not v.prefix and not v.suffix:
+                    return deferred[v.name]
+                return pulumi.Output.concat(v.prefix, deferred[v.name], v.suffix)
+            return v
+
+        for planned in self.plan:
+            deps = [self.children[d] for d in sorted(planned.refs())]
+            dep_names = sorted(planned.refs())
+            if planned.host_index is not None and planned.host_index in args.host_dependencies:
+                deps.append(args.host_dependencies[planned.host_index])
+                dep_names.append(f"instance-{planned.host_index}")
+            deps.extend(args.depends_on)
+            self.dependencies[planned.name] = dep_names
+            cls = RESOURCE_CLASSES[planned.kind]
+            self.children[planned.name] = cls(
+                f"{name}-{planned.name}",
+                {k: value(v) for k, v in planned.props.items()},
+                pulumi.ResourceOptions(parent=self, depends_on=deps),
+            )
+
+        c = self.children
+        self.zone_id = c["zone"].id
+        self.pod_id = c["pod"].id
+        self.cluster_ids = pulumi.Output.all(**{str(s.index): c[f"cluster-{s.index}"].id for s in spec.clusters})
+        self.host_ids = pulumi.Output.all(**{str(h.index): c[f"host-{h.index}"].id for h in spec.hosts})
+        self.register_outputs({
+            "zone_id": self.zone_id,
+            "pod_id": self.pod_id,
+            "physical_network_id": c["physical-network"].id,
+            "cluster_ids": self.cluster_ids,
+            "host_ids": self.host_ids,
+            "primary_storage_id": c["primary-storage"].id,
+            "image_store_id": c["image-store"].id,
+        })

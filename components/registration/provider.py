@@ -1,0 +1,76 @@
+"""Pulumi dynamic provider: one provider class, one resource class per CloudStack object kind.
+
+Pulumi pickles the provider (dill) into the state and runs it in its provider
+host: the class is importable at module level and instances carry only the
+kind's name, never a client, a key or a lock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from .client import connect
+from .operations import KINDS
+
+_PROVIDER_KEY = "__provider"
+
+
+def _clean(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k != _PROVIDER_KEY}
+
+
+class CloudStackObjectProvider(dyn.ResourceProvider):
+    def __init__(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown CloudStack object kind {kind!r}; known: {', '.join(KINDS)}")
+        self.kind = kind
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        failures = [dyn.CheckFailure(k, f"{k} is required") for k in ("endpoint", "secret_id", "region")
+                    if k in news and news[k] == ""]
+        return dyn.CheckResult(news, failures)
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        props = _clean(props)
+        id_, outs = KINDS[self.kind].create(connect(props), props)
+        return dyn.CreateResult(id_, outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        props = _clean(props)
+        outs = KINDS[self.kind].read(connect(props), id_, props)
+        if outs is None:  # deleted outside Pulumi: a refresh drops it from the state
+            return dyn.ReadResult(None, {})
+        return dyn.ReadResult(id_, outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        changed, replaces = KINDS[self.kind].diff(_clean(olds), _clean(news))
+        # Delete first on replacement: names are unique in CloudStack, and a create
+        # would otherwise adopt the very object about to be deleted.
+        return dyn.DiffResult(changes=bool(changed), replaces=replaces, stables=[],
+                              delete_before_replace=bool(replaces))
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        news = _clean(news)
+        return dyn.UpdateResult(KINDS[self.kind].update(connect(news), id_, _clean(olds), news))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        props = _clean(props)
+        KINDS[self.kind].delete(connect(props), id_, props)
+
+
+def _resource_class(kind: str) -> type[dyn.Resource]:
+    class_name = "".join(p.capitalize() for p in kind.split("_"))
+
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        dyn.Resource.__init__(self, CloudStackObjectProvider(kind), name, props, opts)
+
+    cls = type(class_name, (dyn.Resource,), {"__init__": __init__, "__module__": __name__},
+               module="cloudstack", name=class_name)
+    return cls
+
+
+#: kind → dynamic resource class (type tokens pulumi-python:dynamic/cloudstack:<Kind>).
+RESOURCE_CLASSES: dict[str, type[dyn.Resource]] = {k: _resource_class(k) for k in KINDS}

@@ -1,0 +1,381 @@
+"""What the registration puts into CloudStack: pure, frozen descriptions (no Pulumi).
+
+The main program builds a `RegistrationSpec` from the settings and the IP plan
+(`build_spec`), or field by field. Everything known only at deploy time (the EFS
+DNS name, the API endpoint URL, the api-keys secret id) is NOT here: those are
+Pulumi inputs of `CloudStackRegistrationArgs`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+#: CloudStack's limit for KVM clusters (install guide 6.5.1.1).
+MAX_KVM_HOSTS_PER_CLUSTER = 16
+#: The bridge the overlay script creates on every member; KVM traffic label of
+#: the management, guest and public traffic types.
+DEFAULT_TRAFFIC_LABEL = "cloudbr0"
+#: Providers an advanced zone needs: isolated guest networks use VirtualRouter,
+#: VPC tiers VpcVirtualRouter, and the default VPC offering with an internal
+#: load balancer InternalLbVm. createPhysicalNetwork adds them disabled.
+DEFAULT_PROVIDERS = ("VirtualRouter", "VpcVirtualRouter", "InternalLbVm")
+TRAFFIC_TYPES = ("Management", "Guest", "Public")
+PROVIDER_ELEMENTS = {
+    "VirtualRouter": "virtualrouter",
+    "VpcVirtualRouter": "virtualrouter",
+    "InternalLbVm": "internallb",
+}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_SETTING = re.compile(r"^[a-z][a-z0-9._-]*$")
+
+
+class SpecError(ValueError):
+    """A registration input is wrong; the message names the field, the value and what is accepted."""
+
+
+def _fail(field_name: str, value: Any, accepted: str) -> None:
+    raise SpecError(f"registration: {field_name}={value!r} is invalid: {accepted}")
+
+
+def _ip(field_name: str, value: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(str(value))
+    except ValueError:
+        _fail(field_name, value, "expected an IPv4 address such as 10.100.0.1")
+        raise  # unreachable, keeps type checkers quiet
+
+
+def _name(field_name: str, value: str) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        _fail(field_name, value, "1-32 letters, digits, '-' or '_', starting with a letter or digit")
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    name: str
+    dns1: str            # guests' DNS: the VPC resolver (VPC base + 2), reached through the router
+    internal_dns1: str   # system VMs' DNS: the same resolver
+    guest_cidr: str
+    network_type: str = "Advanced"
+
+    def __post_init__(self) -> None:
+        _name("zone.name", self.name)
+        _ip("zone.dns1", self.dns1)
+        _ip("zone.internal_dns1", self.internal_dns1)
+        if ipaddress.IPv4Address(self.dns1).is_link_local:
+            _fail("zone.dns1", self.dns1, "CloudStack reserves 169.254.0.0/16; use the VPC resolver (VPC base + 2)")
+        if ipaddress.IPv4Address(self.internal_dns1).is_link_local:
+            _fail("zone.internal_dns1", self.internal_dns1,
+                  "CloudStack reserves 169.254.0.0/16; use the VPC resolver (VPC base + 2)")
+        try:
+            ipaddress.IPv4Network(self.guest_cidr)
+        except ValueError:
+            _fail("zone.guest_cidr", self.guest_cidr, "expected an IPv4 CIDR with zero host bits, e.g. 10.1.1.0/24")
+        if self.network_type != "Advanced":
+            _fail("zone.network_type", self.network_type, "only 'Advanced' (VLAN guest isolation over the overlay)")
+
+
+@dataclass(frozen=True)
+class PhysicalNetworkSpec:
+    name: str
+    guest_vlan_start: int
+    guest_vlan_end: int
+    traffic_label: str = DEFAULT_TRAFFIC_LABEL
+    isolation_method: str = "VLAN"
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
+
+    def __post_init__(self) -> None:
+        _name("physical_network.name", self.name)
+        s, e = self.guest_vlan_start, self.guest_vlan_end
+        if not (isinstance(s, int) and isinstance(e, int) and 1 <= s <= e <= 4094):
+            _fail("physical_network.guest_vlan_start/end", (s, e), "expected 1 <= start <= end <= 4094")
+        if not re.match(r"^[A-Za-z0-9_.-]{1,15}$", self.traffic_label or ""):
+            _fail("physical_network.traffic_label", self.traffic_label, "a Linux bridge name such as cloudbr0")
+        if self.isolation_method != "VLAN":
+            _fail("physical_network.isolation_method", self.isolation_method, "only 'VLAN' (tags inside the overlay)")
+        unknown = [p for p in self.providers if p not in PROVIDER_ELEMENTS]
+        if unknown or not self.providers or len(set(self.providers)) != len(self.providers):
+            _fail("physical_network.providers", self.providers,
+                  f"a non-empty list without duplicates of {', '.join(PROVIDER_ELEMENTS)}")
+
+    @property
+    def vlan_range(self) -> str:
+        return f"{self.guest_vlan_start}-{self.guest_vlan_end}"
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    name: str
+    gateway: str       # the router's overlay address
+    netmask: str       # the overlay's netmask
+    start_ip: str      # reserved system range (system VMs' management addresses)
+    end_ip: str
+
+    def __post_init__(self) -> None:
+        _name("pod.name", self.name)
+        gw = _ip("pod.gateway", self.gateway)
+        _ip("pod.netmask", self.netmask)
+        try:
+            net = ipaddress.IPv4Network(f"{self.gateway}/{self.netmask}", strict=False)
+        except ValueError:
+            _fail("pod.netmask", self.netmask, "expected a contiguous netmask such as 255.255.0.0")
+            raise
+        start, end = _ip("pod.start_ip", self.start_ip), _ip("pod.end_ip", self.end_ip)
+        if not start <= end:
+            _fail("pod.start_ip/end_ip", (self.start_ip, self.end_ip), "start must not be after end")
+        for n, a in (("pod.start_ip", start), ("pod.end_ip", end)):
+            if a not in net:
+                _fail(n, str(a), f"must be inside the pod network {net}")
+        if start <= gw <= end:
+            _fail("pod.gateway", self.gateway, "must not be inside the reserved system range")
+
+
+@dataclass(frozen=True)
+class PublicRangeSpec:
+    gateway: str
+    netmask: str
+    start_ip: str
+    end_ip: str
+    vlan: str = "untagged"
+
+    def __post_init__(self) -> None:
+        gw = _ip("public_range.gateway", self.gateway)
+        _ip("public_range.netmask", self.netmask)
+        net = ipaddress.IPv4Network(f"{self.gateway}/{self.netmask}", strict=False)
+        start, end = _ip("public_range.start_ip", self.start_ip), _ip("public_range.end_ip", self.end_ip)
+        if not start <= end:
+            _fail("public_range.start_ip/end_ip", (self.start_ip, self.end_ip), "start must not be after end")
+        for n, a in (("public_range.start_ip", start), ("public_range.end_ip", end)):
+            if a not in net:
+                _fail(n, str(a), f"must be inside the public network {net}")
+        if start <= gw <= end:
+            _fail("public_range.gateway", self.gateway, "must not be inside the public range")
+        if self.vlan != "untagged" and not re.match(r"^\d{1,4}$", self.vlan):
+            _fail("public_range.vlan", self.vlan, "'untagged' or a VLAN id")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    index: int
+    name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, int) or self.index < 0:
+            _fail("cluster.index", self.index, "a non-negative integer")
+        _name(f"clusters[{self.index}].name", self.name)
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    index: int
+    overlay_ip: str
+    cluster_index: int
+    username: str   # no password: the management server logs in with its own SSH key
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, int) or self.index < 0:
+            _fail("host.index", self.index, "a non-negative integer")
+        _ip(f"hosts[{self.index}].overlay_ip", self.overlay_ip)
+        if not _USER.match(self.username or ""):
+            _fail(f"hosts[{self.index}].username", self.username, "a Linux user name such as 'cloudstack' or 'root'")
+
+    @property
+    def url(self) -> str:
+        # addHost takes the host by URL; KVM hosts are added by their overlay address.
+        return f"http://{self.overlay_ip}"
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    primary_name: str
+    secondary_name: str
+    primary_path: str     # /<zone>/primary on EFS
+    secondary_path: str   # /<zone>/secondary on EFS
+
+    def __post_init__(self) -> None:
+        _name("storage.primary_name", self.primary_name)
+        _name("storage.secondary_name", self.secondary_name)
+        for n, p in (("storage.primary_path", self.primary_path), ("storage.secondary_path", self.secondary_path)):
+            if not re.match(r"^(/[A-Za-z0-9_.-]+)+$", p or ""):
+                _fail(n, p, "an absolute path such as /zone1/primary")
+
+    def primary_url(self, efs_dns: str) -> str:
+        return f"nfs://{efs_dns}{self.primary_path}"
+
+    def secondary_url(self, efs_dns: str) -> str:
+        return f"nfs://{efs_dns}{self.secondary_path}"
+
+
+@dataclass(frozen=True)
+class GlobalSetting:
+    name: str
+    value: str
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if not _SETTING.match(self.name or ""):
+            _fail("global_settings.name", self.name, "a CloudStack setting name such as storage.overprovisioning.factor")
+        if not isinstance(self.value, str):
+            _fail(f"global_settings[{self.name}].value", self.value, "a string")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. Defaults sized for a real first boot of the management server."""
+
+    secret_wait: float = 45 * 60      # until the mgmt server has written <prefix>/api-keys
+    api_wait: float = 45 * 60         # until the API answers an authenticated call
+    async_job: float = 30 * 60        # one async job (createPhysicalNetwork, maintenance job, ...)
+    host_up: float = 20 * 60          # addHost → the agent connects (state Up)
+    maintenance: float = 60 * 60      # PrepareForMaintenance → Maintenance (live-migrating VMs off)
+    transient_retry: float = 10 * 60  # retrying 530/533/connection refused on one step
+    poll_interval: float = 10.0       # between polls of jobs, host states, secret, API
+    http_timeout: float = 60.0        # one HTTP request
+
+    def __post_init__(self) -> None:
+        for k, v in self.as_dict().items():
+            if not isinstance(v, (int, float)) or v <= 0:
+                _fail(f"timeouts.{k}", v, "a positive number of seconds")
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Timeouts":
+        return cls(**{k: float(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class RegistrationSpec:
+    zone: ZoneSpec
+    physical_network: PhysicalNetworkSpec
+    pod: PodSpec
+    public_range: PublicRangeSpec
+    clusters: tuple[ClusterSpec, ...]
+    hosts: tuple[HostSpec, ...]
+    storage: StorageSpec
+    global_settings: tuple[GlobalSetting, ...]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def __post_init__(self) -> None:
+        idx = [c.index for c in self.clusters]
+        if len(set(idx)) != len(idx):
+            _fail("clusters", idx, "cluster indexes must be unique")
+        names = [c.name for c in self.clusters]
+        if len(set(names)) != len(names):
+            _fail("clusters", names, "cluster names must be unique")
+        if not self.hosts:
+            _fail("hosts", (), "at least one host (primary storage needs an Up host in the zone)")
+        hidx = [h.index for h in self.hosts]
+        if len(set(hidx)) != len(hidx):
+            _fail("hosts", hidx, "host indexes must be unique")
+        ips = [h.overlay_ip for h in self.hosts]
+        if len(set(ips)) != len(ips):
+            _fail("hosts", ips, "host overlay addresses must be unique")
+        for h in self.hosts:
+            if h.cluster_index not in idx:
+                _fail(f"hosts[{h.index}].cluster_index", h.cluster_index, f"one of the clusters' indexes {idx}")
+        counts: dict[int, int] = {}
+        for h in self.hosts:
+            counts[h.cluster_index] = counts.get(h.cluster_index, 0) + 1
+        for c, n in counts.items():
+            if n > MAX_KVM_HOSTS_PER_CLUSTER:
+                _fail(f"clusters[{c}]", n, f"at most {MAX_KVM_HOSTS_PER_CLUSTER} KVM hosts per cluster")
+        empty = [c for c in idx if c not in counts]
+        if empty:
+            # An empty cluster would have no host to migrate to and nothing to run; a
+            # scale-in must remove it together with its last host.
+            _fail("clusters", empty, "every cluster needs at least one host")
+        snames = [s.name for s in self.global_settings]
+        if len(set(snames)) != len(snames):
+            _fail("global_settings", snames, "each setting at most once")
+        if self.pod.gateway != self.public_range.gateway:
+            _fail("public_range.gateway", self.public_range.gateway,
+                  f"the same overlay gateway as the pod ({self.pod.gateway}): the router")
+
+    @property
+    def first_host(self) -> HostSpec:
+        return min(self.hosts, key=lambda h: h.index)
+
+    @property
+    def first_cluster(self) -> ClusterSpec:
+        return min(self.clusters, key=lambda c: c.index)
+
+
+def clusters_for(host_count: int, hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLUSTER) -> list[int]:
+    """Cluster index of each host: a new cluster every `hosts_per_cluster` hosts."""
+    if not isinstance(hosts_per_cluster, int) or not 1 <= hosts_per_cluster <= MAX_KVM_HOSTS_PER_CLUSTER:
+        _fail("hosts_per_cluster", hosts_per_cluster, f"an integer 1..{MAX_KVM_HOSTS_PER_CLUSTER}")
+    if not isinstance(host_count, int) or host_count < 1:
+        _fail("host_count", host_count, "an integer >= 1")
+    return [i // hosts_per_cluster for i in range(host_count)]
+
+
+def default_global_settings(management_ip: str, overlay_cidr: str) -> tuple[GlobalSetting, ...]:
+    """The settings the zone needs on EC2, each with the reason it is set."""
+    _ip("management_ip", management_ip)
+    try:
+        ipaddress.IPv4Network(overlay_cidr)
+    except ValueError:
+        _fail("overlay_cidr", overlay_cidr, "an IPv4 CIDR such as 10.100.0.0/16")
+    return (
+        GlobalSetting("storage.overprovisioning.factor", "1",
+                      "EFS reports 8 EiB free; with the default factor 2 CloudStack's capacity overflows"),
+        GlobalSetting("host", management_ip,
+                      "the address agents and system VMs connect to; CloudStack overwrites it on first start "
+                      "with the default-route (underlay) address, which the overlay cannot route back"),
+        GlobalSetting("management.network.cidr", overlay_cidr,
+                      "the management network is the overlay, not the EC2 subnet"),
+        GlobalSetting("migrate.vm.across.clusters", "true",
+                      "a scale-in can empty a whole cluster; with zone-wide primary storage on EFS the VMs "
+                      "may live-migrate to the remaining clusters instead of blocking the maintenance"),
+    )
+
+
+def build_spec(
+    *,
+    plan: Any,
+    zone_name: str,
+    host_username: str,
+    hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLUSTER,
+    timeouts: Timeouts | None = None,
+    extra_settings: Iterable[GlobalSetting] = (),
+) -> RegistrationSpec:
+    """Build the spec from `components.ipplan.IpPlan` (duck-typed: overlay, router,
+    management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns)."""
+    overlay = ipaddress.IPv4Network(str(plan.overlay))
+    netmask = str(overlay.netmask)
+    router = str(plan.router)
+    host_ips = [str(a) for a in plan.hosts]
+    cluster_of = clusters_for(len(host_ips), hosts_per_cluster)
+    clusters = tuple(ClusterSpec(c, cluster_name(zone_name, c)) for c in sorted(set(cluster_of)))
+    hosts = tuple(HostSpec(i, ip, cluster_of[i], host_username) for i, ip in enumerate(host_ips))
+    settings = default_global_settings(str(plan.management_servers[0]), str(overlay))
+    extra = tuple(extra_settings)
+    overridden = {s.name for s in extra}
+    settings = tuple(s for s in settings if s.name not in overridden) + extra
+    return RegistrationSpec(
+        zone=ZoneSpec(zone_name, str(plan.zone_dns), str(plan.zone_dns), str(plan.guest_cidr)),
+        physical_network=PhysicalNetworkSpec(f"{zone_name}-physnet", plan.guest_vlans.first, plan.guest_vlans.last),
+        pod=PodSpec(f"{zone_name}-pod", router, netmask, str(plan.system_range.start), str(plan.system_range.end)),
+        public_range=PublicRangeSpec(router, netmask, str(plan.public_range.start), str(plan.public_range.end)),
+        clusters=clusters,
+        hosts=hosts,
+        storage=StorageSpec(f"{zone_name}-primary", f"{zone_name}-secondary",
+                            f"/{zone_name}/primary", f"/{zone_name}/secondary"),
+        global_settings=settings,
+        timeouts=timeouts or Timeouts(),
+    )
+
+
+def cluster_name(zone_name: str, index: int) -> str:
+    return f"{zone_name}-cluster-{index}"
+
+
+def host_indexes(hosts: Sequence[HostSpec]) -> list[int]:
+    return sorted(h.index for h in hosts)
