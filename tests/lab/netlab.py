@@ -1,0 +1,367 @@
+"""An emulation of the EC2 side of the design, built from network namespaces.
+
+    internet (203.0.113.2) ── vpcr ── db/client subnet 10.99.2.0/24 (db 10.99.2.10)
+                               │  "EC2 VPC router": routes the subnets, the overlay
+                               │  CIDR -> the router's underlay address, an internet
+                               │  gateway (EIP 198.51.100.10 <-> router only), the
+                               │  VPC resolver 10.99.0.2 and IMDS 169.254.169.254
+    CloudStack subnet 10.99.1.0/24: bridge "br0" in namespace "sub"
+        = the subnet plus the Transit Gateway multicast domain (IGMPv2 snooping
+          with a querier; multicast over 8500 bytes or fragmented is dropped)
+        + EC2's source/destination check on every instance port but the router's
+       ├─ router  10.99.1.10   overlay 10.100.0.1   (overlay-network.sh router)
+       ├─ mgmt    10.99.1.20   overlay 10.100.0.2   (member)
+       ├─ hostN   10.99.1.3N   overlay 10.100.0.1N  (member)
+       └─ tm      10.99.1.50   not on the overlay (the source's "TroubleMaker")
+
+Every namespace is named csl-<pid>-<short>; only those are ever touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "userdata" / "overlay-network.sh"
+TOOLS = Path(__file__).resolve().parent / "labnet_tools.py"
+
+VPC_CIDR = "10.99.0.0/16"
+SUBNET_GATEWAY = "10.99.1.1"
+SUBNET_PREFIX = 24
+DB_GATEWAY = "10.99.2.1"
+DB_ADDRESS = "10.99.2.10"
+RESOLVER = "10.99.0.2"
+IMDS = "169.254.169.254"
+INTERNET_VPCR = "203.0.113.1"
+INTERNET_CLIENT = "203.0.113.2"
+ELASTIC_IP = "198.51.100.10"
+OVERLAY_CIDR = "10.100.0.0/16"
+OVERLAY_PREFIX = 16
+VXLAN_ID = 100
+VXLAN_GROUP = "239.255.42.1"
+OVERLAY_MTU = 8450
+UNDERLAY_MTU = 9001  # EC2's jumbo frames inside a VPC
+TGW_MAX_PACKET = 8500
+WHOAMI_PORT = 7000
+UI_PORT = 8080
+DB_PORT = 3306
+INTERNET_PORT = 80
+DNS_NAME = "db.lab.internal"
+
+REQUIRED_TOOLS = ("ip", "nft", "ping", "bridge")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    underlay: str
+    overlay: str | None  # None: not on the overlay
+    role: str | None  # router | member | None
+
+    @property
+    def port(self) -> str:
+        return f"p-{self.name}"
+
+
+def host_instance(index: int) -> Instance:
+    return Instance(f"host{index}", f"10.99.1.{30 + index}", f"10.100.0.{10 + index}", "member")
+
+
+ROUTER = Instance("router", "10.99.1.10", "10.100.0.1", "router")
+MGMT = Instance("mgmt", "10.99.1.20", "10.100.0.2", "member")
+TROUBLEMAKER = Instance("tm", "10.99.1.50", None, None)
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.prefix = f"csl-{os.getpid()}"
+        self.namespaces: list[str] = []
+        self.processes: list[Process] = []
+        self.instances: dict[str, Instance] = {}
+        self.srcdst_exempt: set[str] = set()  # instance names with the check off
+        self.resolver: Process | None = None
+
+    # --- plumbing -----------------------------------------------------------
+
+    def ns(self, short: str) -> str:
+        return f"{self.prefix}-{short}"
+
+    def sh(self, *cmd: str, check: bool = True, timeout: float = 20, env: dict | None = None,
+           input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, input=input)
+        if check and result.returncode != 0:
+            raise LabError(f"{' '.join(cmd)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    def run(self, short: str, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.sh("ip", "netns", "exec", self.ns(short), *cmd, **kwargs)
+
+    def ip(self, short: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.sh("ip", "-n", self.ns(short), *args, **kwargs)
+
+    def sysctl(self, short: str, key: str, value: str | int) -> None:
+        self.run(short, "sysctl", "-qw", f"{key}={value}")
+
+    def add_ns(self, short: str) -> None:
+        self.sh("ip", "netns", "add", self.ns(short))
+        self.namespaces.append(self.ns(short))
+        self.ip(short, "link", "set", "lo", "up")
+        # Ubuntu's (systemd's) default: loose reverse-path filtering.
+        self.sysctl(short, "net.ipv4.conf.all.rp_filter", 2)
+        self.sysctl(short, "net.ipv4.conf.default.rp_filter", 2)
+
+    def del_ns(self, short: str) -> None:
+        name = self.ns(short)
+        self.sh("ip", "netns", "del", name, check=False)
+        if name in self.namespaces:
+            self.namespaces.remove(name)
+
+    def veth(self, a_ns: str, a_name: str, b_ns: str, b_name: str, mtu: int) -> None:
+        self.ip(a_ns, "link", "add", a_name, "mtu", str(mtu), "type", "veth",
+                "peer", "name", b_name, "mtu", str(mtu), "netns", self.ns(b_ns))
+        self.ip(a_ns, "link", "set", a_name, "up")
+        self.ip(b_ns, "link", "set", b_name, "up")
+
+    def spawn(self, short: str, *cmd: str, ready_timeout: float = 10) -> Process:
+        popen = subprocess.Popen(["ip", "netns", "exec", self.ns(short), *cmd], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = Process(popen)
+        self.processes.append(process)
+
+        def follow() -> None:
+            for line in popen.stdout:
+                line = line.rstrip("\n")
+                process.lines.append(line)
+                if line == "READY":
+                    process.ready.set()
+
+        threading.Thread(target=follow, daemon=True).start()
+        if not process.ready.wait(ready_timeout):
+            raise LabError(f"{' '.join(cmd)} in {short} not ready after {ready_timeout}s: {process.lines}")
+        return process
+
+    def tool(self, short: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(short, sys.executable, str(TOOLS), *args, **kwargs)
+
+    def stop(self, process: Process) -> None:
+        if process.popen.poll() is None:
+            process.popen.terminate()
+            try:
+                process.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait(5)
+        if process in self.processes:
+            self.processes.remove(process)
+
+    def teardown(self) -> None:
+        for process in list(self.processes):
+            self.stop(process)
+        for name in list(reversed(self.namespaces)):
+            self.sh("ip", "netns", "del", name, check=False)
+        self.namespaces.clear()
+
+    # --- the EC2 side -------------------------------------------------------
+
+    def build_underlay(self) -> None:
+        missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
+        if missing:
+            raise LabError(f"missing tools {missing}: install iproute2 nftables iputils-ping (.ci/apt-packages.txt)")
+        for short in ("sub", "vpcr", "db", "inet"):
+            self.add_ns(short)
+        self.ip("sub", "link", "add", "br0", "mtu", str(UNDERLAY_MTU), "type", "bridge", "stp_state", "0",
+                "forward_delay", "0", "mcast_snooping", "1", "mcast_querier", "1", "mcast_igmp_version", "2")
+        self.ip("sub", "link", "set", "br0", "up")
+
+        # The VPC router: subnet gateways, no ICMP redirects (EC2 sends none).
+        self.veth("sub", "p-vpcr", "vpcr", "vr-sub", UNDERLAY_MTU)
+        self.ip("sub", "link", "set", "p-vpcr", "master", "br0")
+        self.veth("vpcr", "vr-db", "db", "ens5", UNDERLAY_MTU)
+        self.veth("vpcr", "vr-inet", "inet", "eth0", 1500)
+        for dev, address in (("vr-sub", f"{SUBNET_GATEWAY}/{SUBNET_PREFIX}"), ("vr-db", f"{DB_GATEWAY}/24"),
+                             ("vr-inet", f"{INTERNET_VPCR}/24"), ("lo", f"{RESOLVER}/32"), ("lo", f"{IMDS}/32")):
+            self.ip("vpcr", "addr", "add", address, "dev", dev)
+        for key in ("net.ipv4.ip_forward", ):
+            self.sysctl("vpcr", key, 1)
+        for dev in ("all", "vr-sub"):
+            self.sysctl("vpcr", f"net.ipv4.conf.{dev}.send_redirects", 0)
+        # The VPC route table entry the design needs: overlay CIDR -> router's ENI.
+        self.ip("vpcr", "route", "add", OVERLAY_CIDR, "via", ROUTER.underlay)
+        # The internet gateway: the router's address maps 1:1 to its Elastic IP;
+        # nothing else in the VPC has a public address.
+        self.run("vpcr", "nft", "-f", "-", input=f"""
+table ip ec2_igw {{
+    chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
+        iifname "vr-inet" ip daddr {ELASTIC_IP} dnat to {ROUTER.underlay}
+    }}
+    chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
+        oifname "vr-inet" ip saddr {ROUTER.underlay} snat to {ELASTIC_IP}
+    }}
+    chain forward {{ type filter hook forward priority filter; policy accept;
+        oifname "vr-inet" ip saddr != {ROUTER.underlay} counter drop
+    }}
+}}
+""")
+
+        self.ip("db", "addr", "add", f"{DB_ADDRESS}/24", "dev", "ens5")
+        self.ip("db", "route", "add", "default", "via", DB_GATEWAY)
+        self.ip("inet", "addr", "add", f"{INTERNET_CLIENT}/24", "dev", "eth0")
+        self.ip("inet", "route", "add", "198.51.100.0/24", "via", INTERNET_VPCR)  # public space only
+
+        self.spawn("db", sys.executable, str(TOOLS), "whoami", "db", "0.0.0.0", str(DB_PORT))
+        self.spawn("inet", sys.executable, str(TOOLS), "whoami", "internet", "0.0.0.0", str(INTERNET_PORT))
+        self.spawn("vpcr", sys.executable, str(TOOLS), "whoami", "imds", IMDS, "80")
+        self.resolver = self.spawn("vpcr", sys.executable, str(TOOLS), "dns", VPC_CIDR, RESOLVER, "53",
+                                   f"{DNS_NAME}={DB_ADDRESS}")
+
+    def apply_srcdst_check(self) -> None:
+        """(Re)write the subnet bridge's filter: EC2's source/destination check
+        on every instance port except exempt ones (the router's), plus the
+        Transit Gateway's limits on multicast. One atomic transaction."""
+        rules = []
+        for inst in self.instances.values():
+            if inst.role == "router" or inst.name in self.srcdst_exempt:
+                continue
+            counter = inst.port.replace("-", "_")
+            rules.append(f'iifname "{inst.port}" ip saddr != {inst.underlay} counter name "{counter}_out" drop')
+            rules.append(f'oifname "{inst.port}" ip daddr != {inst.underlay} counter name "{counter}_in" drop')
+        counters = "".join(
+            f"    counter {i.port.replace('-', '_')}_{d} {{ }}\n"
+            for i in self.instances.values() for d in ("out", "in")
+        )
+        body = "\n        ".join(rules)
+        self.run("sub", "nft", "-f", "-", input=f"""
+table bridge ec2_subnet
+delete table bridge ec2_subnet
+table bridge ec2_subnet {{
+{counters}    counter tgw_jumbo {{ }}
+    chain forward {{ type filter hook forward priority filter; policy accept;
+        ether type != ip accept
+        ip daddr 224.0.0.0/4 ip length > {TGW_MAX_PACKET} drop
+        ip daddr 224.0.0.0/4 ip frag-off & 0x3fff != 0 drop
+        ip daddr 224.0.0.0/4 ip length {TGW_MAX_PACKET} counter name "tgw_jumbo" accept
+        ip daddr 224.0.0.0/4 accept
+        {body}
+    }}
+}}
+""")
+
+    def counter(self, name: str) -> int:
+        out = self.run("sub", "nft", "-j", "list", "counter", "bridge", "ec2_subnet", name).stdout
+        for item in json.loads(out)["nftables"]:
+            if "counter" in item:
+                return item["counter"]["packets"]
+        raise LabError(f"no counter {name}")
+
+    def set_srcdst_check(self, name: str, enabled: bool) -> None:
+        (self.srcdst_exempt.discard if enabled else self.srcdst_exempt.add)(name)
+        self.apply_srcdst_check()
+
+    def add_instance(self, inst: Instance) -> None:
+        self.add_ns(inst.name)
+        self.veth("sub", inst.port, inst.name, "ens5", UNDERLAY_MTU)
+        self.ip("sub", "link", "set", inst.port, "master", "br0")
+        self.ip(inst.name, "addr", "add", f"{inst.underlay}/{SUBNET_PREFIX}", "dev", "ens5")
+        self.ip(inst.name, "route", "add", "default", "via", SUBNET_GATEWAY)
+        self.instances[inst.name] = inst
+        self.apply_srcdst_check()
+        self.spawn(inst.name, sys.executable, str(TOOLS), "whoami", inst.name, "0.0.0.0", str(WHOAMI_PORT))
+        if inst.role:
+            self.overlay_script(inst)
+
+    def remove_instance(self, name: str) -> None:
+        inst = self.instances.pop(name)
+        for process in list(self.processes):
+            if process.popen.args[3] == self.ns(name):
+                self.stop(process)
+        self.ip("sub", "link", "del", inst.port, check=False)
+        self.del_ns(name)
+        self.srcdst_exempt.discard(name)
+        self.apply_srcdst_check()
+
+    def overlay_env(self, inst: Instance) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "OVERLAY_ROLE": inst.role,
+            "VXLAN_ID": str(VXLAN_ID),
+            "VXLAN_GROUP": VXLAN_GROUP,
+            "OVERLAY_ADDRESS": f"{inst.overlay}/{OVERLAY_PREFIX}",
+            "OVERLAY_MTU": str(OVERLAY_MTU),
+            "VPC_CIDR": VPC_CIDR,
+        }
+        if inst.role == "router":
+            env["ROUTER_DNAT"] = f"tcp:{UI_PORT}:{MGMT.overlay}:{UI_PORT}"
+        else:
+            env["OVERLAY_GATEWAY"] = ROUTER.overlay
+        return env
+
+    def overlay_script(self, inst: Instance) -> subprocess.CompletedProcess:
+        return self.run(inst.name, "bash", str(SCRIPT), env=self.overlay_env(inst))
+
+    def build(self, hosts: int = 2) -> None:
+        self.build_underlay()
+        for inst in (ROUTER, MGMT, *(host_instance(i) for i in range(hosts)), TROUBLEMAKER):
+            self.add_instance(inst)
+        self.spawn("mgmt", sys.executable, str(TOOLS), "whoami", "mgmt-ui", "0.0.0.0", str(UI_PORT))
+        self.wait_overlay()
+
+    def wait_overlay(self, timeout: float = 10) -> None:
+        """Bounded wait until every overlay member answers the router's ping."""
+        deadline = time.monotonic() + timeout
+        pending = [i for i in self.instances.values() if i.role == "member"]
+        while pending and time.monotonic() < deadline:
+            pending = [i for i in pending
+                       if self.run("router", "ping", "-c1", "-W1", i.overlay, check=False).returncode != 0]
+        if pending:
+            raise LabError(f"overlay members not reachable from the router: {[i.name for i in pending]}")
+
+    # --- observation ----------------------------------------------------------
+
+    def state(self, short: str) -> dict:
+        """What the overlay script may change, minus counters and timers."""
+        def scrub(value):
+            if isinstance(value, dict):
+                return {k: scrub(v) for k, v in value.items() if "timer" not in k and k != "stats64"}
+            if isinstance(value, list):
+                return [scrub(v) for v in value]
+            return value
+
+        links = json.loads(self.ip(short, "-j", "-d", "link", "show").stdout)
+        sysctls = self.run(short, "sh", "-c", "grep -H . /proc/sys/net/ipv4/ip_forward "
+                           "/proc/sys/net/ipv4/conf/*/force_igmp_version").stdout
+        return {
+            "links": scrub(links),
+            "addresses": self.ip(short, "-4", "addr", "show").stdout,
+            "routes": self.ip(short, "route", "show", "table", "all").stdout,
+            "rules": self.ip(short, "rule", "show").stdout,
+            "nft": self.run(short, "nft", "list", "ruleset").stdout,
+            "sysctls": sysctls,
+        }
+
+
+def overlay_address_in(net: str, address: str) -> bool:
+    return ipaddress.ip_address(address) in ipaddress.ip_network(net)
+
+
+PING_LOSS = re.compile(r"(\d+) packets transmitted, (\d+) received")
