@@ -1,0 +1,568 @@
+"""EC2 user data of the router, the management server and the KVM hosts.
+
+Pure module (no Pulumi): the components resolve their Outputs, build one of the
+frozen `*Boot` dataclasses from PLAIN values and call `render_*_user_data`, which
+returns the text for `aws.ec2.Instance(user_data_base64=...)`.
+
+The user data is a bash script, gzip-compressed (cloud-init detects gzip) so that
+it fits EC2's 16 KiB limit. It writes the static scripts of `userdata/` (package
+data, checked by shellcheck as real files), the systemd units, and two
+environment files of NON-secret settings, then runs the role's script:
+
+  /usr/local/lib/cloudstack-ec2/{common.sh,<role script>,overlay-network.sh}
+  /usr/local/sbin/cloudstack-ec2-boot -> the role script (re-run entry point)
+  /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ host firewall)
+  /etc/cloudstack-ec2/boot.env     settings of the role script (CSEC2_*)
+  /etc/cloudstack-ec2/overlay.env  settings of overlay-network.sh
+
+No secret value is ever an input: the scripts read secrets from Secrets Manager
+at run time; only the secrets' names/ARNs are rendered. The output is
+deterministic (gzip mtime 0), so re-rendering unchanged inputs does not touch
+the instances.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from typing import Mapping, Optional
+
+#: EC2 refuses user data larger than this (bytes, before base64).
+USER_DATA_LIMIT_BYTES = 16384
+
+PROJECT = "cloudstack-ec2"
+#: SSM parameters under the stack prefix (see `parameter_name`).
+PARAMETER_KEYS = ("db-endpoint", "efs-dns", "management-ssh-public-key")
+#: CloudStack releases from which the management package ships the system VM
+#: template and registers it itself (nothing to seed): the oldest supported.
+FIRST_SUPPORTED_CLOUDSTACK = (4, 16)
+OS_CODENAMES = ("jammy", "noble")
+DEFAULT_REPO_URL = "https://download.cloudstack.org/ubuntu"
+DEFAULT_KEY_URL = "https://download.cloudstack.org/release.asc"
+
+# Where the user data puts things on the instance (the scripts' production
+# defaults; see userdata/common.sh).
+LIB_DIR = "/usr/local/lib/cloudstack-ec2"
+ETC_DIR = "/etc/cloudstack-ec2"
+UNIT_DIR = "/etc/systemd/system"
+BOOT_LINK = "/usr/local/sbin/cloudstack-ec2-boot"
+
+ROLE_SCRIPTS = {"router": "router.sh", "management": "management-server.sh", "kvm-host": "kvm-host.sh"}
+ROLE_UNITS = {
+    "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
+    "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
+    "kvm-host": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
+                 "cloudstack-ec2-host-firewall.service"),
+}
+
+
+class UserDataError(ValueError):
+    """A bad renderer input; the message names the field, the value and what is accepted."""
+
+
+# ------------------------------------------------------------------ inputs ----
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """Settings of userdata/overlay-network.sh (its OVERLAY_*/VXLAN_* variables)."""
+    role: str                       # "router" | "member"
+    vxlan_id: int                   # 1..16777215
+    vxlan_group: str                # IPv4 multicast group, e.g. "239.255.0.100"
+    overlay_address: str            # this instance's "a.b.c.d/prefix" on cloudbr0
+    overlay_mtu: int                # 1280..8450
+    vpc_cidr: str                   # the VPC's IPv4 CIDR
+    overlay_gateway: Optional[str] = None   # members: the router's overlay address
+    vxlan_port: int = 4789
+    router_dnat: tuple[str, ...] = ()       # router: "proto:port:target_ip:target_port"
+    underlay_dev: Optional[str] = None      # default: the default-route device
+
+    @property
+    def ip(self) -> str:
+        return str(ipaddress.ip_interface(self.overlay_address).ip)
+
+    @property
+    def cidr(self) -> str:
+        return str(ipaddress.ip_interface(self.overlay_address).network)
+
+
+@dataclass(frozen=True)
+class BootWaits:
+    """Bounds (seconds) of every wait of the boot scripts."""
+    parameters_seconds: int = 3600   # SSM parameters db-endpoint / efs-dns (RDS takes a while)
+    secrets_seconds: int = 600       # each secret's value
+    database_seconds: int = 1800     # the database accepting connections
+    api_seconds: int = 1800          # the API answering on localhost:8080 (first start migrates the DB)
+    ssh_key_seconds: int = 7200      # KVM hosts: the management server's SSH public key
+    interval_seconds: int = 10       # between two attempts
+
+
+@dataclass(frozen=True)
+class ManagementSecrets:
+    """Names or ARNs (NOT values) of the Secrets Manager secrets the management server reads."""
+    db_master: str        # {"username","password"}: RDS master user
+    db_cloud: str         # {"username","password"}: CloudStack's database user
+    cloudstack_keys: str  # {"management_key","database_key"}
+    admin: str            # {"username","password"}: CloudStack admin
+    api_keys: str         # {"apikey","secretkey"}: written by the management server
+
+
+@dataclass(frozen=True)
+class RouterBoot:
+    aws_region: str
+    prefix: str                      # "/cloudstack-ec2/<stack>"
+    fqdn: str                        # e.g. "router.cloudstack.internal"
+    overlay: OverlayConfig           # role "router"
+    waits: BootWaits = field(default_factory=BootWaits)
+
+
+@dataclass(frozen=True)
+class ManagementBoot:
+    aws_region: str
+    prefix: str
+    fqdn: str
+    overlay: OverlayConfig           # role "member"; its address is the management IP
+    secrets: ManagementSecrets
+    cloudstack_version: str = "4.22"  # "X.Y" (newest patch) or "X.Y.Z" (pinned)
+    os_codename: str = "noble"
+    zone_name: str = "zone1"
+    efs_mount_point: str = "/mnt/cloudstack-efs"
+    repo_url: str = DEFAULT_REPO_URL
+    key_url: str = DEFAULT_KEY_URL
+    waits: BootWaits = field(default_factory=BootWaits)
+
+
+@dataclass(frozen=True)
+class KvmHostBoot:
+    aws_region: str
+    prefix: str
+    fqdn: str
+    overlay: OverlayConfig           # role "member"; its address is the host's (addHost url)
+    cloudstack_version: str = "4.22"
+    os_codename: str = "noble"
+    host_user: str = "root"          # the user the management server logs in as (addHost username)
+    repo_url: str = DEFAULT_REPO_URL
+    key_url: str = DEFAULT_KEY_URL
+    waits: BootWaits = field(default_factory=BootWaits)
+
+
+# ------------------------------------------------------------------- names ----
+
+_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_PREFIX = re.compile(r"^/cloudstack-ec2/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def stack_prefix(stack: str) -> str:
+    """`/cloudstack-ec2/<stack>`: the root of every per-stack name."""
+    _check_str("stack", stack)
+    if not _STACK.match(stack):
+        raise UserDataError(f"stack: {stack!r} is not accepted; use letters, digits, '.', '_' or '-' (max 63)")
+    return f"/{PROJECT}/{stack}"
+
+
+def parameter_name(prefix: str, key: str) -> str:
+    """The SSM parameter `<prefix>/<key>` (the scripts derive it the same way: csec2_name)."""
+    _check_prefix("prefix", prefix)
+    if key not in PARAMETER_KEYS:
+        raise UserDataError(f"parameter key: {key!r} is not one of {', '.join(PARAMETER_KEYS)}")
+    return f"{prefix}/{key}"
+
+
+# -------------------------------------------------------------- validation ----
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
+_ZONE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_URL = re.compile(r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~-]+)*/?$")
+# A secret's ARN, or its name under the project's hierarchy: a bare word could
+# be a password passed by mistake.
+_SECRET_ID = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:|cloudstack-ec2/)"
+                        r"[A-Za-z0-9/_+=.@-]{1,400}$")
+_DEV = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_DNAT = re.compile(r"^(tcp|udp):(\d{1,5}):([0-9.]+):(\d{1,5})$")
+# Things that look like credentials: an input with one is refused outright.
+_SECRET_LIKE = (
+    (re.compile(r"(?:A3T[A-Z0-9]|AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}"), "an AWS access key id"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(r"(?i)(passw(or)?d|passwd|pwd|secret_?key|api_?key|token)\s*[=:]"), "a credential assignment"),
+    (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), "credentials in a URL"),
+)
+
+
+def _check_str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise UserDataError(
+            f"{name}: expected a plain str, got {type(value).__name__} {value!r}"
+            " (resolve Pulumi Outputs with .apply() before rendering)")
+    for pattern, what in _SECRET_LIKE:
+        if pattern.search(value):
+            raise UserDataError(f"{name}: the value looks like {what}; secret values are never rendered"
+                                " into user data (the scripts read them from Secrets Manager)")
+    if any(c in value for c in "\"$`\\\n\r'"):
+        raise UserDataError(f"{name}: {value!r} contains a quote, '$', '`', '\\' or a line break")
+    return value
+
+
+def _check_match(name: str, value: object, pattern: re.Pattern, accepted: str) -> str:
+    _check_str(name, value)
+    if not pattern.match(value):  # type: ignore[arg-type]
+        raise UserDataError(f"{name}: {value!r} is not accepted; expected {accepted}")
+    return value  # type: ignore[return-value]
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserDataError(f"{name}: expected an int in {low}..{high}, got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise UserDataError(f"{name}: {value} is out of range; accepted {low}..{high}")
+    return value
+
+
+def _check_prefix(name: str, value: object) -> str:
+    return _check_match(name, value, _PREFIX, "'/cloudstack-ec2/<stack>' (see stack_prefix())")
+
+
+def _check_fqdn(name: str, value: object) -> str:
+    _check_str(name, value)
+    labels = value.split(".")  # type: ignore[union-attr]
+    if len(labels) < 2 or len(value) > 253 or not all(_LABEL.match(x) for x in labels):  # type: ignore[arg-type]
+        raise UserDataError(f"{name}: {value!r} is not accepted; expected a lower-case fully qualified name"
+                            " such as 'mgmt.cloudstack.internal' (at least two labels)")
+    return value  # type: ignore[return-value]
+
+
+def _check_version(name: str, value: object) -> str:
+    _check_match(name, value, _VERSION, "'X.Y' or 'X.Y.Z', e.g. '4.22'")
+    m = _VERSION.match(value)  # type: ignore[arg-type]
+    assert m
+    if (int(m.group(1)), int(m.group(2))) < FIRST_SUPPORTED_CLOUDSTACK:
+        first = ".".join(map(str, FIRST_SUPPORTED_CLOUDSTACK))
+        raise UserDataError(f"{name}: {value!r} is older than {first}, the first release that registers its"
+                            " system VM template itself; accepted: {first} or newer")
+    return value  # type: ignore[return-value]
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    _check_str(name, value)
+    if value not in allowed:
+        raise UserDataError(f"{name}: {value!r} is not accepted; one of {', '.join(allowed)}")
+    return value  # type: ignore[return-value]
+
+
+def _check_waits(waits: object) -> BootWaits:
+    if not isinstance(waits, BootWaits):
+        raise UserDataError(f"waits: expected a BootWaits, got {type(waits).__name__}")
+    for f in fields(BootWaits):
+        if f.name == "interval_seconds":
+            _check_int(f"waits.{f.name}", getattr(waits, f.name), 1, 600)
+        else:
+            _check_int(f"waits.{f.name}", getattr(waits, f.name), 1, 86400)
+    return waits
+
+
+def _check_overlay(overlay: object, role: str) -> OverlayConfig:
+    if not isinstance(overlay, OverlayConfig):
+        raise UserDataError(f"overlay: expected an OverlayConfig, got {type(overlay).__name__}")
+    o = overlay
+    _check_choice("overlay.role", o.role, ("router", "member"))
+    if o.role != role:
+        raise UserDataError(f"overlay.role: {o.role!r} is not accepted here; this instance is an overlay {role}")
+    _check_int("overlay.vxlan_id", o.vxlan_id, 1, 16777215)
+    _check_int("overlay.vxlan_port", o.vxlan_port, 1, 65535)
+    _check_int("overlay.overlay_mtu", o.overlay_mtu, 1280, 8450)
+    _check_str("overlay.vxlan_group", o.vxlan_group)
+    try:
+        group = ipaddress.IPv4Address(o.vxlan_group)
+    except ValueError:
+        group = None
+    if group is None or not group.is_multicast:
+        raise UserDataError(f"overlay.vxlan_group: {o.vxlan_group!r} is not accepted; expected an IPv4"
+                            " multicast address, e.g. from 239.255.0.0/16")
+    _check_str("overlay.overlay_address", o.overlay_address)
+    try:
+        iface = ipaddress.IPv4Interface(o.overlay_address)
+    except ValueError:
+        iface = None
+    if iface is None or "/" not in o.overlay_address or not 8 <= iface.network.prefixlen <= 30 \
+            or iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+        raise UserDataError(f"overlay.overlay_address: {o.overlay_address!r} is not accepted; expected a host"
+                            " address with its prefix (/8../30), e.g. '10.100.0.10/16'")
+    _check_str("overlay.vpc_cidr", o.vpc_cidr)
+    try:
+        vpc = ipaddress.IPv4Network(o.vpc_cidr)
+    except ValueError:
+        vpc = None
+    if vpc is None:
+        raise UserDataError(f"overlay.vpc_cidr: {o.vpc_cidr!r} is not accepted; expected an IPv4 network"
+                            " such as '10.0.0.0/16'")
+    if vpc.overlaps(iface.network):
+        raise UserDataError(f"overlay.overlay_address: {o.overlay_address!r} overlaps the VPC {o.vpc_cidr};"
+                            " the overlay CIDR must lie outside the VPC")
+    if role == "member":
+        if o.overlay_gateway is None:
+            raise UserDataError("overlay.overlay_gateway: None is not accepted; members need the router's"
+                                " overlay address")
+        _check_str("overlay.overlay_gateway", o.overlay_gateway)
+        try:
+            gateway = ipaddress.IPv4Address(o.overlay_gateway)
+        except ValueError:
+            gateway = None
+        if gateway is None or gateway not in iface.network or gateway == iface.ip:
+            raise UserDataError(f"overlay.overlay_gateway: {o.overlay_gateway!r} is not accepted; expected"
+                                f" the router's address in {iface.network}, not this instance's own")
+        if o.router_dnat:
+            raise UserDataError(f"overlay.router_dnat: {o.router_dnat!r} is not accepted on a member; only"
+                                " the router forwards ports")
+    else:
+        if o.overlay_gateway is not None and o.overlay_gateway != str(iface.ip):
+            raise UserDataError(f"overlay.overlay_gateway: {o.overlay_gateway!r} is not accepted on the router;"
+                                " leave it None (or its own address)")
+    if not isinstance(o.router_dnat, tuple):
+        raise UserDataError(f"overlay.router_dnat: expected a tuple of str, got {type(o.router_dnat).__name__}")
+    for i, rule in enumerate(o.router_dnat):
+        _check_str(f"overlay.router_dnat[{i}]", rule)
+        m = _DNAT.match(rule)
+        ok = bool(m) and 1 <= int(m.group(2)) <= 65535 and 1 <= int(m.group(4)) <= 65535  # type: ignore[union-attr]
+        if ok:
+            try:
+                ok = ipaddress.IPv4Address(m.group(3)) in iface.network  # type: ignore[union-attr]
+            except ValueError:
+                ok = False
+        if not ok:
+            raise UserDataError(f"overlay.router_dnat[{i}]: {rule!r} is not accepted; expected"
+                                f" 'tcp|udp:port:target_ip:target_port' with target_ip in {iface.network}")
+    if o.underlay_dev is not None:
+        _check_match("overlay.underlay_dev", o.underlay_dev, _DEV, "a network device name (max 15 characters)")
+    return o
+
+
+def _check_common(boot: object, kind: type, role: str) -> None:
+    if not isinstance(boot, kind):
+        raise UserDataError(f"expected a {kind.__name__}, got {type(boot).__name__}")
+    _check_match("aws_region", boot.aws_region, _REGION, "an AWS region such as 'eu-west-1'")  # type: ignore[attr-defined]
+    _check_prefix("prefix", boot.prefix)  # type: ignore[attr-defined]
+    _check_fqdn("fqdn", boot.fqdn)  # type: ignore[attr-defined]
+    _check_overlay(boot.overlay, role)  # type: ignore[attr-defined]
+    _check_waits(boot.waits)  # type: ignore[attr-defined]
+
+
+def _check_package_source(boot: object) -> None:
+    _check_version("cloudstack_version", boot.cloudstack_version)  # type: ignore[attr-defined]
+    _check_choice("os_codename", boot.os_codename, OS_CODENAMES)  # type: ignore[attr-defined]
+    _check_match("repo_url", boot.repo_url, _URL, "an https:// URL")  # type: ignore[attr-defined]
+    _check_match("key_url", boot.key_url, _URL, "an https:// URL")  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------- environment ----
+
+def _common_env(boot, role: str) -> dict[str, str]:
+    w: BootWaits = boot.waits
+    return {
+        "CSEC2_ENV_ROLE": role,
+        "CSEC2_AWS_REGION": boot.aws_region,
+        "CSEC2_PREFIX": boot.prefix,
+        "CSEC2_HOSTNAME": boot.fqdn.split(".")[0],
+        "CSEC2_FQDN": boot.fqdn,
+        "CSEC2_OVERLAY_IP": boot.overlay.ip,
+        "CSEC2_OVERLAY_CIDR": boot.overlay.cidr,
+        "CSEC2_WAIT_PARAMETERS_SECONDS": str(w.parameters_seconds),
+        "CSEC2_WAIT_SECRETS_SECONDS": str(w.secrets_seconds),
+        "CSEC2_WAIT_DATABASE_SECONDS": str(w.database_seconds),
+        "CSEC2_WAIT_API_SECONDS": str(w.api_seconds),
+        "CSEC2_WAIT_SSH_KEY_SECONDS": str(w.ssh_key_seconds),
+        "CSEC2_WAIT_INTERVAL_SECONDS": str(w.interval_seconds),
+    }
+
+
+def _package_env(boot) -> dict[str, str]:
+    return {
+        "CSEC2_CLOUDSTACK_VERSION": boot.cloudstack_version,
+        "CSEC2_OS_CODENAME": boot.os_codename,
+        "CSEC2_CLOUDSTACK_REPO_URL": boot.repo_url.rstrip("/"),
+        "CSEC2_CLOUDSTACK_KEY_URL": boot.key_url,
+    }
+
+
+def router_environment(boot: RouterBoot) -> dict[str, str]:
+    """boot.env of the router (validated)."""
+    _check_common(boot, RouterBoot, "router")
+    return _common_env(boot, "router")
+
+
+def management_environment(boot: ManagementBoot) -> dict[str, str]:
+    """boot.env of the management server (validated)."""
+    _check_common(boot, ManagementBoot, "member")
+    _check_package_source(boot)
+    _check_match("zone_name", boot.zone_name, _ZONE, "1-32 letters, digits, '-' or '_', starting with a letter or digit")
+    _check_match("efs_mount_point", boot.efs_mount_point, _PATH, "an absolute path such as '/mnt/cloudstack-efs'")
+    if ".." in boot.efs_mount_point.split("/") or boot.efs_mount_point.rstrip("/") in ("", "/mnt"):
+        raise UserDataError(f"efs_mount_point: {boot.efs_mount_point!r} is not accepted; use a dedicated"
+                            " directory such as '/mnt/cloudstack-efs'")
+    if not isinstance(boot.secrets, ManagementSecrets):
+        raise UserDataError(f"secrets: expected a ManagementSecrets (secret names/ARNs), got {type(boot.secrets).__name__}")
+    env = {**_common_env(boot, "management"), **_package_env(boot),
+           "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point}
+    for f in fields(ManagementSecrets):
+        value = getattr(boot.secrets, f.name)
+        if not isinstance(value, str):
+            _check_str(f"secrets.{f.name}", value)
+        if not _SECRET_ID.match(value) or any(c in value for c in "\"$`\\\n'"):
+            raise UserDataError(f"secrets.{f.name}: {value!r} is not accepted; expected a Secrets Manager secret"
+                                " ARN or a name starting with 'cloudstack-ec2/' (never a secret value)")
+        env[f"CSEC2_SECRET_{f.name.upper()}"] = value
+    return env
+
+
+def kvm_host_environment(boot: KvmHostBoot) -> dict[str, str]:
+    """boot.env of a KVM host (validated)."""
+    _check_common(boot, KvmHostBoot, "member")
+    _check_package_source(boot)
+    _check_match("host_user", boot.host_user, _USER, "a Linux user name such as 'root' or 'cloudstack'")
+    return {**_common_env(boot, "kvm-host"), **_package_env(boot), "CSEC2_HOST_USER": boot.host_user}
+
+
+def overlay_environment(overlay: OverlayConfig) -> dict[str, str]:
+    """overlay.env: the variables of userdata/overlay-network.sh (validate first via the Boot)."""
+    env = {
+        "OVERLAY_ROLE": overlay.role,
+        "VXLAN_ID": str(overlay.vxlan_id),
+        "VXLAN_GROUP": overlay.vxlan_group,
+        "VXLAN_PORT": str(overlay.vxlan_port),
+        "OVERLAY_ADDRESS": overlay.overlay_address,
+        "OVERLAY_MTU": str(overlay.overlay_mtu),
+        "VPC_CIDR": overlay.vpc_cidr,
+    }
+    if overlay.overlay_gateway is not None:
+        env["OVERLAY_GATEWAY"] = overlay.overlay_gateway
+    if overlay.underlay_dev is not None:
+        env["UNDERLAY_DEV"] = overlay.underlay_dev
+    if overlay.router_dnat:
+        env["ROUTER_DNAT"] = " ".join(overlay.router_dnat)
+    return env
+
+
+def _env_file(title: str, env: Mapping[str, str]) -> str:
+    # KEY="value" lines: read the same way by bash (`source`) and by systemd
+    # (EnvironmentFile=); values were checked to hold no quote, '$', '`' or '\'.
+    lines = [f"# {title}", "# Written by the cloudstack-ec2 user data. Non-secret settings only."]
+    for key, value in env.items():
+        if any(c in value for c in "\"$`\\\n\r"):
+            raise UserDataError(f"{key}: {value!r} cannot be written to an environment file")
+        lines.append(f'{key}="{value}"')
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------- payload ----
+
+def load_boot_files() -> dict[str, str]:
+    """The package's userdata/ files the user data embeds (name -> text)."""
+    names = ["common.sh", "overlay-network.sh", *ROLE_SCRIPTS.values(),
+             *sorted({u for units in ROLE_UNITS.values() for u in units})]
+    root = resources.files("userdata")
+    files = {}
+    for name in names:
+        item = root.joinpath(name)
+        if not item.is_file():
+            raise UserDataError(f"userdata/{name} is missing from the package")
+        files[name] = item.read_text(encoding="utf-8")
+    return files
+
+
+_DELIMITER = "CSEC2_END_OF_FILE"
+
+
+def strip_comments(text: str, source: str) -> str:
+    """Drops full-line comments (keeps a first-line shebang): the scripts are
+    documented in the repository; on the instance every byte counts against
+    EC2's 16 KiB. Only lines whose first non-blank character is '#' go, which
+    in these files are comments, shellcheck directives or comments of embedded
+    config files; tests run the stripped scripts."""
+    lines = text.splitlines()
+    kept = []
+    if lines and lines[0].startswith("#!"):
+        kept.append(lines[0])
+        lines = lines[1:]
+    kept.append(f"# {source} of cloudstack-ec2 (comments stripped; see the repository)")
+    kept.extend(line for line in lines if not line.lstrip().startswith("#"))
+    return "\n".join(kept) + "\n"
+
+
+def _heredoc(target: str, text: str, mode: str) -> str:
+    if not text.endswith("\n"):
+        text += "\n"
+    if _DELIMITER in text.splitlines():
+        raise UserDataError(f"{target}: contains the line {_DELIMITER!r}, which ends the embedded file")
+    return f"cat >\"$root{target}\" <<'{_DELIMITER}'\n{text}{_DELIMITER}\nchmod {mode} \"$root{target}\"\n"
+
+
+def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: Mapping[str, str]) -> str:
+    script = ROLE_SCRIPTS[role]
+    parts = [
+        "#!/bin/bash\n",
+        f"# cloudstack-ec2 user data, role {role}: rendered by components/userdata.py from\n",
+        "# non-secret settings; secrets are read at run time from Secrets Manager.\n",
+        "# Follow the boot: /var/log/cloud-init-output.log, /var/log/cloudstack-ec2-boot.log\n",
+        "set -euo pipefail\n",
+        "umask 022\n",
+        'root="${CSEC2_ROOT:-}"\n',
+        f'mkdir -p "$root{LIB_DIR}" "$root{ETC_DIR}" "$root{UNIT_DIR}" "$root{BOOT_LINK.rsplit("/", 1)[0]}"\n',
+    ]
+    for name in ("common.sh", script, "overlay-network.sh"):
+        parts.append(_heredoc(f"{LIB_DIR}/{name}", strip_comments(files[name], f"userdata/{name}"),
+                              "0755" if name != "common.sh" else "0644"))
+    for unit in ROLE_UNITS[role]:
+        parts.append(_heredoc(f"{UNIT_DIR}/{unit}", strip_comments(files[unit], f"userdata/{unit}"), "0644"))
+    parts.append(_heredoc(f"{ETC_DIR}/boot.env", _env_file(f"boot settings, role {role}", env), "0644"))
+    parts.append(_heredoc(f"{ETC_DIR}/overlay.env",
+                          _env_file("overlay-network.sh settings", overlay_environment(overlay)), "0644"))
+    parts.append(f'ln -sfn "{LIB_DIR}/{script}" "$root{BOOT_LINK}"\n')
+    parts.append(f'exec "$root{LIB_DIR}/{script}"\n')
+    return "".join(parts)
+
+
+def _encode(payload: str, role: str) -> str:
+    # mtime=0: the same inputs give the same bytes, so Pulumi sees no change.
+    compressed = gzip.compress(payload.encode("utf-8"), compresslevel=9, mtime=0)
+    if len(compressed) > USER_DATA_LIMIT_BYTES:
+        raise UserDataError(f"user data of role {role} is {len(compressed)} bytes compressed; EC2 accepts at most"
+                            f" {USER_DATA_LIMIT_BYTES}")
+    return base64.b64encode(compressed).decode("ascii")
+
+
+def decode_user_data(user_data_base64: str) -> str:
+    """The bash script inside rendered user data (for tests and debugging)."""
+    return gzip.decompress(base64.b64decode(user_data_base64)).decode("utf-8")
+
+
+def render_router_user_data(boot: RouterBoot, *, files: Optional[Mapping[str, str]] = None) -> str:
+    """Base64 of the gzip'd boot script of the overlay router."""
+    env = router_environment(boot)
+    return _encode(_payload("router", env, boot.overlay, files or load_boot_files()), "router")
+
+
+def render_management_user_data(boot: ManagementBoot, *, files: Optional[Mapping[str, str]] = None) -> str:
+    """Base64 of the gzip'd boot script of the CloudStack management server."""
+    env = management_environment(boot)
+    return _encode(_payload("management", env, boot.overlay, files or load_boot_files()), "management")
+
+
+def render_kvm_host_user_data(boot: KvmHostBoot, *, files: Optional[Mapping[str, str]] = None) -> str:
+    """Base64 of the gzip'd boot script of a KVM host."""
+    env = kvm_host_environment(boot)
+    return _encode(_payload("kvm-host", env, boot.overlay, files or load_boot_files()), "kvm-host")
+
+
+__all__ = [
+    "USER_DATA_LIMIT_BYTES", "PARAMETER_KEYS", "UserDataError", "OverlayConfig", "BootWaits", "ManagementSecrets",
+    "RouterBoot", "ManagementBoot", "KvmHostBoot", "stack_prefix", "parameter_name",
+    "router_environment", "management_environment", "kvm_host_environment", "overlay_environment",
+    "strip_comments",
+    "load_boot_files", "decode_user_data",
+    "render_router_user_data", "render_management_user_data", "render_kvm_host_user_data",
+]

@@ -1,0 +1,425 @@
+# shellcheck shell=bash
+# Shared library of the cloudstack-ec2 boot scripts (sourced, never run).
+#
+# Every setting comes from the boot environment file written by the user data
+# (components/userdata.py): NON-secret values only. Secret values are fetched at
+# run time from Secrets Manager, kept in shell variables or in files under a
+# private directory in /run (mode 0700) that is removed on exit, and never logged.
+#
+# Paths can be moved under CSEC2_ROOT (default: the real root) so the scripts can
+# be run unchanged against a scratch directory with fake system commands on PATH.
+
+CSEC2_ROOT=${CSEC2_ROOT:-}
+CSEC2_ENV_FILE=${CSEC2_ENV_FILE:-$CSEC2_ROOT/etc/cloudstack-ec2/boot.env}
+CSEC2_LOG_FILE=${CSEC2_LOG_FILE:-$CSEC2_ROOT/var/log/cloudstack-ec2-boot.log}
+CSEC2_STATE_DIR=${CSEC2_STATE_DIR:-$CSEC2_ROOT/var/lib/cloudstack-ec2}
+CSEC2_LIB_DIR=${CSEC2_LIB_DIR:-$CSEC2_ROOT/usr/local/lib/cloudstack-ec2}
+CSEC2_RUN_DIR=${CSEC2_RUN_DIR:-$CSEC2_ROOT/run}
+CSEC2_FSTAB=${CSEC2_FSTAB:-$CSEC2_ROOT/etc/fstab}
+# The AWS CLI snap installs its command in /snap/bin, which is not on every PATH
+# (cloud-init's scripts run with a minimal one).
+PATH=$PATH:/snap/bin
+export PATH DEBIAN_FRONTEND=noninteractive
+
+CSEC2_STEP="start"
+CSEC2_PRIVATE_DIR=""
+
+# ---------------------------------------------------------------- logging ----
+
+csec2_log() {
+    printf '%s cloudstack-ec2[%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${CSEC2_ROLE:-boot}" "$*"
+}
+
+csec2_step() {
+    CSEC2_STEP=$1
+    csec2_log "==> step: $CSEC2_STEP"
+}
+
+csec2_die() {
+    csec2_log "ERROR in step '$CSEC2_STEP': $*"
+    csec2_log "boot FAILED (see $CSEC2_LOG_FILE); fix the cause, then re-run: systemctl start cloudstack-ec2-boot.service"
+    exit 1
+}
+
+csec2_on_error() {
+    local status=$1 line=$2 command=$3
+    # BASH_COMMAND is the command as written in the script (variables not
+    # expanded), so this line never shows a secret value.
+    csec2_log "ERROR in step '$CSEC2_STEP': command failed with status $status at line $line: $command"
+    csec2_log "boot FAILED (see $CSEC2_LOG_FILE); fix the cause, then re-run: systemctl start cloudstack-ec2-boot.service"
+    exit "$status"
+}
+
+csec2_cleanup() {
+    if [[ -n $CSEC2_PRIVATE_DIR && -d $CSEC2_PRIVATE_DIR ]]; then
+        rm -rf -- "$CSEC2_PRIVATE_DIR"
+    fi
+}
+
+# Everything the script and its commands print goes to the console (which
+# cloud-init copies to /var/log/cloud-init-output.log) and to our own log file.
+csec2_start_logging() {
+    mkdir -p "$(dirname "$CSEC2_LOG_FILE")"
+    touch "$CSEC2_LOG_FILE"
+    chmod 0640 "$CSEC2_LOG_FILE"
+    exec > >(tee -a "$CSEC2_LOG_FILE") 2>&1
+}
+
+# One run at a time: cloud-init's first run and the boot unit's re-runs must not
+# overlap (both may be started by hand too).
+csec2_lock() {
+    mkdir -p "$CSEC2_STATE_DIR"
+    exec 9>"$CSEC2_STATE_DIR/boot.lock"
+    if ! flock -w 600 9; then
+        csec2_die "another boot run still holds $CSEC2_STATE_DIR/boot.lock after 600 s"
+    fi
+}
+
+# Starts a boot run of ROLE: logging, error trap, lock, environment.
+csec2_begin() {
+    CSEC2_ROLE=$1
+    set -Eeuo pipefail
+    umask 022
+    csec2_start_logging
+    trap 'csec2_on_error $? $LINENO "$BASH_COMMAND"' ERR
+    trap csec2_cleanup EXIT
+    csec2_log "boot run of role '$CSEC2_ROLE' starts (log: $CSEC2_LOG_FILE)"
+    csec2_lock
+    csec2_make_private_dir
+    csec2_load_env
+}
+
+csec2_finish() {
+    CSEC2_STEP="done"
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$CSEC2_STATE_DIR/last-success"
+    csec2_log "boot run of role '$CSEC2_ROLE' finished successfully"
+}
+
+# ------------------------------------------------------------ environment ----
+
+csec2_load_env() {
+    csec2_step "load settings"
+    [[ -r $CSEC2_ENV_FILE ]] || csec2_die "settings file $CSEC2_ENV_FILE is missing (it is written by the user data)"
+    # shellcheck source=/dev/null
+    source "$CSEC2_ENV_FILE"
+    if [[ ${CSEC2_ENV_ROLE:-} != "$CSEC2_ROLE" ]]; then
+        csec2_die "settings file $CSEC2_ENV_FILE is for role '${CSEC2_ENV_ROLE:-?}', this script is role '$CSEC2_ROLE'"
+    fi
+    csec2_require CSEC2_AWS_REGION CSEC2_PREFIX CSEC2_HOSTNAME CSEC2_FQDN CSEC2_OVERLAY_IP \
+        CSEC2_WAIT_INTERVAL_SECONDS
+}
+
+# Fails naming every listed variable that is unset or empty.
+csec2_require() {
+    local name missing=()
+    for name in "$@"; do
+        [[ -n ${!name:-} ]] || missing+=("$name")
+    done
+    ((${#missing[@]} == 0)) || csec2_die "settings file $CSEC2_ENV_FILE lacks: ${missing[*]}"
+}
+
+# The one place where SSM parameter names are derived from the prefix (secrets
+# come by name/ARN in the settings: AWS appends a random suffix to theirs).
+csec2_name() {
+    printf '%s/%s' "$CSEC2_PREFIX" "$1"
+}
+
+# A directory only root can read, for files holding secrets (MySQL option
+# files, API session cookies); removed when the script exits.
+csec2_make_private_dir() {
+    mkdir -p "$CSEC2_RUN_DIR"
+    CSEC2_PRIVATE_DIR=$(mktemp -d "$CSEC2_RUN_DIR/cloudstack-ec2.XXXXXX")
+    chmod 0700 "$CSEC2_PRIVATE_DIR"
+}
+
+# ------------------------------------------------------------------ waits ----
+
+# csec2_wait_until DESCRIPTION TIMEOUT_SECONDS COMMAND...
+# Runs COMMAND until it succeeds or TIMEOUT_SECONDS have passed; logs every
+# attempt. Returns 1 on timeout (the caller says what that means).
+csec2_wait_until() {
+    local what=$1 timeout=$2 start attempt=0 elapsed
+    shift 2
+    start=$SECONDS
+    while true; do
+        attempt=$((attempt + 1))
+        if "$@"; then
+            csec2_log "ready: $what (attempt $attempt, $((SECONDS - start)) s)"
+            return 0
+        fi
+        elapsed=$((SECONDS - start))
+        if ((elapsed >= timeout)); then
+            csec2_log "gave up waiting for $what after $attempt attempts ($elapsed s, limit $timeout s)"
+            return 1
+        fi
+        csec2_log "waiting for $what (attempt $attempt, $elapsed s of $timeout s; next try in $CSEC2_WAIT_INTERVAL_SECONDS s)"
+        sleep "$CSEC2_WAIT_INTERVAL_SECONDS"
+    done
+}
+
+# ---------------------------------------------------------------- AWS CLI ----
+
+csec2_aws() {
+    aws --region "$CSEC2_AWS_REGION" --cli-connect-timeout 10 --cli-read-timeout 30 "$@"
+}
+
+# Ubuntu 24.04 has no awscli package in main (and 22.04's is the old v1), and
+# EC2's Ubuntu images do not ship the CLI. AWS publishes CLI v2 as the classic
+# snap `aws-cli`; snapd and the SSM agent snap are already on those images, so
+# the snap is the one install path that works on every supported release.
+csec2_install_aws_cli() {
+    csec2_step "AWS CLI"
+    if command -v aws >/dev/null 2>&1; then
+        csec2_log "AWS CLI present: $(command -v aws)"
+        return 0
+    fi
+    # On a first boot snapd may still be seeding; installing before that fails.
+    snap wait system seed.loaded
+    snap install aws-cli --classic
+    command -v aws >/dev/null 2>&1 || csec2_die "AWS CLI not found after 'snap install aws-cli --classic'"
+}
+
+# Prints the value of SSM parameter NAME; fails when it does not exist.
+csec2_get_parameter() {
+    csec2_aws ssm get-parameter --name "$1" --query Parameter.Value --output text 2>/dev/null
+}
+
+# Callbacks of csec2_wait_until read their target from CSEC2_TRY_NAME and leave
+# the value in CSEC2_TRY_VALUE (shellcheck cannot see calls made through "$@").
+CSEC2_TRY_NAME=""
+CSEC2_TRY_VALUE=""
+
+# shellcheck disable=SC2317
+csec2_try_parameter() {
+    # "pending": the placeholder Pulumi creates a parameter with until its
+    # writer (e.g. the management server) stores the real value.
+    CSEC2_TRY_VALUE=$(csec2_get_parameter "$CSEC2_TRY_NAME") &&
+        [[ -n $CSEC2_TRY_VALUE && $CSEC2_TRY_VALUE != None && $CSEC2_TRY_VALUE != pending ]]
+}
+
+# Stores the value of SSM parameter KEY (under the prefix) in the variable
+# named VAR, waiting (bounded) until it exists.
+csec2_wait_parameter() {
+    local key=$1 var=$2
+    CSEC2_TRY_NAME=$(csec2_name "$key")
+    csec2_wait_until "SSM parameter $CSEC2_TRY_NAME" "$CSEC2_WAIT_PARAMETERS_SECONDS" csec2_try_parameter ||
+        csec2_die "SSM parameter $CSEC2_TRY_NAME does not exist after $CSEC2_WAIT_PARAMETERS_SECONDS s (Pulumi writes it once the resource exists)"
+    printf -v "$var" '%s' "$CSEC2_TRY_VALUE"
+    CSEC2_TRY_VALUE=""
+}
+
+# Prints the current value (SecretString) of secret NAME; fails when the secret
+# or its current value does not exist.
+csec2_get_secret() {
+    csec2_aws secretsmanager get-secret-value --secret-id "$1" --query SecretString --output text
+}
+
+# shellcheck disable=SC2317
+csec2_try_secret() {
+    local err=$CSEC2_PRIVATE_DIR/aws-error
+    if CSEC2_TRY_VALUE=$(csec2_get_secret "$CSEC2_TRY_NAME" 2>"$err"); then
+        [[ -n $CSEC2_TRY_VALUE && $CSEC2_TRY_VALUE != None ]]
+    else
+        # AWS's error text (ResourceNotFoundException, AccessDenied...), never a value.
+        csec2_log "  secret $CSEC2_TRY_NAME not readable yet: $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
+        return 1
+    fi
+}
+
+# csec2_wait_secret SECRET_ID VAR: stores the current value of the secret
+# SECRET_ID (name or ARN; given in the settings, as AWS adds a suffix to each
+# secret's name) in the variable named VAR, waiting (bounded) until it has one.
+# Never logs the value.
+csec2_wait_secret() {
+    local id=$1 var=$2
+    CSEC2_TRY_NAME=$id
+    csec2_wait_until "secret $id" "$CSEC2_WAIT_SECRETS_SECONDS" csec2_try_secret ||
+        csec2_die "secret $id has no value after $CSEC2_WAIT_SECRETS_SECONDS s (check that it exists and that the instance role may read it)"
+    printf -v "$var" '%s' "$CSEC2_TRY_VALUE"
+    CSEC2_TRY_VALUE=""
+}
+
+# csec2_json_get PATH VAR <<<JSON: stores the string at PATH (dot-separated
+# keys, numbers index lists: "a.b.0.c") of the JSON on stdin in VAR. The JSON
+# comes on stdin so that secret values never appear in a process list.
+csec2_json_get() {
+    local path=$1 var=$2 value
+    value=$(python3 -c '
+import json, sys
+try:
+    node = json.load(sys.stdin)
+except ValueError:
+    sys.exit("input is not JSON")
+for part in sys.argv[1].split("."):
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        node = node[int(part)]
+    elif isinstance(node, dict) and part in node:
+        node = node[part]
+    else:
+        sys.exit("no %r in the JSON" % sys.argv[1])
+if isinstance(node, (dict, list)) or node is None:
+    sys.exit("%r is not a plain value" % sys.argv[1])
+print(node)
+' "$path") || return 1
+    printf -v "$var" '%s' "$value"
+}
+
+# csec2_json_has PATH <<<JSON: succeeds when the JSON on stdin has a plain value at PATH.
+csec2_json_has() {
+    csec2_json_get "$1" CSEC2_JSON_SCRATCH
+}
+
+# ------------------------------------------------------------ file edits ----
+
+# csec2_put_block FILE NAME <<<CONTENT: writes CONTENT between marker lines
+# named NAME in FILE, replacing an earlier block of that name (idempotent).
+csec2_put_block() {
+    local file=$1 name=$2 content tmp
+    content=$(cat)
+    mkdir -p "$(dirname "$file")"
+    touch "$file"
+    tmp=$(mktemp "$file.XXXXXX")
+    awk -v b="# BEGIN $name" -v e="# END $name" '
+        $0 == b { skip = 1; next }
+        $0 == e { skip = 0; next }
+        !skip { print }' "$file" >"$tmp"
+    printf '%s\n%s\n%s\n' "# BEGIN $name" "$content" "# END $name" >>"$tmp"
+    chmod --reference="$file" "$tmp"
+    mv -f "$tmp" "$file"
+}
+
+# csec2_set_conf FILE KEY VALUE: sets "KEY = VALUE" in a libvirt-style config
+# file, replacing an active or commented-out line of KEY, else appending it.
+csec2_set_conf() {
+    local file=$1 key=$2 value=$3 tmp
+    mkdir -p "$(dirname "$file")"
+    touch "$file"
+    tmp=$(mktemp "$file.XXXXXX")
+    awk -v k="$key" -v line="$key = $value" '
+        BEGIN { done = 0 }
+        {
+            probe = $0
+            sub(/^[#[:space:]]*/, "", probe)
+            if (probe ~ ("^" k "[[:space:]]*=")) {
+                if (!done) { print line; done = 1 }
+                next
+            }
+            print
+        }
+        END { if (!done) print line }' "$file" >"$tmp"
+    chmod --reference="$file" "$tmp"
+    mv -f "$tmp" "$file"
+}
+
+# ---------------------------------------------------------- common phases ----
+
+csec2_setup_hostname() {
+    csec2_step "hostname $CSEC2_FQDN"
+    local current=""
+    [[ -r $CSEC2_ROOT/etc/hostname ]] && current=$(<"$CSEC2_ROOT/etc/hostname")
+    if [[ $current != "$CSEC2_HOSTNAME" ]]; then
+        hostnamectl set-hostname "$CSEC2_HOSTNAME"
+    fi
+    # CloudStack wants `hostname --fqdn` to answer; the overlay address is the
+    # one the cloud knows this machine by.
+    csec2_put_block "$CSEC2_ROOT/etc/hosts" cloudstack-ec2 \
+        <<<"$CSEC2_OVERLAY_IP $CSEC2_FQDN $CSEC2_HOSTNAME"
+    # Stop cloud-init from resetting the hostname to the EC2 one at reboot.
+    mkdir -p "$CSEC2_ROOT/etc/cloud/cloud.cfg.d"
+    printf 'preserve_hostname: true\n' >"$CSEC2_ROOT/etc/cloud/cloud.cfg.d/99-cloudstack-ec2.cfg"
+}
+
+# The overlay (cloudbr0 + ethvxlan0, routes, NAT on the router) is built by
+# overlay-network.sh from /etc/cloudstack-ec2/overlay.env at EVERY boot by
+# cloudstack-ec2-overlay.service, ordered before libvirt and CloudStack. Members
+# reach the internet (packages) only through it, so it comes first.
+csec2_setup_overlay() {
+    csec2_step "overlay network unit"
+    local unit=cloudstack-ec2-overlay.service
+    [[ -x $CSEC2_LIB_DIR/overlay-network.sh ]] || csec2_die "$CSEC2_LIB_DIR/overlay-network.sh is missing"
+    [[ -r $CSEC2_ROOT/etc/cloudstack-ec2/overlay.env ]] || csec2_die "$CSEC2_ROOT/etc/cloudstack-ec2/overlay.env is missing"
+    systemctl daemon-reload
+    systemctl enable "$unit" cloudstack-ec2-boot.service
+    if systemctl is-active --quiet "$unit"; then
+        csec2_log "$unit already active"
+    else
+        systemctl start "$unit" || csec2_die "$unit failed to start (journalctl -u $unit)"
+    fi
+}
+
+# Amazon Time Sync Service through the link-local address (members keep a host
+# route for it on the underlay device). chrony replaces systemd-timesyncd.
+csec2_setup_time_sync() {
+    csec2_step "time sync (chrony, Amazon Time Sync Service)"
+    mkdir -p "$CSEC2_ROOT/etc/chrony/sources.d"
+    printf 'server 169.254.169.123 prefer iburst minpoll 4 maxpoll 4\n' \
+        >"$CSEC2_ROOT/etc/chrony/sources.d/amazon-time-sync.sources"
+    csec2_apt_install chrony
+    systemctl enable chrony.service
+    systemctl restart chrony.service
+}
+
+# The SSM agent is preinstalled on EC2's Ubuntu images as a snap; make sure it
+# is there and running (it is how operators get a shell: aws ssm start-session).
+csec2_setup_ssm_agent() {
+    csec2_step "SSM agent"
+    if ! snap list amazon-ssm-agent >/dev/null 2>&1; then
+        snap wait system seed.loaded
+        snap install amazon-ssm-agent --classic
+    fi
+    systemctl enable --now snap.amazon-ssm-agent.amazon-ssm-agent.service
+}
+
+# ------------------------------------------------------------------- apt ----
+
+CSEC2_APT_UPDATED=0
+
+csec2_apt_update() {
+    if ((CSEC2_APT_UPDATED == 0)); then
+        apt-get update -q
+        CSEC2_APT_UPDATED=1
+    fi
+}
+
+# Installs the packages not installed yet (a re-run installs nothing).
+csec2_apt_install() {
+    local pkg missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "${pkg%%=*}" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        csec2_log "packages already installed: $*"
+        return 0
+    fi
+    csec2_apt_update
+    apt-get install -y -q -o Dpkg::Options::=--force-confold "${missing[@]}"
+}
+
+# The CloudStack package repository of the chosen release for this Ubuntu.
+csec2_setup_cloudstack_repo() {
+    csec2_step "CloudStack $CSEC2_CLOUDSTACK_VERSION repository"
+    local release=${CSEC2_CLOUDSTACK_VERSION%.*} keyring=$CSEC2_ROOT/etc/apt/keyrings/cloudstack.asc
+    [[ $CSEC2_CLOUDSTACK_VERSION == *.*.* ]] || release=$CSEC2_CLOUDSTACK_VERSION
+    local list=$CSEC2_ROOT/etc/apt/sources.list.d/cloudstack.list
+    local line="deb [signed-by=/etc/apt/keyrings/cloudstack.asc] $CSEC2_CLOUDSTACK_REPO_URL $CSEC2_OS_CODENAME $release"
+    if [[ ! -s $keyring ]]; then
+        mkdir -p "$(dirname "$keyring")"
+        curl -fsSL --retry 5 --retry-delay 5 --max-time 60 -o "$keyring.tmp" "$CSEC2_CLOUDSTACK_KEY_URL"
+        mv -f "$keyring.tmp" "$keyring"
+        chmod 0644 "$keyring"
+    fi
+    if [[ ! -r $list || $(<"$list") != "$line" ]]; then
+        mkdir -p "$(dirname "$list")"
+        printf '%s\n' "$line" >"$list"
+        CSEC2_APT_UPDATED=0
+    fi
+}
+
+# "4.22" installs the newest 4.22.x; "4.22.1" pins that patch release.
+csec2_cloudstack_package() {
+    if [[ $CSEC2_CLOUDSTACK_VERSION == *.*.* ]]; then
+        printf '%s=%s*' "$1" "$CSEC2_CLOUDSTACK_VERSION"
+    else
+        printf '%s' "$1"
+    fi
+}

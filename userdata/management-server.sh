@@ -1,0 +1,405 @@
+#!/bin/bash
+# Boot script of the CloudStack management server (cloudstack-ec2).
+#
+# Run by cloud-init on the first boot and by cloudstack-ec2-boot.service at every
+# later boot (or by hand: systemctl start cloudstack-ec2-boot.service). Every
+# phase checks the REAL state first (packages installed, schema present in the
+# database, db.properties pointing at it, EFS mounted, service enabled, secret
+# holding keys) so a re-run or a replacement instance only does what is missing
+# and never overwrites the existing database.
+#
+# Settings: /etc/cloudstack-ec2/boot.env (non-secret). Secrets: Secrets Manager,
+# read at run time. Log: /var/log/cloudstack-ec2-boot.log and the console.
+
+# shellcheck source=SCRIPTDIR/common.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
+
+csec2_begin management
+csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_URL \
+    CSEC2_CLOUDSTACK_KEY_URL CSEC2_ZONE_NAME CSEC2_OVERLAY_CIDR CSEC2_EFS_MOUNT_POINT \
+    CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SECRETS_SECONDS CSEC2_WAIT_DATABASE_SECONDS \
+    CSEC2_WAIT_API_SECONDS CSEC2_SECRET_DB_MASTER CSEC2_SECRET_DB_CLOUD CSEC2_SECRET_CLOUDSTACK_KEYS \
+    CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS
+
+CS_ETC=$CSEC2_ROOT/etc/cloudstack/management
+CS_SSH_PUBLIC_KEY=$CSEC2_ROOT/var/lib/cloudstack/management/.ssh/id_rsa.pub
+API_URL=http://127.0.0.1:8080/client/api
+SQL_SCHEMA_EXISTS="SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'cloud' AND table_name = 'version';"
+
+# ------------------------------------------------- settings and secrets ----
+
+fetch_settings_and_secrets() {
+    csec2_step "settings (SSM) and secrets (Secrets Manager)"
+    local db_master_json db_cloud_json keys_json admin_json
+    csec2_wait_parameter db-endpoint DB_ENDPOINT
+    csec2_wait_parameter efs-dns EFS_DNS
+    [[ $DB_ENDPOINT =~ ^([A-Za-z0-9.-]+):([0-9]{1,5})$ ]] ||
+        csec2_die "SSM parameter $(csec2_name db-endpoint) is '$DB_ENDPOINT'; expected host:port"
+    DB_HOST=${BASH_REMATCH[1]}
+    DB_PORT=${BASH_REMATCH[2]}
+    [[ $EFS_DNS =~ ^[A-Za-z0-9.-]+$ ]] ||
+        csec2_die "SSM parameter $(csec2_name efs-dns) is '$EFS_DNS'; expected a DNS name"
+
+    # All secrets are read BEFORE anything is installed: a missing one stops the
+    # boot here, leaving the machine untouched (only the AWS CLI was added).
+    csec2_wait_secret "$CSEC2_SECRET_DB_MASTER" db_master_json
+    csec2_wait_secret "$CSEC2_SECRET_DB_CLOUD" db_cloud_json
+    csec2_wait_secret "$CSEC2_SECRET_CLOUDSTACK_KEYS" keys_json
+    csec2_wait_secret "$CSEC2_SECRET_ADMIN" admin_json
+    csec2_json_get username DB_MASTER_USER <<<"$db_master_json" || csec2_die "secret $CSEC2_SECRET_DB_MASTER: no 'username'"
+    csec2_json_get password DB_MASTER_PASSWORD <<<"$db_master_json" || csec2_die "secret $CSEC2_SECRET_DB_MASTER: no 'password'"
+    csec2_json_get username DB_CLOUD_USER <<<"$db_cloud_json" || csec2_die "secret $CSEC2_SECRET_DB_CLOUD: no 'username'"
+    csec2_json_get password DB_CLOUD_PASSWORD <<<"$db_cloud_json" || csec2_die "secret $CSEC2_SECRET_DB_CLOUD: no 'password'"
+    csec2_json_get management_key MANAGEMENT_KEY <<<"$keys_json" || csec2_die "secret $CSEC2_SECRET_CLOUDSTACK_KEYS: no 'management_key'"
+    csec2_json_get database_key DATABASE_KEY <<<"$keys_json" || csec2_die "secret $CSEC2_SECRET_CLOUDSTACK_KEYS: no 'database_key'"
+    csec2_json_get username ADMIN_USER <<<"$admin_json" || csec2_die "secret $CSEC2_SECRET_ADMIN: no 'username'"
+    csec2_json_get password ADMIN_PASSWORD <<<"$admin_json" || csec2_die "secret $CSEC2_SECRET_ADMIN: no 'password'"
+
+    # The values go into a MySQL option file, an SQL string literal and
+    # cloudstack-setup-databases' user:password@host argument: refuse what
+    # would break those (the message names the rule, never the value).
+    [[ $DB_MASTER_PASSWORD != *[\"\\[:space:]]* ]] ||
+        csec2_die "secret $CSEC2_SECRET_DB_MASTER: the password must not contain '\"', '\\' or whitespace"
+    [[ $DB_CLOUD_USER =~ ^[A-Za-z0-9_]{1,32}$ ]] ||
+        csec2_die "secret $CSEC2_SECRET_DB_CLOUD: username must be 1-32 letters, digits or '_'"
+    [[ $DB_CLOUD_PASSWORD != *[\'\"\\:@/[:space:]]* ]] ||
+        csec2_die "secret $CSEC2_SECRET_DB_CLOUD: the password must not contain quotes, '\\', ':', '@', '/' or whitespace"
+    csec2_log "read 4 secrets and 2 parameters (values not logged); database at $DB_HOST:$DB_PORT, EFS at $EFS_DNS"
+}
+
+# ------------------------------------------------------------- packages ----
+
+install_packages() {
+    csec2_setup_cloudstack_repo
+    csec2_step "packages: cloudstack-management, MySQL client, NFS client"
+    csec2_apt_install "$(csec2_cloudstack_package cloudstack-management)" mysql-client nfs-common
+}
+
+# ------------------------------------------------------------- database ----
+
+write_mysql_option_file() {
+    MYSQL_CNF=$CSEC2_PRIVATE_DIR/master.cnf
+    (
+        umask 077
+        printf '[client]\nhost=%s\nport=%s\nuser=%s\npassword="%s"\nconnect-timeout=5\n' \
+            "$DB_HOST" "$DB_PORT" "$DB_MASTER_USER" "$DB_MASTER_PASSWORD" >"$MYSQL_CNF"
+    )
+}
+
+# mysql as the RDS master user; the SQL comes on stdin.
+master_sql() {
+    mysql --defaults-extra-file="$MYSQL_CNF" --batch --skip-column-names
+}
+
+# shellcheck disable=SC2317  # called through csec2_wait_until
+database_answers() {
+    master_sql <<<"SELECT 1;" >/dev/null
+}
+
+wait_for_database() {
+    csec2_step "wait for the database $DB_HOST:$DB_PORT"
+    write_mysql_option_file
+    csec2_wait_until "database $DB_HOST:$DB_PORT to accept connections as $DB_MASTER_USER" \
+        "$CSEC2_WAIT_DATABASE_SECONDS" database_answers ||
+        csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right?)"
+}
+
+schema_exists() {
+    local count
+    count=$(master_sql <<<"$SQL_SCHEMA_EXISTS") || csec2_die "could not query information_schema on $DB_HOST:$DB_PORT"
+    [[ $count =~ ^[0-9]+$ ]] || csec2_die "unexpected answer '$count' to the schema query"
+    ((count > 0))
+}
+
+# On RDS `--deploy-as` is not used: its create-database.sql drops and recreates
+# `cloud`, creates a procedure in the `mysql` schema and grants global rights an
+# RDS master user may be refused. Instead the databases, the user and its
+# grants are ensured here (idempotent, no data touched) and the schema is
+# created with `--schema-only`, only when it is not there yet.
+ensure_database_user() {
+    csec2_step "database: cloud/cloud_usage databases, user '$DB_CLOUD_USER' and grants"
+    master_sql <<SQL
+CREATE DATABASE IF NOT EXISTS \`cloud\`;
+CREATE DATABASE IF NOT EXISTS \`cloud_usage\`;
+CREATE USER IF NOT EXISTS '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';
+ALTER USER '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';
+GRANT ALL ON \`cloud\`.* TO '$DB_CLOUD_USER'@'%';
+GRANT ALL ON \`cloud_usage\`.* TO '$DB_CLOUD_USER'@'%';
+GRANT PROCESS ON *.* TO '$DB_CLOUD_USER'@'%';
+SQL
+}
+
+db_properties_point_at_database() {
+    [[ -r $CS_ETC/db.properties ]] && grep -qx "db.cloud.host=$DB_HOST" "$CS_ETC/db.properties" &&
+        grep -qx "db.cloud.port=$DB_PORT" "$CS_ETC/db.properties"
+}
+
+setup_database() {
+    ensure_database_user
+    csec2_step "database: CloudStack schema"
+    # The credentials must be on cloudstack-setup-databases' command line (it
+    # has no other way to take them); they are never echoed to the log.
+    local cloud_url="$DB_CLOUD_USER:$DB_CLOUD_PASSWORD@$DB_HOST:$DB_PORT"
+    if schema_exists; then
+        csec2_log "schema 'cloud' already exists in $DB_HOST:$DB_PORT: reusing it, no schema deploy"
+        if db_properties_point_at_database; then
+            csec2_log "db.properties already points at $DB_HOST:$DB_PORT"
+        else
+            # A replaced instance: configure this machine for the existing database
+            # (what the install guide does for an additional management server).
+            csec2_log "configuring this server for the existing database (cloudstack-setup-databases without schema deploy)"
+            cloudstack-setup-databases "$cloud_url" -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP"
+        fi
+    else
+        csec2_log "schema 'cloud' not found in $DB_HOST:$DB_PORT: creating it (cloudstack-setup-databases --schema-only)"
+        cloudstack-setup-databases "$cloud_url" --schema-only -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP"
+        schema_exists || csec2_die "cloudstack-setup-databases finished but the schema 'cloud' is still missing"
+    fi
+    db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
+}
+
+# ------------------------------------------------------------------ EFS ----
+
+# AWS's recommended NFS options for EFS; _netdev waits for the network at boot.
+EFS_OPTIONS="nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport,_netdev"
+
+setup_efs() {
+    csec2_step "EFS $EFS_DNS on $CSEC2_EFS_MOUNT_POINT"
+    local mnt=$CSEC2_EFS_MOUNT_POINT line tmp
+    line="$EFS_DNS:/ $mnt nfs4 $EFS_OPTIONS 0 0"
+    touch "$CSEC2_FSTAB"
+    if ! grep -qxF "$line" "$CSEC2_FSTAB"; then
+        # Replace an older line for the same mount point (e.g. another EFS).
+        tmp=$(mktemp "$CSEC2_FSTAB.XXXXXX")
+        awk -v m="$mnt" '$2 != m' "$CSEC2_FSTAB" >"$tmp"
+        printf '%s\n' "$line" >>"$tmp"
+        chmod 0644 "$tmp"
+        mv -f "$tmp" "$CSEC2_FSTAB"
+    fi
+    mkdir -p "$CSEC2_ROOT$mnt"
+    if mountpoint -q "$CSEC2_ROOT$mnt"; then
+        csec2_log "$mnt already mounted"
+    else
+        mount "$CSEC2_ROOT$mnt" || csec2_die "mounting $EFS_DNS:/ on $mnt failed (mount target in the CloudStack subnet? NFS admitted by its security group?)"
+    fi
+    mkdir -p "$CSEC2_ROOT$mnt/$CSEC2_ZONE_NAME/primary" "$CSEC2_ROOT$mnt/$CSEC2_ZONE_NAME/secondary"
+}
+
+# ------------------------------------------------------ system VM template ----
+
+system_vm_template() {
+    csec2_step "system VM template"
+    local major=${CSEC2_CLOUDSTACK_VERSION%%.*} rest minor
+    rest=${CSEC2_CLOUDSTACK_VERSION#*.}
+    minor=${rest%%.*}
+    # Since 4.16 the KVM system VM template ships in the cloudstack-management
+    # package and the management server registers and copies it itself when the
+    # first NFS image store of a zone is added (for the hypervisors of clusters
+    # that exist then: the registration adds the KVM cluster first). So nothing
+    # is seeded here: cloud-install-sys-tmplt would only copy it a second time.
+    if ((major > 4 || (major == 4 && minor >= 16))); then
+        csec2_log "CloudStack $CSEC2_CLOUDSTACK_VERSION registers the KVM system VM template itself when secondary storage is added: not seeding it"
+    else
+        csec2_die "CloudStack $CSEC2_CLOUDSTACK_VERSION is older than 4.16, which these scripts do not support"
+    fi
+}
+
+# ------------------------------------------------- management server ----
+
+setup_management() {
+    csec2_step "cloudstack-setup-management"
+    if [[ -e $CSEC2_STATE_DIR/setup-management.done ]] && systemctl is-enabled --quiet cloudstack-management.service; then
+        csec2_log "management server already set up and enabled"
+        systemctl is-active --quiet cloudstack-management.service || systemctl start cloudstack-management.service
+    else
+        cloudstack-setup-management
+        systemctl enable cloudstack-management.service
+        touch "$CSEC2_STATE_DIR/setup-management.done"
+    fi
+}
+
+# --------------------------------------------------------------- the API ----
+
+# shellcheck disable=SC2317  # called through csec2_wait_until
+api_answers() {
+    local code
+    code=$(curl -s -o /dev/null --max-time 10 -w '%{http_code}' "$API_URL?command=listCapabilities&response=json") || true
+    # 401/432 and the like: the API is up, we are just not logged in. 000 (no
+    # connection), 404 (webapp not deployed yet) and 5xx: not ready.
+    [[ $code =~ ^[2-4][0-9][0-9]$ && $code != 404 ]]
+}
+
+wait_for_api() {
+    csec2_step "wait for the API on $API_URL"
+    csec2_wait_until "CloudStack API on $API_URL" "$CSEC2_WAIT_API_SECONDS" api_answers ||
+        csec2_die "the API did not answer on $API_URL within $CSEC2_WAIT_API_SECONDS s (see /var/log/cloudstack/management/management-server.log)"
+}
+
+# api COMMAND [name=value | name@file]...: a call in the current login session
+# (cookie + sessionkey); prints the JSON answer. name@file sends the content of
+# file, so secret values never appear in a process list.
+api() {
+    local command=$1 arg args=()
+    shift
+    for arg in "$@"; do
+        args+=(--data-urlencode "$arg")
+    done
+    curl -sS --max-time 60 -b "$CSEC2_PRIVATE_DIR/cookies" -c "$CSEC2_PRIVATE_DIR/cookies" \
+        --data-urlencode "command=$command" --data-urlencode "response=json" \
+        --data-urlencode "sessionkey@$CSEC2_PRIVATE_DIR/sessionkey" "${args[@]}" "$API_URL"
+}
+
+secret_file() {
+    local name=$1 value=$2
+    (umask 077 && printf '%s' "$value" >"$CSEC2_PRIVATE_DIR/$name")
+    printf '%s' "$CSEC2_PRIVATE_DIR/$name"
+}
+
+# Logs in as the admin with the password in file $1; sets ADMIN_ID.
+api_login() {
+    local answer sessionkey
+    : >"$CSEC2_PRIVATE_DIR/sessionkey"
+    rm -f "$CSEC2_PRIVATE_DIR/cookies"
+    answer=$(curl -sS --max-time 60 -c "$CSEC2_PRIVATE_DIR/cookies" \
+        --data-urlencode "command=login" --data-urlencode "response=json" \
+        --data-urlencode "username=$ADMIN_USER" --data-urlencode "password@$1" \
+        --data-urlencode "domain=/" "$API_URL") || return 1
+    csec2_json_get loginresponse.sessionkey sessionkey <<<"$answer" 2>/dev/null || return 1
+    csec2_json_get loginresponse.userid ADMIN_ID <<<"$answer" || return 1
+    (umask 077 && printf '%s' "$sessionkey" >"$CSEC2_PRIVATE_DIR/sessionkey")
+}
+
+set_admin_password() {
+    csec2_step "admin password from secret $CSEC2_SECRET_ADMIN"
+    local wanted default answer
+    wanted=$(secret_file admin-password "$ADMIN_PASSWORD")
+    if api_login "$wanted"; then
+        csec2_log "admin '$ADMIN_USER' already has the password of the secret"
+        return 0
+    fi
+    # A fresh installation's admin password is CloudStack's documented default.
+    default=$(secret_file default-password password)
+    api_login "$default" ||
+        csec2_die "cannot log in as '$ADMIN_USER' with the secret's password nor the installation default; set it by hand or update the secret"
+    answer=$(api updateUser "id=$ADMIN_ID" "password@$wanted" "currentpassword@$default")
+    csec2_json_has updateuserresponse.user.id <<<"$answer" ||
+        csec2_die "updateUser did not change the admin password: $(head -c 300 <<<"$answer")"
+    api_login "$wanted" || csec2_die "login with the new admin password failed"
+    csec2_log "admin '$ADMIN_USER' password set from the secret"
+}
+
+# Keys are created only while the secret has no value: existing keys (and the
+# registration that uses them) stay valid across re-runs and replacements.
+store_api_keys() {
+    local name=$CSEC2_SECRET_API_KEYS answer apikey secretkey err=$CSEC2_PRIVATE_DIR/aws-error
+    csec2_step "API keys in $name"
+    if csec2_get_secret "$name" >/dev/null 2>"$err"; then
+        csec2_log "secret $name already holds API keys: keeping them"
+        return 0
+    fi
+    grep -q ResourceNotFoundException "$err" ||
+        csec2_die "cannot read secret $name: $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
+    answer=$(api registerUserKeys "id=$ADMIN_ID")
+    csec2_json_get registeruserkeysresponse.userkeys.apikey apikey <<<"$answer" ||
+        csec2_die "registerUserKeys returned no keys"
+    csec2_json_get registeruserkeysresponse.userkeys.secretkey secretkey <<<"$answer" ||
+        csec2_die "registerUserKeys returned no secret key"
+    python3 -c 'import json, sys; print(json.dumps({"apikey": sys.stdin.readline().strip(), "secretkey": sys.stdin.readline().strip()}))' \
+        <<<"$apikey"$'\n'"$secretkey" >"$(secret_file api-keys.json "")"
+    csec2_aws secretsmanager put-secret-value --secret-id "$name" \
+        --secret-string "file://$CSEC2_PRIVATE_DIR/api-keys.json" >/dev/null
+    csec2_log "API keys of '$ADMIN_USER' created and stored in $name"
+}
+
+# Prints the value of global setting $1.
+get_setting() {
+    local answer value
+    answer=$(api listConfigurations "name=$1")
+    # listConfigurations matches names by substring: pick the exact one.
+    value=$(python3 -c '
+import json, sys
+doc = json.load(sys.stdin).get("listconfigurationsresponse", {})
+for item in doc.get("configuration", []):
+    if item.get("name") == sys.argv[1]:
+        print(item.get("value") or "")
+        sys.exit(0)
+sys.exit("no setting %r" % sys.argv[1])
+' "$1" <<<"$answer") || return 1
+    printf '%s' "$value"
+}
+
+# Sets global setting $1 to $2 unless it is $2 (or $3, another way of saying
+# the same); returns 0 when it changed.
+ensure_setting() {
+    local current answer
+    current=$(get_setting "$1") || csec2_die "global setting $1 not found"
+    if [[ $current == "$2" || ($# -ge 3 && $current == "$3") ]]; then
+        csec2_log "global setting $1 = '$2'"
+        return 1
+    fi
+    answer=$(api updateConfiguration "name=$1" "value=$2")
+    csec2_json_has updateconfigurationresponse.configuration.name <<<"$answer" ||
+        csec2_die "updateConfiguration $1 failed: $(head -c 300 <<<"$answer")"
+    csec2_log "global setting $1: '$current' -> '$2'"
+}
+
+configure_settings() {
+    csec2_step "global settings: host, management.network.cidr, integration.api.port"
+    local changed=0
+    # Agents connect to `host`: the overlay address, not whatever address the
+    # server guessed. The unauthenticated integration port stays off (0).
+    ensure_setting host "$CSEC2_OVERLAY_IP" && changed=1
+    ensure_setting management.network.cidr "$CSEC2_OVERLAY_CIDR" && changed=1
+    ensure_setting integration.api.port 0 "" && changed=1
+    if ((changed)); then
+        csec2_log "restarting the management server so the settings take effect"
+        systemctl restart cloudstack-management.service
+        wait_for_api
+        api_login "$CSEC2_PRIVATE_DIR/admin-password" || csec2_die "login after the restart failed"
+    fi
+}
+
+# shellcheck disable=SC2317  # called through csec2_wait_until
+ssh_key_present() {
+    [[ -s $CS_SSH_PUBLIC_KEY ]]
+}
+
+# The management server adds KVM hosts with its own SSH key; hosts put the
+# public key in their user's authorized_keys (they poll this parameter).
+publish_ssh_key() {
+    local name current key
+    name=$(csec2_name management-ssh-public-key)
+    csec2_step "publish the management server's SSH public key to $name"
+    csec2_wait_until "$CS_SSH_PUBLIC_KEY" "$CSEC2_WAIT_API_SECONDS" ssh_key_present ||
+        csec2_die "$CS_SSH_PUBLIC_KEY was not created by the management server"
+    key=$(<"$CS_SSH_PUBLIC_KEY")
+    current=$(csec2_get_parameter "$name") || current=""
+    if [[ $current == "$key" ]]; then
+        csec2_log "$name is up to date"
+        return 0
+    fi
+    csec2_aws ssm put-parameter --name "$name" --type String --overwrite \
+        --value "file://$CS_SSH_PUBLIC_KEY" >/dev/null
+    csec2_log "published $name"
+}
+
+# -------------------------------------------------------------------- run ----
+
+csec2_setup_hostname
+csec2_setup_overlay
+csec2_install_aws_cli
+fetch_settings_and_secrets
+csec2_setup_ssm_agent
+csec2_setup_time_sync
+install_packages
+wait_for_database
+setup_database
+setup_efs
+system_vm_template
+setup_management
+wait_for_api
+set_admin_password
+store_api_keys
+configure_settings
+publish_ssh_key
+csec2_finish
