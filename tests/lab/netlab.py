@@ -353,8 +353,8 @@ table bridge ec2_subnet {{
         return {
             "links": scrub(links),
             "addresses": self.ip(short, "-4", "addr", "show").stdout,
-            "routes": self.ip(short, "route", "show", "table", "all").stdout,
-            "rules": self.ip(short, "rule", "show").stdout,
+            "routes": self.ip(short, "-4", "route", "show", "table", "all").stdout,
+            "rules": self.ip(short, "-4", "rule", "show").stdout,
             "nft": self.run(short, "nft", "list", "ruleset").stdout,
             "sysctls": sysctls,
         }

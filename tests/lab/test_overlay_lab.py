@@ -1,0 +1,241 @@
+"""The overlay, proven with real packets in the namespace lab (see netlab.py)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .netlab import (
+    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, INTERNET_VPCR, MGMT,
+    OVERLAY_MTU, PING_LOSS, RESOLVER, ROUTER, TOOLS, TROUBLEMAKER, UI_PORT, VXLAN_GROUP, WHOAMI_PORT, Lab,
+    host_instance,
+)
+
+pytestmark = pytest.mark.lab
+
+MEMBERS = ("mgmt", "host0", "host1")
+ICMP_IP_OVERHEAD = 28  # IPv4 header + ICMP header: ping -s N sends an N + 28 byte packet
+
+
+def greeting(lab: Lab, client: str, address: str, port: int, timeout: float = 3) -> str:
+    result = lab.tool(client, "tcp", address, str(port), str(timeout), check=False, timeout=timeout + 10)
+    assert result.returncode == 0, f"{client} -> {address}:{port} failed: {result.stderr}"
+    return result.stdout.strip()
+
+
+def ping(lab: Lab, client: str, address: str, *extra: str, count: int = 2) -> subprocess.CompletedProcess:
+    return lab.run(client, "ping", "-n", "-i", "0.2", "-c", str(count), "-W", "2", *extra, address, check=False,
+                   timeout=20)
+
+
+def test_members_join_the_multicast_group_with_igmpv2(lab: Lab):
+    mdb = lab.run("sub", "bridge", "mdb", "show").stdout
+    joined = set(re.findall(rf"port (\S+) grp {re.escape(VXLAN_GROUP)}\b", mdb))
+    assert joined == {"p-router", "p-mgmt", "p-host0", "p-host1"}, mdb
+    for name in ("router", *MEMBERS):
+        igmp = lab.run(name, "cat", "/proc/net/igmp").stdout
+        assert re.search(r"^\d+\s+ens5\s*:\s*\d+\s+V2\b", igmp, re.M), f"{name} underlay not IGMPv2:\n{igmp}"
+
+
+@pytest.mark.parametrize("client,server", list(itertools.permutations(MEMBERS, 2)))
+def test_overlay_members_reach_each_other(lab: Lab, client: str, server: str):
+    target = lab.instances[server]
+    result = ping(lab, client, target.overlay)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The server sees the client's overlay address: the packets crossed the overlay.
+    assert greeting(lab, client, target.overlay, WHOAMI_PORT) == f"{server} {lab.instances[client].overlay}"
+
+
+def test_client_on_second_subnet_reaches_management_ui_through_router(lab: Lab):
+    # No NAT inside the VPC: the management server sees the client's own address,
+    # and its reply finds the way back through the router.
+    assert greeting(lab, "db", MGMT.overlay, UI_PORT) == f"mgmt-ui {DB_ADDRESS}"
+
+
+def test_management_server_reaches_its_database_on_second_subnet(lab: Lab):
+    # The database sees the management server's overlay address (the DB security
+    # group admits 3306 from that /32) and its reply returns through the router.
+    assert greeting(lab, "mgmt", DB_ADDRESS, DB_PORT) == f"db {MGMT.overlay}"
+
+
+def test_troublemaker_on_the_subnet_cannot_reach_an_overlay_address(lab: Lab):
+    dropped_before = lab.counter("p_mgmt_out")
+    result = lab.tool("tm", "tcp", MGMT.overlay, str(WHOAMI_PORT), "2", check=False, timeout=15)
+    assert result.returncode != 0, f"the TroubleMaker connected: {result.stdout}"
+    # Why: the request came through the router, the reply went straight back over
+    # the subnet with the overlay source, and the source/destination check dropped it.
+    assert lab.counter("p_mgmt_out") > dropped_before
+
+
+def test_troublemaker_connects_when_the_source_destination_check_is_off(lab: Lab):
+    lab.set_srcdst_check("mgmt", enabled=False)
+    try:
+        assert greeting(lab, "tm", MGMT.overlay, WHOAMI_PORT) == f"mgmt {TROUBLEMAKER.underlay}"
+    finally:
+        lab.set_srcdst_check("mgmt", enabled=True)
+    result = lab.tool("tm", "tcp", MGMT.overlay, str(WHOAMI_PORT), "2", check=False, timeout=15)
+    assert result.returncode != 0, "the check is back on, the TroubleMaker must fail again"
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+def test_overlay_members_reach_the_internet_through_router_nat(lab: Lab, member: str):
+    # The internet sees the router's Elastic IP: the router source-NATs the
+    # overlay to its underlay address, which the internet gateway maps.
+    assert greeting(lab, member, INTERNET_CLIENT, INTERNET_PORT) == f"internet {ELASTIC_IP}"
+
+
+def test_internet_client_reaches_management_ui_through_router_dnat(lab: Lab):
+    assert greeting(lab, "inet", ELASTIC_IP, UI_PORT) == f"mgmt-ui {INTERNET_CLIENT}"
+
+
+def test_vpc_client_reaches_management_ui_on_router_underlay_address(lab: Lab):
+    assert greeting(lab, "db", ROUTER.underlay, UI_PORT) == f"mgmt-ui {DB_ADDRESS}"
+
+
+def test_overlay_member_resolves_names_through_router(lab: Lab):
+    seen = len(lab.resolver.lines)
+    result = lab.tool("host0", "resolve", RESOLVER, DNS_NAME, "3", check=False, timeout=15)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == DB_ADDRESS
+    # The resolver saw the router's underlay address (a VPC source), not the overlay one.
+    assert f"query {ROUTER.underlay} {DNS_NAME}" in lab.resolver.lines[seen:]
+
+
+def test_emulated_vpc_resolver_ignores_non_vpc_sources(lab: Lab):
+    # The control for the test above: without the router's source NAT, a query
+    # from outside the VPC gets no answer.
+    result = lab.tool("vpcr", "resolve", RESOLVER, DNS_NAME, "1", INTERNET_VPCR, check=False, timeout=15)
+    assert result.returncode != 0 and "no answer" in result.stderr
+    assert f"query {INTERNET_VPCR} {DNS_NAME}" in lab.resolver.lines
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+def test_link_local_services_answer_the_member_itself(lab: Lab, member: str):
+    # IMDS sees the member's own underlay address: it would answer with this
+    # instance's credentials, not the router's.
+    assert greeting(lab, member, IMDS, 80) == f"imds {lab.instances[member].underlay}"
+
+
+def test_routes_members_through_overlay_and_router_through_underlay(lab: Lab):
+    for member in MEMBERS:
+        route = lab.ip(member, "route", "get", "192.0.2.1").stdout
+        assert f"via {ROUTER.overlay} dev cloudbr0 src {lab.instances[member].overlay}" in route, route
+        local = lab.ip(member, "route", "get", TROUBLEMAKER.underlay).stdout
+        assert "dev ens5" in local and "via" not in local, local
+    route = lab.ip("router", "route", "get", "192.0.2.1").stdout
+    assert "dev ens5" in route, route
+    assert lab.run("router", "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+
+
+def wait_reachable(lab: Lab, client: str, address: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ping(lab, client, address, count=1).returncode == 0:
+            return
+    pytest.fail(f"{address} not reachable from {client} within {timeout}s")
+
+
+def test_host_added_later_joins_without_touching_the_others(lab: Lab):
+    others = ("router", *MEMBERS)
+    before = {name: lab.state(name) for name in others}
+    newcomer = host_instance(5)
+    lab.add_instance(newcomer)
+    try:
+        wait_reachable(lab, newcomer.name, MGMT.overlay)
+        for name in others:
+            peer = lab.instances[name]
+            assert greeting(lab, newcomer.name, peer.overlay, WHOAMI_PORT) == f"{name} {newcomer.overlay}"
+            assert greeting(lab, name, newcomer.overlay, WHOAMI_PORT) == f"{newcomer.name} {peer.overlay}"
+        assert greeting(lab, newcomer.name, INTERNET_CLIENT, INTERNET_PORT) == f"internet {ELASTIC_IP}"
+        assert {name: lab.state(name) for name in others} == before
+    finally:
+        lab.remove_instance(newcomer.name)
+
+
+def test_the_rest_keeps_working_after_a_host_is_removed(lab: Lab):
+    leaving = host_instance(6)
+    lab.add_instance(leaving)
+    try:
+        wait_reachable(lab, "host0", leaving.overlay)
+        assert greeting(lab, "mgmt", leaving.overlay, WHOAMI_PORT) == f"{leaving.name} {MGMT.overlay}"
+    finally:
+        lab.remove_instance(leaving.name)
+    assert ping(lab, "mgmt", leaving.overlay, count=1).returncode != 0, "the removed host still answers"
+    for client, server in itertools.permutations(MEMBERS, 2):
+        target = lab.instances[server]
+        assert greeting(lab, client, target.overlay, WHOAMI_PORT) == f"{server} {lab.instances[client].overlay}"
+    assert greeting(lab, "db", MGMT.overlay, UI_PORT) == f"mgmt-ui {DB_ADDRESS}"
+
+
+def test_rerun_changes_nothing_and_traffic_keeps_flowing(lab: Lab):
+    rerun = ("router", "mgmt", "host0")
+    before = {name: lab.state(name) for name in rerun}
+    ns = lab.ns
+    background = {
+        # Through the router (forwarding + DNAT + the IGW's NAT) and member to member.
+        "db ping mgmt": ["ip", "netns", "exec", ns("db"), "ping", "-n", "-q", "-i", "0.02", "-c", "150", "-W", "1",
+                         MGMT.overlay],
+        "host1 ping host0": ["ip", "netns", "exec", ns("host1"), "ping", "-n", "-q", "-i", "0.02", "-c", "150",
+                             "-W", "1", lab.instances["host0"].overlay],
+        "internet holds UI": ["ip", "netns", "exec", ns("inet"), sys.executable, str(TOOLS), "hold", ELASTIC_IP,
+                              str(UI_PORT), "3"],
+        "host1 holds mgmt": ["ip", "netns", "exec", ns("host1"), sys.executable, str(TOOLS), "hold", MGMT.overlay,
+                             str(WHOAMI_PORT), "3"],
+    }
+    procs = {k: subprocess.Popen(v, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for k, v in background.items()}
+    try:
+        time.sleep(0.5)
+        for name in rerun:
+            result = lab.overlay_script(lab.instances[name])
+            assert "creating" not in result.stdout and "replacing" not in result.stdout, result.stdout
+        outputs = {k: p.communicate(timeout=20)[0] for k, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    for key, proc in procs.items():
+        assert proc.returncode == 0, f"{key}: {outputs[key]}"
+        counts = PING_LOSS.search(outputs[key])
+        if counts:
+            assert counts.group(1) == counts.group(2) == "150", f"{key} lost packets: {outputs[key]}"
+    assert {name: lab.state(name) for name in rerun} == before
+
+
+def test_overlay_mtu_packet_with_df_crosses_and_one_byte_more_does_not(lab: Lab):
+    host0 = lab.instances["host0"].overlay
+    exact = ping(lab, "mgmt", host0, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD))
+    assert exact.returncode == 0, exact.stdout + exact.stderr
+    assert f"{OVERLAY_MTU - ICMP_IP_OVERHEAD + 8} bytes from {host0}" in exact.stdout
+    bigger = ping(lab, "mgmt", host0, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD + 1))
+    assert bigger.returncode != 0
+    assert f"mtu={OVERLAY_MTU}" in bigger.stdout + bigger.stderr, bigger.stdout + bigger.stderr
+
+
+def test_router_reports_the_overlay_mtu_to_vpc_senders(lab: Lab):
+    # From the second subnet (MTU 9001) through the router onto the overlay.
+    exact = ping(lab, "db", MGMT.overlay, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD))
+    assert exact.returncode == 0, exact.stdout + exact.stderr
+    bigger = ping(lab, "db", MGMT.overlay, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD + 1))
+    assert bigger.returncode != 0
+    assert f"Frag needed and DF set (mtu = {OVERLAY_MTU})" in bigger.stdout, bigger.stdout
+
+
+def test_full_size_flooded_frame_fits_the_transit_gateway(lab: Lab):
+    # Unknown-unicast frames are flooded to the multicast group, i.e. through the
+    # Transit Gateway (8500 bytes at most): forget where host0's VTEP is, then
+    # send a full-size frame to it.
+    host0 = lab.instances["host0"]
+    wait_reachable(lab, "mgmt", host0.overlay)
+    mac = lab.run("host0", "cat", "/sys/class/net/cloudbr0/address").stdout.strip()
+    lab.run("mgmt", "bridge", "fdb", "del", mac, "dev", "ethvxlan0", "self")
+    flooded_before = lab.counter("tgw_jumbo")
+    exact = ping(lab, "mgmt", host0.overlay, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD), count=1)
+    assert exact.returncode == 0, exact.stdout + exact.stderr
+    assert lab.counter("tgw_jumbo") > flooded_before, "the full-size frame did not take the multicast path"
