@@ -1,0 +1,192 @@
+"""Runs the rendered boot scripts for real in a scratch root with recording fakes.
+
+The user data a renderer produces is decoded and executed with bash; it writes
+its files under CSEC2_ROOT (a temp dir) and runs the role script, whose system
+commands (apt-get, aws, mysql, systemctl, curl, cloudstack-*, ...) are the
+fakes of tests/userdata/fakes/fake.py, first on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from components import userdata as ud  # noqa: E402
+
+FAKE = Path(__file__).parent / "fakes" / "fake.py"
+FAKED_COMMANDS = [
+    "snap", "apt-get", "dpkg-query", "mysql", "cloudstack-setup-databases", "cloudstack-setup-management",
+    "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
+    "chown", "nft", "apparmor_parser", "ssh-keygen",
+]
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+PREFIX = "/cloudstack-ec2/test"
+ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cloudstack-ec2/test/{}-AbCdEf"
+SECRETS = ud.ManagementSecrets(**{k: ARN.format(k.replace("_", "-")) for k in
+                                  ("db_master", "db_cloud", "cloudstack_keys", "admin", "api_keys")})
+MASTER_PASSWORD = "MasterPw0rdXyz123"
+CLOUD_PASSWORD = "CloudPw0rdAbc456"
+ADMIN_PASSWORD = "AdminPw0rdQwe789"
+MANAGEMENT_KEY = "MgmtKeyZZZ111"
+DATABASE_KEY = "DbKeyYYY222"
+SECRET_VALUES = (MASTER_PASSWORD, CLOUD_PASSWORD, ADMIN_PASSWORD, MANAGEMENT_KEY, DATABASE_KEY)
+MGMT_SSH_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCfake+key/== cloud@mgmt"
+TINY_WAITS = ud.BootWaits(parameters_seconds=2, secrets_seconds=2, database_seconds=2, api_seconds=3,
+                          ssh_key_seconds=2, interval_seconds=1)
+
+
+def member_overlay(address: str) -> ud.OverlayConfig:
+    return ud.OverlayConfig(role="member", vxlan_id=100, vxlan_group="239.255.0.100", overlay_address=address,
+                            overlay_mtu=8450, vpc_cidr="10.0.0.0/16", overlay_gateway="10.100.0.1")
+
+
+ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.255.0.100",
+                                  overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16",
+                                  router_dnat=("tcp:8080:10.100.0.2:8080",))
+
+MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
+                               overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",
+                               waits=TINY_WAITS)
+KVM_HOST = ud.KvmHostBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="kvm0.cloudstack.internal",
+                          overlay=member_overlay("10.100.1.0/16"), waits=TINY_WAITS)
+ROUTER = ud.RouterBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="router.cloudstack.internal",
+                       overlay=ROUTER_OVERLAY, waits=TINY_WAITS)
+
+
+def boot_files() -> dict[str, str]:
+    """The package files; a stand-in overlay script only while the real one is not there yet."""
+    try:
+        return ud.load_boot_files()
+    except ud.UserDataError:
+        files = {}
+        for p in (REPO / "userdata").iterdir():
+            if p.suffix in (".sh", ".service"):
+                files[p.name] = p.read_text()
+        files.setdefault("overlay-network.sh", "#!/bin/bash\necho overlay stand-in\n")
+        return files
+
+
+def initial_state() -> dict:
+    return {
+        "ssm": {f"{PREFIX}/db-endpoint": "db.example.internal:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
+                f"{PREFIX}/management-ssh-public-key": "pending"},
+        "secrets": {
+            SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
+            SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),
+            SECRETS.cloudstack_keys: json.dumps({"management_key": MANAGEMENT_KEY, "database_key": DATABASE_KEY}),
+            SECRETS.admin: json.dumps({"username": "admin", "password": ADMIN_PASSWORD}),
+            SECRETS.api_keys: None,
+        },
+        "snaps": ["amazon-ssm-agent"],
+        "packages": [],
+        "db": {"reachable": True, "schema": False, "master_password": MASTER_PASSWORD, "statements": []},
+        "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
+                "ssh_public_key": MGMT_SSH_KEY,
+                "config": {"host": "10.0.0.57", "management.network.cidr": "10.0.0.0/24",
+                           "integration.api.port": "0"}},
+        "units": {"enabled": [], "active": [], "masked": [], "failing": []},
+        "mounts": [],
+        "users": [],
+    }
+
+
+@dataclass
+class Run:
+    status: int
+    output: str
+    seconds: float
+
+
+class Machine:
+    """A scratch root + fake world for one instance."""
+
+    def __init__(self, base: Path):
+        self.root = base / "root"
+        self.state_dir = base / "fake"
+        self.bin = base / "bin"
+        for d in (self.root, self.state_dir, self.bin, self.root / "etc"):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in FAKED_COMMANDS:
+            (self.bin / name).symlink_to(FAKE)
+        FAKE.chmod(0o755)
+        self.write_state(initial_state())
+
+    # -- fake world
+    def state(self) -> dict:
+        return json.loads((self.state_dir / "state.json").read_text())
+
+    def write_state(self, state: dict) -> None:
+        (self.state_dir / "state.json").write_text(json.dumps(state))
+
+    def update(self, fn) -> None:
+        s = self.state()
+        fn(s)
+        self.write_state(s)
+
+    def calls(self) -> list[dict]:
+        path = self.state_dir / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def clear_calls(self) -> None:
+        (self.state_dir / "calls.jsonl").unlink(missing_ok=True)
+
+    # -- running
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CSEC2_")}
+        # Only system directories after the fakes: a developer's own `aws` (pyenv,
+        # ~/.local) must never be reached.
+        env.update({"PATH": f"{self.bin}:{SYSTEM_PATH}", "CSEC2_ROOT": str(self.root),
+                    "FAKE_STATE": str(self.state_dir)})
+        return env
+
+    def run_user_data(self, user_data_base64: str, timeout: float = 60) -> Run:
+        script = ud.decode_user_data(user_data_base64)
+        return self._run(["bash", "-c", script, "user-data"], timeout)
+
+    def rerun(self, script: str, timeout: float = 60) -> Run:
+        """What cloudstack-ec2-boot.service does at a later boot."""
+        return self._run([str(self.root / "usr/local/lib/cloudstack-ec2" / script)], timeout)
+
+    def _run(self, argv, timeout) -> Run:
+        start = time.monotonic()
+        p = subprocess.run(argv, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        return Run(p.returncode, p.stdout, time.monotonic() - start)
+
+    def file(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+
+def render(boot) -> str:
+    files = boot_files()
+    if isinstance(boot, ud.ManagementBoot):
+        return ud.render_management_user_data(boot, files=files)
+    if isinstance(boot, ud.KvmHostBoot):
+        return ud.render_kvm_host_user_data(boot, files=files)
+    return ud.render_router_user_data(boot, files=files)
+
+
+def index_of(calls, predicate, what: str) -> int:
+    for i, c in enumerate(calls):
+        if predicate(c):
+            return i
+    raise AssertionError(f"no call {what} in {[c['cmd'] + ' ' + ' '.join(c['args'][:3]) for c in calls]}")
+
+
+def is_cmd(name, *first_args):
+    def predicate(c):
+        return c["cmd"] == name and c["args"][:len(first_args)] == list(first_args)
+    return predicate
+
+

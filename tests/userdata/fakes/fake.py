@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Recording stand-in for the system commands the boot scripts call.
+
+Installed in a bin directory under each command's name (symlinks); behaves by
+argv[0]. Every call is appended to $FAKE_STATE/calls.jsonl; the world it
+pretends to be (SSM parameters, secrets, the database, the CloudStack API,
+systemd units, packages, mounts) lives in $FAKE_STATE/state.json, which the
+tests seed and inspect. Files the real commands would write go under
+$CSEC2_ROOT.
+"""
+
+import fcntl
+import json
+import os
+import sys
+import urllib.parse
+
+NAME = os.path.basename(sys.argv[0])
+ARGS = sys.argv[1:]
+STATE_DIR = os.environ["FAKE_STATE"]
+ROOT = os.environ.get("CSEC2_ROOT", "")
+STATE_FILE = os.path.join(STATE_DIR, "state.json")
+
+
+def load():
+    with open(STATE_FILE) as f:
+        return json.load(f)
+
+
+def save(state):
+    tmp = STATE_FILE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1, sort_keys=True)
+    os.replace(tmp, STATE_FILE)
+
+
+def record(extra=None):
+    entry = {"cmd": NAME, "args": ARGS}
+    if extra:
+        entry.update(extra)
+    with open(os.path.join(STATE_DIR, "calls.jsonl"), "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def opt(args, name, default=None):
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return default
+
+
+def read_value(value):
+    if value.startswith("file://"):
+        with open(value[len("file://"):]) as f:
+            return f.read().strip()
+    return value
+
+
+def aws(state):
+    args = list(ARGS)
+    # drop global options
+    for flag in ("--region", "--cli-connect-timeout", "--cli-read-timeout", "--query", "--output"):
+        while flag in args:
+            i = args.index(flag)
+            del args[i:i + 2]
+    service, op = args[0], args[1]
+    if service == "ssm" and op == "get-parameter":
+        name = opt(args, "--name")
+        if name not in state["ssm"]:
+            sys.stderr.write(f"An error occurred (ParameterNotFound) when calling the GetParameter operation: {name}\n")
+            return 254
+        print(state["ssm"][name])
+        return 0
+    if service == "ssm" and op == "put-parameter":
+        state["ssm"][opt(args, "--name")] = read_value(opt(args, "--value"))
+        return 0
+    if service == "secretsmanager" and op == "get-secret-value":
+        sid = opt(args, "--secret-id")
+        value = state["secrets"].get(sid)
+        if value is None:
+            sys.stderr.write("An error occurred (ResourceNotFoundException) when calling the GetSecretValue "
+                             "operation: Secrets Manager can't find the specified secret value for staging label: "
+                             "AWSCURRENT\n")
+            return 254
+        print(value)
+        return 0
+    if service == "secretsmanager" and op == "put-secret-value":
+        state["secrets"][opt(args, "--secret-id")] = read_value(opt(args, "--secret-string"))
+        return 0
+    sys.stderr.write(f"fake aws: unsupported {args}\n")
+    return 2
+
+
+def snap(state):
+    if ARGS[0] == "wait":
+        return 0
+    if ARGS[0] == "list":
+        return 0 if ARGS[1] in state["snaps"] else 1
+    if ARGS[0] == "install":
+        state["snaps"].append(ARGS[1])
+        if ARGS[1] == "aws-cli":
+            os.symlink(os.path.abspath(sys.argv[0]), os.path.join(os.path.dirname(sys.argv[0]), "aws"))
+        return 0
+    return 0
+
+
+def apt_get(state):
+    if ARGS and ARGS[0] == "update":
+        return 0
+    if "install" in ARGS:
+        for a in ARGS[ARGS.index("install") + 1:]:
+            if not a.startswith("-"):
+                state["packages"].append(a.split("=")[0])
+        return 0
+    return 0
+
+
+def dpkg_query(state):
+    pkg = ARGS[-1]
+    if pkg in state["packages"]:
+        print("install ok installed", end="")
+        return 0
+    return 1
+
+
+def mysql(state):
+    sql = sys.stdin.read()
+    db = state["db"]
+    cnf = opt(ARGS, "--defaults-extra-file")
+    options = dict(line.split("=", 1) for line in open(cnf).read().splitlines() if "=" in line)
+    record({"sql": sql, "user": options.get("user")})
+    if not db["reachable"]:
+        sys.stderr.write(f"ERROR 2003 (HY000): Can't connect to MySQL server on '{options.get('host')}:3306' (110)\n")
+        return 1
+    if options.get("password") != '"%s"' % db["master_password"]:
+        sys.stderr.write("ERROR 1045 (28000): Access denied\n")
+        return 1
+    if "information_schema.tables" in sql:
+        print(1 if db["schema"] else 0)
+    elif sql.strip() == "SELECT 1;":
+        print(1)
+    else:
+        db["statements"].append(sql)
+    return 0
+
+
+def setup_databases(state):
+    url = ARGS[0]
+    creds, hostport = url.rsplit("@", 1)
+    host, port = hostport.split(":")
+    if "--schema-only" in ARGS or any(a.startswith("--deploy-as") for a in ARGS):
+        state["db"]["schema"] = True
+    path = ROOT + "/etc/cloudstack/management/db.properties"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"db.cloud.host={host}\ndb.cloud.port={port}\ndb.cloud.username={creds.split(':')[0]}\n")
+    return 0
+
+
+def setup_management(state):
+    state["units"]["enabled"].append("cloudstack-management.service")
+    state["units"]["active"].append("cloudstack-management.service")
+    state["api"]["up"] = True
+    key = ROOT + "/var/lib/cloudstack/management/.ssh/id_rsa.pub"
+    os.makedirs(os.path.dirname(key), exist_ok=True)
+    with open(key, "w") as f:
+        f.write(state["api"]["ssh_public_key"] + "\n")
+    return 0
+
+
+def systemctl(state):
+    args = [a for a in ARGS if not a.startswith("--")]
+    verb, units = args[0], args[1:]
+    u = state["units"]
+    if verb == "is-active":
+        return 0 if units[0] in u["active"] else 3
+    if verb == "is-enabled":
+        return 0 if units[0] in u["enabled"] else 1
+    if verb == "enable":
+        u["enabled"].extend(units)
+        if "--now" in ARGS:
+            u["active"].extend(units)
+    if verb in ("start", "restart"):
+        for unit in units:
+            if unit in u.get("failing", []):
+                sys.stderr.write(f"Job for {unit} failed.\n")
+                return 1
+        u["active"].extend(units)
+    if verb == "mask":
+        u["masked"].extend(units)
+    return 0
+
+
+def curl(state):
+    out = opt(ARGS, "-o")
+    url = ARGS[-1]
+    if url.endswith("release.asc"):
+        with open(out, "w") as f:
+            f.write("-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n")
+        return 0
+    api = state["api"]
+    if not api["up"]:
+        if "-w" in ARGS:
+            print("000", end="")
+        sys.stderr.write("curl: (7) Failed to connect to 127.0.0.1 port 8080\n")
+        return 7
+    if "-w" in ARGS:
+        print("401", end="")
+        return 0
+    form = {}
+    for i, a in enumerate(ARGS):
+        if a == "--data-urlencode":
+            item = ARGS[i + 1]
+            eq, at = item.find("="), item.find("@")
+            if at != -1 and (eq == -1 or at < eq):
+                with open(item[at + 1:]) as f:
+                    form[item[:at]] = f.read()
+            else:
+                form[item[:eq]] = item[eq + 1:]
+    command = form.get("command")
+    record({"api": command})
+    if command == "login":
+        if form.get("username") == api["admin_user"] and form.get("password") == api["admin_password"]:
+            print(json.dumps({"loginresponse": {"sessionkey": "sess-1", "userid": "admin-uuid"}}))
+        else:
+            print(json.dumps({"loginresponse": {"errorcode": 531, "errortext": "failed to authenticate"}}))
+        return 0
+    if form.get("sessionkey") != "sess-1":
+        print(json.dumps({f"{command.lower()}response": {"errorcode": 401, "errortext": "unable to verify"}}))
+        return 0
+    if command == "updateUser":
+        api["admin_password"] = form["password"]
+        print(json.dumps({"updateuserresponse": {"user": {"id": form["id"]}}}))
+    elif command == "registerUserKeys":
+        api["keys_registered"] += 1
+        n = api["keys_registered"]
+        print(json.dumps({"registeruserkeysresponse": {"userkeys": {"apikey": f"api-{n}", "secretkey": f"sec-{n}"}}}))
+    elif command == "listConfigurations":
+        name = form["name"]
+        items = [{"name": k, "value": v} for k, v in api["config"].items() if name in k]
+        print(json.dumps({"listconfigurationsresponse": {"count": len(items), "configuration": items}}))
+    elif command == "updateConfiguration":
+        api["config"][form["name"]] = form["value"]
+        print(json.dumps({"updateconfigurationresponse": {"configuration": {"name": form["name"], "value": form["value"]}}}))
+    else:
+        print(json.dumps({"errorresponse": {"errorcode": 432, "errortext": "unknown"}}))
+    return 0
+
+
+def mount(state):
+    state["mounts"].append(ARGS[-1])
+    return 0
+
+
+def mountpoint(state):
+    return 0 if ARGS[-1] in state["mounts"] else 32
+
+
+def hostnamectl(state):
+    with open(ROOT + "/etc/hostname", "w") as f:
+        f.write(ARGS[-1] + "\n")
+    return 0
+
+
+def getent(state):
+    user = ARGS[-1]
+    if user == "root":
+        print("root:x:0:0:root:/root:/bin/bash")
+    elif user in state["users"]:
+        print(f"{user}:x:1001:1001::/home/{user}:/bin/bash")
+    else:
+        return 2
+    return 0
+
+
+def useradd(state):
+    state["users"].append(ARGS[-1])
+    os.makedirs(ROOT + "/home/" + ARGS[-1], exist_ok=True)
+    return 0
+
+
+HANDLERS = {
+    "aws": aws, "snap": snap, "apt-get": apt_get, "dpkg-query": dpkg_query, "mysql": mysql,
+    "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
+    "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
+    "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd,
+}
+
+
+def main():
+    with open(os.path.join(STATE_DIR, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = load()
+        if NAME != "mysql":
+            record()
+        handler = HANDLERS.get(NAME)
+        status = handler(state) if handler else 0  # nft, apparmor_parser, chown, ...: record only
+        save(state)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The renderer: base64 + gzip, the size limit, determinism, environment values,
+and input validation (plain values only, never secret-looking ones)."""
+
+import base64
+import gzip
+import re
+from dataclasses import replace
+
+import pytest
+
+from bootlab import KVM_HOST, MANAGEMENT, PREFIX, ROUTER, SECRETS, boot_files, member_overlay, render
+from components import userdata as ud
+
+BOOTS = {"management": MANAGEMENT, "kvm-host": KVM_HOST, "router": ROUTER}
+
+
+def env_of(payload: str, file: str) -> dict:
+    body = payload.split(f'cat >"$root/etc/cloudstack-ec2/{file}" <<\'CSEC2_END_OF_FILE\'\n', 1)[1]
+    body = body.split("\nCSEC2_END_OF_FILE\n", 1)[0]
+    return dict(re.match(r'^([A-Z0-9_]+)="(.*)"$', line).groups()
+                for line in body.splitlines() if not line.startswith("#"))
+
+
+@pytest.mark.parametrize("role", BOOTS)
+def test_user_data_is_gzip_within_ec2_limit_and_deterministic(role):
+    boot = BOOTS[role]
+    first, second = render(boot), render(boot)
+    assert first == second
+    raw = base64.b64decode(first)
+    assert raw[:2] == b"\x1f\x8b", "cloud-init recognises gzip by its magic number"
+    assert raw[4:8] == b"\0\0\0\0", "gzip mtime must be 0"
+    assert len(raw) <= ud.USER_DATA_LIMIT_BYTES
+    script = gzip.decompress(raw).decode()
+    assert script.startswith("#!/bin/bash\n")
+    assert script.rstrip().endswith(f'exec "$root/usr/local/lib/cloudstack-ec2/{ud.ROLE_SCRIPTS[role]}"')
+
+
+def test_size_limit_is_enforced():
+    files = dict(boot_files())
+    # Incompressible filler: a payload that cannot fit must be refused, not truncated.
+    import random
+    rnd = random.Random(1)
+    files["router.sh"] += "".join(f"x{rnd.getrandbits(64):x}=1\n" for _ in range(2000))
+    with pytest.raises(ud.UserDataError, match="16384"):
+        ud.render_router_user_data(ROUTER, files=files)
+
+
+def test_management_environment_values():
+    env = env_of(ud.decode_user_data(render(MANAGEMENT)), "boot.env")
+    assert env["CSEC2_ENV_ROLE"] == "management"
+    assert env["CSEC2_PREFIX"] == PREFIX
+    assert env["CSEC2_HOSTNAME"] == "mgmt" and env["CSEC2_FQDN"] == "mgmt.cloudstack.internal"
+    assert env["CSEC2_OVERLAY_IP"] == "10.100.0.2" and env["CSEC2_OVERLAY_CIDR"] == "10.100.0.0/16"
+    assert env["CSEC2_CLOUDSTACK_VERSION"] == "4.22" and env["CSEC2_OS_CODENAME"] == "noble"
+    assert env["CSEC2_ZONE_NAME"] == "zone1"
+    assert env["CSEC2_SECRET_DB_MASTER"] == SECRETS.db_master
+    assert env["CSEC2_SECRET_API_KEYS"] == SECRETS.api_keys
+    assert env["CSEC2_WAIT_DATABASE_SECONDS"] == "2"
+    overlay = env_of(ud.decode_user_data(render(MANAGEMENT)), "overlay.env")
+    assert overlay == {"OVERLAY_ROLE": "member", "VXLAN_ID": "100", "VXLAN_GROUP": "239.255.0.100",
+                       "VXLAN_PORT": "4789", "OVERLAY_ADDRESS": "10.100.0.2/16", "OVERLAY_MTU": "8450",
+                       "VPC_CIDR": "10.0.0.0/16", "OVERLAY_GATEWAY": "10.100.0.1"}
+
+
+def test_router_and_kvm_environment_values():
+    payload = ud.decode_user_data(render(ROUTER))
+    assert env_of(payload, "overlay.env")["ROUTER_DNAT"] == "tcp:8080:10.100.0.2:8080"
+    assert "OVERLAY_GATEWAY" not in env_of(payload, "overlay.env")
+    assert "cloudstack-ec2-host-firewall.service" not in payload
+    kvm = ud.decode_user_data(render(KVM_HOST))
+    assert env_of(kvm, "boot.env")["CSEC2_HOST_USER"] == "root"
+    assert "cloudstack-ec2-host-firewall.service" in kvm
+    assert "CSEC2_SECRET_" not in kvm, "KVM hosts read no secret"
+
+
+def test_names_derive_from_the_prefix():
+    assert ud.stack_prefix("dev") == "/cloudstack-ec2/dev"
+    assert ud.parameter_name("/cloudstack-ec2/dev", "db-endpoint") == "/cloudstack-ec2/dev/db-endpoint"
+    with pytest.raises(ud.UserDataError, match="parameter key"):
+        ud.parameter_name("/cloudstack-ec2/dev", "admin")
+    with pytest.raises(ud.UserDataError, match="stack"):
+        ud.stack_prefix("a/b")
+
+
+class FakeOutput:
+    """Stands for a pulumi.Output handed over unresolved."""
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(aws_region="Europe"), "aws_region"),
+    (dict(prefix="/other/dev"), "prefix"),
+    (dict(fqdn="mgmt"), "fqdn"),
+    (dict(fqdn="MGMT.example.com"), "fqdn"),
+    (dict(cloudstack_version="4.15"), "cloudstack_version"),
+    (dict(cloudstack_version="latest"), "cloudstack_version"),
+    (dict(os_codename="focal"), "os_codename"),
+    (dict(zone_name="zone one"), "zone_name"),
+    (dict(efs_mount_point="/mnt"), "efs_mount_point"),
+    (dict(repo_url="http://download.cloudstack.org/ubuntu"), "repo_url"),
+    (dict(fqdn=FakeOutput()), "fqdn"),
+    (dict(waits=ud.BootWaits(database_seconds=0)), "waits.database_seconds"),
+    (dict(waits=ud.BootWaits(interval_seconds=True)), "waits.interval_seconds"),
+    (dict(overlay=replace(member_overlay("10.100.0.2/16"), overlay_gateway=None)), "overlay.overlay_gateway"),
+    (dict(overlay=replace(member_overlay("10.100.0.2/16"), overlay_mtu=9001)), "overlay.overlay_mtu"),
+    (dict(overlay=replace(member_overlay("10.100.0.2/16"), vxlan_group="10.0.0.1")), "overlay.vxlan_group"),
+    (dict(overlay=replace(member_overlay("10.100.0.2/16"), vpc_cidr="10.96.0.0/11")), "overlay.overlay_address"),
+    (dict(overlay=replace(member_overlay("10.100.0.2/16"), router_dnat=("tcp:8080:10.100.0.2:8080",))),
+     "overlay.router_dnat"),
+    (dict(overlay=ud.OverlayConfig(role="router", vxlan_id=1, vxlan_group="239.255.0.1",
+                                   overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16")),
+     "overlay.role"),
+])
+def test_bad_management_input_is_refused_naming_the_field(change, field):
+    with pytest.raises(ud.UserDataError) as e:
+        render(replace(MANAGEMENT, **change))
+    assert str(e.value).startswith(field + ":") or str(e.value).startswith(field), str(e.value)
+
+
+@pytest.mark.parametrize("value", [
+    "MySecretPassw0rd",                      # a bare word: not a secret name or ARN
+    '{"username": "admin", "password": "x"}',
+    "AKIAABCDEFGHIJKLMNOP",
+])
+def test_secret_values_are_refused_where_secret_names_belong(value):
+    with pytest.raises(ud.UserDataError, match="secrets.admin"):
+        render(replace(MANAGEMENT, secrets=replace(SECRETS, admin=value)))
+
+
+@pytest.mark.parametrize("value", [
+    "mgmt.AKIAABCDEFGHIJKLMNOP.internal",
+    "https://user:hunter2@download.cloudstack.org/ubuntu",
+    "password=hunter2",
+])
+def test_secret_looking_values_are_refused_anywhere(value):
+    field = "repo_url" if value.startswith("https") else "zone_name" if "=" in value else "fqdn"
+    with pytest.raises(ud.UserDataError, match=f"{field}: the value looks like"):
+        render(replace(MANAGEMENT, **{field: value}))
+
+
+def test_inputs_have_no_field_for_secret_values():
+    names = {f for cls in (ud.ManagementBoot, ud.KvmHostBoot, ud.RouterBoot, ud.OverlayConfig)
+             for f in cls.__dataclass_fields__}
+    assert not {n for n in names if re.search("password|secret_value|api_?key|token", n)}
+    with pytest.raises(TypeError):
+        ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="m.example.com",
+                          overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, admin_password="x")
+
+
+def test_kvm_host_user_is_validated():
+    with pytest.raises(ud.UserDataError, match="host_user"):
+        render(replace(KVM_HOST, host_user="root; rm -rf /"))
