@@ -46,6 +46,8 @@ class Kind:
     """One kind of CloudStack object. Subclasses fill in the API specifics."""
 
     kind = ""
+    #: CloudStack has the object already (settings, providers, the zone's state): found ≠ adopted.
+    preexisting = False
     replace_keys: tuple[str, ...] = ()
     update_keys: tuple[str, ...] = ()
 
@@ -86,7 +88,8 @@ class Kind:
         def step() -> Obj:
             found = self.find(api, props)
             if found is not None:
-                LOG.info("%s exists already (id %s): adopting it", label, found["id"])
+                if not self.preexisting:
+                    LOG.info("%s exists already (id %s): adopting it", label, found["id"])
                 return found
             made = self.make(api, props)
             LOG.info("created %s (id %s)", label, made["id"])
@@ -175,6 +178,7 @@ class Zone(Kind):
 
 class ZoneEnablement(Kind):
     kind = "zone enablement"
+    preexisting = True
     replace_keys = ("zoneid",)
     update_keys = ("allocationstate",)
 
@@ -290,6 +294,7 @@ class TrafficType(Kind):
 
 class NetworkServiceProvider(Kind):
     kind = "network service provider"
+    preexisting = True
     replace_keys = ("physicalnetworkid", "name", "element")
     update_keys = ("state",)
 
@@ -412,6 +417,7 @@ class PublicIpRange(Kind):
 
 class GlobalSetting(Kind):
     kind = "global setting"
+    preexisting = True
     replace_keys = ("name",)
     update_keys = ("value",)
 

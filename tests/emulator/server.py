@@ -1,0 +1,857 @@
+"""A CloudStack API emulator over real HTTP (threaded, 127.0.0.1, random free port).
+
+What it checks, as the real server does (see contract/README.md):
+- the request signature: HMAC-SHA1 with the user's secret key over the sorted,
+  lower-cased, URL-encoded (java.net.URLEncoder style) parameters; with
+  signatureVersion=3 an `expires` that must not be past → else HTTP 401;
+- the command exists in contract/commands.json → else HTTP 432;
+- every parameter is known to that command and every required one is present → else HTTP 431.
+
+It answers in the shapes of the captured responses (contract/responses/), runs
+async jobs after a delay (queryAsyncJobResult), keeps state, and lets tests
+inject faults: HTTP errors (530, 533, ...), failing jobs, refused connections
+(the listening socket really closed) and "starting" periods (HTTP 503, HTML).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import ipaddress
+import json
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qsl, quote, urlsplit
+
+CONTRACT = Path(__file__).with_name("contract")
+COMMANDS: dict[str, dict[str, Any]] = json.loads((CONTRACT / "commands.json").read_text())
+#: Parameters of the request protocol itself, not of any command.
+META_PARAMS = {"command", "apikey", "signature", "signatureversion", "expires", "response", "sessionkey", "_"}
+
+
+def _sample(service: str, command: str, *path: Any) -> dict[str, Any]:
+    data = json.loads((CONTRACT / "responses" / f"{service}.json").read_text())[command]
+    for p in path:
+        data = data[p]
+    return data
+
+
+TEMPLATES = {
+    "host": _sample("HostService", "addHost", "addhostresponse", "host", 0),
+    "cluster": _sample("ClusterService", "listClusters", "listclustersresponse", "cluster", 2),
+    "storagepool": _sample("PoolService", "listStoragePools", "liststoragepoolsresponse", "storagepool", 0),
+    "imagestore": _sample("ImageStoreService", "listImageStores", "listimagestoresresponse", "imagestore", 0),
+    "vlan": _sample("VLANService", "createVlanIpRange", "createvlaniprangeresponse", "vlan"),
+    "physicalnetwork": _sample("NetworkService", "createPhysicalNetwork", "createphysicalnetworkresponse",
+                               "jobresult", "physicalnetwork"),
+    "configuration": _sample("ConfigurationService", "listConfigurations", "listconfigurationsresponse",
+                             "configuration", 0),
+    "virtualmachine": _sample("VirtualMachineService", "listVirtualMachines", "listVirtualMachines",
+                              "virtualmachine", 0),
+    "capability": _sample("ConfigurationService", "listCapabilities", "listcapabilitiesresponse", "capability"),
+    "job": _sample("NetworkService", "createPhysicalNetwork", "createphysicalnetworkresponse"),
+}
+
+#: Global settings the emulator knows, with CloudStack's defaults. `host` holds what a
+#: real server writes on first start: its default-route (underlay) address.
+DEFAULT_CONFIG = {
+    "storage.overprovisioning.factor": "2",
+    "host": "172.31.0.10",
+    "management.network.cidr": "172.31.0.0/20",
+    "migrate.vm.across.clusters": "false",
+    "allow.user.create.projects": "true",
+    "integration.api.port": "0",
+    "expunge.delay": "86400",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code, self.text = code, text
+
+
+def java_urlencode(value: str) -> str:
+    # java.net.URLEncoder.encode(v, "UTF-8").replace("+", "%20"): like quote(), but
+    # '~' is encoded too (Python leaves it alone).
+    return quote(value, safe="*").replace("~", "%7E")
+
+
+def signature_of(params: dict[str, str], secret: str) -> str:
+    text = "&".join(f"{k}={java_urlencode(v)}" for k, v in sorted(params.items()) if k.lower() != "signature")
+    digest = hmac.new(secret.encode(), text.lower().encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def _uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Emulator:
+    def __init__(self, *, apikey: str = "emu-apikey", secretkey: str = "emu-secretkey", job_delay: float = 0.02,
+                 host_connect_delay: float = 0.02, maintenance_delay: float = 0.05, port: int = 0) -> None:
+        self.users = {apikey: secretkey}
+        self.apikey, self.secretkey = apikey, secretkey
+        self.job_delay, self.host_connect_delay, self.maintenance_delay = job_delay, host_connect_delay, \
+            maintenance_delay
+        self.lock = threading.RLock()
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._reopen_timer: threading.Timer | None = None
+        # state
+        self.zones: dict[str, dict] = {}
+        self.physnets: dict[str, dict] = {}
+        self.traffictypes: dict[str, dict] = {}
+        self.nsps: dict[str, dict] = {}
+        self.elements: dict[str, dict] = {}
+        self.pods: dict[str, dict] = {}
+        self.vlans: dict[str, dict] = {}
+        self.clusters: dict[str, dict] = {}
+        self.hosts: dict[str, dict] = {}
+        self.vms: dict[str, dict] = {}
+        self.pools: dict[str, dict] = {}
+        self.imagestores: dict[str, dict] = {}
+        self.config: dict[str, str] = dict(DEFAULT_CONFIG)
+        self.jobs: dict[str, dict] = {}
+        self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
+        self.lost_vms: list[str] = []                      # VMs stopped by a forced host deletion
+        # fault injection
+        self._http_faults: list[list[Any]] = []            # [command|"*", status, count, text]
+        self._job_faults: list[list[Any]] = []             # [command, count, code, text]
+        self._unavailable_until = 0.0
+        # what came in
+        self.requests: list[dict[str, Any]] = []           # every request: command, params, status
+
+    # -- server lifecycle ------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/client/api"
+
+    def start(self) -> "Emulator":
+        emu = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                self._serve(urlsplit(self.path).query)
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n).decode("utf-8") if n else ""
+                q = urlsplit(self.path).query
+                self._serve("&".join(x for x in (q, body) if x))
+
+            def _serve(self, query: str) -> None:
+                status, ctype, payload = emu.handle(query)
+                data = payload.encode("utf-8")
+                # One request per connection: once the emulator "goes down", every new
+                # request really meets a refused connection (no kept-alive socket survives).
+                self.close_connection = True
+                self.send_response(status)
+                self.send_header("Connection", "close")
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._reopen_timer:
+            self._reopen_timer.cancel()
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def refuse_connections_for(self, seconds: float) -> None:
+        """Close the listening socket (connections are refused), reopen it on the same port later."""
+        self.stop()
+        self._reopen_timer = threading.Timer(seconds, self.start)
+        self._reopen_timer.daemon = True
+        self._reopen_timer.start()
+
+    def unavailable_for(self, seconds: float) -> None:
+        """Answer HTTP 503 with an HTML page (the web container is up, the API is not yet)."""
+        self._unavailable_until = time.monotonic() + seconds
+
+    def inject_http_error(self, command: str = "*", status: int = 530, count: int = 1,
+                          text: str = "injected internal error") -> None:
+        with self.lock:
+            self._http_faults.append([command, status, count, text])
+
+    def inject_job_failure(self, command: str, count: int = 1, code: int = 530,
+                           text: str = "injected job failure") -> None:
+        with self.lock:
+            self._job_faults.append([command, count, code, text])
+
+    # -- test helpers ----------------------------------------------------------
+    def add_vm(self, host_id: str, name: str, migratable: bool = True) -> str:
+        with self.lock:
+            vid = _uuid()
+            self.vms[vid] = {"id": vid, "name": name, "hostid": host_id, "state": "Running",
+                             "migratable": migratable}
+            return vid
+
+    def host_by_ip(self, ip: str) -> dict:
+        with self.lock:
+            self._advance()
+            return next(h for h in self.hosts.values() if h["ipaddress"] == ip)
+
+    def accepted_calls(self) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["status"] == 200]
+
+    # -- request handling ------------------------------------------------------
+    def handle(self, query: str) -> tuple[int, str, str]:
+        if time.monotonic() < self._unavailable_until:
+            return 503, "text/html", "<html><body>HTTP ERROR 503 Service Unavailable</body></html>"
+        pairs = parse_qsl(query, keep_blank_values=True)
+        params = dict(pairs)
+        command = params.get("command", "")
+        rkey = f"{command.lower()}response"
+        with self.lock:
+            try:
+                self._authenticate(params)
+                if command not in COMMANDS:
+                    raise ApiError(432, f"The given command:{command} does not exist or it is not available for "
+                                        f"user")
+                args = self._validate(command, params)
+                for fault in self._http_faults:
+                    if fault[2] > 0 and fault[0] in ("*", command):
+                        fault[2] -= 1
+                        raise ApiError(fault[1], fault[3])
+                self._advance()
+                handler = getattr(self, f"_cmd_{command}", None)
+                if handler is None:
+                    raise ApiError(530, f"the emulator does not implement {command}")
+                body = handler(args)
+                status = 200
+            except ApiError as e:
+                status = e.code
+                body = {"uuidList": [], "errorcode": e.code, "cserrorcode": 9999, "errortext": e.text}
+            except Exception as e:  # an emulator bug: fail loudly, never as a retryable code
+                status = 500
+                body = {"errorcode": 500, "errortext": f"emulator bug: {type(e).__name__}: {e}"}
+            self.requests.append({"command": command, "params": {k: v for k, v in params.items()
+                                                                  if k.lower() not in META_PARAMS},
+                                  "status": status})
+        return status, "application/json; charset=UTF-8", json.dumps({rkey: body})
+
+    def _authenticate(self, params: dict[str, str]) -> None:
+        fail = ApiError(401, "unable to verify user credentials and/or request signature")
+        lower = {k.lower(): v for k, v in params.items()}
+        secret = self.users.get(lower.get("apikey", ""))
+        if secret is None or "signature" not in lower:
+            raise fail
+        if lower.get("signatureversion") == "3":
+            try:
+                expires = datetime.strptime(lower.get("expires", ""), "%Y-%m-%dT%H:%M:%S%z")
+            except ValueError:
+                raise fail from None
+            if expires < datetime.now(timezone.utc):
+                raise fail
+        if not hmac.compare_digest(signature_of(params, secret), lower["signature"]):
+            raise fail
+
+    def _validate(self, command: str, params: dict[str, str]) -> dict[str, str]:
+        spec = COMMANDS[command]
+        known = spec["params"]
+        args: dict[str, str] = {}
+        unknown = []
+        for k, v in params.items():
+            lk = k.lower()
+            if lk in META_PARAMS:
+                continue
+            base = lk.split("[", 1)[0]
+            if base not in known:
+                unknown.append(k)
+                continue
+            t = known[base]
+            if t == "bool" and v.lower() not in ("true", "false"):
+                raise ApiError(431, f"Unable to execute API command {command.lower()} due to invalid value. "
+                                    f"Invalid parameter {k} value={v} due to incorrect type boolean")
+            if t in ("int", "int64", "long", "short") and not v.lstrip("-").isdigit():
+                raise ApiError(431, f"Unable to execute API command {command.lower()} due to invalid value. "
+                                    f"Invalid parameter {k} value={v} due to incorrect long value format")
+            args[lk] = v
+        if unknown:
+            raise ApiError(431, f"Received unknown parameters for command {command.lower()}. Unknown "
+                                f"parameters : {' '.join(sorted(unknown))}")
+        missing = [r for r in spec["required"] if r not in {a.split('[', 1)[0] for a in args}]
+        if missing:
+            raise ApiError(431, f"Unable to execute API command {command.lower()} due to missing parameter "
+                                f"{missing[0]}")
+        return args
+
+    # -- async jobs and time ------------------------------------------------------
+    def _submit(self, command: str, run: Callable[[], dict], instance: tuple[str, str] | None = None) -> dict:
+        jobid = _uuid()
+        self.jobs[jobid] = {"jobid": jobid, "cmd": command, "created": _now(), "ready": time.monotonic() +
+                            self.job_delay, "status": 0, "run": run, "result": None, "code": 0,
+                            "instance": instance}
+        out = {"jobid": jobid}
+        if instance:
+            out["id"] = instance[1]
+        return out
+
+    def _advance(self) -> None:
+        now = time.monotonic()
+        for job in self.jobs.values():
+            if job["status"] == 0 and job["ready"] <= now:
+                try:
+                    for fault in self._job_faults:
+                        if fault[1] > 0 and fault[0] == job["cmd"]:
+                            fault[1] -= 1
+                            raise ApiError(fault[2], fault[3])
+                    job["result"], job["status"] = job["run"](), 1
+                except ApiError as e:
+                    job["result"], job["status"], job["code"] = {"errorcode": e.code, "errortext": e.text}, 2, e.code
+        for h in self.hosts.values():
+            if h["state"] == "Connecting" and h["up_at"] <= now:
+                h["state"] = "Up"
+            if h["resourcestate"] == "PrepareForMaintenance" and h["maintenance_at"] <= now:
+                self._finish_maintenance(h)
+
+    def _finish_maintenance(self, h: dict) -> None:
+        across = self.config.get("migrate.vm.across.clusters") == "true"
+        stuck = []
+        for vm in [v for v in self.vms.values() if v["hostid"] == h["id"]]:
+            targets = [t for t in self.hosts.values() if t["id"] != h["id"] and t["state"] == "Up"
+                       and t["resourcestate"] == "Enabled" and t["zoneid"] == h["zoneid"]
+                       and (across or t["clusterid"] == h["clusterid"])]
+            # same cluster first: that is where CloudStack looks first
+            targets.sort(key=lambda t: (t["clusterid"] != h["clusterid"],
+                                        sum(1 for v in self.vms.values() if v["hostid"] == t["id"])))
+            if vm["migratable"] and targets:
+                vm["hostid"] = targets[0]["id"]
+            else:
+                stuck.append(vm)
+        h["resourcestate"] = "ErrorInMaintenance" if stuck else "Maintenance"
+
+    def _cmd_queryAsyncJobResult(self, a: dict) -> dict:
+        job = self.jobs.get(a["jobid"])
+        if job is None:
+            raise ApiError(431, f"Unable to find a job by id {a['jobid']}")
+        out = {k: v for k, v in TEMPLATES["job"].items() if k in ("accountid", "userid")}
+        out.update(cmd=f"org.apache.cloudstack.api.command.admin.{job['cmd']}Cmd", jobstatus=job["status"],
+                   jobprocstatus=0, jobresultcode=job["code"], created=job["created"], jobid=job["jobid"])
+        if job["instance"]:
+            out.update(jobinstancetype=job["instance"][0], jobinstanceid=job["instance"][1])
+        if job["status"] != 0:
+            out.update(jobresulttype="object", jobresult=job["result"], completed=_now())
+        return out
+
+    # -- rendering -------------------------------------------------------------------
+    @staticmethod
+    def _tmpl(template: str, /, **over: Any) -> dict:
+        return {**copy.deepcopy(TEMPLATES[template]), **over}
+
+    @staticmethod
+    def _public(obj: dict) -> dict:
+        return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+    def _list(self, key: str, items: list[dict], a: dict) -> dict:
+        if not items:
+            return {}  # CloudStack answers an empty list as an empty object
+        page, size = int(a.get("page", 1)), int(a.get("pagesize", 500))
+        return {"count": len(items), key: items[(page - 1) * size: page * size]}
+
+    @staticmethod
+    def _match(obj: dict, a: dict, *keys: str) -> bool:
+        return all(k not in a or str(obj.get(k)) == a[k] for k in keys)
+
+    def _zone(self, zid: str) -> dict:
+        z = self.zones.get(zid)
+        if z is None:
+            raise ApiError(431, f"Unable to execute API command due to invalid value. Invalid parameter zoneid "
+                                f"value={zid} due to incorrect long value format, or entity does not exist")
+        return z
+
+    def _get(self, table: dict, id_: str, what: str) -> dict:
+        if id_ not in table:
+            raise ApiError(431, f"Unable to execute API command due to invalid value. Invalid parameter id "
+                                f"value={id_}: {what} not found")
+        return table[id_]
+
+    # -- capabilities, configuration --------------------------------------------------
+    def _cmd_listCapabilities(self, a: dict) -> dict:
+        return {"capability": self._tmpl("capability", cloudstackversion="4.22.1.0")}
+
+    def _config_item(self, name: str) -> dict:
+        return self._tmpl("configuration", name=name, value=self.config[name], category="Advanced",
+                          description=f"{name} (emulated)")
+
+    def _cmd_listConfigurations(self, a: dict) -> dict:
+        # like the real server, `name` matches as a substring
+        names = [n for n in sorted(self.config) if a.get("name", "") in n]
+        return self._list("configuration", [self._config_item(n) for n in names], a)
+
+    def _cmd_updateConfiguration(self, a: dict) -> dict:
+        if a["name"] not in self.config:
+            raise ApiError(431, f"Configuration {a['name']} not found")
+        self.config[a["name"]] = a.get("value", "")
+        return {"configuration": self._config_item(a["name"])}
+
+    def _cmd_resetConfiguration(self, a: dict) -> dict:
+        if a["name"] not in self.config:
+            raise ApiError(431, f"Configuration {a['name']} not found")
+        self.config[a["name"]] = DEFAULT_CONFIG[a["name"]]
+        return {"configuration": self._config_item(a["name"])}
+
+    # -- zones -------------------------------------------------------------------------
+    def _cmd_createZone(self, a: dict) -> dict:
+        if any(z["name"] == a["name"] for z in self.zones.values()):
+            raise ApiError(431, f"A zone with name {a['name']} already exists")
+        if a["networktype"] not in ("Advanced", "Basic"):
+            raise ApiError(431, f"Invalid network type {a['networktype']}")
+        zid = _uuid()
+        self.zones[zid] = {"id": zid, "name": a["name"], "networktype": a["networktype"], "dns1": a["dns1"],
+                           "internaldns1": a["internaldns1"], "guestcidraddress": a.get("guestcidraddress"),
+                           "allocationstate": a.get("allocationstate", "Enabled"), "securitygroupsenabled": False,
+                           "localstorageenabled": False, "zonetoken": _uuid(), "dhcpprovider": "VirtualRouter",
+                           "tags": [], "type": "Core"}
+        return {"zone": self.zones[zid]}
+
+    def _cmd_listZones(self, a: dict) -> dict:
+        return self._list("zone", [z for z in self.zones.values() if self._match(z, a, "id", "name")], a)
+
+    def _cmd_updateZone(self, a: dict) -> dict:
+        z = self._get(self.zones, a["id"], "zone")
+        if a.get("allocationstate") == "Enabled":
+            ok = any(p["zoneid"] == z["id"] and p["state"] == "Enabled" for p in self.physnets.values())
+            if not ok:
+                raise ApiError(431, "Zone cannot be enabled: it has no enabled physical network")
+        for k in ("name", "dns1", "internaldns1", "guestcidraddress", "allocationstate"):
+            if k in a:
+                z[k] = a[k]
+        return {"zone": z}
+
+    def _cmd_deleteZone(self, a: dict) -> dict:
+        z = self._get(self.zones, a["id"], "zone")
+        if any(p["zoneid"] == z["id"] for p in self.pods.values()) or \
+                any(p["zoneid"] == z["id"] for p in self.physnets.values()):
+            raise ApiError(530, "The zone is not deletable because there are pods or physical networks in it")
+        del self.zones[z["id"]]
+        return {"success": True}
+
+    # -- physical networks, traffic types, providers ----------------------------------------
+    def _cmd_createPhysicalNetwork(self, a: dict) -> dict:
+        z = self._zone(a["zoneid"])
+        pid = _uuid()
+
+        def run() -> dict:
+            self.physnets[pid] = self._tmpl("physicalnetwork", id=pid, name=a["name"], zoneid=z["id"],
+                                            zonename=z["name"], state="Disabled",
+                                            isolationmethods=a.get("isolationmethods", "VLAN"),
+                                            broadcastdomainrange=a.get("broadcastdomainrange", "ZONE"))
+            for name, state in (("VirtualRouter", "Disabled"), ("VpcVirtualRouter", "Disabled"),
+                                ("InternalLbVm", "Disabled"), ("ConfigDrive", "Enabled"),
+                                ("SecurityGroupProvider", "Disabled")):
+                self._add_nsp(pid, name, state)
+            return {"physicalnetwork": self.physnets[pid]}
+        return self._submit("createPhysicalNetwork", run, ("PhysicalNetwork", pid))
+
+    def _add_nsp(self, pid: str, name: str, state: str) -> dict:
+        nid = _uuid()
+        self.nsps[nid] = {"id": nid, "name": name, "physicalnetworkid": pid, "state": state,
+                          "canenableindividualservice": True, "servicelist": []}
+        if name in ("VirtualRouter", "VpcVirtualRouter", "InternalLbVm"):
+            eid = _uuid()
+            self.elements[eid] = {"id": eid, "nspid": nid, "enabled": False,
+                                  "_kind": "internallb" if name == "InternalLbVm" else "virtualrouter"}
+        return self.nsps[nid]
+
+    def _cmd_listPhysicalNetworks(self, a: dict) -> dict:
+        return self._list("physicalnetwork", [p for p in self.physnets.values()
+                                              if self._match(p, a, "id", "zoneid", "name")], a)
+
+    def _cmd_updatePhysicalNetwork(self, a: dict) -> dict:
+        p = self._get(self.physnets, a["id"], "physical network")
+
+        def run() -> dict:
+            if "vlan" in a:
+                s, _, e = a["vlan"].partition("-")
+                if not (s.isdigit() and e.isdigit() and 1 <= int(s) <= int(e) <= 4094):
+                    raise ApiError(431, f"Invalid vlan range {a['vlan']}")
+                p["vlan"] = a["vlan"]
+            if "state" in a:
+                p["state"] = a["state"]
+            return {"physicalnetwork": p}
+        return self._submit("updatePhysicalNetwork", run, ("PhysicalNetwork", p["id"]))
+
+    def _cmd_deletePhysicalNetwork(self, a: dict) -> dict:
+        p = self._get(self.physnets, a["id"], "physical network")
+
+        def run() -> dict:
+            if any(v["physicalnetworkid"] == p["id"] for v in self.vlans.values()):
+                raise ApiError(530, "Unable to delete the physical network: it has public IP ranges")
+            for t in [t for t in self.traffictypes.values() if t["physicalnetworkid"] == p["id"]]:
+                del self.traffictypes[t["id"]]
+            for n in [n for n in self.nsps.values() if n["physicalnetworkid"] == p["id"]]:
+                del self.nsps[n["id"]]
+            del self.physnets[p["id"]]
+            return {"success": True}
+        return self._submit("deletePhysicalNetwork", run)
+
+    def _cmd_addTrafficType(self, a: dict) -> dict:
+        p = self._get(self.physnets, a["physicalnetworkid"], "physical network")
+        if a["traffictype"] not in ("Public", "Guest", "Management", "Storage"):
+            raise ApiError(431, f"Invalid traffic type {a['traffictype']}")
+        tid = _uuid()
+
+        def run() -> dict:
+            if any(t["physicalnetworkid"] == p["id"] and t["traffictype"] == a["traffictype"]
+                   for t in self.traffictypes.values()):
+                raise ApiError(431, f"This physical network already supports the traffic type {a['traffictype']}")
+            self.traffictypes[tid] = {"id": tid, "traffictype": a["traffictype"], "physicalnetworkid": p["id"],
+                                      "kvmnetworklabel": a.get("kvmnetworklabel")}
+            return {"traffictype": self.traffictypes[tid]}
+        return self._submit("addTrafficType", run, ("PhysicalNetworkTrafficType", tid))
+
+    def _cmd_listTrafficTypes(self, a: dict) -> dict:
+        items = [t for t in self.traffictypes.values() if t["physicalnetworkid"] == a["physicalnetworkid"]]
+        return self._list("traffictype", items, a)
+
+    def _cmd_updateTrafficType(self, a: dict) -> dict:
+        t = self._get(self.traffictypes, a["id"], "traffic type")
+
+        def run() -> dict:
+            if "kvmnetworklabel" in a:
+                t["kvmnetworklabel"] = a["kvmnetworklabel"]
+            return {"traffictype": t}
+        return self._submit("updateTrafficType", run)
+
+    def _cmd_deleteTrafficType(self, a: dict) -> dict:
+        t = self._get(self.traffictypes, a["id"], "traffic type")
+
+        def run() -> dict:
+            self.traffictypes.pop(t["id"], None)
+            return {"success": True}
+        return self._submit("deleteTrafficType", run)
+
+    def _cmd_listNetworkServiceProviders(self, a: dict) -> dict:
+        items = [n for n in self.nsps.values() if self._match(n, a, "physicalnetworkid", "name", "state")]
+        return self._list("networkserviceprovider", items, a)
+
+    def _cmd_addNetworkServiceProvider(self, a: dict) -> dict:
+        p = self._get(self.physnets, a["physicalnetworkid"], "physical network")
+
+        def run() -> dict:
+            if any(n["physicalnetworkid"] == p["id"] and n["name"] == a["name"] for n in self.nsps.values()):
+                raise ApiError(431, f"The provider {a['name']} is already added to the physical network")
+            return {"networkserviceprovider": self._add_nsp(p["id"], a["name"], "Disabled")}
+        return self._submit("addNetworkServiceProvider", run)
+
+    def _cmd_updateNetworkServiceProvider(self, a: dict) -> dict:
+        n = self._get(self.nsps, a["id"], "network service provider")
+
+        def run() -> dict:
+            if a.get("state") == "Enabled":
+                el = [e for e in self.elements.values() if e["nspid"] == n["id"]]
+                if el and not all(e["enabled"] for e in el):
+                    raise ApiError(431, "Provider is not ready, cannot Enable the provider, please configure "
+                                        "the provider first")
+            if "state" in a:
+                n["state"] = a["state"]
+            return {"networkserviceprovider": n}
+        return self._submit("updateNetworkServiceProvider", run)
+
+    def _elements(self, kind: str, a: dict) -> list[dict]:
+        return [self._public(e) for e in self.elements.values() if e["_kind"] == kind
+                and self._match(e, a, "id", "nspid")
+                and ("enabled" not in a or str(e["enabled"]).lower() == a["enabled"])]
+
+    def _configure_element(self, kind: str, key: str, command: str, a: dict) -> dict:
+        e = self._get(self.elements, a["id"], "element")
+        if e["_kind"] != kind:
+            raise ApiError(431, f"{a['id']} is not a {kind} element")
+
+        def run() -> dict:
+            e["enabled"] = a["enabled"] == "true"
+            return {key: self._public(e)}
+        return self._submit(command, run)
+
+    def _cmd_listVirtualRouterElements(self, a: dict) -> dict:
+        return self._list("virtualrouterelement", self._elements("virtualrouter", a), a)
+
+    def _cmd_configureVirtualRouterElement(self, a: dict) -> dict:
+        return self._configure_element("virtualrouter", "virtualrouterelement", "configureVirtualRouterElement", a)
+
+    def _cmd_listInternalLoadBalancerElements(self, a: dict) -> dict:
+        return self._list("internalloadbalancerelement", self._elements("internallb", a), a)
+
+    def _cmd_configureInternalLoadBalancerElement(self, a: dict) -> dict:
+        return self._configure_element("internallb", "internalloadbalancerelement",
+                                       "configureInternalLoadBalancerElement", a)
+
+    # -- pods, public ranges ---------------------------------------------------------------
+    def _pod_view(self, p: dict) -> dict:
+        v = dict(p)
+        v.update(startip=[p["startip"]], endip=[p["endip"]],  # lists since 4.13 (several ranges per pod)
+                 ipranges=[{"startip": p["startip"], "endip": p["endip"], "forsystemvms": "0", "vlanid": None}])
+        return v
+
+    def _cmd_createPod(self, a: dict) -> dict:
+        z = self._zone(a["zoneid"])
+        if any(p["zoneid"] == z["id"] and p["name"] == a["name"] for p in self.pods.values()):
+            raise ApiError(431, f"A pod with name {a['name']} already exists in zone {z['name']}")
+        for k in ("gateway", "netmask", "startip"):
+            if k not in a:
+                raise ApiError(431, f"Unable to execute API command createpod due to missing parameter {k}")
+        pid = _uuid()
+        self.pods[pid] = {"id": pid, "name": a["name"], "zoneid": z["id"], "zonename": z["name"],
+                          "gateway": a["gateway"], "netmask": a["netmask"], "startip": a["startip"],
+                          "endip": a.get("endip", a["startip"]), "allocationstate": "Enabled"}
+        return {"pod": self._pod_view(self.pods[pid])}
+
+    def _cmd_listPods(self, a: dict) -> dict:
+        return self._list("pod", [self._pod_view(p) for p in self.pods.values()
+                                  if self._match(p, a, "id", "zoneid", "name")], a)
+
+    def _cmd_updatePod(self, a: dict) -> dict:
+        p = self._get(self.pods, a["id"], "pod")
+        for k in ("name", "gateway", "netmask", "startip", "endip", "allocationstate"):
+            if k in a:
+                p[k] = a[k]
+        return {"pod": self._pod_view(p)}
+
+    def _cmd_deletePod(self, a: dict) -> dict:
+        p = self._get(self.pods, a["id"], "pod")
+        if any(c["podid"] == p["id"] for c in self.clusters.values()):
+            raise ApiError(530, f"The pod {p['name']} cannot be deleted: it has clusters")
+        del self.pods[p["id"]]
+        return {"success": True}
+
+    def _cmd_createVlanIpRange(self, a: dict) -> dict:
+        z = self._zone(a.get("zoneid", ""))
+        p = self._get(self.physnets, a.get("physicalnetworkid", ""), "physical network")
+        if not any(t["physicalnetworkid"] == p["id"] and t["traffictype"] == "Public"
+                   for t in self.traffictypes.values()):
+            raise ApiError(431, f"Physical network {p['id']} does not support Public traffic")
+        start, end = ipaddress.IPv4Address(a["startip"]), ipaddress.IPv4Address(a.get("endip", a["startip"]))
+        for v in self.vlans.values():
+            if v["zoneid"] == z["id"] and start <= ipaddress.IPv4Address(v["endip"]) and \
+                    ipaddress.IPv4Address(v["startip"]) <= end:
+                raise ApiError(431, "The IP range already has IPs that overlap with the new range")
+        vid = _uuid()
+        net = ipaddress.IPv4Network(f"{a['gateway']}/{a['netmask']}", strict=False)
+        vlan = a.get("vlan", "untagged")
+        self.vlans[vid] = self._tmpl("vlan", id=vid, zoneid=z["id"], physicalnetworkid=p["id"],
+                                     gateway=a["gateway"], netmask=a["netmask"], cidr=str(net),
+                                     startip=a["startip"], endip=a.get("endip", a["startip"]),
+                                     vlan=f"vlan://{vlan}", networkid=_uuid(),
+                                     forvirtualnetwork=a.get("forvirtualnetwork", "true") == "true")
+        return {"vlan": self.vlans[vid]}
+
+    def _cmd_listVlanIpRanges(self, a: dict) -> dict:
+        return self._list("vlaniprange", [v for v in self.vlans.values()
+                                          if self._match(v, a, "id", "zoneid", "physicalnetworkid")], a)
+
+    def _cmd_deleteVlanIpRange(self, a: dict) -> dict:
+        self._get(self.vlans, a["id"], "vlan range")
+        del self.vlans[a["id"]]
+        return {"success": True}
+
+    # -- clusters and hosts -------------------------------------------------------------------
+    def _cmd_addCluster(self, a: dict) -> dict:
+        z = self._zone(a["zoneid"])
+        p = self._get(self.pods, a["podid"], "pod")
+        if p["zoneid"] != z["id"]:
+            raise ApiError(431, "The pod is not in the zone")
+        if a["hypervisor"] not in ("KVM", "XenServer", "VMware", "Simulator"):
+            raise ApiError(431, f"Unable to resolve Hypervisor.Type {a['hypervisor']}")
+        if a["clustertype"] not in ("CloudManaged", "ExternalManaged"):
+            raise ApiError(431, f"Unable to resolve {a['clustertype']} to a supported type")
+        if any(c["podid"] == p["id"] and c["name"] == a["clustername"] for c in self.clusters.values()):
+            raise ApiError(431, f"Cluster with name {a['clustername']} already exists in pod {p['name']}")
+        cid = _uuid()
+        self.clusters[cid] = self._tmpl("cluster", id=cid, name=a["clustername"], podid=p["id"], podname=p["name"],
+                                        zoneid=z["id"], zonename=z["name"], hypervisortype=a["hypervisor"],
+                                        clustertype=a["clustertype"], managedstate="Managed",
+                                        allocationstate="Enabled")
+        return {"count": 1, "cluster": [self.clusters[cid]]}
+
+    def _cmd_listClusters(self, a: dict) -> dict:
+        return self._list("cluster", [c for c in self.clusters.values()
+                                      if self._match(c, a, "id", "zoneid", "podid", "name")], a)
+
+    def _cmd_updateCluster(self, a: dict) -> dict:
+        c = self._get(self.clusters, a["id"], "cluster")
+        if "clustername" in a:
+            c["name"] = a["clustername"]
+        return {"cluster": c}
+
+    def _cmd_deleteCluster(self, a: dict) -> dict:
+        c = self._get(self.clusters, a["id"], "cluster")
+        if any(h["clusterid"] == c["id"] for h in self.hosts.values()):
+            raise ApiError(530, f"Cluster: {c['id']} cannot be removed. Cluster still has hosts")
+        del self.clusters[c["id"]]
+        return {"success": True}
+
+    def _host_view(self, h: dict) -> dict:
+        return self._tmpl("host", **self._public({k: v for k, v in h.items()
+                                                   if k not in ("up_at", "maintenance_at", "username")}))
+
+    def _cmd_addHost(self, a: dict) -> dict:
+        z = self._zone(a["zoneid"])
+        p = self._get(self.pods, a["podid"], "pod")
+        c = self._get(self.clusters, a.get("clusterid", ""), "cluster")
+        if c["podid"] != p["id"] or p["zoneid"] != z["id"]:
+            raise ApiError(431, "The cluster is not in the given pod/zone")
+        if a["hypervisor"] != c["hypervisortype"]:
+            raise ApiError(431, f"Cannot add host with hypervisor {a['hypervisor']} to cluster of "
+                                f"{c['hypervisortype']}")
+        if not a["url"].startswith("http://"):
+            raise ApiError(431, f"Invalid url {a['url']}: a KVM host is added as http://<address>")
+        if a["hypervisor"] == "KVM" and not a.get("username"):
+            raise ApiError(431, "Username is required to add a KVM host")
+        ip = a["url"][len("http://"):].strip("/")
+        if any(h["ipaddress"] == ip for h in self.hosts.values()):
+            raise ApiError(530, f"Unable to add the host: the host {ip} is already in the database")
+        if sum(1 for h in self.hosts.values() if h["clusterid"] == c["id"]) >= 16 and a["hypervisor"] == "KVM":
+            raise ApiError(530, f"Cluster {c['name']} already has the maximum number of KVM hosts")
+        hid = _uuid()
+        self.hosts[hid] = {"id": hid, "name": f"kvm-{ip.replace('.', '-')}", "ipaddress": ip,
+                           "clusterid": c["id"], "clustername": c["name"], "podid": p["id"], "podname": p["name"],
+                           "zoneid": z["id"], "zonename": z["name"], "hypervisor": "KVM", "type": "Routing",
+                           "state": "Connecting", "resourcestate": "Enabled", "created": _now(),
+                           "up_at": time.monotonic() + self.host_connect_delay, "maintenance_at": 0.0,
+                           "username": a["username"]}
+        return {"count": 1, "host": [self._host_view(self.hosts[hid])]}
+
+    def _cmd_listHosts(self, a: dict) -> dict:
+        return self._list("host", [self._host_view(h) for h in self.hosts.values() if self._match(
+            h, a, "id", "zoneid", "podid", "clusterid", "type", "name", "state", "resourcestate")], a)
+
+    def _cmd_prepareHostForMaintenance(self, a: dict) -> dict:
+        h = self._get(self.hosts, a["id"], "host")
+        if h["resourcestate"] in ("PrepareForMaintenance", "Maintenance"):
+            raise ApiError(431, f"Host {h['id']} is already in {h['resourcestate']}")
+        if h["resourcestate"] == "ErrorInMaintenance":
+            raise ApiError(431, "Host is in ErrorInMaintenance; cancel maintenance first")
+
+        def run() -> dict:
+            h["resourcestate"] = "PrepareForMaintenance"
+            h["maintenance_at"] = time.monotonic() + self.maintenance_delay
+            return {"host": self._host_view(h)}
+        return self._submit("prepareHostForMaintenance", run, ("Host", h["id"]))
+
+    def _cmd_cancelHostMaintenance(self, a: dict) -> dict:
+        h = self._get(self.hosts, a["id"], "host")
+
+        def run() -> dict:
+            if h["resourcestate"] not in ("PrepareForMaintenance", "ErrorInMaintenance", "Maintenance"):
+                raise ApiError(431, f"Host {h['id']} is not in maintenance")
+            h["resourcestate"] = "Enabled"
+            return {"host": self._host_view(h)}
+        return self._submit("cancelHostMaintenance", run, ("Host", h["id"]))
+
+    def _cmd_deleteHost(self, a: dict) -> dict:
+        h = self._get(self.hosts, a["id"], "host")
+        forced = a.get("forced") == "true"
+        if not forced and h["resourcestate"] not in ("Maintenance", "Degraded"):
+            raise ApiError(530, f"Unable to delete host: {h['id']}, as it is not in Maintenance/Degraded state: "
+                                f"{h['resourcestate']}")
+        for vm in [v for v in self.vms.values() if v["hostid"] == h["id"]]:
+            self.lost_vms.append(vm["name"])
+            del self.vms[vm["id"]]
+        del self.hosts[h["id"]]
+        return {"success": True}
+
+    def _cmd_listVirtualMachines(self, a: dict) -> dict:
+        items = []
+        for v in self.vms.values():
+            if self._match(v, a, "id", "hostid", "name"):
+                host = self.hosts.get(v["hostid"], {})
+                items.append(self._tmpl("virtualmachine", id=v["id"], name=v["name"], displayname=v["name"],
+                                        hostid=v["hostid"], hostname=host.get("name"), state=v["state"],
+                                        zoneid=host.get("zoneid"), hypervisor="KVM"))
+        return self._list("virtualmachine", items, a)
+
+    # -- storage --------------------------------------------------------------------------------
+    def _cmd_createStoragePool(self, a: dict) -> dict:
+        z = self._zone(a["zoneid"])
+        url = urlsplit(a["url"])
+        if url.scheme != "nfs" or not url.hostname or not url.path:
+            raise ApiError(431, f"Invalid url {a['url']}: expected nfs://<server>/<path>")
+        scope = a.get("scope", "cluster").upper()
+        if scope == "ZONE" and not a.get("hypervisor"):
+            raise ApiError(431, "hypervisor type must be specified for a zone wide primary storage")
+        if scope == "CLUSTER" and not a.get("clusterid"):
+            raise ApiError(431, "clusterid must be specified for a cluster wide primary storage")
+        up = [h for h in self.hosts.values() if h["zoneid"] == z["id"] and h["state"] == "Up"
+              and (scope == "ZONE" or h["clusterid"] == a.get("clusterid"))]
+        if not up:
+            raise ApiError(530, f"No host up to associate a storage pool with in zone {z['name']}")
+        sid = _uuid()
+        self.pools[sid] = self._tmpl("storagepool", id=sid, name=a["name"], zoneid=z["id"], zonename=z["name"],
+                                     ipaddress=url.hostname, path=url.path, scope=scope, state="Up",
+                                     hypervisor=a.get("hypervisor"), podid=None, podname=None, clusterid=None,
+                                     clustername=None, created=_now(),
+                                     overprovisionfactor=self.config["storage.overprovisioning.factor"],
+                                     _volumes=0)
+        return {"storagepool": self._public(self.pools[sid])}
+
+    def _cmd_listStoragePools(self, a: dict) -> dict:
+        return self._list("storagepool", [self._public(p) for p in self.pools.values()
+                                          if self._match(p, a, "id", "zoneid", "name")], a)
+
+    def _cmd_updateStoragePool(self, a: dict) -> dict:
+        p = self._get(self.pools, a["id"], "storage pool")
+        if "name" in a:
+            p["name"] = a["name"]
+        return {"storagepool": self._public(p)}
+
+    def _cmd_deleteStoragePool(self, a: dict) -> dict:
+        p = self._get(self.pools, a["id"], "storage pool")
+        if p["_volumes"] and a.get("forced") != "true":
+            raise ApiError(530, f"Cannot delete pool {p['name']} as there are associated volumes")
+        del self.pools[p["id"]]
+        return {"success": True}
+
+    def _cmd_addImageStore(self, a: dict) -> dict:
+        if a["provider"] != "NFS":
+            raise ApiError(431, f"The emulator supports the NFS image store provider only, not {a['provider']}")
+        z = self._zone(a.get("zoneid", ""))
+        if not a.get("url", "").startswith("nfs://"):
+            raise ApiError(431, f"Invalid url {a.get('url')}")
+        if not any(s["zoneid"] == z["id"] for s in self.imagestores.values()):
+            # The first NFS store of a zone gets the system VM template, for the hypervisors
+            # of the clusters that exist at that moment.
+            self.system_templates[z["id"]] = {c["hypervisortype"] for c in self.clusters.values()
+                                              if c["zoneid"] == z["id"]}
+        sid = _uuid()
+        self.imagestores[sid] = self._tmpl("imagestore", id=sid, name=a.get("name", a["url"]), url=a["url"],
+                                           zoneid=z["id"], zonename=z["name"], protocol="nfs", providername="NFS")
+        return {"imagestore": self.imagestores[sid]}
+
+    def _cmd_listImageStores(self, a: dict) -> dict:
+        return self._list("imagestore", [s for s in self.imagestores.values()
+                                         if self._match(s, a, "id", "zoneid", "name")], a)
+
+    def _cmd_deleteImageStore(self, a: dict) -> dict:
+        self._get(self.imagestores, a["id"], "image store")
+        del self.imagestores[a["id"]]
+        return {"success": True}

@@ -1,0 +1,14 @@
+"""Specs for the tests, built the way the main program builds them (from the IP plan)."""
+
+from __future__ import annotations
+
+from components.ipplan import build_plan
+from components.registration.spec import RegistrationSpec, Timeouts, build_spec
+
+
+def make_spec(host_count: int = 1, hosts_per_cluster: int = 16, timeouts: Timeouts | None = None,
+              zone: str = "zone1") -> RegistrationSpec:
+    plan = build_plan(overlay_cidr="10.100.0.0/16", vpc_cidr="10.0.0.0/16", host_count=host_count,
+                      guest_cidr="10.1.1.0/24", guest_vlans=(1000, 1999))
+    return build_spec(plan=plan, zone_name=zone, host_username="cloudstack", hosts_per_cluster=hosts_per_cluster,
+                      timeouts=timeouts)

@@ -1,0 +1,285 @@
+"""The registration against the CloudStack API emulator: full zone, crash + re-run,
+refresh/drift, diff, API down then up, transient and permanent errors, bad keys, trace."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import boto3
+import pytest
+from conftest import FAST, REGION, SECRET_ID
+from emulator.server import COMMANDS
+from registration_engine import Crash, Engine
+from registration_specs import make_spec
+
+from components.registration.client import AuthError, RegistrationError, forget_connections
+from components.registration.provider import CloudStackObjectProvider
+from components.registration.spec import Timeouts
+
+
+def counts(emu):
+    return {"zones": len(emu.zones), "physnets": len(emu.physnets), "traffic": len(emu.traffictypes),
+            "pods": len(emu.pods), "vlans": len(emu.vlans), "clusters": len(emu.clusters),
+            "hosts": len(emu.hosts), "pools": len(emu.pools), "imagestores": len(emu.imagestores)}
+
+
+EXPECTED_ONE_HOST = {"zones": 1, "physnets": 1, "traffic": 3, "pods": 1, "vlans": 1, "clusters": 1, "hosts": 1,
+                     "pools": 1, "imagestores": 1}
+
+
+def test_full_zone_from_nothing_traced(emulator, api_secret, tmp_path, monkeypatch):
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("CLOUDSTACK_API_TRACE", str(trace))
+    spec = make_spec(1, timeouts=FAST)
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(spec)
+
+    assert counts(emulator) == EXPECTED_ONE_HOST
+    zone = next(iter(emulator.zones.values()))
+    assert zone["allocationstate"] == "Enabled" and zone["networktype"] == "Advanced"
+    assert zone["dns1"] == zone["internaldns1"] == "10.0.0.2"   # VPC base + 2, never 169.254.169.253
+    physnet = next(iter(emulator.physnets.values()))
+    assert physnet["state"] == "Enabled" and physnet["vlan"] == "1000-1999"
+    assert sorted(t["traffictype"] for t in emulator.traffictypes.values()) == ["Guest", "Management", "Public"]
+    assert {t["kvmnetworklabel"] for t in emulator.traffictypes.values()} == {"cloudbr0"}
+    enabled = {n["name"] for n in emulator.nsps.values() if n["state"] == "Enabled"}
+    assert {"VirtualRouter", "VpcVirtualRouter", "InternalLbVm"} <= enabled
+    pod = next(iter(emulator.pods.values()))
+    assert (pod["gateway"], pod["netmask"], pod["startip"], pod["endip"]) == \
+        ("10.100.0.1", "255.255.0.0", "10.100.64.1", "10.100.64.250")
+    vlan = next(iter(emulator.vlans.values()))
+    assert (vlan["gateway"], vlan["vlan"], vlan["forvirtualnetwork"]) == ("10.100.0.1", "vlan://untagged", True)
+    host = emulator.host_by_ip("10.100.0.10")
+    assert host["state"] == "Up" and host["resourcestate"] == "Enabled"
+    pool = next(iter(emulator.pools.values()))
+    assert (pool["ipaddress"], pool["path"], pool["scope"]) == \
+        ("fs-1.efs.eu-west-1.amazonaws.com", "/zone1/primary", "ZONE")
+    store = next(iter(emulator.imagestores.values()))
+    assert store["url"] == "nfs://fs-1.efs.eu-west-1.amazonaws.com/zone1/secondary"
+    # the KVM cluster existed when the first image store came: the system VM template is registered
+    assert emulator.system_templates[zone["id"]] == {"KVM"}
+    assert emulator.config["storage.overprovisioning.factor"] == "1"
+    assert emulator.config["host"] == "10.100.0.2"
+    assert emulator.config["management.network.cidr"] == "10.100.0.0/16"
+
+    # order of the creating calls, as the install guide's chapter 6 (with DESIGN.md's corrections)
+    creating = [r["command"] for r in emulator.accepted_calls()]
+    first = {c: creating.index(c) for c in ("createZone", "createPhysicalNetwork", "addTrafficType",
+                                            "createPod", "createVlanIpRange", "addCluster", "addHost",
+                                            "createStoragePool", "addImageStore")}
+    assert list(first) == sorted(first, key=first.get)
+    host_setting = next(i for i, r in enumerate(emulator.accepted_calls())
+                        if r["command"] == "updateConfiguration" and r["params"].get("name") == "host")
+    assert host_setting < first["addHost"]
+    enable = [i for i, r in enumerate(emulator.accepted_calls())
+              if r["command"] == "updateZone" and r["params"].get("allocationstate") == "Enabled"]
+    assert enable and enable[0] > first["addImageStore"]
+
+    # the trace: one JSON object per call, only commands and parameters the contract accepts
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert len(records) == len(emulator.requests) > 30
+    for r in records:
+        assert set(r) == {"command", "params", "status"}
+        assert r["status"] == 200, r
+        assert r["command"] in COMMANDS
+        known = COMMANDS[r["command"]]["params"]
+        for k, v in r["params"].items():
+            if k.lower() in ("apikey", "signature"):
+                assert v == "<redacted>"
+            elif k not in ("response", "signatureVersion", "expires"):
+                assert k.split("[")[0] in known, (r["command"], k)
+        assert set(COMMANDS[r["command"]]["required"]) <= set(r["params"])
+    text = trace.read_text()
+    assert emulator.secretkey not in text and emulator.apikey not in text
+    assert not any(r["command"] == "deleteHost" for r in records)
+
+
+def test_rerun_is_a_no_op(emulator, api_secret):
+    spec = make_spec(2, timeouts=FAST)
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(spec)
+    engine.log.clear()
+    before = len(emulator.requests)
+    engine.up(spec)
+    assert engine.log == []
+    mutating = [r["command"] for r in emulator.requests[before:] if not r["command"].startswith(("list", "query"))]
+    assert mutating == []
+
+
+@pytest.mark.parametrize("crash_after", ["physical-network", "provider-virtualrouter", "cluster-0", "host-1",
+                                         "image-store"])
+def test_crash_midway_then_rerun_converges_without_duplicates(emulator, api_secret, crash_after):
+    spec = make_spec(3, hosts_per_cluster=2, timeouts=FAST)
+    engine = Engine(emulator.url, api_secret, REGION)
+    with pytest.raises(Crash):
+        engine.up(spec, crash_after=crash_after)
+    assert crash_after not in engine.state   # the object exists in CloudStack, not in the state
+    engine.up(spec)
+    assert counts(emulator) == {**EXPECTED_ONE_HOST, "clusters": 2, "hosts": 3}
+    assert next(iter(emulator.zones.values()))["allocationstate"] == "Enabled"
+    # and with the whole state lost: everything is adopted, nothing duplicated
+    lost = Engine(emulator.url, api_secret, REGION)
+    lost.up(spec)
+    assert {op for op, _ in lost.log} == {"create"}
+    assert counts(emulator) == {**EXPECTED_ONE_HOST, "clusters": 2, "hosts": 3}
+    assert {n: s["id"] for n, s in lost.state.items()} == {n: s["id"] for n, s in engine.state.items()}
+
+
+def test_refresh_detects_drift_and_objects_deleted_outside(emulator, api_secret):
+    spec = make_spec(1, timeouts=FAST)
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(spec)
+    zone = next(iter(emulator.zones.values()))
+    with emulator.lock:
+        zone["dns1"] = "8.8.8.8"                                   # changed in the UI
+        emulator.config["storage.overprovisioning.factor"] = "2"   # reset by someone
+        emulator.imagestores.clear()                               # deleted outside
+    report = engine.refresh()
+    assert report["zone"] == "drift" and engine.state["zone"]["outs"]["dns1"] == "8.8.8.8"
+    assert report["setting-storage-overprovisioning-factor"] == "drift"
+    assert report["image-store"] == "gone" and "image-store" not in engine.state
+    assert report["pod"] == "same" and report["host-0"] == "same"
+    engine.log.clear()
+    engine.up(spec)
+    assert ("update", "zone") in engine.log and ("create", "image-store") in engine.log
+    assert ("update", "setting-storage-overprovisioning-factor") in engine.log
+    assert zone["dns1"] == "10.0.0.2" and emulator.config["storage.overprovisioning.factor"] == "1"
+    assert len(emulator.imagestores) == 1
+
+
+def test_diff_says_what_replaces_and_what_updates(emulator, api_secret):
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(make_spec(1, timeouts=FAST))
+
+    def diff(name, /, **changes):
+        s = engine.state[name]
+        return CloudStackObjectProvider(s["kind"]).diff(s["id"], s["outs"], {**s["outs"], **changes})
+
+    d = diff("zone", dns1="10.0.0.3")
+    assert d.changes and not d.replaces
+    d = diff("zone", networktype="Basic")
+    assert d.replaces == ["networktype"] and d.delete_before_replace
+    d = diff("physical-network", vlan="1000-2999")
+    assert d.changes and not d.replaces
+    assert diff("physical-network", isolationmethods="VXLAN").replaces == ["isolationmethods"]
+    assert diff("traffic-guest", kvmnetworklabel="cloudbr1").replaces == []
+    assert diff("pod", endip="10.100.64.200").replaces == []
+    assert diff("public-range", endip="10.100.129.0").replaces == ["endip"]
+    assert diff("cluster-0", clustername="other").replaces == []
+    assert diff("host-0", clusterid="another").replaces == ["clusterid"]
+    assert diff("host-0", ipaddress="10.100.0.99", url="http://10.100.0.99").replaces == ["url", "ipaddress"]
+    d = diff("host-0", username="root")
+    assert d.changes and not d.replaces
+    assert diff("primary-storage", url="nfs://fs-2/zone1/primary").replaces == ["url"]
+    assert diff("primary-storage", name="renamed").replaces == []
+    assert diff("image-store", url="nfs://fs-2/zone1/secondary").replaces == ["url"]
+    assert diff("setting-host", value="10.100.0.3").replaces == []
+    # connection details never cause a change
+    d = diff("zone", endpoint="http://elsewhere:8080/client/api", timeouts={"api_wait": 1})
+    assert not d.changes and not d.replaces
+    # and an update really applies
+    s = engine.state["pod"]
+    r = CloudStackObjectProvider("pod").update(s["id"], s["outs"], {**s["outs"], "endip": "10.100.64.200"})
+    assert r.outs["endip"] == "10.100.64.200" and next(iter(emulator.pods.values()))["endip"] == "10.100.64.200"
+
+
+def test_api_down_then_up(aws, emulator, api_secret, caplog):
+    # the management server is still booting: connections refused, then the web
+    # container answers 503 without the API, then the API comes up
+    emulator.refuse_connections_for(0.6)
+    emulator.unavailable_for(1.0)
+    spec = make_spec(1, timeouts=FAST)
+    engine = Engine(emulator.url, api_secret, REGION)
+    start = time.monotonic()
+    engine.up(spec)
+    assert time.monotonic() - start >= 0.6
+    assert counts(emulator) == EXPECTED_ONE_HOST
+    assert any("waiting for the CloudStack API" in r.getMessage() for r in caplog.records)
+
+
+def test_api_never_up_fails_bounded(aws, api_secret, emulator):
+    emulator.stop()
+    t = Timeouts(**{**FAST.as_dict(), "api_wait": 0.5})
+    engine = Engine(emulator.url, api_secret, REGION)
+    start = time.monotonic()
+    with pytest.raises(RegistrationError, match=r"not up after .*timeouts.api_wait") as e:
+        engine.up(make_spec(1, timeouts=t))
+    assert emulator.url in str(e.value)
+    assert time.monotonic() - start < 5
+
+
+def test_transient_errors_are_retried(emulator, api_secret):
+    emulator.inject_http_error("addCluster", 530, count=2)
+    emulator.inject_http_error("createPod", 533, count=1, text="insufficient capacity")
+    emulator.inject_job_failure("addTrafficType", count=1, code=530)
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(make_spec(1, timeouts=FAST))
+    assert counts(emulator) == EXPECTED_ONE_HOST
+    failed = [(r["command"], r["status"]) for r in emulator.requests if r["status"] != 200]
+    assert failed == [("createPod", 533), ("addCluster", 530), ("addCluster", 530)]
+
+
+def test_permanent_error_fails_at_once_with_errortext(emulator, api_secret):
+    emulator.inject_http_error("createPod", 431, count=5, text="Invalid parameter gateway")
+    engine = Engine(emulator.url, api_secret, REGION)
+    with pytest.raises(RegistrationError, match="createPod.*errorcode 431.*Invalid parameter gateway"):
+        engine.up(make_spec(1, timeouts=FAST))
+    assert sum(1 for r in emulator.requests if r["command"] == "createPod") == 1
+
+
+def test_bad_keys_give_a_clear_error_naming_the_endpoint(aws, emulator):
+    boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name=SECRET_ID, SecretString=json.dumps({"apikey": emulator.apikey, "secretkey": "wrong"}))
+    engine = Engine(emulator.url, SECRET_ID, REGION)
+    start = time.monotonic()
+    with pytest.raises(AuthError) as e:
+        engine.up(make_spec(1, timeouts=Timeouts(**{**FAST.as_dict(), "api_wait": 30})))
+    assert time.monotonic() - start < 5          # not waiting for the API: the keys are wrong
+    msg = str(e.value)
+    assert emulator.url in msg and "401" in msg and SECRET_ID in msg
+    assert "wrong" not in msg
+    assert emulator.zones == {}
+
+
+def test_waits_for_the_secret_value_then_registers(aws, emulator, caplog):
+    sm = boto3.client("secretsmanager", region_name=REGION)
+    sm.create_secret(Name=SECRET_ID)   # as the stack creates it: no value until the mgmt server writes it
+
+    def write_later():
+        time.sleep(0.5)
+        sm.put_secret_value(SecretId=SECRET_ID,
+                            SecretString=json.dumps({"apikey": emulator.apikey, "secretkey": emulator.secretkey}))
+
+    threading.Thread(target=write_later, daemon=True).start()
+    engine = Engine(emulator.url, SECRET_ID, REGION)
+    engine.up(make_spec(1, timeouts=FAST))
+    assert counts(emulator) == EXPECTED_ONE_HOST
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("waiting for the management server to write" in m for m in messages)
+    assert not any(emulator.secretkey in m for m in messages)
+
+
+def test_secret_never_written_times_out_clearly(aws, emulator):
+    boto3.client("secretsmanager", region_name=REGION).create_secret(Name=SECRET_ID)
+    t = Timeouts(**{**FAST.as_dict(), "secret_wait": 0.4})
+    with pytest.raises(RegistrationError, match=r"has no value after .*timeouts.secret_wait"):
+        Engine(emulator.url, SECRET_ID, REGION).up(make_spec(1, timeouts=t))
+
+
+def test_malformed_secret_is_refused_without_echoing_it(aws, emulator):
+    boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name=SECRET_ID, SecretString=json.dumps({"apikey": "k", "secret": "hunter2"}))
+    with pytest.raises(RegistrationError) as e:
+        Engine(emulator.url, SECRET_ID, REGION).up(make_spec(1, timeouts=FAST))
+    assert "apikey" in str(e.value) and "hunter2" not in str(e.value)
+
+
+def test_provider_pickles_without_state():
+    import dill
+
+    p = CloudStackObjectProvider("host")
+    restored = dill.loads(dill.dumps(p, recurse=True))
+    assert restored.kind == "host" and vars(restored) == {"kind": "host"}
+    forget_connections()
