@@ -1,0 +1,137 @@
+"""The emulator itself: it must refuse what the real server refuses, or the registration
+tests would prove nothing."""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+from cs import CloudStack
+
+from emulator.server import COMMANDS, TEMPLATES, Emulator, signature_of
+
+
+@pytest.fixture
+def emu():
+    e = Emulator().start()
+    yield e
+    e.stop()
+
+
+def signed(emu, secret=None, expires_in=600, **params):
+    p = {"apiKey": emu.apikey, "response": "json", "signatureVersion": "3",
+         "expires": (datetime.now(timezone.utc) + timedelta(seconds=expires_in)).strftime("%Y-%m-%dT%H:%M:%S%z"),
+         **params}
+    p["signature"] = signature_of(p, secret or emu.secretkey)
+    return p
+
+
+def post(emu, params):
+    r = requests.post(emu.url, data=params, timeout=5)
+    return r.status_code, r.json()
+
+
+def test_contract_copy_is_complete():
+    assert len(COMMANDS) > 800 and COMMANDS["addHost"]["required"] == ["hypervisor", "podid", "url", "zoneid"]
+
+
+def test_signature_checked_like_the_real_server(emu):
+    assert post(emu, signed(emu, command="listZones"))[0] == 200
+    status, body = post(emu, signed(emu, secret="wrong", command="listZones"))
+    assert status == 401 and body["listzonesresponse"]["errorcode"] == 401
+    assert post(emu, signed(emu, expires_in=-60, command="listZones"))[0] == 401
+    tampered = signed(emu, command="listZones")
+    tampered["name"] = "x"   # added after signing
+    assert post(emu, tampered)[0] == 401
+    assert post(emu, {"command": "listZones", "response": "json"})[0] == 401
+    # the cs client's own signing (GET and POST) is accepted
+    for method in ("get", "post"):
+        assert CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method=method).listZones() == {}
+    # special characters: space, '/', ':', '+', '=' (URLEncoder encodes them like quote)
+    ok = post(emu, signed(emu, command="listZones", keyword="a b/c:d+e=f"))
+    assert ok[0] == 200
+
+
+def test_unknown_command_unknown_and_missing_parameters(emu):
+    status, body = post(emu, signed(emu, command="deployEverything"))
+    assert status == 432 and "does not exist" in body["deployeverythingresponse"]["errortext"]
+    status, body = post(emu, signed(emu, command="listZones", colour="blue"))
+    assert status == 431 and "colour" in body["listzonesresponse"]["errortext"]
+    status, body = post(emu, signed(emu, command="addHost", podid="p", url="http://1.2.3.4", zoneid="z"))
+    assert status == 431 and "missing parameter hypervisor" in body["addhostresponse"]["errortext"]
+    status, _ = post(emu, signed(emu, command="listZones", available="maybe"))
+    assert status == 431
+
+
+def test_answers_in_the_captured_shapes(emu):
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")
+    z = c.createZone(name="z", networktype="Advanced", dns1="10.0.0.2", internaldns1="10.0.0.2")["zone"]
+    p = c.createPod(zoneid=z["id"], name="p", gateway="10.100.0.1", netmask="255.255.0.0",
+                    startip="10.100.64.1", endip="10.100.64.9")["pod"]
+    cl = c.addCluster(zoneid=z["id"], podid=p["id"], clustername="c", hypervisor="KVM",
+                      clustertype="CloudManaged")
+    assert set(cl) == {"count", "cluster"} and set(TEMPLATES["cluster"]) <= set(cl["cluster"][0])
+    h = c.addHost(zoneid=z["id"], podid=p["id"], clusterid=cl["cluster"][0]["id"], hypervisor="KVM",
+                  url="http://10.100.0.10", username="cloudstack")
+    assert set(h) == {"count", "host"} and set(TEMPLATES["host"]) <= set(h["host"][0])
+    listed = c.listHosts(id=h["host"][0]["id"])
+    assert listed["count"] == 1 and listed["host"][0]["ipaddress"] == "10.100.0.10"
+    job = c.createPhysicalNetwork(zoneid=z["id"], name="pn")
+    assert set(job) == {"jobid", "id"}
+    time.sleep(0.05)
+    r = c.queryAsyncJobResult(jobid=job["jobid"])
+    assert r["jobstatus"] == 1 and r["jobresultcode"] == 0 and "jobprocstatus" in r
+    assert r["jobresult"]["physicalnetwork"]["id"] == job["id"]
+
+
+def test_maintenance_needs_another_up_host_in_the_cluster(emu):
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post", fetch_result=True,
+                   poll_interval=0.02)
+    z = c.createZone(name="z", networktype="Advanced", dns1="10.0.0.2", internaldns1="10.0.0.2")["zone"]
+    p = c.createPod(zoneid=z["id"], name="p", gateway="10.100.0.1", netmask="255.255.0.0",
+                    startip="10.100.64.1", endip="10.100.64.9")["pod"]
+    ids = []
+    for name in ("a", "b"):
+        cid = c.addCluster(zoneid=z["id"], podid=p["id"], clustername=name, hypervisor="KVM",
+                           clustertype="CloudManaged")["cluster"][0]["id"]
+        ids.append(c.addHost(zoneid=z["id"], podid=p["id"], clusterid=cid, hypervisor="KVM",
+                             url=f"http://10.100.0.1{len(ids)}", username="u")["host"][0]["id"])
+    time.sleep(0.05)
+    emu.add_vm(ids[0], "vm")
+    refused = requests.post(emu.url, data=signed(emu, command="deleteHost", id=ids[0]), timeout=5)
+    assert refused.status_code == 530 and "Maintenance" in refused.text
+    c.prepareHostForMaintenance(id=ids[0])
+    time.sleep(0.1)
+    # the only other host is in another cluster and migrate.vm.across.clusters is false
+    assert c.listHosts(id=ids[0])["host"][0]["resourcestate"] == "ErrorInMaintenance"
+    c.cancelHostMaintenance(id=ids[0])
+    c.updateConfiguration(name="migrate.vm.across.clusters", value="true")
+    c.prepareHostForMaintenance(id=ids[0])
+    time.sleep(0.1)
+    assert c.listHosts(id=ids[0])["host"][0]["resourcestate"] == "Maintenance"
+    assert c.listVirtualMachines(hostid=ids[1])["virtualmachine"][0]["name"] == "vm"
+    assert c.deleteHost(id=ids[0]) == {"success": True}
+
+
+def test_injected_faults(emu):
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")
+    emu.inject_http_error("listZones", 533, count=1)
+    with pytest.raises(Exception, match="533"):
+        c.listZones()
+    assert c.listZones() == {}
+    emu.refuse_connections_for(0.3)
+    with pytest.raises(requests.ConnectionError):
+        c.listZones()
+    time.sleep(0.6)
+    assert c.listZones() == {}
+    emu.unavailable_for(0.2)
+    r = requests.get(emu.url, timeout=5)
+    assert r.status_code == 503 and r.headers["Content-Type"].startswith("text/html")
+
+
+def test_listens_on_loopback_only(emu):
+    s = emu._server.socket
+    assert s.getsockname()[0] == "127.0.0.1" and s.family == socket.AF_INET
