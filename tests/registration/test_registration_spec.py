@@ -1,0 +1,84 @@
+"""The pure parts: spec validation, clusters per hostsPerCluster, the plan's order."""
+
+from __future__ import annotations
+
+import pytest
+from registration_specs import make_spec
+
+from components.registration.plan import Deferred, Ref, plan_registration
+from components.registration.spec import (
+    ClusterSpec, HostSpec, PodSpec, SpecError, Timeouts, ZoneSpec, clusters_for, default_global_settings,
+)
+
+
+def test_clusters_follow_hosts_per_cluster():
+    assert clusters_for(1) == [0]
+    assert clusters_for(20, 16) == [0] * 16 + [1] * 4
+    assert clusters_for(5, 2) == [0, 0, 1, 1, 2]
+    with pytest.raises(SpecError, match=r"hosts_per_cluster=17 .* 1\.\.16"):
+        clusters_for(3, 17)
+    with pytest.raises(SpecError, match="host_count=0"):
+        clusters_for(0)
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: ZoneSpec("zone 1", "10.0.0.2", "10.0.0.2", "10.1.1.0/24"), "zone.name"),
+    (lambda: ZoneSpec("z", "169.254.169.253", "10.0.0.2", "10.1.1.0/24"), "zone.dns1"),
+    (lambda: ZoneSpec("z", "10.0.0.2", "10.0.0.2", "10.1.1.1/24"), "zone.guest_cidr"),
+    (lambda: PodSpec("p", "10.100.0.1", "255.255.0.0", "10.100.64.9", "10.100.64.1"), "pod.start_ip/end_ip"),
+    (lambda: PodSpec("p", "10.100.0.1", "255.255.0.0", "10.200.0.1", "10.200.0.9"), "pod.start_ip"),
+    (lambda: HostSpec(0, "10.100.0.300", 0, "cloudstack"), "hosts[0].overlay_ip"),
+    (lambda: HostSpec(0, "10.100.0.10", 0, "Bad User"), "hosts[0].username"),
+    (lambda: Timeouts(api_wait=0), "timeouts.api_wait"),
+])
+def test_bad_input_names_the_field_and_value(make, field):
+    with pytest.raises(SpecError) as e:
+        make()
+    assert f"{field}=" in str(e.value) and "invalid" in str(e.value)
+
+
+def test_spec_level_checks():
+    spec = make_spec(3, hosts_per_cluster=2)
+    import dataclasses
+    with pytest.raises(SpecError, match="cluster_index"):
+        dataclasses.replace(spec, hosts=spec.hosts + (HostSpec(9, "10.100.0.99", 7, "u"),))
+    with pytest.raises(SpecError, match="overlay addresses must be unique"):
+        dataclasses.replace(spec, hosts=spec.hosts + (HostSpec(9, "10.100.0.10", 0, "u"),))
+    with pytest.raises(SpecError, match="every cluster needs at least one host"):
+        dataclasses.replace(spec, clusters=spec.clusters + (ClusterSpec(5, "zone1-cluster-5"),))
+    with pytest.raises(SpecError, match="at most 16"):
+        dataclasses.replace(spec, clusters=(ClusterSpec(0, "c"),),
+                            hosts=tuple(HostSpec(i, f"10.100.1.{i}", 0, "u") for i in range(17)))
+
+
+def test_global_settings_are_the_ones_the_zone_needs():
+    s = {g.name: g.value for g in default_global_settings("10.100.0.2", "10.100.0.0/16")}
+    assert s == {"storage.overprovisioning.factor": "1", "host": "10.100.0.2",
+                 "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true"}
+    assert all(g.why for g in default_global_settings("10.100.0.2", "10.100.0.0/16"))
+
+
+def test_default_timeouts_allow_a_real_first_boot():
+    t = Timeouts()
+    assert t.secret_wait >= 45 * 60 and t.api_wait >= 45 * 60 and t.maintenance >= 30 * 60
+
+
+def test_plan_order_and_dependencies():
+    plan = plan_registration(make_spec(20))
+    names = [p.name for p in plan]
+    idx = names.index
+    assert names[0] == "zone" and names[-1] == "zone-enable"
+    assert idx("physical-network") < idx("traffic-guest") < idx("provider-virtualrouter") < idx("pod") \
+        < idx("public-range") < idx("cluster-0") < idx("host-0") < idx("primary-storage") < idx("image-store")
+    assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("host-0")
+    by = {p.name: p for p in plan}
+    assert by["host-17"].props["clusterid"] == Ref("cluster-1") and by["host-17"].host_index == 17
+    assert "host-0" in by["primary-storage"].refs()
+    assert "cluster-0" in by["image-store"].refs()
+    assert by["primary-storage"].props["url"] == Deferred("efs_dns", "nfs://", "/zone1/primary")
+    assert by["image-store"].props["url"] == Deferred("efs_dns", "nfs://", "/zone1/secondary")
+    host = by["host-3"].props
+    assert host["url"] == "http://10.100.0.13" and host["username"] == "cloudstack" and "password" not in host
+    for p in plan:
+        assert p.props["endpoint"] == Deferred("endpoint") and p.props["secret_id"] == Deferred("secret_id")
+        assert not any("secretkey" in k or "password" in k for k in p.props)
