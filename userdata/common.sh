@@ -22,6 +22,7 @@ PATH=$PATH:/snap/bin
 export PATH DEBIAN_FRONTEND=noninteractive
 
 CSEC2_STEP="start"
+CSEC2_REPORTED=0
 CSEC2_PRIVATE_DIR=""
 
 # ---------------------------------------------------------------- logging ----
@@ -36,6 +37,7 @@ csec2_step() {
 }
 
 csec2_die() {
+    CSEC2_REPORTED=1
     csec2_log "ERROR in step '$CSEC2_STEP': $*"
     csec2_log "boot FAILED (see $CSEC2_LOG_FILE); fix the cause, then re-run: systemctl start cloudstack-ec2-boot.service"
     exit 1
@@ -43,6 +45,7 @@ csec2_die() {
 
 csec2_on_error() {
     local status=$1 line=$2 command=$3
+    CSEC2_REPORTED=1
     # BASH_COMMAND is the command as written in the script (variables not
     # expanded), so this line never shows a secret value.
     csec2_log "ERROR in step '$CSEC2_STEP': command failed with status $status at line $line: $command"
@@ -50,7 +53,14 @@ csec2_on_error() {
     exit "$status"
 }
 
+# Also reports failures the ERR trap does not see (bash exits on an unset
+# variable under `set -u` without running it).
 csec2_cleanup() {
+    local status=$?
+    if ((status != 0 && CSEC2_REPORTED == 0)); then
+        csec2_log "ERROR in step '$CSEC2_STEP': exit status $status"
+        csec2_log "boot FAILED (see $CSEC2_LOG_FILE)"
+    fi
     if [[ -n $CSEC2_PRIVATE_DIR && -d $CSEC2_PRIVATE_DIR ]]; then
         rm -rf -- "$CSEC2_PRIVATE_DIR"
     fi
@@ -200,11 +210,12 @@ csec2_try_parameter() {
 # Stores the value of SSM parameter KEY (under the prefix) in the variable
 # named VAR, waiting (bounded) until it exists.
 csec2_wait_parameter() {
-    local key=$1 var=$2
-    CSEC2_TRY_NAME=$(csec2_name "$key")
+    # Locals start with "_" so they never shadow the caller's variable VAR.
+    local _key=$1 _var=$2
+    CSEC2_TRY_NAME=$(csec2_name "$_key")
     csec2_wait_until "SSM parameter $CSEC2_TRY_NAME" "$CSEC2_WAIT_PARAMETERS_SECONDS" csec2_try_parameter ||
         csec2_die "SSM parameter $CSEC2_TRY_NAME does not exist after $CSEC2_WAIT_PARAMETERS_SECONDS s (Pulumi writes it once the resource exists)"
-    printf -v "$var" '%s' "$CSEC2_TRY_VALUE"
+    printf -v "$_var" '%s' "$CSEC2_TRY_VALUE"
     CSEC2_TRY_VALUE=""
 }
 
@@ -231,11 +242,11 @@ csec2_try_secret() {
 # secret's name) in the variable named VAR, waiting (bounded) until it has one.
 # Never logs the value.
 csec2_wait_secret() {
-    local id=$1 var=$2
-    CSEC2_TRY_NAME=$id
-    csec2_wait_until "secret $id" "$CSEC2_WAIT_SECRETS_SECONDS" csec2_try_secret ||
-        csec2_die "secret $id has no value after $CSEC2_WAIT_SECRETS_SECONDS s (check that it exists and that the instance role may read it)"
-    printf -v "$var" '%s' "$CSEC2_TRY_VALUE"
+    local _id=$1 _var=$2
+    CSEC2_TRY_NAME=$_id
+    csec2_wait_until "secret $_id" "$CSEC2_WAIT_SECRETS_SECONDS" csec2_try_secret ||
+        csec2_die "secret $_id has no value after $CSEC2_WAIT_SECRETS_SECONDS s (check that it exists and that the instance role may read it)"
+    printf -v "$_var" '%s' "$CSEC2_TRY_VALUE"
     CSEC2_TRY_VALUE=""
 }
 
@@ -243,8 +254,8 @@ csec2_wait_secret() {
 # keys, numbers index lists: "a.b.0.c") of the JSON on stdin in VAR. The JSON
 # comes on stdin so that secret values never appear in a process list.
 csec2_json_get() {
-    local path=$1 var=$2 value
-    value=$(python3 -c '
+    local _path=$1 _var=$2 _value
+    _value=$(python3 -c '
 import json, sys
 try:
     node = json.load(sys.stdin)
@@ -260,8 +271,8 @@ for part in sys.argv[1].split("."):
 if isinstance(node, (dict, list)) or node is None:
     sys.exit("%r is not a plain value" % sys.argv[1])
 print(node)
-' "$path") || return 1
-    printf -v "$var" '%s' "$value"
+' "$_path") || return 1
+    printf -v "$_var" '%s' "$_value"
 }
 
 # csec2_json_has PATH <<<JSON: succeeds when the JSON on stdin has a plain value at PATH.

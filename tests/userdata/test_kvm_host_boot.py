@@ -1,0 +1,151 @@
+"""KVM host and router boot scripts, run for real against recording fakes."""
+
+import os
+import shutil
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+from bootlab import KVM_HOST, MGMT_SSH_KEY, PREFIX, ROUTER, index_of, is_cmd, render
+
+SCRIPT = "kvm-host.sh"
+KEY_PARAM = f"{PREFIX}/management-ssh-public-key"
+
+
+def publish_key(machine):
+    machine.update(lambda s: s["ssm"].update({KEY_PARAM: MGMT_SSH_KEY}))
+
+
+def seed_apparmor(machine):
+    d = machine.file("/etc/apparmor.d")
+    d.mkdir(parents=True, exist_ok=True)
+    for profile in ("usr.sbin.libvirtd", "usr.lib.libvirt.virt-aa-helper"):
+        (d / profile).write_text("profile x {}\n")
+
+
+def conf(machine, path):
+    return [line for line in machine.file(path).read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_first_boot_order_and_configuration(machine):
+    publish_key(machine)
+    seed_apparmor(machine)
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status == 0, r.output
+    calls = machine.calls()
+    order = [
+        index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay"),
+        index_of(calls, lambda c: c["cmd"] == "nft" and c["args"][0] == "-f", "firewall loaded"),
+        index_of(calls, lambda c: c["cmd"] == "apt-get" and "cloudstack-agent" in c["args"], "agent install"),
+        index_of(calls, is_cmd("systemctl", "restart", "libvirtd.service"), "libvirt restart"),
+        index_of(calls, lambda c: c["cmd"] == "apparmor_parser", "apparmor"),
+        index_of(calls, lambda c: c["cmd"] == "aws" and KEY_PARAM in c["args"], "key fetched"),
+    ]
+    assert order == sorted(order), order
+    assert conf(machine, "/etc/libvirt/libvirtd.conf") == [
+        "listen_tls = 0", "listen_tcp = 1", 'tcp_port = "16509"', 'auth_tcp = "none"', "mdns_adv = 0"]
+    assert conf(machine, "/etc/libvirt/qemu.conf") == ['vnc_listen = "0.0.0.0"']
+    assert 'LIBVIRTD_ARGS="--listen"' in machine.file("/etc/default/libvirtd").read_text()
+    assert set(machine.state()["units"]["masked"]) >= {"libvirtd.socket", "libvirtd-tcp.socket",
+                                                       "libvirtd-tls.socket"}
+    for profile in ("usr.sbin.libvirtd", "usr.lib.libvirt.virt-aa-helper"):
+        assert os.readlink(machine.file(f"/etc/apparmor.d/disable/{profile}")) == f"/etc/apparmor.d/{profile}"
+    assert machine.file("/root/.ssh/authorized_keys").read_text() == MGMT_SSH_KEY + "\n"
+    sshd = machine.file("/etc/ssh/sshd_config.d/60-cloudstack-ec2.conf").read_text()
+    assert "PasswordAuthentication no" in sshd and "PermitRootLogin prohibit-password" in sshd
+    assert machine.file("/etc/chrony/sources.d/amazon-time-sync.sources").read_text().startswith(
+        "server 169.254.169.123 ")
+    assert "cloudstack-ec2-host-firewall.service" in machine.state()["units"]["enabled"]
+    assert machine.file("/etc/hosts").read_text().splitlines()[-2] == "10.100.1.0 kvm0.cloudstack.internal kvm0"
+    assert not any(c["cmd"] == "aws" and "secretsmanager" in c["args"] for c in calls), "hosts read no secret"
+
+
+def test_firewall_admits_host_ports_only_from_the_overlay(machine):
+    publish_key(machine)
+    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+    ports = "{ 22, 1798, 16509, 16514, 5900-6100, 49152-49216 }"
+    assert f"meta nfproto ipv4 tcp dport {ports} ip saddr != 10.100.0.0/16 drop" in rules
+    assert f"meta nfproto ipv6 tcp dport {ports} drop" in rules
+    assert "flush ruleset" not in rules, "libvirt's and CloudStack's own rules must survive"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"),
+                    reason="needs root, nft and unshare to syntax-check the rules in a scratch namespace")
+def test_firewall_rules_are_valid_nftables(machine):
+    publish_key(machine)
+    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    path = machine.file("/etc/cloudstack-ec2/host-firewall.nft")
+    for _ in range(2):  # loading twice must work: the table is replaced, not duplicated
+        r = subprocess.run(["unshare", "--net", "sh", "-c", f"nft -f {path} && nft -f {path} && nft list ruleset"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.count("table inet cloudstack_ec2_host") == 1
+
+
+def test_second_run_keeps_one_key_and_installs_nothing(machine):
+    publish_key(machine)
+    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert machine.file("/root/.ssh/authorized_keys").read_text().count(MGMT_SSH_KEY) == 1
+    assert not any(c["cmd"] in ("apt-get", "useradd") for c in machine.calls())
+    assert "key already in /root/.ssh/authorized_keys" in r.output
+
+
+def test_libvirt_is_left_to_cloudstack_once_the_host_is_added(machine):
+    publish_key(machine)
+    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    # What cloudstack-setup-agent leaves behind when the management server adds the host.
+    props = machine.file("/etc/cloudstack/agent/agent.properties")
+    props.parent.mkdir(parents=True, exist_ok=True)
+    props.write_text("guid=0b4c6a7e-1111-2222-3333-444455556666\n")
+    libvirtd = machine.file("/etc/libvirt/libvirtd.conf")
+    libvirtd.write_text("listen_tls = 1\nlisten_tcp = 0\n")
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert libvirtd.read_text() == "listen_tls = 1\nlisten_tcp = 0\n"
+    assert not any(c["cmd"] == "systemctl" and "libvirtd.service" in c["args"] for c in machine.calls())
+
+
+def test_missing_management_key_is_a_bounded_wait_then_a_clear_failure(machine):
+    r = machine.run_user_data(render(KVM_HOST))  # the parameter still holds "pending"
+    assert r.status != 0
+    assert r.seconds < 20
+    assert f"waiting for SSM parameter {KEY_PARAM}" in r.output
+    assert f"SSM parameter {KEY_PARAM} does not exist after 2 s" in r.output
+    assert not machine.file("/root/.ssh/authorized_keys").exists()
+
+
+def test_non_root_host_user_gets_the_key_and_passwordless_sudo(machine):
+    publish_key(machine)
+    r = machine.run_user_data(render(replace(KVM_HOST, host_user="cloudstack")))
+    assert r.status == 0, r.output
+    assert machine.state()["users"] == ["cloudstack"]
+    assert machine.file("/home/cloudstack/.ssh/authorized_keys").read_text() == MGMT_SSH_KEY + "\n"
+    assert machine.file("/etc/sudoers.d/90-cloudstack-ec2").read_text() == "cloudstack ALL=(ALL) NOPASSWD:ALL\n"
+    assert any(c["cmd"] == "chown" and c["args"][-2] == "cloudstack:" for c in machine.calls())
+    machine.clear_calls()
+    assert machine.rerun(SCRIPT).status == 0
+    assert not any(c["cmd"] == "useradd" for c in machine.calls())
+
+
+def test_router_boots_without_secrets_or_waits(machine):
+    r = machine.run_user_data(render(ROUTER))
+    assert r.status == 0, r.output
+    calls = machine.calls()
+    assert not any(c["cmd"] in ("aws", "mysql", "curl") for c in calls)
+    index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
+    env = machine.file("/etc/cloudstack-ec2/overlay.env").read_text()
+    assert 'OVERLAY_ROLE="router"' in env and 'ROUTER_DNAT="tcp:8080:10.100.0.2:8080"' in env
+    assert machine.file("/usr/local/lib/cloudstack-ec2/overlay-network.sh").stat().st_mode & 0o111
+    unit = machine.file("/etc/systemd/system/cloudstack-ec2-overlay.service").read_text()
+    assert "EnvironmentFile=/etc/cloudstack-ec2/overlay.env" in unit
+    assert "Before=libvirtd.service cloudstack-agent.service cloudstack-management.service" in unit
+    assert os.readlink(machine.file("/usr/local/sbin/cloudstack-ec2-boot")) == \
+        "/usr/local/lib/cloudstack-ec2/router.sh"
+    machine.clear_calls()
+    assert machine.rerun("router.sh").status == 0
