@@ -125,7 +125,7 @@ class Api:
 
         params = {k: v for k, v in params.items() if v is not None}
         try:
-            return self._cs._request(command, **params)
+            return getattr(self._cs, command)(**params)
         except requests.ConnectionError as e:
             raise TransientError(f"{self.endpoint} refused or dropped the connection ({type(e).__name__})") from None
         except requests.Timeout:

@@ -54,6 +54,14 @@ class Engine:
                 self.log.append(("delete", name))
                 del self.state[name]
 
+    def destroy(self) -> None:
+        """Like `pulumi destroy`: everything, dependents first."""
+        for name in reversed(list(self.state)):
+            s = self.state[name]
+            CloudStackObjectProvider(s["kind"]).delete(s["id"], s["outs"])
+            self.log.append(("delete", name))
+            del self.state[name]
+
     def refresh(self) -> dict[str, str]:
         """Like `pulumi refresh`: read every resource; returns name → 'gone' | 'drift' | 'same'."""
         report = {}

@@ -283,3 +283,23 @@ def test_provider_pickles_without_state():
     restored = dill.loads(dill.dumps(p, recurse=True))
     assert restored.kind == "host" and vars(restored) == {"kind": "host"}
     forget_connections()
+
+
+def test_destroy_removes_everything_in_reverse_order(emulator, api_secret, tmp_path, monkeypatch):
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("CLOUDSTACK_API_TRACE", str(trace))
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(make_spec(2, timeouts=FAST))
+    emulator.add_vm(emulator.host_by_ip("10.100.0.10")["id"], "vm")
+    # the last host cannot be emptied: the destroy stops there, with the VM intact
+    with pytest.raises(RegistrationError, match="not deleting host 10.100.0.10"):
+        engine.destroy()
+    assert emulator.lost_vms == [] and len(emulator.vms) == 1 and len(emulator.hosts) == 1
+    with emulator.lock:
+        emulator.vms.clear()   # the user removed the VM
+    engine.destroy()
+    assert counts(emulator) == {k: 0 for k in EXPECTED_ONE_HOST}
+    assert emulator.config["storage.overprovisioning.factor"] == "2"   # reset to the default
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert all(r["command"] in COMMANDS for r in records)
+    assert not any(r["command"] == "deleteHost" and "forced" in r["params"] for r in records)
