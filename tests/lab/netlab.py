@@ -6,8 +6,10 @@
                                │  gateway (EIP 198.51.100.10 <-> router only), the
                                │  VPC resolver 10.99.0.2 and IMDS 169.254.169.254
     CloudStack subnet 10.99.1.0/24: bridge "br0" in namespace "sub"
-        = the subnet plus the Transit Gateway multicast domain (IGMPv2 snooping
-          with a querier; multicast over 8500 bytes or fragmented is dropped)
+        = the subnet plus the Transit Gateway multicast domain (IGMP snooping;
+          the querier asks in IGMPv3 and v3 reports are dropped, so only hosts
+          forced to IGMPv2 register; multicast over 8500 bytes or fragmented
+          is dropped)
         + EC2's source/destination check on every instance port but the router's
        ├─ router  10.99.1.10   overlay 10.100.0.1   (overlay-network.sh router)
        ├─ mgmt    10.99.1.20   overlay 10.100.0.2   (member)
@@ -58,7 +60,8 @@ DB_PORT = 3306
 INTERNET_PORT = 80
 DNS_NAME = "db.lab.internal"
 
-REQUIRED_TOOLS = ("ip", "nft", "ping", "bridge")
+REQUIRED_TOOLS = ("ip", "nft", "ping", "bridge", "sysctl")
+KERNEL_MODULES = ("veth", "bridge", "vxlan", "nf_tables", "nft_nat", "nf_nat", "nft_chain_nat", "nf_conntrack")
 
 
 class LabError(RuntimeError):
@@ -188,10 +191,15 @@ class Lab:
         missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
         if missing:
             raise LabError(f"missing tools {missing}: install iproute2 nftables iputils-ping (.ci/apt-packages.txt)")
+        if shutil.which("modprobe"):
+            # Best effort: a modular kernel autoloads these on first use anyway,
+            # a kernel with them built in has nothing to load.
+            for module in KERNEL_MODULES:
+                self.sh("modprobe", "-q", module, check=False)
         for short in ("sub", "vpcr", "db", "inet"):
             self.add_ns(short)
         self.ip("sub", "link", "add", "br0", "mtu", str(UNDERLAY_MTU), "type", "bridge", "stp_state", "0",
-                "forward_delay", "0", "mcast_snooping", "1", "mcast_querier", "1", "mcast_igmp_version", "2")
+                "forward_delay", "0", "mcast_snooping", "1", "mcast_querier", "1", "mcast_igmp_version", "3")
         self.ip("sub", "link", "set", "br0", "up")
 
         # The VPC router: subnet gateways, no ICMP redirects (EC2 sends none).
@@ -256,6 +264,12 @@ table bridge ec2_subnet
 delete table bridge ec2_subnet
 table bridge ec2_subnet {{
 {counters}    counter tgw_jumbo {{ }}
+    counter igmpv3_dropped {{ }}
+    chain prerouting {{ type filter hook prerouting priority filter; policy accept;
+        # The Transit Gateway speaks IGMPv2 only: drop v3 reports before the
+        # bridge's snooping sees them.
+        igmp type membership-report-v3 counter name "igmpv3_dropped" drop
+    }}
     chain forward {{ type filter hook forward priority filter; policy accept;
         ether type != ip accept
         ip daddr 224.0.0.0/4 ip length > {TGW_MAX_PACKET} drop

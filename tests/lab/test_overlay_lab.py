@@ -38,6 +38,8 @@ def test_members_join_the_multicast_group_with_igmpv2(lab: Lab):
     joined = set(re.findall(rf"port (\S+) grp {re.escape(VXLAN_GROUP)}\b", mdb))
     assert joined == {"p-router", "p-mgmt", "p-host0", "p-host1"}, mdb
     for name in ("router", *MEMBERS):
+        forced = lab.run(name, "cat", "/proc/sys/net/ipv4/conf/ens5/force_igmp_version").stdout.strip()
+        assert forced == "2", f"{name}: force_igmp_version={forced}"
         igmp = lab.run(name, "cat", "/proc/net/igmp").stdout
         assert re.search(r"^\d+\s+ens5\s*:\s*\d+\s+V2\b", igmp, re.M), f"{name} underlay not IGMPv2:\n{igmp}"
 
