@@ -362,12 +362,17 @@ csec2_setup_overlay() {
 # route for it on the underlay device). chrony replaces systemd-timesyncd.
 csec2_setup_time_sync() {
     csec2_step "time sync (chrony, Amazon Time Sync Service)"
-    mkdir -p "$CSEC2_ROOT/etc/chrony/sources.d"
-    printf 'server 169.254.169.123 prefer iburst minpoll 4 maxpoll 4\n' \
-        >"$CSEC2_ROOT/etc/chrony/sources.d/amazon-time-sync.sources"
+    local sources=$CSEC2_ROOT/etc/chrony/sources.d/amazon-time-sync.sources
+    local line='server 169.254.169.123 prefer iburst minpoll 4 maxpoll 4'
+    mkdir -p "$(dirname "$sources")"
     csec2_apt_install chrony
     systemctl enable chrony.service
-    systemctl restart chrony.service
+    if [[ -r $sources && $(<"$sources") == "$line" ]] && systemctl is-active --quiet chrony.service; then
+        csec2_log "chrony already uses the Amazon Time Sync Service"
+    else
+        printf '%s\n' "$line" >"$sources"
+        systemctl restart chrony.service
+    fi
 }
 
 # The SSM agent is preinstalled on EC2's Ubuntu images as a snap; make sure it

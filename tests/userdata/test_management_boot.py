@@ -88,6 +88,7 @@ def test_second_run_changes_nothing_and_never_seeds(machine):
     assert not any(c["cmd"] == "aws" and ("put-secret-value" in c["args"] or "put-parameter" in c["args"])
                    for c in calls)
     assert set(api_calls(calls)) <= {"login", "listConfigurations"}
+    assert not any(is_cmd("systemctl", "restart")(c) for c in calls), "nothing restarted (chrony, management)"
     after = machine.state()
     assert after["secrets"] == before["secrets"] and after["api"]["keys_registered"] == 1
     assert "already exists" in r.output and "keeping them" in r.output
