@@ -140,9 +140,9 @@ def host_address(overlay: IPv4Network, index: int) -> IPv4Address:
 def _bounded_range(block: IPv4Network, limit: int) -> AddressRange:
     # Skip the block's first and last address: inside a /16 overlay they are
     # valid hosts, but .0/.255-looking addresses confuse people and some guests.
-    start = block.network_address + 1
-    end = min(block.broadcast_address - 1, start + limit - 1)
-    return AddressRange(start, end)
+    start = int(block.network_address) + 1
+    end = min(int(block.broadcast_address) - 1, start + limit - 1)
+    return AddressRange(IPv4Address(start), IPv4Address(end))
 
 
 def vpc_resolver(vpc: IPv4Network) -> IPv4Address:
@@ -200,10 +200,17 @@ def carve_db_subnets(vpc_cidr: str, taken: Sequence[str], count: int = 2) -> tup
     if prefix <= vpc.prefixlen:
         raise ValueError(f"VPC {vpc} is too small for database subnets")
     chosen: list[IPv4Network] = []
-    for candidate in reversed(list(vpc.subnets(new_prefix=prefix))):
-        if any(candidate.overlaps(t) for t in taken_networks):
+    size = 2 ** (32 - prefix)
+    ceiling = int(vpc.broadcast_address) + 1  # candidates end below this
+    while len(chosen) < count and ceiling - size >= int(vpc.network_address):
+        candidate = ipaddress.IPv4Network((ceiling - size, prefix))
+        blocking = [t for t in taken_networks if candidate.overlaps(t)]
+        if blocking:
+            # Jump below the lowest blocking network, aligned to the candidate size.
+            ceiling = min(int(t.network_address) for t in blocking) // size * size
             continue
         chosen.append(candidate)
-        if len(chosen) == count:
-            return tuple(sorted(chosen))
+        ceiling -= size
+    if len(chosen) == count:
+        return tuple(sorted(chosen))
     raise ValueError(f"VPC {vpc} has no room for {count} /{prefix} database subnets beside {', '.join(taken)}")

@@ -212,6 +212,9 @@ class _Collector:
     def problem(self, key: str, value: Any, message: str) -> None:
         self.problems.append(Problem(key, value, message))
 
+    def has_problem(self, key: str) -> bool:
+        return any(p.key == key for p in self.problems)
+
     def value(self, name: str) -> Any:
         key = KEYS_BY_NAME[name]
         raw = self.raw.get(name)
@@ -393,7 +396,7 @@ def parse_settings(
     try:
         group = ipaddress.IPv4Address(group_text)
     except ValueError:
-        c.problem("multicastGroup", group_text, "expected an IPv4 multicast address (224.0.0.0/4), e.g. 239.255.0.100")
+        c.problem("multicastGroup", group_text, "expected an IPv4 multicast address (224.0.0.0/4), e.g. 239.255.0.100 in the local scope 239.255.0.0/16")
     if group is not None:
         if not group.is_multicast:
             c.problem("multicastGroup", group_text, "is not an IPv4 multicast address (224.0.0.0/4); use one in 239.255.0.0/16")
@@ -420,7 +423,7 @@ def parse_settings(
     allow_public = c.value("allowPublicAdminAccess")
     admin_texts = c.value("adminCidrs")
     admin: list[ipaddress.IPv4Network] = []
-    if not admin_texts:
+    if not admin_texts and not c.has_problem("adminCidrs"):
         c.problem("adminCidrs", admin_texts,
                   'must name who may reach the UI/API, e.g. ["203.0.113.7/32"] '
                   '(pulumi config set --path "adminCidrs[0]" <your address>/32)')

@@ -1,0 +1,124 @@
+"""Properties of the overlay IP plan over random CIDRs and host counts (hypothesis)."""
+
+import ipaddress
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components import ipplan
+
+VPC = "10.0.0.0/16"
+
+
+@st.composite
+def overlays(draw):
+    prefix = draw(st.integers(ipplan.MIN_OVERLAY_PREFIX, ipplan.MAX_OVERLAY_PREFIX))
+    base = draw(st.integers(0, 2**32 - 1))
+    return ipaddress.IPv4Network((base, prefix), strict=False)
+
+
+@st.composite
+def plans(draw):
+    overlay = draw(overlays())
+    # Counts near the realistic limit (98, the multicast group bound) and, for small
+    # overlays, up to their capacity.
+    count = draw(st.integers(0, min(ipplan.host_capacity(overlay), 300)))
+    plan = ipplan.build_plan(overlay_cidr=str(overlay), vpc_cidr=VPC, host_count=count,
+                             guest_cidr="172.31.0.0/24", guest_vlans=(100, 199))
+    return plan
+
+
+def reserved(plan):
+    return {plan.overlay.network_address, plan.overlay.broadcast_address}
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans())
+def test_every_address_inside_overlay_and_never_network_or_broadcast(plan):
+    for name, address in plan.all_named_addresses():
+        assert address in plan.overlay, name
+        assert address not in reserved(plan), name
+    for r in (plan.system_range, plan.public_range):
+        assert r.start in plan.overlay and r.end in plan.overlay
+        assert r.start <= r.end
+        assert plan.overlay.network_address not in r and plan.overlay.broadcast_address not in r
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans())
+def test_no_overlaps(plan):
+    singles = [a for _, a in plan.all_named_addresses()]
+    assert len(singles) == len(set(singles))
+    assert not plan.system_range.overlaps(plan.public_range)
+    for address in singles:
+        assert address not in plan.system_range
+        assert address not in plan.public_range
+
+
+@settings(max_examples=200, deadline=None)
+@given(overlays(), st.data())
+def test_host_addresses_are_stable_when_hosts_come_and_go(overlay, data):
+    capacity = min(ipplan.host_capacity(overlay), 300)
+    a = data.draw(st.integers(0, capacity))
+    b = data.draw(st.integers(0, capacity))
+    small, large = sorted((a, b))
+
+    def plan(n):
+        return ipplan.build_plan(overlay_cidr=str(overlay), vpc_cidr=VPC, host_count=n,
+                                 guest_cidr="172.31.0.0/24", guest_vlans=(1, 2))
+
+    assert plan(large).hosts[:small] == plan(small).hosts
+    assert plan(large).router == plan(small).router
+    assert plan(large).system_range == plan(small).system_range
+
+
+@settings(max_examples=200, deadline=None)
+@given(overlays())
+def test_ranges_are_bounded_and_useful(overlay):
+    plan = ipplan.build_plan(overlay_cidr=str(overlay), vpc_cidr=VPC, host_count=0,
+                             guest_cidr="172.31.0.0/24", guest_vlans=(1, 2))
+    assert 1 <= plan.system_range.size <= ipplan.SYSTEM_RANGE_MAX
+    assert 1 <= plan.public_range.size <= ipplan.PUBLIC_RANGE_MAX
+    assert plan.host_capacity >= 54
+
+
+def test_router_is_the_first_address_and_the_gateway():
+    plan = ipplan.build_plan(overlay_cidr="10.100.0.0/16", vpc_cidr=VPC, host_count=3,
+                             guest_cidr="10.1.1.0/24", guest_vlans=(1000, 1999))
+    assert str(plan.router) == str(plan.gateway) == "10.100.0.1"
+    assert [str(a) for a in plan.management_servers] == ["10.100.0.2"]
+    assert [str(a) for a in plan.hosts] == ["10.100.0.10", "10.100.0.11", "10.100.0.12"]
+    assert plan.overlay_interface(plan.router) == "10.100.0.1/16"
+    assert str(plan.netmask) == "255.255.0.0"
+
+
+@pytest.mark.parametrize("vpc,dns", [("10.0.0.0/16", "10.0.0.2"), ("172.16.32.0/20", "172.16.32.2")])
+def test_zone_dns_is_vpc_base_plus_two(vpc, dns):
+    plan = ipplan.build_plan(overlay_cidr="10.100.0.0/16", vpc_cidr=vpc, host_count=1,
+                             guest_cidr="10.1.1.0/24", guest_vlans=(1, 2))
+    assert str(plan.zone_dns) == dns
+    assert not plan.zone_dns.is_link_local
+
+
+def test_too_many_hosts_is_refused():
+    overlay = ipaddress.IPv4Network("10.100.0.0/24")
+    with pytest.raises(ValueError, match="host_count"):
+        ipplan.build_plan(overlay_cidr=str(overlay), vpc_cidr=VPC, host_count=ipplan.host_capacity(overlay) + 1,
+                          guest_cidr="10.1.1.0/24", guest_vlans=(1, 2))
+    with pytest.raises(ValueError):
+        ipplan.host_address(overlay, ipplan.host_capacity(overlay))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(8, 24), st.data())
+def test_db_subnets_inside_vpc_and_clear_of_the_dedicated_subnet(vpc_prefix, data):
+    vpc = ipaddress.IPv4Network(f"10.0.0.0/{vpc_prefix}")
+    sub_prefix = data.draw(st.integers(vpc_prefix + 1, 28))
+    slots = 2 ** (sub_prefix - vpc_prefix)
+    k = data.draw(st.integers(0, slots - 1))
+    dedicated = ipaddress.IPv4Network((int(vpc.network_address) + k * 2 ** (32 - sub_prefix), sub_prefix))
+    nets = ipplan.carve_db_subnets(str(vpc), [str(dedicated)])
+    assert len(nets) == 2 and not nets[0].overlaps(nets[1])
+    for n in nets:
+        assert n.subnet_of(vpc) and not n.overlaps(dedicated) and n.prefixlen <= 28
