@@ -33,10 +33,13 @@ def _stack_config_keys() -> set[str]:
 
 
 def lookup_instance_type(instance_type: str) -> Optional[InstanceFacts]:
-    try:
-        result = aws.ec2.get_instance_type(instance_type=instance_type)
-    except Exception:  # noqa: BLE001 - AWS answers an unknown type with an error
+    # Ask whether the type exists first: a failed invoke aborts the whole Pulumi
+    # program (even when caught), and an empty filter result does not.
+    offered = aws.ec2.get_instance_types(filters=[
+        aws.ec2.GetInstanceTypesFilterArgs(name="instance-type", values=[instance_type])]).instance_types
+    if instance_type not in (offered or []):
         return None
+    result = aws.ec2.get_instance_type(instance_type=instance_type)
     return InstanceFacts(
         instance_type=instance_type,
         hypervisor=result.hypervisor or "",

@@ -8,6 +8,8 @@ must be re-creatable at once; their names reach the scripts as (non-secret) inpu
 
 from __future__ import annotations
 
+import re
+
 PROJECT = "cloudstack-ec2"
 
 #: Secrets: what each holds (JSON) and who reads it.
@@ -25,14 +27,22 @@ PARAM_MANAGEMENT_SSH_KEY = "management-ssh-public-key"
 PENDING = "pending"
 
 
+PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY)
+
+_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
 def stack_prefix(stack: str) -> str:
-    """`/cloudstack-ec2/<stack>`: the root of every per-stack name."""
-    if not stack or "/" in stack:
-        raise ValueError(f"stack name {stack!r} must be non-empty and contain no '/'")
+    """`/cloudstack-ec2/<stack>`: the root of every per-stack name (the scripts get it as CSEC2_PREFIX)."""
+    if not isinstance(stack, str) or not _STACK.match(stack):
+        raise ValueError(f"stack name {stack!r} is not accepted: use letters, digits, '.', '_' or '-' (max 63)")
     return f"/{PROJECT}/{stack}"
 
 
 def parameter_name(stack: str, which: str) -> str:
+    """The SSM parameter `<prefix>/<which>` (the scripts derive it the same way: csec2_name)."""
+    if which not in PARAMETERS:
+        raise ValueError(f"parameter {which!r} is not one of {', '.join(PARAMETERS)}")
     return f"{stack_prefix(stack)}/{which}"
 
 

@@ -8,8 +8,8 @@ chain and its dependencies, so a caller can see exactly what `pulumi up` would d
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -39,37 +39,43 @@ class Registration:
 
     @property
     def component_type(self) -> str:
-        """The outermost component this resource belongs to ('' at the top level)."""
-        qualified = self.urn.split("::")[2]
-        chain = qualified.split("$")
-        return chain[0] if len(chain) > 1 else ""
+        """The outermost component this resource belongs to (a top-level resource: its own type)."""
+        chain = [t for t in self.urn.split("::")[2].split("$") if t != "pulumi:pulumi:Stack"]
+        return chain[0]
+
+
+def _stable_number(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
 class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
         self.region = region
         self.subnet_cidrs = dict(subnet_cidrs or {})
-        self._counter = itertools.count(1)
-        self._public = itertools.islice(PUBLIC_ADDRESSES.hosts(), 10, None)
-        self._private: dict[str, Any] = {}
+        self._taken_ips: set[int] = set()
 
-    def _private_ip(self, subnet_hint: str) -> str:
-        cidr = self.subnet_cidrs.get("cloudstack", "10.0.0.0/24")
-        it = self._private.setdefault(cidr, itertools.islice(ipaddress.IPv4Network(cidr).hosts(), 9, None))
-        return str(next(it))
+    def _private_ip(self, name: str) -> str:
+        """An address in the dedicated subnet, the same for the same resource name on every run."""
+        subnet = ipaddress.IPv4Network(self.subnet_cidrs.get("cloudstack", "10.0.0.0/24"))
+        usable = subnet.num_addresses - 5  # EC2 keeps the first four and the last
+        slot = _stable_number(name) % usable
+        while slot in self._taken_ips:
+            slot = (slot + 1) % usable
+        self._taken_ips.add(slot)
+        return str(subnet.network_address + 4 + slot)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        n = next(self._counter)
+        n = _stable_number(args.typ + args.name) % 10**9
         state = dict(args.inputs)
         typ = args.typ
         rid = f"{args.name}-{n:04d}"
         arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
         if typ == "aws:ec2/instance:Instance":
-            state.update(private_ip=self._private_ip("cloudstack"), primary_network_interface_id=f"eni-{n:017x}")
+            state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
             rid = f"i-{n:017x}"
         elif typ == "aws:ec2/eip:Eip":
-            state.update(public_ip=str(next(self._public)))
+            state.update(public_ip=str(PUBLIC_ADDRESSES.network_address + 1 + n % 253))
         elif typ == "aws:ec2/vpc:Vpc":
             rid = f"vpc-{n:017x}"
             state.update(main_route_table_id=f"rtb-{n + 9000:017x}")
@@ -84,7 +90,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
             rid = f"fs-{n:017x}"
             state.update(dns_name=f"{rid}.efs.{self.region}.amazonaws.com")
         elif typ == "aws:efs/mountTarget:MountTarget":
-            state.update(ip_address=self._private_ip("cloudstack"))
+            state.update(ip_address=self._private_ip(args.name))
         elif typ == "aws:secretsmanager/secret:Secret":
             prefix = state.get("name_prefix") or state.get("namePrefix") or args.name
             state.update(name=f"{prefix}Ab12Cd", arn=f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
@@ -102,6 +108,9 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token
         a = args.args
+        if token == "aws:ec2/getInstanceTypes:getInstanceTypes":
+            wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
+            return {"instanceTypes": [t for t in wanted if catalog.instance_facts(t)], "id": self.region}
         if token == "aws:ec2/getInstanceType:getInstanceType":
             facts = catalog.instance_facts(a["instanceType"])
             if facts is None:
@@ -188,7 +197,9 @@ def run_offline(
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
-    `program` returns a dict of stack outputs (Outputs allowed); they come back resolved.
+    `program` returns an object with an `outputs` dict (Outputs allowed), which comes
+    back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
+    Exceptions of the program (SettingsError, ...) propagate.
     """
     mocks = OfflineMocks(region, subnet_cidrs)
     monitor = RecordingMonitor(mocks)
@@ -201,14 +212,17 @@ def run_offline(
     runtime_settings.SETTINGS.outputs.clear()
 
     resolved: dict[str, Any] = {}
+    results: list[Any] = []
 
     def body():
-        outputs = program() or {}
-        return pulumi.Output.from_input(outputs).apply(resolved.update)
+        result = program()
+        results.append(result)
+        return pulumi.Output.from_input(result.outputs).apply(resolved.update)
 
     _sync_await(pulumi.runtime.stack.run_pulumi_func(
         lambda: _sync_await(pulumi.Output.from_input(body()).future())))
-    return OfflineRun(registrations=monitor.registrations, outputs=resolved, warnings=warnings)
+    return OfflineRun(registrations=monitor.registrations, outputs=resolved, result=results[0],
+                      warnings=warnings)
 
 
 def _config_text(value: Any) -> str:

@@ -34,9 +34,6 @@ from typing import Mapping, Optional
 #: EC2 refuses user data larger than this (bytes, before base64).
 USER_DATA_LIMIT_BYTES = 16384
 
-PROJECT = "cloudstack-ec2"
-#: SSM parameters under the stack prefix (see `parameter_name`).
-PARAMETER_KEYS = ("db-endpoint", "efs-dns", "management-ssh-public-key")
 #: CloudStack releases from which the management package ships the system VM
 #: template and registers it itself (nothing to seed): the oldest supported.
 FIRST_SUPPORTED_CLOUDSTACK = (4, 16)
@@ -151,24 +148,8 @@ class KvmHostBoot:
 
 # ------------------------------------------------------------------- names ----
 
-_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# The prefix as components.naming.stack_prefix builds it.
 _PREFIX = re.compile(r"^/cloudstack-ec2/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-def stack_prefix(stack: str) -> str:
-    """`/cloudstack-ec2/<stack>`: the root of every per-stack name."""
-    _check_str("stack", stack)
-    if not _STACK.match(stack):
-        raise UserDataError(f"stack: {stack!r} is not accepted; use letters, digits, '.', '_' or '-' (max 63)")
-    return f"/{PROJECT}/{stack}"
-
-
-def parameter_name(prefix: str, key: str) -> str:
-    """The SSM parameter `<prefix>/<key>` (the scripts derive it the same way: csec2_name)."""
-    _check_prefix("prefix", prefix)
-    if key not in PARAMETER_KEYS:
-        raise UserDataError(f"parameter key: {key!r} is not one of {', '.join(PARAMETER_KEYS)}")
-    return f"{prefix}/{key}"
 
 
 # -------------------------------------------------------------- validation ----
@@ -562,8 +543,8 @@ def render_kvm_host_user_data(boot: KvmHostBoot, *, files: Optional[Mapping[str,
 
 
 __all__ = [
-    "USER_DATA_LIMIT_BYTES", "PARAMETER_KEYS", "UserDataError", "OverlayConfig", "BootWaits", "ManagementSecrets",
-    "RouterBoot", "ManagementBoot", "KvmHostBoot", "stack_prefix", "parameter_name",
+    "USER_DATA_LIMIT_BYTES", "UserDataError", "OverlayConfig", "BootWaits", "ManagementSecrets",
+    "RouterBoot", "ManagementBoot", "KvmHostBoot",
     "router_environment", "management_environment", "kvm_host_environment", "overlay_environment",
     "strip_comments",
     "load_boot_files", "decode_user_data",

@@ -73,15 +73,6 @@ def test_router_and_kvm_environment_values():
     assert "CSEC2_SECRET_" not in kvm, "KVM hosts read no secret"
 
 
-def test_names_derive_from_the_prefix():
-    assert ud.stack_prefix("dev") == "/cloudstack-ec2/dev"
-    assert ud.parameter_name("/cloudstack-ec2/dev", "db-endpoint") == "/cloudstack-ec2/dev/db-endpoint"
-    with pytest.raises(ud.UserDataError, match="parameter key"):
-        ud.parameter_name("/cloudstack-ec2/dev", "admin")
-    with pytest.raises(ud.UserDataError, match="stack"):
-        ud.stack_prefix("a/b")
-
-
 class FakeOutput:
     """Stands for a pulumi.Output handed over unresolved."""
 

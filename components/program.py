@@ -1,0 +1,193 @@
+"""The whole deployment, declared from the validated settings and the IP plan.
+
+`__main__.py` and the offline `plan` command both call `build()`: one program,
+whether it runs under `pulumi up` or under mocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components import catalog, naming, userdata
+from components.config import load_settings
+from components.database import RdsCloudDb, RdsCloudDbArgs
+from components.hosts import KvmHostPool, KvmHostPoolArgs
+from components.ipplan import IpPlan
+from components.management import ManagementServer, ManagementServerArgs
+from components.multicast import MulticastDomain, MulticastDomainArgs
+from components.registration import Timeouts, build_spec
+from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
+from components.router import OverlayRouter, OverlayRouterArgs
+from components.settings import Problem, Settings, SettingsError
+from components.storage import EfsStorage, EfsStorageArgs
+from components.underlay import CLOUDSTACK_UI_PORT, Underlay, UnderlayArgs
+
+#: Canonical's AWS account, owner of the official Ubuntu AMIs.
+CANONICAL_OWNER = "099720109477"
+UBUNTU_AMI_NAMES = {
+    "noble": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
+    "jammy": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*",
+}
+#: The user the management server logs in as on the KVM hosts, with its own SSH
+#: key (key-only root login; see userdata/kvm-host.sh).
+KVM_HOST_USER = "root"
+DOMAIN = "cloudstack.internal"
+
+
+def ubuntu_ami(codename: str) -> str:
+    return aws.ec2.get_ami(
+        most_recent=True, owners=[CANONICAL_OWNER],
+        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[UBUNTU_AMI_NAMES[codename]]),
+                 aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+                 aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"])]).id
+
+
+def check_existing_network(settings: Settings) -> None:
+    """With an existing VPC, the dedicated subnet must be what the settings say it is."""
+    if not settings.uses_existing_vpc:
+        return
+    subnet = aws.ec2.get_subnet(id=settings.cloudstack_subnet_id)
+    if subnet.cidr_block != str(settings.cloudstack_subnet_cidr):
+        raise SettingsError([Problem("cloudstackSubnetCidr", str(settings.cloudstack_subnet_cidr),
+                                     f"subnet {settings.cloudstack_subnet_id} is {subnet.cidr_block}; "
+                                     "set cloudstackSubnetCidr to its real CIDR")])
+
+
+def overlay_config(settings: Settings, plan: IpPlan, address, role: str, **extra) -> userdata.OverlayConfig:
+    return userdata.OverlayConfig(
+        role=role, vxlan_id=settings.vxlan_id, vxlan_group=str(settings.multicast_group),
+        overlay_address=plan.overlay_interface(address), overlay_mtu=settings.overlay_mtu,
+        vpc_cidr=str(settings.vpc_cidr),
+        overlay_gateway=None if role == "router" else str(plan.router), **extra)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    settings: Settings
+    #: Stack outputs (values may be Outputs).
+    outputs: dict[str, Any]
+
+
+def build() -> Deployment:
+    """Validate the stack's settings (raises SettingsError), then declare everything."""
+    settings = load_settings()
+    check_existing_network(settings)
+    return Deployment(settings, declare(settings, pulumi.get_stack()))
+
+
+def declare(settings: Settings, stack: str) -> dict[str, Any]:
+    plan = settings.ip_plan()
+    tags = {"Project": naming.PROJECT, "Stack": stack}
+    region = aws.get_region().region
+    prefix = naming.stack_prefix(stack)
+    zones = aws.get_availability_zones(state="available").names
+    az = settings.availability_zone or zones[0]
+    db_azs = [az, next(z for z in zones if z != az)]
+    ami = settings.ami_id or ubuntu_ami(settings.ubuntu_codename)
+    management_ip = plan.management_servers[0]
+
+    underlay = Underlay("underlay", UnderlayArgs(
+        vpc_cidr=str(settings.vpc_cidr), cloudstack_subnet_cidr=str(settings.cloudstack_subnet_cidr),
+        db_subnet_cidrs=[str(n) for n in settings.db_subnet_cidrs], overlay_cidr=str(settings.overlay_cidr),
+        admin_cidrs=[str(n) for n in settings.admin_cidrs], management_overlay_ip=str(management_ip),
+        availability_zone=az, db_availability_zones=db_azs,
+        vpc_id=settings.vpc_id, cloudstack_subnet_id=settings.cloudstack_subnet_id,
+        db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids, tags=tags))
+
+    multicast = MulticastDomain("multicast", MulticastDomainArgs(
+        vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=tags))
+
+    database = RdsCloudDb("database", RdsCloudDbArgs(
+        stack=stack, engine_version=settings.db_engine_version, instance_class=settings.db_instance_class,
+        allocated_storage_gb=settings.db_allocated_storage_gb, multi_az=settings.db_multi_az,
+        backup_retention_days=settings.db_backup_retention_days,
+        deletion_protection=settings.deletion_protection, skip_final_snapshot=settings.db_skip_final_snapshot,
+        subnet_ids=underlay.db_subnet_ids, security_group_id=underlay.db_sg_id,
+        management_servers=len(plan.management_servers), tags=tags))
+
+    storage = EfsStorage("storage", EfsStorageArgs(
+        stack=stack, zone_name=settings.zone_name, throughput_mode=settings.efs_throughput_mode,
+        provisioned_mibps=settings.efs_provisioned_mibps, protect=settings.deletion_protection,
+        subnet_id=underlay.cloudstack_subnet_id, security_group_id=underlay.efs_sg_id, tags=tags))
+
+    member_sgs = [underlay.member_sg_id]
+    router = OverlayRouter("router", OverlayRouterArgs(
+        instance_type=settings.router_instance_type, ami_id=ami, subnet_id=underlay.cloudstack_subnet_id,
+        security_group_ids=[underlay.member_sg_id, underlay.router_sg_id],
+        user_data_base64=userdata.render_router_user_data(userdata.RouterBoot(
+            aws_region=region, prefix=prefix, fqdn=f"router.{DOMAIN}",
+            overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
+                f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",)))),
+        root_volume_gb=settings.root_volume_gb, overlay_cidr=str(settings.overlay_cidr),
+        route_table_ids=underlay.route_table_ids, tags=tags))
+
+    def management_user_data(secret_arns: dict) -> str:
+        return userdata.render_management_user_data(userdata.ManagementBoot(
+            aws_region=region, prefix=prefix, fqdn=f"management.{DOMAIN}",
+            overlay=overlay_config(settings, plan, management_ip, "member"),
+            secrets=userdata.ManagementSecrets(
+                db_master=secret_arns["db_master"], db_cloud=secret_arns["db_cloud"],
+                cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
+            cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
+            zone_name=settings.zone_name))
+
+    management = ManagementServer("management", ManagementServerArgs(
+        stack=stack, instance_type=settings.management_instance_type, ami_id=ami,
+        subnet_id=underlay.cloudstack_subnet_id, security_group_ids=member_sgs,
+        root_volume_gb=settings.root_volume_gb, db_master_secret_arn=database.master_secret_arn,
+        render_user_data=management_user_data, tags=tags))
+
+    def host_user_data(index: int) -> str:
+        return userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
+            aws_region=region, prefix=prefix, fqdn=f"kvm-host-{index}.{DOMAIN}",
+            overlay=overlay_config(settings, plan, plan.hosts[index], "member"),
+            cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
+            host_user=KVM_HOST_USER))
+
+    hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
+        stack=stack, instance_type=settings.host_instance_type, ami_id=ami,
+        subnet_id=underlay.cloudstack_subnet_id, security_group_ids=member_sgs,
+        root_volume_gb=settings.root_volume_gb,
+        overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
+        render_user_data=host_user_data, tags=tags))
+
+    api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
+               else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))
+    registration = None
+    if settings.register_cloud:
+        minutes = settings.registration_timeout_minutes * 60
+        registration = CloudStackRegistration("registration", CloudStackRegistrationArgs(
+            spec=build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
+                            hosts_per_cluster=settings.hosts_per_cluster,
+                            timeouts=Timeouts(secret_wait=minutes, api_wait=minutes)),
+            api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,
+            efs_dns=storage.dns_name, host_dependencies=hosts.instances,
+            depends_on=[management.instance, router]))
+
+    cost = catalog.estimate(settings)
+    return {
+        "uiUrl": pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/"),
+        "apiEndpoint": api_url,
+        "zoneName": settings.zone_name,
+        "overlayCidr": str(settings.overlay_cidr),
+        "router": {"overlayIp": str(plan.router), "privateIp": router.private_ip, "publicIp": router.public_ip,
+                   "instanceId": router.instance_id},
+        "managementServer": {"overlayIp": str(management_ip), "privateIp": management.private_ip,
+                             "instanceId": management.instance_id},
+        "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,
+                           "cluster": settings.cluster_of_host(i)}
+                  for i, inst in hosts.instances.items()},
+        "secretArns": {**{k.replace("-", "_"): v for k, v in management.secret_arns.items()},
+                       "db_master": database.master_secret_arn},
+        "databaseEndpointParameter": database.endpoint_parameter,
+        "efsFileSystemId": storage.file_system_id,
+        "transitGatewayId": multicast.transit_gateway_id,
+        "multicastDomainId": multicast.multicast_domain_id,
+        "registered": registration is not None,
+        "estimatedHourlyCostUsd": round(cost.hourly, 2),
+        "estimatedMonthlyCostUsd": round(cost.monthly, 0),
+    }
