@@ -220,6 +220,34 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def admin_access_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Exit 0 when ADDRESS may reach the UI/API under the stack's adminCidrs, 3 when not."""
+    import ipaddress
+
+    try:
+        _, config = read_stack(Path(args.dir), args.stack)
+        address = ipaddress.IPv4Address(args.address)
+    except (FileNotFoundError, yaml.YAMLError, KeyError, ValueError) as exc:
+        err.write(f"cloudstack-ec2 admin-access: {exc}\n")
+        return 2
+    cidrs = config.get(f"{NAMESPACE}:adminCidrs") or []
+    covering = [c for c in cidrs if _contains(c, address)]
+    if covering:
+        out.write(f"{address} may reach the UI/API (adminCidrs {', '.join(covering)})\n")
+        return 0
+    out.write(f"{address} is not in adminCidrs ({', '.join(cidrs) or 'empty'})\n")
+    return 3
+
+
+def _contains(cidr: str, address) -> bool:
+    import ipaddress
+
+    try:
+        return address in ipaddress.IPv4Network(cidr)
+    except ValueError:
+        return False
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="cloudstack-ec2", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -229,8 +257,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key of the stack for this plan, e.g. --set hostCount=5")
     p.add_argument("--json", action="store_true", help="print the outputs and resources as JSON")
+    a = sub.add_parser("admin-access", help="does an address fall inside the stack's adminCidrs? (exit 0 yes, 3 no)")
+    a.add_argument("address", help="an IPv4 address, e.g. the one you deploy from")
+    a.add_argument("--stack", default="dev")
+    a.add_argument("--dir", default=".")
     args = parser.parse_args(argv)
-    return plan_command(args, sys.stdout, sys.stderr)
+    command = {"plan": plan_command, "admin-access": admin_access_command}[args.command]
+    return command(args, sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""The README's first command says what is missing instead of failing with a stack trace."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_deploy(path: str, extra_env=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PULUMI_"))}
+    env.update(PATH=path, VENV=sys.prefix, AWS_CONFIG_FILE="/nonexistent",
+               AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true", **(extra_env or {}))
+    return subprocess.run(["bash", str(ROOT / "scripts" / "deploy")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def test_missing_pulumi_cli_says_how_to_get_it():
+    result = run_deploy("/usr/bin:/bin")
+    assert result.returncode == 1
+    assert "Pulumi CLI is not installed" in result.stderr
+    assert "get.pulumi.com" in result.stderr and "cloudstack-ec2 plan" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_aws_credentials_say_how_to_configure_them(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    marker = tmp_path / "pulumi-called"
+    (fake / "pulumi").write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\nexit 0\n")
+    (fake / "pulumi").chmod(0o755)
+    result = run_deploy(f"{fake}:{os.path.dirname(sys.executable)}:/usr/bin:/bin")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no usable AWS credentials" in result.stderr
+    assert "aws configure" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not marker.exists(), "pulumi must not run without credentials"
