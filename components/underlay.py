@@ -90,9 +90,12 @@ class Underlay(pulumi.ComponentResource):
         subnet = aws.ec2.Subnet(f"{name}-cloudstack", vpc_id=vpc.id, cidr_block=args.cloudstack_subnet_cidr,
                                 availability_zone=args.availability_zone, map_public_ip_on_launch=False,
                                 tags={**tags, "Name": f"{name}-cloudstack-dedicated"}, opts=child)
+        # Every route is a standalone Route: a table with inline routes owns its whole
+        # route list and would delete the overlay route OverlayRouter adds to it.
         public_rt = aws.ec2.RouteTable(f"{name}-cloudstack-rt", vpc_id=vpc.id,
-                                       routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
                                        tags={**tags, "Name": f"{name}-cloudstack"}, opts=child)
+        aws.ec2.Route(f"{name}-cloudstack-internet", route_table_id=public_rt.id,
+                      destination_cidr_block="0.0.0.0/0", gateway_id=igw.id, opts=child)
         aws.ec2.RouteTableAssociation(f"{name}-cloudstack-rta", subnet_id=subnet.id, route_table_id=public_rt.id,
                                       opts=child)
         # The database subnets have no internet route; their replies to overlay

@@ -1,0 +1,236 @@
+"""Fixtures of the component tests: the real program run under Pulumi mocks (components.offline).
+
+`deploy(**overrides)` runs `components.program.build` with the dev stack's config
+(Pulumi.dev.yaml, hostCount 3) plus `overrides` (config keys without the namespace)
+and returns a `Deployed`: the recorded registrations, the resolved stack outputs, and
+the resource OPTIONS the engine received (protect, ignoreChanges, ...), which the
+plain recording monitor does not keep. Runs are cached per config: the program is
+deterministic under the mocks and a run takes well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pytest
+import yaml
+
+from components import offline
+from components.settings import NAMESPACE
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "cloudstack-ec2"
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"  # Pulumi's marker of a secret value on the wire
+
+INSTANCE = "aws:ec2/instance:Instance"
+ROUTE = "aws:ec2/route:Route"
+ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
+
+
+def dev_config() -> dict[str, Any]:
+    return dict((yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text()) or {})["config"])
+
+
+@dataclass(frozen=True)
+class Options:
+    """The resource options of one registration, as the engine receives them."""
+
+    protect: bool
+    ignore_changes: tuple[str, ...]
+    delete_before_replace: bool
+    additional_secret_outputs: tuple[str, ...]
+
+
+class _OptionsMonitor(offline.RecordingMonitor):
+    def __init__(self, mocks):
+        super().__init__(mocks)
+        self.options: dict[str, Options] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        self.options[response.urn] = Options(
+            protect=bool(request.protect), ignore_changes=tuple(request.ignoreChanges),
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            additional_secret_outputs=tuple(request.additionalSecretOutputs))
+        return response
+
+
+class Deployed:
+    """One offline run of the program, with lookups the tests share."""
+
+    def __init__(self, run: offline.OfflineRun, options: dict[str, Options], config: dict[str, Any]):
+        self.run = run
+        self.options = options
+        self.config = config
+        self.registrations = run.registrations
+        self.outputs = run.outputs
+        self.settings = run.result.settings
+        self._by_urn = {r.urn: r for r in run.registrations}
+
+    # --- lookups -------------------------------------------------------------
+    def of_type(self, typ: str) -> list[offline.Registration]:
+        return self.run.of_type(typ)
+
+    def get(self, typ: str, name: str) -> offline.Registration:
+        found = [r for r in self.registrations if r.type == typ and r.name == name]
+        assert len(found) == 1, f"expected one {typ} named {name!r}, found {len(found)}"
+        return found[0]
+
+    def instance(self, name: str) -> offline.Registration:
+        return self.get(INSTANCE, name)
+
+    def instances(self) -> list[offline.Registration]:
+        return self.of_type(INSTANCE)
+
+    def host_instances(self) -> list[offline.Registration]:
+        return sorted((r for r in self.instances() if r.name.startswith("kvm-host-")),
+                      key=lambda r: int(r.name.rsplit("-", 1)[1]))
+
+    def by_urn(self, urn: str) -> offline.Registration:
+        return self._by_urn[urn]
+
+    def option(self, reg: offline.Registration) -> Options:
+        return self.options[reg.urn]
+
+    def value(self, reg: offline.Registration, key: str) -> Any:
+        """An input, else the mocked state (ids and attributes AWS would compute)."""
+        if key in reg.inputs:
+            return reg.inputs[key]
+        return reg.state.get(key)
+
+    def ref(self, reg: offline.Registration) -> str:
+        """The value another resource's input holds when it refers to `reg` (its id)."""
+        return reg.id
+
+    def children(self, parent: offline.Registration) -> list[offline.Registration]:
+        return [r for r in self.registrations if r.parent_urn == parent.urn]
+
+    def descendants(self, urn: str) -> set[str]:
+        out: set[str] = set()
+        todo = [urn]
+        while todo:
+            u = todo.pop()
+            for r in self.registrations:
+                if r.parent_urn == u and r.urn not in out:
+                    out.add(r.urn)
+                    todo.append(r.urn)
+        return out
+
+    def depends_on(self, reg: offline.Registration) -> set[str]:
+        """Every URN `reg` waits for: its dependencies, theirs, its parents' (and
+        a component dependency stands for all of that component's children)."""
+        seen: set[str] = set()
+        todo = [reg.urn]
+        while todo:
+            current = self._by_urn.get(todo.pop())
+            if current is None:
+                continue
+            nexts = list(current.dependencies)
+            if current.parent_urn in self._by_urn:
+                nexts.append(current.parent_urn)
+            for dep in nexts:
+                for u in (dep, *self.descendants(dep)):
+                    if u not in seen:
+                        seen.add(u)
+                        todo.append(u)
+        return seen
+
+    def depends_on_names(self, reg: offline.Registration) -> set[tuple[str, str]]:
+        return {(self._by_urn[u].type, self._by_urn[u].name) for u in self.depends_on(reg) if u in self._by_urn}
+
+    def policy_document(self, role_prefix: str) -> dict:
+        policies = [r for r in self.of_type(ROLE_POLICY) if r.name == f"{role_prefix}-policy"]
+        assert len(policies) == 1, f"expected one inline policy {role_prefix}-policy, found {len(policies)}"
+        return json.loads(policies[0].inputs["policy"])
+
+    def secret_values(self) -> list[str]:
+        """Every value the mocks gave a RandomPassword (stand-ins for real secrets)."""
+        values = [r.state["result"] for r in self.of_type(RANDOM_PASSWORD)]
+        assert values, "no RandomPassword was declared: the secret checks would prove nothing"
+        return values
+
+    # --- value helpers (static: the tests cannot import this conftest by name) --
+    @staticmethod
+    def unwrap_secret(value: Any) -> Any:
+        if isinstance(value, dict) and SECRET_SIG_KEY in value:
+            return value["value"]
+        return value
+
+    @staticmethod
+    def is_secret(value: Any) -> bool:
+        return isinstance(value, dict) and SECRET_SIG_KEY in value
+
+    @staticmethod
+    def ingress(sg: offline.Registration) -> list[dict]:
+        return list(sg.inputs.get("ingress") or [])
+
+    @staticmethod
+    def ports(rule: dict) -> tuple[int, int]:
+        return int(rule.get("fromPort", 0)), int(rule.get("toPort", 0))
+
+    @staticmethod
+    def strings(value: Any) -> Iterable[str]:
+        """Every string inside a value (keys included), however nested."""
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                yield str(k)
+                yield from Deployed.strings(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                yield from Deployed.strings(v)
+
+
+def run_program(overrides: dict[str, Any], stack: str = "dev") -> Deployed:
+    config = dev_config()
+    config[f"{NAMESPACE}:hostCount"] = 3
+    for key, value in overrides.items():
+        config[key if ":" in key else f"{NAMESPACE}:{key}"] = value
+    from components.program import build
+
+    holder: dict[str, _OptionsMonitor] = {}
+
+    class Monitor(_OptionsMonitor):
+        def __init__(self, mocks):
+            super().__init__(mocks)
+            holder["monitor"] = self
+
+    original = offline.RecordingMonitor
+    offline.RecordingMonitor = Monitor  # run_offline builds its monitor from this name
+    try:
+        run = offline.run_offline(build, config, project=PROJECT, stack=stack,
+                                  region=str(config.get("aws:region", "us-east-1")),
+                                  subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])})
+    finally:
+        offline.RecordingMonitor = original
+    return Deployed(run, holder["monitor"].options, config)
+
+
+_CACHE: dict[str, Deployed] = {}
+
+
+@pytest.fixture(scope="session")
+def deploy() -> Callable[..., Deployed]:
+    """deploy(**config overrides) -> Deployed (cached per config)."""
+
+    def _deploy(**overrides: Any) -> Deployed:
+        key = json.dumps(overrides, sort_keys=True, default=str)
+        if key not in _CACHE:
+            _CACHE[key] = run_program(overrides)
+        return _CACHE[key]
+
+    return _deploy
+
+
+@pytest.fixture(scope="session")
+def dev(deploy) -> Deployed:
+    """The dev stack with three KVM hosts."""
+    return deploy()
