@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -31,6 +32,13 @@ def cloudstack_db_parameters(management_servers: int) -> dict[str, tuple[str, st
         "log_bin_trust_function_creators": ("1", "immediate"),
         "sql_mode": (CLOUDSTACK_SQL_MODE, "immediate"),
     }
+
+
+def final_snapshot_identifier(stack: str, suffix: str) -> str:
+    """A valid RDS snapshot identifier (letters, digits, single hyphens) for any stack name:
+    stack names may hold '.', '_' and '--', which RDS would refuse only at deletion time."""
+    words = re.findall(r"[a-z0-9]+", stack.lower())
+    return "-".join(["cloudstack", *words, "final", suffix])
 
 
 def parameter_group_family(engine_version: str) -> str:
@@ -96,7 +104,7 @@ class RdsCloudDb(pulumi.ComponentResource):
             backup_retention_period=args.backup_retention_days, copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection, skip_final_snapshot=args.skip_final_snapshot,
             final_snapshot_identifier=None if args.skip_final_snapshot else final_snapshot.hex.apply(
-                lambda suffix: f"cloudstack-{args.stack}-final-{suffix}"),
+                lambda suffix: final_snapshot_identifier(args.stack, suffix)),
             auto_minor_version_upgrade=True, allow_major_version_upgrade=False,
             enabled_cloudwatch_logs_exports=["error"],
             tags=tags,

@@ -11,6 +11,7 @@ deterministic under the mocks and a run takes well under a second.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -60,6 +61,20 @@ class _OptionsMonitor(offline.RecordingMonitor):
             delete_before_replace=bool(request.deleteBeforeReplace),
             additional_secret_outputs=tuple(request.additionalSecretOutputs))
         return response
+
+
+#: Types the AWS provider names itself (resource name + random suffix) when the program
+#: gives no name; the plain mocks leave `name` unknown, which drops every input that
+#: refers to it (e.g. the database's parameterGroupName) from what the tests can see.
+AUTO_NAMED = ("aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup")
+
+
+class _AutoNamingMocks(offline.OfflineMocks):
+    def new_resource(self, args):
+        rid, state = super().new_resource(args)
+        if args.typ in AUTO_NAMED and not state.get("name"):
+            state["name"] = f"{args.name}-{rid[-7:]}".lower()
+        return rid, state
 
 
 class Deployed:
@@ -176,6 +191,18 @@ class Deployed:
         return int(rule.get("fromPort", 0)), int(rule.get("toPort", 0))
 
     @staticmethod
+    def boot_script(inst: offline.Registration) -> str:
+        from components.userdata import decode_user_data
+
+        return decode_user_data(inst.inputs["userDataBase64"])
+
+    @staticmethod
+    def boot_env(inst: offline.Registration) -> dict[str, str]:
+        """The KEY="value" lines of the rendered boot.env and overlay.env in the user data."""
+        script = Deployed.boot_script(inst)
+        return {m.group(1): m.group(2) for m in re.finditer(r'^([A-Z][A-Z0-9_]*)="([^"]*)"$', script, re.M)}
+
+    @staticmethod
     def strings(value: Any) -> Iterable[str]:
         """Every string inside a value (keys included), however nested."""
         if isinstance(value, str):
@@ -203,14 +230,15 @@ def run_program(overrides: dict[str, Any], stack: str = "dev") -> Deployed:
             super().__init__(mocks)
             holder["monitor"] = self
 
-    original = offline.RecordingMonitor
-    offline.RecordingMonitor = Monitor  # run_offline builds its monitor from this name
+    original = offline.RecordingMonitor, offline.OfflineMocks
+    # run_offline builds its mocks and monitor from these names.
+    offline.RecordingMonitor, offline.OfflineMocks = Monitor, _AutoNamingMocks
     try:
         run = offline.run_offline(build, config, project=PROJECT, stack=stack,
                                   region=str(config.get("aws:region", "us-east-1")),
                                   subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])})
     finally:
-        offline.RecordingMonitor = original
+        offline.RecordingMonitor, offline.OfflineMocks = original
     return Deployed(run, holder["monitor"].options, config)
 
 
@@ -219,12 +247,12 @@ _CACHE: dict[str, Deployed] = {}
 
 @pytest.fixture(scope="session")
 def deploy() -> Callable[..., Deployed]:
-    """deploy(**config overrides) -> Deployed (cached per config)."""
+    """deploy(stack="dev", **config overrides) -> Deployed (cached per stack and config)."""
 
-    def _deploy(**overrides: Any) -> Deployed:
-        key = json.dumps(overrides, sort_keys=True, default=str)
+    def _deploy(stack: str = "dev", **overrides: Any) -> Deployed:
+        key = json.dumps([stack, overrides], sort_keys=True, default=str)
         if key not in _CACHE:
-            _CACHE[key] = run_program(overrides)
+            _CACHE[key] = run_program(overrides, stack=stack)
         return _CACHE[key]
 
     return _deploy

@@ -1,0 +1,173 @@
+"""RdsCloudDb and EfsStorage under Pulumi mocks."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from components.settings import SettingsError
+
+RDS = "aws:rds/instance:Instance"
+PARAMS = "aws:rds/parameterGroup:ParameterGroup"
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+FS = "aws:efs/fileSystem:FileSystem"
+MOUNT = "aws:efs/mountTarget:MountTarget"
+CLOUDSTACK_SQL_MODE = {"STRICT_TRANS_TABLES", "NO_ZERO_IN_DATE", "NO_ZERO_DATE", "ERROR_FOR_DIVISION_BY_ZERO",
+                       "NO_ENGINE_SUBSTITUTION"}
+#: RDS DB snapshot identifiers: a letter first, then letters, digits and single hyphens, no hyphen last.
+SNAPSHOT_ID = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{0,254}(?<!-)$")
+
+
+def parameters(d) -> dict[str, str]:
+    [group] = d.of_type(PARAMS)
+    return {p["name"]: p["value"] for p in group.inputs["parameters"]}
+
+
+# --- RdsCloudDb ----------------------------------------------------------------------------
+
+def test_rds_mysql_84_by_default_with_a_matching_parameter_group(dev):
+    db = dev.get(RDS, "database-mysql")
+    [group] = dev.of_type(PARAMS)
+    assert db.inputs["engine"] == "mysql"
+    assert db.inputs["engineVersion"] == "8.4"
+    assert group.inputs["family"] == "mysql8.4"
+    assert db.inputs["parameterGroupName"] == group.state["name"]
+    assert db.inputs["dbSubnetGroupName"] == dev.get("aws:rds/subnetGroup:SubnetGroup", "database-subnets").state["name"]
+
+
+def test_rds_mysql_80_allowed_with_cloudstack_419(deploy):
+    d = deploy(dbEngineVersion="8.0", cloudstackVersion="4.19")
+    [group] = d.of_type(PARAMS)
+    assert d.get(RDS, "database-mysql").inputs["engineVersion"] == "8.0"
+    assert group.inputs["family"] == "mysql8.0"
+    assert parameters(d) == parameters(deploy())
+
+
+def test_mysql_84_refused_with_cloudstack_419(deploy):
+    with pytest.raises(SettingsError) as err:
+        deploy(dbEngineVersion="8.4", cloudstackVersion="4.19")
+    assert "dbEngineVersion" in str(err.value)
+
+
+@pytest.mark.parametrize("version", ["aurora-mysql8.0", "aurora"])
+def test_aurora_refused(deploy, version):
+    with pytest.raises(SettingsError) as err:
+        deploy(dbEngineVersion=version)
+    assert "dbEngineVersion" in str(err.value) and "Aurora" in str(err.value)
+
+
+def test_parameter_group_has_cloudstacks_settings(dev):
+    p = parameters(dev)
+    management_servers = len(dev.settings.ip_plan().management_servers)
+    assert p["innodb_rollback_on_timeout"] == "1"
+    assert p["innodb_lock_wait_timeout"] == "600"
+    assert p["max_connections"] == str(350 * management_servers)
+    assert p["binlog_format"] == "ROW"
+    assert p["log_bin_trust_function_creators"] == "1"
+    assert set(p["sql_mode"].split(",")) == CLOUDSTACK_SQL_MODE
+    [group] = dev.of_type(PARAMS)
+    # innodb_rollback_on_timeout is static in MySQL: RDS only takes it at reboot.
+    methods = {q["name"]: q["applyMethod"] for q in group.inputs["parameters"]}
+    assert methods["innodb_rollback_on_timeout"] == "pending-reboot"
+
+
+def test_storage_encrypted_private_and_backed_up(dev):
+    db = dev.get(RDS, "database-mysql")
+    assert db.inputs["storageEncrypted"] is True
+    assert db.inputs["publiclyAccessible"] is False
+    assert db.inputs["backupRetentionPeriod"] >= 1
+    assert db.inputs["backupRetentionPeriod"] == dev.settings.db_backup_retention_days
+
+
+def test_backup_retention_follows_the_setting(deploy):
+    assert deploy(dbBackupRetentionDays=14).get(RDS, "database-mysql").inputs["backupRetentionPeriod"] == 14
+    with pytest.raises(SettingsError) as err:
+        deploy(dbBackupRetentionDays=0)
+    assert "dbBackupRetentionDays" in str(err.value)
+
+
+def test_deletion_protection_and_final_snapshot_by_default(dev):
+    db = dev.get(RDS, "database-mysql")
+    assert db.inputs["deletionProtection"] is True
+    assert dev.option(db).protect is True
+    assert db.inputs["skipFinalSnapshot"] is False
+    assert SNAPSHOT_ID.match(db.inputs["finalSnapshotIdentifier"]), db.inputs["finalSnapshotIdentifier"]
+
+
+def test_stack_can_opt_out_of_deletion_protection(deploy):
+    d = deploy(deletionProtection=False)
+    db = d.get(RDS, "database-mysql")
+    assert db.inputs["deletionProtection"] is False
+    assert d.option(db).protect is False
+    assert db.inputs["skipFinalSnapshot"] is False  # a final snapshot is still taken
+
+
+def test_stack_can_opt_out_of_the_final_snapshot(deploy):
+    db = deploy(dbSkipFinalSnapshot=True).get(RDS, "database-mysql")
+    assert db.inputs["skipFinalSnapshot"] is True
+    assert not db.inputs.get("finalSnapshotIdentifier")
+
+
+@pytest.mark.parametrize("stack", ["prod_eu.1", "Team-A--x", "9lives"])
+def test_final_snapshot_identifier_is_valid_for_any_accepted_stack_name(deploy, stack):
+    # An invalid identifier surfaces only when the database is deleted: the worst time.
+    db = deploy(stack=stack).get(RDS, "database-mysql")
+    assert SNAPSHOT_ID.match(db.inputs["finalSnapshotIdentifier"]), db.inputs["finalSnapshotIdentifier"]
+
+
+def test_master_credentials_from_random_kept_in_secrets_manager(dev):
+    password = dev.get(PASSWORD, "database-master-password")
+    secret = dev.get(SECRET, "database-master")
+    version = dev.get(SECRET_VERSION, "database-master-value")
+    db = dev.get(RDS, "database-mysql")
+    assert secret.inputs["namePrefix"] == "cloudstack-ec2/dev/db-master-"
+    assert version.inputs["secretId"] == secret.id
+    # The values travel as Pulumi secrets (encrypted in the state), never in clear.
+    assert dev.is_secret(version.inputs["secretString"])
+    assert dev.is_secret(db.inputs["password"])
+    stored = json.loads(dev.unwrap_secret(version.inputs["secretString"]))
+    assert stored == {"username": db.inputs["username"], "password": password.state["result"]}
+    assert dev.unwrap_secret(db.inputs["password"]) == password.state["result"]
+    assert dev.outputs["secretArns"]["db_master"] == secret.state["arn"]
+
+
+# --- EfsStorage ----------------------------------------------------------------------------
+
+def test_efs_encrypted_general_purpose_elastic_by_default(dev):
+    [fs] = dev.of_type(FS)
+    assert fs.inputs["encrypted"] is True
+    assert fs.inputs["performanceMode"] == "generalPurpose"
+    assert fs.inputs["throughputMode"] == "elastic"
+    assert "provisionedThroughputInMibps" not in fs.inputs
+    assert dev.option(fs).protect is True
+
+
+def test_efs_provisioned_throughput_with_its_rate(deploy):
+    d = deploy(efsThroughputMode="provisioned", efsProvisionedMibps=256)
+    [fs] = d.of_type(FS)
+    assert fs.inputs["throughputMode"] == "provisioned"
+    assert fs.inputs["provisionedThroughputInMibps"] == 256
+    assert fs.inputs["performanceMode"] == "generalPurpose"
+
+
+def test_efs_never_bursting(deploy):
+    with pytest.raises(SettingsError) as err:
+        deploy(efsThroughputMode="bursting")
+    assert "efsThroughputMode" in str(err.value)
+
+
+def test_efs_protect_follows_deletion_protection(deploy):
+    [fs] = deploy(deletionProtection=False).of_type(FS)
+    assert deploy(deletionProtection=False).option(fs).protect is False
+
+
+def test_efs_mount_target_in_the_cloudstack_subnet_with_the_efs_group(dev):
+    [fs] = dev.of_type(FS)
+    [mount] = dev.of_type(MOUNT)
+    assert mount.inputs["fileSystemId"] == fs.id
+    assert mount.inputs["subnetId"] == dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack").id
+    assert mount.inputs["securityGroups"] == [dev.get("aws:ec2/securityGroup:SecurityGroup", "underlay-efs-sg").id]

@@ -1,0 +1,85 @@
+"""MulticastDomain and OverlayRouter under Pulumi mocks."""
+
+from __future__ import annotations
+
+from components import catalog
+
+TGW = "aws:ec2transitgateway/transitGateway:TransitGateway"
+ATTACHMENT = "aws:ec2transitgateway/vpcAttachment:VpcAttachment"
+DOMAIN = "aws:ec2transitgateway/multicastDomain:MulticastDomain"
+ASSOCIATION = "aws:ec2transitgateway/multicastDomainAssociation:MulticastDomainAssociation"
+ROUTE = "aws:ec2/route:Route"
+
+
+def test_transit_gateway_has_multicast_support(dev):
+    [tgw] = dev.of_type(TGW)
+    assert tgw.inputs["multicastSupport"] == "enable"
+    assert dev.outputs["transitGatewayId"] == tgw.id
+
+
+def test_vpc_attachment_on_the_cloudstack_subnet(dev):
+    [tgw] = dev.of_type(TGW)
+    [att] = dev.of_type(ATTACHMENT)
+    subnet = dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack")
+    vpc = dev.get("aws:ec2/vpc:Vpc", "underlay-vpc")
+    assert att.inputs["transitGatewayId"] == tgw.id
+    assert att.inputs["vpcId"] == vpc.id
+    assert att.inputs["subnetIds"] == [subnet.id]
+
+
+def test_multicast_domain_with_igmpv2_and_no_static_sources(dev):
+    [tgw] = dev.of_type(TGW)
+    [domain] = dev.of_type(DOMAIN)
+    assert domain.inputs["transitGatewayId"] == tgw.id
+    assert domain.inputs["igmpv2Support"] == "enable"
+    # A domain cannot have IGMPv2 and static sources both on.
+    assert domain.inputs["staticSourcesSupport"] == "disable"
+    assert dev.outputs["multicastDomainId"] == domain.id
+
+
+def test_cloudstack_subnet_associated_with_the_domain(dev):
+    [att] = dev.of_type(ATTACHMENT)
+    [domain] = dev.of_type(DOMAIN)
+    [assoc] = dev.of_type(ASSOCIATION)
+    subnet = dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack")
+    assert assoc.inputs["transitGatewayMulticastDomainId"] == domain.id
+    assert assoc.inputs["transitGatewayAttachmentId"] == att.id
+    assert assoc.inputs["subnetId"] == subnet.id
+
+
+# --- OverlayRouter ---------------------------------------------------------------------------
+
+def test_router_is_a_nitro_instance_with_source_destination_check_off(dev):
+    router = dev.instance("router")
+    facts = catalog.instance_facts(router.inputs["instanceType"])
+    assert facts is not None and facts.hypervisor == "nitro"
+    assert router.inputs["sourceDestCheck"] is False
+    # Only the router forwards: every other instance keeps the check.
+    assert all(i.inputs["sourceDestCheck"] is True for i in dev.instances() if i.name != "router")
+
+
+def test_router_has_an_elastic_ip_in_the_outputs(dev):
+    eip = dev.get("aws:ec2/eip:Eip", "router-eip")
+    assert eip.inputs["instance"] == dev.instance("router").id
+    assert dev.outputs["router"]["publicIp"] == eip.state["public_ip"]
+    assert dev.outputs["uiUrl"] == f"http://{eip.state['public_ip']}:8080/client/"
+
+
+def test_every_overlay_route_goes_to_the_routers_eni(dev):
+    eni = dev.instance("router").state["primary_network_interface_id"]
+    overlay = [r for r in dev.of_type(ROUTE) if r.inputs["destinationCidrBlock"] == str(dev.settings.overlay_cidr)]
+    assert len(overlay) == 3
+    assert {r.inputs["networkInterfaceId"] for r in overlay} == {eni}
+    assert all(r.parent_urn == dev.get("cloudstack-ec2:index:OverlayRouter", "router").urn for r in overlay)
+
+
+def test_router_boot_script_is_the_overlay_gateway_and_forwards_8080_to_management(dev):
+    env = dev.boot_env(dev.instance("router"))
+    router_ip = dev.outputs["router"]["overlayIp"]
+    management_ip = dev.outputs["managementServer"]["overlayIp"]
+    assert env["OVERLAY_ROLE"] == "router"
+    assert env["OVERLAY_ADDRESS"] == f"{router_ip}/{dev.settings.overlay_cidr.prefixlen}"
+    assert env["ROUTER_DNAT"] == f"tcp:8080:{management_ip}:8080"
+    assert env["VPC_CIDR"] == str(dev.settings.vpc_cidr)
+    # The router's cloudbr0 has no gateway: its default route stays on the VPC.
+    assert "OVERLAY_GATEWAY" not in env
