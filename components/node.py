@@ -74,8 +74,8 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
                            "Principal": {"Service": "ec2.amazonaws.com"}}],
         }),
         tags=tags or {}, opts=opts)
-    aws.iam.RolePolicyAttachment(
-        f"{name}-ssm", role=role.name, policy_arn=f"arn:{partition}:iam::aws:{SSM_MANAGED_POLICY}", opts=opts)
+    permissions = [aws.iam.RolePolicyAttachment(
+        f"{name}-ssm", role=role.name, policy_arn=f"arn:{partition}:iam::aws:{SSM_MANAGED_POLICY}", opts=opts)]
     if grants:
         statements = [
             pulumi.Output.all(*g.resources).apply(
@@ -83,9 +83,14 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
                                                         "Resource": list(arns)})
             for g in grants
         ]
-        aws.iam.RolePolicy(
+        permissions.append(aws.iam.RolePolicy(
             f"{name}-policy", role=role.id,
             policy=pulumi.Output.all(*statements).apply(
                 lambda s: json.dumps({"Version": "2012-10-17", "Statement": list(s)})),
-            opts=opts)
-    return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags or {}, opts=opts)
+            opts=opts))
+    # The profile (and so the instance) waits for the role's permissions: boot scripts
+    # read their secrets and parameters at once, and an instance launched before its
+    # policy exists would start with AccessDenied.
+    return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags or {},
+                                   opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                                       depends_on=permissions)))

@@ -61,7 +61,10 @@ class EfsStorage(pulumi.ComponentResource):
 
         paths = zone_paths(args.zone_name)
         self.file_system_id = fs.id
-        self.dns_name = fs.dns_name
+        # The name resolves only once the mount target exists: whoever mounts the
+        # share through this output (the storage registration) waits for it. The
+        # instances do not use it (they poll the SSM parameter), so they are not held.
+        self.dns_name = pulumi.Output.all(fs.dns_name, mount_target.id).apply(lambda v: v[0])
         self.mount_target_ip = mount_target.ip_address
         self.primary_path = paths["primary"]
         self.secondary_path = paths["secondary"]

@@ -139,18 +139,23 @@ class Deployed:
         return out
 
     def depends_on(self, reg: offline.Registration) -> set[str]:
-        """Every URN `reg` waits for: its dependencies, theirs, its parents' (and
-        a component dependency stands for all of that component's children)."""
+        """Every URN `reg` waits for: its dependencies and theirs, and its parents'
+        dependencies (a parent is registered first; its children are NOT waited for).
+        A dependency on a component stands for all of that component's children."""
         seen: set[str] = set()
+        visited: set[str] = set()
         todo = [reg.urn]
         while todo:
-            current = self._by_urn.get(todo.pop())
+            urn = todo.pop()
+            if urn in visited:
+                continue
+            visited.add(urn)
+            current = self._by_urn.get(urn)
             if current is None:
                 continue
-            nexts = list(current.dependencies)
             if current.parent_urn in self._by_urn:
-                nexts.append(current.parent_urn)
-            for dep in nexts:
+                todo.append(current.parent_urn)  # its options, not its other children
+            for dep in current.dependencies:
                 for u in (dep, *self.descendants(dep)):
                     if u not in seen:
                         seen.add(u)

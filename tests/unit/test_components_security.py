@@ -1,0 +1,251 @@
+"""Hardening, least privilege, secrets, dependencies and stack outputs of the whole program."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components import catalog
+
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+PROFILE = "aws:iam/instanceProfile:InstanceProfile"
+SECRET = "aws:secretsmanager/secret:Secret"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+RDS = "aws:rds/instance:Instance"
+FS = "aws:efs/fileSystem:FileSystem"
+MOUNT = "aws:efs/mountTarget:MountTarget"
+SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+ROLES = ("router", "management", "kvm-host")
+ACCOUNT_REGION = "us-east-1:123456789012"
+
+
+def ssm_arn(which: str) -> str:
+    return f"arn:aws:ssm:{ACCOUNT_REGION}:parameter/cloudstack-ec2/dev/{which}"
+
+
+def statements(doc: dict) -> list[tuple[frozenset, frozenset]]:
+    out = []
+    for s in doc["Statement"]:
+        assert s["Effect"] == "Allow"
+        assert "NotAction" not in s and "NotResource" not in s
+        actions = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+        resources = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
+        out.append((frozenset(actions), frozenset(resources)))
+    return out
+
+
+def grants(doc: dict) -> set[tuple[str, str]]:
+    """(action, resource) pairs the document allows."""
+    return {(a, r) for actions, resources in statements(doc) for a in actions for r in resources}
+
+
+# --- every instance ------------------------------------------------------------------------
+
+def test_every_instance_requires_imdsv2(dev):
+    assert len(dev.instances()) == 5
+    for inst in dev.instances():
+        md = inst.inputs["metadataOptions"]
+        assert md["httpTokens"] == "required", inst.name
+        assert md["httpEndpoint"] == "enabled", inst.name
+        # One hop: a container or VM behind the instance cannot reach its credentials.
+        assert md["httpPutResponseHopLimit"] == 1, inst.name
+
+
+def test_every_instance_has_an_encrypted_root_volume_no_key_pair_and_a_profile(dev):
+    profiles = {p.state["name"]: p for p in dev.of_type(PROFILE)}
+    for inst in dev.instances():
+        assert inst.inputs["rootBlockDevice"]["encrypted"] is True, inst.name
+        assert not inst.inputs.get("keyName"), f"{inst.name} has a key pair"
+        assert inst.inputs["iamInstanceProfile"] in profiles, inst.name
+    assert {p for p in profiles} == {f"{r}-profile" for r in ROLES}
+
+
+def test_no_security_group_admits_ssh(dev):
+    for group in dev.of_type(SG):
+        for rule in dev.ingress(group):
+            low, high = dev.ports(rule)
+            assert rule["protocol"] not in ("-1", "all"), (group.name, rule)
+            assert not (rule["protocol"] in ("tcp", "6") and low <= 22 <= high), (group.name, rule)
+    standalone = [r for r in dev.registrations if "securityGroupRule" in r.type or "IngressRule" in r.type]
+    assert standalone == []
+
+
+def test_instances_ignore_ami_and_user_data_changes(dev):
+    # A newer Ubuntu AMI or an edited boot script must never replace a running host.
+    for inst in dev.instances():
+        ignored = set(dev.option(inst).ignore_changes)
+        assert {"ami", "userData", "userDataBase64"} <= ignored, (inst.name, ignored)
+
+
+def test_a_new_ami_changes_no_input_that_is_not_ignored(deploy, dev):
+    newer = deploy(amiId="ami-0123456789abcdef0")
+    for inst in dev.instances():
+        after = newer.instance(inst.name)
+        ignored = set(dev.option(inst).ignore_changes)
+        changed = {k for k in inst.inputs.keys() | after.inputs.keys() if inst.inputs.get(k) != after.inputs.get(k)}
+        assert changed, "the AMI override had no effect: the test proves nothing"
+        assert changed <= ignored, (inst.name, changed - ignored)
+
+
+# --- least privilege -----------------------------------------------------------------------
+
+def test_roles_are_for_ec2_only_with_only_the_ssm_core_managed_policy(dev):
+    roles = {r.name: r for r in dev.of_type(ROLE)}
+    assert set(roles) == {f"{r}-role" for r in ROLES}
+    for role in roles.values():
+        trust = json.loads(role.inputs["assumeRolePolicy"])
+        assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "ec2.amazonaws.com"}]
+    attached = {}
+    for a in dev.of_type(ATTACHMENT):
+        attached.setdefault(a.inputs["role"], []).append(a.inputs["policyArn"])
+    assert attached == {roles[f"{r}-role"].state["name"]: [SSM_CORE] for r in ROLES}
+
+
+def test_router_role_has_no_inline_policy(dev):
+    assert [p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")] == []
+
+
+def test_kvm_hosts_may_only_read_the_management_ssh_key(dev):
+    doc = dev.policy_document("kvm-host")
+    assert grants(doc) == {("ssm:GetParameter", ssm_arn("management-ssh-public-key"))}
+
+
+def test_management_server_grants_are_exact(dev):
+    secret_arns = {dev.get(SECRET, n).state["arn"] for n in
+                   ("database-master", "management-db-cloud", "management-cloudstack-keys",
+                    "management-admin", "management-api-keys")}
+    assert len(secret_arns) == 5
+    api_keys = dev.get(SECRET, "management-api-keys").state["arn"]
+    ssh_key = dev.get("aws:ssm/parameter:Parameter", "management-ssh-public-key").state["arn"]
+    assert ssh_key == ssm_arn("management-ssh-public-key")
+    expected = (
+        {("secretsmanager:GetSecretValue", a) for a in secret_arns}
+        | {("secretsmanager:DescribeSecret", a) for a in secret_arns}
+        | {("secretsmanager:PutSecretValue", api_keys)}
+        | {("ssm:GetParameter", ssm_arn("db-endpoint")), ("ssm:GetParameter", ssm_arn("efs-dns"))}
+        | {("ssm:GetParameter", ssh_key), ("ssm:PutParameter", ssh_key)}
+    )
+    assert grants(dev.policy_document("management")) == expected
+
+
+def test_no_wildcard_in_any_inline_policy(dev):
+    policies = dev.of_type(ROLE_POLICY)
+    assert len(policies) == 2
+    for p in policies:
+        for actions, resources in statements(json.loads(p.inputs["policy"])):
+            assert all("*" not in a for a in actions), (p.name, actions)
+            assert all("*" not in r for r in resources), (p.name, resources)
+
+
+def test_instances_wait_for_their_role_policies(dev):
+    # The boot scripts read secrets and parameters at once: an instance launched
+    # before its inline policy exists starts with AccessDenied.
+    for inst in dev.instances():
+        prefix = "kvm-host" if inst.name.startswith("kvm-host-") else inst.name
+        deps = dev.depends_on_names(inst)
+        assert (ATTACHMENT, f"{prefix}-ssm") in deps, inst.name
+        if prefix != "router":
+            assert (ROLE_POLICY, f"{prefix}-policy") in deps, inst.name
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+def test_no_secret_value_in_any_user_data(dev):
+    secrets = dev.secret_values()
+    assert len(secrets) == 5
+    for inst in dev.instances():
+        script = dev.boot_script(inst)
+        raw = inst.inputs["userDataBase64"]
+        for value in secrets:
+            assert value not in script and value not in raw, (inst.name, value)
+
+
+def test_no_secret_value_in_any_stack_output(dev):
+    text = json.dumps(dev.outputs, default=str)
+    for value in dev.secret_values():
+        assert value not in text
+
+
+def test_secret_values_travel_only_as_pulumi_secrets(dev):
+    # Anywhere a secret value is an input, it is wrapped as a secret (encrypted in
+    # the state); nowhere does it appear in clear.
+    secrets = dev.secret_values()
+    clear = []
+
+    def walk(value, where):
+        if dev.is_secret(value):
+            return
+        for s in dev.strings(value) if not isinstance(value, (dict, list)) else ():
+            if any(v in s for v in secrets):
+                clear.append(where)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+
+    for reg in dev.registrations:
+        walk(reg.inputs, reg.name)
+    assert clear == []
+    assert dev.is_secret(dev.get(RDS, "database-mysql").inputs["password"])
+
+
+def test_stack_outputs_carry_secret_arns_only(dev):
+    arns = dev.outputs["secretArns"]
+    assert set(arns) == {"db_master", "db_cloud", "cloudstack_keys", "admin", "api_keys"}
+    by_arn = {s.state["arn"] for s in dev.of_type(SECRET)}
+    for key, arn in arns.items():
+        assert arn.startswith("arn:aws:secretsmanager:"), key
+        assert arn in by_arn, key
+
+
+# --- no needless serialization -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["management", "kvm-host-0", "kvm-host-1", "kvm-host-2"])
+def test_instances_do_not_wait_for_the_database_or_efs(dev, name):
+    inst = dev.instance(name)
+    deps = dev.depends_on_names(inst)
+    slow = {(RDS, "database-mysql"), (FS, "storage-fs"), (MOUNT, "storage-mount")}
+    assert not deps & slow, f"{name} waits for {deps & slow}"
+    assert not any(t.startswith("aws:rds/") or t.startswith("aws:efs/") for t, _ in deps), deps
+    # The checks see real edges: the instance does wait for its subnet and profile.
+    assert ("aws:ec2/subnet:Subnet", "underlay-cloudstack") in deps
+    assert (PROFILE, f"{'kvm-host' if name.startswith('kvm') else name}-profile") in deps
+
+
+def test_management_server_may_wait_for_the_master_secret_only(dev):
+    deps = dev.depends_on_names(dev.instance("management"))
+    database_side = {n for t, n in deps if n.startswith("database-")}
+    assert database_side <= {"database-master"}, database_side
+
+
+def test_storage_registration_waits_for_the_mount_target(dev):
+    # CloudStack mounts the EFS share when primary/secondary storage is added: the
+    # DNS name only resolves once the mount target exists.
+    for name in ("registration-primary-storage", "registration-image-store"):
+        reg = next(r for r in dev.registrations if r.name == name)
+        assert (MOUNT, "storage-mount") in dev.depends_on_names(reg), name
+
+
+# --- stack outputs -------------------------------------------------------------------------
+
+def test_stack_outputs(dev):
+    o = dev.outputs
+    public_ip = dev.get("aws:ec2/eip:Eip", "router-eip").state["public_ip"]
+    assert o["uiUrl"] == f"http://{public_ip}:8080/client/"
+    assert o["apiEndpoint"] == f"http://{public_ip}:8080/client/api"
+    assert o["zoneName"] == "zone1"
+    plan = dev.settings.ip_plan()
+    assert o["router"]["overlayIp"] == str(plan.router)
+    assert o["router"]["privateIp"] == dev.instance("router").state["private_ip"]
+    assert o["managementServer"]["overlayIp"] == str(plan.management_servers[0])
+    assert o["managementServer"]["privateIp"] == dev.instance("management").state["private_ip"]
+    for i, host in enumerate(dev.host_instances()):
+        assert o["hosts"][str(i)]["overlayIp"] == str(plan.hosts[i])
+        assert o["hosts"][str(i)]["privateIp"] == host.state["private_ip"]
+    assert o["estimatedHourlyCostUsd"] == round(catalog.estimate(dev.settings).hourly, 2)
+    assert o["estimatedHourlyCostUsd"] > 0
