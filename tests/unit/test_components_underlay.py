@@ -41,6 +41,23 @@ def routes_in(d, table_id: str) -> list:
     return [r for r in d.of_type(ROUTE) if r.inputs.get("routeTableId") == table_id]
 
 
+def comment_before(code: str) -> str:
+    """The comment lines right above `code` in components/underlay.py (the WHY of a rule)."""
+    import inspect
+
+    from components import underlay
+
+    source = inspect.getsource(underlay)
+    assert source.count(code) == 1, f"{code!r} not found once in components/underlay.py"
+    lines = source[:source.index(code)].splitlines()
+    comment = []
+    for line in reversed(lines[:-1]):  # the last one is the indentation of `code`
+        if not line.strip().startswith("#"):
+            break
+        comment.insert(0, line.strip().lstrip("#").strip())
+    return " ".join(comment)
+
+
 def sg(d, suffix: str):
     return d.get(SG, f"underlay-{suffix}")
 
@@ -148,8 +165,8 @@ def test_members_admit_igmp_queries_from_0_0_0_0_and_vxlan_from_the_dedicated_su
     # a rule naming the members' group would not match flooded VXLAN.
     assert vxlan[0]["cidrBlocks"] == [str(dev.settings.cloudstack_subnet_cidr)]
     assert len(rules) == 2, f"members admit more than IGMP and VXLAN: {rules}"
-    source = (__import__("inspect").getsource(__import__("components.underlay", fromlist=["x"])))
-    assert "Transit Gateway" in source and "not from the sender" in source
+    why = comment_before("aws.ec2.SecurityGroupIngressArgs(\n                    description=\"VXLAN")
+    assert "Transit Gateway" in why and "sender" in why, why
 
 
 def test_every_instance_is_a_member_and_the_router_also_has_the_router_group(dev):
@@ -204,12 +221,8 @@ def test_database_admits_3306_only_from_the_management_servers_overlay_address(d
     assert not rules[0].get("securityGroups")
     # The routing scheme is why: the management server's packets arrive from the
     # router's ENI with the overlay source, so a group reference would never match.
-    import inspect
-
-    from components import underlay
-    source = inspect.getsource(underlay.Underlay._create_security_groups)
-    comment = source[:source.index("db_sg = ")].rsplit("efs", 1)[-1]
-    assert "overlay address" in comment and "router" in comment and "never match" in comment
+    why = comment_before("db_sg = aws.ec2.SecurityGroup(")
+    assert "overlay address" in why and "router" in why and "never match" in why, why
     db = dev.get("aws:rds/instance:Instance", "database-mysql")
     assert db.inputs["vpcSecurityGroupIds"] == [sg(dev, "db-sg").id]
     assert db.inputs["publiclyAccessible"] is False
