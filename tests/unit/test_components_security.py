@@ -249,3 +249,12 @@ def test_stack_outputs(dev):
         assert o["hosts"][str(i)]["privateIp"] == host.state["private_ip"]
     assert o["estimatedHourlyCostUsd"] == round(catalog.estimate(dev.settings).hourly, 2)
     assert o["estimatedHourlyCostUsd"] > 0
+
+
+def test_api_keys_secret_starts_without_a_value(dev):
+    # The management server writes it once its API is up; the registration waits
+    # for that version. A value written by Pulumi would be a stale or fake key.
+    api_keys = dev.get(SECRET, "management-api-keys")
+    versions = dev.of_type("aws:secretsmanager/secretVersion:SecretVersion")
+    assert len(versions) == 4
+    assert api_keys.id not in {v.inputs["secretId"] for v in versions}
