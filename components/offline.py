@@ -25,6 +25,10 @@ ACCOUNT_ID = "123456789012"
 PUBLIC_ADDRESSES = ipaddress.IPv4Network("198.51.100.0/24")
 
 
+#: Types the AWS provider names itself when the program gives no name.
+AUTO_NAMED = ("aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup")
+
+
 @dataclass
 class Registration:
     urn: str
@@ -36,6 +40,11 @@ class Registration:
     state: dict
     parent_urn: str
     dependencies: tuple[str, ...]
+    #: Resource options as the engine receives them.
+    protect: bool = False
+    ignore_changes: tuple[str, ...] = ()
+    delete_before_replace: bool = False
+    additional_secret_outputs: tuple[str, ...] = ()
 
     @property
     def component_type(self) -> str:
@@ -100,6 +109,9 @@ class OfflineMocks(pulumi.runtime.Mocks):
             state.update(result=f"offline-{args.name}-not-a-secret")
         elif typ == "random:index/randomId:RandomId":
             state.update(hex=f"{n:08x}")
+        elif typ in AUTO_NAMED and not state.get("name"):
+            # AWS names these itself (resource name + a suffix) when the program gives none.
+            state["name"] = f"{args.name}-{n % 10**7:07d}"
         elif typ.startswith("aws:iam/"):
             state.setdefault("name", args.name)
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
@@ -151,7 +163,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             self.registrations.append(Registration(
                 urn=response.urn, type=request.type, name=request.name, inputs=dict(inputs),
                 custom=bool(request.custom), id=response.id, state=dict(state or {}),
-                parent_urn=request.parent, dependencies=tuple(request.dependencies)))
+                parent_urn=request.parent, dependencies=tuple(request.dependencies),
+                protect=bool(request.protect), ignore_changes=tuple(request.ignoreChanges),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                additional_secret_outputs=tuple(request.additionalSecretOutputs)))
         return response
 
 

@@ -2,9 +2,8 @@
 
 `deploy(**overrides)` runs `components.program.build` with the dev stack's config
 (Pulumi.dev.yaml, hostCount 3) plus `overrides` (config keys without the namespace)
-and returns a `Deployed`: the recorded registrations, the resolved stack outputs, and
-the resource OPTIONS the engine received (protect, ignoreChanges, ...), which the
-plain recording monitor does not keep. Runs are cached per config: the program is
+and returns a `Deployed`: the recorded registrations (with their resource options)
+and the resolved stack outputs. Runs are cached per config: the program is
 deterministic under the mocks and a run takes well under a second.
 """
 
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -39,50 +37,11 @@ def dev_config() -> dict[str, Any]:
     return dict((yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text()) or {})["config"])
 
 
-@dataclass(frozen=True)
-class Options:
-    """The resource options of one registration, as the engine receives them."""
-
-    protect: bool
-    ignore_changes: tuple[str, ...]
-    delete_before_replace: bool
-    additional_secret_outputs: tuple[str, ...]
-
-
-class _OptionsMonitor(offline.RecordingMonitor):
-    def __init__(self, mocks):
-        super().__init__(mocks)
-        self.options: dict[str, Options] = {}
-
-    def RegisterResource(self, request):  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
-        self.options[response.urn] = Options(
-            protect=bool(request.protect), ignore_changes=tuple(request.ignoreChanges),
-            delete_before_replace=bool(request.deleteBeforeReplace),
-            additional_secret_outputs=tuple(request.additionalSecretOutputs))
-        return response
-
-
-#: Types the AWS provider names itself (resource name + random suffix) when the program
-#: gives no name; the plain mocks leave `name` unknown, which drops every input that
-#: refers to it (e.g. the database's parameterGroupName) from what the tests can see.
-AUTO_NAMED = ("aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup")
-
-
-class _AutoNamingMocks(offline.OfflineMocks):
-    def new_resource(self, args):
-        rid, state = super().new_resource(args)
-        if args.typ in AUTO_NAMED and not state.get("name"):
-            state["name"] = f"{args.name}-{rid[-7:]}".lower()
-        return rid, state
-
-
 class Deployed:
     """One offline run of the program, with lookups the tests share."""
 
-    def __init__(self, run: offline.OfflineRun, options: dict[str, Options], config: dict[str, Any]):
+    def __init__(self, run: offline.OfflineRun, config: dict[str, Any]):
         self.run = run
-        self.options = options
         self.config = config
         self.registrations = run.registrations
         self.outputs = run.outputs
@@ -110,9 +69,6 @@ class Deployed:
 
     def by_urn(self, urn: str) -> offline.Registration:
         return self._by_urn[urn]
-
-    def option(self, reg: offline.Registration) -> Options:
-        return self.options[reg.urn]
 
     def value(self, reg: offline.Registration, key: str) -> Any:
         """An input, else the mocked state (ids and attributes AWS would compute)."""
@@ -228,23 +184,10 @@ def run_program(overrides: dict[str, Any], stack: str = "dev") -> Deployed:
         config[key if ":" in key else f"{NAMESPACE}:{key}"] = value
     from components.program import build
 
-    holder: dict[str, _OptionsMonitor] = {}
-
-    class Monitor(_OptionsMonitor):
-        def __init__(self, mocks):
-            super().__init__(mocks)
-            holder["monitor"] = self
-
-    original = offline.RecordingMonitor, offline.OfflineMocks
-    # run_offline builds its mocks and monitor from these names.
-    offline.RecordingMonitor, offline.OfflineMocks = Monitor, _AutoNamingMocks
-    try:
-        run = offline.run_offline(build, config, project=PROJECT, stack=stack,
-                                  region=str(config.get("aws:region", "us-east-1")),
-                                  subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])})
-    finally:
-        offline.RecordingMonitor, offline.OfflineMocks = original
-    return Deployed(run, holder["monitor"].options, config)
+    run = offline.run_offline(build, config, project=PROJECT, stack=stack,
+                              region=str(config.get("aws:region", "us-east-1")),
+                              subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])})
+    return Deployed(run, config)
 
 
 _CACHE: dict[str, Deployed] = {}

@@ -93,7 +93,7 @@ def test_backup_retention_follows_the_setting(deploy):
 def test_deletion_protection_and_final_snapshot_by_default(dev):
     db = dev.get(RDS, "database-mysql")
     assert db.inputs["deletionProtection"] is True
-    assert dev.option(db).protect is True
+    assert db.protect is True
     assert db.inputs["skipFinalSnapshot"] is False
     assert SNAPSHOT_ID.match(db.inputs["finalSnapshotIdentifier"]), db.inputs["finalSnapshotIdentifier"]
 
@@ -102,7 +102,7 @@ def test_stack_can_opt_out_of_deletion_protection(deploy):
     d = deploy(deletionProtection=False)
     db = d.get(RDS, "database-mysql")
     assert db.inputs["deletionProtection"] is False
-    assert d.option(db).protect is False
+    assert db.protect is False
     assert db.inputs["skipFinalSnapshot"] is False  # a final snapshot is still taken
 
 
@@ -143,7 +143,7 @@ def test_efs_encrypted_general_purpose_elastic_by_default(dev):
     assert fs.inputs["performanceMode"] == "generalPurpose"
     assert fs.inputs["throughputMode"] == "elastic"
     assert "provisionedThroughputInMibps" not in fs.inputs
-    assert dev.option(fs).protect is True
+    assert fs.protect is True
 
 
 def test_efs_provisioned_throughput_with_its_rate(deploy):
@@ -162,7 +162,7 @@ def test_efs_never_bursting(deploy):
 
 def test_efs_protect_follows_deletion_protection(deploy):
     [fs] = deploy(deletionProtection=False).of_type(FS)
-    assert deploy(deletionProtection=False).option(fs).protect is False
+    assert fs.protect is False
 
 
 def test_efs_mount_target_in_the_cloudstack_subnet_with_the_efs_group(dev):
