@@ -185,6 +185,14 @@ class Lab:
             self.sh("ip", "netns", "del", name, check=False)
         self.namespaces.clear()
 
+    def reap_stale(self) -> None:
+        """Delete namespaces a killed lab run left behind: csl-<pid>-* whose pid
+        is gone (finalizers do not run on SIGKILL). Never anything else."""
+        listing = self.sh("ip", "netns", "list", check=False).stdout
+        for name in re.findall(r"^(csl-(\d+)-\S+)", listing, re.M):
+            if not Path(f"/proc/{name[1]}").exists():
+                self.sh("ip", "netns", "del", name[0], check=False)
+
     # --- the EC2 side -------------------------------------------------------
 
     def build_underlay(self) -> None:
@@ -196,6 +204,7 @@ class Lab:
             # a kernel with them built in has nothing to load.
             for module in KERNEL_MODULES:
                 self.sh("modprobe", "-q", module, check=False)
+        self.reap_stale()
         for short in ("sub", "vpcr", "db", "inet"):
             self.add_ns(short)
         self.ip("sub", "link", "add", "br0", "mtu", str(UNDERLAY_MTU), "type", "bridge", "stp_state", "0",
