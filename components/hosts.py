@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import naming
-from components.node import Grant, NodeArgs, hardened_instance, instance_role
+from components.node import Grant, NodeArgs, hardened_instance, instance_role, parameter_arn
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,7 @@ class KvmHostPool(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:KvmHostPool", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        identity = aws.get_caller_identity()
-        region = aws.get_region().region
-        partition = aws.get_partition().partition
-        ssh_key_arn = (f"arn:{partition}:ssm:{region}:{identity.account_id}:parameter"
-                       f"{naming.parameter_name(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY)}")
+        ssh_key_arn = parameter_arn(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY)
         # The hosts need nothing but the management server's public key (the key it
         # adds them with); no secret is readable from a KVM host.
         profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [ssh_key_arn])], opts=child, tags=tags)

@@ -10,7 +10,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components import naming
-from components.node import Grant, NodeArgs, hardened_instance, instance_role
+from components.node import Grant, NodeArgs, hardened_instance, instance_role, parameter_arn
 
 
 @dataclass(frozen=True)
@@ -84,20 +84,12 @@ class ManagementServer(pulumi.ComponentResource):
             description="SSH public key of the CloudStack management server (written by it at boot)",
             tags=tags, opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
 
-        identity = aws.get_caller_identity()
-        region = aws.get_region().region
-        partition = aws.get_partition().partition
-
-        def parameter_arn(which: str) -> str:
-            return (f"arn:{partition}:ssm:{region}:{identity.account_id}:parameter"
-                    f"{naming.parameter_name(args.stack, which)}")
-
         profile = instance_role(name, grants=[
             Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                   [args.db_master_secret_arn, db_cloud.arn, keys.arn, admin.arn, api_keys.arn]),
             Grant(["secretsmanager:PutSecretValue"], [api_keys.arn]),
-            Grant(["ssm:GetParameter"], [parameter_arn(naming.PARAM_DB_ENDPOINT),
-                                         parameter_arn(naming.PARAM_EFS_DNS)]),
+            Grant(["ssm:GetParameter"], [parameter_arn(args.stack, naming.PARAM_DB_ENDPOINT),
+                                         parameter_arn(args.stack, naming.PARAM_EFS_DNS)]),
             Grant(["ssm:GetParameter", "ssm:PutParameter"], [ssh_key.arn]),
         ], opts=child, tags=tags)
 

@@ -15,7 +15,19 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-SSM_MANAGED_POLICY = "policy/AmazonSSMManagedInstanceCore"
+from components import naming
+
+#: What the SSM agent needs for Session Manager, and nothing more. AWS's managed
+#: AmazonSSMManagedInstanceCore would also let every instance read every SSM
+#: parameter of the account (ssm:GetParameter on "*"). These actions take no
+#: resource-level restriction, hence "*".
+SESSION_MANAGER_ACTIONS = (
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,15 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
     )
 
 
+def parameter_arn(stack: str, which: str) -> str:
+    """ARN of one of the stack's SSM parameters, known before the parameter exists (so a
+    role can name a parameter another component creates later)."""
+    partition = aws.get_partition().partition
+    region = aws.get_region().region
+    account = aws.get_caller_identity().account_id
+    return f"arn:{partition}:ssm:{region}:{account}:parameter{naming.parameter_name(stack, which)}"
+
+
 @dataclass(frozen=True)
 class Grant:
     """One IAM statement: these actions on these resources (ARNs, possibly Outputs)."""
@@ -65,7 +86,6 @@ class Grant:
 def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptions,
                   tags: Optional[dict] = None) -> aws.iam.InstanceProfile:
     """A role for one kind of instance: SSM Session Manager plus exactly `grants`."""
-    partition = aws.get_partition().partition
     role = aws.iam.Role(
         f"{name}-role",
         assume_role_policy=json.dumps({
@@ -74,8 +94,11 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
                            "Principal": {"Service": "ec2.amazonaws.com"}}],
         }),
         tags=tags or {}, opts=opts)
-    permissions = [aws.iam.RolePolicyAttachment(
-        f"{name}-ssm", role=role.name, policy_arn=f"arn:{partition}:iam::aws:{SSM_MANAGED_POLICY}", opts=opts)]
+    permissions = [aws.iam.RolePolicy(
+        f"{name}-session-manager", role=role.id,
+        policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS), "Resource": "*"}]}),
+        opts=opts)]
     if grants:
         statements = [
             pulumi.Output.all(*g.resources).apply(

@@ -121,9 +121,9 @@ class Deployed:
     def depends_on_names(self, reg: offline.Registration) -> set[tuple[str, str]]:
         return {(self._by_urn[u].type, self._by_urn[u].name) for u in self.depends_on(reg) if u in self._by_urn}
 
-    def policy_document(self, role_prefix: str) -> dict:
-        policies = [r for r in self.of_type(ROLE_POLICY) if r.name == f"{role_prefix}-policy"]
-        assert len(policies) == 1, f"expected one inline policy {role_prefix}-policy, found {len(policies)}"
+    def policy_document(self, role_prefix: str, which: str = "policy") -> dict:
+        policies = [r for r in self.of_type(ROLE_POLICY) if r.name == f"{role_prefix}-{which}"]
+        assert len(policies) == 1, f"expected one inline policy {role_prefix}-{which}, found {len(policies)}"
         return json.loads(policies[0].inputs["policy"])
 
     def secret_values(self) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from components import catalog
+from components.node import SESSION_MANAGER_ACTIONS
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
@@ -17,7 +18,6 @@ SG = "aws:ec2/securityGroup:SecurityGroup"
 RDS = "aws:rds/instance:Instance"
 FS = "aws:efs/fileSystem:FileSystem"
 MOUNT = "aws:efs/mountTarget:MountTarget"
-SSM_CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 ROLES = ("router", "management", "kvm-host")
 ACCOUNT_REGION = "us-east-1:123456789012"
 
@@ -92,20 +92,27 @@ def test_a_new_ami_changes_no_input_that_is_not_ignored(deploy, dev):
 
 # --- least privilege -----------------------------------------------------------------------
 
-def test_roles_are_for_ec2_only_with_only_the_ssm_core_managed_policy(dev):
+def test_roles_are_for_ec2_only_with_no_managed_policy(dev):
     roles = {r.name: r for r in dev.of_type(ROLE)}
     assert set(roles) == {f"{r}-role" for r in ROLES}
     for role in roles.values():
         trust = json.loads(role.inputs["assumeRolePolicy"])
         assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "ec2.amazonaws.com"}]
-    attached = {}
-    for a in dev.of_type(ATTACHMENT):
-        attached.setdefault(a.inputs["role"], []).append(a.inputs["policyArn"])
-    assert attached == {roles[f"{r}-role"].state["name"]: [SSM_CORE] for r in ROLES}
+    # AmazonSSMManagedInstanceCore would grant ssm:GetParameter on every parameter.
+    assert dev.of_type(ATTACHMENT) == []
 
 
-def test_router_role_has_no_inline_policy(dev):
-    assert [p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")] == []
+def test_every_role_gets_exactly_the_session_manager_permissions(dev):
+    for role in ROLES:
+        doc = dev.policy_document(role, "session-manager")
+        assert statements(doc) == [(frozenset(SESSION_MANAGER_ACTIONS), frozenset({"*"}))]
+    assert set(SESSION_MANAGER_ACTIONS) == {
+        "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
+
+
+def test_router_role_has_nothing_but_session_manager(dev):
+    assert [p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")] == ["router-session-manager"]
 
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key(dev):
@@ -131,8 +138,8 @@ def test_management_server_grants_are_exact(dev):
     assert grants(dev.policy_document("management")) == expected
 
 
-def test_no_wildcard_in_any_inline_policy(dev):
-    policies = dev.of_type(ROLE_POLICY)
+def test_no_wildcard_in_any_inline_policy_but_session_manager(dev):
+    policies = [p for p in dev.of_type(ROLE_POLICY) if not p.name.endswith("-session-manager")]
     assert len(policies) == 2
     for p in policies:
         for actions, resources in statements(json.loads(p.inputs["policy"])):
@@ -146,7 +153,7 @@ def test_instances_wait_for_their_role_policies(dev):
     for inst in dev.instances():
         prefix = "kvm-host" if inst.name.startswith("kvm-host-") else inst.name
         deps = dev.depends_on_names(inst)
-        assert (ATTACHMENT, f"{prefix}-ssm") in deps, inst.name
+        assert (ROLE_POLICY, f"{prefix}-session-manager") in deps, inst.name
         if prefix != "router":
             assert (ROLE_POLICY, f"{prefix}-policy") in deps, inst.name
 

@@ -3,7 +3,6 @@ the sources in userdata/ and the comment-stripped copies the user data embeds.""
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
