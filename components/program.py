@@ -72,6 +72,19 @@ class Deployment:
     outputs: dict[str, Any]
 
 
+def pulumi_program() -> None:
+    """The Pulumi program: `__main__.py` runs it, and so can the Automation API
+    (`auto.create_or_select_stack(stack_name=..., project_name="cloudstack-ec2",
+    program=pulumi_program)`). Bad settings end the run with the complete list of
+    problems and no stack trace, before any resource is declared."""
+    try:
+        deployment = build()
+    except SettingsError as error:
+        raise pulumi.RunError(str(error)) from None
+    for name, value in deployment.outputs.items():
+        pulumi.export(name, value)
+
+
 def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()

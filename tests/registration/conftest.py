@@ -13,12 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ → `emul
 from emulator.server import Emulator  # noqa: E402
 
 from components.registration.client import forget_connections  # noqa: E402
-from components.registration.spec import Timeouts  # noqa: E402
-
-REGION = "eu-west-1"
-SECRET_ID = "/cloudstack-ec2/test/api-keys"
-FAST = Timeouts(secret_wait=5, api_wait=5, async_job=5, host_up=5, maintenance=5, transient_retry=5,
-                poll_interval=0.02, http_timeout=5)
+from registration_specs import FAST, REGION, SECRET_ID  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

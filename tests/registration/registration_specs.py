@@ -5,6 +5,12 @@ from __future__ import annotations
 from components.ipplan import build_plan
 from components.registration.spec import RegistrationSpec, Timeouts, build_spec
 
+REGION = "eu-west-1"
+SECRET_ID = "/cloudstack-ec2/test/api-keys"
+#: Small bounds so a test that waits in vain fails in seconds.
+FAST = Timeouts(secret_wait=5, api_wait=5, async_job=5, host_up=5, maintenance=5, transient_retry=5,
+                poll_interval=0.02, http_timeout=5)
+
 
 def make_spec(host_count: int = 1, hosts_per_cluster: int = 16, timeouts: Timeouts | None = None,
               zone: str = "zone1") -> RegistrationSpec:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FAST, REGION
+from registration_specs import FAST, REGION
 from registration_engine import Engine
 from registration_specs import make_spec
 

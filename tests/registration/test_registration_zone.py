@@ -9,7 +9,7 @@ import time
 
 import boto3
 import pytest
-from conftest import FAST, REGION, SECRET_ID
+from registration_specs import FAST, REGION, SECRET_ID
 from emulator.server import COMMANDS
 from registration_engine import Crash, Engine
 from registration_specs import make_spec
