@@ -39,10 +39,11 @@ class KvmHostPool(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:KvmHostPool", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        ssh_key_arn = parameter_arn(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY)
         # The hosts need nothing but the management server's public key (the key it
-        # adds them with); no secret is readable from a KVM host.
-        profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [ssh_key_arn])], opts=child, tags=tags)
+        # adds them with) and its package version; no secret is readable from a KVM host.
+        profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
+            parameter_arn(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY),
+            parameter_arn(args.stack, naming.PARAM_CLOUDSTACK_VERSION)])], opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
         for index, overlay_ip in sorted(args.overlay_ips.items()):

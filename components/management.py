@@ -78,11 +78,18 @@ class ManagementServer(pulumi.ComponentResource):
                                                     "password": _password(f"{name}-admin-password", child, 24).result}),
             opts=child)
 
-        ssh_key = aws.ssm.Parameter(
-            f"{name}-ssh-public-key", name=naming.parameter_name(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY),
-            type="String", value=naming.PENDING,
-            description="SSH public key of the CloudStack management server (written by it at boot)",
-            tags=tags, opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
+        def written_at_boot(suffix: str, which: str, description: str) -> aws.ssm.Parameter:
+            # Created here (so `pulumi destroy` removes it) with a placeholder the
+            # hosts treat as absent; the management server writes the value.
+            return aws.ssm.Parameter(
+                f"{name}-{suffix}", name=naming.parameter_name(args.stack, which), type="String",
+                value=naming.PENDING, description=description, tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
+
+        ssh_key = written_at_boot("ssh-public-key", naming.PARAM_MANAGEMENT_SSH_KEY,
+                                  "SSH public key of the CloudStack management server (written by it at boot)")
+        version = written_at_boot("cloudstack-version", naming.PARAM_CLOUDSTACK_VERSION,
+                                  "cloudstack-management package version (written by the management server)")
 
         profile = instance_role(name, grants=[
             Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
@@ -90,7 +97,7 @@ class ManagementServer(pulumi.ComponentResource):
             Grant(["secretsmanager:PutSecretValue"], [api_keys.arn]),
             Grant(["ssm:GetParameter"], [parameter_arn(args.stack, naming.PARAM_DB_ENDPOINT),
                                          parameter_arn(args.stack, naming.PARAM_EFS_DNS)]),
-            Grant(["ssm:GetParameter", "ssm:PutParameter"], [ssh_key.arn]),
+            Grant(["ssm:GetParameter", "ssm:PutParameter"], [ssh_key.arn, version.arn]),
         ], opts=child, tags=tags)
 
         user_data = pulumi.Output.all(

@@ -23,11 +23,14 @@ SECRET_API_KEYS = "api-keys"              # {"apikey","secretkey"}: written by m
 PARAM_DB_ENDPOINT = "db-endpoint"
 PARAM_EFS_DNS = "efs-dns"
 PARAM_MANAGEMENT_SSH_KEY = "management-ssh-public-key"
+#: The exact cloudstack-management package version the management server runs,
+#: written by it; KVM hosts install the agent of that very version.
+PARAM_CLOUDSTACK_VERSION = "cloudstack-version"
 #: Value of a parameter the management server has not written yet.
 PENDING = "pending"
 
 
-PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY)
+PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY, PARAM_CLOUDSTACK_VERSION)
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 

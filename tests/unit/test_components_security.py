@@ -115,9 +115,10 @@ def test_router_role_has_nothing_but_session_manager(dev):
     assert [p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")] == ["router-session-manager"]
 
 
-def test_kvm_hosts_may_only_read_the_management_ssh_key(dev):
+def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     doc = dev.policy_document("kvm-host")
-    assert grants(doc) == {("ssm:GetParameter", ssm_arn("management-ssh-public-key"))}
+    assert grants(doc) == {("ssm:GetParameter", ssm_arn("management-ssh-public-key")),
+                           ("ssm:GetParameter", ssm_arn("cloudstack-version"))}
 
 
 def test_management_server_grants_are_exact(dev):
@@ -127,13 +128,16 @@ def test_management_server_grants_are_exact(dev):
     assert len(secret_arns) == 5
     api_keys = dev.get(SECRET, "management-api-keys").state["arn"]
     ssh_key = dev.get("aws:ssm/parameter:Parameter", "management-ssh-public-key").state["arn"]
+    version = dev.get("aws:ssm/parameter:Parameter", "management-cloudstack-version").state["arn"]
     assert ssh_key == ssm_arn("management-ssh-public-key")
+    assert version == ssm_arn("cloudstack-version")
     expected = (
         {("secretsmanager:GetSecretValue", a) for a in secret_arns}
         | {("secretsmanager:DescribeSecret", a) for a in secret_arns}
         | {("secretsmanager:PutSecretValue", api_keys)}
         | {("ssm:GetParameter", ssm_arn("db-endpoint")), ("ssm:GetParameter", ssm_arn("efs-dns"))}
         | {("ssm:GetParameter", ssh_key), ("ssm:PutParameter", ssh_key)}
+        | {("ssm:GetParameter", version), ("ssm:PutParameter", version)}
     )
     assert grants(dev.policy_document("management")) == expected
 
