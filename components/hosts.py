@@ -24,6 +24,8 @@ class KvmHostPoolArgs:
     overlay_ips: Mapping[int, str]
     #: host index -> boot script (base64 user data).
     render_user_data: Callable[[int], pulumi.Input[str]]
+    #: Resources the instance(s) must not boot before (see NodeArgs.wait_for).
+    wait_for: Sequence[pulumi.Resource] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -50,7 +52,8 @@ class KvmHostPool(pulumi.ComponentResource):
             self.instances[index] = hardened_instance(f"{name}-{index}", NodeArgs(
                 instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
                 security_group_ids=args.security_group_ids, user_data_base64=args.render_user_data(index),
-                instance_profile=profile.name, root_volume_gb=args.root_volume_gb,
+                instance_profile=profile.name, root_volume_gb=args.root_volume_gb, wait_for=args.wait_for,
+                pin_instance_type=True,
                 tags={**tags, "Role": "cloudstack-kvm-host", "HostIndex": str(index), "OverlayIp": overlay_ip}),
                 child)
 

@@ -25,6 +25,8 @@ class ManagementServerArgs:
     db_master_secret_arn: pulumi.Input[str]
     #: Renders the boot script from the secrets' names (never their values).
     render_user_data: Callable[[dict], str]
+    #: Resources the instance(s) must not boot before (see NodeArgs.wait_for).
+    wait_for: Sequence[pulumi.Resource] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -107,7 +109,7 @@ class ManagementServer(pulumi.ComponentResource):
         instance = hardened_instance(name, NodeArgs(
             instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
             security_group_ids=args.security_group_ids, user_data_base64=user_data,
-            instance_profile=profile.name, root_volume_gb=args.root_volume_gb,
+            instance_profile=profile.name, root_volume_gb=args.root_volume_gb, wait_for=args.wait_for,
             tags={**tags, "Role": "cloudstack-management"}), child)
 
         self.instance = instance

@@ -20,7 +20,8 @@ class MulticastDomain(pulumi.ComponentResource):
     """Transit Gateway (multicast on), its VPC attachment on the CloudStack subnet, a multicast
     domain with IGMPv2, and the subnet associated with the domain.
 
-    Outputs: transit_gateway_id, attachment_id, multicast_domain_id.
+    Outputs: transit_gateway_id, attachment_id, multicast_domain_id; `association` is the
+    resource the overlay members wait for.
     """
 
     def __init__(self, name: str, args: MulticastDomainArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -47,13 +48,15 @@ class MulticastDomain(pulumi.ComponentResource):
             f"{name}-domain", transit_gateway_id=tgw.id, igmpv2_support="enable",
             static_sources_support="disable", auto_accept_shared_associations="disable",
             tags={**tags, "Name": f"{name}-domain"}, opts=child)
-        aws.ec2transitgateway.MulticastDomainAssociation(
+        association = aws.ec2transitgateway.MulticastDomainAssociation(
             f"{name}-association", transit_gateway_multicast_domain_id=domain.id,
             transit_gateway_attachment_id=attachment.id, subnet_id=args.cloudstack_subnet_id, opts=child)
 
         self.transit_gateway_id = tgw.id
         self.attachment_id = attachment.id
         self.multicast_domain_id = domain.id
+        #: Instances wait for this: before it exists no VTEP can find another.
+        self.association = association
         self.register_outputs({
             "transit_gateway_id": tgw.id,
             "attachment_id": attachment.id,

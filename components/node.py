@@ -40,6 +40,12 @@ class NodeArgs:
     instance_profile: pulumi.Input[str]
     root_volume_gb: int
     source_dest_check: bool = True
+    #: Resources the instance must not boot before (the multicast domain association:
+    #: without it the overlay cannot find the router, the members' only way out).
+    wait_for: Sequence[pulumi.Resource] = ()
+    #: Keep the instance type once created: changing it stops and starts the instance,
+    #: which on a KVM host kills its VMs without maintenance.
+    pin_instance_type: bool = False
     tags: dict = field(default_factory=dict)
 
 
@@ -62,7 +68,12 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
         tags={**args.tags, "Name": name},
         volume_tags={**args.tags, "Name": name},
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            ignore_changes=["ami", "user_data", "user_data_base64"])),
+            ignore_changes=["ami", "user_data", "user_data_base64"]
+            + (["instance_type"] if args.pin_instance_type else []),
+            # The replacement reuses the overlay address: two live copies would fight
+            # over it (and two management servers over one database).
+            delete_before_replace=True,
+            depends_on=list(args.wait_for))),
     )
 
 

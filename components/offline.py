@@ -61,6 +61,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
         self.region = region
         self.subnet_cidrs = dict(subnet_cidrs or {})
+        #: The region's AZs, each offering every catalog type (offline, nothing is scarce).
+        self.zones = [f"{region}{s}" for s in "abc"]
         self._taken_ips: set[int] = set()
 
     def _private_ip(self, name: str) -> str:
@@ -133,8 +135,13 @@ class OfflineMocks(pulumi.runtime.Mocks):
                 "memorySize": facts.memory_mib,
             }
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = [f"{self.region}{s}" for s in "abc"]
+            names = list(self.zones)
             return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": self.region}
+        if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
+            wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
+            pairs = [(t, z) for t in wanted if catalog.instance_facts(t) for z in self.zones]
+            return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
+                    "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
         if token == "aws:ec2/getAmi:getAmi":
             return {"id": "ami-0offline00000000", "imageId": "ami-0offline00000000", "name": "offline ubuntu"}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":

@@ -22,7 +22,7 @@ from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.registration import Timeouts, build_spec
 from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
 from components.router import OverlayRouter, OverlayRouterArgs
-from components.settings import Problem, Settings, SettingsError
+from components.settings import Problem, Settings, SettingsError, choose_availability_zones
 from components.storage import EfsStorage, EfsStorageArgs
 from components.underlay import CLOUDSTACK_UI_PORT, Underlay, UnderlayArgs
 
@@ -85,21 +85,34 @@ def pulumi_program() -> None:
         pulumi.export(name, value)
 
 
+def availability_zones(settings: Settings) -> tuple[str, str]:
+    """The CloudStack subnet's AZ (offering every instance type) and the DB's second AZ."""
+    zones = sorted(aws.get_availability_zones(state="available").names)
+    types = sorted({settings.router_instance_type, settings.management_instance_type, settings.host_instance_type})
+    offerings = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=types)])
+    offered: dict[str, set[str]] = {}
+    for instance_type, zone in zip(offerings.instance_types, offerings.locations):
+        offered.setdefault(instance_type, set()).add(zone)
+    return choose_availability_zones(settings, zones, offered)
+
+
 def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()
     check_existing_network(settings)
-    return Deployment(settings, declare(settings, pulumi.get_stack()))
+    zones = availability_zones(settings)
+    return Deployment(settings, declare(settings, pulumi.get_stack(), zones))
 
 
-def declare(settings: Settings, stack: str) -> dict[str, Any]:
+def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> dict[str, Any]:
     plan = settings.ip_plan()
     tags = {"Project": naming.PROJECT, "Stack": stack}
     region = aws.get_region().region
     prefix = naming.stack_prefix(stack)
-    zones = aws.get_availability_zones(state="available").names
-    az = settings.availability_zone or zones[0]
-    db_azs = [az, next(z for z in zones if z != az)]
+    az = zones[0]
+    db_azs = list(zones)
     ami = settings.ami_id or ubuntu_ami(settings.ubuntu_codename)
     management_ip = plan.management_servers[0]
 
@@ -128,6 +141,7 @@ def declare(settings: Settings, stack: str) -> dict[str, Any]:
         subnet_id=underlay.cloudstack_subnet_id, security_group_id=underlay.efs_sg_id, tags=tags))
 
     member_sgs = [underlay.member_sg_id]
+    overlay_ready = [multicast.association]
     router = OverlayRouter("router", OverlayRouterArgs(
         instance_type=settings.router_instance_type, ami_id=ami, subnet_id=underlay.cloudstack_subnet_id,
         security_group_ids=[underlay.member_sg_id, underlay.router_sg_id],
@@ -136,7 +150,7 @@ def declare(settings: Settings, stack: str) -> dict[str, Any]:
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",)))),
         root_volume_gb=settings.root_volume_gb, overlay_cidr=str(settings.overlay_cidr),
-        route_table_ids=underlay.route_table_ids, tags=tags))
+        route_table_ids=underlay.route_table_ids, wait_for=overlay_ready, tags=tags))
 
     def management_user_data(secret_arns: dict) -> str:
         return userdata.render_management_user_data(userdata.ManagementBoot(
@@ -152,7 +166,7 @@ def declare(settings: Settings, stack: str) -> dict[str, Any]:
         stack=stack, instance_type=settings.management_instance_type, ami_id=ami,
         subnet_id=underlay.cloudstack_subnet_id, security_group_ids=member_sgs,
         root_volume_gb=settings.root_volume_gb, db_master_secret_arn=database.master_secret_arn,
-        render_user_data=management_user_data, tags=tags))
+        render_user_data=management_user_data, wait_for=overlay_ready, tags=tags))
 
     def host_user_data(index: int) -> str:
         return userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
@@ -166,7 +180,7 @@ def declare(settings: Settings, stack: str) -> dict[str, Any]:
         subnet_id=underlay.cloudstack_subnet_id, security_group_ids=member_sgs,
         root_volume_gb=settings.root_volume_gb,
         overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
-        render_user_data=host_user_data, tags=tags))
+        render_user_data=host_user_data, wait_for=overlay_ready, tags=tags))
 
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))

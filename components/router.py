@@ -22,6 +22,8 @@ class OverlayRouterArgs:
     overlay_cidr: str
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
+    #: Resources the instance(s) must not boot before (see NodeArgs.wait_for).
+    wait_for: Sequence[pulumi.Resource] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -42,7 +44,7 @@ class OverlayRouter(pulumi.ComponentResource):
         instance = hardened_instance(name, NodeArgs(
             instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
             security_group_ids=args.security_group_ids, user_data_base64=args.user_data_base64,
-            instance_profile=profile.name, root_volume_gb=args.root_volume_gb,
+            instance_profile=profile.name, root_volume_gb=args.root_volume_gb, wait_for=args.wait_for,
             # It forwards packets whose source or destination is an overlay
             # address, which EC2 would otherwise drop.
             source_dest_check=False, tags={**tags, "Role": "overlay-router"}), child)

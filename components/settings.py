@@ -88,7 +88,7 @@ KEYS: tuple[Key, ...] = (
     Key("vpcId", "str", "", "Use this existing VPC instead of creating one (then also set `cloudstackSubnetId` and `dbSubnetIds`)."),
     Key("cloudstackSubnetId", "str", "", "Existing dedicated subnet (with `vpcId`); its CIDR must equal `cloudstackSubnetCidr`."),
     Key("dbSubnetIds", "list", [], "Existing subnets in two AZs for RDS (with `vpcId`)."),
-    Key("routeTableIds", "list", [], "Existing route tables that must route the overlay CIDR to the router (with `vpcId`)."),
+    Key("routeTableIds", "list", [], "Existing route tables that get the overlay route to the router (with `vpcId`; at least those of the CloudStack and DB subnets)."),
     Key("overlayCidr", "str", "10.100.0.0/16", "The VXLAN overlay (CloudStack's management, pod and public addresses); must not overlap the VPC."),
     Key("vxlanId", "int", 100, "VXLAN network identifier of the overlay (1..16777215)."),
     Key("multicastGroup", "str", "239.255.0.100", "IPv4 multicast group the VTEPs join (IPv4 local scope 239.255.0.0/16 recommended)."),
@@ -111,7 +111,7 @@ KEYS: tuple[Key, ...] = (
     Key("zoneName", "str", "zone1", "CloudStack zone name; also the EFS directory (`/<zone>/primary`, `/<zone>/secondary`)."),
     Key("registerCloud", "bool", True, "Register zone, pod, clusters, hosts and storage through the CloudStack API."),
     Key("apiEndpoint", "str", "", "CloudStack API URL the registration uses; empty: http://<router Elastic IP>:8080/client/api."),
-    Key("registrationTimeoutMinutes", "int", 45, "How long the registration waits for the API keys and the API on first boot."),
+    Key("registrationTimeoutMinutes", "int", 90, "How long the registration waits for the API keys and the API on first boot (RDS creation, Multi-AZ especially, is part of it)."),
     # Database
     Key("dbEngineVersion", "str", "8.4", "RDS MySQL major version: 8.4, or 8.0 (paid Extended Support since 2026-07-31)."),
     Key("dbInstanceClass", "str", "db.t4g.medium", "RDS instance class."),
@@ -387,6 +387,10 @@ def parse_settings(
             c.problem("cloudstackSubnetId", "", "required with vpcId: the existing dedicated CloudStack subnet")
         if len(db_subnet_ids) != 2:
             c.problem("dbSubnetIds", db_subnet_ids, "required with vpcId: two existing subnets in two AZs")
+        if not route_table_ids:
+            c.problem("routeTableIds", route_table_ids,
+                      "required with vpcId: at least the route tables of the CloudStack and database subnets, "
+                      "which must send the overlay CIDR to the router (else replies to overlay addresses are lost)")
     elif subnet_id or db_subnet_ids or route_table_ids:
         c.problem("vpcId", "", "required when cloudstackSubnetId, dbSubnetIds or routeTableIds is set")
 
@@ -576,3 +580,40 @@ def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[
                                 f"is {'/'.join(facts.architectures)}: the CloudStack packages and system VMs "
                                 "used here are x86_64"))
     return problems
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def choose_availability_zones(
+    settings: Settings, zones: Sequence[str], offered: Mapping[str, set[str]]
+) -> tuple[str, str]:
+    """(CloudStack subnet's AZ, the DB's second AZ). The first must offer every instance
+    type of the stack (metal types are missing from many AZs); `offered` maps each type to
+    the AZs that offer it. Raises SettingsError naming the key to change."""
+    types = {"routerInstanceType": settings.router_instance_type,
+             "managementInstanceType": settings.management_instance_type,
+             "hostInstanceType": settings.host_instance_type}
+    fitting = [z for z in zones if all(z in offered.get(t, set()) for t in types.values())]
+    requested = settings.availability_zone
+    if requested:
+        if requested not in zones:
+            raise SettingsError([Problem("availabilityZone", requested,
+                                         f"is not an available AZ of the region: {', '.join(zones)}")])
+        missing = {k: t for k, t in types.items() if requested not in offered.get(t, set())}
+        if missing:
+            raise SettingsError([Problem("availabilityZone", requested,
+                                         f"does not offer {', '.join(f'{t} ({k})' for k, t in missing.items())}; "
+                                         f"AZs that offer every type: {', '.join(fitting) or 'none'}")])
+        primary = requested
+    elif fitting:
+        primary = fitting[0]
+    else:
+        raise SettingsError([Problem("hostInstanceType", settings.host_instance_type,
+                                     "no AZ of the region offers the router, management and host types together; "
+                                     + "; ".join(f"{t}: {', '.join(sorted(offered.get(t, set()))) or 'nowhere'}"
+                                                 for t in types.values()))])
+    others = [z for z in zones if z != primary]
+    if not others:
+        raise SettingsError([Problem("availabilityZone", primary, "RDS needs a second AZ in the region")])
+    return primary, others[0]

@@ -16,6 +16,9 @@ VXLAN_PORT = 4789
 CLOUDSTACK_UI_PORT = 8080
 MYSQL_PORT = 3306
 NFS_PORT = 2049
+#: For protocol icmp, from_port is the ICMP type and to_port the code.
+ICMP_DESTINATION_UNREACHABLE = 3
+ICMP_FRAGMENTATION_NEEDED = 4
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,13 @@ class Underlay(pulumi.ComponentResource):
             aws.ec2.SecurityGroupIngressArgs(
                 description="CloudStack UI/API from the VPC", protocol="tcp",
                 from_port=CLOUDSTACK_UI_PORT, to_port=CLOUDSTACK_UI_PORT, cidr_blocks=[args.vpc_cidr]),
+            # Path MTU discovery: the overlay and the VPC carry jumbo frames, the
+            # internet gateway 1500 bytes; "fragmentation needed" must reach the
+            # router (AWS's advice for PMTUD). It opens no service.
+            aws.ec2.SecurityGroupIngressArgs(
+                description="ICMP fragmentation needed (path MTU discovery)", protocol="icmp",
+                from_port=ICMP_DESTINATION_UNREACHABLE, to_port=ICMP_FRAGMENTATION_NEEDED,
+                cidr_blocks=["0.0.0.0/0"]),
         ]
         outside_vpc = [c for c in args.admin_cidrs
                        if not ipaddress.IPv4Network(c).subnet_of(ipaddress.IPv4Network(args.vpc_cidr))]

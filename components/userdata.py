@@ -93,8 +93,10 @@ class BootWaits:
     secrets_seconds: int = 600       # each secret's value
     database_seconds: int = 1800     # the database accepting connections
     api_seconds: int = 1800          # the API answering on localhost:8080 (first start migrates the DB)
-    ssh_key_seconds: int = 7200      # KVM hosts: the management server's SSH public key
-    interval_seconds: int = 10       # between two attempts
+    ssh_key_seconds: int = 7200      # KVM hosts: what the management server publishes (its package
+                                     # version, its SSH public key)
+    network_seconds: int = 1800      # members: the overlay gateway (router) and the internet through it
+    interval_seconds: int = 10       # between two attempts (and the back-off step of retried installs)
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,9 @@ def _common_env(boot, role: str) -> dict[str, str]:
         "CSEC2_WAIT_DATABASE_SECONDS": str(w.database_seconds),
         "CSEC2_WAIT_API_SECONDS": str(w.api_seconds),
         "CSEC2_WAIT_SSH_KEY_SECONDS": str(w.ssh_key_seconds),
+        "CSEC2_WAIT_NETWORK_SECONDS": str(w.network_seconds),
         "CSEC2_WAIT_INTERVAL_SECONDS": str(w.interval_seconds),
+        **({"CSEC2_OVERLAY_GATEWAY": boot.overlay.overlay_gateway} if boot.overlay.role == "member" else {}),
     }
 
 

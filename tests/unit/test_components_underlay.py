@@ -178,7 +178,11 @@ def test_every_instance_is_a_member_and_the_router_also_has_the_router_group(dev
 
 
 def test_router_admits_only_8080_from_admin_cidrs_and_the_vpc(dev):
-    rules = dev.ingress(sg(dev, "router-sg"))
+    all_rules = dev.ingress(sg(dev, "router-sg"))
+    icmp = [r for r in all_rules if r["protocol"] == "icmp"]
+    rules = [r for r in all_rules if r["protocol"] != "icmp"]
+    # Besides 8080: only ICMP type 3 code 4 (fragmentation needed), for path MTU discovery.
+    assert [(dev.ports(r), r["cidrBlocks"]) for r in icmp] == [((3, 4), ["0.0.0.0/0"])]
     assert rules, "the router group admits nothing"
     for rule in rules:
         assert rule["protocol"] == "tcp" and dev.ports(rule) == (8080, 8080), rule
@@ -207,7 +211,8 @@ def test_no_group_admits_the_unauthenticated_api_agent_port_or_ssh(dev, port):
 
 def test_admin_cidrs_outside_the_vpc_get_their_own_rule(deploy):
     d = deploy(adminCidrs=["203.0.113.0/24"])
-    sources = {c for r in d.ingress(d.get(SG, "underlay-router-sg")) for c in r["cidrBlocks"]}
+    sources = {c for r in d.ingress(d.get(SG, "underlay-router-sg")) if r["protocol"] == "tcp"
+               for c in r["cidrBlocks"]}
     assert sources == {"203.0.113.0/24", "10.0.0.0/16"}
 
 

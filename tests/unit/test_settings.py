@@ -268,9 +268,10 @@ def test_guest_cidr_must_not_overlap():
 
 def test_existing_vpc_needs_subnets():
     found = problems(vpcId="vpc-0123456789abcdef0")
-    assert {p.key for p in found} == {"cloudstackSubnetId", "dbSubnetIds"}
+    assert {p.key for p in found} == {"cloudstackSubnetId", "dbSubnetIds", "routeTableIds"}
     s = parse(vpcId="vpc-0123456789abcdef0", cloudstackSubnetId="subnet-0123456789abcdef0",
-              dbSubnetIds=["subnet-0123456789abcdef1", "subnet-0123456789abcdef2"])
+              dbSubnetIds=["subnet-0123456789abcdef1", "subnet-0123456789abcdef2"],
+              routeTableIds=["rtb-0123456789abcdef0"])
     assert s.uses_existing_vpc
 
 
@@ -300,3 +301,44 @@ def test_type_errors_name_the_key():
     only_problem("hostCount", hostCount="three")
     only_problem("dbMultiAz", dbMultiAz="yes")
     only_problem("adminCidrs", adminCidrs="10.0.0.0/8")
+
+
+# --- availability zones ---------------------------------------------------------------
+
+from components.settings import choose_availability_zones  # noqa: E402
+
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+EVERYWHERE = {t: set(ZONES) for t in ("c5n.large", "m6i.xlarge", "c5.metal")}
+
+
+def test_az_defaults_to_the_first_that_offers_every_type():
+    offered = {**EVERYWHERE, "c5.metal": {"us-east-1b", "us-east-1c"}}
+    assert choose_availability_zones(parse(), ZONES, offered) == ("us-east-1b", "us-east-1a")
+
+
+def test_requested_az_must_offer_every_type():
+    offered = {**EVERYWHERE, "c5.metal": {"us-east-1c"}}
+    with pytest.raises(SettingsError) as err:
+        choose_availability_zones(parse(availabilityZone="us-east-1a"), ZONES, offered)
+    [p] = err.value.problems
+    assert p.key == "availabilityZone" and "c5.metal (hostInstanceType)" in p.message and "us-east-1c" in p.message
+    assert choose_availability_zones(parse(availabilityZone="us-east-1c"), ZONES, offered)[0] == "us-east-1c"
+
+
+def test_no_az_with_every_type_names_the_host_type():
+    offered = {**EVERYWHERE, "c5.metal": set()}
+    with pytest.raises(SettingsError) as err:
+        choose_availability_zones(parse(), ZONES, offered)
+    assert err.value.problems[0].key == "hostInstanceType"
+
+
+def test_unknown_requested_az():
+    with pytest.raises(SettingsError, match="availabilityZone"):
+        choose_availability_zones(parse(availabilityZone="us-east-1z"), ZONES, EVERYWHERE)
+
+
+def test_the_database_gets_a_second_az():
+    primary, second = choose_availability_zones(parse(availabilityZone="us-east-1b"), ZONES, EVERYWHERE)
+    assert (primary, second) == ("us-east-1b", "us-east-1a")
+    with pytest.raises(SettingsError, match="second AZ"):
+        choose_availability_zones(parse(), ["us-east-1a"], {t: {"us-east-1a"} for t in EVERYWHERE})
