@@ -13,7 +13,11 @@
 #           "ip cloudstack_overlay": source NAT (to the underlay address) for
 #           overlay traffic leaving VPC_CIDR and for DNS to the VPC resolver
 #           (VPC base + 2, which answers VPC sources only); no NAT for other
-#           traffic to VPC_CIDR; ROUTER_DNAT forwards from the underlay address.
+#           traffic to VPC_CIDR; ROUTER_DNAT forwards from the underlay address;
+#           the TCP MSS of forwarded SYN and SYN-ACK packets between the overlay
+#           and destinations outside VPC_CIDR clamped to INTERNET_MTU - 40 (the
+#           internet gateway carries 1500 bytes, and path-MTU discovery through
+#           the router cannot be relied on).
 #
 # Idempotent: it changes only runtime network state (links, addresses, routes,
 # sysctls under net.*, its own nftables table, replaced atomically) and writes no
@@ -40,6 +44,11 @@
 #   ROUTER_DNAT      router only: space-separated proto:port:target_ip:target_port
 #                    (proto tcp|udp; target inside the overlay) forwarded from the
 #                    underlay address, e.g. "tcp:8080:10.100.0.2:8080"
+#   INTERNET_MTU     router: the largest IPv4 packet on the path outside the VPC,
+#                    1280..9001 (default 1500, the internet gateway's limit);
+#                    TCP connections between the overlay and outside VPC_CIDR
+#                    get MSS at most INTERNET_MTU - 40 (IPv4 20 + TCP 20).
+#                    Checked on members too, unused there.
 set -euo pipefail
 export LC_ALL=C
 
@@ -49,6 +58,8 @@ readonly NFT_TABLE=cloudstack_overlay
 readonly VXLAN_OVERHEAD=50
 readonly MIN_MTU=1280
 readonly MAX_MTU=8450
+readonly MAX_INTERNET_MTU=9001
+readonly TCPIP_HEADERS=40 # IPv4 + TCP headers without options: MSS = MTU - 40
 readonly LINK_LOCAL_SERVICES=(169.254.169.254 169.254.169.123 169.254.169.253)
 readonly PROG=${0##*/}
 
@@ -147,6 +158,7 @@ OVERLAY_GATEWAY=${OVERLAY_GATEWAY-}
 OVERLAY_MTU=${OVERLAY_MTU-}
 VPC_CIDR=${VPC_CIDR-}
 ROUTER_DNAT=${ROUTER_DNAT-}
+INTERNET_MTU=${INTERNET_MTU-1500}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
 
@@ -166,6 +178,9 @@ if ! is_uint "$VXLAN_PORT" || ((VXLAN_PORT < 1 || VXLAN_PORT > 65535)); then
 fi
 if ! is_uint "$OVERLAY_MTU" || ((OVERLAY_MTU < MIN_MTU || OVERLAY_MTU > MAX_MTU)); then
     problem OVERLAY_MTU "$OVERLAY_MTU" "expected an integer $MIN_MTU..$MAX_MTU (Transit Gateway's 8500 minus VXLAN's $VXLAN_OVERHEAD)"
+fi
+if ! is_uint "$INTERNET_MTU" || ((INTERNET_MTU < MIN_MTU || INTERNET_MTU > MAX_INTERNET_MTU)); then
+    problem INTERNET_MTU "$INTERNET_MTU" "expected an integer $MIN_MTU..$MAX_INTERNET_MTU (default 1500, the internet gateway's limit)"
 fi
 
 overlay_ok=false
@@ -367,8 +382,17 @@ for entry in "${dnat_entries[@]}"; do
     dnat_rules+="        iifname \"$UNDERLAY_DEV\" ip daddr $underlay_ip $proto dport $port dnat to $target:$target_port"$'\n'
 done
 
+internet_mss=$((INTERNET_MTU - TCPIP_HEADERS))
+
 # One transaction: create-if-missing, delete, define. Flows keep their NAT
 # bindings (conntrack), so replacing the table never interrupts them.
+# MSS clamp: members announce OVERLAY_MTU - 40 (8410 at 8450) and would send
+# segments that big to the internet, where the internet gateway drops them
+# (1500 bytes) and the ICMP "fragmentation needed" may never come back. Each
+# side sends at most the MSS the OTHER side's SYN announced, so both the SYN
+# and the SYN-ACK are clamped, in both directions (member -> internet, and
+# internet -> ROUTER_DNAT target). Only lowered, never raised; VPC traffic
+# keeps the jumbo MSS. Forward hook, after DNAT: daddr is the overlay target.
 nft -f - <<EOF
 table ip $NFT_TABLE
 delete table ip $NFT_TABLE
@@ -376,6 +400,11 @@ table ip $NFT_TABLE {
     chain prerouting {
         type nat hook prerouting priority dstnat; policy accept;
 ${dnat_rules}    }
+    chain forward {
+        type filter hook forward priority mangle; policy accept;
+        ip saddr $overlay_cidr ip daddr != $VPC_CIDR tcp flags & syn == syn tcp option maxseg size > $internet_mss tcp option maxseg size set $internet_mss
+        ip daddr $overlay_cidr ip saddr != $VPC_CIDR tcp flags & syn == syn tcp option maxseg size > $internet_mss tcp option maxseg size set $internet_mss
+    }
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip
@@ -383,4 +412,4 @@ ${dnat_rules}    }
     }
 }
 EOF
-log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s)"
+log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), internet MSS $internet_mss"

@@ -3,7 +3,10 @@
 Run as a script: `python labnet_tools.py <mode> ...`. Servers print READY once
 listening, then one line per event, flushed, so the lab can follow them.
 
-  whoami NAME ADDR PORT          TCP: greets "NAME <peer ip>", then echoes lines
+  whoami NAME ADDR PORT [sniff]  TCP: greets "NAME <peer ip>", then echoes lines;
+                                 "BULK U D": reads U bytes, answers "GOT U <sha256>"
+                                 and sends D pattern bytes. With sniff: prints
+                                 "syn <source ip> mss <n>" for every SYN to PORT
   dns VPC_CIDR ADDR PORT N=IP..  UDP DNS resolver that, like the VPC resolver,
                                  answers only sources inside VPC_CIDR; prints
                                  "query <source ip> <name>" for every query
@@ -11,10 +14,15 @@ listening, then one line per event, flushed, so the lab can follow them.
   hold ADDR PORT SECONDS         client: keeps one connection, one echo every
                                  0.05 s; exit 0 only if every echo came back
   resolve SERVER NAME TIMEOUT [SOURCE]  client: prints the A record or exits 1
+  bulk ADDR PORT UP DOWN TIMEOUT  client: greeting, then UP bytes up and DOWN
+                                 bytes down on one connection; prints the
+                                 greeting and "synack mss <n>" (the MSS option
+                                 of the SYN-ACK it received); exit 1 on failure
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 import socketserver
@@ -24,19 +32,76 @@ import threading
 import time
 
 
-def serve_whoami(name: str, addr: str, port: int) -> None:
+def pattern(size: int) -> bytes:
+    # 251 is prime: a shifted or truncated stream does not match by accident.
+    return (bytes(range(251)) * (size // 251 + 1))[:size]
+
+
+def tcp_syn_mss(packet: bytes) -> tuple[str, int, int, int, int | None]:
+    """(source ip, source port, destination port, flags, MSS option or None)
+    of an IPv4 TCP packet as a raw socket delivers it."""
+    ihl = (packet[0] & 0x0F) * 4
+    source = socket.inet_ntoa(packet[12:16])
+    sport, dport = struct.unpack("!HH", packet[ihl : ihl + 4])
+    offset = (packet[ihl + 12] >> 4) * 4
+    flags = packet[ihl + 13]
+    options = packet[ihl + 20 : ihl + offset]
+    i = 0
+    while i < len(options):
+        kind = options[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(options) or options[i + 1] < 2:
+            break
+        if kind == 2 and options[i + 1] == 4:
+            return source, sport, dport, flags, struct.unpack("!H", options[i + 2 : i + 4])[0]
+        i += options[i + 1]
+    return source, sport, dport, flags, None
+
+
+SYN, ACK = 0x02, 0x10
+
+
+def raw_tcp_socket() -> socket.socket:
+    # A raw IPPROTO_TCP socket gets a copy of every TCP packet this namespace receives.
+    return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+
+
+def sniff_syns(sock: socket.socket, port: int) -> None:
+    while True:
+        packet = sock.recv(65535)
+        try:
+            source, _, dport, flags, mss = tcp_syn_mss(packet)
+        except (IndexError, struct.error):
+            continue
+        if dport == port and flags & (SYN | ACK) == SYN:
+            print(f"syn {source} mss {mss}", flush=True)
+
+
+def serve_whoami(name: str, addr: str, port: int, sniff: bool = False) -> None:
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             self.wfile.write(f"{name} {self.client_address[0]}\n".encode())
             self.wfile.flush()
             for line in self.rfile:
-                self.wfile.write(line)
+                if line.startswith(b"BULK "):
+                    up, down = (int(n) for n in line.split()[1:3])
+                    data = self.rfile.read(up)
+                    self.wfile.write(f"GOT {len(data)} {hashlib.sha256(data).hexdigest()}\n".encode())
+                    self.wfile.write(pattern(down))
+                else:
+                    self.wfile.write(line)
                 self.wfile.flush()
 
     class Server(socketserver.ThreadingTCPServer):
         allow_reuse_address = True
         daemon_threads = True
 
+    if sniff:
+        threading.Thread(target=sniff_syns, args=(raw_tcp_socket(), port), daemon=True).start()
     with Server((addr, port), Handler) as server:
         print("READY", flush=True)
         server.serve_forever()
@@ -115,6 +180,48 @@ def client_hold(addr: str, port: int, seconds: float) -> int:
     return 0
 
 
+def client_bulk(addr: str, port: int, up: int, down: int, timeout: float) -> int:
+    """Moves `up` bytes to the server and `down` bytes back on ONE connection
+    and checks both. Bounded: every socket operation times out after `timeout`."""
+    payload = pattern(up)
+    sniffer = raw_tcp_socket()
+    sniffer.settimeout(timeout)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.bind(("0.0.0.0", 0))
+            local_port = sock.getsockname()[1]
+            sock.connect((addr, port))
+            # The SYN-ACK is already in the sniffer's queue: connect() returned.
+            synack_mss = None
+            for _ in range(1000):
+                source, sport, dport, flags, mss = tcp_syn_mss(sniffer.recv(65535))
+                if dport == local_port and sport == port and flags & (SYN | ACK) == SYN | ACK:
+                    synack_mss = mss
+                    break
+            reader = sock.makefile("rb")
+            greeting = reader.readline().decode().strip()
+            print(greeting, flush=True)
+            print(f"synack mss {synack_mss}", flush=True)
+            sock.sendall(f"BULK {up} {down}\n".encode() + payload)
+            got = reader.readline().decode().split()
+            if got != ["GOT", str(up), hashlib.sha256(payload).hexdigest()]:
+                print(f"upload of {up} bytes not confirmed: {got}", file=sys.stderr)
+                return 1
+            data = reader.read(down)
+            if data != pattern(down):
+                print(f"download: {len(data)} of {down} bytes, intact: {data == pattern(down)[:len(data)]}",
+                      file=sys.stderr)
+                return 1
+    except OSError as error:
+        print(f"bulk {addr}:{port} failed: {error!r}", file=sys.stderr)
+        return 1
+    finally:
+        sniffer.close()
+    print(f"up {up} down {down} ok", flush=True)
+    return 0
+
+
 def client_resolve(server: str, name: str, timeout: float, source: str = "0.0.0.0") -> int:
     query_id = 0x4C41
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
@@ -139,7 +246,7 @@ def client_resolve(server: str, name: str, timeout: float, source: str = "0.0.0.
 def main(argv: list[str]) -> int:
     mode, args = argv[0], argv[1:]
     if mode == "whoami":
-        serve_whoami(args[0], args[1], int(args[2]))
+        serve_whoami(args[0], args[1], int(args[2]), args[3:4] == ["sniff"])
     elif mode == "dns":
         records = dict(a.split("=", 1) for a in args[3:])
         serve_dns(args[0], args[1], int(args[2]), {k.lower().rstrip("."): v for k, v in records.items()})
@@ -147,6 +254,8 @@ def main(argv: list[str]) -> int:
         return client_tcp(args[0], int(args[1]), float(args[2]))
     elif mode == "hold":
         return client_hold(args[0], int(args[1]), float(args[2]))
+    elif mode == "bulk":
+        return client_bulk(args[0], int(args[1]), int(args[2]), int(args[3]), float(args[4]))
     elif mode == "resolve":
         return client_resolve(args[0], args[1], float(args[2]), *args[3:4])
     else:

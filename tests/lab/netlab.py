@@ -1,10 +1,13 @@
 """An emulation of the EC2 side of the design, built from network namespaces.
 
-    internet (203.0.113.2) ── vpcr ── db/client subnet 10.99.2.0/24 (db 10.99.2.10)
-                               │  "EC2 VPC router": routes the subnets, the overlay
-                               │  CIDR -> the router's underlay address, an internet
-                               │  gateway (EIP 198.51.100.10 <-> router only), the
-                               │  VPC resolver 10.99.0.2 and IMDS 169.254.169.254
+    far (192.0.2.20) ══ internet (203.0.113.2) ── vpcr ── db/client subnet 10.99.2.0/24
+    jumbo LAN, MTU 9001   MTU 1500 to vpcr           │      (db 10.99.2.10)
+                               "EC2 VPC router": routes the subnets, the overlay
+                               CIDR -> the router's underlay address, an internet
+                               gateway (EIP 198.51.100.10 <-> router only; 1500
+                               bytes; sends and passes no ICMP "fragmentation
+                               needed"), the VPC resolver 10.99.0.2 and IMDS
+                               169.254.169.254
     CloudStack subnet 10.99.1.0/24: bridge "br0" in namespace "sub"
         = the subnet plus the Transit Gateway multicast domain (IGMP snooping;
           the querier asks in IGMPv3 and v3 reports are dropped, so only hosts
@@ -46,6 +49,9 @@ RESOLVER = "10.99.0.2"
 IMDS = "169.254.169.254"
 INTERNET_VPCR = "203.0.113.1"
 INTERNET_CLIENT = "203.0.113.2"
+INTERNET_MTU = 1500  # the internet gateway's limit (and the script's default)
+FAR_GATEWAY = "192.0.2.1"
+FAR_HOST = "192.0.2.20"  # an internet host on a jumbo LAN behind "internet"
 ELASTIC_IP = "198.51.100.10"
 OVERLAY_CIDR = "10.100.0.0/16"
 OVERLAY_PREFIX = 16
@@ -104,6 +110,10 @@ class Lab:
         self.instances: dict[str, Instance] = {}
         self.srcdst_exempt: set[str] = set()  # instance names with the check off
         self.resolver: Process | None = None
+        # Servers that print the MSS option of every SYN they receive:
+        self.db_server: Process | None = None
+        self.far_server: Process | None = None
+        self.mgmt_ui: Process | None = None
 
     # --- plumbing -----------------------------------------------------------
 
@@ -205,7 +215,7 @@ class Lab:
             for module in KERNEL_MODULES:
                 self.sh("modprobe", "-q", module, check=False)
         self.reap_stale()
-        for short in ("sub", "vpcr", "db", "inet"):
+        for short in ("sub", "vpcr", "db", "inet", "far"):
             self.add_ns(short)
         self.ip("sub", "link", "add", "br0", "mtu", str(UNDERLAY_MTU), "type", "bridge", "stp_state", "0",
                 "forward_delay", "0", "mcast_snooping", "1", "mcast_querier", "1", "mcast_igmp_version", "3")
@@ -215,7 +225,10 @@ class Lab:
         self.veth("sub", "p-vpcr", "vpcr", "vr-sub", UNDERLAY_MTU)
         self.ip("sub", "link", "set", "p-vpcr", "master", "br0")
         self.veth("vpcr", "vr-db", "db", "ens5", UNDERLAY_MTU)
-        self.veth("vpcr", "vr-inet", "inet", "eth0", 1500)
+        self.veth("vpcr", "vr-inet", "inet", "eth0", INTERNET_MTU)
+        # Jumbo frames beyond the internet gateway's 1500 bytes: a far host that
+        # announces a big MSS (9001 - 40) and sends segments that big.
+        self.veth("inet", "eth1", "far", "eth0", UNDERLAY_MTU)
         for dev, address in (("vr-sub", f"{SUBNET_GATEWAY}/{SUBNET_PREFIX}"), ("vr-db", f"{DB_GATEWAY}/24"),
                              ("vr-inet", f"{INTERNET_VPCR}/24"), ("lo", f"{RESOLVER}/32"), ("lo", f"{IMDS}/32")):
             self.ip("vpcr", "addr", "add", address, "dev", dev)
@@ -225,6 +238,7 @@ class Lab:
             self.sysctl("vpcr", f"net.ipv4.conf.{dev}.send_redirects", 0)
         # The VPC route table entry the design needs: overlay CIDR -> router's ENI.
         self.ip("vpcr", "route", "add", OVERLAY_CIDR, "via", ROUTER.underlay)
+        self.ip("vpcr", "route", "add", f"{FAR_HOST}/32", "via", INTERNET_CLIENT)
         # The internet gateway: the router's address maps 1:1 to its Elastic IP;
         # nothing else in the VPC has a public address.
         self.run("vpcr", "nft", "-f", "-", input=f"""
@@ -237,6 +251,15 @@ table ip ec2_igw {{
     }}
     chain forward {{ type filter hook forward priority filter; policy accept;
         oifname "vr-inet" ip saddr != {ROUTER.underlay} counter drop
+        iifname "vr-inet" icmp type destination-unreachable icmp code frag-needed counter name "pmtud_dropped" drop
+        oifname "vr-inet" icmp type destination-unreachable icmp code frag-needed counter name "pmtud_dropped" drop
+    }}
+    # Path-MTU discovery across the internet gateway cannot be relied on: the
+    # lab's sends no "fragmentation needed" for packets over 1500 bytes (they
+    # are just dropped), and passes none. Only the MSS clamp then helps.
+    counter pmtud_dropped {{ }}
+    chain output {{ type filter hook output priority filter; policy accept;
+        icmp type destination-unreachable icmp code frag-needed counter name "pmtud_dropped" drop
     }}
 }}
 """)
@@ -245,9 +268,16 @@ table ip ec2_igw {{
         self.ip("db", "route", "add", "default", "via", DB_GATEWAY)
         self.ip("inet", "addr", "add", f"{INTERNET_CLIENT}/24", "dev", "eth0")
         self.ip("inet", "route", "add", "198.51.100.0/24", "via", INTERNET_VPCR)  # public space only
+        self.ip("inet", "addr", "add", f"{FAR_GATEWAY}/24", "dev", "eth1")
+        self.sysctl("inet", "net.ipv4.ip_forward", 1)
+        self.ip("far", "addr", "add", f"{FAR_HOST}/24", "dev", "eth0")
+        self.ip("far", "route", "add", "default", "via", FAR_GATEWAY)
 
-        self.spawn("db", sys.executable, str(TOOLS), "whoami", "db", "0.0.0.0", str(DB_PORT))
+        self.db_server = self.spawn("db", sys.executable, str(TOOLS), "whoami", "db", "0.0.0.0", str(DB_PORT),
+                                    "sniff")
         self.spawn("inet", sys.executable, str(TOOLS), "whoami", "internet", "0.0.0.0", str(INTERNET_PORT))
+        self.far_server = self.spawn("far", sys.executable, str(TOOLS), "whoami", "far", "0.0.0.0",
+                                     str(INTERNET_PORT), "sniff")
         self.spawn("vpcr", sys.executable, str(TOOLS), "whoami", "imds", IMDS, "80")
         self.resolver = self.spawn("vpcr", sys.executable, str(TOOLS), "dns", VPC_CIDR, RESOLVER, "53",
                                    f"{DNS_NAME}={DB_ADDRESS}")
@@ -290,8 +320,8 @@ table bridge ec2_subnet {{
 }}
 """)
 
-    def counter(self, name: str) -> int:
-        out = self.run("sub", "nft", "-j", "list", "counter", "bridge", "ec2_subnet", name).stdout
+    def counter(self, name: str, short: str = "sub", table: str = "bridge ec2_subnet") -> int:
+        out = self.run(short, "nft", "-j", "list", "counter", *table.split(), name).stdout
         for item in json.loads(out)["nftables"]:
             if "counter" in item:
                 return item["counter"]["packets"]
@@ -346,7 +376,8 @@ table bridge ec2_subnet {{
         self.build_underlay()
         for inst in (ROUTER, MGMT, *(host_instance(i) for i in range(hosts)), TROUBLEMAKER):
             self.add_instance(inst)
-        self.spawn("mgmt", sys.executable, str(TOOLS), "whoami", "mgmt-ui", "0.0.0.0", str(UI_PORT))
+        self.mgmt_ui = self.spawn("mgmt", sys.executable, str(TOOLS), "whoami", "mgmt-ui", "0.0.0.0", str(UI_PORT),
+                                  "sniff")
         self.wait_overlay()
 
     def wait_overlay(self, timeout: float = 10) -> None:

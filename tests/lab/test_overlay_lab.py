@@ -11,15 +11,18 @@ import time
 import pytest
 
 from .netlab import (
-    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, INTERNET_VPCR, MGMT,
-    OVERLAY_MTU, PING_LOSS, RESOLVER, ROUTER, TOOLS, TROUBLEMAKER, UI_PORT, VXLAN_GROUP, WHOAMI_PORT, Lab,
-    host_instance,
+    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, FAR_HOST, IMDS, INTERNET_CLIENT, INTERNET_MTU, INTERNET_PORT,
+    INTERNET_VPCR, MGMT, OVERLAY_MTU, PING_LOSS, RESOLVER, ROUTER, TOOLS, TROUBLEMAKER, UI_PORT, UNDERLAY_MTU,
+    VXLAN_GROUP, WHOAMI_PORT, Lab, Process, host_instance,
 )
 
 pytestmark = pytest.mark.lab
 
 MEMBERS = ("mgmt", "host0", "host1")
 ICMP_IP_OVERHEAD = 28  # IPv4 header + ICMP header: ping -s N sends an N + 28 byte packet
+TCPIP_HEADERS = 40  # IPv4 + TCP headers: a link's MSS is its MTU - 40
+INTERNET_MSS = INTERNET_MTU - TCPIP_HEADERS  # 1460: what the router clamps to
+BULK_BYTES = 64 * 1024 + 1  # more than 64 KiB each way: many full-size segments
 
 
 def greeting(lab: Lab, client: str, address: str, port: int, timeout: float = 3) -> str:
@@ -241,3 +244,70 @@ def test_full_size_flooded_frame_fits_the_transit_gateway(lab: Lab):
     exact = ping(lab, "mgmt", host0.overlay, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD), count=1)
     assert exact.returncode == 0, exact.stdout + exact.stderr
     assert lab.counter("tgw_jumbo") > flooded_before, "the full-size frame did not take the multicast path"
+
+
+# --- TCP MSS towards the internet (1500 bytes, no path-MTU discovery) --------
+
+
+def bulk(lab: Lab, client: str, address: str, port: int, timeout: float = 3) -> tuple[str, int]:
+    """BULK_BYTES up and BULK_BYTES down on one connection; (greeting, MSS
+    option of the SYN-ACK the client received)."""
+    result = lab.tool(client, "bulk", address, str(port), str(BULK_BYTES), str(BULK_BYTES), str(timeout),
+                      check=False, timeout=4 * timeout + 10)
+    assert result.returncode == 0, f"{client} -> {address}:{port}: {result.stdout}{result.stderr}"
+    greeting, synack, done = result.stdout.splitlines()
+    assert done == f"up {BULK_BYTES} down {BULK_BYTES} ok"
+    return greeting, int(synack.removeprefix("synack mss "))
+
+
+def syn_mss_seen(server: Process, since: int, source: str, timeout: float = 3) -> set[int]:
+    """MSS options of the SYNs from `source` the server printed after line `since`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {int(m.group(1)) for line in server.lines[since:]
+                 if (m := re.fullmatch(rf"syn {re.escape(source)} mss (\d+)", line))}
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def pmtud_dropped(lab: Lab) -> int:
+    # "Fragmentation needed" the lab's internet gateway swallowed: a packet was too big.
+    return lab.counter("pmtud_dropped", "vpcr", "ip ec2_igw")
+
+
+def test_member_and_jumbo_internet_host_exchange_64k_with_mss_clamped(lab: Lab):
+    # The far host is on a jumbo LAN (it announces 9001 - 40) behind the internet
+    # gateway's 1500 bytes; the member announces 8450 - 40. Unclamped, the
+    # member's big segments die at the gateway, which reports nothing.
+    seen = len(lab.far_server.lines)
+    dropped = pmtud_dropped(lab)
+    greeting, synack_mss = bulk(lab, "host0", FAR_HOST, INTERNET_PORT)
+    assert greeting == f"far {ELASTIC_IP}"
+    assert syn_mss_seen(lab.far_server, seen, ELASTIC_IP) == {INTERNET_MSS}, "the member's SYN was not clamped"
+    assert synack_mss == INTERNET_MSS, "the far host's SYN-ACK was not clamped"
+    assert pmtud_dropped(lab) == dropped, "a packet was too big for the internet gateway"
+
+
+def test_jumbo_internet_client_exchanges_64k_with_management_server_through_dnat(lab: Lab):
+    # Through ROUTER_DNAT: the client's SYN (9001 - 40) is clamped on its way in,
+    # the management server's SYN-ACK (8450 - 40) on its way out.
+    seen = len(lab.mgmt_ui.lines)
+    dropped = pmtud_dropped(lab)
+    greeting, synack_mss = bulk(lab, "far", ELASTIC_IP, UI_PORT)
+    assert greeting == f"mgmt-ui {FAR_HOST}"
+    assert syn_mss_seen(lab.mgmt_ui, seen, FAR_HOST) == {INTERNET_MSS}, "the client's SYN was not clamped"
+    assert synack_mss == INTERNET_MSS, "the management server's SYN-ACK was not clamped"
+    assert pmtud_dropped(lab) == dropped, "a packet was too big for the internet gateway"
+
+
+def test_vpc_traffic_keeps_the_jumbo_mss(lab: Lab):
+    # Inside the VPC nothing is clamped: the database sees the member's full
+    # overlay MSS, the member the second subnet's.
+    seen = len(lab.db_server.lines)
+    greeting, synack_mss = bulk(lab, "mgmt", DB_ADDRESS, DB_PORT)
+    assert greeting == f"db {MGMT.overlay}"
+    assert syn_mss_seen(lab.db_server, seen, MGMT.overlay) == {OVERLAY_MTU - TCPIP_HEADERS}
+    # 9001 - 40, or 8450 - 40 once the database has learnt the overlay's path
+    # MTU (an earlier test makes the router report it): never the clamp's 1460.
+    assert synack_mss in (UNDERLAY_MTU - TCPIP_HEADERS, OVERLAY_MTU - TCPIP_HEADERS)

@@ -41,7 +41,7 @@ def test_script_documents_every_variable_it_reads():
     text = SCRIPT.read_text()
     header = text.split("set -euo pipefail")[0]
     for name in ("OVERLAY_ROLE", "UNDERLAY_DEV", "VXLAN_ID", "VXLAN_GROUP", "VXLAN_PORT", "OVERLAY_ADDRESS",
-                 "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT"):
+                 "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT", "INTERNET_MTU"):
         assert f"#   {name} " in header, f"{name} is not documented at the top of the script"
 
 
@@ -107,6 +107,10 @@ BAD = [
     (GOOD_ROUTER, "ROUTER_DNAT", "tcp:70000:10.100.0.2:80", "proto:port:target_ip:target_port"),
     (GOOD_ROUTER, "ROUTER_DNAT", "tcp:8080:10.101.0.2:8080", "inside the overlay subnet"),
     (GOOD_ROUTER, "OVERLAY_GATEWAY", "10.100.0.9", "unset or its own address"),
+    (GOOD_ROUTER, "INTERNET_MTU", "1279", "1280..9001"),
+    (GOOD_ROUTER, "INTERNET_MTU", "9002", "1280..9001"),
+    (GOOD_ROUTER, "INTERNET_MTU", "", "1280..9001"),
+    (GOOD, "INTERNET_MTU", "1500b", "1280..9001"),
     (GOOD, "UNDERLAY_DEV", "nosuchdev0", "existing network device"),
     (GOOD, "UNDERLAY_DEV", "bad name!", "existing network device"),
 ]
@@ -204,3 +208,32 @@ def test_changed_vxlan_settings_recreate_the_device(scratch: Lab):
     finally:
         scratch.del_ns("change")
 
+
+
+@pytest.mark.lab
+def test_router_clamps_to_internet_mtu_minus_40(scratch: Lab):
+    # The clamp follows INTERNET_MTU (here the lowest accepted, 1280 -> MSS 1240),
+    # in both directions, and only for traffic between the overlay and outside the VPC.
+    scratch.add_ns("rtr")
+    try:
+        scratch.veth("rtr", "ens5", "rtr", "peer5", 9001)
+        scratch.ip("rtr", "addr", "add", "10.99.1.10/24", "dev", "ens5")
+        scratch.ip("rtr", "route", "add", "default", "via", "10.99.1.1")
+        env = {**GOOD_ROUTER, "INTERNET_MTU": "1280"}
+        result = run_script(scratch, "rtr", env)
+        assert result.returncode == 0, result.stderr
+        assert "internet MSS 1240" in result.stdout
+        table = scratch.run("rtr", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
+        clamps = [line.strip() for line in table.splitlines() if "maxseg size set" in line]
+        assert clamps == [
+            "ip saddr 10.100.0.0/16 ip daddr != 10.99.0.0/16 tcp flags & syn == syn "
+            "tcp option maxseg size > 1240 tcp option maxseg size set 1240",
+            "ip daddr 10.100.0.0/16 ip saddr != 10.99.0.0/16 tcp flags & syn == syn "
+            "tcp option maxseg size > 1240 tcp option maxseg size set 1240",
+        ], table
+        assert "hook forward priority mangle" in table, table
+        before = scratch.state("rtr")
+        assert run_script(scratch, "rtr", env).returncode == 0
+        assert scratch.state("rtr") == before
+    finally:
+        scratch.del_ns("rtr")
