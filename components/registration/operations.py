@@ -104,9 +104,12 @@ class Kind:
         return None if obj is None else self.outs(obj, props)
 
     def diff(self, olds: Props, news: Props) -> tuple[list[str], list[str]]:
-        """(changed keys, keys forcing replacement). Connection keys never count."""
+        """(changed keys, keys forcing replacement). A changed connection key (a new
+        endpoint, say) is an update that touches nothing in CloudStack: it only stores
+        the new value, so later reads and deletes use it."""
         changed = [k for k in (*self.replace_keys, *self.update_keys)
                    if k not in CONNECTION_KEYS and olds.get(k) != news.get(k)]
+        changed += [k for k in CONNECTION_KEYS if olds.get(k) != news.get(k)]
         return changed, [k for k in changed if k in self.replace_keys]
 
     def update(self, api: Api, id_: str, olds: Props, news: Props) -> dict[str, Any]:
@@ -114,6 +117,7 @@ class Kind:
         if replaces:
             raise RegistrationError(f"{self.label(news)}: {replaces} need a replacement, not an update")
         label = self.label(news)
+        changed = [k for k in changed if k not in CONNECTION_KEYS]
         if changed:
             api.retrying(f"update {label}", lambda: self.change(api, id_, olds, news, changed))
             LOG.info("updated %s: %s", label, ", ".join(changed))

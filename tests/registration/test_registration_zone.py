@@ -176,9 +176,16 @@ def test_diff_says_what_replaces_and_what_updates(emulator, api_secret):
     assert diff("primary-storage", name="renamed").replaces == []
     assert diff("image-store", url="nfs://fs-2/zone1/secondary").replaces == ["url"]
     assert diff("setting-host", value="10.100.0.3").replaces == []
-    # connection details never cause a change
+    # new connection details are stored by an update that writes nothing to CloudStack
     d = diff("zone", endpoint="http://elsewhere:8080/client/api", timeouts={"api_wait": 1})
-    assert not d.changes and not d.replaces
+    assert d.changes and not d.replaces
+    s = engine.state["zone"]
+    writes_before = [r["command"] for r in emulator.requests if not r["command"].startswith(("list", "query"))]
+    moved = {**s["outs"], "timeouts": {**s["outs"]["timeouts"], "api_wait": 7}}
+    r = CloudStackObjectProvider("zone").update(s["id"], s["outs"], moved)
+    assert r.outs["timeouts"]["api_wait"] == 7
+    writes_after = [r["command"] for r in emulator.requests if not r["command"].startswith(("list", "query"))]
+    assert writes_after == writes_before
     # and an update really applies
     s = engine.state["pod"]
     r = CloudStackObjectProvider("pod").update(s["id"], s["outs"], {**s["outs"], "endip": "10.100.64.200"})

@@ -112,7 +112,8 @@ def test_scaling_changes_only_the_added_or_removed_hosts(scaled, before, after):
     # Everything kept — hosts 0..kept-1 above all — has identical inputs, so Pulumi
     # neither replaces nor updates it (same user data, same overlay address).
     changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
-    assert changed == [], f"changing hostCount {before}->{after} changes {changed}"
+    detail = {k: sorted(f for f in old[k].keys() | new[k].keys() if old[k].get(f) != new[k].get(f)) for k in changed}
+    assert changed == [], f"changing hostCount {before}->{after} changes {detail}"
     for i in range(kept):
         a = scaled[before].instance(f"kvm-host-{i}")
         b = scaled[after].instance(f"kvm-host-{i}")
