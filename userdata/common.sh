@@ -16,6 +16,7 @@ CSEC2_STATE_DIR=${CSEC2_STATE_DIR:-$CSEC2_ROOT/var/lib/cloudstack-ec2}
 CSEC2_LIB_DIR=${CSEC2_LIB_DIR:-$CSEC2_ROOT/usr/local/lib/cloudstack-ec2}
 CSEC2_RUN_DIR=${CSEC2_RUN_DIR:-$CSEC2_ROOT/run}
 CSEC2_FSTAB=${CSEC2_FSTAB:-$CSEC2_ROOT/etc/fstab}
+CSEC2_NETWORKD_CONF=${CSEC2_NETWORKD_CONF:-$CSEC2_ROOT/etc/systemd/networkd.conf.d/60-cloudstack-ec2.conf}
 # The AWS CLI snap installs its command in /snap/bin, which is not on every PATH
 # (cloud-init's scripts run with a minimal one).
 PATH=$PATH:/snap/bin
@@ -167,6 +168,32 @@ csec2_wait_until() {
     done
 }
 
+# csec2_retry DESCRIPTION COMMAND...: runs COMMAND (its output shown as usual)
+# up to CSEC2_RETRY_ATTEMPTS times, waiting longer after each failure. The
+# mirrors, the snap store and the router's NAT have transient failures on a
+# first boot; a failure whose output says it can never work (unknown package or
+# version, unknown snap) is reported at once instead of being retried.
+CSEC2_RETRY_ATTEMPTS=${CSEC2_RETRY_ATTEMPTS:-5}
+CSEC2_PERMANENT_FAILURE='Unable to locate package|has no installation candidate|Version .* was not found|snap "[^"]*" not found|held broken packages|Unable to correct problems'
+
+csec2_retry() {
+    local what=$1 attempt status out=$CSEC2_PRIVATE_DIR/retry-output
+    shift
+    for ((attempt = 1; ; attempt++)); do
+        status=0
+        "$@" 2>&1 | tee "$out" || status=${PIPESTATUS[0]}
+        ((status == 0)) && return 0
+        if grep -Eq "$CSEC2_PERMANENT_FAILURE" "$out"; then
+            csec2_die "$what failed (status $status) and retrying cannot help: $(grep -Em1 "$CSEC2_PERMANENT_FAILURE" "$out" | cut -c1-200)"
+        fi
+        if ((attempt >= CSEC2_RETRY_ATTEMPTS)); then
+            csec2_die "$what failed $attempt times (last status $status): $(tail -n1 "$out" | cut -c1-200)"
+        fi
+        csec2_log "$what failed (status $status, attempt $attempt of $CSEC2_RETRY_ATTEMPTS); retrying in $((attempt * CSEC2_WAIT_INTERVAL_SECONDS)) s"
+        sleep $((attempt * CSEC2_WAIT_INTERVAL_SECONDS))
+    done
+}
+
 # ---------------------------------------------------------------- AWS CLI ----
 
 csec2_aws() {
@@ -185,7 +212,7 @@ csec2_install_aws_cli() {
     fi
     # On a first boot snapd may still be seeding; installing before that fails.
     snap wait system seed.loaded
-    snap install aws-cli --classic
+    csec2_retry "snap install aws-cli" snap install aws-cli --classic
     command -v aws >/dev/null 2>&1 || csec2_die "AWS CLI not found after 'snap install aws-cli --classic'"
 }
 
@@ -207,14 +234,15 @@ csec2_try_parameter() {
         [[ -n $CSEC2_TRY_VALUE && $CSEC2_TRY_VALUE != None && $CSEC2_TRY_VALUE != pending ]]
 }
 
-# Stores the value of SSM parameter KEY (under the prefix) in the variable
-# named VAR, waiting (bounded) until it exists.
+# csec2_wait_parameter KEY VAR [WRITER]: stores the value of SSM parameter KEY
+# (under the prefix) in the variable named VAR, waiting (bounded) until it
+# exists; WRITER says who writes it, for the failure message.
 csec2_wait_parameter() {
     # Locals start with "_" so they never shadow the caller's variable VAR.
-    local _key=$1 _var=$2
+    local _key=$1 _var=$2 _writer=${3:-Pulumi writes it once the resource exists}
     CSEC2_TRY_NAME=$(csec2_name "$_key")
     csec2_wait_until "SSM parameter $CSEC2_TRY_NAME" "$CSEC2_WAIT_PARAMETERS_SECONDS" csec2_try_parameter ||
-        csec2_die "SSM parameter $CSEC2_TRY_NAME does not exist after $CSEC2_WAIT_PARAMETERS_SECONDS s (Pulumi writes it once the resource exists)"
+        csec2_die "SSM parameter $CSEC2_TRY_NAME does not exist after $CSEC2_WAIT_PARAMETERS_SECONDS s ($_writer)"
     printf -v "$_var" '%s' "$CSEC2_TRY_VALUE"
     CSEC2_TRY_VALUE=""
 }
@@ -340,11 +368,28 @@ csec2_setup_hostname() {
     printf 'preserve_hostname: true\n' >"$CSEC2_ROOT/etc/cloud/cloud.cfg.d/99-cloudstack-ec2.cfg"
 }
 
+# systemd-networkd deletes routes it did not configure ("foreign" routes: the
+# overlay's default route and the link-local /32s of overlay-network.sh) when it
+# (re)starts, e.g. on a netplan apply or a package upgrade. networkd reads this
+# file at its next start; restarting it now could drop the network under us.
+csec2_setup_networkd() {
+    csec2_step "systemd-networkd keeps foreign routes"
+    local content=$'[Network]\nManageForeignRoutes=no'
+    if [[ -r $CSEC2_NETWORKD_CONF && $(<"$CSEC2_NETWORKD_CONF") == "$content" ]]; then
+        csec2_log "$CSEC2_NETWORKD_CONF is up to date"
+        return 0
+    fi
+    mkdir -p "$(dirname "$CSEC2_NETWORKD_CONF")"
+    printf '%s\n' "$content" >"$CSEC2_NETWORKD_CONF"
+    csec2_log "wrote $CSEC2_NETWORKD_CONF (read by systemd-networkd at its next start)"
+}
+
 # The overlay (cloudbr0 + ethvxlan0, routes, NAT on the router) is built by
 # overlay-network.sh from /etc/cloudstack-ec2/overlay.env at EVERY boot by
 # cloudstack-ec2-overlay.service, ordered before libvirt and CloudStack. Members
 # reach the internet (packages) only through it, so it comes first.
 csec2_setup_overlay() {
+    csec2_setup_networkd
     csec2_step "overlay network unit"
     local unit=cloudstack-ec2-overlay.service
     [[ -x $CSEC2_LIB_DIR/overlay-network.sh ]] || csec2_die "$CSEC2_LIB_DIR/overlay-network.sh is missing"
@@ -356,6 +401,36 @@ csec2_setup_overlay() {
     else
         systemctl start "$unit" || csec2_die "$unit failed to start (journalctl -u $unit)"
     fi
+}
+
+# shellcheck disable=SC2317  # called through csec2_wait_until
+csec2_gateway_answers() {
+    ping -c 1 -W 2 -n "$CSEC2_OVERLAY_GATEWAY" >/dev/null 2>&1
+}
+
+# Any HTTP answer counts: it came back through the router's NAT.
+# shellcheck disable=SC2317  # called through csec2_wait_until
+csec2_internet_answers() {
+    local code
+    code=$(curl -sS -I -o /dev/null --max-time 15 -w '%{http_code}' "$CSEC2_CLOUDSTACK_KEY_URL" 2>/dev/null) || true
+    [[ $code =~ ^[1-5][0-9][0-9]$ ]]
+}
+
+# Members reach everything off their subnet through the router, which they find
+# by multicast through the Transit Gateway: on a first boot its multicast domain
+# may still be being associated and the router may still be booting (minutes).
+# Both waits share one bound.
+csec2_wait_network() {
+    csec2_require CSEC2_OVERLAY_GATEWAY CSEC2_WAIT_NETWORK_SECONDS CSEC2_CLOUDSTACK_KEY_URL
+    csec2_step "wait for the overlay gateway $CSEC2_OVERLAY_GATEWAY and the internet"
+    local start=$SECONDS left
+    csec2_wait_until "overlay gateway $CSEC2_OVERLAY_GATEWAY to answer ping" "$CSEC2_WAIT_NETWORK_SECONDS" \
+        csec2_gateway_answers ||
+        csec2_die "the overlay gateway (router) $CSEC2_OVERLAY_GATEWAY did not answer ping within $CSEC2_WAIT_NETWORK_SECONDS s (router running? Transit Gateway multicast domain associated with both subnets? journalctl -u cloudstack-ec2-overlay)"
+    left=$((CSEC2_WAIT_NETWORK_SECONDS - (SECONDS - start)))
+    ((left > 0)) || left=1
+    csec2_wait_until "the internet (HTTPS HEAD $CSEC2_CLOUDSTACK_KEY_URL) to answer" "$left" csec2_internet_answers ||
+        csec2_die "the internet did not answer within $CSEC2_WAIT_NETWORK_SECONDS s: no HTTPS answer from $CSEC2_CLOUDSTACK_KEY_URL through the router $CSEC2_OVERLAY_GATEWAY (router's NAT and Elastic IP? DNS through the router?)"
 }
 
 # Amazon Time Sync Service through the link-local address (members keep a host
@@ -381,7 +456,7 @@ csec2_setup_ssm_agent() {
     csec2_step "SSM agent"
     if ! snap list amazon-ssm-agent >/dev/null 2>&1; then
         snap wait system seed.loaded
-        snap install amazon-ssm-agent --classic
+        csec2_retry "snap install amazon-ssm-agent" snap install amazon-ssm-agent --classic
     fi
     systemctl enable --now snap.amazon-ssm-agent.amazon-ssm-agent.service
 }
@@ -390,9 +465,15 @@ csec2_setup_ssm_agent() {
 
 CSEC2_APT_UPDATED=0
 
+# apt-daily and unattended-upgrades hold the dpkg lock for a while on a first
+# boot: wait for it rather than fail.
+CSEC2_APT_OPTIONS=(-q -o DPkg::Lock::Timeout=600)
+
 csec2_apt_update() {
     if ((CSEC2_APT_UPDATED == 0)); then
-        apt-get update -q
+        # --error-on=any: a failed download is an error (retried), not a warning
+        # that leaves stale or missing package lists.
+        csec2_retry "apt-get update" apt-get "${CSEC2_APT_OPTIONS[@]}" --error-on=any update
         CSEC2_APT_UPDATED=1
     fi
 }
@@ -408,7 +489,8 @@ csec2_apt_install() {
         return 0
     fi
     csec2_apt_update
-    apt-get install -y -q -o Dpkg::Options::=--force-confold "${missing[@]}"
+    csec2_retry "apt-get install ${missing[*]}" \
+        apt-get "${CSEC2_APT_OPTIONS[@]}" -y -o Dpkg::Options::=--force-confold install "${missing[@]}"
 }
 
 # The CloudStack package repository of the chosen release for this Ubuntu.

@@ -56,10 +56,27 @@ NFT
 
 # ------------------------------------------------------------- packages ----
 
+# The agent must be the management server's exact version: with "X.Y", the
+# newest X.Y.z of the day would drift from it as patch releases come out. The
+# management server publishes its package version; wait for it (Pulumi creates
+# the parameter as "pending").
 install_packages() {
+    local version
     csec2_setup_cloudstack_repo
-    csec2_step "packages: cloudstack-agent (libvirt, qemu)"
-    csec2_apt_install "$(csec2_cloudstack_package cloudstack-agent)"
+    csec2_step "packages: cloudstack-agent (libvirt, qemu) of the management server's version"
+    if dpkg-query -W -f='${Status}' cloudstack-agent 2>/dev/null | grep -q "install ok installed"; then
+        csec2_log "cloudstack-agent $(dpkg-query -W -f='${Version}' cloudstack-agent) already installed"
+        return 0
+    fi
+    CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_parameter cloudstack-version version \
+        "or is still 'pending': the management server writes it once cloudstack-management is installed; is it booting?"
+    [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] ||
+        csec2_die "SSM parameter $(csec2_name cloudstack-version) is '$version'; expected a package version"
+    # The configured release (X.Y or X.Y.Z) must match what the server runs.
+    [[ ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION" || ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION"[.~+-]* ]] ||
+        csec2_die "the management server runs cloudstack-management $version, but this host is configured for CloudStack $CSEC2_CLOUDSTACK_VERSION"
+    csec2_log "installing cloudstack-agent $version, the management server's version"
+    csec2_apt_install "cloudstack-agent=$version"
 }
 
 # --------------------------------------------------------------- libvirt ----
@@ -138,7 +155,8 @@ setup_host_user() {
 install_management_key() {
     local key ssh_dir keys
     csec2_step "management server's SSH public key"
-    CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_parameter management-ssh-public-key key
+    CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_parameter management-ssh-public-key key \
+        "or is still 'pending': the management server writes it once it is set up"
     [[ $key =~ ^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521))\ [A-Za-z0-9+/]+=*(\ [^[:cntrl:]]*)?$ ]] ||
         csec2_die "SSM parameter $(csec2_name management-ssh-public-key) does not hold an SSH public key"
     ssh_dir=$CSEC2_ROOT$HOST_USER_HOME/.ssh
@@ -169,6 +187,7 @@ check_virtualization() {
 
 csec2_setup_hostname
 csec2_setup_overlay
+csec2_wait_network
 csec2_install_aws_cli
 csec2_setup_ssm_agent
 csec2_setup_time_sync

@@ -28,20 +28,11 @@ SQL_SCHEMA_EXISTS="SELECT COUNT(*) FROM information_schema.tables WHERE table_sc
 
 # ------------------------------------------------- settings and secrets ----
 
-fetch_settings_and_secrets() {
-    csec2_step "settings (SSM) and secrets (Secrets Manager)"
+# All secrets are read BEFORE anything is installed: a missing one stops the
+# boot here, leaving the machine untouched (only the AWS CLI was added).
+fetch_secrets() {
+    csec2_step "secrets (Secrets Manager)"
     local db_master_json db_cloud_json keys_json admin_json
-    csec2_wait_parameter db-endpoint DB_ENDPOINT
-    csec2_wait_parameter efs-dns EFS_DNS
-    [[ $DB_ENDPOINT =~ ^([A-Za-z0-9.-]+):([0-9]{1,5})$ ]] ||
-        csec2_die "SSM parameter $(csec2_name db-endpoint) is '$DB_ENDPOINT'; expected host:port"
-    DB_HOST=${BASH_REMATCH[1]}
-    DB_PORT=${BASH_REMATCH[2]}
-    [[ $EFS_DNS =~ ^[A-Za-z0-9.-]+$ ]] ||
-        csec2_die "SSM parameter $(csec2_name efs-dns) is '$EFS_DNS'; expected a DNS name"
-
-    # All secrets are read BEFORE anything is installed: a missing one stops the
-    # boot here, leaving the machine untouched (only the AWS CLI was added).
     csec2_wait_secret "$CSEC2_SECRET_DB_MASTER" db_master_json
     csec2_wait_secret "$CSEC2_SECRET_DB_CLOUD" db_cloud_json
     csec2_wait_secret "$CSEC2_SECRET_CLOUDSTACK_KEYS" keys_json
@@ -64,7 +55,22 @@ fetch_settings_and_secrets() {
         csec2_die "secret $CSEC2_SECRET_DB_CLOUD: username must be 1-32 letters, digits or '_'"
     [[ $DB_CLOUD_PASSWORD != *[\'\"\\:@/[:space:]]* ]] ||
         csec2_die "secret $CSEC2_SECRET_DB_CLOUD: the password must not contain quotes, '\\', ':', '@', '/' or whitespace"
-    csec2_log "read 4 secrets and 2 parameters (values not logged); database at $DB_HOST:$DB_PORT, EFS at $EFS_DNS"
+    csec2_log "read 4 secrets (values not logged)"
+}
+
+# Pulumi writes these once RDS and EFS exist (RDS takes many minutes): waited
+# for only after the packages are installed, so the two overlap.
+fetch_parameters() {
+    csec2_step "settings of the database and EFS (SSM parameters)"
+    csec2_wait_parameter db-endpoint DB_ENDPOINT
+    csec2_wait_parameter efs-dns EFS_DNS
+    [[ $DB_ENDPOINT =~ ^([A-Za-z0-9.-]+):([0-9]{1,5})$ ]] ||
+        csec2_die "SSM parameter $(csec2_name db-endpoint) is '$DB_ENDPOINT'; expected host:port"
+    DB_HOST=${BASH_REMATCH[1]}
+    DB_PORT=${BASH_REMATCH[2]}
+    [[ $EFS_DNS =~ ^[A-Za-z0-9.-]+$ ]] ||
+        csec2_die "SSM parameter $(csec2_name efs-dns) is '$EFS_DNS'; expected a DNS name"
+    csec2_log "database at $DB_HOST:$DB_PORT, EFS at $EFS_DNS"
 }
 
 # ------------------------------------------------------------- packages ----
@@ -73,6 +79,26 @@ install_packages() {
     csec2_setup_cloudstack_repo
     csec2_step "packages: cloudstack-management, MySQL client, NFS client"
     csec2_apt_install "$(csec2_cloudstack_package cloudstack-management)" mysql-client nfs-common
+}
+
+# KVM hosts install exactly this version of cloudstack-agent: with a version
+# "X.Y", a host added months later would otherwise get a newer X.Y.z agent than
+# this server runs. Written at every run (only when it differs), so an upgraded
+# server republishes.
+publish_version() {
+    local name current version
+    name=$(csec2_name cloudstack-version)
+    csec2_step "publish the cloudstack-management version to $name"
+    version=$(dpkg-query -W -f='${Version}' cloudstack-management) ||
+        csec2_die "cannot read the installed version of cloudstack-management"
+    [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] || csec2_die "unexpected cloudstack-management version '$version'"
+    current=$(csec2_get_parameter "$name") || current=""
+    if [[ $current == "$version" ]]; then
+        csec2_log "$name is up to date ($version)"
+        return 0
+    fi
+    csec2_aws ssm put-parameter --name "$name" --type String --overwrite --value "$version" >/dev/null
+    csec2_log "published $name = $version (was '$current')"
 }
 
 # ------------------------------------------------------------- database ----
@@ -111,6 +137,19 @@ schema_exists() {
     ((count > 0))
 }
 
+write_cloud_option_file() {
+    CLOUD_CNF=$CSEC2_PRIVATE_DIR/cloud.cnf
+    (
+        umask 077
+        printf '[client]\nhost=%s\nport=%s\nuser=%s\npassword="%s"\nconnect-timeout=5\n' \
+            "$DB_HOST" "$DB_PORT" "$DB_CLOUD_USER" "$DB_CLOUD_PASSWORD" >"$CLOUD_CNF"
+    )
+}
+
+cloud_user_can_log_in() {
+    mysql --defaults-extra-file="$CLOUD_CNF" --batch --skip-column-names <<<"SELECT 1;" >/dev/null 2>&1
+}
+
 # On RDS `--deploy-as` is not used: its create-database.sql drops and recreates
 # `cloud`, creates a procedure in the `mysql` schema and grants global rights an
 # RDS master user may be refused. Instead the databases, the user and its
@@ -122,11 +161,20 @@ ensure_database_user() {
 CREATE DATABASE IF NOT EXISTS \`cloud\`;
 CREATE DATABASE IF NOT EXISTS \`cloud_usage\`;
 CREATE USER IF NOT EXISTS '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';
-ALTER USER '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';
 GRANT ALL ON \`cloud\`.* TO '$DB_CLOUD_USER'@'%';
 GRANT ALL ON \`cloud_usage\`.* TO '$DB_CLOUD_USER'@'%';
 GRANT PROCESS ON *.* TO '$DB_CLOUD_USER'@'%';
 SQL
+    # ALTER USER empties MySQL 8.4's caching_sha2_password cache for the user:
+    # only when the secret's password does not work (the secret was changed).
+    write_cloud_option_file
+    if cloud_user_can_log_in; then
+        csec2_log "user '$DB_CLOUD_USER' logs in with the secret's password"
+    else
+        csec2_log "user '$DB_CLOUD_USER' cannot log in with the secret's password: setting it"
+        master_sql <<<"ALTER USER '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';"
+        cloud_user_can_log_in || csec2_die "user '$DB_CLOUD_USER' still cannot log in to $DB_HOST:$DB_PORT after ALTER USER"
+    fi
 }
 
 db_properties_point_at_database() {
@@ -156,6 +204,48 @@ setup_database() {
         schema_exists || csec2_die "cloudstack-setup-databases finished but the schema 'cloud' is still missing"
     fi
     db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
+    allow_public_key_retrieval
+}
+
+# MySQL 8.4's caching_sha2_password, without TLS (db.cloud.useSSL=false), needs
+# the server's RSA key whenever its cache holds no entry for the user (after a
+# server restart, a failover, an ALTER USER); Connector/J refuses to fetch it
+# ("Public Key Retrieval is not allowed") unless told so. cloudstack-setup-
+# databases writes these keys without it: add it, once.
+DB_PROPERTIES_CHANGED=0
+
+allow_public_key_retrieval() {
+    local file=$CS_ETC/db.properties tmp
+    tmp=$(mktemp "$CSEC2_PRIVATE_DIR/db.properties.XXXXXX")
+    awk '
+        function fix(value) {
+            if (value ~ /(^|&)allowPublicKeyRetrieval=/) {
+                gsub(/allowPublicKeyRetrieval=[^&]*/, "allowPublicKeyRetrieval=true", value)
+                return value
+            }
+            return value == "" ? "allowPublicKeyRetrieval=true" : value "&allowPublicKeyRetrieval=true"
+        }
+        /^db\.(cloud|usage)\.url\.params[ \t]*=/ {
+            key = $0; sub(/[ \t]*=.*/, "", key)
+            value = $0; sub(/^[^=]*=[ \t]*/, "", value)
+            seen[key] = 1
+            print key "=" fix(value)
+            next
+        }
+        { print }
+        END {
+            if (!seen["db.cloud.url.params"]) print "db.cloud.url.params=allowPublicKeyRetrieval=true"
+            if (!seen["db.usage.url.params"]) print "db.usage.url.params=allowPublicKeyRetrieval=true"
+        }' "$file" >"$tmp"
+    if cmp -s "$tmp" "$file"; then
+        csec2_log "db.properties already allows public key retrieval"
+    else
+        # cat keeps the file's owner and mode (it is readable by the cloud group only).
+        cat "$tmp" >"$file"
+        DB_PROPERTIES_CHANGED=1
+        csec2_log "db.properties: allowPublicKeyRetrieval=true in db.cloud.url.params and db.usage.url.params"
+    fi
+    rm -f "$tmp"
 }
 
 # ------------------------------------------------------------------ EFS ----
@@ -210,7 +300,12 @@ setup_management() {
     csec2_step "cloudstack-setup-management"
     if [[ -e $CSEC2_STATE_DIR/setup-management.done ]] && systemctl is-enabled --quiet cloudstack-management.service; then
         csec2_log "management server already set up and enabled"
-        systemctl is-active --quiet cloudstack-management.service || systemctl start cloudstack-management.service
+        if ! systemctl is-active --quiet cloudstack-management.service; then
+            systemctl start cloudstack-management.service
+        elif ((DB_PROPERTIES_CHANGED)); then
+            csec2_log "restarting the management server: db.properties changed"
+            systemctl restart cloudstack-management.service
+        fi
     else
         cloudstack-setup-management
         systemctl enable cloudstack-management.service
@@ -387,11 +482,14 @@ publish_ssh_key() {
 
 csec2_setup_hostname
 csec2_setup_overlay
+csec2_wait_network
 csec2_install_aws_cli
-fetch_settings_and_secrets
+fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
 install_packages
+publish_version
+fetch_parameters
 wait_for_database
 setup_database
 setup_efs
@@ -399,7 +497,7 @@ system_vm_template
 setup_management
 wait_for_api
 set_admin_password
-store_api_keys
 configure_settings
+store_api_keys
 publish_ssh_key
 csec2_finish

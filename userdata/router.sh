@@ -15,6 +15,10 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 csec2_begin router
 
 csec2_setup_hostname
+# overlay-network.sh needs nft on the router (NAT, forwarding); the router
+# reaches the internet directly, so it can install it before the overlay is up.
+csec2_step "nftables"
+csec2_apt_install nftables
 csec2_setup_overlay
 csec2_setup_ssm_agent
 csec2_setup_time_sync

@@ -22,10 +22,11 @@ sys.path.insert(0, str(REPO))
 from components import userdata as ud  # noqa: E402
 
 FAKE = Path(__file__).parent / "fakes" / "fake.py"
+FAKE_SLEEP = Path(__file__).parent / "fakes" / "sleep"
 FAKED_COMMANDS = [
     "snap", "apt-get", "dpkg-query", "mysql", "cloudstack-setup-databases", "cloudstack-setup-management",
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
-    "chown", "nft", "apparmor_parser", "ssh-keygen",
+    "chown", "nft", "apparmor_parser", "ssh-keygen", "ping",
 ]
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -41,7 +42,9 @@ DATABASE_KEY = "DbKeyYYY222"
 SECRET_VALUES = (MASTER_PASSWORD, CLOUD_PASSWORD, ADMIN_PASSWORD, MANAGEMENT_KEY, DATABASE_KEY)
 MGMT_SSH_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCfake+key/== cloud@mgmt"
 TINY_WAITS = ud.BootWaits(parameters_seconds=2, secrets_seconds=2, database_seconds=2, api_seconds=3,
-                          ssh_key_seconds=2, interval_seconds=1)
+                          ssh_key_seconds=2, network_seconds=2, interval_seconds=1)
+#: The version the fake repository's newest cloudstack-management/-agent has.
+NEWEST = "4.22.1.0"
 
 
 def member_overlay(address: str) -> ud.OverlayConfig:
@@ -78,7 +81,7 @@ def boot_files() -> dict[str, str]:
 def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": "db.example.internal:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
-                f"{PREFIX}/management-ssh-public-key": "pending"},
+                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending"},
         "secrets": {
             SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),
@@ -88,8 +91,16 @@ def initial_state() -> dict:
         },
         "snaps": ["amazon-ssm-agent"],
         "packages": [],
-        "db": {"reachable": True, "schema": False, "master_password": MASTER_PASSWORD, "statements": []},
+        "versions": {},
+        # Versions the repository offers, oldest first (install picks the newest match).
+        "repo": {"cloudstack-management": ["4.22.0.0", NEWEST], "cloudstack-agent": ["4.22.0.0", NEWEST]},
+        # Scripted failures, consumed one per call: {"update"|"install"|"snap-install": [stderr, ...]}.
+        "failures": {},
+        "network": {"gateway_silent_pings": 0, "internet_silent_heads": 0, "pings": 0, "heads": 0},
+        "db": {"reachable": True, "schema": False, "master_password": MASTER_PASSWORD, "statements": [],
+               "users": {}},
         "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
+                "restarts": 0,
                 "ssh_public_key": MGMT_SSH_KEY,
                 "config": {"host": "10.0.0.57", "management.network.cidr": "10.0.0.0/24",
                            "integration.api.port": "0"}},
@@ -118,6 +129,8 @@ class Machine:
         for name in FAKED_COMMANDS:
             (self.bin / name).symlink_to(FAKE)
         FAKE.chmod(0o755)
+        (self.bin / "sleep").symlink_to(FAKE_SLEEP)
+        FAKE_SLEEP.chmod(0o755)
         self.write_state(initial_state())
 
     # -- fake world
@@ -150,18 +163,18 @@ class Machine:
                     "FAKE_STATE": str(self.state_dir)})
         return env
 
-    def run_user_data(self, user_data_base64: str, timeout: float = 60) -> Run:
+    def run_user_data(self, user_data_base64: str, timeout: float = 60, env: dict | None = None) -> Run:
         script = ud.decode_user_data(user_data_base64)
-        return self._run(["bash", "-c", script, "user-data"], timeout)
+        return self._run(["bash", "-c", script, "user-data"], timeout, env)
 
     def rerun(self, script: str, timeout: float = 60) -> Run:
         """What cloudstack-ec2-boot.service does at a later boot."""
         return self._run([str(self.root / "usr/local/lib/cloudstack-ec2" / script)], timeout)
 
-    def _run(self, argv, timeout) -> Run:
+    def _run(self, argv, timeout, extra_env=None) -> Run:
         start = time.monotonic()
-        p = subprocess.run(argv, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL)
+        p = subprocess.run(argv, env={**self.env(), **(extra_env or {})}, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         return Run(p.returncode, p.stdout, time.monotonic() - start)
 
     def file(self, path: str) -> Path:
@@ -182,6 +195,14 @@ def index_of(calls, predicate, what: str) -> int:
         if predicate(c):
             return i
     raise AssertionError(f"no call {what} in {[c['cmd'] + ' ' + ' '.join(c['args'][:3]) for c in calls]}")
+
+
+def is_apt(verb, package=None):
+    """An apt-get call of VERB (update/install), installing PACKAGE (with or without =version)."""
+    def predicate(c):
+        return c["cmd"] == "apt-get" and verb in c["args"] and (
+            package is None or any(a.split("=")[0] == package for a in c["args"]))
+    return predicate
 
 
 def is_cmd(name, *first_args):

@@ -7,14 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import KVM_HOST, MGMT_SSH_KEY, PREFIX, ROUTER, index_of, is_cmd, render
+from bootlab import KVM_HOST, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, index_of, is_apt, is_cmd, render
 
 SCRIPT = "kvm-host.sh"
 KEY_PARAM = f"{PREFIX}/management-ssh-public-key"
+VERSION_PARAM = f"{PREFIX}/cloudstack-version"
 
 
-def publish_key(machine):
-    machine.update(lambda s: s["ssm"].update({KEY_PARAM: MGMT_SSH_KEY}))
+def publish_key(machine, version="4.22.0.0"):
+    """What the management server publishes: its SSH key and its package version."""
+    machine.update(lambda s: s["ssm"].update({KEY_PARAM: MGMT_SSH_KEY, VERSION_PARAM: version}))
 
 
 def seed_apparmor(machine):
@@ -36,13 +38,19 @@ def test_first_boot_order_and_configuration(machine):
     calls = machine.calls()
     order = [
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay"),
+        index_of(calls, is_cmd("ping"), "overlay gateway check"),
+        index_of(calls, lambda c: c["cmd"] == "curl" and "-I" in c["args"], "internet check"),
+        index_of(calls, is_cmd("snap", "install", "aws-cli"), "AWS CLI"),
         index_of(calls, lambda c: c["cmd"] == "nft" and c["args"][0] == "-f", "firewall loaded"),
-        index_of(calls, lambda c: c["cmd"] == "apt-get" and "cloudstack-agent" in c["args"], "agent install"),
+        index_of(calls, lambda c: c["cmd"] == "aws" and VERSION_PARAM in c["args"], "version read"),
+        index_of(calls, is_apt("install", "cloudstack-agent"), "agent install"),
         index_of(calls, is_cmd("systemctl", "restart", "libvirtd.service"), "libvirt restart"),
         index_of(calls, lambda c: c["cmd"] == "apparmor_parser", "apparmor"),
         index_of(calls, lambda c: c["cmd"] == "aws" and KEY_PARAM in c["args"], "key fetched"),
     ]
     assert order == sorted(order), order
+    assert machine.file("/etc/systemd/networkd.conf.d/60-cloudstack-ec2.conf").read_text() == \
+        "[Network]\nManageForeignRoutes=no\n"
     assert conf(machine, "/etc/libvirt/libvirtd.conf") == [
         "listen_tls = 0", "listen_tcp = 1", 'tcp_port = "16509"', 'auth_tcp = "none"', "mdns_adv = 0"]
     assert conf(machine, "/etc/libvirt/qemu.conf") == ['vnc_listen = "0.0.0.0"']
@@ -111,8 +119,54 @@ def test_libvirt_is_left_to_cloudstack_once_the_host_is_added(machine):
     assert not any(c["cmd"] == "systemctl" and "libvirtd.service" in c["args"] for c in machine.calls())
 
 
+def test_agent_is_the_management_servers_exact_version_not_the_newest(machine):
+    publish_key(machine, version="4.22.0.0")  # the repository's newest 4.22 is NEWEST
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status == 0, r.output
+    installs = [c for c in machine.calls() if is_apt("install", "cloudstack-agent")(c)]
+    assert len(installs) == 1 and "cloudstack-agent=4.22.0.0" in installs[0]["args"]
+    assert machine.state()["versions"]["cloudstack-agent"] == "4.22.0.0" != NEWEST
+    # Installed once: a re-run neither waits for the parameter nor installs.
+    machine.update(lambda s: s["ssm"].update({VERSION_PARAM: "pending"}))
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert "cloudstack-agent 4.22.0.0 already installed" in r.output
+    assert not any(c["cmd"] == "apt-get" for c in machine.calls())
+
+
+def test_pending_version_is_a_bounded_wait_then_a_clear_failure(machine):
+    machine.update(lambda s: s["ssm"].update({KEY_PARAM: MGMT_SSH_KEY}))  # the version stays "pending"
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status != 0
+    assert r.seconds < 20
+    assert f"waiting for SSM parameter {VERSION_PARAM} (attempt 2" in r.output
+    assert (f"SSM parameter {VERSION_PARAM} does not exist after 2 s (or is still 'pending': the management server"
+            " writes it once cloudstack-management is installed") in r.output
+    assert "cloudstack-agent" not in machine.state()["packages"]
+
+
+@pytest.mark.parametrize("configured, published, installed", [
+    ("4.22.1", NEWEST, NEWEST),
+    ("4.22.0", "4.22.0.0", "4.22.0.0"),
+    ("4.22.0", NEWEST, None),   # the server runs another release than this host is configured for
+])
+def test_pinned_release_installs_the_published_version_of_that_release(machine, configured, published, installed):
+    publish_key(machine, version=published)
+    r = machine.run_user_data(render(replace(KVM_HOST, cloudstack_version=configured)))
+    if installed:
+        assert r.status == 0, r.output
+        assert machine.state()["versions"]["cloudstack-agent"] == installed
+    else:
+        assert r.status != 0
+        assert (f"the management server runs cloudstack-management {published}, but this host is configured for"
+                f" CloudStack {configured}") in r.output
+        assert "cloudstack-agent" not in machine.state()["packages"]
+
+
 def test_missing_management_key_is_a_bounded_wait_then_a_clear_failure(machine):
-    r = machine.run_user_data(render(KVM_HOST))  # the parameter still holds "pending"
+    machine.update(lambda s: s["ssm"].update({VERSION_PARAM: "4.22.0.0"}))  # the key still holds "pending"
+    r = machine.run_user_data(render(KVM_HOST))
     assert r.status != 0
     assert r.seconds < 20
     assert f"waiting for SSM parameter {KEY_PARAM}" in r.output
@@ -137,8 +191,13 @@ def test_router_boots_without_secrets_or_waits(machine):
     r = machine.run_user_data(render(ROUTER))
     assert r.status == 0, r.output
     calls = machine.calls()
-    assert not any(c["cmd"] in ("aws", "mysql", "curl") for c in calls)
-    index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
+    assert not any(c["cmd"] in ("aws", "mysql", "curl", "ping") for c in calls)
+    # overlay-network.sh needs nft on the router: installed before the overlay starts.
+    assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
+        index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
+    assert machine.file("/etc/systemd/networkd.conf.d/60-cloudstack-ec2.conf").read_text() == \
+        "[Network]\nManageForeignRoutes=no\n"
+    assert not any(c["cmd"] == "systemctl" and "systemd-networkd.service" in c["args"] for c in calls)
     env = machine.file("/etc/cloudstack-ec2/overlay.env").read_text()
     assert 'OVERLAY_ROLE="router"' in env and 'ROUTER_DNAT="tcp:8080:10.100.0.2:8080"' in env
     assert machine.file("/usr/local/lib/cloudstack-ec2/overlay-network.sh").stat().st_mode & 0o111
@@ -149,3 +208,4 @@ def test_router_boots_without_secrets_or_waits(machine):
         "/usr/local/lib/cloudstack-ec2/router.sh"
     machine.clear_calls()
     assert machine.rerun("router.sh").status == 0
+    assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "nftables and chrony are installed"

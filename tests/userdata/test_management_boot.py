@@ -3,9 +3,12 @@ order, idempotency, bounded waits, and what never happens (schema deploy over an
 existing database, --deploy-as, template seeding, secrets in the log)."""
 
 import json
+from dataclasses import replace
 
-from bootlab import (CLOUD_PASSWORD, MANAGEMENT, MGMT_SSH_KEY, PREFIX, SECRET_VALUES, SECRETS, index_of, is_cmd,
-                     render)
+import pytest
+
+from bootlab import (CLOUD_PASSWORD, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
+                     is_apt, is_cmd, render)
 
 SCRIPT = "management-server.sh"
 
@@ -14,10 +17,26 @@ def api_calls(calls):
     return [c["api"] for c in calls if c.get("api")]
 
 
+def db_properties(machine):
+    return machine.file("/etc/cloudstack/management/db.properties").read_text()
+
+
+def alter_users(machine):
+    return [s for s in machine.state()["db"]["statements"] if "ALTER USER" in s]
+
+
 def first_run(machine):
     r = machine.run_user_data(render(MANAGEMENT))
     assert r.status == 0, r.output
     return r
+
+
+def is_put_parameter(key):
+    return lambda c: c["cmd"] == "aws" and "put-parameter" in c["args"] and f"{PREFIX}/{key}" in c["args"]
+
+
+def is_get_parameter(key):
+    return lambda c: c["cmd"] == "aws" and "get-parameter" in c["args"] and f"{PREFIX}/{key}" in c["args"]
 
 
 def test_first_boot_runs_every_phase_in_order(machine):
@@ -26,10 +45,14 @@ def test_first_boot_runs_every_phase_in_order(machine):
     order = [
         index_of(calls, is_cmd("hostnamectl", "set-hostname", "mgmt"), "hostname"),
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay start"),
+        index_of(calls, is_cmd("ping"), "overlay gateway check"),
+        index_of(calls, lambda c: c["cmd"] == "curl" and "-I" in c["args"], "internet check"),
         index_of(calls, is_cmd("snap", "install", "aws-cli", "--classic"), "AWS CLI snap"),
         index_of(calls, lambda c: c["cmd"] == "aws" and "get-secret-value" in c["args"]
                  and SECRETS.admin in c["args"], "admin secret read"),
-        index_of(calls, lambda c: c["cmd"] == "apt-get" and "cloudstack-management" in c["args"], "install"),
+        index_of(calls, is_apt("install", "cloudstack-management"), "install"),
+        index_of(calls, is_put_parameter("cloudstack-version"), "version published"),
+        index_of(calls, is_get_parameter("db-endpoint"), "database endpoint read"),
         index_of(calls, lambda c: c["cmd"] == "mysql" and c["sql"].strip() == "SELECT 1;", "DB wait"),
         index_of(calls, lambda c: c["cmd"] == "mysql" and "CREATE USER IF NOT EXISTS" in c["sql"], "DB user"),
         index_of(calls, lambda c: c["cmd"] == "cloudstack-setup-databases" and "--schema-only" in c["args"],
@@ -37,12 +60,28 @@ def test_first_boot_runs_every_phase_in_order(machine):
         index_of(calls, is_cmd("mount"), "EFS mount"),
         index_of(calls, is_cmd("cloudstack-setup-management"), "setup-management"),
         index_of(calls, lambda c: c.get("api") == "updateUser", "admin password"),
+        index_of(calls, lambda c: c.get("api") == "updateConfiguration", "global settings"),
+        index_of(calls, is_cmd("systemctl", "restart", "cloudstack-management.service"), "settings restart"),
         index_of(calls, lambda c: c.get("api") == "registerUserKeys", "API keys"),
         index_of(calls, lambda c: c["cmd"] == "aws" and "put-secret-value" in c["args"], "keys stored"),
-        index_of(calls, lambda c: c["cmd"] == "aws" and "put-parameter" in c["args"], "SSH key published"),
+        index_of(calls, is_put_parameter("management-ssh-public-key"), "SSH key published"),
     ]
     assert order == sorted(order), order
+    # The API keys appear only once the settings restart is over and the API
+    # answers again: the registration starts as soon as they do.
+    restart = order[-5]
+    api_up_again = index_of(calls[restart:], lambda c: c["cmd"] == "curl" and "-w" in c["args"]
+                            and "-I" not in c["args"], "API poll after the restart") + restart
+    assert restart < api_up_again < order[-3] < order[-2]
     state = machine.state()
+    assert state["api"]["restarts"] == 1
+    assert state["ssm"][f"{PREFIX}/cloudstack-version"] == NEWEST
+    # Every apt-get waits for the dpkg lock (apt-daily holds it on a first boot).
+    apt = [c for c in calls if c["cmd"] == "apt-get"]
+    assert apt and all("DPkg::Lock::Timeout=600" in c["args"] for c in apt)
+    assert machine.file("/etc/systemd/networkd.conf.d/60-cloudstack-ec2.conf").read_text() == \
+        "[Network]\nManageForeignRoutes=no\n"
+    assert not any(c["cmd"] == "systemctl" and "systemd-networkd.service" in c["args"] for c in calls)
     # The world after the first boot.
     assert state["db"]["schema"] is True
     assert json.loads(state["secrets"][SECRETS.api_keys]) == {"apikey": "api-1", "secretkey": "sec-1"}
@@ -92,6 +131,15 @@ def test_second_run_changes_nothing_and_never_seeds(machine):
     after = machine.state()
     assert after["secrets"] == before["secrets"] and after["api"]["keys_registered"] == 1
     assert "already exists" in r.output and "keeping them" in r.output
+    # ALTER USER empties MySQL 8.4's caching_sha2_password cache: never while the password works.
+    assert alter_users(machine) == []
+    assert "CREATE USER IF NOT EXISTS 'cloud'@'%'" in after["db"]["statements"][-1]
+    # Connector/J may fetch the server's RSA key (no TLS): the flag is there, once per key.
+    lines = db_properties(machine).splitlines()
+    assert "db.cloud.url.params=prepStmtCacheSize=517&cachePrepStmts=true&serverTimezone=UTC" \
+           "&allowPublicKeyRetrieval=true" in lines
+    assert "db.usage.url.params=serverTimezone=UTC&allowPublicKeyRetrieval=true" in lines
+    assert db_properties(machine).count("allowPublicKeyRetrieval") == 2
 
 
 def test_existing_schema_is_reused_never_deployed(machine):
@@ -103,8 +151,8 @@ def test_existing_schema_is_reused_never_deployed(machine):
     assert not any(a.startswith("--deploy-as") for a in setup[0]["args"])
     assert setup[0]["args"][0] == f"cloud:{CLOUD_PASSWORD}@db.example.internal:3306"
     assert "schema 'cloud' already exists" in r.output
-    assert machine.file("/etc/cloudstack/management/db.properties").read_text().startswith(
-        "db.cloud.host=db.example.internal\n")
+    assert db_properties(machine).startswith("db.cloud.host=db.example.internal\n")
+    assert db_properties(machine).count("&allowPublicKeyRetrieval=true\n") == 2
 
 
 def test_unreachable_database_gives_a_bounded_wait_then_a_clear_failure(machine):
@@ -133,12 +181,119 @@ def test_missing_secret_stops_before_anything_is_installed(machine):
     assert [c["args"][1] for c in calls if c["cmd"] == "snap" and c["args"][0] == "install"] == ["aws-cli"]
 
 
-def test_missing_parameter_is_waited_for_then_fails(machine):
+def test_missing_parameter_is_waited_for_after_the_packages_then_fails(machine):
     machine.update(lambda s: s["ssm"].pop(f"{PREFIX}/db-endpoint"))
     r = machine.run_user_data(render(MANAGEMENT))
     assert r.status != 0
     assert f"waiting for SSM parameter {PREFIX}/db-endpoint" in r.output
     assert f"SSM parameter {PREFIX}/db-endpoint does not exist after 2 s" in r.output
+    # RDS takes many minutes: the packages do not wait for it.
+    calls = machine.calls()
+    installed = index_of(calls, is_apt("install", "cloudstack-management"), "install")
+    assert installed < index_of(calls, is_get_parameter("db-endpoint"), "database endpoint read")
+    assert "cloudstack-management" in machine.state()["packages"]
+    assert not any(c["cmd"] == "mysql" for c in calls)
+
+
+def test_members_wait_for_the_overlay_gateway_and_the_internet_first(machine):
+    machine.update(lambda s: s["network"].update(gateway_silent_pings=1, internet_silent_heads=1))
+    r = first_run(machine)
+    assert "waiting for overlay gateway 10.100.0.1 to answer ping (attempt 1" in r.output
+    assert "waiting for the internet (HTTPS HEAD https://download.cloudstack.org/release.asc)" in r.output
+    calls = machine.calls()
+    pings = [i for i, c in enumerate(calls) if c["cmd"] == "ping"]
+    heads = [i for i, c in enumerate(calls) if c["cmd"] == "curl" and "-I" in c["args"]]
+    assert len(pings) == 2 and len(heads) == 2
+    assert calls[pings[0]]["args"][-1] == "10.100.0.1"
+    assert max(pings) < min(heads) < max(heads) < index_of(calls, is_cmd("snap", "install"), "first install")
+
+
+@pytest.mark.parametrize("silent, message", [
+    ("gateway_silent_pings", "the overlay gateway (router) 10.100.0.1 did not answer ping within 2 s"),
+    ("internet_silent_heads", "the internet did not answer within 2 s: no HTTPS answer from "
+                              "https://download.cloudstack.org/release.asc"),
+])
+def test_silent_network_is_a_bounded_wait_then_names_what_did_not_answer(machine, silent, message):
+    machine.update(lambda s: s["network"].update({silent: 1000}))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert r.seconds < 20
+    assert message in r.output
+    assert "ERROR in step 'wait for the overlay gateway 10.100.0.1 and the internet'" in r.output
+    assert not any(c["cmd"] in ("apt-get", "aws") or is_cmd("snap", "install")(c) for c in machine.calls())
+
+
+def test_transient_install_failures_are_retried(machine):
+    machine.update(lambda s: s["failures"].update({
+        "update": ["E: Failed to fetch http://archive.ubuntu.com/ubuntu/dists/noble/InRelease"
+                   "  Temporary failure resolving 'archive.ubuntu.com'"],
+        "install": ["E: Failed to fetch http://archive.ubuntu.com/ubuntu/pool/main/c/chrony/chrony.deb"
+                    "  Connection timed out"],
+        "snap-install": ["error: cannot install \"aws-cli\": Post https://api.snapcraft.io/v2/snaps/refresh:"
+                         " dial tcp: i/o timeout"]}))
+    r = first_run(machine)
+    calls = machine.calls()
+    assert sum(1 for c in calls if is_cmd("snap", "install", "aws-cli")(c)) == 2
+    assert sum(1 for c in calls if is_apt("update")(c)) >= 2
+    assert sum(1 for c in calls if is_apt("install", "chrony")(c)) == 2
+    assert "apt-get update failed (status 100, attempt 1 of 5); retrying in 1 s" in r.output
+    assert "snap install aws-cli failed (status 100, attempt 1 of 5)" in r.output
+    assert "chrony" in machine.state()["packages"]
+
+
+def test_permanent_install_failure_is_reported_at_once(machine):
+    r = machine.run_user_data(render(replace(MANAGEMENT, cloudstack_version="4.22.9")))
+    assert r.status != 0
+    assert "retrying cannot help: E: Version '4.22.9*' for 'cloudstack-management' was not found" in r.output
+    assert sum(1 for c in machine.calls() if is_apt("install", "cloudstack-management")(c)) == 1
+
+
+def test_retries_are_bounded(machine):
+    machine.update(lambda s: s["failures"].update({"snap-install": ["error: too many requests"] * 5}))
+    r = machine.run_user_data(render(MANAGEMENT), env={"CSEC2_RETRY_ATTEMPTS": "2"})
+    assert r.status != 0
+    assert "snap install aws-cli failed 2 times (last status 100): error: too many requests" in r.output
+    assert sum(1 for c in machine.calls() if is_cmd("snap", "install")(c)) == 2
+
+
+def test_cloud_user_password_is_set_only_when_it_does_not_work(machine):
+    # The user exists with another password (the secret was changed): set once.
+    machine.update(lambda s: s["db"]["users"].update(cloud="an-older-password"))
+    r = first_run(machine)
+    assert len(alter_users(machine)) == 1
+    assert machine.state()["db"]["users"]["cloud"] == CLOUD_PASSWORD
+    assert "cannot log in with the secret's password: setting it" in r.output
+
+
+def test_older_db_properties_get_the_parameter_and_the_server_restarts(machine):
+    first_run(machine)
+    # As an older boot script left it: no usage params at all, cloud params without the flag.
+    path = machine.file("/etc/cloudstack/management/db.properties")
+    path.write_text("db.cloud.host=db.example.internal\ndb.cloud.port=3306\n"
+                    "db.cloud.url.params=serverTimezone=UTC&allowPublicKeyRetrieval=false\n")
+    path.chmod(0o640)
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert db_properties(machine).splitlines()[2:] == [
+        "db.cloud.url.params=serverTimezone=UTC&allowPublicKeyRetrieval=true",
+        "db.usage.url.params=allowPublicKeyRetrieval=true"]
+    assert path.stat().st_mode & 0o777 == 0o640, "owner and mode are kept"
+    restarts = [c for c in machine.calls() if is_cmd("systemctl", "restart", "cloudstack-management.service")(c)]
+    assert len(restarts) == 1, "the running server reads db.properties only at start"
+
+
+def test_pinned_release_is_installed_and_its_version_published_again_after_an_upgrade(machine):
+    boot = replace(MANAGEMENT, cloudstack_version="4.22.0")
+    assert machine.run_user_data(render(boot)).status == 0
+    assert any(is_apt("install")(c) and "cloudstack-management=4.22.0*" in c["args"] for c in machine.calls())
+    assert machine.state()["ssm"][f"{PREFIX}/cloudstack-version"] == "4.22.0.0"
+    machine.update(lambda s: s["versions"].update({"cloudstack-management": "4.22.0.1"}))  # upgraded by hand
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert machine.state()["ssm"][f"{PREFIX}/cloudstack-version"] == "4.22.0.1"
+    assert "was '4.22.0.0'" in r.output
 
 
 def test_existing_api_keys_and_admin_password_are_kept(machine):

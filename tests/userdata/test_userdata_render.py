@@ -56,6 +56,8 @@ def test_management_environment_values():
     assert env["CSEC2_SECRET_DB_MASTER"] == SECRETS.db_master
     assert env["CSEC2_SECRET_API_KEYS"] == SECRETS.api_keys
     assert env["CSEC2_WAIT_DATABASE_SECONDS"] == "2"
+    assert env["CSEC2_WAIT_NETWORK_SECONDS"] == "2"
+    assert env["CSEC2_OVERLAY_GATEWAY"] == "10.100.0.1", "members wait for the router's overlay address"
     overlay = env_of(ud.decode_user_data(render(MANAGEMENT)), "overlay.env")
     assert overlay == {"OVERLAY_ROLE": "member", "VXLAN_ID": "100", "VXLAN_GROUP": "239.255.0.100",
                        "VXLAN_PORT": "4789", "OVERLAY_ADDRESS": "10.100.0.2/16", "OVERLAY_MTU": "8450",
@@ -67,6 +69,8 @@ def test_router_and_kvm_environment_values():
     assert env_of(payload, "overlay.env")["ROUTER_DNAT"] == "tcp:8080:10.100.0.2:8080"
     assert "OVERLAY_GATEWAY" not in env_of(payload, "overlay.env")
     assert "cloudstack-ec2-host-firewall.service" not in payload
+    assert "CSEC2_OVERLAY_GATEWAY" not in env_of(payload, "boot.env"), "the router waits for no gateway"
+    assert ud.BootWaits().network_seconds == 1800
     kvm = ud.decode_user_data(render(KVM_HOST))
     assert env_of(kvm, "boot.env")["CSEC2_HOST_USER"] == "root"
     assert "cloudstack-ec2-host-firewall.service" in kvm

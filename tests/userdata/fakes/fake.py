@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 """Recording stand-in for the system commands the boot scripts call.
 
 Installed in a bin directory under each command's name (symlinks); behaves by
@@ -10,10 +10,11 @@ $CSEC2_ROOT.
 """
 
 import fcntl
+import fnmatch
 import json
 import os
+import re
 import sys
-import urllib.parse
 
 NAME = os.path.basename(sys.argv[0])
 ARGS = sys.argv[1:]
@@ -99,6 +100,9 @@ def snap(state):
     if ARGS[0] == "list":
         return 0 if ARGS[1] in state["snaps"] else 1
     if ARGS[0] == "install":
+        status = take_failure(state, "snap-install")
+        if status:
+            return status
         state["snaps"].append(ARGS[1])
         if ARGS[1] == "aws-cli":
             os.symlink(os.path.abspath(sys.argv[0]), os.path.join(os.path.dirname(sys.argv[0]), "aws"))
@@ -106,23 +110,56 @@ def snap(state):
     return 0
 
 
+def take_failure(state, verb):
+    """The next scripted failure of `verb` ("update", "install", "snap-install"), if any."""
+    queue = state["failures"].get(verb, [])
+    if queue:
+        message = queue.pop(0)
+        sys.stderr.write(message + "\n")
+        return 100
+    return 0
+
+
 def apt_get(state):
-    if ARGS and ARGS[0] == "update":
-        return 0
-    if "install" in ARGS:
-        for a in ARGS[ARGS.index("install") + 1:]:
-            if not a.startswith("-"):
-                state["packages"].append(a.split("=")[0])
-        return 0
+    words = [a for i, a in enumerate(ARGS) if not a.startswith("-") and ARGS[i - 1] != "-o"]
+    verb = words[0] if words else ""
+    if verb == "update":
+        return take_failure(state, "update")
+    if verb == "install":
+        status = take_failure(state, "install")
+        if status:
+            return status
+        wanted = []
+        for a in words[1:]:
+            name, _, pattern = a.partition("=")
+            available = state["repo"].get(name, ["1.0"])
+            matching = [v for v in available if not pattern or fnmatch.fnmatchcase(v, pattern)]
+            if not matching:
+                sys.stderr.write(f"E: Version '{pattern}' for '{name}' was not found\n")
+                return 100
+            wanted.append((name, matching[-1]))
+        for name, version in wanted:
+            state["packages"].append(name)
+            state["versions"][name] = version
     return 0
 
 
 def dpkg_query(state):
     pkg = ARGS[-1]
-    if pkg in state["packages"]:
+    if pkg not in state["packages"]:
+        sys.stderr.write(f"dpkg-query: no packages found matching {pkg}\n")
+        return 1
+    if any("${Version}" in a for a in ARGS):
+        print(state["versions"].get(pkg, "1.0"), end="")
+    else:
         print("install ok installed", end="")
-        return 0
-    return 1
+    return 0
+
+
+def ping(state):
+    net = state["network"]
+    net["pings"] += 1
+    return 0 if net["pings"] > net["gateway_silent_pings"] else 1
 
 
 def mysql(state):
@@ -134,7 +171,11 @@ def mysql(state):
     if not db["reachable"]:
         sys.stderr.write(f"ERROR 2003 (HY000): Can't connect to MySQL server on '{options.get('host')}:3306' (110)\n")
         return 1
-    if options.get("password") != '"%s"' % db["master_password"]:
+    if options.get("user") == "admin":
+        password = db["master_password"]
+    else:
+        password = db["users"].get(options.get("user"))
+    if password is None or options.get("password") != '"%s"' % password:
         sys.stderr.write("ERROR 1045 (28000): Access denied\n")
         return 1
     if "information_schema.tables" in sql:
@@ -143,6 +184,10 @@ def mysql(state):
         print(1)
     else:
         db["statements"].append(sql)
+        for m in re.finditer(r"CREATE USER IF NOT EXISTS '(\w+)'@'%' IDENTIFIED WITH \w+ BY '([^']*)'", sql):
+            db["users"].setdefault(m.group(1), m.group(2))
+        for m in re.finditer(r"ALTER USER '(\w+)'@'%' IDENTIFIED WITH \w+ BY '([^']*)'", sql):
+            db["users"][m.group(1)] = m.group(2)
     return 0
 
 
@@ -155,7 +200,10 @@ def setup_databases(state):
     path = ROOT + "/etc/cloudstack/management/db.properties"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        f.write(f"db.cloud.host={host}\ndb.cloud.port={port}\ndb.cloud.username={creds.split(':')[0]}\n")
+        # What cloudstack-setup-databases writes: url.params without allowPublicKeyRetrieval.
+        f.write(f"db.cloud.host={host}\ndb.cloud.port={port}\ndb.cloud.username={creds.split(':')[0]}\n"
+                "db.cloud.url.params=prepStmtCacheSize=517&cachePrepStmts=true&serverTimezone=UTC\n"
+                "db.usage.host={host}\ndb.usage.url.params=serverTimezone=UTC\n".replace("{host}", host))
     return 0
 
 
@@ -182,6 +230,8 @@ def systemctl(state):
         u["enabled"].extend(units)
         if "--now" in ARGS:
             u["active"].extend(units)
+    if verb == "restart" and "cloudstack-management.service" in units:
+        state["api"]["restarts"] += 1
     if verb in ("start", "restart"):
         for unit in units:
             if unit in u.get("failing", []):
@@ -196,6 +246,15 @@ def systemctl(state):
 def curl(state):
     out = opt(ARGS, "-o")
     url = ARGS[-1]
+    if "-I" in ARGS:  # the internet check: a HEAD through the router
+        net = state["network"]
+        net["heads"] += 1
+        if net["heads"] <= net["internet_silent_heads"]:
+            print("000", end="")
+            sys.stderr.write("curl: (28) Connection timed out\n")
+            return 28
+        print("200", end="")
+        return 0
     if url.endswith("release.asc"):
         with open(out, "w") as f:
             f.write("-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n")
@@ -285,7 +344,7 @@ HANDLERS = {
     "aws": aws, "snap": snap, "apt-get": apt_get, "dpkg-query": dpkg_query, "mysql": mysql,
     "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
     "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
-    "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd,
+    "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
 }
 
 
