@@ -204,6 +204,14 @@ csec2_aws() {
 # EC2's Ubuntu images do not ship the CLI. AWS publishes CLI v2 as the classic
 # snap `aws-cli`; snapd and the SSM agent snap are already on those images, so
 # the snap is the one install path that works on every supported release.
+# snapd seeds its preinstalled snaps once on a first boot, within minutes.
+CSEC2_WAIT_SNAP_SEED_SECONDS=${CSEC2_WAIT_SNAP_SEED_SECONDS:-900}
+
+csec2_wait_snap_seeded() {
+    timeout "$CSEC2_WAIT_SNAP_SEED_SECONDS" snap wait system seed.loaded ||
+        csec2_die "snapd did not finish seeding within $CSEC2_WAIT_SNAP_SEED_SECONDS s (see: snap changes)"
+}
+
 csec2_install_aws_cli() {
     csec2_step "AWS CLI"
     if command -v aws >/dev/null 2>&1; then
@@ -211,7 +219,7 @@ csec2_install_aws_cli() {
         return 0
     fi
     # On a first boot snapd may still be seeding; installing before that fails.
-    snap wait system seed.loaded
+    csec2_wait_snap_seeded
     csec2_retry "snap install aws-cli" snap install aws-cli --classic
     command -v aws >/dev/null 2>&1 || csec2_die "AWS CLI not found after 'snap install aws-cli --classic'"
 }
@@ -455,7 +463,7 @@ csec2_setup_time_sync() {
 csec2_setup_ssm_agent() {
     csec2_step "SSM agent"
     if ! snap list amazon-ssm-agent >/dev/null 2>&1; then
-        snap wait system seed.loaded
+        csec2_wait_snap_seeded
         csec2_retry "snap install amazon-ssm-agent" snap install amazon-ssm-agent --classic
     fi
     systemctl enable --now snap.amazon-ssm-agent.amazon-ssm-agent.service

@@ -248,6 +248,14 @@ def test_permanent_install_failure_is_reported_at_once(machine):
     assert sum(1 for c in machine.calls() if is_apt("install", "cloudstack-management")(c)) == 1
 
 
+def test_snapd_seeding_is_a_bounded_wait(machine):
+    machine.update(lambda s: s.update({"snap_seed_hangs": True}))
+    r = machine.run_user_data(render(MANAGEMENT), env={"CSEC2_WAIT_SNAP_SEED_SECONDS": "1"})
+    assert r.status != 0
+    assert "snapd did not finish seeding within 1 s" in r.output
+    assert not any(is_cmd("snap", "install")(c) for c in machine.calls())
+
+
 def test_retries_are_bounded(machine):
     machine.update(lambda s: s["failures"].update({"snap-install": ["error: too many requests"] * 5}))
     r = machine.run_user_data(render(MANAGEMENT), env={"CSEC2_RETRY_ATTEMPTS": "2"})
