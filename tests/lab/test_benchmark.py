@@ -36,7 +36,11 @@ def throughput(lab: Lab, server_ns: str, client_ns: str, address: str) -> float:
             lab.run(client_ns, "sleep", "0.1")
         else:
             pytest.fail(f"iperf3 to {address} failed: {result.stdout[-500:]} {result.stderr[-500:]}")
-        return json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"]
+        report = json.loads(result.stdout)
+        received = report.get("end", {}).get("sum_received", {}).get("bits_per_second")
+        # iperf3 has been seen to exit 0 without its end summary (server gone early).
+        assert received is not None, f"iperf3 to {address} gave no end summary: {result.stdout[-800:]}"
+        return received
     finally:
         lab.stop(server)
 
