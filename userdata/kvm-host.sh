@@ -76,7 +76,9 @@ install_packages() {
     [[ ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION" || ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION"[.~+-]* ]] ||
         csec2_die "the management server runs cloudstack-management $version, but this host is configured for CloudStack $CSEC2_CLOUDSTACK_VERSION"
     csec2_log "installing cloudstack-agent $version, the management server's version"
-    csec2_apt_install "cloudstack-agent=$version"
+    # cloudstack-agent depends on cloudstack-common of exactly its version, and apt
+    # would pick the newest common: pin both, or an older pin cannot be installed.
+    csec2_apt_install "cloudstack-agent=$version" "cloudstack-common=$version"
 }
 
 # --------------------------------------------------------------- libvirt ----

@@ -78,7 +78,9 @@ fetch_parameters() {
 install_packages() {
     csec2_setup_cloudstack_repo
     csec2_step "packages: cloudstack-management, MySQL client, NFS client"
-    csec2_apt_install "$(csec2_cloudstack_package cloudstack-management)" mysql-client nfs-common
+    # cloudstack-common follows the same pin: management depends on exactly its version.
+    csec2_apt_install "$(csec2_cloudstack_package cloudstack-management)" \
+        "$(csec2_cloudstack_package cloudstack-common)" mysql-client nfs-common
 }
 
 # KVM hosts install exactly this version of cloudstack-agent: with a version

@@ -93,7 +93,8 @@ def initial_state() -> dict:
         "packages": [],
         "versions": {},
         # Versions the repository offers, oldest first (install picks the newest match).
-        "repo": {"cloudstack-management": ["4.22.0.0", NEWEST], "cloudstack-agent": ["4.22.0.0", NEWEST]},
+        "repo": {"cloudstack-management": ["4.22.0.0", NEWEST], "cloudstack-agent": ["4.22.0.0", NEWEST],
+                 "cloudstack-common": ["4.22.0.0", NEWEST]},
         # Scripted failures, consumed one per call: {"update"|"install"|"snap-install": [stderr, ...]}.
         "failures": {},
         "network": {"gateway_silent_pings": 0, "internet_silent_heads": 0, "pings": 0, "heads": 0},

@@ -141,6 +141,20 @@ def apt_get(state):
                 sys.stderr.write(f"E: Version '{pattern}' for '{name}' was not found\n")
                 return 100
             wanted.append((name, matching[-1]))
+        # Like the real packages: cloudstack-agent and cloudstack-management depend on
+        # cloudstack-common (= their own version), and apt takes the NEWEST common
+        # unless told otherwise, which breaks any older pinned version.
+        chosen = dict(wanted)
+        for name, version in wanted:
+            if name in ("cloudstack-agent", "cloudstack-management"):
+                common = chosen.get("cloudstack-common") or state["repo"].get("cloudstack-common", [version])[-1]
+                if common != version:
+                    sys.stderr.write(f"The following packages have unmet dependencies:\n {name} : Depends: "
+                                     f"cloudstack-common (= {version}) but {common} is to be installed\n"
+                                     "E: Unable to correct problems, you have held broken packages.\n")
+                    return 100
+                chosen["cloudstack-common"] = common
+        wanted = list(chosen.items())
         for name, version in wanted:
             state["packages"].append(name)
             state["versions"][name] = version
