@@ -64,6 +64,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         #: The region's AZs, each offering every catalog type (offline, nothing is scarce).
         self.zones = [f"{region}{s}" for s in "abc"]
         self._taken_ips: set[int] = set()
+        #: (token, arguments) of every data-source call the program made.
+        self.invokes: list[tuple[str, dict]] = []
 
     def _private_ip(self, name: str) -> str:
         """An address in the dedicated subnet, the same for the same resource name on every run."""
@@ -122,6 +124,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token
         a = args.args
+        self.invokes.append((token, dict(a)))
         if token == "aws:ec2/getInstanceTypes:getInstanceTypes":
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
             return {"instanceTypes": [t for t in wanted if catalog.instance_facts(t)], "id": self.region}
@@ -183,6 +186,7 @@ class OfflineRun:
     outputs: dict[str, Any]
     result: Any = None
     warnings: list[str] = field(default_factory=list)
+    invokes: list[tuple[str, dict]] = field(default_factory=list)
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == typ]
@@ -244,7 +248,7 @@ def run_offline(
     _sync_await(pulumi.runtime.stack.run_pulumi_func(
         lambda: _sync_await(pulumi.Output.from_input(body()).future())))
     return OfflineRun(registrations=monitor.registrations, outputs=resolved, result=results[0],
-                      warnings=warnings)
+                      warnings=warnings, invokes=mocks.invokes)
 
 
 def _config_text(value: Any) -> str:

@@ -87,7 +87,10 @@ def pulumi_program() -> None:
 
 def availability_zones(settings: Settings) -> tuple[str, str]:
     """The CloudStack subnet's AZ (offering every instance type) and the DB's second AZ."""
-    zones = sorted(aws.get_availability_zones(state="available").names)
+    # Regular AZs only: opted-in Local Zones are "available" too, and sort first.
+    zones = sorted(aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])]).names)
     types = sorted({settings.router_instance_type, settings.management_instance_type, settings.host_instance_type})
     offerings = aws.ec2.get_instance_type_offerings(
         location_type="availability-zone",

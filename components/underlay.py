@@ -90,9 +90,13 @@ class Underlay(pulumi.ComponentResource):
         # The dedicated subnet: only CloudStack instances and the EFS mount target.
         # No public IPs by default: only the router gets one (its Elastic IP), and
         # the other members reach the internet through the router's NAT.
+        # The AZ is chosen at creation (the first that offers every instance type);
+        # a later, different choice (AWS adding metal capacity elsewhere) must not
+        # replace the subnet and everything in it.
+        keep_az = pulumi.ResourceOptions(parent=self, ignore_changes=["availability_zone"])
         subnet = aws.ec2.Subnet(f"{name}-cloudstack", vpc_id=vpc.id, cidr_block=args.cloudstack_subnet_cidr,
                                 availability_zone=args.availability_zone, map_public_ip_on_launch=False,
-                                tags={**tags, "Name": f"{name}-cloudstack-dedicated"}, opts=child)
+                                tags={**tags, "Name": f"{name}-cloudstack-dedicated"}, opts=keep_az)
         # Every route is a standalone Route: a table with inline routes owns its whole
         # route list and would delete the overlay route OverlayRouter adds to it.
         public_rt = aws.ec2.RouteTable(f"{name}-cloudstack-rt", vpc_id=vpc.id,
@@ -108,7 +112,7 @@ class Underlay(pulumi.ComponentResource):
         db_subnets = []
         for i, (cidr, az) in enumerate(zip(args.db_subnet_cidrs, args.db_availability_zones)):
             s = aws.ec2.Subnet(f"{name}-db-{i}", vpc_id=vpc.id, cidr_block=cidr, availability_zone=az,
-                               map_public_ip_on_launch=False, tags={**tags, "Name": f"{name}-db-{i}"}, opts=child)
+                               map_public_ip_on_launch=False, tags={**tags, "Name": f"{name}-db-{i}"}, opts=keep_az)
             aws.ec2.RouteTableAssociation(f"{name}-db-{i}-rta", subnet_id=s.id, route_table_id=db_rt.id, opts=child)
             db_subnets.append(s)
         self.vpc_id = vpc.id

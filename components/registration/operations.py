@@ -10,7 +10,7 @@ whole step, lookup included.
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .client import LOG, Api, CloudStackError, RegistrationError
 from .plan import CONNECTION_KEYS
@@ -112,15 +112,20 @@ class Kind:
         changed += [k for k in CONNECTION_KEYS if olds.get(k) != news.get(k)]
         return changed, [k for k in changed if k in self.replace_keys]
 
-    def update(self, api: Api, id_: str, olds: Props, news: Props) -> dict[str, Any]:
+    def update(self, connect: Callable[[], Api], id_: str, olds: Props, news: Props) -> dict[str, Any]:
+        """`connect` gives the Api; it is called only when CloudStack must be asked."""
         changed, replaces = self.diff(olds, news)
         if replaces:
             raise RegistrationError(f"{self.label(news)}: {replaces} need a replacement, not an update")
         label = self.label(news)
         changed = [k for k in changed if k not in CONNECTION_KEYS]
-        if changed:
-            api.retrying(f"update {label}", lambda: self.change(api, id_, olds, news, changed))
-            LOG.info("updated %s: %s", label, ", ".join(changed))
+        if not changed:
+            # Only how to reach CloudStack changed: store it, ask CloudStack nothing
+            # (the API need not even be reachable for this).
+            return {**olds, **{k: news[k] for k in CONNECTION_KEYS if k in news}}
+        api = connect()
+        api.retrying(f"update {label}", lambda: self.change(api, id_, olds, news, changed))
+        LOG.info("updated %s: %s", label, ", ".join(changed))
         obj = api.retrying(f"read {label}", lambda: self.get(api, id_, news))
         if obj is None:
             raise RegistrationError(f"{label} (id {id_}) disappeared during the update; run `pulumi refresh`")

@@ -54,7 +54,7 @@ class CloudStackObjectProvider(dyn.ResourceProvider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         news = _clean(news)
-        return dyn.UpdateResult(KINDS[self.kind].update(connect(news), id_, _clean(olds), news))
+        return dyn.UpdateResult(KINDS[self.kind].update(lambda: connect(news), id_, _clean(olds), news))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         props = _clean(props)
