@@ -154,7 +154,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if token == "aws:ec2/getSubnet:getSubnet":
-            return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", "")}
+            return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", ""),
+                    "availabilityZone": self.zones[0]}
         raise Exception(f"the offline mocks do not answer {token}")
 
 

@@ -46,15 +46,17 @@ def ubuntu_ami(codename: str) -> str:
                  aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"])]).id
 
 
-def check_existing_network(settings: Settings) -> None:
-    """With an existing VPC, the dedicated subnet must be what the settings say it is."""
+def check_existing_network(settings: Settings) -> str:
+    """With an existing VPC, the dedicated subnet must be what the settings say it is.
+    Returns its AZ ("" without an existing VPC)."""
     if not settings.uses_existing_vpc:
-        return
+        return ""
     subnet = aws.ec2.get_subnet(id=settings.cloudstack_subnet_id)
     if subnet.cidr_block != str(settings.cloudstack_subnet_cidr):
         raise SettingsError([Problem("cloudstackSubnetCidr", str(settings.cloudstack_subnet_cidr),
                                      f"subnet {settings.cloudstack_subnet_id} is {subnet.cidr_block}; "
                                      "set cloudstackSubnetCidr to its real CIDR")])
+    return subnet.availability_zone
 
 
 def overlay_config(settings: Settings, plan: IpPlan, address, role: str, **extra) -> userdata.OverlayConfig:
@@ -85,7 +87,7 @@ def pulumi_program() -> None:
         pulumi.export(name, value)
 
 
-def availability_zones(settings: Settings) -> tuple[str, str]:
+def availability_zones(settings: Settings, existing_zone: str = "") -> tuple[str, str]:
     """The CloudStack subnet's AZ (offering every instance type) and the DB's second AZ."""
     # Regular AZs only: opted-in Local Zones are "available" too, and sort first.
     zones = sorted(aws.get_availability_zones(
@@ -98,14 +100,13 @@ def availability_zones(settings: Settings) -> tuple[str, str]:
     offered: dict[str, set[str]] = {}
     for instance_type, zone in zip(offerings.instance_types, offerings.locations):
         offered.setdefault(instance_type, set()).add(zone)
-    return choose_availability_zones(settings, zones, offered)
+    return choose_availability_zones(settings, zones, offered, existing_zone)
 
 
 def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()
-    check_existing_network(settings)
-    zones = availability_zones(settings)
+    zones = availability_zones(settings, check_existing_network(settings))
     return Deployment(settings, declare(settings, pulumi.get_stack(), zones))
 
 

@@ -586,16 +586,21 @@ def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[
 
 
 def choose_availability_zones(
-    settings: Settings, zones: Sequence[str], offered: Mapping[str, set[str]]
+    settings: Settings, zones: Sequence[str], offered: Mapping[str, set[str]], existing_zone: str = ""
 ) -> tuple[str, str]:
     """(CloudStack subnet's AZ, the DB's second AZ). The first must offer every instance
     type of the stack (metal types are missing from many AZs); `offered` maps each type to
-    the AZs that offer it. Raises SettingsError naming the key to change."""
+    the AZs that offer it; `existing_zone` is the AZ of an existing CloudStack subnet.
+    Raises SettingsError naming the key to change."""
     types = {"routerInstanceType": settings.router_instance_type,
              "managementInstanceType": settings.management_instance_type,
              "hostInstanceType": settings.host_instance_type}
     fitting = [z for z in zones if all(z in offered.get(t, set()) for t in types.values())]
-    requested = settings.availability_zone
+    if existing_zone and settings.availability_zone and existing_zone != settings.availability_zone:
+        raise SettingsError([Problem("availabilityZone", settings.availability_zone,
+                                     f"subnet {settings.cloudstack_subnet_id} is in {existing_zone}; "
+                                     "leave availabilityZone empty or set it to that AZ")])
+    requested = settings.availability_zone or existing_zone
     if requested:
         if requested not in zones:
             raise SettingsError([Problem("availabilityZone", requested,

@@ -342,3 +342,16 @@ def test_the_database_gets_a_second_az():
     assert (primary, second) == ("us-east-1b", "us-east-1a")
     with pytest.raises(SettingsError, match="second AZ"):
         choose_availability_zones(parse(), ["us-east-1a"], {t: {"us-east-1a"} for t in EVERYWHERE})
+
+
+def test_an_existing_subnet_decides_the_az():
+    existing = parse(vpcId="vpc-0123456789abcdef0", cloudstackSubnetId="subnet-0123456789abcdef0",
+                     dbSubnetIds=["subnet-0123456789abcdef1", "subnet-0123456789abcdef2"],
+                     routeTableIds=["rtb-0123456789abcdef0"])
+    assert choose_availability_zones(existing, ZONES, EVERYWHERE, "us-east-1c")[0] == "us-east-1c"
+    offered = {**EVERYWHERE, "c5.metal": {"us-east-1a"}}
+    with pytest.raises(SettingsError, match="c5.metal"):
+        choose_availability_zones(existing, ZONES, offered, "us-east-1c")
+    from dataclasses import replace
+    with pytest.raises(SettingsError, match="is in us-east-1c"):
+        choose_availability_zones(replace(existing, availability_zone="us-east-1a"), ZONES, EVERYWHERE, "us-east-1c")
