@@ -431,7 +431,13 @@ csec2_internet_answers() {
 csec2_wait_network() {
     csec2_require CSEC2_OVERLAY_GATEWAY CSEC2_WAIT_NETWORK_SECONDS CSEC2_CLOUDSTACK_KEY_URL
     csec2_step "wait for the overlay gateway $CSEC2_OVERLAY_GATEWAY and the internet"
-    local start=$SECONDS left
+    local start=$SECONDS left tool
+    # Ubuntu's cloud images have both; a custom AMI without them would otherwise
+    # wait the whole bound and then blame the router.
+    for tool in ping curl; do
+        command -v "$tool" >/dev/null 2>&1 ||
+            csec2_die "'$tool' is not installed: the network check needs it (use an Ubuntu cloud image or add it to the AMI)"
+    done
     csec2_wait_until "overlay gateway $CSEC2_OVERLAY_GATEWAY to answer ping" "$CSEC2_WAIT_NETWORK_SECONDS" \
         csec2_gateway_answers ||
         csec2_die "the overlay gateway (router) $CSEC2_OVERLAY_GATEWAY did not answer ping within $CSEC2_WAIT_NETWORK_SECONDS s (router running? Transit Gateway multicast domain associated with both subnets? journalctl -u cloudstack-ec2-overlay)"
