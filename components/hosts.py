@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
 
 from components import naming
-from components.node import Grant, NodeArgs, hardened_instance, instance_role, parameter_arn
+from components.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
 
 
 @dataclass(frozen=True)
 class KvmHostPoolArgs:
     stack: str
-    instance_type: str
-    ami_id: pulumi.Input[str]
-    subnet_id: pulumi.Input[str]
-    security_group_ids: Sequence[pulumi.Input[str]]
-    root_volume_gb: int
+    instance: InstanceSpec
     #: host index -> its stable overlay address (from the IP plan).
     overlay_ips: Mapping[int, str]
     #: host index -> boot script (base64 user data).
     render_user_data: Callable[[int], pulumi.Input[str]]
-    #: Resources the instance(s) must not boot before (see NodeArgs.wait_for).
-    wait_for: Sequence[pulumi.Resource] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -50,10 +44,8 @@ class KvmHostPool(pulumi.ComponentResource):
         self.instances: dict[int, aws.ec2.Instance] = {}
         for index, overlay_ip in sorted(args.overlay_ips.items()):
             self.instances[index] = hardened_instance(f"{name}-{index}", NodeArgs(
-                instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
-                security_group_ids=args.security_group_ids, user_data_base64=args.render_user_data(index),
-                instance_profile=profile.name, root_volume_gb=args.root_volume_gb, wait_for=args.wait_for,
-                pin_instance_type=True,
+                spec=args.instance, user_data_base64=args.render_user_data(index),
+                instance_profile=profile.name, pin_instance_type=True,
                 tags={**tags, "Role": "cloudstack-kvm-host", "HostIndex": str(index), "OverlayIp": overlay_ip}),
                 child)
 

@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
 from components import naming
-from components.node import Grant, NodeArgs, hardened_instance, instance_role, parameter_arn
+from components.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
 
 
 @dataclass(frozen=True)
 class ManagementServerArgs:
     stack: str
-    instance_type: str
-    ami_id: pulumi.Input[str]
-    subnet_id: pulumi.Input[str]
-    security_group_ids: Sequence[pulumi.Input[str]]
-    root_volume_gb: int
+    instance: InstanceSpec
     #: ARN of the RDS master secret (owned by RdsCloudDb): read by the DB setup.
     db_master_secret_arn: pulumi.Input[str]
     #: Renders the boot script from the secrets' names (never their values).
     render_user_data: Callable[[dict], str]
-    #: Resources the instance(s) must not boot before (see NodeArgs.wait_for).
-    wait_for: Sequence[pulumi.Resource] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -107,9 +101,7 @@ class ManagementServer(pulumi.ComponentResource):
             admin=admin.arn, api_keys=api_keys.arn,
         ).apply(args.render_user_data)
         instance = hardened_instance(name, NodeArgs(
-            instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
-            security_group_ids=args.security_group_ids, user_data_base64=user_data,
-            instance_profile=profile.name, root_volume_gb=args.root_volume_gb, wait_for=args.wait_for,
+            spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,
             tags={**tags, "Role": "cloudstack-management"}), child)
 
         self.instance = instance

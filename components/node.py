@@ -31,18 +31,25 @@ SESSION_MANAGER_ACTIONS = (
 
 
 @dataclass(frozen=True)
-class NodeArgs:
+class InstanceSpec:
+    """Where and as what an instance runs: the part the three instance components share."""
+
     instance_type: str
     ami_id: pulumi.Input[str]
     subnet_id: pulumi.Input[str]
     security_group_ids: Sequence[pulumi.Input[str]]
-    user_data_base64: pulumi.Input[str]
-    instance_profile: pulumi.Input[str]
     root_volume_gb: int
-    source_dest_check: bool = True
     #: Resources the instance must not boot before (the multicast domain association:
     #: without it the overlay cannot find the router, the members' only way out).
     wait_for: Sequence[pulumi.Resource] = ()
+
+
+@dataclass(frozen=True)
+class NodeArgs:
+    spec: InstanceSpec
+    user_data_base64: pulumi.Input[str]
+    instance_profile: pulumi.Input[str]
+    source_dest_check: bool = True
     #: Keep the instance type once created: changing it stops and starts the instance,
     #: which on a KVM host kills its VMs without maintenance.
     pin_instance_type: bool = False
@@ -52,10 +59,10 @@ class NodeArgs:
 def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -> aws.ec2.Instance:
     return aws.ec2.Instance(
         name,
-        ami=args.ami_id,
-        instance_type=args.instance_type,
-        subnet_id=args.subnet_id,
-        vpc_security_group_ids=list(args.security_group_ids),
+        ami=args.spec.ami_id,
+        instance_type=args.spec.instance_type,
+        subnet_id=args.spec.subnet_id,
+        vpc_security_group_ids=list(args.spec.security_group_ids),
         iam_instance_profile=args.instance_profile,
         user_data_base64=args.user_data_base64,
         source_dest_check=args.source_dest_check,
@@ -64,7 +71,7 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
             http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
             instance_metadata_tags="disabled"),
         root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-            encrypted=True, volume_type="gp3", volume_size=args.root_volume_gb, delete_on_termination=True),
+            encrypted=True, volume_type="gp3", volume_size=args.spec.root_volume_gb, delete_on_termination=True),
         tags={**args.tags, "Name": name},
         volume_tags={**args.tags, "Name": name},
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
@@ -73,7 +80,7 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
             # The replacement reuses the overlay address: two live copies would fight
             # over it (and two management servers over one database).
             delete_before_replace=True,
-            depends_on=list(args.wait_for))),
+            depends_on=list(args.spec.wait_for))),
     )
 
 

@@ -19,6 +19,7 @@ from components.hosts import KvmHostPool, KvmHostPoolArgs
 from components.ipplan import IpPlan
 from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
+from components.node import InstanceSpec
 from components.registration import Timeouts, build_spec
 from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
 from components.router import OverlayRouter, OverlayRouterArgs
@@ -144,17 +145,19 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> dict[str,
         provisioned_mibps=settings.efs_provisioned_mibps, protect=settings.deletion_protection,
         subnet_id=underlay.cloudstack_subnet_id, security_group_id=underlay.efs_sg_id, tags=tags))
 
+    def instance(instance_type: str, security_group_ids: list) -> InstanceSpec:
+        return InstanceSpec(instance_type=instance_type, ami_id=ami, subnet_id=underlay.cloudstack_subnet_id,
+                            security_group_ids=security_group_ids, root_volume_gb=settings.root_volume_gb,
+                            wait_for=[multicast.association])
+
     member_sgs = [underlay.member_sg_id]
-    overlay_ready = [multicast.association]
     router = OverlayRouter("router", OverlayRouterArgs(
-        instance_type=settings.router_instance_type, ami_id=ami, subnet_id=underlay.cloudstack_subnet_id,
-        security_group_ids=[underlay.member_sg_id, underlay.router_sg_id],
+        instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id]),
         user_data_base64=userdata.render_router_user_data(userdata.RouterBoot(
             aws_region=region, prefix=prefix, fqdn=f"router.{DOMAIN}",
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",)))),
-        root_volume_gb=settings.root_volume_gb, overlay_cidr=str(settings.overlay_cidr),
-        route_table_ids=underlay.route_table_ids, wait_for=overlay_ready, tags=tags))
+        overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags))
 
     def management_user_data(secret_arns: dict) -> str:
         return userdata.render_management_user_data(userdata.ManagementBoot(
@@ -167,10 +170,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> dict[str,
             zone_name=settings.zone_name))
 
     management = ManagementServer("management", ManagementServerArgs(
-        stack=stack, instance_type=settings.management_instance_type, ami_id=ami,
-        subnet_id=underlay.cloudstack_subnet_id, security_group_ids=member_sgs,
-        root_volume_gb=settings.root_volume_gb, db_master_secret_arn=database.master_secret_arn,
-        render_user_data=management_user_data, wait_for=overlay_ready, tags=tags))
+        stack=stack, instance=instance(settings.management_instance_type, member_sgs),
+        db_master_secret_arn=database.master_secret_arn, render_user_data=management_user_data, tags=tags))
 
     def host_user_data(index: int) -> str:
         return userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
@@ -180,11 +181,9 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> dict[str,
             host_user=KVM_HOST_USER))
 
     hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
-        stack=stack, instance_type=settings.host_instance_type, ami_id=ami,
-        subnet_id=underlay.cloudstack_subnet_id, security_group_ids=member_sgs,
-        root_volume_gb=settings.root_volume_gb,
+        stack=stack, instance=instance(settings.host_instance_type, member_sgs),
         overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
-        render_user_data=host_user_data, wait_for=overlay_ready, tags=tags))
+        render_user_data=host_user_data, tags=tags))
 
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))

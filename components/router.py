@@ -8,22 +8,16 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.node import NodeArgs, hardened_instance, instance_role
+from components.node import InstanceSpec, NodeArgs, hardened_instance, instance_role
 
 
 @dataclass(frozen=True)
 class OverlayRouterArgs:
-    instance_type: str
-    ami_id: pulumi.Input[str]
-    subnet_id: pulumi.Input[str]
-    security_group_ids: Sequence[pulumi.Input[str]]
+    instance: InstanceSpec
     user_data_base64: pulumi.Input[str]
-    root_volume_gb: int
     overlay_cidr: str
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
-    #: Resources the instance(s) must not boot before (see NodeArgs.wait_for).
-    wait_for: Sequence[pulumi.Resource] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -42,9 +36,7 @@ class OverlayRouter(pulumi.ComponentResource):
         tags = dict(args.tags)
         profile = instance_role(name, grants=[], opts=child, tags=tags)
         instance = hardened_instance(name, NodeArgs(
-            instance_type=args.instance_type, ami_id=args.ami_id, subnet_id=args.subnet_id,
-            security_group_ids=args.security_group_ids, user_data_base64=args.user_data_base64,
-            instance_profile=profile.name, root_volume_gb=args.root_volume_gb, wait_for=args.wait_for,
+            spec=args.instance, user_data_base64=args.user_data_base64, instance_profile=profile.name,
             # It forwards packets whose source or destination is an overlay
             # address, which EC2 would otherwise drop.
             source_dest_check=False, tags={**tags, "Role": "overlay-router"}), child)
