@@ -95,10 +95,8 @@ def read_stack(project_dir: Path, stack: str) -> tuple[str, dict[str, Any]]:
     return project, config
 
 
-def render(run, settings, out: TextIO, stack: str, region: str) -> None:
-    from components.program import KVM_HOST_USER
-    from components.registration import build_spec  # the same spec the program registers
-
+def render(run, out: TextIO, stack: str, region: str) -> None:
+    settings, spec = run.result.settings, run.result.registration
     plan = settings.ip_plan()
     w = out.write
     w(f"CloudStack on EC2 — offline plan of stack {stack!r} ({region}); nothing was created.\n\n")
@@ -151,9 +149,7 @@ def render(run, settings, out: TextIO, stack: str, region: str) -> None:
             w(f"    {short_type:<28} {reg.name}" + (f"  [{'; '.join(props)}]" if props else "") + "\n")
     w(f"  total: {total} resources\n")
 
-    if settings.register_cloud:
-        spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
-                          hosts_per_cluster=settings.hosts_per_cluster)
+    if spec is not None:
         w("\nCloudStack registration (through the API, once the management server is up)\n")
         w(f"  zone {spec.zone.name} ({spec.zone.network_type}), DNS {spec.zone.dns1}, guest CIDR {spec.zone.guest_cidr}\n")
         w(f"  physical network {spec.physical_network.name}: traffic management/guest/public on label "
@@ -209,14 +205,13 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except SettingsError as exc:
         err.write(f"cloudstack-ec2 plan: stack {args.stack!r} ({project_dir / f'Pulumi.{args.stack}.yaml'}): {exc}\n")
         return 2
-    settings = run.result.settings
     if args.json:
         json.dump({"outputs": run.outputs,
                    "resources": [{"type": r.type, "name": r.name, "component": r.component_type}
                                  for r in run.registrations if r.custom]}, out, indent=2, default=str)
         out.write("\n")
     else:
-        render(run, settings, out, args.stack, region)
+        render(run, out, args.stack, region)
     return 0
 
 

@@ -7,7 +7,7 @@ whether it runs under `pulumi up` or under mocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -20,7 +20,7 @@ from components.ipplan import IpPlan
 from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.node import InstanceSpec
-from components.registration import Timeouts, build_spec
+from components.registration import RegistrationSpec, Timeouts, build_spec
 from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
 from components.router import OverlayRouter, OverlayRouterArgs
 from components.settings import Problem, Settings, SettingsError, choose_availability_zones
@@ -73,6 +73,8 @@ class Deployment:
     settings: Settings
     #: Stack outputs (values may be Outputs).
     outputs: dict[str, Any]
+    #: What the registration registers (None when registerCloud is false).
+    registration: Optional[RegistrationSpec]
 
 
 def pulumi_program() -> None:
@@ -108,10 +110,10 @@ def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()
     zones = availability_zones(settings, check_existing_network(settings))
-    return Deployment(settings, declare(settings, pulumi.get_stack(), zones))
+    return declare(settings, pulumi.get_stack(), zones)
 
 
-def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> dict[str, Any]:
+def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deployment:
     plan = settings.ip_plan()
     tags = {"Project": naming.PROJECT, "Stack": stack}
     region = aws.get_region().region
@@ -187,19 +189,20 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> dict[str,
 
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))
-    registration = None
+    spec = None
     if settings.register_cloud:
         minutes = settings.registration_timeout_minutes * 60
-        registration = CloudStackRegistration("registration", CloudStackRegistrationArgs(
-            spec=build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
-                            hosts_per_cluster=settings.hosts_per_cluster,
-                            timeouts=Timeouts(secret_wait=minutes, api_wait=minutes)),
+        spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
+                          hosts_per_cluster=settings.hosts_per_cluster,
+                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes))
+        CloudStackRegistration("registration", CloudStackRegistrationArgs(
+            spec=spec,
             api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,
             efs_dns=storage.dns_name, host_dependencies=hosts.instances,
             depends_on=[management.instance, router]))
 
     cost = catalog.estimate(settings)
-    return {
+    outputs = {
         "uiUrl": pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/"),
         "apiEndpoint": api_url,
         "zoneName": settings.zone_name,
@@ -217,7 +220,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> dict[str,
         "efsFileSystemId": storage.file_system_id,
         "transitGatewayId": multicast.transit_gateway_id,
         "multicastDomainId": multicast.multicast_domain_id,
-        "registered": registration is not None,
+        "registered": spec is not None,
         "estimatedHourlyCostUsd": round(cost.hourly, 2),
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
     }
+    return Deployment(settings, outputs, spec)
