@@ -52,3 +52,9 @@ def parameter_name(stack: str, which: str) -> str:
 def secret_name_prefix(stack: str, which: str) -> str:
     """Secrets Manager names may not start with '/': drop it, keep the hierarchy."""
     return f"{stack_prefix(stack)[1:]}/{which}-"
+
+
+def zone_paths(zone_name: str) -> dict[str, str]:
+    """Per-zone, per-type directories on the one EFS file system (the management server
+    creates them; the registration adds them as primary and secondary storage)."""
+    return {"primary": f"/{zone_name}/primary", "secondary": f"/{zone_name}/secondary"}

@@ -4,7 +4,7 @@ Pure module (no Pulumi import). `parse_settings` turns the stack's raw config va
 (strings, as Pulumi hands them over, or already-parsed YAML values) into `Settings`,
 collecting EVERY problem before it raises, so a user fixes a stack file in one round.
 Instance-type facts (Nitro, metal, architecture) come from AWS at run time; the
-checks on them live here too (`check_instance_types`) so both paths share one rule.
+checks on them live here too (`check_instance_type`) so both paths share one rule.
 """
 
 from __future__ import annotations

@@ -24,11 +24,6 @@ class EfsStorageArgs:
     tags: dict = field(default_factory=dict)
 
 
-def zone_paths(zone_name: str) -> dict[str, str]:
-    """Per-zone, per-type directories on the one file system."""
-    return {"primary": f"/{zone_name}/primary", "secondary": f"/{zone_name}/secondary"}
-
-
 class EfsStorage(pulumi.ComponentResource):
     """An encrypted EFS file system with its mount target IN the CloudStack subnet (members
     reach it directly, system VMs through the router), automatic backups, and its DNS name
@@ -59,7 +54,7 @@ class EfsStorage(pulumi.ComponentResource):
             # The name resolves only once the mount target exists.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[mount_target]))
 
-        paths = zone_paths(args.zone_name)
+        paths = naming.zone_paths(args.zone_name)
         self.file_system_id = fs.id
         # The name resolves only once the mount target exists: whoever mounts the
         # share through this output (the storage registration) waits for it. The

@@ -16,6 +16,8 @@ VXLAN_PORT = 4789
 CLOUDSTACK_UI_PORT = 8080
 MYSQL_PORT = 3306
 NFS_PORT = 2049
+#: Members and the router reach package mirrors, AWS APIs and the VPC.
+ALLOW_ALL_EGRESS = aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])
 #: For protocol icmp, from_port is the ICMP type and to_port the code.
 ICMP_DESTINATION_UNREACHABLE = 3
 ICMP_FRAGMENTATION_NEEDED = 4
@@ -138,7 +140,7 @@ class Underlay(pulumi.ComponentResource):
                     protocol="udp", from_port=VXLAN_PORT, to_port=VXLAN_PORT,
                     cidr_blocks=[args.cloudstack_subnet_cidr]),
             ],
-            egress=[aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])],
+            egress=[ALLOW_ALL_EGRESS],
             tags={**tags, "Name": f"{name}-member"}, opts=child)
 
         # The router's own group. Because its source/destination check is off, this
@@ -165,7 +167,7 @@ class Underlay(pulumi.ComponentResource):
             f"{name}-router-sg", vpc_id=self.vpc_id,
             description="CloudStack overlay router: UI/API (8080) only; never 8096 or 8250",
             ingress=router_ingress,
-            egress=[aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])],
+            egress=[ALLOW_ALL_EGRESS],
             tags={**tags, "Name": f"{name}-router"}, opts=child)
 
         # Routing scheme: the management server reaches the database THROUGH the

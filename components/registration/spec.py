@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from components.naming import zone_paths
+
 #: CloudStack's limit for KVM clusters (install guide 6.5.1.1).
 MAX_KVM_HOSTS_PER_CLUSTER = 16
 #: The bridge the overlay script creates on every member; KVM traffic label of
@@ -359,6 +361,7 @@ def build_spec(
     extra = tuple(extra_settings)
     overridden = {s.name for s in extra}
     settings = tuple(s for s in settings if s.name not in overridden) + extra
+    paths = zone_paths(zone_name)
     return RegistrationSpec(
         zone=ZoneSpec(zone_name, str(plan.zone_dns), str(plan.zone_dns), str(plan.guest_cidr)),
         physical_network=PhysicalNetworkSpec(f"{zone_name}-physnet", plan.guest_vlans.first, plan.guest_vlans.last),
@@ -367,7 +370,7 @@ def build_spec(
         clusters=clusters,
         hosts=hosts,
         storage=StorageSpec(f"{zone_name}-primary", f"{zone_name}-secondary",
-                            f"/{zone_name}/primary", f"/{zone_name}/secondary"),
+                            paths["primary"], paths["secondary"]),
         global_settings=settings,
         timeouts=timeouts or Timeouts(),
     )
