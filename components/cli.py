@@ -182,6 +182,7 @@ def _table(out: TextIO, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]
 
 
 def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from components.aws_constraints import AwsInputError
     from components.offline import run_offline
     from components.program import build
 
@@ -204,6 +205,10 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                           subnet_cidrs={"cloudstack": str(subnet)} if subnet else None)
     except SettingsError as exc:
         err.write(f"cloudstack-ec2 plan: stack {args.stack!r} ({project_dir / f'Pulumi.{args.stack}.yaml'}): {exc}\n")
+        return 2
+    except AwsInputError as exc:
+        # `pulumi up` would stop at preview here, with nothing created.
+        err.write(f"cloudstack-ec2 plan: stack {args.stack!r}: {exc}\n")
         return 2
     if args.json:
         json.dump({"outputs": run.outputs,

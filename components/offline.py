@@ -18,7 +18,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from components import catalog
+from components import aws_constraints, catalog
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
@@ -66,6 +66,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         self._taken_ips: set[int] = set()
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
+        #: Every input AWS (or pulumi-aws's Check) would refuse (components.aws_constraints).
+        self.violations: list[aws_constraints.Violation] = []
 
     def _private_ip(self, name: str) -> str:
         """An address in the dedicated subnet, the same for the same resource name on every run."""
@@ -78,6 +80,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         return str(subnet.network_address + 4 + slot)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.violations.extend(aws_constraints.check_inputs(
+            args.typ, args.name, args.inputs, region=self.region, account=ACCOUNT_ID))
         n = _stable_number(args.typ + args.name) % 10**9
         state = dict(args.inputs)
         typ = args.typ
@@ -226,7 +230,8 @@ def run_offline(
 
     `program` returns an object with an `outputs` dict (Outputs allowed), which comes
     back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
-    Exceptions of the program (SettingsError, ...) propagate.
+    Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
+    raise AwsInputError (components.aws_constraints) naming each resource and input.
     """
     mocks = OfflineMocks(region, subnet_cidrs)
     monitor = RecordingMonitor(mocks)
@@ -248,6 +253,9 @@ def run_offline(
 
     _sync_await(pulumi.runtime.stack.run_pulumi_func(
         lambda: _sync_await(pulumi.Output.from_input(body()).future())))
+    if mocks.violations:
+        # Where `pulumi up` would stop at preview, with nothing created.
+        raise aws_constraints.AwsInputError(mocks.violations)
     return OfflineRun(registrations=monitor.registrations, outputs=resolved, result=results[0],
                       warnings=warnings, invokes=mocks.invokes)
 

@@ -178,7 +178,7 @@ class Underlay(pulumi.ComponentResource):
         db_sg = aws.ec2.SecurityGroup(
             f"{name}-db-sg", vpc_id=self.vpc_id, description="CloudStack database: MySQL from the management server only",
             ingress=[aws.ec2.SecurityGroupIngressArgs(
-                description="MySQL from the management server's overlay address (via the router)",
+                description="MySQL from the management server overlay address (via the router)",
                 protocol="tcp", from_port=MYSQL_PORT, to_port=MYSQL_PORT,
                 cidr_blocks=[f"{args.management_overlay_ip}/32"])],
             tags={**tags, "Name": f"{name}-db"}, opts=child)
