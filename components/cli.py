@@ -100,9 +100,11 @@ def render(run, out: TextIO, stack: str, region: str) -> None:
     plan = settings.ip_plan()
     w = out.write
     w(f"CloudStack on EC2 — offline plan of stack {stack!r} ({region}); nothing was created.\n\n")
-    for warning in settings.warnings:
+    # The settings' own warnings, then any other the program logged (e.g. the region's).
+    warnings = [*settings.warnings, *(x for x in run.warnings if x not in settings.warnings)]
+    for warning in warnings:
         w(f"WARNING: {warning}\n")
-    if settings.warnings:
+    if warnings:
         w("\n")
 
     w(f"IP plan (overlay {plan.overlay}, VPC {plan.vpc}, dedicated subnet {settings.cloudstack_subnet_cidr})\n")

@@ -109,7 +109,8 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
         assume_role_policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Principal": {"Service": "ec2.amazonaws.com"}}],
+                           # ec2.amazonaws.com.cn in China: the provider knows each partition's name.
+                           "Principal": {"Service": aws.get_service_principal(service_name="ec2").name}}],
         }),
         tags=tags or {}, opts=opts)
     permissions = [aws.iam.RolePolicy(

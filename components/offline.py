@@ -18,7 +18,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from components import aws_constraints, catalog
+from components import aws_constraints, catalog, regions
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
@@ -60,6 +60,8 @@ def _stable_number(text: str) -> int:
 class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
         self.region = region
+        #: aws, aws-us-gov, aws-cn: ARNs, service principals and AMI owners follow it.
+        self.partition = regions.partition_of(region)
         self.subnet_cidrs = dict(subnet_cidrs or {})
         #: The region's AZs, each offering every catalog type (offline, nothing is scarce).
         self.zones = [f"{region}{s}" for s in "abc"]
@@ -81,12 +83,12 @@ class OfflineMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.violations.extend(aws_constraints.check_inputs(
-            args.typ, args.name, args.inputs, region=self.region, account=ACCOUNT_ID))
+            args.typ, args.name, args.inputs, partition=self.partition, region=self.region, account=ACCOUNT_ID))
         n = _stable_number(args.typ + args.name) % 10**9
         state = dict(args.inputs)
         typ = args.typ
         rid = f"{args.name}-{n:04d}"
-        arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
+        arn = f"arn:{self.partition}:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
         if typ == "aws:ec2/instance:Instance":
             state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
@@ -101,18 +103,18 @@ class OfflineMocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/routeTable:RouteTable":
             rid = f"rtb-{n:017x}"
         elif typ == "aws:rds/instance:Instance":
-            address = f"{args.name}.c0ffee.{self.region}.rds.amazonaws.com"
+            address = f"{args.name}.c0ffee.{self.region}.rds.{regions.dns_suffix(self.partition)}"
             state.update(address=address, port=3306, endpoint=f"{address}:3306")
         elif typ == "aws:efs/fileSystem:FileSystem":
             rid = f"fs-{n:017x}"
-            state.update(dns_name=f"{rid}.efs.{self.region}.amazonaws.com")
+            state.update(dns_name=f"{rid}.efs.{self.region}.{regions.dns_suffix(self.partition)}")
         elif typ == "aws:efs/mountTarget:MountTarget":
             state.update(ip_address=self._private_ip(args.name))
         elif typ == "aws:secretsmanager/secret:Secret":
             prefix = state.get("name_prefix") or state.get("namePrefix") or args.name
-            state.update(name=f"{prefix}Ab12Cd", arn=f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
+            state.update(name=f"{prefix}Ab12Cd", arn=f"arn:{self.partition}:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
         elif typ == "aws:ssm/parameter:Parameter":
-            state.update(arn=f"arn:aws:ssm:{self.region}:{ACCOUNT_ID}:parameter{state.get('name', '')}")
+            state.update(arn=f"arn:{self.partition}:ssm:{self.region}:{ACCOUNT_ID}:parameter{state.get('name', '')}")
         elif typ == "random:index/randomPassword:RandomPassword":
             state.update(result=f"offline-{args.name}-not-a-secret")
         elif typ == "random:index/randomId:RandomId":
@@ -122,7 +124,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
             state["name"] = f"{args.name}-{n % 10**7:07d}"
         elif typ.startswith("aws:iam/"):
             state.setdefault("name", args.name)
-            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
+            state.update(arn=f"arn:{self.partition}:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -150,13 +152,25 @@ class OfflineMocks(pulumi.runtime.Mocks):
             return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
         if token == "aws:ec2/getAmi:getAmi":
+            # Canonical publishes from another account in each partition: asking for the
+            # commercial owner in GovCloud or China finds nothing, and AWS's data source
+            # then fails ("Your query returned no results").
+            canonical = regions.canonical_ami_owner(self.partition)
+            if canonical not in (a.get("owners") or []):
+                raise Exception(f"aws:ec2/getAmi: your query returned no results (owners {a.get('owners')} "
+                                f"publish no matching AMI in {self.region}; Canonical is {canonical} there)")
             return {"id": "ami-0offline00000000", "imageId": "ami-0offline00000000", "name": "offline ubuntu"}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline", "userId": "OFFLINE"}
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:{self.partition}:iam::{ACCOUNT_ID}:user/offline", "userId": "OFFLINE"}
         if token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+            return {"partition": self.partition, "dnsSuffix": regions.dns_suffix(self.partition),
+                    "id": self.partition}
+        if token == "aws:index/getServicePrincipal:getServicePrincipal":
+            name = regions.service_principal(a["serviceName"], self.partition)
+            return {"name": name, "serviceName": a["serviceName"], "region": self.region,
+                    "suffix": name.split(".", 1)[1], "id": name}
         if token == "aws:ec2/getSubnet:getSubnet":
             return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", ""),
                     "availabilityZone": self.zones[0]}
@@ -212,7 +226,7 @@ class _WarningCollector(pulumi_mocks.MockEngine):
         self.sink = sink
 
     def Log(self, request):  # noqa: N802 - gRPC method name
-        if request.severity == 3:  # WARNING
+        if request.severity == 2:  # engine_pb2.WARNING (3 is ERROR)
             self.sink.append(request.message)
         return super().Log(request)
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
-from components import catalog, naming, userdata
+from components import catalog, naming, regions, userdata
 from components.config import load_settings
 from components.database import RdsCloudDb, RdsCloudDbArgs
 from components.hosts import KvmHostPool, KvmHostPoolArgs
@@ -27,8 +27,6 @@ from components.settings import Problem, Settings, SettingsError, choose_availab
 from components.storage import EfsStorage, EfsStorageArgs
 from components.underlay import CLOUDSTACK_UI_PORT, Underlay, UnderlayArgs
 
-#: Canonical's AWS account, owner of the official Ubuntu AMIs.
-CANONICAL_OWNER = "099720109477"
 UBUNTU_AMI_NAMES = {
     "noble": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
     "jammy": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*",
@@ -40,8 +38,15 @@ DOMAIN = "cloudstack.internal"
 
 
 def ubuntu_ami(codename: str) -> str:
+    """Canonical's newest Ubuntu AMI of `codename` in this region. Canonical publishes
+    from a different account in each partition (regions.CANONICAL_AMI_OWNERS)."""
+    partition = aws.get_partition().partition
+    owner = regions.canonical_ami_owner(partition)
+    if owner is None:
+        raise SettingsError([Problem("amiId", "", f"Canonical publishes no Ubuntu AMIs in partition {partition}: "
+                                     "set amiId to an Ubuntu AMI of this region")])
     return aws.ec2.get_ami(
-        most_recent=True, owners=[CANONICAL_OWNER],
+        most_recent=True, owners=[owner],
         filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[UBUNTU_AMI_NAMES[codename]]),
                  aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
                  aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"])]).id
@@ -109,6 +114,11 @@ def availability_zones(settings: Settings, existing_zone: str = "") -> tuple[str
 def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()
+    problems, warnings = regions.check_region(aws.get_region().region)
+    if problems:
+        raise SettingsError(problems)
+    for warning in warnings:
+        pulumi.log.warn(warning)
     zones = availability_zones(settings, check_existing_network(settings))
     return declare(settings, pulumi.get_stack(), zones)
 
