@@ -59,6 +59,9 @@ class RdsCloudDbArgs:
     security_group_id: pulumi.Input[str]
     management_servers: int = 1
     tags: dict = field(default_factory=dict)
+    #: Create/update/delete timeout: Multi-AZ creation, storage changes and major
+    #: upgrades outlast the provider's defaults (40/80/60 minutes).
+    timeout_minutes: int = 180
 
 
 class RdsCloudDb(pulumi.ComponentResource):
@@ -109,7 +112,10 @@ class RdsCloudDb(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=["error"],
             tags=tags,
             # The database is the cloud's state: never replace it silently.
-            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection))
+            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection,
+                                        custom_timeouts=pulumi.CustomTimeouts(
+                                            create=f"{args.timeout_minutes}m", update=f"{args.timeout_minutes}m",
+                                            delete=f"{args.timeout_minutes}m")))
         endpoint = aws.ssm.Parameter(
             f"{name}-endpoint", name=naming.parameter_name(args.stack, naming.PARAM_DB_ENDPOINT), type="String",
             value=pulumi.Output.concat(instance.address, ":", instance.port.apply(str)),

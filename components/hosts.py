@@ -9,7 +9,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components import naming
-from components.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
+from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, minutes_timeouts,
+                             parameter_arn)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class KvmHostPoolArgs:
     #: host index -> boot script (base64 user data).
     render_user_data: Callable[[int], pulumi.Input[str]]
     tags: dict = field(default_factory=dict)
+    #: Create/update/delete timeout: metal instances can take more than 20 minutes to
+    #: start (or stop), and the provider gives up after 10 by default.
+    timeout_minutes: int = 60
 
 
 class KvmHostPool(pulumi.ComponentResource):
@@ -46,6 +50,7 @@ class KvmHostPool(pulumi.ComponentResource):
             self.instances[index] = hardened_instance(f"{name}-{index}", NodeArgs(
                 spec=args.instance, user_data_base64=args.render_user_data(index),
                 instance_profile=profile.name, pin_instance_type=True,
+                custom_timeouts=minutes_timeouts(args.timeout_minutes),
                 tags={**tags, "Role": "cloudstack-kvm-host", "HostIndex": str(index), "OverlayIp": overlay_ip}),
                 child)
 

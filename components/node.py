@@ -53,6 +53,8 @@ class NodeArgs:
     #: Keep the instance type once created: changing it stops and starts the instance,
     #: which on a KVM host kills its VMs without maintenance.
     pin_instance_type: bool = False
+    #: Where the provider's defaults (10 minutes to create) are too short: metal instances.
+    custom_timeouts: Optional[pulumi.CustomTimeouts] = None
     tags: dict = field(default_factory=dict)
 
 
@@ -80,8 +82,14 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
             # The replacement reuses the overlay address: two live copies would fight
             # over it (and two management servers over one database).
             delete_before_replace=True,
+            custom_timeouts=args.custom_timeouts,
             depends_on=list(args.spec.wait_for))),
     )
+
+
+def minutes_timeouts(minutes: int) -> pulumi.CustomTimeouts:
+    """The same create, update and delete timeout (Pulumi's duration strings)."""
+    return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m", delete=f"{minutes}m")
 
 
 def parameter_arn(stack: str, which: str) -> str:

@@ -45,6 +45,8 @@ class Registration:
     ignore_changes: tuple[str, ...] = ()
     delete_before_replace: bool = False
     additional_secret_outputs: tuple[str, ...] = ()
+    #: (create, update, delete) custom timeouts; "" where the provider's default applies.
+    custom_timeouts: tuple[str, str, str] = ("", "", "")
 
     @property
     def component_type(self) -> str:
@@ -195,7 +197,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent_urn=request.parent, dependencies=tuple(request.dependencies),
                 protect=bool(request.protect), ignore_changes=tuple(request.ignoreChanges),
                 delete_before_replace=bool(request.deleteBeforeReplace),
-                additional_secret_outputs=tuple(request.additionalSecretOutputs)))
+                additional_secret_outputs=tuple(request.additionalSecretOutputs),
+                custom_timeouts=(request.customTimeouts.create, request.customTimeouts.update,
+                                 request.customTimeouts.delete)))
         return response
 
 

@@ -142,7 +142,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids, tags=tags))
 
     multicast = MulticastDomain("multicast", MulticastDomainArgs(
-        vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=tags))
+        vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=tags,
+        timeout_minutes=settings.transit_gateway_timeout_minutes))
 
     database = RdsCloudDb("database", RdsCloudDbArgs(
         stack=stack, engine_version=settings.db_engine_version, instance_class=settings.db_instance_class,
@@ -150,7 +151,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         backup_retention_days=settings.db_backup_retention_days,
         deletion_protection=settings.deletion_protection, skip_final_snapshot=settings.db_skip_final_snapshot,
         subnet_ids=underlay.db_subnet_ids, security_group_id=underlay.db_sg_id,
-        management_servers=len(plan.management_servers), tags=tags))
+        management_servers=len(plan.management_servers), tags=tags,
+        timeout_minutes=settings.db_timeout_minutes))
 
     storage = EfsStorage("storage", EfsStorageArgs(
         stack=stack, zone_name=settings.zone_name, throughput_mode=settings.efs_throughput_mode,
@@ -195,7 +197,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
     hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
         stack=stack, instance=instance(settings.host_instance_type, member_sgs),
         overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
-        render_user_data=host_user_data, tags=tags))
+        render_user_data=host_user_data, tags=tags, timeout_minutes=settings.host_timeout_minutes))
 
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))

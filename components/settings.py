@@ -99,6 +99,7 @@ KEYS: tuple[Key, ...] = (
     Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay."),
     Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
     Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
+    Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120."),
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
@@ -108,6 +109,7 @@ KEYS: tuple[Key, ...] = (
     Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
     Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
     Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
+    Key("hostTimeoutMinutes", "int", 60, "Create/update/delete timeout of each KVM host: metal instances can take more than 20 minutes to start or stop (the provider's default is 10 to create); 20..240."),
     # CloudStack
     Key("cloudstackVersion", "str", "4.22", "CloudStack release (X.Y for the newest patch, or X.Y.Z); one of 4.19..4.22."),
     Key("zoneName", "str", "zone1", "CloudStack zone name; also the EFS directory (`/<zone>/primary`, `/<zone>/secondary`)."),
@@ -122,6 +124,7 @@ KEYS: tuple[Key, ...] = (
     Key("dbBackupRetentionDays", "int", 7, "Automated backup retention (1..35 days)."),
     Key("deletionProtection", "bool", True, "Protect the database and the EFS file system (RDS deletion protection and Pulumi `protect`); set false and `pulumi up` before `pulumi destroy`."),
     Key("dbSkipFinalSnapshot", "bool", False, "Skip the final snapshot when the database is deleted."),
+    Key("dbTimeoutMinutes", "int", 180, "Create/update/delete timeout of the RDS instance: Multi-AZ creation, storage changes and engine upgrades can outlast the provider's defaults (40/80/60 minutes); 40..720."),
     # Storage
     Key("efsThroughputMode", "str", "elastic", "EFS throughput: elastic or provisioned (never bursting: its credits run out)."),
     Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned."),
@@ -170,6 +173,10 @@ class Settings:
     efs_throughput_mode: str
     efs_provisioned_mibps: int
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    #: Custom timeouts (minutes) where the provider's defaults are too short for real AWS.
+    transit_gateway_timeout_minutes: int = 30
+    host_timeout_minutes: int = 60
+    db_timeout_minutes: int = 180
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -521,6 +528,10 @@ def parse_settings(
     if efs_mode == "provisioned" and not 1 <= efs_mibps <= 3414:
         c.problem("efsProvisionedMibps", efs_mibps, "must be between 1 and 3414 MiB/s with provisioned throughput")
 
+    tgw_timeout = c.ranged_int("transitGatewayTimeoutMinutes", 10, 120)
+    host_timeout = c.ranged_int("hostTimeoutMinutes", 20, 240, " (metal instances take more than 20 minutes)")
+    db_timeout = c.ranged_int("dbTimeoutMinutes", 40, 720)
+
     if c.problems:
         raise SettingsError(c.problems)
 
@@ -541,6 +552,8 @@ def parse_settings(
         deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,
         efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
         warnings=tuple(warnings),
+        transit_gateway_timeout_minutes=tgw_timeout, host_timeout_minutes=host_timeout,
+        db_timeout_minutes=db_timeout,
     )
 
 
