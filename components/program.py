@@ -171,7 +171,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
             aws_region=region, prefix=prefix, fqdn=f"router.{DOMAIN}",
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",)))),
-        overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags))
+        overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
+        internet_gateway=underlay.internet_gateway))
 
     def management_user_data(secret_arns: dict) -> str:
         return userdata.render_management_user_data(userdata.ManagementBoot(

@@ -69,6 +69,8 @@ class Underlay(pulumi.ComponentResource):
             self.cloudstack_subnet_id = pulumi.Output.from_input(args.cloudstack_subnet_id)
             self.db_subnet_ids = pulumi.Output.from_input(list(args.db_subnet_ids))
             self.route_table_ids = [pulumi.Output.from_input(r) for r in args.route_table_ids]
+            #: The existing VPC's own gateway is not ours to order against.
+            self.internet_gateway: Optional[aws.ec2.InternetGateway] = None
         else:
             self._create_network(name, args, child, tags)
 
@@ -118,6 +120,8 @@ class Underlay(pulumi.ComponentResource):
             aws.ec2.RouteTableAssociation(f"{name}-db-{i}-rta", subnet_id=s.id, route_table_id=db_rt.id, opts=child)
             db_subnets.append(s)
         self.vpc_id = vpc.id
+        #: The Elastic IP waits for it (pulumi-aws Eip docs): created after, deleted before.
+        self.internet_gateway = igw
         self.cloudstack_subnet_id = subnet.id
         self.db_subnet_ids = pulumi.Output.all(*[s.id for s in db_subnets])
         # The VPC's main table too: any subnet the user adds later answers overlay
