@@ -367,6 +367,12 @@ def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, An
                     add("userDataBase64", f"<{size} bytes>", f"is {size} bytes of user data; EC2 accepts at most "
                         f"{USER_DATA_MAX_BYTES} before base64", "EC2 User Guide, instance user data (16 KB)")
 
+    if resource_type == "aws:rds/instance:Instance" and _unwrap(inputs.get("multiAz")) is True \
+            and _unwrap(inputs.get("availabilityZone")):
+        add("availabilityZone", _unwrap(inputs.get("availabilityZone")),
+            "may not be set with multiAz (RDS: 'Requesting a specific availability zone is not valid for "
+            "Multi-AZ instances')", "RDS API reference CreateDBInstance AvailabilityZone")
+
     if resource_type == "aws:cloudwatch/logGroup:LogGroup":
         days = _unwrap(inputs.get("retentionInDays"))
         if days is not None and days != _UNKNOWN and int(days) not in LOG_RETENTION_DAYS:

@@ -59,6 +59,9 @@ class RdsCloudDbArgs:
     security_group_id: pulumi.Input[str]
     management_servers: int = 1
     tags: dict = field(default_factory=dict)
+    #: Single-AZ: the management server's AZ (no cross-AZ latency or data charges).
+    #: None: RDS chooses (Multi-AZ, where AWS refuses a fixed AZ).
+    availability_zone: Optional[str] = None
     #: Create/update/delete timeout: Multi-AZ creation, storage changes and major
     #: upgrades outlast the provider's defaults (40/80/60 minutes).
     timeout_minutes: int = 180
@@ -102,6 +105,7 @@ class RdsCloudDb(pulumi.ComponentResource):
             engine="mysql", engine_version=args.engine_version, instance_class=args.instance_class,
             allocated_storage=args.allocated_storage_gb, storage_type="gp3", storage_encrypted=True,
             multi_az=args.multi_az, db_subnet_group_name=subnet_group.name,
+            availability_zone=None if args.multi_az else args.availability_zone,
             parameter_group_name=parameter_group.name, vpc_security_group_ids=[args.security_group_id],
             publicly_accessible=False, username=MASTER_USERNAME, password=password.result,
             backup_retention_period=args.backup_retention_days, copy_tags_to_snapshot=True,
@@ -112,7 +116,10 @@ class RdsCloudDb(pulumi.ComponentResource):
             enabled_cloudwatch_logs_exports=["error"],
             tags=tags,
             # The database is the cloud's state: never replace it silently.
+            # availability_zone forces a new database when it changes (or is first set on
+            # a database created before it was): keep the one the database was created in.
             opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection,
+                                        ignore_changes=["availability_zone"],
                                         custom_timeouts=pulumi.CustomTimeouts(
                                             create=f"{args.timeout_minutes}m", update=f"{args.timeout_minutes}m",
                                             delete=f"{args.timeout_minutes}m")))

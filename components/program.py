@@ -65,6 +65,20 @@ def check_existing_network(settings: Settings) -> str:
     return subnet.availability_zone
 
 
+def database_zone(settings: Settings, management_zone: str) -> Optional[str]:
+    """Where a single-AZ database goes: the management server's AZ, when the database's
+    subnets cover it (new VPC: always; existing VPC: looked up). None: RDS chooses."""
+    if settings.db_multi_az:
+        return None  # AWS refuses a fixed AZ for Multi-AZ
+    if settings.uses_existing_vpc:
+        zones = {aws.ec2.get_subnet(id=s).availability_zone for s in settings.db_subnet_ids}
+        if management_zone not in zones:
+            pulumi.log.warn(f"dbSubnetIds are in {', '.join(sorted(zones))}, not in the management server's AZ "
+                            f"{management_zone}: the database and the management server talk across AZs")
+            return None
+    return management_zone
+
+
 def overlay_config(settings: Settings, plan: IpPlan, address, role: str, **extra) -> userdata.OverlayConfig:
     return userdata.OverlayConfig(
         role=role, vxlan_id=settings.vxlan_id, vxlan_group=str(settings.multicast_group),
@@ -152,6 +166,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         deletion_protection=settings.deletion_protection, skip_final_snapshot=settings.db_skip_final_snapshot,
         subnet_ids=underlay.db_subnet_ids, security_group_id=underlay.db_sg_id,
         management_servers=len(plan.management_servers), tags=tags,
+        availability_zone=database_zone(settings, az),
         timeout_minutes=settings.db_timeout_minutes))
 
     storage = EfsStorage("storage", EfsStorageArgs(

@@ -171,3 +171,27 @@ def test_efs_mount_target_in_the_cloudstack_subnet_with_the_efs_group(dev):
     assert mount.inputs["fileSystemId"] == fs.id
     assert mount.inputs["subnetId"] == dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack").id
     assert mount.inputs["securityGroups"] == [dev.get("aws:ec2/securityGroup:SecurityGroup", "underlay-efs-sg").id]
+
+
+# --- where the database lands (issue 9, item 9) --------------------------------------------
+
+def test_single_az_database_lands_in_the_management_servers_az(dev):
+    db = dev.get("aws:rds/instance:Instance", "database-mysql")
+    subnet = dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack")
+    assert db.inputs["multiAz"] is False
+    assert db.inputs["availabilityZone"] == subnet.inputs["availabilityZone"]
+    # Setting the AZ on a database created without it would replace the database.
+    assert "availabilityZone" in db.ignore_changes
+
+
+def test_multi_az_database_leaves_the_az_to_rds(deploy):
+    db = deploy(dbMultiAz=True).get("aws:rds/instance:Instance", "database-mysql")
+    assert db.inputs["multiAz"] is True and not db.inputs.get("availabilityZone")
+
+
+def test_aws_refuses_a_fixed_az_with_multi_az():
+    from components import aws_constraints
+
+    found = aws_constraints.check_inputs("aws:rds/instance:Instance", "db", {
+        "identifier": "db", "multiAz": True, "availabilityZone": "us-east-1a"})
+    assert [v.input for v in found] == ["availabilityZone"]
