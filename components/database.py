@@ -62,6 +62,12 @@ class RdsCloudDbArgs:
     #: Single-AZ: the management server's AZ (no cross-AZ latency or data charges).
     #: None: RDS chooses (Multi-AZ, where AWS refuses a fixed AZ).
     availability_zone: Optional[str] = None
+    #: The run that upgrades 8.0 to 8.4: RDS needs AllowMajorVersionUpgrade, and the upgrade
+    #: is applied at once (not in the maintenance window), so the old parameter group,
+    #: deleted only after the database moved to the new one, is kept until it is done.
+    major_version_upgrade: bool = False
+    #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
+    parameter_root: Optional[pulumi.Input[str]] = None
     #: Create/update/delete timeout: Multi-AZ creation, storage changes and major
     #: upgrades outlast the provider's defaults (40/80/60 minutes).
     timeout_minutes: int = 180
@@ -112,7 +118,8 @@ class RdsCloudDb(pulumi.ComponentResource):
             deletion_protection=args.deletion_protection, skip_final_snapshot=args.skip_final_snapshot,
             final_snapshot_identifier=None if args.skip_final_snapshot else final_snapshot.hex.apply(
                 lambda suffix: final_snapshot_identifier(args.stack, suffix)),
-            auto_minor_version_upgrade=True, allow_major_version_upgrade=False,
+            auto_minor_version_upgrade=True, allow_major_version_upgrade=args.major_version_upgrade,
+            apply_immediately=True if args.major_version_upgrade else None,
             enabled_cloudwatch_logs_exports=["error"],
             tags=tags,
             # The database is the cloud's state: never replace it silently.
@@ -124,7 +131,9 @@ class RdsCloudDb(pulumi.ComponentResource):
                                             create=f"{args.timeout_minutes}m", update=f"{args.timeout_minutes}m",
                                             delete=f"{args.timeout_minutes}m")))
         endpoint = aws.ssm.Parameter(
-            f"{name}-endpoint", name=naming.parameter_name(args.stack, naming.PARAM_DB_ENDPOINT), type="String",
+            f"{name}-endpoint", name=pulumi.Output.from_input(
+                args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)).apply(
+                lambda root: naming.parameter_under(root, naming.PARAM_DB_ENDPOINT)), type="String",
             value=pulumi.Output.concat(instance.address, ":", instance.port.apply(str)),
             description="CloudStack database endpoint (host:port)", tags=tags, opts=child)
 

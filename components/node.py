@@ -92,13 +92,20 @@ def minutes_timeouts(minutes: int) -> pulumi.CustomTimeouts:
     return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m", delete=f"{minutes}m")
 
 
-def parameter_arn(stack: str, which: str) -> str:
-    """ARN of one of the stack's SSM parameters, known before the parameter exists (so a
-    role can name a parameter another component creates later)."""
+def parameter_arn(root: pulumi.Input[str], which: str) -> pulumi.Output[str]:
+    """ARN of one of the deployment's SSM parameters (`root` from naming.parameter_root),
+    known before the parameter exists (so a role can name a parameter another component
+    creates later)."""
     partition = aws.get_partition().partition
     region = aws.get_region().region
     account = aws.get_caller_identity().account_id
-    return f"arn:{partition}:ssm:{region}:{account}:parameter{naming.parameter_name(stack, which)}"
+    return pulumi.Output.from_input(root).apply(
+        lambda r: f"arn:{partition}:ssm:{region}:{account}:parameter{naming.parameter_under(r, which)}")
+
+
+def parameter_name(root: pulumi.Input[str], which: str) -> pulumi.Output[str]:
+    """The name of one of the deployment's SSM parameters under `root`."""
+    return pulumi.Output.from_input(root).apply(lambda r: naming.parameter_under(r, which))
 
 
 @dataclass(frozen=True)

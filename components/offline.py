@@ -60,8 +60,12 @@ def _stable_number(text: str) -> int:
 
 
 class OfflineMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
+    def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
+                 previous_outputs: Mapping[str, Any] | None = None):
         self.region = region
+        #: The stack's outputs after its last update, as a StackReference to itself reads
+        #: them under `pulumi up` (None/empty: a stack never deployed).
+        self.previous_outputs = dict(previous_outputs or {})
         #: aws, aws-us-gov, aws-cn: ARNs, service principals and AMI owners follow it.
         self.partition = regions.partition_of(region)
         self.subnet_cidrs = dict(subnet_cidrs or {})
@@ -89,6 +93,10 @@ class OfflineMocks(pulumi.runtime.Mocks):
         n = _stable_number(args.typ + args.name) % 10**9
         state = dict(args.inputs)
         typ = args.typ
+        if typ == "pulumi:pulumi:StackReference":
+            # The engine's builtin provider answers from the backend's last checkpoint.
+            return state.get("name", args.name), {"name": state.get("name", args.name),
+                                                  "outputs": dict(self.previous_outputs), "secretOutputNames": []}
         rid = f"{args.name}-{n:04d}"
         arn = f"arn:{self.partition}:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
@@ -243,15 +251,18 @@ def run_offline(
     stack: str,
     region: str,
     subnet_cidrs: Optional[Mapping[str, str]] = None,
+    previous_outputs: Optional[Mapping[str, Any]] = None,
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
     `program` returns an object with an `outputs` dict (Outputs allowed), which comes
     back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
+    `previous_outputs` are the stack's outputs after its last update (a later run of a
+    deployed stack); without them the run is a first deployment.
     Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
     raise AwsInputError (components.aws_constraints) naming each resource and input.
     """
-    mocks = OfflineMocks(region, subnet_cidrs)
+    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs)
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)

@@ -150,8 +150,9 @@ class KvmHostBoot:
 
 # ------------------------------------------------------------------- names ----
 
-# The prefix as components.naming.stack_prefix builds it.
-_PREFIX = re.compile(r"^/cloudstack-ec2/[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# The prefix as components.naming.parameter_root builds it (the deployment id is optional:
+# stacks deployed before it existed keep /cloudstack-ec2/<stack>).
+_PREFIX = re.compile(r"^/cloudstack-ec2/[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[0-9a-f]{8})?$")
 
 
 # -------------------------------------------------------------- validation ----
@@ -208,7 +209,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
 
 
 def _check_prefix(name: str, value: object) -> str:
-    return _check_match(name, value, _PREFIX, "'/cloudstack-ec2/<stack>' (see stack_prefix())")
+    return _check_match(name, value, _PREFIX, "'/cloudstack-ec2/<stack>[/<deployment id>]' (see parameter_root())")
 
 
 def _check_fqdn(name: str, value: object) -> str:
