@@ -17,6 +17,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components import catalog, deployed as deployed_state, naming, regions, userdata
 from components.config import load_settings
 from components.database import RdsCloudDb, RdsCloudDbArgs
+from components.database import db_identifier as database_identifier
 from components.hosts import KvmHostPool, KvmHostPoolArgs
 from components.ipplan import IpPlan
 from components.management import ManagementServer, ManagementServerArgs
@@ -168,10 +169,12 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         # Deployed before the deployment id existed: renaming its parameters would
         # replace the ones the management server wrote at boot.
         prefix: pulumi.Input[str] = previous.parameter_root
+        db_identifier = None  # its database keeps the name pulumi-aws gave it
     else:
         # Unique per deployment, kept in the stack's state (naming.parameter_root).
         deployment_id = random.RandomId("deployment-id", byte_length=naming.DEPLOYMENT_ID_BYTES)
         prefix = deployment_id.hex.apply(lambda hex_id: naming.parameter_root(stack, hex_id))
+        db_identifier = deployment_id.hex.apply(lambda hex_id: database_identifier(stack, hex_id))
     prefix = pulumi.Output.from_input(prefix)
     az = zones[0]
     db_azs = list(zones)
@@ -197,6 +200,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         deletion_protection=settings.deletion_protection, skip_final_snapshot=settings.db_skip_final_snapshot,
         subnet_ids=underlay.db_subnet_ids, security_group_id=underlay.db_sg_id, parameter_root=prefix,
         major_version_upgrade=deployed_state.upgrading_database(settings, previous),
+        identifier=db_identifier, log_retention_days=settings.db_log_retention_days,
         management_servers=len(plan.management_servers), tags=tags,
         availability_zone=database_zone(settings, az),
         timeout_minutes=settings.db_timeout_minutes))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from components import ipplan
+from components.aws_constraints import LOG_RETENTION_DAYS
 
 NAMESPACE = "cloudstack-ec2"
 
@@ -124,6 +125,7 @@ KEYS: tuple[Key, ...] = (
     Key("dbBackupRetentionDays", "int", 7, "Automated backup retention (1..35 days)."),
     Key("deletionProtection", "bool", True, "Protect the database and the EFS file system (RDS deletion protection and Pulumi `protect`); set false and `pulumi up` before `pulumi destroy`."),
     Key("dbSkipFinalSnapshot", "bool", False, "Skip the final snapshot when the database is deleted."),
+    Key("dbLogRetentionDays", "int", 30, "Days CloudWatch Logs keeps the database's error log (1, 3, 5, 7, 14, 30, 60, 90, ... 3653, or 0 for never expire); the log group is deleted with the stack."),
     Key("dbTimeoutMinutes", "int", 180, "Create/update/delete timeout of the RDS instance: Multi-AZ creation, storage changes and engine upgrades can outlast the provider's defaults (40/80/60 minutes); 40..720."),
     # Storage
     Key("efsThroughputMode", "str", "elastic", "EFS throughput: elastic or provisioned (never bursting: its credits run out)."),
@@ -177,6 +179,7 @@ class Settings:
     transit_gateway_timeout_minutes: int = 30
     host_timeout_minutes: int = 60
     db_timeout_minutes: int = 180
+    db_log_retention_days: int = 30
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -531,6 +534,10 @@ def parse_settings(
     tgw_timeout = c.ranged_int("transitGatewayTimeoutMinutes", 10, 120)
     host_timeout = c.ranged_int("hostTimeoutMinutes", 20, 240, " (metal instances take more than 20 minutes)")
     db_timeout = c.ranged_int("dbTimeoutMinutes", 40, 720)
+    db_log_days = c.value("dbLogRetentionDays")
+    if db_log_days not in LOG_RETENTION_DAYS:
+        c.problem("dbLogRetentionDays", db_log_days,
+                  f"CloudWatch Logs accepts only {', '.join(map(str, LOG_RETENTION_DAYS))} (0: never expire)")
 
     if c.problems:
         raise SettingsError(c.problems)
@@ -553,7 +560,7 @@ def parse_settings(
         efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
         warnings=tuple(warnings),
         transit_gateway_timeout_minutes=tgw_timeout, host_timeout_minutes=host_timeout,
-        db_timeout_minutes=db_timeout,
+        db_timeout_minutes=db_timeout, db_log_retention_days=db_log_days,
     )
 
 

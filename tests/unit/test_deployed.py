@@ -127,3 +127,7 @@ def test_stack_deployed_before_the_random_part_keeps_its_parameter_names():
     assert {r.inputs["name"] for r in run.of_type(PARAMETER)} == {f"/cloudstack-ec2/dev/{p}"
                                                                     for p in naming.PARAMETERS}
     assert not [r for r in run.of_type("random:index/randomId:RandomId") if r.name == "deployment-id"]
+    # Its database keeps the name pulumi-aws gave it (a new identifier would replace it),
+    # so its error log group stays RDS's own (README: Cleanup).
+    assert "identifier" not in next(r for r in run.registrations if r.type == RDS).inputs
+    assert run.of_type("aws:cloudwatch/logGroup:LogGroup") == []
