@@ -54,7 +54,10 @@ TGW_MULTICAST_AS_OF = "2026-11-30"
 TGW_MULTICAST_SOURCE = ("AWS Transit Gateway FAQ (aws.amazon.com/transit-gateway/faqs/, General: "
                         "'Transit Gateway multicast support is available in ...'), read " + TGW_MULTICAST_AS_OF)
 
-#: Regions the FAQ names for Transit Gateway multicast.
+#: Regions the FAQ names for Transit Gateway multicast. The copy read here (the FAQ's
+#: Japanese page, whose lists follow the English one) breaks off after Europe (Zurich);
+#: the regions its Transit Gateway list names after that point (Spain, Hyderabad,
+#: Melbourne, Tel Aviv, Calgary) are therefore left unknown (a warning, not a refusal).
 TGW_MULTICAST_REGIONS = frozenset({
     "us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1", "us-gov-west-1", "ca-central-1",
     "eu-west-1", "eu-west-2", "eu-central-1", "eu-north-1", "eu-west-3", "eu-south-1", "sa-east-1",
@@ -63,8 +66,10 @@ TGW_MULTICAST_REGIONS = frozenset({
     "me-central-1", "eu-central-2",
 })
 
-#: Regions the FAQ names for Transit Gateway (its peering list) but not for multicast:
-#: Transit Gateway is there, multicast is not offered.
+#: Regions the FAQ names only in its (newer) Transit Gateway peering list: absent from its
+#: list of Transit Gateway regions, whose order the multicast list follows, and absent from
+#: the multicast list as far as it was read. An inference from the FAQ, dated above: if AWS
+#: adds multicast there, move the region to TGW_MULTICAST_REGIONS.
 TGW_WITHOUT_MULTICAST = frozenset({
     "ap-southeast-5",  # Asia Pacific (Malaysia)
     "ap-southeast-6",  # Asia Pacific (New Zealand)
