@@ -7,6 +7,8 @@ after its last update (what a StackReference to the stack itself returns under `
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from components import deployed, naming, offline
@@ -131,3 +133,15 @@ def test_stack_deployed_before_the_random_part_keeps_its_parameter_names():
     # so its error log group stays RDS's own (README: Cleanup).
     assert "identifier" not in next(r for r in run.registrations if r.type == RDS).inputs
     assert run.of_type("aws:cloudwatch/logGroup:LogGroup") == []
+
+
+def test_plan_command_checks_a_change_against_the_deployed_outputs(tmp_path, capsys):
+    from components import cli
+
+    previous = tmp_path / "outputs.json"
+    previous.write_text(__import__("json").dumps(recorded(rootVolumeGb=100)))
+    root = str(Path(__file__).resolve().parents[2])
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous)]) == 2
+    assert "cloudstack-ec2:rootVolumeGb = 50" in capsys.readouterr().err
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
+                     "--set", "rootVolumeGb=100"]) == 0
