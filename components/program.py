@@ -132,7 +132,8 @@ def read_deployed() -> deployed_state.Deployed:
     """What the stack's last completed update deployed: its own `deployment` output, read
     through a StackReference to this very stack (the engine answers it from the backend's
     last checkpoint; a stack never updated has no outputs)."""
-    name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    # DIY backends (local, S3) name every stack's organization "organization".
+    name = f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{pulumi.get_stack()}"
     ref = pulumi.StackReference(f"{pulumi.get_stack()}-previous-deployment", stack_name=name)
     outputs = {}
     for key in (deployed_state.OUTPUT, deployed_state.LEGACY_PARAMETER_OUTPUT):
