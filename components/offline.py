@@ -66,6 +66,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         #: The stack's outputs after its last update, as a StackReference to itself reads
         #: them under `pulumi up` (None/empty: a stack never deployed).
         self.previous_outputs = dict(previous_outputs or {})
+        #: Names of the stacks the program read through a StackReference.
+        self.stack_references: list[str] = []
         #: aws, aws-us-gov, aws-cn: ARNs, service principals and AMI owners follow it.
         self.partition = regions.partition_of(region)
         self.subnet_cidrs = dict(subnet_cidrs or {})
@@ -95,6 +97,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
         typ = args.typ
         if typ == "pulumi:pulumi:StackReference":
             # The engine's builtin provider answers from the backend's last checkpoint.
+            self.stack_references.append(state.get("name", args.name))
             return state.get("name", args.name), {"name": state.get("name", args.name),
                                                   "outputs": dict(self.previous_outputs), "secretOutputNames": []}
         rid = f"{args.name}-{n:04d}"
@@ -218,6 +221,7 @@ class OfflineRun:
     result: Any = None
     warnings: list[str] = field(default_factory=list)
     invokes: list[tuple[str, dict]] = field(default_factory=list)
+    stack_references: list[str] = field(default_factory=list)
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == typ]
@@ -286,7 +290,7 @@ def run_offline(
         # Where `pulumi up` would stop at preview, with nothing created.
         raise aws_constraints.AwsInputError(mocks.violations)
     return OfflineRun(registrations=monitor.registrations, outputs=resolved, result=results[0],
-                      warnings=warnings, invokes=mocks.invokes)
+                      warnings=warnings, invokes=mocks.invokes, stack_references=mocks.stack_references)
 
 
 def _config_text(value: Any) -> str:

@@ -79,6 +79,10 @@ def test_growing_and_upgrading_are_allowed():
 
 # --- the program, first run and later runs ----------------------------------------------------
 
+def test_the_program_reads_its_own_stack(first):
+    assert first.stack_references == ["organization/cloudstack-ec2/dev"]
+
+
 def test_first_run_records_what_the_next_one_checks(first):
     d = first.outputs[deployed.OUTPUT]
     subnet = next(r for r in first.registrations if r.name == "underlay-cloudstack")
