@@ -140,6 +140,14 @@ IAM_ROLE_DESCRIPTION = Rule("IAM role description", "IAM API reference CreateRol
                             pattern=r"[\t\n\r\u0020-\u007e\u00a1-\u00ff]*",
                             accepted="printable Latin-1 characters, tab and newline")
 
+_IAM_QUOTAS = "IAM User Guide, IAM and AWS STS quotas (role trust policy 2,048; inline policies per role 10,240)"
+#: type -> ((input, limit, what), ...): document sizes IAM refuses beyond.
+IAM_DOCUMENT_LIMITS = {
+    "aws:iam/role:Role": (("assumeRolePolicy", 2048, "trust policy"),),
+    # One inline policy can be at most what all of a role's inline policies may total.
+    "aws:iam/rolePolicy:RolePolicy": (("policy", 10240, "inline policy"),),
+}
+
 # --------------------------------------------------------------------------- RDS
 
 _RDS = "terraform-provider-aws internal/service/rds/validate.go"
@@ -366,6 +374,14 @@ def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, An
                 if size > USER_DATA_MAX_BYTES:
                     add("userDataBase64", f"<{size} bytes>", f"is {size} bytes of user data; EC2 accepts at most "
                         f"{USER_DATA_MAX_BYTES} before base64", "EC2 User Guide, instance user data (16 KB)")
+
+    for prop, limit, what in IAM_DOCUMENT_LIMITS.get(resource_type, ()):
+        document = _unwrap(inputs.get(prop))
+        if isinstance(document, str) and document != _UNKNOWN:
+            size = len(re.sub(r"\s", "", document))  # IAM does not count white space
+            if size > limit:
+                add(prop, f"<{size} characters>", f"is a {what} of {size} characters (white space not counted); "
+                    f"IAM accepts at most {limit}", _IAM_QUOTAS)
 
     if resource_type == "aws:rds/instance:Instance" and _unwrap(inputs.get("multiAz")) is True \
             and _unwrap(inputs.get("availabilityZone")):

@@ -170,3 +170,15 @@ def test_plan_command_exits_2_naming_the_resource_and_input(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert code == 2
     assert "aws:ec2/vpc:Vpc 'underlay-vpc': input cidrBlock = '10.0.0.0/16'" in err
+
+
+def test_iam_document_sizes():
+    import json
+
+    small = json.dumps({"Version": "2012-10-17", "Statement": []}, indent=4)
+    assert c.check_inputs("aws:iam/rolePolicy:RolePolicy", "p", {"name": "p", "policy": small}) == []
+    big = json.dumps({"Statement": [{"Resource": ["arn:aws:ssm:x:1:parameter/" + "a" * 100] * 100}]})
+    assert messages("aws:iam/rolePolicy:RolePolicy", "p", {"name": "p", "policy": big})
+    assert messages("aws:iam/role:Role", "r", {"name": "r", "assumeRolePolicy": "x" * 2049})
+    # White space does not count.
+    assert c.check_inputs("aws:iam/role:Role", "r", {"name": "r", "assumeRolePolicy": "x" * 2000 + " " * 100}) == []
