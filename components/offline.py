@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -284,8 +285,16 @@ def run_offline(
         results.append(result)
         return pulumi.Output.from_input(result.outputs).apply(resolved.update)
 
-    _sync_await(pulumi.runtime.stack.run_pulumi_func(
-        lambda: _sync_await(pulumi.Output.from_input(body()).future())))
+    # pulumi.dynamic's serialize_provider wraps pickle's _batch_setitems on EVERY call and
+    # never restores it (sdk/python/lib/pulumi/dynamic/dynamic.py): in one process the
+    # wrappers chain up until pickling a provider exceeds the recursion limit. `pulumi up`
+    # runs the program once per process; so does this runner, as far as pickle is concerned.
+    saved = (pickle._Pickler._batch_setitems, pickle._Pickler.save_dict)  # type: ignore[attr-defined]
+    try:
+        _sync_await(pulumi.runtime.stack.run_pulumi_func(
+            lambda: _sync_await(pulumi.Output.from_input(body()).future())))
+    finally:
+        pickle._Pickler._batch_setitems, pickle._Pickler.save_dict = saved  # type: ignore[attr-defined]
     if mocks.violations:
         # Where `pulumi up` would stop at preview, with nothing created.
         raise aws_constraints.AwsInputError(mocks.violations)

@@ -52,3 +52,13 @@ def test_long_stack_name_reaches_the_names_aws_checks(deploy):
     db = d.get("aws:rds/instance:Instance", "database-mysql")
     assert db.inputs["finalSnapshotIdentifier"].startswith("cloudstack-prod-eu-central-1-xxx")
     assert any(LONG_STACK in p.inputs["name"] for p in d.of_type("aws:ssm/parameter:Parameter"))
+
+
+def test_offline_runs_leave_pickle_as_they_found_it(deploy):
+    # pulumi.dynamic wraps pickle's _batch_setitems per provider it pickles and never
+    # restores it; across the matrix's runs the chain would exceed the recursion limit.
+    import pickle
+
+    before = pickle._Pickler._batch_setitems
+    deploy(hostCount=5)
+    assert pickle._Pickler._batch_setitems is before
