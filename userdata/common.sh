@@ -392,7 +392,7 @@ csec2_setup_networkd() {
     csec2_log "wrote $CSEC2_NETWORKD_CONF (read by systemd-networkd at its next start)"
 }
 
-# The overlay (cloudbr0 + ethvxlan0, routes, NAT on the router) is built by
+# The overlay (cloudbr0 + ethovl0, routes, NAT on the router) is built by
 # overlay-network.sh from /etc/cloudstack-ec2/overlay.env at EVERY boot by
 # cloudstack-ec2-overlay.service, ordered before libvirt and CloudStack. Members
 # reach the internet (packages) only through it, so it comes first.

@@ -239,7 +239,7 @@ def test_full_size_flooded_frame_fits_the_transit_gateway(lab: Lab):
     host0 = lab.instances["host0"]
     wait_reachable(lab, "mgmt", host0.overlay)
     mac = lab.run("host0", "cat", "/sys/class/net/cloudbr0/address").stdout.strip()
-    lab.run("mgmt", "bridge", "fdb", "del", mac, "dev", "ethvxlan0", "self")
+    lab.run("mgmt", "bridge", "fdb", "del", mac, "dev", "ethovl0", "self")
     flooded_before = lab.counter("tgw_jumbo")
     exact = ping(lab, "mgmt", host0.overlay, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD), count=1)
     assert exact.returncode == 0, exact.stdout + exact.stderr
