@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import threading
 import time
 import uuid
@@ -69,7 +70,14 @@ DEFAULT_CONFIG = {
     "allow.user.create.projects": "true",
     "integration.api.port": "0",
     "expunge.delay": "86400",
+    # api/.../NetworkService.java (since 4.18, zone scope, Integer): VR interface MTUs.
+    "vr.public.interface.max.mtu": "1500",
+    "vr.private.interface.max.mtu": "1500",
 }
+#: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
+#: refuses a value that does not parse as one.
+INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
+                  "integration.api.port"}
 
 
 class ApiError(Exception):
@@ -411,6 +419,8 @@ class Emulator:
     def _cmd_updateConfiguration(self, a: dict) -> dict:
         if a["name"] not in self.config:
             raise ApiError(431, f"Configuration {a['name']} not found")
+        if a["name"] in INTEGER_CONFIG and not re.fullmatch(r"-?\d+", a.get("value", "")):
+            raise ApiError(431, f"Please enter a valid integer value for parameter {a['name']}")
         self.config[a["name"]] = a.get("value", "")
         return {"configuration": self._config_item(a["name"])}
 

@@ -135,3 +135,13 @@ def test_injected_faults(emu):
 def test_listens_on_loopback_only(emu):
     s = emu._server.socket
     assert s.getsockname()[0] == "127.0.0.1" and s.family == socket.AF_INET
+
+
+def test_integer_settings_refuse_a_non_integer_like_the_real_server(emu):
+    # ConfigKey<Integer> (NetworkService.VRPublicInterfaceMtu): updateConfiguration
+    # refuses a value that is not an integer.
+    status, body = post(emu, signed(emu, command="updateConfiguration", name="vr.public.interface.max.mtu",
+                                    value="8446 bytes"))
+    assert status == 431 and "valid integer" in body["updateconfigurationresponse"]["errortext"]
+    assert post(emu, signed(emu, command="updateConfiguration", name="vr.public.interface.max.mtu",
+                            value="8446"))[0] == 200

@@ -54,8 +54,20 @@ def test_spec_level_checks():
 def test_global_settings_are_the_ones_the_zone_needs():
     s = {g.name: g.value for g in default_global_settings("10.100.0.2", "10.100.0.0/16")}
     assert s == {"storage.overprovisioning.factor": "1", "host": "10.100.0.2",
-                 "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true"}
+                 "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true",
+                 "vr.public.interface.max.mtu": "8446", "vr.private.interface.max.mtu": "8446"}
     assert all(g.why for g in default_global_settings("10.100.0.2", "10.100.0.0/16"))
+
+
+def test_guest_facing_mtus_leave_room_for_the_vlan_tag():
+    # A tagged frame inside VXLAN: overlay MTU + 4 + 50 must stay within the
+    # Transit Gateway's 8500 bytes, whatever overlayMtu is.
+    for overlay_mtu in (1450, 8450):
+        s = {g.name: g.value for g in default_global_settings("10.100.0.2", "10.100.0.0/16", overlay_mtu)}
+        for key in ("vr.public.interface.max.mtu", "vr.private.interface.max.mtu"):
+            assert int(s[key]) == overlay_mtu - 4
+    with pytest.raises(SpecError, match="overlay_mtu"):
+        default_global_settings("10.100.0.2", "10.100.0.0/16", 9001)
 
 
 def test_default_timeouts_allow_a_real_first_boot():
