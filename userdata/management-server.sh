@@ -54,9 +54,23 @@ fetch_secrets() {
         csec2_die "secret $CSEC2_SECRET_DB_CLOUD: username must be 1-32 letters, digits or '_'"
     [[ $DB_CLOUD_PASSWORD != *[\'\"\\:@/[:space:]]* ]] ||
         csec2_die "secret $CSEC2_SECRET_DB_CLOUD: the password must not contain quotes, '\\', ':', '@', '/' or whitespace"
+    # cloudstack-setup-databases puts the cloud password and both keys into shell
+    # command lines it builds itself (mysql --password=..., the jasypt encryption
+    # command): '$' and '`' would be expanded, '"', '\' and whitespace break the
+    # quoting. Generated values never contain them (components/management.py).
+    tool_safe "$CSEC2_SECRET_DB_CLOUD" password "$DB_CLOUD_PASSWORD"
+    tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" management_key "$MANAGEMENT_KEY"
+    tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" database_key "$DATABASE_KEY"
     # Masked in whatever a tool's output the boot logs (csec2_run_quiet).
     csec2_add_secret "$DB_MASTER_PASSWORD" "$DB_CLOUD_PASSWORD" "$MANAGEMENT_KEY" "$DATABASE_KEY" "$ADMIN_PASSWORD"
     csec2_log "read 4 secrets (values not logged)"
+}
+
+# tool_safe SECRET FIELD VALUE: refuses a value cloudstack-setup-databases
+# cannot carry, naming the secret and the field (never the value).
+tool_safe() {
+    [[ $3 != *[\$\`\"\\[:space:]]* ]] ||
+        csec2_die "secret $1: '$2' must not contain '\$', '\`', '\"', '\\' or whitespace (cloudstack-setup-databases passes it through a shell); set a value without them"
 }
 
 # Pulumi writes these once RDS and EFS exist (RDS takes many minutes): waited

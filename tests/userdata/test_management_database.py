@@ -182,3 +182,28 @@ def test_rotated_password_rewrites_db_properties_and_restarts(machine, user_too)
     machine.clear_calls()
     assert machine.rerun(SCRIPT).status == 0
     assert setup_calls(machine) == []
+
+
+# --- item: characters the tool cannot carry ------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value", [
+    ("management_key", "Mgmt$HOMEkey"), ("database_key", "Db`id`Key"), ("management_key", 'Mg"mt'),
+    ("database_key", "Db\\Key"), ("management_key", "Mgmt Key"),
+])
+def test_secret_the_tool_cannot_carry_is_refused_before_anything_is_installed(machine, field, value):
+    keys = {"management_key": MANAGEMENT_KEY, "database_key": "DbKeyYYY222", field: value}
+    machine.update(lambda s: s["secrets"].update({SECRETS.cloudstack_keys: json.dumps(keys)}))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert f"secret {SECRETS.cloudstack_keys}: '{field}' must not contain" in r.output
+    assert value not in r.output
+    assert not any(c["cmd"] in ("apt-get", "mysql") or c["cmd"].startswith("cloudstack-") for c in machine.calls())
+
+
+def test_cloud_password_with_a_dollar_is_refused(machine):
+    machine.update(lambda s: s["secrets"].update(
+        {SECRETS.db_cloud: json.dumps({"username": "cloud", "password": "Cloud$Pw0rd"})}))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert f"secret {SECRETS.db_cloud}: 'password' must not contain '$'" in r.output
