@@ -485,6 +485,14 @@ def parse_settings(
         c.problem("cloudstackVersion", version,
                   f"expected X.Y or X.Y.Z of a supported release: {', '.join(SUPPORTED_CLOUDSTACK_RELEASES)}")
         parsed_version = None
+    elif parsed_version == (4, 19, 0):
+        # 4.19.0's management server signs its SSH logins to hosts with an RSA key
+        # and SHA-1, which the OpenSSH of Ubuntu 22.04/24.04 refuses: addHost fails.
+        # 4.19.1 generates an ECDSA key.
+        c.problem("cloudstackVersion", version,
+                  "4.19.0's management server logs in to KVM hosts with an RSA/SHA-1 SSH key that Ubuntu "
+                  "22.04/24.04's OpenSSH refuses, so no host can be added (fixed in 4.19.1); use 4.19 "
+                  "(its newest patch release), 4.19.1 or later")
     zone = c.pattern("zoneName", _NAME, "1-32 letters, digits, '-' or '_', starting with a letter or digit (it is also a directory name)")
     register = c.value("registerCloud")
     endpoint = c.value("apiEndpoint")

@@ -368,3 +368,10 @@ def test_an_existing_subnet_decides_the_az():
     from dataclasses import replace
     with pytest.raises(SettingsError, match="is in us-east-1c"):
         choose_availability_zones(replace(existing, availability_zone="us-east-1a"), ZONES, EVERYWHERE, "us-east-1c")
+
+
+def test_cloudstack_4_19_0_is_refused_for_its_host_ssh_key():
+    problem = only_problem("cloudstackVersion", cloudstackVersion="4.19.0", dbEngineVersion="8.0")
+    assert problem.value == "4.19.0" and "4.19.1" in problem.message and "SHA-1" in problem.message
+    assert parse(cloudstackVersion="4.19.1", dbEngineVersion="8.0").cloudstack_version == "4.19.1"
+    assert parse(cloudstackVersion="4.19", dbEngineVersion="8.0").cloudstack_version == "4.19"
