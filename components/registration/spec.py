@@ -192,12 +192,21 @@ class HostSpec:
         return f"http://{self.overlay_ip}"
 
 
+#: AWS's recommended NFS client options for EFS (without noresvport a mount can
+#: hang after a network blip). KVM hosts mount primary storage through libvirt,
+#: which takes them from the pool's `nfsmountopts` detail (CloudStack 4.20+,
+#: apache/cloudstack PR #8947; 4.19 stores the detail and ignores it).
+EFS_NFS_MOUNT_OPTIONS = "vers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
+_MOUNT_OPTION = re.compile(r"^[a-z][a-z0-9_]*(=[A-Za-z0-9_.:/-]+)?$")
+
+
 @dataclass(frozen=True)
 class StorageSpec:
     primary_name: str
     secondary_name: str
     primary_path: str     # /<zone>/primary on EFS
     secondary_path: str   # /<zone>/secondary on EFS
+    primary_nfs_mount_options: str = EFS_NFS_MOUNT_OPTIONS  # "opt[=value],..." for the KVM hosts' mounts
 
     def __post_init__(self) -> None:
         _name("storage.primary_name", self.primary_name)
@@ -205,6 +214,12 @@ class StorageSpec:
         for n, p in (("storage.primary_path", self.primary_path), ("storage.secondary_path", self.secondary_path)):
             if not re.match(r"^(/[A-Za-z0-9_.-]+)+$", p or ""):
                 _fail(n, p, "an absolute path such as /zone1/primary")
+        # StorageManagerImpl refuses a key given twice and an option with two '='.
+        opts = (self.primary_nfs_mount_options or "").split(",")
+        keys = [o.split("=", 1)[0] for o in opts]
+        if not all(_MOUNT_OPTION.match(o) for o in opts) or len(set(keys)) != len(keys):
+            _fail("storage.primary_nfs_mount_options", self.primary_nfs_mount_options,
+                  "comma-separated NFS mount options opt[=value], each at most once, e.g. vers=4.1,hard")
 
     def primary_url(self, efs_dns: str) -> str:
         return f"nfs://{efs_dns}{self.primary_path}"

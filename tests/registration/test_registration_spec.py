@@ -7,7 +7,8 @@ from registration_specs import make_spec
 
 from components.registration.plan import Deferred, Ref, plan_registration
 from components.registration.spec import (
-    ClusterSpec, HostSpec, PodSpec, SpecError, Timeouts, ZoneSpec, clusters_for, default_global_settings,
+    EFS_NFS_MOUNT_OPTIONS, ClusterSpec, HostSpec, PodSpec, SpecError, Timeouts, ZoneSpec, clusters_for,
+    default_global_settings,
 )
 
 
@@ -94,3 +95,14 @@ def test_plan_order_and_dependencies():
     for p in plan:
         assert p.props["endpoint"] == Deferred("endpoint") and p.props["secret_id"] == Deferred("secret_id")
         assert not any("secretkey" in k or "password" in k for k in p.props)
+
+
+def test_primary_storage_mount_options_are_checked_like_cloudstack_does():
+    import dataclasses
+    spec = make_spec(1)
+    assert spec.storage.primary_nfs_mount_options == EFS_NFS_MOUNT_OPTIONS
+    for bad in ("vers=4.1,vers=4.2", "vers=4.1=2", "hard,,noresvport", "vers=4.1; rm -rf /"):
+        with pytest.raises(SpecError, match="primary_nfs_mount_options"):
+            dataclasses.replace(spec.storage, primary_nfs_mount_options=bad)
+    primary = next(r for r in plan_registration(spec) if r.name == "primary-storage")
+    assert primary.props["nfsmountopts"] == EFS_NFS_MOUNT_OPTIONS
