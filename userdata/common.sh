@@ -241,7 +241,7 @@ csec2_run_quiet() {
     (umask 077 && : >"$out")
     chmod 0600 "$out"
     "$@" >"$out" 2>&1 </dev/null || status=$?
-    csec2_log "$name: exit status $status; its output is in $out (root only); last lines, secrets masked:"
+    csec2_log "$name: status $status; output in $out, its end (secrets masked):"
     while IFS= read -r line || [[ -n $line ]]; do
         csec2_log "  | $(csec2_mask "$line")"
     done < <(tail -n "$CSEC2_QUIET_TAIL" "$out")

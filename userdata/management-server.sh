@@ -70,7 +70,7 @@ fetch_secrets() {
 # cannot carry, naming the secret and the field (never the value).
 tool_safe() {
     [[ $3 != *[\$\`\"\\[:space:]]* ]] ||
-        csec2_die "secret $1: '$2' must not contain '\$', '\`', '\"', '\\' or whitespace (cloudstack-setup-databases passes it through a shell); set a value without them"
+        csec2_die "secret $1: '$2' must not contain '\$', '\`', '\"', '\\' or whitespace (cloudstack-setup-databases puts it in shell commands)"
 }
 
 # Pulumi writes these once RDS and EFS exist (RDS takes many minutes): waited
@@ -252,22 +252,27 @@ schema_options() {
     help=$(cloudstack-setup-databases --help 2>&1) || true
     if [[ $help == *--force-recreate* ]]; then
         SCHEMA_OPTIONS+=(--force-recreate)
-        csec2_log "this cloudstack-setup-databases aborts on existing databases without --force-recreate: passing it (the databases are empty)"
+        csec2_log "the tool knows --force-recreate: passing it (the databases are empty)"
     fi
+}
+
+# setup_databases CLOUD_URL [OPTION...]: the tool, its output kept out of the log.
+setup_databases() {
+    local url=$1
+    shift
+    csec2_run_quiet cloudstack-setup-databases cloudstack-setup-databases "$url" "$@" \
+        -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP"
 }
 
 deploy_schema() {
     local cloud_url=$1
     schema_options
-    csec2_log "creating the schema: cloudstack-setup-databases ${SCHEMA_OPTIONS[*]}"
-    csec2_run_quiet cloudstack-setup-databases \
-        cloudstack-setup-databases "$cloud_url" "${SCHEMA_OPTIONS[@]}" -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP" ||
-        csec2_die "cloudstack-setup-databases could not create the schema (its output: $CSEC2_STATE_DIR/tool-output/cloudstack-setup-databases.log)"
+    setup_databases "$cloud_url" "${SCHEMA_OPTIONS[@]}" || csec2_die "cloudstack-setup-databases could not create the schema"
     schema_exists || csec2_die "cloudstack-setup-databases finished but the schema 'cloud' is still missing"
     db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
     write_marker "cloudstack-setup-databases ${SCHEMA_OPTIONS[*]}"
     record_db_password
-    csec2_log "schema deployed; marker $MARKER_DB.$MARKER_TABLE written"
+    csec2_log "schema deployed, marker written"
 }
 
 setup_database() {
@@ -277,14 +282,14 @@ setup_database() {
     # has no other way to take them); they are never echoed to the log.
     local cloud_url="$DB_CLOUD_USER:$DB_CLOUD_PASSWORD@$DB_HOST:$DB_PORT"
     if marker_exists; then
-        csec2_log "schema 'cloud' already exists in $DB_HOST:$DB_PORT (marker $MARKER_DB.$MARKER_TABLE): reusing it, no schema deploy"
+        csec2_log "schema 'cloud' already exists (marker $MARKER_DB.$MARKER_TABLE): reusing it"
     elif schema_in_use; then
-        csec2_log "schema 'cloud' already exists in $DB_HOST:$DB_PORT and a management server has used it: reusing it, no schema deploy; writing the marker"
+        csec2_log "schema 'cloud' already exists and a management server has used it: reusing it, writing the marker"
         write_marker "adopted: in use"
     elif schema_exists; then
         # cloud.version but no marker and never used: an earlier schema step
         # failed halfway. Nothing in it was ever used: start it again, empty.
-        csec2_log "schema 'cloud' in $DB_HOST:$DB_PORT is half deployed (no marker, never used by a management server): dropping cloud and cloud_usage and deploying again"
+        csec2_log "schema 'cloud' is half deployed (no marker, never used): dropping cloud and cloud_usage, deploying again"
         master_sql <<<"DROP DATABASE IF EXISTS \`cloud\`; DROP DATABASE IF EXISTS \`cloud_usage\`;"
         ensure_database_user
         csec2_step "database: CloudStack schema"
@@ -303,14 +308,12 @@ setup_database() {
         # db.properties holds the password encrypted with the management key:
         # after a rotation (ALTER USER above, or the secret and the user changed
         # together) the server would log in with the old one.
-        csec2_log "the database password differs from the one db.properties was written with: rewriting db.properties (cloudstack-setup-databases without schema deploy); the management server restarts"
+        csec2_log "the database password changed: rewriting db.properties; the management server restarts"
     else
-        csec2_log "db.properties already points at $DB_HOST:$DB_PORT with the secret's password"
+        csec2_log "db.properties is up to date"
         return 0
     fi
-    csec2_run_quiet cloudstack-setup-databases \
-        cloudstack-setup-databases "$cloud_url" -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP" ||
-        csec2_die "cloudstack-setup-databases could not configure this server (its output: $CSEC2_STATE_DIR/tool-output/cloudstack-setup-databases.log)"
+    setup_databases "$cloud_url" || csec2_die "cloudstack-setup-databases could not configure this server"
     db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
     record_db_password
     DB_PROPERTIES_CHANGED=1
@@ -561,14 +564,39 @@ ensure_setting() {
     csec2_log "global setting $1: '$current' -> '$2'"
 }
 
+# EC2's link-local services, which the overlay script routes to the underlay on
+# every member (KVM hosts included): a system VM must never hold one of them as
+# its control (link-local) address, or its host cannot reach it. CloudStack
+# takes a pod's control addresses from control.cidr when the pod is created
+# (ConfigurationManagerImpl.createPod, NetUtils.getLinkLocalIPRange: rows of
+# cloud.op_dc_link_local_ip_address_alloc); 169.254.0.0/17 holds none of them.
+CONTROL_CIDR=169.254.0.0/17
+LL_TABLE="\`cloud\`.\`op_dc_link_local_ip_address_alloc\`"
+LL_SERVICES="ip_address IN ('169.254.169.254', '169.254.169.123', '169.254.169.253')"
+
+# Pods created before (an older deployment): their free rows of the services
+# are marked taken under our reservation id, which CloudStack never releases
+# (it releases by NIC); a service address a system VM already holds is reported.
+protect_link_local_services() {
+    csec2_step "EC2 link-local services out of CloudStack's control addresses"
+    local held
+    held=$(master_sql <<<"UPDATE $LL_TABLE SET taken = NOW(), reservation_id = 'cloudstack-ec2' WHERE $LL_SERVICES AND taken IS NULL; SELECT CONCAT('pod ', pod_id, ' NIC ', nic_id, ' ', ip_address) FROM $LL_TABLE WHERE $LL_SERVICES AND nic_id IS NOT NULL;")
+    [[ -z $held ]] || csec2_log "WARNING: system VMs hold EC2 link-local addresses (destroy them): ${held//$'\n'/; }"
+}
+
 configure_settings() {
-    csec2_step "global settings: host, management.network.cidr, integration.api.port"
+    csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr"
     local changed=0
     # Agents connect to `host`: the overlay address, not whatever address the
     # server guessed. The unauthenticated integration port stays off (0).
     ensure_setting host "$CSEC2_OVERLAY_IP" && changed=1
     ensure_setting management.network.cidr "$CSEC2_OVERLAY_CIDR" && changed=1
     ensure_setting integration.api.port 0 "" && changed=1
+    # Before the registration creates the pod (it waits for the API keys, stored
+    # after this). Only CloudStack's default is changed: another value was chosen.
+    if [[ $(get_setting control.cidr) == 169.254.0.0/16 ]] && ensure_setting control.cidr "$CONTROL_CIDR"; then
+        changed=1
+    fi
     if ((changed)); then
         csec2_log "restarting the management server so the settings take effect"
         systemctl restart cloudstack-management.service
@@ -622,6 +650,7 @@ setup_management
 wait_for_api
 set_admin_password
 configure_settings
+protect_link_local_services
 store_api_keys
 publish_ssh_key
 csec2_finish

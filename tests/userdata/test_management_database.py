@@ -207,3 +207,35 @@ def test_cloud_password_with_a_dollar_is_refused(machine):
     r = machine.run_user_data(render(MANAGEMENT))
     assert r.status != 0
     assert f"secret {SECRETS.db_cloud}: 'password' must not contain '$'" in r.output
+
+
+# --- item: EC2's link-local services never become a system VM's control address -----------
+
+
+def test_control_cidr_is_narrowed_before_the_registration_can_create_a_pod(machine):
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status == 0, r.output
+    assert machine.state()["api"]["config"]["control.cidr"] == "169.254.0.0/17"
+    calls = machine.calls()
+    changed = next(i for i, c in enumerate(calls) if c.get("api") == "updateConfiguration")
+    keys = next(i for i, c in enumerate(calls) if c.get("api") == "registerUserKeys")
+    assert changed < keys, "the registration (which needs the keys) creates the pod after this"
+    # A control.cidr that holds none of them is left alone.
+    machine.update(lambda s: s["api"]["config"].update({"control.cidr": "169.254.240.0/20"}))
+    assert machine.rerun(SCRIPT).status == 0
+    assert machine.state()["api"]["config"]["control.cidr"] == "169.254.240.0/20"
+
+
+def test_existing_pods_get_the_services_reserved_and_a_holder_reported(machine):
+    machine.update(lambda s: s["db"].update(link_local=[
+        {"pod": 1, "ip": "169.254.169.254", "nic": None, "reservation": None, "taken": False},
+        {"pod": 1, "ip": "169.254.169.123", "nic": None, "reservation": None, "taken": False},
+        {"pod": 1, "ip": "169.254.169.253", "nic": 42, "reservation": "r-1", "taken": True},
+    ]))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status == 0, r.output
+    rows = machine.state()["db"]["link_local"]
+    assert [row["reservation"] for row in rows] == ["cloudstack-ec2", "cloudstack-ec2", "r-1"], \
+        "free rows reserved; a system VM's address is not taken from it"
+    assert "WARNING: system VMs hold EC2 link-local addresses (destroy them)" in r.output
+    assert "pod 1 NIC 42 169.254.169.253" in r.output

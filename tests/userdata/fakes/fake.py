@@ -204,6 +204,17 @@ def mysql(state):
         print(1 if db["schema"] else 0)
     elif sql.strip() == "SELECT 1;":
         print(1)
+    elif "op_dc_link_local_ip_address_alloc" in sql:
+        # The reserve-then-report statement pair of protect_link_local_services.
+        reserved = re.search(r"SET taken = NOW\(\), reservation_id = '([^']*)' WHERE", sql)
+        for row in db.get("link_local", []):
+            if reserved and not row.get("taken"):
+                row.update(taken=True, reservation=reserved.group(1))
+                db.setdefault("link_local_reserved", 0)
+                db["link_local_reserved"] += 1
+        for row in db.get("link_local", []):
+            if row.get("nic") is not None:
+                print(f"pod {row['pod']} NIC {row['nic']} {row['ip']}")
     elif sql.strip() == "SELECT COUNT(*) FROM `cloud`.`mshost`;":
         if not db["schema"]:
             sys.stderr.write("ERROR 1146 (42S02) at line 1: Table 'cloud.mshost' doesn't exist\n")
