@@ -147,7 +147,7 @@ wait_for_database() {
         csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right?)"
 }
 
-# Prints 1 when table $1.$2 exists, else 0.
+# Succeeds when table $1.$2 exists.
 table_exists() {
     local count
     count=$(master_sql <<<"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$1' AND table_name = '$2';") ||
