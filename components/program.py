@@ -261,7 +261,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     if settings.register_cloud:
         minutes = settings.registration_timeout_minutes * 60
         spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
-                          hosts_per_cluster=settings.hosts_per_cluster,
+                          hosts_per_cluster=settings.hosts_per_cluster, overlay_mtu=settings.overlay_mtu,
                           timeouts=Timeouts(secret_wait=minutes, api_wait=minutes))
         CloudStackRegistration("registration", CloudStackRegistrationArgs(
             spec=spec,

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from components import ipplan
+from components import ipplan, userdata
 from components.aws_constraints import LOG_RETENTION_DAYS
 
 NAMESPACE = "cloudstack-ec2"
@@ -95,7 +95,7 @@ KEYS: tuple[Key, ...] = (
     Key("overlayCidr", "str", "10.100.0.0/16", "The VXLAN overlay (CloudStack's management, pod and public addresses); must not overlap the VPC."),
     Key("vxlanId", "int", 100, "VXLAN network identifier of the overlay (1..16777215)."),
     Key("multicastGroup", "str", "239.255.0.100", "IPv4 multicast group the VTEPs join (IPv4 local scope 239.255.0.0/16 recommended)."),
-    Key("overlayMtu", "int", 8450, "MTU of cloudbr0/ethvxlan0 (1280..8450: Transit Gateway's 8500 minus VXLAN's 50)."),
+    Key("overlayMtu", "int", 8450, "MTU of cloudbr0/ethovl0 (1280..8450: Transit Gateway's 8500 minus VXLAN's 50)."),
     Key("guestCidr", "str", "10.1.1.0/24", "Zone guest CIDR of isolated guest networks (behind CloudStack's virtual routers)."),
     Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay."),
     Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
@@ -435,6 +435,12 @@ def parse_settings(
         c.problem("guestVlanRange", vlan_text, "expected first-last with 1 <= first <= last <= 4094, e.g. 1000-1999")
     else:
         vlans = (int(m.group(1)), int(m.group(2)))
+        # The KVM agent names a guest VLAN's bridge and device after the overlay port.
+        too_long = [n for n in userdata.guest_vlan_devices(vlans[1]) if len(n) > userdata.LINUX_IFNAME_MAX]
+        if too_long:
+            c.problem("guestVlanRange", vlan_text,
+                      f"the KVM agent would name VLAN {vlans[1]}'s bridge/device {', '.join(too_long)}, longer than "
+                      f"Linux's {userdata.LINUX_IFNAME_MAX} characters; expected a last VLAN that fits")
 
     allow_public = c.value("allowPublicAdminAccess")
     admin_texts = c.value("adminCidrs")
@@ -491,6 +497,14 @@ def parse_settings(
         c.problem("cloudstackVersion", version,
                   f"expected X.Y or X.Y.Z of a supported release: {', '.join(SUPPORTED_CLOUDSTACK_RELEASES)}")
         parsed_version = None
+    elif parsed_version == (4, 19, 0):
+        # 4.19.0's management server signs its SSH logins to hosts with an RSA key
+        # and SHA-1, which the OpenSSH of Ubuntu 22.04/24.04 refuses: addHost fails.
+        # 4.19.1 generates an ECDSA key.
+        c.problem("cloudstackVersion", version,
+                  "4.19.0's management server logs in to KVM hosts with an RSA/SHA-1 SSH key that Ubuntu "
+                  "22.04/24.04's OpenSSH refuses, so no host can be added (fixed in 4.19.1); use 4.19 "
+                  "(its newest patch release), 4.19.1 or later")
     zone = c.pattern("zoneName", _NAME, "1-32 letters, digits, '-' or '_', starting with a letter or digit (it is also a directory name)")
     register = c.value("registerCloud")
     endpoint = c.value("apiEndpoint")
