@@ -158,7 +158,9 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         user_data_base64=userdata.render_router_user_data(userdata.RouterBoot(
             aws_region=region, prefix=prefix, fqdn=f"router.{DOMAIN}",
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
-                f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",)))),
+                f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",),
+                storage_cidr=str(settings.cloudstack_subnet_cidr),
+                tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs)))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags))
 
     def management_user_data(secret_arns: dict) -> str:

@@ -97,6 +97,7 @@ KEYS: tuple[Key, ...] = (
     Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay."),
     Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
     Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
+    Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation."),
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
@@ -125,6 +126,9 @@ KEYS: tuple[Key, ...] = (
     Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned."),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+#: Instance metadata and EC2's link-local services: never reachable from the overlay.
+LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,7 @@ class Settings:
     db_skip_final_snapshot: bool
     efs_throughput_mode: str
     efs_provisioned_mibps: int
+    tenant_vpc_access_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -442,6 +447,28 @@ def parse_settings(
                       "0.0.0.0/0 opens the UI/API to the internet: set allowPublicAdminAccess to true to mean it")
         admin.append(net)
 
+    tenant_texts = c.value("tenantVpcAccessCidrs")
+    tenant_access: list[ipaddress.IPv4Network] = []
+    for text in tenant_texts:
+        try:
+            net = ipaddress.IPv4Network(text)
+        except ValueError:
+            c.problem("tenantVpcAccessCidrs", tenant_texts,
+                      f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 10.0.8.0/24)")
+            continue
+        # The isolation protects exactly these: opening them to tenants would undo it.
+        protected = [("cloudstackSubnetCidr (EFS and the CloudStack instances)", subnet),
+                     *(("dbSubnetCidrs (the database)", n) for n in db_subnets),
+                     ("overlayCidr", overlay), ("169.254.0.0/16 (instance metadata)", LINK_LOCAL)]
+        clashes = [f"{name} {other}" for name, other in protected if other is not None and net.overlaps(other)]
+        if net.prefixlen == 0:
+            c.problem("tenantVpcAccessCidrs", tenant_texts, f"{text!r} is everything; name the ranges tenants may reach")
+        elif clashes:
+            c.problem("tenantVpcAccessCidrs", tenant_texts,
+                      f"{text!r} overlaps {', '.join(clashes)}, which tenants must never reach")
+        else:
+            tenant_access.append(net)
+
     router_type = c.pattern("routerInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5n.large")
     management_type = c.pattern("managementInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")
     host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 metal instance type such as c5.metal")
@@ -538,6 +565,7 @@ def parse_settings(
         db_multi_az=db_multi_az, db_backup_retention_days=db_retention,
         deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,
         efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
+        tenant_vpc_access_cidrs=tuple(tenant_access),
         warnings=tuple(warnings),
     )
 

@@ -355,3 +355,26 @@ def test_an_existing_subnet_decides_the_az():
     from dataclasses import replace
     with pytest.raises(SettingsError, match="is in us-east-1c"):
         choose_availability_zones(replace(existing, availability_zone="us-east-1a"), ZONES, EVERYWHERE, "us-east-1c")
+
+
+# --- tenantVpcAccessCidrs (tenant isolation) -------------------------------------
+
+
+def test_tenant_vpc_access_is_empty_by_default_and_takes_cidrs():
+    assert parse().tenant_vpc_access_cidrs == ()
+    s = parse(tenantVpcAccessCidrs=["10.0.8.0/24", "192.168.40.0/22"])
+    assert [str(n) for n in s.tenant_vpc_access_cidrs] == ["10.0.8.0/24", "192.168.40.0/22"]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("10.0.8.1/24", "is not an IPv4 CIDR"),
+    ("0.0.0.0/0", "is everything"),
+    ("10.0.0.0/16", "cloudstackSubnetCidr"),          # the whole VPC holds the dedicated subnet
+    ("10.0.0.128/25", "cloudstackSubnetCidr"),        # EFS mount target and the instances
+    ("10.0.255.0/24", "dbSubnetCidrs"),               # carved from the top of the default VPC
+    ("10.100.0.0/24", "overlayCidr"),
+    ("169.254.169.254/32", "instance metadata"),
+])
+def test_tenant_vpc_access_never_opens_what_isolation_protects(value, words):
+    p = only_problem("tenantVpcAccessCidrs", tenantVpcAccessCidrs=[value])
+    assert words in p.message and value in p.message

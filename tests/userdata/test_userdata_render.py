@@ -144,3 +144,45 @@ def test_inputs_have_no_field_for_secret_values():
 def test_kvm_host_user_is_validated():
     with pytest.raises(ud.UserDataError, match="host_user"):
         render(replace(KVM_HOST, host_user="root; rm -rf /"))
+
+
+# --- tenant isolation: the address classes every firewall is written from ----
+
+
+def test_router_overlay_env_carries_the_address_classes_and_storage():
+    env = env_of(ud.decode_user_data(render(ROUTER)), "overlay.env")
+    assert env["INFRA_CIDR"] == "10.100.0.0/18"
+    assert env["SYSTEM_RANGE"] == "10.100.64.1-10.100.64.250"
+    assert env["STORAGE_CIDR"] == "10.0.0.0/24"
+    assert "TENANT_VPC_ACCESS" not in env, "tenants reach no VPC range unless the setting names one"
+    opened = replace(ROUTER, overlay=replace(ROUTER.overlay, tenant_vpc_access=("10.0.8.0/24", "192.168.4.0/22")))
+    assert env_of(ud.decode_user_data(render(opened)), "overlay.env")["TENANT_VPC_ACCESS"] == \
+        "10.0.8.0/24 192.168.4.0/22"
+
+
+@pytest.mark.parametrize("boot", [MANAGEMENT, KVM_HOST], ids=["management", "kvm-host"])
+def test_member_boot_env_carries_the_address_classes(boot):
+    env = env_of(ud.decode_user_data(render(boot)), "boot.env")
+    assert env["CSEC2_INFRA_CIDR"] == "10.100.0.0/18"
+    assert env["CSEC2_MANAGEMENT_RANGE"] == "10.100.0.2-10.100.0.9"
+    assert env["CSEC2_HOST_RANGE"] == "10.100.0.10-10.100.63.255"
+    assert env["CSEC2_SYSTEM_RANGE"] == "10.100.64.1-10.100.64.250"
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(storage_cidr=None), "overlay.storage_cidr"),
+    (dict(storage_cidr="10.9.0.0/24"), "overlay.storage_cidr"),          # outside the VPC
+    (dict(tenant_vpc_access=("169.254.169.254/32",)), "overlay.tenant_vpc_access[0]"),
+    (dict(tenant_vpc_access=("10.100.0.0/24",)), "overlay.tenant_vpc_access[0]"),  # the overlay itself
+    (dict(tenant_vpc_access=("0.0.0.0/0",)), "overlay.tenant_vpc_access[0]"),
+    (dict(tenant_vpc_access=["10.0.8.0/24"]), "overlay.tenant_vpc_access"),
+])
+def test_bad_router_isolation_input_is_refused_naming_the_field(change, field):
+    with pytest.raises(ud.UserDataError) as e:
+        render(replace(ROUTER, overlay=replace(ROUTER.overlay, **change)))
+    assert str(e.value).startswith(field + ":"), str(e.value)
+
+
+def test_isolation_settings_are_the_routers_only():
+    with pytest.raises(ud.UserDataError, match="only the router"):
+        render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, storage_cidr="10.0.0.0/24")))
