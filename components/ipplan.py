@@ -73,6 +73,10 @@ class AddressRange:
     def overlaps(self, other: "AddressRange") -> bool:
         return self.start <= other.end and other.start <= self.end
 
+    def cidrs(self) -> list[IPv4Network]:
+        """The fewest CIDRs covering exactly this range (security group rules take CIDRs)."""
+        return list(ipaddress.summarize_address_range(self.start, self.end))
+
     def __str__(self) -> str:
         return f"{self.start}-{self.end}"
 

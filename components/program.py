@@ -129,7 +129,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         admin_cidrs=[str(n) for n in settings.admin_cidrs], management_overlay_ip=str(management_ip),
         availability_zone=az, db_availability_zones=db_azs,
         vpc_id=settings.vpc_id, cloudstack_subnet_id=settings.cloudstack_subnet_id,
-        db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids, tags=tags))
+        db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids,
+        system_range_cidrs=[str(n) for n in plan.system_range.cidrs()], tags=tags))
 
     multicast = MulticastDomain("multicast", MulticastDomainArgs(
         vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=tags))

@@ -39,6 +39,9 @@ class UnderlayArgs:
     cloudstack_subnet_id: str = ""
     db_subnet_ids: Sequence[str] = ()
     route_table_ids: Sequence[str] = ()
+    #: The pod's reserved system range as CIDRs (components/ipplan.AddressRange.cidrs):
+    #: the only overlay addresses, besides the members' own, that may reach EFS.
+    system_range_cidrs: Sequence[str] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -183,20 +186,24 @@ class Underlay(pulumi.ComponentResource):
                 cidr_blocks=[f"{args.management_overlay_ip}/32"])],
             tags={**tags, "Name": f"{name}-db"}, opts=child)
 
+        efs_ingress = [
+            # The mount target is in the dedicated subnet: members mount it
+            # directly from their own ENI and address.
+            aws.ec2.SecurityGroupIngressArgs(
+                description="NFS from overlay members (direct, same subnet)", protocol="tcp",
+                from_port=NFS_PORT, to_port=NFS_PORT, security_groups=[member_sg.id]),
+        ]
+        if args.system_range_cidrs:
+            # System VMs (secondary storage VM) live on the overlay and come through
+            # the router with their overlay addresses. Only the pod's system range:
+            # the rest of the overlay (the public range above all) is tenants', and
+            # primary storage holds every tenant's disks.
+            efs_ingress.append(aws.ec2.SecurityGroupIngressArgs(
+                description="NFS from system VMs (pod system range, via the router)", protocol="tcp",
+                from_port=NFS_PORT, to_port=NFS_PORT, cidr_blocks=list(args.system_range_cidrs)))
         efs_sg = aws.ec2.SecurityGroup(
             f"{name}-efs-sg", vpc_id=self.vpc_id, description="CloudStack EFS: NFS from members and system VMs",
-            ingress=[
-                # The mount target is in the dedicated subnet: members mount it
-                # directly from their own ENI and address.
-                aws.ec2.SecurityGroupIngressArgs(
-                    description="NFS from overlay members (direct, same subnet)", protocol="tcp",
-                    from_port=NFS_PORT, to_port=NFS_PORT, security_groups=[member_sg.id]),
-                # System VMs (secondary storage VM) live on the overlay and come
-                # through the router with their overlay addresses.
-                aws.ec2.SecurityGroupIngressArgs(
-                    description="NFS from system VMs on the overlay (via the router)", protocol="tcp",
-                    from_port=NFS_PORT, to_port=NFS_PORT, cidr_blocks=[args.overlay_cidr]),
-            ],
+            ingress=efs_ingress,
             tags={**tags, "Name": f"{name}-efs"}, opts=child)
 
         self.member_sg_id = member_sg.id
