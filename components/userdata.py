@@ -11,7 +11,7 @@ environment files of NON-secret settings, then runs the role's script:
 
   /usr/local/lib/cloudstack-ec2/{common.sh,<role script>,overlay-network.sh}
   /usr/local/sbin/cloudstack-ec2-boot -> the role script (re-run entry point)
-  /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ host firewall)
+  /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ the members' firewall)
   /etc/cloudstack-ec2/boot.env     settings of the role script (CSEC2_*)
   /etc/cloudstack-ec2/overlay.env  settings of overlay-network.sh
 
@@ -53,7 +53,8 @@ BOOT_LINK = "/usr/local/sbin/cloudstack-ec2-boot"
 ROLE_SCRIPTS = {"router": "router.sh", "management": "management-server.sh", "kvm-host": "kvm-host.sh"}
 ROLE_UNITS = {
     "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
-    "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
+    "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
+                   "cloudstack-ec2-host-firewall.service"),
     "kvm-host": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                  "cloudstack-ec2-host-firewall.service"),
 }

@@ -21,7 +21,6 @@ csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_U
 
 LIBVIRT_ETC=$CSEC2_ROOT/etc/libvirt
 AGENT_PROPERTIES=$CSEC2_ROOT/etc/cloudstack/agent/agent.properties
-FIREWALL_RULES=$CSEC2_ROOT/etc/cloudstack-ec2/host-firewall.nft
 # Who may reach what (address classes from components/ipplan.py, in boot.env):
 # SSH, port 1798, libvirt (16509 TCP, 16514 TLS: cloudstack-setup-agent turns
 # TLS on when the host is added) and the live-migration data ports: the
@@ -34,16 +33,10 @@ HOST_PORTS="$PEER_PORTS, $VNC_PORTS"
 
 # ------------------------------------------------------------- firewall ----
 
-# Our own nftables table (no `flush ruleset`: libvirt and CloudStack keep their
-# rules). Loaded now, before libvirt listens, and at every boot by
-# cloudstack-ec2-host-firewall.service.
+# Loaded before libvirt listens, and at every boot by
+# cloudstack-ec2-host-firewall.service (see csec2_load_firewall).
 setup_firewall() {
-    csec2_step "host firewall (nftables table cloudstack_ec2_host)"
-    mkdir -p "$(dirname "$FIREWALL_RULES")"
-    cat >"$FIREWALL_RULES" <<NFT
-# Written by cloudstack-ec2's kvm-host.sh: tenant isolation on the host.
-table inet cloudstack_ec2_host
-delete table inet cloudstack_ec2_host
+    csec2_load_firewall cloudstack_ec2_host <<NFT
 table inet cloudstack_ec2_host {
     chain input {
         type filter hook input priority filter - 10; policy accept;
@@ -58,10 +51,6 @@ table inet cloudstack_ec2_host {
     }
 }
 NFT
-    csec2_apt_install nftables
-    nft -f "$FIREWALL_RULES"
-    systemctl daemon-reload
-    systemctl enable cloudstack-ec2-host-firewall.service
 }
 
 # ------------------------------------------------------------- packages ----

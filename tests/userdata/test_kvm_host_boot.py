@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import KVM_HOST, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, render
+from bootlab import KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, render
 from components import userdata as ud
 
 SCRIPT = "kvm-host.sh"
@@ -107,15 +107,17 @@ def test_libvirtd_restart_fails_while_its_activation_sockets_still_listen(machin
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"),
                     reason="needs root, nft and unshare to syntax-check the rules in a scratch namespace")
-def test_firewall_rules_are_valid_nftables(machine):
+@pytest.mark.parametrize("boot, table", [(KVM_HOST, "cloudstack_ec2_host"), (MANAGEMENT, "cloudstack_ec2_management")],
+                         ids=["kvm-host", "management"])
+def test_firewall_rules_are_valid_nftables(machine, boot, table):
     publish_key(machine)
-    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    assert machine.run_user_data(render(boot)).status == 0
     path = machine.file("/etc/cloudstack-ec2/host-firewall.nft")
     for _ in range(2):  # loading twice must work: the table is replaced, not duplicated
         r = subprocess.run(["unshare", "--net", "sh", "-c", f"nft -f {path} && nft -f {path} && nft list ruleset"],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.count("table inet cloudstack_ec2_host") == 1
+        assert r.stdout.count(f"table inet {table}") == 1
 
 
 def test_second_run_keeps_one_key_and_installs_nothing(machine):

@@ -68,12 +68,13 @@ def test_router_and_kvm_environment_values():
     payload = ud.decode_user_data(render(ROUTER))
     assert env_of(payload, "overlay.env")["ROUTER_DNAT"] == "tcp:8080:10.100.0.2:8080"
     assert "OVERLAY_GATEWAY" not in env_of(payload, "overlay.env")
-    assert "cloudstack-ec2-host-firewall.service" not in payload
+    assert 'system/cloudstack-ec2-host-firewall.service" <<' not in payload, "the router installs no member firewall"
     assert "CSEC2_OVERLAY_GATEWAY" not in env_of(payload, "boot.env"), "the router waits for no gateway"
     assert ud.BootWaits().network_seconds == 1800
     kvm = ud.decode_user_data(render(KVM_HOST))
     assert env_of(kvm, "boot.env")["CSEC2_HOST_USER"] == "root"
-    assert "cloudstack-ec2-host-firewall.service" in kvm
+    assert 'system/cloudstack-ec2-host-firewall.service" <<' in kvm
+    assert 'system/cloudstack-ec2-host-firewall.service" <<' in ud.decode_user_data(render(MANAGEMENT))
     assert "CSEC2_SECRET_" not in kvm, "KVM hosts read no secret"
 
 
