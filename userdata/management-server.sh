@@ -95,7 +95,8 @@ table inet cloudstack_ec2_management {
         iifname "lo" accept
         ct state established,related accept
         meta nfproto ipv4 tcp dport 9090 ip saddr != { $CSEC2_MANAGEMENT_RANGE } counter drop
-        meta nfproto ipv4 tcp dport 8250 ip saddr != { $CSEC2_HOST_RANGE, $CSEC2_SYSTEM_RANGE } counter drop
+        meta nfproto ipv4 tcp dport 8250 ip saddr { $CSEC2_HOST_RANGE, $CSEC2_SYSTEM_RANGE } accept
+        tcp dport 8250 counter drop
         meta nfproto ipv4 tcp dport 8080 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_OVERLAY_GATEWAY, $CSEC2_MANAGEMENT_RANGE } counter drop
         meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != $CSEC2_INFRA_CIDR counter drop
         meta nfproto ipv6 tcp dport { 8080, 8250, 9090 } drop
