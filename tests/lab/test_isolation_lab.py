@@ -47,6 +47,8 @@ MGMT_TABLE = "inet cloudstack_ec2_management"
 REFUSED_TIMEOUT = 1.5
 #: The rules each member loaded (namespace -> nft source), to restore after a mutation.
 SOURCES: dict[str, str] = {}
+#: cloudbr0's MAC on each host before the stand-ins were plugged in.
+BRIDGE_MACS: dict[str, str] = {}
 
 
 def boot_firewall(tmp: Path, boot) -> str:
@@ -59,12 +61,20 @@ def boot_firewall(tmp: Path, boot) -> str:
     return machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
 
 
+def bridge_mac(lab: Lab, host: str) -> str:
+    return lab.run(host, "cat", "/sys/class/net/cloudbr0/address").stdout.strip()
+
+
 def plug(lab: Lab, short: str, host: str, address: str) -> None:
     """A namespace whose NIC is a port of `host`'s cloudbr0, like a VM's tap device."""
     lab.add_ns(short)
     port = f"vm-{short}"[:15]
     # The bridge's MTU is its smallest port's: keep the overlay MTU.
     lab.veth(host, port, short, "eth0", OVERLAY_MTU)
+    # As libvirt does for a VM's tap device (first byte 0xFE, virNetDevTapCreateInBridgePort):
+    # a bridge takes its lowest port MAC, and the host's cloudbr0 must keep its own
+    # when VMs come and go (else its overlay neighbours hold a stale ARP entry).
+    lab.ip(host, "link", "set", port, "address", f"fe:54:00:00:00:{len(lab.namespaces):02x}")
     lab.ip(host, "link", "set", port, "master", "cloudbr0")
     lab.ip(short, "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", "eth0")
     lab.ip(short, "route", "add", "default", "via", ROUTER.overlay)
@@ -86,6 +96,7 @@ def iso(lab: Lab, tmp_path_factory):
                                      str(port)))
         servers.append(lab.spawn("mgmt", sys.executable, str(TOOLS), "whoami", "mgmt-agent", "0.0.0.0",
                                  str(AGENT_PORT)))
+        BRIDGE_MACS.update({host: bridge_mac(lab, host) for host in ("host0", "host1")})
         plug(lab, "tenant", "host0", TENANT_IP)
         plug(lab, "sysvm", "host1", SYSTEM_IP)
         SOURCES.update(host0=host_rules, host1=host_rules, mgmt=mgmt_rules)
@@ -268,6 +279,10 @@ def test_management_server_reaches_the_database(iso: Lab):
 def test_the_ui_is_reached_from_the_vpc_and_the_internet_as_before(iso: Lab):
     assert connect(iso, "db", MGMT.overlay, UI_PORT) == (True, f"mgmt-ui {DB_ADDRESS}")
     assert connect(iso, "inet", ELASTIC_IP, UI_PORT) == (True, f"mgmt-ui {INTERNET_CLIENT}")
+
+
+def test_host_bridges_keep_their_address_while_vms_are_plugged(iso: Lab):
+    assert {host: bridge_mac(iso, host) for host in ("host0", "host1")} == BRIDGE_MACS
 
 
 def test_the_members_tables_are_the_ones_the_boot_scripts_wrote(iso: Lab):
