@@ -8,7 +8,8 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.node import InstanceSpec, NodeArgs, hardened_instance, instance_role
+from components import naming
+from components.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,11 @@ class OverlayRouterArgs:
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
     tags: dict = field(default_factory=dict)
+    #: With a stack name: the SSM parameter of the forwards to VMs, which the router
+    #: polls (so a changed vmForwards reaches the running router in place).
+    stack: str = ""
+    #: DNAT entries "proto:port:target:targetPort" of vmForwards.
+    vm_forwards: Sequence[str] = ()
 
 
 class OverlayRouter(pulumi.ComponentResource):
@@ -34,7 +40,16 @@ class OverlayRouter(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:OverlayRouter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        profile = instance_role(name, grants=[], opts=child, tags=tags)
+        grants = []
+        if args.stack:
+            forwards = aws.ssm.Parameter(
+                f"{name}-forwards", name=naming.parameter_name(args.stack, naming.PARAM_ROUTER_FORWARDS),
+                type="String", value=" ".join(args.vm_forwards) or naming.NO_FORWARDS,
+                description="Router forwards to VMs (vmForwards): proto:port:target:targetPort entries",
+                tags=tags, opts=child)
+            grants.append(Grant(["ssm:GetParameter"], [parameter_arn(args.stack, naming.PARAM_ROUTER_FORWARDS)]))
+            self.forwards_parameter = forwards.name
+        profile = instance_role(name, grants=grants, opts=child, tags=tags)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=args.user_data_base64, instance_profile=profile.name,
             # It forwards packets whose source or destination is an overlay

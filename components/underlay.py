@@ -42,6 +42,9 @@ class UnderlayArgs:
     #: The pod's reserved system range as CIDRs (components/ipplan.AddressRange.cidrs):
     #: the only overlay addresses, besides the members' own, that may reach EFS.
     system_range_cidrs: Sequence[str] = ()
+    #: vmForwards as (protocol, router port, source CIDRs, description): the router's
+    #: group admits each forwarded port from its sources only.
+    vm_forward_rules: Sequence[tuple[str, int, Sequence[str], str]] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -160,6 +163,12 @@ class Underlay(pulumi.ComponentResource):
                 from_port=ICMP_DESTINATION_UNREACHABLE, to_port=ICMP_FRAGMENTATION_NEEDED,
                 cidr_blocks=["0.0.0.0/0"]),
         ]
+        # Services offered from VMs (vmForwards): the router DNATs the port to a
+        # public-range address; this group decides who may connect.
+        for protocol, port, sources, description in args.vm_forward_rules:
+            router_ingress.append(aws.ec2.SecurityGroupIngressArgs(
+                description=description, protocol=protocol, from_port=port, to_port=port,
+                cidr_blocks=list(sources)))
         outside_vpc = [c for c in args.admin_cidrs
                        if not ipaddress.IPv4Network(c).subnet_of(ipaddress.IPv4Network(args.vpc_cidr))]
         if outside_vpc:
