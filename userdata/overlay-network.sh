@@ -72,6 +72,11 @@
 #                    VPC_CIDR, e.g. 10.0.0.0/24                         (router: required)
 #   TENANT_VPC_ACCESS router: space-separated IPv4 CIDRs tenants may also reach
 #                    (default: none), e.g. "10.0.8.0/24"
+#   VM_FORWARDS      router: services offered from VMs, forwarded like
+#                    ROUTER_DNAT (same entry format), but the target must be a
+#                    tenant address (inside the overlay, outside INFRA_CIDR and
+#                    SYSTEM_RANGE); who may connect is the router's security
+#                    group's business (vmForwards). Default: none
 set -euo pipefail
 export LC_ALL=C
 
@@ -131,6 +136,12 @@ nets_overlap() { # net1 prefix1 net2 prefix2
     in_net "$1" "$3" "$p"
 }
 valid_ifname() { [[ $1 =~ ^[A-Za-z0-9_.-]{1,15}$ ]]; }
+# is_cidr VALUE: an IPv4 network/prefix with the host bits zero.
+is_cidr() {
+    local ip=${1%/*} prefix=${1#*/}
+    [[ $1 == */* ]] && is_ipv4 "$ip" && is_uint "$prefix" && ((prefix <= 32)) &&
+        ! (($(ip2int "$ip") & ~$(mask_of "$prefix") & 0xffffffff))
+}
 
 # --- read the current state (no changes) -----------------------------------
 
@@ -186,6 +197,7 @@ INFRA_CIDR=${INFRA_CIDR-}
 SYSTEM_RANGE=${SYSTEM_RANGE-}
 STORAGE_CIDR=${STORAGE_CIDR-}
 TENANT_VPC_ACCESS=${TENANT_VPC_ACCESS-}
+VM_FORWARDS=${VM_FORWARDS-}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
 
@@ -258,6 +270,9 @@ if [[ $OVERLAY_ROLE == member ]]; then
     if [[ -n ${ROUTER_DNAT// /} ]]; then
         problem ROUTER_DNAT "$ROUTER_DNAT" "only the router forwards ports; expected empty on a member"
     fi
+    if [[ -n ${VM_FORWARDS// /} ]]; then
+        problem VM_FORWARDS "$VM_FORWARDS" "only the router forwards ports; expected empty on a member"
+    fi
 elif [[ $OVERLAY_ROLE == router ]]; then
     if [[ -n $OVERLAY_GATEWAY && $OVERLAY_GATEWAY != "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "the router is the overlay gateway; expected unset or its own address $overlay_ip"
@@ -265,33 +280,38 @@ elif [[ $OVERLAY_ROLE == router ]]; then
 fi
 
 dnat_entries=()
+declare -A dnat_ports=()
 if [[ $OVERLAY_ROLE == router ]]; then
-    read -r -a dnat_words <<<"$ROUTER_DNAT"
     re='^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$'
-    for entry in "${dnat_words[@]}"; do
-        if ! [[ $entry =~ $re ]]; then
-            problem ROUTER_DNAT "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
-            continue
-        fi
-        # Copy the captures: is_ipv4 runs its own match.
-        proto=${BASH_REMATCH[1]} port=$((10#${BASH_REMATCH[2]}))
-        target=${BASH_REMATCH[3]} target_port=$((10#${BASH_REMATCH[4]}))
-        if ! is_ipv4 "$target" || ((port < 1 || port > 65535 || target_port < 1 || target_port > 65535)); then
-            problem ROUTER_DNAT "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
-        elif $overlay_ok && { ! in_net "$target" "$overlay_net" "$overlay_prefix" || [[ $target == "$overlay_ip" ]]; }; then
-            problem ROUTER_DNAT "$entry" "the target must be another address inside the overlay subnet $overlay_cidr"
-        else
-            dnat_entries+=("$proto $port $target $target_port")
-        fi
+    for variable in ROUTER_DNAT VM_FORWARDS; do
+        read -r -a dnat_words <<<"${!variable}"
+        for entry in "${dnat_words[@]}"; do
+            if ! [[ $entry =~ $re ]]; then
+                problem "$variable" "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
+                continue
+            fi
+            # Copy the captures: is_ipv4 runs its own match.
+            proto=${BASH_REMATCH[1]} port=$((10#${BASH_REMATCH[2]}))
+            target=${BASH_REMATCH[3]} target_port=$((10#${BASH_REMATCH[4]}))
+            if ! is_ipv4 "$target" || ((port < 1 || port > 65535 || target_port < 1 || target_port > 65535)); then
+                problem "$variable" "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
+            elif $overlay_ok && { ! in_net "$target" "$overlay_net" "$overlay_prefix" || [[ $target == "$overlay_ip" ]]; }; then
+                problem "$variable" "$entry" "the target must be another address inside the overlay subnet $overlay_cidr"
+            elif [[ -n ${dnat_ports[$proto:$port]-} ]]; then
+                problem "$variable" "$entry" "$proto port $port is already forwarded by ${dnat_ports[$proto:$port]}"
+            elif [[ $variable == VM_FORWARDS ]] && is_cidr "$INFRA_CIDR" && in_net "$target" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}"; then
+                problem VM_FORWARDS "$entry" "the target is an infrastructure address (INFRA_CIDR $INFRA_CIDR); services from VMs forward to tenant addresses only"
+            elif [[ $variable == VM_FORWARDS && $SYSTEM_RANGE == *-* ]] && is_ipv4 "${SYSTEM_RANGE%-*}" && is_ipv4 "${SYSTEM_RANGE#*-}" &&
+                (($(ip2int "$target") >= $(ip2int "${SYSTEM_RANGE%-*}") && $(ip2int "$target") <= $(ip2int "${SYSTEM_RANGE#*-}"))); then
+                problem VM_FORWARDS "$entry" "the target is in the system range SYSTEM_RANGE $SYSTEM_RANGE; services from VMs forward to tenant addresses only"
+            else
+                dnat_ports[$proto:$port]=$entry
+                dnat_entries+=("$proto $port $target $target_port")
+            fi
+        done
     done
 fi
 
-# is_cidr VALUE: an IPv4 network/prefix with the host bits zero.
-is_cidr() {
-    local ip=${1%/*} prefix=${1#*/}
-    [[ $1 == */* ]] && is_ipv4 "$ip" && is_uint "$prefix" && ((prefix <= 32)) &&
-        ! (($(ip2int "$ip") & ~$(mask_of "$prefix") & 0xffffffff))
-}
 tenant_access=()
 if [[ $OVERLAY_ROLE == router ]]; then
     if ! is_cidr "$INFRA_CIDR"; then

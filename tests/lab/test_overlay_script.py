@@ -41,7 +41,8 @@ def test_script_documents_every_variable_it_reads():
     text = SCRIPT.read_text()
     header = text.split("set -euo pipefail")[0]
     for name in ("OVERLAY_ROLE", "UNDERLAY_DEV", "VXLAN_ID", "VXLAN_GROUP", "VXLAN_PORT", "OVERLAY_ADDRESS",
-                 "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT", "INTERNET_MTU"):
+                 "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT", "INTERNET_MTU", "INFRA_CIDR",
+                 "SYSTEM_RANGE", "STORAGE_CIDR", "TENANT_VPC_ACCESS", "VM_FORWARDS"):
         assert f"#   {name} " in header, f"{name} is not documented at the top of the script"
 
 
@@ -125,6 +126,8 @@ BAD = [
     (GOOD_ROUTER, "TENANT_VPC_ACCESS", "169.254.0.0/20", "never reach"),
     (GOOD_ROUTER, "TENANT_VPC_ACCESS", "10.100.4.0/24", "overlaps the overlay"),
     (GOOD, "STORAGE_CIDR", "10.99.1.0/24", "router's"),
+    (GOOD, "VM_FORWARDS", "tcp:2222:10.100.128.5:22", "only the router"),
+    (GOOD_ROUTER, "VM_FORWARDS", "tcp:2222:10.100.128.5", "proto:port:target_ip:target_port"),
     (GOOD, "INTERNET_MTU", "1500b", "1280..9001"),
     (GOOD, "UNDERLAY_DEV", "nosuchdev0", "existing network device"),
     (GOOD, "UNDERLAY_DEV", "bad name!", "existing network device"),
