@@ -188,7 +188,11 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         admin_cidrs=[str(n) for n in settings.admin_cidrs], management_overlay_ip=str(management_ip),
         availability_zone=az, db_availability_zones=db_azs,
         vpc_id=settings.vpc_id, cloudstack_subnet_id=settings.cloudstack_subnet_id,
-        db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids, tags=tags))
+        db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids,
+        system_range_cidrs=[str(n) for n in plan.system_range.cidrs()],
+        vm_forward_rules=[(f.protocol, f.port, [str(n) for n in f.sources],
+                           f"VM service {f.protocol} {f.port} to {f.target}:{f.target_port} (vmForwards)")
+                          for f in settings.vm_forwards], tags=tags))
 
     multicast = MulticastDomain("multicast", MulticastDomainArgs(
         vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=tags,
@@ -223,9 +227,12 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         user_data_base64=prefix.apply(lambda root: userdata.render_router_user_data(userdata.RouterBoot(
             aws_region=region, prefix=root, fqdn=f"router.{DOMAIN}",
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
-                f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",))))),
+                f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",),
+                storage_cidr=str(settings.cloudstack_subnet_cidr),
+                tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs))))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
-        internet_gateway=underlay.internet_gateway))
+        internet_gateway=underlay.internet_gateway,
+        parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))
 
     def management_user_data(secret_arns: dict) -> str:
         return userdata.render_management_user_data(userdata.ManagementBoot(

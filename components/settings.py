@@ -101,6 +101,8 @@ KEYS: tuple[Key, ...] = (
     Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
     Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
     Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120."),
+    Key("vmForwards", "list", [], "Services offered from VMs: `proto:port:target:targetPort@sources`, e.g. `tcp:2222:10.100.128.5:22@203.0.113.0/24`; the router's Elastic IP port `port` goes to a public-range address (a virtual router's port forwarding); sources are CIDRs separated by `,`, or `anywhere`. See Offering services from VMs."),
+    Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation."),
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
@@ -132,6 +134,9 @@ KEYS: tuple[Key, ...] = (
     Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned."),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+#: Instance metadata and EC2's link-local services: never reachable from the overlay.
+LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,8 @@ class Settings:
     db_skip_final_snapshot: bool
     efs_throughput_mode: str
     efs_provisioned_mibps: int
+    tenant_vpc_access_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+    vm_forwards: tuple["VmForward", ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
     #: Custom timeouts (minutes) where the provider's defaults are too short for real AWS.
     transit_gateway_timeout_minutes: int = 30
@@ -209,6 +216,89 @@ class Settings:
             guest_cidr=str(self.guest_cidr),
             guest_vlans=self.guest_vlan_range,
         )
+
+
+@dataclass(frozen=True)
+class VmForward:
+    """One service offered from a VM: `protocol` `port` on the router's Elastic IP goes to
+    `target`:`target_port` (a public-range address, e.g. a virtual router's port
+    forwarding), admitted from `sources` only."""
+
+    protocol: str  # tcp | udp
+    port: int
+    target: ipaddress.IPv4Address
+    target_port: int
+    sources: tuple[ipaddress.IPv4Network, ...]
+
+    @property
+    def dnat(self) -> str:
+        """The router's form (overlay-network.sh VM_FORWARDS / ROUTER_DNAT entry)."""
+        return f"{self.protocol}:{self.port}:{self.target}:{self.target_port}"
+
+
+#: Router ports never offered to VMs: the UI/API, and what a console proxy serves
+#: (HTTP, HTTPS; its websocket shares the UI's 8080).
+RESERVED_FORWARD_PORTS = (80, 443, 8080)
+_FORWARD = re.compile(r"^(tcp|udp):(\d{1,5}):([0-9.]+):(\d{1,5})@(.+)$")
+
+
+def _forward_sources(text: str, bad: Callable[[str], None]) -> list[ipaddress.IPv4Network]:
+    """The CIDRs of a forward's sources; [] after reporting the first bad one."""
+    sources = []
+    for item in text.split(","):
+        try:
+            net = ipaddress.IPv4Network(item.strip())
+        except ValueError:
+            bad(f"source {item!r} is not an IPv4 CIDR (host bits zero)")
+            return []
+        if net.prefixlen == 0:
+            bad("0.0.0.0/0 opens the service to the internet: write 'anywhere' to mean it")
+            return []
+        sources.append(net)
+    return sources
+
+
+def parse_vm_forwards(c: "_Collector", overlay: Optional[ipaddress.IPv4Network]) -> list[VmForward]:
+    texts = c.value("vmForwards")
+    forwards: list[VmForward] = []
+    public = ipplan.address_classes(overlay).public if overlay is not None else None
+    seen: dict[tuple[str, int], str] = {}
+    for text in texts:
+        def bad(message: str) -> None:
+            c.problem("vmForwards", texts, f"entry {text!r}: {message}")
+
+        m = _FORWARD.match(text)
+        if not m:
+            bad("expected proto:port:target:targetPort@sources (proto tcp or udp; sources: CIDRs separated by"
+                " ',' or 'anywhere'), e.g. tcp:2222:10.100.128.5:22@203.0.113.0/24")
+            continue
+        protocol, port, target_text, target_port, source_text = m.groups()
+        port, target_port = int(port), int(target_port)
+        if not (1 <= port <= 65535 and 1 <= target_port <= 65535):
+            bad("ports must be 1..65535")
+            continue
+        if port in RESERVED_FORWARD_PORTS:
+            bad(f"port {port} is reserved on the router (the UI/API and the console proxy:"
+                f" {', '.join(map(str, RESERVED_FORWARD_PORTS))})")
+            continue
+        if (protocol, port) in seen:
+            bad(f"{protocol} port {port} is already forwarded by {seen[(protocol, port)]!r}")
+            continue
+        try:
+            target = ipaddress.IPv4Address(target_text)
+        except ValueError:
+            bad(f"{target_text!r} is not an IPv4 address")
+            continue
+        if public is not None and target not in public:
+            bad(f"the target must be in the public range {public} (a virtual router's public address);"
+                " infrastructure and system addresses are never forwarded")
+            continue
+        sources = [ALL_IPV4] if source_text == "anywhere" else _forward_sources(source_text, bad)
+        if not sources:
+            continue
+        seen[(protocol, port)] = text
+        forwards.append(VmForward(protocol, port, target, target_port, tuple(sources)))
+    return forwards
 
 
 # --------------------------------------------------------------------------- parsing
@@ -460,6 +550,30 @@ def parse_settings(
                       "0.0.0.0/0 opens the UI/API to the internet: set allowPublicAdminAccess to true to mean it")
         admin.append(net)
 
+    tenant_texts = c.value("tenantVpcAccessCidrs")
+    tenant_access: list[ipaddress.IPv4Network] = []
+    for text in tenant_texts:
+        try:
+            net = ipaddress.IPv4Network(text)
+        except ValueError:
+            c.problem("tenantVpcAccessCidrs", tenant_texts,
+                      f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 10.0.8.0/24)")
+            continue
+        # The isolation protects exactly these: opening them to tenants would undo it.
+        protected = [("cloudstackSubnetCidr (EFS and the CloudStack instances)", subnet),
+                     *(("dbSubnetCidrs (the database)", n) for n in db_subnets),
+                     ("overlayCidr", overlay), ("169.254.0.0/16 (instance metadata)", LINK_LOCAL)]
+        clashes = [f"{name} {other}" for name, other in protected if other is not None and net.overlaps(other)]
+        if net.prefixlen == 0:
+            c.problem("tenantVpcAccessCidrs", tenant_texts, f"{text!r} is everything; name the ranges tenants may reach")
+        elif clashes:
+            c.problem("tenantVpcAccessCidrs", tenant_texts,
+                      f"{text!r} overlaps {', '.join(clashes)}, which tenants must never reach")
+        else:
+            tenant_access.append(net)
+
+    vm_forwards = parse_vm_forwards(c, overlay)
+
     router_type = c.pattern("routerInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5n.large")
     management_type = c.pattern("managementInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")
     host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 metal instance type such as c5.metal")
@@ -572,6 +686,8 @@ def parse_settings(
         db_multi_az=db_multi_az, db_backup_retention_days=db_retention,
         deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,
         efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
+        tenant_vpc_access_cidrs=tuple(tenant_access),
+        vm_forwards=tuple(vm_forwards),
         warnings=tuple(warnings),
         transit_gateway_timeout_minutes=tgw_timeout, host_timeout_minutes=host_timeout,
         db_timeout_minutes=db_timeout, db_log_retention_days=db_log_days,

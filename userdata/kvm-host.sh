@@ -16,42 +16,41 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 csec2_begin kvm-host
 csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_URL \
     CSEC2_CLOUDSTACK_KEY_URL CSEC2_OVERLAY_CIDR CSEC2_HOST_USER \
-    CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SSH_KEY_SECONDS
+    CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SSH_KEY_SECONDS \
+    CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE
 
 LIBVIRT_ETC=$CSEC2_ROOT/etc/libvirt
 AGENT_PROPERTIES=$CSEC2_ROOT/etc/cloudstack/agent/agent.properties
-FIREWALL_RULES=$CSEC2_ROOT/etc/cloudstack-ec2/host-firewall.nft
-# What the management server and the other hosts need, from the overlay only:
-# SSH, the agent's console proxy port, libvirt TCP (live migration without
-# TLS) and TLS (set up by cloudstack-setup-agent when the host is added), VNC
-# consoles and the live-migration data ports.
-HOST_PORTS="22, 1798, 16509, 16514, 5900-6100, 49152-49216"
+# Who may reach what (address classes from components/ipplan.py, in boot.env):
+# SSH, port 1798, libvirt (16509 TCP, 16514 TLS: cloudstack-setup-agent turns
+# TLS on when the host is added) and the live-migration data ports: the
+# management servers and the other hosts only. VNC consoles: the management
+# servers and the pod's system range (the console proxy VM). Tenants (every
+# other overlay address, the public range above all): nothing.
+PEER_PORTS="22, 1798, 16509, 16514, 49152-49216"
+VNC_PORTS="5900-6100"
+HOST_PORTS="$PEER_PORTS, $VNC_PORTS"
 
 # ------------------------------------------------------------- firewall ----
 
-# Our own nftables table (no `flush ruleset`: libvirt and CloudStack keep their
-# rules). Loaded now, before libvirt listens, and at every boot by
-# cloudstack-ec2-host-firewall.service.
+# Loaded before libvirt listens, and at every boot by
+# cloudstack-ec2-host-firewall.service (see csec2_load_firewall).
 setup_firewall() {
-    csec2_step "host firewall (nftables table cloudstack_ec2_host)"
-    mkdir -p "$(dirname "$FIREWALL_RULES")"
-    cat >"$FIREWALL_RULES" <<NFT
-# Written by cloudstack-ec2's kvm-host.sh: these ports answer only the overlay.
-table inet cloudstack_ec2_host
-delete table inet cloudstack_ec2_host
+    csec2_load_firewall cloudstack_ec2_host <<NFT
 table inet cloudstack_ec2_host {
     chain input {
         type filter hook input priority filter - 10; policy accept;
         iifname "lo" accept
-        meta nfproto ipv4 tcp dport { $HOST_PORTS } ip saddr != $CSEC2_OVERLAY_CIDR drop
+        # Replies to this host's own connections (their local ports may fall
+        # in 49152-49216, inside Linux's ephemeral range).
+        ct state established,related accept
+        meta nfproto ipv4 tcp dport { $PEER_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_HOST_RANGE } counter drop
+        meta nfproto ipv4 tcp dport { $VNC_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_SYSTEM_RANGE } counter drop
+        meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_INFRA_CIDR, $CSEC2_SYSTEM_RANGE } counter drop
         meta nfproto ipv6 tcp dport { $HOST_PORTS } drop
     }
 }
 NFT
-    csec2_apt_install nftables
-    nft -f "$FIREWALL_RULES"
-    systemctl daemon-reload
-    systemctl enable cloudstack-ec2-host-firewall.service
 }
 
 # ------------------------------------------------------------- packages ----
@@ -87,8 +86,11 @@ host_already_added() {
     [[ -r $AGENT_PROPERTIES ]] && grep -q '^guid=.' "$AGENT_PROPERTIES"
 }
 
+# The sockets systemd opens for libvirtd on Ubuntu 24.04 (socket activation).
+LIBVIRTD_SOCKETS="libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tls.socket libvirtd-tcp.socket"
+
 setup_libvirt() {
-    csec2_step "libvirt: TCP listening, VNC on all addresses"
+    csec2_step "libvirt: no TCP listener until CloudStack sets up TLS, VNC on all addresses"
     if host_already_added; then
         # cloudstack-setup-agent reconfigured libvirt (TLS with CloudStack's CA)
         # when the host was added: do not undo its work on a re-run.
@@ -96,17 +98,33 @@ setup_libvirt() {
         return 0
     fi
     local conf=$LIBVIRT_ETC/libvirtd.conf
+    # Never unauthenticated TCP: nothing listens on the network until the
+    # management server adds the host, when cloudstack-setup-agent turns on TLS
+    # on 16514 with CloudStack's CA (listen_tls 1, listen_tcp 0: configureLibvirtConfig
+    # in apache/cloudstack python/lib/cloudutils/serviceConfig.py). This is the
+    # baseline of CloudStack's KVM install guide; auth_tcp stays libvirt's
+    # default (sasl) should anyone turn TCP on.
     csec2_set_conf "$conf" listen_tls 0
-    csec2_set_conf "$conf" listen_tcp 1
+    csec2_set_conf "$conf" listen_tcp 0
     csec2_set_conf "$conf" tcp_port '"16509"'
-    csec2_set_conf "$conf" auth_tcp '"none"'
+    csec2_set_conf "$conf" tls_port '"16514"'
+    csec2_set_conf "$conf" auth_tcp '"sasl"'
     csec2_set_conf "$conf" mdns_adv 0
     csec2_set_conf "$LIBVIRT_ETC/qemu.conf" vnc_listen '"0.0.0.0"'
-    # Ubuntu 24.04 starts libvirtd by socket activation, which ignores --listen:
-    # back to the traditional mode, as CloudStack's install guide says.
+    # Clients (the agent, virsh) talk to the monolithic libvirtd, not to the
+    # modular per-driver daemons Ubuntu 24.04 defaults to (CloudStack's KVM guide).
+    csec2_set_conf "$LIBVIRT_ETC/libvirt.conf" remote_mode '"legacy"'
+    # Ubuntu 24.04 starts libvirtd by socket activation, and libvirtd refuses
+    # --listen when systemd hands it sockets ("--listen parameter not permitted
+    # with systemd activation sockets", libvirt src/remote/remote_daemon.c):
+    # back to the traditional mode, as CloudStack's install guide says. Masking
+    # does not close sockets that are already listening: stop them first.
     mkdir -p "$CSEC2_ROOT/etc/default"
     csec2_put_block "$CSEC2_ROOT/etc/default/libvirtd" cloudstack-ec2 <<<'LIBVIRTD_ARGS="--listen"'
-    systemctl mask libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tls.socket libvirtd-tcp.socket
+    # shellcheck disable=SC2086  # a list of unit names
+    systemctl stop $LIBVIRTD_SOCKETS
+    # shellcheck disable=SC2086
+    systemctl mask $LIBVIRTD_SOCKETS
     systemctl enable libvirtd.service
     systemctl restart libvirtd.service
 }

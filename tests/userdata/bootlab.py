@@ -54,7 +54,7 @@ def member_overlay(address: str) -> ud.OverlayConfig:
 
 ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.255.0.100",
                                   overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16",
-                                  router_dnat=("tcp:8080:10.100.0.2:8080",))
+                                  router_dnat=("tcp:8080:10.100.0.2:8080",), storage_cidr="10.0.0.0/24")
 
 MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
                                overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",

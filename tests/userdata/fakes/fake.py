@@ -158,7 +158,18 @@ def apt_get(state):
         for name, version in wanted:
             state["packages"].append(name)
             state["versions"][name] = version
+            if name == "cloudstack-agent":
+                # cloudstack-agent pulls in libvirt-daemon-system, whose maintainer
+                # scripts (dh_installsystemd) enable and START libvirtd's socket units
+                # on Ubuntu 24.04: they are listening before anyone restarts libvirtd.
+                u = state["units"]
+                u["enabled"].extend(LIBVIRTD_ACTIVATION_SOCKETS)
+                u["active"].extend(LIBVIRTD_ACTIVATION_SOCKETS)
     return 0
+
+
+#: What Ubuntu 24.04 starts with libvirt-daemon-system (libvirtd.service Wants= them).
+LIBVIRTD_ACTIVATION_SOCKETS = ["libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket"]
 
 
 def dpkg_query(state):
@@ -353,15 +364,35 @@ def systemctl(state):
             u["active"].extend(units)
     if verb == "restart" and "cloudstack-management.service" in units:
         state["api"]["restarts"] += 1
+    if verb == "stop":
+        u["active"] = [a for a in u["active"] if a not in units]
     if verb in ("start", "restart"):
         for unit in units:
             if unit in u.get("failing", []):
                 sys.stderr.write(f"Job for {unit} failed.\n")
                 return 1
+            if unit == "libvirtd.service" and libvirtd_refuses_to_start(state):
+                return 1
         u["active"].extend(units)
     if verb == "mask":
         u["masked"].extend(units)
     return 0
+
+
+def libvirtd_refuses_to_start(state):
+    """libvirtd started with --listen while systemd still holds its activation
+    sockets exits at once (libvirt src/remote/remote_daemon.c, daemonSetupNetworking:
+    "--listen parameter not permitted with systemd activation sockets"). Masking a
+    socket unit does not close it: only `systemctl stop` does."""
+    default = os.path.join(ROOT + "/etc/default/libvirtd")
+    listen = os.path.exists(default) and re.search(r'^LIBVIRTD_ARGS="[^"]*(--listen|-l)\b', open(default).read(), re.M)
+    held = [s for s in state["units"]["active"] if s.startswith("libvirtd") and s.endswith(".socket")]
+    if listen and held:
+        sys.stderr.write("Job for libvirtd.service failed because the control process exited with error code.\n"
+                         "libvirtd: error : --listen parameter not permitted with systemd activation sockets, "
+                         f"see 'man libvirtd' for further guidance (listening: {', '.join(sorted(set(held)))})\n")
+        return True
+    return False
 
 
 def curl(state):
