@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional, TextIO
 
 import yaml
 
-from components import catalog
+from components import catalog, ipplan
 from components.settings import NAMESPACE, SettingsError
 
 DEFAULT_REGION = "us-east-1"
@@ -120,6 +120,7 @@ def render(run, out: TextIO, stack: str, region: str) -> None:
         ("multicast group members", f"{plan.multicast_members} of 100 ({settings.multicast_group})"),
     ]
     _table(out, ("what", "address"), rows)
+    w(f"  {_host_limit_line(settings)}\n")
 
     w("\nResources per component\n")
     groups: dict[str, list] = defaultdict(list)
@@ -172,6 +173,12 @@ def render(run, out: TextIO, stack: str, region: str) -> None:
     w(f"  total: ${estimate.hourly:.2f}/hour, about ${estimate.monthly:,.0f}/month\n")
     for note in estimate.assumptions():
         w(f"  - {note}\n")
+
+
+def _host_limit_line(settings) -> str:
+    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr)
+    return (f"host limit: {limit.hosts} (dedicated subnet {limit.subnet}, overlay {limit.overlay}, "
+            f"multicast group {limit.multicast}); {limit.deciding} decides")
 
 
 def _table(out: TextIO, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:

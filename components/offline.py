@@ -18,7 +18,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from components import catalog
+from components import catalog, ipplan
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
@@ -53,6 +53,10 @@ class Registration:
         return chain[0]
 
 
+class SubnetFullError(Exception):
+    """The offline allocator ran out of addresses in the dedicated subnet."""
+
+
 def _stable_number(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
@@ -70,9 +74,16 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def _private_ip(self, name: str) -> str:
         """An address in the dedicated subnet, the same for the same resource name on every run."""
         subnet = ipaddress.IPv4Network(self.subnet_cidrs.get("cloudstack", "10.0.0.0/24"))
-        usable = subnet.num_addresses - 5  # EC2 keeps the first four and the last
+        # EC2 keeps the first four addresses and the last (ipplan.SUBNET_RESERVED_ADDRESSES).
+        usable = max(subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES, 0)
+        if len(self._taken_ips) >= usable:
+            # EC2 refuses the next ENI with InsufficientFreeAddressesInSubnet; so do we,
+            # instead of searching a full subnet forever.
+            raise SubnetFullError(
+                f"InsufficientFreeAddressesInSubnet: the dedicated subnet {subnet} has no free address left for "
+                f"{name} ({usable} usable, all taken): widen cloudstackSubnetCidr or lower hostCount")
         slot = _stable_number(name) % usable
-        while slot in self._taken_ips:
+        while slot in self._taken_ips:  # ends: at least one slot is free
             slot = (slot + 1) % usable
         self._taken_ips.add(slot)
         return str(subnet.network_address + 4 + slot)

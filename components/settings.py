@@ -468,6 +468,15 @@ def parse_settings(
                       f"router + management server + {host_count} hosts = {members} members, but a Transit Gateway "
                       f"multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
                       f"{ipplan.MAX_MULTICAST_MEMBERS - 2} hosts per overlay")
+        if subnet is not None and subnet.prefixlen <= 28:
+            room = ipplan.subnet_host_capacity(subnet)
+            if host_count > room:
+                usable = subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES
+                c.problem("cloudstackSubnetCidr", str(subnet),
+                          f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
+                          f"router, the management server, hostCount {host_count} hosts, the "
+                          f"{' and the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
+                          f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
     hosts_per_cluster = c.ranged_int("hostsPerCluster", 1, MAX_HOSTS_PER_CLUSTER, " (KVM hosts per CloudStack cluster)")
     ubuntu = c.choice("ubuntuRelease", tuple(UBUNTU_RELEASES))
     ami_id = c.pattern("amiId", _AWS_ID["ami"], "an AMI id like ami-0123456789abcdef0", optional=True)
