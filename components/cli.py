@@ -14,10 +14,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional, TextIO
 
-import yaml
-
 from components import catalog, ipplan
-from components.settings import NAMESPACE, SettingsError
+from components.settings import KEYS_BY_NAME, NAMESPACE, SettingsError
+from components.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
 
 DEFAULT_REGION = "us-east-1"
 COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "KvmHostPool",
@@ -79,30 +78,14 @@ def _brief(value: Any) -> str:
     return str(value)
 
 
-def read_stack(project_dir: Path, stack: str) -> tuple[str, dict[str, Any]]:
-    """Project name and the stack's config ({"ns:key": value}), from the YAML files."""
-    project_file = project_dir / "Pulumi.yaml"
-    stack_file = project_dir / f"Pulumi.{stack}.yaml"
-    if not project_file.is_file():
-        raise FileNotFoundError(f"{project_file} not found: run from the project directory or pass --dir")
-    if not stack_file.is_file():
-        raise FileNotFoundError(f"{stack_file} not found: the stack {stack!r} has no settings file")
-    project = yaml.safe_load(project_file.read_text())["name"]
-    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-    for key, value in config.items():
-        if isinstance(value, dict) and "secure" in value:
-            config[key] = "[secret]"
-    return project, config
-
-
-def render(run, out: TextIO, stack: str, region: str) -> None:
+def render(run, out: TextIO, stack: str, region: str, notes: list[str] = ()) -> None:
     settings, spec = run.result.settings, run.result.registration
     plan = settings.ip_plan()
     w = out.write
     w(f"CloudStack on EC2 — offline plan of stack {stack!r} ({region}); nothing was created.\n\n")
-    for warning in settings.warnings:
+    for warning in [*settings.warnings, *notes]:
         w(f"WARNING: {warning}\n")
-    if settings.warnings:
+    if settings.warnings or notes:
         w("\n")
 
     w(f"IP plan (overlay {plan.overlay}, VPC {plan.vpc}, dedicated subnet {settings.cloudstack_subnet_cidr})\n")
@@ -188,37 +171,73 @@ def _table(out: TextIO, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]
         out.write("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
 
 
+def _problem_lines(problems, stack: StackConfig) -> list[str]:
+    """Each problem with where its value came from: the stack file, a --set, or the default."""
+    lines = []
+    for problem in problems:
+        full = stack.full_key(problem.key)
+        origin = stack.origins.get(full, "default")
+        line = f"  - {problem}  [{origin}]"
+        key = KEYS_BY_NAME.get(problem.key)
+        if key is not None and key.kind == "str" and full in stack.yaml_numbers:
+            text = stack.yaml_numbers[full]
+            line += f" (written as the YAML number {text}: quote it, \"{text}\")"
+        lines.append(line)
+    return lines
+
+
+def _stack_notes(stack: StackConfig) -> list[str]:
+    """What the plan cannot check or what reads differently elsewhere: secrets, YAML numbers."""
+    notes = [f"{key} is a secret: the offline plan cannot decrypt it, so its value is not checked "
+             "(the default stands in; `pulumi preview` checks the real value)" for key in sorted(stack.secrets)]
+    for full, text in sorted(stack.yaml_numbers.items()):
+        namespace, _, name = full.partition(":")
+        key = KEYS_BY_NAME.get(name) if namespace == stack.project else None
+        if key is not None and key.kind == "str" and "." in text:
+            notes.append(f"{full}: {text} is a YAML number in {stack.origins[full]}; Pulumi passes the text "
+                         f"\"{text}\" to the program, but other YAML readers see {float(text):g}: quote it")
+    return notes
+
+
+def load_stack(args: argparse.Namespace) -> StackConfig:
+    """The stack file, then every --set in order. Raises StackConfigError."""
+    stack = read_stack(Path(args.dir), args.stack)
+    for assignment in getattr(args, "set", None) or []:
+        apply_set(stack, assignment)
+    return stack
+
+
 def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from components.offline import run_offline
     from components.program import build
 
     project_dir = Path(args.dir)
     try:
-        project, config = read_stack(project_dir, args.stack)
-    except (FileNotFoundError, yaml.YAMLError, KeyError) as exc:
+        stack = load_stack(args)
+    except StackConfigError as exc:
         err.write(f"cloudstack-ec2 plan: {exc}\n")
         return 2
-    for assignment in args.set or []:
-        key, _, value = assignment.partition("=")
-        if not _:
-            err.write(f"cloudstack-ec2 plan: --set {assignment!r}: expected KEY=VALUE\n")
-            return 2
-        config[f"{NAMESPACE}:{key}"] = yaml.safe_load(value) if value else ""
-    region = str(config.get("aws:region") or DEFAULT_REGION)
+    config = dict(stack.values)
+    region = config.get("aws:region") or DEFAULT_REGION
     subnet = config.get(f"{NAMESPACE}:cloudstackSubnetCidr")
     try:
-        run = run_offline(build, config, project=project, stack=args.stack, region=region,
-                          subnet_cidrs={"cloudstack": str(subnet)} if subnet else None)
+        run = run_offline(build, config, project=stack.project, stack=args.stack, region=region,
+                          subnet_cidrs={"cloudstack": subnet} if subnet else None)
     except SettingsError as exc:
-        err.write(f"cloudstack-ec2 plan: stack {args.stack!r} ({project_dir / f'Pulumi.{args.stack}.yaml'}): {exc}\n")
+        problems = [p for p in exc.problems if stack.full_key(p.key) not in stack.secrets]
+        err.write(f"cloudstack-ec2 plan: {len(problems)} problem(s) in stack {args.stack!r} "
+                  f"({project_dir / f'Pulumi.{args.stack}.yaml'}"
+                  f"{' and --set' if args.set else ''}):\n")
+        err.write("\n".join(_problem_lines(problems, stack)) + "\n")
         return 2
+    notes = _stack_notes(stack)
     if args.json:
         json.dump({"outputs": run.outputs,
                    "resources": [{"type": r.type, "name": r.name, "component": r.component_type}
                                  for r in run.registrations if r.custom]}, out, indent=2, default=str)
         out.write("\n")
     else:
-        render(run, out, args.stack, region)
+        render(run, out, args.stack, region, notes)
     return 0
 
 
@@ -227,12 +246,12 @@ def admin_access_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     import ipaddress
 
     try:
-        _, config = read_stack(Path(args.dir), args.stack)
+        stack = load_stack(args)
         address = ipaddress.IPv4Address(args.address)
-    except (FileNotFoundError, yaml.YAMLError, KeyError, ValueError) as exc:
+        cidrs = json.loads(stack.values.get(f"{NAMESPACE}:adminCidrs") or "[]")
+    except (StackConfigError, ValueError) as exc:
         err.write(f"cloudstack-ec2 admin-access: {exc}\n")
         return 2
-    cidrs = config.get(f"{NAMESPACE}:adminCidrs") or []
     covering = [c for c in cidrs if _contains(c, address)]
     if covering:
         out.write(f"{address} may reach the UI/API (adminCidrs {', '.join(covering)})\n")

@@ -57,7 +57,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{NAMESPACE}:{self.key} = {self.value!r}: {self.message}"
+        key = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"  # another namespace's key
+        return f"{key} = {self.value!r}: {self.message}"
 
 
 class SettingsError(ValueError):
