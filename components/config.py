@@ -68,13 +68,31 @@ def lookup_instance_type(instance_type: str) -> Optional[InstanceFacts]:
     )
 
 
+def region_zones() -> list[str]:
+    """The region's regular AZs, sorted (opted-in Local Zones are "available" too, and sort first)."""
+    return sorted(aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])]).names)
+
+
+def availability_zone_problems(zone: Optional[str]) -> list[Problem]:
+    """A named AZ must be one of the region's, checked with the other settings so that
+    every problem comes in one round."""
+    if not zone:
+        return []
+    zones = region_zones()
+    if zone in zones:
+        return []
+    return [Problem("availabilityZone", zone, f"is not an available AZ of the region: {', '.join(zones)}")]
+
+
 def load_settings() -> Settings:
     """Settings of the current stack; raises SettingsError with every problem found."""
     config = pulumi.Config(NAMESPACE)
     raw = {key.name: config.get(key.name) for key in KEYS}
     for extra in _stack_config_keys() - set(raw):
         raw[extra] = config.get(extra)
-    extra = foreign_namespace_problems()
+    extra = foreign_namespace_problems() + availability_zone_problems(raw.get("availabilityZone"))
     try:
         settings = parse_settings({k: v for k, v in raw.items() if v is not None}, lookup_instance_type)
     except SettingsError as error:

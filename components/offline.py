@@ -19,10 +19,17 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
 from components import catalog, ipplan
+from components.settings import UNKNOWN_OFFLINE_HYPERVISOR
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
 PUBLIC_ADDRESSES = ipaddress.IPv4Network("198.51.100.0/24")
+
+
+#: The AZ letters of a few regions (every account sees these names; `aws ec2
+#: describe-availability-zones`, AWS "Regions and Zones" documentation); other regions: a-c.
+REGION_AZ_LETTERS = {"us-east-1": "abcdef", "us-east-2": "abc", "us-west-2": "abcd",
+                     "eu-west-1": "abc", "eu-central-1": "abc"}
 
 
 #: Types the AWS provider names itself when the program gives no name.
@@ -65,8 +72,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
         self.region = region
         self.subnet_cidrs = dict(subnet_cidrs or {})
-        #: The region's AZs, each offering every catalog type (offline, nothing is scarce).
-        self.zones = [f"{region}{s}" for s in "abc"]
+        #: The region's AZs, each offering every type (offline, nothing is scarce).
+        self.zones = [f"{region}{s}" for s in REGION_AZ_LETTERS.get(region, "abc")]
         self._taken_ips: set[int] = set()
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
@@ -137,12 +144,15 @@ class OfflineMocks(pulumi.runtime.Mocks):
         a = args.args
         self.invokes.append((token, dict(a)))
         if token == "aws:ec2/getInstanceTypes:getInstanceTypes":
+            # Offline there is no list of the region's types: a type missing from the
+            # table is not refused (AWS decides at preview) but reported as unknown.
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-            return {"instanceTypes": [t for t in wanted if catalog.instance_facts(t)], "id": self.region}
+            return {"instanceTypes": wanted, "id": self.region}
         if token == "aws:ec2/getInstanceType:getInstanceType":
             facts = catalog.instance_facts(a["instanceType"])
             if facts is None:
-                raise Exception(f"InvalidInstanceType: {a['instanceType']} is not in the offline catalog")
+                return {"instanceType": a["instanceType"], "hypervisor": UNKNOWN_OFFLINE_HYPERVISOR,
+                        "bareMetal": False, "supportedArchitectures": [], "defaultVcpus": 0, "memorySize": 0}
             return {
                 "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
                 "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
@@ -150,10 +160,10 @@ class OfflineMocks(pulumi.runtime.Mocks):
             }
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = list(self.zones)
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": self.region}
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, len(names) + 1)], "id": self.region}
         if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-            pairs = [(t, z) for t in wanted if catalog.instance_facts(t) for z in self.zones]
+            pairs = [(t, z) for t in wanted for z in self.zones]
             return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
         if token == "aws:ec2/getAmi:getAmi":

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import catalog, naming, userdata
-from components.config import load_settings
+from components.config import load_settings, region_zones
 from components.database import RdsCloudDb, RdsCloudDbArgs
 from components.hosts import KvmHostPool, KvmHostPoolArgs
 from components.ipplan import IpPlan
@@ -92,10 +92,7 @@ def pulumi_program() -> None:
 
 def availability_zones(settings: Settings, existing_zone: str = "") -> tuple[str, str]:
     """The CloudStack subnet's AZ (offering every instance type) and the DB's second AZ."""
-    # Regular AZs only: opted-in Local Zones are "available" too, and sort first.
-    zones = sorted(aws.get_availability_zones(
-        state="available",
-        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])]).names)
+    zones = region_zones()
     types = sorted({settings.router_instance_type, settings.management_instance_type, settings.host_instance_type})
     offerings = aws.ec2.get_instance_type_offerings(
         location_type="availability-zone",
