@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.proto import engine_pb2
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
@@ -229,8 +230,9 @@ class _WarningCollector(pulumi_mocks.MockEngine):
         self.sink = sink
 
     def Log(self, request):  # noqa: N802 - gRPC method name
-        if request.severity == 3:  # WARNING
+        if request.severity == engine_pb2.WARNING:  # the plan prints it once; the mock engine would log it again
             self.sink.append(request.message)
+            return None
         return super().Log(request)
 
 

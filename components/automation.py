@@ -1,0 +1,5 @@
+"""Stub (filled in below)."""
+
+
+def add_commands(sub) -> None:
+    pass
