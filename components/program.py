@@ -12,7 +12,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
-from components import catalog, naming, userdata
+from components import catalog, cloudmonkey, naming, userdata
 from components.config import load_settings, region_zones
 from components.database import RdsCloudDb, RdsCloudDbArgs
 from components.hosts import KvmHostPool, KvmHostPoolArgs
@@ -220,5 +220,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         "registered": spec is not None,
         "estimatedHourlyCostUsd": round(cost.hourly, 2),
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
+        "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
+            lambda args: cloudmonkey.cmk_profile(stack, args[0], args[1], region)),
     }
     return Deployment(settings, outputs, spec)
