@@ -3,21 +3,19 @@ plan's own arithmetic, and their commands reach scripts/deploy's local backend."
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from test_cli import ROOT, console_script, offline_env
+from planrun import ROOT, cli
 
 README = (ROOT / "README.md").read_text()
 DEV_STACK = (ROOT / "Pulumi.dev.yaml").read_text()
 
 
-@pytest.fixture(scope="module")
-def summary():
-    result = subprocess.run([console_script(), "plan", "--stack", "dev", "--json"], cwd=ROOT, env=offline_env(),
-                            capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def summary(capsys):
+    result = cli(capsys, "plan", "--stack", "dev", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["summary"]
 

@@ -8,18 +8,19 @@ import pytest
 from components.cli import JSON_SCHEMA_VERSION, route_text, rule_text
 from components.quotas import quota_of
 
+from planrun import cli
 from test_cli import ROOT, console_script, offline_env
 
 STANDARD = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"
 
 
-def run(*args, **kwargs):
-    return subprocess.run([console_script(), *args], cwd=ROOT, env=offline_env(), capture_output=True, text=True,
-                          timeout=120, **kwargs)
+@pytest.fixture
+def run(capsys):
+    return lambda *args: cli(capsys, *args)
 
 
-@pytest.fixture(scope="module")
-def dev_json():
+@pytest.fixture
+def dev_json(run):
     result = run("plan", "--stack", "dev", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -49,7 +50,7 @@ def test_quota_families():
     assert quota_of("mac1.metal") is None
 
 
-def test_summary_comes_first_and_counts_right(dev_json):
+def test_summary_comes_first_and_counts_right(dev_json, run):
     out = run("plan", "--stack", "dev").stdout
     assert out.index("Summary") < out.index("IP plan") < out.index("Resources per component")
     summary = out[out.index("Summary"):out.index("IP plan")]
@@ -61,7 +62,7 @@ def test_summary_comes_first_and_counts_right(dev_json):
     assert "host limit: 98 (dedicated subnet 247, overlay 16374, multicast group 98); multicast group decides" in summary
 
 
-def test_each_warning_once_and_only_on_stdout():
+def test_each_warning_once_and_only_on_stdout(run):
     result = run("plan", "--stack", "dev", "--set", "dbEngineVersion=8.0", "--set", "cloudstackVersion=4.20")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("dbEngineVersion 8.0: RDS MySQL 8.0 left standard support") == 1
@@ -82,7 +83,7 @@ def test_json_is_complete(dev_json):
 
 
 def test_version():
-    result = run("--version")
+    result = subprocess.run([console_script(), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("cloudstack-ec2 0.")
 
 
@@ -98,7 +99,7 @@ def test_closed_pipe_is_not_a_traceback():
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
 
 
-def test_budget_gate(dev_json):
+def test_budget_gate(dev_json, run):
     hourly = dev_json["summary"]["hourlyUsd"]
     assert run("plan", "--stack", "dev", "--json", "--max-hourly-usd", str(hourly + 1)).returncode == 0
     over = run("plan", "--stack", "dev", "--json", "--max-hourly-usd", str(hourly - 1))
