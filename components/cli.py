@@ -355,6 +355,12 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                           subnet_cidrs={"cloudstack": subnet} if subnet else None)
     except SettingsError as exc:
         problems = [p for p in exc.problems if stack.full_key(p.key) not in stack.secrets]
+        if args.json:  # a machine reading stdout gets the problems too
+            json.dump({"schemaVersion": JSON_SCHEMA_VERSION, "project": stack.project, "stack": args.stack,
+                       "problems": [{"key": stack.full_key(p.key), "value": p.value, "message": p.message,
+                                     "from": stack.origins.get(stack.full_key(p.key), "default")} for p in problems]},
+                      out, indent=2, default=str)
+            out.write("\n")
         err.write(f"cloudstack-ec2 plan: {len(problems)} problem(s) in stack {args.stack!r} "
                   f"({project_dir / f'Pulumi.{args.stack}.yaml'}"
                   f"{' and --set' if args.set else ''}):\n")

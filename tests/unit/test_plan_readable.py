@@ -106,3 +106,13 @@ def test_budget_gate(dev_json, run):
     assert over.returncode == 4 and "above --max-hourly-usd" in over.stderr
     unknown = run("plan", "--stack", "dev", "--set", "hostInstanceType=c8i.metal-48xl", "--max-hourly-usd", "1000")
     assert unknown.returncode == 4 and "no price for KVM host c8i.metal-48xl" in unknown.stderr
+
+
+def test_json_of_a_bad_stack_lists_the_problems(run):
+    result = run("plan", "--stack", "dev", "--json", "--set", "hostCount=x")
+    assert result.returncode == 2
+    doc = json.loads(result.stdout)
+    assert doc["schemaVersion"] == JSON_SCHEMA_VERSION
+    assert doc["problems"] == [{"key": "cloudstack-ec2:hostCount", "value": "x", "message": "expected an integer",
+                                "from": "--set hostCount=x"}]
+    assert "cloudstack-ec2:hostCount = 'x'" in result.stderr
