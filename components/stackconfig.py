@@ -81,6 +81,10 @@ def read_stack(project_dir: Path, stack: str) -> StackConfig:
         raise StackConfigError(f"{stack_file}: `config:` must be a mapping of namespace:key to value")
     for key_node, value_node in config_node.value:
         key = key_node.value
+        if ":" not in str(key):
+            # pulumi's config.ParseKey refuses it: keys are `<namespace>:<name>`.
+            raise StackConfigError(f"{stack_file}: config key {key!r} has no namespace: write "
+                                   f"{result.project}:{key} (keys are <namespace>:<name>)")
         result.origins[key] = stack_file.name
         if isinstance(value_node, yaml.ScalarNode):
             # Go's yaml.v2: a null becomes "", any other scalar its own text.

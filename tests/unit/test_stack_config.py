@@ -122,3 +122,9 @@ def test_yaml_error_names_the_file(tmp_path, plan):
     assert result.returncode == 2
     assert f"{tmp_path / 'Pulumi.t.yaml'}: not valid YAML" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_key_without_a_namespace_is_reported(tmp_path, plan):
+    result = plan(project(tmp_path, "  hostCount: 3\n"))
+    assert result.returncode == 2
+    assert "Pulumi.t.yaml: config key 'hostCount' has no namespace: write cloudstack-ec2:hostCount" in result.stderr
