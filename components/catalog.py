@@ -33,6 +33,27 @@ _EC2: dict[str, tuple[str, bool, str, int, int, float]] = {
     "c7i.metal-24xl": ("", True, "x86_64", 96, 196608, 4.284),
     "m7i.metal-24xl": ("", True, "x86_64", 96, 393216, 4.8384),
     "c6g.metal": ("", True, "arm64", 64, 131072, 2.176),
+    # virtual with nested virtualization: KVM hosts (prices recorded NESTED_PRICES_RECORDED)
+    "c8i.xlarge": ("nitro", False, "x86_64", 4, 8192, 0.18743),
+    "c8i.2xlarge": ("nitro", False, "x86_64", 8, 16384, 0.37485),
+    "c8i.4xlarge": ("nitro", False, "x86_64", 16, 32768, 0.7497),
+    "c8i.8xlarge": ("nitro", False, "x86_64", 32, 65536, 1.4994),
+    "c8i.12xlarge": ("nitro", False, "x86_64", 48, 98304, 2.2491),
+    "c8i.16xlarge": ("nitro", False, "x86_64", 64, 131072, 2.9988),
+    "c8i-flex.4xlarge": ("nitro", False, "x86_64", 16, 32768, 0.71222),
+    "m8i.xlarge": ("nitro", False, "x86_64", 4, 16384, 0.21168),
+    "m8i.2xlarge": ("nitro", False, "x86_64", 8, 32768, 0.42336),
+    "m8i.4xlarge": ("nitro", False, "x86_64", 16, 65536, 0.84672),
+    "m8i.8xlarge": ("nitro", False, "x86_64", 32, 131072, 1.69344),
+    "m8i.12xlarge": ("nitro", False, "x86_64", 48, 196608, 2.54016),
+    "m8i.16xlarge": ("nitro", False, "x86_64", 64, 262144, 3.38688),
+    "m8i-flex.4xlarge": ("nitro", False, "x86_64", 16, 65536, 0.80438),
+    "r8i.xlarge": ("nitro", False, "x86_64", 4, 32768, 0.27783),
+    "r8i.2xlarge": ("nitro", False, "x86_64", 8, 65536, 0.55566),
+    "r8i.4xlarge": ("nitro", False, "x86_64", 16, 131072, 1.11132),
+    "r8i.8xlarge": ("nitro", False, "x86_64", 32, 262144, 2.22264),
+    # a virtual type of the previous generation: no nested virtualization (refused as a host)
+    "c7i.4xlarge": ("nitro", False, "x86_64", 16, 32768, 0.714),
     # Nitro virtualized: router and management server
     "c5.large": ("nitro", False, "x86_64", 2, 4096, 0.085),
     "c5.xlarge": ("nitro", False, "x86_64", 4, 8192, 0.17),
@@ -57,6 +78,22 @@ _EC2: dict[str, tuple[str, bool, str, int, int, float]] = {
     "m4.large": ("xen", False, "x86_64", 2, 8192, 0.10),
     "c4.large": ("xen", False, "x86_64", 2, 3840, 0.10),
 }
+
+#: Types whose ProcessorInfo.SupportedFeatures lists "nested-virtualization" (AWS: 8th
+#: generation Intel, C8i/M8i/R8i and their flex variants, EC2 API reference
+#: CpuOptionsRequest.NestedVirtualization and ProcessorInfo, checked 2026-11-30).
+_NESTED_VIRTUALIZATION = frozenset(
+    t for t in _EC2 if t.split(".")[0] in ("c8i", "c8i-flex", "m8i", "m8i-flex", "r8i", "r8i-flex"))
+#: The 8th-generation Intel rows above: recorded later than the rest of the table, and
+#: derived, not copied from AWS's price list (which this machine cannot reach). AWS
+#: priced C8i/M8i/R8i at 1.05x the same size of C7i/M7i/R7i and the flex variants at
+#: 0.95x the regular type, as C7i/M7i flex were (m8i.4xlarge $0.84672 = m7i.4xlarge
+#: $0.8064 x 1.05, seen in a public benchmark's us-east-1 table of 2026-07; c8i.4xlarge
+#: in eu-central-1 $0.862 = c7i.4xlarge there x 1.05). Verify on
+#: https://aws.amazon.com/ec2/pricing/on-demand/ before relying on a cent.
+NESTED_PRICES_RECORDED = "2026-11-30"
+NESTED_PRICES_SOURCE = ("derived from the C7i/M7i/R7i list prices (x1.05; flex x0.95), "
+                        "as AWS priced the 8th generation; verify on aws.amazon.com/ec2/pricing/on-demand")
 
 #: RDS MySQL single-AZ: (vCPUs, USD per hour). Multi-AZ costs twice.
 _RDS: dict[str, tuple[int, float]] = {
@@ -94,7 +131,8 @@ def instance_facts(instance_type: str) -> Optional[InstanceFacts]:
     if row is None:
         return None
     hypervisor, metal, arch, vcpus, memory, _price = row
-    return InstanceFacts(instance_type, hypervisor, metal, (arch,), vcpus, memory)
+    features = ("nested-virtualization",) if instance_type in _NESTED_VIRTUALIZATION else ()
+    return InstanceFacts(instance_type, hypervisor, metal, (arch,), vcpus, memory, features)
 
 
 def ec2_hourly(instance_type: str) -> Optional[float]:
@@ -136,6 +174,9 @@ class CostEstimate:
             f"a month is {HOURS_PER_MONTH} hours; no Savings Plans or Reserved Instances",
             "not included (usage-based): " + "; ".join(USAGE_BASED),
         ]
+        dated = sorted({line.item.split()[-1] for line in self.lines} & _NESTED_VIRTUALIZATION)
+        if dated:
+            notes.append(f"{', '.join(dated)}: recorded {NESTED_PRICES_RECORDED}, {NESTED_PRICES_SOURCE}")
         if self.unknown:
             notes.append("NOT in the price table, so NOT in the total: " + ", ".join(self.unknown))
         return notes

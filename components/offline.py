@@ -135,7 +135,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
             return {
                 "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
                 "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
-                "memorySize": facts.memory_mib,
+                "memorySize": facts.memory_mib, "supportedCpuFeatures": list(facts.processor_features),
             }
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = list(self.zones)
