@@ -10,7 +10,7 @@ not in the table is reported as unknown instead of guessed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from components.settings import InstanceFacts, Settings
 
@@ -182,14 +182,18 @@ class CostEstimate:
         return notes
 
 
-def estimate(settings: Settings) -> CostEstimate:
+def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> CostEstimate:
+    """`host_types[i]`: host i's instance type (existing hosts keep theirs); None: every
+    host of `hostInstanceType`."""
     per_month = 1 / HOURS_PER_MONTH
+    host_types = list(host_types) if host_types is not None else [settings.host_instance_type] * settings.host_count
     lines = [
         CostLine(f"router {settings.router_instance_type}", 1, ec2_hourly(settings.router_instance_type)),
         CostLine(f"management server {settings.management_instance_type}", 1,
                  ec2_hourly(settings.management_instance_type)),
-        CostLine(f"KVM host {settings.host_instance_type}", settings.host_count,
-                 ec2_hourly(settings.host_instance_type)),
+    ] + [
+        CostLine(f"KVM host {t}", host_types.count(t), ec2_hourly(t)) for t in dict.fromkeys(host_types)
+    ] + [
         CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (2 + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
         CostLine("router Elastic IP (public IPv4)", 1, PUBLIC_IPV4_HOUR),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
@@ -57,9 +57,23 @@ def _stable_number(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
+@dataclass(frozen=True)
+class ExistingInstance:
+    """An EC2 instance that already runs in the account (DescribeInstances answers with it):
+    how a test shows the program a stack that was deployed before."""
+
+    id: str
+    instance_type: str
+    tags: Mapping[str, str]
+    state: str = "running"
+
+
 class OfflineMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
+    def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
+                 existing_instances: Sequence[ExistingInstance] = ()):
         self.region = region
+        #: Offline nothing exists unless a caller says so.
+        self.existing_instances = tuple(existing_instances)
         self.subnet_cidrs = dict(subnet_cidrs or {})
         #: The region's AZs, each offering every catalog type (offline, nothing is scarce).
         self.zones = [f"{region}{s}" for s in "abc"]
@@ -85,6 +99,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
         arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
         if typ == "aws:ec2/instance:Instance":
+            self._check_cpu_options(args.inputs)
             state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
             rid = f"i-{n:017x}"
         elif typ == "aws:ec2/eip:Eip":
@@ -121,6 +136,27 @@ class OfflineMocks(pulumi.runtime.Mocks):
             state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
         return rid, state
 
+    @staticmethod
+    def _check_cpu_options(inputs: Mapping[str, Any]) -> None:
+        """RunInstances refuses NestedVirtualization=enabled on a type whose processor does not
+        support it (EC2 API reference, CpuOptionsRequest: "supported only on 8th generation
+        Intel-based instance types"; ProcessorInfo.SupportedFeatures says which)."""
+        nested = (inputs.get("cpuOptions") or {}).get("nestedVirtualization")
+        if nested not in (None, "enabled", "disabled"):
+            raise Exception(f"InvalidParameterValue: NestedVirtualization {nested!r}: valid values are enabled, disabled")
+        facts = catalog.instance_facts(inputs.get("instanceType", ""))
+        if nested == "enabled" and (facts is None or not facts.nested_virtualization):
+            raise Exception(f"Unsupported: nested virtualization is not supported for instance type "
+                            f"{inputs.get('instanceType')}")
+
+    def _instances(self, a: Mapping[str, Any]) -> list[ExistingInstance]:
+        """DescribeInstances with the aws_instances data source's filters: every tag must match;
+        the states default to running only (terraform-provider-aws, data source aws_instances)."""
+        states = list(a.get("instanceStateNames") or ["running"])
+        tags = dict(a.get("instanceTags") or {})
+        return [i for i in self.existing_instances
+                if i.state in states and all(i.tags.get(k) == v for k, v in tags.items())]
+
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token
         a = args.args
@@ -145,6 +181,18 @@ class OfflineMocks(pulumi.runtime.Mocks):
             pairs = [(t, z) for t in wanted if catalog.instance_facts(t) for z in self.zones]
             return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
+        if token == "aws:ec2/getInstances:getInstances":
+            found = self._instances(a)
+            return {"ids": [i.id for i in found], "privateIps": [], "publicIps": [], "ipv6Addresses": [],
+                    "id": self.region}
+        if token == "aws:ec2/getInstance:getInstance":
+            match = [i for i in self.existing_instances if i.id == a.get("instanceId")]
+            if not match:
+                # aws_instance data source: an error, not an empty answer.
+                raise Exception(f"no matching EC2 Instance found ({a.get('instanceId')})")
+            i = match[0]
+            return {"id": i.id, "instanceId": i.id, "instanceType": i.instance_type, "tags": dict(i.tags),
+                    "instanceState": i.state}
         if token == "aws:ec2/getAmi:getAmi":
             return {"id": "ami-0offline00000000", "imageId": "ami-0offline00000000", "name": "offline ubuntu"}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
@@ -221,6 +269,7 @@ def run_offline(
     stack: str,
     region: str,
     subnet_cidrs: Optional[Mapping[str, str]] = None,
+    existing_instances: Sequence[ExistingInstance] = (),
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
@@ -228,7 +277,7 @@ def run_offline(
     back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
     Exceptions of the program (SettingsError, ...) propagate.
     """
-    mocks = OfflineMocks(region, subnet_cidrs)
+    mocks = OfflineMocks(region, subnet_cidrs, existing_instances)
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)

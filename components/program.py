@@ -6,6 +6,7 @@ whether it runs under `pulumi up` or under mocks.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -13,14 +14,15 @@ import pulumi
 import pulumi_aws as aws
 
 from components import catalog, naming, userdata
-from components.config import load_settings
+from components.config import load_settings, lookup_instance_type
 from components.database import RdsCloudDb, RdsCloudDbArgs
-from components.hosts import KvmHostPool, KvmHostPoolArgs
+from components.hosts import KvmHostPool, KvmHostPoolArgs, existing_host_types
+from components.hosttypes import HostTypes, plan_host_types
 from components.ipplan import IpPlan
 from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.node import InstanceSpec
-from components.registration import RegistrationSpec, Timeouts, build_spec
+from components.registration import GlobalSetting, RegistrationSpec, Timeouts, build_spec, clusters_for
 from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
 from components.router import OverlayRouter, OverlayRouterArgs
 from components.settings import Problem, Settings, SettingsError, choose_availability_zones
@@ -75,6 +77,9 @@ class Deployment:
     outputs: dict[str, Any]
     #: What the registration registers (None when registerCloud is false).
     registration: Optional[RegistrationSpec]
+    #: Each host's instance type (existing hosts keep theirs) and cluster index.
+    host_types: Optional[HostTypes] = None
+    host_clusters: tuple[int, ...] = ()
 
 
 def pulumi_program() -> None:
@@ -110,11 +115,17 @@ def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()
     zones = availability_zones(settings, check_existing_network(settings))
-    return declare(settings, pulumi.get_stack(), zones)
+    stack = pulumi.get_stack()
+    host_types = plan_host_types(settings.host_count, settings.host_instance_type,
+                                 existing_host_types(naming.PROJECT, stack), lookup_instance_type)
+    return declare(settings, stack, zones, host_types)
 
 
-def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deployment:
+def declare(settings: Settings, stack: str, zones: tuple[str, str],
+            host_types: Optional[HostTypes] = None) -> Deployment:
     plan = settings.ip_plan()
+    host_types = host_types or HostTypes((settings.host_instance_type,) * settings.host_count)
+    host_clusters = tuple(clusters_for(settings.host_count, settings.hosts_per_cluster, host_types.types))
     tags = {"Project": naming.PROJECT, "Stack": stack}
     region = aws.get_region().region
     prefix = naming.stack_prefix(stack)
@@ -182,10 +193,14 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
             cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
             host_user=KVM_HOST_USER))
 
+    host_base = instance(settings.host_instance_type, member_sgs)
     hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
-        stack=stack, instance=instance(settings.host_instance_type, member_sgs),
+        stack=stack, instance=host_base,
         overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
-        render_user_data=host_user_data, tags=tags))
+        render_user_data=host_user_data, tags=tags,
+        host_instances={i: dataclasses.replace(host_base, instance_type=t,
+                                               nested_virtualization=host_types.nested_virtualization(i))
+                        for i, t in enumerate(host_types.types)}))
 
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))
@@ -194,14 +209,16 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         minutes = settings.registration_timeout_minutes * 60
         spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
                           hosts_per_cluster=settings.hosts_per_cluster,
-                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes))
+                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes),
+                          host_instance_types=host_types.types,
+                          extra_settings=cross_cluster_migration(host_types))
         CloudStackRegistration("registration", CloudStackRegistrationArgs(
             spec=spec,
             api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,
             efs_dns=storage.dns_name, host_dependencies=hosts.instances,
             depends_on=[management.instance, router]))
 
-    cost = catalog.estimate(settings)
+    cost = catalog.estimate(settings, host_types.types)
     outputs = {
         "uiUrl": pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/"),
         "apiEndpoint": api_url,
@@ -212,7 +229,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         "managementServer": {"overlayIp": str(management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,
-                           "cluster": settings.cluster_of_host(i)}
+                           "cluster": host_clusters[i], "instanceType": host_types.types[i]}
                   for i, inst in hosts.instances.items()},
         "secretArns": {**{k.replace("-", "_"): v for k, v in management.secret_arns.items()},
                        "db_master": database.master_secret_arn},
@@ -224,4 +241,16 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         "estimatedHourlyCostUsd": round(cost.hourly, 2),
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
     }
-    return Deployment(settings, outputs, spec)
+    return Deployment(settings, outputs, spec, host_types, host_clusters)
+
+
+def cross_cluster_migration(host_types: HostTypes) -> tuple[GlobalSetting, ...]:
+    """With hosts of more than one instance type, VMs must not live-migrate between
+    clusters: the clusters then differ in CPU model, and a host-passthrough guest moved
+    to another CPU fails or crashes. A scale-in that empties a cluster then stops with
+    the VMs named (nothing lost) instead."""
+    if not host_types.mixed:
+        return ()
+    return (GlobalSetting("migrate.vm.across.clusters", "false",
+                          "the clusters run different instance types (CPU models): host-passthrough guests "
+                          "must not live-migrate between them"),)

@@ -112,3 +112,55 @@ def test_estimate_dates_the_8th_generation_rows_and_names_the_source():
     assert "aws.amazon.com/ec2/pricing/on-demand" in notes
     metal = parse_settings(VALID, catalog.instance_facts)
     assert catalog.NESTED_PRICES_RECORDED not in " ".join(catalog.estimate(metal).assumptions())
+
+
+# --- host types and clusters (pure) ------------------------------------------------------
+
+from components.hosttypes import HostTypes, plan_host_types  # noqa: E402
+from components.registration import SpecError, clusters_for  # noqa: E402
+
+
+def test_existing_hosts_keep_their_type_new_ones_get_the_configured_one():
+    t = plan_host_types(4, "c8i.4xlarge", {0: "c5.metal", 1: "c5.metal", 7: "c5.metal"}, catalog.instance_facts)
+    assert t.types == ("c5.metal", "c5.metal", "c8i.4xlarge", "c8i.4xlarge")
+    assert t.nested == frozenset({"c8i.4xlarge"}) and t.mixed
+    assert [t.nested_virtualization(i) for i in range(4)] == [False, False, True, True]
+
+
+def test_an_existing_type_aws_no_longer_describes_is_an_error_not_a_guess():
+    with pytest.raises(SettingsError) as err:
+        plan_host_types(2, "c8i.4xlarge", {0: "x1old.2xlarge"}, catalog.instance_facts)
+    assert "x1old.2xlarge" in str(err.value) and "[0]" in str(err.value)
+
+
+def test_one_type_is_the_old_cluster_rule():
+    for n, per in ((1, 16), (20, 16), (5, 2), (33, 16)):
+        assert clusters_for(n, per, ["c5.metal"] * n) == clusters_for(n, per) == [i // per for i in range(n)]
+
+
+def test_a_type_change_starts_a_new_cluster():
+    types = ["c5.metal"] * 3 + ["c8i.4xlarge"] * 3
+    assert clusters_for(6, 16, types) == [0, 0, 0, 1, 1, 1]
+    # Back to the first type: a new cluster again (never a cluster of mixed types).
+    assert clusters_for(7, 16, types + ["c5.metal"]) == [0, 0, 0, 1, 1, 1, 2]
+    # hostsPerCluster still holds within a run of one type.
+    assert clusters_for(6, 2, types) == [0, 0, 1, 2, 2, 3]
+
+
+def test_cluster_of_a_host_depends_only_on_the_hosts_below_it():
+    types = ["m5zn.metal"] * 5 + ["c8i.4xlarge"] * 20
+    full = clusters_for(25, 4, types)
+    for n in range(1, 25):
+        assert clusters_for(n, 4, types[:n]) == full[:n]
+    for c in set(full):
+        members = [types[i] for i, k in enumerate(full) if k == c]
+        assert len(set(members)) == 1 and len(members) <= 4
+
+
+def test_clusters_for_wants_one_type_per_host():
+    with pytest.raises(SpecError, match="instance_types"):
+        clusters_for(3, 16, ["c5.metal"])
+
+
+def test_host_types_default_is_one_type():
+    assert not HostTypes(("c5.metal",) * 3).mixed
