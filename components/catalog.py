@@ -215,3 +215,74 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
                               EFS_PROVISIONED_MIBPS_MONTH * per_month))
     lines.append(CostLine("Secrets Manager secrets", SECRETS_PER_STACK, SECRET_MONTH * per_month))
     return CostEstimate(tuple(lines))
+
+
+# --------------------------------------------------------------- KVM host capacity and start time
+
+#: Minutes from RunInstances until a KVM host instance is running and starts its boot
+#: script, by how it virtualizes. Metal boots the whole server (firmware, memory test):
+#: 10-20 minutes, sometimes more (DESIGN.md: metal can take more than 20 minutes); a
+#: virtual instance with nested virtualization is running in a minute or two, like any
+#: Nitro instance. The boot script (packages, the agent) and addHost come on top and are
+#: the same for both (docs/boot.md).
+HOST_START_MINUTES = {"metal": (10, 20), "nested": (1, 2)}
+
+
+def host_virtualization(facts: Optional[InstanceFacts]) -> str:
+    """"metal", "nested" (virtual, launched with nested virtualization) or "unknown"."""
+    if facts is None:
+        return "unknown"
+    return "metal" if facts.bare_metal else "nested" if facts.nested_virtualization else "unknown"
+
+
+def host_start_minutes(facts: Optional[InstanceFacts]) -> Optional[tuple[int, int]]:
+    """(fastest, usual slowest) minutes until a new host of this type is running; None: unknown."""
+    return HOST_START_MINUTES.get(host_virtualization(facts))
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """The KVM hosts of one instance type: how many, what each offers CloudStack, what each costs."""
+
+    instance_type: str
+    hosts: int
+    vcpus: Optional[int]
+    memory_gib: Optional[float]
+    hourly: Optional[float]
+    virtualization: str
+    start_minutes: Optional[tuple[int, int]]
+
+    @staticmethod
+    def text(value, fmt: str = "{:g}") -> str:
+        return "unknown" if value is None else fmt.format(value)
+
+    @property
+    def start_text(self) -> str:
+        if self.start_minutes is None:
+            return "unknown"
+        low, high = self.start_minutes
+        return f"{low}-{high}" + ("+" if self.virtualization == "metal" else "")
+
+
+def host_capacity(settings: Settings, host_types: Optional[Sequence[str]] = None) -> list[HostCapacity]:
+    """One row per host instance type, in host-index order (`host_types` as for `estimate`)."""
+    host_types = list(host_types) if host_types is not None else [settings.host_instance_type] * settings.host_count
+    rows = []
+    for t in dict.fromkeys(host_types):
+        facts = instance_facts(t)
+        rows.append(HostCapacity(t, host_types.count(t), facts.vcpus if facts else None,
+                                 facts.memory_mib / 1024 if facts else None, ec2_hourly(t),
+                                 host_virtualization(facts), host_start_minutes(facts)))
+    return rows
+
+
+def host_capacity_total(settings: Settings, host_types: Optional[Sequence[str]] = None) -> str:
+    rows = host_capacity(settings, host_types)
+    hosts = sum(r.hosts for r in rows)
+    parts = [f"{hosts} host{'s' if hosts != 1 else ''}"]
+    if all(r.vcpus is not None for r in rows):
+        parts.append(f"{sum(r.hosts * r.vcpus for r in rows)} vCPU and "
+                     f"{sum(r.hosts * r.memory_gib for r in rows):g} GiB in all")
+    if all(r.hourly is not None for r in rows):
+        parts.append(f"${sum(r.hosts * r.hourly for r in rows):.2f}/hour")
+    return ", ".join(parts)

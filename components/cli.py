@@ -32,7 +32,8 @@ KEY_PROPERTIES: dict[str, tuple[tuple[str, str], ...]] = {
     "aws:ec2/securityGroup:SecurityGroup": (("ingress", "ingress"),),
     "aws:ec2/instance:Instance": (("type", "instanceType"), ("private ip", "private_ip"),
                                    ("src/dst check", "sourceDestCheck"), ("IMDS tokens", "metadataOptions.httpTokens"),
-                                   ("root encrypted", "rootBlockDevice.encrypted")),
+                                   ("root encrypted", "rootBlockDevice.encrypted"),
+                                   ("nested virtualization", "cpuOptions.nestedVirtualization")),
     "aws:ec2/eip:Eip": (("public ip", "public_ip"),),
     "aws:ec2transitgateway/transitGateway:TransitGateway": (("multicast", "multicastSupport"),),
     "aws:ec2transitgateway/multicastDomain:MulticastDomain": (("IGMPv2", "igmpv2Support"),
@@ -108,7 +109,8 @@ def render(run, out: TextIO, stack: str, region: str) -> None:
     w(f"IP plan (overlay {plan.overlay}, VPC {plan.vpc}, dedicated subnet {settings.cloudstack_subnet_cidr})\n")
     rows = [("router (overlay gateway)", str(plan.router))]
     rows += [(f"management server {i}", str(a)) for i, a in enumerate(plan.management_servers)]
-    rows += [(f"KVM host {i} (cluster {settings.cluster_of_host(i)})", str(a)) for i, a in enumerate(plan.hosts)]
+    clusters = run.result.host_clusters or tuple(settings.cluster_of_host(i) for i in range(len(plan.hosts)))
+    rows += [(f"KVM host {i} (cluster {clusters[i]})", str(a)) for i, a in enumerate(plan.hosts)]
     rows += [
         ("pod reserved system range", f"{plan.system_range} ({plan.system_range.size} addresses)"),
         ("public range (virtual routers)", f"{plan.public_range} ({plan.public_range.size} addresses)"),
@@ -165,7 +167,17 @@ def render(run, out: TextIO, stack: str, region: str) -> None:
     else:
         w("\nCloudStack registration: off (registerCloud is false)\n")
 
-    estimate = catalog.estimate(settings)
+    host_types = run.result.host_types.types if run.result.host_types else None
+    w("\nKVM host capacity\n")
+    _table(out, ("instance type", "hosts", "vCPU each", "GiB each", "USD/hour each", "virtualization",
+                 "start (min)"),
+           [(c.instance_type, str(c.hosts), c.text(c.vcpus), c.text(c.memory_gib), c.text(c.hourly, "{:.3f}"),
+             c.virtualization, c.start_text) for c in catalog.host_capacity(settings, host_types)])
+    w(f"  total: {catalog.host_capacity_total(settings, host_types)}\n")
+    w("  - start: minutes until a new host's instance runs its boot script (scale-out); the boot script"
+      " and addHost add the same on every type\n")
+
+    estimate = catalog.estimate(settings, host_types)
     w("\nEstimated cost\n")
     _table(out, ("item", "qty", "USD/hour"),
            [(l.item, f"{l.quantity:g}", "unknown" if l.hourly is None else f"{l.hourly:.3f}") for l in estimate.lines])

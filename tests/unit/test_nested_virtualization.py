@@ -164,3 +164,16 @@ def test_clusters_for_wants_one_type_per_host():
 
 def test_host_types_default_is_one_type():
     assert not HostTypes(("c5.metal",) * 3).mixed
+
+
+def test_capacity_rows_per_type_and_start_time_model():
+    s = parse_settings({**VALID, "hostInstanceType": "c8i.4xlarge", "hostCount": 3}, catalog.instance_facts)
+    rows = catalog.host_capacity(s, ["m5zn.metal", "c8i.4xlarge", "c8i.4xlarge"])
+    assert [(r.instance_type, r.hosts, r.vcpus, r.memory_gib, r.virtualization) for r in rows] == [
+        ("m5zn.metal", 1, 48, 192, "metal"), ("c8i.4xlarge", 2, 16, 32, "nested")]
+    # A nested-virtualization host starts far sooner than a metal one (scale-out).
+    assert rows[1].start_minutes[1] < rows[0].start_minutes[0]
+    assert catalog.host_capacity_total(s, ["m5zn.metal", "c8i.4xlarge", "c8i.4xlarge"]) == \
+        f"3 hosts, 80 vCPU and 256 GiB in all, ${3.9641 + 2 * 0.7497:.2f}/hour"
+    unknown = catalog.host_capacity(s, ["zz9.metal"])[0]
+    assert (unknown.vcpus, unknown.hourly, unknown.start_text) == (None, None, "unknown")
