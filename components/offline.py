@@ -275,6 +275,8 @@ def run_offline(
 
     `program` returns an object with an `outputs` dict (Outputs allowed), which comes
     back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
+    `existing_instances`: EC2 instances already running in the mocked account (an earlier
+    deployment's hosts, say); offline, by default, nothing exists.
     Exceptions of the program (SettingsError, ...) propagate.
     """
     mocks = OfflineMocks(region, subnet_cidrs, existing_instances)
