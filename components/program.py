@@ -124,7 +124,8 @@ def build() -> Deployment:
 def declare(settings: Settings, stack: str, zones: tuple[str, str],
             host_types: Optional[HostTypes] = None) -> Deployment:
     plan = settings.ip_plan()
-    host_types = host_types or HostTypes((settings.host_instance_type,) * settings.host_count)
+    if host_types is None:  # no host exists yet: every host of hostInstanceType
+        host_types = plan_host_types(settings.host_count, settings.host_instance_type, {}, lookup_instance_type)
     host_clusters = tuple(clusters_for(settings.host_count, settings.hosts_per_cluster, host_types.types))
     tags = {"Project": naming.PROJECT, "Stack": stack}
     region = aws.get_region().region
