@@ -102,7 +102,7 @@ KEYS: tuple[Key, ...] = (
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
     Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro with hardware virtualization: a metal type (c5.metal, m5zn.metal) or one with nested virtualization (C8i/M8i/R8i, e.g. c8i.4xlarge); a change applies to hosts added later, in a new cluster."),
     Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud."),
-    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts."),
+    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts, and where the hosts' instance type changes."),
     Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
     Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
     Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
