@@ -89,7 +89,8 @@ _NESTED_VIRTUALIZATION = frozenset(
 #: priced C8i/M8i/R8i at 1.05x the same size of C7i/M7i/R7i and the flex variants at
 #: 0.95x the regular type, as C7i/M7i flex were (m8i.4xlarge $0.84672 = m7i.4xlarge
 #: $0.8064 x 1.05, seen in a public benchmark's us-east-1 table of 2026-07; c8i.4xlarge
-#: in eu-central-1 $0.862 = c7i.4xlarge there x 1.05). Verify on
+#: in eu-central-1 $0.862 = this row x 1.15, Frankfurt's usual premium; one public
+#: us-west-2 snapshot rounds c8i.4xlarge to $0.72, about 4% below this row). Verify on
 #: https://aws.amazon.com/ec2/pricing/on-demand/ before relying on a cent.
 NESTED_PRICES_RECORDED = "2026-11-30"
 NESTED_PRICES_SOURCE = ("derived from the C7i/M7i/R7i list prices (x1.05; flex x0.95), "
