@@ -53,13 +53,17 @@ def plan_host_types(
     problems = []
     for instance_type in sorted(set(types)):
         facts = facts_of(instance_type)
-        if facts is None:
-            hosts = [i for i, t in enumerate(types) if t == instance_type]
+        if facts is not None:
+            if facts.nested_virtualization:
+                nested.add(instance_type)
+            continue
+        running = [i for i, t in enumerate(types) if t == instance_type and i in existing]
+        if running:
             problems.append(Problem("hostInstanceType", configured,
-                                    f"existing host(s) {hosts} run {instance_type}, which AWS does not describe in "
+                                    f"existing host(s) {running} run {instance_type}, which AWS does not describe in "
                                     "this region any more: cannot tell how they were launched"))
-        elif facts.nested_virtualization:
-            nested.add(instance_type)
+        # The configured type without facts: the settings have already judged it (refused
+        # under AWS; offline, a type the local table lacks), new hosts get no CPU option.
     if problems:
         raise SettingsError(problems)
     return HostTypes(types, frozenset(nested))

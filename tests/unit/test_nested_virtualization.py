@@ -177,3 +177,9 @@ def test_capacity_rows_per_type_and_start_time_model():
         f"3 hosts, 80 vCPU and 256 GiB in all, ${3.9641 + 2 * 0.7497:.2f}/hour"
     unknown = catalog.host_capacity(s, ["zz9.metal"])[0]
     assert (unknown.vcpus, unknown.hourly, unknown.start_text) == (None, None, "unknown")
+
+
+def test_a_configured_type_without_facts_is_left_to_the_settings_check():
+    # Only existing hosts' types must be known here; the configured one was judged already.
+    t = plan_host_types(2, "c9z.metal", {}, catalog.instance_facts)
+    assert t.types == ("c9z.metal", "c9z.metal") and not t.nested
