@@ -27,14 +27,18 @@ class HostTypes:
 
     types: tuple[str, ...]
     nested: frozenset[str] = frozenset()
+    #: Types of every host instance that exists now, those a scale-in is about to remove
+    #: included: until they are gone their VMs must not move to another CPU model.
+    running: frozenset[str] = frozenset()
 
     def nested_virtualization(self, index: int) -> bool:
         return self.types[index] in self.nested
 
     @property
     def mixed(self) -> bool:
-        """More than one instance type among the hosts (so more than one CPU model)."""
-        return len(set(self.types)) > 1
+        """More than one instance type among the hosts, planned or still running (so more
+        than one CPU model for a VM to meet during this run)."""
+        return len(set(self.types) | self.running) > 1
 
 
 def plan_host_types(
@@ -66,4 +70,4 @@ def plan_host_types(
         # under AWS; offline, a type the local table lacks), new hosts get no CPU option.
     if problems:
         raise SettingsError(problems)
-    return HostTypes(types, frozenset(nested))
+    return HostTypes(types, frozenset(nested), frozenset(existing.values()))

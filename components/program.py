@@ -246,10 +246,11 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
 
 
 def cross_cluster_migration(host_types: HostTypes) -> tuple[GlobalSetting, ...]:
-    """With hosts of more than one instance type, VMs must not live-migrate between
-    clusters: the clusters then differ in CPU model, and a host-passthrough guest moved
-    to another CPU fails or crashes. A scale-in that empties a cluster then stops with
-    the VMs named (nothing lost) instead."""
+    """With hosts of more than one instance type (planned, or still running: a scale-in
+    removing the last hosts of a type must not flip the setting before they are gone),
+    VMs must not live-migrate between clusters: the clusters then differ in CPU model,
+    and a host-passthrough guest moved to another CPU fails or crashes. A scale-in that
+    empties a cluster then stops with the VMs named (nothing lost) instead."""
     if not host_types.mixed:
         return ()
     return (GlobalSetting("migrate.vm.across.clusters", "false",

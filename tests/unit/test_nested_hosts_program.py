@@ -180,3 +180,20 @@ def test_the_program_asks_aws_for_the_hosts_by_their_tags(changed):
     assert len(calls) == 1
     assert calls[0]["instanceTags"] == {"Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE}
     assert set(calls[0]["instanceStateNames"]) == {"pending", "running", "stopping", "stopped"}
+
+
+def test_while_a_host_of_another_type_is_being_removed_vms_still_may_not_cross(_deployed_class):
+    # Scale-in removing the last c8i host: the planned hosts are all metal, but the c8i host
+    # still runs during this update; its VMs must not live-migrate to the metal cluster.
+    d = run(existing=[host_instance(0, "m5zn.metal"), host_instance(1, "m5zn.metal"),
+                      host_instance(2, "c8i.4xlarge")],
+            hostInstanceType="c8i.4xlarge", hostCount=2)
+    assert [h.inputs["instanceType"] for h in d.host_instances()] == ["m5zn.metal"] * 2
+    (setting,) = [r for r in d.of_type(SETTING_REGISTRATION) if r.inputs.get("name") == "migrate.vm.across.clusters"]
+    assert setting.inputs["value"] == "false"
+    # Once only metal runs, cross-cluster migration is allowed again.
+    after = run(existing=[host_instance(0, "m5zn.metal"), host_instance(1, "m5zn.metal")],
+                hostInstanceType="c8i.4xlarge", hostCount=2)
+    (setting,) = [r for r in after.of_type(SETTING_REGISTRATION)
+                  if r.inputs.get("name") == "migrate.vm.across.clusters"]
+    assert setting.inputs["value"] == "true"
