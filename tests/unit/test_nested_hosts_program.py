@@ -197,3 +197,17 @@ def test_while_a_host_of_another_type_is_being_removed_vms_still_may_not_cross(_
     (setting,) = [r for r in after.of_type(SETTING_REGISTRATION)
                   if r.inputs.get("name") == "migrate.vm.across.clusters"]
     assert setting.inputs["value"] == "true"
+
+
+def test_the_mocked_describe_instances_filters_as_the_data_source_does():
+    # terraform-provider-aws aws_instances: instance_state_names defaults to running only;
+    # every instance tag must match. The program's lookup relies on both.
+    mocks = offline.OfflineMocks("us-east-1", existing_instances=[
+        host_instance(0, "m5zn.metal"), host_instance(1, "m5zn.metal", state="stopped"),
+        host_instance(2, "m5zn.metal", stack="other")])
+    ids = lambda **a: [i.id for i in mocks._instances(a)]  # noqa: E731
+    tags = {"Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE}
+    assert ids(instanceTags=tags) == [host_instance(0, "x").id]
+    assert ids(instanceTags=tags, instanceStateNames=["running", "stopped"]) == \
+        [host_instance(0, "x").id, host_instance(1, "x").id]
+    assert len(ids(instanceStateNames=["running"])) == 2
