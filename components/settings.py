@@ -105,9 +105,9 @@ KEYS: tuple[Key, ...] = (
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
-    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro AND metal (hardware virtualization); e.g. c5.metal, m5zn.metal."),
+    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro with hardware virtualization: a metal type (c5.metal, m5zn.metal) or one with nested virtualization (C8i/M8i/R8i, e.g. c8i.4xlarge); a change applies to hosts added later, in a new cluster."),
     Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud."),
-    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts."),
+    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts, and where the hosts' instance type changes."),
     Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
     Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
     Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
@@ -575,7 +575,7 @@ def parse_settings(
 
     router_type = c.pattern("routerInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5n.large")
     management_type = c.pattern("managementInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")
-    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 metal instance type such as c5.metal")
+    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5.metal or c8i.4xlarge")
     if lookup_instance is not None:
         for key, name, needs_metal in (
             ("routerInstanceType", router_type, False),
@@ -712,6 +712,13 @@ def parse_settings(
 #: The hypervisor the offline mocks report for a type their table lacks (AWS reports
 #: "nitro", "xen" or nothing for metal, never this): its facts are unknown offline.
 UNKNOWN_OFFLINE_HYPERVISOR = "unknown offline"
+#: The processor feature AWS reports for types that run KVM as a virtual instance.
+NESTED_VIRTUALIZATION_FEATURE = "nested-virtualization"
+KVM_HOST_TYPES_ACCEPTED = (
+    "is neither a metal type nor a type whose processor supports nested virtualization: KVM needs "
+    "hardware virtualization. Accepted: a metal type (e.g. c5.metal, m5zn.metal) or a virtual type that "
+    f"AWS lists with the processor feature {NESTED_VIRTUALIZATION_FEATURE} (C8i, M8i, R8i and their flex "
+    "variants, e.g. c8i.4xlarge), which the hosts are launched with")
 
 
 @dataclass(frozen=True)
@@ -724,6 +731,9 @@ class InstanceFacts:
     architectures: tuple[str, ...]
     vcpus: int
     memory_mib: int
+    #: ProcessorInfo.SupportedFeatures (getInstanceType's `supported_cpu_features`):
+    #: "amd-sev-snp", "nested-virtualization" (EC2 API reference, ProcessorInfo).
+    processor_features: tuple[str, ...] = ()
 
     @property
     def unknown_offline(self) -> bool:
@@ -735,6 +745,18 @@ class InstanceFacts:
         # Metal types have no hypervisor at all but are all built on the Nitro
         # system (multicast senders included), so either fact makes one Nitro.
         return self.hypervisor == "nitro" or self.bare_metal
+
+    @property
+    def nested_virtualization(self) -> bool:
+        """A virtual type whose processor can expose VT-x to the instance: KVM runs on it
+        when it is launched with the CPU option NestedVirtualization=enabled (C8i, M8i,
+        R8i and their flex variants since 2026-02-12). Metal needs no option."""
+        return not self.bare_metal and NESTED_VIRTUALIZATION_FEATURE in self.processor_features
+
+    @property
+    def runs_kvm(self) -> bool:
+        """Hardware virtualization for KVM: metal, or a virtual type with nested virtualization."""
+        return self.bare_metal or self.nested_virtualization
 
 
 def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[InstanceFacts]) -> list[Problem]:
@@ -748,9 +770,8 @@ def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[
         problems.append(Problem(key, name,
                                 f"is a {facts.hypervisor or 'non-Nitro'} type: only Nitro instances can send "
                                 "multicast, which the VXLAN overlay needs (e.g. c5n.large, m6i.xlarge)"))
-    if needs_metal and not facts.bare_metal:
-        problems.append(Problem(key, name,
-                                "is not a metal type: KVM needs hardware virtualization (e.g. c5.metal, m5zn.metal)"))
+    if needs_metal and not facts.runs_kvm:
+        problems.append(Problem(key, name, KVM_HOST_TYPES_ACCEPTED))
     if "x86_64" not in facts.architectures:
         problems.append(Problem(key, name,
                                 f"is {'/'.join(facts.architectures)}: the CloudStack packages and system VMs "
