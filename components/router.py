@@ -9,7 +9,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components import naming
-from components.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
+from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
+                             parameter_name)
 
 
 @dataclass(frozen=True)
@@ -20,9 +21,12 @@ class OverlayRouterArgs:
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
     tags: dict = field(default_factory=dict)
-    #: With a stack name: the SSM parameter of the forwards to VMs, which the router
-    #: polls (so a changed vmForwards reaches the running router in place).
-    stack: str = ""
+    #: The VPC's internet gateway when this stack owns it (None with an existing VPC).
+    internet_gateway: Optional[pulumi.Resource] = None
+    #: Root of the deployment's SSM parameters (naming.parameter_root). With it: the
+    #: parameter of the forwards to VMs, which the router polls (so a changed
+    #: vmForwards reaches the running router in place).
+    parameter_root: Optional[pulumi.Input[str]] = None
     #: DNAT entries "proto:port:target:targetPort" of vmForwards.
     vm_forwards: Sequence[str] = ()
 
@@ -41,13 +45,14 @@ class OverlayRouter(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         grants = []
-        if args.stack:
+        if args.parameter_root is not None:
             forwards = aws.ssm.Parameter(
-                f"{name}-forwards", name=naming.parameter_name(args.stack, naming.PARAM_ROUTER_FORWARDS),
+                f"{name}-forwards", name=parameter_name(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),
                 type="String", value=" ".join(args.vm_forwards) or naming.NO_FORWARDS,
                 description="Router forwards to VMs (vmForwards): proto:port:target:targetPort entries",
                 tags=tags, opts=child)
-            grants.append(Grant(["ssm:GetParameter"], [parameter_arn(args.stack, naming.PARAM_ROUTER_FORWARDS)]))
+            grants.append(Grant(["ssm:GetParameter"], [parameter_arn(args.parameter_root,
+                                                                     naming.PARAM_ROUTER_FORWARDS)]))
             self.forwards_parameter = forwards.name
         profile = instance_role(name, grants=grants, opts=child, tags=tags)
         instance = hardened_instance(name, NodeArgs(
@@ -55,8 +60,13 @@ class OverlayRouter(pulumi.ComponentResource):
             # It forwards packets whose source or destination is an overlay
             # address, which EC2 would otherwise drop.
             source_dest_check=False, tags={**tags, "Role": "overlay-router"}), child)
+        # pulumi-aws (Eip): an EIP may need the internet gateway to exist before it is
+        # associated; depending on it also deletes the EIP first on destroy, where the
+        # gateway's detach would otherwise fail while a public address is still mapped.
         eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=instance.id,
-                          tags={**tags, "Name": f"{name}-eip"}, opts=child)
+                          tags={**tags, "Name": f"{name}-eip"},
+                          opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                              g for g in (args.internet_gateway,) if g is not None]))
         for i, table_id in enumerate(args.route_table_ids):
             aws.ec2.Route(f"{name}-overlay-route-{i}", route_table_id=table_id,
                           destination_cidr_block=args.overlay_cidr,
