@@ -23,9 +23,9 @@ class OverlayRouterArgs:
     tags: dict = field(default_factory=dict)
     #: The VPC's internet gateway when this stack owns it (None with an existing VPC).
     internet_gateway: Optional[pulumi.Resource] = None
-    #: Root of the deployment's SSM parameters (naming.parameter_root). With it: the
-    #: parameter of the forwards to VMs, which the router polls (so a changed
-    #: vmForwards reaches the running router in place).
+    #: With a parameter root (naming.parameter_root): the SSM parameter of the forwards
+    #: to VMs, which the router polls (so a changed vmForwards reaches the running
+    #: router in place).
     parameter_root: Optional[pulumi.Input[str]] = None
     #: DNAT entries "proto:port:target:targetPort" of vmForwards.
     vm_forwards: Sequence[str] = ()
@@ -51,8 +51,7 @@ class OverlayRouter(pulumi.ComponentResource):
                 type="String", value=" ".join(args.vm_forwards) or naming.NO_FORWARDS,
                 description="Router forwards to VMs (vmForwards): proto:port:target:targetPort entries",
                 tags=tags, opts=child)
-            grants.append(Grant(["ssm:GetParameter"], [parameter_arn(args.parameter_root,
-                                                                     naming.PARAM_ROUTER_FORWARDS)]))
+            grants.append(Grant(["ssm:GetParameter"], [parameter_arn(args.parameter_root, naming.PARAM_ROUTER_FORWARDS)]))
             self.forwards_parameter = forwards.name
         profile = instance_role(name, grants=grants, opts=child, tags=tags)
         instance = hardened_instance(name, NodeArgs(

@@ -100,9 +100,9 @@ KEYS: tuple[Key, ...] = (
     Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay."),
     Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
     Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
+    Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120."),
     Key("vmForwards", "list", [], "Services offered from VMs: `proto:port:target:targetPort@sources`, e.g. `tcp:2222:10.100.128.5:22@203.0.113.0/24`; the router's Elastic IP port `port` goes to a public-range address (a virtual router's port forwarding); sources are CIDRs separated by `,`, or `anywhere`. See Offering services from VMs."),
     Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation."),
-    Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120."),
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),

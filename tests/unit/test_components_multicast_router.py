@@ -87,6 +87,22 @@ def test_router_boot_script_is_the_overlay_gateway_and_forwards_8080_to_manageme
     assert "OVERLAY_GATEWAY" not in env
 
 
+# --- Elastic IP and internet gateway (issue 9, item 8) ------------------------------------
+
+def test_elastic_ip_waits_for_the_internet_gateway(dev):
+    # pulumi-aws Eip docs: the EIP may need the IGW first; the dependency also deletes
+    # the EIP before the gateway on destroy.
+    eip = dev.get("aws:ec2/eip:Eip", "router-eip")
+    igw = dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw")
+    assert igw.urn in eip.dependencies
+
+
+def test_elastic_ip_in_an_existing_vpc_has_no_gateway_to_wait_for(deploy):
+    d = deploy(vpcId="vpc-0e0e0e0e0e0e0e0e1", cloudstackSubnetId="subnet-0c0c0c0c0c0c0c0c1",
+               dbSubnetIds=["subnet-0d0d0d0d0d0d0d0d1", "subnet-0d0d0d0d0d0d0d0d2"],
+               routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
+    assert d.of_type("aws:ec2/internetGateway:InternetGateway") == []
+    assert d.get("aws:ec2/eip:Eip", "router-eip")
 # --- services offered from VMs (vmForwards) ------------------------------------------------
 
 def plain(value):
@@ -112,26 +128,9 @@ def test_router_group_admits_exactly_the_declared_forwards(deploy, dev):
 def test_forwards_reach_the_router_through_its_parameter_not_its_user_data(deploy, dev):
     d = deploy(vmForwards=FORWARDS)
     parameter = d.get("aws:ssm/parameter:Parameter", "router-forwards")
+    # Under the deployment's own root, like every parameter (naming.parameter_root).
     assert parameter.inputs["name"] == d.outputs["deployment"]["parameterRoot"] + "/router-forwards"
     assert plain(parameter.inputs["value"]) == "tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53"
     assert plain(dev.get("aws:ssm/parameter:Parameter", "router-forwards").inputs["value"]) == "none"
     # The router instance is declared exactly as without forwards: a change never replaces it.
     assert d.instance("router").inputs == dev.instance("router").inputs
-
-
-# --- Elastic IP and internet gateway (issue 9, item 8) ------------------------------------
-
-def test_elastic_ip_waits_for_the_internet_gateway(dev):
-    # pulumi-aws Eip docs: the EIP may need the IGW first; the dependency also deletes
-    # the EIP before the gateway on destroy.
-    eip = dev.get("aws:ec2/eip:Eip", "router-eip")
-    igw = dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw")
-    assert igw.urn in eip.dependencies
-
-
-def test_elastic_ip_in_an_existing_vpc_has_no_gateway_to_wait_for(deploy):
-    d = deploy(vpcId="vpc-0e0e0e0e0e0e0e0e1", cloudstackSubnetId="subnet-0c0c0c0c0c0c0c0c1",
-               dbSubnetIds=["subnet-0d0d0d0d0d0d0d0d1", "subnet-0d0d0d0d0d0d0d0d2"],
-               routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
-    assert d.of_type("aws:ec2/internetGateway:InternetGateway") == []
-    assert d.get("aws:ec2/eip:Eip", "router-eip")

@@ -370,6 +370,11 @@ def test_an_existing_subnet_decides_the_az():
         choose_availability_zones(replace(existing, availability_zone="us-east-1a"), ZONES, EVERYWHERE, "us-east-1c")
 
 
+def test_cloudstack_4_19_0_is_refused_for_its_host_ssh_key():
+    problem = only_problem("cloudstackVersion", cloudstackVersion="4.19.0", dbEngineVersion="8.0")
+    assert problem.value == "4.19.0" and "4.19.1" in problem.message and "SHA-1" in problem.message
+    assert parse(cloudstackVersion="4.19.1", dbEngineVersion="8.0").cloudstack_version == "4.19.1"
+    assert parse(cloudstackVersion="4.19", dbEngineVersion="8.0").cloudstack_version == "4.19"
 # --- tenantVpcAccessCidrs (tenant isolation) -------------------------------------
 
 
@@ -426,10 +431,3 @@ def test_bad_vm_forwards_are_refused_naming_the_entry(entries, words):
 def test_the_same_port_may_be_forwarded_once_per_protocol():
     s = parse(vmForwards=["tcp:5000:10.100.128.5:5000@anywhere", "udp:5000:10.100.128.5:5000@anywhere"])
     assert len(s.vm_forwards) == 2
-
-
-def test_cloudstack_4_19_0_is_refused_for_its_host_ssh_key():
-    problem = only_problem("cloudstackVersion", cloudstackVersion="4.19.0", dbEngineVersion="8.0")
-    assert problem.value == "4.19.0" and "4.19.1" in problem.message and "SHA-1" in problem.message
-    assert parse(cloudstackVersion="4.19.1", dbEngineVersion="8.0").cloudstack_version == "4.19.1"
-    assert parse(cloudstackVersion="4.19", dbEngineVersion="8.0").cloudstack_version == "4.19"
