@@ -10,6 +10,7 @@ data, checked by shellcheck as real files), the systemd units, and two
 environment files of NON-secret settings, then runs the role's script:
 
   /usr/local/lib/cloudstack-ec2/{common.sh,<role script>,overlay-network.sh}
+      (+ overlay-router.sh, the router's part of overlay-network.sh, on the router)
   /usr/local/sbin/cloudstack-ec2-boot -> the role script (re-run entry point)
   /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ the members' firewall)
   /etc/cloudstack-ec2/boot.env     settings of the role script (CSEC2_*)
@@ -52,7 +53,8 @@ BOOT_LINK = "/usr/local/sbin/cloudstack-ec2-boot"
 
 ROLE_SCRIPTS = {"router": "router.sh", "management": "management-server.sh", "kvm-host": "kvm-host.sh"}
 ROLE_UNITS = {
-    "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
+    "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
+               "cloudstack-ec2-forwards.service", "cloudstack-ec2-forwards.timer"),
     "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                    "cloudstack-ec2-host-firewall.service"),
     "kvm-host": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
@@ -536,7 +538,7 @@ def _env_file(title: str, env: Mapping[str, str]) -> str:
 
 def load_boot_files() -> dict[str, str]:
     """The package's userdata/ files the user data embeds (name -> text)."""
-    names = ["common.sh", "overlay-network.sh", *ROLE_SCRIPTS.values(),
+    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", *ROLE_SCRIPTS.values(),
              *sorted({u for units in ROLE_UNITS.values() for u in units})]
     root = resources.files("userdata")
     files = {}
@@ -574,7 +576,7 @@ def strip_comments(text: str, source: str) -> str:
 #: blocks (heredocs: SQL, nft); their embedded copies lose leading blanks. Scripts
 #: of other owners (kvm-host.sh) keep theirs: one whitespace-sensitive heredoc
 #: would break silently.
-DEDENTED_SCRIPTS = ("common.sh", "management-server.sh", "overlay-network.sh", "router.sh")
+DEDENTED_SCRIPTS = ("common.sh", "management-server.sh", "overlay-network.sh", "overlay-router.sh", "router.sh")
 
 
 def dedent_shell(text: str) -> str:
@@ -619,7 +621,9 @@ def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: M
         'root="${CSEC2_ROOT:-}"\n',
         f'mkdir -p "$root{LIB_DIR}" "$root{ETC_DIR}" "$root{UNIT_DIR}" "$root{BOOT_LINK.rsplit("/", 1)[0]}"\n',
     ]
-    for name in ("common.sh", script, "overlay-network.sh"):
+    # overlay-router.sh: the router's part of overlay-network.sh, kept out of the
+    # members' user data (EC2's 16 KiB).
+    for name in ("common.sh", script, "overlay-network.sh", *(("overlay-router.sh",) if role == "router" else ())):
         parts.append(_heredoc(f"{LIB_DIR}/{name}", embedded_script(name, files[name]),
                               "0755" if name != "common.sh" else "0644"))
     for unit in ROLE_UNITS[role]:

@@ -72,7 +72,7 @@ def boot_files() -> dict[str, str]:
     except ud.UserDataError:
         files = {}
         for p in (REPO / "userdata").iterdir():
-            if p.suffix in (".sh", ".service"):
+            if p.suffix in (".sh", ".service", ".timer"):
                 files[p.name] = p.read_text()
         files.setdefault("overlay-network.sh", "#!/bin/bash\necho overlay stand-in\n")
         return files
@@ -81,7 +81,8 @@ def boot_files() -> dict[str, str]:
 def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": "db.example.internal:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
-                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending"},
+                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending",
+                f"{PREFIX}/router-forwards": "none"},
         "secrets": {
             SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),
@@ -175,9 +176,9 @@ class Machine:
         script = ud.decode_user_data(user_data_base64)
         return self._run(["bash", "-c", script, "user-data"], timeout, env)
 
-    def rerun(self, script: str, timeout: float = 60) -> Run:
-        """What cloudstack-ec2-boot.service does at a later boot."""
-        return self._run([str(self.root / "usr/local/lib/cloudstack-ec2" / script)], timeout)
+    def rerun(self, script: str, timeout: float = 60, args: tuple | list = ()) -> Run:
+        """What cloudstack-ec2-boot.service does at a later boot (or another unit, with args)."""
+        return self._run([str(self.root / "usr/local/lib/cloudstack-ec2" / script), *args], timeout)
 
     def _run(self, argv, timeout, extra_env=None) -> Run:
         start = time.monotonic()

@@ -187,3 +187,10 @@ def test_bad_router_isolation_input_is_refused_naming_the_field(change, field):
 def test_isolation_settings_are_the_routers_only():
     with pytest.raises(ud.UserDataError, match="only the router"):
         render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, storage_cidr="10.0.0.0/24")))
+
+
+def test_only_the_router_gets_the_routers_part_of_the_overlay_script():
+    # EC2's 16 KiB: the members' user data carries no router code.
+    assert 'cloudstack-ec2/overlay-router.sh" <<' in ud.decode_user_data(render(ROUTER))
+    for boot in (MANAGEMENT, KVM_HOST):
+        assert "overlay-router.sh\" <<" not in ud.decode_user_data(render(boot))
