@@ -592,9 +592,49 @@ def dedent_shell(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def embedded_script(name: str, text: str) -> str:
-    """The copy of userdata/`name` the user data writes: comments stripped, and
-    dedented for DEDENTED_SCRIPTS."""
+#: overlay-network.sh marks the router's own code between these full-line
+#: comments; members' copies (management server, hosts) go without it, which
+#: keeps their user data under EC2's 16 KiB.
+ROUTER_ONLY_BEGIN = "# @router-only"
+ROUTER_ONLY_END = "# @end router-only"
+#: What stands in a member's copy for each router-only block: a router run of
+#: that copy stops instead of configuring half a router.
+MEMBER_COPY_GUARD = ('[[ $OVERLAY_ROLE != router ]] || fatal "this copy of overlay-network.sh is a member\'s: '
+                     'it has no router part (the router\'s user data carries the whole script)"')
+
+
+def member_copy(text: str, source: str = "overlay-network.sh") -> str:
+    """`text` without its router-only blocks (each replaced by MEMBER_COPY_GUARD,
+    at the block's indentation). Raises UserDataError on unbalanced markers."""
+    out, inside = [], False
+    for line in text.splitlines():
+        marker = line.strip()
+        if marker.startswith(ROUTER_ONLY_BEGIN) and not marker.startswith(ROUTER_ONLY_END):
+            if inside:
+                raise UserDataError(f"{source}: nested '{ROUTER_ONLY_BEGIN}'")
+            inside = True
+            out.append(line[:len(line) - len(line.lstrip())] + MEMBER_COPY_GUARD)
+        elif marker == ROUTER_ONLY_END:
+            if not inside:
+                raise UserDataError(f"{source}: '{ROUTER_ONLY_END}' without '{ROUTER_ONLY_BEGIN}'")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise UserDataError(f"{source}: '{ROUTER_ONLY_BEGIN}' without '{ROUTER_ONLY_END}'")
+    # Variables set for the router part only are unused here (file-wide, so
+    # right after the shebang).
+    at = 1 if out and out[0].startswith("#!") else 0
+    out.insert(at, "# shellcheck disable=SC2034")
+    return "\n".join(out) + "\n"
+
+
+def embedded_script(name: str, text: str, role: str = "router") -> str:
+    """The copy of userdata/`name` the user data of `role` writes: comments
+    stripped, dedented for DEDENTED_SCRIPTS, and overlay-network.sh without its
+    router part for every role but the router."""
+    if name == "overlay-network.sh" and role != "router":
+        text = member_copy(text)
     text = strip_comments(text, f"userdata/{name}")
     return dedent_shell(text) if name in DEDENTED_SCRIPTS else text
 
@@ -620,7 +660,7 @@ def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: M
         f'mkdir -p "$root{LIB_DIR}" "$root{ETC_DIR}" "$root{UNIT_DIR}" "$root{BOOT_LINK.rsplit("/", 1)[0]}"\n',
     ]
     for name in ("common.sh", script, "overlay-network.sh"):
-        parts.append(_heredoc(f"{LIB_DIR}/{name}", embedded_script(name, files[name]),
+        parts.append(_heredoc(f"{LIB_DIR}/{name}", embedded_script(name, files[name], role),
                               "0755" if name != "common.sh" else "0644"))
     for unit in ROLE_UNITS[role]:
         parts.append(_heredoc(f"{UNIT_DIR}/{unit}", strip_comments(files[unit], f"userdata/{unit}"), "0644"))

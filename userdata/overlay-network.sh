@@ -297,6 +297,7 @@ elif [[ $OVERLAY_ROLE == router ]]; then
     fi
 fi
 
+# @router-only (members' user data carries this script without these blocks: 16 KiB)
 dnat_entries=()
 declare -A dnat_ports=()
 if [[ $OVERLAY_ROLE == router ]]; then
@@ -329,9 +330,11 @@ if [[ $OVERLAY_ROLE == router ]]; then
         done
     done
 fi
+# @end router-only
 
 tenant_access=()
 if [[ $OVERLAY_ROLE == router ]]; then
+    # @router-only
     if ! is_cidr "$INFRA_CIDR"; then
         problem INFRA_CIDR "$INFRA_CIDR" "expected the overlay's infrastructure block as network/prefix (host bits zero), e.g. 10.100.0.0/18"
     elif $overlay_ok && { ((${INFRA_CIDR#*/} < overlay_prefix)) || ! in_net "${INFRA_CIDR%/*}" "$overlay_net" "$overlay_prefix"; }; then
@@ -365,6 +368,7 @@ if [[ $OVERLAY_ROLE == router ]]; then
             tenant_access+=("$entry")
         fi
     done
+    # @end router-only
 else
     for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
         [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router's forwarding is filtered by it; expected empty on a member"
@@ -486,6 +490,7 @@ if [[ $OVERLAY_ROLE == member ]]; then
     exit 0
 fi
 
+# @router-only
 # Router: its default route stays on the underlay.
 while ip -4 route show default dev "$BRIDGE" 2>/dev/null | grep -q .; do
     ip route del default dev "$BRIDGE"
@@ -583,3 +588,4 @@ ${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_ref
 }
 EOF
 log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), internet MSS $internet_mss; infrastructure $INFRA_CIDR, system VMs $SYSTEM_RANGE, tenants: DNS, internet and ${#tenant_access[@]} VPC range(s)"
+# @end router-only

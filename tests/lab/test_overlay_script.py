@@ -6,7 +6,9 @@ machine's own network), and check that the namespace is exactly as before.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -298,3 +300,46 @@ def test_agent_builds_the_highest_guest_vlan_bridge_on_the_overlay_port(scratch:
         assert "master brethovl0-4094" in scratch.ip("vlan", "-d", "link", "show", "ethovl0.4094").stdout
     finally:
         scratch.del_ns("vlan")
+
+
+@pytest.mark.lab
+def test_members_copy_builds_the_same_member_and_refuses_to_be_a_router(scratch: Lab, tmp_path):
+    # The management server's and hosts' user data carry overlay-network.sh
+    # without its router part (components/userdata.py member_copy).
+    import sys
+    sys.path.insert(0, str(SCRIPT.parents[1]))
+    from components import userdata as ud
+    copy = tmp_path / "overlay-network.sh"
+    copy.write_text(ud.embedded_script("overlay-network.sh", SCRIPT.read_text(), "kvm-host"))
+    states = []
+    for script in (SCRIPT, copy):
+        scratch.add_ns("copy")
+        try:
+            scratch.veth("copy", "ens5", "copy", "peer5", 9001)
+            scratch.ip("copy", "addr", "add", UNDERLAY, "dev", "ens5")
+            scratch.ip("copy", "route", "add", "default", "via", "10.99.1.1")
+            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **GOOD}
+            result = scratch.run("copy", "bash", str(script), env=env, check=False)
+            assert result.returncode == 0, result.stderr
+            state = scratch.state("copy")
+            # Fresh namespaces differ in MAC addresses and ids: compare what the
+            # script decides (devices and their settings, addresses, routes, sysctls).
+            keep = ("ifname", "mtu", "flags", "master", "linkinfo", "operstate")
+            state["links"] = [{k: v for k, v in link.items() if k in keep} for link in state["links"]]
+            for link in state["links"]:
+                for part in ("info_data", "info_slave_data"):
+                    data = link.get("linkinfo", {}).get(part, {})
+                    for volatile in ("bridge_id", "root_id", "designated_root", "designated_bridge"):
+                        data.pop(volatile, None)
+            state["addresses"] = re.sub(r"valid_lft.*|preferred_lft.*", "", state["addresses"])
+            states.append(state)
+            router_env = {**env, **GOOD_ROUTER, "INFRA_CIDR": "10.100.0.0/18",
+                          "SYSTEM_RANGE": "10.100.64.1-10.100.64.250", "STORAGE_CIDR": "10.99.1.0/24"}
+            if script == copy:
+                refused = scratch.run("copy", "bash", str(copy), env=router_env, check=False)
+                assert refused.returncode != 0 and "has no router part" in refused.stderr, refused.stderr
+        finally:
+            scratch.del_ns("copy")
+    import difflib
+    a, b = (json.dumps(s, indent=1, sort_keys=True).splitlines() for s in states)
+    assert a == b, "\n".join(difflib.unified_diff(a, b, lineterm=""))

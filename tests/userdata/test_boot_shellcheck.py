@@ -30,15 +30,29 @@ def test_source_script_is_shellcheck_clean(name):
     assert r.returncode == 0, r.stdout
 
 
-@pytest.mark.parametrize("boot", [MANAGEMENT, KVM_HOST, ROUTER], ids=["management", "kvm-host", "router"])
-def test_rendered_user_data_and_embedded_scripts_are_shellcheck_clean(boot, tmp_path):
+@pytest.mark.parametrize("boot, role", [(MANAGEMENT, "management"), (KVM_HOST, "kvm-host"), (ROUTER, "router")],
+                         ids=["management", "kvm-host", "router"])
+def test_rendered_user_data_and_embedded_scripts_are_shellcheck_clean(boot, role, tmp_path):
     payload = ud.decode_user_data(render(boot))
     (tmp_path / "user-data.sh").write_text(payload)
     files = boot_files()
-    for name in OWN_SCRIPTS:
-        (tmp_path / name).write_text(ud.embedded_script(name, files[name]))
-    r = shellcheck(tmp_path / "user-data.sh", *[tmp_path / n for n in OWN_SCRIPTS], cwd=tmp_path)
+    names = [*OWN_SCRIPTS, "overlay-network.sh"]
+    for name in names:
+        copy = ud.embedded_script(name, files[name], role)
+        assert copy in payload or name not in ("common.sh", "overlay-network.sh"), f"{name}: not the embedded copy"
+        (tmp_path / name).write_text(copy)
+    r = shellcheck(tmp_path / "user-data.sh", *[tmp_path / n for n in names], cwd=tmp_path)
     assert r.returncode == 0, r.stdout
+
+
+def test_members_get_overlay_script_without_the_router_part():
+    source = boot_files()["overlay-network.sh"]
+    member = ud.member_copy(source)
+    assert "nft -f -" in source and "nft -f -" not in member
+    assert "dnat_entries+=" not in member and "tenant_access+=" not in member
+    assert member.count(ud.MEMBER_COPY_GUARD) == source.count(ud.ROUTER_ONLY_END) >= 3
+    with pytest.raises(ud.UserDataError, match="without"):
+        ud.member_copy(source + "# @router-only\n")
 
 
 def test_stripping_removes_only_comment_lines():
