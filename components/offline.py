@@ -16,14 +16,22 @@ from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.proto import engine_pb2
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from components import aws_constraints, catalog, regions
+from components import aws_constraints, catalog, ipplan, regions
+from components.settings import UNKNOWN_OFFLINE_HYPERVISOR
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
 PUBLIC_ADDRESSES = ipaddress.IPv4Network("198.51.100.0/24")
+
+
+#: The AZ letters of a few regions (every account sees these names; `aws ec2
+#: describe-availability-zones`, AWS "Regions and Zones" documentation); other regions: a-c.
+REGION_AZ_LETTERS = {"us-east-1": "abcdef", "us-east-2": "abc", "us-west-2": "abcd",
+                     "eu-west-1": "abc", "eu-central-1": "abc"}
 
 
 #: Types the AWS provider names itself when the program gives no name.
@@ -56,6 +64,10 @@ class Registration:
         return chain[0]
 
 
+class SubnetFullError(Exception):
+    """The offline allocator ran out of addresses in the dedicated subnet."""
+
+
 def _stable_number(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
@@ -72,8 +84,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         #: aws, aws-us-gov, aws-cn: ARNs, service principals and AMI owners follow it.
         self.partition = regions.partition_of(region)
         self.subnet_cidrs = dict(subnet_cidrs or {})
-        #: The region's AZs, each offering every catalog type (offline, nothing is scarce).
-        self.zones = [f"{region}{s}" for s in "abc"]
+        #: The region's AZs, each offering every type (offline, nothing is scarce).
+        self.zones = [f"{region}{s}" for s in REGION_AZ_LETTERS.get(region, "abc")]
         self._taken_ips: set[int] = set()
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
@@ -83,9 +95,16 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def _private_ip(self, name: str) -> str:
         """An address in the dedicated subnet, the same for the same resource name on every run."""
         subnet = ipaddress.IPv4Network(self.subnet_cidrs.get("cloudstack", "10.0.0.0/24"))
-        usable = subnet.num_addresses - 5  # EC2 keeps the first four and the last
+        # EC2 keeps the first four addresses and the last (ipplan.SUBNET_RESERVED_ADDRESSES).
+        usable = max(subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES, 0)
+        if len(self._taken_ips) >= usable:
+            # EC2 refuses the next ENI with InsufficientFreeAddressesInSubnet; so do we,
+            # instead of searching a full subnet forever.
+            raise SubnetFullError(
+                f"InsufficientFreeAddressesInSubnet: the dedicated subnet {subnet} has no free address left for "
+                f"{name} ({usable} usable, all taken): widen cloudstackSubnetCidr or lower hostCount")
         slot = _stable_number(name) % usable
-        while slot in self._taken_ips:
+        while slot in self._taken_ips:  # ends: at least one slot is free
             slot = (slot + 1) % usable
         self._taken_ips.add(slot)
         return str(subnet.network_address + 4 + slot)
@@ -146,12 +165,15 @@ class OfflineMocks(pulumi.runtime.Mocks):
         a = args.args
         self.invokes.append((token, dict(a)))
         if token == "aws:ec2/getInstanceTypes:getInstanceTypes":
+            # Offline there is no list of the region's types: a type missing from the
+            # table is not refused (AWS decides at preview) but reported as unknown.
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-            return {"instanceTypes": [t for t in wanted if catalog.instance_facts(t)], "id": self.region}
+            return {"instanceTypes": wanted, "id": self.region}
         if token == "aws:ec2/getInstanceType:getInstanceType":
             facts = catalog.instance_facts(a["instanceType"])
             if facts is None:
-                raise Exception(f"InvalidInstanceType: {a['instanceType']} is not in the offline catalog")
+                return {"instanceType": a["instanceType"], "hypervisor": UNKNOWN_OFFLINE_HYPERVISOR,
+                        "bareMetal": False, "supportedArchitectures": [], "defaultVcpus": 0, "memorySize": 0}
             return {
                 "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
                 "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
@@ -159,10 +181,10 @@ class OfflineMocks(pulumi.runtime.Mocks):
             }
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = list(self.zones)
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": self.region}
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, len(names) + 1)], "id": self.region}
         if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-            pairs = [(t, z) for t in wanted if catalog.instance_facts(t) for z in self.zones]
+            pairs = [(t, z) for t in wanted for z in self.zones]
             return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
         if token == "aws:ec2/getAmi:getAmi":
@@ -243,8 +265,9 @@ class _WarningCollector(pulumi_mocks.MockEngine):
         self.sink = sink
 
     def Log(self, request):  # noqa: N802 - gRPC method name
-        if request.severity == 2:  # engine_pb2.WARNING (3 is ERROR)
+        if request.severity == engine_pb2.WARNING:  # the plan prints it once; the mock engine would log it again
             self.sink.append(request.message)
+            return None
         return super().Log(request)
 
 

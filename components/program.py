@@ -14,8 +14,8 @@ import pulumi_aws as aws
 import pulumi_random as random
 from pulumi.runtime.sync_await import _sync_await
 
-from components import catalog, deployed as deployed_state, naming, regions, userdata
-from components.config import load_settings
+from components import catalog, cloudmonkey, deployed as deployed_state, naming, regions, userdata
+from components.config import load_settings, region_zones
 from components.database import RdsCloudDb, RdsCloudDbArgs
 from components.database import db_identifier as database_identifier
 from components.hosts import KvmHostPool, KvmHostPoolArgs
@@ -114,10 +114,7 @@ def pulumi_program() -> None:
 
 def availability_zones(settings: Settings, existing_zone: str = "") -> tuple[str, str]:
     """The CloudStack subnet's AZ (offering every instance type) and the DB's second AZ."""
-    # Regular AZs only: opted-in Local Zones are "available" too, and sort first.
-    zones = sorted(aws.get_availability_zones(
-        state="available",
-        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])]).names)
+    zones = region_zones()
     types = sorted({settings.router_instance_type, settings.management_instance_type, settings.host_instance_type})
     offerings = aws.ec2.get_instance_type_offerings(
         location_type="availability-zone",
@@ -300,5 +297,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
         # Read back on the next run (components.deployed): what is chosen once or only grows.
         deployed_state.OUTPUT: deployed_state.record(settings, az, prefix),
+        "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
+            lambda args: cloudmonkey.cmk_profile(stack, args[0], args[1], region)),
     }
     return Deployment(settings, outputs, spec)
