@@ -5,8 +5,8 @@ order and the dependencies tested against the emulator are the ones deployed.
 
 Order (install guide chapter 6, with DESIGN.md's corrections): zone → physical
 network → traffic types (KVM label cloudbr0) → providers → pod → public range →
-global settings (`host` before any addHost) → clusters → hosts → primary storage
-(needs an Up host) → image store (after the KVM cluster: the system VM template
+global settings (`host` before any addHost) → clusters → each cluster's hosts (one
+resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
 is registered then, for existing clusters' hypervisors) → zone enabled.
 """
 
@@ -34,7 +34,7 @@ class Ref:
 class Deferred:
     """A value known only at deploy time (a Pulumi input), with fixed text around it."""
 
-    name: str           # endpoint | secret_id | region | efs_dns
+    name: str           # endpoint | secret_id | region | efs_dns | instance-<host index>
     prefix: str = ""
     suffix: str = ""
 
@@ -45,7 +45,10 @@ class PlannedResource:
     kind: str
     props: dict[str, Any]
     depends_on: tuple[str, ...] = ()
-    host_index: int | None = None   # set on hosts: their EC2 instance is an extra dependency
+    #: on a cluster's hosts: the hosts' EC2 instances are extra dependencies, so a scale-in
+    #: deregisters a host (an update of this resource) before Pulumi deletes its instance
+    #: (deletes of resources that left the program run after every create and update).
+    host_indexes: tuple[int, ...] = ()
 
     def refs(self) -> set[str]:
         return {v.resource for v in self.props.values() if isinstance(v, Ref)} | set(self.depends_on)
@@ -66,8 +69,8 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
     out: list[PlannedResource] = []
 
     def add(name: str, kind: str, props: dict[str, Any], depends_on: tuple[str, ...] = (),
-            host_index: int | None = None) -> None:
-        out.append(PlannedResource(name, kind, {**props, **conn}, depends_on, host_index))
+            host_indexes: tuple[int, ...] = ()) -> None:
+        out.append(PlannedResource(name, kind, {**props, **conn}, depends_on, host_indexes))
 
     add("zone", "zone", {
         "name": z.name, "networktype": z.network_type, "dns1": z.dns1,
@@ -111,16 +114,21 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
             "zoneid": Ref("zone"), "podid": Ref("pod"), "clustername": c.name,
             "hypervisor": "KVM", "clustertype": "CloudManaged",
         }, ("public-range",))
-    for h in sorted(spec.hosts, key=lambda h: h.index):
-        add(f"host-{h.index}", "host", {
-            "zoneid": Ref("zone"), "podid": Ref("pod"), "clusterid": Ref(f"cluster-{h.cluster_index}"),
-            "url": h.url, "ipaddress": h.overlay_ip, "username": h.username, "hypervisor": "KVM",
-        }, tuple(settings), host_index=h.index)
-    first_host = f"host-{spec.first_host.index}"
+    for c in sorted(spec.clusters, key=lambda c: c.index):
+        members = sorted((h for h in spec.hosts if h.cluster_index == c.index), key=lambda h: h.index)
+        add(f"hosts-{c.index}", "cluster_hosts", {
+            "zoneid": Ref("zone"), "podid": Ref("pod"), "clusterid": Ref(f"cluster-{c.index}"),
+            "clustername": c.name, "hypervisor": "KVM", "username": members[0].username,
+            "hosts": [{"index": h.index, "ipaddress": h.overlay_ip, "instance": Deferred(f"instance-{h.index}")}
+                      for h in members],
+            # outputs, declared so that the resource has them as attributes
+            "host_ids": None, "states": None, "service": None,
+        }, tuple(settings), host_indexes=tuple(h.index for h in members))
+    first_hosts = f"hosts-{spec.first_host.cluster_index}"
     add("primary-storage", "primary_storage", {
         "zoneid": Ref("zone"), "name": st.primary_name, "scope": "zone", "hypervisor": "KVM",
         "url": Deferred("efs_dns", "nfs://", st.primary_path),
-    }, (first_host,))
+    }, (first_hosts,))
     add("image-store", "image_store", {
         "zoneid": Ref("zone"), "name": st.secondary_name, "provider": "NFS",
         "url": Deferred("efs_dns", "nfs://", st.secondary_path),
@@ -131,9 +139,14 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
 
 
 def resolve(value: Any, outputs: dict[str, dict[str, Any]], deferred: dict[str, Any]) -> Any:
-    """Replace Ref/Deferred by concrete values (the tests' engine; Pulumi uses Outputs)."""
+    """Replace Ref/Deferred by concrete values, in lists and dicts too (the tests' engine;
+    Pulumi uses Outputs). A Deferred without a value (an instance id not given) is ""."""
     if isinstance(value, Ref):
         return outputs[value.resource][value.key]
     if isinstance(value, Deferred):
-        return f"{value.prefix}{deferred[value.name]}{value.suffix}"
+        return f"{value.prefix}{deferred.get(value.name, '')}{value.suffix}"
+    if isinstance(value, list):
+        return [resolve(v, outputs, deferred) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve(v, outputs, deferred) for k, v in value.items()}
     return value

@@ -237,7 +237,16 @@ class Timeouts:
     maintenance: float = 60 * 60      # PrepareForMaintenance → Maintenance (live-migrating VMs off)
     transient_retry: float = 10 * 60  # retrying 530/533/connection refused on one step
     poll_interval: float = 10.0       # between polls of jobs, host states, secret, API
-    http_timeout: float = 60.0        # one HTTP request
+    http_timeout: float = 60.0        # one HTTP request (commands below excepted)
+    #: addHost answers only once the agent is Up: LibvirtServerDiscoverer.find connects over
+    #: SSH (60 s connect + 60 s kex), runs cloudstack-setup-agent, then waitForHostConnect
+    #: polls 10 x 30 s; 15 minutes covers that with room for a slow agent setup.
+    add_host_http: float = 15 * 60
+    #: createStoragePool (zone-wide) sends ModifyStoragePoolCommand to every Up host and waits
+    #: for each (the agent command `wait`, 1800 s by default); addImageStore seeds the system VM
+    #: template into the store (SystemVmTemplateRegistration) before it answers.
+    storage_http: float = 30 * 60
+    system_vms: float = 30 * 60       # zone enabled → secondary storage VM and console proxy Running
 
     def __post_init__(self) -> None:
         for k, v in self.as_dict().items():
@@ -246,6 +255,14 @@ class Timeouts:
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def http_timeout_for(self, command: str) -> float:
+        """Seconds to wait for the answer to one request of `command`."""
+        if command == "addHost":
+            return self.add_host_http
+        if command in ("createStoragePool", "addImageStore"):
+            return self.storage_http
+        return self.http_timeout
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Timeouts":

@@ -69,16 +69,21 @@ def test_plan_order_and_dependencies():
     idx = names.index
     assert names[0] == "zone" and names[-1] == "zone-enable"
     assert idx("physical-network") < idx("traffic-guest") < idx("provider-virtualrouter") < idx("pod") \
-        < idx("public-range") < idx("cluster-0") < idx("host-0") < idx("primary-storage") < idx("image-store")
-    assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("host-0")
+        < idx("public-range") < idx("cluster-0") < idx("hosts-0") < idx("primary-storage") < idx("image-store")
+    assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("hosts-0")
     by = {p.name: p for p in plan}
-    assert by["host-17"].props["clusterid"] == Ref("cluster-1") and by["host-17"].host_index == 17
-    assert "host-0" in by["primary-storage"].refs()
+    # one resource per cluster, carrying its hosts and depending on their instances
+    assert [n for n in names if n.startswith("host")] == ["hosts-0", "hosts-1"]
+    assert by["hosts-1"].props["clusterid"] == Ref("cluster-1") and by["hosts-1"].host_indexes == (16, 17, 18, 19)
+    assert by["hosts-0"].host_indexes == tuple(range(16))
+    assert by["hosts-1"].props["hosts"][1] == {"index": 17, "ipaddress": "10.100.0.27",
+                                               "instance": Deferred("instance-17")}
+    assert "hosts-0" in by["primary-storage"].refs()
     assert "cluster-0" in by["image-store"].refs()
     assert by["primary-storage"].props["url"] == Deferred("efs_dns", "nfs://", "/zone1/primary")
     assert by["image-store"].props["url"] == Deferred("efs_dns", "nfs://", "/zone1/secondary")
-    host = by["host-3"].props
-    assert host["url"] == "http://10.100.0.13" and host["username"] == "cloudstack" and "password" not in host
+    hosts = by["hosts-0"].props
+    assert hosts["username"] == "cloudstack" and "password" not in hosts
     for p in plan:
         assert p.props["endpoint"] == Deferred("endpoint") and p.props["secret_id"] == Deferred("secret_id")
         assert not any("secretkey" in k or "password" in k for k in p.props)
