@@ -374,7 +374,9 @@ class Emulator:
     def _attempt_maintain(self, h: dict) -> None:
         """ResourceManagerImpl.attemptMaintain: migrations done → Maintenance; some failed while
         others run → ErrorInPrepareForMaintenance; nothing left to try → ErrorInMaintenance."""
-        if h["resourcestate"] == "ErrorInPrepareForMaintenance":
+        if h["resourcestate"] == "ErrorInPrepareForMaintenance" or \
+                (self._vms_on(h["id"]) and not h.get("_migrations_scheduled", True)):
+            # Step 3: running VMs and no migration (pending or scheduled) left to try
             h["resourcestate"] = "ErrorInMaintenance"
             return
         stuck = []
@@ -881,6 +883,7 @@ class Emulator:
                                     f"AdminAskMaintenance")
             h["resourcestate"] = "PrepareForMaintenance"
             h["maintenance_at"] = time.monotonic() + self.maintenance_delay
+            h["_migrations_scheduled"] = bool(self._targets(h))
             if vms and not self._targets(h):
                 # doMaintain returns false after the transition: the job fails, the host stays in
                 # PrepareForMaintenance, and attemptMaintain later moves it to ErrorInMaintenance.
