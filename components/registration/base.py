@@ -147,11 +147,12 @@ class Kind:
         api.retrying(f"delete {label}", step)
 
 
-def await_created(api: Api, label: str, timed_out: CallTimedOut, find: Callable[[], Obj | None]) -> Obj:
+def await_created(api: Api, label: str, timed_out: CallTimedOut, find: Callable[[], Obj | None],
+                  bound: float | None = None) -> Obj:
     """After a create got no answer in time: the server may still be working on it (addHost
     waits for the agent, addImageStore copies the template). Look the object up until it
     appears, bounded by the command's own timeout; never send the create a second time."""
-    bound = api.timeouts.http_timeout_for(timed_out.command)
+    bound = api.timeouts.http_timeout_for(timed_out.command) if bound is None else bound
     LOG.warning("%s: %s; looking for it for up to %gs before anything else", label, timed_out, bound)
     deadline = time.monotonic() + bound
     while True:

@@ -134,7 +134,8 @@ def ensure_host(api: Api, props: Props, h: Props) -> Obj:
                     LOG.info("added %s (id %s)", label, host["id"])
                 continue  # re-read: adopt/serve/Up checks
             except CallTimedOut as e:
-                await_created(api, label, e, lambda: find_host(api, props["zoneid"], h["ipaddress"]))
+                await_created(api, label, e, lambda: find_host(api, props["zoneid"], h["ipaddress"]),
+                              bound=max(1.0, deadline - time.monotonic()))
                 continue
             except TransientError as e:
                 last = str(e)

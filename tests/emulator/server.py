@@ -142,6 +142,7 @@ class Emulator:
         self.unready_hosts: dict[str, str] = {}
         self.adding: set[str] = set()                      # addHost calls under way (addresses)
         self.duplicate_adds: list[str] = []                # addHost sent again while one was under way
+        self.most_adding = 0                               # most addHost calls under way at once
         self.capacity: dict[str, int] = {}                 # host id → VMs it can take (default: no limit)
         # fault injection
         self._http_faults: list[list[Any]] = []            # [command|"*", status, count, text]
@@ -782,8 +783,8 @@ class Emulator:
             # The real server does not see a call under way: it would SSH in and run the agent
             # setup a second time. Recorded so that tests can refuse it.
             self.duplicate_adds.append(ip)
-        if any(h["ipaddress"] == ip for h in self.hosts.values()):
-            # LibvirtServerDiscoverer.find: "Skipping host ... is already in the database" is a
+        if any(h["ipaddress"] == ip and h["zoneid"] == z["id"] for h in self.hosts.values()):
+            # LibvirtServerDiscoverer.find (hosts of the same zone): "Skipping host ... is already in the database" is a
             # CloudRuntimeException caught inside find(), which then returns null, so
             # ResourceManagerImpl.discoverHostsFull answers "Cannot find the server resources";
             # AddHostCmd turns the DiscoveryException into 530 INTERNAL_ERROR.
@@ -794,6 +795,7 @@ class Emulator:
                                 "in this cluster to come up")
         c["_guid"] = c["id"]   # LibvirtServerDiscoverer.find sets it first thing
         self.adding.add(ip)
+        self.most_adding = max(self.most_adding, len(self.adding))
 
         def finish() -> dict:
             self.adding.discard(ip)
@@ -805,7 +807,7 @@ class Emulator:
                                     f"cluster [{c['id']}] due to: [Authentication error].")
             if why is not None:
                 raise not_found   # e.g. cloudstack-setup-agent missing: find() returns null
-            if any(h["ipaddress"] == ip for h in self.hosts.values()):
+            if any(h["ipaddress"] == ip and h["zoneid"] == z["id"] for h in self.hosts.values()):
                 raise not_found
             if sum(1 for h in self.hosts.values() if h["clusterid"] == c["id"]) >= 16 and a["hypervisor"] == "KVM":
                 raise ApiError(530, f"Cluster {c['name']} already has the maximum number of KVM hosts")
