@@ -39,7 +39,11 @@ class KvmHostPool(pulumi.ComponentResource):
         # adds them with) and its package version; no secret is readable from a KVM host.
         profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
             parameter_arn(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY),
-            parameter_arn(args.stack, naming.PARAM_CLOUDSTACK_VERSION)])], opts=child, tags=tags)
+            parameter_arn(args.stack, naming.PARAM_CLOUDSTACK_VERSION)]),
+            # the boot script's last step: <prefix>/host-ready/<overlay ip> (the registration waits for it)
+            Grant(["ssm:PutParameter"], [parameter_arn(args.stack, f"{naming.HOST_READY}/{ip}")
+                                         for _, ip in sorted(args.overlay_ips.items())])],
+            opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
         for index, overlay_ip in sorted(args.overlay_ips.items()):

@@ -26,6 +26,9 @@ PARAM_MANAGEMENT_SSH_KEY = "management-ssh-public-key"
 #: The exact cloudstack-management package version the management server runs,
 #: written by it; KVM hosts install the agent of that very version.
 PARAM_CLOUDSTACK_VERSION = "cloudstack-version"
+#: `<prefix>/host-ready/<overlay ip>`: written by a KVM host's boot script at its very end
+#: (agent installed, management key authorized); the registration adds the host after it.
+HOST_READY = "host-ready"
 #: Value of a parameter the management server has not written yet.
 PENDING = "pending"
 
@@ -44,7 +47,7 @@ def stack_prefix(stack: str) -> str:
 
 def parameter_name(stack: str, which: str) -> str:
     """The SSM parameter `<prefix>/<which>` (the scripts derive it the same way: csec2_name)."""
-    if which not in PARAMETERS:
+    if which not in PARAMETERS and not which.startswith(f"{HOST_READY}/"):
         raise ValueError(f"parameter {which!r} is not one of {', '.join(PARAMETERS)}")
     return f"{stack_prefix(stack)}/{which}"
 

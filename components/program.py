@@ -21,7 +21,7 @@ from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.node import InstanceSpec
 from components.registration import RegistrationSpec, Timeouts, build_spec
-from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
+from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs, stack_aws_identity
 from components.router import OverlayRouter, OverlayRouterArgs
 from components.settings import Problem, Settings, SettingsError, choose_availability_zones
 from components.storage import EfsStorage, EfsStorageArgs
@@ -199,7 +199,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
             spec=spec,
             api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,
             efs_dns=storage.dns_name, host_dependencies=hosts.instances,
-            depends_on=[management.instance, router]))
+            depends_on=[management.instance, router],
+            aws_identity=stack_aws_identity(), host_ready_prefix=f"{prefix}/{naming.HOST_READY}"))
 
     cost = catalog.estimate(settings)
     outputs = {

@@ -293,14 +293,83 @@ class Api:
 
 # -- keys and readiness -------------------------------------------------------
 
-def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
-                  sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
-    """Wait (bounded) until the management server has written the api-keys secret."""
+#: AWS error codes that mean "these credentials cannot do this": waiting does not help.
+CREDENTIAL_ERRORS = ("AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
+                     "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch", "InvalidSignatureException",
+                     "AuthFailure")
+_SESSIONS: dict[tuple, Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+#: The parts of the stack's `aws:` config the registration uses: none of them is a secret
+#: (aws:accessKey/secretKey/token are never copied into resource inputs).
+IDENTITY_KEYS = ("profile", "roleArn", "externalId", "sessionName", "durationSeconds")
+
+
+def identity_from_config(profile: str | None, assume_role: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{"profile", "roleArn", ...} from aws:profile and aws:assumeRole (its non-secret keys)."""
+    out: dict[str, Any] = {"profile": profile} if profile else {}
+    for k in IDENTITY_KEYS[1:]:
+        v = (assume_role or {}).get(k)
+        if v not in (None, ""):
+            out[k] = v
+    return out
+
+
+def aws_session(identity: Mapping[str, Any] | None, region: str) -> Any:
+    """A boto3 session with the stack's AWS identity: `identity` holds the non-secret parts
+    of the stack's `aws:` config (profile; assumeRole's roleArn, externalId, sessionName,
+    durationSeconds), so the registration acts as the same principal as the rest of the
+    stack instead of boto3's defaults. Raises RegistrationError naming credentials."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    identity = dict(identity or {})
+    key = (region, tuple(sorted((k, str(v)) for k, v in identity.items())))
+    with _SESSIONS_LOCK:
+        if key in _SESSIONS:
+            return _SESSIONS[key]
+    profile = identity.get("profile") or None
+    try:
+        role = identity.get("roleArn")
+        # boto3's default session when nothing is configured (it has loaded its models already)
+        session = boto3.Session(profile_name=profile, region_name=region) if profile or role else \
+            boto3._get_default_session()
+        if role:
+            args = {"RoleArn": role, "RoleSessionName": identity.get("sessionName") or "cloudstack-ec2-registration"}
+            if identity.get("externalId"):
+                args["ExternalId"] = identity["externalId"]
+            if identity.get("durationSeconds"):
+                args["DurationSeconds"] = int(identity["durationSeconds"])
+            creds = session.client("sts").assume_role(**args)["Credentials"]
+            session = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
+                                    aws_secret_access_key=creds["SecretAccessKey"],
+                                    aws_session_token=creds["SessionToken"], region_name=region)
+        if session.get_credentials() is None:
+            raise RegistrationError(
+                f"the registration has no AWS credentials (profile {profile or 'default'}, region {region}): set "
+                f"aws:profile in the stack config or the AWS_* environment variables, as for the rest of the stack")
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        raise RegistrationError(f"the registration cannot assume {identity.get('roleArn')} (aws:assumeRole) with "
+                                f"the credentials of profile {profile or 'default'}: {code}") from None
+    except BotoCoreError as e:
+        raise RegistrationError(f"the registration cannot use the AWS credentials of profile "
+                                f"{profile or 'default'}: {e}") from None
+    with _SESSIONS_LOCK:
+        _SESSIONS[key] = session
+    return session
+
+
+def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
+                  sleep: Callable[[float], None] = time.sleep, identity: Mapping[str, Any] | None = None
+                  ) -> tuple[str, str]:
+    """Wait (bounded) until the management server has written the api-keys secret; missing
+    or denied credentials fail at once."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
     _ensure_log_handler()
-    client = boto3.client("secretsmanager", region_name=region)
+    client = aws_session(identity, region).client("secretsmanager", region_name=region)
     start = time.monotonic()
     next_log = start
     attempts = 0
@@ -311,10 +380,18 @@ def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
             break
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
+            if code in CREDENTIAL_ERRORS:
+                raise RegistrationError(
+                    f"the AWS credentials of the registration may not read the API keys secret {secret_id!r} in "
+                    f"{region}: {code}. It uses the stack's identity (aws:profile, aws:assumeRole); that principal "
+                    f"needs secretsmanager:GetSecretValue on it") from None
             if code not in ("ResourceNotFoundException", "ThrottlingException", "InternalServiceError"):
                 raise RegistrationError(f"cannot read the API keys secret {secret_id!r} in {region}: {code} "
                                         f"({e.response.get('Error', {}).get('Message', '')})") from None
             reason = "no value yet" if code == "ResourceNotFoundException" else code
+        except (NoCredentialsError, PartialCredentialsError) as e:
+            raise RegistrationError(f"the registration has no usable AWS credentials to read {secret_id!r}: "
+                                    f"{e}") from None
         except BotoCoreError as e:
             reason = type(e).__name__
         elapsed = time.monotonic() - start
@@ -383,7 +460,7 @@ def connect(props: Mapping[str, Any]) -> Api:
         if api is not None:
             api.timeouts = timeouts
             return api
-        apikey, secretkey = read_api_keys(secret_id, region, timeouts)
+        apikey, secretkey = read_api_keys(secret_id, region, timeouts, identity=props.get("aws"))
         api = Api(endpoint, apikey, secretkey, timeouts)
         try:
             wait_for_api(api)
@@ -397,6 +474,8 @@ def forget_connections() -> None:
     """Drop the cached, ready connections (keys rotated, or a new process state wanted)."""
     with _READY_LOCK:
         _READY.clear()
+    with _SESSIONS_LOCK:
+        _SESSIONS.clear()
 
 
 def probe(props: Mapping[str, Any]) -> Api | None:
@@ -414,7 +493,7 @@ def probe(props: Mapping[str, Any]) -> Api | None:
     quick = Timeouts.from_dict({**(props.get("timeouts") or {}), "secret_wait": 0.001, "api_wait": 0.001,
                                 "transient_retry": 0.001, "http_timeout": 10})
     try:
-        apikey, secretkey = read_api_keys(secret_id, region, quick, sleep=lambda _s: None)
+        apikey, secretkey = read_api_keys(secret_id, region, quick, sleep=lambda _s: None, identity=props.get("aws"))
         api = Api(endpoint, apikey, secretkey, quick)
         api.call("listCapabilities")
     except (RegistrationError, Exception):  # a probe: any failure means "cannot tell now"

@@ -29,6 +29,22 @@ class CloudStackRegistrationArgs:
     host_dependencies: Mapping[int, pulumi.Resource] = field(default_factory=dict)
     #: e.g. the management server instance; applied to every child.
     depends_on: Sequence[pulumi.Resource] = ()
+    #: The stack's AWS identity, non-secret parts only: {"profile", "roleArn", "externalId",
+    #: "sessionName", "durationSeconds"} (from aws:profile / aws:assumeRole); the provider
+    #: reads the API keys and the hosts' readiness with it. Empty: boto3's defaults.
+    aws_identity: Mapping[str, Any] = field(default_factory=dict)
+    #: SSM path under which each host's boot script signals it is ready for addHost
+    #: (`<prefix>/host-ready`; the parameter is `<this>/<overlay ip>`). Empty: do not wait.
+    host_ready_prefix: str = ""
+
+
+def stack_aws_identity() -> dict[str, Any]:
+    """The stack's AWS identity for the provider: aws:profile and aws:assumeRole (non-secret
+    keys); aws:region is the `region` argument."""
+    from .client import identity_from_config
+
+    config = pulumi.Config("aws")
+    return identity_from_config(config.get("profile"), config.get_object("assumeRole"))
 
 
 class CloudStackRegistration(pulumi.ComponentResource):
@@ -48,6 +64,7 @@ class CloudStackRegistration(pulumi.ComponentResource):
         deferred: dict[str, Any] = {
             "endpoint": args.api_url, "secret_id": args.api_keys_secret_id,
             "region": args.region, "efs_dns": args.efs_dns,
+            "aws": dict(args.aws_identity), "host_ready_prefix": args.host_ready_prefix,
         }
         # A host's instance id: a replaced instance re-registers the host (its old record is dead).
         for h in spec.hosts:

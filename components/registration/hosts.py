@@ -32,7 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from .base import Kind, Obj, Props, _by, _is_gone, await_created
-from .client import LOG, Api, CallTimedOut, CloudStackError, RegistrationError, TransientError
+from .client import (
+    CREDENTIAL_ERRORS, LOG, Api, CallTimedOut, CloudStackError, RegistrationError, TransientError, aws_session,
+)
 
 #: ResourceState.isMaintenanceState
 MAINTENANCE_STATES = ("PrepareForMaintenance", "ErrorInPrepareForMaintenance", "ErrorInMaintenance", "Maintenance")
@@ -124,6 +126,8 @@ def ensure_host(api: Api, props: Props, h: Props) -> Obj:
             if found.get("state") == "Up":
                 return found
             last = f"it is {found.get('state')}"
+        elif props.get("ready_parameter_prefix") and not host_signalled_ready(props, h):
+            last = f"it has not signalled readiness yet (SSM parameter {ready_parameter(props, h)})"
         else:
             try:
                 r = api.call("addHost", zoneid=props["zoneid"], podid=props["podid"], clusterid=props["clusterid"],
@@ -146,10 +150,65 @@ def ensure_host(api: Api, props: Props, h: Props) -> Obj:
                 LOG.info("%s is not ready for addHost yet (%s); retrying within timeouts.host_up", label, e.text)
         if time.monotonic() > deadline:
             raise RegistrationError(
-                f"{label} is not Up after {t.host_up:g}s (timeouts.host_up): {last}. Check on the host that "
-                f"cloudstack-agent is installed and running (/var/log/cloudstack/agent/agent.log) and that the host "
-                f"user's authorized_keys has the management server's key")
+                f"{label} is not Up after {t.host_up:g}s (timeouts.host_up): {last}. Check on the host that its "
+                f"boot script finished (journalctl -u cloudstack-ec2-boot; it writes the readiness parameter last), "
+                f"that cloudstack-agent is installed and running (/var/log/cloudstack/agent/agent.log) and that "
+                f"the host user's authorized_keys has the management server's key")
         api._sleep(t.poll_interval)
+
+
+def ready_parameter(props: Props, h: Props) -> str:
+    return f"{props['ready_parameter_prefix']}/{h['ipaddress']}"
+
+
+_LAUNCH_TIMES: dict[str, Any] = {}
+
+
+def host_signalled_ready(props: Props, h: Props) -> bool:
+    """Whether the host's boot script has written its readiness parameter (the last thing
+    userdata/kvm-host.sh does: the agent is installed and the management key authorized),
+    and, when the host's EC2 instance is known, written it after that instance launched (a
+    replaced instance must not pass on its predecessor's signal)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = ready_parameter(props, h)
+    session = aws_session(props.get("aws"), props["region"])
+    try:
+        written = session.client("ssm", region_name=props["region"]).get_parameter(Name=name)["Parameter"]
+        instance = h.get("instance") or ""
+        if instance and written.get("LastModifiedDate") is not None:
+            if instance not in _LAUNCH_TIMES:
+                r = session.client("ec2", region_name=props["region"]).describe_instances(InstanceIds=[instance])
+                _LAUNCH_TIMES[instance] = r["Reservations"][0]["Instances"][0]["LaunchTime"]
+            return written["LastModifiedDate"] >= _LAUNCH_TIMES[instance]
+        return True
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in CREDENTIAL_ERRORS:
+            raise RegistrationError(f"the AWS credentials of the registration may not read {name} or describe "
+                                    f"instance {h.get('instance')} ({code}): it uses the stack's identity "
+                                    f"(aws:profile, aws:assumeRole), which needs ssm:GetParameter and "
+                                    f"ec2:DescribeInstances") from None
+        return False   # ParameterNotFound: not ready yet; throttling, a new instance id: ask again
+    except (BotoCoreError, IndexError, KeyError):
+        return False
+
+
+def forget_ready(props: Props, ips: list[str]) -> None:
+    """Delete the readiness parameters of removed hosts: a new instance with the same address
+    must signal again before it is added."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not props.get("ready_parameter_prefix") or not ips:
+        return
+    names = [ready_parameter(props, {"ipaddress": ip}) for ip in ips]
+    try:
+        ssm = aws_session(props.get("aws"), props["region"]).client("ssm", region_name=props["region"])
+        for i in range(0, len(names), 10):   # DeleteParameters takes at most 10 names
+            ssm.delete_parameters(Names=names[i:i + 10])
+    except (ClientError, BotoCoreError, RegistrationError) as e:
+        LOG.warning("could not delete the readiness parameters %s: %s; delete them by hand (aws ssm "
+                    "delete-parameters)", ", ".join(names), e)
 
 
 def _maintenance_failed(api: Api, host_id: str, label: str, why: str) -> RegistrationError:
@@ -362,6 +421,7 @@ class ClusterHosts(Kind):
         if ids:
             LOG.info("%s: removing %s", self.label(news), ", ".join(leaving))
             remove_hosts(api, ids)
+        forget_ready(news, [ip for ip in old if ip not in new])
         found = _parallel(list(news["hosts"]), lambda h: ensure_host(api, news, h), f"add {self.label(news)}")
         return self.outs(found, news)
 
@@ -371,6 +431,7 @@ class ClusterHosts(Kind):
         ids = [str(h["id"]) for ip, h in registered.items() if ip in wanted]
         if ids:
             remove_hosts(api, ids)
+        forget_ready(props, sorted(wanted))
 
 
 class LegacyHost(Kind):

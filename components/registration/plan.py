@@ -19,7 +19,7 @@ from .spec import PROVIDER_ELEMENTS, TRAFFIC_TYPES, RegistrationSpec
 
 #: Connection properties every resource carries. Not secrets: the keys are read
 #: at run time from the secret named here and never stored.
-CONNECTION_KEYS = ("endpoint", "secret_id", "region", "timeouts")
+CONNECTION_KEYS = ("endpoint", "secret_id", "region", "timeouts", "aws")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Ref:
 class Deferred:
     """A value known only at deploy time (a Pulumi input), with fixed text around it."""
 
-    name: str           # endpoint | secret_id | region | efs_dns | instance-<host index>
+    name: str           # endpoint | secret_id | region | efs_dns | aws | host_ready_prefix | instance-<i>
     prefix: str = ""
     suffix: str = ""
 
@@ -64,6 +64,8 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         "secret_id": Deferred("secret_id"),
         "region": Deferred("region"),
         "timeouts": spec.timeouts.as_dict(),
+        # the stack's AWS identity (profile, assumeRole without secrets) for Secrets Manager / SSM
+        "aws": Deferred("aws"),
     }
     z, pn, pod, pub, st = spec.zone, spec.physical_network, spec.pod, spec.public_range, spec.storage
     out: list[PlannedResource] = []
@@ -119,6 +121,9 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         add(f"hosts-{c.index}", "cluster_hosts", {
             "zoneid": Ref("zone"), "podid": Ref("pod"), "clusterid": Ref(f"cluster-{c.index}"),
             "clustername": c.name, "hypervisor": "KVM", "username": members[0].username,
+            # <prefix>/host-ready: each host's boot script writes <this>/<overlay ip> when it is
+            # ready for addHost ("" : do not wait for it)
+            "ready_parameter_prefix": Deferred("host_ready_prefix"),
             "hosts": [{"index": h.index, "ipaddress": h.overlay_ip, "instance": Deferred(f"instance-{h.index}")}
                       for h in members],
             # outputs, declared so that the resource has them as attributes
@@ -144,6 +149,8 @@ def resolve(value: Any, outputs: dict[str, dict[str, Any]], deferred: dict[str, 
     if isinstance(value, Ref):
         return outputs[value.resource][value.key]
     if isinstance(value, Deferred):
+        if not value.prefix and not value.suffix:
+            return deferred.get(value.name, "" if value.name != "aws" else {})
         return f"{value.prefix}{deferred.get(value.name, '')}{value.suffix}"
     if isinstance(value, list):
         return [resolve(v, outputs, deferred) for v in value]

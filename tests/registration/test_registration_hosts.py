@@ -97,3 +97,57 @@ def test_benchmark_scale_out_cost_grows_with_clusters_not_hosts(api_secret):
             emu.stop()
     print(f"\nscale-out: 4 hosts {times[4]:.2f}s, 32 hosts {times[32]:.2f}s, ratio {times[32] / times[4]:.2f} "
           f"(each addHost 1s; with one resource per host it would be about 32/4 = 8)")
+
+
+READY = "/cloudstack-ec2/test/host-ready"
+
+
+def test_add_host_waits_for_the_hosts_readiness_signal(emulator, api_secret):
+    import threading
+
+    import boto3
+
+    added_before_signal = []
+
+    def boot_finishes():
+        time.sleep(0.6)
+        added_before_signal.append(any(r["command"] == "addHost" for r in emulator.requests))
+        boto3.client("ssm", region_name=REGION).put_parameter(Name=f"{READY}/10.100.0.10", Value="x",
+                                                              Type="String", Overwrite=True)
+
+    threading.Thread(target=boot_finishes, daemon=True).start()
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.deferred["host_ready_prefix"] = READY
+    engine.up(make_spec(1, timeouts=FAST))
+    assert added_before_signal == [False] and len(emulator.hosts) == 1
+
+
+def test_a_replaced_instance_does_not_pass_on_its_predecessors_signal(emulator, api_secret):
+    import boto3
+
+    ssm, ec2 = boto3.client("ssm", region_name=REGION), boto3.client("ec2", region_name=REGION)
+    ssm.put_parameter(Name=f"{READY}/10.100.0.10", Value="old", Type="String")   # the old instance's
+    time.sleep(1.1)
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.deferred.update({"host_ready_prefix": READY, "instance-0": instance})
+    with pytest.raises(RegistrationError, match="has not signalled readiness yet"):
+        engine.up(make_spec(1, timeouts=Timeouts(**{**FAST.as_dict(), "host_up": 0.5})))
+    assert not any(r["command"] == "addHost" for r in emulator.requests)
+    ssm.put_parameter(Name=f"{READY}/10.100.0.10", Value="new", Type="String", Overwrite=True)
+    engine.up(make_spec(1, timeouts=FAST))
+    assert len(emulator.hosts) == 1
+
+
+def test_scale_in_deletes_the_readiness_parameter(emulator, api_secret):
+    import boto3
+
+    ssm = boto3.client("ssm", region_name=REGION)
+    for ip in ("10.100.0.10", "10.100.0.11"):
+        ssm.put_parameter(Name=f"{READY}/{ip}", Value="x", Type="String")
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.deferred["host_ready_prefix"] = READY
+    engine.up(make_spec(2, timeouts=FAST))
+    engine.up(make_spec(1, timeouts=FAST))
+    names = [p["Name"] for p in ssm.get_parameters_by_path(Path=READY)["Parameters"]]
+    assert names == [f"{READY}/10.100.0.10"]

@@ -117,8 +117,12 @@ def test_router_role_has_nothing_but_session_manager(dev):
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     doc = dev.policy_document("kvm-host")
+    # ... and write their own readiness parameters (one exact ARN per host, no wildcard)
+    ready = {("ssm:PutParameter", ssm_arn(f"host-ready/{h.inputs['tags']['OverlayIp']}"))
+             for h in dev.instances() if h.name.startswith("kvm-host-")}
+    assert ready
     assert grants(doc) == {("ssm:GetParameter", ssm_arn("management-ssh-public-key")),
-                           ("ssm:GetParameter", ssm_arn("cloudstack-version"))}
+                           ("ssm:GetParameter", ssm_arn("cloudstack-version"))} | ready
 
 
 def test_management_server_grants_are_exact(dev):
