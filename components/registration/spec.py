@@ -31,6 +31,10 @@ PROVIDER_ELEMENTS = {
     "InternalLbVm": "internallb",
 }
 
+#: Guest CIDRs CloudStack accepts (NetUtils.validateGuestCidr: RFC 1918 and RFC 6598).
+GUEST_CIDR_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                             "100.64.0.0/10"))
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _SETTING = re.compile(r"^[a-z][a-z0-9._-]*$")
@@ -75,9 +79,15 @@ class ZoneSpec:
             _fail("zone.internal_dns1", self.internal_dns1,
                   "CloudStack reserves 169.254.0.0/16; use the VPC resolver (VPC base + 2)")
         try:
-            ipaddress.IPv4Network(self.guest_cidr)
+            guest = ipaddress.IPv4Network(self.guest_cidr)
         except ValueError:
             _fail("zone.guest_cidr", self.guest_cidr, "expected an IPv4 CIDR with zero host bits, e.g. 10.1.1.0/24")
+            raise
+        # ConfigurationManagerImpl (createZone/editZone) checks NetUtils.validateGuestCidr: the
+        # guest CIDR must be site-local (RFC 1918) or shared address space (RFC 6598).
+        if not any(guest.subnet_of(n) for n in GUEST_CIDR_RANGES):
+            _fail("zone.guest_cidr", self.guest_cidr,
+                  f"CloudStack accepts only private guest CIDRs: inside {', '.join(map(str, GUEST_CIDR_RANGES))}")
         if self.network_type != "Advanced":
             _fail("zone.network_type", self.network_type, "only 'Advanced' (VLAN guest isolation over the overlay)")
 
@@ -313,6 +323,14 @@ class RegistrationSpec:
         snames = [s.name for s in self.global_settings]
         if len(set(snames)) != len(snames):
             _fail("global_settings", snames, "each setting at most once")
+        pod_start, pod_end = (ipaddress.IPv4Address(self.pod.start_ip), ipaddress.IPv4Address(self.pod.end_ip))
+        pub_start, pub_end = (ipaddress.IPv4Address(self.public_range.start_ip),
+                              ipaddress.IPv4Address(self.public_range.end_ip))
+        if pub_start <= pod_end and pod_start <= pub_end:
+            # ConfigurationManagerImpl.createVlanIpRange refuses a public range that overlaps the
+            # pod's reserved system range ("...overlaps with the pod's IP range").
+            _fail("public_range.start_ip/end_ip", (self.public_range.start_ip, self.public_range.end_ip),
+                  f"must not overlap the pod's reserved system range {self.pod.start_ip}-{self.pod.end_ip}")
         if self.pod.gateway != self.public_range.gateway:
             _fail("public_range.gateway", self.public_range.gateway,
                   f"the same overlay gateway as the pod ({self.pod.gateway}): the router")

@@ -25,6 +25,8 @@ def test_clusters_follow_hosts_per_cluster():
     (lambda: ZoneSpec("zone 1", "10.0.0.2", "10.0.0.2", "10.1.1.0/24"), "zone.name"),
     (lambda: ZoneSpec("z", "169.254.169.253", "10.0.0.2", "10.1.1.0/24"), "zone.dns1"),
     (lambda: ZoneSpec("z", "10.0.0.2", "10.0.0.2", "10.1.1.1/24"), "zone.guest_cidr"),
+    (lambda: ZoneSpec("z", "10.0.0.2", "10.0.0.2", "8.8.8.0/24"), "zone.guest_cidr"),       # not private
+    (lambda: ZoneSpec("z", "10.0.0.2", "10.0.0.2", "100.128.0.0/24"), "zone.guest_cidr"),   # past 100.64/10
     (lambda: PodSpec("p", "10.100.0.1", "255.255.0.0", "10.100.64.9", "10.100.64.1"), "pod.start_ip/end_ip"),
     (lambda: PodSpec("p", "10.100.0.1", "255.255.0.0", "10.200.0.1", "10.200.0.9"), "pod.start_ip"),
     (lambda: HostSpec(0, "10.100.0.300", 0, "cloudstack"), "hosts[0].overlay_ip"),
@@ -37,9 +39,17 @@ def test_bad_input_names_the_field_and_value(make, field):
     assert f"{field}=" in str(e.value) and "invalid" in str(e.value)
 
 
+def test_private_guest_cidrs_are_accepted():
+    for cidr in ("10.1.1.0/24", "172.16.5.0/24", "192.168.0.0/24", "100.64.3.0/24"):
+        assert ZoneSpec("z", "10.0.0.2", "10.0.0.2", cidr).guest_cidr == cidr
+
+
 def test_spec_level_checks():
     spec = make_spec(3, hosts_per_cluster=2)
     import dataclasses
+    with pytest.raises(SpecError, match=r"public_range.start_ip/end_ip=.*overlap the pod's reserved system range"):
+        dataclasses.replace(spec, public_range=dataclasses.replace(spec.public_range, start_ip="10.100.64.200",
+                                                                   end_ip="10.100.65.10"))
     with pytest.raises(SpecError, match="cluster_index"):
         dataclasses.replace(spec, hosts=spec.hosts + (HostSpec(9, "10.100.0.99", 7, "u"),))
     with pytest.raises(SpecError, match="overlay addresses must be unique"):
