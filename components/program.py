@@ -194,7 +194,9 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         minutes = settings.registration_timeout_minutes * 60
         spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
                           hosts_per_cluster=settings.hosts_per_cluster,
-                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes))
+                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes,
+                                            system_vms=settings.system_vm_wait_minutes * 60),
+                          allow_destroy_with_vms=settings.destroy_with_running_vms)
         CloudStackRegistration("registration", CloudStackRegistrationArgs(
             spec=spec,
             api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,

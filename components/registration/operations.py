@@ -63,10 +63,24 @@ class ZoneEnablement(Kind):
     def get(self, api, id_, props):
         return _by(api.list("listZones", "zone", id=id_), id=id_)
 
+    probes = True
+
+    def probe_service(self, api, props):
+        zone = self.get(api, props["zoneid"], props)
+        return zone is None or zone.get("allocationstate") == props["allocationstate"]
+
+    def diff(self, olds, news):
+        changed, replaces = super().diff(olds, news)
+        if olds.get("service", "ok") != "ok":   # the zone was disabled meanwhile (see PhysicalNetwork)
+            changed.append("allocationstate")
+        return changed, replaces
+
     def converge(self, api, obj, props):
         if obj.get("allocationstate") != props["allocationstate"]:
             api.call("updateZone", id=obj["id"], allocationstate=props["allocationstate"])
             obj = self.get(api, obj["id"], props) or obj
+        if props["allocationstate"] == "Enabled":
+            wait_for_system_vms(api, obj)
         return obj
 
     def live(self, obj, props):
@@ -76,13 +90,46 @@ class ZoneEnablement(Kind):
         api.call("updateZone", id=id_, allocationstate=news["allocationstate"])
 
     def delete(self, api, id_, props):
-        # Disabling (not deleting) the zone: the zone resource owns its deletion.
+        # Disabling (not deleting) the zone: the zone resource owns its deletion. Then its
+        # system VMs go: a Disabled zone gets none again (the capacity scans skip it), and a
+        # host running one could never enter maintenance as the cluster's last host.
         def step():
             zone = self.get(api, id_, props)
             if zone is not None and zone.get("allocationstate") != "Disabled":
                 api.call("updateZone", id=id_, allocationstate="Disabled")
                 LOG.info("disabled zone %s", id_)
         api.retrying(f"disable zone {id_}", step)
+        for vm in api.list("listSystemVms", "systemvm", zoneid=id_):
+            LOG.info("destroying system VM %s of the disabled zone", vm.get("name"))
+            api.retrying(f"destroy {vm.get('name')}", lambda vm=vm: api.job("destroySystemVm", id=vm["id"]))
+
+
+def wait_for_system_vms(api: Api, zone: Obj) -> None:
+    """After the zone is enabled: its secondary storage VM and console proxy must run
+    (bounded by timeouts.system_vms); the error says which one and where to look."""
+    t = api.timeouts
+    deadline = time.monotonic() + t.system_vms
+    want = {"secondarystoragevm": "secondary storage VM", "consoleproxy": "console proxy"}
+    while True:
+        vms = api.list("listSystemVms", "systemvm", zoneid=zone["id"])
+        running = {v.get("systemvmtype") for v in vms if v.get("state") == "Running"}
+        if set(want) <= running:
+            return
+        if time.monotonic() > deadline:
+            missing = []
+            for kind, what in want.items():
+                if kind in running:
+                    continue
+                found = [v for v in vms if v.get("systemvmtype") == kind]
+                missing.append(f"{what}: " + (", ".join(f"{v.get('name')} {v.get('state')}" for v in found)
+                                              or "not created"))
+            raise RegistrationError(
+                f"zone {zone.get('name')} is Enabled but after {t.system_vms:g}s (systemVmWaitMinutes) these system "
+                f"VMs do not run: {'; '.join(missing)}. Look at the management server log "
+                f"(/var/log/cloudstack/management/management-server.log), the system VM template "
+                f"(listTemplates templatetype=SYSTEM) and, inside a secondary storage VM, "
+                f"/usr/local/cloud/systemvm/ssvm-check.sh")
+        api._sleep(t.poll_interval)
 
 
 # -- physical network, traffic types, providers ---------------------------------
@@ -410,6 +457,25 @@ class ImageStore(Kind):
     def live(self, obj, props):
         return {"zoneid": obj.get("zoneid"), "name": obj.get("name"), "url": obj.get("url"),
                 "provider": obj.get("providername")}
+
+    def converge(self, api, obj, props):
+        """The KVM system VM template must become Ready in the store (the management server
+        seeds it when the zone's first image store is added); bounded by timeouts.system_vms."""
+        t = api.timeouts
+        deadline = time.monotonic() + t.system_vms
+        while True:
+            items = api.list("listTemplates", "template", templatefilter="all", templatetype="SYSTEM",
+                             zoneid=props["zoneid"], hypervisor="KVM", listall=True)
+            if any(i.get("isready") for i in items):
+                return obj
+            if time.monotonic() > deadline:
+                state = ", ".join(f"{i.get('name')}: {i.get('status')}" for i in items) or "no KVM system VM template"
+                raise RegistrationError(
+                    f"{self.label(props)}: the KVM system VM template is not Ready after {t.system_vms:g}s "
+                    f"(systemVmWaitMinutes): {state}. Look at the management server log "
+                    f"(/var/log/cloudstack/management/management-server.log, 'SystemVmTemplateRegistration') and "
+                    f"that it can mount {props['url']}")
+            api._sleep(t.poll_interval)
 
     def remove(self, api, id_, props):
         api.call("deleteImageStore", id=id_)

@@ -136,6 +136,11 @@ class Emulator:
         self.config: dict[str, str] = dict(DEFAULT_CONFIG)
         self.jobs: dict[str, dict] = {}
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
+        self.template_ready_at: dict[str, float] = {}      # zone id → when its system VM template is Ready
+        self.template_delay = 0.02                         # seeding the template into the image store
+        self.system_vm_delay = 0.05                        # a system VM from Starting to Running
+        #: system VM types that never reach Running (e.g. "SecondaryStorageVm": it cannot mount the store)
+        self.stuck_system_vms: set[str] = set()
         self.lost_vms: list[str] = []                      # VMs Running on a host when it was deleted
         #: overlay address → why the host cannot be added yet ("no-key": the management
         #: server's key is not authorized; "no-agent": cloudstack-agent not installed)
@@ -371,6 +376,31 @@ class Emulator:
             if h["resourcestate"] in ("PrepareForMaintenance", "ErrorInPrepareForMaintenance") \
                     and h["maintenance_at"] <= now:
                 self._attempt_maintain(h)
+        self._launch_system_vms(now)
+
+    def _launch_system_vms(self, now: float) -> None:
+        """SecondaryStorageManagerImpl / ConsoleProxyManagerImpl capacity scans: an Enabled zone
+        with a Ready system VM template, primary storage and an Up, Enabled host gets one
+        secondary storage VM and one console proxy (never in a Disabled zone)."""
+        for v in self.vms.values():
+            if v["type"] in ("SecondaryStorageVm", "ConsoleProxy") and v["state"] == "Starting" \
+                    and v.get("_running_at", 0) <= now and v["type"] not in self.stuck_system_vms:
+                v["state"] = "Running"
+        for z in self.zones.values():
+            if z["allocationstate"] != "Enabled" or self.template_ready_at.get(z["id"], float("inf")) > now:
+                continue
+            if "KVM" not in self.system_templates.get(z["id"], set()):
+                continue
+            hosts = [h for h in self.hosts.values() if h["zoneid"] == z["id"] and h["state"] == "Up"
+                     and h["resourcestate"] == "Enabled"]
+            if not hosts or not any(p["zoneid"] == z["id"] for p in self.pools.values()):
+                continue
+            have = {v["type"] for v in self.vms.values() if v.get("_zoneid") == z["id"]}
+            for kind, prefix in (("SecondaryStorageVm", "s"), ("ConsoleProxy", "v")):
+                if kind not in have:
+                    n = sum(1 for v in self.vms.values() if v["type"] == kind) + 1
+                    vid = self.add_vm(hosts[0]["id"], f"{prefix}-{n}-VM", type=kind)
+                    self.vms[vid].update(state="Starting", _zoneid=z["id"], _running_at=now + self.system_vm_delay)
 
     def _attempt_maintain(self, h: dict) -> None:
         """ResourceManagerImpl.attemptMaintain: migrations done → Maintenance; some failed while
@@ -477,7 +507,8 @@ class Emulator:
         zid = _uuid()
         self.zones[zid] = {"id": zid, "name": a["name"], "networktype": a["networktype"], "dns1": a["dns1"],
                            "internaldns1": a["internaldns1"], "guestcidraddress": a.get("guestcidraddress"),
-                           "allocationstate": a.get("allocationstate", "Enabled"), "securitygroupsenabled": False,
+                           # ConfigurationManagerImpl.createZone: Disabled unless asked otherwise
+                           "allocationstate": a.get("allocationstate", "Disabled"), "securitygroupsenabled": False,
                            "localstorageenabled": False, "zonetoken": _uuid(), "dhcpprovider": "VirtualRouter",
                            "tags": [], "type": "Core"}
         return {"zone": self.zones[zid]}
@@ -872,6 +903,9 @@ class Emulator:
                                     "in PrepareForMaintenance OR ErrorInPrepareForMaintenance STATUS in cluster "
                                     f"{h['clusterid']}")
             vms = self._vms_on(h["id"])
+            if any(v["state"] in ("Starting", "Stopping") for v in vms):
+                raise ApiError(530, "Host contains VMs in starting/stopping state. Please wait for them to complete "
+                                    "before putting to maintenance.")
             if any(not v["migratable"] for v in vms):
                 raise ApiError(530, "There are active VMs using the host's local storage pool. Please stop all VMs "
                                     "on this host that use local storage.")
@@ -975,6 +1009,8 @@ class Emulator:
     def _cmd_listSystemVms(self, a: dict) -> dict:
         kinds = {"secondarystoragevm": ("SecondaryStorageVm",), "consoleproxy": ("ConsoleProxy",)}
         items = self._vm_items(a, kinds.get(a.get("systemvmtype", ""), ("SecondaryStorageVm", "ConsoleProxy")))
+        items = [i for i in items if "zoneid" not in a or self.vms[i["id"]].get("_zoneid") == a["zoneid"]
+                 or i.get("zoneid") == a["zoneid"]]
         return self._list("systemvm", items, a)
 
     # -- storage --------------------------------------------------------------------------------
@@ -1027,12 +1063,38 @@ class Emulator:
         if not any(s["zoneid"] == z["id"] for s in self.imagestores.values()):
             # The first NFS store of a zone gets the system VM template, for the hypervisors
             # of the clusters that exist at that moment.
+            self.template_ready_at[z["id"]] = time.monotonic() + self.template_delay
             self.system_templates[z["id"]] = {c["hypervisortype"] for c in self.clusters.values()
                                               if c["zoneid"] == z["id"]}
         sid = _uuid()
         self.imagestores[sid] = self._tmpl("imagestore", id=sid, name=a.get("name", a["url"]), url=a["url"],
                                            zoneid=z["id"], zonename=z["name"], protocol="nfs", providername="NFS")
         return {"imagestore": self.imagestores[sid]}
+
+    def _cmd_listTemplates(self, a: dict) -> dict:
+        # Only the system VM templates (templatetype SYSTEM) are emulated; `isready` turns true
+        # once the template is seeded into the zone's image store.
+        items = []
+        now = time.monotonic()
+        for zid, hvs in self.system_templates.items():
+            for hv in sorted(hvs):
+                ready = self.template_ready_at.get(zid, float("inf")) <= now
+                t = {"id": f"tmpl-{zid[:8]}-{hv}", "name": f"systemvm-{hv.lower()}-4.22.0", "hypervisor": hv,
+                     "templatetype": "SYSTEM", "zoneid": zid, "isready": ready,
+                     "status": "Download Complete" if ready else "Installing Template"}
+                if self._match(t, a, "zoneid", "hypervisor", "templatetype"):
+                    items.append(t)
+        return self._list("template", items, a)
+
+    def _cmd_destroySystemVm(self, a: dict) -> dict:
+        v = self._get(self.vms, a["id"], "system vm")
+        if v["type"] not in ("SecondaryStorageVm", "ConsoleProxy"):
+            raise ApiError(431, f"Unable to find a system vm with id {a['id']}")
+
+        def run() -> dict:
+            self.vms.pop(v["id"], None)
+            return {"systemvm": {"id": v["id"], "name": v["name"], "state": "Destroyed"}}
+        return self._submit("destroySystemVm", run, ("SystemVm", v["id"]))
 
     def _cmd_listImageStores(self, a: dict) -> dict:
         return self._list("imagestore", [s for s in self.imagestores.values()

@@ -362,3 +362,26 @@ def test_destroy_removes_everything_in_reverse_order(emulator, api_secret, tmp_p
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     assert all(r["command"] in COMMANDS for r in records)
     assert not any(r["command"] == "deleteHost" and "forced" in r["params"] for r in records)
+
+
+def test_zone_enable_waits_until_the_system_vms_run(emulator, api_secret):
+    emulator.system_vm_delay = 0.5
+    Engine(emulator.url, api_secret, REGION).up(make_spec(1, timeouts=FAST))
+    assert sorted((v["type"], v["state"]) for v in emulator.vms.values()) == [
+        ("ConsoleProxy", "Running"), ("SecondaryStorageVm", "Running")]
+
+
+def test_a_system_vm_that_never_runs_is_named_with_where_to_look(emulator, api_secret):
+    emulator.stuck_system_vms = {"SecondaryStorageVm"}
+    t = Timeouts(**{**FAST.as_dict(), "system_vms": 0.5})
+    with pytest.raises(RegistrationError, match=r"secondary storage VM: s-1-VM Starting.*ssvm-check") as e:
+        Engine(emulator.url, api_secret, REGION).up(make_spec(1, timeouts=t))
+    assert "console proxy" not in str(e.value)
+
+
+def test_system_vm_template_that_never_gets_ready_fails_bounded(emulator, api_secret):
+    emulator.template_delay = 60
+    t = Timeouts(**{**FAST.as_dict(), "system_vms": 0.5})
+    with pytest.raises(RegistrationError, match=r"KVM system VM template is not Ready after 0.5s.*Installing"):
+        Engine(emulator.url, api_secret, REGION).up(make_spec(1, timeouts=t))
+    assert next(iter(emulator.zones.values()))["allocationstate"] == "Disabled"   # never enabled
