@@ -202,7 +202,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
             api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,
             efs_dns=storage.dns_name, host_dependencies=hosts.instances,
             depends_on=[management.instance, router],
-            aws_identity=stack_aws_identity(), host_ready_prefix=f"{prefix}/{naming.HOST_READY}"))
+            aws_identity=stack_aws_identity(), host_ready_prefix=f"{prefix}/{naming.HOST_READY}",
+            guarded=[underlay, multicast, database, storage, router, management, hosts]))
 
     cost = catalog.estimate(settings)
     outputs = {

@@ -45,6 +45,8 @@ class Kind:
     output_keys: tuple[str, ...] = ("id",)
     #: the provider's diff asks CloudStack (without waiting) whether the object still serves
     probes = False
+    #: delete_lazily(connect, id, props) instead of delete(api, id, props)
+    connects_lazily = False
 
     # -- to implement ----------------------------------------------------
     def label(self, props: Props) -> str:

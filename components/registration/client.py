@@ -474,6 +474,7 @@ def forget_connections() -> None:
     """Drop the cached, ready connections (keys rotated, or a new process state wanted)."""
     with _READY_LOCK:
         _READY.clear()
+        _TEARDOWN.clear()
     with _SESSIONS_LOCK:
         _SESSIONS.clear()
 
@@ -500,3 +501,17 @@ def probe(props: Mapping[str, Any]) -> Api | None:
         return None
     api.timeouts = Timeouts.from_dict(props.get("timeouts") or {})
     return api
+
+
+#: Endpoints whose cloud is being torn down with its workloads (destroyWithRunningVms, in
+#: this provider process): the other resources' deletions then ask CloudStack nothing, since
+#: its database and hosts go with the stack.
+_TEARDOWN: set[str] = set()
+
+
+def tear_down(endpoint: str) -> None:
+    _TEARDOWN.add(endpoint)
+
+
+def tearing_down(props: Mapping[str, Any]) -> bool:
+    return props.get("endpoint") in _TEARDOWN

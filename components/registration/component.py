@@ -36,6 +36,9 @@ class CloudStackRegistrationArgs:
     #: SSM path under which each host's boot script signals it is ready for addHost
     #: (`<prefix>/host-ready`; the parameter is `<this>/<overlay ip>`). Empty: do not wait.
     host_ready_prefix: str = ""
+    #: Every other part of the stack (its components): the workload guard depends on them, so
+    #: `pulumi destroy` deletes nothing of theirs before it has checked for VMs.
+    guarded: Sequence[pulumi.Resource] = ()
 
 
 def stack_aws_identity() -> dict[str, Any]:
@@ -96,6 +99,8 @@ class CloudStackRegistration(pulumi.ComponentResource):
                     deps.append(args.host_dependencies[i])
                     dep_names.append(f"instance-{i}")
             deps.extend(args.depends_on)
+            if planned.kind == "workload_guard":
+                deps.extend(args.guarded)
             self.dependencies[planned.name] = dep_names
             cls = RESOURCE_CLASSES[planned.kind]
             self.children[planned.name] = cls(

@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from .base import Kind, Obj, Props, _by, _first, _is_gone, _single  # noqa: F401
-from .client import LOG, Api, CloudStackError, RegistrationError  # noqa: F401
+from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # noqa: F401
 from .hosts import ClusterHosts, LegacyHost
 
 # -- zone ---------------------------------------------------------------------
@@ -481,6 +481,47 @@ class ImageStore(Kind):
         api.call("deleteImageStore", id=id_)
 
 
+class WorkloadGuard(Kind):
+    """Stops `pulumi destroy` before anything on AWS is deleted while CloudStack still has
+    user VMs (their disks live on EFS, which the destroy deletes). With
+    allow_destroy_with_vms the destroy goes on, and the registration's resources are dropped
+    without asking CloudStack (it goes away with the stack)."""
+
+    kind = "workload guard"
+    replace_keys = ("zoneid",)
+    update_keys = ("allow_destroy_with_vms",)
+    connects_lazily = True
+
+    def label(self, props):
+        return f"workloads of zone {props.get('zoneid')}"
+
+    def create(self, api, props):
+        return str(props["zoneid"]), {**dict(props), "id": str(props["zoneid"])}
+
+    def read(self, api, id_, props):
+        return {**dict(props), "id": id_}
+
+    def update(self, connect, id_, olds, news):
+        return {**dict(news), "id": id_}
+
+    def delete_lazily(self, connect: Callable[[], Api], id_: str, props: Props) -> None:
+        if props.get("allow_destroy_with_vms"):
+            LOG.warning("destroyWithRunningVms is set: tearing the cloud down with whatever runs in it")
+            tear_down(props["endpoint"])
+            return
+        api = connect()
+        vms = api.list("listVirtualMachines", "virtualmachine", zoneid=id_, listall=True)
+        vms = [v for v in vms if v.get("state") not in ("Destroyed", "Expunging")]
+        if vms:
+            names = ", ".join(f"{v.get('name')} ({v.get('state')})" for v in vms)
+            raise RegistrationError(
+                f"not destroying: CloudStack zone {id_} still has {len(vms)} VM(s): {names}. Nothing has been "
+                f"deleted on AWS. Expunge them in CloudStack, or set `pulumi config set cloudstack-ec2:"
+                f"destroyWithRunningVms true` and run `pulumi up` before `pulumi destroy` to delete them with the "
+                f"cloud.")
+        LOG.info("zone %s has no VM: the destroy goes on", id_)
+
+
 KINDS: dict[str, Kind] = {
     "zone": Zone(),
     "zone_enablement": ZoneEnablement(),
@@ -495,4 +536,5 @@ KINDS: dict[str, Kind] = {
     "cluster_hosts": ClusterHosts(),
     "primary_storage": PrimaryStorage(),
     "image_store": ImageStore(),
+    "workload_guard": WorkloadGuard(),
 }

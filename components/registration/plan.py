@@ -140,6 +140,11 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
     }, (f"cluster-{spec.first_cluster.index}", "primary-storage"))
     add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},
         ("image-store", "primary-storage", "public-range", *settings))
+    # Last: depends on everything (and, in the component, on every AWS resource), so that
+    # `pulumi destroy` deletes it first; its deletion refuses while CloudStack has VMs.
+    add("workload-guard", "workload_guard", {"zoneid": Ref("zone"),
+                                             "allow_destroy_with_vms": spec.allow_destroy_with_vms},
+        ("zone-enable", *(f"hosts-{c.index}" for c in spec.clusters)))
     return out
 
 

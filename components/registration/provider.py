@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from .client import RegistrationError, connect, probe
+from .client import RegistrationError, connect, probe, tearing_down
 from .operations import KINDS
 
 _PROVIDER_KEY = "__provider"
@@ -73,7 +73,13 @@ class CloudStackObjectProvider(dyn.ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         props = _clean(props)
-        KINDS[self.kind].delete(connect(props), id_, props)
+        kind = KINDS[self.kind]
+        if kind.connects_lazily:
+            kind.delete_lazily(lambda: connect(props), id_, props)
+        elif tearing_down(props):   # destroyWithRunningVms: CloudStack goes away with the stack
+            return
+        else:
+            kind.delete(connect(props), id_, props)
 
 
 def _resource_class(kind: str) -> type[dyn.Resource]:

@@ -290,6 +290,8 @@ class RegistrationSpec:
     storage: StorageSpec
     global_settings: tuple[GlobalSetting, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: `pulumi destroy` goes on although CloudStack still has VMs (destroyWithRunningVms)
+    allow_destroy_with_vms: bool = False
 
     def __post_init__(self) -> None:
         idx = [c.index for c in self.clusters]
@@ -382,6 +384,7 @@ def build_spec(
     hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLUSTER,
     timeouts: Timeouts | None = None,
     extra_settings: Iterable[GlobalSetting] = (),
+    allow_destroy_with_vms: bool = False,
 ) -> RegistrationSpec:
     """Build the spec from `components.ipplan.IpPlan` (duck-typed: overlay, router,
     management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns)."""
@@ -408,6 +411,7 @@ def build_spec(
                             paths["primary"], paths["secondary"]),
         global_settings=settings,
         timeouts=timeouts or Timeouts(),
+        allow_destroy_with_vms=allow_destroy_with_vms,
     )
 
 

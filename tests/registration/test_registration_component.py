@@ -53,11 +53,12 @@ def short(urn: str) -> str:
 def test_component_declares_children_in_order_with_dependencies(monitor):
     spec = make_spec(17, hosts_per_cluster=16)
     mgmt = Instance("mgmt")
+    database = Instance("rds")
     hosts = {i: Instance(f"kvm-{i}") for i in range(17)}
     reg = CloudStackRegistration("reg", CloudStackRegistrationArgs(
         spec=spec, api_url="http://203.0.113.10:8080/client/api", api_keys_secret_id="/cloudstack-ec2/dev/api-keys",
         region="eu-west-1", efs_dns=pulumi.Output.from_input("fs-1.efs.eu-west-1.amazonaws.com"),
-        host_dependencies=hosts, depends_on=[mgmt]))
+        host_dependencies=hosts, depends_on=[mgmt], guarded=[database]))
 
     def check(_):
         r = monitor.registered
@@ -70,7 +71,7 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
                     "reg-primary-storage", "reg-image-store", "reg-zone-enable",
                     "reg-setting-storage-overprovisioning-factor", "reg-setting-host",
                     "reg-setting-management-network-cidr", "reg-setting-migrate-vm-across-clusters",
-                    "reg-hosts-0", "reg-hosts-1"}
+                    "reg-hosts-0", "reg-hosts-1", "reg-workload-guard"}
         assert set(children) == expected
         for v in children.values():
             assert v["parent"].endswith("cloudstack-ec2:registration:CloudStackRegistration::reg")
@@ -91,7 +92,10 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
         order = list(r)
         assert order.index("reg-cluster-0") < order.index("reg-image-store")
         assert order.index("reg-hosts-0") < order.index("reg-primary-storage")
-        assert order[-1] == "reg-zone-enable"
+        assert order[-1] == "reg-workload-guard" and order[-2] == "reg-zone-enable"
+        # the guard depends on every other part of the stack: `pulumi destroy` deletes it first
+        assert {"rds", "reg-zone-enable", "reg-hosts-0", "reg-hosts-1"} <= deps("reg-workload-guard")
+        assert all("rds" not in deps(n) for n in children if n != "reg-workload-guard")
 
     return pulumi.Output.all(*[c.id for c in reg.children.values()]).apply(check)
 

@@ -350,10 +350,14 @@ def test_destroy_removes_everything_in_reverse_order(emulator, api_secret, tmp_p
     engine = Engine(emulator.url, api_secret, REGION)
     engine.up(make_spec(2, timeouts=FAST))
     emulator.add_vm(emulator.host_by_ip("10.100.0.10")["id"], "vm")
-    # the last host cannot be emptied: the destroy stops there, with the VM intact
-    with pytest.raises(RegistrationError, match="not deleting host 10.100.0.10"):
+    before = counts(emulator)
+    # a VM still exists: the destroy stops first thing (the guard is deleted before anything
+    # else, AWS resources included), naming it, with nothing deleted
+    with pytest.raises(RegistrationError, match=r"not destroying: .* 1 VM\(s\): vm \(Running\).*"
+                                                r"destroyWithRunningVms"):
         engine.destroy()
-    assert emulator.lost_vms == [] and len(emulator.vms) == 1 and len(emulator.hosts) == 1
+    assert counts(emulator) == before and emulator.lost_vms == []
+    assert [op for op in engine.log if op[0] == "delete"] == []
     with emulator.lock:
         emulator.vms.clear()   # the user removed the VM
     engine.destroy()
@@ -385,3 +389,15 @@ def test_system_vm_template_that_never_gets_ready_fails_bounded(emulator, api_se
     with pytest.raises(RegistrationError, match=r"KVM system VM template is not Ready after 0.5s.*Installing"):
         Engine(emulator.url, api_secret, REGION).up(make_spec(1, timeouts=t))
     assert next(iter(emulator.zones.values()))["allocationstate"] == "Disabled"   # never enabled
+
+
+def test_destroy_with_running_vms_allowed_tears_down_without_asking_cloudstack(emulator, api_secret):
+    import dataclasses
+
+    engine = Engine(emulator.url, api_secret, REGION)
+    spec = dataclasses.replace(make_spec(2, timeouts=FAST), allow_destroy_with_vms=True)
+    engine.up(spec)
+    emulator.add_vm(emulator.host_by_ip("10.100.0.10")["id"], "doomed")
+    before = len(emulator.requests)
+    engine.destroy()
+    assert engine.state == {} and emulator.requests[before:] == []   # CloudStack goes with the stack
