@@ -167,6 +167,21 @@ class PhysicalNetwork(Kind):
         api.job("updatePhysicalNetwork", id=id_, vlan=news["vlan"], state=news["state"])
 
     def remove(self, api, id_, props):
+        # NetworkServiceImpl.checkIfPhysicalNetworkIsDeletable refuses while guest networks or
+        # allocated public IPs use it: with user VMs that is final (say so); the system VMs'
+        # IPs are freed by disabling the zone and destroying them. zone-enable enables the
+        # zone again (its diff sees it Disabled) and the system VMs come back.
+        vms = [v for v in api.list("listVirtualMachines", "virtualmachine", zoneid=props["zoneid"], listall=True)
+               if v.get("state") not in ("Destroyed", "Expunging")]
+        if vms:
+            raise RegistrationError(
+                f"physical network {props.get('name')} cannot be deleted or replaced while zone {props['zoneid']} has "
+                f"guest networks: its VMs {', '.join(str(v.get('name')) for v in vms)} use them (CloudStack refuses: "
+                f"'there are networks associated to this physical network'). Keep the current value, or remove "
+                f"the workloads first.")
+        ZoneEnablement().delete(api, props["zoneid"], {"zoneid": props["zoneid"]})
+        LOG.info("zone %s disabled for the change of its physical network; zone-enable enables it again",
+                 props["zoneid"])
         api.job("deletePhysicalNetwork", id=id_)
 
 

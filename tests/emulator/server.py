@@ -399,7 +399,8 @@ class Emulator:
             for kind, prefix in (("SecondaryStorageVm", "s"), ("ConsoleProxy", "v")):
                 if kind not in have:
                     n = sum(1 for v in self.vms.values() if v["type"] == kind) + 1
-                    vid = self.add_vm(hosts[0]["id"], f"{prefix}-{n}-VM", type=kind)
+                    # their system service offerings offer HA: restarted elsewhere when the host dies
+                    vid = self.add_vm(hosts[0]["id"], f"{prefix}-{n}-VM", type=kind, ha=True)
                     self.vms[vid].update(state="Starting", _zoneid=z["id"], _running_at=now + self.system_vm_delay)
 
     def _attempt_maintain(self, h: dict) -> None:
@@ -584,8 +585,19 @@ class Emulator:
         p = self._get(self.physnets, a["id"], "physical network")
 
         def run() -> dict:
-            if any(v["physicalnetworkid"] == p["id"] for v in self.vlans.values()):
-                raise ApiError(530, "Unable to delete the physical network: it has public IP ranges")
+            # NetworkServiceImpl.checkIfPhysicalNetworkIsDeletable: refused while guest networks
+            # (here: user VMs, which need one) or allocated public IPs (system VMs hold them)
+            # use it; otherwise its VLAN ranges, traffic types and providers go with it.
+            in_zone = [v for v in self.vms.values() if self.hosts.get(v["hostid"] or "", {}).get("zoneid") ==
+                       p["zoneid"] or v.get("_zoneid") == p["zoneid"]]
+            if any(v["type"] == "User" for v in in_zone):
+                raise ApiError(530, "The Physical Network is not deletable because there are networks associated to "
+                                    "this physical network")
+            if any(v["type"] in ("SecondaryStorageVm", "ConsoleProxy") for v in in_zone):
+                raise ApiError(530, "The Physical Network is not deletable because there are public IP addresses "
+                                    "allocated for this physical network")
+            for v in [v for v in self.vlans.values() if v["physicalnetworkid"] == p["id"]]:
+                del self.vlans[v["id"]]
             for t in [t for t in self.traffictypes.values() if t["physicalnetworkid"] == p["id"]]:
                 del self.traffictypes[t["id"]]
             for n in [n for n in self.nsps.values() if n["physicalnetworkid"] == p["id"]]:

@@ -401,3 +401,34 @@ def test_destroy_with_running_vms_allowed_tears_down_without_asking_cloudstack(e
     before = len(emulator.requests)
     engine.destroy()
     assert engine.state == {} and emulator.requests[before:] == []   # CloudStack goes with the stack
+
+
+def test_replacing_the_physical_network_of_an_enabled_zone(emulator, api_secret):
+    """CloudStack refuses to delete a physical network with allocated public IPs (the system
+    VMs'): the zone is disabled, its system VMs destroyed, and enabled again afterwards."""
+    import dataclasses
+
+    engine = Engine(emulator.url, api_secret, REGION)
+    spec = make_spec(1, timeouts=FAST)
+    engine.up(spec)
+    old = next(iter(emulator.physnets))
+    renamed = dataclasses.replace(spec, physical_network=dataclasses.replace(spec.physical_network, name="physnet2"))
+    engine.up(renamed)
+    assert list(emulator.physnets) != [old] and len(emulator.physnets) == 1
+    assert next(iter(emulator.zones.values()))["allocationstate"] == "Enabled"
+    assert sorted((v["type"], v["state"]) for v in emulator.vms.values()) == [
+        ("ConsoleProxy", "Running"), ("SecondaryStorageVm", "Running")]
+    assert counts(emulator) == EXPECTED_ONE_HOST
+
+
+def test_replacing_the_physical_network_under_running_vms_is_refused_clearly(emulator, api_secret):
+    import dataclasses
+
+    engine = Engine(emulator.url, api_secret, REGION)
+    spec = make_spec(1, timeouts=FAST)
+    engine.up(spec)
+    emulator.add_vm(emulator.host_by_ip("10.100.0.10")["id"], "web")
+    renamed = dataclasses.replace(spec, physical_network=dataclasses.replace(spec.physical_network, name="physnet2"))
+    with pytest.raises(RegistrationError, match="cannot be deleted or replaced while zone .* web"):
+        engine.up(renamed)
+    assert next(iter(emulator.zones.values()))["allocationstate"] == "Enabled" and len(emulator.physnets) == 1
