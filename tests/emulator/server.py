@@ -138,6 +138,7 @@ class Emulator:
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
         self.template_ready_at: dict[str, float] = {}      # zone id → when its system VM template is Ready
         self.template_delay = 0.02                         # seeding the template into the image store
+        self.add_image_store_delay = 0.0                   # addImageStore answering late
         self.system_vm_delay = 0.05                        # a system VM from Starting to Running
         #: system VM types that never reach Running (e.g. "SecondaryStorageVm": it cannot mount the store)
         self.stuck_system_vms: set[str] = set()
@@ -1066,7 +1067,7 @@ class Emulator:
         del self.pools[p["id"]]
         return {"success": True}
 
-    def _cmd_addImageStore(self, a: dict) -> dict:
+    def _cmd_addImageStore(self, a: dict) -> dict | Blocking:
         if a["provider"] != "NFS":
             raise ApiError(431, f"The emulator supports the NFS image store provider only, not {a['provider']}")
         z = self._zone(a.get("zoneid", ""))
@@ -1081,6 +1082,10 @@ class Emulator:
         sid = _uuid()
         self.imagestores[sid] = self._tmpl("imagestore", id=sid, name=a.get("name", a["url"]), url=a["url"],
                                            zoneid=z["id"], zonename=z["name"], protocol="nfs", providername="NFS")
+        if self.add_image_store_delay:
+            # the store is listed at once, the answer comes once the template is seeded
+            # (SystemVmTemplateRegistration runs inside the call)
+            return Blocking(self.add_image_store_delay, lambda: {"imagestore": self.imagestores[sid]})
         return {"imagestore": self.imagestores[sid]}
 
     def _cmd_listTemplates(self, a: dict) -> dict:

@@ -151,3 +151,11 @@ def test_scale_in_deletes_the_readiness_parameter(emulator, api_secret):
     engine.up(make_spec(1, timeouts=FAST))
     names = [p["Name"] for p in ssm.get_parameters_by_path(Path=READY)["Parameters"]]
     assert names == [f"{READY}/10.100.0.10"]
+
+
+def test_slow_add_image_store_is_looked_up_by_name_never_sent_twice(emulator, api_secret):
+    emulator.add_image_store_delay = 2.5
+    t = Timeouts(**{**FAST.as_dict(), "storage_http": 1})
+    Engine(emulator.url, api_secret, REGION).up(make_spec(1, timeouts=t))
+    assert len(emulator.imagestores) == 1
+    assert sum(1 for r in emulator.requests if r["command"] == "addImageStore") <= 1
