@@ -432,3 +432,17 @@ def test_replacing_the_physical_network_under_running_vms_is_refused_clearly(emu
     with pytest.raises(RegistrationError, match="cannot be deleted or replaced while zone .* web"):
         engine.up(renamed)
     assert next(iter(emulator.zones.values()))["allocationstate"] == "Enabled" and len(emulator.physnets) == 1
+
+
+def test_refresh_returns_the_inputs_as_cloudstack_has_them(emulator, api_secret):
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(make_spec(1, timeouts=FAST))
+    with emulator.lock:
+        next(iter(emulator.zones.values()))["dns1"] = "8.8.8.8"
+    s = engine.state["zone"]
+    r = CloudStackObjectProvider("zone").read(s["id"], s["outs"])
+    assert r.inputs["dns1"] == "8.8.8.8" and "id" not in r.inputs
+    assert set(r.inputs) == set(s["outs"]) - {"id"}
+    h = engine.state["hosts-0"]
+    r = CloudStackObjectProvider("cluster_hosts").read(h["id"], h["outs"])
+    assert "host_ids" not in r.inputs and r.inputs["hosts"] == h["outs"]["hosts"]
