@@ -75,6 +75,9 @@ class Kind:
     def remove(self, api: Api, id_: str, props: Props) -> None:
         raise NotImplementedError
 
+    def tear_down(self, props: Props) -> None:
+        """The cloud is destroyed with its workloads: clean up what lives outside CloudStack."""
+
     # -- generic ---------------------------------------------------------
     def outs(self, obj: Obj, props: Props) -> dict[str, Any]:
         return {**dict(props), **self.live(obj, props), "id": str(obj["id"])}

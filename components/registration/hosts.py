@@ -434,6 +434,10 @@ class ClusterHosts(Kind):
         forget_ready(props, sorted(wanted))
 
 
+    def tear_down(self, props):
+        forget_ready(props, [h["ipaddress"] for h in props["hosts"]])
+
+
 class LegacyHost(Kind):
     """`host-<i>` resources of states written before hosts were grouped per cluster. They are
     never created any more; deleting one only forgets it: its host now belongs to the

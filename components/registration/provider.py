@@ -77,7 +77,7 @@ class CloudStackObjectProvider(dyn.ResourceProvider):
         if kind.connects_lazily:
             kind.delete_lazily(lambda: connect(props), id_, props)
         elif tearing_down(props):   # destroyWithRunningVms: CloudStack goes away with the stack
-            return
+            kind.tear_down(props)   # only what lives outside CloudStack
         else:
             kind.delete(connect(props), id_, props)
 

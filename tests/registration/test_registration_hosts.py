@@ -14,9 +14,9 @@ from components.registration.spec import Timeouts
 
 
 def test_slow_add_host_is_looked_up_after_the_timeout_never_sent_twice(emulator, api_secret):
-    # addHost answers only once the agent is Up (LibvirtServerDiscoverer.find): here 2.5 s,
+    # addHost answers only once the agent is Up (LibvirtServerDiscoverer.find): here 1.6 s,
     # longer than its HTTP timeout; the host is found by address once it appears.
-    emulator.add_host_delay = 2.5
+    emulator.add_host_delay = 1.6
     t = Timeouts(**{**FAST.as_dict(), "add_host_http": 1, "host_up": 10})
     engine = Engine(emulator.url, api_secret, REGION)
     engine.up(make_spec(1, timeouts=t))

@@ -394,13 +394,19 @@ def test_system_vm_template_that_never_gets_ready_fails_bounded(emulator, api_se
 def test_destroy_with_running_vms_allowed_tears_down_without_asking_cloudstack(emulator, api_secret):
     import dataclasses
 
+    ready = "/cloudstack-ec2/test/host-ready"
+    ssm = boto3.client("ssm", region_name=REGION)
+    for ip in ("10.100.0.10", "10.100.0.11"):
+        ssm.put_parameter(Name=f"{ready}/{ip}", Value="x", Type="String")
     engine = Engine(emulator.url, api_secret, REGION)
+    engine.deferred["host_ready_prefix"] = ready
     spec = dataclasses.replace(make_spec(2, timeouts=FAST), allow_destroy_with_vms=True)
     engine.up(spec)
     emulator.add_vm(emulator.host_by_ip("10.100.0.10")["id"], "doomed")
     before = len(emulator.requests)
     engine.destroy()
     assert engine.state == {} and emulator.requests[before:] == []   # CloudStack goes with the stack
+    assert ssm.get_parameters_by_path(Path=ready)["Parameters"] == []  # nothing left behind on AWS
 
 
 def test_replacing_the_physical_network_of_an_enabled_zone(emulator, api_secret):
