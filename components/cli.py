@@ -100,9 +100,11 @@ def render(run, out: TextIO, stack: str, region: str) -> None:
     plan = settings.ip_plan()
     w = out.write
     w(f"CloudStack on EC2 — offline plan of stack {stack!r} ({region}); nothing was created.\n\n")
-    for warning in settings.warnings:
+    # The settings' own warnings, then any other the program logged (e.g. the region's).
+    warnings = [*settings.warnings, *(x for x in run.warnings if x not in settings.warnings)]
+    for warning in warnings:
         w(f"WARNING: {warning}\n")
-    if settings.warnings:
+    if warnings:
         w("\n")
 
     w(f"IP plan (overlay {plan.overlay}, VPC {plan.vpc}, dedicated subnet {settings.cloudstack_subnet_cidr})\n")
@@ -182,6 +184,7 @@ def _table(out: TextIO, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]
 
 
 def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from components.aws_constraints import AwsInputError
     from components.offline import run_offline
     from components.program import build
 
@@ -197,13 +200,25 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(f"cloudstack-ec2 plan: --set {assignment!r}: expected KEY=VALUE\n")
             return 2
         config[f"{NAMESPACE}:{key}"] = yaml.safe_load(value) if value else ""
+    previous = None
+    if args.previous:
+        try:
+            previous = json.loads(Path(args.previous).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            err.write(f"cloudstack-ec2 plan: --previous {args.previous}: {exc}\n")
+            return 2
     region = str(config.get("aws:region") or DEFAULT_REGION)
     subnet = config.get(f"{NAMESPACE}:cloudstackSubnetCidr")
     try:
         run = run_offline(build, config, project=project, stack=args.stack, region=region,
-                          subnet_cidrs={"cloudstack": str(subnet)} if subnet else None)
+                          subnet_cidrs={"cloudstack": str(subnet)} if subnet else None,
+                          previous_outputs=previous)
     except SettingsError as exc:
         err.write(f"cloudstack-ec2 plan: stack {args.stack!r} ({project_dir / f'Pulumi.{args.stack}.yaml'}): {exc}\n")
+        return 2
+    except AwsInputError as exc:
+        # `pulumi up` would stop at preview here, with nothing created.
+        err.write(f"cloudstack-ec2 plan: stack {args.stack!r}: {exc}\n")
         return 2
     if args.json:
         json.dump({"outputs": run.outputs,
@@ -252,6 +267,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key of the stack for this plan, e.g. --set hostCount=5")
     p.add_argument("--json", action="store_true", help="print the outputs and resources as JSON")
+    p.add_argument("--previous", metavar="FILE",
+                   help="the deployed stack's outputs (pulumi stack output --json > FILE): plan a later run, "
+                        "with the checks of what cannot change")
     a = sub.add_parser("admin-access", help="does an address fall inside the stack's adminCidrs? (exit 0 yes, 3 no)")
     a.add_argument("address", help="an IPv4 address, e.g. the one you deploy from")
     a.add_argument("--stack", default="dev")

@@ -35,7 +35,7 @@ class CloudStackRegistrationArgs:
     aws_identity: Mapping[str, Any] = field(default_factory=dict)
     #: SSM path under which each host's boot script signals it is ready for addHost
     #: (`<prefix>/host-ready`; the parameter is `<this>/<overlay ip>`). Empty: do not wait.
-    host_ready_prefix: str = ""
+    host_ready_prefix: pulumi.Input[str] = ""
     #: Every other part of the stack (its components): the workload guard depends on them, so
     #: `pulumi destroy` deletes nothing of theirs before it has checked for VMs.
     guarded: Sequence[pulumi.Resource] = ()

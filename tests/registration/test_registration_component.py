@@ -71,6 +71,7 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
                     "reg-primary-storage", "reg-image-store", "reg-zone-enable",
                     "reg-setting-storage-overprovisioning-factor", "reg-setting-host",
                     "reg-setting-management-network-cidr", "reg-setting-migrate-vm-across-clusters",
+                    "reg-setting-vr-public-interface-max-mtu", "reg-setting-vr-private-interface-max-mtu",
                     "reg-hosts-0", "reg-hosts-1", "reg-workload-guard"}
         assert set(children) == expected
         for v in children.values():
