@@ -363,10 +363,9 @@ def parse_settings(
         for other_name, other in (("vpcCidr", vpc), ("overlayCidr", overlay)):
             if other and guest.overlaps(other):
                 c.problem("guestCidr", str(guest), f"must not overlap {other_name} {other}")
-        from components.registration.spec import GUEST_CIDR_RANGES  # the one place of the rule
-        if not any(guest.subnet_of(n) for n in GUEST_CIDR_RANGES):
+        if not any(guest.subnet_of(n) for n in ipplan.GUEST_CIDR_RANGES):
             c.problem("guestCidr", str(guest), "CloudStack accepts only private guest CIDRs: inside "
-                      + ", ".join(map(str, GUEST_CIDR_RANGES)))
+                      + ", ".join(map(str, ipplan.GUEST_CIDR_RANGES)))
 
     db_subnets: tuple[ipaddress.IPv4Network, ...] = ()
     db_subnet_texts = c.value("dbSubnetCidrs")

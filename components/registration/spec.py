@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from components.ipplan import GUEST_CIDR_RANGES
 from components.naming import zone_paths
 
 #: CloudStack's limit for KVM clusters (install guide 6.5.1.1).
@@ -31,9 +32,6 @@ PROVIDER_ELEMENTS = {
     "InternalLbVm": "internallb",
 }
 
-#: Guest CIDRs CloudStack accepts (NetUtils.validateGuestCidr: RFC 1918 and RFC 6598).
-GUEST_CIDR_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-                                                             "100.64.0.0/10"))
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
