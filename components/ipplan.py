@@ -15,6 +15,13 @@ Layout of the overlay CIDR, split into four equal blocks:
 Host i always gets infrastructure base + 10 + i, whatever the host count: adding
 or removing hosts above i never moves host i (its KVM agent, libvirt and
 CloudStack's host record all know it by that address).
+
+Address classes (who may reach what; see `AddressClasses`): the overlay is not
+one trust zone. Block 0 is infrastructure (router, management servers, KVM
+hosts), the pod's reserved system range holds system VMs, and every other
+overlay address (the public range above all: tenants' virtual routers) is a
+tenant. The classes are whole slot ranges, not the addresses in use, so the
+firewalls written at boot stay right when hosts come and go.
 """
 
 from __future__ import annotations
@@ -48,6 +55,14 @@ MAX_MULTICAST_MEMBERS = 100
 #: EC2 reserves the VPC's base + 2 for its DNS resolver.
 VPC_RESOLVER_OFFSET = 2
 
+#: EC2 reserves five addresses of every subnet: the network address, base + 1
+#: (VPC router), + 2 (DNS), + 3 (future use) and the last one (AWS VPC user guide,
+#: "Subnet CIDR blocks").
+SUBNET_RESERVED_ADDRESSES = 5
+#: What else takes an address in the dedicated subnet besides the instances: the
+#: EFS mount target's ENI and the Transit Gateway VPC attachment's ENI.
+SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment")
+
 
 #: Guest CIDRs CloudStack accepts (NetUtils.validateGuestCidr: RFC 1918 and RFC 6598);
 #: the settings and the registration spec both check guestCidr against them.
@@ -71,6 +86,10 @@ class AddressRange:
 
     def overlaps(self, other: "AddressRange") -> bool:
         return self.start <= other.end and other.start <= self.end
+
+    def cidrs(self) -> list[IPv4Network]:
+        """The fewest CIDRs covering exactly this range (security group rules take CIDRs)."""
+        return list(ipaddress.summarize_address_range(self.start, self.end))
 
     def __str__(self) -> str:
         return f"{self.start}-{self.end}"
@@ -102,6 +121,10 @@ class IpPlan:
     vpc: IPv4Network
 
     @property
+    def classes(self) -> AddressClasses:
+        return address_classes(self.overlay)
+
+    @property
     def gateway(self) -> IPv4Address:
         """The default gateway CloudStack is given for pods and public ranges."""
         return self.router
@@ -129,9 +152,97 @@ def overlay_blocks(overlay: IPv4Network) -> list[IPv4Network]:
     return list(overlay.subnets(prefixlen_diff=2))
 
 
+#: Address classes, in the order `AddressClasses.classify` tests them.
+INFRASTRUCTURE = "infrastructure"
+SYSTEM = "system"
+TENANT = "tenant"
+OUTSIDE = "outside"
+
+
+@dataclass(frozen=True)
+class AddressClasses:
+    """Who is who on the overlay, for the firewalls of the router, management
+    servers and hosts (all rendered from this, nowhere else).
+
+    infrastructure  the overlay's block 0: router, every management server slot,
+                    every host slot
+    management      the management server slots (base + 2 .. base + 9)
+    hosts           the KVM host slots (base + 10 .. end of block 0)
+    system          the pod's reserved system range (system VMs' management NICs)
+    public          the public range (CloudStack virtual routers' public NICs): tenants
+    Anything else on the overlay is a tenant too.
+    """
+
+    overlay: IPv4Network
+    infrastructure: IPv4Network
+    router: IPv4Address
+    management: AddressRange
+    hosts: AddressRange
+    system: AddressRange
+    public: AddressRange
+
+    def classify(self, address: IPv4Address) -> str:
+        """INFRASTRUCTURE, SYSTEM, TENANT (any other overlay address) or OUTSIDE."""
+        if address not in self.overlay:
+            return OUTSIDE
+        if address in self.infrastructure:
+            return INFRASTRUCTURE
+        if address in self.system:
+            return SYSTEM
+        return TENANT
+
+
+def address_classes(overlay: IPv4Network) -> AddressClasses:
+    """The address classes of an overlay (see the module docstring for the layout)."""
+    infra, system, public, _spare = overlay_blocks(overlay)
+    base = infra.network_address
+    return AddressClasses(
+        overlay=overlay,
+        infrastructure=infra,
+        router=base + ROUTER_OFFSET,
+        management=AddressRange(base + MANAGEMENT_OFFSET, base + MANAGEMENT_OFFSET + MANAGEMENT_SLOTS - 1),
+        hosts=AddressRange(base + FIRST_HOST_OFFSET, infra.broadcast_address),
+        system=_bounded_range(system, SYSTEM_RANGE_MAX),
+        public=_bounded_range(public, PUBLIC_RANGE_MAX),
+    )
+
+
 def host_capacity(overlay: IPv4Network) -> int:
     """How many KVM hosts fit in the overlay's infrastructure block."""
     return overlay_blocks(overlay)[0].num_addresses - FIRST_HOST_OFFSET
+
+
+def subnet_host_capacity(subnet: IPv4Network, management_count: int = 1) -> int:
+    """How many KVM hosts the dedicated subnet holds: its usable addresses (all but EC2's
+    five) minus the router, the management servers, the EFS mount target and the Transit
+    Gateway attachment. Can be negative for a subnet too small for the fixed members."""
+    usable = subnet.num_addresses - SUBNET_RESERVED_ADDRESSES
+    return usable - 1 - management_count - len(SUBNET_OTHER_ADDRESSES)
+
+
+@dataclass(frozen=True)
+class HostLimit:
+    """The most KVM hosts a stack can have, and which limit decides it."""
+
+    hosts: int
+    overlay: int
+    multicast: int
+    subnet: int
+
+    @property
+    def deciding(self) -> str:
+        by = {"overlay": self.overlay, "multicast group": self.multicast, "dedicated subnet": self.subnet}
+        return min(by, key=by.get)
+
+
+def host_limit(overlay: IPv4Network, subnet: IPv4Network, management_count: int = 1) -> HostLimit:
+    """The effective host limit: the smallest of the overlay's host slots, the Transit
+    Gateway multicast group's 100 members (router and management servers included) and
+    the dedicated subnet's addresses. The one rule the settings check and the plan shows."""
+    by_overlay = host_capacity(overlay)
+    by_multicast = MAX_MULTICAST_MEMBERS - 1 - management_count
+    by_subnet = subnet_host_capacity(subnet, management_count)
+    return HostLimit(min(by_overlay, by_multicast, by_subnet), by_overlay, by_multicast, by_subnet)
 
 
 def host_address(overlay: IPv4Network, index: int) -> IPv4Address:
@@ -177,16 +288,15 @@ def build_plan(
     if not 0 <= host_count <= capacity:
         raise ValueError(f"host_count {host_count} must be 0..{capacity} for overlay {overlay}")
 
-    infra, system, public, _spare = overlay_blocks(overlay)
-    base = infra.network_address
+    classes = address_classes(overlay)
     return IpPlan(
         overlay=overlay,
-        router=base + ROUTER_OFFSET,
-        management_servers=tuple(base + MANAGEMENT_OFFSET + i for i in range(management_count)),
+        router=classes.router,
+        management_servers=tuple(classes.management.start + i for i in range(management_count)),
         hosts=tuple(host_address(overlay, i) for i in range(host_count)),
         host_capacity=capacity,
-        system_range=_bounded_range(system, SYSTEM_RANGE_MAX),
-        public_range=_bounded_range(public, PUBLIC_RANGE_MAX),
+        system_range=classes.system,
+        public_range=classes.public,
         guest_vlans=VlanRange(*guest_vlans),
         guest_cidr=ipaddress.IPv4Network(guest_cidr),
         zone_dns=vpc_resolver(vpc),
