@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECT = "cloudstack-ec2"
 
 CLUSTER_REGISTRATION = "pulumi-python:dynamic/cloudstack:Cluster"
-HOST_REGISTRATION = "pulumi-python:dynamic/cloudstack:Host"
+HOST_REGISTRATION = "pulumi-python:dynamic/cloudstack:ClusterHosts"   # one per cluster
 SETTING_REGISTRATION = "pulumi-python:dynamic/cloudstack:GlobalSetting"
 
 
@@ -134,8 +134,9 @@ def test_mixed_types_split_clusters(changed):
     clusters = {c.name: c for c in changed.of_type(CLUSTER_REGISTRATION)}
     assert sorted(clusters) == ["registration-cluster-0", "registration-cluster-1"]
     for i, cluster in enumerate([0, 0, 1, 1]):
-        reg = changed.get(HOST_REGISTRATION, f"registration-host-{i}")
+        reg = changed.get(HOST_REGISTRATION, f"registration-hosts-{cluster}")
         assert reg.inputs["clusterid"] == clusters[f"registration-cluster-{cluster}"].id
+        assert changed.outputs["hosts"][str(i)]["overlayIp"] in [h["ipaddress"] for h in reg.inputs["hosts"]]
         assert changed.outputs["hosts"][str(i)]["cluster"] == cluster
     assert changed.run.result.host_clusters == (0, 0, 1, 1)
 
