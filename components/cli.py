@@ -28,6 +28,7 @@ DEFAULT_REGION = "us-east-1"
 JSON_SCHEMA_VERSION = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_OVER_BUDGET = 4
+TOP_LEVEL = "stack"
 COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "KvmHostPool",
                    "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
 
@@ -144,7 +145,8 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
                 value = _lookup(reg.state, path)
             if value is not None:
                 props[label] = _brief(label, value)
-        component = reg.component_type.split(":")[-1]
+        # A resource outside every component (the stack's own) is listed under "stack".
+        component = TOP_LEVEL if reg.component_type == reg.type else reg.component_type.split(":")[-1]
         resources.append({"type": reg.type, "name": reg.name, "component": component, "properties": props})
 
     roles = [("router", settings.router_instance_type, 1),
@@ -169,7 +171,8 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         "project": project, "stack": stack, "region": region,
         "summary": {
             "resources": len(resources),
-            "components": len({r["component"] for r in resources}),
+            "components": len({r["component"] for r in resources} - {TOP_LEVEL}),
+            "topLevel": sum(1 for r in resources if r["component"] == TOP_LEVEL),
             "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
             "clusters": settings.cluster_count, "hostsPerCluster": settings.hosts_per_cluster,
             "vcpusByQuota": list(vcpus.values()),
@@ -210,7 +213,8 @@ def render(report: dict, out: TextIO) -> None:
     summary, ip = report["summary"], report["ipPlan"]
     w(f"CloudStack on EC2 — offline plan of stack {report['stack']!r} ({report['region']}); nothing was created.\n\n")
     w("Summary\n")
-    w(f"  resources:     {summary['resources']} in {summary['components']} components\n")
+    w(f"  resources:     {summary['resources']} in {summary['components']} components"
+      + (f" and {summary['topLevel']} of the stack itself" if summary["topLevel"] else "") + "\n")
     w(f"  KVM hosts:     {summary['hosts']} x {summary['hostInstanceType']} in {summary['clusters']} cluster(s) "
       f"of at most {summary['hostsPerCluster']}\n")
     for entry in summary["vcpusByQuota"]:
@@ -338,6 +342,7 @@ def load_stack(args: argparse.Namespace) -> StackConfig:
 
 
 def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from components.aws_constraints import AwsInputError
     from components.offline import run_offline
     from components.program import build
 
@@ -347,12 +352,20 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except StackConfigError as exc:
         err.write(f"cloudstack-ec2 plan: {exc}\n")
         return 2
+    previous = None
+    if args.previous:
+        try:
+            previous = json.loads(Path(args.previous).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            err.write(f"cloudstack-ec2 plan: --previous {args.previous}: {exc}\n")
+            return 2
     config = dict(stack.values)
     region = config.get("aws:region") or DEFAULT_REGION
     subnet = config.get(f"{NAMESPACE}:cloudstackSubnetCidr")
     try:
         run = run_offline(build, config, project=stack.project, stack=args.stack, region=region,
-                          subnet_cidrs={"cloudstack": subnet} if subnet else None)
+                          subnet_cidrs={"cloudstack": subnet} if subnet else None,
+                          previous_outputs=previous)
     except SettingsError as exc:
         problems = [p for p in exc.problems if stack.full_key(p.key) not in stack.secrets]
         if args.json:  # a machine reading stdout gets the problems too
@@ -365,6 +378,10 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   f"({project_dir / f'Pulumi.{args.stack}.yaml'}"
                   f"{' and --set' if args.set else ''}):\n")
         err.write("\n".join(_problem_lines(problems, stack)) + "\n")
+        return 2
+    except AwsInputError as exc:
+        # `pulumi up` would stop at preview here, with nothing created.
+        err.write(f"cloudstack-ec2 plan: stack {args.stack!r}: {exc}\n")
         return 2
     report = plan_report(run, args.stack, stack.project, region, _stack_notes(stack))
     if args.json:
@@ -442,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "registration, cost, outputs)")
     p.add_argument("--max-hourly-usd", type=float, metavar="USD",
                    help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")
+    p.add_argument("--previous", metavar="FILE",
+                   help="the deployed stack's outputs (pulumi stack output --json > FILE): plan a later run, "
+                        "with the checks of what cannot change")
     p.set_defaults(handler=plan_command)
     a = sub.add_parser("admin-access", help="does an address fall inside the stack's adminCidrs? (exit 0 yes, 3 no)")
     a.add_argument("address", help="an IPv4 address, e.g. the one you deploy from")

@@ -41,6 +41,25 @@ def final_snapshot_identifier(stack: str, suffix: str) -> str:
     return "-".join(["cloudstack", *words, "final", suffix])
 
 
+#: RDS DB instance identifiers: 1-63 letters, digits, single hyphens, first a letter.
+DB_IDENTIFIER_MAX = 63
+
+
+def db_identifier(stack: str, deployment_id: str) -> str:
+    """`cloudstack-<stack words>-<deployment id>`: known before the database exists, so its
+    error log group can be created (with a retention) before RDS creates one that never
+    expires. Valid for any stack name (see aws_constraints.RDS_DB_IDENTIFIER)."""
+    words = "-".join(["cloudstack", *re.findall(r"[a-z0-9]+", stack.lower())])
+    head = words[:DB_IDENTIFIER_MAX - len(deployment_id) - 1].rstrip("-")
+    return f"{head}-{deployment_id}"
+
+
+def error_log_group_name(identifier: str) -> str:
+    """Where RDS publishes a MySQL instance's error log (RDS User Guide, publishing database
+    logs to CloudWatch Logs: /aws/rds/instance/<identifier>/<log type>)."""
+    return f"/aws/rds/instance/{identifier}/error"
+
+
 def parameter_group_family(engine_version: str) -> str:
     return f"mysql{engine_version}"
 
@@ -59,6 +78,24 @@ class RdsCloudDbArgs:
     security_group_id: pulumi.Input[str]
     management_servers: int = 1
     tags: dict = field(default_factory=dict)
+    #: Single-AZ: the management server's AZ (no cross-AZ latency or data charges).
+    #: None: RDS chooses (Multi-AZ, where AWS refuses a fixed AZ).
+    availability_zone: Optional[str] = None
+    #: The run that upgrades 8.0 to 8.4: RDS needs AllowMajorVersionUpgrade, and the upgrade
+    #: is applied at once (not in the maintenance window), so the old parameter group,
+    #: deleted only after the database moved to the new one, is kept until it is done.
+    major_version_upgrade: bool = False
+    #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
+    parameter_root: Optional[pulumi.Input[str]] = None
+    #: The DB instance identifier (db_identifier). None: pulumi-aws names it (a database
+    #: created before identifiers were chosen here keeps its name), and then RDS creates the
+    #: error log group itself, without retention.
+    identifier: Optional[pulumi.Input[str]] = None
+    #: Retention of the managed error log group (CloudWatch Logs retentionInDays).
+    log_retention_days: int = 30
+    #: Create/update/delete timeout: Multi-AZ creation, storage changes and major
+    #: upgrades outlast the provider's defaults (40/80/60 minutes).
+    timeout_minutes: int = 180
 
 
 class RdsCloudDb(pulumi.ComponentResource):
@@ -94,24 +131,41 @@ class RdsCloudDb(pulumi.ComponentResource):
             parameters=[aws.rds.ParameterGroupParameterArgs(name=k, value=v, apply_method=m)
                         for k, (v, m) in sorted(cloudstack_db_parameters(args.management_servers).items())],
             tags=tags, opts=child)
+        log_dependencies = []
+        if args.identifier is not None:
+            # Created first: RDS then publishes into it instead of creating a group that
+            # never expires and outlives `pulumi destroy`.
+            log_dependencies.append(aws.cloudwatch.LogGroup(
+                f"{name}-error-log", name=pulumi.Output.from_input(args.identifier).apply(error_log_group_name),
+                retention_in_days=args.log_retention_days, tags=tags, opts=child))
         instance = aws.rds.Instance(
-            f"{name}-mysql",
+            f"{name}-mysql", identifier=args.identifier,
             engine="mysql", engine_version=args.engine_version, instance_class=args.instance_class,
             allocated_storage=args.allocated_storage_gb, storage_type="gp3", storage_encrypted=True,
             multi_az=args.multi_az, db_subnet_group_name=subnet_group.name,
+            availability_zone=None if args.multi_az else args.availability_zone,
             parameter_group_name=parameter_group.name, vpc_security_group_ids=[args.security_group_id],
             publicly_accessible=False, username=MASTER_USERNAME, password=password.result,
             backup_retention_period=args.backup_retention_days, copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection, skip_final_snapshot=args.skip_final_snapshot,
             final_snapshot_identifier=None if args.skip_final_snapshot else final_snapshot.hex.apply(
                 lambda suffix: final_snapshot_identifier(args.stack, suffix)),
-            auto_minor_version_upgrade=True, allow_major_version_upgrade=False,
+            auto_minor_version_upgrade=True, allow_major_version_upgrade=args.major_version_upgrade,
+            apply_immediately=True if args.major_version_upgrade else None,
             enabled_cloudwatch_logs_exports=["error"],
             tags=tags,
             # The database is the cloud's state: never replace it silently.
-            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection))
+            # availability_zone forces a new database when it changes (or is first set on
+            # a database created before it was): keep the one the database was created in.
+            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection,
+                                        ignore_changes=["availability_zone"], depends_on=log_dependencies,
+                                        custom_timeouts=pulumi.CustomTimeouts(
+                                            create=f"{args.timeout_minutes}m", update=f"{args.timeout_minutes}m",
+                                            delete=f"{args.timeout_minutes}m")))
         endpoint = aws.ssm.Parameter(
-            f"{name}-endpoint", name=naming.parameter_name(args.stack, naming.PARAM_DB_ENDPOINT), type="String",
+            f"{name}-endpoint", name=pulumi.Output.from_input(
+                args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)).apply(
+                lambda root: naming.parameter_under(root, naming.PARAM_DB_ENDPOINT)), type="String",
             value=pulumi.Output.concat(instance.address, ":", instance.port.apply(str)),
             description="CloudStack database endpoint (host:port)", tags=tags, opts=child)
 

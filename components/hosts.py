@@ -9,7 +9,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components import naming
-from components.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
+from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, minutes_timeouts,
+                             parameter_arn)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,11 @@ class KvmHostPoolArgs:
     #: host index -> boot script (base64 user data).
     render_user_data: Callable[[int], pulumi.Input[str]]
     tags: dict = field(default_factory=dict)
+    #: Create/update/delete timeout: metal instances can take more than 20 minutes to
+    #: start (or stop), and the provider gives up after 10 by default.
+    timeout_minutes: int = 60
+    #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
+    parameter_root: Optional[pulumi.Input[str]] = None
 
 
 class KvmHostPool(pulumi.ComponentResource):
@@ -35,17 +41,19 @@ class KvmHostPool(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:KvmHostPool", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
+        root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
         # The hosts need nothing but the management server's public key (the key it
         # adds them with) and its package version; no secret is readable from a KVM host.
         profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
-            parameter_arn(args.stack, naming.PARAM_MANAGEMENT_SSH_KEY),
-            parameter_arn(args.stack, naming.PARAM_CLOUDSTACK_VERSION)])], opts=child, tags=tags)
+            parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
+            parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)])], opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
         for index, overlay_ip in sorted(args.overlay_ips.items()):
             self.instances[index] = hardened_instance(f"{name}-{index}", NodeArgs(
                 spec=args.instance, user_data_base64=args.render_user_data(index),
                 instance_profile=profile.name, pin_instance_type=True,
+                custom_timeouts=minutes_timeouts(args.timeout_minutes),
                 tags={**tags, "Role": "cloudstack-kvm-host", "HostIndex": str(index), "OverlayIp": overlay_ip}),
                 child)
 

@@ -10,7 +10,8 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components import naming
-from components.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
+from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
+                             parameter_name)
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class ManagementServerArgs:
     #: Renders the boot script from the secrets' names (never their values).
     render_user_data: Callable[[dict], str]
     tags: dict = field(default_factory=dict)
+    #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
+    #: render_user_data gets it as "parameter_root".
+    parameter_root: Optional[pulumi.Input[str]] = None
 
 
 def _secret(name: str, stack: str, which: str, description: str, child, tags) -> aws.secretsmanager.Secret:
@@ -74,11 +78,13 @@ class ManagementServer(pulumi.ComponentResource):
                                                     "password": _password(f"{name}-admin-password", child, 24).result}),
             opts=child)
 
+        root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
+
         def written_at_boot(suffix: str, which: str, description: str) -> aws.ssm.Parameter:
             # Created here (so `pulumi destroy` removes it) with a placeholder the
             # hosts treat as absent; the management server writes the value.
             return aws.ssm.Parameter(
-                f"{name}-{suffix}", name=naming.parameter_name(args.stack, which), type="String",
+                f"{name}-{suffix}", name=parameter_name(root, which), type="String",
                 value=naming.PENDING, description=description, tags=tags,
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
 
@@ -91,14 +97,14 @@ class ManagementServer(pulumi.ComponentResource):
             Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                   [args.db_master_secret_arn, db_cloud.arn, keys.arn, admin.arn, api_keys.arn]),
             Grant(["secretsmanager:PutSecretValue"], [api_keys.arn]),
-            Grant(["ssm:GetParameter"], [parameter_arn(args.stack, naming.PARAM_DB_ENDPOINT),
-                                         parameter_arn(args.stack, naming.PARAM_EFS_DNS)]),
+            Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
+                                         parameter_arn(root, naming.PARAM_EFS_DNS)]),
             Grant(["ssm:GetParameter", "ssm:PutParameter"], [ssh_key.arn, version.arn]),
         ], opts=child, tags=tags)
 
         user_data = pulumi.Output.all(
             db_master=args.db_master_secret_arn, db_cloud=db_cloud.arn, keys=keys.arn,
-            admin=admin.arn, api_keys=api_keys.arn,
+            admin=admin.arn, api_keys=api_keys.arn, parameter_root=root,
         ).apply(args.render_user_data)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,

@@ -14,6 +14,8 @@ class MulticastDomainArgs:
     vpc_id: pulumi.Input[str]
     cloudstack_subnet_id: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
+    #: Create/update/delete timeout of the gateway, attachment and domain (provider default: 10 minutes).
+    timeout_minutes: int = 30
 
 
 class MulticastDomain(pulumi.ComponentResource):
@@ -26,7 +28,9 @@ class MulticastDomain(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MulticastDomainArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("cloudstack-ec2:index:MulticastDomain", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        minutes = f"{args.timeout_minutes}m"
+        child = pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(
+            create=minutes, update=minutes, delete=minutes))
         tags = dict(args.tags)
         # multicast_support can only be set at creation: changing it replaces the
         # gateway. The gateway routes nothing: it exists for its multicast domain.

@@ -1,7 +1,12 @@
 """Names shared by the program, the boot scripts and the registration.
 
-Pure module. SSM parameter names are deterministic per stack (the boot scripts poll
-them); Secrets Manager secrets get a unique suffix from AWS (`name_prefix`), because a
+Pure module. SSM parameter names live under `/cloudstack-ec2/<stack>/<deployment id>`:
+the id is random per deployment (pulumi-random, kept in the stack), because SSM names
+are unique per account and region and two deployments of one stack name (two people
+on local backends, a stack re-created after `stack rm`) would otherwise collide
+(ParameterAlreadyExists). The boot scripts get that root as CSEC2_PREFIX. Stacks
+deployed before the id existed keep their `/cloudstack-ec2/<stack>` root. Secrets
+Manager secrets get a unique suffix from AWS (`name_prefix`), because a
 deleted secret's name stays reserved for its recovery window and a destroyed stack
 must be re-creatable at once; their names reach the scripts as (non-secret) inputs.
 """
@@ -33,6 +38,9 @@ PENDING = "pending"
 PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY, PARAM_CLOUDSTACK_VERSION)
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+#: The per-deployment part: 4 random bytes as hex (pulumi_random.RandomId byte_length=4).
+DEPLOYMENT_ID_BYTES = 4
+_DEPLOYMENT_ID = re.compile(r"^[0-9a-f]{8}$")
 
 
 def stack_prefix(stack: str) -> str:
@@ -42,11 +50,27 @@ def stack_prefix(stack: str) -> str:
     return f"/{PROJECT}/{stack}"
 
 
-def parameter_name(stack: str, which: str) -> str:
-    """The SSM parameter `<prefix>/<which>` (the scripts derive it the same way: csec2_name)."""
+def parameter_root(stack: str, deployment_id: str = "") -> str:
+    """`/cloudstack-ec2/<stack>/<deployment id>`: the root of the deployment's SSM
+    parameters, which the scripts get as CSEC2_PREFIX (no id: a stack deployed before
+    the id existed)."""
+    if not deployment_id:
+        return stack_prefix(stack)
+    if not _DEPLOYMENT_ID.match(deployment_id):
+        raise ValueError(f"deployment id {deployment_id!r} is not {DEPLOYMENT_ID_BYTES * 2} lower-case hex digits")
+    return f"{stack_prefix(stack)}/{deployment_id}"
+
+
+def parameter_name(stack: str, which: str, deployment_id: str = "") -> str:
+    """The SSM parameter `<root>/<which>` (the scripts derive it the same way: csec2_name)."""
+    return parameter_under(parameter_root(stack, deployment_id), which)
+
+
+def parameter_under(root: str, which: str) -> str:
+    """`<root>/<which>` for one of PARAMETERS, given a root from parameter_root()."""
     if which not in PARAMETERS:
         raise ValueError(f"parameter {which!r} is not one of {', '.join(PARAMETERS)}")
-    return f"{stack_prefix(stack)}/{which}"
+    return f"{root}/{which}"
 
 
 def secret_name_prefix(stack: str, which: str) -> str:

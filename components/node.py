@@ -53,6 +53,8 @@ class NodeArgs:
     #: Keep the instance type once created: changing it stops and starts the instance,
     #: which on a KVM host kills its VMs without maintenance.
     pin_instance_type: bool = False
+    #: Where the provider's defaults (10 minutes to create) are too short: metal instances.
+    custom_timeouts: Optional[pulumi.CustomTimeouts] = None
     tags: dict = field(default_factory=dict)
 
 
@@ -80,17 +82,30 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
             # The replacement reuses the overlay address: two live copies would fight
             # over it (and two management servers over one database).
             delete_before_replace=True,
+            custom_timeouts=args.custom_timeouts,
             depends_on=list(args.spec.wait_for))),
     )
 
 
-def parameter_arn(stack: str, which: str) -> str:
-    """ARN of one of the stack's SSM parameters, known before the parameter exists (so a
-    role can name a parameter another component creates later)."""
+def minutes_timeouts(minutes: int) -> pulumi.CustomTimeouts:
+    """The same create, update and delete timeout (Pulumi's duration strings)."""
+    return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m", delete=f"{minutes}m")
+
+
+def parameter_arn(root: pulumi.Input[str], which: str) -> pulumi.Output[str]:
+    """ARN of one of the deployment's SSM parameters (`root` from naming.parameter_root),
+    known before the parameter exists (so a role can name a parameter another component
+    creates later)."""
     partition = aws.get_partition().partition
     region = aws.get_region().region
     account = aws.get_caller_identity().account_id
-    return f"arn:{partition}:ssm:{region}:{account}:parameter{naming.parameter_name(stack, which)}"
+    return pulumi.Output.from_input(root).apply(
+        lambda r: f"arn:{partition}:ssm:{region}:{account}:parameter{naming.parameter_under(r, which)}")
+
+
+def parameter_name(root: pulumi.Input[str], which: str) -> pulumi.Output[str]:
+    """The name of one of the deployment's SSM parameters under `root`."""
+    return pulumi.Output.from_input(root).apply(lambda r: naming.parameter_under(r, which))
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,8 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
         assume_role_policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                           "Principal": {"Service": "ec2.amazonaws.com"}}],
+                           # ec2.amazonaws.com.cn in China: the provider knows each partition's name.
+                           "Principal": {"Service": aws.get_service_principal(service_name="ec2").name}}],
         }),
         tags=tags or {}, opts=opts)
     permissions = [aws.iam.RolePolicy(

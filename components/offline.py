@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -19,7 +20,7 @@ from pulumi.runtime.proto import engine_pb2
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from components import catalog, ipplan
+from components import aws_constraints, catalog, ipplan, regions
 from components.settings import UNKNOWN_OFFLINE_HYPERVISOR
 
 ACCOUNT_ID = "123456789012"
@@ -53,6 +54,8 @@ class Registration:
     ignore_changes: tuple[str, ...] = ()
     delete_before_replace: bool = False
     additional_secret_outputs: tuple[str, ...] = ()
+    #: (create, update, delete) custom timeouts; "" where the provider's default applies.
+    custom_timeouts: tuple[str, str, str] = ("", "", "")
 
     @property
     def component_type(self) -> str:
@@ -70,14 +73,24 @@ def _stable_number(text: str) -> int:
 
 
 class OfflineMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None):
+    def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
+                 previous_outputs: Mapping[str, Any] | None = None):
         self.region = region
+        #: The stack's outputs after its last update, as a StackReference to itself reads
+        #: them under `pulumi up` (None/empty: a stack never deployed).
+        self.previous_outputs = dict(previous_outputs or {})
+        #: Names of the stacks the program read through a StackReference.
+        self.stack_references: list[str] = []
+        #: aws, aws-us-gov, aws-cn: ARNs, service principals and AMI owners follow it.
+        self.partition = regions.partition_of(region)
         self.subnet_cidrs = dict(subnet_cidrs or {})
         #: The region's AZs, each offering every type (offline, nothing is scarce).
         self.zones = [f"{region}{s}" for s in REGION_AZ_LETTERS.get(region, "abc")]
         self._taken_ips: set[int] = set()
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
+        #: Every input AWS (or pulumi-aws's Check) would refuse (components.aws_constraints).
+        self.violations: list[aws_constraints.Violation] = []
 
     def _private_ip(self, name: str) -> str:
         """An address in the dedicated subnet, the same for the same resource name on every run."""
@@ -97,11 +110,18 @@ class OfflineMocks(pulumi.runtime.Mocks):
         return str(subnet.network_address + 4 + slot)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.violations.extend(aws_constraints.check_inputs(
+            args.typ, args.name, args.inputs, partition=self.partition, region=self.region, account=ACCOUNT_ID))
         n = _stable_number(args.typ + args.name) % 10**9
         state = dict(args.inputs)
         typ = args.typ
+        if typ == "pulumi:pulumi:StackReference":
+            # The engine's builtin provider answers from the backend's last checkpoint.
+            self.stack_references.append(state.get("name", args.name))
+            return state.get("name", args.name), {"name": state.get("name", args.name),
+                                                  "outputs": dict(self.previous_outputs), "secretOutputNames": []}
         rid = f"{args.name}-{n:04d}"
-        arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
+        arn = f"arn:{self.partition}:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
         if typ == "aws:ec2/instance:Instance":
             state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
@@ -116,18 +136,18 @@ class OfflineMocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/routeTable:RouteTable":
             rid = f"rtb-{n:017x}"
         elif typ == "aws:rds/instance:Instance":
-            address = f"{args.name}.c0ffee.{self.region}.rds.amazonaws.com"
+            address = f"{args.name}.c0ffee.{self.region}.rds.{regions.dns_suffix(self.partition)}"
             state.update(address=address, port=3306, endpoint=f"{address}:3306")
         elif typ == "aws:efs/fileSystem:FileSystem":
             rid = f"fs-{n:017x}"
-            state.update(dns_name=f"{rid}.efs.{self.region}.amazonaws.com")
+            state.update(dns_name=f"{rid}.efs.{self.region}.{regions.dns_suffix(self.partition)}")
         elif typ == "aws:efs/mountTarget:MountTarget":
             state.update(ip_address=self._private_ip(args.name))
         elif typ == "aws:secretsmanager/secret:Secret":
             prefix = state.get("name_prefix") or state.get("namePrefix") or args.name
-            state.update(name=f"{prefix}Ab12Cd", arn=f"arn:aws:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
+            state.update(name=f"{prefix}Ab12Cd", arn=f"arn:{self.partition}:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
         elif typ == "aws:ssm/parameter:Parameter":
-            state.update(arn=f"arn:aws:ssm:{self.region}:{ACCOUNT_ID}:parameter{state.get('name', '')}")
+            state.update(arn=f"arn:{self.partition}:ssm:{self.region}:{ACCOUNT_ID}:parameter{state.get('name', '')}")
         elif typ == "random:index/randomPassword:RandomPassword":
             state.update(result=f"offline-{args.name}-not-a-secret")
         elif typ == "random:index/randomId:RandomId":
@@ -137,7 +157,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
             state["name"] = f"{args.name}-{n % 10**7:07d}"
         elif typ.startswith("aws:iam/"):
             state.setdefault("name", args.name)
-            state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
+            state.update(arn=f"arn:{self.partition}:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -168,13 +188,25 @@ class OfflineMocks(pulumi.runtime.Mocks):
             return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
         if token == "aws:ec2/getAmi:getAmi":
+            # Canonical publishes from another account in each partition: asking for the
+            # commercial owner in GovCloud or China finds nothing, and AWS's data source
+            # then fails ("Your query returned no results").
+            canonical = regions.canonical_ami_owner(self.partition)
+            if canonical not in (a.get("owners") or []):
+                raise Exception(f"aws:ec2/getAmi: your query returned no results (owners {a.get('owners')} "
+                                f"publish no matching AMI in {self.region}; Canonical is {canonical} there)")
             return {"id": "ami-0offline00000000", "imageId": "ami-0offline00000000", "name": "offline ubuntu"}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/offline", "userId": "OFFLINE"}
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:{self.partition}:iam::{ACCOUNT_ID}:user/offline", "userId": "OFFLINE"}
         if token == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+            return {"partition": self.partition, "dnsSuffix": regions.dns_suffix(self.partition),
+                    "id": self.partition}
+        if token == "aws:index/getServicePrincipal:getServicePrincipal":
+            name = regions.service_principal(a["serviceName"], self.partition)
+            return {"name": name, "serviceName": a["serviceName"], "region": self.region,
+                    "suffix": name.split(".", 1)[1], "id": name}
         if token == "aws:ec2/getSubnet:getSubnet":
             return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", ""),
                     "availabilityZone": self.zones[0]}
@@ -199,7 +231,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent_urn=request.parent, dependencies=tuple(request.dependencies),
                 protect=bool(request.protect), ignore_changes=tuple(request.ignoreChanges),
                 delete_before_replace=bool(request.deleteBeforeReplace),
-                additional_secret_outputs=tuple(request.additionalSecretOutputs)))
+                additional_secret_outputs=tuple(request.additionalSecretOutputs),
+                custom_timeouts=(request.customTimeouts.create, request.customTimeouts.update,
+                                 request.customTimeouts.delete)))
         return response
 
 
@@ -210,6 +244,7 @@ class OfflineRun:
     result: Any = None
     warnings: list[str] = field(default_factory=list)
     invokes: list[tuple[str, dict]] = field(default_factory=list)
+    stack_references: list[str] = field(default_factory=list)
 
     def of_type(self, typ: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == typ]
@@ -244,14 +279,18 @@ def run_offline(
     stack: str,
     region: str,
     subnet_cidrs: Optional[Mapping[str, str]] = None,
+    previous_outputs: Optional[Mapping[str, Any]] = None,
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
     `program` returns an object with an `outputs` dict (Outputs allowed), which comes
     back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
-    Exceptions of the program (SettingsError, ...) propagate.
+    `previous_outputs` are the stack's outputs after its last update (a later run of a
+    deployed stack); without them the run is a first deployment.
+    Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
+    raise AwsInputError (components.aws_constraints) naming each resource and input.
     """
-    mocks = OfflineMocks(region, subnet_cidrs)
+    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs)
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
@@ -269,10 +308,21 @@ def run_offline(
         results.append(result)
         return pulumi.Output.from_input(result.outputs).apply(resolved.update)
 
-    _sync_await(pulumi.runtime.stack.run_pulumi_func(
-        lambda: _sync_await(pulumi.Output.from_input(body()).future())))
+    # pulumi.dynamic's serialize_provider wraps pickle's _batch_setitems on EVERY call and
+    # never restores it (sdk/python/lib/pulumi/dynamic/dynamic.py): in one process the
+    # wrappers chain up until pickling a provider exceeds the recursion limit. `pulumi up`
+    # runs the program once per process; so does this runner, as far as pickle is concerned.
+    saved = (pickle._Pickler._batch_setitems, pickle._Pickler.save_dict)  # type: ignore[attr-defined]
+    try:
+        _sync_await(pulumi.runtime.stack.run_pulumi_func(
+            lambda: _sync_await(pulumi.Output.from_input(body()).future())))
+    finally:
+        pickle._Pickler._batch_setitems, pickle._Pickler.save_dict = saved  # type: ignore[attr-defined]
+    if mocks.violations:
+        # Where `pulumi up` would stop at preview, with nothing created.
+        raise aws_constraints.AwsInputError(mocks.violations)
     return OfflineRun(registrations=monitor.registrations, outputs=resolved, result=results[0],
-                      warnings=warnings, invokes=mocks.invokes)
+                      warnings=warnings, invokes=mocks.invokes, stack_references=mocks.stack_references)
 
 
 def _config_text(value: Any) -> str:

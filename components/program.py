@@ -11,10 +11,13 @@ from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
+from pulumi.runtime.sync_await import _sync_await
 
-from components import catalog, cloudmonkey, naming, userdata
+from components import catalog, cloudmonkey, deployed as deployed_state, naming, regions, userdata
 from components.config import load_settings, region_zones
 from components.database import RdsCloudDb, RdsCloudDbArgs
+from components.database import db_identifier as database_identifier
 from components.hosts import KvmHostPool, KvmHostPoolArgs
 from components.ipplan import IpPlan
 from components.management import ManagementServer, ManagementServerArgs
@@ -27,8 +30,6 @@ from components.settings import Problem, Settings, SettingsError, choose_availab
 from components.storage import EfsStorage, EfsStorageArgs
 from components.underlay import CLOUDSTACK_UI_PORT, Underlay, UnderlayArgs
 
-#: Canonical's AWS account, owner of the official Ubuntu AMIs.
-CANONICAL_OWNER = "099720109477"
 UBUNTU_AMI_NAMES = {
     "noble": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
     "jammy": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*",
@@ -40,8 +41,15 @@ DOMAIN = "cloudstack.internal"
 
 
 def ubuntu_ami(codename: str) -> str:
+    """Canonical's newest Ubuntu AMI of `codename` in this region. Canonical publishes
+    from a different account in each partition (regions.CANONICAL_AMI_OWNERS)."""
+    partition = aws.get_partition().partition
+    owner = regions.canonical_ami_owner(partition)
+    if owner is None:
+        raise SettingsError([Problem("amiId", "", f"Canonical publishes no Ubuntu AMIs in partition {partition}: "
+                                     "set amiId to an Ubuntu AMI of this region")])
     return aws.ec2.get_ami(
-        most_recent=True, owners=[CANONICAL_OWNER],
+        most_recent=True, owners=[owner],
         filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[UBUNTU_AMI_NAMES[codename]]),
                  aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
                  aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"])]).id
@@ -58,6 +66,20 @@ def check_existing_network(settings: Settings) -> str:
                                      f"subnet {settings.cloudstack_subnet_id} is {subnet.cidr_block}; "
                                      "set cloudstackSubnetCidr to its real CIDR")])
     return subnet.availability_zone
+
+
+def database_zone(settings: Settings, management_zone: str) -> Optional[str]:
+    """Where a single-AZ database goes: the management server's AZ, when the database's
+    subnets cover it (new VPC: always; existing VPC: looked up). None: RDS chooses."""
+    if settings.db_multi_az:
+        return None  # AWS refuses a fixed AZ for Multi-AZ
+    if settings.uses_existing_vpc:
+        zones = {aws.ec2.get_subnet(id=s).availability_zone for s in settings.db_subnet_ids}
+        if management_zone not in zones:
+            pulumi.log.warn(f"dbSubnetIds are in {', '.join(sorted(zones))}, not in the management server's AZ "
+                            f"{management_zone}: the database and the management server talk across AZs")
+            return None
+    return management_zone
 
 
 def overlay_config(settings: Settings, plan: IpPlan, address, role: str, **extra) -> userdata.OverlayConfig:
@@ -103,18 +125,55 @@ def availability_zones(settings: Settings, existing_zone: str = "") -> tuple[str
     return choose_availability_zones(settings, zones, offered, existing_zone)
 
 
+def read_deployed() -> deployed_state.Deployed:
+    """What the stack's last completed update deployed: its own `deployment` output, read
+    through a StackReference to this very stack (the engine answers it from the backend's
+    last checkpoint; a stack never updated has no outputs)."""
+    # DIY backends (local, S3) name every stack's organization "organization".
+    name = f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    ref = pulumi.StackReference(f"{pulumi.get_stack()}-previous-deployment", stack_name=name)
+    outputs = {}
+    for key in (deployed_state.OUTPUT, deployed_state.LEGACY_PARAMETER_OUTPUT):
+        # Synchronously, as the SDK's own data-source calls are: the checks must end the
+        # run before any resource is declared.
+        details = _sync_await(ref.get_output_details(key))
+        value = details.value if details.value is not None else details.secret_value
+        if value is not None:
+            outputs[key] = value
+    return deployed_state.from_outputs(outputs)
+
+
 def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()
-    zones = availability_zones(settings, check_existing_network(settings))
-    return declare(settings, pulumi.get_stack(), zones)
+    previous = read_deployed()
+    problems, warnings = regions.check_region(aws.get_region().region)
+    problems += deployed_state.check_changes(settings, previous)
+    if problems:
+        raise SettingsError(problems)
+    for warning in warnings:
+        pulumi.log.warn(warning)
+    # On every run after the first the AZ is the one the dedicated subnet was created in.
+    zones = availability_zones(settings, check_existing_network(settings) or previous.availability_zone)
+    return declare(settings, pulumi.get_stack(), zones, previous)
 
 
-def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deployment:
+def declare(settings: Settings, stack: str, zones: tuple[str, str],
+            previous: deployed_state.Deployed = deployed_state.Deployed()) -> Deployment:
     plan = settings.ip_plan()
     tags = {"Project": naming.PROJECT, "Stack": stack}
     region = aws.get_region().region
-    prefix = naming.stack_prefix(stack)
+    if previous.parameter_root == naming.stack_prefix(stack):
+        # Deployed before the deployment id existed: renaming its parameters would
+        # replace the ones the management server wrote at boot.
+        prefix: pulumi.Input[str] = previous.parameter_root
+        db_identifier = None  # its database keeps the name pulumi-aws gave it
+    else:
+        # Unique per deployment, kept in the stack's state (naming.parameter_root).
+        deployment_id = random.RandomId("deployment-id", byte_length=naming.DEPLOYMENT_ID_BYTES)
+        prefix = deployment_id.hex.apply(lambda hex_id: naming.parameter_root(stack, hex_id))
+        db_identifier = deployment_id.hex.apply(lambda hex_id: database_identifier(stack, hex_id))
+    prefix = pulumi.Output.from_input(prefix)
     az = zones[0]
     db_azs = list(zones)
     ami = settings.ami_id or ubuntu_ami(settings.ubuntu_codename)
@@ -129,20 +188,26 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids, tags=tags))
 
     multicast = MulticastDomain("multicast", MulticastDomainArgs(
-        vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=tags))
+        vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=tags,
+        timeout_minutes=settings.transit_gateway_timeout_minutes))
 
     database = RdsCloudDb("database", RdsCloudDbArgs(
         stack=stack, engine_version=settings.db_engine_version, instance_class=settings.db_instance_class,
         allocated_storage_gb=settings.db_allocated_storage_gb, multi_az=settings.db_multi_az,
         backup_retention_days=settings.db_backup_retention_days,
         deletion_protection=settings.deletion_protection, skip_final_snapshot=settings.db_skip_final_snapshot,
-        subnet_ids=underlay.db_subnet_ids, security_group_id=underlay.db_sg_id,
-        management_servers=len(plan.management_servers), tags=tags))
+        subnet_ids=underlay.db_subnet_ids, security_group_id=underlay.db_sg_id, parameter_root=prefix,
+        major_version_upgrade=deployed_state.upgrading_database(settings, previous),
+        identifier=db_identifier, log_retention_days=settings.db_log_retention_days,
+        management_servers=len(plan.management_servers), tags=tags,
+        availability_zone=database_zone(settings, az),
+        timeout_minutes=settings.db_timeout_minutes))
 
     storage = EfsStorage("storage", EfsStorageArgs(
         stack=stack, zone_name=settings.zone_name, throughput_mode=settings.efs_throughput_mode,
         provisioned_mibps=settings.efs_provisioned_mibps, protect=settings.deletion_protection,
-        subnet_id=underlay.cloudstack_subnet_id, security_group_id=underlay.efs_sg_id, tags=tags))
+        subnet_id=underlay.cloudstack_subnet_id, security_group_id=underlay.efs_sg_id, tags=tags,
+        parameter_root=prefix))
 
     def instance(instance_type: str, security_group_ids: list) -> InstanceSpec:
         return InstanceSpec(instance_type=instance_type, ami_id=ami, subnet_id=underlay.cloudstack_subnet_id,
@@ -152,15 +217,16 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
     member_sgs = [underlay.member_sg_id]
     router = OverlayRouter("router", OverlayRouterArgs(
         instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id]),
-        user_data_base64=userdata.render_router_user_data(userdata.RouterBoot(
-            aws_region=region, prefix=prefix, fqdn=f"router.{DOMAIN}",
+        user_data_base64=prefix.apply(lambda root: userdata.render_router_user_data(userdata.RouterBoot(
+            aws_region=region, prefix=root, fqdn=f"router.{DOMAIN}",
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
-                f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",)))),
-        overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags))
+                f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",))))),
+        overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
+        internet_gateway=underlay.internet_gateway))
 
     def management_user_data(secret_arns: dict) -> str:
         return userdata.render_management_user_data(userdata.ManagementBoot(
-            aws_region=region, prefix=prefix, fqdn=f"management.{DOMAIN}",
+            aws_region=region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
             overlay=overlay_config(settings, plan, management_ip, "member"),
             secrets=userdata.ManagementSecrets(
                 db_master=secret_arns["db_master"], db_cloud=secret_arns["db_cloud"],
@@ -170,19 +236,21 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
 
     management = ManagementServer("management", ManagementServerArgs(
         stack=stack, instance=instance(settings.management_instance_type, member_sgs),
-        db_master_secret_arn=database.master_secret_arn, render_user_data=management_user_data, tags=tags))
+        db_master_secret_arn=database.master_secret_arn, render_user_data=management_user_data, tags=tags,
+        parameter_root=prefix))
 
-    def host_user_data(index: int) -> str:
-        return userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
-            aws_region=region, prefix=prefix, fqdn=f"kvm-host-{index}.{DOMAIN}",
+    def host_user_data(index: int) -> pulumi.Output[str]:
+        return prefix.apply(lambda root: userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
+            aws_region=region, prefix=root, fqdn=f"kvm-host-{index}.{DOMAIN}",
             overlay=overlay_config(settings, plan, plan.hosts[index], "member"),
             cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
-            host_user=KVM_HOST_USER))
+            host_user=KVM_HOST_USER)))
 
     hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
         stack=stack, instance=instance(settings.host_instance_type, member_sgs),
         overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
-        render_user_data=host_user_data, tags=tags))
+        render_user_data=host_user_data, tags=tags, timeout_minutes=settings.host_timeout_minutes,
+        parameter_root=prefix))
 
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))
@@ -190,7 +258,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
     if settings.register_cloud:
         minutes = settings.registration_timeout_minutes * 60
         spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
-                          hosts_per_cluster=settings.hosts_per_cluster,
+                          hosts_per_cluster=settings.hosts_per_cluster, overlay_mtu=settings.overlay_mtu,
                           timeouts=Timeouts(secret_wait=minutes, api_wait=minutes))
         CloudStackRegistration("registration", CloudStackRegistrationArgs(
             spec=spec,
@@ -222,5 +290,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str]) -> Deploymen
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
         "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
             lambda args: cloudmonkey.cmk_profile(stack, args[0], args[1], region)),
+        # Read back on the next run (components.deployed): what is chosen once or only grows.
+        deployed_state.OUTPUT: deployed_state.record(settings, az, prefix),
     }
     return Deployment(settings, outputs, spec)

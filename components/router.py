@@ -19,6 +19,8 @@ class OverlayRouterArgs:
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
     tags: dict = field(default_factory=dict)
+    #: The VPC's internet gateway when this stack owns it (None with an existing VPC).
+    internet_gateway: Optional[pulumi.Resource] = None
 
 
 class OverlayRouter(pulumi.ComponentResource):
@@ -40,8 +42,13 @@ class OverlayRouter(pulumi.ComponentResource):
             # It forwards packets whose source or destination is an overlay
             # address, which EC2 would otherwise drop.
             source_dest_check=False, tags={**tags, "Role": "overlay-router"}), child)
+        # pulumi-aws (Eip): an EIP may need the internet gateway to exist before it is
+        # associated; depending on it also deletes the EIP first on destroy, where the
+        # gateway's detach would otherwise fail while a public address is still mapped.
         eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=instance.id,
-                          tags={**tags, "Name": f"{name}-eip"}, opts=child)
+                          tags={**tags, "Name": f"{name}-eip"},
+                          opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                              g for g in (args.internet_gateway,) if g is not None]))
         for i, table_id in enumerate(args.route_table_ids):
             aws.ec2.Route(f"{name}-overlay-route-{i}", route_table_id=table_id,
                           destination_cidr_block=args.overlay_cidr,

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from components import ipplan
+from components import ipplan, userdata
+from components.aws_constraints import LOG_RETENTION_DAYS
 
 NAMESPACE = "cloudstack-ec2"
 
@@ -57,8 +58,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        key = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"  # another namespace's key
-        return f"{key} = {self.value!r}: {self.message}"
+        # A key of another namespace (aws:region) is named as it is.
+        name = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"
+        return f"{name} = {self.value!r}: {self.message}"
 
 
 class SettingsError(ValueError):
@@ -93,11 +95,12 @@ KEYS: tuple[Key, ...] = (
     Key("overlayCidr", "str", "10.100.0.0/16", "The VXLAN overlay (CloudStack's management, pod and public addresses); must not overlap the VPC."),
     Key("vxlanId", "int", 100, "VXLAN network identifier of the overlay (1..16777215)."),
     Key("multicastGroup", "str", "239.255.0.100", "IPv4 multicast group the VTEPs join (IPv4 local scope 239.255.0.0/16 recommended)."),
-    Key("overlayMtu", "int", 8450, "MTU of cloudbr0/ethvxlan0 (1280..8450: Transit Gateway's 8500 minus VXLAN's 50)."),
+    Key("overlayMtu", "int", 8450, "MTU of cloudbr0/ethovl0 (1280..8450: Transit Gateway's 8500 minus VXLAN's 50)."),
     Key("guestCidr", "str", "10.1.1.0/24", "Zone guest CIDR of isolated guest networks (behind CloudStack's virtual routers)."),
     Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay."),
     Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
     Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
+    Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120."),
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
@@ -107,6 +110,7 @@ KEYS: tuple[Key, ...] = (
     Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
     Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
     Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
+    Key("hostTimeoutMinutes", "int", 60, "Create/update/delete timeout of each KVM host: metal instances can take more than 20 minutes to start or stop (the provider's default is 10 to create); 20..240."),
     # CloudStack
     Key("cloudstackVersion", "str", "4.22", "CloudStack release (X.Y for the newest patch, or X.Y.Z); one of 4.19..4.22."),
     Key("zoneName", "str", "zone1", "CloudStack zone name; also the EFS directory (`/<zone>/primary`, `/<zone>/secondary`)."),
@@ -121,6 +125,8 @@ KEYS: tuple[Key, ...] = (
     Key("dbBackupRetentionDays", "int", 7, "Automated backup retention (1..35 days)."),
     Key("deletionProtection", "bool", True, "Protect the database and the EFS file system (RDS deletion protection and Pulumi `protect`); set false and `pulumi up` before `pulumi destroy`."),
     Key("dbSkipFinalSnapshot", "bool", False, "Skip the final snapshot when the database is deleted."),
+    Key("dbLogRetentionDays", "int", 30, "Days CloudWatch Logs keeps the database's error log (1, 3, 5, 7, 14, 30, 60, 90, ... 3653, or 0 for never expire); the log group is deleted with the stack."),
+    Key("dbTimeoutMinutes", "int", 180, "Create/update/delete timeout of the RDS instance: Multi-AZ creation, storage changes and engine upgrades can outlast the provider's defaults (40/80/60 minutes); 40..720."),
     # Storage
     Key("efsThroughputMode", "str", "elastic", "EFS throughput: elastic or provisioned (never bursting: its credits run out)."),
     Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned."),
@@ -169,6 +175,11 @@ class Settings:
     efs_throughput_mode: str
     efs_provisioned_mibps: int
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    #: Custom timeouts (minutes) where the provider's defaults are too short for real AWS.
+    transit_gateway_timeout_minutes: int = 30
+    host_timeout_minutes: int = 60
+    db_timeout_minutes: int = 180
+    db_log_retention_days: int = 30
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -424,6 +435,12 @@ def parse_settings(
         c.problem("guestVlanRange", vlan_text, "expected first-last with 1 <= first <= last <= 4094, e.g. 1000-1999")
     else:
         vlans = (int(m.group(1)), int(m.group(2)))
+        # The KVM agent names a guest VLAN's bridge and device after the overlay port.
+        too_long = [n for n in userdata.guest_vlan_devices(vlans[1]) if len(n) > userdata.LINUX_IFNAME_MAX]
+        if too_long:
+            c.problem("guestVlanRange", vlan_text,
+                      f"the KVM agent would name VLAN {vlans[1]}'s bridge/device {', '.join(too_long)}, longer than "
+                      f"Linux's {userdata.LINUX_IFNAME_MAX} characters; expected a last VLAN that fits")
 
     allow_public = c.value("allowPublicAdminAccess")
     admin_texts = c.value("adminCidrs")
@@ -493,6 +510,14 @@ def parse_settings(
         c.problem("cloudstackVersion", version,
                   f"expected X.Y or X.Y.Z of a supported release: {', '.join(SUPPORTED_CLOUDSTACK_RELEASES)}")
         parsed_version = None
+    elif parsed_version == (4, 19, 0):
+        # 4.19.0's management server signs its SSH logins to hosts with an RSA key
+        # and SHA-1, which the OpenSSH of Ubuntu 22.04/24.04 refuses: addHost fails.
+        # 4.19.1 generates an ECDSA key.
+        c.problem("cloudstackVersion", version,
+                  "4.19.0's management server logs in to KVM hosts with an RSA/SHA-1 SSH key that Ubuntu "
+                  "22.04/24.04's OpenSSH refuses, so no host can be added (fixed in 4.19.1); use 4.19 "
+                  "(its newest patch release), 4.19.1 or later")
     zone = c.pattern("zoneName", _NAME, "1-32 letters, digits, '-' or '_', starting with a letter or digit (it is also a directory name)")
     register = c.value("registerCloud")
     endpoint = c.value("apiEndpoint")
@@ -533,6 +558,14 @@ def parse_settings(
     if efs_mode == "provisioned" and not 1 <= efs_mibps <= 3414:
         c.problem("efsProvisionedMibps", efs_mibps, "must be between 1 and 3414 MiB/s with provisioned throughput")
 
+    tgw_timeout = c.ranged_int("transitGatewayTimeoutMinutes", 10, 120)
+    host_timeout = c.ranged_int("hostTimeoutMinutes", 20, 240, " (metal instances take more than 20 minutes)")
+    db_timeout = c.ranged_int("dbTimeoutMinutes", 40, 720)
+    db_log_days = c.value("dbLogRetentionDays")
+    if db_log_days not in LOG_RETENTION_DAYS:
+        c.problem("dbLogRetentionDays", db_log_days,
+                  f"CloudWatch Logs accepts only {', '.join(map(str, LOG_RETENTION_DAYS))} (0: never expire)")
+
     if c.problems:
         raise SettingsError(c.problems)
 
@@ -553,6 +586,8 @@ def parse_settings(
         deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,
         efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
         warnings=tuple(warnings),
+        transit_gateway_timeout_minutes=tgw_timeout, host_timeout_minutes=host_timeout,
+        db_timeout_minutes=db_timeout, db_log_retention_days=db_log_days,
     )
 
 

@@ -22,6 +22,8 @@ class EfsStorageArgs:
     subnet_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
+    #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
+    parameter_root: Optional[pulumi.Input[str]] = None
 
 
 class EfsStorage(pulumi.ComponentResource):
@@ -49,7 +51,9 @@ class EfsStorage(pulumi.ComponentResource):
         mount_target = aws.efs.MountTarget(f"{name}-mount", file_system_id=fs.id, subnet_id=args.subnet_id,
                                            security_groups=[args.security_group_id], opts=child)
         parameter = aws.ssm.Parameter(
-            f"{name}-dns", name=naming.parameter_name(args.stack, naming.PARAM_EFS_DNS), type="String",
+            f"{name}-dns", name=pulumi.Output.from_input(
+                args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)).apply(
+                lambda root: naming.parameter_under(root, naming.PARAM_EFS_DNS)), type="String",
             value=fs.dns_name, description="EFS DNS name for CloudStack storage", tags=tags,
             # The name resolves only once the mount target exists.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[mount_target]))

@@ -69,6 +69,8 @@ class Underlay(pulumi.ComponentResource):
             self.cloudstack_subnet_id = pulumi.Output.from_input(args.cloudstack_subnet_id)
             self.db_subnet_ids = pulumi.Output.from_input(list(args.db_subnet_ids))
             self.route_table_ids = [pulumi.Output.from_input(r) for r in args.route_table_ids]
+            #: The existing VPC's own gateway is not ours to order against.
+            self.internet_gateway: Optional[aws.ec2.InternetGateway] = None
         else:
             self._create_network(name, args, child, tags)
 
@@ -118,6 +120,8 @@ class Underlay(pulumi.ComponentResource):
             aws.ec2.RouteTableAssociation(f"{name}-db-{i}-rta", subnet_id=s.id, route_table_id=db_rt.id, opts=child)
             db_subnets.append(s)
         self.vpc_id = vpc.id
+        #: The Elastic IP waits for it (pulumi-aws Eip docs): created after, deleted before.
+        self.internet_gateway = igw
         self.cloudstack_subnet_id = subnet.id
         self.db_subnet_ids = pulumi.Output.all(*[s.id for s in db_subnets])
         # The VPC's main table too: any subnet the user adds later answers overlay
@@ -178,7 +182,7 @@ class Underlay(pulumi.ComponentResource):
         db_sg = aws.ec2.SecurityGroup(
             f"{name}-db-sg", vpc_id=self.vpc_id, description="CloudStack database: MySQL from the management server only",
             ingress=[aws.ec2.SecurityGroupIngressArgs(
-                description="MySQL from the management server's overlay address (via the router)",
+                description="MySQL from the management server overlay address (via the router)",
                 protocol="tcp", from_port=MYSQL_PORT, to_port=MYSQL_PORT,
                 cidr_blocks=[f"{args.management_overlay_ip}/32"])],
             tags={**tags, "Name": f"{name}-db"}, opts=child)

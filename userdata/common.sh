@@ -194,6 +194,60 @@ csec2_retry() {
     done
 }
 
+# ------------------------------------------------- tools that print secrets ----
+
+# Secret values to mask in whatever the boot logs of a tool's output; added by
+# csec2_add_secret as the secrets are read (kept in this shell only).
+CSEC2_MASKED_VALUES=()
+
+csec2_add_secret() {
+    local value
+    for value in "$@"; do
+        [[ -n $value ]] && CSEC2_MASKED_VALUES+=("$value")
+    done
+    return 0
+}
+
+# Prints $1 with every known secret value and every password-looking value
+# (password=..., 'passwd': '...', --password=...) replaced by ***. Pure bash:
+# no secret ever becomes another process's argument.
+csec2_mask() {
+    local line=$1 masked="" value re="([Pp]ass(word|wd)?['\"]?[[:space:]]*[:=][[:space:]]*['\"]?)[^'\",[:space:]}]+"
+    for value in "${CSEC2_MASKED_VALUES[@]}"; do
+        line=${line//"$value"/***}
+    done
+    # Left to right: the leftmost match's text first occurs where it matched.
+    while [[ $line =~ $re ]]; do
+        masked+="${line%%"${BASH_REMATCH[0]}"*}${BASH_REMATCH[1]}***"
+        line=${line#*"${BASH_REMATCH[0]}"}
+    done
+    printf '%s' "$masked$line"
+}
+
+# csec2_run_quiet NAME COMMAND...: runs COMMAND, a tool that may print a secret
+# (cloudstack-setup-databases prints its SQL parameters, the database password
+# among them, when MySQL refuses a statement), with its whole output in the
+# root-only file $CSEC2_STATE_DIR/tool-output/NAME.log (kept for diagnosis,
+# replaced at each run) and only the last CSEC2_QUIET_TAIL lines, masked, in the
+# boot log and on the console. Returns COMMAND's status.
+CSEC2_QUIET_TAIL=${CSEC2_QUIET_TAIL:-15}
+
+csec2_run_quiet() {
+    local name=$1 dir=$CSEC2_STATE_DIR/tool-output out status=0 line
+    shift
+    out=$dir/$name.log
+    mkdir -p "$dir"
+    chmod 0700 "$dir"
+    (umask 077 && : >"$out")
+    chmod 0600 "$out"
+    "$@" >"$out" 2>&1 </dev/null || status=$?
+    csec2_log "$name: status $status; output in $out, its end (secrets masked):"
+    while IFS= read -r line || [[ -n $line ]]; do
+        csec2_log "  | $(csec2_mask "$line")"
+    done < <(tail -n "$CSEC2_QUIET_TAIL" "$out")
+    return "$status"
+}
+
 # ---------------------------------------------------------------- AWS CLI ----
 
 csec2_aws() {
@@ -392,7 +446,7 @@ csec2_setup_networkd() {
     csec2_log "wrote $CSEC2_NETWORKD_CONF (read by systemd-networkd at its next start)"
 }
 
-# The overlay (cloudbr0 + ethvxlan0, routes, NAT on the router) is built by
+# The overlay (cloudbr0 + ethovl0, routes, NAT on the router) is built by
 # overlay-network.sh from /etc/cloudstack-ec2/overlay.env at EVERY boot by
 # cloudstack-ec2-overlay.service, ordered before libvirt and CloudStack. Members
 # reach the internet (packages) only through it, so it comes first.

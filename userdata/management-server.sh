@@ -24,7 +24,6 @@ csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_U
 CS_ETC=$CSEC2_ROOT/etc/cloudstack/management
 CS_SSH_PUBLIC_KEY=$CSEC2_ROOT/var/lib/cloudstack/management/.ssh/id_rsa.pub
 API_URL=http://127.0.0.1:8080/client/api
-SQL_SCHEMA_EXISTS="SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'cloud' AND table_name = 'version';"
 
 # ------------------------------------------------- settings and secrets ----
 
@@ -55,7 +54,23 @@ fetch_secrets() {
         csec2_die "secret $CSEC2_SECRET_DB_CLOUD: username must be 1-32 letters, digits or '_'"
     [[ $DB_CLOUD_PASSWORD != *[\'\"\\:@/[:space:]]* ]] ||
         csec2_die "secret $CSEC2_SECRET_DB_CLOUD: the password must not contain quotes, '\\', ':', '@', '/' or whitespace"
+    # cloudstack-setup-databases puts the cloud password and both keys into shell
+    # command lines it builds itself (mysql --password=..., the jasypt encryption
+    # command): '$' and '`' would be expanded, '"', '\' and whitespace break the
+    # quoting. Generated values never contain them (components/management.py).
+    tool_safe "$CSEC2_SECRET_DB_CLOUD" password "$DB_CLOUD_PASSWORD"
+    tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" management_key "$MANAGEMENT_KEY"
+    tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" database_key "$DATABASE_KEY"
+    # Masked in whatever a tool's output the boot logs (csec2_run_quiet).
+    csec2_add_secret "$DB_MASTER_PASSWORD" "$DB_CLOUD_PASSWORD" "$MANAGEMENT_KEY" "$DATABASE_KEY" "$ADMIN_PASSWORD"
     csec2_log "read 4 secrets (values not logged)"
+}
+
+# tool_safe SECRET FIELD VALUE: refuses a value cloudstack-setup-databases
+# cannot carry, naming the secret and the field (never the value).
+tool_safe() {
+    [[ $3 != *[\$\`\"\\[:space:]]* ]] ||
+        csec2_die "secret $1: '$2' must not contain '\$', '\`', '\"', '\\' or whitespace (cloudstack-setup-databases puts it in shell commands)"
 }
 
 # Pulumi writes these once RDS and EFS exist (RDS takes many minutes): waited
@@ -132,11 +147,47 @@ wait_for_database() {
         csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right?)"
 }
 
-schema_exists() {
+# Succeeds when table $1.$2 exists.
+table_exists() {
     local count
-    count=$(master_sql <<<"$SQL_SCHEMA_EXISTS") || csec2_die "could not query information_schema on $DB_HOST:$DB_PORT"
-    [[ $count =~ ^[0-9]+$ ]] || csec2_die "unexpected answer '$count' to the schema query"
+    count=$(master_sql <<<"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$1' AND table_name = '$2';") ||
+        csec2_die "could not query information_schema on $DB_HOST:$DB_PORT"
+    [[ $count =~ ^[0-9]+$ ]] || csec2_die "unexpected answer '$count' to the query for table $1.$2"
     ((count > 0))
+}
+
+schema_exists() {
+    table_exists cloud version
+}
+
+# The schema is deployed only when this marker exists: create-schema.sql
+# creates cloud.version among its first tables, so a setup that failed halfway
+# leaves a `cloud.version` behind. The marker is a table of our own database,
+# created in one statement once cloudstack-setup-databases succeeded, the schema
+# is there and db.properties points at it.
+MARKER_DB=cloudstack_ec2
+MARKER_TABLE=schema_deployed
+
+marker_exists() {
+    table_exists "$MARKER_DB" "$MARKER_TABLE"
+}
+
+write_marker() {
+    master_sql <<SQL
+CREATE DATABASE IF NOT EXISTS \`$MARKER_DB\`;
+CREATE TABLE \`$MARKER_DB\`.\`$MARKER_TABLE\` AS SELECT '$1' AS how, NOW() AS deployed_at;
+SQL
+}
+
+# A schema without the marker that a management server has run on (cloud.mshost
+# has rows): deployed by a boot script older than the marker, or by hand.
+schema_in_use() {
+    local rows
+    table_exists cloud mshost || return 1
+    rows=$(master_sql <<<"SELECT COUNT(*) FROM \`cloud\`.\`mshost\`;") ||
+        csec2_die "could not count the rows of cloud.mshost on $DB_HOST:$DB_PORT"
+    [[ $rows =~ ^[0-9]+$ ]] || csec2_die "unexpected answer '$rows' to the query of cloud.mshost"
+    ((rows > 0))
 }
 
 write_cloud_option_file() {
@@ -157,6 +208,10 @@ cloud_user_can_log_in() {
 # RDS master user may be refused. Instead the databases, the user and its
 # grants are ensured here (idempotent, no data touched) and the schema is
 # created with `--schema-only`, only when it is not there yet.
+DB_PASSWORD_SET=0
+# Set when db.properties was rewritten: a running management server restarts.
+DB_PROPERTIES_CHANGED=0
+
 ensure_database_user() {
     csec2_step "database: cloud/cloud_usage databases, user '$DB_CLOUD_USER' and grants"
     master_sql <<SQL
@@ -176,6 +231,7 @@ SQL
         csec2_log "user '$DB_CLOUD_USER' cannot log in with the secret's password: setting it"
         master_sql <<<"ALTER USER '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';"
         cloud_user_can_log_in || csec2_die "user '$DB_CLOUD_USER' still cannot log in to $DB_HOST:$DB_PORT after ALTER USER"
+        DB_PASSWORD_SET=1
     fi
 }
 
@@ -184,29 +240,99 @@ db_properties_point_at_database() {
         grep -qx "db.cloud.port=$DB_PORT" "$CS_ETC/db.properties"
 }
 
+# cloudstack-setup-databases since 4.21 (apache/cloudstack PR #11239) aborts
+# when the cloud/cloud_usage databases exist unless --force-recreate is given,
+# also with --schema-only (#11912; PR #12004 later accepted --schema-only without
+# it again); 4.19 and 4.20 refuse the unknown option. ensure_database_user
+# creates both databases, empty, before the schema step: on the schema-absent
+# path the option is passed whenever the installed tool lists it in --help.
+schema_options() {
+    local help
+    SCHEMA_OPTIONS=(--schema-only)
+    help=$(cloudstack-setup-databases --help 2>&1) || true
+    if [[ $help == *--force-recreate* ]]; then
+        SCHEMA_OPTIONS+=(--force-recreate)
+        csec2_log "the tool knows --force-recreate: passing it (the databases are empty)"
+    fi
+}
+
+# setup_databases CLOUD_URL [OPTION...]: the tool, its output kept out of the log.
+setup_databases() {
+    local url=$1
+    shift
+    csec2_run_quiet cloudstack-setup-databases cloudstack-setup-databases "$url" "$@" \
+        -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP"
+}
+
+deploy_schema() {
+    local cloud_url=$1
+    schema_options
+    setup_databases "$cloud_url" "${SCHEMA_OPTIONS[@]}" || csec2_die "cloudstack-setup-databases could not create the schema"
+    schema_exists || csec2_die "cloudstack-setup-databases finished but the schema 'cloud' is still missing"
+    db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
+    write_marker "cloudstack-setup-databases ${SCHEMA_OPTIONS[*]}"
+    record_db_password
+    csec2_log "schema deployed, marker written"
+}
+
 setup_database() {
     ensure_database_user
     csec2_step "database: CloudStack schema"
     # The credentials must be on cloudstack-setup-databases' command line (it
     # has no other way to take them); they are never echoed to the log.
     local cloud_url="$DB_CLOUD_USER:$DB_CLOUD_PASSWORD@$DB_HOST:$DB_PORT"
-    if schema_exists; then
-        csec2_log "schema 'cloud' already exists in $DB_HOST:$DB_PORT: reusing it, no schema deploy"
-        if db_properties_point_at_database; then
-            csec2_log "db.properties already points at $DB_HOST:$DB_PORT"
-        else
-            # A replaced instance: configure this machine for the existing database
-            # (what the install guide does for an additional management server).
-            csec2_log "configuring this server for the existing database (cloudstack-setup-databases without schema deploy)"
-            cloudstack-setup-databases "$cloud_url" -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP"
-        fi
+    if marker_exists; then
+        csec2_log "schema 'cloud' already exists (marker $MARKER_DB.$MARKER_TABLE): reusing it"
+    elif schema_in_use; then
+        csec2_log "schema 'cloud' already exists and a management server has used it: reusing it, writing the marker"
+        write_marker "adopted: in use"
+    elif schema_exists; then
+        # cloud.version but no marker and never used: an earlier schema step
+        # failed halfway. Nothing in it was ever used: start it again, empty.
+        csec2_log "schema 'cloud' is half deployed (no marker, never used): dropping cloud and cloud_usage, deploying again"
+        master_sql <<<"DROP DATABASE IF EXISTS \`cloud\`; DROP DATABASE IF EXISTS \`cloud_usage\`;"
+        ensure_database_user
+        csec2_step "database: CloudStack schema"
+        deploy_schema "$cloud_url"
+        return 0
     else
-        csec2_log "schema 'cloud' not found in $DB_HOST:$DB_PORT: creating it (cloudstack-setup-databases --schema-only)"
-        cloudstack-setup-databases "$cloud_url" --schema-only -m "$MANAGEMENT_KEY" -k "$DATABASE_KEY" -i "$CSEC2_OVERLAY_IP"
-        schema_exists || csec2_die "cloudstack-setup-databases finished but the schema 'cloud' is still missing"
+        csec2_log "schema 'cloud' not found in $DB_HOST:$DB_PORT: creating it"
+        deploy_schema "$cloud_url"
+        return 0
     fi
+    if ! db_properties_point_at_database; then
+        # A replaced instance: configure this machine for the existing database
+        # (what the install guide does for an additional management server).
+        csec2_log "configuring this server for the existing database (cloudstack-setup-databases without schema deploy)"
+    elif ((DB_PASSWORD_SET)) || ! db_password_recorded; then
+        # db.properties holds the password encrypted with the management key:
+        # after a rotation (ALTER USER above, or the secret and the user changed
+        # together) the server would log in with the old one.
+        csec2_log "the database password changed: rewriting db.properties; the management server restarts"
+    else
+        csec2_log "db.properties is up to date"
+        return 0
+    fi
+    setup_databases "$cloud_url" || csec2_die "cloudstack-setup-databases could not configure this server"
     db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
-    allow_public_key_retrieval
+    record_db_password
+    DB_PROPERTIES_CHANGED=1
+}
+
+# Which password db.properties was last written with: a SHA-256 of it, in a
+# root-only file (never the password itself).
+DB_PASSWORD_RECORD=$CSEC2_STATE_DIR/db-password.sha256
+
+db_password_fingerprint() {
+    printf '%s' "$DB_CLOUD_PASSWORD" | sha256sum | cut -d' ' -f1
+}
+
+db_password_recorded() {
+    [[ -r $DB_PASSWORD_RECORD && $(<"$DB_PASSWORD_RECORD") == "$(db_password_fingerprint)" ]]
+}
+
+record_db_password() {
+    (umask 077 && db_password_fingerprint >"$DB_PASSWORD_RECORD")
 }
 
 # MySQL 8.4's caching_sha2_password, without TLS (db.cloud.useSSL=false), needs
@@ -214,8 +340,6 @@ setup_database() {
 # server restart, a failover, an ALTER USER); Connector/J refuses to fetch it
 # ("Public Key Retrieval is not allowed") unless told so. cloudstack-setup-
 # databases writes these keys without it: add it, once.
-DB_PROPERTIES_CHANGED=0
-
 allow_public_key_retrieval() {
     local file=$CS_ETC/db.properties tmp
     tmp=$(mktemp "$CSEC2_PRIVATE_DIR/db.properties.XXXXXX")
@@ -440,14 +564,39 @@ ensure_setting() {
     csec2_log "global setting $1: '$current' -> '$2'"
 }
 
+# EC2's link-local services, which the overlay script routes to the underlay on
+# every member (KVM hosts included): a system VM must never hold one of them as
+# its control (link-local) address, or its host cannot reach it. CloudStack
+# takes a pod's control addresses from control.cidr when the pod is created
+# (ConfigurationManagerImpl.createPod, NetUtils.getLinkLocalIPRange: rows of
+# cloud.op_dc_link_local_ip_address_alloc); 169.254.0.0/17 holds none of them.
+CONTROL_CIDR=169.254.0.0/17
+LL_TABLE="\`cloud\`.\`op_dc_link_local_ip_address_alloc\`"
+LL_SERVICES="ip_address IN ('169.254.169.254', '169.254.169.123', '169.254.169.253')"
+
+# Pods created before (an older deployment): their free rows of the services
+# are marked taken under our reservation id, which CloudStack never releases
+# (it releases by NIC); a service address a system VM already holds is reported.
+protect_link_local_services() {
+    csec2_step "EC2 link-local services out of CloudStack's control addresses"
+    local held
+    held=$(master_sql <<<"UPDATE $LL_TABLE SET taken = NOW(), reservation_id = 'cloudstack-ec2' WHERE $LL_SERVICES AND taken IS NULL; SELECT CONCAT('pod ', pod_id, ' NIC ', nic_id, ' ', ip_address) FROM $LL_TABLE WHERE $LL_SERVICES AND nic_id IS NOT NULL;")
+    [[ -z $held ]] || csec2_log "WARNING: system VMs hold EC2 link-local addresses (destroy them): ${held//$'\n'/; }"
+}
+
 configure_settings() {
-    csec2_step "global settings: host, management.network.cidr, integration.api.port"
+    csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr"
     local changed=0
     # Agents connect to `host`: the overlay address, not whatever address the
     # server guessed. The unauthenticated integration port stays off (0).
     ensure_setting host "$CSEC2_OVERLAY_IP" && changed=1
     ensure_setting management.network.cidr "$CSEC2_OVERLAY_CIDR" && changed=1
     ensure_setting integration.api.port 0 "" && changed=1
+    # Before the registration creates the pod (it waits for the API keys, stored
+    # after this). Only CloudStack's default is changed: another value was chosen.
+    if [[ $(get_setting control.cidr) == 169.254.0.0/16 ]] && ensure_setting control.cidr "$CONTROL_CIDR"; then
+        changed=1
+    fi
     if ((changed)); then
         csec2_log "restarting the management server so the settings take effect"
         systemctl restart cloudstack-management.service
@@ -494,12 +643,14 @@ publish_version
 fetch_parameters
 wait_for_database
 setup_database
+allow_public_key_retrieval
 setup_efs
 system_vm_template
 setup_management
 wait_for_api
 set_admin_password
 configure_settings
+protect_link_local_services
 store_api_keys
 publish_ssh_key
 csec2_finish

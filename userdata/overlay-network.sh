@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # overlay-network.sh: put this instance on the CloudStack VXLAN overlay.
 #
-# Creates bridge cloudbr0 (the overlay address) with VXLAN device ethvxlan0 as
-# its port; ethvxlan0 finds the other VTEPs through a multicast group on the
+# Creates bridge cloudbr0 (the overlay address) with VXLAN device ethovl0 as
+# its port; ethovl0 finds the other VTEPs through a multicast group on the
 # underlay device (Transit Gateway multicast domain, IGMPv2). Then, by role:
 #   member  default route via OVERLAY_GATEWAY over cloudbr0 (source: the overlay
 #           address); the underlay's own subnet stays on the underlay device, and
@@ -36,7 +36,7 @@
 #                    10.100.0.10/16, put on cloudbr0                    (required)
 #   OVERLAY_GATEWAY  the router's overlay address (members: required; router:
 #                    unset or its own address)
-#   OVERLAY_MTU      MTU of cloudbr0 and ethvxlan0, 1280..8450: the Transit
+#   OVERLAY_MTU      MTU of cloudbr0 and ethovl0, 1280..8450: the Transit
 #                    Gateway carries at most 8500 bytes, VXLAN adds 50; the
 #                    underlay device must carry OVERLAY_MTU + 50        (required)
 #   VPC_CIDR         the VPC's IPv4 CIDR, e.g. 10.0.0.0/16 (router: required;
@@ -53,7 +53,19 @@ set -euo pipefail
 export LC_ALL=C
 
 readonly BRIDGE=cloudbr0
-readonly VXLAN_DEV=ethvxlan0
+# The KVM agent takes a bridge's port as its physical NIC only when the name
+# matches ^eth|^bond|^vlan|^vx|^em|^ens|^eno|^enp|^team|^enx|^p\d+p\d+
+# (LibvirtComputingResource.ifNamePatterns), and builds guest VLAN n on it as
+# bridge br<port>-<n> with device <port>.<n> (BridgeVifDriver.generateVnetBrName,
+# modifyvlan.sh): "brethovl0-4094" is 14 of Linux's 15 characters (IFNAMSIZ 16).
+# No "vxlan" in the name: BridgeVifDriver.deleteVnetBr takes a bridge whose port
+# list contains "vxlan" for one of its own VXLAN bridges (modifyvxlan.sh); no
+# "vnet" either (its test for "a VM is still on this bridge").
+# components/userdata.py OVERLAY_PORT holds the same name (a test compares them).
+readonly VXLAN_DEV=ethovl0
+# The name of releases before 2026-11 (16 characters with VLAN 1000: guest
+# networks could not start); removed when found, see below.
+readonly LEGACY_VXLAN_DEV=ethvxlan0
 readonly NFT_TABLE=cloudstack_overlay
 readonly VXLAN_OVERHEAD=50
 readonly MIN_MTU=1280
@@ -113,12 +125,18 @@ valid_ifname() { [[ $1 =~ ^[A-Za-z0-9_.-]{1,15}$ ]]; }
 
 link_exists() { [[ -e /sys/class/net/$1 ]]; }
 link_kind_is() { # dev kind
-    ip -o link show type "$2" 2>/dev/null | grep -q "^[0-9]*: $1[:@]"
+    # Not "ip ... | grep -q": grep stops at the first match, ip then dies of
+    # SIGPIPE and pipefail turns the match into a failure once the list is long
+    # (a KVM host with the agent's guest VLAN bridges).
+    local links
+    links=$'\n'$(ip -o link show type "$2" 2>/dev/null) || return 1
+    [[ $links =~ $'\n'[0-9]+": $1"[:@] ]]
 }
-vxlan_details() { ip -d -o link show dev "$VXLAN_DEV" 2>/dev/null || true; }
-vxlan_underlay() {
+vxlan_details() { ip -d -o link show dev "${1:-$VXLAN_DEV}" 2>/dev/null || true; }
+vxlan_underlay() { # from our port, or from the legacy one (a member upgraded in place)
     local re=' dev ([^ ]+) ' details
     details=$(vxlan_details)
+    [[ -n $details ]] || details=$(vxlan_details "$LEGACY_VXLAN_DEV")
     [[ $details =~ $re ]] && echo "${BASH_REMATCH[1]}"
     return 0
 }
@@ -268,7 +286,7 @@ if link_exists "$VXLAN_DEV" && ! link_kind_is "$VXLAN_DEV" vxlan; then
 fi
 
 # The underlay device: given, else the default route's, else (a member whose
-# default route now points into the overlay) the device ethvxlan0 rides on.
+# default route now points into the overlay) the device ethovl0 rides on.
 if [[ -z $UNDERLAY_DEV ]]; then
     UNDERLAY_DEV=$(default_route_dev)
     [[ -n $UNDERLAY_DEV ]] || UNDERLAY_DEV=$(vxlan_underlay)
@@ -327,7 +345,14 @@ if ! link_exists "$BRIDGE"; then
     ip link add name "$BRIDGE" type bridge stp_state 0 forward_delay 0
 fi
 
-# Recreate ethvxlan0 only when its identity differs (VNI, group, underlay, port).
+# An overlay port under the legacy name carries the same VNI and group: the
+# kernel refuses a second such device, and two ports would loop the bridge.
+if link_kind_is "$LEGACY_VXLAN_DEV" vxlan; then
+    log "removing $LEGACY_VXLAN_DEV (renamed $VXLAN_DEV: guest VLAN bridges br<port>-<vlan> must fit 15 characters)"
+    ip link del dev "$LEGACY_VXLAN_DEV"
+fi
+
+# Recreate ethovl0 only when its identity differs (VNI, group, underlay, port).
 want_vxlan="vxlan id $VXLAN_ID group $VXLAN_GROUP dev $UNDERLAY_DEV "
 details=$(vxlan_details)
 if [[ -n $details && ($details != *"$want_vxlan"* || $details != *" dstport $VXLAN_PORT "*) ]]; then

@@ -625,8 +625,11 @@ class PrimaryStorage(Kind):
         return _by(items, name=props["name"])
 
     def make(self, api, props):
+        # The KVM hosts' NFS mount options travel as the pool detail `nfsmountopts`
+        # (changing them later needs the pool in maintenance: not done here).
+        details = {"nfsmountopts": props["nfsmountopts"]} if props.get("nfsmountopts") else None
         r = api.call("createStoragePool", zoneid=props["zoneid"], name=props["name"], url=props["url"],
-                     scope=props["scope"], hypervisor=props["hypervisor"])
+                     scope=props["scope"], hypervisor=props["hypervisor"], details=details)
         return _single(r, "storagepool")
 
     def get(self, api, id_, props):

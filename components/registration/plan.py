@@ -119,7 +119,7 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
     first_host = f"host-{spec.first_host.index}"
     add("primary-storage", "primary_storage", {
         "zoneid": Ref("zone"), "name": st.primary_name, "scope": "zone", "hypervisor": "KVM",
-        "url": Deferred("efs_dns", "nfs://", st.primary_path),
+        "url": Deferred("efs_dns", "nfs://", st.primary_path), "nfsmountopts": st.primary_nfs_mount_options,
     }, (first_host,))
     add("image-store", "image_store", {
         "zoneid": Ref("zone"), "name": st.secondary_name, "provider": "NFS",

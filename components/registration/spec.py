@@ -192,12 +192,21 @@ class HostSpec:
         return f"http://{self.overlay_ip}"
 
 
+#: AWS's recommended NFS client options for EFS (without noresvport a mount can
+#: hang after a network blip). KVM hosts mount primary storage through libvirt,
+#: which takes them from the pool's `nfsmountopts` detail (CloudStack 4.20+,
+#: apache/cloudstack PR #8947; 4.19 stores the detail and ignores it).
+EFS_NFS_MOUNT_OPTIONS = "vers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
+_MOUNT_OPTION = re.compile(r"^[a-z][a-z0-9_]*(=[A-Za-z0-9_.:/-]+)?$")
+
+
 @dataclass(frozen=True)
 class StorageSpec:
     primary_name: str
     secondary_name: str
     primary_path: str     # /<zone>/primary on EFS
     secondary_path: str   # /<zone>/secondary on EFS
+    primary_nfs_mount_options: str = EFS_NFS_MOUNT_OPTIONS  # "opt[=value],..." for the KVM hosts' mounts
 
     def __post_init__(self) -> None:
         _name("storage.primary_name", self.primary_name)
@@ -205,6 +214,12 @@ class StorageSpec:
         for n, p in (("storage.primary_path", self.primary_path), ("storage.secondary_path", self.secondary_path)):
             if not re.match(r"^(/[A-Za-z0-9_.-]+)+$", p or ""):
                 _fail(n, p, "an absolute path such as /zone1/primary")
+        # StorageManagerImpl refuses a key given twice and an option with two '='.
+        opts = (self.primary_nfs_mount_options or "").split(",")
+        keys = [o.split("=", 1)[0] for o in opts]
+        if not all(_MOUNT_OPTION.match(o) for o in opts) or len(set(keys)) != len(keys):
+            _fail("storage.primary_nfs_mount_options", self.primary_nfs_mount_options,
+                  "comma-separated NFS mount options opt[=value], each at most once, e.g. vers=4.1,hard")
 
     def primary_url(self, efs_dns: str) -> str:
         return f"nfs://{efs_dns}{self.primary_path}"
@@ -318,13 +333,26 @@ def clusters_for(host_count: int, hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLU
     return [i // hosts_per_cluster for i in range(host_count)]
 
 
-def default_global_settings(management_ip: str, overlay_cidr: str) -> tuple[GlobalSetting, ...]:
-    """The settings the zone needs on EC2, each with the reason it is set."""
+#: An 802.1Q tag: a guest frame on a VLAN is this much longer inside VXLAN.
+VLAN_TAG_BYTES = 4
+
+
+def default_global_settings(management_ip: str, overlay_cidr: str,
+                            overlay_mtu: int = 8450) -> tuple[GlobalSetting, ...]:
+    """The settings the zone needs on EC2, each with the reason it is set.
+    `overlay_mtu`: the overlay's MTU in bytes (settings' overlayMtu, 1280..8450)."""
     _ip("management_ip", management_ip)
     try:
         ipaddress.IPv4Network(overlay_cidr)
     except ValueError:
         _fail("overlay_cidr", overlay_cidr, "an IPv4 CIDR such as 10.100.0.0/16")
+    if not isinstance(overlay_mtu, int) or not 1280 <= overlay_mtu <= 8450:
+        _fail("overlay_mtu", overlay_mtu, "an integer 1280..8450 (the overlay MTU)")
+    guest_mtu = str(overlay_mtu - VLAN_TAG_BYTES)
+    tagged = (f"guest and public networks are VLANs inside the overlay: a tagged frame is {VLAN_TAG_BYTES} bytes "
+              f"longer, so the VR's MTU is at most overlayMtu - {VLAN_TAG_BYTES} and a flooded frame stays "
+              "within the Transit Gateway's 8500 bytes (zone-scoped since 4.18, NetworkService.java; "
+              "without allow.end.users.to.specify.vr.mtu every network gets exactly this MTU)")
     return (
         GlobalSetting("storage.overprovisioning.factor", "1",
                       "EFS reports 8 EiB free; with the default factor 2 CloudStack's capacity overflows"),
@@ -336,6 +364,8 @@ def default_global_settings(management_ip: str, overlay_cidr: str) -> tuple[Glob
         GlobalSetting("migrate.vm.across.clusters", "true",
                       "a scale-in can empty a whole cluster; with zone-wide primary storage on EFS the VMs "
                       "may live-migrate to the remaining clusters instead of blocking the maintenance"),
+        GlobalSetting("vr.public.interface.max.mtu", guest_mtu, tagged),
+        GlobalSetting("vr.private.interface.max.mtu", guest_mtu, tagged),
     )
 
 
@@ -347,6 +377,7 @@ def build_spec(
     hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLUSTER,
     timeouts: Timeouts | None = None,
     extra_settings: Iterable[GlobalSetting] = (),
+    overlay_mtu: int = 8450,
 ) -> RegistrationSpec:
     """Build the spec from `components.ipplan.IpPlan` (duck-typed: overlay, router,
     management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns)."""
@@ -357,7 +388,7 @@ def build_spec(
     cluster_of = clusters_for(len(host_ips), hosts_per_cluster)
     clusters = tuple(ClusterSpec(c, cluster_name(zone_name, c)) for c in sorted(set(cluster_of)))
     hosts = tuple(HostSpec(i, ip, cluster_of[i], host_username) for i, ip in enumerate(host_ips))
-    settings = default_global_settings(str(plan.management_servers[0]), str(overlay))
+    settings = default_global_settings(str(plan.management_servers[0]), str(overlay), overlay_mtu)
     extra = tuple(extra_settings)
     overridden = {s.name for s in extra}
     settings = tuple(s for s in settings if s.name not in overridden) + extra

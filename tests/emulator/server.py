@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import threading
 import time
 import uuid
@@ -69,7 +70,14 @@ DEFAULT_CONFIG = {
     "allow.user.create.projects": "true",
     "integration.api.port": "0",
     "expunge.delay": "86400",
+    # api/.../NetworkService.java (since 4.18, zone scope, Integer): VR interface MTUs.
+    "vr.public.interface.max.mtu": "1500",
+    "vr.private.interface.max.mtu": "1500",
 }
+#: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
+#: refuses a value that does not parse as one.
+INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
+                  "integration.api.port"}
 
 
 class ApiError(Exception):
@@ -411,6 +419,8 @@ class Emulator:
     def _cmd_updateConfiguration(self, a: dict) -> dict:
         if a["name"] not in self.config:
             raise ApiError(431, f"Configuration {a['name']} not found")
+        if a["name"] in INTEGER_CONFIG and not re.fullmatch(r"-?\d+", a.get("value", "")):
+            raise ApiError(431, f"Please enter a valid integer value for parameter {a['name']}")
         self.config[a["name"]] = a.get("value", "")
         return {"configuration": self._config_item(a["name"])}
 
@@ -794,9 +804,12 @@ class Emulator:
     def _cmd_createStoragePool(self, a: dict) -> dict:
         z = self._zone(a["zoneid"])
         url = urlsplit(a["url"])
+        scope = a.get("scope", "cluster").upper()
+        # Checked on the parsed URL's scheme, before this emulator's NFS-only limit.
+        details = {k.split(".", 1)[1]: v for k, v in a.items() if k.startswith("details[") and "." in k}
+        mount_opts = self._nfs_mount_options(details, a, scope, url.scheme)
         if url.scheme != "nfs" or not url.hostname or not url.path:
             raise ApiError(431, f"Invalid url {a['url']}: expected nfs://<server>/<path>")
-        scope = a.get("scope", "cluster").upper()
         if scope == "ZONE" and not a.get("hypervisor"):
             raise ApiError(431, "hypervisor type must be specified for a zone wide primary storage")
         if scope == "CLUSTER" and not a.get("clusterid"):
@@ -812,7 +825,37 @@ class Emulator:
                                      clustername=None, created=_now(),
                                      overprovisionfactor=self.config["storage.overprovisioning.factor"],
                                      _volumes=0)
+        if mount_opts is not None:
+            self.pools[sid]["nfsmountopts"] = mount_opts   # StoragePoolResponse.nfsmountopts (4.20+)
         return {"storagepool": self._public(self.pools[sid])}
+
+    def _nfs_mount_options(self, details: dict, a: dict, scope: str, scheme: str) -> str | None:
+        """The pool detail `nfsmountopts` as StorageManagerImpl.checkNFSMountOptionsForCreate
+        (apache/cloudstack, PR #8947, 4.20+; messages from StorageManagerImplTest) takes it:
+        KVM only, NFS pools only; whitespace dropped; options split on ','; an option
+        with more than one '=' or a key given twice is refused. The options themselves
+        go to libvirt's <fs:mount_opts> (LibvirtStoragePoolDef): the host's mount, not
+        CloudStack, judges them."""
+        if "nfsmountopts" not in details:
+            return None
+        hypervisor = a.get("hypervisor") if scope == "ZONE" else \
+            self.clusters.get(a.get("clusterid"), {}).get("hypervisortype")
+        if str(hypervisor).lower() != "kvm":
+            raise ApiError(431, f"NFS options can not be set for the hypervisor type {hypervisor}")
+        if scheme != "nfs":
+            raise ApiError(431, "NFS options can only be set on pool type NetworkFilesystem")
+        text = re.sub(r"\s", "", details["nfsmountopts"])
+        options = text.split(",")
+        while options and not options[-1]:
+            options.pop()  # Java's String.split drops trailing empty strings
+        keys = []
+        for option in options:  # an empty one in the middle: refused here (not verified against the source)
+            if option.count("=") > 1 or not option:
+                raise ApiError(431, f"Invalid NFS mount option {option!r} in {details['nfsmountopts']!r}")
+            keys.append(option.split("=", 1)[0])
+        if len(set(keys)) != len(keys):
+            raise ApiError(431, f"Duplicate NFS mount options in {details['nfsmountopts']!r}")
+        return text
 
     def _cmd_listStoragePools(self, a: dict) -> dict:
         return self._list("storagepool", [self._public(p) for p in self.pools.values()

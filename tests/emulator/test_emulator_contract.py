@@ -135,3 +135,29 @@ def test_injected_faults(emu):
 def test_listens_on_loopback_only(emu):
     s = emu._server.socket
     assert s.getsockname()[0] == "127.0.0.1" and s.family == socket.AF_INET
+
+
+def test_integer_settings_refuse_a_non_integer_like_the_real_server(emu):
+    # ConfigKey<Integer> (NetworkService.VRPublicInterfaceMtu): updateConfiguration
+    # refuses a value that is not an integer.
+    status, body = post(emu, signed(emu, command="updateConfiguration", name="vr.public.interface.max.mtu",
+                                    value="8446 bytes"))
+    assert status == 431 and "valid integer" in body["updateconfigurationresponse"]["errortext"]
+    assert post(emu, signed(emu, command="updateConfiguration", name="vr.public.interface.max.mtu",
+                            value="8446"))[0] == 200
+
+
+def test_nfs_mount_options_detail_is_checked_like_the_real_server(emu):
+    # StorageManagerImpl.checkNFSMountOptionsForCreate (4.20+, PR #8947).
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")
+    zone = c.createZone(name="z", networktype="Advanced", dns1="10.0.0.2", internaldns1="10.0.0.2")["zone"]
+    base = dict(zoneid=zone["id"], name="p", url="nfs://fs.example/zone1/primary", scope="zone")
+    for hypervisor, url, opts, words in [
+        ("XenServer", base["url"], "vers=4.1", "can not be set for the hypervisor type XenServer"),
+        ("KVM", "rbd://mon.example/pool", "vers=4.1", "only be set on pool type NetworkFilesystem"),
+        ("KVM", base["url"], "vers=4.1,nconnect=4, vers=4.2", "Duplicate"),
+        ("KVM", base["url"], "vers=4.1=2,", "Invalid NFS mount option"),
+    ]:
+        status, body = post(emu, signed(emu, command="createStoragePool", **{**base, "url": url},
+                                        hypervisor=hypervisor, **{"details[0].nfsmountopts": opts}))
+        assert status == 431 and words in body["createstoragepoolresponse"]["errortext"], body

@@ -18,6 +18,10 @@ listening, then one line per event, flushed, so the lab can follow them.
                                  bytes down on one connection; prints the
                                  greeting and "synack mss <n>" (the MSS option
                                  of the SYN-ACK it received); exit 1 on failure
+  tagged DEV VLAN PAYLOAD        sends one 802.1Q-tagged Ethernet frame (VLAN id,
+                                 PAYLOAD bytes after the tag: a guest packet of
+                                 that MTU) to an unknown MAC out of DEV, so a
+                                 bridge floods it; prints the frame's length
 """
 
 from __future__ import annotations
@@ -243,6 +247,21 @@ def client_resolve(server: str, name: str, timeout: float, source: str = "0.0.0.
     return 0
 
 
+def send_tagged(dev: str, vlan: int, payload: int) -> int:
+    """One tagged frame as a guest's VLAN device hands it to the agent's bridge."""
+    with open(f"/sys/class/net/{dev}/address") as f:
+        source = bytes.fromhex(f.read().strip().replace(":", ""))
+    unknown = bytes.fromhex("02005eee0001")  # locally administered, never learnt: flooded
+    frame = unknown + source + struct.pack("!HH", 0x8100, vlan) + struct.pack("!H", 0x0800) + pattern(payload)
+    # 0x0800 after the tag and a payload of `payload` bytes: dst 6 + src 6 + tag 4
+    # + type 2 + payload. The payload is not a valid IPv4 packet; nobody parses it.
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((dev, 0))
+        s.send(frame)
+    print(len(frame))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode, args = argv[0], argv[1:]
     if mode == "whoami":
@@ -256,6 +275,8 @@ def main(argv: list[str]) -> int:
         return client_hold(args[0], int(args[1]), float(args[2]))
     elif mode == "bulk":
         return client_bulk(args[0], int(args[1]), int(args[2]), int(args[3]), float(args[4]))
+    elif mode == "tagged":
+        return send_tagged(args[0], int(args[1]), int(args[2]))
     elif mode == "resolve":
         return client_resolve(args[0], args[1], float(args[2]), *args[3:4])
     else:

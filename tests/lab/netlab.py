@@ -303,6 +303,7 @@ table bridge ec2_subnet
 delete table bridge ec2_subnet
 table bridge ec2_subnet {{
 {counters}    counter tgw_jumbo {{ }}
+    counter tgw_too_big {{ }}
     counter igmpv3_dropped {{ }}
     chain prerouting {{ type filter hook prerouting priority filter; policy accept;
         # The Transit Gateway speaks IGMPv2 only: drop v3 reports before the
@@ -311,7 +312,7 @@ table bridge ec2_subnet {{
     }}
     chain forward {{ type filter hook forward priority filter; policy accept;
         ether type != ip accept
-        ip daddr 224.0.0.0/4 ip length > {TGW_MAX_PACKET} drop
+        ip daddr 224.0.0.0/4 ip length > {TGW_MAX_PACKET} counter name "tgw_too_big" drop
         ip daddr 224.0.0.0/4 ip frag-off & 0x3fff != 0 drop
         ip daddr 224.0.0.0/4 ip length {TGW_MAX_PACKET} counter name "tgw_jumbo" accept
         ip daddr 224.0.0.0/4 accept

@@ -239,11 +239,44 @@ def test_full_size_flooded_frame_fits_the_transit_gateway(lab: Lab):
     host0 = lab.instances["host0"]
     wait_reachable(lab, "mgmt", host0.overlay)
     mac = lab.run("host0", "cat", "/sys/class/net/cloudbr0/address").stdout.strip()
-    lab.run("mgmt", "bridge", "fdb", "del", mac, "dev", "ethvxlan0", "self")
+    lab.run("mgmt", "bridge", "fdb", "del", mac, "dev", "ethovl0", "self")
     flooded_before = lab.counter("tgw_jumbo")
     exact = ping(lab, "mgmt", host0.overlay, "-M", "do", "-s", str(OVERLAY_MTU - ICMP_IP_OVERHEAD), count=1)
     assert exact.returncode == 0, exact.stdout + exact.stderr
     assert lab.counter("tgw_jumbo") > flooded_before, "the full-size frame did not take the multicast path"
+
+
+VLAN_TAG = 4  # 802.1Q: a guest frame on a VLAN is this much longer inside VXLAN
+GUEST_MTU = OVERLAY_MTU - VLAN_TAG  # what the registration caps the VR's interfaces at
+
+
+def rx_bytes(lab: Lab, name: str, dev: str = "ethovl0") -> int:
+    return int(lab.run(name, "cat", f"/sys/class/net/{dev}/statistics/rx_bytes").stdout)
+
+
+def test_full_size_tagged_guest_frame_fits_the_transit_gateway_only_at_overlay_mtu_minus_4(lab: Lab):
+    # A guest on VLAN 4094 (bridge brethovl0-4094 on the port): its frames cross
+    # the overlay tagged. Sent to an unknown MAC, the bridge floods it to the
+    # multicast group, i.e. through the Transit Gateway (8500 bytes at most).
+    fits_before, dropped_before = lab.counter("tgw_jumbo"), lab.counter("tgw_too_big")
+    received = rx_bytes(lab, "host0")
+    sent = lab.tool("mgmt", "tagged", "cloudbr0", "4094", str(GUEST_MTU))
+    assert int(sent.stdout) == 14 + VLAN_TAG + GUEST_MTU
+    # Counted once per receiving port of the subnet (every member of the group).
+    fits = lab.counter("tgw_jumbo")
+    assert fits > fits_before, "the 8500-byte VXLAN packet did not cross"
+    assert lab.counter("tgw_too_big") == dropped_before
+    # The VXLAN device counts a received frame without its Ethernet header
+    # (vxlan_rcv: after eth_type_trans): tag + payload.
+    deadline = time.monotonic() + 3
+    while rx_bytes(lab, "host0") - received < VLAN_TAG + GUEST_MTU and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rx_bytes(lab, "host0") - received >= VLAN_TAG + GUEST_MTU, "host0 did not receive the frame"
+    # A guest at the overlay MTU itself: 8504 bytes on the wire, and the Transit
+    # Gateway drops it (the reason the VR MTUs are overlayMtu - 4).
+    lab.tool("mgmt", "tagged", "cloudbr0", "4094", str(OVERLAY_MTU))
+    assert lab.counter("tgw_too_big") > dropped_before
+    assert lab.counter("tgw_jumbo") == fits
 
 
 # --- TCP MSS towards the internet (1500 bytes, no path-MTU discovery) --------

@@ -177,10 +177,10 @@ def test_underlay_mtu_exactly_overlay_plus_50_is_accepted(scratch: Lab):
         scratch.ip("edge", "route", "add", "default", "via", "10.99.1.1")
         result = run_script(scratch, "edge", {**GOOD, "OVERLAY_MTU": "1450"})
         assert result.returncode == 0, result.stderr
-        for dev in ("cloudbr0", "ethvxlan0"):
+        for dev in ("cloudbr0", "ethovl0"):
             assert scratch.run("edge", "cat", f"/sys/class/net/{dev}/mtu").stdout.strip() == "1450"
         # A second run on the member whose default route now points into the
-        # overlay still finds its underlay (from ethvxlan0) and changes nothing.
+        # overlay still finds its underlay (from ethovl0) and changes nothing.
         before = scratch.state("edge")
         again = run_script(scratch, "edge", {**GOOD, "OVERLAY_MTU": "1450"})
         assert again.returncode == 0, again.stderr
@@ -200,8 +200,8 @@ def test_changed_vxlan_settings_recreate_the_device(scratch: Lab):
         scratch.ip("change", "route", "add", "default", "via", "10.99.1.1")
         assert run_script(scratch, "change", GOOD).returncode == 0
         result = run_script(scratch, "change", {**GOOD, "VXLAN_ID": "200", "VXLAN_PORT": "4790"})
-        assert result.returncode == 0 and "replacing ethvxlan0" in result.stdout, result.stdout + result.stderr
-        details = scratch.ip("change", "-d", "link", "show", "ethvxlan0").stdout
+        assert result.returncode == 0 and "replacing ethovl0" in result.stdout, result.stdout + result.stderr
+        details = scratch.ip("change", "-d", "link", "show", "ethovl0").stdout
         assert "vxlan id 200 group 239.255.42.1 dev ens5" in details and "dstport 4790" in details, details
         assert "master cloudbr0" in details
         assert "default via 10.100.0.1 dev cloudbr0" in scratch.ip("change", "route").stdout
@@ -237,3 +237,46 @@ def test_router_clamps_to_internet_mtu_minus_40(scratch: Lab):
         assert scratch.state("rtr") == before
     finally:
         scratch.del_ns("rtr")
+
+
+@pytest.mark.lab
+def test_agent_builds_the_highest_guest_vlan_bridge_on_the_overlay_port(scratch: Lab):
+    # What the KVM agent does for guest VLAN 4094 with traffic label cloudbr0
+    # (BridgeVifDriver.createVnetBr -> modifyvlan.sh): VLAN device <port>.<vlan>
+    # on the bridge's physical port, bridge br<port>-<vlan>, device enslaved.
+    scratch.add_ns("vlan")
+    try:
+        scratch.veth("vlan", "ens5", "vlan", "peer5", 9001)
+        scratch.ip("vlan", "addr", "add", UNDERLAY, "dev", "ens5")
+        scratch.ip("vlan", "route", "add", "default", "via", "10.99.1.1")
+        # A port under the former name, as an instance upgraded in place has it.
+        scratch.ip("vlan", "link", "add", "name", "ethvxlan0", "type", "vxlan", "id", "100", "group",
+                   "239.255.42.1", "dev", "ens5", "dstport", "4789")
+        result = run_script(scratch, "vlan", GOOD)
+        assert result.returncode == 0, result.stderr
+        assert "removing ethvxlan0" in result.stdout
+        ports = scratch.run("vlan", "ls", "/sys/class/net/cloudbr0/brif").stdout.split()
+        assert ports == ["ethovl0"], ports
+        # The former name: Linux refuses the agent's bridge (16 characters).
+        refused = scratch.ip("vlan", "link", "add", "name", "brethvxlan0-4094", "type", "bridge", check=False)
+        assert refused.returncode != 0
+        vlan_dev = scratch.ip("vlan", "link", "add", "link", "ethovl0", "name", "ethovl0.4094", "type", "vlan",
+                              "id", "4094", check=False)
+        if vlan_dev.returncode != 0:
+            # Kernels built without 802.1Q (8021q; e.g. this project's Firecracker
+            # test VMs) have no "vlan" link type: the name, which is what this test
+            # is about, still goes through the kernel's name check on a veth.
+            assert "Unknown device type" in vlan_dev.stderr, vlan_dev.stderr
+            scratch.veth("vlan", "ethovl0.4094", "vlan", "peer4094", 8450)
+        scratch.ip("vlan", "link", "add", "name", "brethovl0-4094", "type", "bridge")
+        scratch.ip("vlan", "link", "set", "ethovl0.4094", "master", "brethovl0-4094")
+        scratch.ip("vlan", "link", "set", "ethovl0.4094", "up")
+        scratch.ip("vlan", "link", "set", "brethovl0-4094", "up")
+        details = scratch.ip("vlan", "-d", "link", "show", "ethovl0.4094").stdout
+        assert "master brethovl0-4094" in details, details
+        assert vlan_dev.returncode != 0 or "vlan protocol 802.1Q id 4094" in details, details
+        # A re-run leaves the agent's devices alone.
+        assert run_script(scratch, "vlan", GOOD).returncode == 0
+        assert "master brethovl0-4094" in scratch.ip("vlan", "-d", "link", "show", "ethovl0.4094").stdout
+    finally:
+        scratch.del_ns("vlan")

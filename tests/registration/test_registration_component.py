@@ -67,6 +67,7 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
                     "reg-primary-storage", "reg-image-store", "reg-zone-enable",
                     "reg-setting-storage-overprovisioning-factor", "reg-setting-host",
                     "reg-setting-management-network-cidr", "reg-setting-migrate-vm-across-clusters",
+                    "reg-setting-vr-public-interface-max-mtu", "reg-setting-vr-private-interface-max-mtu",
                     *{f"reg-host-{i}" for i in range(17)}}
         assert set(children) == expected
         for v in children.values():

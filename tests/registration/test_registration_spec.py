@@ -7,7 +7,8 @@ from registration_specs import make_spec
 
 from components.registration.plan import Deferred, Ref, plan_registration
 from components.registration.spec import (
-    ClusterSpec, HostSpec, PodSpec, SpecError, Timeouts, ZoneSpec, clusters_for, default_global_settings,
+    EFS_NFS_MOUNT_OPTIONS, ClusterSpec, HostSpec, PodSpec, SpecError, Timeouts, ZoneSpec, clusters_for,
+    default_global_settings,
 )
 
 
@@ -54,8 +55,20 @@ def test_spec_level_checks():
 def test_global_settings_are_the_ones_the_zone_needs():
     s = {g.name: g.value for g in default_global_settings("10.100.0.2", "10.100.0.0/16")}
     assert s == {"storage.overprovisioning.factor": "1", "host": "10.100.0.2",
-                 "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true"}
+                 "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true",
+                 "vr.public.interface.max.mtu": "8446", "vr.private.interface.max.mtu": "8446"}
     assert all(g.why for g in default_global_settings("10.100.0.2", "10.100.0.0/16"))
+
+
+def test_guest_facing_mtus_leave_room_for_the_vlan_tag():
+    # A tagged frame inside VXLAN: overlay MTU + 4 + 50 must stay within the
+    # Transit Gateway's 8500 bytes, whatever overlayMtu is.
+    for overlay_mtu in (1450, 8450):
+        s = {g.name: g.value for g in default_global_settings("10.100.0.2", "10.100.0.0/16", overlay_mtu)}
+        for key in ("vr.public.interface.max.mtu", "vr.private.interface.max.mtu"):
+            assert int(s[key]) == overlay_mtu - 4
+    with pytest.raises(SpecError, match="overlay_mtu"):
+        default_global_settings("10.100.0.2", "10.100.0.0/16", 9001)
 
 
 def test_default_timeouts_allow_a_real_first_boot():
@@ -82,3 +95,14 @@ def test_plan_order_and_dependencies():
     for p in plan:
         assert p.props["endpoint"] == Deferred("endpoint") and p.props["secret_id"] == Deferred("secret_id")
         assert not any("secretkey" in k or "password" in k for k in p.props)
+
+
+def test_primary_storage_mount_options_are_checked_like_cloudstack_does():
+    import dataclasses
+    spec = make_spec(1)
+    assert spec.storage.primary_nfs_mount_options == EFS_NFS_MOUNT_OPTIONS
+    for bad in ("vers=4.1,vers=4.2", "vers=4.1=2", "hard,,noresvport", "vers=4.1; rm -rf /"):
+        with pytest.raises(SpecError, match="primary_nfs_mount_options"):
+            dataclasses.replace(spec.storage, primary_nfs_mount_options=bad)
+    primary = next(r for r in plan_registration(spec) if r.name == "primary-storage")
+    assert primary.props["nfsmountopts"] == EFS_NFS_MOUNT_OPTIONS

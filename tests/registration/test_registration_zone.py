@@ -16,7 +16,7 @@ from registration_specs import make_spec
 
 from components.registration.client import AuthError, RegistrationError, forget_connections
 from components.registration.provider import CloudStackObjectProvider
-from components.registration.spec import Timeouts
+from components.registration.spec import EFS_NFS_MOUNT_OPTIONS, Timeouts
 
 
 def counts(emu):
@@ -56,6 +56,9 @@ def test_full_zone_from_nothing_traced(emulator, api_secret, tmp_path, monkeypat
     pool = next(iter(emulator.pools.values()))
     assert (pool["ipaddress"], pool["path"], pool["scope"]) == \
         ("fs-1.efs.eu-west-1.amazonaws.com", "/zone1/primary", "ZONE")
+    # KVM hosts mount EFS with AWS's options (pool detail nfsmountopts, CloudStack 4.20+)
+    assert pool["nfsmountopts"] == EFS_NFS_MOUNT_OPTIONS
+    assert {"noresvport", "hard", "timeo=600", "retrans=2", "vers=4.1"} <= set(pool["nfsmountopts"].split(","))
     store = next(iter(emulator.imagestores.values()))
     assert store["url"] == "nfs://fs-1.efs.eu-west-1.amazonaws.com/zone1/secondary"
     # the KVM cluster existed when the first image store came: the system VM template is registered

@@ -171,3 +171,62 @@ def test_efs_mount_target_in_the_cloudstack_subnet_with_the_efs_group(dev):
     assert mount.inputs["fileSystemId"] == fs.id
     assert mount.inputs["subnetId"] == dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack").id
     assert mount.inputs["securityGroups"] == [dev.get("aws:ec2/securityGroup:SecurityGroup", "underlay-efs-sg").id]
+
+
+# --- where the database lands (issue 9, item 9) --------------------------------------------
+
+def test_single_az_database_lands_in_the_management_servers_az(dev):
+    db = dev.get("aws:rds/instance:Instance", "database-mysql")
+    subnet = dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack")
+    assert db.inputs["multiAz"] is False
+    assert db.inputs["availabilityZone"] == subnet.inputs["availabilityZone"]
+    # Setting the AZ on a database created without it would replace the database.
+    assert "availabilityZone" in db.ignore_changes
+
+
+def test_multi_az_database_leaves_the_az_to_rds(deploy):
+    db = deploy(dbMultiAz=True).get("aws:rds/instance:Instance", "database-mysql")
+    assert db.inputs["multiAz"] is True and not db.inputs.get("availabilityZone")
+
+
+def test_aws_refuses_a_fixed_az_with_multi_az():
+    from components import aws_constraints
+
+    found = aws_constraints.check_inputs("aws:rds/instance:Instance", "db", {
+        "identifier": "db", "multiAz": True, "availabilityZone": "us-east-1a"})
+    assert [v.input for v in found] == ["availabilityZone"]
+
+
+# --- the error log group (issue 9, item 12) ------------------------------------------------
+
+def test_error_log_group_is_managed_with_a_retention_and_made_before_the_database(dev):
+    db = dev.get("aws:rds/instance:Instance", "database-mysql")
+    group = dev.get("aws:cloudwatch/logGroup:LogGroup", "database-error-log")
+    assert db.inputs["enabledCloudwatchLogsExports"] == ["error"]
+    assert group.inputs["name"] == f"/aws/rds/instance/{db.inputs['identifier']}/error"
+    assert group.inputs["retentionInDays"] == 30
+    # Made first, so RDS publishes into it instead of creating a group that never expires.
+    assert group.urn in db.dependencies
+
+
+def test_log_retention_is_a_setting(deploy):
+    group = deploy(dbLogRetentionDays=365).get("aws:cloudwatch/logGroup:LogGroup", "database-error-log")
+    assert group.inputs["retentionInDays"] == 365
+
+
+def test_log_retention_outside_what_cloudwatch_accepts_is_refused():
+    from components.settings import SettingsError, parse_settings
+
+    with pytest.raises(SettingsError) as err:
+        parse_settings({"adminCidrs": ["10.0.0.0/8"], "dbLogRetentionDays": 31})
+    assert [p.key for p in err.value.problems] == ["dbLogRetentionDays"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "Prod.eu_central-1", "a" * 63, "x--y__z"])
+def test_db_identifier_is_valid_for_any_stack_name(stack):
+    from components import aws_constraints
+    from components.database import db_identifier
+
+    identifier = db_identifier(stack, "0a1b2c3d")
+    assert identifier.endswith("-0a1b2c3d") and identifier.startswith("cloudstack-")
+    assert aws_constraints.RDS_DB_IDENTIFIER.problems(identifier) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from components import catalog
@@ -42,7 +44,9 @@ def test_management_boot_script_carries_its_overlay_address_and_the_secret_arns(
     assert env["OVERLAY_ADDRESS"] == f"{overlay_ip}/{dev.settings.overlay_cidr.prefixlen}"
     assert env["OVERLAY_ROLE"] == "member"
     assert env["OVERLAY_GATEWAY"] == dev.outputs["router"]["overlayIp"]
-    assert env["CSEC2_PREFIX"] == "/cloudstack-ec2/dev"
+    # The deployment's own root (naming.parameter_root): unique per deployment.
+    assert env["CSEC2_PREFIX"] == dev.outputs["deployment"]["parameterRoot"]
+    assert re.fullmatch(r"/cloudstack-ec2/dev/[0-9a-f]{8}", env["CSEC2_PREFIX"])
     assert env["CSEC2_CLOUDSTACK_VERSION"] == dev.settings.cloudstack_version
     for key, secret_name in SECRET_ENV.items():
         arn = dev.get(SECRET, secret_name).state["arn"]

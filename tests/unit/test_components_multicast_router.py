@@ -83,3 +83,21 @@ def test_router_boot_script_is_the_overlay_gateway_and_forwards_8080_to_manageme
     assert env["VPC_CIDR"] == str(dev.settings.vpc_cidr)
     # The router's cloudbr0 has no gateway: its default route stays on the VPC.
     assert "OVERLAY_GATEWAY" not in env
+
+
+# --- Elastic IP and internet gateway (issue 9, item 8) ------------------------------------
+
+def test_elastic_ip_waits_for_the_internet_gateway(dev):
+    # pulumi-aws Eip docs: the EIP may need the IGW first; the dependency also deletes
+    # the EIP before the gateway on destroy.
+    eip = dev.get("aws:ec2/eip:Eip", "router-eip")
+    igw = dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw")
+    assert igw.urn in eip.dependencies
+
+
+def test_elastic_ip_in_an_existing_vpc_has_no_gateway_to_wait_for(deploy):
+    d = deploy(vpcId="vpc-0e0e0e0e0e0e0e0e1", cloudstackSubnetId="subnet-0c0c0c0c0c0c0c0c1",
+               dbSubnetIds=["subnet-0d0d0d0d0d0d0d0d1", "subnet-0d0d0d0d0d0d0d0d2"],
+               routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
+    assert d.of_type("aws:ec2/internetGateway:InternetGateway") == []
+    assert d.get("aws:ec2/eip:Eip", "router-eip")

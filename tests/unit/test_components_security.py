@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -22,8 +23,11 @@ ROLES = ("router", "management", "kvm-host")
 ACCOUNT_REGION = "us-east-1:123456789012"
 
 
-def ssm_arn(which: str) -> str:
-    return f"arn:aws:ssm:{ACCOUNT_REGION}:parameter/cloudstack-ec2/dev/{which}"
+def ssm_arn(dev, which: str) -> str:
+    """ARN of one of the deployment's parameters (under its per-deployment root)."""
+    root = dev.outputs["deployment"]["parameterRoot"]
+    assert re.fullmatch(r"/cloudstack-ec2/dev/[0-9a-f]{8}", root), root
+    return f"arn:aws:ssm:{ACCOUNT_REGION}:parameter{root}/{which}"
 
 
 def statements(doc: dict) -> list[tuple[frozenset, frozenset]]:
@@ -117,8 +121,8 @@ def test_router_role_has_nothing_but_session_manager(dev):
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     doc = dev.policy_document("kvm-host")
-    assert grants(doc) == {("ssm:GetParameter", ssm_arn("management-ssh-public-key")),
-                           ("ssm:GetParameter", ssm_arn("cloudstack-version"))}
+    assert grants(doc) == {("ssm:GetParameter", ssm_arn(dev, "management-ssh-public-key")),
+                           ("ssm:GetParameter", ssm_arn(dev, "cloudstack-version"))}
 
 
 def test_management_server_grants_are_exact(dev):
@@ -129,13 +133,13 @@ def test_management_server_grants_are_exact(dev):
     api_keys = dev.get(SECRET, "management-api-keys").state["arn"]
     ssh_key = dev.get("aws:ssm/parameter:Parameter", "management-ssh-public-key").state["arn"]
     version = dev.get("aws:ssm/parameter:Parameter", "management-cloudstack-version").state["arn"]
-    assert ssh_key == ssm_arn("management-ssh-public-key")
-    assert version == ssm_arn("cloudstack-version")
+    assert ssh_key == ssm_arn(dev, "management-ssh-public-key")
+    assert version == ssm_arn(dev, "cloudstack-version")
     expected = (
         {("secretsmanager:GetSecretValue", a) for a in secret_arns}
         | {("secretsmanager:DescribeSecret", a) for a in secret_arns}
         | {("secretsmanager:PutSecretValue", api_keys)}
-        | {("ssm:GetParameter", ssm_arn("db-endpoint")), ("ssm:GetParameter", ssm_arn("efs-dns"))}
+        | {("ssm:GetParameter", ssm_arn(dev, "db-endpoint")), ("ssm:GetParameter", ssm_arn(dev, "efs-dns"))}
         | {("ssm:GetParameter", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameter", version), ("ssm:PutParameter", version)}
     )

@@ -20,3 +20,25 @@ def test_bad_stack_names_are_refused(stack):
 def test_only_known_parameters():
     with pytest.raises(ValueError, match="admin"):
         naming.parameter_name("dev", "admin")
+
+
+def test_parameter_root_carries_the_deployment_id():
+    assert naming.parameter_root("dev", "0a1b2c3d") == "/cloudstack-ec2/dev/0a1b2c3d"
+    assert naming.parameter_name("dev", naming.PARAM_EFS_DNS, "0a1b2c3d") == "/cloudstack-ec2/dev/0a1b2c3d/efs-dns"
+    # A stack deployed before the id existed.
+    assert naming.parameter_root("dev") == "/cloudstack-ec2/dev"
+
+
+@pytest.mark.parametrize("bad", ["0A1B2C3D", "0a1b2c3", "0a1b2c3d9", "../x"])
+def test_bad_deployment_ids_are_refused(bad):
+    with pytest.raises(ValueError, match="deployment id"):
+        naming.parameter_root("dev", bad)
+
+
+def test_boot_scripts_accept_both_roots():
+    from components import userdata
+
+    assert userdata._check_prefix("prefix", "/cloudstack-ec2/dev/0a1b2c3d")
+    assert userdata._check_prefix("prefix", "/cloudstack-ec2/dev")
+    with pytest.raises(userdata.UserDataError):
+        userdata._check_prefix("prefix", "/cloudstack-ec2/dev/0a1b2c3d/x")

@@ -262,6 +262,19 @@ def test_guest_vlan_range():
     assert parse(guestVlanRange="100-199").guest_vlan_range == (100, 199)
 
 
+def test_guest_vlan_range_must_leave_the_agents_bridge_names_within_15_characters(monkeypatch):
+    # The KVM agent names VLAN n's bridge br<port>-<n> (BridgeVifDriver); Linux
+    # allows 15 characters. The overlay port leaves room for every VLAN ...
+    assert parse(guestVlanRange="1-4094").guest_vlan_range == (1, 4094)
+    # ... which is what the check guards: the former name broke the default range.
+    from components import userdata
+    monkeypatch.setattr(userdata, "OVERLAY_PORT", "ethvxlan0")
+    problem = only_problem("guestVlanRange")
+    assert problem.value == "1000-1999"
+    assert "brethvxlan0-1999" in problem.message and "15 characters" in problem.message
+    assert parse(guestVlanRange="100-999").guest_vlan_range == (100, 999)
+
+
 def test_guest_cidr_must_not_overlap():
     only_problem("guestCidr", guestCidr="10.100.5.0/24")
 
@@ -355,3 +368,10 @@ def test_an_existing_subnet_decides_the_az():
     from dataclasses import replace
     with pytest.raises(SettingsError, match="is in us-east-1c"):
         choose_availability_zones(replace(existing, availability_zone="us-east-1a"), ZONES, EVERYWHERE, "us-east-1c")
+
+
+def test_cloudstack_4_19_0_is_refused_for_its_host_ssh_key():
+    problem = only_problem("cloudstackVersion", cloudstackVersion="4.19.0", dbEngineVersion="8.0")
+    assert problem.value == "4.19.0" and "4.19.1" in problem.message and "SHA-1" in problem.message
+    assert parse(cloudstackVersion="4.19.1", dbEngineVersion="8.0").cloudstack_version == "4.19.1"
+    assert parse(cloudstackVersion="4.19", dbEngineVersion="8.0").cloudstack_version == "4.19"

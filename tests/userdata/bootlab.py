@@ -98,13 +98,20 @@ def initial_state() -> dict:
         # Scripted failures, consumed one per call: {"update"|"install"|"snap-install": [stderr, ...]}.
         "failures": {},
         "network": {"gateway_silent_pings": 0, "internet_silent_heads": 0, "pings": 0, "heads": 0},
-        "db": {"reachable": True, "schema": False, "master_password": MASTER_PASSWORD, "statements": [],
+        # schema: cloud.version exists; schema_complete: the whole schema step ran;
+        # marker: cloudstack_ec2.schema_deployed exists; mshost_rows: management
+        # servers that ran on it; schema_fails: the next schema step fails halfway.
+        "db": {"reachable": True, "schema": False, "schema_complete": False, "marker": False, "mshost_rows": 0,
+               "databases": [], "schema_fails": False,
+               # rows of cloud.op_dc_link_local_ip_address_alloc for the EC2 link-local
+               # services: {"pod": 1, "ip": ..., "nic": None, "reservation": None, "taken": False}
+               "link_local": [], "master_password": MASTER_PASSWORD, "statements": [],
                "users": {}},
         "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
                 "restarts": 0,
                 "ssh_public_key": MGMT_SSH_KEY,
                 "config": {"host": "10.0.0.57", "management.network.cidr": "10.0.0.0/24",
-                           "integration.api.port": "0"}},
+                           "integration.api.port": "0", "control.cidr": "169.254.0.0/16"}},
         "units": {"enabled": [], "active": [], "masked": [], "failing": []},
         "mounts": [],
         "users": [],

@@ -36,7 +36,7 @@ def test_rendered_user_data_and_embedded_scripts_are_shellcheck_clean(boot, tmp_
     (tmp_path / "user-data.sh").write_text(payload)
     files = boot_files()
     for name in OWN_SCRIPTS:
-        (tmp_path / name).write_text(ud.strip_comments(files[name], name))
+        (tmp_path / name).write_text(ud.embedded_script(name, files[name]))
     r = shellcheck(tmp_path / "user-data.sh", *[tmp_path / n for n in OWN_SCRIPTS], cwd=tmp_path)
     assert r.returncode == 0, r.stdout
 
@@ -49,3 +49,18 @@ def test_stripping_removes_only_comment_lines():
     assert "# shellcheck disable=SC2034" in out
     assert "x=1  # trailing stays" in out and "echo '#not a line comment'" in out
     assert "# a comment" not in out and "  # indented" not in out
+
+
+def test_dedenting_keeps_python_indentation_and_drops_shell_indentation():
+    text = ("f() {\n    if x; then\n        y\n    fi\n    v=$(python3 -c '\nimport sys\nfor a in b:\n"
+            "    print(a)\n' \"$1\")\n    echo done\n}\n")
+    out = ud.dedent_shell(text).splitlines()
+    assert out[:4] == ["f() {", "if x; then", "y", "fi"]
+    assert "    print(a)" in out, "python block untouched"
+    assert "echo done" in out
+    # Every script the user data dedents has its python blocks in that form.
+    for name in ud.DEDENTED_SCRIPTS:
+        source = boot_files()[name]
+        for line in source.splitlines():
+            if "python3 -c '" in line and not line.rstrip().endswith("python3 -c '"):
+                assert line.count("'") % 2 == 0, f"{name}: a one-line python block must close on its line: {line}"

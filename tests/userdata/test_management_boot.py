@@ -88,7 +88,7 @@ def test_first_boot_runs_every_phase_in_order(machine):
     assert state["ssm"][f"{PREFIX}/management-ssh-public-key"] == MGMT_SSH_KEY
     assert state["api"]["admin_password"] == "AdminPw0rdQwe789"
     assert state["api"]["config"] == {"host": "10.100.0.2", "management.network.cidr": "10.100.0.0/16",
-                                      "integration.api.port": "0"}
+                                      "integration.api.port": "0", "control.cidr": "169.254.0.0/17"}
     assert "cloudstack-ec2-overlay.service" in state["units"]["enabled"]
     assert "cloudstack-ec2-boot.service" in state["units"]["enabled"]
     # RDS path: databases, user and grants by us, never --deploy-as.
@@ -143,14 +143,19 @@ def test_second_run_changes_nothing_and_never_seeds(machine):
 
 
 def test_existing_schema_is_reused_never_deployed(machine):
-    machine.update(lambda s: s["db"].update(schema=True))
+    # A database a management server has run on (cloud.mshost has rows), set up
+    # before the marker existed: adopted, never deployed over.
+    machine.update(lambda s: s["db"].update(schema=True, schema_complete=True, mshost_rows=1,
+                                            databases=["cloud", "cloud_usage"]))
     r = first_run(machine)
     setup = [c for c in machine.calls() if c["cmd"] == "cloudstack-setup-databases"]
     assert len(setup) == 1, "a replaced instance only configures itself for the existing database"
     assert "--schema-only" not in setup[0]["args"]
     assert not any(a.startswith("--deploy-as") for a in setup[0]["args"])
     assert setup[0]["args"][0] == f"cloud:{CLOUD_PASSWORD}@db.example.internal:3306"
-    assert "schema 'cloud' already exists" in r.output
+    assert "schema 'cloud' already exists" in r.output and "a management server has used it" in r.output
+    assert machine.state()["db"]["marker"] is True
+    assert not any("DROP DATABASE" in s for s in machine.state()["db"]["statements"])
     assert db_properties(machine).startswith("db.cloud.host=db.example.internal\n")
     assert db_properties(machine).count("&allowPublicKeyRetrieval=true\n") == 2
 

@@ -195,12 +195,47 @@ def mysql(state):
     if password is None or options.get("password") != '"%s"' % password:
         sys.stderr.write("ERROR 1045 (28000): Access denied\n")
         return 1
-    if "information_schema.tables" in sql:
+    tables = {("cloud", "version"): db["schema"], ("cloud", "mshost"): db["schema"],
+              ("cloudstack_ec2", "schema_deployed"): db.get("marker", False)}
+    table = re.search(r"table_schema = '(\w+)' AND table_name = '(\w+)'", sql)
+    if "information_schema.tables" in sql and table:
+        print(1 if tables.get(table.groups()) else 0)
+    elif "information_schema.tables" in sql:
         print(1 if db["schema"] else 0)
     elif sql.strip() == "SELECT 1;":
         print(1)
+    elif "op_dc_link_local_ip_address_alloc" in sql:
+        # The reserve-then-report statement pair of protect_link_local_services.
+        reserved = re.search(r"SET taken = NOW\(\), reservation_id = '([^']*)' WHERE", sql)
+        for row in db.get("link_local", []):
+            if reserved and not row.get("taken"):
+                row.update(taken=True, reservation=reserved.group(1))
+                db.setdefault("link_local_reserved", 0)
+                db["link_local_reserved"] += 1
+        for row in db.get("link_local", []):
+            if row.get("nic") is not None:
+                print(f"pod {row['pod']} NIC {row['nic']} {row['ip']}")
+    elif sql.strip() == "SELECT COUNT(*) FROM `cloud`.`mshost`;":
+        if not db["schema"]:
+            sys.stderr.write("ERROR 1146 (42S02) at line 1: Table 'cloud.mshost' doesn't exist\n")
+            return 1
+        print(db.get("mshost_rows", 0))
     else:
         db["statements"].append(sql)
+        databases = db.setdefault("databases", [])
+        for name in re.findall(r"CREATE DATABASE IF NOT EXISTS `(\w+)`", sql):
+            if name not in databases:
+                databases.append(name)
+        for name in re.findall(r"DROP DATABASE (?:IF EXISTS )?`(\w+)`", sql):
+            if name in databases:
+                databases.remove(name)
+            if name == "cloud":
+                db.update(schema=False, schema_complete=False, mshost_rows=0)
+        if "CREATE TABLE `cloudstack_ec2`.`schema_deployed`" in sql:
+            if db.get("marker"):
+                sys.stderr.write("ERROR 1050 (42S01) at line 1: Table 'schema_deployed' already exists\n")
+                return 1
+            db["marker"] = True
         for m in re.finditer(r"CREATE USER IF NOT EXISTS '(\w+)'@'%' IDENTIFIED WITH \w+ BY '([^']*)'", sql):
             db["users"].setdefault(m.group(1), m.group(2))
         for m in re.finditer(r"ALTER USER '(\w+)'@'%' IDENTIFIED WITH \w+ BY '([^']*)'", sql):
@@ -208,17 +243,86 @@ def mysql(state):
     return 0
 
 
+def encrypted(value, key):
+    import hashlib
+    return hashlib.sha256(f"{key}/{value}".encode()).hexdigest()[:24]
+
+
+def release(state, package="cloudstack-management"):
+    """(major, minor) of the installed package."""
+    version = state["versions"].get(package, "4.22.1.0")
+    return tuple(int(x) for x in version.split(".")[:2])
+
+
+SETUP_DATABASES_USAGE = """Usage: cloudstack-setup-databases user:[password]@mysqlhost:[port] [--deploy-as=rootuser:[rootpassword]] \
+[--auto=/path/to/server-setup.xml] [-e ENCRYPTIONTYPE] [-m MGMTSECRETKEY] [-k DBSECRETKEY] [-g ENCRYPTORVERSION] [--debug]
+
+Options:
+  -h, --help            show this help message and exit
+  -v, --debug           If enabled, print the commands it will run as they run
+  -d ROOTCREDS, --deploy-as=ROOTCREDS
+  -m MGMTSECRETKEY, --managementserver-secretkey=MGMTSECRETKEY
+  -k DBSECRETKEY, --database-secretkey=DBSECRETKEY
+  -i MSHOSTIP, --mshost=MSHOSTIP
+  -s, --schema-only     Creates the db schema without having to pass root credentials
+"""
+# setup/bindir/cloud-setup-databases.in, 4.21+ (apache/cloudstack PR #11239).
+FORCE_RECREATE_HELP = """  --force-recreate      Force recreation of the existing DB schemas. This option is disabled by default.
+"""
+
+
 def setup_databases(state):
+    # Behaves per installed release, as setup/bindir/cloud-setup-databases.in does:
+    # - 4.19/4.20: optparse, no --force-recreate: "no such option" and status 2;
+    # - 4.21 (PR #11239): aborts when the cloud/cloud_usage databases exist unless
+    #   --force-recreate, with --deploy-as and also with --schema-only (#11912);
+    # - 4.22 (PR #12004, merged 2025-11): --schema-only works on existing
+    #   databases again without --force-recreate.
+    # On a MySQL error it prints its "Sql parameters", the password among them
+    # (runMysql's error message), to stderr and exits 1.
+    rel = release(state)
+    knows_force = rel >= (4, 21)
+    if "--help" in ARGS or "-h" in ARGS:
+        print(SETUP_DATABASES_USAGE + (FORCE_RECREATE_HELP if knows_force else ""), end="")
+        return 0
+    if "--force-recreate" in ARGS and not knows_force:
+        sys.stderr.write(SETUP_DATABASES_USAGE.splitlines()[0] + "\n\n"
+                         "cloudstack-setup-databases: error: no such option: --force-recreate\n")
+        return 2
     url = ARGS[0]
     creds, hostport = url.rsplit("@", 1)
     host, port = hostport.split(":")
-    if "--schema-only" in ARGS or any(a.startswith("--deploy-as") for a in ARGS):
-        state["db"]["schema"] = True
+    user, password = creds.split(":", 1)
+    db = state["db"]
+    schema_only = "--schema-only" in ARGS or "-s" in ARGS
+    deploy_as = any(a.startswith("--deploy-as") for a in ARGS)
+    print(f"Mysql user name:{user}".ljust(80) + "[ OK ]")
+    print("Mysql user password:******".ljust(80) + "[ OK ]")
+    exists = bool({"cloud", "cloud_usage"} & set(db.setdefault("databases", [])))
+    if (schema_only or deploy_as) and exists and knows_force and "--force-recreate" not in ARGS \
+            and (deploy_as or rel < (4, 22)):
+        sys.stderr.write("\n\nWe apologize for below error:\n" + "*" * 63 + "\n"
+                         "Database cloud already exists. Use --force-recreate to recreate it.\n" + "*" * 63 + "\n")
+        return 1
+    if schema_only or deploy_as:
+        db["schema"] = True   # create-schema.sql creates cloud.version among its first tables
+        if db.get("schema_fails"):
+            sys.stderr.write("\n\nWe apologize for below error:\n" + "*" * 63 + "\n"
+                             "Encountering an error when executing mysql script\n" + "-" * 70 + "\n"
+                             "table:\n/usr/share/cloudstack-management/setup/create-schema.sql\n\n"
+                             "Error:\nERROR 1118 (42000) at line 1502: Row size too large\n\n"
+                             f"Sql parameters:\n{{'user': '{user}', 'passwd': '{password}', 'port': {port}, "
+                             f"'host': '{host}'}}\n" + "-" * 70 + "\n")
+            return 1
+        db["schema_complete"] = True
     path = ROOT + "/etc/cloudstack/management/db.properties"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         # What cloudstack-setup-databases writes: url.params without allowPublicKeyRetrieval.
+        # db.cloud.password: jasypt-encrypted with the management key; here a stand-in
+        # the tests can recompute (fake_encrypted in bootlab).
         f.write(f"db.cloud.host={host}\ndb.cloud.port={port}\ndb.cloud.username={creds.split(':')[0]}\n"
+                f"db.cloud.password=ENC({encrypted(password, opt(ARGS, '-m', ''))})\n"
                 "db.cloud.url.params=prepStmtCacheSize=517&cachePrepStmts=true&serverTimezone=UTC\n"
                 "db.usage.host={host}\ndb.usage.url.params=serverTimezone=UTC\n".replace("{host}", host))
     return 0

@@ -1,0 +1,142 @@
+"""What the stack's last successful update deployed, and the changes AWS cannot make to it.
+
+Pure module (no Pulumi import). The program exports `deployment` (see `record`) with
+the values that are chosen once or can only grow; the next run reads it back from the
+stack's own outputs (program.read_deployed: a StackReference to the stack itself, which
+under `pulumi up`/`preview` returns the outputs of the last completed update, and under
+the offline runner the outputs it is given). `check_changes` then refuses, before any
+resource is declared, what would replace the subnet, the instances or the database, or
+what AWS refuses outright:
+
+- availabilityZone, vpcCidr, cloudstackSubnetCidr: chosen on the first run (a change
+  replaces the subnet and everything in it);
+- rootVolumeGb: EBS volumes grow but never shrink (EC2 ModifyVolume);
+- dbAllocatedStorageGb: RDS never reduces allocated storage (ModifyDBInstance);
+- dbEngineVersion: 8.0 -> 8.4 is a major-version upgrade the program performs
+  (`upgrading_database`); 8.4 -> 8.0 is a downgrade RDS cannot do.
+
+A stack deployed before `deployment` existed has other outputs but not this one: its
+SSM parameter root is read from `databaseEndpointParameter`, and the checks begin with
+the run after it records `deployment`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from components.settings import Problem, Settings
+
+#: Name of the stack output this module writes and reads.
+OUTPUT = "deployment"
+#: The output every version of the program exported (the SSM parameter of the DB endpoint).
+LEGACY_PARAMETER_OUTPUT = "databaseEndpointParameter"
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """Values of the last completed update ("" / None: not known)."""
+
+    availability_zone: str = ""
+    vpc_cidr: str = ""
+    cloudstack_subnet_cidr: str = ""
+    root_volume_gb: Optional[int] = None
+    db_allocated_storage_gb: Optional[int] = None
+    db_engine_version: str = ""
+    #: Root of the SSM parameters in use ("" on the first run).
+    parameter_root: str = ""
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.parameter_root)
+
+
+def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
+    """The Deployed of a stack's outputs (empty mapping or None: never deployed)."""
+    outputs = dict(outputs or {})
+    recorded = outputs.get(OUTPUT)
+    if isinstance(recorded, Mapping):
+        def number(key: str) -> Optional[int]:
+            value = recorded.get(key)
+            return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        return Deployed(
+            availability_zone=str(recorded.get("availabilityZone") or ""),
+            vpc_cidr=str(recorded.get("vpcCidr") or ""),
+            cloudstack_subnet_cidr=str(recorded.get("cloudstackSubnetCidr") or ""),
+            root_volume_gb=number("rootVolumeGb"),
+            db_allocated_storage_gb=number("dbAllocatedStorageGb"),
+            db_engine_version=str(recorded.get("dbEngineVersion") or ""),
+            parameter_root=str(recorded.get("parameterRoot") or ""),
+        )
+    legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
+    if isinstance(legacy, str) and "/" in legacy:
+        # Deployed before `deployment` was exported: keep its parameter names.
+        return Deployed(parameter_root=legacy.rsplit("/", 1)[0])
+    return Deployed()
+
+
+def record(settings: Settings, availability_zone: str, parameter_root: Any) -> dict[str, Any]:
+    """The `deployment` output of this run (parameter_root may be a Pulumi Output)."""
+    return {
+        "availabilityZone": availability_zone,
+        "vpcCidr": str(settings.vpc_cidr),
+        "cloudstackSubnetCidr": str(settings.cloudstack_subnet_cidr),
+        "rootVolumeGb": settings.root_volume_gb,
+        "dbAllocatedStorageGb": settings.db_allocated_storage_gb,
+        "dbEngineVersion": settings.db_engine_version,
+        "parameterRoot": parameter_root,
+    }
+
+
+#: What a change of each chosen-once key would replace.
+_REPLACES = {
+    "availabilityZone": "the dedicated subnet and every instance in it, the EFS mount target and the database subnets",
+    "vpcCidr": "the VPC and everything in it: subnets, instances, the database and the EFS mount target",
+    "cloudstackSubnetCidr": "the dedicated subnet and every instance in it and the EFS mount target",
+}
+
+
+def upgrading_database(settings: Settings, deployed: Deployed) -> bool:
+    """True on the run that upgrades RDS MySQL 8.0 to 8.4 (major version upgrade)."""
+    return deployed.db_engine_version == "8.0" and settings.db_engine_version == "8.4"
+
+
+def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
+    """Every change from `deployed` that AWS cannot make in place (or that would replace
+    the subnet, the instances or the database), each naming the key, the current and
+    the new value."""
+    problems: list[Problem] = []
+
+    def chosen_once(key: str, current: str, new: str) -> None:
+        if current and new and current != new:
+            problems.append(Problem(key, new, f"is {current} in the deployed stack and is chosen once: changing it "
+                                              f"would replace {_REPLACES[key]}; set it back to {current}"))
+
+    if settings.availability_zone and deployed.availability_zone \
+            and settings.availability_zone != deployed.availability_zone:
+        problems.append(Problem(
+            "availabilityZone", settings.availability_zone,
+            f"the dedicated subnet is in {deployed.availability_zone} (chosen on the first run); a different AZ "
+            f"would replace {_REPLACES['availabilityZone']}: leave availabilityZone empty or set it to "
+            f"{deployed.availability_zone}"))
+    if not settings.uses_existing_vpc:
+        chosen_once("vpcCidr", deployed.vpc_cidr, str(settings.vpc_cidr))
+        chosen_once("cloudstackSubnetCidr", deployed.cloudstack_subnet_cidr, str(settings.cloudstack_subnet_cidr))
+    if deployed.root_volume_gb is not None and settings.root_volume_gb < deployed.root_volume_gb:
+        problems.append(Problem(
+            "rootVolumeGb", settings.root_volume_gb,
+            f"the instances' root volumes are {deployed.root_volume_gb} GiB; EBS volumes can grow but never shrink "
+            f"(EC2 ModifyVolume): keep {deployed.root_volume_gb} or more"))
+    if deployed.db_allocated_storage_gb is not None and \
+            settings.db_allocated_storage_gb < deployed.db_allocated_storage_gb:
+        problems.append(Problem(
+            "dbAllocatedStorageGb", settings.db_allocated_storage_gb,
+            f"the database has {deployed.db_allocated_storage_gb} GiB; RDS never reduces allocated storage "
+            f"(ModifyDBInstance): keep {deployed.db_allocated_storage_gb} or more"))
+    if deployed.db_engine_version == "8.4" and settings.db_engine_version == "8.0":
+        problems.append(Problem(
+            "dbEngineVersion", settings.db_engine_version,
+            "the database runs MySQL 8.4; RDS cannot downgrade a major version (restore a snapshot into a new "
+            "stack instead): keep 8.4"))
+    return problems

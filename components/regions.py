@@ -1,0 +1,117 @@
+"""What differs between AWS regions and partitions, for this program.
+
+Pure module (no Pulumi import): the partition of a region, the account Canonical
+publishes its Ubuntu AMIs from in each partition, and which regions offer Transit
+Gateway multicast (the overlay cannot work without it).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+#: Region name prefix -> partition (longest prefix first). terraform-provider-aws
+#: names/names.go (partition of each region); AWS General Reference "Partitions".
+_PARTITION_PREFIXES = (
+    ("us-isob-", "aws-iso-b"),
+    ("us-iso-", "aws-iso"),
+    ("us-gov-", "aws-us-gov"),
+    ("cn-", "aws-cn"),
+)
+
+#: Partition -> the account that owns Canonical's official Ubuntu AMIs there. Canonical's
+#: Ubuntu-on-AWS documentation ("verify an AMI's OwnerId"): 099720109477 in the default
+#: partition, 513442679011 in GovCloud, 837727238323 in China.
+CANONICAL_AMI_OWNERS = {
+    "aws": "099720109477",
+    "aws-us-gov": "513442679011",
+    "aws-cn": "837727238323",
+}
+
+
+def partition_of(region: str) -> str:
+    """`aws`, `aws-us-gov`, `aws-cn`, ... for a region name such as us-gov-west-1."""
+    for prefix, partition in _PARTITION_PREFIXES:
+        if region.startswith(prefix):
+            return partition
+    return "aws"
+
+
+def dns_suffix(partition: str) -> str:
+    """terraform-provider-aws names/names.go DNSSuffixForPartition (the partitions used here)."""
+    return {"aws-cn": "amazonaws.com.cn", "aws-iso": "c2s.ic.gov", "aws-iso-b": "sc2s.sgov.gov"}.get(
+        partition, "amazonaws.com")
+
+
+def canonical_ami_owner(partition: str) -> Optional[str]:
+    """Canonical's AMI owner in `partition`; None where Canonical publishes none (set amiId)."""
+    return CANONICAL_AMI_OWNERS.get(partition)
+
+
+# --------------------------------------------------------------------------- Transit Gateway multicast
+
+#: When the table below was read, and from where.
+TGW_MULTICAST_AS_OF = "2026-11-30"
+TGW_MULTICAST_SOURCE = ("AWS Transit Gateway FAQ (aws.amazon.com/transit-gateway/faqs/, General: "
+                        "'Transit Gateway multicast support is available in ...'), read " + TGW_MULTICAST_AS_OF)
+
+#: Regions the FAQ names for Transit Gateway multicast. The copy read here (the FAQ's
+#: Japanese page, whose lists follow the English one) breaks off after Europe (Zurich);
+#: the regions its Transit Gateway list names after that point (Spain, Hyderabad,
+#: Melbourne, Tel Aviv, Calgary) are therefore left unknown (a warning, not a refusal).
+TGW_MULTICAST_REGIONS = frozenset({
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1", "us-gov-west-1", "ca-central-1",
+    "eu-west-1", "eu-west-2", "eu-central-1", "eu-north-1", "eu-west-3", "eu-south-1", "sa-east-1",
+    "af-south-1", "ap-northeast-1", "ap-southeast-2", "ap-south-1", "ap-east-1", "ap-northeast-3",
+    "ap-northeast-2", "ap-southeast-1", "me-south-1", "cn-north-1", "cn-northwest-1", "ap-southeast-3",
+    "me-central-1", "eu-central-2",
+})
+
+#: Regions the FAQ names only in its (newer) Transit Gateway peering list: absent from its
+#: list of Transit Gateway regions, whose order the multicast list follows, and absent from
+#: the multicast list as far as it was read. An inference from the FAQ, dated above: if AWS
+#: adds multicast there, move the region to TGW_MULTICAST_REGIONS.
+TGW_WITHOUT_MULTICAST = frozenset({
+    "ap-southeast-5",  # Asia Pacific (Malaysia)
+    "ap-southeast-6",  # Asia Pacific (New Zealand)
+    "ap-southeast-7",  # Asia Pacific (Thailand)
+    "ap-east-2",       # Asia Pacific (Taipei)
+})
+
+
+def tgw_multicast(region: str) -> Optional[bool]:
+    """True: offered; False: known not to be; None: the table does not know the region
+    (newer than the table, or the FAQ copy read did not settle it)."""
+    if region in TGW_MULTICAST_REGIONS:
+        return True
+    if region in TGW_WITHOUT_MULTICAST:
+        return False
+    return None
+
+
+def service_principal(service: str, partition: str) -> str:
+    """The IAM service principal of `service` (e.g. "ec2") in `partition`, as the
+    provider's getServicePrincipal data source answers it: terraform-provider-aws
+    names/names.go ServicePrincipalNameForPartition (China: ec2, s3, logs, codedeploy,
+    elasticmapreduce use amazonaws.com.cn)."""
+    special = {"aws-cn": ("codedeploy", "elasticmapreduce", "logs", "ec2", "s3"),
+               "aws-iso": ("cloudhsm", "config", "logs", "workspaces"),
+               "aws-iso-b": ("dms", "logs")}
+    suffix = dns_suffix(partition) if service in special.get(partition, ()) else "amazonaws.com"
+    return f"{service}.{suffix}"
+
+
+def check_region(region: str) -> tuple[list, list[str]]:
+    """(problems, warnings) of deploying the overlay in `region`: refused where Transit
+    Gateway multicast is known to be missing, a warning where the table does not know."""
+    from components.settings import Problem
+
+    offered = tgw_multicast(region)
+    if offered is False:
+        return [Problem("aws:region", region,
+                        "Transit Gateway multicast is not offered in this region (the VXLAN overlay needs it); "
+                        f"choose one of: {', '.join(sorted(TGW_MULTICAST_REGIONS))} [{TGW_MULTICAST_SOURCE}]")], []
+    if offered is None:
+        return [], [f"aws:region {region}: not in this program's table of regions with Transit Gateway multicast "
+                    f"(as of {TGW_MULTICAST_AS_OF}); if the region lacks it, creating the Transit Gateway fails. "
+                    f"Check {TGW_MULTICAST_SOURCE.split(' (')[0]}."]
+    return [], []

@@ -1,0 +1,151 @@
+"""Later runs of a deployed stack: what is chosen once, what can only grow, the MySQL
+upgrade path, and the per-deployment SSM root (components.deployed, program.read_deployed).
+
+A later run is the real program under the offline runner, given the stack's outputs
+after its last update (what a StackReference to the stack itself returns under `pulumi up`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components import deployed, naming, offline
+from components.program import build
+from components.settings import NAMESPACE, SettingsError, parse_settings
+
+PARAMETER = "aws:ssm/parameter:Parameter"
+RDS = "aws:rds/instance:Instance"
+
+
+def dev_config(**overrides):
+    from tests.unit.conftest import dev_config as base
+
+    config = base()
+    for key, value in overrides.items():
+        config[f"{NAMESPACE}:{key}"] = value
+    return config
+
+
+def later_run(previous: dict, **overrides) -> offline.OfflineRun:
+    return offline.run_offline(build, dev_config(**overrides), project="cloudstack-ec2", stack="dev",
+                               region="us-east-1", subnet_cidrs={"cloudstack": "10.0.0.0/24"},
+                               previous_outputs=previous)
+
+
+def recorded(**values) -> dict:
+    base = {"availabilityZone": "us-east-1b", "vpcCidr": "10.0.0.0/16", "cloudstackSubnetCidr": "10.0.0.0/24",
+            "rootVolumeGb": 50, "dbAllocatedStorageGb": 20, "dbEngineVersion": "8.4",
+            "parameterRoot": "/cloudstack-ec2/dev/0a1b2c3d"}
+    return {deployed.OUTPUT: {**base, **values}}
+
+
+@pytest.fixture(scope="module")
+def first():
+    return offline.run_offline(build, dev_config(), project="cloudstack-ec2", stack="dev", region="us-east-1",
+                               subnet_cidrs={"cloudstack": "10.0.0.0/24"})
+
+
+# --- pure ------------------------------------------------------------------------------------
+
+def test_outputs_round_trip():
+    assert deployed.from_outputs(None) == deployed.Deployed()
+    d = deployed.from_outputs(recorded())
+    assert (d.availability_zone, d.root_volume_gb, d.db_engine_version) == ("us-east-1b", 50, "8.4")
+    legacy = deployed.from_outputs({"databaseEndpointParameter": "/cloudstack-ec2/dev/db-endpoint"})
+    assert legacy.parameter_root == "/cloudstack-ec2/dev" and legacy.root_volume_gb is None
+
+
+@pytest.mark.parametrize("key,value,current", [
+    ("rootVolumeGb", 40, "50 GiB"), ("dbAllocatedStorageGb", 25, "30 GiB"), ("dbEngineVersion", "8.0", "8.4"),
+    ("availabilityZone", "us-east-1c", "us-east-1b"), ("vpcCidr", "10.0.0.0/17", "10.0.0.0/16"),
+    ("cloudstackSubnetCidr", "10.0.1.0/24", "10.0.0.0/24")])
+def test_changes_aws_cannot_make_are_refused_naming_key_current_and_new(key, value, current):
+    settings = parse_settings({"adminCidrs": ["10.0.0.0/8"], key: value})
+    previous = recorded(dbAllocatedStorageGb=30) if key == "dbAllocatedStorageGb" else recorded()
+    problems = deployed.check_changes(settings, deployed.from_outputs(previous))
+    assert [p.key for p in problems] == [key]
+    assert current in problems[0].message and str(problems[0].value) == str(value)
+
+
+def test_growing_and_upgrading_are_allowed():
+    settings = parse_settings({"adminCidrs": ["10.0.0.0/8"], "rootVolumeGb": 80, "dbAllocatedStorageGb": 100})
+    previous = deployed.from_outputs(recorded(dbEngineVersion="8.0"))
+    assert deployed.check_changes(settings, previous) == []
+    assert deployed.upgrading_database(settings, previous)
+    assert not deployed.upgrading_database(settings, deployed.from_outputs(recorded()))
+
+
+# --- the program, first run and later runs ----------------------------------------------------
+
+def test_the_program_reads_its_own_stack(first):
+    assert first.stack_references == ["organization/cloudstack-ec2/dev"]
+
+
+def test_first_run_records_what_the_next_one_checks(first):
+    d = first.outputs[deployed.OUTPUT]
+    subnet = next(r for r in first.registrations if r.name == "underlay-cloudstack")
+    assert d["availabilityZone"] == subnet.inputs["availabilityZone"]
+    assert (d["rootVolumeGb"], d["dbAllocatedStorageGb"], d["dbEngineVersion"]) == (50, 20, "8.4")
+
+
+def test_ssm_names_carry_a_random_part_kept_in_the_stack(first):
+    ids = first.of_type("random:index/randomId:RandomId")
+    deployment_id = next(r for r in ids if r.name == "deployment-id")
+    root = naming.parameter_root("dev", deployment_id.state["hex"])
+    assert first.outputs[deployed.OUTPUT]["parameterRoot"] == root
+    names = {r.inputs["name"] for r in first.of_type(PARAMETER)}
+    assert names == {f"{root}/{p}" for p in naming.PARAMETERS}
+
+
+def test_later_run_takes_the_az_of_the_existing_subnet():
+    run = later_run(recorded(availabilityZone="us-east-1b"))
+    assert run.outputs[deployed.OUTPUT]["availabilityZone"] == "us-east-1b"
+    assert next(r for r in run.registrations if r.type == RDS).inputs["availabilityZone"] == "us-east-1b"
+
+
+def test_later_run_refuses_another_az_before_declaring_anything():
+    with pytest.raises(SettingsError) as err:
+        later_run(recorded(availabilityZone="us-east-1b"), availabilityZone="us-east-1c")
+    assert "cloudstack-ec2:availabilityZone = 'us-east-1c'" in str(err.value) and "us-east-1b" in str(err.value)
+
+
+def test_later_run_refuses_shrinking_storage():
+    with pytest.raises(SettingsError) as err:
+        later_run(recorded(rootVolumeGb=100, dbAllocatedStorageGb=50), rootVolumeGb=60, dbAllocatedStorageGb=20)
+    assert {p.key for p in err.value.problems} == {"rootVolumeGb", "dbAllocatedStorageGb"}
+
+
+def test_mysql_80_to_84_is_a_major_upgrade_applied_at_once():
+    run = later_run(recorded(dbEngineVersion="8.0"), dbEngineVersion="8.4")
+    db = next(r for r in run.registrations if r.type == RDS)
+    assert db.inputs["engineVersion"] == "8.4"
+    assert db.inputs["allowMajorVersionUpgrade"] is True and db.inputs["applyImmediately"] is True
+    group = next(r for r in run.registrations if r.type == "aws:rds/parameterGroup:ParameterGroup")
+    assert group.inputs["family"] == "mysql8.4"
+    steady = next(r for r in later_run(recorded()).registrations if r.type == RDS)
+    assert steady.inputs["allowMajorVersionUpgrade"] is False and "applyImmediately" not in steady.inputs
+
+
+def test_stack_deployed_before_the_random_part_keeps_its_parameter_names():
+    run = later_run({"databaseEndpointParameter": "/cloudstack-ec2/dev/db-endpoint", "zoneName": "zone1"})
+    assert {r.inputs["name"] for r in run.of_type(PARAMETER)} == {f"/cloudstack-ec2/dev/{p}"
+                                                                    for p in naming.PARAMETERS}
+    assert not [r for r in run.of_type("random:index/randomId:RandomId") if r.name == "deployment-id"]
+    # Its database keeps the name pulumi-aws gave it (a new identifier would replace it),
+    # so its error log group stays RDS's own (README: Cleanup).
+    assert "identifier" not in next(r for r in run.registrations if r.type == RDS).inputs
+    assert run.of_type("aws:cloudwatch/logGroup:LogGroup") == []
+
+
+def test_plan_command_checks_a_change_against_the_deployed_outputs(tmp_path, capsys):
+    from components import cli
+
+    previous = tmp_path / "outputs.json"
+    previous.write_text(__import__("json").dumps(recorded(rootVolumeGb=100)))
+    root = str(Path(__file__).resolve().parents[2])
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous)]) == 2
+    assert "cloudstack-ec2:rootVolumeGb = 50" in capsys.readouterr().err
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
+                     "--set", "rootVolumeGb=100"]) == 0
