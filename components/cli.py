@@ -41,7 +41,8 @@ KEY_PROPERTIES: dict[str, tuple[tuple[str, str], ...]] = {
     "aws:ec2/securityGroup:SecurityGroup": (("ingress", "ingress"),),
     "aws:ec2/instance:Instance": (("type", "instanceType"), ("private ip", "private_ip"),
                                    ("src/dst check", "sourceDestCheck"), ("IMDS tokens", "metadataOptions.httpTokens"),
-                                   ("root encrypted", "rootBlockDevice.encrypted")),
+                                   ("root encrypted", "rootBlockDevice.encrypted"),
+                                   ("nested virtualization", "cpuOptions.nestedVirtualization")),
     "aws:ec2/eip:Eip": (("public ip", "public_ip"),),
     "aws:ec2transitgateway/transitGateway:TransitGateway": (("multicast", "multicastSupport"),),
     "aws:ec2transitgateway/multicastDomain:MulticastDomain": (("IGMPv2", "igmpv2Support"),
@@ -134,7 +135,10 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
     settings, spec = run.result.settings, run.result.registration
     plan = settings.ip_plan()
     limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr)
-    estimate = catalog.estimate(settings)
+    # Existing hosts keep their instance type (and cluster): the program's own answer.
+    host_types = run.result.host_types.types if run.result.host_types else None
+    clusters = run.result.host_clusters or tuple(settings.cluster_of_host(i) for i in range(len(plan.hosts)))
+    estimate = catalog.estimate(settings, host_types)
 
     resources = []
     for reg in sorted((r for r in run.registrations if r.custom), key=lambda r: r.name):
@@ -185,7 +189,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         "ipPlan": {
             "overlay": str(plan.overlay), "vpc": str(plan.vpc), "dedicatedSubnet": str(settings.cloudstack_subnet_cidr),
             "router": str(plan.router), "managementServers": [str(a) for a in plan.management_servers],
-            "hosts": [{"index": i, "overlayIp": str(a), "cluster": settings.cluster_of_host(i)}
+            "hosts": [{"index": i, "overlayIp": str(a), "cluster": clusters[i]}
                       for i, a in enumerate(plan.hosts)],
             "podSystemRange": str(plan.system_range), "publicRange": str(plan.public_range),
             "guestVlans": str(plan.guest_vlans), "guestCidr": str(plan.guest_cidr), "zoneDns": str(plan.zone_dns),
@@ -193,6 +197,14 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
             "multicastGroup": str(settings.multicast_group), "multicastMembers": plan.multicast_members,
         },
         "resources": resources,
+        "hostCapacity": {
+            "rows": [{"instanceType": c.instance_type, "hosts": c.hosts, "vcpus": c.vcpus, "memoryGib": c.memory_gib,
+                      "hourlyUsd": c.hourly, "virtualization": c.virtualization, "startMinutes": c.start_text,
+                      "vcpusText": c.text(c.vcpus), "memoryGibText": c.text(c.memory_gib),
+                      "hourlyText": c.text(c.hourly, "{:.3f}")}
+                     for c in catalog.host_capacity(settings, host_types)],
+            "total": catalog.host_capacity_total(settings, host_types),
+        },
         "registration": None if spec is None else dataclasses.asdict(spec),
         "cost": {"lines": cost_lines, "hourlyUsd": round(estimate.hourly, 4), "monthlyUsd": round(estimate.monthly, 2),
                  "unpriced": list(estimate.unknown), "assumptions": estimate.assumptions()},
@@ -280,6 +292,15 @@ def render(report: dict, out: TextIO) -> None:
         w("  global settings: " + ", ".join(f"{s['name']}={s['value']}" for s in spec["global_settings"]) + "\n")
     else:
         w("\nCloudStack registration: off (registerCloud is false)\n")
+
+    w("\nKVM host capacity\n")
+    _table(out, ("instance type", "hosts", "vCPU each", "GiB each", "USD/hour each", "virtualization",
+                 "start (min)"),
+           [(c["instanceType"], str(c["hosts"]), c["vcpusText"], c["memoryGibText"], c["hourlyText"],
+             c["virtualization"], c["startMinutes"]) for c in report["hostCapacity"]["rows"]])
+    w(f"  total: {report['hostCapacity']['total']}\n")
+    w("  - start: minutes until a new host's instance runs its boot script (scale-out); the boot script"
+      " and addHost add the same on every type\n")
 
     cost = report["cost"]
     w("\nEstimated cost\n")

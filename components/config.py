@@ -65,6 +65,8 @@ def lookup_instance_type(instance_type: str) -> Optional[InstanceFacts]:
         architectures=tuple(result.supported_architectures or ()),
         vcpus=int(result.default_vcpus or 0),
         memory_mib=int(result.memory_size or 0),
+        # ProcessorInfo.SupportedFeatures (terraform-provider-aws: supported_cpu_features).
+        processor_features=tuple(result.supported_cpu_features or ()),
     )
 
 

@@ -15,6 +15,13 @@ Layout of the overlay CIDR, split into four equal blocks:
 Host i always gets infrastructure base + 10 + i, whatever the host count: adding
 or removing hosts above i never moves host i (its KVM agent, libvirt and
 CloudStack's host record all know it by that address).
+
+Address classes (who may reach what; see `AddressClasses`): the overlay is not
+one trust zone. Block 0 is infrastructure (router, management servers, KVM
+hosts), the pod's reserved system range holds system VMs, and every other
+overlay address (the public range above all: tenants' virtual routers) is a
+tenant. The classes are whole slot ranges, not the addresses in use, so the
+firewalls written at boot stay right when hosts come and go.
 """
 
 from __future__ import annotations
@@ -74,6 +81,10 @@ class AddressRange:
     def overlaps(self, other: "AddressRange") -> bool:
         return self.start <= other.end and other.start <= self.end
 
+    def cidrs(self) -> list[IPv4Network]:
+        """The fewest CIDRs covering exactly this range (security group rules take CIDRs)."""
+        return list(ipaddress.summarize_address_range(self.start, self.end))
+
     def __str__(self) -> str:
         return f"{self.start}-{self.end}"
 
@@ -104,6 +115,10 @@ class IpPlan:
     vpc: IPv4Network
 
     @property
+    def classes(self) -> AddressClasses:
+        return address_classes(self.overlay)
+
+    @property
     def gateway(self) -> IPv4Address:
         """The default gateway CloudStack is given for pods and public ranges."""
         return self.router
@@ -129,6 +144,61 @@ class IpPlan:
 
 def overlay_blocks(overlay: IPv4Network) -> list[IPv4Network]:
     return list(overlay.subnets(prefixlen_diff=2))
+
+
+#: Address classes, in the order `AddressClasses.classify` tests them.
+INFRASTRUCTURE = "infrastructure"
+SYSTEM = "system"
+TENANT = "tenant"
+OUTSIDE = "outside"
+
+
+@dataclass(frozen=True)
+class AddressClasses:
+    """Who is who on the overlay, for the firewalls of the router, management
+    servers and hosts (all rendered from this, nowhere else).
+
+    infrastructure  the overlay's block 0: router, every management server slot,
+                    every host slot
+    management      the management server slots (base + 2 .. base + 9)
+    hosts           the KVM host slots (base + 10 .. end of block 0)
+    system          the pod's reserved system range (system VMs' management NICs)
+    public          the public range (CloudStack virtual routers' public NICs): tenants
+    Anything else on the overlay is a tenant too.
+    """
+
+    overlay: IPv4Network
+    infrastructure: IPv4Network
+    router: IPv4Address
+    management: AddressRange
+    hosts: AddressRange
+    system: AddressRange
+    public: AddressRange
+
+    def classify(self, address: IPv4Address) -> str:
+        """INFRASTRUCTURE, SYSTEM, TENANT (any other overlay address) or OUTSIDE."""
+        if address not in self.overlay:
+            return OUTSIDE
+        if address in self.infrastructure:
+            return INFRASTRUCTURE
+        if address in self.system:
+            return SYSTEM
+        return TENANT
+
+
+def address_classes(overlay: IPv4Network) -> AddressClasses:
+    """The address classes of an overlay (see the module docstring for the layout)."""
+    infra, system, public, _spare = overlay_blocks(overlay)
+    base = infra.network_address
+    return AddressClasses(
+        overlay=overlay,
+        infrastructure=infra,
+        router=base + ROUTER_OFFSET,
+        management=AddressRange(base + MANAGEMENT_OFFSET, base + MANAGEMENT_OFFSET + MANAGEMENT_SLOTS - 1),
+        hosts=AddressRange(base + FIRST_HOST_OFFSET, infra.broadcast_address),
+        system=_bounded_range(system, SYSTEM_RANGE_MAX),
+        public=_bounded_range(public, PUBLIC_RANGE_MAX),
+    )
 
 
 def host_capacity(overlay: IPv4Network) -> int:
@@ -212,16 +282,15 @@ def build_plan(
     if not 0 <= host_count <= capacity:
         raise ValueError(f"host_count {host_count} must be 0..{capacity} for overlay {overlay}")
 
-    infra, system, public, _spare = overlay_blocks(overlay)
-    base = infra.network_address
+    classes = address_classes(overlay)
     return IpPlan(
         overlay=overlay,
-        router=base + ROUTER_OFFSET,
-        management_servers=tuple(base + MANAGEMENT_OFFSET + i for i in range(management_count)),
+        router=classes.router,
+        management_servers=tuple(classes.management.start + i for i in range(management_count)),
         hosts=tuple(host_address(overlay, i) for i in range(host_count)),
         host_capacity=capacity,
-        system_range=_bounded_range(system, SYSTEM_RANGE_MAX),
-        public_range=_bounded_range(public, PUBLIC_RANGE_MAX),
+        system_range=classes.system,
+        public_range=classes.public,
         guest_vlans=VlanRange(*guest_vlans),
         guest_cidr=ipaddress.IPv4Network(guest_cidr),
         zone_dns=vpc_resolver(vpc),

@@ -31,11 +31,17 @@ PARAM_MANAGEMENT_SSH_KEY = "management-ssh-public-key"
 #: The exact cloudstack-management package version the management server runs,
 #: written by it; KVM hosts install the agent of that very version.
 PARAM_CLOUDSTACK_VERSION = "cloudstack-version"
+#: The router's forwards to VMs (vmForwards, DNAT entries separated by spaces, or
+#: NO_FORWARDS), written by Pulumi; the router polls it and applies changes in place.
+PARAM_ROUTER_FORWARDS = "router-forwards"
 #: Value of a parameter the management server has not written yet.
 PENDING = "pending"
+#: SSM refuses empty String parameters: the value of "no forwards".
+NO_FORWARDS = "none"
 
 
-PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY, PARAM_CLOUDSTACK_VERSION)
+PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY, PARAM_CLOUDSTACK_VERSION,
+              PARAM_ROUTER_FORWARDS)
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: The per-deployment part: 4 random bytes as hex (pulumi_random.RandomId byte_length=4).

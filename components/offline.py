@@ -14,7 +14,7 @@ import ipaddress
 import threading
 import pickle
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
@@ -74,10 +74,24 @@ def _stable_number(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
+@dataclass(frozen=True)
+class ExistingInstance:
+    """An EC2 instance that already runs in the account (DescribeInstances answers with it):
+    how a test shows the program a stack that was deployed before."""
+
+    id: str
+    instance_type: str
+    tags: Mapping[str, str]
+    state: str = "running"
+
+
 class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
-                 previous_outputs: Mapping[str, Any] | None = None):
+                 previous_outputs: Mapping[str, Any] | None = None,
+                 existing_instances: Sequence[ExistingInstance] = ()):
         self.region = region
+        #: EC2 instances running in the account; offline nothing exists unless a caller says so.
+        self.existing_instances = tuple(existing_instances)
         #: The stack's outputs after its last update, as a StackReference to itself reads
         #: them under `pulumi up` (None/empty: a stack never deployed).
         self.previous_outputs = dict(previous_outputs or {})
@@ -126,6 +140,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
         arn = f"arn:{self.partition}:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
         if typ == "aws:ec2/instance:Instance":
+            self._check_cpu_options(args.inputs)
             state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
             rid = f"i-{n:017x}"
         elif typ == "aws:ec2/eip:Eip":
@@ -162,6 +177,27 @@ class OfflineMocks(pulumi.runtime.Mocks):
             state.update(arn=f"arn:{self.partition}:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
         return rid, state
 
+    @staticmethod
+    def _check_cpu_options(inputs: Mapping[str, Any]) -> None:
+        """RunInstances refuses NestedVirtualization=enabled on a type whose processor does not
+        support it (EC2 API reference, CpuOptionsRequest: "supported only on 8th generation
+        Intel-based instance types"; ProcessorInfo.SupportedFeatures says which)."""
+        nested = (inputs.get("cpuOptions") or {}).get("nestedVirtualization")
+        if nested not in (None, "enabled", "disabled"):
+            raise Exception(f"InvalidParameterValue: NestedVirtualization {nested!r}: valid values are enabled, disabled")
+        facts = catalog.instance_facts(inputs.get("instanceType", ""))
+        if nested == "enabled" and (facts is None or not facts.nested_virtualization):
+            raise Exception(f"Unsupported: nested virtualization is not supported for instance type "
+                            f"{inputs.get('instanceType')}")
+
+    def _instances(self, a: Mapping[str, Any]) -> list[ExistingInstance]:
+        """DescribeInstances with the aws_instances data source's filters: every tag must match;
+        the states default to running only (terraform-provider-aws, data source aws_instances)."""
+        states = list(a.get("instanceStateNames") or ["running"])
+        tags = dict(a.get("instanceTags") or {})
+        return [i for i in self.existing_instances
+                if i.state in states and all(i.tags.get(k) == v for k, v in tags.items())]
+
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token
         a = args.args
@@ -179,7 +215,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
             return {
                 "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
                 "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
-                "memorySize": facts.memory_mib,
+                "memorySize": facts.memory_mib, "supportedCpuFeatures": list(facts.processor_features),
             }
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = list(self.zones)
@@ -189,6 +225,18 @@ class OfflineMocks(pulumi.runtime.Mocks):
             pairs = [(t, z) for t in wanted for z in self.zones]
             return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
+        if token == "aws:ec2/getInstances:getInstances":
+            found = self._instances(a)
+            return {"ids": [i.id for i in found], "privateIps": [], "publicIps": [], "ipv6Addresses": [],
+                    "id": self.region}
+        if token == "aws:ec2/getInstance:getInstance":
+            match = [i for i in self.existing_instances if i.id == a.get("instanceId")]
+            if not match:
+                # aws_instance data source: an error, not an empty answer.
+                raise Exception(f"no matching EC2 Instance found ({a.get('instanceId')})")
+            i = match[0]
+            return {"id": i.id, "instanceId": i.id, "instanceType": i.instance_type, "tags": dict(i.tags),
+                    "instanceState": i.state}
         if token == "aws:ec2/getAmi:getAmi":
             # Canonical publishes from another account in each partition: asking for the
             # commercial owner in GovCloud or China finds nothing, and AWS's data source
@@ -296,6 +344,7 @@ def run_offline(
     region: str,
     subnet_cidrs: Optional[Mapping[str, str]] = None,
     previous_outputs: Optional[Mapping[str, Any]] = None,
+    existing_instances: Sequence[ExistingInstance] = (),
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
@@ -303,10 +352,12 @@ def run_offline(
     back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
     `previous_outputs` are the stack's outputs after its last update (a later run of a
     deployed stack); without them the run is a first deployment.
+    `existing_instances`: EC2 instances already running in the mocked account (an earlier
+    deployment's hosts, say); offline, by default, nothing exists.
     Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
     raise AwsInputError (components.aws_constraints) naming each resource and input.
     """
-    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs)
+    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs, existing_instances)
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)

@@ -8,7 +8,9 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.node import InstanceSpec, NodeArgs, hardened_instance, instance_role
+from components import naming
+from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
+                             parameter_name)
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class OverlayRouterArgs:
     tags: dict = field(default_factory=dict)
     #: The VPC's internet gateway when this stack owns it (None with an existing VPC).
     internet_gateway: Optional[pulumi.Resource] = None
+    #: With a parameter root (naming.parameter_root): the SSM parameter of the forwards
+    #: to VMs, which the router polls (so a changed vmForwards reaches the running
+    #: router in place).
+    parameter_root: Optional[pulumi.Input[str]] = None
+    #: DNAT entries "proto:port:target:targetPort" of vmForwards.
+    vm_forwards: Sequence[str] = ()
 
 
 class OverlayRouter(pulumi.ComponentResource):
@@ -36,7 +44,16 @@ class OverlayRouter(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:OverlayRouter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        profile = instance_role(name, grants=[], opts=child, tags=tags)
+        grants = []
+        if args.parameter_root is not None:
+            forwards = aws.ssm.Parameter(
+                f"{name}-forwards", name=parameter_name(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),
+                type="String", value=" ".join(args.vm_forwards) or naming.NO_FORWARDS,
+                description="Router forwards to VMs (vmForwards): proto:port:target:targetPort entries",
+                tags=tags, opts=child)
+            grants.append(Grant(["ssm:GetParameter"], [parameter_arn(args.parameter_root, naming.PARAM_ROUTER_FORWARDS)]))
+            self.forwards_parameter = forwards.name
+        profile = instance_role(name, grants=grants, opts=child, tags=tags)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=args.user_data_base64, instance_profile=profile.name,
             # It forwards packets whose source or destination is an overlay

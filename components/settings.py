@@ -101,12 +101,14 @@ KEYS: tuple[Key, ...] = (
     Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
     Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
     Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120."),
+    Key("vmForwards", "list", [], "Services offered from VMs: `proto:port:target:targetPort@sources`, e.g. `tcp:2222:10.100.128.5:22@203.0.113.0/24`; the router's Elastic IP port `port` goes to a public-range address (a virtual router's port forwarding); sources are CIDRs separated by `,`, or `anywhere`. See Offering services from VMs."),
+    Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation."),
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
-    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro AND metal (hardware virtualization); e.g. c5.metal, m5zn.metal."),
+    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro with hardware virtualization: a metal type (c5.metal, m5zn.metal) or one with nested virtualization (C8i/M8i/R8i, e.g. c8i.4xlarge); a change applies to hosts added later, in a new cluster."),
     Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud."),
-    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts."),
+    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts, and where the hosts' instance type changes."),
     Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
     Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
     Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
@@ -132,6 +134,9 @@ KEYS: tuple[Key, ...] = (
     Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned."),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+#: Instance metadata and EC2's link-local services: never reachable from the overlay.
+LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,8 @@ class Settings:
     db_skip_final_snapshot: bool
     efs_throughput_mode: str
     efs_provisioned_mibps: int
+    tenant_vpc_access_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+    vm_forwards: tuple["VmForward", ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
     #: Custom timeouts (minutes) where the provider's defaults are too short for real AWS.
     transit_gateway_timeout_minutes: int = 30
@@ -209,6 +216,89 @@ class Settings:
             guest_cidr=str(self.guest_cidr),
             guest_vlans=self.guest_vlan_range,
         )
+
+
+@dataclass(frozen=True)
+class VmForward:
+    """One service offered from a VM: `protocol` `port` on the router's Elastic IP goes to
+    `target`:`target_port` (a public-range address, e.g. a virtual router's port
+    forwarding), admitted from `sources` only."""
+
+    protocol: str  # tcp | udp
+    port: int
+    target: ipaddress.IPv4Address
+    target_port: int
+    sources: tuple[ipaddress.IPv4Network, ...]
+
+    @property
+    def dnat(self) -> str:
+        """The router's form (overlay-network.sh VM_FORWARDS / ROUTER_DNAT entry)."""
+        return f"{self.protocol}:{self.port}:{self.target}:{self.target_port}"
+
+
+#: Router ports never offered to VMs: the UI/API, and what a console proxy serves
+#: (HTTP, HTTPS; its websocket shares the UI's 8080).
+RESERVED_FORWARD_PORTS = (80, 443, 8080)
+_FORWARD = re.compile(r"^(tcp|udp):(\d{1,5}):([0-9.]+):(\d{1,5})@(.+)$")
+
+
+def _forward_sources(text: str, bad: Callable[[str], None]) -> list[ipaddress.IPv4Network]:
+    """The CIDRs of a forward's sources; [] after reporting the first bad one."""
+    sources = []
+    for item in text.split(","):
+        try:
+            net = ipaddress.IPv4Network(item.strip())
+        except ValueError:
+            bad(f"source {item!r} is not an IPv4 CIDR (host bits zero)")
+            return []
+        if net.prefixlen == 0:
+            bad("0.0.0.0/0 opens the service to the internet: write 'anywhere' to mean it")
+            return []
+        sources.append(net)
+    return sources
+
+
+def parse_vm_forwards(c: "_Collector", overlay: Optional[ipaddress.IPv4Network]) -> list[VmForward]:
+    texts = c.value("vmForwards")
+    forwards: list[VmForward] = []
+    public = ipplan.address_classes(overlay).public if overlay is not None else None
+    seen: dict[tuple[str, int], str] = {}
+    for text in texts:
+        def bad(message: str) -> None:
+            c.problem("vmForwards", texts, f"entry {text!r}: {message}")
+
+        m = _FORWARD.match(text)
+        if not m:
+            bad("expected proto:port:target:targetPort@sources (proto tcp or udp; sources: CIDRs separated by"
+                " ',' or 'anywhere'), e.g. tcp:2222:10.100.128.5:22@203.0.113.0/24")
+            continue
+        protocol, port, target_text, target_port, source_text = m.groups()
+        port, target_port = int(port), int(target_port)
+        if not (1 <= port <= 65535 and 1 <= target_port <= 65535):
+            bad("ports must be 1..65535")
+            continue
+        if port in RESERVED_FORWARD_PORTS:
+            bad(f"port {port} is reserved on the router (the UI/API and the console proxy:"
+                f" {', '.join(map(str, RESERVED_FORWARD_PORTS))})")
+            continue
+        if (protocol, port) in seen:
+            bad(f"{protocol} port {port} is already forwarded by {seen[(protocol, port)]!r}")
+            continue
+        try:
+            target = ipaddress.IPv4Address(target_text)
+        except ValueError:
+            bad(f"{target_text!r} is not an IPv4 address")
+            continue
+        if public is not None and target not in public:
+            bad(f"the target must be in the public range {public} (a virtual router's public address);"
+                " infrastructure and system addresses are never forwarded")
+            continue
+        sources = [ALL_IPV4] if source_text == "anywhere" else _forward_sources(source_text, bad)
+        if not sources:
+            continue
+        seen[(protocol, port)] = text
+        forwards.append(VmForward(protocol, port, target, target_port, tuple(sources)))
+    return forwards
 
 
 # --------------------------------------------------------------------------- parsing
@@ -460,9 +550,33 @@ def parse_settings(
                       "0.0.0.0/0 opens the UI/API to the internet: set allowPublicAdminAccess to true to mean it")
         admin.append(net)
 
+    tenant_texts = c.value("tenantVpcAccessCidrs")
+    tenant_access: list[ipaddress.IPv4Network] = []
+    for text in tenant_texts:
+        try:
+            net = ipaddress.IPv4Network(text)
+        except ValueError:
+            c.problem("tenantVpcAccessCidrs", tenant_texts,
+                      f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 10.0.8.0/24)")
+            continue
+        # The isolation protects exactly these: opening them to tenants would undo it.
+        protected = [("cloudstackSubnetCidr (EFS and the CloudStack instances)", subnet),
+                     *(("dbSubnetCidrs (the database)", n) for n in db_subnets),
+                     ("overlayCidr", overlay), ("169.254.0.0/16 (instance metadata)", LINK_LOCAL)]
+        clashes = [f"{name} {other}" for name, other in protected if other is not None and net.overlaps(other)]
+        if net.prefixlen == 0:
+            c.problem("tenantVpcAccessCidrs", tenant_texts, f"{text!r} is everything; name the ranges tenants may reach")
+        elif clashes:
+            c.problem("tenantVpcAccessCidrs", tenant_texts,
+                      f"{text!r} overlaps {', '.join(clashes)}, which tenants must never reach")
+        else:
+            tenant_access.append(net)
+
+    vm_forwards = parse_vm_forwards(c, overlay)
+
     router_type = c.pattern("routerInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5n.large")
     management_type = c.pattern("managementInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")
-    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 metal instance type such as c5.metal")
+    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5.metal or c8i.4xlarge")
     if lookup_instance is not None:
         for key, name, needs_metal in (
             ("routerInstanceType", router_type, False),
@@ -585,6 +699,8 @@ def parse_settings(
         db_multi_az=db_multi_az, db_backup_retention_days=db_retention,
         deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,
         efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
+        tenant_vpc_access_cidrs=tuple(tenant_access),
+        vm_forwards=tuple(vm_forwards),
         warnings=tuple(warnings),
         transit_gateway_timeout_minutes=tgw_timeout, host_timeout_minutes=host_timeout,
         db_timeout_minutes=db_timeout, db_log_retention_days=db_log_days,
@@ -597,6 +713,13 @@ def parse_settings(
 #: The hypervisor the offline mocks report for a type their table lacks (AWS reports
 #: "nitro", "xen" or nothing for metal, never this): its facts are unknown offline.
 UNKNOWN_OFFLINE_HYPERVISOR = "unknown offline"
+#: The processor feature AWS reports for types that run KVM as a virtual instance.
+NESTED_VIRTUALIZATION_FEATURE = "nested-virtualization"
+KVM_HOST_TYPES_ACCEPTED = (
+    "is neither a metal type nor a type whose processor supports nested virtualization: KVM needs "
+    "hardware virtualization. Accepted: a metal type (e.g. c5.metal, m5zn.metal) or a virtual type that "
+    f"AWS lists with the processor feature {NESTED_VIRTUALIZATION_FEATURE} (C8i, M8i, R8i and their flex "
+    "variants, e.g. c8i.4xlarge), which the hosts are launched with")
 
 
 @dataclass(frozen=True)
@@ -609,6 +732,9 @@ class InstanceFacts:
     architectures: tuple[str, ...]
     vcpus: int
     memory_mib: int
+    #: ProcessorInfo.SupportedFeatures (getInstanceType's `supported_cpu_features`):
+    #: "amd-sev-snp", "nested-virtualization" (EC2 API reference, ProcessorInfo).
+    processor_features: tuple[str, ...] = ()
 
     @property
     def unknown_offline(self) -> bool:
@@ -620,6 +746,18 @@ class InstanceFacts:
         # Metal types have no hypervisor at all but are all built on the Nitro
         # system (multicast senders included), so either fact makes one Nitro.
         return self.hypervisor == "nitro" or self.bare_metal
+
+    @property
+    def nested_virtualization(self) -> bool:
+        """A virtual type whose processor can expose VT-x to the instance: KVM runs on it
+        when it is launched with the CPU option NestedVirtualization=enabled (C8i, M8i,
+        R8i and their flex variants since 2026-02-12). Metal needs no option."""
+        return not self.bare_metal and NESTED_VIRTUALIZATION_FEATURE in self.processor_features
+
+    @property
+    def runs_kvm(self) -> bool:
+        """Hardware virtualization for KVM: metal, or a virtual type with nested virtualization."""
+        return self.bare_metal or self.nested_virtualization
 
 
 def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[InstanceFacts]) -> list[Problem]:
@@ -633,9 +771,8 @@ def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[
         problems.append(Problem(key, name,
                                 f"is a {facts.hypervisor or 'non-Nitro'} type: only Nitro instances can send "
                                 "multicast, which the VXLAN overlay needs (e.g. c5n.large, m6i.xlarge)"))
-    if needs_metal and not facts.bare_metal:
-        problems.append(Problem(key, name,
-                                "is not a metal type: KVM needs hardware virtualization (e.g. c5.metal, m5zn.metal)"))
+    if needs_metal and not facts.runs_kvm:
+        problems.append(Problem(key, name, KVM_HOST_TYPES_ACCEPTED))
     if "x86_64" not in facts.architectures:
         problems.append(Problem(key, name,
                                 f"is {'/'.join(facts.architectures)}: the CloudStack packages and system VMs "

@@ -39,6 +39,12 @@ class UnderlayArgs:
     cloudstack_subnet_id: str = ""
     db_subnet_ids: Sequence[str] = ()
     route_table_ids: Sequence[str] = ()
+    #: The pod's reserved system range as CIDRs (components/ipplan.AddressRange.cidrs):
+    #: the only overlay addresses, besides the members' own, that may reach EFS.
+    system_range_cidrs: Sequence[str] = ()
+    #: vmForwards as (protocol, router port, source CIDRs, description): the router's
+    #: group admits each forwarded port from its sources only.
+    vm_forward_rules: Sequence[tuple[str, int, Sequence[str], str]] = ()
     tags: dict = field(default_factory=dict)
 
 
@@ -161,6 +167,12 @@ class Underlay(pulumi.ComponentResource):
                 from_port=ICMP_DESTINATION_UNREACHABLE, to_port=ICMP_FRAGMENTATION_NEEDED,
                 cidr_blocks=["0.0.0.0/0"]),
         ]
+        # Services offered from VMs (vmForwards): the router DNATs the port to a
+        # public-range address; this group decides who may connect.
+        for protocol, port, sources, description in args.vm_forward_rules:
+            router_ingress.append(aws.ec2.SecurityGroupIngressArgs(
+                description=description, protocol=protocol, from_port=port, to_port=port,
+                cidr_blocks=list(sources)))
         outside_vpc = [c for c in args.admin_cidrs
                        if not ipaddress.IPv4Network(c).subnet_of(ipaddress.IPv4Network(args.vpc_cidr))]
         if outside_vpc:
@@ -187,20 +199,24 @@ class Underlay(pulumi.ComponentResource):
                 cidr_blocks=[f"{args.management_overlay_ip}/32"])],
             tags={**tags, "Name": f"{name}-db"}, opts=child)
 
+        efs_ingress = [
+            # The mount target is in the dedicated subnet: members mount it
+            # directly from their own ENI and address.
+            aws.ec2.SecurityGroupIngressArgs(
+                description="NFS from overlay members (direct, same subnet)", protocol="tcp",
+                from_port=NFS_PORT, to_port=NFS_PORT, security_groups=[member_sg.id]),
+        ]
+        if args.system_range_cidrs:
+            # System VMs (secondary storage VM) live on the overlay and come through
+            # the router with their overlay addresses. Only the pod's system range:
+            # the rest of the overlay (the public range above all) is tenants', and
+            # primary storage holds every tenant's disks.
+            efs_ingress.append(aws.ec2.SecurityGroupIngressArgs(
+                description="NFS from system VMs (pod system range, via the router)", protocol="tcp",
+                from_port=NFS_PORT, to_port=NFS_PORT, cidr_blocks=list(args.system_range_cidrs)))
         efs_sg = aws.ec2.SecurityGroup(
             f"{name}-efs-sg", vpc_id=self.vpc_id, description="CloudStack EFS: NFS from members and system VMs",
-            ingress=[
-                # The mount target is in the dedicated subnet: members mount it
-                # directly from their own ENI and address.
-                aws.ec2.SecurityGroupIngressArgs(
-                    description="NFS from overlay members (direct, same subnet)", protocol="tcp",
-                    from_port=NFS_PORT, to_port=NFS_PORT, security_groups=[member_sg.id]),
-                # System VMs (secondary storage VM) live on the overlay and come
-                # through the router with their overlay addresses.
-                aws.ec2.SecurityGroupIngressArgs(
-                    description="NFS from system VMs on the overlay (via the router)", protocol="tcp",
-                    from_port=NFS_PORT, to_port=NFS_PORT, cidr_blocks=[args.overlay_cidr]),
-            ],
+            ingress=efs_ingress,
             tags={**tags, "Name": f"{name}-efs"}, opts=child)
 
         self.member_sg_id = member_sg.id

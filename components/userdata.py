@@ -10,8 +10,9 @@ data, checked by shellcheck as real files), the systemd units, and two
 environment files of NON-secret settings, then runs the role's script:
 
   /usr/local/lib/cloudstack-ec2/{common.sh,<role script>,overlay-network.sh}
+      (+ overlay-router.sh, the router's part of overlay-network.sh, on the router)
   /usr/local/sbin/cloudstack-ec2-boot -> the role script (re-run entry point)
-  /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ host firewall)
+  /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ the members' firewall)
   /etc/cloudstack-ec2/boot.env     settings of the role script (CSEC2_*)
   /etc/cloudstack-ec2/overlay.env  settings of overlay-network.sh
 
@@ -30,6 +31,8 @@ import re
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Mapping, Optional
+
+from components import ipplan
 
 #: EC2 refuses user data larger than this (bytes, before base64).
 USER_DATA_LIMIT_BYTES = 16384
@@ -50,8 +53,10 @@ BOOT_LINK = "/usr/local/sbin/cloudstack-ec2-boot"
 
 ROLE_SCRIPTS = {"router": "router.sh", "management": "management-server.sh", "kvm-host": "kvm-host.sh"}
 ROLE_UNITS = {
-    "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
-    "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
+    "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
+               "cloudstack-ec2-forwards.service", "cloudstack-ec2-forwards.timer"),
+    "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
+                   "cloudstack-ec2-host-firewall.service"),
     "kvm-host": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                  "cloudstack-ec2-host-firewall.service"),
 }
@@ -95,6 +100,11 @@ class OverlayConfig:
     vxlan_port: int = 4789
     router_dnat: tuple[str, ...] = ()       # router: "proto:port:target_ip:target_port"
     underlay_dev: Optional[str] = None      # default: the default-route device
+    #: Router (required there): the subnet where system VMs may reach NFS, i.e. the
+    #: dedicated CloudStack subnet holding the EFS mount target, e.g. "10.0.0.0/24".
+    storage_cidr: Optional[str] = None
+    #: Router: IPv4 CIDRs tenants may reach besides DNS and the internet (tenantVpcAccessCidrs).
+    tenant_vpc_access: tuple[str, ...] = ()
 
     @property
     def ip(self) -> str:
@@ -103,6 +113,11 @@ class OverlayConfig:
     @property
     def cidr(self) -> str:
         return str(ipaddress.ip_interface(self.overlay_address).network)
+
+    @property
+    def classes(self) -> ipplan.AddressClasses:
+        """Who is infrastructure, system VM or tenant on this overlay (components/ipplan.py)."""
+        return ipplan.address_classes(ipaddress.IPv4Interface(self.overlay_address).network)
 
 
 @dataclass(frozen=True)
@@ -342,7 +357,44 @@ def _check_overlay(overlay: object, role: str) -> OverlayConfig:
                                 f" 'tcp|udp:port:target_ip:target_port' with target_ip in {iface.network}")
     if o.underlay_dev is not None:
         _check_match("overlay.underlay_dev", o.underlay_dev, _DEV, "a network device name (max 15 characters)")
+    _check_isolation(o, iface, vpc, role)
     return o
+
+
+def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipaddress.IPv4Network,
+                     role: str) -> None:
+    if not isinstance(o.tenant_vpc_access, tuple):
+        raise UserDataError(f"overlay.tenant_vpc_access: expected a tuple of str, got {type(o.tenant_vpc_access).__name__}")
+    if iface.network.prefixlen > ipplan.MAX_OVERLAY_PREFIX:
+        raise UserDataError(f"overlay.overlay_address: {o.overlay_address!r} is not accepted; the overlay must be"
+                            f" a /{ipplan.MIN_OVERLAY_PREFIX}../{ipplan.MAX_OVERLAY_PREFIX} (the firewalls take"
+                            " its address classes from the IP plan)")
+    if role == "member":
+        if o.storage_cidr is not None or o.tenant_vpc_access:
+            raise UserDataError("overlay.storage_cidr/tenant_vpc_access: not accepted on a member; only the router"
+                                " filters what the overlay reaches")
+        return
+    if o.storage_cidr is None:
+        raise UserDataError("overlay.storage_cidr: None is not accepted on the router; expected the dedicated"
+                            " CloudStack subnet (where the EFS mount target is), e.g. '10.0.0.0/24'")
+    _check_str("overlay.storage_cidr", o.storage_cidr)
+    try:
+        storage = ipaddress.IPv4Network(o.storage_cidr)
+    except ValueError:
+        storage = None
+    if storage is None or not storage.subnet_of(vpc):
+        raise UserDataError(f"overlay.storage_cidr: {o.storage_cidr!r} is not accepted; expected the dedicated"
+                            f" subnet's IPv4 CIDR inside the VPC {vpc}")
+    for i, text in enumerate(o.tenant_vpc_access):
+        _check_str(f"overlay.tenant_vpc_access[{i}]", text)
+        try:
+            net = ipaddress.IPv4Network(text)
+        except ValueError:
+            net = None
+        if net is None or net.prefixlen == 0 or net.overlaps(ipaddress.IPv4Network("169.254.0.0/16")) \
+                or net.overlaps(iface.network):
+            raise UserDataError(f"overlay.tenant_vpc_access[{i}]: {text!r} is not accepted; expected an IPv4 CIDR"
+                                f" (host bits zero) outside 169.254.0.0/16 and the overlay {iface.network}")
 
 
 def _check_common(boot: object, kind: type, role: str) -> None:
@@ -382,6 +434,17 @@ def _common_env(boot, role: str) -> dict[str, str]:
         "CSEC2_WAIT_NETWORK_SECONDS": str(w.network_seconds),
         "CSEC2_WAIT_INTERVAL_SECONDS": str(w.interval_seconds),
         **({"CSEC2_OVERLAY_GATEWAY": boot.overlay.overlay_gateway} if boot.overlay.role == "member" else {}),
+        **(_class_env(boot.overlay.classes) if boot.overlay.role == "member" else {}),
+    }
+
+
+def _class_env(classes: ipplan.AddressClasses) -> dict[str, str]:
+    """The address classes the members' firewalls admit (ranges as nftables writes them)."""
+    return {
+        "CSEC2_INFRA_CIDR": str(classes.infrastructure),
+        "CSEC2_MANAGEMENT_RANGE": str(classes.management),
+        "CSEC2_HOST_RANGE": str(classes.hosts),
+        "CSEC2_SYSTEM_RANGE": str(classes.system),
     }
 
 
@@ -449,6 +512,14 @@ def overlay_environment(overlay: OverlayConfig) -> dict[str, str]:
         env["UNDERLAY_DEV"] = overlay.underlay_dev
     if overlay.router_dnat:
         env["ROUTER_DNAT"] = " ".join(overlay.router_dnat)
+    if overlay.role == "router":
+        classes = overlay.classes
+        env["INFRA_CIDR"] = str(classes.infrastructure)
+        env["SYSTEM_RANGE"] = str(classes.system)
+        if overlay.storage_cidr is not None:
+            env["STORAGE_CIDR"] = overlay.storage_cidr
+        if overlay.tenant_vpc_access:
+            env["TENANT_VPC_ACCESS"] = " ".join(overlay.tenant_vpc_access)
     return env
 
 
@@ -467,7 +538,7 @@ def _env_file(title: str, env: Mapping[str, str]) -> str:
 
 def load_boot_files() -> dict[str, str]:
     """The package's userdata/ files the user data embeds (name -> text)."""
-    names = ["common.sh", "overlay-network.sh", *ROLE_SCRIPTS.values(),
+    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", *ROLE_SCRIPTS.values(),
              *sorted({u for units in ROLE_UNITS.values() for u in units})]
     root = resources.files("userdata")
     files = {}
@@ -505,7 +576,7 @@ def strip_comments(text: str, source: str) -> str:
 #: blocks (heredocs: SQL, nft); their embedded copies lose leading blanks. Scripts
 #: of other owners (kvm-host.sh) keep theirs: one whitespace-sensitive heredoc
 #: would break silently.
-DEDENTED_SCRIPTS = ("common.sh", "management-server.sh", "overlay-network.sh", "router.sh")
+DEDENTED_SCRIPTS = ("common.sh", "management-server.sh", "overlay-network.sh", "overlay-router.sh", "router.sh")
 
 
 def dedent_shell(text: str) -> str:
@@ -550,7 +621,9 @@ def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: M
         'root="${CSEC2_ROOT:-}"\n',
         f'mkdir -p "$root{LIB_DIR}" "$root{ETC_DIR}" "$root{UNIT_DIR}" "$root{BOOT_LINK.rsplit("/", 1)[0]}"\n',
     ]
-    for name in ("common.sh", script, "overlay-network.sh"):
+    # overlay-router.sh: the router's part of overlay-network.sh, kept out of the
+    # members' user data (EC2's 16 KiB).
+    for name in ("common.sh", script, "overlay-network.sh", *(("overlay-router.sh",) if role == "router" else ())):
         parts.append(_heredoc(f"{LIB_DIR}/{name}", embedded_script(name, files[name]),
                               "0755" if name != "common.sh" else "0644"))
     for unit in ROLE_UNITS[role]:

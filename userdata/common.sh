@@ -589,3 +589,21 @@ csec2_cloudstack_package() {
         printf '%s' "$1"
     fi
 }
+
+# csec2_load_firewall TABLE <<<RULES: this instance's own nftables table
+# (tenant isolation), written to /etc/cloudstack-ec2/host-firewall.nft, loaded
+# now and at every boot by cloudstack-ec2-host-firewall.service. RULES replace
+# the table atomically; no `flush ruleset`: libvirt's, CloudStack's and the
+# overlay's own tables stay.
+csec2_load_firewall() {
+    local table=$1 file=$CSEC2_ROOT/etc/cloudstack-ec2/host-firewall.nft rules
+    rules=$(cat)
+    csec2_step "firewall (nftables table $table)"
+    mkdir -p "$(dirname "$file")"
+    printf '%s\n' "# Written by cloudstack-ec2's $CSEC2_ROLE boot script: tenant isolation." \
+        "table inet $table" "delete table inet $table" "$rules" >"$file"
+    csec2_apt_install nftables
+    nft -f "$file"
+    systemctl daemon-reload
+    systemctl enable cloudstack-ec2-host-firewall.service
+}

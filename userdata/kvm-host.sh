@@ -16,42 +16,41 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 csec2_begin kvm-host
 csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_URL \
     CSEC2_CLOUDSTACK_KEY_URL CSEC2_OVERLAY_CIDR CSEC2_HOST_USER \
-    CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SSH_KEY_SECONDS
+    CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SSH_KEY_SECONDS \
+    CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE
 
 LIBVIRT_ETC=$CSEC2_ROOT/etc/libvirt
 AGENT_PROPERTIES=$CSEC2_ROOT/etc/cloudstack/agent/agent.properties
-FIREWALL_RULES=$CSEC2_ROOT/etc/cloudstack-ec2/host-firewall.nft
-# What the management server and the other hosts need, from the overlay only:
-# SSH, the agent's console proxy port, libvirt TCP (live migration without
-# TLS) and TLS (set up by cloudstack-setup-agent when the host is added), VNC
-# consoles and the live-migration data ports.
-HOST_PORTS="22, 1798, 16509, 16514, 5900-6100, 49152-49216"
+# Who may reach what (address classes from components/ipplan.py, in boot.env):
+# SSH, port 1798, libvirt (16509 TCP, 16514 TLS: cloudstack-setup-agent turns
+# TLS on when the host is added) and the live-migration data ports: the
+# management servers and the other hosts only. VNC consoles: the management
+# servers and the pod's system range (the console proxy VM). Tenants (every
+# other overlay address, the public range above all): nothing.
+PEER_PORTS="22, 1798, 16509, 16514, 49152-49216"
+VNC_PORTS="5900-6100"
+HOST_PORTS="$PEER_PORTS, $VNC_PORTS"
 
 # ------------------------------------------------------------- firewall ----
 
-# Our own nftables table (no `flush ruleset`: libvirt and CloudStack keep their
-# rules). Loaded now, before libvirt listens, and at every boot by
-# cloudstack-ec2-host-firewall.service.
+# Loaded before libvirt listens, and at every boot by
+# cloudstack-ec2-host-firewall.service (see csec2_load_firewall).
 setup_firewall() {
-    csec2_step "host firewall (nftables table cloudstack_ec2_host)"
-    mkdir -p "$(dirname "$FIREWALL_RULES")"
-    cat >"$FIREWALL_RULES" <<NFT
-# Written by cloudstack-ec2's kvm-host.sh: these ports answer only the overlay.
-table inet cloudstack_ec2_host
-delete table inet cloudstack_ec2_host
+    csec2_load_firewall cloudstack_ec2_host <<NFT
 table inet cloudstack_ec2_host {
     chain input {
         type filter hook input priority filter - 10; policy accept;
         iifname "lo" accept
-        meta nfproto ipv4 tcp dport { $HOST_PORTS } ip saddr != $CSEC2_OVERLAY_CIDR drop
+        # Replies to this host's own connections (their local ports may fall
+        # in 49152-49216, inside Linux's ephemeral range).
+        ct state established,related accept
+        meta nfproto ipv4 tcp dport { $PEER_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_HOST_RANGE } counter drop
+        meta nfproto ipv4 tcp dport { $VNC_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_SYSTEM_RANGE } counter drop
+        meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_INFRA_CIDR, $CSEC2_SYSTEM_RANGE } counter drop
         meta nfproto ipv6 tcp dport { $HOST_PORTS } drop
     }
 }
 NFT
-    csec2_apt_install nftables
-    nft -f "$FIREWALL_RULES"
-    systemctl daemon-reload
-    systemctl enable cloudstack-ec2-host-firewall.service
 }
 
 # ------------------------------------------------------------- packages ----
@@ -87,8 +86,11 @@ host_already_added() {
     [[ -r $AGENT_PROPERTIES ]] && grep -q '^guid=.' "$AGENT_PROPERTIES"
 }
 
+# The sockets systemd opens for libvirtd on Ubuntu 24.04 (socket activation).
+LIBVIRTD_SOCKETS="libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tls.socket libvirtd-tcp.socket"
+
 setup_libvirt() {
-    csec2_step "libvirt: TCP listening, VNC on all addresses"
+    csec2_step "libvirt: no TCP listener until CloudStack sets up TLS, VNC on all addresses"
     if host_already_added; then
         # cloudstack-setup-agent reconfigured libvirt (TLS with CloudStack's CA)
         # when the host was added: do not undo its work on a re-run.
@@ -96,17 +98,33 @@ setup_libvirt() {
         return 0
     fi
     local conf=$LIBVIRT_ETC/libvirtd.conf
+    # Never unauthenticated TCP: nothing listens on the network until the
+    # management server adds the host, when cloudstack-setup-agent turns on TLS
+    # on 16514 with CloudStack's CA (listen_tls 1, listen_tcp 0: configureLibvirtConfig
+    # in apache/cloudstack python/lib/cloudutils/serviceConfig.py). This is the
+    # baseline of CloudStack's KVM install guide; auth_tcp stays libvirt's
+    # default (sasl) should anyone turn TCP on.
     csec2_set_conf "$conf" listen_tls 0
-    csec2_set_conf "$conf" listen_tcp 1
+    csec2_set_conf "$conf" listen_tcp 0
     csec2_set_conf "$conf" tcp_port '"16509"'
-    csec2_set_conf "$conf" auth_tcp '"none"'
+    csec2_set_conf "$conf" tls_port '"16514"'
+    csec2_set_conf "$conf" auth_tcp '"sasl"'
     csec2_set_conf "$conf" mdns_adv 0
     csec2_set_conf "$LIBVIRT_ETC/qemu.conf" vnc_listen '"0.0.0.0"'
-    # Ubuntu 24.04 starts libvirtd by socket activation, which ignores --listen:
-    # back to the traditional mode, as CloudStack's install guide says.
+    # Clients (the agent, virsh) talk to the monolithic libvirtd, not to the
+    # modular per-driver daemons Ubuntu 24.04 defaults to (CloudStack's KVM guide).
+    csec2_set_conf "$LIBVIRT_ETC/libvirt.conf" remote_mode '"legacy"'
+    # Ubuntu 24.04 starts libvirtd by socket activation, and libvirtd refuses
+    # --listen when systemd hands it sockets ("--listen parameter not permitted
+    # with systemd activation sockets", libvirt src/remote/remote_daemon.c):
+    # back to the traditional mode, as CloudStack's install guide says. Masking
+    # does not close sockets that are already listening: stop them first.
     mkdir -p "$CSEC2_ROOT/etc/default"
     csec2_put_block "$CSEC2_ROOT/etc/default/libvirtd" cloudstack-ec2 <<<'LIBVIRTD_ARGS="--listen"'
-    systemctl mask libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd-tls.socket libvirtd-tcp.socket
+    # shellcheck disable=SC2086  # a list of unit names
+    systemctl stop $LIBVIRTD_SOCKETS
+    # shellcheck disable=SC2086
+    systemctl mask $LIBVIRTD_SOCKETS
     systemctl enable libvirtd.service
     systemctl restart libvirtd.service
 }
@@ -176,13 +194,55 @@ install_management_key() {
     chown -R "$CSEC2_HOST_USER:" "$ssh_dir"
 }
 
+# KVM needs VT-x: a metal instance, or a virtual one of a type with nested
+# virtualization (C8i/M8i/R8i) launched with the CPU option
+# NestedVirtualization=enabled. kvm-ok (cpu-checker) reads the CPU flag and
+# /dev/kvm; it also passes when the CPU has the flag but the module is not loaded
+# (no /dev/kvm yet), so load the module it names then and insist on "/dev/kvm
+# exists". A host without working KVM must never be added to CloudStack: the boot
+# stops here, before the management server's key is installed.
 check_virtualization() {
-    csec2_step "hardware virtualization"
-    if [[ -e $CSEC2_ROOT/dev/kvm ]]; then
-        csec2_log "/dev/kvm present"
-    else
-        csec2_log "WARNING: /dev/kvm is missing: KVM needs a metal instance type"
+    local report module
+    csec2_step "hardware virtualization (kvm-ok) and the guest CPU mode"
+    csec2_apt_install cpu-checker
+    report=$(kvm-ok 2>&1) || true
+    if [[ $report != *"INFO: /dev/kvm exists"* && $report =~ modprobe\ (kvm_[a-z]+) ]]; then
+        module=${BASH_REMATCH[1]}
+        csec2_log "kvm-ok: ${report//$'\n'/ | }; loading $module"
+        modprobe "$module" || true
+        report=$(kvm-ok 2>&1) || true
     fi
+    if [[ $report != *"INFO: /dev/kvm exists"* || $report != *"KVM acceleration can be used"* ]]; then
+        csec2_die "KVM cannot run on this instance: kvm-ok says '${report//$'\n'/ | }'. A KVM host needs a metal" \
+            "instance type, or a type with nested virtualization launched with it enabled (CPU option" \
+            "NestedVirtualization=enabled; check: aws ec2 describe-instances --instance-ids <id> --query" \
+            "'Reservations[].Instances[].CpuOptions')"
+    fi
+    csec2_log "kvm-ok: ${report//$'\n'/ | }"
+    # The guest CPU of every VM (CloudStack's KVM guide: custom | host-model |
+    # host-passthrough). host-passthrough: the VMs get this host's CPU as it is, the
+    # fastest, and the only mode that does not depend on libvirt matching a named
+    # model to a CPU that is itself virtual (on a nested host, L1, the CPU libvirt
+    # sees is the one EC2 presents). Its cost, live migration only between identical
+    # CPUs, is why one cluster holds hosts of one instance type only.
+    if host_already_added; then
+        csec2_log "host already added to CloudStack: guest.cpu.mode left as it is"
+    else
+        set_agent_property guest.cpu.mode host-passthrough
+    fi
+}
+
+# key=value in agent.properties (its own format; cloudstack-setup-agent keeps other keys).
+set_agent_property() {
+    local key=$1 value=$2 tmp
+    mkdir -p "$(dirname "$AGENT_PROPERTIES")"
+    touch "$AGENT_PROPERTIES"
+    tmp=$(mktemp "$AGENT_PROPERTIES.XXXXXX")
+    grep -v -E "^[[:space:]]*${key//./\\.}[[:space:]]*=" "$AGENT_PROPERTIES" >"$tmp" || true
+    printf '%s=%s\n' "$key" "$value" >>"$tmp"
+    chmod --reference="$AGENT_PROPERTIES" "$tmp"
+    mv -f "$tmp" "$AGENT_PROPERTIES"
+    csec2_log "agent.properties: $key=$value"
 }
 
 # -------------------------------------------------------------------- run ----

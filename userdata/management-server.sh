@@ -19,7 +19,8 @@ csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_U
     CSEC2_CLOUDSTACK_KEY_URL CSEC2_ZONE_NAME CSEC2_OVERLAY_CIDR CSEC2_EFS_MOUNT_POINT \
     CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SECRETS_SECONDS CSEC2_WAIT_DATABASE_SECONDS \
     CSEC2_WAIT_API_SECONDS CSEC2_SECRET_DB_MASTER CSEC2_SECRET_DB_CLOUD CSEC2_SECRET_CLOUDSTACK_KEYS \
-    CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS
+    CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS \
+    CSEC2_OVERLAY_GATEWAY CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE
 
 CS_ETC=$CSEC2_ROOT/etc/cloudstack/management
 CS_SSH_PUBLIC_KEY=$CSEC2_ROOT/var/lib/cloudstack/management/.ssh/id_rsa.pub
@@ -86,6 +87,37 @@ fetch_parameters() {
     [[ $EFS_DNS =~ ^[A-Za-z0-9.-]+$ ]] ||
         csec2_die "SSM parameter $(csec2_name efs-dns) is '$EFS_DNS'; expected a DNS name"
     csec2_log "database at $DB_HOST:$DB_PORT, EFS at $EFS_DNS"
+}
+
+# ------------------------------------------------------------- firewall ----
+
+# Tenant isolation on the management server (address classes from
+# components/ipplan.py, in boot.env), loaded before CloudStack listens:
+#   8096  never (the unauthenticated integration API; integration.api.port is 0)
+#   9090  cluster traffic: the other management servers only
+#   8250  agents and system VMs: the KVM hosts and the pod's system range only
+#   8080  UI/API: from the overlay only the router and the management servers;
+#         from outside the overlay whatever the router forwards (its security
+#         group admits the VPC and adminCidrs; nothing reaches this instance's
+#         own address but VXLAN and IGMP)
+#   system VMs and tenants: nothing else
+setup_firewall() {
+    csec2_load_firewall cloudstack_ec2_management <<NFT
+table inet cloudstack_ec2_management {
+    chain input {
+        type filter hook input priority filter - 10; policy accept;
+        tcp dport 8096 counter drop
+        iifname "lo" accept
+        ct state established,related accept
+        meta nfproto ipv4 tcp dport 9090 ip saddr != { $CSEC2_MANAGEMENT_RANGE } counter drop
+        meta nfproto ipv4 tcp dport 8250 ip saddr { $CSEC2_HOST_RANGE, $CSEC2_SYSTEM_RANGE } accept
+        tcp dport 8250 counter drop
+        meta nfproto ipv4 tcp dport 8080 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_OVERLAY_GATEWAY, $CSEC2_MANAGEMENT_RANGE } counter drop
+        meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != $CSEC2_INFRA_CIDR counter drop
+        meta nfproto ipv6 tcp dport { 8080, 8250, 9090 } drop
+    }
+}
+NFT
 }
 
 # ------------------------------------------------------------- packages ----
@@ -638,6 +670,7 @@ csec2_install_aws_cli
 fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
+setup_firewall
 install_packages
 publish_version
 fetch_parameters

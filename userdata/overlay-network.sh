@@ -17,7 +17,19 @@
 #           the TCP MSS of forwarded SYN and SYN-ACK packets between the overlay
 #           and destinations outside VPC_CIDR clamped to INTERNET_MTU - 40 (the
 #           internet gateway carries 1500 bytes, and path-MTU discovery through
-#           the router cannot be relied on).
+#           the router cannot be relied on). Tenant isolation: what the overlay
+#           may reach through the router depends on the source's class:
+#             infrastructure (INFRA_CIDR)  anything but 169.254.0.0/16
+#             system VMs (SYSTEM_RANGE)    the VPC resolver (DNS), NFS (2049) in
+#                                          STORAGE_CIDR, the internet
+#             tenants (any other overlay   the VPC resolver (DNS), TENANT_VPC_ACCESS,
+#               address)                   the internet
+#           "The internet" excludes VPC_CIDR, private (10/8, 172.16/12,
+#           192.168/16), shared (100.64/10) and link-local (169.254/16) space;
+#           169.254.0.0/16 (the router's own instance metadata) is never
+#           forwarded. New connections from tenants and system VMs to the router
+#           itself are refused. Traffic from the VPC/internet into the overlay
+#           is left to the router's security group (as before).
 #
 # Idempotent: it changes only runtime network state (links, addresses, routes,
 # sysctls under net.*, its own nftables table, replaced atomically) and writes no
@@ -49,6 +61,22 @@
 #                    TCP connections between the overlay and outside VPC_CIDR
 #                    get MSS at most INTERNET_MTU - 40 (IPv4 20 + TCP 20).
 #                    Checked on members too, unused there.
+#   INFRA_CIDR       router: the overlay's infrastructure block (router,
+#                    management servers, KVM hosts), inside the overlay subnet,
+#                    e.g. 10.100.0.0/18                                 (router: required)
+#   SYSTEM_RANGE     router: the pod's reserved system range first-last, inside
+#                    the overlay and outside INFRA_CIDR, e.g.
+#                    10.100.64.1-10.100.64.250                          (router: required)
+#   STORAGE_CIDR     router: where system VMs may reach NFS (TCP 2049): the
+#                    dedicated subnet holding the EFS mount target, inside
+#                    VPC_CIDR, e.g. 10.0.0.0/24                         (router: required)
+#   TENANT_VPC_ACCESS router: space-separated IPv4 CIDRs tenants may also reach
+#                    (default: none), e.g. "10.0.8.0/24"
+#   VM_FORWARDS      router: services offered from VMs, forwarded like
+#                    ROUTER_DNAT (same entry format), but the target must be a
+#                    tenant address (inside the overlay, outside INFRA_CIDR and
+#                    SYSTEM_RANGE); who may connect is the router's security
+#                    group's business (vmForwards). Default: none
 set -euo pipefail
 export LC_ALL=C
 
@@ -74,6 +102,8 @@ readonly MAX_INTERNET_MTU=9001
 readonly TCPIP_HEADERS=40 # IPv4 + TCP headers without options: MSS = MTU - 40
 readonly LINK_LOCAL_SERVICES=(169.254.169.254 169.254.169.123 169.254.169.253)
 readonly PROG=${0##*/}
+SCRIPT_DIR=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+readonly SCRIPT_DIR
 
 errors=()
 problem() { # variable value accepted
@@ -120,6 +150,12 @@ nets_overlap() { # net1 prefix1 net2 prefix2
     in_net "$1" "$3" "$p"
 }
 valid_ifname() { [[ $1 =~ ^[A-Za-z0-9_.-]{1,15}$ ]]; }
+# is_cidr VALUE: an IPv4 network/prefix with the host bits zero.
+is_cidr() {
+    local ip=${1%/*} prefix=${1#*/}
+    [[ $1 == */* ]] && is_ipv4 "$ip" && is_uint "$prefix" && ((prefix <= 32)) &&
+        ! (($(ip2int "$ip") & ~$(mask_of "$prefix") & 0xffffffff))
+}
 
 # --- read the current state (no changes) -----------------------------------
 
@@ -177,6 +213,11 @@ OVERLAY_MTU=${OVERLAY_MTU-}
 VPC_CIDR=${VPC_CIDR-}
 ROUTER_DNAT=${ROUTER_DNAT-}
 INTERNET_MTU=${INTERNET_MTU-1500}
+INFRA_CIDR=${INFRA_CIDR-}
+SYSTEM_RANGE=${SYSTEM_RANGE-}
+STORAGE_CIDR=${STORAGE_CIDR-}
+TENANT_VPC_ACCESS=${TENANT_VPC_ACCESS-}
+VM_FORWARDS=${VM_FORWARDS-}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
 
@@ -249,31 +290,24 @@ if [[ $OVERLAY_ROLE == member ]]; then
     if [[ -n ${ROUTER_DNAT// /} ]]; then
         problem ROUTER_DNAT "$ROUTER_DNAT" "only the router forwards ports; expected empty on a member"
     fi
+    if [[ -n ${VM_FORWARDS// /} ]]; then
+        problem VM_FORWARDS "$VM_FORWARDS" "only the router forwards ports; expected empty on a member"
+    fi
 elif [[ $OVERLAY_ROLE == router ]]; then
     if [[ -n $OVERLAY_GATEWAY && $OVERLAY_GATEWAY != "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "the router is the overlay gateway; expected unset or its own address $overlay_ip"
     fi
 fi
 
-dnat_entries=()
 if [[ $OVERLAY_ROLE == router ]]; then
-    read -r -a dnat_words <<<"$ROUTER_DNAT"
-    re='^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$'
-    for entry in "${dnat_words[@]}"; do
-        if ! [[ $entry =~ $re ]]; then
-            problem ROUTER_DNAT "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
-            continue
-        fi
-        # Copy the captures: is_ipv4 runs its own match.
-        proto=${BASH_REMATCH[1]} port=$((10#${BASH_REMATCH[2]}))
-        target=${BASH_REMATCH[3]} target_port=$((10#${BASH_REMATCH[4]}))
-        if ! is_ipv4 "$target" || ((port < 1 || port > 65535 || target_port < 1 || target_port > 65535)); then
-            problem ROUTER_DNAT "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
-        elif $overlay_ok && { ! in_net "$target" "$overlay_net" "$overlay_prefix" || [[ $target == "$overlay_ip" ]]; }; then
-            problem ROUTER_DNAT "$entry" "the target must be another address inside the overlay subnet $overlay_cidr"
-        else
-            dnat_entries+=("$proto $port $target $target_port")
-        fi
+    # The router's own part (forwards, isolation, NAT): shipped to the router only.
+    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
+    # shellcheck source=overlay-router.sh
+    source "$SCRIPT_DIR/overlay-router.sh"
+    router_check
+else
+    for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
+        [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router's forwarding is filtered by it; expected empty on a member"
     done
 fi
 
@@ -392,49 +426,4 @@ if [[ $OVERLAY_ROLE == member ]]; then
     exit 0
 fi
 
-# Router: its default route stays on the underlay.
-while ip -4 route show default dev "$BRIDGE" 2>/dev/null | grep -q .; do
-    ip route del default dev "$BRIDGE"
-done
-if ! ip -4 route show default 2>/dev/null | grep -q .; then
-    ip route add default via "$(underlay_gateway)" dev "$UNDERLAY_DEV"
-fi
-set_proc /proc/sys/net/ipv4/ip_forward 1
-
-dnat_rules=""
-for entry in "${dnat_entries[@]}"; do
-    read -r proto port target target_port <<<"$entry"
-    dnat_rules+="        iifname \"$UNDERLAY_DEV\" ip daddr $underlay_ip $proto dport $port dnat to $target:$target_port"$'\n'
-done
-
-internet_mss=$((INTERNET_MTU - TCPIP_HEADERS))
-
-# One transaction: create-if-missing, delete, define. Flows keep their NAT
-# bindings (conntrack), so replacing the table never interrupts them.
-# MSS clamp: members announce OVERLAY_MTU - 40 (8410 at 8450) and would send
-# segments that big to the internet, where the internet gateway drops them
-# (1500 bytes) and the ICMP "fragmentation needed" may never come back. Each
-# side sends at most the MSS the OTHER side's SYN announced, so both the SYN
-# and the SYN-ACK are clamped, in both directions (member -> internet, and
-# internet -> ROUTER_DNAT target). Only lowered, never raised; VPC traffic
-# keeps the jumbo MSS. Forward hook, after DNAT: daddr is the overlay target.
-nft -f - <<EOF
-table ip $NFT_TABLE
-delete table ip $NFT_TABLE
-table ip $NFT_TABLE {
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-${dnat_rules}    }
-    chain forward {
-        type filter hook forward priority mangle; policy accept;
-        ip saddr $overlay_cidr ip daddr != $VPC_CIDR tcp flags & syn == syn tcp option maxseg size > $internet_mss tcp option maxseg size set $internet_mss
-        ip daddr $overlay_cidr ip saddr != $VPC_CIDR tcp flags & syn == syn tcp option maxseg size > $internet_mss tcp option maxseg size set $internet_mss
-    }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip
-        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr != $VPC_CIDR snat to $underlay_ip
-    }
-}
-EOF
-log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), internet MSS $internet_mss"
+router_apply

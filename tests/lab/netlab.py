@@ -66,6 +66,13 @@ DB_PORT = 3306
 INTERNET_PORT = 80
 DNS_NAME = "db.lab.internal"
 
+# The router's address classes, as components/userdata.py renders them from
+# components/ipplan.py for the lab's overlay and subnet.
+INFRA_CIDR = "10.100.0.0/18"
+SYSTEM_RANGE = "10.100.64.1-10.100.64.250"
+SUBNET_CIDR = "10.99.1.0/24"
+ROUTER_ISOLATION = {"INFRA_CIDR": INFRA_CIDR, "SYSTEM_RANGE": SYSTEM_RANGE, "STORAGE_CIDR": SUBNET_CIDR}
+
 REQUIRED_TOOLS = ("ip", "nft", "ping", "bridge", "sysctl")
 KERNEL_MODULES = ("veth", "bridge", "vxlan", "nf_tables", "nft_nat", "nf_nat", "nft_chain_nat", "nf_conntrack")
 
@@ -366,6 +373,7 @@ table bridge ec2_subnet {{
         }
         if inst.role == "router":
             env["ROUTER_DNAT"] = f"tcp:{UI_PORT}:{MGMT.overlay}:{UI_PORT}"
+            env.update(ROUTER_ISOLATION)
         else:
             env["OVERLAY_GATEWAY"] = ROUTER.overlay
         return env

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from .conftest import require_root
-from .netlab import SCRIPT, Lab
+from .netlab import ROUTER_ISOLATION, SCRIPT, Lab
 
 UNDERLAY = "10.99.1.20/24"
 GOOD = {
@@ -25,15 +25,17 @@ GOOD = {
     "VPC_CIDR": "10.99.0.0/16",
 }
 GOOD_ROUTER = {**GOOD, "OVERLAY_ROLE": "router", "OVERLAY_ADDRESS": "10.100.0.1/16", "OVERLAY_GATEWAY": "",
-               "ROUTER_DNAT": "tcp:8080:10.100.0.2:8080"}
+               "ROUTER_DNAT": "tcp:8080:10.100.0.2:8080", **ROUTER_ISOLATION}
 
 
 def test_script_passes_debian_shellcheck():
     # Debian's shellcheck (package shellcheck), as the issue asks; not a pip copy.
     shellcheck = "/usr/bin/shellcheck"
     assert os.access(shellcheck, os.X_OK), "install Debian's shellcheck (listed in .ci/apt-packages.txt)"
-    result = subprocess.run([shellcheck, "--shell=bash", "--severity=style", str(SCRIPT)],
-                            capture_output=True, text=True, timeout=60)
+    # -x: the router's part (overlay-router.sh) is sourced, and checked with it.
+    result = subprocess.run([shellcheck, "-x", "--shell=bash", "--severity=style", str(SCRIPT),
+                             str(SCRIPT.parent / "overlay-router.sh")],
+                            capture_output=True, text=True, timeout=60, cwd=SCRIPT.parent)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -41,7 +43,8 @@ def test_script_documents_every_variable_it_reads():
     text = SCRIPT.read_text()
     header = text.split("set -euo pipefail")[0]
     for name in ("OVERLAY_ROLE", "UNDERLAY_DEV", "VXLAN_ID", "VXLAN_GROUP", "VXLAN_PORT", "OVERLAY_ADDRESS",
-                 "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT", "INTERNET_MTU"):
+                 "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT", "INTERNET_MTU", "INFRA_CIDR",
+                 "SYSTEM_RANGE", "STORAGE_CIDR", "TENANT_VPC_ACCESS", "VM_FORWARDS"):
         assert f"#   {name} " in header, f"{name} is not documented at the top of the script"
 
 
@@ -110,6 +113,23 @@ BAD = [
     (GOOD_ROUTER, "INTERNET_MTU", "1279", "1280..9001"),
     (GOOD_ROUTER, "INTERNET_MTU", "9002", "1280..9001"),
     (GOOD_ROUTER, "INTERNET_MTU", "", "1280..9001"),
+    (GOOD_ROUTER, "INFRA_CIDR", "", "infrastructure block"),
+    (GOOD_ROUTER, "INFRA_CIDR", "10.100.0.1/18", "host bits zero"),
+    (GOOD_ROUTER, "INFRA_CIDR", "10.101.0.0/18", "inside the overlay subnet"),
+    (GOOD_ROUTER, "INFRA_CIDR", "10.100.64.0/18", "router's own address"),
+    (GOOD_ROUTER, "SYSTEM_RANGE", "", "first-last"),
+    (GOOD_ROUTER, "SYSTEM_RANGE", "10.100.64.250-10.100.64.1", "first-last"),
+    (GOOD_ROUTER, "SYSTEM_RANGE", "10.100.0.50-10.100.0.60", "overlaps INFRA_CIDR"),
+    (GOOD_ROUTER, "SYSTEM_RANGE", "10.101.64.1-10.101.64.9", "inside the overlay subnet"),
+    (GOOD_ROUTER, "STORAGE_CIDR", "", "dedicated subnet"),
+    (GOOD_ROUTER, "STORAGE_CIDR", "10.98.1.0/24", "inside VPC_CIDR"),
+    (GOOD_ROUTER, "TENANT_VPC_ACCESS", "10.99.9.1/24", "host bits zero"),
+    (GOOD_ROUTER, "TENANT_VPC_ACCESS", "0.0.0.0/0", "not 0.0.0.0/0"),
+    (GOOD_ROUTER, "TENANT_VPC_ACCESS", "169.254.0.0/20", "never reach"),
+    (GOOD_ROUTER, "TENANT_VPC_ACCESS", "10.100.4.0/24", "overlaps the overlay"),
+    (GOOD, "STORAGE_CIDR", "10.99.1.0/24", "router's"),
+    (GOOD, "VM_FORWARDS", "tcp:2222:10.100.128.5:22", "only the router"),
+    (GOOD_ROUTER, "VM_FORWARDS", "tcp:2222:10.100.128.5", "proto:port:target_ip:target_port"),
     (GOOD, "INTERNET_MTU", "1500b", "1280..9001"),
     (GOOD, "UNDERLAY_DEV", "nosuchdev0", "existing network device"),
     (GOOD, "UNDERLAY_DEV", "bad name!", "existing network device"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from components import catalog
 
+SG = "aws:ec2/securityGroup:SecurityGroup"
+
 TGW = "aws:ec2transitgateway/transitGateway:TransitGateway"
 ATTACHMENT = "aws:ec2transitgateway/vpcAttachment:VpcAttachment"
 DOMAIN = "aws:ec2transitgateway/multicastDomain:MulticastDomain"
@@ -101,3 +103,34 @@ def test_elastic_ip_in_an_existing_vpc_has_no_gateway_to_wait_for(deploy):
                routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
     assert d.of_type("aws:ec2/internetGateway:InternetGateway") == []
     assert d.get("aws:ec2/eip:Eip", "router-eip")
+# --- services offered from VMs (vmForwards) ------------------------------------------------
+
+def plain(value):
+    """pulumi_aws marks a Parameter's value secret: the mocks see it wrapped."""
+    return value["value"] if isinstance(value, dict) else value
+
+
+FORWARDS = ["tcp:2222:10.100.128.5:22@203.0.113.0/24,198.51.100.7/32", "udp:5353:10.100.128.9:53@anywhere"]
+
+
+def test_router_group_admits_exactly_the_declared_forwards(deploy, dev):
+    d = deploy(vmForwards=FORWARDS)
+    before = {(r["protocol"], dev.ports(r)) for r in dev.ingress(dev.get(SG, "underlay-router-sg"))}
+    rules = d.ingress(d.get(SG, "underlay-router-sg"))
+    added = [r for r in rules if (r["protocol"], d.ports(r)) not in before]
+    assert sorted((r["protocol"], d.ports(r), tuple(r["cidrBlocks"])) for r in added) == [
+        ("tcp", (2222, 2222), ("203.0.113.0/24", "198.51.100.7/32")),
+        ("udp", (5353, 5353), ("0.0.0.0/0",)),
+    ]
+    assert len(rules) == len(dev.ingress(dev.get(SG, "underlay-router-sg"))) + 2
+
+
+def test_forwards_reach_the_router_through_its_parameter_not_its_user_data(deploy, dev):
+    d = deploy(vmForwards=FORWARDS)
+    parameter = d.get("aws:ssm/parameter:Parameter", "router-forwards")
+    # Under the deployment's own root, like every parameter (naming.parameter_root).
+    assert parameter.inputs["name"] == d.outputs["deployment"]["parameterRoot"] + "/router-forwards"
+    assert plain(parameter.inputs["value"]) == "tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53"
+    assert plain(dev.get("aws:ssm/parameter:Parameter", "router-forwards").inputs["value"]) == "none"
+    # The router instance is declared exactly as without forwards: a change never replaces it.
+    assert d.instance("router").inputs == dev.instance("router").inputs

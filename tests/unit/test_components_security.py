@@ -115,8 +115,11 @@ def test_every_role_gets_exactly_the_session_manager_permissions(dev):
         "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
 
 
-def test_router_role_has_nothing_but_session_manager(dev):
-    assert [p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")] == ["router-session-manager"]
+def test_router_may_only_read_its_forwards(dev):
+    # Session Manager, and the parameter of the forwards to VMs it polls (vmForwards).
+    assert [p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")] == \
+        ["router-session-manager", "router-policy"]
+    assert grants(dev.policy_document("router")) == {("ssm:GetParameter", ssm_arn(dev, "router-forwards"))}
 
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
@@ -148,7 +151,7 @@ def test_management_server_grants_are_exact(dev):
 
 def test_no_wildcard_in_any_inline_policy_but_session_manager(dev):
     policies = [p for p in dev.of_type(ROLE_POLICY) if not p.name.endswith("-session-manager")]
-    assert len(policies) == 2
+    assert len(policies) == 3  # management server, KVM hosts, router
     for p in policies:
         for actions, resources in statements(json.loads(p.inputs["policy"])):
             assert all("*" not in a for a in actions), (p.name, actions)

@@ -233,13 +233,16 @@ def test_database_admits_3306_only_from_the_management_servers_overlay_address(d
     assert db.inputs["publiclyAccessible"] is False
 
 
-def test_efs_admits_nfs_from_members_and_from_the_overlay(dev):
+def test_efs_admits_nfs_from_members_and_from_the_system_range_only(dev):
     rules = dev.ingress(sg(dev, "efs-sg"))
     assert all(r["protocol"] == "tcp" and dev.ports(r) == (2049, 2049) for r in rules)
     from_groups = [g for r in rules for g in r.get("securityGroups") or []]
-    from_cidrs = [c for r in rules for c in r.get("cidrBlocks") or []]
+    from_cidrs = [ipaddress.ip_network(c) for r in rules for c in r.get("cidrBlocks") or []]
     assert from_groups == [sg(dev, "member-sg").id]
-    assert from_cidrs == [str(dev.settings.overlay_cidr)]
+    system = dev.settings.ip_plan().system_range
+    # Exactly the system range: every address of it, and nothing else.
+    assert sum(n.num_addresses for n in from_cidrs) == system.size
+    assert all(n[0] in system and n[-1] in system for n in from_cidrs)
     mount = dev.get("aws:efs/mountTarget:MountTarget", "storage-mount")
     assert mount.inputs["securityGroups"] == [sg(dev, "efs-sg").id]
 
@@ -274,3 +277,38 @@ def test_existing_vpc_mode_routes_the_overlay_in_every_given_route_table(existin
     for r in routes:
         assert r.inputs["destinationCidrBlock"] == str(existing.settings.overlay_cidr)
         assert r.inputs["networkInterfaceId"] == eni
+
+
+# --- tenant isolation: no rule lets a tenant address reach EFS or the database ------------
+
+def _admitted_overlay_addresses(d, rule):
+    """The overlay addresses one ingress rule admits, as (first, last) ranges; the
+    members' group admits only the instances' own ENI addresses (never overlay ones)."""
+    overlay = ipaddress.ip_network(str(d.settings.overlay_cidr))
+    for cidr in rule.get("cidrBlocks") or []:
+        net = ipaddress.ip_network(cidr)
+        if net.overlaps(overlay):
+            yield max(net[0], overlay[0]), min(net[-1], overlay[-1])
+
+
+@pytest.mark.parametrize("overrides", [{}, {"overlayCidr": "172.20.0.0/24"}, EXISTING],
+                         ids=["default", "small-overlay", "existing-vpc"])
+def test_no_rule_admits_a_tenant_address_to_efs_or_the_database(deploy, overrides):
+    from components import ipplan
+
+    d = deploy(**overrides)
+    plan = d.settings.ip_plan()
+    classes = plan.classes
+    for suffix in ("efs-sg", "db-sg"):
+        for rule in d.ingress(sg(d, suffix)):
+            assert "0.0.0.0/0" not in (rule.get("cidrBlocks") or []), rule
+            for first, last in _admitted_overlay_addresses(d, rule):
+                # A range touching the public range admits a tenant's virtual router.
+                assert last < plan.public_range.start or first > plan.public_range.end, (suffix, rule)
+                # Both ends inside one contiguous class: every address between is in it.
+                inside_system = first in classes.system and last in classes.system
+                inside_infra = first in classes.infrastructure and last in classes.infrastructure
+                assert inside_system or inside_infra, (suffix, rule, str(first), str(last))
+                assert classes.classify(first) != ipplan.TENANT
+                if suffix == "db-sg":
+                    assert first == last and first in plan.management_servers, rule

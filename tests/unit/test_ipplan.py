@@ -122,3 +122,47 @@ def test_db_subnets_inside_vpc_and_clear_of_the_dedicated_subnet(vpc_prefix, dat
     assert len(nets) == 2 and not nets[0].overlaps(nets[1])
     for n in nets:
         assert n.subnet_of(vpc) and not n.overlaps(dedicated) and n.prefixlen <= 28
+
+
+# --- address classes (tenant isolation) ----------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans())
+def test_address_classes_put_every_plan_address_in_its_class(plan):
+    classes = plan.classes
+    assert classes.classify(plan.router) == ipplan.INFRASTRUCTURE
+    for address in (*plan.management_servers, *plan.hosts):
+        assert classes.classify(address) == ipplan.INFRASTRUCTURE
+    for address in plan.management_servers:
+        assert address in classes.management and address not in classes.hosts
+    for address in plan.hosts:
+        assert address in classes.hosts and address not in classes.management
+    assert plan.router not in classes.management and plan.router not in classes.hosts
+    for r in (plan.system_range,):
+        assert classes.classify(r.start) == classes.classify(r.end) == ipplan.SYSTEM
+    # The public range (tenants' virtual routers) is never infrastructure or system.
+    for address in (plan.public_range.start, plan.public_range.end):
+        assert classes.classify(address) == ipplan.TENANT
+
+
+@settings(max_examples=200, deadline=None)
+@given(overlays())
+def test_every_host_slot_is_infrastructure_whatever_the_host_count(overlay):
+    # The firewalls are written once at boot: a host added later must already be
+    # inside the class the others admit.
+    classes = ipplan.address_classes(overlay)
+    last = ipplan.host_address(overlay, ipplan.host_capacity(overlay) - 1)
+    assert last == classes.hosts.end and classes.classify(last) == ipplan.INFRASTRUCTURE
+    assert classes.hosts.size == ipplan.host_capacity(overlay)
+    assert classes.management.size == ipplan.MANAGEMENT_SLOTS
+
+
+def test_address_classes_of_the_default_overlay():
+    classes = ipplan.address_classes(ipaddress.IPv4Network("10.100.0.0/16"))
+    assert str(classes.infrastructure) == "10.100.0.0/18"
+    assert str(classes.management) == "10.100.0.2-10.100.0.9"
+    assert str(classes.hosts) == "10.100.0.10-10.100.63.255"
+    assert str(classes.system) == "10.100.64.1-10.100.64.250"
+    assert classes.classify(ipaddress.IPv4Address("10.100.192.7")) == ipplan.TENANT  # the spare block
+    assert classes.classify(ipaddress.IPv4Address("10.0.0.5")) == ipplan.OUTSIDE

@@ -3,7 +3,9 @@ puts them into shell command lines it builds (the boot script refuses the rest).
 
 from __future__ import annotations
 
-from conftest import RANDOM_PASSWORD
+# Not imported from conftest: several test folders have a conftest module, and which one
+# `import conftest` finds depends on collection order.
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 
 # '$' and '`' are expanded by a shell; '"', '\' and whitespace break its quoting.
 TOOL_UNSAFE = set('$`"\\ \t\n')

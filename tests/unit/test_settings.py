@@ -375,3 +375,59 @@ def test_cloudstack_4_19_0_is_refused_for_its_host_ssh_key():
     assert problem.value == "4.19.0" and "4.19.1" in problem.message and "SHA-1" in problem.message
     assert parse(cloudstackVersion="4.19.1", dbEngineVersion="8.0").cloudstack_version == "4.19.1"
     assert parse(cloudstackVersion="4.19", dbEngineVersion="8.0").cloudstack_version == "4.19"
+# --- tenantVpcAccessCidrs (tenant isolation) -------------------------------------
+
+
+def test_tenant_vpc_access_is_empty_by_default_and_takes_cidrs():
+    assert parse().tenant_vpc_access_cidrs == ()
+    s = parse(tenantVpcAccessCidrs=["10.0.8.0/24", "192.168.40.0/22"])
+    assert [str(n) for n in s.tenant_vpc_access_cidrs] == ["10.0.8.0/24", "192.168.40.0/22"]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("10.0.8.1/24", "is not an IPv4 CIDR"),
+    ("0.0.0.0/0", "is everything"),
+    ("10.0.0.0/16", "cloudstackSubnetCidr"),          # the whole VPC holds the dedicated subnet
+    ("10.0.0.128/25", "cloudstackSubnetCidr"),        # EFS mount target and the instances
+    ("10.0.255.0/24", "dbSubnetCidrs"),               # carved from the top of the default VPC
+    ("10.100.0.0/24", "overlayCidr"),
+    ("169.254.169.254/32", "instance metadata"),
+])
+def test_tenant_vpc_access_never_opens_what_isolation_protects(value, words):
+    p = only_problem("tenantVpcAccessCidrs", tenantVpcAccessCidrs=[value])
+    assert words in p.message and value in p.message
+
+
+# --- vmForwards (services offered from VMs) --------------------------------------------
+
+
+def test_vm_forwards_are_empty_by_default_and_parse():
+    assert parse().vm_forwards == ()
+    s = parse(vmForwards=["tcp:2222:10.100.128.5:22@203.0.113.0/24,198.51.100.7/32",
+                          "udp:5353:10.100.128.9:53@anywhere"])
+    first, second = s.vm_forwards
+    assert first.dnat == "tcp:2222:10.100.128.5:22"
+    assert [str(n) for n in first.sources] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert second.dnat == "udp:5353:10.100.128.9:53" and [str(n) for n in second.sources] == ["0.0.0.0/0"]
+
+
+@pytest.mark.parametrize("entries, words", [
+    (["tcp:2222:10.100.128.5:22"], "expected proto:port:target:targetPort@sources"),
+    (["icmp:1:10.100.128.5:1@anywhere"], "expected proto:port:target:targetPort@sources"),
+    (["tcp:70000:10.100.128.5:22@anywhere"], "ports must be 1..65535"),
+    (["tcp:8080:10.100.128.5:80@anywhere"], "port 8080 is reserved"),
+    (["tcp:443:10.100.128.5:443@anywhere"], "port 443 is reserved"),
+    (["tcp:2222:10.100.0.2:22@anywhere"], "must be in the public range"),    # the management server
+    (["tcp:2222:10.100.64.1:22@anywhere"], "must be in the public range"),   # a system VM
+    (["tcp:2222:10.100.128.5:22@0.0.0.0/0"], "write 'anywhere'"),
+    (["tcp:2222:10.100.128.5:22@203.0.113.1/24"], "is not an IPv4 CIDR"),
+    (["tcp:2222:10.100.128.5:22@anywhere", "tcp:2222:10.100.128.6:22@anywhere"], "already forwarded"),
+])
+def test_bad_vm_forwards_are_refused_naming_the_entry(entries, words):
+    p = only_problem("vmForwards", vmForwards=entries)
+    assert words in p.message and entries[-1] in p.message, p.message
+
+
+def test_the_same_port_may_be_forwarded_once_per_protocol():
+    s = parse(vmForwards=["tcp:5000:10.100.128.5:5000@anywhere", "udp:5000:10.100.128.5:5000@anywhere"])
+    assert len(s.vm_forwards) == 2

@@ -26,7 +26,7 @@ FAKE_SLEEP = Path(__file__).parent / "fakes" / "sleep"
 FAKED_COMMANDS = [
     "snap", "apt-get", "dpkg-query", "mysql", "cloudstack-setup-databases", "cloudstack-setup-management",
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
-    "chown", "nft", "apparmor_parser", "ssh-keygen", "ping",
+    "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe",
 ]
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -54,7 +54,7 @@ def member_overlay(address: str) -> ud.OverlayConfig:
 
 ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.255.0.100",
                                   overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16",
-                                  router_dnat=("tcp:8080:10.100.0.2:8080",))
+                                  router_dnat=("tcp:8080:10.100.0.2:8080",), storage_cidr="10.0.0.0/24")
 
 MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
                                overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",
@@ -72,7 +72,7 @@ def boot_files() -> dict[str, str]:
     except ud.UserDataError:
         files = {}
         for p in (REPO / "userdata").iterdir():
-            if p.suffix in (".sh", ".service"):
+            if p.suffix in (".sh", ".service", ".timer"):
                 files[p.name] = p.read_text()
         files.setdefault("overlay-network.sh", "#!/bin/bash\necho overlay stand-in\n")
         return files
@@ -81,7 +81,8 @@ def boot_files() -> dict[str, str]:
 def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": "db.example.internal:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
-                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending"},
+                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending",
+                f"{PREFIX}/router-forwards": "none"},
         "secrets": {
             SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),
@@ -175,9 +176,9 @@ class Machine:
         script = ud.decode_user_data(user_data_base64)
         return self._run(["bash", "-c", script, "user-data"], timeout, env)
 
-    def rerun(self, script: str, timeout: float = 60) -> Run:
-        """What cloudstack-ec2-boot.service does at a later boot."""
-        return self._run([str(self.root / "usr/local/lib/cloudstack-ec2" / script)], timeout)
+    def rerun(self, script: str, timeout: float = 60, args: tuple | list = ()) -> Run:
+        """What cloudstack-ec2-boot.service does at a later boot (or another unit, with args)."""
+        return self._run([str(self.root / "usr/local/lib/cloudstack-ec2" / script), *args], timeout)
 
     def _run(self, argv, timeout, extra_env=None) -> Run:
         start = time.monotonic()

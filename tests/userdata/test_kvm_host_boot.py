@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import KVM_HOST, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, index_of, is_apt, is_cmd, render
+from bootlab import KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, render
+from components import userdata as ud
 
 SCRIPT = "kvm-host.sh"
 KEY_PARAM = f"{PREFIX}/management-ssh-public-key"
@@ -51,12 +52,17 @@ def test_first_boot_order_and_configuration(machine):
     assert order == sorted(order), order
     assert machine.file("/etc/systemd/networkd.conf.d/60-cloudstack-ec2.conf").read_text() == \
         "[Network]\nManageForeignRoutes=no\n"
+    # Never unauthenticated TCP: nothing listens until cloudstack-setup-agent turns on TLS.
     assert conf(machine, "/etc/libvirt/libvirtd.conf") == [
-        "listen_tls = 0", "listen_tcp = 1", 'tcp_port = "16509"', 'auth_tcp = "none"', "mdns_adv = 0"]
+        "listen_tls = 0", "listen_tcp = 0", 'tcp_port = "16509"', 'tls_port = "16514"', 'auth_tcp = "sasl"',
+        "mdns_adv = 0"]
     assert conf(machine, "/etc/libvirt/qemu.conf") == ['vnc_listen = "0.0.0.0"']
+    assert conf(machine, "/etc/libvirt/libvirt.conf") == ['remote_mode = "legacy"']
     assert 'LIBVIRTD_ARGS="--listen"' in machine.file("/etc/default/libvirtd").read_text()
-    assert set(machine.state()["units"]["masked"]) >= {"libvirtd.socket", "libvirtd-tcp.socket",
-                                                       "libvirtd-tls.socket"}
+    units = machine.state()["units"]
+    assert set(units["masked"]) >= {"libvirtd.socket", "libvirtd-tcp.socket", "libvirtd-tls.socket"}
+    assert not [u for u in units["active"] if u.endswith(".socket")], units["active"]
+    assert "libvirtd.service" in units["active"]
     for profile in ("usr.sbin.libvirtd", "usr.lib.libvirt.virt-aa-helper"):
         assert os.readlink(machine.file(f"/etc/apparmor.d/disable/{profile}")) == f"/etc/apparmor.d/{profile}"
     assert machine.file("/root/.ssh/authorized_keys").read_text() == MGMT_SSH_KEY + "\n"
@@ -69,27 +75,49 @@ def test_first_boot_order_and_configuration(machine):
     assert not any(c["cmd"] == "aws" and "secretsmanager" in c["args"] for c in calls), "hosts read no secret"
 
 
-def test_firewall_admits_host_ports_only_from_the_overlay(machine):
+def test_firewall_admits_each_port_only_from_its_address_classes(machine):
     publish_key(machine)
     assert machine.run_user_data(render(KVM_HOST)).status == 0
     rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
-    ports = "{ 22, 1798, 16509, 16514, 5900-6100, 49152-49216 }"
-    assert f"meta nfproto ipv4 tcp dport {ports} ip saddr != 10.100.0.0/16 drop" in rules
-    assert f"meta nfproto ipv6 tcp dport {ports} drop" in rules
+    management, hosts, system = "10.100.0.2-10.100.0.9", "10.100.0.10-10.100.63.255", "10.100.64.1-10.100.64.250"
+    # SSH, 1798, libvirt and migration: the management servers and the other hosts.
+    assert (f"meta nfproto ipv4 tcp dport {{ 22, 1798, 16509, 16514, 49152-49216 }} ip saddr != {{ {management},"
+            f" {hosts} }} counter drop") in rules
+    # VNC: the management servers and the console proxy (system range).
+    assert f"meta nfproto ipv4 tcp dport {{ 5900-6100 }} ip saddr != {{ {management}, {system} }} counter drop" \
+        in rules
+    # Tenants (the rest of the overlay): nothing at all.
+    assert f"meta nfproto ipv4 ip saddr 10.100.0.0/16 ip saddr != {{ 10.100.0.0/18, {system} }} counter drop" \
+        in rules
+    assert "meta nfproto ipv6 tcp dport { 22, 1798, 16509, 16514, 49152-49216, 5900-6100 } drop" in rules
     assert "flush ruleset" not in rules, "libvirt's and CloudStack's own rules must survive"
+
+
+def test_libvirtd_restart_fails_while_its_activation_sockets_still_listen(machine):
+    # The fake refuses what libvirtd refuses: --listen with systemd's sockets.
+    # Masking alone leaves them listening; the script must stop them.
+    publish_key(machine)
+    files = boot_files()
+    files["kvm-host.sh"] = files["kvm-host.sh"].replace("    systemctl stop $LIBVIRTD_SOCKETS\n", "")
+    assert files["kvm-host.sh"] != boot_files()["kvm-host.sh"]
+    r = machine.run_user_data(ud.render_kvm_host_user_data(KVM_HOST, files=files))
+    assert r.status != 0
+    assert "--listen parameter not permitted with systemd activation sockets" in r.output
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"),
                     reason="needs root, nft and unshare to syntax-check the rules in a scratch namespace")
-def test_firewall_rules_are_valid_nftables(machine):
+@pytest.mark.parametrize("boot, table", [(KVM_HOST, "cloudstack_ec2_host"), (MANAGEMENT, "cloudstack_ec2_management")],
+                         ids=["kvm-host", "management"])
+def test_firewall_rules_are_valid_nftables(machine, boot, table):
     publish_key(machine)
-    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    assert machine.run_user_data(render(boot)).status == 0
     path = machine.file("/etc/cloudstack-ec2/host-firewall.nft")
     for _ in range(2):  # loading twice must work: the table is replaced, not duplicated
         r = subprocess.run(["unshare", "--net", "sh", "-c", f"nft -f {path} && nft -f {path} && nft list ruleset"],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.count("table inet cloudstack_ec2_host") == 1
+        assert r.stdout.count(f"table inet {table}") == 1
 
 
 def test_second_run_keeps_one_key_and_installs_nothing(machine):
@@ -191,7 +219,11 @@ def test_router_boots_without_secrets_or_waits(machine):
     r = machine.run_user_data(render(ROUTER))
     assert r.status == 0, r.output
     calls = machine.calls()
-    assert not any(c["cmd"] in ("aws", "mysql", "curl", "ping") for c in calls)
+    assert not any(c["cmd"] in ("mysql", "curl", "ping") for c in calls)
+    # The one thing it reads from AWS: its forwards to VMs (no secret, no wait).
+    aws = [c["args"] for c in calls if c["cmd"] == "aws"]
+    assert aws and all("get-parameter" in a and a[a.index("--name") + 1] == f"{PREFIX}/router-forwards"
+                       for a in aws), aws
     # overlay-network.sh needs nft on the router: installed before the overlay starts.
     assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
@@ -209,3 +241,62 @@ def test_router_boots_without_secrets_or_waits(machine):
     machine.clear_calls()
     assert machine.rerun("router.sh").status == 0
     assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "nftables and chrony are installed"
+
+
+# --- the router's forwards to VMs (vmForwards, issue 15) --------------------------------
+
+FORWARDS_PARAM = f"{PREFIX}/router-forwards"
+
+
+def set_forwards(machine, value):
+    machine.update(lambda s: s["ssm"].update({FORWARDS_PARAM: value}))
+
+
+def overlay_restarts(machine):
+    return [c for c in machine.calls() if c["cmd"] == "systemctl" and c["args"][:1] == ["restart"]
+            and "cloudstack-ec2-overlay.service" in c["args"]]
+
+
+def test_router_applies_changed_forwards_in_place(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    assert 'VM_FORWARDS=""' == machine.file("/etc/cloudstack-ec2/forwards.env").read_text().strip()
+    assert "cloudstack-ec2-forwards.timer" in machine.state()["units"]["enabled"]
+    timer = machine.file("/etc/systemd/system/cloudstack-ec2-forwards.service").read_text()
+    assert "ExecStart=/usr/local/lib/cloudstack-ec2/router.sh forwards" in timer
+    unit = machine.file("/etc/systemd/system/cloudstack-ec2-overlay.service").read_text()
+    assert "EnvironmentFile=-/etc/cloudstack-ec2/forwards.env" in unit
+    # A new vmForwards: the parameter changes, the timer's run applies it.
+    set_forwards(machine, "tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53")
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status == 0, r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+        'VM_FORWARDS="tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53"\n'
+    assert len(overlay_restarts(machine)) == 1
+    assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "a refresh installs nothing"
+    # Unchanged: nothing restarted.
+    machine.clear_calls()
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    assert overlay_restarts(machine) == []
+
+
+def test_forwards_the_overlay_refuses_are_never_kept(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, "tcp:2222:10.100.128.5:22")
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    good = machine.file("/etc/cloudstack-ec2/forwards.env").read_text()
+    set_forwards(machine, "tcp:2222:10.100.0.2:22")  # overlay-network.sh refuses infrastructure targets
+    machine.update(lambda s: s["units"]["failing"].append("cloudstack-ec2-overlay.service"))
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and "refused the forwards 'tcp:2222:10.100.0.2:22'" in r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == good, "the next boot would fail"
+
+
+def test_malformed_forwards_parameter_changes_nothing(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, "tcp:2222:10.100.128.5:22 ssh-to-anything")
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and "holds 'ssh-to-anything'" in r.output
+    assert overlay_restarts(machine) == []
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text().strip() == 'VM_FORWARDS=""'

@@ -50,6 +50,7 @@ def test_first_boot_runs_every_phase_in_order(machine):
         index_of(calls, is_cmd("snap", "install", "aws-cli", "--classic"), "AWS CLI snap"),
         index_of(calls, lambda c: c["cmd"] == "aws" and "get-secret-value" in c["args"]
                  and SECRETS.admin in c["args"], "admin secret read"),
+        index_of(calls, lambda c: c["cmd"] == "nft" and c["args"][0] == "-f", "firewall loaded"),
         index_of(calls, is_apt("install", "cloudstack-management"), "install"),
         index_of(calls, is_put_parameter("cloudstack-version"), "version published"),
         index_of(calls, is_get_parameter("db-endpoint"), "database endpoint read"),
@@ -347,3 +348,22 @@ def test_failure_of_a_command_names_the_step(machine):
     assert "ERROR in step 'overlay network unit'" in r.output
     assert "boot FAILED" in r.output
     assert not any(c["cmd"] == "aws" for c in machine.calls())
+
+
+def test_firewall_admits_each_cloudstack_port_only_from_its_address_classes(machine):
+    first_run(machine)
+    rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+    management, hosts, system = "10.100.0.2-10.100.0.9", "10.100.0.10-10.100.63.255", "10.100.64.1-10.100.64.250"
+    lines = [line.strip() for line in rules.splitlines()]
+    # 8096 never, from anywhere, before anything is accepted (loopback included).
+    assert lines.index("tcp dport 8096 counter drop") < lines.index('iifname "lo" accept')
+    assert f"meta nfproto ipv4 tcp dport 9090 ip saddr != {{ {management} }} counter drop" in lines
+    # 8250: hosts and system VMs accepted here (the system range would otherwise
+    # fall to the last rule), everyone else dropped.
+    assert lines.index(f"meta nfproto ipv4 tcp dport 8250 ip saddr {{ {hosts}, {system} }} accept") + 1 == \
+        lines.index("tcp dport 8250 counter drop")
+    assert (f"meta nfproto ipv4 tcp dport 8080 ip saddr 10.100.0.0/16 ip saddr != {{ 10.100.0.1, {management} }}"
+            " counter drop") in lines
+    assert "meta nfproto ipv4 ip saddr 10.100.0.0/16 ip saddr != 10.100.0.0/18 counter drop" in lines
+    assert "cloudstack-ec2-host-firewall.service" in machine.state()["units"]["enabled"]
+    assert "flush ruleset" not in rules

@@ -68,12 +68,13 @@ def test_router_and_kvm_environment_values():
     payload = ud.decode_user_data(render(ROUTER))
     assert env_of(payload, "overlay.env")["ROUTER_DNAT"] == "tcp:8080:10.100.0.2:8080"
     assert "OVERLAY_GATEWAY" not in env_of(payload, "overlay.env")
-    assert "cloudstack-ec2-host-firewall.service" not in payload
+    assert 'system/cloudstack-ec2-host-firewall.service" <<' not in payload, "the router installs no member firewall"
     assert "CSEC2_OVERLAY_GATEWAY" not in env_of(payload, "boot.env"), "the router waits for no gateway"
     assert ud.BootWaits().network_seconds == 1800
     kvm = ud.decode_user_data(render(KVM_HOST))
     assert env_of(kvm, "boot.env")["CSEC2_HOST_USER"] == "root"
-    assert "cloudstack-ec2-host-firewall.service" in kvm
+    assert 'system/cloudstack-ec2-host-firewall.service" <<' in kvm
+    assert 'system/cloudstack-ec2-host-firewall.service" <<' in ud.decode_user_data(render(MANAGEMENT))
     assert "CSEC2_SECRET_" not in kvm, "KVM hosts read no secret"
 
 
@@ -144,3 +145,52 @@ def test_inputs_have_no_field_for_secret_values():
 def test_kvm_host_user_is_validated():
     with pytest.raises(ud.UserDataError, match="host_user"):
         render(replace(KVM_HOST, host_user="root; rm -rf /"))
+
+
+# --- tenant isolation: the address classes every firewall is written from ----
+
+
+def test_router_overlay_env_carries_the_address_classes_and_storage():
+    env = env_of(ud.decode_user_data(render(ROUTER)), "overlay.env")
+    assert env["INFRA_CIDR"] == "10.100.0.0/18"
+    assert env["SYSTEM_RANGE"] == "10.100.64.1-10.100.64.250"
+    assert env["STORAGE_CIDR"] == "10.0.0.0/24"
+    assert "TENANT_VPC_ACCESS" not in env, "tenants reach no VPC range unless the setting names one"
+    opened = replace(ROUTER, overlay=replace(ROUTER.overlay, tenant_vpc_access=("10.0.8.0/24", "192.168.4.0/22")))
+    assert env_of(ud.decode_user_data(render(opened)), "overlay.env")["TENANT_VPC_ACCESS"] == \
+        "10.0.8.0/24 192.168.4.0/22"
+
+
+@pytest.mark.parametrize("boot", [MANAGEMENT, KVM_HOST], ids=["management", "kvm-host"])
+def test_member_boot_env_carries_the_address_classes(boot):
+    env = env_of(ud.decode_user_data(render(boot)), "boot.env")
+    assert env["CSEC2_INFRA_CIDR"] == "10.100.0.0/18"
+    assert env["CSEC2_MANAGEMENT_RANGE"] == "10.100.0.2-10.100.0.9"
+    assert env["CSEC2_HOST_RANGE"] == "10.100.0.10-10.100.63.255"
+    assert env["CSEC2_SYSTEM_RANGE"] == "10.100.64.1-10.100.64.250"
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(storage_cidr=None), "overlay.storage_cidr"),
+    (dict(storage_cidr="10.9.0.0/24"), "overlay.storage_cidr"),          # outside the VPC
+    (dict(tenant_vpc_access=("169.254.169.254/32",)), "overlay.tenant_vpc_access[0]"),
+    (dict(tenant_vpc_access=("10.100.0.0/24",)), "overlay.tenant_vpc_access[0]"),  # the overlay itself
+    (dict(tenant_vpc_access=("0.0.0.0/0",)), "overlay.tenant_vpc_access[0]"),
+    (dict(tenant_vpc_access=["10.0.8.0/24"]), "overlay.tenant_vpc_access"),
+])
+def test_bad_router_isolation_input_is_refused_naming_the_field(change, field):
+    with pytest.raises(ud.UserDataError) as e:
+        render(replace(ROUTER, overlay=replace(ROUTER.overlay, **change)))
+    assert str(e.value).startswith(field + ":"), str(e.value)
+
+
+def test_isolation_settings_are_the_routers_only():
+    with pytest.raises(ud.UserDataError, match="only the router"):
+        render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, storage_cidr="10.0.0.0/24")))
+
+
+def test_only_the_router_gets_the_routers_part_of_the_overlay_script():
+    # EC2's 16 KiB: the members' user data carries no router code.
+    assert 'cloudstack-ec2/overlay-router.sh" <<' in ud.decode_user_data(render(ROUTER))
+    for boot in (MANAGEMENT, KVM_HOST):
+        assert "overlay-router.sh\" <<" not in ud.decode_user_data(render(boot))

@@ -158,7 +158,18 @@ def apt_get(state):
         for name, version in wanted:
             state["packages"].append(name)
             state["versions"][name] = version
+            if name == "cloudstack-agent":
+                # cloudstack-agent pulls in libvirt-daemon-system, whose maintainer
+                # scripts (dh_installsystemd) enable and START libvirtd's socket units
+                # on Ubuntu 24.04: they are listening before anyone restarts libvirtd.
+                u = state["units"]
+                u["enabled"].extend(LIBVIRTD_ACTIVATION_SOCKETS)
+                u["active"].extend(LIBVIRTD_ACTIVATION_SOCKETS)
     return 0
+
+
+#: What Ubuntu 24.04 starts with libvirt-daemon-system (libvirtd.service Wants= them).
+LIBVIRTD_ACTIVATION_SOCKETS = ["libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket"]
 
 
 def dpkg_query(state):
@@ -353,15 +364,35 @@ def systemctl(state):
             u["active"].extend(units)
     if verb == "restart" and "cloudstack-management.service" in units:
         state["api"]["restarts"] += 1
+    if verb == "stop":
+        u["active"] = [a for a in u["active"] if a not in units]
     if verb in ("start", "restart"):
         for unit in units:
             if unit in u.get("failing", []):
                 sys.stderr.write(f"Job for {unit} failed.\n")
                 return 1
+            if unit == "libvirtd.service" and libvirtd_refuses_to_start(state):
+                return 1
         u["active"].extend(units)
     if verb == "mask":
         u["masked"].extend(units)
     return 0
+
+
+def libvirtd_refuses_to_start(state):
+    """libvirtd started with --listen while systemd still holds its activation
+    sockets exits at once (libvirt src/remote/remote_daemon.c, daemonSetupNetworking:
+    "--listen parameter not permitted with systemd activation sockets"). Masking a
+    socket unit does not close it: only `systemctl stop` does."""
+    default = os.path.join(ROOT + "/etc/default/libvirtd")
+    listen = os.path.exists(default) and re.search(r'^LIBVIRTD_ARGS="[^"]*(--listen|-l)\b', open(default).read(), re.M)
+    held = [s for s in state["units"]["active"] if s.startswith("libvirtd") and s.endswith(".socket")]
+    if listen and held:
+        sys.stderr.write("Job for libvirtd.service failed because the control process exited with error code.\n"
+                         "libvirtd: error : --listen parameter not permitted with systemd activation sockets, "
+                         f"see 'man libvirtd' for further guidance (listening: {', '.join(sorted(set(held)))})\n")
+        return True
+    return False
 
 
 def curl(state):
@@ -461,11 +492,62 @@ def useradd(state):
     return 0
 
 
+#: The KVM side of the machine: the CPU's virtualization flag in /proc/cpuinfo ("vmx" on
+#: metal and on a nested-virtualization instance launched with the option; None on any
+#: other virtual instance), whether /dev/kvm exists (kvm_intel loaded), and whether
+#: firmware disabled VT-x. Default: a working KVM host.
+KVM_DEFAULT = {"cpu_flag": "vmx", "dev_kvm": True, "disabled_by_firmware": False}
+
+
+def kvm_ok(state):
+    """cpu-checker's kvm-ok (Ubuntu, /usr/sbin/kvm-ok): the CPU flag first, then /dev/kvm;
+    without /dev/kvm it still says "can be used" when only the module is missing (it
+    checks the firmware's MSR), which is why the boot script insists on /dev/kvm."""
+    kvm = {**KVM_DEFAULT, **state.get("kvm", {})}
+    virt = kvm["cpu_flag"]
+    if not virt:
+        print("INFO: Your CPU does not support KVM extensions")
+        print("KVM acceleration can NOT be used")
+        return 1
+    if kvm["dev_kvm"]:
+        print("INFO: /dev/kvm exists")
+        print("KVM acceleration can be used")
+        return 0
+    brand = "intel" if virt == "vmx" else "amd"
+    print("INFO: /dev/kvm does not exist")
+    print(f"HINT:   sudo modprobe kvm_{brand}")
+    print("INFO: Your CPU supports KVM extensions")
+    if kvm["disabled_by_firmware"]:
+        print(f"INFO: KVM ({virt}) is disabled by your BIOS")
+        print("HINT: Enter your BIOS setup and enable Virtualization Technology (VT),")
+        print("      and then hard poweroff/poweron your system")
+        print("KVM acceleration can NOT be used")
+        return 1
+    print("KVM acceleration can be used")
+    return 0
+
+
+def modprobe(state):
+    """Loading kvm_intel creates /dev/kvm only where the CPU has VT-x enabled (the kernel
+    refuses otherwise: "Operation not supported")."""
+    module = ARGS[-1].replace("-", "_")
+    if module in ("kvm_intel", "kvm_amd"):
+        kvm = state.setdefault("kvm", {})
+        merged = {**KVM_DEFAULT, **kvm}
+        wanted = "vmx" if module == "kvm_intel" else "svm"
+        if merged["cpu_flag"] != wanted or merged["disabled_by_firmware"]:
+            sys.stderr.write(f"modprobe: ERROR: could not insert '{module}': Operation not supported\n")
+            return 1
+        kvm["dev_kvm"] = True
+    return 0
+
+
 HANDLERS = {
     "aws": aws, "snap": snap, "apt-get": apt_get, "dpkg-query": dpkg_query, "mysql": mysql,
     "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
     "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
     "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
+    "kvm-ok": kvm_ok, "modprobe": modprobe,
 }
 
 

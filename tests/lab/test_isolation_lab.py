@@ -1,0 +1,293 @@
+"""Tenant isolation, proven with real packets in the namespace lab (see netlab.py).
+
+Stand-ins on the overlay, each a namespace plugged into a KVM host's cloudbr0
+(as CloudStack plugs a VM's or a system VM's NIC), default route via the router:
+
+    tenant  10.100.128.1 (the first public-range address: a tenant's virtual router)
+    sysvm   10.100.64.1  (the first address of the pod's system range)
+
+The router runs overlay-network.sh with the isolation the program renders
+(netlab.ROUTER_ISOLATION); the KVM hosts and the management server load the
+nftables rules their REAL boot scripts write (run here against the boot fakes of
+tests/userdata, with the same overlay CIDR as the lab). An EFS stand-in listens
+on TCP 2049 in the CloudStack subnet.
+
+Every check comes with its proof: the same connection is tried again with the
+rule(s) responsible removed from the loaded table, and the outcome flips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from .netlab import (
+    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, MGMT, OVERLAY_MTU,
+    OVERLAY_PREFIX, RESOLVER, ROUTER, TOOLS, UI_PORT, Instance, Lab,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "userdata"))
+import bootlab  # noqa: E402  (the boot-script harness: runs the real user data against fakes)
+
+pytestmark = pytest.mark.lab
+
+TENANT_IP = "10.100.128.1"  # components/ipplan.py: public range of 10.100.0.0/16 starts here
+SYSTEM_IP = "10.100.64.1"   # ... and the pod's system range
+EFS = Instance("efs", "10.99.1.60", None, None)
+NFS_PORT = 2049
+AGENT_PORT = 8250
+ROUTER_TABLE = "ip cloudstack_overlay"
+HOST_TABLE = "inet cloudstack_ec2_host"
+MGMT_TABLE = "inet cloudstack_ec2_management"
+REFUSED_TIMEOUT = 1.5
+#: The rules each member loaded (namespace -> nft source), to restore after a mutation.
+SOURCES: dict[str, str] = {}
+#: cloudbr0's MAC on each host before the stand-ins were plugged in.
+BRIDGE_MACS: dict[str, str] = {}
+
+
+def boot_firewall(tmp: Path, boot) -> str:
+    """The nftables rules the real boot script of `boot` writes (run against the fakes)."""
+    machine = bootlab.Machine(tmp)
+    machine.update(lambda s: s["ssm"].update({f"{bootlab.PREFIX}/management-ssh-public-key": bootlab.MGMT_SSH_KEY,
+                                              f"{bootlab.PREFIX}/cloudstack-version": "4.22.0.0"}))
+    result = machine.run_user_data(bootlab.render(boot))
+    assert result.status == 0, result.output
+    return machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+
+
+def bridge_mac(lab: Lab, host: str) -> str:
+    return lab.run(host, "cat", "/sys/class/net/cloudbr0/address").stdout.strip()
+
+
+def plug(lab: Lab, short: str, host: str, address: str) -> None:
+    """A namespace whose NIC is a port of `host`'s cloudbr0, like a VM's tap device."""
+    lab.add_ns(short)
+    port = f"vm-{short}"[:15]
+    # The bridge's MTU is its smallest port's: keep the overlay MTU.
+    lab.veth(host, port, short, "eth0", OVERLAY_MTU)
+    # As libvirt does for a VM's tap device (first byte 0xFE, virNetDevTapCreateInBridgePort):
+    # a bridge takes its lowest port MAC, and the host's cloudbr0 must keep its own
+    # when VMs come and go (else its overlay neighbours hold a stale ARP entry).
+    lab.ip(host, "link", "set", port, "address", f"fe:54:00:00:00:{len(lab.namespaces):02x}")
+    lab.ip(host, "link", "set", port, "master", "cloudbr0")
+    lab.ip(short, "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", "eth0")
+    lab.ip(short, "route", "add", "default", "via", ROUTER.overlay)
+
+
+@pytest.fixture(scope="module")
+def iso(lab: Lab, tmp_path_factory):
+    """The session lab plus stand-ins, listeners and the members' firewalls; all
+    undone afterwards so the other lab modules see the lab as they built it."""
+    host_rules = boot_firewall(tmp_path_factory.mktemp("kvm"), bootlab.KVM_HOST)
+    mgmt_rules = boot_firewall(tmp_path_factory.mktemp("mgmt"), bootlab.MANAGEMENT)
+    added, servers = [], []
+    try:
+        lab.add_instance(EFS)
+        added.append("efs")
+        servers.append(lab.spawn("efs", sys.executable, str(TOOLS), "whoami", "efs", "0.0.0.0", str(NFS_PORT)))
+        for port in (22, 16509, 16514):
+            servers.append(lab.spawn("host0", sys.executable, str(TOOLS), "whoami", f"host0-{port}", "0.0.0.0",
+                                     str(port)))
+        servers.append(lab.spawn("mgmt", sys.executable, str(TOOLS), "whoami", "mgmt-agent", "0.0.0.0",
+                                 str(AGENT_PORT)))
+        BRIDGE_MACS.update({host: bridge_mac(lab, host) for host in ("host0", "host1")})
+        plug(lab, "tenant", "host0", TENANT_IP)
+        plug(lab, "sysvm", "host1", SYSTEM_IP)
+        SOURCES.update(host0=host_rules, host1=host_rules, mgmt=mgmt_rules)
+        for short, rules in SOURCES.items():
+            lab.run(short, "nft", "-f", "-", input=rules)
+        yield lab
+    finally:
+        for server in servers:
+            lab.stop(server)
+        for short in ("tenant", "sysvm"):
+            lab.del_ns(short)
+        for host in ("host0", "host1"):
+            lab.run(host, "nft", "delete", "table", *HOST_TABLE.split(), check=False)
+        lab.run("mgmt", "nft", "delete", "table", *MGMT_TABLE.split(), check=False)
+        for name in added:
+            lab.remove_instance(name)
+
+
+def connect(lab: Lab, client: str, address: str, port: int, timeout: float = 3) -> tuple[bool, str]:
+    result = lab.tool(client, "tcp", address, str(port), str(timeout), check=False, timeout=timeout + 10)
+    return result.returncode == 0, (result.stdout + result.stderr).strip()
+
+
+def resolves(lab: Lab, client: str) -> bool:
+    result = lab.tool(client, "resolve", RESOLVER, DNS_NAME, "2", check=False, timeout=15)
+    return result.returncode == 0 and result.stdout.strip() == DB_ADDRESS
+
+
+@contextlib.contextmanager
+def without(lab: Lab, short: str, table: str, *lines: tuple[str, str]):
+    """The table with each (chain, text) rule line removed, or edited when the
+    text is "old=>new"; the original table is restored afterwards."""
+    mutated = lab.run(short, "nft", "list", "table", *table.split()).stdout
+    for chain, text in lines:
+        old, _, new = text.partition("=>")
+        block = re.search(rf"\tchain {chain} {{\n.*?\n\t}}\n", mutated, re.S)
+        assert block, f"no chain {chain} in {table} on {short}"
+        body = block.group(0)
+        hits = [line for line in body.splitlines() if old in line]
+        assert len(hits) == 1, f"{text!r} matches {len(hits)} rule lines in chain {chain}: {hits}"
+        edited = hits[0].replace(old, new) if new else None
+        body = body.replace(hits[0] + "\n", "" if edited is None else edited + "\n")
+        mutated = mutated.replace(block.group(0), body)
+    lab.run(short, "nft", "-f", "-", input=f"delete table {table}\n" + mutated)
+    try:
+        yield
+    finally:
+        # From the source, not from the listing (nft lists some sets in a form
+        # that loads differently, e.g. a one-range set).
+        if short == "router":
+            lab.overlay_script(ROUTER)
+        else:
+            lab.run(short, "nft", "-f", "-", input=SOURCES[short])
+
+
+def counter(lab: Lab, name: str) -> int:
+    return lab.counter(name, "router", ROUTER_TABLE)
+
+
+# --- tenants: the internet and DNS, nothing of the cloud's own -----------------------------
+
+
+def test_tenant_reaches_the_internet_through_router_nat(iso: Lab):
+    assert connect(iso, "tenant", INTERNET_CLIENT, INTERNET_PORT) == (True, f"internet {ELASTIC_IP}")
+    # Its rule: the router's source NAT (without it the internet cannot answer).
+    with without(iso, "router", ROUTER_TABLE, ("postrouting", f"ip daddr != 10.99.0.0/16 snat to {ROUTER.underlay}")):
+        assert not connect(iso, "tenant", INTERNET_CLIENT, INTERNET_PORT, REFUSED_TIMEOUT)[0]
+
+
+def test_tenant_resolves_names_through_the_vpc_resolver(iso: Lab):
+    assert resolves(iso, "tenant")
+    with without(iso, "router", ROUTER_TABLE, ("from_tenant", f"ip daddr {RESOLVER}")):
+        assert not resolves(iso, "tenant")
+
+
+@pytest.mark.parametrize("address, port, what", [
+    (DB_ADDRESS, DB_PORT, "the database subnet"),
+    (EFS.underlay, NFS_PORT, "the EFS mount target"),
+])
+def test_tenant_cannot_reach_the_vpc(iso: Lab, address: str, port: int, what: str):
+    refused = counter(iso, "tenant_refused")
+    ok, output = connect(iso, "tenant", address, port, REFUSED_TIMEOUT)
+    assert not ok, f"a tenant reached {what}: {output}"
+    assert counter(iso, "tenant_refused") > refused, "refused by another rule than the tenants' VPC rule"
+    with without(iso, "router", ROUTER_TABLE, ("from_tenant", "tenant_refused")):
+        ok, output = connect(iso, "tenant", address, port)
+        assert ok and output.endswith(TENANT_IP), output
+
+
+def test_tenant_cannot_reach_the_routers_instance_metadata(iso: Lab):
+    refused = counter(iso, "link_local_refused")
+    ok, output = connect(iso, "tenant", IMDS, 80, REFUSED_TIMEOUT)
+    assert not ok, f"a tenant reached {IMDS}: {output}"
+    assert counter(iso, "link_local_refused") > refused
+    # Both layers out (the link-local rule and 169.254/16 among the tenants'
+    # non-internet destinations): IMDS answers, and sees the ROUTER's address.
+    with without(iso, "router", ROUTER_TABLE, ("from_overlay", "link_local_refused"),
+                 ("from_tenant", "169.254.0.0/16, =>")):
+        assert connect(iso, "tenant", IMDS, 80) == (True, f"imds {ROUTER.underlay}")
+
+
+def test_tenant_cannot_open_connections_to_the_router_itself(iso: Lab):
+    ok, output = connect(iso, "tenant", ROUTER.overlay, 7000, REFUSED_TIMEOUT)
+    assert not ok, output
+    with without(iso, "router", ROUTER_TABLE, ("input", "router_refused")):
+        assert connect(iso, "tenant", ROUTER.overlay, 7000) == (True, f"router {TENANT_IP}")
+
+
+@pytest.mark.parametrize("port", [16509, 16514, 22])
+def test_tenant_cannot_reach_a_hosts_libvirt_or_ssh(iso: Lab, port: int):
+    host0 = iso.instances["host0"].overlay
+    ok, output = connect(iso, "tenant", host0, port, REFUSED_TIMEOUT)
+    assert not ok, f"a tenant reached host0:{port}: {output}"
+    # Two layers: the peer ports' rule and "nothing from tenants".
+    with without(iso, "host0", HOST_TABLE, ("input", "16514, 49152-49216 } ip saddr != {"),
+                  ("input", "ip saddr 10.100.0.0/16 ip saddr != {")):
+        assert connect(iso, "tenant", host0, port) == (True, f"host0-{port} {TENANT_IP}")
+
+
+def test_management_server_reaches_a_hosts_libvirt_and_ssh(iso: Lab):
+    host0 = iso.instances["host0"].overlay
+    for port in (16509, 16514, 22):
+        assert connect(iso, "mgmt", host0, port) == (True, f"host0-{port} {MGMT.overlay}")
+    # Its rule admits the management slots and the host slots (nft lists the two
+    # adjacent ranges merged): without the management slots, refused.
+    with without(iso, "host0", HOST_TABLE,
+                 ("input", "49152-49216 } ip saddr != { 10.100.0.2-10.100.63.255 }"
+                           "=>49152-49216 } ip saddr != { 10.100.0.10-10.100.63.255 }")):
+        assert not connect(iso, "mgmt", host0, 16509, REFUSED_TIMEOUT)[0]
+
+
+def test_tenant_cannot_reach_the_management_servers_agent_port_or_ui(iso: Lab):
+    for port in (AGENT_PORT, UI_PORT):
+        ok, output = connect(iso, "tenant", MGMT.overlay, port, REFUSED_TIMEOUT)
+        assert not ok, f"a tenant reached the management server's {port}: {output}"
+    with without(iso, "mgmt", MGMT_TABLE, ("input", "tcp dport 8250 counter"), ("input", "ip saddr != 10.100.0.0/18")):
+        assert connect(iso, "tenant", MGMT.overlay, AGENT_PORT) == (True, f"mgmt-agent {TENANT_IP}")
+
+
+# --- system VMs: EFS, the agent port, DNS; not the database ---------------------------------
+
+
+def test_system_vm_reaches_efs_through_the_router(iso: Lab):
+    assert connect(iso, "sysvm", EFS.underlay, NFS_PORT) == (True, f"efs {SYSTEM_IP}")
+    with without(iso, "router", ROUTER_TABLE, ("from_system", "tcp dport 2049 accept")):
+        assert not connect(iso, "sysvm", EFS.underlay, NFS_PORT, REFUSED_TIMEOUT)[0]
+
+
+def test_system_vm_reaches_the_management_servers_agent_port(iso: Lab):
+    assert connect(iso, "sysvm", MGMT.overlay, AGENT_PORT) == (True, f"mgmt-agent {SYSTEM_IP}")
+    with without(iso, "mgmt", MGMT_TABLE, ("input", "tcp dport 8250 ip saddr { 10.100.0.10-10.100.63.255, "
+                                                    "10.100.64.1-10.100.64.250 } accept")):
+        assert not connect(iso, "sysvm", MGMT.overlay, AGENT_PORT, REFUSED_TIMEOUT)[0]
+
+
+def test_system_vm_resolves_names_and_reaches_the_internet(iso: Lab):
+    assert resolves(iso, "sysvm")
+    assert connect(iso, "sysvm", INTERNET_CLIENT, INTERNET_PORT) == (True, f"internet {ELASTIC_IP}")
+
+
+def test_system_vm_cannot_reach_the_database(iso: Lab):
+    refused = counter(iso, "system_refused")
+    assert not connect(iso, "sysvm", DB_ADDRESS, DB_PORT, REFUSED_TIMEOUT)[0]
+    assert counter(iso, "system_refused") > refused
+    with without(iso, "router", ROUTER_TABLE, ("from_system", "system_refused")):
+        assert connect(iso, "sysvm", DB_ADDRESS, DB_PORT) == (True, f"db {SYSTEM_IP}")
+
+
+# --- infrastructure, and the way in to the UI ----------------------------------------------
+
+
+def test_management_server_reaches_the_database(iso: Lab):
+    assert connect(iso, "mgmt", DB_ADDRESS, DB_PORT) == (True, f"db {MGMT.overlay}")
+    # Its rule: infrastructure may go anywhere; without it the management server
+    # is treated as a tenant and the database is out of reach.
+    with without(iso, "router", ROUTER_TABLE, ("from_overlay", "ip saddr 10.100.0.0/18 accept")):
+        assert not connect(iso, "mgmt", DB_ADDRESS, DB_PORT, REFUSED_TIMEOUT)[0]
+
+
+def test_the_ui_is_reached_from_the_vpc_and_the_internet_as_before(iso: Lab):
+    assert connect(iso, "db", MGMT.overlay, UI_PORT) == (True, f"mgmt-ui {DB_ADDRESS}")
+    assert connect(iso, "inet", ELASTIC_IP, UI_PORT) == (True, f"mgmt-ui {INTERNET_CLIENT}")
+
+
+def test_host_bridges_keep_their_address_while_vms_are_plugged(iso: Lab):
+    assert {host: bridge_mac(iso, host) for host in ("host0", "host1")} == BRIDGE_MACS
+
+
+def test_the_members_tables_are_the_ones_the_boot_scripts_wrote(iso: Lab):
+    # Guard against testing a stale or hand-written firewall.
+    for host in ("host0", "host1"):
+        listing = json.loads(iso.run(host, "nft", "-j", "list", "table", *HOST_TABLE.split()).stdout)
+        assert any("rule" in item for item in listing["nftables"])
+    assert "tcp dport 8096" in iso.run("mgmt", "nft", "list", "table", *MGMT_TABLE.split()).stdout
