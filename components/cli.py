@@ -28,6 +28,7 @@ DEFAULT_REGION = "us-east-1"
 JSON_SCHEMA_VERSION = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_OVER_BUDGET = 4
+TOP_LEVEL = "stack"
 COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "KvmHostPool",
                    "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
 
@@ -148,7 +149,8 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
                 value = _lookup(reg.state, path)
             if value is not None:
                 props[label] = _brief(label, value)
-        component = reg.component_type.split(":")[-1]
+        # A resource outside every component (the stack's own) is listed under "stack".
+        component = TOP_LEVEL if reg.component_type == reg.type else reg.component_type.split(":")[-1]
         resources.append({"type": reg.type, "name": reg.name, "component": component, "properties": props})
 
     roles = [("router", settings.router_instance_type, 1),
@@ -173,7 +175,8 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         "project": project, "stack": stack, "region": region,
         "summary": {
             "resources": len(resources),
-            "components": len({r["component"] for r in resources}),
+            "components": len({r["component"] for r in resources} - {TOP_LEVEL}),
+            "topLevel": sum(1 for r in resources if r["component"] == TOP_LEVEL),
             "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
             "clusters": settings.cluster_count, "hostsPerCluster": settings.hosts_per_cluster,
             "vcpusByQuota": list(vcpus.values()),
@@ -222,7 +225,8 @@ def render(report: dict, out: TextIO) -> None:
     summary, ip = report["summary"], report["ipPlan"]
     w(f"CloudStack on EC2 — offline plan of stack {report['stack']!r} ({report['region']}); nothing was created.\n\n")
     w("Summary\n")
-    w(f"  resources:     {summary['resources']} in {summary['components']} components\n")
+    w(f"  resources:     {summary['resources']} in {summary['components']} components"
+      + (f" and {summary['topLevel']} of the stack itself" if summary["topLevel"] else "") + "\n")
     w(f"  KVM hosts:     {summary['hosts']} x {summary['hostInstanceType']} in {summary['clusters']} cluster(s) "
       f"of at most {summary['hostsPerCluster']}\n")
     for entry in summary["vcpusByQuota"]:

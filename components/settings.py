@@ -58,8 +58,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        key = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"  # another namespace's key
-        return f"{key} = {self.value!r}: {self.message}"
+        # A key of another namespace (aws:region) is named as it is.
+        name = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"
+        return f"{name} = {self.value!r}: {self.message}"
 
 
 class SettingsError(ValueError):
