@@ -175,7 +175,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
             "resources": len(resources),
             "components": len({r["component"] for r in resources}),
             "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
-            "clusters": settings.cluster_count, "hostsPerCluster": settings.hosts_per_cluster,
+            "clusters": len(set(clusters)), "hostsPerCluster": settings.hosts_per_cluster,
             "vcpusByQuota": list(vcpus.values()),
             "hourlyUsd": round(estimate.hourly, 2), "monthlyUsd": round(estimate.monthly, 0),
             "unpriced": list(estimate.unknown),
