@@ -151,9 +151,10 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         component = reg.component_type.split(":")[-1]
         resources.append({"type": reg.type, "name": reg.name, "component": component, "properties": props})
 
+    every_host = list(host_types) if host_types else [settings.host_instance_type] * settings.host_count
     roles = [("router", settings.router_instance_type, 1),
-             ("management server", settings.management_instance_type, 1),
-             ("KVM host", settings.host_instance_type, settings.host_count)]
+             ("management server", settings.management_instance_type, 1)] + [
+        ("KVM host", t, every_host.count(t)) for t in dict.fromkeys(every_host)]
     vcpus: dict[str, dict] = {}
     for role, instance_type, count in roles:
         facts = catalog.instance_facts(instance_type)
