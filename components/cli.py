@@ -153,9 +153,10 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         component = TOP_LEVEL if reg.component_type == reg.type else reg.component_type.split(":")[-1]
         resources.append({"type": reg.type, "name": reg.name, "component": component, "properties": props})
 
+    every_host = list(host_types) if host_types else [settings.host_instance_type] * settings.host_count
     roles = [("router", settings.router_instance_type, 1),
-             ("management server", settings.management_instance_type, 1),
-             ("KVM host", settings.host_instance_type, settings.host_count)]
+             ("management server", settings.management_instance_type, 1)] + [
+        ("KVM host", t, every_host.count(t)) for t in dict.fromkeys(every_host)]
     vcpus: dict[str, dict] = {}
     for role, instance_type, count in roles:
         facts = catalog.instance_facts(instance_type)
@@ -178,7 +179,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
             "components": len({r["component"] for r in resources} - {TOP_LEVEL}),
             "topLevel": sum(1 for r in resources if r["component"] == TOP_LEVEL),
             "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
-            "clusters": settings.cluster_count, "hostsPerCluster": settings.hosts_per_cluster,
+            "clusters": len(set(clusters)), "hostsPerCluster": settings.hosts_per_cluster,
             "vcpusByQuota": list(vcpus.values()),
             "hourlyUsd": round(estimate.hourly, 2), "monthlyUsd": round(estimate.monthly, 0),
             "unpriced": list(estimate.unknown),

@@ -212,3 +212,18 @@ def test_the_mocked_describe_instances_filters_as_the_data_source_does():
     assert ids(instanceTags=tags, instanceStateNames=["running", "stopped"]) == \
         [host_instance(0, "x").id, host_instance(1, "x").id]
     assert len(ids(instanceStateNames=["running"])) == 2
+
+
+def test_plan_report_shows_the_programs_clusters_and_each_hosts_type(changed):
+    # The plan's report reads the program's own answer (existing hosts keep their type).
+    from components.cli import plan_report
+
+    report = plan_report(changed.run, "dev", PROJECT, "us-east-1")
+    assert report["summary"]["clusters"] == 2
+    assert [h["cluster"] for h in report["ipPlan"]["hosts"]] == [0, 0, 1, 1]
+    hosts = {line["item"]: line["quantity"] for line in report["cost"]["lines"] if line["item"].startswith("KVM host")}
+    assert hosts == {"KVM host m5zn.metal": 2, "KVM host c8i.4xlarge": 2}
+    # The vCPU quota counts each host at its own type: 2 x 48 + 2 x 16, router and management on top.
+    (standard,) = [q for q in report["summary"]["vcpusByQuota"] if "2 x m5zn.metal (48)" in q["parts"]]
+    assert "2 x c8i.4xlarge (16)" in standard["parts"]
+    assert standard["vcpus"] == 2 * 48 + 2 * 16 + 2 + 4
