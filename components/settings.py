@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from components import ipplan, userdata
+from components import ipplan, rules, userdata
 from components.aws_constraints import LOG_RETENTION_DAYS
+from components.rules import AtLeast, Choice, Cidr, CrossKey, EachPattern, Pattern, Plain, Range
 
 NAMESPACE = "cloudstack-ec2"
 
@@ -28,21 +29,22 @@ DB_ENGINE_VERSIONS = ("8.0", "8.4")
 EFS_THROUGHPUT_MODES = ("elastic", "provisioned")
 UBUNTU_RELEASES = {"22.04": "jammy", "24.04": "noble"}
 
-#: Transit Gateway carries at most 8500-byte packets and VXLAN adds 50 bytes.
-TGW_MAX_MTU = 8500
-VXLAN_OVERHEAD = 50
-MAX_OVERLAY_MTU = TGW_MAX_MTU - VXLAN_OVERHEAD
-MIN_OVERLAY_MTU = 1280
-MAX_VXLAN_ID = 2**24 - 1
+#: Transit Gateway carries at most 8500-byte packets and VXLAN adds 50 bytes (components/rules.py,
+#: shared with the boot scripts' checks).
+TGW_MAX_MTU = rules.TGW_MAX_MTU
+VXLAN_OVERHEAD = rules.VXLAN_OVERHEAD
+MAX_OVERLAY_MTU = rules.MAX_OVERLAY_MTU
+MIN_OVERLAY_MTU = rules.MIN_OVERLAY_MTU
+MAX_VXLAN_ID = rules.MAX_VXLAN_ID
 #: The guide's limit for KVM clusters.
 MAX_HOSTS_PER_CLUSTER = 16
 LOCAL_SCOPE_MULTICAST = ipaddress.IPv4Network("239.255.0.0/16")
 ALL_IPV4 = ipaddress.IPv4Network("0.0.0.0/0")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_NAME = rules.ZONE_NAME
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
 _DB_CLASS = re.compile(r"^db\.[a-z0-9-]+\.[a-z0-9-]+$")
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
+_VERSION = rules.VERSION
 _AWS_ID = {
     "vpc": re.compile(r"^vpc-[0-9a-f]{8,17}$"),
     "subnet": re.compile(r"^subnet-[0-9a-f]{8,17}$"),
@@ -80,60 +82,233 @@ class Key:
     kind: str  # str | int | bool | list
     default: Any
     doc: str
+    #: The key's own rule (components/rules.py): rule(check, value) -> the value Settings holds.
+    rule: Optional[rules.Rule] = None
+
+
+# --------------------------------------------------------------------------- per-key rules
+# The rules that need more than a range, a choice, a pattern or a CIDR (components/rules.py).
+
+
+def _db_subnet_cidrs(c: rules.Check, texts: list) -> tuple[ipaddress.IPv4Network, ...]:
+    """Two CIDRs (RDS needs subnets in two AZs) that do not overlap; [] is carved later."""
+    parsed = []
+    for text in texts:
+        try:
+            parsed.append(ipaddress.IPv4Network(text))
+        except ValueError:
+            c.problem(f"{text!r} is not an IPv4 CIDR")
+    if texts and len(texts) != 2:
+        c.problem("expected exactly two CIDRs (RDS needs subnets in two AZs)")
+    if len(parsed) == 2 and parsed[0].overlaps(parsed[1]):
+        c.problem("the two subnets overlap")
+    return tuple(parsed)
+
+
+def _multicast_group(c: rules.Check, text: str) -> Optional[ipaddress.IPv4Address]:
+    """An IPv4 multicast address outside link-local control traffic; outside the local
+    scope it may collide with other users of the Transit Gateway (a warning)."""
+    try:
+        group = ipaddress.IPv4Address(text)
+    except ValueError:
+        c.problem("expected an IPv4 multicast address (224.0.0.0/4), e.g. 239.255.0.100 in the local scope 239.255.0.0/16")
+        return None
+    if not group.is_multicast:
+        c.problem("is not an IPv4 multicast address (224.0.0.0/4); use one in 239.255.0.0/16")
+    elif group in ipaddress.IPv4Network("224.0.0.0/24"):
+        c.problem("224.0.0.0/24 is link-local control traffic; use one in 239.255.0.0/16")
+    elif group not in LOCAL_SCOPE_MULTICAST:
+        c.warn(f"multicastGroup {group} is outside the IPv4 local scope 239.255.0.0/16: "
+               "it may collide with other multicast users of the Transit Gateway")
+    return group
+
+
+def _guest_cidr(c: rules.Check, text: str) -> Optional[ipaddress.IPv4Network]:
+    """A CIDR inside the private ranges CloudStack accepts for a zone's guests."""
+    guest = Cidr("10.1.1.0/24")(c, text)
+    if guest and not any(guest.subnet_of(n) for n in ipplan.GUEST_CIDR_RANGES):
+        c.problem("CloudStack accepts only private guest CIDRs: inside "
+                  + ", ".join(map(str, ipplan.GUEST_CIDR_RANGES)), str(guest))
+    return guest
+
+
+def _guest_vlan_range(c: rules.Check, text: str) -> tuple[int, int]:
+    """first-last in 1..4094, whose last VLAN's bridge/device names fit Linux."""
+    m = re.match(r"^(\d+)-(\d+)$", text)
+    if not m or not (1 <= int(m.group(1)) <= int(m.group(2)) <= 4094):
+        c.problem("expected first-last with 1 <= first <= last <= 4094, e.g. 1000-1999")
+        return (0, 0)
+    vlans = (int(m.group(1)), int(m.group(2)))
+    # The KVM agent names a guest VLAN's bridge and device after the overlay port.
+    too_long = [n for n in userdata.guest_vlan_devices(vlans[1]) if len(n) > userdata.LINUX_IFNAME_MAX]
+    if too_long:
+        c.problem(f"the KVM agent would name VLAN {vlans[1]}'s bridge/device {', '.join(too_long)}, longer than "
+                  f"Linux's {userdata.LINUX_IFNAME_MAX} characters; expected a last VLAN that fits")
+    return vlans
+
+
+def _admin_cidrs(c: rules.Check, texts: list) -> list[ipaddress.IPv4Network]:
+    """Required: the CIDRs that may reach the UI/API."""
+    if not texts and not c.has_problem():
+        c.problem('must name who may reach the UI/API, e.g. ["203.0.113.7/32"] '
+                  '(pulumi config set --path "adminCidrs[0]" <your address>/32)')
+    admin = []
+    for text in texts:
+        try:
+            admin.append(ipaddress.IPv4Network(text))
+        except ValueError:
+            c.problem(f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 203.0.113.0/24)")
+    return admin
+
+
+def _tenant_vpc_access_cidrs(c: rules.Check, texts: list) -> list[ipaddress.IPv4Network]:
+    """CIDRs, never everything (what they must not overlap: tenant_access_keeps_isolation)."""
+    nets = []
+    for text in texts:
+        try:
+            net = ipaddress.IPv4Network(text)
+        except ValueError:
+            c.problem(f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 10.0.8.0/24)")
+            continue
+        if net.prefixlen == 0:
+            c.problem(f"{text!r} is everything; name the ranges tenants may reach")
+        else:
+            nets.append(net)
+    return nets
+
+
+def _cloudstack_version(c: rules.Check, version: str) -> str:
+    """X.Y or X.Y.Z of a supported release, never 4.19.0."""
+    parsed = parse_version(version)
+    if parsed is None or f"{parsed[0]}.{parsed[1]}" not in SUPPORTED_CLOUDSTACK_RELEASES:
+        c.problem(f"expected X.Y or X.Y.Z of a supported release: {', '.join(SUPPORTED_CLOUDSTACK_RELEASES)}")
+    elif parsed == (4, 19, 0):
+        # 4.19.0's management server signs its SSH logins to hosts with an RSA key
+        # and SHA-1, which the OpenSSH of Ubuntu 22.04/24.04 refuses: addHost fails.
+        # 4.19.1 generates an ECDSA key.
+        c.problem("4.19.0's management server logs in to KVM hosts with an RSA/SHA-1 SSH key that Ubuntu "
+                  "22.04/24.04's OpenSSH refuses, so no host can be added (fixed in 4.19.1); use 4.19 "
+                  "(its newest patch release), 4.19.1 or later")
+    return version
+
+
+def _db_engine_version(c: rules.Check, version: str) -> str:
+    """A MySQL major version RDS offers, never Aurora."""
+    if version.lower().startswith("aurora"):
+        c.problem("Aurora is not supported: CloudStack needs the MyISAM storage engine, which Aurora lacks; use 8.4 or 8.0")
+    elif version not in DB_ENGINE_VERSIONS:
+        c.problem(f"must be a MySQL major version: {', '.join(DB_ENGINE_VERSIONS)}")
+    return version
+
+
+def _efs_throughput_mode(c: rules.Check, mode: str) -> str:
+    """elastic or provisioned, never bursting."""
+    if mode == "bursting":
+        c.problem("bursting runs out of credits after a few VMs boot; use elastic or provisioned")
+    elif mode not in EFS_THROUGHPUT_MODES:
+        c.problem(f"must be one of {', '.join(EFS_THROUGHPUT_MODES)}")
+    return mode
+
 
 
 KEYS: tuple[Key, ...] = (
     # Network
-    Key("vpcCidr", "str", "10.0.0.0/16", "CIDR of the VPC (new, or the existing one named by `vpcId`)."),
-    Key("cloudstackSubnetCidr", "str", "10.0.0.0/24", "The DEDICATED subnet of every CloudStack instance and the EFS mount target; nothing else may live there."),
-    Key("dbSubnetCidrs", "list", [], "Two subnets (two AZs) for RDS; empty: carved from the top of `vpcCidr`."),
-    Key("availabilityZone", "str", "", "AZ of the CloudStack subnet (pick one that offers your metal type); empty: the region's first AZ."),
-    Key("vpcId", "str", "", "Use this existing VPC instead of creating one (then also set `cloudstackSubnetId` and `dbSubnetIds`)."),
-    Key("cloudstackSubnetId", "str", "", "Existing dedicated subnet (with `vpcId`); its CIDR must equal `cloudstackSubnetCidr`."),
-    Key("dbSubnetIds", "list", [], "Existing subnets in two AZs for RDS (with `vpcId`)."),
-    Key("routeTableIds", "list", [], "Existing route tables that get the overlay route to the router (with `vpcId`; at least those of the CloudStack and DB subnets)."),
-    Key("overlayCidr", "str", "10.100.0.0/16", "The VXLAN overlay (CloudStack's management, pod and public addresses); must not overlap the VPC."),
-    Key("vxlanId", "int", 100, "VXLAN network identifier of the overlay (1..16777215)."),
-    Key("multicastGroup", "str", "239.255.0.100", "IPv4 multicast group the VTEPs join (IPv4 local scope 239.255.0.0/16 recommended)."),
-    Key("overlayMtu", "int", 8450, "MTU of cloudbr0/ethovl0 (1280..8450: Transit Gateway's 8500 minus VXLAN's 50)."),
-    Key("guestCidr", "str", "10.1.1.0/24", "Zone guest CIDR of isolated guest networks (behind CloudStack's virtual routers)."),
-    Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay."),
-    Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`."),
-    Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet)."),
-    Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120."),
-    Key("vmForwards", "list", [], "Services offered from VMs: `proto:port:target:targetPort@sources`, e.g. `tcp:2222:10.100.128.5:22@203.0.113.0/24`; the router's Elastic IP port `port` goes to a public-range address (a virtual router's port forwarding); sources are CIDRs separated by `,`, or `anywhere`. See Offering services from VMs."),
-    Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation."),
+    Key("vpcCidr", "str", "10.0.0.0/16", "CIDR of the VPC (new, or the existing one named by `vpcId`).",
+        rule=Cidr("10.0.0.0/16")),
+    Key("cloudstackSubnetCidr", "str", "10.0.0.0/24", "The DEDICATED subnet of every CloudStack instance and the EFS mount target; nothing else may live there.",
+        rule=Cidr("10.0.0.0/24", (0, 28), "must be a /28 or larger (EC2 reserves five addresses per subnet)")),
+    Key("dbSubnetCidrs", "list", [], "Two subnets (two AZs) for RDS; empty: carved from the top of `vpcCidr`.",
+        rule=_db_subnet_cidrs),
+    Key("availabilityZone", "str", "", "AZ of the CloudStack subnet (pick one that offers your metal type); empty: the region's first AZ.",
+        rule=Plain("any text: choose_availability_zones checks it against the region's AZs at run time")),
+    Key("vpcId", "str", "", "Use this existing VPC instead of creating one (then also set `cloudstackSubnetId` and `dbSubnetIds`).",
+        rule=Pattern(_AWS_ID["vpc"], "a VPC id like vpc-0123456789abcdef0", optional=True)),
+    Key("cloudstackSubnetId", "str", "", "Existing dedicated subnet (with `vpcId`); its CIDR must equal `cloudstackSubnetCidr`.",
+        rule=Pattern(_AWS_ID["subnet"], "a subnet id like subnet-0123456789abcdef0", optional=True)),
+    Key("dbSubnetIds", "list", [], "Existing subnets in two AZs for RDS (with `vpcId`).",
+        rule=EachPattern(_AWS_ID["subnet"], "subnet")),
+    Key("routeTableIds", "list", [], "Existing route tables that get the overlay route to the router (with `vpcId`; at least those of the CloudStack and DB subnets).",
+        rule=EachPattern(_AWS_ID["rtb"], "rtb")),
+    Key("overlayCidr", "str", "10.100.0.0/16", "The VXLAN overlay (CloudStack's management, pod and public addresses); must not overlap the VPC.",
+        rule=Cidr("10.100.0.0/16", (ipplan.MIN_OVERLAY_PREFIX, ipplan.MAX_OVERLAY_PREFIX), f"prefix must be /{ipplan.MIN_OVERLAY_PREFIX}../{ipplan.MAX_OVERLAY_PREFIX}", unusable_outside=True)),
+    Key("vxlanId", "int", 100, "VXLAN network identifier of the overlay (1..16777215).",
+        rule=Range(1, MAX_VXLAN_ID)),
+    Key("multicastGroup", "str", "239.255.0.100", "IPv4 multicast group the VTEPs join (IPv4 local scope 239.255.0.0/16 recommended).",
+        rule=_multicast_group),
+    Key("overlayMtu", "int", 8450, "MTU of cloudbr0/ethovl0 (1280..8450: Transit Gateway's 8500 minus VXLAN's 50).",
+        rule=Range(MIN_OVERLAY_MTU, MAX_OVERLAY_MTU, f" (Transit Gateway's {TGW_MAX_MTU} minus VXLAN's {VXLAN_OVERHEAD}; IPv6 needs at least {MIN_OVERLAY_MTU})")),
+    Key("guestCidr", "str", "10.1.1.0/24", "Zone guest CIDR of isolated guest networks (behind CloudStack's virtual routers).",
+        rule=_guest_cidr),
+    Key("guestVlanRange", "str", "1000-1999", "Guest VLAN IDs (`first-last`, 1..4094) carried inside the overlay.",
+        rule=_guest_vlan_range),
+    Key("adminCidrs", "list", [], "Who may reach the CloudStack UI/API (TCP 8080) on the router; required, never 0.0.0.0/0 unless `allowPublicAdminAccess`.",
+        rule=_admin_cidrs),
+    Key("allowPublicAdminAccess", "bool", False, "Allow 0.0.0.0/0 in `adminCidrs` (the UI/API open to the internet).",
+        rule=Plain("true or false")),
+    Key("transitGatewayTimeoutMinutes", "int", 30, "Create/update/delete timeout of the Transit Gateway, its VPC attachment and multicast domain (the provider's default is 10 minutes); 10..120.",
+        rule=Range(10, 120)),
+    Key("vmForwards", "list", [], "Services offered from VMs: `proto:port:target:targetPort@sources`, e.g. `tcp:2222:10.100.128.5:22@203.0.113.0/24`; the router's Elastic IP port `port` goes to a public-range address (a virtual router's port forwarding); sources are CIDRs separated by `,`, or `anywhere`. See Offering services from VMs.",
+        rule=CrossKey("vm_forwards_valid", "a target must be in the public range of overlayCidr")),
+    Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation.",
+        rule=_tenant_vpc_access_cidrs),
     # Instances
-    Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
-    Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
-    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro with hardware virtualization: a metal type (c5.metal, m5zn.metal) or one with nested virtualization (C8i/M8i/R8i, e.g. c8i.4xlarge); a change applies to hosts added later, in a new cluster."),
-    Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud."),
-    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts, and where the hosts' instance type changes."),
-    Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
-    Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
-    Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
-    Key("hostTimeoutMinutes", "int", 60, "Create/update/delete timeout of each KVM host: metal instances can take more than 20 minutes to start or stop (the provider's default is 10 to create); 20..240."),
+    Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need.",
+        rule=Pattern(_INSTANCE_TYPE, "an EC2 instance type such as c5n.large")),
+    Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro.",
+        rule=Pattern(_INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")),
+    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro with hardware virtualization: a metal type (c5.metal, m5zn.metal) or one with nested virtualization (C8i/M8i/R8i, e.g. c8i.4xlarge); a change applies to hosts added later, in a new cluster.",
+        rule=Pattern(_INSTANCE_TYPE, "an EC2 instance type such as c5.metal or c8i.4xlarge")),
+    Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud.",
+        rule=AtLeast(1)),
+    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts, and where the hosts' instance type changes.",
+        rule=Range(1, MAX_HOSTS_PER_CLUSTER, " (KVM hosts per CloudStack cluster)")),
+    Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04).",
+        rule=Choice(tuple(UBUNTU_RELEASES))),
+    Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`.",
+        rule=Pattern(_AWS_ID["ami"], "an AMI id like ami-0123456789abcdef0", optional=True)),
+    Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB).",
+        rule=Range(20, 16384)),
+    Key("hostTimeoutMinutes", "int", 60, "Create/update/delete timeout of each KVM host: metal instances can take more than 20 minutes to start or stop (the provider's default is 10 to create); 20..240.",
+        rule=Range(20, 240, " (metal instances take more than 20 minutes)")),
     # CloudStack
-    Key("cloudstackVersion", "str", "4.22", "CloudStack release (X.Y for the newest patch, or X.Y.Z); one of 4.19..4.22."),
-    Key("zoneName", "str", "zone1", "CloudStack zone name; also the EFS directory (`/<zone>/primary`, `/<zone>/secondary`)."),
-    Key("registerCloud", "bool", True, "Register zone, pod, clusters, hosts and storage through the CloudStack API."),
-    Key("apiEndpoint", "str", "", "CloudStack API URL the registration uses; empty: http://<router Elastic IP>:8080/client/api."),
-    Key("registrationTimeoutMinutes", "int", 90, "How long the registration waits for the API keys and the API on first boot (RDS creation, Multi-AZ especially, is part of it)."),
-    Key("systemVmWaitMinutes", "int", 30, "How long the registration waits for the system VM template to be Ready and, once the zone is enabled, for the secondary storage VM and the console proxy to run (1..240)."),
-    Key("destroyWithRunningVms", "bool", False, "Let `pulumi destroy` delete a cloud whose CloudStack still runs VMs (they are lost with it); by default the destroy stops, before anything on AWS is deleted, naming them."),
+    Key("cloudstackVersion", "str", "4.22", "CloudStack release (X.Y for the newest patch, or X.Y.Z); one of 4.19..4.22.",
+        rule=_cloudstack_version),
+    Key("zoneName", "str", "zone1", "CloudStack zone name; also the EFS directory (`/<zone>/primary`, `/<zone>/secondary`).",
+        rule=Pattern(_NAME, rules.ZONE_NAME_ACCEPTED + " (it is also a directory name)")),
+    Key("registerCloud", "bool", True, "Register zone, pod, clusters, hosts and storage through the CloudStack API.",
+        rule=Plain("true or false")),
+    Key("apiEndpoint", "str", "", "CloudStack API URL the registration uses; empty: http://<router Elastic IP>:8080/client/api.",
+        rule=Pattern(re.compile(r"^https?://[^/\s]+(/\S*)?$"), "an http(s) URL such as http://localhost:8080/client/api", optional=True)),
+    Key("registrationTimeoutMinutes", "int", 90, "How long the registration waits for the API keys and the API on first boot (RDS creation, Multi-AZ especially, is part of it).",
+        rule=Range(1, 240)),
+    Key("systemVmWaitMinutes", "int", 30, "How long the registration waits for the system VM template to be Ready and, once the zone is enabled, for the secondary storage VM and the console proxy to run (1..240).",
+        rule=Range(1, 240)),
+    Key("destroyWithRunningVms", "bool", False, "Let `pulumi destroy` delete a cloud whose CloudStack still runs VMs (they are lost with it); by default the destroy stops, before anything on AWS is deleted, naming them.",
+        rule=Plain("true or false")),
     # Database
-    Key("dbEngineVersion", "str", "8.4", "RDS MySQL major version: 8.4, or 8.0 (paid Extended Support since 2026-07-31)."),
-    Key("dbInstanceClass", "str", "db.t4g.medium", "RDS instance class."),
-    Key("dbAllocatedStorageGb", "int", 20, "RDS storage (GiB, gp3, encrypted); 20..65536."),
-    Key("dbMultiAz", "bool", False, "RDS Multi-AZ standby."),
-    Key("dbBackupRetentionDays", "int", 7, "Automated backup retention (1..35 days)."),
-    Key("deletionProtection", "bool", True, "Protect the database and the EFS file system (RDS deletion protection and Pulumi `protect`); set false and `pulumi up` before `pulumi destroy`."),
-    Key("dbSkipFinalSnapshot", "bool", False, "Skip the final snapshot when the database is deleted."),
-    Key("dbLogRetentionDays", "int", 30, "Days CloudWatch Logs keeps the database's error log (1, 3, 5, 7, 14, 30, 60, 90, ... 3653, or 0 for never expire); the log group is deleted with the stack."),
-    Key("dbTimeoutMinutes", "int", 180, "Create/update/delete timeout of the RDS instance: Multi-AZ creation, storage changes and engine upgrades can outlast the provider's defaults (40/80/60 minutes); 40..720."),
+    Key("dbEngineVersion", "str", "8.4", "RDS MySQL major version: 8.4, or 8.0 (paid Extended Support since 2026-07-31).",
+        rule=_db_engine_version),
+    Key("dbInstanceClass", "str", "db.t4g.medium", "RDS instance class.",
+        rule=Pattern(_DB_CLASS, "an RDS instance class such as db.t4g.medium")),
+    Key("dbAllocatedStorageGb", "int", 20, "RDS storage (GiB, gp3, encrypted); 20..65536.",
+        rule=Range(20, 65536)),
+    Key("dbMultiAz", "bool", False, "RDS Multi-AZ standby.",
+        rule=Plain("true or false")),
+    Key("dbBackupRetentionDays", "int", 7, "Automated backup retention (1..35 days).",
+        rule=Range(1, 35, " (automated backups stay on)")),
+    Key("deletionProtection", "bool", True, "Protect the database and the EFS file system (RDS deletion protection and Pulumi `protect`); set false and `pulumi up` before `pulumi destroy`.",
+        rule=Plain("true or false")),
+    Key("dbSkipFinalSnapshot", "bool", False, "Skip the final snapshot when the database is deleted.",
+        rule=Plain("true or false")),
+    Key("dbLogRetentionDays", "int", 30, "Days CloudWatch Logs keeps the database's error log (1, 3, 5, 7, 14, 30, 60, 90, ... 3653, or 0 for never expire); the log group is deleted with the stack.",
+        rule=Choice(LOG_RETENTION_DAYS, f"CloudWatch Logs accepts only {', '.join(map(str, LOG_RETENTION_DAYS))} (0: never expire)")),
+    Key("dbTimeoutMinutes", "int", 180, "Create/update/delete timeout of the RDS instance: Multi-AZ creation, storage changes and engine upgrades can outlast the provider's defaults (40/80/60 minutes); 40..720.",
+        rule=Range(40, 720)),
     # Storage
-    Key("efsThroughputMode", "str", "elastic", "EFS throughput: elastic or provisioned (never bursting: its credits run out)."),
-    Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned."),
+    Key("efsThroughputMode", "str", "elastic", "EFS throughput: elastic or provisioned (never bursting: its credits run out).",
+        rule=_efs_throughput_mode),
+    Key("efsProvisionedMibps", "int", 128, "Provisioned throughput (MiB/s, 1..3414) when `efsThroughputMode` is provisioned.",
+        rule=CrossKey("efs_provisioned_throughput", "1..3414 only with efsThroughputMode provisioned")),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
@@ -243,7 +418,7 @@ class VmForward:
 #: Router ports never offered to VMs: the UI/API, and what a console proxy serves
 #: (HTTP, HTTPS; its websocket shares the UI's 8080).
 RESERVED_FORWARD_PORTS = (80, 443, 8080)
-_FORWARD = re.compile(r"^(tcp|udp):(\d{1,5}):([0-9.]+):(\d{1,5})@(.+)$")
+_FORWARD = re.compile(rf"^{rules.DNAT}@(.+)$")
 
 
 def _forward_sources(text: str, bad: Callable[[str], None]) -> list[ipaddress.IPv4Network]:
@@ -263,7 +438,7 @@ def _forward_sources(text: str, bad: Callable[[str], None]) -> list[ipaddress.IP
 
 
 def parse_vm_forwards(c: "_Collector", overlay: Optional[ipaddress.IPv4Network]) -> list[VmForward]:
-    texts = c.value("vmForwards")
+    texts = c.given["vmForwards"]
     forwards: list[VmForward] = []
     public = ipplan.address_classes(overlay).public if overlay is not None else None
     seen: dict[tuple[str, int], str] = {}
@@ -308,18 +483,52 @@ def parse_vm_forwards(c: "_Collector", overlay: Optional[ipaddress.IPv4Network])
 # --------------------------------------------------------------------------- parsing
 
 
-class _Collector:
-    """Reads raw values by key, converting and recording problems instead of raising."""
+class _KeyCheck:
+    """The `rules.Check` one key's rule reports to."""
 
-    def __init__(self, raw: Mapping[str, Any]):
+    def __init__(self, collector: "_Collector", key: str, value: Any):
+        self._c, self.key, self._value = collector, key, value
+
+    def problem(self, message: str, value: Any = ...) -> None:
+        self._c.problem(self.key, self._value if value is ... else value, message)
+
+    def warn(self, text: str) -> None:
+        self._c.warnings.append(text)
+
+    def has_problem(self) -> bool:
+        return self._c.has_problem(self.key)
+
+
+class _Collector:
+    """Reads raw values by key, converting and recording problems instead of raising.
+
+    `given[name]`: the value converted to its kind (or its default); `values[name]`: what
+    the key's rule made of it (an IPv4Network for a CIDR, None when unusable), which the
+    cross-key rules read and may refine; `failed`: keys whose own rule refused them."""
+
+    def __init__(self, raw: Mapping[str, Any], lookup_instance: Optional["InstanceLookup"] = None):
         self.raw = raw
+        self.lookup_instance = lookup_instance
         self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+        self.given: dict[str, Any] = {}
+        self.values: dict[str, Any] = {}
+        self.failed: set[str] = set()
 
     def problem(self, key: str, value: Any, message: str) -> None:
         self.problems.append(Problem(key, value, message))
 
     def has_problem(self, key: str) -> bool:
         return any(p.key == key for p in self.problems)
+
+    def check_key(self, key: Key) -> None:
+        """The key's kind, then its own rule."""
+        value = self.value(key.name)
+        self.given[key.name] = value
+        before = len(self.problems)
+        self.values[key.name] = key.rule(_KeyCheck(self, key.name, value), value) if key.rule else value
+        if len(self.problems) > before:
+            self.failed.add(key.name)
 
     def value(self, name: str) -> Any:
         key = KEYS_BY_NAME[name]
@@ -367,32 +576,6 @@ class _Collector:
             return default
         return [v.strip() for v in value]
 
-    def network(self, name: str) -> Optional[ipaddress.IPv4Network]:
-        text = self.value(name)
-        try:
-            return ipaddress.IPv4Network(text)
-        except ValueError as exc:
-            self.problem(name, text, f"expected an IPv4 CIDR such as {KEYS_BY_NAME[name].default} ({exc})")
-            return None
-
-    def ranged_int(self, name: str, low: int, high: int, why: str = "") -> int:
-        value = self.value(name)
-        if not low <= value <= high:
-            self.problem(name, value, f"must be between {low} and {high}{why}")
-        return value
-
-    def choice(self, name: str, allowed: Sequence[str]) -> str:
-        value = self.value(name)
-        if value not in allowed:
-            self.problem(name, value, f"must be one of {', '.join(allowed)}")
-        return value
-
-    def pattern(self, name: str, regex: re.Pattern, accepted: str, optional: bool = False) -> str:
-        value = self.value(name)
-        if (value or not optional) and not regex.match(value):
-            self.problem(name, value, f"expected {accepted}")
-        return value
-
 
 def parse_version(text: str) -> Optional[tuple[int, int, Optional[int]]]:
     m = _VERSION.match(text)
@@ -415,82 +598,64 @@ def supports_mysql_84(cloudstack_version: str) -> bool:
 InstanceLookup = Callable[[str], "Optional[InstanceFacts]"]
 
 
-def parse_settings(
-    raw: Mapping[str, Any],
-    lookup_instance: Optional[InstanceLookup] = None,
-    known_keys_only: bool = True,
-) -> Settings:
-    """Validate the raw config of a stack. Raises SettingsError listing every problem.
+# --------------------------------------------------------------------------- cross-key rules
+# Each reads the per-key results (`c.values`, None where unusable) and reports on one rule
+# that involves several keys; they run in this order, after every key's own rule.
 
-    `lookup_instance` answers what AWS knows of an instance type (None: unknown
-    type); without it the instance-type facts are not checked.
-    """
-    c = _Collector(raw)
-    warnings: list[str] = []
 
-    if known_keys_only:
-        for name in sorted(set(raw) - set(KEYS_BY_NAME)):
-            close = [k for k in KEYS_BY_NAME if k.lower() == name.lower()]
-            hint = f"did you mean {close[0]}?" if close else "see README for the accepted keys"
-            c.problem(name, raw[name], f"unknown key ({hint})")
+def _unparsed_network(text: str) -> Optional[ipaddress.IPv4Network]:
+    try:
+        return ipaddress.IPv4Network(text)
+    except ValueError:
+        return None
 
-    vpc = c.network("vpcCidr")
-    subnet = c.network("cloudstackSubnetCidr")
-    overlay = c.network("overlayCidr")
-    guest = c.network("guestCidr")
 
+def subnet_inside_vpc(c: _Collector) -> None:
+    """The CloudStack subnet is a subnet of the VPC."""
+    vpc, subnet = c.values["vpcCidr"], c.values["cloudstackSubnetCidr"]
     if vpc and subnet and not subnet.subnet_of(vpc):
         c.problem("cloudstackSubnetCidr", str(subnet), f"must lie inside vpcCidr {vpc}")
-    if subnet and subnet.prefixlen > 28:
-        c.problem("cloudstackSubnetCidr", str(subnet), "must be a /28 or larger (EC2 reserves five addresses per subnet)")
-    if overlay:
-        if vpc and overlay.overlaps(vpc):
-            c.problem("overlayCidr", str(overlay), f"must not overlap vpcCidr {vpc}: the VPC routes the overlay to the router")
-        if not ipplan.MIN_OVERLAY_PREFIX <= overlay.prefixlen <= ipplan.MAX_OVERLAY_PREFIX:
-            c.problem("overlayCidr", str(overlay), f"prefix must be /{ipplan.MIN_OVERLAY_PREFIX}../{ipplan.MAX_OVERLAY_PREFIX}")
-            overlay = None
+
+
+def overlay_outside_vpc(c: _Collector) -> None:
+    """The VPC routes the overlay to the router, so the two must not overlap (checked even
+    when the overlay's prefix is refused, so both problems come in one round)."""
+    vpc, overlay = c.values["vpcCidr"], c.values["overlayCidr"] or _unparsed_network(c.given["overlayCidr"])
+    if vpc and overlay and overlay.overlaps(vpc):
+        c.problem("overlayCidr", str(overlay), f"must not overlap vpcCidr {vpc}: the VPC routes the overlay to the router")
+
+
+def guest_cidr_apart(c: _Collector) -> None:
+    """Guest networks are behind virtual routers on the overlay: apart from the VPC and the overlay."""
+    guest = c.values["guestCidr"]
     if guest:
-        for other_name, other in (("vpcCidr", vpc), ("overlayCidr", overlay)):
+        for other_name in ("vpcCidr", "overlayCidr"):
+            other = c.values[other_name]
             if other and guest.overlaps(other):
                 c.problem("guestCidr", str(guest), f"must not overlap {other_name} {other}")
-        if not any(guest.subnet_of(n) for n in ipplan.GUEST_CIDR_RANGES):
-            c.problem("guestCidr", str(guest), "CloudStack accepts only private guest CIDRs: inside "
-                      + ", ".join(map(str, ipplan.GUEST_CIDR_RANGES)))
 
-    db_subnets: tuple[ipaddress.IPv4Network, ...] = ()
-    db_subnet_texts = c.value("dbSubnetCidrs")
-    if db_subnet_texts:
-        parsed = []
-        for text in db_subnet_texts:
-            try:
-                parsed.append(ipaddress.IPv4Network(text))
-            except ValueError:
-                c.problem("dbSubnetCidrs", db_subnet_texts, f"{text!r} is not an IPv4 CIDR")
-        if len(db_subnet_texts) != 2:
-            c.problem("dbSubnetCidrs", db_subnet_texts, "expected exactly two CIDRs (RDS needs subnets in two AZs)")
-        for net in parsed:
+
+def db_subnets_in_vpc(c: _Collector) -> None:
+    """The database subnets lie in the VPC, off the dedicated CloudStack subnet; when not
+    given, they are carved from the top of the VPC."""
+    vpc, subnet = c.values["vpcCidr"], c.values["cloudstackSubnetCidr"]
+    if c.given["dbSubnetCidrs"]:
+        for net in c.values["dbSubnetCidrs"]:
             if vpc and not net.subnet_of(vpc):
                 c.problem("dbSubnetCidrs", str(net), f"must lie inside vpcCidr {vpc}")
             if subnet and net.overlaps(subnet):
                 c.problem("dbSubnetCidrs", str(net), f"must not overlap the dedicated cloudstackSubnetCidr {subnet}")
-        if len(parsed) == 2 and parsed[0].overlaps(parsed[1]):
-            c.problem("dbSubnetCidrs", db_subnet_texts, "the two subnets overlap")
-        db_subnets = tuple(parsed)
     elif vpc and subnet and subnet.subnet_of(vpc):
         try:
-            db_subnets = ipplan.carve_db_subnets(str(vpc), [str(subnet)])
+            c.values["dbSubnetCidrs"] = ipplan.carve_db_subnets(str(vpc), [str(subnet)])
         except ValueError as exc:
             c.problem("dbSubnetCidrs", [], f"cannot be derived: {exc}; set two CIDRs explicitly")
 
-    # Existing VPC: all ids or none.
-    vpc_id = c.pattern("vpcId", _AWS_ID["vpc"], "a VPC id like vpc-0123456789abcdef0", optional=True)
-    subnet_id = c.pattern("cloudstackSubnetId", _AWS_ID["subnet"], "a subnet id like subnet-0123456789abcdef0", optional=True)
-    db_subnet_ids = c.value("dbSubnetIds")
-    route_table_ids = c.value("routeTableIds")
-    for name, ids, kind in (("dbSubnetIds", db_subnet_ids, "subnet"), ("routeTableIds", route_table_ids, "rtb")):
-        for item in ids:
-            if not _AWS_ID[kind].match(item):
-                c.problem(name, ids, f"{item!r} is not a {kind} id")
+
+def existing_vpc_ids_together(c: _Collector) -> None:
+    """An existing VPC comes with its subnets and route tables: all ids or none."""
+    vpc_id, subnet_id = c.values["vpcId"], c.values["cloudstackSubnetId"]
+    db_subnet_ids, route_table_ids = c.values["dbSubnetIds"], c.values["routeTableIds"]
     if vpc_id:
         if not subnet_id:
             c.problem("cloudstackSubnetId", "", "required with vpcId: the existing dedicated CloudStack subnet")
@@ -503,216 +668,161 @@ def parse_settings(
     elif subnet_id or db_subnet_ids or route_table_ids:
         c.problem("vpcId", "", "required when cloudstackSubnetId, dbSubnetIds or routeTableIds is set")
 
-    vxlan_id = c.ranged_int("vxlanId", 1, MAX_VXLAN_ID)
-    group_text = c.value("multicastGroup")
-    group: Optional[ipaddress.IPv4Address] = None
-    try:
-        group = ipaddress.IPv4Address(group_text)
-    except ValueError:
-        c.problem("multicastGroup", group_text, "expected an IPv4 multicast address (224.0.0.0/4), e.g. 239.255.0.100 in the local scope 239.255.0.0/16")
-    if group is not None:
-        if not group.is_multicast:
-            c.problem("multicastGroup", group_text, "is not an IPv4 multicast address (224.0.0.0/4); use one in 239.255.0.0/16")
-        elif group in ipaddress.IPv4Network("224.0.0.0/24"):
-            c.problem("multicastGroup", group_text, "224.0.0.0/24 is link-local control traffic; use one in 239.255.0.0/16")
-        elif group not in LOCAL_SCOPE_MULTICAST:
-            warnings.append(
-                f"multicastGroup {group} is outside the IPv4 local scope 239.255.0.0/16: "
-                "it may collide with other multicast users of the Transit Gateway"
-            )
-    mtu = c.ranged_int(
-        "overlayMtu", MIN_OVERLAY_MTU, MAX_OVERLAY_MTU,
-        f" (Transit Gateway's {TGW_MAX_MTU} minus VXLAN's {VXLAN_OVERHEAD}; IPv6 needs at least {MIN_OVERLAY_MTU})",
-    )
 
-    vlan_text = c.value("guestVlanRange")
-    vlans = (0, 0)
-    m = re.match(r"^(\d+)-(\d+)$", vlan_text)
-    if not m or not (1 <= int(m.group(1)) <= int(m.group(2)) <= 4094):
-        c.problem("guestVlanRange", vlan_text, "expected first-last with 1 <= first <= last <= 4094, e.g. 1000-1999")
-    else:
-        vlans = (int(m.group(1)), int(m.group(2)))
-        # The KVM agent names a guest VLAN's bridge and device after the overlay port.
-        too_long = [n for n in userdata.guest_vlan_devices(vlans[1]) if len(n) > userdata.LINUX_IFNAME_MAX]
-        if too_long:
-            c.problem("guestVlanRange", vlan_text,
-                      f"the KVM agent would name VLAN {vlans[1]}'s bridge/device {', '.join(too_long)}, longer than "
-                      f"Linux's {userdata.LINUX_IFNAME_MAX} characters; expected a last VLAN that fits")
-
-    allow_public = c.value("allowPublicAdminAccess")
-    admin_texts = c.value("adminCidrs")
-    admin: list[ipaddress.IPv4Network] = []
-    if not admin_texts and not c.has_problem("adminCidrs"):
-        c.problem("adminCidrs", admin_texts,
-                  'must name who may reach the UI/API, e.g. ["203.0.113.7/32"] '
-                  '(pulumi config set --path "adminCidrs[0]" <your address>/32)')
-    for text in admin_texts:
-        try:
-            net = ipaddress.IPv4Network(text)
-        except ValueError:
-            c.problem("adminCidrs", admin_texts, f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 203.0.113.0/24)")
-            continue
-        if net == ALL_IPV4 and not allow_public:
-            c.problem("adminCidrs", admin_texts,
+def public_admin_access_consented(c: _Collector) -> None:
+    """0.0.0.0/0 in adminCidrs opens the UI/API to the internet: only with allowPublicAdminAccess."""
+    for net in c.values["adminCidrs"]:
+        if net == ALL_IPV4 and not c.values["allowPublicAdminAccess"]:
+            c.problem("adminCidrs", c.given["adminCidrs"],
                       "0.0.0.0/0 opens the UI/API to the internet: set allowPublicAdminAccess to true to mean it")
-        admin.append(net)
 
-    tenant_texts = c.value("tenantVpcAccessCidrs")
-    tenant_access: list[ipaddress.IPv4Network] = []
-    for text in tenant_texts:
-        try:
-            net = ipaddress.IPv4Network(text)
-        except ValueError:
-            c.problem("tenantVpcAccessCidrs", tenant_texts,
-                      f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 10.0.8.0/24)")
-            continue
-        # The isolation protects exactly these: opening them to tenants would undo it.
-        protected = [("cloudstackSubnetCidr (EFS and the CloudStack instances)", subnet),
-                     *(("dbSubnetCidrs (the database)", n) for n in db_subnets),
-                     ("overlayCidr", overlay), ("169.254.0.0/16 (instance metadata)", LINK_LOCAL)]
+
+def tenant_access_keeps_isolation(c: _Collector) -> None:
+    """The isolation protects exactly these: opening them to tenants would undo it."""
+    texts = c.given["tenantVpcAccessCidrs"]
+    protected = [("cloudstackSubnetCidr (EFS and the CloudStack instances)", c.values["cloudstackSubnetCidr"]),
+                 *(("dbSubnetCidrs (the database)", n) for n in c.values["dbSubnetCidrs"]),
+                 ("overlayCidr", c.values["overlayCidr"]), ("169.254.0.0/16 (instance metadata)", LINK_LOCAL)]
+    kept = []
+    for text in texts:
+        net = _unparsed_network(text)
+        if net is None or net.prefixlen == 0:
+            continue  # refused by the key's own rule
         clashes = [f"{name} {other}" for name, other in protected if other is not None and net.overlaps(other)]
-        if net.prefixlen == 0:
-            c.problem("tenantVpcAccessCidrs", tenant_texts, f"{text!r} is everything; name the ranges tenants may reach")
-        elif clashes:
-            c.problem("tenantVpcAccessCidrs", tenant_texts,
+        if clashes:
+            c.problem("tenantVpcAccessCidrs", texts,
                       f"{text!r} overlaps {', '.join(clashes)}, which tenants must never reach")
         else:
-            tenant_access.append(net)
+            kept.append(net)
+    c.values["tenantVpcAccessCidrs"] = kept
 
-    vm_forwards = parse_vm_forwards(c, overlay)
 
-    router_type = c.pattern("routerInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5n.large")
-    management_type = c.pattern("managementInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")
-    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5.metal or c8i.4xlarge")
-    if lookup_instance is not None:
-        for key, name, needs_metal in (
-            ("routerInstanceType", router_type, False),
-            ("managementInstanceType", management_type, False),
-            ("hostInstanceType", host_type, True),
-        ):
-            if _INSTANCE_TYPE.match(name):
-                facts = lookup_instance(name)
-                if facts is not None and facts.unknown_offline:
-                    warnings.append(f"{key} {name} is not in the offline table: unknown offline (Nitro, metal and "
-                                    "x86_64 are checked against AWS at preview), priced as unknown")
-                c.problems.extend(check_instance_type(key, name, needs_metal, facts))
-    host_count = c.value("hostCount")
+def vm_forwards_valid(c: _Collector) -> None:
+    """Each forward's target is in the overlay's public range (see parse_vm_forwards)."""
+    c.values["vmForwards"] = parse_vm_forwards(c, c.values["overlayCidr"])
+
+
+def instance_types_known(c: _Collector) -> None:
+    """What AWS says of the instance types (Nitro, KVM-capable hosts, x86_64), when asked."""
+    if c.lookup_instance is None:
+        return
+    for key, needs_metal in (("routerInstanceType", False), ("managementInstanceType", False),
+                             ("hostInstanceType", True)):
+        name = c.values[key]
+        if _INSTANCE_TYPE.match(name):
+            facts = c.lookup_instance(name)
+            if facts is not None and facts.unknown_offline:
+                c.warnings.append(f"{key} {name} is not in the offline table: unknown offline (Nitro, metal and "
+                                  "x86_64 are checked against AWS at preview), priced as unknown")
+            c.problems.extend(check_instance_type(key, name, needs_metal, facts))
+
+
+def hosts_fit(c: _Collector) -> None:
+    """The hosts fit the overlay's address plan, one Transit Gateway multicast group and
+    the CloudStack subnet."""
+    host_count, overlay, subnet = c.values["hostCount"], c.values["overlayCidr"], c.values["cloudstackSubnetCidr"]
     if host_count < 1:
-        c.problem("hostCount", host_count, "must be at least 1")
-    else:
-        if overlay is not None:
-            capacity = ipplan.host_capacity(overlay)
-            if host_count > capacity:
-                c.problem("hostCount", host_count,
-                          f"overlayCidr {overlay} has room for {capacity} hosts; widen overlayCidr or lower hostCount")
-        members = 1 + 1 + host_count
-        if members > ipplan.MAX_MULTICAST_MEMBERS:
+        return
+    if overlay is not None:
+        capacity = ipplan.host_capacity(overlay)
+        if host_count > capacity:
             c.problem("hostCount", host_count,
-                      f"router + management server + {host_count} hosts = {members} members, but a Transit Gateway "
-                      f"multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
-                      f"{ipplan.MAX_MULTICAST_MEMBERS - 2} hosts per overlay")
-        if subnet is not None and subnet.prefixlen <= 28:
-            room = ipplan.subnet_host_capacity(subnet)
-            if host_count > room:
-                usable = subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES
-                c.problem("cloudstackSubnetCidr", str(subnet),
-                          f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
-                          f"router, the management server, hostCount {host_count} hosts, the "
-                          f"{' and the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
-                          f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
-    hosts_per_cluster = c.ranged_int("hostsPerCluster", 1, MAX_HOSTS_PER_CLUSTER, " (KVM hosts per CloudStack cluster)")
-    ubuntu = c.choice("ubuntuRelease", tuple(UBUNTU_RELEASES))
-    ami_id = c.pattern("amiId", _AWS_ID["ami"], "an AMI id like ami-0123456789abcdef0", optional=True)
-    root_gb = c.ranged_int("rootVolumeGb", 20, 16384)
+                      f"overlayCidr {overlay} has room for {capacity} hosts; widen overlayCidr or lower hostCount")
+    members = 1 + 1 + host_count
+    if members > ipplan.MAX_MULTICAST_MEMBERS:
+        c.problem("hostCount", host_count,
+                  f"router + management server + {host_count} hosts = {members} members, but a Transit Gateway "
+                  f"multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
+                  f"{ipplan.MAX_MULTICAST_MEMBERS - 2} hosts per overlay")
+    if subnet is not None and subnet.prefixlen <= 28:
+        room = ipplan.subnet_host_capacity(subnet)
+        if host_count > room:
+            usable = subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES
+            c.problem("cloudstackSubnetCidr", str(subnet),
+                      f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
+                      f"router, the management server, hostCount {host_count} hosts, the "
+                      f"{' and the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
+                      f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
 
-    version = c.value("cloudstackVersion")
-    parsed_version = parse_version(version)
-    if parsed_version is None or f"{parsed_version[0]}.{parsed_version[1]}" not in SUPPORTED_CLOUDSTACK_RELEASES:
-        c.problem("cloudstackVersion", version,
-                  f"expected X.Y or X.Y.Z of a supported release: {', '.join(SUPPORTED_CLOUDSTACK_RELEASES)}")
-        parsed_version = None
-    elif parsed_version == (4, 19, 0):
-        # 4.19.0's management server signs its SSH logins to hosts with an RSA key
-        # and SHA-1, which the OpenSSH of Ubuntu 22.04/24.04 refuses: addHost fails.
-        # 4.19.1 generates an ECDSA key.
-        c.problem("cloudstackVersion", version,
-                  "4.19.0's management server logs in to KVM hosts with an RSA/SHA-1 SSH key that Ubuntu "
-                  "22.04/24.04's OpenSSH refuses, so no host can be added (fixed in 4.19.1); use 4.19 "
-                  "(its newest patch release), 4.19.1 or later")
-    zone = c.pattern("zoneName", _NAME, "1-32 letters, digits, '-' or '_', starting with a letter or digit (it is also a directory name)")
-    register = c.value("registerCloud")
-    endpoint = c.value("apiEndpoint")
-    if endpoint and not re.match(r"^https?://[^/\s]+(/\S*)?$", endpoint):
-        c.problem("apiEndpoint", endpoint, "expected an http(s) URL such as http://localhost:8080/client/api")
-    reg_timeout = c.ranged_int("registrationTimeoutMinutes", 1, 240)
-    system_vm_wait = c.ranged_int("systemVmWaitMinutes", 1, 240)
 
-    db_version = c.value("dbEngineVersion")
-    if db_version.lower().startswith("aurora"):
-        c.problem("dbEngineVersion", db_version,
-                  "Aurora is not supported: CloudStack needs the MyISAM storage engine, which Aurora lacks; use 8.4 or 8.0")
-    elif db_version not in DB_ENGINE_VERSIONS:
-        c.problem("dbEngineVersion", db_version, f"must be a MySQL major version: {', '.join(DB_ENGINE_VERSIONS)}")
-    elif db_version == "8.4" and parsed_version is not None and not supports_mysql_84(version):
+def mysql_84_supported(c: _Collector) -> None:
+    """apache/cloudstack#12417: MySQL 8.4 needs a CloudStack release that supports it."""
+    version, db_version = c.values["cloudstackVersion"], c.values["dbEngineVersion"]
+    if db_version == "8.4" and "cloudstackVersion" not in c.failed and not supports_mysql_84(version):
         c.problem("dbEngineVersion", db_version,
                   f"cloudstackVersion {version} does not support MySQL 8.4 (added in "
                   f"{'.'.join(map(str, MYSQL_84_FIRST_RELEASE))}); use 8.0 or a newer cloudstackVersion")
-    elif db_version == "8.0":
-        warnings.append(
+
+
+def mysql_80_extended_support(c: _Collector) -> None:
+    """A warning: RDS MySQL 8.0 costs Extended Support since 2026-07-31."""
+    if c.values["dbEngineVersion"] == "8.0":
+        c.warnings.append(
             "dbEngineVersion 8.0: RDS MySQL 8.0 left standard support on 2026-07-31; a new 8.0 database "
             "is enrolled in paid RDS Extended Support (about $0.10 per vCPU-hour on top of the instance). "
-            + ("Use 8.4: your cloudstackVersion supports it." if supports_mysql_84(version) else "")
+            + ("Use 8.4: your cloudstackVersion supports it." if supports_mysql_84(c.values["cloudstackVersion"]) else "")
         )
-    db_class = c.pattern("dbInstanceClass", _DB_CLASS, "an RDS instance class such as db.t4g.medium")
-    db_storage = c.ranged_int("dbAllocatedStorageGb", 20, 65536)
-    db_multi_az = c.value("dbMultiAz")
-    db_retention = c.ranged_int("dbBackupRetentionDays", 1, 35, " (automated backups stay on)")
-    protect = c.value("deletionProtection")
-    db_skip_snapshot = c.value("dbSkipFinalSnapshot")
 
-    efs_mode = c.value("efsThroughputMode")
-    if efs_mode == "bursting":
-        c.problem("efsThroughputMode", efs_mode,
-                  "bursting runs out of credits after a few VMs boot; use elastic or provisioned")
-    elif efs_mode not in EFS_THROUGHPUT_MODES:
-        c.problem("efsThroughputMode", efs_mode, f"must be one of {', '.join(EFS_THROUGHPUT_MODES)}")
-    efs_mibps = c.value("efsProvisionedMibps")
-    if efs_mode == "provisioned" and not 1 <= efs_mibps <= 3414:
+
+def efs_provisioned_throughput(c: _Collector) -> None:
+    """EFS's provisioned throughput (1..3414 MiB/s) matters only in provisioned mode."""
+    efs_mibps = c.values["efsProvisionedMibps"]
+    if c.values["efsThroughputMode"] == "provisioned" and not 1 <= efs_mibps <= 3414:
         c.problem("efsProvisionedMibps", efs_mibps, "must be between 1 and 3414 MiB/s with provisioned throughput")
 
-    tgw_timeout = c.ranged_int("transitGatewayTimeoutMinutes", 10, 120)
-    host_timeout = c.ranged_int("hostTimeoutMinutes", 20, 240, " (metal instances take more than 20 minutes)")
-    db_timeout = c.ranged_int("dbTimeoutMinutes", 40, 720)
-    db_log_days = c.value("dbLogRetentionDays")
-    if db_log_days not in LOG_RETENTION_DAYS:
-        c.problem("dbLogRetentionDays", db_log_days,
-                  f"CloudWatch Logs accepts only {', '.join(map(str, LOG_RETENTION_DAYS))} (0: never expire)")
+
+#: The rules that involve several keys, run in this order after every key's own rule.
+CROSS_KEY_RULES: tuple[Callable[[_Collector], None], ...] = (
+    subnet_inside_vpc,
+    overlay_outside_vpc,
+    guest_cidr_apart,
+    db_subnets_in_vpc,
+    existing_vpc_ids_together,
+    public_admin_access_consented,
+    tenant_access_keeps_isolation,
+    vm_forwards_valid,
+    instance_types_known,
+    hosts_fit,
+    mysql_84_supported,
+    mysql_80_extended_support,
+    efs_provisioned_throughput,
+)
+
+
+def _field_name(key: str) -> str:
+    """vpcCidr -> vpc_cidr: a Settings field is named after its key."""
+    return re.sub(r"([A-Z])", r"_\1", key).lower()
+
+
+def parse_settings(
+    raw: Mapping[str, Any],
+    lookup_instance: Optional[InstanceLookup] = None,
+    known_keys_only: bool = True,
+) -> Settings:
+    """Validate the raw config of a stack. Raises SettingsError listing every problem.
+
+    Unknown keys first, then each key of KEYS by its own rule (`Key.rule`), then
+    CROSS_KEY_RULES. `lookup_instance` answers what AWS knows of an instance type (None:
+    unknown type); without it the instance-type facts are not checked.
+    """
+    c = _Collector(raw, lookup_instance)
+
+    if known_keys_only:
+        for name in sorted(set(raw) - set(KEYS_BY_NAME)):
+            close = [k for k in KEYS_BY_NAME if k.lower() == name.lower()]
+            hint = f"did you mean {close[0]}?" if close else "see README for the accepted keys"
+            c.problem(name, raw[name], f"unknown key ({hint})")
+
+    for key in KEYS:
+        c.check_key(key)
+    for rule in CROSS_KEY_RULES:
+        rule(c)
 
     if c.problems:
         raise SettingsError(c.problems)
-
     return Settings(
-        vpc_cidr=vpc, cloudstack_subnet_cidr=subnet, db_subnet_cidrs=db_subnets,
-        availability_zone=c.value("availabilityZone"), vpc_id=vpc_id, cloudstack_subnet_id=subnet_id,
-        db_subnet_ids=tuple(db_subnet_ids), route_table_ids=tuple(route_table_ids),
-        overlay_cidr=overlay, vxlan_id=vxlan_id, multicast_group=group, overlay_mtu=mtu,
-        guest_cidr=guest, guest_vlan_range=vlans, admin_cidrs=tuple(admin),
-        allow_public_admin_access=allow_public,
-        router_instance_type=router_type, management_instance_type=management_type,
-        host_instance_type=host_type, host_count=host_count, hosts_per_cluster=hosts_per_cluster,
-        ubuntu_release=ubuntu, ami_id=ami_id, root_volume_gb=root_gb,
-        cloudstack_version=version, zone_name=zone, register_cloud=register, api_endpoint=endpoint,
-        registration_timeout_minutes=reg_timeout,
-        system_vm_wait_minutes=system_vm_wait, destroy_with_running_vms=c.value("destroyWithRunningVms"),
-        db_engine_version=db_version, db_instance_class=db_class, db_allocated_storage_gb=db_storage,
-        db_multi_az=db_multi_az, db_backup_retention_days=db_retention,
-        deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,
-        efs_throughput_mode=efs_mode, efs_provisioned_mibps=efs_mibps,
-        tenant_vpc_access_cidrs=tuple(tenant_access),
-        vm_forwards=tuple(vm_forwards),
-        warnings=tuple(warnings),
-        transit_gateway_timeout_minutes=tgw_timeout, host_timeout_minutes=host_timeout,
-        db_timeout_minutes=db_timeout, db_log_retention_days=db_log_days,
+        **{_field_name(name): tuple(v) if isinstance(v, list) else v for name, v in c.values.items()},
+        warnings=tuple(c.warnings),
     )
 
 
