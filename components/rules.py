@@ -27,6 +27,11 @@ MIN_OVERLAY_MTU = 1280
 #: A VXLAN network identifier is 24 bits (RFC 7348 section 5); 0 is refused by us.
 MAX_VXLAN_ID = 2**24 - 1
 
+#: Instance metadata and EC2's link-local services: never reachable from the overlay.
+LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
+#: Ubuntu LTS releases of the instances and their codenames (the package repositories').
+UBUNTU_RELEASES = {"22.04": "jammy", "24.04": "noble"}
+
 # --------------------------------------------------------- shared patterns ----
 
 #: CloudStack zone name, also a directory on EFS (/<zone>/primary).

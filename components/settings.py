@@ -27,7 +27,7 @@ SUPPORTED_CLOUDSTACK_RELEASES = ("4.19", "4.20", "4.21", "4.22")
 MYSQL_84_FIRST_RELEASE = (4, 20, 3)
 DB_ENGINE_VERSIONS = ("8.0", "8.4")
 EFS_THROUGHPUT_MODES = ("elastic", "provisioned")
-UBUNTU_RELEASES = {"22.04": "jammy", "24.04": "noble"}
+UBUNTU_RELEASES = rules.UBUNTU_RELEASES
 
 #: Transit Gateway carries at most 8500-byte packets and VXLAN adds 50 bytes (components/rules.py,
 #: shared with the boot scripts' checks).
@@ -313,7 +313,7 @@ KEYS: tuple[Key, ...] = (
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
 #: Instance metadata and EC2's link-local services: never reachable from the overlay.
-LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
+LINK_LOCAL = rules.LINK_LOCAL
 
 
 @dataclass(frozen=True)
@@ -504,7 +504,7 @@ class _Collector:
 
     `given[name]`: the value converted to its kind (or its default); `values[name]`: what
     the key's rule made of it (an IPv4Network for a CIDR, None when unusable), which the
-    cross-key rules read and may refine; `failed`: keys whose own rule refused them."""
+    cross-key rules read and may refine."""
 
     def __init__(self, raw: Mapping[str, Any], lookup_instance: Optional["InstanceLookup"] = None):
         self.raw = raw
@@ -513,7 +513,6 @@ class _Collector:
         self.warnings: list[str] = []
         self.given: dict[str, Any] = {}
         self.values: dict[str, Any] = {}
-        self.failed: set[str] = set()
 
     def problem(self, key: str, value: Any, message: str) -> None:
         self.problems.append(Problem(key, value, message))
@@ -525,10 +524,7 @@ class _Collector:
         """The key's kind, then its own rule."""
         value = self.value(key.name)
         self.given[key.name] = value
-        before = len(self.problems)
         self.values[key.name] = key.rule(_KeyCheck(self, key.name, value), value) if key.rule else value
-        if len(self.problems) > before:
-            self.failed.add(key.name)
 
     def value(self, name: str) -> Any:
         key = KEYS_BY_NAME[name]
@@ -748,7 +744,10 @@ def hosts_fit(c: _Collector) -> None:
 def mysql_84_supported(c: _Collector) -> None:
     """apache/cloudstack#12417: MySQL 8.4 needs a CloudStack release that supports it."""
     version, db_version = c.values["cloudstackVersion"], c.values["dbEngineVersion"]
-    if db_version == "8.4" and "cloudstackVersion" not in c.failed and not supports_mysql_84(version):
+    # Judged for any release this program knows (4.19.0 too: its own problem is another one).
+    parsed = parse_version(version)
+    known = parsed is not None and f"{parsed[0]}.{parsed[1]}" in SUPPORTED_CLOUDSTACK_RELEASES
+    if db_version == "8.4" and known and not supports_mysql_84(version):
         c.problem("dbEngineVersion", db_version,
                   f"cloudstackVersion {version} does not support MySQL 8.4 (added in "
                   f"{'.'.join(map(str, MYSQL_84_FIRST_RELEASE))}); use 8.0 or a newer cloudstackVersion")

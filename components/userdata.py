@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Mapping, Optional
 
-from components import ipplan
+from components import ipplan, rules
 
 #: EC2 refuses user data larger than this (bytes, before base64).
 USER_DATA_LIMIT_BYTES = 16384
@@ -40,7 +40,7 @@ USER_DATA_LIMIT_BYTES = 16384
 #: CloudStack releases from which the management package ships the system VM
 #: template and registers it itself (nothing to seed): the oldest supported.
 FIRST_SUPPORTED_CLOUDSTACK = (4, 16)
-OS_CODENAMES = ("jammy", "noble")
+OS_CODENAMES = tuple(rules.UBUNTU_RELEASES.values())
 DEFAULT_REPO_URL = "https://download.cloudstack.org/ubuntu"
 DEFAULT_KEY_URL = "https://download.cloudstack.org/release.asc"
 
@@ -193,8 +193,10 @@ _PREFIX = re.compile(r"^/cloudstack-ec2/[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[0-9a-f
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
-_ZONE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+# Values that come from the stack settings are checked by the settings' own rules
+# (components/rules.py); only the rules of values that do not come from settings live here.
+_VERSION = rules.VERSION
+_ZONE = rules.ZONE_NAME
 _PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _URL = re.compile(r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~-]+)*/?$")
@@ -203,7 +205,7 @@ _URL = re.compile(r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~-]+)*/?$")
 _SECRET_ID = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:|cloudstack-ec2/)"
                         r"[A-Za-z0-9/_+=.@-]{1,400}$")
 _DEV = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_DNAT = re.compile(r"^(tcp|udp):(\d{1,5}):([0-9.]+):(\d{1,5})$")
+_DNAT = re.compile(rf"^{rules.DNAT}$")
 # Things that look like credentials: an input with one is refused outright.
 _SECRET_LIKE = (
     (re.compile(r"(?:A3T[A-Z0-9]|AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}"), "an AWS access key id"),
@@ -291,9 +293,9 @@ def _check_overlay(overlay: object, role: str) -> OverlayConfig:
     _check_choice("overlay.role", o.role, ("router", "member"))
     if o.role != role:
         raise UserDataError(f"overlay.role: {o.role!r} is not accepted here; this instance is an overlay {role}")
-    _check_int("overlay.vxlan_id", o.vxlan_id, 1, 16777215)
+    _check_int("overlay.vxlan_id", o.vxlan_id, 1, rules.MAX_VXLAN_ID)
     _check_int("overlay.vxlan_port", o.vxlan_port, 1, 65535)
-    _check_int("overlay.overlay_mtu", o.overlay_mtu, 1280, 8450)
+    _check_int("overlay.overlay_mtu", o.overlay_mtu, rules.MIN_OVERLAY_MTU, rules.MAX_OVERLAY_MTU)
     _check_str("overlay.vxlan_group", o.vxlan_group)
     try:
         group = ipaddress.IPv4Address(o.vxlan_group)
@@ -391,7 +393,7 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
             net = ipaddress.IPv4Network(text)
         except ValueError:
             net = None
-        if net is None or net.prefixlen == 0 or net.overlaps(ipaddress.IPv4Network("169.254.0.0/16")) \
+        if net is None or net.prefixlen == 0 or net.overlaps(rules.LINK_LOCAL) \
                 or net.overlaps(iface.network):
             raise UserDataError(f"overlay.tenant_vpc_access[{i}]: {text!r} is not accepted; expected an IPv4 CIDR"
                                 f" (host bits zero) outside 169.254.0.0/16 and the overlay {iface.network}")
@@ -467,7 +469,7 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
     """boot.env of the management server (validated)."""
     _check_common(boot, ManagementBoot, "member")
     _check_package_source(boot)
-    _check_match("zone_name", boot.zone_name, _ZONE, "1-32 letters, digits, '-' or '_', starting with a letter or digit")
+    _check_match("zone_name", boot.zone_name, _ZONE, rules.ZONE_NAME_ACCEPTED)
     _check_match("efs_mount_point", boot.efs_mount_point, _PATH, "an absolute path such as '/mnt/cloudstack-efs'")
     if ".." in boot.efs_mount_point.split("/") or boot.efs_mount_point.rstrip("/") in ("", "/mnt"):
         raise UserDataError(f"efs_mount_point: {boot.efs_mount_point!r} is not accepted; use a dedicated"
