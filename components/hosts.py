@@ -21,6 +21,8 @@ class KvmHostPoolArgs:
     overlay_ips: Mapping[int, str]
     #: host index -> boot script (base64 user data).
     render_user_data: Callable[[int], pulumi.Input[str]]
+    #: ARN of the KVM host script object in the boot-script bucket (BootScriptBucket.object_arn).
+    boot_script_arn: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
     #: Create/update/delete timeout: metal instances can take more than 20 minutes to
     #: start (or stop), and the provider gives up after 10 by default.
@@ -46,7 +48,8 @@ class KvmHostPool(pulumi.ComponentResource):
         # adds them with) and its package version; no secret is readable from a KVM host.
         profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
             parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
-            parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)])], opts=child, tags=tags)
+            parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)]),
+            Grant(["s3:GetObject"], [args.boot_script_arn])], opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
         for index, overlay_ip in sorted(args.overlay_ips.items()):
