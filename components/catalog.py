@@ -10,7 +10,7 @@ not in the table is reported as unknown instead of guessed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from components.settings import InstanceFacts, Settings
 
@@ -33,6 +33,27 @@ _EC2: dict[str, tuple[str, bool, str, int, int, float]] = {
     "c7i.metal-24xl": ("", True, "x86_64", 96, 196608, 4.284),
     "m7i.metal-24xl": ("", True, "x86_64", 96, 393216, 4.8384),
     "c6g.metal": ("", True, "arm64", 64, 131072, 2.176),
+    # virtual with nested virtualization: KVM hosts (prices recorded NESTED_PRICES_RECORDED)
+    "c8i.xlarge": ("nitro", False, "x86_64", 4, 8192, 0.18743),
+    "c8i.2xlarge": ("nitro", False, "x86_64", 8, 16384, 0.37485),
+    "c8i.4xlarge": ("nitro", False, "x86_64", 16, 32768, 0.7497),
+    "c8i.8xlarge": ("nitro", False, "x86_64", 32, 65536, 1.4994),
+    "c8i.12xlarge": ("nitro", False, "x86_64", 48, 98304, 2.2491),
+    "c8i.16xlarge": ("nitro", False, "x86_64", 64, 131072, 2.9988),
+    "c8i-flex.4xlarge": ("nitro", False, "x86_64", 16, 32768, 0.71222),
+    "m8i.xlarge": ("nitro", False, "x86_64", 4, 16384, 0.21168),
+    "m8i.2xlarge": ("nitro", False, "x86_64", 8, 32768, 0.42336),
+    "m8i.4xlarge": ("nitro", False, "x86_64", 16, 65536, 0.84672),
+    "m8i.8xlarge": ("nitro", False, "x86_64", 32, 131072, 1.69344),
+    "m8i.12xlarge": ("nitro", False, "x86_64", 48, 196608, 2.54016),
+    "m8i.16xlarge": ("nitro", False, "x86_64", 64, 262144, 3.38688),
+    "m8i-flex.4xlarge": ("nitro", False, "x86_64", 16, 65536, 0.80438),
+    "r8i.xlarge": ("nitro", False, "x86_64", 4, 32768, 0.27783),
+    "r8i.2xlarge": ("nitro", False, "x86_64", 8, 65536, 0.55566),
+    "r8i.4xlarge": ("nitro", False, "x86_64", 16, 131072, 1.11132),
+    "r8i.8xlarge": ("nitro", False, "x86_64", 32, 262144, 2.22264),
+    # a virtual type of the previous generation: no nested virtualization (refused as a host)
+    "c7i.4xlarge": ("nitro", False, "x86_64", 16, 32768, 0.714),
     # Nitro virtualized: router and management server
     "c5.large": ("nitro", False, "x86_64", 2, 4096, 0.085),
     "c5.xlarge": ("nitro", False, "x86_64", 4, 8192, 0.17),
@@ -57,6 +78,23 @@ _EC2: dict[str, tuple[str, bool, str, int, int, float]] = {
     "m4.large": ("xen", False, "x86_64", 2, 8192, 0.10),
     "c4.large": ("xen", False, "x86_64", 2, 3840, 0.10),
 }
+
+#: Types whose ProcessorInfo.SupportedFeatures lists "nested-virtualization" (AWS: 8th
+#: generation Intel, C8i/M8i/R8i and their flex variants, EC2 API reference
+#: CpuOptionsRequest.NestedVirtualization and ProcessorInfo, checked 2026-11-30).
+_NESTED_VIRTUALIZATION = frozenset(
+    t for t in _EC2 if t.split(".")[0] in ("c8i", "c8i-flex", "m8i", "m8i-flex", "r8i", "r8i-flex"))
+#: The 8th-generation Intel rows above: recorded later than the rest of the table, and
+#: derived, not copied from AWS's price list (which this machine cannot reach). AWS
+#: priced C8i/M8i/R8i at 1.05x the same size of C7i/M7i/R7i and the flex variants at
+#: 0.95x the regular type, as C7i/M7i flex were (m8i.4xlarge $0.84672 = m7i.4xlarge
+#: $0.8064 x 1.05, seen in a public benchmark's us-east-1 table of 2026-07; c8i.4xlarge
+#: in eu-central-1 $0.862 = this row x 1.15, Frankfurt's usual premium; one public
+#: us-west-2 snapshot rounds c8i.4xlarge to $0.72, about 4% below this row). Verify on
+#: https://aws.amazon.com/ec2/pricing/on-demand/ before relying on a cent.
+NESTED_PRICES_RECORDED = "2026-11-30"
+NESTED_PRICES_SOURCE = ("derived from the C7i/M7i/R7i list prices (x1.05; flex x0.95), "
+                        "as AWS priced the 8th generation; verify on aws.amazon.com/ec2/pricing/on-demand")
 
 #: RDS MySQL single-AZ: (vCPUs, USD per hour). Multi-AZ costs twice.
 _RDS: dict[str, tuple[int, float]] = {
@@ -94,7 +132,8 @@ def instance_facts(instance_type: str) -> Optional[InstanceFacts]:
     if row is None:
         return None
     hypervisor, metal, arch, vcpus, memory, _price = row
-    return InstanceFacts(instance_type, hypervisor, metal, (arch,), vcpus, memory)
+    features = ("nested-virtualization",) if instance_type in _NESTED_VIRTUALIZATION else ()
+    return InstanceFacts(instance_type, hypervisor, metal, (arch,), vcpus, memory, features)
 
 
 def ec2_hourly(instance_type: str) -> Optional[float]:
@@ -136,19 +175,26 @@ class CostEstimate:
             f"a month is {HOURS_PER_MONTH} hours; no Savings Plans or Reserved Instances",
             "not included (usage-based): " + "; ".join(USAGE_BASED),
         ]
+        dated = sorted({line.item.split()[-1] for line in self.lines} & _NESTED_VIRTUALIZATION)
+        if dated:
+            notes.append(f"{', '.join(dated)}: recorded {NESTED_PRICES_RECORDED}, {NESTED_PRICES_SOURCE}")
         if self.unknown:
             notes.append("NOT in the price table, so NOT in the total: " + ", ".join(self.unknown))
         return notes
 
 
-def estimate(settings: Settings) -> CostEstimate:
+def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> CostEstimate:
+    """`host_types[i]`: host i's instance type (existing hosts keep theirs); None: every
+    host of `hostInstanceType`."""
     per_month = 1 / HOURS_PER_MONTH
+    host_types = list(host_types) if host_types is not None else [settings.host_instance_type] * settings.host_count
     lines = [
         CostLine(f"router {settings.router_instance_type}", 1, ec2_hourly(settings.router_instance_type)),
         CostLine(f"management server {settings.management_instance_type}", 1,
                  ec2_hourly(settings.management_instance_type)),
-        CostLine(f"KVM host {settings.host_instance_type}", settings.host_count,
-                 ec2_hourly(settings.host_instance_type)),
+    ] + [
+        CostLine(f"KVM host {t}", host_types.count(t), ec2_hourly(t)) for t in dict.fromkeys(host_types)
+    ] + [
         CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (2 + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
         CostLine("router Elastic IP (public IPv4)", 1, PUBLIC_IPV4_HOUR),
@@ -170,3 +216,74 @@ def estimate(settings: Settings) -> CostEstimate:
                               EFS_PROVISIONED_MIBPS_MONTH * per_month))
     lines.append(CostLine("Secrets Manager secrets", SECRETS_PER_STACK, SECRET_MONTH * per_month))
     return CostEstimate(tuple(lines))
+
+
+# --------------------------------------------------------------- KVM host capacity and start time
+
+#: Minutes from RunInstances until a KVM host instance is running and starts its boot
+#: script, by how it virtualizes. Metal boots the whole server (firmware, memory test):
+#: 10-20 minutes, sometimes more (DESIGN.md: metal can take more than 20 minutes); a
+#: virtual instance with nested virtualization is running in a minute or two, like any
+#: Nitro instance. The boot script (packages, the agent) and addHost come on top and are
+#: the same for both (docs/boot.md).
+HOST_START_MINUTES = {"metal": (10, 20), "nested": (1, 2)}
+
+
+def host_virtualization(facts: Optional[InstanceFacts]) -> str:
+    """"metal", "nested" (virtual, launched with nested virtualization) or "unknown"."""
+    if facts is None:
+        return "unknown"
+    return "metal" if facts.bare_metal else "nested" if facts.nested_virtualization else "unknown"
+
+
+def host_start_minutes(facts: Optional[InstanceFacts]) -> Optional[tuple[int, int]]:
+    """(fastest, usual slowest) minutes until a new host of this type is running; None: unknown."""
+    return HOST_START_MINUTES.get(host_virtualization(facts))
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """The KVM hosts of one instance type: how many, what each offers CloudStack, what each costs."""
+
+    instance_type: str
+    hosts: int
+    vcpus: Optional[int]
+    memory_gib: Optional[float]
+    hourly: Optional[float]
+    virtualization: str
+    start_minutes: Optional[tuple[int, int]]
+
+    @staticmethod
+    def text(value, fmt: str = "{:g}") -> str:
+        return "unknown" if value is None else fmt.format(value)
+
+    @property
+    def start_text(self) -> str:
+        if self.start_minutes is None:
+            return "unknown"
+        low, high = self.start_minutes
+        return f"{low}-{high}" + ("+" if self.virtualization == "metal" else "")
+
+
+def host_capacity(settings: Settings, host_types: Optional[Sequence[str]] = None) -> list[HostCapacity]:
+    """One row per host instance type, in host-index order (`host_types` as for `estimate`)."""
+    host_types = list(host_types) if host_types is not None else [settings.host_instance_type] * settings.host_count
+    rows = []
+    for t in dict.fromkeys(host_types):
+        facts = instance_facts(t)
+        rows.append(HostCapacity(t, host_types.count(t), facts.vcpus if facts else None,
+                                 facts.memory_mib / 1024 if facts else None, ec2_hourly(t),
+                                 host_virtualization(facts), host_start_minutes(facts)))
+    return rows
+
+
+def host_capacity_total(settings: Settings, host_types: Optional[Sequence[str]] = None) -> str:
+    rows = host_capacity(settings, host_types)
+    hosts = sum(r.hosts for r in rows)
+    parts = [f"{hosts} host{'s' if hosts != 1 else ''}"]
+    if all(r.vcpus is not None for r in rows):
+        parts.append(f"{sum(r.hosts * r.vcpus for r in rows)} vCPU and "
+                     f"{sum(r.hosts * r.memory_gib for r in rows):g} GiB in all")
+    if all(r.hourly is not None for r in rows):
+        parts.append(f"${sum(r.hosts * r.hourly for r in rows):.2f}/hour")
+    return ", ".join(parts)

@@ -1,25 +1,33 @@
-"""`cloudstack-ec2 plan`: what a stack would build, where every address goes, what it costs.
+"""`cloudstack-ec2`: the offline plan of a stack, and its stacks driven through Pulumi's Automation API.
 
-Runs the real program under Pulumi mocks (components.offline): no AWS credentials,
-no Pulumi CLI. Reads `Pulumi.yaml` and `Pulumi.<stack>.yaml` from the project
-directory. Exits 2 with every validation problem when the stack's settings are bad.
+`plan` runs the real program under Pulumi mocks (components.offline): no AWS
+credentials, no Pulumi CLI. It reads `Pulumi.yaml` and `Pulumi.<stack>.yaml` from the
+project directory as Pulumi does (components.stackconfig). Exit status: 0 fine, 2 bad
+settings or stack file, 4 above the `--max-hourly-usd` budget (or prices unknown).
+`preview|up|refresh|destroy|outputs` drive a stack through the Automation API
+(components.automation) and need the Pulumi CLI.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional, TextIO
 
-import yaml
-
-from components import catalog
-from components.settings import NAMESPACE, SettingsError
+from components import catalog, ipplan, quotas
+from components.settings import KEYS_BY_NAME, NAMESPACE, SettingsError
+from components.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
 
 DEFAULT_REGION = "us-east-1"
+#: Version of the `plan --json` document; raised when a field changes meaning or goes away.
+JSON_SCHEMA_VERSION = 1
+EXIT_BAD_SETTINGS = 2
+EXIT_OVER_BUDGET = 4
 COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "KvmHostPool",
                    "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
 
@@ -28,11 +36,12 @@ KEY_PROPERTIES: dict[str, tuple[tuple[str, str], ...]] = {
     "aws:ec2/vpc:Vpc": (("cidr", "cidrBlock"),),
     "aws:ec2/subnet:Subnet": (("cidr", "cidrBlock"), ("az", "availabilityZone")),
     "aws:ec2/routeTable:RouteTable": (("routes", "routes"),),
-    "aws:ec2/route:Route": (("destination", "destinationCidrBlock"), ("to ENI", "networkInterfaceId")),
+    "aws:ec2/route:Route": (("route", "."),),
     "aws:ec2/securityGroup:SecurityGroup": (("ingress", "ingress"),),
     "aws:ec2/instance:Instance": (("type", "instanceType"), ("private ip", "private_ip"),
                                    ("src/dst check", "sourceDestCheck"), ("IMDS tokens", "metadataOptions.httpTokens"),
-                                   ("root encrypted", "rootBlockDevice.encrypted")),
+                                   ("root encrypted", "rootBlockDevice.encrypted"),
+                                   ("nested virtualization", "cpuOptions.nestedVirtualization")),
     "aws:ec2/eip:Eip": (("public ip", "public_ip"),),
     "aws:ec2transitgateway/transitGateway:TransitGateway": (("multicast", "multicastSupport"),),
     "aws:ec2transitgateway/multicastDomain:MulticastDomain": (("IGMPv2", "igmpv2Support"),
@@ -46,8 +55,18 @@ KEY_PROPERTIES: dict[str, tuple[tuple[str, str], ...]] = {
     "aws:secretsmanager/secret:Secret": (("name", "namePrefix"),),
 }
 
+#: IP protocol numbers as security group rules carry them (IANA protocol numbers).
+PROTOCOL_NAMES = {"-1": "all traffic", "1": "ICMP", "2": "IGMP", "6": "TCP", "17": "UDP", "icmp": "ICMP",
+                  "tcp": "TCP", "udp": "UDP", "all": "all traffic"}
+#: Route targets, in the order AWS's route object lists them.
+ROUTE_TARGETS = (("gatewayId", "gateway"), ("natGatewayId", "NAT gateway"), ("networkInterfaceId", "ENI"),
+                 ("transitGatewayId", "Transit Gateway"), ("vpcEndpointId", "VPC endpoint"),
+                 ("vpcPeeringConnectionId", "peering"))
+
 
 def _lookup(data: dict, path: str) -> Any:
+    if path == ".":
+        return data or None
     value: Any = data
     for part in path.split("."):
         if isinstance(value, list) and value:
@@ -58,122 +77,242 @@ def _lookup(data: dict, path: str) -> Any:
     return value
 
 
-def _port(value: Any) -> str:
+def _number(value: Any) -> str:
     # Numbers come back from the engine's protobuf structs as floats.
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _brief(value: Any) -> str:
+def rule_text(rule: dict) -> str:
+    """One security group rule as a reader says it: "TCP 8080 from 10.0.0.0/8",
+    "IGMP from 0.0.0.0/32", "ICMP type 3 code 4 from 0.0.0.0/0" (for ICMP, EC2's
+    fromPort is the type and toPort the code; -1 means any)."""
+    protocol = str(rule.get("protocol", "")).lower()
+    name = PROTOCOL_NAMES.get(protocol, f"IP protocol {protocol}")
+    low, high = _number(rule.get("fromPort", 0)), _number(rule.get("toPort", 0))
+    if name == "ICMP":
+        what = "ICMP" + ("" if low == "-1" else f" type {low}") + ("" if high == "-1" or low == "-1" else f" code {high}")
+    elif name in ("TCP", "UDP"):
+        what = f"{name} {low}" if low == high else f"{name} {low}-{high}"
+    else:
+        what = name  # IGMP and "all traffic" have no ports
+    sources = [*(rule.get("cidrBlocks") or []), *(rule.get("ipv6CidrBlocks") or []),
+               *(f"group {g}" for g in rule.get("securityGroups") or [])]
+    if rule.get("self"):
+        sources.append("this group")
+    return f"{what} from {', '.join(sources) or 'nowhere'}"
+
+
+def route_text(route: dict) -> str:
+    """"10.100.0.0/16 -> ENI eni-..." (destination, then the target's kind and id)."""
+    destination = route.get("destinationCidrBlock") or route.get("cidrBlock") or "?"
+    target = next((f"{label} {route[key]}" for key, label in ROUTE_TARGETS if route.get(key)), "local")
+    return f"{destination} -> {target}"
+
+
+def _brief(label: str, value: Any) -> str:
     if isinstance(value, float):
-        return _port(value)
+        return _number(value)
+    if label == "route" and isinstance(value, dict):
+        return route_text(value)
     if isinstance(value, list) and value and isinstance(value[0], dict):
-        if "fromPort" in value[0]:
-            return "; ".join(
-                f"{r.get('protocol')}/{_port(r.get('fromPort'))}-{_port(r.get('toPort'))} from "
-                f"{','.join(r.get('cidrBlocks') or []) or ','.join(r.get('securityGroups') or [])}"
-                for r in value)
+        if "fromPort" in value[0] or "protocol" in value[0]:
+            return "; ".join(rule_text(r) for r in value)
         if "name" in value[0] and "value" in value[0]:
             return ", ".join(f"{r['name']}={r['value']}" for r in value)
         if "cidrBlock" in value[0]:
-            return ", ".join(f"{r['cidrBlock']}->{r.get('gatewayId') or r.get('networkInterfaceId')}" for r in value)
+            return ", ".join(route_text(r) for r in value)
     return str(value)
 
 
-def read_stack(project_dir: Path, stack: str) -> tuple[str, dict[str, Any]]:
-    """Project name and the stack's config ({"ns:key": value}), from the YAML files."""
-    project_file = project_dir / "Pulumi.yaml"
-    stack_file = project_dir / f"Pulumi.{stack}.yaml"
-    if not project_file.is_file():
-        raise FileNotFoundError(f"{project_file} not found: run from the project directory or pass --dir")
-    if not stack_file.is_file():
-        raise FileNotFoundError(f"{stack_file} not found: the stack {stack!r} has no settings file")
-    project = yaml.safe_load(project_file.read_text())["name"]
-    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-    for key, value in config.items():
-        if isinstance(value, dict) and "secure" in value:
-            config[key] = "[secret]"
-    return project, config
+def _unique(items: Iterable[str]) -> list[str]:
+    """Each warning once, in first-seen order."""
+    return list(dict.fromkeys(i.strip() for i in items if i and i.strip()))
 
 
-def render(run, out: TextIO, stack: str, region: str) -> None:
+def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str] = ()) -> dict:
+    """Everything the plan shows, as one JSON-ready document (the text view renders it)."""
     settings, spec = run.result.settings, run.result.registration
     plan = settings.ip_plan()
-    w = out.write
-    w(f"CloudStack on EC2 — offline plan of stack {stack!r} ({region}); nothing was created.\n\n")
-    # The settings' own warnings, then any other the program logged (e.g. the region's).
-    warnings = [*settings.warnings, *(x for x in run.warnings if x not in settings.warnings)]
-    for warning in warnings:
-        w(f"WARNING: {warning}\n")
-    if warnings:
-        w("\n")
+    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr)
+    # Existing hosts keep their instance type (and cluster): the program's own answer.
+    host_types = run.result.host_types.types if run.result.host_types else None
+    clusters = run.result.host_clusters or tuple(settings.cluster_of_host(i) for i in range(len(plan.hosts)))
+    estimate = catalog.estimate(settings, host_types)
 
-    w(f"IP plan (overlay {plan.overlay}, VPC {plan.vpc}, dedicated subnet {settings.cloudstack_subnet_cidr})\n")
-    rows = [("router (overlay gateway)", str(plan.router))]
-    rows += [(f"management server {i}", str(a)) for i, a in enumerate(plan.management_servers)]
-    rows += [(f"KVM host {i} (cluster {settings.cluster_of_host(i)})", str(a)) for i, a in enumerate(plan.hosts)]
+    resources = []
+    for reg in sorted((r for r in run.registrations if r.custom), key=lambda r: r.name):
+        props = {}
+        for label, path in KEY_PROPERTIES.get(reg.type, ()):
+            value = _lookup(reg.inputs, path)
+            if value is None:
+                value = _lookup(reg.state, path)
+            if value is not None:
+                props[label] = _brief(label, value)
+        component = reg.component_type.split(":")[-1]
+        resources.append({"type": reg.type, "name": reg.name, "component": component, "properties": props})
+
+    roles = [("router", settings.router_instance_type, 1),
+             ("management server", settings.management_instance_type, 1),
+             ("KVM host", settings.host_instance_type, settings.host_count)]
+    vcpus: dict[str, dict] = {}
+    for role, instance_type, count in roles:
+        facts = catalog.instance_facts(instance_type)
+        quota = quotas.quota_of(instance_type) or f"unknown quota ({instance_type})"
+        entry = vcpus.setdefault(quota, {"quota": quota, "vcpus": 0, "unknown": [], "parts": []})
+        if facts is None:
+            entry["unknown"].append(f"{count} x {instance_type}")
+            entry["parts"].append(f"{count} x {instance_type} (vCPUs unknown offline)")
+        else:
+            entry["vcpus"] += count * facts.vcpus
+            entry["parts"].append(f"{count} x {instance_type} ({facts.vcpus})")
+
+    cost_lines = [{"item": line.item, "quantity": line.quantity, "unitHourlyUsd": line.unit_hourly,
+                   "hourlyUsd": None if line.hourly is None else round(line.hourly, 4)} for line in estimate.lines]
+    return {
+        "schemaVersion": JSON_SCHEMA_VERSION,
+        "project": project, "stack": stack, "region": region,
+        "summary": {
+            "resources": len(resources),
+            "components": len({r["component"] for r in resources}),
+            "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
+            "clusters": settings.cluster_count, "hostsPerCluster": settings.hosts_per_cluster,
+            "vcpusByQuota": list(vcpus.values()),
+            "hourlyUsd": round(estimate.hourly, 2), "monthlyUsd": round(estimate.monthly, 0),
+            "unpriced": list(estimate.unknown),
+            "hostLimit": {"hosts": limit.hosts, "decidedBy": limit.deciding, "overlay": limit.overlay,
+                          "multicastGroup": limit.multicast, "dedicatedSubnet": limit.subnet},
+        },
+        "warnings": _unique([*settings.warnings, *run.warnings, *notes]),
+        "ipPlan": {
+            "overlay": str(plan.overlay), "vpc": str(plan.vpc), "dedicatedSubnet": str(settings.cloudstack_subnet_cidr),
+            "router": str(plan.router), "managementServers": [str(a) for a in plan.management_servers],
+            "hosts": [{"index": i, "overlayIp": str(a), "cluster": clusters[i]}
+                      for i, a in enumerate(plan.hosts)],
+            "podSystemRange": str(plan.system_range), "publicRange": str(plan.public_range),
+            "guestVlans": str(plan.guest_vlans), "guestCidr": str(plan.guest_cidr), "zoneDns": str(plan.zone_dns),
+            "databaseSubnets": [str(n) for n in settings.db_subnet_cidrs],
+            "multicastGroup": str(settings.multicast_group), "multicastMembers": plan.multicast_members,
+        },
+        "resources": resources,
+        "hostCapacity": {
+            "rows": [{"instanceType": c.instance_type, "hosts": c.hosts, "vcpus": c.vcpus, "memoryGib": c.memory_gib,
+                      "hourlyUsd": c.hourly, "virtualization": c.virtualization, "startMinutes": c.start_text,
+                      "vcpusText": c.text(c.vcpus), "memoryGibText": c.text(c.memory_gib),
+                      "hourlyText": c.text(c.hourly, "{:.3f}")}
+                     for c in catalog.host_capacity(settings, host_types)],
+            "total": catalog.host_capacity_total(settings, host_types),
+        },
+        "registration": None if spec is None else dataclasses.asdict(spec),
+        "cost": {"lines": cost_lines, "hourlyUsd": round(estimate.hourly, 4), "monthlyUsd": round(estimate.monthly, 2),
+                 "unpriced": list(estimate.unknown), "assumptions": estimate.assumptions()},
+        "outputs": run.outputs,
+    }
+
+
+def _money(summary: dict) -> str:
+    text = f"${summary['hourlyUsd']:.2f}/hour, about ${summary['monthlyUsd']:,.0f}/month"
+    if summary["unpriced"]:
+        text += f" + unknown ({', '.join(summary['unpriced'])}: not in the price table)"
+    return text
+
+
+def render(report: dict, out: TextIO) -> None:
+    """The plan for a reader: the summary first, then warnings, IP plan, resources, registration, cost."""
+    w = out.write
+    summary, ip = report["summary"], report["ipPlan"]
+    w(f"CloudStack on EC2 — offline plan of stack {report['stack']!r} ({report['region']}); nothing was created.\n\n")
+    w("Summary\n")
+    w(f"  resources:     {summary['resources']} in {summary['components']} components\n")
+    w(f"  KVM hosts:     {summary['hosts']} x {summary['hostInstanceType']} in {summary['clusters']} cluster(s) "
+      f"of at most {summary['hostsPerCluster']}\n")
+    for entry in summary["vcpusByQuota"]:
+        total = f"{entry['vcpus']} vCPUs" + (" + unknown" if entry["unknown"] else "")
+        w(f"  vCPU quota:    {total} of \"{entry['quota']}\" ({' + '.join(entry['parts'])})\n")
+    w(f"  cost:          {_money(summary)}\n")
+    limit = summary["hostLimit"]
+    w(f"  host limit: {limit['hosts']} (dedicated subnet {limit['dedicatedSubnet']}, overlay {limit['overlay']}, "
+      f"multicast group {limit['multicastGroup']}); {limit['decidedBy']} decides\n")
+    if report["warnings"]:
+        w("\n")
+        for warning in report["warnings"]:
+            w(f"WARNING: {warning}\n")
+
+    w(f"\nIP plan (overlay {ip['overlay']}, VPC {ip['vpc']}, dedicated subnet {ip['dedicatedSubnet']})\n")
+    rows = [("router (overlay gateway)", ip["router"])]
+    rows += [(f"management server {i}", a) for i, a in enumerate(ip["managementServers"])]
+    rows += [(f"KVM host {h['index']} (cluster {h['cluster']})", h["overlayIp"]) for h in ip["hosts"]]
     rows += [
-        ("pod reserved system range", f"{plan.system_range} ({plan.system_range.size} addresses)"),
-        ("public range (virtual routers)", f"{plan.public_range} ({plan.public_range.size} addresses)"),
-        ("guest VLANs", str(plan.guest_vlans)),
-        ("guest CIDR", str(plan.guest_cidr)),
-        ("zone DNS (VPC base + 2)", str(plan.zone_dns)),
-        ("database subnets", ", ".join(str(n) for n in settings.db_subnet_cidrs)),
-        ("host slots left in the overlay", str(plan.host_capacity - len(plan.hosts))),
-        ("multicast group members", f"{plan.multicast_members} of 100 ({settings.multicast_group})"),
+        ("pod reserved system range", f"{ip['podSystemRange']} ({_range_size(ip['podSystemRange'])} addresses)"),
+        ("public range (virtual routers)", f"{ip['publicRange']} ({_range_size(ip['publicRange'])} addresses)"),
+        ("guest VLANs", ip["guestVlans"]),
+        ("guest CIDR", ip["guestCidr"]),
+        ("zone DNS (VPC base + 2)", ip["zoneDns"]),
+        ("database subnets", ", ".join(ip["databaseSubnets"])),
+        ("host slots left in the overlay", str(limit["overlay"] - summary["hosts"])),
+        ("multicast group members", f"{ip['multicastMembers']} of {ipplan.MAX_MULTICAST_MEMBERS} ({ip['multicastGroup']})"),
     ]
     _table(out, ("what", "address"), rows)
 
     w("\nResources per component\n")
     groups: dict[str, list] = defaultdict(list)
-    for reg in sorted(run.registrations, key=lambda r: r.name):
-        if reg.custom:
-            groups[reg.component_type].append(reg)
-    total = 0
+    for resource in report["resources"]:
+        groups[resource["component"]].append(resource)
+
     # Registrations arrive in no fixed order: show the components as the design lists them.
     def order(component: str) -> int:
-        short = component.split(":")[-1]
-        return COMPONENT_ORDER.index(short) if short in COMPONENT_ORDER else len(COMPONENT_ORDER)
+        return COMPONENT_ORDER.index(component) if component in COMPONENT_ORDER else len(COMPONENT_ORDER)
 
     for component in sorted(groups, key=order):
-        regs = groups[component]
-        w(f"  {component.split(':')[-1]} ({len(regs)})\n")
-        for reg in regs:
-            total += 1
-            props = []
-            for label, path in KEY_PROPERTIES.get(reg.type, ()):
-                value = _lookup(reg.inputs, path)
-                if value is None:
-                    value = _lookup(reg.state, path)
-                if value is not None:
-                    props.append(f"{label}: {_brief(value)}")
-            short_type = reg.type.split(":")[-1] if not reg.type.startswith("pulumi-python:dynamic") \
-                else reg.type.split("/")[-1]
-            w(f"    {short_type:<28} {reg.name}" + (f"  [{'; '.join(props)}]" if props else "") + "\n")
-    w(f"  total: {total} resources\n")
+        w(f"  {component} ({len(groups[component])})\n")
+        for resource in groups[component]:
+            typ = resource["type"]
+            short_type = typ.split("/")[-1] if typ.startswith("pulumi-python:dynamic") else typ.split(":")[-1]
+            props = "; ".join(f"{k}: {v}" for k, v in resource["properties"].items())
+            w(f"    {short_type:<28} {resource['name']}" + (f"  [{props}]" if props else "") + "\n")
+    w(f"  total: {summary['resources']} resources\n")
 
+    spec = report["registration"]
     if spec is not None:
+        zone, net, pod, public = spec["zone"], spec["physical_network"], spec["pod"], spec["public_range"]
         w("\nCloudStack registration (through the API, once the management server is up)\n")
-        w(f"  zone {spec.zone.name} ({spec.zone.network_type}), DNS {spec.zone.dns1}, guest CIDR {spec.zone.guest_cidr}\n")
-        w(f"  physical network {spec.physical_network.name}: traffic management/guest/public on label "
-          f"{spec.physical_network.traffic_label}, guest VLANs {spec.physical_network.guest_vlan_start}-"
-          f"{spec.physical_network.guest_vlan_end}, providers {', '.join(spec.physical_network.providers)}\n")
-        w(f"  pod {spec.pod.name}: gateway {spec.pod.gateway}, system range {spec.pod.start_ip}-{spec.pod.end_ip}\n")
-        w(f"  public range {spec.public_range.start_ip}-{spec.public_range.end_ip} (gateway {spec.public_range.gateway})\n")
-        for cluster in spec.clusters:
-            members = [h for h in spec.hosts if h.cluster_index == cluster.index]
-            w(f"  cluster {cluster.name}: hosts " + ", ".join(f"{h.index}={h.overlay_ip}" for h in members) + "\n")
-        w(f"  primary storage nfs://<EFS>{spec.storage.primary_path}, secondary nfs://<EFS>{spec.storage.secondary_path}\n")
-        w("  global settings: " + ", ".join(f"{s.name}={s.value}" for s in spec.global_settings) + "\n")
+        w(f"  zone {zone['name']} ({zone['network_type']}), DNS {zone['dns1']}, guest CIDR {zone['guest_cidr']}\n")
+        w(f"  physical network {net['name']}: traffic management/guest/public on label {net['traffic_label']}, "
+          f"guest VLANs {net['guest_vlan_start']}-{net['guest_vlan_end']}, providers {', '.join(net['providers'])}\n")
+        w(f"  pod {pod['name']}: gateway {pod['gateway']}, system range {pod['start_ip']}-{pod['end_ip']}\n")
+        w(f"  public range {public['start_ip']}-{public['end_ip']} (gateway {public['gateway']})\n")
+        for cluster in spec["clusters"]:
+            members = [h for h in spec["hosts"] if h["cluster_index"] == cluster["index"]]
+            w(f"  cluster {cluster['name']}: hosts " + ", ".join(f"{h['index']}={h['overlay_ip']}" for h in members) + "\n")
+        storage = spec["storage"]
+        w(f"  primary storage nfs://<EFS>{storage['primary_path']}, secondary nfs://<EFS>{storage['secondary_path']}\n")
+        w("  global settings: " + ", ".join(f"{s['name']}={s['value']}" for s in spec["global_settings"]) + "\n")
     else:
         w("\nCloudStack registration: off (registerCloud is false)\n")
 
-    estimate = catalog.estimate(settings)
+    w("\nKVM host capacity\n")
+    _table(out, ("instance type", "hosts", "vCPU each", "GiB each", "USD/hour each", "virtualization",
+                 "start (min)"),
+           [(c["instanceType"], str(c["hosts"]), c["vcpusText"], c["memoryGibText"], c["hourlyText"],
+             c["virtualization"], c["startMinutes"]) for c in report["hostCapacity"]["rows"]])
+    w(f"  total: {report['hostCapacity']['total']}\n")
+    w("  - start: minutes until a new host's instance runs its boot script (scale-out); the boot script"
+      " and addHost add the same on every type\n")
+
+    cost = report["cost"]
     w("\nEstimated cost\n")
     _table(out, ("item", "qty", "USD/hour"),
-           [(l.item, f"{l.quantity:g}", "unknown" if l.hourly is None else f"{l.hourly:.3f}") for l in estimate.lines])
-    w(f"  total: ${estimate.hourly:.2f}/hour, about ${estimate.monthly:,.0f}/month\n")
-    for note in estimate.assumptions():
+           [(l["item"], f"{l['quantity']:g}", "unknown" if l["hourlyUsd"] is None else f"{l['hourlyUsd']:.3f}")
+            for l in cost["lines"]])
+    w(f"  total: {_money(summary)}\n")
+    for note in cost["assumptions"]:
         w(f"  - {note}\n")
+
+
+def _range_size(text: str) -> int:
+    import ipaddress
+
+    start, end = text.split("-")
+    return int(ipaddress.IPv4Address(end)) - int(ipaddress.IPv4Address(start)) + 1
 
 
 def _table(out: TextIO, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
@@ -183,6 +322,42 @@ def _table(out: TextIO, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]
         out.write("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
 
 
+def _problem_lines(problems, stack: StackConfig) -> list[str]:
+    """Each problem with where its value came from: the stack file, a --set, or the default."""
+    lines = []
+    for problem in problems:
+        full = stack.full_key(problem.key)
+        origin = stack.origins.get(full, "default")
+        line = f"  - {problem}  [{origin}]"
+        key = KEYS_BY_NAME.get(problem.key)
+        if key is not None and key.kind == "str" and full in stack.yaml_numbers:
+            text = stack.yaml_numbers[full]
+            line += f" (written as the YAML number {text}: quote it, \"{text}\")"
+        lines.append(line)
+    return lines
+
+
+def _stack_notes(stack: StackConfig) -> list[str]:
+    """What the plan cannot check or what reads differently elsewhere: secrets, YAML numbers."""
+    notes = [f"{key} is a secret: the offline plan cannot decrypt it, so its value is not checked "
+             "(the default stands in; `pulumi preview` checks the real value)" for key in sorted(stack.secrets)]
+    for full, text in sorted(stack.yaml_numbers.items()):
+        namespace, _, name = full.partition(":")
+        key = KEYS_BY_NAME.get(name) if namespace == stack.project else None
+        if key is not None and key.kind == "str" and "." in text:
+            notes.append(f"{full}: {text} is a YAML number in {stack.origins[full]}; Pulumi passes the text "
+                         f"\"{text}\" to the program, but other YAML readers see {float(text):g}: quote it")
+    return notes
+
+
+def load_stack(args: argparse.Namespace) -> StackConfig:
+    """The stack file, then every --set in order. Raises StackConfigError."""
+    stack = read_stack(Path(args.dir), args.stack)
+    for assignment in getattr(args, "set", None) or []:
+        apply_set(stack, assignment)
+    return stack
+
+
 def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from components.aws_constraints import AwsInputError
     from components.offline import run_offline
@@ -190,16 +365,10 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     project_dir = Path(args.dir)
     try:
-        project, config = read_stack(project_dir, args.stack)
-    except (FileNotFoundError, yaml.YAMLError, KeyError) as exc:
+        stack = load_stack(args)
+    except StackConfigError as exc:
         err.write(f"cloudstack-ec2 plan: {exc}\n")
         return 2
-    for assignment in args.set or []:
-        key, _, value = assignment.partition("=")
-        if not _:
-            err.write(f"cloudstack-ec2 plan: --set {assignment!r}: expected KEY=VALUE\n")
-            return 2
-        config[f"{NAMESPACE}:{key}"] = yaml.safe_load(value) if value else ""
     previous = None
     if args.previous:
         try:
@@ -207,26 +376,51 @@ def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             err.write(f"cloudstack-ec2 plan: --previous {args.previous}: {exc}\n")
             return 2
-    region = str(config.get("aws:region") or DEFAULT_REGION)
+    config = dict(stack.values)
+    region = config.get("aws:region") or DEFAULT_REGION
     subnet = config.get(f"{NAMESPACE}:cloudstackSubnetCidr")
     try:
-        run = run_offline(build, config, project=project, stack=args.stack, region=region,
-                          subnet_cidrs={"cloudstack": str(subnet)} if subnet else None,
+        run = run_offline(build, config, project=stack.project, stack=args.stack, region=region,
+                          subnet_cidrs={"cloudstack": subnet} if subnet else None,
                           previous_outputs=previous)
     except SettingsError as exc:
-        err.write(f"cloudstack-ec2 plan: stack {args.stack!r} ({project_dir / f'Pulumi.{args.stack}.yaml'}): {exc}\n")
+        problems = [p for p in exc.problems if stack.full_key(p.key) not in stack.secrets]
+        if args.json:  # a machine reading stdout gets the problems too
+            json.dump({"schemaVersion": JSON_SCHEMA_VERSION, "project": stack.project, "stack": args.stack,
+                       "problems": [{"key": stack.full_key(p.key), "value": p.value, "message": p.message,
+                                     "from": stack.origins.get(stack.full_key(p.key), "default")} for p in problems]},
+                      out, indent=2, default=str)
+            out.write("\n")
+        err.write(f"cloudstack-ec2 plan: {len(problems)} problem(s) in stack {args.stack!r} "
+                  f"({project_dir / f'Pulumi.{args.stack}.yaml'}"
+                  f"{' and --set' if args.set else ''}):\n")
+        err.write("\n".join(_problem_lines(problems, stack)) + "\n")
         return 2
     except AwsInputError as exc:
         # `pulumi up` would stop at preview here, with nothing created.
         err.write(f"cloudstack-ec2 plan: stack {args.stack!r}: {exc}\n")
         return 2
+    report = plan_report(run, args.stack, stack.project, region, _stack_notes(stack))
     if args.json:
-        json.dump({"outputs": run.outputs,
-                   "resources": [{"type": r.type, "name": r.name, "component": r.component_type}
-                                 for r in run.registrations if r.custom]}, out, indent=2, default=str)
+        json.dump(report, out, indent=2, default=str)
         out.write("\n")
     else:
-        render(run, out, args.stack, region)
+        render(report, out)
+    return _budget_gate(report, args.max_hourly_usd, err)
+
+
+def _budget_gate(report: dict, limit: Optional[float], err: TextIO) -> int:
+    """Exit 4 when the plan's hourly cost is above `limit`, or cannot be known in full."""
+    if limit is None:
+        return 0
+    summary = report["summary"]
+    if summary["unpriced"]:
+        err.write(f"cloudstack-ec2 plan: cannot check --max-hourly-usd {limit:g}: no price for "
+                  f"{', '.join(summary['unpriced'])}\n")
+        return EXIT_OVER_BUDGET
+    if summary["hourlyUsd"] > limit:
+        err.write(f"cloudstack-ec2 plan: ${summary['hourlyUsd']:.2f}/hour is above --max-hourly-usd {limit:g}\n")
+        return EXIT_OVER_BUDGET
     return 0
 
 
@@ -235,12 +429,12 @@ def admin_access_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
     import ipaddress
 
     try:
-        _, config = read_stack(Path(args.dir), args.stack)
+        stack = load_stack(args)
         address = ipaddress.IPv4Address(args.address)
-    except (FileNotFoundError, yaml.YAMLError, KeyError, ValueError) as exc:
+        cidrs = json.loads(stack.values.get(f"{NAMESPACE}:adminCidrs") or "[]")
+    except (StackConfigError, ValueError) as exc:
         err.write(f"cloudstack-ec2 admin-access: {exc}\n")
         return 2
-    cidrs = config.get(f"{NAMESPACE}:adminCidrs") or []
     covering = [c for c in cidrs if _contains(c, address)]
     if covering:
         out.write(f"{address} may reach the UI/API (adminCidrs {', '.join(covering)})\n")
@@ -258,25 +452,57 @@ def _contains(cidr: str, address) -> bool:
         return False
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cloudstack-ec2")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudstack-ec2", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="show the resources, IP plan, registration and cost of a stack, offline")
     p.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
     p.add_argument("--dir", default=".", help="project directory (default: the current one)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key of the stack for this plan, e.g. --set hostCount=5")
-    p.add_argument("--json", action="store_true", help="print the outputs and resources as JSON")
+                   help="override a config key for this plan as `pulumi config set` would store it, e.g. "
+                        "--set hostCount=5, --set aws:region=eu-west-1, --set 'adminCidrs[0]=203.0.113.7/32'")
+    p.add_argument("--json", action="store_true",
+                   help="print the whole plan as JSON (schemaVersion, summary, warnings, ipPlan, resources, "
+                        "registration, cost, outputs)")
+    p.add_argument("--max-hourly-usd", type=float, metavar="USD",
+                   help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")
     p.add_argument("--previous", metavar="FILE",
                    help="the deployed stack's outputs (pulumi stack output --json > FILE): plan a later run, "
                         "with the checks of what cannot change")
+    p.set_defaults(handler=plan_command)
     a = sub.add_parser("admin-access", help="does an address fall inside the stack's adminCidrs? (exit 0 yes, 3 no)")
     a.add_argument("address", help="an IPv4 address, e.g. the one you deploy from")
     a.add_argument("--stack", default="dev")
     a.add_argument("--dir", default=".")
-    args = parser.parse_args(argv)
-    command = {"plan": plan_command, "admin-access": admin_access_command}[args.command]
-    return command(args, sys.stdout, sys.stderr)
+    a.set_defaults(handler=admin_access_command)
+    from components import automation
+
+    automation.add_commands(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        status = args.handler(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (`cloudstack-ec2 plan | head -1`): stop quietly, as
+        # cat and grep do. Point stdout at /dev/null so the final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the closed pipe
 
 
 if __name__ == "__main__":

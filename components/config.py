@@ -16,20 +16,38 @@ from components.settings import (
     KEYS,
     NAMESPACE,
     InstanceFacts,
+    Problem,
     Settings,
+    SettingsError,
     parse_settings,
 )
+from components.stackconfig import foreign_key_message, foreign_keys
 
 
-def _stack_config_keys() -> set[str]:
-    """Names of the keys set in the project's namespace (to catch typos such as `hostcount`)."""
+def _all_config_keys() -> set[str]:
+    """Every "namespace:key" of the stack's config."""
     # The SDK has no public enumeration of config; these two sources are what
     # pulumi.Config itself reads from (the engine's bag, and PULUMI_CONFIG).
     from pulumi.runtime import config as runtime_config
 
-    names = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    return set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+
+
+def _stack_config_keys() -> set[str]:
+    """Names of the keys set in the project's namespace (to catch typos such as `hostcount`)."""
     prefix = f"{NAMESPACE}:"
-    return {n[len(prefix):] for n in names if n.startswith(prefix)}
+    return {n[len(prefix):] for n in _all_config_keys() if n.startswith(prefix)}
+
+
+def foreign_namespace_problems() -> list[Problem]:
+    """A key in a namespace nothing reads (`cloudstack:hostCount`): Pulumi passes it on
+    silently and the program would run with the default instead."""
+    from pulumi.runtime import config as runtime_config
+
+    known = {k.name for k in KEYS}
+    return [Problem(key, "(secret)" if runtime_config.is_config_secret(key) else runtime_config.get_config(key),
+                    foreign_key_message(key, NAMESPACE, known))
+            for key in foreign_keys(_all_config_keys(), NAMESPACE)]
 
 
 def lookup_instance_type(instance_type: str) -> Optional[InstanceFacts]:
@@ -47,7 +65,27 @@ def lookup_instance_type(instance_type: str) -> Optional[InstanceFacts]:
         architectures=tuple(result.supported_architectures or ()),
         vcpus=int(result.default_vcpus or 0),
         memory_mib=int(result.memory_size or 0),
+        # ProcessorInfo.SupportedFeatures (terraform-provider-aws: supported_cpu_features).
+        processor_features=tuple(result.supported_cpu_features or ()),
     )
+
+
+def region_zones() -> list[str]:
+    """The region's regular AZs, sorted (opted-in Local Zones are "available" too, and sort first)."""
+    return sorted(aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])]).names)
+
+
+def availability_zone_problems(zone: Optional[str]) -> list[Problem]:
+    """A named AZ must be one of the region's, checked with the other settings so that
+    every problem comes in one round."""
+    if not zone:
+        return []
+    zones = region_zones()
+    if zone in zones:
+        return []
+    return [Problem("availabilityZone", zone, f"is not an available AZ of the region: {', '.join(zones)}")]
 
 
 def load_settings() -> Settings:
@@ -56,7 +94,13 @@ def load_settings() -> Settings:
     raw = {key.name: config.get(key.name) for key in KEYS}
     for extra in _stack_config_keys() - set(raw):
         raw[extra] = config.get(extra)
-    settings = parse_settings({k: v for k, v in raw.items() if v is not None}, lookup_instance_type)
+    extra = foreign_namespace_problems() + availability_zone_problems(raw.get("availabilityZone"))
+    try:
+        settings = parse_settings({k: v for k, v in raw.items() if v is not None}, lookup_instance_type)
+    except SettingsError as error:
+        raise SettingsError([*error.problems, *extra]) from None
+    if extra:
+        raise SettingsError(extra)
     for warning in settings.warnings:
         pulumi.log.warn(warning)
     return settings

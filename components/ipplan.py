@@ -55,6 +55,14 @@ MAX_MULTICAST_MEMBERS = 100
 #: EC2 reserves the VPC's base + 2 for its DNS resolver.
 VPC_RESOLVER_OFFSET = 2
 
+#: EC2 reserves five addresses of every subnet: the network address, base + 1
+#: (VPC router), + 2 (DNS), + 3 (future use) and the last one (AWS VPC user guide,
+#: "Subnet CIDR blocks").
+SUBNET_RESERVED_ADDRESSES = 5
+#: What else takes an address in the dedicated subnet besides the instances: the
+#: EFS mount target's ENI and the Transit Gateway VPC attachment's ENI.
+SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment")
+
 
 @dataclass(frozen=True)
 class AddressRange:
@@ -196,6 +204,39 @@ def address_classes(overlay: IPv4Network) -> AddressClasses:
 def host_capacity(overlay: IPv4Network) -> int:
     """How many KVM hosts fit in the overlay's infrastructure block."""
     return overlay_blocks(overlay)[0].num_addresses - FIRST_HOST_OFFSET
+
+
+def subnet_host_capacity(subnet: IPv4Network, management_count: int = 1) -> int:
+    """How many KVM hosts the dedicated subnet holds: its usable addresses (all but EC2's
+    five) minus the router, the management servers, the EFS mount target and the Transit
+    Gateway attachment. Can be negative for a subnet too small for the fixed members."""
+    usable = subnet.num_addresses - SUBNET_RESERVED_ADDRESSES
+    return usable - 1 - management_count - len(SUBNET_OTHER_ADDRESSES)
+
+
+@dataclass(frozen=True)
+class HostLimit:
+    """The most KVM hosts a stack can have, and which limit decides it."""
+
+    hosts: int
+    overlay: int
+    multicast: int
+    subnet: int
+
+    @property
+    def deciding(self) -> str:
+        by = {"overlay": self.overlay, "multicast group": self.multicast, "dedicated subnet": self.subnet}
+        return min(by, key=by.get)
+
+
+def host_limit(overlay: IPv4Network, subnet: IPv4Network, management_count: int = 1) -> HostLimit:
+    """The effective host limit: the smallest of the overlay's host slots, the Transit
+    Gateway multicast group's 100 members (router and management servers included) and
+    the dedicated subnet's addresses. The one rule the settings check and the plan shows."""
+    by_overlay = host_capacity(overlay)
+    by_multicast = MAX_MULTICAST_MEMBERS - 1 - management_count
+    by_subnet = subnet_host_capacity(subnet, management_count)
+    return HostLimit(min(by_overlay, by_multicast, by_subnet), by_overlay, by_multicast, by_subnet)
 
 
 def host_address(overlay: IPv4Network, index: int) -> IPv4Address:

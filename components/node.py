@@ -42,6 +42,9 @@ class InstanceSpec:
     #: Resources the instance must not boot before (the multicast domain association:
     #: without it the overlay cannot find the router, the members' only way out).
     wait_for: Sequence[pulumi.Resource] = ()
+    #: Launch with the CPU option NestedVirtualization=enabled (KVM hosts on a virtual
+    #: type whose processor supports it; EC2 refuses it on any other type).
+    nested_virtualization: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
         metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
             http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
             instance_metadata_tags="disabled"),
+        cpu_options=(aws.ec2.InstanceCpuOptionsArgs(nested_virtualization="enabled")
+                     if args.spec.nested_virtualization else None),
         root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
             encrypted=True, volume_type="gp3", volume_size=args.spec.root_volume_gb, delete_on_termination=True),
         tags={**args.tags, "Name": name},

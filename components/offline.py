@@ -12,18 +12,26 @@ import hashlib
 import ipaddress
 import pickle
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.proto import engine_pb2
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from components import aws_constraints, catalog, regions
+from components import aws_constraints, catalog, ipplan, regions
+from components.settings import UNKNOWN_OFFLINE_HYPERVISOR
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
 PUBLIC_ADDRESSES = ipaddress.IPv4Network("198.51.100.0/24")
+
+
+#: The AZ letters of a few regions (every account sees these names; `aws ec2
+#: describe-availability-zones`, AWS "Regions and Zones" documentation); other regions: a-c.
+REGION_AZ_LETTERS = {"us-east-1": "abcdef", "us-east-2": "abc", "us-west-2": "abcd",
+                     "eu-west-1": "abc", "eu-central-1": "abc"}
 
 
 #: Types the AWS provider names itself when the program gives no name.
@@ -56,14 +64,32 @@ class Registration:
         return chain[0]
 
 
+class SubnetFullError(Exception):
+    """The offline allocator ran out of addresses in the dedicated subnet."""
+
+
 def _stable_number(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
+@dataclass(frozen=True)
+class ExistingInstance:
+    """An EC2 instance that already runs in the account (DescribeInstances answers with it):
+    how a test shows the program a stack that was deployed before."""
+
+    id: str
+    instance_type: str
+    tags: Mapping[str, str]
+    state: str = "running"
+
+
 class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
-                 previous_outputs: Mapping[str, Any] | None = None):
+                 previous_outputs: Mapping[str, Any] | None = None,
+                 existing_instances: Sequence[ExistingInstance] = ()):
         self.region = region
+        #: EC2 instances running in the account; offline nothing exists unless a caller says so.
+        self.existing_instances = tuple(existing_instances)
         #: The stack's outputs after its last update, as a StackReference to itself reads
         #: them under `pulumi up` (None/empty: a stack never deployed).
         self.previous_outputs = dict(previous_outputs or {})
@@ -72,8 +98,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         #: aws, aws-us-gov, aws-cn: ARNs, service principals and AMI owners follow it.
         self.partition = regions.partition_of(region)
         self.subnet_cidrs = dict(subnet_cidrs or {})
-        #: The region's AZs, each offering every catalog type (offline, nothing is scarce).
-        self.zones = [f"{region}{s}" for s in "abc"]
+        #: The region's AZs, each offering every type (offline, nothing is scarce).
+        self.zones = [f"{region}{s}" for s in REGION_AZ_LETTERS.get(region, "abc")]
         self._taken_ips: set[int] = set()
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
@@ -83,9 +109,16 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def _private_ip(self, name: str) -> str:
         """An address in the dedicated subnet, the same for the same resource name on every run."""
         subnet = ipaddress.IPv4Network(self.subnet_cidrs.get("cloudstack", "10.0.0.0/24"))
-        usable = subnet.num_addresses - 5  # EC2 keeps the first four and the last
+        # EC2 keeps the first four addresses and the last (ipplan.SUBNET_RESERVED_ADDRESSES).
+        usable = max(subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES, 0)
+        if len(self._taken_ips) >= usable:
+            # EC2 refuses the next ENI with InsufficientFreeAddressesInSubnet; so do we,
+            # instead of searching a full subnet forever.
+            raise SubnetFullError(
+                f"InsufficientFreeAddressesInSubnet: the dedicated subnet {subnet} has no free address left for "
+                f"{name} ({usable} usable, all taken): widen cloudstackSubnetCidr or lower hostCount")
         slot = _stable_number(name) % usable
-        while slot in self._taken_ips:
+        while slot in self._taken_ips:  # ends: at least one slot is free
             slot = (slot + 1) % usable
         self._taken_ips.add(slot)
         return str(subnet.network_address + 4 + slot)
@@ -105,6 +138,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
         arn = f"arn:{self.partition}:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
         if typ == "aws:ec2/instance:Instance":
+            self._check_cpu_options(args.inputs)
             state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
             rid = f"i-{n:017x}"
         elif typ == "aws:ec2/eip:Eip":
@@ -147,30 +181,66 @@ class OfflineMocks(pulumi.runtime.Mocks):
             state.update(arn=f"arn:{self.partition}:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
         return rid, state
 
+    @staticmethod
+    def _check_cpu_options(inputs: Mapping[str, Any]) -> None:
+        """RunInstances refuses NestedVirtualization=enabled on a type whose processor does not
+        support it (EC2 API reference, CpuOptionsRequest: "supported only on 8th generation
+        Intel-based instance types"; ProcessorInfo.SupportedFeatures says which)."""
+        nested = (inputs.get("cpuOptions") or {}).get("nestedVirtualization")
+        if nested not in (None, "enabled", "disabled"):
+            raise Exception(f"InvalidParameterValue: NestedVirtualization {nested!r}: valid values are enabled, disabled")
+        facts = catalog.instance_facts(inputs.get("instanceType", ""))
+        if nested == "enabled" and (facts is None or not facts.nested_virtualization):
+            raise Exception(f"Unsupported: nested virtualization is not supported for instance type "
+                            f"{inputs.get('instanceType')}")
+
+    def _instances(self, a: Mapping[str, Any]) -> list[ExistingInstance]:
+        """DescribeInstances with the aws_instances data source's filters: every tag must match;
+        the states default to running only (terraform-provider-aws, data source aws_instances)."""
+        states = list(a.get("instanceStateNames") or ["running"])
+        tags = dict(a.get("instanceTags") or {})
+        return [i for i in self.existing_instances
+                if i.state in states and all(i.tags.get(k) == v for k, v in tags.items())]
+
     def call(self, args: pulumi.runtime.MockCallArgs):
         token = args.token
         a = args.args
         self.invokes.append((token, dict(a)))
         if token == "aws:ec2/getInstanceTypes:getInstanceTypes":
+            # Offline there is no list of the region's types: a type missing from the
+            # table is not refused (AWS decides at preview) but reported as unknown.
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-            return {"instanceTypes": [t for t in wanted if catalog.instance_facts(t)], "id": self.region}
+            return {"instanceTypes": wanted, "id": self.region}
         if token == "aws:ec2/getInstanceType:getInstanceType":
             facts = catalog.instance_facts(a["instanceType"])
             if facts is None:
-                raise Exception(f"InvalidInstanceType: {a['instanceType']} is not in the offline catalog")
+                return {"instanceType": a["instanceType"], "hypervisor": UNKNOWN_OFFLINE_HYPERVISOR,
+                        "bareMetal": False, "supportedArchitectures": [], "defaultVcpus": 0, "memorySize": 0}
             return {
                 "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
                 "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
-                "memorySize": facts.memory_mib,
+                "memorySize": facts.memory_mib, "supportedCpuFeatures": list(facts.processor_features),
             }
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = list(self.zones)
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 4)], "id": self.region}
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, len(names) + 1)], "id": self.region}
         if token == "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings":
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
-            pairs = [(t, z) for t in wanted if catalog.instance_facts(t) for z in self.zones]
+            pairs = [(t, z) for t in wanted for z in self.zones]
             return {"instanceTypes": [t for t, _ in pairs], "locations": [z for _, z in pairs],
                     "locationTypes": ["availability-zone"] * len(pairs), "id": self.region}
+        if token == "aws:ec2/getInstances:getInstances":
+            found = self._instances(a)
+            return {"ids": [i.id for i in found], "privateIps": [], "publicIps": [], "ipv6Addresses": [],
+                    "id": self.region}
+        if token == "aws:ec2/getInstance:getInstance":
+            match = [i for i in self.existing_instances if i.id == a.get("instanceId")]
+            if not match:
+                # aws_instance data source: an error, not an empty answer.
+                raise Exception(f"no matching EC2 Instance found ({a.get('instanceId')})")
+            i = match[0]
+            return {"id": i.id, "instanceId": i.id, "instanceType": i.instance_type, "tags": dict(i.tags),
+                    "instanceState": i.state}
         if token == "aws:ec2/getAmi:getAmi":
             # Canonical publishes from another account in each partition: asking for the
             # commercial owner in GovCloud or China finds nothing, and AWS's data source
@@ -249,8 +319,9 @@ class _WarningCollector(pulumi_mocks.MockEngine):
         self.sink = sink
 
     def Log(self, request):  # noqa: N802 - gRPC method name
-        if request.severity == 2:  # engine_pb2.WARNING (3 is ERROR)
+        if request.severity == engine_pb2.WARNING:  # the plan prints it once; the mock engine would log it again
             self.sink.append(request.message)
+            return None
         return super().Log(request)
 
 
@@ -263,6 +334,7 @@ def run_offline(
     region: str,
     subnet_cidrs: Optional[Mapping[str, str]] = None,
     previous_outputs: Optional[Mapping[str, Any]] = None,
+    existing_instances: Sequence[ExistingInstance] = (),
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
@@ -270,10 +342,12 @@ def run_offline(
     back resolved in `OfflineRun.outputs`; the object itself is `OfflineRun.result`.
     `previous_outputs` are the stack's outputs after its last update (a later run of a
     deployed stack); without them the run is a first deployment.
+    `existing_instances`: EC2 instances already running in the mocked account (an earlier
+    deployment's hosts, say); offline, by default, nothing exists.
     Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
     raise AwsInputError (components.aws_constraints) naming each resource and input.
     """
-    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs)
+    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs, existing_instances)
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)

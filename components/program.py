@@ -6,6 +6,7 @@ whether it runs under `pulumi up` or under mocks.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -14,17 +15,18 @@ import pulumi_aws as aws
 import pulumi_random as random
 from pulumi.runtime.sync_await import _sync_await
 
-from components import catalog, deployed as deployed_state, naming, regions, userdata
+from components import catalog, cloudmonkey, deployed as deployed_state, naming, regions, userdata
 from components.bootstore import BootScriptBucket, BootScriptBucketArgs
-from components.config import load_settings
+from components.config import load_settings, lookup_instance_type, region_zones
 from components.database import RdsCloudDb, RdsCloudDbArgs
 from components.database import db_identifier as database_identifier
-from components.hosts import KvmHostPool, KvmHostPoolArgs
+from components.hosts import KvmHostPool, KvmHostPoolArgs, existing_host_types
+from components.hosttypes import HostTypes, plan_host_types
 from components.ipplan import IpPlan
 from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.node import InstanceSpec
-from components.registration import RegistrationSpec, Timeouts, build_spec
+from components.registration import GlobalSetting, RegistrationSpec, Timeouts, build_spec, clusters_for
 from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
 from components.router import OverlayRouter, OverlayRouterArgs
 from components.settings import Problem, Settings, SettingsError, choose_availability_zones
@@ -98,6 +100,9 @@ class Deployment:
     outputs: dict[str, Any]
     #: What the registration registers (None when registerCloud is false).
     registration: Optional[RegistrationSpec]
+    #: Each host's instance type (existing hosts keep theirs) and cluster index.
+    host_types: Optional[HostTypes] = None
+    host_clusters: tuple[int, ...] = ()
 
 
 def pulumi_program() -> None:
@@ -115,10 +120,7 @@ def pulumi_program() -> None:
 
 def availability_zones(settings: Settings, existing_zone: str = "") -> tuple[str, str]:
     """The CloudStack subnet's AZ (offering every instance type) and the DB's second AZ."""
-    # Regular AZs only: opted-in Local Zones are "available" too, and sort first.
-    zones = sorted(aws.get_availability_zones(
-        state="available",
-        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])]).names)
+    zones = region_zones()
     types = sorted({settings.router_instance_type, settings.management_instance_type, settings.host_instance_type})
     offerings = aws.ec2.get_instance_type_offerings(
         location_type="availability-zone",
@@ -159,12 +161,19 @@ def build() -> Deployment:
         pulumi.log.warn(warning)
     # On every run after the first the AZ is the one the dedicated subnet was created in.
     zones = availability_zones(settings, check_existing_network(settings) or previous.availability_zone)
-    return declare(settings, pulumi.get_stack(), zones, previous)
+    stack = pulumi.get_stack()
+    host_types = plan_host_types(settings.host_count, settings.host_instance_type,
+                                 existing_host_types(naming.PROJECT, stack), lookup_instance_type)
+    return declare(settings, stack, zones, previous, host_types)
 
 
 def declare(settings: Settings, stack: str, zones: tuple[str, str],
-            previous: deployed_state.Deployed = deployed_state.Deployed()) -> Deployment:
+            previous: deployed_state.Deployed = deployed_state.Deployed(),
+            host_types: Optional[HostTypes] = None) -> Deployment:
     plan = settings.ip_plan()
+    if host_types is None:  # no host exists yet: every host of hostInstanceType
+        host_types = plan_host_types(settings.host_count, settings.host_instance_type, {}, lookup_instance_type)
+    host_clusters = tuple(clusters_for(settings.host_count, settings.hosts_per_cluster, host_types.types))
     tags = {"Project": naming.PROJECT, "Stack": stack}
     region = aws.get_region().region
     if previous.parameter_root == naming.stack_prefix(stack):
@@ -266,12 +275,16 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
             cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
             host_user=KVM_HOST_USER)))
 
+    host_base = instance(settings.host_instance_type, member_sgs, "kvm-host")
     hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
-        stack=stack, instance=instance(settings.host_instance_type, member_sgs, "kvm-host"),
+        stack=stack, instance=host_base,
         boot_script_arn=boot_scripts.object_arn("kvm-host"),
         overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
         render_user_data=host_user_data, tags=tags, timeout_minutes=settings.host_timeout_minutes,
-        parameter_root=prefix))
+        parameter_root=prefix,
+        host_instances={i: dataclasses.replace(host_base, instance_type=t,
+                                               nested_virtualization=host_types.nested_virtualization(i))
+                        for i, t in enumerate(host_types.types)}))
 
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))
@@ -280,14 +293,16 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         minutes = settings.registration_timeout_minutes * 60
         spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
                           hosts_per_cluster=settings.hosts_per_cluster, overlay_mtu=settings.overlay_mtu,
-                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes))
+                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes),
+                          host_instance_types=host_types.types,
+                          extra_settings=cross_cluster_migration(host_types))
         CloudStackRegistration("registration", CloudStackRegistrationArgs(
             spec=spec,
             api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,
             efs_dns=storage.dns_name, host_dependencies=hosts.instances,
             depends_on=[management.instance, router]))
 
-    cost = catalog.estimate(settings)
+    cost = catalog.estimate(settings, host_types.types)
     outputs = {
         "uiUrl": pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/"),
         "apiEndpoint": api_url,
@@ -298,7 +313,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         "managementServer": {"overlayIp": str(management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,
-                           "cluster": settings.cluster_of_host(i)}
+                           "cluster": host_clusters[i], "instanceType": host_types.types[i]}
                   for i, inst in hosts.instances.items()},
         "secretArns": {**{k.replace("-", "_"): v for k, v in management.secret_arns.items()},
                        "db_master": database.master_secret_arn},
@@ -311,5 +326,20 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
         # Read back on the next run (components.deployed): what is chosen once or only grows.
         deployed_state.OUTPUT: deployed_state.record(settings, az, prefix),
+        "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
+            lambda args: cloudmonkey.cmk_profile(stack, args[0], args[1], region)),
     }
-    return Deployment(settings, outputs, spec)
+    return Deployment(settings, outputs, spec, host_types, host_clusters)
+
+
+def cross_cluster_migration(host_types: HostTypes) -> tuple[GlobalSetting, ...]:
+    """With hosts of more than one instance type (planned, or still running: a scale-in
+    removing the last hosts of a type must not flip the setting before they are gone),
+    VMs must not live-migrate between clusters: the clusters then differ in CPU model,
+    and a host-passthrough guest moved to another CPU fails or crashes. A scale-in that
+    empties a cluster then stops with the VMs named (nothing lost) instead."""
+    if not host_types.mixed:
+        return ()
+    return (GlobalSetting("migrate.vm.across.clusters", "false",
+                          "the clusters run different instance types (CPU models): host-passthrough guests "
+                          "must not live-migrate between them"),)

@@ -58,9 +58,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        # A key of another namespace (aws:region) is named as it is.
-        name = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"
-        return f"{name} = {self.value!r}: {self.message}"
+        key = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"  # another namespace's key
+        return f"{key} = {self.value!r}: {self.message}"
 
 
 class SettingsError(ValueError):
@@ -106,9 +105,9 @@ KEYS: tuple[Key, ...] = (
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need."),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro."),
-    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro AND metal (hardware virtualization); e.g. c5.metal, m5zn.metal."),
+    Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro with hardware virtualization: a metal type (c5.metal, m5zn.metal) or one with nested virtualization (C8i/M8i/R8i, e.g. c8i.4xlarge); a change applies to hosts added later, in a new cluster."),
     Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud."),
-    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts."),
+    Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts, and where the hosts' instance type changes."),
     Key("ubuntuRelease", "str", "24.04", "Ubuntu LTS of every instance (22.04 or 24.04)."),
     Key("amiId", "str", "", "Override the Ubuntu AMI looked up for `ubuntuRelease`."),
     Key("rootVolumeGb", "int", 50, "Encrypted gp3 root volume size of each instance (GiB)."),
@@ -576,7 +575,7 @@ def parse_settings(
 
     router_type = c.pattern("routerInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5n.large")
     management_type = c.pattern("managementInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")
-    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 metal instance type such as c5.metal")
+    host_type = c.pattern("hostInstanceType", _INSTANCE_TYPE, "an EC2 instance type such as c5.metal or c8i.4xlarge")
     if lookup_instance is not None:
         for key, name, needs_metal in (
             ("routerInstanceType", router_type, False),
@@ -584,7 +583,11 @@ def parse_settings(
             ("hostInstanceType", host_type, True),
         ):
             if _INSTANCE_TYPE.match(name):
-                c.problems.extend(check_instance_type(key, name, needs_metal, lookup_instance(name)))
+                facts = lookup_instance(name)
+                if facts is not None and facts.unknown_offline:
+                    warnings.append(f"{key} {name} is not in the offline table: unknown offline (Nitro, metal and "
+                                    "x86_64 are checked against AWS at preview), priced as unknown")
+                c.problems.extend(check_instance_type(key, name, needs_metal, facts))
     host_count = c.value("hostCount")
     if host_count < 1:
         c.problem("hostCount", host_count, "must be at least 1")
@@ -600,6 +603,15 @@ def parse_settings(
                       f"router + management server + {host_count} hosts = {members} members, but a Transit Gateway "
                       f"multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
                       f"{ipplan.MAX_MULTICAST_MEMBERS - 2} hosts per overlay")
+        if subnet is not None and subnet.prefixlen <= 28:
+            room = ipplan.subnet_host_capacity(subnet)
+            if host_count > room:
+                usable = subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES
+                c.problem("cloudstackSubnetCidr", str(subnet),
+                          f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
+                          f"router, the management server, hostCount {host_count} hosts, the "
+                          f"{' and the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
+                          f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
     hosts_per_cluster = c.ranged_int("hostsPerCluster", 1, MAX_HOSTS_PER_CLUSTER, " (KVM hosts per CloudStack cluster)")
     ubuntu = c.choice("ubuntuRelease", tuple(UBUNTU_RELEASES))
     ami_id = c.pattern("amiId", _AWS_ID["ami"], "an AMI id like ami-0123456789abcdef0", optional=True)
@@ -697,6 +709,18 @@ def parse_settings(
 # --------------------------------------------------------------------------- instance types
 
 
+#: The hypervisor the offline mocks report for a type their table lacks (AWS reports
+#: "nitro", "xen" or nothing for metal, never this): its facts are unknown offline.
+UNKNOWN_OFFLINE_HYPERVISOR = "unknown offline"
+#: The processor feature AWS reports for types that run KVM as a virtual instance.
+NESTED_VIRTUALIZATION_FEATURE = "nested-virtualization"
+KVM_HOST_TYPES_ACCEPTED = (
+    "is neither a metal type nor a type whose processor supports nested virtualization: KVM needs "
+    "hardware virtualization. Accepted: a metal type (e.g. c5.metal, m5zn.metal) or a virtual type that "
+    f"AWS lists with the processor feature {NESTED_VIRTUALIZATION_FEATURE} (C8i, M8i, R8i and their flex "
+    "variants, e.g. c8i.4xlarge), which the hosts are launched with")
+
+
 @dataclass(frozen=True)
 class InstanceFacts:
     """What AWS says about an instance type (DescribeInstanceTypes / getInstanceType)."""
@@ -707,6 +731,14 @@ class InstanceFacts:
     architectures: tuple[str, ...]
     vcpus: int
     memory_mib: int
+    #: ProcessorInfo.SupportedFeatures (getInstanceType's `supported_cpu_features`):
+    #: "amd-sev-snp", "nested-virtualization" (EC2 API reference, ProcessorInfo).
+    processor_features: tuple[str, ...] = ()
+
+    @property
+    def unknown_offline(self) -> bool:
+        """The offline plan's stand-in for a type its table lacks: AWS decides at preview."""
+        return self.hypervisor == UNKNOWN_OFFLINE_HYPERVISOR
 
     @property
     def nitro(self) -> bool:
@@ -714,19 +746,32 @@ class InstanceFacts:
         # system (multicast senders included), so either fact makes one Nitro.
         return self.hypervisor == "nitro" or self.bare_metal
 
+    @property
+    def nested_virtualization(self) -> bool:
+        """A virtual type whose processor can expose VT-x to the instance: KVM runs on it
+        when it is launched with the CPU option NestedVirtualization=enabled (C8i, M8i,
+        R8i and their flex variants since 2026-02-12). Metal needs no option."""
+        return not self.bare_metal and NESTED_VIRTUALIZATION_FEATURE in self.processor_features
+
+    @property
+    def runs_kvm(self) -> bool:
+        """Hardware virtualization for KVM: metal, or a virtual type with nested virtualization."""
+        return self.bare_metal or self.nested_virtualization
+
 
 def check_instance_type(key: str, name: str, needs_metal: bool, facts: Optional[InstanceFacts]) -> list[Problem]:
     """Problems of one role's instance type, given AWS's facts (None: unknown type)."""
     if facts is None:
         return [Problem(key, name, "is not an instance type offered in this region")]
+    if facts.unknown_offline:
+        return []
     problems = []
     if not facts.nitro:
         problems.append(Problem(key, name,
                                 f"is a {facts.hypervisor or 'non-Nitro'} type: only Nitro instances can send "
                                 "multicast, which the VXLAN overlay needs (e.g. c5n.large, m6i.xlarge)"))
-    if needs_metal and not facts.bare_metal:
-        problems.append(Problem(key, name,
-                                "is not a metal type: KVM needs hardware virtualization (e.g. c5.metal, m5zn.metal)"))
+    if needs_metal and not facts.runs_kvm:
+        problems.append(Problem(key, name, KVM_HOST_TYPES_ACCEPTED))
     if "x86_64" not in facts.architectures:
         problems.append(Problem(key, name,
                                 f"is {'/'.join(facts.architectures)}: the CloudStack packages and system VMs "

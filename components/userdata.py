@@ -14,6 +14,7 @@ management-server.sh, kvm-host.sh) from the deployment's private S3 bucket
 (components/bootstore.py), checks its sha256 and execs it (docs/boot.md):
 
   /usr/local/lib/cloudstack-ec2/{common.sh,stage2.sh,overlay-network.sh}
+      (+ overlay-router.sh, the router's part of overlay-network.sh, on the router)
   /usr/local/lib/cloudstack-ec2/<role script>   installed by stage2.sh (verified)
   /usr/local/sbin/cloudstack-ec2-boot -> stage2.sh (re-run entry point)
   /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ the members' firewall)
@@ -64,7 +65,8 @@ STAGE2_LAUNCHER = "stage2.sh"
 #: object and an instance only ever runs the version its user data names).
 STAGE2_KEY_PREFIX = "boot/"
 ROLE_UNITS = {
-    "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service"),
+    "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
+               "cloudstack-ec2-forwards.service", "cloudstack-ec2-forwards.timer"),
     "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                    "cloudstack-ec2-host-firewall.service"),
     "kvm-host": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
@@ -561,7 +563,7 @@ def _env_file(title: str, env: Mapping[str, str]) -> str:
 
 def load_boot_files() -> dict[str, str]:
     """The package's userdata/ files the user data embeds (name -> text)."""
-    names = ["common.sh", "overlay-network.sh", STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(),
+    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(),
              *sorted({u for units in ROLE_UNITS.values() for u in units})]
     root = resources.files("userdata")
     files = {}
@@ -599,7 +601,7 @@ def strip_comments(text: str, source: str) -> str:
 #: blocks (heredocs: SQL, nft); their embedded copies lose leading blanks. Scripts
 #: of other owners (kvm-host.sh) keep theirs: one whitespace-sensitive heredoc
 #: would break silently.
-DEDENTED_SCRIPTS = ("common.sh", "management-server.sh", "overlay-network.sh", "router.sh")
+DEDENTED_SCRIPTS = ("common.sh", "management-server.sh", "overlay-network.sh", "overlay-router.sh", "router.sh")
 
 
 def dedent_shell(text: str) -> str:
@@ -644,7 +646,10 @@ def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: M
         'root="${CSEC2_ROOT:-}"\n',
         f'mkdir -p "$root{LIB_DIR}" "$root{ETC_DIR}" "$root{UNIT_DIR}" "$root{BOOT_LINK.rsplit("/", 1)[0]}"\n',
     ]
-    for name in ("common.sh", STAGE2_LAUNCHER, "overlay-network.sh"):
+    # overlay-router.sh: the router's part of overlay-network.sh (its overlay unit needs
+    # it), kept out of the members' user data (EC2's 16 KiB).
+    for name in ("common.sh", STAGE2_LAUNCHER, "overlay-network.sh",
+                 *(("overlay-router.sh",) if role == "router" else ())):
         parts.append(_heredoc(f"{LIB_DIR}/{name}", embedded_script(name, files[name]),
                               "0755" if name != "common.sh" else "0644"))
     for unit in ROLE_UNITS[role]:

@@ -194,13 +194,55 @@ install_management_key() {
     chown -R "$CSEC2_HOST_USER:" "$ssh_dir"
 }
 
+# KVM needs VT-x: a metal instance, or a virtual one of a type with nested
+# virtualization (C8i/M8i/R8i) launched with the CPU option
+# NestedVirtualization=enabled. kvm-ok (cpu-checker) reads the CPU flag and
+# /dev/kvm; it also passes when the CPU has the flag but the module is not loaded
+# (no /dev/kvm yet), so load the module it names then and insist on "/dev/kvm
+# exists". A host without working KVM must never be added to CloudStack: the boot
+# stops here, before the management server's key is installed.
 check_virtualization() {
-    csec2_step "hardware virtualization"
-    if [[ -e $CSEC2_ROOT/dev/kvm ]]; then
-        csec2_log "/dev/kvm present"
-    else
-        csec2_log "WARNING: /dev/kvm is missing: KVM needs a metal instance type"
+    local report module
+    csec2_step "hardware virtualization (kvm-ok) and the guest CPU mode"
+    csec2_apt_install cpu-checker
+    report=$(kvm-ok 2>&1) || true
+    if [[ $report != *"INFO: /dev/kvm exists"* && $report =~ modprobe\ (kvm_[a-z]+) ]]; then
+        module=${BASH_REMATCH[1]}
+        csec2_log "kvm-ok: ${report//$'\n'/ | }; loading $module"
+        modprobe "$module" || true
+        report=$(kvm-ok 2>&1) || true
     fi
+    if [[ $report != *"INFO: /dev/kvm exists"* || $report != *"KVM acceleration can be used"* ]]; then
+        csec2_die "KVM cannot run on this instance: kvm-ok says '${report//$'\n'/ | }'. A KVM host needs a metal" \
+            "instance type, or a type with nested virtualization launched with it enabled (CPU option" \
+            "NestedVirtualization=enabled; check: aws ec2 describe-instances --instance-ids <id> --query" \
+            "'Reservations[].Instances[].CpuOptions')"
+    fi
+    csec2_log "kvm-ok: ${report//$'\n'/ | }"
+    # The guest CPU of every VM (CloudStack's KVM guide: custom | host-model |
+    # host-passthrough). host-passthrough: the VMs get this host's CPU as it is, the
+    # fastest, and the only mode that does not depend on libvirt matching a named
+    # model to a CPU that is itself virtual (on a nested host, L1, the CPU libvirt
+    # sees is the one EC2 presents). Its cost, live migration only between identical
+    # CPUs, is why one cluster holds hosts of one instance type only.
+    if host_already_added; then
+        csec2_log "host already added to CloudStack: guest.cpu.mode left as it is"
+    else
+        set_agent_property guest.cpu.mode host-passthrough
+    fi
+}
+
+# key=value in agent.properties (its own format; cloudstack-setup-agent keeps other keys).
+set_agent_property() {
+    local key=$1 value=$2 tmp
+    mkdir -p "$(dirname "$AGENT_PROPERTIES")"
+    touch "$AGENT_PROPERTIES"
+    tmp=$(mktemp "$AGENT_PROPERTIES.XXXXXX")
+    grep -v -E "^[[:space:]]*${key//./\\.}[[:space:]]*=" "$AGENT_PROPERTIES" >"$tmp" || true
+    printf '%s=%s\n' "$key" "$value" >>"$tmp"
+    chmod --reference="$AGENT_PROPERTIES" "$tmp"
+    mv -f "$tmp" "$AGENT_PROPERTIES"
+    csec2_log "agent.properties: $key=$value"
 }
 
 # -------------------------------------------------------------------- run ----

@@ -102,6 +102,8 @@ readonly MAX_INTERNET_MTU=9001
 readonly TCPIP_HEADERS=40 # IPv4 + TCP headers without options: MSS = MTU - 40
 readonly LINK_LOCAL_SERVICES=(169.254.169.254 169.254.169.123 169.254.169.253)
 readonly PROG=${0##*/}
+SCRIPT_DIR=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+readonly SCRIPT_DIR
 
 errors=()
 problem() { # variable value accepted
@@ -297,74 +299,12 @@ elif [[ $OVERLAY_ROLE == router ]]; then
     fi
 fi
 
-dnat_entries=()
-declare -A dnat_ports=()
 if [[ $OVERLAY_ROLE == router ]]; then
-    re='^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$'
-    for variable in ROUTER_DNAT VM_FORWARDS; do
-        read -r -a dnat_words <<<"${!variable}"
-        for entry in "${dnat_words[@]}"; do
-            if ! [[ $entry =~ $re ]]; then
-                problem "$variable" "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
-                continue
-            fi
-            # Copy the captures: is_ipv4 runs its own match.
-            proto=${BASH_REMATCH[1]} port=$((10#${BASH_REMATCH[2]}))
-            target=${BASH_REMATCH[3]} target_port=$((10#${BASH_REMATCH[4]}))
-            if ! is_ipv4 "$target" || ((port < 1 || port > 65535 || target_port < 1 || target_port > 65535)); then
-                problem "$variable" "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
-            elif $overlay_ok && { ! in_net "$target" "$overlay_net" "$overlay_prefix" || [[ $target == "$overlay_ip" ]]; }; then
-                problem "$variable" "$entry" "the target must be another address inside the overlay subnet $overlay_cidr"
-            elif [[ -n ${dnat_ports[$proto:$port]-} ]]; then
-                problem "$variable" "$entry" "$proto port $port is already forwarded by ${dnat_ports[$proto:$port]}"
-            elif [[ $variable == VM_FORWARDS ]] && is_cidr "$INFRA_CIDR" && in_net "$target" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}"; then
-                problem VM_FORWARDS "$entry" "the target is an infrastructure address (INFRA_CIDR $INFRA_CIDR); services from VMs forward to tenant addresses only"
-            elif [[ $variable == VM_FORWARDS && $SYSTEM_RANGE == *-* ]] && is_ipv4 "${SYSTEM_RANGE%-*}" && is_ipv4 "${SYSTEM_RANGE#*-}" &&
-                (($(ip2int "$target") >= $(ip2int "${SYSTEM_RANGE%-*}") && $(ip2int "$target") <= $(ip2int "${SYSTEM_RANGE#*-}"))); then
-                problem VM_FORWARDS "$entry" "the target is in the system range SYSTEM_RANGE $SYSTEM_RANGE; services from VMs forward to tenant addresses only"
-            else
-                dnat_ports[$proto:$port]=$entry
-                dnat_entries+=("$proto $port $target $target_port")
-            fi
-        done
-    done
-fi
-
-tenant_access=()
-if [[ $OVERLAY_ROLE == router ]]; then
-    if ! is_cidr "$INFRA_CIDR"; then
-        problem INFRA_CIDR "$INFRA_CIDR" "expected the overlay's infrastructure block as network/prefix (host bits zero), e.g. 10.100.0.0/18"
-    elif $overlay_ok && { ((${INFRA_CIDR#*/} < overlay_prefix)) || ! in_net "${INFRA_CIDR%/*}" "$overlay_net" "$overlay_prefix"; }; then
-        problem INFRA_CIDR "$INFRA_CIDR" "expected a block inside the overlay subnet $overlay_cidr"
-    elif $overlay_ok && ! in_net "$overlay_ip" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}"; then
-        problem INFRA_CIDR "$INFRA_CIDR" "does not contain the router's own address $overlay_ip; expected the infrastructure block"
-    fi
-    system_first=${SYSTEM_RANGE%-*} system_last=${SYSTEM_RANGE#*-}
-    if [[ $SYSTEM_RANGE != *-* ]] || ! is_ipv4 "$system_first" || ! is_ipv4 "$system_last" ||
-        (($(ip2int "$system_first") > $(ip2int "$system_last"))); then
-        problem SYSTEM_RANGE "$SYSTEM_RANGE" "expected first-last IPv4 addresses, e.g. 10.100.64.1-10.100.64.250"
-    elif $overlay_ok && { ! in_net "$system_first" "$overlay_net" "$overlay_prefix" || ! in_net "$system_last" "$overlay_net" "$overlay_prefix"; }; then
-        problem SYSTEM_RANGE "$SYSTEM_RANGE" "expected a range inside the overlay subnet $overlay_cidr"
-    elif is_cidr "$INFRA_CIDR" && { in_net "$system_first" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}" || in_net "$system_last" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}"; }; then
-        problem SYSTEM_RANGE "$SYSTEM_RANGE" "overlaps INFRA_CIDR $INFRA_CIDR; system VMs are not infrastructure"
-    fi
-    if ! is_cidr "$STORAGE_CIDR"; then
-        problem STORAGE_CIDR "$STORAGE_CIDR" "expected the dedicated subnet (EFS mount target) as network/prefix, e.g. 10.0.0.0/24"
-    elif $vpc_ok && { ((${STORAGE_CIDR#*/} < vpc_prefix)) || ! in_net "${STORAGE_CIDR%/*}" "$vpc_ip" "$vpc_prefix"; }; then
-        problem STORAGE_CIDR "$STORAGE_CIDR" "expected a subnet inside VPC_CIDR $VPC_CIDR"
-    fi
-    read -r -a access_words <<<"$TENANT_VPC_ACCESS"
-    for entry in "${access_words[@]}"; do
-        if ! is_cidr "$entry" || ((${entry#*/} == 0)); then
-            problem TENANT_VPC_ACCESS "$entry" "expected space-separated IPv4 network/prefix entries (host bits zero, not 0.0.0.0/0), e.g. 10.0.8.0/24"
-        elif nets_overlap "${entry%/*}" "${entry#*/}" 169.254.0.0 16; then
-            problem TENANT_VPC_ACCESS "$entry" "overlaps 169.254.0.0/16 (instance metadata and link-local services), which tenants never reach"
-        elif $overlay_ok && nets_overlap "${entry%/*}" "${entry#*/}" "$overlay_net" "$overlay_prefix"; then
-            problem TENANT_VPC_ACCESS "$entry" "overlaps the overlay $overlay_cidr; expected destinations outside it"
-        else
-            tenant_access+=("$entry")
-        fi
-    done
+    # The router's own part (forwards, isolation, NAT): shipped to the router only.
+    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
+    # shellcheck source=overlay-router.sh
+    source "$SCRIPT_DIR/overlay-router.sh"
+    router_check
 else
     for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
         [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router's forwarding is filtered by it; expected empty on a member"
@@ -486,100 +426,4 @@ if [[ $OVERLAY_ROLE == member ]]; then
     exit 0
 fi
 
-# Router: its default route stays on the underlay.
-while ip -4 route show default dev "$BRIDGE" 2>/dev/null | grep -q .; do
-    ip route del default dev "$BRIDGE"
-done
-if ! ip -4 route show default 2>/dev/null | grep -q .; then
-    ip route add default via "$(underlay_gateway)" dev "$UNDERLAY_DEV"
-fi
-set_proc /proc/sys/net/ipv4/ip_forward 1
-
-dnat_rules=""
-for entry in "${dnat_entries[@]}"; do
-    read -r proto port target target_port <<<"$entry"
-    dnat_rules+="        iifname \"$UNDERLAY_DEV\" ip daddr $underlay_ip $proto dport $port dnat to $target:$target_port"$'\n'
-done
-
-internet_mss=$((INTERNET_MTU - TCPIP_HEADERS))
-
-# Destinations that are not "the internet" for system VMs and tenants: the VPC,
-# private, shared (carrier-grade NAT) and link-local space (peered VPCs, VPNs
-# and Direct Connect routes are reachable from the VPC, not from the internet).
-not_internet="$VPC_CIDR, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 169.254.0.0/16"
-tenant_access_rule=""
-if ((${#tenant_access[@]})); then
-    tenant_access_rule="        ip daddr { $(
-        IFS=,
-        echo "${tenant_access[*]}"
-    ) } accept"$'\n'
-fi
-
-# One transaction: create-if-missing, delete, define. Flows keep their NAT
-# bindings (conntrack), so replacing the table never interrupts them.
-# MSS clamp: members announce OVERLAY_MTU - 40 (8410 at 8450) and would send
-# segments that big to the internet, where the internet gateway drops them
-# (1500 bytes) and the ICMP "fragmentation needed" may never come back. Each
-# side sends at most the MSS the OTHER side's SYN announced, so both the SYN
-# and the SYN-ACK are clamped, in both directions (member -> internet, and
-# internet -> ROUTER_DNAT target). Only lowered, never raised; VPC traffic
-# keeps the jumbo MSS. Forward hook, after DNAT: daddr is the overlay target.
-nft -f - <<EOF
-table ip $NFT_TABLE
-delete table ip $NFT_TABLE
-table ip $NFT_TABLE {
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-${dnat_rules}    }
-    chain forward {
-        type filter hook forward priority mangle; policy accept;
-        ip saddr $overlay_cidr ip daddr != $VPC_CIDR tcp flags & syn == syn tcp option maxseg size > $internet_mss tcp option maxseg size set $internet_mss
-        ip daddr $overlay_cidr ip saddr != $VPC_CIDR tcp flags & syn == syn tcp option maxseg size > $internet_mss tcp option maxseg size set $internet_mss
-    }
-    # Tenant isolation (see the header). Only packets from the overlay are
-    # filtered here; what the VPC and the internet may send into the overlay is
-    # the router's security group's business.
-    chain isolation {
-        type filter hook forward priority filter; policy accept;
-        ct state established,related accept
-        iifname "$BRIDGE" ip saddr $overlay_cidr jump from_overlay
-    }
-    chain from_overlay {
-        ip daddr 169.254.0.0/16 counter name "link_local_refused" reject with icmp type admin-prohibited
-        ip saddr $INFRA_CIDR accept
-        ip saddr $SYSTEM_RANGE goto from_system
-        goto from_tenant
-    }
-    chain from_system {
-        ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 accept
-        ip daddr $STORAGE_CIDR tcp dport 2049 accept
-        ip daddr { $not_internet } counter name "system_refused" reject with icmp type admin-prohibited
-        accept
-    }
-    chain from_tenant {
-        ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 accept
-${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_refused" reject with icmp type admin-prohibited
-        accept
-    }
-    # The router itself answers infrastructure only (and ICMP, for diagnostics
-    # and path-MTU discovery).
-    chain input {
-        type filter hook input priority filter; policy accept;
-        iifname != "$BRIDGE" accept
-        ct state established,related accept
-        ip saddr $INFRA_CIDR accept
-        meta l4proto icmp accept
-        counter name "router_refused" reject with icmp type admin-prohibited
-    }
-    counter link_local_refused { }
-    counter system_refused { }
-    counter tenant_refused { }
-    counter router_refused { }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip
-        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr != $VPC_CIDR snat to $underlay_ip
-    }
-}
-EOF
-log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), internet MSS $internet_mss; infrastructure $INFRA_CIDR, system VMs $SYSTEM_RANGE, tenants: DNS, internet and ${#tenant_access[@]} VPC range(s)"
+router_apply

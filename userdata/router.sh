@@ -2,15 +2,64 @@
 # Boot script of the overlay router (cloudstack-ec2).
 #
 # The router is the overlay's gateway: cloudstack-ec2-overlay.service runs
-# overlay-network.sh (role router: forwarding, NAT, DNAT of the UI/API port) at
-# every boot. It needs no secrets and waits on nothing, so the members (which
-# reach the internet through it) can install their packages.
+# overlay-network.sh (role router: forwarding, NAT, DNAT of the UI/API port and
+# of the forwards to VMs) at every boot. It needs no secrets and waits on
+# nothing, so the members (which reach the internet through it) can install
+# their packages. `router.sh forwards` applies a changed vmForwards (timer).
 #
 # Settings: /etc/cloudstack-ec2/boot.env (non-secret). Log:
 # /var/log/cloudstack-ec2-boot.log and the console.
 
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
+
+FORWARDS_ENV=$CSEC2_ROOT/etc/cloudstack-ec2/forwards.env
+FORWARD_ENTRY='^(tcp|udp):[0-9]{1,5}:[0-9.]+:[0-9]{1,5}$'
+
+# Services offered from VMs (vmForwards): Pulumi writes them to the SSM parameter
+# <prefix>/router-forwards ("none" for none), this applies them to the RUNNING
+# router (no instance replacement, no user data change): forwards.env is read by
+# cloudstack-ec2-overlay.service, and re-running overlay-network.sh replaces its
+# nftables table in one transaction (flows keep their NAT bindings). Run at boot
+# and every minute by cloudstack-ec2-forwards.timer. A set overlay-network.sh
+# refuses is never kept: the last good one stays, for this run and the next boot.
+apply_forwards() {
+    local name value entry wanted previous=""
+    name=$(csec2_name router-forwards)
+    csec2_step "forwards to VMs (SSM parameter $name)"
+    value=$(csec2_get_parameter "$name") || csec2_die "cannot read SSM parameter $name"
+    [[ $value == none ]] && value=""
+    for entry in $value; do
+        [[ $entry =~ $FORWARD_ENTRY ]] ||
+            csec2_die "SSM parameter $name holds '$entry'; expected 'none' or proto:port:target:targetPort entries separated by spaces"
+    done
+    wanted="VM_FORWARDS=\"$value\""
+    [[ -r $FORWARDS_ENV ]] && previous=$(<"$FORWARDS_ENV")
+    if [[ $previous == "$wanted" ]]; then
+        csec2_log "forwards up to date: ${value:-none}"
+        return 0
+    fi
+    mkdir -p "$(dirname "$FORWARDS_ENV")"
+    printf '%s\n' "$wanted" >"$FORWARDS_ENV"
+    if systemctl restart cloudstack-ec2-overlay.service; then
+        csec2_log "forwards applied: ${value:-none}"
+        return 0
+    fi
+    if [[ -n $previous ]]; then
+        printf '%s\n' "$previous" >"$FORWARDS_ENV"
+    else
+        rm -f "$FORWARDS_ENV"
+    fi
+    systemctl restart cloudstack-ec2-overlay.service || true
+    csec2_die "overlay-network.sh refused the forwards '$value' (journalctl -u cloudstack-ec2-overlay.service); the previous ones stay"
+}
+
+if [[ ${1-} == forwards ]]; then
+    csec2_begin router
+    apply_forwards
+    csec2_finish
+    exit 0
+fi
 
 csec2_begin router
 
@@ -22,4 +71,9 @@ csec2_apt_install nftables
 csec2_setup_overlay
 csec2_setup_ssm_agent
 csec2_setup_time_sync
+csec2_install_aws_cli
+apply_forwards
+csec2_step "forwards refresh timer"
+systemctl daemon-reload
+systemctl enable --now cloudstack-ec2-forwards.timer
 csec2_finish

@@ -324,13 +324,33 @@ class RegistrationSpec:
         return min(self.clusters, key=lambda c: c.index)
 
 
-def clusters_for(host_count: int, hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLUSTER) -> list[int]:
-    """Cluster index of each host: a new cluster every `hosts_per_cluster` hosts."""
+def clusters_for(host_count: int, hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLUSTER,
+                 instance_types: Sequence[str] | None = None) -> list[int]:
+    """Cluster index of each host: a new cluster wherever the instance type changes from
+    one host index to the next (`instance_types[i]`: host i's type), and every
+    `hosts_per_cluster` hosts within a run of one type. Hosts of different types never share a
+    cluster: live migration needs the same CPU model on both ends (the KVM hosts run
+    guests with guest.cpu.mode=host-passthrough). A host's cluster depends only on the
+    hosts below it, so scaling (which adds or removes the highest indexes) never moves
+    an existing host; with one type this is exactly `i // hosts_per_cluster`."""
     if not isinstance(hosts_per_cluster, int) or not 1 <= hosts_per_cluster <= MAX_KVM_HOSTS_PER_CLUSTER:
         _fail("hosts_per_cluster", hosts_per_cluster, f"an integer 1..{MAX_KVM_HOSTS_PER_CLUSTER}")
     if not isinstance(host_count, int) or host_count < 1:
         _fail("host_count", host_count, "an integer >= 1")
-    return [i // hosts_per_cluster for i in range(host_count)]
+    if instance_types is not None and len(instance_types) != host_count:
+        _fail("instance_types", list(instance_types), f"one instance type per host ({host_count})")
+    out: list[int] = []
+    run_start = 0  # first host index of the current run of one instance type
+    for i in range(host_count):
+        if i and instance_types is not None and instance_types[i] != instance_types[i - 1]:
+            run_start = i
+        if i == 0:
+            out.append(0)
+        elif i == run_start or (i - run_start) % hosts_per_cluster == 0:
+            out.append(out[-1] + 1)
+        else:
+            out.append(out[-1])
+    return out
 
 
 #: An 802.1Q tag: a guest frame on a VLAN is this much longer inside VXLAN.
@@ -378,14 +398,17 @@ def build_spec(
     timeouts: Timeouts | None = None,
     extra_settings: Iterable[GlobalSetting] = (),
     overlay_mtu: int = 8450,
+    host_instance_types: Sequence[str] | None = None,
 ) -> RegistrationSpec:
     """Build the spec from `components.ipplan.IpPlan` (duck-typed: overlay, router,
-    management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns)."""
+    management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns).
+    `host_instance_types[i]`: host i's EC2 instance type (hosts of different types go to
+    different clusters, see `clusters_for`); None: all hosts of one type."""
     overlay = ipaddress.IPv4Network(str(plan.overlay))
     netmask = str(overlay.netmask)
     router = str(plan.router)
     host_ips = [str(a) for a in plan.hosts]
-    cluster_of = clusters_for(len(host_ips), hosts_per_cluster)
+    cluster_of = clusters_for(len(host_ips), hosts_per_cluster, host_instance_types)
     clusters = tuple(ClusterSpec(c, cluster_name(zone_name, c)) for c in sorted(set(cluster_of)))
     hosts = tuple(HostSpec(i, ip, cluster_of[i], host_username) for i, ip in enumerate(host_ips))
     settings = default_global_settings(str(plan.management_servers[0]), str(overlay), overlay_mtu)

@@ -22,6 +22,10 @@ def test_missing_pulumi_cli_says_how_to_get_it():
     assert "Pulumi CLI is not installed" in result.stderr
     assert "get.pulumi.com" in result.stderr and "cloudstack-ec2 plan" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    # The virtualenv comes first, so the hint's command exists, and the plan is shown.
+    assert result.stdout.index("installing the program") < result.stdout.index("offline plan of stack")
+    assert "CloudStack on EC2 — offline plan of stack 'dev'" in result.stdout
+    assert "vCPU quota:" in result.stdout
 
 
 def test_missing_aws_credentials_say_how_to_configure_them(tmp_path):
@@ -36,3 +40,4 @@ def test_missing_aws_credentials_say_how_to_configure_them(tmp_path):
     assert "aws configure" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not marker.exists(), "pulumi must not run without credentials"
+    assert "CloudStack on EC2 — offline plan of stack 'dev'" in result.stdout

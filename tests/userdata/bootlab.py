@@ -26,7 +26,7 @@ FAKE_SLEEP = Path(__file__).parent / "fakes" / "sleep"
 FAKED_COMMANDS = [
     "snap", "apt-get", "dpkg-query", "mysql", "cloudstack-setup-databases", "cloudstack-setup-management",
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
-    "chown", "nft", "apparmor_parser", "ssh-keygen", "ping",
+    "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe",
 ]
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -77,7 +77,7 @@ def boot_files() -> dict[str, str]:
     except ud.UserDataError:
         files = {}
         for p in (REPO / "userdata").iterdir():
-            if p.suffix in (".sh", ".service"):
+            if p.suffix in (".sh", ".service", ".timer"):
                 files[p.name] = p.read_text()
         files.setdefault("overlay-network.sh", "#!/bin/bash\necho overlay stand-in\n")
         return files
@@ -86,7 +86,8 @@ def boot_files() -> dict[str, str]:
 def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": "db.example.internal:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
-                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending"},
+                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending",
+                f"{PREFIX}/router-forwards": "none"},
         "secrets": {
             SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),
@@ -194,11 +195,14 @@ class Machine:
         script = ud.decode_user_data(user_data_base64)
         return self._run(["bash", "-c", script, "user-data"], timeout, env)
 
-    def rerun(self, script: str, timeout: float = 60) -> Run:
+    def rerun(self, script: str, timeout: float = 60, args: tuple | list = ()) -> Run:
         """What cloudstack-ec2-boot.service does at a later boot: /usr/local/sbin/cloudstack-ec2-boot,
-        i.e. the launcher, which execs the verified local copy of `script` (fetched by the first run)."""
+        i.e. the launcher, which execs the verified local copy of `script` (fetched by the first run).
+        With args: another unit running the installed role script itself (`router.sh forwards`)."""
         lib = self.root / "usr/local/lib/cloudstack-ec2"
         assert (lib / script).is_file(), f"{script} was never installed by stage 2"
+        if args:
+            return self._run([str(lib / script), *args], timeout)
         assert os.readlink(self.file(ud.BOOT_LINK)) == f"{ud.LIB_DIR}/{ud.STAGE2_LAUNCHER}"
         return self._run([str(lib / ud.STAGE2_LAUNCHER)], timeout)
 

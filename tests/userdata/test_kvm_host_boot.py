@@ -221,8 +221,12 @@ def test_router_boots_without_secrets_or_waits(machine):
     assert r.status == 0, r.output
     calls = machine.calls()
     assert not any(c["cmd"] in ("mysql", "curl", "ping") for c in calls)
-    # The router reads nothing from AWS but its own role script (through its Elastic IP).
-    assert [is_s3_cp(c) for c in calls if c["cmd"] == "aws"] == [True]
+    # What it reads from AWS: its own role script (through its Elastic IP), then its
+    # forwards to VMs (no secret, no wait).
+    aws = [c for c in calls if c["cmd"] == "aws"]
+    assert is_s3_cp(aws[0]) and not any(is_s3_cp(c) for c in aws[1:]), aws
+    assert aws[1:] and all("get-parameter" in a and a[a.index("--name") + 1] == f"{PREFIX}/router-forwards"
+                           for a in (c["args"] for c in aws[1:])), aws
     # overlay-network.sh needs nft on the router: installed before the overlay starts.
     assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
@@ -240,3 +244,62 @@ def test_router_boots_without_secrets_or_waits(machine):
     machine.clear_calls()
     assert machine.rerun("router.sh").status == 0
     assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "nftables and chrony are installed"
+
+
+# --- the router's forwards to VMs (vmForwards, issue 15) --------------------------------
+
+FORWARDS_PARAM = f"{PREFIX}/router-forwards"
+
+
+def set_forwards(machine, value):
+    machine.update(lambda s: s["ssm"].update({FORWARDS_PARAM: value}))
+
+
+def overlay_restarts(machine):
+    return [c for c in machine.calls() if c["cmd"] == "systemctl" and c["args"][:1] == ["restart"]
+            and "cloudstack-ec2-overlay.service" in c["args"]]
+
+
+def test_router_applies_changed_forwards_in_place(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    assert 'VM_FORWARDS=""' == machine.file("/etc/cloudstack-ec2/forwards.env").read_text().strip()
+    assert "cloudstack-ec2-forwards.timer" in machine.state()["units"]["enabled"]
+    timer = machine.file("/etc/systemd/system/cloudstack-ec2-forwards.service").read_text()
+    assert "ExecStart=/usr/local/lib/cloudstack-ec2/router.sh forwards" in timer
+    unit = machine.file("/etc/systemd/system/cloudstack-ec2-overlay.service").read_text()
+    assert "EnvironmentFile=-/etc/cloudstack-ec2/forwards.env" in unit
+    # A new vmForwards: the parameter changes, the timer's run applies it.
+    set_forwards(machine, "tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53")
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status == 0, r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+        'VM_FORWARDS="tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53"\n'
+    assert len(overlay_restarts(machine)) == 1
+    assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "a refresh installs nothing"
+    # Unchanged: nothing restarted.
+    machine.clear_calls()
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    assert overlay_restarts(machine) == []
+
+
+def test_forwards_the_overlay_refuses_are_never_kept(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, "tcp:2222:10.100.128.5:22")
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    good = machine.file("/etc/cloudstack-ec2/forwards.env").read_text()
+    set_forwards(machine, "tcp:2222:10.100.0.2:22")  # overlay-network.sh refuses infrastructure targets
+    machine.update(lambda s: s["units"]["failing"].append("cloudstack-ec2-overlay.service"))
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and "refused the forwards 'tcp:2222:10.100.0.2:22'" in r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == good, "the next boot would fail"
+
+
+def test_malformed_forwards_parameter_changes_nothing(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, "tcp:2222:10.100.128.5:22 ssh-to-anything")
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and "holds 'ssh-to-anything'" in r.output
+    assert overlay_restarts(machine) == []
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text().strip() == 'VM_FORWARDS=""'

@@ -532,11 +532,62 @@ def useradd(state):
     return 0
 
 
+#: The KVM side of the machine: the CPU's virtualization flag in /proc/cpuinfo ("vmx" on
+#: metal and on a nested-virtualization instance launched with the option; None on any
+#: other virtual instance), whether /dev/kvm exists (kvm_intel loaded), and whether
+#: firmware disabled VT-x. Default: a working KVM host.
+KVM_DEFAULT = {"cpu_flag": "vmx", "dev_kvm": True, "disabled_by_firmware": False}
+
+
+def kvm_ok(state):
+    """cpu-checker's kvm-ok (Ubuntu, /usr/sbin/kvm-ok): the CPU flag first, then /dev/kvm;
+    without /dev/kvm it still says "can be used" when only the module is missing (it
+    checks the firmware's MSR), which is why the boot script insists on /dev/kvm."""
+    kvm = {**KVM_DEFAULT, **state.get("kvm", {})}
+    virt = kvm["cpu_flag"]
+    if not virt:
+        print("INFO: Your CPU does not support KVM extensions")
+        print("KVM acceleration can NOT be used")
+        return 1
+    if kvm["dev_kvm"]:
+        print("INFO: /dev/kvm exists")
+        print("KVM acceleration can be used")
+        return 0
+    brand = "intel" if virt == "vmx" else "amd"
+    print("INFO: /dev/kvm does not exist")
+    print(f"HINT:   sudo modprobe kvm_{brand}")
+    print("INFO: Your CPU supports KVM extensions")
+    if kvm["disabled_by_firmware"]:
+        print(f"INFO: KVM ({virt}) is disabled by your BIOS")
+        print("HINT: Enter your BIOS setup and enable Virtualization Technology (VT),")
+        print("      and then hard poweroff/poweron your system")
+        print("KVM acceleration can NOT be used")
+        return 1
+    print("KVM acceleration can be used")
+    return 0
+
+
+def modprobe(state):
+    """Loading kvm_intel creates /dev/kvm only where the CPU has VT-x enabled (the kernel
+    refuses otherwise: "Operation not supported")."""
+    module = ARGS[-1].replace("-", "_")
+    if module in ("kvm_intel", "kvm_amd"):
+        kvm = state.setdefault("kvm", {})
+        merged = {**KVM_DEFAULT, **kvm}
+        wanted = "vmx" if module == "kvm_intel" else "svm"
+        if merged["cpu_flag"] != wanted or merged["disabled_by_firmware"]:
+            sys.stderr.write(f"modprobe: ERROR: could not insert '{module}': Operation not supported\n")
+            return 1
+        kvm["dev_kvm"] = True
+    return 0
+
+
 HANDLERS = {
     "aws": aws, "snap": snap, "apt-get": apt_get, "dpkg-query": dpkg_query, "mysql": mysql,
     "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
     "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
     "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
+    "kvm-ok": kvm_ok, "modprobe": modprobe,
 }
 
 

@@ -1,0 +1,53 @@
+"""Issue 13.8: README and Pulumi.dev.yaml say what a first deploy needs and costs, from the
+plan's own arithmetic, and their commands reach scripts/deploy's local backend."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from planrun import ROOT, cli
+
+README = (ROOT / "README.md").read_text()
+DEV_STACK = (ROOT / "Pulumi.dev.yaml").read_text()
+
+
+@pytest.fixture
+def summary(capsys):
+    result = cli(capsys, "plan", "--stack", "dev", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["summary"]
+
+
+def test_dev_cost_near_the_top_matches_the_plan(summary):
+    top = README[:README.index("## What it builds")]
+    assert f"${summary['hourlyUsd']:.2f}/hour, ${summary['monthlyUsd']:,.0f}/month" in top
+    [standard] = summary["vcpusByQuota"]
+    assert f"**{standard['vcpus']} vCPUs**" in top
+
+
+def test_dev_stack_quota_comment_is_the_real_arithmetic(summary):
+    [standard] = summary["vcpusByQuota"]
+    stated = int(re.search(r"this stack needs (\d+) vCPUs", DEV_STACK).group(1))
+    assert stated == standard["vcpus"] == 2 * 48 + 2 + 4
+    assert "suits a new" not in DEV_STACK
+
+
+def test_prerequisites_name_every_tool_the_readme_uses():
+    prerequisites = README[README.index("## Prerequisites"):README.index("## The offline plan")]
+    for tool in ("Pulumi CLI", "AWS CLI", "Session Manager plugin", "jq", "L-1216C47A"):
+        assert tool in prerequisites, tool
+
+
+def test_cleanup_and_outputs_reach_the_local_backend_of_scripts_deploy():
+    deploy = (ROOT / "scripts" / "deploy").read_text()
+    assert 'PULUMI_BACKEND_URL="file://$project_dir/.pulumi-state"' in deploy
+    assert "passphrase_file=$project_dir/.pulumi-state/passphrase" in deploy
+    export = ('export PULUMI_BACKEND_URL="file://$PWD/.pulumi-state" '
+              'PULUMI_CONFIG_PASSPHRASE_FILE="$PWD/.pulumi-state/passphrase"')
+    cleanup = README[README.index("## Cleanup"):README.index("## Embedding with the Automation API")]
+    assert export in cleanup and "pulumi stack select dev" in cleanup
+    assert cleanup.index(export) < cleanup.index("pulumi destroy")
+    outputs = README[README.index("## Outputs"):README.index("## Scaling hosts")]
+    assert export in outputs and outputs.index(export) < outputs.index("pulumi stack output secretArns")

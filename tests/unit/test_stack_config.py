@@ -1,0 +1,130 @@
+"""Issue 13.2: the plan reads values the way Pulumi hands them to the program.
+
+Pulumi's CLI reads the stack file with yaml.v2 into Go strings (a scalar's own text),
+`pulumi config set` stores strings, and pulumi.Config.get returns strings; the program
+then applies its own strictness (components.settings)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components.stackconfig import StackConfigError, apply_set, read_stack
+
+from planrun import ROOT, cli
+
+STACK_HEAD = """config:
+  aws:region: us-east-1
+  cloudstack-ec2:adminCidrs:
+    - 203.0.113.0/24
+"""
+
+
+def project(tmp_path: Path, body: str = "", name: str = "t") -> Path:
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    (tmp_path / f"Pulumi.{name}.yaml").write_text(STACK_HEAD + body)
+    return tmp_path
+
+
+@pytest.fixture
+def plan(capsys):
+    def run(tmp_path: Path, *args, name: str = "t"):
+        return cli(capsys, "plan", "--stack", name, "--dir", str(tmp_path), *args)
+    return run
+
+
+def test_scalars_reach_the_program_as_their_yaml_text(tmp_path):
+    stack = read_stack(project(tmp_path, "  cloudstack-ec2:cloudstackVersion: 4.20\n"
+                                         "  cloudstack-ec2:deletionProtection: no\n"
+                                         "  cloudstack-ec2:vxlanId: 0x10\n"
+                                         "  cloudstack-ec2:apiEndpoint:\n"
+                                         "  cloudstack-ec2:zoneName: 'z1'\n"), "t")
+    values = stack.values
+    assert values["cloudstack-ec2:cloudstackVersion"] == "4.20"  # not 4.2
+    assert values["cloudstack-ec2:deletionProtection"] == "no"  # not False
+    assert values["cloudstack-ec2:vxlanId"] == "0x10"
+    assert values["cloudstack-ec2:apiEndpoint"] == ""
+    assert values["cloudstack-ec2:zoneName"] == "z1"
+    assert json.loads(values["cloudstack-ec2:adminCidrs"]) == ["203.0.113.0/24"]
+
+
+def test_set_stores_strings_like_pulumi_config_set(tmp_path):
+    stack = read_stack(project(tmp_path), "t")
+    assert apply_set(stack, "cloudstackVersion=4.20") == "cloudstack-ec2:cloudstackVersion"
+    assert stack.values["cloudstack-ec2:cloudstackVersion"] == "4.20"
+    apply_set(stack, "aws:region=eu-west-1")
+    assert stack.values["aws:region"] == "eu-west-1"
+    apply_set(stack, "adminCidrs[1]=198.51.100.7/32")  # pulumi config set --path 'adminCidrs[1]' ...
+    assert json.loads(stack.values["cloudstack-ec2:adminCidrs"]) == ["203.0.113.0/24", "198.51.100.7/32"]
+    apply_set(stack, 'adminCidrs=["192.0.2.0/24"]')  # the JSON form
+    assert json.loads(stack.values["cloudstack-ec2:adminCidrs"]) == ["192.0.2.0/24"]
+    with pytest.raises(StackConfigError, match=r"--set 'adminCidrs\[5\]=x'.*next one is \[1\]"):
+        apply_set(stack, "adminCidrs[5]=x")
+    with pytest.raises(StackConfigError, match="--set 'hostCount'"):
+        apply_set(stack, "hostCount")
+
+
+def test_set_version_as_pulumi_would_store_it_is_accepted(tmp_path, plan):
+    result = plan(project(tmp_path), "--set", "cloudstackVersion=4.20")
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_set_value_is_blamed_on_the_set(tmp_path, plan):
+    result = plan(project(tmp_path), "--set", "deletionProtection=no")
+    assert result.returncode == 2
+    assert "cloudstack-ec2:deletionProtection = 'no': expected true or false  [--set deletionProtection=no]" \
+        in result.stderr
+
+
+def test_yaml_no_in_the_stack_file_is_rejected_like_the_program_does(tmp_path, plan):
+    result = plan(project(tmp_path, "  cloudstack-ec2:deletionProtection: no\n"))
+    assert result.returncode == 2
+    assert "cloudstack-ec2:deletionProtection = 'no': expected true or false  [Pulumi.t.yaml]" in result.stderr
+
+
+def test_unquoted_version_number_is_read_as_its_text_with_a_quote_it_warning(tmp_path, plan):
+    result = plan(project(tmp_path, "  cloudstack-ec2:cloudstackVersion: 4.20\n"))
+    assert result.returncode == 0, result.stderr
+    assert "cloudstack-ec2:cloudstackVersion: 4.20 is a YAML number in Pulumi.t.yaml" in result.stdout
+    assert "quote it" in result.stdout
+
+
+def test_rejected_version_written_as_a_number_says_quote_it(tmp_path, plan):
+    result = plan(project(tmp_path, "  cloudstack-ec2:cloudstackVersion: 4.3\n"))
+    assert result.returncode == 2
+    assert "cloudstack-ec2:cloudstackVersion = '4.3'" in result.stderr
+    assert 'written as the YAML number 4.3: quote it' in result.stderr
+
+
+def test_foreign_namespace_key_is_reported(tmp_path, plan):
+    result = plan(project(tmp_path, "  cloudstack:hostCount: 3\n"))
+    assert result.returncode == 2
+    assert "cloudstack:hostCount = '3'" in result.stderr and "did you mean cloudstack-ec2:hostCount?" in result.stderr
+
+
+def test_secret_value_is_not_validated_as_plain_text(tmp_path, plan):
+    result = plan(project(tmp_path, "  cloudstack-ec2:apiEndpoint:\n    secure: v1:AbCdEf==\n"))
+    assert result.returncode == 0, result.stderr
+    assert "cloudstack-ec2:apiEndpoint is a secret" in result.stdout
+    assert "v1:AbCdEf" not in result.stdout
+
+
+def test_aws_region_can_be_overridden(tmp_path, plan):
+    result = plan(project(tmp_path), "--set", "aws:region=eu-west-1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "eu-west-1" in result.stdout and "us-east-1a" not in result.stdout
+
+
+def test_yaml_error_names_the_file(tmp_path, plan):
+    (project(tmp_path) / "Pulumi.t.yaml").write_text("config:\n  a: [unclosed\n")
+    result = plan(tmp_path)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'Pulumi.t.yaml'}: not valid YAML" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_key_without_a_namespace_is_reported(tmp_path, plan):
+    result = plan(project(tmp_path, "  hostCount: 3\n"))
+    assert result.returncode == 2
+    assert "Pulumi.t.yaml: config key 'hostCount' has no namespace: write cloudstack-ec2:hostCount" in result.stderr
