@@ -28,6 +28,7 @@ DEFAULT_REGION = "us-east-1"
 JSON_SCHEMA_VERSION = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_OVER_BUDGET = 4
+TOP_LEVEL = "stack"
 COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "KvmHostPool",
                    "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
 
@@ -148,12 +149,14 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
                 value = _lookup(reg.state, path)
             if value is not None:
                 props[label] = _brief(label, value)
-        component = reg.component_type.split(":")[-1]
+        # A resource outside every component (the stack's own) is listed under "stack".
+        component = TOP_LEVEL if reg.component_type == reg.type else reg.component_type.split(":")[-1]
         resources.append({"type": reg.type, "name": reg.name, "component": component, "properties": props})
 
+    every_host = list(host_types) if host_types else [settings.host_instance_type] * settings.host_count
     roles = [("router", settings.router_instance_type, 1),
-             ("management server", settings.management_instance_type, 1),
-             ("KVM host", settings.host_instance_type, settings.host_count)]
+             ("management server", settings.management_instance_type, 1)] + [
+        ("KVM host", t, every_host.count(t)) for t in dict.fromkeys(every_host)]
     vcpus: dict[str, dict] = {}
     for role, instance_type, count in roles:
         facts = catalog.instance_facts(instance_type)
@@ -173,9 +176,10 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         "project": project, "stack": stack, "region": region,
         "summary": {
             "resources": len(resources),
-            "components": len({r["component"] for r in resources}),
+            "components": len({r["component"] for r in resources} - {TOP_LEVEL}),
+            "topLevel": sum(1 for r in resources if r["component"] == TOP_LEVEL),
             "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
-            "clusters": settings.cluster_count, "hostsPerCluster": settings.hosts_per_cluster,
+            "clusters": len(set(clusters)), "hostsPerCluster": settings.hosts_per_cluster,
             "vcpusByQuota": list(vcpus.values()),
             "hourlyUsd": round(estimate.hourly, 2), "monthlyUsd": round(estimate.monthly, 0),
             "unpriced": list(estimate.unknown),
@@ -222,7 +226,8 @@ def render(report: dict, out: TextIO) -> None:
     summary, ip = report["summary"], report["ipPlan"]
     w(f"CloudStack on EC2 — offline plan of stack {report['stack']!r} ({report['region']}); nothing was created.\n\n")
     w("Summary\n")
-    w(f"  resources:     {summary['resources']} in {summary['components']} components\n")
+    w(f"  resources:     {summary['resources']} in {summary['components']} components"
+      + (f" and {summary['topLevel']} of the stack itself" if summary["topLevel"] else "") + "\n")
     w(f"  KVM hosts:     {summary['hosts']} x {summary['hostInstanceType']} in {summary['clusters']} cluster(s) "
       f"of at most {summary['hostsPerCluster']}\n")
     for entry in summary["vcpusByQuota"]:

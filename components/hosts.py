@@ -86,7 +86,11 @@ class KvmHostPool(pulumi.ComponentResource):
         profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
             parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
             parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)]),
-            Grant(["s3:GetObject"], [args.boot_script_arn])], opts=child, tags=tags)
+            # the boot script's last step: <root>/host-ready/<overlay ip> (the registration waits for it)
+            Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/{ip}")
+                                         for _, ip in sorted(args.overlay_ips.items())]),
+            Grant(["s3:GetObject"], [args.boot_script_arn])],
+            opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
         for index, overlay_ip in sorted(args.overlay_ips.items()):

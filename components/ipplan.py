@@ -64,6 +64,12 @@ SUBNET_RESERVED_ADDRESSES = 5
 SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment")
 
 
+#: Guest CIDRs CloudStack accepts (NetUtils.validateGuestCidr: RFC 1918 and RFC 6598);
+#: the settings and the registration spec both check guestCidr against them.
+GUEST_CIDR_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                             "100.64.0.0/10"))
+
+
 @dataclass(frozen=True)
 class AddressRange:
     """An inclusive range of addresses, as CloudStack's startip/endip take them."""

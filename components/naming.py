@@ -31,6 +31,9 @@ PARAM_MANAGEMENT_SSH_KEY = "management-ssh-public-key"
 #: The exact cloudstack-management package version the management server runs,
 #: written by it; KVM hosts install the agent of that very version.
 PARAM_CLOUDSTACK_VERSION = "cloudstack-version"
+#: `<prefix>/host-ready/<overlay ip>`: written by a KVM host's boot script at its very end
+#: (agent installed, management key authorized); the registration adds the host after it.
+HOST_READY = "host-ready"
 #: The router's forwards to VMs (vmForwards, DNAT entries separated by spaces, or
 #: NO_FORWARDS), written by Pulumi; the router polls it and applies changes in place.
 PARAM_ROUTER_FORWARDS = "router-forwards"
@@ -74,7 +77,7 @@ def parameter_name(stack: str, which: str, deployment_id: str = "") -> str:
 
 def parameter_under(root: str, which: str) -> str:
     """`<root>/<which>` for one of PARAMETERS, given a root from parameter_root()."""
-    if which not in PARAMETERS:
+    if which not in PARAMETERS and not which.startswith(f"{HOST_READY}/"):
         raise ValueError(f"parameter {which!r} is not one of {', '.join(PARAMETERS)}")
     return f"{root}/{which}"
 

@@ -8,8 +8,10 @@ chain and its dependencies, so a caller can see exactly what `pulumi up` would d
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
+import threading
 import pickle
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -273,6 +275,20 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: OfflineMocks):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
+
+    def Invoke(self, request):  # noqa: N802 - gRPC method name
+        try:
+            return super().Invoke(request)
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                # pulumi's MockMonitor.Invoke makes an event loop on the executor thread
+                # that runs it and never closes it; collected later, it prints an ignored
+                # "Invalid file descriptor: -1" traceback. Close it; the next invoke on this
+                # thread makes a fresh one.
+                loop = asyncio.get_event_loop_policy().get_event_loop()
+                if not loop.is_running() and not loop.is_closed():
+                    loop.close()
+                asyncio.set_event_loop(None)
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)

@@ -27,7 +27,7 @@ from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.node import InstanceSpec
 from components.registration import GlobalSetting, RegistrationSpec, Timeouts, build_spec, clusters_for
-from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs
+from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs, stack_aws_identity
 from components.router import OverlayRouter, OverlayRouterArgs
 from components.settings import Problem, Settings, SettingsError, choose_availability_zones
 from components.storage import EfsStorage, EfsStorageArgs
@@ -293,14 +293,18 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         minutes = settings.registration_timeout_minutes * 60
         spec = build_spec(plan=plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
                           hosts_per_cluster=settings.hosts_per_cluster, overlay_mtu=settings.overlay_mtu,
-                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes),
+                          timeouts=Timeouts(secret_wait=minutes, api_wait=minutes,
+                                            system_vms=settings.system_vm_wait_minutes * 60),
                           host_instance_types=host_types.types,
-                          extra_settings=cross_cluster_migration(host_types))
+                          extra_settings=cross_cluster_migration(host_types),
+                          allow_destroy_with_vms=settings.destroy_with_running_vms)
         CloudStackRegistration("registration", CloudStackRegistrationArgs(
             spec=spec,
             api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=region,
             efs_dns=storage.dns_name, host_dependencies=hosts.instances,
-            depends_on=[management.instance, router]))
+            depends_on=[management.instance, router],
+            aws_identity=stack_aws_identity(), host_ready_prefix=prefix.apply(lambda r: f"{r}/{naming.HOST_READY}"),
+            guarded=[underlay, multicast, database, storage, router, management, hosts]))
 
     cost = catalog.estimate(settings, host_types.types)
     outputs = {

@@ -58,8 +58,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        key = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"  # another namespace's key
-        return f"{key} = {self.value!r}: {self.message}"
+        # A key of another namespace (aws:region) is named as it is.
+        name = self.key if ":" in self.key else f"{NAMESPACE}:{self.key}"
+        return f"{name} = {self.value!r}: {self.message}"
 
 
 class SettingsError(ValueError):
@@ -118,6 +119,8 @@ KEYS: tuple[Key, ...] = (
     Key("registerCloud", "bool", True, "Register zone, pod, clusters, hosts and storage through the CloudStack API."),
     Key("apiEndpoint", "str", "", "CloudStack API URL the registration uses; empty: http://<router Elastic IP>:8080/client/api."),
     Key("registrationTimeoutMinutes", "int", 90, "How long the registration waits for the API keys and the API on first boot (RDS creation, Multi-AZ especially, is part of it)."),
+    Key("systemVmWaitMinutes", "int", 30, "How long the registration waits for the system VM template to be Ready and, once the zone is enabled, for the secondary storage VM and the console proxy to run (1..240)."),
+    Key("destroyWithRunningVms", "bool", False, "Let `pulumi destroy` delete a cloud whose CloudStack still runs VMs (they are lost with it); by default the destroy stops, before anything on AWS is deleted, naming them."),
     # Database
     Key("dbEngineVersion", "str", "8.4", "RDS MySQL major version: 8.4, or 8.0 (paid Extended Support since 2026-07-31)."),
     Key("dbInstanceClass", "str", "db.t4g.medium", "RDS instance class."),
@@ -180,6 +183,8 @@ class Settings:
     efs_provisioned_mibps: int
     tenant_vpc_access_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
     vm_forwards: tuple["VmForward", ...] = ()
+    system_vm_wait_minutes: int = 30
+    destroy_with_running_vms: bool = False
     warnings: tuple[str, ...] = field(default=(), compare=False)
     #: Custom timeouts (minutes) where the provider's defaults are too short for real AWS.
     transit_gateway_timeout_minutes: int = 30
@@ -448,6 +453,9 @@ def parse_settings(
         for other_name, other in (("vpcCidr", vpc), ("overlayCidr", overlay)):
             if other and guest.overlaps(other):
                 c.problem("guestCidr", str(guest), f"must not overlap {other_name} {other}")
+        if not any(guest.subnet_of(n) for n in ipplan.GUEST_CIDR_RANGES):
+            c.problem("guestCidr", str(guest), "CloudStack accepts only private guest CIDRs: inside "
+                      + ", ".join(map(str, ipplan.GUEST_CIDR_RANGES)))
 
     db_subnets: tuple[ipaddress.IPv4Network, ...] = ()
     db_subnet_texts = c.value("dbSubnetCidrs")
@@ -637,6 +645,7 @@ def parse_settings(
     if endpoint and not re.match(r"^https?://[^/\s]+(/\S*)?$", endpoint):
         c.problem("apiEndpoint", endpoint, "expected an http(s) URL such as http://localhost:8080/client/api")
     reg_timeout = c.ranged_int("registrationTimeoutMinutes", 1, 240)
+    system_vm_wait = c.ranged_int("systemVmWaitMinutes", 1, 240)
 
     db_version = c.value("dbEngineVersion")
     if db_version.lower().startswith("aurora"):
@@ -694,6 +703,7 @@ def parse_settings(
         ubuntu_release=ubuntu, ami_id=ami_id, root_volume_gb=root_gb,
         cloudstack_version=version, zone_name=zone, register_cloud=register, api_endpoint=endpoint,
         registration_timeout_minutes=reg_timeout,
+        system_vm_wait_minutes=system_vm_wait, destroy_with_running_vms=c.value("destroyWithRunningVms"),
         db_engine_version=db_version, db_instance_class=db_class, db_allocated_storage_gb=db_storage,
         db_multi_az=db_multi_az, db_backup_retention_days=db_retention,
         deletion_protection=protect, db_skip_final_snapshot=db_skip_snapshot,

@@ -261,3 +261,11 @@ check_virtualization
 setup_host_user
 install_management_key
 csec2_finish
+
+# Readiness for the registration: the agent is installed and the management server's key is
+# authorized, so addHost can succeed from now on. The registration adds this host only once
+# this parameter was written after the instance launched (and deletes it on scale-in).
+csec2_step "signal readiness"
+csec2_aws ssm put-parameter --name "$(csec2_name "host-ready/$CSEC2_OVERLAY_IP")" --type String --overwrite \
+    --value "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >/dev/null
+csec2_log "readiness written to $(csec2_name "host-ready/$CSEC2_OVERLAY_IP")"

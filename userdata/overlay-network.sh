@@ -28,8 +28,10 @@
 #           192.168/16), shared (100.64/10) and link-local (169.254/16) space;
 #           169.254.0.0/16 (the router's own instance metadata) is never
 #           forwarded. New connections from tenants and system VMs to the router
-#           itself are refused. Traffic from the VPC/internet into the overlay
-#           is left to the router's security group (as before).
+#           itself are refused. From the VPC/internet into the overlay, new
+#           connections only as DNAT (ROUTER_DNAT, VM_FORWARDS), to a ROUTER_DNAT
+#           target at its own address (the UI/API), or ICMP; who may connect is
+#           the router's security group's business.
 #
 # Idempotent: it changes only runtime network state (links, addresses, routes,
 # sysctls under net.*, its own nftables table, replaced atomically) and writes no

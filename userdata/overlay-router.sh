@@ -10,6 +10,7 @@
 
 router_check() {
     dnat_entries=()
+    direct_entries=()
     declare -gA dnat_ports=()
     if [[ $OVERLAY_ROLE == router ]]; then
         re='^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$'
@@ -37,6 +38,9 @@ router_check() {
                 else
                     dnat_ports[$proto:$port]=$entry
                     dnat_entries+=("$proto $port $target $target_port")
+                    # The infrastructure services behind ROUTER_DNAT (the UI/API) are
+                    # also reached at their own overlay address from the VPC.
+                    [[ $variable == ROUTER_DNAT ]] && direct_entries+=("$proto $target $target_port")
                 fi
             done
         done
@@ -97,6 +101,12 @@ router_apply() {
         dnat_rules+="        iifname \"$UNDERLAY_DEV\" ip daddr $underlay_ip $proto dport $port dnat to $target:$target_port"$'\n'
     done
 
+    direct_rules=""
+    for entry in "${direct_entries[@]}"; do
+        read -r proto target target_port <<<"$entry"
+        direct_rules+="        ip daddr $target $proto dport $target_port accept"$'\n'
+    done
+
     internet_mss=$((INTERNET_MTU - TCPIP_HEADERS))
 
     # Destinations that are not "the internet" for system VMs and tenants: the VPC,
@@ -139,6 +149,17 @@ ${dnat_rules}    }
         type filter hook forward priority filter; policy accept;
         ct state established,related accept
         iifname "$BRIDGE" ip saddr $overlay_cidr jump from_overlay
+        iifname != "$BRIDGE" ip daddr $overlay_cidr jump into_overlay
+    }
+    # From outside (the VPC, the internet) into the overlay, new connections:
+    # the declared forwards (DNAT: ROUTER_DNAT, VM_FORWARDS), the ROUTER_DNAT
+    # services at their own address (the UI/API from the VPC), ICMP; nothing
+    # else reaches infrastructure, system VMs or tenants. (The router's security
+    # group decides who, this decides where.)
+    chain into_overlay {
+        ct status dnat accept
+        meta l4proto icmp accept
+${direct_rules}        counter name "inbound_refused" reject with icmp type admin-prohibited
     }
     chain from_overlay {
         ip daddr 169.254.0.0/16 counter name "link_local_refused" reject with icmp type admin-prohibited
@@ -171,6 +192,7 @@ ${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_ref
     counter system_refused { }
     counter tenant_refused { }
     counter router_refused { }
+    counter inbound_refused { }
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip

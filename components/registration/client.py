@@ -23,11 +23,32 @@ from .spec import Timeouts
 
 LOG = logging.getLogger("cloudstack_ec2.registration")
 TRACE_ENV = "CLOUDSTACK_API_TRACE"
-#: CloudStack error codes worth retrying: 530 internal error (e.g. while the
-#: management server finishes starting), 533 insufficient capacity (the agent
-#: or a system VM not ready yet); 503 comes from the web container before the
-#: API servlet is deployed.
-TRANSIENT_CODES = frozenset({503, 530, 533})
+#: What is worth retrying, and nothing else (ApiErrorCode.java: 530 INTERNAL_ERROR is what
+#: ApiServer/ApiDispatcher answer for *every* CloudRuntimeException, so a 530 is retried
+#: only when its text names a known passing condition):
+#: - 503: the web container answering before the API servlet is deployed (starting);
+#: - 429 API_LIMIT_EXCEED: the api-limit plugin; retried with a longer backoff.
+TRANSIENT_HTTP = frozenset({503})
+RATE_LIMITED = 429
+#: Substrings (lower case) of 530 texts that describe a passing state, each from the
+#: source that throws it (apache/cloudstack):
+TRANSIENT_530_TEXTS = (
+    # ResourceManagerImpl.discoverHosts: a concurrent addHost to a new cluster has not set
+    # the cluster's GUID yet.
+    "guid is not updated for cluster",
+    # ResourceManagerImpl.maintain(PrepareForMaintenanceCmd): VMs moving or starting.
+    "host contains incoming vms migrating",
+    "host contains vms in starting/stopping state",
+    # primary storage attach (zone-wide): the first host is connecting.
+    "no host up to associate a storage pool",
+)
+#: ResourceManagerImpl.maintain: one host per cluster may be in PrepareForMaintenance or
+#: ErrorInPrepareForMaintenance; the others are refused (530) until it is done.
+CLUSTER_BUSY_TEXT = "there are other servers attempting migrations for maintenance"
+#: Texts that mean the object is gone (ResourceManagerImpl: "Host with id N doesn't exist",
+#: deleteCluster: "Cluster: N does not exist", the API layer's "Unable to find ...").
+GONE_TEXTS = ("doesn't exist", "does not exist", "not found", "unable to find", "cannot find", "couldn't find",
+              "invalid parameter id")
 _REDACT_MARKERS = ("password", "secret", "signature", "apikey", "token")
 
 T = TypeVar("T")
@@ -49,13 +70,50 @@ class RegistrationError(Exception):
 
 
 class TransientError(RegistrationError):
-    """Worth retrying: connection refused, HTTP 503, CloudStack 530/533."""
+    """Worth retrying: connection refused, HTTP 503, 429, a 530 naming a passing state."""
+
+
+class RateLimited(TransientError):
+    """HTTP 429 (the api-limit plugin): retried with a longer backoff."""
+
+
+class CallTimedOut(TransientError):
+    """No answer within the command's HTTP timeout: the server may still be working on it,
+    so a create is looked up (and waited for) before it is ever sent again."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(message)
+        self.command = command
+
+
+class ClusterBusy(TransientError):
+    """Another host of the cluster is in (Error)PrepareForMaintenance (ResourceManagerImpl.maintain)."""
 
 
 class CloudStackError(RegistrationError):
     def __init__(self, endpoint: str, command: str, code: int | None, text: str) -> None:
         self.endpoint, self.command, self.code, self.text = endpoint, command, code, text
         super().__init__(f"CloudStack {command} at {endpoint} failed (errorcode {code}): {text}")
+
+    @property
+    def gone(self) -> bool:
+        """The object does not exist (any code: deleteCluster answers 530 for a missing cluster)."""
+        return self.code in (431, 530) and any(m in self.text.lower() for m in GONE_TEXTS)
+
+
+def classify(endpoint: str, command: str, code: Any, text: str, where: str = "") -> RegistrationError:
+    """The exception for a CloudStack error answer (HTTP error or failed async job)."""
+    low = (text or "").lower()
+    what = f"CloudStack {command}{where} at {endpoint}: {text} (errorcode {code})"
+    if code == RATE_LIMITED:
+        return RateLimited(what)
+    if code in TRANSIENT_HTTP:
+        return TransientError(what)
+    if code == 530 and CLUSTER_BUSY_TEXT in low:
+        return ClusterBusy(what)
+    if code == 530 and any(t in low for t in TRANSIENT_530_TEXTS):
+        return TransientError(what)
+    return CloudStackError(endpoint, f"{command}{where}", code, text)
 
 
 class AuthError(RegistrationError):
@@ -99,19 +157,21 @@ class TracingSession(requests.Session):
 
 
 class Api:
-    """One authenticated CloudStack endpoint."""
+    """One authenticated CloudStack endpoint.
+
+    Each command gets an HTTP timeout sized for what the server does before it answers
+    (`Timeouts.http_timeout_for`): addHost blocks while the management server SSHes in and
+    waits for the agent, createStoragePool while every host mounts the pool.
+    """
 
     def __init__(self, endpoint: str, apikey: str, secretkey: str, timeouts: Timeouts,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        from cs import CloudStack  # imported here: the spec/plan modules stay importable without it
-
         self.endpoint = endpoint
         self.timeouts = timeouts
         self._sleep = sleep
-        self._cs = CloudStack(
-            endpoint=endpoint, key=apikey, secret=secretkey, method="post",
-            timeout=max(1, int(timeouts.http_timeout)), session=TracingSession(os.environ.get(TRACE_ENV)),
-        )
+        self._keys = (apikey, secretkey)
+        self._clients: dict[float, Any] = {}
+        self._clients_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Api {self.endpoint}>"
@@ -119,18 +179,32 @@ class Api:
     def __reduce__(self):  # never pickle an object holding keys
         raise TypeError("Api holds credentials and cannot be pickled")
 
+    def _client(self, timeout: float) -> Any:
+        from cs import CloudStack  # imported here: the spec/plan modules stay importable without it
+
+        with self._clients_lock:
+            client = self._clients.get(timeout)
+            if client is None:
+                client = CloudStack(endpoint=self.endpoint, key=self._keys[0], secret=self._keys[1], method="post",
+                                    timeout=max(1, int(timeout)), session=TracingSession(os.environ.get(TRACE_ENV)))
+                client.timeout = timeout  # cs keeps whole seconds; requests takes any positive number
+                self._clients[timeout] = client
+            return client
+
     # -- one call ---------------------------------------------------------
     def call(self, command: str, **params: Any) -> dict[str, Any]:
+        """One request. Raises TransientError (and its kinds) only for what is worth
+        retrying; CloudStackError with the command and CloudStack's errortext otherwise."""
         from cs import CloudStackApiException, CloudStackException
 
         params = {k: v for k, v in params.items() if v is not None}
+        timeout = self.timeouts.http_timeout_for(command)
         try:
-            return getattr(self._cs, command)(**params)
+            return getattr(self._client(timeout), command)(**params)
+        except requests.Timeout:
+            raise CallTimedOut(command, f"{self.endpoint} did not answer {command} within {timeout:g}s") from None
         except requests.ConnectionError as e:
             raise TransientError(f"{self.endpoint} refused or dropped the connection ({type(e).__name__})") from None
-        except requests.Timeout:
-            raise TransientError(f"{self.endpoint} did not answer {command} within "
-                                 f"{self.timeouts.http_timeout:g}s") from None
         except CloudStackApiException as e:
             err = e.error if isinstance(e.error, dict) else {}
             status = getattr(e.response, "status_code", None)
@@ -138,21 +212,27 @@ class Api:
             text = err.get("errortext", str(e.error))
             if status == 401 or code == 401:
                 raise AuthError(
-                    f"CloudStack at {self.endpoint} rejected the API keys (HTTP 401: {text}); check that "
-                    f"the keys in the api-keys secret belong to an enabled admin user of this server") from None
-            if code in TRANSIENT_CODES or status in TRANSIENT_CODES:
-                raise TransientError(f"CloudStack {command} at {self.endpoint}: {text} (errorcode {code})") from None
-            raise CloudStackError(self.endpoint, command, code, text) from None
+                    f"CloudStack at {self.endpoint} rejected the request (HTTP 401: {text}); check that the keys in "
+                    f"the api-keys secret belong to an enabled admin user of this server, and that this machine's "
+                    f"clock is right: requests are signed to expire 10 minutes after they are made, so a clock "
+                    f"more than that behind the server's is refused too") from None
+            raise classify(self.endpoint, command, code, text) from None
         except CloudStackException as e:
             status = getattr(e.response, "status_code", None)
-            # Not a CloudStack JSON answer: the web container without the API (starting), a proxy, ...
-            raise TransientError(f"{self.endpoint} answered {command} with HTTP {status}, not the CloudStack API: "
-                                 f"{e.args[0] if e.args else e}") from None
+            detail = e.args[0] if e.args else e
+            if status in TRANSIENT_HTTP or status == RATE_LIMITED:
+                # Not a CloudStack JSON answer: the web container without the API (starting).
+                raise classify(self.endpoint, command, status, f"HTTP {status}, not the CloudStack API: {detail}") \
+                    from None
+            raise RegistrationError(f"{self.endpoint} answered {command} with HTTP {status}, not the CloudStack "
+                                    f"API: {detail}; is the endpoint (apiEndpoint) right?") from None
 
     # -- retries ----------------------------------------------------------
-    def retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """Run an idempotent step, retrying transient failures with backoff (bounded)."""
-        deadline = time.monotonic() + self.timeouts.transient_retry
+    def retrying(self, what: str, fn: Callable[[], T], budget: float | None = None) -> T:
+        """Run an idempotent step, retrying transient failures with backoff, bounded by
+        `budget` (default: timeouts.transient_retry). 429 backs off longer."""
+        budget = self.timeouts.transient_retry if budget is None else budget
+        deadline = time.monotonic() + budget
         delay = min(self.timeouts.poll_interval, 1.0)
         attempt = 0
         while True:
@@ -160,11 +240,12 @@ class Api:
             try:
                 return fn()
             except TransientError as e:
-                if time.monotonic() + delay > deadline:
-                    raise RegistrationError(f"{what}: still failing after {attempt} attempts "
-                                            f"({self.timeouts.transient_retry:g}s): {e}") from None
-                LOG.warning("%s: %s; retrying in %.1fs (attempt %d)", what, e, delay, attempt)
-                self._sleep(delay)
+                wait = delay * 4 if isinstance(e, RateLimited) else delay
+                if time.monotonic() + wait > deadline:
+                    raise RegistrationError(f"{what}: still failing after {attempt} attempts ({budget:g}s): {e}") \
+                        from None
+                LOG.warning("%s: %s; retrying in %.1fs (attempt %d)", what, e, wait, attempt)
+                self._sleep(wait)
                 delay = min(delay * 2, max(self.timeouts.poll_interval, 1.0) * 6)
 
     def get(self, command: str, **params: Any) -> dict[str, Any]:
@@ -183,13 +264,18 @@ class Api:
             page += 1
         raise RegistrationError(f"{command}: more pages than expected")
 
-    def job(self, command: str, **params: Any) -> dict[str, Any]:
-        """Submit an async command and wait for its result (bounded by timeouts.async_job)."""
+    def job(self, command: str, bound: float | None = None, **params: Any) -> dict[str, Any]:
+        """Submit an async command and wait for its result (bounded by `bound`, default
+        timeouts.async_job). A failed job raises as an error answer would (`classify`)."""
         submitted = self.call(command, **params)
         jobid = submitted.get("jobid")
         if not jobid:
             raise RegistrationError(f"{command} at {self.endpoint} returned no jobid: {sorted(submitted)}")
-        deadline = time.monotonic() + self.timeouts.async_job
+        return self.wait_job(command, jobid, bound)
+
+    def wait_job(self, command: str, jobid: str, bound: float | None = None) -> dict[str, Any]:
+        bound = self.timeouts.async_job if bound is None else bound
+        deadline = time.monotonic() + bound
         while True:
             r = self.get("queryAsyncJobResult", jobid=jobid)
             status = r.get("jobstatus")
@@ -198,27 +284,92 @@ class Api:
             if status == 2:
                 res = r.get("jobresult") or {}
                 code = res.get("errorcode", r.get("jobresultcode"))
-                text = res.get("errortext", "job failed")
-                if code in TRANSIENT_CODES:
-                    raise TransientError(f"CloudStack {command} job {jobid} at {self.endpoint}: {text} "
-                                         f"(errorcode {code})")
-                raise CloudStackError(self.endpoint, command, code, text)
+                raise classify(self.endpoint, command, code, res.get("errortext", "job failed"), f" job {jobid}")
             if time.monotonic() > deadline:
                 raise RegistrationError(f"{command} job {jobid} at {self.endpoint} still pending after "
-                                        f"{self.timeouts.async_job:g}s (timeouts.async_job)")
+                                        f"{bound:g}s")
             self._sleep(self.timeouts.poll_interval)
 
 
 # -- keys and readiness -------------------------------------------------------
 
-def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
-                  sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
-    """Wait (bounded) until the management server has written the api-keys secret."""
+#: AWS error codes that mean "these credentials cannot do this": waiting does not help.
+CREDENTIAL_ERRORS = ("AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
+                     "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch", "InvalidSignatureException",
+                     "AuthFailure")
+_SESSIONS: dict[tuple, Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+#: The parts of the stack's `aws:` config the registration uses: none of them is a secret
+#: (aws:accessKey/secretKey/token are never copied into resource inputs).
+IDENTITY_KEYS = ("profile", "roleArn", "externalId", "sessionName", "durationSeconds")
+
+
+def identity_from_config(profile: str | None, assume_role: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{"profile", "roleArn", ...} from aws:profile and aws:assumeRole (its non-secret keys)."""
+    out: dict[str, Any] = {"profile": profile} if profile else {}
+    for k in IDENTITY_KEYS[1:]:
+        v = (assume_role or {}).get(k)
+        if v not in (None, ""):
+            out[k] = v
+    return out
+
+
+def aws_session(identity: Mapping[str, Any] | None, region: str) -> Any:
+    """A boto3 session with the stack's AWS identity: `identity` holds the non-secret parts
+    of the stack's `aws:` config (profile; assumeRole's roleArn, externalId, sessionName,
+    durationSeconds), so the registration acts as the same principal as the rest of the
+    stack instead of boto3's defaults. Raises RegistrationError naming credentials."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    identity = dict(identity or {})
+    key = (region, tuple(sorted((k, str(v)) for k, v in identity.items())))
+    with _SESSIONS_LOCK:
+        if key in _SESSIONS:
+            return _SESSIONS[key]
+    profile = identity.get("profile") or None
+    try:
+        role = identity.get("roleArn")
+        # boto3's default session when nothing is configured (it has loaded its models already)
+        session = boto3.Session(profile_name=profile, region_name=region) if profile or role else \
+            boto3._get_default_session()
+        if role:
+            args = {"RoleArn": role, "RoleSessionName": identity.get("sessionName") or "cloudstack-ec2-registration"}
+            if identity.get("externalId"):
+                args["ExternalId"] = identity["externalId"]
+            if identity.get("durationSeconds"):
+                args["DurationSeconds"] = int(identity["durationSeconds"])
+            creds = session.client("sts").assume_role(**args)["Credentials"]
+            session = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
+                                    aws_secret_access_key=creds["SecretAccessKey"],
+                                    aws_session_token=creds["SessionToken"], region_name=region)
+        if session.get_credentials() is None:
+            raise RegistrationError(
+                f"the registration has no AWS credentials (profile {profile or 'default'}, region {region}): set "
+                f"aws:profile in the stack config or the AWS_* environment variables, as for the rest of the stack")
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        raise RegistrationError(f"the registration cannot assume {identity.get('roleArn')} (aws:assumeRole) with "
+                                f"the credentials of profile {profile or 'default'}: {code}") from None
+    except BotoCoreError as e:
+        raise RegistrationError(f"the registration cannot use the AWS credentials of profile "
+                                f"{profile or 'default'}: {e}") from None
+    with _SESSIONS_LOCK:
+        _SESSIONS[key] = session
+    return session
+
+
+def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
+                  sleep: Callable[[float], None] = time.sleep, identity: Mapping[str, Any] | None = None
+                  ) -> tuple[str, str]:
+    """Wait (bounded) until the management server has written the api-keys secret; missing
+    or denied credentials fail at once."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
     _ensure_log_handler()
-    client = boto3.client("secretsmanager", region_name=region)
+    client = aws_session(identity, region).client("secretsmanager", region_name=region)
     start = time.monotonic()
     next_log = start
     attempts = 0
@@ -229,10 +380,18 @@ def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
             break
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
+            if code in CREDENTIAL_ERRORS:
+                raise RegistrationError(
+                    f"the AWS credentials of the registration may not read the API keys secret {secret_id!r} in "
+                    f"{region}: {code}. It uses the stack's identity (aws:profile, aws:assumeRole); that principal "
+                    f"needs secretsmanager:GetSecretValue on it") from None
             if code not in ("ResourceNotFoundException", "ThrottlingException", "InternalServiceError"):
                 raise RegistrationError(f"cannot read the API keys secret {secret_id!r} in {region}: {code} "
                                         f"({e.response.get('Error', {}).get('Message', '')})") from None
             reason = "no value yet" if code == "ResourceNotFoundException" else code
+        except (NoCredentialsError, PartialCredentialsError) as e:
+            raise RegistrationError(f"the registration has no usable AWS credentials to read {secret_id!r}: "
+                                    f"{e}") from None
         except BotoCoreError as e:
             reason = type(e).__name__
         elapsed = time.monotonic() - start
@@ -301,7 +460,7 @@ def connect(props: Mapping[str, Any]) -> Api:
         if api is not None:
             api.timeouts = timeouts
             return api
-        apikey, secretkey = read_api_keys(secret_id, region, timeouts)
+        apikey, secretkey = read_api_keys(secret_id, region, timeouts, identity=props.get("aws"))
         api = Api(endpoint, apikey, secretkey, timeouts)
         try:
             wait_for_api(api)
@@ -315,3 +474,44 @@ def forget_connections() -> None:
     """Drop the cached, ready connections (keys rotated, or a new process state wanted)."""
     with _READY_LOCK:
         _READY.clear()
+        _TEARDOWN.clear()
+    with _SESSIONS_LOCK:
+        _SESSIONS.clear()
+
+
+def probe(props: Mapping[str, Any]) -> Api | None:
+    """The Api for a resource's connection properties if CloudStack answers right now, else
+    None: one attempt each for the keys and the API, no waiting (used by diff, which runs
+    in previews too)."""
+    endpoint, secret_id, region = props.get("endpoint"), props.get("secret_id"), props.get("region")
+    if not all(isinstance(v, str) and v for v in (endpoint, secret_id, region)):
+        return None
+    key = (endpoint, secret_id, region)
+    with _READY_LOCK:
+        api = _READY.get(key)
+    if api is not None:
+        return api
+    quick = Timeouts.from_dict({**(props.get("timeouts") or {}), "secret_wait": 0.001, "api_wait": 0.001,
+                                "transient_retry": 0.001, "http_timeout": 10})
+    try:
+        apikey, secretkey = read_api_keys(secret_id, region, quick, sleep=lambda _s: None, identity=props.get("aws"))
+        api = Api(endpoint, apikey, secretkey, quick)
+        api.call("listCapabilities")
+    except (RegistrationError, Exception):  # a probe: any failure means "cannot tell now"
+        return None
+    api.timeouts = Timeouts.from_dict(props.get("timeouts") or {})
+    return api
+
+
+#: Endpoints whose cloud is being torn down with its workloads (destroyWithRunningVms, in
+#: this provider process): the other resources' deletions then ask CloudStack nothing, since
+#: its database and hosts go with the stack.
+_TEARDOWN: set[str] = set()
+
+
+def tear_down(endpoint: str) -> None:
+    _TEARDOWN.add(endpoint)
+
+
+def tearing_down(props: Mapping[str, Any]) -> bool:
+    return props.get("endpoint") in _TEARDOWN

@@ -23,11 +23,31 @@ class CloudStackRegistrationArgs:
     region: pulumi.Input[str]
     #: EFS DNS name; storage URLs are nfs://<efs_dns>/<zone>/primary|secondary
     efs_dns: pulumi.Input[str]
-    #: host index → the EC2 instance of that host: its registration depends on it, so a
-    #: scale-in deletes the registration (maintenance, VMs moved, deleteHost) first.
+    #: host index → the EC2 instance of that host: its cluster's hosts resource depends on it,
+    #: so a scale-in deregisters the host (maintenance, VMs moved, deleteHost) in an update
+    #: that Pulumi runs before it deletes the instance.
     host_dependencies: Mapping[int, pulumi.Resource] = field(default_factory=dict)
     #: e.g. the management server instance; applied to every child.
     depends_on: Sequence[pulumi.Resource] = ()
+    #: The stack's AWS identity, non-secret parts only: {"profile", "roleArn", "externalId",
+    #: "sessionName", "durationSeconds"} (from aws:profile / aws:assumeRole); the provider
+    #: reads the API keys and the hosts' readiness with it. Empty: boto3's defaults.
+    aws_identity: Mapping[str, Any] = field(default_factory=dict)
+    #: SSM path under which each host's boot script signals it is ready for addHost
+    #: (`<prefix>/host-ready`; the parameter is `<this>/<overlay ip>`). Empty: do not wait.
+    host_ready_prefix: pulumi.Input[str] = ""
+    #: Every other part of the stack (its components): the workload guard depends on them, so
+    #: `pulumi destroy` deletes nothing of theirs before it has checked for VMs.
+    guarded: Sequence[pulumi.Resource] = ()
+
+
+def stack_aws_identity() -> dict[str, Any]:
+    """The stack's AWS identity for the provider: aws:profile and aws:assumeRole (non-secret
+    keys); aws:region is the `region` argument."""
+    from .client import identity_from_config
+
+    config = pulumi.Config("aws")
+    return identity_from_config(config.get("profile"), config.get_object("assumeRole"))
 
 
 class CloudStackRegistration(pulumi.ComponentResource):
@@ -47,7 +67,12 @@ class CloudStackRegistration(pulumi.ComponentResource):
         deferred: dict[str, Any] = {
             "endpoint": args.api_url, "secret_id": args.api_keys_secret_id,
             "region": args.region, "efs_dns": args.efs_dns,
+            "aws": dict(args.aws_identity), "host_ready_prefix": args.host_ready_prefix,
         }
+        # A host's instance id: a replaced instance re-registers the host (its old record is dead).
+        for h in spec.hosts:
+            dep = args.host_dependencies.get(h.index)
+            deferred[f"instance-{h.index}"] = dep.id if isinstance(dep, pulumi.CustomResource) else ""
         self.plan: list[PlannedResource] = plan_registration(spec)
         self.children: dict[str, pulumi.Resource] = {}
         #: planned name → names of the children (and external resources) it depends on
@@ -60,15 +85,22 @@ class CloudStackRegistration(pulumi.ComponentResource):
                 if not v.prefix and not v.suffix:
                     return deferred[v.name]
                 return pulumi.Output.concat(v.prefix, deferred[v.name], v.suffix)
+            if isinstance(v, list):
+                return [value(x) for x in v]
+            if isinstance(v, dict):
+                return {k: value(x) for k, x in v.items()}
             return v
 
         for planned in self.plan:
             deps = [self.children[d] for d in sorted(planned.refs())]
             dep_names = sorted(planned.refs())
-            if planned.host_index is not None and planned.host_index in args.host_dependencies:
-                deps.append(args.host_dependencies[planned.host_index])
-                dep_names.append(f"instance-{planned.host_index}")
+            for i in planned.host_indexes:
+                if i in args.host_dependencies:
+                    deps.append(args.host_dependencies[i])
+                    dep_names.append(f"instance-{i}")
             deps.extend(args.depends_on)
+            if planned.kind == "workload_guard":
+                deps.extend(args.guarded)
             self.dependencies[planned.name] = dep_names
             cls = RESOURCE_CLASSES[planned.kind]
             self.children[planned.name] = cls(
@@ -81,7 +113,8 @@ class CloudStackRegistration(pulumi.ComponentResource):
         self.zone_id = c["zone"].id
         self.pod_id = c["pod"].id
         self.cluster_ids = pulumi.Output.all(**{str(s.index): c[f"cluster-{s.index}"].id for s in spec.clusters})
-        self.host_ids = pulumi.Output.all(**{str(h.index): c[f"host-{h.index}"].id for h in spec.hosts})
+        self.host_ids = pulumi.Output.all(*[c[f"hosts-{s.index}"].host_ids for s in spec.clusters]).apply(
+            lambda parts: {k: v for part in parts for k, v in (part or {}).items()})
         self.register_outputs({
             "zone_id": self.zone_id,
             "pod_id": self.pod_id,

@@ -12,149 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping
 
-from .client import LOG, Api, CloudStackError, RegistrationError
-from .plan import CONNECTION_KEYS
-
-Props = Mapping[str, Any]
-Obj = dict[str, Any]
-
-_GONE_MARKERS = ("not found", "does not exist", "unable to find", "invalid parameter id", "cannot find",
-                 "couldn't find")
-
-
-def _is_gone(e: CloudStackError) -> bool:
-    return e.code == 431 and any(m in e.text.lower() for m in _GONE_MARKERS)
-
-
-def _first(v: Any) -> Any:
-    # Newer releases answer some scalars (a pod's startip/endip) as one-element lists.
-    if isinstance(v, list):
-        return v[0] if v else None
-    return v
-
-
-def _single(resp: Any, key: str) -> Obj:
-    v = resp.get(key) if isinstance(resp, dict) else None
-    if isinstance(v, list):
-        v = v[0] if v else None
-    if not isinstance(v, dict) or "id" not in v:
-        raise RegistrationError(f"unexpected CloudStack answer: no {key!r} object in {sorted(resp or {})}")
-    return v
-
-
-class Kind:
-    """One kind of CloudStack object. Subclasses fill in the API specifics."""
-
-    kind = ""
-    #: CloudStack has the object already (settings, providers, the zone's state): found ≠ adopted.
-    preexisting = False
-    replace_keys: tuple[str, ...] = ()
-    update_keys: tuple[str, ...] = ()
-
-    # -- to implement ----------------------------------------------------
-    def label(self, props: Props) -> str:
-        return f"{self.kind} {props.get('name', '')}".strip()
-
-    def find(self, api: Api, props: Props) -> Obj | None:
-        raise NotImplementedError
-
-    def make(self, api: Api, props: Props) -> Obj:
-        raise NotImplementedError
-
-    def get(self, api: Api, id_: str, props: Props) -> Obj | None:
-        raise NotImplementedError
-
-    def live(self, obj: Obj, props: Props) -> dict[str, Any]:
-        """The inputs' keys as CloudStack reports them (drift shows against these)."""
-        return {}
-
-    def converge(self, api: Api, obj: Obj, props: Props) -> Obj:
-        """Bring an existing (new or adopted) object to the wanted state; returns it fresh."""
-        return obj
-
-    def change(self, api: Api, id_: str, olds: Props, news: Props, changed: list[str]) -> None:
-        raise RegistrationError(f"{self.kind}: {changed} cannot be updated in place")
-
-    def remove(self, api: Api, id_: str, props: Props) -> None:
-        raise NotImplementedError
-
-    # -- generic ---------------------------------------------------------
-    def outs(self, obj: Obj, props: Props) -> dict[str, Any]:
-        return {**dict(props), **self.live(obj, props), "id": str(obj["id"])}
-
-    def create(self, api: Api, props: Props) -> tuple[str, dict[str, Any]]:
-        label = self.label(props)
-
-        def step() -> Obj:
-            found = self.find(api, props)
-            if found is not None:
-                if not self.preexisting:
-                    LOG.info("%s exists already (id %s): adopting it", label, found["id"])
-                return found
-            made = self.make(api, props)
-            LOG.info("created %s (id %s)", label, made["id"])
-            return made
-
-        obj = api.retrying(f"create {label}", step)
-        obj = api.retrying(f"configure {label}", lambda: self.converge(api, obj, props))
-        return str(obj["id"]), self.outs(obj, props)
-
-    def read(self, api: Api, id_: str, props: Props) -> dict[str, Any] | None:
-        obj = api.retrying(f"read {self.label(props)}", lambda: self.get(api, id_, props))
-        return None if obj is None else self.outs(obj, props)
-
-    def diff(self, olds: Props, news: Props) -> tuple[list[str], list[str]]:
-        """(changed keys, keys forcing replacement). A changed connection key (a new
-        endpoint, say) is an update that touches nothing in CloudStack: it only stores
-        the new value, so later reads and deletes use it."""
-        changed = [k for k in (*self.replace_keys, *self.update_keys)
-                   if k not in CONNECTION_KEYS and olds.get(k) != news.get(k)]
-        changed += [k for k in CONNECTION_KEYS if olds.get(k) != news.get(k)]
-        return changed, [k for k in changed if k in self.replace_keys]
-
-    def update(self, connect: Callable[[], Api], id_: str, olds: Props, news: Props) -> dict[str, Any]:
-        """`connect` gives the Api; it is called only when CloudStack must be asked."""
-        changed, replaces = self.diff(olds, news)
-        if replaces:
-            raise RegistrationError(f"{self.label(news)}: {replaces} need a replacement, not an update")
-        label = self.label(news)
-        changed = [k for k in changed if k not in CONNECTION_KEYS]
-        if not changed:
-            # Only how to reach CloudStack changed: store it, ask CloudStack nothing
-            # (the API need not even be reachable for this).
-            return {**olds, **{k: news[k] for k in CONNECTION_KEYS if k in news}}
-        api = connect()
-        api.retrying(f"update {label}", lambda: self.change(api, id_, olds, news, changed))
-        LOG.info("updated %s: %s", label, ", ".join(changed))
-        obj = api.retrying(f"read {label}", lambda: self.get(api, id_, news))
-        if obj is None:
-            raise RegistrationError(f"{label} (id {id_}) disappeared during the update; run `pulumi refresh`")
-        obj = api.retrying(f"configure {label}", lambda: self.converge(api, obj, news))
-        return self.outs(obj, news)
-
-    def delete(self, api: Api, id_: str, props: Props) -> None:
-        label = self.label(props)
-
-        def step() -> None:
-            if self.get(api, id_, props) is None:
-                LOG.info("%s (id %s) is gone already", label, id_)
-                return
-            try:
-                self.remove(api, id_, props)
-            except CloudStackError as e:
-                if not _is_gone(e):
-                    raise
-            LOG.info("deleted %s (id %s)", label, id_)
-
-        api.retrying(f"delete {label}", step)
-
-
-def _by(items: list[Obj], **match: Any) -> Obj | None:
-    hits = [i for i in items if all(str(i.get(k)) == str(v) for k, v in match.items())]
-    if len(hits) > 1:
-        raise RegistrationError(f"{len(hits)} CloudStack objects match {match}: cannot tell which one to adopt")
-    return hits[0] if hits else None
-
+from .base import Kind, Obj, Props, _by, _first, _is_gone, _single  # noqa: F401
+from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # noqa: F401
+from .hosts import ClusterHosts, LegacyHost
 
 # -- zone ---------------------------------------------------------------------
 
@@ -203,10 +63,24 @@ class ZoneEnablement(Kind):
     def get(self, api, id_, props):
         return _by(api.list("listZones", "zone", id=id_), id=id_)
 
+    probes = True
+
+    def probe_service(self, api, props):
+        zone = self.get(api, props["zoneid"], props)
+        return zone is None or zone.get("allocationstate") == props["allocationstate"]
+
+    def diff(self, olds, news):
+        changed, replaces = super().diff(olds, news)
+        if olds.get("service", "ok") != "ok":   # the zone was disabled meanwhile (see PhysicalNetwork)
+            changed.append("allocationstate")
+        return changed, replaces
+
     def converge(self, api, obj, props):
         if obj.get("allocationstate") != props["allocationstate"]:
             api.call("updateZone", id=obj["id"], allocationstate=props["allocationstate"])
             obj = self.get(api, obj["id"], props) or obj
+        if props["allocationstate"] == "Enabled":
+            wait_for_system_vms(api, obj)
         return obj
 
     def live(self, obj, props):
@@ -216,13 +90,46 @@ class ZoneEnablement(Kind):
         api.call("updateZone", id=id_, allocationstate=news["allocationstate"])
 
     def delete(self, api, id_, props):
-        # Disabling (not deleting) the zone: the zone resource owns its deletion.
+        # Disabling (not deleting) the zone: the zone resource owns its deletion. Then its
+        # system VMs go: a Disabled zone gets none again (the capacity scans skip it), and a
+        # host running one could never enter maintenance as the cluster's last host.
         def step():
             zone = self.get(api, id_, props)
             if zone is not None and zone.get("allocationstate") != "Disabled":
                 api.call("updateZone", id=id_, allocationstate="Disabled")
                 LOG.info("disabled zone %s", id_)
         api.retrying(f"disable zone {id_}", step)
+        for vm in api.list("listSystemVms", "systemvm", zoneid=id_):
+            LOG.info("destroying system VM %s of the disabled zone", vm.get("name"))
+            api.retrying(f"destroy {vm.get('name')}", lambda vm=vm: api.job("destroySystemVm", id=vm["id"]))
+
+
+def wait_for_system_vms(api: Api, zone: Obj) -> None:
+    """After the zone is enabled: its secondary storage VM and console proxy must run
+    (bounded by timeouts.system_vms); the error says which one and where to look."""
+    t = api.timeouts
+    deadline = time.monotonic() + t.system_vms
+    want = {"secondarystoragevm": "secondary storage VM", "consoleproxy": "console proxy"}
+    while True:
+        vms = api.list("listSystemVms", "systemvm", zoneid=zone["id"])
+        running = {v.get("systemvmtype") for v in vms if v.get("state") == "Running"}
+        if set(want) <= running:
+            return
+        if time.monotonic() > deadline:
+            missing = []
+            for kind, what in want.items():
+                if kind in running:
+                    continue
+                found = [v for v in vms if v.get("systemvmtype") == kind]
+                missing.append(f"{what}: " + (", ".join(f"{v.get('name')} {v.get('state')}" for v in found)
+                                              or "not created"))
+            raise RegistrationError(
+                f"zone {zone.get('name')} is Enabled but after {t.system_vms:g}s (systemVmWaitMinutes) these system "
+                f"VMs do not run: {'; '.join(missing)}. Look at the management server log "
+                f"(/var/log/cloudstack/management/management-server.log), the system VM template "
+                f"(listTemplates templatetype=SYSTEM) and, inside a secondary storage VM, "
+                f"/usr/local/cloud/systemvm/ssvm-check.sh")
+        api._sleep(t.poll_interval)
 
 
 # -- physical network, traffic types, providers ---------------------------------
@@ -260,6 +167,21 @@ class PhysicalNetwork(Kind):
         api.job("updatePhysicalNetwork", id=id_, vlan=news["vlan"], state=news["state"])
 
     def remove(self, api, id_, props):
+        # NetworkServiceImpl.checkIfPhysicalNetworkIsDeletable refuses while guest networks or
+        # allocated public IPs use it: with user VMs that is final (say so); the system VMs'
+        # IPs are freed by disabling the zone and destroying them. zone-enable enables the
+        # zone again (its diff sees it Disabled) and the system VMs come back.
+        vms = [v for v in api.list("listVirtualMachines", "virtualmachine", zoneid=props["zoneid"], listall=True)
+               if v.get("state") not in ("Destroyed", "Expunging")]
+        if vms:
+            raise RegistrationError(
+                f"physical network {props.get('name')} cannot be deleted or replaced while zone {props['zoneid']} has "
+                f"guest networks: its VMs {', '.join(str(v.get('name')) for v in vms)} use them (CloudStack refuses: "
+                f"'there are networks associated to this physical network'). Keep the current value, or remove "
+                f"the workloads first.")
+        ZoneEnablement().delete(api, props["zoneid"], {"zoneid": props["zoneid"]})
+        LOG.info("zone %s disabled for the change of its physical network; zone-enable enables it again",
+                 props["zoneid"])
         api.job("deletePhysicalNetwork", id=id_)
 
 
@@ -496,119 +418,6 @@ class Cluster(Kind):
         api.call("deleteCluster", id=id_)
 
 
-#: resourcestate values from which deleteHost (without forced) is accepted.
-DELETABLE_HOST_STATES = ("Maintenance", "Degraded")
-
-
-class Host(Kind):
-    kind = "host"
-    replace_keys = ("zoneid", "podid", "clusterid", "url", "ipaddress", "hypervisor")
-    # The username matters only when the host is added: a change is recorded, not applied.
-    update_keys = ("username",)
-
-    def label(self, props):
-        return f"host {props.get('ipaddress')}"
-
-    def find(self, api, props):
-        items = api.list("listHosts", "host", zoneid=props["zoneid"], type="Routing")
-        found = _by(items, ipaddress=props["ipaddress"])
-        if found is not None and found.get("clusterid") != props["clusterid"]:
-            raise RegistrationError(
-                f"host {props['ipaddress']} is registered in cluster {found.get('clustername')} "
-                f"({found.get('clusterid')}), not in {props['clusterid']}: CloudStack cannot move a host between "
-                f"clusters; put it into maintenance and delete it in CloudStack, then run `pulumi up` again")
-        return found
-
-    def make(self, api, props):
-        # No password: since 4.16.1 the management server logs in with its own SSH key,
-        # which the host's boot script put into the user's authorized_keys.
-        r = api.call("addHost", zoneid=props["zoneid"], podid=props["podid"], clusterid=props["clusterid"],
-                     hypervisor=props["hypervisor"], url=props["url"], username=props["username"])
-        return _single(r, "host")
-
-    def get(self, api, id_, props):
-        return _by(api.list("listHosts", "host", id=id_), id=id_)
-
-    def converge(self, api, obj, props):
-        t = api.timeouts
-        if obj.get("resourcestate") in ("Maintenance", "ErrorInMaintenance", "PrepareForMaintenance"):
-            # Adopted from an interrupted scale-in that the user has since reverted.
-            LOG.info("%s is in %s: cancelling the maintenance", self.label(props), obj.get("resourcestate"))
-            api.job("cancelHostMaintenance", id=obj["id"])
-        deadline = time.monotonic() + t.host_up
-        while True:
-            fresh = self.get(api, obj["id"], props)
-            if fresh is None:
-                raise RegistrationError(f"{self.label(props)} (id {obj['id']}) vanished while waiting for it")
-            if fresh.get("state") == "Up":
-                return fresh
-            if time.monotonic() > deadline:
-                raise RegistrationError(
-                    f"{self.label(props)} is {fresh.get('state')} after {t.host_up:g}s (timeouts.host_up): the "
-                    f"agent did not connect to the management server; check cloudstack-agent on the host and "
-                    f"that the host user's authorized_keys has the management server's key")
-            api._sleep(t.poll_interval)
-
-    def live(self, obj, props):
-        return {"zoneid": obj.get("zoneid"), "podid": obj.get("podid"), "clusterid": obj.get("clusterid"),
-                "ipaddress": obj.get("ipaddress"), "hostname": obj.get("name"), "state": obj.get("state"),
-                "resourcestate": obj.get("resourcestate")}
-
-    def change(self, api, id_, olds, news, changed):
-        LOG.info("%s: %s recorded; it applies only when a host is added", self.label(news), ", ".join(changed))
-
-    def vms_on(self, api: Api, host_id: str) -> list[str]:
-        vms = api.list("listVirtualMachines", "virtualmachine", hostid=host_id, listall=True)
-        return [f"{v.get('name')} ({v.get('state')})" for v in vms]
-
-    def delete(self, api, id_, props):
-        """Scale-in: maintenance, wait for the VMs to move off, then delete (never forced)."""
-        label = self.label(props)
-        t = api.timeouts
-        host = api.retrying(f"read {label}", lambda: self.get(api, id_, props))
-        if host is None:
-            LOG.info("%s (id %s) is gone already", label, id_)
-            return
-        state = host.get("resourcestate")
-        if state not in DELETABLE_HOST_STATES:
-            if state == "ErrorInMaintenance":
-                api.retrying(f"cancel maintenance of {label}", lambda: api.job("cancelHostMaintenance", id=id_))
-            if state != "PrepareForMaintenance":
-                LOG.info("%s: entering maintenance (its VMs live-migrate away)", label)
-                api.retrying(f"maintenance of {label}", lambda: api.job("prepareHostForMaintenance", id=id_))
-            deadline = time.monotonic() + t.maintenance
-            while True:
-                host = api.retrying(f"read {label}", lambda: self.get(api, id_, props)) or {}
-                state = host.get("resourcestate")
-                if state in DELETABLE_HOST_STATES:
-                    break
-                if state == "ErrorInMaintenance" or time.monotonic() > deadline:
-                    vms = api.retrying(f"list VMs on {label}", lambda: self.vms_on(api, id_))
-                    why = ("CloudStack could not migrate its VMs (ErrorInMaintenance)" if state ==
-                           "ErrorInMaintenance" else
-                           f"it is still {state} after {t.maintenance:g}s (timeouts.maintenance)")
-                    try:
-                        api.retrying(f"cancel maintenance of {label}",
-                                     lambda: api.job("cancelHostMaintenance", id=id_))
-                        back = "the host is back in service"
-                    except RegistrationError as e:
-                        back = f"cancelling its maintenance failed too ({e}); cancel it in CloudStack"
-                    raise RegistrationError(
-                        f"not deleting {label} (id {id_}): {why}; VMs still on it: "
-                        f"{', '.join(vms) if vms else 'none listed'}. Nothing was deleted and {back}. Make room "
-                        f"(another Up host in the cluster, or migrate/stop these VMs), then run `pulumi up` again.")
-                api._sleep(t.poll_interval)
-        api.retrying(f"delete {label}", lambda: self._delete_host(api, id_))
-        LOG.info("deleted %s (id %s)", label, id_)
-
-    def _delete_host(self, api: Api, id_: str) -> None:
-        try:
-            api.call("deleteHost", id=id_)  # never forced: forced stops the VMs
-        except CloudStackError as e:
-            if not _is_gone(e):
-                raise
-
-
 # -- storage -------------------------------------------------------------------------
 
 def _nfs_url(obj: Obj) -> str:
@@ -667,8 +476,68 @@ class ImageStore(Kind):
         return {"zoneid": obj.get("zoneid"), "name": obj.get("name"), "url": obj.get("url"),
                 "provider": obj.get("providername")}
 
+    def converge(self, api, obj, props):
+        """The KVM system VM template must become Ready in the store (the management server
+        seeds it when the zone's first image store is added); bounded by timeouts.system_vms."""
+        t = api.timeouts
+        deadline = time.monotonic() + t.system_vms
+        while True:
+            items = api.list("listTemplates", "template", templatefilter="all", templatetype="SYSTEM",
+                             zoneid=props["zoneid"], hypervisor="KVM", listall=True)
+            if any(i.get("isready") for i in items):
+                return obj
+            if time.monotonic() > deadline:
+                state = ", ".join(f"{i.get('name')}: {i.get('status')}" for i in items) or "no KVM system VM template"
+                raise RegistrationError(
+                    f"{self.label(props)}: the KVM system VM template is not Ready after {t.system_vms:g}s "
+                    f"(systemVmWaitMinutes): {state}. Look at the management server log "
+                    f"(/var/log/cloudstack/management/management-server.log, 'SystemVmTemplateRegistration') and "
+                    f"that it can mount {props['url']}")
+            api._sleep(t.poll_interval)
+
     def remove(self, api, id_, props):
         api.call("deleteImageStore", id=id_)
+
+
+class WorkloadGuard(Kind):
+    """Stops `pulumi destroy` before anything on AWS is deleted while CloudStack still has
+    user VMs (their disks live on EFS, which the destroy deletes). With
+    allow_destroy_with_vms the destroy goes on, and the registration's resources are dropped
+    without asking CloudStack (it goes away with the stack)."""
+
+    kind = "workload guard"
+    replace_keys = ("zoneid",)
+    update_keys = ("allow_destroy_with_vms",)
+    connects_lazily = True
+
+    def label(self, props):
+        return f"workloads of zone {props.get('zoneid')}"
+
+    def create(self, api, props):
+        return str(props["zoneid"]), {**dict(props), "id": str(props["zoneid"])}
+
+    def read(self, api, id_, props):
+        return {**dict(props), "id": id_}
+
+    def update(self, connect, id_, olds, news):
+        return {**dict(news), "id": id_}
+
+    def delete_lazily(self, connect: Callable[[], Api], id_: str, props: Props) -> None:
+        if props.get("allow_destroy_with_vms"):
+            LOG.warning("destroyWithRunningVms is set: tearing the cloud down with whatever runs in it")
+            tear_down(props["endpoint"])
+            return
+        api = connect()
+        vms = api.list("listVirtualMachines", "virtualmachine", zoneid=id_, listall=True)
+        vms = [v for v in vms if v.get("state") not in ("Destroyed", "Expunging")]
+        if vms:
+            names = ", ".join(f"{v.get('name')} ({v.get('state')})" for v in vms)
+            raise RegistrationError(
+                f"not destroying: CloudStack zone {id_} still has {len(vms)} VM(s): {names}. Nothing has been "
+                f"deleted on AWS. Expunge them in CloudStack, or set `pulumi config set cloudstack-ec2:"
+                f"destroyWithRunningVms true` and run `pulumi up` before `pulumi destroy` to delete them with the "
+                f"cloud.")
+        LOG.info("zone %s has no VM: the destroy goes on", id_)
 
 
 KINDS: dict[str, Kind] = {
@@ -681,7 +550,9 @@ KINDS: dict[str, Kind] = {
     "public_ip_range": PublicIpRange(),
     "global_setting": GlobalSetting(),
     "cluster": Cluster(),
-    "host": Host(),
+    "host": LegacyHost(),
+    "cluster_hosts": ClusterHosts(),
     "primary_storage": PrimaryStorage(),
     "image_store": ImageStore(),
+    "workload_guard": WorkloadGuard(),
 }

@@ -5,8 +5,8 @@ order and the dependencies tested against the emulator are the ones deployed.
 
 Order (install guide chapter 6, with DESIGN.md's corrections): zone → physical
 network → traffic types (KVM label cloudbr0) → providers → pod → public range →
-global settings (`host` before any addHost) → clusters → hosts → primary storage
-(needs an Up host) → image store (after the KVM cluster: the system VM template
+global settings (`host` before any addHost) → clusters → each cluster's hosts (one
+resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
 is registered then, for existing clusters' hypervisors) → zone enabled.
 """
 
@@ -19,7 +19,7 @@ from .spec import PROVIDER_ELEMENTS, TRAFFIC_TYPES, RegistrationSpec
 
 #: Connection properties every resource carries. Not secrets: the keys are read
 #: at run time from the secret named here and never stored.
-CONNECTION_KEYS = ("endpoint", "secret_id", "region", "timeouts")
+CONNECTION_KEYS = ("endpoint", "secret_id", "region", "timeouts", "aws")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Ref:
 class Deferred:
     """A value known only at deploy time (a Pulumi input), with fixed text around it."""
 
-    name: str           # endpoint | secret_id | region | efs_dns
+    name: str           # endpoint | secret_id | region | efs_dns | aws | host_ready_prefix | instance-<i>
     prefix: str = ""
     suffix: str = ""
 
@@ -45,7 +45,10 @@ class PlannedResource:
     kind: str
     props: dict[str, Any]
     depends_on: tuple[str, ...] = ()
-    host_index: int | None = None   # set on hosts: their EC2 instance is an extra dependency
+    #: on a cluster's hosts: the hosts' EC2 instances are extra dependencies, so a scale-in
+    #: deregisters a host (an update of this resource) before Pulumi deletes its instance
+    #: (deletes of resources that left the program run after every create and update).
+    host_indexes: tuple[int, ...] = ()
 
     def refs(self) -> set[str]:
         return {v.resource for v in self.props.values() if isinstance(v, Ref)} | set(self.depends_on)
@@ -61,13 +64,15 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         "secret_id": Deferred("secret_id"),
         "region": Deferred("region"),
         "timeouts": spec.timeouts.as_dict(),
+        # the stack's AWS identity (profile, assumeRole without secrets) for Secrets Manager / SSM
+        "aws": Deferred("aws"),
     }
     z, pn, pod, pub, st = spec.zone, spec.physical_network, spec.pod, spec.public_range, spec.storage
     out: list[PlannedResource] = []
 
     def add(name: str, kind: str, props: dict[str, Any], depends_on: tuple[str, ...] = (),
-            host_index: int | None = None) -> None:
-        out.append(PlannedResource(name, kind, {**props, **conn}, depends_on, host_index))
+            host_indexes: tuple[int, ...] = ()) -> None:
+        out.append(PlannedResource(name, kind, {**props, **conn}, depends_on, host_indexes))
 
     add("zone", "zone", {
         "name": z.name, "networktype": z.network_type, "dns1": z.dns1,
@@ -111,29 +116,49 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
             "zoneid": Ref("zone"), "podid": Ref("pod"), "clustername": c.name,
             "hypervisor": "KVM", "clustertype": "CloudManaged",
         }, ("public-range",))
-    for h in sorted(spec.hosts, key=lambda h: h.index):
-        add(f"host-{h.index}", "host", {
-            "zoneid": Ref("zone"), "podid": Ref("pod"), "clusterid": Ref(f"cluster-{h.cluster_index}"),
-            "url": h.url, "ipaddress": h.overlay_ip, "username": h.username, "hypervisor": "KVM",
-        }, tuple(settings), host_index=h.index)
-    first_host = f"host-{spec.first_host.index}"
+    for c in sorted(spec.clusters, key=lambda c: c.index):
+        members = sorted((h for h in spec.hosts if h.cluster_index == c.index), key=lambda h: h.index)
+        add(f"hosts-{c.index}", "cluster_hosts", {
+            "zoneid": Ref("zone"), "podid": Ref("pod"), "clusterid": Ref(f"cluster-{c.index}"),
+            "clustername": c.name, "hypervisor": "KVM", "username": members[0].username,
+            # <prefix>/host-ready: each host's boot script writes <this>/<overlay ip> when it is
+            # ready for addHost ("" : do not wait for it)
+            "ready_parameter_prefix": Deferred("host_ready_prefix"),
+            "hosts": [{"index": h.index, "ipaddress": h.overlay_ip, "instance": Deferred(f"instance-{h.index}")}
+                      for h in members],
+            # outputs, declared so that the resource has them as attributes
+            "host_ids": None, "states": None, "service": None,
+        }, tuple(settings), host_indexes=tuple(h.index for h in members))
+    first_hosts = f"hosts-{spec.first_host.cluster_index}"
     add("primary-storage", "primary_storage", {
         "zoneid": Ref("zone"), "name": st.primary_name, "scope": "zone", "hypervisor": "KVM",
         "url": Deferred("efs_dns", "nfs://", st.primary_path), "nfsmountopts": st.primary_nfs_mount_options,
-    }, (first_host,))
+    }, (first_hosts,))
     add("image-store", "image_store", {
         "zoneid": Ref("zone"), "name": st.secondary_name, "provider": "NFS",
         "url": Deferred("efs_dns", "nfs://", st.secondary_path),
     }, (f"cluster-{spec.first_cluster.index}", "primary-storage"))
     add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},
         ("image-store", "primary-storage", "public-range", *settings))
+    # Last: depends on everything (and, in the component, on every AWS resource), so that
+    # `pulumi destroy` deletes it first; its deletion refuses while CloudStack has VMs.
+    add("workload-guard", "workload_guard", {"zoneid": Ref("zone"),
+                                             "allow_destroy_with_vms": spec.allow_destroy_with_vms},
+        ("zone-enable", *(f"hosts-{c.index}" for c in spec.clusters)))
     return out
 
 
 def resolve(value: Any, outputs: dict[str, dict[str, Any]], deferred: dict[str, Any]) -> Any:
-    """Replace Ref/Deferred by concrete values (the tests' engine; Pulumi uses Outputs)."""
+    """Replace Ref/Deferred by concrete values, in lists and dicts too (the tests' engine;
+    Pulumi uses Outputs). A Deferred without a value (an instance id not given) is ""."""
     if isinstance(value, Ref):
         return outputs[value.resource][value.key]
     if isinstance(value, Deferred):
-        return f"{value.prefix}{deferred[value.name]}{value.suffix}"
+        if not value.prefix and not value.suffix:
+            return deferred.get(value.name, "" if value.name != "aws" else {})
+        return f"{value.prefix}{deferred.get(value.name, '')}{value.suffix}"
+    if isinstance(value, list):
+        return [resolve(v, outputs, deferred) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve(v, outputs, deferred) for k, v in value.items()}
     return value

@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
-from .client import connect
+from .client import RegistrationError, connect, probe, tearing_down
 from .operations import KINDS
 
 _PROVIDER_KEY = "__provider"
@@ -43,10 +43,25 @@ class CloudStackObjectProvider(dyn.ResourceProvider):
         outs = KINDS[self.kind].read(connect(props), id_, props)
         if outs is None:  # deleted outside Pulumi: a refresh drops it from the state
             return dyn.ReadResult(None, {})
-        return dyn.ReadResult(id_, outs)
+        # The inputs as CloudStack has them now, so that a preview after a refresh shows
+        # which property drifted (not only the outputs).
+        inputs = {k: outs[k] for k in props if k in outs and k not in KINDS[self.kind].output_keys}
+        return dyn.ReadResult(id_, outs, inputs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        changed, replaces = KINDS[self.kind].diff(_clean(olds), _clean(news))
+        olds = _clean(olds)
+        kind = KINDS[self.kind]
+        if kind.probes and olds.get("service", "ok") == "ok":
+            # Every `pulumi up` looks (without waiting) whether the cluster's hosts still serve:
+            # a host left in maintenance or Disabled shows as a change, and the update returns it.
+            api = probe(olds)
+            if api is not None:
+                try:
+                    if not kind.probe_service(api, olds):
+                        olds = {**olds, "service": "needs attention"}
+                except RegistrationError:
+                    pass
+        changed, replaces = kind.diff(olds, _clean(news))
         # Delete first on replacement: names are unique in CloudStack, and a create
         # would otherwise adopt the very object about to be deleted.
         return dyn.DiffResult(changes=bool(changed), replaces=replaces, stables=[],
@@ -58,7 +73,13 @@ class CloudStackObjectProvider(dyn.ResourceProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         props = _clean(props)
-        KINDS[self.kind].delete(connect(props), id_, props)
+        kind = KINDS[self.kind]
+        if kind.connects_lazily:
+            kind.delete_lazily(lambda: connect(props), id_, props)
+        elif tearing_down(props):   # destroyWithRunningVms: CloudStack goes away with the stack
+            kind.tear_down(props)   # only what lives outside CloudStack
+        else:
+            kind.delete(connect(props), id_, props)
 
 
 def _resource_class(kind: str) -> type[dyn.Resource]:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from components.ipplan import GUEST_CIDR_RANGES
 from components.naming import zone_paths
 
 #: CloudStack's limit for KVM clusters (install guide 6.5.1.1).
@@ -30,6 +31,7 @@ PROVIDER_ELEMENTS = {
     "VpcVirtualRouter": "virtualrouter",
     "InternalLbVm": "internallb",
 }
+
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -75,9 +77,15 @@ class ZoneSpec:
             _fail("zone.internal_dns1", self.internal_dns1,
                   "CloudStack reserves 169.254.0.0/16; use the VPC resolver (VPC base + 2)")
         try:
-            ipaddress.IPv4Network(self.guest_cidr)
+            guest = ipaddress.IPv4Network(self.guest_cidr)
         except ValueError:
             _fail("zone.guest_cidr", self.guest_cidr, "expected an IPv4 CIDR with zero host bits, e.g. 10.1.1.0/24")
+            raise
+        # ConfigurationManagerImpl (createZone/editZone) checks NetUtils.validateGuestCidr: the
+        # guest CIDR must be site-local (RFC 1918) or shared address space (RFC 6598).
+        if not any(guest.subnet_of(n) for n in GUEST_CIDR_RANGES):
+            _fail("zone.guest_cidr", self.guest_cidr,
+                  f"CloudStack accepts only private guest CIDRs: inside {', '.join(map(str, GUEST_CIDR_RANGES))}")
         if self.network_type != "Advanced":
             _fail("zone.network_type", self.network_type, "only 'Advanced' (VLAN guest isolation over the overlay)")
 
@@ -252,7 +260,16 @@ class Timeouts:
     maintenance: float = 60 * 60      # PrepareForMaintenance → Maintenance (live-migrating VMs off)
     transient_retry: float = 10 * 60  # retrying 530/533/connection refused on one step
     poll_interval: float = 10.0       # between polls of jobs, host states, secret, API
-    http_timeout: float = 60.0        # one HTTP request
+    http_timeout: float = 60.0        # one HTTP request (commands below excepted)
+    #: addHost answers only once the agent is Up: LibvirtServerDiscoverer.find connects over
+    #: SSH (60 s connect + 60 s kex), runs cloudstack-setup-agent, then waitForHostConnect
+    #: polls 10 x 30 s; 15 minutes covers that with room for a slow agent setup.
+    add_host_http: float = 15 * 60
+    #: createStoragePool (zone-wide) sends ModifyStoragePoolCommand to every Up host and waits
+    #: for each (the agent command `wait`, 1800 s by default); addImageStore seeds the system VM
+    #: template into the store (SystemVmTemplateRegistration) before it answers.
+    storage_http: float = 30 * 60
+    system_vms: float = 30 * 60       # zone enabled → secondary storage VM and console proxy Running
 
     def __post_init__(self) -> None:
         for k, v in self.as_dict().items():
@@ -261,6 +278,14 @@ class Timeouts:
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def http_timeout_for(self, command: str) -> float:
+        """Seconds to wait for the answer to one request of `command`."""
+        if command == "addHost":
+            return self.add_host_http
+        if command in ("createStoragePool", "addImageStore"):
+            return self.storage_http
+        return self.http_timeout
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Timeouts":
@@ -278,6 +303,8 @@ class RegistrationSpec:
     storage: StorageSpec
     global_settings: tuple[GlobalSetting, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: `pulumi destroy` goes on although CloudStack still has VMs (destroyWithRunningVms)
+    allow_destroy_with_vms: bool = False
 
     def __post_init__(self) -> None:
         idx = [c.index for c in self.clusters]
@@ -311,6 +338,14 @@ class RegistrationSpec:
         snames = [s.name for s in self.global_settings]
         if len(set(snames)) != len(snames):
             _fail("global_settings", snames, "each setting at most once")
+        pod_start, pod_end = (ipaddress.IPv4Address(self.pod.start_ip), ipaddress.IPv4Address(self.pod.end_ip))
+        pub_start, pub_end = (ipaddress.IPv4Address(self.public_range.start_ip),
+                              ipaddress.IPv4Address(self.public_range.end_ip))
+        if pub_start <= pod_end and pod_start <= pub_end:
+            # ConfigurationManagerImpl.createVlanIpRange refuses a public range that overlaps the
+            # pod's reserved system range ("...overlaps with the pod's IP range").
+            _fail("public_range.start_ip/end_ip", (self.public_range.start_ip, self.public_range.end_ip),
+                  f"must not overlap the pod's reserved system range {self.pod.start_ip}-{self.pod.end_ip}")
         if self.pod.gateway != self.public_range.gateway:
             _fail("public_range.gateway", self.public_range.gateway,
                   f"the same overlay gateway as the pod ({self.pod.gateway}): the router")
@@ -399,6 +434,7 @@ def build_spec(
     extra_settings: Iterable[GlobalSetting] = (),
     overlay_mtu: int = 8450,
     host_instance_types: Sequence[str] | None = None,
+    allow_destroy_with_vms: bool = False,
 ) -> RegistrationSpec:
     """Build the spec from `components.ipplan.IpPlan` (duck-typed: overlay, router,
     management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns).
@@ -427,6 +463,7 @@ def build_spec(
                             paths["primary"], paths["secondary"]),
         global_settings=settings,
         timeouts=timeouts or Timeouts(),
+        allow_destroy_with_vms=allow_destroy_with_vms,
     )
 
 

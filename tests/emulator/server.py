@@ -80,6 +80,13 @@ INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu",
                   "integration.api.port"}
 
 
+class Blocking:
+    """A handler's answer that comes only after `seconds` (the lock released meanwhile)."""
+
+    def __init__(self, seconds: float, finish: Callable[[], dict]) -> None:
+        self.seconds, self.finish = seconds, finish
+
+
 class ApiError(Exception):
     def __init__(self, code: int, text: str) -> None:
         super().__init__(text)
@@ -108,12 +115,15 @@ def _uuid() -> str:
 
 class Emulator:
     def __init__(self, *, apikey: str = "emu-apikey", secretkey: str = "emu-secretkey", job_delay: float = 0.02,
-                 host_connect_delay: float = 0.02, maintenance_delay: float = 0.05, port: int = 0) -> None:
+                 host_connect_delay: float = 0.02, maintenance_delay: float = 0.05, port: int = 0,
+                 add_host_delay: float = 0.02) -> None:
         self.users = {apikey: secretkey}
         self.apikey, self.secretkey = apikey, secretkey
         self.job_delay, self.host_connect_delay, self.maintenance_delay = job_delay, host_connect_delay, \
             maintenance_delay
         self.lock = threading.RLock()
+        #: seconds one addHost blocks (SSH, cloudstack-setup-agent, waitForHostConnect)
+        self.add_host_delay = add_host_delay
         self.port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -134,7 +144,20 @@ class Emulator:
         self.config: dict[str, str] = dict(DEFAULT_CONFIG)
         self.jobs: dict[str, dict] = {}
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
-        self.lost_vms: list[str] = []                      # VMs stopped by a forced host deletion
+        self.template_ready_at: dict[str, float] = {}      # zone id → when its system VM template is Ready
+        self.template_delay = 0.02                         # seeding the template into the image store
+        self.add_image_store_delay = 0.0                   # addImageStore answering late
+        self.system_vm_delay = 0.05                        # a system VM from Starting to Running
+        #: system VM types that never reach Running (e.g. "SecondaryStorageVm": it cannot mount the store)
+        self.stuck_system_vms: set[str] = set()
+        self.lost_vms: list[str] = []                      # VMs Running on a host when it was deleted
+        #: overlay address → why the host cannot be added yet ("no-key": the management
+        #: server's key is not authorized; "no-agent": cloudstack-agent not installed)
+        self.unready_hosts: dict[str, str] = {}
+        self.adding: set[str] = set()                      # addHost calls under way (addresses)
+        self.duplicate_adds: list[str] = []                # addHost sent again while one was under way
+        self.most_adding = 0                               # most addHost calls under way at once
+        self.capacity: dict[str, int] = {}                 # host id → VMs it can take (default: no limit)
         # fault injection
         self._http_faults: list[list[Any]] = []            # [command|"*", status, count, text]
         self._job_faults: list[list[Any]] = []             # [command, count, code, text]
@@ -216,12 +239,20 @@ class Emulator:
             self._job_faults.append([command, count, code, text])
 
     # -- test helpers ----------------------------------------------------------
-    def add_vm(self, host_id: str, name: str, migratable: bool = True) -> str:
+    def add_vm(self, host_id: str, name: str, migratable: bool = True, type: str = "User",
+               ha: bool = False) -> str:
+        """A Running VM: type User, DomainRouter, SecondaryStorageVm or ConsoleProxy;
+        migratable=False: on the host's local storage."""
         with self.lock:
             vid = _uuid()
             self.vms[vid] = {"id": vid, "name": name, "hostid": host_id, "state": "Running",
-                             "migratable": migratable}
+                             "migratable": migratable, "type": type, "ha": ha}
             return vid
+
+    def kill_host(self, ip: str, state: str = "Alert") -> None:
+        """The host's instance is gone: the agent stops pinging (Alert, Disconnected or Down)."""
+        with self.lock:
+            self.host_by_ip(ip)["state"] = state
 
     def host_by_ip(self, ip: str) -> dict:
         with self.lock:
@@ -239,6 +270,7 @@ class Emulator:
         params = dict(pairs)
         command = params.get("command", "")
         rkey = f"{command.lower()}response"
+        body: Any = None
         with self.lock:
             try:
                 self._authenticate(params)
@@ -262,6 +294,17 @@ class Emulator:
             except Exception as e:  # an emulator bug: fail loudly, never as a retryable code
                 status = 500
                 body = {"errorcode": 500, "errortext": f"emulator bug: {type(e).__name__}: {e}"}
+        if isinstance(body, Blocking):
+            # The real call holds its HTTP request open while it works (addHost: SSH, agent
+            # setup, waiting for the agent): sleep without the lock, then finish.
+            time.sleep(body.seconds)
+            with self.lock:
+                try:
+                    body = body.finish()
+                except ApiError as e:
+                    status = e.code
+                    body = {"uuidList": [], "errorcode": e.code, "cserrorcode": 9999, "errortext": e.text}
+        with self.lock:
             self.requests.append({"command": command, "params": {k: v for k, v in params.items()
                                                                   if k.lower() not in META_PARAMS},
                                   "status": status})
@@ -339,24 +382,58 @@ class Emulator:
         for h in self.hosts.values():
             if h["state"] == "Connecting" and h["up_at"] <= now:
                 h["state"] = "Up"
-            if h["resourcestate"] == "PrepareForMaintenance" and h["maintenance_at"] <= now:
-                self._finish_maintenance(h)
+            if h["resourcestate"] in ("PrepareForMaintenance", "ErrorInPrepareForMaintenance") \
+                    and h["maintenance_at"] <= now:
+                self._attempt_maintain(h)
+        self._launch_system_vms(now)
 
-    def _finish_maintenance(self, h: dict) -> None:
-        across = self.config.get("migrate.vm.across.clusters") == "true"
+    def _launch_system_vms(self, now: float) -> None:
+        """SecondaryStorageManagerImpl / ConsoleProxyManagerImpl capacity scans: an Enabled zone
+        with a Ready system VM template, primary storage and an Up, Enabled host gets one
+        secondary storage VM and one console proxy (never in a Disabled zone)."""
+        for v in self.vms.values():
+            if v["type"] in ("SecondaryStorageVm", "ConsoleProxy") and v["state"] == "Starting" \
+                    and v.get("_running_at", 0) <= now and v["type"] not in self.stuck_system_vms:
+                v["state"] = "Running"
+        for z in self.zones.values():
+            if z["allocationstate"] != "Enabled" or self.template_ready_at.get(z["id"], float("inf")) > now:
+                continue
+            if "KVM" not in self.system_templates.get(z["id"], set()):
+                continue
+            hosts = [h for h in self.hosts.values() if h["zoneid"] == z["id"] and h["state"] == "Up"
+                     and h["resourcestate"] == "Enabled"]
+            if not hosts or not any(p["zoneid"] == z["id"] for p in self.pools.values()):
+                continue
+            have = {v["type"] for v in self.vms.values() if v.get("_zoneid") == z["id"]}
+            for kind, prefix in (("SecondaryStorageVm", "s"), ("ConsoleProxy", "v")):
+                if kind not in have:
+                    n = sum(1 for v in self.vms.values() if v["type"] == kind) + 1
+                    # their system service offerings offer HA: restarted elsewhere when the host dies
+                    vid = self.add_vm(hosts[0]["id"], f"{prefix}-{n}-VM", type=kind, ha=True)
+                    self.vms[vid].update(state="Starting", _zoneid=z["id"], _running_at=now + self.system_vm_delay)
+
+    def _attempt_maintain(self, h: dict) -> None:
+        """ResourceManagerImpl.attemptMaintain: migrations done → Maintenance; some failed while
+        others run → ErrorInPrepareForMaintenance; nothing left to try → ErrorInMaintenance."""
+        if h["resourcestate"] == "ErrorInPrepareForMaintenance" or \
+                (self._vms_on(h["id"]) and not h.get("_migrations_scheduled", True)):
+            # Step 3: running VMs and no migration (pending or scheduled) left to try
+            h["resourcestate"] = "ErrorInMaintenance"
+            return
         stuck = []
-        for vm in [v for v in self.vms.values() if v["hostid"] == h["id"]]:
-            targets = [t for t in self.hosts.values() if t["id"] != h["id"] and t["state"] == "Up"
-                       and t["resourcestate"] == "Enabled" and t["zoneid"] == h["zoneid"]
-                       and (across or t["clusterid"] == h["clusterid"])]
-            # same cluster first: that is where CloudStack looks first
-            targets.sort(key=lambda t: (t["clusterid"] != h["clusterid"],
-                                        sum(1 for v in self.vms.values() if v["hostid"] == t["id"])))
+        for vm in self._vms_on(h["id"]):
+            targets = [t for t in self._targets(h)
+                       if len(self._vms_on(t["id"])) < self.capacity.get(t["id"], 10 ** 6)]
+            targets.sort(key=lambda t: len(self._vms_on(t["id"])))
             if vm["migratable"] and targets:
                 vm["hostid"] = targets[0]["id"]
             else:
                 stuck.append(vm)
-        h["resourcestate"] = "ErrorInMaintenance" if stuck else "Maintenance"
+        if stuck:
+            h["resourcestate"] = "ErrorInPrepareForMaintenance"
+            h["maintenance_at"] = time.monotonic() + self.maintenance_delay
+        else:
+            h["resourcestate"] = "Maintenance"
 
     def _cmd_queryAsyncJobResult(self, a: dict) -> dict:
         job = self.jobs.get(a["jobid"])
@@ -388,7 +465,10 @@ class Emulator:
 
     @staticmethod
     def _match(obj: dict, a: dict, *keys: str) -> bool:
-        return all(k not in a or str(obj.get(k)) == a[k] for k in keys)
+        # `name` on list calls matches as a case-insensitive substring (the DAOs' LIKE %name%,
+        # e.g. ListHostsCmd / listClusters / listZones in QueryManagerImpl)
+        return all(k not in a or (str(obj.get(k, "")).lower().find(a[k].lower()) >= 0 if k == "name"
+                                  else str(obj.get(k)) == a[k]) for k in keys)
 
     def _zone(self, zid: str) -> dict:
         z = self.zones.get(zid)
@@ -439,7 +519,8 @@ class Emulator:
         zid = _uuid()
         self.zones[zid] = {"id": zid, "name": a["name"], "networktype": a["networktype"], "dns1": a["dns1"],
                            "internaldns1": a["internaldns1"], "guestcidraddress": a.get("guestcidraddress"),
-                           "allocationstate": a.get("allocationstate", "Enabled"), "securitygroupsenabled": False,
+                           # ConfigurationManagerImpl.createZone: Disabled unless asked otherwise
+                           "allocationstate": a.get("allocationstate", "Disabled"), "securitygroupsenabled": False,
                            "localstorageenabled": False, "zonetoken": _uuid(), "dhcpprovider": "VirtualRouter",
                            "tags": [], "type": "Core"}
         return {"zone": self.zones[zid]}
@@ -515,8 +596,19 @@ class Emulator:
         p = self._get(self.physnets, a["id"], "physical network")
 
         def run() -> dict:
-            if any(v["physicalnetworkid"] == p["id"] for v in self.vlans.values()):
-                raise ApiError(530, "Unable to delete the physical network: it has public IP ranges")
+            # NetworkServiceImpl.checkIfPhysicalNetworkIsDeletable: refused while guest networks
+            # (here: user VMs, which need one) or allocated public IPs (system VMs hold them)
+            # use it; otherwise its VLAN ranges, traffic types and providers go with it.
+            in_zone = [v for v in self.vms.values() if self.hosts.get(v["hostid"] or "", {}).get("zoneid") ==
+                       p["zoneid"] or v.get("_zoneid") == p["zoneid"]]
+            if any(v["type"] == "User" for v in in_zone):
+                raise ApiError(530, "The Physical Network is not deletable because there are networks associated to "
+                                    "this physical network")
+            if any(v["type"] in ("SecondaryStorageVm", "ConsoleProxy") for v in in_zone):
+                raise ApiError(530, "The Physical Network is not deletable because there are public IP addresses "
+                                    "allocated for this physical network")
+            for v in [v for v in self.vlans.values() if v["physicalnetworkid"] == p["id"]]:
+                del self.vlans[v["id"]]
             for t in [t for t in self.traffictypes.values() if t["physicalnetworkid"] == p["id"]]:
                 del self.traffictypes[t["id"]]
             for n in [n for n in self.nsps.values() if n["physicalnetworkid"] == p["id"]]:
@@ -724,7 +816,7 @@ class Emulator:
         return self._tmpl("host", **self._public({k: v for k, v in h.items()
                                                    if k not in ("up_at", "maintenance_at", "username")}))
 
-    def _cmd_addHost(self, a: dict) -> dict:
+    def _cmd_addHost(self, a: dict) -> dict | Blocking:
         z = self._zone(a["zoneid"])
         p = self._get(self.pods, a["podid"], "pod")
         c = self._get(self.clusters, a.get("clusterid", ""), "cluster")
@@ -736,35 +828,125 @@ class Emulator:
         if not a["url"].startswith("http://"):
             raise ApiError(431, f"Invalid url {a['url']}: a KVM host is added as http://<address>")
         if a["hypervisor"] == "KVM" and not a.get("username"):
-            raise ApiError(431, "Username is required to add a KVM host")
+            # ResourceManagerImpl.discoverHostsFull: InvalidParameterValueException
+            raise ApiError(431, "Username need to be provided.")
         ip = a["url"][len("http://"):].strip("/")
-        if any(h["ipaddress"] == ip for h in self.hosts.values()):
-            raise ApiError(530, f"Unable to add the host: the host {ip} is already in the database")
-        if sum(1 for h in self.hosts.values() if h["clusterid"] == c["id"]) >= 16 and a["hypervisor"] == "KVM":
-            raise ApiError(530, f"Cluster {c['name']} already has the maximum number of KVM hosts")
-        hid = _uuid()
-        self.hosts[hid] = {"id": hid, "name": f"kvm-{ip.replace('.', '-')}", "ipaddress": ip,
-                           "clusterid": c["id"], "clustername": c["name"], "podid": p["id"], "podname": p["name"],
-                           "zoneid": z["id"], "zonename": z["name"], "hypervisor": "KVM", "type": "Routing",
-                           "state": "Connecting", "resourcestate": "Enabled", "created": _now(),
-                           "up_at": time.monotonic() + self.host_connect_delay, "maintenance_at": 0.0,
-                           "username": a["username"]}
-        return {"count": 1, "host": [self._host_view(self.hosts[hid])]}
+        url = a["url"]
+        not_found = ApiError(530, f"Unable to add the host: Cannot find the server resources at {url}")
+        if ip in self.adding:
+            # The real server does not see a call under way: it would SSH in and run the agent
+            # setup a second time. Recorded so that tests can refuse it.
+            self.duplicate_adds.append(ip)
+        if any(h["ipaddress"] == ip and h["zoneid"] == z["id"] for h in self.hosts.values()):
+            # LibvirtServerDiscoverer.find (hosts of the same zone): "Skipping host ... is already in the database" is a
+            # CloudRuntimeException caught inside find(), which then returns null, so
+            # ResourceManagerImpl.discoverHostsFull answers "Cannot find the server resources";
+            # AddHostCmd turns the DiscoveryException into 530 INTERNAL_ERROR.
+            raise not_found
+        # ResourceManagerImpl.discoverHosts: a cluster without GUID that has hosts
+        if c.get("_guid") is None and any(h["clusterid"] == c["id"] for h in self.hosts.values()):
+            raise ApiError(530, "Guid is not updated for cluster with specified cluster id; need to wait for hosts "
+                                "in this cluster to come up")
+        c["_guid"] = c["id"]   # LibvirtServerDiscoverer.find sets it first thing
+        self.adding.add(ip)
+        self.most_adding = max(self.most_adding, len(self.adding))
+
+        def finish() -> dict:
+            self.adding.discard(ip)
+            why = self.unready_hosts.get(ip)
+            if why == "no-key":
+                # LibvirtServerDiscoverer.find: DiscoveredWithErrorException("Authentication error"),
+                # wrapped by ResourceManagerImpl.discoverHostsFull
+                raise ApiError(530, f"Could not add host at [{url}] with zone [{z['id']}], pod [{p['id']}] and "
+                                    f"cluster [{c['id']}] due to: [Authentication error].")
+            if why is not None:
+                raise not_found   # e.g. cloudstack-setup-agent missing: find() returns null
+            if any(h["ipaddress"] == ip and h["zoneid"] == z["id"] for h in self.hosts.values()):
+                raise not_found
+            if sum(1 for h in self.hosts.values() if h["clusterid"] == c["id"]) >= 16 and a["hypervisor"] == "KVM":
+                raise ApiError(530, f"Cluster {c['name']} already has the maximum number of KVM hosts")
+            hid = _uuid()
+            # addHost answers once waitForHostConnect saw the agent Up (LibvirtServerDiscoverer)
+            self.hosts[hid] = {"id": hid, "name": f"kvm-{ip.replace('.', '-')}", "ipaddress": ip,
+                               "clusterid": c["id"], "clustername": c["name"], "podid": p["id"],
+                               "podname": p["name"], "zoneid": z["id"], "zonename": z["name"], "hypervisor": "KVM",
+                               "type": "Routing", "state": "Up", "resourcestate": "Enabled", "created": _now(),
+                               "up_at": 0.0, "maintenance_at": 0.0, "username": a["username"]}
+            return {"count": 1, "host": [self._host_view(self.hosts[hid])]}
+        return Blocking(self.add_host_delay, finish)
 
     def _cmd_listHosts(self, a: dict) -> dict:
         return self._list("host", [self._host_view(h) for h in self.hosts.values() if self._match(
             h, a, "id", "zoneid", "podid", "clusterid", "type", "name", "state", "resourcestate")], a)
 
+    def _cmd_updateHost(self, a: dict) -> dict:
+        h = self._get(self.hosts, a["id"], "host")
+        if "allocationstate" in a:
+            # ResourceManagerImpl.updateHostAllocationState + ResourceState's transitions
+            event = a["allocationstate"]
+            if event not in ("Enable", "Disable"):
+                raise ApiError(431, f"Invalid allocation state: {event}, only Enable/Disable are allowed")
+            nxt = {("Enabled", "Disable"): "Disabled", ("Disabled", "Enable"): "Enabled",
+                   ("Enabled", "Enable"): "Enabled", ("Disabled", "Disable"): "Disabled",
+                   ("ErrorInMaintenance", "Disable"): "Disabled",
+                   ("ErrorInPrepareForMaintenance", "Disable"): "Disabled"}.get((h["resourcestate"], event))
+            if nxt is None:
+                raise ApiError(530, f"No next resource state found for current state = {h['resourcestate']} "
+                                    f"event = {event}")
+            h["resourcestate"] = nxt
+        return {"host": self._host_view(h)}
+
+    def _vms_on(self, host_id: str) -> list[dict]:
+        return [v for v in self.vms.values() if v["hostid"] == host_id]
+
+    def _targets(self, h: dict) -> list[dict]:
+        """ResourceManagerImpl.doMaintain: Up and Enabled hosts of the cluster; only when there is
+        none, and migrate.vm.across.clusters is true, those of the zone."""
+        def up(t: dict) -> bool:
+            return t["id"] != h["id"] and t["state"] == "Up" and t["resourcestate"] == "Enabled" \
+                and t["zoneid"] == h["zoneid"]
+        same = [t for t in self.hosts.values() if up(t) and t["clusterid"] == h["clusterid"]]
+        if same:
+            return same
+        if self.config.get("migrate.vm.across.clusters") == "true":
+            return [t for t in self.hosts.values() if up(t)]
+        return []
+
     def _cmd_prepareHostForMaintenance(self, a: dict) -> dict:
         h = self._get(self.hosts, a["id"], "host")
-        if h["resourcestate"] in ("PrepareForMaintenance", "Maintenance"):
-            raise ApiError(431, f"Host {h['id']} is already in {h['resourcestate']}")
-        if h["resourcestate"] == "ErrorInMaintenance":
-            raise ApiError(431, "Host is in ErrorInMaintenance; cancel maintenance first")
 
         def run() -> dict:
+            # ResourceManagerImpl.maintain(PrepareForMaintenanceCmd), in the async job
+            if h["resourcestate"] in ("Maintenance", "PrepareForMaintenance", "ErrorInPrepareForMaintenance"):
+                raise ApiError(530, f"Host is already in state {h['resourcestate']}. Cannot recall for "
+                                    f"maintenance until resolved.")
+            if any(o["clusterid"] == h["clusterid"] and o["resourcestate"] in (
+                    "PrepareForMaintenance", "ErrorInPrepareForMaintenance") for o in self.hosts.values()):
+                raise ApiError(530, "There are other servers attempting migrations for maintenance. Found hosts "
+                                    "in PrepareForMaintenance OR ErrorInPrepareForMaintenance STATUS in cluster "
+                                    f"{h['clusterid']}")
+            vms = self._vms_on(h["id"])
+            if any(v["state"] in ("Starting", "Stopping") for v in vms):
+                raise ApiError(530, "Host contains VMs in starting/stopping state. Please wait for them to complete "
+                                    "before putting to maintenance.")
+            if any(not v["migratable"] for v in vms):
+                raise ApiError(530, "There are active VMs using the host's local storage pool. Please stop all VMs "
+                                    "on this host that use local storage.")
+            if h["state"] != "Up":
+                # doMaintain: the MaintainCommand cannot reach the agent → maintain() is false
+                raise ApiError(530, f"Unable to prepare for maintenance host {h['id']}")
+            if h["resourcestate"] not in ("Enabled", "ErrorInMaintenance"):
+                # ResourceState: no AdminAskMaintenance transition from Disabled (or Degraded → Maintenance)
+                raise ApiError(530, f"Cannot transit resource state of Host {h['id']} to Maintenance: No next "
+                                    f"resource state found for current state = {h['resourcestate']} event = "
+                                    f"AdminAskMaintenance")
             h["resourcestate"] = "PrepareForMaintenance"
             h["maintenance_at"] = time.monotonic() + self.maintenance_delay
+            h["_migrations_scheduled"] = bool(self._targets(h))
+            if vms and not self._targets(h):
+                # doMaintain returns false after the transition: the job fails, the host stays in
+                # PrepareForMaintenance, and attemptMaintain later moves it to ErrorInMaintenance.
+                raise ApiError(530, f"Unable to prepare for maintenance host {h['id']}")
             return {"host": self._host_view(h)}
         return self._submit("prepareHostForMaintenance", run, ("Host", h["id"]))
 
@@ -772,33 +954,87 @@ class Emulator:
         h = self._get(self.hosts, a["id"], "host")
 
         def run() -> dict:
-            if h["resourcestate"] not in ("PrepareForMaintenance", "ErrorInMaintenance", "Maintenance"):
-                raise ApiError(431, f"Host {h['id']} is not in maintenance")
+            # ResourceManagerImpl.cancelMaintenance: ResourceState.isMaintenanceState
+            if h["resourcestate"] not in ("PrepareForMaintenance", "ErrorInPrepareForMaintenance",
+                                          "ErrorInMaintenance", "Maintenance"):
+                raise ApiError(530, f"Cannot perform cancelMaintenance when resource state is "
+                                    f"{h['resourcestate']}, hostId = {h['id']}")
             h["resourcestate"] = "Enabled"
             return {"host": self._host_view(h)}
         return self._submit("cancelHostMaintenance", run, ("Host", h["id"]))
 
+    def _cmd_declareHostAsDegraded(self, a: dict) -> dict:
+        h = self._get(self.hosts, a["id"], "host")
+
+        def run() -> dict:
+            # ResourceManagerImpl.declareHostAsDegraded
+            if h["resourcestate"] == "Degraded":
+                raise ApiError(530, f"Host [id:{h['id']}] was already marked as Degraded.")
+            if h["state"] not in ("Alert", "Disconnected"):
+                raise ApiError(431, f"Cannot perform declare host [id={h['id']}, name={h['name']}] as 'Degraded' "
+                                    f"when host is in {h['state']} status")
+            if h["resourcestate"] not in ("Enabled", "Disabled", "Maintenance"):
+                raise ApiError(530, f"No next resource state found for current state = {h['resourcestate']} "
+                                    f"event = DeclareHostDegraded")
+            h["resourcestate"] = "Degraded"
+            # scheduleVmsRestart: HA restarts the HA-enabled VMs on another host
+            for vm in self._vms_on(h["id"]):
+                targets = self._targets(h)
+                if vm.get("ha") and targets:
+                    vm["hostid"] = targets[0]["id"]
+            return {"host": self._host_view(h)}
+        return self._submit("declareHostAsDegraded", run, ("Host", h["id"]))
+
+    def _cmd_cancelHostAsDegraded(self, a: dict) -> dict:
+        h = self._get(self.hosts, a["id"], "host")
+
+        def run() -> dict:
+            if h["resourcestate"] != "Degraded":
+                raise ApiError(530, f"Cannot perform cancelHostAsDegraded on host [id={h['id']}, name={h['name']}] "
+                                    f"when host is in {h['resourcestate']} state")
+            h["resourcestate"] = "Enabled"
+            return {"host": self._host_view(h)}
+        return self._submit("cancelHostAsDegraded", run, ("Host", h["id"]))
+
     def _cmd_deleteHost(self, a: dict) -> dict:
         h = self._get(self.hosts, a["id"], "host")
         forced = a.get("forced") == "true"
+        # ResourceManagerImpl.doDeleteHost / canDeleteHost
         if not forced and h["resourcestate"] not in ("Maintenance", "Degraded"):
-            raise ApiError(530, f"Unable to delete host: {h['id']}, as it is not in Maintenance/Degraded state: "
-                                f"{h['resourcestate']}")
-        for vm in [v for v in self.vms.values() if v["hostid"] == h["id"]]:
-            self.lost_vms.append(vm["name"])
-            del self.vms[vm["id"]]
+            raise ApiError(530, f"Host {h['id']} cannot be deleted as it is not in maintenance mode. Either put the "
+                                f"host into maintenance or perform a forced deletion.")
+        for vm in self._vms_on(h["id"]):
+            # doDeleteHost marks every VM still on the host Stopped
+            if vm["state"] == "Running":
+                self.lost_vms.append(vm["name"])
+            vm["state"], vm["hostid"] = "Stopped", None
         del self.hosts[h["id"]]
         return {"success": True}
 
-    def _cmd_listVirtualMachines(self, a: dict) -> dict:
+    def _vm_items(self, a: dict, types: tuple[str, ...]) -> list[dict]:
         items = []
         for v in self.vms.values():
-            if self._match(v, a, "id", "hostid", "name"):
-                host = self.hosts.get(v["hostid"], {})
+            if v["type"] in types and self._match(v, a, "id", "hostid", "name"):
+                host = self.hosts.get(v["hostid"] or "", {})
                 items.append(self._tmpl("virtualmachine", id=v["id"], name=v["name"], displayname=v["name"],
                                         hostid=v["hostid"], hostname=host.get("name"), state=v["state"],
-                                        zoneid=host.get("zoneid"), hypervisor="KVM"))
-        return self._list("virtualmachine", items, a)
+                                        zoneid=host.get("zoneid"), hypervisor="KVM", haenable=bool(v.get("ha")),
+                                        systemvmtype={"SecondaryStorageVm": "secondarystoragevm",
+                                                      "ConsoleProxy": "consoleproxy"}.get(v["type"])))
+        return items
+
+    def _cmd_listVirtualMachines(self, a: dict) -> dict:
+        return self._list("virtualmachine", self._vm_items(a, ("User",)), a)
+
+    def _cmd_listRouters(self, a: dict) -> dict:
+        return self._list("router", self._vm_items(a, ("DomainRouter",)), a)
+
+    def _cmd_listSystemVms(self, a: dict) -> dict:
+        kinds = {"secondarystoragevm": ("SecondaryStorageVm",), "consoleproxy": ("ConsoleProxy",)}
+        items = self._vm_items(a, kinds.get(a.get("systemvmtype", ""), ("SecondaryStorageVm", "ConsoleProxy")))
+        items = [i for i in items if "zoneid" not in a or self.vms[i["id"]].get("_zoneid") == a["zoneid"]
+                 or i.get("zoneid") == a["zoneid"]]
+        return self._list("systemvm", items, a)
 
     # -- storage --------------------------------------------------------------------------------
     def _cmd_createStoragePool(self, a: dict) -> dict:
@@ -874,7 +1110,7 @@ class Emulator:
         del self.pools[p["id"]]
         return {"success": True}
 
-    def _cmd_addImageStore(self, a: dict) -> dict:
+    def _cmd_addImageStore(self, a: dict) -> dict | Blocking:
         if a["provider"] != "NFS":
             raise ApiError(431, f"The emulator supports the NFS image store provider only, not {a['provider']}")
         z = self._zone(a.get("zoneid", ""))
@@ -883,12 +1119,42 @@ class Emulator:
         if not any(s["zoneid"] == z["id"] for s in self.imagestores.values()):
             # The first NFS store of a zone gets the system VM template, for the hypervisors
             # of the clusters that exist at that moment.
+            self.template_ready_at[z["id"]] = time.monotonic() + self.template_delay
             self.system_templates[z["id"]] = {c["hypervisortype"] for c in self.clusters.values()
                                               if c["zoneid"] == z["id"]}
         sid = _uuid()
         self.imagestores[sid] = self._tmpl("imagestore", id=sid, name=a.get("name", a["url"]), url=a["url"],
                                            zoneid=z["id"], zonename=z["name"], protocol="nfs", providername="NFS")
+        if self.add_image_store_delay:
+            # the store is listed at once, the answer comes once the template is seeded
+            # (SystemVmTemplateRegistration runs inside the call)
+            return Blocking(self.add_image_store_delay, lambda: {"imagestore": self.imagestores[sid]})
         return {"imagestore": self.imagestores[sid]}
+
+    def _cmd_listTemplates(self, a: dict) -> dict:
+        # Only the system VM templates (templatetype SYSTEM) are emulated; `isready` turns true
+        # once the template is seeded into the zone's image store.
+        items = []
+        now = time.monotonic()
+        for zid, hvs in self.system_templates.items():
+            for hv in sorted(hvs):
+                ready = self.template_ready_at.get(zid, float("inf")) <= now
+                t = {"id": f"tmpl-{zid[:8]}-{hv}", "name": f"systemvm-{hv.lower()}-4.22.0", "hypervisor": hv,
+                     "templatetype": "SYSTEM", "zoneid": zid, "isready": ready,
+                     "status": "Download Complete" if ready else "Installing Template"}
+                if self._match(t, a, "zoneid", "hypervisor", "templatetype"):
+                    items.append(t)
+        return self._list("template", items, a)
+
+    def _cmd_destroySystemVm(self, a: dict) -> dict:
+        v = self._get(self.vms, a["id"], "system vm")
+        if v["type"] not in ("SecondaryStorageVm", "ConsoleProxy"):
+            raise ApiError(431, f"Unable to find a system vm with id {a['id']}")
+
+        def run() -> dict:
+            self.vms.pop(v["id"], None)
+            return {"systemvm": {"id": v["id"], "name": v["name"], "state": "Destroyed"}}
+        return self._submit("destroySystemVm", run, ("SystemVm", v["id"]))
 
     def _cmd_listImageStores(self, a: dict) -> dict:
         return self._list("imagestore", [s for s in self.imagestores.values()

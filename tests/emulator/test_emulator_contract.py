@@ -102,10 +102,12 @@ def test_maintenance_needs_another_up_host_in_the_cluster(emu):
     time.sleep(0.05)
     emu.add_vm(ids[0], "vm")
     refused = requests.post(emu.url, data=signed(emu, command="deleteHost", id=ids[0]), timeout=5)
-    assert refused.status_code == 530 and "Maintenance" in refused.text
-    c.prepareHostForMaintenance(id=ids[0])
+    assert refused.status_code == 530 and "not in maintenance mode" in refused.text
+    # the only other host is in another cluster and migrate.vm.across.clusters is false: the
+    # job fails (doMaintain is false after the transition) and the host ends ErrorInMaintenance
+    with pytest.raises(Exception, match="Unable to prepare for maintenance host"):
+        c.prepareHostForMaintenance(id=ids[0])
     time.sleep(0.1)
-    # the only other host is in another cluster and migrate.vm.across.clusters is false
     assert c.listHosts(id=ids[0])["host"][0]["resourcestate"] == "ErrorInMaintenance"
     c.cancelHostMaintenance(id=ids[0])
     c.updateConfiguration(name="migrate.vm.across.clusters", value="true")
@@ -114,6 +116,57 @@ def test_maintenance_needs_another_up_host_in_the_cluster(emu):
     assert c.listHosts(id=ids[0])["host"][0]["resourcestate"] == "Maintenance"
     assert c.listVirtualMachines(hostid=ids[1])["virtualmachine"][0]["name"] == "vm"
     assert c.deleteHost(id=ids[0]) == {"success": True}
+
+
+def test_host_state_machine_rules(emu):
+    """ResourceManagerImpl / ResourceState / LibvirtServerDiscoverer rules, one by one."""
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post", fetch_result=True,
+                   poll_interval=0.02)
+    z = c.createZone(name="Zone-A", networktype="Advanced", dns1="10.0.0.2", internaldns1="10.0.0.2")["zone"]
+    assert c.listZones(name="zone-a")["zone"][0]["id"] == z["id"]     # case-insensitive substring
+    p = c.createPod(zoneid=z["id"], name="p", gateway="10.100.0.1", netmask="255.255.0.0",
+                    startip="10.100.64.1", endip="10.100.64.9")["pod"]
+    cid = c.addCluster(zoneid=z["id"], podid=p["id"], clustername="a", hypervisor="KVM",
+                       clustertype="CloudManaged")["cluster"][0]["id"]
+    add = dict(zoneid=z["id"], podid=p["id"], clusterid=cid, hypervisor="KVM", username="u")
+    ids = [c.addHost(url=f"http://10.100.0.{10 + i}", **add)["host"][0]["id"] for i in range(3)]
+    # a second addHost of a known address: find() swallows "already in the database" → 530
+    with pytest.raises(Exception, match="530.*Cannot find the server resources"):
+        c.addHost(url="http://10.100.0.10", **add)
+    emu.unready_hosts["10.100.0.20"] = "no-key"
+    with pytest.raises(Exception, match="Authentication error"):
+        c.addHost(url="http://10.100.0.20", **add)
+    emu.add_vm(ids[0], "vm-0")
+    emu.add_vm(ids[1], "vm-1")
+    emu.maintenance_delay = 5
+    c.prepareHostForMaintenance(id=ids[0])
+    with pytest.raises(Exception, match="other servers attempting migrations"):   # one per cluster
+        c.prepareHostForMaintenance(id=ids[1])
+    c.cancelHostMaintenance(id=ids[0])
+    c.updateHost(id=ids[1], allocationstate="Disable")
+    with pytest.raises(Exception, match="No next resource state.*Disabled"):      # enable first
+        c.prepareHostForMaintenance(id=ids[1])
+    with pytest.raises(Exception, match="not in maintenance mode"):
+        c.deleteHost(id=ids[1])
+    with pytest.raises(Exception, match="when host is in Up status"):            # only dead hosts
+        c.declareHostAsDegraded(id=ids[2])
+    emu.kill_host("10.100.0.12")
+    c.declareHostAsDegraded(id=ids[2])
+    assert c.deleteHost(id=ids[2]) == {"success": True}
+
+
+def test_add_host_blocks_until_the_agent_is_up(emu):
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")
+    z = c.createZone(name="z", networktype="Advanced", dns1="10.0.0.2", internaldns1="10.0.0.2")["zone"]
+    p = c.createPod(zoneid=z["id"], name="p", gateway="10.100.0.1", netmask="255.255.0.0",
+                    startip="10.100.64.1", endip="10.100.64.9")["pod"]
+    cid = c.addCluster(zoneid=z["id"], podid=p["id"], clustername="a", hypervisor="KVM",
+                       clustertype="CloudManaged")["cluster"][0]["id"]
+    emu.add_host_delay = 0.4
+    start = time.monotonic()
+    host = c.addHost(zoneid=z["id"], podid=p["id"], clusterid=cid, hypervisor="KVM", username="u",
+                     url="http://10.100.0.10")["host"][0]
+    assert time.monotonic() - start >= 0.4 and host["state"] == "Up"
 
 
 def test_injected_faults(emu):

@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
-from .netlab import ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, MGMT, ROUTER, SCRIPT, TOOLS, UI_PORT, Lab
-from .test_isolation_lab import bridge_mac, connect, plug
+from .netlab import DB_ADDRESS, ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, MGMT, ROUTER, SCRIPT, TOOLS, UI_PORT, WHOAMI_PORT, Lab
+from .test_isolation_lab import ROUTER_TABLE, bridge_mac, connect, plug, without
 
 pytestmark = pytest.mark.lab
 
@@ -74,3 +74,18 @@ def test_forwards_never_reach_infrastructure_or_system_vms(vm: Lab, forward: str
     result = apply(vm, forward)
     assert result.returncode == 2 and words in result.stderr, result.stderr
     assert "nothing was changed" in result.stderr
+
+
+def test_from_the_vpc_only_the_ui_reaches_an_overlay_address(vm: Lab):
+    # The database subnet stands for any VPC client: the router's security group
+    # admits 8080 from the VPC, so the router itself must say where it may go.
+    assert apply(vm, f"tcp:2222:{VM_IP}:22").returncode == 0
+    assert connect(vm, "db", MGMT.overlay, UI_PORT) == (True, f"mgmt-ui {DB_ADDRESS}")
+    assert connect(vm, "db", ROUTER.underlay, 2222) == (True, f"vm-22 {DB_ADDRESS}")  # the declared forward
+    refused = vm.counter("inbound_refused", "router", ROUTER_TABLE)
+    for address, port in ((VM_IP, 22), (vm.instances["host0"].overlay, WHOAMI_PORT), (MGMT.overlay, WHOAMI_PORT)):
+        ok, output = connect(vm, "db", address, port, 1.5)
+        assert not ok, f"the VPC reached {address}:{port} directly: {output}"
+    assert vm.counter("inbound_refused", "router", ROUTER_TABLE) >= refused + 3
+    with without(vm, "router", ROUTER_TABLE, ("into_overlay", "inbound_refused")):
+        assert connect(vm, "db", VM_IP, 22) == (True, f"vm-22 {DB_ADDRESS}")

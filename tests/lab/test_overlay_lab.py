@@ -68,9 +68,11 @@ def test_management_server_reaches_its_database_on_second_subnet(lab: Lab):
     assert greeting(lab, "mgmt", DB_ADDRESS, DB_PORT) == f"db {MGMT.overlay}"
 
 
+# The TroubleMaker tries the UI/API port: the one service the router lets the VPC
+# reach at an overlay address (tenant isolation); any other port it refuses itself.
 def test_troublemaker_on_the_subnet_cannot_reach_an_overlay_address(lab: Lab):
     dropped_before = lab.counter("p_mgmt_out")
-    result = lab.tool("tm", "tcp", MGMT.overlay, str(WHOAMI_PORT), "2", check=False, timeout=15)
+    result = lab.tool("tm", "tcp", MGMT.overlay, str(UI_PORT), "2", check=False, timeout=15)
     assert result.returncode != 0, f"the TroubleMaker connected: {result.stdout}"
     # Why: the request came through the router, the reply went straight back over
     # the subnet with the overlay source, and the source/destination check dropped it.
@@ -80,10 +82,10 @@ def test_troublemaker_on_the_subnet_cannot_reach_an_overlay_address(lab: Lab):
 def test_troublemaker_connects_when_the_source_destination_check_is_off(lab: Lab):
     lab.set_srcdst_check("mgmt", enabled=False)
     try:
-        assert greeting(lab, "tm", MGMT.overlay, WHOAMI_PORT) == f"mgmt {TROUBLEMAKER.underlay}"
+        assert greeting(lab, "tm", MGMT.overlay, UI_PORT) == f"mgmt-ui {TROUBLEMAKER.underlay}"
     finally:
         lab.set_srcdst_check("mgmt", enabled=True)
-    result = lab.tool("tm", "tcp", MGMT.overlay, str(WHOAMI_PORT), "2", check=False, timeout=15)
+    result = lab.tool("tm", "tcp", MGMT.overlay, str(UI_PORT), "2", check=False, timeout=15)
     assert result.returncode != 0, "the check is back on, the TroubleMaker must fail again"
 
 

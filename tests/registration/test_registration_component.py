@@ -12,7 +12,10 @@ from components.registration.component import CloudStackRegistration, CloudStack
 
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        return f"{args.name}-id", dict(args.inputs)
+        outs = dict(args.inputs)
+        if "hosts" in outs:   # a cluster's hosts: the provider reports host index → CloudStack id
+            outs["host_ids"] = {str(int(h["index"])): f"{args.name}-{int(h['index'])}" for h in outs["hosts"]}
+        return f"{args.name}-id", outs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
@@ -50,11 +53,12 @@ def short(urn: str) -> str:
 def test_component_declares_children_in_order_with_dependencies(monitor):
     spec = make_spec(17, hosts_per_cluster=16)
     mgmt = Instance("mgmt")
+    database = Instance("rds")
     hosts = {i: Instance(f"kvm-{i}") for i in range(17)}
     reg = CloudStackRegistration("reg", CloudStackRegistrationArgs(
         spec=spec, api_url="http://203.0.113.10:8080/client/api", api_keys_secret_id="/cloudstack-ec2/dev/api-keys",
         region="eu-west-1", efs_dns=pulumi.Output.from_input("fs-1.efs.eu-west-1.amazonaws.com"),
-        host_dependencies=hosts, depends_on=[mgmt]))
+        host_dependencies=hosts, depends_on=[mgmt], guarded=[database]))
 
     def check(_):
         r = monitor.registered
@@ -68,7 +72,7 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
                     "reg-setting-storage-overprovisioning-factor", "reg-setting-host",
                     "reg-setting-management-network-cidr", "reg-setting-migrate-vm-across-clusters",
                     "reg-setting-vr-public-interface-max-mtu", "reg-setting-vr-private-interface-max-mtu",
-                    *{f"reg-host-{i}" for i in range(17)}}
+                    "reg-hosts-0", "reg-hosts-1", "reg-workload-guard"}
         assert set(children) == expected
         for v in children.values():
             assert v["parent"].endswith("cloudstack-ec2:registration:CloudStackRegistration::reg")
@@ -78,16 +82,21 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
         def deps(name):
             return {short(d) for d in children[name]["dependencies"]}
 
-        assert {"reg-cluster-1", "kvm-16", "reg-setting-host"} <= deps("reg-host-16")
-        assert "kvm-3" in deps("reg-host-3") and "kvm-4" not in deps("reg-host-3")
-        assert "reg-host-0" in deps("reg-primary-storage")
+        # one resource per cluster, depending on its hosts' instances (and only those)
+        assert {"reg-cluster-1", "kvm-16", "reg-setting-host"} <= deps("reg-hosts-1")
+        assert "kvm-3" in deps("reg-hosts-0") and "kvm-16" not in deps("reg-hosts-0")
+        assert "kvm-3" not in deps("reg-hosts-1")
+        assert "reg-hosts-0" in deps("reg-primary-storage")
         assert {"reg-cluster-0", "reg-primary-storage"} <= deps("reg-image-store")
         assert {"reg-image-store", "reg-primary-storage"} <= deps("reg-zone-enable")
         assert "reg-zone" in deps("reg-physical-network")
         order = list(r)
         assert order.index("reg-cluster-0") < order.index("reg-image-store")
-        assert order.index("reg-host-0") < order.index("reg-primary-storage")
-        assert order[-1] == "reg-zone-enable"
+        assert order.index("reg-hosts-0") < order.index("reg-primary-storage")
+        assert order[-1] == "reg-workload-guard" and order[-2] == "reg-zone-enable"
+        # the guard depends on every other part of the stack: `pulumi destroy` deletes it first
+        assert {"rds", "reg-zone-enable", "reg-hosts-0", "reg-hosts-1"} <= deps("reg-workload-guard")
+        assert all("rds" not in deps(n) for n in children if n != "reg-workload-guard")
 
     return pulumi.Output.all(*[c.id for c in reg.children.values()]).apply(check)
 
@@ -99,17 +108,17 @@ def test_component_inputs_resolve(monitor):
         spec=spec, api_url="http://x:8080/client/api", api_keys_secret_id="s", region="eu-west-1",
         efs_dns="fs-9.efs"))
     store = reg.children["image-store"]
-    host = reg.children["host-1"]
+    hosts = reg.children["hosts-0"]
 
     def check(args):
         url, cluster, ids = args
         assert url == "nfs://fs-9.efs/zone1/secondary"
         assert cluster == "r2-cluster-0-id"
-        assert ids == {"0": "r2-host-0-id", "1": "r2-host-1-id"}
+        assert ids == {"0": "r2-hosts-0-0", "1": "r2-hosts-0-1"}
         # no secret in the inputs: only where to find it
         assert "secretkey" not in str(monitor.registered)
 
-    return pulumi.Output.all(store.url, host.clusterid, reg.host_ids).apply(check)
+    return pulumi.Output.all(store.url, hosts.clusterid, reg.host_ids).apply(check)
 
 
 def test_unknown_host_dependency_is_refused(monitor):

@@ -26,6 +26,8 @@ def test_clusters_follow_hosts_per_cluster():
     (lambda: ZoneSpec("zone 1", "10.0.0.2", "10.0.0.2", "10.1.1.0/24"), "zone.name"),
     (lambda: ZoneSpec("z", "169.254.169.253", "10.0.0.2", "10.1.1.0/24"), "zone.dns1"),
     (lambda: ZoneSpec("z", "10.0.0.2", "10.0.0.2", "10.1.1.1/24"), "zone.guest_cidr"),
+    (lambda: ZoneSpec("z", "10.0.0.2", "10.0.0.2", "8.8.8.0/24"), "zone.guest_cidr"),       # not private
+    (lambda: ZoneSpec("z", "10.0.0.2", "10.0.0.2", "100.128.0.0/24"), "zone.guest_cidr"),   # past 100.64/10
     (lambda: PodSpec("p", "10.100.0.1", "255.255.0.0", "10.100.64.9", "10.100.64.1"), "pod.start_ip/end_ip"),
     (lambda: PodSpec("p", "10.100.0.1", "255.255.0.0", "10.200.0.1", "10.200.0.9"), "pod.start_ip"),
     (lambda: HostSpec(0, "10.100.0.300", 0, "cloudstack"), "hosts[0].overlay_ip"),
@@ -38,9 +40,17 @@ def test_bad_input_names_the_field_and_value(make, field):
     assert f"{field}=" in str(e.value) and "invalid" in str(e.value)
 
 
+def test_private_guest_cidrs_are_accepted():
+    for cidr in ("10.1.1.0/24", "172.16.5.0/24", "192.168.0.0/24", "100.64.3.0/24"):
+        assert ZoneSpec("z", "10.0.0.2", "10.0.0.2", cidr).guest_cidr == cidr
+
+
 def test_spec_level_checks():
     spec = make_spec(3, hosts_per_cluster=2)
     import dataclasses
+    with pytest.raises(SpecError, match=r"public_range.start_ip/end_ip=.*overlap the pod's reserved system range"):
+        dataclasses.replace(spec, public_range=dataclasses.replace(spec.public_range, start_ip="10.100.64.200",
+                                                                   end_ip="10.100.65.10"))
     with pytest.raises(SpecError, match="cluster_index"):
         dataclasses.replace(spec, hosts=spec.hosts + (HostSpec(9, "10.100.0.99", 7, "u"),))
     with pytest.raises(SpecError, match="overlay addresses must be unique"):
@@ -80,18 +90,23 @@ def test_plan_order_and_dependencies():
     plan = plan_registration(make_spec(20))
     names = [p.name for p in plan]
     idx = names.index
-    assert names[0] == "zone" and names[-1] == "zone-enable"
+    assert names[0] == "zone" and names[-2:] == ["zone-enable", "workload-guard"]
     assert idx("physical-network") < idx("traffic-guest") < idx("provider-virtualrouter") < idx("pod") \
-        < idx("public-range") < idx("cluster-0") < idx("host-0") < idx("primary-storage") < idx("image-store")
-    assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("host-0")
+        < idx("public-range") < idx("cluster-0") < idx("hosts-0") < idx("primary-storage") < idx("image-store")
+    assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("hosts-0")
     by = {p.name: p for p in plan}
-    assert by["host-17"].props["clusterid"] == Ref("cluster-1") and by["host-17"].host_index == 17
-    assert "host-0" in by["primary-storage"].refs()
+    # one resource per cluster, carrying its hosts and depending on their instances
+    assert [n for n in names if n.startswith("host")] == ["hosts-0", "hosts-1"]
+    assert by["hosts-1"].props["clusterid"] == Ref("cluster-1") and by["hosts-1"].host_indexes == (16, 17, 18, 19)
+    assert by["hosts-0"].host_indexes == tuple(range(16))
+    assert by["hosts-1"].props["hosts"][1] == {"index": 17, "ipaddress": "10.100.0.27",
+                                               "instance": Deferred("instance-17")}
+    assert "hosts-0" in by["primary-storage"].refs()
     assert "cluster-0" in by["image-store"].refs()
     assert by["primary-storage"].props["url"] == Deferred("efs_dns", "nfs://", "/zone1/primary")
     assert by["image-store"].props["url"] == Deferred("efs_dns", "nfs://", "/zone1/secondary")
-    host = by["host-3"].props
-    assert host["url"] == "http://10.100.0.13" and host["username"] == "cloudstack" and "password" not in host
+    hosts = by["hosts-0"].props
+    assert hosts["username"] == "cloudstack" and "password" not in hosts
     for p in plan:
         assert p.props["endpoint"] == Deferred("endpoint") and p.props["secret_id"] == Deferred("secret_id")
         assert not any("secretkey" in k or "password" in k for k in p.props)

@@ -10,7 +10,7 @@ from components import catalog
 
 SECRET = "aws:secretsmanager/secret:Secret"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
-HOST_REGISTRATION = "pulumi-python:dynamic/cloudstack:Host"
+HOST_REGISTRATION = "pulumi-python:dynamic/cloudstack:ClusterHosts"   # one per cluster
 CLUSTER_REGISTRATION = "pulumi-python:dynamic/cloudstack:Cluster"
 SECRET_ENV = {
     "CSEC2_SECRET_DB_MASTER": "database-master",
@@ -108,16 +108,17 @@ def test_scaling_changes_only_the_added_or_removed_hosts(scaled, before, after):
     old, new = _host_resources(scaled[before]), _host_resources(scaled[after])
     kept = min(before, after)
     added_or_removed = {k for k in old.keys() ^ new.keys()}
-    # Exactly the hosts above the smaller count appear or disappear: their instance
-    # and their registration, nothing else.
-    expected = {(t, f"{p}{i}") for i in range(kept, max(before, after))
-                for t, p in (("aws:ec2/instance:Instance", "kvm-host-"), (HOST_REGISTRATION, "registration-host-"))}
+    # Exactly the instances above the smaller count appear or disappear, nothing else
+    # (hosts of one cluster share one registration resource).
+    expected = {("aws:ec2/instance:Instance", f"kvm-host-{i}") for i in range(kept, max(before, after))}
     assert added_or_removed == expected
-    # Everything kept — hosts 0..kept-1 above all — has identical inputs, so Pulumi
-    # neither replaces nor updates it (same user data, same overlay address).
+    # Everything kept — hosts 0..kept-1 above all — has identical inputs, so Pulumi neither
+    # replaces nor updates it (same user data, same overlay address); only the cluster's hosts
+    # registration (its host list) and the hosts' role policy (each host may write its own
+    # readiness parameter) are updated in place.
     changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
-    detail = {k: sorted(f for f in old[k].keys() | new[k].keys() if old[k].get(f) != new[k].get(f)) for k in changed}
-    assert changed == [], f"changing hostCount {before}->{after} changes {detail}"
+    assert changed == [("aws:iam/rolePolicy:RolePolicy", "kvm-host-policy"),
+                       (HOST_REGISTRATION, "registration-hosts-0")], changed
     for i in range(kept):
         a = scaled[before].instance(f"kvm-host-{i}")
         b = scaled[after].instance(f"kvm-host-{i}")
@@ -137,21 +138,23 @@ def test_clusters_follow_hosts_per_cluster(deploy):
     clusters = sorted(d.of_type(CLUSTER_REGISTRATION), key=lambda r: r.name)
     assert [c.name for c in clusters] == ["registration-cluster-0", "registration-cluster-1", "registration-cluster-2"]
     by_name = {c.name: c for c in clusters}
+    for c in range(3):
+        reg = d.get(HOST_REGISTRATION, f"registration-hosts-{c}")
+        assert reg.inputs["clusterid"] == by_name[f"registration-cluster-{c}"].id
+        assert [h["ipaddress"] for h in reg.inputs["hosts"]] == \
+            [d.outputs["hosts"][str(i)]["overlayIp"] for i in range(5) if i // 2 == c]
     for i in range(5):
-        reg = d.get(HOST_REGISTRATION, f"registration-host-{i}")
-        assert reg.inputs["clusterid"] == by_name[f"registration-cluster-{i // 2}"].id
-        assert reg.inputs["ipaddress"] == d.outputs["hosts"][str(i)]["overlayIp"]
         assert d.outputs["hosts"][str(i)]["cluster"] == i // 2
 
 
-def test_host_registration_depends_on_its_own_instance(dev):
-    # A scale-in deletes the registration (maintenance, deleteHost) BEFORE the instance.
-    for i, host in enumerate(dev.host_instances()):
-        reg = dev.get(HOST_REGISTRATION, f"registration-host-{i}")
-        assert host.urn in reg.dependencies, f"registration-host-{i} does not wait for {host.name}"
-        others = {h.urn for h in dev.host_instances()} - {host.urn}
-        assert not others & set(reg.dependencies), f"registration-host-{i} depends on other hosts"
-        assert reg.inputs["url"] == f"http://{dev.outputs['hosts'][str(i)]['overlayIp']}"
+def test_host_registration_depends_on_its_own_instances(dev):
+    # A scale-in deregisters the host (an update of its cluster's hosts resource) BEFORE
+    # Pulumi deletes the instance: deletions of resources that left the program come last.
+    reg = dev.get(HOST_REGISTRATION, "registration-hosts-0")
+    for host in dev.host_instances():
+        assert host.urn in reg.dependencies, f"registration-hosts-0 does not wait for {host.name}"
+    assert [h["ipaddress"] for h in reg.inputs["hosts"]] == \
+        [dev.outputs["hosts"][str(i)]["overlayIp"] for i in range(len(dev.host_instances()))]
 
 
 @pytest.mark.parametrize("key,value", [("hostInstanceType", "c5.large"), ("hostInstanceType", "m4.large"),

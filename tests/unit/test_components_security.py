@@ -132,9 +132,13 @@ def test_router_may_only_read_its_forwards(dev):
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     doc = dev.policy_document("kvm-host")
+    # ... and write their own readiness parameters (one exact ARN per host, no wildcard)
+    ready = {("ssm:PutParameter", ssm_arn(dev, f"host-ready/{h.inputs['tags']['OverlayIp']}"))
+             for h in dev.instances() if h.name.startswith("kvm-host-")}
+    assert ready
     assert grants(doc) == {("ssm:GetParameter", ssm_arn(dev, "management-ssh-public-key")),
                            ("ssm:GetParameter", ssm_arn(dev, "cloudstack-version")),
-                           boot_object_grant(dev, "kvm-host")}
+                           boot_object_grant(dev, "kvm-host")} | ready
 
 
 def test_management_server_grants_are_exact(dev):

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECT = "cloudstack-ec2"
 
 CLUSTER_REGISTRATION = "pulumi-python:dynamic/cloudstack:Cluster"
-HOST_REGISTRATION = "pulumi-python:dynamic/cloudstack:Host"
+HOST_REGISTRATION = "pulumi-python:dynamic/cloudstack:ClusterHosts"   # one per cluster
 SETTING_REGISTRATION = "pulumi-python:dynamic/cloudstack:GlobalSetting"
 
 
@@ -134,8 +134,9 @@ def test_mixed_types_split_clusters(changed):
     clusters = {c.name: c for c in changed.of_type(CLUSTER_REGISTRATION)}
     assert sorted(clusters) == ["registration-cluster-0", "registration-cluster-1"]
     for i, cluster in enumerate([0, 0, 1, 1]):
-        reg = changed.get(HOST_REGISTRATION, f"registration-host-{i}")
+        reg = changed.get(HOST_REGISTRATION, f"registration-hosts-{cluster}")
         assert reg.inputs["clusterid"] == clusters[f"registration-cluster-{cluster}"].id
+        assert changed.outputs["hosts"][str(i)]["overlayIp"] in [h["ipaddress"] for h in reg.inputs["hosts"]]
         assert changed.outputs["hosts"][str(i)]["cluster"] == cluster
     assert changed.run.result.host_clusters == (0, 0, 1, 1)
 
@@ -211,3 +212,18 @@ def test_the_mocked_describe_instances_filters_as_the_data_source_does():
     assert ids(instanceTags=tags, instanceStateNames=["running", "stopped"]) == \
         [host_instance(0, "x").id, host_instance(1, "x").id]
     assert len(ids(instanceStateNames=["running"])) == 2
+
+
+def test_plan_report_shows_the_programs_clusters_and_each_hosts_type(changed):
+    # The plan's report reads the program's own answer (existing hosts keep their type).
+    from components.cli import plan_report
+
+    report = plan_report(changed.run, "dev", PROJECT, "us-east-1")
+    assert report["summary"]["clusters"] == 2
+    assert [h["cluster"] for h in report["ipPlan"]["hosts"]] == [0, 0, 1, 1]
+    hosts = {line["item"]: line["quantity"] for line in report["cost"]["lines"] if line["item"].startswith("KVM host")}
+    assert hosts == {"KVM host m5zn.metal": 2, "KVM host c8i.4xlarge": 2}
+    # The vCPU quota counts each host at its own type: 2 x 48 + 2 x 16, router and management on top.
+    (standard,) = [q for q in report["summary"]["vcpusByQuota"] if "2 x m5zn.metal (48)" in q["parts"]]
+    assert "2 x c8i.4xlarge (16)" in standard["parts"]
+    assert standard["vcpus"] == 2 * 48 + 2 * 16 + 2 + 4

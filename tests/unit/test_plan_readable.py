@@ -54,10 +54,12 @@ def test_summary_comes_first_and_counts_right(dev_json, run):
     out = run("plan", "--stack", "dev").stdout
     assert out.index("Summary") < out.index("IP plan") < out.index("Resources per component")
     summary = out[out.index("Summary"):out.index("IP plan")]
-    components = {r["component"] for r in dev_json["resources"]}
+    components = {r["component"] for r in dev_json["resources"]} - {"stack"}
     assert {"Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "KvmHostPool", "RdsCloudDb",
             "EfsStorage", "CloudStackRegistration"} <= components
-    assert f"resources:     {len(dev_json['resources'])} in {len(components)} components" in summary
+    top = sum(1 for r in dev_json["resources"] if r["component"] == "stack")
+    assert f"resources:     {len(dev_json['resources'])} in {len(components)} components" + (
+        f" and {top} of the stack itself" if top else "") in summary
     assert "KVM hosts:     2 x m5zn.metal in 1 cluster(s) of at most 16" in summary
     # router c5n.large 2 + management m6i.xlarge 4 + 2 x m5zn.metal 48 = 102
     assert f'vCPU quota:    102 vCPUs of "{STANDARD}"' in summary

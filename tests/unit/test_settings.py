@@ -279,6 +279,12 @@ def test_guest_cidr_must_not_overlap():
     only_problem("guestCidr", guestCidr="10.100.5.0/24")
 
 
+def test_guest_cidr_must_be_private():
+    # NetUtils.validateGuestCidr: RFC 1918 or RFC 6598 only (checked before anything is created)
+    only_problem("guestCidr", guestCidr="203.0.113.0/24")
+    assert str(parse(guestCidr="100.64.8.0/24").guest_cidr) == "100.64.8.0/24"
+
+
 def test_existing_vpc_needs_subnets():
     found = problems(vpcId="vpc-0123456789abcdef0")
     assert {p.key for p in found} == {"cloudstackSubnetId", "dbSubnetIds", "routeTableIds"}

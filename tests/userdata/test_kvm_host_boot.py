@@ -246,6 +246,23 @@ def test_router_boots_without_secrets_or_waits(machine):
     assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "nftables and chrony are installed"
 
 
+def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(machine):
+    """The registration adds the host only after this parameter (issue 12): it must come after
+    the agent install and the key, as the very last AWS call."""
+    publish_key(machine)
+    seed_apparmor(machine)
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status == 0, r.output
+    calls = machine.calls()
+    ready = f"{PREFIX}/host-ready/{KVM_HOST.overlay.overlay_address.split('/')[0]}"
+    signal = index_of(calls, lambda c: c["cmd"] == "aws" and "put-parameter" in c["args"] and ready in c["args"],
+                      "readiness signalled")
+    assert signal > index_of(calls, is_apt("install", "cloudstack-agent"), "agent install")
+    assert signal > index_of(calls, lambda c: c["cmd"] == "aws" and KEY_PARAM in c["args"], "key fetched")
+    assert signal == max(i for i, c in enumerate(calls) if c["cmd"] == "aws")
+    assert ready in machine.state()["ssm"]
+
+
 # --- the router's forwards to VMs (vmForwards, issue 15) --------------------------------
 
 FORWARDS_PARAM = f"{PREFIX}/router-forwards"
