@@ -84,9 +84,11 @@ class KvmHostPool(pulumi.ComponentResource):
         profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
             parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
             parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)]),
-            # the boot script's last step: <root>/host-ready/<overlay ip> (the registration waits for it)
-            Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/{ip}")
-                                         for _, ip in sorted(args.overlay_ips.items())])],
+            # The boot script's last step: <root>/host-ready/<overlay ip> (the registration
+            # waits for it). One wildcard, not one ARN per host: the hosts share this role, so
+            # per-host ARNs granted nothing more narrow, and they grew the inline policy past
+            # IAM's 10,240 characters at ~98 hosts (aws_constraints.IAM_DOCUMENT_LIMITS).
+            Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/*")])],
             opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
