@@ -26,7 +26,8 @@ from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.node import InstanceSpec
 from components.registration import GlobalSetting, RegistrationSpec, Timeouts, build_spec, clusters_for
-from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs, stack_aws_identity
+from components.registration.component import (CloudStackRegistration, CloudStackRegistrationArgs, stack_aws_identity,
+                                               stack_aws_problems)
 from components.router import OverlayRouter, OverlayRouterArgs
 from components.settings import Problem, Settings, SettingsError, choose_availability_zones
 from components.storage import EfsStorage, EfsStorageArgs
@@ -154,6 +155,7 @@ def build() -> Deployment:
     previous = read_deployed()
     problems, warnings = regions.check_region(aws.get_region().region)
     problems += deployed_state.check_changes(settings, previous)
+    problems += stack_aws_problems()
     if problems:
         raise SettingsError(problems)
     for warning in warnings:
