@@ -164,7 +164,8 @@ def build() -> Deployment:
     zones = availability_zones(settings, check_existing_network(settings) or previous.availability_zone)
     stack = pulumi.get_stack()
     host_types = plan_host_types(settings.host_count, settings.host_instance_type,
-                                 existing_host_types(naming.PROJECT, stack), lookup_instance_type)
+                                 existing_host_types(naming.PROJECT, stack, previous.parameter_root),
+                                 lookup_instance_type)
     return declare(settings, stack, zones, previous, host_types)
 
 
