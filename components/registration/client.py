@@ -439,7 +439,7 @@ def aws_session(identity: Mapping[str, Any] | None, region: str) -> Any:
                                                              method="assume-role")
             # Assume the whole chain now: a role that cannot be assumed fails here, not mid-run.
             credentials.get_frozen_credentials()
-            chained = botocore.session.Session()
+            chained = botocore.session.Session(profile=profile)
             # botocore has no public setter; boto3's own role profiles end up the same way.
             chained._credentials = credentials
             session = boto3.Session(botocore_session=chained, region_name=region)
