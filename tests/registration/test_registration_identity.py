@@ -189,3 +189,22 @@ def test_denied_credentials_fail_at_once(emulator, monkeypatch):
     with pytest.raises(RegistrationError, match="credentials of the registration may not read the API keys"):
         Engine(emulator.url, SECRET_ID, REGION).up(make_spec(1, timeouts=PATIENT))
     assert time.monotonic() - start < 5
+
+
+def test_the_chain_starts_from_the_stacks_profile(aws, no_ambient_credentials, monkeypatch):
+    (no_ambient_credentials / "credentials").write_text("[stackprof]\naws_access_key_id = AKIAPROFILE0000\n"
+                                                        "aws_secret_access_key = testing\n")
+    from botocore.credentials import AssumeRoleCredentialFetcher
+
+    sources = []
+    real = AssumeRoleCredentialFetcher._create_client
+
+    def recording(self):
+        sources.append(self._source_credentials.get_frozen_credentials().access_key)
+        return real(self)
+
+    monkeypatch.setattr(AssumeRoleCredentialFetcher, "_create_client", recording)
+    session = client.aws_session(identity_from_config("stackprof", CHAIN[:1]), REGION)
+    assert session.client("sts").get_caller_identity()["Arn"].startswith(
+        "arn:aws:sts::123456789012:assumed-role/deployer/")
+    assert sources == ["AKIAPROFILE0000"]
