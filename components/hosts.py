@@ -85,6 +85,8 @@ class KvmHostPoolArgs:
     overlay_ips: Mapping[int, str]
     #: host index -> boot script (base64 user data).
     render_user_data: Callable[[int], pulumi.Input[str]]
+    #: ARN of the KVM host script object in the boot-script bucket (BootScriptBucket.object_arn).
+    boot_script_arn: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
     #: Create/update/delete timeout: metal instances can take more than 20 minutes to
     #: start (or stop), and the provider gives up after 10 by default.
@@ -118,7 +120,8 @@ class KvmHostPool(pulumi.ComponentResource):
             # waits for it). One wildcard, not one ARN per host: the hosts share this role, so
             # per-host ARNs granted nothing more narrow, and they grew the inline policy past
             # IAM's 10,240 characters at ~98 hosts (aws_constraints.IAM_DOCUMENT_LIMITS).
-            Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/*")])],
+            Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/*")]),
+            Grant(["s3:GetObject"], [args.boot_script_arn])],
             opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
