@@ -13,28 +13,57 @@ from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, i
                              parameter_arn)
 
 
-#: The Role tag of every KVM host instance (with Project, Stack and HostIndex).
+#: The Role tag of every KVM host instance (with Project, Stack, Deployment and HostIndex).
 HOST_ROLE = "cloudstack-kvm-host"
+#: The tag that tells deployments of one stack name apart: the deployment's SSM parameter
+#: root (naming.parameter_root), unique per deployment in an account and region.
+DEPLOYMENT_TAG = "Deployment"
 #: Instance states in which a host instance still exists (and keeps its type).
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
-def existing_host_types(project: str, stack: str) -> dict[int, str]:
-    """host index -> instance type of the stack's KVM host instances that exist now, as
-    AWS reports them (DescribeInstances by the hosts' tags). Hosts keep the type they
-    were created with, whatever `hostInstanceType` says today; this is how the program
-    knows them, under `pulumi up` and `preview` alike (offline: the mocks' instances).
+def host_filter(project: str, stack: str, parameter_root: str) -> Optional[tuple[dict[str, str], bool]]:
+    """How to find this deployment's KVM host instances: (tags every one carries, whether
+    instances without a Deployment tag are ours too), or None: nothing to look up.
+
+    - no root (the stack's first run): no host of this deployment exists yet; any host of
+      the stack name belongs to another deployment;
+    - the legacy root `/cloudstack-ec2/<stack>` (deployed before the deployment id): its
+      hosts were created without the tag (they get it on this run), and a deployment with
+      a random root tags every host, so untagged hosts and hosts tagged with this root are
+      ours;
+    - a random root: hosts tagged with it."""
+    if not parameter_root:
+        return None
+    tags = {"Project": project, "Stack": stack, "Role": HOST_ROLE}
+    if parameter_root == naming.stack_prefix(stack):
+        return tags, True
+    return {**tags, DEPLOYMENT_TAG: parameter_root}, False
+
+
+def existing_host_types(project: str, stack: str, parameter_root: str) -> dict[int, str]:
+    """host index -> instance type of this deployment's KVM host instances that exist now,
+    as AWS reports them (DescribeInstances by the hosts' tags, host_filter; `parameter_root`
+    is the previous run's, "" on the first run). Hosts keep the type they were created
+    with, whatever `hostInstanceType` says today; this is how the program knows them, under
+    `pulumi up` and `preview` alike (offline: the mocks' instances). Hosts of another
+    deployment with the same stack name (issue 9 item 6) are not ours.
     Raises SettingsError when two live instances claim one host index with different types."""
     from components.settings import Problem, SettingsError
 
-    found = aws.ec2.get_instances(
-        instance_tags={"Project": project, "Stack": stack, "Role": HOST_ROLE},
-        instance_state_names=list(LIVE_STATES))
+    how = host_filter(project, stack, parameter_root)
+    if how is None:
+        return {}
+    tags, untagged_too = how
+    found = aws.ec2.get_instances(instance_tags=tags, instance_state_names=list(LIVE_STATES))
     types: dict[int, str] = {}
     owners: dict[int, str] = {}
     for instance_id in sorted(found.ids or []):
         instance = aws.ec2.get_instance(instance_id=instance_id)
-        text = (instance.tags or {}).get("HostIndex", "")
+        instance_tags = instance.tags or {}
+        if instance_tags.get(DEPLOYMENT_TAG, parameter_root if untagged_too else None) != parameter_root:
+            continue   # another deployment's host
+        text = instance_tags.get("HostIndex", "")
         if not text.isdigit():
             continue
         index = int(text)
@@ -42,7 +71,8 @@ def existing_host_types(project: str, stack: str) -> dict[int, str]:
             raise SettingsError([Problem(
                 "hostInstanceType", instance.instance_type,
                 f"instances {owners[index]} ({types[index]}) and {instance_id} ({instance.instance_type}) both carry "
-                f"HostIndex={index} in stack {stack}: terminate the one Pulumi does not manage, then re-run")])
+                f"HostIndex={index} in deployment {parameter_root} of stack {stack}: terminate the one Pulumi does "
+                f"not manage, then re-run")])
         types[index], owners[index] = instance.instance_type, instance_id
     return types
 
@@ -86,9 +116,11 @@ class KvmHostPool(pulumi.ComponentResource):
         profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
             parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
             parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)]),
-            # the boot script's last step: <root>/host-ready/<overlay ip> (the registration waits for it)
-            Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/{ip}")
-                                         for _, ip in sorted(args.overlay_ips.items())]),
+            # The boot script's last step: <root>/host-ready/<overlay ip> (the registration
+            # waits for it). One wildcard, not one ARN per host: the hosts share this role, so
+            # per-host ARNs granted nothing more narrow, and they grew the inline policy past
+            # IAM's 10,240 characters at ~98 hosts (aws_constraints.IAM_DOCUMENT_LIMITS).
+            Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/*")]),
             Grant(["s3:GetObject"], [args.boot_script_arn])],
             opts=child, tags=tags)
 
@@ -98,7 +130,8 @@ class KvmHostPool(pulumi.ComponentResource):
                 spec=args.host_instances.get(index, args.instance), user_data_base64=args.render_user_data(index),
                 instance_profile=profile.name, pin_instance_type=True,
                 custom_timeouts=minutes_timeouts(args.timeout_minutes),
-                tags={**tags, "Role": HOST_ROLE, "HostIndex": str(index), "OverlayIp": overlay_ip}),
+                tags={**tags, "Role": HOST_ROLE, DEPLOYMENT_TAG: root, "HostIndex": str(index),
+                      "OverlayIp": overlay_ip}),
                 child)
 
         self.hosts = {

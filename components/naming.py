@@ -76,7 +76,9 @@ def parameter_name(stack: str, which: str, deployment_id: str = "") -> str:
 
 
 def parameter_under(root: str, which: str) -> str:
-    """`<root>/<which>` for one of PARAMETERS, given a root from parameter_root()."""
+    """`<root>/<which>` for one of PARAMETERS, given a root from parameter_root(), or
+    `host-ready/<overlay ip>` / `host-ready/*` (the latter only in IAM resources: every
+    host's readiness parameter)."""
     if which not in PARAMETERS and not which.startswith(f"{HOST_READY}/"):
         raise ValueError(f"parameter {which!r} is not one of {', '.join(PARAMETERS)}")
     return f"{root}/{which}"

@@ -27,7 +27,8 @@ from components.management import ManagementServer, ManagementServerArgs
 from components.multicast import MulticastDomain, MulticastDomainArgs
 from components.node import InstanceSpec
 from components.registration import GlobalSetting, RegistrationSpec, Timeouts, build_spec, clusters_for
-from components.registration.component import CloudStackRegistration, CloudStackRegistrationArgs, stack_aws_identity
+from components.registration.component import (CloudStackRegistration, CloudStackRegistrationArgs, stack_aws_identity,
+                                               stack_aws_problems)
 from components.router import OverlayRouter, OverlayRouterArgs
 from components.settings import Problem, Settings, SettingsError, choose_availability_zones
 from components.storage import EfsStorage, EfsStorageArgs
@@ -155,6 +156,7 @@ def build() -> Deployment:
     previous = read_deployed()
     problems, warnings = regions.check_region(aws.get_region().region)
     problems += deployed_state.check_changes(settings, previous)
+    problems += stack_aws_problems()
     if problems:
         raise SettingsError(problems)
     for warning in warnings:
@@ -163,7 +165,8 @@ def build() -> Deployment:
     zones = availability_zones(settings, check_existing_network(settings) or previous.availability_zone)
     stack = pulumi.get_stack()
     host_types = plan_host_types(settings.host_count, settings.host_instance_type,
-                                 existing_host_types(naming.PROJECT, stack), lookup_instance_type)
+                                 existing_host_types(naming.PROJECT, stack, previous.parameter_root),
+                                 lookup_instance_type)
     return declare(settings, stack, zones, previous, host_types)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -301,58 +302,153 @@ _SESSIONS: dict[tuple, Any] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
-#: The parts of the stack's `aws:` config the registration uses: none of them is a secret
-#: (aws:accessKey/secretKey/token are never copied into resource inputs).
-IDENTITY_KEYS = ("profile", "roleArn", "externalId", "sessionName", "durationSeconds")
+#: The non-secret keys of one `aws:assumeRoles` entry (pulumi-aws 7's provider config,
+#: pulumi_aws/config/outputs.py AssumeRoles; terraform-provider-aws's assume_role block)
+#: that the registration passes on, and the AssumeRole parameter each becomes (STS API
+#: reference, AssumeRole). aws:accessKey/secretKey/token are never copied into inputs.
+ASSUME_ROLE_KEYS = {"roleArn": "RoleArn", "sessionName": "RoleSessionName", "externalId": "ExternalId",
+                    "duration": "DurationSeconds", "policy": "Policy", "policyArns": "PolicyArns",
+                    "sourceIdentity": "SourceIdentity", "tags": "Tags", "transitiveTagKeys": "TransitiveTagKeys"}
+#: Session name when an entry has none (botocore would invent a timestamped one).
+DEFAULT_SESSION_NAME = "cloudstack-ec2-registration"
+#: pulumi-aws's documented range for `duration`: "between 15 minutes and 12 hours".
+DURATION_RANGE = (15 * 60, 12 * 3600)
+#: Go's time.ParseDuration units (what pulumi-aws's `duration` string is parsed with), in seconds.
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
 
 
-def identity_from_config(profile: str | None, assume_role: Mapping[str, Any] | None) -> dict[str, Any]:
-    """{"profile", "roleArn", ...} from aws:profile and aws:assumeRole (its non-secret keys)."""
+def duration_seconds(text: str) -> int:
+    """Seconds of a Go duration string ("1h", "90m", "1h30m", "3600s"), as pulumi-aws reads
+    `aws:assumeRoles[].duration`. Raises ValueError for anything else."""
+    text = str(text).strip()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ValueError(f"duration {text!r} is not a Go duration such as \"1h\", \"90m\" or \"1h30m\"")
+    return int(total)
+
+
+def identity_problems(assume_roles: Any, legacy_assume_role: Any) -> list[tuple[str, Any, str]]:
+    """(key, value, message) for each `aws:` setting the registration cannot use: the
+    pulumi-aws 6 key `aws:assumeRole` (pulumi-aws 7 replaced it with the list
+    `aws:assumeRoles`), an entry without roleArn, a duration that is not a Go duration
+    between 15 minutes and 12 hours."""
+    problems: list[tuple[str, Any, str]] = []
+    if legacy_assume_role not in (None, "", {}):
+        role = legacy_assume_role.get("roleArn") if isinstance(legacy_assume_role, Mapping) else legacy_assume_role
+        problems.append(("aws:assumeRole", role,
+                         "pulumi-aws 7 (what this project uses) no longer reads aws:assumeRole: set aws:assumeRoles, a "
+                         "list of {roleArn, sessionName, externalId, duration (e.g. \"1h\"), policy, ...} assumed in "
+                         "order, e.g. `pulumi config rm aws:assumeRole && pulumi config set --path "
+                         "'aws:assumeRoles[0].roleArn' <role arn>`"))
+    if assume_roles in (None, ""):
+        return problems
+    if not isinstance(assume_roles, (list, tuple)):
+        return problems + [("aws:assumeRoles", assume_roles, "must be a list of {roleArn, sessionName, externalId, "
+                                                             "duration, ...} objects")]
+    for i, role in enumerate(assume_roles):
+        key = f"aws:assumeRoles[{i}]"
+        if not isinstance(role, Mapping) or not role.get("roleArn"):
+            problems.append((key, role, "needs roleArn (the ARN of the IAM role to assume)"))
+            continue
+        if role.get("duration") not in (None, ""):
+            try:
+                seconds = duration_seconds(role["duration"])
+            except ValueError as e:
+                problems.append((f"{key}.duration", role["duration"], str(e)))
+                continue
+            if not DURATION_RANGE[0] <= seconds <= DURATION_RANGE[1]:
+                problems.append((f"{key}.duration", role["duration"],
+                                 "must be between 15 minutes and 12 hours (pulumi-aws, STS AssumeRole)"))
+    return problems
+
+
+def identity_from_config(profile: str | None, assume_roles: Any) -> dict[str, Any]:
+    """{"profile": ..., "assumeRoles": [{"roleArn", ...}, ...]} from aws:profile and
+    aws:assumeRoles (only the keys of ASSUME_ROLE_KEYS; check identity_problems first)."""
     out: dict[str, Any] = {"profile": profile} if profile else {}
-    for k in IDENTITY_KEYS[1:]:
-        v = (assume_role or {}).get(k)
-        if v not in (None, ""):
-            out[k] = v
+    roles = [{k: v for k, v in role.items() if k in ASSUME_ROLE_KEYS and v not in (None, "", [], {})}
+             for role in (assume_roles or []) if isinstance(role, Mapping)]
+    if roles:
+        out["assumeRoles"] = roles
     return out
+
+
+def assume_role_args(role: Mapping[str, Any]) -> dict[str, Any]:
+    """The AssumeRole parameters (other than RoleArn) of one aws:assumeRoles entry."""
+    args: dict[str, Any] = {"RoleSessionName": role.get("sessionName") or DEFAULT_SESSION_NAME}
+    for key, param in ASSUME_ROLE_KEYS.items():
+        value = role.get(key)
+        if key in ("roleArn", "sessionName") or value in (None, "", [], {}):
+            continue
+        if key == "duration":
+            value = duration_seconds(value)
+        elif key == "policyArns":
+            value = [{"arn": arn} for arn in value]
+        elif key == "tags":
+            value = [{"Key": k, "Value": v} for k, v in sorted(value.items())]
+        args[param] = value
+    return args
 
 
 def aws_session(identity: Mapping[str, Any] | None, region: str) -> Any:
     """A boto3 session with the stack's AWS identity: `identity` holds the non-secret parts
-    of the stack's `aws:` config (profile; assumeRole's roleArn, externalId, sessionName,
-    durationSeconds), so the registration acts as the same principal as the rest of the
-    stack instead of boto3's defaults. Raises RegistrationError naming credentials."""
+    of the stack's `aws:` config (profile; the aws:assumeRoles chain), so the registration
+    acts as the same principal as the rest of the stack instead of boto3's defaults. Each
+    role is assumed with the previous one's credentials, as pulumi-aws 7 chains them; the
+    credentials refresh themselves before they expire (botocore's
+    DeferredRefreshableCredentials, as boto3 does for a profile with role_arn), because the
+    registration can run longer than an STS session (1 hour by default). Raises
+    RegistrationError naming credentials, a profile or a role."""
     import boto3
+    import botocore.session
+    from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
     from botocore.exceptions import BotoCoreError, ClientError
 
     identity = dict(identity or {})
-    key = (region, tuple(sorted((k, str(v)) for k, v in identity.items())))
+    if identity.get("roleArn"):
+        # The inputs of a registration declared with pulumi-aws 6's single aws:assumeRole.
+        raise RegistrationError(f"the registration got the role {identity['roleArn']} of aws:assumeRole, which "
+                                f"pulumi-aws 7 no longer reads: set aws:assumeRoles (a list of {{roleArn, ...}}) "
+                                f"and run `pulumi up` again")
+    roles = list(identity.get("assumeRoles") or [])
+    key = (region, json.dumps(identity, sort_keys=True, default=str))
     with _SESSIONS_LOCK:
         if key in _SESSIONS:
             return _SESSIONS[key]
     profile = identity.get("profile") or None
     try:
-        role = identity.get("roleArn")
         # boto3's default session when nothing is configured (it has loaded its models already)
-        session = boto3.Session(profile_name=profile, region_name=region) if profile or role else \
+        session = boto3.Session(profile_name=profile, region_name=region) if profile or roles else \
             boto3._get_default_session()
-        if role:
-            args = {"RoleArn": role, "RoleSessionName": identity.get("sessionName") or "cloudstack-ec2-registration"}
-            if identity.get("externalId"):
-                args["ExternalId"] = identity["externalId"]
-            if identity.get("durationSeconds"):
-                args["DurationSeconds"] = int(identity["durationSeconds"])
-            creds = session.client("sts").assume_role(**args)["Credentials"]
-            session = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
-                                    aws_secret_access_key=creds["SecretAccessKey"],
-                                    aws_session_token=creds["SessionToken"], region_name=region)
-        if session.get_credentials() is None:
+        credentials = session.get_credentials()
+        if credentials is None:
             raise RegistrationError(
                 f"the registration has no AWS credentials (profile {profile or 'default'}, region {region}): set "
                 f"aws:profile in the stack config or the AWS_* environment variables, as for the rest of the stack")
+        if roles:
+            for role in roles:
+                fetcher = AssumeRoleCredentialFetcher(session._session.create_client, credentials, role["roleArn"],
+                                                      extra_args=assume_role_args(role))
+                credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
+                                                             method="assume-role")
+            # Assume the whole chain now: a role that cannot be assumed fails here, not mid-run.
+            credentials.get_frozen_credentials()
+            chained = botocore.session.Session(profile=profile)
+            # botocore has no public setter; boto3's own role profiles end up the same way.
+            chained._credentials = credentials
+            session = boto3.Session(botocore_session=chained, region_name=region)
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
-        raise RegistrationError(f"the registration cannot assume {identity.get('roleArn')} (aws:assumeRole) with "
-                                f"the credentials of profile {profile or 'default'}: {code}") from None
+        arns = " -> ".join(r["roleArn"] for r in roles)
+        raise RegistrationError(f"the registration cannot assume the role chain {arns} (aws:assumeRoles) with "
+                                f"the credentials of profile {profile or 'default'}: {code}: "
+                                f"{e.response.get('Error', {}).get('Message', '')}") from None
     except BotoCoreError as e:
         raise RegistrationError(f"the registration cannot use the AWS credentials of profile "
                                 f"{profile or 'default'}: {e}") from None
@@ -383,7 +479,7 @@ def read_api_keys(secret_id: str, region: str, timeouts: Timeouts,
             if code in CREDENTIAL_ERRORS:
                 raise RegistrationError(
                     f"the AWS credentials of the registration may not read the API keys secret {secret_id!r} in "
-                    f"{region}: {code}. It uses the stack's identity (aws:profile, aws:assumeRole); that principal "
+                    f"{region}: {code}. It uses the stack's identity (aws:profile, aws:assumeRoles); that principal "
                     f"needs secretsmanager:GetSecretValue on it") from None
             if code not in ("ResourceNotFoundException", "ThrottlingException", "InternalServiceError"):
                 raise RegistrationError(f"cannot read the API keys secret {secret_id!r} in {region}: {code} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -29,9 +30,10 @@ class CloudStackRegistrationArgs:
     host_dependencies: Mapping[int, pulumi.Resource] = field(default_factory=dict)
     #: e.g. the management server instance; applied to every child.
     depends_on: Sequence[pulumi.Resource] = ()
-    #: The stack's AWS identity, non-secret parts only: {"profile", "roleArn", "externalId",
-    #: "sessionName", "durationSeconds"} (from aws:profile / aws:assumeRole); the provider
-    #: reads the API keys and the hosts' readiness with it. Empty: boto3's defaults.
+    #: The stack's AWS identity, non-secret parts only: {"profile", "assumeRoles": [{"roleArn",
+    #: "externalId", "sessionName", "duration", ...}]} (from aws:profile / aws:assumeRoles,
+    #: client.identity_from_config); the provider reads the API keys and the hosts'
+    #: readiness with it. Empty: boto3's defaults.
     aws_identity: Mapping[str, Any] = field(default_factory=dict)
     #: SSM path under which each host's boot script signals it is ready for addHost
     #: (`<prefix>/host-ready`; the parameter is `<this>/<overlay ip>`). Empty: do not wait.
@@ -42,12 +44,36 @@ class CloudStackRegistrationArgs:
 
 
 def stack_aws_identity() -> dict[str, Any]:
-    """The stack's AWS identity for the provider: aws:profile and aws:assumeRole (non-secret
-    keys); aws:region is the `region` argument."""
+    """The stack's AWS identity for the provider: aws:profile and the aws:assumeRoles chain
+    (non-secret keys); aws:region is the `region` argument. Check stack_aws_problems first."""
     from .client import identity_from_config
 
     config = pulumi.Config("aws")
-    return identity_from_config(config.get("profile"), config.get_object("assumeRole"))
+    return identity_from_config(config.get("profile"), config.get_object("assumeRoles"))
+
+
+def stack_aws_problems() -> list:
+    """settings.Problem for each `aws:` setting the registration cannot use (the old
+    aws:assumeRole key, a malformed aws:assumeRoles entry): reported with the stack's other
+    problems, before anything is created."""
+    from components.settings import Problem
+
+    from .client import identity_problems
+
+    config = pulumi.Config("aws")
+    return [Problem(key, value, message) for key, value, message in
+            identity_problems(_config_value(config, "assumeRoles"), _config_value(config, "assumeRole"))]
+
+
+def _config_value(config: pulumi.Config, key: str) -> Any:
+    """The key's object (JSON), or its text when it is not JSON (a plain role ARN)."""
+    text = config.get(key)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 class CloudStackRegistration(pulumi.ComponentResource):

@@ -187,7 +187,7 @@ def host_signalled_ready(props: Props, h: Props) -> bool:
         if code in CREDENTIAL_ERRORS:
             raise RegistrationError(f"the AWS credentials of the registration may not read {name} or describe "
                                     f"instance {h.get('instance')} ({code}): it uses the stack's identity "
-                                    f"(aws:profile, aws:assumeRole), which needs ssm:GetParameter and "
+                                    f"(aws:profile, aws:assumeRoles), which needs ssm:GetParameter and "
                                     f"ec2:DescribeInstances") from None
         return False   # ParameterNotFound: not ready yet; throttling, a new instance id: ask again
     except (BotoCoreError, IndexError, KeyError):

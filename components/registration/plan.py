@@ -64,7 +64,7 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         "secret_id": Deferred("secret_id"),
         "region": Deferred("region"),
         "timeouts": spec.timeouts.as_dict(),
-        # the stack's AWS identity (profile, assumeRole without secrets) for Secrets Manager / SSM
+        # the stack's AWS identity (profile, assumeRoles without secrets) for Secrets Manager / SSM
         "aws": Deferred("aws"),
     }
     z, pn, pod, pub, st = spec.zone, spec.physical_network, spec.pod, spec.public_range, spec.storage

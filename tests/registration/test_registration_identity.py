@@ -1,4 +1,5 @@
-"""The registration uses the stack's AWS identity (aws:profile, aws:assumeRole), and missing
+"""The registration uses the stack's AWS identity (aws:profile, pulumi-aws 7's aws:assumeRoles
+chain, with credentials that refresh themselves), and missing
 or denied credentials fail at once with a message about credentials (issue 9, item 10)."""
 
 from __future__ import annotations
@@ -30,10 +31,33 @@ def no_ambient_credentials(monkeypatch, tmp_path):
 
 
 def test_identity_takes_only_the_non_secret_parts_of_the_aws_config():
-    assert identity_from_config("ops", {"roleArn": "arn:aws:iam::1:role/r", "sessionName": "s", "externalId": "e",
-                                        "policy": "{}", "accessKey": "AKIA..."}) == \
-        {"profile": "ops", "roleArn": "arn:aws:iam::1:role/r", "sessionName": "s", "externalId": "e"}
+    roles = [{"roleArn": "arn:aws:iam::1:role/a", "sessionName": "s", "externalId": "e", "duration": "1h",
+              "accessKey": "AKIA...", "secretKey": "x"},
+             {"roleArn": "arn:aws:iam::2:role/b", "policy": "{}"}]
+    assert identity_from_config("ops", roles) == {
+        "profile": "ops",
+        "assumeRoles": [{"roleArn": "arn:aws:iam::1:role/a", "sessionName": "s", "externalId": "e", "duration": "1h"},
+                        {"roleArn": "arn:aws:iam::2:role/b", "policy": "{}"}]}
     assert identity_from_config(None, None) == {}
+
+
+@pytest.mark.parametrize("text,seconds", [("1h", 3600), ("15m", 900), ("1h30m", 5400), ("3600s", 3600),
+                                          ("1.5h", 5400), ("12h", 43200)])
+def test_durations_are_read_as_go_durations(text, seconds):
+    assert client.duration_seconds(text) == seconds
+
+
+def test_the_old_assume_role_key_and_bad_entries_are_named():
+    problems = client.identity_problems(None, {"roleArn": "arn:aws:iam::1:role/old"})
+    assert [(k, v) for k, v, _ in problems] == [("aws:assumeRole", "arn:aws:iam::1:role/old")]
+    assert "aws:assumeRoles" in problems[0][2]
+    bad = client.identity_problems([{"roleArn": "arn:aws:iam::1:role/a", "duration": "3600"},
+                                    {"sessionName": "x"}, {"roleArn": "arn:aws:iam::1:role/c", "duration": "13h"}],
+                                   None)
+    assert [k for k, _, _ in bad] == ["aws:assumeRoles[0].duration", "aws:assumeRoles[1]",
+                                      "aws:assumeRoles[2].duration"]
+    assert client.identity_problems({"roleArn": "arn"}, None)[0][0] == "aws:assumeRoles"
+    assert client.identity_problems([{"roleArn": "arn:aws:iam::1:role/a", "duration": "1h"}], None) == []
 
 
 def test_missing_credentials_fail_at_once(emulator, no_ambient_credentials):
@@ -60,26 +84,90 @@ def test_the_stacks_profile_is_used(aws, emulator, no_ambient_credentials):
         engine2.up(make_spec(1, timeouts=PATIENT))
 
 
-def test_the_stacks_assume_role_is_used(emulator, api_secret, monkeypatch):
-    assumed = []
-    real = boto3.Session.client
+def _assume_role_calls(monkeypatch) -> list[tuple[str, str, dict]]:
+    """Record every STS AssumeRole botocore sends: (role, caller identity of the credentials
+    it is sent with, parameters)."""
+    from botocore.credentials import AssumeRoleCredentialFetcher
 
-    def spying(self, service, *a, **kw):
-        c = real(self, service, *a, **kw)
-        if service == "sts":
-            orig = c.assume_role
+    calls: list[tuple[str, str, dict]] = []
+    real = AssumeRoleCredentialFetcher._get_credentials
 
-            def assume_role(**args):
-                assumed.append(args)
-                return orig(**args)
-            c.assume_role = assume_role
-        return c
-    monkeypatch.setattr(boto3.Session, "client", spying)
+    def spying(self):
+        source = self._source_credentials.get_frozen_credentials()
+        caller = boto3.client("sts", region_name=REGION, aws_access_key_id=source.access_key,
+                              aws_secret_access_key=source.secret_key,
+                              aws_session_token=source.token).get_caller_identity()["Arn"]
+        kwargs = self._assume_role_kwargs()
+        calls.append((kwargs["RoleArn"], caller, {k: v for k, v in kwargs.items() if k != "RoleArn"}))
+        return real(self)
+
+    monkeypatch.setattr(AssumeRoleCredentialFetcher, "_get_credentials", spying)
+    return calls
+
+
+#: Both roles in moto's one account (it keeps the API-keys secret per account).
+CHAIN = [{"roleArn": "arn:aws:iam::123456789012:role/deployer", "externalId": "x-1", "duration": "1h"},
+         {"roleArn": "arn:aws:iam::123456789012:role/cloudstack", "sessionName": "ops", "duration": "30m",
+          "tags": {"team": "cloud"}}]
+
+
+def test_the_stacks_assume_roles_are_chained(emulator, api_secret, monkeypatch):
+    # pulumi-aws 7: aws:assumeRoles, each role assumed with the previous one's credentials.
+    calls = _assume_role_calls(monkeypatch)
     engine = Engine(emulator.url, api_secret, REGION)
-    engine.deferred["aws"] = {"roleArn": "arn:aws:iam::123456789012:role/deployer", "externalId": "x-1"}
-    engine.up(make_spec(1, timeouts=FAST))
-    assert assumed == [{"RoleArn": "arn:aws:iam::123456789012:role/deployer",
-                        "RoleSessionName": "cloudstack-ec2-registration", "ExternalId": "x-1"}]
+    engine.deferred["aws"] = identity_from_config(None, CHAIN)
+    engine.up(make_spec(1, timeouts=FAST))   # reads the API keys as the last role of the chain
+    assert len(emulator.hosts) == 1
+    session = client.aws_session(engine.deferred["aws"], REGION)
+    assert session.client("sts").get_caller_identity()["Arn"] == \
+        "arn:aws:sts::123456789012:assumed-role/cloudstack/ops"
+    assert [(role, caller) for role, caller, _ in calls] == [
+        ("arn:aws:iam::123456789012:role/deployer", "arn:aws:sts::123456789012:user/moto"),
+        ("arn:aws:iam::123456789012:role/cloudstack",
+         "arn:aws:sts::123456789012:assumed-role/deployer/cloudstack-ec2-registration")]
+    assert calls[0][2] == {"RoleSessionName": "cloudstack-ec2-registration", "ExternalId": "x-1",
+                           "DurationSeconds": 3600}
+    assert calls[1][2] == {"RoleSessionName": "ops", "DurationSeconds": 1800,
+                           "Tags": [{"Key": "team", "Value": "cloud"}]}
+
+
+def test_assumed_credentials_are_renewed_before_they_expire(aws, monkeypatch):
+    # The registration can wait longer than an STS session lasts (1 hour by default).
+    import datetime
+
+    import botocore.credentials
+
+    calls = _assume_role_calls(monkeypatch)
+    session = client.aws_session(identity_from_config(None, CHAIN[:1]), REGION)
+    first = session.get_credentials().get_frozen_credentials().access_key
+    assert len(calls) == 1
+    # 50 minutes later, 10 minutes before the 1-hour session ends (botocore asks _local_now
+    # at run time; the session's credentials hold the clock they were made with). moto's
+    # new credentials expire an hour after the real now, so they are again near their end.
+    later = botocore.credentials._local_now() + datetime.timedelta(minutes=50)
+    monkeypatch.setattr(botocore.credentials, "_local_now", lambda: later)
+    session.get_credentials()._time_fetcher = lambda: later
+    assert session.client("sts").get_caller_identity()["Arn"].startswith(
+        "arn:aws:sts::123456789012:assumed-role/deployer/")
+    assert len(calls) >= 2 and session.get_credentials().get_frozen_credentials().access_key != first
+
+
+def test_a_role_that_cannot_be_assumed_is_named(aws, monkeypatch):
+    from botocore.credentials import AssumeRoleCredentialFetcher
+    from botocore.exceptions import ClientError
+
+    def denied(self):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized to perform sts:AssumeRole"}},
+                          "AssumeRole")
+
+    monkeypatch.setattr(AssumeRoleCredentialFetcher, "_get_credentials", denied)
+    with pytest.raises(RegistrationError, match="deployer -> .*cloudstack \\(aws:assumeRoles\\).*AccessDenied"):
+        client.aws_session(identity_from_config(None, CHAIN), REGION)
+
+
+def test_inputs_of_the_old_assume_role_key_are_refused_naming_the_new_one(aws):
+    with pytest.raises(RegistrationError, match="aws:assumeRoles"):
+        client.aws_session({"roleArn": "arn:aws:iam::123456789012:role/deployer"}, REGION)
 
 
 def test_denied_credentials_fail_at_once(emulator, monkeypatch):
@@ -101,3 +189,22 @@ def test_denied_credentials_fail_at_once(emulator, monkeypatch):
     with pytest.raises(RegistrationError, match="credentials of the registration may not read the API keys"):
         Engine(emulator.url, SECRET_ID, REGION).up(make_spec(1, timeouts=PATIENT))
     assert time.monotonic() - start < 5
+
+
+def test_the_chain_starts_from_the_stacks_profile(aws, no_ambient_credentials, monkeypatch):
+    (no_ambient_credentials / "credentials").write_text("[stackprof]\naws_access_key_id = AKIAPROFILE0000\n"
+                                                        "aws_secret_access_key = testing\n")
+    from botocore.credentials import AssumeRoleCredentialFetcher
+
+    sources = []
+    real = AssumeRoleCredentialFetcher._create_client
+
+    def recording(self):
+        sources.append(self._source_credentials.get_frozen_credentials().access_key)
+        return real(self)
+
+    monkeypatch.setattr(AssumeRoleCredentialFetcher, "_create_client", recording)
+    session = client.aws_session(identity_from_config("stackprof", CHAIN[:1]), REGION)
+    assert session.client("sts").get_caller_identity()["Arn"].startswith(
+        "arn:aws:sts::123456789012:assumed-role/deployer/")
+    assert sources == ["AKIAPROFILE0000"]

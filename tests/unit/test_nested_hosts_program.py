@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from components import offline
-from components.hosts import HOST_ROLE
+from components.hosts import DEPLOYMENT_TAG, HOST_ROLE
 from components.settings import NAMESPACE, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,32 +26,42 @@ def nested(inst) -> str | None:
     return (inst.inputs.get("cpuOptions") or {}).get("nestedVirtualization")
 
 
-def host_instance(index: int, instance_type: str, stack: str = "dev", state: str = "running"):
-    """A KVM host instance an earlier `pulumi up` created, as DescribeInstances shows it."""
-    return offline.ExistingInstance(
-        id=f"i-{index:017x}", instance_type=instance_type, state=state,
-        tags={"Project": PROJECT, "Stack": stack, "Role": HOST_ROLE, "HostIndex": str(index)})
+def host_instance(index: int, instance_type: str, stack: str = "dev", state: str = "running",
+                  deployment: str | None = "this"):
+    """A KVM host instance an earlier `pulumi up` created, as DescribeInstances shows it
+    (deployment: its Deployment tag; "this": the dev deployment's root; None: no tag, as
+    hosts created before the tag existed)."""
+    tags = {"Project": PROJECT, "Stack": stack, "Role": HOST_ROLE, "HostIndex": str(index)}
+    if deployment is not None:
+        tags[DEPLOYMENT_TAG] = ROOT if deployment == "this" else deployment
+    return offline.ExistingInstance(id=f"i-{index:017x}", instance_type=instance_type, state=state, tags=tags)
 
 
 #: conftest's Deployed (the tests cannot import a conftest by name); set by the fixture below.
 Deployed = None
+#: The parameter root the dev stack's first run recorded (its `deployment` output).
+ROOT = ""
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _deployed_class(dev):
-    global Deployed
+    global Deployed, ROOT
     Deployed = type(dev)
+    ROOT = dev.outputs["deployment"]["parameterRoot"]
 
 
-def run(existing=(), stack: str = "dev", **overrides):
-    """The dev stack's config with `overrides`, run offline in an account where `existing` runs."""
+def run(existing=(), stack: str = "dev", previous_root: str | None = "this", **overrides):
+    """The dev stack's config with `overrides`, run offline in an account where `existing`
+    runs, after an update that recorded `previous_root` ("this": ROOT; None: first run)."""
     config = dict(yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"])
     for key, value in overrides.items():
         config[f"{NAMESPACE}:{key}"] = value
     from components.program import build
 
+    root = ROOT if previous_root == "this" else previous_root
     result = offline.run_offline(build, config, project=PROJECT, stack=stack, region="us-east-1",
                                  subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])},
+                                 previous_outputs={"deployment": {"parameterRoot": root}} if root else None,
                                  existing_instances=existing)
     return Deployed(result, config)
 
@@ -171,7 +181,8 @@ def test_two_instances_claiming_one_host_index_are_named():
     with pytest.raises(SettingsError) as err:
         run(existing=[host_instance(0, "m5zn.metal"),
                       offline.ExistingInstance("i-0stray", "c8i.4xlarge", {
-                          "Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE, "HostIndex": "0"})],
+                          "Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE, "HostIndex": "0",
+                          DEPLOYMENT_TAG: ROOT})],
             hostInstanceType="c8i.4xlarge", hostCount=1)
     assert "HostIndex=0" in str(err.value) and "i-0stray" in str(err.value)
 
@@ -179,7 +190,7 @@ def test_two_instances_claiming_one_host_index_are_named():
 def test_the_program_asks_aws_for_the_hosts_by_their_tags(changed):
     calls = [a for token, a in changed.run.invokes if token == "aws:ec2/getInstances:getInstances"]
     assert len(calls) == 1
-    assert calls[0]["instanceTags"] == {"Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE}
+    assert calls[0]["instanceTags"] == {"Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE, DEPLOYMENT_TAG: ROOT}
     assert set(calls[0]["instanceStateNames"]) == {"pending", "running", "stopping", "stopped"}
 
 
@@ -227,3 +238,44 @@ def test_plan_report_shows_the_programs_clusters_and_each_hosts_type(changed):
     (standard,) = [q for q in report["summary"]["vcpusByQuota"] if "2 x m5zn.metal (48)" in q["parts"]]
     assert "2 x c8i.4xlarge (16)" in standard["parts"]
     assert standard["vcpus"] == 2 * 48 + 2 * 16 + 2 + 4
+
+
+# --- two deployments of one stack name (issue 9 item 6) ------------------------------------
+
+LEGACY_ROOT = "/cloudstack-ec2/dev"
+OTHER_ROOT = "/cloudstack-ec2/dev/0badc0de"
+
+
+def test_every_host_is_tagged_with_its_deployment(changed):
+    assert {h.inputs["tags"][DEPLOYMENT_TAG] for h in changed.host_instances()} == {ROOT}
+    assert ROOT.startswith("/cloudstack-ec2/dev/") and ROOT != LEGACY_ROOT
+
+
+def test_another_deployments_hosts_of_the_same_stack_name_are_not_adopted():
+    # Ours: host 0 (m5zn.metal). Another deployment's host 1 (c5.metal) and an untagged
+    # (legacy) host 0 of another type: neither decides a type nor clashes with host 0.
+    d = run(existing=[host_instance(0, "m5zn.metal"), host_instance(1, "c5.metal", deployment=OTHER_ROOT),
+                      offline.ExistingInstance("i-0legacy", "c5.metal", {
+                          "Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE, "HostIndex": "0"})],
+            hostInstanceType="c8i.4xlarge", hostCount=2)
+    assert [h.inputs["instanceType"] for h in d.host_instances()] == ["m5zn.metal", "c8i.4xlarge"]
+
+
+def test_a_legacy_stack_finds_its_untagged_hosts_and_tags_them():
+    d = run(existing=[host_instance(0, "m5zn.metal", deployment=None),
+                      host_instance(1, "m5zn.metal", deployment=LEGACY_ROOT),
+                      host_instance(2, "c5.metal", deployment=OTHER_ROOT)],
+            previous_root=LEGACY_ROOT, hostInstanceType="c8i.4xlarge", hostCount=3)
+    assert [h.inputs["instanceType"] for h in d.host_instances()] == ["m5zn.metal", "m5zn.metal", "c8i.4xlarge"]
+    assert {h.inputs["tags"][DEPLOYMENT_TAG] for h in d.host_instances()} == {LEGACY_ROOT}
+    calls = [a for token, a in d.run.invokes if token == "aws:ec2/getInstances:getInstances"]
+    assert [c["instanceTags"] for c in calls] == [{"Project": PROJECT, "Stack": "dev", "Role": HOST_ROLE}]
+
+
+def test_the_first_run_of_a_deployment_looks_up_no_hosts():
+    # Another deployment of the stack name runs; this one was never updated: all hosts new.
+    d = run(existing=[host_instance(0, "m5zn.metal", deployment=OTHER_ROOT),
+                      host_instance(1, "m5zn.metal", deployment=None)],
+            previous_root=None, hostInstanceType="c8i.4xlarge", hostCount=2)
+    assert [h.inputs["instanceType"] for h in d.host_instances()] == ["c8i.4xlarge"] * 2
+    assert not [a for token, a in d.run.invokes if token == "aws:ec2/getInstances:getInstances"]

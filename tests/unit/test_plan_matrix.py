@@ -23,7 +23,11 @@ MATRIX = {
     "existing-vpc": ("dev", EXISTING_VPC),
     "1-host": ("dev", {"hostCount": 1}),
     "20-hosts": ("dev", {"hostCount": 20}),
+    # The largest hostCount, in the partition with the longest ARNs and with the longest
+    # stack name: the hosts' inline policy must stay within IAM's 10,240 characters.
     "98-hosts": ("dev", {"hostCount": 98}),
+    "98-hosts-us-gov-west-1": ("dev", {"hostCount": 98, "aws:region": "us-gov-west-1"}),
+    "98-hosts-long-stack-name": (LONG_STACK, {"hostCount": 98}),
     "mysql-8.0": ("dev", {"dbEngineVersion": "8.0"}),
     "mysql-8.4-multi-az": ("dev", {"dbEngineVersion": "8.4", "dbMultiAz": True}),
     "provisioned-efs": ("dev", {"efsThroughputMode": "provisioned", "efsProvisionedMibps": 256}),
@@ -44,7 +48,19 @@ def test_every_input_passes_aws_rules(deploy, case):
                                          "aws:rds/instance:Instance", "aws:ssm/parameter:Parameter",
                                          "aws:secretsmanager/secret:Secret"}
     assert [v for r in d.registrations
-            for v in aws_constraints.check_inputs(r.type, r.name, r.inputs, region="us-east-1")] == []
+            for v in aws_constraints.check_inputs(r.type, r.name, r.inputs,
+                                                  region=overrides.get("aws:region", "us-east-1"))] == []
+
+
+def test_the_hosts_inline_policy_does_not_grow_with_the_hosts(deploy):
+    # One `host-ready/*` resource for every host: IAM allows 10,240 characters per inline
+    # policy (aws_constraints.IAM_DOCUMENT_LIMITS), one ARN per host outgrew it at 98 hosts.
+    def host_policies(d):
+        return [r.inputs["policy"] for r in d.of_type("aws:iam/rolePolicy:RolePolicy") if "kvm-host" in r.name]
+
+    few, many = host_policies(deploy("dev", hostCount=1)), host_policies(deploy("dev", hostCount=98))
+    assert few and sorted(map(len, few)) == sorted(map(len, many))
+    assert any("/host-ready/*" in p for p in many)
 
 
 def test_long_stack_name_reaches_the_names_aws_checks(deploy):
