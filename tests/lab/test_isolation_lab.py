@@ -22,6 +22,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,116 @@ def test_the_members_tables_are_the_ones_the_boot_scripts_wrote(iso: Lab):
         listing = json.loads(iso.run(host, "nft", "-j", "list", "table", *HOST_TABLE.split()).stdout)
         assert any("rule" in item for item in listing["nftables"])
     assert "tcp dport 8096" in iso.run("mgmt", "nft", "list", "table", *MGMT_TABLE.split()).stdout
+
+
+# --- IPv6: none on the members' own cloudbr0; bridged IPv6 passes ----------------------------
+
+SSH_PORT = 22
+FORGED_SOURCE = "10.99.1.77"  # an unused address of the CloudStack subnet (VPC), not the tenant's
+
+
+def link_local(lab: Lab, short: str, dev: str = "cloudbr0") -> str:
+    """The EUI-64 link-local address the kernel gives `dev` when IPv6 is on
+    (addr_gen_mode eui64, the default): fe80:: + the MAC with the U/L bit
+    flipped and ff:fe in the middle (RFC 4291 appendix A)."""
+    mac = [int(part, 16) for part in lab.run(short, "cat", f"/sys/class/net/{dev}/address").stdout.split(":")]
+    mac[0] ^= 0x02
+    words = [mac[0] << 8 | mac[1], mac[2] << 8 | 0xFF, 0xFE << 8 | mac[3], mac[4] << 8 | mac[5]]
+    return "fe80::" + ":".join(f"{word:x}" for word in words)
+
+
+def ipv6_addresses(lab: Lab, short: str, dev: str) -> str:
+    return lab.ip(short, "-6", "-o", "addr", "show", "dev", dev).stdout.strip()
+
+
+def wait_ipv6_usable(lab: Lab, short: str, dev: str, timeout: float = 10) -> None:
+    """Until `dev` has a link-local address that finished duplicate address detection."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = ipv6_addresses(lab, short, dev)
+        if "scope link" in listing and "tentative" not in listing:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no usable IPv6 link-local address on {short}:{dev}: {ipv6_addresses(lab, short, dev)!r}")
+
+
+@contextlib.contextmanager
+def ipv6_on_bridge(lab: Lab, short: str, inst):
+    """The mutation: IPv6 back on `short`'s cloudbr0 (as before the fix); the
+    overlay script run again afterwards, which must turn it off again."""
+    lab.sysctl(short, "net.ipv6.conf.cloudbr0.disable_ipv6", 0)
+    try:
+        wait_ipv6_usable(lab, short, "cloudbr0")
+        yield
+    finally:
+        lab.overlay_script(inst)
+        assert ipv6_addresses(lab, short, "cloudbr0") == "", "a second run of the overlay script left IPv6 on"
+
+
+@pytest.fixture(scope="module")
+def ipv6(iso: Lab):
+    """IPv6 listeners: sshd stand-ins on [::]:22 of the management server and the
+    router (sshd listens on both families), and a service of the system VM
+    stand-in on [::]:7000 (a VM's IPv6 across two hosts' bridges)."""
+    servers = [iso.spawn(short, sys.executable, str(TOOLS), "whoami", f"{short}-ssh6", "::", str(SSH_PORT))
+               for short in ("mgmt", "router")]
+    servers.append(iso.spawn("sysvm", sys.executable, str(TOOLS), "whoami", "sysvm6", "::", "7000"))
+    try:
+        for short in ("tenant", "sysvm"):
+            wait_ipv6_usable(iso, short, "eth0")
+        yield iso
+    finally:
+        for server in servers:
+            iso.stop(server)
+
+
+@pytest.mark.parametrize("short", ["mgmt", "router", "host0"])
+def test_members_have_no_ipv6_on_their_own_bridge(ipv6: Lab, short: str):
+    assert ipv6.run(short, "cat", "/proc/sys/net/ipv6/conf/cloudbr0/disable_ipv6").stdout.strip() == "1"
+    assert ipv6_addresses(ipv6, short, "cloudbr0") == ""
+    # Only cloudbr0: the VXLAN port and the instance's other devices keep the
+    # kernel's default (CloudStack's guest bridges are other devices too).
+    assert ipv6.run(short, "cat", "/proc/sys/net/ipv6/conf/default/disable_ipv6").stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("short, inst", [("mgmt", MGMT), ("router", ROUTER)])
+def test_tenant_cannot_reach_ssh_over_ipv6_link_local(ipv6: Lab, short: str, inst):
+    target = f"{link_local(ipv6, short)}%eth0"
+    ok, output = connect(ipv6, "tenant", target, SSH_PORT, REFUSED_TIMEOUT)
+    assert not ok, f"a tenant reached {short}'s sshd over IPv6: {output}"
+    # The proof: with IPv6 on cloudbr0 (as before), the IPv4-only isolation
+    # has a way around it.
+    with ipv6_on_bridge(ipv6, short, inst):
+        ok, output = connect(ipv6, "tenant", target, SSH_PORT)
+        assert ok and output.startswith(f"{short}-ssh6 fe80::"), output
+
+
+def test_vms_still_speak_ipv6_across_the_hosts_bridges(ipv6: Lab):
+    # tenant (on host0's cloudbr0) -> ethovl0 -> VXLAN -> host1's cloudbr0 -> sysvm:
+    # bridged frames, untouched by the bridges' own disable_ipv6.
+    assert ipv6_addresses(ipv6, "host0", "cloudbr0") == ipv6_addresses(ipv6, "host1", "cloudbr0") == ""
+    ok, output = connect(ipv6, "tenant", f"{link_local(ipv6, 'sysvm', 'eth0')}%eth0", 7000)
+    assert ok and output.startswith("sysvm6 fe80::"), output
+
+
+# --- forged sources from the overlay --------------------------------------------------------
+
+
+def test_router_drops_forged_sources_from_the_overlay(iso: Lab):
+    """A tenant sending as a VPC address (UDP: the VPC resolver would answer
+    that address, a reflection) is dropped before it is forwarded."""
+    iso.ip("tenant", "addr", "add", f"{FORGED_SOURCE}/32", "dev", "eth0")
+    try:
+        def queries() -> int:
+            return sum(1 for line in iso.resolver.lines if line.startswith(f"query {FORGED_SOURCE} "))
+
+        before, refused = queries(), counter(iso, "forged_refused")
+        iso.tool("tenant", "resolve", RESOLVER, DNS_NAME, "1", FORGED_SOURCE, check=False, timeout=15)
+        assert counter(iso, "forged_refused") > refused
+        assert queries() == before, "the forged query reached the VPC resolver"
+        with without(iso, "router", ROUTER_TABLE, ("isolation", "forged_refused")):
+            iso.tool("tenant", "resolve", RESOLVER, DNS_NAME, "1", FORGED_SOURCE, check=False, timeout=15)
+            time.sleep(0.2)
+            assert queries() > before, "without the rule the forged query should reach the resolver"
+    finally:
+        iso.ip("tenant", "addr", "del", f"{FORGED_SOURCE}/32", "dev", "eth0", check=False)
