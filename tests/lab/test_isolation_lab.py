@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from .netlab import (
-    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, MGMT, OVERLAY_MTU,
+    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, MGMT, OVERLAY_CIDR, OVERLAY_MTU,
     OVERLAY_PREFIX, RESOLVER, ROUTER, TOOLS, UI_PORT, Instance, Lab,
 )
 
@@ -405,3 +405,67 @@ def test_router_drops_forged_sources_from_the_overlay(iso: Lab):
             assert queries() > before, "without the rule the forged query should reach the resolver"
     finally:
         iso.ip("tenant", "addr", "del", f"{FORGED_SOURCE}/32", "dev", "eth0", check=False)
+
+
+# --- a system VM's two NICs in the one overlay subnet ---------------------------------------
+#
+# The SSVM and the console proxy have a private NIC (eth1, system range) and a public NIC
+# (eth2, public range = the tenant class) in the SAME overlay subnet. setup_common
+# (systemvm/debian/opt/cloud/bin/setup/common.sh) brings eth1 up, then eth2, then sets the
+# default route via eth2; its "ip route add $MGMTNET via $LOCAL_GW dev eth1" fails here
+# (management.network.cidr is the overlay, the connected prefix itself: File exists), and
+# setup_system_rfc1918_internal adds no 10/8 route (the public address is RFC 1918). EFS is
+# reached by NfsSecondaryStorageResource.addRouteToInternalIpOrCidr: "ip route add <ip> via
+# <localgw>" without a device. So which NIC (and which address class) they speak from is
+# decided by the ORDER of the two identical connected routes: the kernel appends a NIC's
+# connected route (fib_magic, NLM_F_APPEND) and a lookup takes the first.
+
+SSVM_PRIVATE = "10.100.64.2"   # the system range: the private NIC
+SSVM_PUBLIC = "10.100.128.2"   # the public range: the public NIC
+
+
+@contextlib.contextmanager
+def system_vm_with_two_nics(lab: Lab, first: str):
+    """A two-NIC stand-in on host1's cloudbr0, its NICs' addresses added in the order
+    `first` ("eth1" as setup_common does, or "eth2"), routes as the system VM sets them."""
+    lab.add_ns("ssvm")
+    try:
+        for nic, mac in (("eth1", "fe:54:00:00:01:01"), ("eth2", "fe:54:00:00:01:02")):
+            port = f"vm-ssvm-{nic}"
+            lab.veth("host1", port, "ssvm", nic, OVERLAY_MTU)
+            lab.ip("host1", "link", "set", port, "address", mac)
+            lab.ip("host1", "link", "set", port, "master", "cloudbr0")
+        order = {"eth1": [("eth1", SSVM_PRIVATE), ("eth2", SSVM_PUBLIC)],
+                 "eth2": [("eth2", SSVM_PUBLIC), ("eth1", SSVM_PRIVATE)]}[first]
+        for nic, address in order:
+            lab.ip("ssvm", "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", nic)
+        mgmtnet = lab.ip("ssvm", "route", "add", OVERLAY_CIDR, "via", ROUTER.overlay, "dev", "eth1", check=False)
+        assert mgmtnet.returncode != 0 and "File exists" in mgmtnet.stderr, mgmtnet
+        lab.ip("ssvm", "route", "add", "default", "via", ROUTER.overlay, "dev", "eth2")
+        lab.ip("ssvm", "route", "add", EFS.underlay, "via", ROUTER.overlay)
+        yield
+    finally:
+        lab.del_ns("ssvm")
+
+
+def test_system_vm_with_two_nics_speaks_from_its_private_nic_as_setup_common_orders_them(iso: Lab):
+    with system_vm_with_two_nics(iso, first="eth1"):
+        assert connect(iso, "ssvm", MGMT.overlay, AGENT_PORT) == (True, f"mgmt-agent {SSVM_PRIVATE}")
+        assert connect(iso, "ssvm", EFS.underlay, NFS_PORT) == (True, f"efs {SSVM_PRIVATE}")
+        # Internet and DNS go by the default route (eth2, the tenant class): allowed to tenants.
+        assert connect(iso, "ssvm", INTERNET_CLIENT, INTERNET_PORT) == (True, f"internet {ELASTIC_IP}")
+        assert resolves(iso, "ssvm")
+        # What breaks it: eth1 reconfigured alone later (its route re-added behind eth2's).
+        iso.ip("ssvm", "link", "set", "eth1", "down")
+        iso.ip("ssvm", "link", "set", "eth1", "up")
+        iso.ip("ssvm", "route", "replace", EFS.underlay, "via", ROUTER.overlay)
+        assert not connect(iso, "ssvm", MGMT.overlay, AGENT_PORT, REFUSED_TIMEOUT)[0]
+        assert not connect(iso, "ssvm", EFS.underlay, NFS_PORT, REFUSED_TIMEOUT)[0]
+
+
+def test_system_vm_with_its_public_nic_first_is_refused_efs_and_the_agent_port(iso: Lab):
+    with system_vm_with_two_nics(iso, first="eth2"):
+        refused = counter(iso, "tenant_refused")
+        assert not connect(iso, "ssvm", MGMT.overlay, AGENT_PORT, REFUSED_TIMEOUT)[0]
+        assert not connect(iso, "ssvm", EFS.underlay, NFS_PORT, REFUSED_TIMEOUT)[0]
+        assert counter(iso, "tenant_refused") > refused, "EFS refused by the router as a tenant's destination"
