@@ -216,6 +216,64 @@ LOG_RETENTION_DAYS = (0, 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 54
                       2922, 3288, 3653)
 
 
+# --------------------------------------------------------------------------- S3
+
+_S3_BUCKET = ("S3 User Guide 'General purpose bucket naming rules' (3-63 characters; lower-case letters, digits, "
+              "'.' and '-'; first and last a letter or digit; no '..'; not an IP address; reserved prefixes "
+              "xn--, sthree-, amzn-s3-demo-; reserved suffixes -s3alias, --ol-s3, .mrap, --x-s3, --table-s3)")
+S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def _s3_name_checks(value: str, *, whole: bool) -> Optional[str]:
+    if value[:1] and not (value[0].isascii() and value[0].isalnum()):
+        return "must start with a letter or digit"
+    if ".." in value:
+        return "may not contain two adjacent periods"
+    if whole and re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", value):
+        return "may not be formatted as an IP address"
+    if whole and value[-1:] and not value[-1].isalnum():
+        return "must end with a letter or digit"
+    if whole:
+        for suffix in S3_RESERVED_SUFFIXES:
+            if value.endswith(suffix):
+                return f"may not end with {suffix!r}"
+    return None
+
+
+S3_BUCKET_NAME = Rule(
+    "S3 bucket name", _S3_BUCKET, max_len=63, min_len=3, pattern=r"[a-z0-9.-]*",
+    accepted="lower-case letters, digits, '.' and '-'",
+    extra=(_not_starting(*S3_RESERVED_PREFIXES), lambda v: _s3_name_checks(v, whole=True)))
+#: terraform-provider-aws internal/service/s3/bucket.go bucket_prefix: StringLenBetween(0, 63 - 26); the
+#: provider appends a 26-digit unique id, so the prefix must also start like a bucket name.
+S3_BUCKET_NAME_PREFIX = Rule(
+    "S3 bucket bucket_prefix", _S3_BUCKET + "; terraform-provider-aws internal/service/s3/bucket.go bucket_prefix "
+    "(at most 63 - 26)", max_len=63 - UNIQUE_ID_SUFFIX_LENGTH, min_len=1, pattern=r"[a-z0-9.-]*",
+    accepted="lower-case letters, digits, '.' and '-'",
+    extra=(_not_starting(*S3_RESERVED_PREFIXES), lambda v: _s3_name_checks(v, whole=False)))
+
+
+def _utf8_at_most(limit: int) -> Callable[[str], Optional[str]]:
+    def check(value: str) -> Optional[str]:
+        size = len(value.encode("utf-8"))
+        return f"is {size} bytes in UTF-8; S3 accepts at most {limit}" if size > limit else None
+    return check
+
+
+#: S3 User Guide 'Naming Amazon S3 objects': a key is 1-1024 bytes of UTF-8. The same page lists
+#: the characters that are safe everywhere (letters, digits, !-_.*'() and '/' as a delimiter); the
+#: program's keys use only those, and a key starting with '/' or holding '//' or a '.'/'..' segment
+#: is refused because the console, the CLI and URL normalisation treat it differently from S3.
+S3_OBJECT_KEY = Rule(
+    "S3 object key", "S3 User Guide 'Naming Amazon S3 objects' (UTF-8, at most 1,024 bytes; safe characters "
+    "0-9a-zA-Z!-_.*'() and '/')", min_len=1, pattern=r"[0-9A-Za-z!_.*'()/-]+",
+    accepted="the S3 safe characters: letters, digits, !-_.*'() and '/'",
+    extra=(_utf8_at_most(1024),
+           lambda v: ("may not start with '/', contain '//' or a '.' or '..' segment"
+                      if v.startswith("/") or "//" in v or any(p in (".", "..") for p in v.split("/")) else None)))
+
+
 # --------------------------------------------------------------------------- which input gets which rule
 
 #: resource type -> ((input path, rule), ...). A path is property names joined by '.',
@@ -244,6 +302,10 @@ INPUT_RULES: dict[str, tuple[tuple[str, Rule], ...]] = {
                                          ("description", SECRET_DESCRIPTION)),
     "aws:ssm/parameter:Parameter": (("name", SSM_PARAMETER_NAME), ("description", SSM_PARAMETER_DESCRIPTION)),
     "aws:cloudwatch/logGroup:LogGroup": (("name", LOG_GROUP_NAME),),
+    "aws:s3/bucket:Bucket": (("bucket", S3_BUCKET_NAME), ("bucketPrefix", S3_BUCKET_NAME_PREFIX)),
+    "aws:s3/bucketV2:BucketV2": (("bucket", S3_BUCKET_NAME), ("bucketPrefix", S3_BUCKET_NAME_PREFIX)),
+    "aws:s3/bucketObjectv2:BucketObjectv2": (("key", S3_OBJECT_KEY),),
+    "aws:s3/bucketObject:BucketObject": (("key", S3_OBJECT_KEY),),
 }
 
 #: Types pulumi-aws names itself when neither the name nor its prefix is given:
@@ -258,6 +320,8 @@ AUTONAMED: dict[str, tuple[str, str, bool]] = {
     "aws:rds/instance:Instance": ("identifier", "identifierPrefix", True),
     "aws:rds/parameterGroup:ParameterGroup": ("name", "namePrefix", True),
     "aws:rds/subnetGroup:SubnetGroup": ("name", "namePrefix", True),
+    # pulumi-aws lower-cases the S3 bucket names it generates (bucket names are lower case).
+    "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix", True),
 }
 
 

@@ -55,6 +55,8 @@ class KvmHostPoolArgs:
     overlay_ips: Mapping[int, str]
     #: host index -> boot script (base64 user data).
     render_user_data: Callable[[int], pulumi.Input[str]]
+    #: ARN of the KVM host script object in the boot-script bucket (BootScriptBucket.object_arn).
+    boot_script_arn: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
     #: Create/update/delete timeout: metal instances can take more than 20 minutes to
     #: start (or stop), and the provider gives up after 10 by default.
@@ -86,7 +88,8 @@ class KvmHostPool(pulumi.ComponentResource):
             parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)]),
             # the boot script's last step: <root>/host-ready/<overlay ip> (the registration waits for it)
             Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/{ip}")
-                                         for _, ip in sorted(args.overlay_ips.items())])],
+                                         for _, ip in sorted(args.overlay_ips.items())]),
+            Grant(["s3:GetObject"], [args.boot_script_arn])],
             opts=child, tags=tags)
 
         self.instances: dict[int, aws.ec2.Instance] = {}

@@ -22,6 +22,10 @@ class ManagementServerArgs:
     db_master_secret_arn: pulumi.Input[str]
     #: Renders the boot script from the secrets' names (never their values).
     render_user_data: Callable[[dict], str]
+    #: ARN of the management script object in the boot-script bucket (BootScriptBucket.object_arn).
+    boot_script_arn: pulumi.Input[str]
+    #: The boot-script bucket's name: render_user_data gets it as "boot_bucket".
+    boot_bucket: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
     #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
     #: render_user_data gets it as "parameter_root".
@@ -100,11 +104,12 @@ class ManagementServer(pulumi.ComponentResource):
             Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
                                          parameter_arn(root, naming.PARAM_EFS_DNS)]),
             Grant(["ssm:GetParameter", "ssm:PutParameter"], [ssh_key.arn, version.arn]),
+            Grant(["s3:GetObject"], [args.boot_script_arn]),
         ], opts=child, tags=tags)
 
         user_data = pulumi.Output.all(
             db_master=args.db_master_secret_arn, db_cloud=db_cloud.arn, keys=keys.arn,
-            admin=admin.arn, api_keys=api_keys.arn, parameter_root=root,
+            admin=admin.arn, api_keys=api_keys.arn, parameter_root=root, boot_bucket=args.boot_bucket,
         ).apply(args.render_user_data)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,

@@ -91,3 +91,16 @@ def zone_paths(zone_name: str) -> dict[str, str]:
     """Per-zone, per-type directories on the one EFS file system (the management server
     creates them; the registration adds them as primary and secondary storage)."""
     return {"primary": f"/{zone_name}/primary", "secondary": f"/{zone_name}/secondary"}
+
+
+#: S3 appends a 26-character unique id to a bucket_prefix and names hold at most 63
+#: characters (terraform-provider-aws internal/service/s3/bucket.go).
+BOOT_BUCKET_PREFIX_MAX = 63 - 26
+
+
+def boot_bucket_prefix(stack: str) -> str:
+    """bucket_prefix of the deployment's boot-script bucket: `cloudstack-ec2-<stack>-`,
+    lower-cased with '.' and '_' as '-' (bucket names allow neither upper case nor '_';
+    dots would break TLS on virtual-hosted bucket URLs), at most 37 characters."""
+    stem = re.sub(r"[^a-z0-9-]", "-", f"{PROJECT}-{stack.lower()}")
+    return stem[:BOOT_BUCKET_PREFIX_MAX - 1].rstrip("-") + "-"

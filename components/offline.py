@@ -165,6 +165,12 @@ class OfflineMocks(pulumi.runtime.Mocks):
             state.update(name=f"{prefix}Ab12Cd", arn=f"arn:{self.partition}:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
         elif typ == "aws:ssm/parameter:Parameter":
             state.update(arn=f"arn:{self.partition}:ssm:{self.region}:{ACCOUNT_ID}:parameter{state.get('name', '')}")
+        elif typ == "aws:s3/bucket:Bucket":
+            # S3 appends a 26-digit unique id to bucket_prefix; bucket ARNs carry no region or account.
+            name = state.get("bucket") or f"{state.get('bucketPrefix') or state.get('bucket_prefix') or 'offline-'}" \
+                f"{n:026d}"
+            rid = name
+            state.update(bucket=name, arn=f"arn:{self.partition}:s3:::{name}")
         elif typ == "random:index/randomPassword:RandomPassword":
             state.update(result=f"offline-{args.name}-not-a-secret")
         elif typ == "random:index/randomId:RandomId":

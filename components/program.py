@@ -16,6 +16,7 @@ import pulumi_random as random
 from pulumi.runtime.sync_await import _sync_await
 
 from components import catalog, cloudmonkey, deployed as deployed_state, naming, regions, userdata
+from components.bootstore import BootScriptBucket, BootScriptBucketArgs
 from components.config import load_settings, lookup_instance_type, region_zones
 from components.database import RdsCloudDb, RdsCloudDbArgs
 from components.database import db_identifier as database_identifier
@@ -225,27 +226,34 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         subnet_id=underlay.cloudstack_subnet_id, security_group_id=underlay.efs_sg_id, tags=tags,
         parameter_root=prefix))
 
-    def instance(instance_type: str, security_group_ids: list) -> InstanceSpec:
+    # Boot stage 2: the role scripts, fetched by each instance at boot (docs/boot.md).
+    boot_scripts = BootScriptBucket("boot-scripts", BootScriptBucketArgs(
+        stack=stack, objects=userdata.boot_objects(), tags=tags))
+
+    def instance(instance_type: str, security_group_ids: list, boot_role: str) -> InstanceSpec:
+        # An instance fetches its role script as soon as it boots: the object must exist.
         return InstanceSpec(instance_type=instance_type, ami_id=ami, subnet_id=underlay.cloudstack_subnet_id,
                             security_group_ids=security_group_ids, root_volume_gb=settings.root_volume_gb,
-                            wait_for=[multicast.association])
+                            wait_for=[multicast.association, boot_scripts.objects[boot_role]])
 
     member_sgs = [underlay.member_sg_id]
     router = OverlayRouter("router", OverlayRouterArgs(
-        instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id]),
-        user_data_base64=prefix.apply(lambda root: userdata.render_router_user_data(userdata.RouterBoot(
-            aws_region=region, prefix=root, fqdn=f"router.{DOMAIN}",
+        instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id], "router"),
+        user_data_base64=pulumi.Output.all(prefix, boot_scripts.bucket_name).apply(
+            lambda v: userdata.render_router_user_data(userdata.RouterBoot(
+            aws_region=region, prefix=v[0], fqdn=f"router.{DOMAIN}", boot_bucket=v[1],
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",),
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs))))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
-        internet_gateway=underlay.internet_gateway,
+        internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))
 
     def management_user_data(secret_arns: dict) -> str:
         return userdata.render_management_user_data(userdata.ManagementBoot(
             aws_region=region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
+            boot_bucket=secret_arns["boot_bucket"],
             overlay=overlay_config(settings, plan, management_ip, "member"),
             secrets=userdata.ManagementSecrets(
                 db_master=secret_arns["db_master"], db_cloud=secret_arns["db_cloud"],
@@ -254,20 +262,23 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
             zone_name=settings.zone_name))
 
     management = ManagementServer("management", ManagementServerArgs(
-        stack=stack, instance=instance(settings.management_instance_type, member_sgs),
+        stack=stack, instance=instance(settings.management_instance_type, member_sgs, "management"),
         db_master_secret_arn=database.master_secret_arn, render_user_data=management_user_data, tags=tags,
+        boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
         parameter_root=prefix))
 
     def host_user_data(index: int) -> pulumi.Output[str]:
-        return prefix.apply(lambda root: userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
-            aws_region=region, prefix=root, fqdn=f"kvm-host-{index}.{DOMAIN}",
+        return pulumi.Output.all(prefix, boot_scripts.bucket_name).apply(
+            lambda v: userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
+            aws_region=region, prefix=v[0], fqdn=f"kvm-host-{index}.{DOMAIN}", boot_bucket=v[1],
             overlay=overlay_config(settings, plan, plan.hosts[index], "member"),
             cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
             host_user=KVM_HOST_USER)))
 
-    host_base = instance(settings.host_instance_type, member_sgs)
+    host_base = instance(settings.host_instance_type, member_sgs, "kvm-host")
     hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
         stack=stack, instance=host_base,
+        boot_script_arn=boot_scripts.object_arn("kvm-host"),
         overlay_ips={i: str(a) for i, a in enumerate(plan.hosts)},
         render_user_data=host_user_data, tags=tags, timeout_minutes=settings.host_timeout_minutes,
         parameter_root=prefix,

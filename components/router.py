@@ -20,6 +20,9 @@ class OverlayRouterArgs:
     overlay_cidr: str
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
+    #: ARN of the router's script object in the boot-script bucket (BootScriptBucket.object_arn):
+    #: the one object its role may read.
+    boot_script_arn: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
     #: The VPC's internet gateway when this stack owns it (None with an existing VPC).
     internet_gateway: Optional[pulumi.Resource] = None
@@ -44,7 +47,7 @@ class OverlayRouter(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:OverlayRouter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        grants = []
+        grants = [Grant(["s3:GetObject"], [args.boot_script_arn])]
         if args.parameter_root is not None:
             forwards = aws.ssm.Parameter(
                 f"{name}-forwards", name=parameter_name(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),

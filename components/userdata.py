@@ -5,15 +5,20 @@ frozen `*Boot` dataclasses from PLAIN values and call `render_*_user_data`, whic
 returns the text for `aws.ec2.Instance(user_data_base64=...)`.
 
 The user data is a bash script, gzip-compressed (cloud-init detects gzip) so that
-it fits EC2's 16 KiB limit. It writes the static scripts of `userdata/` (package
-data, checked by shellcheck as real files), the systemd units, and two
-environment files of NON-secret settings, then runs the role's script:
+it fits EC2's 16 KiB limit. It carries only what the instance needs before its
+network works: the static scripts common.sh, overlay-network.sh and the stage-2
+launcher stage2.sh (package data of `userdata/`, checked by shellcheck as real
+files), the systemd units, and two environment files of NON-secret settings;
+then it runs the launcher, which fetches the ROLE script (router.sh,
+management-server.sh, kvm-host.sh) from the deployment's private S3 bucket
+(components/bootstore.py), checks its sha256 and execs it (docs/boot.md):
 
-  /usr/local/lib/cloudstack-ec2/{common.sh,<role script>,overlay-network.sh}
+  /usr/local/lib/cloudstack-ec2/{common.sh,stage2.sh,overlay-network.sh}
       (+ overlay-router.sh, the router's part of overlay-network.sh, on the router)
-  /usr/local/sbin/cloudstack-ec2-boot -> the role script (re-run entry point)
+  /usr/local/lib/cloudstack-ec2/<role script>   installed by stage2.sh (verified)
+  /usr/local/sbin/cloudstack-ec2-boot -> stage2.sh (re-run entry point)
   /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ the members' firewall)
-  /etc/cloudstack-ec2/boot.env     settings of the role script (CSEC2_*)
+  /etc/cloudstack-ec2/boot.env     settings of the scripts (CSEC2_*, with CSEC2_STAGE2_*)
   /etc/cloudstack-ec2/overlay.env  settings of overlay-network.sh
 
 No secret value is ever an input: the scripts read secrets from Secrets Manager
@@ -26,13 +31,14 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Mapping, Optional
 
-from components import ipplan
+from components import aws_constraints, ipplan
 
 #: EC2 refuses user data larger than this (bytes, before base64).
 USER_DATA_LIMIT_BYTES = 16384
@@ -52,6 +58,12 @@ UNIT_DIR = "/etc/systemd/system"
 BOOT_LINK = "/usr/local/sbin/cloudstack-ec2-boot"
 
 ROLE_SCRIPTS = {"router": "router.sh", "management": "management-server.sh", "kvm-host": "kvm-host.sh"}
+#: The launcher the user data runs: it fetches, verifies and execs the role script.
+STAGE2_LAUNCHER = "stage2.sh"
+#: Where the role scripts go in the deployment's boot-script bucket: one object per
+#: script version, named by the sha256 of its bytes (so a changed script is a new
+#: object and an instance only ever runs the version its user data names).
+STAGE2_KEY_PREFIX = "boot/"
 ROLE_UNITS = {
     "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                "cloudstack-ec2-forwards.service", "cloudstack-ec2-forwards.timer"),
@@ -149,6 +161,7 @@ class RouterBoot:
     prefix: str                      # "/cloudstack-ec2/<stack>"
     fqdn: str                        # e.g. "router.cloudstack.internal"
     overlay: OverlayConfig           # role "router"
+    boot_bucket: str                 # the deployment's boot-script bucket (BootScriptBucket.bucket_name)
     waits: BootWaits = field(default_factory=BootWaits)
 
 
@@ -159,6 +172,7 @@ class ManagementBoot:
     fqdn: str
     overlay: OverlayConfig           # role "member"; its address is the management IP
     secrets: ManagementSecrets
+    boot_bucket: str                 # the deployment's boot-script bucket (BootScriptBucket.bucket_name)
     cloudstack_version: str = "4.22"  # "X.Y" (newest patch) or "X.Y.Z" (pinned)
     os_codename: str = "noble"
     zone_name: str = "zone1"
@@ -174,6 +188,7 @@ class KvmHostBoot:
     prefix: str
     fqdn: str
     overlay: OverlayConfig           # role "member"; its address is the host's (addHost url)
+    boot_bucket: str                 # the deployment's boot-script bucket (BootScriptBucket.bucket_name)
     cloudstack_version: str = "4.22"
     os_codename: str = "noble"
     host_user: str = "root"          # the user the management server logs in as (addHost username)
@@ -405,6 +420,16 @@ def _check_common(boot: object, kind: type, role: str) -> None:
     _check_fqdn("fqdn", boot.fqdn)  # type: ignore[attr-defined]
     _check_overlay(boot.overlay, role)  # type: ignore[attr-defined]
     _check_waits(boot.waits)  # type: ignore[attr-defined]
+    _check_bucket("boot_bucket", boot.boot_bucket)  # type: ignore[attr-defined]
+
+
+def _check_bucket(name: str, value: object) -> str:
+    _check_str(name, value)
+    problems = aws_constraints.S3_BUCKET_NAME.problems(value)  # type: ignore[arg-type]
+    if problems:
+        raise UserDataError(f"{name}: {value!r} is not accepted; an S3 bucket name {'; '.join(problems)}"
+                            f" [{aws_constraints.S3_BUCKET_NAME.source}]")
+    return value  # type: ignore[return-value]
 
 
 def _check_package_source(boot: object) -> None:
@@ -538,7 +563,7 @@ def _env_file(title: str, env: Mapping[str, str]) -> str:
 
 def load_boot_files() -> dict[str, str]:
     """The package's userdata/ files the user data embeds (name -> text)."""
-    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", *ROLE_SCRIPTS.values(),
+    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(),
              *sorted({u for units in ROLE_UNITS.values() for u in units})]
     root = resources.files("userdata")
     files = {}
@@ -610,20 +635,21 @@ def _heredoc(target: str, text: str, mode: str) -> str:
 
 
 def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: Mapping[str, str]) -> str:
-    script = ROLE_SCRIPTS[role]
     parts = [
         "#!/bin/bash\n",
         f"# cloudstack-ec2 user data, role {role}: rendered by components/userdata.py from\n",
         "# non-secret settings; secrets are read at run time from Secrets Manager.\n",
+        "# Stage 2 (the role script) comes from S3: see docs/boot.md.\n",
         "# Follow the boot: /var/log/cloud-init-output.log, /var/log/cloudstack-ec2-boot.log\n",
         "set -euo pipefail\n",
         "umask 022\n",
         'root="${CSEC2_ROOT:-}"\n',
         f'mkdir -p "$root{LIB_DIR}" "$root{ETC_DIR}" "$root{UNIT_DIR}" "$root{BOOT_LINK.rsplit("/", 1)[0]}"\n',
     ]
-    # overlay-router.sh: the router's part of overlay-network.sh, kept out of the
-    # members' user data (EC2's 16 KiB).
-    for name in ("common.sh", script, "overlay-network.sh", *(("overlay-router.sh",) if role == "router" else ())):
+    # overlay-router.sh: the router's part of overlay-network.sh (its overlay unit needs
+    # it), kept out of the members' user data (EC2's 16 KiB).
+    for name in ("common.sh", STAGE2_LAUNCHER, "overlay-network.sh",
+                 *(("overlay-router.sh",) if role == "router" else ())):
         parts.append(_heredoc(f"{LIB_DIR}/{name}", embedded_script(name, files[name]),
                               "0755" if name != "common.sh" else "0644"))
     for unit in ROLE_UNITS[role]:
@@ -631,9 +657,84 @@ def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: M
     parts.append(_heredoc(f"{ETC_DIR}/boot.env", _env_file(f"boot settings, role {role}", env), "0644"))
     parts.append(_heredoc(f"{ETC_DIR}/overlay.env",
                           _env_file("overlay-network.sh settings", overlay_environment(overlay)), "0644"))
-    parts.append(f'ln -sfn "{LIB_DIR}/{script}" "$root{BOOT_LINK}"\n')
-    parts.append(f'exec "$root{LIB_DIR}/{script}"\n')
+    parts.append(f'ln -sfn "{LIB_DIR}/{STAGE2_LAUNCHER}" "$root{BOOT_LINK}"\n')
+    parts.append(f'exec "$root{LIB_DIR}/{STAGE2_LAUNCHER}"\n')
     return "".join(parts)
+
+
+# ----------------------------------------------------------------- stage 2 ----
+
+@dataclass(frozen=True)
+class BootObject:
+    """One role script as the boot-script bucket holds it.
+
+    `content` is the repository file byte for byte (comments kept: S3 has no
+    16 KiB limit, and the copy on the instance stays readable); `sha256` is the
+    hex digest of its UTF-8 bytes, which the launcher checks; `key` is
+    `boot/<role>-<sha256>.sh`."""
+    role: str          # "router" | "management" | "kvm-host"
+    script: str        # file name on the instance, e.g. "management-server.sh"
+    key: str
+    sha256: str
+    content: str
+
+
+def boot_object(role: str, files: Optional[Mapping[str, str]] = None) -> BootObject:
+    """The S3 object of `role`'s script (from `files`, default the package's)."""
+    if role not in ROLE_SCRIPTS:
+        raise UserDataError(f"role: {role!r} is not accepted; one of {', '.join(ROLE_SCRIPTS)}")
+    script = ROLE_SCRIPTS[role]
+    content = (files or load_boot_files())[script]
+    digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
+    key = f"{STAGE2_KEY_PREFIX}{role}-{digest}.sh"
+    problems = aws_constraints.S3_OBJECT_KEY.problems(key)
+    if problems:  # a role name the key rules refuse: caught here, not at upload
+        raise UserDataError(f"boot object key {key!r}: {'; '.join(problems)} [{aws_constraints.S3_OBJECT_KEY.source}]")
+    return BootObject(role=role, script=script, key=key, sha256=digest, content=content)
+
+
+def boot_objects(files: Optional[Mapping[str, str]] = None) -> dict[str, BootObject]:
+    """role -> its BootObject, for every role."""
+    files = files or load_boot_files()
+    return {role: boot_object(role, files) for role in ROLE_SCRIPTS}
+
+
+def stage2_environment(role: str, bucket: str, files: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The CSEC2_STAGE2_* settings of boot.env: where stage2.sh fetches the role script and its sha256."""
+    obj = boot_object(role, files)
+    return {
+        "CSEC2_STAGE2_BUCKET": _check_bucket("boot_bucket", bucket),
+        "CSEC2_STAGE2_KEY": obj.key,
+        "CSEC2_STAGE2_SHA256": obj.sha256,
+        "CSEC2_STAGE2_SCRIPT": obj.script,
+    }
+
+
+def s3_object_arn(partition: str, bucket: str, key: str) -> str:
+    """ARN of object `key` in `bucket`: S3 ARNs carry neither region nor account
+    (Service Authorization Reference, Amazon S3 resource types: arn:${Partition}:s3:::${BucketName}/${ObjectName})."""
+    return f"arn:{partition}:s3:::{bucket}/{key}"
+
+
+def s3_bucket_arn(partition: str, bucket: str) -> str:
+    """ARN of `bucket` (arn:${Partition}:s3:::${BucketName})."""
+    return f"arn:{partition}:s3:::{bucket}"
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict:
+    """A bucket policy refusing every request not made over TLS (S3 User Guide,
+    security best practices: deny when aws:SecureTransport is false)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, f"{bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }],
+    }
 
 
 def _encode(payload: str, role: str) -> str:
@@ -652,27 +753,31 @@ def decode_user_data(user_data_base64: str) -> str:
 
 def render_router_user_data(boot: RouterBoot, *, files: Optional[Mapping[str, str]] = None) -> str:
     """Base64 of the gzip'd boot script of the overlay router."""
-    env = router_environment(boot)
-    return _encode(_payload("router", env, boot.overlay, files or load_boot_files()), "router")
+    files = files or load_boot_files()
+    env = {**router_environment(boot), **stage2_environment("router", boot.boot_bucket, files)}
+    return _encode(_payload("router", env, boot.overlay, files), "router")
 
 
 def render_management_user_data(boot: ManagementBoot, *, files: Optional[Mapping[str, str]] = None) -> str:
     """Base64 of the gzip'd boot script of the CloudStack management server."""
-    env = management_environment(boot)
-    return _encode(_payload("management", env, boot.overlay, files or load_boot_files()), "management")
+    files = files or load_boot_files()
+    env = {**management_environment(boot), **stage2_environment("management", boot.boot_bucket, files)}
+    return _encode(_payload("management", env, boot.overlay, files), "management")
 
 
 def render_kvm_host_user_data(boot: KvmHostBoot, *, files: Optional[Mapping[str, str]] = None) -> str:
     """Base64 of the gzip'd boot script of a KVM host."""
-    env = kvm_host_environment(boot)
-    return _encode(_payload("kvm-host", env, boot.overlay, files or load_boot_files()), "kvm-host")
+    files = files or load_boot_files()
+    env = {**kvm_host_environment(boot), **stage2_environment("kvm-host", boot.boot_bucket, files)}
+    return _encode(_payload("kvm-host", env, boot.overlay, files), "kvm-host")
 
 
 __all__ = [
     "USER_DATA_LIMIT_BYTES", "UserDataError", "OverlayConfig", "BootWaits", "ManagementSecrets",
     "RouterBoot", "ManagementBoot", "KvmHostBoot",
     "router_environment", "management_environment", "kvm_host_environment", "overlay_environment",
-    "strip_comments",
+    "strip_comments", "BootObject", "boot_object", "boot_objects", "stage2_environment",
+    "s3_object_arn", "s3_bucket_arn", "tls_only_bucket_policy",
     "load_boot_files", "decode_user_data",
     "render_router_user_data", "render_management_user_data", "render_kvm_host_user_data",
 ]

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from components import catalog
+from components import catalog, userdata
 from components.node import SESSION_MANAGER_ACTIONS
 
 ROLE = "aws:iam/role:Role"
@@ -39,6 +39,12 @@ def statements(doc: dict) -> list[tuple[frozenset, frozenset]]:
         resources = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
         out.append((frozenset(actions), frozenset(resources)))
     return out
+
+
+def boot_object_grant(dev, role: str, partition: str = "aws") -> tuple[str, str]:
+    """s3:GetObject on `role`'s own script object in the boot-script bucket (docs/boot.md)."""
+    bucket = dev.get("aws:s3/bucket:Bucket", "boot-scripts").state["bucket"]
+    return ("s3:GetObject", f"arn:{partition}:s3:::{bucket}/{userdata.boot_object(role).key}")
 
 
 def grants(doc: dict) -> set[tuple[str, str]]:
@@ -116,10 +122,12 @@ def test_every_role_gets_exactly_the_session_manager_permissions(dev):
 
 
 def test_router_may_only_read_its_forwards(dev):
-    # Session Manager, and the parameter of the forwards to VMs it polls (vmForwards).
+    # Session Manager, the parameter of the forwards to VMs it polls (vmForwards), and
+    # its own boot script.
     assert [p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")] == \
         ["router-session-manager", "router-policy"]
-    assert grants(dev.policy_document("router")) == {("ssm:GetParameter", ssm_arn(dev, "router-forwards"))}
+    assert grants(dev.policy_document("router")) == {("ssm:GetParameter", ssm_arn(dev, "router-forwards")),
+                                                     boot_object_grant(dev, "router")}
 
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
@@ -129,7 +137,8 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
              for h in dev.instances() if h.name.startswith("kvm-host-")}
     assert ready
     assert grants(doc) == {("ssm:GetParameter", ssm_arn(dev, "management-ssh-public-key")),
-                           ("ssm:GetParameter", ssm_arn(dev, "cloudstack-version"))} | ready
+                           ("ssm:GetParameter", ssm_arn(dev, "cloudstack-version")),
+                           boot_object_grant(dev, "kvm-host")} | ready
 
 
 def test_management_server_grants_are_exact(dev):
@@ -149,6 +158,7 @@ def test_management_server_grants_are_exact(dev):
         | {("ssm:GetParameter", ssm_arn(dev, "db-endpoint")), ("ssm:GetParameter", ssm_arn(dev, "efs-dns"))}
         | {("ssm:GetParameter", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameter", version), ("ssm:PutParameter", version)}
+        | {boot_object_grant(dev, "management")}
     )
     assert grants(dev.policy_document("management")) == expected
 

@@ -56,12 +56,17 @@ ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.
                                   overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16",
                                   router_dnat=("tcp:8080:10.100.0.2:8080",), storage_cidr="10.0.0.0/24")
 
+#: The deployment's boot-script bucket (the fake `aws s3 cp` serves it from the state's "s3").
+BOOT_BUCKET = "cloudstack-ec2-test-20261130000000000000000001"
 MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
                                overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",
+                               boot_bucket=BOOT_BUCKET,
                                waits=TINY_WAITS)
 KVM_HOST = ud.KvmHostBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="kvm0.cloudstack.internal",
+                          boot_bucket=BOOT_BUCKET,
                           overlay=member_overlay("10.100.1.0/16"), waits=TINY_WAITS)
 ROUTER = ud.RouterBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="router.cloudstack.internal",
+                       boot_bucket=BOOT_BUCKET,
                        overlay=ROUTER_OVERLAY, waits=TINY_WAITS)
 
 
@@ -90,6 +95,12 @@ def initial_state() -> dict:
             SECRETS.admin: json.dumps({"username": "admin", "password": ADMIN_PASSWORD}),
             SECRETS.api_keys: None,
         },
+        # The boot-script bucket as `pulumi up` fills it, and the objects the instance's
+        # role may read (here every role's: which role may read what is the IAM
+        # policy's business, tested in tests/unit).
+        "s3": {"objects": {f"{BOOT_BUCKET}/{o.key}": o.content for o in ud.boot_objects(boot_files()).values()},
+               "readable": [f"{BOOT_BUCKET}/{o.key}" for o in ud.boot_objects(boot_files()).values()],
+               "list_bucket": False},
         "snaps": ["amazon-ssm-agent"],
         "packages": [],
         "versions": {},
@@ -154,6 +165,14 @@ class Machine:
         fn(s)
         self.write_state(s)
 
+    def upload_boot_scripts(self, files: dict[str, str]) -> None:
+        """What `pulumi up` does with changed scripts: their objects (new keys) in the fake bucket."""
+        def add(s):
+            for o in ud.boot_objects(files).values():
+                s["s3"]["objects"][f"{BOOT_BUCKET}/{o.key}"] = o.content
+                s["s3"]["readable"].append(f"{BOOT_BUCKET}/{o.key}")
+        self.update(add)
+
     def calls(self) -> list[dict]:
         path = self.state_dir / "calls.jsonl"
         if not path.exists():
@@ -177,8 +196,15 @@ class Machine:
         return self._run(["bash", "-c", script, "user-data"], timeout, env)
 
     def rerun(self, script: str, timeout: float = 60, args: tuple | list = ()) -> Run:
-        """What cloudstack-ec2-boot.service does at a later boot (or another unit, with args)."""
-        return self._run([str(self.root / "usr/local/lib/cloudstack-ec2" / script), *args], timeout)
+        """What cloudstack-ec2-boot.service does at a later boot: /usr/local/sbin/cloudstack-ec2-boot,
+        i.e. the launcher, which execs the verified local copy of `script` (fetched by the first run).
+        With args: another unit running the installed role script itself (`router.sh forwards`)."""
+        lib = self.root / "usr/local/lib/cloudstack-ec2"
+        assert (lib / script).is_file(), f"{script} was never installed by stage 2"
+        if args:
+            return self._run([str(lib / script), *args], timeout)
+        assert os.readlink(self.file(ud.BOOT_LINK)) == f"{ud.LIB_DIR}/{ud.STAGE2_LAUNCHER}"
+        return self._run([str(lib / ud.STAGE2_LAUNCHER)], timeout)
 
     def _run(self, argv, timeout, extra_env=None) -> Run:
         start = time.monotonic()
@@ -220,3 +246,9 @@ def is_cmd(name, *first_args):
     return predicate
 
 
+
+
+def is_s3_cp(c) -> bool:
+    """An `aws s3 cp` call (the launcher fetching the role script)."""
+    args = c["args"]
+    return c["cmd"] == "aws" and "s3" in args and args[args.index("s3") + 1:][:1] == ["cp"]

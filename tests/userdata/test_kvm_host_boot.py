@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, render
+from bootlab import KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, is_s3_cp, render
 from components import userdata as ud
 
 SCRIPT = "kvm-host.sh"
@@ -100,6 +100,7 @@ def test_libvirtd_restart_fails_while_its_activation_sockets_still_listen(machin
     files = boot_files()
     files["kvm-host.sh"] = files["kvm-host.sh"].replace("    systemctl stop $LIBVIRTD_SOCKETS\n", "")
     assert files["kvm-host.sh"] != boot_files()["kvm-host.sh"]
+    machine.upload_boot_scripts(files)
     r = machine.run_user_data(ud.render_kvm_host_user_data(KVM_HOST, files=files))
     assert r.status != 0
     assert "--listen parameter not permitted with systemd activation sockets" in r.output
@@ -220,10 +221,12 @@ def test_router_boots_without_secrets_or_waits(machine):
     assert r.status == 0, r.output
     calls = machine.calls()
     assert not any(c["cmd"] in ("mysql", "curl", "ping") for c in calls)
-    # The one thing it reads from AWS: its forwards to VMs (no secret, no wait).
-    aws = [c["args"] for c in calls if c["cmd"] == "aws"]
-    assert aws and all("get-parameter" in a and a[a.index("--name") + 1] == f"{PREFIX}/router-forwards"
-                       for a in aws), aws
+    # What it reads from AWS: its own role script (through its Elastic IP), then its
+    # forwards to VMs (no secret, no wait).
+    aws = [c for c in calls if c["cmd"] == "aws"]
+    assert is_s3_cp(aws[0]) and not any(is_s3_cp(c) for c in aws[1:]), aws
+    assert aws[1:] and all("get-parameter" in a and a[a.index("--name") + 1] == f"{PREFIX}/router-forwards"
+                           for a in (c["args"] for c in aws[1:])), aws
     # overlay-network.sh needs nft on the router: installed before the overlay starts.
     assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
@@ -237,7 +240,7 @@ def test_router_boots_without_secrets_or_waits(machine):
     assert "EnvironmentFile=/etc/cloudstack-ec2/overlay.env" in unit
     assert "Before=libvirtd.service cloudstack-agent.service cloudstack-management.service" in unit
     assert os.readlink(machine.file("/usr/local/sbin/cloudstack-ec2-boot")) == \
-        "/usr/local/lib/cloudstack-ec2/router.sh"
+        "/usr/local/lib/cloudstack-ec2/stage2.sh"
     machine.clear_calls()
     assert machine.rerun("router.sh").status == 0
     assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "nftables and chrony are installed"

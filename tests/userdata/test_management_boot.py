@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bootlab import (CLOUD_PASSWORD, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
-                     is_apt, is_cmd, render)
+                     is_apt, is_cmd, is_s3_cp, render)
 
 SCRIPT = "management-server.sh"
 
@@ -43,11 +43,14 @@ def test_first_boot_runs_every_phase_in_order(machine):
     r = first_run(machine)
     calls = machine.calls()
     order = [
-        index_of(calls, is_cmd("hostnamectl", "set-hostname", "mgmt"), "hostname"),
+        # Stage 1 (the launcher): network, AWS CLI, the role script from S3.
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay start"),
         index_of(calls, is_cmd("ping"), "overlay gateway check"),
         index_of(calls, lambda c: c["cmd"] == "curl" and "-I" in c["args"], "internet check"),
         index_of(calls, is_cmd("snap", "install", "aws-cli", "--classic"), "AWS CLI snap"),
+        index_of(calls, is_s3_cp, "role script fetched"),
+        # Stage 2: management-server.sh.
+        index_of(calls, is_cmd("hostnamectl", "set-hostname", "mgmt"), "hostname"),
         index_of(calls, lambda c: c["cmd"] == "aws" and "get-secret-value" in c["args"]
                  and SECRETS.admin in c["args"], "admin secret read"),
         index_of(calls, lambda c: c["cmd"] == "nft" and c["args"][0] == "-f", "firewall loaded"),
@@ -209,9 +212,12 @@ def test_members_wait_for_the_overlay_gateway_and_the_internet_first(machine):
     calls = machine.calls()
     pings = [i for i, c in enumerate(calls) if c["cmd"] == "ping"]
     heads = [i for i, c in enumerate(calls) if c["cmd"] == "curl" and "-I" in c["args"]]
-    assert len(pings) == 2 and len(heads) == 2
+    # The launcher waits (one silent answer each), then the role script checks once more.
+    fetch = index_of(calls, is_s3_cp, "role script fetch")
+    assert len([i for i in pings if i < fetch]) == 2 and len([i for i in heads if i < fetch]) == 2
+    assert len(pings) == 3 and len(heads) == 3
     assert calls[pings[0]]["args"][-1] == "10.100.0.1"
-    assert max(pings) < min(heads) < max(heads) < index_of(calls, is_cmd("snap", "install"), "first install")
+    assert pings[1] < min(heads) < heads[1] < index_of(calls, is_cmd("snap", "install"), "first install")
 
 
 @pytest.mark.parametrize("silent, message", [

@@ -2,6 +2,7 @@
 and input validation (plain values only, never secret-looking ones)."""
 
 import base64
+import hashlib
 import gzip
 import re
 from dataclasses import replace
@@ -32,7 +33,7 @@ def test_user_data_is_gzip_within_ec2_limit_and_deterministic(role):
     assert len(raw) <= ud.USER_DATA_LIMIT_BYTES
     script = gzip.decompress(raw).decode()
     assert script.startswith("#!/bin/bash\n")
-    assert script.rstrip().endswith(f'exec "$root/usr/local/lib/cloudstack-ec2/{ud.ROLE_SCRIPTS[role]}"')
+    assert script.rstrip().endswith('exec "$root/usr/local/lib/cloudstack-ec2/stage2.sh"')
 
 
 def test_size_limit_is_enforced():
@@ -40,7 +41,7 @@ def test_size_limit_is_enforced():
     # Incompressible filler: a payload that cannot fit must be refused, not truncated.
     import random
     rnd = random.Random(1)
-    files["router.sh"] += "".join(f"x{rnd.getrandbits(64):x}=1\n" for _ in range(2000))
+    files["common.sh"] += "".join(f"x{rnd.getrandbits(64):x}=1\n" for _ in range(2000))
     with pytest.raises(ud.UserDataError, match="16384"):
         ud.render_router_user_data(ROUTER, files=files)
 
@@ -187,6 +188,70 @@ def test_bad_router_isolation_input_is_refused_naming_the_field(change, field):
 def test_isolation_settings_are_the_routers_only():
     with pytest.raises(ud.UserDataError, match="only the router"):
         render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, storage_cidr="10.0.0.0/24")))
+
+
+# ------------------------------------------------------------------ stage 2 ----
+
+#: Headroom budget of the compressed user data (EC2's hard limit is 16384 bytes).
+#: The user data carries common.sh and overlay-network.sh, which every issue grows;
+#: this test trips while 2 KiB are still left below EC2's limit (about what one
+#: feature adds to those two scripts), so the next growth is a deliberate decision
+#: (move more to stage 2, or shrink) instead of a plan that fails for every role
+#: at once, as it did when the merges of issues 9-11 reached 17694 bytes. Today
+#: (2026-11-30): router about 13.1 KB (it also carries overlay-router.sh),
+#: management server 11.3 KB, KVM host 11.2 KB; 12 KiB would already refuse the router.
+USER_DATA_BUDGET_BYTES = 14 * 1024
+
+
+@pytest.mark.parametrize("role", BOOTS)
+def test_user_data_stays_under_the_headroom_budget(role):
+    size = len(base64.b64decode(render(BOOTS[role])))
+    assert size <= USER_DATA_BUDGET_BYTES, (
+        f"user data of role {role} is {size} bytes compressed, over the {USER_DATA_BUDGET_BYTES}-byte budget:"
+        " see the budget's comment before raising it")
+
+
+@pytest.mark.parametrize("role", BOOTS)
+def test_user_data_carries_no_role_script_but_names_its_object(role):
+    payload = ud.decode_user_data(render(BOOTS[role]))
+    for script in ud.ROLE_SCRIPTS.values():
+        assert f'cat >"$root/usr/local/lib/cloudstack-ec2/{script}"' not in payload
+    files = boot_files()
+    obj = ud.boot_object(role, files)
+    env = env_of(payload, "boot.env")
+    assert env["CSEC2_STAGE2_BUCKET"] == BOOTS[role].boot_bucket
+    assert env["CSEC2_STAGE2_KEY"] == f"boot/{role}-{obj.sha256}.sh" == obj.key
+    assert env["CSEC2_STAGE2_SHA256"] == hashlib.sha256(files[ud.ROLE_SCRIPTS[role]].encode()).hexdigest()
+    assert env["CSEC2_STAGE2_SCRIPT"] == ud.ROLE_SCRIPTS[role]
+    assert 'cat >"$root/usr/local/lib/cloudstack-ec2/stage2.sh"' in payload
+    assert 'ln -sfn "/usr/local/lib/cloudstack-ec2/stage2.sh" "$root/usr/local/sbin/cloudstack-ec2-boot"' in payload
+
+
+def test_a_changed_role_script_is_a_new_object_and_new_user_data():
+    files = dict(boot_files())
+    before = ud.boot_object("kvm-host", files)
+    files["kvm-host.sh"] += "# one more line\n"
+    after = ud.boot_object("kvm-host", files)
+    assert after.key != before.key and after.sha256 != before.sha256
+    assert ud.render_kvm_host_user_data(KVM_HOST, files=files) != render(KVM_HOST)
+    # The other roles' objects (and user data) do not move.
+    assert ud.boot_object("router", files) == ud.boot_object("router", boot_files())
+
+
+@pytest.mark.parametrize("bucket", ["", "ab", "Upper-case-bucket", "under_score", "a..b", "192.168.0.1",
+                                    "xn--bucket", "bucket-s3alias", "-leading", "b" * 64, "bad\"quote"])
+def test_bad_boot_bucket_is_refused_naming_the_field(bucket):
+    with pytest.raises(ud.UserDataError, match="boot_bucket"):
+        render(replace(KVM_HOST, boot_bucket=bucket))
+
+
+def test_object_arns_are_partition_aware():
+    assert ud.s3_object_arn("aws-cn", "b", "boot/x.sh") == "arn:aws-cn:s3:::b/boot/x.sh"
+    assert ud.s3_bucket_arn("aws-us-gov", "b") == "arn:aws-us-gov:s3:::b"
+    policy = ud.tls_only_bucket_policy("arn:aws:s3:::b")
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Resource"] == ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
 def test_only_the_router_gets_the_routers_part_of_the_overlay_script():

@@ -90,8 +90,48 @@ def aws(state):
     if service == "secretsmanager" and op == "put-secret-value":
         state["secrets"][opt(args, "--secret-id")] = read_value(opt(args, "--secret-string"))
         return 0
+    if service == "s3" and op == "cp":
+        return s3_cp(state, args[2:])
     sys.stderr.write(f"fake aws: unsupported {args}\n")
     return 2
+
+
+def s3_cp(state, args):
+    """`aws s3 cp s3://BUCKET/KEY DEST` from the fake bucket state["s3"]["objects"]
+    ("BUCKET/KEY" -> text). The instance role may read the object ARNs in
+    state["s3"]["readable"] ("BUCKET/KEY") and has no s3:ListBucket unless
+    state["s3"]["list_bucket"]. Like the real CLI (awscli/customizations/s3: HeadObject
+    first; AWS CLI return codes: 1 when an s3 transfer failed), a refused download
+    prints "fatal error: An error occurred (...) when calling the HeadObject
+    operation: ..." and exits 1; S3 answers 403 instead of 404 for a missing key to a
+    caller without s3:ListBucket (S3 API reference GetObject/HeadObject, permissions)."""
+    words = [a for a in args if a not in ("--only-show-errors", "--quiet", "--no-progress")]
+    unknown = [a for a in words if a.startswith("--")]
+    if unknown or len(words) != 2:
+        sys.stderr.write(f"fake aws s3 cp: unsupported arguments {args}\n")
+        return 252
+    source, dest = words
+    if not source.startswith("s3://") or dest.startswith("s3://"):
+        sys.stderr.write(f"fake aws s3 cp: only downloads from s3:// are faked, got {args}\n")
+        return 252
+    path = source[len("s3://"):]
+    s3 = state.get("s3", {})
+    objects, readable = s3.get("objects", {}), s3.get("readable", [])
+    if path not in readable or (path not in objects and not s3.get("list_bucket")):
+        sys.stderr.write("fatal error: An error occurred (403) when calling the HeadObject operation: Forbidden\n")
+        return 1
+    if path not in objects:
+        key = path.split("/", 1)[1] if "/" in path else ""
+        sys.stderr.write(f"fatal error: An error occurred (404) when calling the HeadObject operation: "
+                         f"Key \"{key}\" does not exist\n")
+        return 1
+    if os.path.isdir(dest):
+        dest = os.path.join(dest, os.path.basename(path))
+    with open(dest, "w") as f:
+        f.write(objects[path])
+    if "--only-show-errors" not in args and "--quiet" not in args:
+        print(f"download: {source} to {dest}")
+    return 0
 
 
 def snap(state):
