@@ -27,11 +27,15 @@
 #           "The internet" excludes VPC_CIDR, private (10/8, 172.16/12,
 #           192.168/16), shared (100.64/10) and link-local (169.254/16) space;
 #           169.254.0.0/16 (the router's own instance metadata) is never
-#           forwarded. New connections from tenants and system VMs to the router
+#           forwarded, nor a new packet from cloudbr0 whose source is outside
+#           the overlay (forged). New connections from tenants and system VMs to the router
 #           itself are refused. From the VPC/internet into the overlay, new
 #           connections only as DNAT (ROUTER_DNAT, VM_FORWARDS), to a ROUTER_DNAT
 #           target at its own address (the UI/API), or ICMP; who may connect is
 #           the router's security group's business.
+#
+# Every role: IPv6 is off on cloudbr0 (the instance's own addresses only;
+# bridged frames pass), so the IPv4 isolation has no IPv6 way around it.
 #
 # Idempotent: it changes only runtime network state (links, addresses, routes,
 # sysctls under net.*, its own nftables table, replaced atomically) and writes no
@@ -409,6 +413,18 @@ fi
     $(readlink "/sys/class/net/$VXLAN_DEV/brport/bridge") == */"$BRIDGE" ]] ||
     ip link set dev "$VXLAN_DEV" master "$BRIDGE"
 ip link set dev "$VXLAN_DEV" up
+# No IPv6 on this instance's own cloudbr0: nothing here uses IPv6 on the overlay,
+# and the isolation (the router's table, the members' firewalls) is IPv4; with
+# IPv6 on, every member had an fe80:: address on which tenants reached sshd and
+# rpcbind. Per device: it removes this instance's addresses and routes on
+# cloudbr0 (kernel Documentation/networking/ip-sysctl.rst, disable_ipv6);
+# frames bridged between cloudbr0's ports (VM NICs, ethovl0) are layer 2 and
+# pass as before, and CloudStack's own bridges (brethovl0-<vlan>, other names)
+# keep their settings. Before "up": no link-local address is ever announced.
+# Absent only when the kernel runs without IPv6 (ipv6.disable=1).
+if [[ -e /proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6 ]]; then
+    set_proc "/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6" 1
+fi
 ip link set dev "$BRIDGE" up
 ip addr replace "$OVERLAY_ADDRESS" dev "$BRIDGE"
 

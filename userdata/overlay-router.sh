@@ -144,10 +144,18 @@ ${dnat_rules}    }
     }
     # Tenant isolation (see the header). Only packets from the overlay are
     # filtered here; what the VPC and the internet may send into the overlay is
-    # the router's security group's business.
+    # the router's security group's business. A new packet from cloudbr0 whose
+    # source is outside the overlay is forged (a VR or system VM sending as a
+    # VPC or public address, e.g. UDP reflected off the VPC resolver): dropped.
+    # Reverse-path filtering cannot do it: Ubuntu's all.rp_filter=2 (loose)
+    # accepts any source with a route (the default route), and the kernel uses
+    # max(all, cloudbr0), so a strict cloudbr0 alone would change nothing
+    # (Documentation/networking/ip-sysctl.rst, rp_filter). Replies to DNAT and
+    # forwarded flows are established and pass.
     chain isolation {
         type filter hook forward priority filter; policy accept;
         ct state established,related accept
+        iifname "$BRIDGE" ip saddr != $overlay_cidr counter name "forged_refused" drop
         iifname "$BRIDGE" ip saddr $overlay_cidr jump from_overlay
         iifname != "$BRIDGE" ip daddr $overlay_cidr jump into_overlay
     }
@@ -188,6 +196,7 @@ ${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_ref
         meta l4proto icmp accept
         counter name "router_refused" reject with icmp type admin-prohibited
     }
+    counter forged_refused { }
     counter link_local_refused { }
     counter system_refused { }
     counter tenant_refused { }

@@ -103,6 +103,8 @@ def serve_whoami(name: str, addr: str, port: int, sniff: bool = False) -> None:
     class Server(socketserver.ThreadingTCPServer):
         allow_reuse_address = True
         daemon_threads = True
+        # "::" (or any IPv6 address): an IPv6 listener, as sshd's [::]:22.
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
 
     if sniff:
         threading.Thread(target=sniff_syns, args=(raw_tcp_socket(), port), daemon=True).start()

@@ -418,7 +418,9 @@ table bridge ec2_subnet {{
             "addresses": self.ip(short, "-4", "addr", "show").stdout,
             "routes": self.ip(short, "-4", "route", "show", "table", "all").stdout,
             "rules": self.ip(short, "-4", "rule", "show").stdout,
-            "nft": self.run(short, "nft", "list", "ruleset").stdout,
+            # Counter values out: replacing the table (every run) starts them at zero.
+            "nft": re.sub(r"packets \d+ bytes \d+", "packets - bytes -",
+                          self.run(short, "nft", "list", "ruleset").stdout),
             "sysctls": sysctls,
         }
 

@@ -22,12 +22,13 @@ import contextlib
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from .netlab import (
-    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, MGMT, OVERLAY_MTU,
+    DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, MGMT, OVERLAY_CIDR, OVERLAY_MTU,
     OVERLAY_PREFIX, RESOLVER, ROUTER, TOOLS, UI_PORT, Instance, Lab,
 )
 
@@ -291,3 +292,180 @@ def test_the_members_tables_are_the_ones_the_boot_scripts_wrote(iso: Lab):
         listing = json.loads(iso.run(host, "nft", "-j", "list", "table", *HOST_TABLE.split()).stdout)
         assert any("rule" in item for item in listing["nftables"])
     assert "tcp dport 8096" in iso.run("mgmt", "nft", "list", "table", *MGMT_TABLE.split()).stdout
+
+
+# --- IPv6: none on the members' own cloudbr0; bridged IPv6 passes ----------------------------
+
+SSH_PORT = 22
+FORGED_SOURCE = "10.99.1.77"  # an unused address of the CloudStack subnet (VPC), not the tenant's
+
+
+def link_local(lab: Lab, short: str, dev: str = "cloudbr0") -> str:
+    """The EUI-64 link-local address the kernel gives `dev` when IPv6 is on
+    (addr_gen_mode eui64, the default): fe80:: + the MAC with the U/L bit
+    flipped and ff:fe in the middle (RFC 4291 appendix A)."""
+    mac = [int(part, 16) for part in lab.run(short, "cat", f"/sys/class/net/{dev}/address").stdout.split(":")]
+    mac[0] ^= 0x02
+    words = [mac[0] << 8 | mac[1], mac[2] << 8 | 0xFF, 0xFE << 8 | mac[3], mac[4] << 8 | mac[5]]
+    return "fe80::" + ":".join(f"{word:x}" for word in words)
+
+
+def ipv6_addresses(lab: Lab, short: str, dev: str) -> str:
+    return lab.ip(short, "-6", "-o", "addr", "show", "dev", dev).stdout.strip()
+
+
+def wait_ipv6_usable(lab: Lab, short: str, dev: str, timeout: float = 10) -> None:
+    """Until `dev` has a link-local address that finished duplicate address detection."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = ipv6_addresses(lab, short, dev)
+        if "scope link" in listing and "tentative" not in listing:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no usable IPv6 link-local address on {short}:{dev}: {ipv6_addresses(lab, short, dev)!r}")
+
+
+@contextlib.contextmanager
+def ipv6_on_bridge(lab: Lab, short: str, inst):
+    """The mutation: IPv6 back on `short`'s cloudbr0 (as before the fix); the
+    overlay script run again afterwards, which must turn it off again."""
+    lab.sysctl(short, "net.ipv6.conf.cloudbr0.disable_ipv6", 0)
+    try:
+        wait_ipv6_usable(lab, short, "cloudbr0")
+        yield
+    finally:
+        lab.overlay_script(inst)
+        assert ipv6_addresses(lab, short, "cloudbr0") == "", "a second run of the overlay script left IPv6 on"
+
+
+@pytest.fixture(scope="module")
+def ipv6(iso: Lab):
+    """IPv6 listeners: sshd stand-ins on [::]:22 of the management server and the
+    router (sshd listens on both families), and a service of the system VM
+    stand-in on [::]:7000 (a VM's IPv6 across two hosts' bridges)."""
+    servers = [iso.spawn(short, sys.executable, str(TOOLS), "whoami", f"{short}-ssh6", "::", str(SSH_PORT))
+               for short in ("mgmt", "router")]
+    servers.append(iso.spawn("sysvm", sys.executable, str(TOOLS), "whoami", "sysvm6", "::", "7000"))
+    try:
+        for short in ("tenant", "sysvm"):
+            wait_ipv6_usable(iso, short, "eth0")
+        yield iso
+    finally:
+        for server in servers:
+            iso.stop(server)
+
+
+@pytest.mark.parametrize("short", ["mgmt", "router", "host0"])
+def test_members_have_no_ipv6_on_their_own_bridge(ipv6: Lab, short: str):
+    assert ipv6.run(short, "cat", "/proc/sys/net/ipv6/conf/cloudbr0/disable_ipv6").stdout.strip() == "1"
+    assert ipv6_addresses(ipv6, short, "cloudbr0") == ""
+    # Only cloudbr0: the VXLAN port and the instance's other devices keep the
+    # kernel's default (CloudStack's guest bridges are other devices too).
+    assert ipv6.run(short, "cat", "/proc/sys/net/ipv6/conf/default/disable_ipv6").stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("short, inst", [("mgmt", MGMT), ("router", ROUTER)])
+def test_tenant_cannot_reach_ssh_over_ipv6_link_local(ipv6: Lab, short: str, inst):
+    target = f"{link_local(ipv6, short)}%eth0"
+    ok, output = connect(ipv6, "tenant", target, SSH_PORT, REFUSED_TIMEOUT)
+    assert not ok, f"a tenant reached {short}'s sshd over IPv6: {output}"
+    # The proof: with IPv6 on cloudbr0 (as before), the IPv4-only isolation
+    # has a way around it.
+    with ipv6_on_bridge(ipv6, short, inst):
+        ok, output = connect(ipv6, "tenant", target, SSH_PORT)
+        assert ok and output.startswith(f"{short}-ssh6 fe80::"), output
+
+
+def test_vms_still_speak_ipv6_across_the_hosts_bridges(ipv6: Lab):
+    # tenant (on host0's cloudbr0) -> ethovl0 -> VXLAN -> host1's cloudbr0 -> sysvm:
+    # bridged frames, untouched by the bridges' own disable_ipv6.
+    assert ipv6_addresses(ipv6, "host0", "cloudbr0") == ipv6_addresses(ipv6, "host1", "cloudbr0") == ""
+    ok, output = connect(ipv6, "tenant", f"{link_local(ipv6, 'sysvm', 'eth0')}%eth0", 7000)
+    assert ok and output.startswith("sysvm6 fe80::"), output
+
+
+# --- forged sources from the overlay --------------------------------------------------------
+
+
+def test_router_drops_forged_sources_from_the_overlay(iso: Lab):
+    """A tenant sending as a VPC address (UDP: the VPC resolver would answer
+    that address, a reflection) is dropped before it is forwarded."""
+    iso.ip("tenant", "addr", "add", f"{FORGED_SOURCE}/32", "dev", "eth0")
+    try:
+        def queries() -> int:
+            return sum(1 for line in iso.resolver.lines if line.startswith(f"query {FORGED_SOURCE} "))
+
+        before, refused = queries(), counter(iso, "forged_refused")
+        iso.tool("tenant", "resolve", RESOLVER, DNS_NAME, "1", FORGED_SOURCE, check=False, timeout=15)
+        assert counter(iso, "forged_refused") > refused
+        assert queries() == before, "the forged query reached the VPC resolver"
+        with without(iso, "router", ROUTER_TABLE, ("isolation", "forged_refused")):
+            iso.tool("tenant", "resolve", RESOLVER, DNS_NAME, "1", FORGED_SOURCE, check=False, timeout=15)
+            time.sleep(0.2)
+            assert queries() > before, "without the rule the forged query should reach the resolver"
+    finally:
+        iso.ip("tenant", "addr", "del", f"{FORGED_SOURCE}/32", "dev", "eth0", check=False)
+
+
+# --- a system VM's two NICs in the one overlay subnet ---------------------------------------
+#
+# The SSVM and the console proxy have a private NIC (eth1, system range) and a public NIC
+# (eth2, public range = the tenant class) in the SAME overlay subnet. setup_common
+# (systemvm/debian/opt/cloud/bin/setup/common.sh) brings eth1 up, then eth2, then sets the
+# default route via eth2; its "ip route add $MGMTNET via $LOCAL_GW dev eth1" fails here
+# (management.network.cidr is the overlay, the connected prefix itself: File exists), and
+# setup_system_rfc1918_internal adds no 10/8 route (the public address is RFC 1918). EFS is
+# reached by NfsSecondaryStorageResource.addRouteToInternalIpOrCidr: "ip route add <ip> via
+# <localgw>" without a device. So which NIC (and which address class) they speak from is
+# decided by the ORDER of the two identical connected routes: the kernel appends a NIC's
+# connected route (fib_magic, NLM_F_APPEND) and a lookup takes the first.
+
+SSVM_PRIVATE = "10.100.64.2"   # the system range: the private NIC
+SSVM_PUBLIC = "10.100.128.2"   # the public range: the public NIC
+
+
+@contextlib.contextmanager
+def system_vm_with_two_nics(lab: Lab, first: str):
+    """A two-NIC stand-in on host1's cloudbr0, its NICs' addresses added in the order
+    `first` ("eth1" as setup_common does, or "eth2"), routes as the system VM sets them."""
+    lab.add_ns("ssvm")
+    try:
+        for nic, mac in (("eth1", "fe:54:00:00:01:01"), ("eth2", "fe:54:00:00:01:02")):
+            port = f"vm-ssvm-{nic}"
+            lab.veth("host1", port, "ssvm", nic, OVERLAY_MTU)
+            lab.ip("host1", "link", "set", port, "address", mac)
+            lab.ip("host1", "link", "set", port, "master", "cloudbr0")
+        order = {"eth1": [("eth1", SSVM_PRIVATE), ("eth2", SSVM_PUBLIC)],
+                 "eth2": [("eth2", SSVM_PUBLIC), ("eth1", SSVM_PRIVATE)]}[first]
+        for nic, address in order:
+            lab.ip("ssvm", "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", nic)
+        mgmtnet = lab.ip("ssvm", "route", "add", OVERLAY_CIDR, "via", ROUTER.overlay, "dev", "eth1", check=False)
+        assert mgmtnet.returncode != 0 and "File exists" in mgmtnet.stderr, mgmtnet
+        lab.ip("ssvm", "route", "add", "default", "via", ROUTER.overlay, "dev", "eth2")
+        lab.ip("ssvm", "route", "add", EFS.underlay, "via", ROUTER.overlay)
+        yield
+    finally:
+        lab.del_ns("ssvm")
+
+
+def test_system_vm_with_two_nics_speaks_from_its_private_nic_as_setup_common_orders_them(iso: Lab):
+    with system_vm_with_two_nics(iso, first="eth1"):
+        assert connect(iso, "ssvm", MGMT.overlay, AGENT_PORT) == (True, f"mgmt-agent {SSVM_PRIVATE}")
+        assert connect(iso, "ssvm", EFS.underlay, NFS_PORT) == (True, f"efs {SSVM_PRIVATE}")
+        # Internet and DNS go by the default route (eth2, the tenant class): allowed to tenants.
+        assert connect(iso, "ssvm", INTERNET_CLIENT, INTERNET_PORT) == (True, f"internet {ELASTIC_IP}")
+        assert resolves(iso, "ssvm")
+        # What breaks it: eth1 reconfigured alone later (its route re-added behind eth2's).
+        iso.ip("ssvm", "link", "set", "eth1", "down")
+        iso.ip("ssvm", "link", "set", "eth1", "up")
+        iso.ip("ssvm", "route", "replace", EFS.underlay, "via", ROUTER.overlay)
+        assert not connect(iso, "ssvm", MGMT.overlay, AGENT_PORT, REFUSED_TIMEOUT)[0]
+        assert not connect(iso, "ssvm", EFS.underlay, NFS_PORT, REFUSED_TIMEOUT)[0]
+
+
+def test_system_vm_with_its_public_nic_first_is_refused_efs_and_the_agent_port(iso: Lab):
+    with system_vm_with_two_nics(iso, first="eth2"):
+        refused = counter(iso, "tenant_refused")
+        assert not connect(iso, "ssvm", MGMT.overlay, AGENT_PORT, REFUSED_TIMEOUT)[0]
+        assert not connect(iso, "ssvm", EFS.underlay, NFS_PORT, REFUSED_TIMEOUT)[0]
+        assert counter(iso, "tenant_refused") > refused, "EFS refused by the router as a tenant's destination"

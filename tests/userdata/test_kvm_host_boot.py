@@ -320,3 +320,16 @@ def test_malformed_forwards_parameter_changes_nothing(machine):
     assert r.status != 0 and "holds 'ssh-to-anything'" in r.output
     assert overlay_restarts(machine) == []
     assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text().strip() == 'VM_FORWARDS=""'
+
+
+def test_libvirtd_does_not_start_when_the_firewall_fails_to_load(machine):
+    # The firewall unit is a requirement of the listeners (RequiredBy= + Before=):
+    # rules that do not load keep libvirtd (and sshd) from starting, open.
+    publish_key(machine)
+    machine.update(lambda s: s["units"]["failing"].append("cloudstack-ec2-host-firewall.service"))
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status != 0
+    assert "A dependency job for libvirtd.service failed" in r.output
+    units = machine.state()["units"]
+    assert "libvirtd.service" not in units["active"]
+    assert set(units["requires"]) == {"libvirtd.service", "ssh.service", "cloudstack-management.service"}

@@ -373,3 +373,17 @@ def test_firewall_admits_each_cloudstack_port_only_from_its_address_classes(mach
     assert "meta nfproto ipv4 ip saddr 10.100.0.0/16 ip saddr != 10.100.0.0/18 counter drop" in lines
     assert "cloudstack-ec2-host-firewall.service" in machine.state()["units"]["enabled"]
     assert "flush ruleset" not in rules
+
+
+def test_management_server_does_not_start_at_a_later_boot_when_the_firewall_fails_to_load(machine):
+    first_run(machine)
+
+    def reboot_with_a_broken_firewall(s):
+        s["units"]["active"] = []
+        s["units"]["failing"].append("cloudstack-ec2-host-firewall.service")
+
+    machine.update(reboot_with_a_broken_firewall)
+    r = machine.rerun(SCRIPT)
+    assert r.status != 0
+    assert "A dependency job for cloudstack-management.service failed" in r.output
+    assert "cloudstack-management.service" not in machine.state()["units"]["active"]

@@ -390,6 +390,40 @@ def setup_management(state):
     return 0
 
 
+def unit_directives(unit):
+    """{(section, key): [words]} of a unit file the boot scripts wrote (empty when
+    there is none: a package's own unit, which the fake does not have)."""
+    path = ROOT + "/etc/systemd/system/" + unit
+    found, section = {}, None
+    if os.path.exists(path):
+        for line in open(path).read().splitlines():
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+            elif "=" in line and not line.startswith(("#", ";")):
+                key, value = line.split("=", 1)
+                found.setdefault((section, key.strip()), []).extend(value.split())
+    return found
+
+
+def dependency_failed(state, unit):
+    """systemd refuses to start `unit` when a unit it Requires= (here: linked by
+    that unit's [Install] RequiredBy= on enable) fails and is ordered before it
+    (systemd.unit(5), Requires=: "If one of the other units fails to activate,
+    and an ordering dependency After= on the failing unit is set, this unit will
+    not be started"). Without the ordering both start and only the required
+    unit fails. A required unit that starts becomes active too."""
+    u = state["units"]
+    for required in u.get("requires", {}).get(unit, []):
+        if required in u.get("failing", []):
+            if unit in unit_directives(required).get(("Unit", "Before"), []):
+                sys.stderr.write(f"A dependency job for {unit} failed. See 'journalctl -xe' for details.\n")
+                return True
+        elif required not in u["active"]:
+            u["active"].append(required)
+    return False
+
+
 def systemctl(state):
     args = [a for a in ARGS if not a.startswith("--")]
     verb, units = args[0], args[1:]
@@ -400,6 +434,13 @@ def systemctl(state):
         return 0 if units[0] in u["enabled"] else 1
     if verb == "enable":
         u["enabled"].extend(units)
+        # [Install] RequiredBy=: enable links the unit into <target>.requires/
+        # (systemctl(1), enable; the target need not be installed yet).
+        for unit in units:
+            for target in unit_directives(unit).get(("Install", "RequiredBy"), []):
+                u.setdefault("requires", {}).setdefault(target, [])
+                if unit not in u["requires"][target]:
+                    u["requires"][target].append(unit)
         if "--now" in ARGS:
             u["active"].extend(units)
     if verb == "restart" and "cloudstack-management.service" in units:
@@ -410,6 +451,8 @@ def systemctl(state):
         for unit in units:
             if unit in u.get("failing", []):
                 sys.stderr.write(f"Job for {unit} failed.\n")
+                return 1
+            if dependency_failed(state, unit):
                 return 1
             if unit == "libvirtd.service" and libvirtd_refuses_to_start(state):
                 return 1
