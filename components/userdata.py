@@ -244,6 +244,17 @@ def _check_str(name: str, value: object) -> str:
     return value
 
 
+def _ip_value(name: str, value: object, kind: type):
+    """`value` (a plain str, checked as _check_str does) as `kind` (ipaddress.IPv4Address,
+    IPv4Interface or IPv4Network), or None when it does not parse: the caller raises
+    with what it accepts."""
+    _check_str(name, value)
+    try:
+        return kind(value)
+    except ValueError:
+        return None
+
+
 def _check_match(name: str, value: object, pattern: re.Pattern, accepted: str) -> str:
     _check_str(name, value)
     if not pattern.match(value):  # type: ignore[arg-type]
@@ -311,28 +322,16 @@ def _check_overlay(overlay: object, role: str) -> OverlayConfig:
     _check_int("overlay.vxlan_id", o.vxlan_id, 1, rules.MAX_VXLAN_ID)
     _check_int("overlay.vxlan_port", o.vxlan_port, 1, 65535)
     _check_int("overlay.overlay_mtu", o.overlay_mtu, rules.MIN_OVERLAY_MTU, rules.MAX_OVERLAY_MTU)
-    _check_str("overlay.vxlan_group", o.vxlan_group)
-    try:
-        group = ipaddress.IPv4Address(o.vxlan_group)
-    except ValueError:
-        group = None
+    group = _ip_value("overlay.vxlan_group", o.vxlan_group, ipaddress.IPv4Address)
     if group is None or not group.is_multicast:
         raise UserDataError(f"overlay.vxlan_group: {o.vxlan_group!r} is not accepted; expected an IPv4"
                             " multicast address, e.g. from 239.255.0.0/16")
-    _check_str("overlay.overlay_address", o.overlay_address)
-    try:
-        iface = ipaddress.IPv4Interface(o.overlay_address)
-    except ValueError:
-        iface = None
+    iface = _ip_value("overlay.overlay_address", o.overlay_address, ipaddress.IPv4Interface)
     if iface is None or "/" not in o.overlay_address or not 8 <= iface.network.prefixlen <= 30 \
             or iface.ip in (iface.network.network_address, iface.network.broadcast_address):
         raise UserDataError(f"overlay.overlay_address: {o.overlay_address!r} is not accepted; expected a host"
                             " address with its prefix (/8../30), e.g. '10.100.0.10/16'")
-    _check_str("overlay.vpc_cidr", o.vpc_cidr)
-    try:
-        vpc = ipaddress.IPv4Network(o.vpc_cidr)
-    except ValueError:
-        vpc = None
+    vpc = _ip_value("overlay.vpc_cidr", o.vpc_cidr, ipaddress.IPv4Network)
     if vpc is None:
         raise UserDataError(f"overlay.vpc_cidr: {o.vpc_cidr!r} is not accepted; expected an IPv4 network"
                             " such as '10.0.0.0/16'")
@@ -343,11 +342,7 @@ def _check_overlay(overlay: object, role: str) -> OverlayConfig:
         if o.overlay_gateway is None:
             raise UserDataError("overlay.overlay_gateway: None is not accepted; members need the router's"
                                 " overlay address")
-        _check_str("overlay.overlay_gateway", o.overlay_gateway)
-        try:
-            gateway = ipaddress.IPv4Address(o.overlay_gateway)
-        except ValueError:
-            gateway = None
+        gateway = _ip_value("overlay.overlay_gateway", o.overlay_gateway, ipaddress.IPv4Address)
         if gateway is None or gateway not in iface.network or gateway == iface.ip:
             raise UserDataError(f"overlay.overlay_gateway: {o.overlay_gateway!r} is not accepted; expected"
                                 f" the router's address in {iface.network}, not this instance's own")
@@ -394,20 +389,12 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
     if o.storage_cidr is None:
         raise UserDataError("overlay.storage_cidr: None is not accepted on the router; expected the dedicated"
                             " CloudStack subnet (where the EFS mount target is), e.g. '10.0.0.0/24'")
-    _check_str("overlay.storage_cidr", o.storage_cidr)
-    try:
-        storage = ipaddress.IPv4Network(o.storage_cidr)
-    except ValueError:
-        storage = None
+    storage = _ip_value("overlay.storage_cidr", o.storage_cidr, ipaddress.IPv4Network)
     if storage is None or not storage.subnet_of(vpc):
         raise UserDataError(f"overlay.storage_cidr: {o.storage_cidr!r} is not accepted; expected the dedicated"
                             f" subnet's IPv4 CIDR inside the VPC {vpc}")
     for i, text in enumerate(o.tenant_vpc_access):
-        _check_str(f"overlay.tenant_vpc_access[{i}]", text)
-        try:
-            net = ipaddress.IPv4Network(text)
-        except ValueError:
-            net = None
+        net = _ip_value(f"overlay.tenant_vpc_access[{i}]", text, ipaddress.IPv4Network)
         if net is None or net.prefixlen == 0 or net.overlaps(rules.LINK_LOCAL) \
                 or net.overlaps(iface.network):
             raise UserDataError(f"overlay.tenant_vpc_access[{i}]: {text!r} is not accepted; expected an IPv4 CIDR"
