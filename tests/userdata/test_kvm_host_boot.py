@@ -106,6 +106,19 @@ def test_libvirtd_restart_fails_while_its_activation_sockets_still_listen(machin
     assert "--listen parameter not permitted with systemd activation sockets" in r.output
 
 
+def test_libvirtd_restart_fails_when_its_stopped_sockets_are_not_masked(machine):
+    # Stopping alone is not enough: libvirtd.service Wants= its sockets and starts
+    # them again; the script must also mask them.
+    publish_key(machine)
+    files = boot_files()
+    files["kvm-host.sh"] = files["kvm-host.sh"].replace("    systemctl mask $LIBVIRTD_SOCKETS\n", "")
+    assert files["kvm-host.sh"] != boot_files()["kvm-host.sh"]
+    machine.upload_boot_scripts(files)
+    r = machine.run_user_data(ud.render_kvm_host_user_data(KVM_HOST, files=files))
+    assert r.status != 0
+    assert "--listen parameter not permitted with systemd activation sockets" in r.output
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"),
                     reason="needs root, nft and unshare to syntax-check the rules in a scratch namespace")
 @pytest.mark.parametrize("boot, table", [(KVM_HOST, "cloudstack_ec2_host"), (MANAGEMENT, "cloudstack_ec2_management")],

@@ -466,10 +466,15 @@ def libvirtd_refuses_to_start(state):
     """libvirtd started with --listen while systemd still holds its activation
     sockets exits at once (libvirt src/remote/remote_daemon.c, daemonSetupNetworking:
     "--listen parameter not permitted with systemd activation sockets"). Masking a
-    socket unit does not close it: only `systemctl stop` does."""
+    socket unit does not close it: only `systemctl stop` does. Stopping without
+    masking is not enough either: libvirtd.service Wants= its sockets (Ubuntu 24.04's
+    unit), so starting it starts every installed, unmasked one again (systemd.unit(5),
+    Wants=)."""
     default = os.path.join(ROOT + "/etc/default/libvirtd")
     listen = os.path.exists(default) and re.search(r'^LIBVIRTD_ARGS="[^"]*(--listen|-l)\b', open(default).read(), re.M)
-    held = [s for s in state["units"]["active"] if s.startswith("libvirtd") and s.endswith(".socket")]
+    units = state["units"]
+    held = [s for s in units["active"] if s.startswith("libvirtd") and s.endswith(".socket")]
+    held += [s for s in LIBVIRTD_ACTIVATION_SOCKETS if s in units["enabled"] and s not in units["masked"]]
     if listen and held:
         sys.stderr.write("Job for libvirtd.service failed because the control process exited with error code.\n"
                          "libvirtd: error : --listen parameter not permitted with systemd activation sockets, "
