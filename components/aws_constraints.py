@@ -144,9 +144,13 @@ _IAM_QUOTAS = "IAM User Guide, IAM and AWS STS quotas (role trust policy 2,048; 
 #: type -> ((input, limit, what), ...): document sizes IAM refuses beyond.
 IAM_DOCUMENT_LIMITS = {
     "aws:iam/role:Role": (("assumeRolePolicy", 2048, "trust policy"),),
-    # One inline policy can be at most what all of a role's inline policies may total.
+    # One inline policy can be at most what all of a role's inline policies may total
+    # (the total itself: check_role_inline_policies).
     "aws:iam/rolePolicy:RolePolicy": (("policy", 10240, "inline policy"),),
 }
+#: All inline policies of one role together (white space not counted): PutRolePolicy
+#: answers LimitExceeded beyond it (_IAM_QUOTAS).
+IAM_ROLE_INLINE_POLICIES_MAX = 10240
 
 # --------------------------------------------------------------------------- RDS
 
@@ -385,6 +389,27 @@ def _values_at(inputs: Mapping[str, Any], path: str) -> Iterable[tuple[str, Any]
                 nxt.append((label, child))
         items = nxt
     return [(w, _unwrap(v)) for w, v in items]
+
+
+def check_role_inline_policies(policies: Iterable[tuple[str, Any, Any]]) -> list[Violation]:
+    """Roles whose inline policies together exceed IAM_ROLE_INLINE_POLICIES_MAX.
+    `policies`: (RolePolicy resource name, its `role` input, its `policy` input) of
+    every inline policy the program declares; values not known yet are skipped."""
+    totals: dict[str, list[tuple[str, int]]] = {}
+    for name, role, document in policies:
+        role, document = _unwrap(role), _unwrap(document)
+        if isinstance(role, str) and role != _UNKNOWN and isinstance(document, str) and document != _UNKNOWN:
+            totals.setdefault(role, []).append((name, len(re.sub(r"\s", "", document))))
+    found = []
+    for role, sizes in sorted(totals.items()):
+        total = sum(size for _, size in sizes)
+        if total > IAM_ROLE_INLINE_POLICIES_MAX:
+            parts = ", ".join(f"{name} {size}" for name, size in sizes)
+            found.append(Violation(
+                "aws:iam/rolePolicy:RolePolicy", sizes[-1][0], "policy", f"<{total} characters>",
+                f"makes the inline policies of role {role} {total} characters together ({parts}; white space "
+                f"not counted); IAM accepts at most {IAM_ROLE_INLINE_POLICIES_MAX} per role", _IAM_QUOTAS))
+    return found
 
 
 def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, Any], *,

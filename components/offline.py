@@ -107,6 +107,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         self.invokes: list[tuple[str, dict]] = []
         #: Every input AWS (or pulumi-aws's Check) would refuse (components.aws_constraints).
         self.violations: list[aws_constraints.Violation] = []
+        #: (name, role, policy) of every inline role policy: IAM limits their total per role.
+        self.role_policies: list[tuple[str, Any, Any]] = []
 
     def _private_ip(self, name: str) -> str:
         """An address in the dedicated subnet, the same for the same resource name on every run."""
@@ -128,6 +130,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.violations.extend(aws_constraints.check_inputs(
             args.typ, args.name, args.inputs, partition=self.partition, region=self.region, account=ACCOUNT_ID))
+        if args.typ == "aws:iam/rolePolicy:RolePolicy":
+            self.role_policies.append((args.name, args.inputs.get("role"), args.inputs.get("policy")))
         n = _stable_number(args.typ + args.name) % 10**9
         state = dict(args.inputs)
         typ = args.typ
@@ -391,6 +395,7 @@ def run_offline(
             lambda: _sync_await(pulumi.Output.from_input(body()).future())))
     finally:
         pickle._Pickler._batch_setitems, pickle._Pickler.save_dict = saved  # type: ignore[attr-defined]
+    mocks.violations.extend(aws_constraints.check_role_inline_policies(mocks.role_policies))
     if mocks.violations:
         # Where `pulumi up` would stop at preview, with nothing created.
         raise aws_constraints.AwsInputError(mocks.violations)

@@ -182,3 +182,28 @@ def test_iam_document_sizes():
     assert messages("aws:iam/role:Role", "r", {"name": "r", "assumeRolePolicy": "x" * 2049})
     # White space does not count.
     assert c.check_inputs("aws:iam/role:Role", "r", {"name": "r", "assumeRolePolicy": "x" * 2000 + " " * 100}) == []
+
+
+def test_a_roles_inline_policies_are_limited_together():
+    # IAM counts all of a role's inline policies against one 10,240 (white space not
+    # counted): two policies each under the limit can still be refused together.
+    half = '{"Statement":"' + "x" * 5200 + '"}'
+    assert c.check_role_inline_policies([("a-policy", "role-a", half), ("b-policy", "role-b", half)]) == []
+    found = c.check_role_inline_policies([("a-session-manager", "role-a", half), ("a-policy", "role-a", half)])
+    assert len(found) == 1
+    assert found[0].resource_name == "a-policy" and "role-a" in found[0].message and "10240" in found[0].message
+
+
+class _TwoPolicies:
+    def __init__(self, size: int):
+        role = aws.iam.Role("tiny-role", assume_role_policy='{"Version":"2012-10-17","Statement":[]}')
+        for which in ("one", "two"):
+            aws.iam.RolePolicy(f"tiny-{which}", role=role.name, policy='{"Statement":"' + "x" * size + '"}')
+        self.outputs = {}
+
+
+def test_offline_run_refuses_a_roles_inline_policies_over_their_total():
+    with pytest.raises(c.AwsInputError) as err:
+        offline.run_offline(lambda: _TwoPolicies(5200), {}, project="p", stack="s", region="us-east-1")
+    assert "inline policies of role" in str(err.value) and "tiny-two" in str(err.value)
+    offline.run_offline(lambda: _TwoPolicies(5000), {}, project="p", stack="s", region="us-east-1")
