@@ -936,7 +936,9 @@ class Emulator:
                 # doMaintain: the MaintainCommand cannot reach the agent → maintain() is false
                 raise ApiError(530, f"Unable to prepare for maintenance host {h['id']}")
             if h["resourcestate"] not in ("Enabled", "ErrorInMaintenance"):
-                # ResourceState: no AdminAskMaintenance transition from Disabled (or Degraded → Maintenance)
+                # ResourceState.java: no AdminAskMaintenance transition from Disabled. Degraded does have
+                # one (straight to Maintenance) that this emulator does not model: the provider never
+                # asks it (a Degraded host leaves through deleteHost), so it is refused here.
                 raise ApiError(530, f"Cannot transit resource state of Host {h['id']} to Maintenance: No next "
                                     f"resource state found for current state = {h['resourcestate']} event = "
                                     f"AdminAskMaintenance")
