@@ -37,6 +37,10 @@ HOST_READY = "host-ready"
 #: The router's forwards to VMs (vmForwards, DNAT entries separated by spaces, or
 #: NO_FORWARDS), written by Pulumi; the router polls it and applies changes in place.
 PARAM_ROUTER_FORWARDS = "router-forwards"
+#: The router's forwards on the console address to the console proxy VM
+#: (components/consoles.console_forwards, or consoles.NO_CONSOLE): created by Pulumi,
+#: written by the registration once the console proxy runs; the router polls it.
+PARAM_CONSOLE_FORWARDS = "console-forwards"
 #: Value of a parameter the management server has not written yet.
 PENDING = "pending"
 #: SSM refuses empty String parameters: the value of "no forwards".
@@ -44,7 +48,7 @@ NO_FORWARDS = "none"
 
 
 PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY, PARAM_CLOUDSTACK_VERSION,
-              PARAM_ROUTER_FORWARDS)
+              PARAM_ROUTER_FORWARDS, PARAM_CONSOLE_FORWARDS)
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: The per-deployment part: 4 random bytes as hex (pulumi_random.RandomId byte_length=4).
