@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
+from components import routeraccess
+
 #: The Transit Gateway sends its IGMP membership queries from 0.0.0.0.
 IGMP_QUERIER = "0.0.0.0/32"
 IGMP_PROTOCOL = "2"
 VXLAN_PORT = 4789
-CLOUDSTACK_UI_PORT = 8080
+CLOUDSTACK_UI_PORT = routeraccess.CLOUDSTACK_UI_PORT
 MYSQL_PORT = 3306
 NFS_PORT = 2049
 #: Members and the router reach package mirrors, AWS APIs and the VPC.
 ALLOW_ALL_EGRESS = aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])
-#: For protocol icmp, from_port is the ICMP type and to_port the code.
-ICMP_DESTINATION_UNREACHABLE = 3
-ICMP_FRAGMENTATION_NEEDED = 4
 
 
 @dataclass(frozen=True)
@@ -154,34 +152,15 @@ class Underlay(pulumi.ComponentResource):
             tags={**tags, "Name": f"{name}-member"}, opts=child)
 
         # The router's own group. Because its source/destination check is off, this
-        # group also filters everything FORWARDED into the overlay from the VPC.
+        # group also filters everything FORWARDED into the overlay from the VPC and the
+        # internet: components/routeraccess.py says what it admits, and why.
         router_ingress = [
-            aws.ec2.SecurityGroupIngressArgs(
-                description="CloudStack UI/API from the VPC", protocol="tcp",
-                from_port=CLOUDSTACK_UI_PORT, to_port=CLOUDSTACK_UI_PORT, cidr_blocks=[args.vpc_cidr]),
-            # Path MTU discovery: the overlay and the VPC carry jumbo frames, the
-            # internet gateway 1500 bytes; "fragmentation needed" must reach the
-            # router (AWS's advice for PMTUD). It opens no service.
-            aws.ec2.SecurityGroupIngressArgs(
-                description="ICMP fragmentation needed (path MTU discovery)", protocol="icmp",
-                from_port=ICMP_DESTINATION_UNREACHABLE, to_port=ICMP_FRAGMENTATION_NEEDED,
-                cidr_blocks=["0.0.0.0/0"]),
-        ]
-        # Services offered from VMs (vmForwards): the router DNATs the port to a
-        # public-range address; this group decides who may connect.
-        for protocol, port, sources, description in args.vm_forward_rules:
-            router_ingress.append(aws.ec2.SecurityGroupIngressArgs(
-                description=description, protocol=protocol, from_port=port, to_port=port,
-                cidr_blocks=list(sources)))
-        outside_vpc = [c for c in args.admin_cidrs
-                       if not ipaddress.IPv4Network(c).subnet_of(ipaddress.IPv4Network(args.vpc_cidr))]
-        if outside_vpc:
-            router_ingress.append(aws.ec2.SecurityGroupIngressArgs(
-                description="CloudStack UI/API from adminCidrs", protocol="tcp",
-                from_port=CLOUDSTACK_UI_PORT, to_port=CLOUDSTACK_UI_PORT, cidr_blocks=list(outside_vpc)))
+            aws.ec2.SecurityGroupIngressArgs(description=r.description, protocol=r.protocol,
+                                             from_port=r.from_port, to_port=r.to_port, cidr_blocks=list(r.cidrs))
+            for r in routeraccess.router_ingress(args.vpc_cidr, args.admin_cidrs, args.vm_forward_rules)]
         router_sg = aws.ec2.SecurityGroup(
             f"{name}-router-sg", vpc_id=self.vpc_id,
-            description="CloudStack overlay router: UI/API (8080) only; never 8096 or 8250",
+            description="CloudStack overlay router: UI/API, consoles, vmForwards; never 8096 or 8250",
             ingress=router_ingress,
             egress=[ALLOW_ALL_EGRESS],
             tags={**tags, "Name": f"{name}-router"}, opts=child)

@@ -177,23 +177,25 @@ def test_every_instance_is_a_member_and_the_router_also_has_the_router_group(dev
         assert (router_sg.id in groups) == (inst.name == "router"), inst.name
 
 
-def test_router_admits_only_8080_from_admin_cidrs_and_the_vpc(dev):
+@pytest.mark.parametrize("port", [8080, 80])
+def test_router_admits_the_ui_and_console_ports_only_from_admin_cidrs_and_the_vpc(dev, port):
     all_rules = dev.ingress(sg(dev, "router-sg"))
     icmp = [r for r in all_rules if r["protocol"] == "icmp"]
     rules = [r for r in all_rules if r["protocol"] != "icmp"]
-    # Besides 8080: only ICMP type 3 code 4 (fragmentation needed), for path MTU discovery.
+    # Besides the UI/API (8080) and the console page (80; its websocket is 8080 on the
+    # console address): only ICMP type 3 code 4 (fragmentation needed), for path MTU discovery.
     assert [(dev.ports(r), r["cidrBlocks"]) for r in icmp] == [((3, 4), ["0.0.0.0/0"])]
-    assert rules, "the router group admits nothing"
+    assert {dev.ports(r) for r in rules} == {(8080, 8080), (80, 80)}
     for rule in rules:
-        assert rule["protocol"] == "tcp" and dev.ports(rule) == (8080, 8080), rule
+        assert rule["protocol"] == "tcp", rule
         assert not rule.get("securityGroups") and not rule.get("self")
-    sources = {c for r in rules for c in r["cidrBlocks"]}
+    sources = {c for r in rules if dev.ports(r) == (port, port) for c in r["cidrBlocks"]}
     vpc = ipaddress.ip_network(str(dev.settings.vpc_cidr))
     wanted = {str(vpc), *(str(c) for c in dev.settings.admin_cidrs)}
     for cidr in wanted:
         net = ipaddress.ip_network(cidr)
-        assert any(net.subnet_of(ipaddress.ip_network(s)) for s in sources), f"{cidr} cannot reach 8080"
-    assert sources <= wanted, f"8080 open to more than the VPC and adminCidrs: {sources - wanted}"
+        assert any(net.subnet_of(ipaddress.ip_network(s)) for s in sources), f"{cidr} cannot reach {port}"
+    assert sources <= wanted, f"{port} open to more than the VPC and adminCidrs: {sources - wanted}"
 
 
 @pytest.mark.parametrize("port", [8096, 8250, 22])
