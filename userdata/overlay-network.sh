@@ -30,9 +30,9 @@
 #           forwarded, nor a new packet from cloudbr0 whose source is outside
 #           the overlay (forged). New connections from tenants and system VMs to the router
 #           itself are refused. From the VPC/internet into the overlay, new
-#           connections only as DNAT (ROUTER_DNAT, VM_FORWARDS), to a ROUTER_DNAT
-#           target at its own address (the UI/API), or ICMP; who may connect is
-#           the router's security group's business.
+#           connections only as DNAT (ROUTER_DNAT, VM_FORWARDS, CONSOLE_FORWARDS),
+#           to a ROUTER_DNAT target at its own address (the UI/API), or ICMP; who
+#           may connect is the router's security group's business.
 #
 # Every role: IPv6 is off on cloudbr0 (the instance's own addresses only;
 # bridged frames pass), so the IPv4 isolation has no IPv6 way around it.
@@ -83,6 +83,16 @@
 #                    tenant address (inside the overlay, outside INFRA_CIDR and
 #                    SYSTEM_RANGE); who may connect is the router's security
 #                    group's business (vmForwards). Default: none
+#   CONSOLE_ADDRESS  router: its console address, the second private IPv4 of
+#                    its ENI (inside VPC_CIDR, not the underlay address; its own
+#                    Elastic IP, named by consoleproxy.url.domain). It need not
+#                    be on any interface: EC2 delivers it to the ENI and the DNAT
+#                    rewrites it first. Default: none
+#   CONSOLE_FORWARDS router: "tcp:80:IP:80 tcp:8080:IP:8080" (components/
+#                    consoles.py console_forwards), forwarded from CONSOLE_ADDRESS
+#                    (ports 80 and 8080 there are not the underlay address's);
+#                    IP: the console proxy VM's public address, a tenant address
+#                    as for VM_FORWARDS. Needs CONSOLE_ADDRESS. Default: none
 set -euo pipefail
 export LC_ALL=C
 
@@ -224,6 +234,8 @@ SYSTEM_RANGE=${SYSTEM_RANGE-}
 STORAGE_CIDR=${STORAGE_CIDR-}
 TENANT_VPC_ACCESS=${TENANT_VPC_ACCESS-}
 VM_FORWARDS=${VM_FORWARDS-}
+CONSOLE_ADDRESS=${CONSOLE_ADDRESS-}
+CONSOLE_FORWARDS=${CONSOLE_FORWARDS-}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
 
@@ -293,28 +305,13 @@ if [[ $OVERLAY_ROLE == member ]]; then
     elif [[ $OVERLAY_GATEWAY == "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "is this member's own address; expected the router's overlay address"
     fi
-    if [[ -n ${ROUTER_DNAT// /} ]]; then
-        problem ROUTER_DNAT "$ROUTER_DNAT" "only the router forwards ports; expected empty on a member"
-    fi
-    if [[ -n ${VM_FORWARDS// /} ]]; then
-        problem VM_FORWARDS "$VM_FORWARDS" "only the router forwards ports; expected empty on a member"
-    fi
+    for name in ROUTER_DNAT VM_FORWARDS CONSOLE_ADDRESS CONSOLE_FORWARDS; do
+        [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router forwards ports; expected empty on a member"
+    done
 elif [[ $OVERLAY_ROLE == router ]]; then
     if [[ -n $OVERLAY_GATEWAY && $OVERLAY_GATEWAY != "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "the router is the overlay gateway; expected unset or its own address $overlay_ip"
     fi
-fi
-
-if [[ $OVERLAY_ROLE == router ]]; then
-    # The router's own part (forwards, isolation, NAT): shipped to the router only.
-    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
-    # shellcheck source=overlay-router.sh
-    source "$SCRIPT_DIR/overlay-router.sh"
-    router_check
-else
-    for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
-        [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router's forwarding is filtered by it; expected empty on a member"
-    done
 fi
 
 # The devices we create must be ours if they already exist.
@@ -358,6 +355,19 @@ if [[ -n $UNDERLAY_DEV ]]; then
             fi
         fi
     fi
+fi
+
+if [[ $OVERLAY_ROLE == router ]]; then
+    # The router's own part (forwards, isolation, NAT): shipped to the router only.
+    # After the underlay: CONSOLE_ADDRESS must not be the underlay address.
+    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
+    # shellcheck source=overlay-router.sh
+    source "$SCRIPT_DIR/overlay-router.sh"
+    router_check
+else
+    for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
+        [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router's forwarding is filtered by it; expected empty on a member"
+    done
 fi
 
 if [[ $OVERLAY_ROLE == router ]] && ! command -v nft >/dev/null; then

@@ -3,8 +3,9 @@
 # when OVERLAY_ROLE=router (members never get it: every byte of their user data
 # counts against EC2's 16 KiB). It reads and sets overlay-network.sh's variables;
 # see there for what they mean.
-#   router_check  validates ROUTER_DNAT, VM_FORWARDS and the isolation variables
-#                 (adds to the problems list; changes nothing)
+#   router_check  validates ROUTER_DNAT, VM_FORWARDS, CONSOLE_ADDRESS,
+#                 CONSOLE_FORWARDS and the isolation variables (adds to the
+#                 problems list; changes nothing; runs after the underlay checks)
 #   router_apply  routes, forwarding and the nftables table ip cloudstack_overlay
 # shellcheck disable=SC2154  # the variables are overlay-network.sh's
 
@@ -13,8 +14,33 @@ router_check() {
     direct_entries=()
     declare -gA dnat_ports=()
     if [[ $OVERLAY_ROLE == router ]]; then
+        # The console: components/consoles.py says why a second address, and what
+        # it forwards. EC2 delivers it to the ENI unconfigured: only its DNAT uses it.
+        if [[ -n $CONSOLE_ADDRESS ]]; then
+            if ! is_ipv4 "$CONSOLE_ADDRESS" || { $vpc_ok && ! in_net "$CONSOLE_ADDRESS" "$vpc_ip" "$vpc_prefix"; }; then
+                problem CONSOLE_ADDRESS "$CONSOLE_ADDRESS" "expected the router's second private IPv4 address, inside VPC_CIDR $VPC_CIDR"
+            elif $underlay_ok && [[ $CONSOLE_ADDRESS == "$underlay_ip" ]]; then
+                problem CONSOLE_ADDRESS "$CONSOLE_ADDRESS" "is the underlay address of $UNDERLAY_DEV; expected the router's second private address"
+            fi
+        fi
+        console_ok=true
+        if [[ -n ${CONSOLE_FORWARDS// /} ]]; then
+            re='^tcp:80:([0-9.]+):80 tcp:8080:([0-9.]+):8080$'
+            if ! [[ $CONSOLE_FORWARDS =~ $re && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" ]]; then
+                problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "expected empty or 'tcp:80:IP:80 tcp:8080:IP:8080', IP the console proxy's public address (components/consoles.py)"
+                console_ok=false
+            fi
+            [[ -n $CONSOLE_ADDRESS ]] || problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "needs CONSOLE_ADDRESS, the address to forward from"
+        fi
         re='^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$'
-        for variable in ROUTER_DNAT VM_FORWARDS; do
+        for variable in ROUTER_DNAT VM_FORWARDS CONSOLE_FORWARDS; do
+            # From the underlay address; the console's from CONSOLE_ADDRESS (its
+            # 8080 is not the UI's).
+            to=
+            if [[ $variable == CONSOLE_FORWARDS ]]; then
+                $console_ok || continue
+                to=$CONSOLE_ADDRESS
+            fi
             read -r -a dnat_words <<<"${!variable}"
             for entry in "${dnat_words[@]}"; do
                 if ! [[ $entry =~ $re ]]; then
@@ -28,16 +54,16 @@ router_check() {
                     problem "$variable" "$entry" "expected space-separated proto:port:target_ip:target_port entries (proto tcp|udp, ports 1..65535), e.g. tcp:8080:10.100.0.2:8080"
                 elif $overlay_ok && { ! in_net "$target" "$overlay_net" "$overlay_prefix" || [[ $target == "$overlay_ip" ]]; }; then
                     problem "$variable" "$entry" "the target must be another address inside the overlay subnet $overlay_cidr"
-                elif [[ -n ${dnat_ports[$proto:$port]-} ]]; then
-                    problem "$variable" "$entry" "$proto port $port is already forwarded by ${dnat_ports[$proto:$port]}"
-                elif [[ $variable == VM_FORWARDS ]] && is_cidr "$INFRA_CIDR" && in_net "$target" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}"; then
-                    problem VM_FORWARDS "$entry" "the target is an infrastructure address (INFRA_CIDR $INFRA_CIDR); services from VMs forward to tenant addresses only"
-                elif [[ $variable == VM_FORWARDS && $SYSTEM_RANGE == *-* ]] && is_ipv4 "${SYSTEM_RANGE%-*}" && is_ipv4 "${SYSTEM_RANGE#*-}" &&
+                elif [[ -n ${dnat_ports[$to:$proto:$port]-} ]]; then
+                    problem "$variable" "$entry" "$proto port $port is already forwarded by ${dnat_ports[$to:$proto:$port]}"
+                elif [[ $variable != ROUTER_DNAT ]] && is_cidr "$INFRA_CIDR" && in_net "$target" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}"; then
+                    problem "$variable" "$entry" "the target is an infrastructure address (INFRA_CIDR $INFRA_CIDR); VM and console forwards reach tenant (public range) addresses only"
+                elif [[ $variable != ROUTER_DNAT && $SYSTEM_RANGE == *-* ]] && is_ipv4 "${SYSTEM_RANGE%-*}" && is_ipv4 "${SYSTEM_RANGE#*-}" &&
                     (($(ip2int "$target") >= $(ip2int "${SYSTEM_RANGE%-*}") && $(ip2int "$target") <= $(ip2int "${SYSTEM_RANGE#*-}"))); then
-                    problem VM_FORWARDS "$entry" "the target is in the system range SYSTEM_RANGE $SYSTEM_RANGE; services from VMs forward to tenant addresses only"
+                    problem "$variable" "$entry" "the target is in the system range SYSTEM_RANGE $SYSTEM_RANGE; VM and console forwards reach tenant (public range) addresses only"
                 else
-                    dnat_ports[$proto:$port]=$entry
-                    dnat_entries+=("$proto $port $target $target_port")
+                    dnat_ports[$to:$proto:$port]=$entry
+                    dnat_entries+=("$proto $port $target $target_port $to")
                     # The infrastructure services behind ROUTER_DNAT (the UI/API) are
                     # also reached at their own overlay address from the VPC.
                     [[ $variable == ROUTER_DNAT ]] && direct_entries+=("$proto $target $target_port")
@@ -97,8 +123,8 @@ router_apply() {
 
     dnat_rules=""
     for entry in "${dnat_entries[@]}"; do
-        read -r proto port target target_port <<<"$entry"
-        dnat_rules+="        iifname \"$UNDERLAY_DEV\" ip daddr $underlay_ip $proto dport $port dnat to $target:$target_port"$'\n'
+        read -r proto port target target_port to <<<"$entry"
+        dnat_rules+="        iifname \"$UNDERLAY_DEV\" ip daddr ${to:-$underlay_ip} $proto dport $port dnat to $target:$target_port"$'\n'
     done
 
     direct_rules=""
@@ -160,7 +186,8 @@ ${dnat_rules}    }
         iifname != "$BRIDGE" ip daddr $overlay_cidr jump into_overlay
     }
     # From outside (the VPC, the internet) into the overlay, new connections:
-    # the declared forwards (DNAT: ROUTER_DNAT, VM_FORWARDS), the ROUTER_DNAT
+    # the declared forwards (DNAT: ROUTER_DNAT, VM_FORWARDS, CONSOLE_FORWARDS
+    # from CONSOLE_ADDRESS), the ROUTER_DNAT
     # services at their own address (the UI/API from the VPC), ICMP; nothing
     # else reaches infrastructure, system VMs or tenants. (The router's security
     # group decides who, this decides where.)
@@ -209,5 +236,5 @@ ${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_ref
     }
 }
 EOF
-    log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), internet MSS $internet_mss; infrastructure $INFRA_CIDR, system VMs $SYSTEM_RANGE, tenants: DNS, internet and ${#tenant_access[@]} VPC range(s)"
+    log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), console address ${CONSOLE_ADDRESS:-none}, internet MSS $internet_mss; infrastructure $INFRA_CIDR, system VMs $SYSTEM_RANGE, tenants: DNS, internet and ${#tenant_access[@]} VPC range(s)"
 }

@@ -26,6 +26,11 @@ GOOD = {
 }
 GOOD_ROUTER = {**GOOD, "OVERLAY_ROLE": "router", "OVERLAY_ADDRESS": "10.100.0.1/16", "OVERLAY_GATEWAY": "",
                "ROUTER_DNAT": "tcp:8080:10.100.0.2:8080", **ROUTER_ISOLATION}
+#: The router with a console address (its second private IP) and the console forwards
+#: as components/consoles.console_forwards writes them (10.100.128.7: public range).
+GOOD_CONSOLE = {**GOOD_ROUTER, "CONSOLE_ADDRESS": "10.99.1.11"}
+CONSOLE = "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.7:8080"
+CONSOLE_SHAPE = "'tcp:80:IP:80 tcp:8080:IP:8080'"
 
 
 def test_script_passes_debian_shellcheck():
@@ -44,7 +49,8 @@ def test_script_documents_every_variable_it_reads():
     header = text.split("set -euo pipefail")[0]
     for name in ("OVERLAY_ROLE", "UNDERLAY_DEV", "VXLAN_ID", "VXLAN_GROUP", "VXLAN_PORT", "OVERLAY_ADDRESS",
                  "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT", "INTERNET_MTU", "INFRA_CIDR",
-                 "SYSTEM_RANGE", "STORAGE_CIDR", "TENANT_VPC_ACCESS", "VM_FORWARDS"):
+                 "SYSTEM_RANGE", "STORAGE_CIDR", "TENANT_VPC_ACCESS", "VM_FORWARDS", "CONSOLE_ADDRESS",
+                 "CONSOLE_FORWARDS"):
         assert f"#   {name} " in header, f"{name} is not documented at the top of the script"
 
 
@@ -130,6 +136,22 @@ BAD = [
     (GOOD, "STORAGE_CIDR", "10.99.1.0/24", "router's"),
     (GOOD, "VM_FORWARDS", "tcp:2222:10.100.128.5:22", "only the router"),
     (GOOD_ROUTER, "VM_FORWARDS", "tcp:2222:10.100.128.5", "proto:port:target_ip:target_port"),
+    (GOOD, "CONSOLE_ADDRESS", "10.99.1.11", "only the router"),
+    (GOOD, "CONSOLE_FORWARDS", CONSOLE, "only the router"),
+    (GOOD_ROUTER, "CONSOLE_ADDRESS", "10.98.1.11", "inside VPC_CIDR"),
+    (GOOD_ROUTER, "CONSOLE_ADDRESS", "10.99.1.256", "inside VPC_CIDR"),
+    (GOOD_ROUTER, "CONSOLE_ADDRESS", "10.99.1.0/24", "inside VPC_CIDR"),
+    (GOOD_ROUTER, "CONSOLE_ADDRESS", UNDERLAY.split("/")[0], "underlay address of ens5"),
+    (GOOD_ROUTER, "CONSOLE_FORWARDS", CONSOLE, "needs CONSOLE_ADDRESS"),
+    # Exactly what console_forwards writes: both ports, same port on both sides, one target.
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:80:10.100.128.7:80", CONSOLE_SHAPE),
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:443:10.100.128.7:443 tcp:8080:10.100.128.7:8080", CONSOLE_SHAPE),
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.8:8080", CONSOLE_SHAPE),
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:80:10.100.128.7:8080 tcp:8080:10.100.128.7:80", CONSOLE_SHAPE),
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "udp:80:10.100.128.7:80 udp:8080:10.100.128.7:8080", CONSOLE_SHAPE),
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.7:8080 tcp:22:10.100.128.7:22",
+     CONSOLE_SHAPE),
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "none", CONSOLE_SHAPE),  # router.sh turns the parameter's "none" into ""
     (GOOD, "INTERNET_MTU", "1500b", "1280..9001"),
     (GOOD, "UNDERLAY_DEV", "nosuchdev0", "existing network device"),
     (GOOD, "UNDERLAY_DEV", "bad name!", "existing network device"),
@@ -300,3 +322,52 @@ def test_agent_builds_the_highest_guest_vlan_bridge_on_the_overlay_port(scratch:
         assert "master brethovl0-4094" in scratch.ip("vlan", "-d", "link", "show", "ethovl0.4094").stdout
     finally:
         scratch.del_ns("vlan")
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("target, words", [
+    ("10.100.0.2", "infrastructure address"),   # the management server
+    ("10.100.0.1", "another address inside the overlay"),  # the router itself
+    ("10.100.64.9", "system range"),            # a system VM's private NIC
+    ("10.101.0.9", "another address inside the overlay"),
+])
+def test_console_forwards_reach_tenant_addresses_only(scratch: Lab, target: str, words: str):
+    # The console proxy's public NIC has a public-range address: anything else is refused,
+    # named by its entry.
+    value = f"tcp:80:{target}:80 tcp:8080:{target}:8080"
+    assert_rejected_without_change(scratch, "scratch", {**GOOD_CONSOLE, "CONSOLE_FORWARDS": value},
+                                   "CONSOLE_FORWARDS", f"tcp:80:{target}:80", words)
+
+
+@pytest.mark.lab
+def test_console_forwards_come_from_the_console_address_only(scratch: Lab):
+    # 8080 on the console address is the console's websocket, 8080 on the underlay
+    # address the UI: one port, two destinations, two rules. Nothing else of the
+    # console address is forwarded.
+    scratch.add_ns("con")
+    try:
+        scratch.veth("con", "ens5", "con", "peer5", 9001)
+        scratch.ip("con", "addr", "add", "10.99.1.10/24", "dev", "ens5")
+        scratch.ip("con", "route", "add", "default", "via", "10.99.1.1")
+        env = {**GOOD_CONSOLE, "CONSOLE_FORWARDS": CONSOLE}
+        result = run_script(scratch, "con", env)
+        assert result.returncode == 0, result.stderr
+        assert "console address 10.99.1.11" in result.stdout
+        table = scratch.run("con", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
+        dnat = [line.strip() for line in table.splitlines() if " dnat to " in line]
+        assert dnat == [
+            'iifname "ens5" ip daddr 10.99.1.10 tcp dport 8080 dnat to 10.100.0.2:8080',
+            'iifname "ens5" ip daddr 10.99.1.11 tcp dport 80 dnat to 10.100.128.7:80',
+            'iifname "ens5" ip daddr 10.99.1.11 tcp dport 8080 dnat to 10.100.128.7:8080',
+        ], table
+        # The address is not put on any interface (EC2 delivers it to the ENI).
+        assert "10.99.1.11" not in scratch.ip("con", "-4", "addr", "show").stdout
+        before = scratch.state("con")
+        assert run_script(scratch, "con", env).returncode == 0
+        assert scratch.state("con") == before
+        # No console forwards (the parameter's "none"): the console address forwards nothing.
+        assert run_script(scratch, "con", {**GOOD_CONSOLE, "CONSOLE_FORWARDS": ""}).returncode == 0
+        table = scratch.run("con", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
+        assert "10.99.1.11" not in table, table
+    finally:
+        scratch.del_ns("con")
