@@ -117,6 +117,10 @@ class OverlayConfig:
     storage_cidr: Optional[str] = None
     #: Router: IPv4 CIDRs tenants may reach besides DNS and the internet (tenantVpcAccessCidrs).
     tenant_vpc_access: tuple[str, ...] = ()
+    #: Router: its console address, the second private IPv4 of its ENI (inside vpc_cidr),
+    #: whose ports 80 and 8080 it forwards to the console proxy (components/consoles.py;
+    #: overlay-network.sh CONSOLE_ADDRESS). None: no console address.
+    console_address: Optional[str] = None
 
     @property
     def ip(self) -> str:
@@ -385,7 +389,15 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
         if o.storage_cidr is not None or o.tenant_vpc_access:
             raise UserDataError("overlay.storage_cidr/tenant_vpc_access: not accepted on a member; only the router"
                                 " filters what the overlay reaches")
+        if o.console_address is not None:
+            raise UserDataError(f"overlay.console_address: {o.console_address!r} is not accepted on a member; only"
+                                " the router forwards the console")
         return
+    if o.console_address is not None:
+        console = _ip_value("overlay.console_address", o.console_address, ipaddress.IPv4Address)
+        if console is None or console not in vpc:
+            raise UserDataError(f"overlay.console_address: {o.console_address!r} is not accepted; expected the"
+                                f" router's second private IPv4 address, inside the VPC {vpc}")
     if o.storage_cidr is None:
         raise UserDataError("overlay.storage_cidr: None is not accepted on the router; expected the dedicated"
                             " CloudStack subnet (where the EFS mount target is), e.g. '10.0.0.0/24'")
@@ -534,6 +546,8 @@ def overlay_environment(overlay: OverlayConfig) -> dict[str, str]:
             env["STORAGE_CIDR"] = overlay.storage_cidr
         if overlay.tenant_vpc_access:
             env["TENANT_VPC_ACCESS"] = " ".join(overlay.tenant_vpc_access)
+        if overlay.console_address is not None:
+            env["CONSOLE_ADDRESS"] = overlay.console_address
     return env
 
 

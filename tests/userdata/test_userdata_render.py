@@ -190,6 +190,29 @@ def test_isolation_settings_are_the_routers_only():
         render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, storage_cidr="10.0.0.0/24")))
 
 
+# --- the console address (issue 15: consoles from outside, components/consoles.py) -------
+
+
+def test_router_overlay_env_carries_the_console_address():
+    env = env_of(ud.decode_user_data(render(ROUTER)), "overlay.env")
+    assert "CONSOLE_ADDRESS" not in env, "no console address unless the router has one"
+    with_console = replace(ROUTER, overlay=replace(ROUTER.overlay, console_address="10.0.0.11"))
+    assert env_of(ud.decode_user_data(render(with_console)), "overlay.env")["CONSOLE_ADDRESS"] == "10.0.0.11"
+
+
+@pytest.mark.parametrize("address", ["10.9.0.11", "10.100.0.9", "10.0.0.256", "10.0.0.0/24", "", "$(id)"])
+def test_bad_console_address_is_refused_naming_the_field(address):
+    # Outside the VPC (10.0.0.0/16), an overlay address, not an IPv4 address.
+    with pytest.raises(ud.UserDataError) as e:
+        render(replace(ROUTER, overlay=replace(ROUTER.overlay, console_address=address)))
+    assert str(e.value).startswith("overlay.console_address:"), str(e.value)
+
+
+def test_console_address_is_the_routers_only():
+    with pytest.raises(ud.UserDataError, match="only the router"):
+        render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, console_address="10.0.0.11")))
+
+
 # ------------------------------------------------------------------ stage 2 ----
 
 #: Headroom budget of the compressed user data (EC2's hard limit is 16384 bytes).
