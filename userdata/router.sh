@@ -3,9 +3,10 @@
 #
 # The router is the overlay's gateway: cloudstack-ec2-overlay.service runs
 # overlay-network.sh (role router: forwarding, NAT, DNAT of the UI/API port and
-# of the forwards to VMs) at every boot. It needs no secrets and waits on
-# nothing, so the members (which reach the internet through it) can install
-# their packages. `router.sh forwards` applies a changed vmForwards (timer).
+# of the forwards to VMs and of the console address) at every boot. It needs no
+# secrets and waits on nothing, so the members (which reach the internet through
+# it) can install their packages. `router.sh forwards` applies changed forwards
+# to VMs and to the console proxy (timer).
 #
 # Settings: /etc/cloudstack-ec2/boot.env (non-secret). Log:
 # /var/log/cloudstack-ec2-boot.log and the console.
@@ -15,34 +16,51 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 
 FORWARDS_ENV=$CSEC2_ROOT/etc/cloudstack-ec2/forwards.env
 FORWARD_ENTRY='^(tcp|udp):[0-9]{1,5}:[0-9.]+:[0-9]{1,5}$'
+# What components/consoles.py console_forwards writes, entry by entry
+# (overlay-network.sh checks the whole value and the target).
+CONSOLE_ENTRY='^tcp:(80:[0-9.]+:80|8080:[0-9.]+:8080)$'
+FORWARDS_VALUE=""
 
-# Services offered from VMs (vmForwards): Pulumi writes them to the SSM parameter
-# <prefix>/router-forwards ("none" for none), this applies them to the RUNNING
-# router (no instance replacement, no user data change): forwards.env is read by
-# cloudstack-ec2-overlay.service, and re-running overlay-network.sh replaces its
-# nftables table in one transaction (flows keep their NAT bindings). Run at boot
-# and every minute by cloudstack-ec2-forwards.timer. A set overlay-network.sh
+# read_forwards KEY ENTRY_RE ACCEPTED: the SSM parameter <prefix>/KEY in
+# FORWARDS_VALUE ("none": empty); dies, changing nothing, on an entry that does
+# not match ENTRY_RE.
+read_forwards() {
+    local name entry
+    name=$(csec2_name "$1")
+    FORWARDS_VALUE=$(csec2_get_parameter "$name") || csec2_die "cannot read SSM parameter $name"
+    [[ $FORWARDS_VALUE == none ]] && FORWARDS_VALUE=""
+    for entry in $FORWARDS_VALUE; do
+        [[ $entry =~ $2 ]] ||
+            csec2_die "SSM parameter $name holds '$entry'; expected 'none' or $3 entries separated by spaces"
+    done
+}
+
+# Services offered from VMs (vmForwards) and the console: Pulumi writes the
+# first to the SSM parameter <prefix>/router-forwards, the registration the
+# second to <prefix>/console-forwards (the console proxy's public IP, which
+# CloudStack chooses; "none" until known). This applies both to the RUNNING
+# router (no instance replacement, no user data change): forwards.env is read
+# by cloudstack-ec2-overlay.service, and re-running overlay-network.sh replaces
+# its nftables table in one transaction (flows keep their NAT bindings). Run at
+# boot and every minute by cloudstack-ec2-forwards.timer. A set overlay-network.sh
 # refuses is never kept: the last good one stays, for this run and the next boot.
 apply_forwards() {
-    local name value entry wanted previous=""
-    name=$(csec2_name router-forwards)
-    csec2_step "forwards to VMs (SSM parameter $name)"
-    value=$(csec2_get_parameter "$name") || csec2_die "cannot read SSM parameter $name"
-    [[ $value == none ]] && value=""
-    for entry in $value; do
-        [[ $entry =~ $FORWARD_ENTRY ]] ||
-            csec2_die "SSM parameter $name holds '$entry'; expected 'none' or proto:port:target:targetPort entries separated by spaces"
-    done
-    wanted="VM_FORWARDS=\"$value\""
+    local vm console wanted previous=""
+    csec2_step "forwards to VMs and the console (SSM parameters $(csec2_name router-forwards), $(csec2_name console-forwards))"
+    read_forwards router-forwards "$FORWARD_ENTRY" "proto:port:target:targetPort"
+    vm=$FORWARDS_VALUE
+    read_forwards console-forwards "$CONSOLE_ENTRY" "tcp:80:ip:80 tcp:8080:ip:8080"
+    console=$FORWARDS_VALUE
+    wanted="VM_FORWARDS=\"$vm\""$'\n'"CONSOLE_FORWARDS=\"$console\""
     [[ -r $FORWARDS_ENV ]] && previous=$(<"$FORWARDS_ENV")
     if [[ $previous == "$wanted" ]]; then
-        csec2_log "forwards up to date: ${value:-none}"
+        csec2_log "forwards up to date: ${vm:-none}; console: ${console:-none}"
         return 0
     fi
     mkdir -p "$(dirname "$FORWARDS_ENV")"
     printf '%s\n' "$wanted" >"$FORWARDS_ENV"
     if systemctl restart cloudstack-ec2-overlay.service; then
-        csec2_log "forwards applied: ${value:-none}"
+        csec2_log "forwards applied: ${vm:-none}; console: ${console:-none}"
         return 0
     fi
     if [[ -n $previous ]]; then
@@ -51,7 +69,7 @@ apply_forwards() {
         rm -f "$FORWARDS_ENV"
     fi
     systemctl restart cloudstack-ec2-overlay.service || true
-    csec2_die "overlay-network.sh refused the forwards '$value' (journalctl -u cloudstack-ec2-overlay.service); the previous ones stay"
+    csec2_die "overlay-network.sh refused the forwards '$vm' with the console forwards '$console' (journalctl -u cloudstack-ec2-overlay.service); the previous ones stay"
 }
 
 if [[ ${1-} == forwards ]]; then

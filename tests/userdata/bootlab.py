@@ -87,7 +87,7 @@ def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": "db.example.internal:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
                 f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending",
-                f"{PREFIX}/router-forwards": "none"},
+                f"{PREFIX}/router-forwards": "none", f"{PREFIX}/console-forwards": "none"},
         "secrets": {
             SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),

@@ -235,11 +235,12 @@ def test_router_boots_without_secrets_or_waits(machine):
     calls = machine.calls()
     assert not any(c["cmd"] in ("mysql", "curl", "ping") for c in calls)
     # What it reads from AWS: its own role script (through its Elastic IP), then its
-    # forwards to VMs (no secret, no wait).
+    # forwards to VMs and to the console proxy (no secret, no wait).
     aws = [c for c in calls if c["cmd"] == "aws"]
     assert is_s3_cp(aws[0]) and not any(is_s3_cp(c) for c in aws[1:]), aws
-    assert aws[1:] and all("get-parameter" in a and a[a.index("--name") + 1] == f"{PREFIX}/router-forwards"
-                           for a in (c["args"] for c in aws[1:])), aws
+    assert [a[a.index("--name") + 1] for a in (c["args"] for c in aws[1:]) if "get-parameter" in a] == \
+        [f"{PREFIX}/router-forwards", f"{PREFIX}/console-forwards"], aws
+    assert all("get-parameter" in c["args"] for c in aws[1:]), aws
     # overlay-network.sh needs nft on the router: installed before the overlay starts.
     assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
@@ -279,10 +280,12 @@ def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(mac
 # --- the router's forwards to VMs (vmForwards, issue 15) --------------------------------
 
 FORWARDS_PARAM = f"{PREFIX}/router-forwards"
+CONSOLE_PARAM = f"{PREFIX}/console-forwards"
+NO_FORWARDS = 'VM_FORWARDS=""\nCONSOLE_FORWARDS=""\n'
 
 
-def set_forwards(machine, value):
-    machine.update(lambda s: s["ssm"].update({FORWARDS_PARAM: value}))
+def set_forwards(machine, value, parameter=FORWARDS_PARAM):
+    machine.update(lambda s: s["ssm"].update({parameter: value}))
 
 
 def overlay_restarts(machine):
@@ -292,7 +295,7 @@ def overlay_restarts(machine):
 
 def test_router_applies_changed_forwards_in_place(machine):
     assert machine.run_user_data(render(ROUTER)).status == 0
-    assert 'VM_FORWARDS=""' == machine.file("/etc/cloudstack-ec2/forwards.env").read_text().strip()
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == NO_FORWARDS
     assert "cloudstack-ec2-forwards.timer" in machine.state()["units"]["enabled"]
     timer = machine.file("/etc/systemd/system/cloudstack-ec2-forwards.service").read_text()
     assert "ExecStart=/usr/local/lib/cloudstack-ec2/router.sh forwards" in timer
@@ -304,7 +307,7 @@ def test_router_applies_changed_forwards_in_place(machine):
     r = machine.rerun("router.sh", args=["forwards"])
     assert r.status == 0, r.output
     assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
-        'VM_FORWARDS="tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53"\n'
+        'VM_FORWARDS="tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53"\nCONSOLE_FORWARDS=""\n'
     assert len(overlay_restarts(machine)) == 1
     assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "a refresh installs nothing"
     # Unchanged: nothing restarted.
@@ -332,7 +335,80 @@ def test_malformed_forwards_parameter_changes_nothing(machine):
     r = machine.rerun("router.sh", args=["forwards"])
     assert r.status != 0 and "holds 'ssh-to-anything'" in r.output
     assert overlay_restarts(machine) == []
-    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text().strip() == 'VM_FORWARDS=""'
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == NO_FORWARDS
+
+
+CONSOLE = "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.7:8080"  # components/consoles.console_forwards
+
+
+def test_router_applies_changed_console_forwards_in_place(machine):
+    # The registration publishes the console proxy's public IP (and a new one when the
+    # proxy is recreated); the timer's run applies it beside the forwards to VMs.
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, "tcp:2222:10.100.128.5:22")
+    set_forwards(machine, CONSOLE, CONSOLE_PARAM)
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status == 0, r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+        f'VM_FORWARDS="tcp:2222:10.100.128.5:22"\nCONSOLE_FORWARDS="{CONSOLE}"\n'
+    assert len(overlay_restarts(machine)) == 1
+    moved = CONSOLE.replace("10.100.128.7", "10.100.128.8")
+    set_forwards(machine, moved, CONSOLE_PARAM)
+    machine.clear_calls()
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+        f'VM_FORWARDS="tcp:2222:10.100.128.5:22"\nCONSOLE_FORWARDS="{moved}"\n'
+    assert len(overlay_restarts(machine)) == 1
+    # Back to "none" (e.g. the zone is gone): nothing forwarded to a stale address.
+    set_forwards(machine, "none", CONSOLE_PARAM)
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+        'VM_FORWARDS="tcp:2222:10.100.128.5:22"\nCONSOLE_FORWARDS=""\n'
+
+
+def test_console_forwards_the_overlay_refuses_are_never_kept(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, CONSOLE, CONSOLE_PARAM)
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    good = machine.file("/etc/cloudstack-ec2/forwards.env").read_text()
+    # Right shape, but overlay-network.sh refuses the target (the management server,
+    # infrastructure; tests/lab/test_overlay_script.py): its unit fails to restart.
+    set_forwards(machine, CONSOLE.replace("10.100.128.7", "10.100.0.2"), CONSOLE_PARAM)
+    machine.update(lambda s: s["units"]["failing"].append("cloudstack-ec2-overlay.service"))
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and "console forwards 'tcp:80:10.100.0.2:80 tcp:8080:10.100.0.2:8080'" in r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == good, "the next boot would fail"
+
+
+@pytest.mark.parametrize("value, entry", [
+    ("tcp:22:10.100.128.7:22", "tcp:22:10.100.128.7:22"),          # not a console port
+    ("tcp:80:10.100.128.7:8080", "tcp:80:10.100.128.7:8080"),      # not as console_forwards writes it
+    ("udp:80:10.100.128.7:80", "udp:80:10.100.128.7:80"),
+    ("10.100.128.7", "10.100.128.7"),
+])
+def test_malformed_console_parameter_changes_nothing(machine, value, entry):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, CONSOLE, CONSOLE_PARAM)
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    good = machine.file("/etc/cloudstack-ec2/forwards.env").read_text()
+    set_forwards(machine, value, CONSOLE_PARAM)
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and f"SSM parameter {CONSOLE_PARAM} holds '{entry}'" in r.output, r.output
+    assert overlay_restarts(machine) == []
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == good
+
+
+def test_unreadable_console_parameter_changes_nothing(machine):
+    # E.g. a router whose role may not read it: a clear error, the forwards in place stay.
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    machine.update(lambda s: s["ssm"].pop(CONSOLE_PARAM))
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and f"cannot read SSM parameter {CONSOLE_PARAM}" in r.output, r.output
+    assert overlay_restarts(machine) == []
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == NO_FORWARDS
 
 
 def test_libvirtd_does_not_start_when_the_firewall_fails_to_load(machine):
