@@ -7,10 +7,14 @@ listening, then one line per event, flushed, so the lab can follow them.
                                  "BULK U D": reads U bytes, answers "GOT U <sha256>"
                                  and sends D pattern bytes. With sniff: prints
                                  "syn <source ip> mss <n>" for every SYN to PORT
+  page NAME ADDR PORT PATH       HTTP: GET PATH answers 200 with a page naming NAME
+                                 and the peer ("NAME <peer ip>"), anything else 404
   dns VPC_CIDR ADDR PORT N=IP..  UDP DNS resolver that, like the VPC resolver,
                                  answers only sources inside VPC_CIDR; prints
                                  "query <source ip> <name>" for every query
   tcp ADDR PORT TIMEOUT          client: prints the greeting (exit 1 on failure)
+  get ADDR PORT PATH TIMEOUT     HTTP client: prints the status code and the body's
+                                 "NAME <peer ip>" line (exit 1 unless 200)
   hold ADDR PORT SECONDS         client: keeps one connection, one echo every
                                  0.05 s; exit 0 only if every echo came back
   resolve SERVER NAME TIMEOUT [SOURCE]  client: prints the A record or exits 1
@@ -27,6 +31,8 @@ listening, then one line per event, flushed, so the lab can follow them.
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.server
 import ipaddress
 import socket
 import socketserver
@@ -111,6 +117,49 @@ def serve_whoami(name: str, addr: str, port: int, sniff: bool = False) -> None:
     with Server((addr, port), Handler) as server:
         print("READY", flush=True)
         server.serve_forever()
+
+
+PAGE_MARK = "whoami: "
+
+
+def serve_page(name: str, addr: str, port: int, path: str) -> None:
+    """A web page at `path` (like the console proxy's noVNC page), naming the server and the peer."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            found = self.path.split("?", 1)[0] == path
+            body = (f"<!DOCTYPE html><html><head><title>{name}</title></head><body>\n"
+                    f"{PAGE_MARK}{name} {self.client_address[0]}\n</body></html>\n" if found else "not found\n")
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+    with Server((addr, port), Handler) as server:
+        print("READY", flush=True)
+        server.serve_forever()
+
+
+def client_get(addr: str, port: int, path: str, timeout: float) -> int:
+    try:
+        connection = http.client.HTTPConnection(addr, port, timeout=timeout)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+        connection.close()
+    except (OSError, http.client.HTTPException) as error:
+        print(f"get {addr}:{port}{path} failed: {error!r}", file=sys.stderr)
+        return 1
+    marks = [line[len(PAGE_MARK):] for line in body.splitlines() if line.startswith(PAGE_MARK)]
+    print(response.status, *marks[:1])
+    return 0 if response.status == 200 else 1
 
 
 def _parse_qname(packet: bytes, offset: int) -> tuple[str, int]:
@@ -268,6 +317,10 @@ def main(argv: list[str]) -> int:
     mode, args = argv[0], argv[1:]
     if mode == "whoami":
         serve_whoami(args[0], args[1], int(args[2]), args[3:4] == ["sniff"])
+    elif mode == "page":
+        serve_page(args[0], args[1], int(args[2]), args[3])
+    elif mode == "get":
+        return client_get(args[0], int(args[1]), args[2], float(args[3]))
     elif mode == "dns":
         records = dict(a.split("=", 1) for a in args[3:])
         serve_dns(args[0], args[1], int(args[2]), {k.lower().rstrip("."): v for k, v in records.items()})

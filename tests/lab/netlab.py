@@ -4,10 +4,11 @@
     jumbo LAN, MTU 9001   MTU 1500 to vpcr           │      (db 10.99.2.10)
                                "EC2 VPC router": routes the subnets, the overlay
                                CIDR -> the router's underlay address, an internet
-                               gateway (EIP 198.51.100.10 <-> router only; 1500
-                               bytes; sends and passes no ICMP "fragmentation
-                               needed"), the VPC resolver 10.99.0.2 and IMDS
-                               169.254.169.254
+                               gateway (EIP 198.51.100.10 <-> router only, and the
+                               console EIP 198.51.100.11 <-> the router's second
+                               address 10.99.1.11; 1500 bytes; sends and passes no
+                               ICMP "fragmentation needed"), the VPC resolver
+                               10.99.0.2 and IMDS 169.254.169.254
     CloudStack subnet 10.99.1.0/24: bridge "br0" in namespace "sub"
         = the subnet plus the Transit Gateway multicast domain (IGMP snooping;
           the querier asks in IGMPv3 and v3 reports are dropped, so only hosts
@@ -53,6 +54,11 @@ INTERNET_MTU = 1500  # the internet gateway's limit (and the script's default)
 FAR_GATEWAY = "192.0.2.1"
 FAR_HOST = "192.0.2.20"  # an internet host on a jumbo LAN behind "internet"
 ELASTIC_IP = "198.51.100.10"
+#: The router's console address: the second private IPv4 of its ENI, with an Elastic
+#: IP of its own (components/consoles.py). Not configured on the router's interface:
+#: EC2 delivers it to the ENI, as the lab's VPC router does (a route to the ENI).
+CONSOLE_ADDRESS = "10.99.1.11"
+CONSOLE_EIP = "198.51.100.11"
 OVERLAY_CIDR = "10.100.0.0/16"
 OVERLAY_PREFIX = 16
 VXLAN_ID = 100
@@ -245,19 +251,24 @@ class Lab:
             self.sysctl("vpcr", f"net.ipv4.conf.{dev}.send_redirects", 0)
         # The VPC route table entry the design needs: overlay CIDR -> router's ENI.
         self.ip("vpcr", "route", "add", OVERLAY_CIDR, "via", ROUTER.underlay)
+        # EC2 delivers each private address of an ENI to that ENI: the router's second
+        # address reaches the router's MAC, though no interface carries it.
+        self.ip("vpcr", "route", "add", f"{CONSOLE_ADDRESS}/32", "via", ROUTER.underlay)
         self.ip("vpcr", "route", "add", f"{FAR_HOST}/32", "via", INTERNET_CLIENT)
-        # The internet gateway: the router's address maps 1:1 to its Elastic IP;
-        # nothing else in the VPC has a public address.
+        # The internet gateway: the router's two addresses map 1:1 to their Elastic
+        # IPs; nothing else in the VPC has a public address.
         self.run("vpcr", "nft", "-f", "-", input=f"""
 table ip ec2_igw {{
     chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
         iifname "vr-inet" ip daddr {ELASTIC_IP} dnat to {ROUTER.underlay}
+        iifname "vr-inet" ip daddr {CONSOLE_EIP} dnat to {CONSOLE_ADDRESS}
     }}
     chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
         oifname "vr-inet" ip saddr {ROUTER.underlay} snat to {ELASTIC_IP}
+        oifname "vr-inet" ip saddr {CONSOLE_ADDRESS} snat to {CONSOLE_EIP}
     }}
     chain forward {{ type filter hook forward priority filter; policy accept;
-        oifname "vr-inet" ip saddr != {ROUTER.underlay} counter drop
+        oifname "vr-inet" ip saddr != {{ {ROUTER.underlay}, {CONSOLE_ADDRESS} }} counter drop
         iifname "vr-inet" icmp type destination-unreachable icmp code frag-needed counter name "pmtud_dropped" drop
         oifname "vr-inet" icmp type destination-unreachable icmp code frag-needed counter name "pmtud_dropped" drop
     }}
@@ -423,6 +434,53 @@ table bridge ec2_subnet {{
                           self.run(short, "nft", "list", "ruleset").stdout),
             "sysctls": sysctls,
         }
+
+
+def security_group_filter(rules, dev: str, table: str = "ec2_security_group") -> str:
+    """An nftables table emulating an EC2 security group's INGRESS rules on `dev`.
+
+    EC2's semantics (EC2 User Guide, "Security group rules" and "Security group
+    connection tracking"): security groups are stateful, so responses to traffic the
+    instance sent, and to connections a rule admitted, always pass; anything else is
+    admitted only when a rule matches its protocol, port range (ICMP: type and code,
+    -1 for all) and source CIDR; what no rule admits is dropped silently. A protocol
+    other than tcp, udp, icmp admits all its traffic ("-1": every protocol).
+
+    `rules` are components.routeraccess.IngressRule values (or anything with
+    protocol, from_port, to_port, cidrs). Its own table, in prerouting before NAT
+    (priority mangle, after conntrack), so the instance's own nftables (the
+    overlay script replaces its table) never touch it; counter "refused" counts drops."""
+    lines = []
+    for rule in rules:
+        sources = "ip saddr { " + ", ".join(rule.cidrs) + " }"
+        if rule.protocol in ("tcp", "udp"):
+            ports = str(rule.from_port) if rule.from_port == rule.to_port else f"{rule.from_port}-{rule.to_port}"
+            match = f"{rule.protocol} dport {ports}"
+        elif rule.protocol == "icmp":
+            match = "meta l4proto icmp"
+            if rule.from_port != -1:
+                match = f"icmp type {rule.from_port}" + (f" icmp code {rule.to_port}" if rule.to_port != -1 else "")
+        elif rule.protocol == "-1":
+            match = ""
+        elif rule.protocol.isdigit():
+            match = f"ip protocol {rule.protocol}"
+        else:
+            raise LabError(f"security group rule {rule}: protocol {rule.protocol!r} is not rendered")
+        lines.append(f"        {sources} {match} accept".replace("  accept", " accept"))
+    body = "\n".join(lines)
+    return f"""table ip {table}
+delete table ip {table}
+table ip {table} {{
+    counter refused {{ }}
+    chain ingress {{
+        type filter hook prerouting priority mangle; policy accept;
+        iifname != "{dev}" accept
+        ct state established,related accept
+{body}
+        counter name "refused" drop
+    }}
+}}
+"""
 
 
 def overlay_address_in(net: str, address: str) -> bool:
