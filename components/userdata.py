@@ -117,6 +117,8 @@ class OverlayConfig:
     storage_cidr: Optional[str] = None
     #: Router: IPv4 CIDRs tenants may reach besides DNS and the internet (tenantVpcAccessCidrs).
     tenant_vpc_access: tuple[str, ...] = ()
+    #: Router: its second private IPv4 in the VPC, the console address (components/consoles.py).
+    console_address: Optional[str] = None
 
     @property
     def ip(self) -> str:
