@@ -199,7 +199,7 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
                  EBS_GP3_GB_MONTH * per_month),
         # The router's address (UI/API, egress, vmForwards) and its console address
         # (components/consoles.py): AWS bills every public IPv4 address.
-        CostLine("router Elastic IPs (public IPv4: router, consoles)", 2, PUBLIC_IPV4_HOUR),
+        CostLine("Elastic IPs (router, consoles)", 2, PUBLIC_IPV4_HOUR),
         CostLine("Transit Gateway VPC attachment", 1, TGW_ATTACHMENT_HOUR),
     ]
     rds = _RDS.get(settings.db_instance_class)
