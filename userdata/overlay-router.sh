@@ -135,6 +135,14 @@ router_apply() {
 
     internet_mss=$((INTERNET_MTU - TCPIP_HEADERS))
 
+    # Forwarded with the console address still as destination: not a console
+    # forward (DNAT rewrote those). Never routed on: it is an address of this very
+    # ENI, so on the VPC it could only come back here.
+    console_rule=""
+    if [[ -n $CONSOLE_ADDRESS ]]; then
+        console_rule="        ip daddr $CONSOLE_ADDRESS counter name \"console_refused\" drop"$'\n'
+    fi
+
     # Destinations that are not "the internet" for system VMs and tenants: the VPC,
     # private, shared (carrier-grade NAT) and link-local space (peered VPCs, VPNs
     # and Direct Connect routes are reachable from the VPC, not from the internet).
@@ -180,7 +188,7 @@ ${dnat_rules}    }
     # forwarded flows are established and pass.
     chain isolation {
         type filter hook forward priority filter; policy accept;
-        ct state established,related accept
+${console_rule}        ct state established,related accept
         iifname "$BRIDGE" ip saddr != $overlay_cidr counter name "forged_refused" drop
         iifname "$BRIDGE" ip saddr $overlay_cidr jump from_overlay
         iifname != "$BRIDGE" ip daddr $overlay_cidr jump into_overlay
@@ -229,6 +237,7 @@ ${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_ref
     counter tenant_refused { }
     counter router_refused { }
     counter inbound_refused { }
+    counter console_refused { }
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip

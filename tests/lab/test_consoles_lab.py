@@ -195,9 +195,20 @@ def test_an_undeclared_port_of_the_console_address_reaches_nothing(console: Lab)
     # still forwards the console's two ports only, and nothing else of the overlay.
     everything = routeraccess.IngressRule("tcp", 1, 65535, tuple(ADMIN_CIDRS), "every TCP port")
     with security_group(console, router_groups([everything])):
+        forget_console_neighbour(console)
+        refused = console.counter("console_refused", "router", ROUTER_TABLE)
         for port in (*LEAK_PORTS, WHOAMI_PORT):
             ok, output = connect(console, "inet", CONSOLE_EIP, port, REFUSED_TIMEOUT)
             assert not ok, f"port {port} of the console address reached {output}"
+        # Refused by the router's own rule: never routed on (no neighbour lookup).
+        assert console.counter("console_refused", "router", ROUTER_TABLE) >= refused + 3
+        assert not console_neighbour(console), "the router tried to deliver a packet to its own console address"
+        with without(console, "router", ROUTER_TABLE, ("isolation", "console_refused")):
+            forget_console_neighbour(console)
+            assert not connect(console, "inet", CONSOLE_EIP, 22, REFUSED_TIMEOUT)[0]
+            # Without it, the router forwards the packet back onto the subnet, towards
+            # an address of its own ENI (here nobody answers; on EC2 it is the router).
+            assert console_neighbour(console), "the packet was not forwarded without the rule either"
         # The console page is on the console address only, not on the router's own.
         assert not page(console, "inet", ELASTIC_IP, timeout=REFUSED_TIMEOUT)[0]
         assert page(console, "inet", CONSOLE_EIP) == (True, f"200 console-page {INTERNET_CLIENT}")
@@ -206,6 +217,15 @@ def test_an_undeclared_port_of_the_console_address_reaches_nothing(console: Lab)
         with without(console, "router", ROUTER_TABLE,
                      ("prerouting", f"tcp dport 8080 dnat to {CPVM_IP}:8080=>tcp dport 443 dnat to {CPVM_IP}:443")):
             assert connect(console, "inet", CONSOLE_EIP, 443) == (True, f"console-443 {INTERNET_CLIENT}")
+
+
+def console_neighbour(lab: Lab) -> str:
+    """The router's neighbour entry for its console address: made only when it routes a packet there."""
+    return lab.ip("router", "-4", "neigh", "show", "to", CONSOLE_ADDRESS, "dev", "ens5").stdout.strip()
+
+
+def forget_console_neighbour(lab: Lab) -> None:
+    lab.ip("router", "-4", "neigh", "flush", "to", CONSOLE_ADDRESS, "dev", "ens5", check=False)
 
 
 def test_infrastructure_and_the_proxy_itself_stay_unreachable_from_outside(console: Lab):

@@ -365,9 +365,17 @@ def test_console_forwards_come_from_the_console_address_only(scratch: Lab):
         before = scratch.state("con")
         assert run_script(scratch, "con", env).returncode == 0
         assert scratch.state("con") == before
+        # Whatever else is addressed to it is never routed on (tests/lab/test_consoles_lab.py).
+        refused = [line.strip() for line in table.splitlines() if 'name "console_refused"' in line]
+        assert refused == ['ip daddr 10.99.1.11 counter name "console_refused" drop'], table
         # No console forwards (the parameter's "none"): the console address forwards nothing.
         assert run_script(scratch, "con", {**GOOD_CONSOLE, "CONSOLE_FORWARDS": ""}).returncode == 0
         table = scratch.run("con", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
-        assert "10.99.1.11" not in table, table
+        assert [line.strip() for line in table.splitlines() if "10.99.1.11" in line] == \
+            ['ip daddr 10.99.1.11 counter name "console_refused" drop'], table
+        # No console address: no rule of it.
+        assert run_script(scratch, "con", GOOD_ROUTER).returncode == 0
+        table = scratch.run("con", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
+        assert "10.99.1.11" not in table and 'name "console_refused"' not in table, table
     finally:
         scratch.del_ns("con")
