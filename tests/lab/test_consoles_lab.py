@@ -26,7 +26,6 @@ import contextlib
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -83,14 +82,8 @@ def no_security_group(lab: Lab):
         load_security_group(lab, router_groups())
 
 
-def console_env(lab: Lab, proxy_ip: str) -> dict[str, str]:
-    # As router.sh forwards writes it to forwards.env from the console-forwards parameter.
-    return {**BASE_ENV(ROUTER), "CONSOLE_ADDRESS": CONSOLE_ADDRESS,
-            "CONSOLE_FORWARDS": consoles.console_forwards(proxy_ip)}
-
-
-BASE_ENV = None  # the lab's own overlay_env, while the module runs with its console
-PROXY = {"ip": CPVM_IP}  # where the router forwards the console now
+#: Where the router forwards the console now (the console-forwards parameter's address).
+PROXY = {"ip": CPVM_IP}
 
 
 def page(lab: Lab, client: str, address: str, port: int = consoles.CONSOLE_PAGE_PORT,
@@ -107,14 +100,22 @@ def sg_refused(lab: Lab) -> int:
 def console(lab: Lab):
     """The session lab with a console proxy stand-in, the router's console address and
     its security group; all undone afterwards (the other lab modules see the lab as built)."""
-    global BASE_ENV
     servers = []
     before = bridge_mac(lab, "host1")
-    BASE_ENV = lab.overlay_env
+    base = lab.overlay_env
+
+    def with_console(inst):
+        # The user data's CONSOLE_ADDRESS, and CONSOLE_FORWARDS as router.sh forwards
+        # writes it to forwards.env from the console-forwards parameter.
+        env = base(inst)
+        if inst.role == "router":
+            env.update(CONSOLE_ADDRESS=CONSOLE_ADDRESS, CONSOLE_FORWARDS=consoles.console_forwards(PROXY["ip"]))
+        return env
+
     # The router's configuration for this module: the lab's plus the console. The
     # helpers that restore the router's table (test_isolation_lab.without) re-run the
     # script through lab.overlay_env, so they restore this one.
-    lab.overlay_env = lambda inst: console_env(lab, PROXY["ip"]) if inst.role == "router" else BASE_ENV(inst)
+    lab.overlay_env = with_console
     try:
         plug(lab, "cpvm", "host1", CPVM_IP)
         servers.append(lab.spawn("cpvm", sys.executable, str(TOOLS), "page", "console-page", "0.0.0.0",
@@ -136,7 +137,7 @@ def console(lab: Lab):
         for server in servers:
             lab.stop(server)
         lab.del_ns("cpvm")
-        lab.overlay_env = BASE_ENV
+        del lab.overlay_env  # the Lab's own method again
         PROXY["ip"] = CPVM_IP
         lab.overlay_script(ROUTER)  # back to the router without a console
         assert bridge_mac(lab, "host1") == before
@@ -293,7 +294,7 @@ def test_changed_console_forwards_apply_to_the_running_router_in_place(console: 
 ])
 def test_the_running_router_refuses_console_forwards_to_anything_else(console: Lab, value: str, words: str):
     before = console.run("router", "nft", "list", "table", *ROUTER_TABLE.split()).stdout
-    env = {**console_env(console, CPVM_IP), "CONSOLE_FORWARDS": value}
+    env = {**console.overlay_env(ROUTER), "CONSOLE_FORWARDS": value}
     result = console.run("router", "bash", str(SCRIPT), env=env, check=False)
     assert result.returncode == 2 and words in result.stderr, result.stderr
     assert "nothing was changed" in result.stderr
