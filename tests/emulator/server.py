@@ -164,6 +164,7 @@ class Emulator:
         self.stuck_system_vms: set[str] = set()
         self.lost_vms: list[str] = []                      # VMs Running on a host when it was deleted
         self.held_public_ips: list[str] = []               # public addresses taken by others (hold_public_ip)
+        self.system_vm_seq = 0                             # the last system VM's id in its name
         #: overlay address → why the host cannot be added yet ("no-key": the management
         #: server's key is not authorized; "no-agent": cloudstack-agent not installed)
         self.unready_hosts: dict[str, str] = {}
@@ -420,7 +421,9 @@ class Emulator:
             have = {v["type"] for v in self.vms.values() if v.get("_zoneid") == z["id"]}
             for kind, prefix in (("SecondaryStorageVm", "s"), ("ConsoleProxy", "v")):
                 if kind not in have:
-                    n = sum(1 for v in self.vms.values() if v["type"] == kind) + 1
+                    # VirtualMachineName: s-<id>-VM / v-<id>-VM, ids from one sequence, never reused
+                    self.system_vm_seq += 1
+                    n = self.system_vm_seq
                     # their system service offerings offer HA: restarted elsewhere when the host dies
                     vid = self.add_vm(hosts[0]["id"], f"{prefix}-{n}-VM", type=kind, ha=True)
                     # createProxyInstance / createSecStorageVmInstance persist the VM record before
