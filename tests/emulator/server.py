@@ -887,7 +887,15 @@ class Emulator:
                                           if self._match(v, a, "id", "zoneid", "physicalnetworkid")], a)
 
     def _cmd_deleteVlanIpRange(self, a: dict) -> dict:
-        self._get(self.vlans, a["id"], "vlan range")
+        r = self._get(self.vlans, a["id"], "vlan range")
+        # ConfigurationManagerImpl.deleteVlanAndPublicIpRange (a range of no account): refused
+        # while addresses of it are allocated (countIPs(zone, vlan, allocated=true)), e.g. the
+        # system VMs' public IPs
+        start, end = ipaddress.IPv4Address(r["startip"]), ipaddress.IPv4Address(r["endip"])
+        in_use = [ip for ip in [v.get("publicip") for v in self.vms.values()] + self.held_public_ips
+                  if ip and start <= ipaddress.IPv4Address(ip) <= end]
+        if in_use:
+            raise ApiError(431, f"{len(in_use)}  Ips are in use. Cannot delete this vlan")
         del self.vlans[a["id"]]
         return {"success": True}
 

@@ -302,6 +302,10 @@ def test_a_relaunched_console_proxy_may_get_another_address(emu):
     assert emu.hold_public_ip(z["id"]) == cpvm["publicip"]   # ... and a guest network's router takes it
     new = _system_vms(c, zoneid=z["id"])["consoleproxy"]
     assert new["id"] != cpvm["id"] and new["publicip"] == "10.100.128.3" and new["state"] == "Running"
+    # deleteVlanAndPublicIpRange: not while addresses of the range are allocated
+    vlan = c.listVlanIpRanges(zoneid=z["id"])["vlaniprange"][0]
+    status, body = post(emu, signed(emu, command="deleteVlanIpRange", id=vlan["id"]))
+    assert status == 431 and "3  Ips are in use" in body["deletevlaniprangeresponse"]["errortext"]
 
 
 def test_console_settings_have_the_current_defaults(emu):
