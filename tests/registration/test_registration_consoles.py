@@ -234,3 +234,24 @@ def test_without_a_parameter_nothing_is_planned_and_nothing_is_written(emulator,
     engine = Engine(emulator.url, api_secret, REGION)
     engine.up(make_spec(1, timeouts=T))
     assert "console-forwards" not in engine.state and value(ssm) == consoles.NO_CONSOLE
+
+
+def test_a_parameter_deleted_by_hand_is_not_created_by_the_registration(emulator, engine, ssm):
+    spec = make_spec(1, timeouts=T)
+    engine.up(spec)
+    ssm.delete_parameter(Name=PARAM)
+    with pytest.raises(RegistrationError, match=rf"the SSM parameter {PARAM} does not exist.*the stack creates it"):
+        engine.up(spec)
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name=PARAM)
+
+
+def test_of_several_console_proxies_the_oldest_is_forwarded_to(caplog):
+    from components.registration.console_forwards import serving_proxy
+
+    vms = [{"name": "v-9-VM", "state": "Running", "publicip": "10.100.128.9", "created": "2026-01-02T00:00:00+0000"},
+           {"name": "v-2-VM", "state": "Running", "publicip": "10.100.128.2", "created": "2026-01-01T00:00:00+0000"},
+           {"name": "v-1-VM", "state": "Stopped", "created": "2025-12-01T00:00:00+0000"}]
+    assert serving_proxy(vms)["name"] == "v-2-VM"
+    assert "v-2-VM only" in caplog.text
+    assert serving_proxy(vms[2:]) is None
