@@ -412,6 +412,11 @@ def check_role_inline_policies(policies: Iterable[tuple[str, Any, Any]]) -> list
     return found
 
 
+#: Instance arguments that primaryNetworkInterface excludes (see check_inputs).
+INSTANCE_LEVEL_NETWORK_INPUTS = ("subnetId", "vpcSecurityGroupIds", "securityGroups", "sourceDestCheck",
+                                 "associatePublicIpAddress", "privateIp", "secondaryPrivateIps")
+
+
 def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, Any], *,
                  partition: str = "aws", region: str = "us-east-1",
                  account: str = "123456789012") -> list[Violation]:
@@ -463,6 +468,23 @@ def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, An
                 if size > USER_DATA_MAX_BYTES:
                     add("userDataBase64", f"<{size} bytes>", f"is {size} bytes of user data; EC2 accepts at most "
                         f"{USER_DATA_MAX_BYTES} before base64", "EC2 User Guide, instance user data (16 KB)")
+
+    if resource_type == "aws:ec2/instance:Instance" and _unwrap(inputs.get("primaryNetworkInterface")):
+        # The interface brings its subnet, groups and addresses: EC2 refuses them beside it
+        # (RunInstances, InvalidParameterCombination: "Network interfaces and an
+        # instance-level subnet ID/security groups may not be specified on the same
+        # request"; terraform-provider-aws aws_instance: primary_network_interface
+        # conflicts with these arguments).
+        for prop in INSTANCE_LEVEL_NETWORK_INPUTS:
+            if _unwrap(inputs.get(prop)) not in (None, [], ""):
+                add(prop, _unwrap(inputs.get(prop)), "may not be set with primaryNetworkInterface (the network "
+                    "interface's own setting applies)", "EC2 API reference RunInstances NetworkInterfaces")
+
+    if resource_type == "aws:ec2/eip:Eip" and _unwrap(inputs.get("instance")) and \
+            _unwrap(inputs.get("networkInterface")):
+        add("networkInterface", _unwrap(inputs.get("networkInterface")), "may not be set with instance (EC2 "
+            "AssociateAddress: the instance ID or the network interface ID, not both)",
+            "EC2 API reference AssociateAddress")
 
     for prop, limit, what in IAM_DOCUMENT_LIMITS.get(resource_type, ()):
         document = _unwrap(inputs.get(prop))

@@ -197,7 +197,9 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
     ] + [
         CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (2 + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
-        CostLine("router Elastic IP (public IPv4)", 1, PUBLIC_IPV4_HOUR),
+        # The router's address (UI/API, egress, vmForwards) and its console address
+        # (components/consoles.py): AWS bills every public IPv4 address.
+        CostLine("Elastic IPs (router, consoles)", 2, PUBLIC_IPV4_HOUR),
         CostLine("Transit Gateway VPC attachment", 1, TGW_ATTACHMENT_HOUR),
     ]
     rds = _RDS.get(settings.db_instance_class)

@@ -45,6 +45,9 @@ class Deployed:
     db_engine_version: str = ""
     #: Root of the SSM parameters in use ("" on the first run).
     parameter_root: str = ""
+    #: The router runs on its own network interface with the console address
+    #: (components/consoles.py); False for a stack deployed before consoles.
+    console_address: bool = False
 
     @property
     def exists(self) -> bool:
@@ -68,6 +71,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             db_allocated_storage_gb=number("dbAllocatedStorageGb"),
             db_engine_version=str(recorded.get("dbEngineVersion") or ""),
             parameter_root=str(recorded.get("parameterRoot") or ""),
+            console_address=recorded.get("consoleAddress") is True,
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -86,6 +90,7 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any) -> d
         "dbAllocatedStorageGb": settings.db_allocated_storage_gb,
         "dbEngineVersion": settings.db_engine_version,
         "parameterRoot": parameter_root,
+        "consoleAddress": True,
     }
 
 
@@ -95,6 +100,19 @@ _REPLACES = {
     "vpcCidr": "the VPC and everything in it: subnets, instances, the database and the EFS mount target",
     "cloudstackSubnetCidr": "the dedicated subnet and every instance in it and the EFS mount target",
 }
+
+
+def upgrade_warnings(deployed: Deployed) -> list[str]:
+    """What this update changes of a deployed stack that its owner should hear about first
+    (nothing on a first run)."""
+    warnings = []
+    if deployed.exists and not deployed.console_address:
+        warnings.append(
+            "this update gives the router the console address for VM consoles (README 'VM consoles'): the router "
+            "moves onto a network interface of its own, so it is REPLACED once (a few minutes without the UI and "
+            "without internet egress for the cloud; its Elastic IP stays). Afterwards restart the management "
+            "server once (sudo systemctl restart cloudstack-management) so console URLs name the console address")
+    return warnings
 
 
 def upgrading_database(settings: Settings, deployed: Deployed) -> bool:

@@ -59,9 +59,10 @@ VPC_RESOLVER_OFFSET = 2
 #: (VPC router), + 2 (DNS), + 3 (future use) and the last one (AWS VPC user guide,
 #: "Subnet CIDR blocks").
 SUBNET_RESERVED_ADDRESSES = 5
-#: What else takes an address in the dedicated subnet besides the instances: the
-#: EFS mount target's ENI and the Transit Gateway VPC attachment's ENI.
-SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment")
+#: What else takes an address in the dedicated subnet besides the instances' own: the
+#: EFS mount target's ENI, the Transit Gateway VPC attachment's ENI and the router's
+#: second private address (the console address, components/consoles.py).
+SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment", "router console address")
 
 
 #: Guest CIDRs CloudStack accepts (NetUtils.validateGuestCidr: RFC 1918 and RFC 6598);
@@ -214,8 +215,9 @@ def host_capacity(overlay: IPv4Network) -> int:
 
 def subnet_host_capacity(subnet: IPv4Network, management_count: int = 1) -> int:
     """How many KVM hosts the dedicated subnet holds: its usable addresses (all but EC2's
-    five) minus the router, the management servers, the EFS mount target and the Transit
-    Gateway attachment. Can be negative for a subnet too small for the fixed members."""
+    five) minus the router, the management servers and SUBNET_OTHER_ADDRESSES (the EFS
+    mount target, the Transit Gateway attachment, the console address). Can be negative for
+    a subnet too small for the fixed members."""
     usable = subnet.num_addresses - SUBNET_RESERVED_ADDRESSES
     return usable - 1 - management_count - len(SUBNET_OTHER_ADDRESSES)
 

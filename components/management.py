@@ -30,6 +30,9 @@ class ManagementServerArgs:
     #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
     #: render_user_data gets it as "parameter_root".
     parameter_root: Optional[pulumi.Input[str]] = None
+    #: The router's console Elastic IP (components/consoles.py), which console URLs name;
+    #: render_user_data gets it as "console_address". "": none.
+    console_address: pulumi.Input[str] = ""
 
 
 def _secret(name: str, stack: str, which: str, description: str, child, tags) -> aws.secretsmanager.Secret:
@@ -110,6 +113,7 @@ class ManagementServer(pulumi.ComponentResource):
         user_data = pulumi.Output.all(
             db_master=args.db_master_secret_arn, db_cloud=db_cloud.arn, keys=keys.arn,
             admin=admin.arn, api_keys=api_keys.arn, parameter_root=root, boot_bucket=args.boot_bucket,
+            console_address=args.console_address,
         ).apply(args.render_user_data)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,

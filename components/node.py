@@ -59,6 +59,9 @@ class NodeArgs:
     #: Where the provider's defaults (10 minutes to create) are too short: metal instances.
     custom_timeouts: Optional[pulumi.CustomTimeouts] = None
     tags: dict = field(default_factory=dict)
+    #: Launch on this network interface (its subnet, groups and source/destination check
+    #: then come from the interface: EC2 refuses them beside it) instead of a new one.
+    network_interface_id: Optional[pulumi.Input[str]] = None
 
 
 def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -> aws.ec2.Instance:
@@ -66,12 +69,12 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
         name,
         ami=args.spec.ami_id,
         instance_type=args.spec.instance_type,
-        subnet_id=args.spec.subnet_id,
-        vpc_security_group_ids=list(args.spec.security_group_ids),
         iam_instance_profile=args.instance_profile,
         user_data_base64=args.user_data_base64,
-        source_dest_check=args.source_dest_check,
-        associate_public_ip_address=False,
+        **({"primary_network_interface": aws.ec2.InstancePrimaryNetworkInterfaceArgs(
+            network_interface_id=args.network_interface_id)} if args.network_interface_id is not None else {
+            "subnet_id": args.spec.subnet_id, "vpc_security_group_ids": list(args.spec.security_group_ids),
+            "source_dest_check": args.source_dest_check, "associate_public_ip_address": False}),
         metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
             http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1,
             instance_metadata_tags="disabled"),

@@ -103,6 +103,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
         #: The region's AZs, each offering every type (offline, nothing is scarce).
         self.zones = [f"{region}{s}" for s in REGION_AZ_LETTERS.get(region, "abc")]
         self._taken_ips: set[int] = set()
+        #: network interface id -> its primary private address
+        self._interfaces: dict[str, str] = {}
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
         #: Every input AWS (or pulumi-aws's Check) would refuse (components.aws_constraints).
@@ -145,8 +147,21 @@ class OfflineMocks(pulumi.runtime.Mocks):
         state.setdefault("arn", arn)
         if typ == "aws:ec2/instance:Instance":
             self._check_cpu_options(args.inputs)
-            state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
+            eni = (args.inputs.get("primaryNetworkInterface") or {}).get("networkInterfaceId")
+            if eni:  # launched on an interface of its own: its primary address
+                state.update(private_ip=self._interfaces[eni], primary_network_interface_id=eni)
+            else:
+                state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
             rid = f"i-{n:017x}"
+        elif typ == "aws:ec2/networkInterface:NetworkInterface":
+            # CreateNetworkInterface SecondaryPrivateIpAddressCount: EC2 picks that many more
+            # free addresses of the subnet; private_ips lists them all, the primary included.
+            rid = f"eni-{n:017x}"
+            primary = self._private_ip(args.name)
+            others = [self._private_ip(f"{args.name}-secondary-{i}")
+                      for i in range(int(args.inputs.get("privateIpsCount") or 0))]
+            state.update(private_ip=primary, private_ips=[primary, *others])
+            self._interfaces[rid] = primary
         elif typ == "aws:ec2/eip:Eip":
             state.update(public_ip=str(PUBLIC_ADDRESSES.network_address + 1 + n % 253))
         elif typ == "aws:ec2/vpc:Vpc":

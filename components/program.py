@@ -156,6 +156,7 @@ def build() -> Deployment:
     previous = read_deployed()
     problems, warnings = regions.check_region(aws.get_region().region)
     problems += deployed_state.check_changes(settings, previous)
+    warnings += deployed_state.upgrade_warnings(previous)
     problems += stack_aws_problems()
     if problems:
         raise SettingsError(problems)
@@ -242,13 +243,14 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     member_sgs = [underlay.member_sg_id]
     router = OverlayRouter("router", OverlayRouterArgs(
         instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id], "router"),
-        user_data_base64=pulumi.Output.all(prefix, boot_scripts.bucket_name).apply(
+        render_user_data=lambda console_ip: pulumi.Output.all(prefix, boot_scripts.bucket_name, console_ip).apply(
             lambda v: userdata.render_router_user_data(userdata.RouterBoot(
             aws_region=region, prefix=v[0], fqdn=f"router.{DOMAIN}", boot_bucket=v[1],
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",),
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
-                tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs))))),
+                tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
+                console_address=v[2])))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))
@@ -262,13 +264,13 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
                 db_master=secret_arns["db_master"], db_cloud=secret_arns["db_cloud"],
                 cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
             cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
-            zone_name=settings.zone_name))
+            zone_name=settings.zone_name, console_address=secret_arns["console_address"]))
 
     management = ManagementServer("management", ManagementServerArgs(
         stack=stack, instance=instance(settings.management_instance_type, member_sgs, "management"),
         db_master_secret_arn=database.master_secret_arn, render_user_data=management_user_data, tags=tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
-        parameter_root=prefix))
+        parameter_root=prefix, console_address=router.console_public_ip))
 
     def host_user_data(index: int) -> pulumi.Output[str]:
         return pulumi.Output.all(prefix, boot_scripts.bucket_name).apply(
@@ -316,7 +318,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         "zoneName": settings.zone_name,
         "overlayCidr": str(settings.overlay_cidr),
         "router": {"overlayIp": str(plan.router), "privateIp": router.private_ip, "publicIp": router.public_ip,
-                   "instanceId": router.instance_id},
+                   "instanceId": router.instance_id, "consolePrivateIp": router.console_private_ip,
+                   "consolePublicIp": router.console_public_ip},
         "managementServer": {"overlayIp": str(management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
-from components import naming
+from components import consoles, naming
 from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
                              parameter_name)
 
@@ -16,7 +16,9 @@ from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, i
 @dataclass(frozen=True)
 class OverlayRouterArgs:
     instance: InstanceSpec
-    user_data_base64: pulumi.Input[str]
+    #: The router's user data (base64) from its console address: the interface's second
+    #: private IPv4, which EC2 picks (overlay-network.sh CONSOLE_ADDRESS).
+    render_user_data: Callable[[pulumi.Output[str]], pulumi.Input[str]]
     overlay_cidr: str
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
@@ -26,9 +28,9 @@ class OverlayRouterArgs:
     tags: dict = field(default_factory=dict)
     #: The VPC's internet gateway when this stack owns it (None with an existing VPC).
     internet_gateway: Optional[pulumi.Resource] = None
-    #: With a parameter root (naming.parameter_root): the SSM parameter of the forwards
-    #: to VMs, which the router polls (so a changed vmForwards reaches the running
-    #: router in place).
+    #: With a parameter root (naming.parameter_root): the SSM parameters of the forwards
+    #: to VMs and to the console proxy, which the router polls (so a changed vmForwards,
+    #: or a console proxy at a new address, reaches the running router in place).
     parameter_root: Optional[pulumi.Input[str]] = None
     #: DNAT entries "proto:port:target:targetPort" of vmForwards.
     vm_forwards: Sequence[str] = ()
@@ -40,7 +42,13 @@ class OverlayRouter(pulumi.ComponentResource):
     management server. Its Elastic IP is the cloud's internet egress address and, when
     `adminCidrs` allows it, the UI/API's public address.
 
-    Outputs: instance_id, private_ip, public_ip, eni_id.
+    Its network interface has a second private IPv4 with a second Elastic IP, the console
+    address (components/consoles.py): console URLs name it, and the router forwards its
+    ports 80 and 8080 to the console proxy VM that the registration publishes.
+
+    Outputs: instance_id, private_ip, public_ip, eni_id, console_private_ip,
+    console_public_ip, console_forwards_parameter (the SSM parameter's name, or None
+    without a parameter root).
     """
 
     def __init__(self, name: str, args: OverlayRouterArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -48,39 +56,84 @@ class OverlayRouter(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         grants = [Grant(["s3:GetObject"], [args.boot_script_arn])]
+        self.forwards_parameter = None
+        self.console_forwards_parameter = None
         if args.parameter_root is not None:
             forwards = aws.ssm.Parameter(
                 f"{name}-forwards", name=parameter_name(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),
                 type="String", value=" ".join(args.vm_forwards) or naming.NO_FORWARDS,
                 description="Router forwards to VMs (vmForwards): proto:port:target:targetPort entries",
                 tags=tags, opts=child)
-            grants.append(Grant(["ssm:GetParameter"], [parameter_arn(args.parameter_root, naming.PARAM_ROUTER_FORWARDS)]))
+            # Written by the registration once the console proxy runs (its address is
+            # CloudStack's choice): Pulumi creates it and never resets it.
+            console_forwards = aws.ssm.Parameter(
+                f"{name}-console-forwards",
+                name=parameter_name(args.parameter_root, naming.PARAM_CONSOLE_FORWARDS),
+                type="String", value=consoles.NO_CONSOLE,
+                description="Router forwards of the console address to the console proxy VM (the registration)",
+                tags=tags, opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
+            grants.append(Grant(["ssm:GetParameter"], [
+                parameter_arn(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),
+                parameter_arn(args.parameter_root, naming.PARAM_CONSOLE_FORWARDS)]))
             self.forwards_parameter = forwards.name
+            self.console_forwards_parameter = console_forwards.name
         profile = instance_role(name, grants=grants, opts=child, tags=tags)
-        instance = hardened_instance(name, NodeArgs(
-            spec=args.instance, user_data_base64=args.user_data_base64, instance_profile=profile.name,
+        # The router's own interface, with a second private address that EC2 picks (a fixed
+        # one could already be another instance's): the console address.
+        eni = aws.ec2.NetworkInterface(
+            f"{name}-eni", subnet_id=args.instance.subnet_id,
+            security_groups=list(args.instance.security_group_ids), private_ips_count=1,
             # It forwards packets whose source or destination is an overlay
             # address, which EC2 would otherwise drop.
-            source_dest_check=False, tags={**tags, "Role": "overlay-router"}), child)
+            source_dest_check=False,
+            description="CloudStack overlay router: its address and the console address",
+            tags={**tags, "Name": f"{name}-eni"}, opts=child)
+        console_private_ip = pulumi.Output.all(eni.private_ip, eni.private_ips).apply(
+            lambda v: _second_address(v[0], v[1]))
+        instance = hardened_instance(name, NodeArgs(
+            spec=args.instance, user_data_base64=args.render_user_data(console_private_ip),
+            instance_profile=profile.name, network_interface_id=eni.id,
+            tags={**tags, "Role": "overlay-router"}), child)
         # pulumi-aws (Eip): an EIP may need the internet gateway to exist before it is
         # associated; depending on it also deletes the EIP first on destroy, where the
         # gateway's detach would otherwise fail while a public address is still mapped.
-        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", instance=instance.id,
-                          tags={**tags, "Name": f"{name}-eip"},
-                          opts=pulumi.ResourceOptions(parent=self, depends_on=[
-                              g for g in (args.internet_gateway,) if g is not None]))
+        # Associated with the interface's addresses (not the instance): each EIP maps to
+        # one of them, and they stay mapped across a replacement of the instance.
+        after_gateway = pulumi.ResourceOptions(parent=self, depends_on=[
+            g for g in (args.internet_gateway,) if g is not None])
+        eip = aws.ec2.Eip(f"{name}-eip", domain="vpc", network_interface=eni.id,
+                          associate_with_private_ip=eni.private_ip,
+                          tags={**tags, "Name": f"{name}-eip"}, opts=after_gateway)
+        console_eip = aws.ec2.Eip(f"{name}-console-eip", domain="vpc", network_interface=eni.id,
+                                  associate_with_private_ip=console_private_ip,
+                                  tags={**tags, "Name": f"{name}-console-eip"}, opts=after_gateway)
         for i, table_id in enumerate(args.route_table_ids):
             aws.ec2.Route(f"{name}-overlay-route-{i}", route_table_id=table_id,
                           destination_cidr_block=args.overlay_cidr,
-                          network_interface_id=instance.primary_network_interface_id, opts=child)
+                          network_interface_id=eni.id, opts=child)
 
+        self.instance = instance
         self.instance_id = instance.id
-        self.private_ip = instance.private_ip
+        self.private_ip = eni.private_ip
         self.public_ip = eip.public_ip
-        self.eni_id = instance.primary_network_interface_id
+        self.eni_id = eni.id
+        self.console_private_ip = console_private_ip
+        self.console_public_ip = console_eip.public_ip
         self.register_outputs({
             "instance_id": self.instance_id,
             "private_ip": self.private_ip,
             "public_ip": self.public_ip,
             "eni_id": self.eni_id,
+            "console_private_ip": self.console_private_ip,
+            "console_public_ip": self.console_public_ip,
+            "console_forwards_parameter": self.console_forwards_parameter,
         })
+
+
+def _second_address(primary: str, addresses: Sequence[str]) -> str:
+    """The interface's other private address (private_ips holds the primary one too)."""
+    others = sorted(set(addresses or ()) - {primary})
+    if len(others) != 1:
+        raise ValueError(f"the router's network interface has private addresses {sorted(addresses or ())} "
+                         f"besides its primary {primary}: expected exactly one (private_ips_count=1)")
+    return others[0]

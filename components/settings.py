@@ -737,7 +737,7 @@ def hosts_fit(c: _Collector) -> None:
             c.problem("cloudstackSubnetCidr", str(subnet),
                       f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
                       f"router, the management server, hostCount {host_count} hosts, the "
-                      f"{' and the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
+                      f"{', the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
                       f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
 
 

@@ -117,6 +117,8 @@ class OverlayConfig:
     storage_cidr: Optional[str] = None
     #: Router: IPv4 CIDRs tenants may reach besides DNS and the internet (tenantVpcAccessCidrs).
     tenant_vpc_access: tuple[str, ...] = ()
+    #: Router: its second private IPv4 in the VPC, the console address (components/consoles.py).
+    console_address: Optional[str] = None
 
     @property
     def ip(self) -> str:
@@ -180,6 +182,9 @@ class ManagementBoot:
     repo_url: str = DEFAULT_REPO_URL
     key_url: str = DEFAULT_KEY_URL
     waits: BootWaits = field(default_factory=BootWaits)
+    #: The console address's Elastic IP (components/consoles.py): set as
+    #: consoleproxy.url.domain before the registration starts. "": left alone.
+    console_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -488,8 +493,13 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
                             " directory such as '/mnt/cloudstack-efs'")
     if not isinstance(boot.secrets, ManagementSecrets):
         raise UserDataError(f"secrets: expected a ManagementSecrets (secret names/ARNs), got {type(boot.secrets).__name__}")
+    if boot.console_address != "" and _ip_value("console_address", boot.console_address,
+                                                ipaddress.IPv4Address) is None:
+        raise UserDataError(f"console_address: {boot.console_address!r} is not accepted; expected the console"
+                            " Elastic IP as an IPv4 address such as '203.0.113.7', or '' for none")
     env = {**_common_env(boot, "management"), **_package_env(boot),
-           "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point}
+           "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point,
+           "CSEC2_CONSOLE_ADDRESS": boot.console_address}
     for f in fields(ManagementSecrets):
         value = getattr(boot.secrets, f.name)
         if not isinstance(value, str):

@@ -617,7 +617,7 @@ protect_link_local_services() {
 }
 
 configure_settings() {
-    csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr"
+    csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr, consoleproxy.url.domain"
     local changed=0
     # Agents connect to `host`: the overlay address, not whatever address the
     # server guessed. The unauthenticated integration port stays off (0).
@@ -627,6 +627,11 @@ configure_settings() {
     # Before the registration creates the pod (it waits for the API keys, stored
     # after this). Only CloudStack's default is changed: another value was chosen.
     if [[ $(get_setting control.cidr) == 169.254.0.0/16 ]] && ensure_setting control.cidr "$CONTROL_CIDR"; then
+        changed=1
+    fi
+    # Console URLs name the router's console address (components/consoles.py); the
+    # setting is read when the server starts (ConsoleProxyManagerImpl.configure).
+    if [[ -n ${CSEC2_CONSOLE_ADDRESS-} ]] && ensure_setting consoleproxy.url.domain "$CSEC2_CONSOLE_ADDRESS"; then
         changed=1
     fi
     if ((changed)); then

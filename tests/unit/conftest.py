@@ -121,6 +121,19 @@ class Deployed:
     def depends_on_names(self, reg: offline.Registration) -> set[tuple[str, str]]:
         return {(self._by_urn[u].type, self._by_urn[u].name) for u in self.depends_on(reg) if u in self._by_urn}
 
+    def placement(self, inst: offline.Registration) -> dict[str, Any]:
+        """Where an instance is: subnetId, vpcSecurityGroupIds, associatePublicIpAddress,
+        sourceDestCheck, from the instance or, when it launches on a network interface of
+        its own (primaryNetworkInterface), from that interface."""
+        eni_id = (inst.inputs.get("primaryNetworkInterface") or {}).get("networkInterfaceId")
+        if not eni_id:
+            return {k: inst.inputs.get(k) for k in ("subnetId", "vpcSecurityGroupIds", "associatePublicIpAddress",
+                                                    "sourceDestCheck")}
+        [eni] = [r for r in self.of_type("aws:ec2/networkInterface:NetworkInterface") if r.id == eni_id]
+        # An interface has no public address of its own (CreateNetworkInterface has none to ask).
+        return {"subnetId": eni.inputs.get("subnetId"), "vpcSecurityGroupIds": eni.inputs.get("securityGroups"),
+                "associatePublicIpAddress": False, "sourceDestCheck": eni.inputs.get("sourceDestCheck")}
+
     def policy_document(self, role_prefix: str, which: str = "policy") -> dict:
         policies = [r for r in self.of_type(ROLE_POLICY) if r.name == f"{role_prefix}-{which}"]
         assert len(policies) == 1, f"expected one inline policy {role_prefix}-{which}, found {len(policies)}"

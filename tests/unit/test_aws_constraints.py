@@ -207,3 +207,18 @@ def test_offline_run_refuses_a_roles_inline_policies_over_their_total():
         offline.run_offline(lambda: _TwoPolicies(5200), {}, project="p", stack="s", region="us-east-1")
     assert "inline policies of role" in str(err.value) and "tiny-two" in str(err.value)
     offline.run_offline(lambda: _TwoPolicies(5000), {}, project="p", stack="s", region="us-east-1")
+
+
+@pytest.mark.parametrize("prop, value", [("subnetId", "subnet-1"), ("vpcSecurityGroupIds", ["sg-1"]),
+                                          ("sourceDestCheck", False), ("associatePublicIpAddress", False)])
+def test_an_instance_on_its_own_interface_takes_no_instance_level_network_settings(prop, value):
+    on_eni = {"primaryNetworkInterface": {"networkInterfaceId": "eni-1"}}
+    assert c.check_inputs("aws:ec2/instance:Instance", "router", on_eni) == []
+    [found] = c.check_inputs("aws:ec2/instance:Instance", "router", {**on_eni, prop: value})
+    assert found.input == prop and "primaryNetworkInterface" in found.message
+
+
+def test_an_elastic_ip_goes_to_an_instance_or_an_interface_not_both():
+    assert c.check_inputs("aws:ec2/eip:Eip", "e", {"networkInterface": "eni-1"}) == []
+    [found] = c.check_inputs("aws:ec2/eip:Eip", "e", {"networkInterface": "eni-1", "instance": "i-1"})
+    assert "not both" in found.message

@@ -78,7 +78,7 @@ def test_plan_shows_the_registration(dev_plan):
 
 
 def test_plan_shows_cost_with_assumptions(dev_plan):
-    assert "KVM host m5zn.metal              2    7.928" in dev_plan
+    assert "KVM host m5zn.metal             2    7.928" in dev_plan
     assert "recorded 2026-11-01" in dev_plan
     assert "/hour, about $" in dev_plan
 

@@ -51,24 +51,70 @@ def test_cloudstack_subnet_associated_with_the_domain(dev):
 
 # --- OverlayRouter ---------------------------------------------------------------------------
 
+ENI = "aws:ec2/networkInterface:NetworkInterface"
+EIP = "aws:ec2/eip:Eip"
+
+
 def test_router_is_a_nitro_instance_with_source_destination_check_off(dev):
     router = dev.instance("router")
     facts = catalog.instance_facts(router.inputs["instanceType"])
     assert facts is not None and facts.hypervisor == "nitro"
-    assert router.inputs["sourceDestCheck"] is False
+    # The router runs on an interface of its own, whose check is off (and nothing that EC2
+    # refuses beside it is set on the instance: the offline runner's rules).
+    eni = dev.get(ENI, "router-eni")
+    assert router.inputs["primaryNetworkInterface"]["networkInterfaceId"] == eni.id
+    assert eni.inputs["sourceDestCheck"] is False
+    assert "sourceDestCheck" not in router.inputs and "subnetId" not in router.inputs
     # Only the router forwards: every other instance keeps the check.
-    assert all(i.inputs["sourceDestCheck"] is True for i in dev.instances() if i.name != "router")
+    assert all(dev.placement(i)["sourceDestCheck"] is True for i in dev.instances() if i.name != "router")
+
+
+def test_router_interface_is_in_the_dedicated_subnet_with_the_member_and_router_groups(dev):
+    eni = dev.get(ENI, "router-eni")
+    assert eni.inputs["subnetId"] == dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack").id
+    assert sorted(eni.inputs["securityGroups"]) == sorted(
+        [dev.get(SG, "underlay-member-sg").id, dev.get(SG, "underlay-router-sg").id])
+    # One more private address, which EC2 picks: the console address.
+    assert eni.inputs["privateIpsCount"] == 1
 
 
 def test_router_has_an_elastic_ip_in_the_outputs(dev):
-    eip = dev.get("aws:ec2/eip:Eip", "router-eip")
-    assert eip.inputs["instance"] == dev.instance("router").id
+    eip = dev.get(EIP, "router-eip")
+    eni = dev.get(ENI, "router-eni")
+    assert (eip.inputs["networkInterface"], eip.inputs["associateWithPrivateIp"]) == (eni.id, eni.state["private_ip"])
     assert dev.outputs["router"]["publicIp"] == eip.state["public_ip"]
+    assert dev.outputs["router"]["privateIp"] == eni.state["private_ip"] == dev.instance("router").state["private_ip"]
     assert dev.outputs["uiUrl"] == f"http://{eip.state['public_ip']}:8080/client/"
 
 
+def test_console_address_is_the_interfaces_second_address_with_its_own_elastic_ip(dev):
+    eni = dev.get(ENI, "router-eni")
+    console = dev.get(EIP, "router-console-eip")
+    [second] = set(eni.state["private_ips"]) - {eni.state["private_ip"]}
+    assert (console.inputs["networkInterface"], console.inputs["associateWithPrivateIp"]) == (eni.id, second)
+    assert console.state["public_ip"] != dev.get(EIP, "router-eip").state["public_ip"]
+    assert dev.outputs["router"]["consolePrivateIp"] == second
+    assert dev.outputs["router"]["consolePublicIp"] == console.state["public_ip"]
+    # The router forwards what arrives for that address (overlay-router.sh CONSOLE_ADDRESS) ...
+    assert dev.boot_env(dev.instance("router"))["CONSOLE_ADDRESS"] == second
+    # ... and console URLs name its Elastic IP (consoleproxy.url.domain, set at the
+    # management server's boot).
+    assert dev.boot_env(dev.instance("management"))["CSEC2_CONSOLE_ADDRESS"] == console.state["public_ip"]
+    igw = dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw")
+    assert igw.urn in console.dependencies
+
+
+def test_console_forwards_parameter_is_created_empty_and_left_to_the_registration(dev):
+    parameter = dev.get("aws:ssm/parameter:Parameter", "router-console-forwards")
+    assert parameter.inputs["name"] == dev.outputs["deployment"]["parameterRoot"] + "/console-forwards"
+    assert plain(parameter.inputs["value"]) == "none"
+    # The registration writes the console proxy's address into it: Pulumi never resets it.
+    assert "value" in parameter.ignore_changes
+
+
 def test_every_overlay_route_goes_to_the_routers_eni(dev):
-    eni = dev.instance("router").state["primary_network_interface_id"]
+    eni = dev.get(ENI, "router-eni").id
+    assert dev.instance("router").state["primary_network_interface_id"] == eni
     overlay = [r for r in dev.of_type(ROUTE) if r.inputs["destinationCidrBlock"] == str(dev.settings.overlay_cidr)]
     assert len(overlay) == 3
     assert {r.inputs["networkInterfaceId"] for r in overlay} == {eni}

@@ -128,6 +128,7 @@ def test_router_may_only_read_its_forwards(dev):
     assert {p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")} == \
         {"router-session-manager", "router-policy"}
     assert grants(dev.policy_document("router")) == {("ssm:GetParameter", ssm_arn(dev, "router-forwards")),
+                                                     ("ssm:GetParameter", ssm_arn(dev, "console-forwards")),
                                                      boot_object_grant(dev, "router")}
 
 

@@ -79,7 +79,7 @@ def test_dedicated_cloudstack_subnet_holds_every_instance_and_the_mount_target(d
     assert cs.inputs["mapPublicIpOnLaunch"] is False
     instances = dev.instances()
     assert {i.name for i in instances} >= {"router", "management", "kvm-host-0", "kvm-host-1", "kvm-host-2"}
-    assert all(i.inputs["subnetId"] == cs.id for i in instances)
+    assert all(dev.placement(i)["subnetId"] == cs.id for i in instances)
     mount = dev.get("aws:efs/mountTarget:MountTarget", "storage-mount")
     assert mount.inputs["subnetId"] == cs.id
     # Dedicated: nothing else is placed there (the DB subnets are elsewhere).
@@ -126,14 +126,15 @@ def test_database_subnets_have_no_internet_route(dev):
     assert all(r.inputs.get("destinationCidrBlock") != "0.0.0.0/0" for r in routes_in(dev, table))
 
 
-def test_router_has_an_elastic_ip_and_no_other_instance_a_public_address(dev):
-    router = dev.instance("router")
-    [eip] = dev.of_type(EIP)
-    assert eip.inputs["instance"] == router.id
-    assert eip.inputs["domain"] == "vpc"
+def test_only_the_router_has_elastic_ips_and_no_instance_a_public_address(dev):
+    eni = dev.get("aws:ec2/networkInterface:NetworkInterface", "router-eni")
+    eips = dev.of_type(EIP)
+    assert sorted(e.name for e in eips) == ["router-console-eip", "router-eip"]
+    for eip in eips:
+        assert eip.inputs["networkInterface"] == eni.id and eip.inputs["domain"] == "vpc"
     for inst in dev.instances():
-        assert inst.inputs["associatePublicIpAddress"] is False, inst.name
-    assert dev.outputs["router"]["publicIp"] == eip.state["public_ip"]
+        assert dev.placement(inst)["associatePublicIpAddress"] is False, inst.name
+    assert dev.outputs["router"]["publicIp"] == dev.get(EIP, "router-eip").state["public_ip"]
 
 
 # --- the overlay route ---------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_members_admit_igmp_queries_from_0_0_0_0_and_vxlan_from_the_dedicated_su
 def test_every_instance_is_a_member_and_the_router_also_has_the_router_group(dev):
     member, router_sg = sg(dev, "member-sg"), sg(dev, "router-sg")
     for inst in dev.instances():
-        groups = inst.inputs["vpcSecurityGroupIds"]
+        groups = dev.placement(inst)["vpcSecurityGroupIds"]
         assert member.id in groups, inst.name
         assert (router_sg.id in groups) == (inst.name == "router"), inst.name
 
@@ -264,7 +265,7 @@ def test_existing_vpc_mode_creates_no_network(existing):
 def test_existing_vpc_mode_uses_the_given_ids(existing):
     vpc, subnet = EXISTING["vpcId"], EXISTING["cloudstackSubnetId"]
     assert all(g.inputs["vpcId"] == vpc for g in existing.of_type(SG))
-    assert all(i.inputs["subnetId"] == subnet for i in existing.instances())
+    assert all(existing.placement(i)["subnetId"] == subnet for i in existing.instances())
     attachment = existing.get("aws:ec2transitgateway/vpcAttachment:VpcAttachment", "multicast-attachment")
     assert attachment.inputs["vpcId"] == vpc and attachment.inputs["subnetIds"] == [subnet]
     assert existing.get("aws:efs/mountTarget:MountTarget", "storage-mount").inputs["subnetId"] == subnet

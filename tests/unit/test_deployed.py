@@ -149,3 +149,15 @@ def test_plan_command_checks_a_change_against_the_deployed_outputs(tmp_path, cap
     assert "cloudstack-ec2:rootVolumeGb = 50" in capsys.readouterr().err
     assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
                      "--set", "rootVolumeGb=100"]) == 0
+
+
+def test_a_stack_from_before_consoles_is_told_its_router_is_replaced_once():
+    before_consoles = recorded()
+    assert "consoleAddress" not in before_consoles[deployed.OUTPUT]
+    run = later_run(before_consoles)
+    [warning] = [w for w in run.warnings if "console address" in w]
+    assert "REPLACED once" in warning and "restart the management server" in warning
+    assert run.outputs[deployed.OUTPUT]["consoleAddress"] is True
+    # The next update (and a first run) says nothing.
+    assert not [w for w in later_run(recorded(consoleAddress=True)).warnings if "console address" in w]
+    assert not deployed.upgrade_warnings(deployed.Deployed())

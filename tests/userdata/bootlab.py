@@ -56,11 +56,13 @@ ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.
                                   overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16",
                                   router_dnat=("tcp:8080:10.100.0.2:8080",), storage_cidr="10.0.0.0/24")
 
+#: The router's console Elastic IP (components/consoles.py).
+CONSOLE_ELASTIC_IP = "203.0.113.80"
 #: The deployment's boot-script bucket (the fake `aws s3 cp` serves it from the state's "s3").
 BOOT_BUCKET = "cloudstack-ec2-test-20261130000000000000000001"
 MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
                                overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",
-                               boot_bucket=BOOT_BUCKET,
+                               boot_bucket=BOOT_BUCKET, console_address=CONSOLE_ELASTIC_IP,
                                waits=TINY_WAITS)
 KVM_HOST = ud.KvmHostBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="kvm0.cloudstack.internal",
                           boot_bucket=BOOT_BUCKET,
@@ -123,7 +125,9 @@ def initial_state() -> dict:
                 "restarts": 0,
                 "ssh_public_key": MGMT_SSH_KEY,
                 "config": {"host": "10.0.0.57", "management.network.cidr": "10.0.0.0/24",
-                           "integration.api.port": "0", "control.cidr": "169.254.0.0/16"}},
+                           "integration.api.port": "0", "control.cidr": "169.254.0.0/16",
+                           # "" in current releases (ConsoleProxyManager.ConsoleProxyUrlDomain)
+                           "consoleproxy.url.domain": ""}},
         "units": {"enabled": [], "active": [], "masked": [], "failing": []},
         "mounts": [],
         "users": [],

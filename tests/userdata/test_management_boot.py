@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import (CLOUD_PASSWORD, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
+from bootlab import (CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
                      is_apt, is_cmd, is_s3_cp, render)
 
 SCRIPT = "management-server.sh"
@@ -92,7 +92,8 @@ def test_first_boot_runs_every_phase_in_order(machine):
     assert state["ssm"][f"{PREFIX}/management-ssh-public-key"] == MGMT_SSH_KEY
     assert state["api"]["admin_password"] == "AdminPw0rdQwe789"
     assert state["api"]["config"] == {"host": "10.100.0.2", "management.network.cidr": "10.100.0.0/16",
-                                      "integration.api.port": "0", "control.cidr": "169.254.0.0/17"}
+                                      "integration.api.port": "0", "control.cidr": "169.254.0.0/17",
+                                      "consoleproxy.url.domain": CONSOLE_ELASTIC_IP}
     assert "cloudstack-ec2-overlay.service" in state["units"]["enabled"]
     assert "cloudstack-ec2-boot.service" in state["units"]["enabled"]
     # RDS path: databases, user and grants by us, never --deploy-as.
@@ -325,6 +326,24 @@ def test_existing_api_keys_and_admin_password_are_kept(machine):
     calls = api_calls(machine.calls())
     assert "registerUserKeys" not in calls and "updateUser" not in calls
     assert json.loads(machine.state()["secrets"][SECRETS.api_keys])["apikey"] == "kept"
+
+
+def test_console_urls_name_the_console_address_before_the_registration_starts(machine):
+    # ConsoleProxyManagerImpl.configure reads consoleproxy.url.domain at start: it is set,
+    # then the server restarts, all before the API keys (what the registration waits for).
+    r = first_run(machine)
+    assert machine.state()["api"]["config"]["consoleproxy.url.domain"] == CONSOLE_ELASTIC_IP
+    assert machine.state()["api"]["restarts"] == 1
+    assert r.output.index("consoleproxy.url.domain: '' -> '203.0.113.80'") < r.output.index("restarting the management server so the settings take effect")
+    log = machine.file("/var/log/cloudstack-ec2-boot.log").read_text()
+    assert log.index("restarting the management server so the settings take effect") < log.index("API keys of")
+
+
+def test_console_address_left_alone_without_one(machine):
+    machine.update(lambda s: s["api"]["config"].update({"consoleproxy.url.domain": "console.example.com"}))
+    r = machine.run_user_data(render(replace(MANAGEMENT, console_address="")))
+    assert r.status == 0, r.output
+    assert machine.state()["api"]["config"]["consoleproxy.url.domain"] == "console.example.com"
 
 
 def test_integration_port_is_switched_off(machine):

@@ -93,6 +93,8 @@ class FakeOutput:
     (dict(os_codename="focal"), "os_codename"),
     (dict(zone_name="zone one"), "zone_name"),
     (dict(efs_mount_point="/mnt"), "efs_mount_point"),
+    (dict(console_address="console.example.com"), "console_address"),
+    (dict(console_address="203.0.113.80; reboot"), "console_address"),
     (dict(repo_url="http://download.cloudstack.org/ubuntu"), "repo_url"),
     (dict(fqdn=FakeOutput()), "fqdn"),
     (dict(waits=ud.BootWaits(database_seconds=0)), "waits.database_seconds"),

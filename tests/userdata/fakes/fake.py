@@ -541,6 +541,12 @@ def curl(state):
         items = [{"name": k, "value": v} for k, v in api["config"].items() if name in k]
         print(json.dumps({"listconfigurationsresponse": {"count": len(items), "configuration": items}}))
     elif command == "updateConfiguration":
+        if form["name"] not in api["config"]:
+            # ConfigurationManagerImpl.updateConfiguration refuses a name it does not know
+            # (as tests/emulator/server.py does).
+            print(json.dumps({"updateconfigurationresponse": {
+                "errorcode": 431, "errortext": f"Configuration {form['name']} not found"}}))
+            return 0
         api["config"][form["name"]] = form["value"]
         print(json.dumps({"updateconfigurationresponse": {"configuration": {"name": form["name"], "value": form["value"]}}}))
     else:
