@@ -43,8 +43,8 @@ class CloudStackRegistrationArgs:
     guarded: Sequence[pulumi.Resource] = ()
     #: The SSM parameter the router polls for its console forwards (`<root>/console-forwards`,
     #: created by the stack with consoles.NO_CONSOLE); the registration writes the console
-    #: proxy's address into it. Empty: no console forwards (nothing planned for them).
-    console_forwards_parameter: pulumi.Input[str] = ""
+    #: proxy's address into it. "" or None: no console forwards (nothing planned for them).
+    console_forwards_parameter: Optional[pulumi.Input[str]] = ""
     #: The console address (the router's second Elastic IP), which consoleproxy.url.domain must name.
     console_address: pulumi.Input[str] = ""
 

@@ -163,9 +163,9 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
 
 def with_console_parameter(spec: RegistrationSpec, console_forwards_parameter: Any) -> RegistrationSpec:
     """The spec as planned for a registration given `console_forwards_parameter`: without one
-    (a plain "") there is nowhere to publish the console proxy's address, so no console-forwards
+    ("" or None) there is nowhere to publish the console proxy's address, so no console-forwards
     resource (spec.consoles off). Anything else (a name, a Pulumi Output) keeps spec.consoles."""
-    if spec.consoles and isinstance(console_forwards_parameter, str) and not console_forwards_parameter:
+    if spec.consoles and console_forwards_parameter in ("", None):
         return dataclasses.replace(spec, consoles=False)
     return spec
 

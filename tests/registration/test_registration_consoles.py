@@ -71,6 +71,7 @@ def test_plan_has_console_forwards_after_zone_enable_and_the_guard_after_it():
     # no parameter to write to: nothing planned
     off = {p.name: p for p in plan_registration(with_console_parameter(make_spec(1), ""))}
     assert "console-forwards" not in off and "console-forwards" not in off["workload-guard"].refs()
+    assert with_console_parameter(make_spec(1), None).consoles is False   # a router without parameters
     assert with_console_parameter(make_spec(1), PARAM).consoles is True
 
 
