@@ -309,6 +309,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
             efs_dns=storage.dns_name, host_dependencies=hosts.instances,
             depends_on=[management.instance, router],
             aws_identity=stack_aws_identity(), host_ready_prefix=prefix.apply(lambda r: f"{r}/{naming.HOST_READY}"),
+            console_forwards_parameter=router.console_forwards_parameter, console_address=router.console_public_ip,
             guarded=[underlay, multicast, database, storage, router, management, hosts]))
 
     cost = catalog.estimate(settings, host_types.types)

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 
-from .plan import Deferred, PlannedResource, Ref, plan_registration
+from .plan import Deferred, PlannedResource, Ref, plan_registration, with_console_parameter
 from .provider import RESOURCE_CLASSES
 from .spec import RegistrationSpec
 
@@ -41,6 +41,12 @@ class CloudStackRegistrationArgs:
     #: Every other part of the stack (its components): the workload guard depends on them, so
     #: `pulumi destroy` deletes nothing of theirs before it has checked for VMs.
     guarded: Sequence[pulumi.Resource] = ()
+    #: The SSM parameter the router polls for its console forwards (`<root>/console-forwards`,
+    #: created by the stack with consoles.NO_CONSOLE); the registration writes the console
+    #: proxy's address into it. "" or None: no console forwards (nothing planned for them).
+    console_forwards_parameter: Optional[pulumi.Input[str]] = ""
+    #: The console address (the router's second Elastic IP), which consoleproxy.url.domain must name.
+    console_address: pulumi.Input[str] = ""
 
 
 def stack_aws_identity() -> dict[str, Any]:
@@ -94,7 +100,9 @@ class CloudStackRegistration(pulumi.ComponentResource):
             "endpoint": args.api_url, "secret_id": args.api_keys_secret_id,
             "region": args.region, "efs_dns": args.efs_dns,
             "aws": dict(args.aws_identity), "host_ready_prefix": args.host_ready_prefix,
+            "console_forwards_parameter": args.console_forwards_parameter, "console_address": args.console_address,
         }
+        spec = with_console_parameter(spec, args.console_forwards_parameter)
         # A host's instance id: a replaced instance re-registers the host (its old record is dead).
         for h in spec.hosts:
             dep = args.host_dependencies.get(h.index)
@@ -141,6 +149,8 @@ class CloudStackRegistration(pulumi.ComponentResource):
         self.cluster_ids = pulumi.Output.all(**{str(s.index): c[f"cluster-{s.index}"].id for s in spec.clusters})
         self.host_ids = pulumi.Output.all(*[c[f"hosts-{s.index}"].host_ids for s in spec.clusters]).apply(
             lambda parts: {k: v for part in parts for k, v in (part or {}).items()})
+        #: the console proxy's public IP the router forwards the console address to (None: no console forwards)
+        self.console_proxy_ip = c["console-forwards"].publicip if "console-forwards" in c else None
         self.register_outputs({
             "zone_id": self.zone_id,
             "pod_id": self.pod_id,
@@ -149,4 +159,5 @@ class CloudStackRegistration(pulumi.ComponentResource):
             "host_ids": self.host_ids,
             "primary_storage_id": c["primary-storage"].id,
             "image_store_id": c["image-store"].id,
+            "console_proxy_ip": self.console_proxy_ip,
         })

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from .base import Kind, Obj, Props, _by, _first, _is_gone, _single  # noqa: F401
 from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # noqa: F401
+from .console_forwards import ConsoleForwards
 from .hosts import ClusterHosts, LegacyHost
 
 # -- zone ---------------------------------------------------------------------
@@ -555,4 +556,5 @@ KINDS: dict[str, Kind] = {
     "primary_storage": PrimaryStorage(),
     "image_store": ImageStore(),
     "workload_guard": WorkloadGuard(),
+    "console_forwards": ConsoleForwards(),
 }

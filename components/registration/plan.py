@@ -7,11 +7,13 @@ Order (install guide chapter 6, with DESIGN.md's corrections): zone → physical
 network → traffic types (KVM label cloudbr0) → providers → pod → public range →
 global settings (`host` before any addHost) → clusters → each cluster's hosts (one
 resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
-is registered then, for existing clusters' hypervisors) → zone enabled.
+is registered then, for existing clusters' hypervisors) → zone enabled → console forwards
+(the console proxy's public IP for the router, with a console-forwards parameter).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ class Deferred:
     """A value known only at deploy time (a Pulumi input), with fixed text around it."""
 
     name: str           # endpoint | secret_id | region | efs_dns | aws | host_ready_prefix | instance-<i>
+    #                     | console_forwards_parameter | console_address
     prefix: str = ""
     suffix: str = ""
 
@@ -140,12 +143,31 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
     }, (f"cluster-{spec.first_cluster.index}", "primary-storage"))
     add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},
         ("image-store", "primary-storage", "public-range", *settings))
+    consoles = ()
+    if spec.consoles:
+        # once the zone runs its console proxy: its public IP, for the router's console forwards
+        consoles = ("console-forwards",)
+        add("console-forwards", "console_forwards", {
+            "zoneid": Ref("zone"), "parameter_name": Deferred("console_forwards_parameter"),
+            "console_address": Deferred("console_address"),
+            # outputs, declared so that the resource has them as attributes
+            "publicip": None, "forwards": None,
+        }, ("zone-enable",))
     # Last: depends on everything (and, in the component, on every AWS resource), so that
     # `pulumi destroy` deletes it first; its deletion refuses while CloudStack has VMs.
     add("workload-guard", "workload_guard", {"zoneid": Ref("zone"),
                                              "allow_destroy_with_vms": spec.allow_destroy_with_vms},
-        ("zone-enable", *(f"hosts-{c.index}" for c in spec.clusters)))
+        ("zone-enable", *(f"hosts-{c.index}" for c in spec.clusters), *consoles))
     return out
+
+
+def with_console_parameter(spec: RegistrationSpec, console_forwards_parameter: Any) -> RegistrationSpec:
+    """The spec as planned for a registration given `console_forwards_parameter`: without one
+    ("" or None) there is nowhere to publish the console proxy's address, so no console-forwards
+    resource (spec.consoles off). Anything else (a name, a Pulumi Output) keeps spec.consoles."""
+    if spec.consoles and console_forwards_parameter in ("", None):
+        return dataclasses.replace(spec, consoles=False)
+    return spec
 
 
 def resolve(value: Any, outputs: dict[str, dict[str, Any]], deferred: dict[str, Any]) -> Any:

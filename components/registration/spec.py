@@ -305,6 +305,9 @@ class RegistrationSpec:
     timeouts: Timeouts = field(default_factory=Timeouts)
     #: `pulumi destroy` goes on although CloudStack still has VMs (destroyWithRunningVms)
     allow_destroy_with_vms: bool = False
+    #: publish the console proxy's address for the router (the console-forwards resource);
+    #: planned only when the registration is given the parameter to write it to
+    consoles: bool = True
 
     def __post_init__(self) -> None:
         idx = [c.index for c in self.clusters]

@@ -73,11 +73,23 @@ DEFAULT_CONFIG = {
     # api/.../NetworkService.java (since 4.18, zone scope, Integer): VR interface MTUs.
     "vr.public.interface.max.mtu": "1500",
     "vr.private.interface.max.mtu": "1500",
+    # The console settings the registration reads (components/consoles.py), with the defaults
+    # of current releases: ConsoleProxyManager.ConsoleProxyUrlDomain (ConfigKey, default "":
+    # console URLs name the console proxy's public IP; isDynamic=false, so the management server
+    # reads it when it starts), Config.ConsoleProxySslEnabled ("false"), and novnc.console.port
+    # (the websocket port, "8080"; marvin test_console_endpoint_change_websocket_traffic).
+    "consoleproxy.url.domain": "",
+    "consoleproxy.sslEnabled": "false",
+    "novnc.console.port": "8080",
 }
 #: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
 #: refuses a value that does not parse as one.
 INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
-                  "integration.api.port"}
+                  "integration.api.port", "novnc.console.port"}
+#: The system VM types the emulator launches itself (their addresses are the zone's to give).
+SYSTEM_VM_TYPES = ("SecondaryStorageVm", "ConsoleProxy")
+#: The control network of KVM system VMs (ControlNetworkGuru: the link-local control.cidr).
+LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
 
 
 class Blocking:
@@ -151,6 +163,8 @@ class Emulator:
         #: system VM types that never reach Running (e.g. "SecondaryStorageVm": it cannot mount the store)
         self.stuck_system_vms: set[str] = set()
         self.lost_vms: list[str] = []                      # VMs Running on a host when it was deleted
+        self.held_public_ips: list[str] = []               # public addresses taken by others (hold_public_ip)
+        self.system_vm_seq = 0                             # the last system VM's id in its name
         #: overlay address → why the host cannot be added yet ("no-key": the management
         #: server's key is not authorized; "no-agent": cloudstack-agent not installed)
         self.unready_hosts: dict[str, str] = {}
@@ -407,10 +421,109 @@ class Emulator:
             have = {v["type"] for v in self.vms.values() if v.get("_zoneid") == z["id"]}
             for kind, prefix in (("SecondaryStorageVm", "s"), ("ConsoleProxy", "v")):
                 if kind not in have:
-                    n = sum(1 for v in self.vms.values() if v["type"] == kind) + 1
+                    # VirtualMachineName: s-<id>-VM / v-<id>-VM, ids from one sequence, never reused
+                    self.system_vm_seq += 1
+                    n = self.system_vm_seq
                     # their system service offerings offer HA: restarted elsewhere when the host dies
                     vid = self.add_vm(hosts[0]["id"], f"{prefix}-{n}-VM", type=kind, ha=True)
-                    self.vms[vid].update(state="Starting", _zoneid=z["id"], _running_at=now + self.system_vm_delay)
+                    # createProxyInstance / createSecStorageVmInstance persist the VM record before
+                    # VirtualMachineManagerImpl.allocate gives it its NICs: without addresses it stays
+                    # listed, Stopped, and never runs.
+                    self.vms[vid].update(state="Stopped", hostid=None, _zoneid=z["id"], _awaiting_addresses=True,
+                                         created=_now())
+            for v in self.vms.values():
+                if v.get("_zoneid") == z["id"] and v.get("_awaiting_addresses"):
+                    # Retried on every capacity scan here (the real retry goes through the stopped
+                    # pool, assignProxyFromStoppedPool; simplified).
+                    if self._allocate_system_vm_addresses(v, z, hosts[0]):
+                        v.update(state="Starting", hostid=hosts[0]["id"], _awaiting_addresses=False,
+                                 _running_at=now + self.system_vm_delay)
+
+    # -- system VMs' addresses --------------------------------------------------------
+    def _allocate_system_vm_addresses(self, v: dict, z: dict, host: dict) -> bool:
+        """The NICs of a console proxy or secondary storage VM, all or nothing (allocate runs in one
+        transaction). Read in apache/cloudstack:
+        - createProxyInstance / createSecStorageVmInstance: the default NIC is on the zone's public
+          network (advanced zone without security groups), then the control and management networks;
+        - PublicNetworkGuru.allocate → getIp → IpAddressManagerImpl.assignPublicIpAddress(forSystemVms
+          = true) → listAvailablePublicIps: a Free address of a VirtualNetwork range
+          (createVlanIpRange forvirtualnetwork=true), ranges created `forsystemvms` first, then the
+          others (system.vm.public.ip.reservation.mode.strictness false); none free →
+          InsufficientAddressCapacityException ("Insufficient address capacity");
+        - the management NIC takes an address of the pod's reserved range (PodBasedNetworkGuru;
+          none free → InsufficientAddressCapacityException too);
+        - the control NIC a link-local address (ControlNetworkGuru, control.cidr 169.254.0.0/16).
+        Returns False, changing nothing, when an address is missing."""
+        public = self._free_public_ip(z["id"], for_system_vms=True)
+        pod = self._pod_of(host)
+        private = self._free_pod_ip(pod) if pod else None
+        if public is None or private is None:
+            return False
+        ip, vlan = public
+        used_ll = {x.get("linklocalip") for x in self.vms.values()}
+        n = 2   # 169.254.0.1 is control.gateway
+        while str(LINK_LOCAL[n]) in used_ll:
+            n += 1
+        linklocal = str(LINK_LOCAL[n])
+        v.update(publicip=ip, publicnetmask=vlan["netmask"], gateway=vlan["gateway"],
+                 publicvlan=[vlan["vlan"].removeprefix("vlan://")], _publicvlanid=vlan["id"],
+                 privateip=private, privatenetmask=pod["netmask"], _podid=pod["id"],
+                 linklocalip=linklocal, linklocalnetmask=str(LINK_LOCAL.netmask),
+                 publicmacaddress=self._mac(), privatemacaddress=self._mac(), linklocalmacaddress=self._mac())
+        return True
+
+    @staticmethod
+    def _mac() -> str:
+        return "1e:00:" + ":".join(f"{b:02x}" for b in uuid.uuid4().bytes[:4])
+
+    def _pod_of(self, host: dict) -> dict | None:
+        return self.pods.get(self.clusters.get(host.get("clusterid") or "", {}).get("podid") or "") or \
+            next((p for p in self.pods.values() if p["zoneid"] == host.get("zoneid")), None)
+
+    def _free_pod_ip(self, pod: dict) -> str | None:
+        used = {x.get("privateip") for x in self.vms.values()}
+        start, end = ipaddress.IPv4Address(pod["startip"]), ipaddress.IPv4Address(pod["endip"])
+        return next((str(a) for a in map(ipaddress.IPv4Address, range(int(start), int(end) + 1))
+                     if str(a) not in used), None)
+
+    def _free_public_ip(self, zone_id: str, for_system_vms: bool) -> tuple[str, dict] | None:
+        """The first Free address (ascending; the real DAO takes one row ordered by forSystemVms,
+        then vlan id) of the zone's VirtualNetwork ranges: for system VMs the `forsystemvms` ranges
+        first, for anything else only the other ranges (listAvailablePublicIps)."""
+        used = {x.get("publicip") for x in self.vms.values()} | set(self.held_public_ips)
+        ranges = [r for r in self.vlans.values() if r["zoneid"] == zone_id and r["forvirtualnetwork"]]
+        if for_system_vms:
+            ranges.sort(key=lambda r: not r.get("forsystemvms"))   # stable: creation order otherwise
+        else:
+            ranges = [r for r in ranges if not r.get("forsystemvms")]
+        for r in ranges:
+            start, end = ipaddress.IPv4Address(r["startip"]), ipaddress.IPv4Address(r["endip"])
+            for n in range(int(start), int(end) + 1):
+                if str(ipaddress.IPv4Address(n)) not in used:
+                    return str(ipaddress.IPv4Address(n)), r
+        return None
+
+    def hold_public_ip(self, zone_id: str) -> str:
+        """Test helper: something else takes the first free public address of the zone, as a
+        guest network's virtual router does for its source NAT (assignSourceNatIpAddress →
+        fetchNewPublicIp, forSystemVms=false). Returns the address."""
+        with self.lock:
+            got = self._free_public_ip(zone_id, for_system_vms=False)
+            if got is None:
+                raise ValueError(f"zone {zone_id} has no free public address")
+            self.held_public_ips.append(got[0])
+            return got[0]
+
+    def release_public_ips(self) -> None:
+        with self.lock:
+            self.held_public_ips.clear()
+
+    def destroy_system_vm(self, vm_id: str) -> None:
+        """Test helper: the system VM is expunged at once (its NICs deallocated: its public address
+        is Free again, PublicNetworkGuru.deallocate), as destroySystemVm's job does; the next
+        capacity scan launches a new one."""
+        with self.lock:
+            self.vms.pop(vm_id)
 
     def _attempt_maintain(self, h: dict) -> None:
         """ResourceManagerImpl.attemptMaintain: migrations done → Maintenance; some failed while
@@ -764,7 +877,9 @@ class Emulator:
                                      gateway=a["gateway"], netmask=a["netmask"], cidr=str(net),
                                      startip=a["startip"], endip=a.get("endip", a["startip"]),
                                      vlan=f"vlan://{vlan}", networkid=_uuid(),
-                                     forvirtualnetwork=a.get("forvirtualnetwork", "true") == "true")
+                                     forvirtualnetwork=a.get("forvirtualnetwork", "true") == "true",
+                                     # a range dedicated to system VMs' public NICs (listAvailablePublicIps)
+                                     forsystemvms=a.get("forsystemvms", "false") == "true")
         return {"vlan": self.vlans[vid]}
 
     def _cmd_listVlanIpRanges(self, a: dict) -> dict:
@@ -772,7 +887,15 @@ class Emulator:
                                           if self._match(v, a, "id", "zoneid", "physicalnetworkid")], a)
 
     def _cmd_deleteVlanIpRange(self, a: dict) -> dict:
-        self._get(self.vlans, a["id"], "vlan range")
+        r = self._get(self.vlans, a["id"], "vlan range")
+        # ConfigurationManagerImpl.deleteVlanAndPublicIpRange (a range of no account): refused
+        # while addresses of it are allocated (countIPs(zone, vlan, allocated=true)), e.g. the
+        # system VMs' public IPs
+        start, end = ipaddress.IPv4Address(r["startip"]), ipaddress.IPv4Address(r["endip"])
+        in_use = [ip for ip in [v.get("publicip") for v in self.vms.values()] + self.held_public_ips
+                  if ip and start <= ipaddress.IPv4Address(ip) <= end]
+        if in_use:
+            raise ApiError(431, f"{len(in_use)}  Ips are in use. Cannot delete this vlan")
         del self.vlans[a["id"]]
         return {"success": True}
 
@@ -1031,11 +1154,33 @@ class Emulator:
     def _cmd_listRouters(self, a: dict) -> dict:
         return self._list("router", self._vm_items(a, ("DomainRouter",)), a)
 
+    def _system_vm_view(self, v: dict) -> dict:
+        """SystemVmResponse (api/.../response/SystemVmResponse.java, SerializedName of each field) as
+        ApiResponseHelper.createSystemVmResponse fills it: zone DNS, then each NIC by traffic type
+        (Management → private*, Control → linklocal*, Public → public*, gateway). Fields without a
+        value are left out, as the JSON serializer does with nulls."""
+        host = self.hosts.get(v["hostid"] or "", {})
+        zid = v.get("_zoneid") or host.get("zoneid")
+        z = self.zones.get(zid or "", {})
+        pod = self.pods.get(v.get("_podid") or "", {}) or self.pods.get(
+            self.clusters.get(host.get("clusterid") or "", {}).get("podid") or "", {})
+        out = {"id": v["id"], "name": v["name"], "systemvmtype": {"SecondaryStorageVm": "secondarystoragevm",
+                                                                   "ConsoleProxy": "consoleproxy"}[v["type"]],
+               "state": v["state"], "zoneid": zid, "zonename": z.get("name"), "dns1": z.get("dns1"),
+               "dns2": z.get("dns2"), "podid": pod.get("id"), "podname": pod.get("name"), "hostid": v["hostid"],
+               "hostname": host.get("name"), "hypervisor": "KVM", "created": v.get("created"),
+               "agentstate": "Up" if v["state"] == "Running" else None,
+               "activeviewersessions": 0 if v["type"] == "ConsoleProxy" else None}
+        for k in ("publicip", "publicnetmask", "publicmacaddress", "gateway", "publicvlan", "privateip",
+                  "privatenetmask", "privatemacaddress", "linklocalip", "linklocalnetmask", "linklocalmacaddress"):
+            out[k] = v.get(k)
+        return {k: val for k, val in out.items() if val is not None}
+
     def _cmd_listSystemVms(self, a: dict) -> dict:
         kinds = {"secondarystoragevm": ("SecondaryStorageVm",), "consoleproxy": ("ConsoleProxy",)}
-        items = self._vm_items(a, kinds.get(a.get("systemvmtype", ""), ("SecondaryStorageVm", "ConsoleProxy")))
-        items = [i for i in items if "zoneid" not in a or self.vms[i["id"]].get("_zoneid") == a["zoneid"]
-                 or i.get("zoneid") == a["zoneid"]]
+        types = kinds.get(a.get("systemvmtype", ""), SYSTEM_VM_TYPES)
+        items = [self._system_vm_view(v) for v in self.vms.values() if v["type"] in types]
+        items = [i for i in items if self._match(i, a, "id", "hostid", "name", "zoneid", "podid", "state")]
         return self._list("systemvm", items, a)
 
     # -- storage --------------------------------------------------------------------------------
@@ -1154,6 +1299,7 @@ class Emulator:
             raise ApiError(431, f"Unable to find a system vm with id {a['id']}")
 
         def run() -> dict:
+            # expunged with its NICs: its public address is Free again (PublicNetworkGuru.deallocate)
             self.vms.pop(v["id"], None)
             return {"systemvm": {"id": v["id"], "name": v["name"], "state": "Destroyed"}}
         return self._submit("destroySystemVm", run, ("SystemVm", v["id"]))

@@ -214,3 +214,104 @@ def test_nfs_mount_options_detail_is_checked_like_the_real_server(emu):
         status, body = post(emu, signed(emu, command="createStoragePool", **{**base, "url": url},
                                         hypervisor=hypervisor, **{"details[0].nfsmountopts": opts}))
         assert status == 431 and words in body["createstoragepoolresponse"]["errortext"], body
+
+
+def _zone_with_system_vms(emu, public_end="10.100.128.3", pod_end="10.100.64.9", forsystemvms=None):
+    """A zone that is ready for its system VMs (template, primary storage, an Up host),
+    enabled; public range 10.100.128.1-<public_end>, pod range 10.100.64.1-<pod_end>."""
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post", fetch_result=True,
+                   poll_interval=0.02)
+    z = c.createZone(name="z", networktype="Advanced", dns1="10.0.0.2", internaldns1="10.0.0.2")["zone"]
+    pn = c.createPhysicalNetwork(zoneid=z["id"], name="pn")["physicalnetwork"]
+    c.addTrafficType(physicalnetworkid=pn["id"], traffictype="Public")
+    c.updatePhysicalNetwork(id=pn["id"], state="Enabled")
+    p = c.createPod(zoneid=z["id"], name="p", gateway="10.100.0.1", netmask="255.255.0.0",
+                    startip="10.100.64.1", endip=pod_end)["pod"]
+    c.createVlanIpRange(zoneid=z["id"], physicalnetworkid=pn["id"], gateway="10.100.0.1", netmask="255.255.0.0",
+                        startip="10.100.128.1", endip=public_end, forvirtualnetwork=True)
+    if forsystemvms:
+        c.createVlanIpRange(zoneid=z["id"], physicalnetworkid=pn["id"], gateway="10.100.0.1",
+                            netmask="255.255.0.0", startip=forsystemvms[0], endip=forsystemvms[1],
+                            forvirtualnetwork=True, forsystemvms=True)
+    cid = c.addCluster(zoneid=z["id"], podid=p["id"], clustername="a", hypervisor="KVM",
+                       clustertype="CloudManaged")["cluster"][0]["id"]
+    c.addHost(zoneid=z["id"], podid=p["id"], clusterid=cid, hypervisor="KVM", username="u", url="http://10.100.0.10")
+    time.sleep(0.05)
+    c.createStoragePool(zoneid=z["id"], name="ps", url="nfs://fs/primary", scope="zone", hypervisor="KVM")
+    c.addImageStore(zoneid=z["id"], name="ss", url="nfs://fs/secondary", provider="NFS")
+    c.updateZone(id=z["id"], allocationstate="Enabled")
+    return c, z
+
+
+def _system_vms(c, deadline=2.0, **filters):
+    end = time.monotonic() + deadline
+    while True:
+        vms = c.listSystemVms(**filters).get("systemvm", [])
+        if (vms and all(v["state"] == "Running" for v in vms)) or time.monotonic() > end:
+            return {v["systemvmtype"]: v for v in vms}
+        time.sleep(0.05)
+
+
+def test_system_vms_get_the_first_free_public_and_pod_addresses(emu):
+    # PublicNetworkGuru.getIp → IpAddressManagerImpl.assignPublicIpAddress: a Free address of a
+    # VirtualNetwork range; the management NIC an address of the pod's reserved range.
+    c, z = _zone_with_system_vms(emu)
+    vms = _system_vms(c, zoneid=z["id"])
+    ssvm, cpvm = vms["secondarystoragevm"], vms["consoleproxy"]
+    assert (ssvm["publicip"], cpvm["publicip"]) == ("10.100.128.1", "10.100.128.2")
+    assert (ssvm["privateip"], cpvm["privateip"]) == ("10.100.64.1", "10.100.64.2")
+    assert ssvm["linklocalip"] != cpvm["linklocalip"] and cpvm["linklocalip"].startswith("169.254.")
+    # SystemVmResponse's names (SerializedName), nulls left out
+    for key in ("id", "name", "systemvmtype", "state", "zoneid", "zonename", "podid", "hostid", "hypervisor",
+                "publicip", "publicnetmask", "gateway", "privateip", "privatenetmask", "linklocalip", "dns1"):
+        assert key in cpvm, key
+    assert cpvm["gateway"] == "10.100.0.1" and cpvm["publicnetmask"] == "255.255.0.0"
+    assert cpvm["activeviewersessions"] == 0 and "activeviewersessions" not in ssvm
+    only = c.listSystemVms(systemvmtype="consoleproxy", zoneid=z["id"])
+    assert [v["name"] for v in only["systemvm"]] == [cpvm["name"]]
+
+
+def test_system_vms_prefer_a_range_for_system_vms(emu):
+    # listAvailablePublicIps: for system VMs the forsystemvms ranges come first.
+    c, z = _zone_with_system_vms(emu, forsystemvms=("10.100.129.1", "10.100.129.5"))
+    vms = _system_vms(c, zoneid=z["id"])
+    assert sorted(v["publicip"] for v in vms.values()) == ["10.100.129.1", "10.100.129.2"]
+    assert emu.hold_public_ip(z["id"]) == "10.100.128.1"   # anything else: the other ranges only
+
+
+def test_a_system_vm_without_a_free_public_address_never_runs(emu):
+    # InsufficientAddressCapacityException: the VM stays, Stopped, without addresses.
+    c, z = _zone_with_system_vms(emu, public_end="10.100.128.1")
+    vms = _system_vms(c, deadline=0.5, zoneid=z["id"])
+    assert vms["secondarystoragevm"]["state"] == "Running" and vms["secondarystoragevm"]["publicip"] == "10.100.128.1"
+    assert vms["consoleproxy"]["state"] == "Stopped" and "publicip" not in vms["consoleproxy"]
+    assert "hostid" not in vms["consoleproxy"]
+    # destroying the secondary storage VM frees its address: the console proxy takes it, and the
+    # new secondary storage VM has none left
+    c.destroySystemVm(id=vms["secondarystoragevm"]["id"])
+    time.sleep(0.3)
+    vms = {v["systemvmtype"]: v for v in c.listSystemVms(zoneid=z["id"])["systemvm"]}
+    assert vms["consoleproxy"]["state"] == "Running" and vms["consoleproxy"]["publicip"] == "10.100.128.1"
+    assert vms["secondarystoragevm"]["state"] == "Stopped" and "publicip" not in vms["secondarystoragevm"]
+
+
+def test_a_relaunched_console_proxy_may_get_another_address(emu):
+    c, z = _zone_with_system_vms(emu)
+    cpvm = _system_vms(c, zoneid=z["id"])["consoleproxy"]
+    emu.destroy_system_vm(cpvm["id"])          # its address is free again ...
+    assert emu.hold_public_ip(z["id"]) == cpvm["publicip"]   # ... and a guest network's router takes it
+    new = _system_vms(c, zoneid=z["id"])["consoleproxy"]
+    assert new["id"] != cpvm["id"] and new["publicip"] == "10.100.128.3" and new["state"] == "Running"
+    # deleteVlanAndPublicIpRange: not while addresses of the range are allocated
+    vlan = c.listVlanIpRanges(zoneid=z["id"])["vlaniprange"][0]
+    status, body = post(emu, signed(emu, command="deleteVlanIpRange", id=vlan["id"]))
+    assert status == 431 and "3  Ips are in use" in body["deletevlaniprangeresponse"]["errortext"]
+
+
+def test_console_settings_have_the_current_defaults(emu):
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")
+    values = {i["name"]: i["value"] for i in c.listConfigurations(name="consoleproxy")["configuration"]}
+    assert values["consoleproxy.url.domain"] == "" and values["consoleproxy.sslEnabled"] == "false"
+    assert c.listConfigurations(name="novnc.console.port")["configuration"][0]["value"] == "8080"
+    status, _ = post(emu, signed(emu, command="updateConfiguration", name="novnc.console.port", value="80 80"))
+    assert status == 431

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from components.registration.plan import plan_registration, resolve
+from components.registration.plan import plan_registration, resolve, with_console_parameter
 from components.registration.provider import CloudStackObjectProvider
 from components.registration.spec import RegistrationSpec
 
@@ -63,7 +63,7 @@ class Engine:
                 self.state[p.name] = {"kind": p.kind, "id": old["id"], "outs": r.outs}
 
     def up(self, spec: RegistrationSpec, crash_after: str | None = None) -> None:
-        plan = plan_registration(spec)
+        plan = plan_registration(with_console_parameter(spec, self.deferred.get("console_forwards_parameter", "")))
         wanted = {p.name for p in plan}
         if self.workers is None:
             for p in plan:

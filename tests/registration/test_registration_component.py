@@ -126,3 +126,29 @@ def test_unknown_host_dependency_is_refused(monitor):
         CloudStackRegistration("r3", CloudStackRegistrationArgs(
             spec=make_spec(2), api_url="u", api_keys_secret_id="s", region="r", efs_dns="e",
             host_dependencies={5: Instance("x")}))
+
+
+@pulumi.runtime.test
+def test_console_forwards_are_planned_with_a_parameter_and_guarded(monitor):
+    param = pulumi.Output.from_input("/cloudstack-ec2/dev/console-forwards")
+    reg = CloudStackRegistration("r4", CloudStackRegistrationArgs(
+        spec=make_spec(1), api_url="http://x:8080/client/api", api_keys_secret_id="s", region="eu-west-1",
+        efs_dns="fs-9.efs", console_forwards_parameter=param, console_address="203.0.113.20"))
+    child = reg.children["console-forwards"]
+
+    def check(args):
+        name, address, zoneid = args[:3]
+        assert (name, address, zoneid) == ("/cloudstack-ec2/dev/console-forwards", "203.0.113.20", "r4-zone-id")
+        r = monitor.registered
+        assert r["r4-console-forwards"]["type"] == "pulumi-python:dynamic/cloudstack:ConsoleForwards"
+        assert "r4-zone-enable" in {short(d) for d in r["r4-console-forwards"]["dependencies"]}
+        assert "r4-console-forwards" in {short(d) for d in r["r4-workload-guard"]["dependencies"]}
+
+    return pulumi.Output.all(child.parameter_name, child.console_address, child.zoneid,
+                             *[c.id for c in reg.children.values()]).apply(check)
+
+
+def test_no_console_forwards_without_a_parameter(monitor):
+    reg = CloudStackRegistration("r5", CloudStackRegistrationArgs(
+        spec=make_spec(1), api_url="u", api_keys_secret_id="s", region="r", efs_dns="e"))
+    assert "console-forwards" not in reg.children and reg.console_proxy_ip is None

@@ -90,7 +90,7 @@ def test_plan_order_and_dependencies():
     plan = plan_registration(make_spec(20))
     names = [p.name for p in plan]
     idx = names.index
-    assert names[0] == "zone" and names[-2:] == ["zone-enable", "workload-guard"]
+    assert names[0] == "zone" and names[-3:] == ["zone-enable", "console-forwards", "workload-guard"]
     assert idx("physical-network") < idx("traffic-guest") < idx("provider-virtualrouter") < idx("pod") \
         < idx("public-range") < idx("cluster-0") < idx("hosts-0") < idx("primary-storage") < idx("image-store")
     assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("hosts-0")

@@ -180,3 +180,14 @@ def test_forwards_reach_the_router_through_its_parameter_not_its_user_data(deplo
     assert plain(dev.get("aws:ssm/parameter:Parameter", "router-forwards").inputs["value"]) == "none"
     # The router instance is declared exactly as without forwards: a change never replaces it.
     assert d.instance("router").inputs == dev.instance("router").inputs
+
+
+def test_the_registration_publishes_the_console_proxy_to_the_routers_parameter(dev):
+    [publisher] = [r for r in dev.registrations if r.type == "pulumi-python:dynamic/cloudstack:ConsoleForwards"]
+    parameter = dev.get("aws:ssm/parameter:Parameter", "router-console-forwards")
+    assert publisher.inputs["parameter_name"] == parameter.inputs["name"]
+    # consoleproxy.url.domain is checked against the console address's Elastic IP.
+    assert publisher.inputs["console_address"] == dev.get(EIP, "router-console-eip").state["public_ip"]
+    # After the zone is enabled (the console proxy runs only then).
+    assert ("pulumi-python:dynamic/cloudstack:ZoneEnablement", "registration-zone-enable") in \
+        dev.depends_on_names(publisher)

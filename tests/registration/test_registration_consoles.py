@@ -1,0 +1,258 @@
+"""The console forwards: the console proxy's public IP published for the router (SSM, moto),
+kept right when CloudStack gives a new console proxy another address, and the console settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import boto3
+import pytest
+from registration_engine import Engine
+from registration_specs import FAST, REGION, make_spec
+
+from components import consoles
+from components.registration.client import RegistrationError
+from components.registration.plan import Deferred, Ref, plan_registration, with_console_parameter
+from components.registration.provider import CloudStackObjectProvider
+from components.registration.spec import PublicRangeSpec, Timeouts
+
+PARAM = "/cloudstack-ec2/test/console-forwards"
+CONSOLE_ADDRESS = "203.0.113.20"
+#: the system VMs come up in a fraction of a second here; a console proxy that never does fails fast
+T = Timeouts(**{**FAST.as_dict(), "system_vms": 1.0})
+
+
+@pytest.fixture
+def ssm(aws):
+    client = boto3.client("ssm", region_name=REGION)
+    # what the stack creates before the registration (value then ignored by Pulumi)
+    client.put_parameter(Name=PARAM, Value=consoles.NO_CONSOLE, Type="String")
+    return client
+
+
+@pytest.fixture
+def engine(emulator, api_secret, ssm):
+    e = Engine(emulator.url, api_secret, REGION)
+    e.deferred.update(console_forwards_parameter=PARAM, console_address=CONSOLE_ADDRESS)
+    with emulator.lock:   # what the management server's boot sets (CSEC2_CONSOLE_ADDRESS)
+        emulator.config["consoleproxy.url.domain"] = CONSOLE_ADDRESS
+    return e
+
+
+def value(ssm) -> str:
+    return ssm.get_parameter(Name=PARAM)["Parameter"]["Value"]
+
+
+def console_proxy(emulator, running=True, deadline=2.0) -> dict:
+    end = time.monotonic() + deadline
+    while True:
+        with emulator.lock:
+            emulator._advance()
+            vms = [v for v in emulator.vms.values() if v["type"] == "ConsoleProxy"]
+        if vms and (not running or vms[0]["state"] == "Running") or time.monotonic() > end:
+            return dict(vms[0])
+        time.sleep(0.02)
+
+
+def updates(engine: Engine, since: int) -> list[tuple[str, str]]:
+    return engine.log[since:]
+
+
+def test_plan_has_console_forwards_after_zone_enable_and_the_guard_after_it():
+    plan = plan_registration(make_spec(1))
+    by = {p.name: p for p in plan}
+    cf = by["console-forwards"]
+    assert cf.kind == "console_forwards" and cf.depends_on == ("zone-enable",)
+    assert cf.props["zoneid"] == Ref("zone") and cf.props["parameter_name"] == Deferred("console_forwards_parameter")
+    assert cf.props["console_address"] == Deferred("console_address")
+    assert "console-forwards" in by["workload-guard"].refs()
+    # no parameter to write to: nothing planned
+    off = {p.name: p for p in plan_registration(with_console_parameter(make_spec(1), ""))}
+    assert "console-forwards" not in off and "console-forwards" not in off["workload-guard"].refs()
+    assert with_console_parameter(make_spec(1), None).consoles is False   # a router without parameters
+    assert with_console_parameter(make_spec(1), PARAM).consoles is True
+
+
+def test_publishes_the_console_proxys_address(emulator, engine, ssm, caplog):
+    caplog.set_level(logging.INFO, "cloudstack_ec2.registration")
+    engine.up(make_spec(1, timeouts=T))
+    cpvm = console_proxy(emulator)
+    assert cpvm["publicip"] == "10.100.128.2"   # the secondary storage VM took the first free address
+    assert value(ssm) == "tcp:80:10.100.128.2:80 tcp:8080:10.100.128.2:8080" == consoles.console_forwards("10.100.128.2")
+    outs = engine.state["console-forwards"]["outs"]
+    assert outs["publicip"] == "10.100.128.2" and outs["forwards"] == value(ssm)
+    assert consoles.forwarded_proxy(value(ssm)) == cpvm["publicip"]
+    # consoleproxy.url.domain was right: not touched, nothing to warn about
+    assert not any(r["command"] == "updateConfiguration" and r["params"].get("name") == "consoleproxy.url.domain"
+                   for r in emulator.requests)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # the next `pulumi up` changes nothing
+    before = len(engine.log)
+    engine.up(make_spec(1, timeouts=T))
+    assert updates(engine, before) == []
+
+
+def test_a_recreated_console_proxy_with_a_new_address_is_seen_and_republished(emulator, engine, ssm):
+    spec = make_spec(1, timeouts=T)
+    engine.up(spec)
+    old = console_proxy(emulator)
+    zone = engine.state["zone"]["id"]
+    # an operator destroys the console proxy; meanwhile a guest network's router takes its address
+    emulator.destroy_system_vm(old["id"])
+    assert emulator.hold_public_ip(zone) == old["publicip"]
+    new = console_proxy(emulator)
+    assert new["publicip"] == "10.100.128.3" and new["id"] != old["id"]
+    # preview: the provider's diff probes CloudStack and sees it
+    s = engine.state["console-forwards"]
+    props = {**s["outs"]}
+    d = CloudStackObjectProvider("console_forwards").diff(s["id"], s["outs"], props)
+    assert d.changes and not d.replaces
+    assert value(ssm) == consoles.console_forwards(old["publicip"])    # a preview writes nothing
+    before = len(engine.log)
+    engine.up(spec)
+    assert updates(engine, before) == [("update", "console-forwards")]
+    assert value(ssm) == consoles.console_forwards("10.100.128.3")
+    assert engine.state["console-forwards"]["outs"]["publicip"] == "10.100.128.3"
+
+
+def test_a_refresh_shows_the_live_address_and_the_next_up_republishes(emulator, engine, ssm):
+    spec = make_spec(1, timeouts=T)
+    engine.up(spec)
+    old = console_proxy(emulator)
+    emulator.destroy_system_vm(old["id"])
+    emulator.hold_public_ip(engine.state["zone"]["id"])
+    console_proxy(emulator)
+    assert engine.refresh()["console-forwards"] == "drift"
+    assert engine.state["console-forwards"]["outs"]["publicip"] == "10.100.128.3"
+    engine.up(spec)
+    assert value(ssm) == consoles.console_forwards("10.100.128.3")
+
+
+def test_a_wrong_console_url_domain_is_set_with_a_warning_to_restart(emulator, engine, ssm, caplog):
+    caplog.set_level(logging.INFO, "cloudstack_ec2.registration")
+    with emulator.lock:
+        emulator.config["consoleproxy.url.domain"] = ""        # CloudStack's default: the proxy's own IP
+        emulator.config["consoleproxy.sslEnabled"] = "true"
+        emulator.config["novnc.console.port"] = "8099"
+    engine.up(make_spec(1, timeouts=T))
+    assert emulator.config["consoleproxy.url.domain"] == CONSOLE_ADDRESS
+    warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "consoleproxy.url.domain was ''" in warnings and "restart" in warnings and CONSOLE_ADDRESS in warnings
+    assert "consoleproxy.sslEnabled is true" in warnings and "8443" in warnings
+    assert "novnc.console.port is 8099" in warnings
+    # changed behind the stack's back: the probe sees it, the next up sets it again
+    with emulator.lock:
+        emulator.config["consoleproxy.url.domain"] = "consoles.example.org"
+    before = len(engine.log)
+    engine.up(make_spec(1, timeouts=T))
+    assert updates(engine, before) == [("update", "console-forwards")]
+    assert emulator.config["consoleproxy.url.domain"] == CONSOLE_ADDRESS
+
+
+def test_no_console_proxy_within_the_bound_is_a_clear_error(emulator, engine, ssm):
+    # a public range of two addresses: the secondary storage VM and the console proxy take both
+    spec = make_spec(1, timeouts=T)
+    spec = dataclasses.replace(spec, public_range=PublicRangeSpec("10.100.0.1", "255.255.0.0", "10.100.128.1",
+                                                                  "10.100.128.2"))
+    engine.up(spec)
+    old = console_proxy(emulator)
+    emulator.destroy_system_vm(old["id"])
+    emulator.hold_public_ip(engine.state["zone"]["id"])   # the freed address goes elsewhere: none left
+    stuck = console_proxy(emulator, running=False)
+    assert stuck["state"] == "Stopped" and not stuck.get("publicip")
+    with pytest.raises(RegistrationError, match=rf"no console proxy VM runs with a public IP after 1s "
+                                                rf"\(timeouts.system_vms\); CloudStack lists {stuck['name']} Stopped "
+                                                rf"without a public IP.*Insufficient address capacity"):
+        engine.up(spec)
+    assert value(ssm) == consoles.console_forwards(old["publicip"])   # left as it was
+    emulator.release_public_ips()   # the guest network is gone: the console proxy gets the address
+    engine.up(spec)
+    assert value(ssm) == consoles.console_forwards(console_proxy(emulator)["publicip"])
+
+
+def test_destroy_writes_none_back_and_tolerates_a_missing_parameter(emulator, engine, ssm):
+    engine.up(make_spec(1, timeouts=T))
+    assert value(ssm) != consoles.NO_CONSOLE
+    engine.destroy()
+    assert value(ssm) == consoles.NO_CONSOLE
+    # again, with the parameter deleted before the registration (the stack deleted it first)
+    engine.up(make_spec(1, timeouts=T))
+    ssm.delete_parameter(Name=PARAM)
+    engine.destroy()
+    with pytest.raises(ssm.exceptions.ParameterNotFound):   # not created again by the delete
+        ssm.get_parameter(Name=PARAM)
+
+
+def test_teardown_with_running_vms_writes_none_without_asking_cloudstack(emulator, engine, ssm):
+    spec = dataclasses.replace(make_spec(1, timeouts=T), allow_destroy_with_vms=True)
+    engine.up(spec)
+    emulator.add_vm(emulator.host_by_ip("10.100.0.10")["id"], "doomed")
+    before = len(emulator.requests)
+    engine.destroy()
+    assert emulator.requests[before:] == [] and value(ssm) == consoles.NO_CONSOLE
+
+
+def _deny(operation: str):
+    """AWS answers AccessDeniedException to `operation` of SSM (as IAM does without the permission)."""
+    from botocore.awsrequest import AWSResponse
+
+    def handler(**_kwargs):
+        return (AWSResponse("https://ssm", 400, {}, None),
+                {"Error": {"Code": "AccessDeniedException", "Message": f"not authorized to perform: ssm:{operation}"},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}})
+    events = boto3._get_default_session().events
+    events.register(f"before-call.ssm.{operation}", handler, unique_id=f"deny-{operation}")
+    return lambda: events.unregister(f"before-call.ssm.{operation}", unique_id=f"deny-{operation}")
+
+
+def test_access_denied_names_the_parameter_the_identity_and_the_permission(emulator, engine, ssm):
+    undo = _deny("PutParameter")
+    try:
+        with pytest.raises(RegistrationError) as e:
+            engine.up(make_spec(1, timeouts=T))
+    finally:
+        undo()
+    msg = str(e.value)
+    assert f"cannot write the SSM parameter {PARAM}" in msg and "AccessDeniedException" in msg
+    assert "arn:aws:" in msg and "boto3's default credentials" in msg and "ssm:PutParameter" in msg
+    assert value(ssm) == consoles.NO_CONSOLE
+
+
+def test_a_denied_write_on_destroy_is_a_warning_not_a_failed_destroy(emulator, engine, ssm, caplog):
+    engine.up(make_spec(1, timeouts=T))
+    undo = _deny("PutParameter")
+    try:
+        engine.destroy()
+    finally:
+        undo()
+    assert engine.state == {}
+    assert any("aws ssm put-parameter" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_without_a_parameter_nothing_is_planned_and_nothing_is_written(emulator, api_secret, ssm):
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.up(make_spec(1, timeouts=T))
+    assert "console-forwards" not in engine.state and value(ssm) == consoles.NO_CONSOLE
+
+
+def test_a_parameter_deleted_by_hand_is_not_created_by_the_registration(emulator, engine, ssm):
+    spec = make_spec(1, timeouts=T)
+    engine.up(spec)
+    ssm.delete_parameter(Name=PARAM)
+    with pytest.raises(RegistrationError, match=rf"the SSM parameter {PARAM} does not exist.*the stack creates it"):
+        engine.up(spec)
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name=PARAM)
+
+
+def test_of_several_console_proxies_the_oldest_is_forwarded_to(caplog):
+    from components.registration.console_forwards import serving_proxy
+
+    vms = [{"name": "v-9-VM", "state": "Running", "publicip": "10.100.128.9", "created": "2026-01-02T00:00:00+0000"},
+           {"name": "v-2-VM", "state": "Running", "publicip": "10.100.128.2", "created": "2026-01-01T00:00:00+0000"},
+           {"name": "v-1-VM", "state": "Stopped", "created": "2025-12-01T00:00:00+0000"}]
+    assert serving_proxy(vms)["name"] == "v-2-VM"
+    assert "v-2-VM only" in caplog.text
+    assert serving_proxy(vms[2:]) is None
