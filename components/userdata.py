@@ -184,8 +184,9 @@ class ManagementBoot:
     repo_url: str = DEFAULT_REPO_URL
     key_url: str = DEFAULT_KEY_URL
     waits: BootWaits = field(default_factory=BootWaits)
-    #: The console address's Elastic IP (components/consoles.py): set as
-    #: consoleproxy.url.domain before the registration starts. "": left alone.
+    #: The console address's Elastic IP (components/consoles.py): written as the
+    #: cloud.configuration rows consoleproxy.static.publicIp (and .port = 80) before
+    #: the registration starts. "": nothing written.
     console_address: str = ""
 
 

@@ -616,8 +616,44 @@ protect_link_local_services() {
     [[ -z $held ]] || csec2_log "WARNING: system VMs hold EC2 link-local addresses (destroy them): ${held//$'\n'/; }"
 }
 
+# Console URLs name the router's console Elastic IP (components/consoles.py):
+# ConsoleProxyManagerImpl.configure reads consoleproxy.static.publicIp (and, when
+# it is set, consoleproxy.static.port, default 8443) with configDao.getValue when
+# the server starts; assignProxy then puts them into every console URL (port 80
+# is left out of it; noVNC's websocket stays on 8080). Neither has a Config or
+# ConfigKey entry: no row exists and updateConfiguration refuses the names, so
+# the rows are written here, bypassing the API's validation (both values are
+# ours: an IPv4 address and 80). Columns: setup/db/create-schema.sql `cloud`.
+# `configuration` (`instance` and `name` NOT NULL without default; the columns
+# later releases added all have defaults). Category Advanced, not Hidden:
+# listConfigurations shows them (ManagementServerImpl.searchForConfigurations).
+# consoleproxy.url.domain stays as it is: non-empty, it needs an uploaded
+# certificate or the proxy never serves (AgentHookBase.startAgentHttpHandlerInVM).
+CONFIG_TABLE="\`cloud\`.\`configuration\`"
+
+# Returns 0 when it wrote the rows (they differed).
+ensure_console_rows() {
+    local current wanted=$CSEC2_CONSOLE_ADDRESS$'\t80'
+    [[ $CSEC2_CONSOLE_ADDRESS =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] ||
+        csec2_die "CSEC2_CONSOLE_ADDRESS '$CSEC2_CONSOLE_ADDRESS' is not an IPv4 address (the console Elastic IP)"
+    # NULL where there is no row.
+    current=$(master_sql <<<"SELECT (SELECT value FROM $CONFIG_TABLE WHERE name = 'consoleproxy.static.publicIp'), (SELECT value FROM $CONFIG_TABLE WHERE name = 'consoleproxy.static.port');") ||
+        csec2_die "could not read consoleproxy.static.publicIp/.port from cloud.configuration"
+    if [[ $current == "$wanted" ]]; then
+        csec2_log "consoleproxy.static.publicIp = '$CSEC2_CONSOLE_ADDRESS', consoleproxy.static.port = '80'"
+        return 1
+    fi
+    master_sql <<SQL || csec2_die "could not write consoleproxy.static.publicIp/.port into cloud.configuration"
+INSERT INTO $CONFIG_TABLE (category, instance, component, name, value, description) VALUES
+ ('Advanced', 'DEFAULT', 'management-server', 'consoleproxy.static.publicIp', '$CSEC2_CONSOLE_ADDRESS', 'Address in console URLs (cloudstack-ec2: the router console Elastic IP)'),
+ ('Advanced', 'DEFAULT', 'management-server', 'consoleproxy.static.port', '80', 'Port in console URLs (cloudstack-ec2: the console page)')
+ ON DUPLICATE KEY UPDATE value = VALUES(value);
+SQL
+    csec2_log "cloud.configuration: consoleproxy.static.publicIp and .port set to $CSEC2_CONSOLE_ADDRESS 80 (were: ${current//$'\t'/ })"
+}
+
 configure_settings() {
-    csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr, consoleproxy.url.domain"
+    csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr, console address"
     local changed=0
     # Agents connect to `host`: the overlay address, not whatever address the
     # server guessed. The unauthenticated integration port stays off (0).
@@ -629,9 +665,8 @@ configure_settings() {
     if [[ $(get_setting control.cidr) == 169.254.0.0/16 ]] && ensure_setting control.cidr "$CONTROL_CIDR"; then
         changed=1
     fi
-    # Console URLs name the router's console address (components/consoles.py); the
-    # setting is read when the server starts (ConsoleProxyManagerImpl.configure).
-    if [[ -n ${CSEC2_CONSOLE_ADDRESS-} ]] && ensure_setting consoleproxy.url.domain "$CSEC2_CONSOLE_ADDRESS"; then
+    # Before the restart: read at start (see ensure_console_rows).
+    if [[ -n ${CSEC2_CONSOLE_ADDRESS-} ]] && ensure_console_rows; then
         changed=1
     fi
     if ((changed)); then

@@ -120,6 +120,9 @@ def initial_state() -> dict:
                # rows of cloud.op_dc_link_local_ip_address_alloc for the EC2 link-local
                # services: {"pod": 1, "ip": ..., "nic": None, "reservation": None, "taken": False}
                "link_local": [], "master_password": MASTER_PASSWORD, "statements": [],
+               # rows of cloud.configuration written with SQL (fake.configuration_sql):
+               # name -> {"category", "instance", "component", "value", "description", ...}
+               "configuration": {},
                "users": {}},
         "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
                 "restarts": 0,

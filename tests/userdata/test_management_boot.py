@@ -3,11 +3,12 @@ order, idempotency, bounded waits, and what never happens (schema deploy over an
 existing database, --deploy-as, template seeding, secrets in the log)."""
 
 import json
+import subprocess
 from dataclasses import replace
 
 import pytest
 
-from bootlab import (CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
+from bootlab import (CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
                      is_apt, is_cmd, is_s3_cp, render)
 
 SCRIPT = "management-server.sh"
@@ -93,7 +94,7 @@ def test_first_boot_runs_every_phase_in_order(machine):
     assert state["api"]["admin_password"] == "AdminPw0rdQwe789"
     assert state["api"]["config"] == {"host": "10.100.0.2", "management.network.cidr": "10.100.0.0/16",
                                       "integration.api.port": "0", "control.cidr": "169.254.0.0/17",
-                                      "consoleproxy.url.domain": CONSOLE_ELASTIC_IP}
+                                      "consoleproxy.url.domain": ""}
     assert "cloudstack-ec2-overlay.service" in state["units"]["enabled"]
     assert "cloudstack-ec2-boot.service" in state["units"]["enabled"]
     # RDS path: databases, user and grants by us, never --deploy-as.
@@ -328,15 +329,97 @@ def test_existing_api_keys_and_admin_password_are_kept(machine):
     assert json.loads(machine.state()["secrets"][SECRETS.api_keys])["apikey"] == "kept"
 
 
+def is_console_rows_write(c) -> bool:
+    return c["cmd"] == "mysql" and c["sql"].lstrip().startswith("INSERT INTO `cloud`.`configuration`")
+
+
+def console_rows(machine) -> dict:
+    return {name: row["value"] for name, row in machine.state()["db"]["configuration"].items()}
+
+
 def test_console_urls_name_the_console_address_before_the_registration_starts(machine):
-    # ConsoleProxyManagerImpl.configure reads consoleproxy.url.domain at start: it is set,
+    # ConsoleProxyManagerImpl.configure reads consoleproxy.static.publicIp/.port at start:
+    # the boot writes both rows (no Config entry: updateConfiguration would refuse them),
     # then the server restarts, all before the API keys (what the registration waits for).
     r = first_run(machine)
-    assert machine.state()["api"]["config"]["consoleproxy.url.domain"] == CONSOLE_ELASTIC_IP
+    calls = machine.calls()
+    write = index_of(calls, is_console_rows_write, "console rows written")
+    restart = index_of(calls, is_cmd("systemctl", "restart", "cloudstack-management.service"), "settings restart")
+    keys = index_of(calls, lambda c: c.get("api") == "registerUserKeys", "API keys")
+    assert write < restart < keys
+    assert console_rows(machine) == {"consoleproxy.static.publicIp": CONSOLE_ELASTIC_IP,
+                                     "consoleproxy.static.port": "80"}
+    row = machine.state()["db"]["configuration"]["consoleproxy.static.publicIp"]
+    assert row["instance"] == "DEFAULT" and row["category"] != "Hidden"
     assert machine.state()["api"]["restarts"] == 1
-    assert r.output.index("consoleproxy.url.domain: '' -> '203.0.113.80'") < r.output.index("restarting the management server so the settings take effect")
+    # With the master user, as the boot's other SQL; never through updateConfiguration.
+    assert calls[write]["user"] == "admin"
+    assert not any(c.get("api") == "updateConfiguration" and "consoleproxy" in " ".join(c["args"]) for c in calls)
+    # consoleproxy.url.domain is left as CloudStack has it (a domain needs a certificate).
+    assert machine.state()["api"]["config"]["consoleproxy.url.domain"] == ""
+    assert "consoleproxy.static.publicIp and .port set to 203.0.113.80 80 (were: NULL NULL)" in r.output
     log = machine.file("/var/log/cloudstack-ec2-boot.log").read_text()
-    assert log.index("restarting the management server so the settings take effect") < log.index("API keys of")
+    assert log.index("set to 203.0.113.80 80") < log.index("restarting the management server") < \
+        log.index("API keys of")
+
+
+def test_the_api_lists_the_console_rows_as_a_real_server_would(machine):
+    first_run(machine)
+    # What the registration's check sees: listConfigurations (name LIKE, not Hidden).
+    env = machine.env()
+    login = subprocess.run(["curl", "--data-urlencode", "command=login", "--data-urlencode", "username=admin",
+                            "--data-urlencode", "password=AdminPw0rdQwe789", "http://127.0.0.1:8080/client/api"],
+                           env=env, capture_output=True, text=True)
+    assert "sess-1" in login.stdout, login
+    answer = subprocess.run(["curl", "--data-urlencode", "command=listConfigurations", "--data-urlencode",
+                             "name=consoleproxy.static", "--data-urlencode", "sessionkey=sess-1",
+                             "http://127.0.0.1:8080/client/api"], env=env, capture_output=True, text=True)
+    items = json.loads(answer.stdout)["listconfigurationsresponse"]["configuration"]
+    assert {i["name"]: i["value"] for i in items} == {"consoleproxy.static.publicIp": CONSOLE_ELASTIC_IP,
+                                                     "consoleproxy.static.port": "80"}
+
+
+def test_a_second_boot_with_the_same_console_address_writes_nothing_and_restarts_nothing(machine):
+    first_run(machine)
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert not any(is_console_rows_write(c) for c in machine.calls())
+    assert any(c["cmd"] == "mysql" and "consoleproxy.static.publicIp" in c["sql"] for c in machine.calls()), \
+        "the rows were not read"
+    assert machine.state()["api"]["restarts"] == 1
+    assert "consoleproxy.static.publicIp = '203.0.113.80', consoleproxy.static.port = '80'" in r.output
+
+
+def test_a_changed_console_address_is_written_over_the_old_row_and_restarts(machine):
+    first_run(machine)
+    # Another console Elastic IP (a replaced stack's boot.env), a row in another case.
+    def older(s):
+        rows = s["db"]["configuration"]
+        rows["consoleproxy.static.publicip"] = {**rows.pop("consoleproxy.static.publicIp"), "value": "198.51.100.9"}
+    machine.update(older)
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert sum(is_console_rows_write(c) for c in machine.calls()) == 1
+    assert console_rows(machine) == {"consoleproxy.static.publicip": CONSOLE_ELASTIC_IP,
+                                     "consoleproxy.static.port": "80"}
+    assert machine.state()["api"]["restarts"] == 2
+    assert "(were: 198.51.100.9 80)" in r.output
+
+
+def test_the_fake_database_refuses_a_configuration_row_without_its_instance(machine, tmp_path):
+    # What makes the boot's INSERT name `instance`: NOT NULL without a default
+    # (create-schema.sql), and CloudStack's sql_mode is strict.
+    machine.update(lambda s: s["db"].update(schema=True))
+    cnf = tmp_path / "master.cnf"
+    cnf.write_text(f'[client]\nuser=admin\npassword="{MASTER_PASSWORD}"\n')
+    sql = ("INSERT INTO `cloud`.`configuration` (category, name, value) VALUES ('Advanced', 'consoleproxy.static.port',"
+           " '80') ON DUPLICATE KEY UPDATE value = VALUES(value);")
+    p = subprocess.run(["mysql", f"--defaults-extra-file={cnf}"], input=sql, env=machine.env(), capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and "Field 'instance' doesn't have a default value" in p.stderr
+    assert machine.state()["db"]["configuration"] == {}
 
 
 def test_console_address_left_alone_without_one(machine):
@@ -344,6 +427,8 @@ def test_console_address_left_alone_without_one(machine):
     r = machine.run_user_data(render(replace(MANAGEMENT, console_address="")))
     assert r.status == 0, r.output
     assert machine.state()["api"]["config"]["consoleproxy.url.domain"] == "console.example.com"
+    assert not any(c["cmd"] == "mysql" and "consoleproxy" in c["sql"] for c in machine.calls())
+    assert machine.state()["db"]["configuration"] == {}
 
 
 def test_integration_port_is_switched_off(machine):

@@ -266,6 +266,11 @@ def mysql(state):
         for row in db.get("link_local", []):
             if row.get("nic") is not None:
                 print(f"pod {row['pod']} NIC {row['nic']} {row['ip']}")
+    elif "`cloud`.`configuration`" in sql:
+        if not db["schema"]:
+            sys.stderr.write("ERROR 1146 (42S02) at line 1: Table 'cloud.configuration' doesn't exist\n")
+            return 1
+        return configuration_sql(db, sql)
     elif sql.strip() == "SELECT COUNT(*) FROM `cloud`.`mshost`;":
         if not db["schema"]:
             sys.stderr.write("ERROR 1146 (42S02) at line 1: Table 'cloud.mshost' doesn't exist\n")
@@ -291,6 +296,92 @@ def mysql(state):
             db["users"].setdefault(m.group(1), m.group(2))
         for m in re.finditer(r"ALTER USER '(\w+)'@'%' IDENTIFIED WITH \w+ BY '([^']*)'", sql):
             db["users"][m.group(1)] = m.group(2)
+    return 0
+
+
+#: `cloud`.`configuration` as setup/db/create-schema.sql creates it, with the columns
+#: later schema upgrades added (schema-410to420.sql: default_value, updated, scope,
+#: is_dynamic; schema-41720to41800.sql: group_id, subgroup_id, parent, display_text,
+#: kind, options): column -> its DEFAULT, or REQUIRED for NOT NULL without one
+#: (`instance` and the key `name`). Every later column has a default or is nullable.
+REQUIRED = object()
+CONFIGURATION_COLUMNS = {
+    "category": "Advanced", "instance": REQUIRED, "component": "management-server", "name": REQUIRED,
+    "value": None, "description": None, "default_value": None, "updated": None, "scope": None, "is_dynamic": 0,
+    "group_id": 1, "subgroup_id": 1, "parent": None, "display_text": None, "kind": None, "options": None,
+}
+
+
+def sql_values(text):
+    """The tuples of an INSERT's VALUES list: quoted strings ('' escapes one quote) and bare words."""
+    rows, row, i = [], None, 0
+    while i < len(text):
+        c = text[i]
+        if c == "(" and row is None:
+            row, word = [], ""
+        elif row is not None and c == "'":
+            j, value = i + 1, ""
+            while not (text[j] == "'" and text[j + 1:j + 2] != "'"):
+                value += text[j]
+                j += 2 if text[j:j + 2] == "''" else 1
+            row.append(value)
+            i = j
+        elif row is not None and c in ",)":
+            if word.strip():
+                row.append(word.strip())
+            word = ""
+            if c == ")":
+                rows.append(row)
+                row = None
+        elif row is not None:
+            word += c
+        i += 1
+    return rows
+
+
+def configuration_sql(db, sql):
+    """What the management boot runs against `cloud`.`configuration` (its rows in
+    db["configuration"]: name -> columns). Names compare without case: the table's
+    utf8 collation is case-insensitive (the key `name` too). Under CloudStack's
+    sql_mode (STRICT_TRANS_TABLES, components/database.py CLOUDSTACK_SQL_MODE) an
+    INSERT that leaves out a NOT NULL column without a default fails (MySQL manual,
+    "Strict SQL Mode"); a duplicate key takes the ON DUPLICATE KEY UPDATE."""
+    rows = db.setdefault("configuration", {})
+
+    def find(name):
+        return next((k for k in rows if k.lower() == name.lower()), None)
+
+    text = sql.strip()
+    if text.startswith("SELECT"):
+        # One scalar subquery per name: its value, NULL without a row (--batch prints NULL).
+        names = re.findall(r"WHERE name = '([^']+)'", text)
+        print("\t".join(rows[find(n)]["value"] if find(n) else "NULL" for n in names))
+        return 0
+    insert = re.match(r"INSERT INTO `cloud`.`configuration` \(([^)]*)\) VALUES(.*) ON DUPLICATE KEY UPDATE "
+                      r"value = VALUES\(value\);$", text, re.S)
+    if not insert:
+        sys.stderr.write(f"fake mysql: unsupported statement on cloud.configuration: {text[:120]}\n")
+        return 1
+    columns = [c.strip().strip("`") for c in insert.group(1).split(",")]
+    for column in columns:
+        if column not in CONFIGURATION_COLUMNS:
+            sys.stderr.write(f"ERROR 1054 (42S22) at line 1: Unknown column '{column}' in 'field list'\n")
+            return 1
+    for column, default in CONFIGURATION_COLUMNS.items():
+        if default is REQUIRED and column not in columns:
+            sys.stderr.write(f"ERROR 1364 (HY000) at line 1: Field '{column}' doesn't have a default value\n")
+            return 1
+    db["statements"].append(sql)
+    for values in sql_values(insert.group(2)):
+        if len(values) != len(columns):
+            sys.stderr.write("ERROR 1136 (21S01) at line 1: Column count doesn't match value count at row 1\n")
+            return 1
+        row = dict(zip(columns, values))
+        existing = find(row["name"])
+        if existing:
+            rows[existing]["value"] = row.get("value")
+        else:
+            rows[row["name"]] = {c: row.get(c, d) for c, d in CONFIGURATION_COLUMNS.items() if c != "name"}
     return 0
 
 
@@ -537,8 +628,14 @@ def curl(state):
         n = api["keys_registered"]
         print(json.dumps({"registeruserkeysresponse": {"userkeys": {"apikey": f"api-{n}", "secretkey": f"sec-{n}"}}}))
     elif command == "listConfigurations":
-        name = form["name"]
-        items = [{"name": k, "value": v} for k, v in api["config"].items() if name in k]
+        # ManagementServerImpl.searchForConfigurations: name LIKE %name% (case-insensitive
+        # collation) over the whole table, rows of category Hidden left out; rows the
+        # boot wrote with SQL (no Config entry) included.
+        name = form["name"].lower()
+        items = [{"name": k, "value": v} for k, v in api["config"].items() if name in k.lower()]
+        items += [{"name": k, "value": row["value"], "category": row["category"]}
+                  for k, row in state["db"].get("configuration", {}).items()
+                  if name in k.lower() and row["category"] != "Hidden"]
         print(json.dumps({"listconfigurationsresponse": {"count": len(items), "configuration": items}}))
     elif command == "updateConfiguration":
         if form["name"] not in api["config"]:
