@@ -121,6 +121,11 @@ class OverlayConfig:
     #: whose ports 80 and 8080 it forwards to the console proxy (components/consoles.py;
     #: overlay-network.sh CONSOLE_ADDRESS). None: no console address.
     console_address: Optional[str] = None
+    #: Router: "first-last", the system VMs' public range (ipplan system_public_range,
+    #: registered with forsystemvms, so tenants never get its addresses); a console
+    #: forward's target must lie in it (overlay-network.sh CONSOLE_RANGE). None: unset
+    #: (then the router accepts no console forward).
+    console_range: Optional[str] = None
 
     @property
     def ip(self) -> str:
@@ -393,15 +398,18 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
         if o.storage_cidr is not None or o.tenant_vpc_access:
             raise UserDataError("overlay.storage_cidr/tenant_vpc_access: not accepted on a member; only the router"
                                 " filters what the overlay reaches")
-        if o.console_address is not None:
-            raise UserDataError(f"overlay.console_address: {o.console_address!r} is not accepted on a member; only"
-                                " the router forwards the console")
+        for name in ("console_address", "console_range"):
+            if getattr(o, name) is not None:
+                raise UserDataError(f"overlay.{name}: {getattr(o, name)!r} is not accepted on a member; only"
+                                    " the router forwards the console")
         return
     if o.console_address is not None:
         console = _ip_value("overlay.console_address", o.console_address, ipaddress.IPv4Address)
         if console is None or console not in vpc:
             raise UserDataError(f"overlay.console_address: {o.console_address!r} is not accepted; expected the"
                                 f" router's second private IPv4 address, inside the VPC {vpc}")
+    if o.console_range is not None:
+        _check_console_range(o.console_range, iface.network, o.classes)
     if o.storage_cidr is None:
         raise UserDataError("overlay.storage_cidr: None is not accepted on the router; expected the dedicated"
                             " CloudStack subnet (where the EFS mount target is), e.g. '10.0.0.0/24'")
@@ -415,6 +423,22 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
                 or net.overlaps(iface.network):
             raise UserDataError(f"overlay.tenant_vpc_access[{i}]: {text!r} is not accepted; expected an IPv4 CIDR"
                                 f" (host bits zero) outside 169.254.0.0/16 and the overlay {iface.network}")
+
+
+def _check_console_range(text: str, overlay: ipaddress.IPv4Network, classes: ipplan.AddressClasses) -> None:
+    _check_str("overlay.console_range", text)
+    first, _, last = text.partition("-")
+    start = _ip_value("overlay.console_range", first, ipaddress.IPv4Address)
+    end = _ip_value("overlay.console_range", last, ipaddress.IPv4Address)
+    span = ipplan.AddressRange(start, end) if start is not None and end is not None and start <= end else None
+    system = classes.system
+    if span is None or span.start not in overlay or span.end not in overlay \
+            or span.overlaps(ipplan.AddressRange(classes.infrastructure[0], classes.infrastructure[-1])) \
+            or span.overlaps(system):
+        raise UserDataError(f"overlay.console_range: {text!r} is not accepted; expected 'first-last' IPv4 addresses"
+                            f" inside the overlay {overlay}, outside the infrastructure block"
+                            f" {classes.infrastructure} and the system range {system} (the system VMs' public"
+                            " range, e.g. ipplan's system_public_range)")
 
 
 def _check_common(boot: object, kind: type, role: str) -> None:
@@ -557,6 +581,8 @@ def overlay_environment(overlay: OverlayConfig) -> dict[str, str]:
             env["TENANT_VPC_ACCESS"] = " ".join(overlay.tenant_vpc_access)
         if overlay.console_address is not None:
             env["CONSOLE_ADDRESS"] = overlay.console_address
+        if overlay.console_range is not None:
+            env["CONSOLE_RANGE"] = overlay.console_range
     return env
 
 

@@ -84,15 +84,20 @@
 #                    SYSTEM_RANGE); who may connect is the router's security
 #                    group's business (vmForwards). Default: none
 #   CONSOLE_ADDRESS  router: its console address, the second private IPv4 of
-#                    its ENI (inside VPC_CIDR, not the underlay address; its own
-#                    Elastic IP, named by consoleproxy.url.domain). It need not
-#                    be on any interface: EC2 delivers it to the ENI and the DNAT
-#                    rewrites it first. Default: none
+#                    its ENI (inside VPC_CIDR; its own Elastic IP, named by
+#                    consoleproxy.static.publicIp). EC2 delivers it to the ENI
+#                    whether or not it is on UNDERLAY_DEV (cloud-init puts it
+#                    there on Ubuntu): never taken as the underlay address, and
+#                    what is not a console forward is dropped (console_refused),
+#                    routed or local. Default: none
+#   CONSOLE_RANGE    router: first-last, the system VMs' public range (inside
+#                    the overlay): console forward targets must lie in it
 #   CONSOLE_FORWARDS router: "tcp:80:IP:80 tcp:8080:IP:8080" (components/
 #                    consoles.py console_forwards), forwarded from CONSOLE_ADDRESS
 #                    (ports 80 and 8080 there are not the underlay address's);
-#                    IP: the console proxy VM's public address, a tenant address
-#                    as for VM_FORWARDS. Needs CONSOLE_ADDRESS. Default: none
+#                    IP: the console proxy VM's public address, in CONSOLE_RANGE
+#                    and checked as for VM_FORWARDS. Needs CONSOLE_ADDRESS and
+#                    CONSOLE_RANGE. Default: none
 set -euo pipefail
 export LC_ALL=C
 
@@ -236,6 +241,7 @@ TENANT_VPC_ACCESS=${TENANT_VPC_ACCESS-}
 VM_FORWARDS=${VM_FORWARDS-}
 CONSOLE_ADDRESS=${CONSOLE_ADDRESS-}
 CONSOLE_FORWARDS=${CONSOLE_FORWARDS-}
+CONSOLE_RANGE=${CONSOLE_RANGE-}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
 
@@ -305,7 +311,7 @@ if [[ $OVERLAY_ROLE == member ]]; then
     elif [[ $OVERLAY_GATEWAY == "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "is this member's own address; expected the router's overlay address"
     fi
-    for name in ROUTER_DNAT VM_FORWARDS CONSOLE_ADDRESS CONSOLE_FORWARDS; do
+    for name in ROUTER_DNAT VM_FORWARDS CONSOLE_ADDRESS CONSOLE_FORWARDS CONSOLE_RANGE; do
         [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router forwards ports; expected empty on a member"
     done
 elif [[ $OVERLAY_ROLE == router ]]; then
@@ -336,10 +342,11 @@ if [[ -n $UNDERLAY_DEV ]]; then
     elif [[ $UNDERLAY_DEV == "$BRIDGE" || $UNDERLAY_DEV == "$VXLAN_DEV" ]]; then
         problem UNDERLAY_DEV "$UNDERLAY_DEV" "expected the underlay device, not an overlay device"
     else
-        underlay_addr=$(ip -4 -o addr show dev "$UNDERLAY_DEV" scope global | awk '{print $4; exit}')
+        # Not the console address, in whatever order the kernel lists them.
+        underlay_addr=$(ip -4 -o addr show dev "$UNDERLAY_DEV" scope global | awk -v c="$CONSOLE_ADDRESS" 'index($4, c "/") != 1 {print $4; exit}')
         underlay_mtu=$(<"/sys/class/net/$UNDERLAY_DEV/mtu")
         if [[ -z $underlay_addr ]]; then
-            problem UNDERLAY_DEV "$UNDERLAY_DEV" "has no IPv4 address; expected the instance's underlay (VPC) device"
+            problem UNDERLAY_DEV "$UNDERLAY_DEV" "has no IPv4 address (CONSOLE_ADDRESS aside); expected the instance's underlay (VPC) device"
         elif is_uint "$OVERLAY_MTU" && ((underlay_mtu < OVERLAY_MTU + VXLAN_OVERHEAD)); then
             problem OVERLAY_MTU "$OVERLAY_MTU" "the underlay device $UNDERLAY_DEV has MTU $underlay_mtu; it must carry OVERLAY_MTU + $VXLAN_OVERHEAD, so expected at most $((underlay_mtu - VXLAN_OVERHEAD)) (or raise the underlay MTU)"
         else
@@ -359,7 +366,6 @@ fi
 
 if [[ $OVERLAY_ROLE == router ]]; then
     # The router's own part (forwards, isolation, NAT): shipped to the router only.
-    # After the underlay: CONSOLE_ADDRESS must not be the underlay address.
     [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
     # shellcheck source=overlay-router.sh
     source "$SCRIPT_DIR/overlay-router.sh"
@@ -403,7 +409,9 @@ if link_kind_is "$LEGACY_VXLAN_DEV" vxlan; then
 fi
 
 # Recreate ethovl0 only when its identity differs (VNI, group, underlay, port).
-want_vxlan="vxlan id $VXLAN_ID group $VXLAN_GROUP dev $UNDERLAY_DEV "
+# The VTEP is the underlay address: by default the kernel would send from the
+# device's first address, which may be CONSOLE_ADDRESS (see above).
+want_vxlan="vxlan id $VXLAN_ID group $VXLAN_GROUP local $underlay_ip dev $UNDERLAY_DEV "
 details=$(vxlan_details)
 if [[ -n $details && ($details != *"$want_vxlan"* || $details != *" dstport $VXLAN_PORT "*) ]]; then
     log "replacing $VXLAN_DEV (configuration changed)"
@@ -413,7 +421,7 @@ fi
 if [[ -z $details ]]; then
     log "creating $VXLAN_DEV: VNI $VXLAN_ID, group $VXLAN_GROUP, port $VXLAN_PORT on $UNDERLAY_DEV"
     ip link add name "$VXLAN_DEV" mtu "$OVERLAY_MTU" type vxlan id "$VXLAN_ID" \
-        group "$VXLAN_GROUP" dev "$UNDERLAY_DEV" dstport "$VXLAN_PORT"
+        group "$VXLAN_GROUP" local "$underlay_ip" dev "$UNDERLAY_DEV" dstport "$VXLAN_PORT"
 fi
 
 # Port first, then the bridge: a bridge's MTU may not exceed its ports'.

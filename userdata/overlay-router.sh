@@ -4,8 +4,8 @@
 # counts against EC2's 16 KiB). It reads and sets overlay-network.sh's variables;
 # see there for what they mean.
 #   router_check  validates ROUTER_DNAT, VM_FORWARDS, CONSOLE_ADDRESS,
-#                 CONSOLE_FORWARDS and the isolation variables (adds to the
-#                 problems list; changes nothing; runs after the underlay checks)
+#                 CONSOLE_RANGE, CONSOLE_FORWARDS and the isolation variables
+#                 (adds to the problems list; changes nothing)
 #   router_apply  routes, forwarding and the nftables table ip cloudstack_overlay
 # shellcheck disable=SC2154  # the variables are overlay-network.sh's
 
@@ -15,13 +15,17 @@ router_check() {
     declare -gA dnat_ports=()
     if [[ $OVERLAY_ROLE == router ]]; then
         # The console: components/consoles.py says why a second address, and what
-        # it forwards. EC2 delivers it to the ENI unconfigured: only its DNAT uses it.
-        if [[ -n $CONSOLE_ADDRESS ]]; then
-            if ! is_ipv4 "$CONSOLE_ADDRESS" || { $vpc_ok && ! in_net "$CONSOLE_ADDRESS" "$vpc_ip" "$vpc_prefix"; }; then
-                problem CONSOLE_ADDRESS "$CONSOLE_ADDRESS" "expected the router's second private IPv4 address, inside VPC_CIDR $VPC_CIDR"
-            elif $underlay_ok && [[ $CONSOLE_ADDRESS == "$underlay_ip" ]]; then
-                problem CONSOLE_ADDRESS "$CONSOLE_ADDRESS" "is the underlay address of $UNDERLAY_DEV; expected the router's second private address"
-            fi
+        # it forwards. The underlay address is never it (overlay-network.sh).
+        if [[ -n $CONSOLE_ADDRESS ]] && { ! is_ipv4 "$CONSOLE_ADDRESS" || { $vpc_ok && ! in_net "$CONSOLE_ADDRESS" "$vpc_ip" "$vpc_prefix"; }; }; then
+            problem CONSOLE_ADDRESS "$CONSOLE_ADDRESS" "expected the router's second private IPv4 address, inside VPC_CIDR $VPC_CIDR"
+        fi
+        # The system VMs' public range (forsystemvms): no tenant ever holds its addresses.
+        console_first=${CONSOLE_RANGE%-*} console_last=${CONSOLE_RANGE#*-}
+        if [[ -n $CONSOLE_RANGE ]] && { [[ $CONSOLE_RANGE != *-* ]] || ! is_ipv4 "$console_first" || ! is_ipv4 "$console_last" ||
+            (($(ip2int "$console_first") > $(ip2int "$console_last"))) ||
+            { $overlay_ok && ! { in_net "$console_first" "$overlay_net" "$overlay_prefix" && in_net "$console_last" "$overlay_net" "$overlay_prefix"; }; }; }; then
+            problem CONSOLE_RANGE "$CONSOLE_RANGE" "expected first-last IPv4 addresses inside the overlay, the system VMs' public range, e.g. 10.100.192.1-10.100.192.8"
+            CONSOLE_RANGE=
         fi
         console_ok=true
         if [[ -n ${CONSOLE_FORWARDS// /} ]]; then
@@ -29,8 +33,12 @@ router_check() {
             if ! [[ $CONSOLE_FORWARDS =~ $re && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" ]]; then
                 problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "expected empty or 'tcp:80:IP:80 tcp:8080:IP:8080', IP the console proxy's public address (components/consoles.py)"
                 console_ok=false
+            elif target=${BASH_REMATCH[1]} && [[ -n $CONSOLE_RANGE ]] && ! { is_ipv4 "$target" && (($(ip2int "$target") >= $(ip2int "$console_first") && $(ip2int "$target") <= $(ip2int "$console_last"))); }; then
+                problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "the target is outside CONSOLE_RANGE $CONSOLE_RANGE, the system VMs' public range; a console proxy outside it may be a tenant's address"
+                console_ok=false
             fi
             [[ -n $CONSOLE_ADDRESS ]] || problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "needs CONSOLE_ADDRESS, the address to forward from"
+            [[ -n $CONSOLE_RANGE ]] || problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "needs a valid CONSOLE_RANGE, the range its target must lie in"
         fi
         re='^(tcp|udp):([0-9]{1,5}):([0-9.]+):([0-9]{1,5})$'
         for variable in ROUTER_DNAT VM_FORWARDS CONSOLE_FORWARDS; do
@@ -138,9 +146,12 @@ router_apply() {
     # Forwarded with the console address still as destination: not a console
     # forward (DNAT rewrote those). Never routed on: it is an address of this very
     # ENI, so on the VPC it could only come back here.
-    console_rule=""
+    # Local (the address on UNDERLAY_DEV): input, new packets only (replies to the
+    # router's own connections from it pass).
+    console_rule="" console_input=""
     if [[ -n $CONSOLE_ADDRESS ]]; then
         console_rule="        ip daddr $CONSOLE_ADDRESS counter name \"console_refused\" drop"$'\n'
+        console_input="        ip daddr $CONSOLE_ADDRESS ct state != established,related counter name \"console_refused\" drop"$'\n'
     fi
 
     # Destinations that are not "the internet" for system VMs and tenants: the VPC,
@@ -225,7 +236,7 @@ ${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_ref
     # and path-MTU discovery).
     chain input {
         type filter hook input priority filter; policy accept;
-        iifname != "$BRIDGE" accept
+${console_input}        iifname != "$BRIDGE" accept
         ct state established,related accept
         ip saddr $INFRA_CIDR accept
         meta l4proto icmp accept

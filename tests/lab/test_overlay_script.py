@@ -26,10 +26,12 @@ GOOD = {
 }
 GOOD_ROUTER = {**GOOD, "OVERLAY_ROLE": "router", "OVERLAY_ADDRESS": "10.100.0.1/16", "OVERLAY_GATEWAY": "",
                "ROUTER_DNAT": "tcp:8080:10.100.0.2:8080", **ROUTER_ISOLATION}
-#: The router with a console address (its second private IP) and the console forwards
-#: as components/consoles.console_forwards writes them (10.100.128.7: public range).
-GOOD_CONSOLE = {**GOOD_ROUTER, "CONSOLE_ADDRESS": "10.99.1.11"}
-CONSOLE = "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.7:8080"
+#: The router with a console address (its second private IP), the system VMs' public
+#: range (ipplan system_public_range of 10.100.0.0/16) and the console forwards as
+#: components/consoles.console_forwards writes them (10.100.192.3: in that range).
+CONSOLE_RANGE = "10.100.192.1-10.100.192.8"
+GOOD_CONSOLE = {**GOOD_ROUTER, "CONSOLE_ADDRESS": "10.99.1.11", "CONSOLE_RANGE": CONSOLE_RANGE}
+CONSOLE = "tcp:80:10.100.192.3:80 tcp:8080:10.100.192.3:8080"
 CONSOLE_SHAPE = "'tcp:80:IP:80 tcp:8080:IP:8080'"
 
 
@@ -50,7 +52,7 @@ def test_script_documents_every_variable_it_reads():
     for name in ("OVERLAY_ROLE", "UNDERLAY_DEV", "VXLAN_ID", "VXLAN_GROUP", "VXLAN_PORT", "OVERLAY_ADDRESS",
                  "OVERLAY_GATEWAY", "OVERLAY_MTU", "VPC_CIDR", "ROUTER_DNAT", "INTERNET_MTU", "INFRA_CIDR",
                  "SYSTEM_RANGE", "STORAGE_CIDR", "TENANT_VPC_ACCESS", "VM_FORWARDS", "CONSOLE_ADDRESS",
-                 "CONSOLE_FORWARDS"):
+                 "CONSOLE_FORWARDS", "CONSOLE_RANGE"):
         assert f"#   {name} " in header, f"{name} is not documented at the top of the script"
 
 
@@ -141,8 +143,17 @@ BAD = [
     (GOOD_ROUTER, "CONSOLE_ADDRESS", "10.98.1.11", "inside VPC_CIDR"),
     (GOOD_ROUTER, "CONSOLE_ADDRESS", "10.99.1.256", "inside VPC_CIDR"),
     (GOOD_ROUTER, "CONSOLE_ADDRESS", "10.99.1.0/24", "inside VPC_CIDR"),
-    (GOOD_ROUTER, "CONSOLE_ADDRESS", UNDERLAY.split("/")[0], "underlay address of ens5"),
     (GOOD_ROUTER, "CONSOLE_FORWARDS", CONSOLE, "needs CONSOLE_ADDRESS"),
+    (GOOD, "CONSOLE_RANGE", CONSOLE_RANGE, "only the router"),
+    (GOOD_CONSOLE, "CONSOLE_RANGE", "10.100.192.8-10.100.192.1", "first-last"),
+    (GOOD_CONSOLE, "CONSOLE_RANGE", "10.100.192.1", "first-last"),
+    (GOOD_CONSOLE, "CONSOLE_RANGE", "10.100.192.1-10.101.0.8", "inside the overlay"),
+    (GOOD_CONSOLE, "CONSOLE_RANGE", "10.99.1.1-10.99.1.8", "inside the overlay"),
+    # The console proxy's address outside the system VMs' public range: perhaps a
+    # tenant's (the proxy was recreated and its former address handed out).
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.7:8080", "outside CONSOLE_RANGE"),
+    (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:80:10.100.192.9:80 tcp:8080:10.100.192.9:8080", "outside CONSOLE_RANGE"),
+    ({**GOOD_CONSOLE, "CONSOLE_RANGE": ""}, "CONSOLE_FORWARDS", CONSOLE, "needs a valid CONSOLE_RANGE"),
     # Exactly what console_forwards writes: both ports, same port on both sides, one target.
     (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:80:10.100.128.7:80", CONSOLE_SHAPE),
     (GOOD_CONSOLE, "CONSOLE_FORWARDS", "tcp:443:10.100.128.7:443 tcp:8080:10.100.128.7:8080", CONSOLE_SHAPE),
@@ -244,7 +255,7 @@ def test_changed_vxlan_settings_recreate_the_device(scratch: Lab):
         result = run_script(scratch, "change", {**GOOD, "VXLAN_ID": "200", "VXLAN_PORT": "4790"})
         assert result.returncode == 0 and "replacing ethovl0" in result.stdout, result.stdout + result.stderr
         details = scratch.ip("change", "-d", "link", "show", "ethovl0").stdout
-        assert "vxlan id 200 group 239.255.42.1 dev ens5" in details and "dstport 4790" in details, details
+        assert "vxlan id 200 group 239.255.42.1 local 10.99.1.20 dev ens5" in details and "dstport 4790" in details, details
         assert "master cloudbr0" in details
         assert "default via 10.100.0.1 dev cloudbr0" in scratch.ip("change", "route").stdout
     finally:
@@ -332,11 +343,11 @@ def test_agent_builds_the_highest_guest_vlan_bridge_on_the_overlay_port(scratch:
     ("10.101.0.9", "another address inside the overlay"),
 ])
 def test_console_forwards_reach_tenant_addresses_only(scratch: Lab, target: str, words: str):
-    # The console proxy's public NIC has a public-range address: anything else is refused,
-    # named by its entry.
+    # Besides CONSOLE_RANGE, each entry gets VM_FORWARDS' checks: even with a range
+    # around it, an infrastructure or system address is refused, named by its entry.
     value = f"tcp:80:{target}:80 tcp:8080:{target}:8080"
-    assert_rejected_without_change(scratch, "scratch", {**GOOD_CONSOLE, "CONSOLE_FORWARDS": value},
-                                   "CONSOLE_FORWARDS", f"tcp:80:{target}:80", words)
+    env = {**GOOD_CONSOLE, "CONSOLE_FORWARDS": value, "CONSOLE_RANGE": f"{target}-{target}"}
+    assert_rejected_without_change(scratch, "scratch", env, "CONSOLE_FORWARDS", f"tcp:80:{target}:80", words)
 
 
 @pytest.mark.lab
@@ -357,8 +368,8 @@ def test_console_forwards_come_from_the_console_address_only(scratch: Lab):
         dnat = [line.strip() for line in table.splitlines() if " dnat to " in line]
         assert dnat == [
             'iifname "ens5" ip daddr 10.99.1.10 tcp dport 8080 dnat to 10.100.0.2:8080',
-            'iifname "ens5" ip daddr 10.99.1.11 tcp dport 80 dnat to 10.100.128.7:80',
-            'iifname "ens5" ip daddr 10.99.1.11 tcp dport 8080 dnat to 10.100.128.7:8080',
+            'iifname "ens5" ip daddr 10.99.1.11 tcp dport 80 dnat to 10.100.192.3:80',
+            'iifname "ens5" ip daddr 10.99.1.11 tcp dport 8080 dnat to 10.100.192.3:8080',
         ], table
         # The address is not put on any interface (EC2 delivers it to the ENI).
         assert "10.99.1.11" not in scratch.ip("con", "-4", "addr", "show").stdout
@@ -366,16 +377,66 @@ def test_console_forwards_come_from_the_console_address_only(scratch: Lab):
         assert run_script(scratch, "con", env).returncode == 0
         assert scratch.state("con") == before
         # Whatever else is addressed to it is never routed on (tests/lab/test_consoles_lab.py).
+        # Routed (forward) or local (input: when the address is on ens5, cloud-init's
+        # doing), except replies to the router's own connections from it.
         refused = [line.strip() for line in table.splitlines() if 'name "console_refused"' in line]
-        assert refused == ['ip daddr 10.99.1.11 counter name "console_refused" drop'], table
+        assert refused == CONSOLE_REFUSED, table
         # No console forwards (the parameter's "none"): the console address forwards nothing.
         assert run_script(scratch, "con", {**GOOD_CONSOLE, "CONSOLE_FORWARDS": ""}).returncode == 0
         table = scratch.run("con", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
-        assert [line.strip() for line in table.splitlines() if "10.99.1.11" in line] == \
-            ['ip daddr 10.99.1.11 counter name "console_refused" drop'], table
+        assert [line.strip() for line in table.splitlines() if "10.99.1.11" in line] == CONSOLE_REFUSED, table
         # No console address: no rule of it.
         assert run_script(scratch, "con", GOOD_ROUTER).returncode == 0
         table = scratch.run("con", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
         assert "10.99.1.11" not in table and 'name "console_refused"' not in table, table
     finally:
         scratch.del_ns("con")
+
+
+#: The router's two rules for what reaches its console address and is not a console forward.
+CONSOLE_REFUSED = ['ip daddr 10.99.1.11 counter name "console_refused" drop',
+                   'ip daddr 10.99.1.11 ct state != established | related counter name "console_refused" drop']
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("console_first", [True, False], ids=["console-listed-first", "console-listed-second"])
+def test_the_underlay_address_is_never_the_console_address(scratch: Lab, console_first: bool):
+    # Ubuntu's cloud-init puts the ENI's secondary address on ens5 (DataSourceEc2,
+    # apply_full_imds_network_config), before or after the DHCP address.
+    scratch.add_ns("ci")
+    try:
+        scratch.veth("ci", "ens5", "ci", "peer5", 9001)
+        order = ["10.99.1.11/24", "10.99.1.10/24"] if console_first else ["10.99.1.10/24", "10.99.1.11/24"]
+        for address in order:
+            scratch.ip("ci", "addr", "add", address, "dev", "ens5")
+        listed = scratch.ip("ci", "-4", "-o", "addr", "show", "dev", "ens5").stdout
+        assert listed.index(order[0]) < listed.index(order[1]), listed
+        scratch.ip("ci", "route", "add", "default", "via", "10.99.1.1")
+        result = run_script(scratch, "ci", {**GOOD_CONSOLE, "CONSOLE_FORWARDS": CONSOLE})
+        assert result.returncode == 0, result.stderr
+        assert "underlay ens5 (10.99.1.10/24)" in result.stdout, result.stdout
+        table = scratch.run("ci", "nft", "list", "table", "ip", "cloudstack_overlay").stdout
+        assert 'iifname "ens5" ip daddr 10.99.1.10 tcp dport 8080 dnat to 10.100.0.2:8080' in table, table
+        assert "snat to 10.99.1.10" in table and "snat to 10.99.1.11" not in table, table
+        # The VTEP is the underlay address, not the device's first address.
+        assert " local 10.99.1.10 dev ens5 " in scratch.ip("ci", "-d", "link", "show", "ethovl0").stdout
+        # Left where cloud-init put it.
+        assert "10.99.1.11/24" in scratch.ip("ci", "-4", "addr", "show", "dev", "ens5").stdout
+    finally:
+        scratch.del_ns("ci")
+
+
+@pytest.mark.lab
+def test_an_underlay_device_with_only_the_console_address_is_refused(scratch: Lab):
+    scratch.add_ns("only")
+    try:
+        scratch.veth("only", "ens5", "only", "peer5", 9001)
+        scratch.ip("only", "addr", "add", "10.99.1.11/24", "dev", "ens5")
+        scratch.ip("only", "route", "add", "default", "via", "10.99.1.1")
+        before = scratch.state("only")
+        result = run_script(scratch, "only", GOOD_CONSOLE)
+        assert result.returncode == 2 and "UNDERLAY_DEV='ens5' is invalid" in result.stderr, result.stderr
+        assert "CONSOLE_ADDRESS aside" in result.stderr and "nothing was changed" in result.stderr
+        assert scratch.state("only") == before
+    finally:
+        scratch.del_ns("only")

@@ -215,6 +215,37 @@ def test_console_address_is_the_routers_only():
         render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, console_address="10.0.0.11")))
 
 
+def test_router_overlay_env_carries_the_console_range():
+    # The system VMs' public range (ipplan system_public_range: block 3 network + 1..+ 8).
+    assert "CONSOLE_RANGE" not in env_of(ud.decode_user_data(render(ROUTER)), "overlay.env")
+    with_range = replace(ROUTER, overlay=replace(ROUTER.overlay, console_address="10.0.0.11",
+                                                 console_range="10.100.192.1-10.100.192.8"))
+    assert env_of(ud.decode_user_data(render(with_range)), "overlay.env")["CONSOLE_RANGE"] == \
+        "10.100.192.1-10.100.192.8"
+
+
+@pytest.mark.parametrize("value", [
+    "10.100.192.8-10.100.192.1",    # reversed
+    "10.100.192.1",                  # not a range
+    "10.100.192.1-10.101.0.8",       # leaves the overlay 10.100.0.0/16
+    "10.0.0.1-10.0.0.8",             # the VPC, not the overlay
+    "10.100.0.20-10.100.0.30",       # infrastructure (block 0)
+    "10.100.64.1-10.100.64.8",       # the pod's system range (management NICs)
+    "10.100.192.1-10.100.192.x",
+    "",
+])
+def test_bad_console_range_is_refused_naming_the_field(value):
+    with pytest.raises(ud.UserDataError) as e:
+        render(replace(ROUTER, overlay=replace(ROUTER.overlay, console_range=value)))
+    assert str(e.value).startswith("overlay.console_range:"), str(e.value)
+    assert repr(value) in str(e.value)
+
+
+def test_console_range_is_the_routers_only():
+    with pytest.raises(ud.UserDataError, match="overlay.console_range.*only the router"):
+        render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, console_range="10.100.192.1-10.100.192.8")))
+
+
 # ------------------------------------------------------------------ stage 2 ----
 
 #: Headroom budget of the compressed user data (EC2's hard limit is 16384 bytes).
