@@ -40,8 +40,12 @@ from .test_isolation_lab import ROUTER_TABLE, bridge_mac, connect, plug, without
 
 pytestmark = pytest.mark.lab
 
-CPVM_IP = "10.100.128.7"        # the console proxy's public NIC: public range of the lab's overlay
-CPVM_MOVED_IP = "10.100.128.8"  # ... after CloudStack recreated it
+#: The system VMs' public range (ipplan system_public_range of the lab's 10.100.0.0/16:
+#: block 3 network + 1 .. + 8), registered with forsystemvms: no tenant gets its addresses.
+CONSOLE_RANGE = "10.100.192.1-10.100.192.8"
+CPVM_IP = "10.100.192.3"        # the console proxy's public NIC, in CONSOLE_RANGE
+CPVM_MOVED_IP = "10.100.192.4"  # ... after CloudStack recreated it
+TENANT_IP = "10.100.128.7"      # the public range: a tenant's virtual router may hold it
 ADMIN_CIDRS = ["203.0.113.0/24"]  # the internet client's network; FAR_HOST is outside
 PAGE = "/resource/noVNC/vnc.html"  # ConsoleAccessManagerImpl.generateConsoleAccessUrl's page
 SG_TABLE = "ec2_security_group"
@@ -109,7 +113,8 @@ def console(lab: Lab):
         # writes it to forwards.env from the console-forwards parameter.
         env = base(inst)
         if inst.role == "router":
-            env.update(CONSOLE_ADDRESS=CONSOLE_ADDRESS, CONSOLE_FORWARDS=consoles.console_forwards(PROXY["ip"]))
+            env.update(CONSOLE_ADDRESS=CONSOLE_ADDRESS, CONSOLE_RANGE=CONSOLE_RANGE,
+                       CONSOLE_FORWARDS=consoles.console_forwards(PROXY["ip"]))
         return env
 
     # The router's configuration for this module: the lab's plus the console. The
@@ -288,8 +293,11 @@ def test_changed_console_forwards_apply_to_the_running_router_in_place(console: 
 
 
 @pytest.mark.parametrize("value, words", [
-    (f"tcp:80:{MGMT.overlay}:80 tcp:8080:{MGMT.overlay}:8080", "infrastructure address"),
-    ("tcp:80:10.100.64.9:80 tcp:8080:10.100.64.9:8080", "system range"),
+    # A tenant address (the public range): where a recreated proxy's former address
+    # may have gone (review-3 S1). Only CONSOLE_RANGE keeps it out.
+    (consoles.console_forwards(TENANT_IP), f"outside CONSOLE_RANGE {CONSOLE_RANGE}"),
+    (f"tcp:80:{MGMT.overlay}:80 tcp:8080:{MGMT.overlay}:8080", "outside CONSOLE_RANGE"),
+    ("tcp:80:10.100.64.9:80 tcp:8080:10.100.64.9:8080", "outside CONSOLE_RANGE"),
     (f"tcp:443:{CPVM_IP}:443 tcp:8080:{CPVM_IP}:8080", "'tcp:80:IP:80 tcp:8080:IP:8080'"),
 ])
 def test_the_running_router_refuses_console_forwards_to_anything_else(console: Lab, value: str, words: str):
@@ -300,3 +308,87 @@ def test_the_running_router_refuses_console_forwards_to_anything_else(console: L
     assert "nothing was changed" in result.stderr
     assert console.run("router", "nft", "list", "table", *ROUTER_TABLE.split()).stdout == before
     assert page(console, "inet", CONSOLE_EIP) == (True, f"200 console-page {INTERNET_CLIENT}")
+
+
+def test_a_tenant_target_is_forwarded_without_the_range_check(console: Lab):
+    # What CONSOLE_RANGE refuses would otherwise be forwarded: the same value with
+    # the range widened to the public range, and the console reaches the tenant.
+    plug(console, "tenantvr", "host1", TENANT_IP)
+    server = console.spawn("tenantvr", sys.executable, str(TOOLS), "whoami", "tenant-8080", "0.0.0.0",
+                           str(consoles.CONSOLE_WEBSOCKET_PORT))
+    try:
+        env = {**console.overlay_env(ROUTER), "CONSOLE_FORWARDS": consoles.console_forwards(TENANT_IP)}
+        refused = console.run("router", "bash", str(SCRIPT), env=env, check=False)
+        assert refused.returncode == 2 and "outside CONSOLE_RANGE" in refused.stderr, refused.stderr
+        widened = console.run("router", "bash", str(SCRIPT), env={**env, "CONSOLE_RANGE": "10.100.128.1-10.100.192.8"},
+                              check=False)
+        assert widened.returncode == 0, widened.stderr
+        assert connect(console, "inet", CONSOLE_EIP, consoles.CONSOLE_WEBSOCKET_PORT) == \
+            (True, f"tenant-8080 {INTERNET_CLIENT}")
+    finally:
+        console.stop(server)
+        console.del_ns("tenantvr")
+        assert console.overlay_script(ROUTER).returncode == 0
+
+
+# --- the console address on the router's interface (cloud-init, review-3 F3) -------------
+
+
+@contextlib.contextmanager
+def console_address_on_ens5(lab: Lab, first: bool):
+    """The console address on the router's ens5 as Ubuntu's cloud-init puts it
+    (DataSourceEc2 apply_full_imds_network_config: the ENI's secondary addresses as
+    static addresses beside DHCP), listed before or after the DHCP address; the
+    overlay script re-run, as at the router's boot. Undone afterwards."""
+    prefix = SUBNET_CIDR.split("/")[1]
+    promote = "net.ipv4.conf.ens5.promote_secondaries"
+    lab.sysctl("router", promote, 1)
+    try:
+        lab.ip("router", "addr", "add", f"{CONSOLE_ADDRESS}/{prefix}", "dev", "ens5")
+        if first:
+            # The DHCP address re-added after it: the console address is promoted
+            # to primary and listed first.
+            lab.ip("router", "addr", "del", f"{ROUTER.underlay}/{prefix}", "dev", "ens5")
+            lab.ip("router", "addr", "add", f"{ROUTER.underlay}/{prefix}", "dev", "ens5")
+        listed = [line.split()[3] for line in lab.ip("router", "-4", "-o", "addr", "show", "dev", "ens5").stdout
+                  .splitlines()]
+        expected = [f"{CONSOLE_ADDRESS}/{prefix}", f"{ROUTER.underlay}/{prefix}"]
+        assert listed == (expected if first else expected[::-1]), listed
+        result = lab.overlay_script(ROUTER)
+        assert result.returncode == 0, result.stderr
+        yield result
+    finally:
+        lab.ip("router", "addr", "del", f"{CONSOLE_ADDRESS}/{prefix}", "dev", "ens5", check=False)
+        lab.sysctl("router", promote, 0)
+        assert lab.overlay_script(ROUTER).returncode == 0
+        lab.wait_overlay()
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["console-address-listed-first", "listed-second"])
+def test_the_router_with_the_console_address_on_its_interface(console: Lab, first: bool):
+    with console_address_on_ens5(console, first) as result:
+        # The underlay address is the ENI's primary one, whatever the order.
+        assert f"underlay ens5 ({ROUTER.underlay}/" in result.stdout, result.stdout
+        table = console.run("router", "nft", "list", "table", *ROUTER_TABLE.split()).stdout
+        assert f"ip daddr {ROUTER.underlay} tcp dport {UI_PORT} dnat to {MGMT.overlay}:{UI_PORT}" in table, table
+        assert f"snat to {ROUTER.underlay}" in table and f"snat to {CONSOLE_ADDRESS}" not in table, table
+        # The overlay (VTEP on the underlay address), the UI and the console work.
+        console.wait_overlay()
+        assert connect(console, "inet", ELASTIC_IP, UI_PORT) == (True, f"mgmt-ui {INTERNET_CLIENT}")
+        assert page(console, "inet", CONSOLE_EIP) == (True, f"200 console-page {INTERNET_CLIENT}")
+        assert connect(console, "inet", CONSOLE_EIP, consoles.CONSOLE_WEBSOCKET_PORT) == \
+            (True, f"console-websocket {INTERNET_CLIENT}")
+        assert page(console, "db", CONSOLE_ADDRESS) == (True, f"200 console-page {DB_ADDRESS}")
+        # Other ports of the (now local) console address: dropped and counted on input,
+        # even with a security group that admitted every TCP port. The router's own
+        # listener (WHOAMI_PORT, every lab instance has one) is not reached.
+        everything = routeraccess.IngressRule("tcp", 1, 65535, tuple(ADMIN_CIDRS), "every TCP port")
+        with security_group(console, router_groups([everything])):
+            refused = console.counter("console_refused", "router", ROUTER_TABLE)
+            for port in (*LEAK_PORTS, WHOAMI_PORT):
+                ok, output = connect(console, "inet", CONSOLE_EIP, port, REFUSED_TIMEOUT)
+                assert not ok, f"port {port} of the console address reached {output}"
+            assert console.counter("console_refused", "router", ROUTER_TABLE) >= refused + 3
+            # Its rule: without it the router itself answers on the console address.
+            with without(console, "router", ROUTER_TABLE, ("input", "console_refused")):
+                assert connect(console, "inet", CONSOLE_EIP, WHOAMI_PORT) == (True, f"router {INTERNET_CLIENT}")
