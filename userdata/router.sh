@@ -45,8 +45,12 @@ read_forwards() {
 # boot and every minute by cloudstack-ec2-forwards.timer. A set overlay-network.sh
 # refuses is never kept: the last good one stays, for this run and the next boot.
 apply_forwards() {
-    local vm console wanted previous=""
+    local vm console wanted previous="" lock
     csec2_step "forwards to VMs and the console (SSM parameters $(csec2_name router-forwards), $(csec2_name console-forwards))"
+    # One run at a time: the boot's and the timer's (enabled before it, below).
+    mkdir -p "$(dirname "$FORWARDS_ENV")"
+    exec {lock}>"$FORWARDS_ENV.lock"
+    flock "$lock"
     read_forwards router-forwards "$FORWARD_ENTRY" "proto:port:target:targetPort"
     vm=$FORWARDS_VALUE
     read_forwards console-forwards "$CONSOLE_ENTRY" "tcp:80:ip:80 tcp:8080:ip:8080"
@@ -57,7 +61,6 @@ apply_forwards() {
         csec2_log "forwards up to date: ${vm:-none}; console: ${console:-none}"
         return 0
     fi
-    mkdir -p "$(dirname "$FORWARDS_ENV")"
     printf '%s\n' "$wanted" >"$FORWARDS_ENV"
     if systemctl restart cloudstack-ec2-overlay.service; then
         csec2_log "forwards applied: ${vm:-none}; console: ${console:-none}"
@@ -90,8 +93,11 @@ csec2_setup_overlay
 csec2_setup_ssm_agent
 csec2_setup_time_sync
 csec2_install_aws_cli
-apply_forwards
+# The refresh first: a set the overlay refuses now (e.g. a console proxy outside
+# CONSOLE_RANGE until the registration moves it) fails this run, and the timer
+# applies the next good one.
 csec2_step "forwards refresh timer"
 systemctl daemon-reload
 systemctl enable --now cloudstack-ec2-forwards.timer
+apply_forwards
 csec2_finish

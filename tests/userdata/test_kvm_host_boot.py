@@ -422,3 +422,24 @@ def test_libvirtd_does_not_start_when_the_firewall_fails_to_load(machine):
     units = machine.state()["units"]
     assert "libvirtd.service" not in units["active"]
     assert set(units["requires"]) == {"libvirtd.service", "ssh.service", "cloudstack-management.service"}
+
+
+def test_a_router_booting_with_refused_console_forwards_still_refreshes_them(machine):
+    # A replaced router of an existing stack: console-forwards still names the console
+    # proxy's address from before CONSOLE_RANGE (a tenant-range address), which the
+    # overlay refuses until the registration moves the proxy and rewrites it.
+    stale, moved = CONSOLE, CONSOLE.replace("10.100.128.7", "10.100.192.3")
+    set_forwards(machine, stale, CONSOLE_PARAM)
+    machine.update(lambda s: s["units"].setdefault("overlay_refuses", []).append("10.100.128.7"))
+    r = machine.run_user_data(render(ROUTER))
+    assert r.status != 0 and "refused the forwards" in r.output, r.output
+    # The boot failed at the forwards, but the overlay runs without them and the
+    # refresh timer is on: the registration's next value reaches the router.
+    assert "cloudstack-ec2-forwards.timer" in machine.state()["units"]["enabled"]
+    assert not machine.file("/etc/cloudstack-ec2/forwards.env").exists()
+    assert "cloudstack-ec2-overlay.service" in machine.state()["units"]["active"]
+    set_forwards(machine, moved, CONSOLE_PARAM)
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status == 0, r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+        f'VM_FORWARDS=""\nCONSOLE_FORWARDS="{moved}"\n'

@@ -547,10 +547,24 @@ def systemctl(state):
                 return 1
             if unit == "libvirtd.service" and libvirtd_refuses_to_start(state):
                 return 1
+            if unit == "cloudstack-ec2-overlay.service" and overlay_refuses_forwards(state):
+                return 1
         u["active"].extend(units)
     if verb == "mask":
         u["masked"].extend(units)
     return 0
+
+
+def overlay_refuses_forwards(state):
+    """overlay-network.sh checks every variable before changing anything and exits 2
+    on a bad one (the unit fails); here: when forwards.env holds one of the values
+    state["units"]["overlay_refuses"] lists (e.g. a console proxy outside CONSOLE_RANGE)."""
+    path = ROOT + "/etc/cloudstack-ec2/forwards.env"
+    text = open(path).read() if os.path.exists(path) else ""
+    refused = [v for v in state["units"].get("overlay_refuses", []) if v in text]
+    if refused:
+        sys.stderr.write(f"Job for cloudstack-ec2-overlay.service failed (overlay-network.sh refused {refused[0]}).\n")
+    return bool(refused)
 
 
 def libvirtd_refuses_to_start(state):
