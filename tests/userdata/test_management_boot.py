@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from components import consoles
 from bootlab import (CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
                      is_apt, is_cmd, is_s3_cp, render)
 
@@ -347,8 +348,9 @@ def test_console_urls_name_the_console_address_before_the_registration_starts(ma
     restart = index_of(calls, is_cmd("systemctl", "restart", "cloudstack-management.service"), "settings restart")
     keys = index_of(calls, lambda c: c.get("api") == "registerUserKeys", "API keys")
     assert write < restart < keys
-    assert console_rows(machine) == {"consoleproxy.static.publicIp": CONSOLE_ELASTIC_IP,
-                                     "consoleproxy.static.port": "80"}
+    # The names the registration checks (components/consoles.py), the page's port.
+    assert console_rows(machine) == {consoles.STATIC_ADDRESS_SETTING: CONSOLE_ELASTIC_IP,
+                                     consoles.STATIC_PORT_SETTING: str(consoles.CONSOLE_PAGE_PORT)}
     row = machine.state()["db"]["configuration"]["consoleproxy.static.publicIp"]
     assert row["instance"] == "DEFAULT" and row["category"] != "Hidden"
     assert machine.state()["api"]["restarts"] == 1
@@ -356,7 +358,7 @@ def test_console_urls_name_the_console_address_before_the_registration_starts(ma
     assert calls[write]["user"] == "admin"
     assert not any(c.get("api") == "updateConfiguration" and "consoleproxy" in " ".join(c["args"]) for c in calls)
     # consoleproxy.url.domain is left as CloudStack has it (a domain needs a certificate).
-    assert machine.state()["api"]["config"]["consoleproxy.url.domain"] == ""
+    assert machine.state()["api"]["config"][consoles.URL_DOMAIN_SETTING] == ""
     assert "consoleproxy.static.publicIp and .port set to 203.0.113.80 80 (were: NULL NULL)" in r.output
     log = machine.file("/var/log/cloudstack-ec2-boot.log").read_text()
     assert log.index("set to 203.0.113.80 80") < log.index("restarting the management server") < \
