@@ -151,7 +151,7 @@ router_apply() {
     console_rule="" console_input=""
     if [[ -n $CONSOLE_ADDRESS ]]; then
         console_rule="        ip daddr $CONSOLE_ADDRESS counter name \"console_refused\" drop"$'\n'
-        console_input="        ip daddr $CONSOLE_ADDRESS ct state != established,related counter name \"console_refused\" drop"$'\n'
+        console_input="        ip daddr $CONSOLE_ADDRESS ct state & (established | related) == 0 counter name \"console_refused\" drop"$'\n'
     fi
 
     # Destinations that are not "the internet" for system VMs and tenants: the VPC,

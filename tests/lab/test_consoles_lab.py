@@ -33,7 +33,8 @@ from components import consoles, routeraccess
 from components.underlay import IGMP_PROTOCOL, IGMP_QUERIER, VXLAN_PORT
 
 from .netlab import (
-    CONSOLE_ADDRESS, CONSOLE_EIP, DB_ADDRESS, ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, MGMT, ROUTER, SCRIPT,
+    CONSOLE_ADDRESS, CONSOLE_EIP, DB_ADDRESS, ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, INTERNET_PORT, MGMT, ROUTER,
+    SCRIPT,
     SUBNET_CIDR, TOOLS, UI_PORT, VPC_CIDR, WHOAMI_PORT, Lab, security_group_filter,
 )
 from .test_isolation_lab import ROUTER_TABLE, bridge_mac, connect, plug, without
@@ -392,3 +393,10 @@ def test_the_router_with_the_console_address_on_its_interface(console: Lab, firs
             # Its rule: without it the router itself answers on the console address.
             with without(console, "router", ROUTER_TABLE, ("input", "console_refused")):
                 assert connect(console, "inet", CONSOLE_EIP, WHOAMI_PORT) == (True, f"router {INTERNET_CLIENT}")
+        if first:
+            # Listed first, it is the source the kernel picks for the router's own
+            # connections (the lab's default route names none): their replies pass.
+            assert connect(console, "router", INTERNET_CLIENT, INTERNET_PORT) == (True, f"internet {CONSOLE_EIP}")
+            with without(console, "router", ROUTER_TABLE,
+                         ("input", "ct state ! established,related counter=>counter")):
+                assert not connect(console, "router", INTERNET_CLIENT, INTERNET_PORT, REFUSED_TIMEOUT)[0]

@@ -395,7 +395,7 @@ def test_console_forwards_come_from_the_console_address_only(scratch: Lab):
 
 #: The router's two rules for what reaches its console address and is not a console forward.
 CONSOLE_REFUSED = ['ip daddr 10.99.1.11 counter name "console_refused" drop',
-                   'ip daddr 10.99.1.11 ct state != established | related counter name "console_refused" drop']
+                   'ip daddr 10.99.1.11 ct state ! established,related counter name "console_refused" drop']
 
 
 @pytest.mark.lab
