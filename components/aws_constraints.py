@@ -414,7 +414,8 @@ def check_role_inline_policies(policies: Iterable[tuple[str, Any, Any]]) -> list
 
 #: Instance arguments that primaryNetworkInterface excludes (see check_inputs).
 INSTANCE_LEVEL_NETWORK_INPUTS = ("subnetId", "vpcSecurityGroupIds", "securityGroups", "sourceDestCheck",
-                                 "associatePublicIpAddress", "privateIp", "secondaryPrivateIps")
+                                 "associatePublicIpAddress", "privateIp", "secondaryPrivateIps", "ipv6Addresses",
+                                 "ipv6AddressCount", "enablePrimaryIpv6", "networkInterfaces")
 
 
 def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, Any], *,
@@ -473,8 +474,8 @@ def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, An
         # The interface brings its subnet, groups and addresses: EC2 refuses them beside it
         # (RunInstances, InvalidParameterCombination: "Network interfaces and an
         # instance-level subnet ID/security groups may not be specified on the same
-        # request"; terraform-provider-aws aws_instance: primary_network_interface
-        # conflicts with these arguments).
+        # request"; terraform-provider-aws v6 aws_instance schema: primary_network_interface
+        # ConflictsWith these arguments, the deprecated network_interface blocks included).
         for prop in INSTANCE_LEVEL_NETWORK_INPUTS:
             if _unwrap(inputs.get(prop)) not in (None, [], ""):
                 add(prop, _unwrap(inputs.get(prop)), "may not be set with primaryNetworkInterface (the network "

@@ -6,27 +6,36 @@ How a browser reaches a VM's console (read in apache/cloudstack; docs/consoles.m
   ConsoleAccessManagerImpl.generateConsoleAccessUrl): `http://<host>/resource/noVNC/vnc.html
   ?autoconnect=true&port=<websocket port>&token=...`. noVNC then opens its websocket to the
   page's host on that port.
-- `<host>` is ConsoleProxyInfo.formatProxyAddress: with `consoleproxy.url.domain` blank, the
-  console proxy VM's public IP (an overlay address of the public range, which no browser
-  outside the overlay reaches); with `*.domain`, a name built from that IP; with any other
-  value, **that value literally**. The page's port is the proxy's URL port
-  (ConsoleProxyManagerImpl.doAssignProxy: 443 with `consoleproxy.sslEnabled`, else 80),
-  left out of the URL when it is 80 (http) or 443 (https).
+- `<host>` and the page's port come from ConsoleProxyManagerImpl.assignProxy. Normally they
+  are the console proxy VM's public IP (an overlay address of the public range, which no
+  browser outside the overlay reaches) and the proxy's URL port (doAssignProxy: 443 with
+  `consoleproxy.sslEnabled`, else 80). With **`consoleproxy.static.publicIp`** set, they are that
+  address and **`consoleproxy.static.port`** (default 8443): CloudStack's own settings for a
+  console proxy behind NAT. ConsoleProxyInfo leaves port 80 (http) out of the URL.
 - The websocket port is ConsoleProxyManagerImpl.getVncPort: 8443 with SSL and a CPVM
   certificate, else 8080 (releases with the `novnc.console.port` setting: its value,
   default 8080; marvin test_console_endpoint_change_websocket_traffic).
-- `consoleproxy.url.domain` is read when the management server starts
-  (ConsoleProxyManagerImpl.configure; a ConfigKey with isDynamic=false in newer releases):
-  it must be set before the start that should use it.
+- Both static settings are read when the management server starts
+  (ConsoleProxyManagerImpl.configure, `configDao.getValue`), and neither has a Config or
+  ConfigKey entry: no configuration row exists until one is written, and updateConfiguration
+  refuses them. So the management server's boot writes the two rows into
+  `cloud.configuration` before its settings restart.
+- Not `consoleproxy.url.domain`: whenever it is non-empty,
+  AgentHookBase.startAgentHttpHandlerInVM loads the `CPVMCertificate` keystore
+  (KeystoreManagerImpl.getKeystoreBits throws when none was uploaded; the exception is only
+  logged), and the console proxy's HTTP and noVNC servers never start. Where it is a Config
+  entry with range "domainName", updateConfiguration also refuses an IPv4 value
+  (ConfigurationManagerImpl.validateConfigurationValue).
 
 So the page (80) and the websocket (8080) need an address of their own: on the router's
 Elastic IP, 8080 is the UI. The router gets a second private address with a second Elastic
-IP, the *console address*; `consoleproxy.url.domain` names it, and the router forwards its
-ports 80 and 8080 to the console proxy VM's public IP. That IP is CloudStack's choice (a
-free public-range address, a new one when the VM is recreated), so the registration
-publishes it (SSM parameter `<root>/console-forwards`) and the router applies it like the
-forwards to VMs. Plain HTTP, as the UI on 8080: a console with TLS (sslEnabled, a
-certificate, a DNS name) is not set up here.
+IP, the *console address*; `consoleproxy.static.publicIp` names it, and the router forwards
+its ports 80 and 8080 to the console proxy VM's public IP. That IP is CloudStack's choice,
+made in the system VMs' public range (registered with `forsystemvms`, so a tenant never gets
+one of its addresses) and a new one when the VM is recreated. So the registration publishes
+it (SSM parameter `<root>/console-forwards`) and the router applies it like the forwards to
+VMs. Plain HTTP, as the UI on 8080: a console with TLS (sslEnabled, a certificate, a DNS
+name) is not set up here.
 """
 
 from __future__ import annotations
@@ -40,7 +49,12 @@ CONSOLE_PAGE_PORT = 80
 CONSOLE_WEBSOCKET_PORT = 8080
 #: What the router forwards on the console address, in this order.
 CONSOLE_PORTS = (CONSOLE_PAGE_PORT, CONSOLE_WEBSOCKET_PORT)
-#: The global setting naming the host of console URLs (ConsoleProxyInfo.formatProxyAddress).
+#: The host of console URLs for a proxy behind NAT (ConsoleProxyManagerImpl.assignProxy):
+#: the console Elastic IP, written by the management server's boot.
+STATIC_ADDRESS_SETTING = "consoleproxy.static.publicIp"
+#: The page's port in console URLs with STATIC_ADDRESS_SETTING (default 8443): 80.
+STATIC_PORT_SETTING = "consoleproxy.static.port"
+#: Left as CloudStack has it (blank): non-empty, it needs an uploaded CPVM certificate.
 URL_DOMAIN_SETTING = "consoleproxy.url.domain"
 #: The setting of the websocket port, in releases that have it (absent: 8080 fixed).
 WEBSOCKET_PORT_SETTING = "novnc.console.port"

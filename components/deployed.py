@@ -110,8 +110,10 @@ def upgrade_warnings(deployed: Deployed) -> list[str]:
         warnings.append(
             "this update gives the router the console address for VM consoles (README 'VM consoles'): the router "
             "moves onto a network interface of its own, so it is REPLACED once (a few minutes without the UI and "
-            "without internet egress for the cloud; its Elastic IP stays). Afterwards restart the management "
-            "server once (sudo systemctl restart cloudstack-management) so console URLs name the console address")
+            "without internet egress for the cloud; its Elastic IP stays). Then the registration logs the SQL "
+            "that gives the running management server its console settings; run it and restart the management "
+            "server once (sudo systemctl restart cloudstack-management) so console URLs name the console "
+            "address. The console proxy is recreated once inside the system VMs' public range")
     return warnings
 
 

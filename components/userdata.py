@@ -184,8 +184,8 @@ class ManagementBoot:
     repo_url: str = DEFAULT_REPO_URL
     key_url: str = DEFAULT_KEY_URL
     waits: BootWaits = field(default_factory=BootWaits)
-    #: The console address's Elastic IP (components/consoles.py): set as
-    #: consoleproxy.url.domain before the registration starts. "": left alone.
+    #: The console address's Elastic IP (components/consoles.py): written as
+    #: consoleproxy.static.publicIp before the registration starts. "": left alone.
     console_address: str = ""
 
 

@@ -210,7 +210,9 @@ def test_offline_run_refuses_a_roles_inline_policies_over_their_total():
 
 
 @pytest.mark.parametrize("prop, value", [("subnetId", "subnet-1"), ("vpcSecurityGroupIds", ["sg-1"]),
-                                          ("sourceDestCheck", False), ("associatePublicIpAddress", False)])
+                                          ("sourceDestCheck", False), ("associatePublicIpAddress", False),
+                                          ("ipv6AddressCount", 1), ("enablePrimaryIpv6", True),
+                                          ("networkInterfaces", [{"deviceIndex": 1}])])
 def test_an_instance_on_its_own_interface_takes_no_instance_level_network_settings(prop, value):
     on_eni = {"primaryNetworkInterface": {"networkInterfaceId": "eni-1"}}
     assert c.check_inputs("aws:ec2/instance:Instance", "router", on_eni) == []
