@@ -525,12 +525,14 @@ class Emulator:
                     return str(ipaddress.IPv4Address(n)), r
         return None
 
-    def hold_public_ip(self, zone_id: str) -> str:
+    def hold_public_ip(self, zone_id: str, for_system_vms: bool = False) -> str:
         """Test helper: something else takes the first free public address of the zone, as a
         guest network's virtual router does for its source NAT (assignSourceNatIpAddress →
-        fetchNewPublicIp, forSystemVms=false). Returns the address."""
+        fetchNewPublicIp, forSystemVms=false: never an address of a `forsystemvms` range). With
+        `for_system_vms`, as another system VM does (the `forsystemvms` ranges first), e.g. a
+        secondary storage VM relaunched just before the console proxy. Returns the address."""
         with self.lock:
-            got = self._free_public_ip(zone_id, for_system_vms=False)
+            got = self._free_public_ip(zone_id, for_system_vms=for_system_vms)
             if got is None:
                 raise ValueError(f"zone {zone_id} has no free public address")
             self.held_public_ips.append(got[0])
