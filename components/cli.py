@@ -290,6 +290,10 @@ def render(report: dict, out: TextIO) -> None:
           f"guest VLANs {net['guest_vlan_start']}-{net['guest_vlan_end']}, providers {', '.join(net['providers'])}\n")
         w(f"  pod {pod['name']}: gateway {pod['gateway']}, system range {pod['start_ip']}-{pod['end_ip']}\n")
         w(f"  public range {public['start_ip']}-{public['end_ip']} (gateway {public['gateway']})\n")
+        system_public = spec.get("system_public_range")
+        if system_public:
+            w(f"  system VMs' public range {system_public['start_ip']}-{system_public['end_ip']} (forsystemvms: the "
+              f"console proxy's address, never a tenant's)\n")
         for cluster in spec["clusters"]:
             members = [h for h in spec["hosts"] if h["cluster_index"] == cluster["index"]]
             w(f"  cluster {cluster['name']}: hosts " + ", ".join(f"{h['index']}={h['overlay_ip']}" for h in members) + "\n")

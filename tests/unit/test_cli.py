@@ -74,6 +74,8 @@ def test_plan_shows_key_properties(dev_plan):
 
 def test_plan_shows_the_registration(dev_plan):
     assert "zone zone1 (Advanced), DNS 10.0.0.2" in dev_plan
+    assert "system VMs' public range 10.100.192.1-10.100.192.8 (forsystemvms" in dev_plan
+    assert "consoleproxy.launch.max=1" in dev_plan
     assert "cluster zone1-cluster-0: hosts 0=10.100.0.10, 1=10.100.0.11" in dev_plan
     assert "storage.overprovisioning.factor=1" in dev_plan
     assert "nfs://<EFS>/zone1/primary" in dev_plan
