@@ -122,10 +122,22 @@ def in_range(address: str | None, bounds: tuple[ipaddress.IPv4Address, ipaddress
         return False
 
 
-def _holders(api: Api, zoneid: str, bounds: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]) -> str:
-    held = [v for v in api.list("listSystemVms", "systemvm", zoneid=zoneid) if in_range(v.get("publicip"), bounds)]
+def _holding(api: Api, zoneid: str, bounds: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]) -> list[Obj]:
+    """The zone's system VMs with a public IP inside `bounds`."""
+    return [v for v in api.list("listSystemVms", "systemvm", zoneid=zoneid) if in_range(v.get("publicip"), bounds)]
+
+
+def _named(held: list[Obj]) -> str:
     return ", ".join(f"{v.get('name')} ({v.get('systemvmtype')}, {v.get('state')}) holds {v['publicip']}"
                      for v in held) or "no system VM of the zone holds one"
+
+
+def _full(zoneid: str, vm: Obj, system_public_range: str, held: list[Obj], after: str) -> RegistrationError:
+    return RegistrationError(
+        f"zone {zoneid}: the console proxy {vm.get('name')} has the public IP {vm['publicip']}, outside the system "
+        f"VMs' public range {system_public_range}{after}: the range has no free address ({_named(held)}). The "
+        f"router forwards the console address only into that range. Free an address of it (destroySystemVm a system "
+        f"VM that holds one, e.g. an old secondary storage VM: CloudStack recreates it) and run `pulumi up` again.")
 
 
 def console_proxy_in_range(api: Api, zoneid: str, system_public_range: str) -> Obj:
@@ -133,11 +145,16 @@ def console_proxy_in_range(api: Api, zoneid: str, system_public_range: str) -> O
     ("first-last"; "" accepts any). One outside it (addressed before the range existed) is
     destroyed once (destroySystemVm: CloudStack launches a new one, which takes a free address
     of the range first: IpAddressManagerImpl.listAvailablePublicIps) and the new one waited for.
-    Raises RegistrationError when the new one is outside too (the range is full)."""
+    Raises RegistrationError, without destroying anything, when system VMs hold every address
+    of the range, and when the new one is outside too (the range is full)."""
     bounds = parse_range(system_public_range)
     vm = wait_for_console_proxy(api, zoneid)
     if in_range(vm["publicip"], bounds):
         return vm
+    held = _holding(api, zoneid, bounds)
+    if len(held) >= int(bounds[1]) - int(bounds[0]) + 1:
+        # every address taken by a system VM: a new console proxy could not get one either
+        raise _full(zoneid, vm, system_public_range, held, "")
     LOG.warning("zone %s: the console proxy %s has the public IP %s, outside the system VMs' public range %s "
                 "(it was addressed before the range existed, or the range was full): destroying it once so that "
                 "CloudStack launches a new one inside the range. Open console sessions are cut once.",
@@ -148,12 +165,8 @@ def console_proxy_in_range(api: Api, zoneid: str, system_public_range: str) -> O
         LOG.info("zone %s: the new console proxy %s has the public IP %s, inside %s", zoneid, new.get("name"),
                  new["publicip"], system_public_range)
         return new
-    raise RegistrationError(
-        f"zone {zoneid}: the console proxy {new.get('name')} has the public IP {new['publicip']}, outside the system "
-        f"VMs' public range {system_public_range}, also after {vm.get('name')} was destroyed: the range has no free "
-        f"address ({_holders(api, zoneid, bounds)}). The router forwards the console address only into that range. "
-        f"Free an address of it (destroySystemVm a system VM that holds one, e.g. an old secondary storage VM: "
-        f"CloudStack recreates it) and run `pulumi up` again.")
+    raise _full(zoneid, new, system_public_range, _holding(api, zoneid, bounds),
+                f", also after {vm.get('name')} was destroyed")
 
 
 # -- the console settings --------------------------------------------------------------
