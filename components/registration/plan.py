@@ -5,8 +5,8 @@ order and the dependencies tested against the emulator are the ones deployed.
 
 Order (install guide chapter 6, with DESIGN.md's corrections): zone → physical
 network → traffic types (KVM label cloudbr0) → providers → pod → public range → the system
-VMs' public range (forsystemvms) → global settings (`host` before any addHost) → clusters → each cluster's hosts (one
-resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
+VMs' public range (forsystemvms) → global settings (`host` before any addHost) → clusters →
+each cluster's hosts (one resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
 is registered then, for existing clusters' hypervisors) → zone enabled → console forwards
 (the console proxy's public IP for the router, with a console-forwards parameter).
 """

@@ -93,7 +93,8 @@ def test_publishes_the_console_proxys_address(emulator, engine, ssm, caplog):
     cpvm = console_proxy(emulator)
     # the system VMs' public range (forsystemvms): the secondary storage VM took its first address
     assert cpvm["publicip"] == "10.100.192.2"
-    assert value(ssm) == "tcp:80:10.100.192.2:80 tcp:8080:10.100.192.2:8080" == consoles.console_forwards("10.100.192.2")
+    assert value(ssm) == "tcp:80:10.100.192.2:80 tcp:8080:10.100.192.2:8080" \
+        == consoles.console_forwards("10.100.192.2")
     outs = engine.state["console-forwards"]["outs"]
     assert outs["publicip"] == "10.100.192.2" and outs["forwards"] == value(ssm)
     assert consoles.forwarded_proxy(value(ssm)) == cpvm["publicip"]

@@ -94,7 +94,8 @@ def test_plan_order_and_dependencies():
     idx = names.index
     assert names[0] == "zone" and names[-3:] == ["zone-enable", "console-forwards", "workload-guard"]
     assert idx("physical-network") < idx("traffic-guest") < idx("provider-virtualrouter") < idx("pod") \
-        < idx("public-range") < idx("system-public-range") < idx("cluster-0") < idx("hosts-0") < idx("primary-storage") < idx("image-store")
+        < idx("public-range") < idx("system-public-range") < idx("cluster-0") < idx("hosts-0") \
+        < idx("primary-storage") < idx("image-store")
     assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("hosts-0")
     by = {p.name: p for p in plan}
     # one resource per cluster, carrying its hosts and depending on their instances
