@@ -110,14 +110,15 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         "forvirtualnetwork": True,
     }, ("pod", "traffic-public"))
     system_ranges: tuple[str, ...] = ()
-    sys = spec.system_public_range
-    if sys is not None:
+    sys_range = spec.system_public_range
+    if sys_range is not None:
         # the console proxy's (and secondary storage VM's) public IP comes from here: before the
         # zone is enabled, which launches them
         system_ranges = ("system-public-range",)
         add("system-public-range", "public_ip_range", {
-            "zoneid": Ref("zone"), "physicalnetworkid": Ref("physical-network"), "gateway": sys.gateway,
-            "netmask": sys.netmask, "startip": sys.start_ip, "endip": sys.end_ip, "vlan": sys.vlan,
+            "zoneid": Ref("zone"), "physicalnetworkid": Ref("physical-network"), "gateway": sys_range.gateway,
+            "netmask": sys_range.netmask, "startip": sys_range.start_ip, "endip": sys_range.end_ip,
+            "vlan": sys_range.vlan,
             "forvirtualnetwork": True, "forsystemvms": True,
         }, ("pod", "traffic-public", "public-range"))
     settings = []
@@ -162,7 +163,7 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
             "zoneid": Ref("zone"), "parameter_name": Deferred("console_forwards_parameter"),
             "console_address": Deferred("console_address"),
             # "first-last": the console proxy must have its public IP from here ("": no such range)
-            "system_public_range": sys.text if sys is not None else "",
+            "system_public_range": sys_range.text if sys_range is not None else "",
             # outputs, declared so that the resource has them as attributes
             "publicip": None, "forwards": None,
         }, ("zone-enable", *system_ranges))

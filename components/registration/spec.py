@@ -377,21 +377,22 @@ class RegistrationSpec:
         if self.public_range.for_system_vms:
             _fail("public_range.for_system_vms", True, "false: the tenants' range (system VMs have "
                   "system_public_range)")
-        sys = self.system_public_range
-        if sys is not None:
-            if not sys.for_system_vms:
-                _fail("system_public_range.for_system_vms", sys.for_system_vms, "true (createVlanIpRange forsystemvms)")
+        sys_range = self.system_public_range
+        if sys_range is not None:
+            if not sys_range.for_system_vms:
+                _fail("system_public_range.for_system_vms", sys_range.for_system_vms,
+                      "true (createVlanIpRange forsystemvms)")
             # one public network: the same gateway, netmask and VLAN as the tenants' range
             for name in ("gateway", "netmask", "vlan"):
-                if getattr(sys, name) != getattr(self.public_range, name):
-                    _fail(f"system_public_range.{name}", getattr(sys, name),
+                if getattr(sys_range, name) != getattr(self.public_range, name):
+                    _fail(f"system_public_range.{name}", getattr(sys_range, name),
                           f"the public range's {name} ({getattr(self.public_range, name)})")
             # ConfigurationManagerImpl.createVlanIpRange refuses overlapping ranges
-            if sys.overlaps(self.public_range.start_ip, self.public_range.end_ip):
-                _fail("system_public_range.start_ip/end_ip", sys.text,
+            if sys_range.overlaps(self.public_range.start_ip, self.public_range.end_ip):
+                _fail("system_public_range.start_ip/end_ip", sys_range.text,
                       f"must not overlap the public range {self.public_range.text}")
-            if sys.overlaps(self.pod.start_ip, self.pod.end_ip):
-                _fail("system_public_range.start_ip/end_ip", sys.text,
+            if sys_range.overlaps(self.pod.start_ip, self.pod.end_ip):
+                _fail("system_public_range.start_ip/end_ip", sys_range.text,
                       f"must not overlap the pod's reserved system range {self.pod.start_ip}-{self.pod.end_ip}")
 
     @property
