@@ -194,6 +194,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
             "hosts": [{"index": i, "overlayIp": str(a), "cluster": clusters[i]}
                       for i, a in enumerate(plan.hosts)],
             "podSystemRange": str(plan.system_range), "publicRange": str(plan.public_range),
+            "systemPublicRange": str(plan.system_public_range),
             "guestVlans": str(plan.guest_vlans), "guestCidr": str(plan.guest_cidr), "zoneDns": str(plan.zone_dns),
             "databaseSubnets": [str(n) for n in settings.db_subnet_cidrs],
             "multicastGroup": str(settings.multicast_group), "multicastMembers": plan.multicast_members,
@@ -250,6 +251,9 @@ def render(report: dict, out: TextIO) -> None:
     rows += [
         ("pod reserved system range", f"{ip['podSystemRange']} ({_range_size(ip['podSystemRange'])} addresses)"),
         ("public range (virtual routers)", f"{ip['publicRange']} ({_range_size(ip['publicRange'])} addresses)"),
+        # (the label within the column's 30 characters; the value says what it is for)
+        ("system VMs' public range", f"{ip['systemPublicRange']} ({_range_size(ip['systemPublicRange'])} addresses: "
+                                     f"console proxy, secondary storage VM)"),
         ("guest VLANs", ip["guestVlans"]),
         ("guest CIDR", ip["guestCidr"]),
         ("zone DNS (VPC base + 2)", ip["zoneDns"]),
@@ -286,6 +290,10 @@ def render(report: dict, out: TextIO) -> None:
           f"guest VLANs {net['guest_vlan_start']}-{net['guest_vlan_end']}, providers {', '.join(net['providers'])}\n")
         w(f"  pod {pod['name']}: gateway {pod['gateway']}, system range {pod['start_ip']}-{pod['end_ip']}\n")
         w(f"  public range {public['start_ip']}-{public['end_ip']} (gateway {public['gateway']})\n")
+        system_public = spec.get("system_public_range")
+        if system_public:
+            w(f"  system VMs' public range {system_public['start_ip']}-{system_public['end_ip']} (forsystemvms: the "
+              f"console proxy's address, never a tenant's)\n")
         for cluster in spec["clusters"]:
             members = [h for h in spec["hosts"] if h["cluster_index"] == cluster["index"]]
             w(f"  cluster {cluster['name']}: hosts " + ", ".join(f"{h['index']}={h['overlay_ip']}" for h in members) + "\n")

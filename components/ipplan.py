@@ -10,7 +10,10 @@ Layout of the overlay CIDR, split into four equal blocks:
                               +2..+9 management server slots, +10.. KVM hosts
     block 1  pod reserved system range (system VMs' management NICs)
     block 2  public range (CloudStack virtual routers' public NICs)
-    block 3  spare, kept free for a second pod or bigger ranges later
+    block 3  +1..+8 system VMs' public range (SYSTEM_PUBLIC_RANGE_SIZE addresses: the
+             console proxy's and the secondary storage VM's public NICs, a public IP
+             range registered with forsystemvms=true); the rest spare, kept free for a
+             second pod or bigger ranges later
 
 Host i always gets infrastructure base + 10 + i, whatever the host count: adding
 or removing hosts above i never moves host i (its KVM agent, libvirt and
@@ -47,6 +50,13 @@ FIRST_HOST_OFFSET = MANAGEMENT_OFFSET + MANAGEMENT_SLOTS
 #: ranges useful but bounded, so adding them takes seconds, not minutes.
 SYSTEM_RANGE_MAX = 250
 PUBLIC_RANGE_MAX = 1000
+#: Addresses of the system VMs' public range (block 3's first): a console proxy and a
+#: secondary storage VM per zone, with room for their replacements while the old ones are
+#: expunged. CloudStack gives system VMs these first and tenants never
+#: (createVlanIpRange forsystemvms=true; IpAddressManagerImpl.listAvailablePublicIps), so
+#: the console proxy's public IP, which the router forwards the console address to, never
+#: lands on a tenant's virtual router.
+SYSTEM_PUBLIC_RANGE_SIZE = 8
 
 #: A Transit Gateway multicast group holds at most 100 members; every VTEP
 #: (router, management servers, hosts) joins the overlay's group.
@@ -120,6 +130,8 @@ class IpPlan:
     guest_cidr: IPv4Network
     zone_dns: IPv4Address
     vpc: IPv4Network
+    #: the system VMs' public range: block 3's network address + 1 .. + SYSTEM_PUBLIC_RANGE_SIZE
+    system_public_range: AddressRange
 
     @property
     def classes(self) -> AddressClasses:
@@ -264,6 +276,13 @@ def _bounded_range(block: IPv4Network, limit: int) -> AddressRange:
     return AddressRange(IPv4Address(start), IPv4Address(end))
 
 
+def system_public_range(overlay: IPv4Network) -> AddressRange:
+    """The system VMs' public range of an overlay: the first SYSTEM_PUBLIC_RANGE_SIZE addresses
+    after block 3's network address (10.100.192.1-10.100.192.8 for 10.100.0.0/16)."""
+    start = overlay_blocks(overlay)[3].network_address + 1
+    return AddressRange(start, start + SYSTEM_PUBLIC_RANGE_SIZE - 1)
+
+
 def vpc_resolver(vpc: IPv4Network) -> IPv4Address:
     return vpc.network_address + VPC_RESOLVER_OFFSET
 
@@ -303,6 +322,7 @@ def build_plan(
         guest_cidr=ipaddress.IPv4Network(guest_cidr),
         zone_dns=vpc_resolver(vpc),
         vpc=vpc,
+        system_public_range=system_public_range(overlay),
     )
 
 

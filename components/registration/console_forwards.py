@@ -1,22 +1,30 @@
 """The console proxy's address, published for the router: the `console_forwards` kind (no Pulumi here).
 
-A browser opens a VM's console at `consoleproxy.url.domain` (the console address: the
-router's second Elastic IP), ports 80 and 8080; the router forwards them to the console proxy
-VM's public IP (components/consoles.py). That IP is CloudStack's choice: PublicNetworkGuru gives
-each system VM a free address of the public range when it is created, and a console proxy that
-is destroyed and launched again (by an operator, by HA, by a disabled and re-enabled zone) may get
-another. So this resource
+A browser opens a VM's console at the console address (the router's second Elastic IP), ports
+80 and 8080; the router forwards them to the console proxy VM's public IP (components/consoles.py).
+That IP is CloudStack's choice: PublicNetworkGuru gives each system VM a free public address
+when it is created, from the system VMs' public range (registered with forsystemvms) first, and
+a console proxy that is destroyed and launched again (by an operator, by HA, by a disabled and
+re-enabled zone) may get another. So this resource
 
 - waits (bounded by timeouts.system_vms) for the zone's console proxy to run with a public IP
   (listSystemVms systemvmtype=consoleproxy), and writes `consoles.console_forwards(ip)` into the
   SSM parameter the router polls (created by Pulumi with consoles.NO_CONSOLE);
-- checks the console settings: `consoleproxy.url.domain` must name the console address (set here
-  if not, with a warning: ConsoleProxyManagerImpl.configure reads it when the management server
-  starts, so the running server uses it only after a restart); `consoleproxy.sslEnabled` true or
-  `novnc.console.port` other than 8080 move the ports away from the two the router forwards;
-- probes on every `pulumi up`/preview whether the live console proxy address, the parameter and
-  the setting are still what it published: a console proxy recreated with a new address shows as
-  a change, and the update publishes the new address;
+- makes sure that IP lies in the system VMs' public range (props `system_public_range`,
+  "first-last"): a console proxy addressed outside it (an existing stack's, addressed before
+  the range existed) is destroyed once (destroySystemVm; open console sessions are cut once)
+  and the new one waited for; if that one is outside too (the range is full), it fails naming
+  the range and what holds its addresses. The router forwards only into that range;
+- checks, never sets, the console settings, and warns with the remedy:
+  `consoleproxy.static.publicIp` must be the console address and `consoleproxy.static.port` 80
+  (the management server's boot writes both into cloud.configuration: they have no Config
+  entry, so updateConfiguration refuses them); `consoleproxy.url.domain` must stay blank (else
+  the console proxy serves nothing without an uploaded CPVM certificate); `consoleproxy.sslEnabled`
+  true or `novnc.console.port` other than 8080 move the ports away from the two the router
+  forwards. Zone-scoped settings are read with the zone's id (its effective value);
+- probes on every `pulumi up`/preview whether the live console proxy address and the parameter
+  are still what it published: a console proxy recreated with a new address shows as a change,
+  and the update publishes the new address;
 - on delete (and when the cloud is torn down) writes consoles.NO_CONSOLE back, if the parameter
   still exists; a failure there is a warning, never a failed destroy.
 
@@ -25,6 +33,7 @@ The SSM calls use the stack's AWS identity (client.aws_session), like the hosts'
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Callable
 
@@ -44,13 +53,18 @@ def console_proxies(api: Api, zoneid: str) -> list[Obj]:
 
 
 def serving_proxy(vms: list[Obj]) -> Obj | None:
-    """The console proxy to forward to: Running with a public IP; of several, the oldest
-    (CloudStack can run more than one for capacity: the router forwards to one of them)."""
+    """The console proxy to forward to: Running with a public IP; of several, the oldest.
+    consoleproxy.launch.max=1 (the registration's settings) keeps it to one per zone: CloudStack
+    assigns sessions to any running proxy (ConsoleProxyManagerImpl.assignProxyFromRunningPool),
+    and the router forwards to one only."""
     running = sorted((v for v in vms if v.get("state") == "Running" and v.get("publicip")),
                      key=lambda v: (str(v.get("created") or ""), str(v.get("name") or "")))
     if len(running) > 1:
-        LOG.warning("zone has %d console proxies running (%s): the console address forwards to %s only",
-                    len(running), ", ".join(str(v.get("name")) for v in running), running[0].get("name"))
+        LOG.warning("zone has %d console proxies running (%s): the console address forwards to %s only, so "
+                    "consoles that CloudStack assigns to the others will not open. consoleproxy.launch.max "
+                    "should be 1 (the registration sets it): check it and destroy the extra ones "
+                    "(destroySystemVm)", len(running), ", ".join(str(v.get("name")) for v in running),
+                    running[0].get("name"))
     return running[0] if running else None
 
 
@@ -60,13 +74,14 @@ def _seen(vms: list[Obj]) -> str:
                      for v in vms) or "no console proxy VM at all"
 
 
-def wait_for_console_proxy(api: Api, zoneid: str) -> Obj:
-    """The zone's console proxy once it runs with a public IP, bounded by timeouts.system_vms.
+def wait_for_console_proxy(api: Api, zoneid: str, gone: frozenset[str] = frozenset()) -> Obj:
+    """The zone's console proxy once it runs with a public IP, bounded by timeouts.system_vms;
+    proxies whose id is in `gone` (destroyed here) do not count.
     Raises RegistrationError naming what CloudStack listed meanwhile."""
     t = api.timeouts
     deadline = time.monotonic() + t.system_vms
     while True:
-        vms = console_proxies(api, zoneid)
+        vms = [v for v in console_proxies(api, zoneid) if str(v.get("id")) not in gone]
         vm = serving_proxy(vms)
         if vm is not None:
             return vm
@@ -74,52 +89,168 @@ def wait_for_console_proxy(api: Api, zoneid: str) -> Obj:
             raise RegistrationError(
                 f"zone {zoneid}: no console proxy VM runs with a public IP after {t.system_vms:g}s "
                 f"(timeouts.system_vms); CloudStack lists {_seen(vms)}. CloudStack gives a console proxy a free "
-                f"address of the zone's public range when it creates it; without one it never starts "
+                f"address of the zone's public ranges when it creates it; without one it never starts "
                 f"('Insufficient address capacity' in /var/log/cloudstack/management/management-server.log): "
                 f"look there and at listSystemVms systemvmtype=consoleproxy, and free an address of the public "
                 f"range (listPublicIpAddresses) if it is full. Then run `pulumi up` again.")
         api._sleep(t.poll_interval)
 
 
+# -- the system VMs' public range --------------------------------------------------------
+
+def parse_range(text: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None:
+    """"first-last" → (first, last); "" → None. Raises RegistrationError on anything else."""
+    if not text:
+        return None
+    try:
+        first, last = (ipaddress.IPv4Address(p) for p in str(text).split("-"))
+    except ValueError:
+        raise RegistrationError(f"system_public_range={text!r} is invalid: expected first-last, two IPv4 "
+                                f"addresses such as 10.100.192.1-10.100.192.8") from None
+    if first > last:
+        raise RegistrationError(f"system_public_range={text!r} is invalid: the first address is after the last")
+    return first, last
+
+
+def in_range(address: str | None, bounds: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None) -> bool:
+    """Whether `address` lies in `bounds` (always True without bounds)."""
+    if bounds is None:
+        return True
+    try:
+        return bounds[0] <= ipaddress.IPv4Address(str(address)) <= bounds[1]
+    except ValueError:
+        return False
+
+
+def _holding(api: Api, zoneid: str, bounds: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]) -> list[Obj]:
+    """The zone's system VMs with a public IP inside `bounds`."""
+    return [v for v in api.list("listSystemVms", "systemvm", zoneid=zoneid) if in_range(v.get("publicip"), bounds)]
+
+
+def _named(held: list[Obj]) -> str:
+    return ", ".join(f"{v.get('name')} ({v.get('systemvmtype')}, {v.get('state')}) holds {v['publicip']}"
+                     for v in held) or "no system VM of the zone holds one"
+
+
+def _full(zoneid: str, vm: Obj, system_public_range: str, held: list[Obj], after: str) -> RegistrationError:
+    return RegistrationError(
+        f"zone {zoneid}: the console proxy {vm.get('name')} has the public IP {vm['publicip']}, outside the system "
+        f"VMs' public range {system_public_range}{after}: the range has no free address ({_named(held)}). The "
+        f"router forwards the console address only into that range. Free an address of it (destroySystemVm a system "
+        f"VM that holds one, e.g. an old secondary storage VM: CloudStack recreates it) and run `pulumi up` again.")
+
+
+def console_proxy_in_range(api: Api, zoneid: str, system_public_range: str) -> Obj:
+    """The zone's running console proxy, with its public IP inside `system_public_range`
+    ("first-last"; "" accepts any). One outside it (addressed before the range existed) is
+    destroyed once (destroySystemVm: CloudStack launches a new one, which takes a free address
+    of the range first: IpAddressManagerImpl.listAvailablePublicIps) and the new one waited for.
+    Raises RegistrationError, without destroying anything, when system VMs hold every address
+    of the range, and when the new one is outside too (the range is full)."""
+    bounds = parse_range(system_public_range)
+    vm = wait_for_console_proxy(api, zoneid)
+    if in_range(vm["publicip"], bounds):
+        return vm
+    held = _holding(api, zoneid, bounds)
+    if len(held) >= int(bounds[1]) - int(bounds[0]) + 1:
+        # every address taken by a system VM: a new console proxy could not get one either
+        raise _full(zoneid, vm, system_public_range, held, "")
+    LOG.warning("zone %s: the console proxy %s has the public IP %s, outside the system VMs' public range %s "
+                "(it was addressed before the range existed, or the range was full): destroying it once so that "
+                "CloudStack launches a new one inside the range. Open console sessions are cut once.",
+                zoneid, vm.get("name"), vm["publicip"], system_public_range)
+    api.job("destroySystemVm", id=vm["id"])
+    new = wait_for_console_proxy(api, zoneid, gone=frozenset({str(vm["id"])}))
+    if in_range(new["publicip"], bounds):
+        LOG.info("zone %s: the new console proxy %s has the public IP %s, inside %s", zoneid, new.get("name"),
+                 new["publicip"], system_public_range)
+        return new
+    raise _full(zoneid, new, system_public_range, _holding(api, zoneid, bounds),
+                f", also after {vm.get('name')} was destroyed")
+
+
 # -- the console settings --------------------------------------------------------------
 
-def _setting(api: Api, name: str) -> Obj | None:
+def _setting(api: Api, name: str, zoneid: str | None = None) -> Obj | None:
+    """The setting as CloudStack applies it: with `zoneid`, the zone's effective value
+    (listConfigurations zoneid= lists only Zone-scoped keys, with the zone's own value or else the
+    global one: ConfigurationListingServiceImpl / ManagementServerImpl.searchForConfigurations);
+    a setting without Zone scope in this release is read globally. None: no such setting (row)."""
+    if zoneid:
+        item = _by(api.list("listConfigurations", "configuration", name=name, zoneid=zoneid), name=name)
+        if item is not None:
+            return item
     return _by(api.list("listConfigurations", "configuration", name=name), name=name)
 
 
-def check_settings(api: Api, console_address: str) -> bool:
-    """Whether CloudStack's console URLs name the console address and use the ports the router
-    forwards. Sets `consoleproxy.url.domain` to `console_address` if it differs (the warning says
-    the management server must be restarted); warns about SSL and the websocket port. Returns
-    True when `consoleproxy.url.domain` was right already."""
-    right = True
-    domain = _setting(api, consoles.URL_DOMAIN_SETTING)
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def static_settings_sql(console_address: str) -> str:
+    """The SQL that writes the two static console settings, as the management server's boot does
+    (rows of cloud.configuration: they have no Config/ConfigKey entry, so updateConfiguration
+    refuses them). Run as the database's master user; restart the management server afterwards."""
+    rows = ((consoles.STATIC_ADDRESS_SETTING, console_address), (consoles.STATIC_PORT_SETTING,
+                                                                 str(consoles.CONSOLE_PAGE_PORT)))
+    return " ".join(
+        f"INSERT INTO cloud.configuration (category, instance, component, name, value, description) VALUES "
+        f"('Advanced', 'DEFAULT', 'management-server', {_sql_text(name)}, {_sql_text(value)}, "
+        f"'cloudstack-ec2: console URLs name the console address') ON DUPLICATE KEY UPDATE value = {_sql_text(value)};"
+        for name, value in rows)
+
+
+def check_settings(api: Api, zoneid: str, console_address: str) -> list[str]:
+    """What keeps CloudStack's console URLs from naming the console address, on the ports the
+    router forwards: one warning (logged, and returned) per problem, each with its remedy.
+    Changes nothing."""
+    problems: list[str] = []
     if not console_address:
-        LOG.warning("no console address: CloudStack's console URLs name the console proxy's own public IP, "
-                    "which no browser outside the overlay reaches")
-    elif domain is None:
-        raise RegistrationError(f"CloudStack has no global setting {consoles.URL_DOMAIN_SETTING!r}: cannot point "
-                                f"console URLs at the console address {console_address}")
-    elif (domain.get("value") or "") != console_address:
-        right = False
-        api.call("updateConfiguration", name=consoles.URL_DOMAIN_SETTING, value=console_address)
-        LOG.warning("%s was %r; set it to the console address %s. The management server reads it when it "
-                    "starts (ConsoleProxyManagerImpl.configure): restart it (systemctl restart "
-                    "cloudstack-management) for console URLs to name the console address",
-                    consoles.URL_DOMAIN_SETTING, domain.get("value") or "", console_address)
-    ssl = _setting(api, consoles.SSL_SETTING)
+        problems.append("no console address: CloudStack's console URLs name the console proxy's own public IP, "
+                        "which no browser outside the overlay reaches")
+    else:
+        address = _setting(api, consoles.STATIC_ADDRESS_SETTING)
+        port = _setting(api, consoles.STATIC_PORT_SETTING)
+        have_address = None if address is None else (address.get("value") or "")
+        have_port = None if port is None else str(port.get("value") or "")
+        if have_address != console_address or have_port != str(consoles.CONSOLE_PAGE_PORT):
+            def shown(v: str | None) -> str:
+                return "not set" if v is None else repr(v)
+            problems.append(
+                f"{consoles.STATIC_ADDRESS_SETTING} is {shown(have_address)} and {consoles.STATIC_PORT_SETTING} "
+                f"{shown(have_port)}, not {console_address!r} and '{consoles.CONSOLE_PAGE_PORT}': console URLs do not "
+                f"name the console address on port {consoles.CONSOLE_PAGE_PORT}, so consoles will not open from "
+                f"outside. The management server's boot writes both rows into cloud.configuration (they have no "
+                f"Config entry, so updateConfiguration refuses them); a management server that booted before that "
+                f"needs them written by hand: open a shell on it (`aws ssm start-session --target <management "
+                f"server instance id>`), run as the database's master user (its credentials are in the stack's "
+                f"database master secret; `mysql -h <database address> -u <user> -p`) the SQL "
+                f"`{static_settings_sql(console_address)}`, then `sudo systemctl restart cloudstack-management` "
+                f"(ConsoleProxyManagerImpl.configure reads both when it starts)")
+    domain = _setting(api, consoles.URL_DOMAIN_SETTING, zoneid)
+    if domain is not None and (domain.get("value") or "").strip():
+        problems.append(
+            f"{consoles.URL_DOMAIN_SETTING} is {domain.get('value')!r}: while it is non-empty the console proxy starts "
+            f"its page and noVNC servers only with an uploaded CPVMCertificate (AgentHookBase"
+            f".startAgentHttpHandlerInVM; KeystoreManagerImpl.getKeystoreBits fails without one and the proxy serves "
+            f"nothing), and console URLs name that domain instead of the console address. Set it back to blank "
+            f"(resetConfiguration name={consoles.URL_DOMAIN_SETTING}, zoneid={zoneid} too if the zone has its own "
+            f"value) and restart the management server")
+    ssl = _setting(api, consoles.SSL_SETTING, zoneid)
     if ssl is not None and str(ssl.get("value")).lower() == "true":
-        LOG.warning("%s is true: console pages move to port 443 and the websocket to 8443, which the router does "
-                    "not forward (it forwards %s): consoles will not open from outside. Set it to false, or "
-                    "forward those ports yourself", consoles.SSL_SETTING,
-                    " and ".join(str(p) for p in consoles.CONSOLE_PORTS))
-    port = _setting(api, consoles.WEBSOCKET_PORT_SETTING)
+        problems.append(
+            f"{consoles.SSL_SETTING} is true: console pages move to port 443 and the websocket to 8443, which the "
+            f"router does not forward (it forwards {' and '.join(str(p) for p in consoles.CONSOLE_PORTS)}): consoles "
+            f"will not open from outside. Set it to false, or forward those ports yourself")
+    port = _setting(api, consoles.WEBSOCKET_PORT_SETTING, zoneid)
     if port is not None and str(port.get("value")) != str(consoles.CONSOLE_WEBSOCKET_PORT):
-        LOG.warning("%s is %s: noVNC's websocket uses that port, but the router forwards %s only: consoles "
-                    "will not open from outside. Set it back to %d", consoles.WEBSOCKET_PORT_SETTING,
-                    port.get("value"), " and ".join(str(p) for p in consoles.CONSOLE_PORTS),
-                    consoles.CONSOLE_WEBSOCKET_PORT)
-    return right
+        problems.append(
+            f"{consoles.WEBSOCKET_PORT_SETTING} is {port.get('value')}: noVNC's websocket uses that port, but the "
+            f"router forwards {' and '.join(str(p) for p in consoles.CONSOLE_PORTS)} only: consoles will not open "
+            f"from outside. Set it back to {consoles.CONSOLE_WEBSOCKET_PORT}")
+    for problem in problems:
+        LOG.warning("%s", problem)
+    return problems
 
 
 # -- the SSM parameter -------------------------------------------------------------------
@@ -216,13 +347,15 @@ def unpublish(props: Props) -> None:
 
 class ConsoleForwards(Kind):
     """props: zoneid, parameter_name (the SSM parameter the router polls), console_address (the
-    console Elastic IP, for consoleproxy.url.domain) and the connection keys. Outputs add
+    console Elastic IP, which consoleproxy.static.publicIp must name), system_public_range
+    ("first-last": the console proxy's public IP must lie in it; "" accepts any) and the
+    connection keys. Outputs add
     publicip (the console proxy's public IP) and forwards (the value written). Its id is the
     zone's: one per zone, whatever console proxy serves it."""
 
     kind = "console forwards"
     replace_keys = ("zoneid",)
-    update_keys = ("parameter_name", "console_address")
+    update_keys = ("parameter_name", "console_address", "system_public_range")
     output_keys = ("id", "publicip", "forwards")
     probes = True
     connects_lazily = True   # deleting asks only SSM, never CloudStack
@@ -236,8 +369,8 @@ class ConsoleForwards(Kind):
                                     f"console-forwards parameter (console_forwards_parameter) or build the spec "
                                     f"with consoles=False")
         api.retrying(f"check the console settings of {self.label(props)}",
-                     lambda: check_settings(api, props.get("console_address") or ""))
-        vm = wait_for_console_proxy(api, props["zoneid"])
+                     lambda: check_settings(api, props["zoneid"], props.get("console_address") or ""))
+        vm = console_proxy_in_range(api, props["zoneid"], props.get("system_public_range") or "")
         forwards = consoles.console_forwards(vm["publicip"])
         write_parameter(props, forwards)
         LOG.info("%s: the console address forwards to %s (%s)", self.label(props), vm["publicip"], vm.get("name"))
@@ -257,18 +390,15 @@ class ConsoleForwards(Kind):
         return {**dict(props), "id": id_, "publicip": vm["publicip"] if vm else "", "forwards": value or ""}
 
     def probe_service(self, api: Api, props: Props) -> bool:
-        """True while the live console proxy address, the parameter and consoleproxy.url.domain
-        are what this resource published."""
+        """True while the live console proxy address (inside the system VMs' public range) and
+        the parameter are what this resource published."""
         vm = serving_proxy(console_proxies(api, props["zoneid"]))
         if vm is None or vm["publicip"] != props.get("publicip"):
             return False
+        if not in_range(vm["publicip"], parse_range(props.get("system_public_range") or "")):
+            return False
         if props.get("parameter_name") and read_parameter(props) != props.get("forwards"):
             return False
-        address = props.get("console_address")
-        if address:
-            domain = _setting(api, consoles.URL_DOMAIN_SETTING)
-            if domain is not None and (domain.get("value") or "") != address:
-                return False
         return True
 
     def diff(self, olds, news):

@@ -314,21 +314,28 @@ class Pod(Kind):
 
 
 class PublicIpRange(Kind):
+    """A public IP range; with `forsystemvms` True (the system VMs' public range) CloudStack gives
+    its addresses to system VMs only (createVlanIpRange forsystemvms; VlanIpRangeResponse
+    `forsystemvms`). Props without the key (the tenants' range of stacks planned before it
+    existed) are neither sent nor read back, so their state never shows a change."""
+
     kind = "public IP range"
     replace_keys = ("zoneid", "physicalnetworkid", "gateway", "netmask", "startip", "endip", "vlan",
-                    "forvirtualnetwork")
+                    "forvirtualnetwork", "forsystemvms")
 
     def label(self, props):
-        return f"public IP range {props.get('startip')}-{props.get('endip')}"
+        what = "system VMs' public IP range" if props.get("forsystemvms") else "public IP range"
+        return f"{what} {props.get('startip')}-{props.get('endip')}"
 
     def find(self, api, props):
         items = api.list("listVlanIpRanges", "vlaniprange", zoneid=props["zoneid"])
         return _by(items, startip=props["startip"], endip=props["endip"])
 
     def make(self, api, props):
+        extra = {"forsystemvms": True} if props.get("forsystemvms") else {}
         r = api.call("createVlanIpRange", zoneid=props["zoneid"], physicalnetworkid=props["physicalnetworkid"],
                      gateway=props["gateway"], netmask=props["netmask"], startip=props["startip"],
-                     endip=props["endip"], vlan=props["vlan"], forvirtualnetwork=True)
+                     endip=props["endip"], vlan=props["vlan"], forvirtualnetwork=True, **extra)
         return _single(r, "vlan")
 
     def get(self, api, id_, props):
@@ -336,10 +343,13 @@ class PublicIpRange(Kind):
 
     def live(self, obj, props):
         vlan = str(obj.get("vlan", ""))
-        return {"zoneid": obj.get("zoneid"), "physicalnetworkid": obj.get("physicalnetworkid"),
-                "gateway": obj.get("gateway"), "netmask": obj.get("netmask"), "startip": obj.get("startip"),
-                "endip": obj.get("endip"), "vlan": vlan.removeprefix("vlan://"),
-                "forvirtualnetwork": obj.get("forvirtualnetwork")}
+        out = {"zoneid": obj.get("zoneid"), "physicalnetworkid": obj.get("physicalnetworkid"),
+               "gateway": obj.get("gateway"), "netmask": obj.get("netmask"), "startip": obj.get("startip"),
+               "endip": obj.get("endip"), "vlan": vlan.removeprefix("vlan://"),
+               "forvirtualnetwork": obj.get("forvirtualnetwork")}
+        if "forsystemvms" in props:
+            out["forsystemvms"] = bool(obj.get("forsystemvms"))
+        return out
 
     def remove(self, api, id_, props):
         api.call("deleteVlanIpRange", id=id_)

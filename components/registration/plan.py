@@ -4,9 +4,9 @@ Both the Pulumi component and the tests' small engine walk this plan, so the
 order and the dependencies tested against the emulator are the ones deployed.
 
 Order (install guide chapter 6, with DESIGN.md's corrections): zone → physical
-network → traffic types (KVM label cloudbr0) → providers → pod → public range →
-global settings (`host` before any addHost) → clusters → each cluster's hosts (one
-resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
+network → traffic types (KVM label cloudbr0) → providers → pod → public range → the system
+VMs' public range (forsystemvms) → global settings (`host` before any addHost) → clusters →
+each cluster's hosts (one resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
 is registered then, for existing clusters' hypervisors) → zone enabled → console forwards
 (the console proxy's public IP for the router, with a console-forwards parameter).
 """
@@ -109,6 +109,18 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         "netmask": pub.netmask, "startip": pub.start_ip, "endip": pub.end_ip, "vlan": pub.vlan,
         "forvirtualnetwork": True,
     }, ("pod", "traffic-public"))
+    system_ranges: tuple[str, ...] = ()
+    sys_range = spec.system_public_range
+    if sys_range is not None:
+        # the console proxy's (and secondary storage VM's) public IP comes from here: before the
+        # zone is enabled, which launches them
+        system_ranges = ("system-public-range",)
+        add("system-public-range", "public_ip_range", {
+            "zoneid": Ref("zone"), "physicalnetworkid": Ref("physical-network"), "gateway": sys_range.gateway,
+            "netmask": sys_range.netmask, "startip": sys_range.start_ip, "endip": sys_range.end_ip,
+            "vlan": sys_range.vlan,
+            "forvirtualnetwork": True, "forsystemvms": True,
+        }, ("pod", "traffic-public", "public-range"))
     settings = []
     for s in spec.global_settings:
         name = setting_resource_name(s.name)
@@ -142,7 +154,7 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         "url": Deferred("efs_dns", "nfs://", st.secondary_path),
     }, (f"cluster-{spec.first_cluster.index}", "primary-storage"))
     add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},
-        ("image-store", "primary-storage", "public-range", *settings))
+        ("image-store", "primary-storage", "public-range", *system_ranges, *settings))
     consoles = ()
     if spec.consoles:
         # once the zone runs its console proxy: its public IP, for the router's console forwards
@@ -150,9 +162,11 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
         add("console-forwards", "console_forwards", {
             "zoneid": Ref("zone"), "parameter_name": Deferred("console_forwards_parameter"),
             "console_address": Deferred("console_address"),
+            # "first-last": the console proxy must have its public IP from here ("": no such range)
+            "system_public_range": sys_range.text if sys_range is not None else "",
             # outputs, declared so that the resource has them as attributes
             "publicip": None, "forwards": None,
-        }, ("zone-enable",))
+        }, ("zone-enable", *system_ranges))
     # Last: depends on everything (and, in the component, on every AWS resource), so that
     # `pulumi destroy` deletes it first; its deletion refuses while CloudStack has VMs.
     add("workload-guard", "workload_guard", {"zoneid": Ref("zone"),

@@ -152,21 +152,40 @@ class PublicRangeSpec:
     start_ip: str
     end_ip: str
     vlan: str = "untagged"
+    #: createVlanIpRange forsystemvms: the range's addresses go to system VMs only
+    #: (IpAddressManagerImpl.listAvailablePublicIps), never to tenants' virtual routers
+    for_system_vms: bool = False
+
+    @property
+    def field_name(self) -> str:
+        return "system_public_range" if self.for_system_vms else "public_range"
 
     def __post_init__(self) -> None:
-        gw = _ip("public_range.gateway", self.gateway)
-        _ip("public_range.netmask", self.netmask)
+        f = self.field_name
+        gw = _ip(f"{f}.gateway", self.gateway)
+        _ip(f"{f}.netmask", self.netmask)
         net = ipaddress.IPv4Network(f"{self.gateway}/{self.netmask}", strict=False)
-        start, end = _ip("public_range.start_ip", self.start_ip), _ip("public_range.end_ip", self.end_ip)
+        start, end = _ip(f"{f}.start_ip", self.start_ip), _ip(f"{f}.end_ip", self.end_ip)
         if not start <= end:
-            _fail("public_range.start_ip/end_ip", (self.start_ip, self.end_ip), "start must not be after end")
-        for n, a in (("public_range.start_ip", start), ("public_range.end_ip", end)):
+            _fail(f"{f}.start_ip/end_ip", (self.start_ip, self.end_ip), "start must not be after end")
+        for n, a in ((f"{f}.start_ip", start), (f"{f}.end_ip", end)):
             if a not in net:
                 _fail(n, str(a), f"must be inside the public network {net}")
         if start <= gw <= end:
-            _fail("public_range.gateway", self.gateway, "must not be inside the public range")
+            _fail(f"{f}.gateway", self.gateway, "must not be inside the public range")
         if self.vlan != "untagged" and not re.match(r"^\d{1,4}$", self.vlan):
-            _fail("public_range.vlan", self.vlan, "'untagged' or a VLAN id")
+            _fail(f"{f}.vlan", self.vlan, "'untagged' or a VLAN id")
+        if not isinstance(self.for_system_vms, bool):
+            _fail(f"{f}.for_system_vms", self.for_system_vms, "true or false")
+
+    @property
+    def text(self) -> str:
+        """"first-last", as the console-forwards resource and the router take it."""
+        return f"{self.start_ip}-{self.end_ip}"
+
+    def overlaps(self, start_ip: str, end_ip: str) -> bool:
+        a, b = ipaddress.IPv4Address(self.start_ip), ipaddress.IPv4Address(self.end_ip)
+        return a <= ipaddress.IPv4Address(end_ip) and ipaddress.IPv4Address(start_ip) <= b
 
 
 @dataclass(frozen=True)
@@ -308,6 +327,9 @@ class RegistrationSpec:
     #: publish the console proxy's address for the router (the console-forwards resource);
     #: planned only when the registration is given the parameter to write it to
     consoles: bool = True
+    #: the system VMs' public range (for_system_vms, ipplan.IpPlan.system_public_range): the
+    #: console proxy's public IP, which the router forwards to, comes from it; None: not registered
+    system_public_range: PublicRangeSpec | None = None
 
     def __post_init__(self) -> None:
         idx = [c.index for c in self.clusters]
@@ -352,6 +374,26 @@ class RegistrationSpec:
         if self.pod.gateway != self.public_range.gateway:
             _fail("public_range.gateway", self.public_range.gateway,
                   f"the same overlay gateway as the pod ({self.pod.gateway}): the router")
+        if self.public_range.for_system_vms:
+            _fail("public_range.for_system_vms", True, "false: the tenants' range (system VMs have "
+                  "system_public_range)")
+        sys_range = self.system_public_range
+        if sys_range is not None:
+            if not sys_range.for_system_vms:
+                _fail("system_public_range.for_system_vms", sys_range.for_system_vms,
+                      "true (createVlanIpRange forsystemvms)")
+            # one public network: the same gateway, netmask and VLAN as the tenants' range
+            for name in ("gateway", "netmask", "vlan"):
+                if getattr(sys_range, name) != getattr(self.public_range, name):
+                    _fail(f"system_public_range.{name}", getattr(sys_range, name),
+                          f"the public range's {name} ({getattr(self.public_range, name)})")
+            # ConfigurationManagerImpl.createVlanIpRange refuses overlapping ranges
+            if sys_range.overlaps(self.public_range.start_ip, self.public_range.end_ip):
+                _fail("system_public_range.start_ip/end_ip", sys_range.text,
+                      f"must not overlap the public range {self.public_range.text}")
+            if sys_range.overlaps(self.pod.start_ip, self.pod.end_ip):
+                _fail("system_public_range.start_ip/end_ip", sys_range.text,
+                      f"must not overlap the pod's reserved system range {self.pod.start_ip}-{self.pod.end_ip}")
 
     @property
     def first_host(self) -> HostSpec:
@@ -424,6 +466,12 @@ def default_global_settings(management_ip: str, overlay_cidr: str,
                       "may live-migrate to the remaining clusters instead of blocking the maintenance"),
         GlobalSetting("vr.public.interface.max.mtu", guest_mtu, tagged),
         GlobalSetting("vr.private.interface.max.mtu", guest_mtu, tagged),
+        GlobalSetting("consoleproxy.launch.max", "1",
+                      "one console proxy per zone: the router forwards the console address to one console proxy, "
+                      "and CloudStack assigns sessions to any running one (ConsoleProxyManagerImpl "
+                      "assignProxyFromRunningPool), so a second one (launched for standby capacity) would get "
+                      "sessions nobody reaches. Read at each launch (ConsoleProxyManagerImpl.allowToLaunchNew; "
+                      "ConsoleProxyManager.ConsoleProxyLaunchMax, zone-scoped, default 10)"),
     )
 
 
@@ -440,7 +488,8 @@ def build_spec(
     allow_destroy_with_vms: bool = False,
 ) -> RegistrationSpec:
     """Build the spec from `components.ipplan.IpPlan` (duck-typed: overlay, router,
-    management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns).
+    management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns,
+    and system_public_range if it has one: the system VMs' public range, same gateway/netmask).
     `host_instance_types[i]`: host i's EC2 instance type (hosts of different types go to
     different clusters, see `clusters_for`); None: all hosts of one type."""
     overlay = ipaddress.IPv4Network(str(plan.overlay))
@@ -455,6 +504,7 @@ def build_spec(
     overridden = {s.name for s in extra}
     settings = tuple(s for s in settings if s.name not in overridden) + extra
     paths = zone_paths(zone_name)
+    system_public = getattr(plan, "system_public_range", None)
     return RegistrationSpec(
         zone=ZoneSpec(zone_name, str(plan.zone_dns), str(plan.zone_dns), str(plan.guest_cidr)),
         physical_network=PhysicalNetworkSpec(f"{zone_name}-physnet", plan.guest_vlans.first, plan.guest_vlans.last),
@@ -467,6 +517,8 @@ def build_spec(
         global_settings=settings,
         timeouts=timeouts or Timeouts(),
         allow_destroy_with_vms=allow_destroy_with_vms,
+        system_public_range=None if system_public is None else PublicRangeSpec(
+            router, netmask, str(system_public.start), str(system_public.end), for_system_vms=True),
     )
 
 

@@ -81,11 +81,32 @@ DEFAULT_CONFIG = {
     "consoleproxy.url.domain": "",
     "consoleproxy.sslEnabled": "false",
     "novnc.console.port": "8080",
+    # ConsoleProxyManager.ConsoleProxyLaunchMax (Integer, zone scope, default 10; Config
+    # .ConsoleProxyLaunchMax in older releases): how many console proxies a zone may launch
+    # (ConsoleProxyManagerImpl.allowToLaunchNew). The emulator launches one per zone anyway.
+    "consoleproxy.launch.max": "10",
 }
 #: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
 #: refuses a value that does not parse as one.
 INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
-                  "integration.api.port", "novnc.console.port"}
+                  "integration.api.port", "novnc.console.port", "consoleproxy.launch.max"}
+#: Settings with ConfigKey.Scope.Zone (ConsoleProxyManager: consoleproxy.url.domain,
+#: consoleproxy.sslEnabled, consoleproxy.launch.max; NetworkService: the VR MTUs). listConfigurations
+#: with zoneid lists only these (ConfigurationListingServiceImpl / ManagementServerImpl
+#: .searchForConfigurations: `scope` must include Zone and ConfigDepot must know the key), each with
+#: the zone's value or else the global one (ConfigKey.valueIn / valueInScope); updateConfiguration
+#: with zoneid refuses any other ("Invalid scope id provided for the parameter ...",
+#: ConfigurationManagerImpl.validateConfigurationValue).
+ZONE_SCOPED_CONFIG = {"consoleproxy.url.domain", "consoleproxy.sslEnabled", "consoleproxy.launch.max",
+                      "vr.public.interface.max.mtu", "vr.private.interface.max.mtu"}
+#: ConfigurationManagerImpl.DOMAIN_NAME_PATTERN: what a setting with the range "domainName"
+#: accepts (Config.ConsoleProxyUrlDomain in releases that still have the Config entry;
+#: validateConfigurationValue strips a leading "*." and refuses 238 characters or more). The last
+#: label is letters only, so an IPv4 address is refused. Newer releases moved the key to a
+#: ConfigKey without the range check; the emulator keeps the stricter rule, so what passes here
+#: passes on both.
+DOMAIN_NAME_PATTERN = re.compile(r"^((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)+[A-Za-z]{1,63}$")
+DOMAIN_NAME_CONFIG = {"consoleproxy.url.domain"}
 #: The system VM types the emulator launches itself (their addresses are the zone's to give).
 SYSTEM_VM_TYPES = ("SecondaryStorageVm", "ConsoleProxy")
 #: The control network of KVM system VMs (ControlNetworkGuru: the link-local control.cidr).
@@ -154,6 +175,7 @@ class Emulator:
         self.pools: dict[str, dict] = {}
         self.imagestores: dict[str, dict] = {}
         self.config: dict[str, str] = dict(DEFAULT_CONFIG)
+        self.zone_config: dict[tuple[str, str], str] = {}   # (zone id, name) → the zone's own value
         self.jobs: dict[str, dict] = {}
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
         self.template_ready_at: dict[str, float] = {}      # zone id → when its system VM template is Ready
@@ -503,12 +525,14 @@ class Emulator:
                     return str(ipaddress.IPv4Address(n)), r
         return None
 
-    def hold_public_ip(self, zone_id: str) -> str:
+    def hold_public_ip(self, zone_id: str, for_system_vms: bool = False) -> str:
         """Test helper: something else takes the first free public address of the zone, as a
         guest network's virtual router does for its source NAT (assignSourceNatIpAddress →
-        fetchNewPublicIp, forSystemVms=false). Returns the address."""
+        fetchNewPublicIp, forSystemVms=false: never an address of a `forsystemvms` range). With
+        `for_system_vms`, as another system VM does (the `forsystemvms` ranges first), e.g. a
+        secondary storage VM relaunched just before the console proxy. Returns the address."""
         with self.lock:
-            got = self._free_public_ip(zone_id, for_system_vms=False)
+            got = self._free_public_ip(zone_id, for_system_vms=for_system_vms)
             if got is None:
                 raise ValueError(f"zone {zone_id} has no free public address")
             self.held_public_ips.append(got[0])
@@ -600,27 +624,54 @@ class Emulator:
     def _cmd_listCapabilities(self, a: dict) -> dict:
         return {"capability": self._tmpl("capability", cloudstackversion="4.22.1.0")}
 
-    def _config_item(self, name: str) -> dict:
-        return self._tmpl("configuration", name=name, value=self.config[name], category="Advanced",
+    def _config_item(self, name: str, zone_id: str | None = None) -> dict:
+        value = self.config[name] if zone_id is None else self.zone_config.get((zone_id, name), self.config[name])
+        return self._tmpl("configuration", name=name, value=value, category="Advanced",
                           description=f"{name} (emulated)")
+
+    def seed_configuration(self, name: str, value: str) -> None:
+        """Test helper: what the management server's boot writes into cloud.configuration with SQL
+        (INSERT ... ON DUPLICATE KEY UPDATE value) for a setting CloudStack reads only with
+        configDao.getValue and has no Config/ConfigKey entry for (consoleproxy.static.publicIp and
+        consoleproxy.static.port, read by ConsoleProxyManagerImpl.configure). Until then the row is
+        absent: listConfigurations does not list it and updateConfiguration refuses it."""
+        with self.lock:
+            self.config[name] = value
 
     def _cmd_listConfigurations(self, a: dict) -> dict:
         # like the real server, `name` matches as a substring
         names = [n for n in sorted(self.config) if a.get("name", "") in n]
-        return self._list("configuration", [self._config_item(n) for n in names], a)
+        zone_id = None
+        if a.get("zoneid"):
+            zone_id = self._zone(a["zoneid"])["id"]
+            names = [n for n in names if n in ZONE_SCOPED_CONFIG]
+        return self._list("configuration", [self._config_item(n, zone_id) for n in names], a)
 
     def _cmd_updateConfiguration(self, a: dict) -> dict:
-        if a["name"] not in self.config:
-            raise ApiError(431, f"Configuration {a['name']} not found")
-        if a["name"] in INTEGER_CONFIG and not re.fullmatch(r"-?\d+", a.get("value", "")):
-            raise ApiError(431, f"Please enter a valid integer value for parameter {a['name']}")
-        self.config[a["name"]] = a.get("value", "")
-        return {"configuration": self._config_item(a["name"])}
+        name, value = a["name"], a.get("value", "")
+        if name not in self.config:
+            # ConfigurationManagerImpl.updateConfiguration: no row and no ConfigKey of that name
+            raise ApiError(431, f"Config parameter with name {name} doesn't exist")
+        zone_id = self._zone(a["zoneid"])["id"] if a.get("zoneid") else None
+        if zone_id is not None and name not in ZONE_SCOPED_CONFIG:
+            raise ApiError(431, f"Invalid scope id provided for the parameter {name}")
+        if name in INTEGER_CONFIG and not re.fullmatch(r"-?\d+", value):
+            raise ApiError(431, f"Please enter a valid integer value for parameter {name}")
+        if name in DOMAIN_NAME_CONFIG and value.strip():
+            domain = value.strip()
+            domain = domain[2:] if domain.startswith("*") else domain
+            if len(domain) >= 238 or not DOMAIN_NAME_PATTERN.fullmatch(domain):
+                raise ApiError(431, "Please enter a valid string for domain name, prefixed with '*.' if applicable")
+        if zone_id is None:
+            self.config[name] = value
+        else:
+            self.zone_config[(zone_id, name)] = value
+        return {"configuration": self._config_item(name, zone_id)}
 
     def _cmd_resetConfiguration(self, a: dict) -> dict:
         if a["name"] not in self.config:
-            raise ApiError(431, f"Configuration {a['name']} not found")
-        self.config[a["name"]] = DEFAULT_CONFIG[a["name"]]
+            raise ApiError(431, f"Config parameter with name {a['name']} doesn't exist")
+        self.config[a["name"]] = DEFAULT_CONFIG.get(a["name"], "")
         return {"configuration": self._config_item(a["name"])}
 
     # -- zones -------------------------------------------------------------------------

@@ -315,3 +315,59 @@ def test_console_settings_have_the_current_defaults(emu):
     assert c.listConfigurations(name="novnc.console.port")["configuration"][0]["value"] == "8080"
     status, _ = post(emu, signed(emu, command="updateConfiguration", name="novnc.console.port", value="80 80"))
     assert status == 431
+    assert values["consoleproxy.launch.max"] == "10"    # ConsoleProxyManager.ConsoleProxyLaunchMax
+    status, _ = post(emu, signed(emu, command="updateConfiguration", name="consoleproxy.launch.max", value="one"))
+    assert status == 431
+
+
+def test_console_url_domain_must_be_a_domain_name(emu):
+    # Config.ConsoleProxyUrlDomain's range "domainName": ConfigurationManagerImpl
+    # .validateConfigurationValue matches DOMAIN_NAME_PATTERN (the last label letters only).
+    for bad in ("203.0.113.7", "-bad.example.com", "console", "a..example.com"):
+        status, body = post(emu, signed(emu, command="updateConfiguration", name="consoleproxy.url.domain",
+                                        value=bad))
+        assert status == 431, bad
+        assert "valid string for domain name" in body["updateconfigurationresponse"]["errortext"]
+    for good in ("console.example.com", "*.example.com", ""):
+        assert post(emu, signed(emu, command="updateConfiguration", name="consoleproxy.url.domain",
+                                value=good))[0] == 200, good
+
+
+def test_static_console_settings_are_absent_until_the_boot_inserts_them(emu):
+    # consoleproxy.static.publicIp/port have no Config/ConfigKey entry (ConsoleProxyManagerImpl
+    # .configure reads them with configDao.getValue): no row until the boot's INSERT.
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")
+    assert c.listConfigurations(name="consoleproxy.static") == {}
+    status, body = post(emu, signed(emu, command="updateConfiguration", name="consoleproxy.static.publicIp",
+                                    value="203.0.113.7"))
+    assert status == 431 and "doesn't exist" in body["updateconfigurationresponse"]["errortext"]
+    emu.seed_configuration("consoleproxy.static.publicIp", "203.0.113.7")
+    emu.seed_configuration("consoleproxy.static.port", "80")
+    values = {i["name"]: i["value"] for i in c.listConfigurations(name="consoleproxy.static")["configuration"]}
+    assert values == {"consoleproxy.static.publicIp": "203.0.113.7", "consoleproxy.static.port": "80"}
+
+
+def test_zone_scoped_settings_with_zoneid(emu):
+    # listConfigurations zoneid=: only Zone-scoped keys, each with the zone's value or the global one
+    # (ConfigurationListingServiceImpl.searchForConfigurations); updateConfiguration zoneid= sets the
+    # zone's own value and refuses a key without Zone scope.
+    c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")
+    z = c.createZone(name="z", networktype="Advanced", dns1="10.0.0.2", internaldns1="10.0.0.2")["zone"]
+    emu.seed_configuration("consoleproxy.static.port", "80")
+    in_zone = {i["name"]: i["value"] for i in c.listConfigurations(name="consoleproxy", zoneid=z["id"])
+               ["configuration"]}
+    assert in_zone == {"consoleproxy.url.domain": "", "consoleproxy.sslEnabled": "false",
+                       "consoleproxy.launch.max": "10"}
+    c.updateConfiguration(name="consoleproxy.sslEnabled", value="true", zoneid=z["id"])
+    assert c.listConfigurations(name="consoleproxy.sslEnabled", zoneid=z["id"])["configuration"][0]["value"] == "true"
+    assert c.listConfigurations(name="consoleproxy.sslEnabled")["configuration"][0]["value"] == "false"
+    status, body = post(emu, signed(emu, command="updateConfiguration", name="host", value="10.1.1.1",
+                                    zoneid=z["id"]))
+    assert status == 431 and "Invalid scope id" in body["updateconfigurationresponse"]["errortext"]
+
+
+def test_a_range_for_system_vms_is_listed_as_such(emu):
+    # VlanIpRangeResponse `forsystemvms` (ApiConstants.FOR_SYSTEM_VMS)
+    c, z = _zone_with_system_vms(emu, forsystemvms=("10.100.192.1", "10.100.192.8"))
+    flags = {v["startip"]: v["forsystemvms"] for v in c.listVlanIpRanges(zoneid=z["id"])["vlaniprange"]}
+    assert flags == {"10.100.128.1": False, "10.100.192.1": True}

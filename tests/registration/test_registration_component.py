@@ -67,11 +67,13 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
         children = {n: v for n, v in r.items() if n.startswith("reg-")}
         expected = {"reg-zone", "reg-physical-network", "reg-traffic-management", "reg-traffic-guest",
                     "reg-traffic-public", "reg-provider-virtualrouter", "reg-provider-vpcvirtualrouter",
-                    "reg-provider-internallbvm", "reg-pod", "reg-public-range", "reg-cluster-0", "reg-cluster-1",
+                    "reg-provider-internallbvm", "reg-pod", "reg-public-range", "reg-system-public-range",
+                    "reg-cluster-0", "reg-cluster-1",
                     "reg-primary-storage", "reg-image-store", "reg-zone-enable",
                     "reg-setting-storage-overprovisioning-factor", "reg-setting-host",
                     "reg-setting-management-network-cidr", "reg-setting-migrate-vm-across-clusters",
                     "reg-setting-vr-public-interface-max-mtu", "reg-setting-vr-private-interface-max-mtu",
+                    "reg-setting-consoleproxy-launch-max",
                     "reg-hosts-0", "reg-hosts-1", "reg-workload-guard"}
         assert set(children) == expected
         for v in children.values():

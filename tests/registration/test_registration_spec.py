@@ -66,7 +66,9 @@ def test_global_settings_are_the_ones_the_zone_needs():
     s = {g.name: g.value for g in default_global_settings("10.100.0.2", "10.100.0.0/16")}
     assert s == {"storage.overprovisioning.factor": "1", "host": "10.100.0.2",
                  "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true",
-                 "vr.public.interface.max.mtu": "8446", "vr.private.interface.max.mtu": "8446"}
+                 "vr.public.interface.max.mtu": "8446", "vr.private.interface.max.mtu": "8446",
+                 # one console proxy per zone: the router forwards to one (review-3 S2)
+                 "consoleproxy.launch.max": "1"}
     assert all(g.why for g in default_global_settings("10.100.0.2", "10.100.0.0/16"))
 
 
@@ -92,7 +94,8 @@ def test_plan_order_and_dependencies():
     idx = names.index
     assert names[0] == "zone" and names[-3:] == ["zone-enable", "console-forwards", "workload-guard"]
     assert idx("physical-network") < idx("traffic-guest") < idx("provider-virtualrouter") < idx("pod") \
-        < idx("public-range") < idx("cluster-0") < idx("hosts-0") < idx("primary-storage") < idx("image-store")
+        < idx("public-range") < idx("system-public-range") < idx("cluster-0") < idx("hosts-0") \
+        < idx("primary-storage") < idx("image-store")
     assert idx("cluster-1") < idx("image-store") and idx("setting-host") < idx("hosts-0")
     by = {p.name: p for p in plan}
     # one resource per cluster, carrying its hosts and depending on their instances
@@ -110,6 +113,46 @@ def test_plan_order_and_dependencies():
     for p in plan:
         assert p.props["endpoint"] == Deferred("endpoint") and p.props["secret_id"] == Deferred("secret_id")
         assert not any("secretkey" in k or "password" in k for k in p.props)
+
+
+def test_the_system_vms_public_range_is_registered_for_system_vms():
+    spec = make_spec(1)
+    by = {p.name: p for p in plan_registration(spec)}
+    sys, pub = by["system-public-range"], by["public-range"]
+    assert sys.kind == pub.kind == "public_ip_range"
+    assert (sys.props["startip"], sys.props["endip"]) == ("10.100.192.1", "10.100.192.8")
+    assert sys.props["forsystemvms"] is True and "forsystemvms" not in pub.props
+    for key in ("gateway", "netmask", "vlan", "zoneid", "physicalnetworkid", "forvirtualnetwork"):
+        assert sys.props[key] == pub.props[key], key
+    assert "public-range" in sys.refs()
+    # the zone is enabled (system VMs launched) only once the range exists; the console forwards know it
+    assert "system-public-range" in by["zone-enable"].refs()
+    assert by["console-forwards"].props["system_public_range"] == "10.100.192.1-10.100.192.8"
+    assert "system-public-range" in by["console-forwards"].refs()
+
+
+def test_the_system_vms_public_range_is_checked():
+    import dataclasses
+    spec = make_spec(1)
+    sys = spec.system_public_range
+    with pytest.raises(SpecError, match=r"system_public_range.start_ip/end_ip=.*overlap the public range"):
+        dataclasses.replace(spec, system_public_range=dataclasses.replace(
+            sys, start_ip="10.100.128.5", end_ip="10.100.128.9"))
+    with pytest.raises(SpecError, match=r"system_public_range.start_ip/end_ip=.*pod's reserved system range"):
+        dataclasses.replace(spec, system_public_range=dataclasses.replace(
+            sys, start_ip="10.100.64.5", end_ip="10.100.64.9"))
+    with pytest.raises(SpecError, match=r"system_public_range.vlan='7'.*the public range's vlan"):
+        dataclasses.replace(spec, system_public_range=dataclasses.replace(sys, vlan="7"))
+    with pytest.raises(SpecError, match=r"system_public_range.for_system_vms=False"):
+        dataclasses.replace(spec, system_public_range=dataclasses.replace(sys, for_system_vms=False))
+    with pytest.raises(SpecError, match=r"public_range.for_system_vms=True"):
+        dataclasses.replace(spec, public_range=dataclasses.replace(spec.public_range, for_system_vms=True))
+    with pytest.raises(SpecError, match=r"system_public_range.start_ip=.*inside the public network"):
+        dataclasses.replace(sys, start_ip="10.99.0.1")
+    # without one (a duck-typed plan without the range): nothing planned, the kind checks nothing
+    plain = dataclasses.replace(spec, system_public_range=None)
+    by = {p.name: p for p in plan_registration(plain)}
+    assert "system-public-range" not in by and by["console-forwards"].props["system_public_range"] == ""
 
 
 def test_primary_storage_mount_options_are_checked_like_cloudstack_does():

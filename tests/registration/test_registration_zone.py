@@ -25,7 +25,8 @@ def counts(emu):
             "hosts": len(emu.hosts), "pools": len(emu.pools), "imagestores": len(emu.imagestores)}
 
 
-EXPECTED_ONE_HOST = {"zones": 1, "physnets": 1, "traffic": 3, "pods": 1, "vlans": 1, "clusters": 1, "hosts": 1,
+# vlans: the public range and the system VMs' public range (forsystemvms)
+EXPECTED_ONE_HOST = {"zones": 1, "physnets": 1, "traffic": 3, "pods": 1, "vlans": 2, "clusters": 1, "hosts": 1,
                      "pools": 1, "imagestores": 1}
 
 

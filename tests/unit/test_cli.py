@@ -47,7 +47,10 @@ def test_no_pulumi_cli_and_no_credentials_needed():
 def test_plan_prints_the_ip_plan(dev_plan):
     for row in ("router (overlay gateway)        10.100.0.1", "management server 0             10.100.0.2",
                 "KVM host 0 (cluster 0)          10.100.0.10", "KVM host 1 (cluster 0)          10.100.0.11",
-                "pod reserved system range", "public range (virtual routers)", "zone DNS (VPC base + 2)         10.0.0.2"):
+                "pod reserved system range", "public range (virtual routers)",
+                "zone DNS (VPC base + 2)         10.0.0.2",
+                "system VMs' public range        10.100.192.1-10.100.192.8 (8 addresses: console proxy, "
+                "secondary storage VM)"):
         assert row in dev_plan
 
 
@@ -72,6 +75,8 @@ def test_plan_shows_key_properties(dev_plan):
 
 def test_plan_shows_the_registration(dev_plan):
     assert "zone zone1 (Advanced), DNS 10.0.0.2" in dev_plan
+    assert "system VMs' public range 10.100.192.1-10.100.192.8 (forsystemvms" in dev_plan
+    assert "consoleproxy.launch.max=1" in dev_plan
     assert "cluster zone1-cluster-0: hosts 0=10.100.0.10, 1=10.100.0.11" in dev_plan
     assert "storage.overprovisioning.factor=1" in dev_plan
     assert "nfs://<EFS>/zone1/primary" in dev_plan

@@ -39,7 +39,7 @@ def test_every_address_inside_overlay_and_never_network_or_broadcast(plan):
     for name, address in plan.all_named_addresses():
         assert address in plan.overlay, name
         assert address not in reserved(plan), name
-    for r in (plan.system_range, plan.public_range):
+    for r in (plan.system_range, plan.public_range, plan.system_public_range):
         assert r.start in plan.overlay and r.end in plan.overlay
         assert r.start <= r.end
         assert plan.overlay.network_address not in r and plan.overlay.broadcast_address not in r
@@ -50,10 +50,13 @@ def test_every_address_inside_overlay_and_never_network_or_broadcast(plan):
 def test_no_overlaps(plan):
     singles = [a for _, a in plan.all_named_addresses()]
     assert len(singles) == len(set(singles))
-    assert not plan.system_range.overlaps(plan.public_range)
+    ranges = (plan.system_range, plan.public_range, plan.system_public_range)
+    for i, r in enumerate(ranges):
+        for other in ranges[i + 1:]:
+            assert not r.overlaps(other)
     for address in singles:
-        assert address not in plan.system_range
-        assert address not in plan.public_range
+        for r in ranges:
+            assert address not in r
 
 
 @settings(max_examples=200, deadline=None)
@@ -71,6 +74,7 @@ def test_host_addresses_are_stable_when_hosts_come_and_go(overlay, data):
     assert plan(large).hosts[:small] == plan(small).hosts
     assert plan(large).router == plan(small).router
     assert plan(large).system_range == plan(small).system_range
+    assert plan(large).system_public_range == plan(small).system_public_range
 
 
 @settings(max_examples=200, deadline=None)
@@ -80,7 +84,25 @@ def test_ranges_are_bounded_and_useful(overlay):
                              guest_cidr="172.31.0.0/24", guest_vlans=(1, 2))
     assert 1 <= plan.system_range.size <= ipplan.SYSTEM_RANGE_MAX
     assert 1 <= plan.public_range.size <= ipplan.PUBLIC_RANGE_MAX
+    assert plan.system_public_range.size == ipplan.SYSTEM_PUBLIC_RANGE_SIZE
     assert plan.host_capacity >= 54
+
+
+@settings(max_examples=200, deadline=None)
+@given(overlays())
+def test_the_system_public_range_opens_block_3(overlay):
+    plan = ipplan.build_plan(overlay_cidr=str(overlay), vpc_cidr=VPC, host_count=0,
+                             guest_cidr="172.31.0.0/24", guest_vlans=(1, 2))
+    block3 = ipplan.overlay_blocks(overlay)[3]
+    assert plan.system_public_range.start == block3.network_address + 1
+    assert plan.system_public_range.end == block3.network_address + ipplan.SYSTEM_PUBLIC_RANGE_SIZE
+    assert plan.system_public_range.end < block3.broadcast_address
+
+
+def test_the_system_public_range_of_the_default_overlay():
+    plan = ipplan.build_plan(overlay_cidr="10.100.0.0/16", vpc_cidr=VPC, host_count=1,
+                             guest_cidr="10.1.1.0/24", guest_vlans=(1, 2))
+    assert str(plan.system_public_range) == "10.100.192.1-10.100.192.8"
 
 
 def test_router_is_the_first_address_and_the_gateway():
@@ -164,5 +186,8 @@ def test_address_classes_of_the_default_overlay():
     assert str(classes.management) == "10.100.0.2-10.100.0.9"
     assert str(classes.hosts) == "10.100.0.10-10.100.63.255"
     assert str(classes.system) == "10.100.64.1-10.100.64.250"
-    assert classes.classify(ipaddress.IPv4Address("10.100.192.7")) == ipplan.TENANT  # the spare block
+    # block 3: the system VMs' public range (public NICs, like the virtual routers': not the
+    # pod's system range) and the spare rest
+    assert classes.classify(ipaddress.IPv4Address("10.100.192.7")) == ipplan.TENANT
+    assert classes.classify(ipaddress.IPv4Address("10.100.200.1")) == ipplan.TENANT
     assert classes.classify(ipaddress.IPv4Address("10.0.0.5")) == ipplan.OUTSIDE
