@@ -23,18 +23,19 @@ outcome flips.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import subprocess
 import sys
 import time
 
 import pytest
 
-from components import consoles, routeraccess
+from components import consoles, ipplan, routeraccess
 from components.underlay import IGMP_PROTOCOL, IGMP_QUERIER, VXLAN_PORT
 
 from .netlab import (
-    CONSOLE_ADDRESS, CONSOLE_EIP, DB_ADDRESS, ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, INTERNET_PORT, MGMT, ROUTER,
-    SCRIPT,
+    CONSOLE_ADDRESS, CONSOLE_EIP, DB_ADDRESS, ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, INTERNET_PORT, MGMT,
+    OVERLAY_CIDR, ROUTER, SCRIPT,
     SUBNET_CIDR, TOOLS, UI_PORT, VPC_CIDR, WHOAMI_PORT, Lab, security_group_filter,
 )
 from .test_isolation_lab import ROUTER_TABLE, bridge_mac, connect, plug, without
@@ -42,8 +43,8 @@ from .test_isolation_lab import ROUTER_TABLE, bridge_mac, connect, plug, without
 pytestmark = pytest.mark.lab
 
 #: The system VMs' public range (ipplan system_public_range of the lab's 10.100.0.0/16:
-#: block 3 network + 1 .. + 8), registered with forsystemvms: no tenant gets its addresses.
-CONSOLE_RANGE = "10.100.192.1-10.100.192.8"
+#: 10.100.192.1-10.100.192.8), registered with forsystemvms: no tenant gets its addresses.
+CONSOLE_RANGE = str(ipplan.system_public_range(ipaddress.IPv4Network(OVERLAY_CIDR)))
 CPVM_IP = "10.100.192.3"        # the console proxy's public NIC, in CONSOLE_RANGE
 CPVM_MOVED_IP = "10.100.192.4"  # ... after CloudStack recreated it
 TENANT_IP = "10.100.128.7"      # the public range: a tenant's virtual router may hold it

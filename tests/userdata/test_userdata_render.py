@@ -4,12 +4,14 @@ and input validation (plain values only, never secret-looking ones)."""
 import base64
 import hashlib
 import gzip
+import ipaddress
 import re
 from dataclasses import replace
 
 import pytest
 
 from bootlab import KVM_HOST, MANAGEMENT, PREFIX, ROUTER, SECRETS, boot_files, member_overlay, render
+from components import ipplan
 from components import userdata as ud
 
 BOOTS = {"management": MANAGEMENT, "kvm-host": KVM_HOST, "router": ROUTER}
@@ -218,10 +220,11 @@ def test_console_address_is_the_routers_only():
 def test_router_overlay_env_carries_the_console_range():
     # The system VMs' public range (ipplan system_public_range: block 3 network + 1..+ 8).
     assert "CONSOLE_RANGE" not in env_of(ud.decode_user_data(render(ROUTER)), "overlay.env")
+    system_public = str(ipplan.system_public_range(ipaddress.IPv4Network("10.100.0.0/16")))
+    assert system_public == "10.100.192.1-10.100.192.8"
     with_range = replace(ROUTER, overlay=replace(ROUTER.overlay, console_address="10.0.0.11",
-                                                 console_range="10.100.192.1-10.100.192.8"))
-    assert env_of(ud.decode_user_data(render(with_range)), "overlay.env")["CONSOLE_RANGE"] == \
-        "10.100.192.1-10.100.192.8"
+                                                 console_range=system_public))
+    assert env_of(ud.decode_user_data(render(with_range)), "overlay.env")["CONSOLE_RANGE"] == system_public
 
 
 @pytest.mark.parametrize("value", [
