@@ -250,7 +250,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",),
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
-                console_address=v[2])))),
+                console_address=v[2], console_range=str(plan.system_public_range))))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))

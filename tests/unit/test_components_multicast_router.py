@@ -191,3 +191,12 @@ def test_the_registration_publishes_the_console_proxy_to_the_routers_parameter(d
     # After the zone is enabled (the console proxy runs only then).
     assert ("pulumi-python:dynamic/cloudstack:ZoneEnablement", "registration-zone-enable") in \
         dev.depends_on_names(publisher)
+
+
+def test_the_router_forwards_consoles_only_into_the_system_vms_public_range(dev):
+    # The range CloudStack reserves for system VMs (forsystemvms): a stale console forward can
+    # never reach a tenant (docs/consoles.md).
+    env = dev.boot_env(dev.instance("router"))
+    [system_range] = [r for r in dev.registrations if r.type == "pulumi-python:dynamic/cloudstack:PublicIpRange"
+                      and r.inputs.get("forsystemvms") is True]
+    assert env["CONSOLE_RANGE"] == f"{system_range.inputs['startip']}-{system_range.inputs['endip']}"
