@@ -113,7 +113,7 @@ def upgrade_warnings(deployed: Deployed) -> list[str]:
             "without internet egress for the cloud; its Elastic IP stays). Then the registration logs the SQL "
             "that gives the running management server its console settings; run it and restart the management "
             "server once (sudo systemctl restart cloudstack-management) so console URLs name the console "
-            "address. The console proxy is recreated once inside the system VMs' public range")
+            "address. The console proxy is recreated once inside the system VMs' public range.")
     return warnings
 
 

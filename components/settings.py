@@ -415,9 +415,11 @@ class VmForward:
         return f"{self.protocol}:{self.port}:{self.target}:{self.target_port}"
 
 
-#: Router ports never offered to VMs: the UI/API, and what a console proxy serves
-#: (HTTP, HTTPS; its websocket shares the UI's 8080).
-RESERVED_FORWARD_PORTS = (80, 443, 8080)
+#: Router ports never offered to VMs: the UI/API (8080) and the console page (80). Consoles
+#: live on the console address, but a security group rule cannot name one of the router's two
+#: addresses (components/routeraccess.py): a forward's sources on 80 or 8080 would reach the
+#: console too.
+RESERVED_FORWARD_PORTS = (80, 8080)
 _FORWARD = re.compile(rf"^{rules.DNAT}@(.+)$")
 
 

@@ -660,6 +660,9 @@ configure_settings() {
     ensure_setting host "$CSEC2_OVERLAY_IP" && changed=1
     ensure_setting management.network.cidr "$CSEC2_OVERLAY_CIDR" && changed=1
     ensure_setting integration.api.port 0 "" && changed=1
+    # The system VMs' public range (forsystemvms) holds the console proxy's address:
+    # strict, no tenant ever gets one of its addresses (older releases read it at start).
+    ensure_setting system.vm.public.ip.reservation.mode.strictness true && changed=1
     # Before the registration creates the pod (it waits for the API keys, stored
     # after this). Only CloudStack's default is changed: another value was chosen.
     if [[ $(get_setting control.cidr) == 169.254.0.0/16 ]] && ensure_setting control.cidr "$CONTROL_CIDR"; then

@@ -45,7 +45,8 @@ class CloudStackRegistrationArgs:
     #: created by the stack with consoles.NO_CONSOLE); the registration writes the console
     #: proxy's address into it. "" or None: no console forwards (nothing planned for them).
     console_forwards_parameter: Optional[pulumi.Input[str]] = ""
-    #: The console address (the router's second Elastic IP), which consoleproxy.url.domain must name.
+    #: The console address (the router's second Elastic IP), which consoleproxy.static.publicIp must
+    #: name (the registration checks it; the management server's boot writes it).
     console_address: pulumi.Input[str] = ""
 
 

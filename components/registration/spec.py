@@ -472,6 +472,12 @@ def default_global_settings(management_ip: str, overlay_cidr: str,
                       "assignProxyFromRunningPool), so a second one (launched for standby capacity) would get "
                       "sessions nobody reaches. Read at each launch (ConsoleProxyManagerImpl.allowToLaunchNew; "
                       "ConsoleProxyManager.ConsoleProxyLaunchMax, zone-scoped, default 10)"),
+        GlobalSetting("system.vm.public.ip.reservation.mode.strictness", "true",
+                      "the system VMs' public range (forsystemvms) is theirs alone: with the default false, older "
+                      "releases give its addresses to tenants once the public range is exhausted "
+                      "(IpAddressManagerImpl: the forSystemVms filter only when strict; apache/cloudstack #4310, "
+                      "#5902), and a console forward could then reach a tenant. Read when the management server "
+                      "starts in those releases: its boot sets it before its restart"),
     )
 
 

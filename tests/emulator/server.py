@@ -85,6 +85,8 @@ DEFAULT_CONFIG = {
     # .ConsoleProxyLaunchMax in older releases): how many console proxies a zone may launch
     # (ConsoleProxyManagerImpl.allowToLaunchNew). The emulator launches one per zone anyway.
     "consoleproxy.launch.max": "10",
+    # ConfigurationManagerImpl SystemVMPublicIpReservationModeStrictness (default false).
+    "system.vm.public.ip.reservation.mode.strictness": "false",
 }
 #: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
 #: refuses a value that does not parse as one.
@@ -516,8 +518,14 @@ class Emulator:
         ranges = [r for r in self.vlans.values() if r["zoneid"] == zone_id and r["forvirtualnetwork"]]
         if for_system_vms:
             ranges.sort(key=lambda r: not r.get("forsystemvms"))   # stable: creation order otherwise
-        else:
+        elif self.config.get("system.vm.public.ip.reservation.mode.strictness") == "true":
             ranges = [r for r in ranges if not r.get("forsystemvms")]
+        else:
+            # Not strict (the default): older releases only ORDER the search (the other ranges
+            # first) and hand a `forsystemvms` address to anything once the rest is taken
+            # (IpAddressManagerImpl: the forSystemVms filter only when
+            # SystemVmPublicIpReservationModeStrictness; apache/cloudstack #4310, #5902).
+            ranges.sort(key=lambda r: bool(r.get("forsystemvms")))
         for r in ranges:
             start, end = ipaddress.IPv4Address(r["startip"]), ipaddress.IPv4Address(r["endip"])
             for n in range(int(start), int(end) + 1):

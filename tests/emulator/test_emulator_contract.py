@@ -371,3 +371,21 @@ def test_a_range_for_system_vms_is_listed_as_such(emu):
     c, z = _zone_with_system_vms(emu, forsystemvms=("10.100.192.1", "10.100.192.8"))
     flags = {v["startip"]: v["forsystemvms"] for v in c.listVlanIpRanges(zoneid=z["id"])["vlaniprange"]}
     assert flags == {"10.100.128.1": False, "10.100.192.1": True}
+
+
+
+@pytest.mark.parametrize("strict", ["false", "true"])
+def test_tenants_get_a_range_for_system_vms_only_without_the_strict_reservation(emu, strict):
+    # IpAddressManagerImpl: the forSystemVms filter applies only when
+    # system.vm.public.ip.reservation.mode.strictness is true; otherwise the search is merely
+    # ordered, and a tenant gets a system VMs' address once the rest is taken
+    # (apache/cloudstack #4310, #5902). The registration sets it to true.
+    emu.config["system.vm.public.ip.reservation.mode.strictness"] = strict
+    c, z = _zone_with_system_vms(emu, public_end="10.100.128.1", forsystemvms=("10.100.129.1", "10.100.129.5"))
+    _system_vms(c, zoneid=z["id"])                      # both system VMs in the system range
+    assert emu.hold_public_ip(z["id"]) == "10.100.128.1"  # the tenants' range first
+    if strict == "true":
+        with pytest.raises(ValueError, match="no free public address"):
+            emu.hold_public_ip(z["id"])
+    else:
+        assert emu.hold_public_ip(z["id"]) == "10.100.129.3"

@@ -74,6 +74,7 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
                     "reg-setting-management-network-cidr", "reg-setting-migrate-vm-across-clusters",
                     "reg-setting-vr-public-interface-max-mtu", "reg-setting-vr-private-interface-max-mtu",
                     "reg-setting-consoleproxy-launch-max",
+                    "reg-setting-system-vm-public-ip-reservation-mode-strictness",
                     "reg-hosts-0", "reg-hosts-1", "reg-workload-guard"}
         assert set(children) == expected
         for v in children.values():

@@ -68,7 +68,9 @@ def test_global_settings_are_the_ones_the_zone_needs():
                  "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true",
                  "vr.public.interface.max.mtu": "8446", "vr.private.interface.max.mtu": "8446",
                  # one console proxy per zone: the router forwards to one (review-3 S2)
-                 "consoleproxy.launch.max": "1"}
+                 "consoleproxy.launch.max": "1",
+                 # the system VMs' public range is theirs alone, whatever the release (review-4 S1)
+                 "system.vm.public.ip.reservation.mode.strictness": "true"}
     assert all(g.why for g in default_global_settings("10.100.0.2", "10.100.0.0/16"))
 
 

@@ -422,7 +422,7 @@ def test_vm_forwards_are_empty_by_default_and_parse():
     (["icmp:1:10.100.128.5:1@anywhere"], "expected proto:port:target:targetPort@sources"),
     (["tcp:70000:10.100.128.5:22@anywhere"], "ports must be 1..65535"),
     (["tcp:8080:10.100.128.5:80@anywhere"], "port 8080 is reserved"),
-    (["tcp:443:10.100.128.5:443@anywhere"], "port 443 is reserved"),
+    (["tcp:80:10.100.128.5:80@anywhere"], "port 80 is reserved"),
     (["tcp:2222:10.100.0.2:22@anywhere"], "must be in the public range"),    # the management server
     (["tcp:2222:10.100.64.1:22@anywhere"], "must be in the public range"),   # a system VM
     (["tcp:2222:10.100.128.5:22@0.0.0.0/0"], "write 'anywhere'"),

@@ -129,6 +129,7 @@ def initial_state() -> dict:
                 "ssh_public_key": MGMT_SSH_KEY,
                 "config": {"host": "10.0.0.57", "management.network.cidr": "10.0.0.0/24",
                            "integration.api.port": "0", "control.cidr": "169.254.0.0/16",
+                           "system.vm.public.ip.reservation.mode.strictness": "false",
                            # "" in current releases (ConsoleProxyManager.ConsoleProxyUrlDomain)
                            "consoleproxy.url.domain": ""}},
         "units": {"enabled": [], "active": [], "masked": [], "failing": []},

@@ -95,7 +95,9 @@ def test_first_boot_runs_every_phase_in_order(machine):
     assert state["api"]["admin_password"] == "AdminPw0rdQwe789"
     assert state["api"]["config"] == {"host": "10.100.0.2", "management.network.cidr": "10.100.0.0/16",
                                       "integration.api.port": "0", "control.cidr": "169.254.0.0/17",
-                                      "consoleproxy.url.domain": ""}
+                                      "consoleproxy.url.domain": "",
+                                      # before the restart: older releases read it at start
+                                      "system.vm.public.ip.reservation.mode.strictness": "true"}
     assert "cloudstack-ec2-overlay.service" in state["units"]["enabled"]
     assert "cloudstack-ec2-boot.service" in state["units"]["enabled"]
     # RDS path: databases, user and grants by us, never --deploy-as.
