@@ -92,7 +92,10 @@ def wait_for_console_proxy(api: Api, zoneid: str, gone: frozenset[str] = frozens
                 f"address of the zone's public ranges when it creates it; without one it never starts "
                 f"('Insufficient address capacity' in /var/log/cloudstack/management/management-server.log): "
                 f"look there and at listSystemVms systemvmtype=consoleproxy, and free an address of the public "
-                f"range (listPublicIpAddresses) if it is full. Then run `pulumi up` again.")
+                f"range (listPublicIpAddresses) if it is full. A Stopped console proxy still counts against "
+                f"consoleproxy.launch.max (1 here: ConsoleProxyManagerImpl.allowToLaunchNew), so no other one "
+                f"is launched while it exists: start it (startSystemVm) or destroy it (destroySystemVm). Then "
+                f"run `pulumi up` again.")
         api._sleep(t.poll_interval)
 
 
