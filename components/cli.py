@@ -323,10 +323,9 @@ def render(report: dict, out: TextIO) -> None:
 
 
 def _range_size(text: str) -> int:
-    import ipaddress
+    from components.ipplan import AddressRange
 
-    start, end = text.split("-")
-    return int(ipaddress.IPv4Address(end)) - int(ipaddress.IPv4Address(start)) + 1
+    return AddressRange.parse(text).size
 
 
 def _table(out: TextIO, header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:

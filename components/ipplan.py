@@ -98,6 +98,17 @@ class AddressRange:
     def overlaps(self, other: "AddressRange") -> bool:
         return self.start <= other.end and other.start <= self.end
 
+    @classmethod
+    def parse(cls, text: str) -> "AddressRange":
+        """"first-last", as str() writes it. Raises ValueError on anything else (first after last too)."""
+        first, sep, last = str(text).partition("-")
+        if not sep:
+            raise ValueError(f"{text!r} is not first-last")
+        span = cls(IPv4Address(first), IPv4Address(last))
+        if span.start > span.end:
+            raise ValueError(f"{text!r}: the first address is after the last")
+        return span
+
     def cidrs(self) -> list[IPv4Network]:
         """The fewest CIDRs covering exactly this range (security group rules take CIDRs)."""
         return list(ipaddress.summarize_address_range(self.start, self.end))

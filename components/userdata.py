@@ -427,10 +427,10 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
 
 def _check_console_range(text: str, overlay: ipaddress.IPv4Network, classes: ipplan.AddressClasses) -> None:
     _check_str("overlay.console_range", text)
-    first, _, last = text.partition("-")
-    start = _ip_value("overlay.console_range", first, ipaddress.IPv4Address)
-    end = _ip_value("overlay.console_range", last, ipaddress.IPv4Address)
-    span = ipplan.AddressRange(start, end) if start is not None and end is not None and start <= end else None
+    try:
+        span: Optional[ipplan.AddressRange] = ipplan.AddressRange.parse(text)
+    except ValueError:
+        span = None
     system = classes.system
     if span is None or span.start not in overlay or span.end not in overlay \
             or span.overlaps(ipplan.AddressRange(classes.infrastructure[0], classes.infrastructure[-1])) \

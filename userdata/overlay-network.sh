@@ -165,6 +165,9 @@ in_net() {
     m=$(mask_of "$3")
     ((($(ip2int "$1") & m) == ($(ip2int "$2") & m)))
 }
+in_span() { # ip first last: first <= ip <= last
+    (($(ip2int "$1") >= $(ip2int "$2") && $(ip2int "$1") <= $(ip2int "$3")))
+}
 nets_overlap() { # net1 prefix1 net2 prefix2
     local p=$2
     (($4 < p)) && p=$4

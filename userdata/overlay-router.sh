@@ -33,7 +33,7 @@ router_check() {
             if ! [[ $CONSOLE_FORWARDS =~ $re && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" ]]; then
                 problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "expected empty or 'tcp:80:IP:80 tcp:8080:IP:8080', IP the console proxy's public address (components/consoles.py)"
                 console_ok=false
-            elif target=${BASH_REMATCH[1]} && [[ -n $CONSOLE_RANGE ]] && ! { is_ipv4 "$target" && (($(ip2int "$target") >= $(ip2int "$console_first") && $(ip2int "$target") <= $(ip2int "$console_last"))); }; then
+            elif target=${BASH_REMATCH[1]} && [[ -n $CONSOLE_RANGE ]] && ! { is_ipv4 "$target" && in_span "$target" "$console_first" "$console_last"; }; then
                 problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "the target is outside CONSOLE_RANGE $CONSOLE_RANGE, the system VMs' public range; a console proxy outside it may be a tenant's address"
                 console_ok=false
             fi
@@ -67,7 +67,7 @@ router_check() {
                 elif [[ $variable != ROUTER_DNAT ]] && is_cidr "$INFRA_CIDR" && in_net "$target" "${INFRA_CIDR%/*}" "${INFRA_CIDR#*/}"; then
                     problem "$variable" "$entry" "the target is an infrastructure address (INFRA_CIDR $INFRA_CIDR); VM and console forwards reach tenant (public range) addresses only"
                 elif [[ $variable != ROUTER_DNAT && $SYSTEM_RANGE == *-* ]] && is_ipv4 "${SYSTEM_RANGE%-*}" && is_ipv4 "${SYSTEM_RANGE#*-}" &&
-                    (($(ip2int "$target") >= $(ip2int "${SYSTEM_RANGE%-*}") && $(ip2int "$target") <= $(ip2int "${SYSTEM_RANGE#*-}"))); then
+                    in_span "$target" "${SYSTEM_RANGE%-*}" "${SYSTEM_RANGE#*-}"; then
                     problem "$variable" "$entry" "the target is in the system range SYSTEM_RANGE $SYSTEM_RANGE; VM and console forwards reach tenant (public range) addresses only"
                 else
                     dnat_ports[$to:$proto:$port]=$entry

@@ -177,6 +177,19 @@ def await_created(api: Api, label: str, timed_out: CallTimedOut, find: Callable[
         api._sleep(api.timeouts.poll_interval)
 
 
+def configuration(api: Api, name: str, zoneid: str | None = None) -> Obj | None:
+    """The setting `name` as CloudStack applies it (listConfigurations matches names by
+    substring: the exact one is picked). With `zoneid`, the zone's effective value
+    (listConfigurations zoneid= lists only Zone-scoped keys, with the zone's own value or else the
+    global one: ConfigurationListingServiceImpl / ManagementServerImpl.searchForConfigurations);
+    a setting without Zone scope in this release is read globally. None: no such setting (row)."""
+    if zoneid:
+        item = _by(api.list("listConfigurations", "configuration", name=name, zoneid=zoneid), name=name)
+        if item is not None:
+            return item
+    return _by(api.list("listConfigurations", "configuration", name=name), name=name)
+
+
 def _by(items: list[Obj], **match: Any) -> Obj | None:
     hits = [i for i in items if all(str(i.get(k)) == str(v) for k, v in match.items())]
     if len(hits) > 1:

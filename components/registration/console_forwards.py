@@ -38,8 +38,9 @@ import time
 from typing import Any, Callable
 
 from components import consoles
+from components.ipplan import AddressRange
 
-from .base import Kind, Obj, Props, _by
+from .base import Kind, Obj, Props, _by, configuration
 from .client import CREDENTIAL_ERRORS, LOG, Api, RegistrationError, aws_session
 
 #: What the registration's AWS identity needs on the console-forwards parameter.
@@ -101,31 +102,28 @@ def wait_for_console_proxy(api: Api, zoneid: str, gone: frozenset[str] = frozens
 
 # -- the system VMs' public range --------------------------------------------------------
 
-def parse_range(text: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None:
-    """"first-last" → (first, last); "" → None. Raises RegistrationError on anything else."""
+def parse_range(text: str) -> AddressRange | None:
+    """"first-last" → the range; "" → None. Raises RegistrationError on anything else."""
     if not text:
         return None
     try:
-        first, last = (ipaddress.IPv4Address(p) for p in str(text).split("-"))
-    except ValueError:
-        raise RegistrationError(f"system_public_range={text!r} is invalid: expected first-last, two IPv4 "
+        return AddressRange.parse(text)
+    except ValueError as e:
+        raise RegistrationError(f"system_public_range={text!r} is invalid ({e}): expected first-last, two IPv4 "
                                 f"addresses such as 10.100.192.1-10.100.192.8") from None
-    if first > last:
-        raise RegistrationError(f"system_public_range={text!r} is invalid: the first address is after the last")
-    return first, last
 
 
-def in_range(address: str | None, bounds: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None) -> bool:
+def in_range(address: str | None, bounds: AddressRange | None) -> bool:
     """Whether `address` lies in `bounds` (always True without bounds)."""
     if bounds is None:
         return True
     try:
-        return bounds[0] <= ipaddress.IPv4Address(str(address)) <= bounds[1]
+        return ipaddress.IPv4Address(str(address)) in bounds
     except ValueError:
         return False
 
 
-def _holding(api: Api, zoneid: str, bounds: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]) -> list[Obj]:
+def _holding(api: Api, zoneid: str, bounds: AddressRange) -> list[Obj]:
     """The zone's system VMs with a public IP inside `bounds`."""
     return [v for v in api.list("listSystemVms", "systemvm", zoneid=zoneid) if in_range(v.get("publicip"), bounds)]
 
@@ -155,7 +153,7 @@ def console_proxy_in_range(api: Api, zoneid: str, system_public_range: str) -> O
     if in_range(vm["publicip"], bounds):
         return vm
     held = _holding(api, zoneid, bounds)
-    if len(held) >= int(bounds[1]) - int(bounds[0]) + 1:
+    if len(held) >= bounds.size:
         # every address taken by a system VM: a new console proxy could not get one either
         raise _full(zoneid, vm, system_public_range, held, "")
     LOG.warning("zone %s: the console proxy %s has the public IP %s, outside the system VMs' public range %s "
@@ -173,18 +171,6 @@ def console_proxy_in_range(api: Api, zoneid: str, system_public_range: str) -> O
 
 
 # -- the console settings --------------------------------------------------------------
-
-def _setting(api: Api, name: str, zoneid: str | None = None) -> Obj | None:
-    """The setting as CloudStack applies it: with `zoneid`, the zone's effective value
-    (listConfigurations zoneid= lists only Zone-scoped keys, with the zone's own value or else the
-    global one: ConfigurationListingServiceImpl / ManagementServerImpl.searchForConfigurations);
-    a setting without Zone scope in this release is read globally. None: no such setting (row)."""
-    if zoneid:
-        item = _by(api.list("listConfigurations", "configuration", name=name, zoneid=zoneid), name=name)
-        if item is not None:
-            return item
-    return _by(api.list("listConfigurations", "configuration", name=name), name=name)
-
 
 def _sql_text(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
@@ -212,8 +198,8 @@ def check_settings(api: Api, zoneid: str, console_address: str) -> list[str]:
         problems.append("no console address: CloudStack's console URLs name the console proxy's own public IP, "
                         "which no browser outside the overlay reaches")
     else:
-        address = _setting(api, consoles.STATIC_ADDRESS_SETTING)
-        port = _setting(api, consoles.STATIC_PORT_SETTING)
+        address = configuration(api, consoles.STATIC_ADDRESS_SETTING)
+        port = configuration(api, consoles.STATIC_PORT_SETTING)
         have_address = None if address is None else (address.get("value") or "")
         have_port = None if port is None else str(port.get("value") or "")
         if have_address != console_address or have_port != str(consoles.CONSOLE_PAGE_PORT):
@@ -230,7 +216,7 @@ def check_settings(api: Api, zoneid: str, console_address: str) -> list[str]:
                 f"database master secret; `mysql -h <database address> -u <user> -p`) the SQL "
                 f"`{static_settings_sql(console_address)}`, then `sudo systemctl restart cloudstack-management` "
                 f"(ConsoleProxyManagerImpl.configure reads both when it starts)")
-    domain = _setting(api, consoles.URL_DOMAIN_SETTING, zoneid)
+    domain = configuration(api, consoles.URL_DOMAIN_SETTING, zoneid)
     if domain is not None and (domain.get("value") or "").strip():
         problems.append(
             f"{consoles.URL_DOMAIN_SETTING} is {domain.get('value')!r}: while it is non-empty the console proxy starts "
@@ -239,13 +225,13 @@ def check_settings(api: Api, zoneid: str, console_address: str) -> list[str]:
             f"nothing), and console URLs name that domain instead of the console address. Set it back to blank "
             f"(resetConfiguration name={consoles.URL_DOMAIN_SETTING}, zoneid={zoneid} too if the zone has its own "
             f"value) and restart the management server")
-    ssl = _setting(api, consoles.SSL_SETTING, zoneid)
+    ssl = configuration(api, consoles.SSL_SETTING, zoneid)
     if ssl is not None and str(ssl.get("value")).lower() == "true":
         problems.append(
             f"{consoles.SSL_SETTING} is true: console pages move to port 443 and the websocket to 8443, which the "
             f"router does not forward (it forwards {' and '.join(str(p) for p in consoles.CONSOLE_PORTS)}): consoles "
             f"will not open from outside. Set it to false, or forward those ports yourself")
-    port = _setting(api, consoles.WEBSOCKET_PORT_SETTING, zoneid)
+    port = configuration(api, consoles.WEBSOCKET_PORT_SETTING, zoneid)
     if port is not None and str(port.get("value")) != str(consoles.CONSOLE_WEBSOCKET_PORT):
         problems.append(
             f"{consoles.WEBSOCKET_PORT_SETTING} is {port.get('value')}: noVNC's websocket uses that port, but the "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping
 
-from .base import Kind, Obj, Props, _by, _first, _is_gone, _single  # noqa: F401
+from .base import Kind, Obj, Props, _by, _first, _is_gone, _single, configuration  # noqa: F401
 from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # noqa: F401
 from .console_forwards import ConsoleForwards
 from .hosts import ClusterHosts, LegacyHost
@@ -367,7 +367,7 @@ class GlobalSetting(Kind):
         return f"global setting {props.get('name')}"
 
     def _item(self, api, name):
-        return _by(api.list("listConfigurations", "configuration", name=name), name=name)
+        return configuration(api, name)
 
     def find(self, api, props):
         item = self._item(api, props["name"])

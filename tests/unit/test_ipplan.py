@@ -191,3 +191,11 @@ def test_address_classes_of_the_default_overlay():
     assert classes.classify(ipaddress.IPv4Address("10.100.192.7")) == ipplan.TENANT
     assert classes.classify(ipaddress.IPv4Address("10.100.200.1")) == ipplan.TENANT
     assert classes.classify(ipaddress.IPv4Address("10.0.0.5")) == ipplan.OUTSIDE
+
+
+def test_an_address_range_parses_what_str_writes_and_nothing_else():
+    span = ipplan.system_public_range(ipaddress.IPv4Network("10.100.0.0/16"))
+    assert ipplan.AddressRange.parse(str(span)) == span and span.size == 8
+    for bad in ("10.100.192.8-10.100.192.1", "10.100.192.1", "10.100.192.1-", "10.100.192.1-10.100.192.x"):
+        with pytest.raises(ValueError):
+            ipplan.AddressRange.parse(bad)
