@@ -483,9 +483,12 @@ def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, An
 
     if resource_type == "aws:ec2/eip:Eip" and _unwrap(inputs.get("instance")) and \
             _unwrap(inputs.get("networkInterface")):
-        add("networkInterface", _unwrap(inputs.get("networkInterface")), "may not be set with instance (EC2 "
-            "AssociateAddress: the instance ID or the network interface ID, not both)",
-            "EC2 API reference AssociateAddress")
+        # AWS does not refuse it: pulumi-aws's Eip notes that with both set it returns no
+        # error and the result is undefined. A guard of our own, so that the association is
+        # never left to chance.
+        add("networkInterface", _unwrap(inputs.get("networkInterface")), "is set with instance: AWS does not "
+            "refuse it, but which one the address ends up on is undefined; give one of the two",
+            "pulumi-aws Eip (instance and network_interface: undefined); EC2 API reference AssociateAddress")
 
     for prop, limit, what in IAM_DOCUMENT_LIMITS.get(resource_type, ()):
         document = _unwrap(inputs.get(prop))

@@ -516,9 +516,15 @@ class Emulator:
         first, for anything else only the other ranges (listAvailablePublicIps)."""
         used = {x.get("publicip") for x in self.vms.values()} | set(self.held_public_ips)
         ranges = [r for r in self.vlans.values() if r["zoneid"] == zone_id and r["forvirtualnetwork"]]
-        if for_system_vms:
+        strict = self.config.get("system.vm.public.ip.reservation.mode.strictness") == "true"
+        if for_system_vms and strict:
+            # Strict: system VMs only from the `forsystemvms` ranges; none free there is
+            # "Insufficient address capacity", no fallback (IpAddressManagerImpl). (The real
+            # setting is not dynamic: a server reads it at start; here it applies at once.)
+            ranges = [r for r in ranges if r.get("forsystemvms")]
+        elif for_system_vms:
             ranges.sort(key=lambda r: not r.get("forsystemvms"))   # stable: creation order otherwise
-        elif self.config.get("system.vm.public.ip.reservation.mode.strictness") == "true":
+        elif strict:
             ranges = [r for r in ranges if not r.get("forsystemvms")]
         else:
             # Not strict (the default): older releases only ORDER the search (the other ranges

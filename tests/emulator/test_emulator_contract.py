@@ -389,3 +389,18 @@ def test_tenants_get_a_range_for_system_vms_only_without_the_strict_reservation(
             emu.hold_public_ip(z["id"])
     else:
         assert emu.hold_public_ip(z["id"]) == "10.100.129.3"
+
+
+@pytest.mark.parametrize("strict", ["false", "true"])
+def test_system_vms_fall_back_to_the_tenants_range_only_without_the_strict_reservation(emu, strict):
+    # IpAddressManagerImpl: strict, a system VM takes only the forsystemvms ranges (none free:
+    # Insufficient address capacity, the VM never runs); not strict, it falls back.
+    emu.config["system.vm.public.ip.reservation.mode.strictness"] = strict
+    c, z = _zone_with_system_vms(emu, forsystemvms=("10.100.129.1", "10.100.129.1"))
+    vms = _system_vms(c, deadline=0.5, zoneid=z["id"])
+    addresses = sorted(v.get("publicip", "none") for v in vms.values())
+    if strict == "true":
+        assert addresses == ["10.100.129.1", "none"]
+        assert sorted(v["state"] for v in vms.values()) == ["Running", "Stopped"]
+    else:
+        assert addresses == ["10.100.128.1", "10.100.129.1"]

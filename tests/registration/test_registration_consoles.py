@@ -67,6 +67,16 @@ def console_proxy(emulator, running=True, deadline=2.0) -> dict:
         time.sleep(0.02)
 
 
+STRICTNESS = "system.vm.public.ip.reservation.mode.strictness"
+
+
+def not_strict(spec):
+    """The spec as a management server applies it that has not restarted since the strictness
+    setting was written (not dynamic: read at start), or before the registration set it (an
+    existing stack): system VMs fall back to the tenants' range when theirs is full."""
+    return dataclasses.replace(spec, global_settings=tuple(g for g in spec.global_settings if g.name != STRICTNESS))
+
+
 def updates(engine: Engine, since: int) -> list[tuple[str, str]]:
     return engine.log[since:]
 
@@ -218,7 +228,7 @@ def test_wrong_console_settings_are_warnings_read_for_the_zone(emulator, engine,
 
 def test_an_existing_stacks_console_proxy_is_moved_into_the_system_range_once(emulator, engine, ssm, caplog):
     # the stack before the range existed: its system VMs took the tenants' range
-    old_spec = dataclasses.replace(make_spec(1, timeouts=T), system_public_range=None)
+    old_spec = dataclasses.replace(not_strict(make_spec(1, timeouts=T)), system_public_range=None)
     engine.up(old_spec)
     old = console_proxy(emulator)
     assert old["publicip"] == "10.100.128.2" and value(ssm) == consoles.console_forwards("10.100.128.2")
@@ -239,9 +249,26 @@ def test_an_existing_stacks_console_proxy_is_moved_into_the_system_range_once(em
     assert updates(engine, before) == [] and destroyed(emulator) == [old["id"]]
 
 
-def test_a_system_range_full_of_system_vms_is_a_clear_error_without_a_destroy(emulator, engine, ssm):
-    # a range of one address, which the secondary storage VM takes first
+def test_a_system_range_full_of_system_vms_strictly_leaves_the_console_proxy_without_an_address(
+        emulator, engine, ssm):
+    # a range of one address, which the secondary storage VM takes first; strict (as deployed),
+    # the console proxy gets no address at all (IpAddressManagerImpl: no fallback) and never runs
     spec = make_spec(1, timeouts=T)
+    spec = dataclasses.replace(spec, system_public_range=dataclasses.replace(spec.system_public_range,
+                                                                             end_ip="10.100.192.1"))
+    with pytest.raises(RegistrationError) as e:
+        engine.up(spec)
+    msg = str(e.value)
+    # the zone's enabling already waits for it (wait_for_system_vms), and says which one
+    assert "these system VMs do not run: console proxy: v-2-VM Stopped" in msg
+    assert destroyed(emulator) == []
+    assert value(ssm) == consoles.NO_CONSOLE
+
+
+def test_a_system_range_full_of_system_vms_is_a_clear_error_without_a_destroy(emulator, engine, ssm):
+    # a range of one address, which the secondary storage VM takes first; not (yet) strict, the
+    # console proxy falls back to the tenants' range
+    spec = not_strict(make_spec(1, timeouts=T))
     spec = dataclasses.replace(spec, system_public_range=dataclasses.replace(spec.system_public_range,
                                                                              end_ip="10.100.192.1"))
     with pytest.raises(RegistrationError) as e:
@@ -254,7 +281,7 @@ def test_a_system_range_full_of_system_vms_is_a_clear_error_without_a_destroy(em
 
 
 def test_a_range_full_after_one_destroy_is_a_clear_error(emulator, engine, ssm):
-    spec = make_spec(1, timeouts=T)
+    spec = not_strict(make_spec(1, timeouts=T))
     engine.up(spec)
     old = console_proxy(emulator)
     zone = engine.state["zone"]["id"]

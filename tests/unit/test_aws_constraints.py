@@ -220,7 +220,7 @@ def test_an_instance_on_its_own_interface_takes_no_instance_level_network_settin
     assert found.input == prop and "primaryNetworkInterface" in found.message
 
 
-def test_an_elastic_ip_goes_to_an_instance_or_an_interface_not_both():
+def test_an_elastic_ip_on_both_an_instance_and_an_interface_is_flagged():
     assert c.check_inputs("aws:ec2/eip:Eip", "e", {"networkInterface": "eni-1"}) == []
     [found] = c.check_inputs("aws:ec2/eip:Eip", "e", {"networkInterface": "eni-1", "instance": "i-1"})
-    assert "not both" in found.message
+    assert "undefined" in found.message and "one of the two" in found.message

@@ -656,7 +656,7 @@ def curl(state):
             # ConfigurationManagerImpl.updateConfiguration refuses a name it does not know
             # (as tests/emulator/server.py does).
             print(json.dumps({"updateconfigurationresponse": {
-                "errorcode": 431, "errortext": f"Configuration {form['name']} not found"}}))
+                "errorcode": 431, "errortext": f"Config parameter with name {form['name']} doesn't exist"}}))
             return 0
         api["config"][form["name"]] = form["value"]
         print(json.dumps({"updateconfigurationresponse": {"configuration": {"name": form["name"], "value": form["value"]}}}))
