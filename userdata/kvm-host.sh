@@ -21,7 +21,7 @@ csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_U
 
 LIBVIRT_ETC=$CSEC2_ROOT/etc/libvirt
 AGENT_PROPERTIES=$CSEC2_ROOT/etc/cloudstack/agent/agent.properties
-# Who may reach what (address classes from components/ipplan.py, in boot.env):
+# Who may reach what (address classes from components/model/ipplan.py, in boot.env):
 # SSH, port 1798, libvirt (16509 TCP, 16514 TLS: cloudstack-setup-agent turns
 # TLS on when the host is added) and the live-migration data ports: the
 # management servers and the other hosts only. VNC consoles: the management

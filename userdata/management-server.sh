@@ -58,7 +58,7 @@ fetch_secrets() {
     # cloudstack-setup-databases puts the cloud password and both keys into shell
     # command lines it builds itself (mysql --password=..., the jasypt encryption
     # command): '$' and '`' would be expanded, '"', '\' and whitespace break the
-    # quoting. Generated values never contain them (components/management.py).
+    # quoting. Generated values never contain them (components/resources/management.py).
     tool_safe "$CSEC2_SECRET_DB_CLOUD" password "$DB_CLOUD_PASSWORD"
     tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" management_key "$MANAGEMENT_KEY"
     tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" database_key "$DATABASE_KEY"
@@ -92,7 +92,7 @@ fetch_parameters() {
 # ------------------------------------------------------------- firewall ----
 
 # Tenant isolation on the management server (address classes from
-# components/ipplan.py, in boot.env), loaded before CloudStack listens:
+# components/model/ipplan.py, in boot.env), loaded before CloudStack listens:
 #   8096  never (the unauthenticated integration API; integration.api.port is 0)
 #   9090  cluster traffic: the other management servers only
 #   8250  agents and system VMs: the KVM hosts and the pod's system range only
@@ -616,7 +616,7 @@ protect_link_local_services() {
     [[ -z $held ]] || csec2_log "WARNING: system VMs hold EC2 link-local addresses (destroy them): ${held//$'\n'/; }"
 }
 
-# Console URLs name the router's console Elastic IP (components/consoles.py):
+# Console URLs name the router's console Elastic IP (components/model/consoles.py):
 # ConsoleProxyManagerImpl.configure reads consoleproxy.static.publicIp (and, when
 # it is set, consoleproxy.static.port, default 8443) with configDao.getValue when
 # the server starts; assignProxy then puts them into every console URL (port 80

@@ -14,7 +14,7 @@ router_check() {
     direct_entries=()
     declare -gA dnat_ports=()
     if [[ $OVERLAY_ROLE == router ]]; then
-        # The console: components/consoles.py says why a second address, and what
+        # The console: components/model/consoles.py says why a second address, and what
         # it forwards. The underlay address is never it (overlay-network.sh).
         if [[ -n $CONSOLE_ADDRESS ]] && { ! is_ipv4 "$CONSOLE_ADDRESS" || { $vpc_ok && ! in_net "$CONSOLE_ADDRESS" "$vpc_ip" "$vpc_prefix"; }; }; then
             problem CONSOLE_ADDRESS "$CONSOLE_ADDRESS" "expected the router's second private IPv4 address, inside VPC_CIDR $VPC_CIDR"
@@ -31,7 +31,7 @@ router_check() {
         if [[ -n ${CONSOLE_FORWARDS// /} ]]; then
             re='^tcp:80:([0-9.]+):80 tcp:8080:([0-9.]+):8080$'
             if ! [[ $CONSOLE_FORWARDS =~ $re && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" ]]; then
-                problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "expected empty or 'tcp:80:IP:80 tcp:8080:IP:8080', IP the console proxy's public address (components/consoles.py)"
+                problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "expected empty or 'tcp:80:IP:80 tcp:8080:IP:8080', IP the console proxy's public address (components/model/consoles.py)"
                 console_ok=false
             elif target=${BASH_REMATCH[1]} && [[ -n $CONSOLE_RANGE ]] && ! { is_ipv4 "$target" && in_span "$target" "$console_first" "$console_last"; }; then
                 problem CONSOLE_FORWARDS "$CONSOLE_FORWARDS" "the target is outside CONSOLE_RANGE $CONSOLE_RANGE, the system VMs' public range; a console proxy outside it may be a tenant's address"

@@ -16,7 +16,7 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 
 FORWARDS_ENV=$CSEC2_ROOT/etc/cloudstack-ec2/forwards.env
 FORWARD_ENTRY='^(tcp|udp):[0-9]{1,5}:[0-9.]+:[0-9]{1,5}$'
-# What components/consoles.py console_forwards writes, entry by entry
+# What components/model/consoles.py console_forwards writes, entry by entry
 # (overlay-network.sh checks the whole value and the target).
 CONSOLE_ENTRY='^tcp:(80:[0-9.]+:80|8080:[0-9.]+:8080)$'
 FORWARDS_VALUE=""

@@ -5,7 +5,7 @@
 # this instance needs before its network works (common.sh, overlay-network.sh,
 # the units, the settings and this launcher). The role script itself
 # (router.sh, management-server.sh, kvm-host.sh) lives in the deployment's
-# private S3 bucket, keyed by its sha256 (components/bootstore.py). This script:
+# private S3 bucket, keyed by its sha256 (components/resources/bootstore.py). This script:
 #   1. members: brings the overlay up and waits for the router and the internet
 #      (the router reaches the internet through its Elastic IP directly);
 #   2. installs the AWS CLI;

@@ -63,7 +63,7 @@ def stack_aws_problems() -> list:
     """settings.Problem for each `aws:` setting the registration cannot use (the old
     aws:assumeRole key, a malformed aws:assumeRoles entry): reported with the stack's other
     problems, before anything is created."""
-    from components.settings import Problem
+    from components.model.settings import Problem
 
     from .client import identity_problems
 

@@ -1,7 +1,7 @@
 """The console proxy's address, published for the router: the `console_forwards` kind (no Pulumi here).
 
 A browser opens a VM's console at the console address (the router's second Elastic IP), ports
-80 and 8080; the router forwards them to the console proxy VM's public IP (components/consoles.py).
+80 and 8080; the router forwards them to the console proxy VM's public IP (components/model/consoles.py).
 That IP is CloudStack's choice: PublicNetworkGuru gives each system VM a free public address
 when it is created, from the system VMs' public range (registered with forsystemvms) first, and
 a console proxy that is destroyed and launched again (by an operator, by HA, by a disabled and
@@ -37,8 +37,8 @@ import ipaddress
 import time
 from typing import Any, Callable
 
-from components import consoles
-from components.ipplan import AddressRange
+from components.model import consoles
+from components.model.ipplan import AddressRange
 
 from .base import Kind, Obj, Props, _by, configuration
 from .client import CREDENTIAL_ERRORS, LOG, Api, RegistrationError, aws_session

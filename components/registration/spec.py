@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from components.ipplan import GUEST_CIDR_RANGES
-from components.naming import zone_paths
+from components.model.ipplan import GUEST_CIDR_RANGES
+from components.model.naming import zone_paths
 
 #: CloudStack's limit for KVM clusters (install guide 6.5.1.1).
 MAX_KVM_HOSTS_PER_CLUSTER = 16
@@ -493,7 +493,7 @@ def build_spec(
     host_instance_types: Sequence[str] | None = None,
     allow_destroy_with_vms: bool = False,
 ) -> RegistrationSpec:
-    """Build the spec from `components.ipplan.IpPlan` (duck-typed: overlay, router,
+    """Build the spec from `components.model.ipplan.IpPlan` (duck-typed: overlay, router,
     management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns,
     and system_public_range if it has one: the system VMs' public range, same gateway/netmask).
     `host_instance_types[i]`: host i's EC2 instance type (hosts of different types go to

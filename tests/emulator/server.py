@@ -73,7 +73,7 @@ DEFAULT_CONFIG = {
     # api/.../NetworkService.java (since 4.18, zone scope, Integer): VR interface MTUs.
     "vr.public.interface.max.mtu": "1500",
     "vr.private.interface.max.mtu": "1500",
-    # The console settings the registration reads (components/consoles.py), with the defaults
+    # The console settings the registration reads (components/model/consoles.py), with the defaults
     # of current releases: ConsoleProxyManager.ConsoleProxyUrlDomain (ConfigKey, default "":
     # console URLs name the console proxy's public IP; isDynamic=false, so the management server
     # reads it when it starts), Config.ConsoleProxySslEnabled ("false"), and novnc.console.port

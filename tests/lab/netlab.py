@@ -55,7 +55,7 @@ FAR_GATEWAY = "192.0.2.1"
 FAR_HOST = "192.0.2.20"  # an internet host on a jumbo LAN behind "internet"
 ELASTIC_IP = "198.51.100.10"
 #: The router's console address: the second private IPv4 of its ENI, with an Elastic
-#: IP of its own (components/consoles.py). Not configured on the router's interface:
+#: IP of its own (components/model/consoles.py). Not configured on the router's interface:
 #: EC2 delivers it to the ENI, as the lab's VPC router does (a route to the ENI).
 CONSOLE_ADDRESS = "10.99.1.11"
 CONSOLE_EIP = "198.51.100.11"
@@ -72,8 +72,8 @@ DB_PORT = 3306
 INTERNET_PORT = 80
 DNS_NAME = "db.lab.internal"
 
-# The router's address classes, as components/userdata.py renders them from
-# components/ipplan.py for the lab's overlay and subnet.
+# The router's address classes, as components/boot/userdata.py renders them from
+# components/model/ipplan.py for the lab's overlay and subnet.
 INFRA_CIDR = "10.100.0.0/18"
 SYSTEM_RANGE = "10.100.64.1-10.100.64.250"
 SUBNET_CIDR = "10.99.1.0/24"
@@ -446,7 +446,7 @@ def security_group_filter(rules, dev: str, table: str = "ec2_security_group") ->
     -1 for all) and source CIDR; what no rule admits is dropped silently. A protocol
     other than tcp, udp, icmp admits all its traffic ("-1": every protocol).
 
-    `rules` are components.routeraccess.IngressRule values (or anything with
+    `rules` are components.model.routeraccess.IngressRule values (or anything with
     protocol, from_port, to_port, cidrs). Its own table, in prerouting before NAT
     (priority mangle, after conntrack), so the instance's own nftables (the
     overlay script replaces its table) never touch it; counter "refused" counts drops."""

@@ -1,6 +1,6 @@
 """VM consoles from outside the overlay, proven with real packets in the namespace lab.
 
-The design (components/consoles.py): the router's ENI has a second private address,
+The design (components/model/consoles.py): the router's ENI has a second private address,
 the console address, with an Elastic IP of its own (netlab CONSOLE_ADDRESS and
 CONSOLE_EIP; the lab's VPC router delivers the address to the router's underlay
 interface and its internet gateway maps the EIP to it, as EC2 does). The router runs
@@ -10,8 +10,8 @@ NIC, a public-range address on the overlay. Here a stand-in namespace plugged in
 host1's cloudbr0 plays the console proxy: an HTTP page at noVNC's path on 80 and a
 greeting on 8080 (and, to catch leaks, listeners on 22 and 443).
 
-Who may connect is the router's security group: components.routeraccess.router_ingress
-(with the member group the router also carries, components/underlay.py) rendered as a
+Who may connect is the router's security group: components.model.routeraccess.router_ingress
+(with the member group the router also carries, components/resources/underlay.py) rendered as a
 stateful filter on the router's underlay ingress (netlab.security_group_filter: EC2's
 stateful security group semantics). The internet client (203.0.113.2) is inside
 adminCidrs, the far host (192.0.2.20) is not, the database subnet is the VPC.
@@ -30,8 +30,10 @@ import time
 
 import pytest
 
-from components import consoles, ipplan, routeraccess
-from components.underlay import IGMP_PROTOCOL, IGMP_QUERIER, VXLAN_PORT
+from components.model import consoles
+from components.model import ipplan
+from components.model import routeraccess
+from components.resources.underlay import IGMP_PROTOCOL, IGMP_QUERIER, VXLAN_PORT
 
 from .netlab import (
     CONSOLE_ADDRESS, CONSOLE_EIP, DB_ADDRESS, ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, INTERNET_PORT, MGMT,
@@ -53,7 +55,7 @@ PAGE = "/resource/noVNC/vnc.html"  # ConsoleAccessManagerImpl.generateConsoleAcc
 SG_TABLE = "ec2_security_group"
 REFUSED_TIMEOUT = 1.5
 LEAK_PORTS = (22, 443)          # the stand-in listens there too: an undeclared port must not reach it
-#: What the member security group (components/underlay.py member_sg, which the router
+#: What the member security group (components/resources/underlay.py member_sg, which the router
 #: also carries) admits: IGMP queries from the Transit Gateway, VXLAN from the subnet.
 MEMBER_GROUP = [
     routeraccess.IngressRule(IGMP_PROTOCOL, 0, 0, (IGMP_QUERIER,), "IGMP membership queries"),

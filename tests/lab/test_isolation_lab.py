@@ -37,7 +37,7 @@ import bootlab  # noqa: E402  (the boot-script harness: runs the real user data 
 
 pytestmark = pytest.mark.lab
 
-TENANT_IP = "10.100.128.1"  # components/ipplan.py: public range of 10.100.0.0/16 starts here
+TENANT_IP = "10.100.128.1"  # components/model/ipplan.py: public range of 10.100.0.0/16 starts here
 SYSTEM_IP = "10.100.64.1"   # ... and the pod's system range
 EFS = Instance("efs", "10.99.1.60", None, None)
 NFS_PORT = 2049

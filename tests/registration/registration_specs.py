@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.ipplan import build_plan
+from components.model.ipplan import build_plan
 from components.registration.spec import RegistrationSpec, Timeouts, build_spec
 
 REGION = "eu-west-1"

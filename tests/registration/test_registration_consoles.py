@@ -13,7 +13,7 @@ import pytest
 from registration_engine import Engine
 from registration_specs import FAST, REGION, make_spec
 
-from components import consoles
+from components.model import consoles
 from components.registration.client import RegistrationError
 from components.registration.console_forwards import static_settings_sql
 from components.registration.plan import Deferred, Ref, plan_registration, with_console_parameter

@@ -7,9 +7,9 @@ import pytest
 from registration_engine import Engine
 from registration_specs import FAST, REGION
 
-from components.ipplan import build_plan
+from components.model.ipplan import build_plan
 from components.registration.client import RegistrationError
-from components.hosttypes import HostTypes
+from components.model.hosttypes import HostTypes
 from components.program import cross_cluster_migration
 from components.registration.spec import build_spec
 

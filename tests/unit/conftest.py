@@ -1,4 +1,4 @@
-"""Fixtures of the component tests: the real program run under Pulumi mocks (components.offline).
+"""Fixtures of the component tests: the real program run under Pulumi mocks (components.cli.offline).
 
 `deploy(**overrides)` runs `components.program.build` with the dev stack's config
 (Pulumi.dev.yaml, hostCount 3) plus `overrides` (config keys without the namespace)
@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable
 import pytest
 import yaml
 
-from components import offline
-from components.settings import NAMESPACE
+from components.cli import offline
+from components.model.settings import NAMESPACE
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "cloudstack-ec2"
@@ -166,7 +166,7 @@ class Deployed:
 
     @staticmethod
     def boot_script(inst: offline.Registration) -> str:
-        from components.userdata import decode_user_data
+        from components.boot.userdata import decode_user_data
 
         return decode_user_data(inst.inputs["userDataBase64"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.cli import main
+from components.cli.commands import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

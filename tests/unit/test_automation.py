@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from components import automation
-from components.automation import PulumiCliMissing, workspace_env
+from components.cli import automation
+from components.cli.automation import PulumiCliMissing, workspace_env
 
 from test_cli import ROOT, console_script, offline_env
 

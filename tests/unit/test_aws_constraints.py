@@ -1,4 +1,4 @@
-"""AWS's input rules (components.aws_constraints) and the offline runner that applies them.
+"""AWS's input rules (components.model.aws_constraints) and the offline runner that applies them.
 
 The rules themselves are tested directly; the runner is tested with a tiny program
 (so a refusal is shown to stop the run, naming the resource and the input); and the
@@ -13,8 +13,8 @@ import pulumi
 import pulumi_aws as aws
 import pytest
 
-from components import aws_constraints as c
-from components import offline
+from components.model import aws_constraints as c
+from components.cli import offline
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
 
@@ -159,7 +159,7 @@ def test_offline_run_refuses_what_aws_refuses_naming_resource_and_input():
 
 
 def test_plan_command_exits_2_naming_the_resource_and_input(tmp_path, capsys, monkeypatch):
-    from components import cli
+    from components.cli import commands as cli
 
     (tmp_path / "Pulumi.yaml").write_text("name: cloudstack-ec2\nruntime: python\n")
     (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  cloudstack-ec2:adminCidrs: ['10.0.0.0/8']\n")

@@ -6,9 +6,10 @@ import subprocess
 
 import pytest
 
-from components import catalog, ipplan
-from components.offline import OfflineMocks, SubnetFullError
-from components.settings import SettingsError, parse_settings
+from components.model import catalog
+from components.model import ipplan
+from components.cli.offline import OfflineMocks, SubnetFullError
+from components.model.settings import SettingsError, parse_settings
 
 from planrun import cli
 from test_cli import console_script, offline_env, ROOT

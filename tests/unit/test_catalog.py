@@ -2,8 +2,8 @@
 
 import pytest
 
-from components import catalog
-from components.settings import parse_settings
+from components.model import catalog
+from components.model.settings import parse_settings
 
 
 def settings(**overrides):
@@ -30,7 +30,7 @@ def test_more_hosts_cost_exactly_one_host_more():
 
 
 def test_unknown_type_is_reported_not_guessed():
-    from components.settings import InstanceFacts
+    from components.model.settings import InstanceFacts
 
     s = parse_settings({"adminCidrs": ["10.0.0.0/8"], "hostInstanceType": "c9z.metal"},
                        lambda n: InstanceFacts(n, "", True, ("x86_64",), 1, 1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.cli import main
+from components.cli.commands import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components.cloudmonkey import cmk_profile
+from components.model.cloudmonkey import cmk_profile
 
 
 def test_output_names_url_and_secret_but_holds_no_secret(dev):

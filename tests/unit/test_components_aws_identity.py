@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from components.settings import SettingsError
+from components.model.settings import SettingsError
 
 CHAIN = [{"roleArn": "arn:aws:iam::123456789012:role/deployer", "externalId": "x-1", "duration": "1h"},
          {"roleArn": "arn:aws:iam::123456789012:role/cloudstack", "sessionName": "ops"}]

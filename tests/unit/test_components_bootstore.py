@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from components import aws_constraints, naming, userdata
+from components.model import aws_constraints
+from components.model import naming
+from components.boot import userdata
 
 BUCKET = "aws:s3/bucket:Bucket"
 OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"

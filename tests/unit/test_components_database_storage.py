@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from components.settings import SettingsError
+from components.model.settings import SettingsError
 
 RDS = "aws:rds/instance:Instance"
 PARAMS = "aws:rds/parameterGroup:ParameterGroup"
@@ -190,7 +190,7 @@ def test_multi_az_database_leaves_the_az_to_rds(deploy):
 
 
 def test_aws_refuses_a_fixed_az_with_multi_az():
-    from components import aws_constraints
+    from components.model import aws_constraints
 
     found = aws_constraints.check_inputs("aws:rds/instance:Instance", "db", {
         "identifier": "db", "multiAz": True, "availabilityZone": "us-east-1a"})
@@ -215,7 +215,7 @@ def test_log_retention_is_a_setting(deploy):
 
 
 def test_log_retention_outside_what_cloudwatch_accepts_is_refused():
-    from components.settings import SettingsError, parse_settings
+    from components.model.settings import SettingsError, parse_settings
 
     with pytest.raises(SettingsError) as err:
         parse_settings({"adminCidrs": ["10.0.0.0/8"], "dbLogRetentionDays": 31})
@@ -224,8 +224,8 @@ def test_log_retention_outside_what_cloudwatch_accepts_is_refused():
 
 @pytest.mark.parametrize("stack", ["dev", "Prod.eu_central-1", "a" * 63, "x--y__z"])
 def test_db_identifier_is_valid_for_any_stack_name(stack):
-    from components import aws_constraints
-    from components.database import db_identifier
+    from components.model import aws_constraints
+    from components.resources.database import db_identifier
 
     identifier = db_identifier(stack, "0a1b2c3d")
     assert identifier.endswith("-0a1b2c3d") and identifier.startswith("cloudstack-")

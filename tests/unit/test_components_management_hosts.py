@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from components import catalog
+from components.model import catalog
 
 SECRET = "aws:secretsmanager/secret:Secret"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
@@ -159,7 +159,7 @@ def test_host_registration_depends_on_its_own_instances(dev):
 @pytest.mark.parametrize("key,value", [("hostInstanceType", "c5.large"), ("hostInstanceType", "m4.large"),
                                        ("managementInstanceType", "m4.large"), ("routerInstanceType", "t2.medium")])
 def test_program_refuses_non_nitro_or_non_metal_instance_types(deploy, key, value):
-    from components.settings import SettingsError
+    from components.model.settings import SettingsError
 
     with pytest.raises(SettingsError) as err:
         deploy(**{key: value})

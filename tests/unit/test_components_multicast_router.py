@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components import catalog
+from components.model import catalog
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
 

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from components import catalog, userdata
-from components.node import SESSION_MANAGER_ACTIONS
+from components.model import catalog
+from components.boot import userdata
+from components.resources.node import SESSION_MANAGER_ACTIONS
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"

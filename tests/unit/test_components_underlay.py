@@ -42,13 +42,13 @@ def routes_in(d, table_id: str) -> list:
 
 
 def comment_before(code: str) -> str:
-    """The comment lines right above `code` in components/underlay.py (the WHY of a rule)."""
+    """The comment lines right above `code` in components/resources/underlay.py (the WHY of a rule)."""
     import inspect
 
-    from components import underlay
+    from components.resources import underlay
 
     source = inspect.getsource(underlay)
-    assert source.count(code) == 1, f"{code!r} not found once in components/underlay.py"
+    assert source.count(code) == 1, f"{code!r} not found once in components/resources/underlay.py"
     lines = source[:source.index(code)].splitlines()
     comment = []
     for line in reversed(lines[:-1]):  # the last one is the indentation of `code`
@@ -297,7 +297,7 @@ def _admitted_overlay_addresses(d, rule):
 @pytest.mark.parametrize("overrides", [{}, {"overlayCidr": "172.20.0.0/24"}, EXISTING],
                          ids=["default", "small-overlay", "existing-vpc"])
 def test_no_rule_admits_a_tenant_address_to_efs_or_the_database(deploy, overrides):
-    from components import ipplan
+    from components.model import ipplan
 
     d = deploy(**overrides)
     plan = d.settings.ip_plan()

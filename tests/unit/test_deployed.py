@@ -1,5 +1,5 @@
 """Later runs of a deployed stack: what is chosen once, what can only grow, the MySQL
-upgrade path, and the per-deployment SSM root (components.deployed, program.read_deployed).
+upgrade path, and the per-deployment SSM root (components.model.deployed, program.read_deployed).
 
 A later run is the real program under the offline runner, given the stack's outputs
 after its last update (what a StackReference to the stack itself returns under `pulumi up`).
@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from components import deployed, naming, offline
+from components.model import deployed
+from components.model import naming
+from components.cli import offline
 from components.program import build
-from components.settings import NAMESPACE, SettingsError, parse_settings
+from components.model.settings import NAMESPACE, SettingsError, parse_settings
 
 PARAMETER = "aws:ssm/parameter:Parameter"
 RDS = "aws:rds/instance:Instance"
@@ -140,7 +142,7 @@ def test_stack_deployed_before_the_random_part_keeps_its_parameter_names():
 
 
 def test_plan_command_checks_a_change_against_the_deployed_outputs(tmp_path, capsys):
-    from components import cli
+    from components.cli import commands as cli
 
     previous = tmp_path / "outputs.json"
     previous.write_text(__import__("json").dumps(recorded(rootVolumeGb=100)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.settings import TGW_MAX_MTU, VXLAN_OVERHEAD
+from components.model.settings import TGW_MAX_MTU, VXLAN_OVERHEAD
 
 VLAN_TAG = 4  # 802.1Q
 MTU_KEYS = ("vr.public.interface.max.mtu", "vr.private.interface.max.mtu")

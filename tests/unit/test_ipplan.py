@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import ipplan
+from components.model import ipplan
 
 VPC = "10.0.0.0/16"
 

@@ -7,7 +7,7 @@ import pulumi
 import pytest
 import yaml
 
-from components import offline
+from components.cli import offline
 
 ROOT = Path(__file__).resolve().parents[2]
 

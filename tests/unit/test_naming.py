@@ -2,7 +2,7 @@
 
 import pytest
 
-from components import naming
+from components.model import naming
 
 
 def test_names_derive_from_the_stack():
@@ -36,7 +36,7 @@ def test_bad_deployment_ids_are_refused(bad):
 
 
 def test_boot_scripts_accept_both_roots():
-    from components import userdata
+    from components.boot import userdata
 
     assert userdata._check_prefix("prefix", "/cloudstack-ec2/dev/0a1b2c3d")
     assert userdata._check_prefix("prefix", "/cloudstack-ec2/dev")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from components import offline
-from components.hosts import DEPLOYMENT_TAG, HOST_ROLE
-from components.settings import NAMESPACE, SettingsError
+from components.cli import offline
+from components.resources.hosts import DEPLOYMENT_TAG, HOST_ROLE
+from components.model.settings import NAMESPACE, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "cloudstack-ec2"
@@ -158,7 +158,7 @@ def test_mixed_types_forbid_live_migration_across_clusters(changed):
 
 def test_cost_counts_each_host_at_its_own_type(changed):
     hourly = changed.outputs["estimatedHourlyCostUsd"]
-    from components import catalog
+    from components.model import catalog
 
     two_metal_two_c8i = catalog.estimate(changed.settings, ["m5zn.metal"] * 2 + ["c8i.4xlarge"] * 2).hourly
     assert hourly == round(two_metal_two_c8i, 2)
@@ -227,7 +227,7 @@ def test_the_mocked_describe_instances_filters_as_the_data_source_does():
 
 def test_plan_report_shows_the_programs_clusters_and_each_hosts_type(changed):
     # The plan's report reads the program's own answer (existing hosts keep their type).
-    from components.cli import plan_report
+    from components.cli.commands import plan_report
 
     report = plan_report(changed.run, "dev", PROJECT, "us-east-1")
     assert report["summary"]["clusters"] == 2

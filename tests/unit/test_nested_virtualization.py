@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from components import catalog
-from components.settings import InstanceFacts, SettingsError, check_instance_type, parse_settings
+from components.model import catalog
+from components.model.settings import InstanceFacts, SettingsError, check_instance_type, parse_settings
 
 VALID = {"adminCidrs": ["203.0.113.0/24"]}
 
@@ -116,7 +116,7 @@ def test_estimate_dates_the_8th_generation_rows_and_names_the_source():
 
 # --- host types and clusters (pure) ------------------------------------------------------
 
-from components.hosttypes import HostTypes, plan_host_types  # noqa: E402
+from components.model.hosttypes import HostTypes, plan_host_types  # noqa: E402
 from components.registration import SpecError, clusters_for  # noqa: E402
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf import struct_pb2
 from pulumi.runtime.proto import resource_pb2
 
-from components.offline import OfflineMocks, RecordingMonitor
+from components.cli.offline import OfflineMocks, RecordingMonitor
 
 
 def test_invoke_on_a_worker_thread_closes_its_event_loop():

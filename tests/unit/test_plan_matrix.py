@@ -1,12 +1,12 @@
 """The real program, planned offline over a matrix of stacks: every input of every
-resource must pass AWS's rules (components.aws_constraints; the offline runner raises
+resource must pass AWS's rules (components.model.aws_constraints; the offline runner raises
 AwsInputError otherwise, as pulumi-aws's Check would stop `pulumi up` at preview)."""
 
 from __future__ import annotations
 
 import pytest
 
-from components import aws_constraints
+from components.model import aws_constraints
 
 EXISTING_VPC = {
     "vpcId": "vpc-0e0e0e0e0e0e0e0e1",

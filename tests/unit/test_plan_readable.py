@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from components.cli import JSON_SCHEMA_VERSION, route_text, rule_text
-from components.quotas import quota_of
+from components.cli.commands import JSON_SCHEMA_VERSION, route_text, rule_text
+from components.model.quotas import quota_of
 
 from planrun import cli
 from test_cli import ROOT, console_script, offline_env

@@ -5,7 +5,7 @@ import os
 import re
 from pathlib import Path
 
-from components.settings import KEYS
+from components.model.settings import KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

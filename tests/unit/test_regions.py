@@ -1,5 +1,5 @@
 """Partitions and regions: AMI owner, ARNs and service principals per partition, and the
-refusal of regions without Transit Gateway multicast (components.regions, program, mocks)."""
+refusal of regions without Transit Gateway multicast (components.model.regions, program, mocks)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from components import regions
-from components.settings import SettingsError
+from components.model import regions
+from components.model.settings import SettingsError
 
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"

@@ -85,7 +85,7 @@ def test_requirements_install_this_project(fresh_venv):
     assert PROJECT in {_normalize(p["name"]) for p in listed}
     found = _in(fresh_venv, "import importlib.util as u; print(u.find_spec('components.program').origin)")
     assert found.returncode == 0, found.stderr
-    assert Path(found.stdout.strip()) == ROOT / "components" / "program.py"
+    assert Path(found.stdout.strip()) == ROOT / "components" / "program" / "__init__.py"
 
 
 def test_declared_dependencies_cover_every_import_of_the_program(fresh_venv):
@@ -102,5 +102,5 @@ def test_declared_dependencies_cover_every_import_of_the_program(fresh_venv):
 
 def test_program_imports_in_the_fresh_virtualenv(fresh_venv):
     borrowed = sysconfig.get_paths()["purelib"]  # the declared dependencies, already installed here
-    done = _in(fresh_venv, "import components.program, components.cli; print('ok')", PYTHONPATH=borrowed)
+    done = _in(fresh_venv, "import components.program, components.cli.commands; print('ok')", PYTHONPATH=borrowed)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

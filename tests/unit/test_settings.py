@@ -4,8 +4,8 @@ import ipaddress
 
 import pytest
 
-from components import catalog
-from components.settings import (
+from components.model import catalog
+from components.model.settings import (
     KEYS,
     MAX_OVERLAY_MTU,
     Problem,
@@ -127,7 +127,7 @@ def test_unknown_instance_type_names_the_key():
 
 def test_instance_lookup_is_what_decides():
     """A new type works without a code change: the answer comes from the lookup (AWS)."""
-    from components.settings import InstanceFacts
+    from components.model.settings import InstanceFacts
 
     def lookup(name):
         return InstanceFacts(name, "", True, ("x86_64",), 192, 786432)
@@ -267,7 +267,7 @@ def test_guest_vlan_range_must_leave_the_agents_bridge_names_within_15_character
     # allows 15 characters. The overlay port leaves room for every VLAN ...
     assert parse(guestVlanRange="1-4094").guest_vlan_range == (1, 4094)
     # ... which is what the check guards: the former name broke the default range.
-    from components import userdata
+    from components.boot import userdata
     monkeypatch.setattr(userdata, "OVERLAY_PORT", "ethvxlan0")
     problem = only_problem("guestVlanRange")
     assert problem.value == "1000-1999"
@@ -324,7 +324,7 @@ def test_type_errors_name_the_key():
 
 # --- availability zones ---------------------------------------------------------------
 
-from components.settings import choose_availability_zones  # noqa: E402
+from components.model.settings import choose_availability_zones  # noqa: E402
 
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
 EVERYWHERE = {t: set(ZONES) for t in ("c5n.large", "m6i.xlarge", "c5.metal")}

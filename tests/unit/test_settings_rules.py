@@ -1,8 +1,10 @@
 """The settings' rules as one table: every key has its own rule, the cross-key rules are
 named and explained, and the boot scripts reuse the rules of values that come from settings."""
 
-from components import rules, settings, userdata
-from components.settings import CROSS_KEY_RULES, KEYS, parse_settings
+from components.model import rules
+from components.model import settings
+from components.boot import userdata
+from components.model.settings import CROSS_KEY_RULES, KEYS, parse_settings
 
 BASE = {"adminCidrs": ["203.0.113.7/32"]}
 

@@ -2,7 +2,7 @@
 
 Pulumi's CLI reads the stack file with yaml.v2 into Go strings (a scalar's own text),
 `pulumi config set` stores strings, and pulumi.Config.get returns strings; the program
-then applies its own strictness (components.settings)."""
+then applies its own strictness (components.model.settings)."""
 
 import json
 import shutil
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.stackconfig import StackConfigError, apply_set, read_stack
+from components.model.stackconfig import StackConfigError, apply_set, read_stack
 
 from planrun import ROOT, cli
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.settings import SettingsError, parse_settings
+from components.model.settings import SettingsError, parse_settings
 
 TGW_TYPES = ("aws:ec2transitgateway/transitGateway:TransitGateway",
              "aws:ec2transitgateway/vpcAttachment:VpcAttachment",

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from components import userdata as ud  # noqa: E402
+from components.boot import userdata as ud  # noqa: E402
 
 FAKE = Path(__file__).parent / "fakes" / "fake.py"
 FAKE_SLEEP = Path(__file__).parent / "fakes" / "sleep"
@@ -56,7 +56,7 @@ ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.
                                   overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16",
                                   router_dnat=("tcp:8080:10.100.0.2:8080",), storage_cidr="10.0.0.0/24")
 
-#: The router's console Elastic IP (components/consoles.py).
+#: The router's console Elastic IP (components/model/consoles.py).
 CONSOLE_ELASTIC_IP = "203.0.113.80"
 #: The deployment's boot-script bucket (the fake `aws s3 cp` serves it from the state's "s3").
 BOOT_BUCKET = "cloudstack-ec2-test-20261130000000000000000001"

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from components import consoles
+from components.model import consoles
 from bootlab import (CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
                      is_apt, is_cmd, is_s3_cp, render)
 
@@ -350,7 +350,7 @@ def test_console_urls_name_the_console_address_before_the_registration_starts(ma
     restart = index_of(calls, is_cmd("systemctl", "restart", "cloudstack-management.service"), "settings restart")
     keys = index_of(calls, lambda c: c.get("api") == "registerUserKeys", "API keys")
     assert write < restart < keys
-    # The names the registration checks (components/consoles.py), the page's port.
+    # The names the registration checks (components/model/consoles.py), the page's port.
     assert console_rows(machine) == {consoles.STATIC_ADDRESS_SETTING: CONSOLE_ELASTIC_IP,
                                      consoles.STATIC_PORT_SETTING: str(consoles.CONSOLE_PAGE_PORT)}
     row = machine.state()["db"]["configuration"]["consoleproxy.static.publicIp"]

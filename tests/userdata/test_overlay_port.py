@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from components import userdata
+from components.boot import userdata
 
 # plugins/hypervisors/kvm/.../LibvirtComputingResource.java: ifNamePatterns, joined
 # as "|(<p>.*)" and matched against the whole name (String.matches).

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 
 from bootlab import KVM_HOST, MANAGEMENT, PREFIX, ROUTER, SECRETS, boot_files, member_overlay, render
-from components import ipplan
-from components import userdata as ud
+from components.model import ipplan
+from components.boot import userdata as ud
 
 BOOTS = {"management": MANAGEMENT, "kvm-host": KVM_HOST, "router": ROUTER}
 
@@ -194,7 +194,7 @@ def test_isolation_settings_are_the_routers_only():
         render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, storage_cidr="10.0.0.0/24")))
 
 
-# --- the console address (issue 15: consoles from outside, components/consoles.py) -------
+# --- the console address (issue 15: consoles from outside, components/model/consoles.py) -------
 
 
 def test_router_overlay_env_carries_the_console_address():

@@ -343,7 +343,7 @@ def configuration_sql(db, sql):
     """What the management boot runs against `cloud`.`configuration` (its rows in
     db["configuration"]: name -> columns). Names compare without case: the table's
     utf8 collation is case-insensitive (the key `name` too). Under CloudStack's
-    sql_mode (STRICT_TRANS_TABLES, components/database.py CLOUDSTACK_SQL_MODE) an
+    sql_mode (STRICT_TRANS_TABLES, components/resources/database.py CLOUDSTACK_SQL_MODE) an
     INSERT that leaves out a NOT NULL column without a default fails (MySQL manual,
     "Strict SQL Mode"); a duplicate key takes the ON DUPLICATE KEY UPDATE."""
     rows = db.setdefault("configuration", {})

@@ -15,24 +15,29 @@ import pulumi_aws as aws
 import pulumi_random as random
 from pulumi.runtime.sync_await import _sync_await
 
-from components import catalog, cloudmonkey, deployed as deployed_state, naming, regions, userdata
-from components.bootstore import BootScriptBucket, BootScriptBucketArgs
-from components.config import load_settings, lookup_instance_type, region_zones
-from components.database import RdsCloudDb, RdsCloudDbArgs
-from components.database import db_identifier as database_identifier
-from components.hosts import KvmHostPool, KvmHostPoolArgs, existing_host_types
-from components.hosttypes import HostTypes, plan_host_types
-from components.ipplan import IpPlan
-from components.management import ManagementServer, ManagementServerArgs
-from components.multicast import MulticastDomain, MulticastDomainArgs
-from components.node import InstanceSpec
+from components.model import catalog
+from components.model import cloudmonkey
+from components.model import deployed as deployed_state
+from components.model import naming
+from components.model import regions
+from components.boot import userdata
+from components.resources.bootstore import BootScriptBucket, BootScriptBucketArgs
+from components.program.config import load_settings, lookup_instance_type, region_zones
+from components.resources.database import RdsCloudDb, RdsCloudDbArgs
+from components.resources.database import db_identifier as database_identifier
+from components.resources.hosts import KvmHostPool, KvmHostPoolArgs, existing_host_types
+from components.model.hosttypes import HostTypes, plan_host_types
+from components.model.ipplan import IpPlan
+from components.resources.management import ManagementServer, ManagementServerArgs
+from components.resources.multicast import MulticastDomain, MulticastDomainArgs
+from components.resources.node import InstanceSpec
 from components.registration import GlobalSetting, RegistrationSpec, Timeouts, build_spec, clusters_for
 from components.registration.component import (CloudStackRegistration, CloudStackRegistrationArgs, stack_aws_identity,
                                                stack_aws_problems)
-from components.router import OverlayRouter, OverlayRouterArgs
-from components.settings import Problem, Settings, SettingsError, choose_availability_zones
-from components.storage import EfsStorage, EfsStorageArgs
-from components.underlay import CLOUDSTACK_UI_PORT, Underlay, UnderlayArgs
+from components.resources.router import OverlayRouter, OverlayRouterArgs
+from components.model.settings import Problem, Settings, SettingsError, choose_availability_zones
+from components.resources.storage import EfsStorage, EfsStorageArgs
+from components.resources.underlay import CLOUDSTACK_UI_PORT, Underlay, UnderlayArgs
 
 UBUNTU_AMI_NAMES = {
     "noble": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
@@ -335,7 +340,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         "registered": spec is not None,
         "estimatedHourlyCostUsd": round(cost.hourly, 2),
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
-        # Read back on the next run (components.deployed): what is chosen once or only grows.
+        # Read back on the next run (components.model.deployed): what is chosen once or only grows.
         deployed_state.OUTPUT: deployed_state.record(settings, az, prefix),
         "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
             lambda args: cloudmonkey.cmk_profile(stack, args[0], args[1], region)),

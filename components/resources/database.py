@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components import naming
+from components.model import naming
 
 MASTER_USERNAME = "csadmin"
 #: The guide's my.cnf (4.5.4): max_connections is 350 per management server.

@@ -103,7 +103,7 @@ def service_principal(service: str, partition: str) -> str:
 def check_region(region: str) -> tuple[list, list[str]]:
     """(problems, warnings) of deploying the overlay in `region`: refused where Transit
     Gateway multicast is known to be missing, a warning where the table does not know."""
-    from components.settings import Problem
+    from components.model.settings import Problem
 
     offered = tgw_multicast(region)
     if offered is False:

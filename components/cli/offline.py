@@ -22,8 +22,11 @@ from pulumi.runtime.proto import engine_pb2
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.sync_await import _sync_await
 
-from components import aws_constraints, catalog, ipplan, regions
-from components.settings import UNKNOWN_OFFLINE_HYPERVISOR
+from components.model import aws_constraints
+from components.model import catalog
+from components.model import ipplan
+from components.model import regions
+from components.model.settings import UNKNOWN_OFFLINE_HYPERVISOR
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
@@ -107,7 +110,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
         self._interfaces: dict[str, str] = {}
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
-        #: Every input AWS (or pulumi-aws's Check) would refuse (components.aws_constraints).
+        #: Every input AWS (or pulumi-aws's Check) would refuse (components.model.aws_constraints).
         self.violations: list[aws_constraints.Violation] = []
         #: (name, role, policy) of every inline role policy: IAM limits their total per role.
         self.role_policies: list[tuple[str, Any, Any]] = []
@@ -380,7 +383,7 @@ def run_offline(
     `existing_instances`: EC2 instances already running in the mocked account (an earlier
     deployment's hosts, say); offline, by default, nothing exists.
     Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
-    raise AwsInputError (components.aws_constraints) naming each resource and input.
+    raise AwsInputError (components.model.aws_constraints) naming each resource and input.
     """
     mocks = OfflineMocks(region, subnet_cidrs, previous_outputs, existing_instances)
     monitor = RecordingMonitor(mocks)

@@ -4,7 +4,7 @@ Pure module (no Pulumi import). Pulumi's mocks accept any input; real AWS, and t
 pulumi-aws provider's Check (which runs terraform-provider-aws's validators), refuse
 e.g. an apostrophe in a security group rule description — at preview, with nothing
 created. `check_inputs(type, name, inputs)` states those rules for every resource type
-the program declares; the offline runner (components/offline.py) applies it to every
+the program declares; the offline runner (components/cli/offline.py) applies it to every
 resource the program registers, so `cloudstack-ec2 plan` and the unit tests fail where
 `pulumi up` would.
 

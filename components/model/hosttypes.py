@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
-from components.settings import InstanceFacts, Problem, SettingsError
+from components.model.settings import InstanceFacts, Problem, SettingsError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ launcher stage2.sh (package data of `userdata/`, checked by shellcheck as real
 files), the systemd units, and two environment files of NON-secret settings;
 then it runs the launcher, which fetches the ROLE script (router.sh,
 management-server.sh, kvm-host.sh) from the deployment's private S3 bucket
-(components/bootstore.py), checks its sha256 and execs it (docs/boot.md):
+(components/resources/bootstore.py), checks its sha256 and execs it (docs/boot.md):
 
   /usr/local/lib/cloudstack-ec2/{common.sh,stage2.sh,overlay-network.sh}
       (+ overlay-router.sh, the router's part of overlay-network.sh, on the router)
@@ -38,7 +38,9 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from typing import Mapping, Optional
 
-from components import aws_constraints, ipplan, rules
+from components.model import aws_constraints
+from components.model import ipplan
+from components.model import rules
 
 #: EC2 refuses user data larger than this (bytes, before base64).
 USER_DATA_LIMIT_BYTES = 16384
@@ -118,7 +120,7 @@ class OverlayConfig:
     #: Router: IPv4 CIDRs tenants may reach besides DNS and the internet (tenantVpcAccessCidrs).
     tenant_vpc_access: tuple[str, ...] = ()
     #: Router: its console address, the second private IPv4 of its ENI (inside vpc_cidr),
-    #: whose ports 80 and 8080 it forwards to the console proxy (components/consoles.py;
+    #: whose ports 80 and 8080 it forwards to the console proxy (components/model/consoles.py;
     #: overlay-network.sh CONSOLE_ADDRESS). None: no console address.
     console_address: Optional[str] = None
     #: Router: "first-last", the system VMs' public range (ipplan system_public_range,
@@ -137,7 +139,7 @@ class OverlayConfig:
 
     @property
     def classes(self) -> ipplan.AddressClasses:
-        """Who is infrastructure, system VM or tenant on this overlay (components/ipplan.py)."""
+        """Who is infrastructure, system VM or tenant on this overlay (components/model/ipplan.py)."""
         return ipplan.address_classes(ipaddress.IPv4Interface(self.overlay_address).network)
 
 
@@ -189,7 +191,7 @@ class ManagementBoot:
     repo_url: str = DEFAULT_REPO_URL
     key_url: str = DEFAULT_KEY_URL
     waits: BootWaits = field(default_factory=BootWaits)
-    #: The console address's Elastic IP (components/consoles.py): written as the
+    #: The console address's Elastic IP (components/model/consoles.py): written as the
     #: cloud.configuration rows consoleproxy.static.publicIp (and .port = 80) before
     #: the registration starts. "": nothing written.
     console_address: str = ""
@@ -212,7 +214,7 @@ class KvmHostBoot:
 
 # ------------------------------------------------------------------- names ----
 
-# The prefix as components.naming.parameter_root builds it (the deployment id is optional:
+# The prefix as components.model.naming.parameter_root builds it (the deployment id is optional:
 # stacks deployed before it existed keep /cloudstack-ec2/<stack>).
 _PREFIX = re.compile(r"^/cloudstack-ec2/[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[0-9a-f]{8})?$")
 
@@ -222,7 +224,7 @@ _PREFIX = re.compile(r"^/cloudstack-ec2/[A-Za-z0-9][A-Za-z0-9._-]{0,62}(/[0-9a-f
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # Values that come from the stack settings are checked by the settings' own rules
-# (components/rules.py); only the rules of values that do not come from settings live here.
+# (components/model/rules.py); only the rules of values that do not come from settings live here.
 _VERSION = rules.VERSION
 _ZONE = rules.ZONE_NAME
 _PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
@@ -675,7 +677,7 @@ def _heredoc(target: str, text: str, mode: str) -> str:
 def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: Mapping[str, str]) -> str:
     parts = [
         "#!/bin/bash\n",
-        f"# cloudstack-ec2 user data, role {role}: rendered by components/userdata.py from\n",
+        f"# cloudstack-ec2 user data, role {role}: rendered by components/boot/userdata.py from\n",
         "# non-secret settings; secrets are read at run time from Secrets Manager.\n",
         "# Stage 2 (the role script) comes from S3: see docs/boot.md.\n",
         "# Follow the boot: /var/log/cloud-init-output.log, /var/log/cloudstack-ec2-boot.log\n",

@@ -15,9 +15,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from components import ipplan, rules, userdata
-from components.aws_constraints import LOG_RETENTION_DAYS
-from components.rules import AtLeast, Choice, Cidr, CrossKey, EachPattern, Pattern, Plain, Range
+from components.model import ipplan
+from components.model import rules
+from components.boot import userdata
+from components.model.aws_constraints import LOG_RETENTION_DAYS
+from components.model.rules import AtLeast, Choice, Cidr, CrossKey, EachPattern, Pattern, Plain, Range
 
 NAMESPACE = "cloudstack-ec2"
 
@@ -29,7 +31,7 @@ DB_ENGINE_VERSIONS = ("8.0", "8.4")
 EFS_THROUGHPUT_MODES = ("elastic", "provisioned")
 UBUNTU_RELEASES = rules.UBUNTU_RELEASES
 
-#: Transit Gateway carries at most 8500-byte packets and VXLAN adds 50 bytes (components/rules.py,
+#: Transit Gateway carries at most 8500-byte packets and VXLAN adds 50 bytes (components/model/rules.py,
 #: shared with the boot scripts' checks).
 TGW_MAX_MTU = rules.TGW_MAX_MTU
 VXLAN_OVERHEAD = rules.VXLAN_OVERHEAD
@@ -82,12 +84,12 @@ class Key:
     kind: str  # str | int | bool | list
     default: Any
     doc: str
-    #: The key's own rule (components/rules.py): rule(check, value) -> the value Settings holds.
+    #: The key's own rule (components/model/rules.py): rule(check, value) -> the value Settings holds.
     rule: Optional[rules.Rule] = None
 
 
 # --------------------------------------------------------------------------- per-key rules
-# The rules that need more than a range, a choice, a pattern or a CIDR (components/rules.py).
+# The rules that need more than a range, a choice, a pattern or a CIDR (components/model/rules.py).
 
 
 def _db_subnet_cidrs(c: rules.Check, texts: list) -> tuple[ipaddress.IPv4Network, ...]:
@@ -417,7 +419,7 @@ class VmForward:
 
 #: Router ports never offered to VMs: the UI/API (8080) and the console page (80). Consoles
 #: live on the console address, but a security group rule cannot name one of the router's two
-#: addresses (components/routeraccess.py): a forward's sources on 80 or 8080 would reach the
+#: addresses (components/model/routeraccess.py): a forward's sources on 80 or 8080 would reach the
 #: console too.
 RESERVED_FORWARD_PORTS = (80, 8080)
 _FORWARD = re.compile(rf"^{rules.DNAT}@(.+)$")

@@ -1,11 +1,11 @@
 """`cloudstack-ec2`: the offline plan of a stack, and its stacks driven through Pulumi's Automation API.
 
-`plan` runs the real program under Pulumi mocks (components.offline): no AWS
+`plan` runs the real program under Pulumi mocks (components.cli.offline): no AWS
 credentials, no Pulumi CLI. It reads `Pulumi.yaml` and `Pulumi.<stack>.yaml` from the
-project directory as Pulumi does (components.stackconfig). Exit status: 0 fine, 2 bad
+project directory as Pulumi does (components.model.stackconfig). Exit status: 0 fine, 2 bad
 settings or stack file, 4 above the `--max-hourly-usd` budget (or prices unknown).
 `preview|up|refresh|destroy|outputs` drive a stack through the Automation API
-(components.automation) and need the Pulumi CLI.
+(components.cli.automation) and need the Pulumi CLI.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional, TextIO
 
-from components import catalog, ipplan, quotas
-from components.settings import KEYS_BY_NAME, NAMESPACE, SettingsError
-from components.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
+from components.model import catalog
+from components.model import ipplan
+from components.model import quotas
+from components.model.settings import KEYS_BY_NAME, NAMESPACE, SettingsError
+from components.model.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
 
 DEFAULT_REGION = "us-east-1"
 #: Version of the `plan --json` document; raised when a field changes meaning or goes away.
@@ -323,7 +325,7 @@ def render(report: dict, out: TextIO) -> None:
 
 
 def _range_size(text: str) -> int:
-    from components.ipplan import AddressRange
+    from components.model.ipplan import AddressRange
 
     return AddressRange.parse(text).size
 
@@ -372,8 +374,8 @@ def load_stack(args: argparse.Namespace) -> StackConfig:
 
 
 def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from components.aws_constraints import AwsInputError
-    from components.offline import run_offline
+    from components.model.aws_constraints import AwsInputError
+    from components.cli.offline import run_offline
     from components.program import build
 
     project_dir = Path(args.dir)
@@ -498,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--stack", default="dev")
     a.add_argument("--dir", default=".")
     a.set_defaults(handler=admin_access_command)
-    from components import automation
+    from components.cli import automation
 
     automation.add_commands(sub)
     return parser

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from components.settings import InstanceFacts, Settings
+from components.model.settings import InstanceFacts, Settings
 
 PRICE_REGION = "us-east-1"
 PRICES_RECORDED = "2026-11-01"
@@ -198,7 +198,7 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
         CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (2 + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
         # The router's address (UI/API, egress, vmForwards) and its console address
-        # (components/consoles.py): AWS bills every public IPv4 address.
+        # (components/model/consoles.py): AWS bills every public IPv4 address.
         CostLine("Elastic IPs (router, consoles)", 2, PUBLIC_IPV4_HOUR),
         CostLine("Transit Gateway VPC attachment", 1, TGW_ATTACHMENT_HOUR),
     ]

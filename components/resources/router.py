@@ -8,8 +8,9 @@ from typing import Callable, Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components import consoles, naming
-from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
+from components.model import consoles
+from components.model import naming
+from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
                              parameter_name)
 
 
@@ -43,7 +44,7 @@ class OverlayRouter(pulumi.ComponentResource):
     `adminCidrs` allows it, the UI/API's public address.
 
     Its network interface has a second private IPv4 with a second Elastic IP, the console
-    address (components/consoles.py): console URLs name it, and the router forwards its
+    address (components/model/consoles.py): console URLs name it, and the router forwards its
     ports 80 and 8080 to the console proxy VM that the registration publishes.
 
     Outputs: instance_id, private_ip, public_ip, eni_id, console_private_ip,

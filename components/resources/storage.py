@@ -8,7 +8,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components import naming
+from components.model import naming
 
 
 @dataclass(frozen=True)

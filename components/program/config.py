@@ -1,6 +1,6 @@
 """Reads the stack's config through Pulumi and validates it, before any resource exists.
 
-The thin Pulumi side of `components.settings`: raw values come from `pulumi.Config`,
+The thin Pulumi side of `components.model.settings`: raw values come from `pulumi.Config`,
 instance-type facts from AWS (the getInstanceType data source, so a new type works
 without a code change). Every problem, from both, is reported in one error.
 """
@@ -12,7 +12,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.settings import (
+from components.model.settings import (
     KEYS,
     NAMESPACE,
     InstanceFacts,
@@ -21,7 +21,7 @@ from components.settings import (
     SettingsError,
     parse_settings,
 )
-from components.stackconfig import foreign_key_message, foreign_keys
+from components.model.stackconfig import foreign_key_message, foreign_keys
 
 
 def _all_config_keys() -> set[str]:

@@ -8,8 +8,8 @@ from typing import Callable, Mapping, Optional
 import pulumi
 import pulumi_aws as aws
 
-from components import naming
-from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, minutes_timeouts,
+from components.model import naming
+from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, minutes_timeouts,
                              parameter_arn)
 
 
@@ -49,7 +49,7 @@ def existing_host_types(project: str, stack: str, parameter_root: str) -> dict[i
     `pulumi up` and `preview` alike (offline: the mocks' instances). Hosts of another
     deployment with the same stack name (issue 9 item 6) are not ours.
     Raises SettingsError when two live instances claim one host index with different types."""
-    from components.settings import Problem, SettingsError
+    from components.model.settings import Problem, SettingsError
 
     how = host_filter(project, stack, parameter_root)
     if how is None:
@@ -94,7 +94,7 @@ class KvmHostPoolArgs:
     #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
     parameter_root: Optional[pulumi.Input[str]] = None
     #: host index -> its own InstanceSpec where it differs from `instance` (an existing
-    #: host keeps its instance type, and with it its CPU options; components.hosttypes).
+    #: host keeps its instance type, and with it its CPU options; components.model.hosttypes).
     host_instances: Mapping[int, InstanceSpec] = field(default_factory=dict)
 
 

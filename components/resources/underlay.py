@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components import routeraccess
+from components.model import routeraccess
 
 #: The Transit Gateway sends its IGMP membership queries from 0.0.0.0.
 IGMP_QUERIER = "0.0.0.0/32"
@@ -153,7 +153,7 @@ class Underlay(pulumi.ComponentResource):
 
         # The router's own group. Because its source/destination check is off, this
         # group also filters everything FORWARDED into the overlay from the VPC and the
-        # internet: components/routeraccess.py says what it admits, and why.
+        # internet: components/model/routeraccess.py says what it admits, and why.
         router_ingress = [
             aws.ec2.SecurityGroupIngressArgs(description=r.description, protocol=r.protocol,
                                              from_port=r.from_port, to_port=r.to_port, cidr_blocks=list(r.cidrs))

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Optional, TextIO
 
-from components.settings import NAMESPACE
+from components.model.settings import NAMESPACE
 
 INSTALL_HINT = ("install it (https://www.pulumi.com/docs/install/: curl -fsSL https://get.pulumi.com | sh), "
                 "then run this again; `cloudstack-ec2 plan` shows the stack offline without it")
@@ -47,7 +47,7 @@ class PulumiCliMissing(RuntimeError):
 
 def project_root() -> Path:
     """The checkout this module belongs to (Pulumi.yaml's directory)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def workspace_env(project_dir: Path, environ: Mapping[str, str] = os.environ,

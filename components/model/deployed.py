@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from components.settings import Problem, Settings
+from components.model.settings import Problem, Settings
 
 #: Name of the stack output this module writes and reads.
 OUTPUT = "deployment"
@@ -46,7 +46,7 @@ class Deployed:
     #: Root of the SSM parameters in use ("" on the first run).
     parameter_root: str = ""
     #: The router runs on its own network interface with the console address
-    #: (components/consoles.py); False for a stack deployed before consoles.
+    #: (components/model/consoles.py); False for a stack deployed before consoles.
     console_address: bool = False
 
     @property

@@ -8,7 +8,7 @@ router's outside interface (tests/lab), so what is proven there is what is deplo
 
 Where a port leads is the router's nftables (userdata/overlay-router.sh): 8080 on the
 router's address is the UI/API, a vmForwards port its VM, and 80 and 8080 on the console
-address (components/consoles.py) the console proxy. A security group rule cannot name one
+address (components/model/consoles.py) the console proxy. A security group rule cannot name one
 of the ENI's two addresses, so 8080 is admitted once, for the UI and the console alike,
 from the same sources.
 """
@@ -19,7 +19,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Sequence
 
-from components.consoles import CONSOLE_PAGE_PORT, CONSOLE_WEBSOCKET_PORT
+from components.model.consoles import CONSOLE_PAGE_PORT, CONSOLE_WEBSOCKET_PORT
 
 CLOUDSTACK_UI_PORT = 8080
 #: For protocol icmp, from_port is the ICMP type and to_port the code (EC2 API

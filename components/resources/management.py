@@ -9,8 +9,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components import naming
-from components.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
+from components.model import naming
+from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
                              parameter_name)
 
 
@@ -30,7 +30,7 @@ class ManagementServerArgs:
     #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
     #: render_user_data gets it as "parameter_root".
     parameter_root: Optional[pulumi.Input[str]] = None
-    #: The router's console Elastic IP (components/consoles.py), which console URLs name;
+    #: The router's console Elastic IP (components/model/consoles.py), which console URLs name;
     #: render_user_data gets it as "console_address". "": none.
     console_address: pulumi.Input[str] = ""
 

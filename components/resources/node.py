@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components import naming
+from components.model import naming
 
 #: What the SSM agent needs for Session Manager, and nothing more. AWS's managed
 #: AmazonSSMManagedInstanceCore would also let every instance read every SSM

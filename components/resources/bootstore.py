@@ -3,7 +3,7 @@
 EC2 takes at most 16 KiB of user data; the user data carries only what an instance
 needs before its network works and a launcher (userdata/stage2.sh) that fetches the
 role script from here, checks its sha256 and runs it (docs/boot.md). The objects and
-their keys come from components.userdata.boot_objects (pure); this component only
+their keys come from components.boot.userdata.boot_objects (pure); this component only
 declares them.
 """
 
@@ -16,13 +16,14 @@ from typing import Mapping, Optional
 import pulumi
 import pulumi_aws as aws
 
-from components import naming, userdata
+from components.model import naming
+from components.boot import userdata
 
 
 @dataclass(frozen=True)
 class BootScriptBucketArgs:
     stack: str
-    #: role -> its script object (components.userdata.boot_objects()).
+    #: role -> its script object (components.boot.userdata.boot_objects()).
     objects: Mapping[str, userdata.BootObject]
     tags: dict = field(default_factory=dict)
 

@@ -71,7 +71,7 @@ VPC_RESOLVER_OFFSET = 2
 SUBNET_RESERVED_ADDRESSES = 5
 #: What else takes an address in the dedicated subnet besides the instances' own: the
 #: EFS mount target's ENI, the Transit Gateway VPC attachment's ENI and the router's
-#: second private address (the console address, components/consoles.py).
+#: second private address (the console address, components/model/consoles.py).
 SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment", "router console address")
 
 

@@ -13,7 +13,7 @@ and `pulumi up` see the same values:
   namespace is in the project's; `--set 'KEY[N]=VALUE'` is `pulumi config set --path`
   on a list (N may be the next free index).
 * pulumi.Config.get returns those strings (sdk/python/lib/pulumi/config.py); the
-  program (components.settings) converts and validates them.
+  program (components.model.settings) converts and validates them.
 """
 
 from __future__ import annotations
