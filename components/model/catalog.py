@@ -224,7 +224,8 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
 
 #: Minutes from RunInstances until a KVM host instance is running and starts its boot
 #: script, by how it virtualizes. Metal boots the whole server (firmware, memory test):
-#: 10-20 minutes, sometimes more (DESIGN.md: metal can take more than 20 minutes); a
+#: 10-20 minutes, sometimes more (metal instances can take over 20 minutes to start:
+#: canonical/pycloudlib#192; i3.metal over 10 minutes to stop: aws/aws-sdk-go#2039); a
 #: virtual instance with nested virtualization is running in a minute or two, like any
 #: Nitro instance. The boot script (packages, the agent) and addHost come on top and are
 #: the same for both (docs/boot.md).

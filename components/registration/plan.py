@@ -3,7 +3,8 @@
 Both the Pulumi component and the tests' small engine walk this plan, so the
 order and the dependencies tested against the emulator are the ones deployed.
 
-Order (install guide chapter 6, with DESIGN.md's corrections): zone → physical
+Order (CloudStack's installation guide, chapter 6, changed where the notes in parentheses
+say why): zone → physical
 network → traffic types (KVM label cloudbr0) → providers → pod → public range → the system
 VMs' public range (forsystemvms) → global settings (`host` before any addHost) → clusters →
 each cluster's hosts (one resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template

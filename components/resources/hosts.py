@@ -47,7 +47,8 @@ def existing_host_types(project: str, stack: str, parameter_root: str) -> dict[i
     is the previous run's, "" on the first run). Hosts keep the type they were created
     with, whatever `hostInstanceType` says today; this is how the program knows them, under
     `pulumi up` and `preview` alike (offline: the mocks' instances). Hosts of another
-    deployment with the same stack name (issue 9 item 6) are not ours.
+    deployment with the same stack name (another person's local backend, a stack re-created
+    after `pulumi stack rm`: their `Deployment` tag differs) are not ours.
     Raises SettingsError when two live instances claim one host index with different types."""
     from components.model.settings import Problem, SettingsError
 

@@ -1,10 +1,10 @@
 """Benchmark (not a test): TCP throughput over the overlay vs the underlay.
 
-    python -m pytest -m benchmark tests/lab/test_benchmark.py
+    ./scripts/test -m benchmark tests/lab/test_benchmark.py      (as root)
 
 Runs iperf3 between two lab namespaces (mgmt -> host0), to host0's underlay address
 and to its overlay address, RUNS times in turn, and prints the overlay/underlay ratio
-with its spread. In the lab both paths are veth pairs on one CPU, so the ratio
+with its spread. In the lab both paths are veth pairs on the same CPUs, so the ratio
 measures the CPU cost of VXLAN encapsulation and the bridge hop, not EC2's network;
 see docs/overlay.md for what it means there.
 

@@ -298,7 +298,7 @@ def test_changed_console_forwards_apply_to_the_running_router_in_place(console: 
 
 @pytest.mark.parametrize("value, words", [
     # A tenant address (the public range): where a recreated proxy's former address
-    # may have gone (review-3 S1). Only CONSOLE_RANGE keeps it out.
+    # may have gone. Only CONSOLE_RANGE keeps it out.
     (consoles.console_forwards(TENANT_IP), f"outside CONSOLE_RANGE {CONSOLE_RANGE}"),
     (f"tcp:80:{MGMT.overlay}:80 tcp:8080:{MGMT.overlay}:8080", "outside CONSOLE_RANGE"),
     ("tcp:80:10.100.64.9:80 tcp:8080:10.100.64.9:8080", "outside CONSOLE_RANGE"),
@@ -335,7 +335,7 @@ def test_a_tenant_target_is_forwarded_without_the_range_check(console: Lab):
         assert console.overlay_script(ROUTER).returncode == 0
 
 
-# --- the console address on the router's interface (cloud-init, review-3 F3) -------------
+# --- the console address on the router's interface (cloud-init) --------------------------
 
 
 @contextlib.contextmanager

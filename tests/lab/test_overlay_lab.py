@@ -150,18 +150,18 @@ def wait_reachable(lab: Lab, client: str, address: str, timeout: float = 10) -> 
 def test_host_added_later_joins_without_touching_the_others(lab: Lab):
     others = ("router", *MEMBERS)
     before = {name: lab.state(name) for name in others}
-    newcomer = host_instance(5)
-    lab.add_instance(newcomer)
+    joining = host_instance(5)
+    lab.add_instance(joining)
     try:
-        wait_reachable(lab, newcomer.name, MGMT.overlay)
+        wait_reachable(lab, joining.name, MGMT.overlay)
         for name in others:
             peer = lab.instances[name]
-            assert greeting(lab, newcomer.name, peer.overlay, WHOAMI_PORT) == f"{name} {newcomer.overlay}"
-            assert greeting(lab, name, newcomer.overlay, WHOAMI_PORT) == f"{newcomer.name} {peer.overlay}"
-        assert greeting(lab, newcomer.name, INTERNET_CLIENT, INTERNET_PORT) == f"internet {ELASTIC_IP}"
+            assert greeting(lab, joining.name, peer.overlay, WHOAMI_PORT) == f"{name} {joining.overlay}"
+            assert greeting(lab, name, joining.overlay, WHOAMI_PORT) == f"{joining.name} {peer.overlay}"
+        assert greeting(lab, joining.name, INTERNET_CLIENT, INTERNET_PORT) == f"internet {ELASTIC_IP}"
         assert {name: lab.state(name) for name in others} == before
     finally:
-        lab.remove_instance(newcomer.name)
+        lab.remove_instance(joining.name)
 
 
 def test_the_rest_keeps_working_after_a_host_is_removed(lab: Lab):

@@ -36,7 +36,7 @@ CONSOLE_SHAPE = "'tcp:80:IP:80 tcp:8080:IP:8080'"
 
 
 def test_script_passes_debian_shellcheck():
-    # Debian's shellcheck (package shellcheck), as the issue asks; not a pip copy.
+    # Debian's shellcheck (package shellcheck, .ci/apt-packages.txt), at its Debian path.
     shellcheck = "/usr/bin/shellcheck"
     assert os.access(shellcheck, os.X_OK), "install Debian's shellcheck (listed in .ci/apt-packages.txt)"
     # -x: the router's part (overlay-router.sh) is sourced, and checked with it.

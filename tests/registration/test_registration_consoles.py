@@ -117,7 +117,7 @@ def test_publishes_the_console_proxys_address(emulator, engine, ssm, caplog):
     zone = engine.state["zone"]["id"]
     for name in ("consoleproxy.url.domain", "consoleproxy.sslEnabled"):
         assert {"name": name, "zoneid": zone} in [{k: p.get(k) for k in ("name", "zoneid")} for p in reads], name
-    # one console proxy per zone (review-3 S2)
+    # one console proxy per zone: the router forwards to one
     assert emulator.config["consoleproxy.launch.max"] == "1"
     # the next `pulumi up` changes nothing
     before = len(engine.log)
@@ -209,7 +209,7 @@ def test_wrong_console_settings_are_warnings_read_for_the_zone(emulator, engine,
     text = warnings_of(caplog)
     assert f"consoleproxy.static.publicIp is '{CONSOLE_ADDRESS}' and consoleproxy.static.port '8443'" in text
     assert "novnc.console.port is 8099" in text
-    # zone-level values (updateConfiguration zoneid=), which a global read does not show (review-3 S3)
+    # zone-level values (updateConfiguration zoneid=), which a global read does not show
     zone = engine.state["zone"]["id"]
     with c.lock:
         c.zone_config[(zone, "consoleproxy.url.domain")] = "consoles.example.org"

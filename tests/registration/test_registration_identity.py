@@ -1,6 +1,6 @@
 """The registration uses the stack's AWS identity (aws:profile, pulumi-aws 7's aws:assumeRoles
 chain, with credentials that refresh themselves), and missing
-or denied credentials fail at once with a message about credentials (issue 9, item 10)."""
+or denied credentials fail at once with a message about credentials."""
 
 from __future__ import annotations
 

@@ -67,9 +67,9 @@ def test_global_settings_are_the_ones_the_zone_needs():
     assert s == {"storage.overprovisioning.factor": "1", "host": "10.100.0.2",
                  "management.network.cidr": "10.100.0.0/16", "migrate.vm.across.clusters": "true",
                  "vr.public.interface.max.mtu": "8446", "vr.private.interface.max.mtu": "8446",
-                 # one console proxy per zone: the router forwards to one (review-3 S2)
+                 # one console proxy per zone: the router forwards to one
                  "consoleproxy.launch.max": "1",
-                 # the system VMs' public range is theirs alone, whatever the release (review-4 S1)
+                 # the system VMs' public range is theirs alone, whatever the release
                  "system.vm.public.ip.reservation.mode.strictness": "true"}
     assert all(g.why for g in default_global_settings("10.100.0.2", "10.100.0.0/16"))
 

@@ -68,7 +68,8 @@ def test_full_zone_from_nothing_traced(emulator, api_secret, tmp_path, monkeypat
     assert emulator.config["host"] == "10.100.0.2"
     assert emulator.config["management.network.cidr"] == "10.100.0.0/16"
 
-    # order of the creating calls, as the install guide's chapter 6 (with DESIGN.md's corrections)
+    # order of the creating calls: the installation guide's chapter 6, changed as
+    # components/registration/plan.py says why
     creating = [r["command"] for r in emulator.accepted_calls()]
     first = {c: creating.index(c) for c in ("createZone", "createPhysicalNetwork", "addTrafficType",
                                             "createPod", "createVlanIpRange", "addCluster", "addHost",

@@ -1,7 +1,7 @@
-"""Issue 13.5: stacks driven through the Automation API, and README's embedding example.
+"""Stacks driven through the Automation API, and README's embedding example.
 
-No Pulumi CLI can be installed here, so these run the code path as far as it goes
-without it: the clear error when it is missing, and (with a stand-in `pulumi` on PATH
+The suite runs without the Pulumi CLI (scripts/test does not install it), so these run
+the code path as far as it goes without it: the clear error when it is missing, and (with a stand-in `pulumi` on PATH
 that only records how it was called) the workspace the Automation API hands the CLI."""
 
 import os

@@ -1,4 +1,4 @@
-"""Issue 13.1: the dedicated subnet must hold every address the stack puts there, and
+"""The dedicated subnet must hold every address the stack puts there, and
 the offline allocator stops with a clear error instead of searching a full subnet forever."""
 
 import ipaddress

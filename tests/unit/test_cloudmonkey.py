@@ -1,4 +1,4 @@
-"""Issue 13.7: a stack output with a ready cloudmonkey (cmk) profile: the API URL and the
+"""A stack output with a ready cloudmonkey (cmk) profile: the API URL and the
 command that fetches the keys from Secrets Manager, never the keys themselves."""
 
 import json

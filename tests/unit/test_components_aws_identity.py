@@ -1,5 +1,5 @@
 """The program passes pulumi-aws 7's aws:assumeRoles chain to the registration and refuses
-the pulumi-aws 6 key aws:assumeRole before anything is created (review-1 finding 9)."""
+the pulumi-aws 6 key aws:assumeRole before anything is created."""
 
 from __future__ import annotations
 

@@ -173,7 +173,7 @@ def test_efs_mount_target_in_the_cloudstack_subnet_with_the_efs_group(dev):
     assert mount.inputs["securityGroups"] == [dev.get("aws:ec2/securityGroup:SecurityGroup", "underlay-efs-sg").id]
 
 
-# --- where the database lands (issue 9, item 9) --------------------------------------------
+# --- where the database lands ---------------------------------------------------------------
 
 def test_single_az_database_lands_in_the_management_servers_az(dev):
     db = dev.get("aws:rds/instance:Instance", "database-mysql")
@@ -197,7 +197,7 @@ def test_aws_refuses_a_fixed_az_with_multi_az():
     assert [v.input for v in found] == ["availabilityZone"]
 
 
-# --- the error log group (issue 9, item 12) ------------------------------------------------
+# --- the error log group --------------------------------------------------------------------
 
 def test_error_log_group_is_managed_with_a_retention_and_made_before_the_database(dev):
     db = dev.get("aws:rds/instance:Instance", "database-mysql")

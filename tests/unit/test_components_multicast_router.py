@@ -133,7 +133,7 @@ def test_router_boot_script_is_the_overlay_gateway_and_forwards_8080_to_manageme
     assert "OVERLAY_GATEWAY" not in env
 
 
-# --- Elastic IP and internet gateway (issue 9, item 8) ------------------------------------
+# --- Elastic IP and internet gateway -----------------------------------------------------
 
 def test_elastic_ip_waits_for_the_internet_gateway(dev):
     # pulumi-aws Eip docs: the EIP may need the IGW first; the dependency also deletes

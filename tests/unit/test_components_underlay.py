@@ -1,7 +1,8 @@
 """Underlay under Pulumi mocks: the VPC side of the design, as the real program declares it.
 
-Each test names the DESIGN.md / issue 3 requirement it pins; every assertion reads what
-the program sent to the engine (inputs) or what the mocks made of it (ids, state).
+Each test's name states the requirement it pins (README: "What it builds", "Isolation");
+every assertion reads what the program sent to the engine (inputs) or what the mocks made
+of it (ids, state).
 """
 
 from __future__ import annotations

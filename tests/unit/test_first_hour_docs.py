@@ -1,4 +1,4 @@
-"""Issue 13.8: README and Pulumi.dev.yaml say what a first deploy needs and costs, from the
+"""README and Pulumi.dev.yaml say what a first deploy needs and costs, from the
 plan's own arithmetic, and their commands reach scripts/deploy's local backend."""
 
 import json
@@ -13,11 +13,20 @@ README = (ROOT / "README.md").read_text()
 DEV_STACK = (ROOT / "Pulumi.dev.yaml").read_text()
 
 
-@pytest.fixture
-def summary(capsys):
-    result = cli(capsys, "plan", "--stack", "dev", "--json")
+def plan_summary(capsys, stack: str) -> dict:
+    result = cli(capsys, "plan", "--stack", stack, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["summary"]
+
+
+@pytest.fixture
+def summary(capsys):
+    return plan_summary(capsys, "dev")
+
+
+def first_screen() -> str:
+    """What a reader sees before the table of contents."""
+    return README[:README.index("## Contents")]
 
 
 def test_dev_cost_near_the_top_matches_the_plan(summary):
@@ -51,3 +60,24 @@ def test_cleanup_and_outputs_reach_the_local_backend_of_scripts_deploy():
     assert cleanup.index(export) < cleanup.index("pulumi destroy")
     outputs = README[README.index("## Outputs"):README.index("## Scaling hosts")]
     assert export in outputs and outputs.index(export) < outputs.index("pulumi stack output secretArns")
+
+
+def test_first_screen_names_the_cheapest_stack_at_the_plans_price(capsys):
+    training = plan_summary(capsys, "training")
+    top = first_screen()
+    assert "Pulumi.training.yaml" in top and "STACK=training ./scripts/deploy" in top
+    assert f"${training['hourlyUsd']:.2f}/hour, ${training['monthlyUsd']:,.0f}/month" in top
+    [standard] = training["vcpusByQuota"]
+    assert f"{standard['vcpus']} vCPUs" in top
+    assert training["hourlyUsd"] < plan_summary(capsys, "dev")["hourlyUsd"]
+
+
+def test_first_screen_says_what_never_ran_for_real_and_how_long_things_take():
+    top = first_screen()
+    assert "never run on a real AWS account" in top
+    status = top[top.index("| real system |"):]
+    for system in ("AWS account", "Pulumi CLI", "CloudStack"):
+        row = next(line for line in status.splitlines() if system in line)
+        assert "| never |" in row, row
+    assert "estimates, not measurements" in top
+    assert "first `pulumi up`" in top and "`./scripts/test`: about" in top

@@ -240,7 +240,7 @@ def test_plan_report_shows_the_programs_clusters_and_each_hosts_type(changed):
     assert standard["vcpus"] == 2 * 48 + 2 * 16 + 2 + 4
 
 
-# --- two deployments of one stack name (issue 9 item 6) ------------------------------------
+# --- two deployments of one stack name ---------------------------------------------------
 
 LEGACY_ROOT = "/cloudstack-ec2/dev"
 OTHER_ROOT = "/cloudstack-ec2/dev/0badc0de"

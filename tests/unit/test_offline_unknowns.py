@@ -1,4 +1,4 @@
-"""Issue 13.3: the offline plan is honest about what it cannot know: a type missing from
+"""The offline plan is honest about what it cannot know: a type missing from
 its table is unknown (AWS decides at preview), not refused; real AZ names pass; every
 problem comes in one round."""
 

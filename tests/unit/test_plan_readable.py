@@ -1,4 +1,4 @@
-"""Issue 13.4 and the budget gate of 13.6: a plan a reader can follow, and JSON a machine can."""
+"""A plan a reader can follow, JSON a machine can, and the budget gate (--max-hourly-usd)."""
 
 import json
 import subprocess

@@ -52,3 +52,33 @@ def test_dev_stack_sets_only_known_keys():
         assert namespace in ("aws", "cloudstack-ec2"), name
         if namespace == "cloudstack-ec2":
             assert key in known, name
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's id for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_table_of_contents_lists_every_section_and_every_link_has_a_target():
+    headings = re.findall(r"^#{2,3} (.+)$", README, re.M)
+    anchors = {github_anchor(h) for h in headings}
+    contents = README[README.index("## Contents"):]
+    contents = contents[:contents.index("\n## ", 1)]
+    for heading in re.findall(r"^## (.+)$", README, re.M):
+        if heading != "Contents":
+            assert f"(#{github_anchor(heading)})" in contents, f"## {heading} is missing from the contents"
+    for target in re.findall(r"\]\(#([^)]+)\)", README):
+        assert target in anchors, f"#{target} names no heading"
+
+
+def test_stack_examples_name_stack_files_that_exist():
+    for text in (README, (ROOT / "scripts" / "deploy").read_text()):
+        for stack in re.findall(r"STACK=([\w-]+)", text):
+            assert (ROOT / f"Pulumi.{stack}.yaml").is_file(), f"STACK={stack}: no Pulumi.{stack}.yaml"
+
+
+def test_the_command_is_shown_where_the_install_steps_put_it():
+    # scripts/deploy and scripts/test install the program into .venv, not onto PATH.
+    bare = re.findall(r"(?<![/\w-])cloudstack-ec2 (?:plan|preview|up|refresh|destroy|outputs)\b", README)
+    assert not bare, bare

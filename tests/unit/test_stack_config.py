@@ -1,4 +1,4 @@
-"""Issue 13.2: the plan reads values the way Pulumi hands them to the program.
+"""The plan reads values the way Pulumi hands them to the program.
 
 Pulumi's CLI reads the stack file with yaml.v2 into Go strings (a scalar's own text),
 `pulumi config set` stores strings, and pulumi.Config.get returns strings; the program
