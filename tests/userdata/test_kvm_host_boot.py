@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bootlab import KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, is_s3_cp, render
-from components.boot import userdata as ud
+from components import boot as ud
 
 SCRIPT = "kvm-host.sh"
 KEY_PARAM = f"{PREFIX}/management-ssh-public-key"

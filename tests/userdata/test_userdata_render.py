@@ -12,7 +12,7 @@ import pytest
 
 from bootlab import KVM_HOST, MANAGEMENT, PREFIX, ROUTER, SECRETS, boot_files, member_overlay, render
 from components.model import ipplan
-from components.boot import userdata as ud
+from components import boot as ud
 
 BOOTS = {"management": MANAGEMENT, "kvm-host": KVM_HOST, "router": ROUTER}
 
