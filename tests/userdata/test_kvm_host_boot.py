@@ -261,8 +261,9 @@ def test_router_boots_without_secrets_or_waits(machine):
 
 
 def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(machine):
-    """The registration adds the host only after this parameter (issue 12): it must come after
-    the agent install and the key, as the very last AWS call."""
+    """The registration adds the host only after this parameter (components/registration/hosts.py
+    waits for it: addHost fails while the agent or the management server's key is missing), so
+    it must come after the agent install and the key, as the very last AWS call."""
     publish_key(machine)
     seed_apparmor(machine)
     r = machine.run_user_data(render(KVM_HOST))
@@ -277,7 +278,7 @@ def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(mac
     assert ready in machine.state()["ssm"]
 
 
-# --- the router's forwards to VMs (vmForwards, issue 15) --------------------------------
+# --- the router's forwards to VMs (vmForwards) -------------------------------------------
 
 FORWARDS_PARAM = f"{PREFIX}/router-forwards"
 CONSOLE_PARAM = f"{PREFIX}/console-forwards"

@@ -194,7 +194,7 @@ def test_isolation_settings_are_the_routers_only():
         render(replace(KVM_HOST, overlay=replace(KVM_HOST.overlay, storage_cidr="10.0.0.0/24")))
 
 
-# --- the console address (issue 15: consoles from outside, components/model/consoles.py) -------
+# --- the console address (consoles reached from outside, components/model/consoles.py) -------
 
 
 def test_router_overlay_env_carries_the_console_address():
@@ -252,11 +252,11 @@ def test_console_range_is_the_routers_only():
 # ------------------------------------------------------------------ stage 2 ----
 
 #: Headroom budget of the compressed user data (EC2's hard limit is 16384 bytes).
-#: The user data carries common.sh and overlay-network.sh, which every issue grows;
+#: The user data carries common.sh and overlay-network.sh, which every new feature grows;
 #: this test trips while 2 KiB are still left below EC2's limit (about what one
 #: feature adds to those two scripts), so the next growth is a deliberate decision
 #: (move more to stage 2, or shrink) instead of a plan that fails for every role
-#: at once, as it did when the merges of issues 9-11 reached 17694 bytes. Today
+#: at once, as it did when three features landing together reached 17694 bytes. Today
 #: (2026-11-30): router about 13.4 KB (it also carries overlay-router.sh),
 #: management server 11.3 KB, KVM host 11.2 KB; 12 KiB would already refuse the router.
 USER_DATA_BUDGET_BYTES = 14 * 1024
