@@ -112,7 +112,7 @@ def check_version(name: str, value: object) -> str:
     if (int(m.group(1)), int(m.group(2))) < FIRST_SUPPORTED_CLOUDSTACK:
         first = ".".join(map(str, FIRST_SUPPORTED_CLOUDSTACK))
         raise UserDataError(f"{name}: {value!r} is older than {first}, the first release that registers its"
-                            " system VM template itself; accepted: {first} or newer")
+                            f" system VM template itself; accepted: {first} or newer")
     return value  # type: ignore[return-value]
 
 

@@ -81,6 +81,11 @@ def test_router_and_kvm_environment_values():
     assert "CSEC2_SECRET_" not in kvm, "KVM hosts read no secret"
 
 
+def test_too_old_a_release_is_refused_naming_the_oldest_accepted():
+    with pytest.raises(ud.UserDataError, match=r"^cloudstack_version: '4\.15' is older than 4\.16.*accepted: 4\.16 or newer$"):
+        render(replace(MANAGEMENT, cloudstack_version="4.15"))
+
+
 class FakeOutput:
     """Stands for a pulumi.Output handed over unresolved."""
 
