@@ -2,7 +2,7 @@
 # Shared library of the cloudstack-ec2 boot scripts (sourced, never run).
 #
 # Every setting comes from the boot environment file written by the user data
-# (components/boot/userdata.py): NON-secret values only. Secret values are fetched at
+# (components/boot/): NON-secret values only. Secret values are fetched at
 # run time from Secrets Manager, kept in shell variables or in files under a
 # private directory in /run (mode 0700) that is removed on exit, and never logged.
 #

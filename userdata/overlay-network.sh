@@ -110,7 +110,7 @@ readonly BRIDGE=cloudbr0
 # No "vxlan" in the name: BridgeVifDriver.deleteVnetBr takes a bridge whose port
 # list contains "vxlan" for one of its own VXLAN bridges (modifyvxlan.sh); no
 # "vnet" either (its test for "a VM is still on this bridge").
-# components/boot/userdata.py OVERLAY_PORT holds the same name (a test compares them).
+# components/boot/overlay.py OVERLAY_PORT holds the same name (a test compares them).
 readonly VXLAN_DEV=ethovl0
 # The name of releases before 2026-11 (16 characters with VLAN 1000: guest
 # networks could not start); removed when found, see below.

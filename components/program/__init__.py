@@ -20,7 +20,7 @@ from components.model import cloudmonkey
 from components.model import deployed as deployed_state
 from components.model import naming
 from components.model import regions
-from components.boot import userdata
+from components import boot
 from components.resources.bootstore import BootScriptBucket, BootScriptBucketArgs
 from components.program.config import load_settings, lookup_instance_type, region_zones
 from components.resources.database import RdsCloudDb, RdsCloudDbArgs
@@ -91,8 +91,8 @@ def database_zone(settings: Settings, management_zone: str) -> Optional[str]:
     return management_zone
 
 
-def overlay_config(settings: Settings, plan: IpPlan, address, role: str, **extra) -> userdata.OverlayConfig:
-    return userdata.OverlayConfig(
+def overlay_config(settings: Settings, plan: IpPlan, address, role: str, **extra) -> boot.OverlayConfig:
+    return boot.OverlayConfig(
         role=role, vxlan_id=settings.vxlan_id, vxlan_group=str(settings.multicast_group),
         overlay_address=plan.overlay_interface(address), overlay_mtu=settings.overlay_mtu,
         vpc_cidr=str(settings.vpc_cidr),
@@ -237,7 +237,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
 
     # Boot stage 2: the role scripts, fetched by each instance at boot (docs/boot.md).
     boot_scripts = BootScriptBucket("boot-scripts", BootScriptBucketArgs(
-        stack=stack, objects=userdata.boot_objects(), tags=tags))
+        stack=stack, objects=boot.boot_objects(), tags=tags))
 
     def instance(instance_type: str, security_group_ids: list, boot_role: str) -> InstanceSpec:
         # An instance fetches its role script as soon as it boots: the object must exist.
@@ -249,7 +249,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     router = OverlayRouter("router", OverlayRouterArgs(
         instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id], "router"),
         render_user_data=lambda console_ip: pulumi.Output.all(prefix, boot_scripts.bucket_name, console_ip).apply(
-            lambda v: userdata.render_router_user_data(userdata.RouterBoot(
+            lambda v: boot.render_router_user_data(boot.RouterBoot(
             aws_region=region, prefix=v[0], fqdn=f"router.{DOMAIN}", boot_bucket=v[1],
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",),
@@ -261,11 +261,11 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))
 
     def management_user_data(secret_arns: dict) -> str:
-        return userdata.render_management_user_data(userdata.ManagementBoot(
+        return boot.render_management_user_data(boot.ManagementBoot(
             aws_region=region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
             boot_bucket=secret_arns["boot_bucket"],
             overlay=overlay_config(settings, plan, management_ip, "member"),
-            secrets=userdata.ManagementSecrets(
+            secrets=boot.ManagementSecrets(
                 db_master=secret_arns["db_master"], db_cloud=secret_arns["db_cloud"],
                 cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
             cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
@@ -279,7 +279,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
 
     def host_user_data(index: int) -> pulumi.Output[str]:
         return pulumi.Output.all(prefix, boot_scripts.bucket_name).apply(
-            lambda v: userdata.render_kvm_host_user_data(userdata.KvmHostBoot(
+            lambda v: boot.render_kvm_host_user_data(boot.KvmHostBoot(
             aws_region=region, prefix=v[0], fqdn=f"kvm-host-{index}.{DOMAIN}", boot_bucket=v[1],
             overlay=overlay_config(settings, plan, plan.hosts[index], "member"),
             cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,

@@ -3,7 +3,7 @@
 EC2 takes at most 16 KiB of user data; the user data carries only what an instance
 needs before its network works and a launcher (userdata/stage2.sh) that fetches the
 role script from here, checks its sha256 and runs it (docs/boot.md). The objects and
-their keys come from components.boot.userdata.boot_objects (pure); this component only
+their keys come from components.boot.boot_objects (pure); this component only
 declares them.
 """
 
@@ -17,14 +17,14 @@ import pulumi
 import pulumi_aws as aws
 
 from components.model import naming
-from components.boot import userdata
+from components import boot
 
 
 @dataclass(frozen=True)
 class BootScriptBucketArgs:
     stack: str
-    #: role -> its script object (components.boot.userdata.boot_objects()).
-    objects: Mapping[str, userdata.BootObject]
+    #: role -> its script object (components.boot.boot_objects()).
+    objects: Mapping[str, boot.BootObject]
     tags: dict = field(default_factory=dict)
 
 
@@ -63,7 +63,7 @@ class BootScriptBucket(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-tls-only", bucket=bucket.id,
             policy=bucket.bucket.apply(
-                lambda b: json.dumps(userdata.tls_only_bucket_policy(userdata.s3_bucket_arn(partition, b)))),
+                lambda b: json.dumps(boot.tls_only_bucket_policy(boot.s3_bucket_arn(partition, b)))),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]))
 
         self.objects: dict[str, aws.s3.BucketObjectv2] = {}
@@ -77,7 +77,7 @@ class BootScriptBucket(pulumi.ComponentResource):
                 content_type="text/x-shellscript", tags={**tags, "Role": role},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ownership, encryption]))
             self._object_arns[role] = bucket.bucket.apply(
-                lambda b, key=obj.key: userdata.s3_object_arn(partition, b, key))
+                lambda b, key=obj.key: boot.s3_object_arn(partition, b, key))
 
         self.bucket_name = bucket.bucket
         self.register_outputs({"bucket_name": self.bucket_name,

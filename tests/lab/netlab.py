@@ -72,7 +72,7 @@ DB_PORT = 3306
 INTERNET_PORT = 80
 DNS_NAME = "db.lab.internal"
 
-# The router's address classes, as components/boot/userdata.py renders them from
+# The router's address classes, as components/boot/overlay.py renders them from
 # components/model/ipplan.py for the lab's overlay and subnet.
 INFRA_CIDR = "10.100.0.0/18"
 SYSTEM_RANGE = "10.100.64.1-10.100.64.250"

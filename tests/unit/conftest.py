@@ -166,7 +166,7 @@ class Deployed:
 
     @staticmethod
     def boot_script(inst: offline.Registration) -> str:
-        from components.boot.userdata import decode_user_data
+        from components.boot import decode_user_data
 
         return decode_user_data(inst.inputs["userDataBase64"])
 

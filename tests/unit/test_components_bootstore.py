@@ -9,7 +9,7 @@ import pytest
 
 from components.model import aws_constraints
 from components.model import naming
-from components.boot import userdata
+from components import boot
 
 BUCKET = "aws:s3/bucket:Bucket"
 OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
@@ -54,12 +54,12 @@ def test_bucket_is_private_encrypted_owner_enforced_and_tls_only(dev):
 def test_one_object_per_role_script_keyed_by_its_hash(dev):
     objects = {o.name: o for o in dev.of_type(OBJECT)}
     assert set(objects) == {f"boot-scripts-{r}" for r in ROLES}
-    files = userdata.load_boot_files()
+    files = boot.load_boot_files()
     for role in ROLES:
         o = objects[f"boot-scripts-{role}"]
-        expected = userdata.boot_object(role, files)
+        expected = boot.boot_object(role, files)
         assert o.inputs["key"] == expected.key == f"boot/{role}-{expected.sha256}.sh"
-        assert o.inputs["content"] == files[userdata.ROLE_SCRIPTS[role]]
+        assert o.inputs["content"] == files[boot.ROLE_SCRIPTS[role]]
         assert aws_constraints.S3_OBJECT_KEY.problems(o.inputs["key"]) == []
 
 
@@ -67,7 +67,7 @@ def test_each_role_may_read_exactly_its_own_object(dev):
     bucket = dev.get(BUCKET, "boot-scripts").state["bucket"]
     grants = s3_grants(dev)
     for role in ROLES:
-        assert grants[role] == {("s3:GetObject", f"arn:aws:s3:::{bucket}/{userdata.boot_object(role).key}")}
+        assert grants[role] == {("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(role).key}")}
     # No role may list the bucket or read another role's script.
     assert len({r for g in grants.values() for _, r in g}) == 3
 
@@ -91,9 +91,9 @@ def test_user_data_names_the_bucket_and_the_roles_object(dev):
     bucket = dev.get(BUCKET, "boot-scripts").state["bucket"]
     for inst in dev.instances():
         role = "kvm-host" if inst.name.startswith("kvm-host-") else inst.name
-        payload = userdata.decode_user_data(inst.inputs["userDataBase64"])
+        payload = boot.decode_user_data(inst.inputs["userDataBase64"])
         assert f'CSEC2_STAGE2_BUCKET="{bucket}"' in payload
-        assert f'CSEC2_STAGE2_KEY="{userdata.boot_object(role).key}"' in payload
+        assert f'CSEC2_STAGE2_KEY="{boot.boot_object(role).key}"' in payload
 
 
 @pytest.mark.parametrize("prefix, problem", [

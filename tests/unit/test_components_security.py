@@ -8,7 +8,7 @@ import re
 import pytest
 
 from components.model import catalog
-from components.boot import userdata
+from components import boot
 from components.resources.node import SESSION_MANAGER_ACTIONS
 
 ROLE = "aws:iam/role:Role"
@@ -45,7 +45,7 @@ def statements(doc: dict) -> list[tuple[frozenset, frozenset]]:
 def boot_object_grant(dev, role: str, partition: str = "aws") -> tuple[str, str]:
     """s3:GetObject on `role`'s own script object in the boot-script bucket (docs/boot.md)."""
     bucket = dev.get("aws:s3/bucket:Bucket", "boot-scripts").state["bucket"]
-    return ("s3:GetObject", f"arn:{partition}:s3:::{bucket}/{userdata.boot_object(role).key}")
+    return ("s3:GetObject", f"arn:{partition}:s3:::{bucket}/{boot.boot_object(role).key}")
 
 
 def grants(doc: dict) -> set[tuple[str, str]]:

@@ -36,9 +36,9 @@ def test_bad_deployment_ids_are_refused(bad):
 
 
 def test_boot_scripts_accept_both_roots():
-    from components.boot import userdata
+    from components.boot import checks
 
-    assert userdata._check_prefix("prefix", "/cloudstack-ec2/dev/0a1b2c3d")
-    assert userdata._check_prefix("prefix", "/cloudstack-ec2/dev")
-    with pytest.raises(userdata.UserDataError):
-        userdata._check_prefix("prefix", "/cloudstack-ec2/dev/0a1b2c3d/x")
+    assert checks.check_prefix("prefix", "/cloudstack-ec2/dev/0a1b2c3d")
+    assert checks.check_prefix("prefix", "/cloudstack-ec2/dev")
+    with pytest.raises(checks.UserDataError):
+        checks.check_prefix("prefix", "/cloudstack-ec2/dev/0a1b2c3d/x")

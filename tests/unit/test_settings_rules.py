@@ -3,7 +3,8 @@ named and explained, and the boot scripts reuse the rules of values that come fr
 
 from components.model import rules
 from components.model import settings
-from components.boot import userdata
+from components import boot
+from components.boot import checks, management, overlay
 from components.model.settings import CROSS_KEY_RULES, KEYS, parse_settings
 
 BASE = {"adminCidrs": ["203.0.113.7/32"]}
@@ -26,9 +27,9 @@ def test_every_cross_key_rule_says_why():
 
 
 def test_boot_scripts_reuse_the_settings_rules():
-    assert userdata._ZONE is settings._NAME is rules.ZONE_NAME
-    assert userdata._VERSION is settings._VERSION is rules.VERSION
-    assert userdata.OS_CODENAMES == tuple(settings.UBUNTU_RELEASES.values())
+    assert management._ZONE is settings._NAME is rules.ZONE_NAME
+    assert checks._VERSION is settings._VERSION is rules.VERSION
+    assert boot.OS_CODENAMES == tuple(settings.UBUNTU_RELEASES.values())
     # The DNAT form a forward renders is the form the router's check accepts.
     s = parse_settings({**BASE, "vmForwards": ["tcp:2222:10.100.128.5:22@anywhere"]})
-    assert userdata._DNAT.match(s.vm_forwards[0].dnat)
+    assert overlay._DNAT.match(s.vm_forwards[0].dnat)

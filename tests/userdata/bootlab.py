@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from components.boot import userdata as ud  # noqa: E402
+from components import boot as ud  # noqa: E402
 
 FAKE = Path(__file__).parent / "fakes" / "fake.py"
 FAKE_SLEEP = Path(__file__).parent / "fakes" / "sleep"

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from bootlab import KVM_HOST, MANAGEMENT, REPO, ROUTER, boot_files, render
-from components.boot import userdata as ud
+from components import boot as ud
 
 SHELLCHECK = shutil.which("shellcheck")
 SCRIPTS = sorted(p.name for p in (REPO / "userdata").glob("*.sh"))

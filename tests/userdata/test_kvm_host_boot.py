@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from bootlab import KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, is_s3_cp, render
-from components.boot import userdata as ud
+from components import boot as ud
 
 SCRIPT = "kvm-host.sh"
 KEY_PARAM = f"{PREFIX}/management-ssh-public-key"
@@ -261,9 +261,9 @@ def test_router_boots_without_secrets_or_waits(machine):
 
 
 def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(machine):
-    """The registration adds the host only after this parameter (docs/registration.md,
-    "Readiness"): it must come after
-    the agent install and the key, as the very last AWS call."""
+    """The registration adds the host only after this parameter (components/registration/hosts.py
+    waits for it: addHost fails while the agent or the management server's key is missing), so
+    it must come after the agent install and the key, as the very last AWS call."""
     publish_key(machine)
     seed_apparmor(machine)
     r = machine.run_user_data(render(KVM_HOST))

@@ -8,7 +8,7 @@ import pytest
 
 from bootlab import (BOOT_BUCKET, KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, PREFIX, ROUTER, boot_files, is_cmd,
                      is_s3_cp, render)
-from components.boot import userdata as ud
+from components import boot as ud
 
 BOOTS = {"management": MANAGEMENT, "kvm-host": KVM_HOST, "router": ROUTER}
 LIB = "/usr/local/lib/cloudstack-ec2"

@@ -12,7 +12,7 @@ import pytest
 
 from bootlab import KVM_HOST, MANAGEMENT, PREFIX, ROUTER, SECRETS, boot_files, member_overlay, render
 from components.model import ipplan
-from components.boot import userdata as ud
+from components import boot as ud
 
 BOOTS = {"management": MANAGEMENT, "kvm-host": KVM_HOST, "router": ROUTER}
 
@@ -79,6 +79,11 @@ def test_router_and_kvm_environment_values():
     assert 'system/cloudstack-ec2-host-firewall.service" <<' in kvm
     assert 'system/cloudstack-ec2-host-firewall.service" <<' in ud.decode_user_data(render(MANAGEMENT))
     assert "CSEC2_SECRET_" not in kvm, "KVM hosts read no secret"
+
+
+def test_too_old_a_release_is_refused_naming_the_oldest_accepted():
+    with pytest.raises(ud.UserDataError, match=r"^cloudstack_version: '4\.15' is older than 4\.16.*accepted: 4\.16 or newer$"):
+        render(replace(MANAGEMENT, cloudstack_version="4.15"))
 
 
 class FakeOutput:
