@@ -17,6 +17,8 @@ from components.resources.hosts import KvmHostPool, KvmHostPoolArgs
 
 @dataclass(frozen=True)
 class Compute:
+    """The compute tier's components."""
+
     hosts: KvmHostPool
 
 

@@ -19,6 +19,8 @@ from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 @dataclass(frozen=True)
 class ControlPlane:
+    """The control plane's components."""
+
     router: OverlayRouter
     management: ManagementServer
 
@@ -30,6 +32,7 @@ def declare_control_plane(ctx: Context, network: Network, data: Data) -> Control
 
 
 def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
+    """The overlay router: member and router security groups, the overlay route in every route table."""
     underlay, boot_scripts = network.underlay, data.boot_scripts
     return OverlayRouter("router", OverlayRouterArgs(
         instance=instance_spec(ctx, network, data, ctx.settings.router_instance_type,
@@ -57,6 +60,7 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str],
 
 
 def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter) -> ManagementServer:
+    """The management server; console URLs name the router's console Elastic IP."""
     boot_scripts = data.boot_scripts
     return ManagementServer("management", ManagementServerArgs(
         stack=ctx.stack,

@@ -17,6 +17,8 @@ from components.resources.storage import EfsStorage, EfsStorageArgs
 
 @dataclass(frozen=True)
 class Data:
+    """The data tier's components."""
+
     database: RdsCloudDb
     storage: EfsStorage
     boot_scripts: BootScriptBucket

@@ -11,6 +11,8 @@ from components.resources.underlay import Underlay, UnderlayArgs
 
 @dataclass(frozen=True)
 class Network:
+    """The network tier's components."""
+
     underlay: Underlay
     multicast: MulticastDomain
 

@@ -24,6 +24,8 @@ from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 @dataclass(frozen=True)
 class Registration:
+    """The registration tier's result."""
+
     #: The CloudStack API's URL (apiEndpoint, or the router's public IP on the UI port).
     api_url: pulumi.Output[str]
     #: What was registered; None when registerCloud is false.
