@@ -62,79 +62,104 @@ def setting_resource_name(name: str) -> str:
     return "setting-" + name.replace(".", "-")
 
 
+class _Planner:
+    """The planned resources, in order; each gets the connection properties."""
+
+    def __init__(self, spec: RegistrationSpec):
+        self.spec = spec
+        self.out: list[PlannedResource] = []
+        self.conn: dict[str, Any] = {
+            "endpoint": Deferred("endpoint"),
+            "secret_id": Deferred("secret_id"),
+            "region": Deferred("region"),
+            "timeouts": spec.timeouts.as_dict(),
+            # the stack's AWS identity (profile, assumeRoles without secrets) for Secrets Manager / SSM
+            "aws": Deferred("aws"),
+        }
+
+    def add(self, name: str, kind: str, props: dict[str, Any], depends_on: tuple[str, ...] = (),
+            host_indexes: tuple[int, ...] = ()) -> str:
+        """Plan resource `name`; returns the name, for the resources that depend on it."""
+        self.out.append(PlannedResource(name, kind, {**props, **self.conn}, depends_on, host_indexes))
+        return name
+
+
 def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
-    conn: dict[str, Any] = {
-        "endpoint": Deferred("endpoint"),
-        "secret_id": Deferred("secret_id"),
-        "region": Deferred("region"),
-        "timeouts": spec.timeouts.as_dict(),
-        # the stack's AWS identity (profile, assumeRoles without secrets) for Secrets Manager / SSM
-        "aws": Deferred("aws"),
-    }
-    z, pn, pod, pub, st = spec.zone, spec.physical_network, spec.pod, spec.public_range, spec.storage
-    out: list[PlannedResource] = []
+    """The registration's resources in the order of the module docstring, each depending
+    on the ones CloudStack needs before it."""
+    p = _Planner(spec)
+    providers = _plan_physical_network(p)
+    system_ranges = _plan_pod_and_ranges(p, providers)
+    settings = tuple(p.add(setting_resource_name(s.name), "global_setting", {"name": s.name, "value": s.value})
+                     for s in spec.global_settings)
+    _plan_clusters(p, settings)
+    _plan_storage(p)
+    p.add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},
+          ("image-store", "primary-storage", "public-range", *system_ranges, *settings))
+    consoles = _plan_console_forwards(p, system_ranges)
+    # Last: depends on everything (and, in the component, on every AWS resource), so that
+    # `pulumi destroy` deletes it first; its deletion refuses while CloudStack has VMs.
+    p.add("workload-guard", "workload_guard", {"zoneid": Ref("zone"),
+                                               "allow_destroy_with_vms": spec.allow_destroy_with_vms},
+          ("zone-enable", *(f"hosts-{c.index}" for c in spec.clusters), *consoles))
+    return p.out
 
-    def add(name: str, kind: str, props: dict[str, Any], depends_on: tuple[str, ...] = (),
-            host_indexes: tuple[int, ...] = ()) -> None:
-        out.append(PlannedResource(name, kind, {**props, **conn}, depends_on, host_indexes))
 
-    add("zone", "zone", {
+def _plan_physical_network(p: _Planner) -> tuple[str, ...]:
+    """Zone, physical network, its traffic types and its providers; returns the providers' names."""
+    z, pn = p.spec.zone, p.spec.physical_network
+    p.add("zone", "zone", {
         "name": z.name, "networktype": z.network_type, "dns1": z.dns1,
         "internaldns1": z.internal_dns1, "guestcidraddress": z.guest_cidr,
     })
-    add("physical-network", "physical_network", {
+    p.add("physical-network", "physical_network", {
         "zoneid": Ref("zone"), "name": pn.name, "isolationmethods": pn.isolation_method,
         "vlan": pn.vlan_range, "broadcastdomainrange": "ZONE", "state": "Enabled",
     })
-    traffic = []
-    for t in TRAFFIC_TYPES:
-        name = f"traffic-{t.lower()}"
-        traffic.append(name)
-        add(name, "traffic_type", {
-            "physicalnetworkid": Ref("physical-network"), "traffictype": t, "kvmnetworklabel": pn.traffic_label,
-        })
-    providers = []
-    for p in pn.providers:
-        name = f"provider-{p.lower()}"
-        providers.append(name)
-        add(name, "network_service_provider", {
-            "physicalnetworkid": Ref("physical-network"), "name": p, "element": PROVIDER_ELEMENTS[p],
-            "state": "Enabled",
-        }, tuple(traffic))
-    add("pod", "pod", {
+    traffic = tuple(p.add(f"traffic-{t.lower()}", "traffic_type", {
+        "physicalnetworkid": Ref("physical-network"), "traffictype": t, "kvmnetworklabel": pn.traffic_label,
+    }) for t in TRAFFIC_TYPES)
+    return tuple(p.add(f"provider-{name.lower()}", "network_service_provider", {
+        "physicalnetworkid": Ref("physical-network"), "name": name, "element": PROVIDER_ELEMENTS[name],
+        "state": "Enabled",
+    }, traffic) for name in pn.providers)
+
+
+def _plan_pod_and_ranges(p: _Planner, providers: tuple[str, ...]) -> tuple[str, ...]:
+    """The pod, the public range and the system VMs' range; returns the latter's name (or ())."""
+    pod, pub, sys_range = p.spec.pod, p.spec.public_range, p.spec.system_public_range
+    p.add("pod", "pod", {
         "zoneid": Ref("zone"), "name": pod.name, "gateway": pod.gateway, "netmask": pod.netmask,
         "startip": pod.start_ip, "endip": pod.end_ip,
-    }, tuple(providers))
-    add("public-range", "public_ip_range", {
+    }, providers)
+    p.add("public-range", "public_ip_range", {
         "zoneid": Ref("zone"), "physicalnetworkid": Ref("physical-network"), "gateway": pub.gateway,
         "netmask": pub.netmask, "startip": pub.start_ip, "endip": pub.end_ip, "vlan": pub.vlan,
         "forvirtualnetwork": True,
     }, ("pod", "traffic-public"))
-    system_ranges: tuple[str, ...] = ()
-    sys_range = spec.system_public_range
-    if sys_range is not None:
-        # the console proxy's (and secondary storage VM's) public IP comes from here: before the
-        # zone is enabled, which launches them
-        system_ranges = ("system-public-range",)
-        add("system-public-range", "public_ip_range", {
-            "zoneid": Ref("zone"), "physicalnetworkid": Ref("physical-network"), "gateway": sys_range.gateway,
-            "netmask": sys_range.netmask, "startip": sys_range.start_ip, "endip": sys_range.end_ip,
-            "vlan": sys_range.vlan,
-            "forvirtualnetwork": True, "forsystemvms": True,
-        }, ("pod", "traffic-public", "public-range"))
-    settings = []
-    for s in spec.global_settings:
-        name = setting_resource_name(s.name)
-        settings.append(name)
-        add(name, "global_setting", {"name": s.name, "value": s.value})
-    for c in sorted(spec.clusters, key=lambda c: c.index):
-        add(f"cluster-{c.index}", "cluster", {
+    if sys_range is None:
+        return ()
+    # the console proxy's (and secondary storage VM's) public IP comes from here: before the
+    # zone is enabled, which launches them
+    return (p.add("system-public-range", "public_ip_range", {
+        "zoneid": Ref("zone"), "physicalnetworkid": Ref("physical-network"), "gateway": sys_range.gateway,
+        "netmask": sys_range.netmask, "startip": sys_range.start_ip, "endip": sys_range.end_ip,
+        "vlan": sys_range.vlan,
+        "forvirtualnetwork": True, "forsystemvms": True,
+    }, ("pod", "traffic-public", "public-range")),)
+
+
+def _plan_clusters(p: _Planner, settings: tuple[str, ...]) -> None:
+    """Every cluster, then each cluster's hosts (after the global settings: `host` first)."""
+    clusters = sorted(p.spec.clusters, key=lambda c: c.index)
+    for c in clusters:
+        p.add(f"cluster-{c.index}", "cluster", {
             "zoneid": Ref("zone"), "podid": Ref("pod"), "clustername": c.name,
             "hypervisor": "KVM", "clustertype": "CloudManaged",
         }, ("public-range",))
-    for c in sorted(spec.clusters, key=lambda c: c.index):
-        members = sorted((h for h in spec.hosts if h.cluster_index == c.index), key=lambda h: h.index)
-        add(f"hosts-{c.index}", "cluster_hosts", {
+    for c in clusters:
+        members = sorted((h for h in p.spec.hosts if h.cluster_index == c.index), key=lambda h: h.index)
+        p.add(f"hosts-{c.index}", "cluster_hosts", {
             "zoneid": Ref("zone"), "podid": Ref("pod"), "clusterid": Ref(f"cluster-{c.index}"),
             "clustername": c.name, "hypervisor": "KVM", "username": members[0].username,
             # <prefix>/host-ready: each host's boot script writes <this>/<overlay ip> when it is
@@ -144,36 +169,36 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
                       for h in members],
             # outputs, declared so that the resource has them as attributes
             "host_ids": None, "states": None, "service": None,
-        }, tuple(settings), host_indexes=tuple(h.index for h in members))
-    first_hosts = f"hosts-{spec.first_host.cluster_index}"
-    add("primary-storage", "primary_storage", {
+        }, settings, host_indexes=tuple(h.index for h in members))
+
+
+def _plan_storage(p: _Planner) -> None:
+    """Primary storage (needs an Up host), then the image store (after the first cluster)."""
+    spec, st = p.spec, p.spec.storage
+    p.add("primary-storage", "primary_storage", {
         "zoneid": Ref("zone"), "name": st.primary_name, "scope": "zone", "hypervisor": "KVM",
         "url": Deferred("efs_dns", "nfs://", st.primary_path), "nfsmountopts": st.primary_nfs_mount_options,
-    }, (first_hosts,))
-    add("image-store", "image_store", {
+    }, (f"hosts-{spec.first_host.cluster_index}",))
+    p.add("image-store", "image_store", {
         "zoneid": Ref("zone"), "name": st.secondary_name, "provider": "NFS",
         "url": Deferred("efs_dns", "nfs://", st.secondary_path),
     }, (f"cluster-{spec.first_cluster.index}", "primary-storage"))
-    add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},
-        ("image-store", "primary-storage", "public-range", *system_ranges, *settings))
-    consoles = ()
-    if spec.consoles:
-        # once the zone runs its console proxy: its public IP, for the router's console forwards
-        consoles = ("console-forwards",)
-        add("console-forwards", "console_forwards", {
-            "zoneid": Ref("zone"), "parameter_name": Deferred("console_forwards_parameter"),
-            "console_address": Deferred("console_address"),
-            # "first-last": the console proxy must have its public IP from here ("": no such range)
-            "system_public_range": sys_range.text if sys_range is not None else "",
-            # outputs, declared so that the resource has them as attributes
-            "publicip": None, "forwards": None,
-        }, ("zone-enable", *system_ranges))
-    # Last: depends on everything (and, in the component, on every AWS resource), so that
-    # `pulumi destroy` deletes it first; its deletion refuses while CloudStack has VMs.
-    add("workload-guard", "workload_guard", {"zoneid": Ref("zone"),
-                                             "allow_destroy_with_vms": spec.allow_destroy_with_vms},
-        ("zone-enable", *(f"hosts-{c.index}" for c in spec.clusters), *consoles))
-    return out
+
+
+def _plan_console_forwards(p: _Planner, system_ranges: tuple[str, ...]) -> tuple[str, ...]:
+    """With spec.consoles: the console-forwards resource (returns its name, or ())."""
+    if not p.spec.consoles:
+        return ()
+    sys_range = p.spec.system_public_range
+    # once the zone runs its console proxy: its public IP, for the router's console forwards
+    return (p.add("console-forwards", "console_forwards", {
+        "zoneid": Ref("zone"), "parameter_name": Deferred("console_forwards_parameter"),
+        "console_address": Deferred("console_address"),
+        # "first-last": the console proxy must have its public IP from here ("": no such range)
+        "system_public_range": sys_range.text if sys_range is not None else "",
+        # outputs, declared so that the resource has them as attributes
+        "publicip": None, "forwards": None,
+    }, ("zone-enable", *system_ranges)),)
 
 
 def with_console_parameter(spec: RegistrationSpec, console_forwards_parameter: Any) -> RegistrationSpec:

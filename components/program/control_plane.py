@@ -1,0 +1,87 @@
+"""Control-plane tier: the overlay router (the overlay's gateway, NAT and console forwards)
+and the CloudStack management server behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components import boot
+from components.program.context import Context
+from components.program.data import Data
+from components.program.instances import DOMAIN, instance_spec, overlay_config
+from components.program.network import Network
+from components.resources.management import ManagementServer, ManagementServerArgs
+from components.resources.router import OverlayRouter, OverlayRouterArgs
+from components.resources.underlay import CLOUDSTACK_UI_PORT
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """The control plane's components."""
+
+    router: OverlayRouter
+    management: ManagementServer
+
+
+def declare_control_plane(ctx: Context, network: Network, data: Data) -> ControlPlane:
+    """The router, then the management server (its boot script needs the router's console address)."""
+    router = declare_router(ctx, network, data)
+    return ControlPlane(router, declare_management(ctx, network, data, router))
+
+
+def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
+    """The overlay router: member and router security groups, the overlay route in every route table."""
+    underlay, boot_scripts = network.underlay, data.boot_scripts
+    return OverlayRouter("router", OverlayRouterArgs(
+        instance=instance_spec(ctx, network, data, ctx.settings.router_instance_type,
+                               [underlay.member_sg_id, underlay.router_sg_id], "router"),
+        render_user_data=lambda console_ip: router_user_data(ctx, boot_scripts.bucket_name, console_ip),
+        overlay_cidr=str(ctx.settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=ctx.tags,
+        internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
+        parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards]))
+
+
+def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str],
+                     console_ip: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The router's boot script: the overlay's gateway, forwarding the UI port to the
+    management server; `console_ip` is its console address (the interface's second private
+    IPv4, which EC2 picks; OverlayRouterArgs.render_user_data)."""
+    settings, plan = ctx.settings, ctx.plan
+    return pulumi.Output.all(ctx.prefix, boot_bucket, console_ip).apply(
+        lambda v: boot.render_router_user_data(boot.RouterBoot(
+            aws_region=ctx.region, prefix=v[0], fqdn=f"router.{DOMAIN}", boot_bucket=v[1],
+            overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
+                f"tcp:{CLOUDSTACK_UI_PORT}:{ctx.management_ip}:{CLOUDSTACK_UI_PORT}",),
+                storage_cidr=str(settings.cloudstack_subnet_cidr),
+                tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
+                console_address=v[2], console_range=str(plan.system_public_range)))))
+
+
+def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter) -> ManagementServer:
+    """The management server; console URLs name the router's console Elastic IP."""
+    boot_scripts = data.boot_scripts
+    return ManagementServer("management", ManagementServerArgs(
+        stack=ctx.stack,
+        instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
+                               [network.underlay.member_sg_id], "management"),
+        db_master_secret_arn=data.database.master_secret_arn,
+        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns), tags=ctx.tags,
+        boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
+        parameter_root=ctx.prefix, console_address=router.console_public_ip))
+
+
+def management_user_data(ctx: Context, secret_arns: dict) -> str:
+    """The management server's boot script; `secret_arns` as ManagementServer resolves them
+    (parameter_root, boot_bucket, db_master, db_cloud, keys, admin, api_keys, console_address)."""
+    settings = ctx.settings
+    return boot.render_management_user_data(boot.ManagementBoot(
+        aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
+        boot_bucket=secret_arns["boot_bucket"],
+        overlay=overlay_config(settings, ctx.plan, ctx.management_ip, "member"),
+        secrets=boot.ManagementSecrets(
+            db_master=secret_arns["db_master"], db_cloud=secret_arns["db_cloud"],
+            cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
+        cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
+        zone_name=settings.zone_name, console_address=secret_arns["console_address"]))

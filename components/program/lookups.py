@@ -1,0 +1,98 @@
+"""The program's AWS data-source look-ups and its read of the last deployment.
+
+Each runs while the program is being built, before (or between) declarations: a
+failed look-up, or one whose answer contradicts the settings, ends the run with a
+SettingsError naming the key before anything is created.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+from pulumi.runtime.sync_await import _sync_await
+
+from components.model import deployed as deployed_state
+from components.model import regions
+from components.model.settings import Problem, Settings, SettingsError, choose_availability_zones
+from components.program.config import region_zones
+
+#: Ubuntu codename -> the name pattern of Canonical's amd64 server AMIs of that release.
+UBUNTU_AMI_NAMES = {
+    "noble": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*",
+    "jammy": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*",
+}
+
+
+def ubuntu_ami(codename: str) -> str:
+    """Canonical's newest Ubuntu AMI of `codename` in this region. Canonical publishes
+    from a different account in each partition (regions.CANONICAL_AMI_OWNERS)."""
+    partition = aws.get_partition().partition
+    owner = regions.canonical_ami_owner(partition)
+    if owner is None:
+        raise SettingsError([Problem("amiId", "", f"Canonical publishes no Ubuntu AMIs in partition {partition}: "
+                                     "set amiId to an Ubuntu AMI of this region")])
+    return aws.ec2.get_ami(
+        most_recent=True, owners=[owner],
+        filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[UBUNTU_AMI_NAMES[codename]]),
+                 aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+                 aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"])]).id
+
+
+def check_existing_network(settings: Settings) -> str:
+    """With an existing VPC, the dedicated subnet must be what the settings say it is.
+    Returns its AZ ("" without an existing VPC)."""
+    if not settings.uses_existing_vpc:
+        return ""
+    subnet = aws.ec2.get_subnet(id=settings.cloudstack_subnet_id)
+    if subnet.cidr_block != str(settings.cloudstack_subnet_cidr):
+        raise SettingsError([Problem("cloudstackSubnetCidr", str(settings.cloudstack_subnet_cidr),
+                                     f"subnet {settings.cloudstack_subnet_id} is {subnet.cidr_block}; "
+                                     "set cloudstackSubnetCidr to its real CIDR")])
+    return subnet.availability_zone
+
+
+def database_zone(settings: Settings, management_zone: str) -> Optional[str]:
+    """Where a single-AZ database goes: the management server's AZ, when the database's
+    subnets cover it (new VPC: always; existing VPC: looked up). None: RDS chooses."""
+    if settings.db_multi_az:
+        return None  # AWS refuses a fixed AZ for Multi-AZ
+    if settings.uses_existing_vpc:
+        zones = {aws.ec2.get_subnet(id=s).availability_zone for s in settings.db_subnet_ids}
+        if management_zone not in zones:
+            pulumi.log.warn(f"dbSubnetIds are in {', '.join(sorted(zones))}, not in the management server's AZ "
+                            f"{management_zone}: the database and the management server talk across AZs")
+            return None
+    return management_zone
+
+
+def availability_zones(settings: Settings, existing_zone: str = "") -> tuple[str, str]:
+    """The CloudStack subnet's AZ (offering every instance type) and the DB's second AZ."""
+    zones = region_zones()
+    types = sorted({settings.router_instance_type, settings.management_instance_type, settings.host_instance_type})
+    offerings = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=types)])
+    offered: dict[str, set[str]] = {}
+    for instance_type, zone in zip(offerings.instance_types, offerings.locations):
+        offered.setdefault(instance_type, set()).add(zone)
+    return choose_availability_zones(settings, zones, offered, existing_zone)
+
+
+def read_deployed() -> deployed_state.Deployed:
+    """What the stack's last completed update deployed: its own `deployment` output, read
+    through a StackReference to this very stack (the engine answers it from the backend's
+    last checkpoint; a stack never updated has no outputs)."""
+    # DIY backends (local, S3) name every stack's organization "organization".
+    name = f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    ref = pulumi.StackReference(f"{pulumi.get_stack()}-previous-deployment", stack_name=name)
+    outputs = {}
+    for key in (deployed_state.OUTPUT, deployed_state.LEGACY_PARAMETER_OUTPUT):
+        # Synchronously, as the SDK's own data-source calls are: the checks must end the
+        # run before any resource is declared.
+        details = _sync_await(ref.get_output_details(key))
+        value = details.value if details.value is not None else details.secret_value
+        if value is not None:
+            outputs[key] = value
+    return deployed_state.from_outputs(outputs)

@@ -1,0 +1,53 @@
+"""The stack outputs: what `pulumi stack output` shows, and what the next run reads back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from components.model import catalog
+from components.model import cloudmonkey
+from components.model import deployed as deployed_state
+from components.program.compute import Compute
+from components.program.context import Context
+from components.program.control_plane import ControlPlane
+from components.program.data import Data
+from components.program.network import Network
+from components.program.registration import Registration
+from components.resources.underlay import CLOUDSTACK_UI_PORT
+
+
+def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPlane, compute: Compute,
+                  registration: Registration) -> dict[str, Any]:
+    """Output name -> value (plain, or a pulumi.Output), in the order `pulumi stack output` lists them."""
+    settings, plan, router, management = ctx.settings, ctx.plan, control.router, control.management
+    cost = catalog.estimate(settings, ctx.host_types.types)
+    api_url = registration.api_url
+    return {
+        "uiUrl": pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/"),
+        "apiEndpoint": api_url,
+        "zoneName": settings.zone_name,
+        "overlayCidr": str(settings.overlay_cidr),
+        "router": {"overlayIp": str(plan.router), "privateIp": router.private_ip, "publicIp": router.public_ip,
+                   "instanceId": router.instance_id, "consolePrivateIp": router.console_private_ip,
+                   "consolePublicIp": router.console_public_ip},
+        "managementServer": {"overlayIp": str(ctx.management_ip), "privateIp": management.private_ip,
+                             "instanceId": management.instance_id},
+        "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,
+                           "cluster": ctx.host_clusters[i], "instanceType": ctx.host_types.types[i]}
+                  for i, inst in compute.hosts.instances.items()},
+        "secretArns": {**{k.replace("-", "_"): v for k, v in management.secret_arns.items()},
+                       "db_master": data.database.master_secret_arn},
+        "databaseEndpointParameter": data.database.endpoint_parameter,
+        "efsFileSystemId": data.storage.file_system_id,
+        "transitGatewayId": network.multicast.transit_gateway_id,
+        "multicastDomainId": network.multicast.multicast_domain_id,
+        "registered": registration.spec is not None,
+        "estimatedHourlyCostUsd": round(cost.hourly, 2),
+        "estimatedMonthlyCostUsd": round(cost.monthly, 0),
+        # Read back on the next run (components.model.deployed): what is chosen once or only grows.
+        deployed_state.OUTPUT: deployed_state.record(settings, ctx.zone, ctx.prefix),
+        "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
+            lambda args: cloudmonkey.cmk_profile(ctx.stack, args[0], args[1], ctx.region)),
+    }
