@@ -24,6 +24,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.model import aws_constraints
 from components.model import catalog
+from components.model import deployed
 from components.model import ipplan
 from components.model import regions
 from components.model.settings import UNKNOWN_OFFLINE_HYPERVISOR
@@ -86,6 +87,25 @@ class ExistingInstance:
     instance_type: str
     tags: Mapping[str, str]
     state: str = "running"
+
+
+def instances_of_outputs(previous_outputs: Optional[Mapping[str, Any]], project: str,
+                         stack: str) -> list[ExistingInstance]:
+    """The KVM host instances a deployed stack's outputs say exist, tagged as KvmHostPool tags
+    them, so that the program's lookup of its existing hosts (resources.hosts.existing_host_types,
+    DescribeInstances by tag) finds them offline as it finds them in AWS under `pulumi up`.
+    [] for a stack never deployed. Raises deployed.OutputsError when the outputs do not say
+    each host's instance type (deployed.host_instances)."""
+    from components.resources.hosts import DEPLOYMENT_TAG, host_filter
+
+    root = deployed.from_outputs(previous_outputs).parameter_root
+    hosts = deployed.host_instances(previous_outputs)
+    how = host_filter(project, stack, root)
+    if how is None:
+        return []
+    tags = {**how[0], DEPLOYMENT_TAG: root}
+    return [ExistingInstance(id=instance_id, instance_type=instance_type, tags={**tags, "HostIndex": str(index)})
+            for index, (instance_id, instance_type) in sorted(hosts.items())]
 
 
 class OfflineMocks(pulumi.runtime.Mocks):
