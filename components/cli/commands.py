@@ -431,7 +431,7 @@ def _read_stack(args: argparse.Namespace) -> StackConfig:
     except MissingStackError as exc:
         raise InputError("missing-stack", str(exc), stacks=exc.existing) from None
     except StackConfigError as exc:
-        raise InputError("stack-file", str(exc)) from None
+        raise InputError("stack-config", str(exc)) from None
 
 
 def _read_previous(args: argparse.Namespace, stack: StackConfig) -> tuple[Optional[dict], list]:
@@ -572,7 +572,7 @@ def _admin_cidrs(stack: StackConfig) -> list[str]:
     except json.JSONDecodeError:
         cidrs = None
     if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
-        raise InputError("stack-file", f"{key} = {text!r} [{stack.origins.get(key, 'default')}]: expected a list "
+        raise InputError("stack-config", f"{key} = {text!r} [{stack.origins.get(key, 'default')}]: expected a list "
                                        "of CIDRs, e.g. [\"203.0.113.7/32\"]")
     return cidrs
 
@@ -607,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set hostCount=5, --set aws:region=eu-west-1, --set 'adminCidrs[0]=203.0.113.7/32'")
     p.add_argument("--json", action="store_true",
                    help="print the whole plan as JSON (schemaVersion, summary, warnings, ipPlan, resources, "
-                        "registration, cost, outputs)")
+                        "registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
+                        "stack and either problems (the settings) or error (kind, message)")
     p.add_argument("--max-hourly-usd", type=float, metavar="USD",
                    help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")
     p.add_argument("--previous", metavar="FILE",
