@@ -40,8 +40,8 @@ class StackConfigError(ValueError):
 
 #: The top-level keys of a stack file (Pulumi's ProjectStack: pulumi/pulumi
 #: sdk/go/common/workspace/project.go; the Automation API's StackSettings,
-#: sdk/python/lib/pulumi/automation/_stack_settings.py). Anything else is ignored by the
-#: CLI, so a setting written there never reaches the program.
+#: sdk/python/lib/pulumi/automation/_stack_settings.py). Only `config:` reaches the program
+#: as config, so a setting written anywhere else would be lost without a word.
 STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 
 
@@ -74,8 +74,8 @@ def _check_top_level(stack_file: Path, keys: list, project: str) -> None:
     if settings:
         shown = ", ".join(settings[:3]) + (f" and {len(settings) - 3} more" if len(settings) > 3 else "")
         raise StackConfigError(f"{stack_file}: {shown} at the top level: settings go under `config:` (indent "
-                               f"them below a line `config:`), or Pulumi ignores them")
-    raise StackConfigError(f"{stack_file}: top-level key(s) {', '.join(unknown)} are not read by Pulumi; a stack "
+                               f"them below a line `config:`); there Pulumi never passes them to the program")
+    raise StackConfigError(f"{stack_file}: top-level key(s) {', '.join(unknown)} are not stack file sections; a stack "
                            f"file has {', '.join(STACK_FILE_KEYS)} (settings as {project}:<key> under `config:`)")
 
 

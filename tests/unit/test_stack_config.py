@@ -138,7 +138,7 @@ def test_settings_without_their_config_wrapper_are_refused_not_ignored(tmp_path,
     assert result.returncode == 2
     assert "Pulumi.t.yaml: cloudstack-ec2:hostCount, aws:region at the top level: settings go under `config:`" \
         in result.stderr
-    with pytest.raises(StackConfigError, match="confg are not read by Pulumi"):
+    with pytest.raises(StackConfigError, match="confg are not stack file sections"):
         (tmp_path / "Pulumi.t.yaml").write_text("confg:\n  cloudstack-ec2:hostCount: 3\n")
         read_stack(tmp_path, "t")
 
