@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, TextIO
 
 from components.model.settings import NAMESPACE
+from components.model.stackconfig import StackConfigError, read_stack
 
 INSTALL_HINT = ("install it (https://www.pulumi.com/docs/install/: curl -fsSL https://get.pulumi.com | sh), "
                 "then run this again; `cloudstack-ec2 plan` shows the stack offline without it")
@@ -88,7 +89,10 @@ def _logged_in() -> bool:
 
 def open_stack(stack_name: str, project_dir: Optional[Path] = None, environ: Mapping[str, str] = os.environ):
     """Create or select `stack_name` of the project at `project_dir` (default: this checkout)
-    with the program in process. Raises PulumiCliMissing without the Pulumi CLI."""
+    with the program in process. Raises StackConfigError when `Pulumi.<stack>.yaml` is missing
+    or unreadable (before anything else: a typo in the name must not create a stack),
+    PulumiCliMissing without the Pulumi CLI."""
+    read_stack((project_dir or project_root()).resolve(), stack_name)
     if shutil.which("pulumi", path=environ.get("PATH")) is None:
         raise PulumiCliMissing(f"the Pulumi CLI is not installed (the Automation API runs it): {INSTALL_HINT}")
     from pulumi import automation as auto
@@ -108,6 +112,13 @@ def open_stack(stack_name: str, project_dir: Optional[Path] = None, environ: Map
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """One Automation API operation on a stack; progress streamed to `out`."""
     name = f"cloudstack-ec2 {args.command}"
+    try:
+        # The stack's own file first: naming a stack that does not exist is the likelier
+        # mistake, and the answer (the stacks that do) needs no Pulumi CLI.
+        read_stack(Path(args.dir), args.stack)
+    except StackConfigError as exc:
+        err.write(f"{name}: {exc}\n")
+        return 2
     if args.command in CHANGING and not args.yes:
         err.write(f"{name}: changes the cloud of stack {args.stack!r}: add --yes to go ahead "
                   f"(`cloudstack-ec2 preview --stack {args.stack}` shows what would change)\n")

@@ -133,16 +133,8 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(i.strip() for i in items if i and i.strip()))
 
 
-def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str] = ()) -> dict:
-    """Everything the plan shows, as one JSON-ready document (the text view renders it)."""
-    settings, spec = run.result.settings, run.result.registration
-    plan = settings.ip_plan()
-    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr)
-    # Existing hosts keep their instance type (and cluster): the program's own answer.
-    host_types = run.result.host_types.types if run.result.host_types else None
-    clusters = run.result.host_clusters or tuple(settings.cluster_of_host(i) for i in range(len(plan.hosts)))
-    estimate = catalog.estimate(settings, host_types)
-
+def _resources(run) -> list[dict]:
+    """Every custom resource with its key properties (KEY_PROPERTIES) and its component."""
     resources = []
     for reg in sorted((r for r in run.registrations if r.custom), key=lambda r: r.name):
         props = {}
@@ -155,13 +147,16 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         # A resource outside every component (the stack's own) is listed under "stack".
         component = TOP_LEVEL if reg.component_type == reg.type else reg.component_type.split(":")[-1]
         resources.append({"type": reg.type, "name": reg.name, "component": component, "properties": props})
+    return resources
 
-    every_host = list(host_types) if host_types else [settings.host_instance_type] * settings.host_count
+
+def _vcpus_by_quota(settings, every_host: list[str]) -> list[dict]:
+    """The vCPUs of the router, the management server and each host type, per EC2 vCPU quota."""
     roles = [("router", settings.router_instance_type, 1),
              ("management server", settings.management_instance_type, 1)] + [
         ("KVM host", t, every_host.count(t)) for t in dict.fromkeys(every_host)]
     vcpus: dict[str, dict] = {}
-    for role, instance_type, count in roles:
+    for _role, instance_type, count in roles:
         facts = catalog.instance_facts(instance_type)
         quota = quotas.quota_of(instance_type) or f"unknown quota ({instance_type})"
         entry = vcpus.setdefault(quota, {"quota": quota, "vcpus": 0, "unknown": [], "parts": []})
@@ -171,7 +166,46 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         else:
             entry["vcpus"] += count * facts.vcpus
             entry["parts"].append(f"{count} x {instance_type} ({facts.vcpus})")
+    return list(vcpus.values())
 
+
+def _ip_plan(settings, clusters) -> dict:
+    plan = settings.ip_plan()
+    return {
+        "overlay": str(plan.overlay), "vpc": str(plan.vpc), "dedicatedSubnet": str(settings.cloudstack_subnet_cidr),
+        "router": str(plan.router), "managementServers": [str(a) for a in plan.management_servers],
+        "hosts": [{"index": i, "overlayIp": str(a), "cluster": clusters[i]} for i, a in enumerate(plan.hosts)],
+        "podSystemRange": str(plan.system_range), "publicRange": str(plan.public_range),
+        "systemPublicRange": str(plan.system_public_range),
+        "guestVlans": str(plan.guest_vlans), "guestCidr": str(plan.guest_cidr), "zoneDns": str(plan.zone_dns),
+        "databaseSubnets": [str(n) for n in settings.db_subnet_cidrs],
+        "multicastGroup": str(settings.multicast_group), "multicastMembers": plan.multicast_members,
+    }
+
+
+def _host_capacity(settings, host_types) -> dict:
+    return {
+        "rows": [{"instanceType": c.instance_type, "hosts": c.hosts, "vcpus": c.vcpus, "memoryGib": c.memory_gib,
+                  "hourlyUsd": c.hourly, "virtualization": c.virtualization, "startMinutes": c.start_text,
+                  "vcpusText": c.text(c.vcpus), "memoryGibText": c.text(c.memory_gib),
+                  "hourlyText": c.text(c.hourly, "{:.3f}")}
+                 for c in catalog.host_capacity(settings, host_types)],
+        "total": catalog.host_capacity_total(settings, host_types),
+    }
+
+
+def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str] = ()) -> dict:
+    """Everything the plan shows, as one JSON-ready document (the text view renders it).
+    `summary.hostTypes` lists [{"instanceType", "hosts"}] in host order: existing hosts keep
+    their type, so after a hostInstanceType change there are several."""
+    settings, spec = run.result.settings, run.result.registration
+    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr)
+    # Existing hosts keep their instance type (and cluster): the program's own answer.
+    host_types = run.result.host_types.types if run.result.host_types else None
+    clusters = run.result.host_clusters or tuple(settings.cluster_of_host(i) for i in range(settings.host_count))
+    estimate = catalog.estimate(settings, host_types)
+    resources = _resources(run)
+    every_host = list(host_types) if host_types else [settings.host_instance_type] * settings.host_count
     cost_lines = [{"item": line.item, "quantity": line.quantity, "unitHourlyUsd": line.unit_hourly,
                    "hourlyUsd": None if line.hourly is None else round(line.hourly, 4)} for line in estimate.lines]
     return {
@@ -182,34 +216,18 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
             "components": len({r["component"] for r in resources} - {TOP_LEVEL}),
             "topLevel": sum(1 for r in resources if r["component"] == TOP_LEVEL),
             "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
+            "hostTypes": [{"instanceType": t, "hosts": every_host.count(t)} for t in dict.fromkeys(every_host)],
             "clusters": len(set(clusters)), "hostsPerCluster": settings.hosts_per_cluster,
-            "vcpusByQuota": list(vcpus.values()),
+            "vcpusByQuota": _vcpus_by_quota(settings, every_host),
             "hourlyUsd": round(estimate.hourly, 2), "monthlyUsd": round(estimate.monthly, 0),
             "unpriced": list(estimate.unknown),
             "hostLimit": {"hosts": limit.hosts, "decidedBy": limit.deciding, "overlay": limit.overlay,
                           "multicastGroup": limit.multicast, "dedicatedSubnet": limit.subnet},
         },
         "warnings": _unique([*settings.warnings, *run.warnings, *notes]),
-        "ipPlan": {
-            "overlay": str(plan.overlay), "vpc": str(plan.vpc), "dedicatedSubnet": str(settings.cloudstack_subnet_cidr),
-            "router": str(plan.router), "managementServers": [str(a) for a in plan.management_servers],
-            "hosts": [{"index": i, "overlayIp": str(a), "cluster": clusters[i]}
-                      for i, a in enumerate(plan.hosts)],
-            "podSystemRange": str(plan.system_range), "publicRange": str(plan.public_range),
-            "systemPublicRange": str(plan.system_public_range),
-            "guestVlans": str(plan.guest_vlans), "guestCidr": str(plan.guest_cidr), "zoneDns": str(plan.zone_dns),
-            "databaseSubnets": [str(n) for n in settings.db_subnet_cidrs],
-            "multicastGroup": str(settings.multicast_group), "multicastMembers": plan.multicast_members,
-        },
+        "ipPlan": _ip_plan(settings, clusters),
         "resources": resources,
-        "hostCapacity": {
-            "rows": [{"instanceType": c.instance_type, "hosts": c.hosts, "vcpus": c.vcpus, "memoryGib": c.memory_gib,
-                      "hourlyUsd": c.hourly, "virtualization": c.virtualization, "startMinutes": c.start_text,
-                      "vcpusText": c.text(c.vcpus), "memoryGibText": c.text(c.memory_gib),
-                      "hourlyText": c.text(c.hourly, "{:.3f}")}
-                     for c in catalog.host_capacity(settings, host_types)],
-            "total": catalog.host_capacity_total(settings, host_types),
-        },
+        "hostCapacity": _host_capacity(settings, host_types),
         "registration": None if spec is None else dataclasses.asdict(spec),
         "cost": {"lines": cost_lines, "hourlyUsd": round(estimate.hourly, 4), "monthlyUsd": round(estimate.monthly, 2),
                  "unpriced": list(estimate.unknown), "assumptions": estimate.assumptions()},
@@ -226,14 +244,22 @@ def _money(summary: dict) -> str:
 
 def render(report: dict, out: TextIO) -> None:
     """The plan for a reader: the summary first, then warnings, IP plan, resources, registration, cost."""
+    _render_summary(report, out)
+    _render_ip_plan(report, out)
+    _render_resources(report, out)
+    _render_registration(report["registration"], out)
+    _render_capacity_and_cost(report, out)
+
+
+def _render_summary(report: dict, out: TextIO) -> None:
     w = out.write
-    summary, ip = report["summary"], report["ipPlan"]
+    summary = report["summary"]
     w(f"CloudStack on EC2 — offline plan of stack {report['stack']!r} ({report['region']}); nothing was created.\n\n")
     w("Summary\n")
     w(f"  resources:     {summary['resources']} in {summary['components']} components"
       + (f" and {summary['topLevel']} of the stack itself" if summary["topLevel"] else "") + "\n")
-    w(f"  KVM hosts:     {summary['hosts']} x {summary['hostInstanceType']} in {summary['clusters']} cluster(s) "
-      f"of at most {summary['hostsPerCluster']}\n")
+    types = " + ".join(f"{t['hosts']} x {t['instanceType']}" for t in summary["hostTypes"])
+    w(f"  KVM hosts:     {types} in {summary['clusters']} cluster(s) of at most {summary['hostsPerCluster']}\n")
     for entry in summary["vcpusByQuota"]:
         total = f"{entry['vcpus']} vCPUs" + (" + unknown" if entry["unknown"] else "")
         w(f"  vCPU quota:    {total} of \"{entry['quota']}\" ({' + '.join(entry['parts'])})\n")
@@ -246,6 +272,10 @@ def render(report: dict, out: TextIO) -> None:
         for warning in report["warnings"]:
             w(f"WARNING: {warning}\n")
 
+
+def _render_ip_plan(report: dict, out: TextIO) -> None:
+    w = out.write
+    summary, ip, limit = report["summary"], report["ipPlan"], report["summary"]["hostLimit"]
     w(f"\nIP plan (overlay {ip['overlay']}, VPC {ip['vpc']}, dedicated subnet {ip['dedicatedSubnet']})\n")
     rows = [("router (overlay gateway)", ip["router"])]
     rows += [(f"management server {i}", a) for i, a in enumerate(ip["managementServers"])]
@@ -265,6 +295,10 @@ def render(report: dict, out: TextIO) -> None:
     ]
     _table(out, ("what", "address"), rows)
 
+
+def _render_resources(report: dict, out: TextIO) -> None:
+    w = out.write
+    summary = report["summary"]
     w("\nResources per component\n")
     groups: dict[str, list] = defaultdict(list)
     for resource in report["resources"]:
@@ -283,28 +317,34 @@ def render(report: dict, out: TextIO) -> None:
             w(f"    {short_type:<28} {resource['name']}" + (f"  [{props}]" if props else "") + "\n")
     w(f"  total: {summary['resources']} resources\n")
 
-    spec = report["registration"]
-    if spec is not None:
-        zone, net, pod, public = spec["zone"], spec["physical_network"], spec["pod"], spec["public_range"]
-        w("\nCloudStack registration (through the API, once the management server is up)\n")
-        w(f"  zone {zone['name']} ({zone['network_type']}), DNS {zone['dns1']}, guest CIDR {zone['guest_cidr']}\n")
-        w(f"  physical network {net['name']}: traffic management/guest/public on label {net['traffic_label']}, "
-          f"guest VLANs {net['guest_vlan_start']}-{net['guest_vlan_end']}, providers {', '.join(net['providers'])}\n")
-        w(f"  pod {pod['name']}: gateway {pod['gateway']}, system range {pod['start_ip']}-{pod['end_ip']}\n")
-        w(f"  public range {public['start_ip']}-{public['end_ip']} (gateway {public['gateway']})\n")
-        system_public = spec.get("system_public_range")
-        if system_public:
-            w(f"  system VMs' public range {system_public['start_ip']}-{system_public['end_ip']} (forsystemvms: the "
-              f"console proxy's address, never a tenant's)\n")
-        for cluster in spec["clusters"]:
-            members = [h for h in spec["hosts"] if h["cluster_index"] == cluster["index"]]
-            w(f"  cluster {cluster['name']}: hosts " + ", ".join(f"{h['index']}={h['overlay_ip']}" for h in members) + "\n")
-        storage = spec["storage"]
-        w(f"  primary storage nfs://<EFS>{storage['primary_path']}, secondary nfs://<EFS>{storage['secondary_path']}\n")
-        w("  global settings: " + ", ".join(f"{s['name']}={s['value']}" for s in spec["global_settings"]) + "\n")
-    else:
-        w("\nCloudStack registration: off (registerCloud is false)\n")
 
+def _render_registration(spec: Optional[dict], out: TextIO) -> None:
+    w = out.write
+    if spec is None:
+        w("\nCloudStack registration: off (registerCloud is false)\n")
+        return
+    zone, net, pod, public = spec["zone"], spec["physical_network"], spec["pod"], spec["public_range"]
+    w("\nCloudStack registration (through the API, once the management server is up)\n")
+    w(f"  zone {zone['name']} ({zone['network_type']}), DNS {zone['dns1']}, guest CIDR {zone['guest_cidr']}\n")
+    w(f"  physical network {net['name']}: traffic management/guest/public on label {net['traffic_label']}, "
+      f"guest VLANs {net['guest_vlan_start']}-{net['guest_vlan_end']}, providers {', '.join(net['providers'])}\n")
+    w(f"  pod {pod['name']}: gateway {pod['gateway']}, system range {pod['start_ip']}-{pod['end_ip']}\n")
+    w(f"  public range {public['start_ip']}-{public['end_ip']} (gateway {public['gateway']})\n")
+    system_public = spec.get("system_public_range")
+    if system_public:
+        w(f"  system VMs' public range {system_public['start_ip']}-{system_public['end_ip']} (forsystemvms: the "
+          f"console proxy's address, never a tenant's)\n")
+    for cluster in spec["clusters"]:
+        members = [h for h in spec["hosts"] if h["cluster_index"] == cluster["index"]]
+        w(f"  cluster {cluster['name']}: hosts " + ", ".join(f"{h['index']}={h['overlay_ip']}" for h in members) + "\n")
+    storage = spec["storage"]
+    w(f"  primary storage nfs://<EFS>{storage['primary_path']}, secondary nfs://<EFS>{storage['secondary_path']}\n")
+    w("  global settings: " + ", ".join(f"{s['name']}={s['value']}" for s in spec["global_settings"]) + "\n")
+
+
+def _render_capacity_and_cost(report: dict, out: TextIO) -> None:
+    w = out.write
+    summary = report["summary"]
     w("\nKVM host capacity\n")
     _table(out, ("instance type", "hosts", "vCPU each", "GiB each", "USD/hour each", "virtualization",
                  "start (min)"),
@@ -373,49 +413,105 @@ def load_stack(args: argparse.Namespace) -> StackConfig:
     return stack
 
 
+class InputError(Exception):
+    """An input a command cannot use (stack file, --previous, an argument): exit 2 with
+    `message`; `kind` and `detail` go into the JSON error object of `--json`."""
+
+    def __init__(self, kind: str, message: str, **detail: Any):
+        super().__init__(message)
+        self.kind, self.detail = kind, detail
+
+
+def _read_stack(args: argparse.Namespace) -> StackConfig:
+    """load_stack, its StackConfigError as an InputError (a missing stack lists the others)."""
+    from components.model.stackconfig import MissingStackError
+
+    try:
+        return load_stack(args)
+    except MissingStackError as exc:
+        raise InputError("missing-stack", str(exc), stacks=exc.existing) from None
+    except StackConfigError as exc:
+        raise InputError("stack-config", str(exc)) from None
+
+
+def _read_previous(args: argparse.Namespace, stack: StackConfig) -> tuple[Optional[dict], list]:
+    """--previous FILE: the deployed stack's outputs, and the KVM host instances they say
+    exist (offline.instances_of_outputs), which the program then finds as `up` finds them
+    in AWS. (None, []) without --previous. Raises InputError."""
+    from components.cli.offline import instances_of_outputs
+    from components.model.deployed import OutputsError
+
+    if not args.previous:
+        return None, []
+    try:
+        previous = json.loads(Path(args.previous).read_text())
+        if not isinstance(previous, dict):
+            raise OutputsError("expected the JSON object of `pulumi stack output --json`")
+        return previous, instances_of_outputs(previous, stack.project, args.stack)
+    except (OSError, json.JSONDecodeError, OutputsError) as exc:
+        raise InputError("previous-outputs", f"--previous {args.previous}: {exc}") from None
+
+
+def _fail(args: argparse.Namespace, out: TextIO, err: TextIO, error: InputError,
+          project: Optional[str] = None) -> int:
+    """Report `error` on stderr and, for --json, as a JSON error object on stdout; exit 2."""
+    err.write(f"cloudstack-ec2 {args.command}: {error}\n")
+    if getattr(args, "json", False):  # a machine reading stdout learns why there is no plan
+        json.dump({"schemaVersion": JSON_SCHEMA_VERSION, "project": project, "stack": args.stack,
+                   "error": {"kind": error.kind, "message": str(error), **error.detail}}, out, indent=2)
+        out.write("\n")
+    return EXIT_BAD_SETTINGS
+
+
+def _settings_failure(args: argparse.Namespace, stack: StackConfig, exc: SettingsError,
+                      out: TextIO, err: TextIO) -> int:
+    """Every problem of the settings, each with where its value came from; exit 2."""
+    problems = [p for p in exc.problems if stack.full_key(p.key) not in stack.secrets]
+    if args.json:  # a machine reading stdout gets the problems too
+        json.dump({"schemaVersion": JSON_SCHEMA_VERSION, "project": stack.project, "stack": args.stack,
+                   "problems": [{"key": stack.full_key(p.key), "value": p.value, "message": p.message,
+                                 "from": stack.origins.get(stack.full_key(p.key), "default")} for p in problems]},
+                  out, indent=2, default=str)
+        out.write("\n")
+    err.write(f"cloudstack-ec2 plan: {len(problems)} problem(s) in stack {args.stack!r} "
+              f"({Path(args.dir) / f'Pulumi.{args.stack}.yaml'}"
+              f"{' and --set' if args.set else ''}):\n")
+    err.write("\n".join(_problem_lines(problems, stack)) + "\n")
+    return EXIT_BAD_SETTINGS
+
+
+def _previous_notes(args: argparse.Namespace, existing: list) -> list[str]:
+    if not existing:
+        return []
+    return [f"the existing hosts' instance types are those --previous {args.previous} lists (the last update's "
+            "outputs); `up` asks AWS, and `cloudstack-ec2 preview` shows what it finds"]
+
+
 def plan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The offline plan (module docstring): exit 0, 2 (bad input, nothing planned) or 4 (budget)."""
     from components.model.aws_constraints import AwsInputError
     from components.cli.offline import run_offline
     from components.program import build
 
-    project_dir = Path(args.dir)
+    stack = None
     try:
-        stack = load_stack(args)
-    except StackConfigError as exc:
-        err.write(f"cloudstack-ec2 plan: {exc}\n")
-        return 2
-    previous = None
-    if args.previous:
-        try:
-            previous = json.loads(Path(args.previous).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            err.write(f"cloudstack-ec2 plan: --previous {args.previous}: {exc}\n")
-            return 2
-    config = dict(stack.values)
-    region = config.get("aws:region") or DEFAULT_REGION
-    subnet = config.get(f"{NAMESPACE}:cloudstackSubnetCidr")
-    try:
+        stack = _read_stack(args)
+        previous, existing = _read_previous(args, stack)
+        config = dict(stack.values)
+        region = config.get("aws:region") or DEFAULT_REGION
+        subnet = config.get(f"{NAMESPACE}:cloudstackSubnetCidr")
         run = run_offline(build, config, project=stack.project, stack=args.stack, region=region,
                           subnet_cidrs={"cloudstack": subnet} if subnet else None,
-                          previous_outputs=previous)
+                          previous_outputs=previous, existing_instances=existing)
+    except InputError as exc:
+        return _fail(args, out, err, exc, stack.project if stack else None)
     except SettingsError as exc:
-        problems = [p for p in exc.problems if stack.full_key(p.key) not in stack.secrets]
-        if args.json:  # a machine reading stdout gets the problems too
-            json.dump({"schemaVersion": JSON_SCHEMA_VERSION, "project": stack.project, "stack": args.stack,
-                       "problems": [{"key": stack.full_key(p.key), "value": p.value, "message": p.message,
-                                     "from": stack.origins.get(stack.full_key(p.key), "default")} for p in problems]},
-                      out, indent=2, default=str)
-            out.write("\n")
-        err.write(f"cloudstack-ec2 plan: {len(problems)} problem(s) in stack {args.stack!r} "
-                  f"({project_dir / f'Pulumi.{args.stack}.yaml'}"
-                  f"{' and --set' if args.set else ''}):\n")
-        err.write("\n".join(_problem_lines(problems, stack)) + "\n")
-        return 2
+        return _settings_failure(args, stack, exc, out, err)
     except AwsInputError as exc:
         # `pulumi up` would stop at preview here, with nothing created.
-        err.write(f"cloudstack-ec2 plan: stack {args.stack!r}: {exc}\n")
-        return 2
-    report = plan_report(run, args.stack, stack.project, region, _stack_notes(stack))
+        return _fail(args, out, err, InputError("aws-input", f"stack {args.stack!r}: {exc}"), stack.project)
+    report = plan_report(run, args.stack, stack.project, region,
+                         [*_stack_notes(stack), *_previous_notes(args, existing)])
     if args.json:
         json.dump(report, out, indent=2, default=str)
         out.write("\n")
@@ -440,22 +536,45 @@ def _budget_gate(report: dict, limit: Optional[float], err: TextIO) -> int:
 
 
 def admin_access_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Exit 0 when ADDRESS may reach the UI/API under the stack's adminCidrs, 3 when not."""
-    import ipaddress
-
+    """Exit 0 when ADDRESS may reach the UI/API under the stack's adminCidrs, 3 when not,
+    2 when the address, the stack file or its adminCidrs cannot be read."""
+    stack = None
     try:
-        stack = load_stack(args)
-        address = ipaddress.IPv4Address(args.address)
-        cidrs = json.loads(stack.values.get(f"{NAMESPACE}:adminCidrs") or "[]")
-    except (StackConfigError, ValueError) as exc:
-        err.write(f"cloudstack-ec2 admin-access: {exc}\n")
-        return 2
+        stack = _read_stack(args)
+        address = _ipv4_argument("ADDRESS", args.address)
+        cidrs = _admin_cidrs(stack)
+    except InputError as exc:
+        return _fail(args, out, err, exc, stack.project if stack else None)
     covering = [c for c in cidrs if _contains(c, address)]
     if covering:
         out.write(f"{address} may reach the UI/API (adminCidrs {', '.join(covering)})\n")
         return 0
     out.write(f"{address} is not in adminCidrs ({', '.join(cidrs) or 'empty'})\n")
     return 3
+
+
+def _ipv4_argument(name: str, text: str):
+    import ipaddress
+
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise InputError("argument", f"{name} {text!r} is not an IPv4 address: give one like 203.0.113.7 (the "
+                                     "address you deploy from: curl -s https://checkip.amazonaws.com)") from None
+
+
+def _admin_cidrs(stack: StackConfig) -> list[str]:
+    """The stack's adminCidrs as the program receives them (a JSON list of CIDR texts)."""
+    key = f"{NAMESPACE}:adminCidrs"
+    text = stack.values.get(key) or "[]"
+    try:
+        cidrs = json.loads(text)
+    except json.JSONDecodeError:
+        cidrs = None
+    if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
+        raise InputError("stack-config", f"{key} = {text!r} [{stack.origins.get(key, 'default')}]: expected a list "
+                                       "of CIDRs, e.g. [\"203.0.113.7/32\"]")
+    return cidrs
 
 
 def _contains(cidr: str, address) -> bool:
@@ -488,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set hostCount=5, --set aws:region=eu-west-1, --set 'adminCidrs[0]=203.0.113.7/32'")
     p.add_argument("--json", action="store_true",
                    help="print the whole plan as JSON (schemaVersion, summary, warnings, ipPlan, resources, "
-                        "registration, cost, outputs)")
+                        "registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
+                        "stack and either problems (the settings) or error (kind, message)")
     p.add_argument("--max-hourly-usd", type=float, metavar="USD",
                    help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")
     p.add_argument("--previous", metavar="FILE",

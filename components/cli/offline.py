@@ -24,6 +24,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.model import aws_constraints
 from components.model import catalog
+from components.model import deployed
 from components.model import ipplan
 from components.model import regions
 from components.model.settings import UNKNOWN_OFFLINE_HYPERVISOR
@@ -88,6 +89,25 @@ class ExistingInstance:
     state: str = "running"
 
 
+def instances_of_outputs(previous_outputs: Optional[Mapping[str, Any]], project: str,
+                         stack: str) -> list[ExistingInstance]:
+    """The KVM host instances a deployed stack's outputs say exist, tagged as KvmHostPool tags
+    them, so that the program's lookup of its existing hosts (resources.hosts.existing_host_types,
+    DescribeInstances by tag) finds them offline as it finds them in AWS under `pulumi up`.
+    [] for a stack never deployed. Raises deployed.OutputsError when the outputs do not say
+    each host's instance type (deployed.host_instances)."""
+    from components.resources.hosts import DEPLOYMENT_TAG, host_filter
+
+    root = deployed.from_outputs(previous_outputs).parameter_root
+    hosts = deployed.host_instances(previous_outputs)
+    how = host_filter(project, stack, root)
+    if how is None:
+        return []
+    tags = {**how[0], DEPLOYMENT_TAG: root}
+    return [ExistingInstance(id=instance_id, instance_type=instance_type, tags={**tags, "HostIndex": str(index)})
+            for index, (instance_id, instance_type) in sorted(hosts.items())]
+
+
 class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
                  previous_outputs: Mapping[str, Any] | None = None,
@@ -145,9 +165,15 @@ class OfflineMocks(pulumi.runtime.Mocks):
             self.stack_references.append(state.get("name", args.name))
             return state.get("name", args.name), {"name": state.get("name", args.name),
                                                   "outputs": dict(self.previous_outputs), "secretOutputNames": []}
-        rid = f"{args.name}-{n:04d}"
         arn = f"arn:{self.partition}:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT_ID}:{args.name}"
         state.setdefault("arn", arn)
+        return self._created(args, n, state), state
+
+    def _created(self, args: pulumi.runtime.MockResourceArgs, n: int, state: dict) -> str:
+        """The id AWS (or the provider) gives the new resource; fills in `state` the
+        attributes it computes (addresses, names, ARNs)."""
+        typ = args.typ
+        rid = f"{args.name}-{n:04d}"
         if typ == "aws:ec2/instance:Instance":
             self._check_cpu_options(args.inputs)
             eni = (args.inputs.get("primaryNetworkInterface") or {}).get("networkInterfaceId")
@@ -203,7 +229,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
         elif typ.startswith("aws:iam/"):
             state.setdefault("name", args.name)
             state.update(arn=f"arn:{self.partition}:iam::{ACCOUNT_ID}:{typ.split(':')[-1].lower()}/{args.name}")
-        return rid, state
+        return rid
 
     @staticmethod
     def _check_cpu_options(inputs: Mapping[str, Any]) -> None:
@@ -236,15 +262,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
             wanted = [v for f in a.get("filters", []) if f["name"] == "instance-type" for v in f["values"]]
             return {"instanceTypes": wanted, "id": self.region}
         if token == "aws:ec2/getInstanceType:getInstanceType":
-            facts = catalog.instance_facts(a["instanceType"])
-            if facts is None:
-                return {"instanceType": a["instanceType"], "hypervisor": UNKNOWN_OFFLINE_HYPERVISOR,
-                        "bareMetal": False, "supportedArchitectures": [], "defaultVcpus": 0, "memorySize": 0}
-            return {
-                "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
-                "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
-                "memorySize": facts.memory_mib, "supportedCpuFeatures": list(facts.processor_features),
-            }
+            return _instance_type(a["instanceType"])
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = list(self.zones)
             return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, len(names) + 1)], "id": self.region}
@@ -289,6 +307,20 @@ class OfflineMocks(pulumi.runtime.Mocks):
             return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", ""),
                     "availabilityZone": self.zones[0]}
         raise Exception(f"the offline mocks do not answer {token}")
+
+
+def _instance_type(instance_type: str) -> dict:
+    """getInstanceType's answer from the local catalog (an unknown type: no facts, and the
+    hypervisor the settings report as unknown offline)."""
+    facts = catalog.instance_facts(instance_type)
+    if facts is None:
+        return {"instanceType": instance_type, "hypervisor": UNKNOWN_OFFLINE_HYPERVISOR,
+                "bareMetal": False, "supportedArchitectures": [], "defaultVcpus": 0, "memorySize": 0}
+    return {
+        "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
+        "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
+        "memorySize": facts.memory_mib, "supportedCpuFeatures": list(facts.processor_features),
+    }
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

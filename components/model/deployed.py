@@ -160,3 +160,46 @@ def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
             "the database runs MySQL 8.4; RDS cannot downgrade a major version (restore a snapshot into a new "
             "stack instead): keep 8.4"))
     return problems
+
+
+#: Name of the stack output that lists the KVM hosts: {"<index>": {"instanceType", "instanceId", "cluster", ...}}.
+HOSTS_OUTPUT = "hosts"
+
+
+class OutputsError(ValueError):
+    """A deployed stack's outputs do not say what a later run needs to know."""
+
+
+def host_instances(outputs: Optional[Mapping[str, Any]]) -> dict[int, tuple[str, str]]:
+    """host index -> (instance id, instance type) of the KVM hosts the last update left, from
+    the stack's `hosts` output (`pulumi stack output --json`); {} for a stack never deployed.
+
+    A later `pulumi up` asks AWS for the hosts' instances (resources.hosts.existing_host_types)
+    and keeps each host's type; whoever models that run offline needs the same answer.
+    Raises OutputsError, naming the missing value and where to find it, when the outputs of a
+    deployed stack lack the `hosts` output or a host's instanceType (outputs of a version of
+    the program before hosts carried their type): guessing hostInstanceType would plan
+    fewer clusters and a different cost than the update makes."""
+    outputs = dict(outputs or {})
+    if not from_outputs(outputs).exists:
+        return {}
+    hosts = outputs.get(HOSTS_OUTPUT)
+    if not isinstance(hosts, Mapping):
+        raise OutputsError(
+            f"the outputs of the deployed stack have no `{HOSTS_OUTPUT}` output (found: "
+            f"{', '.join(sorted(outputs)) or 'none'}): give all of them (`pulumi stack output --json`); the "
+            "existing hosts keep their instance type and the plan cannot tell it without them")
+    found: dict[int, tuple[str, str]] = {}
+    for key, host in sorted(hosts.items()):
+        host = host if isinstance(host, Mapping) else {}
+        instance_type, instance_id = host.get("instanceType"), str(host.get("instanceId") or "")
+        if not str(key).isdigit():
+            raise OutputsError(f"`{HOSTS_OUTPUT}` has the key {key!r}: expected host indexes 0, 1, ...")
+        if not isinstance(instance_type, str) or not instance_type:
+            raise OutputsError(
+                f"`{HOSTS_OUTPUT}.{key}` has no instanceType (outputs of an older version of this program): add "
+                f"\"instanceType\": \"<type>\" to it, the type `aws ec2 describe-instances --instance-ids "
+                f"{instance_id or '<its instanceId>'} --query 'Reservations[].Instances[].InstanceType'` reports, "
+                "or run `cloudstack-ec2 preview`, which asks AWS")
+        found[int(key)] = (instance_id or f"host-{key}", instance_type)
+    return found

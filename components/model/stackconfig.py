@@ -38,6 +38,47 @@ class StackConfigError(ValueError):
     """A stack file or a --set that cannot be read; the message names the file or the --set."""
 
 
+#: The top-level keys of a stack file (Pulumi's ProjectStack: pulumi/pulumi
+#: sdk/go/common/workspace/project.go; the Automation API's StackSettings,
+#: sdk/python/lib/pulumi/automation/_stack_settings.py). Only `config:` reaches the program
+#: as config, so a setting written anywhere else would be lost without a word.
+STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
+
+
+class MissingStackError(StackConfigError):
+    """No `Pulumi.<stack>.yaml`; `existing` names the stacks that have one."""
+
+    def __init__(self, stack: str, stack_file: Path, existing: list[str]):
+        self.stack, self.existing = stack, existing
+        if existing:
+            there = (f"the stacks here are {', '.join(existing)}; for a new stack copy one's file "
+                     f"(cp Pulumi.{existing[0]}.yaml {stack_file.name}) and edit it")
+        else:
+            there = (f"{stack_file.parent} has no Pulumi.<stack>.yaml; write {stack_file.name} with your settings "
+                     "under `config:`")
+        super().__init__(f"{stack_file} not found: the stack {stack!r} has no settings file ({there})")
+
+
+def stack_names(project_dir: Path) -> list[str]:
+    """The stacks with a settings file `Pulumi.<stack>.yaml` in `project_dir`, sorted."""
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in project_dir.glob("Pulumi.?*.yaml"))
+
+
+def _check_top_level(stack_file: Path, keys: list, project: str) -> None:
+    """Refuse top-level keys the CLI ignores: `project:key` written without its `config:`
+    wrapper (the whole setting would be lost silently), or a misspelt section."""
+    unknown = [str(k) for k in keys if k not in STACK_FILE_KEYS]
+    if not unknown:
+        return
+    settings = [k for k in unknown if ":" in k]
+    if settings:
+        shown = ", ".join(settings[:3]) + (f" and {len(settings) - 3} more" if len(settings) > 3 else "")
+        raise StackConfigError(f"{stack_file}: {shown} at the top level: settings go under `config:` (indent "
+                               f"them below a line `config:`); there Pulumi never passes them to the program")
+    raise StackConfigError(f"{stack_file}: top-level key(s) {', '.join(unknown)} are not stack file sections; a stack "
+                           f"file has {', '.join(STACK_FILE_KEYS)} (settings as {project}:<key> under `config:`)")
+
+
 @dataclass
 class StackConfig:
     """{"namespace:key": text} as the program receives it, and where each value came from."""
@@ -64,7 +105,7 @@ def read_stack(project_dir: Path, stack: str) -> StackConfig:
     if not project_file.is_file():
         raise StackConfigError(f"{project_file} not found: run from the project directory or pass --dir")
     if not stack_file.is_file():
-        raise StackConfigError(f"{stack_file} not found: the stack {stack!r} has no settings file")
+        raise MissingStackError(stack, stack_file, stack_names(project_dir))
     project_doc = _load(project_file)
     if not isinstance(project_doc, dict) or not isinstance(project_doc.get("name"), str):
         raise StackConfigError(f"{project_file}: expected a mapping with the project's `name`")
@@ -74,6 +115,7 @@ def read_stack(project_dir: Path, stack: str) -> StackConfig:
     if node is not None:
         if not isinstance(node, yaml.MappingNode):
             raise StackConfigError(f"{stack_file}: expected a mapping with a `config:` section")
+        _check_top_level(stack_file, [k.value for k, _ in node.value], project_doc["name"])
         config_node = next((v for k, v in node.value if k.value == "config"), None)
     if config_node is None or _is_null(config_node):
         return result

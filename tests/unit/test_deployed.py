@@ -145,7 +145,9 @@ def test_plan_command_checks_a_change_against_the_deployed_outputs(tmp_path, cap
     from components.cli import commands as cli
 
     previous = tmp_path / "outputs.json"
-    previous.write_text(__import__("json").dumps(recorded(rootVolumeGb=100)))
+    # All of `pulumi stack output --json`'s outputs the plan reads: the hosts keep their type.
+    hosts = {str(i): {"instanceId": f"i-0{i:016x}", "instanceType": "m5zn.metal", "cluster": 0} for i in range(2)}
+    previous.write_text(__import__("json").dumps({**recorded(rootVolumeGb=100), "hosts": hosts}))
     root = str(Path(__file__).resolve().parents[2])
     assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous)]) == 2
     assert "cloudstack-ec2:rootVolumeGb = 50" in capsys.readouterr().err

@@ -128,3 +128,41 @@ def test_key_without_a_namespace_is_reported(tmp_path, plan):
     result = plan(project(tmp_path, "  hostCount: 3\n"))
     assert result.returncode == 2
     assert "Pulumi.t.yaml: config key 'hostCount' has no namespace: write cloudstack-ec2:hostCount" in result.stderr
+
+
+def test_settings_without_their_config_wrapper_are_refused_not_ignored(tmp_path, plan):
+    # The CLI reads only `config:` (pulumi's ProjectStack): keys beside it never reach the program.
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    (tmp_path / "Pulumi.t.yaml").write_text("cloudstack-ec2:hostCount: 3\naws:region: eu-west-1\n")
+    result = plan(tmp_path)
+    assert result.returncode == 2
+    assert "Pulumi.t.yaml: cloudstack-ec2:hostCount, aws:region at the top level: settings go under `config:`" \
+        in result.stderr
+    with pytest.raises(StackConfigError, match="confg are not stack file sections"):
+        (tmp_path / "Pulumi.t.yaml").write_text("confg:\n  cloudstack-ec2:hostCount: 3\n")
+        read_stack(tmp_path, "t")
+
+
+def test_the_stack_files_own_sections_are_accepted(tmp_path):
+    project(tmp_path, "secretsprovider: passphrase\nencryptionsalt: v1:abc\n")
+    assert read_stack(tmp_path, "t").values["aws:region"] == "us-east-1"
+
+
+def test_a_missing_stack_names_the_stacks_that_exist(tmp_path, plan):
+    project(tmp_path, name="dev")
+    project(tmp_path, name="staging")
+    result = plan(tmp_path, name="prod")
+    assert result.returncode == 2
+    assert "Pulumi.prod.yaml not found" in result.stderr
+    assert "the stacks here are dev, staging" in result.stderr
+    assert "cp Pulumi.dev.yaml Pulumi.prod.yaml" in result.stderr
+
+
+def test_a_missing_stack_under_json_prints_the_error_object_on_stdout(tmp_path, plan):
+    project(tmp_path, name="dev")
+    result = plan(tmp_path, "--json", name="prod")
+    assert result.returncode == 2
+    doc = json.loads(result.stdout)
+    assert doc["schemaVersion"] == 1 and doc["stack"] == "prod"
+    assert doc["error"]["kind"] == "missing-stack" and doc["error"]["stacks"] == ["dev"]
+    assert "Pulumi.prod.yaml not found" in doc["error"]["message"]
