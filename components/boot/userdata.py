@@ -40,6 +40,7 @@ from typing import Mapping, Optional
 
 from components.model import aws_constraints
 from components.model import ipplan
+from components.model import regions
 from components.model import rules
 
 #: EC2 refuses user data larger than this (bytes, before base64).
@@ -534,9 +535,14 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
                                                 ipaddress.IPv4Address) is None:
         raise UserDataError(f"console_address: {boot.console_address!r} is not accepted; expected the console"
                             " Elastic IP as an IPv4 address such as '203.0.113.7', or '' for none")
+    # The certificates that verify the database's server certificate (regions.rds_ca_bundle_url).
+    bundle = regions.rds_ca_bundle_url(boot.aws_region)
+    if bundle is None:
+        raise UserDataError(f"aws_region: {boot.aws_region!r} is not accepted; no RDS certificate bundle address is"
+                            f" known for its partition (known: {', '.join(regions.RDS_CA_BUNDLE_HOSTS)})")
     env = {**_common_env(boot, "management"), **_package_env(boot),
            "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point,
-           "CSEC2_CONSOLE_ADDRESS": boot.console_address}
+           "CSEC2_CONSOLE_ADDRESS": boot.console_address, "CSEC2_DB_CA_BUNDLE_URL": bundle}
     for f in fields(ManagementSecrets):
         value = getattr(boot.secrets, f.name)
         if not isinstance(value, str):
