@@ -203,7 +203,7 @@ fetch_db_ca_bundle() {
 # (trustCertificateKeyStoreType: JKS or PKCS12); keytool -importcert takes one
 # certificate a call (keytool(1)).
 build_db_truststore() {
-    local store=$CSEC2_ROOT$DB_TRUSTSTORE dir cert n=0
+    local store=$CSEC2_ROOT$DB_TRUSTSTORE dir cert out n=0
     if [[ -s $store ]] && ((!DB_CA_CHANGED)); then
         csec2_log "$DB_TRUSTSTORE is up to date"
         return 0
@@ -213,9 +213,9 @@ build_db_truststore() {
         "$CSEC2_ROOT$DB_CA_BUNDLE"
     for cert in "$dir"/*.pem; do
         n=$((n + 1))
-        keytool -importcert -noprompt -alias "rds-ca-$n" -file "$cert" -keystore "$dir/store.p12" \
-            -storetype PKCS12 -storepass "$DB_TRUSTSTORE_PASSWORD" >/dev/null ||
-            csec2_die "keytool could not import certificate $n of $DB_CA_BUNDLE"
+        out=$(keytool -importcert -noprompt -alias "rds-ca-$n" -file "$cert" -keystore "$dir/store.p12" \
+            -storetype PKCS12 -storepass "$DB_TRUSTSTORE_PASSWORD" 2>&1) ||
+            csec2_die "keytool could not import certificate $n of $DB_CA_BUNDLE: $(head -c 300 <<<"$out")"
     done
     install -m 0644 "$dir/store.p12" "$store"
     csec2_log "$DB_TRUSTSTORE: the $n certificates of $DB_CA_BUNDLE"
@@ -269,7 +269,7 @@ wait_for_database() {
     write_mysql_option_file
     csec2_wait_until "database $DB_HOST:$DB_PORT to accept connections as $DB_MASTER_USER" \
         "$CSEC2_WAIT_DATABASE_SECONDS" database_answers ||
-        csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right?)"
+        csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right? its certificate verified by $DB_CA_BUNDLE and naming $DB_HOST? see the mysql errors above)"
 }
 
 # Succeeds when table $1.$2 exists.
