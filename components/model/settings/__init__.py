@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from components.model import ipplan
+from components.model.suggest import did_you_mean
 from components.model.settings import cloudstack, compute, controlplane, data, network
 from components.model.settings.base import NAMESPACE, Key, Problem, SettingsError
 from components.model.settings.cloudstack import (  # noqa: F401  (the package's public names)
@@ -44,6 +45,8 @@ from components.model.settings.instancetypes import (  # noqa: F401
     InstanceFacts,
     InstanceLookup,
     check_instance_type,
+    known_not_nitro,
+    unknown_offline_warning,
 )
 from components.model.settings.network import (  # noqa: F401
     ALL_IPV4,
@@ -258,11 +261,10 @@ def instance_types_known(c: _Collector) -> None:
     for key, needs_metal in (("routerInstanceType", False), ("managementInstanceType", False),
                              ("hostInstanceType", True)):
         name = c.values[key]
-        if _INSTANCE_TYPE.match(name):
+        if _INSTANCE_TYPE.match(name) and not c.has_problem(key):
             facts = c.lookup_instance(name)
-            if facts is not None and facts.unknown_offline:
-                c.warnings.append(f"{key} {name} is not in the offline table: unknown offline (Nitro, metal and "
-                                  "x86_64 are checked against AWS at preview), priced as unknown")
+            if facts is not None and facts.unknown_offline and not known_not_nitro(name):
+                c.warnings.append(unknown_offline_warning(key, name))
             c.problems.extend(check_instance_type(key, name, needs_metal, facts))
 
 
@@ -328,6 +330,11 @@ CROSS_KEY_RULES: tuple[Callable[[_Collector], None], ...] = (
 
 
 
+def unknown_key_hint(name: str, known) -> str:
+    """The nearest known key to a misspelt one, else where the accepted keys are listed."""
+    return did_you_mean(name, known) or "`cloudstack-ec2 keys` lists the accepted keys"
+
+
 def _field_name(key: str) -> str:
     """vpcCidr -> vpc_cidr: a Settings field is named after its key."""
     return re.sub(r"([A-Z])", r"_\1", key).lower()
@@ -348,9 +355,7 @@ def parse_settings(
 
     if known_keys_only:
         for name in sorted(set(raw) - set(KEYS_BY_NAME)):
-            close = [k for k in KEYS_BY_NAME if k.lower() == name.lower()]
-            hint = f"did you mean {close[0]}?" if close else "see README for the accepted keys"
-            c.problem(name, raw[name], f"unknown key ({hint})")
+            c.problem(name, raw[name], f"unknown key ({unknown_key_hint(name, KEYS_BY_NAME)})")
 
     for key in KEYS:
         c.check_key(key)

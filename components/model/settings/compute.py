@@ -9,7 +9,7 @@ from __future__ import annotations
 from components.model import rules
 from components.model.rules import AtLeast, Choice, Pattern, Range
 from components.model.settings.base import AWS_ID, Key
-from components.model.settings.instancetypes import INSTANCE_TYPE as _INSTANCE_TYPE
+from components.model.settings.instancetypes import InstanceTypeName
 
 UBUNTU_RELEASES = rules.UBUNTU_RELEASES
 #: The guide's limit for KVM clusters.
@@ -17,7 +17,7 @@ MAX_HOSTS_PER_CLUSTER = 16
 
 KEYS: tuple[Key, ...] = (
     Key("hostInstanceType", "str", "c5.metal", "KVM hosts: Nitro with hardware virtualization: a metal type (c5.metal, m5zn.metal) or one with nested virtualization (C8i/M8i/R8i, e.g. c8i.4xlarge); a change applies to hosts added later, in a new cluster.",
-        rule=Pattern(_INSTANCE_TYPE, "an EC2 instance type such as c5.metal or c8i.4xlarge")),
+        rule=InstanceTypeName("c5.metal or c8i.4xlarge")),
     Key("hostCount", "int", 1, "Number of KVM hosts; change it to grow or shrink the cloud.",
         rule=AtLeast(1)),
     Key("hostsPerCluster", "int", 16, "KVM hosts per CloudStack cluster (1..16); a new cluster starts every N hosts, and where the hosts' instance type changes.",

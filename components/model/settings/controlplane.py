@@ -6,13 +6,12 @@ with the hosts' (components/model/settings/instancetypes.py).
 
 from __future__ import annotations
 
-from components.model.rules import Pattern
 from components.model.settings.base import Key
-from components.model.settings.instancetypes import INSTANCE_TYPE as _INSTANCE_TYPE
+from components.model.settings.instancetypes import InstanceTypeName
 
 KEYS: tuple[Key, ...] = (
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need.",
-        rule=Pattern(_INSTANCE_TYPE, "an EC2 instance type such as c5n.large")),
+        rule=InstanceTypeName("c5n.large")),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro.",
-        rule=Pattern(_INSTANCE_TYPE, "an EC2 instance type such as m6i.xlarge")),
+        rule=InstanceTypeName("m6i.xlarge")),
 )

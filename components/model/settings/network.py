@@ -35,14 +35,20 @@ ALL_IPV4 = ipaddress.IPv4Network("0.0.0.0/0")
 LINK_LOCAL = rules.LINK_LOCAL
 
 
-def _db_subnet_cidrs(c: rules.Check, texts: list) -> tuple[ipaddress.IPv4Network, ...]:
-    """Two CIDRs (RDS needs subnets in two AZs) that do not overlap; [] is carved later."""
+def _cidrs(c: rules.Check, texts: list, accepted: str = "") -> list[ipaddress.IPv4Network]:
+    """The IPv4 CIDRs of `texts`; each one that is not is a problem (`accepted` says more)."""
     parsed = []
     for text in texts:
         try:
             parsed.append(ipaddress.IPv4Network(text))
         except ValueError:
-            c.problem(f"{text!r} is not an IPv4 CIDR")
+            c.problem(f"{text!r} is not an IPv4 CIDR{accepted}")
+    return parsed
+
+
+def _db_subnet_cidrs(c: rules.Check, texts: list) -> tuple[ipaddress.IPv4Network, ...]:
+    """Two CIDRs (RDS needs subnets in two AZs) that do not overlap; [] is carved later."""
+    parsed = _cidrs(c, texts)
     if texts and len(texts) != 2:
         c.problem("expected exactly two CIDRs (RDS needs subnets in two AZs)")
     if len(parsed) == 2 and parsed[0].overlaps(parsed[1]):
@@ -97,13 +103,7 @@ def _admin_cidrs(c: rules.Check, texts: list) -> list[ipaddress.IPv4Network]:
     if not texts and not c.has_problem():
         c.problem('must name who may reach the UI/API, e.g. ["203.0.113.7/32"] '
                   '(pulumi config set --path "adminCidrs[0]" <your address>/32)')
-    admin = []
-    for text in texts:
-        try:
-            admin.append(ipaddress.IPv4Network(text))
-        except ValueError:
-            c.problem(f"{text!r} is not an IPv4 CIDR (host bits must be zero, e.g. 203.0.113.0/24)")
-    return admin
+    return _cidrs(c, texts, " (host bits must be zero, e.g. 203.0.113.0/24)")
 
 
 def _tenant_vpc_access_cidrs(c: rules.Check, texts: list) -> list[ipaddress.IPv4Network]:
