@@ -62,6 +62,11 @@ def test_misspelt_aws_key_is_not_passed_on_silently(plan):
     assert "aws:zzzqqq = '1': unknown key (not a setting of the AWS provider" in line
 
 
+def test_misspelt_namespace_names_the_nearest(plan):
+    line = only_problem(plan, "awz:region=eu-west-1")
+    assert "namespace 'awz' is not read by this program: did you mean aws:region?" in line
+
+
 def test_aws_keys_the_provider_reads_are_accepted(plan):
     result = plan("aws:region=eu-central-1", "aws:skipRequestingAccountId=true")
     assert result.returncode == 0, result.stderr

@@ -7,8 +7,9 @@ collecting EVERY problem before it raises, so a user fixes a stack file in one r
 Each tier's keys sit beside their own rules: `network`, `controlplane` (router, management
 server), `compute` (KVM hosts), `cloudstack` (release, zone, registration), `data`
 (database, storage); `instancetypes` holds the checks on what AWS says of an instance type
-(Nitro, metal, architecture), shared by the run-time lookup and the offline plan. This
-module holds what spans tiers: `Settings`, the parser and the cross-tier rules.
+(Nitro, metal, architecture), shared by the run-time lookup and the offline plan; `provider`
+checks the AWS provider's own keys (`aws:region`, a misspelt `aws:` key). This module holds
+what spans tiers: `Settings`, the parser and the cross-tier rules.
 """
 
 from __future__ import annotations
