@@ -1,8 +1,8 @@
 """The Linux network device names of the overlay on every member, and Linux's limit on them.
 
 Pure module (no Pulumi import). The settings check that a guest VLAN range leaves the KVM
-agent's device names within Linux's limit (components/model/settings/network.py), and the
-boot scripts' renderer names the same devices (components/boot/userdata.py): one place for both.
+agent's device names within Linux's limit (components/model/settings/network.py); the boot
+script userdata/overlay-network.sh creates the bridge and port named here.
 """
 
 from __future__ import annotations
