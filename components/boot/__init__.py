@@ -31,8 +31,7 @@ from components.boot.common import (
 from components.boot.kvm_host import KvmHostBoot, kvm_host_environment, render_kvm_host_user_data
 from components.boot.management import (
     ManagementBoot, ManagementSecrets, management_environment, render_management_user_data)
-from components.boot.overlay import (
-    LINUX_IFNAME_MAX, OVERLAY_BRIDGE, OVERLAY_PORT, OverlayConfig, guest_vlan_devices, overlay_environment)
+from components.boot.overlay import OverlayConfig, overlay_environment
 from components.boot.router import RouterBoot, render_router_user_data, router_environment
 from components.boot.scripts import (
     BOOT_LINK, DEDENTED_SCRIPTS, ETC_DIR, LIB_DIR, ROLE_SCRIPTS, ROLE_UNITS, STAGE2_LAUNCHER, UNIT_DIR,
@@ -46,7 +45,6 @@ __all__ = [
     "UserDataError", "OverlayConfig", "BootWaits", "ManagementSecrets",
     "RouterBoot", "ManagementBoot", "KvmHostBoot",
     "router_environment", "management_environment", "kvm_host_environment", "overlay_environment",
-    "OVERLAY_BRIDGE", "OVERLAY_PORT", "LINUX_IFNAME_MAX", "guest_vlan_devices",
     "LIB_DIR", "ETC_DIR", "UNIT_DIR", "BOOT_LINK", "ROLE_SCRIPTS", "ROLE_UNITS", "STAGE2_LAUNCHER",
     "DEDENTED_SCRIPTS", "strip_comments", "dedent_shell", "embedded_script", "load_boot_files",
     "STAGE2_KEY_PREFIX", "BootObject", "boot_object", "boot_objects", "stage2_environment",

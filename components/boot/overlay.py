@@ -17,27 +17,8 @@ from components.boot.checks import (
 from components.model import ipplan
 from components.model import rules
 
-#: The overlay bridge (CloudStack's KVM traffic label) and its VXLAN port, as
-#: userdata/overlay-network.sh names them (BRIDGE, VXLAN_DEV; a test compares).
-#: The port must match the KVM agent's physical-NIC patterns (^eth...,
-#: LibvirtComputingResource.ifNamePatterns) and contain neither "vxlan" nor
-#: "vnet" (BridgeVifDriver.deleteVnetBr reads those in a bridge's port list).
-OVERLAY_BRIDGE = "cloudbr0"
-OVERLAY_PORT = "ethovl0"
-#: Linux interface names: IFNAMSIZ 16 bytes including the terminating NUL.
-LINUX_IFNAME_MAX = 15
-
 _DEV = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _DNAT = re.compile(rf"^{rules.DNAT}$")
-
-
-def guest_vlan_devices(vlan: int, port: Optional[str] = None) -> tuple[str, str]:
-    """(bridge, VLAN device) the KVM agent creates for guest VLAN `vlan` on `port`
-    (default OVERLAY_PORT): `br<port>-<vlan>` (BridgeVifDriver.generateVnetBrName)
-    and `<port>.<vlan>` (scripts/vm/network/vnet/modifyvlan.sh). Each must fit
-    LINUX_IFNAME_MAX."""
-    port = port or OVERLAY_PORT
-    return f"br{port}-{vlan}", f"{port}.{vlan}"
 
 
 @dataclass(frozen=True)

@@ -586,6 +586,15 @@ def _contains(cidr: str, address) -> bool:
         return False
 
 
+def keys_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Print every key of the project's namespace: name, default, one-line meaning."""
+    out.write(f"{NAMESPACE}:<key> (pulumi config set <key> <value>): key, default, meaning\n")
+    for key in KEYS_BY_NAME.values():
+        default = json.dumps(key.default) if not isinstance(key.default, str) else (key.default or '""')
+        out.write(f"  {key.name:<30} {default:<14} {key.doc}\n")
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -620,6 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--stack", default="dev")
     a.add_argument("--dir", default=".")
     a.set_defaults(handler=admin_access_command)
+    k = sub.add_parser("keys", help="list the stack's settings: each key, its default and meaning")
+    k.set_defaults(handler=keys_command)
     from components.cli import automation
 
     automation.add_commands(sub)

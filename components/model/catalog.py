@@ -127,6 +127,16 @@ USAGE_BASED = (
 )
 
 
+def known_instance_types() -> tuple[str, ...]:
+    """The EC2 types of the offline table, in its order."""
+    return tuple(_EC2)
+
+
+def known_db_classes() -> tuple[str, ...]:
+    """The RDS MySQL classes of the price table, in its order."""
+    return tuple(_RDS)
+
+
 def instance_facts(instance_type: str) -> Optional[InstanceFacts]:
     row = _EC2.get(instance_type)
     if row is None:

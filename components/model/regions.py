@@ -7,16 +7,29 @@ Gateway multicast (the overlay cannot work without it).
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
-#: Region name prefix -> partition (longest prefix first). terraform-provider-aws
-#: names/names.go (partition of each region); AWS General Reference "Partitions".
-_PARTITION_PREFIXES = (
-    ("us-isob-", "aws-iso-b"),
-    ("us-iso-", "aws-iso"),
-    ("us-gov-", "aws-us-gov"),
-    ("cn-", "aws-cn"),
+from components.model.suggest import did_you_mean
+
+#: Partition -> the form of its region names, as the AWS SDKs match a region to its partition
+#: (botocore data/partitions.json `regionRegex`, the partitions file every SDK's endpoint
+#: rules share; `\w` narrowed to lowercase letters, which is what AWS's region names use).
+PARTITION_REGION_FORMS = (
+    ("aws", re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d+$")),
+    ("aws-cn", re.compile(r"^cn-[a-z]+-\d+$")),
+    ("aws-us-gov", re.compile(r"^us-gov-[a-z]+-\d+$")),
+    ("aws-iso", re.compile(r"^us-iso-[a-z]+-\d+$")),
+    ("aws-iso-b", re.compile(r"^us-isob-[a-z]+-\d+$")),
+    ("aws-iso-e", re.compile(r"^eu-isoe-[a-z]+-\d+$")),
+    ("aws-iso-f", re.compile(r"^us-isof-[a-z]+-\d+$")),
+    ("aws-eusc", re.compile(r"^eusc-de-[a-z]+-\d+$")),
 )
+#: The partitions whose DNS suffix and service principals this module knows (dns_suffix,
+#: service_principal): the program's IAM policies and endpoints are right only there.
+SUPPORTED_PARTITIONS = ("aws", "aws-us-gov", "aws-cn", "aws-iso", "aws-iso-b")
+#: A region name's shape: <area>-<direction(s)>-<number>, all lowercase (us-east-1, us-gov-west-1).
+_REGION_SHAPE = re.compile(r"^[a-z]+(-[a-z]+)+-\d+$")
 
 #: Partition -> the account that owns Canonical's official Ubuntu AMIs there. Canonical's
 #: Ubuntu-on-AWS documentation ("verify an AMI's OwnerId"): 099720109477 in the default
@@ -29,11 +42,9 @@ CANONICAL_AMI_OWNERS = {
 
 
 def partition_of(region: str) -> str:
-    """`aws`, `aws-us-gov`, `aws-cn`, ... for a region name such as us-gov-west-1."""
-    for prefix, partition in _PARTITION_PREFIXES:
-        if region.startswith(prefix):
-            return partition
-    return "aws"
+    """`aws`, `aws-us-gov`, `aws-cn`, ... for a region name such as us-gov-west-1
+    (`aws` for a name of no known partition, which region_problem refuses)."""
+    return next((partition for partition, form in PARTITION_REGION_FORMS if form.match(region)), "aws")
 
 
 def dns_suffix(partition: str) -> str:
@@ -118,6 +129,35 @@ def service_principal(service: str, partition: str) -> str:
                "aws-iso-b": ("dms", "logs")}
     suffix = dns_suffix(partition) if service in special.get(partition, ()) else "amazonaws.com"
     return f"{service}.{suffix}"
+
+
+def known_regions() -> frozenset[str]:
+    """Every region this module's tables name."""
+    return TGW_MULTICAST_REGIONS | TGW_WITHOUT_MULTICAST
+
+
+def region_problem(region: str) -> Optional[str]:
+    """Why `region` (the value of aws:region) cannot be a region this program deploys to, or
+    None. Checked with the settings, before the AWS provider is asked anything: a region
+    name of no partition fails in the provider, and one of a partition this program does not
+    know would get wrong IAM principals and endpoints."""
+    if not _REGION_SHAPE.match(region):
+        zone = re.match(r"^(.*-\d+)[a-z]$", region)
+        if zone and _REGION_SHAPE.match(zone.group(1)):
+            hint = (f"that is an availability zone of {zone.group(1)}: set aws:region {zone.group(1)} "
+                    f"and, to choose the zone, availabilityZone {region}")
+        else:
+            hint = did_you_mean(region.replace("_", "-"), sorted(known_regions())) or "e.g. us-east-1"
+        return f"is not an AWS region name: expected <area>-<direction>-<number> in lowercase; {hint}"
+    partition = partition_of(region)
+    if not any(form.match(region) for _, form in PARTITION_REGION_FORMS):
+        hint = did_you_mean(region, sorted(known_regions()))
+        return ("is in no AWS partition (region names start with "
+                "us-, eu-, ap-, sa-, ca-, me-, af-, il-, mx-, cn-, us-gov-, ...)" + (f"; {hint}" if hint else ""))
+    if partition not in SUPPORTED_PARTITIONS:
+        return (f"is in the partition {partition}, whose DNS suffix and service principals this program "
+                f"does not know; supported partitions: {', '.join(SUPPORTED_PARTITIONS)}")
+    return None
 
 
 def check_region(region: str) -> tuple[list, list[str]]:

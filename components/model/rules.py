@@ -1,11 +1,11 @@
 """The rules of one setting's own value, shared by the settings and the boot scripts.
 
-Pure module (no Pulumi, no import of components.model.settings, which imports
-components.boot.userdata: both import this one). Each rule is a small callable
+Pure module (no Pulumi, no import of components.model.settings or components.boot:
+both import this one). Each rule is a small callable
 `rule(check, value) -> converted value` that reports what it refuses through
 `check.problem(message, value=...)` (the key is the check's) and may add
 `check.warn(text)`; it never raises, so every problem is collected in one round.
-components/model/settings.py names one rule per key in `KEYS`; components/boot/userdata.py
+components/model/settings/ names one rule per key in `KEYS`; components/boot/
 reuses the patterns and limits below for the values that come from settings.
 """
 
@@ -47,7 +47,7 @@ DNAT = r"(tcp|udp):(\d{1,5}):([0-9.]+):(\d{1,5})"
 # -------------------------------------------------------------- rule kinds ----
 
 class Check(Protocol):
-    """What a rule reports to (components/model/settings.py's collector for one key)."""
+    """What a rule reports to (components/model/settings/'s collector for one key)."""
 
     key: str
 
@@ -152,7 +152,7 @@ class Cidr:
 @dataclass(frozen=True)
 class CrossKey:
     """The key's value is checked only together with other keys, by the named rule of
-    components/model/settings.py's CROSS_KEY_RULES (`why` says why)."""
+    components/model/settings/'s CROSS_KEY_RULES (`why` says why)."""
 
     rule: str
     why: str

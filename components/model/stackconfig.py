@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from components.model.suggest import nearest
+
 #: Namespaces the program or its providers read. Anything else is almost surely a
 #: typo of the project's namespace (`cloudstack:hostCount`), which Pulumi would pass
 #: on and the program would never read.
@@ -185,6 +187,9 @@ def foreign_key_message(key: str, project: str, known_keys) -> str:
     namespace, _, name = key.partition(":")
     if name in known_keys:
         return f"namespace {namespace!r} is not read by this program: did you mean {project}:{name}?"
+    close = nearest(namespace, (project, *PROVIDER_NAMESPACES))
+    if close:
+        return f"namespace {namespace!r} is not read by this program: did you mean {close}:{name}?"
     return (f"namespace {namespace!r} is not read by this program (only {project}:<key> and the "
             f"providers' {', '.join(PROVIDER_NAMESPACES)})")
 

@@ -21,6 +21,7 @@ from components.model.settings import (
     SettingsError,
     parse_settings,
 )
+from components.model.settings.provider import AWS_NAMESPACE, aws_problems
 from components.model.stackconfig import foreign_key_message, foreign_keys
 
 
@@ -48,6 +49,16 @@ def foreign_namespace_problems() -> list[Problem]:
     return [Problem(key, "(secret)" if runtime_config.is_config_secret(key) else runtime_config.get_config(key),
                     foreign_key_message(key, NAMESPACE, known))
             for key in foreign_keys(_all_config_keys(), NAMESPACE)]
+
+
+def aws_namespace_problems() -> list[Problem]:
+    """The stack's `aws:` keys: each one the provider reads, aws:region a region this program
+    deploys to (components.model.settings.provider), before the provider is asked anything."""
+    from pulumi.runtime import config as runtime_config
+
+    keys = [key for key in _all_config_keys() if key.startswith(f"{AWS_NAMESPACE}:")]
+    return aws_problems({key: runtime_config.get_config(key) for key in keys},
+                        secrets={key for key in keys if runtime_config.is_config_secret(key)})
 
 
 def lookup_instance_type(instance_type: str) -> Optional[InstanceFacts]:
@@ -94,7 +105,11 @@ def load_settings() -> Settings:
     raw = {key.name: config.get(key.name) for key in KEYS}
     for extra in _stack_config_keys() - set(raw):
         raw[extra] = config.get(extra)
-    extra = foreign_namespace_problems() + availability_zone_problems(raw.get("availabilityZone"))
+    provider = aws_namespace_problems()
+    # The region's AZs are asked of AWS, which a malformed aws:region cannot answer.
+    bad_region = any(p.key == f"{AWS_NAMESPACE}:region" for p in provider)
+    extra = (foreign_namespace_problems() + provider
+             + ([] if bad_region else availability_zone_problems(raw.get("availabilityZone"))))
     try:
         settings = parse_settings({k: v for k, v in raw.items() if v is not None}, lookup_instance_type)
     except SettingsError as error:

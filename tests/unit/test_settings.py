@@ -267,8 +267,8 @@ def test_guest_vlan_range_must_leave_the_agents_bridge_names_within_15_character
     # allows 15 characters. The overlay port leaves room for every VLAN ...
     assert parse(guestVlanRange="1-4094").guest_vlan_range == (1, 4094)
     # ... which is what the check guards: the former name broke the default range.
-    from components.boot import overlay
-    monkeypatch.setattr(overlay, "OVERLAY_PORT", "ethvxlan0")
+    from components.model import linuxdevices
+    monkeypatch.setattr(linuxdevices, "OVERLAY_PORT", "ethvxlan0")
     problem = only_problem("guestVlanRange")
     assert problem.value == "1000-1999"
     assert "brethvxlan0-1999" in problem.message and "15 characters" in problem.message

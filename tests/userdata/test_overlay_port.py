@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from components.boot import overlay
+from components.model import linuxdevices
 
 # plugins/hypervisors/kvm/.../LibvirtComputingResource.java: ifNamePatterns, joined
 # as "|(<p>.*)" and matched against the whole name (String.matches).
@@ -21,12 +21,12 @@ def script_constant(name: str) -> str:
 
 
 def test_script_and_python_name_the_same_port_and_bridge():
-    assert script_constant("VXLAN_DEV") == overlay.OVERLAY_PORT
-    assert script_constant("BRIDGE") == overlay.OVERLAY_BRIDGE
+    assert script_constant("VXLAN_DEV") == linuxdevices.OVERLAY_PORT
+    assert script_constant("BRIDGE") == linuxdevices.OVERLAY_BRIDGE
 
 
 def test_port_is_a_physical_nic_to_the_agent_and_not_one_of_its_own_devices():
-    port = overlay.OVERLAY_PORT
+    port = linuxdevices.OVERLAY_PORT
     assert port.startswith("eth")
     assert re.fullmatch("|".join(f"({p}.*)" for p in AGENT_PIF_PATTERNS), port)
     # BridgeVifDriver.deleteVnetBr: "vxlan" in a bridge's port list means a
@@ -36,8 +36,8 @@ def test_port_is_a_physical_nic_to_the_agent_and_not_one_of_its_own_devices():
 
 def test_every_vlan_bridge_and_device_fits_linux_names():
     for vlan in (1, 1000, 1999, 4094):
-        bridge, device = overlay.guest_vlan_devices(vlan)
-        assert bridge == f"br{overlay.OVERLAY_PORT}-{vlan}" and device == f"{overlay.OVERLAY_PORT}.{vlan}"
+        bridge, device = linuxdevices.guest_vlan_devices(vlan)
+        assert bridge == f"br{linuxdevices.OVERLAY_PORT}-{vlan}" and device == f"{linuxdevices.OVERLAY_PORT}.{vlan}"
         assert len(bridge) <= 15 and len(device) <= 15, (bridge, device)
     # The former name: 16 characters with the default range's first VLAN.
-    assert len(overlay.guest_vlan_devices(1000, "ethvxlan0")[0]) == 16
+    assert len(linuxdevices.guest_vlan_devices(1000, "ethvxlan0")[0]) == 16

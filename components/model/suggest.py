@@ -1,0 +1,41 @@
+"""The nearest known name to a misspelt one, for "did you mean ...?" in error messages.
+
+Pure module (no Pulumi import). Names are compared after folding case and treating `_`
+and `-` alike (`host_count`, `HOSTCOUNT` and `hostcount` are all `hostCount`), then by
+difflib's similarity ratio (Python's difflib.get_close_matches: Ratcliff/Obershelp
+matching, a candidate kept when its ratio is at least `cutoff`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, Optional
+
+#: difflib's own default: a candidate shares at least 60% of its characters in order.
+CUTOFF = 0.6
+
+
+def _fold(name: str) -> str:
+    return name.strip().lower().replace("_", "").replace("-", "")
+
+
+def nearest(name: str, candidates: Iterable[str], cutoff: float = CUTOFF) -> Optional[str]:
+    """The candidate closest to `name`, or None when none is close enough.
+
+    A candidate equal to `name` once case, `_` and `-` are folded wins outright; otherwise
+    the folded forms are compared with difflib.get_close_matches (ties: the first in
+    `candidates`' order)."""
+    folded: dict[str, str] = {}
+    for candidate in candidates:
+        folded.setdefault(_fold(candidate), candidate)
+    key = _fold(name)
+    if key in folded:
+        return folded[key]
+    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=cutoff)
+    return folded[close[0]] if close else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = CUTOFF) -> str:
+    """"did you mean X?" for the nearest candidate, or "" when none is close."""
+    close = nearest(name, candidates, cutoff)
+    return f"did you mean {close}?" if close else ""
