@@ -29,25 +29,105 @@ AGENT_PROPERTIES=$CSEC2_ROOT/etc/cloudstack/agent/agent.properties
 # other overlay address, the public range above all): nothing.
 PEER_PORTS="22, 1798, 16509, 16514, 49152-49216"
 VNC_PORTS="5900-6100"
-HOST_PORTS="$PEER_PORTS, $VNC_PORTS"
 
 # ------------------------------------------------------------- firewall ----
 
+# The overlay port of cloudbr0 (overlay-network.sh VXLAN_DEV): frames from it
+# come from other members' VTEPs; every other port of cloudbr0 is a VM's NIC.
+# components/boot/userdata.py OVERLAY_PORT holds the same name (a test compares them).
+OVERLAY_PORT=ethovl0
+
+# The VXLAN UDP port overlay-network.sh uses (overlay.env, written by the user data).
+vxlan_port() {
+    local port
+    port=$(sed -n 's/^VXLAN_PORT="\([0-9]*\)"$/\1/p' "$CSEC2_ROOT/etc/cloudstack-ec2/overlay.env")
+    [[ $port =~ ^[1-9][0-9]{0,4}$ ]] ||
+        csec2_die "/etc/cloudstack-ec2/overlay.env has no VXLAN_PORT (expected VXLAN_PORT=\"1..65535\")"
+    echo "$port"
+}
+
 # Loaded before libvirt listens, and at every boot by
 # cloudstack-ec2-host-firewall.service (see csec2_load_firewall).
+#
+# Beyond the address classes, a host faces tenants on devices that are not
+# cloudbr0: CloudStack's guest bridges (brethovl0-<vlan>, made by modifyvlan.sh
+# with the kernel's defaults, IPv6 on) and VM taps. Only locally addressed
+# traffic is filtered here (hook input): frames bridged between a bridge's
+# ports never reach it, whether or not br_netfilter is loaded (with it, bridged
+# IPv4/IPv6 pass the forward hook, which this table leaves alone), so VMs keep
+# their own IPv4 and IPv6.
+#   - IPv6: nothing from any device but lo. The host uses no IPv6 (the VPC, the
+#     overlay and every service above are IPv4), so it needs no exception, not
+#     even neighbour discovery; without this rule a tenant reached any
+#     listening service at the guest bridge's fe80:: address (ping ff02::1
+#     finds it) and one Router Advertisement gave the host a default route.
+#   - IPv4: only to an address of the device it arrived on (the strong host
+#     model; the filter of nft(8) "drop packets to address not configured on
+#     incoming interface"): guest bridges and taps carry no host address, so a
+#     tenant there reaches none of the host's (its overlay or underlay address)
+#     whatever the kernel's ARP and rp_filter settings.
+#   - VXLAN only from a VTEP reached through the device it arrived on (the
+#     underlay), a reverse-path check of nft(8) "fib saddr . iif oif missing":
+#     the socket listens on every device, and a datagram decapsulated here is a
+#     frame on cloudbr0 that no VM-port rule below has seen.
 setup_firewall() {
+    local port
+    port=$(vxlan_port)
     csec2_load_firewall cloudstack_ec2_host <<NFT
 table inet cloudstack_ec2_host {
+    counter ipv6_refused { }
+    counter not_local_refused { }
+    counter vxlan_refused { }
     chain input {
         type filter hook input priority filter - 10; policy accept;
         iifname "lo" accept
+        meta nfproto ipv6 counter name "ipv6_refused" drop
         # Replies to this host's own connections (their local ports may fall
         # in 49152-49216, inside Linux's ephemeral range).
         ct state established,related accept
+        fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop
+        udp dport $port fib saddr . iif oif missing counter name "vxlan_refused" drop
         meta nfproto ipv4 tcp dport { $PEER_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_HOST_RANGE } counter drop
         meta nfproto ipv4 tcp dport { $VNC_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_SYSTEM_RANGE } counter drop
         meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_INFRA_CIDR, $CSEC2_SYSTEM_RANGE } counter drop
-        meta nfproto ipv6 tcp dport { $HOST_PORTS } drop
+    }
+}
+$(vm_port_rules)
+NFT
+}
+
+# Infrastructure addresses (router, management servers, hosts) are bound to
+# their nodes at every VM's port: a frame entering a bridge from a VM's NIC (any
+# port but the overlay port and its VLAN devices, ethovl0.<vlan>, which carry
+# what other members sent) may not claim an infrastructure address as its ARP
+# sender or IPv4 source. On cloudbr0 that stops a tenant's virtual router or a
+# system VM from taking over the router's, a management server's or a host's
+# address (one gratuitous ARP moved a neighbour entry before); on guest bridges
+# it costs nothing, as CloudStack gives no guest network the overlay's
+# addresses (its virtual router's public NIC is in the overlay). Why binding at
+# the VM ports holds for the whole overlay: every overlay address that is not
+# infrastructure is a VM NIC on some host's cloudbr0, so every host filtering
+# its own VM ports covers them all; the only other way onto the overlay's layer
+# 2 is VXLAN, which the underlay admits only from the dedicated subnet (the
+# members' security group) and this host only through the underlay (above).
+# It is the address half of CloudStack's own per-VM anti-spoofing
+# (default_ebtables_rules in apache/cloudstack scripts/vm/network/
+# security_group.py: a VM's ARP must carry its own IP and MAC), which the agent
+# installs only in zones with security groups and only for addresses it
+# assigned; this rule needs no per-VM state. Its own table in the bridge family,
+# hook prerouting: before the bridge learns or forwards, and before the host's
+# own stack sees the frame.
+vm_port_rules() {
+    cat <<NFT
+table bridge cloudstack_ec2_vm_ports
+delete table bridge cloudstack_ec2_vm_ports
+table bridge cloudstack_ec2_vm_ports {
+    counter infra_claim_refused { }
+    chain prerouting {
+        type filter hook prerouting priority filter; policy accept;
+        iifname { "$OVERLAY_PORT", "$OVERLAY_PORT.*" } accept
+        arp saddr ip $CSEC2_INFRA_CIDR counter name "infra_claim_refused" drop
+        ip saddr $CSEC2_INFRA_CIDR counter name "infra_claim_refused" drop
     }
 }
 NFT

@@ -22,6 +22,9 @@ def script_constant(name: str) -> str:
 
 def test_script_and_python_name_the_same_port_and_bridge():
     assert script_constant("VXLAN_DEV") == userdata.OVERLAY_PORT
+    # The KVM host's firewall exempts the overlay port from its VM-port rules.
+    host = resources.files("userdata").joinpath("kvm-host.sh").read_text()
+    assert re.findall(r"^OVERLAY_PORT=(\S+)$", host, re.M) == [userdata.OVERLAY_PORT]
     assert script_constant("BRIDGE") == userdata.OVERLAY_BRIDGE
 
 
