@@ -37,13 +37,13 @@ VNC_PORTS="5900-6100"
 # components/boot/userdata.py OVERLAY_PORT holds the same name (a test compares them).
 OVERLAY_PORT=ethovl0
 
-# The VXLAN UDP port overlay-network.sh uses (overlay.env, written by the user data).
-vxlan_port() {
-    local port
-    port=$(sed -n 's/^VXLAN_PORT="\([0-9]*\)"$/\1/p' "$CSEC2_ROOT/etc/cloudstack-ec2/overlay.env")
-    [[ $port =~ ^[1-9][0-9]{0,4}$ ]] ||
-        csec2_die "/etc/cloudstack-ec2/overlay.env has no VXLAN_PORT (expected VXLAN_PORT=\"1..65535\")"
-    echo "$port"
+# overlay_setting KEY REGEX: a setting of overlay-network.sh from overlay.env
+# (written by the user data), checked against REGEX.
+overlay_setting() {
+    local value
+    value=$(sed -n "s/^$1=\"\\(.*\\)\"\$/\\1/p" "$CSEC2_ROOT/etc/cloudstack-ec2/overlay.env")
+    [[ $value =~ $2 ]] || csec2_die "/etc/cloudstack-ec2/overlay.env: $1='$value' does not match $2"
+    echo "$value"
 }
 
 # Loaded before libvirt listens, and at every boot by
@@ -66,13 +66,18 @@ vxlan_port() {
 #     incoming interface"): guest bridges and taps carry no host address, so a
 #     tenant there reaches none of the host's (its overlay or underlay address)
 #     whatever the kernel's ARP and rp_filter settings.
-#   - VXLAN only from a VTEP reached through the device it arrived on (the
-#     underlay), a reverse-path check of nft(8) "fib saddr . iif oif missing":
-#     the socket listens on every device, and a datagram decapsulated here is a
-#     frame on cloudbr0 that no VM-port rule below has seen.
+#   - VXLAN only to the underlay address (in the VPC) or the overlay's group:
+#     the kernel's VXLAN socket takes datagrams from every device, and one
+#     decapsulated here is a frame on cloudbr0 that no VM-port rule below has
+#     seen. With the rule before it (an address of the arriving device), only
+#     the underlay device qualifies: a VM on cloudbr0 or on cloud0 (addresses
+#     outside the VPC) no longer reaches the socket, nor a tenant on a guest
+#     bridge; the group is delivered only where the VXLAN device joined it.
 setup_firewall() {
-    local port
-    port=$(vxlan_port)
+    local ipv4='^([0-9]{1,3}\.){3}[0-9]{1,3}' port vpc group
+    port=$(overlay_setting VXLAN_PORT '^[1-9][0-9]{0,4}$')
+    vpc=$(overlay_setting VPC_CIDR "$ipv4/[0-9]{1,2}\$")
+    group=$(overlay_setting VXLAN_GROUP "$ipv4\$")
     csec2_load_firewall cloudstack_ec2_host <<NFT
 table inet cloudstack_ec2_host {
     counter ipv6_refused { }
@@ -86,7 +91,7 @@ table inet cloudstack_ec2_host {
         # in 49152-49216, inside Linux's ephemeral range).
         ct state established,related accept
         fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop
-        udp dport $port fib saddr . iif oif missing counter name "vxlan_refused" drop
+        udp dport $port ip daddr != { $vpc, $group } counter name "vxlan_refused" drop
         meta nfproto ipv4 tcp dport { $PEER_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_HOST_RANGE } counter drop
         meta nfproto ipv4 tcp dport { $VNC_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_SYSTEM_RANGE } counter drop
         meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_INFRA_CIDR, $CSEC2_SYSTEM_RANGE } counter drop
