@@ -191,6 +191,17 @@ def test_tenant_reaches_its_gateway_over_ipv4_and_ipv6(guest: Lab, br_netfilter:
             guest.sysctl(HOST, f"net.bridge.bridge-nf-call-{family}", 1)
 
 
+def test_host_still_speaks_over_the_overlay(guest: Lab):
+    # The VXLAN rule passes the overlay's own datagrams (to the group and the underlay address).
+    refused = counter(guest, "vxlan_refused") if guest.mode.firewall else 0
+    host = guest.instances[HOST]
+    for peer in ("router", "mgmt", "host1"):
+        guest.ip(peer, "neigh", "flush", "to", host.overlay, check=False)  # ARP again: multicast, then unicast
+        assert guest.run(peer, "ping", "-c2", "-i0.2", "-W1", host.overlay, check=False).returncode == 0, peer
+    if guest.mode.firewall:
+        assert counter(guest, "vxlan_refused") == refused
+
+
 # --- no host service over IPv6 or IPv4 ------------------------------------------------------
 
 
