@@ -36,6 +36,9 @@ VNC_PORTS="5900-6100"
 # come from other members' VTEPs; every other port of cloudbr0 is a VM's NIC.
 # components/boot/userdata.py OVERLAY_PORT holds the same name (a test compares them).
 OVERLAY_PORT=ethovl0
+# The first two bytes of every infrastructure node's cloudbr0 MAC (overlay-network.sh
+# INFRA_MAC_PREFIX; the other four are its overlay address).
+INFRA_MAC_PREFIX=0a:00
 
 # overlay_setting KEY REGEX: a setting of overlay-network.sh from overlay.env
 # (written by the user data), checked against REGEX.
@@ -105,11 +108,14 @@ NFT
 # their nodes at every VM's port: a frame entering a bridge from a VM's NIC (any
 # port but the overlay port and its VLAN devices, ethovl0.<vlan>, which carry
 # what other members sent) may not claim an infrastructure address as its ARP
-# sender or IPv4 source. On cloudbr0 that stops a tenant's virtual router or a
-# system VM from taking over the router's, a management server's or a host's
-# address (one gratuitous ARP moved a neighbour entry before); on guest bridges
-# it costs nothing, as CloudStack gives no guest network the overlay's
-# addresses (its virtual router's public NIC is in the overlay). Why binding at
+# sender or IPv4 source, nor an infrastructure node's MAC (overlay-network.sh
+# derives them, INFRA_MAC_PREFIX) as its source or ARP sender. On cloudbr0 that
+# stops a tenant's virtual router or a system VM from taking over the router's,
+# a management server's or a host's address (a single gratuitous ARP otherwise
+# moves a neighbour's entry to its sender) or MAC (the bridges' and VTEPs'
+# forwarding tables learn from any source MAC). On guest bridges it refuses
+# only guest addresses inside the overlay's infrastructure block: guest
+# networks' CIDRs belong outside the overlay. Why binding at
 # the VM ports holds for the whole overlay: every overlay address that is not
 # infrastructure is a VM NIC on some host's cloudbr0, so every host filtering
 # its own VM ports covers them all; the only other way onto the overlay's layer
@@ -131,6 +137,8 @@ table bridge cloudstack_ec2_vm_ports {
     chain prerouting {
         type filter hook prerouting priority filter; policy accept;
         iifname { "$OVERLAY_PORT", "$OVERLAY_PORT.*" } accept
+        ether saddr & ff:ff:00:00:00:00 == $INFRA_MAC_PREFIX:00:00:00:00 counter name "infra_claim_refused" drop
+        arp saddr ether & ff:ff:00:00:00:00 == $INFRA_MAC_PREFIX:00:00:00:00 counter name "infra_claim_refused" drop
         arp saddr ip $CSEC2_INFRA_CIDR counter name "infra_claim_refused" drop
         ip saddr $CSEC2_INFRA_CIDR counter name "infra_claim_refused" drop
     }

@@ -118,6 +118,9 @@ readonly VXLAN_DEV=ethovl0
 # networks could not start); removed when found, see below.
 readonly LEGACY_VXLAN_DEV=ethvxlan0
 readonly NFT_TABLE=cloudstack_overlay
+# The first two bytes of cloudbr0's MAC (locally administered, unicast; see
+# below). kvm-host.sh holds the same prefix (a test compares them).
+readonly INFRA_MAC_PREFIX=0a:00
 readonly VXLAN_OVERHEAD=50
 readonly MIN_MTU=1280
 readonly MAX_MTU=8450
@@ -473,6 +476,20 @@ fi
     $(readlink "/sys/class/net/$VXLAN_DEV/brport/bridge") == */"$BRIDGE" ]] ||
     ip link set dev "$VXLAN_DEV" master "$BRIDGE"
 ip link set dev "$VXLAN_DEV" up
+# cloudbr0's MAC is the overlay address's: INFRA_MAC_PREFIX and the address's
+# four bytes. Every role here is infrastructure (router, management servers,
+# hosts), so an infrastructure node is known by its MAC as by its address, and a
+# KVM host drops frames from its VMs' ports that carry such a MAC as source
+# (kvm-host.sh, vm_port_rules): no VM can teach the overlay's bridges and VTEPs
+# that the management server's MAC sits behind it. CloudStack gives its VMs
+# MACs whose first byte is 02 or has 06 set (NetUtils.createSequenceBasedMacAddress
+# in apache/cloudstack), never 0a. Set, not learnt: a bridge otherwise takes its
+# lowest port MAC, which changes as VMs come and go. arp_notify: a changed MAC
+# (an upgrade) is announced at once instead of waiting for neighbours to probe.
+IFS=. read -r a b c d <<<"$overlay_ip"
+bridge_mac=$(printf '%s:%02x:%02x:%02x:%02x' "$INFRA_MAC_PREFIX" "$a" "$b" "$c" "$d")
+set_proc "/proc/sys/net/ipv4/conf/$BRIDGE/arp_notify" 1
+[[ $(</sys/class/net/$BRIDGE/address) == "$bridge_mac" ]] || ip link set dev "$BRIDGE" address "$bridge_mac"
 # No IPv6 on this instance's own cloudbr0: nothing here uses IPv6 on the overlay,
 # and the isolation (the router's table, the members' firewalls) is IPv4; with
 # IPv6 on, every member had an fe80:: address on which tenants reached sshd and

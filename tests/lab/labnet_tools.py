@@ -29,8 +29,9 @@ listening, then one line per event, flushed, so the lab can follow them.
   udp ADDR PORT                  UDP listener: prints "udp <source ip>" for every
                                  datagram
   send-udp ADDR PORT [SOURCE]    client: one datagram ("probe"), from SOURCE if given
-  garp DEV IP                    one gratuitous ARP out of DEV: "IP is at DEV's MAC"
-                                 (a request with sender = target = IP, broadcast)
+  garp DEV IP [MAC]              one gratuitous ARP out of DEV: "IP is at MAC" (DEV's
+                                 by default; also the frame's source), a request
+                                 with sender = target = IP, broadcast
   ra DEV PREFIX                  one Router Advertisement (router lifetime 1800 s,
                                  PREFIX/64 for autoconfiguration) to ff02::1 on DEV
   vxlan ADDR PORT VNI DST_MAC SRC DST DPORT [OUTER_SOURCE]
@@ -345,10 +346,11 @@ def dev_mac(dev: str) -> bytes:
         return bytes.fromhex(f.read().strip().replace(":", ""))
 
 
-def send_garp(dev: str, ip: str) -> int:
+def send_garp(dev: str, ip: str, mac_text: str = "") -> int:
     """RFC 5227 section 3 "ARP Announcement": a request whose sender and target IP
     are both the claimed address; Linux updates an existing neighbour entry from it."""
-    mac, addr = dev_mac(dev), socket.inet_aton(ip)
+    mac = bytes.fromhex(mac_text.replace(":", "")) if mac_text else dev_mac(dev)
+    addr = socket.inet_aton(ip)
     arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + addr + bytes(6) + addr
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
         s.bind((dev, 0))
@@ -415,7 +417,7 @@ def main(argv: list[str]) -> int:
     elif mode == "send-udp":
         return send_udp(args[0], int(args[1]), *args[2:3])
     elif mode == "garp":
-        return send_garp(args[0], args[1])
+        return send_garp(args[0], args[1], *args[2:3])
     elif mode == "ra":
         return send_ra(args[0], args[1])
     elif mode == "vxlan":

@@ -84,13 +84,24 @@ def unhardened(rules: str) -> str:
     return "\n".join(kept) + "\n"
 
 
+def vm_mac(lab: Lab, short: str, mac: str) -> None:
+    """A VM's MAC as CloudStack gives it (02:00:...): never an infrastructure node's
+    by chance, as a veth's random one could be. Set while down, so that the
+    link-local address follows it."""
+    lab.ip(short, "link", "set", "eth0", "down")
+    lab.ip(short, "link", "set", "eth0", "address", mac)
+    lab.ip(short, "link", "set", "eth0", "up")
+
+
 def guest_bridge(lab: Lab) -> None:
     """As modifyvlan.sh: a bridge with the uplink as its port, both up; then the tenant's NIC."""
     lab.ip(HOST, "link", "add", "name", GUEST_BRIDGE, "type", "bridge")
     lab.ip(HOST, "link", "set", GUEST_BRIDGE, "up")
-    for short, port, address in ((GATEWAY, UPLINK, GATEWAY_IP), (TENANT, "vnet-g0", TENANT_IP)):
+    for short, port, address, mac in ((GATEWAY, UPLINK, GATEWAY_IP, "02:00:00:00:10:01"),
+                                      (TENANT, "vnet-g0", TENANT_IP, "02:00:00:00:10:0a")):
         lab.add_ns(short)
         lab.veth(HOST, port, short, "eth0", 1500)
+        vm_mac(lab, short, mac)
         lab.ip(HOST, "link", "set", port, "master", GUEST_BRIDGE)
         lab.ip(short, "addr", "add", f"{address}/24", "dev", "eth0")
     lab.ip(TENANT, "route", "add", "default", "via", GATEWAY_IP)
@@ -114,6 +125,8 @@ def guest(request, lab: Lab, tmp_path_factory):
         lab.run(HOST, "nft", "-f", "-", input=rules if mode.firewall else unhardened(rules))
         guest_bridge(lab)  # after the sysctls: it inherits "default" as modifyvlan.sh's does
         plug(lab, ATTACKER, HOST, ATTACKER_IP)
+        vm_mac(lab, ATTACKER, "02:00:00:00:10:66")
+        lab.ip(ATTACKER, "route", "replace", "default", "via", ROUTER.overlay)
         servers.append(lab.spawn(HOST, sys.executable, str(TOOLS), "whoami", "rpcbind", "::", str(RPCBIND_PORT)))
         servers.append(lab.spawn(HOST, sys.executable, str(TOOLS), "udp", "0.0.0.0", str(UDP_PORT)))
         servers.append(lab.spawn(GATEWAY, sys.executable, str(TOOLS), "whoami", "gateway", "::", str(WHOAMI_PORT)))
@@ -131,6 +144,8 @@ def guest(request, lab: Lab, tmp_path_factory):
         for short, inst in lab.instances.items():
             if inst.role:
                 lab.ip(short, "neigh", "flush", "to", MGMT.overlay, check=False)
+        # The bridges and VTEPs learn the management server's MAC where it is again.
+        lab.run("mgmt", "ping", "-c1", "-W1", ROUTER.overlay, check=False)
 
 
 def udp_sources(lab: Lab, short: str = HOST) -> list[str]:
@@ -330,3 +345,21 @@ def test_vm_port_cannot_send_from_an_infrastructure_address(guest: Lab):
         guest.ip(ATTACKER, "addr", "del", f"{MGMT.overlay}/32", "dev", "eth0", check=False)
         guest.stop(server)
     assert got == (0 if guest.mode.firewall else 1)
+
+
+def test_frames_from_a_vm_port_cannot_carry_an_infrastructure_nodes_mac(guest: Lab):
+    # The layer-2 half: an ARP for the attacker's own address, sent from the management
+    # server's MAC, teaches host0's bridge and the router's VTEP that this MAC is behind
+    # the attacker's port; the router's frames for the management server follow it.
+    mgmt_mac = mac_of(guest, "mgmt", "cloudbr0")
+    assert mgmt_mac.startswith("0a:00:"), "the overlay script derives an infrastructure node's MAC"
+    guest.ip("router", "neigh", "flush", "to", MGMT.overlay)
+    assert connect(guest, "router", MGMT.overlay, WHOAMI_PORT) == (True, f"mgmt {ROUTER.overlay}")
+    refused = counter(guest, "infra_claim_refused", VM_PORT_TABLE) if guest.mode.firewall else 0
+    guest.tool(ATTACKER, "garp", "eth0", ATTACKER_IP, mgmt_mac)
+    ok, output = connect(guest, "router", MGMT.overlay, WHOAMI_PORT, REFUSED_TIMEOUT)
+    if guest.mode.firewall:
+        assert (ok, output) == (True, f"mgmt {ROUTER.overlay}")
+        assert counter(guest, "infra_claim_refused", VM_PORT_TABLE) > refused
+    else:
+        assert not ok, f"the router's frames for the management server should have gone to the attacker: {output}"

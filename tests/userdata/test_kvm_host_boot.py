@@ -100,6 +100,8 @@ def test_firewall_admits_each_port_only_from_its_address_classes(machine):
     # VM ports of cloudbr0 (all but the overlay port) claim no infrastructure address.
     assert 'iifname { "ethovl0", "ethovl0.*" } accept' in lines
     assert 'arp saddr ip 10.100.0.0/18 counter name "infra_claim_refused" drop' in lines
+    for field in ("ether saddr", "arp saddr ether"):
+        assert f'{field} & ff:ff:00:00:00:00 == 0a:00:00:00:00:00 counter name "infra_claim_refused" drop' in lines
     assert 'ip saddr 10.100.0.0/18 counter name "infra_claim_refused" drop' in lines
     assert "flush ruleset" not in rules, "libvirt's and CloudStack's own rules must survive"
 
