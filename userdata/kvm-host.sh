@@ -56,9 +56,10 @@ overlay_setting() {
 # cloudbr0: CloudStack's guest bridges (brethovl0-<vlan>, made by modifyvlan.sh
 # with the kernel's defaults, IPv6 on) and VM taps. Only locally addressed
 # traffic is filtered here (hook input): frames bridged between a bridge's
-# ports never reach it, whether or not br_netfilter is loaded (with it, bridged
-# IPv4/IPv6 pass the forward hook, which this table leaves alone), so VMs keep
-# their own IPv4 and IPv6.
+# ports never reach it, whether or not br_netfilter is loaded (zones with
+# security groups need it: the agent's security_group.py filters VM traffic with
+# iptables physdev rules; with it, bridged IPv4/IPv6 pass the forward hook,
+# which this table leaves alone), so VMs keep their own IPv4 and IPv6.
 #   - IPv6: nothing from any device but lo. The host uses no IPv6 (the VPC, the
 #     overlay and every service above are IPv4), so it needs no exception, not
 #     even neighbour discovery; without this rule a tenant reached any

@@ -192,9 +192,10 @@ def counter(lab: Lab, name: str, table: str = HOST_TABLE) -> int:
 
 @pytest.mark.parametrize("br_netfilter", [0, 1], ids=["bridge-nf-off", "bridge-nf-on"])
 def test_tenant_reaches_its_gateway_over_ipv4_and_ipv6(guest: Lab, br_netfilter: int):
-    # With br_netfilter (bridge-nf-call-*; CloudStack's security_group.py turns it on
-    # in zones with security groups), bridged IPv4/IPv6 pass the inet forward hook,
-    # which the host's table does not use; without it they pass no inet hook.
+    # With br_netfilter (bridge-nf-call-*: zones with security groups need it, as
+    # CloudStack's security_group.py filters VM traffic with iptables physdev rules),
+    # bridged IPv4/IPv6 pass the inet forward hook, which the host's table does not
+    # use; without it they pass no inet hook. This kernel has it built in.
     for family in ("iptables", "ip6tables"):
         guest.sysctl(HOST, f"net.bridge.bridge-nf-call-{family}", br_netfilter)
     try:
