@@ -218,6 +218,24 @@ def test_host_still_speaks_over_the_overlay(guest: Lab):
         assert counter(guest, "vxlan_refused") == refused
 
 
+def test_overlay_script_sets_the_sysctls_whatever_the_distribution_set(guest: Lab):
+    # From the kernel's defaults (a distribution that sets none), with the guest
+    # bridge already there (the script run again on a running host).
+    bridge_ra = f"net.ipv6.conf.{GUEST_BRIDGE}.accept_ra"
+    keys = [*KERNEL_DEFAULTS, bridge_ra]
+    saved = {key: guest.run(HOST, "sysctl", "-n", key).stdout.strip() for key in keys}
+    try:
+        for key, value in {**KERNEL_DEFAULTS, bridge_ra: 1}.items():
+            guest.sysctl(HOST, key, value)
+        guest.overlay_script(guest.instances[HOST])
+        after = {key: guest.run(HOST, "sysctl", "-n", key).stdout.strip() for key in keys}
+        wanted = {"accept_ra": "0", "arp_ignore": "1", "arp_announce": "2", "rp_filter": "2"}
+        assert after == {key: wanted[key.rsplit(".", 1)[1]] for key in keys}
+    finally:
+        for key, value in saved.items():
+            guest.sysctl(HOST, key, value)
+
+
 # --- no host service over IPv6 or IPv4 ------------------------------------------------------
 
 
