@@ -18,11 +18,14 @@ Every test runs in three modes (the module fixture's parameter):
                  overlay script sets (accept_ra 1, arp_ignore 0, arp_announce 0,
                  rp_filter 0, as on a distribution that sets none of them): the
                  firewall holds on its own;
-  unhardened     the kernel's defaults and the firewall without its IPv6,
-                 not-local, VXLAN and VM-port rules (as before them).
-The tenant's way to its gateway works in every mode; every attack fails in the
-first two and succeeds unhardened (ARP answers, which only the sysctls stop,
-come back with the firewall alone), so each test proves its rules are the reason.
+  unhardened     the control: the kernel's defaults and the firewall without
+                 its IPv6, not-local, VXLAN and VM-port rules.
+The tenant's way to its gateway works in every mode; every attack (IPv6 or IPv4
+to the host, frames injected through the host's VXLAN socket, a Router
+Advertisement, a gratuitous ARP or a MAC or source address of the
+infrastructure from a VM on cloudbr0) fails in the first two and succeeds
+unhardened (ARP answers, which only the sysctls stop, come back with the
+firewall alone), so each test proves its rules are the reason.
 """
 
 from __future__ import annotations
