@@ -10,8 +10,9 @@
 #           sync 169.254.169.123, DNS 169.254.169.253) on the underlay device, so
 #           they answer for THIS instance, not for the router.
 #   router  no default route over the overlay; IPv4 forwarding on; nftables table
-#           "ip cloudstack_overlay": source NAT (to the underlay address) for
-#           overlay traffic leaving VPC_CIDR and for DNS to the VPC resolver
+#           "ip cloudstack_overlay": source NAT for overlay traffic leaving
+#           VPC_CIDR (infrastructure: to the underlay address; system VMs and
+#           tenants: to TENANT_ADDRESS) and for DNS to the VPC resolver
 #           (VPC base + 2, which answers VPC sources only); no NAT for other
 #           traffic to VPC_CIDR; ROUTER_DNAT forwards from the underlay address;
 #           the TCP MSS of forwarded SYN and SYN-ACK packets between the overlay
@@ -28,7 +29,9 @@
 #           192.168/16), shared (100.64/10) and link-local (169.254/16) space;
 #           169.254.0.0/16 (the router's own instance metadata) is never
 #           forwarded, nor a new packet from cloudbr0 whose source is outside
-#           the overlay (forged). New connections from tenants and system VMs to the router
+#           the overlay (forged). Budgets (overlay-router.sh): DNS per tenant
+#           address, all tenants and all system VMs; new connections per tenant
+#           address. New connections from tenants and system VMs to the router
 #           itself are refused. From the VPC/internet into the overlay, new
 #           connections only as DNAT (ROUTER_DNAT, VM_FORWARDS, CONSOLE_FORWARDS),
 #           to a ROUTER_DNAT target at its own address (the UI/API), or ICMP; who
@@ -98,6 +101,19 @@
 #                    IP: the console proxy VM's public address, in CONSOLE_RANGE
 #                    and checked as for VM_FORWARDS. Needs CONSOLE_ADDRESS and
 #                    CONSOLE_RANGE. Default: none
+#   TENANT_ADDRESS   router: the third private IPv4 of its ENI (inside VPC_CIDR),
+#                    with an Elastic IP of its own: system VMs' and tenants'
+#                    traffic leaving VPC_CIDR is source-NATed to it, never to the
+#                    infrastructure's address; not the underlay address, and
+#                    nothing but replies comes in through it (like CONSOLE_ADDRESS).
+#                    Default: none (they leave with the underlay address)
+#   TENANT_DNS       router: who answers tenants' DNS (queries to the VPC resolver):
+#                    empty (default) the VPC resolver; forward: this router's
+#                    resolver (unbound; `overlay-network.sh dns-config` prints its
+#                    settings), which forwards to the VPC resolver; recurse: this
+#                    router's resolver, recursing from the root itself (private
+#                    hosted zones and the VPC's names stay unseen; needs
+#                    TENANT_ADDRESS, which its queries leave with)
 set -euo pipefail
 export LC_ALL=C
 
@@ -245,6 +261,8 @@ VM_FORWARDS=${VM_FORWARDS-}
 CONSOLE_ADDRESS=${CONSOLE_ADDRESS-}
 CONSOLE_FORWARDS=${CONSOLE_FORWARDS-}
 CONSOLE_RANGE=${CONSOLE_RANGE-}
+TENANT_ADDRESS=${TENANT_ADDRESS-}
+TENANT_DNS=${TENANT_DNS-}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
 
@@ -314,7 +332,7 @@ if [[ $OVERLAY_ROLE == member ]]; then
     elif [[ $OVERLAY_GATEWAY == "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "is this member's own address; expected the router's overlay address"
     fi
-    for name in ROUTER_DNAT VM_FORWARDS CONSOLE_ADDRESS CONSOLE_FORWARDS CONSOLE_RANGE; do
+    for name in ROUTER_DNAT VM_FORWARDS CONSOLE_ADDRESS CONSOLE_FORWARDS CONSOLE_RANGE TENANT_ADDRESS TENANT_DNS; do
         [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router forwards ports; expected empty on a member"
     done
 elif [[ $OVERLAY_ROLE == router ]]; then
@@ -345,11 +363,12 @@ if [[ -n $UNDERLAY_DEV ]]; then
     elif [[ $UNDERLAY_DEV == "$BRIDGE" || $UNDERLAY_DEV == "$VXLAN_DEV" ]]; then
         problem UNDERLAY_DEV "$UNDERLAY_DEV" "expected the underlay device, not an overlay device"
     else
-        # Not the console address, in whatever order the kernel lists them.
-        underlay_addr=$(ip -4 -o addr show dev "$UNDERLAY_DEV" scope global | awk -v c="$CONSOLE_ADDRESS" 'index($4, c "/") != 1 {print $4; exit}')
+        # Not the console or the tenants' address, in whatever order the kernel lists them.
+        underlay_addr=$(ip -4 -o addr show dev "$UNDERLAY_DEV" scope global |
+            awk -v c="$CONSOLE_ADDRESS" -v t="$TENANT_ADDRESS" 'index($4, c "/") != 1 && index($4, t "/") != 1 {print $4; exit}')
         underlay_mtu=$(<"/sys/class/net/$UNDERLAY_DEV/mtu")
         if [[ -z $underlay_addr ]]; then
-            problem UNDERLAY_DEV "$UNDERLAY_DEV" "has no IPv4 address (CONSOLE_ADDRESS aside); expected the instance's underlay (VPC) device"
+            problem UNDERLAY_DEV "$UNDERLAY_DEV" "has no IPv4 address (CONSOLE_ADDRESS aside, and TENANT_ADDRESS); expected the instance's underlay (VPC) device"
         elif is_uint "$OVERLAY_MTU" && ((underlay_mtu < OVERLAY_MTU + VXLAN_OVERHEAD)); then
             problem OVERLAY_MTU "$OVERLAY_MTU" "the underlay device $UNDERLAY_DEV has MTU $underlay_mtu; it must carry OVERLAY_MTU + $VXLAN_OVERHEAD, so expected at most $((underlay_mtu - VXLAN_OVERHEAD)) (or raise the underlay MTU)"
         else
@@ -389,6 +408,13 @@ if ((${#errors[@]})); then
     exit 2
 fi
 $underlay_ok || fatal "internal error: underlay not validated"
+
+# "dns-config": print the tenants' resolver's settings (router, TENANT_DNS set); nothing changes.
+if [[ ${1-} == dns-config ]]; then
+    [[ $OVERLAY_ROLE == router && -n $TENANT_DNS ]] || fatal "dns-config: only on the router, with TENANT_DNS forward or recurse"
+    router_dns_config
+    exit 0
+fi
 
 # --- apply (each step is a no-op when already in place) --------------------
 

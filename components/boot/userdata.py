@@ -128,6 +128,11 @@ class OverlayConfig:
     #: forward's target must lie in it (overlay-network.sh CONSOLE_RANGE). None: unset
     #: (then the router accepts no console forward).
     console_range: Optional[str] = None
+    #: Router: its tenants' address, the third private IPv4 of its ENI (inside vpc_cidr, not
+    #: console_address), with an Elastic IP of its own: system VMs' and tenants' traffic to
+    #: the internet leaves with it, never with the infrastructure's (overlay-network.sh
+    #: TENANT_ADDRESS). None: they leave with the router's own address.
+    tenant_address: Optional[str] = None
 
     @property
     def ip(self) -> str:
@@ -400,7 +405,7 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
         if o.storage_cidr is not None or o.tenant_vpc_access:
             raise UserDataError("overlay.storage_cidr/tenant_vpc_access: not accepted on a member; only the router"
                                 " filters what the overlay reaches")
-        for name in ("console_address", "console_range"):
+        for name in ("console_address", "console_range", "tenant_address"):
             if getattr(o, name) is not None:
                 raise UserDataError(f"overlay.{name}: {getattr(o, name)!r} is not accepted on a member; only"
                                     " the router forwards the console")
@@ -410,6 +415,12 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
         if console is None or console not in vpc:
             raise UserDataError(f"overlay.console_address: {o.console_address!r} is not accepted; expected the"
                                 f" router's second private IPv4 address, inside the VPC {vpc}")
+    if o.tenant_address is not None:
+        tenant = _ip_value("overlay.tenant_address", o.tenant_address, ipaddress.IPv4Address)
+        if tenant is None or tenant not in vpc or o.tenant_address == o.console_address:
+            raise UserDataError(f"overlay.tenant_address: {o.tenant_address!r} is not accepted; expected the"
+                                f" router's third private IPv4 address, inside the VPC {vpc} and not the console"
+                                " address")
     if o.console_range is not None:
         _check_console_range(o.console_range, iface.network, o.classes)
     if o.storage_cidr is None:
@@ -585,6 +596,8 @@ def overlay_environment(overlay: OverlayConfig) -> dict[str, str]:
             env["CONSOLE_ADDRESS"] = overlay.console_address
         if overlay.console_range is not None:
             env["CONSOLE_RANGE"] = overlay.console_range
+        if overlay.tenant_address is not None:
+            env["TENANT_ADDRESS"] = overlay.tenant_address
     return env
 
 

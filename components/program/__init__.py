@@ -248,14 +248,16 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     member_sgs = [underlay.member_sg_id]
     router = OverlayRouter("router", OverlayRouterArgs(
         instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id], "router"),
-        render_user_data=lambda console_ip: pulumi.Output.all(prefix, boot_scripts.bucket_name, console_ip).apply(
+        render_user_data=lambda console_ip, tenant_ip: pulumi.Output.all(
+            prefix, boot_scripts.bucket_name, console_ip, tenant_ip).apply(
             lambda v: userdata.render_router_user_data(userdata.RouterBoot(
             aws_region=region, prefix=v[0], fqdn=f"router.{DOMAIN}", boot_bucket=v[1],
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{management_ip}:{CLOUDSTACK_UI_PORT}",),
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
-                console_address=v[2], console_range=str(plan.system_public_range))))),
+                console_address=v[2], console_range=str(plan.system_public_range),
+                tenant_address=v[3])))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))
@@ -325,7 +327,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
         "overlayCidr": str(settings.overlay_cidr),
         "router": {"overlayIp": str(plan.router), "privateIp": router.private_ip, "publicIp": router.public_ip,
                    "instanceId": router.instance_id, "consolePrivateIp": router.console_private_ip,
-                   "consolePublicIp": router.console_public_ip},
+                   "consolePublicIp": router.console_public_ip, "tenantPublicIp": router.tenant_public_ip},
         "managementServer": {"overlayIp": str(management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,

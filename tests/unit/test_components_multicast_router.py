@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+import pytest
+
 from components.model import catalog
+from components.resources import router as router_module
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
 
@@ -74,8 +79,8 @@ def test_router_interface_is_in_the_dedicated_subnet_with_the_member_and_router_
     assert eni.inputs["subnetId"] == dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack").id
     assert sorted(eni.inputs["securityGroups"]) == sorted(
         [dev.get(SG, "underlay-member-sg").id, dev.get(SG, "underlay-router-sg").id])
-    # One more private address, which EC2 picks: the console address.
-    assert eni.inputs["privateIpsCount"] == 1
+    # Two more private addresses, which EC2 picks: the console address and the tenants'.
+    assert eni.inputs["privateIpsCount"] == 2
 
 
 def test_router_has_an_elastic_ip_in_the_outputs(dev):
@@ -90,7 +95,7 @@ def test_router_has_an_elastic_ip_in_the_outputs(dev):
 def test_console_address_is_the_interfaces_second_address_with_its_own_elastic_ip(dev):
     eni = dev.get(ENI, "router-eni")
     console = dev.get(EIP, "router-console-eip")
-    [second] = set(eni.state["private_ips"]) - {eni.state["private_ip"]}
+    second, _third = sorted(set(eni.state["private_ips"]) - {eni.state["private_ip"]}, key=ipaddress.IPv4Address)
     assert (console.inputs["networkInterface"], console.inputs["associateWithPrivateIp"]) == (eni.id, second)
     assert console.state["public_ip"] != dev.get(EIP, "router-eip").state["public_ip"]
     assert dev.outputs["router"]["consolePrivateIp"] == second
@@ -102,6 +107,27 @@ def test_console_address_is_the_interfaces_second_address_with_its_own_elastic_i
     assert dev.boot_env(dev.instance("management"))["CSEC2_CONSOLE_ADDRESS"] == console.state["public_ip"]
     igw = dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw")
     assert igw.urn in console.dependencies
+
+
+def test_tenants_leave_with_the_interfaces_third_address_and_its_own_elastic_ip(dev):
+    eni = dev.get(ENI, "router-eni")
+    tenant = dev.get(EIP, "router-tenant-eip")
+    console, third = sorted(set(eni.state["private_ips"]) - {eni.state["private_ip"]}, key=ipaddress.IPv4Address)
+    assert (tenant.inputs["networkInterface"], tenant.inputs["associateWithPrivateIp"]) == (eni.id, third)
+    others = {dev.get(EIP, name).state["public_ip"] for name in ("router-eip", "router-console-eip")}
+    assert tenant.state["public_ip"] not in others
+    assert dev.outputs["router"]["tenantPublicIp"] == tenant.state["public_ip"]
+    # The router source-NATs system VMs and tenants to it (overlay-router.sh TENANT_ADDRESS).
+    env = dev.boot_env(dev.instance("router"))
+    assert (env["TENANT_ADDRESS"], env["CONSOLE_ADDRESS"]) == (third, console)
+    assert dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw").urn in tenant.dependencies
+
+
+def test_secondary_addresses_are_the_lower_for_the_console_and_the_higher_for_tenants():
+    assert router_module._secondary_addresses("10.0.0.20", ["10.0.0.20", "10.0.0.9", "10.0.0.100"]) == (
+        "10.0.0.9", "10.0.0.100")  # by address, not as text ("10.0.0.100" < "10.0.0.9")
+    with pytest.raises(ValueError, match="expected exactly 2"):
+        router_module._secondary_addresses("10.0.0.20", ["10.0.0.20", "10.0.0.9"])
 
 
 def test_console_forwards_parameter_is_created_empty_and_left_to_the_registration(dev):

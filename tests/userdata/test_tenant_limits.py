@@ -1,0 +1,30 @@
+"""The router's budgets: the script's figures are the model's (components/model/tenantlimits.py)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from components.model import tenantlimits
+
+NAMES = ("TENANT_DNS_RATE", "TENANT_DNS_BURST", "TENANT_DNS_TOTAL", "SYSTEM_DNS_TOTAL", "SYSTEM_DNS_BURST",
+         "TENANT_NEW_RATE", "TENANT_NEW_BURST", "TENANT_CONNECTIONS")
+
+
+def script_figures() -> dict[str, int]:
+    text = resources.files("userdata").joinpath("overlay-router.sh").read_text()
+    figures = {}
+    for line in re.findall(r"^readonly (.+)$", text, re.M):
+        figures.update((name, int(value)) for name, value in re.findall(r"(\w+)=(\d+)", line))
+    return figures
+
+
+def test_the_router_script_enforces_the_models_figures():
+    figures = script_figures()
+    assert {name: figures.get(name) for name in NAMES} == {name: getattr(tenantlimits, name) for name in NAMES}
+
+
+def test_tenants_and_system_vms_leave_the_infrastructure_part_of_the_vpc_resolver():
+    assert tenantlimits.TENANT_DNS_RATE < tenantlimits.TENANT_DNS_TOTAL
+    assert 0 < tenantlimits.infrastructure_dns_reserve() < tenantlimits.VPC_RESOLVER_PACKETS_PER_SECOND
+    assert f"{tenantlimits.infrastructure_dns_reserve()}/s kept for the infrastructure" in tenantlimits.summary()[0]
