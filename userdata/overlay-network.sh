@@ -109,8 +109,9 @@
 #                    Default: none (they leave with the underlay address)
 #   TENANT_DNS       router: who answers tenants' DNS (queries to the VPC resolver):
 #                    empty (default) the VPC resolver; forward: this router's
-#                    resolver (unbound; `overlay-network.sh dns-config` prints its
-#                    settings), which forwards to the VPC resolver; recurse: this
+#                    resolver (unbound; `overlay-network.sh dns-config` checks the
+#                    variables, then prints its settings: unbound.conf(5)), which
+#                    forwards to the VPC resolver; recurse: this
 #                    router's resolver, recursing from the root itself (private
 #                    hosted zones and the VPC's names stay unseen; needs
 #                    TENANT_ADDRESS, which its queries leave with)
@@ -148,6 +149,12 @@ problem() { # variable value accepted
 }
 fatal() {
     echo "$PROG: $*" >&2
+    exit 2
+}
+stop_on_problems() {
+    ((${#errors[@]})) || return 0
+    for e in "${errors[@]}"; do echo "$PROG: $e" >&2; done
+    echo "$PROG: nothing was changed" >&2
     exit 2
 }
 log() { echo "$PROG: $*"; }
@@ -263,8 +270,10 @@ CONSOLE_FORWARDS=${CONSOLE_FORWARDS-}
 CONSOLE_RANGE=${CONSOLE_RANGE-}
 TENANT_ADDRESS=${TENANT_ADDRESS-}
 TENANT_DNS=${TENANT_DNS-}
+MODE=${1-apply}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
+[[ $MODE == apply || $MODE == dns-config ]] || fatal "unknown argument '$MODE'; expected none (apply) or dns-config"
 
 case $OVERLAY_ROLE in
 router | member) ;;
@@ -341,6 +350,27 @@ elif [[ $OVERLAY_ROLE == router ]]; then
     fi
 fi
 
+# The router's own part (forwards, isolation, NAT): shipped to the router only.
+router_part() {
+    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
+    # shellcheck source=overlay-router.sh
+    source "$SCRIPT_DIR/overlay-router.sh"
+}
+
+# "dns-config": print the settings of the router's resolver for tenants
+# (TENANT_DNS) and stop; reads no device and changes nothing.
+if [[ $MODE == dns-config ]]; then
+    if [[ $OVERLAY_ROLE == router && -n $TENANT_DNS ]]; then
+        router_part
+        router_check
+    else
+        problem TENANT_DNS "$TENANT_DNS" "dns-config: expected forward or recurse, on the router"
+    fi
+    stop_on_problems
+    router_dns_config
+    exit 0
+fi
+
 # The devices we create must be ours if they already exist.
 if link_exists "$BRIDGE" && ! link_kind_is "$BRIDGE" bridge; then
     problem "$BRIDGE" "$(ip -o link show dev "$BRIDGE" | cut -d' ' -f2)" "a device named $BRIDGE exists and is not a bridge; remove it first"
@@ -387,10 +417,7 @@ if [[ -n $UNDERLAY_DEV ]]; then
 fi
 
 if [[ $OVERLAY_ROLE == router ]]; then
-    # The router's own part (forwards, isolation, NAT): shipped to the router only.
-    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
-    # shellcheck source=overlay-router.sh
-    source "$SCRIPT_DIR/overlay-router.sh"
+    router_part
     router_check
 else
     for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
@@ -402,19 +429,8 @@ if [[ $OVERLAY_ROLE == router ]] && ! command -v nft >/dev/null; then
     problem OVERLAY_ROLE router "the router needs the nft command (package nftables)"
 fi
 
-if ((${#errors[@]})); then
-    for e in "${errors[@]}"; do echo "$PROG: $e" >&2; done
-    echo "$PROG: nothing was changed" >&2
-    exit 2
-fi
+stop_on_problems
 $underlay_ok || fatal "internal error: underlay not validated"
-
-# "dns-config": print the tenants' resolver's settings (router, TENANT_DNS set); nothing changes.
-if [[ ${1-} == dns-config ]]; then
-    [[ $OVERLAY_ROLE == router && -n $TENANT_DNS ]] || fatal "dns-config: only on the router, with TENANT_DNS forward or recurse"
-    router_dns_config
-    exit 0
-fi
 
 # --- apply (each step is a no-op when already in place) --------------------
 

@@ -40,20 +40,18 @@ router_check() {
         # (the underlay address's, which the instances' AWS API calls use) admits them.
         if [[ -n $TENANT_ADDRESS ]] && { ! is_ipv4 "$TENANT_ADDRESS" || { $vpc_ok && ! in_net "$TENANT_ADDRESS" "$vpc_ip" "$vpc_prefix"; } ||
             [[ $TENANT_ADDRESS == "$CONSOLE_ADDRESS" ]]; }; then
-            problem TENANT_ADDRESS "$TENANT_ADDRESS" "expected the router's third private IPv4 address (tenants' egress), inside VPC_CIDR $VPC_CIDR and not CONSOLE_ADDRESS"
+            problem TENANT_ADDRESS "$TENANT_ADDRESS" "expected the router's third private IPv4, inside VPC_CIDR $VPC_CIDR, not CONSOLE_ADDRESS"
         fi
         # Tenants' DNS: answered by this router's resolver (unbound), which either
         # forwards to the VPC resolver (private hosted zones and the VPC's own names
         # visible) or recurses itself from the root (the internet's view only; its
         # queries leave with TENANT_ADDRESS). Empty: straight to the VPC resolver.
-        case $TENANT_DNS in
-        "" | forward) ;;
-        recurse)
-            [[ -n $TENANT_ADDRESS ]] || problem TENANT_DNS "$TENANT_DNS" "needs TENANT_ADDRESS: the resolver's own queries for tenants leave with it, never with the infrastructure's address"
-            unbound_uid=$(id -u unbound 2>/dev/null) || problem TENANT_DNS "$TENANT_DNS" "needs the user unbound (package unbound): its queries are told apart by it"
-            ;;
-        *) problem TENANT_DNS "$TENANT_DNS" "expected empty, forward (the router's resolver forwards to the VPC resolver) or recurse (it recurses from the root)" ;;
-        esac
+        if [[ $TENANT_DNS == recurse ]]; then
+            [[ -n $TENANT_ADDRESS ]] || problem TENANT_DNS recurse "needs TENANT_ADDRESS (its queries leave with it)"
+            [[ $MODE == dns-config ]] || unbound_uid=$(id -u unbound) || problem TENANT_DNS recurse "needs the user unbound (package unbound)"
+        elif [[ -n $TENANT_DNS && $TENANT_DNS != forward ]]; then
+            problem TENANT_DNS "$TENANT_DNS" "expected empty, forward or recurse"
+        fi
         # The system VMs' public range (forsystemvms): no tenant ever holds its addresses.
         console_first=${CONSOLE_RANGE%-*} console_last=${CONSOLE_RANGE#*-}
         if [[ -n $CONSOLE_RANGE ]] && { [[ $CONSOLE_RANGE != *-* ]] || ! is_ipv4 "$console_first" || ! is_ipv4 "$console_last" ||
@@ -317,9 +315,9 @@ ${tenant_dns_input}        meta l4proto icmp accept
     counter system_dns_limited { }
     counter tenant_new_limited { }
     counter tenant_connections_limited { }
-    set tenant_dns { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }
-    set tenant_new { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }
-    set tenant_connections { type ipv4_addr; size 65535; flags dynamic; }
+    set tenant_dns { type ipv4_addr; flags dynamic,timeout; timeout 1m; }
+    set tenant_new { type ipv4_addr; flags dynamic,timeout; timeout 1m; }
+    set tenant_connections { type ipv4_addr; flags dynamic; }
     # DNS to the VPC resolver from system VMs and tenants (see TENANT_DNS_RATE):
     # every packet counts, replies aside, before conntrack's "established" passes
     # it (a flood from one socket is established after the first answer); in
@@ -351,10 +349,7 @@ EOF
 # hosted zone under a signed public zone would fail validation), in recurse mode
 # the root servers, validating with the package's trust anchor.
 router_dns_config() {
-    echo "# The tenants' resolver (cloudstack-ec2 overlay-network.sh, TENANT_DNS=$TENANT_DNS)"
-    printf 'server:\n    interface: %s\n    ip-freebind: yes\n    do-ip6: no\n' "$overlay_ip"
-    printf '    access-control: %s allow\n    hide-identity: yes\n    hide-version: yes\n' "$overlay_cidr"
-    if [[ $TENANT_DNS == forward ]]; then
-        printf '    module-config: "iterator"\nforward-zone:\n    name: "."\n    forward-addr: %s\n' "$vpc_resolver"
-    fi
+    printf 'server:\ninterface: %s\nip-freebind: yes\ndo-ip6: no\naccess-control: %s allow\nhide-identity: yes\nhide-version: yes\n' "$overlay_ip" "$overlay_cidr"
+    [[ $TENANT_DNS == recurse ]] ||
+        printf 'module-config: "iterator"\nforward-zone:\nname: "."\nforward-addr: %s\n' "$vpc_resolver"
 }

@@ -133,6 +133,10 @@ class OverlayConfig:
     #: the internet leaves with it, never with the infrastructure's (overlay-network.sh
     #: TENANT_ADDRESS). None: they leave with the router's own address.
     tenant_address: Optional[str] = None
+    #: Router: who answers tenants' DNS (overlay-network.sh TENANT_DNS): None, the VPC resolver;
+    #: "forward", the router's resolver forwarding to it (tenantPrivateDns); "recurse", the
+    #: router's resolver recursing from the root (needs tenant_address).
+    tenant_dns: Optional[str] = None
 
     @property
     def ip(self) -> str:
@@ -405,7 +409,7 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
         if o.storage_cidr is not None or o.tenant_vpc_access:
             raise UserDataError("overlay.storage_cidr/tenant_vpc_access: not accepted on a member; only the router"
                                 " filters what the overlay reaches")
-        for name in ("console_address", "console_range", "tenant_address"):
+        for name in ("console_address", "console_range", "tenant_address", "tenant_dns"):
             if getattr(o, name) is not None:
                 raise UserDataError(f"overlay.{name}: {getattr(o, name)!r} is not accepted on a member; only"
                                     " the router forwards the console")
@@ -421,6 +425,9 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
             raise UserDataError(f"overlay.tenant_address: {o.tenant_address!r} is not accepted; expected the"
                                 f" router's third private IPv4 address, inside the VPC {vpc} and not the console"
                                 " address")
+    if o.tenant_dns not in (None, "forward", "recurse") or (o.tenant_dns == "recurse" and o.tenant_address is None):
+        raise UserDataError(f"overlay.tenant_dns: {o.tenant_dns!r} is not accepted; expected None, 'forward' or"
+                            " 'recurse' (which needs tenant_address)")
     if o.console_range is not None:
         _check_console_range(o.console_range, iface.network, o.classes)
     if o.storage_cidr is None:
@@ -598,6 +605,8 @@ def overlay_environment(overlay: OverlayConfig) -> dict[str, str]:
             env["CONSOLE_RANGE"] = overlay.console_range
         if overlay.tenant_address is not None:
             env["TENANT_ADDRESS"] = overlay.tenant_address
+        if overlay.tenant_dns is not None:
+            env["TENANT_DNS"] = overlay.tenant_dns
     return env
 
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Optional, TextIO
 from components.model import catalog
 from components.model import ipplan
 from components.model import quotas
+from components.model import tenantlimits
 from components.model.settings import KEYS_BY_NAME, NAMESPACE, SettingsError
 from components.model.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
 
@@ -202,6 +203,12 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
             "multicastGroup": str(settings.multicast_group), "multicastMembers": plan.multicast_members,
         },
         "resources": resources,
+        # What the router gives tenants and system VMs (components/model/tenantlimits.py).
+        "tenants": {"egress": "the router's tenants' Elastic IP (never the infrastructure's)",
+                    "dns": ("the router's resolver, forwarding to the VPC resolver (tenantPrivateDns)"
+                            if settings.tenant_private_dns else
+                            "the router's resolver, recursing from the root (no VPC private zones)"),
+                    "budgets": tenantlimits.summary()},
         "hostCapacity": {
             "rows": [{"instanceType": c.instance_type, "hosts": c.hosts, "vcpus": c.vcpus, "memoryGib": c.memory_gib,
                       "hourlyUsd": c.hourly, "virtualization": c.virtualization, "startMinutes": c.start_text,
@@ -264,6 +271,9 @@ def render(report: dict, out: TextIO) -> None:
         ("multicast group members", f"{ip['multicastMembers']} of {ipplan.MAX_MULTICAST_MEMBERS} ({ip['multicastGroup']})"),
     ]
     _table(out, ("what", "address"), rows)
+    tenants = report["tenants"]
+    w(f"\nTenants and system VMs at the router\n  internet address: {tenants['egress']}\n"
+      f"  tenants' DNS: {tenants['dns']}\n" + "".join(f"  {line}\n" for line in tenants["budgets"]))
 
     w("\nResources per component\n")
     groups: dict[str, list] = defaultdict(list)

@@ -253,6 +253,11 @@ KEYS: tuple[Key, ...] = (
         rule=CrossKey("vm_forwards_valid", "a target must be in the public range of overlayCidr")),
     Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation.",
         rule=_tenant_vpc_access_cidrs),
+    # Tenants' DNS (the router's resolver, userdata/overlay-router.sh TENANT_DNS): false, it
+    # recurses from the root itself, so tenants never see the VPC's private hosted zones or
+    # its own names; true, it forwards to the VPC resolver, which answers them.
+    Key("tenantPrivateDns", "bool", False, "Tenant VMs' DNS answers include the VPC's private hosted zones and names (the router's resolver forwards to the VPC resolver); false: it resolves from the internet's root itself. See Isolation.",
+        rule=Plain("true or false")),
     # Instances
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need.",
         rule=Pattern(_INSTANCE_TYPE, "an EC2 instance type such as c5n.large")),
@@ -359,6 +364,8 @@ class Settings:
     efs_throughput_mode: str
     efs_provisioned_mibps: int
     tenant_vpc_access_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+    #: tenantPrivateDns: the router's resolver forwards tenants' queries to the VPC resolver.
+    tenant_private_dns: bool = False
     vm_forwards: tuple["VmForward", ...] = ()
     system_vm_wait_minutes: int = 30
     destroy_with_running_vms: bool = False

@@ -257,7 +257,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
                 console_address=v[2], console_range=str(plan.system_public_range),
-                tenant_address=v[3])))),
+                tenant_address=v[3], tenant_dns="forward" if settings.tenant_private_dns else "recurse")))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))

@@ -211,7 +211,17 @@ def test_recurse_mode_keeps_the_vpcs_private_names_from_tenants_not_from_system_
 
 def test_dns_config_is_refused_without_a_tenant_resolver(tenants: Lab):
     result = tenants.run("router", "bash", str(SCRIPT), "dns-config", env=tenants.overlay_env(ROUTER), check=False)
-    assert result.returncode == 2 and "only on the router, with TENANT_DNS" in result.stderr, result.stderr
+    assert result.returncode == 2 and "TENANT_DNS='' is invalid" in result.stderr, result.stderr
+
+
+def test_dns_config_reads_no_device_and_changes_nothing(tenants: Lab):
+    # The router's boot writes unbound's settings before the overlay is up: a namespace
+    # without the router's devices (a tenant stand-in's) prints the same settings.
+    env = {**tenants.overlay_env(ROUTER), "TENANT_DNS": "forward"}
+    before = tenants.state("tflood")
+    printed = tenants.run("tflood", "bash", str(SCRIPT), "dns-config", env=env)
+    assert printed.stdout == tenants.run("router", "bash", str(SCRIPT), "dns-config", env=env).stdout
+    assert f"forward-addr: {RESOLVER}" in printed.stdout and tenants.state("tflood") == before
 
 
 @pytest.mark.parametrize("env, words", [

@@ -120,6 +120,8 @@ def test_tenants_leave_with_the_interfaces_third_address_and_its_own_elastic_ip(
     # The router source-NATs system VMs and tenants to it (overlay-router.sh TENANT_ADDRESS).
     env = dev.boot_env(dev.instance("router"))
     assert (env["TENANT_ADDRESS"], env["CONSOLE_ADDRESS"]) == (third, console)
+    # tenantPrivateDns false (the default): tenants' DNS from the router's own recursion.
+    assert env["TENANT_DNS"] == "recurse"
     assert dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw").urn in tenant.dependencies
 
 
@@ -226,3 +228,8 @@ def test_the_router_forwards_consoles_only_into_the_system_vms_public_range(dev)
     [system_range] = [r for r in dev.registrations if r.type == "pulumi-python:dynamic/cloudstack:PublicIpRange"
                       and r.inputs.get("forsystemvms") is True]
     assert env["CONSOLE_RANGE"] == f"{system_range.inputs['startip']}-{system_range.inputs['endip']}"
+
+
+def test_tenant_private_dns_makes_the_routers_resolver_forward_to_the_vpc_resolver(deploy):
+    private = deploy(tenantPrivateDns=True)
+    assert private.boot_env(private.instance("router"))["TENANT_DNS"] == "forward"
