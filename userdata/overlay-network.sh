@@ -26,7 +26,8 @@
 #             tenants (any other overlay   the VPC resolver (DNS), TENANT_VPC_ACCESS,
 #               address)                   the internet
 #           "The internet" excludes VPC_CIDR, private (10/8, 172.16/12,
-#           192.168/16), shared (100.64/10) and link-local (169.254/16) space;
+#           192.168/16), shared (100.64/10) and link-local (169.254/16) space,
+#           and for tenants TENANT_REFUSED;
 #           169.254.0.0/16 (the router's own instance metadata) is never
 #           forwarded, nor a new packet from cloudbr0 whose source is outside
 #           the overlay (forged). Budgets (overlay-router.sh): DNS per tenant
@@ -81,6 +82,10 @@
 #                    VPC_CIDR, e.g. 10.0.0.0/24                         (router: required)
 #   TENANT_VPC_ACCESS router: space-separated IPv4 CIDRs tenants may also reach
 #                    (default: none), e.g. "10.0.8.0/24"
+#   TENANT_REFUSED   router: space-separated IPv4 CIDRs outside private space that
+#                    tenants never reach unless TENANT_VPC_ACCESS names them: what
+#                    the VPC routes elsewhere than the internet (gateway endpoints'
+#                    prefix lists, routes to VPNs). Default: none
 #   VM_FORWARDS      router: services offered from VMs, forwarded like
 #                    ROUTER_DNAT (same entry format), but the target must be a
 #                    tenant address (inside the overlay, outside INFRA_CIDR and
@@ -270,6 +275,7 @@ CONSOLE_FORWARDS=${CONSOLE_FORWARDS-}
 CONSOLE_RANGE=${CONSOLE_RANGE-}
 TENANT_ADDRESS=${TENANT_ADDRESS-}
 TENANT_DNS=${TENANT_DNS-}
+TENANT_REFUSED=${TENANT_REFUSED-}
 MODE=${1-apply}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
@@ -420,7 +426,7 @@ if [[ $OVERLAY_ROLE == router ]]; then
     router_part
     router_check
 else
-    for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
+    for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS TENANT_REFUSED; do
         [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router's forwarding is filtered by it; expected empty on a member"
     done
 fi

@@ -136,6 +136,15 @@ router_check() {
         elif $vpc_ok && { ((${STORAGE_CIDR#*/} < vpc_prefix)) || ! in_net "${STORAGE_CIDR%/*}" "$vpc_ip" "$vpc_prefix"; }; then
             problem STORAGE_CIDR "$STORAGE_CIDR" "expected a subnet inside VPC_CIDR $VPC_CIDR"
         fi
+        refused_more=""
+        read -r -a refused_words <<<"$TENANT_REFUSED"
+        for entry in "${refused_words[@]}"; do
+            if ! is_cidr "$entry" || ((${entry#*/} == 0)); then
+                problem TENANT_REFUSED "$entry" "expected IPv4 network/prefix entries, not 0.0.0.0/0"
+            else
+                refused_more+=", $entry"
+            fi
+        done
         read -r -a access_words <<<"$TENANT_VPC_ACCESS"
         for entry in "${access_words[@]}"; do
             if ! is_cidr "$entry" || ((${entry#*/} == 0)); then
@@ -290,7 +299,7 @@ ${direct_rules}        counter name "inbound_refused" reject with icmp type admi
         ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 accept
         update @tenant_new { ip saddr limit rate over $TENANT_NEW_RATE/second burst $TENANT_NEW_BURST packets } counter name "tenant_new_limited" drop
         add @tenant_connections { ip saddr ct count over $TENANT_CONNECTIONS } counter name "tenant_connections_limited" reject with icmp type admin-prohibited
-${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_refused" reject with icmp type admin-prohibited
+${tenant_access_rule}        ip daddr { $not_internet$refused_more } counter name "tenant_refused" reject with icmp type admin-prohibited
         accept
     }
     # The router itself answers infrastructure only (and ICMP, for diagnostics

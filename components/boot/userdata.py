@@ -137,6 +137,10 @@ class OverlayConfig:
     #: "forward", the router's resolver forwarding to it (tenantPrivateDns); "recurse", the
     #: router's resolver recursing from the root (needs tenant_address).
     tenant_dns: Optional[str] = None
+    #: Router: public IPv4 CIDRs tenants never reach unless tenant_vpc_access names them: the
+    #: gateway-endpoint services' prefixes and what the VPC routes to VPNs or peers
+    #: (components/model/tenantlimits.refused_to_tenants; overlay-network.sh TENANT_REFUSED).
+    tenant_refused: tuple[str, ...] = ()
 
     @property
     def ip(self) -> str:
@@ -406,8 +410,8 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
                             f" a /{ipplan.MIN_OVERLAY_PREFIX}../{ipplan.MAX_OVERLAY_PREFIX} (the firewalls take"
                             " its address classes from the IP plan)")
     if role == "member":
-        if o.storage_cidr is not None or o.tenant_vpc_access:
-            raise UserDataError("overlay.storage_cidr/tenant_vpc_access: not accepted on a member; only the router"
+        if o.storage_cidr is not None or o.tenant_vpc_access or o.tenant_refused:
+            raise UserDataError("overlay.storage_cidr/tenant_vpc_access/tenant_refused: not accepted on a member; only the router"
                                 " filters what the overlay reaches")
         for name in ("console_address", "console_range", "tenant_address", "tenant_dns"):
             if getattr(o, name) is not None:
@@ -437,6 +441,11 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
     if storage is None or not storage.subnet_of(vpc):
         raise UserDataError(f"overlay.storage_cidr: {o.storage_cidr!r} is not accepted; expected the dedicated"
                             f" subnet's IPv4 CIDR inside the VPC {vpc}")
+    for i, text in enumerate(o.tenant_refused):
+        net = _ip_value(f"overlay.tenant_refused[{i}]", text, ipaddress.IPv4Network)
+        if net is None or net.prefixlen == 0:
+            raise UserDataError(f"overlay.tenant_refused[{i}]: {text!r} is not accepted; expected an IPv4 CIDR"
+                                " (host bits zero), not 0.0.0.0/0")
     for i, text in enumerate(o.tenant_vpc_access):
         net = _ip_value(f"overlay.tenant_vpc_access[{i}]", text, ipaddress.IPv4Network)
         if net is None or net.prefixlen == 0 or net.overlaps(rules.LINK_LOCAL) \
@@ -603,10 +612,9 @@ def overlay_environment(overlay: OverlayConfig) -> dict[str, str]:
             env["CONSOLE_ADDRESS"] = overlay.console_address
         if overlay.console_range is not None:
             env["CONSOLE_RANGE"] = overlay.console_range
-        if overlay.tenant_address is not None:
-            env["TENANT_ADDRESS"] = overlay.tenant_address
-        if overlay.tenant_dns is not None:
-            env["TENANT_DNS"] = overlay.tenant_dns
+        tenants = {"TENANT_ADDRESS": overlay.tenant_address, "TENANT_DNS": overlay.tenant_dns,
+                   "TENANT_REFUSED": " ".join(overlay.tenant_refused) or None}
+        env.update((name, value) for name, value in tenants.items() if value is not None)
     return env
 
 

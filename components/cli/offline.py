@@ -291,6 +291,15 @@ class OfflineMocks(pulumi.runtime.Mocks):
             name = regions.service_principal(a["serviceName"], self.partition)
             return {"name": name, "serviceName": a["serviceName"], "region": self.region,
                     "suffix": name.split(".", 1)[1], "id": name}
+        if token == "aws:ec2/getPrefixList:getPrefixList":
+            # Stand-ins from the documentation ranges (RFC 5737): the real lists are AWS's.
+            name = a.get("name", "")
+            cidrs = ["198.51.100.0/25"] if name.endswith(".s3") else ["203.0.113.0/25"]
+            return {"id": f"pl-{_stable_number(name) % 10**8:08x}", "name": name, "cidrBlocks": cidrs}
+        if token == "aws:ec2/getRouteTable:getRouteTable":
+            # An existing table as the data source shows it: local and propagated routes left out.
+            return {"id": a.get("routeTableId"), "routeTableId": a.get("routeTableId"), "routes": [],
+                    "associations": [], "tags": {}}
         if token == "aws:ec2/getSubnet:getSubnet":
             return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", ""),
                     "availabilityZone": self.zones[0]}

@@ -20,6 +20,7 @@ from components.model import cloudmonkey
 from components.model import deployed as deployed_state
 from components.model import naming
 from components.model import regions
+from components.model import tenantlimits
 from components.boot import userdata
 from components.resources.bootstore import BootScriptBucket, BootScriptBucketArgs
 from components.program.config import load_settings, lookup_instance_type, region_zones
@@ -75,6 +76,28 @@ def check_existing_network(settings: Settings) -> str:
                                      f"subnet {settings.cloudstack_subnet_id} is {subnet.cidr_block}; "
                                      "set cloudstackSubnetCidr to its real CIDR")])
     return subnet.availability_zone
+
+
+def tenant_refused(settings: Settings, region: str) -> tuple[str, ...]:
+    """With an existing VPC, the public destinations it sends elsewhere than the internet,
+    which tenants must not reach with the VPC's identity (tenantlimits.refused_to_tenants):
+    the gateway-endpoint services' regional prefix lists, and the static routes of
+    routeTableIds to VPNs, transit gateways or peers. A VPN's propagated routes are not
+    seen: the route table data source leaves them out (terraform-provider-aws,
+    flattenDataSourceRoutes). A new VPC has neither: ()."""
+    if not settings.uses_existing_vpc:
+        return ()
+    partition = aws.get_partition().partition
+    prefixes = [c for name in tenantlimits.gateway_endpoint_prefix_list_names(region, partition)
+                for c in aws.ec2.get_prefix_list(name=name).cidr_blocks]
+    routes = []
+    for table_id in settings.route_table_ids:
+        for r in aws.ec2.get_route_table(route_table_id=table_id).routes:
+            target = (r.gateway_id or r.transit_gateway_id or r.vpc_peering_connection_id or r.nat_gateway_id
+                      or r.network_interface_id or r.vpc_endpoint_id or r.local_gateway_id or r.carrier_gateway_id
+                      or r.core_network_arn or "other")
+            routes.append((r.cidr_block, target))
+    return tenantlimits.refused_to_tenants(prefixes, routes)
 
 
 def database_zone(settings: Settings, management_zone: str) -> Optional[str]:
@@ -246,6 +269,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
                             wait_for=[multicast.association, boot_scripts.objects[boot_role]])
 
     member_sgs = [underlay.member_sg_id]
+    refused = tenant_refused(settings, region)
     router = OverlayRouter("router", OverlayRouterArgs(
         instance=instance(settings.router_instance_type, [underlay.member_sg_id, underlay.router_sg_id], "router"),
         render_user_data=lambda console_ip, tenant_ip: pulumi.Output.all(
@@ -257,7 +281,8 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
                 console_address=v[2], console_range=str(plan.system_public_range),
-                tenant_address=v[3], tenant_dns="forward" if settings.tenant_private_dns else "recurse")))),
+                tenant_address=v[3], tenant_dns="forward" if settings.tenant_private_dns else "recurse",
+                tenant_refused=refused)))),
         overlay_cidr=str(settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=prefix, vm_forwards=[f.dnat for f in settings.vm_forwards]))

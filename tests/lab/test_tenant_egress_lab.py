@@ -24,7 +24,7 @@ import time
 import pytest
 
 from .netlab import (
-    DNS_NAME, ELASTIC_IP, INTERNET_CLIENT, INTERNET_PORT, RESOLVER, ROUTER, SCRIPT, TENANT_ADDRESS, TENANT_EIP,
+    DNS_NAME, ELASTIC_IP, FAR_HOST, INTERNET_CLIENT, INTERNET_PORT, RESOLVER, ROUTER, SCRIPT, TENANT_ADDRESS, TENANT_EIP,
     TOOLS, Lab,
 )
 from .test_isolation_lab import REFUSED_TIMEOUT, ROUTER_TABLE, connect, counter, plug, without
@@ -228,8 +228,43 @@ def test_dns_config_reads_no_device_and_changes_nothing(tenants: Lab):
     ({"TENANT_DNS": "vpc"}, "expected empty, forward"),
     ({"TENANT_DNS": "recurse"}, "needs TENANT_ADDRESS"),
     ({"TENANT_ADDRESS": "192.0.2.7"}, "inside VPC_CIDR"),
+    ({"TENANT_REFUSED": "0.0.0.0/0"}, "not 0.0.0.0/0"),
 ])
 def test_bad_tenant_settings_are_refused_before_anything_changes(tenants: Lab, env: dict, words: str):
     result = tenants.run("router", "bash", str(SCRIPT), env={**tenants.overlay_env(ROUTER), "TENANT_ADDRESS": "",
                                                                **env}, check=False)
     assert result.returncode == 2 and words in result.stderr and "nothing was changed" in result.stderr, result.stderr
+
+
+# --- public destinations the VPC routes elsewhere (TENANT_REFUSED) ----------------------------
+
+@pytest.fixture
+def refused(tenants: Lab):
+    """apply(**variables): the router with the tenants' address and `variables`; undone afterwards."""
+    def apply(**variables: str) -> None:
+        tenants.router_env = {"TENANT_ADDRESS": TENANT_ADDRESS, **variables}
+        result = tenants.overlay_script(ROUTER)
+        assert result.returncode == 0, result.stderr
+
+    try:
+        yield apply
+    finally:
+        tenants.router_env = {"TENANT_ADDRESS": TENANT_ADDRESS}
+        tenants.overlay_script(ROUTER)
+
+
+def test_a_public_prefix_the_vpc_routes_elsewhere_is_refused_to_tenants_unless_named(tenants: Lab, refused):
+    # The far host's network stands for a gateway endpoint's prefixes or a VPN's routes.
+    assert connect(tenants, "tquiet", FAR_HOST, INTERNET_PORT) == (True, f"far {TENANT_EIP}")
+    refused(TENANT_REFUSED="192.0.2.0/24")
+    before = counter(tenants, "tenant_refused")
+    assert not connect(tenants, "tquiet", FAR_HOST, INTERNET_PORT, REFUSED_TIMEOUT)[0]
+    assert counter(tenants, "tenant_refused") > before
+    # The infrastructure is not a tenant.
+    assert connect(tenants, "mgmt", FAR_HOST, INTERNET_PORT) == (True, f"far {ELASTIC_IP}")
+    # The proof: the prefix out of the tenants' refused set.
+    with without(tenants, "router", ROUTER_TABLE, ("from_tenant", "192.0.2.0/24, =>")):
+        assert connect(tenants, "tquiet", FAR_HOST, INTERNET_PORT) == (True, f"far {TENANT_EIP}")
+    # tenantVpcAccessCidrs opens it again.
+    refused(TENANT_REFUSED="192.0.2.0/24", TENANT_VPC_ACCESS="192.0.2.0/24")
+    assert connect(tenants, "tquiet", FAR_HOST, INTERNET_PORT) == (True, f"far {TENANT_EIP}")

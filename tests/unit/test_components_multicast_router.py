@@ -177,6 +177,22 @@ def test_elastic_ip_in_an_existing_vpc_has_no_gateway_to_wait_for(deploy):
                routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
     assert d.of_type("aws:ec2/internetGateway:InternetGateway") == []
     assert d.get("aws:ec2/eip:Eip", "router-eip")
+
+
+def test_in_an_existing_vpc_tenants_are_refused_the_gateway_endpoint_services(deploy):
+    d = deploy(vpcId="vpc-0e0e0e0e0e0e0e0e1", cloudstackSubnetId="subnet-0c0c0c0c0c0c0c0c1",
+               dbSubnetIds=["subnet-0d0d0d0d0d0d0d0d1", "subnet-0d0d0d0d0d0d0d0d2"],
+               routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
+    # The offline runner's stand-ins for the region's S3 and DynamoDB prefix lists.
+    assert d.boot_env(d.instance("router"))["TENANT_REFUSED"] == "198.51.100.0/25 203.0.113.0/25"
+    asked = [args.get("name") for token, args in d.run.invokes if token == "aws:ec2/getPrefixList:getPrefixList"]
+    assert asked == ["com.amazonaws.us-east-1.s3", "com.amazonaws.us-east-1.dynamodb"]
+    assert sorted(args["routeTableId"] for token, args in d.run.invokes
+                  if token == "aws:ec2/getRouteTable:getRouteTable") == ["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"]
+
+
+def test_in_a_new_vpc_nothing_public_is_refused_to_tenants(dev):
+    assert "TENANT_REFUSED" not in dev.boot_env(dev.instance("router"))
 # --- services offered from VMs (vmForwards) ------------------------------------------------
 
 def plain(value):
