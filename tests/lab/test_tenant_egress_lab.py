@@ -268,3 +268,48 @@ def test_a_public_prefix_the_vpc_routes_elsewhere_is_refused_to_tenants_unless_n
     # tenantVpcAccessCidrs opens it again.
     refused(TENANT_REFUSED="192.0.2.0/24", TENANT_VPC_ACCESS="192.0.2.0/24")
     assert connect(tenants, "tquiet", FAR_HOST, INTERNET_PORT) == (True, f"far {TENANT_EIP}")
+
+
+# --- new connections per tenant address ---------------------------------------------------
+
+NEW_FLOWS = 1000
+#: Each datagram from a socket of its own: a new flow (conntrack entry) through the router.
+SEND_FLOWS = f"""
+import socket
+for _ in range({NEW_FLOWS}):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"x", ("{INTERNET_CLIENT}", 9))
+"""
+FLOW_COUNTER = """table ip lab_flows
+delete table ip lab_flows
+table ip lab_flows {
+    counter flows { }
+    chain forward { type filter hook forward priority filter; policy accept;
+        udp dport 9 counter name "flows"
+    }
+}
+"""
+
+
+def flows_through(lab: Lab, client: str) -> int:
+    """How many of NEW_FLOWS new UDP flows from `client` the VPC router passed to the internet."""
+    lab.run("vpcr", "nft", "-f", "-", input=FLOW_COUNTER)
+    try:
+        lab.run(client, sys.executable, "-c", SEND_FLOWS, timeout=60)
+        time.sleep(0.2)
+        return lab.counter("flows", "vpcr", "ip lab_flows")
+    finally:
+        lab.run("vpcr", "nft", "delete", "table", "ip", "lab_flows", check=False)
+
+
+def test_a_tenants_new_connections_are_limited_per_address(tenants: Lab):
+    limited = counter(tenants, "tenant_new_limited")
+    passed = flows_through(tenants, "tquiet")
+    # The burst (400, less what earlier tests' connections of the same address may still
+    # owe) and the rate (200 a second) for as long as the sending takes.
+    assert 350 <= passed < NEW_FLOWS, passed
+    assert counter(tenants, "tenant_new_limited") - limited == NEW_FLOWS - passed
+    # System VMs are not limited, nor a tenant without the rule.
+    assert flows_through(tenants, "tsys") == NEW_FLOWS
+    with without(tenants, "router", ROUTER_TABLE, ("from_tenant", "tenant_new_limited")):
+        assert flows_through(tenants, "tquiet") == NEW_FLOWS
