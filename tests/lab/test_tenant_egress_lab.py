@@ -61,8 +61,8 @@ def tenants(lab: Lab):
         lab.overlay_script(ROUTER)
 
 
-def resolves(lab: Lab, client: str, timeout: float = 2) -> bool:
-    result = lab.tool(client, "resolve", RESOLVER, DNS_NAME, str(timeout), check=False, timeout=15)
+def resolves(lab: Lab, client: str, timeout: float = 2, name: str = DNS_NAME) -> bool:
+    result = lab.tool(client, "resolve", RESOLVER, name, str(timeout), check=False, timeout=15)
     return result.returncode == 0
 
 
@@ -207,6 +207,41 @@ def test_recurse_mode_keeps_the_vpcs_private_names_from_tenants_not_from_system_
     # The proof: the same tenant, with the router's resolver forwarding to the VPC resolver.
     tenant_resolver("forward")
     assert resolves(tenants, "tquiet")
+
+
+RESOLVER_SOURCES = """table ip lab_resolver
+delete table ip lab_resolver
+table ip lab_resolver {
+    counter tenants { }
+    counter router { }
+    chain prerouting { type filter hook prerouting priority raw; policy accept;
+        iifname "vr-sub" ip saddr %s udp dport 53 ip daddr != %s counter name "tenants"
+        iifname "vr-sub" ip saddr %s udp dport 53 ip daddr != %s counter name "router"
+    }
+}
+""" % (TENANT_ADDRESS, RESOLVER, ROUTER.underlay, RESOLVER)
+
+
+def resolver_sources(lab: Lab) -> tuple[int, int]:
+    """(from the tenants' address, from the router's) of the DNS queries the VPC router saw
+    going elsewhere than the VPC resolver since the table was loaded: the recursion's."""
+    return lab.counter("tenants", "vpcr", "ip lab_resolver"), lab.counter("router", "vpcr", "ip lab_resolver")
+
+
+def test_the_routers_recursion_leaves_with_the_tenants_address(tenants: Lab, tenant_resolver):
+    tenant_resolver("recurse")
+    tenants.run("vpcr", "nft", "-f", "-", input=RESOLVER_SOURCES)
+    try:
+        # The lab has no root servers: the queries go out, unanswered.
+        resolves(tenants, "tquiet", timeout=1)
+        assert resolver_sources(tenants)[0] > 0 and resolver_sources(tenants)[1] == 0, resolver_sources(tenants)
+        with without(tenants, "router", ROUTER_TABLE, ("postrouting", "meta skuid")):
+            tenants.run("vpcr", "nft", "-f", "-", input=RESOLVER_SOURCES)
+            # Another name: the first one's failure may be cached.
+            resolves(tenants, "tquiet", timeout=1, name="other.lab.internal")
+            assert resolver_sources(tenants)[1] > 0, resolver_sources(tenants)
+    finally:
+        tenants.run("vpcr", "nft", "delete", "table", "ip", "lab_resolver", check=False)
 
 
 def test_dns_config_is_refused_without_a_tenant_resolver(tenants: Lab):
