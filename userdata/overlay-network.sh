@@ -10,8 +10,9 @@
 #           sync 169.254.169.123, DNS 169.254.169.253) on the underlay device, so
 #           they answer for THIS instance, not for the router.
 #   router  no default route over the overlay; IPv4 forwarding on; nftables table
-#           "ip cloudstack_overlay": source NAT (to the underlay address) for
-#           overlay traffic leaving VPC_CIDR and for DNS to the VPC resolver
+#           "ip cloudstack_overlay": source NAT for overlay traffic leaving
+#           VPC_CIDR (infrastructure: to the underlay address; system VMs and
+#           tenants: to TENANT_ADDRESS) and for DNS to the VPC resolver
 #           (VPC base + 2, which answers VPC sources only); no NAT for other
 #           traffic to VPC_CIDR; ROUTER_DNAT forwards from the underlay address;
 #           the TCP MSS of forwarded SYN and SYN-ACK packets between the overlay
@@ -25,10 +26,13 @@
 #             tenants (any other overlay   the VPC resolver (DNS), TENANT_VPC_ACCESS,
 #               address)                   the internet
 #           "The internet" excludes VPC_CIDR, private (10/8, 172.16/12,
-#           192.168/16), shared (100.64/10) and link-local (169.254/16) space;
+#           192.168/16), shared (100.64/10) and link-local (169.254/16) space,
+#           and for tenants TENANT_REFUSED;
 #           169.254.0.0/16 (the router's own instance metadata) is never
 #           forwarded, nor a new packet from cloudbr0 whose source is outside
-#           the overlay (forged). New connections from tenants and system VMs to the router
+#           the overlay (forged). Budgets (overlay-router.sh): DNS per tenant
+#           address, all tenants and all system VMs; new connections per tenant
+#           address. New connections from tenants and system VMs to the router
 #           itself are refused. From the VPC/internet into the overlay, new
 #           connections only as DNAT (ROUTER_DNAT, VM_FORWARDS, CONSOLE_FORWARDS),
 #           to a ROUTER_DNAT target at its own address (the UI/API), or ICMP; who
@@ -80,6 +84,10 @@
 #                    VPC_CIDR, e.g. 10.0.0.0/24                         (router: required)
 #   TENANT_VPC_ACCESS router: space-separated IPv4 CIDRs tenants may also reach
 #                    (default: none), e.g. "10.0.8.0/24"
+#   TENANT_REFUSED   router: space-separated IPv4 CIDRs outside private space that
+#                    tenants never reach unless TENANT_VPC_ACCESS names them: what
+#                    the VPC routes elsewhere than the internet (gateway endpoints'
+#                    prefix lists, routes to VPNs). Default: none
 #   VM_FORWARDS      router: services offered from VMs, forwarded like
 #                    ROUTER_DNAT (same entry format), but the target must be a
 #                    tenant address (inside the overlay, outside INFRA_CIDR and
@@ -100,6 +108,20 @@
 #                    IP: the console proxy VM's public address, in CONSOLE_RANGE
 #                    and checked as for VM_FORWARDS. Needs CONSOLE_ADDRESS and
 #                    CONSOLE_RANGE. Default: none
+#   TENANT_ADDRESS   router: the third private IPv4 of its ENI (inside VPC_CIDR),
+#                    with an Elastic IP of its own: system VMs' and tenants'
+#                    traffic leaving VPC_CIDR is source-NATed to it, never to the
+#                    infrastructure's address; not the underlay address, and
+#                    nothing but replies comes in through it (like CONSOLE_ADDRESS).
+#                    Default: none (they leave with the underlay address)
+#   TENANT_DNS       router: who answers tenants' DNS (queries to the VPC resolver):
+#                    empty (default) the VPC resolver; forward: this router's
+#                    resolver (unbound; `overlay-network.sh dns-config` checks the
+#                    variables, then prints its settings: unbound.conf(5)), which
+#                    forwards to the VPC resolver; recurse: this
+#                    router's resolver, recursing from the root itself (private
+#                    hosted zones and the VPC's names stay unseen; needs
+#                    TENANT_ADDRESS, which its queries leave with)
 set -euo pipefail
 export LC_ALL=C
 
@@ -137,6 +159,12 @@ problem() { # variable value accepted
 }
 fatal() {
     echo "$PROG: $*" >&2
+    exit 2
+}
+stop_on_problems() {
+    ((${#errors[@]})) || return 0
+    for e in "${errors[@]}"; do echo "$PROG: $e" >&2; done
+    echo "$PROG: nothing was changed" >&2
     exit 2
 }
 log() { echo "$PROG: $*"; }
@@ -250,8 +278,13 @@ VM_FORWARDS=${VM_FORWARDS-}
 CONSOLE_ADDRESS=${CONSOLE_ADDRESS-}
 CONSOLE_FORWARDS=${CONSOLE_FORWARDS-}
 CONSOLE_RANGE=${CONSOLE_RANGE-}
+TENANT_ADDRESS=${TENANT_ADDRESS-}
+TENANT_DNS=${TENANT_DNS-}
+TENANT_REFUSED=${TENANT_REFUSED-}
+MODE=${1-apply}
 
 command -v ip >/dev/null || fatal "the ip command (iproute2) is missing"
+[[ $MODE == apply || $MODE == dns-config ]] || fatal "unknown argument '$MODE'; expected none (apply) or dns-config"
 
 case $OVERLAY_ROLE in
 router | member) ;;
@@ -319,13 +352,34 @@ if [[ $OVERLAY_ROLE == member ]]; then
     elif [[ $OVERLAY_GATEWAY == "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "is this member's own address; expected the router's overlay address"
     fi
-    for name in ROUTER_DNAT VM_FORWARDS CONSOLE_ADDRESS CONSOLE_FORWARDS CONSOLE_RANGE; do
+    for name in ROUTER_DNAT VM_FORWARDS CONSOLE_ADDRESS CONSOLE_FORWARDS CONSOLE_RANGE TENANT_ADDRESS TENANT_DNS; do
         [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router forwards ports; expected empty on a member"
     done
 elif [[ $OVERLAY_ROLE == router ]]; then
     if [[ -n $OVERLAY_GATEWAY && $OVERLAY_GATEWAY != "$overlay_ip" ]]; then
         problem OVERLAY_GATEWAY "$OVERLAY_GATEWAY" "the router is the overlay gateway; expected unset or its own address $overlay_ip"
     fi
+fi
+
+# The router's own part (forwards, isolation, NAT): shipped to the router only.
+router_part() {
+    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
+    # shellcheck source=overlay-router.sh
+    source "$SCRIPT_DIR/overlay-router.sh"
+}
+
+# "dns-config": print the settings of the router's resolver for tenants
+# (TENANT_DNS) and stop; reads no device and changes nothing.
+if [[ $MODE == dns-config ]]; then
+    if [[ $OVERLAY_ROLE == router && -n $TENANT_DNS ]]; then
+        router_part
+        router_check
+    else
+        problem TENANT_DNS "$TENANT_DNS" "dns-config: expected forward or recurse, on the router"
+    fi
+    stop_on_problems
+    router_dns_config
+    exit 0
 fi
 
 # The devices we create must be ours if they already exist.
@@ -350,11 +404,12 @@ if [[ -n $UNDERLAY_DEV ]]; then
     elif [[ $UNDERLAY_DEV == "$BRIDGE" || $UNDERLAY_DEV == "$VXLAN_DEV" ]]; then
         problem UNDERLAY_DEV "$UNDERLAY_DEV" "expected the underlay device, not an overlay device"
     else
-        # Not the console address, in whatever order the kernel lists them.
-        underlay_addr=$(ip -4 -o addr show dev "$UNDERLAY_DEV" scope global | awk -v c="$CONSOLE_ADDRESS" 'index($4, c "/") != 1 {print $4; exit}')
+        # Not the console or the tenants' address, in whatever order the kernel lists them.
+        underlay_addr=$(ip -4 -o addr show dev "$UNDERLAY_DEV" scope global |
+            awk -v c="$CONSOLE_ADDRESS" -v t="$TENANT_ADDRESS" 'index($4, c "/") != 1 && index($4, t "/") != 1 {print $4; exit}')
         underlay_mtu=$(<"/sys/class/net/$UNDERLAY_DEV/mtu")
         if [[ -z $underlay_addr ]]; then
-            problem UNDERLAY_DEV "$UNDERLAY_DEV" "has no IPv4 address (CONSOLE_ADDRESS aside); expected the instance's underlay (VPC) device"
+            problem UNDERLAY_DEV "$UNDERLAY_DEV" "has no IPv4 address (CONSOLE_ADDRESS aside, and TENANT_ADDRESS); expected the instance's underlay (VPC) device"
         elif is_uint "$OVERLAY_MTU" && ((underlay_mtu < OVERLAY_MTU + VXLAN_OVERHEAD)); then
             problem OVERLAY_MTU "$OVERLAY_MTU" "the underlay device $UNDERLAY_DEV has MTU $underlay_mtu; it must carry OVERLAY_MTU + $VXLAN_OVERHEAD, so expected at most $((underlay_mtu - VXLAN_OVERHEAD)) (or raise the underlay MTU)"
         else
@@ -373,13 +428,10 @@ if [[ -n $UNDERLAY_DEV ]]; then
 fi
 
 if [[ $OVERLAY_ROLE == router ]]; then
-    # The router's own part (forwards, isolation, NAT): shipped to the router only.
-    [[ -r $SCRIPT_DIR/overlay-router.sh ]] || fatal "$SCRIPT_DIR/overlay-router.sh (the router's part) is missing"
-    # shellcheck source=overlay-router.sh
-    source "$SCRIPT_DIR/overlay-router.sh"
+    router_part
     router_check
 else
-    for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS; do
+    for name in INFRA_CIDR SYSTEM_RANGE STORAGE_CIDR TENANT_VPC_ACCESS TENANT_REFUSED; do
         [[ -z ${!name// /} ]] || problem "$name" "${!name}" "only the router's forwarding is filtered by it; expected empty on a member"
     done
 fi
@@ -388,11 +440,7 @@ if [[ $OVERLAY_ROLE == router ]] && ! command -v nft >/dev/null; then
     problem OVERLAY_ROLE router "the router needs the nft command (package nftables)"
 fi
 
-if ((${#errors[@]})); then
-    for e in "${errors[@]}"; do echo "$PROG: $e" >&2; done
-    echo "$PROG: nothing was changed" >&2
-    exit 2
-fi
+stop_on_problems
 $underlay_ok || fatal "internal error: underlay not validated"
 
 # --- apply (each step is a no-op when already in place) --------------------

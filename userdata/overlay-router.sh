@@ -4,10 +4,26 @@
 # counts against EC2's 16 KiB). It reads and sets overlay-network.sh's variables;
 # see there for what they mean.
 #   router_check  validates ROUTER_DNAT, VM_FORWARDS, CONSOLE_ADDRESS,
-#                 CONSOLE_RANGE, CONSOLE_FORWARDS and the isolation variables
-#                 (adds to the problems list; changes nothing)
+#                 CONSOLE_RANGE, CONSOLE_FORWARDS, TENANT_ADDRESS and the
+#                 isolation variables (adds to the problems list; changes nothing)
 #   router_apply  routes, forwarding and the nftables table ip cloudstack_overlay
+#   router_dns_config  prints the configuration of the tenants' resolver (unbound)
+#                 that TENANT_DNS asks for (changes nothing)
 # shellcheck disable=SC2154  # the variables are overlay-network.sh's
+
+# Budgets of tenants and system VMs (components/model/tenantlimits.py holds the same
+# figures; a test compares them). The VPC resolver answers at most 1024 packets per
+# second from one network interface (Amazon VPC User Guide, "Amazon DNS server",
+# quotas), and every overlay query leaves through this router's: without budgets one
+# tenant could take all of it. Per tenant address (a virtual router's public NIC,
+# the queries of its whole guest network), all tenants together, and all system VMs
+# together: 1024 - TENANT_DNS_TOTAL - SYSTEM_DNS_TOTAL stays for the
+# infrastructure, which is not limited.
+readonly TENANT_DNS_RATE=50 TENANT_DNS_BURST=100 TENANT_DNS_TOTAL=500
+readonly SYSTEM_DNS_TOTAL=100 SYSTEM_DNS_BURST=200
+# New connections through the router per tenant address: rate, and how many it may
+# hold at once (the router's conntrack table and NAT ports are shared by all).
+readonly TENANT_NEW_RATE=200 TENANT_NEW_BURST=400 TENANT_CONNECTIONS=4096
 
 router_check() {
     dnat_entries=()
@@ -18,6 +34,23 @@ router_check() {
         # it forwards. The underlay address is never it (overlay-network.sh).
         if [[ -n $CONSOLE_ADDRESS ]] && { ! is_ipv4 "$CONSOLE_ADDRESS" || { $vpc_ok && ! in_net "$CONSOLE_ADDRESS" "$vpc_ip" "$vpc_prefix"; }; }; then
             problem CONSOLE_ADDRESS "$CONSOLE_ADDRESS" "expected the router's second private IPv4 address, inside VPC_CIDR $VPC_CIDR"
+        fi
+        # Tenants' and system VMs' way out: the router's third private address, with an
+        # Elastic IP of its own, so that no allowlist of the infrastructure's address
+        # (the underlay address's, which the instances' AWS API calls use) admits them.
+        if [[ -n $TENANT_ADDRESS ]] && { ! is_ipv4 "$TENANT_ADDRESS" || { $vpc_ok && ! in_net "$TENANT_ADDRESS" "$vpc_ip" "$vpc_prefix"; } ||
+            [[ $TENANT_ADDRESS == "$CONSOLE_ADDRESS" ]]; }; then
+            problem TENANT_ADDRESS "$TENANT_ADDRESS" "expected the router's third private IPv4, inside VPC_CIDR $VPC_CIDR, not CONSOLE_ADDRESS"
+        fi
+        # Tenants' DNS: answered by this router's resolver (unbound), which either
+        # forwards to the VPC resolver (private hosted zones and the VPC's own names
+        # visible) or recurses itself from the root (the internet's view only; its
+        # queries leave with TENANT_ADDRESS). Empty: straight to the VPC resolver.
+        if [[ $TENANT_DNS == recurse ]]; then
+            [[ -n $TENANT_ADDRESS ]] || problem TENANT_DNS recurse "needs TENANT_ADDRESS (its queries leave with it)"
+            [[ $MODE == dns-config ]] || unbound_uid=$(id -u unbound) || problem TENANT_DNS recurse "needs the user unbound (package unbound)"
+        elif [[ -n $TENANT_DNS && $TENANT_DNS != forward ]]; then
+            problem TENANT_DNS "$TENANT_DNS" "expected empty, forward or recurse"
         fi
         # The system VMs' public range (forsystemvms): no tenant ever holds its addresses.
         console_first=${CONSOLE_RANGE%-*} console_last=${CONSOLE_RANGE#*-}
@@ -103,6 +136,15 @@ router_check() {
         elif $vpc_ok && { ((${STORAGE_CIDR#*/} < vpc_prefix)) || ! in_net "${STORAGE_CIDR%/*}" "$vpc_ip" "$vpc_prefix"; }; then
             problem STORAGE_CIDR "$STORAGE_CIDR" "expected a subnet inside VPC_CIDR $VPC_CIDR"
         fi
+        refused_more=""
+        read -r -a refused_words <<<"$TENANT_REFUSED"
+        for entry in "${refused_words[@]}"; do
+            if ! is_cidr "$entry" || ((${entry#*/} == 0)); then
+                problem TENANT_REFUSED "$entry" "expected IPv4 network/prefix entries, not 0.0.0.0/0"
+            else
+                refused_more+=", $entry"
+            fi
+        done
         read -r -a access_words <<<"$TENANT_VPC_ACCESS"
         for entry in "${access_words[@]}"; do
             if ! is_cidr "$entry" || ((${entry#*/} == 0)); then
@@ -153,6 +195,30 @@ router_apply() {
         console_rule="        ip daddr $CONSOLE_ADDRESS counter name \"console_refused\" drop"$'\n'
         console_input="        ip daddr $CONSOLE_ADDRESS ct state & (established | related) == 0 counter name \"console_refused\" drop"$'\n'
     fi
+    # The tenants' address the same way: only replies to their own connections
+    # (which conntrack turns back to the tenant before routing) come in through it.
+    # Without it, tenants leave with the underlay address as before.
+    tenant_source=$underlay_ip infra_nat=""
+    if [[ -n $TENANT_ADDRESS ]]; then
+        tenant_source=$TENANT_ADDRESS
+        infra_nat="        oifname \"$UNDERLAY_DEV\" ip saddr $INFRA_CIDR ip daddr != $VPC_CIDR snat to $underlay_ip"$'\n'
+        console_rule+="        ip daddr $TENANT_ADDRESS counter name \"tenant_address_refused\" drop"$'\n'
+        console_input+="        ip daddr $TENANT_ADDRESS ct state & (established | related) == 0 counter name \"tenant_address_refused\" drop"$'\n'
+    fi
+
+    # Tenants' DNS to the VPC resolver goes to this router's resolver instead
+    # (router_dns_config): DNAT to the overlay address, where unbound listens; the
+    # budgets (dns_budget) count it before. System VMs keep the VPC resolver (EFS's
+    # name is a VPC name), the infrastructure too. In recurse mode, what unbound
+    # sends to the internet leaves with the tenants' address.
+    tenant_dns_nat="" tenant_dns_input="" resolver_nat=""
+    if [[ -n $TENANT_DNS ]]; then
+        tenant_dns_nat="        iifname \"$BRIDGE\" ip saddr != { $INFRA_CIDR, $SYSTEM_RANGE } ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 dnat to $overlay_ip"$'\n'
+        tenant_dns_input="        ip daddr $overlay_ip meta l4proto { tcp, udp } th dport 53 ct status dnat accept"$'\n'
+    fi
+    if [[ $TENANT_DNS == recurse ]]; then
+        resolver_nat="        oifname \"$UNDERLAY_DEV\" meta skuid $unbound_uid ip daddr != $VPC_CIDR snat to $TENANT_ADDRESS"$'\n'
+    fi
 
     # Destinations that are not "the internet" for system VMs and tenants: the VPC,
     # private, shared (carrier-grade NAT) and link-local space (peered VPCs, VPNs
@@ -181,7 +247,7 @@ delete table ip $NFT_TABLE
 table ip $NFT_TABLE {
     chain prerouting {
         type nat hook prerouting priority dstnat; policy accept;
-${dnat_rules}    }
+${dnat_rules}${tenant_dns_nat}    }
     chain forward {
         type filter hook forward priority mangle; policy accept;
         ip saddr $overlay_cidr ip daddr != $VPC_CIDR tcp flags & syn == syn tcp option maxseg size > $internet_mss tcp option maxseg size set $internet_mss
@@ -227,9 +293,13 @@ ${direct_rules}        counter name "inbound_refused" reject with icmp type admi
         ip daddr { $not_internet } counter name "system_refused" reject with icmp type admin-prohibited
         accept
     }
+    # A tenant's new connections (its DNS is budgeted in dns_budget): at most
+    # TENANT_NEW_RATE a second and TENANT_CONNECTIONS at once per address.
     chain from_tenant {
         ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 accept
-${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_refused" reject with icmp type admin-prohibited
+        update @tenant_new { ip saddr limit rate over $TENANT_NEW_RATE/second burst $TENANT_NEW_BURST packets } counter name "tenant_new_limited" drop
+        add @tenant_connections { ip saddr ct count over $TENANT_CONNECTIONS } counter name "tenant_connections_limited" reject with icmp type admin-prohibited
+${tenant_access_rule}        ip daddr { $not_internet$refused_more } counter name "tenant_refused" reject with icmp type admin-prohibited
         accept
     }
     # The router itself answers infrastructure only (and ICMP, for diagnostics
@@ -239,7 +309,7 @@ ${tenant_access_rule}        ip daddr { $not_internet } counter name "tenant_ref
 ${console_input}        iifname != "$BRIDGE" accept
         ct state established,related accept
         ip saddr $INFRA_CIDR accept
-        meta l4proto icmp accept
+${tenant_dns_input}        meta l4proto icmp accept
         counter name "router_refused" reject with icmp type admin-prohibited
     }
     counter forged_refused { }
@@ -249,12 +319,46 @@ ${console_input}        iifname != "$BRIDGE" accept
     counter router_refused { }
     counter inbound_refused { }
     counter console_refused { }
+    counter tenant_address_refused { }
+    counter tenant_dns_limited { }
+    counter system_dns_limited { }
+    counter tenant_new_limited { }
+    counter tenant_connections_limited { }
+    set tenant_dns { type ipv4_addr; flags dynamic,timeout; timeout 1m; }
+    set tenant_new { type ipv4_addr; flags dynamic,timeout; timeout 1m; }
+    set tenant_connections { type ipv4_addr; flags dynamic; }
+    # DNS to the VPC resolver from system VMs and tenants (see TENANT_DNS_RATE):
+    # every packet counts, replies aside, before conntrack's "established" passes
+    # it (a flood from one socket is established after the first answer); in
+    # prerouting, so that a query the router answers itself counts too.
+    chain prerouting_filter {
+        type filter hook prerouting priority mangle; policy accept;
+        iifname "$BRIDGE" ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 ip saddr $overlay_cidr ip saddr != $INFRA_CIDR jump dns_budget
+    }
+    chain dns_budget {
+        ip saddr $SYSTEM_RANGE limit rate over $SYSTEM_DNS_TOTAL/second burst $SYSTEM_DNS_BURST packets counter name "system_dns_limited" drop
+        ip saddr $SYSTEM_RANGE return
+        update @tenant_dns { ip saddr limit rate over $TENANT_DNS_RATE/second burst $TENANT_DNS_BURST packets } counter name "tenant_dns_limited" drop
+        limit rate over $TENANT_DNS_TOTAL/second burst $TENANT_DNS_TOTAL packets counter name "tenant_dns_limited" drop
+    }
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
-        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip
-        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr != $VPC_CIDR snat to $underlay_ip
+${resolver_nat}        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr $vpc_resolver meta l4proto { tcp, udp } th dport 53 snat to $underlay_ip
+${infra_nat}        oifname "$UNDERLAY_DEV" ip saddr $overlay_cidr ip daddr != $VPC_CIDR snat to $tenant_source
     }
 }
 EOF
-    log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), console address ${CONSOLE_ADDRESS:-none}, internet MSS $internet_mss; infrastructure $INFRA_CIDR, system VMs $SYSTEM_RANGE, tenants: DNS, internet and ${#tenant_access[@]} VPC range(s)"
+    log "router $OVERLAY_ADDRESS, underlay $UNDERLAY_DEV ($underlay_addr), VPC $VPC_CIDR, ${#dnat_entries[@]} forward(s), console address ${CONSOLE_ADDRESS:-none}, tenants' address $tenant_source, tenants' DNS ${TENANT_DNS:-VPC resolver}, internet MSS $internet_mss; infrastructure $INFRA_CIDR, system VMs $SYSTEM_RANGE, tenants: DNS, internet and ${#tenant_access[@]} VPC range(s)"
+}
+
+# The tenants' resolver's settings (unbound.conf(5)), for TENANT_DNS forward or
+# recurse: it listens on the overlay address (ip-freebind: it may start before
+# cloudbr0 has it), answers the overlay only, and in forward mode asks the VPC
+# resolver without validating (as the VPC resolver answers itself: a private
+# hosted zone under a signed public zone would fail validation), in recurse mode
+# the root servers, validating with the package's trust anchor.
+router_dns_config() {
+    printf 'server:\ninterface: %s\nip-freebind: yes\ndo-ip6: no\naccess-control: %s allow\nhide-identity: yes\nhide-version: yes\n' "$overlay_ip" "$overlay_cidr"
+    [[ $TENANT_DNS == recurse ]] ||
+        printf 'module-config: "iterator"\nforward-zone:\nname: "."\nforward-addr: %s\n' "$vpc_resolver"
 }

@@ -5,7 +5,8 @@
 # overlay-network.sh (role router: forwarding, NAT, DNAT of the UI/API port and
 # of the forwards to VMs and of the console address) at every boot. It needs no
 # secrets and waits on nothing, so the members (which reach the internet through
-# it) can install their packages. `router.sh forwards` applies changed forwards
+# it) can install their packages; tenants' DNS goes to its own resolver (unbound)
+# when the overlay settings ask for one. `router.sh forwards` applies changed forwards
 # to VMs and to the console proxy (timer).
 #
 # Settings: /etc/cloudstack-ec2/boot.env (non-secret). Log:
@@ -75,6 +76,32 @@ apply_forwards() {
     csec2_die "overlay-network.sh refused the forwards '$vm' with the console forwards '$console' (journalctl -u cloudstack-ec2-overlay.service); the previous ones stay"
 }
 
+# The tenants' resolver (overlay-network.sh TENANT_DNS): unbound, with the settings
+# the overlay script prints (dns-config), so that they match the table that sends
+# tenants' DNS to it. Before the overlay: it listens on the overlay address with
+# ip-freebind, and the overlay unit sends tenants to it as soon as it runs.
+setup_tenant_dns() {
+    local settings=$CSEC2_ROOT/etc/cloudstack-ec2/overlay.env mode conf config
+    conf=$CSEC2_ROOT/etc/unbound/unbound.conf.d/cloudstack-ec2.conf
+    # shellcheck disable=SC1090
+    mode=$(source "$settings" && echo "${TENANT_DNS-}")
+    if [[ -z $mode ]]; then
+        csec2_log "tenants' DNS: the VPC resolver"
+        return 0
+    fi
+    csec2_step "tenants' resolver (unbound, $mode)"
+    csec2_apt_install unbound
+    # shellcheck disable=SC1090
+    config=$(set -a && source "$settings" && "$CSEC2_LIB_DIR/overlay-network.sh" dns-config) ||
+        csec2_die "overlay-network.sh dns-config refused the settings in $settings"
+    mkdir -p "$(dirname "$conf")"
+    printf '%s\n' "$config" >"$conf.new"
+    unbound-checkconf "$conf.new" >/dev/null || csec2_die "unbound-checkconf refused $conf.new"
+    mv "$conf.new" "$conf"
+    systemctl enable unbound.service
+    systemctl restart unbound.service || csec2_die "unbound failed to start (journalctl -u unbound)"
+}
+
 if [[ ${1-} == forwards ]]; then
     csec2_begin router
     apply_forwards
@@ -89,6 +116,7 @@ csec2_setup_hostname
 # reaches the internet directly, so it can install it before the overlay is up.
 csec2_step "nftables"
 csec2_apt_install nftables
+setup_tenant_dns
 csec2_setup_overlay
 csec2_setup_ssm_agent
 csec2_setup_time_sync

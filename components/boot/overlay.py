@@ -48,6 +48,19 @@ class OverlayConfig:
     #: forward's target must lie in it (overlay-network.sh CONSOLE_RANGE). None: unset
     #: (then the router accepts no console forward).
     console_range: Optional[str] = None
+    #: Router: its tenants' address, the third private IPv4 of its ENI (inside vpc_cidr, not
+    #: console_address), with an Elastic IP of its own: system VMs' and tenants' traffic to
+    #: the internet leaves with it, never with the infrastructure's (overlay-network.sh
+    #: TENANT_ADDRESS). None: they leave with the router's own address.
+    tenant_address: Optional[str] = None
+    #: Router: who answers tenants' DNS (overlay-network.sh TENANT_DNS): None, the VPC resolver;
+    #: "forward", the router's resolver forwarding to it (tenantPrivateDns); "recurse", the
+    #: router's resolver recursing from the root (needs tenant_address).
+    tenant_dns: Optional[str] = None
+    #: Router: public IPv4 CIDRs tenants never reach unless tenant_vpc_access names them: the
+    #: gateway-endpoint services' prefixes and what the VPC routes to VPNs or peers
+    #: (components/model/tenantlimits.refused_to_tenants; overlay-network.sh TENANT_REFUSED).
+    tenant_refused: tuple[str, ...] = ()
 
     @property
     def ip(self) -> str:
@@ -144,10 +157,10 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
                             f" a /{ipplan.MIN_OVERLAY_PREFIX}../{ipplan.MAX_OVERLAY_PREFIX} (the firewalls take"
                             " its address classes from the IP plan)")
     if role == "member":
-        if o.storage_cidr is not None or o.tenant_vpc_access:
-            raise UserDataError("overlay.storage_cidr/tenant_vpc_access: not accepted on a member; only the router"
-                                " filters what the overlay reaches")
-        for name in ("console_address", "console_range"):
+        if o.storage_cidr is not None or o.tenant_vpc_access or o.tenant_refused:
+            raise UserDataError("overlay.storage_cidr/tenant_vpc_access/tenant_refused: not accepted on a member;"
+                                " only the router filters what the overlay reaches")
+        for name in ("console_address", "console_range", "tenant_address", "tenant_dns"):
             if getattr(o, name) is not None:
                 raise UserDataError(f"overlay.{name}: {getattr(o, name)!r} is not accepted on a member; only"
                                     " the router forwards the console")
@@ -157,6 +170,7 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
         if console is None or console not in vpc:
             raise UserDataError(f"overlay.console_address: {o.console_address!r} is not accepted; expected the"
                                 f" router's second private IPv4 address, inside the VPC {vpc}")
+    _check_router_tenants(o, vpc)
     if o.console_range is not None:
         _check_console_range(o.console_range, iface.network, o.classes)
     if o.storage_cidr is None:
@@ -172,6 +186,24 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
                 or net.overlaps(iface.network):
             raise UserDataError(f"overlay.tenant_vpc_access[{i}]: {text!r} is not accepted; expected an IPv4 CIDR"
                                 f" (host bits zero) outside 169.254.0.0/16 and the overlay {iface.network}")
+
+
+def _check_router_tenants(o: OverlayConfig, vpc: ipaddress.IPv4Network) -> None:
+    """The router's tenant address, tenants' DNS mode and the destinations refused to them."""
+    if o.tenant_address is not None:
+        tenant = ip_value("overlay.tenant_address", o.tenant_address, ipaddress.IPv4Address)
+        if tenant is None or tenant not in vpc or o.tenant_address == o.console_address:
+            raise UserDataError(f"overlay.tenant_address: {o.tenant_address!r} is not accepted; expected the"
+                                f" router's third private IPv4 address, inside the VPC {vpc} and not the console"
+                                " address")
+    if o.tenant_dns not in (None, "forward", "recurse") or (o.tenant_dns == "recurse" and o.tenant_address is None):
+        raise UserDataError(f"overlay.tenant_dns: {o.tenant_dns!r} is not accepted; expected None, 'forward' or"
+                            " 'recurse' (which needs tenant_address)")
+    for i, text in enumerate(o.tenant_refused):
+        net = ip_value(f"overlay.tenant_refused[{i}]", text, ipaddress.IPv4Network)
+        if net is None or net.prefixlen == 0:
+            raise UserDataError(f"overlay.tenant_refused[{i}]: {text!r} is not accepted; expected an IPv4 CIDR"
+                                " (host bits zero), not 0.0.0.0/0")
 
 
 def _check_console_range(text: str, overlay: ipaddress.IPv4Network, classes: ipplan.AddressClasses) -> None:
@@ -225,4 +257,7 @@ def _router_overlay_env(overlay: OverlayConfig) -> dict[str, str]:
         env["CONSOLE_ADDRESS"] = overlay.console_address
     if overlay.console_range is not None:
         env["CONSOLE_RANGE"] = overlay.console_range
+    tenants = {"TENANT_ADDRESS": overlay.tenant_address, "TENANT_DNS": overlay.tenant_dns,
+               "TENANT_REFUSED": " ".join(overlay.tenant_refused) or None}
+    env.update((name, value) for name, value in tenants.items() if value is not None)
     return env

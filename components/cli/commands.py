@@ -22,6 +22,7 @@ from typing import Any, Iterable, Optional, TextIO
 from components.model import catalog
 from components.model import ipplan
 from components.model import quotas
+from components.model import tenantlimits
 from components.model.settings import KEYS_BY_NAME, NAMESPACE, SettingsError
 from components.model.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
 
@@ -227,6 +228,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         "warnings": _unique([*settings.warnings, *run.warnings, *notes]),
         "ipPlan": _ip_plan(settings, clusters),
         "resources": resources,
+        "tenants": _tenants(settings),
         "hostCapacity": _host_capacity(settings, host_types),
         "registration": None if spec is None else dataclasses.asdict(spec),
         "cost": {"lines": cost_lines, "hourlyUsd": round(estimate.hourly, 4), "monthlyUsd": round(estimate.monthly, 2),
@@ -273,6 +275,15 @@ def _render_summary(report: dict, out: TextIO) -> None:
             w(f"WARNING: {warning}\n")
 
 
+def _tenants(settings) -> dict:
+    """What the router gives tenants and system VMs (components/model/tenantlimits.py)."""
+    return {"egress": "the router's tenants' Elastic IP (never the infrastructure's)",
+            "dns": ("the router's resolver, forwarding to the VPC resolver (tenantPrivateDns)"
+                    if settings.tenant_private_dns else
+                    "the router's resolver, recursing from the root (no VPC private zones)"),
+            "budgets": tenantlimits.summary()}
+
+
 def _render_ip_plan(report: dict, out: TextIO) -> None:
     w = out.write
     summary, ip, limit = report["summary"], report["ipPlan"], report["summary"]["hostLimit"]
@@ -294,6 +305,9 @@ def _render_ip_plan(report: dict, out: TextIO) -> None:
         ("multicast group members", f"{ip['multicastMembers']} of {ipplan.MAX_MULTICAST_MEMBERS} ({ip['multicastGroup']})"),
     ]
     _table(out, ("what", "address"), rows)
+    tenants = report["tenants"]
+    w(f"\nTenants and system VMs at the router\n  internet address: {tenants['egress']}\n"
+      f"  tenants' DNS: {tenants['dns']}\n" + "".join(f"  {line}\n" for line in tenants["budgets"]))
 
 
 def _render_resources(report: dict, out: TextIO) -> None:

@@ -128,6 +128,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
         self._taken_ips: set[int] = set()
         #: network interface id -> its primary private address
         self._interfaces: dict[str, str] = {}
+        self._interface_addresses: dict[str, int] = {}
         #: (token, arguments) of every data-source call the program made.
         self.invokes: list[tuple[str, dict]] = []
         #: Every input AWS (or pulumi-aws's Check) would refuse (components.model.aws_constraints).
@@ -178,6 +179,10 @@ class OfflineMocks(pulumi.runtime.Mocks):
             self._check_cpu_options(args.inputs)
             eni = (args.inputs.get("primaryNetworkInterface") or {}).get("networkInterfaceId")
             if eni:  # launched on an interface of its own: its primary address
+                problem = aws_constraints.interface_address_problem(args.inputs.get("instanceType", ""),
+                                                                    self._interface_addresses[eni])
+                if problem:
+                    raise Exception(problem)
                 state.update(private_ip=self._interfaces[eni], primary_network_interface_id=eni)
             else:
                 state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
@@ -191,6 +196,7 @@ class OfflineMocks(pulumi.runtime.Mocks):
                       for i in range(int(args.inputs.get("privateIpsCount") or 0))]
             state.update(private_ip=primary, private_ips=[primary, *others])
             self._interfaces[rid] = primary
+            self._interface_addresses[rid] = 1 + len(others)
         elif typ == "aws:ec2/eip:Eip":
             state.update(public_ip=str(PUBLIC_ADDRESSES.network_address + 1 + n % 253))
         elif typ == "aws:ec2/vpc:Vpc":
@@ -303,6 +309,15 @@ class OfflineMocks(pulumi.runtime.Mocks):
             name = regions.service_principal(a["serviceName"], self.partition)
             return {"name": name, "serviceName": a["serviceName"], "region": self.region,
                     "suffix": name.split(".", 1)[1], "id": name}
+        if token == "aws:ec2/getPrefixList:getPrefixList":
+            # Stand-ins from the documentation ranges (RFC 5737): the real lists are AWS's.
+            name = a.get("name", "")
+            cidrs = ["198.51.100.0/25"] if name.endswith(".s3") else ["203.0.113.0/25"]
+            return {"id": f"pl-{_stable_number(name) % 10**8:08x}", "name": name, "cidrBlocks": cidrs}
+        if token == "aws:ec2/getRouteTable:getRouteTable":
+            # An existing table as the data source shows it: local and propagated routes left out.
+            return {"id": a.get("routeTableId"), "routeTableId": a.get("routeTableId"), "routes": [],
+                    "associations": [], "tags": {}}
         if token == "aws:ec2/getSubnet:getSubnet":
             return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", ""),
                     "availabilityZone": self.zones[0]}

@@ -412,6 +412,30 @@ def check_role_inline_policies(policies: Iterable[tuple[str, Any, Any]]) -> list
     return found
 
 
+#: Private IPv4 addresses one network interface may hold, the primary included, by instance
+#: type (EC2 User Guide, "Maximum IP addresses per network interface"): the router's needs
+#: three (its own, the console address, the tenants' address). Types not listed are not
+#: checked offline; EC2 refuses too many with PrivateIpAddressLimitExceeded.
+IPV4_ADDRESSES_PER_INTERFACE = {
+    "t3.nano": 2, "t3.micro": 2, "t3.small": 4, "t3.medium": 6, "t3.large": 12, "t2.medium": 6,
+    "c4.large": 10, "m4.large": 10,
+    "c5.large": 10, "c5.xlarge": 15, "c5n.large": 10, "c5n.xlarge": 15, "c6i.large": 10, "c6i.xlarge": 15,
+    "c6in.large": 10, "c6in.xlarge": 15, "m5.large": 10, "m5.xlarge": 15, "m6i.large": 10, "m6i.xlarge": 15,
+    "m6i.2xlarge": 15, "m7i.large": 10, "m7i.xlarge": 15, "m6g.large": 10,
+}
+
+
+def interface_address_problem(instance_type: str, addresses: int) -> Optional[str]:
+    """Why an instance of `instance_type` cannot hold `addresses` private IPv4 addresses on
+    one network interface, or None (fits, or a type not in IPV4_ADDRESSES_PER_INTERFACE)."""
+    limit = IPV4_ADDRESSES_PER_INTERFACE.get(instance_type)
+    if limit is None or addresses <= limit:
+        return None
+    return (f"PrivateIpAddressLimitExceeded: instance type {instance_type} holds at most {limit} private IPv4 "
+            f"addresses per network interface; this one has {addresses} (EC2 User Guide, \"Maximum IP addresses "
+            f"per network interface\")")
+
+
 #: Instance arguments that primaryNetworkInterface excludes (see check_inputs).
 INSTANCE_LEVEL_NETWORK_INPUTS = ("subnetId", "vpcSecurityGroupIds", "securityGroups", "sourceDestCheck",
                                  "associatePublicIpAddress", "privateIp", "secondaryPrivateIps", "ipv6Addresses",

@@ -207,9 +207,10 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
     ] + [
         CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (2 + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
-        # The router's address (UI/API, egress, vmForwards) and its console address
-        # (components/model/consoles.py): AWS bills every public IPv4 address.
-        CostLine("Elastic IPs (router, consoles)", 2, PUBLIC_IPV4_HOUR),
+        # The router's address (UI/API, the infrastructure's egress, vmForwards), its console
+        # address (components/model/consoles.py) and the address tenants and system VMs leave
+        # with (components/resources/router.py): AWS bills every public IPv4 address.
+        CostLine("Elastic IPs (router)", 3, PUBLIC_IPV4_HOUR),
         CostLine("Transit Gateway VPC attachment", 1, TGW_ATTACHMENT_HOUR),
     ]
     rds = _RDS.get(settings.db_instance_class)

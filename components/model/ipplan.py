@@ -71,8 +71,10 @@ VPC_RESOLVER_OFFSET = 2
 SUBNET_RESERVED_ADDRESSES = 5
 #: What else takes an address in the dedicated subnet besides the instances' own: the
 #: EFS mount target's ENI, the Transit Gateway VPC attachment's ENI and the router's
-#: second private address (the console address, components/model/consoles.py).
-SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment", "router console address")
+#: second and third private addresses (the console address, components/model/consoles.py, and the
+#: tenants' address, components/resources/router.py).
+SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment", "router console address",
+                          "router tenants' address")
 
 
 #: Guest CIDRs CloudStack accepts (NetUtils.validateGuestCidr: RFC 1918 and RFC 6598);
@@ -239,7 +241,7 @@ def host_capacity(overlay: IPv4Network) -> int:
 def subnet_host_capacity(subnet: IPv4Network, management_count: int = 1) -> int:
     """How many KVM hosts the dedicated subnet holds: its usable addresses (all but EC2's
     five) minus the router, the management servers and SUBNET_OTHER_ADDRESSES (the EFS
-    mount target, the Transit Gateway attachment, the console address). Can be negative for
+    mount target, the Transit Gateway attachment, the console and tenants' addresses). Can be negative for
     a subnet too small for the fixed members."""
     usable = subnet.num_addresses - SUBNET_RESERVED_ADDRESSES
     return usable - 1 - management_count - len(SUBNET_OTHER_ADDRESSES)

@@ -11,6 +11,7 @@ from components import boot
 from components.program.context import Context
 from components.program.data import Data
 from components.program.instances import DOMAIN, instance_spec, overlay_config
+from components.program.lookups import tenant_refused
 from components.program.network import Network
 from components.resources.management import ManagementServer, ManagementServerArgs
 from components.resources.router import OverlayRouter, OverlayRouterArgs
@@ -34,29 +35,34 @@ def declare_control_plane(ctx: Context, network: Network, data: Data) -> Control
 def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
     """The overlay router: member and router security groups, the overlay route in every route table."""
     underlay, boot_scripts = network.underlay, data.boot_scripts
+    refused = tenant_refused(ctx.settings, ctx.region)
     return OverlayRouter("router", OverlayRouterArgs(
         instance=instance_spec(ctx, network, data, ctx.settings.router_instance_type,
                                [underlay.member_sg_id, underlay.router_sg_id], "router"),
-        render_user_data=lambda console_ip: router_user_data(ctx, boot_scripts.bucket_name, console_ip),
+        render_user_data=lambda console_ip, tenant_ip: router_user_data(
+            ctx, boot_scripts.bucket_name, console_ip, tenant_ip, refused),
         overlay_cidr=str(ctx.settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=ctx.tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards]))
 
 
-def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str],
-                     console_ip: pulumi.Input[str]) -> pulumi.Output[str]:
+def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: pulumi.Input[str],
+                     tenant_ip: pulumi.Input[str], refused: tuple[str, ...]) -> pulumi.Output[str]:
     """The router's boot script: the overlay's gateway, forwarding the UI port to the
-    management server; `console_ip` is its console address (the interface's second private
-    IPv4, which EC2 picks; OverlayRouterArgs.render_user_data)."""
+    management server; `console_ip` is its console address and `tenant_ip` the address
+    tenants leave with (the interface's further private IPv4s, which EC2 picks;
+    OverlayRouterArgs.render_user_data); `refused`: what tenants must not reach (lookups.tenant_refused)."""
     settings, plan = ctx.settings, ctx.plan
-    return pulumi.Output.all(ctx.prefix, boot_bucket, console_ip).apply(
+    return pulumi.Output.all(ctx.prefix, boot_bucket, console_ip, tenant_ip).apply(
         lambda v: boot.render_router_user_data(boot.RouterBoot(
             aws_region=ctx.region, prefix=v[0], fqdn=f"router.{DOMAIN}", boot_bucket=v[1],
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{ctx.management_ip}:{CLOUDSTACK_UI_PORT}",),
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
-                console_address=v[2], console_range=str(plan.system_public_range)))))
+                console_address=v[2], console_range=str(plan.system_public_range),
+                tenant_address=v[3], tenant_dns="forward" if settings.tenant_private_dns else "recurse",
+                tenant_refused=refused))))
 
 
 def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter) -> ManagementServer:

@@ -15,6 +15,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.model import deployed as deployed_state
 from components.model import regions
+from components.model import tenantlimits
 from components.model.settings import Problem, Settings, SettingsError, choose_availability_zones
 from components.program.config import region_zones
 
@@ -51,6 +52,28 @@ def check_existing_network(settings: Settings) -> str:
                                      f"subnet {settings.cloudstack_subnet_id} is {subnet.cidr_block}; "
                                      "set cloudstackSubnetCidr to its real CIDR")])
     return subnet.availability_zone
+
+
+def tenant_refused(settings: Settings, region: str) -> tuple[str, ...]:
+    """With an existing VPC, the public destinations it sends elsewhere than the internet,
+    which tenants must not reach with the VPC's identity (tenantlimits.refused_to_tenants):
+    the gateway-endpoint services' regional prefix lists, and the static routes of
+    routeTableIds to VPNs, transit gateways or peers. A VPN's propagated routes are not
+    seen: the route table data source leaves them out (terraform-provider-aws,
+    flattenDataSourceRoutes). A new VPC has neither: ()."""
+    if not settings.uses_existing_vpc:
+        return ()
+    partition = aws.get_partition().partition
+    prefixes = [c for name in tenantlimits.gateway_endpoint_prefix_list_names(region, partition)
+                for c in aws.ec2.get_prefix_list(name=name).cidr_blocks]
+    routes = []
+    for table_id in settings.route_table_ids:
+        for r in aws.ec2.get_route_table(route_table_id=table_id).routes:
+            target = (r.gateway_id or r.transit_gateway_id or r.vpc_peering_connection_id or r.nat_gateway_id
+                      or r.network_interface_id or r.vpc_endpoint_id or r.local_gateway_id or r.carrier_gateway_id
+                      or r.core_network_arn or "other")
+            routes.append((r.cidr_block, target))
+    return tenantlimits.refused_to_tenants(prefixes, routes)
 
 
 def database_zone(settings: Settings, management_zone: str) -> Optional[str]:

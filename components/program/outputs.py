@@ -31,7 +31,7 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
         "overlayCidr": str(settings.overlay_cidr),
         "router": {"overlayIp": str(plan.router), "privateIp": router.private_ip, "publicIp": router.public_ip,
                    "instanceId": router.instance_id, "consolePrivateIp": router.console_private_ip,
-                   "consolePublicIp": router.console_public_ip},
+                   "consolePublicIp": router.console_public_ip, "tenantPublicIp": router.tenant_public_ip},
         "managementServer": {"overlayIp": str(ctx.management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -14,12 +15,18 @@ from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_i
                              parameter_name)
 
 
+#: The router interface's private addresses besides its own: the console address and the
+#: tenants' address.
+SECONDARY_ADDRESSES = 2
+
+
 @dataclass(frozen=True)
 class OverlayRouterArgs:
     instance: InstanceSpec
-    #: The router's user data (base64) from its console address: the interface's second
-    #: private IPv4, which EC2 picks (overlay-network.sh CONSOLE_ADDRESS).
-    render_user_data: Callable[[pulumi.Output[str]], pulumi.Input[str]]
+    #: The router's user data (base64) from its console address and its tenants' address:
+    #: the interface's second and third private IPv4, which EC2 picks (overlay-network.sh
+    #: CONSOLE_ADDRESS, TENANT_ADDRESS).
+    render_user_data: Callable[[pulumi.Output[str], pulumi.Output[str]], pulumi.Input[str]]
     overlay_cidr: str
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
@@ -40,16 +47,22 @@ class OverlayRouterArgs:
 class OverlayRouter(pulumi.ComponentResource):
     """A Nitro instance with source/destination check off that routes the overlay CIDR,
     NATs overlay traffic leaving the VPC and forwards TCP 8080 on its address to the
-    management server. Its Elastic IP is the cloud's internet egress address and, when
-    `adminCidrs` allows it, the UI/API's public address.
+    management server. Its Elastic IP is the infrastructure's internet egress address and,
+    when `adminCidrs` allows it, the UI/API's public address.
 
     Its network interface has a second private IPv4 with a second Elastic IP, the console
     address (components/model/consoles.py): console URLs name it, and the router forwards its
     ports 80 and 8080 to the console proxy VM that the registration publishes.
 
+    A third private IPv4 with a third Elastic IP is the tenants' address: system VMs' and
+    tenants' traffic to the internet leaves with it (overlay-network.sh TENANT_ADDRESS), so
+    that an allowlist of the infrastructure's address (which every instance's AWS API calls
+    use) never admits a tenant. EC2 picks both secondary addresses; the lower one is the
+    console address, the higher one the tenants' (see _secondary_addresses).
+
     Outputs: instance_id, private_ip, public_ip, eni_id, console_private_ip,
-    console_public_ip, console_forwards_parameter (the SSM parameter's name, or None
-    without a parameter root).
+    console_public_ip, tenant_private_ip, tenant_public_ip, console_forwards_parameter (the
+    SSM parameter's name, or None without a parameter root).
     """
 
     def __init__(self, name: str, args: OverlayRouterArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -79,20 +92,24 @@ class OverlayRouter(pulumi.ComponentResource):
             self.forwards_parameter = forwards.name
             self.console_forwards_parameter = console_forwards.name
         profile = instance_role(name, grants=grants, opts=child, tags=tags)
-        # The router's own interface, with a second private address that EC2 picks (a fixed
-        # one could already be another instance's): the console address.
+        # The router's own interface, with two more private addresses that EC2 picks (a fixed
+        # one could already be another instance's): the console address and the tenants'.
+        # The instance type must allow three IPv4 addresses per interface (EC2 User Guide,
+        # "Maximum IP addresses per network interface"; the offline plan checks it).
         eni = aws.ec2.NetworkInterface(
             f"{name}-eni", subnet_id=args.instance.subnet_id,
-            security_groups=list(args.instance.security_group_ids), private_ips_count=1,
+            security_groups=list(args.instance.security_group_ids), private_ips_count=SECONDARY_ADDRESSES,
             # It forwards packets whose source or destination is an overlay
             # address, which EC2 would otherwise drop.
             source_dest_check=False,
-            description="CloudStack overlay router: its address and the console address",
+            description="CloudStack overlay router: its address, the console address and the tenants' address",
             tags={**tags, "Name": f"{name}-eni"}, opts=child)
-        console_private_ip = pulumi.Output.all(eni.private_ip, eni.private_ips).apply(
-            lambda v: _second_address(v[0], v[1]))
+        secondary = pulumi.Output.all(eni.private_ip, eni.private_ips).apply(
+            lambda v: _secondary_addresses(v[0], v[1]))
+        console_private_ip = secondary.apply(lambda pair: pair[0])
+        tenant_private_ip = secondary.apply(lambda pair: pair[1])
         instance = hardened_instance(name, NodeArgs(
-            spec=args.instance, user_data_base64=args.render_user_data(console_private_ip),
+            spec=args.instance, user_data_base64=args.render_user_data(console_private_ip, tenant_private_ip),
             instance_profile=profile.name, network_interface_id=eni.id,
             tags={**tags, "Role": "overlay-router"}), child)
         # pulumi-aws (Eip): an EIP may need the internet gateway to exist before it is
@@ -108,6 +125,9 @@ class OverlayRouter(pulumi.ComponentResource):
         console_eip = aws.ec2.Eip(f"{name}-console-eip", domain="vpc", network_interface=eni.id,
                                   associate_with_private_ip=console_private_ip,
                                   tags={**tags, "Name": f"{name}-console-eip"}, opts=after_gateway)
+        tenant_eip = aws.ec2.Eip(f"{name}-tenant-eip", domain="vpc", network_interface=eni.id,
+                                 associate_with_private_ip=tenant_private_ip,
+                                 tags={**tags, "Name": f"{name}-tenant-eip"}, opts=after_gateway)
         for i, table_id in enumerate(args.route_table_ids):
             aws.ec2.Route(f"{name}-overlay-route-{i}", route_table_id=table_id,
                           destination_cidr_block=args.overlay_cidr,
@@ -120,6 +140,8 @@ class OverlayRouter(pulumi.ComponentResource):
         self.eni_id = eni.id
         self.console_private_ip = console_private_ip
         self.console_public_ip = console_eip.public_ip
+        self.tenant_private_ip = tenant_private_ip
+        self.tenant_public_ip = tenant_eip.public_ip
         self.register_outputs({
             "instance_id": self.instance_id,
             "private_ip": self.private_ip,
@@ -127,14 +149,20 @@ class OverlayRouter(pulumi.ComponentResource):
             "eni_id": self.eni_id,
             "console_private_ip": self.console_private_ip,
             "console_public_ip": self.console_public_ip,
+            "tenant_private_ip": self.tenant_private_ip,
+            "tenant_public_ip": self.tenant_public_ip,
             "console_forwards_parameter": self.console_forwards_parameter,
         })
 
 
-def _second_address(primary: str, addresses: Sequence[str]) -> str:
-    """The interface's other private address (private_ips holds the primary one too)."""
-    others = sorted(set(addresses or ()) - {primary})
-    if len(others) != 1:
+def _secondary_addresses(primary: str, addresses: Sequence[str]) -> tuple[str, str]:
+    """(console address, tenants' address): the interface's other private addresses, lower
+    first (private_ips holds the primary one too, in no stated order). On a stack whose
+    interface had the console address only, the added one may be the lower: the two Elastic
+    IPs then follow their new private addresses, their public addresses unchanged."""
+    others = sorted(set(addresses or ()) - {primary}, key=ipaddress.IPv4Address)
+    if len(others) != SECONDARY_ADDRESSES:
         raise ValueError(f"the router's network interface has private addresses {sorted(addresses or ())} "
-                         f"besides its primary {primary}: expected exactly one (private_ips_count=1)")
-    return others[0]
+                         f"besides its primary {primary}: expected exactly {SECONDARY_ADDRESSES} "
+                         f"(private_ips_count={SECONDARY_ADDRESSES})")
+    return others[0], others[1]

@@ -10,7 +10,9 @@ listening, then one line per event, flushed, so the lab can follow them.
   page NAME ADDR PORT PATH       HTTP: GET PATH answers 200 with a page naming NAME
                                  and the peer ("NAME <peer ip>"), anything else 404
   dns VPC_CIDR ADDR PORT N=IP..  UDP DNS resolver that, like the VPC resolver,
-                                 answers only sources inside VPC_CIDR; prints
+                                 answers only sources inside VPC_CIDR, and at most
+                                 DNS_PACKETS_PER_SECOND packets a second from one
+                                 source (a network interface); prints
                                  "query <source ip> <name>" for every query
   tcp ADDR PORT TIMEOUT          client: prints the greeting (exit 1 on failure)
   get ADDR PORT PATH TIMEOUT     HTTP client: prints the status code and the body's
@@ -18,6 +20,9 @@ listening, then one line per event, flushed, so the lab can follow them.
   hold ADDR PORT SECONDS         client: keeps one connection, one echo every
                                  0.05 s; exit 0 only if every echo came back
   resolve SERVER NAME TIMEOUT [SOURCE]  client: prints the A record or exits 1
+  flood SERVER NAME SECONDS RATE  client: prints READY, then sends RATE DNS queries a
+                                 second for SECONDS from one socket, never reading;
+                                 prints "sent <n>"
   bulk ADDR PORT UP DOWN TIMEOUT  client: greeting, then UP bytes up and DOWN
                                  bytes down on one connection; prints the
                                  greeting and "synack mss <n>" (the MSS option
@@ -185,13 +190,39 @@ def _parse_qname(packet: bytes, offset: int) -> tuple[str, int]:
         offset += length
 
 
+#: The VPC resolver's limit: "Each EC2 instance limits the number of packets that can be
+#: sent to the Amazon DNS server to a maximum of 1024 packets per second per network
+#: interface" (Amazon VPC User Guide, "Amazon DNS server", DNS quotas). Packets over it
+#: are dropped, never answered.
+DNS_PACKETS_PER_SECOND = 1024
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `rate` saved up: take() is False when none is left."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.tokens, self.at = rate, rate, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 def serve_dns(vpc_cidr: str, addr: str, port: int, records: dict[str, str]) -> None:
     vpc = ipaddress.ip_network(vpc_cidr)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((addr, port))
+    buckets: dict[str, TokenBucket] = {}
     print("READY", flush=True)
     while True:
         packet, (source, source_port) = sock.recvfrom(4096)
+        if not buckets.setdefault(source, TokenBucket(DNS_PACKETS_PER_SECOND)).take():
+            continue
         try:
             (query_id,) = struct.unpack("!H", packet[:2])
             name, end = _parse_qname(packet, 12)
@@ -310,6 +341,26 @@ def client_resolve(server: str, name: str, timeout: float, source: str = "0.0.0.
     return 0
 
 
+def client_flood(server: str, name: str, seconds: float, rate: int) -> int:
+    """RATE queries a second (in batches every millisecond: a steady stream, no gaps for
+    others' queries to slip through) for SECONDS, answers never read."""
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    sent, start = 0, time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        print("READY", flush=True)
+        while (elapsed := time.monotonic() - start) < seconds:
+            while sent < elapsed * rate:
+                query = struct.pack("!HHHHHH", sent & 0xFFFF, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+                try:
+                    sock.sendto(query, (server, 53))
+                except OSError:
+                    pass  # dropped on the way out (the router's budget answers nothing)
+                sent += 1
+            time.sleep(0.001)
+    print(f"sent {sent}", flush=True)
+    return 0
+
+
 def send_tagged(dev: str, vlan: int, payload: int) -> int:
     """One tagged frame as a guest's VLAN device hands it to the agent's bridge."""
     with open(f"/sys/class/net/{dev}/address") as f:
@@ -410,6 +461,8 @@ def main(argv: list[str]) -> int:
         return client_hold(args[0], int(args[1]), float(args[2]))
     elif mode == "bulk":
         return client_bulk(args[0], int(args[1]), int(args[2]), int(args[3]), float(args[4]))
+    elif mode == "flood":
+        return client_flood(args[0], args[1], float(args[2]), int(args[3]))
     elif mode == "tagged":
         return send_tagged(args[0], int(args[1]), int(args[2]))
     elif mode == "udp":

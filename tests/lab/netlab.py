@@ -6,7 +6,8 @@
                                CIDR -> the router's underlay address, an internet
                                gateway (EIP 198.51.100.10 <-> router only, and the
                                console EIP 198.51.100.11 <-> the router's second
-                               address 10.99.1.11; 1500 bytes; sends and passes no
+                               address 10.99.1.11, the tenants' EIP 198.51.100.12
+                               <-> its third 10.99.1.12; 1500 bytes; sends and passes no
                                ICMP "fragmentation needed"), the VPC resolver
                                10.99.0.2 and IMDS 169.254.169.254
     CloudStack subnet 10.99.1.0/24: bridge "br0" in namespace "sub"
@@ -59,6 +60,10 @@ ELASTIC_IP = "198.51.100.10"
 #: EC2 delivers it to the ENI, as the lab's VPC router does (a route to the ENI).
 CONSOLE_ADDRESS = "10.99.1.11"
 CONSOLE_EIP = "198.51.100.11"
+#: The router's tenants' address: the third private IPv4 of its ENI, with an Elastic IP of
+#: its own (overlay-network.sh TENANT_ADDRESS), delivered to the ENI like the console address.
+TENANT_ADDRESS = "10.99.1.12"
+TENANT_EIP = "198.51.100.12"
 OVERLAY_CIDR = "10.100.0.0/16"
 OVERLAY_PREFIX = 16
 VXLAN_ID = 100
@@ -127,6 +132,9 @@ class Lab:
         self.db_server: Process | None = None
         self.far_server: Process | None = None
         self.mgmt_ui: Process | None = None
+        #: Extra variables of the router's overlay script (added to overlay_env), e.g.
+        #: TENANT_ADDRESS: every later run of the script, restores included, keeps them.
+        self.router_env: dict[str, str] = {}
 
     # --- plumbing -----------------------------------------------------------
 
@@ -254,6 +262,7 @@ class Lab:
         # EC2 delivers each private address of an ENI to that ENI: the router's second
         # address reaches the router's MAC, though no interface carries it.
         self.ip("vpcr", "route", "add", f"{CONSOLE_ADDRESS}/32", "via", ROUTER.underlay)
+        self.ip("vpcr", "route", "add", f"{TENANT_ADDRESS}/32", "via", ROUTER.underlay)
         self.ip("vpcr", "route", "add", f"{FAR_HOST}/32", "via", INTERNET_CLIENT)
         # The internet gateway: the router's two addresses map 1:1 to their Elastic
         # IPs; nothing else in the VPC has a public address.
@@ -262,13 +271,15 @@ table ip ec2_igw {{
     chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
         iifname "vr-inet" ip daddr {ELASTIC_IP} dnat to {ROUTER.underlay}
         iifname "vr-inet" ip daddr {CONSOLE_EIP} dnat to {CONSOLE_ADDRESS}
+        iifname "vr-inet" ip daddr {TENANT_EIP} dnat to {TENANT_ADDRESS}
     }}
     chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
         oifname "vr-inet" ip saddr {ROUTER.underlay} snat to {ELASTIC_IP}
         oifname "vr-inet" ip saddr {CONSOLE_ADDRESS} snat to {CONSOLE_EIP}
+        oifname "vr-inet" ip saddr {TENANT_ADDRESS} snat to {TENANT_EIP}
     }}
     chain forward {{ type filter hook forward priority filter; policy accept;
-        oifname "vr-inet" ip saddr != {{ {ROUTER.underlay}, {CONSOLE_ADDRESS} }} counter drop
+        oifname "vr-inet" ip saddr != {{ {ROUTER.underlay}, {CONSOLE_ADDRESS}, {TENANT_ADDRESS} }} counter drop
         iifname "vr-inet" icmp type destination-unreachable icmp code frag-needed counter name "pmtud_dropped" drop
         oifname "vr-inet" icmp type destination-unreachable icmp code frag-needed counter name "pmtud_dropped" drop
     }}
@@ -385,6 +396,7 @@ table bridge ec2_subnet {{
         if inst.role == "router":
             env["ROUTER_DNAT"] = f"tcp:{UI_PORT}:{MGMT.overlay}:{UI_PORT}"
             env.update(ROUTER_ISOLATION)
+            env.update(self.router_env)
         else:
             env["OVERLAY_GATEWAY"] = ROUTER.overlay
         return env

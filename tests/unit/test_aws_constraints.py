@@ -224,3 +224,30 @@ def test_an_elastic_ip_on_both_an_instance_and_an_interface_is_flagged():
     assert c.check_inputs("aws:ec2/eip:Eip", "e", {"networkInterface": "eni-1"}) == []
     [found] = c.check_inputs("aws:ec2/eip:Eip", "e", {"networkInterface": "eni-1", "instance": "i-1"})
     assert "undefined" in found.message and "one of the two" in found.message
+
+
+# --- private addresses per network interface, by instance type ------------------------------
+
+class _RouterLike:
+    """An instance launched on an interface with two secondary addresses, as the router's."""
+
+    def __init__(self, instance_type: str):
+        eni = aws.ec2.NetworkInterface("tiny-eni", subnet_id="subnet-1", private_ips_count=2)
+        aws.ec2.Instance("tiny", instance_type=instance_type, ami="ami-1",
+                         primary_network_interface=aws.ec2.InstancePrimaryNetworkInterfaceArgs(
+                             network_interface_id=eni.id))
+        self.outputs = {}
+
+
+def test_an_interface_holds_no_more_addresses_than_its_instance_type_allows():
+    assert c.interface_address_problem("c5n.large", 3) is None
+    assert c.interface_address_problem("t3.small", 4) is None
+    problem = c.interface_address_problem("t3.micro", 3)
+    assert problem.startswith("PrivateIpAddressLimitExceeded") and "at most 2" in problem
+    assert c.interface_address_problem("x9.unknown", 50) is None  # not listed: EC2 decides
+
+
+def test_offline_run_refuses_an_instance_type_too_small_for_the_interfaces_addresses():
+    with pytest.raises(Exception, match="PrivateIpAddressLimitExceeded"):
+        offline.run_offline(lambda: _RouterLike("t3.micro"), {}, project="p", stack="s", region="us-east-1")
+    offline.run_offline(lambda: _RouterLike("t3.small"), {}, project="p", stack="s", region="us-east-1")

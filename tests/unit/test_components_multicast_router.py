@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+import pytest
+
 from components.model import catalog
+from components.resources import router as router_module
 
 SG = "aws:ec2/securityGroup:SecurityGroup"
 
@@ -74,8 +79,8 @@ def test_router_interface_is_in_the_dedicated_subnet_with_the_member_and_router_
     assert eni.inputs["subnetId"] == dev.get("aws:ec2/subnet:Subnet", "underlay-cloudstack").id
     assert sorted(eni.inputs["securityGroups"]) == sorted(
         [dev.get(SG, "underlay-member-sg").id, dev.get(SG, "underlay-router-sg").id])
-    # One more private address, which EC2 picks: the console address.
-    assert eni.inputs["privateIpsCount"] == 1
+    # Two more private addresses, which EC2 picks: the console address and the tenants'.
+    assert eni.inputs["privateIpsCount"] == 2
 
 
 def test_router_has_an_elastic_ip_in_the_outputs(dev):
@@ -90,7 +95,7 @@ def test_router_has_an_elastic_ip_in_the_outputs(dev):
 def test_console_address_is_the_interfaces_second_address_with_its_own_elastic_ip(dev):
     eni = dev.get(ENI, "router-eni")
     console = dev.get(EIP, "router-console-eip")
-    [second] = set(eni.state["private_ips"]) - {eni.state["private_ip"]}
+    second, _third = sorted(set(eni.state["private_ips"]) - {eni.state["private_ip"]}, key=ipaddress.IPv4Address)
     assert (console.inputs["networkInterface"], console.inputs["associateWithPrivateIp"]) == (eni.id, second)
     assert console.state["public_ip"] != dev.get(EIP, "router-eip").state["public_ip"]
     assert dev.outputs["router"]["consolePrivateIp"] == second
@@ -102,6 +107,29 @@ def test_console_address_is_the_interfaces_second_address_with_its_own_elastic_i
     assert dev.boot_env(dev.instance("management"))["CSEC2_CONSOLE_ADDRESS"] == console.state["public_ip"]
     igw = dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw")
     assert igw.urn in console.dependencies
+
+
+def test_tenants_leave_with_the_interfaces_third_address_and_its_own_elastic_ip(dev):
+    eni = dev.get(ENI, "router-eni")
+    tenant = dev.get(EIP, "router-tenant-eip")
+    console, third = sorted(set(eni.state["private_ips"]) - {eni.state["private_ip"]}, key=ipaddress.IPv4Address)
+    assert (tenant.inputs["networkInterface"], tenant.inputs["associateWithPrivateIp"]) == (eni.id, third)
+    others = {dev.get(EIP, name).state["public_ip"] for name in ("router-eip", "router-console-eip")}
+    assert tenant.state["public_ip"] not in others
+    assert dev.outputs["router"]["tenantPublicIp"] == tenant.state["public_ip"]
+    # The router source-NATs system VMs and tenants to it (overlay-router.sh TENANT_ADDRESS).
+    env = dev.boot_env(dev.instance("router"))
+    assert (env["TENANT_ADDRESS"], env["CONSOLE_ADDRESS"]) == (third, console)
+    # tenantPrivateDns false (the default): tenants' DNS from the router's own recursion.
+    assert env["TENANT_DNS"] == "recurse"
+    assert dev.get("aws:ec2/internetGateway:InternetGateway", "underlay-igw").urn in tenant.dependencies
+
+
+def test_secondary_addresses_are_the_lower_for_the_console_and_the_higher_for_tenants():
+    assert router_module._secondary_addresses("10.0.0.20", ["10.0.0.20", "10.0.0.9", "10.0.0.100"]) == (
+        "10.0.0.9", "10.0.0.100")  # by address, not as text ("10.0.0.100" < "10.0.0.9")
+    with pytest.raises(ValueError, match="expected exactly 2"):
+        router_module._secondary_addresses("10.0.0.20", ["10.0.0.20", "10.0.0.9"])
 
 
 def test_console_forwards_parameter_is_created_empty_and_left_to_the_registration(dev):
@@ -149,6 +177,22 @@ def test_elastic_ip_in_an_existing_vpc_has_no_gateway_to_wait_for(deploy):
                routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
     assert d.of_type("aws:ec2/internetGateway:InternetGateway") == []
     assert d.get("aws:ec2/eip:Eip", "router-eip")
+
+
+def test_in_an_existing_vpc_tenants_are_refused_the_gateway_endpoint_services(deploy):
+    d = deploy(vpcId="vpc-0e0e0e0e0e0e0e0e1", cloudstackSubnetId="subnet-0c0c0c0c0c0c0c0c1",
+               dbSubnetIds=["subnet-0d0d0d0d0d0d0d0d1", "subnet-0d0d0d0d0d0d0d0d2"],
+               routeTableIds=["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"])
+    # The offline runner's stand-ins for the region's S3 and DynamoDB prefix lists.
+    assert d.boot_env(d.instance("router"))["TENANT_REFUSED"] == "198.51.100.0/25 203.0.113.0/25"
+    asked = [args.get("name") for token, args in d.run.invokes if token == "aws:ec2/getPrefixList:getPrefixList"]
+    assert asked == ["com.amazonaws.us-east-1.s3", "com.amazonaws.us-east-1.dynamodb"]
+    assert sorted(args["routeTableId"] for token, args in d.run.invokes
+                  if token == "aws:ec2/getRouteTable:getRouteTable") == ["rtb-0a0a0a0a0a0a0a0a1", "rtb-0a0a0a0a0a0a0a0a2"]
+
+
+def test_in_a_new_vpc_nothing_public_is_refused_to_tenants(dev):
+    assert "TENANT_REFUSED" not in dev.boot_env(dev.instance("router"))
 # --- services offered from VMs (vmForwards) ------------------------------------------------
 
 def plain(value):
@@ -200,3 +244,8 @@ def test_the_router_forwards_consoles_only_into_the_system_vms_public_range(dev)
     [system_range] = [r for r in dev.registrations if r.type == "pulumi-python:dynamic/cloudstack:PublicIpRange"
                       and r.inputs.get("forsystemvms") is True]
     assert env["CONSOLE_RANGE"] == f"{system_range.inputs['startip']}-{system_range.inputs['endip']}"
+
+
+def test_tenant_private_dns_makes_the_routers_resolver_forward_to_the_vpc_resolver(deploy):
+    private = deploy(tenantPrivateDns=True)
+    assert private.boot_env(private.instance("router"))["TENANT_DNS"] == "forward"

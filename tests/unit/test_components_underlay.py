@@ -130,7 +130,7 @@ def test_database_subnets_have_no_internet_route(dev):
 def test_only_the_router_has_elastic_ips_and_no_instance_a_public_address(dev):
     eni = dev.get("aws:ec2/networkInterface:NetworkInterface", "router-eni")
     eips = dev.of_type(EIP)
-    assert sorted(e.name for e in eips) == ["router-console-eip", "router-eip"]
+    assert sorted(e.name for e in eips) == ["router-console-eip", "router-eip", "router-tenant-eip"]
     for eip in eips:
         assert eip.inputs["networkInterface"] == eni.id and eip.inputs["domain"] == "vpc"
     for inst in dev.instances():

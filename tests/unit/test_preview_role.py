@@ -37,6 +37,8 @@ ACTIONS_OF_INVOKE = {
                                         "ec2:DescribeInstanceAttribute", "ec2:DescribeVolumes",
                                         "ec2:DescribeInstanceCreditSpecifications"},
     "aws:ec2/getSubnet:getSubnet": {"ec2:DescribeSubnets"},
+    "aws:ec2/getPrefixList:getPrefixList": {"ec2:DescribePrefixLists"},
+    "aws:ec2/getRouteTable:getRouteTable": {"ec2:DescribeRouteTables"},
     "aws:index/getAvailabilityZones:getAvailabilityZones": {"ec2:DescribeAvailabilityZones"},
     "aws:index/getCallerIdentity:getCallerIdentity": set(),
     "aws:index/getRegion:getRegion": set(),
@@ -93,7 +95,8 @@ def statement(sid: str) -> dict:
 def test_every_data_source_the_program_calls_is_known(invoked):
     assert invoked - set(ACTIONS_OF_INVOKE) == set(), "add the data source's IAM actions (with their source)"
     # The runs above reach the lookups that only some stacks make.
-    assert {"aws:ec2/getSubnet:getSubnet", "aws:ec2/getInstance:getInstance"} <= invoked
+    assert {"aws:ec2/getSubnet:getSubnet", "aws:ec2/getInstance:getInstance",
+            "aws:ec2/getPrefixList:getPrefixList", "aws:ec2/getRouteTable:getRouteTable"} <= invoked
 
 
 def test_the_lookup_statement_is_exactly_what_the_program_needs(invoked):

@@ -267,7 +267,10 @@ def test_console_range_is_the_routers_only():
 #: at once, as it did when three features merged together reached 17694 bytes. Today
 #: (2026-11-30): router about 13.4 KB (it also carries overlay-router.sh),
 #: management server 11.3 KB, KVM host 11.2 KB; 12 KiB would already refuse the router.
-USER_DATA_BUDGET_BYTES = 14 * 1024
+#: Raised to 15 KiB (2026-12-06) for the router's tenant budgets, tenants' address and
+#: tenants' resolver (about 1.3 KB): the router is the one role near it now, and the
+#: next growth of overlay-router.sh must move the router's part to stage 2 instead.
+USER_DATA_BUDGET_BYTES = 15 * 1024
 
 
 @pytest.mark.parametrize("role", BOOTS)

@@ -117,6 +117,8 @@ class Settings:
     efs_throughput_mode: str
     efs_provisioned_mibps: int
     tenant_vpc_access_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+    #: tenantPrivateDns: the router's resolver forwards tenants' queries to the VPC resolver.
+    tenant_private_dns: bool = False
     vm_forwards: tuple["VmForward", ...] = ()
     system_vm_wait_minutes: int = 30
     destroy_with_running_vms: bool = False

@@ -161,6 +161,11 @@ KEYS: tuple[Key, ...] = (
         rule=CrossKey("vm_forwards_valid", "a target must be in the public range of overlayCidr")),
     Key("tenantVpcAccessCidrs", "list", [], "Parts of the VPC (or networks reachable from it) that tenant VMs may reach through the router besides DNS and the internet, e.g. during a migration; never the CloudStack or database subnets. See Isolation.",
         rule=_tenant_vpc_access_cidrs),
+    # Tenants' DNS (the router's resolver, userdata/overlay-router.sh TENANT_DNS): false, it
+    # recurses from the root itself, so tenants never see the VPC's private hosted zones or
+    # its own names; true, it forwards to the VPC resolver, which answers them.
+    Key("tenantPrivateDns", "bool", False, "Tenant VMs' DNS answers include the VPC's private hosted zones and names (the router's resolver forwards to the VPC resolver); false: it resolves from the internet's root itself. See Isolation.",
+        rule=Plain("true or false")),
 )
 
 
