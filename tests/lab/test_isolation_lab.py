@@ -55,8 +55,7 @@ BRIDGE_MACS: dict[str, str] = {}
 def boot_firewall(tmp: Path, boot) -> str:
     """The nftables rules the real boot script of `boot` writes (run against the fakes)."""
     machine = bootlab.Machine(tmp)
-    machine.update(lambda s: s["ssm"].update({f"{bootlab.PREFIX}/management-ssh-public-key": bootlab.MGMT_SSH_KEY,
-                                              f"{bootlab.PREFIX}/cloudstack-version": "4.22.0.0"}))
+    bootlab.publish_for_hosts(machine)
     result = machine.run_user_data(bootlab.render(boot))
     assert result.status == 0, result.output
     return machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
