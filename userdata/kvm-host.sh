@@ -29,25 +29,119 @@ AGENT_PROPERTIES=$CSEC2_ROOT/etc/cloudstack/agent/agent.properties
 # other overlay address, the public range above all): nothing.
 PEER_PORTS="22, 1798, 16509, 16514, 49152-49216"
 VNC_PORTS="5900-6100"
-HOST_PORTS="$PEER_PORTS, $VNC_PORTS"
 
 # ------------------------------------------------------------- firewall ----
 
+# The overlay port of cloudbr0 (overlay-network.sh VXLAN_DEV): frames from it
+# come from other members' VTEPs; every other port of cloudbr0 is a VM's NIC.
+# components/boot/userdata.py OVERLAY_PORT holds the same name (a test compares them).
+OVERLAY_PORT=ethovl0
+# The first two bytes of every infrastructure node's cloudbr0 MAC (overlay-network.sh
+# INFRA_MAC_PREFIX; the other four are its overlay address).
+INFRA_MAC_PREFIX=0a:00
+
+# overlay_setting KEY REGEX: a setting of overlay-network.sh from overlay.env
+# (written by the user data), checked against REGEX.
+overlay_setting() {
+    local value
+    value=$(sed -n "s/^$1=\"\\(.*\\)\"\$/\\1/p" "$CSEC2_ROOT/etc/cloudstack-ec2/overlay.env")
+    [[ $value =~ $2 ]] || csec2_die "/etc/cloudstack-ec2/overlay.env: $1='$value' does not match $2"
+    echo "$value"
+}
+
 # Loaded before libvirt listens, and at every boot by
 # cloudstack-ec2-host-firewall.service (see csec2_load_firewall).
+#
+# Beyond the address classes, a host faces tenants on devices that are not
+# cloudbr0: CloudStack's guest bridges (brethovl0-<vlan>, made by modifyvlan.sh
+# with the kernel's defaults, IPv6 on) and VM taps. Only locally addressed
+# traffic is filtered here (hook input): frames bridged between a bridge's
+# ports never reach it, whether or not br_netfilter is loaded (zones with
+# security groups need it: the agent's security_group.py filters VM traffic with
+# iptables physdev rules; with it, bridged IPv4/IPv6 pass the forward hook,
+# which this table leaves alone), so VMs keep their own IPv4 and IPv6.
+#   - IPv6: nothing from any device but lo. The host uses no IPv6 (the VPC, the
+#     overlay and every service above are IPv4), so it needs no exception, not
+#     even neighbour discovery; without this rule a tenant reached any
+#     listening service at the guest bridge's fe80:: address (ping ff02::1
+#     finds it) and one Router Advertisement gave the host a default route.
+#   - IPv4: only to an address of the device it arrived on (the strong host
+#     model; the filter of nft(8) "drop packets to address not configured on
+#     incoming interface"): guest bridges and taps carry no host address, so a
+#     tenant there reaches none of the host's (its overlay or underlay address)
+#     whatever the kernel's ARP and rp_filter settings.
+#   - VXLAN only to the underlay address (in the VPC) or the overlay's group:
+#     the kernel's VXLAN socket takes datagrams from every device, and one
+#     decapsulated here is a frame on cloudbr0 that no VM-port rule below has
+#     seen. With the rule before it (an address of the arriving device), only
+#     the underlay device qualifies: a VM on cloudbr0 or on cloud0 (addresses
+#     outside the VPC) no longer reaches the socket, nor a tenant on a guest
+#     bridge; the group is delivered only where the VXLAN device joined it.
 setup_firewall() {
+    local ipv4='^([0-9]{1,3}\.){3}[0-9]{1,3}' port vpc group
+    port=$(overlay_setting VXLAN_PORT '^[1-9][0-9]{0,4}$')
+    vpc=$(overlay_setting VPC_CIDR "$ipv4/[0-9]{1,2}\$")
+    group=$(overlay_setting VXLAN_GROUP "$ipv4\$")
     csec2_load_firewall cloudstack_ec2_host <<NFT
 table inet cloudstack_ec2_host {
+    counter ipv6_refused { }
+    counter not_local_refused { }
+    counter vxlan_refused { }
     chain input {
         type filter hook input priority filter - 10; policy accept;
         iifname "lo" accept
+        meta nfproto ipv6 counter name "ipv6_refused" drop
         # Replies to this host's own connections (their local ports may fall
         # in 49152-49216, inside Linux's ephemeral range).
         ct state established,related accept
+        fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop
+        udp dport $port ip daddr != { $vpc, $group } counter name "vxlan_refused" drop
         meta nfproto ipv4 tcp dport { $PEER_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_HOST_RANGE } counter drop
         meta nfproto ipv4 tcp dport { $VNC_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_SYSTEM_RANGE } counter drop
         meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_INFRA_CIDR, $CSEC2_SYSTEM_RANGE } counter drop
-        meta nfproto ipv6 tcp dport { $HOST_PORTS } drop
+    }
+}
+$(vm_port_rules)
+NFT
+}
+
+# Infrastructure addresses (router, management servers, hosts) are bound to
+# their nodes at every VM's port: a frame entering a bridge from a VM's NIC (any
+# port but the overlay port and its VLAN devices, ethovl0.<vlan>, which carry
+# what other members sent) may not claim an infrastructure address as its ARP
+# sender or IPv4 source, nor an infrastructure node's MAC (overlay-network.sh
+# derives them, INFRA_MAC_PREFIX) as its source or ARP sender. On cloudbr0 that
+# stops a tenant's virtual router or a system VM from taking over the router's,
+# a management server's or a host's address (a single gratuitous ARP otherwise
+# moves a neighbour's entry to its sender) or MAC (the bridges' and VTEPs'
+# forwarding tables learn from any source MAC). On guest bridges it refuses
+# only guest addresses inside the overlay's infrastructure block: guest
+# networks' CIDRs belong outside the overlay. Why binding at
+# the VM ports holds for the whole overlay: every overlay address that is not
+# infrastructure is a VM NIC on some host's cloudbr0, so every host filtering
+# its own VM ports covers them all; the only other way onto the overlay's layer
+# 2 is VXLAN, which the underlay admits only from the dedicated subnet (the
+# members' security group) and this host only through the underlay (above).
+# It is the address half of CloudStack's own per-VM anti-spoofing
+# (default_ebtables_rules in apache/cloudstack scripts/vm/network/
+# security_group.py: a VM's ARP must carry its own IP and MAC), which the agent
+# installs only in zones with security groups and only for addresses it
+# assigned; this rule needs no per-VM state. Its own table in the bridge family,
+# hook prerouting: before the bridge learns or forwards, and before the host's
+# own stack sees the frame.
+vm_port_rules() {
+    cat <<NFT
+table bridge cloudstack_ec2_vm_ports
+delete table bridge cloudstack_ec2_vm_ports
+table bridge cloudstack_ec2_vm_ports {
+    counter infra_claim_refused { }
+    chain prerouting {
+        type filter hook prerouting priority filter; policy accept;
+        iifname { "$OVERLAY_PORT", "$OVERLAY_PORT.*" } accept
+        ether saddr & ff:ff:00:00:00:00 == $INFRA_MAC_PREFIX:00:00:00:00 counter name "infra_claim_refused" drop
+        arp saddr ether & ff:ff:00:00:00:00 == $INFRA_MAC_PREFIX:00:00:00:00 counter name "infra_claim_refused" drop
+        arp saddr ip $CSEC2_INFRA_CIDR counter name "infra_claim_refused" drop
+        ip saddr $CSEC2_INFRA_CIDR counter name "infra_claim_refused" drop
     }
 }
 NFT

@@ -35,7 +35,9 @@
 #           may connect is the router's security group's business.
 #
 # Every role: IPv6 is off on cloudbr0 (the instance's own addresses only;
-# bridged frames pass), so the IPv4 isolation has no IPv6 way around it.
+# bridged frames pass), so the IPv4 isolation has no IPv6 way around it; no
+# device accepts Router Advertisements, answers ARP for another device's
+# address, or skips the reverse-path check (see "accept_ra" below).
 #
 # Idempotent: it changes only runtime network state (links, addresses, routes,
 # sysctls under net.*, its own nftables table, replaced atomically) and writes no
@@ -116,6 +118,9 @@ readonly VXLAN_DEV=ethovl0
 # networks could not start); removed when found, see below.
 readonly LEGACY_VXLAN_DEV=ethvxlan0
 readonly NFT_TABLE=cloudstack_overlay
+# The first two bytes of cloudbr0's MAC (locally administered, unicast; see
+# below). kvm-host.sh holds the same prefix (a test compares them).
+readonly INFRA_MAC_PREFIX=0a:00
 readonly VXLAN_OVERHEAD=50
 readonly MIN_MTU=1280
 readonly MAX_MTU=8450
@@ -399,6 +404,43 @@ set_proc() { # /proc/sys path, value: write only when different
 # Before the VXLAN device joins the group: the Transit Gateway speaks IGMPv2 only.
 set_proc "/proc/sys/net/ipv4/conf/$UNDERLAY_DEV/force_igmp_version" 2
 
+# Devices the instance does not address itself must not give tenants a way in.
+# A KVM host's guest bridges (brethovl0-<vlan>, CloudStack's modifyvlan.sh) are
+# created later with the kernel's defaults, so the defaults are set here, before
+# the agent runs (kernel Documentation/networking/ip-sysctl.rst):
+#   accept_ra 0      IPv6 "conf/default/*: Change the interface-specific default
+#                    settings. These settings would be used during creating new
+#                    interfaces": default for the bridges to come, every
+#                    existing device by name, and all. Nothing here uses IPv6;
+#                    with the kernel's 1 (forwarding off) one Router
+#                    Advertisement from a tenant gave a host an address and a
+#                    default route through the tenant.
+#   arp_ignore 1     "reply only if the target IP address is local address
+#                    configured on the incoming interface": no ARP answers for
+#                    the host's overlay or underlay address on a guest bridge.
+#   arp_announce 2   "Always use the best local address for this target": ARP
+#                    requests never carry an address of another device.
+#   rp_filter 2      loose reverse path ("Each incoming packet's source address
+#                    is also tested against the FIB and if the source address
+#                    is not reachable via any interface the packet check will
+#                    fail"); a device without an IPv4 address (a guest bridge)
+#                    fails it too. Set here, not left to the distribution
+#                    (Ubuntu's systemd sets 2, the kernel's default is 0).
+#                    Not strict (1): a member's default route is cloudbr0, so
+#                    strict would refuse what the underlay legitimately brings.
+# For IPv4 "The max value from conf/{all,interface}/<key> is used", so "all"
+# covers every device, present and future; "default" too, for anyone reading
+# a new device's own value.
+for conf in /proc/sys/net/ipv6/conf/*/accept_ra; do
+    # No match when the kernel runs without IPv6 (ipv6.disable=1).
+    [[ -e $conf ]] && set_proc "$conf" 0
+done
+for setting in arp_ignore=1 arp_announce=2 rp_filter=2; do
+    for dev in all default; do
+        set_proc "/proc/sys/net/ipv4/conf/$dev/${setting%=*}" "${setting#*=}"
+    done
+done
+
 if ! link_exists "$BRIDGE"; then
     log "creating bridge $BRIDGE"
     ip link add name "$BRIDGE" type bridge stp_state 0 forward_delay 0
@@ -434,6 +476,20 @@ fi
     $(readlink "/sys/class/net/$VXLAN_DEV/brport/bridge") == */"$BRIDGE" ]] ||
     ip link set dev "$VXLAN_DEV" master "$BRIDGE"
 ip link set dev "$VXLAN_DEV" up
+# cloudbr0's MAC is the overlay address's: INFRA_MAC_PREFIX and the address's
+# four bytes. Every role here is infrastructure (router, management servers,
+# hosts), so an infrastructure node is known by its MAC as by its address, and a
+# KVM host drops frames from its VMs' ports that carry such a MAC as source
+# (kvm-host.sh, vm_port_rules): no VM can teach the overlay's bridges and VTEPs
+# that the management server's MAC sits behind it. CloudStack gives its VMs
+# MACs whose first byte is 02 or has 06 set (NetUtils.createSequenceBasedMacAddress
+# in apache/cloudstack), never 0a. Set, not learnt: a bridge otherwise takes its
+# lowest port MAC, which changes as VMs come and go. arp_notify: a changed MAC
+# (an upgrade) is announced at once instead of waiting for neighbours to probe.
+IFS=. read -r a b c d <<<"$overlay_ip"
+bridge_mac=$(printf '%s:%02x:%02x:%02x:%02x' "$INFRA_MAC_PREFIX" "$a" "$b" "$c" "$d")
+set_proc "/proc/sys/net/ipv4/conf/$BRIDGE/arp_notify" 1
+[[ $(</sys/class/net/$BRIDGE/address) == "$bridge_mac" ]] || ip link set dev "$BRIDGE" address "$bridge_mac"
 # No IPv6 on this instance's own cloudbr0: nothing here uses IPv6 on the overlay,
 # and the isolation (the router's table, the members' firewalls) is IPv4; with
 # IPv6 on, every member had an fe80:: address on which tenants reached sshd and

@@ -26,6 +26,18 @@ listening, then one line per event, flushed, so the lab can follow them.
                                  PAYLOAD bytes after the tag: a guest packet of
                                  that MTU) to an unknown MAC out of DEV, so a
                                  bridge floods it; prints the frame's length
+  udp ADDR PORT                  UDP listener: prints "udp <source ip>" for every
+                                 datagram
+  send-udp ADDR PORT [SOURCE]    client: one datagram ("probe"), from SOURCE if given
+  garp DEV IP [MAC]              one gratuitous ARP out of DEV: "IP is at MAC" (DEV's
+                                 by default; also the frame's source), a request
+                                 with sender = target = IP, broadcast
+  ra DEV PREFIX                  one Router Advertisement (router lifetime 1800 s,
+                                 PREFIX/64 for autoconfiguration) to ff02::1 on DEV
+  vxlan ADDR PORT VNI DST_MAC SRC DST DPORT [OUTER_SOURCE]
+                                 one VXLAN datagram to ADDR:PORT (from OUTER_SOURCE
+                                 if given) carrying an Ethernet frame to DST_MAC
+                                 with an IPv4/UDP packet SRC -> DST:DPORT ("injected")
 """
 
 from __future__ import annotations
@@ -313,6 +325,74 @@ def send_tagged(dev: str, vlan: int, payload: int) -> int:
     return 0
 
 
+def serve_udp(addr: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((addr, port))
+        print("READY", flush=True)
+        while True:
+            _, peer = sock.recvfrom(2048)
+            print(f"udp {peer[0]}", flush=True)
+
+
+def send_udp(addr: str, port: int, source: str = "0.0.0.0") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.sendto(b"probe", (addr, port))
+    return 0
+
+
+def dev_mac(dev: str) -> bytes:
+    with open(f"/sys/class/net/{dev}/address") as f:
+        return bytes.fromhex(f.read().strip().replace(":", ""))
+
+
+def send_garp(dev: str, ip: str, mac_text: str = "") -> int:
+    """RFC 5227 section 3 "ARP Announcement": a request whose sender and target IP
+    are both the claimed address; Linux updates an existing neighbour entry from it."""
+    mac = bytes.fromhex(mac_text.replace(":", "")) if mac_text else dev_mac(dev)
+    addr = socket.inet_aton(ip)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + addr + bytes(6) + addr
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((dev, 0))
+        s.send(b"\xff" * 6 + mac + struct.pack("!H", 0x0806) + arp)
+    return 0
+
+
+def send_ra(dev: str, prefix: str) -> int:
+    """RFC 4861 section 4.2: type 134, hop limit 255, from the link-local address;
+    a Prefix Information option (L and A set) for SLAAC. The kernel fills the checksum."""
+    net = ipaddress.IPv6Network(f"{prefix}/64")
+    ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+    ra += struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0) + net.network_address.packed
+    index = socket.if_nametoindex(dev)
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        s.sendto(ra, ("ff02::1", 0, 0, index))
+    return 0
+
+
+def ipv4_checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    total = (total & 0xFFFF) + (total >> 16)
+    return ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
+
+
+def send_vxlan(addr: str, port: int, vni: int, dst_mac: str, src: str, dst: str, dport: int,
+               outer_source: str = "0.0.0.0") -> int:
+    """RFC 7348 section 5: flags 0x08 (VNI valid), the VNI, then the inner frame."""
+    payload = b"injected"
+    udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    header = header[:10] + struct.pack("!H", ipv4_checksum(header)) + header[12:]
+    frame = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("02005eee0002") + struct.pack("!H", 0x0800)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((outer_source, 0))
+        sock.sendto(struct.pack("!II", 0x08000000, vni << 8) + frame + header + udp, (addr, port))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode, args = argv[0], argv[1:]
     if mode == "whoami":
@@ -332,6 +412,16 @@ def main(argv: list[str]) -> int:
         return client_bulk(args[0], int(args[1]), int(args[2]), int(args[3]), float(args[4]))
     elif mode == "tagged":
         return send_tagged(args[0], int(args[1]), int(args[2]))
+    elif mode == "udp":
+        serve_udp(args[0], int(args[1]))
+    elif mode == "send-udp":
+        return send_udp(args[0], int(args[1]), *args[2:3])
+    elif mode == "garp":
+        return send_garp(args[0], args[1], *args[2:3])
+    elif mode == "ra":
+        return send_ra(args[0], args[1])
+    elif mode == "vxlan":
+        return send_vxlan(args[0], int(args[1]), int(args[2]), args[3], args[4], args[5], int(args[6]), *args[7:8])
     elif mode == "resolve":
         return client_resolve(args[0], args[1], float(args[2]), *args[3:4])
     else:

@@ -19,6 +19,7 @@ rule(s) responsible removed from the loaded table, and the outcome flips.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import sys
@@ -29,7 +30,7 @@ import pytest
 
 from .netlab import (
     DB_ADDRESS, DB_PORT, DNS_NAME, ELASTIC_IP, IMDS, INTERNET_CLIENT, INTERNET_PORT, MGMT, OVERLAY_CIDR, OVERLAY_MTU,
-    OVERLAY_PREFIX, RESOLVER, ROUTER, TOOLS, UI_PORT, Instance, Lab,
+    OVERLAY_PREFIX, RESOLVER, ROUTER, TOOLS, UI_PORT, VPC_CIDR, VXLAN_GROUP, VXLAN_ID, Instance, Lab,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "userdata"))
@@ -53,10 +54,12 @@ BRIDGE_MACS: dict[str, str] = {}
 
 
 def boot_firewall(tmp: Path, boot) -> str:
-    """The nftables rules the real boot script of `boot` writes (run against the fakes)."""
+    """The nftables rules the real boot script of `boot` writes (run against the fakes),
+    with the lab's overlay settings (VPC, VXLAN group and VNI) in its overlay.env."""
     machine = bootlab.Machine(tmp)
     bootlab.publish_for_hosts(machine)
-    result = machine.run_user_data(bootlab.render(boot))
+    overlay = dataclasses.replace(boot.overlay, vpc_cidr=VPC_CIDR, vxlan_group=VXLAN_GROUP, vxlan_id=VXLAN_ID)
+    result = machine.run_user_data(bootlab.render(dataclasses.replace(boot, overlay=overlay)))
     assert result.status == 0, result.output
     return machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
 

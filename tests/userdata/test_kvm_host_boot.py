@@ -90,7 +90,20 @@ def test_firewall_admits_each_port_only_from_its_address_classes(machine):
     # Tenants (the rest of the overlay): nothing at all.
     assert f"meta nfproto ipv4 ip saddr 10.100.0.0/16 ip saddr != {{ 10.100.0.0/18, {system} }} counter drop" \
         in rules
-    assert "meta nfproto ipv6 tcp dport { 22, 1798, 16509, 16514, 49152-49216, 5900-6100 } drop" in rules
+    # IPv6: nothing but loopback, before any accept for established connections.
+    lines = [line.strip() for line in rules.splitlines()]
+    assert lines.index('meta nfproto ipv6 counter name "ipv6_refused" drop') == lines.index('iifname "lo" accept') + 1
+    assert lines.index("ct state established,related accept") > lines.index('iifname "lo" accept') + 1
+    # IPv4 only to an address of the arriving device; VXLAN (overlay.env's port) only to
+    # an address in the VPC (the underlay's) or to the overlay's group.
+    assert 'fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop' in lines
+    assert 'udp dport 4789 ip daddr != { 10.0.0.0/16, 239.255.0.100 } counter name "vxlan_refused" drop' in lines
+    # VM ports of cloudbr0 (all but the overlay port) claim no infrastructure address.
+    assert 'iifname { "ethovl0", "ethovl0.*" } accept' in lines
+    assert 'arp saddr ip 10.100.0.0/18 counter name "infra_claim_refused" drop' in lines
+    for field in ("ether saddr", "arp saddr ether"):
+        assert f'{field} & ff:ff:00:00:00:00 == 0a:00:00:00:00:00 counter name "infra_claim_refused" drop' in lines
+    assert 'ip saddr 10.100.0.0/18 counter name "infra_claim_refused" drop' in lines
     assert "flush ruleset" not in rules, "libvirt's and CloudStack's own rules must survive"
 
 

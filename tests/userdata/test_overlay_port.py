@@ -22,6 +22,11 @@ def script_constant(name: str) -> str:
 
 def test_script_and_python_name_the_same_port_and_bridge():
     assert script_constant("VXLAN_DEV") == overlay.OVERLAY_PORT
+    # The KVM host's firewall exempts the overlay port from its VM-port rules.
+    host = resources.files("userdata").joinpath("kvm-host.sh").read_text()
+    assert re.findall(r"^OVERLAY_PORT=(\S+)$", host, re.M) == [overlay.OVERLAY_PORT]
+    # ... and frames carrying an infrastructure node's MAC, which the overlay script derives.
+    assert re.findall(r"^INFRA_MAC_PREFIX=(\S+)$", host, re.M) == [script_constant("INFRA_MAC_PREFIX")]
     assert script_constant("BRIDGE") == overlay.OVERLAY_BRIDGE
 
 
