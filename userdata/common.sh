@@ -290,10 +290,8 @@ CSEC2_TRY_VALUE=""
 
 # shellcheck disable=SC2317
 csec2_try_parameter() {
-    # "pending": the placeholder Pulumi creates a parameter with until its
-    # writer (e.g. the management server) stores the real value.
     CSEC2_TRY_VALUE=$(csec2_get_parameter "$CSEC2_TRY_NAME") &&
-        [[ -n $CSEC2_TRY_VALUE && $CSEC2_TRY_VALUE != None && $CSEC2_TRY_VALUE != pending ]]
+        [[ -n $CSEC2_TRY_VALUE && $CSEC2_TRY_VALUE != None ]]
 }
 
 # csec2_wait_parameter KEY VAR [WRITER]: stores the value of SSM parameter KEY
@@ -307,6 +305,65 @@ csec2_wait_parameter() {
         csec2_die "SSM parameter $CSEC2_TRY_NAME does not exist after $CSEC2_WAIT_PARAMETERS_SECONDS s ($_writer)"
     printf -v "$_var" '%s' "$CSEC2_TRY_VALUE"
     CSEC2_TRY_VALUE=""
+}
+
+# ----------------------------------------------------------- trust anchors ----
+
+# The values KVM hosts act on as root (the management server's SSH public key,
+# its package version) are SecureString parameters under the anchor key
+# CSEC2_ANCHOR_KEY_ARN, which only the management server's role may encrypt with
+# (components/resources/anchor.py). Parameter Store encrypts a SecureString
+# with the writer's own credentials (kms:Encrypt on the key: AWS Systems Manager
+# User Guide, "How AWS Systems Manager Parameter Store uses AWS KMS"), so a
+# value under that key was written by the management server. A String, or a
+# SecureString under another key (aws/ssm, which every principal of the account
+# may use), is refused: anyone with ssm:PutParameter could have written it.
+# GetParameterHistory reports the type and key of each version beside its
+# value, in one answer; the newest version is the one with the highest number.
+CSEC2_ANCHOR_QUERY='max_by(Parameters, &Version).{Type: Type, KeyId: KeyId, Value: Value}'
+CSEC2_ANCHOR_REFUSED=""
+
+# shellcheck disable=SC2317  # called through csec2_wait_until
+csec2_try_anchor() {
+    local json type key_id=""
+    CSEC2_TRY_VALUE=""
+    json=$(csec2_aws ssm get-parameter-history --name "$CSEC2_TRY_NAME" --with-decryption \
+        --query "$CSEC2_ANCHOR_QUERY" --output json 2>/dev/null) || return 1
+    csec2_json_get Type type <<<"$json" 2>/dev/null || return 1
+    csec2_json_get KeyId key_id <<<"$json" 2>/dev/null || key_id=""
+    if [[ $type != SecureString || $key_id != "$CSEC2_ANCHOR_KEY_ARN" ]]; then
+        CSEC2_ANCHOR_REFUSED="its newest version is a $type${key_id:+ under KMS key $key_id}, not a SecureString under $CSEC2_ANCHOR_KEY_ARN"
+        csec2_log "  refused SSM parameter $CSEC2_TRY_NAME: $CSEC2_ANCHOR_REFUSED"
+        return 1
+    fi
+    csec2_json_get Value CSEC2_TRY_VALUE <<<"$json" 2>/dev/null && [[ -n $CSEC2_TRY_VALUE ]]
+}
+
+# csec2_wait_anchor KEY VAR WRITER: stores in VAR the value of SSM parameter KEY
+# (under the prefix) once it exists as a SecureString under the anchor key,
+# waiting (bounded by CSEC2_WAIT_PARAMETERS_SECONDS); WRITER says who writes it.
+csec2_wait_anchor() {
+    local _key=$1 _var=$2 _writer=$3
+    CSEC2_TRY_NAME=$(csec2_name "$_key")
+    CSEC2_ANCHOR_REFUSED=""
+    csec2_wait_until "SSM parameter $CSEC2_TRY_NAME" "$CSEC2_WAIT_PARAMETERS_SECONDS" csec2_try_anchor ||
+        csec2_die "SSM parameter $CSEC2_TRY_NAME holds no value the management server wrote after" \
+            "$CSEC2_WAIT_PARAMETERS_SECONDS s (${CSEC2_ANCHOR_REFUSED:-it does not exist}; $_writer)"
+    printf -v "$_var" '%s' "$CSEC2_TRY_VALUE"
+    CSEC2_TRY_VALUE=""
+}
+
+# csec2_publish_anchor KEY VALUE: writes VALUE to SSM parameter KEY as a
+# SecureString under the anchor key, unless it already holds it so.
+csec2_publish_anchor() {
+    CSEC2_TRY_NAME=$(csec2_name "$1")
+    if csec2_try_anchor && [[ $CSEC2_TRY_VALUE == "$2" ]]; then
+        csec2_log "$CSEC2_TRY_NAME is up to date"
+        return 0
+    fi
+    csec2_aws ssm put-parameter --name "$CSEC2_TRY_NAME" --type SecureString --key-id "$CSEC2_ANCHOR_KEY_ARN" \
+        --overwrite --value "$2" >/dev/null
+    csec2_log "published $CSEC2_TRY_NAME (SecureString under $CSEC2_ANCHOR_KEY_ARN)"
 }
 
 # Prints the current value (SecretString) of secret NAME; fails when the secret

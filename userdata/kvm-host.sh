@@ -15,7 +15,7 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 
 csec2_begin kvm-host
 csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_URL \
-    CSEC2_CLOUDSTACK_KEY_URL CSEC2_OVERLAY_CIDR CSEC2_HOST_USER \
+    CSEC2_CLOUDSTACK_KEY_URL CSEC2_ANCHOR_KEY_ARN CSEC2_OVERLAY_CIDR CSEC2_HOST_USER \
     CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SSH_KEY_SECONDS \
     CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE
 
@@ -151,8 +151,8 @@ NFT
 
 # The agent must be the management server's exact version: with "X.Y", the
 # newest X.Y.z of the day would drift from it as patch releases come out. The
-# management server publishes its package version; wait for it (Pulumi creates
-# the parameter as "pending").
+# management server publishes its package version; wait for it, and accept it
+# only as the management server wrote it (csec2_wait_anchor).
 install_packages() {
     local version
     csec2_setup_cloudstack_repo
@@ -161,8 +161,8 @@ install_packages() {
         csec2_log "cloudstack-agent $(dpkg-query -W -f='${Version}' cloudstack-agent) already installed"
         return 0
     fi
-    CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_parameter cloudstack-version version \
-        "or is still 'pending': the management server writes it once cloudstack-management is installed; is it booting?"
+    CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_anchor cloudstack-version version \
+        "the management server writes it once cloudstack-management is installed; is it booting?"
     [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] ||
         csec2_die "SSM parameter $(csec2_name cloudstack-version) is '$version'; expected a package version"
     # The configured release (X.Y or X.Y.Z) must match what the server runs.
@@ -266,25 +266,30 @@ setup_host_user() {
     HOST_USER_HOME=$home
 }
 
+# The block of authorized_keys this script owns: the management server's key,
+# between "# BEGIN/END" marker lines (csec2_put_block). Each run REPLACES the
+# block, so a key the management server no longer publishes (a replaced server,
+# a rotated key) stops being authorized at the next boot; every line outside
+# the block (keys a person added) is left as it is. Hosts set up before the
+# block existed appended the key unmarked: such a line cannot be told from a
+# person's and is left too.
+AUTHORIZED_BLOCK="cloudstack-ec2 management server key (replaced at every boot)"
+
 install_management_key() {
     local key ssh_dir keys
     csec2_step "management server's SSH public key"
-    CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_parameter management-ssh-public-key key \
-        "or is still 'pending': the management server writes it once it is set up"
+    CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_anchor management-ssh-public-key key \
+        "the management server writes it once it is set up"
     [[ $key =~ ^(ssh-rsa|ssh-ed25519|ecdsa-sha2-nistp(256|384|521))\ [A-Za-z0-9+/]+=*(\ [^[:cntrl:]]*)?$ ]] ||
         csec2_die "SSM parameter $(csec2_name management-ssh-public-key) does not hold an SSH public key"
     ssh_dir=$CSEC2_ROOT$HOST_USER_HOME/.ssh
     keys=$ssh_dir/authorized_keys
     mkdir -p "$ssh_dir"
     touch "$keys"
-    if grep -qxF "$key" "$keys"; then
-        csec2_log "key already in $HOST_USER_HOME/.ssh/authorized_keys"
-    else
-        printf '%s\n' "$key" >>"$keys"
-        csec2_log "key added to $HOST_USER_HOME/.ssh/authorized_keys"
-    fi
-    chmod 0700 "$ssh_dir"
     chmod 0600 "$keys"
+    csec2_put_block "$keys" "$AUTHORIZED_BLOCK" <<<"$key"
+    csec2_log "management server key in $HOST_USER_HOME/.ssh/authorized_keys (replacing the one installed before)"
+    chmod 0700 "$ssh_dir"
     chown -R "$CSEC2_HOST_USER:" "$ssh_dir"
 }
 

@@ -16,7 +16,7 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 
 csec2_begin management
 csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_URL \
-    CSEC2_CLOUDSTACK_KEY_URL CSEC2_ZONE_NAME CSEC2_OVERLAY_CIDR CSEC2_EFS_MOUNT_POINT \
+    CSEC2_CLOUDSTACK_KEY_URL CSEC2_ANCHOR_KEY_ARN CSEC2_ZONE_NAME CSEC2_OVERLAY_CIDR CSEC2_EFS_MOUNT_POINT \
     CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SECRETS_SECONDS CSEC2_WAIT_DATABASE_SECONDS \
     CSEC2_WAIT_API_SECONDS CSEC2_SECRET_DB_MASTER CSEC2_SECRET_DB_CLOUD CSEC2_SECRET_CLOUDSTACK_KEYS \
     CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS CSEC2_DB_CA_BUNDLE_URL \
@@ -136,21 +136,17 @@ install_packages() {
 # KVM hosts install exactly this version of cloudstack-agent: with a version
 # "X.Y", a host added months later would otherwise get a newer X.Y.z agent than
 # this server runs. Written at every run (only when it differs), so an upgraded
-# server republishes.
+# server republishes. A trust anchor (csec2_publish_anchor): the hosts install
+# what it names as root, so only this server may write it. Not rendered into
+# the hosts' boot.env by the deployer instead: with cloudstackVersion "X.Y" only
+# this server knows which X.Y.z it installed.
 publish_version() {
-    local name current version
-    name=$(csec2_name cloudstack-version)
-    csec2_step "publish the cloudstack-management version to $name"
+    local version
+    csec2_step "publish the cloudstack-management version to $(csec2_name cloudstack-version)"
     version=$(dpkg-query -W -f='${Version}' cloudstack-management) ||
         csec2_die "cannot read the installed version of cloudstack-management"
     [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] || csec2_die "unexpected cloudstack-management version '$version'"
-    current=$(csec2_get_parameter "$name") || current=""
-    if [[ $current == "$version" ]]; then
-        csec2_log "$name is up to date ($version)"
-        return 0
-    fi
-    csec2_aws ssm put-parameter --name "$name" --type String --overwrite --value "$version" >/dev/null
-    csec2_log "published $name = $version (was '$current')"
+    csec2_publish_anchor cloudstack-version "$version"
 }
 
 # --------------------------------------------------------- database TLS ----
@@ -784,22 +780,15 @@ ssh_key_present() {
 }
 
 # The management server adds KVM hosts with its own SSH key; hosts put the
-# public key in their user's authorized_keys (they poll this parameter).
+# public key in their user's authorized_keys (they poll this parameter). A
+# trust anchor (csec2_publish_anchor): only this server may write it.
 publish_ssh_key() {
-    local name current key
-    name=$(csec2_name management-ssh-public-key)
-    csec2_step "publish the management server's SSH public key to $name"
+    local key
+    csec2_step "publish the management server's SSH public key to $(csec2_name management-ssh-public-key)"
     csec2_wait_until "$CS_SSH_PUBLIC_KEY" "$CSEC2_WAIT_API_SECONDS" ssh_key_present ||
         csec2_die "$CS_SSH_PUBLIC_KEY was not created by the management server"
     key=$(<"$CS_SSH_PUBLIC_KEY")
-    current=$(csec2_get_parameter "$name") || current=""
-    if [[ $current == "$key" ]]; then
-        csec2_log "$name is up to date"
-        return 0
-    fi
-    csec2_aws ssm put-parameter --name "$name" --type String --overwrite \
-        --value "file://$CS_SSH_PUBLIC_KEY" >/dev/null
-    csec2_log "published $name"
+    csec2_publish_anchor management-ssh-public-key "$key"
 }
 
 # -------------------------------------------------------------------- run ----

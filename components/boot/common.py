@@ -39,6 +39,8 @@ DEFAULT_KEY_URL = "https://download.cloudstack.org/release.asc"
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _URL = re.compile(r"^https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~-]+)*/?$")
+#: A KMS key ARN (AWS General Reference, "Amazon Resource Names": arn:partition:kms:region:account:key/id).
+_KMS_KEY_ARN = re.compile(r"^arn:aws(-[a-z]+)*:kms:[a-z]{2}(-[a-z]+)+-\d{1,2}:\d{12}:key/[A-Za-z0-9-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ def check_package_source(boot: object) -> None:
     check_choice("os_codename", boot.os_codename, OS_CODENAMES)  # type: ignore[attr-defined]
     check_match("repo_url", boot.repo_url, _URL, "an https:// URL")  # type: ignore[attr-defined]
     check_match("key_url", boot.key_url, _URL, "an https:// URL")  # type: ignore[attr-defined]
+    # The key the management server publishes its version and SSH key under, and the only
+    # one the hosts accept them under (components/resources/anchor.py).
+    check_match("anchor_key_arn", boot.anchor_key_arn, _KMS_KEY_ARN,  # type: ignore[attr-defined]
+                "a KMS key ARN such as 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab'")
 
 
 # ------------------------------------------------------------- environment ----
@@ -130,6 +136,7 @@ def package_env(boot) -> dict[str, str]:
         "CSEC2_OS_CODENAME": boot.os_codename,
         "CSEC2_CLOUDSTACK_REPO_URL": boot.repo_url.rstrip("/"),
         "CSEC2_CLOUDSTACK_KEY_URL": boot.key_url,
+        "CSEC2_ANCHOR_KEY_ARN": boot.anchor_key_arn,
     }
 
 

@@ -22,6 +22,7 @@ class KvmHostBoot:
     fqdn: str
     overlay: OverlayConfig           # role "member"; its address is the host's (addHost url)
     boot_bucket: str                 # the deployment's boot-script bucket (BootScriptBucket.bucket_name)
+    anchor_key_arn: str              # ManagementServer.anchor_key_arn (check_package_source)
     cloudstack_version: str = "4.22"
     os_codename: str = "noble"
     host_user: str = "root"          # the user the management server logs in as (addHost username)

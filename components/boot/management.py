@@ -42,6 +42,7 @@ class ManagementBoot:
     overlay: OverlayConfig           # role "member"; its address is the management IP
     secrets: ManagementSecrets
     boot_bucket: str                 # the deployment's boot-script bucket (BootScriptBucket.bucket_name)
+    anchor_key_arn: str              # ManagementServer.anchor_key_arn (check_package_source)
     cloudstack_version: str = "4.22"  # "X.Y" (newest patch) or "X.Y.Z" (pinned)
     os_codename: str = "noble"
     zone_name: str = "zone1"

@@ -217,6 +217,10 @@ class OfflineMocks(pulumi.runtime.Mocks):
         elif typ == "aws:secretsmanager/secret:Secret":
             prefix = state.get("name_prefix") or state.get("namePrefix") or args.name
             state.update(name=f"{prefix}Ab12Cd", arn=f"arn:{self.partition}:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{prefix}Ab12Cd")
+        elif typ == "aws:kms/key:Key":
+            # A KMS key id is a UUID; the ARN is arn:<partition>:kms:<region>:<account>:key/<id>.
+            rid = f"{n:08x}-0000-4000-8000-{n:012x}"
+            state.update(key_id=rid, arn=f"arn:{self.partition}:kms:{self.region}:{ACCOUNT_ID}:key/{rid}")
         elif typ == "aws:ssm/parameter:Parameter":
             state.update(arn=f"arn:{self.partition}:ssm:{self.region}:{ACCOUNT_ID}:parameter{state.get('name', '')}")
         elif typ == "aws:s3/bucket:Bucket":

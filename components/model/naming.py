@@ -24,7 +24,9 @@ SECRET_CLOUDSTACK_KEYS = "cloudstack-keys"  # {"management_key","database_key"} 
 SECRET_ADMIN = "admin"                    # {"username","password"}: CloudStack admin (mgmt)
 SECRET_API_KEYS = "api-keys"              # {"apikey","secretkey"}: written by mgmt, read by registration
 
-#: SSM parameters (String), written by Pulumi (endpoints) or by the mgmt server (its SSH key).
+#: SSM parameters: Strings written by Pulumi (endpoints, forwards), and the management
+#: server's SSH key and version, SecureStrings it writes under its anchor key
+#: (components/resources/anchor.py).
 PARAM_DB_ENDPOINT = "db-endpoint"
 PARAM_EFS_DNS = "efs-dns"
 PARAM_MANAGEMENT_SSH_KEY = "management-ssh-public-key"
@@ -41,8 +43,6 @@ PARAM_ROUTER_FORWARDS = "router-forwards"
 #: (components/consoles.console_forwards, or consoles.NO_CONSOLE): created by Pulumi,
 #: written by the registration once the console proxy runs; the router polls it.
 PARAM_CONSOLE_FORWARDS = "console-forwards"
-#: Value of a parameter the management server has not written yet.
-PENDING = "pending"
 #: SSM refuses empty String parameters: the value of "no forwards".
 NO_FORWARDS = "none"
 

@@ -103,7 +103,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     network = declare_network(ctx)
     data = declare_data(ctx, network)
     control = declare_control_plane(ctx, network, data)
-    compute = declare_compute(ctx, network, data)
+    compute = declare_compute(ctx, network, data, control.management.anchor_key_arn)
     registration = declare_registration(ctx, network, data, control, compute)
     outputs = stack_outputs(ctx, network, data, control, compute, registration)
     return Deployment(settings, outputs, registration.spec, ctx.host_types, ctx.host_clusters)

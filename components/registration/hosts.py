@@ -161,37 +161,55 @@ def ready_parameter(props: Props, h: Props) -> str:
     return f"{props['ready_parameter_prefix']}/{h['ipaddress']}"
 
 
-_LAUNCH_TIMES: dict[str, Any] = {}
+def session_instance(arn: str) -> str:
+    """The role session name in an assumed-role ARN (`arn:<partition>:sts::<account>:assumed-role/
+    <role>/<session>`), "" for any other principal. For an instance's role the session name is
+    the instance id: EC2 assumes the role with it (AWS EC2 User Guide, "IAM roles for Amazon
+    EC2"; CloudTrail shows such calls as assumed-role/<role>/i-...)."""
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        path = parts[5].split("/")
+        if len(path) == 3:
+            return path[2]
+    return ""
 
 
 def host_signalled_ready(props: Props, h: Props) -> bool:
     """Whether the host's boot script has written its readiness parameter (the last thing
     userdata/kvm-host.sh does: the agent is installed and the management key authorized),
-    and, when the host's EC2 instance is known, written it after that instance launched (a
-    replaced instance must not pass on its predecessor's signal)."""
+    and, when the host's EC2 instance is known, whether that instance wrote it.
+
+    The hosts share one role that may write every `<prefix>/host-ready/*` name, so the name
+    proves nothing: the writer does. DescribeParameters reports the principal of the last
+    PutParameter as LastModifiedUser (AWS Systems Manager API Reference, ParameterMetadata);
+    for a host it is its role session, whose name is its instance id (session_instance).
+    A marker another principal wrote (another host, a person) is logged and not accepted;
+    so is a replaced instance's predecessor's (another instance id)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     name = ready_parameter(props, h)
     session = aws_session(props.get("aws"), props["region"])
     try:
-        written = session.client("ssm", region_name=props["region"]).get_parameter(Name=name)["Parameter"]
-        instance = h.get("instance") or ""
-        if instance and written.get("LastModifiedDate") is not None:
-            if instance not in _LAUNCH_TIMES:
-                r = session.client("ec2", region_name=props["region"]).describe_instances(InstanceIds=[instance])
-                _LAUNCH_TIMES[instance] = r["Reservations"][0]["Instances"][0]["LaunchTime"]
-            return written["LastModifiedDate"] >= _LAUNCH_TIMES[instance]
-        return True
+        found = session.client("ssm", region_name=props["region"]).describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}])["Parameters"]
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in CREDENTIAL_ERRORS:
-            raise RegistrationError(f"the AWS credentials of the registration may not read {name} or describe "
-                                    f"instance {h.get('instance')} ({code}): it uses the stack's identity "
-                                    f"(aws:profile, aws:assumeRoles), which needs ssm:GetParameter and "
-                                    f"ec2:DescribeInstances") from None
-        return False   # ParameterNotFound: not ready yet; throttling, a new instance id: ask again
-    except (BotoCoreError, IndexError, KeyError):
+            raise RegistrationError(f"the AWS credentials of the registration may not describe {name} ({code}): "
+                                    f"it uses the stack's identity (aws:profile, aws:assumeRoles), which needs "
+                                    f"ssm:DescribeParameters") from None
+        return False   # throttling: ask again
+    except BotoCoreError:
         return False
+    if not found:
+        return False   # not written yet
+    instance = h.get("instance") or ""
+    writer = found[0].get("LastModifiedUser") or ""
+    if instance and session_instance(writer) != instance:
+        LOG.warning("%s: SSM parameter %s was written by %s, not by the host's instance %s: not accepted, waiting "
+                    "for the host's own signal", host_label(h), name, writer or "an unknown principal", instance)
+        return False
+    return True
 
 
 def forget_ready(props: Props, ips: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
@@ -9,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.model import naming
+from components.resources.anchor import reader_grant
 from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, minutes_timeouts,
                              parameter_arn)
 
@@ -88,6 +90,9 @@ class KvmHostPoolArgs:
     render_user_data: Callable[[int], pulumi.Input[str]]
     #: ARN of the KVM host script object in the boot-script bucket (BootScriptBucket.object_arn).
     boot_script_arn: pulumi.Input[str]
+    #: The management server's anchor key (ManagementServer.anchor_key_arn): the hosts may
+    #: Decrypt with it, and render_user_data puts it in their boot.env.
+    anchor_key_arn: pulumi.Input[str]
     tags: dict = field(default_factory=dict)
     #: Create/update/delete timeout: metal instances can take more than 20 minutes to
     #: start (or stop), and the provider gives up after 10 by default.
@@ -97,6 +102,10 @@ class KvmHostPoolArgs:
     #: host index -> its own InstanceSpec where it differs from `instance` (an existing
     #: host keeps its instance type, and with it its CPU options; components.model.hosttypes).
     host_instances: Mapping[int, InstanceSpec] = field(default_factory=dict)
+
+
+def _waiting_for(spec: InstanceSpec, resource: pulumi.Resource) -> InstanceSpec:
+    return dataclasses.replace(spec, wait_for=[*spec.wait_for, resource])
 
 
 class KvmHostPool(pulumi.ComponentResource):
@@ -114,7 +123,9 @@ class KvmHostPool(pulumi.ComponentResource):
         root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
         # The hosts need nothing but the management server's public key (the key it
         # adds them with) and its package version; no secret is readable from a KVM host.
-        profile = instance_role(name, grants=[Grant(["ssm:GetParameter"], [
+        # GetParameterHistory, not GetParameter: it reports the KMS key each version is
+        # under, which is how a host knows the management server wrote it (anchor.py).
+        role = instance_role(name, grants=[Grant(["ssm:GetParameterHistory"], [
             parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
             parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)]),
             # The boot script's last step: <root>/host-ready/<overlay ip> (the registration
@@ -124,11 +135,16 @@ class KvmHostPool(pulumi.ComponentResource):
             Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/*")]),
             Grant(["s3:GetObject"], [args.boot_script_arn])],
             opts=child, tags=tags)
+        profile = role.profile
+        # Decrypt only, through a grant (the key is the management server's; anchor.py).
+        # The hosts launch after it: they read the key's values at once.
+        grant = reader_grant(name, args.anchor_key_arn, role.role, child)
 
         self.instances: dict[int, aws.ec2.Instance] = {}
         for index, overlay_ip in sorted(args.overlay_ips.items()):
             self.instances[index] = hardened_instance(f"{name}-{index}", NodeArgs(
-                spec=args.host_instances.get(index, args.instance), user_data_base64=args.render_user_data(index),
+                spec=_waiting_for(args.host_instances.get(index, args.instance), grant),
+                user_data_base64=args.render_user_data(index),
                 instance_profile=profile.name, pin_instance_type=True,
                 custom_timeouts=minutes_timeouts(args.timeout_minutes),
                 tags={**tags, "Role": HOST_ROLE, DEPLOYMENT_TAG: root, "HostIndex": str(index),

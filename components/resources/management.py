@@ -10,8 +10,8 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.model import naming
-from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
-                             parameter_name)
+from components.resources.anchor import anchor_key
+from components.resources.node import Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,8 @@ class ManagementServerArgs:
     instance: InstanceSpec
     #: ARN of the RDS master secret (owned by RdsCloudDb): read by the DB setup.
     db_master_secret_arn: pulumi.Input[str]
-    #: Renders the boot script from the secrets' names (never their values).
+    #: Renders the boot script from the secrets' names (never their values) and the
+    #: anchor key's ARN ("anchor_key_arn").
     render_user_data: Callable[[dict], str]
     #: ARN of the management script object in the boot-script bucket (BootScriptBucket.object_arn).
     boot_script_arn: pulumi.Input[str]
@@ -51,10 +52,11 @@ class ManagementServer(pulumi.ComponentResource):
     """A Nitro instance that installs and runs the CloudStack management server.
 
     It owns CloudStack's secrets (its DB user's password, the management and database
-    encryption keys, the admin password, and the admin API keys it writes itself) and
-    the SSM parameter in which it publishes its SSH public key for the KVM hosts.
+    encryption keys, the admin password, and the admin API keys it writes itself) and the
+    anchor key (components/resources/anchor.py) under which it publishes its SSH public key
+    and package version for the KVM hosts.
 
-    Outputs: instance_id, private_ip, secret ARNs, api_keys_secret_arn.
+    Outputs: instance_id, private_ip, secret ARNs, api_keys_secret_arn, anchor_key_arn.
     """
 
     def __init__(self, name: str, args: ManagementServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -87,33 +89,29 @@ class ManagementServer(pulumi.ComponentResource):
 
         root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
 
-        def written_at_boot(suffix: str, which: str, description: str) -> aws.ssm.Parameter:
-            # Created here (so `pulumi destroy` removes it) with a placeholder the
-            # hosts treat as absent; the management server writes the value.
-            return aws.ssm.Parameter(
-                f"{name}-{suffix}", name=parameter_name(root, which), type="String",
-                value=naming.PENDING, description=description, tags=tags,
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
+        # The SSH public key and the package version the hosts trust: the management server
+        # creates them itself, as SecureString parameters under the anchor key (Pulumi cannot
+        # create them: only this server's role may encrypt with that key, see anchor.py).
+        ssh_key, version = (parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
+                            parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION))
 
-        ssh_key = written_at_boot("ssh-public-key", naming.PARAM_MANAGEMENT_SSH_KEY,
-                                  "SSH public key of the CloudStack management server (written by it at boot)")
-        version = written_at_boot("cloudstack-version", naming.PARAM_CLOUDSTACK_VERSION,
-                                  "cloudstack-management package version (written by the management server)")
-
-        profile = instance_role(name, grants=[
+        role = instance_role(name, grants=[
             Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                   [args.db_master_secret_arn, db_cloud.arn, keys.arn, admin.arn, api_keys.arn]),
             Grant(["secretsmanager:PutSecretValue"], [api_keys.arn]),
             Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
                                          parameter_arn(root, naming.PARAM_EFS_DNS)]),
-            Grant(["ssm:GetParameter", "ssm:PutParameter"], [ssh_key.arn, version.arn]),
+            # GetParameterHistory: how a reader learns the key a SecureString is under.
+            Grant(["ssm:GetParameterHistory", "ssm:PutParameter"], [ssh_key, version]),
             Grant(["s3:GetObject"], [args.boot_script_arn]),
         ], opts=child, tags=tags)
+        key = anchor_key(name, role.role, tags, child)
+        profile = role.profile
 
         user_data = pulumi.Output.all(
             db_master=args.db_master_secret_arn, db_cloud=db_cloud.arn, keys=keys.arn,
             admin=admin.arn, api_keys=api_keys.arn, parameter_root=root, boot_bucket=args.boot_bucket,
-            console_address=args.console_address,
+            console_address=args.console_address, anchor_key_arn=key.arn,
         ).apply(args.render_user_data)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,
@@ -122,6 +120,8 @@ class ManagementServer(pulumi.ComponentResource):
         self.instance = instance
         self.instance_id = instance.id
         self.private_ip = instance.private_ip
+        #: ARN of the anchor key: KVM hosts accept the SSH key and version only under it.
+        self.anchor_key_arn = key.arn
         self.api_keys_secret_arn = api_keys.arn
         self.api_keys_secret_id = api_keys.id
         self.admin_secret_arn = admin.arn
@@ -134,4 +134,5 @@ class ManagementServer(pulumi.ComponentResource):
             "private_ip": self.private_ip,
             "api_keys_secret_arn": self.api_keys_secret_arn,
             "secret_arns": self.secret_arns,
+            "anchor_key_arn": self.anchor_key_arn,
         })

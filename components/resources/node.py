@@ -124,8 +124,16 @@ class Grant:
     resources: Sequence[pulumi.Input[str]]
 
 
+@dataclass(frozen=True)
+class InstanceRole:
+    """An instance role and the profile instances launch with (`profile.name`)."""
+
+    role: aws.iam.Role
+    profile: aws.iam.InstanceProfile
+
+
 def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptions,
-                  tags: Optional[dict] = None) -> aws.iam.InstanceProfile:
+                  tags: Optional[dict] = None) -> InstanceRole:
     """A role for one kind of instance: SSM Session Manager plus exactly `grants`."""
     role = aws.iam.Role(
         f"{name}-role",
@@ -156,6 +164,6 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
     # The profile (and so the instance) waits for the role's permissions: boot scripts
     # read their secrets and parameters at once, and an instance launched before its
     # policy exists would start with AccessDenied.
-    return aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags or {},
-                                   opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                                       depends_on=permissions)))
+    return InstanceRole(role, aws.iam.InstanceProfile(
+        f"{name}-profile", role=role.name, tags=tags or {},
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=permissions))))

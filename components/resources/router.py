@@ -91,7 +91,7 @@ class OverlayRouter(pulumi.ComponentResource):
                 parameter_arn(args.parameter_root, naming.PARAM_CONSOLE_FORWARDS)]))
             self.forwards_parameter = forwards.name
             self.console_forwards_parameter = console_forwards.name
-        profile = instance_role(name, grants=grants, opts=child, tags=tags)
+        profile = instance_role(name, grants=grants, opts=child, tags=tags).profile
         # The router's own interface, with two more private addresses that EC2 picks (a fixed
         # one could already be another instance's): the console address and the tenants'.
         # The instance type must allow three IPv4 addresses per interface (EC2 User Guide,

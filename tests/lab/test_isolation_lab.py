@@ -57,8 +57,7 @@ def boot_firewall(tmp: Path, boot) -> str:
     """The nftables rules the real boot script of `boot` writes (run against the fakes),
     with the lab's overlay settings (VPC, VXLAN group and VNI) in its overlay.env."""
     machine = bootlab.Machine(tmp)
-    machine.update(lambda s: s["ssm"].update({f"{bootlab.PREFIX}/management-ssh-public-key": bootlab.MGMT_SSH_KEY,
-                                              f"{bootlab.PREFIX}/cloudstack-version": "4.22.0.0"}))
+    bootlab.publish_for_hosts(machine)
     overlay = dataclasses.replace(boot.overlay, vpc_cidr=VPC_CIDR, vxlan_group=VXLAN_GROUP, vxlan_id=VXLAN_ID)
     result = machine.run_user_data(bootlab.render(dataclasses.replace(boot, overlay=overlay)))
     assert result.status == 0, result.output

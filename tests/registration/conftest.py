@@ -35,11 +35,41 @@ def emulator():
 
 
 @pytest.fixture
-def aws():
+def aws(monkeypatch):
     from moto import mock_aws
 
+    record_parameter_writers(monkeypatch)
     with mock_aws():
         yield
+
+
+def record_parameter_writers(monkeypatch) -> None:
+    """moto's DescribeParameters answers LastModifiedUser "N/A"; AWS answers the ARN of the
+    principal of the last PutParameter (AWS Systems Manager API Reference, ParameterMetadata:
+    "Amazon Resource Name (ARN) of the AWS user who last changed the parameter"), for an
+    assumed role `arn:aws:sts::<account>:assumed-role/<role>/<session>`. Recorded here from the
+    request's credentials as moto's GetCallerIdentity resolves them (STSBackend.get_caller_identity:
+    an AssumeRole session's access key gives its assumed-role ARN)."""
+    from moto.ssm.models import Parameter
+    from moto.ssm.responses import SimpleSystemManagerResponse
+    from moto.sts.models import sts_backends
+
+    put, describe = SimpleSystemManagerResponse.put_parameter, Parameter.describe_response_object
+
+    def put_parameter(self):
+        result = put(self)
+        caller = sts_backends[self.current_account][self.partition].get_caller_identity(
+            self.get_access_key(), self.region)[1]
+        self.ssm_backend.get_parameter(self._get_param("Name")).last_modified_user = caller
+        return result
+
+    def describe_response_object(self, *args, **kwargs):
+        r = describe(self, *args, **kwargs)
+        r["LastModifiedUser"] = getattr(self, "last_modified_user", r["LastModifiedUser"])
+        return r
+
+    monkeypatch.setattr(SimpleSystemManagerResponse, "put_parameter", put_parameter)
+    monkeypatch.setattr(Parameter, "describe_response_object", describe_response_object)
 
 
 @pytest.fixture

@@ -122,21 +122,54 @@ def test_add_host_waits_for_the_hosts_readiness_signal(emulator, api_secret):
     assert added_before_signal == [False] and len(emulator.hosts) == 1
 
 
-def test_a_replaced_instance_does_not_pass_on_its_predecessors_signal(emulator, api_secret):
+def ssm_as_instance(instance: str):
+    """An SSM client with the credentials EC2 gives instance `instance`: a session of the hosts'
+    role named by the instance id (AWS EC2 User Guide, "IAM roles for Amazon EC2")."""
     import boto3
 
-    ssm, ec2 = boto3.client("ssm", region_name=REGION), boto3.client("ec2", region_name=REGION)
-    ssm.put_parameter(Name=f"{READY}/10.100.0.10", Value="old", Type="String")   # the old instance's
-    time.sleep(1.1)
-    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    creds = boto3.client("sts", region_name=REGION).assume_role(
+        RoleArn="arn:aws:iam::123456789012:role/kvm-host-role", RoleSessionName=instance)["Credentials"]
+    return boto3.client("ssm", region_name=REGION, aws_access_key_id=creds["AccessKeyId"],
+                        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+
+
+def run_instance() -> str:
+    import boto3
+
+    return boto3.client("ec2", region_name=REGION).run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+
+
+def test_a_replaced_instance_does_not_pass_on_its_predecessors_signal(emulator, api_secret):
+    old, instance = run_instance(), run_instance()
+    ssm_as_instance(old).put_parameter(Name=f"{READY}/10.100.0.10", Value="old", Type="String")
     engine = Engine(emulator.url, api_secret, REGION)
     engine.deferred.update({"host_ready_prefix": READY, "instance-0": instance})
     with pytest.raises(RegistrationError, match="has not signalled readiness yet"):
         engine.up(make_spec(1, timeouts=Timeouts(**{**FAST.as_dict(), "host_up": 0.5})))
     assert not any(r["command"] == "addHost" for r in emulator.requests)
-    ssm.put_parameter(Name=f"{READY}/10.100.0.10", Value="new", Type="String", Overwrite=True)
+    ssm_as_instance(instance).put_parameter(Name=f"{READY}/10.100.0.10", Value="new", Type="String", Overwrite=True)
     engine.up(make_spec(1, timeouts=FAST))
     assert len(emulator.hosts) == 1
+
+
+@pytest.mark.parametrize("writer", ["another host", "another principal"])
+def test_a_marker_the_hosts_own_instance_did_not_write_is_not_accepted(emulator, api_secret, caplog, writer):
+    """The hosts' role may write every host-ready name: a marker counts only when the host's own
+    instance wrote it (LastModifiedUser names its role session, the instance id)."""
+    import boto3
+
+    instance, other = run_instance(), run_instance()
+    ssm = ssm_as_instance(other) if writer == "another host" else boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name=f"{READY}/10.100.0.10", Value="x", Type="String")
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.deferred.update({"host_ready_prefix": READY, "instance-0": instance})
+    with pytest.raises(RegistrationError, match="has not signalled readiness yet"):
+        engine.up(make_spec(1, timeouts=Timeouts(**{**FAST.as_dict(), "host_up": 0.5})))
+    assert not any(r["command"] == "addHost" for r in emulator.requests)
+    principal = (f"arn:aws:sts::123456789012:assumed-role/kvm-host-role/{other}" if writer == "another host"
+                 else "arn:aws:sts::123456789012:user/moto")
+    assert f"was written by {principal}, not by the host's instance {instance}" in caplog.text
 
 
 def test_scale_in_deletes_the_readiness_parameter(emulator, api_secret):

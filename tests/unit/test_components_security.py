@@ -139,8 +139,9 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     # one `host-ready/*` (not one ARN per host, which outgrew IAM's 10,240 characters at
     # 98 hosts) under this deployment's root and nothing else.
     ready = {("ssm:PutParameter", ssm_arn(dev, "host-ready/*"))}
-    assert grants(doc) == {("ssm:GetParameter", ssm_arn(dev, "management-ssh-public-key")),
-                           ("ssm:GetParameter", ssm_arn(dev, "cloudstack-version")),
+    # GetParameterHistory: it reports the KMS key of each version (the trust anchor check).
+    assert grants(doc) == {("ssm:GetParameterHistory", ssm_arn(dev, "management-ssh-public-key")),
+                           ("ssm:GetParameterHistory", ssm_arn(dev, "cloudstack-version")),
                            boot_object_grant(dev, "kvm-host")} | ready
 
 
@@ -150,17 +151,14 @@ def test_management_server_grants_are_exact(dev):
                     "management-admin", "management-api-keys")}
     assert len(secret_arns) == 5
     api_keys = dev.get(SECRET, "management-api-keys").state["arn"]
-    ssh_key = dev.get("aws:ssm/parameter:Parameter", "management-ssh-public-key").state["arn"]
-    version = dev.get("aws:ssm/parameter:Parameter", "management-cloudstack-version").state["arn"]
-    assert ssh_key == ssm_arn(dev, "management-ssh-public-key")
-    assert version == ssm_arn(dev, "cloudstack-version")
+    ssh_key, version = ssm_arn(dev, "management-ssh-public-key"), ssm_arn(dev, "cloudstack-version")
     expected = (
         {("secretsmanager:GetSecretValue", a) for a in secret_arns}
         | {("secretsmanager:DescribeSecret", a) for a in secret_arns}
         | {("secretsmanager:PutSecretValue", api_keys)}
         | {("ssm:GetParameter", ssm_arn(dev, "db-endpoint")), ("ssm:GetParameter", ssm_arn(dev, "efs-dns"))}
-        | {("ssm:GetParameter", ssh_key), ("ssm:PutParameter", ssh_key)}
-        | {("ssm:GetParameter", version), ("ssm:PutParameter", version)}
+        | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
+        | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
         | {boot_object_grant(dev, "management")}
     )
     assert grants(dev.policy_document("management")) == expected
@@ -187,6 +185,67 @@ def test_instances_wait_for_their_role_policies(dev):
         assert (ROLE_POLICY, f"{prefix}-session-manager") in deps, inst.name
         if prefix != "router":
             assert (ROLE_POLICY, f"{prefix}-policy") in deps, inst.name
+
+
+# --- trust anchors: the management server's SSH key and version ---------------------------
+
+KMS_KEY = "aws:kms/key:Key"
+KMS_GRANT = "aws:kms/grant:Grant"
+ANCHORS = ("management-ssh-public-key", "cloudstack-version")
+
+
+def anchor_statements(dev) -> list[dict]:
+    [key] = dev.of_type(KMS_KEY)
+    return json.loads(key.inputs["policy"])["Statement"]
+
+
+def actions_of(statement) -> set[str]:
+    return {statement["Action"]} if isinstance(statement["Action"], str) else set(statement["Action"])
+
+
+def test_only_the_management_role_may_encrypt_with_the_anchor_key(dev):
+    management = dev.get(ROLE, "management-role").state["arn"]
+    root = "arn:aws:iam::123456789012:root"
+    by_principal: dict[str, set[str]] = {}
+    for s in anchor_statements(dev):
+        assert s["Effect"] == "Allow" and "NotAction" not in s and "NotPrincipal" not in s
+        by_principal.setdefault(s["Principal"]["AWS"], set()).update(actions_of(s))
+    assert set(by_principal) == {root, management}
+    # Encrypting is what proves a value came from the management server: nobody else,
+    # not even the account's administrators through IAM, may (no kms:* or kms:Encrypt*).
+    assert by_principal[management] == {"kms:Encrypt", "kms:Decrypt"}
+    assert not {a for a in by_principal[root] if re.search(r"\*|Encrypt|Decrypt|GenerateDataKey|ReEncrypt", a)}
+    # ... and the management role only through SSM.
+    [writer] = [s for s in anchor_statements(dev) if s["Principal"]["AWS"] == management]
+    assert writer["Condition"] == {"StringEquals": {"kms:ViaService": "ssm.us-east-1.amazonaws.com"}}
+    # Grants the administrators may create give Decrypt and nothing else.
+    [grants_] = [s for s in anchor_statements(dev) if "kms:CreateGrant" in actions_of(s)]
+    assert grants_["Condition"] == {"ForAllValues:StringEquals": {"kms:GrantOperations": ["Decrypt"]}}
+
+
+def test_kvm_hosts_may_only_decrypt_with_the_anchor_key(dev):
+    [key] = dev.of_type(KMS_KEY)
+    [grant] = dev.of_type(KMS_GRANT)
+    assert grant.inputs["keyId"] == key.state["arn"]
+    assert grant.inputs["granteePrincipal"] == dev.get(ROLE, "kvm-host-role").state["arn"]
+    assert grant.inputs["operations"] == ["Decrypt"]
+    assert not any("kms:" in a for actions, _ in statements(dev.policy_document("kvm-host")) for a in actions)
+    # The hosts read the anchors at once: they launch after the grant.
+    for inst in dev.instances():
+        if inst.name.startswith("kvm-host-"):
+            assert (KMS_GRANT, "kvm-host-anchor-read") in dev.depends_on_names(inst), inst.name
+
+
+def test_the_anchors_are_secure_strings_under_the_anchor_key_never_pulumi_strings(dev):
+    # Pulumi creates no String placeholder the hosts would have to trust: the management
+    # server writes them as SecureStrings under the key, and both roles are told which key.
+    [key] = dev.of_type(KMS_KEY)
+    names = {r.inputs.get("name", "") for r in dev.of_type("aws:ssm/parameter:Parameter")}
+    assert not {n for n in names if n.endswith(ANCHORS)}
+    envs = [dev.boot_env(i) for i in dev.instances() if i.name == "management" or i.name.startswith("kvm-host-")]
+    assert len(envs) == len(dev.instances()) - 1   # all but the router
+    assert all(env["CSEC2_ANCHOR_KEY_ARN"] == key.state["arn"] for env in envs)
+    assert key.inputs["enableKeyRotation"] is True
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ ADMIN_PASSWORD = "AdminPw0rdQwe789"
 MANAGEMENT_KEY = "MgmtKeyZZZ111"
 DATABASE_KEY = "DbKeyYYY222"
 SECRET_VALUES = (MASTER_PASSWORD, CLOUD_PASSWORD, ADMIN_PASSWORD, MANAGEMENT_KEY, DATABASE_KEY)
+#: The management server's anchor key (ManagementServer.anchor_key_arn).
+ANCHOR_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 MGMT_SSH_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCfake+key/== cloud@mgmt"
 TINY_WAITS = ud.BootWaits(parameters_seconds=2, secrets_seconds=2, database_seconds=2, api_seconds=3,
                           ssh_key_seconds=2, network_seconds=2, interval_seconds=1)
@@ -69,10 +71,10 @@ CONSOLE_ELASTIC_IP = "203.0.113.80"
 BOOT_BUCKET = "cloudstack-ec2-test-20261130000000000000000001"
 MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
                                overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",
-                               boot_bucket=BOOT_BUCKET, console_address=CONSOLE_ELASTIC_IP,
+                               boot_bucket=BOOT_BUCKET, console_address=CONSOLE_ELASTIC_IP, anchor_key_arn=ANCHOR_KEY,
                                waits=TINY_WAITS)
 KVM_HOST = ud.KvmHostBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="kvm0.cloudstack.internal",
-                          boot_bucket=BOOT_BUCKET,
+                          boot_bucket=BOOT_BUCKET, anchor_key_arn=ANCHOR_KEY,
                           overlay=member_overlay("10.100.1.0/16"), waits=TINY_WAITS)
 ROUTER = ud.RouterBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="router.cloudstack.internal",
                        boot_bucket=BOOT_BUCKET,
@@ -95,8 +97,12 @@ def boot_files() -> dict[str, str]:
 def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": f"{DB_HOST}:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
-                f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending",
                 f"{PREFIX}/router-forwards": "none", f"{PREFIX}/console-forwards": "none"},
+        # Type and KMS key of each parameter that is not a String: {"Type", "KeyId"} (fake.ssm_put).
+        "ssm_meta": {},
+        # Keys this instance's role may encrypt with: the anchor key's policy allows the
+        # management server's role (components/resources/anchor.py; a host never encrypts).
+        "kms": {"encrypt": [ANCHOR_KEY]},
         "secrets": {
             SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),
@@ -237,6 +243,31 @@ class Machine:
 
     def file(self, path: str) -> Path:
         return self.root / path.lstrip("/")
+
+
+def publish_anchor(machine: "Machine", name: str, value: str, type_: str = "SecureString",
+                   key: str | None = ANCHOR_KEY) -> None:
+    """SSM parameter `name` as a writer left it: by default as the management server writes
+    a trust anchor (a SecureString under the anchor key)."""
+    def put(s):
+        s["ssm"][name] = value
+        s["ssm_meta"][name] = {"Type": type_, "KeyId": key if type_ == "SecureString" else None}
+    machine.update(put)
+
+
+def publish_for_hosts(machine: "Machine", version: str = "4.22.0.0", key: str = MGMT_SSH_KEY) -> None:
+    """What the management server publishes for the hosts: its SSH key and package version."""
+    publish_anchor(machine, f"{PREFIX}/management-ssh-public-key", key)
+    publish_anchor(machine, f"{PREFIX}/cloudstack-version", version)
+
+
+#: The marker lines of the authorized_keys block a KVM host owns (userdata/kvm-host.sh).
+KEY_BLOCK = "cloudstack-ec2 management server key (replaced at every boot)"
+
+
+def key_block(key: str = MGMT_SSH_KEY) -> str:
+    """authorized_keys as a KVM host leaves it with only the management server's `key`."""
+    return f"# BEGIN {KEY_BLOCK}\n{key}\n# END {KEY_BLOCK}\n"
 
 
 def render(boot) -> str:

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt, is_cmd, is_s3_cp, render
+from bootlab import (ANCHOR_KEY, KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt,
+                     is_cmd, is_s3_cp, key_block, publish_anchor, publish_for_hosts, render)
 from components import boot as ud
 
 SCRIPT = "kvm-host.sh"
@@ -17,7 +18,7 @@ VERSION_PARAM = f"{PREFIX}/cloudstack-version"
 
 def publish_key(machine, version="4.22.0.0"):
     """What the management server publishes: its SSH key and its package version."""
-    machine.update(lambda s: s["ssm"].update({KEY_PARAM: MGMT_SSH_KEY, VERSION_PARAM: version}))
+    publish_for_hosts(machine, version)
 
 
 def seed_apparmor(machine):
@@ -65,7 +66,7 @@ def test_first_boot_order_and_configuration(machine):
     assert "libvirtd.service" in units["active"]
     for profile in ("usr.sbin.libvirtd", "usr.lib.libvirt.virt-aa-helper"):
         assert os.readlink(machine.file(f"/etc/apparmor.d/disable/{profile}")) == f"/etc/apparmor.d/{profile}"
-    assert machine.file("/root/.ssh/authorized_keys").read_text() == MGMT_SSH_KEY + "\n"
+    assert machine.file("/root/.ssh/authorized_keys").read_text() == key_block()
     sshd = machine.file("/etc/ssh/sshd_config.d/60-cloudstack-ec2.conf").read_text()
     assert "PasswordAuthentication no" in sshd and "PermitRootLogin prohibit-password" in sshd
     assert machine.file("/etc/chrony/sources.d/amazon-time-sync.sources").read_text().startswith(
@@ -153,9 +154,8 @@ def test_second_run_keeps_one_key_and_installs_nothing(machine):
     machine.clear_calls()
     r = machine.rerun(SCRIPT)
     assert r.status == 0, r.output
-    assert machine.file("/root/.ssh/authorized_keys").read_text().count(MGMT_SSH_KEY) == 1
+    assert machine.file("/root/.ssh/authorized_keys").read_text() == key_block()
     assert not any(c["cmd"] in ("apt-get", "useradd") for c in machine.calls())
-    assert "key already in /root/.ssh/authorized_keys" in r.output
 
 
 def test_libvirt_is_left_to_cloudstack_once_the_host_is_added(machine):
@@ -182,7 +182,7 @@ def test_agent_is_the_management_servers_exact_version_not_the_newest(machine):
     assert len(installs) == 1 and "cloudstack-agent=4.22.0.0" in installs[0]["args"]
     assert machine.state()["versions"]["cloudstack-agent"] == "4.22.0.0" != NEWEST
     # Installed once: a re-run neither waits for the parameter nor installs.
-    machine.update(lambda s: s["ssm"].update({VERSION_PARAM: "pending"}))
+    machine.update(lambda s: s["ssm"].pop(VERSION_PARAM))
     machine.clear_calls()
     r = machine.rerun(SCRIPT)
     assert r.status == 0, r.output
@@ -190,14 +190,14 @@ def test_agent_is_the_management_servers_exact_version_not_the_newest(machine):
     assert not any(c["cmd"] == "apt-get" for c in machine.calls())
 
 
-def test_pending_version_is_a_bounded_wait_then_a_clear_failure(machine):
-    machine.update(lambda s: s["ssm"].update({KEY_PARAM: MGMT_SSH_KEY}))  # the version stays "pending"
+def test_missing_version_is_a_bounded_wait_then_a_clear_failure(machine):
+    publish_anchor(machine, KEY_PARAM, MGMT_SSH_KEY)  # the version is not published yet
     r = machine.run_user_data(render(KVM_HOST))
     assert r.status != 0
     assert r.seconds < 20
     assert f"waiting for SSM parameter {VERSION_PARAM} (attempt 2" in r.output
-    assert (f"SSM parameter {VERSION_PARAM} does not exist after 2 s (or is still 'pending': the management server"
-            " writes it once cloudstack-management is installed") in r.output
+    assert (f"SSM parameter {VERSION_PARAM} holds no value the management server wrote after 2 s (it does not"
+            " exist; the management server writes it once cloudstack-management is installed") in r.output
     assert "cloudstack-agent" not in machine.state()["packages"]
 
 
@@ -220,13 +220,67 @@ def test_pinned_release_installs_the_published_version_of_that_release(machine, 
 
 
 def test_missing_management_key_is_a_bounded_wait_then_a_clear_failure(machine):
-    machine.update(lambda s: s["ssm"].update({VERSION_PARAM: "4.22.0.0"}))  # the key still holds "pending"
+    publish_anchor(machine, VERSION_PARAM, "4.22.0.0")  # the key is not published yet
     r = machine.run_user_data(render(KVM_HOST))
     assert r.status != 0
     assert r.seconds < 20
     assert f"waiting for SSM parameter {KEY_PARAM}" in r.output
-    assert f"SSM parameter {KEY_PARAM} does not exist after 2 s" in r.output
+    assert f"SSM parameter {KEY_PARAM} holds no value the management server wrote after 2 s (it does not exist" \
+        in r.output
     assert not machine.file("/root/.ssh/authorized_keys").exists()
+
+
+# --- trust anchors: the management server's key and version ------------------------------
+
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherManagementKey rotated@mgmt"
+PERSONS_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPersonsOwnKey alice@laptop"
+
+
+def test_a_new_management_key_replaces_the_one_installed_and_keeps_a_persons_keys(machine):
+    publish_key(machine)
+    keys = machine.file("/root/.ssh/authorized_keys")
+    keys.parent.mkdir(parents=True, exist_ok=True)
+    keys.write_text(PERSONS_KEY + "\n")   # a key a person put there
+    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    assert keys.read_text() == PERSONS_KEY + "\n" + key_block()
+    # The management server was replaced (a new key): the old one is no longer authorized.
+    publish_anchor(machine, KEY_PARAM, OTHER_KEY)
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert keys.read_text() == PERSONS_KEY + "\n" + key_block(OTHER_KEY)
+    assert MGMT_SSH_KEY not in keys.read_text()
+
+
+#: Ways a principal with ssm:PutParameter but no kms:Encrypt on the anchor key can write.
+FORGED = {
+    "a String": ("String", None),
+    "a SecureString under the AWS managed key": ("SecureString", "alias/aws/ssm"),
+    "a SecureString under another key": ("SecureString", ANCHOR_KEY.replace("1234abcd", "9999ffff")),
+}
+
+
+@pytest.mark.parametrize("type_, key", FORGED.values(), ids=FORGED)
+@pytest.mark.parametrize("param, forged", [(KEY_PARAM, OTHER_KEY), (VERSION_PARAM, NEWEST)], ids=["key", "version"])
+def test_a_value_the_management_server_did_not_write_is_refused(machine, param, forged, type_, key):
+    publish_key(machine)   # the management server published 4.22.0.0 and MGMT_SSH_KEY ...
+    publish_anchor(machine, param, forged, type_=type_, key=key)   # ... then someone else wrote
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status != 0
+    assert f"refused SSM parameter {param}: its newest version is a {type_}" in r.output
+    assert f"not a SecureString under {ANCHOR_KEY}" in r.output
+    keys = machine.file("/root/.ssh/authorized_keys")
+    assert not keys.exists() or OTHER_KEY not in keys.read_text()
+    assert machine.state()["versions"].get("cloudstack-agent") != NEWEST
+    assert not any("host-ready/" in " ".join(c["args"]) for c in machine.calls() if c["cmd"] == "aws")
+
+
+def test_a_forged_key_leaves_the_installed_one_in_place(machine):
+    publish_key(machine)
+    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    publish_anchor(machine, KEY_PARAM, OTHER_KEY, type_="String")
+    r = machine.rerun(SCRIPT)
+    assert r.status != 0 and "refused SSM parameter" in r.output
+    assert machine.file("/root/.ssh/authorized_keys").read_text() == key_block()
 
 
 def test_non_root_host_user_gets_the_key_and_passwordless_sudo(machine):
@@ -234,7 +288,7 @@ def test_non_root_host_user_gets_the_key_and_passwordless_sudo(machine):
     r = machine.run_user_data(render(replace(KVM_HOST, host_user="cloudstack")))
     assert r.status == 0, r.output
     assert machine.state()["users"] == ["cloudstack"]
-    assert machine.file("/home/cloudstack/.ssh/authorized_keys").read_text() == MGMT_SSH_KEY + "\n"
+    assert machine.file("/home/cloudstack/.ssh/authorized_keys").read_text() == key_block()
     assert machine.file("/etc/sudoers.d/90-cloudstack-ec2").read_text() == "cloudstack ALL=(ALL) NOPASSWD:ALL\n"
     assert any(c["cmd"] == "chown" and c["args"][-2] == "cloudstack:" for c in machine.calls())
     machine.clear_calls()

@@ -1,20 +1,17 @@
 """The KVM host boot checks that KVM works (kvm-ok) and sets the guest CPU mode; run for real
 against the recording fakes, which model cpu-checker's kvm-ok and the kernel's modprobe."""
 
-from bootlab import KVM_HOST, MGMT_SSH_KEY, PREFIX, index_of, is_apt, render
+from bootlab import KVM_HOST, PREFIX, index_of, is_apt, publish_for_hosts, render
 
 KEY_PARAM = f"{PREFIX}/management-ssh-public-key"
-VERSION_PARAM = f"{PREFIX}/cloudstack-version"
 PROPERTIES = "/etc/cloudstack/agent/agent.properties"
 
 
 def ready(machine, **kvm):
     """The management server has published its key and version; the CPU is as given."""
-    def update(s):
-        s["ssm"].update({KEY_PARAM: MGMT_SSH_KEY, VERSION_PARAM: "4.22.0.0"})
-        if kvm:
-            s["kvm"] = kvm
-    machine.update(update)
+    publish_for_hosts(machine)
+    if kvm:
+        machine.update(lambda s: s.update(kvm=kvm))
 
 
 def test_working_kvm_is_checked_before_the_host_can_be_added(machine):

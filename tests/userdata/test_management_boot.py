@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from components.model import consoles
-from bootlab import (CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of,
-                     is_apt, is_cmd, is_s3_cp, render)
+from bootlab import (ANCHOR_KEY, CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MGMT_SSH_KEY, NEWEST, PREFIX,
+                     SECRET_VALUES, SECRETS, index_of, is_apt, is_cmd, is_s3_cp, publish_anchor, render)
 
 SCRIPT = "management-server.sh"
 #: Connector/J's parameters that verify the server (userdata/management-server.sh).
@@ -85,6 +85,7 @@ def test_first_boot_runs_every_phase_in_order(machine):
     state = machine.state()
     assert state["api"]["restarts"] == 1
     assert state["ssm"][f"{PREFIX}/cloudstack-version"] == NEWEST
+    assert_anchor(state, "cloudstack-version")
     # Every apt-get waits for the dpkg lock (apt-daily holds it on a first boot).
     apt = [c for c in calls if c["cmd"] == "apt-get"]
     assert apt and all("DPkg::Lock::Timeout=600" in c["args"] for c in apt)
@@ -95,6 +96,7 @@ def test_first_boot_runs_every_phase_in_order(machine):
     assert state["db"]["schema"] is True
     assert json.loads(state["secrets"][SECRETS.api_keys]) == {"apikey": "api-1", "secretkey": "sec-1"}
     assert state["ssm"][f"{PREFIX}/management-ssh-public-key"] == MGMT_SSH_KEY
+    assert_anchor(state, "management-ssh-public-key")
     assert state["api"]["admin_password"] == "AdminPw0rdQwe789"
     assert state["api"]["config"] == {"host": "10.100.0.2", "management.network.cidr": "10.100.0.0/16",
                                       "integration.api.port": "0", "control.cidr": "169.254.0.0/17",
@@ -321,7 +323,39 @@ def test_pinned_release_is_installed_and_its_version_published_again_after_an_up
     r = machine.rerun(SCRIPT)
     assert r.status == 0, r.output
     assert machine.state()["ssm"][f"{PREFIX}/cloudstack-version"] == "4.22.0.1"
-    assert "was '4.22.0.0'" in r.output
+    assert_anchor(machine.state(), "cloudstack-version")
+
+
+def assert_anchor(state, which):
+    """Parameter `which` is a SecureString under the anchor key (what the hosts accept)."""
+    assert state["ssm_meta"][f"{PREFIX}/{which}"] == {"Type": "SecureString", "KeyId": ANCHOR_KEY}
+
+
+@pytest.mark.parametrize("which", ["management-ssh-public-key", "cloudstack-version"])
+def test_a_value_someone_else_wrote_is_published_again_under_the_anchor_key(machine, which):
+    assert machine.run_user_data(render(MANAGEMENT)).status == 0
+    published = machine.state()["ssm"][f"{PREFIX}/{which}"]
+    # Someone with ssm:PutParameter overwrote it (the hosts refuse it): the next run
+    # publishes this server's value again, even though the text is the same.
+    publish_anchor(machine, f"{PREFIX}/{which}", published, type_="String")
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert machine.state()["ssm"][f"{PREFIX}/{which}"] == published
+    assert_anchor(machine.state(), which)
+    # Unchanged since: nothing written.
+    machine.clear_calls()
+    assert machine.rerun(SCRIPT).status == 0
+    assert not any(c["cmd"] == "aws" and "put-parameter" in c["args"] for c in machine.calls())
+
+
+def test_the_anchors_are_not_published_without_the_anchor_keys_encrypt_permission(machine):
+    # The anchor key's policy gives kms:Encrypt to the management server's role: without
+    # it PutParameter of the SecureString fails (the fake's rule), and so does the boot.
+    machine.update(lambda s: s["kms"].update(encrypt=[]))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert "not authorized to perform: kms:Encrypt" in r.output
+    assert f"{PREFIX}/cloudstack-version" not in machine.state()["ssm"]
 
 
 def test_existing_api_keys_and_admin_password_are_kept(machine):

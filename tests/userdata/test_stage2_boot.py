@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from bootlab import (BOOT_BUCKET, KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, PREFIX, ROUTER, boot_files, is_cmd,
-                     is_s3_cp, render)
+from bootlab import (BOOT_BUCKET, KVM_HOST, MANAGEMENT, ROUTER, boot_files, is_cmd, is_s3_cp, publish_for_hosts,
+                     render)
 from components import boot as ud
 
 BOOTS = {"management": MANAGEMENT, "kvm-host": KVM_HOST, "router": ROUTER}
@@ -16,8 +16,7 @@ LIB = "/usr/local/lib/cloudstack-ec2"
 
 def ready_world(machine, role):
     if role == "kvm-host":  # what the management server publishes for the hosts
-        machine.update(lambda s: s["ssm"].update({f"{PREFIX}/management-ssh-public-key": MGMT_SSH_KEY,
-                                                  f"{PREFIX}/cloudstack-version": "4.22.0.0"}))
+        publish_for_hosts(machine)
 
 
 def object_path(role):

@@ -72,11 +72,15 @@ def aws(state):
         if name not in state["ssm"]:
             sys.stderr.write(f"An error occurred (ParameterNotFound) when calling the GetParameter operation: {name}\n")
             return 254
-        print(state["ssm"][name])
+        meta = state["ssm_meta"].get(name, {"Type": "String"})
+        # A SecureString comes back encrypted unless decryption is asked for (GetParameter, WithDecryption).
+        print(state["ssm"][name] if meta["Type"] != "SecureString" or "--with-decryption" in args
+              else "AQICAHencrypted==")
         return 0
+    if service == "ssm" and op == "get-parameter-history":
+        return ssm_history(state, args)
     if service == "ssm" and op == "put-parameter":
-        state["ssm"][opt(args, "--name")] = read_value(opt(args, "--value"))
-        return 0
+        return ssm_put(state, args)
     if service == "secretsmanager" and op == "get-secret-value":
         sid = opt(args, "--secret-id")
         value = state["secrets"].get(sid)
@@ -94,6 +98,53 @@ def aws(state):
         return s3_cp(state, args[2:])
     sys.stderr.write(f"fake aws: unsupported {args}\n")
     return 2
+
+
+#: The one --query the boot scripts send to GetParameterHistory (userdata/common.sh,
+#: CSEC2_ANCHOR_QUERY): the newest version's type, key and value, as JSON.
+ANCHOR_QUERY = "max_by(Parameters, &Version).{Type: Type, KeyId: KeyId, Value: Value}"
+#: What PutParameter records as KeyId when a SecureString names no key: the AWS managed
+#: key of Parameter Store (AWS Systems Manager User Guide, "How AWS Systems Manager
+#: Parameter Store uses AWS KMS"), which every principal of the account may use.
+AWS_MANAGED_SSM_KEY = "alias/aws/ssm"
+
+
+def ssm_put(state, args):
+    """PutParameter. A SecureString is encrypted with the caller's own credentials: the caller
+    needs kms:Encrypt on the key (same AWS page), here the keys in state["kms"]["encrypt"]
+    (the key policies' grants to this instance's role) or the AWS managed key."""
+    name = opt(args, "--name")
+    meta = state["ssm_meta"].get(name, {"Type": "String"}) if name in state["ssm"] else None
+    if meta is not None and "--overwrite" not in args:
+        sys.stderr.write("An error occurred (ParameterAlreadyExists) when calling the PutParameter operation\n")
+        return 254
+    type_ = opt(args, "--type", meta and meta["Type"])
+    key = opt(args, "--key-id", AWS_MANAGED_SSM_KEY) if type_ == "SecureString" else None
+    if key is not None and key != AWS_MANAGED_SSM_KEY and key not in state["kms"]["encrypt"]:
+        sys.stderr.write(f"An error occurred (AccessDeniedException) when calling the PutParameter operation: "
+                         f"not authorized to perform: kms:Encrypt on resource: {key}\n")
+        return 254
+    state["ssm"][name] = read_value(opt(args, "--value"))
+    state["ssm_meta"][name] = {"Type": type_, "KeyId": key}
+    return 0
+
+
+def ssm_history(state, args):
+    """GetParameterHistory with CSEC2_ANCHOR_QUERY: {"Type", "KeyId" (null for a String), "Value"}."""
+    name = opt(ARGS, "--name")
+    if opt(ARGS, "--query") != ANCHOR_QUERY or opt(ARGS, "--output") != "json":
+        sys.stderr.write(f"fake aws: get-parameter-history supports only --query {ANCHOR_QUERY!r} --output json\n")
+        return 2
+    if name not in state["ssm"]:
+        sys.stderr.write(f"An error occurred (ParameterNotFound) when calling the GetParameterHistory operation: "
+                         f"{name}\n")
+        return 254
+    meta = state["ssm_meta"].get(name, {"Type": "String", "KeyId": None})
+    value = state["ssm"][name]
+    if meta["Type"] == "SecureString" and "--with-decryption" not in args:
+        value = "AQICAHencrypted=="
+    print(json.dumps({"Type": meta["Type"], "KeyId": meta.get("KeyId"), "Value": value}))
+    return 0
 
 
 def s3_cp(state, args):
