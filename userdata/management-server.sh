@@ -19,7 +19,7 @@ csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_U
     CSEC2_CLOUDSTACK_KEY_URL CSEC2_ZONE_NAME CSEC2_OVERLAY_CIDR CSEC2_EFS_MOUNT_POINT \
     CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SECRETS_SECONDS CSEC2_WAIT_DATABASE_SECONDS \
     CSEC2_WAIT_API_SECONDS CSEC2_SECRET_DB_MASTER CSEC2_SECRET_DB_CLOUD CSEC2_SECRET_CLOUDSTACK_KEYS \
-    CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS \
+    CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS CSEC2_DB_CA_BUNDLE_URL \
     CSEC2_OVERLAY_GATEWAY CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE
 
 CS_ETC=$CSEC2_ROOT/etc/cloudstack/management
@@ -84,6 +84,9 @@ fetch_parameters() {
         csec2_die "SSM parameter $(csec2_name db-endpoint) is '$DB_ENDPOINT'; expected host:port"
     DB_HOST=${BASH_REMATCH[1]}
     DB_PORT=${BASH_REMATCH[2]}
+    # The server certificate names the endpoint, not an address (ssl-mode VERIFY_IDENTITY).
+    [[ ! $DB_HOST =~ ^[0-9.]+$ ]] ||
+        csec2_die "SSM parameter $(csec2_name db-endpoint) is '$DB_ENDPOINT'; expected the RDS endpoint's name, which its certificate names, not an address"
     [[ $EFS_DNS =~ ^[A-Za-z0-9.-]+$ ]] ||
         csec2_die "SSM parameter $(csec2_name efs-dns) is '$EFS_DNS'; expected a DNS name"
     csec2_log "database at $DB_HOST:$DB_PORT, EFS at $EFS_DNS"
@@ -150,15 +153,105 @@ publish_version() {
     csec2_log "published $name = $version (was '$current')"
 }
 
+# --------------------------------------------------------- database TLS ----
+
+# Every connection to the database verifies the server: TLS, the server's
+# certificate checked against AWS's RDS certificate bundle of this region and
+# its name against the endpoint (MySQL's ssl-mode=VERIFY_IDENTITY, Connector/J's
+# sslMode=VERIFY_IDENTITY). RDS refuses connections without TLS
+# (require_secure_transport, components/resources/database.py), but only the
+# client can tell the database from a man in the middle, who would otherwise
+# read the passwords: an unverified TLS connection accepts any certificate.
+# Paths on the instance (the files are public certificates: world-readable,
+# written by root only).
+DB_CA_BUNDLE=/etc/cloudstack-ec2/rds-ca-bundle.pem
+DB_TRUSTSTORE=/etc/cloudstack-ec2/rds-truststore.p12
+# Connector/J and keytool need a password for a PKCS12 truststore (keytool(1):
+# at least 6 characters); it guards nothing secret.
+DB_TRUSTSTORE_PASSWORD=cloudstack-ec2
+# Read by every mysql client through /etc/mysql/my.cnf (!includedir
+# /etc/mysql/conf.d/): also the mysql that cloudstack-setup-databases runs
+# (runMysql: mysql --user --host --port --password, no TLS option of its own).
+MYSQL_TLS_CNF=/etc/mysql/conf.d/cloudstack-ec2-tls.cnf
+DB_CA_CHANGED=0
+
+# The region's bundle from AWS, over HTTPS verified by the system's CAs. At a
+# later boot a failed download keeps the bundle already there.
+fetch_db_ca_bundle() {
+    local file=$CSEC2_ROOT$DB_CA_BUNDLE tmp
+    tmp=$(mktemp "$CSEC2_PRIVATE_DIR/rds-ca.XXXXXX")
+    if ! curl -fsS --proto '=https' --tlsv1.2 --retry 5 --retry-delay 5 --max-time 60 -o "$tmp" \
+        "$CSEC2_DB_CA_BUNDLE_URL"; then
+        [[ -s $file ]] ||
+            csec2_die "could not download the RDS certificate bundle $CSEC2_DB_CA_BUNDLE_URL (internet through the router?)"
+        csec2_log "WARNING: could not download $CSEC2_DB_CA_BUNDLE_URL: keeping the bundle of an earlier boot"
+        return 0
+    fi
+    grep -q -- '-----BEGIN CERTIFICATE-----' "$tmp" ||
+        csec2_die "$CSEC2_DB_CA_BUNDLE_URL holds no PEM certificate"
+    if cmp -s "$tmp" "$file"; then
+        csec2_log "$DB_CA_BUNDLE is up to date"
+        return 0
+    fi
+    mkdir -p "$(dirname "$file")"
+    install -m 0644 "$tmp" "$file"
+    DB_CA_CHANGED=1
+    csec2_log "$DB_CA_BUNDLE: $(grep -c -- '-----BEGIN CERTIFICATE-----' "$file") certificates from $CSEC2_DB_CA_BUNDLE_URL"
+}
+
+# Connector/J reads trusted certificates from a Java keystore only
+# (trustCertificateKeyStoreType: JKS or PKCS12); keytool -importcert takes one
+# certificate a call (keytool(1)).
+build_db_truststore() {
+    local store=$CSEC2_ROOT$DB_TRUSTSTORE dir cert out n=0
+    if [[ -s $store ]] && ((!DB_CA_CHANGED)); then
+        csec2_log "$DB_TRUSTSTORE is up to date"
+        return 0
+    fi
+    dir=$(mktemp -d "$CSEC2_PRIVATE_DIR/truststore.XXXXXX")
+    awk -v dir="$dir" '/-----BEGIN CERTIFICATE-----/ { n++; file = sprintf("%s/%03d.pem", dir, n) } n { print > file }' \
+        "$CSEC2_ROOT$DB_CA_BUNDLE"
+    for cert in "$dir"/*.pem; do
+        n=$((n + 1))
+        out=$(keytool -importcert -noprompt -alias "rds-ca-$n" -file "$cert" -keystore "$dir/store.p12" \
+            -storetype PKCS12 -storepass "$DB_TRUSTSTORE_PASSWORD" 2>&1) ||
+            csec2_die "keytool could not import certificate $n of $DB_CA_BUNDLE: $(head -c 300 <<<"$out")"
+    done
+    install -m 0644 "$dir/store.p12" "$store"
+    csec2_log "$DB_TRUSTSTORE: the $n certificates of $DB_CA_BUNDLE"
+}
+
+# The [client] lines that make a mysql client verify the server.
+mysql_tls_options() {
+    printf 'ssl-mode=VERIFY_IDENTITY\nssl-ca=%s\n' "$DB_CA_BUNDLE"
+}
+
+setup_database_tls() {
+    csec2_step "database TLS: RDS certificate bundle, Java truststore, mysql client options"
+    fetch_db_ca_bundle
+    build_db_truststore
+    local file=$CSEC2_ROOT$MYSQL_TLS_CNF
+    mkdir -p "$(dirname "$file")"
+    { printf '[client]\n' && mysql_tls_options; } >"$file"
+    chmod 0644 "$file"
+}
+
 # ------------------------------------------------------------- database ----
 
-write_mysql_option_file() {
-    MYSQL_CNF=$CSEC2_PRIVATE_DIR/master.cnf
+# write_option_file FILE USER PASSWORD: a root-only option file of the mysql
+# client for the database as USER, verifying the server.
+write_option_file() {
     (
         umask 077
         printf '[client]\nhost=%s\nport=%s\nuser=%s\npassword="%s"\nconnect-timeout=5\n' \
-            "$DB_HOST" "$DB_PORT" "$DB_MASTER_USER" "$DB_MASTER_PASSWORD" >"$MYSQL_CNF"
+            "$DB_HOST" "$DB_PORT" "$2" "$3" >"$1"
+        mysql_tls_options >>"$1"
     )
+}
+
+write_mysql_option_file() {
+    MYSQL_CNF=$CSEC2_PRIVATE_DIR/master.cnf
+    write_option_file "$MYSQL_CNF" "$DB_MASTER_USER" "$DB_MASTER_PASSWORD"
 }
 
 # mysql as the RDS master user; the SQL comes on stdin.
@@ -176,7 +269,7 @@ wait_for_database() {
     write_mysql_option_file
     csec2_wait_until "database $DB_HOST:$DB_PORT to accept connections as $DB_MASTER_USER" \
         "$CSEC2_WAIT_DATABASE_SECONDS" database_answers ||
-        csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right?)"
+        csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right? its certificate verified by $DB_CA_BUNDLE and naming $DB_HOST? see the mysql errors above)"
 }
 
 # Succeeds when table $1.$2 exists.
@@ -224,11 +317,7 @@ schema_in_use() {
 
 write_cloud_option_file() {
     CLOUD_CNF=$CSEC2_PRIVATE_DIR/cloud.cnf
-    (
-        umask 077
-        printf '[client]\nhost=%s\nport=%s\nuser=%s\npassword="%s"\nconnect-timeout=5\n' \
-            "$DB_HOST" "$DB_PORT" "$DB_CLOUD_USER" "$DB_CLOUD_PASSWORD" >"$CLOUD_CNF"
-    )
+    write_option_file "$CLOUD_CNF" "$DB_CLOUD_USER" "$DB_CLOUD_PASSWORD"
 }
 
 cloud_user_can_log_in() {
@@ -367,21 +456,30 @@ record_db_password() {
     (umask 077 && db_password_fingerprint >"$DB_PASSWORD_RECORD")
 }
 
-# MySQL 8.4's caching_sha2_password, without TLS (db.cloud.useSSL=false), needs
-# the server's RSA key whenever its cache holds no entry for the user (after a
-# server restart, a failover, an ALTER USER); Connector/J refuses to fetch it
-# ("Public Key Retrieval is not allowed") unless told so. cloudstack-setup-
-# databases writes these keys without it: add it, once.
-allow_public_key_retrieval() {
+# Connector/J's parameters that verify the server, in db.cloud.url.params and
+# db.usage.url.params (cloudstack-setup-databases writes neither).
+# TransactionLegacy.buildConnectionUri appends url.params to the JDBC URL
+# jdbc:mysql://<db.cloud.host>:<port>/<name>?autoReconnect=...&<url.params>: the
+# host is the endpoint's name, which VERIFY_IDENTITY checks. db.cloud.useSSL
+# stays false: true sets javax.net.ssl.trustStore for the whole JVM
+# (TransactionLegacy.initDataSource), which every other TLS client of the
+# server would then use. Earlier parameters of the same kind go, and with them
+# allowPublicKeyRetrieval (over TLS caching_sha2_password sends the password
+# inside the verified connection and needs no RSA key; retrieving the key
+# unverified would let a man in the middle read the password).
+DB_TLS_PARAMS="sslMode=VERIFY_IDENTITY&trustCertificateKeyStoreUrl=file:$DB_TRUSTSTORE&trustCertificateKeyStoreType=PKCS12&trustCertificateKeyStorePassword=$DB_TRUSTSTORE_PASSWORD"
+
+db_properties_verify_server() {
     local file=$CS_ETC/db.properties tmp
     tmp=$(mktemp "$CSEC2_PRIVATE_DIR/db.properties.XXXXXX")
-    awk '
-        function fix(value) {
-            if (value ~ /(^|&)allowPublicKeyRetrieval=/) {
-                gsub(/allowPublicKeyRetrieval=[^&]*/, "allowPublicKeyRetrieval=true", value)
-                return value
-            }
-            return value == "" ? "allowPublicKeyRetrieval=true" : value "&allowPublicKeyRetrieval=true"
+    awk -v tls="$DB_TLS_PARAMS" '
+        function fix(value,   n, i, parts, kept) {
+            n = split(value, parts, "&")
+            kept = ""
+            for (i = 1; i <= n; i++)
+                if (parts[i] != "" && tolower(parts[i]) !~ /^(allowpublickeyretrieval|usessl|requiressl|verifyservercertificate|sslmode|trustcertificatekeystore(url|type|password))=/)
+                    kept = kept parts[i] "&"
+            return kept tls
         }
         /^db\.(cloud|usage)\.url\.params[ \t]*=/ {
             key = $0; sub(/[ \t]*=.*/, "", key)
@@ -392,16 +490,16 @@ allow_public_key_retrieval() {
         }
         { print }
         END {
-            if (!seen["db.cloud.url.params"]) print "db.cloud.url.params=allowPublicKeyRetrieval=true"
-            if (!seen["db.usage.url.params"]) print "db.usage.url.params=allowPublicKeyRetrieval=true"
+            if (!seen["db.cloud.url.params"]) print "db.cloud.url.params=" tls
+            if (!seen["db.usage.url.params"]) print "db.usage.url.params=" tls
         }' "$file" >"$tmp"
     if cmp -s "$tmp" "$file"; then
-        csec2_log "db.properties already allows public key retrieval"
+        csec2_log "db.properties: the database connections verify the server"
     else
         # cat keeps the file's owner and mode (it is readable by the cloud group only).
         cat "$tmp" >"$file"
         DB_PROPERTIES_CHANGED=1
-        csec2_log "db.properties: allowPublicKeyRetrieval=true in db.cloud.url.params and db.usage.url.params"
+        csec2_log "db.properties: sslMode=VERIFY_IDENTITY with $DB_TRUSTSTORE in db.cloud.url.params and db.usage.url.params"
     fi
     rm -f "$tmp"
 }
@@ -717,9 +815,10 @@ setup_firewall
 install_packages
 publish_version
 fetch_parameters
+setup_database_tls
 wait_for_database
 setup_database
-allow_public_key_retrieval
+db_properties_verify_server
 setup_efs
 system_vm_template
 setup_management

@@ -12,6 +12,7 @@ from components.boot.common import (
     DEFAULT_KEY_URL, DEFAULT_REPO_URL, BootWaits, check_common, check_package_source, common_env, package_env,
     render_user_data)
 from components.boot.overlay import OverlayConfig
+from components.model import regions
 from components.model import rules
 
 # The zone name comes from the stack settings: checked by the settings' own rule.
@@ -69,9 +70,15 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
                                                ipaddress.IPv4Address) is None:
         raise UserDataError(f"console_address: {boot.console_address!r} is not accepted; expected the console"
                             " Elastic IP as an IPv4 address such as '203.0.113.7', or '' for none")
+    # The certificates that verify the database's server certificate (regions.rds_ca_bundle_url).
+    bundle = regions.rds_ca_bundle_url(boot.aws_region)
+    if bundle is None:
+        raise UserDataError(f"aws_region: {boot.aws_region!r} is not accepted; no RDS certificate bundle address is"
+                            f" known for its partition (known: {', '.join(regions.RDS_CA_BUNDLE_HOSTS)})")
     return {**common_env(boot, "management"), **package_env(boot),
             "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point,
-            "CSEC2_CONSOLE_ADDRESS": boot.console_address, **_secrets_env(boot.secrets)}
+            "CSEC2_CONSOLE_ADDRESS": boot.console_address, "CSEC2_DB_CA_BUNDLE_URL": bundle,
+            **_secrets_env(boot.secrets)}
 
 
 def _secrets_env(secrets: ManagementSecrets) -> dict[str, str]:

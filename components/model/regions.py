@@ -47,6 +47,26 @@ def canonical_ami_owner(partition: str) -> Optional[str]:
     return CANONICAL_AMI_OWNERS.get(partition)
 
 
+# --------------------------------------------------------------------------- RDS certificate bundles
+
+#: Partition -> where AWS publishes the RDS certificate bundles of its regions, over HTTPS
+#: only (RDS User Guide, "Using SSL/TLS to encrypt a connection to a DB instance or cluster",
+#: certificate bundles by AWS Region; the China Regions' copy of that page for aws-cn).
+#: Each region's bundle holds the root and intermediate certificates of every RDS CA there.
+RDS_CA_BUNDLE_HOSTS = {
+    "aws": "https://truststore.pki.rds.amazonaws.com",
+    "aws-us-gov": "https://truststore.pki.us-gov-west-1.rds.amazonaws.com",
+    "aws-cn": "https://rds-truststore.s3.cn-north-1.amazonaws.com.cn",
+}
+
+
+def rds_ca_bundle_url(region: str) -> Optional[str]:
+    """`<host>/<region>/<region>-bundle.pem`: the certificates that verify an RDS server
+    certificate in `region`; None in a partition for which no bundle address is known."""
+    host = RDS_CA_BUNDLE_HOSTS.get(partition_of(region))
+    return None if host is None else f"{host}/{region}/{region}-bundle.pem"
+
+
 # --------------------------------------------------------------------------- Transit Gateway multicast
 
 #: When the table below was read, and from where.
@@ -101,10 +121,16 @@ def service_principal(service: str, partition: str) -> str:
 
 
 def check_region(region: str) -> tuple[list, list[str]]:
-    """(problems, warnings) of deploying the overlay in `region`: refused where Transit
-    Gateway multicast is known to be missing, a warning where the table does not know."""
+    """(problems, warnings) of deploying in `region`: refused where Transit Gateway multicast
+    is known to be missing or no RDS certificate bundle address is known (rds_ca_bundle_url),
+    a warning where the multicast table does not know the region."""
     from components.model.settings import Problem
 
+    if rds_ca_bundle_url(region) is None:
+        return [Problem("aws:region", region,
+                        f"no address of the RDS certificate bundle is known in partition {partition_of(region)} "
+                        "(the management servers verify the database's certificate with it); supported partitions: "
+                        f"{', '.join(RDS_CA_BUNDLE_HOSTS)}")], []
     offered = tgw_multicast(region)
     if offered is False:
         return [Problem("aws:region", region,

@@ -17,6 +17,12 @@ MASTER_USERNAME = "csadmin"
 CONNECTIONS_PER_MANAGEMENT_SERVER = 350
 #: CloudStack's own sql_mode (it sets the same on its JDBC sessions).
 CLOUDSTACK_SQL_MODE = "STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+#: The CA that signs the database's server certificate, set explicitly so that it is the one
+#: whose root the management servers' bundle (the region's RDS bundle, docs/boot.md) holds.
+#: RDS User Guide, "Using SSL/TLS to encrypt a connection to a DB instance or cluster":
+#: rds-ca-rsa2048-g1 (RSA 2048, SHA256; SHA384 in GovCloud) is the default for new instances,
+#: supports automatic server certificate rotation, and its root is in every region's bundle.
+CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
 
 
 def cloudstack_db_parameters(management_servers: int) -> dict[str, tuple[str, str]]:
@@ -31,6 +37,12 @@ def cloudstack_db_parameters(management_servers: int) -> dict[str, tuple[str, st
         # binary logging is on is refused.
         "log_bin_trust_function_creators": ("1", "immediate"),
         "sql_mode": (CLOUDSTACK_SQL_MODE, "immediate"),
+        # Every connection in TLS: the server refuses the others with error 3159 (RDS User
+        # Guide, "Requiring SSL/TLS for all connections to a MySQL DB instance"; dynamic in
+        # MySQL 8.0 and 8.4, so no reboot). The clients verify the server themselves
+        # (ssl-mode / sslMode VERIFY_IDENTITY against the RDS CA bundle, docs/boot.md): the
+        # server cannot tell a client that verifies from one that does not.
+        "require_secure_transport": ("1", "immediate"),
     }
 
 
@@ -145,6 +157,7 @@ class RdsCloudDb(pulumi.ComponentResource):
             multi_az=args.multi_az, db_subnet_group_name=subnet_group.name,
             availability_zone=None if args.multi_az else args.availability_zone,
             parameter_group_name=parameter_group.name, vpc_security_group_ids=[args.security_group_id],
+            ca_cert_identifier=CA_CERT_IDENTIFIER,
             publicly_accessible=False, username=MASTER_USERNAME, password=password.result,
             backup_retention_period=args.backup_retention_days, copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection, skip_final_snapshot=args.skip_final_snapshot,

@@ -75,6 +75,16 @@ def test_parameter_group_has_cloudstacks_settings(dev):
     assert methods["innodb_rollback_on_timeout"] == "pending-reboot"
 
 
+def test_database_refuses_connections_without_tls_and_names_its_ca(dev):
+    # require_secure_transport is dynamic in MySQL 8.0 and 8.4: applied without a reboot.
+    [group] = dev.of_type(PARAMS)
+    methods = {q["name"]: q["applyMethod"] for q in group.inputs["parameters"]}
+    assert parameters(dev)["require_secure_transport"] == "1"
+    assert methods["require_secure_transport"] == "immediate"
+    # The CA whose root the management servers trust (the region's RDS bundle).
+    assert dev.get(RDS, "database-mysql").inputs["caCertIdentifier"] == "rds-ca-rsa2048-g1"
+
+
 def test_storage_encrypted_private_and_backed_up(dev):
     db = dev.get(RDS, "database-mysql")
     assert db.inputs["storageEncrypted"] is True

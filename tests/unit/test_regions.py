@@ -50,6 +50,23 @@ def test_region_without_multicast_is_refused_naming_aws_region():
     assert problems == [] and "xx-nowhere-9" in warnings[0]
 
 
+def test_rds_ca_bundle_of_each_partition():
+    # RDS User Guide, certificate bundles by AWS Region (and its China Regions copy).
+    assert regions.rds_ca_bundle_url("eu-west-1") == \
+        "https://truststore.pki.rds.amazonaws.com/eu-west-1/eu-west-1-bundle.pem"
+    assert regions.rds_ca_bundle_url("us-gov-east-1") == \
+        "https://truststore.pki.us-gov-west-1.rds.amazonaws.com/us-gov-east-1/us-gov-east-1-bundle.pem"
+    assert regions.rds_ca_bundle_url("cn-northwest-1") == \
+        "https://rds-truststore.s3.cn-north-1.amazonaws.com.cn/cn-northwest-1/cn-northwest-1-bundle.pem"
+    assert regions.rds_ca_bundle_url("us-iso-east-1") is None
+
+
+def test_region_without_a_known_rds_ca_bundle_is_refused_naming_aws_region():
+    problems, _ = regions.check_region("us-iso-east-1")
+    assert [p.key for p in problems] == ["aws:region"]
+    assert "RDS certificate bundle" in str(problems[0]) and "aws-iso" in str(problems[0])
+
+
 # --- the program in each partition ---------------------------------------------------------
 
 @pytest.mark.parametrize("region", ["us-east-1", "eu-central-1", "us-gov-west-1", "cn-north-1"])

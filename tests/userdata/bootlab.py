@@ -20,13 +20,14 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from components import boot as ud  # noqa: E402
+from components.model import regions  # noqa: E402
 
 FAKE = Path(__file__).parent / "fakes" / "fake.py"
 FAKE_SLEEP = Path(__file__).parent / "fakes" / "sleep"
 FAKED_COMMANDS = [
     "snap", "apt-get", "dpkg-query", "mysql", "cloudstack-setup-databases", "cloudstack-setup-management",
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
-    "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe",
+    "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe", "keytool",
 ]
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -45,6 +46,12 @@ TINY_WAITS = ud.BootWaits(parameters_seconds=2, secrets_seconds=2, database_seco
                           ssh_key_seconds=2, network_seconds=2, interval_seconds=1)
 #: The version the fake repository's newest cloudstack-management/-agent has.
 NEWEST = "4.22.1.0"
+#: The RDS endpoint (the SSM parameter db-endpoint) and the CA that signs its certificate
+#: (components/resources/database.py CA_CERT_IDENTIFIER: "Amazon RDS <region> Root CA RSA2048 G1").
+DB_HOST = "db.example.internal"
+DB_CA = "Amazon RDS eu-west-1 Root CA RSA2048 G1"
+#: The roots of the region's RDS certificate bundle, one per RDS CA.
+RDS_BUNDLE = [DB_CA, "Amazon RDS eu-west-1 Root CA RSA4096 G1", "Amazon RDS eu-west-1 Root CA ECC384 G1"]
 
 
 def member_overlay(address: str) -> ud.OverlayConfig:
@@ -87,7 +94,7 @@ def boot_files() -> dict[str, str]:
 
 def initial_state() -> dict:
     return {
-        "ssm": {f"{PREFIX}/db-endpoint": "db.example.internal:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
+        "ssm": {f"{PREFIX}/db-endpoint": f"{DB_HOST}:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
                 f"{PREFIX}/management-ssh-public-key": "pending", f"{PREFIX}/cloudstack-version": "pending",
                 f"{PREFIX}/router-forwards": "none", f"{PREFIX}/console-forwards": "none"},
         "secrets": {
@@ -111,6 +118,9 @@ def initial_state() -> dict:
                  "cloudstack-common": ["4.22.0.0", NEWEST]},
         # Scripted failures, consumed one per call: {"update"|"install"|"snap-install": [stderr, ...]}.
         "failures": {},
+        # AWS's RDS certificate bundle of the region (fakes/fake.py curl: served over HTTPS).
+        "rds_ca_bundle": {"url": regions.rds_ca_bundle_url("eu-west-1"), "certificates": RDS_BUNDLE,
+                          "reachable": True},
         "network": {"gateway_silent_pings": 0, "internet_silent_heads": 0, "pings": 0, "heads": 0},
         # schema: cloud.version exists; schema_complete: the whole schema step ran;
         # marker: cloudstack_ec2.schema_deployed exists; mshost_rows: management
@@ -123,7 +133,12 @@ def initial_state() -> dict:
                # rows of cloud.configuration written with SQL (fake.configuration_sql):
                # name -> {"category", "instance", "component", "value", "description", ...}
                "configuration": {},
-               "users": {}},
+               "users": {},
+               # TLS (fakes/fake.py tls_session): the parameter group's require_secure_transport,
+               # the server certificate's CA and name; "intercepted": a man in the middle on
+               # the path; "captured": the users whose passwords he read.
+               "require_secure_transport": True, "ca": DB_CA, "endpoint": DB_HOST,
+               "intercepted": False, "captured": []},
         "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
                 "restarts": 0,
                 "ssh_public_key": MGMT_SSH_KEY,

@@ -13,6 +13,9 @@ from bootlab import (CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASS
                      is_apt, is_cmd, is_s3_cp, render)
 
 SCRIPT = "management-server.sh"
+#: Connector/J's parameters that verify the server (userdata/management-server.sh).
+DB_TLS_PARAMS = ("sslMode=VERIFY_IDENTITY&trustCertificateKeyStoreUrl=file:/etc/cloudstack-ec2/rds-truststore.p12"
+                 "&trustCertificateKeyStoreType=PKCS12&trustCertificateKeyStorePassword=cloudstack-ec2")
 
 
 def api_calls(calls):
@@ -143,12 +146,11 @@ def test_second_run_changes_nothing_and_never_seeds(machine):
     # ALTER USER empties MySQL 8.4's caching_sha2_password cache: never while the password works.
     assert alter_users(machine) == []
     assert "CREATE USER IF NOT EXISTS 'cloud'@'%'" in after["db"]["statements"][-1]
-    # Connector/J may fetch the server's RSA key (no TLS): the flag is there, once per key.
+    # Connector/J verifies the server, in both connection URLs, once each.
     lines = db_properties(machine).splitlines()
-    assert "db.cloud.url.params=prepStmtCacheSize=517&cachePrepStmts=true&serverTimezone=UTC" \
-           "&allowPublicKeyRetrieval=true" in lines
-    assert "db.usage.url.params=serverTimezone=UTC&allowPublicKeyRetrieval=true" in lines
-    assert db_properties(machine).count("allowPublicKeyRetrieval") == 2
+    assert "db.usage.url.params=serverTimezone=UTC&" + DB_TLS_PARAMS in lines
+    assert db_properties(machine).count("sslMode=") == 2
+    assert "allowPublicKeyRetrieval" not in db_properties(machine)
 
 
 def test_existing_schema_is_reused_never_deployed(machine):
@@ -166,7 +168,7 @@ def test_existing_schema_is_reused_never_deployed(machine):
     assert machine.state()["db"]["marker"] is True
     assert not any("DROP DATABASE" in s for s in machine.state()["db"]["statements"])
     assert db_properties(machine).startswith("db.cloud.host=db.example.internal\n")
-    assert db_properties(machine).count("&allowPublicKeyRetrieval=true\n") == 2
+    assert db_properties(machine).count("&" + DB_TLS_PARAMS + "\n") == 2
 
 
 def test_unreachable_database_gives_a_bounded_wait_then_a_clear_failure(machine):
@@ -290,19 +292,20 @@ def test_cloud_user_password_is_set_only_when_it_does_not_work(machine):
     assert "cannot log in with the secret's password: setting it" in r.output
 
 
-def test_older_db_properties_get_the_parameter_and_the_server_restarts(machine):
+def test_older_db_properties_verify_the_server_and_the_server_restarts(machine):
     first_run(machine)
-    # As an older boot script left it: no usage params at all, cloud params without the flag.
+    # As an older boot script left it: no usage params at all, cloud params that fetch the
+    # server's RSA key without TLS, and a TLS mode that verifies nothing.
     path = machine.file("/etc/cloudstack/management/db.properties")
     path.write_text("db.cloud.host=db.example.internal\ndb.cloud.port=3306\n"
-                    "db.cloud.url.params=serverTimezone=UTC&allowPublicKeyRetrieval=false\n")
+                    "db.cloud.url.params=serverTimezone=UTC&allowPublicKeyRetrieval=true&sslMode=PREFERRED\n")
     path.chmod(0o640)
     machine.clear_calls()
     r = machine.rerun(SCRIPT)
     assert r.status == 0, r.output
     assert db_properties(machine).splitlines()[2:] == [
-        "db.cloud.url.params=serverTimezone=UTC&allowPublicKeyRetrieval=true",
-        "db.usage.url.params=allowPublicKeyRetrieval=true"]
+        "db.cloud.url.params=serverTimezone=UTC&" + DB_TLS_PARAMS,
+        "db.usage.url.params=" + DB_TLS_PARAMS]
     assert path.stat().st_mode & 0o777 == 0o640, "owner and mode are kept"
     restarts = [c for c in machine.calls() if is_cmd("systemctl", "restart", "cloudstack-management.service")(c)]
     assert len(restarts) == 1, "the running server reads db.properties only at start"

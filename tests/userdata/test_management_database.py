@@ -1,7 +1,7 @@
 """The management server's database step against cloudstack-setup-databases as each
 supported release behaves (tests/userdata/fakes/fake.py names the sources): the
 schema step on 4.21+, a half-deployed schema, secrets the tool prints, a rotated
-database password."""
+database password, and every connection verifying the server (TLS)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import CLOUD_PASSWORD, MANAGEMENT, MANAGEMENT_KEY, SECRET_VALUES, SECRETS, is_cmd, render
+from bootlab import (CLOUD_PASSWORD, DB_CA, DB_HOST, MANAGEMENT, MANAGEMENT_KEY, MASTER_PASSWORD, PREFIX, RDS_BUNDLE,
+                     SECRET_VALUES, SECRETS, is_cmd, render)
 
 SCRIPT = "management-server.sh"
 TOOL_OUTPUT = "/var/lib/cloudstack-ec2/tool-output/cloudstack-setup-databases.log"
@@ -45,6 +46,20 @@ def fake_encrypted(value: str, key: str) -> str:
 def db_password_line(machine) -> str:
     lines = machine.file("/etc/cloudstack/management/db.properties").read_text().splitlines()
     return next(line for line in lines if line.startswith("db.cloud.password="))
+
+
+def fake_pem(names) -> str:
+    # The fake world's certificates (fakes/fake.py: pem): the base64 of the CA's name.
+    import base64
+    return "".join(f"-----BEGIN CERTIFICATE-----\n{base64.b64encode(n.encode()).decode()}\n"
+                   "-----END CERTIFICATE-----\n" for n in names)
+
+
+def fake_pem_names(text: str) -> list[str]:
+    import base64
+    import re
+    return [base64.b64decode(b).decode() for b in
+            re.findall(r"-----BEGIN CERTIFICATE-----\n(.*?)\n-----END CERTIFICATE-----", text, re.S)]
 
 
 def run_tool(machine, *args):
@@ -239,3 +254,105 @@ def test_existing_pods_get_the_services_reserved_and_a_holder_reported(machine):
         "free rows reserved; a system VM's address is not taken from it"
     assert "WARNING: system VMs hold EC2 link-local addresses (destroy them)" in r.output
     assert "pod 1 NIC 42 169.254.169.253" in r.output
+
+
+# --- item: every database connection verifies the server ------------------------------------
+
+TRUSTSTORE = "/etc/cloudstack-ec2/rds-truststore.p12"
+BUNDLE = "/etc/cloudstack-ec2/rds-ca-bundle.pem"
+
+
+def mysql_as(machine, tmp_path, *lines):
+    """The fake mysql client with an option file of `lines` (user admin, the master password)."""
+    cnf = tmp_path / "client.cnf"
+    cnf.write_text("\n".join(["[client]", f"host={DB_HOST}", "user=admin", f'password="{MASTER_PASSWORD}"', *lines])
+                   + "\n")
+    return subprocess.run(["mysql", f"--defaults-extra-file={cnf}"], input="SELECT 1;", env=machine.env(),
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_fake_database_and_clients_keep_tls_rules(machine, tmp_path):
+    # require_secure_transport ON: no connection without TLS (error 3159, RDS User Guide).
+    refused = mysql_as(machine, tmp_path, "ssl-mode=DISABLED")
+    assert refused.returncode == 1 and "--require_secure_transport=ON" in refused.stderr
+    # Verifying needs the CA; a bundle without the server's CA, or another name, fails (--ssl-mode).
+    assert "CA certificate is required" in mysql_as(machine, tmp_path, "ssl-mode=VERIFY_IDENTITY").stderr
+    machine.file("/other.pem").write_text(fake_pem(["Some Other CA"]))
+    assert "certificate verify failed" in mysql_as(machine, tmp_path, "ssl-mode=VERIFY_CA", "ssl-ca=/other.pem").stderr
+    machine.file("/rds.pem").write_text(fake_pem([DB_CA]))
+    wrong_name = mysql_as(machine, tmp_path, "ssl-mode=VERIFY_IDENTITY", "ssl-ca=/rds.pem",
+                          "host=10.0.0.9")
+    assert "SSL certificate validation failure" in wrong_name.stderr
+    assert mysql_as(machine, tmp_path, "ssl-mode=VERIFY_IDENTITY", "ssl-ca=/rds.pem").returncode == 0
+    # A man in the middle: TLS that verifies nothing hands him the password.
+    machine.update(lambda s: s["db"].update(intercepted=True))
+    assert mysql_as(machine, tmp_path, "ssl-mode=REQUIRED").returncode == 0
+    assert machine.state()["db"]["captured"] == ["admin"]
+    assert mysql_as(machine, tmp_path, "ssl-mode=VERIFY_IDENTITY", "ssl-ca=/rds.pem").returncode == 1
+
+
+def test_every_mysql_client_and_the_tool_verify_the_server(machine):
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status == 0, r.output
+    modes = {c.get("ssl-mode") for c in machine.calls() if c["cmd"] == "mysql"}
+    assert modes == {"VERIFY_IDENTITY"}, "the master's and the cloud user's option files"
+    # The global option file: the mysql that cloudstack-setup-databases runs reads it.
+    assert machine.file("/etc/mysql/conf.d/cloudstack-ec2-tls.cnf").read_text() == \
+        f"[client]\nssl-mode=VERIFY_IDENTITY\nssl-ca={BUNDLE}\n"
+    assert fake_pem_names(machine.file(BUNDLE).read_text()) == RDS_BUNDLE
+    assert machine.state()["db"]["captured"] == []
+
+
+def test_the_management_server_verifies_the_server_without_public_key_retrieval(machine):
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status == 0, r.output
+    props = dict(line.split("=", 1) for line in machine.file("/etc/cloudstack/management/db.properties")
+                 .read_text().splitlines() if "=" in line)
+    for key in ("db.cloud.url.params", "db.usage.url.params"):
+        params = dict(p.split("=", 1) for p in props[key].split("&"))
+        assert params["sslMode"] == "VERIFY_IDENTITY"
+        assert params["trustCertificateKeyStoreUrl"] == f"file:{TRUSTSTORE}"
+        assert params["trustCertificateKeyStoreType"] == "PKCS12"
+        assert "allowPublicKeyRetrieval" not in params
+    # The JVM-wide truststore of db.cloud.useSSL=true is not used.
+    assert props["db.cloud.useSSL"] == "false"
+    store = json.loads(machine.file(TRUSTSTORE).read_text())
+    assert sorted(store["certificates"].values()) == sorted(RDS_BUNDLE)
+    assert stat.S_IMODE(machine.file(TRUSTSTORE).stat().st_mode) == 0o644, "the management server runs as 'cloud'"
+    # A man in the middle appears later: the management server does not hand him its password.
+    machine.update(lambda s: s["db"].update(intercepted=True))
+    restart = subprocess.run(["systemctl", "restart", "cloudstack-management.service"], env=machine.env())
+    assert restart.returncode == 0
+    state = machine.state()
+    assert state["api"]["up"] is False and "PKIX path building failed" in state["api"]["database_error"]
+    assert state["db"]["captured"] == []
+
+
+def test_the_boot_gives_a_man_in_the_middle_no_password(machine):
+    machine.update(lambda s: s["db"].update(intercepted=True))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert "did not accept connections" in r.output and "certificate verify failed" in r.output
+    assert machine.state()["db"]["captured"] == []
+    assert not any(c["cmd"].startswith("cloudstack-setup") for c in machine.calls())
+
+
+def test_an_endpoint_given_as_an_address_is_refused(machine):
+    machine.update(lambda s: s["ssm"].update({f"{PREFIX}/db-endpoint": "10.0.2.15:3306"}))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert "expected the RDS endpoint's name, which its certificate names" in r.output
+    assert not any(c["cmd"] == "mysql" for c in machine.calls())
+
+
+def test_bundle_download_failure_stops_a_first_boot_and_keeps_an_earlier_bundle(machine):
+    machine.update(lambda s: s["rds_ca_bundle"].update(reachable=False))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0 and "could not download the RDS certificate bundle" in r.output
+    assert not any(c["cmd"] == "mysql" for c in machine.calls())
+    machine.update(lambda s: s["rds_ca_bundle"].update(reachable=True))
+    assert machine.rerun(SCRIPT).status == 0
+    machine.update(lambda s: s["rds_ca_bundle"].update(reachable=False))
+    again = machine.rerun(SCRIPT)
+    assert again.status == 0, again.output
+    assert "keeping the bundle of an earlier boot" in again.output

@@ -61,6 +61,8 @@ def test_management_environment_values():
     assert env["CSEC2_WAIT_DATABASE_SECONDS"] == "2"
     assert env["CSEC2_WAIT_NETWORK_SECONDS"] == "2"
     assert env["CSEC2_OVERLAY_GATEWAY"] == "10.100.0.1", "members wait for the router's overlay address"
+    # The region's RDS certificate bundle (components/model/regions.py rds_ca_bundle_url).
+    assert env["CSEC2_DB_CA_BUNDLE_URL"] == "https://truststore.pki.rds.amazonaws.com/eu-west-1/eu-west-1-bundle.pem"
     overlay = env_of(ud.decode_user_data(render(MANAGEMENT)), "overlay.env")
     assert overlay == {"OVERLAY_ROLE": "member", "VXLAN_ID": "100", "VXLAN_GROUP": "239.255.0.100",
                        "VXLAN_PORT": "4789", "OVERLAY_ADDRESS": "10.100.0.2/16", "OVERLAY_MTU": "8450",
@@ -92,6 +94,7 @@ class FakeOutput:
 
 @pytest.mark.parametrize("change, field", [
     (dict(aws_region="Europe"), "aws_region"),
+    (dict(aws_region="us-iso-east-1"), "aws_region"),
     (dict(prefix="/other/dev"), "prefix"),
     (dict(fqdn="mgmt"), "fqdn"),
     (dict(fqdn="MGMT.example.com"), "fqdn"),

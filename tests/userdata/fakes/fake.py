@@ -230,14 +230,114 @@ def ping(state):
     return 0 if net["pings"] > net["gateway_silent_pings"] else 1
 
 
+# --- TLS between the database's clients and RDS -------------------------------------------
+#
+# The fake world's certificates: a PEM block whose body is the base64 of the CA's name.
+# state["db"]: "ca" signs the server certificate, which names "endpoint";
+# "require_secure_transport" as the parameter group sets it; "intercepted": a man in the
+# middle on the path answers with a certificate of his own and relays what he reads
+# ("captured": the users whose passwords he read).
+
+def pem(names):
+    import base64
+    return "".join(f"-----BEGIN CERTIFICATE-----\n{base64.b64encode(n.encode()).decode()}\n"
+                   "-----END CERTIFICATE-----\n" for n in names)
+
+
+def pem_names(text):
+    import base64
+    return [base64.b64decode(b).decode() for b in
+            re.findall(r"-----BEGIN CERTIFICATE-----\n(.*?)\n-----END CERTIFICATE-----", text, re.S)]
+
+
+def presented_certificate(db):
+    """(issuer, names) of the certificate the client is shown."""
+    if db.get("intercepted"):
+        return "Interceptor CA", ["interceptor.invalid"]
+    return db["ca"], [db["endpoint"]]
+
+
+def tls_session(db, user, mode, host, trusted, client):
+    """An error message, or None when the session is set up. `mode`: DISABLED, PREFERRED,
+    REQUIRED, VERIFY_CA or VERIFY_IDENTITY; `trusted`: CA names the client trusts.
+    - The server refuses a connection without TLS while require_secure_transport is ON
+      (MySQL manual, require_secure_transport; RDS User Guide, "Requiring SSL/TLS for all
+      connections to a MySQL DB instance": error 3159).
+    - Only VERIFY_CA checks the issuer and VERIFY_IDENTITY the name too (MySQL manual,
+      "Command Options for Encrypted Connections", --ssl-mode; Connector/J Developer Guide,
+      sslMode): PREFERRED and REQUIRED accept any certificate, a man in the middle's too."""
+    if mode == "DISABLED":
+        if db.get("intercepted"):
+            db.setdefault("captured", []).append(user)
+        if db.get("require_secure_transport"):
+            return client["insecure"]
+        return None
+    issuer, names = presented_certificate(db)
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        if issuer not in trusted:
+            return client["untrusted"]
+        if mode == "VERIFY_IDENTITY" and host not in names:
+            return client["identity"]
+    elif db.get("intercepted"):
+        db.setdefault("captured", []).append(user)
+    return None
+
+
+#: The mysql client's messages (libmysql; MySQL manual, error 2026 CR_SSL_CONNECTION_ERROR).
+MYSQL_CLIENT = {
+    "insecure": "ERROR 3159 (HY000): Connections using insecure transport are prohibited while "
+                "--require_secure_transport=ON.",
+    "no_ca": "ERROR 2026 (HY000): SSL connection error: CA certificate is required if ssl-mode is VERIFY_CA or "
+             "VERIFY_IDENTITY",
+    "untrusted": "ERROR 2026 (HY000): SSL connection error: error:0A000086:SSL routines::certificate verify failed",
+    "identity": "ERROR 2026 (HY000): SSL connection error: SSL certificate validation failure",
+}
+
+
+def client_options(extra=None):
+    """The [client] options the mysql client reads: /etc/mysql/my.cnf includes
+    /etc/mysql/conf.d/ (Ubuntu's mysql-common), then --defaults-extra-file; a later
+    file's value wins (MySQL manual, "Using Option Files")."""
+    files = sorted(os.path.join(ROOT + "/etc/mysql/conf.d", f) for f in os.listdir(ROOT + "/etc/mysql/conf.d")
+                   if f.endswith(".cnf")) if os.path.isdir(ROOT + "/etc/mysql/conf.d") else []
+    options, group = {}, None
+    for path in files + ([extra] if extra else []):
+        for line in open(path).read().splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                group = line.strip("[]")
+            elif "=" in line and group == "client":
+                key, value = line.split("=", 1)
+                options[key.strip()] = value.strip()
+    return options
+
+
+def mysql_tls(db, options):
+    """The mysql client's TLS: an error message or None."""
+    mode = options.get("ssl-mode", "PREFERRED").upper()
+    trusted = []
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
+        if not options.get("ssl-ca"):
+            return MYSQL_CLIENT["no_ca"]
+        path = ROOT + options["ssl-ca"]
+        if not os.path.exists(path):
+            return f"ERROR 2026 (HY000): SSL connection error: SSL_CTX_set_default_verify_paths failed ({options['ssl-ca']})"
+        trusted = pem_names(open(path).read())
+    return tls_session(db, options.get("user"), mode, options.get("host"), trusted, MYSQL_CLIENT)
+
+
 def mysql(state):
     sql = sys.stdin.read()
     db = state["db"]
     cnf = opt(ARGS, "--defaults-extra-file")
-    options = dict(line.split("=", 1) for line in open(cnf).read().splitlines() if "=" in line)
-    record({"sql": sql, "user": options.get("user")})
+    options = client_options(cnf)
+    record({"sql": sql, "user": options.get("user"), "ssl-mode": options.get("ssl-mode")})
     if not db["reachable"]:
         sys.stderr.write(f"ERROR 2003 (HY000): Can't connect to MySQL server on '{options.get('host')}:3306' (110)\n")
+        return 1
+    refused = mysql_tls(db, options)
+    if refused:
+        sys.stderr.write(refused + "\n")
         return 1
     if options.get("user") == "admin":
         password = db["master_password"]
@@ -413,6 +513,11 @@ FORCE_RECREATE_HELP = """  --force-recreate      Force recreation of the existin
 """
 
 
+#: client/conf/db.properties.in's db.cloud.url.params.
+CLOUD_URL_PARAMS = ("prepStmtCacheSize=517&cachePrepStmts=true&sessionVariables=sql_mode='STRICT_TRANS_TABLES,"
+                    "NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'&serverTimezone=UTC")
+
+
 def setup_databases(state):
     # Behaves per installed release, as setup/bindir/cloud-setup-databases.in does:
     # - 4.19/4.20: optparse, no --force-recreate: "no such option" and status 2;
@@ -447,6 +552,14 @@ def setup_databases(state):
                          "Database cloud already exists. Use --force-recreate to recreate it.\n" + "*" * 63 + "\n")
         return 1
     if schema_only or deploy_as:
+        # runMysql: `mysql --user= --host= --port= --password= < file`, which reads the
+        # [client] groups of the global option files (no TLS option of its own).
+        refused = mysql_tls(db, {**client_options(), "user": user, "host": host})
+        if refused:
+            sys.stderr.write("\n\nWe apologize for below error:\n" + "*" * 63 + "\n"
+                             "Encountering an error when executing mysql script\n" + "-" * 70 + "\n"
+                             f"Error:\n{refused}\n" + "-" * 70 + "\n")
+            return 1
         db["schema"] = True   # create-schema.sql creates cloud.version among its first tables
         if db.get("schema_fails"):
             sys.stderr.write("\n\nWe apologize for below error:\n" + "*" * 63 + "\n"
@@ -465,15 +578,61 @@ def setup_databases(state):
         # the tests can recompute (fake_encrypted in bootlab).
         f.write(f"db.cloud.host={host}\ndb.cloud.port={port}\ndb.cloud.username={creds.split(':')[0]}\n"
                 f"db.cloud.password=ENC({encrypted(password, opt(ARGS, '-m', ''))})\n"
-                "db.cloud.url.params=prepStmtCacheSize=517&cachePrepStmts=true&serverTimezone=UTC\n"
+                f"db.cloud.url.params={CLOUD_URL_PARAMS}\ndb.cloud.useSSL=false\n"
                 "db.usage.host={host}\ndb.usage.url.params=serverTimezone=UTC\n".replace("{host}", host))
     return 0
+
+
+#: Connector/J's messages (com.mysql.cj: ExportControlled, the SSL handshake's causes).
+CONNECTOR_J = {
+    "insecure": "Connections using insecure transport are prohibited while --require_secure_transport=ON.",
+    "untrusted": "Communications link failure: PKIX path building failed: unable to find valid certification "
+                 "path to requested target",
+    "identity": "Communications link failure: Server identity verification failed. None of the certificate's "
+                "DNS or IP Subject Alternative Name entries matched the server hostname",
+}
+
+
+def jdbc_tls(db, props):
+    """What Connector/J does with the JDBC URL TransactionLegacy.buildConnectionUri builds from
+    db.properties (jdbc:mysql://<db.cloud.host>:<port>/cloud?autoReconnect=..&<db.cloud.url.params>,
+    plus &useSSL=true when db.cloud.useSSL is true): an error message or None.
+    Connector/J Developer Guide, security properties: sslMode (default PREFERRED; an explicit
+    useSSL=false without sslMode means DISABLED); VERIFY_CA/VERIFY_IDENTITY trust the keystore
+    trustCertificateKeyStoreUrl (loaded with trustCertificateKeyStorePassword), else the JVM's
+    default truststore, which holds no RDS CA."""
+    params = dict(p.split("=", 1) for p in props.get("db.cloud.url.params", "").split("&") if "=" in p)
+    if props.get("db.cloud.useSSL") == "true":
+        params["useSSL"] = "true"
+    mode = params.get("sslMode", "DISABLED" if params.get("useSSL") == "false" else "PREFERRED").upper()
+    trusted = []
+    url = params.get("trustCertificateKeyStoreUrl", "")
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY") and url:
+        path = ROOT + url[len("file:"):] if url.startswith("file:") else None
+        if not path or not os.path.exists(path):
+            return f"Cannot open {url} [No such file or directory]"
+        store = json.load(open(path))
+        if store["password"] != params.get("trustCertificateKeyStorePassword"):
+            return f"Cannot open {url} [keystore password was incorrect]"
+        trusted = list(store["certificates"].values())
+    return tls_session(db, props.get("db.cloud.username"), mode, props.get("db.cloud.host"), trusted, CONNECTOR_J)
+
+
+def management_server_starts(state):
+    """The management server comes up (its API answers) only when it reaches its database."""
+    path = ROOT + "/etc/cloudstack/management/db.properties"
+    props = dict(line.split("=", 1) for line in open(path).read().splitlines()
+                 if "=" in line and not line.startswith("#")) if os.path.exists(path) else {}
+    refused = jdbc_tls(state["db"], props) if props else "no db.properties"
+    state["api"]["up"] = refused is None
+    state["api"]["database_error"] = refused
+    return refused is None
 
 
 def setup_management(state):
     state["units"]["enabled"].append("cloudstack-management.service")
     state["units"]["active"].append("cloudstack-management.service")
-    state["api"]["up"] = True
+    management_server_starts(state)
     key = ROOT + "/var/lib/cloudstack/management/.ssh/id_rsa.pub"
     os.makedirs(os.path.dirname(key), exist_ok=True)
     with open(key, "w") as f:
@@ -538,6 +697,8 @@ def systemctl(state):
         state["api"]["restarts"] += 1
     if verb == "stop":
         u["active"] = [a for a in u["active"] if a not in units]
+    if verb in ("start", "restart") and "cloudstack-management.service" in units:
+        management_server_starts(state)  # the unit starts; the API only with its database
     if verb in ("start", "restart"):
         for unit in units:
             if unit in u.get("failing", []):
@@ -599,6 +760,17 @@ def curl(state):
             sys.stderr.write("curl: (28) Connection timed out\n")
             return 28
         print("200", end="")
+        return 0
+    bundle = state.get("rds_ca_bundle", {})
+    if url.endswith("-bundle.pem"):  # AWS's RDS certificate bundles (the truststore hosts)
+        if not bundle.get("reachable", True):
+            sys.stderr.write("curl: (28) Connection timed out\n")
+            return 28
+        if url != bundle.get("url"):
+            sys.stderr.write("curl: (22) The requested URL returned error: 404\n")
+            return 22
+        with open(out, "w") as f:
+            f.write(pem(bundle["certificates"]))
         return 0
     if url.endswith("release.asc"):
         with open(out, "w") as f:
@@ -662,6 +834,35 @@ def curl(state):
         print(json.dumps({"updateconfigurationresponse": {"configuration": {"name": form["name"], "value": form["value"]}}}))
     else:
         print(json.dumps({"errorresponse": {"errorcode": 432, "errortext": "unknown"}}))
+    return 0
+
+
+def keytool(state):
+    """keytool -importcert (keytool(1)) into a fake keystore file (JSON: password, alias ->
+    the certificate's CA name). Refuses a store password under 6 characters, an alias
+    already in the store, a wrong password for an existing store."""
+    store, alias, password = opt(ARGS, "-keystore"), opt(ARGS, "-alias"), opt(ARGS, "-storepass") or ""
+    if "-importcert" not in ARGS:
+        sys.stderr.write(f"fake keytool: unsupported {ARGS}\n")
+        return 2
+    if len(password) < 6:
+        print("keytool error: java.lang.Exception: Keystore password must be at least 6 characters")
+        return 1
+    data = json.load(open(store)) if os.path.exists(store) else {"password": password, "certificates": {}}
+    if data["password"] != password:
+        print("keytool error: java.io.IOException: keystore password was incorrect")
+        return 1
+    if alias in data["certificates"]:
+        print(f"keytool error: java.lang.Exception: Certificate not imported, alias <{alias}> already exists")
+        return 1
+    names = pem_names(open(opt(ARGS, "-file")).read())
+    if not names:
+        print("keytool error: java.lang.Exception: Input not an X.509 certificate")
+        return 1
+    data["certificates"][alias] = names[0]
+    with open(store, "w") as f:
+        json.dump(data, f)
+    print("Certificate was added to keystore")
     return 0
 
 
@@ -752,7 +953,7 @@ HANDLERS = {
     "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
     "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
     "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
-    "kvm-ok": kvm_ok, "modprobe": modprobe,
+    "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool,
 }
 
 
