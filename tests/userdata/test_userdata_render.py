@@ -56,7 +56,8 @@ def test_management_environment_values():
     assert env["CSEC2_OVERLAY_IP"] == "10.100.0.2" and env["CSEC2_OVERLAY_CIDR"] == "10.100.0.0/16"
     assert env["CSEC2_CLOUDSTACK_VERSION"] == "4.22" and env["CSEC2_OS_CODENAME"] == "noble"
     assert env["CSEC2_ZONE_NAME"] == "zone1"
-    assert env["CSEC2_SECRET_DB_MASTER"] == SECRETS.db_master
+    # The master user's secret is RDS's: its ARN comes from SSM (db-master-secret), not user data.
+    assert "CSEC2_SECRET_DB_MASTER" not in env
     assert env["CSEC2_SECRET_API_KEYS"] == SECRETS.api_keys
     assert env["CSEC2_WAIT_DATABASE_SECONDS"] == "2"
     assert env["CSEC2_WAIT_NETWORK_SECONDS"] == "2"
