@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+from pulumi.output import UNKNOWN
 
 from components.model import naming
 
@@ -74,6 +75,20 @@ def error_log_group_name(identifier: str) -> str:
 
 def parameter_group_family(engine_version: str) -> str:
     return f"mysql{engine_version}"
+
+
+def managed_secret_arn(secrets: Sequence, preview: bool):
+    """The ARN (str) of the master user's secret RDS manages, from the instance's
+    master_user_secrets (DBInstance.MasterUserSecret). RDS names the secret when it applies
+    ManageMasterUserPassword: a preview of the update that turns it on has none yet, so the
+    ARN is unknown there (pulumi.output.UNKNOWN). ValueError when an update ends without it:
+    nothing could read the master password then."""
+    if secrets and secrets[0].secret_arn:
+        return secrets[0].secret_arn
+    if preview:
+        return UNKNOWN
+    raise ValueError("RDS reported no master user secret (MasterUserSecret) for the CloudStack database although"
+                     " manage_master_user_password is set; run `pulumi up` again once the database is available")
 
 
 @dataclass(frozen=True)
@@ -185,7 +200,8 @@ class RdsCloudDb(pulumi.ComponentResource):
         self.address = instance.address
         self.port = instance.port
         # The secret RDS created (DBInstance.MasterUserSecret.SecretArn).
-        self.master_secret_arn = instance.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
+        self.master_secret_arn = instance.master_user_secrets.apply(
+            lambda secrets: managed_secret_arn(secrets, pulumi.runtime.is_dry_run()))
         self.endpoint_parameter = endpoint.name
         self.register_outputs({
             "address": self.address,

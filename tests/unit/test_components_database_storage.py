@@ -234,3 +234,18 @@ def test_db_identifier_is_valid_for_any_stack_name(stack):
     identifier = db_identifier(stack, "0a1b2c3d")
     assert identifier.endswith("-0a1b2c3d") and identifier.startswith("cloudstack-")
     assert aws_constraints.RDS_DB_IDENTIFIER.problems(identifier) == []
+
+
+def test_master_secret_arn_is_unknown_in_a_preview_and_required_after_an_update():
+    from types import SimpleNamespace
+
+    from pulumi.output import UNKNOWN
+
+    from components.resources.database import managed_secret_arn
+
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1-Ab12Cd"
+    assert managed_secret_arn([SimpleNamespace(secret_arn=arn)], preview=False) == arn
+    # The preview of the update that turns it on: RDS has not named the secret yet.
+    assert managed_secret_arn([], preview=True) is UNKNOWN
+    with pytest.raises(ValueError, match="no master user secret"):
+        managed_secret_arn([], preview=False)
