@@ -120,9 +120,6 @@ class RdsCloudDbArgs:
     identifier: Optional[pulumi.Input[str]] = None
     #: Retention of the managed error log group (CloudWatch Logs retentionInDays).
     log_retention_days: int = 30
-    #: KMS key (ID or ARN) that encrypts the RDS-managed master secret; None: Secrets
-    #: Manager's AWS managed key (aws/secretsmanager).
-    master_secret_kms_key_id: Optional[pulumi.Input[str]] = None
     #: Create/update/delete timeout: Multi-AZ creation, storage changes and major
     #: upgrades outlast the provider's defaults (40/80/60 minutes).
     timeout_minutes: int = 180
@@ -172,8 +169,9 @@ class RdsCloudDb(pulumi.ComponentResource):
             # Manager"): the password is never an input, so it is never in the stack's
             # state. On a database created with a password, turning this on makes RDS
             # set a new one at once; the management server reads it from that secret.
+            # The stack has no KMS key of its own: Secrets Manager's AWS managed key
+            # (aws/secretsmanager) encrypts the secret (no master_user_secret_kms_key_id).
             manage_master_user_password=True,
-            master_user_secret_kms_key_id=args.master_secret_kms_key_id,
             backup_retention_period=args.backup_retention_days, copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection, skip_final_snapshot=args.skip_final_snapshot,
             final_snapshot_identifier=None if args.skip_final_snapshot else final_snapshot.hex.apply(
