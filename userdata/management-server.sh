@@ -18,7 +18,7 @@ csec2_begin management
 csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_URL \
     CSEC2_CLOUDSTACK_KEY_URL CSEC2_ANCHOR_KEY_ARN CSEC2_ZONE_NAME CSEC2_OVERLAY_CIDR CSEC2_EFS_MOUNT_POINT \
     CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SECRETS_SECONDS CSEC2_WAIT_DATABASE_SECONDS \
-    CSEC2_WAIT_API_SECONDS CSEC2_SECRET_DB_MASTER CSEC2_SECRET_DB_CLOUD CSEC2_SECRET_CLOUDSTACK_KEYS \
+    CSEC2_WAIT_API_SECONDS CSEC2_SECRET_DB_CLOUD CSEC2_SECRET_CLOUDSTACK_KEYS \
     CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS CSEC2_DB_CA_BUNDLE_URL \
     CSEC2_OVERLAY_GATEWAY CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE
 
@@ -28,17 +28,20 @@ API_URL=http://127.0.0.1:8080/client/api
 
 # ------------------------------------------------- settings and secrets ----
 
-# All secrets are read BEFORE anything is installed: a missing one stops the
-# boot here, leaving the machine untouched (only the AWS CLI was added).
+# CloudStack's secrets are read BEFORE anything is installed: a missing one
+# stops the boot here, leaving the machine untouched (only the AWS CLI was
+# added). The stack creates them without a value; the first management server
+# generates each value here (first_secret_value). The RDS master user's secret
+# is RDS's own and exists only with the database: read in fetch_parameters.
 fetch_secrets() {
     csec2_step "secrets (Secrets Manager)"
-    local db_master_json db_cloud_json keys_json admin_json
-    csec2_wait_secret "$CSEC2_SECRET_DB_MASTER" db_master_json
+    local db_cloud_json keys_json admin_json
+    first_secret_value "$CSEC2_SECRET_DB_CLOUD" db-cloud
+    first_secret_value "$CSEC2_SECRET_CLOUDSTACK_KEYS" keys
+    first_secret_value "$CSEC2_SECRET_ADMIN" admin
     csec2_wait_secret "$CSEC2_SECRET_DB_CLOUD" db_cloud_json
     csec2_wait_secret "$CSEC2_SECRET_CLOUDSTACK_KEYS" keys_json
     csec2_wait_secret "$CSEC2_SECRET_ADMIN" admin_json
-    csec2_json_get username DB_MASTER_USER <<<"$db_master_json" || csec2_die "secret $CSEC2_SECRET_DB_MASTER: no 'username'"
-    csec2_json_get password DB_MASTER_PASSWORD <<<"$db_master_json" || csec2_die "secret $CSEC2_SECRET_DB_MASTER: no 'password'"
     csec2_json_get username DB_CLOUD_USER <<<"$db_cloud_json" || csec2_die "secret $CSEC2_SECRET_DB_CLOUD: no 'username'"
     csec2_json_get password DB_CLOUD_PASSWORD <<<"$db_cloud_json" || csec2_die "secret $CSEC2_SECRET_DB_CLOUD: no 'password'"
     csec2_json_get management_key MANAGEMENT_KEY <<<"$keys_json" || csec2_die "secret $CSEC2_SECRET_CLOUDSTACK_KEYS: no 'management_key'"
@@ -49,8 +52,6 @@ fetch_secrets() {
     # The values go into a MySQL option file, an SQL string literal and
     # cloudstack-setup-databases' user:password@host argument: refuse what
     # would break those (the message names the rule, never the value).
-    [[ $DB_MASTER_PASSWORD != *[\"\\[:space:]]* ]] ||
-        csec2_die "secret $CSEC2_SECRET_DB_MASTER: the password must not contain '\"', '\\' or whitespace"
     [[ $DB_CLOUD_USER =~ ^[A-Za-z0-9_]{1,32}$ ]] ||
         csec2_die "secret $CSEC2_SECRET_DB_CLOUD: username must be 1-32 letters, digits or '_'"
     [[ $DB_CLOUD_PASSWORD != *[\'\"\\:@/[:space:]]* ]] ||
@@ -63,8 +64,56 @@ fetch_secrets() {
     tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" management_key "$MANAGEMENT_KEY"
     tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" database_key "$DATABASE_KEY"
     # Masked in whatever a tool's output the boot logs (csec2_run_quiet).
-    csec2_add_secret "$DB_MASTER_PASSWORD" "$DB_CLOUD_PASSWORD" "$MANAGEMENT_KEY" "$DATABASE_KEY" "$ADMIN_PASSWORD"
-    csec2_log "read 4 secrets (values not logged)"
+    csec2_add_secret "$DB_CLOUD_PASSWORD" "$MANAGEMENT_KEY" "$DATABASE_KEY" "$ADMIN_PASSWORD"
+    csec2_log "read 3 secrets (values not logged)"
+}
+
+# The version id of a secret's first value: PutSecretValue with a version id
+# the secret already has and another value fails (ResourceExistsException;
+# Secrets Manager API Reference, PutSecretValue, ClientRequestToken), so two
+# management servers booting at once can never both store a first value.
+FIRST_VALUE_VERSION=cloudstack-ec2-first-value-00000001
+
+# first_secret_value SECRET_ID KIND: stores a new value of KIND (db-cloud, keys,
+# admin) in the secret only while it has none (GetSecretValue:
+# ResourceNotFoundException); a value it has is never replaced, so a replaced
+# instance, a re-run and a stack whose values came from elsewhere keep theirs.
+# The value goes from a root-only file to the AWS CLI: never in a process list,
+# the log, the user data or the stack's state.
+first_secret_value() {
+    local id=$1 err=$CSEC2_PRIVATE_DIR/aws-error file=$CSEC2_PRIVATE_DIR/first-value.json
+    if csec2_get_secret "$id" >/dev/null 2>"$err" || ! grep -q ResourceNotFoundException "$err"; then
+        return 0  # it has a value, or cannot be read yet: csec2_wait_secret waits and reports
+    fi
+    (umask 077 && new_secret_value "$2" >"$file") || csec2_die "could not generate a value for secret $id"
+    if csec2_aws secretsmanager put-secret-value --secret-id "$id" --client-request-token "$FIRST_VALUE_VERSION" \
+        --secret-string "file://$file" >/dev/null 2>"$err"; then
+        csec2_log "secret $id had no value: stored a generated one (value not logged)"
+    elif grep -q ResourceExistsException "$err"; then
+        csec2_log "secret $id got its first value from another management server: using it"
+    else
+        csec2_log "could not store a first value in secret $id: $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
+    fi
+    rm -f "$file"
+}
+
+# new_secret_value KIND: the JSON of a new value, from the OS's CSPRNG (Python's
+# secrets module). Letters and digits only: the values go through shell, SQL,
+# option and properties files (tool_safe); at least one of each class.
+new_secret_value() {
+    python3 -c '
+import json, secrets, string, sys
+def word(n):
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        w = "".join(secrets.choice(alphabet) for _ in range(n))
+        if any(c.islower() for c in w) and any(c.isupper() for c in w) and any(c.isdigit() for c in w):
+            return w
+values = {"db-cloud": lambda: {"username": "cloud", "password": word(32)},
+          "keys": lambda: {"management_key": word(32), "database_key": word(32)},
+          "admin": lambda: {"username": "admin", "password": word(24)}}
+print(json.dumps(values[sys.argv[1]]()))
+' "$1"
 }
 
 # tool_safe SECRET FIELD VALUE: refuses a value cloudstack-setup-databases
@@ -90,6 +139,27 @@ fetch_parameters() {
     [[ $EFS_DNS =~ ^[A-Za-z0-9.-]+$ ]] ||
         csec2_die "SSM parameter $(csec2_name efs-dns) is '$EFS_DNS'; expected a DNS name"
     csec2_log "database at $DB_HOST:$DB_PORT, EFS at $EFS_DNS"
+    fetch_master_secret
+}
+
+# The RDS master user's credentials, from the secret RDS manages (RDS User Guide,
+# "Password management with Amazon RDS and AWS Secrets Manager": JSON with
+# username and password). Pulumi publishes its ARN once the database exists.
+fetch_master_secret() {
+    local arn json
+    csec2_wait_parameter db-master-secret arn
+    [[ $arn =~ ^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@!-]+$ ]] ||
+        csec2_die "SSM parameter $(csec2_name db-master-secret) is '$arn'; expected the ARN of a Secrets Manager secret"
+    csec2_wait_secret "$arn" json
+    csec2_json_get username DB_MASTER_USER <<<"$json" || csec2_die "secret $arn: no 'username'"
+    csec2_json_get password DB_MASTER_PASSWORD <<<"$json" || csec2_die "secret $arn: no 'password'"
+    # RDS's passwords are printable ASCII without '/', '"' and '@' (RDS API
+    # Reference, MasterUserPassword): quoted and escaped in the option file
+    # (write_option_file); a control character could not be carried.
+    [[ $DB_MASTER_PASSWORD != *[\"[:cntrl:]]* ]] ||
+        csec2_die "secret $arn: the password must not contain '\"' or control characters"
+    csec2_add_secret "$DB_MASTER_PASSWORD"
+    csec2_log "read the master user's secret $arn (value not logged)"
 }
 
 # ------------------------------------------------------------- firewall ----
@@ -104,12 +174,25 @@ fetch_parameters() {
 #         group admits the VPC and adminCidrs; nothing reaches this instance's
 #         own address but VXLAN and IGMP)
 #   system VMs and tenants: nothing else
+# setup_firewall closed: 8080 from loopback only, until the admin password is
+# the secret's (set_admin_password): a fresh installation's admin logs in with
+# CloudStack's documented default password, and whoever reached the UI/API
+# first could take the cloud over and keep API keys of his own. The table
+# written last is the one loaded at every later boot (csec2_load_firewall).
+# setup_firewall open: 8080 as above.
 setup_firewall() {
+    local api_gate=""
+    case $1 in
+    closed) api_gate='iifname != "lo" tcp dport 8080 counter drop' ;;
+    open) ;;
+    *) csec2_die "setup_firewall: '$1' is not closed or open" ;;
+    esac
     csec2_load_firewall cloudstack_ec2_management <<NFT
 table inet cloudstack_ec2_management {
     chain input {
         type filter hook input priority filter - 10; policy accept;
         tcp dport 8096 counter drop
+        $api_gate
         iifname "lo" accept
         ct state established,related accept
         meta nfproto ipv4 tcp dport 9090 ip saddr != { $CSEC2_MANAGEMENT_RANGE } counter drop
@@ -235,12 +318,14 @@ setup_database_tls() {
 # ------------------------------------------------------------- database ----
 
 # write_option_file FILE USER PASSWORD: a root-only option file of the mysql
-# client for the database as USER, verifying the server.
+# client for the database as USER, verifying the server. The password is quoted,
+# each '\' written as '\\' (MySQL manual, "Using Option Files": escape sequences
+# in option values).
 write_option_file() {
     (
         umask 077
         printf '[client]\nhost=%s\nport=%s\nuser=%s\npassword="%s"\nconnect-timeout=5\n' \
-            "$DB_HOST" "$DB_PORT" "$2" "$3" >"$1"
+            "$DB_HOST" "$DB_PORT" "$2" "${3//\\/\\\\}" >"$1"
         mysql_tls_options >>"$1"
     )
 }
@@ -635,6 +720,15 @@ set_admin_password() {
     csec2_log "admin '$ADMIN_USER' password set from the secret"
 }
 
+# The UI/API opens to the router and the other management servers only once
+# the admin password is the secret's; any failure before stops the boot with
+# 8080 still closed (setup_firewall).
+set_admin_password_then_open_api() {
+    set_admin_password
+    csec2_log "admin password set: opening 8080 beyond loopback"
+    setup_firewall open
+}
+
 # Keys are created only while the secret has no value: existing keys (and the
 # registration that uses them) stay valid across re-runs and replacements.
 store_api_keys() {
@@ -800,7 +894,7 @@ csec2_install_aws_cli
 fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
-setup_firewall
+setup_firewall closed
 install_packages
 publish_version
 fetch_parameters
@@ -812,7 +906,7 @@ setup_efs
 system_vm_template
 setup_management
 wait_for_api
-set_admin_password
+set_admin_password_then_open_api
 configure_settings
 protect_link_local_services
 store_api_keys

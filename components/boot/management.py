@@ -26,8 +26,12 @@ _SECRET_ID = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secr
 
 @dataclass(frozen=True)
 class ManagementSecrets:
-    """Names or ARNs (NOT values) of the Secrets Manager secrets the management server reads."""
-    db_master: str        # {"username","password"}: RDS master user
+    """Names or ARNs (NOT values) of the Secrets Manager secrets the management server reads.
+
+    Each starts without a value: the first management server generates it and stores it
+    only while the secret has none. The RDS master user's secret is RDS's own; its ARN
+    comes from the SSM parameter db-master-secret (components/model/naming.py).
+    """
     db_cloud: str         # {"username","password"}: CloudStack's database user
     cloudstack_keys: str  # {"management_key","database_key"}
     admin: str            # {"username","password"}: CloudStack admin

@@ -209,6 +209,15 @@ class OfflineMocks(pulumi.runtime.Mocks):
         elif typ == "aws:rds/instance:Instance":
             address = f"{args.name}.c0ffee.{self.region}.rds.{regions.dns_suffix(self.partition)}"
             state.update(address=address, port=3306, endpoint=f"{address}:3306")
+            if args.inputs.get("manageMasterUserPassword"):
+                # RDS creates the master user's secret itself, named rds!db-<uuid> (RDS User
+                # Guide, "Password management with Amazon RDS and AWS Secrets Manager").
+                secret = f"rds!db-{n:08x}-0000-4000-8000-{n:012x}"
+                state["masterUserSecrets"] = [{
+                    "secretArn": f"arn:{self.partition}:secretsmanager:{self.region}:{ACCOUNT_ID}:secret:{secret}-Ab12Cd",
+                    "secretStatus": "active",
+                    "kmsKeyId": args.inputs.get("masterUserSecretKmsKeyId")
+                    or f"arn:{self.partition}:kms:{self.region}:{ACCOUNT_ID}:alias/aws/secretsmanager"}]
         elif typ == "aws:efs/fileSystem:FileSystem":
             rid = f"fs-{n:017x}"
             state.update(dns_name=f"{rid}.efs.{self.region}.{regions.dns_suffix(self.partition)}")
@@ -229,8 +238,6 @@ class OfflineMocks(pulumi.runtime.Mocks):
                 f"{n:026d}"
             rid = name
             state.update(bucket=name, arn=f"arn:{self.partition}:s3:::{name}")
-        elif typ == "random:index/randomPassword:RandomPassword":
-            state.update(result=f"offline-{args.name}-not-a-secret")
         elif typ == "random:index/randomId:RandomId":
             state.update(hex=f"{n:08x}")
         elif typ in AUTO_NAMED and not state.get("name"):

@@ -17,8 +17,9 @@ import re
 
 PROJECT = "cloudstack-ec2"
 
-#: Secrets: what each holds (JSON) and who reads it.
-SECRET_DB_MASTER = "db-master"            # {"username","password"}: RDS master user (mgmt)
+#: Secrets: what each holds (JSON) and who reads it. The stack creates them empty; the
+#: management server writes each value. The RDS master user's is RDS's own (named by
+#: RDS; its ARN in the parameter PARAM_DB_MASTER_SECRET).
 SECRET_DB_CLOUD = "db-cloud"              # {"username","password"}: CloudStack's `cloud` user (mgmt)
 SECRET_CLOUDSTACK_KEYS = "cloudstack-keys"  # {"management_key","database_key"} (mgmt)
 SECRET_ADMIN = "admin"                    # {"username","password"}: CloudStack admin (mgmt)
@@ -29,6 +30,9 @@ SECRET_API_KEYS = "api-keys"              # {"apikey","secretkey"}: written by m
 #: (components/resources/anchor.py).
 PARAM_DB_ENDPOINT = "db-endpoint"
 PARAM_EFS_DNS = "efs-dns"
+#: ARN of the RDS-managed secret of the master user (RDS names it `rds!db-<id>`, so
+#: it is known only once the database exists): the management server reads it here.
+PARAM_DB_MASTER_SECRET = "db-master-secret"
 PARAM_MANAGEMENT_SSH_KEY = "management-ssh-public-key"
 #: The exact cloudstack-management package version the management server runs,
 #: written by it; KVM hosts install the agent of that very version.
@@ -47,8 +51,8 @@ PARAM_CONSOLE_FORWARDS = "console-forwards"
 NO_FORWARDS = "none"
 
 
-PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_MANAGEMENT_SSH_KEY, PARAM_CLOUDSTACK_VERSION,
-              PARAM_ROUTER_FORWARDS, PARAM_CONSOLE_FORWARDS)
+PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_DB_MASTER_SECRET, PARAM_MANAGEMENT_SSH_KEY,
+              PARAM_CLOUDSTACK_VERSION, PARAM_ROUTER_FORWARDS, PARAM_CONSOLE_FORWARDS)
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: The per-deployment part: 4 random bytes as hex (pulumi_random.RandomId byte_length=4).

@@ -80,14 +80,14 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
 
 def management_user_data(ctx: Context, secret_arns: dict) -> str:
     """The management server's boot script; `secret_arns` as ManagementServer resolves them
-    (parameter_root, boot_bucket, db_master, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn)."""
+    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn)."""
     settings = ctx.settings
     return boot.render_management_user_data(boot.ManagementBoot(
         aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
         boot_bucket=secret_arns["boot_bucket"], anchor_key_arn=secret_arns["anchor_key_arn"],
         overlay=overlay_config(settings, ctx.plan, ctx.management_ip, "member"),
         secrets=boot.ManagementSecrets(
-            db_master=secret_arns["db_master"], db_cloud=secret_arns["db_cloud"],
+            db_cloud=secret_arns["db_cloud"],
             cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
         cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
         zone_name=settings.zone_name, console_address=secret_arns["console_address"]))

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
+from pulumi.output import UNKNOWN
 
 from components.model import naming
 
@@ -76,6 +77,20 @@ def parameter_group_family(engine_version: str) -> str:
     return f"mysql{engine_version}"
 
 
+def managed_secret_arn(secrets: Sequence, preview: bool):
+    """The ARN (str) of the master user's secret RDS manages, from the instance's
+    master_user_secrets (DBInstance.MasterUserSecret). RDS names the secret when it applies
+    ManageMasterUserPassword: a preview of the update that turns it on has none yet, so the
+    ARN is unknown there (pulumi.output.UNKNOWN). ValueError when an update ends without it:
+    nothing could read the master password then."""
+    if secrets and secrets[0].secret_arn:
+        return secrets[0].secret_arn
+    if preview:
+        return UNKNOWN
+    raise ValueError("RDS reported no master user secret (MasterUserSecret) for the CloudStack database although"
+                     " manage_master_user_password is set; run `pulumi up` again once the database is available")
+
+
 @dataclass(frozen=True)
 class RdsCloudDbArgs:
     stack: str
@@ -112,8 +127,9 @@ class RdsCloudDbArgs:
 
 class RdsCloudDb(pulumi.ComponentResource):
     """RDS MySQL (never Aurora: CloudStack needs MyISAM), a parameter group of the matching
-    family with CloudStack's settings, a subnet group, master credentials from pulumi-random
-    kept in Secrets Manager, and the endpoint published to SSM for the management server.
+    family with CloudStack's settings, a subnet group, the master password generated and kept
+    by RDS in a Secrets Manager secret of its own (never in the stack's state), and the
+    endpoint published to SSM for the management server.
 
     Outputs: address, port, endpoint_parameter, master_secret_arn.
     """
@@ -122,17 +138,6 @@ class RdsCloudDb(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:RdsCloudDb", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-
-        password = random.RandomPassword(f"{name}-master-password", length=32, special=False,
-                                         min_lower=1, min_upper=1, min_numeric=1, opts=child)
-        secret = aws.secretsmanager.Secret(
-            f"{name}-master", name_prefix=naming.secret_name_prefix(args.stack, naming.SECRET_DB_MASTER),
-            description="RDS master user of the CloudStack database", recovery_window_in_days=7, tags=tags,
-            opts=child)
-        aws.secretsmanager.SecretVersion(
-            f"{name}-master-value", secret_id=secret.id,
-            secret_string=pulumi.Output.json_dumps({"username": MASTER_USERNAME, "password": password.result}),
-            opts=child)
 
         # Unique per database, so a re-created stack can be destroyed again.
         final_snapshot = random.RandomId(f"{name}-final-snapshot-suffix", byte_length=4, opts=child)
@@ -158,7 +163,15 @@ class RdsCloudDb(pulumi.ComponentResource):
             availability_zone=None if args.multi_az else args.availability_zone,
             parameter_group_name=parameter_group.name, vpc_security_group_ids=[args.security_group_id],
             ca_cert_identifier=CA_CERT_IDENTIFIER,
-            publicly_accessible=False, username=MASTER_USERNAME, password=password.result,
+            publicly_accessible=False, username=MASTER_USERNAME,
+            # RDS generates the master password and keeps it in a secret of its own
+            # (RDS User Guide, "Password management with Amazon RDS and AWS Secrets
+            # Manager"): the password is never an input, so it is never in the stack's
+            # state. On a database created with a password, turning this on makes RDS
+            # set a new one at once; the management server reads it from that secret.
+            # The stack has no KMS key of its own: Secrets Manager's AWS managed key
+            # (aws/secretsmanager) encrypts the secret (no master_user_secret_kms_key_id).
+            manage_master_user_password=True,
             backup_retention_period=args.backup_retention_days, copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection, skip_final_snapshot=args.skip_final_snapshot,
             final_snapshot_identifier=None if args.skip_final_snapshot else final_snapshot.hex.apply(
@@ -184,7 +197,9 @@ class RdsCloudDb(pulumi.ComponentResource):
 
         self.address = instance.address
         self.port = instance.port
-        self.master_secret_arn = secret.arn
+        # The secret RDS created (DBInstance.MasterUserSecret.SecretArn).
+        self.master_secret_arn = instance.master_user_secrets.apply(
+            lambda secrets: managed_secret_arn(secrets, pulumi.runtime.is_dry_run()))
         self.endpoint_parameter = endpoint.name
         self.register_outputs({
             "address": self.address,

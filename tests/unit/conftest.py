@@ -30,7 +30,6 @@ ROUTE_TABLE = "aws:ec2/routeTable:RouteTable"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
-RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 
 
 def dev_config() -> dict[str, Any]:
@@ -139,11 +138,32 @@ class Deployed:
         assert len(policies) == 1, f"expected one inline policy {role_prefix}-{which}, found {len(policies)}"
         return json.loads(policies[0].inputs["policy"])
 
-    def secret_values(self) -> list[str]:
-        """Every value the mocks gave a RandomPassword (stand-ins for real secrets)."""
-        values = [r.state["result"] for r in self.of_type(RANDOM_PASSWORD)]
-        assert values, "no RandomPassword was declared: the secret checks would prove nothing"
-        return values
+    def secret_inputs(self) -> list[str]:
+        """Where an input is a Pulumi secret ("<resource>.<input path>"): a value the stack's
+        state would hold (encrypted, but readable by whoever can decrypt the state)."""
+        found: list[str] = []
+
+        def walk(value: Any, where: str) -> None:
+            if self.is_secret(value):
+                found.append(where)
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, f"{where}.{k}")
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(v, f"{where}[{i}]")
+
+        for reg in self.registrations:
+            inputs = dict(reg.inputs)
+            if reg.type == "aws:ssm/parameter:Parameter" and inputs.get("type") == "String":
+                # pulumi-aws marks every parameter's value secret, whatever it holds; the
+                # String parameters hold endpoints, names and ARNs (components/model/naming.py).
+                inputs.pop("value", None)
+            # A dynamic provider's pickled code, which Pulumi always marks secret
+            # (pulumi.dynamic serializes the provider as a secret input).
+            inputs.pop("__provider", None)
+            walk(inputs, reg.name)
+        return found
 
     # --- value helpers (static: the tests cannot import this conftest by name) --
     @staticmethod

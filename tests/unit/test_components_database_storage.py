@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -11,9 +10,6 @@ from components.model.settings import SettingsError
 
 RDS = "aws:rds/instance:Instance"
 PARAMS = "aws:rds/parameterGroup:ParameterGroup"
-SECRET = "aws:secretsmanager/secret:Secret"
-SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
-PASSWORD = "random:index/randomPassword:RandomPassword"
 FS = "aws:efs/fileSystem:FileSystem"
 MOUNT = "aws:efs/mountTarget:MountTarget"
 CLOUDSTACK_SQL_MODE = {"STRICT_TRANS_TABLES", "NO_ZERO_IN_DATE", "NO_ZERO_DATE", "ERROR_FOR_DIVISION_BY_ZERO",
@@ -129,20 +125,18 @@ def test_final_snapshot_identifier_is_valid_for_any_accepted_stack_name(deploy, 
     assert SNAPSHOT_ID.match(db.inputs["finalSnapshotIdentifier"]), db.inputs["finalSnapshotIdentifier"]
 
 
-def test_master_credentials_from_random_kept_in_secrets_manager(dev):
-    password = dev.get(PASSWORD, "database-master-password")
-    secret = dev.get(SECRET, "database-master")
-    version = dev.get(SECRET_VERSION, "database-master-value")
+def test_master_password_generated_and_kept_by_rds(dev):
+    # RDS generates it and keeps it in a secret of its own: never an input, so never in
+    # the stack's state; the management server finds the secret through SSM.
     db = dev.get(RDS, "database-mysql")
-    assert secret.inputs["namePrefix"] == "cloudstack-ec2/dev/db-master-"
-    assert version.inputs["secretId"] == secret.id
-    # The values travel as Pulumi secrets (encrypted in the state), never in clear.
-    assert dev.is_secret(version.inputs["secretString"])
-    assert dev.is_secret(db.inputs["password"])
-    stored = json.loads(dev.unwrap_secret(version.inputs["secretString"]))
-    assert stored == {"username": db.inputs["username"], "password": password.state["result"]}
-    assert dev.unwrap_secret(db.inputs["password"]) == password.state["result"]
-    assert dev.outputs["secretArns"]["db_master"] == secret.state["arn"]
+    assert db.inputs["manageMasterUserPassword"] is True
+    assert "password" not in db.inputs and db.inputs["username"] == "csadmin"
+    # The stack has no KMS key of its own: Secrets Manager's AWS managed key encrypts it.
+    assert "masterUserSecretKmsKeyId" not in db.inputs
+    assert not [r for r in dev.registrations if r.name.startswith("database-master")]
+    [managed] = db.state["masterUserSecrets"]
+    assert dev.outputs["secretArns"]["db_master"] == managed["secretArn"]
+    assert ":secret:rds!db-" in managed["secretArn"]
 
 
 # --- EfsStorage ----------------------------------------------------------------------------
@@ -240,3 +234,18 @@ def test_db_identifier_is_valid_for_any_stack_name(stack):
     identifier = db_identifier(stack, "0a1b2c3d")
     assert identifier.endswith("-0a1b2c3d") and identifier.startswith("cloudstack-")
     assert aws_constraints.RDS_DB_IDENTIFIER.problems(identifier) == []
+
+
+def test_master_secret_arn_is_unknown_in_a_preview_and_required_after_an_update():
+    from types import SimpleNamespace
+
+    from pulumi.output import UNKNOWN
+
+    from components.resources.database import managed_secret_arn
+
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-1-Ab12Cd"
+    assert managed_secret_arn([SimpleNamespace(secret_arn=arn)], preview=False) == arn
+    # The preview of the update that turns it on: RDS has not named the secret yet.
+    assert managed_secret_arn([], preview=True) is UNKNOWN
+    with pytest.raises(ValueError, match="no master user secret"):
+        managed_secret_arn([], preview=False)

@@ -13,7 +13,6 @@ PROFILE = "aws:iam/instanceProfile:InstanceProfile"
 HOST_REGISTRATION = "pulumi-python:dynamic/cloudstack:ClusterHosts"   # one per cluster
 CLUSTER_REGISTRATION = "pulumi-python:dynamic/cloudstack:Cluster"
 SECRET_ENV = {
-    "CSEC2_SECRET_DB_MASTER": "database-master",
     "CSEC2_SECRET_DB_CLOUD": "management-db-cloud",
     "CSEC2_SECRET_CLOUDSTACK_KEYS": "management-cloudstack-keys",
     "CSEC2_SECRET_ADMIN": "management-admin",

@@ -16,6 +16,8 @@ ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
 SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+RANDOM_PASSWORD = "random:index/randomPassword:RandomPassword"
 SG = "aws:ec2/securityGroup:SecurityGroup"
 RDS = "aws:rds/instance:Instance"
 FS = "aws:efs/fileSystem:FileSystem"
@@ -147,26 +149,35 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
 
 def test_management_server_grants_are_exact(dev):
     secret_arns = {dev.get(SECRET, n).state["arn"] for n in
-                   ("database-master", "management-db-cloud", "management-cloudstack-keys",
-                    "management-admin", "management-api-keys")}
-    assert len(secret_arns) == 5
-    api_keys = dev.get(SECRET, "management-api-keys").state["arn"]
+                   ("management-db-cloud", "management-cloudstack-keys", "management-admin", "management-api-keys")}
+    assert len(secret_arns) == 4
     ssh_key, version = ssm_arn(dev, "management-ssh-public-key"), ssm_arn(dev, "cloudstack-version")
     expected = (
         {("secretsmanager:GetSecretValue", a) for a in secret_arns}
         | {("secretsmanager:DescribeSecret", a) for a in secret_arns}
-        | {("secretsmanager:PutSecretValue", api_keys)}
-        | {("ssm:GetParameter", ssm_arn(dev, "db-endpoint")), ("ssm:GetParameter", ssm_arn(dev, "efs-dns"))}
+        # Each secret's first value is generated and stored by the management server.
+        | {("secretsmanager:PutSecretValue", a) for a in secret_arns}
+        | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "db-master-secret")}
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
         | {boot_object_grant(dev, "management")}
     )
     assert grants(dev.policy_document("management")) == expected
+    # The RDS-managed master secret: read only, in a policy of its own that the instance
+    # does not wait for (RDS names the secret when it creates the database).
+    master = dev.outputs["secretArns"]["db_master"]
+    assert grants(dev.policy_document("management", "db-master-read")) == {
+        ("secretsmanager:GetSecretValue", master), ("secretsmanager:DescribeSecret", master)}
+    parameter = dev.get("aws:ssm/parameter:Parameter", "management-db-master-secret")
+    assert dev.unwrap_secret(parameter.inputs["value"]) == master
+    assert parameter.inputs["name"].endswith("/db-master-secret")
+    # Published only once the grant exists: the boot reads the secret as soon as it sees the ARN.
+    assert (ROLE_POLICY, "management-db-master-read") in dev.depends_on_names(parameter)
 
 
 def test_no_wildcard_in_any_inline_policy_but_session_manager(dev):
     policies = [p for p in dev.of_type(ROLE_POLICY) if not p.name.endswith("-session-manager")]
-    assert len(policies) == 3  # management server, KVM hosts, router
+    assert len(policies) == 4  # management server (and its master-secret read), KVM hosts, router
     # The one exception: the hosts' shared role writes `<root>/host-ready/*` (readiness).
     host_ready = ssm_arn(dev, "host-ready/*")
     for p in policies:
@@ -250,51 +261,36 @@ def test_the_anchors_are_secure_strings_under_the_anchor_key_never_pulumi_string
 
 # --- secrets -------------------------------------------------------------------------------
 
+def test_no_secret_value_is_generated_by_the_program(dev):
+    # Whoever can read (or decrypt) the stack's state could export them: RDS generates
+    # the master password, the first management server all of CloudStack's secrets.
+    assert dev.of_type(RANDOM_PASSWORD) == []
+    assert dev.of_type(SECRET_VERSION) == []
+    db = dev.get(RDS, "database-mysql")
+    assert db.inputs["manageMasterUserPassword"] is True and "password" not in db.inputs
+
+
+def test_no_input_is_a_secret_so_the_state_holds_none(dev):
+    assert dev.secret_inputs() == []
+
+
 def test_no_secret_value_in_any_user_data(dev):
-    secrets = dev.secret_values()
-    assert len(secrets) == 5
+    # The management server's boot.env names its secrets (ARNs), nothing else of them.
+    env = dev.boot_env(dev.instance("management"))
+    named = {k: v for k, v in env.items() if k.startswith("CSEC2_SECRET_")}
+    assert set(named) == {"CSEC2_SECRET_DB_CLOUD", "CSEC2_SECRET_CLOUDSTACK_KEYS", "CSEC2_SECRET_ADMIN",
+                          "CSEC2_SECRET_API_KEYS"}
+    assert all(v.startswith("arn:aws:secretsmanager:") for v in named.values())
     for inst in dev.instances():
-        script = dev.boot_script(inst)
-        raw = inst.inputs["userDataBase64"]
-        for value in secrets:
-            assert value not in script and value not in raw, (inst.name, value)
-
-
-def test_no_secret_value_in_any_stack_output(dev):
-    text = json.dumps(dev.outputs, default=str)
-    for value in dev.secret_values():
-        assert value not in text
-
-
-def test_secret_values_travel_only_as_pulumi_secrets(dev):
-    # Anywhere a secret value is an input, it is wrapped as a secret (encrypted in
-    # the state); nowhere does it appear in clear.
-    secrets = dev.secret_values()
-    clear = []
-
-    def walk(value, where):
-        if dev.is_secret(value):
-            return
-        for s in dev.strings(value) if not isinstance(value, (dict, list)) else ():
-            if any(v in s for v in secrets):
-                clear.append(where)
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{where}.{k}")
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, f"{where}[{i}]")
-
-    for reg in dev.registrations:
-        walk(reg.inputs, reg.name)
-    assert clear == []
-    assert dev.is_secret(dev.get(RDS, "database-mysql").inputs["password"])
+        assert not any(word in dev.boot_script(inst).lower() for word in ("password=", "secretkey=")), inst.name
 
 
 def test_stack_outputs_carry_secret_arns_only(dev):
     arns = dev.outputs["secretArns"]
     assert set(arns) == {"db_master", "db_cloud", "cloudstack_keys", "admin", "api_keys"}
-    by_arn = {s.state["arn"] for s in dev.of_type(SECRET)}
+    # The stack's own secrets, and the one RDS created for the master user.
+    by_arn = {s.state["arn"] for s in dev.of_type(SECRET)} | {
+        s["secretArn"] for s in dev.get(RDS, "database-mysql").state["masterUserSecrets"]}
     for key, arn in arns.items():
         assert arn.startswith("arn:aws:secretsmanager:"), key
         assert arn in by_arn, key
@@ -317,7 +313,8 @@ def test_instances_do_not_wait_for_the_database_or_efs(dev, name):
 def test_management_server_may_wait_for_the_master_secret_only(dev):
     deps = dev.depends_on_names(dev.instance("management"))
     database_side = {n for t, n in deps if n.startswith("database-")}
-    assert database_side <= {"database-master"}, database_side
+    assert database_side == set(), database_side
+    assert (ROLE_POLICY, "management-db-master-read") not in deps
 
 
 def test_storage_registration_waits_for_the_mount_target(dev):
@@ -351,7 +348,8 @@ def test_stack_outputs(dev):
 def test_api_keys_secret_starts_without_a_value(dev):
     # The management server writes it once its API is up; the registration waits
     # for that version. A value written by Pulumi would be a stale or fake key.
-    api_keys = dev.get(SECRET, "management-api-keys")
-    versions = dev.of_type("aws:secretsmanager/secretVersion:SecretVersion")
-    assert len(versions) == 4
-    assert api_keys.id not in {v.inputs["secretId"] for v in versions}
+    # The same for every secret the stack creates: the first management server
+    # generates the values (userdata/management-server.sh first_secret_value).
+    assert {s.name for s in dev.of_type(SECRET)} == {
+        "management-db-cloud", "management-cloudstack-keys", "management-admin", "management-api-keys"}
+    assert dev.of_type("aws:secretsmanager/secretVersion:SecretVersion") == []

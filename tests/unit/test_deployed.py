@@ -165,3 +165,23 @@ def test_a_stack_from_before_consoles_is_told_its_router_is_replaced_once():
     # The next update (and a first run) says nothing.
     assert not [w for w in later_run(recorded(consoleAddress=True)).warnings if "console address" in w]
     assert not deployed.upgrade_warnings(deployed.Deployed())
+
+
+def test_later_run_keeps_the_secrets_it_created_and_their_values():
+    # A stack deployed when Pulumi generated the values (RandomPassword, SecretVersion):
+    # the secrets are declared again under the same names (no replacement, so no new
+    # secret), with no version of Pulumi's (deleting the old SecretVersion resources
+    # leaves AWSCURRENT, and so the values, in place), and no generated value.
+    first_run = offline.run_offline(build, dev_config(), project="cloudstack-ec2", stack="dev", region="us-east-1",
+                                    subnet_cidrs={"cloudstack": "10.0.0.0/24"})
+    run = later_run(recorded())
+    secret = "aws:secretsmanager/secret:Secret"
+    assert {(r.urn, r.inputs["namePrefix"]) for r in run.of_type(secret)} == \
+        {(r.urn, r.inputs["namePrefix"]) for r in first_run.of_type(secret)}
+    assert {r.name for r in run.of_type(secret)} == {
+        "management-db-cloud", "management-cloudstack-keys", "management-admin", "management-api-keys"}
+    assert run.of_type("aws:secretsmanager/secretVersion:SecretVersion") == []
+    assert run.of_type("random:index/randomPassword:RandomPassword") == []
+    # The database: RDS manages its master password from now on (it sets a new one).
+    db = next(r for r in run.registrations if r.type == RDS)
+    assert db.inputs["manageMasterUserPassword"] is True and "password" not in db.inputs

@@ -34,7 +34,9 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 PREFIX = "/cloudstack-ec2/test"
 ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cloudstack-ec2/test/{}-AbCdEf"
 SECRETS = ud.ManagementSecrets(**{k: ARN.format(k.replace("_", "-")) for k in
-                                  ("db_master", "db_cloud", "cloudstack_keys", "admin", "api_keys")})
+                                  ("db_cloud", "cloudstack_keys", "admin", "api_keys")})
+#: The master user's secret RDS manages (named rds!db-<uuid>), published in the SSM parameter db-master-secret.
+MASTER_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-0f1e2d3c-4b5a-4978-8897-a6b5c4d3e2f1-AbCdEf"
 MASTER_PASSWORD = "MasterPw0rdXyz123"
 CLOUD_PASSWORD = "CloudPw0rdAbc456"
 ADMIN_PASSWORD = "AdminPw0rdQwe789"
@@ -97,14 +99,15 @@ def boot_files() -> dict[str, str]:
 def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": f"{DB_HOST}:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
-                f"{PREFIX}/router-forwards": "none", f"{PREFIX}/console-forwards": "none"},
+                f"{PREFIX}/router-forwards": "none", f"{PREFIX}/console-forwards": "none",
+                f"{PREFIX}/db-master-secret": MASTER_SECRET},
         # Type and KMS key of each parameter that is not a String: {"Type", "KeyId"} (fake.ssm_put).
         "ssm_meta": {},
         # Keys this instance's role may encrypt with: the anchor key's policy allows the
         # management server's role (components/resources/anchor.py; a host never encrypts).
         "kms": {"encrypt": [ANCHOR_KEY]},
         "secrets": {
-            SECRETS.db_master: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
+            MASTER_SECRET: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),
             SECRETS.cloudstack_keys: json.dumps({"management_key": MANAGEMENT_KEY, "database_key": DATABASE_KEY}),
             SECRETS.admin: json.dumps({"username": "admin", "password": ADMIN_PASSWORD}),
@@ -145,6 +148,10 @@ def initial_state() -> dict:
                # the path; "captured": the users whose passwords he read.
                "require_secure_transport": True, "ca": DB_CA, "endpoint": DB_HOST,
                "intercepted": False, "captured": []},
+        # New TCP connections the fake nft judges at every load of a table (fakes/fake.py
+        # nft): the router's, to the management server's UI/API, as it forwards 8080.
+        "firewall_probes": {"router_to_api": {"table": "cloudstack_ec2_management", "iif": "vxlan100",
+                                              "saddr": "10.100.0.1", "dport": 8080}},
         "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
                 "restarts": 0,
                 "ssh_public_key": MGMT_SSH_KEY,

@@ -9,8 +9,9 @@ from dataclasses import replace
 import pytest
 
 from components.model import consoles
-from bootlab import (ANCHOR_KEY, CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MGMT_SSH_KEY, NEWEST, PREFIX,
-                     SECRET_VALUES, SECRETS, index_of, is_apt, is_cmd, is_s3_cp, publish_anchor, render)
+from bootlab import (ANCHOR_KEY, CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MASTER_SECRET,
+                     MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of, is_apt, is_cmd, is_s3_cp,
+                     publish_anchor, render)
 
 SCRIPT = "management-server.sh"
 #: Connector/J's parameters that verify the server (userdata/management-server.sh).
@@ -187,7 +188,7 @@ def test_unreachable_database_gives_a_bounded_wait_then_a_clear_failure(machine)
 
 
 def test_missing_secret_stops_before_anything_is_installed(machine):
-    machine.update(lambda s: s["secrets"].update({SECRETS.cloudstack_keys: None}))
+    machine.update(lambda s: s["secrets"].pop(SECRETS.cloudstack_keys))
     r = machine.run_user_data(render(MANAGEMENT))
     assert r.status != 0
     assert f"secret {SECRETS.cloudstack_keys} has no value after 2 s" in r.output
@@ -532,3 +533,131 @@ def test_management_server_does_not_start_at_a_later_boot_when_the_firewall_fail
     assert r.status != 0
     assert "A dependency job for cloudstack-management.service failed" in r.output
     assert "cloudstack-management.service" not in machine.state()["units"]["active"]
+
+
+# --- CloudStack's secrets: generated on the first management server, never replaced --------
+
+GENERATED = (SECRETS.db_cloud, SECRETS.cloudstack_keys, SECRETS.admin)
+
+
+def is_put_secret(secret_id):
+    return lambda c: c["cmd"] == "aws" and "put-secret-value" in c["args"] and secret_id in c["args"]
+
+
+def new_stack(s):
+    # The stack creates these secrets without a value (components/resources/management.py).
+    for secret_id in GENERATED:
+        s["secrets"][secret_id] = None
+
+
+def test_first_management_server_generates_each_secret_value_once(machine):
+    machine.update(new_stack)
+    r = first_run(machine)
+    state = machine.state()
+    cloud = json.loads(state["secrets"][SECRETS.db_cloud])
+    keys = json.loads(state["secrets"][SECRETS.cloudstack_keys])
+    admin = json.loads(state["secrets"][SECRETS.admin])
+    assert cloud["username"] == "cloud" and admin["username"] == "admin"
+    values = [cloud["password"], keys["management_key"], keys["database_key"], admin["password"]]
+    assert [len(v) for v in values] == [32, 32, 32, 24]
+    assert all(v.isalnum() and v.isascii() for v in values) and len(set(values)) == 4
+    # Used as generated: the cloud user, the admin login, the encryption keys.
+    assert state["db"]["users"]["cloud"] == cloud["password"]
+    assert state["api"]["admin_password"] == admin["password"]
+    setup = next(c for c in machine.calls() if c["cmd"] == "cloudstack-setup-databases" and "-m" in c["args"])
+    assert (setup["args"][setup["args"].index("-m") + 1], setup["args"][setup["args"].index("-k") + 1]) == \
+        (keys["management_key"], keys["database_key"])
+    # Stored once each, under the one version id a first value has.
+    puts = [c for c in machine.calls() if c["cmd"] == "aws" and "put-secret-value" in c["args"]]
+    first_values = [c for c in puts if "--client-request-token" in c["args"]]
+    assert sorted(c["args"][c["args"].index("--secret-id") + 1] for c in first_values) == sorted(GENERATED)
+    # Never in the log or the output; on no command line but the one the keys are
+    # cloudstack-setup-databases' arguments of (-m, -k: its only way to take them).
+    log = machine.file("/var/log/cloudstack-ec2-boot.log").read_text()
+    for value in values:
+        assert value not in log and value not in r.output
+        assert not any(value in a for c in machine.calls() if c["cmd"] != "cloudstack-setup-databases"
+                       for a in c["args"])
+    # A re-run (or a replaced instance) reads them and stores nothing.
+    machine.clear_calls()
+    assert machine.rerun(SCRIPT).status == 0
+    assert not any(is_put_secret(s)(c) for c in machine.calls() for s in GENERATED)
+    assert json.loads(machine.state()["secrets"][SECRETS.admin]) == admin
+
+
+def test_existing_secret_values_are_never_replaced(machine):
+    before = machine.state()["secrets"]
+    first_run(machine)
+    assert not any(is_put_secret(s)(c) for c in machine.calls() for s in GENERATED)
+    assert {s: machine.state()["secrets"][s] for s in GENERATED} == {s: before[s] for s in GENERATED}
+
+
+def test_a_first_value_another_server_stored_meanwhile_is_used_not_replaced(machine):
+    # Two first boots at once: the other server stores the first value of the admin
+    # secret right after this one found it empty.
+    theirs = json.dumps({"username": "admin", "password": "TheirAdminPw0rd1"})
+
+    def race(s):
+        new_stack(s)
+        s["concurrent_first_values"] = {SECRETS.admin: theirs}
+    machine.update(race)
+    r = first_run(machine)
+    assert "secret " + SECRETS.admin + " got its first value from another management server" in r.output
+    state = machine.state()
+    assert state["secrets"][SECRETS.admin] == theirs
+    assert state["api"]["admin_password"] == "TheirAdminPw0rd1"
+
+
+def test_master_credentials_come_from_the_rds_managed_secret_named_in_ssm(machine):
+    # RDS's generated passwords may hold any printable ASCII but '/', '"' and '@'.
+    awkward = "Ma$ter\\Pw`0rd#'x!"
+
+    def rds_password(s):
+        s["secrets"][MASTER_SECRET] = json.dumps({"username": "admin", "password": awkward})
+        s["db"]["master_password"] = awkward
+    machine.update(rds_password)
+    r = first_run(machine)
+    calls = machine.calls()
+    read = index_of(calls, lambda c: c["cmd"] == "aws" and "get-secret-value" in c["args"]
+                    and MASTER_SECRET in c["args"], "master secret read")
+    assert index_of(calls, is_get_parameter("db-master-secret"), "its ARN read") < read
+    assert awkward not in r.output and awkward not in machine.file("/var/log/cloudstack-ec2-boot.log").read_text()
+
+
+def test_master_secret_parameter_must_name_a_secret(machine):
+    machine.update(lambda s: s["ssm"].update({f"{PREFIX}/db-master-secret": "MasterPw0rdXyz123"}))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert f"SSM parameter {PREFIX}/db-master-secret is 'MasterPw0rdXyz123'; expected the ARN" in r.output
+
+
+# --- no window with CloudStack's default admin password ------------------------------------
+
+def test_api_is_closed_beyond_loopback_until_the_admin_password_is_set(machine):
+    first_run(machine)
+    calls = [c for c in machine.calls() if c.get("api")]
+    changed = index_of(calls, lambda c: c["api"] == "updateUser", "password change")
+    # Every call up to the change and the login that checks it: the router cannot reach 8080.
+    assert all(c["firewall"]["router_to_api"] == "drop" for c in calls[:changed + 2])
+    assert calls[changed + 1]["api"] == "login"
+    # Opened once the password is the secret's: the settings and the API keys come after.
+    assert all(c["firewall"]["router_to_api"] == "accept" for c in calls[changed + 2:])
+    assert machine.state()["firewall"]["router_to_api"] == "accept"
+    rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+    assert 'iifname != "lo" tcp dport 8080 counter drop' not in rules
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda s: s["api"].update(admin_password="SetByHand1"), "cannot log in as 'admin' with the secret's password"),
+    (lambda s: s["api"].update(refuse_update_user=True), "updateUser did not change the admin password"),
+])
+def test_a_failed_password_change_stops_the_boot_with_the_api_closed(machine, breakage, message):
+    machine.update(breakage)
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0 and message in r.output and "boot FAILED" in r.output
+    state = machine.state()
+    assert state["firewall"]["router_to_api"] == "drop"
+    assert "registerUserKeys" not in api_calls(machine.calls())
+    # The table loaded at the next boot is the closed one.
+    assert 'iifname != "lo" tcp dport 8080 counter drop' in \
+        machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()

@@ -56,7 +56,8 @@ def test_management_environment_values():
     assert env["CSEC2_OVERLAY_IP"] == "10.100.0.2" and env["CSEC2_OVERLAY_CIDR"] == "10.100.0.0/16"
     assert env["CSEC2_CLOUDSTACK_VERSION"] == "4.22" and env["CSEC2_OS_CODENAME"] == "noble"
     assert env["CSEC2_ZONE_NAME"] == "zone1"
-    assert env["CSEC2_SECRET_DB_MASTER"] == SECRETS.db_master
+    # The master user's secret is RDS's: its ARN comes from SSM (db-master-secret), not user data.
+    assert "CSEC2_SECRET_DB_MASTER" not in env
     assert env["CSEC2_SECRET_API_KEYS"] == SECRETS.api_keys
     assert env["CSEC2_WAIT_DATABASE_SECONDS"] == "2"
     assert env["CSEC2_WAIT_NETWORK_SECONDS"] == "2"
@@ -270,7 +271,11 @@ def test_console_range_is_the_routers_only():
 #: Raised to 15 KiB (2026-12-06) for the router's tenant budgets, tenants' address and
 #: tenants' resolver (about 1.3 KB): the router is the one role near it now, and the
 #: next growth of overlay-router.sh must move the router's part to stage 2 instead.
-USER_DATA_BUDGET_BYTES = 15 * 1024
+#: Raised to 15.5 KiB (2026-12-06) for the hosts' trust anchors and the management
+#: server's generated secrets in common.sh (router 15.5 KB, 874 bytes below EC2's limit):
+#: nothing more fits; the next growth of common.sh or overlay-router.sh must first move
+#: what only stage 2 uses out of the user data.
+USER_DATA_BUDGET_BYTES = 15872
 
 
 @pytest.mark.parametrize("role", BOOTS)

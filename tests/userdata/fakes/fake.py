@@ -11,6 +11,7 @@ $CSEC2_ROOT.
 
 import fcntl
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -81,9 +82,33 @@ def aws(state):
         return ssm_history(state, args)
     if service == "ssm" and op == "put-parameter":
         return ssm_put(state, args)
-    if service == "secretsmanager" and op == "get-secret-value":
-        sid = opt(args, "--secret-id")
-        value = state["secrets"].get(sid)
+    if service == "secretsmanager" and op in ("get-secret-value", "put-secret-value"):
+        return secretsmanager(state, op, args)
+    if service == "s3" and op == "cp":
+        return s3_cp(state, args[2:])
+    sys.stderr.write(f"fake aws: unsupported {args}\n")
+    return 2
+
+
+def secretsmanager(state, op, args):
+    """state["secrets"]: secret id -> its current value, None for a secret without one
+    (created without a version); an id not there does not exist. PutSecretValue with a
+    ClientRequestToken the secret already has as a version id and another value fails
+    (Secrets Manager API Reference, PutSecretValue: "you can't modify a secret version")."""
+    sid = opt(args, "--secret-id")
+    operation = "GetSecretValue" if op == "get-secret-value" else "PutSecretValue"
+    if sid not in state["secrets"]:
+        sys.stderr.write(f"An error occurred (ResourceNotFoundException) when calling the {operation} operation: "
+                         "Secrets Manager can't find the specified secret.\n")
+        return 254
+    if op == "get-secret-value":
+        value = state["secrets"][sid]
+        # Scripted: another management server stores the secret's first value (the
+        # version id userdata/management-server.sh gives one) right after this read.
+        other = state.get("concurrent_first_values", {}).pop(sid, None)
+        if other is not None:
+            state.setdefault("secret_versions", {}).setdefault(sid, {})["cloudstack-ec2-first-value-00000001"] = other
+            state["secrets"][sid] = other
         if value is None:
             sys.stderr.write("An error occurred (ResourceNotFoundException) when calling the GetSecretValue "
                              "operation: Secrets Manager can't find the specified secret value for staging label: "
@@ -91,13 +116,16 @@ def aws(state):
             return 254
         print(value)
         return 0
-    if service == "secretsmanager" and op == "put-secret-value":
-        state["secrets"][opt(args, "--secret-id")] = read_value(opt(args, "--secret-string"))
-        return 0
-    if service == "s3" and op == "cp":
-        return s3_cp(state, args[2:])
-    sys.stderr.write(f"fake aws: unsupported {args}\n")
-    return 2
+    value, token = read_value(opt(args, "--secret-string")), opt(args, "--client-request-token")
+    versions = state.setdefault("secret_versions", {}).setdefault(sid, {})
+    if token is not None and token in versions and versions[token] != value:
+        sys.stderr.write("An error occurred (ResourceExistsException) when calling the PutSecretValue operation: "
+                         "You can't modify an existing version, you can only create a new version.\n")
+        return 254
+    if token is not None:
+        versions[token] = value
+    state["secrets"][sid] = value
+    return 0
 
 
 #: The one --query the boot scripts send to GetParameterHistory (userdata/common.sh,
@@ -363,6 +391,25 @@ def client_options(extra=None):
     return options
 
 
+def option_value(text):
+    """An option file's value as the client reads it (MySQL manual, "Using Option Files":
+    surrounding quotes removed; escape sequences \\b \\t \\n \\r \\\\ \\s)."""
+    if text is None:
+        return None
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    escapes = {"b": "\b", "t": "\t", "n": "\n", "r": "\r", "\\": "\\", "s": " "}
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in escapes:
+            out.append(escapes[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def mysql_tls(db, options):
     """The mysql client's TLS: an error message or None."""
     mode = options.get("ssl-mode", "PREFERRED").upper()
@@ -394,7 +441,7 @@ def mysql(state):
         password = db["master_password"]
     else:
         password = db["users"].get(options.get("user"))
-    if password is None or options.get("password") != '"%s"' % password:
+    if password is None or option_value(options.get("password")) != password:
         sys.stderr.write("ERROR 1045 (28000): Access denied\n")
         return 1
     tables = {("cloud", "version"): db["schema"], ("cloud", "mshost"): db["schema"],
@@ -847,7 +894,8 @@ def curl(state):
             else:
                 form[item[:eq]] = item[eq + 1:]
     command = form.get("command")
-    record({"api": command})
+    # Whether the router could reach the API at this moment (fake nft's probes).
+    record({"api": command, "firewall": dict(state.get("firewall", {}))})
     if command == "login":
         if form.get("username") == api["admin_user"] and form.get("password") == api["admin_password"]:
             print(json.dumps({"loginresponse": {"sessionkey": "sess-1", "userid": "admin-uuid"}}))
@@ -857,7 +905,10 @@ def curl(state):
     if form.get("sessionkey") != "sess-1":
         print(json.dumps({f"{command.lower()}response": {"errorcode": 401, "errortext": "unable to verify"}}))
         return 0
-    if command == "updateUser":
+    if command == "updateUser" and api.get("refuse_update_user"):
+        # UserManager refusing the change (e.g. a password policy): an error answer, password unchanged.
+        print(json.dumps({"updateuserresponse": {"errorcode": 431, "errortext": "password change refused"}}))
+    elif command == "updateUser":
         api["admin_password"] = form["password"]
         print(json.dumps({"updateuserresponse": {"user": {"id": form["id"]}}}))
     elif command == "registerUserKeys":
@@ -886,6 +937,82 @@ def curl(state):
     else:
         print(json.dumps({"errorresponse": {"errorcode": 432, "errortext": "unknown"}}))
     return 0
+
+
+def nft(state):
+    """`nft -f FILE`: the table in FILE replaces the one of that name (the file's
+    `table`/`delete table` lines, nft(8)); the verdict of its input chain for each probe
+    packet of state["firewall_probes"] (name -> {"iif", "saddr", "dport"}: a new IPv4 TCP
+    connection to the probe's "table") is kept in state["firewall"][name]. Other nft
+    calls: recorded only."""
+    if ARGS[:1] != ["-f"]:
+        return 0
+    text = open(ARGS[1]).read()
+    for name, probe in state.get("firewall_probes", {}).items():
+        if f"table inet {probe['table']} {{" in text:
+            section = text.split(f"table inet {probe['table']} {{", 1)[1]
+            state.setdefault("firewall", {})[name] = nft_verdict(nft_input_rules(section), probe)
+    return 0
+
+
+def nft_input_rules(text):
+    """The rules of the input chain, each a list of tokens ("{ a, b }" is one token)."""
+    body = text.split("chain input {", 1)[1].split("}\n", 1)[0] if "chain input {" in text else ""
+    rules = []
+    for line in body.splitlines():
+        line = line.strip()
+        if not line or line.startswith("type filter hook"):
+            continue
+        rules.append(re.findall(r"\{[^}]*\}|\S+", line))
+    return rules
+
+
+def nft_in(value, spec):
+    """value in an nft set/element: "{ a, b }", a CIDR, an a-b range or one value."""
+    items = [x.strip() for x in spec.strip("{}").split(",")] if spec.startswith("{") else [spec]
+    for item in items:
+        item = item.strip('"')
+        if "-" in item and "." in item:
+            low, high = item.split("-")
+            if ipaddress.ip_address(low) <= ipaddress.ip_address(value) <= ipaddress.ip_address(high):
+                return True
+        elif "/" in item:
+            if ipaddress.ip_address(value) in ipaddress.ip_network(item, strict=False):
+                return True
+        elif item == str(value):
+            return True
+    return False
+
+
+def nft_verdict(rules, probe):
+    """The verdict of the first rule whose every match holds (policy accept). Knows the
+    matches the boot scripts write; any other token fails the fake loudly."""
+    fields = {("iifname",): probe["iif"], ("ip", "saddr"): probe["saddr"], ("tcp", "dport"): str(probe["dport"]),
+              ("meta", "nfproto"): "ipv4"}
+    for tokens in rules:
+        i, matched = 0, True
+        while i < len(tokens):
+            t = tokens[i]
+            if t in ("accept", "drop"):
+                if matched:
+                    return t
+                break
+            if t == "counter":
+                i += 1
+                continue
+            if t == "ct":  # a probe is a new connection: established,related never holds
+                matched, i = False, i + 3
+                continue
+            key = (t,) if t == "iifname" else (t, tokens[i + 1])
+            if key not in fields:
+                raise SystemExit(f"fake nft: unknown match {tokens}")
+            i += len(key)
+            negate = tokens[i] == "!="
+            i += negate
+            holds = nft_in(fields[key], tokens[i]) != negate
+            matched = matched and holds
+            i += 1
+    return "accept"
 
 
 def keytool(state):
@@ -1004,7 +1131,7 @@ HANDLERS = {
     "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
     "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
     "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
-    "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool,
+    "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft,
 }
 
 
