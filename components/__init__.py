@@ -10,6 +10,6 @@
 - ``cli``: the command line (``cloudstack-ec2``), the offline runner under Pulumi mocks and
   the Automation API.
 
-Imports go down this list only the other way: ``cli`` → ``program`` → ``resources`` /
-``registration`` → ``boot`` → ``model``.
+A package imports only packages below it in this order: ``cli`` → ``program`` →
+``resources`` / ``registration`` → ``boot`` → ``model``.
 """

@@ -34,7 +34,7 @@ VNC_PORTS="5900-6100"
 
 # The overlay port of cloudbr0 (overlay-network.sh VXLAN_DEV): frames from it
 # come from other members' VTEPs; every other port of cloudbr0 is a VM's NIC.
-# components/boot/userdata.py OVERLAY_PORT holds the same name (a test compares them).
+# components/model/linuxdevices.py OVERLAY_PORT holds the same name (a test compares them).
 OVERLAY_PORT=ethovl0
 # The first two bytes of every infrastructure node's cloudbr0 MAC (overlay-network.sh
 # INFRA_MAC_PREFIX; the other four are its overlay address).
@@ -91,11 +91,15 @@ table inet cloudstack_ec2_host {
         type filter hook input priority filter - 10; policy accept;
         iifname "lo" accept
         meta nfproto ipv6 counter name "ipv6_refused" drop
+        # Before the conntrack accept: every reply to this host's own connections
+        # arrives on the device that holds its address, so a VM on cloudbr0 or a
+        # guest bridge cannot forge one into an existing flow (a VPC-resolver answer
+        # to the underlay address, say).
+        fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop
+        udp dport $port ip daddr != { $vpc, $group } counter name "vxlan_refused" drop
         # Replies to this host's own connections (their local ports may fall
         # in 49152-49216, inside Linux's ephemeral range).
         ct state established,related accept
-        fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop
-        udp dport $port ip daddr != { $vpc, $group } counter name "vxlan_refused" drop
         meta nfproto ipv4 tcp dport { $PEER_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_HOST_RANGE } counter drop
         meta nfproto ipv4 tcp dport { $VNC_PORTS } ip saddr != { $CSEC2_MANAGEMENT_RANGE, $CSEC2_SYSTEM_RANGE } counter drop
         meta nfproto ipv4 ip saddr $CSEC2_OVERLAY_CIDR ip saddr != { $CSEC2_INFRA_CIDR, $CSEC2_SYSTEM_RANGE } counter drop
@@ -137,7 +141,10 @@ table bridge cloudstack_ec2_vm_ports {
     counter infra_claim_refused { }
     chain prerouting {
         type filter hook prerouting priority filter; policy accept;
-        iifname { "$OVERLAY_PORT", "$OVERLAY_PORT.*" } accept
+        # One name per rule: older nftables releases may not match a wildcard name
+        # inside an anonymous set, and every release matches it alone.
+        iifname "$OVERLAY_PORT" accept
+        iifname "$OVERLAY_PORT.*" accept
         ether saddr & ff:ff:00:00:00:00 == $INFRA_MAC_PREFIX:00:00:00:00 counter name "infra_claim_refused" drop
         arp saddr ether & ff:ff:00:00:00:00 == $INFRA_MAC_PREFIX:00:00:00:00 counter name "infra_claim_refused" drop
         arp saddr ip $CSEC2_INFRA_CIDR counter name "infra_claim_refused" drop

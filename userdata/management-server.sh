@@ -538,7 +538,8 @@ record_db_password() {
 }
 
 # Connector/J's parameters that verify the server, in db.cloud.url.params and
-# db.usage.url.params (cloudstack-setup-databases writes neither).
+# db.usage.url.params (the packaged db.properties has both keys; the awk below replaces
+# their values or adds a missing one).
 # TransactionLegacy.buildConnectionUri appends url.params to the JDBC URL
 # jdbc:mysql://<db.cloud.host>:<port>/<name>?autoReconnect=...&<url.params>: the
 # host is the endpoint's name, which VERIFY_IDENTITY checks. db.cloud.useSSL

@@ -90,6 +90,11 @@ setup_tenant_dns() {
         return 0
     fi
     csec2_step "tenants' resolver (unbound, $mode)"
+    # Ubuntu's unbound package starts unbound-resolvconf.service, which registers
+    # 127.0.0.1 as the system's resolver (debian/unbound.unbound-resolvconf.service); this
+    # unbound listens on the overlay address only, so the router's own lookups would
+    # fail. Masked before the install, so the package's postinst never starts it.
+    systemctl mask unbound-resolvconf.service
     csec2_apt_install unbound
     # shellcheck disable=SC1090
     config=$(set -a && source "$settings" && "$CSEC2_LIB_DIR/overlay-network.sh" dns-config) ||

@@ -154,9 +154,9 @@ def _env_file(title: str, env: Mapping[str, str]) -> str:
 # ---------------------------------------------------------------- envelope ----
 
 _DELIMITER = "CSEC2_END_OF_FILE"
-# The header is part of the rendered bytes: it keeps the renderer's former single-module
-# path so that splitting the renderer changed no instance's user data.
-_RENDERED_BY = "components/boot/userdata.py"
+# Part of the rendered bytes; existing instances ignore user data changes
+# (components/resources/node.py), so a new name here replaces nothing.
+_RENDERED_BY = "components/boot"
 
 
 def _heredoc(target: str, text: str, mode: str) -> str:

@@ -44,7 +44,7 @@ HOST_READY = "host-ready"
 #: NO_FORWARDS), written by Pulumi; the router polls it and applies changes in place.
 PARAM_ROUTER_FORWARDS = "router-forwards"
 #: The router's forwards on the console address to the console proxy VM
-#: (components/consoles.console_forwards, or consoles.NO_CONSOLE): created by Pulumi,
+#: (components/model/consoles.console_forwards, or consoles.NO_CONSOLE): created by Pulumi,
 #: written by the registration once the console proxy runs; the router polls it.
 PARAM_CONSOLE_FORWARDS = "console-forwards"
 #: SSM refuses empty String parameters: the value of "no forwards".

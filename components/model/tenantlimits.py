@@ -1,7 +1,7 @@
 """What tenants and system VMs may take of the overlay router: their DNS and connection budgets.
 
 Pure module (no Pulumi import). The router enforces these figures in its nftables table
-(userdata/overlay-router.sh, which holds the same numbers; tests/unit/test_tenant_limits.py
+(userdata/overlay-router.sh, which holds the same numbers; tests/userdata/test_tenant_limits.py
 compares them); the offline plan and the README show them.
 
 Why: every DNS query of the overlay leaves through the router's one network interface,

@@ -16,6 +16,9 @@ and returns its own (a small frozen dataclass):
 
 `lookups` holds the AWS data-source look-ups and the read of the last deployment;
 `instances` what every instance shares; `config` reads and validates the stack's config.
+
+Imports Pulumi, `components.model`, `components.boot`, `components.resources` and
+`components.registration`; never `components.cli`.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 `spec` and `plan` are pure; `CloudStackRegistration` (Pulumi) is imported lazily so
 that the main program can build a spec without loading the provider.
+
+Imports `components.model`, Pulumi, `cs`/requests and boto3; its own modules by relative
+import. The module path `components.registration.provider` is pickled into every stack's
+state by Pulumi's dynamic provider: it must not move.
 """
 
 from .spec import (  # noqa: F401

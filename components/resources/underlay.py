@@ -37,7 +37,7 @@ class UnderlayArgs:
     cloudstack_subnet_id: str = ""
     db_subnet_ids: Sequence[str] = ()
     route_table_ids: Sequence[str] = ()
-    #: The pod's reserved system range as CIDRs (components/ipplan.AddressRange.cidrs):
+    #: The pod's reserved system range as CIDRs (components/model/ipplan.AddressRange.cidrs):
     #: the only overlay addresses, besides the members' own, that may reach EFS.
     system_range_cidrs: Sequence[str] = ()
     #: vmForwards as (protocol, router port, source CIDRs, description): the router's

@@ -441,9 +441,13 @@ table bridge ec2_subnet {{
             "addresses": self.ip(short, "-4", "addr", "show").stdout,
             "routes": self.ip(short, "-4", "route", "show", "table", "all").stdout,
             "rules": self.ip(short, "-4", "rule", "show").stdout,
-            # Counter values out: replacing the table (every run) starts them at zero.
-            "nft": re.sub(r"packets \d+ bytes \d+", "packets - bytes -",
-                          self.run(short, "nft", "list", "ruleset").stdout),
+            # Counter values out: replacing the table (every run) starts them at zero. So are
+            # the elements of dynamic sets (the router's per-source budgets): traffic adds
+            # them and their timeouts expire them.
+            "nft": re.sub(r"\s*elements = \{[^}]*\}",
+                          lambda m: "" if re.search(r"expires|limit rate|ct count", m.group(0)) else m.group(0),
+                          re.sub(r"packets \d+ bytes \d+", "packets - bytes -",
+                                 self.run(short, "nft", "list", "ruleset").stdout)),
             "sysctls": sysctls,
         }
 

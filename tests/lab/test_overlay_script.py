@@ -28,7 +28,7 @@ GOOD_ROUTER = {**GOOD, "OVERLAY_ROLE": "router", "OVERLAY_ADDRESS": "10.100.0.1/
                "ROUTER_DNAT": "tcp:8080:10.100.0.2:8080", **ROUTER_ISOLATION}
 #: The router with a console address (its second private IP), the system VMs' public
 #: range (ipplan system_public_range of 10.100.0.0/16) and the console forwards as
-#: components/consoles.console_forwards writes them (10.100.192.3: in that range).
+#: components/model/consoles.console_forwards writes them (10.100.192.3: in that range).
 CONSOLE_RANGE = "10.100.192.1-10.100.192.8"
 GOOD_CONSOLE = {**GOOD_ROUTER, "CONSOLE_ADDRESS": "10.99.1.11", "CONSOLE_RANGE": CONSOLE_RANGE}
 CONSOLE = "tcp:80:10.100.192.3:80 tcp:8080:10.100.192.3:8080"

@@ -84,6 +84,13 @@ def test_only_the_approved_preview_job_can_ask_for_aws_credentials():
     assert equals["token.actions.githubusercontent.com:sub"] == "repo:<OWNER>/<REPO>:environment:preview"
 
 
+def test_checkouts_leave_no_token_for_the_pull_requests_code():
+    """actions/checkout keeps the job's token in .git/config unless told not to (its
+    `persist-credentials` input); the pull request's own code runs after it."""
+    checkouts = [s for s in steps(workflow("preview.yml")) if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts and all(s["with"]["persist-credentials"] is False for s in checkouts)
+
+
 def test_the_preview_comment_shows_no_outputs_or_diffs():
     """Outputs carry ARNs (the account id) and addresses; a diff shows property values."""
     action = next(s for s in steps(workflow("preview.yml")) if s.get("uses", "").startswith("pulumi/actions@"))

@@ -96,10 +96,14 @@ def test_firewall_admits_each_port_only_from_its_address_classes(machine):
     assert lines.index("ct state established,related accept") > lines.index('iifname "lo" accept') + 1
     # IPv4 only to an address of the arriving device; VXLAN (overlay.env's port) only to
     # an address in the VPC (the underlay's) or to the overlay's group.
-    assert 'fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop' in lines
-    assert 'udp dport 4789 ip daddr != { 10.0.0.0/16, 239.255.0.100 } counter name "vxlan_refused" drop' in lines
-    # VM ports of cloudbr0 (all but the overlay port) claim no infrastructure address.
-    assert 'iifname { "ethovl0", "ethovl0.*" } accept' in lines
+    fib = 'fib daddr . iif type != { local, broadcast, multicast } counter name "not_local_refused" drop'
+    vxlan = 'udp dport 4789 ip daddr != { 10.0.0.0/16, 239.255.0.100 } counter name "vxlan_refused" drop'
+    # Both before the conntrack accept: no forged reply enters an existing flow.
+    assert lines.index(fib) < lines.index("ct state established,related accept")
+    assert lines.index(vxlan) < lines.index("ct state established,related accept")
+    # VM ports of cloudbr0 (all but the overlay port) claim no infrastructure address; one
+    # name per rule (older nftables releases do not match a wildcard inside an anonymous set).
+    assert 'iifname "ethovl0" accept' in lines and 'iifname "ethovl0.*" accept' in lines
     assert 'arp saddr ip 10.100.0.0/18 counter name "infra_claim_refused" drop' in lines
     for field in ("ether saddr", "arp saddr ether"):
         assert f'{field} & ff:ff:00:00:00:00 == 0a:00:00:00:00:00 counter name "infra_claim_refused" drop' in lines
@@ -406,7 +410,7 @@ def test_malformed_forwards_parameter_changes_nothing(machine):
     assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == NO_FORWARDS
 
 
-CONSOLE = "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.7:8080"  # components/consoles.console_forwards
+CONSOLE = "tcp:80:10.100.128.7:80 tcp:8080:10.100.128.7:8080"  # components/model/consoles.console_forwards
 
 
 def test_router_applies_changed_console_forwards_in_place(machine):

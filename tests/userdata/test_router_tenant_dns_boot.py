@@ -34,6 +34,9 @@ def test_the_router_installs_and_configures_the_tenants_resolver(machine, mode, 
     # Checked before it replaces anything, and running before the overlay sends tenants to it.
     assert any(is_cmd("unbound-checkconf")(c) for c in calls)
     assert install < restart < overlay
+    # The package's resolvconf hook would point the router's own lookups at 127.0.0.1.
+    mask = next(i for i, c in enumerate(calls) if is_cmd("systemctl", "mask", "unbound-resolvconf.service")(c))
+    assert mask < install
 
 
 def test_without_a_tenants_resolver_nothing_is_installed(machine):
