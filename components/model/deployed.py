@@ -25,12 +25,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from components.model import naming
 from components.model.settings import Problem, Settings
 
 #: Name of the stack output this module writes and reads.
 OUTPUT = "deployment"
 #: The output every version of the program exported (the SSM parameter of the DB endpoint).
 LEGACY_PARAMETER_OUTPUT = "databaseEndpointParameter"
+#: The router's output; its `consolePrivateIp` stays the console address on later runs.
+ROUTER_OUTPUT = "router"
+#: Outputs the next run reads back (program.read_deployed).
+READ_OUTPUTS = (OUTPUT, LEGACY_PARAMETER_OUTPUT, ROUTER_OUTPUT)
+#: Generation of the instances' boot scripts that `record` writes as `bootScripts`: 2 is the
+#: router's tenants' address, resolver and budgets, and the management server's trust
+#: anchors under a key and its generated secrets. Running instances keep the script they
+#: booted with (components/resources/node.py), so a stack recorded with less must have them
+#: replaced (upgrade_warnings).
+BOOT_SCRIPTS = 2
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,10 @@ class Deployed:
     #: The router runs on its own network interface with the console address
     #: (components/model/consoles.py); False for a stack deployed before consoles.
     console_address: bool = False
+    #: Boot-script generation of the running instances (BOOT_SCRIPTS; 0: before it was recorded).
+    boot_scripts: int = 0
+    #: The router's console private address ("" before consoles or never deployed).
+    console_private_ip: str = ""
 
     @property
     def exists(self) -> bool:
@@ -58,6 +73,8 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
     """The Deployed of a stack's outputs (empty mapping or None: never deployed)."""
     outputs = dict(outputs or {})
     recorded = outputs.get(OUTPUT)
+    router = outputs.get(ROUTER_OUTPUT)
+    console_ip = router.get("consolePrivateIp") if isinstance(router, Mapping) else None
     if isinstance(recorded, Mapping):
         def number(key: str) -> Optional[int]:
             value = recorded.get(key)
@@ -72,6 +89,8 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             db_engine_version=str(recorded.get("dbEngineVersion") or ""),
             parameter_root=str(recorded.get("parameterRoot") or ""),
             console_address=recorded.get("consoleAddress") is True,
+            boot_scripts=number("bootScripts") or 0,
+            console_private_ip=console_ip if isinstance(console_ip, str) else "",
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -91,6 +110,7 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any) -> d
         "dbEngineVersion": settings.db_engine_version,
         "parameterRoot": parameter_root,
         "consoleAddress": True,
+        "bootScripts": BOOT_SCRIPTS,
     }
 
 
@@ -102,10 +122,28 @@ _REPLACES = {
 }
 
 
-def upgrade_warnings(deployed: Deployed) -> list[str]:
+def instance_urn(stack: str, component: str, name: str) -> str:
+    """The URN Pulumi gives the EC2 instance `name` inside the top-level component type
+    `component` (e.g. "OverlayRouter") of this project's `stack`, as `pulumi up --replace` takes it."""
+    return (f"urn:pulumi:{stack}::{naming.PROJECT}::{naming.PROJECT}:index:{component}"
+            f"$aws:ec2/instance:Instance::{name}")
+
+
+def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
     """What this update changes of a deployed stack that its owner should hear about first
-    (nothing on a first run)."""
+    (nothing on a first run). `stack`: the stack's name (in the URNs to replace)."""
     warnings = []
+    if deployed.exists and deployed.boot_scripts < BOOT_SCRIPTS:
+        warnings.append(
+            "the running instances keep the boot scripts they started with (a changed user data never replaces "
+            "an instance), and this update changes two of them; after it, replace (docs/boot.md, 'Changing a "
+            "role script'): the router, for the tenants' own address, their resolver and their budgets: "
+            f"`pulumi up --replace '{instance_urn(stack, 'OverlayRouter', 'router')}'` (a few minutes without "
+            "the UI and internet egress; its Elastic IPs stay); and the management server, for its trust anchors "
+            "(the hosts' SSH key and agent version as SecureString) and its generated secrets (its old script "
+            "reads the deleted master secret): "
+            f"`pulumi up --replace '{instance_urn(stack, 'ManagementServer', 'management')}'` (it keeps the "
+            "database), before adding hosts.")
     if deployed.exists and not deployed.console_address:
         warnings.append(
             "this update gives the router the console address for VM consoles (README 'VM consoles'): the router "

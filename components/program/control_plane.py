@@ -43,7 +43,8 @@ def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
             ctx, boot_scripts.bucket_name, console_ip, tenant_ip, refused),
         overlay_cidr=str(ctx.settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=ctx.tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
-        parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards]))
+        parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards],
+        previous_console_ip=ctx.previous.console_private_ip or None))
 
 
 def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: pulumi.Input[str],

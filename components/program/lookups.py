@@ -111,7 +111,7 @@ def read_deployed() -> deployed_state.Deployed:
     name = f"{pulumi.get_organization() or 'organization'}/{pulumi.get_project()}/{pulumi.get_stack()}"
     ref = pulumi.StackReference(f"{pulumi.get_stack()}-previous-deployment", stack_name=name)
     outputs = {}
-    for key in (deployed_state.OUTPUT, deployed_state.LEGACY_PARAMETER_OUTPUT):
+    for key in deployed_state.READ_OUTPUTS:
         # Synchronously, as the SDK's own data-source calls are: the checks must end the
         # run before any resource is declared.
         details = _sync_await(ref.get_output_details(key))

@@ -132,6 +132,46 @@ def test_secondary_addresses_are_the_lower_for_the_console_and_the_higher_for_te
         router_module._secondary_addresses("10.0.0.20", ["10.0.0.20", "10.0.0.9"])
 
 
+@pytest.mark.parametrize("previous,console,tenant", [
+    ("10.0.0.100", "10.0.0.100", "10.0.0.9"),  # EC2 added the tenants' address below the console's
+    ("10.0.0.9", "10.0.0.9", "10.0.0.100"),  # ... or above it
+    ("10.0.0.77", "10.0.0.9", "10.0.0.100"),  # the interface no longer has it: lower, higher
+    (None, "10.0.0.9", "10.0.0.100")])  # a new stack
+def test_the_console_address_of_the_last_update_stays_the_console_address(previous, console, tenant):
+    addresses = ["10.0.0.20", "10.0.0.100", "10.0.0.9"]
+    assert router_module._secondary_addresses("10.0.0.20", addresses, previous) == (console, tenant)
+
+
+@pytest.mark.parametrize("old", ["higher", "lower"])
+def test_on_a_deployed_stack_the_console_elastic_ip_stays_on_the_routers_console_address(dev, old):
+    """A stack deployed when the interface had the console address only: raising its count
+    adds an address, below or above it; the console Elastic IP and the running router's
+    CONSOLE_ADDRESS stay on the old one, the tenants get the new one."""
+    from components.cli import offline
+    from components.model import deployed
+    from components.program import build
+    from tests.unit.conftest import PROJECT
+
+    eni = dev.get(ENI, "router-eni")
+    lower, higher = sorted(set(eni.state["private_ips"]) - {eni.state["private_ip"]}, key=ipaddress.IPv4Address)
+    console, new = (higher, lower) if old == "higher" else (lower, higher)
+    previous = {deployed.OUTPUT: {**dev.outputs[deployed.OUTPUT], "bootScripts": deployed.BOOT_SCRIPTS},
+                "router": {**dev.outputs["router"], "consolePrivateIp": console}}
+    run = offline.run_offline(build, dev.config, project=PROJECT, stack="dev",
+                              region=str(dev.config.get("aws:region", "us-east-1")),
+                              subnet_cidrs={"cloudstack": str(dev.settings.cloudstack_subnet_cidr)},
+                              previous_outputs=previous)
+    by_name = {(r.type, r.name): r for r in run.registrations}
+    later_eni = by_name[(ENI, "router-eni")]
+    # The offline EC2 picks the same addresses as on the first run (so the order is the test's).
+    assert sorted(later_eni.state["private_ips"]) == sorted(eni.state["private_ips"])
+    assert by_name[(EIP, "router-console-eip")].inputs["associateWithPrivateIp"] == console
+    assert by_name[(EIP, "router-tenant-eip")].inputs["associateWithPrivateIp"] == new
+    assert run.outputs["router"]["consolePrivateIp"] == console
+    env = dev.boot_env(by_name[("aws:ec2/instance:Instance", "router")])
+    assert (env["CONSOLE_ADDRESS"], env["TENANT_ADDRESS"]) == (console, new)
+
+
 def test_console_forwards_parameter_is_created_empty_and_left_to_the_registration(dev):
     parameter = dev.get("aws:ssm/parameter:Parameter", "router-console-forwards")
     assert parameter.inputs["name"] == dev.outputs["deployment"]["parameterRoot"] + "/console-forwards"

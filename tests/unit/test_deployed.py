@@ -19,6 +19,10 @@ from components.model.settings import NAMESPACE, SettingsError, parse_settings
 
 PARAMETER = "aws:ssm/parameter:Parameter"
 RDS = "aws:rds/instance:Instance"
+#: The SSM parameters Pulumi creates: all but the management server's SSH key and version,
+#: SecureStrings the management server writes itself (components/resources/anchor.py).
+PULUMI_PARAMETERS = tuple(p for p in naming.PARAMETERS
+                          if p not in (naming.PARAM_MANAGEMENT_SSH_KEY, naming.PARAM_CLOUDSTACK_VERSION))
 
 
 def dev_config(**overrides):
@@ -98,7 +102,7 @@ def test_ssm_names_carry_a_random_part_kept_in_the_stack(first):
     root = naming.parameter_root("dev", deployment_id.state["hex"])
     assert first.outputs[deployed.OUTPUT]["parameterRoot"] == root
     names = {r.inputs["name"] for r in first.of_type(PARAMETER)}
-    assert names == {f"{root}/{p}" for p in naming.PARAMETERS}
+    assert names == {f"{root}/{p}" for p in PULUMI_PARAMETERS}
 
 
 def test_later_run_takes_the_az_of_the_existing_subnet():
@@ -133,7 +137,7 @@ def test_mysql_80_to_84_is_a_major_upgrade_applied_at_once():
 def test_stack_deployed_before_the_random_part_keeps_its_parameter_names():
     run = later_run({"databaseEndpointParameter": "/cloudstack-ec2/dev/db-endpoint", "zoneName": "zone1"})
     assert {r.inputs["name"] for r in run.of_type(PARAMETER)} == {f"/cloudstack-ec2/dev/{p}"
-                                                                    for p in naming.PARAMETERS}
+                                                                    for p in PULUMI_PARAMETERS}
     assert not [r for r in run.of_type("random:index/randomId:RandomId") if r.name == "deployment-id"]
     # Its database keeps the name pulumi-aws gave it (a new identifier would replace it),
     # so its error log group stays RDS's own (README: Cleanup).
@@ -164,7 +168,35 @@ def test_a_stack_from_before_consoles_is_told_its_router_is_replaced_once():
     assert run.outputs[deployed.OUTPUT]["consoleAddress"] is True
     # The next update (and a first run) says nothing.
     assert not [w for w in later_run(recorded(consoleAddress=True)).warnings if "console address" in w]
-    assert not deployed.upgrade_warnings(deployed.Deployed())
+    assert not deployed.upgrade_warnings(deployed.Deployed(), "dev")
+
+
+def test_outputs_give_the_boot_script_generation_and_the_console_address():
+    d = deployed.from_outputs({**recorded(bootScripts=2), "router": {"consolePrivateIp": "10.0.0.52"}})
+    assert (d.boot_scripts, d.console_private_ip) == (2, "10.0.0.52")
+    older = deployed.from_outputs(recorded())
+    assert (older.boot_scripts, older.console_private_ip) == (0, "")
+
+
+def test_a_stack_from_before_the_new_boot_scripts_is_told_which_instances_to_replace(first):
+    assert first.outputs[deployed.OUTPUT]["bootScripts"] == deployed.BOOT_SCRIPTS == 2
+    assert not [w for w in first.warnings if "--replace" in w]
+    run = later_run(recorded(consoleAddress=True))
+    [warning] = [w for w in run.warnings if "--replace" in w]
+    urns = {r.name: r.urn for r in run.registrations if r.type == "aws:ec2/instance:Instance"}
+    # The exact URNs `pulumi up --replace` takes: those of the router's and the management
+    # server's instances in this stack.
+    assert f"pulumi up --replace '{urns['router']}'" in warning
+    assert f"pulumi up --replace '{urns['management']}'" in warning
+    assert urns["router"] == ("urn:pulumi:dev::cloudstack-ec2::cloudstack-ec2:index:OverlayRouter"
+                              "$aws:ec2/instance:Instance::router")
+    for reason in ("tenants' own address", "trust anchors", "generated secrets"):
+        assert reason in warning
+    assert run.outputs[deployed.OUTPUT]["bootScripts"] == 2
+    # A lower generation is told too; the recorded one is not.
+    assert deployed.upgrade_warnings(deployed.from_outputs(recorded(bootScripts=1)), "prod")[0].count(
+        "urn:pulumi:prod::") == 2
+    assert not deployed.upgrade_warnings(deployed.from_outputs(recorded(consoleAddress=True, bootScripts=2)), "dev")
 
 
 def test_later_run_keeps_the_secrets_it_created_and_their_values():
