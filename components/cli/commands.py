@@ -630,8 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key for this plan as `pulumi config set` would store it, e.g. "
                         "--set hostCount=5, --set aws:region=eu-west-1, --set 'adminCidrs[0]=203.0.113.7/32'")
     p.add_argument("--json", action="store_true",
-                   help="print the whole plan as JSON (schemaVersion, summary, warnings, ipPlan, resources, "
-                        "registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
+                   help="print the whole plan as JSON (schemaVersion, project, stack, region, summary, warnings, "
+                        "ipPlan, resources, tenants, hostCapacity, registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
                         "stack and either problems (the settings) or error (kind, message)")
     p.add_argument("--max-hourly-usd", type=float, metavar="USD",
                    help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")
