@@ -453,7 +453,7 @@ def _read_previous(args: argparse.Namespace, stack: StackConfig) -> tuple[Option
     exist (offline.instances_of_outputs), which the program then finds as `up` finds them
     in AWS. (None, []) without --previous. Raises InputError."""
     from components.cli.offline import instances_of_outputs
-    from components.model.deployed import OutputsError
+    from components.model.deployed import OutputsError, require_deployed
 
     if not args.previous:
         return None, []
@@ -461,6 +461,7 @@ def _read_previous(args: argparse.Namespace, stack: StackConfig) -> tuple[Option
         previous = json.loads(Path(args.previous).read_text())
         if not isinstance(previous, dict):
             raise OutputsError("expected the JSON object of `pulumi stack output --json`")
+        require_deployed(previous)
         return previous, instances_of_outputs(previous, stack.project, args.stack)
     except (OSError, json.JSONDecodeError, OutputsError) as exc:
         raise InputError("previous-outputs", f"--previous {args.previous}: {exc}") from None
@@ -629,14 +630,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key for this plan as `pulumi config set` would store it, e.g. "
                         "--set hostCount=5, --set aws:region=eu-west-1, --set 'adminCidrs[0]=203.0.113.7/32'")
     p.add_argument("--json", action="store_true",
-                   help="print the whole plan as JSON (schemaVersion, summary, warnings, ipPlan, resources, "
-                        "registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
+                   help="print the whole plan as JSON (schemaVersion, project, stack, region, summary, warnings, "
+                        "ipPlan, resources, tenants, hostCapacity, registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
                         "stack and either problems (the settings) or error (kind, message)")
     p.add_argument("--max-hourly-usd", type=float, metavar="USD",
                    help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")
     p.add_argument("--previous", metavar="FILE",
-                   help="the deployed stack's outputs (pulumi stack output --json > FILE): plan a later run, "
-                        "with the checks of what cannot change")
+                   help="the deployed stack's outputs (pulumi stack output --json > FILE, or cloudstack-ec2 "
+                        "outputs --stack NAME > FILE): plan a later run, with the checks of what cannot change")
     p.set_defaults(handler=plan_command)
     a = sub.add_parser("admin-access", help="does an address fall inside the stack's adminCidrs? (exit 0 yes, 3 no)")
     a.add_argument("address", help="an IPv4 address, e.g. the one you deploy from")

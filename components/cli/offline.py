@@ -179,10 +179,11 @@ class OfflineMocks(pulumi.runtime.Mocks):
             self._check_cpu_options(args.inputs)
             eni = (args.inputs.get("primaryNetworkInterface") or {}).get("networkInterfaceId")
             if eni:  # launched on an interface of its own: its primary address
-                problem = aws_constraints.interface_address_problem(args.inputs.get("instanceType", ""),
-                                                                    self._interface_addresses[eni])
-                if problem:
-                    raise Exception(problem)
+                instance_type = args.inputs.get("instanceType", "")
+                problem = aws_constraints.interface_address_problem(instance_type, self._interface_addresses[eni])
+                if problem:  # RunInstances fails: nothing more of this run is created
+                    raise aws_constraints.AwsInputError([aws_constraints.Violation(
+                        typ, args.name, "instanceType", instance_type, problem, "EC2 API RunInstances")])
                 state.update(private_ip=self._interfaces[eni], primary_network_interface_id=eni)
             else:
                 state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
@@ -339,13 +340,16 @@ def _instance_type(instance_type: str) -> dict:
     """getInstanceType's answer from the local catalog (an unknown type: no facts, and the
     hypervisor the settings report as unknown offline)."""
     facts = catalog.instance_facts(instance_type)
+    addresses = aws_constraints.IPV4_ADDRESSES_PER_INTERFACE.get(instance_type)
     if facts is None:
         return {"instanceType": instance_type, "hypervisor": UNKNOWN_OFFLINE_HYPERVISOR,
-                "bareMetal": False, "supportedArchitectures": [], "defaultVcpus": 0, "memorySize": 0}
+                "bareMetal": False, "supportedArchitectures": [], "defaultVcpus": 0, "memorySize": 0,
+                "maximumIpv4AddressesPerInterface": addresses}
     return {
         "instanceType": facts.instance_type, "hypervisor": facts.hypervisor, "bareMetal": facts.bare_metal,
         "supportedArchitectures": list(facts.architectures), "defaultVcpus": facts.vcpus,
         "memorySize": facts.memory_mib, "supportedCpuFeatures": list(facts.processor_features),
+        "maximumIpv4AddressesPerInterface": addresses,
     }
 
 

@@ -442,6 +442,26 @@ INSTANCE_LEVEL_NETWORK_INPUTS = ("subnetId", "vpcSecurityGroupIds", "securityGro
                                  "ipv6AddressCount", "enablePrimaryIpv6", "networkInterfaces")
 
 
+class _Found:
+    """The violations found in one resource's inputs, and where its ARN would be
+    (`partition`, `region`, `account`: an SSM parameter name's length counts its ARN)."""
+
+    def __init__(self, resource_type: str, resource_name: str, partition: str, region: str, account: str):
+        self.resource_type, self.resource_name = resource_type, resource_name
+        self.partition, self.region, self.account = partition, region, account
+        self.violations: list[Violation] = []
+
+    def add(self, path: str, value: Any, message: str, source: str) -> None:
+        self.violations.append(Violation(self.resource_type, self.resource_name, path, value, message, source))
+
+    def apply(self, path: str, value: Any, rule: Rule) -> None:
+        """The rule's problems of a string value (values not known yet are skipped)."""
+        if not isinstance(value, str) or value == _UNKNOWN:
+            return
+        for message in rule.problems(value):
+            self.add(path, value, f"({rule.what}) {message}", rule.source)
+
+
 def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, Any], *,
                  partition: str = "aws", region: str = "us-east-1",
                  account: str = "123456789012") -> list[Violation]:
@@ -450,51 +470,54 @@ def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, An
     `partition`, `region` and `account` make the ARN that counts towards an SSM
     parameter name's length. Values not known yet (preview) are skipped.
     """
-    found: list[Violation] = []
+    found = _Found(resource_type, resource_name, partition, region, account)
+    _check_string_rules(found, inputs)
+    of_type = _TYPE_CHECKS.get(resource_type)
+    if of_type is not None:
+        of_type(found, inputs)
+    _check_iam_documents(found, inputs)
+    if resource_type.startswith("aws:"):
+        _check_tags(found, inputs)
+    return found.violations
 
-    def add(path: str, value: Any, message: str, source: str) -> None:
-        found.append(Violation(resource_type, resource_name, path, value, message, source))
 
-    def apply(path: str, value: Any, rule: Rule) -> None:
-        if not isinstance(value, str) or value == _UNKNOWN:
-            return
-        for message in rule.problems(value):
-            add(path, value, f"({rule.what}) {message}", rule.source)
-
-    rules = INPUT_RULES.get(resource_type, ())
+def _check_string_rules(found: _Found, inputs: Mapping[str, Any]) -> None:
+    """INPUT_RULES of the resource type, and the name pulumi-aws generates when none is given."""
+    rules = INPUT_RULES.get(found.resource_type, ())
     for path, rule in rules:
         for where, value in _values_at(inputs, path):
-            apply(where, value, rule)
-
-    entry = AUTONAMED.get(resource_type)
+            found.apply(where, value, rule)
+    entry = AUTONAMED.get(found.resource_type)
     if entry is not None and not inputs.get(entry[0]) and not inputs.get(entry[1]):
-        generated = autoname(resource_type, resource_name)
+        generated = autoname(found.resource_type, found.resource_name)
         rule = dict(rules)[entry[0]]
         for message in rule.problems(generated):
-            add(f"{entry[0]} (auto-named from the resource name)", generated, f"({rule.what}) {message}",
-                rule.source + "; pulumi-aws auto-naming: <name>-<7 hex digits>")
+            found.add(f"{entry[0]} (auto-named from the resource name)", generated, f"({rule.what}) {message}",
+                      rule.source + "; pulumi-aws auto-naming: <name>-<7 hex digits>")
 
-    if resource_type == "aws:ssm/parameter:Parameter":
-        name = _unwrap(inputs.get("name"))
-        if isinstance(name, str) and name != _UNKNOWN:
-            arn = f"arn:{partition}:ssm:{region}:{account}:parameter{name if name.startswith('/') else '/' + name}"
-            if len(arn) > SSM_NAME_WITH_ARN_MAX:
-                add("name", name, f"with its ARN is {len(arn)} characters; AWS accepts at most "
-                    f"{SSM_NAME_WITH_ARN_MAX}", _SSM)
 
-    if resource_type == "aws:ec2/instance:Instance":
-        encoded = _unwrap(inputs.get("userDataBase64"))
-        if isinstance(encoded, str) and encoded != _UNKNOWN:
-            try:
-                size = len(base64.b64decode(encoded, validate=True))
-            except (binascii.Error, ValueError):
-                add("userDataBase64", encoded[:40], "is not valid base64", "EC2 API reference RunInstances UserData")
-            else:
-                if size > USER_DATA_MAX_BYTES:
-                    add("userDataBase64", f"<{size} bytes>", f"is {size} bytes of user data; EC2 accepts at most "
-                        f"{USER_DATA_MAX_BYTES} before base64", "EC2 User Guide, instance user data (16 KB)")
+def _check_ssm_parameter(found: _Found, inputs: Mapping[str, Any]) -> None:
+    name = _unwrap(inputs.get("name"))
+    if isinstance(name, str) and name != _UNKNOWN:
+        arn = (f"arn:{found.partition}:ssm:{found.region}:{found.account}:"
+               f"parameter{name if name.startswith('/') else '/' + name}")
+        if len(arn) > SSM_NAME_WITH_ARN_MAX:
+            found.add("name", name, f"with its ARN is {len(arn)} characters; AWS accepts at most "
+                      f"{SSM_NAME_WITH_ARN_MAX}", _SSM)
 
-    if resource_type == "aws:ec2/instance:Instance" and _unwrap(inputs.get("primaryNetworkInterface")):
+
+def _check_instance(found: _Found, inputs: Mapping[str, Any]) -> None:
+    encoded = _unwrap(inputs.get("userDataBase64"))
+    if isinstance(encoded, str) and encoded != _UNKNOWN:
+        try:
+            size = len(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            found.add("userDataBase64", encoded[:40], "is not valid base64", "EC2 API reference RunInstances UserData")
+        else:
+            if size > USER_DATA_MAX_BYTES:
+                found.add("userDataBase64", f"<{size} bytes>", f"is {size} bytes of user data; EC2 accepts at most "
+                          f"{USER_DATA_MAX_BYTES} before base64", "EC2 User Guide, instance user data (16 KB)")
+    if _unwrap(inputs.get("primaryNetworkInterface")):
         # The interface brings its subnet, groups and addresses: EC2 refuses them beside it
         # (RunInstances, InvalidParameterCombination: "Network interfaces and an
         # instance-level subnet ID/security groups may not be specified on the same
@@ -502,46 +525,63 @@ def check_inputs(resource_type: str, resource_name: str, inputs: Mapping[str, An
         # ConflictsWith these arguments, the deprecated network_interface blocks included).
         for prop in INSTANCE_LEVEL_NETWORK_INPUTS:
             if _unwrap(inputs.get(prop)) not in (None, [], ""):
-                add(prop, _unwrap(inputs.get(prop)), "may not be set with primaryNetworkInterface (the network "
-                    "interface's own setting applies)", "EC2 API reference RunInstances NetworkInterfaces")
+                found.add(prop, _unwrap(inputs.get(prop)), "may not be set with primaryNetworkInterface (the "
+                          "network interface's own setting applies)", "EC2 API reference RunInstances NetworkInterfaces")
 
-    if resource_type == "aws:ec2/eip:Eip" and _unwrap(inputs.get("instance")) and \
-            _unwrap(inputs.get("networkInterface")):
+
+def _check_eip(found: _Found, inputs: Mapping[str, Any]) -> None:
+    if _unwrap(inputs.get("instance")) and _unwrap(inputs.get("networkInterface")):
         # AWS does not refuse it: pulumi-aws's Eip notes that with both set it returns no
         # error and the result is undefined. A guard of our own, so that the association is
         # never left to chance.
-        add("networkInterface", _unwrap(inputs.get("networkInterface")), "is set with instance: AWS does not "
-            "refuse it, but which one the address ends up on is undefined; give one of the two",
-            "pulumi-aws Eip (instance and network_interface: undefined); EC2 API reference AssociateAddress")
+        found.add("networkInterface", _unwrap(inputs.get("networkInterface")), "is set with instance: AWS does not "
+                  "refuse it, but which one the address ends up on is undefined; give one of the two",
+                  "pulumi-aws Eip (instance and network_interface: undefined); EC2 API reference AssociateAddress")
 
-    for prop, limit, what in IAM_DOCUMENT_LIMITS.get(resource_type, ()):
+
+def _check_rds_instance(found: _Found, inputs: Mapping[str, Any]) -> None:
+    if _unwrap(inputs.get("multiAz")) is True and _unwrap(inputs.get("availabilityZone")):
+        found.add("availabilityZone", _unwrap(inputs.get("availabilityZone")),
+                  "may not be set with multiAz (RDS: 'Requesting a specific availability zone is not valid for "
+                  "Multi-AZ instances')", "RDS API reference CreateDBInstance AvailabilityZone")
+
+
+def _check_log_group(found: _Found, inputs: Mapping[str, Any]) -> None:
+    days = _unwrap(inputs.get("retentionInDays"))
+    if days is not None and days != _UNKNOWN and int(days) not in LOG_RETENTION_DAYS:
+        found.add("retentionInDays", days, f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}",
+                  "CloudWatch Logs API reference PutRetentionPolicy retentionInDays")
+
+
+#: The checks of one resource type beyond its string rules, tags and IAM documents.
+_TYPE_CHECKS: dict[str, Callable[[_Found, Mapping[str, Any]], None]] = {
+    "aws:ssm/parameter:Parameter": _check_ssm_parameter,
+    "aws:ec2/instance:Instance": _check_instance,
+    "aws:ec2/eip:Eip": _check_eip,
+    "aws:rds/instance:Instance": _check_rds_instance,
+    "aws:cloudwatch/logGroup:LogGroup": _check_log_group,
+}
+
+
+def _check_iam_documents(found: _Found, inputs: Mapping[str, Any]) -> None:
+    """The sizes of the IAM documents of the types in IAM_DOCUMENT_LIMITS."""
+    for prop, limit, what in IAM_DOCUMENT_LIMITS.get(found.resource_type, ()):
         document = _unwrap(inputs.get(prop))
         if isinstance(document, str) and document != _UNKNOWN:
             size = len(re.sub(r"\s", "", document))  # IAM does not count white space
             if size > limit:
-                add(prop, f"<{size} characters>", f"is a {what} of {size} characters (white space not counted); "
-                    f"IAM accepts at most {limit}", _IAM_QUOTAS)
+                found.add(prop, f"<{size} characters>", f"is a {what} of {size} characters (white space not "
+                          f"counted); IAM accepts at most {limit}", _IAM_QUOTAS)
 
-    if resource_type == "aws:rds/instance:Instance" and _unwrap(inputs.get("multiAz")) is True \
-            and _unwrap(inputs.get("availabilityZone")):
-        add("availabilityZone", _unwrap(inputs.get("availabilityZone")),
-            "may not be set with multiAz (RDS: 'Requesting a specific availability zone is not valid for "
-            "Multi-AZ instances')", "RDS API reference CreateDBInstance AvailabilityZone")
 
-    if resource_type == "aws:cloudwatch/logGroup:LogGroup":
-        days = _unwrap(inputs.get("retentionInDays"))
-        if days is not None and days != _UNKNOWN and int(days) not in LOG_RETENTION_DAYS:
-            add("retentionInDays", days, f"must be one of {', '.join(map(str, LOG_RETENTION_DAYS))}",
-                "CloudWatch Logs API reference PutRetentionPolicy retentionInDays")
-
-    if resource_type.startswith("aws:"):
-        for prop in ("tags", "volumeTags"):
-            tags = _unwrap(inputs.get(prop))
-            if not isinstance(tags, Mapping):
-                continue
-            if len(tags) > MAX_TAGS:
-                add(prop, f"<{len(tags)} tags>", f"has {len(tags)} tags; AWS accepts at most {MAX_TAGS}", _TAGS_SOURCE)
-            for key, value in tags.items():
-                apply(f"{prop} key {key!r}", key, TAG_KEY)
-                apply(f"{prop}.{key}", _unwrap(value), TAG_VALUE)
-    return found
+def _check_tags(found: _Found, inputs: Mapping[str, Any]) -> None:
+    """Tags of any AWS resource (and an instance's volume tags)."""
+    for prop in ("tags", "volumeTags"):
+        tags = _unwrap(inputs.get(prop))
+        if not isinstance(tags, Mapping):
+            continue
+        if len(tags) > MAX_TAGS:
+            found.add(prop, f"<{len(tags)} tags>", f"has {len(tags)} tags; AWS accepts at most {MAX_TAGS}", _TAGS_SOURCE)
+        for key, value in tags.items():
+            found.apply(f"{prop} key {key!r}", key, TAG_KEY)
+            found.apply(f"{prop}.{key}", _unwrap(value), TAG_VALUE)

@@ -208,6 +208,28 @@ class OutputsError(ValueError):
     """A deployed stack's outputs do not say what a later run needs to know."""
 
 
+#: Where a deployed stack's outputs come from, as a person gives them to a later plan.
+OUTPUTS_SOURCES = "`pulumi stack output --json --stack NAME > FILE` or `.venv/bin/cloudstack-ec2 outputs --stack NAME > FILE`"
+
+
+def require_deployed(outputs: Mapping[str, Any]) -> Deployed:
+    """The Deployed of outputs given as those of a deployed stack of this program (the
+    plan's --previous FILE). Raises OutputsError when they record no deployment: neither
+    the `deployment` output nor, for a stack deployed before it, the legacy
+    `databaseEndpointParameter` (e.g. `{}`, or a plan's own --json output); planning on
+    them would silently ignore the stack's existing hosts."""
+    found = from_outputs(outputs)
+    if found.exists:
+        return found
+    if not outputs:
+        what = "holds no outputs (a stack never deployed has none: plan it without --previous)"
+    elif "schemaVersion" in outputs:
+        what = "is a plan's --json output, not a deployed stack's outputs"
+    else:
+        what = f"has no `{OUTPUT}` output (found: {', '.join(sorted(outputs))})"
+    raise OutputsError(f"{what}: give the outputs of the deployed stack of this program: {OUTPUTS_SOURCES}")
+
+
 def host_instances(outputs: Optional[Mapping[str, Any]]) -> dict[int, tuple[str, str]]:
     """host index -> (instance id, instance type) of the KVM hosts the last update left, from
     the stack's `hosts` output (`pulumi stack output --json`); {} for a stack never deployed.

@@ -78,6 +78,7 @@ def lookup_instance_type(instance_type: str) -> Optional[InstanceFacts]:
         memory_mib=int(result.memory_size or 0),
         # ProcessorInfo.SupportedFeatures (terraform-provider-aws: supported_cpu_features).
         processor_features=tuple(result.supported_cpu_features or ()),
+        ipv4_addresses_per_interface=int(result.maximum_ipv4_addresses_per_interface or 0) or None,
     )
 
 

@@ -11,13 +11,14 @@ import pulumi_aws as aws
 
 from components.model import consoles
 from components.model import naming
+from components.model.settings.controlplane import ROUTER_INTERFACE_ADDRESSES
 from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
                              parameter_name)
 
 
 #: The router interface's private addresses besides its own: the console address and the
 #: tenants' address.
-SECONDARY_ADDRESSES = 2
+SECONDARY_ADDRESSES = ROUTER_INTERFACE_ADDRESSES - 1
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ class OverlayRouter(pulumi.ComponentResource):
         # Two more private addresses that EC2 picks (a fixed one could already be another
         # instance's): the console address and the tenants'. The instance type must allow
         # three IPv4 addresses per interface (EC2 User Guide, "Maximum IP addresses per
-        # network interface"; the offline plan checks it).
+        # network interface"; checked with the settings: components/model/settings/
+        # controlplane.py router_interface_problems).
         eni = aws.ec2.NetworkInterface(
             f"{name}-eni", subnet_id=args.instance.subnet_id,
             security_groups=list(args.instance.security_group_ids), private_ips_count=SECONDARY_ADDRESSES,

@@ -264,7 +264,7 @@ class Lab:
         self.ip("vpcr", "route", "add", f"{CONSOLE_ADDRESS}/32", "via", ROUTER.underlay)
         self.ip("vpcr", "route", "add", f"{TENANT_ADDRESS}/32", "via", ROUTER.underlay)
         self.ip("vpcr", "route", "add", f"{FAR_HOST}/32", "via", INTERNET_CLIENT)
-        # The internet gateway: the router's two addresses map 1:1 to their Elastic
+        # The internet gateway: the router's three addresses map 1:1 to their Elastic
         # IPs; nothing else in the VPC has a public address.
         self.run("vpcr", "nft", "-f", "-", input=f"""
 table ip ec2_igw {{

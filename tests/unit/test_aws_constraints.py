@@ -248,6 +248,6 @@ def test_an_interface_holds_no_more_addresses_than_its_instance_type_allows():
 
 
 def test_offline_run_refuses_an_instance_type_too_small_for_the_interfaces_addresses():
-    with pytest.raises(Exception, match="PrivateIpAddressLimitExceeded"):
+    with pytest.raises(c.AwsInputError, match="PrivateIpAddressLimitExceeded"):
         offline.run_offline(lambda: _RouterLike("t3.micro"), {}, project="p", stack="s", region="us-east-1")
     offline.run_offline(lambda: _RouterLike("t3.small"), {}, project="p", stack="s", region="us-east-1")

@@ -81,3 +81,30 @@ def test_first_screen_says_what_never_ran_for_real_and_how_long_things_take():
         assert "| never |" in row, row
     assert "estimates, not measurements" in top
     assert "first `pulumi up`" in top and "`./scripts/test`: about" in top
+
+
+def readme_cost_rows() -> list[tuple[str, list[str], str, str]]:
+    """(stack, --set arguments, USD/hour, USD/month) of each row of README's table of
+    example costs."""
+    table = README[README.index("| stack | KVM hosts |"):]
+    table = table[:table.index("\n\n")]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        stack = re.match(r"`([\w-]+)`", cells[0]).group(1)
+        sets = [a for s in re.findall(r"--set ([^`\s]+)", cells[0]) for a in ("--set", s)]
+        rows.append((stack, sets, cells[-2], cells[-1].removeprefix("about ")))
+    return rows
+
+
+def test_readme_cost_table_has_the_examples():
+    assert [(stack, sets) for stack, sets, *_ in readme_cost_rows()] == [
+        ("dev", []), ("training", []), ("dev", ["--set", "hostInstanceType=c8i.4xlarge"])]
+
+
+@pytest.mark.parametrize("stack,sets,hourly,monthly", readme_cost_rows())
+def test_readme_cost_table_rows_are_the_plans_figures(capsys, stack, sets, hourly, monthly):
+    result = cli(capsys, "plan", "--stack", stack, *sets, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)["summary"]
+    assert (hourly, monthly) == (f"{summary['hourlyUsd']:.2f}", f"{summary['monthlyUsd']:,.0f}")

@@ -111,7 +111,33 @@ def test_a_host_without_its_type_is_refused_not_guessed(deployed, tmp_path, caps
     assert older["hosts"]["1"]["instanceId"] in message  # where to look it up
 
 
-def test_a_stack_never_deployed_needs_no_hosts_output(tmp_path, capsys):
-    code, report, err = plan_json(tmp_path, {}, capsys)
-    assert code == 0, err
-    assert report["summary"]["hostTypes"] == [{"instanceType": "c8i.4xlarge", "hosts": 4}]
+def refused_previous(tmp_path: Path, outputs: dict, capsys) -> str:
+    code, doc, err = plan_json(tmp_path, outputs, capsys)
+    assert code == 2 and doc["error"]["kind"] == "previous-outputs" and "resources" not in doc, err
+    message = doc["error"]["message"]
+    assert "pulumi stack output --json" in message and "cloudstack-ec2 outputs --stack" in message
+    return message
+
+
+def test_no_outputs_are_refused_not_planned_as_a_first_run(tmp_path, capsys):
+    assert "holds no outputs" in refused_previous(tmp_path, {}, capsys)
+
+
+def test_the_plans_own_json_is_refused_as_previous_outputs(tmp_path, capsys):
+    assert cli.main(["plan", "--dir", str(project(tmp_path)), "--stack", "dev", "--json"]) == 0
+    plan_output = json.loads(capsys.readouterr().out)
+    assert plan_output["outputs"]["hosts"]  # it has outputs, but planned ones
+    assert "is a plan's --json output" in refused_previous(tmp_path, plan_output, capsys)
+
+
+def test_outputs_of_no_deployment_are_refused_naming_what_was_found(deployed, tmp_path, capsys):
+    hosts_only = {"hosts": json.loads(json.dumps(deployed.outputs["hosts"], default=str))}
+    assert "has no `deployment` output (found: hosts)" in refused_previous(tmp_path, hosts_only, capsys)
+
+
+def test_the_text_plan_refuses_them_in_one_line(tmp_path, capsys):
+    previous = tmp_path / "outputs.json"
+    previous.write_text("{}")
+    assert cli.main(["plan", "--dir", str(project(tmp_path)), "--previous", str(previous)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"--previous {previous}: holds no outputs" in err

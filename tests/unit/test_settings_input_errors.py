@@ -122,6 +122,37 @@ def test_metal_of_a_xen_family_is_nitro(plan):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("value", ["t3.nano", "t3.micro"])
+def test_router_type_with_too_few_addresses_per_interface_is_a_settings_problem(plan, value):
+    line = only_problem(plan, f"routerInstanceType={value}")
+    assert f"cloudstack-ec2:routerInstanceType = {value!r}: holds at most 2 private IPv4" in line
+    assert "the router's interface needs 3" in line and "Accepted: a type with at least 3" in line
+
+
+def test_router_type_with_too_few_addresses_is_a_json_problem(capsys):
+    import json
+
+    result = cli(capsys, "plan", "--stack", "dev", "--set", "routerInstanceType=t3.nano", "--json")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    [problem] = json.loads(result.stdout)["problems"]
+    assert problem["key"] == "cloudstack-ec2:routerInstanceType" and problem["value"] == "t3.nano"
+
+
+def test_router_addresses_per_interface_come_from_aws_when_the_table_lacks_the_type():
+    from components.model.settings import InstanceFacts
+
+    def lookup(name, limit):
+        return lambda t: (InstanceFacts(t, "nitro", False, ("x86_64",), 2, 4096, (), limit) if t == name
+                          else catalog.instance_facts(t))
+
+    values = {**VALID, "routerInstanceType": "x9.large"}
+    with pytest.raises(SettingsError) as refused:
+        parse_settings(values, lookup("x9.large", 2))
+    assert [p.key for p in refused.value.problems] == ["routerInstanceType"]
+    assert "holds at most 2 private IPv4" in refused.value.problems[0].message
+    assert parse_settings(values, lookup("x9.large", 3)).router_instance_type == "x9.large"
+
+
 def test_unknown_plausible_type_warns_with_the_nearest(plan):
     result = plan("routerInstanceType=c5n.9xlarge")
     assert result.returncode == 0, result.stderr

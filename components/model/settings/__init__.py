@@ -269,6 +269,8 @@ def instance_types_known(c: _Collector) -> None:
             if facts is not None and facts.unknown_offline and not known_not_nitro(name):
                 c.warnings.append(unknown_offline_warning(key, name))
             c.problems.extend(check_instance_type(key, name, needs_metal, facts))
+            if key == "routerInstanceType":
+                c.problems.extend(controlplane.router_interface_problems(name, facts))
 
 
 def hosts_fit(c: _Collector) -> None:

@@ -6,8 +6,11 @@ with the hosts' (components/model/settings/instancetypes.py).
 
 from __future__ import annotations
 
-from components.model.settings.base import Key
-from components.model.settings.instancetypes import InstanceTypeName
+from typing import Optional
+
+from components.model.aws_constraints import IPV4_ADDRESSES_PER_INTERFACE
+from components.model.settings.base import Key, Problem
+from components.model.settings.instancetypes import InstanceFacts, InstanceTypeName
 
 KEYS: tuple[Key, ...] = (
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need.",
@@ -15,3 +18,23 @@ KEYS: tuple[Key, ...] = (
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro.",
         rule=InstanceTypeName("m6i.xlarge")),
 )
+
+#: Private IPv4 addresses on the router's network interface: its own (primary), the console
+#: address and the tenants' address, each behind an Elastic IP of its own.
+ROUTER_INTERFACE_ADDRESSES = 3
+
+
+def router_interface_problems(name: str, facts: Optional[InstanceFacts]) -> list[Problem]:
+    """routerInstanceType must hold ROUTER_INTERFACE_ADDRESSES private IPv4 addresses on one
+    network interface (EC2 User Guide, "Maximum IP addresses per network interface"; EC2
+    refuses more with PrivateIpAddressLimitExceeded, after the interface and its Elastic IPs
+    exist). The limit: the offline table's, else what AWS reported (`facts`); neither: no
+    problem (nothing known to check)."""
+    limit = IPV4_ADDRESSES_PER_INTERFACE.get(name) or (facts.ipv4_addresses_per_interface if facts else None)
+    if limit is None or limit >= ROUTER_INTERFACE_ADDRESSES:
+        return []
+    return [Problem("routerInstanceType", name,
+                    f"holds at most {limit} private IPv4 address(es) per network interface, but the router's "
+                    f"interface needs {ROUTER_INTERFACE_ADDRESSES} (its own, the console address, the tenants' "
+                    "address) (EC2 User Guide, \"Maximum IP addresses per network interface\"). Accepted: a "
+                    f"type with at least {ROUTER_INTERFACE_ADDRESSES}, e.g. c5n.large (10) or t3.small (4)")]

@@ -89,6 +89,9 @@ class InstanceFacts:
     #: ProcessorInfo.SupportedFeatures (getInstanceType's `supported_cpu_features`):
     #: "amd-sev-snp", "nested-virtualization" (EC2 API reference, ProcessorInfo).
     processor_features: tuple[str, ...] = ()
+    #: Private IPv4 addresses one network interface may hold, the primary included
+    #: (getInstanceType's `maximum_ipv4_addresses_per_interface`); None: not reported.
+    ipv4_addresses_per_interface: Optional[int] = None
 
     @property
     def unknown_offline(self) -> bool:
