@@ -140,9 +140,14 @@ class Underlay(pulumi.ComponentResource):
                 aws.ec2.SecurityGroupIngressArgs(
                     description="IGMP membership queries from the Transit Gateway",
                     protocol=IGMP_PROTOCOL, from_port=0, to_port=0, cidr_blocks=[IGMP_QUERIER]),
-                # Multicast arrives from the Transit Gateway, not from the sender's
-                # ENI, so a rule naming this group would not match flooded VXLAN:
-                # admit the dedicated subnet, which holds only overlay members.
+                # Multicast through the Transit Gateway keeps the sender's address as
+                # its source, and AWS accepts no security group as the source of this
+                # rule (Transit Gateway Guide, "Multicast routing": "You can't specify a
+                # security group as the source of the UDP inbound rule"). One /32 rule
+                # per member would exceed the default 60 inbound rules per group at 60
+                # members (VPC quotas), so the dedicated subnet, which holds only overlay
+                # members, is admitted; each host also takes VXLAN only on its underlay
+                # device (userdata/kvm-host.sh).
                 aws.ec2.SecurityGroupIngressArgs(
                     description="VXLAN from the other overlay members (dedicated subnet)",
                     protocol="udp", from_port=VXLAN_PORT, to_port=VXLAN_PORT,
