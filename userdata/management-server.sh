@@ -80,20 +80,29 @@ FIRST_VALUE_VERSION=cloudstack-ec2-first-value-00000001
 # instance, a re-run and a stack whose values came from elsewhere keep theirs.
 # The value goes from a root-only file to the AWS CLI: never in a process list,
 # the log, the user data or the stack's state.
+# A transient error (throttling, IAM not yet consistent) is retried a few times
+# with the same generated value; what still fails is left to csec2_wait_secret,
+# which waits and reports.
 first_secret_value() {
-    local id=$1 err=$CSEC2_PRIVATE_DIR/aws-error file=$CSEC2_PRIVATE_DIR/first-value.json
-    if csec2_get_secret "$id" >/dev/null 2>"$err" || ! grep -q ResourceNotFoundException "$err"; then
-        return 0  # it has a value, or cannot be read yet: csec2_wait_secret waits and reports
-    fi
-    (umask 077 && new_secret_value "$2" >"$file") || csec2_die "could not generate a value for secret $id"
-    if csec2_aws secretsmanager put-secret-value --secret-id "$id" --client-request-token "$FIRST_VALUE_VERSION" \
-        --secret-string "file://$file" >/dev/null 2>"$err"; then
-        csec2_log "secret $id had no value: stored a generated one (value not logged)"
-    elif grep -q ResourceExistsException "$err"; then
-        csec2_log "secret $id got its first value from another management server: using it"
-    else
-        csec2_log "could not store a first value in secret $id: $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
-    fi
+    local id=$1 err=$CSEC2_PRIVATE_DIR/aws-error file=$CSEC2_PRIVATE_DIR/first-value-$2.json attempt
+    for attempt in 1 2 3 4 5; do
+        if csec2_get_secret "$id" >/dev/null 2>"$err"; then
+            break  # it has a value
+        elif grep -q ResourceNotFoundException "$err"; then
+            [[ -s $file ]] || (umask 077 && new_secret_value "$2" >"$file") ||
+                csec2_die "could not generate a value for secret $id"
+            if csec2_aws secretsmanager put-secret-value --secret-id "$id" \
+                --client-request-token "$FIRST_VALUE_VERSION" --secret-string "file://$file" >/dev/null 2>"$err"; then
+                csec2_log "secret $id had no value: stored a generated one (value not logged)"
+                break
+            elif grep -q ResourceExistsException "$err"; then
+                csec2_log "secret $id got its first value from another management server: using it"
+                break
+            fi
+        fi
+        csec2_log "secret $id: no first value yet (attempt $attempt of 5): $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
+        sleep "$CSEC2_WAIT_INTERVAL_SECONDS"
+    done
     rm -f "$file"
 }
 
@@ -723,11 +732,23 @@ set_admin_password() {
 
 # The UI/API opens to the router and the other management servers only once
 # the admin password is the secret's; any failure before stops the boot with
-# 8080 still closed (setup_firewall).
+# 8080 still closed (setup_firewall). Recorded: a later run (a reboot) keeps
+# 8080 open from its start, so a step failing then does not close the UI/API
+# of a running cloud.
+ADMIN_PASSWORD_SET=$CSEC2_STATE_DIR/admin-password-set
 set_admin_password_then_open_api() {
     set_admin_password
     csec2_log "admin password set: opening 8080 beyond loopback"
     setup_firewall open
+    touch "$ADMIN_PASSWORD_SET"
+}
+
+api_gate_at_start() {
+    if [[ -e $ADMIN_PASSWORD_SET ]]; then
+        setup_firewall open
+    else
+        setup_firewall closed
+    fi
 }
 
 # Keys are created only while the secret has no value: existing keys (and the
@@ -895,7 +916,7 @@ csec2_install_aws_cli
 fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
-setup_firewall closed
+api_gate_at_start
 install_packages
 publish_version
 fetch_parameters

@@ -180,31 +180,33 @@ def host_signalled_ready(props: Props, h: Props) -> bool:
     and, when the host's EC2 instance is known, whether that instance wrote it.
 
     The hosts share one role that may write every `<prefix>/host-ready/*` name, so the name
-    proves nothing: the writer does. DescribeParameters reports the principal of the last
-    PutParameter as LastModifiedUser (AWS Systems Manager API Reference, ParameterMetadata);
+    proves nothing: the writer does. GetParameterHistory reports the principal of each
+    PutParameter as LastModifiedUser (AWS Systems Manager API Reference, ParameterHistory);
     for a host it is its role session, whose name is its instance id (session_instance).
-    A marker another principal wrote (another host, a person) is logged and not accepted;
-    so is a replaced instance's predecessor's (another instance id)."""
+    Not DescribeParameters: it is best-effort, a page may come back empty with a NextToken
+    while the parameter exists (its API reference). A marker another principal wrote
+    (another host, a person) is logged and not accepted; so is a replaced instance's
+    predecessor's (another instance id)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     name = ready_parameter(props, h)
     session = aws_session(props.get("aws"), props["region"])
     try:
-        found = session.client("ssm", region_name=props["region"]).describe_parameters(
-            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}])["Parameters"]
+        pages = session.client("ssm", region_name=props["region"]).get_paginator("get_parameter_history")
+        versions = [v for page in pages.paginate(Name=name) for v in page["Parameters"]]
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in CREDENTIAL_ERRORS:
-            raise RegistrationError(f"the AWS credentials of the registration may not describe {name} ({code}): "
-                                    f"it uses the stack's identity (aws:profile, aws:assumeRoles), which needs "
-                                    f"ssm:DescribeParameters") from None
-        return False   # throttling: ask again
+            raise RegistrationError(f"the AWS credentials of the registration may not read the history of {name} "
+                                    f"({code}): it uses the stack's identity (aws:profile, aws:assumeRoles), which "
+                                    f"needs ssm:GetParameterHistory") from None
+        return False   # ParameterNotFound: not written yet; throttling: ask again
     except BotoCoreError:
         return False
-    if not found:
+    if not versions:
         return False   # not written yet
     instance = h.get("instance") or ""
-    writer = found[0].get("LastModifiedUser") or ""
+    writer = max(versions, key=lambda v: v.get("Version", 0)).get("LastModifiedUser") or ""
     if instance and session_instance(writer) != instance:
         LOG.warning("%s: SSM parameter %s was written by %s, not by the host's instance %s: not accepted, waiting "
                     "for the host's own signal", host_label(h), name, writer or "an unknown principal", instance)

@@ -44,8 +44,8 @@ def aws(monkeypatch):
 
 
 def record_parameter_writers(monkeypatch) -> None:
-    """moto's DescribeParameters answers LastModifiedUser "N/A"; AWS answers the ARN of the
-    principal of the last PutParameter (AWS Systems Manager API Reference, ParameterMetadata:
+    """moto answers LastModifiedUser "N/A" (DescribeParameters, GetParameterHistory); AWS answers
+    the ARN of the principal of each PutParameter (AWS Systems Manager API Reference, ParameterHistory:
     "Amazon Resource Name (ARN) of the AWS user who last changed the parameter"), for an
     assumed role `arn:aws:sts::<account>:assumed-role/<role>/<session>`. Recorded here from the
     request's credentials as moto's GetCallerIdentity resolves them (STSBackend.get_caller_identity:

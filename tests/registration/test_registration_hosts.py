@@ -172,6 +172,28 @@ def test_a_marker_the_hosts_own_instance_did_not_write_is_not_accepted(emulator,
     assert f"was written by {principal}, not by the host's instance {instance}" in caplog.text
 
 
+def test_the_newest_writer_counts_whatever_describe_parameters_pages_show(emulator, api_secret, monkeypatch):
+    """DescribeParameters is best-effort: a page may be empty with a NextToken while the
+    parameter exists (AWS Systems Manager API Reference, DescribeParameters). The readiness
+    check reads the parameter's own history, whose newest version names the last writer."""
+    from moto.ssm.responses import ActionResult, SimpleSystemManagerResponse
+
+    def empty_page(self):
+        return ActionResult({"Parameters": [], "NextToken": "more"})
+
+    monkeypatch.setattr(SimpleSystemManagerResponse, "describe_parameters", empty_page)
+    instance, other = run_instance(), run_instance()
+    ssm_as_instance(instance).put_parameter(Name=f"{READY}/10.100.0.10", Value="x", Type="String")
+    ssm_as_instance(other).put_parameter(Name=f"{READY}/10.100.0.10", Value="y", Type="String", Overwrite=True)
+    engine = Engine(emulator.url, api_secret, REGION)
+    engine.deferred.update({"host_ready_prefix": READY, "instance-0": instance})
+    with pytest.raises(RegistrationError, match="has not signalled readiness yet"):
+        engine.up(make_spec(1, timeouts=Timeouts(**{**FAST.as_dict(), "host_up": 0.5})))
+    ssm_as_instance(instance).put_parameter(Name=f"{READY}/10.100.0.10", Value="z", Type="String", Overwrite=True)
+    engine.up(make_spec(1, timeouts=FAST))
+    assert len(emulator.hosts) == 1
+
+
 def test_scale_in_deletes_the_readiness_parameter(emulator, api_secret):
     import boto3
 

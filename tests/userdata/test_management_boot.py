@@ -585,6 +585,16 @@ def test_first_management_server_generates_each_secret_value_once(machine):
     assert json.loads(machine.state()["secrets"][SECRETS.admin]) == admin
 
 
+def test_a_throttled_first_value_is_stored_on_a_later_attempt(machine):
+    def throttled(s):
+        new_stack(s)
+        s["secret_put_throttles"] = 2
+    machine.update(throttled)
+    r = first_run(machine)
+    assert "no first value yet (attempt 1 of 5)" in r.output and "ThrottlingException" in r.output
+    assert all(machine.state()["secrets"][s] is not None for s in GENERATED)
+
+
 def test_existing_secret_values_are_never_replaced(machine):
     before = machine.state()["secrets"]
     first_run(machine)
@@ -645,6 +655,18 @@ def test_api_is_closed_beyond_loopback_until_the_admin_password_is_set(machine):
     assert machine.state()["firewall"]["router_to_api"] == "accept"
     rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
     assert 'iifname != "lo" tcp dport 8080 counter drop' not in rules
+
+
+def test_a_later_run_keeps_the_api_open_when_a_step_fails(machine):
+    """Once the password is the secret's, a reboot's run must not close the UI/API of a
+    running cloud again: a step failing later would leave it closed."""
+    first_run(machine)
+    machine.update(lambda s: s["ssm"].pop(f"{PREFIX}/efs-dns"))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0 and "boot FAILED" in r.output
+    assert machine.state()["firewall"]["router_to_api"] == "accept"
+    assert 'iifname != "lo" tcp dport 8080 counter drop' not in \
+        machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
 
 
 @pytest.mark.parametrize("breakage, message", [

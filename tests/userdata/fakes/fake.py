@@ -116,6 +116,12 @@ def secretsmanager(state, op, args):
             return 254
         print(value)
         return 0
+    if state.get("secret_put_throttles", 0) > 0:
+        # Secrets Manager API Reference, Common Errors: ThrottlingException (a retry succeeds).
+        state["secret_put_throttles"] -= 1
+        sys.stderr.write("An error occurred (ThrottlingException) when calling the PutSecretValue operation: "
+                         "Rate exceeded\n")
+        return 254
     value, token = read_value(opt(args, "--secret-string")), opt(args, "--client-request-token")
     versions = state.setdefault("secret_versions", {}).setdefault(sid, {})
     if token is not None and token in versions and versions[token] != value:
