@@ -136,8 +136,9 @@ def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
     if deployed.exists and deployed.boot_scripts < BOOT_SCRIPTS:
         warnings.append(
             "the running instances keep the boot scripts they started with (a changed user data never replaces "
-            "an instance), and this update changes two of them; after it, replace (docs/boot.md, 'Changing a "
-            "role script'): the router, for the tenants' own address, their resolver and their budgets: "
+            "an instance), and this update changes two of them; once it has completed, replace them in a "
+            "second update, never in this one (it deletes the parameters the old management server wrote, "
+            "under the names the new one publishes; docs/boot.md, 'Changing a role script'): the router, for the tenants' own address, their resolver and their budgets: "
             f"`pulumi up --replace '{instance_urn(stack, 'OverlayRouter', 'router')}'` (a few minutes without "
             "the UI and internet egress; its Elastic IPs stay); and the management server, for its trust anchors "
             "(the hosts' SSH key and agent version as SecureString) and its generated secrets (its old script "
