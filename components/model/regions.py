@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from components.model.suggest import did_you_mean
+from components.model.suggest import did_you_mean, nearest_names
 
 #: Partition -> the form of its region names, as the AWS SDKs match a region to its partition
 #: (botocore data/partitions.json `regionRegex`, the partitions file every SDK's endpoint
@@ -136,6 +136,11 @@ def known_regions() -> frozenset[str]:
     return TGW_MULTICAST_REGIONS | TGW_WITHOUT_MULTICAST
 
 
+def _direction(region: str) -> str:
+    """`east` of us-east-1, `northeast` of ap-northeast-2."""
+    return region.rsplit("-", 2)[-2] if region.count("-") >= 2 else ""
+
+
 def region_problem(region: str) -> Optional[str]:
     """Why `region` (the value of aws:region) cannot be a region this program deploys to, or
     None. Checked with the settings, before the AWS provider is asked anything: a region
@@ -177,7 +182,11 @@ def check_region(region: str) -> tuple[list, list[str]]:
                         "Transit Gateway multicast is not offered in this region (the VXLAN overlay needs it); "
                         f"choose one of: {', '.join(sorted(TGW_MULTICAST_REGIONS))} [{TGW_MULTICAST_SOURCE}]")], []
     if offered is None:
+        # A well-formed name of a known partition may be a region newer than the table; one
+        # whose direction no region has (us-est-1) is a typo, and the nearest names are offered.
+        hint = "" if _direction(region) in {_direction(r) for r in known_regions()} else \
+            "did you mean " + " or ".join(nearest_names(region, sorted(known_regions()))) + "?"
         return [], [f"aws:region {region}: not in this program's table of regions with Transit Gateway multicast "
                     f"(as of {TGW_MULTICAST_AS_OF}); if the region lacks it, creating the Transit Gateway fails. "
-                    f"Check {TGW_MULTICAST_SOURCE.split(' (')[0]}."]
+                    f"Check {TGW_MULTICAST_SOURCE.split(' (')[0]}." + (f" If it is a typo: {hint}" if hint else "")]
     return [], []

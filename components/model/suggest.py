@@ -35,6 +35,15 @@ def nearest(name: str, candidates: Iterable[str], cutoff: float = CUTOFF) -> Opt
     return folded[close[0]] if close else None
 
 
+def nearest_names(name: str, candidates: Iterable[str], n: int = 2, cutoff: float = CUTOFF) -> list[str]:
+    """Up to `n` candidates closest to `name` (folded as in `nearest`), best first: for a
+    name equally far from several (us-est-1: us-east-1, us-west-1)."""
+    folded: dict[str, str] = {}
+    for candidate in candidates:
+        folded.setdefault(_fold(candidate), candidate)
+    return [folded[c] for c in difflib.get_close_matches(_fold(name), list(folded), n=n, cutoff=cutoff)]
+
+
 def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = CUTOFF) -> str:
     """"did you mean X?" for the nearest candidate, or "" when none is close."""
     close = nearest(name, candidates, cutoff)

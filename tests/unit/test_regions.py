@@ -98,3 +98,13 @@ def test_region_without_multicast_stops_before_anything_is_declared(deploy, monk
 def test_unknown_region_plans_with_a_warning(deploy):
     d = deploy(**{"aws:region": "ca-west-1"})
     assert any("ca-west-1" in w and "Transit Gateway multicast" in w for w in d.run.warnings)
+
+
+def test_a_misspelt_region_of_a_known_partition_gets_the_nearest_known_one():
+    """`us-est-1` is a well-formed name (a region newer than the table looks the same), so it
+    stays a warning, which names the nearest region the table knows."""
+    problems, warnings = regions.check_region("us-est-1")
+    assert problems == [] and len(warnings) == 1
+    assert "If it is a typo: did you mean " in warnings[0] and "us-east-1" in warnings[0].split("typo")[1]
+    # A region merely missing from the table gets no guess.
+    assert "typo" not in regions.check_region("ca-west-1")[1][0]
