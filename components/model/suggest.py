@@ -25,23 +25,26 @@ def nearest(name: str, candidates: Iterable[str], cutoff: float = CUTOFF) -> Opt
     A candidate equal to `name` once case, `_` and `-` are folded wins outright; otherwise
     the folded forms are compared with difflib.get_close_matches (ties: the first in
     `candidates`' order)."""
-    folded: dict[str, str] = {}
-    for candidate in candidates:
-        folded.setdefault(_fold(candidate), candidate)
-    key = _fold(name)
-    if key in folded:
-        return folded[key]
-    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=cutoff)
-    return folded[close[0]] if close else None
+    folded = _folded(candidates)
+    if _fold(name) in folded:
+        return folded[_fold(name)]
+    close = nearest_names(name, folded.values(), n=1, cutoff=cutoff)
+    return close[0] if close else None
 
 
 def nearest_names(name: str, candidates: Iterable[str], n: int = 2, cutoff: float = CUTOFF) -> list[str]:
     """Up to `n` candidates closest to `name` (folded as in `nearest`), best first: for a
     name equally far from several (us-est-1: us-east-1, us-west-1)."""
+    folded = _folded(candidates)
+    return [folded[c] for c in difflib.get_close_matches(_fold(name), list(folded), n=n, cutoff=cutoff)]
+
+
+def _folded(candidates: Iterable[str]) -> dict[str, str]:
+    """Folded form -> the first candidate with it (candidates' order breaks ties)."""
     folded: dict[str, str] = {}
     for candidate in candidates:
         folded.setdefault(_fold(candidate), candidate)
-    return [folded[c] for c in difflib.get_close_matches(_fold(name), list(folded), n=n, cutoff=cutoff)]
+    return folded
 
 
 def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = CUTOFF) -> str:
