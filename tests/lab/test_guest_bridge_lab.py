@@ -30,6 +30,7 @@ firewall alone), so each test proves its rules are the reason.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -190,6 +191,17 @@ def counter(lab: Lab, name: str, table: str = HOST_TABLE) -> int:
     return lab.counter(name, HOST, table)
 
 
+def packets_sent(lab: Lab, short: str, send, dev: str = "eth0") -> int:
+    """How many packets `short`'s `dev` transmitted while `send()` ran: an attack test
+    must show its packet left, or it passes when the sending breaks."""
+    def tx() -> int:
+        link = json.loads(lab.ip(short, "-s", "-j", "link", "show", "dev", dev).stdout)[0]
+        return link["stats64"]["tx"]["packets"]
+    before = tx()
+    send()
+    return tx() - before
+
+
 # --- the tenant's own network works, with or without br_netfilter --------------------------
 
 
@@ -261,7 +273,11 @@ def test_tenant_reaches_no_host_address_over_ipv4(guest: Lab, which: str):
     address = getattr(guest.instances[HOST], which)
     on_link(guest, address)
     refused = counter(guest, "not_local_refused") if guest.mode.firewall else 0
-    got = received_from(guest, TENANT_IP, lambda: guest.tool(TENANT, "send-udp", address, str(UDP_PORT)))
+    got = []
+    sent = packets_sent(guest, TENANT, lambda: got.append(
+        received_from(guest, TENANT_IP, lambda: guest.tool(TENANT, "send-udp", address, str(UDP_PORT)))))
+    got = got[0]
+    assert sent >= 1, "the tenant's datagram never left"
     if guest.mode.sysctls or guest.mode.firewall:
         assert got == 0, f"a tenant's datagram reached a host service at its {which} address"
     else:
@@ -275,7 +291,8 @@ def test_host_answers_no_arp_for_its_addresses_on_the_guest_bridge(guest: Lab):
     guest.ip(TENANT, "route", "replace", f"{host.underlay}/32", "dev", "eth0")
     guest.ip(TENANT, "neigh", "del", host.underlay, "dev", "eth0", check=False)
     # The echo's answer would leave by the host's default route, not here: only ARP counts.
-    guest.run(TENANT, "ping", "-c1", "-W1", host.underlay, check=False)
+    sent = packets_sent(guest, TENANT, lambda: guest.run(TENANT, "ping", "-c1", "-W1", host.underlay, check=False))
+    assert sent >= 1, "the tenant's ARP request never left"
     neighbour = guest.ip(TENANT, "neigh", "show", host.underlay, "dev", "eth0").stdout
     answered = f"lladdr {mac_of(guest, HOST, GUEST_BRIDGE)}" in neighbour
     assert answered is not guest.mode.sysctls, neighbour
@@ -295,8 +312,10 @@ def test_tenant_cannot_inject_frames_through_the_hosts_vxlan_socket(guest: Lab):
     # From the guest bridge to the host's underlay address.
     underlay = guest.instances[HOST].underlay
     on_link(guest, underlay)
-    injected = inject(guest, TENANT, underlay)
-    assert injected == (0 if guest.mode.sysctls or guest.mode.firewall else 1)
+    injected = []
+    sent = packets_sent(guest, TENANT, lambda: injected.append(inject(guest, TENANT, underlay)))
+    assert sent >= 1, "the tenant's VXLAN datagram never left"
+    assert injected[0] == (0 if guest.mode.sysctls or guest.mode.firewall else 1)
 
 
 def test_vm_on_cloudbr0_cannot_inject_frames_through_the_hosts_vxlan_socket(guest: Lab):
@@ -317,8 +336,12 @@ def test_vm_on_cloudbr0_cannot_inject_frames_through_the_hosts_vxlan_socket(gues
 
 
 def test_tenant_router_advertisement_changes_no_host_route(guest: Lab):
-    guest.tool(TENANT, "ra", "eth0", RA_PREFIX)
+    refused = counter(guest, "ipv6_refused") if guest.mode.firewall else 0
+    sent = packets_sent(guest, TENANT, lambda: guest.tool(TENANT, "ra", "eth0", RA_PREFIX))
+    assert sent >= 1, "the tenant's Router Advertisement never left"
     time.sleep(1)
+    if guest.mode.firewall:  # it reached the host, whose IPv6 rule dropped it
+        assert counter(guest, "ipv6_refused") > refused
     routes = guest.ip(HOST, "-6", "route", "show", "default").stdout
     addresses = guest.ip(HOST, "-6", "addr", "show", "dev", GUEST_BRIDGE, "scope", "global").stdout
     accept_ra = guest.run(HOST, "cat", f"/proc/sys/net/ipv6/conf/{GUEST_BRIDGE}/accept_ra").stdout.strip()
@@ -360,13 +383,18 @@ def test_vm_port_cannot_send_from_an_infrastructure_address(guest: Lab):
     # ARP as the attacker's own address (a forged ARP sender is the other test's).
     guest.ip(ATTACKER, "neigh", "replace", target.overlay, "lladdr", mac_of(guest, target.name, "cloudbr0"),
              "dev", "eth0")
+    refused = counter(guest, "infra_claim_refused", VM_PORT_TABLE) if guest.mode.firewall else 0
+    got = []
     try:
-        got = received_from(guest, MGMT.overlay, lambda: guest.tool(
-            ATTACKER, "send-udp", target.overlay, str(UDP_PORT), MGMT.overlay), target.name)
+        sent = packets_sent(guest, ATTACKER, lambda: got.append(received_from(guest, MGMT.overlay, lambda: guest.tool(
+            ATTACKER, "send-udp", target.overlay, str(UDP_PORT), MGMT.overlay), target.name)))
     finally:
         guest.ip(ATTACKER, "addr", "del", f"{MGMT.overlay}/32", "dev", "eth0", check=False)
         guest.stop(server)
-    assert got == (0 if guest.mode.firewall else 1)
+    assert sent >= 1, "the forged datagram never left"
+    assert got[0] == (0 if guest.mode.firewall else 1)
+    if guest.mode.firewall:  # the VM-port rule dropped it
+        assert counter(guest, "infra_claim_refused", VM_PORT_TABLE) > refused
 
 
 def test_frames_from_a_vm_port_cannot_carry_an_infrastructure_nodes_mac(guest: Lab):
