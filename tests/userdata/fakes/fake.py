@@ -124,6 +124,8 @@ def secretsmanager(state, op, args):
         return 254
     value, token = read_value(opt(args, "--secret-string")), opt(args, "--client-request-token")
     versions = state.setdefault("secret_versions", {}).setdefault(sid, {})
+    if token is not None and versions.get(token) == value:
+        return 0  # the same request again: ignored (PutSecretValue, ClientRequestToken)
     if token is not None and token in versions and versions[token] != value:
         sys.stderr.write("An error occurred (ResourceExistsException) when calling the PutSecretValue operation: "
                          "You can't modify an existing version, you can only create a new version.\n")
@@ -368,6 +370,10 @@ def tls_session(db, user, mode, host, trusted, client):
     return None
 
 
+#: The values both clients take (MySQL manual, "Command Options for Encrypted Connections",
+#: --ssl-mode; Connector/J Developer Guide, sslMode): any other is refused.
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
 #: The mysql client's messages (libmysql; MySQL manual, error 2026 CR_SSL_CONNECTION_ERROR).
 MYSQL_CLIENT = {
     "insecure": "ERROR 3159 (HY000): Connections using insecure transport are prohibited while "
@@ -419,6 +425,8 @@ def option_value(text):
 def mysql_tls(db, options):
     """The mysql client's TLS: an error message or None."""
     mode = options.get("ssl-mode", "PREFERRED").upper()
+    if mode not in SSL_MODES:
+        return f"mysql: [ERROR] Unknown value '{options['ssl-mode']}' for option 'ssl-mode'."
     trusted = []
     if mode in ("VERIFY_CA", "VERIFY_IDENTITY"):
         if not options.get("ssl-ca"):
@@ -709,6 +717,8 @@ def jdbc_tls(db, props):
     if props.get("db.cloud.useSSL") == "true":
         params["useSSL"] = "true"
     mode = params.get("sslMode", "DISABLED" if params.get("useSSL") == "false" else "PREFERRED").upper()
+    if mode not in SSL_MODES:
+        return f"The connection property 'sslMode' acceptable values are: {', '.join(SSL_MODES)}."
     trusted = []
     url = params.get("trustCertificateKeyStoreUrl", "")
     if mode in ("VERIFY_CA", "VERIFY_IDENTITY") and url:
@@ -1029,6 +1039,11 @@ def keytool(state):
     if "-importcert" not in ARGS:
         sys.stderr.write(f"fake keytool: unsupported {ARGS}\n")
         return 2
+    if "-noprompt" not in ARGS:
+        # keytool(1) -importcert asks "Trust this certificate? [no]:" unless -noprompt; with
+        # nothing on stdin the answer is no and nothing is imported.
+        print("Trust this certificate? [no]:  Certificate was not added to keystore")
+        return 1
     if len(password) < 6:
         print("keytool error: java.lang.Exception: Keystore password must be at least 6 characters")
         return 1
