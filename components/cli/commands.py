@@ -23,7 +23,7 @@ from components.model import catalog
 from components.model import ipplan
 from components.model import quotas
 from components.model import tenantlimits
-from components.model.settings import KEYS_BY_NAME, NAMESPACE, SettingsError
+from components.model.settings import KEYS_BY_NAME, NAMESPACE, SettingsError, parse_settings
 from components.model.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
 
 DEFAULT_REGION = "us-east-1"
@@ -410,6 +410,12 @@ def _stack_notes(stack: StackConfig) -> list[str]:
     """What the plan cannot check or what reads differently elsewhere: secrets, YAML numbers."""
     notes = [f"{key} is a secret: the offline plan cannot decrypt it, so its value is not checked "
              "(the default stands in; `pulumi preview` checks the real value)" for key in sorted(stack.secrets)]
+    if not stack.values.get("aws:region"):
+        # pulumi-aws reads an unset or empty aws:region from AWS_REGION / AWS_DEFAULT_REGION or
+        # the profile (its provider configuration, "region"): the plan cannot know which.
+        notes.append(f"aws:region is not set: this plan assumes {DEFAULT_REGION}; `pulumi up` deploys to the "
+                     "region of AWS_REGION, AWS_DEFAULT_REGION or your AWS profile — set it with "
+                     "`pulumi config set aws:region <region>`")
     for full, text in sorted(stack.yaml_numbers.items()):
         namespace, _, name = full.partition(":")
         key = KEYS_BY_NAME.get(name) if namespace == stack.project else None
@@ -589,6 +595,15 @@ def _admin_cidrs(stack: StackConfig) -> list[str]:
     if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
         raise InputError("stack-config", f"{key} = {text!r} [{stack.origins.get(key, 'default')}]: expected a list "
                                        "of CIDRs, e.g. [\"203.0.113.7/32\"]")
+    # The settings' own rule for adminCidrs judges each entry (the other keys are the plan's concern).
+    try:
+        parse_settings({name[len(NAMESPACE) + 1:]: value for name, value in stack.values.items()
+                        if name.startswith(f"{NAMESPACE}:")}, known_keys_only=False)
+    except SettingsError as exc:
+        bad = [p for p in exc.problems if p.key == "adminCidrs"]
+        if bad:
+            raise InputError("stack-config", f"{key} [{stack.origins.get(key, 'default')}]: "
+                                             + "; ".join(p.message for p in bad)) from None
     return cidrs
 
 
@@ -641,8 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=plan_command)
     a = sub.add_parser("admin-access", help="does an address fall inside the stack's adminCidrs? (exit 0 yes, 3 no)")
     a.add_argument("address", help="an IPv4 address, e.g. the one you deploy from")
-    a.add_argument("--stack", default="dev")
-    a.add_argument("--dir", default=".")
+    a.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+    a.add_argument("--dir", default=".", help="project directory (default: the current one)")
     a.set_defaults(handler=admin_access_command)
     k = sub.add_parser("keys", help="list the stack's settings: each key, its default and meaning")
     k.set_defaults(handler=keys_command)

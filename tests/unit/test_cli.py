@@ -161,3 +161,18 @@ def test_admin_access_names_the_stack_and_bad_admin_cidrs(tmp_path, capsys):
     assert main(["admin-access", "--stack", "dev", "--dir", str(tmp_path), "10.1.2.3"]) == 2
     err = capsys.readouterr().err
     assert "cloudstack-ec2:adminCidrs = '10.0.0.0/8' [Pulumi.dev.yaml]: expected a list of CIDRs" in err
+
+
+def test_admin_access_reports_a_malformed_cidr_as_the_plan_would(tmp_path, capsys):
+    write_stack(tmp_path, "dev", {"cloudstack-ec2:adminCidrs": ["10.0.0.0/33"]})
+    assert main(["admin-access", "--stack", "dev", "--dir", str(tmp_path), "10.1.2.3"]) == 2
+    err = capsys.readouterr().err
+    assert "cloudstack-ec2:adminCidrs [Pulumi.dev.yaml]: '10.0.0.0/33' is not an IPv4 CIDR (" in err
+    assert "netmask" in err
+    assert "is not in adminCidrs" not in err
+
+
+def test_admin_access_flags_have_help():
+    result = subprocess.run([console_script(), "admin-access", "--help"], cwd=ROOT, env=offline_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert "reads Pulumi.<stack>.yaml" in result.stdout and "project directory" in result.stdout

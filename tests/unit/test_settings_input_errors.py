@@ -187,3 +187,27 @@ def test_partition_of_each_region_form():
                                               "us-isof-south-1", "us-gov-east-1", "il-central-1")] == [
         "aws-iso-b", "aws-iso", "aws-iso-e", "aws-iso-f", "aws-us-gov", "aws"]
     assert all(regions.region_problem(r) is None for r in regions.known_regions())
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("c5n.larg", "c5n.large"),       # a misspelt size of a known family
+    ("c5m.large", "c5.large"),       # a misspelt family of a known size
+    ("t3.small", None),              # a real type of another family: no lookalike offered
+    ("t3.nano", None),
+])
+def test_nearest_type_keeps_the_family_or_the_size(name, expected):
+    from components.model.settings.instancetypes import nearest_known_type
+    assert nearest_known_type(name) == expected
+
+
+def test_plan_does_not_offer_a_lookalike_of_another_family(plan):
+    result = plan("routerInstanceType=t3.small")
+    assert result.returncode == 0, result.stderr
+    warning = next(w for w in result.stdout.splitlines() if "routerInstanceType t3.small" in w)
+    assert "nearest type" not in warning
+
+
+def test_plan_says_which_region_an_unset_region_means(plan):
+    result = plan("aws:region=")
+    assert result.returncode == 0, result.stderr
+    assert "aws:region is not set: this plan assumes us-east-1" in result.stdout

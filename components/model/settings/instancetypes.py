@@ -39,11 +39,20 @@ def known_not_nitro(name: str) -> bool:
 
 
 def nearest_known_type(name: str) -> Optional[str]:
-    """The type of the offline table (components/model/catalog.py) nearest to `name`, or None."""
+    """The type of the offline table (components/model/catalog.py) nearest to `name`, or None.
+
+    Only a type that keeps `name`'s family or its size is offered (c5n.larg: c5n.large;
+    c5m.large: c5.large): a real type of another family, such as t3.small, is no misspelling
+    of a table type that merely shares letters with it (i3.metal)."""
     # Imported here: the catalog's table imports this package for InstanceFacts.
     from components.model import catalog
 
-    return nearest(name, catalog.known_instance_types())
+    close = nearest(name, catalog.known_instance_types())
+    if close is None:
+        return None
+    family, _, size = name.strip().lower().partition(".")
+    close_family, _, close_size = close.partition(".")
+    return close if family == close_family or size == close_size else None
 
 
 def _nearest_hint(name: str) -> str:

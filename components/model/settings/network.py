@@ -41,8 +41,10 @@ def _cidrs(c: rules.Check, texts: list, accepted: str = "") -> list[ipaddress.IP
     for text in texts:
         try:
             parsed.append(ipaddress.IPv4Network(text))
-        except ValueError:
-            c.problem(f"{text!r} is not an IPv4 CIDR{accepted}")
+        except ValueError as exc:
+            # ipaddress says which part is wrong: the prefix ("not a valid netmask"), host bits
+            # ("has host bits set") or the address itself.
+            c.problem(f"{text!r} is not an IPv4 CIDR ({exc}){accepted}")
     return parsed
 
 
@@ -103,7 +105,7 @@ def _admin_cidrs(c: rules.Check, texts: list) -> list[ipaddress.IPv4Network]:
     if not texts and not c.has_problem():
         c.problem('must name who may reach the UI/API, e.g. ["203.0.113.7/32"] '
                   '(pulumi config set --path "adminCidrs[0]" <your address>/32)')
-    return _cidrs(c, texts, " (host bits must be zero, e.g. 203.0.113.0/24)")
+    return _cidrs(c, texts, ": give one like 203.0.113.0/24")
 
 
 def _tenant_vpc_access_cidrs(c: rules.Check, texts: list) -> list[ipaddress.IPv4Network]:
