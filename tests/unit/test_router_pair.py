@@ -343,3 +343,65 @@ def test_a_second_router_takes_three_addresses_of_the_dedicated_subnet():
     parse_settings(dev_raw(cloudstackSubnetCidr="10.0.0.0/28", hostCount=2, routerCount=2))
     with pytest.raises(SettingsError, match=r"it holds at most 2 hosts"):
         parse_settings(dev_raw(cloudstackSubnetCidr="10.0.0.0/28", hostCount=3, routerCount=2))
+
+
+# --- the production example stack and the plan ------------------------------------------------
+
+def test_the_production_example_plans_offline_with_two_routers(capsys):
+    from planrun import cli
+
+    result = cli(capsys, "plan", "--stack", "prod", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    a = report["availability"]
+    assert a["routerCount"] == 2 and a["gateway"] == "10.100.0.1"
+    assert [r["role"] for r in a["routers"]] == ["preferred active", "standby"]
+    assert len({r["privateIp"] for r in a["routers"]}) == 2
+    assert a["failover"]["routeTables"] == 3 and a["failover"]["detectionSeconds"] == 3
+    assert [r["instance"] for r in a["recovery"] if r["alarm"]] == ["router", "router-1", "management"]
+    [router_line] = [l for l in report["cost"]["lines"] if l["item"].startswith("router ")]
+    assert router_line["quantity"] == 2 and router_line["item"] == "router c5n.large (active/standby pair)"
+    assert report["ipPlan"]["multicastMembers"] == 2 + 1 + 3
+
+    text = cli(capsys, "plan", "--stack", "prod")
+    assert text.returncode == 0, text.stderr
+    assert "virtual gateway (VRRP)          10.100.0.1" in text.stdout
+    assert "Router pair (routerCount 2): virtual gateway 10.100.0.1, held by the active router" in text.stdout
+    assert "IP protocol 112 from this group" in text.stdout
+    assert "recovery alarm on router-1 (c5n.large): StatusCheckFailed_System -> ec2:recover" in text.stdout
+
+
+def test_the_one_router_stacks_stay_one_router_and_say_they_have_no_failover(capsys):
+    from planrun import cli
+
+    for stack in ("dev", "training"):
+        result = cli(capsys, "plan", "--stack", stack, "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["availability"]["routerCount"] == 1 and report["availability"]["failover"] is None
+        [router_line] = [l for l in report["cost"]["lines"] if l["item"].startswith("router ")]
+        assert router_line["quantity"] == 1
+    text = cli(capsys, "plan", "--stack", "dev").stdout
+    assert "Router: one (routerCount 1), gateway 10.100.0.1, no failover" in text
+    assert "router (overlay gateway)        10.100.0.1" in text
+
+
+def test_the_second_router_costs_one_more_instance_and_root_volume_not_more_elastic_ips():
+    from components.model import catalog
+
+    one, two = (catalog.estimate(parse_settings(dev_raw(routerCount=n))) for n in (1, 2))
+    lines = {n: {l.item.split(" (")[0]: l for l in e.lines} for n, e in ((1, one), (2, two))}
+    router = catalog.ec2_hourly("c5n.large")
+    assert two.hourly - one.hourly == pytest.approx(
+        router + 50 * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH
+        + catalog.CLOUDWATCH_ALARM_MONTH / catalog.HOURS_PER_MONTH)
+    assert lines[1]["Elastic IPs"].quantity == lines[2]["Elastic IPs"].quantity == 3
+    assert lines[2]["CloudWatch alarms"].quantity == 3
+
+
+def test_going_back_to_one_router_warns_to_refresh_first(pair, one):
+    shrunk = later_run(pair, 1)
+    [warning] = [w for w in shrunk.warnings if "routerCount 2 -> 1" in w]
+    assert "`pulumi up --refresh`" in warning and "puts them back on router 0" in warning
+    assert not [w for w in later_run(one, 2).warnings if "routerCount" in w]
+    assert not [w for w in later_run(pair, 2).warnings if "routerCount" in w]
