@@ -237,7 +237,7 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
     recovered = sum(recovery.supports_recovery(t) for _, t in recovery.targets(
         settings.router_instance_type, routers, settings.management_instance_type))
     if recovered:
-        lines.append(CostLine("CloudWatch alarms (instance recovery)", recovered, CLOUDWATCH_ALARM_MONTH * per_month))
+        lines.append(CostLine("CloudWatch recovery alarms", recovered, CLOUDWATCH_ALARM_MONTH * per_month))
     return CostEstimate(tuple(lines))
 
 

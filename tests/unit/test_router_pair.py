@@ -396,7 +396,7 @@ def test_the_second_router_costs_one_more_instance_and_root_volume_not_more_elas
         router + 50 * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH
         + catalog.CLOUDWATCH_ALARM_MONTH / catalog.HOURS_PER_MONTH)
     assert lines[1]["Elastic IPs"].quantity == lines[2]["Elastic IPs"].quantity == 3
-    assert lines[2]["CloudWatch alarms"].quantity == 3
+    assert lines[2]["CloudWatch recovery alarms"].quantity == 3
 
 
 def test_going_back_to_one_router_warns_to_refresh_first(pair, one):
@@ -405,3 +405,19 @@ def test_going_back_to_one_router_warns_to_refresh_first(pair, one):
     assert "`pulumi up --refresh`" in warning and "puts them back on router 0" in warning
     assert not [w for w in later_run(one, 2).warnings if "routerCount" in w]
     assert not [w for w in later_run(pair, 2).warnings if "routerCount" in w]
+
+
+def test_the_ip_plan_counts_a_second_router_as_a_member_and_three_subnet_addresses():
+    import ipaddress
+
+    from components.model import ipplan
+
+    overlay, subnet = ipaddress.IPv4Network("10.100.0.0/16"), ipaddress.IPv4Network("10.0.0.0/24")
+    one, two = ipplan.host_limit(overlay, subnet), ipplan.host_limit(overlay, subnet, router_count=2)
+    assert (one.multicast - two.multicast, one.subnet - two.subnet) == (1, ipplan.ROUTER_SUBNET_ADDRESSES)
+    plan = ipplan.build_plan(overlay_cidr="10.100.0.0/16", vpc_cidr="10.0.0.0/16", host_count=2,
+                             guest_cidr="10.1.1.0/24", guest_vlans=(1000, 1999), router_count=2)
+    assert plan.multicast_members == 2 + 1 + 2 and plan.router == ipaddress.IPv4Address("10.100.0.1")
+    with pytest.raises(ValueError, match="router_count 3 must be 1..2"):
+        ipplan.build_plan(overlay_cidr="10.100.0.0/16", vpc_cidr="10.0.0.0/16", host_count=2,
+                          guest_cidr="10.1.1.0/24", guest_vlans=(1000, 1999), router_count=3)
