@@ -421,3 +421,15 @@ def test_the_ip_plan_counts_a_second_router_as_a_member_and_three_subnet_address
     with pytest.raises(ValueError, match="router_count 3 must be 1..2"):
         ipplan.build_plan(overlay_cidr="10.100.0.0/16", vpc_cidr="10.0.0.0/16", host_count=2,
                           guest_cidr="10.1.1.0/24", guest_vlans=(1000, 1999), router_count=3)
+
+
+def test_both_routers_boot_the_same_script_with_the_same_rules_but_their_own_addresses(pair):
+    """README's isolation table holds on both: the routers' boot scripts (firewall, NAT, DNS,
+    forwards, budgets) differ only in each router's own name and its own two addresses."""
+    scripts = [pair.boot_script(pair.instance(n)).splitlines() for n in ("router", "router-1")]
+    assert len(scripts[0]) == len(scripts[1])
+    differing = {a.split("=", 1)[0] for a, b in zip(*scripts) if a != b}
+    assert differing == {"CSEC2_HOSTNAME", "CSEC2_FQDN", "CONSOLE_ADDRESS", "TENANT_ADDRESS"}
+    env0, env1 = (pair.boot_env(pair.instance(n)) for n in ("router", "router-1"))
+    assert env1["CSEC2_FQDN"] == "router-1.cloudstack.internal"
+    assert {env0["CONSOLE_ADDRESS"], env0["TENANT_ADDRESS"]}.isdisjoint({env1["CONSOLE_ADDRESS"], env1["TENANT_ADDRESS"]})
