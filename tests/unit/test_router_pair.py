@@ -433,3 +433,16 @@ def test_both_routers_boot_the_same_script_with_the_same_rules_but_their_own_add
     env0, env1 = (pair.boot_env(pair.instance(n)) for n in ("router", "router-1"))
     assert env1["CSEC2_FQDN"] == "router-1.cloudstack.internal"
     assert {env0["CONSOLE_ADDRESS"], env0["TENANT_ADDRESS"]}.isdisjoint({env1["CONSOLE_ADDRESS"], env1["TENANT_ADDRESS"]})
+
+
+def test_the_recovery_table_takes_metal_sizes_and_refuses_instance_store_families():
+    from components.model import recovery
+
+    for supported in ("c5n.large", "c5n.metal", "m6i.xlarge", "m5zn.metal", "C5N.LARGE"):
+        assert recovery.supports_recovery(supported), supported
+    # An instance store volume makes the recovery fail (EC2 User Guide).
+    for unsupported in ("c5d.metal", "i3.metal", "m5d.large"):
+        assert not recovery.supports_recovery(unsupported), unsupported
+    assert recovery.recover_action_arn("aws-cn", "cn-north-1") == "arn:aws-cn:automate:cn-north-1:ec2:recover"
+    assert recovery.targets("c5n.large", 2, "m6i.xlarge") == [
+        ("router", "c5n.large"), ("router-1", "c5n.large"), ("management", "m6i.xlarge")]
