@@ -446,3 +446,21 @@ def test_the_recovery_table_takes_metal_sizes_and_refuses_instance_store_familie
     assert recovery.recover_action_arn("aws-cn", "cn-north-1") == "arn:aws-cn:automate:cn-north-1:ec2:recover"
     assert recovery.targets("c5n.large", 2, "m6i.xlarge") == [
         ("router", "c5n.large"), ("router-1", "c5n.large"), ("management", "m6i.xlarge")]
+
+
+def test_the_offline_rules_refuse_an_ec2_action_cloudwatch_would_refuse():
+    from components.model import aws_constraints
+
+    good = {"namespace": "AWS/EC2", "metricName": "StatusCheckFailed_System",
+            "dimensions": {"InstanceId": "i-0123456789abcdef0"},
+            "alarmActions": ["arn:aws:automate:us-east-1:ec2:recover"]}
+
+    def problems(**changes):
+        return [v.message for v in aws_constraints.check_inputs(ALARM, "a", {**good, **changes})]
+
+    assert problems() == []
+    assert any("valid only on an AWS/EC2 metric" in p for p in problems(dimensions={"AutoScalingGroupName": "g"}))
+    assert any("valid only on an AWS/EC2 metric" in p for p in problems(namespace="CWAgent"))
+    assert any("the alarm is in us-east-1" in p
+               for p in problems(alarmActions=["arn:aws:automate:eu-west-1:ec2:recover"]))
+    assert any("at most 5" in p for p in problems(okActions=[f"arn:aws:sns:us-east-1:1:t{i}" for i in range(6)]))
