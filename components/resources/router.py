@@ -27,8 +27,8 @@ SECONDARY_ADDRESSES = ROUTER_INTERFACE_ADDRESSES - 1
 EIP_ROLES = ("infrastructure", "console", "tenant")
 
 #: With a pair, what the active router changes on AWS and Pulumi must not put back: like
-#: chime/alternat (whose README warns that it must be the only owner of the routes it
-#: replaces) and ClusterLabs' aws-vpc-move-ip (which ReplaceRoutes the address to its own
+#: chime/alternat (whose README warns that it must own the routes it replaces) and
+#: ClusterLabs' aws-vpc-move-ip (which ReplaceRoutes the address to its own
 #: interface), the takeover owns the overlay route's target, and a `pulumi up` that put
 #: router 0 back would undo every failover. The same holds for the Elastic IPs the takeover
 #: re-associates (EC2 AssociateAddress). With one router Pulumi owns both again, and puts
@@ -59,15 +59,13 @@ class RouterMember:
     tenant_private_ip: pulumi.Output[str]
 
 
-
 @dataclass(frozen=True)
 class OverlayRouterArgs:
     instance: InstanceSpec
-    #: The router's user data (base64) from its console address and its tenants' address:
-    #: the interface's second and third private IPv4, which EC2 picks (overlay-network.sh
-    #: CONSOLE_ADDRESS, TENANT_ADDRESS).
-    #: Called once per router with its console and tenants' addresses and, with routerCount
-    #: 2, what it must know of the pair (None with one router).
+    #: A router's user data (base64), called once per router with its console address and
+    #: its tenants' address (its interface's second and third private IPv4, which EC2 picks;
+    #: overlay-network.sh CONSOLE_ADDRESS, TENANT_ADDRESS) and, with `count` 2, what it must
+    #: know of the pair (None with one router).
     render_user_data: Callable[[pulumi.Output[str], pulumi.Output[str], Optional[RouterPairInputs]],
                                pulumi.Input[str]]
     overlay_cidr: str
@@ -109,9 +107,15 @@ class OverlayRouter(pulumi.ComponentResource):
     one is the console address, the higher one the tenants'; later the console address stays
     the one of the last update (see _secondary_addresses).
 
+    With `count` 2 a second router ("<name>-1": its own instance, interface and console and
+    tenants' addresses) stands by; router 0 keeps the names of a single router. Both share
+    the role, the Elastic IPs (associated with router 0 at first) and the overlay routes
+    (to router 0 at first), which the active router takes over (takeover_grants). `members`:
+    each router (RouterMember), router 0 first.
+
     Outputs: instance_id, private_ip, public_ip, eni_id, console_private_ip,
-    console_public_ip, tenant_private_ip, tenant_public_ip, console_forwards_parameter (the
-    SSM parameter's name, or None without a parameter root).
+    console_public_ip, tenant_private_ip, tenant_public_ip (router 0's), console_forwards_parameter
+    (the SSM parameter's name, or None without a parameter root), instance_ids (every router's).
     """
 
     def __init__(self, name: str, args: OverlayRouterArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -170,7 +174,9 @@ class OverlayRouter(pulumi.ComponentResource):
         })
 
     @staticmethod
-    def _pair_inputs(index: int, interfaces: list, route_table_ids: Sequence[pulumi.Input[str]],
+    def _pair_inputs(index: int, interfaces: Sequence[tuple[aws.ec2.NetworkInterface, pulumi.Output[str],
+                                                            pulumi.Output[str]]],
+                     route_table_ids: Sequence[pulumi.Input[str]],
                      eips: Sequence[aws.ec2.Eip]) -> RouterPairInputs:
         """What router `index` of the pair is told (RouterPairInputs)."""
         peer_eni = interfaces[1 - index][0]
