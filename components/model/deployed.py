@@ -161,8 +161,20 @@ def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
     return warnings
 
 
-def router_count_warnings(settings: Settings, deployed: Deployed) -> list[str]:
-    """What going from a router pair back to one router needs (nothing otherwise)."""
+def router_count_warnings(settings: Settings, deployed: Deployed, stack: str) -> list[str]:
+    """What a change of routerCount on a deployed stack needs (nothing otherwise). `stack`:
+    the stack's name (in the URN to replace)."""
+    if deployed.router_count == 1 and settings.router_count > 1:
+        # Router 0 keeps the boot script it started with (components/resources/node.py):
+        # one that knows nothing of a peer.
+        return [
+            "routerCount 1 -> 2 adds router 1 beside the running router, which is not replaced and keeps its "
+            "addresses and Elastic IPs; but it runs the one-router boot script it started with and takes no part "
+            "in the pair. Router 1 becomes the active router once it has booted (it takes the gateway address, the "
+            "overlay route and the Elastic IPs). Once this update has completed, replace router 0 in a second "
+            f"update so that it boots as the pair's preferred router: `pulumi up --replace "
+            f"'{instance_urn(stack, 'OverlayRouter', 'router')}'` (router 1 carries the traffic meanwhile; router 0 "
+            "takes it back when it is up: one failover)."]
     if deployed.router_count < 2 or settings.router_count > 1:
         return []
     return [

@@ -403,8 +403,15 @@ def test_going_back_to_one_router_warns_to_refresh_first(pair, one):
     shrunk = later_run(pair, 1)
     [warning] = [w for w in shrunk.warnings if "routerCount 2 -> 1" in w]
     assert "`pulumi up --refresh`" in warning and "puts them back on router 0" in warning
-    assert not [w for w in later_run(one, 2).warnings if "routerCount" in w]
     assert not [w for w in later_run(pair, 2).warnings if "routerCount" in w]
+    assert not [w for w in later_run(one, 1).warnings if "routerCount" in w]
+
+
+def test_adding_a_second_router_says_to_replace_router_0_in_a_second_update(one):
+    [warning] = [w for w in later_run(one, 2).warnings if "routerCount 1 -> 2" in w]
+    assert ("`pulumi up --replace 'urn:pulumi:dev::cloudstack-ec2::cloudstack-ec2:index:OverlayRouter"
+            "$aws:ec2/instance:Instance::router'`") in warning
+    assert "in a second update" in warning and "is not replaced" in warning
 
 
 def test_the_ip_plan_counts_a_second_router_as_a_member_and_three_subnet_addresses():
