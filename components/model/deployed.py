@@ -180,10 +180,11 @@ def router_count_warnings(settings: Settings, deployed: Deployed, stack: str) ->
     return [
         "routerCount 2 -> 1 deletes router 1. Either router may be the active one: if router 1 is, the overlay "
         "route and the Elastic IPs point at it, and the state still names router 0 (with a pair Pulumi left them "
-        "to the active router). Run this update as `pulumi up --refresh`: the refresh reads where they point and "
-        "the update, with one router owning them again, puts them back on router 0 before router 1 is deleted "
-        "(the cloud's traffic pauses as in a failover). Without the refresh nothing is put back and the overlay "
-        "loses its gateway until a refresh and an update."]
+        "to the active router). Run this update as `pulumi up --refresh` (or `.venv/bin/cloudstack-ec2 refresh`, "
+        "then `.venv/bin/cloudstack-ec2 up`): the refresh reads where they point and the update, with one router "
+        "owning them again, puts them back on router 0 before router 1 is deleted (the cloud's traffic pauses as "
+        "in a failover). Without the refresh nothing is put back and the overlay loses its gateway until a "
+        "refresh and an update."]
 
 
 def upgrading_database(settings: Settings, deployed: Deployed) -> bool:
