@@ -685,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set hostCount=5, --set aws:region=eu-west-1, --set 'adminCidrs[0]=203.0.113.7/32'")
     p.add_argument("--json", action="store_true",
                    help="print the whole plan as JSON (schemaVersion, project, stack, region, summary, warnings, "
-                        "ipPlan, resources, tenants, hostCapacity, registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
+                        "ipPlan, resources, tenants, availability, hostCapacity, registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
                         "stack and either problems (the settings) or error (kind, message)")
     p.add_argument("--max-hourly-usd", type=float, metavar="USD",
                    help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")
