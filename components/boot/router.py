@@ -10,6 +10,14 @@ from components.boot.overlay import OverlayConfig
 
 
 @dataclass(frozen=True)
+class RouterPairBoot:
+    index: int                         # 0 or 1; router 0 is the preferred active one
+    peer_private_ip: str               # the other router's primary VPC address (VRRP unicast peer)
+    route_table_ids: tuple[str, ...]   # every managed route table whose overlay-CIDR route the active router takes
+    eip_allocations: Mapping[str, str] # {"infrastructure": "eipalloc-..", "console": "eipalloc-..", "tenant": "eipalloc-.."}
+
+
+@dataclass(frozen=True)
 class RouterBoot:
     aws_region: str
     prefix: str                      # "/cloudstack-ec2/<stack>"
@@ -17,6 +25,7 @@ class RouterBoot:
     overlay: OverlayConfig           # role "router"
     boot_bucket: str                 # the deployment's boot-script bucket (BootScriptBucket.bucket_name)
     waits: BootWaits = field(default_factory=BootWaits)
+    pair: Optional[RouterPairBoot] = None
 
 
 def router_environment(boot: RouterBoot) -> dict[str, str]:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Optional, TextIO
 from components.model import catalog
 from components.model import ipplan
 from components.model import quotas
+from components.model import recovery
 from components.model import tenantlimits
 from components.model.settings import KEYS_BY_NAME, NAMESPACE, SettingsError, parse_settings
 from components.model.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
@@ -32,11 +33,17 @@ JSON_SCHEMA_VERSION = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_OVER_BUDGET = 4
 TOP_LEVEL = "stack"
-COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "KvmHostPool",
-                   "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
+COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "RecoveryAlarms",
+                   "KvmHostPool", "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
+#: Seconds a pair's standby waits for adverts before it takes over from a router that died
+#: without a word: three advert intervals of keepalived's advert_int 1 (RFC 5798 section 6.1,
+#: Master_Down_Interval = 3 x Advertisement_Interval + Skew_Time). A router stopped cleanly
+#: sends a priority-0 advert and hands over at once.
+FAILOVER_DETECTION_SECONDS = 3
 
 #: What to show of each resource type: (label, input or state key path).
 KEY_PROPERTIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "aws:cloudwatch/metricAlarm:MetricAlarm": (("metric", "metricName"), ("actions", "alarmActions")),
     "aws:ec2/vpc:Vpc": (("cidr", "cidrBlock"),),
     "aws:ec2/subnet:Subnet": (("cidr", "cidrBlock"), ("az", "availabilityZone")),
     "aws:ec2/routeTable:RouteTable": (("routes", "routes"),),
@@ -153,7 +160,7 @@ def _resources(run) -> list[dict]:
 
 def _vcpus_by_quota(settings, every_host: list[str]) -> list[dict]:
     """The vCPUs of the router, the management server and each host type, per EC2 vCPU quota."""
-    roles = [("router", settings.router_instance_type, 1),
+    roles = [("router", settings.router_instance_type, settings.router_count),
              ("management server", settings.management_instance_type, 1)] + [
         ("KVM host", t, every_host.count(t)) for t in dict.fromkeys(every_host)]
     vcpus: dict[str, dict] = {}
@@ -200,7 +207,8 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
     `summary.hostTypes` lists [{"instanceType", "hosts"}] in host order: existing hosts keep
     their type, so after a hostInstanceType change there are several."""
     settings, spec = run.result.settings, run.result.registration
-    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr)
+    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr,
+                              router_count=settings.router_count)
     # Existing hosts keep their instance type (and cluster): the program's own answer.
     host_types = run.result.host_types.types if run.result.host_types else None
     clusters = run.result.host_clusters or tuple(settings.cluster_of_host(i) for i in range(settings.host_count))
@@ -217,6 +225,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
             "components": len({r["component"] for r in resources} - {TOP_LEVEL}),
             "topLevel": sum(1 for r in resources if r["component"] == TOP_LEVEL),
             "hosts": settings.host_count, "hostInstanceType": settings.host_instance_type,
+            "routerCount": settings.router_count,
             "hostTypes": [{"instanceType": t, "hosts": every_host.count(t)} for t in dict.fromkeys(every_host)],
             "clusters": len(set(clusters)), "hostsPerCluster": settings.hosts_per_cluster,
             "vcpusByQuota": _vcpus_by_quota(settings, every_host),
@@ -229,6 +238,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         "ipPlan": _ip_plan(settings, clusters),
         "resources": resources,
         "tenants": _tenants(settings),
+        "availability": _availability(run),
         "hostCapacity": _host_capacity(settings, host_types),
         "registration": None if spec is None else dataclasses.asdict(spec),
         "cost": {"lines": cost_lines, "hourlyUsd": round(estimate.hourly, 4), "monthlyUsd": round(estimate.monthly, 2),
@@ -248,6 +258,7 @@ def render(report: dict, out: TextIO) -> None:
     """The plan for a reader: the summary first, then warnings, IP plan, resources, registration, cost."""
     _render_summary(report, out)
     _render_ip_plan(report, out)
+    _render_availability(report, out)
     _render_resources(report, out)
     _render_registration(report["registration"], out)
     _render_capacity_and_cost(report, out)
@@ -284,11 +295,54 @@ def _tenants(settings) -> dict:
             "budgets": tenantlimits.summary()}
 
 
+def _availability(run) -> dict:
+    """The routers, the virtual gateway and the failover path; which instances EC2 recovers."""
+    settings = run.result.settings
+    router = run.outputs.get("router") or {}
+    tables = sum(1 for r in run.registrations if r.type == "aws:ec2/route:Route"
+                 and r.name.startswith("router-overlay-route-"))
+    pair = router.get("pair") or []
+    routers = [{"index": i, "privateIp": m.get("privateIp"), "role": "preferred active" if i == 0 else "standby"}
+               for i, m in enumerate(pair)] or [{"index": 0, "privateIp": router.get("privateIp"), "role": "only"}]
+    targets = recovery.targets(settings.router_instance_type, settings.router_count,
+                               settings.management_instance_type)
+    return {
+        "routerCount": settings.router_count, "gateway": str(settings.ip_plan().router), "routers": routers,
+        "failover": None if settings.router_count < 2 else {
+            "vrrp": "unicast between the routers' VPC addresses, never on the overlay",
+            "detectionSeconds": FAILOVER_DETECTION_SECONDS, "routeTables": tables,
+            "takes": f"the overlay route in {tables} route table(s) (ReplaceRoute) and the 3 Elastic IPs "
+                     "(AssociateAddress: infrastructure, console, tenants')"},
+        "recovery": [{"instance": name, "instanceType": t, "alarm": recovery.supports_recovery(t)}
+                     for name, t in targets],
+    }
+
+
+def _render_availability(report: dict, out: TextIO) -> None:
+    w = out.write
+    a = report["availability"]
+    if a["failover"] is None:
+        w(f"\nRouter: one (routerCount 1), gateway {a['gateway']}, no failover: if it stops, the overlay loses "
+          "the internet, DNS, the UI forward and storage until EC2 recovers it or it is replaced\n")
+    else:
+        f = a["failover"]
+        w(f"\nRouter pair (routerCount 2): virtual gateway {a['gateway']}, held by the active router\n")
+        for r in a["routers"]:
+            w(f"  router {r['index']} ({r['role']}): VPC address {r['privateIp']}\n")
+        w(f"  VRRP: {f['vrrp']}; a dead active router is detected in about {f['detectionSeconds']} s\n")
+        w(f"  failover: the new active router takes {f['takes']}\n")
+    for r in a["recovery"]:
+        w(f"  recovery alarm on {r['instance']} ({r['instanceType']}): "
+          + ("StatusCheckFailed_System -> ec2:recover" if r["alarm"] else recovery.not_recovered_reason(
+              r["instanceType"])) + "\n")
+
+
 def _render_ip_plan(report: dict, out: TextIO) -> None:
     w = out.write
     summary, ip, limit = report["summary"], report["ipPlan"], report["summary"]["hostLimit"]
     w(f"\nIP plan (overlay {ip['overlay']}, VPC {ip['vpc']}, dedicated subnet {ip['dedicatedSubnet']})\n")
-    rows = [("router (overlay gateway)", ip["router"])]
+    rows = [("router (overlay gateway)" if summary.get("routerCount", 1) == 1 else "virtual gateway (VRRP)",
+             ip["router"])]
     rows += [(f"management server {i}", a) for i, a in enumerate(ip["managementServers"])]
     rows += [(f"KVM host {h['index']} (cluster {h['cluster']})", h["overlayIp"]) for h in ip["hosts"]]
     rows += [
@@ -646,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set hostCount=5, --set aws:region=eu-west-1, --set 'adminCidrs[0]=203.0.113.7/32'")
     p.add_argument("--json", action="store_true",
                    help="print the whole plan as JSON (schemaVersion, project, stack, region, summary, warnings, "
-                        "ipPlan, resources, tenants, hostCapacity, registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
+                        "ipPlan, resources, tenants, availability, hostCapacity, registration, cost, outputs); when there is no plan (exit 2), schemaVersion, project, "
                         "stack and either problems (the settings) or error (kind, message)")
     p.add_argument("--max-hourly-usd", type=float, metavar="USD",
                    help="exit 4 when the estimated hourly cost is above USD (or an item has no known price)")

@@ -199,7 +199,9 @@ class OfflineMocks(pulumi.runtime.Mocks):
             self._interfaces[rid] = primary
             self._interface_addresses[rid] = 1 + len(others)
         elif typ == "aws:ec2/eip:Eip":
-            state.update(public_ip=str(PUBLIC_ADDRESSES.network_address + 1 + n % 253))
+            # A VPC Elastic IP's id is its allocation id (EC2 AllocateAddress: eipalloc-...).
+            rid = f"eipalloc-{n:017x}"
+            state.update(public_ip=str(PUBLIC_ADDRESSES.network_address + 1 + n % 253), allocation_id=rid)
         elif typ == "aws:ec2/vpc:Vpc":
             rid = f"vpc-{n:017x}"
             state.update(main_route_table_id=f"rtb-{n + 9000:017x}")

@@ -553,6 +553,36 @@ def _check_log_group(found: _Found, inputs: Mapping[str, Any]) -> None:
                   "CloudWatch Logs API reference PutRetentionPolicy retentionInDays")
 
 
+#: An alarm action on the instance its metric names (CloudWatch API reference PutMetricAlarm
+#: AlarmActions: arn:<partition>:automate:<region>:ec2:stop | terminate | reboot | recover).
+_EC2_ALARM_ACTION = re.compile(r"^arn:([a-z-]+):automate:([a-z0-9-]+):ec2:(stop|terminate|reboot|recover)$")
+#: PutMetricAlarm AlarmActions, OKActions: "Maximum number of 5 items".
+ALARM_ACTIONS_MAX = 5
+
+
+def _check_metric_alarm(found: _Found, inputs: Mapping[str, Any]) -> None:
+    """An EC2 action acts on the instance of the alarm's metric: only an alarm on an AWS/EC2
+    metric with an InstanceId dimension, in the alarm's own region, may have one
+    (CloudWatch User Guide, "Create alarms to stop, terminate, reboot, or recover an EC2
+    instance"; PutMetricAlarm refuses the action otherwise)."""
+    for key in ("alarmActions", "okActions", "insufficientDataActions"):
+        actions = [_unwrap(a) for a in (_unwrap(inputs.get(key)) or [])]
+        if len(actions) > ALARM_ACTIONS_MAX:
+            found.add(key, actions, f"has {len(actions)} actions; CloudWatch accepts at most {ALARM_ACTIONS_MAX}",
+                      "CloudWatch API reference PutMetricAlarm")
+        for action in actions:
+            match = _EC2_ALARM_ACTION.match(action) if isinstance(action, str) else None
+            if match is None:
+                continue
+            dimensions = _unwrap(inputs.get("dimensions")) or {}
+            if _unwrap(inputs.get("namespace")) != "AWS/EC2" or "InstanceId" not in dimensions:
+                found.add(key, action, "is an EC2 action, valid only on an AWS/EC2 metric with an InstanceId "
+                          "dimension", "CloudWatch User Guide, alarms that stop, terminate, reboot or recover an instance")
+            if match.group(2) != found.region:
+                found.add(key, action, f"names the region {match.group(2)}; the alarm is in {found.region}",
+                          "CloudWatch API reference PutMetricAlarm AlarmActions")
+
+
 #: The checks of one resource type beyond its string rules, tags and IAM documents.
 _TYPE_CHECKS: dict[str, Callable[[_Found, Mapping[str, Any]], None]] = {
     "aws:ssm/parameter:Parameter": _check_ssm_parameter,
@@ -560,6 +590,7 @@ _TYPE_CHECKS: dict[str, Callable[[_Found, Mapping[str, Any]], None]] = {
     "aws:ec2/eip:Eip": _check_eip,
     "aws:rds/instance:Instance": _check_rds_instance,
     "aws:cloudwatch/logGroup:LogGroup": _check_log_group,
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _check_metric_alarm,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from components.model import recovery
 from components.model.settings import InstanceFacts, Settings
 
 PRICE_REGION = "us-east-1"
@@ -117,6 +118,8 @@ PUBLIC_IPV4_HOUR = 0.005
 TGW_ATTACHMENT_HOUR = 0.05
 EFS_PROVISIONED_MIBPS_MONTH = 6.00
 SECRET_MONTH = 0.40
+#: A standard-resolution CloudWatch alarm on one metric (CloudWatch pricing, "Alarm metrics").
+CLOUDWATCH_ALARM_MONTH = 0.10
 SECRETS_PER_STACK = 5
 
 USAGE_BASED = (
@@ -198,18 +201,21 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
     host of `hostInstanceType`."""
     per_month = 1 / HOURS_PER_MONTH
     host_types = list(host_types) if host_types is not None else [settings.host_instance_type] * settings.host_count
+    routers = settings.router_count
     lines = [
-        CostLine(f"router {settings.router_instance_type}", 1, ec2_hourly(settings.router_instance_type)),
+        CostLine(f"router {settings.router_instance_type}" + (" (active/standby pair)" if routers > 1 else ""),
+                 routers, ec2_hourly(settings.router_instance_type)),
         CostLine(f"management server {settings.management_instance_type}", 1,
                  ec2_hourly(settings.management_instance_type)),
     ] + [
         CostLine(f"KVM host {t}", host_types.count(t), ec2_hourly(t)) for t in dict.fromkeys(host_types)
     ] + [
-        CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (2 + settings.host_count),
+        CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (routers + 1 + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
         # The router's address (UI/API, the infrastructure's egress, vmForwards), its console
         # address (components/model/consoles.py) and the address tenants and system VMs leave
         # with (components/resources/router.py): AWS bills every public IPv4 address.
+        # One set for the pair: the active router holds them (components/resources/router.py).
         CostLine("Elastic IPs (router)", 3, PUBLIC_IPV4_HOUR),
         CostLine("Transit Gateway VPC attachment", 1, TGW_ATTACHMENT_HOUR),
     ]
@@ -228,6 +234,10 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
         lines.append(CostLine("EFS provisioned throughput (MiB/s)", settings.efs_provisioned_mibps,
                               EFS_PROVISIONED_MIBPS_MONTH * per_month))
     lines.append(CostLine("Secrets Manager secrets", SECRETS_PER_STACK, SECRET_MONTH * per_month))
+    recovered = sum(recovery.supports_recovery(t) for _, t in recovery.targets(
+        settings.router_instance_type, routers, settings.management_instance_type))
+    if recovered:
+        lines.append(CostLine("CloudWatch recovery alarms", recovered, CLOUDWATCH_ALARM_MONTH * per_month))
     return CostEstimate(tuple(lines))
 
 

@@ -63,6 +63,8 @@ class Deployed:
     boot_scripts: int = 0
     #: The router's console private address ("" before consoles or never deployed).
     console_private_ip: str = ""
+    #: Routers deployed: 2 when the router output lists a pair, else 1 (0: never deployed).
+    router_count: int = 0
 
     @property
     def exists(self) -> bool:
@@ -75,6 +77,8 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
     recorded = outputs.get(OUTPUT)
     router = outputs.get(ROUTER_OUTPUT)
     console_ip = router.get("consolePrivateIp") if isinstance(router, Mapping) else None
+    pair = router.get("pair") if isinstance(router, Mapping) else None
+    router_count = len(pair) if isinstance(pair, list) and pair else 1 if isinstance(router, Mapping) else 0
     if isinstance(recorded, Mapping):
         def number(key: str) -> Optional[int]:
             value = recorded.get(key)
@@ -91,6 +95,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             console_address=recorded.get("consoleAddress") is True,
             boot_scripts=number("bootScripts") or 0,
             console_private_ip=console_ip if isinstance(console_ip, str) else "",
+            router_count=router_count,
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -154,6 +159,32 @@ def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
             "server once (sudo systemctl restart cloudstack-management) so console URLs name the console "
             "address. The console proxy is recreated once inside the system VMs' public range.")
     return warnings
+
+
+def router_count_warnings(settings: Settings, deployed: Deployed, stack: str) -> list[str]:
+    """What a change of routerCount on a deployed stack needs (nothing otherwise). `stack`:
+    the stack's name (in the URN to replace)."""
+    if deployed.router_count == 1 and settings.router_count > 1:
+        # Router 0 keeps the boot script it started with (components/resources/node.py):
+        # one that knows nothing of a peer.
+        return [
+            "routerCount 1 -> 2 adds router 1 beside the running router, which is not replaced and keeps its "
+            "addresses and Elastic IPs; but it runs the one-router boot script it started with and takes no part "
+            "in the pair. Router 1 becomes the active router once it has booted (it takes the gateway address, the "
+            "overlay route and the Elastic IPs). Once this update has completed, replace router 0 in a second "
+            f"update so that it boots as the pair's preferred router: `pulumi up --replace "
+            f"'{instance_urn(stack, 'OverlayRouter', 'router')}'` (router 1 carries the traffic meanwhile; router 0 "
+            "takes it back when it is up: one failover)."]
+    if deployed.router_count < 2 or settings.router_count > 1:
+        return []
+    return [
+        "routerCount 2 -> 1 deletes router 1. Either router may be the active one: if router 1 is, the overlay "
+        "route and the Elastic IPs point at it, and the state still names router 0 (with a pair Pulumi left them "
+        "to the active router). Run this update as `pulumi up --refresh` (or `.venv/bin/cloudstack-ec2 refresh`, "
+        "then `.venv/bin/cloudstack-ec2 up`): the refresh reads where they point and the update, with one router "
+        "owning them again, puts them back on router 0 before router 1 is deleted (the cloud's traffic pauses as "
+        "in a failover). Without the refresh nothing is put back and the overlay loses its gateway until a "
+        "refresh and an update."]
 
 
 def upgrading_database(settings: Settings, deployed: Deployed) -> bool:

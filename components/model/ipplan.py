@@ -75,6 +75,12 @@ SUBNET_RESERVED_ADDRESSES = 5
 #: tenants' address, components/resources/router.py).
 SUBNET_OTHER_ADDRESSES = ("EFS mount target", "Transit Gateway attachment", "router console address",
                           "router tenants' address")
+#: What a second router (routerCount 2) takes in the dedicated subnet: its own interface's
+#: primary, console and tenants' addresses (the console and tenants' Elastic IPs move to the
+#: last two when it takes over; components/resources/router.py).
+ROUTER_SUBNET_ADDRESSES = 3
+#: Routers the plan supports: one, or an active/standby pair (VRRP has exactly two here).
+MAX_ROUTERS = 2
 
 
 #: Guest CIDRs CloudStack accepts (NetUtils.validateGuestCidr: RFC 1918 and RFC 6598);
@@ -145,6 +151,9 @@ class IpPlan:
     vpc: IPv4Network
     #: the system VMs' public range: block 3's network address + 1 .. + SYSTEM_PUBLIC_RANGE_SIZE
     system_public_range: AddressRange
+    #: Overlay routers (routerCount): with two, `router` is their virtual (VRRP) address,
+    #: held by whichever is active.
+    router_count: int = 1
 
     @property
     def classes(self) -> AddressClasses:
@@ -165,7 +174,7 @@ class IpPlan:
 
     @property
     def multicast_members(self) -> int:
-        return 1 + len(self.management_servers) + len(self.hosts)
+        return self.router_count + len(self.management_servers) + len(self.hosts)
 
     def all_named_addresses(self) -> list[tuple[str, IPv4Address]]:
         named = [("router", self.router)]
@@ -238,13 +247,15 @@ def host_capacity(overlay: IPv4Network) -> int:
     return overlay_blocks(overlay)[0].num_addresses - FIRST_HOST_OFFSET
 
 
-def subnet_host_capacity(subnet: IPv4Network, management_count: int = 1) -> int:
+def subnet_host_capacity(subnet: IPv4Network, management_count: int = 1, router_count: int = 1) -> int:
     """How many KVM hosts the dedicated subnet holds: its usable addresses (all but EC2's
     five) minus the router, the management servers and SUBNET_OTHER_ADDRESSES (the EFS
-    mount target, the Transit Gateway attachment, the console and tenants' addresses). Can be negative for
-    a subnet too small for the fixed members."""
+    mount target, the Transit Gateway attachment, the console and tenants' addresses), and
+    ROUTER_SUBNET_ADDRESSES for a second router. Can be negative for a subnet too small for
+    the fixed members."""
     usable = subnet.num_addresses - SUBNET_RESERVED_ADDRESSES
-    return usable - 1 - management_count - len(SUBNET_OTHER_ADDRESSES)
+    return (usable - 1 - management_count - len(SUBNET_OTHER_ADDRESSES)
+            - (router_count - 1) * ROUTER_SUBNET_ADDRESSES)
 
 
 @dataclass(frozen=True)
@@ -262,13 +273,14 @@ class HostLimit:
         return min(by, key=by.get)
 
 
-def host_limit(overlay: IPv4Network, subnet: IPv4Network, management_count: int = 1) -> HostLimit:
+def host_limit(overlay: IPv4Network, subnet: IPv4Network, management_count: int = 1,
+               router_count: int = 1) -> HostLimit:
     """The effective host limit: the smallest of the overlay's host slots, the Transit
     Gateway multicast group's 100 members (router and management servers included) and
     the dedicated subnet's addresses. The one rule the settings check and the plan shows."""
     by_overlay = host_capacity(overlay)
-    by_multicast = MAX_MULTICAST_MEMBERS - 1 - management_count
-    by_subnet = subnet_host_capacity(subnet, management_count)
+    by_multicast = MAX_MULTICAST_MEMBERS - router_count - management_count
+    by_subnet = subnet_host_capacity(subnet, management_count, router_count)
     return HostLimit(min(by_overlay, by_multicast, by_subnet), by_overlay, by_multicast, by_subnet)
 
 
@@ -308,6 +320,7 @@ def build_plan(
     guest_cidr: str,
     guest_vlans: tuple[int, int],
     management_count: int = 1,
+    router_count: int = 1,
 ) -> IpPlan:
     """Compute the plan. Raises ValueError for inputs the settings should have refused."""
     overlay = ipaddress.IPv4Network(overlay_cidr)
@@ -318,6 +331,8 @@ def build_plan(
         )
     if not 1 <= management_count <= MANAGEMENT_SLOTS:
         raise ValueError(f"management_count {management_count} must be 1..{MANAGEMENT_SLOTS}")
+    if not 1 <= router_count <= MAX_ROUTERS:
+        raise ValueError(f"router_count {router_count} must be 1..{MAX_ROUTERS}")
     capacity = host_capacity(overlay)
     if not 0 <= host_count <= capacity:
         raise ValueError(f"host_count {host_count} must be 0..{capacity} for overlay {overlay}")
@@ -336,6 +351,7 @@ def build_plan(
         zone_dns=vpc_resolver(vpc),
         vpc=vpc,
         system_public_range=system_public_range(overlay),
+        router_count=router_count,
     )
 
 

@@ -114,3 +114,10 @@ def boot_bucket_prefix(stack: str) -> str:
     dots would break TLS on virtual-hosted bucket URLs), at most 37 characters."""
     stem = re.sub(r"[^a-z0-9-]", "-", f"{PROJECT}-{stack.lower()}")
     return stem[:BOOT_BUCKET_PREFIX_MAX - 1].rstrip("-") + "-"
+
+
+def member_name(name: str, index: int) -> str:
+    """The resource name of member `index` of a group named `name` (the routers of a pair):
+    member 0 keeps the group's own name, so a stack that grows from one member to two never
+    renames, and so never replaces, the one it had."""
+    return name if index == 0 else f"{name}-{index}"

@@ -22,6 +22,10 @@ from typing import Sequence
 from components.model.consoles import CONSOLE_PAGE_PORT, CONSOLE_WEBSOCKET_PORT
 
 CLOUDSTACK_UI_PORT = 8080
+#: VRRP's IP protocol number (RFC 5798 section 5.1.1.4): the adverts a pair of routers
+#: exchange by unicast over their VPC addresses (routerCount 2). The router's group admits
+#: it from its own members only, that is from the other router (components/resources/underlay.py).
+VRRP_PROTOCOL = 112
 #: For protocol icmp, from_port is the ICMP type and to_port the code (EC2 API
 #: IpPermission: "the ICMP type ... and code").
 ICMP_DESTINATION_UNREACHABLE = 3

@@ -4,17 +4,21 @@ and the CloudStack management server behind it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 
 from components import boot
+from components.model import recovery
 from components.program.context import Context
 from components.program.data import Data
 from components.program.instances import DOMAIN, instance_spec, overlay_config
 from components.program.lookups import tenant_refused
 from components.program.network import Network
 from components.resources.management import ManagementServer, ManagementServerArgs
-from components.resources.router import OverlayRouter, OverlayRouterArgs
+from components.resources.recovery import RecoveryAlarms, RecoveryAlarmsArgs, RecoveryTarget
+from components.model.naming import member_name
+from components.resources.router import OverlayRouter, OverlayRouterArgs, RouterPairInputs
 from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 
@@ -24,12 +28,29 @@ class ControlPlane:
 
     router: OverlayRouter
     management: ManagementServer
+    recovery: RecoveryAlarms
 
 
 def declare_control_plane(ctx: Context, network: Network, data: Data) -> ControlPlane:
-    """The router, then the management server (its boot script needs the router's console address)."""
+    """The router(s), then the management server (its boot script needs the router's console
+    address), then the automatic recovery of all of them."""
     router = declare_router(ctx, network, data)
-    return ControlPlane(router, declare_management(ctx, network, data, router))
+    management = declare_management(ctx, network, data, router)
+    return ControlPlane(router, management, declare_recovery(ctx, router, management))
+
+
+def declare_recovery(ctx: Context, router: OverlayRouter, management: ManagementServer) -> RecoveryAlarms:
+    """A recover alarm on each router and on the management server (RecoveryAlarms)."""
+    settings = ctx.settings
+    instance_ids = [m.instance.id for m in router.members] + [management.instance_id]
+    targets = [RecoveryTarget(name, instance_id, instance_type) for (name, instance_type), instance_id in zip(
+        recovery.targets(settings.router_instance_type, len(router.members), settings.management_instance_type),
+        instance_ids)]
+    alarms = RecoveryAlarms("recovery", RecoveryAlarmsArgs(targets=targets, region=ctx.region, tags=ctx.tags))
+    for target in targets:
+        if target.name in alarms.skipped:
+            pulumi.log.warn(recovery.not_recovered_warning(target.name, target.instance_type))
+    return alarms
 
 
 def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
@@ -39,24 +60,33 @@ def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
     return OverlayRouter("router", OverlayRouterArgs(
         instance=instance_spec(ctx, network, data, ctx.settings.router_instance_type,
                                [underlay.member_sg_id, underlay.router_sg_id], "router"),
-        render_user_data=lambda console_ip, tenant_ip: router_user_data(
-            ctx, boot_scripts.bucket_name, console_ip, tenant_ip, refused),
+        render_user_data=lambda console_ip, tenant_ip, pair: router_user_data(
+            ctx, boot_scripts.bucket_name, console_ip, tenant_ip, refused, pair),
         overlay_cidr=str(ctx.settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=ctx.tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards],
-        previous_console_ip=ctx.previous.console_private_ip or None))
+        previous_console_ip=ctx.previous.console_private_ip or None, count=ctx.settings.router_count))
 
 
 def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: pulumi.Input[str],
-                     tenant_ip: pulumi.Input[str], refused: tuple[str, ...]) -> pulumi.Output[str]:
-    """The router's boot script: the overlay's gateway, forwarding the UI port to the
+                     tenant_ip: pulumi.Input[str], refused: tuple[str, ...],
+                     pair: Optional[RouterPairInputs] = None) -> pulumi.Output[str]:
+    """A router's boot script: the overlay's gateway, forwarding the UI port to the
     management server; `console_ip` is its console address and `tenant_ip` the address
     tenants leave with (the interface's further private IPv4s, which EC2 picks;
-    OverlayRouterArgs.render_user_data); `refused`: what tenants must not reach (lookups.tenant_refused)."""
+    OverlayRouterArgs.render_user_data); `refused`: what tenants must not reach
+    (lookups.tenant_refused); `pair`: with routerCount 2, its place in the pair (both routers
+    hold the same gateway address, plan.router, which the active one of them answers for)."""
     settings, plan = ctx.settings, ctx.plan
-    return pulumi.Output.all(ctx.prefix, boot_bucket, console_ip, tenant_ip).apply(
+    pair_values = (pulumi.Output.all(pair.peer_private_ip, pair.route_table_ids, pair.eip_allocations)
+                   if pair is not None else None)
+    return pulumi.Output.all(ctx.prefix, boot_bucket, console_ip, tenant_ip, pair_values).apply(
         lambda v: boot.render_router_user_data(boot.RouterBoot(
-            aws_region=ctx.region, prefix=v[0], fqdn=f"router.{DOMAIN}", boot_bucket=v[1],
+            aws_region=ctx.region, prefix=v[0],
+            fqdn=f"{member_name('router', pair.index if pair else 0)}.{DOMAIN}", boot_bucket=v[1],
+            pair=None if pair is None else boot.RouterPairBoot(
+                index=pair.index, peer_private_ip=v[4][0], route_table_ids=tuple(v[4][1]),
+                eip_allocations=dict(v[4][2])),
             overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{ctx.management_ip}:{CLOUDSTACK_UI_PORT}",),
                 storage_cidr=str(settings.cloudstack_subnet_cidr),

@@ -31,7 +31,11 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
         "overlayCidr": str(settings.overlay_cidr),
         "router": {"overlayIp": str(plan.router), "privateIp": router.private_ip, "publicIp": router.public_ip,
                    "instanceId": router.instance_id, "consolePrivateIp": router.console_private_ip,
-                   "consolePublicIp": router.console_public_ip, "tenantPublicIp": router.tenant_public_ip},
+                   "consolePublicIp": router.console_public_ip, "tenantPublicIp": router.tenant_public_ip,
+                   # With routerCount 2: each router of the pair (index 0 is the preferred active one).
+                   **({"pair": [{"privateIp": m.eni.private_ip, "instanceId": m.instance.id, "eniId": m.eni.id,
+                                 "consolePrivateIp": m.console_private_ip, "tenantPrivateIp": m.tenant_private_ip}
+                                for m in router.members]} if len(router.members) > 1 else {})},
         "managementServer": {"overlayIp": str(ctx.management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,

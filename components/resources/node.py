@@ -116,12 +116,26 @@ def parameter_name(root: pulumi.Input[str], which: str) -> pulumi.Output[str]:
     return pulumi.Output.from_input(root).apply(lambda r: naming.parameter_under(r, which))
 
 
+def ec2_arn(resource_type: str, resource_id: pulumi.Input[str]) -> pulumi.Output[str]:
+    """arn:<partition>:ec2:<region>:<account>:<resource_type>/<id> (Service Authorization
+    Reference, "Resource types defined by Amazon EC2": route-table, elastic-ip,
+    network-interface, instance ...), in this stack's region and account."""
+    partition = aws.get_partition().partition
+    region = aws.get_region().region
+    account = aws.get_caller_identity().account_id
+    return pulumi.Output.from_input(resource_id).apply(
+        lambda i: f"arn:{partition}:ec2:{region}:{account}:{resource_type}/{i}")
+
+
 @dataclass(frozen=True)
 class Grant:
-    """One IAM statement: these actions on these resources (ARNs, possibly Outputs)."""
+    """One IAM statement: these actions on these resources (ARNs, possibly Outputs), under
+    `conditions` (an IAM Condition block, e.g. {"StringEquals": {"aws:RequestedRegion": ...}})
+    when given."""
 
     actions: Sequence[str]
     resources: Sequence[pulumi.Input[str]]
+    conditions: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -152,8 +166,9 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
     if grants:
         statements = [
             pulumi.Output.all(*g.resources).apply(
-                lambda arns, actions=tuple(g.actions): {"Effect": "Allow", "Action": list(actions),
-                                                        "Resource": list(arns)})
+                lambda arns, actions=tuple(g.actions), conditions=g.conditions: {
+                    "Effect": "Allow", "Action": list(actions), "Resource": list(arns),
+                    **({"Condition": conditions} if conditions else {})})
             for g in grants
         ]
         permissions.append(aws.iam.RolePolicy(

@@ -11,23 +11,63 @@ import pulumi_aws as aws
 
 from components.model import consoles
 from components.model import naming
+from components.model.naming import member_name
 from components.model.settings.controlplane import ROUTER_INTERFACE_ADDRESSES
-from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
-                             parameter_name)
+from components.resources.node import (Grant, InstanceSpec, NodeArgs, ec2_arn, hardened_instance, instance_role,
+                                        parameter_arn, parameter_name)
 
 
 #: The router interface's private addresses besides its own: the console address and the
 #: tenants' address.
 SECONDARY_ADDRESSES = ROUTER_INTERFACE_ADDRESSES - 1
 
+#: The Elastic IPs' roles, as the takeover names them (RouterPairBoot.eip_allocations):
+#: the router's own address (UI/API, the infrastructure's egress), the console address and
+#: the tenants' address.
+EIP_ROLES = ("infrastructure", "console", "tenant")
+
+#: With a pair, what the active router changes on AWS and Pulumi must not put back: like
+#: chime/alternat (whose README warns that it must own the routes it replaces) and
+#: ClusterLabs' aws-vpc-move-ip (which ReplaceRoutes the address to its own
+#: interface), the takeover owns the overlay route's target, and a `pulumi up` that put
+#: router 0 back would undo every failover. The same holds for the Elastic IPs the takeover
+#: re-associates (EC2 AssociateAddress). With one router Pulumi owns both again, and puts
+#: them back on router 0 (after a refresh shows them elsewhere).
+ROUTE_TARGET_OWNED_BY_PAIR = ["network_interface_id"]
+EIP_ASSOCIATION_OWNED_BY_PAIR = ["network_interface", "associate_with_private_ip", "instance"]
+
+
+@dataclass(frozen=True)
+class RouterPairInputs:
+    """What router `index` of a pair is told of the other and of the AWS side it takes over
+    (the program turns it into boot.RouterPairBoot): the peer's primary VPC address, every
+    managed route table id, and {EIP_ROLES[i]: allocation id}."""
+
+    index: int
+    peer_private_ip: pulumi.Output[str]
+    route_table_ids: pulumi.Output[list]
+    eip_allocations: pulumi.Output[dict]
+
+
+@dataclass(frozen=True)
+class RouterMember:
+    """One router of the pair (or the only one): its instance, interface and addresses."""
+
+    instance: aws.ec2.Instance
+    eni: aws.ec2.NetworkInterface
+    console_private_ip: pulumi.Output[str]
+    tenant_private_ip: pulumi.Output[str]
+
 
 @dataclass(frozen=True)
 class OverlayRouterArgs:
     instance: InstanceSpec
-    #: The router's user data (base64) from its console address and its tenants' address:
-    #: the interface's second and third private IPv4, which EC2 picks (overlay-network.sh
-    #: CONSOLE_ADDRESS, TENANT_ADDRESS).
-    render_user_data: Callable[[pulumi.Output[str], pulumi.Output[str]], pulumi.Input[str]]
+    #: A router's user data (base64), called once per router with its console address and
+    #: its tenants' address (its interface's second and third private IPv4, which EC2 picks;
+    #: overlay-network.sh CONSOLE_ADDRESS, TENANT_ADDRESS) and, with `count` 2, what it must
+    #: know of the pair (None with one router).
+    render_user_data: Callable[[pulumi.Output[str], pulumi.Output[str], Optional[RouterPairInputs]],
+                               pulumi.Input[str]]
     overlay_cidr: str
     #: Every route table that must send the overlay CIDR to the router.
     route_table_ids: Sequence[pulumi.Input[str]]
@@ -46,6 +86,8 @@ class OverlayRouterArgs:
     #: The console private address of the last update (its `router` output), None on a new
     #: stack: it stays the console address (see _secondary_addresses).
     previous_console_ip: Optional[str] = None
+    #: routerCount: 1, or 2 for an active/standby pair (VRRP, components/boot/router.py).
+    count: int = 1
 
 
 class OverlayRouter(pulumi.ComponentResource):
@@ -65,9 +107,15 @@ class OverlayRouter(pulumi.ComponentResource):
     one is the console address, the higher one the tenants'; later the console address stays
     the one of the last update (see _secondary_addresses).
 
+    With `count` 2 a second router ("<name>-1": its own instance, interface and console and
+    tenants' addresses) stands by; router 0 keeps the names of a single router. Both share
+    the role, the Elastic IPs (associated with router 0 at first) and the overlay routes
+    (to router 0 at first), which the active router takes over (takeover_grants). `members`:
+    each router (RouterMember), router 0 first.
+
     Outputs: instance_id, private_ip, public_ip, eni_id, console_private_ip,
-    console_public_ip, tenant_private_ip, tenant_public_ip, console_forwards_parameter (the
-    SSM parameter's name, or None without a parameter root).
+    console_public_ip, tenant_private_ip, tenant_public_ip (router 0's), console_forwards_parameter
+    (the SSM parameter's name, or None without a parameter root), instance_ids (every router's).
     """
 
     def __init__(self, name: str, args: OverlayRouterArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -79,19 +127,30 @@ class OverlayRouter(pulumi.ComponentResource):
         self.console_forwards_parameter = None
         if args.parameter_root is not None:
             grants.append(self._forward_parameters(name, args, tags))
+        # Every interface before any instance: each router's boot script names its peer's address.
+        interfaces = [self._interface(member_name(name, i), args, tags, args.previous_console_ip if i == 0 else None)
+                      for i in range(args.count)]
+        eni, console_private_ip, tenant_private_ip = interfaces[0]
+        eips = self._elastic_ips(name, args, tags, eni, console_private_ip, tenant_private_ip)
+        pair = args.count > 1
+        if pair:
+            grants += takeover_grants(args.route_table_ids, [e.id for e, _, _ in interfaces], [e.id for e in eips])
         profile = instance_role(name, grants=grants, opts=child, tags=tags).profile
-        eni, console_private_ip, tenant_private_ip = self._interface(name, args, tags)
-        instance = hardened_instance(name, NodeArgs(
-            spec=args.instance, user_data_base64=args.render_user_data(console_private_ip, tenant_private_ip),
-            instance_profile=profile.name, network_interface_id=eni.id,
-            tags={**tags, "Role": "overlay-router"}), child)
-        eip, console_eip, tenant_eip = self._elastic_ips(name, args, tags, eni, console_private_ip,
-                                                         tenant_private_ip)
+        self.members = [
+            RouterMember(hardened_instance(member_name(name, i), NodeArgs(
+                spec=args.instance, user_data_base64=args.render_user_data(console, tenant, self._pair_inputs(
+                    i, interfaces, args.route_table_ids, eips) if pair else None),
+                instance_profile=profile.name, network_interface_id=member_eni.id,
+                tags={**tags, "Role": "overlay-router"}), child), member_eni, console, tenant)
+            for i, (member_eni, console, tenant) in enumerate(interfaces)]
+        route_opts = pulumi.ResourceOptions(parent=self, ignore_changes=ROUTE_TARGET_OWNED_BY_PAIR if pair else None)
         for i, table_id in enumerate(args.route_table_ids):
             aws.ec2.Route(f"{name}-overlay-route-{i}", route_table_id=table_id,
                           destination_cidr_block=args.overlay_cidr,
-                          network_interface_id=eni.id, opts=child)
+                          network_interface_id=eni.id, opts=route_opts)
 
+        eip, console_eip, tenant_eip = eips
+        instance = self.members[0].instance
         self.instance = instance
         self.instance_id = instance.id
         self.private_ip = eni.private_ip
@@ -111,7 +170,20 @@ class OverlayRouter(pulumi.ComponentResource):
             "tenant_private_ip": self.tenant_private_ip,
             "tenant_public_ip": self.tenant_public_ip,
             "console_forwards_parameter": self.console_forwards_parameter,
+            "instance_ids": [m.instance.id for m in self.members],
         })
+
+    @staticmethod
+    def _pair_inputs(index: int, interfaces: Sequence[tuple[aws.ec2.NetworkInterface, pulumi.Output[str],
+                                                            pulumi.Output[str]]],
+                     route_table_ids: Sequence[pulumi.Input[str]],
+                     eips: Sequence[aws.ec2.Eip]) -> RouterPairInputs:
+        """What router `index` of the pair is told (RouterPairInputs)."""
+        peer_eni = interfaces[1 - index][0]
+        return RouterPairInputs(
+            index=index, peer_private_ip=peer_eni.private_ip,
+            route_table_ids=pulumi.Output.all(*route_table_ids),
+            eip_allocations=pulumi.Output.all(*[e.id for e in eips]).apply(lambda ids: dict(zip(EIP_ROLES, ids))))
 
     def _forward_parameters(self, name: str, args: OverlayRouterArgs, tags: dict) -> Grant:
         """The SSM parameters of the forwards to VMs and to the console proxy (sets
@@ -135,9 +207,10 @@ class OverlayRouter(pulumi.ComponentResource):
             parameter_arn(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),
             parameter_arn(args.parameter_root, naming.PARAM_CONSOLE_FORWARDS)])
 
-    def _interface(self, name: str, args: OverlayRouterArgs, tags: dict
+    def _interface(self, name: str, args: OverlayRouterArgs, tags: dict, previous: Optional[str]
                    ) -> tuple[aws.ec2.NetworkInterface, pulumi.Output[str], pulumi.Output[str]]:
-        """The router's own interface and its (console, tenants') private addresses."""
+        """A router's own interface and its (console, tenants') private addresses; `previous`:
+        the last update's console address of this interface (see _secondary_addresses)."""
         # Two more private addresses that EC2 picks (a fixed one could already be another
         # instance's): the console address and the tenants'. The instance type must allow
         # three IPv4 addresses per interface (EC2 User Guide, "Maximum IP addresses per
@@ -151,7 +224,6 @@ class OverlayRouter(pulumi.ComponentResource):
             source_dest_check=False,
             description="CloudStack overlay router: its address, the console address and the tenants' address",
             tags={**tags, "Name": f"{name}-eni"}, opts=pulumi.ResourceOptions(parent=self))
-        previous = args.previous_console_ip
         secondary = pulumi.Output.all(eni.private_ip, eni.private_ips).apply(
             lambda v: _secondary_addresses(v[0], v[1], previous))
         return eni, secondary.apply(lambda pair: pair[0]), secondary.apply(lambda pair: pair[1])
@@ -159,19 +231,46 @@ class OverlayRouter(pulumi.ComponentResource):
     def _elastic_ips(self, name: str, args: OverlayRouterArgs, tags: dict, eni: aws.ec2.NetworkInterface,
                      console_private_ip: pulumi.Output[str], tenant_private_ip: pulumi.Output[str]
                      ) -> tuple[aws.ec2.Eip, aws.ec2.Eip, aws.ec2.Eip]:
-        """The Elastic IPs of the router's own, console and tenants' addresses."""
+        """The Elastic IPs of router 0's own, console and tenants' addresses (EIP_ROLES order).
+        With a pair, the active router moves them (EIP_ASSOCIATION_OWNED_BY_PAIR)."""
         # pulumi-aws (Eip): an EIP may need the internet gateway to exist before it is
         # associated; depending on it also deletes the EIP first on destroy, where the
         # gateway's detach would otherwise fail while a public address is still mapped.
         # Associated with the interface's addresses (not the instance): each EIP maps to
         # one of them, and they stay mapped across a replacement of the instance.
         after_gateway = pulumi.ResourceOptions(parent=self, depends_on=[
-            g for g in (args.internet_gateway,) if g is not None])
+            g for g in (args.internet_gateway,) if g is not None],
+            ignore_changes=EIP_ASSOCIATION_OWNED_BY_PAIR if args.count > 1 else None)
         return tuple(aws.ec2.Eip(f"{name}{suffix}", domain="vpc", network_interface=eni.id,
                                  associate_with_private_ip=private_ip,
                                  tags={**tags, "Name": f"{name}{suffix}"}, opts=after_gateway)
                      for suffix, private_ip in (("-eip", eni.private_ip), ("-console-eip", console_private_ip),
                                                 ("-tenant-eip", tenant_private_ip)))
+
+
+def takeover_grants(route_table_ids: Sequence[pulumi.Input[str]], eni_ids: Sequence[pulumi.Input[str]],
+                    allocation_ids: Sequence[pulumi.Input[str]]) -> list[Grant]:
+    """What the active router of a pair may do on AWS, and nothing more: ReplaceRoute in the
+    managed route tables, AssociateAddress of the stack's Elastic IPs with the two routers'
+    interfaces, and the two read-only Describes the takeover and its periodic check need;
+    each in the stack's region only.
+
+    Service Authorization Reference, "Actions, resources, and condition keys for Amazon EC2":
+    ReplaceRoute takes a route-table resource; AssociateAddress an elastic-ip resource and
+    the network-interface (or instance) it is associated with, and every resource a request
+    names must be allowed, so listing the two routers' interfaces confines the takeover to
+    them (it associates by NetworkInterfaceId and PrivateIpAddress: the console and tenants'
+    addresses are secondary ones; it is granted no instance). The interfaces are listed
+    for ReplaceRoute too, as its target. DescribeRouteTables and DescribeAddresses support
+    no resource-level permission ("*"). aws:RequestedRegion is a global condition key (IAM
+    User Guide, "AWS global condition context keys")."""
+    region = {"StringEquals": {"aws:RequestedRegion": aws.get_region().region}}
+    interfaces = [ec2_arn("network-interface", i) for i in eni_ids]
+    return [
+        Grant(["ec2:ReplaceRoute"], [ec2_arn("route-table", t) for t in route_table_ids] + interfaces, region),
+        Grant(["ec2:AssociateAddress"], [ec2_arn("elastic-ip", a) for a in allocation_ids] + interfaces, region),
+        Grant(["ec2:DescribeRouteTables", "ec2:DescribeAddresses"], ["*"], region),
+    ]
 
 
 def _secondary_addresses(primary: str, addresses: Sequence[str],

@@ -43,6 +43,8 @@ class UnderlayArgs:
     #: vmForwards as (protocol, router port, source CIDRs, description): the router's
     #: group admits each forwarded port from its sources only.
     vm_forward_rules: Sequence[tuple[str, int, Sequence[str], str]] = ()
+    #: routerCount 2: the routers' group admits VRRP from its own members (the other router).
+    router_pair: bool = False
     tags: dict = field(default_factory=dict)
 
 
@@ -163,6 +165,15 @@ class Underlay(pulumi.ComponentResource):
             aws.ec2.SecurityGroupIngressArgs(description=r.description, protocol=r.protocol,
                                              from_port=r.from_port, to_port=r.to_port, cidr_blocks=list(r.cidrs))
             for r in routeraccess.router_ingress(args.vpc_cidr, args.admin_cidrs, args.vm_forward_rules)]
+        if args.router_pair:
+            # Only the two routers carry this group, so a rule whose source is the group itself
+            # admits exactly the other router's interface (VPC User Guide, "Security group
+            # rules": a security group as the source admits the network interfaces it is
+            # attached to). Its primary address is the one keepalived sends from
+            # (unicast_src_ip); the VPC's other instances and the overlay never reach it.
+            router_ingress.append(aws.ec2.SecurityGroupIngressArgs(
+                description="VRRP adverts from the other router of the pair", protocol=str(routeraccess.VRRP_PROTOCOL),
+                from_port=0, to_port=0, self=True))
         router_sg = aws.ec2.SecurityGroup(
             f"{name}-router-sg", vpc_id=self.vpc_id,
             description="CloudStack overlay router: UI/API, consoles, vmForwards; never 8096 or 8250",

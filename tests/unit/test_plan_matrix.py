@@ -32,6 +32,11 @@ MATRIX = {
     "mysql-8.4-multi-az": ("dev", {"dbEngineVersion": "8.4", "dbMultiAz": True}),
     "provisioned-efs": ("dev", {"efsThroughputMode": "provisioned", "efsProvisionedMibps": 256}),
     "long-stack-name": (LONG_STACK, {"dbSkipFinalSnapshot": False}),
+    # A router pair: VRRP in the routers' group, the takeover's grants over given route tables,
+    # and the longest names and ARNs with the most hosts a pair leaves room for.
+    "router-pair-existing-vpc": ("dev", {**EXISTING_VPC, "routerCount": 2}),
+    "router-pair-97-hosts-us-gov-long-stack-name": (LONG_STACK, {"hostCount": 97, "routerCount": 2,
+                                                                 "aws:region": "us-gov-west-1"}),
 }
 
 

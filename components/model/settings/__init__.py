@@ -128,6 +128,8 @@ class Settings:
     host_timeout_minutes: int = 60
     db_timeout_minutes: int = 180
     db_log_retention_days: int = 30
+    #: routerCount: 1, or 2 (an active/standby pair).
+    router_count: int = 1
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -156,6 +158,7 @@ class Settings:
             host_count=self.host_count,
             guest_cidr=str(self.guest_cidr),
             guest_vlans=self.guest_vlan_range,
+            router_count=self.router_count,
         )
 
 
@@ -284,19 +287,20 @@ def hosts_fit(c: _Collector) -> None:
         if host_count > capacity:
             c.problem("hostCount", host_count,
                       f"overlayCidr {overlay} has room for {capacity} hosts; widen overlayCidr or lower hostCount")
-    members = 1 + 1 + host_count
+    routers = c.values["routerCount"] if 1 <= c.values["routerCount"] <= ipplan.MAX_ROUTERS else 1
+    members = routers + 1 + host_count
     if members > ipplan.MAX_MULTICAST_MEMBERS:
         c.problem("hostCount", host_count,
-                  f"router + management server + {host_count} hosts = {members} members, but a Transit Gateway "
-                  f"multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
-                  f"{ipplan.MAX_MULTICAST_MEMBERS - 2} hosts per overlay")
+                  f"{routers} router(s) + management server + {host_count} hosts = {members} members, but a "
+                  f"Transit Gateway multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
+                  f"{ipplan.MAX_MULTICAST_MEMBERS - routers - 1} hosts per overlay")
     if subnet is not None and subnet.prefixlen <= 28:
-        room = ipplan.subnet_host_capacity(subnet)
+        room = ipplan.subnet_host_capacity(subnet, router_count=routers)
         if host_count > room:
             usable = subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES
             c.problem("cloudstackSubnetCidr", str(subnet),
                       f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
-                      f"router, the management server, hostCount {host_count} hosts, the "
+                      f"{routers} router(s), the management server, hostCount {host_count} hosts, the "
                       f"{', the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
                       f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from components.model import ipplan, rules
 from components.model.aws_constraints import IPV4_ADDRESSES_PER_INTERFACE
 from components.model.settings.base import Key, Problem
 from components.model.settings.instancetypes import InstanceFacts, InstanceTypeName
@@ -15,13 +16,17 @@ from components.model.settings.instancetypes import InstanceFacts, InstanceTypeN
 KEYS: tuple[Key, ...] = (
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need.",
         rule=InstanceTypeName("c5n.large")),
+    Key("routerCount", "int", 1,
+        "Overlay routers: 1, or 2 for an active/standby pair (VRRP) that fails over in seconds (README, \"High availability\").",
+        rule=rules.Choice(tuple(range(1, ipplan.MAX_ROUTERS + 1)), "must be 1 (one router) or 2 (an active/standby pair): a VRRP pair has "
+                                  "exactly two members")),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro.",
         rule=InstanceTypeName("m6i.xlarge")),
 )
 
 #: Private IPv4 addresses on the router's network interface: its own (primary), the console
 #: address and the tenants' address, each behind an Elastic IP of its own.
-ROUTER_INTERFACE_ADDRESSES = 3
+ROUTER_INTERFACE_ADDRESSES = ipplan.ROUTER_SUBNET_ADDRESSES
 
 
 def router_interface_problems(name: str, facts: Optional[InstanceFacts]) -> list[Problem]:
