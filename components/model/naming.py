@@ -24,6 +24,7 @@ SECRET_DB_CLOUD = "db-cloud"              # {"username","password"}: CloudStack'
 SECRET_CLOUDSTACK_KEYS = "cloudstack-keys"  # {"management_key","database_key"} (mgmt)
 SECRET_ADMIN = "admin"                    # {"username","password"}: CloudStack admin (mgmt)
 SECRET_API_KEYS = "api-keys"              # {"apikey","secretkey"}: written by mgmt, read by registration
+SECRET_LDAP_BIND = "ldap-bind"            # the directory's bind password (the stack's `ldap`), read by registration
 
 #: SSM parameters: Strings written by Pulumi (endpoints, forwards), and the management
 #: server's SSH key and version, SecureStrings it writes under its anchor key

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from .base import Kind, Obj, Props, _by, _first, _is_gone, _single, configuration  # noqa: F401
 from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # noqa: F401
 from .console_forwards import ConsoleForwards
+from .directory import LdapLink, LdapServer, SecretSetting
 from .hosts import ClusterHosts, LegacyHost
 
 # -- zone ---------------------------------------------------------------------
@@ -567,4 +568,7 @@ KINDS: dict[str, Kind] = {
     "image_store": ImageStore(),
     "workload_guard": WorkloadGuard(),
     "console_forwards": ConsoleForwards(),
+    "secret_setting": SecretSetting(),
+    "ldap_server": LdapServer(),
+    "ldap_link": LdapLink(),
 }
