@@ -52,6 +52,9 @@ SETTING_NAMES = {
 BIND_PASSWORD_SETTING = "ldap.bind.password"
 TRUSTSTORE_SETTING = "ldap.truststore"
 TRUSTSTORE_PASSWORD_SETTING = "ldap.truststore.password"
+#: Where every management server keeps the LDAPS truststore (userdata/management-server.sh
+#: builds it at boot from the CA secret; ldap.truststore names it).
+TRUSTSTORE_PATH = "/etc/cloudstack-ec2/ldap-truststore.p12"
 #: linkDomainToLdap's account types (com.cloud.user.Account.Type: NORMAL 0, DOMAIN_ADMIN 2;
 #: LdapManagerImpl refuses every other: "accountype should be either 0(normal user) or 2(domain admin)").
 ACCOUNT_TYPES = {"user": 0, "domainAdmin": 2}

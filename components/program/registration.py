@@ -11,13 +11,12 @@ import pulumi
 from components.model import naming
 from components.model.hosttypes import HostTypes
 from components.program.compute import Compute
+from components.program import directory
 from components.program.context import Context
 from components.program.control_plane import ControlPlane
 from components.program.data import Data
 from components.program.instances import KVM_HOST_USER
 from components.program.network import Network
-import pulumi_aws as aws
-
 from components.registration import GlobalSetting, LdapSpec, RegistrationSpec, Timeouts, build_spec
 from components.registration.component import (CloudStackRegistration, CloudStackRegistrationArgs,
                                                stack_aws_identity)
@@ -44,7 +43,7 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
     if not settings.register_cloud:
         return Registration(api_url, None)
     spec = registration_spec(ctx)
-    bind = ldap_bind_password(ctx)
+    bind = directory.bind_password(ctx)
     CloudStackRegistration("registration", CloudStackRegistrationArgs(
         spec=spec,
         api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=ctx.region,
@@ -53,6 +52,7 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
         aws_identity=stack_aws_identity(), host_ready_prefix=ctx.prefix.apply(lambda r: f"{r}/{naming.HOST_READY}"),
         console_forwards_parameter=router.console_forwards_parameter, console_address=router.console_public_ip,
         ldap_bind_secret=bind.secret_id if bind else "", ldap_bind_version=bind.version_id if bind else "",
+        ldap_truststore_secret=management.ldap_truststore_secret_arn or "",
         guarded=[network.underlay, network.multicast, data.database, data.storage, router, management,
                  compute.hosts]))
     return Registration(api_url, spec)
@@ -70,22 +70,6 @@ def registration_spec(ctx: Context) -> RegistrationSpec:
                       extra_settings=cross_cluster_migration(ctx.host_types),
                       allow_destroy_with_vms=settings.destroy_with_running_vms,
                       ldap=LdapSpec.of(settings.ldap) if settings.ldap else None)
-
-
-def ldap_bind_password(ctx: Context) -> Optional[aws.secretsmanager.SecretVersion]:
-    """With `ldap`: the bind password in a Secrets Manager secret of the stack
-    (`<prefix>/ldap-bind`), a Pulumi secret in the state. The registration gets its ARN and
-    version id and reads the value when it sets ldap.bind.password; a new password is a new
-    version, which the registration applies. None without `ldap`."""
-    directory = ctx.settings.ldap
-    if directory is None:
-        return None
-    secret = aws.secretsmanager.Secret(
-        "ldap-bind", name_prefix=naming.secret_name_prefix(ctx.stack, naming.SECRET_LDAP_BIND),
-        description="Bind password of the company directory (CloudStack's ldap.bind.password)",
-        recovery_window_in_days=7, tags=ctx.tags)
-    return aws.secretsmanager.SecretVersion(
-        "ldap-bind", secret_id=secret.arn, secret_string=pulumi.Output.secret(directory.bind_password))
 
 
 def cross_cluster_migration(host_types: HostTypes) -> tuple[GlobalSetting, ...]:

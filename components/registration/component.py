@@ -52,6 +52,8 @@ class CloudStackRegistrationArgs:
     #: password; the registration reads the value only when it applies it (never an input).
     ldap_bind_secret: pulumi.Input[str] = ""
     ldap_bind_version: pulumi.Input[str] = ""
+    #: With LDAPS: the secret holding the truststore's password (ManagementServer.ldap_truststore_secret_arn).
+    ldap_truststore_secret: pulumi.Input[str] = ""
 
 
 def stack_aws_identity() -> dict[str, Any]:
@@ -107,6 +109,7 @@ class CloudStackRegistration(pulumi.ComponentResource):
             "aws": dict(args.aws_identity), "host_ready_prefix": args.host_ready_prefix,
             "console_forwards_parameter": args.console_forwards_parameter, "console_address": args.console_address,
             "ldap_bind_secret": args.ldap_bind_secret, "ldap_bind_version": args.ldap_bind_version,
+            "ldap_truststore_secret": args.ldap_truststore_secret,
         }
         spec = with_console_parameter(spec, args.console_forwards_parameter)
         # A host's instance id: a replaced instance re-registers the host (its old record is dead).

@@ -40,6 +40,7 @@ class Deferred:
 
     name: str           # endpoint | secret_id | region | efs_dns | aws | host_ready_prefix | instance-<i>
     #                     | console_forwards_parameter | console_address | ldap_bind_secret | ldap_bind_version
+    #                     | ldap_truststore_secret
     prefix: str = ""
     suffix: str = ""
 
@@ -220,6 +221,14 @@ def _plan_ldap(p: _Planner) -> None:
     password = p.add(LDAP_BIND_PASSWORD_RESOURCE, "secret_setting", {
         "name": "ldap.bind.password", "secret_arn": Deferred("ldap_bind_secret"),
         "secret_version": Deferred("ldap_bind_version")})
+    if directory.truststore:
+        # LDAPS (LdapConfiguration.getSSLStatus: both set): the file every management server
+        # builds at boot, and its password, which the first one generated into its secret
+        settings += (p.add(setting_resource_name("ldap.truststore"), "global_setting",
+                           {"name": "ldap.truststore", "value": directory.truststore}),
+                     p.add(setting_resource_name("ldap.truststore.password"), "secret_setting",
+                           {"name": "ldap.truststore.password", "secret_arn": Deferred("ldap_truststore_secret"),
+                            "secret_version": ""}))
     servers = tuple(p.add(ldap_server_resource_name(host, port), "ldap_server", {"hostname": host, "port": port},
                           (*settings, password)) for host, port in directory.servers)
     for domain, kind, name, account_type in directory.links:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from components.model.ipplan import GUEST_CIDR_RANGES
+from components.model.ldap import TRUSTSTORE_PATH
 from components.model.naming import zone_paths
 
 #: CloudStack's limit for KVM clusters (install guide 6.5.1.1).
@@ -279,8 +280,13 @@ class LdapSpec:
     settings: tuple[GlobalSetting, ...]
     servers: tuple[tuple[str, int], ...]
     links: tuple[tuple[str, str, str, int], ...] = ()
+    #: LDAPS: ldap.truststore names this file on every management server, and
+    #: ldap.truststore.password comes from the truststore secret (a deploy-time input); "": LDAP
+    truststore: str = ""
 
     def __post_init__(self) -> None:
+        if self.truststore and not self.truststore.startswith("/"):
+            _fail("ldap.truststore", self.truststore, "an absolute path on the management servers")
         if not self.servers or len(set(self.servers)) != len(self.servers):
             _fail("ldap.servers", self.servers, "at least one (host, port), each once")
         for host, port in self.servers:
@@ -302,7 +308,8 @@ class LdapSpec:
         return cls(settings=tuple(GlobalSetting(n, v, "the company directory (ldap)")
                                   for n, v in directory.settings().items()),
                    servers=tuple((s.host, s.port) for s in directory.servers),
-                   links=tuple((k.domain, k.type, k.name, k.account_type_id) for k in directory.links))
+                   links=tuple((k.domain, k.type, k.name, k.account_type_id) for k in directory.links),
+                   truststore=TRUSTSTORE_PATH if directory.ldaps else "")
 
 
 def ldap_server_resource_name(host: str, port: int) -> str:

@@ -640,12 +640,17 @@ class Emulator:
         return all(k not in a or (str(obj.get(k, "")).lower().find(a[k].lower()) >= 0 if k == "name"
                                   else str(obj.get(k)) == a[k]) for k in keys)
 
+    @staticmethod
+    def _entity(table: dict, param: str, id_: str) -> dict:
+        """The object a UUID parameter names; none: the API layer's answer (ParamProcessWorker)."""
+        found = table.get(id_)
+        if found is None:
+            raise ApiError(431, f"Unable to execute API command due to invalid value. Invalid parameter {param} "
+                                f"value={id_} due to incorrect long value format, or entity does not exist")
+        return found
+
     def _zone(self, zid: str) -> dict:
-        z = self.zones.get(zid)
-        if z is None:
-            raise ApiError(431, f"Unable to execute API command due to invalid value. Invalid parameter zoneid "
-                                f"value={zid} due to incorrect long value format, or entity does not exist")
-        return z
+        return self._entity(self.zones, "zoneid", zid)
 
     def _get(self, table: dict, id_: str, what: str) -> dict:
         if id_ not in table:
@@ -714,12 +719,7 @@ class Emulator:
 
     # -- domains, LDAP (plugins/user-authenticators/ldap LdapManagerImpl) ---------------
     def _domain(self, domain_id: str) -> dict:
-        d = self.domains.get(domain_id)
-        if d is None:
-            # a UUID parameter naming nothing: the API layer's answer (ParamProcessWorker)
-            raise ApiError(431, f"Unable to execute API command due to invalid value. Invalid parameter domainid "
-                                f"value={domain_id} due to incorrect long value format, or entity does not exist")
-        return d
+        return self._entity(self.domains, "domainid", domain_id)
 
     def _cmd_listDomains(self, a: dict) -> dict:
         items = [d for d in self.domains.values() if self._match(d, a, "id", "name")]

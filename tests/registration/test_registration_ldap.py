@@ -146,3 +146,27 @@ def test_a_link_to_a_missing_domain_names_it(emulator, api_secret, bind_secret, 
         {"domain": "ROOT/sales", "type": "OU", "name": slapd.STAFF_OU}]))
     with pytest.raises(RegistrationError, match="no domain 'ROOT/sales'"):
         engine.up(spec)
+
+
+def test_ldaps_sets_the_truststore_before_any_server_is_added(directory):
+    from components.registration.plan import Deferred, plan_registration
+
+    spec = dataclasses.replace(make_spec(1, timeouts=FAST), ldap=ldap_spec(
+        directory, ldaps=True, caCertificate="-----BEGIN CERTIFICATE-----\nQQ==\n-----END CERTIFICATE-----"))
+    plan = {p.name: p for p in plan_registration(spec)}
+    store, password = plan["setting-ldap-truststore"], plan["setting-ldap-truststore-password"]
+    assert store.props["value"] == "/etc/cloudstack-ec2/ldap-truststore.p12"
+    assert (password.kind, password.props["secret_arn"]) == ("secret_setting", Deferred("ldap_truststore_secret"))
+    server = plan[f"ldap-server-{directory.host}-{directory.port}"]
+    # addLdapConfiguration binds at once, over LDAPS when both truststore settings are there
+    assert {"setting-ldap-truststore", "setting-ldap-truststore-password", "setting-ldap-bind-password",
+            "setting-ldap-basedn"} <= server.refs()
+
+
+def test_a_truststore_password_not_generated_yet_says_to_replace_the_management_server(aws):
+    from components.registration.directory import read_secret
+
+    client = boto3.client("secretsmanager", region_name=REGION)
+    arn = client.create_secret(Name="cloudstack-ec2/test/ldap-truststore-x")["ARN"]   # no value: no server made one
+    with pytest.raises(RegistrationError, match="has no value.*pulumi up --replace"):
+        read_secret({"name": "ldap.truststore.password", "secret_arn": arn, "secret_version": "", "region": REGION})
