@@ -97,6 +97,11 @@ DEFAULT_CONFIG = {
         "ldap.request.page.size": "1000", "ldap.nested.groups.enable": "true",
     },
 }
+#: Settings of the category Secure (LdapConfiguration.java: the bind principal and password, the
+#: truststore password): stored encrypted, and listConfigurations answers them encrypted again
+#: (ApiResponseHelper.createConfigurationResponse: `if (cfg.isEncrypted())
+#: cfgResponse.setValue(DBEncryptionUtil.encrypt(cfg.getValue()))`, a new salt each time).
+SECURE_CONFIG = {"ldap.bind.principal", "ldap.bind.password", "ldap.truststore.password"}
 #: LdapConfiguration.java: every ldap.* ConfigKey has ConfigKey.Scope.Domain (a domain's own value,
 #: else the global one: ConfigKey.valueIn); updateConfiguration with domainid refuses any other key.
 DOMAIN_SCOPED_CONFIG = {n for n in DEFAULT_CONFIG if n.startswith("ldap.")}
@@ -664,7 +669,10 @@ class Emulator:
 
     def _config_item(self, name: str, zone_id: str | None = None) -> dict:
         value = self.config[name] if zone_id is None else self.zone_config.get((zone_id, name), self.config[name])
-        return self._tmpl("configuration", name=name, value=value, category="Advanced",
+        category = "Secure" if name in SECURE_CONFIG else "Advanced"
+        if category == "Secure" and value is not None:
+            value = base64.b64encode(uuid.uuid4().bytes + value.encode()).decode()   # encrypted, salted
+        return self._tmpl("configuration", name=name, value=value, category=category,
                           description=f"{name} (emulated)")
 
     def seed_configuration(self, name: str, value: str) -> None:

@@ -89,6 +89,11 @@ def test_one_up_configures_the_directory_and_a_second_changes_nothing(emulator, 
     assert slapd.BIND_PASSWORD not in trace.read_text() and "ldap.bind.password" in trace.read_text()
     assert slapd.BIND_PASSWORD not in caplog.text
 
+    # a refresh sees no drift: the Secure settings (the bind principal) come back encrypted, and
+    # are not compared
+    assert {n: r for n, r in engine.refresh().items() if "ldap" in n and r != "same"} == {}
+    assert emulator._config_item("ldap.bind.principal")["value"] != slapd.BIND_DN
+
     before = len(emulator.requests)
     engine.up(spec)
     assert ldap_calls(emulator)   # the first `up` made them
