@@ -75,7 +75,7 @@ fetch_secrets() {
 FIRST_VALUE_VERSION=cloudstack-ec2-first-value-00000001
 
 # first_secret_value SECRET_ID KIND: stores a new value of KIND (db-cloud, keys,
-# admin) in the secret only while it has none (GetSecretValue:
+# admin, ldap-truststore) in the secret only while it has none (GetSecretValue:
 # ResourceNotFoundException); a value it has is never replaced, so a replaced
 # instance, a re-run and a stack whose values came from elsewhere keep theirs.
 # The value goes from a root-only file to the AWS CLI: never in a process list,
@@ -106,7 +106,7 @@ first_secret_value() {
     rm -f "$file"
 }
 
-# new_secret_value KIND: the JSON of a new value, from the OS's CSPRNG (Python's
+# new_secret_value KIND: the JSON of a new value (a plain word for ldap-truststore), from the OS's CSPRNG (Python's
 # secrets module). Letters and digits only: the values go through shell, SQL,
 # option and properties files (tool_safe); at least one of each class.
 new_secret_value() {
@@ -120,8 +120,11 @@ def word(n):
             return w
 values = {"db-cloud": lambda: {"username": "cloud", "password": word(32)},
           "keys": lambda: {"management_key": word(32), "database_key": word(32)},
-          "admin": lambda: {"username": "admin", "password": word(24)}}
-print(json.dumps(values[sys.argv[1]]()))
+          "admin": lambda: {"username": "admin", "password": word(24)},
+          "ldap-truststore": lambda: word(32)}
+value = values[sys.argv[1]]()
+# a plain word without a newline: the secret holds exactly the password
+sys.stdout.write(value if isinstance(value, str) else json.dumps(value) + "\n")
 ' "$1"
 }
 
@@ -287,26 +290,60 @@ fetch_db_ca_bundle() {
     csec2_log "$DB_CA_BUNDLE: $(grep -c -- '-----BEGIN CERTIFICATE-----' "$file") certificates from $CSEC2_DB_CA_BUNDLE_URL"
 }
 
+# import_certificates BUNDLE STORE PASSWORD ALIAS MODE: STORE becomes a new
+# PKCS12 truststore (file mode MODE) of every certificate of the PEM file
+# BUNDLE, named ALIAS-1, ALIAS-2, ...; sets IMPORTED to their number.
+# keytool -importcert takes one certificate a call (keytool(1)); the password
+# reaches it through the environment (-storepass:env), never the process list.
+import_certificates() {
+    local bundle=$1 store=$2 alias=$4 mode=$5 dir cert out n=0
+    dir=$(mktemp -d "$CSEC2_PRIVATE_DIR/truststore.XXXXXX")
+    awk -v dir="$dir" '/-----BEGIN CERTIFICATE-----/ { n++; file = sprintf("%s/%03d.pem", dir, n) } n { print > file }' \
+        "$bundle"
+    for cert in "$dir"/*.pem; do
+        [[ -e $cert ]] || csec2_die "$bundle holds no PEM certificate"
+        n=$((n + 1))
+        out=$(CSEC2_STOREPASS=$3 keytool -importcert -noprompt -alias "$alias-$n" -file "$cert" \
+            -keystore "$dir/store.p12" -storetype PKCS12 -storepass:env CSEC2_STOREPASS 2>&1) ||
+            csec2_die "keytool could not import certificate $n of $bundle: $(head -c 300 <<<"$out")"
+    done
+    mkdir -p "$(dirname "$store")"
+    install -m "$mode" "$dir/store.p12" "$store"
+    rm -rf "$dir"
+    IMPORTED=$n
+}
+
 # Connector/J reads trusted certificates from a Java keystore only
-# (trustCertificateKeyStoreType: JKS or PKCS12); keytool -importcert takes one
-# certificate a call (keytool(1)).
+# (trustCertificateKeyStoreType: JKS or PKCS12).
 build_db_truststore() {
-    local store=$CSEC2_ROOT$DB_TRUSTSTORE dir cert out n=0
+    local store=$CSEC2_ROOT$DB_TRUSTSTORE
     if [[ -s $store ]] && ((!DB_CA_CHANGED)); then
         csec2_log "$DB_TRUSTSTORE is up to date"
         return 0
     fi
-    dir=$(mktemp -d "$CSEC2_PRIVATE_DIR/truststore.XXXXXX")
-    awk -v dir="$dir" '/-----BEGIN CERTIFICATE-----/ { n++; file = sprintf("%s/%03d.pem", dir, n) } n { print > file }' \
-        "$CSEC2_ROOT$DB_CA_BUNDLE"
-    for cert in "$dir"/*.pem; do
-        n=$((n + 1))
-        out=$(keytool -importcert -noprompt -alias "rds-ca-$n" -file "$cert" -keystore "$dir/store.p12" \
-            -storetype PKCS12 -storepass "$DB_TRUSTSTORE_PASSWORD" 2>&1) ||
-            csec2_die "keytool could not import certificate $n of $DB_CA_BUNDLE: $(head -c 300 <<<"$out")"
-    done
-    install -m 0644 "$dir/store.p12" "$store"
-    csec2_log "$DB_TRUSTSTORE: the $n certificates of $DB_CA_BUNDLE"
+    import_certificates "$CSEC2_ROOT$DB_CA_BUNDLE" "$store" "$DB_TRUSTSTORE_PASSWORD" rds-ca 0644
+    csec2_log "$DB_TRUSTSTORE: the $IMPORTED certificates of $DB_CA_BUNDLE"
+}
+
+# The company directory over LDAPS (the stack's ldap.ldaps): CloudStack's LDAP
+# client trusts only the truststore the setting ldap.truststore names, opened
+# with ldap.truststore.password (LdapContextFactory.enableSSL sets them as
+# javax.net.ssl.trustStore / trustStorePassword); the registration sets both,
+# the password from the secret CSEC2_SECRET_LDAP_TRUSTSTORE, which the first
+# management server generates here, so every server's store opens with it.
+# Rebuilt at every boot from the CA secret (a new CA: the next boot). Readable
+# by the management server's user, cloud, only.
+setup_ldap_truststore() {
+    [[ -n ${CSEC2_SECRET_LDAP_CA-} ]] || return 0
+    csec2_step "LDAPS: the directory's CA certificates in $CSEC2_LDAP_TRUSTSTORE"
+    local ca password store=$CSEC2_ROOT$CSEC2_LDAP_TRUSTSTORE
+    first_secret_value "$CSEC2_SECRET_LDAP_TRUSTSTORE" ldap-truststore
+    csec2_wait_secret "$CSEC2_SECRET_LDAP_CA" ca
+    csec2_wait_secret "$CSEC2_SECRET_LDAP_TRUSTSTORE" password
+    csec2_add_secret "$password"
+    import_certificates "$(secret_file ldap-ca.pem "$ca")" "$store" "$password" ldap-ca 0640
+    chown root:cloud "$store"
+    csec2_log "$CSEC2_LDAP_TRUSTSTORE: $IMPORTED certificate(s) of secret $CSEC2_SECRET_LDAP_CA"
 }
 
 # The [client] lines that make a mysql client verify the server.
@@ -926,6 +963,7 @@ setup_database
 db_properties_verify_server
 setup_efs
 system_vm_template
+setup_ldap_truststore
 setup_management
 wait_for_api
 set_admin_password_then_open_api

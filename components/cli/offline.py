@@ -437,6 +437,7 @@ def run_offline(
     subnet_cidrs: Optional[Mapping[str, str]] = None,
     previous_outputs: Optional[Mapping[str, Any]] = None,
     existing_instances: Sequence[ExistingInstance] = (),
+    secret_keys: Sequence[str] = (),
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
@@ -445,7 +446,8 @@ def run_offline(
     `previous_outputs` are the stack's outputs after its last update (a later run of a
     deployed stack); without them the run is a first deployment.
     `existing_instances`: EC2 instances already running in the mocked account (an earlier
-    deployment's hosts, say); offline, by default, nothing exists.
+    deployment's hosts, say); offline, by default, nothing exists. `secret_keys`: the keys of
+    `config` the stack holds as secrets (`pulumi config set --secret`).
     Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
     raise AwsInputError (components.model.aws_constraints) naming each resource and input.
     """
@@ -455,7 +457,7 @@ def run_offline(
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     engine = _WarningCollector(warnings)
     runtime_settings.SETTINGS.engine = engine
-    pulumi.runtime.set_all_config({k: _config_text(v) for k, v in config.items()})
+    pulumi.runtime.set_all_config({k: _config_text(v) for k, v in config.items()}, list(secret_keys))
     runtime_settings.SETTINGS.rpc_manager.clear()
     runtime_settings.SETTINGS.outputs.clear()
 

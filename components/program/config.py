@@ -102,8 +102,14 @@ def availability_zone_problems(zone: Optional[str]) -> list[Problem]:
 
 def load_settings() -> Settings:
     """Settings of the current stack; raises SettingsError with every problem found."""
+    from pulumi.runtime import config as runtime_config
+
     config = pulumi.Config(NAMESPACE)
-    raw = {key.name: config.get(key.name) for key in KEYS}
+    # A key that may hold a secret is read as the engine hands it over (Config.get would warn
+    # that it is a secret); which keys are secrets goes to the rules (ldap's bind password).
+    secret_keys = {key.name for key in KEYS if runtime_config.is_config_secret(f"{NAMESPACE}:{key.name}")}
+    raw = {key.name: runtime_config.get_config(f"{NAMESPACE}:{key.name}") if key.name in secret_keys
+           else config.get(key.name) for key in KEYS}
     for extra in _stack_config_keys() - set(raw):
         raw[extra] = config.get(extra)
     provider = aws_namespace_problems()
@@ -112,7 +118,8 @@ def load_settings() -> Settings:
     extra = (foreign_namespace_problems() + provider
              + ([] if bad_region else availability_zone_problems(raw.get("availabilityZone"))))
     try:
-        settings = parse_settings({k: v for k, v in raw.items() if v is not None}, lookup_instance_type)
+        settings = parse_settings({k: v for k, v in raw.items() if v is not None}, lookup_instance_type,
+                                  secret_keys=secret_keys)
     except SettingsError as error:
         raise SettingsError([*error.problems, *extra]) from None
     if extra:

@@ -10,6 +10,7 @@ import pulumi
 
 from components import boot
 from components.model import recovery
+from components.program import directory
 from components.program.context import Context
 from components.program.data import Data
 from components.program.instances import DOMAIN, instance_spec, overlay_config
@@ -99,6 +100,7 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
 def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter) -> ManagementServer:
     """The management server; console URLs name the router's console Elastic IP."""
     boot_scripts = data.boot_scripts
+    ca = directory.ca_certificate(ctx)
     return ManagementServer("management", ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
@@ -106,12 +108,14 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
         db_master_secret_arn=data.database.master_secret_arn,
         render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns), tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
-        parameter_root=ctx.prefix, console_address=router.console_public_ip))
+        parameter_root=ctx.prefix, console_address=router.console_public_ip,
+        ldap_ca_secret_arn=ca.secret_id if ca else None))
 
 
 def management_user_data(ctx: Context, secret_arns: dict) -> str:
     """The management server's boot script; `secret_arns` as ManagementServer resolves them
-    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn)."""
+    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn; with
+    LDAPS ldap_ca and ldap_truststore)."""
     settings = ctx.settings
     return boot.render_management_user_data(boot.ManagementBoot(
         aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
@@ -119,6 +123,7 @@ def management_user_data(ctx: Context, secret_arns: dict) -> str:
         overlay=overlay_config(settings, ctx.plan, ctx.management_ip, "member"),
         secrets=boot.ManagementSecrets(
             db_cloud=secret_arns["db_cloud"],
-            cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
+            cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"],
+            ldap_ca=secret_arns.get("ldap_ca") or "", ldap_truststore=secret_arns.get("ldap_truststore") or ""),
         cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
         zone_name=settings.zone_name, console_address=secret_arns["console_address"]))

@@ -11,12 +11,13 @@ import pulumi
 from components.model import naming
 from components.model.hosttypes import HostTypes
 from components.program.compute import Compute
+from components.program import directory
 from components.program.context import Context
 from components.program.control_plane import ControlPlane
 from components.program.data import Data
 from components.program.instances import KVM_HOST_USER
 from components.program.network import Network
-from components.registration import GlobalSetting, RegistrationSpec, Timeouts, build_spec
+from components.registration import GlobalSetting, LdapSpec, RegistrationSpec, Timeouts, build_spec
 from components.registration.component import (CloudStackRegistration, CloudStackRegistrationArgs,
                                                stack_aws_identity)
 from components.resources.underlay import CLOUDSTACK_UI_PORT
@@ -42,6 +43,7 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
     if not settings.register_cloud:
         return Registration(api_url, None)
     spec = registration_spec(ctx)
+    bind = directory.bind_password(ctx)
     CloudStackRegistration("registration", CloudStackRegistrationArgs(
         spec=spec,
         api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=ctx.region,
@@ -49,6 +51,8 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
         depends_on=[management.instance, router],
         aws_identity=stack_aws_identity(), host_ready_prefix=ctx.prefix.apply(lambda r: f"{r}/{naming.HOST_READY}"),
         console_forwards_parameter=router.console_forwards_parameter, console_address=router.console_public_ip,
+        ldap_bind_secret=bind.secret_id if bind else "", ldap_bind_version=bind.version_id if bind else "",
+        ldap_truststore_secret=management.ldap_truststore_secret_arn or "",
         guarded=[network.underlay, network.multicast, data.database, data.storage, router, management,
                  compute.hosts]))
     return Registration(api_url, spec)
@@ -64,7 +68,8 @@ def registration_spec(ctx: Context) -> RegistrationSpec:
                                         system_vms=settings.system_vm_wait_minutes * 60),
                       host_instance_types=ctx.host_types.types,
                       extra_settings=cross_cluster_migration(ctx.host_types),
-                      allow_destroy_with_vms=settings.destroy_with_running_vms)
+                      allow_destroy_with_vms=settings.destroy_with_running_vms,
+                      ldap=LdapSpec.of(settings.ldap) if settings.ldap else None)
 
 
 def cross_cluster_migration(host_types: HostTypes) -> tuple[GlobalSetting, ...]:

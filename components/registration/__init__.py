@@ -9,7 +9,7 @@ state by Pulumi's dynamic provider: it must not move.
 """
 
 from .spec import (  # noqa: F401
-    ClusterSpec, GlobalSetting, HostSpec, PhysicalNetworkSpec, PodSpec, PublicRangeSpec, RegistrationSpec,
+    ClusterSpec, GlobalSetting, HostSpec, LdapSpec, PhysicalNetworkSpec, PodSpec, PublicRangeSpec, RegistrationSpec,
     SpecError, StorageSpec, Timeouts, ZoneSpec, build_spec, clusters_for, default_global_settings,
 )
 

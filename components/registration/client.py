@@ -122,7 +122,11 @@ class AuthError(RegistrationError):
 
 
 def redact(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ("<redacted>" if any(m in k.lower() for m in _REDACT_MARKERS) else v) for k, v in params.items()}
+    """Any parameter named like a secret; and the `value` of a setting named like one
+    (updateConfiguration name=ldap.bind.password value=...)."""
+    secret_setting = any(m in str(params.get("name", "")).lower() for m in _REDACT_MARKERS)
+    return {k: ("<redacted>" if any(m in k.lower() for m in _REDACT_MARKERS) or (secret_setting and k == "value")
+                else v) for k, v in params.items()}
 
 
 class TracingSession(requests.Session):

@@ -48,6 +48,12 @@ class CloudStackRegistrationArgs:
     #: The console address (the router's second Elastic IP), which consoleproxy.static.publicIp must
     #: name (the registration checks it; the management server's boot writes it).
     console_address: pulumi.Input[str] = ""
+    #: With spec.ldap: the ARN and version id of the Secrets Manager secret holding the bind
+    #: password; the registration reads the value only when it applies it (never an input).
+    ldap_bind_secret: pulumi.Input[str] = ""
+    ldap_bind_version: pulumi.Input[str] = ""
+    #: With LDAPS: the secret holding the truststore's password (ManagementServer.ldap_truststore_secret_arn).
+    ldap_truststore_secret: pulumi.Input[str] = ""
 
 
 def stack_aws_identity() -> dict[str, Any]:
@@ -102,6 +108,8 @@ class CloudStackRegistration(pulumi.ComponentResource):
             "region": args.region, "efs_dns": args.efs_dns,
             "aws": dict(args.aws_identity), "host_ready_prefix": args.host_ready_prefix,
             "console_forwards_parameter": args.console_forwards_parameter, "console_address": args.console_address,
+            "ldap_bind_secret": args.ldap_bind_secret, "ldap_bind_version": args.ldap_bind_version,
+            "ldap_truststore_secret": args.ldap_truststore_secret,
         }
         spec = with_console_parameter(spec, args.console_forwards_parameter)
         # A host's instance id: a replaced instance re-registers the host (its old record is dead).

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 from .base import Kind, Obj, Props, _by, _first, _is_gone, _single, configuration  # noqa: F401
 from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # noqa: F401
 from .console_forwards import ConsoleForwards
+from .directory import LdapLink, LdapServer, SecretSetting
 from .hosts import ClusterHosts, LegacyHost
 
 # -- zone ---------------------------------------------------------------------
@@ -357,6 +358,13 @@ class PublicIpRange(Kind):
 
 # -- global settings -------------------------------------------------------------
 
+def _secure(obj: Obj) -> bool:
+    """listConfigurations answers a setting of the category Secure (ldap.bind.principal, say)
+    encrypted, with a new salt each time (ApiResponseHelper.createConfigurationResponse:
+    DBEncryptionUtil.encrypt): its value cannot be compared, only set."""
+    return obj.get("category") == "Secure"
+
+
 class GlobalSetting(Kind):
     kind = "global setting"
     preexisting = True
@@ -377,7 +385,7 @@ class GlobalSetting(Kind):
         return {**item, "id": props["name"]}
 
     def converge(self, api, obj, props):
-        if obj.get("value") != props["value"]:
+        if _secure(obj) or obj.get("value") != props["value"]:
             r = api.call("updateConfiguration", name=props["name"], value=props["value"])
             obj = {**r.get("configuration", {}), "id": props["name"]}
         return obj
@@ -387,7 +395,7 @@ class GlobalSetting(Kind):
         return None if item is None else {**item, "id": id_}
 
     def live(self, obj, props):
-        return {"name": obj.get("name"), "value": obj.get("value")}
+        return {"name": obj.get("name"), "value": props.get("value") if _secure(obj) else obj.get("value")}
 
     def change(self, api, id_, olds, news, changed):
         api.call("updateConfiguration", name=id_, value=news["value"])
@@ -567,4 +575,7 @@ KINDS: dict[str, Kind] = {
     "image_store": ImageStore(),
     "workload_guard": WorkloadGuard(),
     "console_forwards": ConsoleForwards(),
+    "secret_setting": SecretSetting(),
+    "ldap_server": LdapServer(),
+    "ldap_link": LdapLink(),
 }

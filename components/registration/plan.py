@@ -18,7 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import PROVIDER_ELEMENTS, TRAFFIC_TYPES, RegistrationSpec
+from .spec import (PROVIDER_ELEMENTS, TRAFFIC_TYPES, RegistrationSpec, ldap_link_resource_name,
+                   ldap_server_resource_name)
 
 #: Connection properties every resource carries. Not secrets: the keys are read
 #: at run time from the secret named here and never stored.
@@ -38,7 +39,8 @@ class Deferred:
     """A value known only at deploy time (a Pulumi input), with fixed text around it."""
 
     name: str           # endpoint | secret_id | region | efs_dns | aws | host_ready_prefix | instance-<i>
-    #                     | console_forwards_parameter | console_address
+    #                     | console_forwards_parameter | console_address | ldap_bind_secret | ldap_bind_version
+    #                     | ldap_truststore_secret
     prefix: str = ""
     suffix: str = ""
 
@@ -97,6 +99,7 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
     p.add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},
           ("image-store", "primary-storage", "public-range", *system_ranges, *settings))
     consoles = _plan_console_forwards(p, system_ranges)
+    _plan_ldap(p)
     # Last: depends on everything (and, in the component, on every AWS resource), so that
     # `pulumi destroy` deletes it first; its deletion refuses while CloudStack has VMs.
     p.add("workload-guard", "workload_guard", {"zoneid": Ref("zone"),
@@ -199,6 +202,38 @@ def _plan_console_forwards(p: _Planner, system_ranges: tuple[str, ...]) -> tuple
         # outputs, declared so that the resource has them as attributes
         "publicip": None, "forwards": None,
     }, ("zone-enable", *system_ranges)),)
+
+
+#: The secret setting the bind password goes into (the value read from Secrets Manager when applied).
+LDAP_BIND_PASSWORD_RESOURCE = "setting-ldap-bind-password"
+
+
+def _plan_ldap(p: _Planner) -> None:
+    """The directory (spec.ldap): its settings and the bind password first (addLdapConfiguration
+    binds with them at once, LdapManagerImpl.addConfigurationInternal), then each server, then
+    the domain links (linkDomainToLdap needs ldap.basedn). Removing `ldap` deletes them in the
+    reverse order: links, servers, then every setting back to CloudStack's default."""
+    directory = p.spec.ldap
+    if directory is None:
+        return
+    settings = tuple(p.add(setting_resource_name(s.name), "global_setting", {"name": s.name, "value": s.value})
+                     for s in directory.settings)
+    password = p.add(LDAP_BIND_PASSWORD_RESOURCE, "secret_setting", {
+        "name": "ldap.bind.password", "secret_arn": Deferred("ldap_bind_secret"),
+        "secret_version": Deferred("ldap_bind_version")})
+    if directory.truststore:
+        # LDAPS (LdapConfiguration.getSSLStatus: both set): the file every management server
+        # builds at boot, and its password, which the first one generated into its secret
+        settings += (p.add(setting_resource_name("ldap.truststore"), "global_setting",
+                           {"name": "ldap.truststore", "value": directory.truststore}),
+                     p.add(setting_resource_name("ldap.truststore.password"), "secret_setting",
+                           {"name": "ldap.truststore.password", "secret_arn": Deferred("ldap_truststore_secret"),
+                            "secret_version": ""}))
+    servers = tuple(p.add(ldap_server_resource_name(host, port), "ldap_server", {"hostname": host, "port": port},
+                          (*settings, password)) for host, port in directory.servers)
+    for domain, kind, name, account_type in directory.links:
+        p.add(ldap_link_resource_name(domain), "ldap_link",
+              {"domain": domain, "type": kind, "ldapdomain": name, "accounttype": account_type}, (*settings, *servers))
 
 
 def with_console_parameter(spec: RegistrationSpec, console_forwards_parameter: Any) -> RegistrationSpec:

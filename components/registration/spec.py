@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from components.model.ipplan import GUEST_CIDR_RANGES
+from components.model.ldap import TRUSTSTORE_PATH
 from components.model.naming import zone_paths
 
 #: CloudStack's limit for KVM clusters (install guide 6.5.1.1).
@@ -269,6 +270,59 @@ class GlobalSetting:
 
 
 @dataclass(frozen=True)
+class LdapSpec:
+    """The company directory CloudStack signs users in with (components/model/ldap.py's
+    LdapDirectory without its secrets): `settings` the plain `ldap.*` settings (name → value),
+    `servers` (host, port) for addLdapConfiguration, `links` (domain path, GROUP|OU, the DN,
+    account type 0|2) for linkDomainToLdap. The bind password is a deploy-time input: the ARN
+    and version of the secret holding it (CloudStackRegistrationArgs)."""
+
+    settings: tuple[GlobalSetting, ...]
+    servers: tuple[tuple[str, int], ...]
+    links: tuple[tuple[str, str, str, int], ...] = ()
+    #: LDAPS: ldap.truststore names this file on every management server, and
+    #: ldap.truststore.password comes from the truststore secret (a deploy-time input); "": LDAP
+    truststore: str = ""
+
+    def __post_init__(self) -> None:
+        if self.truststore and not self.truststore.startswith("/"):
+            _fail("ldap.truststore", self.truststore, "an absolute path on the management servers")
+        if not self.servers or len(set(self.servers)) != len(self.servers):
+            _fail("ldap.servers", self.servers, "at least one (host, port), each once")
+        for host, port in self.servers:
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                _fail("ldap.servers.port", port, "a TCP port 1..65535")
+        if not any(s.name == "ldap.basedn" for s in self.settings):
+            _fail("ldap.settings", [s.name for s in self.settings], "ldap.basedn among them (linkDomainToLdap "
+                  "refuses a domain without a base DN)")
+        for domain, kind, name, account_type in self.links:
+            if kind not in ("GROUP", "OU") or account_type not in (0, 2) or not name:
+                _fail(f"ldap.links[{domain}]", (kind, name, account_type), "type GROUP or OU, a DN, account type 0 or 2")
+        slugs = [ldap_link_resource_name(link[0]) for link in self.links]
+        if len(set(slugs)) != len(slugs):
+            _fail("ldap.links", [link[0] for link in self.links], "each domain at most once")
+
+    @classmethod
+    def of(cls, directory: Any) -> "LdapSpec":
+        """From a components.model.ldap.LdapDirectory."""
+        return cls(settings=tuple(GlobalSetting(n, v, "the company directory (ldap)")
+                                  for n, v in directory.settings().items()),
+                   servers=tuple((s.host, s.port) for s in directory.servers),
+                   links=tuple((k.domain, k.type, k.name, k.account_type_id) for k in directory.links),
+                   truststore=TRUSTSTORE_PATH if directory.ldaps else "")
+
+
+def ldap_server_resource_name(host: str, port: int) -> str:
+    return f"ldap-server-{host}-{port}"
+
+
+def ldap_link_resource_name(domain: str) -> str:
+    """ROOT → ldap-link-ROOT, ROOT/sales → ldap-link-ROOT.sales ('/' becomes '.'; two domains
+    that would get the same name are refused by LdapSpec)."""
+    return "ldap-link-" + domain.replace("/", ".")
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Seconds. Defaults sized for a real first boot of the management server."""
 
@@ -330,6 +384,8 @@ class RegistrationSpec:
     #: the system VMs' public range (for_system_vms, ipplan.IpPlan.system_public_range): the
     #: console proxy's public IP, which the router forwards to, comes from it; None: not registered
     system_public_range: PublicRangeSpec | None = None
+    #: the company directory users sign in with (None: none)
+    ldap: LdapSpec | None = None
 
     def __post_init__(self) -> None:
         idx = [c.index for c in self.clusters]
@@ -492,6 +548,7 @@ def build_spec(
     overlay_mtu: int = 8450,
     host_instance_types: Sequence[str] | None = None,
     allow_destroy_with_vms: bool = False,
+    ldap: LdapSpec | None = None,
 ) -> RegistrationSpec:
     """Build the spec from `components.model.ipplan.IpPlan` (duck-typed: overlay, router,
     management_servers, hosts, system_range, public_range, guest_vlans, guest_cidr, zone_dns,
@@ -523,6 +580,7 @@ def build_spec(
         global_settings=settings,
         timeouts=timeouts or Timeouts(),
         allow_destroy_with_vms=allow_destroy_with_vms,
+        ldap=ldap,
         system_public_range=None if system_public is None else PublicRangeSpec(
             router, netmask, str(system_public.start), str(system_public.end), for_system_vms=True),
     )

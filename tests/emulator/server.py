@@ -87,7 +87,24 @@ DEFAULT_CONFIG = {
     "consoleproxy.launch.max": "10",
     # ConfigurationManagerImpl SystemVMPublicIpReservationModeStrictness (default false).
     "system.vm.public.ip.reservation.mode.strictness": "false",
+    **{  # plugins/user-authenticators/ldap LdapConfiguration.java: the ConfigKeys and defaults (None: NULL)
+        "ldap.provider": "openldap", "ldap.basedn": None, "ldap.bind.principal": None, "ldap.bind.password": None,
+        "ldap.user.object": "inetOrgPerson", "ldap.username.attribute": "uid",
+        "ldap.user.memberof.attribute": "memberof", "ldap.search.group.principle": None,
+        "ldap.email.attribute": "mail", "ldap.firstname.attribute": "givenname", "ldap.lastname.attribute": "sn",
+        "ldap.group.object": "groupOfUniqueNames", "ldap.group.user.uniquemember": "uniquemember",
+        "ldap.truststore": None, "ldap.truststore.password": None, "ldap.read.timeout": "1000",
+        "ldap.request.page.size": "1000", "ldap.nested.groups.enable": "true",
+    },
 }
+#: Settings of the category Secure (LdapConfiguration.java: the bind principal and password, the
+#: truststore password): stored encrypted, and listConfigurations answers them encrypted again
+#: (ApiResponseHelper.createConfigurationResponse: `if (cfg.isEncrypted())
+#: cfgResponse.setValue(DBEncryptionUtil.encrypt(cfg.getValue()))`, a new salt each time).
+SECURE_CONFIG = {"ldap.bind.principal", "ldap.bind.password", "ldap.truststore.password"}
+#: LdapConfiguration.java: every ldap.* ConfigKey has ConfigKey.Scope.Domain (a domain's own value,
+#: else the global one: ConfigKey.valueIn); updateConfiguration with domainid refuses any other key.
+DOMAIN_SCOPED_CONFIG = {n for n in DEFAULT_CONFIG if n.startswith("ldap.")}
 #: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
 #: refuses a value that does not parse as one.
 INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
@@ -176,7 +193,14 @@ class Emulator:
         self.vms: dict[str, dict] = {}
         self.pools: dict[str, dict] = {}
         self.imagestores: dict[str, dict] = {}
-        self.config: dict[str, str] = dict(DEFAULT_CONFIG)
+        self.config: dict[str, str | None] = dict(DEFAULT_CONFIG)
+        self.domain_config: dict[tuple[str, str], str] = {}  # (domain id, name) → the domain's own value
+        #: listDomains: ROOT, which every installation has (path "ROOT", level 0)
+        root = _uuid()
+        self.domains: dict[str, dict] = {root: {"id": root, "name": "ROOT", "path": "ROOT", "level": 0,
+                                                "haschild": False}}
+        self.ldap_configurations: list[dict] = []          # cloud.ldap_configuration (global rows)
+        self.ldap_links: dict[str, dict] = {}              # cloud.ldap_trust_map's domain links (account 0)
         self.zone_config: dict[tuple[str, str], str] = {}   # (zone id, name) → the zone's own value
         self.jobs: dict[str, dict] = {}
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
@@ -621,12 +645,17 @@ class Emulator:
         return all(k not in a or (str(obj.get(k, "")).lower().find(a[k].lower()) >= 0 if k == "name"
                                   else str(obj.get(k)) == a[k]) for k in keys)
 
+    @staticmethod
+    def _entity(table: dict, param: str, id_: str) -> dict:
+        """The object a UUID parameter names; none: the API layer's answer (ParamProcessWorker)."""
+        found = table.get(id_)
+        if found is None:
+            raise ApiError(431, f"Unable to execute API command due to invalid value. Invalid parameter {param} "
+                                f"value={id_} due to incorrect long value format, or entity does not exist")
+        return found
+
     def _zone(self, zid: str) -> dict:
-        z = self.zones.get(zid)
-        if z is None:
-            raise ApiError(431, f"Unable to execute API command due to invalid value. Invalid parameter zoneid "
-                                f"value={zid} due to incorrect long value format, or entity does not exist")
-        return z
+        return self._entity(self.zones, "zoneid", zid)
 
     def _get(self, table: dict, id_: str, what: str) -> dict:
         if id_ not in table:
@@ -640,7 +669,10 @@ class Emulator:
 
     def _config_item(self, name: str, zone_id: str | None = None) -> dict:
         value = self.config[name] if zone_id is None else self.zone_config.get((zone_id, name), self.config[name])
-        return self._tmpl("configuration", name=name, value=value, category="Advanced",
+        category = "Secure" if name in SECURE_CONFIG else "Advanced"
+        if category == "Secure" and value is not None:
+            value = base64.b64encode(uuid.uuid4().bytes + value.encode()).decode()   # encrypted, salted
+        return self._tmpl("configuration", name=name, value=value, category=category,
                           description=f"{name} (emulated)")
 
     def seed_configuration(self, name: str, value: str) -> None:
@@ -669,6 +701,11 @@ class Emulator:
         zone_id = self._zone(a["zoneid"])["id"] if a.get("zoneid") else None
         if zone_id is not None and name not in ZONE_SCOPED_CONFIG:
             raise ApiError(431, f"Invalid scope id provided for the parameter {name}")
+        if a.get("domainid"):
+            if name not in DOMAIN_SCOPED_CONFIG:
+                raise ApiError(431, f"Invalid scope id provided for the parameter {name}")
+            self.domain_config[(self._domain(a["domainid"])["id"], name)] = value
+            return {"configuration": self._config_item(name)}
         if name in INTEGER_CONFIG and not re.fullmatch(r"-?\d+", value):
             raise ApiError(431, f"Please enter a valid integer value for parameter {name}")
         if name in DOMAIN_NAME_CONFIG and value.strip():
@@ -687,6 +724,98 @@ class Emulator:
             raise ApiError(431, f"Config parameter with name {a['name']} doesn't exist")
         self.config[a["name"]] = DEFAULT_CONFIG.get(a["name"], "")
         return {"configuration": self._config_item(a["name"])}
+
+    # -- domains, LDAP (plugins/user-authenticators/ldap LdapManagerImpl) ---------------
+    def _domain(self, domain_id: str) -> dict:
+        return self._entity(self.domains, "domainid", domain_id)
+
+    def _cmd_listDomains(self, a: dict) -> dict:
+        items = [d for d in self.domains.values() if self._match(d, a, "id", "name")]
+        return self._list("domain", [dict(d) for d in items], a)
+
+    def _setting_in(self, name: str, domain_id: str | None) -> str | None:
+        """ConfigKey.valueIn(domainId): the domain's own value, else the global one."""
+        return self.domain_config.get((domain_id, name), self.config[name]) if domain_id else self.config[name]
+
+    def _ldap_bind(self, hostname: str, port: int) -> None:
+        """LdapContextFactory.createBindContext: a simple bind as ldap.bind.principal with
+        ldap.bind.password to the server (anonymous when both are unset, getAuthentication
+        "none"); any failure is addConfigurationInternal's InvalidParameterValueException."""
+        from ldap3 import NONE, Connection, Server
+
+        if self.config["ldap.truststore"]:
+            raise ApiError(530, "the emulator does not emulate LDAPS (ldap.truststore is set)")
+        principal, password = self.config["ldap.bind.principal"], self.config["ldap.bind.password"]
+        timeout = max(1, int(self.config["ldap.read.timeout"] or 1000) // 1000)   # ldap3 takes whole seconds
+        try:
+            conn = Connection(Server(hostname, port=port, get_info=NONE, connect_timeout=timeout),
+                              user=principal, password=password, receive_timeout=timeout, raise_exceptions=False)
+            ok = conn.bind()
+            conn.unbind()
+        except Exception:  # unresolvable host, refused connection: NamingException / IOException
+            ok = False
+        if not ok:
+            raise ApiError(431, "Unable to bind to the given LDAP server")
+
+    @staticmethod
+    def _ldap_response(row: dict) -> dict:
+        # LdapConfigurationResponse (createLdapConfigurationResponse, to a root admin)
+        return {"hostname": row["hostname"], "port": row["port"], "id": row["id"], "domainid": row["domainid"]}
+
+    def _cmd_addLdapConfiguration(self, a: dict) -> dict:
+        if a.get("domainid"):
+            raise ApiError(530, "the emulator keeps global LDAP configurations only")
+        port = int(a["port"]) if int(a["port"]) > 0 else 389   # addConfigurationInternal: port <= 0 → 389
+        if any(r["hostname"] == a["hostname"] and r["port"] == port for r in self.ldap_configurations):
+            raise ApiError(431, "Duplicate configuration")   # hostname:port is unique for a domain binding
+        self._ldap_bind(a["hostname"], port)
+        row = {"id": _uuid(), "hostname": a["hostname"], "port": port, "domainid": None}
+        self.ldap_configurations.append(row)
+        return {"LdapConfiguration": self._ldap_response(row)}
+
+    def _cmd_listLdapConfigurations(self, a: dict) -> dict:
+        # LdapConfigurationDaoImpl.getSearchCriteria: without domainid or listall, global rows only
+        rows = [r for r in self.ldap_configurations
+                if ("hostname" not in a or r["hostname"] == a["hostname"])
+                and (int(a.get("port", 0)) <= 0 or r["port"] == int(a["port"]))
+                and ("id" not in a or r["id"] == a["id"])]
+        return self._list("LdapConfiguration", [self._ldap_response(r) for r in rows], a)
+
+    def _cmd_deleteLdapConfiguration(self, a: dict) -> dict:
+        if not a.get("id") and not a.get("hostname"):
+            raise ApiError(431, "Either id or hostname must be specified")
+        for r in self.ldap_configurations:
+            if (r["id"] == a.get("id")) if a.get("id") else (
+                    r["hostname"] == a["hostname"] and r["port"] == int(a.get("port", 0))):
+                self.ldap_configurations.remove(r)
+                return {"LdapConfiguration": self._ldap_response(r)}
+        if a.get("id"):
+            raise ApiError(431, f"Cannot find configuration with id {a['id']}")
+        raise ApiError(431, f"Cannot find configuration with hostname {a['hostname']}")
+
+    def _cmd_linkDomainToLdap(self, a: dict) -> dict:
+        """LdapManagerImpl.linkDomainToLdap; commons-lang Validate's IllegalArgumentException and
+        the database's duplicate key reach the caller as 530 (ApiErrorCode.INTERNAL_ERROR)."""
+        domain = self._domain(a["domainid"])
+        base_dn = self._setting_in("ldap.basedn", domain["id"])
+        if base_dn is None:
+            raise ApiError(530, f"can not link a domain (with id = {domain['id']}) unless a basedn (null) is "
+                                f"configured for it.")
+        ldap_domain = a.get("ldapdomain") or a.get("name") or ""
+        if not ldap_domain:
+            raise ApiError(530, "ldapDomain cannot be empty, please supply a GROUP or OU name")
+        if int(a["accounttype"]) not in (0, 2):
+            raise ApiError(530, "accountype should be either 0(normal user) or 2(domain admin)")
+        kind = a["type"].upper()
+        if kind not in ("GROUP", "OU"):
+            raise ApiError(530, f"No enum constant org.apache.cloudstack.ldap.LdapManager.LinkType.{kind}")
+        if domain["id"] in self.ldap_links:   # uk_ldap_trust_map__bind_location (domain_id, account_id)
+            raise ApiError(530, f"DB Exception on: Duplicate entry '{domain['id']}-0' for key "
+                                f"'uk_ldap_trust_map__bind_location'")
+        link = {"domainid": domain["id"], "type": kind, "ldapdomain": ldap_domain, "name": ldap_domain,
+                "accounttype": int(a["accounttype"])}
+        self.ldap_links[domain["id"]] = link
+        return {"LinkDomainToLdap": dict(link)}
 
     # -- zones -------------------------------------------------------------------------
     def _cmd_createZone(self, a: dict) -> dict:

@@ -210,7 +210,7 @@ class Deployed:
                 yield from Deployed.strings(v)
 
 
-def run_program(overrides: dict[str, Any], stack: str = "dev") -> Deployed:
+def run_program(overrides: dict[str, Any], stack: str = "dev", secret_keys: Iterable[str] = ()) -> Deployed:
     config = dev_config()
     config[f"{NAMESPACE}:hostCount"] = 3
     for key, value in overrides.items():
@@ -219,7 +219,8 @@ def run_program(overrides: dict[str, Any], stack: str = "dev") -> Deployed:
 
     run = offline.run_offline(build, config, project=PROJECT, stack=stack,
                               region=str(config.get("aws:region", "us-east-1")),
-                              subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])})
+                              subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])},
+                              secret_keys=[k if ":" in k else f"{NAMESPACE}:{k}" for k in secret_keys])
     return Deployed(run, config)
 
 

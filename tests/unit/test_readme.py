@@ -12,6 +12,8 @@ README = (ROOT / "README.md").read_text()
 
 
 def shown_default(default) -> str:
+    if default is None:
+        return "(none)"
     if isinstance(default, bool):
         return "true" if default else "false"
     if isinstance(default, list):

@@ -48,7 +48,7 @@ def test_defaults_are_valid_and_match_the_design():
 def test_every_key_has_a_default_and_a_meaning():
     for key in KEYS:
         assert key.doc.strip(), key.name
-        assert key.kind in ("str", "int", "bool", "list")
+        assert key.kind in ("str", "int", "bool", "list", "object")
 
 
 def test_values_arrive_as_pulumi_strings():

@@ -18,11 +18,12 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 from components.model import ipplan
+from components.model.ldap import LdapDirectory
 from components.model.suggest import did_you_mean
-from components.model.settings import cloudstack, compute, controlplane, data, network
+from components.model.settings import cloudstack, compute, controlplane, data, directory, network
 from components.model.settings.base import NAMESPACE, Key, Problem, SettingsError
 from components.model.settings.cloudstack import (  # noqa: F401  (the package's public names)
     MYSQL_84_FIRST_RELEASE,
@@ -72,7 +73,8 @@ from components.model.settings.network import (  # noqa: F401
 )
 
 #: Every key, tier by tier, in the order the README's table and the problems list them.
-KEYS: tuple[Key, ...] = network.KEYS + controlplane.KEYS + compute.KEYS + cloudstack.KEYS + data.KEYS
+KEYS: tuple[Key, ...] = (network.KEYS + controlplane.KEYS + compute.KEYS + cloudstack.KEYS + data.KEYS
+                         + directory.KEYS)
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
 
@@ -130,6 +132,8 @@ class Settings:
     db_log_retention_days: int = 30
     #: routerCount: 1, or 2 (an active/standby pair).
     router_count: int = 1
+    #: ldap: the company directory users sign in with (None: CloudStack's own accounts only)
+    ldap: Optional[LdapDirectory] = None
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -188,8 +192,11 @@ class _Collector:
     the key's rule made of it (an IPv4Network for a CIDR, None when unusable), which the
     cross-key rules read and may refine."""
 
-    def __init__(self, raw: Mapping[str, Any], lookup_instance: Optional["InstanceLookup"] = None):
+    def __init__(self, raw: Mapping[str, Any], lookup_instance: Optional["InstanceLookup"] = None,
+                 secret_keys: Collection[str] = ()):
         self.raw = raw
+        #: keys the stack holds as Pulumi secrets (a secret's plain text must come from one)
+        self.secret_keys = frozenset(secret_keys)
         self.lookup_instance = lookup_instance
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
@@ -213,7 +220,8 @@ class _Collector:
         raw = self.raw.get(name)
         if raw is None or raw == "":
             return key.default
-        converter = {"str": self._str, "int": self._int, "bool": self._bool, "list": self._list}[key.kind]
+        converter = {"str": self._str, "int": self._int, "bool": self._bool, "list": self._list,
+                     "object": self._object}[key.kind]
         return converter(name, raw, key.default)
 
     def _str(self, name: str, raw: Any, default: Any) -> Any:
@@ -253,6 +261,20 @@ class _Collector:
             self.problem(name, raw, "expected a list of strings")
             return default
         return [v.strip() for v in value]
+
+
+    def _object(self, name: str, raw: Any, default: Any) -> Any:
+        """An object: as YAML gave it, or its JSON text (how Pulumi passes a structured value)."""
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                self.problem(name, raw, f"expected an object (pulumi config set --path '{name}.<field>' ...)")
+                return default
+        if not isinstance(raw, dict):
+            self.problem(name, raw, "expected an object")
+            return default
+        return raw
 
 
 # --------------------------------------------------------------------------- cross-tier rules
@@ -335,6 +357,7 @@ CROSS_KEY_RULES: tuple[Callable[[_Collector], None], ...] = (
     mysql_84_supported,
     mysql_80_extended_support,
     *data.CROSS_KEY_RULES,
+    *directory.CROSS_KEY_RULES,
 )
 
 
@@ -353,14 +376,16 @@ def parse_settings(
     raw: Mapping[str, Any],
     lookup_instance: Optional[InstanceLookup] = None,
     known_keys_only: bool = True,
+    secret_keys: Collection[str] = (),
 ) -> Settings:
     """Validate the raw config of a stack. Raises SettingsError listing every problem.
 
     Unknown keys first, then each key of KEYS by its own rule (`Key.rule`), then
     CROSS_KEY_RULES. `lookup_instance` answers what AWS knows of an instance type (None:
-    unknown type); without it the instance-type facts are not checked.
+    unknown type); without it the instance-type facts are not checked. `secret_keys`: the
+    keys the stack holds as Pulumi secrets (`ldap`'s bind password must be one).
     """
-    c = _Collector(raw, lookup_instance)
+    c = _Collector(raw, lookup_instance, secret_keys)
 
     if known_keys_only:
         for name in sorted(set(raw) - set(KEYS_BY_NAME)):

@@ -1033,9 +1033,11 @@ def nft_verdict(rules, probe):
 
 def keytool(state):
     """keytool -importcert (keytool(1)) into a fake keystore file (JSON: password, alias ->
-    the certificate's CA name). Refuses a store password under 6 characters, an alias
+    the certificate's CA name), the password given by -storepass or -storepass:env. Refuses a store password under 6 characters, an alias
     already in the store, a wrong password for an existing store."""
-    store, alias, password = opt(ARGS, "-keystore"), opt(ARGS, "-alias"), opt(ARGS, "-storepass") or ""
+    store, alias = opt(ARGS, "-keystore"), opt(ARGS, "-alias")
+    # -storepass:env NAME reads the password from the environment variable NAME (keytool(1))
+    password = opt(ARGS, "-storepass") or os.environ.get(opt(ARGS, "-storepass:env") or "", "")
     if "-importcert" not in ARGS:
         sys.stderr.write(f"fake keytool: unsupported {ARGS}\n")
         return 2
