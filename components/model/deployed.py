@@ -13,7 +13,10 @@ what AWS refuses outright:
 - rootVolumeGb: EBS volumes grow but never shrink (EC2 ModifyVolume);
 - dbAllocatedStorageGb: RDS never reduces allocated storage (ModifyDBInstance);
 - dbEngineVersion: 8.0 -> 8.4 is a major-version upgrade the program performs
-  (`upgrading_database`); 8.4 -> 8.0 is a downgrade RDS cannot do.
+  (`upgrading_database`); 8.4 -> 8.0 is a downgrade RDS cannot do;
+- cloudstackVersion: the version the instances run; a downgrade or an upgrade the guides
+  do not document is refused (components/model/upgrades.py), and instances created later
+  install the recorded version (`installed_version`), never one the running servers lack.
 
 A stack deployed before `deployment` existed has other outputs but not this one: its
 SSM parameter root is read from `databaseEndpointParameter`, and the checks begin with
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from components.model import naming
+from components.model import upgrades
 from components.model.settings import Problem, Settings
 
 #: Name of the stack output this module writes and reads.
@@ -63,6 +67,8 @@ class Deployed:
     boot_scripts: int = 0
     #: The router's console private address ("" before consoles or never deployed).
     console_private_ip: str = ""
+    #: cloudstackVersion the instances run ("X.Y" or "X.Y.Z"; "" before it was recorded).
+    cloudstack_version: str = ""
 
     @property
     def exists(self) -> bool:
@@ -91,6 +97,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             console_address=recorded.get("consoleAddress") is True,
             boot_scripts=number("bootScripts") or 0,
             console_private_ip=console_ip if isinstance(console_ip, str) else "",
+            cloudstack_version=str(recorded.get(upgrades.KEY) or ""),
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -99,8 +106,19 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
     return Deployed()
 
 
-def record(settings: Settings, availability_zone: str, parameter_root: Any) -> dict[str, Any]:
-    """The `deployment` output of this run (parameter_root may be a Pulumi Output)."""
+def installed_version(settings: Settings, deployed: Deployed) -> str:
+    """The CloudStack version the instances run, and the one an instance created now installs:
+    the recorded one, or cloudstackVersion on a first run (and on a stack deployed before the
+    version was recorded). A changed cloudstackVersion becomes it only once the upgrade
+    has completed: a host installing it beforehand would refuse the running management
+    server of the other version (userdata/kvm-host.sh)."""
+    return deployed.cloudstack_version or settings.cloudstack_version
+
+
+def record(settings: Settings, availability_zone: str, parameter_root: Any,
+           cloudstack_version: Any) -> dict[str, Any]:
+    """The `deployment` output of this run (parameter_root and cloudstack_version, the
+    version the instances run at its end, may be Pulumi Outputs)."""
     return {
         "availabilityZone": availability_zone,
         "vpcCidr": str(settings.vpc_cidr),
@@ -111,6 +129,7 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any) -> d
         "parameterRoot": parameter_root,
         "consoleAddress": True,
         "bootScripts": BOOT_SCRIPTS,
+        upgrades.KEY: cloudstack_version,
     }
 
 
@@ -198,6 +217,15 @@ def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
             "dbEngineVersion", settings.db_engine_version,
             "the database runs MySQL 8.4; RDS cannot downgrade a major version (restore a snapshot into a new "
             "stack instead): keep 8.4"))
+    version = upgrades.check_version_change(deployed.cloudstack_version, settings.cloudstack_version)
+    if version is not None:
+        problems.append(version)
+    elif upgrades.is_change(deployed.cloudstack_version, settings.cloudstack_version):
+        problems.append(Problem(
+            upgrades.KEY, settings.cloudstack_version,
+            f"the stack runs CloudStack {deployed.cloudstack_version}, and this version of the program does not "
+            f"upgrade the running servers and hosts (their boot scripts ran once): keep "
+            f"{deployed.cloudstack_version}"))
     return problems
 
 
