@@ -304,10 +304,18 @@ class Pod(Kind):
                 "endip": _first(obj.get("endip"))}
 
     def change(self, api, id_, olds, news, changed):
-        args = {k: news[k] for k in changed}
-        if "startip" in args or "endip" in args:  # updatePod wants both ends of the range
-            args.update(startip=news["startip"], endip=news["endip"])
-        api.call("updatePod", id=id_, **args)
+        # updatePod takes startip/endip but ignores them (ConfigurationManagerImpl.editPod(UpdatePodCmd)
+        # passes null for both): the pod's range is changed with updatePodManagementNetworkIpRange
+        # (since 4.16), from the range CloudStack holds now; it refuses a range that leaves out an
+        # address already taken (the system VMs' management NICs).
+        args = {k: news[k] for k in changed if k not in ("startip", "endip")}
+        if args:
+            api.call("updatePod", id=id_, **args)
+        if "startip" in changed or "endip" in changed:
+            live = self.live(self.get(api, id_, news) or {}, news)
+            if (live["startip"], live["endip"]) != (news["startip"], news["endip"]):
+                api.job("updatePodManagementNetworkIpRange", podid=id_, currentstartip=live["startip"],
+                        currentendip=live["endip"], newstartip=news["startip"], newendip=news["endip"])
 
     def remove(self, api, id_, props):
         api.call("deletePod", id=id_)

@@ -911,11 +911,44 @@ class Emulator:
                                   if self._match(p, a, "id", "zoneid", "name")], a)
 
     def _cmd_updatePod(self, a: dict) -> dict:
+        # ConfigurationManagerImpl.editPod(UpdatePodCmd) passes null for startIp and endIp
+        # (4.19 and the current source): the range parameters are accepted and ignored.
         p = self._get(self.pods, a["id"], "pod")
-        for k in ("name", "gateway", "netmask", "startip", "endip", "allocationstate"):
+        for k in ("name", "gateway", "netmask", "allocationstate"):
             if k in a:
                 p[k] = a[k]
         return {"pod": self._pod_view(p)}
+
+    def _cmd_updatePodManagementNetworkIpRange(self, a: dict) -> dict:
+        """PodServiceImpl / ConfigurationManagerImpl.updatePodIpRange (since 4.16): the pod's
+        range (currentstartip-currentendip, which must exist) becomes newstartip-newendip
+        (a missing end keeps the current one); refused when nothing changes, when start > end,
+        or when the new range leaves out an address already taken (the system VMs' management
+        NICs: checkIpRangeContainsTakenAddresses)."""
+        p = self._get(self.pods, a["podid"], "pod")
+        cur = (a["currentstartip"], a["currentendip"])
+        new = (a.get("newstartip") or cur[0], a.get("newendip") or cur[1])
+        if "newstartip" not in a and "newendip" not in a:
+            raise ApiError(431, "Either new starting IP address or new ending IP address must be specified")
+        if new == cur:
+            raise ApiError(431, "New starting and ending IP address are the same as current starting and ending "
+                                "IP address")
+        start, end = ipaddress.IPv4Address(new[0]), ipaddress.IPv4Address(new[1])
+        if start > end:
+            raise ApiError(431, "The start IP address must have a lower value than the end IP address.")
+        if cur != (p["startip"], p["endip"]):
+            raise ApiError(431, f"The input IP range: {cur[0]}-{cur[1]} of pod: {p['id']} is not present. "
+                                "Please input an existing range.")
+        taken = [v["privateip"] for v in self.vms.values() if v.get("_podid") == p["id"] and v.get("privateip")]
+        if any(not start <= ipaddress.IPv4Address(ip) <= end for ip in taken):
+            raise ApiError(431, "The IP range does not contain some IP addresses that have already been taken. "
+                                "Please adjust your IP range to include all IP addresses already taken.")
+
+        def run() -> dict:
+            p.update(startip=new[0], endip=new[1])
+            return {"success": True}
+
+        return self._submit("updatePodManagementNetworkIpRange", run)
 
     def _cmd_deletePod(self, a: dict) -> dict:
         p = self._get(self.pods, a["id"], "pod")
