@@ -87,7 +87,13 @@ DEFAULT_CONFIG = {
     "consoleproxy.launch.max": "10",
     # ConfigurationManagerImpl SystemVMPublicIpReservationModeStrictness (default false).
     "system.vm.public.ip.reservation.mode.strictness": "false",
+    # CapacityManager.ImageStoreNFSVersion (String, ImageStore scope, default null: the mount
+    # negotiates): the NFS version system VMs mount secondary storage with.
+    "secstorage.nfs.version": None,
 }
+#: Settings with ConfigKey.Scope.ImageStore: listConfigurations / updateConfiguration with
+#: imagestoreuuid (the store's value, else the global one; SystemVmTemplateRegistration.getNfsVersion).
+IMAGE_STORE_SCOPED_CONFIG = {"secstorage.nfs.version"}
 #: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
 #: refuses a value that does not parse as one.
 INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
@@ -178,6 +184,7 @@ class Emulator:
         self.imagestores: dict[str, dict] = {}
         self.config: dict[str, str] = dict(DEFAULT_CONFIG)
         self.zone_config: dict[tuple[str, str], str] = {}   # (zone id, name) → the zone's own value
+        self.store_config: dict[tuple[str, str], str] = {}  # (image store id, name) → the store's own value
         self.jobs: dict[str, dict] = {}
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
         self.template_ready_at: dict[str, float] = {}      # zone id → when its system VM template is Ready
@@ -638,10 +645,15 @@ class Emulator:
     def _cmd_listCapabilities(self, a: dict) -> dict:
         return {"capability": self._tmpl("capability", cloudstackversion="4.22.1.0")}
 
-    def _config_item(self, name: str, zone_id: str | None = None) -> dict:
+    def _config_item(self, name: str, zone_id: str | None = None, store_id: str | None = None) -> dict:
         value = self.config[name] if zone_id is None else self.zone_config.get((zone_id, name), self.config[name])
-        return self._tmpl("configuration", name=name, value=value, category="Advanced",
+        if store_id is not None:
+            value = self.store_config.get((store_id, name), value)
+        item = self._tmpl("configuration", name=name, value=value, category="Advanced",
                           description=f"{name} (emulated)")
+        if value is None:  # a null value is left out of the response, like every null field
+            item.pop("value", None)
+        return item
 
     def seed_configuration(self, name: str, value: str) -> None:
         """Test helper: what the management server's boot writes into cloud.configuration with SQL
@@ -655,11 +667,14 @@ class Emulator:
     def _cmd_listConfigurations(self, a: dict) -> dict:
         # like the real server, `name` matches as a substring
         names = [n for n in sorted(self.config) if a.get("name", "") in n]
-        zone_id = None
+        zone_id = store_id = None
         if a.get("zoneid"):
             zone_id = self._zone(a["zoneid"])["id"]
             names = [n for n in names if n in ZONE_SCOPED_CONFIG]
-        return self._list("configuration", [self._config_item(n, zone_id) for n in names], a)
+        if a.get("imagestoreuuid"):
+            store_id = self._get(self.imagestores, a["imagestoreuuid"], "image store")["id"]
+            names = [n for n in names if n in IMAGE_STORE_SCOPED_CONFIG]
+        return self._list("configuration", [self._config_item(n, zone_id, store_id) for n in names], a)
 
     def _cmd_updateConfiguration(self, a: dict) -> dict:
         name, value = a["name"], a.get("value", "")
@@ -676,11 +691,17 @@ class Emulator:
             domain = domain[2:] if domain.startswith("*") else domain
             if len(domain) >= 238 or not DOMAIN_NAME_PATTERN.fullmatch(domain):
                 raise ApiError(431, "Please enter a valid string for domain name, prefixed with '*.' if applicable")
-        if zone_id is None:
+        store_id = self._get(self.imagestores, a["imagestoreuuid"], "image store")["id"] \
+            if a.get("imagestoreuuid") else None
+        if store_id is not None and name not in IMAGE_STORE_SCOPED_CONFIG:
+            raise ApiError(431, f"Invalid scope id provided for the parameter {name}")
+        if store_id is not None:
+            self.store_config[(store_id, name)] = value
+        elif zone_id is None:
             self.config[name] = value
         else:
             self.zone_config[(zone_id, name)] = value
-        return {"configuration": self._config_item(name, zone_id)}
+        return {"configuration": self._config_item(name, zone_id, store_id)}
 
     def _cmd_resetConfiguration(self, a: dict) -> dict:
         if a["name"] not in self.config:
