@@ -220,12 +220,12 @@ def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
     version = upgrades.check_version_change(deployed.cloudstack_version, settings.cloudstack_version)
     if version is not None:
         problems.append(version)
-    elif upgrades.is_change(deployed.cloudstack_version, settings.cloudstack_version):
+    elif upgrades.is_change(deployed.cloudstack_version, settings.cloudstack_version) and not settings.register_cloud:
         problems.append(Problem(
             upgrades.KEY, settings.cloudstack_version,
-            f"the stack runs CloudStack {deployed.cloudstack_version}, and this version of the program does not "
-            f"upgrade the running servers and hosts (their boot scripts ran once): keep "
-            f"{deployed.cloudstack_version}"))
+            f"the stack runs CloudStack {deployed.cloudstack_version}; the upgrade goes through CloudStack's API, "
+            f"as the registration does, and registerCloud is false: set registerCloud to true for the upgrade, "
+            f"or keep {deployed.cloudstack_version}"))
     return problems
 
 

@@ -186,6 +186,15 @@ class Emulator:
         self.zone_config: dict[tuple[str, str], str] = {}   # (zone id, name) → the zone's own value
         self.store_config: dict[tuple[str, str], str] = {}  # (image store id, name) → the store's own value
         self.jobs: dict[str, dict] = {}
+        # Versions. The database schema's version (cloud.version), each management server's
+        # (instance id -> the version it runs; None: stopped; empty: one implicit server on the
+        # schema's version), every database upgrade and every start of a server beside running
+        # ones of another version (apache/cloudstack 11973).
+        self.db_version = "4.22.1.0"
+        self.servers: dict[str, str | None] = {}
+        self.db_upgrades: list[tuple[str, str]] = []
+        self.version_skew: list[tuple[str, str, str]] = []
+        self.system_template_version = "4.22.0"              # systemvm-kvm-<this>
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
         self.template_ready_at: dict[str, float] = {}      # zone id → when its system VM template is Ready
         self.template_delay = 0.02                         # seeding the template into the image store
@@ -425,7 +434,7 @@ class Emulator:
                 except ApiError as e:
                     job["result"], job["status"], job["code"] = {"errorcode": e.code, "errortext": e.text}, 2, e.code
         for h in self.hosts.values():
-            if h["state"] == "Connecting" and h["up_at"] <= now:
+            if h["state"] in ("Connecting", "Disconnected") and h["up_at"] <= now:
                 h["state"] = "Up"
             if h["resourcestate"] in ("PrepareForMaintenance", "ErrorInPrepareForMaintenance") \
                     and h["maintenance_at"] <= now:
@@ -642,8 +651,50 @@ class Emulator:
         return table[id_]
 
     # -- capabilities, configuration --------------------------------------------------
+    @property
+    def version(self) -> str:
+        """What listCapabilities reports: the running servers' version (the schema's if none is modelled)."""
+        running = sorted({v for v in self.servers.values() if v})
+        return running[0] if running else self.db_version
+
     def _cmd_listCapabilities(self, a: dict) -> dict:
-        return {"capability": self._tmpl("capability", cloudstackversion="4.22.1.0")}
+        return {"capability": self._tmpl("capability", cloudstackversion=self.version)}
+
+    # -- the management servers' and agents' packages (what an instance's upgrade does) ----------
+    def stop_server(self, server: str) -> None:
+        """`systemctl stop cloudstack-management` on a server; with none left running, the API's
+        port is closed (connections refused)."""
+        self.servers[server] = None
+        if not any(self.servers.values()):
+            self.stop()
+
+    def start_server(self, server: str, version: str) -> None:
+        """A server starts on `version`. DatabaseUpgradeChecker.check at its start: a schema older
+        than the code is upgraded (once: the next server finds it current), a newer one refused
+        (the server does not start); the new release's system VM template is registered from the
+        package (SystemVmTemplateRegistration). Started beside running servers of another
+        version, the start is recorded as skew (apache/cloudstack 11973)."""
+        key = tuple(map(int, version.split(".")))
+        if key < tuple(map(int, self.db_version.split("."))):
+            raise RuntimeError(f"the database is version {self.db_version}, newer than {version}: not started")
+        for other, running in self.servers.items():
+            if running and running != version and other != server:
+                self.version_skew.append((server, version, running))
+        if key > tuple(map(int, self.db_version.split("."))):
+            self.db_upgrades.append((self.db_version, version))
+            self.db_version = version
+            self.system_template_version = ".".join(version.split(".")[:3])
+            for zid in self.template_ready_at:
+                self.template_ready_at[zid] = time.monotonic() + self.template_delay
+        self.servers[server] = version
+        if self._server is None:
+            self.start()
+
+    def upgrade_agent(self, ip: str, version: str) -> None:
+        """The agent of host `ip` restarted on `version`: Disconnected until it connects again
+        (its guests keep running: the upgrade guides' KVM section)."""
+        h = next(h for h in self.hosts.values() if h["ipaddress"] == ip)
+        h.update(state="Disconnected", version=version, up_at=time.monotonic() + self.system_vm_delay)
 
     def _config_item(self, name: str, zone_id: str | None = None, store_id: str | None = None) -> dict:
         value = self.config[name] if zone_id is None else self.zone_config.get((zone_id, name), self.config[name])
@@ -1113,6 +1164,7 @@ class Emulator:
                                "clusterid": c["id"], "clustername": c["name"], "podid": p["id"],
                                "podname": p["name"], "zoneid": z["id"], "zonename": z["name"], "hypervisor": "KVM",
                                "type": "Routing", "state": "Up", "resourcestate": "Enabled", "created": _now(),
+                               "version": self.version,
                                "up_at": 0.0, "maintenance_at": 0.0, "username": a["username"]}
             return {"count": 1, "host": [self._host_view(self.hosts[hid])]}
         return Blocking(self.add_host_delay, finish)
@@ -1405,7 +1457,8 @@ class Emulator:
         for zid, hvs in self.system_templates.items():
             for hv in sorted(hvs):
                 ready = self.template_ready_at.get(zid, float("inf")) <= now
-                t = {"id": f"tmpl-{zid[:8]}-{hv}", "name": f"systemvm-{hv.lower()}-4.22.0", "hypervisor": hv,
+                t = {"id": f"tmpl-{zid[:8]}-{hv}-{self.system_template_version}",
+                     "name": f"systemvm-{hv.lower()}-{self.system_template_version}", "hypervisor": hv,
                      "templatetype": "SYSTEM", "zoneid": zid, "isready": ready,
                      "status": "Download Complete" if ready else "Installing Template"}
                 if self._match(t, a, "zoneid", "hypervisor", "templatetype"):

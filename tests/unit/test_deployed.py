@@ -274,13 +274,58 @@ def test_hosts_added_later_install_the_recorded_version_not_the_requested_one():
     assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.20.1"
 
 
-def test_a_version_change_the_program_cannot_perform_is_refused():
+def test_a_version_change_is_an_upgrade_through_the_api_so_it_needs_the_registration():
     with pytest.raises(SettingsError) as err:
         later_run(recorded(cloudstackVersion="4.20", dbEngineVersion="8.0"), cloudstackVersion="4.22",
-                  dbEngineVersion="8.0")
-    assert "cloudstack-ec2:cloudstackVersion = '4.22'" in str(err.value) and "keep 4.20" in str(err.value)
+                  dbEngineVersion="8.0", registerCloud=False)
+    assert "cloudstack-ec2:cloudstackVersion = '4.22'" in str(err.value) and "registerCloud" in str(err.value)
+    assert "keep 4.20" in str(err.value)
+
+
+def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_the_running_version():
+    from components.registration import upgrade
+    from tests.unit.conftest import Deployed as Inspect
+
+    run = later_run(recorded(cloudstackVersion="4.20.1", consoleAddress=True, bootScripts=2, dbEngineVersion="8.0"),
+                    cloudstackVersion="4.22", dbEngineVersion="8.0", hostCount=3)
+    [resource] = run.of_type(upgrade.TYPE)
+    assert (resource.inputs["from_version"], resource.inputs["to_version"]) == ("4.20.1", "4.22")
+    management = next(r for r in run.of_type("aws:ec2/instance:Instance") if r.name == "management")
+    assert resource.inputs["management_ids"] == [management.id]
+    assert [h["ip"] for h in resource.inputs["hosts"]] == ["10.100.0.10", "10.100.0.11", "10.100.0.12"]
+    steps = [s.split(":")[0] for s in resource.state["steps"]]
+    assert steps[0] == "snapshot" and steps[-3:] == ["template", "system-vms", "routers"]
+    assert steps.index("first") < steps.index("agent") and steps.count("agent") == 3
+    assert resource.inputs["state_parameter"].endswith("/cloudstack-upgrade")
+    # A host added in this update boots on the version the servers run until the upgrade.
+    hosts = [r for r in run.of_type("aws:ec2/instance:Instance") if r.name.startswith("kvm-host")]
+    assert {Inspect.boot_env(h)["CSEC2_CLOUDSTACK_VERSION"] for h in hosts} == {"4.20.1"}
+    # The recorded version is the upgrade's result: the new one once every step is done.
+    assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
 
 
 def test_a_stack_from_before_the_version_was_recorded_records_the_configured_one():
     run = later_run(recorded(consoleAddress=True, bootScripts=2))
     assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
+
+
+def test_the_offline_plan_shows_the_upgrade_steps(tmp_path, capsys):
+    from components.cli import commands as cli
+
+    previous = tmp_path / "outputs.json"
+    hosts = {str(i): {"instanceId": f"i-0{i:016x}", "instanceType": "m5zn.metal", "cluster": 0} for i in range(2)}
+    previous.write_text(__import__("json").dumps(
+        {**recorded(cloudstackVersion="4.20", dbEngineVersion="8.0", consoleAddress=True, bootScripts=2),
+         "hosts": hosts}))
+    root = str(Path(__file__).resolve().parents[2])
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
+                     "--set", "dbEngineVersion=8.0", "--set", "cloudstackVersion=4.22"]) == 0
+    text = capsys.readouterr().out
+    assert "CloudStack upgrade 4.20 -> 4.22" in text
+    lines = [line.strip() for line in text[text.index("CloudStack upgrade"):].splitlines()[1:16]]
+    assert lines[0].startswith("snapshot: RDS snapshot cloudstack-dev-4-20-to-4-22")
+    assert any(line.startswith("first:") and "database upgrade runs here, once" in line for line in lines)
+    # without a change of version, no upgrade section
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
+                     "--set", "dbEngineVersion=8.0", "--set", "cloudstackVersion=4.20"]) == 0
+    assert "CloudStack upgrade" not in capsys.readouterr().out
