@@ -152,6 +152,14 @@ def version_matches(reported: str, requested: str) -> bool:
     return reported == requested or reported.startswith(requested + ".")
 
 
+def is_older(requested: str, reported: str) -> bool:
+    """Whether the requested version ("X.Y" or "X.Y.Z") is older than one CloudStack reports
+    ("4.22.1.0"): "4.22.0" is older than 4.22.1.0; "4.22" (its newest patch) never is."""
+    parts = [int(p) for p in reported.split(".")[:3] if p.isdigit()]
+    asked = [int(p) for p in requested.split(".")]
+    return asked < parts[:len(asked)]
+
+
 def _apt_pin(package: str, requested: str) -> str:
     # "X.Y" installs the newest X.Y.z; "X.Y.Z" exactly that patch release (as the boot scripts).
     return f"{package}={requested}*" if requested.count(".") == 2 else package

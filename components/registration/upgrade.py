@@ -71,6 +71,9 @@ class Upgrade:
         """Every step not recorded as done, in order; returns all steps ("key: what")."""
         steps = _plan(self.props, self.installed)
         done = self._load_done()
+        if not done and self._already_there():
+            LOG.info("upgrade %s -> %s: every server and host runs it already", self.installed, self.requested)
+            return []
         for step in steps:
             if step.key in done:
                 LOG.info("upgrade %s -> %s: %s done already", self.installed, self.requested, step.key)
@@ -80,6 +83,26 @@ class Upgrade:
             done.add(step.key)
             self._save_done(done)
         return [f"{s.key}: {s.what}" for s in steps]
+
+    def _already_there(self) -> bool:
+        """Before the first step: True when every server and host already runs the requested
+        version (e.g. "4.22" installed 4.22.1.0 and "4.22.1" is asked for). Raises UpgradeError,
+        before anything is stopped, when the running version is newer than the one asked for,
+        which only the servers know ("4.22" recorded, "4.22.0" asked while 4.22.1.0 runs):
+        apt would refuse the downgrade with every server stopped."""
+        reported = self._reported()
+        if not reported:
+            return False
+        if upgrades.is_older(self.requested, reported):
+            raise UpgradeError(f"cloudstackVersion {self.requested}: the servers run CloudStack {reported}, newer; "
+                               f"CloudStack has no downgrade: set cloudstackVersion to {self.installed} or "
+                               f"{'.'.join(reported.split('.')[:3])}")
+        if not upgrades.version_matches(reported, self.requested):
+            return False
+        ips = {h["ip"] for h in self.props["hosts"]}
+        hosts = [h for h in self.api.list("listHosts", "host", type="Routing") if h.get("ipaddress") in ips]
+        return len(hosts) == len(ips) and all(
+            upgrades.version_matches(str(h.get("version") or ""), self.requested) for h in hosts)
 
     def _run_step(self, step: upgrades.Step) -> None:
         if step.instance:

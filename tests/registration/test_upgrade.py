@@ -186,3 +186,18 @@ def test_nothing_to_do_when_the_version_is_unchanged(emulator, cloud):
     fleet, secret_id = cloud
     result = CloudStackUpgradeProvider().create(props(emulator, secret_id, fleet, "4.20.1"))
     assert result.outs["version"] == "4.20.1" and result.outs["steps"] == [] and fleet.ran == []
+
+
+def test_an_older_patch_than_the_servers_run_is_refused_before_anything_stops(emulator, cloud):
+    # "4.20" recorded (the servers installed its newest patch then, 4.20.1.0); "4.20.0" asked for
+    # is a downgrade only the servers can tell.
+    fleet, secret_id = cloud
+    olds = {**props(emulator, secret_id, fleet, "4.20", from_version="4.20"), "version": "4.20"}
+    with pytest.raises(UpgradeError, match=r"the servers run CloudStack 4\.20\.1\.0, newer.*4\.20\.1"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds,
+                                           props(emulator, secret_id, fleet, "4.20.0", from_version="4.20"))
+    assert fleet.ran == [] and set(emulator.servers.values()) == {"4.20.1.0"}
+    # and pinning the patch the servers run already changes nothing on them
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds,
+                                                props(emulator, secret_id, fleet, "4.20.1", from_version="4.20"))
+    assert result.outs["version"] == "4.20.1" and fleet.ran == []
