@@ -148,9 +148,10 @@ def instance_urn(stack: str, component: str, name: str) -> str:
             f"$aws:ec2/instance:Instance::{name}")
 
 
-def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
+def upgrade_warnings(deployed: Deployed, stack: str, settings_version: str = "") -> list[str]:
     """What this update changes of a deployed stack that its owner should hear about first
-    (nothing on a first run). `stack`: the stack's name (in the URNs to replace)."""
+    (nothing on a first run). `stack`: the stack's name (in the URNs to replace);
+    `settings_version`: cloudstackVersion of this update."""
     warnings = []
     if deployed.exists and deployed.boot_scripts < BOOT_SCRIPTS:
         warnings.append(
@@ -164,6 +165,14 @@ def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
             "reads the deleted master secret): "
             f"`pulumi up --replace '{instance_urn(stack, 'ManagementServer', 'management')}'` (it keeps the "
             "database), before adding hosts.")
+    if deployed.exists and upgrades.is_change(deployed.cloudstack_version, settings_version) and \
+            upgrades.check_version_change(deployed.cloudstack_version, settings_version) is None:
+        warnings.append(
+            f"this update upgrades CloudStack {deployed.cloudstack_version} -> {settings_version} (README "
+            "'Upgrading CloudStack'): an RDS snapshot, Java 17, every management server stopped (the UI and API "
+            "are down until the first runs the new version, typically 10-20 minutes), then each KVM host's "
+            "agent in turn (VMs keep running), the system VMs recreated and the virtual routers' networks "
+            "restarted. `cloudstack-ec2 plan` lists the steps.")
     if deployed.exists and not deployed.console_address:
         warnings.append(
             "this update gives the router the console address for VM consoles (README 'VM consoles'): the router "

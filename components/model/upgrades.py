@@ -192,8 +192,14 @@ def _packages(requested: str, packages: Sequence[str], defaults: Sequence[str]) 
     return lines
 
 
+def run_command(script: str) -> str:
+    """The one command SSM's AWS-RunShellScript runs (as root, with /bin/sh) for a step's bash
+    script: bash reads it from a here-document, so `set -o pipefail` and [[ ]] work."""
+    return f"bash -s <<'CSEC2_UPGRADE_STEP'\n{script}CSEC2_UPGRADE_STEP\n"
+
+
 def step_script(step: Step, requested: str) -> str:
-    """The shell script (bash, run as root by SSM's AWS-RunShellScript) of an instance's step."""
+    """The shell script (bash) of an instance's step."""
     if step.action == "java":
         lines = ["set -euo pipefail", "export DEBIAN_FRONTEND=noninteractive",
                  f"{_APT} install openjdk-17-jre-headless",
@@ -209,9 +215,11 @@ def step_script(step: Step, requested: str) -> str:
     elif step.action in ("first", "server"):
         lines = _packages(requested, ("cloudstack-management", "cloudstack-common"),
                           ("/etc/default/cloudstack-management", "/etc/default/cloudstack-usage"))
+        # Unmasked before the package: its maintainer scripts may (re)start the service, which a
+        # masked unit fails. Only this server is unmasked: the others stay stopped.
+        lines.insert(2, "systemctl unmask cloudstack-management.service")
         # The boot script's re-run republishes the version the hosts install and starts the server.
-        lines += ["systemctl unmask cloudstack-management.service",
-                  "systemctl start cloudstack-ec2-boot.service",
+        lines += ["systemctl start cloudstack-ec2-boot.service",
                   "systemctl is-active --quiet cloudstack-management.service"]
     elif step.action == "agent":
         # Stopping the agent leaves the guests running (the guides' KVM section); CloudStack

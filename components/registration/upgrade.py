@@ -138,7 +138,7 @@ class Upgrade:
         sent = self.ssm.send_command(
             InstanceIds=[step.instance], DocumentName="AWS-RunShellScript",
             Comment=f"cloudstack-ec2 upgrade {step.key}"[:100],
-            Parameters={"commands": [upgrades.step_script(step, self.requested)],
+            Parameters={"commands": [upgrades.run_command(upgrades.step_script(step, self.requested))],
                         "executionTimeout": [str(int(self.timeouts["command"]))]},
             TimeoutSeconds=600)
         command_id = sent["Command"]["CommandId"]

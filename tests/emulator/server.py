@@ -434,8 +434,11 @@ class Emulator:
                 except ApiError as e:
                     job["result"], job["status"], job["code"] = {"errorcode": e.code, "errortext": e.text}, 2, e.code
         for h in self.hosts.values():
-            if h["state"] in ("Connecting", "Disconnected") and h["up_at"] <= now:
+            if h["state"] == "Connecting" and h["up_at"] <= now:
                 h["state"] = "Up"
+            if h["state"] == "Disconnected" and h.get("_reconnect_at", float("inf")) <= now:
+                h["state"] = "Up"   # the restarted agent connected again
+                h.pop("_reconnect_at")
             if h["resourcestate"] in ("PrepareForMaintenance", "ErrorInPrepareForMaintenance") \
                     and h["maintenance_at"] <= now:
                 self._attempt_maintain(h)
@@ -694,7 +697,7 @@ class Emulator:
         """The agent of host `ip` restarted on `version`: Disconnected until it connects again
         (its guests keep running: the upgrade guides' KVM section)."""
         h = next(h for h in self.hosts.values() if h["ipaddress"] == ip)
-        h.update(state="Disconnected", version=version, up_at=time.monotonic() + self.system_vm_delay)
+        h.update(state="Disconnected", version=version, _reconnect_at=time.monotonic() + self.system_vm_delay)
 
     def _config_item(self, name: str, zone_id: str | None = None, store_id: str | None = None) -> dict:
         value = self.config[name] if zone_id is None else self.zone_config.get((zone_id, name), self.config[name])
@@ -1323,7 +1326,38 @@ class Emulator:
         return self._list("virtualmachine", self._vm_items(a, ("User",)), a)
 
     def _cmd_listRouters(self, a: dict) -> dict:
-        return self._list("router", self._vm_items(a, ("DomainRouter",)), a)
+        # DomainRouterResponse names the router's network `guestnetworkid` and its VPC `vpcid`.
+        items = self._vm_items(a, ("DomainRouter",))
+        for item in items:
+            v = self.vms[item["id"]]
+            item.update({k: v[k] for k in ("guestnetworkid", "vpcid") if v.get(k)})
+        return self._list("router", items, a)
+
+    def _restart_routers(self, command: str, key: str, a: dict) -> dict:
+        """restartNetwork / restartVPC (NetworkServiceImpl.restartNetwork, VpcManagerImpl.restartVpc):
+        with cleanup=true the routers are destroyed and new ones deployed (on the current system
+        VM template); the network's guests keep running."""
+        routers = [v for v in self.vms.values() if v["type"] == "DomainRouter" and v.get(key) == a["id"]]
+        if not routers:
+            raise ApiError(431, f"Unable to execute API command {command.lower()} due to invalid value. Invalid "
+                                f"parameter id value={a['id']} due to incorrect long value format, or entity "
+                                f"does not exist")
+
+        def run() -> dict:
+            if a.get("cleanup") == "true":
+                for old in routers:
+                    self.vms.pop(old["id"], None)
+                    new = self.add_vm(old["hostid"], old["name"], type="DomainRouter")
+                    self.vms[new].update({key: a["id"], "template": self.system_template_version})
+            return {"success": True}
+
+        return self._submit(command, run)
+
+    def _cmd_restartNetwork(self, a: dict) -> dict:
+        return self._restart_routers("restartNetwork", "guestnetworkid", a)
+
+    def _cmd_restartVPC(self, a: dict) -> dict:
+        return self._restart_routers("restartVPC", "vpcid", a)
 
     def _system_vm_view(self, v: dict) -> dict:
         """SystemVmResponse (api/.../response/SystemVmResponse.java, SerializedName of each field) as

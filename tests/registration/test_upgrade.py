@@ -38,7 +38,11 @@ class Fleet:
         self.ran: list[tuple[str, str]] = []      # (step key, instance)
         self.fail_once: dict[str, str] = {}      # step key -> the error its first run ends with
 
-    def run(self, instance: str, script: str) -> None:
+    def run(self, instance: str, command: str) -> None:
+        # AWS-RunShellScript runs the command with /bin/sh: a bash here-document of the step's script
+        m = re.fullmatch(r"bash -s <<'(\w+)'\n(.*\n)\1\n", command, re.S)
+        assert m, command
+        script = m.group(2)
         key = re.search(r"upgrade step (\S+):", script).group(1)
         self.ran.append((key, instance))
         if key in self.fail_once:
@@ -84,6 +88,9 @@ def cloud(aws, emulator, api_secret, monkeypatch):
     for ip in hosts.values():
         host = next(h for h in emulator.hosts.values() if h["ipaddress"] == ip)
         emulator.add_vm(host["id"], f"vm-{ip}")
+    first_host = next(iter(emulator.hosts.values()))["id"]
+    emulator.vms[emulator.add_vm(first_host, "r-1-VM", type="DomainRouter")]["guestnetworkid"] = "net-1"
+    emulator.vms[emulator.add_vm(first_host, "r-2-VM", type="DomainRouter")]["vpcid"] = "vpc-1"
     boto3.client("rds", region_name=REGION).create_db_instance(
         DBInstanceIdentifier=DB, DBInstanceClass="db.t3.medium", Engine="mysql", MasterUsername="admin",
         MasterUserPassword="not-a-secret-1", AllocatedStorage=20)
@@ -144,9 +151,12 @@ def test_upgrade_4_20_to_4_22_with_two_servers_and_three_hosts(emulator, cloud):
     snapshot = boto3.client("rds", region_name=REGION).describe_db_snapshots(
         DBSnapshotIdentifier="cloudstack-test-4-20-1-to-4-22")["DBSnapshots"][0]
     assert snapshot["DBInstanceIdentifier"] == DB and snapshot["SnapshotType"] == "manual"
-    # system VMs recreated on the new template
+    # system VMs recreated on the new template, routers too (their network and VPC restarted with cleanup)
     system = [v for v in emulator.vms.values() if v["type"] in ("SecondaryStorageVm", "ConsoleProxy")]
     assert len(system) == 2 and {v["state"] for v in system} == {"Running"}
+    routers = [v for v in emulator.vms.values() if v["type"] == "DomainRouter"]
+    assert {(v.get("guestnetworkid"), v.get("vpcid"), v.get("template")) for v in routers} == {
+        ("net-1", None, "4.22.1"), (None, "vpc-1", "4.22.1")}
 
 
 def test_an_interrupted_upgrade_continues_after_the_first_server(emulator, cloud):

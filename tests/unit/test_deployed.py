@@ -302,6 +302,10 @@ def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_
     assert {Inspect.boot_env(h)["CSEC2_CLOUDSTACK_VERSION"] for h in hosts} == {"4.20.1"}
     # The recorded version is the upgrade's result: the new one once every step is done.
     assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
+    [warning] = [w for w in run.warnings if "upgrades CloudStack" in w]
+    assert "4.20.1 -> 4.22" in warning and "UI and API are down" in warning and "VMs keep running" in warning
+    assert not [w for w in later_run(recorded(cloudstackVersion="4.22", consoleAddress=True, bootScripts=2)).warnings
+                if "upgrades CloudStack" in w]
 
 
 def test_a_stack_from_before_the_version_was_recorded_records_the_configured_one():

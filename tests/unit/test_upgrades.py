@@ -43,8 +43,9 @@ def test_scripts_never_start_a_server_before_unmasking_and_pin_the_version():
     assert "systemctl mask cloudstack-management.service" in stop and "cloudstack-usage" in stop
     first = upgrades.step_script(steps["first"], "4.22.1").splitlines()
     assert first[0].startswith("# cloudstack-ec2 upgrade step first:m1")
-    assert "install cloudstack-management=4.22.1* cloudstack-common=4.22.1*" in first[5]
-    assert first.index("systemctl unmask cloudstack-management.service") < \
+    install = next(i for i, line in enumerate(first) if "install cloudstack-management" in line)
+    assert "install cloudstack-management=4.22.1* cloudstack-common=4.22.1*" in first[install]
+    assert first.index("systemctl unmask cloudstack-management.service") < install < \
         first.index("systemctl start cloudstack-ec2-boot.service")
     assert any("\\14.22|' /etc/apt/sources.list.d/cloudstack.list" in line for line in first)
     assert any('CSEC2_CLOUDSTACK_VERSION="4.22.1"' in line for line in first)
@@ -68,3 +69,8 @@ def test_scripts_pass_shellcheck(tmp_path):
             path.write_text("#!/bin/bash\n" + upgrades.step_script(step, "4.22"))
             done = subprocess.run(["shellcheck", "-S", "warning", str(path)], capture_output=True, text=True)
             assert done.returncode == 0, done.stdout
+            # what SSM runs with /bin/sh: the here-document hands the script to bash unchanged
+            wrapper = tmp_path / "wrapper.sh"
+            wrapper.write_text("#!/bin/sh\n" + upgrades.run_command("echo \"$0 ok\"\n"))
+            ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True)
+            assert ran.returncode == 0 and ran.stdout == "bash ok\n", ran.stderr
