@@ -10,6 +10,7 @@ from typing import Optional
 import pulumi
 
 from components.model import naming
+from components.model import upgrades
 from components.model.hosttypes import HostTypes
 from components.program.compute import Compute
 from components.program.context import Context
@@ -67,14 +68,16 @@ def declare_upgrade(ctx: Context, data: Data, control: ControlPlane, compute: Co
     the recorded version, before it upgrades them with the others). Nothing to do when the
     version is unchanged."""
     management = control.management
+    upgrading = upgrades.is_change(ctx.cloudstack_version, ctx.settings.cloudstack_version)
+    # The instances are named only to an update that upgrades: scaling hosts changes nothing here.
     hosts = [pulumi.Output.all(inst.id, str(ctx.plan.hosts[i])).apply(lambda v: {"instance": v[0], "ip": v[1]})
-             for i, inst in sorted(compute.hosts.instances.items())]
+             for i, inst in sorted(compute.hosts.instances.items())] if upgrading else []
     stack_words = re.findall(r"[a-z0-9]+", ctx.stack.lower())
     return CloudStackUpgrade("cloudstack-upgrade", {
         "endpoint": api_url, "secret_id": management.api_keys_secret_id, "region": ctx.region,
         "aws": stack_aws_identity(), "timeouts": spec.timeouts.as_dict(),
         "from_version": ctx.cloudstack_version, "to_version": ctx.settings.cloudstack_version,
-        "management_ids": [management.instance_id], "hosts": hosts,
+        "management_ids": [management.instance_id] if upgrading else [], "hosts": hosts,
         "db_instance": data.database.identifier, "snapshot_prefix": "-".join(["cloudstack", *stack_words]),
         "state_parameter": ctx.prefix.apply(lambda r: f"{r}/{naming.CLOUDSTACK_UPGRADE}"),
     }, pulumi.ResourceOptions(depends_on=[registration]))
