@@ -26,7 +26,7 @@ import pulumi.dynamic as dyn
 
 from components.model import upgrades
 
-from .client import LOG, Api, RegistrationError, TransientError, aws_session, connect
+from .client import LOG, Api, RegistrationError, TransientError, aws_session, connect, probe
 
 #: Resource id of the (one) upgrade resource of a stack.
 RESOURCE_ID = "cloudstack-upgrade"
@@ -167,10 +167,17 @@ class Upgrade:
         return self._api
 
     def _reported(self) -> str:
+        """The version the API reports now; "" while no server answers (stopped by this upgrade,
+        or starting: connection refused, 503). Never waits: a run resumed with every server
+        stopped must go on to start the first, not wait for the API."""
+        api = self._api or probe(self.props)
+        if api is None:
+            return ""
+        self._api = api
         try:
-            return str(self.api.call("listCapabilities").get("capability", {}).get("cloudstackversion") or "")
+            return str(api.call("listCapabilities").get("capability", {}).get("cloudstackversion") or "")
         except TransientError:
-            return ""   # the server is starting (connection refused, 503)
+            return ""
 
     def wait_version(self) -> None:
         """The first server is up on the new version: listCapabilities reports it (its start

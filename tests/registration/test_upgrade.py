@@ -211,3 +211,34 @@ def test_an_older_patch_than_the_servers_run_is_refused_before_anything_stops(em
     result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds,
                                                 props(emulator, secret_id, fleet, "4.20.1", from_version="4.20"))
     assert result.outs["version"] == "4.20.1" and fleet.ran == []
+
+
+def test_a_run_resumed_with_every_server_stopped_starts_the_first_without_waiting_for_the_api(emulator, cloud):
+    from components.registration.client import forget_connections
+
+    fleet, secret_id = cloud
+    fleet.fail_once["first:" + MANAGEMENT[0]] = "E: Failed to fetch http://download.cloudstack.org/ubuntu/dists"
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(UpgradeError, match=f"step first:{MANAGEMENT[0]} failed.*Failed to fetch"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert set(emulator.servers.values()) == {None} and set(MANAGEMENT) <= fleet.masked   # the API is down
+    forget_connections()   # the next `pulumi up` runs in a new provider process
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
+    assert emulator.db_upgrades == [("4.20.1.0", "4.22.1.0")] and emulator.version_skew == []
+
+
+def test_a_run_that_finds_the_api_down_before_any_step_is_recorded_goes_on(emulator, cloud):
+    # An earlier run stopped the servers and ended before it could record the step.
+    from components.registration.client import forget_connections
+
+    fleet, secret_id = cloud
+    for server in MANAGEMENT:
+        emulator.stop_server(server)
+    forget_connections()
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
