@@ -172,7 +172,7 @@ def upgrade_warnings(deployed: Deployed, stack: str, settings_version: str = "")
             "'Upgrading CloudStack'): an RDS snapshot, Java 17, every management server stopped (the UI and API "
             "are down until the first runs the new version, typically 10-20 minutes), then each KVM host's "
             "agent in turn (VMs keep running), the system VMs recreated and the virtual routers' networks "
-            "restarted. `cloudstack-ec2 plan` lists the steps.")
+            "restarted. `cloudstack-ec2 plan --previous <the stack's outputs>` lists the steps.")
     if deployed.exists and not deployed.console_address:
         warnings.append(
             "this update gives the router the console address for VM consoles (README 'VM consoles'): the router "
