@@ -26,6 +26,7 @@ from components.model import recovery
 from components.model import tenantlimits
 from components.model.settings import KEYS_BY_NAME, NAMESPACE, SettingsError, parse_settings
 from components.model.stackconfig import StackConfig, StackConfigError, apply_set, read_stack
+from components.registration import upgrade
 
 DEFAULT_REGION = "us-east-1"
 #: Version of the `plan --json` document; raised when a field changes meaning or goes away.
@@ -241,6 +242,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
         "availability": _availability(run),
         "hostCapacity": _host_capacity(settings, host_types),
         "registration": None if spec is None else dataclasses.asdict(spec),
+        "upgrade": _upgrade(run),
         "cost": {"lines": cost_lines, "hourlyUsd": round(estimate.hourly, 4), "monthlyUsd": round(estimate.monthly, 2),
                  "unpriced": list(estimate.unknown), "assumptions": estimate.assumptions()},
         "outputs": run.outputs,
@@ -261,6 +263,7 @@ def render(report: dict, out: TextIO) -> None:
     _render_availability(report, out)
     _render_resources(report, out)
     _render_registration(report["registration"], out)
+    _render_upgrade(report.get("upgrade"), out)
     _render_capacity_and_cost(report, out)
 
 
@@ -408,6 +411,24 @@ def _render_registration(spec: Optional[dict], out: TextIO) -> None:
     storage = spec["storage"]
     w(f"  primary storage nfs://<EFS>{storage['primary_path']}, secondary nfs://<EFS>{storage['secondary_path']}\n")
     w("  global settings: " + ", ".join(f"{s['name']}={s['value']}" for s in spec["global_settings"]) + "\n")
+
+
+def _upgrade(run) -> Optional[dict]:
+    """{"from", "to", "steps"} of the CloudStack upgrade this update makes, None without one."""
+    found = [r for r in run.registrations if r.type == upgrade.TYPE and r.state.get("steps")]
+    if not found:
+        return None
+    state = found[0].state
+    return {"from": state["from_version"], "to": state["to_version"], "steps": list(state["steps"])}
+
+
+def _render_upgrade(report: Optional[dict], out: TextIO) -> None:
+    if report is None:
+        return
+    out.write(f"\nCloudStack upgrade {report['from']} -> {report['to']} (rolling, in this order; README "
+              f"'Upgrading CloudStack')\n")
+    for step in report["steps"]:
+        out.write(f"  {step}\n")
 
 
 def _render_capacity_and_cost(report: dict, out: TextIO) -> None:

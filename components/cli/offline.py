@@ -28,6 +28,7 @@ from components.model import deployed
 from components.model import ipplan
 from components.model import regions
 from components.model.settings import UNKNOWN_OFFLINE_HYPERVISOR
+from components.registration import upgrade
 
 ACCOUNT_ID = "123456789012"
 #: Documentation ranges (RFC 5737), so an invented address can never be mistaken for a real one.
@@ -188,6 +189,10 @@ class OfflineMocks(pulumi.runtime.Mocks):
             else:
                 state.update(private_ip=self._private_ip(args.name), primary_network_interface_id=f"eni-{n:017x}")
             rid = f"i-{n:017x}"
+        elif typ == upgrade.TYPE:
+            # What the provider returns once done (components/registration/upgrade.py): the
+            # version every instance runs, and the steps it took to get there.
+            state.update(version=args.inputs["to_version"], steps=upgrade.planned_steps(args.inputs))
         elif typ == "aws:ec2/networkInterface:NetworkInterface":
             # CreateNetworkInterface SecondaryPrivateIpAddressCount: EC2 picks that many more
             # free addresses of the subnet; private_ips lists them all, the primary included.

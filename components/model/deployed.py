@@ -13,7 +13,10 @@ what AWS refuses outright:
 - rootVolumeGb: EBS volumes grow but never shrink (EC2 ModifyVolume);
 - dbAllocatedStorageGb: RDS never reduces allocated storage (ModifyDBInstance);
 - dbEngineVersion: 8.0 -> 8.4 is a major-version upgrade the program performs
-  (`upgrading_database`); 8.4 -> 8.0 is a downgrade RDS cannot do.
+  (`upgrading_database`); 8.4 -> 8.0 is a downgrade RDS cannot do;
+- cloudstackVersion: the version the instances run; a downgrade or an upgrade the guides
+  do not document is refused (components/model/upgrades.py), and instances created later
+  install the recorded version (`installed_version`), never one the running servers lack.
 
 A stack deployed before `deployment` existed has other outputs but not this one: its
 SSM parameter root is read from `databaseEndpointParameter`, and the checks begin with
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from components.model import naming
+from components.model import upgrades
 from components.model.settings import Problem, Settings
 
 #: Name of the stack output this module writes and reads.
@@ -65,6 +69,8 @@ class Deployed:
     console_private_ip: str = ""
     #: Routers deployed: 2 when the router output lists a pair, else 1 (0: never deployed).
     router_count: int = 0
+    #: cloudstackVersion the instances run ("X.Y" or "X.Y.Z"; "" before it was recorded).
+    cloudstack_version: str = ""
 
     @property
     def exists(self) -> bool:
@@ -96,6 +102,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             boot_scripts=number("bootScripts") or 0,
             console_private_ip=console_ip if isinstance(console_ip, str) else "",
             router_count=router_count,
+            cloudstack_version=str(recorded.get(upgrades.KEY) or ""),
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -104,8 +111,19 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
     return Deployed()
 
 
-def record(settings: Settings, availability_zone: str, parameter_root: Any) -> dict[str, Any]:
-    """The `deployment` output of this run (parameter_root may be a Pulumi Output)."""
+def installed_version(settings: Settings, deployed: Deployed) -> str:
+    """The CloudStack version the instances run, and the one an instance created now installs:
+    the recorded one, or cloudstackVersion on a first run (and on a stack deployed before the
+    version was recorded). A changed cloudstackVersion becomes it only once the upgrade
+    has completed: a host installing it beforehand would refuse the running management
+    server of the other version (userdata/kvm-host.sh)."""
+    return deployed.cloudstack_version or settings.cloudstack_version
+
+
+def record(settings: Settings, availability_zone: str, parameter_root: Any,
+           cloudstack_version: Any) -> dict[str, Any]:
+    """The `deployment` output of this run (parameter_root and cloudstack_version, the
+    version the instances run at its end, may be Pulumi Outputs)."""
     return {
         "availabilityZone": availability_zone,
         "vpcCidr": str(settings.vpc_cidr),
@@ -116,6 +134,7 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any) -> d
         "parameterRoot": parameter_root,
         "consoleAddress": True,
         "bootScripts": BOOT_SCRIPTS,
+        upgrades.KEY: cloudstack_version,
     }
 
 
@@ -134,9 +153,10 @@ def instance_urn(stack: str, component: str, name: str) -> str:
             f"$aws:ec2/instance:Instance::{name}")
 
 
-def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
+def upgrade_warnings(deployed: Deployed, stack: str, settings_version: str = "") -> list[str]:
     """What this update changes of a deployed stack that its owner should hear about first
-    (nothing on a first run). `stack`: the stack's name (in the URNs to replace)."""
+    (nothing on a first run). `stack`: the stack's name (in the URNs to replace);
+    `settings_version`: cloudstackVersion of this update."""
     warnings = []
     if deployed.exists and deployed.boot_scripts < BOOT_SCRIPTS:
         warnings.append(
@@ -150,6 +170,14 @@ def upgrade_warnings(deployed: Deployed, stack: str) -> list[str]:
             "reads the deleted master secret): "
             f"`pulumi up --replace '{instance_urn(stack, 'ManagementServer', 'management')}'` (it keeps the "
             "database), before adding hosts.")
+    if deployed.exists and upgrades.is_change(deployed.cloudstack_version, settings_version) and \
+            upgrades.check_version_change(deployed.cloudstack_version, settings_version) is None:
+        warnings.append(
+            f"this update upgrades CloudStack {deployed.cloudstack_version} -> {settings_version} (README "
+            "'Upgrading CloudStack'): an RDS snapshot, Java 17, every management server stopped (the UI and API "
+            "are down until the first runs the new version, typically 10-20 minutes), then each KVM host's "
+            "agent in turn (VMs keep running), the system VMs recreated and the virtual routers' networks "
+            "restarted. `cloudstack-ec2 plan --previous <the stack's outputs>` lists the steps.")
     if deployed.exists and not deployed.console_address:
         warnings.append(
             "this update gives the router the console address for VM consoles (README 'VM consoles'): the router "
@@ -229,6 +257,15 @@ def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
             "dbEngineVersion", settings.db_engine_version,
             "the database runs MySQL 8.4; RDS cannot downgrade a major version (restore a snapshot into a new "
             "stack instead): keep 8.4"))
+    version = upgrades.check_version_change(deployed.cloudstack_version, settings.cloudstack_version)
+    if version is not None:
+        problems.append(version)
+    elif upgrades.is_change(deployed.cloudstack_version, settings.cloudstack_version) and not settings.register_cloud:
+        problems.append(Problem(
+            upgrades.KEY, settings.cloudstack_version,
+            f"the stack runs CloudStack {deployed.cloudstack_version}; the upgrade goes through CloudStack's API, "
+            f"as the registration does, and registerCloud is false: set registerCloud to true for the upgrade, "
+            f"or keep {deployed.cloudstack_version}"))
     return problems
 
 

@@ -50,6 +50,9 @@ PARAM_ROUTER_FORWARDS = "router-forwards"
 #: (components/model/consoles.console_forwards, or consoles.NO_CONSOLE): created by Pulumi,
 #: written by the registration once the console proxy runs; the router polls it.
 PARAM_CONSOLE_FORWARDS = "console-forwards"
+#: `<prefix>/cloudstack-upgrade`: the steps of a CloudStack upgrade done so far, written by the
+#: upgrade (components/registration/upgrade.py) after each step, so an interrupted one continues.
+CLOUDSTACK_UPGRADE = "cloudstack-upgrade"
 #: SSM refuses empty String parameters: the value of "no forwards".
 NO_FORWARDS = "none"
 

@@ -81,7 +81,7 @@ def build() -> Deployment:
     previous = read_deployed()
     problems, warnings = regions.check_region(aws.get_region().region)
     problems += deployed_state.check_changes(settings, previous)
-    warnings += deployed_state.upgrade_warnings(previous, pulumi.get_stack())
+    warnings += deployed_state.upgrade_warnings(previous, pulumi.get_stack(), settings.cloudstack_version)
     warnings += deployed_state.router_count_warnings(settings, previous, pulumi.get_stack())
     problems += stack_aws_problems()
     if problems:

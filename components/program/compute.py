@@ -49,5 +49,5 @@ def host_user_data(ctx: Context, data: Data, index: int, anchor_key_arn: pulumi.
             aws_region=ctx.region, prefix=v[0], fqdn=f"kvm-host-{index}.{DOMAIN}", boot_bucket=v[1],
             anchor_key_arn=v[2],
             overlay=overlay_config(settings, ctx.plan, ctx.plan.hosts[index], "member"),
-            cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
+            cloudstack_version=ctx.cloudstack_version, os_codename=settings.ubuntu_codename,
             host_user=KVM_HOST_USER)))

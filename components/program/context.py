@@ -57,6 +57,11 @@ class Context:
         return self.zones[0]
 
     @property
+    def cloudstack_version(self) -> str:
+        """The CloudStack version instances created in this update install (deployed.installed_version)."""
+        return deployed_state.installed_version(self.settings, self.previous)
+
+    @property
     def management_ip(self) -> IPv4Address:
         """The management server's overlay address."""
         return self.plan.management_servers[0]

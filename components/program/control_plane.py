@@ -125,5 +125,5 @@ def management_user_data(ctx: Context, secret_arns: dict) -> str:
             db_cloud=secret_arns["db_cloud"],
             cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"],
             ldap_ca=secret_arns.get("ldap_ca") or "", ldap_truststore=secret_arns.get("ldap_truststore") or ""),
-        cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
+        cloudstack_version=ctx.cloudstack_version, os_codename=settings.ubuntu_codename,
         zone_name=settings.zone_name, console_address=secret_arns["console_address"]))

@@ -3,12 +3,14 @@ the zone, pod, clusters, hosts and storage through it (components.registration).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
 
 from components.model import naming
+from components.model import upgrades
 from components.model.hosttypes import HostTypes
 from components.program.compute import Compute
 from components.program import directory
@@ -20,6 +22,7 @@ from components.program.network import Network
 from components.registration import GlobalSetting, LdapSpec, RegistrationSpec, Timeouts, build_spec
 from components.registration.component import (CloudStackRegistration, CloudStackRegistrationArgs,
                                                stack_aws_identity)
+from components.registration.upgrade import CloudStackUpgrade
 from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 
@@ -31,6 +34,9 @@ class Registration:
     api_url: pulumi.Output[str]
     #: What was registered; None when registerCloud is false.
     spec: Optional[RegistrationSpec]
+    #: The CloudStack version every instance runs once this update is done (the upgrade's
+    #: `version`; without the registration, the recorded or configured one).
+    cloudstack_version: pulumi.Input[str] = ""
 
 
 def declare_registration(ctx: Context, network: Network, data: Data, control: ControlPlane,
@@ -41,10 +47,10 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
                else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))
     if not settings.register_cloud:
-        return Registration(api_url, None)
+        return Registration(api_url, None, ctx.cloudstack_version)
     spec = registration_spec(ctx)
     bind = directory.bind_password(ctx)
-    CloudStackRegistration("registration", CloudStackRegistrationArgs(
+    registration = CloudStackRegistration("registration", CloudStackRegistrationArgs(
         spec=spec,
         api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=ctx.region,
         efs_dns=data.storage.dns_name, host_dependencies=compute.hosts.instances,
@@ -55,7 +61,30 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
         ldap_truststore_secret=management.ldap_truststore_secret_arn or "",
         guarded=[network.underlay, network.multicast, data.database, data.storage, router, management,
                  compute.hosts]))
-    return Registration(api_url, spec)
+    upgrade = declare_upgrade(ctx, data, control, compute, api_url, spec, registration)
+    return Registration(api_url, spec, upgrade.version)
+
+
+def declare_upgrade(ctx: Context, data: Data, control: ControlPlane, compute: Compute, api_url: pulumi.Output[str],
+                    spec: RegistrationSpec, registration: pulumi.Resource) -> CloudStackUpgrade:
+    """The rolling upgrade (components.registration.upgrade): from the recorded version to
+    cloudstackVersion, after the registration (hosts added in this update are registered, on
+    the recorded version, before it upgrades them with the others). Nothing to do when the
+    version is unchanged."""
+    management = control.management
+    upgrading = upgrades.is_change(ctx.cloudstack_version, ctx.settings.cloudstack_version)
+    # The instances are named only to an update that upgrades: scaling hosts changes nothing here.
+    hosts = [pulumi.Output.all(inst.id, str(ctx.plan.hosts[i])).apply(lambda v: {"instance": v[0], "ip": v[1]})
+             for i, inst in sorted(compute.hosts.instances.items())] if upgrading else []
+    stack_words = re.findall(r"[a-z0-9]+", ctx.stack.lower())
+    return CloudStackUpgrade("cloudstack-upgrade", {
+        "endpoint": api_url, "secret_id": management.api_keys_secret_id, "region": ctx.region,
+        "aws": stack_aws_identity(), "timeouts": spec.timeouts.as_dict(),
+        "from_version": ctx.cloudstack_version, "to_version": ctx.settings.cloudstack_version,
+        "management_ids": [management.instance_id] if upgrading else [], "hosts": hosts,
+        "db_instance": data.database.identifier, "snapshot_prefix": "-".join(["cloudstack", *stack_words]),
+        "state_parameter": ctx.prefix.apply(lambda r: f"{r}/{naming.CLOUDSTACK_UPGRADE}"),
+    }, pulumi.ResourceOptions(depends_on=[registration]))
 
 
 def registration_spec(ctx: Context) -> RegistrationSpec:

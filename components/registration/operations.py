@@ -305,10 +305,18 @@ class Pod(Kind):
                 "endip": _first(obj.get("endip"))}
 
     def change(self, api, id_, olds, news, changed):
-        args = {k: news[k] for k in changed}
-        if "startip" in args or "endip" in args:  # updatePod wants both ends of the range
-            args.update(startip=news["startip"], endip=news["endip"])
-        api.call("updatePod", id=id_, **args)
+        # updatePod takes startip/endip but ignores them (ConfigurationManagerImpl.editPod(UpdatePodCmd)
+        # passes null for both): the pod's range is changed with updatePodManagementNetworkIpRange
+        # (since 4.16), from the range CloudStack holds now; it refuses a range that leaves out an
+        # address already taken (the system VMs' management NICs).
+        args = {k: news[k] for k in changed if k not in ("startip", "endip")}
+        if args:
+            api.call("updatePod", id=id_, **args)
+        if "startip" in changed or "endip" in changed:
+            live = self.live(self.get(api, id_, news) or {}, news)
+            if (live["startip"], live["endip"]) != (news["startip"], news["endip"]):
+                api.job("updatePodManagementNetworkIpRange", podid=id_, currentstartip=live["startip"],
+                        currentendip=live["endip"], newstartip=news["startip"], newendip=news["endip"])
 
     def remove(self, api, id_, props):
         api.call("deletePod", id=id_)
@@ -475,6 +483,10 @@ class PrimaryStorage(Kind):
         api.call("deleteStoragePool", id=id_)  # not forced: refused while volumes live on it
 
 
+#: CapacityManager.ImageStoreNFSVersion: the NFS version system VMs mount secondary storage with.
+NFS_VERSION_SETTING = "secstorage.nfs.version"
+
+
 class ImageStore(Kind):
     kind = "image store"
     replace_keys = ("zoneid", "name", "url", "provider")
@@ -484,9 +496,28 @@ class ImageStore(Kind):
         return _by(items, name=props["name"])
 
     def make(self, api, props):
+        self._check_nfs_version(api, props, None)
         r = api.call("addImageStore", zoneid=props["zoneid"], name=props["name"], url=props["url"],
                      provider=props["provider"])
         return _single(r, "imagestore")
+
+    def _check_nfs_version(self, api, props, store_id):
+        """EFS serves NFS 4.0 and 4.1 only (AWS, "NFS protocol support" in the EFS user guide):
+        a secstorage.nfs.version of 3 (CapacityManager.ImageStoreNFSVersion: global, or the
+        store's own value, which wins) makes every system VM's mount of the store fail, and the
+        template and the secondary storage VM never come. Refused before the store is added and
+        when it is configured again (an update), naming the setting and the fix."""
+        item = configuration(api, NFS_VERSION_SETTING) if store_id is None else _by(
+            api.list("listConfigurations", "configuration", name=NFS_VERSION_SETTING, imagestoreuuid=store_id),
+            name=NFS_VERSION_SETTING)
+        value = str((item or {}).get("value") or "").strip()
+        if value and not value.startswith("4"):
+            scope = "globally" if store_id is None else f"for image store {store_id}"
+            fix = "" if store_id is None else f" imagestoreuuid={store_id}"
+            raise RegistrationError(
+                f"{self.label(props)}: CloudStack's {NFS_VERSION_SETTING} is {value} {scope}, but EFS serves NFS "
+                f"4.0 and 4.1 only, so the system VMs could not mount {props['url']}: set it to 4.1 "
+                f"(cmk update configuration name={NFS_VERSION_SETTING} value=4.1{fix}) and run `pulumi up` again")
 
     def get(self, api, id_, props):
         return _by(api.list("listImageStores", "imagestore", id=id_), id=id_)
@@ -498,6 +529,7 @@ class ImageStore(Kind):
     def converge(self, api, obj, props):
         """The KVM system VM template must become Ready in the store (the management server
         seeds it when the zone's first image store is added); bounded by timeouts.system_vms."""
+        self._check_nfs_version(api, props, obj["id"])
         t = api.timeouts
         deadline = time.monotonic() + t.system_vms
         while True:

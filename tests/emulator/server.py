@@ -96,7 +96,13 @@ DEFAULT_CONFIG = {
         "ldap.truststore": None, "ldap.truststore.password": None, "ldap.read.timeout": "1000",
         "ldap.request.page.size": "1000", "ldap.nested.groups.enable": "true",
     },
+    # CapacityManager.ImageStoreNFSVersion (String, ImageStore scope, default null: the mount
+    # negotiates): the NFS version system VMs mount secondary storage with.
+    "secstorage.nfs.version": None,
 }
+#: Settings with ConfigKey.Scope.ImageStore: listConfigurations / updateConfiguration with
+#: imagestoreuuid (the store's value, else the global one; SystemVmTemplateRegistration.getNfsVersion).
+IMAGE_STORE_SCOPED_CONFIG = {"secstorage.nfs.version"}
 #: Settings of the category Secure (LdapConfiguration.java: the bind principal and password, the
 #: truststore password): stored encrypted, and listConfigurations answers them encrypted again
 #: (ApiResponseHelper.createConfigurationResponse: `if (cfg.isEncrypted())
@@ -202,7 +208,17 @@ class Emulator:
         self.ldap_configurations: list[dict] = []          # cloud.ldap_configuration (global rows)
         self.ldap_links: dict[str, dict] = {}              # cloud.ldap_trust_map's domain links (account 0)
         self.zone_config: dict[tuple[str, str], str] = {}   # (zone id, name) → the zone's own value
+        self.store_config: dict[tuple[str, str], str] = {}  # (image store id, name) → the store's own value
         self.jobs: dict[str, dict] = {}
+        # Versions. The database schema's version (cloud.version), each management server's
+        # (instance id -> the version it runs; None: stopped; empty: one implicit server on the
+        # schema's version), every database upgrade and every start of a server beside running
+        # ones of another version (apache/cloudstack 11973).
+        self.db_version = "4.22.1.0"
+        self.servers: dict[str, str | None] = {}
+        self.db_upgrades: list[tuple[str, str]] = []
+        self.version_skew: list[tuple[str, str, str]] = []
+        self.system_template_version = "4.22.0"              # systemvm-kvm-<this>
         self.system_templates: dict[str, set[str]] = {}   # zone id → hypervisors with a system VM template
         self.template_ready_at: dict[str, float] = {}      # zone id → when its system VM template is Ready
         self.template_delay = 0.02                         # seeding the template into the image store
@@ -444,6 +460,9 @@ class Emulator:
         for h in self.hosts.values():
             if h["state"] == "Connecting" and h["up_at"] <= now:
                 h["state"] = "Up"
+            if h["state"] == "Disconnected" and h.get("_reconnect_at", float("inf")) <= now:
+                h["state"] = "Up"   # the restarted agent connected again
+                h.pop("_reconnect_at")
             if h["resourcestate"] in ("PrepareForMaintenance", "ErrorInPrepareForMaintenance") \
                     and h["maintenance_at"] <= now:
                 self._attempt_maintain(h)
@@ -664,16 +683,63 @@ class Emulator:
         return table[id_]
 
     # -- capabilities, configuration --------------------------------------------------
-    def _cmd_listCapabilities(self, a: dict) -> dict:
-        return {"capability": self._tmpl("capability", cloudstackversion="4.22.1.0")}
+    @property
+    def version(self) -> str:
+        """What listCapabilities reports: the running servers' version (the schema's if none is modelled)."""
+        running = sorted({v for v in self.servers.values() if v})
+        return running[0] if running else self.db_version
 
-    def _config_item(self, name: str, zone_id: str | None = None) -> dict:
+    def _cmd_listCapabilities(self, a: dict) -> dict:
+        return {"capability": self._tmpl("capability", cloudstackversion=self.version)}
+
+    # -- the management servers' and agents' packages (what an instance's upgrade does) ----------
+    def stop_server(self, server: str) -> None:
+        """`systemctl stop cloudstack-management` on a server; with none left running, the API's
+        port is closed (connections refused)."""
+        self.servers[server] = None
+        if not any(self.servers.values()):
+            self.stop()
+
+    def start_server(self, server: str, version: str) -> None:
+        """A server starts on `version`. DatabaseUpgradeChecker.check at its start: a schema older
+        than the code is upgraded (once: the next server finds it current), a newer one refused
+        (the server does not start); the new release's system VM template is registered from the
+        package (SystemVmTemplateRegistration). Started beside running servers of another
+        version, the start is recorded as skew (apache/cloudstack 11973)."""
+        key = tuple(map(int, version.split(".")))
+        if key < tuple(map(int, self.db_version.split("."))):
+            raise RuntimeError(f"the database is version {self.db_version}, newer than {version}: not started")
+        for other, running in self.servers.items():
+            if running and running != version and other != server:
+                self.version_skew.append((server, version, running))
+        if key > tuple(map(int, self.db_version.split("."))):
+            self.db_upgrades.append((self.db_version, version))
+            self.db_version = version
+            self.system_template_version = ".".join(version.split(".")[:3])
+            for zid in self.template_ready_at:
+                self.template_ready_at[zid] = time.monotonic() + self.template_delay
+        self.servers[server] = version
+        if self._server is None:
+            self.start()
+
+    def upgrade_agent(self, ip: str, version: str) -> None:
+        """The agent of host `ip` restarted on `version`: Disconnected until it connects again
+        (its guests keep running: the upgrade guides' KVM section)."""
+        h = next(h for h in self.hosts.values() if h["ipaddress"] == ip)
+        h.update(state="Disconnected", version=version, _reconnect_at=time.monotonic() + self.system_vm_delay)
+
+    def _config_item(self, name: str, zone_id: str | None = None, store_id: str | None = None) -> dict:
         value = self.config[name] if zone_id is None else self.zone_config.get((zone_id, name), self.config[name])
+        if store_id is not None:
+            value = self.store_config.get((store_id, name), value)
         category = "Secure" if name in SECURE_CONFIG else "Advanced"
         if category == "Secure" and value is not None:
             value = base64.b64encode(uuid.uuid4().bytes + value.encode()).decode()   # encrypted, salted
-        return self._tmpl("configuration", name=name, value=value, category=category,
+        item = self._tmpl("configuration", name=name, value=value, category=category,
                           description=f"{name} (emulated)")
+        if value is None:  # a null value is left out of the response, like every null field
+            item.pop("value", None)
+        return item
 
     def seed_configuration(self, name: str, value: str) -> None:
         """Test helper: what the management server's boot writes into cloud.configuration with SQL
@@ -687,11 +753,14 @@ class Emulator:
     def _cmd_listConfigurations(self, a: dict) -> dict:
         # like the real server, `name` matches as a substring
         names = [n for n in sorted(self.config) if a.get("name", "") in n]
-        zone_id = None
+        zone_id = store_id = None
         if a.get("zoneid"):
             zone_id = self._zone(a["zoneid"])["id"]
             names = [n for n in names if n in ZONE_SCOPED_CONFIG]
-        return self._list("configuration", [self._config_item(n, zone_id) for n in names], a)
+        if a.get("imagestoreuuid"):
+            store_id = self._get(self.imagestores, a["imagestoreuuid"], "image store")["id"]
+            names = [n for n in names if n in IMAGE_STORE_SCOPED_CONFIG]
+        return self._list("configuration", [self._config_item(n, zone_id, store_id) for n in names], a)
 
     def _cmd_updateConfiguration(self, a: dict) -> dict:
         name, value = a["name"], a.get("value", "")
@@ -713,11 +782,17 @@ class Emulator:
             domain = domain[2:] if domain.startswith("*") else domain
             if len(domain) >= 238 or not DOMAIN_NAME_PATTERN.fullmatch(domain):
                 raise ApiError(431, "Please enter a valid string for domain name, prefixed with '*.' if applicable")
-        if zone_id is None:
+        store_id = self._get(self.imagestores, a["imagestoreuuid"], "image store")["id"] \
+            if a.get("imagestoreuuid") else None
+        if store_id is not None and name not in IMAGE_STORE_SCOPED_CONFIG:
+            raise ApiError(431, f"Invalid scope id provided for the parameter {name}")
+        if store_id is not None:
+            self.store_config[(store_id, name)] = value
+        elif zone_id is None:
             self.config[name] = value
         else:
             self.zone_config[(zone_id, name)] = value
-        return {"configuration": self._config_item(name, zone_id)}
+        return {"configuration": self._config_item(name, zone_id, store_id)}
 
     def _cmd_resetConfiguration(self, a: dict) -> dict:
         if a["name"] not in self.config:
@@ -1040,11 +1115,44 @@ class Emulator:
                                   if self._match(p, a, "id", "zoneid", "name")], a)
 
     def _cmd_updatePod(self, a: dict) -> dict:
+        # ConfigurationManagerImpl.editPod(UpdatePodCmd) passes null for startIp and endIp
+        # (4.19 and the current source): the range parameters are accepted and ignored.
         p = self._get(self.pods, a["id"], "pod")
-        for k in ("name", "gateway", "netmask", "startip", "endip", "allocationstate"):
+        for k in ("name", "gateway", "netmask", "allocationstate"):
             if k in a:
                 p[k] = a[k]
         return {"pod": self._pod_view(p)}
+
+    def _cmd_updatePodManagementNetworkIpRange(self, a: dict) -> dict:
+        """PodServiceImpl / ConfigurationManagerImpl.updatePodIpRange (since 4.16): the pod's
+        range (currentstartip-currentendip, which must exist) becomes newstartip-newendip
+        (a missing end keeps the current one); refused when nothing changes, when start > end,
+        or when the new range leaves out an address already taken (the system VMs' management
+        NICs: checkIpRangeContainsTakenAddresses)."""
+        p = self._get(self.pods, a["podid"], "pod")
+        cur = (a["currentstartip"], a["currentendip"])
+        new = (a.get("newstartip") or cur[0], a.get("newendip") or cur[1])
+        if "newstartip" not in a and "newendip" not in a:
+            raise ApiError(431, "Either new starting IP address or new ending IP address must be specified")
+        if new == cur:
+            raise ApiError(431, "New starting and ending IP address are the same as current starting and ending "
+                                "IP address")
+        start, end = ipaddress.IPv4Address(new[0]), ipaddress.IPv4Address(new[1])
+        if start > end:
+            raise ApiError(431, "The start IP address must have a lower value than the end IP address.")
+        if cur != (p["startip"], p["endip"]):
+            raise ApiError(431, f"The input IP range: {cur[0]}-{cur[1]} of pod: {p['id']} is not present. "
+                                "Please input an existing range.")
+        taken = [v["privateip"] for v in self.vms.values() if v.get("_podid") == p["id"] and v.get("privateip")]
+        if any(not start <= ipaddress.IPv4Address(ip) <= end for ip in taken):
+            raise ApiError(431, "The IP range does not contain some IP addresses that have already been taken. "
+                                "Please adjust your IP range to include all IP addresses already taken.")
+
+        def run() -> dict:
+            p.update(startip=new[0], endip=new[1])
+            return {"success": True}
+
+        return self._submit("updatePodManagementNetworkIpRange", run)
 
     def _cmd_deletePod(self, a: dict) -> dict:
         p = self._get(self.pods, a["id"], "pod")
@@ -1188,6 +1296,7 @@ class Emulator:
                                "clusterid": c["id"], "clustername": c["name"], "podid": p["id"],
                                "podname": p["name"], "zoneid": z["id"], "zonename": z["name"], "hypervisor": "KVM",
                                "type": "Routing", "state": "Up", "resourcestate": "Enabled", "created": _now(),
+                               "version": self.version,
                                "up_at": 0.0, "maintenance_at": 0.0, "username": a["username"]}
             return {"count": 1, "host": [self._host_view(self.hosts[hid])]}
         return Blocking(self.add_host_delay, finish)
@@ -1346,7 +1455,38 @@ class Emulator:
         return self._list("virtualmachine", self._vm_items(a, ("User",)), a)
 
     def _cmd_listRouters(self, a: dict) -> dict:
-        return self._list("router", self._vm_items(a, ("DomainRouter",)), a)
+        # DomainRouterResponse names the router's network `guestnetworkid` and its VPC `vpcid`.
+        items = self._vm_items(a, ("DomainRouter",))
+        for item in items:
+            v = self.vms[item["id"]]
+            item.update({k: v[k] for k in ("guestnetworkid", "vpcid") if v.get(k)})
+        return self._list("router", items, a)
+
+    def _restart_routers(self, command: str, key: str, a: dict) -> dict:
+        """restartNetwork / restartVPC (NetworkServiceImpl.restartNetwork, VpcManagerImpl.restartVpc):
+        with cleanup=true the routers are destroyed and new ones deployed (on the current system
+        VM template); the network's guests keep running."""
+        routers = [v for v in self.vms.values() if v["type"] == "DomainRouter" and v.get(key) == a["id"]]
+        if not routers:
+            raise ApiError(431, f"Unable to execute API command {command.lower()} due to invalid value. Invalid "
+                                f"parameter id value={a['id']} due to incorrect long value format, or entity "
+                                f"does not exist")
+
+        def run() -> dict:
+            if a.get("cleanup") == "true":
+                for old in routers:
+                    self.vms.pop(old["id"], None)
+                    new = self.add_vm(old["hostid"], old["name"], type="DomainRouter")
+                    self.vms[new].update({key: a["id"], "template": self.system_template_version})
+            return {"success": True}
+
+        return self._submit(command, run)
+
+    def _cmd_restartNetwork(self, a: dict) -> dict:
+        return self._restart_routers("restartNetwork", "guestnetworkid", a)
+
+    def _cmd_restartVPC(self, a: dict) -> dict:
+        return self._restart_routers("restartVPC", "vpcid", a)
 
     def _system_vm_view(self, v: dict) -> dict:
         """SystemVmResponse (api/.../response/SystemVmResponse.java, SerializedName of each field) as
@@ -1480,7 +1620,8 @@ class Emulator:
         for zid, hvs in self.system_templates.items():
             for hv in sorted(hvs):
                 ready = self.template_ready_at.get(zid, float("inf")) <= now
-                t = {"id": f"tmpl-{zid[:8]}-{hv}", "name": f"systemvm-{hv.lower()}-4.22.0", "hypervisor": hv,
+                t = {"id": f"tmpl-{zid[:8]}-{hv}-{self.system_template_version}",
+                     "name": f"systemvm-{hv.lower()}-{self.system_template_version}", "hypervisor": hv,
                      "templatetype": "SYSTEM", "zoneid": zid, "isready": ready,
                      "status": "Download Complete" if ready else "Installing Template"}
                 if self._match(t, a, "zoneid", "hypervisor", "templatetype"):

@@ -404,3 +404,25 @@ def test_system_vms_fall_back_to_the_tenants_range_only_without_the_strict_reser
         assert sorted(v["state"] for v in vms.values()) == ["Running", "Stopped"]
     else:
         assert addresses == ["10.100.128.1", "10.100.129.1"]
+
+
+def test_update_pod_ignores_its_range_and_the_management_range_command_changes_it(emu):
+    # ConfigurationManagerImpl.editPod(UpdatePodCmd) passes null for startIp/endIp: the call
+    # succeeds and the range stays; updatePodManagementNetworkIpRange changes it, never leaving
+    # out an address a system VM holds (checkIpRangeContainsTakenAddresses).
+    c, z = _zone_with_system_vms(emu)
+    _system_vms(c, zoneid=z["id"])
+    pod = c.listPods(zoneid=z["id"])["pod"][0]
+    c.updatePod(id=pod["id"], startip="10.100.64.1", endip="10.100.64.200", name="renamed")
+    after = c.listPods(id=pod["id"])["pod"][0]
+    assert (after["name"], after["startip"], after["endip"]) == ("renamed", pod["startip"], pod["endip"])
+    with pytest.raises(Exception, match="already been taken"):
+        c.updatePodManagementNetworkIpRange(podid=pod["id"], currentstartip=pod["startip"][0],
+                                            currentendip=pod["endip"][0], newstartip="10.100.64.2",
+                                            newendip="10.100.64.200")
+    with pytest.raises(Exception, match="is not present"):
+        c.updatePodManagementNetworkIpRange(podid=pod["id"], currentstartip="10.100.64.5",
+                                            currentendip=pod["endip"][0], newendip="10.100.64.200")
+    c.updatePodManagementNetworkIpRange(podid=pod["id"], currentstartip=pod["startip"][0],
+                                        currentendip=pod["endip"][0], newendip="10.100.64.200")
+    assert c.listPods(id=pod["id"])["pod"][0]["endip"] == ["10.100.64.200"]

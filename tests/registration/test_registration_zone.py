@@ -457,3 +457,32 @@ def test_refresh_returns_the_inputs_as_cloudstack_has_them(emulator, api_secret)
     h = engine.state["hosts-0"]
     r = CloudStackObjectProvider("cluster_hosts").read(h["id"], h["outs"])
     assert "host_ids" not in r.inputs and r.inputs["hosts"] == h["outs"]["hosts"]
+
+
+def test_an_nfs_version_3_for_secondary_storage_is_refused_with_the_fix(emulator, api_secret):
+    # EFS serves NFS 4.0/4.1 only: with secstorage.nfs.version 3 every system VM mount of the
+    # store fails. Refused before the store is added, naming the setting, its value and the fix.
+    emulator.seed_configuration("secstorage.nfs.version", "3")
+    engine = Engine(emulator.url, api_secret, REGION)
+    with pytest.raises(Exception) as err:
+        engine.up(make_spec(1, timeouts=FAST))
+    text = str(err.value)
+    assert "secstorage.nfs.version is 3 globally" in text and "NFS 4.0 and 4.1 only" in text
+    assert "value=4.1" in text and emulator.imagestores == {}
+    # Fixed globally, but the store (added by an earlier run that stopped, adopted now) has a 3 of
+    # its own, which wins (SystemVmTemplateRegistration.getNfsVersion): refused too.
+    emulator.seed_configuration("secstorage.nfs.version", "4.1")
+    from cs import CloudStack
+
+    c = CloudStack(endpoint=emulator.url, key=emulator.apikey, secret=emulator.secretkey, method="post")
+    zone = next(iter(emulator.zones.values()))
+    spec = make_spec(1, timeouts=FAST)
+    store = c.addImageStore(zoneid=zone["id"], name=spec.storage.secondary_name, provider="NFS",
+                            url=f"nfs://{engine.deferred['efs_dns']}{spec.storage.secondary_path}")["imagestore"]
+    c.updateConfiguration(name="secstorage.nfs.version", value="3", imagestoreuuid=store["id"])
+    assert c.listConfigurations(name="secstorage.nfs.version")["configuration"][0]["value"] == "4.1"
+    with pytest.raises(Exception, match=f"is 3 for image store {store['id']}.*imagestoreuuid={store['id']}"):
+        engine.up(spec)
+    c.updateConfiguration(name="secstorage.nfs.version", value="4.1", imagestoreuuid=store["id"])
+    engine.up(spec)
+    assert list(emulator.imagestores) == [store["id"]]

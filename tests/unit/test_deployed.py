@@ -217,3 +217,119 @@ def test_later_run_keeps_the_secrets_it_created_and_their_values():
     # The database: RDS manages its master password from now on (it sets a new one).
     db = next(r for r in run.registrations if r.type == RDS)
     assert db.inputs["manageMasterUserPassword"] is True and "password" not in db.inputs
+
+
+# --- cloudstackVersion: recorded, never downgraded, hosts install the recorded one -------------
+
+def test_first_run_records_the_cloudstack_version(first):
+    assert first.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
+    assert deployed.from_outputs(recorded(cloudstackVersion="4.20.1")).cloudstack_version == "4.20.1"
+    assert deployed.from_outputs(recorded()).cloudstack_version == ""
+
+
+@pytest.mark.parametrize("installed,requested,words", [
+    ("4.22", "4.20", ("runs CloudStack 4.22", "downgrade", "keep 4.22", "snapshot")),
+    ("4.22.1", "4.22.0", ("runs CloudStack 4.22.1", "downgrade")),
+    ("4.21", "4.19.3", ("downgrade",)),
+    ("4.20", "4.23", ("documents upgrades from 4.22 on, not from 4.20", "upgrade to 4.22 first")),
+    ("4.19.1", "4.23.0", ("upgrade to 4.22 first",)),
+])
+def test_a_downgrade_or_an_undocumented_jump_is_refused_naming_key_current_and_requested(installed, requested,
+                                                                                          words):
+    settings = parse_settings({"adminCidrs": ["10.0.0.0/8"], "cloudstackVersion": requested,
+                               "dbEngineVersion": "8.0"})
+    [problem] = deployed.check_changes(settings, deployed.from_outputs(
+        recorded(cloudstackVersion=installed, dbEngineVersion="8.0")))
+    assert (problem.key, problem.value) == ("cloudstackVersion", requested)
+    assert installed in problem.message
+    for word in words:
+        assert word in problem.message
+
+
+@pytest.mark.parametrize("installed,requested", [
+    ("4.20", "4.22"), ("4.20.1", "4.22.1"), ("4.19", "4.22"), ("4.21", "4.22"), ("4.22", "4.23"),
+    ("4.22.0", "4.22.1"), ("4.22.0", "4.22"), ("4.22", "4.22.1")])
+def test_documented_upgrades_pass_the_rules(installed, requested):
+    from components.model import upgrades
+
+    assert upgrades.check_version_change(installed, requested) is None
+    assert upgrades.is_change(installed, requested)
+    assert not upgrades.is_change(installed, installed) and not upgrades.is_change("", requested)
+
+
+def test_hosts_added_later_install_the_recorded_version_not_the_requested_one():
+    # The stack runs 4.20.1; a host added now installs it, not the configured 4.22 (the
+    # management server it joins runs 4.20.1, and kvm-host.sh refuses any other version).
+    from tests.unit.conftest import Deployed as Inspect
+
+    settings = parse_settings({"adminCidrs": ["10.0.0.0/8"]})
+    assert deployed.installed_version(settings, deployed.from_outputs(recorded(cloudstackVersion="4.20.1"))) \
+        == "4.20.1"
+    assert deployed.installed_version(settings, deployed.Deployed()) == "4.22"
+    run = later_run(recorded(cloudstackVersion="4.20.1", consoleAddress=True, bootScripts=2, dbEngineVersion="8.0"),
+                    cloudstackVersion="4.20.1", dbEngineVersion="8.0", hostCount=3)
+    hosts = [r for r in run.of_type("aws:ec2/instance:Instance") if r.name.startswith("kvm-host")]
+    assert len(hosts) == 3
+    assert {Inspect.boot_env(h)["CSEC2_CLOUDSTACK_VERSION"] for h in hosts} == {"4.20.1"}
+    assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.20.1"
+
+
+def test_a_version_change_is_an_upgrade_through_the_api_so_it_needs_the_registration():
+    with pytest.raises(SettingsError) as err:
+        later_run(recorded(cloudstackVersion="4.20", dbEngineVersion="8.0"), cloudstackVersion="4.22",
+                  dbEngineVersion="8.0", registerCloud=False)
+    assert "cloudstack-ec2:cloudstackVersion = '4.22'" in str(err.value) and "registerCloud" in str(err.value)
+    assert "keep 4.20" in str(err.value)
+
+
+def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_the_running_version():
+    from components.registration import upgrade
+    from tests.unit.conftest import Deployed as Inspect
+
+    run = later_run(recorded(cloudstackVersion="4.20.1", consoleAddress=True, bootScripts=2, dbEngineVersion="8.0"),
+                    cloudstackVersion="4.22", dbEngineVersion="8.0", hostCount=3)
+    [resource] = run.of_type(upgrade.TYPE)
+    assert (resource.inputs["from_version"], resource.inputs["to_version"]) == ("4.20.1", "4.22")
+    management = next(r for r in run.of_type("aws:ec2/instance:Instance") if r.name == "management")
+    assert resource.inputs["management_ids"] == [management.id]
+    assert [h["ip"] for h in resource.inputs["hosts"]] == ["10.100.0.10", "10.100.0.11", "10.100.0.12"]
+    steps = [s.split(":")[0] for s in resource.state["steps"]]
+    assert steps[0] == "snapshot" and steps[-3:] == ["template", "system-vms", "routers"]
+    assert steps.index("first") < steps.index("agent") and steps.count("agent") == 3
+    assert resource.inputs["state_parameter"].endswith("/cloudstack-upgrade")
+    # A host added in this update boots on the version the servers run until the upgrade.
+    hosts = [r for r in run.of_type("aws:ec2/instance:Instance") if r.name.startswith("kvm-host")]
+    assert {Inspect.boot_env(h)["CSEC2_CLOUDSTACK_VERSION"] for h in hosts} == {"4.20.1"}
+    # The recorded version is the upgrade's result: the new one once every step is done.
+    assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
+    [warning] = [w for w in run.warnings if "upgrades CloudStack" in w]
+    assert "4.20.1 -> 4.22" in warning and "UI and API are down" in warning and "VMs keep running" in warning
+    assert not [w for w in later_run(recorded(cloudstackVersion="4.22", consoleAddress=True, bootScripts=2)).warnings
+                if "upgrades CloudStack" in w]
+
+
+def test_a_stack_from_before_the_version_was_recorded_records_the_configured_one():
+    run = later_run(recorded(consoleAddress=True, bootScripts=2))
+    assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
+
+
+def test_the_offline_plan_shows_the_upgrade_steps(tmp_path, capsys):
+    from components.cli import commands as cli
+
+    previous = tmp_path / "outputs.json"
+    hosts = {str(i): {"instanceId": f"i-0{i:016x}", "instanceType": "m5zn.metal", "cluster": 0} for i in range(2)}
+    previous.write_text(__import__("json").dumps(
+        {**recorded(cloudstackVersion="4.20", dbEngineVersion="8.0", consoleAddress=True, bootScripts=2),
+         "hosts": hosts}))
+    root = str(Path(__file__).resolve().parents[2])
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
+                     "--set", "dbEngineVersion=8.0", "--set", "cloudstackVersion=4.22"]) == 0
+    text = capsys.readouterr().out
+    assert "CloudStack upgrade 4.20 -> 4.22" in text
+    lines = [line.strip() for line in text[text.index("CloudStack upgrade"):].splitlines()[1:16]]
+    assert lines[0].startswith("snapshot: RDS snapshot cloudstack-dev-4-20-to-4-22")
+    assert any(line.startswith("first:") and "database upgrade runs here, once" in line for line in lines)
+    # without a change of version, no upgrade section
+    assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
+                     "--set", "dbEngineVersion=8.0", "--set", "cloudstackVersion=4.20"]) == 0
+    assert "CloudStack upgrade" not in capsys.readouterr().out

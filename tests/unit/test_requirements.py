@@ -104,3 +104,53 @@ def test_program_imports_in_the_fresh_virtualenv(fresh_venv):
     borrowed = sysconfig.get_paths()["purelib"]  # the declared dependencies, already installed here
     done = _in(fresh_venv, "import components.program, components.cli.commands; print('ok')", PYTHONPATH=borrowed)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+# --- the tested versions, pinned -----------------------------------------------------------
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), f"not an exact pin: {line!r}"
+            pins[_normalize(name)] = version
+    return pins
+
+
+def test_every_install_uses_the_constraints_file():
+    assert "-c constraints.txt" in (ROOT / "requirements.txt").read_text().splitlines()
+    for script, install in (("scripts/deploy", "-m pip install -q -c constraints.txt -e ."),
+                            ("scripts/test", "-m pip install -q -c constraints.txt -e '.[test]'"),
+                            (".github/workflows/preview.yml", "-m pip install -c constraints.txt -e .")):
+        text = (ROOT / script).read_text()
+        assert install in text, script
+        # and no install of the project without them
+        assert all("-c constraints.txt" in line for line in text.splitlines()
+                   if "pip install" in line and " -e " in line), script
+
+
+def test_constraints_pin_every_installed_distribution_at_the_version_tested():
+    # Every distribution of this virtualenv (the one the suite runs in, installed with the
+    # constraints) is pinned, at exactly the version installed.
+    pins = _pins()
+    installed = {_normalize(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed = {n: v for n, v in installed.items() if n not in {PROJECT, "pip", "setuptools", "wheel"}}
+    assert {n: v for n, v in installed.items() if pins.get(n) != v} == {}
+    assert set(pins) <= set(installed), set(pins) - set(installed)
+
+
+def test_pulumi_aws_floor_has_every_argument_the_program_uses():
+    # The program launches instances on their own network interface (node.hardened_instance)
+    # and hosts with nested virtualization: both arguments must exist in the floor release.
+    import pulumi_aws as aws
+
+    text = (ROOT / "pyproject.toml").read_text()
+    floor = re.search(r'"pulumi-aws>=([0-9.]+),', text).group(1)
+    assert floor == "7.20"   # cpu_options.nested_virtualization first appears in 7.20.0
+    assert tuple(map(int, _pins()["pulumi-aws"].split(".")[:2])) >= (7, 20)
+    cpu = aws.ec2.InstanceCpuOptionsArgs(nested_virtualization="enabled")
+    assert cpu.nested_virtualization == "enabled"
+    nic = aws.ec2.InstancePrimaryNetworkInterfaceArgs(network_interface_id="eni-0123456789abcdef0")
+    assert nic.network_interface_id == "eni-0123456789abcdef0"

@@ -233,10 +233,10 @@ def test_supports_mysql_84(version, expected):
     assert supports_mysql_84(version) is expected
 
 
-@pytest.mark.parametrize("version", ["4.18", "4.23", "latest", "4"])
+@pytest.mark.parametrize("version", ["4.18", "4.24", "latest", "4"])
 def test_cloudstack_version_must_be_known(version):
     p = only_problem("cloudstackVersion", cloudstackVersion=version, dbEngineVersion="8.0")
-    assert "4.22" in p.message
+    assert "4.22" in p.message and "4.23" in p.message
 
 
 def test_unknown_key_is_refused_with_a_hint():

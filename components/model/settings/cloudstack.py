@@ -13,8 +13,12 @@ from components.model import rules
 from components.model.rules import Pattern, Plain, Range
 from components.model.settings.base import Key
 
-#: CloudStack releases this program knows how to install (DEB repository per X.Y).
-SUPPORTED_CLOUDSTACK_RELEASES = ("4.19", "4.20", "4.21", "4.22")
+#: CloudStack releases this program knows how to install (DEB repository per X.Y). 4.22 is
+#: the LTS (the default); 4.23.0.0 is a regular release (apache/cloudstack tag 4.23.0.0)
+#: with the same requirements as 4.22: Java 17 (documentation upgrading/_java_version.rst,
+#: the packages depend on it), MySQL 8.0 and 8.4 (since 4.20.3), the Ubuntu LTS releases of
+#: download.cloudstack.org (its upgrade guide names the noble repository).
+SUPPORTED_CLOUDSTACK_RELEASES = ("4.19", "4.20", "4.21", "4.22", "4.23")
 #: apache/cloudstack#12417 / PR 12640: MySQL 8.4 (connector 8.4, caching_sha2_password).
 MYSQL_84_FIRST_RELEASE = (4, 20, 3)
 _NAME = rules.ZONE_NAME
@@ -37,7 +41,7 @@ def _cloudstack_version(c: rules.Check, version: str) -> str:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("cloudstackVersion", "str", "4.22", "CloudStack release (X.Y for the newest patch, or X.Y.Z); one of 4.19..4.22.",
+    Key("cloudstackVersion", "str", "4.22", "CloudStack release (X.Y for the newest patch, or X.Y.Z); one of 4.19..4.23 (4.22: the LTS). Changing it on a deployed stack upgrades CloudStack (README 'Upgrading CloudStack').",
         rule=_cloudstack_version),
     Key("zoneName", "str", "zone1", "CloudStack zone name; also the EFS directory (`/<zone>/primary`, `/<zone>/secondary`).",
         rule=Pattern(_NAME, rules.ZONE_NAME_ACCEPTED + " (it is also a directory name)")),

@@ -1,0 +1,232 @@
+"""Which changes of `cloudstackVersion` a deployed stack accepts: the upgrade paths of
+CloudStack's upgrade guides, never a downgrade.
+
+Pure module (no Pulumi import). The stack records the installed version in its
+`deployment` output (components/model/deployed.py); `check_version_change` compares the
+requested version with it before anything is declared.
+
+Sources:
+- Each release's upgrading guide (apache/cloudstack-documentation,
+  source/upgrading/index.rst of the release's branch) lists `upgrade/upgrade-<from>.rst` for
+  every release back to 4.3: 4.20, 4.21 and 4.22 document an upgrade from 4.19.x and every
+  later release. For 4.23.0.0 (a regular release, apache/cloudstack tag 4.23.0.0) only the
+  step from 4.22.x was checked (its guide `upgrade-4.23.rst` and the release's notes):
+  older stacks upgrade to 4.22 first.
+- CloudStack has no downgrade: the first server of a new version upgrades the database
+  schema at its start (engine/schema DatabaseUpgradeChecker), and an older server refuses
+  a newer schema. Going back is restoring the snapshot taken before the upgrade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from components.model.settings import Problem
+from components.model.settings.cloudstack import parse_version
+
+KEY = "cloudstackVersion"
+
+#: Target release -> the oldest release (of those this program installs) its upgrade
+#: guide documents as a starting point.
+DOCUMENTED_FROM = {
+    "4.19": "4.19",
+    "4.20": "4.19",
+    "4.21": "4.19",
+    "4.22": "4.19",
+    "4.23": "4.22",
+}
+
+
+def _release(version: str) -> tuple[int, int]:
+    parsed = parse_version(version)
+    if parsed is None:
+        raise ValueError(f"not a CloudStack version: {version!r}")
+    return parsed[0], parsed[1]
+
+
+def _text(release: tuple[int, int]) -> str:
+    return f"{release[0]}.{release[1]}"
+
+
+def is_change(installed: str, requested: str) -> bool:
+    """True when `requested` asks for another version than the recorded `installed` one
+    ("" installed: not recorded, nothing to change). "X.Y" and "X.Y.Z" are different
+    requests: "4.22" is the newest 4.22 patch release, "4.22.1" exactly that one."""
+    return bool(installed) and installed != requested
+
+
+def check_version_change(installed: str, requested: str) -> Optional[Problem]:
+    """The problem with moving a stack from `installed` (as recorded, "X.Y" or "X.Y.Z";
+    "" when not recorded) to `requested`, or None when the change is an upgrade the guides
+    document (or no change). Names the key, the current and the requested version.
+
+    What only the running servers know is checked by the upgrade itself: "4.22" installed
+    (the then newest 4.22.z) and "4.22.1" requested may be a downgrade."""
+    if not is_change(installed, requested):
+        return None
+    old, new = parse_version(installed), parse_version(requested)
+    if old is None or new is None:
+        return None  # each value's own rule reports it
+    old_release, new_release = (old[0], old[1]), (new[0], new[1])
+    if new_release < old_release or (new_release == old_release and None not in (old[2], new[2])
+                                     and new[2] < old[2]):
+        return Problem(KEY, requested, (
+            f"the stack runs CloudStack {installed}; {requested} would be a downgrade, which CloudStack "
+            f"does not support (its database was upgraded by {installed}): keep {installed} or a newer "
+            "release; to go back, restore the database snapshot the upgrade took (README 'Upgrading "
+            "CloudStack')"))
+    oldest = DOCUMENTED_FROM.get(_text(new_release))
+    if new_release != old_release and (oldest is None or old_release < _release(oldest)):
+        step = max((t for t, f in DOCUMENTED_FROM.items() if _release(f) <= old_release
+                    and _release(t) < new_release), key=_release, default=None)
+        return Problem(KEY, requested, (
+            f"the stack runs CloudStack {installed}; CloudStack's upgrade guide for {_text(new_release)} "
+            f"documents upgrades from {oldest or 'no release this program installs'} on, not from "
+            f"{_text(old_release)}: upgrade to {step or 'a documented release'} first, in its own "
+            "update, then to " + requested))
+    return None
+
+
+# -- the rolling upgrade: its steps, in the order of the upgrade guides ----------------------
+#
+# Documentation upgrade-4.19/4.20/4.22 ("Overview of Upgrade Steps"): back up the database;
+# Java 17 (4.20+); stop every management and usage server; upgrade and start the first (its
+# start upgrades the schema, once: DatabaseUpgradeChecker), check it works; upgrade and start
+# the other servers; the hypervisors' agents, one host at a time ("These steps will not affect
+# running guests"); then the system VMs and virtual routers (_sysvm_restart.rst). Every server
+# runs the exact same version (apache/cloudstack 11973: a server of another version started
+# beside running ones upgrades the live database).
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of an upgrade. `key` is stable (what an interrupted run records as done);
+    `instance` the EC2 instance it runs on ("" for a step through the AWS or CloudStack API)."""
+
+    key: str
+    action: str
+    instance: str = ""
+    what: str = ""
+
+
+#: Java 17 for CloudStack 4.20 and later (upgrading/_java_version.rst, upgrade_java_17_notes.rst).
+JAVA_17_FROM = (4, 20)
+
+
+def needs_java_17(requested: str) -> bool:
+    return _release(requested) >= JAVA_17_FROM
+
+
+def plan_steps(installed: str, requested: str, management_ids: Sequence[str],
+               host_ids: Sequence[str], snapshot_prefix: str = "cloudstack") -> list[Step]:
+    """The steps that take every management server (`management_ids`, the first is upgraded
+    first) and KVM host (`host_ids`, one at a time) from `installed` to `requested`."""
+    if not management_ids:
+        raise ValueError("an upgrade needs at least one management server")
+    steps = [Step("snapshot", "snapshot", what=f"RDS snapshot {snapshot_name(installed, requested, snapshot_prefix)}")]
+    if needs_java_17(requested):
+        steps += [Step(f"java:{i}", "java", i, "Java 17 as the default java")
+                  for i in (*management_ids, *host_ids)]
+    steps += [Step(f"stop:{i}", "stop", i, "stop the management (and usage) server") for i in management_ids]
+    first, *others = management_ids
+    steps.append(Step(f"first:{first}", "first", first,
+                      f"upgrade to {requested} and start; the database upgrade runs here, once"))
+    steps += [Step(f"server:{i}", "server", i, f"upgrade to {requested} and start") for i in others]
+    steps += [Step(f"agent:{i}", "agent", i, f"agent {requested}, VMs left running") for i in host_ids]
+    steps += [Step("template", "template", what=f"the {_text(_release(requested))} system VM template Ready"),
+              Step("system-vms", "system-vms", what="secondary storage VM and console proxy recreated"),
+              Step("routers", "routers", what="virtual routers restarted on the new template")]
+    return steps
+
+
+def snapshot_name(installed: str, requested: str, prefix: str = "cloudstack") -> str:
+    """The manual RDS snapshot taken before an upgrade, named after both versions: letters,
+    digits and single hyphens (RDS CreateDBSnapshot's DBSnapshotIdentifier)."""
+    return f"{prefix}-{installed}-to-{requested}".replace(".", "-")
+
+
+def version_matches(reported: str, requested: str) -> bool:
+    """Whether a version CloudStack reports ("4.22.1.0"; listCapabilities cloudstackversion,
+    listHosts version) is the requested one ("4.22": any 4.22 release; "4.22.1": 4.22.1.*)."""
+    return reported == requested or reported.startswith(requested + ".")
+
+
+def is_older(requested: str, reported: str) -> bool:
+    """Whether the requested version ("X.Y" or "X.Y.Z") is older than one CloudStack reports
+    ("4.22.1.0"): "4.22.0" is older than 4.22.1.0; "4.22" (its newest patch) never is."""
+    parts = [int(p) for p in reported.split(".")[:3] if p.isdigit()]
+    asked = [int(p) for p in requested.split(".")]
+    return asked < parts[:len(asked)]
+
+
+def _apt_pin(package: str, requested: str) -> str:
+    # "X.Y" installs the newest X.Y.z; "X.Y.Z" exactly that patch release (as the boot scripts).
+    return f"{package}={requested}*" if requested.count(".") == 2 else package
+
+
+#: Written into every step script: settings and the package repository list of the boot scripts.
+_BOOT_ENV = "/etc/cloudstack-ec2/boot.env"
+_REPO_LIST = "/etc/apt/sources.list.d/cloudstack.list"
+_APT = "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confold"
+#: upgrade_java_17_notes.rst: JAVA_OPTS of /etc/default/cloudstack-{management,usage,agent} must
+#: carry these from 4.20 on; a conffile changed locally keeps its old text on upgrade.
+JAVA_17_OPTIONS = "--add-opens=java.base/java.lang=ALL-UNNAMED --add-exports=java.base/sun.security.x509=ALL-UNNAMED"
+
+
+def _packages(requested: str, packages: Sequence[str], defaults: Sequence[str]) -> list[str]:
+    release = _text(_release(requested))
+    lines = [
+        "set -euo pipefail",
+        "export DEBIAN_FRONTEND=noninteractive",
+        f"sed -i -E 's|^(deb .* )[0-9]+\\.[0-9]+$|\\1{release}|' {_REPO_LIST}",
+        f"apt-get -q -o DPkg::Lock::Timeout=600 update",
+        f"{_APT} install {' '.join(_apt_pin(p, requested) for p in packages)}",
+    ]
+    if needs_java_17(requested):
+        for f in defaults:
+            lines.append(f"[ ! -f {f} ] || grep -q -- '--add-opens=java.base/java.lang=' {f} || "
+                         f"sed -i 's|^JAVA_OPTS=\"|JAVA_OPTS=\"{JAVA_17_OPTIONS} |' {f}")
+    # A boot script's re-run (every boot) installs the version boot.env names: the new one.
+    lines.append(f"sed -i 's|^CSEC2_CLOUDSTACK_VERSION=.*|CSEC2_CLOUDSTACK_VERSION=\"{requested}\"|' {_BOOT_ENV}")
+    return lines
+
+
+def run_command(script: str) -> str:
+    """The one command SSM's AWS-RunShellScript runs (as root, with /bin/sh) for a step's bash
+    script: bash reads it from a here-document, so `set -o pipefail` and [[ ]] work."""
+    return f"bash -s <<'CSEC2_UPGRADE_STEP'\n{script}CSEC2_UPGRADE_STEP\n"
+
+
+def step_script(step: Step, requested: str) -> str:
+    """The shell script (bash) of an instance's step."""
+    if step.action == "java":
+        lines = ["set -euo pipefail", "export DEBIAN_FRONTEND=noninteractive",
+                 f"{_APT} install openjdk-17-jre-headless",
+                 "update-alternatives --set java \"$(update-alternatives --list java | grep -m1 java-17)\""]
+    elif step.action == "stop":
+        # Masked, not only stopped: a reboot's boot script would start the old version beside an
+        # upgraded one. The upgrade of this server unmasks it.
+        lines = ["set -euo pipefail",
+                 "systemctl stop cloudstack-management.service cloudstack-usage.service 2>/dev/null || "
+                 "systemctl stop cloudstack-management.service",
+                 "systemctl mask cloudstack-management.service",
+                 "! systemctl is-active --quiet cloudstack-management.service"]
+    elif step.action in ("first", "server"):
+        lines = _packages(requested, ("cloudstack-management", "cloudstack-common"),
+                          ("/etc/default/cloudstack-management", "/etc/default/cloudstack-usage"))
+        # Unmasked before the package: its maintainer scripts may (re)start the service, which a
+        # masked unit fails. Only this server is unmasked: the others stay stopped.
+        lines.insert(2, "systemctl unmask cloudstack-management.service")
+        # The boot script's re-run republishes the version the hosts install and starts the server.
+        lines += ["systemctl start cloudstack-ec2-boot.service",
+                  "systemctl is-active --quiet cloudstack-management.service"]
+    elif step.action == "agent":
+        # Stopping the agent leaves the guests running (the guides' KVM section); CloudStack
+        # shows the host Disconnected until the new agent connects.
+        lines = _packages(requested, ("cloudstack-agent", "cloudstack-common"), ("/etc/default/cloudstack-agent",))
+        lines.insert(2, "systemctl stop cloudstack-agent.service")
+        lines += ["systemctl start cloudstack-agent.service"]
+    else:
+        raise ValueError(f"step {step.key} runs through an API, not on an instance")
+    return "\n".join([f"# cloudstack-ec2 upgrade step {step.key}: {step.what}", *lines]) + "\n"

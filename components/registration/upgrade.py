@@ -1,0 +1,326 @@
+"""The rolling CloudStack upgrade `pulumi up` performs when cloudstackVersion changes: a
+Pulumi dynamic resource beside the registration's.
+
+Pulumi pickles the provider into the state: this module's path and the provider's class
+name must stay as they are (a moved class leaves every deployed stack unable to load it).
+
+The steps and their order come from components/model/upgrades.py (plan_steps, with the
+guides cited there). Each step on an instance runs through SSM Run Command
+(AWS-RunShellScript; SendCommand, then GetCommandInvocation until it ends; the instances
+run the SSM agent), each CloudStack step through the API. After each step the steps done
+are written to an SSM parameter (`state_parameter`), so a `pulumi up` interrupted or failed
+half-way continues with the next step: the database snapshot is taken and the database
+upgraded once, and no server of another version is ever started beside running ones (the
+old ones are stopped and masked before the first new one starts). The resource's `version`
+output, which the stack records, changes only when every step is done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Mapping
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from components.model import upgrades
+
+from .client import LOG, Api, RegistrationError, TransientError, aws_session, connect, probe
+
+#: Resource id of the (one) upgrade resource of a stack.
+RESOURCE_ID = "cloudstack-upgrade"
+#: Defaults (seconds) for what the upgrade waits on; props["upgrade_timeouts"] overrides them.
+TIMEOUTS = {"command": 3600.0, "version": 3600.0, "host": 1800.0, "template": 3600.0, "system_vms": 3600.0,
+            "snapshot": 7200.0, "poll": 15.0}
+
+
+class UpgradeError(RegistrationError):
+    """An upgrade step failed: the message names the step, the instance and the error."""
+
+
+class Upgrade:
+    """One run of the upgrade from `installed` to `requested` (props: see CloudStackUpgradeArgs)."""
+
+    def __init__(self, props: Mapping[str, Any], installed: str, sleep: Callable[[float], None] = time.sleep):
+        self.props, self.installed, self.requested = props, installed, props["to_version"]
+        self.timeouts = {**TIMEOUTS, **(props.get("upgrade_timeouts") or {})}
+        session = aws_session(props.get("aws"), props["region"])
+        self.ssm = session.client("ssm", region_name=props["region"])
+        self.rds = session.client("rds", region_name=props["region"])
+        self.sleep = sleep
+        self._api: Api | None = None
+
+    # -- the record of the steps done ------------------------------------------------------------
+    def _load_done(self) -> set[str]:
+        try:
+            value = self.ssm.get_parameter(Name=self.props["state_parameter"])["Parameter"]["Value"]
+        except self.ssm.exceptions.ParameterNotFound:
+            return set()
+        record = json.loads(value)
+        if (record.get("from"), record.get("to")) != (self.installed, self.requested):
+            return set()   # a record of another upgrade (that one completed or was abandoned)
+        return set(record.get("done") or [])
+
+    def _save_done(self, done: set[str]) -> None:
+        record = {"from": self.installed, "to": self.requested, "done": sorted(done)}
+        self.ssm.put_parameter(Name=self.props["state_parameter"], Value=json.dumps(record), Type="String",
+                               Overwrite=True)
+
+    def run(self) -> list[str]:
+        """Every step not recorded as done, in order; returns all steps ("key: what")."""
+        steps = _plan(self.props, self.installed)
+        done = self._load_done()
+        if not done and self._already_there():
+            LOG.info("upgrade %s -> %s: every server and host runs it already", self.installed, self.requested)
+            return []
+        for step in steps:
+            if step.key in done:
+                LOG.info("upgrade %s -> %s: %s done already", self.installed, self.requested, step.key)
+                continue
+            LOG.info("upgrade %s -> %s: %s (%s)", self.installed, self.requested, step.key, step.what)
+            self._run_step(step)
+            done.add(step.key)
+            self._save_done(done)
+        return [f"{s.key}: {s.what}" for s in steps]
+
+    def _already_there(self) -> bool:
+        """Before the first step: True when every server and host already runs the requested
+        version (e.g. "4.22" installed 4.22.1.0 and "4.22.1" is asked for). Raises UpgradeError,
+        before anything is stopped, when the running version is newer than the one asked for,
+        which only the servers know ("4.22" recorded, "4.22.0" asked while 4.22.1.0 runs):
+        apt would refuse the downgrade with every server stopped."""
+        reported = self._reported()
+        if not reported:
+            return False
+        if upgrades.is_older(self.requested, reported):
+            raise UpgradeError(f"cloudstackVersion {self.requested}: the servers run CloudStack {reported}, newer; "
+                               f"CloudStack has no downgrade: set cloudstackVersion to {self.installed} or "
+                               f"{'.'.join(reported.split('.')[:3])}")
+        if not upgrades.version_matches(reported, self.requested):
+            return False
+        ips = {h["ip"] for h in self.props["hosts"]}
+        hosts = [h for h in self.api.list("listHosts", "host", type="Routing") if h.get("ipaddress") in ips]
+        return len(hosts) == len(ips) and all(
+            upgrades.version_matches(str(h.get("version") or ""), self.requested) for h in hosts)
+
+    def _run_step(self, step: upgrades.Step) -> None:
+        if step.instance:
+            self.run_command(step)
+        if step.action == "snapshot":
+            self.snapshot()
+        elif step.action == "first":
+            self.wait_version()
+        elif step.action == "agent":
+            self.wait_host(step.instance)
+        elif step.action == "template":
+            self.wait_template()
+        elif step.action == "system-vms":
+            self.recreate_system_vms()
+        elif step.action == "routers":
+            self.restart_routers()
+
+    # -- AWS -------------------------------------------------------------------------------------
+    def snapshot(self) -> None:
+        """A manual RDS snapshot named after both versions (kept: manual snapshots outlive the
+        instance), waited for until available (CreateDBSnapshot, DescribeDBSnapshots)."""
+        name = upgrades.snapshot_name(self.installed, self.requested, self.props["snapshot_prefix"])
+        try:
+            self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)
+        except self.rds.exceptions.DBSnapshotNotFoundFault:
+            self.rds.create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier=self.props["db_instance"])
+        self._until(f"RDS snapshot {name} available", self.timeouts["snapshot"], lambda: self.rds.describe_db_snapshots(
+            DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"] == "available")
+
+    def run_command(self, step: upgrades.Step) -> None:
+        """The step's script on its instance through SSM Run Command; a failure names the step,
+        the instance and the command's own error output."""
+        sent = self.ssm.send_command(
+            InstanceIds=[step.instance], DocumentName="AWS-RunShellScript",
+            Comment=f"cloudstack-ec2 upgrade {step.key}"[:100],
+            Parameters={"commands": [upgrades.run_command(upgrades.step_script(step, self.requested))],
+                        "executionTimeout": [str(int(self.timeouts["command"]))]},
+            TimeoutSeconds=600)
+        command_id = sent["Command"]["CommandId"]
+        result: dict[str, Any] = {}
+
+        def finished() -> bool:
+            nonlocal result
+            try:
+                result = self.ssm.get_command_invocation(CommandId=command_id, InstanceId=step.instance)
+            except self.ssm.exceptions.InvocationDoesNotExist:
+                return False   # not registered yet (GetCommandInvocation right after SendCommand)
+            return result["Status"] not in ("Pending", "InProgress", "Delayed")
+
+        self._until(f"step {step.key} on {step.instance}", self.timeouts["command"] + 600, finished)
+        if result["Status"] != "Success":
+            error = (result.get("StandardErrorContent") or result.get("StatusDetails") or "").strip()[-2000:]
+            raise UpgradeError(f"upgrade to {self.requested}: step {step.key} failed on instance {step.instance} "
+                               f"({result['Status']}): {error}; fix the cause and run `pulumi up` again: it "
+                               f"continues with this step")
+
+    # -- CloudStack ------------------------------------------------------------------------------
+    @property
+    def api(self) -> Api:
+        if self._api is None:
+            self._api = connect(self.props)
+        return self._api
+
+    def _reported(self) -> str:
+        """The version the API reports now; "" while no server answers (stopped by this upgrade,
+        or starting: connection refused, 503). Never waits: a run resumed with every server
+        stopped must go on to start the first, not wait for the API."""
+        api = self._api or probe(self.props)
+        if api is None:
+            return ""
+        self._api = api
+        try:
+            return str(api.call("listCapabilities").get("capability", {}).get("cloudstackversion") or "")
+        except TransientError:
+            return ""
+
+    def wait_version(self) -> None:
+        """The first server is up on the new version: listCapabilities reports it (its start
+        upgraded the database schema)."""
+        self._until(f"the CloudStack API reporting version {self.requested}", self.timeouts["version"],
+                    lambda: upgrades.version_matches(self._reported(), self.requested))
+
+    def wait_host(self, instance: str) -> None:
+        """The host's new agent connected: listHosts shows it Up with the new version."""
+        ip = next(h["ip"] for h in self.props["hosts"] if h["instance"] == instance)
+
+        def up() -> bool:
+            hosts = [h for h in self.api.list("listHosts", "host", type="Routing") if h.get("ipaddress") == ip]
+            return bool(hosts) and hosts[0].get("state") == "Up" and \
+                upgrades.version_matches(str(hosts[0].get("version") or ""), self.requested)
+
+        self._until(f"host {ip} ({instance}) Up with version {self.requested}", self.timeouts["host"], up)
+
+    def _system_templates(self) -> list[dict[str, Any]]:
+        return self.api.list("listTemplates", "template", templatefilter="all", templatetype="SYSTEM",
+                             hypervisor="KVM", listall=True)
+
+    def wait_template(self) -> None:
+        """The new release's KVM system VM template, which the upgraded server registers from its
+        package (upgrading/index.rst, since 4.16), is Ready (known failures: apache/cloudstack
+        12042, 12077, 12934): recreating the system VMs before would leave them on the old one."""
+        release = ".".join(self.requested.split(".")[:2])
+
+        def ready() -> bool:
+            return any(t.get("isready") and f"-{release}." in str(t.get("name")) for t in self._system_templates())
+
+        try:
+            self._until(f"the KVM system VM template of {release} Ready", self.timeouts["template"], ready)
+        except UpgradeError as e:
+            found = ", ".join(f"{t.get('name')}: {t.get('status')}" for t in self._system_templates()) or "none"
+            raise UpgradeError(f"{e} (system VM templates: {found}); see the management server log, "
+                               f"'SystemVmTemplateRegistration'") from None
+
+    def recreate_system_vms(self) -> None:
+        """The secondary storage VM and the console proxy destroyed; CloudStack recreates them
+        on the new template (_sysvm_restart.rst: restart or recreate the system VMs)."""
+        old = {v["id"] for v in self.api.list("listSystemVms", "systemvm")}
+        for vm_id in sorted(old):
+            self.api.job("destroySystemVm", id=vm_id)
+
+        def replaced() -> bool:
+            vms = self.api.list("listSystemVms", "systemvm")
+            types = {v.get("systemvmtype") for v in vms if v["id"] not in old and v.get("state") == "Running"}
+            return {"secondarystoragevm", "consoleproxy"} <= types
+
+        self._until("a new secondary storage VM and console proxy Running", self.timeouts["system_vms"], replaced)
+
+    def restart_routers(self) -> None:
+        """Every virtual router restarted on the new template: its network (or VPC) restarted
+        with cleanup (_sysvm_restart.rst; tenants' networks lose their router for a minute or two)."""
+        networks, vpcs = set(), set()
+        for router in self.api.list("listRouters", "router", listall=True):
+            if router.get("vpcid"):
+                vpcs.add(router["vpcid"])
+            elif router.get("guestnetworkid"):
+                networks.add(router["guestnetworkid"])
+        for network in sorted(networks):
+            self.api.job("restartNetwork", id=network, cleanup=True)
+        for vpc in sorted(vpcs):
+            self.api.job("restartVPC", id=vpc, cleanup=True)
+
+    def _until(self, what: str, seconds: float, done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():
+            if time.monotonic() > deadline:
+                raise UpgradeError(f"upgrade to {self.requested}: gave up waiting for {what} after {seconds:g}s; "
+                                   f"run `pulumi up` again to continue")
+            self.sleep(self.timeouts["poll"])
+
+
+class CloudStackUpgradeProvider(dyn.ResourceProvider):
+    """create: records the version (nothing to upgrade on a new stack); update: upgrades from the
+    version of the state to `to_version`. Its outputs: `version`, the version every instance runs."""
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        props = _clean(props)
+        return dyn.CreateResult(RESOURCE_ID, self._outs(props, _upgrade(props, props.get("from_version") or "")))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        olds, news = _clean(olds), _clean(news)
+        changed = olds.get("version") != news.get("to_version") or any(
+            olds.get(k) != news.get(k) for k in news if k not in ("to_version", "version", "steps"))
+        return dyn.DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        news = _clean(news)
+        return dyn.UpdateResult(self._outs(news, _upgrade(news, _clean(olds).get("version") or "")))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """The software stays as it is; the record of an upgrade's steps goes."""
+        props = _clean(props)
+        ssm = aws_session(props.get("aws"), props["region"]).client("ssm", region_name=props["region"])
+        try:
+            ssm.delete_parameter(Name=props["state_parameter"])
+        except ssm.exceptions.ParameterNotFound:
+            pass
+
+    @staticmethod
+    def _outs(props: Mapping[str, Any], steps: list[str]) -> dict[str, Any]:
+        return {**props, "version": props["to_version"], "steps": steps}
+
+
+def _clean(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k != "__provider"}
+
+
+def _plan(props: Mapping[str, Any], installed: str) -> list[upgrades.Step]:
+    return upgrades.plan_steps(installed, props["to_version"], list(props["management_ids"]),
+                               [h["instance"] for h in props["hosts"]], props["snapshot_prefix"])
+
+
+def planned_steps(props: Mapping[str, Any]) -> list[str]:
+    """The steps ("key: what") an update with these inputs takes, from their from_version (the
+    recorded version; what the offline plan and the docs show); [] when nothing changes."""
+    installed = props.get("from_version") or ""
+    if not upgrades.is_change(installed, props["to_version"]):
+        return []
+    return [f"{s.key}: {s.what}" for s in _plan(props, installed)]
+
+
+def _upgrade(props: Mapping[str, Any], installed: str) -> list[str]:
+    """Run the upgrade from `installed` when it is another version (nothing when "": a new stack)."""
+    if not upgrades.is_change(installed, props["to_version"]):
+        return []
+    problem = upgrades.check_version_change(installed, props["to_version"])
+    if problem is not None:
+        raise UpgradeError(str(problem))
+    return Upgrade(props, installed).run()
+
+
+#: The upgrade resource's type token (dyn.Resource's module and name).
+TYPE = "pulumi-python:dynamic/cloudstack:Upgrade"
+
+
+class CloudStackUpgrade(dyn.Resource, module="cloudstack", name="Upgrade"):
+    """The upgrade resource (type token TYPE)."""
+
+    version: pulumi.Output[str]
+
+    def __init__(self, name: str, props: Mapping[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(CloudStackUpgradeProvider(), name, {**props, "version": None, "steps": None}, opts)

@@ -1,0 +1,244 @@
+"""The rolling CloudStack upgrade (components/registration/upgrade.py) against the API emulator,
+with SSM Run Command and RDS from moto.
+
+moto's SendCommand records a command and answers Success without running anything: `Fleet`
+stands in for the instances' SSM agents. It reads the very script each step sends and does to
+the emulator what the script's commands do to a real server or host (packages installed from a
+repository of the release the sources list names; the management service stopped, masked,
+started; the agent restarted), and refuses what a real machine would refuse.
+"""
+
+from __future__ import annotations
+
+import re
+
+import boto3
+import pytest
+from registration_engine import Engine
+from registration_specs import FAST, REGION, make_spec
+
+from components.registration import upgrade
+from components.registration.upgrade import CloudStackUpgradeProvider, UpgradeError
+
+#: What the CloudStack repository serves per release (newest last).
+REPOSITORY = {"4.20": ["4.20.1.0", "4.20.2.0"], "4.22": ["4.22.0.0", "4.22.1.0"]}
+MANAGEMENT = ["i-0management000001", "i-0management000002"]
+DB = "cloudstack-test-db"
+
+
+class Fleet:
+    """The instances as SSM's agent runs the upgrade scripts on them (see the module docstring)."""
+
+    def __init__(self, emulator, hosts: dict[str, str], version: str):
+        self.emu, self.hosts = emulator, hosts
+        self.release = {i: version.rsplit(".", 2)[0] for i in [*MANAGEMENT, *hosts]}
+        self.installed = {i: version for i in [*MANAGEMENT, *hosts]}
+        self.masked: set[str] = set()
+        self.java: dict[str, int] = {i: 11 for i in [*MANAGEMENT, *hosts]}
+        self.ran: list[tuple[str, str]] = []      # (step key, instance)
+        self.fail_once: dict[str, str] = {}      # step key -> the error its first run ends with
+
+    def run(self, instance: str, command: str) -> None:
+        # AWS-RunShellScript runs the command with /bin/sh: a bash here-document of the step's script
+        m = re.fullmatch(r"bash -s <<'(\w+)'\n(.*\n)\1\n", command, re.S)
+        assert m, command
+        script = m.group(2)
+        key = re.search(r"upgrade step (\S+):", script).group(1)
+        self.ran.append((key, instance))
+        if key in self.fail_once:
+            raise RuntimeError(self.fail_once.pop(key))
+        for line in script.splitlines():
+            self._line(instance, line.strip())
+
+    def _line(self, instance: str, line: str) -> None:
+        if m := re.match(r"sed -i -E 's\|.*\\1([0-9.]+)\|' /etc/apt/sources.list.d/cloudstack.list", line):
+            self.release[instance] = m.group(1)
+        elif "install openjdk-17-jre-headless" in line:
+            self.java[instance] = 17
+        elif m := re.search(r" install (cloudstack-(?:management|agent))(=(\S+)\*)? ", line + " "):
+            candidates = [v for v in REPOSITORY[self.release[instance]] if not m.group(3)
+                          or v.startswith(m.group(3) + ".")]
+            if not candidates:
+                raise RuntimeError(f"E: Version '{m.group(3)}*' for '{m.group(1)}' was not found")
+            self.installed[instance] = candidates[-1]
+        elif line.startswith("systemctl stop cloudstack-management"):
+            self.emu.stop_server(instance)
+        elif line == "systemctl mask cloudstack-management.service":
+            self.masked.add(instance)
+        elif line == "systemctl unmask cloudstack-management.service":
+            self.masked.discard(instance)
+        elif line == "systemctl start cloudstack-ec2-boot.service":
+            if instance in self.masked:
+                raise RuntimeError("Failed to start cloudstack-management.service: Unit is masked.")
+            self.emu.start_server(instance, self.installed[instance])
+        elif line == "systemctl start cloudstack-agent.service":
+            self.emu.upgrade_agent(self.hosts[instance], self.installed[instance])
+
+
+@pytest.fixture
+def cloud(aws, emulator, api_secret, monkeypatch):
+    """A registered zone of three hosts on 4.20.1.0, two management servers, a user VM on each
+    host, the RDS instance, and moto's SendCommand running the scripts on a Fleet."""
+    from moto.ssm.models import SimpleSystemManagerBackend
+
+    emulator.db_version, emulator.system_template_version = "4.20.1.0", "4.20.1"
+    emulator.servers = {i: "4.20.1.0" for i in MANAGEMENT}
+    Engine(emulator.url, api_secret, REGION).up(make_spec(3, timeouts=FAST))
+    hosts = {f"i-0host{n:013d}": f"10.100.0.{10 + n}" for n in range(3)}
+    for ip in hosts.values():
+        host = next(h for h in emulator.hosts.values() if h["ipaddress"] == ip)
+        emulator.add_vm(host["id"], f"vm-{ip}")
+    first_host = next(iter(emulator.hosts.values()))["id"]
+    emulator.vms[emulator.add_vm(first_host, "r-1-VM", type="DomainRouter")]["guestnetworkid"] = "net-1"
+    emulator.vms[emulator.add_vm(first_host, "r-2-VM", type="DomainRouter")]["vpcid"] = "vpc-1"
+    boto3.client("rds", region_name=REGION).create_db_instance(
+        DBInstanceIdentifier=DB, DBInstanceClass="db.t3.medium", Engine="mysql", MasterUsername="admin",
+        MasterUserPassword="not-a-secret-1", AllocatedStorage=20)
+    fleet = Fleet(emulator, hosts, "4.20.1.0")
+    send = SimpleSystemManagerBackend.send_command
+
+    def send_command(self, **kwargs):
+        command = send(self, **kwargs)
+        for instance in kwargs["instance_ids"]:
+            try:
+                fleet.run(instance, kwargs["parameters"]["commands"][0])
+            except RuntimeError as e:
+                invocation = command.invocations[[i["InstanceId"] for i in command.invocations].index(instance)]
+                invocation.update(Status="Failed", StatusDetails="Failed", ResponseCode=100,
+                                  StandardErrorContent=str(e))
+        return command
+
+    monkeypatch.setattr(SimpleSystemManagerBackend, "send_command", send_command)
+    return fleet, api_secret
+
+
+def props(emulator, secret_id, fleet, to_version, from_version="4.20.1") -> dict:
+    return {"endpoint": emulator.url, "secret_id": secret_id, "region": REGION, "timeouts": FAST.as_dict(),
+            "upgrade_timeouts": {"poll": 0.02, "version": 5, "host": 5, "template": 5, "system_vms": 5,
+                                 "snapshot": 5, "command": 5},
+            "from_version": from_version, "to_version": to_version, "management_ids": MANAGEMENT,
+            "hosts": [{"instance": i, "ip": ip} for i, ip in fleet.hosts.items()], "db_instance": DB,
+            "snapshot_prefix": "cloudstack-test", "state_parameter": "/cloudstack-ec2/test/cloudstack-upgrade"}
+
+
+def _all_on(emulator, fleet, version):
+    assert set(emulator.servers.values()) == {version}
+    assert {h["version"] for h in emulator.hosts.values()} == {version}
+    assert {h["state"] for h in emulator.hosts.values()} == {"Up"}
+    assert set(fleet.installed.values()) == {version}
+
+
+def test_upgrade_4_20_to_4_22_with_two_servers_and_three_hosts(emulator, cloud):
+    fleet, secret_id = cloud
+    vms = {v["id"] for v in emulator.vms.values() if v["type"] == "User"}
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
+    # the database upgraded once, by the first server, and never a server beside one of another version
+    assert emulator.db_upgrades == [("4.20.1.0", "4.22.1.0")] and emulator.version_skew == []
+    # no VM stopped
+    assert {v["id"] for v in emulator.vms.values() if v["type"] == "User" and v["state"] == "Running"} == vms
+    # Java 17 everywhere before the first package of 4.22
+    assert set(fleet.java.values()) == {17}
+    # the guides' order: every server stopped before the first starts; then the other; then the hosts
+    keys = [k for k, _ in fleet.ran]
+    assert keys.index("stop:" + MANAGEMENT[1]) < keys.index("first:" + MANAGEMENT[0]) \
+        < keys.index("server:" + MANAGEMENT[1]) < keys.index("agent:i-0host0000000000000")
+    assert [k for k in keys if k.startswith("agent:")] == [f"agent:{i}" for i in fleet.hosts]
+    # the snapshot, named after both versions, kept
+    snapshot = boto3.client("rds", region_name=REGION).describe_db_snapshots(
+        DBSnapshotIdentifier="cloudstack-test-4-20-1-to-4-22")["DBSnapshots"][0]
+    assert snapshot["DBInstanceIdentifier"] == DB and snapshot["SnapshotType"] == "manual"
+    # system VMs recreated on the new template, routers too (their network and VPC restarted with cleanup)
+    system = [v for v in emulator.vms.values() if v["type"] in ("SecondaryStorageVm", "ConsoleProxy")]
+    assert len(system) == 2 and {v["state"] for v in system} == {"Running"}
+    routers = [v for v in emulator.vms.values() if v["type"] == "DomainRouter"]
+    assert {(v.get("guestnetworkid"), v.get("vpcid"), v.get("template")) for v in routers} == {
+        ("net-1", None, "4.22.1"), (None, "vpc-1", "4.22.1")}
+
+
+def test_an_interrupted_upgrade_continues_after_the_first_server(emulator, cloud):
+    fleet, secret_id = cloud
+    fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(UpgradeError) as err:
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    text = str(err.value)
+    assert f"step server:{MANAGEMENT[1]} failed on instance {MANAGEMENT[1]}" in text
+    assert "Could not get lock" in text and "run `pulumi up` again" in text
+    # the first server runs 4.22 alone: the other is stopped and masked, never started on 4.20
+    assert emulator.servers == {MANAGEMENT[0]: "4.22.1.0", MANAGEMENT[1]: None}
+    assert MANAGEMENT[1] in fleet.masked
+    ran_before = list(fleet.ran)
+
+    # the next `pulumi up` (the state still has the old version) continues with the failed step
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert result.outs["version"] == "4.22"
+    again = [k for k, _ in fleet.ran[len(ran_before):]]
+    assert again[0] == "server:" + MANAGEMENT[1] and not any(k.startswith(("stop:", "first:", "java:"))
+                                                            for k in again)
+    _all_on(emulator, fleet, "4.22.1.0")
+    assert emulator.db_upgrades == [("4.20.1.0", "4.22.1.0")] and emulator.version_skew == []
+
+
+def test_a_downgrade_is_refused_before_any_command(emulator, cloud):
+    fleet, secret_id = cloud
+    olds = {**props(emulator, secret_id, fleet, "4.22"), "version": "4.22"}
+    with pytest.raises(UpgradeError, match=r"cloudstackVersion = '4.20'.*runs CloudStack 4.22.*downgrade"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.20"))
+    assert fleet.ran == []
+
+
+def test_nothing_to_do_when_the_version_is_unchanged(emulator, cloud):
+    fleet, secret_id = cloud
+    result = CloudStackUpgradeProvider().create(props(emulator, secret_id, fleet, "4.20.1"))
+    assert result.outs["version"] == "4.20.1" and result.outs["steps"] == [] and fleet.ran == []
+
+
+def test_an_older_patch_than_the_servers_run_is_refused_before_anything_stops(emulator, cloud):
+    # "4.20" recorded (the servers installed its newest patch then, 4.20.1.0); "4.20.0" asked for
+    # is a downgrade only the servers can tell.
+    fleet, secret_id = cloud
+    olds = {**props(emulator, secret_id, fleet, "4.20", from_version="4.20"), "version": "4.20"}
+    with pytest.raises(UpgradeError, match=r"the servers run CloudStack 4\.20\.1\.0, newer.*4\.20\.1"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds,
+                                           props(emulator, secret_id, fleet, "4.20.0", from_version="4.20"))
+    assert fleet.ran == [] and set(emulator.servers.values()) == {"4.20.1.0"}
+    # and pinning the patch the servers run already changes nothing on them
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds,
+                                                props(emulator, secret_id, fleet, "4.20.1", from_version="4.20"))
+    assert result.outs["version"] == "4.20.1" and fleet.ran == []
+
+
+def test_a_run_resumed_with_every_server_stopped_starts_the_first_without_waiting_for_the_api(emulator, cloud):
+    from components.registration.client import forget_connections
+
+    fleet, secret_id = cloud
+    fleet.fail_once["first:" + MANAGEMENT[0]] = "E: Failed to fetch http://download.cloudstack.org/ubuntu/dists"
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(UpgradeError, match=f"step first:{MANAGEMENT[0]} failed.*Failed to fetch"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert set(emulator.servers.values()) == {None} and set(MANAGEMENT) <= fleet.masked   # the API is down
+    forget_connections()   # the next `pulumi up` runs in a new provider process
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
+    assert emulator.db_upgrades == [("4.20.1.0", "4.22.1.0")] and emulator.version_skew == []
+
+
+def test_a_run_that_finds_the_api_down_before_any_step_is_recorded_goes_on(emulator, cloud):
+    # An earlier run stopped the servers and ended before it could record the step.
+    from components.registration.client import forget_connections
+
+    fleet, secret_id = cloud
+    for server in MANAGEMENT:
+        emulator.stop_server(server)
+    forget_connections()
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
