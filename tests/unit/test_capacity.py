@@ -31,7 +31,7 @@ def test_effective_limit_is_the_smallest_of_overlay_multicast_and_subnet():
     small_subnet = ipplan.host_limit(ipaddress.IPv4Network("10.100.0.0/16"), ipaddress.IPv4Network("10.0.0.0/28"))
     assert (small_subnet.hosts, small_subnet.deciding) == (5, "dedicated subnet")
     small_overlay = ipplan.host_limit(ipaddress.IPv4Network("10.100.0.0/24"), ipaddress.IPv4Network("10.0.0.0/24"))
-    assert (small_overlay.hosts, small_overlay.deciding) == (54, "overlay")
+    assert (small_overlay.hosts, small_overlay.deciding) == (52, "overlay")
 
 
 def test_a_28_holds_five_hosts_not_six():
