@@ -32,7 +32,7 @@ from components.boot.kvm_host import KvmHostBoot, kvm_host_environment, render_k
 from components.boot.management import (
     ManagementBoot, ManagementSecrets, management_environment, render_management_user_data)
 from components.boot.overlay import OverlayConfig, overlay_environment
-from components.boot.router import RouterBoot, render_router_user_data, router_environment
+from components.boot.router import RouterBoot, RouterPairBoot, render_router_user_data, router_environment
 from components.boot.scripts import (
     BOOT_LINK, DEDENTED_SCRIPTS, ETC_DIR, LIB_DIR, ROLE_SCRIPTS, ROLE_UNITS, STAGE2_LAUNCHER, UNIT_DIR,
     dedent_shell, embedded_script, load_boot_files, strip_comments)
@@ -43,7 +43,7 @@ from components.boot.stage2 import (
 __all__ = [
     "USER_DATA_LIMIT_BYTES", "FIRST_SUPPORTED_CLOUDSTACK", "OS_CODENAMES", "DEFAULT_REPO_URL", "DEFAULT_KEY_URL",
     "UserDataError", "OverlayConfig", "BootWaits", "ManagementSecrets",
-    "RouterBoot", "ManagementBoot", "KvmHostBoot",
+    "RouterBoot", "RouterPairBoot", "ManagementBoot", "KvmHostBoot",
     "router_environment", "management_environment", "kvm_host_environment", "overlay_environment",
     "LIB_DIR", "ETC_DIR", "UNIT_DIR", "BOOT_LINK", "ROLE_SCRIPTS", "ROLE_UNITS", "STAGE2_LAUNCHER",
     "DEDENTED_SCRIPTS", "strip_comments", "dedent_shell", "embedded_script", "load_boot_files",

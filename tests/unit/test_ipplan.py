@@ -184,7 +184,7 @@ def test_address_classes_of_the_default_overlay():
     classes = ipplan.address_classes(ipaddress.IPv4Network("10.100.0.0/16"))
     assert str(classes.infrastructure) == "10.100.0.0/18"
     assert str(classes.management) == "10.100.0.2-10.100.0.9"
-    assert str(classes.hosts) == "10.100.0.10-10.100.63.255"
+    assert str(classes.hosts) == "10.100.0.10-10.100.63.253"
     assert str(classes.system) == "10.100.64.1-10.100.64.250"
     # block 3: the system VMs' public range (public NICs, like the virtual routers': not the
     # pod's system range) and the spare rest
