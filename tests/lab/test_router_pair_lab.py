@@ -128,13 +128,16 @@ def test_a_forged_advert_from_a_tenant_changes_nothing(pair):
 
 
 def first_reply_after(ping_output: str, loss: float) -> float | None:
-    """Seconds from `loss` to the first echo reply after it in `ping -D` output."""
-    for line in ping_output.splitlines():
-        if line.startswith("[") and "bytes from" in line:
-            stamp = float(line[1:line.index("]")])
-            if stamp > loss:
-                return stamp - loss
-    return None
+    """Seconds from `loss` to the reply that ends the longest pause in `ping -D` output
+    from the last reply before the loss on (replies in flight at the loss come first);
+    None without a reply on both sides of it."""
+    stamps = [float(line[1:line.index("]")]) for line in ping_output.splitlines()
+              if line.startswith("[") and "bytes from" in line]
+    run = [t for t in stamps if t < loss][-1:] + [t for t in stamps if t >= loss]
+    if len(run) < 2:
+        return None
+    _, end = max((b - a, b) for a, b in zip(run, run[1:]))
+    return end - loss
 
 
 @pytest.mark.benchmark

@@ -39,17 +39,24 @@ def peer_holds_everything() -> dict:
             "enis": {OWN_ENI: [PRIMARY, CONSOLE, TENANT], PEER_ENI: [PEER, PEER_CONSOLE, PEER_TENANT]}}
 
 
-@pytest.fixture
-def machine(tmp_path):
+def router_machine(tmp_path, devices) -> Machine:
+    """A router's machine whose interfaces carry `devices` ([device, address/prefix]),
+    with the instance metadata of its ENI and the AWS side on the other router."""
     m = Machine(tmp_path)
     for command in ("ip", "keepalived"):
         (m.bin / command).symlink_to(FAKE)
 
     def world(s):
         s["imds"] = {"mac": MAC, f"network/interfaces/macs/{MAC}/interface-id": OWN_ENI, "local-ipv4": PRIMARY}
-        s["ip_addresses"] = [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.254/16"]]
+        s["ip_addresses"] = devices
         s["ec2"] = peer_holds_everything()
     m.update(world)
+    return m
+
+
+@pytest.fixture
+def machine(tmp_path):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.254/16"]])
     r = m.run_user_data(render(pair_boot()))
     assert r.status == 0, r.output
     m.boot_calls = m.calls()
@@ -97,15 +104,7 @@ def test_boot_installs_keepalived_and_writes_a_configuration_keepalived_accepts(
 
 
 def test_a_configuration_naming_a_missing_device_stops_the_boot(tmp_path):
-    m = Machine(tmp_path)
-    for command in ("ip", "keepalived"):
-        (m.bin / command).symlink_to(FAKE)
-
-    def world(s):
-        s["imds"] = {"mac": MAC, f"network/interfaces/macs/{MAC}/interface-id": OWN_ENI, "local-ipv4": PRIMARY}
-        s["ip_addresses"] = [["ens5", f"{PRIMARY}/24"]]  # the overlay never came up: no cloudbr0
-        s["ec2"] = peer_holds_everything()
-    m.update(world)
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"]])  # the overlay never came up: no cloudbr0
     r = m.run_user_data(render(pair_boot()))
     assert r.status == 1 and "keepalived --config-test refused" in r.output
     assert not m.file("/etc/keepalived/keepalived.conf").exists()
