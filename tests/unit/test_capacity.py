@@ -67,4 +67,4 @@ def test_plan_of_an_overfull_subnet_returns_at_once_naming_both_keys():
 def test_plan_shows_the_effective_host_limit(capsys):
     result = cli(capsys, "plan", "--stack", "dev", "--set", "cloudstackSubnetCidr=10.0.0.0/28")
     assert result.returncode == 0, result.stderr
-    assert "host limit: 5 (dedicated subnet 5, overlay 16374, multicast group 98)" in result.stdout
+    assert "host limit: 5 (dedicated subnet 5, overlay 16372, multicast group 98)" in result.stdout
