@@ -303,10 +303,14 @@ ${tenant_access_rule}        ip daddr { $not_internet$refused_more } counter nam
         accept
     }
     # The router itself answers infrastructure only (and ICMP, for diagnostics
-    # and path-MTU discovery).
+    # and path-MTU discovery). A packet from cloudbr0 with a source outside the
+    # overlay is forged, here too, and dropped before conntrack's "established":
+    # a VRRP advert claiming the peer router's VPC address would otherwise match
+    # the pair's own VRRP flow (protocol 112 has no ports).
     chain input {
         type filter hook input priority filter; policy accept;
 ${console_input}        iifname != "$BRIDGE" accept
+        ip saddr != $overlay_cidr counter name "forged_refused" drop
         ct state established,related accept
         ip saddr $INFRA_CIDR accept
 ${tenant_dns_input}        meta l4proto icmp accept

@@ -76,6 +76,316 @@ apply_forwards() {
     csec2_die "overlay-network.sh refused the forwards '$vm' with the console forwards '$console' (journalctl -u cloudstack-ec2-overlay.service); the previous ones stay"
 }
 
+# ------------------------------------------------------------- router pair ----
+# With CSEC2_ROUTER_PAIR_INDEX set this router is one of two (docs/overlay.md
+# "Router pair"): its overlay address is its own, and the overlay's gateway
+# (CSEC2_ROUTER_PAIR_GATEWAY) is a VRRP address that keepalived puts on cloudbr0
+# of the active router only. Forwards, NAT and the tenants' resolver run on both
+# (nothing of overlay-network.sh binds to the gateway address); which router
+# receives traffic is decided by the AWS side, which the active one takes over:
+# the overlay route of every managed route table (ReplaceRoute to its own ENI)
+# and each Elastic IP (AssociateAddress with AllowReassociation to its own
+# corresponding private address). `router.sh vrrp STATE` is keepalived's notify
+# script; `router.sh reassert` (cloudstack-ec2-router-pair.timer) checks the AWS
+# side while this router holds the gateway and takes back what points elsewhere.
+# The AWS CLI reads its usual environment (AWS_ENDPOINT_URL_EC2, for an EC2
+# endpoint other than the region's public one) from keepalived's and the unit's.
+
+PAIR_IMDS=http://169.254.169.254
+PAIR_LOG=$CSEC2_ROOT/var/log/cloudstack-ec2-router-pair.log
+PAIR_LOCK=$CSEC2_STATE_DIR/router-pair.lock
+PAIR_ATTEMPTS=${CSEC2_ROUTER_PAIR_ATTEMPTS:-4}
+PAIR_SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+KEEPALIVED_CONF=$CSEC2_ROOT/etc/keepalived/keepalived.conf
+PAIR_UNIT_DIR=$CSEC2_ROOT/etc/systemd/system
+PAIR_ENI="" PAIR_PRIMARY="" CONSOLE_ADDRESS="" TENANT_ADDRESS=""
+
+# Lines of keepalived's scripts go to their own log (keepalived discards a
+# script's output) and to the journal of the timer's unit. No secrets: route
+# table, allocation and interface IDs and private addresses only.
+pair_log() {
+    csec2_log "$*" | tee -a "$PAIR_LOG"
+}
+
+# Settings of keepalived's scripts, which run outside a boot run (no boot lock:
+# a takeover must not wait for a boot's package installs).
+pair_load() {
+    CSEC2_ROLE=router
+    set -uo pipefail
+    mkdir -p "$(dirname "$PAIR_LOG")" "$CSEC2_STATE_DIR"
+    [[ -r $CSEC2_ENV_FILE ]] || csec2_die "settings file $CSEC2_ENV_FILE is missing"
+    # shellcheck source=/dev/null
+    source "$CSEC2_ENV_FILE"
+    csec2_require CSEC2_ROUTER_PAIR_INDEX CSEC2_ROUTER_PAIR_PEER CSEC2_ROUTER_PAIR_GATEWAY \
+        CSEC2_ROUTER_PAIR_ROUTE_TABLES CSEC2_ROUTER_EIP_INFRASTRUCTURE CSEC2_OVERLAY_CIDR CSEC2_AWS_REGION
+    # The console and tenants' addresses of this router's ENI (overlay-network.sh).
+    # overlay.env holds KEY="value" lines (components/boot/common.py _env_file).
+    local settings=$CSEC2_ROOT/etc/cloudstack-ec2/overlay.env
+    CONSOLE_ADDRESS=$(sed -n 's/^CONSOLE_ADDRESS="\([0-9.]*\)"$/\1/p' "$settings")
+    TENANT_ADDRESS=$(sed -n 's/^TENANT_ADDRESS="\([0-9.]*\)"$/\1/p' "$settings")
+}
+
+# pair_imds PATH: this instance's metadata at PATH, with an IMDSv2 session token
+# (EC2 User Guide, "Use the Instance Metadata Service to access instance
+# metadata": PUT /latest/api/token, then the X-aws-ec2-metadata-token header).
+pair_imds() {
+    local token
+    token=$(curl -sf --max-time 2 -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" \
+        "$PAIR_IMDS/latest/api/token") || return 1
+    curl -sf --max-time 2 -H "X-aws-ec2-metadata-token: $token" "$PAIR_IMDS/latest/meta-data/$1"
+}
+
+# This router's primary ENI and its primary private address, from IMDS (the MAC of
+# the primary interface, then that interface's ID).
+pair_identity() {
+    local mac
+    [[ -n $PAIR_ENI ]] && return 0
+    if mac=$(pair_imds mac) && PAIR_ENI=$(pair_imds "network/interfaces/macs/$mac/interface-id") &&
+        PAIR_PRIMARY=$(pair_imds local-ipv4) && [[ $PAIR_ENI == eni-* && -n $PAIR_PRIMARY ]]; then
+        return 0
+    fi
+    PAIR_ENI=""
+    pair_log "router pair: instance metadata (IMDSv2) did not give this router's interface and address"
+    return 1
+}
+
+# The private address of this router that Elastic IP role $1 belongs to.
+pair_private_address() {
+    case $1 in
+        infrastructure) printf '%s' "$PAIR_PRIMARY" ;;
+        console) printf '%s' "$CONSOLE_ADDRESS" ;;
+        tenant) printf '%s' "$TENANT_ADDRESS" ;;
+    esac
+}
+
+# The Elastic IP roles this router has an allocation for, as "role allocation" lines.
+pair_allocations() {
+    local role var
+    for role in infrastructure console tenant; do
+        var=CSEC2_ROUTER_EIP_${role^^}
+        if [[ -n ${!var-} ]]; then
+            printf '%s %s\n' "$role" "${!var}"
+        fi
+    done
+}
+
+# True while keepalived has put the gateway address on cloudbr0: it adds the
+# address before it runs notify_master and removes it before notify_backup
+# (keepalived.conf(5)), so this is the state, whatever order scripts run in.
+pair_is_active() {
+    [[ $(ip -4 -o addr show dev cloudbr0 2>/dev/null) == *" inet $CSEC2_ROUTER_PAIR_GATEWAY/32 "* ]]
+}
+
+# pair_call WHAT ARGS...: one EC2 call (aws ec2 ARGS), at most PAIR_ATTEMPTS
+# times, and only while this router is active: a router that lost the gateway
+# meanwhile must not take the AWS side back from the new one.
+pair_call() {
+    local what=$1 attempt out
+    shift
+    for ((attempt = 1; attempt <= PAIR_ATTEMPTS; attempt++)); do
+        if ! pair_is_active; then
+            pair_log "router pair: $what: not done, this router no longer holds the gateway"
+            return 1
+        fi
+        if out=$(csec2_aws ec2 "$@" 2>&1); then
+            pair_log "router pair: $what: done"
+            return 0
+        fi
+        pair_log "router pair: $what failed (attempt $attempt of $PAIR_ATTEMPTS): $(printf '%s' "$out" | tr -s '\n' ' ' | cut -c1-300)"
+        if ((attempt < PAIR_ATTEMPTS)); then
+            sleep "$attempt"
+        fi
+    done
+    return 1
+}
+
+# Takes the AWS side: every route table's overlay route and every Elastic IP to
+# this router, the calls in parallel (each is idempotent: a route already ours is
+# replaced by itself, an address already ours re-associated with itself).
+pair_takeover() {
+    local table role allocation address pids=() pid failed=0
+    pair_identity || return 1
+    for table in $CSEC2_ROUTER_PAIR_ROUTE_TABLES; do
+        pair_call "route $CSEC2_OVERLAY_CIDR of $table to $PAIR_ENI" replace-route --route-table-id "$table" \
+            --destination-cidr-block "$CSEC2_OVERLAY_CIDR" --network-interface-id "$PAIR_ENI" &
+        pids+=($!)
+    done
+    while read -r role allocation; do
+        address=$(pair_private_address "$role")
+        if [[ -z $address ]]; then
+            pair_log "router pair: no $role address on this router for Elastic IP $allocation"
+            failed=1
+            continue
+        fi
+        pair_call "Elastic IP $allocation to $PAIR_ENI $address" associate-address --allocation-id "$allocation" \
+            --network-interface-id "$PAIR_ENI" --private-ip-address "$address" --allow-reassociation \
+            --query AssociationId --output text &
+        pids+=($!)
+    done < <(pair_allocations)
+    for pid in "${pids[@]}"; do
+        wait "$pid" || failed=1
+    done
+    return "$failed"
+}
+
+# What of the AWS side does not point at this router, one line each (nothing
+# when all does).
+pair_misplaced() {
+    local tables table targets target role allocation line eni address
+    read -ra tables <<<"$CSEC2_ROUTER_PAIR_ROUTE_TABLES"
+    if ! targets=$(csec2_aws ec2 describe-route-tables --route-table-ids "${tables[@]}" --output text \
+        --query "RouteTables[].[RouteTableId, Routes[?DestinationCidrBlock=='$CSEC2_OVERLAY_CIDR'].NetworkInterfaceId | [0]]"); then
+        echo "route tables: describe-route-tables failed"
+        return 0
+    fi
+    for table in "${tables[@]}"; do
+        target=$(awk -v t="$table" '$1 == t { print $2 }' <<<"$targets")
+        [[ $target == "$PAIR_ENI" ]] || echo "route $CSEC2_OVERLAY_CIDR of $table: ${target:-none}"
+    done
+    while read -r role allocation; do
+        if ! line=$(csec2_aws ec2 describe-addresses --allocation-ids "$allocation" --output text \
+            --query "Addresses[0].[NetworkInterfaceId, PrivateIpAddress]"); then
+            echo "Elastic IP $allocation: describe-addresses failed"
+            continue
+        fi
+        read -r eni address <<<"$line"
+        [[ $eni == "$PAIR_ENI" && $address == "$(pair_private_address "$role")" ]] ||
+            echo "Elastic IP $allocation ($role): ${eni:-none} ${address:-none}"
+    done < <(pair_allocations)
+}
+
+# `router.sh vrrp STATE` (keepalived's notify_master, notify_master_rx_lower_pri,
+# notify_backup, notify_fault). MASTER takes the AWS side; BACKUP and FAULT only
+# log: keepalived has removed the gateway address, the AWS side is the active
+# router's to take.
+pair_vrrp() {
+    local lock
+    pair_load
+    pair_log "router pair: keepalived state ${1:-?} (router $CSEC2_ROUTER_PAIR_INDEX)"
+    [[ ${1-} == MASTER ]] || return 0
+    exec {lock}>"$PAIR_LOCK"
+    if ! flock -w 120 "$lock"; then
+        pair_log "router pair: another takeover still runs after 120 s"
+        return 1
+    fi
+    if pair_takeover; then
+        pair_log "router pair: this router is active: the overlay route and the Elastic IPs point at $PAIR_ENI"
+        return 0
+    fi
+    pair_log "router pair: takeover incomplete; cloudstack-ec2-router-pair.timer retries it"
+    return 1
+}
+
+# `router.sh reassert` (cloudstack-ec2-router-pair.timer): while this router is
+# active, re-takes whatever of the AWS side points elsewhere (a takeover the
+# other router ran after ours, e.g. when a partition healed: keepalived's
+# notify_master_rx_lower_pri and this check make the active router win).
+pair_reassert() {
+    local lock misplaced
+    pair_load
+    pair_is_active || return 0
+    exec {lock}>"$PAIR_LOCK"
+    flock -n "$lock" || return 0 # a takeover is running
+    pair_identity || return 1
+    misplaced=$(pair_misplaced)
+    [[ -z $misplaced ]] && return 0
+    pair_log "router pair: active, but: $(tr '\n' ';' <<<"$misplaced") re-asserting"
+    pair_takeover
+}
+
+# `router.sh keepalived-config`: keepalived.conf(5) of this router, printed.
+# VRRP goes by unicast between the two routers' primary VPC addresses on the
+# underlay device, never over the overlay (tenants share its layer 2), and only
+# adverts from the peer's address count (vrrp_check_unicast_src). No
+# `authentication`: VRRPv2's password travels in clear in every advert (RFC 3768
+# section 5.3.6), and RFC 5798 dropped authentication from VRRPv3 as protecting
+# nothing. What protects the adverts: they never cross the overlay, the router's
+# input filter refuses everything from the overlay but infrastructure
+# (overlay-network.sh), the security group admits IP protocol 112 from the peer
+# router only, and EC2's source/destination check stops every other instance
+# from sending as the peer. nopreempt (both start as BACKUP): a returning
+# router 0 does not take the gateway back, so a failure costs one interruption,
+# not two; the priorities (150, 100) decide at start and when a partition heals.
+# Gratuitous ARPs on takeover, again 1 s later, and every 10 s while active, so
+# members and system VMs move the gateway to the new MAC; after a partition
+# heals the loser sends one advert more (higher_prio_send_advert), on which the
+# winner repeats them (garp_lower_prio_repeat) and takes the AWS side back
+# (notify_master_rx_lower_pri: a lower-priority router that was briefly active
+# ran its takeover last).
+pair_keepalived_conf() {
+    local priority=100 dev
+    ((CSEC2_ROUTER_PAIR_INDEX == 0)) && priority=150
+    dev=$(ip -4 -o addr show to "$PAIR_PRIMARY/32" | awk '{ print $2; exit }')
+    [[ -n $dev ]] || csec2_die "no device holds this router's primary address $PAIR_PRIMARY"
+    cat <<EOF
+global_defs {
+    router_id cloudstack-ec2-router$CSEC2_ROUTER_PAIR_INDEX
+    script_user root
+    enable_script_security
+    vrrp_check_unicast_src
+    vrrp_higher_prio_send_advert
+}
+vrrp_instance overlay_gateway {
+    state BACKUP
+    nopreempt
+    interface $dev
+    virtual_router_id 51
+    priority $priority
+    advert_int 1
+    unicast_src_ip $PAIR_PRIMARY
+    unicast_peer {
+        $CSEC2_ROUTER_PAIR_PEER
+    }
+    virtual_ipaddress {
+        $CSEC2_ROUTER_PAIR_GATEWAY/32 dev cloudbr0
+    }
+    track_interface {
+        cloudbr0
+    }
+    garp_master_delay 1
+    garp_master_repeat 3
+    garp_lower_prio_repeat 3
+    garp_master_refresh 10
+    notify_master "$PAIR_SCRIPT vrrp MASTER"
+    notify_master_rx_lower_pri "$PAIR_SCRIPT vrrp MASTER"
+    notify_backup "$PAIR_SCRIPT vrrp BACKUP"
+    notify_fault "$PAIR_SCRIPT vrrp FAULT"
+}
+EOF
+}
+
+# Boot step: keepalived with this router's configuration, and the re-assertion
+# timer. A re-run with an unchanged configuration changes nothing (no restart: a
+# restarted active router would hand the gateway over).
+setup_router_pair() {
+    local conf_new=$KEEPALIVED_CONF.new
+    [[ -n ${CSEC2_ROUTER_PAIR_INDEX-} ]] || return 0
+    csec2_step "router pair: keepalived (router $CSEC2_ROUTER_PAIR_INDEX, peer $CSEC2_ROUTER_PAIR_PEER)"
+    csec2_require CSEC2_ROUTER_PAIR_PEER CSEC2_ROUTER_PAIR_GATEWAY CSEC2_ROUTER_PAIR_ROUTE_TABLES \
+        CSEC2_ROUTER_EIP_INFRASTRUCTURE
+    csec2_apt_install keepalived
+    pair_identity || csec2_die "instance metadata (IMDSv2) did not answer with this router's interface"
+    mkdir -p "$(dirname "$KEEPALIVED_CONF")" "$PAIR_UNIT_DIR"
+    pair_keepalived_conf >"$conf_new"
+    keepalived --config-test -f "$conf_new" || csec2_die "keepalived --config-test refused $conf_new"
+    printf '%s\n' "[Unit]" "Description=cloudstack-ec2 router pair: the active router re-asserts the overlay route and Elastic IPs" \
+        "After=keepalived.service" "[Service]" "Type=oneshot" "ExecStart=$PAIR_SCRIPT reassert" \
+        >"$PAIR_UNIT_DIR/cloudstack-ec2-router-pair.service"
+    printf '%s\n' "[Unit]" "Description=cloudstack-ec2 router pair re-assertion" "[Timer]" "OnBootSec=1min" \
+        "OnUnitActiveSec=30s" "AccuracySec=5s" "[Install]" "WantedBy=timers.target" \
+        >"$PAIR_UNIT_DIR/cloudstack-ec2-router-pair.timer"
+    systemctl daemon-reload
+    if cmp -s "$conf_new" "$KEEPALIVED_CONF" && systemctl is-active --quiet keepalived.service; then
+        rm -f "$conf_new"
+        csec2_log "keepalived configuration unchanged"
+    else
+        mv "$conf_new" "$KEEPALIVED_CONF"
+        systemctl enable keepalived.service
+        systemctl reload-or-restart keepalived.service || csec2_die "keepalived failed to start (journalctl -u keepalived)"
+    fi
+    systemctl enable --now cloudstack-ec2-router-pair.timer
+}
+
 # The tenants' resolver (overlay-network.sh TENANT_DNS): unbound, with the settings
 # the overlay script prints (dns-config), so that they match the table that sends
 # tenants' DNS to it. Before the overlay: it listens on the overlay address with
@@ -107,6 +417,23 @@ setup_tenant_dns() {
     systemctl restart unbound.service || csec2_die "unbound failed to start (journalctl -u unbound)"
 }
 
+case ${1-} in
+    vrrp)
+        pair_vrrp "${2-}"
+        exit
+        ;;
+    reassert)
+        pair_reassert
+        exit
+        ;;
+    keepalived-config)
+        pair_load
+        pair_identity || exit 1
+        pair_keepalived_conf
+        exit
+        ;;
+esac
+
 if [[ ${1-} == forwards ]]; then
     csec2_begin router
     apply_forwards
@@ -123,6 +450,7 @@ csec2_step "nftables"
 csec2_apt_install nftables
 setup_tenant_dns
 csec2_setup_overlay
+setup_router_pair
 csec2_setup_ssm_agent
 csec2_setup_time_sync
 csec2_install_aws_cli

@@ -7,7 +7,9 @@ there is one place that decides where each address goes.
 Layout of the overlay CIDR, split into four equal blocks:
 
     block 0  infrastructure   .0 network, +1 router (overlay gateway),
-                              +2..+9 management server slots, +10.. KVM hosts
+                              +2..+9 management server slots, +10.. KVM hosts,
+                              the block's last two addresses: the router pair's own
+                              addresses (router 0, router 1; see router_pair_address)
     block 1  pod reserved system range (system VMs' management NICs)
     block 2  public range (CloudStack virtual routers' public NICs)
     block 3  +1..+8 system VMs' public range (SYSTEM_PUBLIC_RANGE_SIZE addresses: the
@@ -36,7 +38,7 @@ from typing import Sequence
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
 
-#: Overlay prefixes the plan supports: a /24 leaves 54 host slots; wider than /8
+#: Overlay prefixes the plan supports: a /24 leaves 52 host slots; wider than /8
 #: is meaningless inside RFC 1918 space.
 MIN_OVERLAY_PREFIX = 8
 MAX_OVERLAY_PREFIX = 24
@@ -45,6 +47,11 @@ ROUTER_OFFSET = 1
 MANAGEMENT_OFFSET = 2
 MANAGEMENT_SLOTS = 8
 FIRST_HOST_OFFSET = MANAGEMENT_OFFSET + MANAGEMENT_SLOTS
+#: The infrastructure block's last addresses: one per router of a router pair, each
+#: router's own overlay address while the gateway (+1) moves between them as a VRRP
+#: virtual address. Reserved whether or not a stack runs two routers, so that going
+#: from one router to two never takes a KVM host's address.
+ROUTER_PAIR_SLOTS = 2
 
 #: CloudStack stores one row per address of a pod or public range: keep the
 #: ranges useful but bounded, so adding them takes seconds, not minutes.
@@ -202,7 +209,8 @@ class AddressClasses:
     infrastructure  the overlay's block 0: router, every management server slot,
                     every host slot
     management      the management server slots (base + 2 .. base + 9)
-    hosts           the KVM host slots (base + 10 .. end of block 0)
+    hosts           the KVM host slots (base + 10 .. the block's end minus the two
+                    router pair addresses, which are infrastructure like the router)
     system          the pod's reserved system range (system VMs' management NICs)
     public          the public range (CloudStack virtual routers' public NICs): tenants
     Anything else on the overlay is a tenant too.
@@ -236,15 +244,28 @@ def address_classes(overlay: IPv4Network) -> AddressClasses:
         infrastructure=infra,
         router=base + ROUTER_OFFSET,
         management=AddressRange(base + MANAGEMENT_OFFSET, base + MANAGEMENT_OFFSET + MANAGEMENT_SLOTS - 1),
-        hosts=AddressRange(base + FIRST_HOST_OFFSET, infra.broadcast_address),
+        hosts=AddressRange(base + FIRST_HOST_OFFSET, infra.broadcast_address - ROUTER_PAIR_SLOTS),
         system=_bounded_range(system, SYSTEM_RANGE_MAX),
         public=_bounded_range(public, PUBLIC_RANGE_MAX),
     )
 
 
 def host_capacity(overlay: IPv4Network) -> int:
-    """How many KVM hosts fit in the overlay's infrastructure block."""
-    return overlay_blocks(overlay)[0].num_addresses - FIRST_HOST_OFFSET
+    """How many KVM hosts fit in the overlay's infrastructure block (its router pair
+    addresses, ROUTER_PAIR_SLOTS at its end, excluded)."""
+    return overlay_blocks(overlay)[0].num_addresses - FIRST_HOST_OFFSET - ROUTER_PAIR_SLOTS
+
+
+def router_pair_address(overlay: IPv4Network, index: int) -> IPv4Address:
+    """The own overlay address of router `index` (0 or 1) of a router pair: the
+    infrastructure block's second-to-last (router 0) or last address (router 1),
+    e.g. 10.100.63.254 and 10.100.63.255 for 10.100.0.0/16. The pair's gateway, which
+    members and CloudStack's pod and public ranges use, stays base + 1 (the `router`
+    address): a VRRP virtual address held by the active router. No host slot and no
+    CloudStack range (blocks 1-3) ever holds these two. Raises ValueError for another index."""
+    if index not in range(ROUTER_PAIR_SLOTS):
+        raise ValueError(f"router pair index {index!r} is not accepted; expected 0..{ROUTER_PAIR_SLOTS - 1}")
+    return overlay_blocks(overlay)[0].broadcast_address - (ROUTER_PAIR_SLOTS - 1) + index
 
 
 def subnet_host_capacity(subnet: IPv4Network, management_count: int = 1, router_count: int = 1) -> int:

@@ -9,7 +9,7 @@ from typing import Optional
 import pulumi
 
 from components import boot
-from components.model import recovery
+from components.model import ipplan, recovery
 from components.program import directory
 from components.program.context import Context
 from components.program.data import Data
@@ -77,8 +77,11 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
     tenants leave with (the interface's further private IPv4s, which EC2 picks;
     OverlayRouterArgs.render_user_data); `refused`: what tenants must not reach
     (lookups.tenant_refused); `pair`: with routerCount 2, its place in the pair (both routers
-    hold the same gateway address, plan.router, which the active one of them answers for)."""
+    answer in turn for the gateway address, plan.router; each has its own overlay address)."""
     settings, plan = ctx.settings, ctx.plan
+    # A pair's routers each have their own overlay address; the gateway (plan.router) is the
+    # VRRP address keepalived moves between them (components/boot/router.py check_pair).
+    own_address = plan.router if pair is None else ipplan.router_pair_address(plan.overlay, pair.index)
     pair_values = (pulumi.Output.all(pair.peer_private_ip, pair.route_table_ids, pair.eip_allocations)
                    if pair is not None else None)
     return pulumi.Output.all(ctx.prefix, boot_bucket, console_ip, tenant_ip, pair_values).apply(
@@ -88,7 +91,7 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
             pair=None if pair is None else boot.RouterPairBoot(
                 index=pair.index, peer_private_ip=v[4][0], route_table_ids=tuple(v[4][1]),
                 eip_allocations=dict(v[4][2])),
-            overlay=overlay_config(settings, plan, plan.router, "router", router_dnat=(
+            overlay=overlay_config(settings, plan, own_address, "router", router_dnat=(
                 f"tcp:{CLOUDSTACK_UI_PORT}:{ctx.management_ip}:{CLOUDSTACK_UI_PORT}",),
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),

@@ -51,6 +51,7 @@ import hashlib
 import http.client
 import http.server
 import ipaddress
+import json
 import socket
 import socketserver
 import struct
@@ -444,6 +445,58 @@ def send_vxlan(addr: str, port: int, vni: int, dst_mac: str, src: str, dst: str,
     return 0
 
 
+def client_persist(addr: str, port: int, seconds: float, wait: float) -> int:
+    """Echoes over one connection to a whoami server every 50 ms for `seconds`; an echo
+    that has not come back after `wait` s (long enough for TCP's retransmissions to
+    cross a failover) ends the connection and a new one is made. Prints one JSON line
+    per event, {"t": epoch, "event": "connected" | "echo" | "lost", "conn": n}, for the
+    caller to find the gap and whether the first connection survived."""
+    deadline, conn, sock = time.monotonic() + seconds, 0, None
+
+    def event(name: str) -> None:
+        print(json.dumps({"t": time.time(), "event": name, "conn": conn}), flush=True)
+
+    while time.monotonic() < deadline:
+        try:
+            if sock is None:
+                conn += 1
+                sock = socket.create_connection((addr, port), timeout=wait)
+                sock.settimeout(wait)
+                reader = sock.makefile("rb")
+                reader.readline()
+                event("connected")
+            message = f"echo {time.time()}\n".encode()
+            sock.sendall(message)
+            if reader.readline() != message:
+                raise OSError("wrong echo")
+            event("echo")
+            time.sleep(0.05)
+        except OSError:
+            event("lost")
+            if sock is not None:
+                sock.close()
+            sock = None
+            time.sleep(0.2)
+    return 0
+
+
+def send_vrrp(src: str, dst: str, vrid: int, priority: int, vip: str, count: int) -> int:
+    """`count` VRRPv2 adverts (RFC 3768 section 5: version 2, type 1, TTL 255, no
+    authentication) claiming `src` as sender and `priority` for virtual router `vrid`,
+    built by hand with IP_HDRINCL so the source may be forged."""
+    body = struct.pack("!BBBBBBH4s8s", 0x21, vrid, priority, 1, 0, 1, 0, socket.inet_aton(vip), bytes(8))
+    body = body[:6] + struct.pack("!H", ipv4_checksum(body)) + body[8:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 255, 112, 0,
+                         socket.inet_aton(src), socket.inet_aton(dst))
+    header = header[:10] + struct.pack("!H", ipv4_checksum(header)) + header[12:]
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        for _ in range(count):
+            sock.sendto(header + body, (dst, 0))
+            time.sleep(0.1)
+    print(f"sent {count}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode, args = argv[0], argv[1:]
     if mode == "whoami":
@@ -457,6 +510,10 @@ def main(argv: list[str]) -> int:
         serve_dns(args[0], args[1], int(args[2]), {k.lower().rstrip("."): v for k, v in records.items()})
     elif mode == "tcp":
         return client_tcp(args[0], int(args[1]), float(args[2]))
+    elif mode == "persist":
+        return client_persist(args[0], int(args[1]), float(args[2]), float(args[3]))
+    elif mode == "vrrp":
+        return send_vrrp(args[0], args[1], int(args[2]), int(args[3]), args[4], int(args[5]))
     elif mode == "hold":
         return client_hold(args[0], int(args[1]), float(args[2]))
     elif mode == "bulk":

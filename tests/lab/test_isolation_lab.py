@@ -226,8 +226,8 @@ def test_management_server_reaches_a_hosts_libvirt_and_ssh(iso: Lab):
     # Its rule admits the management slots and the host slots (nft lists the two
     # adjacent ranges merged): without the management slots, refused.
     with without(iso, "host0", HOST_TABLE,
-                 ("input", "49152-49216 } ip saddr != { 10.100.0.2-10.100.63.255 }"
-                           "=>49152-49216 } ip saddr != { 10.100.0.10-10.100.63.255 }")):
+                 ("input", "49152-49216 } ip saddr != { 10.100.0.2-10.100.63.253 }"
+                           "=>49152-49216 } ip saddr != { 10.100.0.10-10.100.63.253 }")):
         assert not connect(iso, "mgmt", host0, 16509, REFUSED_TIMEOUT)[0]
 
 
@@ -250,7 +250,7 @@ def test_system_vm_reaches_efs_through_the_router(iso: Lab):
 
 def test_system_vm_reaches_the_management_servers_agent_port(iso: Lab):
     assert connect(iso, "sysvm", MGMT.overlay, AGENT_PORT) == (True, f"mgmt-agent {SYSTEM_IP}")
-    with without(iso, "mgmt", MGMT_TABLE, ("input", "tcp dport 8250 ip saddr { 10.100.0.10-10.100.63.255, "
+    with without(iso, "mgmt", MGMT_TABLE, ("input", "tcp dport 8250 ip saddr { 10.100.0.10-10.100.63.253, "
                                                     "10.100.64.1-10.100.64.250 } accept")):
         assert not connect(iso, "sysvm", MGMT.overlay, AGENT_PORT, REFUSED_TIMEOUT)[0]
 

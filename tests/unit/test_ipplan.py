@@ -85,7 +85,7 @@ def test_ranges_are_bounded_and_useful(overlay):
     assert 1 <= plan.system_range.size <= ipplan.SYSTEM_RANGE_MAX
     assert 1 <= plan.public_range.size <= ipplan.PUBLIC_RANGE_MAX
     assert plan.system_public_range.size == ipplan.SYSTEM_PUBLIC_RANGE_SIZE
-    assert plan.host_capacity >= 54
+    assert plan.host_capacity >= 52
 
 
 @settings(max_examples=200, deadline=None)
@@ -184,7 +184,7 @@ def test_address_classes_of_the_default_overlay():
     classes = ipplan.address_classes(ipaddress.IPv4Network("10.100.0.0/16"))
     assert str(classes.infrastructure) == "10.100.0.0/18"
     assert str(classes.management) == "10.100.0.2-10.100.0.9"
-    assert str(classes.hosts) == "10.100.0.10-10.100.63.255"
+    assert str(classes.hosts) == "10.100.0.10-10.100.63.253"
     assert str(classes.system) == "10.100.64.1-10.100.64.250"
     # block 3: the system VMs' public range (public NICs, like the virtual routers': not the
     # pod's system range) and the spare rest
@@ -199,3 +199,28 @@ def test_an_address_range_parses_what_str_writes_and_nothing_else():
     for bad in ("10.100.192.8-10.100.192.1", "10.100.192.1", "10.100.192.1-", "10.100.192.1-10.100.192.x"):
         with pytest.raises(ValueError):
             ipplan.AddressRange.parse(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(overlays())
+def test_router_pair_addresses_are_infrastructure_and_never_a_host_or_range(overlay):
+    # Each router of a pair keeps its own overlay address; neither may ever be a KVM
+    # host's slot, the gateway, a management slot or an address CloudStack hands out.
+    plan = ipplan.build_plan(overlay_cidr=str(overlay), vpc_cidr=VPC, host_count=min(ipplan.host_capacity(overlay), 300),
+                             guest_cidr="10.1.0.0/16", guest_vlans=(100, 200))
+    classes = plan.classes
+    pair = [ipplan.router_pair_address(overlay, i) for i in (0, 1)]
+    assert pair[0] + 1 == pair[1] == classes.infrastructure.broadcast_address
+    for address in pair:
+        assert classes.classify(address) == ipplan.INFRASTRUCTURE
+        assert address != plan.gateway and address not in plan.hosts
+        assert address not in classes.hosts and address not in classes.management
+        for span in (plan.system_range, plan.public_range, plan.system_public_range):
+            assert address not in span
+
+
+def test_router_pair_addresses_of_the_default_overlay():
+    overlay = ipaddress.IPv4Network("10.100.0.0/16")
+    assert [str(ipplan.router_pair_address(overlay, i)) for i in (0, 1)] == ["10.100.63.254", "10.100.63.255"]
+    with pytest.raises(ValueError, match="router pair index 2"):
+        ipplan.router_pair_address(overlay, 2)

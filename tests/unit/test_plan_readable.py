@@ -64,7 +64,7 @@ def test_summary_comes_first_and_counts_right(dev_json, run):
     # router c5n.large 2 + management m6i.xlarge 4 + 2 x m5zn.metal 48 = 102
     assert f'vCPU quota:    102 vCPUs of "{STANDARD}"' in summary
     assert f"cost:          ${dev_json['summary']['hourlyUsd']:.2f}/hour" in summary
-    assert "host limit: 98 (dedicated subnet 245, overlay 16374, multicast group 98); multicast group decides" in summary
+    assert "host limit: 98 (dedicated subnet 245, overlay 16372, multicast group 98); multicast group decides" in summary
 
 
 def test_each_warning_once_and_only_on_stdout(run):

@@ -436,9 +436,15 @@ def test_both_routers_boot_the_same_script_with_the_same_rules_but_their_own_add
     scripts = [pair.boot_script(pair.instance(n)).splitlines() for n in ("router", "router-1")]
     assert len(scripts[0]) == len(scripts[1])
     differing = {a.split("=", 1)[0] for a, b in zip(*scripts) if a != b}
-    assert differing == {"CSEC2_HOSTNAME", "CSEC2_FQDN", "CONSOLE_ADDRESS", "TENANT_ADDRESS"}
+    # Each router's own name, its own three addresses (the VPC's secondary ones and its overlay
+    # address), its place in the pair and its peer; the gateway both answer for is the same.
+    assert differing == {"CSEC2_HOSTNAME", "CSEC2_FQDN", "CONSOLE_ADDRESS", "TENANT_ADDRESS", "OVERLAY_ADDRESS",
+                         "CSEC2_OVERLAY_IP", "CSEC2_ROUTER_PAIR_INDEX", "CSEC2_ROUTER_PAIR_PEER"}
     env0, env1 = (pair.boot_env(pair.instance(n)) for n in ("router", "router-1"))
     assert env1["CSEC2_FQDN"] == "router-1.cloudstack.internal"
+    assert env0["CSEC2_ROUTER_PAIR_GATEWAY"] == env1["CSEC2_ROUTER_PAIR_GATEWAY"] == "10.100.0.1"
+    assert (env0["OVERLAY_ADDRESS"], env1["OVERLAY_ADDRESS"]) == ("10.100.63.254/16", "10.100.63.255/16")
+    assert env0["CSEC2_ROUTER_PAIR_PEER"] != env1["CSEC2_ROUTER_PAIR_PEER"]
     assert {env0["CONSOLE_ADDRESS"], env0["TENANT_ADDRESS"]}.isdisjoint({env1["CONSOLE_ADDRESS"], env1["TENANT_ADDRESS"]})
 
 

@@ -142,7 +142,7 @@ def test_host_count_below_one():
 
 def test_host_count_beyond_overlay_room():
     p = only_problem("hostCount", hostCount=60, overlayCidr="10.100.0.0/24")
-    assert "room for 54 hosts" in p.message
+    assert "room for 52 hosts" in p.message
 
 
 def test_host_count_beyond_multicast_group_limit():

@@ -80,7 +80,7 @@ def test_firewall_admits_each_port_only_from_its_address_classes(machine):
     publish_key(machine)
     assert machine.run_user_data(render(KVM_HOST)).status == 0
     rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
-    management, hosts, system = "10.100.0.2-10.100.0.9", "10.100.0.10-10.100.63.255", "10.100.64.1-10.100.64.250"
+    management, hosts, system = "10.100.0.2-10.100.0.9", "10.100.0.10-10.100.63.253", "10.100.64.1-10.100.64.250"
     # SSH, 1798, libvirt and migration: the management servers and the other hosts.
     assert (f"meta nfproto ipv4 tcp dport {{ 22, 1798, 16509, 16514, 49152-49216 }} ip saddr != {{ {management},"
             f" {hosts} }} counter drop") in rules

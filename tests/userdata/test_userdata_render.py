@@ -180,7 +180,7 @@ def test_member_boot_env_carries_the_address_classes(boot):
     env = env_of(ud.decode_user_data(render(boot)), "boot.env")
     assert env["CSEC2_INFRA_CIDR"] == "10.100.0.0/18"
     assert env["CSEC2_MANAGEMENT_RANGE"] == "10.100.0.2-10.100.0.9"
-    assert env["CSEC2_HOST_RANGE"] == "10.100.0.10-10.100.63.255"
+    assert env["CSEC2_HOST_RANGE"] == "10.100.0.10-10.100.63.253"
     assert env["CSEC2_SYSTEM_RANGE"] == "10.100.64.1-10.100.64.250"
 
 

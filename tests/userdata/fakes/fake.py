@@ -86,8 +86,94 @@ def aws(state):
         return secretsmanager(state, op, args)
     if service == "s3" and op == "cp":
         return s3_cp(state, args[2:])
+    if service == "ec2":
+        return ec2(state, op, args[2:])
     sys.stderr.write(f"fake aws: unsupported {args}\n")
     return 2
+
+
+def ec2(state, op, args):
+    """The EC2 calls of the router pair's takeover, on state["ec2"]: "route_tables" {id: {cidr:
+    eni}}, "addresses" {allocation: {"eni", "private"}} and "enis" {eni: [its private addresses]};
+    "failures" {op: [error, ...]} fail the next calls of `op`, one each. The rules are EC2's
+    (EC2 API Reference): ReplaceRoute replaces only an existing route (InvalidRoute.NotFound
+    otherwise) and needs an existing interface; AssociateAddress moves an address already
+    associated only with AllowReassociation (Resource.AlreadyAssociated), and the private
+    address must be one of the interface's (InvalidParameterValue)."""
+    world = state["ec2"]
+    failures = world.setdefault("failures", {}).get(op, [])
+    if failures:
+        error = failures.pop(0)
+        sys.stderr.write(f"An error occurred ({error}) when calling the {op} operation: scripted\n")
+        return 254
+    eni = opt(args, "--network-interface-id")
+    if eni is not None and eni not in world["enis"]:
+        sys.stderr.write(f"An error occurred (InvalidNetworkInterfaceID.NotFound) when calling the {op} operation:"
+                         f" The networkInterface ID '{eni}' does not exist\n")
+        return 254
+    if op == "replace-route":
+        table, cidr = world["route_tables"].get(opt(args, "--route-table-id")), opt(args, "--destination-cidr-block")
+        if table is None or cidr not in table:
+            sys.stderr.write("An error occurred (InvalidRoute.NotFound) when calling the ReplaceRoute operation:"
+                             f" no route with destination-cidr-block {cidr}\n")
+            return 254
+        table[cidr] = eni
+        return 0
+    if op == "associate-address":
+        address = world["addresses"][opt(args, "--allocation-id")]
+        private = opt(args, "--private-ip-address")
+        if private not in world["enis"][eni]:
+            sys.stderr.write("An error occurred (InvalidParameterValue) when calling the AssociateAddress operation:"
+                             f" {private} is not an address of {eni}\n")
+            return 254
+        if address.get("eni") not in (None, eni) and "--allow-reassociation" not in args:
+            sys.stderr.write("An error occurred (Resource.AlreadyAssociated) when calling the AssociateAddress"
+                             " operation: the address is already associated\n")
+            return 254
+        address.update(eni=eni, private=private)
+        print("eipassoc-0123456789abcdef0")
+        return 0
+    if op == "describe-route-tables":
+        cidr = re.search(r"DestinationCidrBlock=='([^']+)'", " ".join(ARGS)).group(1)
+        for table in args[args.index("--route-table-ids") + 1:]:
+            if table.startswith("--"):
+                break
+            print(f"{table}\t{world['route_tables'][table].get(cidr) or 'None'}")
+        return 0
+    if op == "describe-addresses":
+        address = world["addresses"][opt(args, "--allocation-ids")]
+        print(f"{address.get('eni') or 'None'}\t{address.get('private') or 'None'}")
+        return 0
+    sys.stderr.write(f"fake aws: unsupported ec2 {op}\n")
+    return 2
+
+
+def ip(state):
+    """`ip -4 -o addr show dev DEV` and `ip -4 -o addr show to ADDR/32` over state["ip_addresses"]
+    ([device, address/prefix] pairs), in iproute2's one-line format."""
+    dev, to = opt(ARGS, "dev"), opt(ARGS, "to")
+    for i, (device, cidr) in enumerate(state.get("ip_addresses", [])):
+        if (dev is None or device == dev) and (to is None or cidr.split("/")[0] == to.split("/")[0]):
+            print(f"{i + 2}: {device}    inet {cidr} scope global {device}\\       valid_lft forever preferred_lft forever")
+    return 0
+
+
+def keepalived(state):
+    """`keepalived --config-test -f FILE`: like Debian's keepalived 2.2.7, refuses a configuration
+    naming an interface the machine does not have (state["ip_addresses"]), as the VRRP
+    interface, a virtual address's `dev` or a tracked interface ("Non-existent interface
+    specified in configuration"), and one without a vrrp_instance."""
+    with open(opt(ARGS, "-f")) as f:
+        text = f.read()
+    devices = {device for device, _ in state.get("ip_addresses", [])}
+    named = re.findall(r"^\s*interface (\S+)", text, re.M) + re.findall(r" dev (\S+)", text)
+    tracked = re.search(r"track_interface \{([^}]*)\}", text)
+    named += tracked.group(1).split() if tracked else []
+    missing = [n for n in named if n not in devices]
+    if missing or "vrrp_instance" not in text:
+        sys.stderr.write(f"Non-existent interface specified in configuration: {missing}\n")
+        return 1
+    return 0
 
 
 def secretsmanager(state, op, args):
@@ -863,9 +949,35 @@ def libvirtd_refuses_to_start(state):
     return False
 
 
+#: The instance metadata service's address (EC2 User Guide, "Instance metadata").
+IMDS = "http://169.254.169.254/latest/"
+
+
+def imds(state, url):
+    """IMDSv2 on state["imds"] (path under meta-data/ -> value): a PUT to api/token with a TTL header
+    gives a token; a GET without it is refused with 401 (IMDSv2 required, as the instances' launch
+    templates set http_tokens=required)."""
+    if url == IMDS + "api/token":
+        if "PUT" not in ARGS or not any(a.startswith("X-aws-ec2-metadata-token-ttl-seconds:") for a in ARGS):
+            return 22
+        print("imds-token-1", end="")
+        return 0
+    if "X-aws-ec2-metadata-token: imds-token-1" not in ARGS:
+        sys.stderr.write("curl: (22) The requested URL returned error: 401\n")
+        return 22
+    value = state.get("imds", {}).get(url[len(IMDS + "meta-data/"):])
+    if value is None:
+        sys.stderr.write("curl: (22) The requested URL returned error: 404\n")
+        return 22
+    print(value, end="")
+    return 0
+
+
 def curl(state):
     out = opt(ARGS, "-o")
     url = ARGS[-1]
+    if url.startswith(IMDS):
+        return imds(state, url)
     if "-I" in ARGS:  # the internet check: a HEAD through the router
         net = state["network"]
         net["heads"] += 1
@@ -1154,7 +1266,8 @@ HANDLERS = {
     "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
     "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
     "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
-    "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft,
+    "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft, "ip": ip,
+    "keepalived": keepalived,
 }
 
 

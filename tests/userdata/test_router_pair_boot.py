@@ -1,0 +1,198 @@
+"""The router pair on the boot side (userdata/router.sh): keepalived's configuration as
+the boot writes it, and the takeover keepalived runs, against the recording fakes
+(the AWS side: fakes/fake.py ec2; the instance metadata: fakes/fake.py imds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pytest
+
+from bootlab import FAKE, ROUTER, ROUTER_OVERLAY, Machine, render, ud
+from components.model import ipplan
+
+OWN_ENI, PEER_ENI = "eni-0aaaaaaaaaaaaaaa0", "eni-0bbbbbbbbbbbbbbb0"
+MAC = "0a:00:00:00:00:10"
+TABLES = ("rtb-0123456789abcdef0", "rtb-0123456789abcdef1")
+ALLOCATIONS = {"infrastructure": "eipalloc-0000000000000000a", "console": "eipalloc-0000000000000000b",
+               "tenant": "eipalloc-0000000000000000c"}
+PRIMARY, CONSOLE, TENANT = "10.0.0.10", "10.0.0.11", "10.0.0.12"
+PEER, PEER_CONSOLE, PEER_TENANT = "10.0.0.13", "10.0.0.14", "10.0.0.15"
+OVERLAY_CIDR = "10.100.0.0/16"
+GATEWAY = "10.100.0.1"
+
+
+def pair_boot(index: int = 0) -> ud.RouterBoot:
+    own = ipplan.router_pair_address(ipplan.IPv4Network(OVERLAY_CIDR), index)
+    overlay = dataclasses.replace(ROUTER_OVERLAY, overlay_address=f"{own}/16", console_address=CONSOLE,
+                                  tenant_address=TENANT)
+    pair = ud.RouterPairBoot(index=index, peer_private_ip=PEER, route_table_ids=TABLES,
+                             eip_allocations=dict(ALLOCATIONS))
+    return dataclasses.replace(ROUTER, overlay=overlay, pair=pair)
+
+
+def peer_holds_everything() -> dict:
+    """The AWS side as the other router left it: both route tables and the three addresses on its ENI."""
+    return {"route_tables": {t: {OVERLAY_CIDR: PEER_ENI, "0.0.0.0/0": "igw-1"} for t in TABLES},
+            "addresses": {ALLOCATIONS["infrastructure"]: {"eni": PEER_ENI, "private": PEER},
+                          ALLOCATIONS["console"]: {"eni": PEER_ENI, "private": PEER_CONSOLE},
+                          ALLOCATIONS["tenant"]: {"eni": PEER_ENI, "private": PEER_TENANT}},
+            "enis": {OWN_ENI: [PRIMARY, CONSOLE, TENANT], PEER_ENI: [PEER, PEER_CONSOLE, PEER_TENANT]}}
+
+
+def router_machine(tmp_path, devices) -> Machine:
+    """A router's machine whose interfaces carry `devices` ([device, address/prefix]),
+    with the instance metadata of its ENI and the AWS side on the other router."""
+    m = Machine(tmp_path)
+    for command in ("ip", "keepalived"):
+        (m.bin / command).symlink_to(FAKE)
+
+    def world(s):
+        s["imds"] = {"mac": MAC, f"network/interfaces/macs/{MAC}/interface-id": OWN_ENI, "local-ipv4": PRIMARY}
+        s["ip_addresses"] = devices
+        s["ec2"] = peer_holds_everything()
+    m.update(world)
+    return m
+
+
+@pytest.fixture
+def machine(tmp_path):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.254/16"]])
+    r = m.run_user_data(render(pair_boot()))
+    assert r.status == 0, r.output
+    m.boot_calls = m.calls()
+    m.clear_calls()
+    return m
+
+
+def holds_gateway(machine: Machine, held: bool) -> None:
+    """keepalived's doing: the gateway address on cloudbr0 of the active router only."""
+    def change(s):
+        entry = ["cloudbr0", f"{GATEWAY}/32"]
+        s["ip_addresses"] = [a for a in s["ip_addresses"] if a != entry] + ([entry] if held else [])
+    machine.update(change)
+
+
+def ec2_calls(machine: Machine, op: str | None = None) -> list[list[str]]:
+    return [c["args"] for c in machine.calls() if c["cmd"] == "aws" and "ec2" in c["args"]
+            and (op is None or op in c["args"])]
+
+
+def everything_ours(machine: Machine) -> bool:
+    world = machine.state()["ec2"]
+    return (all(t[OVERLAY_CIDR] == OWN_ENI for t in world["route_tables"].values())
+            and world["addresses"] == {ALLOCATIONS["infrastructure"]: {"eni": OWN_ENI, "private": PRIMARY},
+                                       ALLOCATIONS["console"]: {"eni": OWN_ENI, "private": CONSOLE},
+                                       ALLOCATIONS["tenant"]: {"eni": OWN_ENI, "private": TENANT}})
+
+
+def test_boot_installs_keepalived_and_writes_a_configuration_keepalived_accepts(machine):
+    state = machine.state()
+    assert "keepalived" in state["packages"]
+    conf = machine.file("/etc/keepalived/keepalived.conf").read_text()
+    for line in ("state BACKUP", "nopreempt", "interface ens5", "priority 150", "advert_int 1",
+                 f"unicast_src_ip {PRIMARY}", f"{GATEWAY}/32 dev cloudbr0", "vrrp_check_unicast_src",
+                 "notify_master_rx_lower_pri", "garp_master_refresh 10"):
+        assert line in conf
+    assert f"unicast_peer {{\n        {PEER}\n    }}" in conf
+    # VRRP's password protects nothing: never configured.
+    assert "authentication" not in conf and "auth_pass" not in conf
+    assert "keepalived.service" in state["units"]["enabled"]
+    assert "cloudstack-ec2-router-pair.timer" in state["units"]["enabled"]
+    timer = machine.file("/etc/systemd/system/cloudstack-ec2-router-pair.timer").read_text()
+    assert "OnUnitActiveSec=30s" in timer
+    assert any(c["cmd"] == "keepalived" and "--config-test" in c["args"] for c in machine.boot_calls)
+
+
+def test_a_configuration_naming_a_missing_device_stops_the_boot(tmp_path):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"]])  # the overlay never came up: no cloudbr0
+    r = m.run_user_data(render(pair_boot()))
+    assert r.status == 1 and "keepalived --config-test refused" in r.output
+    assert not m.file("/etc/keepalived/keepalived.conf").exists()
+
+
+def test_router_1_has_the_lower_priority(machine):
+    machine.update(lambda s: s["ip_addresses"].__setitem__(0, ["ens5", f"{PRIMARY}/24"]))
+    boot = pair_boot(1)
+    (machine.root / "etc/cloudstack-ec2/boot.env").write_text(
+        "".join(f'{k}="{v}"\n' for k, v in ud.router_environment(boot).items()))
+    r = machine.rerun("router.sh", args=["keepalived-config"])
+    assert r.status == 0, r.output
+    assert "priority 100" in r.output and "router_id cloudstack-ec2-router1" in r.output
+
+
+def test_master_takes_every_route_and_address_to_its_own_interface(machine):
+    holds_gateway(machine, True)
+    r = machine.rerun("router.sh", args=["vrrp", "MASTER"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine)
+    routes = ec2_calls(machine, "replace-route")
+    assert sorted(a[a.index("--route-table-id") + 1] for a in routes) == sorted(TABLES)
+    for call in ec2_calls(machine, "associate-address"):
+        assert "--allow-reassociation" in call
+    log = machine.file("/var/log/cloudstack-ec2-router-pair.log").read_text()
+    assert "this router is active" in log and "imds-token-1" not in log
+
+
+def test_master_twice_changes_nothing_more(machine):
+    holds_gateway(machine, True)
+    assert machine.rerun("router.sh", args=["vrrp", "MASTER"]).status == 0
+    first = machine.state()["ec2"]
+    assert machine.rerun("router.sh", args=["vrrp", "MASTER"]).status == 0
+    assert machine.state()["ec2"] == first and everything_ours(machine)
+
+
+def test_backup_and_fault_leave_the_aws_side_alone(machine):
+    holds_gateway(machine, False)
+    for state in ("BACKUP", "FAULT"):
+        assert machine.rerun("router.sh", args=["vrrp", state]).status == 0
+    assert ec2_calls(machine) == []
+    assert machine.state()["ec2"] == peer_holds_everything()
+
+
+def test_a_router_without_the_gateway_takes_nothing_even_if_told_master(machine):
+    # keepalived moved on (BACKUP) before the MASTER script got to run.
+    holds_gateway(machine, False)
+    r = machine.rerun("router.sh", args=["vrrp", "MASTER"])
+    assert r.status == 1
+    assert ec2_calls(machine) == [] and machine.state()["ec2"] == peer_holds_everything()
+
+
+def test_a_failing_call_is_retried_a_bounded_number_of_times(machine):
+    holds_gateway(machine, True)
+    machine.update(lambda s: s["ec2"].__setitem__("failures", {"replace-route": ["RequestLimitExceeded"] * 2}))
+    r = machine.rerun("router.sh", args=["vrrp", "MASTER"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine)
+    assert len(ec2_calls(machine, "replace-route")) == len(TABLES) + 2
+
+    machine.clear_calls()
+    machine.update(lambda s: s["ec2"].update(peer_holds_everything(),
+                                             failures={"associate-address": ["UnauthorizedOperation"] * 20}))
+    r = machine.rerun("router.sh", args=["vrrp", "MASTER"])
+    assert r.status == 1
+    assert len(ec2_calls(machine, "associate-address")) == 3 * 4  # PAIR_ATTEMPTS per address
+    assert "takeover incomplete" in r.output
+
+
+def test_reassert_takes_back_only_what_points_elsewhere(machine):
+    holds_gateway(machine, True)
+    assert machine.rerun("router.sh", args=["vrrp", "MASTER"]).status == 0
+    machine.clear_calls()
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    assert ec2_calls(machine, "replace-route") == [] and ec2_calls(machine, "associate-address") == []
+
+    # The other router's late takeover moved a route and the console address.
+    def moved(s):
+        s["ec2"]["route_tables"][TABLES[1]][OVERLAY_CIDR] = PEER_ENI
+        s["ec2"]["addresses"][ALLOCATIONS["console"]] = {"eni": PEER_ENI, "private": PEER_CONSOLE}
+    machine.update(moved)
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine)
+    assert "re-asserting" in r.output
+
+
+def test_reassert_on_the_backup_calls_nothing(machine):
+    holds_gateway(machine, False)
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    assert ec2_calls(machine) == []
