@@ -239,6 +239,30 @@ class OfflineMocks(pulumi.runtime.Mocks):
                 f"{n:026d}"
             rid = name
             state.update(bucket=name, arn=f"arn:{self.partition}:s3:::{name}")
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            # ELB names an internet-facing load balancer <name>-<id>.<region>.elb.amazonaws.com,
+            # in the region's own hosted zone (the alias record's target zone).
+            name = f"{state.get('namePrefix') or 'lb-'}{n % 10**7:07d}"
+            state.update(name=name, dns_name=f"{name}-{n:010d}.{self.region}.elb.{regions.dns_suffix(self.partition)}",
+                         zone_id="Z35SXDOTRQ7X7K",
+                         arn=f"arn:{self.partition}:elasticloadbalancing:{self.region}:{ACCOUNT_ID}:"
+                             f"loadbalancer/app/{name}/{n:016x}")
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            name = f"{state.get('namePrefix') or 'tg-'}{n % 10**7:07d}"
+            state.update(name=name, arn=f"arn:{self.partition}:elasticloadbalancing:{self.region}:{ACCOUNT_ID}:"
+                                        f"targetgroup/{name}/{n:016x}")
+        elif typ == "aws:acm/certificate:Certificate":
+            # ACM answers a DNS-validated request with one CNAME per name (ACM User Guide,
+            # "DNS validation"): _<hash>.<name> -> _<hash>.<random>.acm-validations.aws.
+            rid = f"{n:08x}-0000-4000-8000-{n:012x}"
+            domain = state.get("domainName", "")
+            state.update(arn=f"arn:{self.partition}:acm:{self.region}:{ACCOUNT_ID}:certificate/{rid}",
+                         domainValidationOptions=[{
+                             "domainName": domain, "resourceRecordName": f"_{n:032x}.{domain}.",
+                             "resourceRecordType": "CNAME",
+                             "resourceRecordValue": f"_{n:032x}.offline.acm-validations.aws."}])
+        elif typ == "aws:route53/record:Record":
+            state.update(fqdn=str(state.get("name", "")).rstrip("."))
         elif typ == "random:index/randomId:RandomId":
             state.update(hex=f"{n:08x}")
         elif typ in AUTO_NAMED and not state.get("name"):

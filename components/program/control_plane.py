@@ -4,6 +4,7 @@ and the CloudStack management server behind it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import pulumi
 
@@ -26,10 +27,13 @@ class ControlPlane:
     management: ManagementServer
 
 
-def declare_control_plane(ctx: Context, network: Network, data: Data) -> ControlPlane:
-    """The router, then the management server (its boot script needs the router's console address)."""
+def declare_control_plane(ctx: Context, network: Network, data: Data,
+                          front_end_sg_ids: Sequence[pulumi.Input[str]] = ()) -> ControlPlane:
+    """The router, then the management server (its boot script needs the router's console
+    address); `front_end_sg_ids`: groups the management servers also wear (8080 from the
+    load balancer, FrontEnd.management_sg_ids)."""
     router = declare_router(ctx, network, data)
-    return ControlPlane(router, declare_management(ctx, network, data, router))
+    return ControlPlane(router, declare_management(ctx, network, data, router, front_end_sg_ids))
 
 
 def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
@@ -66,13 +70,14 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
                 tenant_refused=refused))))
 
 
-def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter) -> ManagementServer:
+def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter,
+                       front_end_sg_ids: Sequence[pulumi.Input[str]] = ()) -> ManagementServer:
     """The management server; console URLs name the router's console Elastic IP."""
     boot_scripts = data.boot_scripts
     return ManagementServer("management", ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
-                               [network.underlay.member_sg_id], "management"),
+                               [network.underlay.member_sg_id, *front_end_sg_ids], "management"),
         db_master_secret_arn=data.database.master_secret_arn,
         render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns), tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
