@@ -35,7 +35,9 @@ LEGACY_PARAMETER_OUTPUT = "databaseEndpointParameter"
 #: The router's output; its `consolePrivateIp` stays the console address on later runs.
 ROUTER_OUTPUT = "router"
 #: Outputs the next run reads back (program.read_deployed).
-READ_OUTPUTS = (OUTPUT, LEGACY_PARAMETER_OUTPUT, ROUTER_OUTPUT)
+#: The UI/API load balancer's output (components/program/outputs.py), present only with one.
+LOAD_BALANCER_OUTPUT = "loadBalancer"
+READ_OUTPUTS = (OUTPUT, LEGACY_PARAMETER_OUTPUT, ROUTER_OUTPUT, LOAD_BALANCER_OUTPUT)
 #: Generation of the instances' boot scripts that `record` writes as `bootScripts`: 2 is the
 #: router's tenants' address, resolver and budgets, and the management server's trust
 #: anchors under a key and its generated secrets. Running instances keep the script they
@@ -63,6 +65,8 @@ class Deployed:
     boot_scripts: int = 0
     #: The router's console private address ("" before consoles or never deployed).
     console_private_ip: str = ""
+    #: The UI/API was behind the load balancer.
+    load_balancer: bool = False
 
     @property
     def exists(self) -> bool:
@@ -91,6 +95,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             console_address=recorded.get("consoleAddress") is True,
             boot_scripts=number("bootScripts") or 0,
             console_private_ip=console_ip if isinstance(console_ip, str) else "",
+            load_balancer=isinstance(outputs.get(LOAD_BALANCER_OUTPUT), Mapping),
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from components.model import deployed as deployed_state
 from components.model.routeraccess import CLOUDSTACK_UI_PORT
 
 #: The management servers' UI/API port, where the load balancer sends requests.
@@ -92,3 +93,21 @@ def tls_settings(url: str, proxy_cidrs: Sequence[str]) -> tuple[tuple[str, str, 
         ("proxy.cidr", ",".join(proxy_cidrs),
          "honour the header only from the load balancer's subnets (ApiServer proxyForwardList, global)"),
     )
+
+
+def running_server_warnings(previous: deployed_state.Deployed, behind_load_balancer: bool, stack: str,
+                            subnet_cidrs: Sequence[str]) -> list[str]:
+    """The load balancer added to a deployed stack: its running management server keeps the
+    boot script it started with (a changed user data never replaces an instance), which does
+    not route the load balancer's subnets back, so the load balancer finds it unhealthy until
+    it is replaced or given the routes by hand."""
+    if not (previous.exists and behind_load_balancer and not previous.load_balancer):
+        return []
+    urn = deployed_state.instance_urn(stack, "ManagementServer", "management")
+    return [f"the UI/API moves behind the load balancer, but the running management server predates it: its "
+            f"boot script does not route the load balancer's subnets ({', '.join(subnet_cidrs) or 'uiSubnetIds'}) "
+            "back through the underlay, so the load balancer finds it unhealthy, and the registration, which now "
+            f"calls the API there, waits for it in vain. Run this update with `pulumi up --replace '{urn}'` (the "
+            "new server keeps the database, and the registration waits for it), or first add the routes on the "
+            "running server through SSM Session Manager, as its boot does (docs/boot.md): `sudo ip route replace "
+            "<cidr> via <the gateway of its route to 169.254.169.254> dev <that device> src <its VPC address>`."]

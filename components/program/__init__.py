@@ -32,6 +32,7 @@ import pulumi_aws as aws
 
 from components.model import deployed as deployed_state
 from components.model import naming
+from components.model import frontend
 from components.model import regions
 from components.model.settings.frontend import certificate_region_problems
 from components.model.hosttypes import HostTypes, plan_host_types
@@ -87,6 +88,8 @@ def build() -> Deployment:
     problems += certificate_region_problems(settings.ui_certificate_arn, region)
     problems += deployed_state.check_changes(settings, previous)
     warnings += deployed_state.upgrade_warnings(previous, pulumi.get_stack())
+    warnings += frontend.running_server_warnings(previous, settings.ui_behind_load_balancer, pulumi.get_stack(),
+                                                 [str(n) for n in settings.ui_subnet_cidrs])
     problems += stack_aws_problems()
     if problems:
         raise SettingsError(problems)
@@ -111,7 +114,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     network = declare_network(ctx)
     data = declare_data(ctx, network)
     front = declare_front_end(ctx, network)
-    control = declare_control_plane(ctx, network, data, front.management_sg_ids)
+    control = declare_control_plane(ctx, network, data, front)
     attach_management_servers(front, [control.management.private_ip])
     compute = declare_compute(ctx, network, data, control.management.anchor_key_arn)
     registration = declare_registration(ctx, network, data, control, compute, front)

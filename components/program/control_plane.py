@@ -4,13 +4,13 @@ and the CloudStack management server behind it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import pulumi
 
 from components import boot
 from components.program.context import Context
 from components.program.data import Data
+from components.program.front_end import FrontEnd
 from components.program.instances import DOMAIN, instance_spec, overlay_config
 from components.program.lookups import tenant_refused
 from components.program.network import Network
@@ -27,13 +27,12 @@ class ControlPlane:
     management: ManagementServer
 
 
-def declare_control_plane(ctx: Context, network: Network, data: Data,
-                          front_end_sg_ids: Sequence[pulumi.Input[str]] = ()) -> ControlPlane:
+def declare_control_plane(ctx: Context, network: Network, data: Data, front: FrontEnd = FrontEnd()) -> ControlPlane:
     """The router, then the management server (its boot script needs the router's console
-    address); `front_end_sg_ids`: groups the management servers also wear (8080 from the
-    load balancer, FrontEnd.management_sg_ids)."""
+    address); behind the load balancer (`front`) the management servers also wear its group
+    and route its subnets back."""
     router = declare_router(ctx, network, data)
-    return ControlPlane(router, declare_management(ctx, network, data, router, front_end_sg_ids))
+    return ControlPlane(router, declare_management(ctx, network, data, router, front))
 
 
 def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
@@ -71,22 +70,24 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
 
 
 def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter,
-                       front_end_sg_ids: Sequence[pulumi.Input[str]] = ()) -> ManagementServer:
+                       front: FrontEnd = FrontEnd()) -> ManagementServer:
     """The management server; console URLs name the router's console Elastic IP."""
     boot_scripts = data.boot_scripts
     return ManagementServer("management", ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
-                               [network.underlay.member_sg_id, *front_end_sg_ids], "management"),
+                               [network.underlay.member_sg_id, *front.management_sg_ids], "management"),
         db_master_secret_arn=data.database.master_secret_arn,
-        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns), tags=ctx.tags,
+        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, front.subnet_cidrs),
+        tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
         parameter_root=ctx.prefix, console_address=router.console_public_ip))
 
 
-def management_user_data(ctx: Context, secret_arns: dict) -> str:
+def management_user_data(ctx: Context, secret_arns: dict, front_end_cidrs: tuple[str, ...] = ()) -> str:
     """The management server's boot script; `secret_arns` as ManagementServer resolves them
-    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn)."""
+    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn);
+    `front_end_cidrs`: the load balancer's subnets (FrontEnd.subnet_cidrs)."""
     settings = ctx.settings
     return boot.render_management_user_data(boot.ManagementBoot(
         aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
@@ -96,4 +97,5 @@ def management_user_data(ctx: Context, secret_arns: dict) -> str:
             db_cloud=secret_arns["db_cloud"],
             cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
         cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
-        zone_name=settings.zone_name, console_address=secret_arns["console_address"]))
+        zone_name=settings.zone_name, console_address=secret_arns["console_address"],
+        front_end_cidrs=tuple(front_end_cidrs)))

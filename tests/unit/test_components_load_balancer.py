@@ -323,3 +323,43 @@ def test_a_certificate_of_another_region_or_partition_is_refused_before_anything
     assert certificate_region_problems(gov.replace("aws-us-gov", "aws"), "us-gov-west-1")
     with pytest.raises(SettingsError, match="uiCertificateArn"):
         deploy(uiCertificateArn=OWN_CERTIFICATE.replace("us-east-1", "eu-west-1"), uiDomainName=DOMAIN)
+
+
+# --- a deployed stack that gets the load balancer --------------------------------------------
+
+
+def test_a_running_management_server_without_the_route_back_is_named_for_replacement(dev):
+    from components.model import deployed
+    from components.model.frontend import running_server_warnings
+
+    before = deployed.from_outputs(dev.outputs)
+    assert before.exists and not before.load_balancer
+    [warning] = running_server_warnings(before, True, "dev", ["10.0.253.128/26"])
+    assert "--replace" in warning and deployed.instance_urn("dev", "ManagementServer", "management") in warning
+    assert "10.0.253.128/26" in warning
+    assert running_server_warnings(before, False, "dev", []) == []
+    assert running_server_warnings(deployed.Deployed(), True, "dev", []) == []
+
+
+def test_the_next_update_of_a_stack_behind_the_load_balancer_warns_no_more(plain):
+    from components.model import deployed
+    from components.model.frontend import running_server_warnings
+
+    after = deployed.from_outputs(plain.outputs)
+    assert after.load_balancer
+    assert running_server_warnings(after, True, "dev", []) == []
+
+
+def test_the_management_server_routes_the_load_balancers_subnets_back(https, dev):
+    management = https.instance("management")
+    assert https.boot_env(management)["CSEC2_FRONT_END_CIDRS"] == " ".join(
+        str(n) for n in https.settings.ui_subnet_cidrs)
+    assert dev.boot_env(dev.instance("management"))["CSEC2_FRONT_END_CIDRS"] == ""
+
+
+def test_elb_name_prefixes_are_what_elb_accepts():
+    from components.model import aws_constraints, frontend
+
+    assert aws_constraints.ELB_NAME_PREFIX.problems(frontend.NAME_PREFIX) == []
+    assert aws_constraints.ELB_NAME_PREFIX.problems("cloudstack-ui-")
+    assert aws_constraints.ELB_NAME_PREFIX.problems("cs_ui")
