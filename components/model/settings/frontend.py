@@ -18,6 +18,7 @@ from components.model import ipplan
 from components.model import regions
 from components.model.rules import Check, EachPattern, Pattern, Plain
 from components.model.settings.base import AWS_ID, Key, Problem
+from components.model.settings.network import two_subnet_cidrs
 
 if TYPE_CHECKING:
     from components.model.settings import _Collector
@@ -49,21 +50,12 @@ def _domain_name(c: Check, text: str) -> str:
 
 def _subnet_cidrs(c: Check, texts: list) -> tuple[ipaddress.IPv4Network, ...]:
     """Two CIDRs of at least /27 that do not overlap; [] is carved when needed."""
-    nets = []
-    for text in texts:
-        try:
-            nets.append(ipaddress.IPv4Network(text))
-        except ValueError:
-            c.problem(f"{text!r} is not an IPv4 CIDR (host bits zero, e.g. 10.0.253.0/26)")
-    if texts and len(texts) != 2:
-        c.problem("expected exactly two CIDRs (an Application Load Balancer needs subnets in two AZs)")
+    nets = two_subnet_cidrs(c, texts, "an Application Load Balancer needs subnets in two AZs")
     small = [str(n) for n in nets if n.prefixlen > ipplan.LOAD_BALANCER_SUBNET_PREFIXES[-1]]
     if small:
         c.problem(f"{', '.join(small)}: a load balancer's subnet must be a /27 or larger (Elastic Load Balancing "
                   "User Guide, \"Subnets for your load balancer\")")
-    if len(nets) == 2 and nets[0].overlaps(nets[1]):
-        c.problem("the two subnets overlap")
-    return tuple(nets)
+    return nets
 
 
 KEYS: tuple[Key, ...] = (
