@@ -363,3 +363,22 @@ def test_elb_name_prefixes_are_what_elb_accepts():
     assert aws_constraints.ELB_NAME_PREFIX.problems(frontend.NAME_PREFIX) == []
     assert aws_constraints.ELB_NAME_PREFIX.problems("cloudstack-ui-")
     assert aws_constraints.ELB_NAME_PREFIX.problems("cs_ui")
+
+
+def test_the_plan_shows_the_load_balancer_its_subnets_listeners_certificate_and_cost(capsys):
+    from planrun import cli
+
+    r = cli(capsys, "plan", "--stack", "dev", "--set", f"uiDomainName={DOMAIN}", "--set", f"uiHostedZoneId={ZONE}")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "load balancer subnets (UI/API)  10.0.253.128/26, 10.0.253.192/26" in out
+    assert "UiLoadBalancer (" in out
+    assert "ui-https  [port: 443; protocol: HTTPS; action: forward" in out
+    assert "ui-http-redirect  [port: 80; protocol: HTTP; action: redirect; redirect to: HTTPS]" in out
+    assert f"ui-certificate  [domain: {DOMAIN}; validation: DNS]" in out
+    assert "stickiness: app_cookie; cookie: JSESSIONID" in out
+    assert "Application Load Balancer (UI/API, HTTPS)" in out
+    assert "public IPv4 addresses (load balancer, one per AZ)" in out
+    assert "plain HTTP" not in out.split("IP plan")[0]
+    plain = cli(capsys, "plan", "--stack", "dev", "--set", "uiLoadBalancer=true")
+    assert "WARNING: the UI/API is behind the load balancer in plain HTTP" in plain.stdout
