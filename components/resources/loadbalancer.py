@@ -87,8 +87,8 @@ class UiLoadBalancer(pulumi.ComponentResource):
         self.security_group_id = lb_sg.id
         self.management_sg_id = management_sg.id
         self.certificate_arn = certificate_arn
-        self.url: pulumi.Output[str] = (pulumi.Output.from_input(f"https://{args.domain_name}") if args.https
-                                        else pulumi.Output.concat("http://", balancer.dns_name))
+        self.url: pulumi.Output[str] = balancer.dns_name.apply(
+            lambda dns_name: frontend.base_url(args.https, args.domain_name, dns_name))
         self.register_outputs({
             "url": self.url, "dns_name": self.dns_name, "zone_id": self.zone_id,
             "security_group_id": self.security_group_id, "management_sg_id": self.management_sg_id,
@@ -130,9 +130,10 @@ class UiLoadBalancer(pulumi.ComponentResource):
         lb_sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id,
                                       description="CloudStack UI/API load balancer: adminCidrs only",
                                       tags={**tags, "Name": f"{name}-alb"}, opts=child)
-        management_sg = aws.ec2.SecurityGroup(f"{name}-management-sg", vpc_id=args.vpc_id,
-                                              description="CloudStack management servers: UI/API from the load balancer",
-                                              tags={**tags, "Name": f"{name}-management"}, opts=child)
+        management_sg = aws.ec2.SecurityGroup(
+            f"{name}-management-sg", vpc_id=args.vpc_id,
+            description="CloudStack management servers: UI/API from the load balancer",
+            tags={**tags, "Name": f"{name}-management"}, opts=child)
         for rule in frontend.listener_ingress(args.admin_cidrs, args.https):
             aws.vpc.SecurityGroupIngressRule(
                 f"{name}-in-{rule.port}-{rule.cidr.replace('/', '-').replace('.', '-')}",
@@ -184,7 +185,8 @@ class UiLoadBalancer(pulumi.ComponentResource):
         aws.lb.Listener(f"{name}-https", load_balancer_arn=balancer.arn, port=frontend.HTTPS_PORT, protocol="HTTPS",
                         ssl_policy=frontend.TLS_POLICY, certificate_arn=certificate_arn, default_actions=forward,
                         tags=tags, opts=child)
-        aws.lb.Listener(f"{name}-http-redirect", load_balancer_arn=balancer.arn, port=frontend.HTTP_PORT, protocol="HTTP",
+        aws.lb.Listener(f"{name}-http-redirect", load_balancer_arn=balancer.arn, port=frontend.HTTP_PORT,
+                        protocol="HTTP",
                         default_actions=[aws.lb.ListenerDefaultActionArgs(
                             type="redirect", redirect=aws.lb.ListenerDefaultActionRedirectArgs(
                                 protocol="HTTPS", port=str(frontend.HTTPS_PORT), status_code="HTTP_301"))],

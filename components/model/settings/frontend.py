@@ -120,8 +120,9 @@ def ui_subnets_placed(c: _Collector) -> None:
             c.problem("uiSubnetIds", ids, "required with vpcId when the load balancer is on: two existing public "
                       "subnets (two AZs, each with a route to an internet gateway)")
         elif ids and not on:
-            c.warnings.append("uiSubnetIds is set but nothing puts the UI/API behind the load balancer (uiLoadBalancer, "
-                   "uiCertificateArn, uiDomainName or several management servers): it is not used")
+            c.warnings.append("uiSubnetIds is set but nothing puts the UI/API behind the load balancer "
+                              "(uiLoadBalancer, uiCertificateArn, uiDomainName or several management servers): "
+                              "it is not used")
         return
     if ids:
         c.problem("uiSubnetIds", ids, "only with vpcId; in a new VPC use uiSubnetCidrs, or leave both empty")
