@@ -218,6 +218,31 @@ table inet cloudstack_ec2_management {
 NFT
 }
 
+# -------------------------------------------------------- load balancer ----
+
+# The UI/API load balancer (components/resources/loadbalancer.py) connects to
+# this instance's VPC address from subnets of its own, outside the dedicated
+# one. A member's default route leads into the overlay (overlay-network.sh),
+# where the router drops the replies (their source is no overlay address), so
+# the load balancer's subnets are routed as EC2's link-local services are:
+# through the VPC router on the underlay device, from the underlay address
+# (the overlay network's route to the instance metadata service says which).
+# Routes do not survive a reboot: set at every run, before CloudStack answers.
+route_front_end() {
+    local cidrs=${CSEC2_FRONT_END_CIDRS-} service=169.254.169.254 via dev src cidr
+    [[ -n ${cidrs// /} ]] || return 0
+    csec2_step "route the load balancer's subnets ($cidrs) through the underlay"
+    read -r via dev src < <(ip -4 -o route show "$service/32" | awk '{
+        for (i = 1; i < NF; i++) { if ($i == "via") v = $(i + 1); if ($i == "dev") d = $(i + 1); if ($i == "src") s = $(i + 1) }
+        print v, d, s; exit }') || true  # no such route: read meets the end of its input
+    [[ -n $via && -n $dev && -n $src ]] ||
+        csec2_die "no route to $service through the underlay (the overlay network sets it: journalctl -u cloudstack-ec2-overlay)"
+    for cidr in $cidrs; do
+        ip route replace "$cidr" via "$via" dev "$dev" src "$src" ||
+            csec2_die "cannot route the load balancer's subnet $cidr via $via dev $dev"
+    done
+}
+
 # ------------------------------------------------------------- packages ----
 
 install_packages() {
@@ -949,6 +974,7 @@ publish_ssh_key() {
 csec2_setup_hostname
 csec2_setup_overlay
 csec2_wait_network
+route_front_end
 csec2_install_aws_cli
 fetch_secrets
 csec2_setup_ssm_agent

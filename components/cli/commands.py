@@ -34,8 +34,8 @@ JSON_SCHEMA_VERSION = 1
 EXIT_BAD_SETTINGS = 2
 EXIT_OVER_BUDGET = 4
 TOP_LEVEL = "stack"
-COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "RecoveryAlarms",
-                   "KvmHostPool", "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
+COMPONENT_ORDER = ("Underlay", "MulticastDomain", "OverlayRouter", "ManagementServer", "UiLoadBalancer",
+                   "RecoveryAlarms", "KvmHostPool", "RdsCloudDb", "EfsStorage", "CloudStackRegistration")
 #: Seconds a pair's standby waits for adverts before it takes over from a router that died
 #: without a word: three advert intervals of keepalived's advert_int 1 (RFC 5798 section 6.1,
 #: Master_Down_Interval = 3 x Advertisement_Interval + Skew_Time). A router stopped cleanly
@@ -66,6 +66,20 @@ KEY_PROPERTIES: dict[str, tuple[tuple[str, str], ...]] = {
     "aws:efs/fileSystem:FileSystem": (("throughput", "throughputMode"), ("encrypted", "encrypted")),
     "aws:ssm/parameter:Parameter": (("name", "name"),),
     "aws:secretsmanager/secret:Secret": (("name", "namePrefix"),),
+    "aws:lb/loadBalancer:LoadBalancer": (("type", "loadBalancerType"), ("internal", "internal"),
+                                         ("dns name", "dns_name")),
+    "aws:lb/listener:Listener": (("port", "port"), ("protocol", "protocol"), ("action", "defaultActions.type"),
+                                 ("redirect to", "defaultActions.redirect.protocol"), ("TLS policy", "sslPolicy")),
+    "aws:lb/targetGroup:TargetGroup": (("targets", "targetType"), ("port", "port"),
+                                       ("health check", "healthCheck.path"), ("stickiness", "stickiness.type"),
+                                       ("cookie", "stickiness.cookieName")),
+    "aws:lb/targetGroupAttachment:TargetGroupAttachment": (("target", "targetId"), ("port", "port")),
+    "aws:acm/certificate:Certificate": (("domain", "domainName"), ("validation", "validationMethod")),
+    "aws:route53/record:Record": (("name", "name"), ("type", "type")),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (("TCP port", "fromPort"), ("from", "cidrIpv4"),
+                                                                  ("from group", "referencedSecurityGroupId")),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": (("TCP port", "fromPort"),
+                                                                ("to group", "referencedSecurityGroupId")),
 }
 
 #: IP protocol numbers as security group rules carry them (IANA protocol numbers).
@@ -188,6 +202,9 @@ def _ip_plan(settings, clusters) -> dict:
         "systemPublicRange": str(plan.system_public_range),
         "guestVlans": str(plan.guest_vlans), "guestCidr": str(plan.guest_cidr), "zoneDns": str(plan.zone_dns),
         "databaseSubnets": [str(n) for n in settings.db_subnet_cidrs],
+        # The load balancer's own subnets (new VPC); with vpcId they are uiSubnetIds, looked up.
+        "loadBalancerSubnets": ([str(n) for n in settings.ui_subnet_cidrs] or list(settings.ui_subnet_ids)
+                                if settings.ui_behind_load_balancer else []),
         "multicastGroup": str(settings.multicast_group), "multicastMembers": plan.multicast_members,
     }
 
@@ -358,6 +375,8 @@ def _render_ip_plan(report: dict, out: TextIO) -> None:
         ("guest CIDR", ip["guestCidr"]),
         ("zone DNS (VPC base + 2)", ip["zoneDns"]),
         ("database subnets", ", ".join(ip["databaseSubnets"])),
+        *([("load balancer subnets (UI/API)", ", ".join(ip["loadBalancerSubnets"]))]
+          if ip.get("loadBalancerSubnets") else []),
         ("host slots left in the overlay", str(limit["overlay"] - summary["hosts"])),
         ("multicast group members", f"{ip['multicastMembers']} of {ipplan.MAX_MULTICAST_MEMBERS} ({ip['multicastGroup']})"),
     ]

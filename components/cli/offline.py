@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import ipaddress
 import threading
 import pickle
@@ -112,8 +113,12 @@ def instances_of_outputs(previous_outputs: Optional[Mapping[str, Any]], project:
 class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
                  previous_outputs: Mapping[str, Any] | None = None,
-                 existing_instances: Sequence[ExistingInstance] = ()):
+                 existing_instances: Sequence[ExistingInstance] = (),
+                 existing_subnets: Mapping[str, Mapping[str, str]] | None = None):
         self.region = region
+        #: Subnets of an existing VPC, by id: {"cidrBlock", "availabilityZone", "vpcId"} as
+        #: DescribeSubnets answers (others: the dedicated subnet's CIDR in the first AZ).
+        self.existing_subnets = dict(existing_subnets or {})
         #: EC2 instances running in the account; offline nothing exists unless a caller says so.
         self.existing_instances = tuple(existing_instances)
         #: The stack's outputs after its last update, as a StackReference to itself reads
@@ -246,6 +251,30 @@ class OfflineMocks(pulumi.runtime.Mocks):
                 f"{n:026d}"
             rid = name
             state.update(bucket=name, arn=f"arn:{self.partition}:s3:::{name}")
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            # ELB names an internet-facing load balancer <name>-<id>.<region>.elb.amazonaws.com,
+            # in the region's own hosted zone (the alias record's target zone).
+            name = f"{state.get('namePrefix') or 'lb-'}{n % 10**7:07d}"
+            state.update(name=name, dns_name=f"{name}-{n:010d}.{self.region}.elb.{regions.dns_suffix(self.partition)}",
+                         zone_id="Z35SXDOTRQ7X7K",
+                         arn=f"arn:{self.partition}:elasticloadbalancing:{self.region}:{ACCOUNT_ID}:"
+                             f"loadbalancer/app/{name}/{n:016x}")
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            name = f"{state.get('namePrefix') or 'tg-'}{n % 10**7:07d}"
+            state.update(name=name, arn=f"arn:{self.partition}:elasticloadbalancing:{self.region}:{ACCOUNT_ID}:"
+                                        f"targetgroup/{name}/{n:016x}")
+        elif typ == "aws:acm/certificate:Certificate":
+            # ACM answers a DNS-validated request with one CNAME per name (ACM User Guide,
+            # "DNS validation"): _<hash>.<name> -> _<hash>.<random>.acm-validations.aws.
+            rid = f"{n:08x}-0000-4000-8000-{n:012x}"
+            domain = state.get("domainName", "")
+            state.update(arn=f"arn:{self.partition}:acm:{self.region}:{ACCOUNT_ID}:certificate/{rid}",
+                         domainValidationOptions=[{
+                             "domainName": domain, "resourceRecordName": f"_{n:032x}.{domain}.",
+                             "resourceRecordType": "CNAME",
+                             "resourceRecordValue": f"_{n:032x}.offline.acm-validations.aws."}])
+        elif typ == "aws:route53/record:Record":
+            state.update(fqdn=str(state.get("name", "")).rstrip("."))
         elif typ == "random:index/randomId:RandomId":
             state.update(hex=f"{n:08x}")
         elif typ in AUTO_NAMED and not state.get("name"):
@@ -337,6 +366,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
             # An existing table as the data source shows it: local and propagated routes left out.
             return {"id": a.get("routeTableId"), "routeTableId": a.get("routeTableId"), "routes": [],
                     "associations": [], "tags": {}}
+        if token == "aws:ec2/getSubnet:getSubnet" and a.get("id") in self.existing_subnets:
+            return {"id": a.get("id"), **self.existing_subnets[a["id"]]}
         if token == "aws:ec2/getSubnet:getSubnet":
             return {"id": a.get("id"), "cidrBlock": self.subnet_cidrs.get("cloudstack"), "vpcId": a.get("vpcId", ""),
                     "availabilityZone": self.zones[0]}
@@ -432,6 +463,28 @@ class _WarningCollector(pulumi_mocks.MockEngine):
         return super().Log(request)
 
 
+def load_balancer_subnet_stand_ins(config: Mapping[str, Any], region: str) -> dict[str, dict[str, str]]:
+    """With an existing VPC, what the offline account answers for the load balancer's subnets
+    (uiSubnetIds): subnets of that VPC in the region's first two AZs, with CIDRs carved from
+    vpcCidr as a new VPC would get them. Offline nothing exists: these stand in for the
+    subnets AWS describes under `pulumi up`, so the rest of the plan can be shown."""
+    def value(key: str, default: Any) -> Any:
+        raw = config.get(f"cloudstack-ec2:{key}", default)
+        return json.loads(raw) if isinstance(raw, str) and raw.startswith("[") else raw
+
+    ids, vpc_id = value("uiSubnetIds", []), value("vpcId", "")
+    if not ids or not vpc_id:
+        return {}
+    try:
+        vpc = str(value("vpcCidr", "10.0.0.0/16"))
+        cidrs = ipplan.carve_load_balancer_subnets(vpc, [str(value("cloudstackSubnetCidr", "10.0.0.0/24"))])
+    except ValueError:
+        return {}
+    zones = [f"{region}{s}" for s in REGION_AZ_LETTERS.get(region, "abc")]
+    return {subnet_id: {"cidrBlock": str(cidrs[i % 2]), "availabilityZone": zones[i % len(zones)], "vpcId": vpc_id}
+            for i, subnet_id in enumerate(ids)}
+
+
 def run_offline(
     program: Callable[[], Any],
     config: Mapping[str, Any],
@@ -443,6 +496,7 @@ def run_offline(
     previous_outputs: Optional[Mapping[str, Any]] = None,
     existing_instances: Sequence[ExistingInstance] = (),
     secret_keys: Sequence[str] = (),
+    existing_subnets: Optional[Mapping[str, Mapping[str, str]]] = None,
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
@@ -456,7 +510,9 @@ def run_offline(
     Exceptions of the program (SettingsError, ...) propagate; inputs AWS would refuse
     raise AwsInputError (components.model.aws_constraints) naming each resource and input.
     """
-    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs, existing_instances)
+    if existing_subnets is None:
+        existing_subnets = load_balancer_subnet_stand_ins(config, region)
+    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs, existing_instances, existing_subnets)
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)

@@ -105,6 +105,14 @@ SECURITY_GROUP_DESCRIPTION = Rule("security group description", _EC2_SG, max_len
                                   pattern=_SG_CHARS, accepted=_SG_ACCEPTED)
 SECURITY_GROUP_RULE_DESCRIPTION = Rule("security group rule description", _EC2_SG, max_len=255,
                                        pattern=_SG_CHARS, accepted=_SG_ACCEPTED)
+#: terraform-provider-aws internal/service/elbv2 (load_balancer.go, target_group.go):
+#: name_prefix "cannot be longer than 6 characters", alphanumerics and hyphens only, not
+#: beginning with a hyphen (ELB names: Elastic Load Balancing API Reference, CreateLoadBalancer
+#: Name, CreateTargetGroup Name: 32 characters, alphanumerics and hyphens).
+ELB_NAME_PREFIX = Rule("load balancer or target group name_prefix",
+                       "terraform-provider-aws elbv2 validName/validNamePrefix; ELB API CreateLoadBalancer Name",
+                       max_len=6, min_len=1, pattern=r"[A-Za-z0-9-]+", accepted="letters, digits and '-'",
+                       extra=(lambda v: "may not begin with '-'" if v.startswith("-") else None,))
 #: EC2 User Guide, "Instance user data": limited to 16 KB in raw form, before base64.
 USER_DATA_MAX_BYTES = 16 * 1024
 
@@ -306,6 +314,8 @@ INPUT_RULES: dict[str, tuple[tuple[str, Rule], ...]] = {
                                          ("description", SECRET_DESCRIPTION)),
     "aws:ssm/parameter:Parameter": (("name", SSM_PARAMETER_NAME), ("description", SSM_PARAMETER_DESCRIPTION)),
     "aws:cloudwatch/logGroup:LogGroup": (("name", LOG_GROUP_NAME),),
+    "aws:lb/loadBalancer:LoadBalancer": (("namePrefix", ELB_NAME_PREFIX),),
+    "aws:lb/targetGroup:TargetGroup": (("namePrefix", ELB_NAME_PREFIX),),
     "aws:s3/bucket:Bucket": (("bucket", S3_BUCKET_NAME), ("bucketPrefix", S3_BUCKET_NAME_PREFIX)),
     "aws:s3/bucketV2:BucketV2": (("bucket", S3_BUCKET_NAME), ("bucketPrefix", S3_BUCKET_NAME_PREFIX)),
     "aws:s3/bucketObjectv2:BucketObjectv2": (("key", S3_OBJECT_KEY),),

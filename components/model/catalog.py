@@ -121,12 +121,20 @@ SECRET_MONTH = 0.40
 #: A standard-resolution CloudWatch alarm on one metric (CloudWatch pricing, "Alarm metrics").
 CLOUDWATCH_ALARM_MONTH = 0.10
 SECRETS_PER_STACK = 5
+#: Elastic Load Balancing pricing, Application Load Balancer: per load balancer-hour, plus
+#: capacity units (LCU, usage-based); an internet-facing one has a public IPv4 address in
+#: each of its AZs, billed like any other (Amazon VPC pricing, "Public IPv4 addresses").
+ALB_HOUR = 0.0225
+ALB_LCU_HOUR = 0.008
+LOAD_BALANCER_ZONES = 2
 
 USAGE_BASED = (
     "data transfer out to the internet",
     "Transit Gateway data processing ($0.02/GB, multicast also per GB received by each member)",
     "EFS storage ($0.30/GB-month) and elastic throughput ($0.03/GB read, $0.06/GB written)",
     "RDS backup storage beyond the database's size",
+    f"the load balancer's capacity units, when it is on (${ALB_LCU_HOUR}/LCU-hour); ACM's public certificates "
+    "are free, Route 53 bills the hosted zone you own",
 )
 
 
@@ -238,6 +246,10 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
         settings.router_instance_type, routers, settings.management_instance_type))
     if recovered:
         lines.append(CostLine("CloudWatch recovery alarms", recovered, CLOUDWATCH_ALARM_MONTH * per_month))
+    if settings.ui_behind_load_balancer:
+        lines += [CostLine("Application Load Balancer (UI/API" + (", HTTPS)" if settings.ui_https else ", plain HTTP)"),
+                           1, ALB_HOUR),
+                  CostLine("public IPv4 addresses (load balancer, one per AZ)", LOAD_BALANCER_ZONES, PUBLIC_IPV4_HOUR)]
     return CostEstimate(tuple(lines))
 
 

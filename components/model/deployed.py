@@ -39,7 +39,9 @@ LEGACY_PARAMETER_OUTPUT = "databaseEndpointParameter"
 #: The router's output; its `consolePrivateIp` stays the console address on later runs.
 ROUTER_OUTPUT = "router"
 #: Outputs the next run reads back (program.read_deployed).
-READ_OUTPUTS = (OUTPUT, LEGACY_PARAMETER_OUTPUT, ROUTER_OUTPUT)
+#: The UI/API load balancer's output (components/program/outputs.py), present only with one.
+LOAD_BALANCER_OUTPUT = "loadBalancer"
+READ_OUTPUTS = (OUTPUT, LEGACY_PARAMETER_OUTPUT, ROUTER_OUTPUT, LOAD_BALANCER_OUTPUT)
 #: Generation of the instances' boot scripts that `record` writes as `bootScripts`: 2 is the
 #: router's tenants' address, resolver and budgets, and the management server's trust
 #: anchors under a key and its generated secrets. Running instances keep the script they
@@ -71,6 +73,8 @@ class Deployed:
     router_count: int = 0
     #: cloudstackVersion the instances run ("X.Y" or "X.Y.Z"; "" before it was recorded).
     cloudstack_version: str = ""
+    #: The UI/API was behind the load balancer.
+    load_balancer: bool = False
 
     @property
     def exists(self) -> bool:
@@ -103,6 +107,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             console_private_ip=console_ip if isinstance(console_ip, str) else "",
             router_count=router_count,
             cloudstack_version=str(recorded.get(upgrades.KEY) or ""),
+            load_balancer=isinstance(outputs.get(LOAD_BALANCER_OUTPUT), Mapping),
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:

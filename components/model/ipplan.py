@@ -383,10 +383,37 @@ def carve_db_subnets(vpc_cidr: str, taken: Sequence[str], count: int = 2) -> tup
     taken from the top of the VPC so the bottom stays free for the user's own subnets.
     """
     vpc = ipaddress.IPv4Network(vpc_cidr)
-    taken_networks = [ipaddress.IPv4Network(t) for t in taken]
     prefix = min(max(vpc.prefixlen + 2, 24), 28)
     if prefix <= vpc.prefixlen:
         raise ValueError(f"VPC {vpc} is too small for database subnets")
+    return carve_subnets(vpc, taken, count, prefix, "database")
+
+
+#: The load balancer's subnets: ELB needs "at least a /27 bitmask and at least 8 free IP
+#: addresses" in each (Elastic Load Balancing User Guide, "Subnets for your load balancer");
+#: a /26 leaves it room to scale out, a /27 is taken where a /26 does not fit.
+LOAD_BALANCER_SUBNET_PREFIXES = (26, 27)
+
+
+def carve_load_balancer_subnets(vpc_cidr: str, taken: Sequence[str]) -> tuple[IPv4Network, ...]:
+    """Two subnets (two AZs) for the load balancer inside the VPC, clear of `taken` (the
+    dedicated and database subnets), from the top of the VPC like the database's; the
+    same inputs always give the same subnets. Raises ValueError when none fit."""
+    vpc = ipaddress.IPv4Network(vpc_cidr)
+    for prefix in LOAD_BALANCER_SUBNET_PREFIXES:
+        if prefix > vpc.prefixlen:
+            try:
+                return carve_subnets(vpc, taken, 2, prefix, "load balancer")
+            except ValueError:
+                continue
+    raise ValueError(f"VPC {vpc} has no room for two /{LOAD_BALANCER_SUBNET_PREFIXES[-1]} load balancer subnets "
+                     f"beside {', '.join(taken)}")
+
+
+def carve_subnets(vpc: IPv4Network, taken: Sequence[str], count: int, prefix: int,
+                  what: str) -> tuple[IPv4Network, ...]:
+    """`count` /`prefix` subnets inside `vpc`, clear of `taken`, highest first (returned sorted)."""
+    taken_networks = [ipaddress.IPv4Network(t) for t in taken]
     chosen: list[IPv4Network] = []
     size = 2 ** (32 - prefix)
     ceiling = int(vpc.broadcast_address) + 1  # candidates end below this
@@ -401,4 +428,4 @@ def carve_db_subnets(vpc_cidr: str, taken: Sequence[str], count: int = 2) -> tup
         ceiling -= size
     if len(chosen) == count:
         return tuple(sorted(chosen))
-    raise ValueError(f"VPC {vpc} has no room for {count} /{prefix} database subnets beside {', '.join(taken)}")
+    raise ValueError(f"VPC {vpc} has no room for {count} /{prefix} {what} subnets beside {', '.join(map(str, taken))}")

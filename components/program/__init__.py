@@ -9,6 +9,7 @@ and returns its own (a small frozen dataclass):
   the hosts' types and clusters);
 - `network`: Underlay, MulticastDomain;
 - `data`: RdsCloudDb, EfsStorage, BootScriptBucket;
+- `front_end`: UiLoadBalancer (when the UI/API is behind the load balancer);
 - `control_plane`: OverlayRouter, ManagementServer;
 - `compute`: KvmHostPool;
 - `registration`: CloudStackRegistration (and the API URL);
@@ -31,7 +32,9 @@ import pulumi_aws as aws
 
 from components.model import deployed as deployed_state
 from components.model import naming
+from components.model import frontend
 from components.model import regions
+from components.model.settings.frontend import certificate_region_problems
 from components.model.hosttypes import HostTypes, plan_host_types
 from components.model.settings import Settings, SettingsError
 from components.program.compute import declare_compute
@@ -39,6 +42,7 @@ from components.program.config import load_settings, lookup_instance_type
 from components.program.context import context
 from components.program.control_plane import declare_control_plane
 from components.program.data import declare_data
+from components.program.front_end import attach_management_servers, declare_front_end
 from components.program.lookups import availability_zones, check_existing_network, read_deployed
 from components.program.network import declare_network
 from components.program.outputs import stack_outputs
@@ -79,10 +83,14 @@ def build() -> Deployment:
     """Validate the stack's settings (raises SettingsError), then declare everything."""
     settings = load_settings()
     previous = read_deployed()
-    problems, warnings = regions.check_region(aws.get_region().region)
+    region = aws.get_region().region
+    problems, warnings = regions.check_region(region)
+    problems += certificate_region_problems(settings.ui_certificate_arn, region)
     problems += deployed_state.check_changes(settings, previous)
     warnings += deployed_state.upgrade_warnings(previous, pulumi.get_stack(), settings.cloudstack_version)
     warnings += deployed_state.router_count_warnings(settings, previous, pulumi.get_stack())
+    warnings += frontend.running_server_warnings(previous, settings.ui_behind_load_balancer, pulumi.get_stack(),
+                                                 [str(n) for n in settings.ui_subnet_cidrs])
     problems += stack_aws_problems()
     if problems:
         raise SettingsError(problems)
@@ -106,8 +114,10 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     ctx = context(settings, stack, zones, previous, host_types)
     network = declare_network(ctx)
     data = declare_data(ctx, network)
-    control = declare_control_plane(ctx, network, data)
+    front = declare_front_end(ctx, network)
+    control = declare_control_plane(ctx, network, data, front)
+    attach_management_servers(front, [control.management.private_ip])
     compute = declare_compute(ctx, network, data, control.management.anchor_key_arn)
-    registration = declare_registration(ctx, network, data, control, compute)
-    outputs = stack_outputs(ctx, network, data, control, compute, registration)
+    registration = declare_registration(ctx, network, data, control, compute, front)
+    outputs = stack_outputs(ctx, network, data, control, compute, registration, front)
     return Deployment(settings, outputs, registration.spec, ctx.host_types, ctx.host_clusters)

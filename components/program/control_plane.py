@@ -13,6 +13,7 @@ from components.model import ipplan, recovery
 from components.program import directory
 from components.program.context import Context
 from components.program.data import Data
+from components.program.front_end import FrontEnd
 from components.program.instances import DOMAIN, instance_spec, overlay_config
 from components.program.lookups import tenant_refused
 from components.program.network import Network
@@ -32,11 +33,12 @@ class ControlPlane:
     recovery: RecoveryAlarms
 
 
-def declare_control_plane(ctx: Context, network: Network, data: Data) -> ControlPlane:
+def declare_control_plane(ctx: Context, network: Network, data: Data, front: FrontEnd = FrontEnd()) -> ControlPlane:
     """The router(s), then the management server (its boot script needs the router's console
-    address), then the automatic recovery of all of them."""
+    address), then the automatic recovery of all of them; behind the load balancer (`front`)
+    the management servers also wear its group and route its subnets back."""
     router = declare_router(ctx, network, data)
-    management = declare_management(ctx, network, data, router)
+    management = declare_management(ctx, network, data, router, front)
     return ControlPlane(router, management, declare_recovery(ctx, router, management))
 
 
@@ -100,25 +102,27 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
                 tenant_refused=refused))))
 
 
-def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter) -> ManagementServer:
+def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter,
+                       front: FrontEnd = FrontEnd()) -> ManagementServer:
     """The management server; console URLs name the router's console Elastic IP."""
     boot_scripts = data.boot_scripts
     ca = directory.ca_certificate(ctx)
     return ManagementServer("management", ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
-                               [network.underlay.member_sg_id], "management"),
+                               [network.underlay.member_sg_id, *front.management_sg_ids], "management"),
         db_master_secret_arn=data.database.master_secret_arn,
-        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns), tags=ctx.tags,
+        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, front.subnet_cidrs),
+        tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
         parameter_root=ctx.prefix, console_address=router.console_public_ip,
         ldap_ca_secret_arn=ca.secret_id if ca else None))
 
 
-def management_user_data(ctx: Context, secret_arns: dict) -> str:
+def management_user_data(ctx: Context, secret_arns: dict, front_end_cidrs: tuple[str, ...] = ()) -> str:
     """The management server's boot script; `secret_arns` as ManagementServer resolves them
     (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn; with
-    LDAPS ldap_ca and ldap_truststore)."""
+    LDAPS ldap_ca and ldap_truststore); `front_end_cidrs`: the load balancer's subnets (FrontEnd.subnet_cidrs)."""
     settings = ctx.settings
     return boot.render_management_user_data(boot.ManagementBoot(
         aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
@@ -129,4 +133,5 @@ def management_user_data(ctx: Context, secret_arns: dict) -> str:
             cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"],
             ldap_ca=secret_arns.get("ldap_ca") or "", ldap_truststore=secret_arns.get("ldap_truststore") or ""),
         cloudstack_version=ctx.cloudstack_version, os_codename=settings.ubuntu_codename,
-        zone_name=settings.zone_name, console_address=secret_arns["console_address"]))
+        zone_name=settings.zone_name, console_address=secret_arns["console_address"],
+        front_end_cidrs=tuple(front_end_cidrs)))

@@ -119,3 +119,27 @@ def read_deployed() -> deployed_state.Deployed:
         if value is not None:
             outputs[key] = value
     return deployed_state.from_outputs(outputs)
+
+
+def load_balancer_subnet_cidrs(settings: Settings) -> tuple[str, ...]:
+    """With an existing VPC, the CIDRs of the load balancer's subnets (uiSubnetIds), which
+    must be two subnets of vpcId in two AZs (an Application Load Balancer needs two: Elastic
+    Load Balancing User Guide, "Subnets for your load balancer") and none of the cloud's own."""
+    subnets = [aws.ec2.get_subnet(id=s) for s in settings.ui_subnet_ids]
+    problems = []
+    own = {settings.cloudstack_subnet_id, *settings.db_subnet_ids}
+    for subnet_id, subnet in zip(settings.ui_subnet_ids, subnets):
+        if subnet.vpc_id != settings.vpc_id:
+            problems.append(Problem("uiSubnetIds", list(settings.ui_subnet_ids),
+                                    f"{subnet_id} is in {subnet.vpc_id}, not in vpcId {settings.vpc_id}"))
+        if subnet_id in own:
+            problems.append(Problem("uiSubnetIds", list(settings.ui_subnet_ids),
+                                    f"{subnet_id} is the cloud's own (cloudstackSubnetId or dbSubnetIds); name two "
+                                    "public subnets for the load balancer alone"))
+    if len({s.availability_zone for s in subnets}) < 2:
+        problems.append(Problem("uiSubnetIds", list(settings.ui_subnet_ids),
+                                f"both subnets are in {subnets[0].availability_zone if subnets else '?'}; an "
+                                "Application Load Balancer needs subnets in two AZs"))
+    if problems:
+        raise SettingsError(problems)
+    return tuple(s.cidr_block for s in subnets)

@@ -13,19 +13,19 @@ from components.program.compute import Compute
 from components.program.context import Context
 from components.program.control_plane import ControlPlane
 from components.program.data import Data
+from components.program.front_end import FrontEnd
 from components.program.network import Network
 from components.program.registration import Registration
-from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 
 def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPlane, compute: Compute,
-                  registration: Registration) -> dict[str, Any]:
+                  registration: Registration, front: FrontEnd = FrontEnd()) -> dict[str, Any]:
     """Output name -> value (plain, or a pulumi.Output), in the order `pulumi stack output` lists them."""
     settings, plan, router, management = ctx.settings, ctx.plan, control.router, control.management
     cost = catalog.estimate(settings, ctx.host_types.types)
     api_url = registration.api_url
     return {
-        "uiUrl": pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/"),
+        "uiUrl": pulumi.Output.concat(front.url(router.public_ip), "/client/"),
         "apiEndpoint": api_url,
         "zoneName": settings.zone_name,
         "overlayCidr": str(settings.overlay_cidr),
@@ -48,6 +48,7 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
         "transitGatewayId": network.multicast.transit_gateway_id,
         "multicastDomainId": network.multicast.multicast_domain_id,
         "registered": registration.spec is not None,
+        **load_balancer_output(front),
         "estimatedHourlyCostUsd": round(cost.hourly, 2),
         "estimatedMonthlyCostUsd": round(cost.monthly, 0),
         # Read back on the next run (components.model.deployed): what is chosen once or only grows.
@@ -56,3 +57,13 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
         "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
             lambda args: cloudmonkey.cmk_profile(ctx.stack, args[0], args[1], ctx.region)),
     }
+
+
+def load_balancer_output(front: FrontEnd) -> dict[str, Any]:
+    """`loadBalancer` when the UI/API is behind one: its DNS name (point your own name at it
+    when the stack does not write the alias), URL, subnets and certificate."""
+    balancer = front.load_balancer
+    if balancer is None:
+        return {}
+    return {"loadBalancer": {"dnsName": balancer.dns_name, "url": balancer.url, "subnetCidrs": list(front.subnet_cidrs),
+                             "https": front.https_url is not None, "certificateArn": balancer.certificate_arn or ""}}

@@ -17,20 +17,21 @@ from components.program import directory
 from components.program.context import Context
 from components.program.control_plane import ControlPlane
 from components.program.data import Data
+from components.program.front_end import FrontEnd
 from components.program.instances import KVM_HOST_USER
 from components.program.network import Network
 from components.registration import GlobalSetting, LdapSpec, RegistrationSpec, Timeouts, build_spec
 from components.registration.component import (CloudStackRegistration, CloudStackRegistrationArgs,
                                                stack_aws_identity)
 from components.registration.upgrade import CloudStackUpgrade
-from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 
 @dataclass(frozen=True)
 class Registration:
     """The registration tier's result."""
 
-    #: The CloudStack API's URL (apiEndpoint, or the router's public IP on the UI port).
+    #: The CloudStack API's URL (apiEndpoint, else the load balancer's, else the router's
+    #: public IP on the UI port).
     api_url: pulumi.Output[str]
     #: What was registered; None when registerCloud is false.
     spec: Optional[RegistrationSpec]
@@ -40,27 +41,29 @@ class Registration:
 
 
 def declare_registration(ctx: Context, network: Network, data: Data, control: ControlPlane,
-                         compute: Compute) -> Registration:
+                         compute: Compute, front: FrontEnd = FrontEnd()) -> Registration:
     """The registration, when registerCloud is true. It depends on every AWS component
-    (`guarded`), so `pulumi destroy` deletes it, and checks for running VMs, first."""
+    (`guarded`), so `pulumi destroy` deletes it, and checks for running VMs, first. Behind
+    the load balancer it calls the API there, once the load balancer forwards to the servers."""
     settings, router, management = ctx.settings, control.router, control.management
     api_url = (pulumi.Output.from_input(settings.api_endpoint) if settings.api_endpoint
-               else pulumi.Output.concat("http://", router.public_ip, f":{CLOUDSTACK_UI_PORT}/client/api"))
+               else pulumi.Output.concat(front.url(router.public_ip), "/client/api"))
     if not settings.register_cloud:
         return Registration(api_url, None, ctx.cloudstack_version)
-    spec = registration_spec(ctx)
+    spec = registration_spec(ctx, front)
     bind = directory.bind_password(ctx)
+    balancer = [] if front.load_balancer is None else [front.load_balancer]
     registration = CloudStackRegistration("registration", CloudStackRegistrationArgs(
         spec=spec,
         api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=ctx.region,
         efs_dns=data.storage.dns_name, host_dependencies=compute.hosts.instances,
-        depends_on=[management.instance, router],
+        depends_on=[management.instance, router, *balancer],
         aws_identity=stack_aws_identity(), host_ready_prefix=ctx.prefix.apply(lambda r: f"{r}/{naming.HOST_READY}"),
         console_forwards_parameter=router.console_forwards_parameter, console_address=router.console_public_ip,
         ldap_bind_secret=bind.secret_id if bind else "", ldap_bind_version=bind.version_id if bind else "",
         ldap_truststore_secret=management.ldap_truststore_secret_arn or "",
         guarded=[network.underlay, network.multicast, data.database, data.storage, router, management,
-                 compute.hosts]))
+                 compute.hosts, *balancer]))
     upgrade = declare_upgrade(ctx, data, control, compute, api_url, spec, registration)
     return Registration(api_url, spec, upgrade.version)
 
@@ -87,8 +90,9 @@ def declare_upgrade(ctx: Context, data: Data, control: ControlPlane, compute: Co
     }, pulumi.ResourceOptions(depends_on=[registration]))
 
 
-def registration_spec(ctx: Context) -> RegistrationSpec:
-    """What the registration registers, from the IP plan and the hosts' types."""
+def registration_spec(ctx: Context, front: FrontEnd = FrontEnd()) -> RegistrationSpec:
+    """What the registration registers, from the IP plan and the hosts' types; behind an
+    HTTPS load balancer also CloudStack's settings for a TLS front end."""
     settings = ctx.settings
     minutes = settings.registration_timeout_minutes * 60
     return build_spec(plan=ctx.plan, zone_name=settings.zone_name, host_username=KVM_HOST_USER,
@@ -96,7 +100,8 @@ def registration_spec(ctx: Context) -> RegistrationSpec:
                       timeouts=Timeouts(secret_wait=minutes, api_wait=minutes,
                                         system_vms=settings.system_vm_wait_minutes * 60),
                       host_instance_types=ctx.host_types.types,
-                      extra_settings=cross_cluster_migration(ctx.host_types),
+                      extra_settings=cross_cluster_migration(ctx.host_types)
+                      + tuple(GlobalSetting(*s) for s in front.tls_settings()),
                       allow_destroy_with_vms=settings.destroy_with_running_vms,
                       ldap=LdapSpec.of(settings.ldap) if settings.ldap else None)
 

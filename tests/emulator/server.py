@@ -99,6 +99,14 @@ DEFAULT_CONFIG = {
     # CapacityManager.ImageStoreNFSVersion (String, ImageStore scope, default null: the mount
     # negotiates): the NFS version system VMs mount secondary storage with.
     "secstorage.nfs.version": None,
+    # A TLS front end's settings, global ConfigKeys with these defaults: ApiServer
+    # EnableSecureSessionCookie, useForwardHeader, listOfForwardHeaders, proxyForwardList;
+    # ApiServiceConfiguration ApiServletPath.
+    "enable.secure.session.cookie": "false",
+    "endpoint.url": "http://localhost:8080/client/api",
+    "proxy.header.verify": "false",
+    "proxy.header.names": "X-Forwarded-For,HTTP_CLIENT_IP,HTTP_X_FORWARDED_FOR",
+    "proxy.cidr": "",
 }
 #: Settings with ConfigKey.Scope.ImageStore: listConfigurations / updateConfiguration with
 #: imagestoreuuid (the store's value, else the global one; SystemVmTemplateRegistration.getNfsVersion).
@@ -115,6 +123,10 @@ DOMAIN_SCOPED_CONFIG = {n for n in DEFAULT_CONFIG if n.startswith("ldap.")}
 #: refuses a value that does not parse as one.
 INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
                   "integration.api.port", "novnc.console.port", "consoleproxy.launch.max"}
+#: Settings whose ConfigKey type is Boolean (ApiServer): ConfigurationManagerImpl
+#: .validateConfigurationValue refuses anything but exactly "true" or "false" ("Please enter
+#: either 'true' or 'false'.").
+BOOLEAN_CONFIG = {"enable.secure.session.cookie", "proxy.header.verify"}
 #: Settings with ConfigKey.Scope.Zone (ConsoleProxyManager: consoleproxy.url.domain,
 #: consoleproxy.sslEnabled, consoleproxy.launch.max; NetworkService: the VR MTUs). listConfigurations
 #: with zoneid lists only these (ConfigurationListingServiceImpl / ManagementServerImpl
@@ -777,6 +789,8 @@ class Emulator:
             return {"configuration": self._config_item(name)}
         if name in INTEGER_CONFIG and not re.fullmatch(r"-?\d+", value):
             raise ApiError(431, f"Please enter a valid integer value for parameter {name}")
+        if name in BOOLEAN_CONFIG and value not in ("true", "false"):
+            raise ApiError(431, "Please enter either 'true' or 'false'.")
         if name in DOMAIN_NAME_CONFIG and value.strip():
             domain = value.strip()
             domain = domain[2:] if domain.startswith("*") else domain

@@ -200,6 +200,19 @@ def test_integer_settings_refuse_a_non_integer_like_the_real_server(emu):
                             value="8446"))[0] == 200
 
 
+def test_tls_front_end_settings_are_known_and_booleans_refuse_anything_else(emu):
+    from components.model.frontend import tls_settings
+
+    for name, value, _why in tls_settings("https://cloud.example.com", ["10.0.253.128/26", "10.0.253.192/26"]):
+        status, body = post(emu, signed(emu, command="updateConfiguration", name=name, value=value))
+        assert status == 200, body
+        assert body["updateconfigurationresponse"]["configuration"]["value"] == value
+    # ConfigKey<Boolean> (ApiServer EnableSecureSessionCookie): only "true" or "false".
+    status, body = post(emu, signed(emu, command="updateConfiguration", name="enable.secure.session.cookie",
+                                    value="yes"))
+    assert status == 431 and "'true' or 'false'" in body["updateconfigurationresponse"]["errortext"]
+
+
 def test_nfs_mount_options_detail_is_checked_like_the_real_server(emu):
     # StorageManagerImpl.checkNFSMountOptionsForCreate (4.20+, PR #8947).
     c = CloudStack(endpoint=emu.url, key=emu.apikey, secret=emu.secretkey, method="post")

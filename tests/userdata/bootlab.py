@@ -28,6 +28,7 @@ FAKED_COMMANDS = [
     "snap", "apt-get", "dpkg-query", "mysql", "cloudstack-setup-databases", "cloudstack-setup-management",
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
     "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe", "keytool", "unbound-checkconf",
+    "ip",
 ]
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"

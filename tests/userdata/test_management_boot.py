@@ -683,3 +683,51 @@ def test_a_failed_password_change_stops_the_boot_with_the_api_closed(machine, br
     # The table loaded at the next boot is the closed one.
     assert 'iifname != "lo" tcp dport 8080 counter drop' in \
         machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+
+
+FRONT_END = ("10.0.253.128/26", "10.0.253.192/26")
+
+
+def routes(machine) -> list[str]:
+    return machine.state()["kernel_net"]["routes"]
+
+
+def test_the_load_balancers_subnets_are_routed_back_through_the_underlay_before_cloudstack_is_installed(machine):
+    r = machine.run_user_data(render(replace(MANAGEMENT, front_end_cidrs=FRONT_END)))
+    assert r.status == 0, r.output
+    for cidr in FRONT_END:
+        # As EC2's link-local services: the VPC router on the underlay device, from the underlay address.
+        assert f"{cidr} via 10.0.0.1 dev ens5 src 10.0.0.28" in routes(machine)
+    assert "default via 10.100.0.1 dev cloudbr0 src 10.100.0.2 metric 0" in routes(machine)
+    calls = machine.calls()
+    routed = index_of(calls, is_cmd("ip", "route", "replace", FRONT_END[1]), "second route")
+    assert routed < index_of(calls, is_apt("install"), "packages")
+
+
+def test_a_rerun_replaces_the_routes_instead_of_adding_more(machine):
+    machine.run_user_data(render(replace(MANAGEMENT, front_end_cidrs=FRONT_END)))
+    before = routes(machine)
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert routes(machine) == before
+
+
+def test_no_route_without_a_load_balancer(machine):
+    first_run(machine)
+    assert not any(c["cmd"] == "ip" and "replace" in c["args"] for c in machine.calls())
+
+
+def test_without_the_overlay_networks_underlay_route_the_boot_stops_naming_it(machine):
+    machine.update(lambda s: s.update(kernel_net={"addresses": {"ens5": "10.0.0.28/24"},
+                                               "routes": ["default via 10.100.0.1 dev cloudbr0"]}))
+    r = machine.run_user_data(render(replace(MANAGEMENT, front_end_cidrs=FRONT_END)))
+    assert r.status != 0
+    assert "no route to 169.254.169.254 through the underlay" in r.output
+    assert not any(is_apt("install")(c) for c in machine.calls())
+
+
+def test_front_end_cidrs_must_be_ipv4_cidrs():
+    from components.boot.checks import UserDataError
+
+    with pytest.raises(UserDataError, match="front_end_cidrs"):
+        render(replace(MANAGEMENT, front_end_cidrs=("10.0.253.129/26",)))

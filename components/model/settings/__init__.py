@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 from components.model import ipplan
 from components.model.ldap import LdapDirectory
 from components.model.suggest import did_you_mean
-from components.model.settings import cloudstack, compute, controlplane, data, directory, network
+from components.model.settings import cloudstack, compute, controlplane, data, directory, frontend, network
 from components.model.settings.base import NAMESPACE, Key, Problem, SettingsError
 from components.model.settings.cloudstack import (  # noqa: F401  (the package's public names)
     MYSQL_84_FIRST_RELEASE,
@@ -73,8 +73,8 @@ from components.model.settings.network import (  # noqa: F401
 )
 
 #: Every key, tier by tier, in the order the README's table and the problems list them.
-KEYS: tuple[Key, ...] = (network.KEYS + controlplane.KEYS + compute.KEYS + cloudstack.KEYS + data.KEYS
-                         + directory.KEYS)
+KEYS: tuple[Key, ...] = (network.KEYS + controlplane.KEYS + frontend.KEYS + compute.KEYS + cloudstack.KEYS
+                         + data.KEYS + directory.KEYS)
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
 
@@ -134,10 +134,32 @@ class Settings:
     router_count: int = 1
     #: ldap: the company directory users sign in with (None: CloudStack's own accounts only)
     ldap: Optional[LdapDirectory] = None
+    #: The UI/API front end (components/model/settings/frontend.py).
+    ui_load_balancer: bool = False
+    ui_certificate_arn: str = ""
+    ui_domain_name: str = ""
+    ui_hosted_zone_id: str = ""
+    #: The load balancer's subnets: given or carved (new VPC; () while it is off), or named (vpcId).
+    ui_subnet_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
+    ui_subnet_ids: tuple[str, ...] = ()
 
     @property
     def uses_existing_vpc(self) -> bool:
         return bool(self.vpc_id)
+
+    @property
+    def ui_behind_load_balancer(self) -> bool:
+        """The UI/API is served by the load balancer (frontend.load_balancer_on), not the router."""
+        return frontend.load_balancer_on({
+            "uiLoadBalancer": self.ui_load_balancer, "uiCertificateArn": self.ui_certificate_arn,
+            "uiDomainName": self.ui_domain_name,
+            "managementServerCount": getattr(self, "management_server_count", 1)})
+
+    @property
+    def ui_https(self) -> bool:
+        """The load balancer serves HTTPS (frontend.https_on)."""
+        return frontend.https_on({"uiCertificateArn": self.ui_certificate_arn, "uiDomainName": self.ui_domain_name,
+                                  "uiHostedZoneId": self.ui_hosted_zone_id})
 
     @property
     def ubuntu_codename(self) -> str:
@@ -356,6 +378,7 @@ CROSS_KEY_RULES: tuple[Callable[[_Collector], None], ...] = (
     hosts_fit,
     mysql_84_supported,
     mysql_80_extended_support,
+    *frontend.CROSS_KEY_RULES,
     *data.CROSS_KEY_RULES,
     *directory.CROSS_KEY_RULES,
 )

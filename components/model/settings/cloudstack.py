@@ -47,7 +47,7 @@ KEYS: tuple[Key, ...] = (
         rule=Pattern(_NAME, rules.ZONE_NAME_ACCEPTED + " (it is also a directory name)")),
     Key("registerCloud", "bool", True, "Register zone, pod, clusters, hosts and storage through the CloudStack API.",
         rule=Plain("true or false")),
-    Key("apiEndpoint", "str", "", "CloudStack API URL the registration uses; empty: http://<router Elastic IP>:8080/client/api.",
+    Key("apiEndpoint", "str", "", "CloudStack API URL the registration uses; empty: the load balancer's (see HTTPS), else http://<router Elastic IP>:8080/client/api.",
         rule=Pattern(re.compile(r"^https?://[^/\s]+(/\S*)?$"), "an http(s) URL such as http://localhost:8080/client/api", optional=True)),
     Key("registrationTimeoutMinutes", "int", 90, "How long the registration waits for the API keys and the API on first boot (RDS creation, Multi-AZ especially, is part of it).",
         rule=Range(1, 240)),

@@ -48,14 +48,19 @@ def _cidrs(c: rules.Check, texts: list, accepted: str = "") -> list[ipaddress.IP
     return parsed
 
 
-def _db_subnet_cidrs(c: rules.Check, texts: list) -> tuple[ipaddress.IPv4Network, ...]:
-    """Two CIDRs (RDS needs subnets in two AZs) that do not overlap; [] is carved later."""
-    parsed = _cidrs(c, texts)
+def two_subnet_cidrs(c: rules.Check, texts: list, why: str) -> tuple[ipaddress.IPv4Network, ...]:
+    """Two CIDRs (`why`: what needs subnets in two AZs) that do not overlap; [] is fine."""
+    parsed = _cidrs(c, texts, " (host bits zero)")
     if texts and len(texts) != 2:
-        c.problem("expected exactly two CIDRs (RDS needs subnets in two AZs)")
+        c.problem(f"expected exactly two CIDRs ({why})")
     if len(parsed) == 2 and parsed[0].overlaps(parsed[1]):
         c.problem("the two subnets overlap")
     return tuple(parsed)
+
+
+def _db_subnet_cidrs(c: rules.Check, texts: list) -> tuple[ipaddress.IPv4Network, ...]:
+    """Two CIDRs (RDS needs subnets in two AZs) that do not overlap; [] is carved later."""
+    return two_subnet_cidrs(c, texts, "RDS needs subnets in two AZs")
 
 
 def _multicast_group(c: rules.Check, text: str) -> Optional[ipaddress.IPv4Address]:

@@ -1261,6 +1261,56 @@ def modprobe(state):
     return 0
 
 
+#: A member's addresses and routes as overlay-network.sh leaves them: the overlay's
+#: default route on cloudbr0, EC2's link-local services through the VPC router on the
+#: underlay device (tests may replace state["kernel_net"]).
+NETWORK_DEFAULT = {
+    "addresses": {"ens5": "10.0.0.28/24", "cloudbr0": "10.100.0.2/16"},
+    "routes": ["default via 10.100.0.1 dev cloudbr0 src 10.100.0.2 metric 0",
+               "169.254.169.254 via 10.0.0.1 dev ens5 src 10.0.0.28",
+               "169.254.169.123 via 10.0.0.1 dev ens5 src 10.0.0.28"],
+}
+
+
+def ip(state):
+    """`ip -4 -o route show PREFIX` and `ip route replace PREFIX via GW dev DEV src SRC`,
+    refused as the kernel refuses them: a gateway that is not on the device's own subnet
+    ("Nexthop has invalid gateway"), a source that is no address of the device's host
+    ("Invalid prefsrc address"), a malformed prefix."""
+    network = state.setdefault("kernel_net", json.loads(json.dumps(NETWORK_DEFAULT)))
+    args = [a for a in ARGS if a not in ("-4", "-o")]
+    if args[:2] == ["route", "show"]:
+        wanted = args[2] if len(args) > 2 else None
+        for route in network["routes"]:
+            destination = route.split()[0]
+            if wanted is None or destination == wanted or f"{destination}/32" == wanted:
+                print(route)
+        return 0
+    if args[:2] == ["route", "replace"] and len(args) >= 3:
+        prefix, rest = args[2], args[3:]
+        via, dev, src = opt(rest, "via"), opt(rest, "dev"), opt(rest, "src")
+        try:
+            ipaddress.IPv4Network(prefix)
+        except ValueError:
+            sys.stderr.write(f'Error: inet prefix is expected rather than "{prefix}".\n')
+            return 1
+        own = network["addresses"].get(dev)
+        if own is None:
+            sys.stderr.write(f'Cannot find device "{dev}"\n')
+            return 1
+        if via and ipaddress.IPv4Address(via) not in ipaddress.IPv4Interface(own).network:
+            sys.stderr.write("Error: Nexthop has invalid gateway.\n")
+            return 2
+        if src and src not in {a.split("/")[0] for a in network["addresses"].values()}:
+            sys.stderr.write("Error: Invalid prefsrc address.\n")
+            return 2
+        line = " ".join([prefix] + rest)
+        network["routes"] = [r for r in network["routes"] if r.split()[0] != prefix] + [line]
+        return 0
+    sys.stderr.write(f"fake ip: unsupported {' '.join(ARGS)}\n")
+    return 1
+
+
 HANDLERS = {
     "aws": aws, "snap": snap, "apt-get": apt_get, "dpkg-query": dpkg_query, "mysql": mysql,
     "cloudstack-setup-databases": setup_databases, "cloudstack-setup-management": setup_management,
