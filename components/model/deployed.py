@@ -63,6 +63,9 @@ class Deployed:
     boot_scripts: int = 0
     #: The router's console private address ("" before consoles or never deployed).
     console_private_ip: str = ""
+    #: The first management server had marked the cloud bootstrapped when the last update
+    #: ran (resources.management.bootstrapped): its bootstrap grants are never declared again.
+    bootstrapped: bool = False
 
     @property
     def exists(self) -> bool:
@@ -91,6 +94,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             console_address=recorded.get("consoleAddress") is True,
             boot_scripts=number("bootScripts") or 0,
             console_private_ip=console_ip if isinstance(console_ip, str) else "",
+            bootstrapped=recorded.get("bootstrapped") is True,
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -99,8 +103,10 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
     return Deployed()
 
 
-def record(settings: Settings, availability_zone: str, parameter_root: Any) -> dict[str, Any]:
-    """The `deployment` output of this run (parameter_root may be a Pulumi Output)."""
+def record(settings: Settings, availability_zone: str, parameter_root: Any,
+           bootstrapped: bool = False) -> dict[str, Any]:
+    """The `deployment` output of this run (parameter_root may be a Pulumi Output;
+    `bootstrapped`: this run declared no bootstrap grants)."""
     return {
         "availabilityZone": availability_zone,
         "vpcCidr": str(settings.vpc_cidr),
@@ -111,6 +117,7 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any) -> d
         "parameterRoot": parameter_root,
         "consoleAddress": True,
         "bootScripts": BOOT_SCRIPTS,
+        "bootstrapped": bootstrapped,
     }
 
 

@@ -13,7 +13,7 @@ from components.program.data import Data
 from components.program.instances import DOMAIN, instance_spec, overlay_config
 from components.program.lookups import tenant_refused
 from components.program.network import Network
-from components.resources.management import ManagementServer, ManagementServerArgs
+from components.resources.management import ManagementServer, ManagementServerArgs, bootstrapped
 from components.resources.router import OverlayRouter, OverlayRouterArgs
 from components.resources.underlay import CLOUDSTACK_UI_PORT
 
@@ -76,16 +76,19 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
         db_master_secret_arn=data.database.master_secret_arn,
         render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns), tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
-        parameter_root=ctx.prefix, console_address=router.console_public_ip))
+        parameter_root=ctx.prefix, console_address=router.console_public_ip,
+        # Once marked bootstrapped, always: the grants the first server removed stay removed.
+        bootstrapping=not (ctx.previous.bootstrapped or bootstrapped(ctx.previous.parameter_root))))
 
 
 def management_user_data(ctx: Context, secret_arns: dict) -> str:
     """The management server's boot script; `secret_arns` as ManagementServer resolves them
-    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn)."""
+    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn, role_name)."""
     settings = ctx.settings
     return boot.render_management_user_data(boot.ManagementBoot(
         aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
         boot_bucket=secret_arns["boot_bucket"], anchor_key_arn=secret_arns["anchor_key_arn"],
+        role_name=secret_arns["role_name"],
         overlay=overlay_config(settings, ctx.plan, ctx.management_ip, "member"),
         secrets=boot.ManagementSecrets(
             db_cloud=secret_arns["db_cloud"],

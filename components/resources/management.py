@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from components.model import naming
 from components.resources.anchor import anchor_key
 from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
-                                        parameter_name)
+                                        parameter_name, policy_document)
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,8 @@ class ManagementServerArgs:
     #: ARN of the RDS-managed master secret (RdsCloudDb.master_secret_arn): published in
     #: an SSM parameter the DB setup waits for, so the instance never waits for RDS.
     db_master_secret_arn: pulumi.Input[str]
-    #: Renders the boot script from the secrets' names (never their values) and the
-    #: anchor key's ARN ("anchor_key_arn").
+    #: Renders the boot script from the secrets' names (never their values), the
+    #: anchor key's ARN ("anchor_key_arn") and the instance role's name ("role_name").
     render_user_data: Callable[[dict], str]
     #: ARN of the management script object in the boot-script bucket (BootScriptBucket.object_arn).
     boot_script_arn: pulumi.Input[str]
@@ -36,6 +36,27 @@ class ManagementServerArgs:
     #: The router's console Elastic IP (components/model/consoles.py), which console URLs name;
     #: render_user_data gets it as "console_address". "": none.
     console_address: pulumi.Input[str] = ""
+    #: The cloud is not bootstrapped yet (no `bootstrap/done` marker, see `bootstrapped`):
+    #: the role gets the bootstrap grants (naming.BOOTSTRAP_POLICIES). False: they are not
+    #: declared, so Pulumi never adds back what the first management server removed.
+    bootstrapping: bool = True
+
+
+def bootstrapped(parameter_root: str) -> bool:
+    """Whether the first management server marked the cloud bootstrapped: the SSM parameter
+    `<parameter_root>/bootstrap/done` exists (userdata/management-server.sh writes it once the
+    schema exists, the admin password is set and the API keys are stored, then deletes the
+    bootstrap policies itself). `parameter_root` is the previous run's ("" on the first run:
+    False, nothing asked). Any value counts: the management role may write the marker but not
+    delete it (no ssm:DeleteParameter), so a compromised server cannot get the grants back.
+    Asked with GetParametersByPath on the marker's own path (an absent parameter is an empty
+    answer there, where GetParameter fails the whole run), without decryption."""
+    if not parameter_root:
+        return False
+    marker = naming.parameter_under(parameter_root, naming.PARAM_BOOTSTRAPPED)
+    found = aws.ssm.get_parameters_by_path(path=f"{parameter_root}/{naming.BOOTSTRAP_PATH}",
+                                           with_decryption=False)
+    return marker in (found.names or [])
 
 
 def _secret(name: str, stack: str, which: str, description: str, child, tags) -> aws.secretsmanager.Secret:
@@ -80,14 +101,13 @@ class ManagementServer(pulumi.ComponentResource):
         ssh_key, version = (parameter_arn(root, naming.PARAM_MANAGEMENT_SSH_KEY),
                             parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION))
 
-        own = [db_cloud.arn, keys.arn, admin.arn, api_keys.arn]
+        # Steady state: what every boot needs (the `cloud` user's password and the keys of
+        # db.properties, the endpoints, the trust anchors it publishes, its script).
         role = instance_role(name, grants=[
-            Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], own),
-            # The first value of each (generated at boot); never another secret's.
-            Grant(["secretsmanager:PutSecretValue"], own),
+            Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], [db_cloud.arn, keys.arn]),
             Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
                                          parameter_arn(root, naming.PARAM_EFS_DNS),
-                                         parameter_arn(root, naming.PARAM_DB_MASTER_SECRET)]),
+                                         parameter_arn(root, naming.PARAM_BOOTSTRAPPED)]),
             # GetParameterHistory: how a reader learns the key a SecureString is under.
             Grant(["ssm:GetParameterHistory", "ssm:PutParameter"], [ssh_key, version]),
             Grant(["s3:GetObject"], [args.boot_script_arn]),
@@ -95,18 +115,24 @@ class ManagementServer(pulumi.ComponentResource):
         key = anchor_key(name, role.role, tags, child)
         profile = role.profile
 
-        self._publish_master_secret(name, root, profile, args.db_master_secret_arn, tags)
+        own = [db_cloud.arn, keys.arn, admin.arn, api_keys.arn]
+        bootstrap = self._bootstrap_grants(name, root, role.role, own, [admin.arn, api_keys.arn]) \
+            if args.bootstrapping else None
+        self._publish_master_secret(name, root, profile, args.db_master_secret_arn, tags, args.bootstrapping)
 
         user_data = pulumi.Output.all(
             db_cloud=db_cloud.arn, keys=keys.arn,
             admin=admin.arn, api_keys=api_keys.arn, parameter_root=root, boot_bucket=args.boot_bucket,
-            console_address=args.console_address, anchor_key_arn=key.arn,
+            console_address=args.console_address, anchor_key_arn=key.arn, role_name=role.role.name,
         ).apply(args.render_user_data)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,
-            tags={**tags, "Role": "cloudstack-management"}), child)
+            tags={**tags, "Role": "cloudstack-management"}),
+            pulumi.ResourceOptions(parent=self, depends_on=[bootstrap] if bootstrap else []))
 
         self.instance = instance
+        #: This run declares the bootstrap grants (ManagementServerArgs.bootstrapping).
+        self.bootstrapping = args.bootstrapping
         self.instance_id = instance.id
         self.private_ip = instance.private_ip
         #: ARN of the anchor key: KVM hosts accept the SSH key and version only under it.
@@ -126,23 +152,45 @@ class ManagementServer(pulumi.ComponentResource):
             "anchor_key_arn": self.anchor_key_arn,
         })
 
+    def _bootstrap_grants(self, name: str, root: pulumi.Input[str], role: aws.iam.Role,
+                          own: list, logins: list) -> aws.iam.RolePolicy:
+        """The inline policy naming.BOOTSTRAP_POLICY: what only the first management server's
+        bootstrap needs. The first value of each secret (PutSecretValue; never another
+        secret's), the admin login and its API keys, where the master secret is published,
+        the marker, and the deletion of the bootstrap policies. IAM's DeleteRolePolicy takes
+        no condition on the policy's name (Service Authorization Reference, IAM: DeleteRolePolicy,
+        resource `role`, no condition keys), so it is granted on this role alone: all the role
+        can do with it is drop its own permissions."""
+        statements = [
+            Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], logins),
+            Grant(["secretsmanager:PutSecretValue"], own),
+            Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_MASTER_SECRET)]),
+            Grant(["ssm:PutParameter"], [parameter_arn(root, naming.PARAM_BOOTSTRAPPED)]),
+            Grant(["iam:DeleteRolePolicy"], [role.arn]),
+        ]
+        return aws.iam.RolePolicy(
+            f"{name}-bootstrap", role=role.id, name=naming.BOOTSTRAP_POLICY,
+            policy=policy_document(statements),
+            opts=pulumi.ResourceOptions(parent=self))
+
     def _publish_master_secret(self, name: str, root: pulumi.Input[str], profile: aws.iam.InstanceProfile,
-                               secret_arn: pulumi.Input[str], tags: dict) -> aws.ssm.Parameter:
-        """The grant to read the RDS-managed master secret and the SSM parameter naming it.
+                               secret_arn: pulumi.Input[str], tags: dict, bootstrapping: bool) -> aws.ssm.Parameter:
+        """The grant to read the RDS-managed master secret (naming.BOOTSTRAP_MASTER_POLICY,
+        only while bootstrapping) and the SSM parameter naming it.
 
         Both exist only once RDS does (it names the secret), and neither delays the
         instance: the boot waits for the parameter, which is written after the grant
         (IAM's eventual consistency is covered by the boot's bounded retry of the read).
         """
         child = pulumi.ResourceOptions(parent=self)
-        grant = aws.iam.RolePolicy(
-            f"{name}-db-master-read", role=profile.role,
+        grants = [aws.iam.RolePolicy(
+            f"{name}-db-master-read", role=profile.role, name=naming.BOOTSTRAP_MASTER_POLICY,
             policy=pulumi.Output.from_input(secret_arn).apply(lambda arn: json.dumps({
                 "Version": "2012-10-17", "Statement": [{
                     "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                     "Resource": [arn]}]})),
-            opts=child)
+            opts=child)] if bootstrapping else []
         return aws.ssm.Parameter(
             f"{name}-db-master-secret", name=parameter_name(root, naming.PARAM_DB_MASTER_SECRET), type="String",
             value=secret_arn, description="ARN of the RDS-managed secret of the database's master user",
-            tags=tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[grant]))
+            tags=tags, opts=pulumi.ResourceOptions(parent=self, depends_on=grants))
