@@ -20,11 +20,67 @@ csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_U
     CSEC2_WAIT_PARAMETERS_SECONDS CSEC2_WAIT_SECRETS_SECONDS CSEC2_WAIT_DATABASE_SECONDS \
     CSEC2_WAIT_API_SECONDS CSEC2_SECRET_DB_CLOUD CSEC2_SECRET_CLOUDSTACK_KEYS \
     CSEC2_SECRET_ADMIN CSEC2_SECRET_API_KEYS CSEC2_DB_CA_BUNDLE_URL \
-    CSEC2_OVERLAY_GATEWAY CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE
+    CSEC2_OVERLAY_GATEWAY CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE \
+    CSEC2_ROLE_NAME CSEC2_BOOTSTRAP_POLICIES CSEC2_BOOTSTRAP_MARKER
 
 CS_ETC=$CSEC2_ROOT/etc/cloudstack/management
 CS_SSH_PUBLIC_KEY=$CSEC2_ROOT/var/lib/cloudstack/management/.ssh/id_rsa.pub
 API_URL=http://127.0.0.1:8080/client/api
+
+# ------------------------------------------------ bootstrap or steady state ----
+
+# Bootstrapping (the first management server, until the schema exists, the admin
+# password is set and the API keys are stored) needs the RDS master user and the
+# admin login; nothing after it does. The role holds those grants in the inline
+# policies CSEC2_BOOTSTRAP_POLICIES only until the marker CSEC2_BOOTSTRAP_MARKER
+# exists: finish_bootstrap writes it, then deletes the policies, and the program
+# declares them no more (components/resources/management.py, bootstrapped). A
+# boot that finds the marker (a reboot, a replaced server on the existing
+# database) runs in steady state: the `cloud` user for the database, no master or
+# admin secret, no API login.
+BOOTSTRAPPED=0
+
+bootstrap_state() {
+    local name err=$CSEC2_PRIVATE_DIR/aws-error attempt
+    name=$(csec2_name "$CSEC2_BOOTSTRAP_MARKER")
+    csec2_step "bootstrap state ($name)"
+    for attempt in 1 2 3 4 5; do
+        if csec2_aws ssm get-parameter --name "$name" --query Parameter.Value --output text >/dev/null 2>"$err"; then
+            BOOTSTRAPPED=1
+            csec2_log "the cloud is bootstrapped: steady state (the cloud user; no master or admin secret)"
+            return 0
+        elif grep -q ParameterNotFound "$err"; then
+            csec2_log "the cloud is not bootstrapped yet: this boot bootstraps it"
+            return 0
+        fi
+        csec2_log "cannot read $name (attempt $attempt of 5): $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
+        sleep "$CSEC2_WAIT_INTERVAL_SECONDS"
+    done
+    csec2_die "cannot tell whether the cloud is bootstrapped: $name not readable (the role's ssm:GetParameter on it?)"
+}
+
+# The marker first, then the policies: a policy left behind (a failed delete) goes
+# at the next `pulumi up`, which sees the marker; a marker without the deletes
+# could never be the other way round. Idempotent: a policy already gone is fine.
+finish_bootstrap() {
+    ((BOOTSTRAPPED)) && return 0
+    local name policy err=$CSEC2_PRIVATE_DIR/aws-error
+    name=$(csec2_name "$CSEC2_BOOTSTRAP_MARKER")
+    csec2_step "bootstrap done: marker $name, bootstrap policies off role $CSEC2_ROLE_NAME"
+    csec2_aws ssm put-parameter --name "$name" --type String --overwrite \
+        --value "bootstrapped by $CSEC2_OVERLAY_IP" >/dev/null 2>"$err" ||
+        csec2_die "could not write $name: $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
+    for policy in $CSEC2_BOOTSTRAP_POLICIES; do
+        if csec2_aws iam delete-role-policy --role-name "$CSEC2_ROLE_NAME" --policy-name "$policy" 2>"$err"; then
+            csec2_log "deleted the inline policy $policy of role $CSEC2_ROLE_NAME"
+        elif grep -q NoSuchEntity "$err"; then
+            csec2_log "role $CSEC2_ROLE_NAME has no inline policy $policy (already deleted)"
+        else
+            csec2_log "WARNING: could not delete the inline policy $policy of role $CSEC2_ROLE_NAME (the next \`pulumi up\` deletes it): $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
+        fi
+    done
+    BOOTSTRAPPED=1
+}
 
 # ------------------------------------------------- settings and secrets ----
 
@@ -33,21 +89,26 @@ API_URL=http://127.0.0.1:8080/client/api
 # added). The stack creates them without a value; the first management server
 # generates each value here (first_secret_value). The RDS master user's secret
 # is RDS's own and exists only with the database: read in fetch_parameters.
+# In steady state only the two every boot needs (the admin's is not readable).
+ADMIN_USER=""
+ADMIN_PASSWORD=""
 fetch_secrets() {
     csec2_step "secrets (Secrets Manager)"
     local db_cloud_json keys_json admin_json
-    first_secret_value "$CSEC2_SECRET_DB_CLOUD" db-cloud
-    first_secret_value "$CSEC2_SECRET_CLOUDSTACK_KEYS" keys
-    first_secret_value "$CSEC2_SECRET_ADMIN" admin
+    if ((!BOOTSTRAPPED)); then
+        first_secret_value "$CSEC2_SECRET_DB_CLOUD" db-cloud
+        first_secret_value "$CSEC2_SECRET_CLOUDSTACK_KEYS" keys
+        first_secret_value "$CSEC2_SECRET_ADMIN" admin
+        csec2_wait_secret "$CSEC2_SECRET_ADMIN" admin_json
+        csec2_json_get username ADMIN_USER <<<"$admin_json" || csec2_die "secret $CSEC2_SECRET_ADMIN: no 'username'"
+        csec2_json_get password ADMIN_PASSWORD <<<"$admin_json" || csec2_die "secret $CSEC2_SECRET_ADMIN: no 'password'"
+    fi
     csec2_wait_secret "$CSEC2_SECRET_DB_CLOUD" db_cloud_json
     csec2_wait_secret "$CSEC2_SECRET_CLOUDSTACK_KEYS" keys_json
-    csec2_wait_secret "$CSEC2_SECRET_ADMIN" admin_json
     csec2_json_get username DB_CLOUD_USER <<<"$db_cloud_json" || csec2_die "secret $CSEC2_SECRET_DB_CLOUD: no 'username'"
     csec2_json_get password DB_CLOUD_PASSWORD <<<"$db_cloud_json" || csec2_die "secret $CSEC2_SECRET_DB_CLOUD: no 'password'"
     csec2_json_get management_key MANAGEMENT_KEY <<<"$keys_json" || csec2_die "secret $CSEC2_SECRET_CLOUDSTACK_KEYS: no 'management_key'"
     csec2_json_get database_key DATABASE_KEY <<<"$keys_json" || csec2_die "secret $CSEC2_SECRET_CLOUDSTACK_KEYS: no 'database_key'"
-    csec2_json_get username ADMIN_USER <<<"$admin_json" || csec2_die "secret $CSEC2_SECRET_ADMIN: no 'username'"
-    csec2_json_get password ADMIN_PASSWORD <<<"$admin_json" || csec2_die "secret $CSEC2_SECRET_ADMIN: no 'password'"
 
     # The values go into a MySQL option file, an SQL string literal and
     # cloudstack-setup-databases' user:password@host argument: refuse what
@@ -65,7 +126,7 @@ fetch_secrets() {
     tool_safe "$CSEC2_SECRET_CLOUDSTACK_KEYS" database_key "$DATABASE_KEY"
     # Masked in whatever a tool's output the boot logs (csec2_run_quiet).
     csec2_add_secret "$DB_CLOUD_PASSWORD" "$MANAGEMENT_KEY" "$DATABASE_KEY" "$ADMIN_PASSWORD"
-    csec2_log "read 3 secrets (values not logged)"
+    csec2_log "read $((BOOTSTRAPPED ? 2 : 3)) secrets (values not logged)"
 }
 
 # The version id of a secret's first value: PutSecretValue with a version id
@@ -151,7 +212,7 @@ fetch_parameters() {
     [[ $EFS_DNS =~ ^[A-Za-z0-9.-]+$ ]] ||
         csec2_die "SSM parameter $(csec2_name efs-dns) is '$EFS_DNS'; expected a DNS name"
     csec2_log "database at $DB_HOST:$DB_PORT, EFS at $EFS_DNS"
-    fetch_master_secret
+    ((BOOTSTRAPPED)) || fetch_master_secret
 }
 
 # The RDS master user's credentials, from the secret RDS manages (RDS User Guide,
@@ -401,33 +462,68 @@ write_option_file() {
     )
 }
 
+# The boot's SQL runs as the RDS master user while bootstrapping (it creates the
+# `cloud` user and its grants) and as `cloud` in steady state: everything it does
+# then is inside the `cloud` database, where that user has every right.
 write_mysql_option_file() {
-    MYSQL_CNF=$CSEC2_PRIVATE_DIR/master.cnf
-    write_option_file "$MYSQL_CNF" "$DB_MASTER_USER" "$DB_MASTER_PASSWORD"
+    if ((BOOTSTRAPPED)); then
+        write_cloud_option_file
+        MYSQL_CNF=$CLOUD_CNF DB_LOGIN_USER=$DB_CLOUD_USER
+    else
+        MYSQL_CNF=$CSEC2_PRIVATE_DIR/master.cnf DB_LOGIN_USER=$DB_MASTER_USER
+        write_option_file "$MYSQL_CNF" "$DB_MASTER_USER" "$DB_MASTER_PASSWORD"
+    fi
 }
 
-# mysql as the RDS master user; the SQL comes on stdin.
-master_sql() {
+# mysql as DB_LOGIN_USER (write_mysql_option_file); the SQL comes on stdin.
+db_sql() {
     mysql --defaults-extra-file="$MYSQL_CNF" --batch --skip-column-names
 }
 
 # shellcheck disable=SC2317  # called through csec2_wait_until
 database_answers() {
-    master_sql <<<"SELECT 1;" >/dev/null
+    local err=$CSEC2_PRIVATE_DIR/mysql-error
+    db_sql <<<"SELECT 1;" >/dev/null 2>"$err" && return 0
+    cat "$err" >&2
+    # ERROR 1045: the server answered and refused the password.
+    ((BOOTSTRAPPED)) && grep -q "ERROR 1045" "$err" && cloud_password_from_previous
+}
+
+# In steady state the master user is out of reach: a new password put into the
+# db-cloud secret is set by the cloud user itself, logged in with the one it
+# replaced (PutSecretValue moves AWSPREVIOUS to the version that was AWSCURRENT:
+# Secrets Manager API Reference, PutSecretValue). An account may change its own
+# password with CURRENT_USER(), REPLACE naming the current one (MySQL manual,
+# "ALTER USER Statement").
+cloud_password_from_previous() {
+    local json previous cnf=$CSEC2_PRIVATE_DIR/cloud-previous.cnf
+    json=$(csec2_aws secretsmanager get-secret-value --secret-id "$CSEC2_SECRET_DB_CLOUD" \
+        --version-stage AWSPREVIOUS --query SecretString --output text 2>/dev/null) || return 1
+    csec2_json_get password previous <<<"$json" 2>/dev/null || return 1
+    [[ -n $previous && $previous != "$DB_CLOUD_PASSWORD" && $previous != *[\'\"\\:@/[:space:]]* ]] || return 1
+    csec2_add_secret "$previous"
+    write_option_file "$cnf" "$DB_CLOUD_USER" "$previous"
+    mysql --defaults-extra-file="$cnf" --batch --skip-column-names >/dev/null <<<"ALTER USER CURRENT_USER() IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD' REPLACE '$previous';" ||
+        return 1
+    csec2_log "user '$DB_CLOUD_USER': set the password of $CSEC2_SECRET_DB_CLOUD, logged in with its previous one (AWSPREVIOUS)"
+    DB_PASSWORD_SET=1
 }
 
 wait_for_database() {
     csec2_step "wait for the database $DB_HOST:$DB_PORT"
     write_mysql_option_file
-    csec2_wait_until "database $DB_HOST:$DB_PORT to accept connections as $DB_MASTER_USER" \
+    local password="master secret right?"
+    ((!BOOTSTRAPPED)) ||
+        password="the password in $CSEC2_SECRET_DB_CLOUD the one MySQL has for it (README, Secrets: rotating it)?"
+    csec2_wait_until "database $DB_HOST:$DB_PORT to accept connections as $DB_LOGIN_USER" \
         "$CSEC2_WAIT_DATABASE_SECONDS" database_answers ||
-        csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? master secret right? its certificate verified by $DB_CA_BUNDLE and naming $DB_HOST? see the mysql errors above)"
+        csec2_die "database $DB_HOST:$DB_PORT did not accept connections within $CSEC2_WAIT_DATABASE_SECONDS s as $DB_LOGIN_USER (security group admits 3306 from $CSEC2_OVERLAY_IP/32? RDS available? $password its certificate verified by $DB_CA_BUNDLE and naming $DB_HOST? see the mysql errors above)"
 }
 
 # Succeeds when table $1.$2 exists.
 table_exists() {
     local count
-    count=$(master_sql <<<"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$1' AND table_name = '$2';") ||
+    count=$(db_sql <<<"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$1' AND table_name = '$2';") ||
         csec2_die "could not query information_schema on $DB_HOST:$DB_PORT"
     [[ $count =~ ^[0-9]+$ ]] || csec2_die "unexpected answer '$count' to the query for table $1.$2"
     ((count > 0))
@@ -450,7 +546,7 @@ marker_exists() {
 }
 
 write_marker() {
-    master_sql <<SQL
+    db_sql <<SQL
 CREATE DATABASE IF NOT EXISTS \`$MARKER_DB\`;
 CREATE TABLE \`$MARKER_DB\`.\`$MARKER_TABLE\` AS SELECT '$1' AS how, NOW() AS deployed_at;
 SQL
@@ -461,7 +557,7 @@ SQL
 schema_in_use() {
     local rows
     table_exists cloud mshost || return 1
-    rows=$(master_sql <<<"SELECT COUNT(*) FROM \`cloud\`.\`mshost\`;") ||
+    rows=$(db_sql <<<"SELECT COUNT(*) FROM \`cloud\`.\`mshost\`;") ||
         csec2_die "could not count the rows of cloud.mshost on $DB_HOST:$DB_PORT"
     [[ $rows =~ ^[0-9]+$ ]] || csec2_die "unexpected answer '$rows' to the query of cloud.mshost"
     ((rows > 0))
@@ -487,7 +583,7 @@ DB_PROPERTIES_CHANGED=0
 
 ensure_database_user() {
     csec2_step "database: cloud/cloud_usage databases, user '$DB_CLOUD_USER' and grants"
-    master_sql <<SQL
+    db_sql <<SQL
 CREATE DATABASE IF NOT EXISTS \`cloud\`;
 CREATE DATABASE IF NOT EXISTS \`cloud_usage\`;
 CREATE USER IF NOT EXISTS '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';
@@ -502,7 +598,7 @@ SQL
         csec2_log "user '$DB_CLOUD_USER' logs in with the secret's password"
     else
         csec2_log "user '$DB_CLOUD_USER' cannot log in with the secret's password: setting it"
-        master_sql <<<"ALTER USER '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';"
+        db_sql <<<"ALTER USER '$DB_CLOUD_USER'@'%' IDENTIFIED WITH caching_sha2_password BY '$DB_CLOUD_PASSWORD';"
         cloud_user_can_log_in || csec2_die "user '$DB_CLOUD_USER' still cannot log in to $DB_HOST:$DB_PORT after ALTER USER"
         DB_PASSWORD_SET=1
     fi
@@ -549,11 +645,20 @@ deploy_schema() {
 }
 
 setup_database() {
-    ensure_database_user
-    csec2_step "database: CloudStack schema"
     # The credentials must be on cloudstack-setup-databases' command line (it
     # has no other way to take them); they are never echoed to the log.
     local cloud_url="$DB_CLOUD_USER:$DB_CLOUD_PASSWORD@$DB_HOST:$DB_PORT"
+    if ((BOOTSTRAPPED)); then
+        csec2_step "database: CloudStack schema (bootstrapped)"
+        # wait_for_database logged in as the cloud user with the secret's password.
+        schema_exists ||
+            csec2_die "the cloud is marked bootstrapped ($(csec2_name "$CSEC2_BOOTSTRAP_MARKER")) but user '$DB_CLOUD_USER' finds no schema 'cloud' on $DB_HOST:$DB_PORT"
+        csec2_log "schema 'cloud' exists (bootstrapped): reusing it"
+        configure_db_properties "$cloud_url"
+        return 0
+    fi
+    ensure_database_user
+    csec2_step "database: CloudStack schema"
     if marker_exists; then
         csec2_log "schema 'cloud' already exists (marker $MARKER_DB.$MARKER_TABLE): reusing it"
     elif schema_in_use; then
@@ -563,7 +668,7 @@ setup_database() {
         # cloud.version but no marker and never used: an earlier schema step
         # failed halfway. Nothing in it was ever used: start it again, empty.
         csec2_log "schema 'cloud' is half deployed (no marker, never used): dropping cloud and cloud_usage, deploying again"
-        master_sql <<<"DROP DATABASE IF EXISTS \`cloud\`; DROP DATABASE IF EXISTS \`cloud_usage\`;"
+        db_sql <<<"DROP DATABASE IF EXISTS \`cloud\`; DROP DATABASE IF EXISTS \`cloud_usage\`;"
         ensure_database_user
         csec2_step "database: CloudStack schema"
         deploy_schema "$cloud_url"
@@ -573,6 +678,12 @@ setup_database() {
         deploy_schema "$cloud_url"
         return 0
     fi
+    configure_db_properties "$cloud_url"
+}
+
+# configure_db_properties CLOUD_URL: db.properties for the existing schema.
+configure_db_properties() {
+    local cloud_url=$1
     if ! db_properties_point_at_database; then
         # A replaced instance: configure this machine for the existing database
         # (what the install guide does for an additional management server).
@@ -799,6 +910,10 @@ set_admin_password() {
 # of a running cloud.
 ADMIN_PASSWORD_SET=$CSEC2_STATE_DIR/admin-password-set
 set_admin_password_then_open_api() {
+    if ((BOOTSTRAPPED)); then
+        csec2_log "bootstrapped: the admin password was set by the first management server; 8080 open"
+        return 0
+    fi
     set_admin_password
     csec2_log "admin password set: opening 8080 beyond loopback"
     setup_firewall open
@@ -806,7 +921,7 @@ set_admin_password_then_open_api() {
 }
 
 api_gate_at_start() {
-    if [[ -e $ADMIN_PASSWORD_SET ]]; then
+    if [[ -e $ADMIN_PASSWORD_SET ]] || ((BOOTSTRAPPED)); then
         setup_firewall open
     else
         setup_firewall closed
@@ -817,6 +932,7 @@ api_gate_at_start() {
 # registration that uses them) stay valid across re-runs and replacements.
 store_api_keys() {
     local name=$CSEC2_SECRET_API_KEYS answer apikey secretkey err=$CSEC2_PRIVATE_DIR/aws-error
+    ((BOOTSTRAPPED)) && return 0
     csec2_step "API keys in $name"
     if csec2_get_secret "$name" >/dev/null 2>"$err"; then
         csec2_log "secret $name already holds API keys: keeping them"
@@ -884,7 +1000,7 @@ LL_SERVICES="ip_address IN ('169.254.169.254', '169.254.169.123', '169.254.169.2
 protect_link_local_services() {
     csec2_step "EC2 link-local services out of CloudStack's control addresses"
     local held
-    held=$(master_sql <<<"UPDATE $LL_TABLE SET taken = NOW(), reservation_id = 'cloudstack-ec2' WHERE $LL_SERVICES AND taken IS NULL; SELECT CONCAT('pod ', pod_id, ' NIC ', nic_id, ' ', ip_address) FROM $LL_TABLE WHERE $LL_SERVICES AND nic_id IS NOT NULL;")
+    held=$(db_sql <<<"UPDATE $LL_TABLE SET taken = NOW(), reservation_id = 'cloudstack-ec2' WHERE $LL_SERVICES AND taken IS NULL; SELECT CONCAT('pod ', pod_id, ' NIC ', nic_id, ' ', ip_address) FROM $LL_TABLE WHERE $LL_SERVICES AND nic_id IS NOT NULL;")
     [[ -z $held ]] || csec2_log "WARNING: system VMs hold EC2 link-local addresses (destroy them): ${held//$'\n'/; }"
 }
 
@@ -909,13 +1025,13 @@ ensure_console_rows() {
     [[ $CSEC2_CONSOLE_ADDRESS =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] ||
         csec2_die "CSEC2_CONSOLE_ADDRESS '$CSEC2_CONSOLE_ADDRESS' is not an IPv4 address (the console Elastic IP)"
     # NULL where there is no row.
-    current=$(master_sql <<<"SELECT (SELECT value FROM $CONFIG_TABLE WHERE name = 'consoleproxy.static.publicIp'), (SELECT value FROM $CONFIG_TABLE WHERE name = 'consoleproxy.static.port');") ||
+    current=$(db_sql <<<"SELECT (SELECT value FROM $CONFIG_TABLE WHERE name = 'consoleproxy.static.publicIp'), (SELECT value FROM $CONFIG_TABLE WHERE name = 'consoleproxy.static.port');") ||
         csec2_die "could not read consoleproxy.static.publicIp/.port from cloud.configuration"
     if [[ $current == "$wanted" ]]; then
         csec2_log "consoleproxy.static.publicIp = '$CSEC2_CONSOLE_ADDRESS', consoleproxy.static.port = '80'"
         return 1
     fi
-    master_sql <<SQL || csec2_die "could not write consoleproxy.static.publicIp/.port into cloud.configuration"
+    db_sql <<SQL || csec2_die "could not write consoleproxy.static.publicIp/.port into cloud.configuration"
 INSERT INTO $CONFIG_TABLE (category, instance, component, name, value, description) VALUES
  ('Advanced', 'DEFAULT', 'management-server', 'consoleproxy.static.publicIp', '$CSEC2_CONSOLE_ADDRESS', 'Address in console URLs (cloudstack-ec2: the router console Elastic IP)'),
  ('Advanced', 'DEFAULT', 'management-server', 'consoleproxy.static.port', '80', 'Port in console URLs (cloudstack-ec2: the console page)')
@@ -926,6 +1042,29 @@ SQL
 
 configure_settings() {
     csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr, console address"
+    local changed=0
+    if ((BOOTSTRAPPED)); then
+        # They live in the shared database, where the first server set them; a
+        # replaced server has the same overlay address (its slot of the IP plan).
+        csec2_log "bootstrapped: the global settings were set by the first management server"
+    else
+        configure_api_settings && changed=1
+    fi
+    # Before the restart: read at start (see ensure_console_rows).
+    if [[ -n ${CSEC2_CONSOLE_ADDRESS-} ]] && ensure_console_rows; then
+        changed=1
+    fi
+    if ((changed)); then
+        csec2_log "restarting the management server so the settings take effect"
+        systemctl restart cloudstack-management.service
+        wait_for_api
+        ((BOOTSTRAPPED)) || api_login "$CSEC2_PRIVATE_DIR/admin-password" || csec2_die "login after the restart failed"
+    fi
+}
+
+# The settings only the API sets (as the admin, while bootstrapping); returns 0
+# when one changed.
+configure_api_settings() {
     local changed=0
     # Agents connect to `host`: the overlay address, not whatever address the
     # server guessed. The unauthenticated integration port stays off (0).
@@ -940,16 +1079,7 @@ configure_settings() {
     if [[ $(get_setting control.cidr) == 169.254.0.0/16 ]] && ensure_setting control.cidr "$CONTROL_CIDR"; then
         changed=1
     fi
-    # Before the restart: read at start (see ensure_console_rows).
-    if [[ -n ${CSEC2_CONSOLE_ADDRESS-} ]] && ensure_console_rows; then
-        changed=1
-    fi
-    if ((changed)); then
-        csec2_log "restarting the management server so the settings take effect"
-        systemctl restart cloudstack-management.service
-        wait_for_api
-        api_login "$CSEC2_PRIVATE_DIR/admin-password" || csec2_die "login after the restart failed"
-    fi
+    ((changed))
 }
 
 # shellcheck disable=SC2317  # called through csec2_wait_until
@@ -976,6 +1106,7 @@ csec2_setup_overlay
 csec2_wait_network
 route_front_end
 csec2_install_aws_cli
+bootstrap_state
 fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
@@ -996,5 +1127,6 @@ set_admin_password_then_open_api
 configure_settings
 protect_link_local_services
 store_api_keys
+finish_bootstrap
 publish_ssh_key
 csec2_finish

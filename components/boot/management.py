@@ -12,12 +12,13 @@ from components.boot.common import (
     DEFAULT_KEY_URL, DEFAULT_REPO_URL, BootWaits, check_common, check_package_source, common_env, package_env,
     render_user_data)
 from components.boot.overlay import OverlayConfig
-from components.model import ldap, regions
+from components.model import ldap, naming, regions
 from components.model import rules
 
 # The zone name comes from the stack settings: checked by the settings' own rule.
 _ZONE = rules.ZONE_NAME
 _PATH = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+_ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 # A secret's ARN, or its name under the project's hierarchy: a bare word could
 # be a password passed by mistake.
 _SECRET_ID = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:|cloudstack-ec2/)"
@@ -51,6 +52,8 @@ class ManagementBoot:
     secrets: ManagementSecrets
     boot_bucket: str                 # the deployment's boot-script bucket (BootScriptBucket.bucket_name)
     anchor_key_arn: str              # ManagementServer.anchor_key_arn (check_package_source)
+    #: The instance role's name: the bootstrap deletes its naming.BOOTSTRAP_POLICIES from it.
+    role_name: str
     cloudstack_version: str = "4.22"  # "X.Y" (newest patch) or "X.Y.Z" (pinned)
     os_codename: str = "noble"
     zone_name: str = "zone1"
@@ -73,6 +76,8 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
     check_common(boot, ManagementBoot, "member")
     check_package_source(boot)
     check_match("zone_name", boot.zone_name, _ZONE, rules.ZONE_NAME_ACCEPTED)
+    # IAM role names: 1-64 of letters, digits and +=,.@_- (IAM API Reference, CreateRole, RoleName).
+    check_match("role_name", boot.role_name, _ROLE_NAME, "an IAM role name: 1-64 letters, digits or '+=,.@_-'")
     check_match("efs_mount_point", boot.efs_mount_point, _PATH, "an absolute path such as '/mnt/cloudstack-efs'")
     if ".." in boot.efs_mount_point.split("/") or boot.efs_mount_point.rstrip("/") in ("", "/mnt"):
         raise UserDataError(f"efs_mount_point: {boot.efs_mount_point!r} is not accepted; use a dedicated"
@@ -91,6 +96,8 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
             "CSEC2_FRONT_END_CIDRS": " ".join(boot.front_end_cidrs),
             "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point,
             "CSEC2_CONSOLE_ADDRESS": boot.console_address, "CSEC2_DB_CA_BUNDLE_URL": _rds_ca_bundle(boot.aws_region),
+            "CSEC2_ROLE_NAME": boot.role_name, "CSEC2_BOOTSTRAP_POLICIES": " ".join(naming.BOOTSTRAP_POLICIES),
+            "CSEC2_BOOTSTRAP_MARKER": naming.PARAM_BOOTSTRAPPED,
             **_secrets_env(boot.secrets),
             **({"CSEC2_LDAP_TRUSTSTORE": ldap.TRUSTSTORE_PATH} if boot.secrets.ldap_ca else {})}
 

@@ -8,7 +8,10 @@ with the same conventions as `scripts/deploy`:
 * state: `PULUMI_BACKEND_URL` if set, else the backend you are logged in to, else the
   local file backend `<project>/.pulumi-state`;
 * secrets: `PULUMI_CONFIG_PASSPHRASE` / `PULUMI_CONFIG_PASSPHRASE_FILE` if set, else the
-  passphrase file `<project>/.pulumi-state/passphrase` (created, mode 0600);
+  passphrase file `$XDG_CONFIG_HOME/cloudstack-ec2/passphrase` (`~/.config/...` without
+  XDG_CONFIG_HOME; created, mode 0600), outside the project directory so that a copy of the
+  directory is not a copy of what decrypts its state; `<project>/.pulumi-state/passphrase`
+  when an earlier version created it there (its stacks need it);
 * the dynamic provider (the CloudStack registration) runs in a separate process that the
   Pulumi engine starts (`pulumi-resource-pulumi-python`, which runs
   `$PULUMI_RUNTIME_VIRTUALENV/bin/python` or `$PULUMI_PYTHON_CMD -m pulumi.dynamic`) and
@@ -67,7 +70,9 @@ def workspace_env(project_dir: Path, environ: Mapping[str, str] = os.environ,
     if not environ.get("PULUMI_CONFIG_PASSPHRASE") and not environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
         passphrase = state / "passphrase"
         if not passphrase.exists():
-            state.mkdir(exist_ok=True)
+            passphrase = passphrase_path(environ)
+        if not passphrase.exists():
+            passphrase.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(passphrase, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(32) + "\n")
@@ -78,6 +83,17 @@ def workspace_env(project_dir: Path, environ: Mapping[str, str] = os.environ,
     if sys.prefix != sys.base_prefix:  # running in a virtualenv: the provider's host uses it first
         env["PULUMI_RUNTIME_VIRTUALENV"] = sys.prefix
     return env
+
+
+def passphrase_path(environ: Mapping[str, str]) -> Path:
+    """`$XDG_CONFIG_HOME/cloudstack-ec2/passphrase`, else `$HOME/.config/...` (XDG Base
+    Directory Specification: XDG_CONFIG_HOME defaults to $HOME/.config), as scripts/deploy.
+    Raises RuntimeError when neither variable is set."""
+    base = environ.get("XDG_CONFIG_HOME") or (f"{environ['HOME']}/.config" if environ.get("HOME") else "")
+    if not base:
+        raise RuntimeError("neither XDG_CONFIG_HOME nor HOME is set: set PULUMI_CONFIG_PASSPHRASE_FILE to the "
+                           "stack's passphrase file")
+    return Path(base) / "cloudstack-ec2" / "passphrase"
 
 
 def _logged_in() -> bool:

@@ -114,11 +114,15 @@ class OfflineMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, subnet_cidrs: Mapping[str, str] | None = None,
                  previous_outputs: Mapping[str, Any] | None = None,
                  existing_instances: Sequence[ExistingInstance] = (),
-                 existing_subnets: Mapping[str, Mapping[str, str]] | None = None):
+                 existing_subnets: Mapping[str, Mapping[str, str]] | None = None,
+                 existing_parameters: Sequence[str] = ()):
         self.region = region
         #: Subnets of an existing VPC, by id: {"cidrBlock", "availabilityZone", "vpcId"} as
         #: DescribeSubnets answers (others: the dedicated subnet's CIDR in the first AZ).
         self.existing_subnets = dict(existing_subnets or {})
+        #: Names of the SSM parameters in the account that no resource of the run declares
+        #: (e.g. the management server's bootstrap marker); offline none unless a caller says so.
+        self.existing_parameters = tuple(existing_parameters)
         #: EC2 instances running in the account; offline nothing exists unless a caller says so.
         self.existing_instances = tuple(existing_instances)
         #: The stack's outputs after its last update, as a StackReference to itself reads
@@ -346,6 +350,13 @@ class OfflineMocks(pulumi.runtime.Mocks):
                 raise Exception(f"aws:ec2/getAmi: your query returned no results (owners {a.get('owners')} "
                                 f"publish no matching AMI in {self.region}; Canonical is {canonical} there)")
             return {"id": "ami-0offline00000000", "imageId": "ami-0offline00000000", "name": "offline ubuntu"}
+        if token == "aws:ssm/getParametersByPath:getParametersByPath":
+            # GetParametersByPath: the parameters directly under the path (not recursive, the
+            # data source's default), an empty answer when there is none.
+            path = a["path"].rstrip("/") + "/"
+            names = [n for n in self.existing_parameters if n.startswith(path) and "/" not in n[len(path):]]
+            return {"id": a["path"], "path": a["path"], "names": names, "types": ["String"] * len(names),
+                    "values": ["offline"] * len(names), "arns": [], "withDecryption": a.get("withDecryption")}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT_ID, "arn": f"arn:{self.partition}:iam::{ACCOUNT_ID}:user/offline", "userId": "OFFLINE"}
         if token == "aws:index/getRegion:getRegion":
@@ -497,6 +508,7 @@ def run_offline(
     existing_instances: Sequence[ExistingInstance] = (),
     secret_keys: Sequence[str] = (),
     existing_subnets: Optional[Mapping[str, Mapping[str, str]]] = None,
+    existing_parameters: Sequence[str] = (),
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 
@@ -512,7 +524,8 @@ def run_offline(
     """
     if existing_subnets is None:
         existing_subnets = load_balancer_subnet_stand_ins(config, region)
-    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs, existing_instances, existing_subnets)
+    mocks = OfflineMocks(region, subnet_cidrs, previous_outputs, existing_instances, existing_subnets,
+                         existing_parameters)
     monitor = RecordingMonitor(mocks)
     warnings: list[str] = []
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)

@@ -75,6 +75,9 @@ class Deployed:
     cloudstack_version: str = ""
     #: The UI/API was behind the load balancer.
     load_balancer: bool = False
+    #: The first management server had marked the cloud bootstrapped when the last update
+    #: ran (resources.management.bootstrapped): its bootstrap grants are never declared again.
+    bootstrapped: bool = False
 
     @property
     def exists(self) -> bool:
@@ -108,6 +111,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             router_count=router_count,
             cloudstack_version=str(recorded.get(upgrades.KEY) or ""),
             load_balancer=isinstance(outputs.get(LOAD_BALANCER_OUTPUT), Mapping),
+            bootstrapped=recorded.get("bootstrapped") is True,
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -126,9 +130,10 @@ def installed_version(settings: Settings, deployed: Deployed) -> str:
 
 
 def record(settings: Settings, availability_zone: str, parameter_root: Any,
-           cloudstack_version: Any) -> dict[str, Any]:
+           cloudstack_version: Any, bootstrapped: bool = False) -> dict[str, Any]:
     """The `deployment` output of this run (parameter_root and cloudstack_version, the
-    version the instances run at its end, may be Pulumi Outputs)."""
+    version the instances run at its end, may be Pulumi Outputs; `bootstrapped`: this run
+    declared no bootstrap grants)."""
     return {
         "availabilityZone": availability_zone,
         "vpcCidr": str(settings.vpc_cidr),
@@ -140,6 +145,7 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any,
         "consoleAddress": True,
         "bootScripts": BOOT_SCRIPTS,
         upgrades.KEY: cloudstack_version,
+        "bootstrapped": bootstrapped,
     }
 
 

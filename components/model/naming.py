@@ -53,12 +53,24 @@ PARAM_CONSOLE_FORWARDS = "console-forwards"
 #: `<prefix>/cloudstack-upgrade`: the steps of a CloudStack upgrade done so far, written by the
 #: upgrade (components/registration/upgrade.py) after each step, so an interrupted one continues.
 CLOUDSTACK_UPGRADE = "cloudstack-upgrade"
+#: Written by the first management server once the cloud is bootstrapped (schema deployed,
+#: admin password set, API keys stored): from then on no boot needs the bootstrap grants
+#: (BOOTSTRAP_POLICIES), and the program stops declaring them. Alone under its own path
+#: (BOOTSTRAP_PATH) so that a lookup of it reads no other parameter.
+BOOTSTRAP_PATH = "bootstrap"
+PARAM_BOOTSTRAPPED = f"{BOOTSTRAP_PATH}/done"
+#: Names of the management role's inline policies that only bootstrapping needs (the RDS
+#: master secret, the admin login, the first values of the secrets): the first management
+#: server deletes them itself once it wrote PARAM_BOOTSTRAPPED (iam:DeleteRolePolicy).
+BOOTSTRAP_POLICY = "cloudstack-ec2-bootstrap"
+BOOTSTRAP_MASTER_POLICY = "cloudstack-ec2-bootstrap-db-master"
+BOOTSTRAP_POLICIES = (BOOTSTRAP_POLICY, BOOTSTRAP_MASTER_POLICY)
 #: SSM refuses empty String parameters: the value of "no forwards".
 NO_FORWARDS = "none"
 
 
 PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_DB_MASTER_SECRET, PARAM_MANAGEMENT_SSH_KEY,
-              PARAM_CLOUDSTACK_VERSION, PARAM_ROUTER_FORWARDS, PARAM_CONSOLE_FORWARDS)
+              PARAM_CLOUDSTACK_VERSION, PARAM_ROUTER_FORWARDS, PARAM_CONSOLE_FORWARDS, PARAM_BOOTSTRAPPED)
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: The per-deployment part: 4 random bytes as hex (pulumi_random.RandomId byte_length=4).

@@ -17,7 +17,7 @@ from components.program.front_end import FrontEnd
 from components.program.instances import DOMAIN, instance_spec, overlay_config
 from components.program.lookups import tenant_refused
 from components.program.network import Network
-from components.resources.management import ManagementServer, ManagementServerArgs
+from components.resources.management import ManagementServer, ManagementServerArgs, bootstrapped
 from components.resources.recovery import RecoveryAlarms, RecoveryAlarmsArgs, RecoveryTarget
 from components.model.naming import member_name
 from components.resources.router import OverlayRouter, OverlayRouterArgs, RouterPairInputs
@@ -116,17 +116,21 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
         tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
         parameter_root=ctx.prefix, console_address=router.console_public_ip,
-        ldap_ca_secret_arn=ca.secret_id if ca else None))
+        ldap_ca_secret_arn=ca.secret_id if ca else None,
+        # Once marked bootstrapped, always: the grants the first server removed stay removed.
+        bootstrapping=not (ctx.previous.bootstrapped or bootstrapped(ctx.previous.parameter_root))))
 
 
 def management_user_data(ctx: Context, secret_arns: dict, front_end_cidrs: tuple[str, ...] = ()) -> str:
     """The management server's boot script; `secret_arns` as ManagementServer resolves them
-    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn; with
-    LDAPS ldap_ca and ldap_truststore); `front_end_cidrs`: the load balancer's subnets (FrontEnd.subnet_cidrs)."""
+    (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn,
+    role_name; with LDAPS ldap_ca and ldap_truststore); `front_end_cidrs`: the load balancer's subnets
+    (FrontEnd.subnet_cidrs)."""
     settings = ctx.settings
     return boot.render_management_user_data(boot.ManagementBoot(
         aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
         boot_bucket=secret_arns["boot_bucket"], anchor_key_arn=secret_arns["anchor_key_arn"],
+        role_name=secret_arns["role_name"],
         overlay=overlay_config(settings, ctx.plan, ctx.management_ip, "member"),
         secrets=boot.ManagementSecrets(
             db_cloud=secret_arns["db_cloud"],

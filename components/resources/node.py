@@ -146,9 +146,32 @@ class InstanceRole:
     profile: aws.iam.InstanceProfile
 
 
+def policy_document(grants: Sequence[Grant]) -> pulumi.Output[str]:
+    """The JSON of an IAM policy allowing exactly `grants` (one statement each, with its
+    conditions when it has any)."""
+    statements = [
+        pulumi.Output.all(*g.resources).apply(
+            lambda arns, actions=tuple(g.actions), conditions=g.conditions: {
+                "Effect": "Allow", "Action": list(actions), "Resource": list(arns),
+                **({"Condition": conditions} if conditions else {})})
+        for g in grants
+    ]
+    return pulumi.Output.all(*statements).apply(lambda s: json.dumps({"Version": "2012-10-17", "Statement": list(s)}))
+
+
 def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptions,
                   tags: Optional[dict] = None) -> InstanceRole:
-    """A role for one kind of instance: SSM Session Manager plus exactly `grants`."""
+    """A role for one kind of instance: SSM Session Manager plus exactly `grants`.
+
+    The trust policy names the EC2 service and carries no condition. AWS documents the
+    confused-deputy keys aws:SourceAccount and aws:SourceArn per service (IAM User Guide,
+    "The confused deputy problem"; the services' own "Cross-service confused deputy
+    prevention" pages), and for EC2 it documents none: the trust policy of "IAM roles for
+    Amazon EC2" (Amazon EC2 User Guide) is the bare service principal. A condition on a key
+    missing from the request context does not match (IAM User Guide, "Condition element":
+    a key that is not present evaluates to false), so such a condition would leave every
+    instance without credentials. Who may put the role on an instance is decided by
+    iam:PassRole instead (a role cannot be passed to another account's instance)."""
     role = aws.iam.Role(
         f"{name}-role",
         assume_role_policy=json.dumps({
@@ -164,18 +187,8 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
             {"Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS), "Resource": "*"}]}),
         opts=opts)]
     if grants:
-        statements = [
-            pulumi.Output.all(*g.resources).apply(
-                lambda arns, actions=tuple(g.actions), conditions=g.conditions: {
-                    "Effect": "Allow", "Action": list(actions), "Resource": list(arns),
-                    **({"Condition": conditions} if conditions else {})})
-            for g in grants
-        ]
-        permissions.append(aws.iam.RolePolicy(
-            f"{name}-policy", role=role.id,
-            policy=pulumi.Output.all(*statements).apply(
-                lambda s: json.dumps({"Version": "2012-10-17", "Statement": list(s)})),
-            opts=opts))
+        permissions.append(aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy_document(grants),
+                                              opts=opts))
     # The profile (and so the instance) waits for the role's permissions: boot scripts
     # read their secrets and parameters at once, and an instance launched before its
     # policy exists would start with AccessDenied.

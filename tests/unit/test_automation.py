@@ -95,18 +95,30 @@ def test_readme_example_hands_the_cli_the_project_and_the_providers_interpreter(
 
 
 def test_workspace_follows_scripts_deploy_conventions(tmp_path):
-    env = workspace_env(tmp_path, environ={"PYTHONPATH": "/elsewhere"}, logged_in=lambda: False)
+    home = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    env = workspace_env(tmp_path, environ={"PYTHONPATH": "/elsewhere", **home}, logged_in=lambda: False)
     assert env["PULUMI_BACKEND_URL"] == f"file://{tmp_path.resolve()}/.pulumi-state"
     passphrase = Path(env["PULUMI_CONFIG_PASSPHRASE_FILE"])
-    assert passphrase == tmp_path.resolve() / ".pulumi-state" / "passphrase"
+    # Outside the project directory: a copy of the directory holds the state, not its key.
+    assert passphrase == tmp_path / "config" / "cloudstack-ec2" / "passphrase"
     assert stat.S_IMODE(passphrase.stat().st_mode) == 0o600 and len(passphrase.read_text().strip()) >= 32
+    assert not (tmp_path / ".pulumi-state" / "passphrase").exists()
     assert env["PYTHONPATH"] == f"{tmp_path.resolve()}{os.pathsep}/elsewhere"
-    again = workspace_env(tmp_path, environ={}, logged_in=lambda: False)
+    again = workspace_env(tmp_path, environ=home, logged_in=lambda: False)
     assert Path(again["PULUMI_CONFIG_PASSPHRASE_FILE"]).read_text() == passphrase.read_text()  # never replaced
     chosen = workspace_env(tmp_path, environ={"PULUMI_BACKEND_URL": "s3://b/p", "PULUMI_CONFIG_PASSPHRASE": "x"},
                            logged_in=lambda: pytest.fail("whoami asked despite PULUMI_BACKEND_URL"))
     assert "PULUMI_BACKEND_URL" not in chosen and "PULUMI_CONFIG_PASSPHRASE_FILE" not in chosen
-    assert "PULUMI_BACKEND_URL" not in workspace_env(tmp_path, environ={}, logged_in=lambda: True)
+    assert "PULUMI_BACKEND_URL" not in workspace_env(tmp_path, environ=home, logged_in=lambda: True)
+
+
+def test_a_passphrase_an_earlier_version_kept_in_the_project_is_still_used(tmp_path):
+    legacy = tmp_path / ".pulumi-state" / "passphrase"
+    legacy.parent.mkdir()
+    legacy.write_text("old passphrase\n")
+    env = workspace_env(tmp_path, environ={"HOME": str(tmp_path / "home")}, logged_in=lambda: False)
+    assert Path(env["PULUMI_CONFIG_PASSPHRASE_FILE"]) == legacy.resolve()
+    assert not (tmp_path / "home").exists()
 
 
 def test_preview_streams_and_reports_a_cli_failure_in_one_line(tmp_path):

@@ -9,6 +9,8 @@ import pytest
 
 from components.model import catalog
 from components import boot
+from components.cli import offline
+from components.model.settings import NAMESPACE
 from components.resources.node import SESSION_MANAGER_ACTIONS
 
 ROLE = "aws:iam/role:Role"
@@ -148,16 +150,16 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
 
 
 def test_management_server_grants_are_exact(dev):
-    secret_arns = {dev.get(SECRET, n).state["arn"] for n in
-                   ("management-db-cloud", "management-cloudstack-keys", "management-admin", "management-api-keys")}
-    assert len(secret_arns) == 4
+    arn = {n: dev.get(SECRET, f"management-{n}").state["arn"] for n in
+           ("db-cloud", "cloudstack-keys", "admin", "api-keys")}
+    assert len(set(arn.values())) == 4
     ssh_key, version = ssm_arn(dev, "management-ssh-public-key"), ssm_arn(dev, "cloudstack-version")
+    # Every boot: the `cloud` user and the keys of db.properties, never the admin's login.
+    steady = {arn["db-cloud"], arn["cloudstack-keys"]}
     expected = (
-        {("secretsmanager:GetSecretValue", a) for a in secret_arns}
-        | {("secretsmanager:DescribeSecret", a) for a in secret_arns}
-        # Each secret's first value is generated and stored by the management server.
-        | {("secretsmanager:PutSecretValue", a) for a in secret_arns}
-        | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "db-master-secret")}
+        {("secretsmanager:GetSecretValue", a) for a in steady}
+        | {("secretsmanager:DescribeSecret", a) for a in steady}
+        | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "bootstrap/done")}
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
         | {boot_object_grant(dev, "management")}
@@ -175,9 +177,66 @@ def test_management_server_grants_are_exact(dev):
     assert (ROLE_POLICY, "management-db-master-read") in dev.depends_on_names(parameter)
 
 
+def test_management_server_bootstrap_grants_are_exact_and_removable_by_the_server_only(dev):
+    arn = {n: dev.get(SECRET, f"management-{n}").state["arn"] for n in
+           ("db-cloud", "cloudstack-keys", "admin", "api-keys")}
+    role = dev.get(ROLE, "management-role").state["arn"]
+    assert grants(dev.policy_document("management", "bootstrap")) == (
+        {("secretsmanager:GetSecretValue", arn["admin"]), ("secretsmanager:DescribeSecret", arn["admin"]),
+         ("secretsmanager:GetSecretValue", arn["api-keys"]), ("secretsmanager:DescribeSecret", arn["api-keys"])}
+        # Each secret's first value is generated and stored by the first management server.
+        | {("secretsmanager:PutSecretValue", a) for a in arn.values()}
+        | {("ssm:GetParameter", ssm_arn(dev, "db-master-secret")),
+           ("ssm:PutParameter", ssm_arn(dev, "bootstrap/done")),
+           # Its own role only: the server drops these two policies once bootstrapped.
+           ("iam:DeleteRolePolicy", role)})
+    # Fixed names: the boot deletes them by name (CSEC2_BOOTSTRAP_POLICIES).
+    names = {p.name: p.inputs.get("name") for p in dev.of_type(ROLE_POLICY)}
+    assert names["management-bootstrap"] == "cloudstack-ec2-bootstrap"
+    assert names["management-db-master-read"] == "cloudstack-ec2-bootstrap-db-master"
+    # The instance starts with them (its first boot bootstraps).
+    assert (ROLE_POLICY, "management-bootstrap") in dev.depends_on_names(dev.instance("management"))
+    assert dev.outputs["deployment"]["bootstrapped"] is False
+
+
+def later_run(dev, existing_parameters=(), **recorded):
+    from components.program import build
+
+    root = dev.outputs["deployment"]["parameterRoot"]
+    previous = {"deployment": {**dev.outputs["deployment"], **recorded}}
+    config = dict(dev.config)
+    return offline.run_offline(build, config, project="cloudstack-ec2", stack="dev", region="us-east-1",
+                               subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])},
+                               previous_outputs=previous,
+                               existing_parameters=[f"{root}/{p}" for p in existing_parameters])
+
+
+def bootstrap_policies(run) -> set[str]:
+    return {r.name for r in run.of_type(ROLE_POLICY)
+            if r.name in ("management-bootstrap", "management-db-master-read")}
+
+
+def test_bootstrap_grants_stay_until_the_server_marks_the_cloud_bootstrapped(dev):
+    run = later_run(dev)
+    assert bootstrap_policies(run) == {"management-bootstrap", "management-db-master-read"}
+    assert run.outputs["deployment"]["bootstrapped"] is False
+
+
+def test_a_bootstrapped_cloud_gets_no_bootstrap_grants_back(dev):
+    # The marker the first management server wrote before it deleted the policies itself:
+    # a later `pulumi up` does not declare them (its delete of a policy already gone succeeds).
+    marked = later_run(dev, existing_parameters=["bootstrap/done"])
+    assert bootstrap_policies(marked) == set()
+    assert marked.outputs["deployment"]["bootstrapped"] is True
+    # Recorded: the run after it keeps them away even if the marker was deleted since.
+    assert bootstrap_policies(later_run(dev, bootstrapped=True)) == set()
+    # A parameter of the same path with another name is not the marker.
+    assert bootstrap_policies(later_run(dev, existing_parameters=["bootstrap/other"])) != set()
+
+
 def test_no_wildcard_in_any_inline_policy_but_session_manager(dev):
     policies = [p for p in dev.of_type(ROLE_POLICY) if not p.name.endswith("-session-manager")]
-    assert len(policies) == 4  # management server (and its master-secret read), KVM hosts, router
+    assert len(policies) == 5  # management server (its bootstrap and master-secret read), KVM hosts, router
     # The one exception: the hosts' shared role writes `<root>/host-ready/*` (readiness).
     host_ready = ssm_arn(dev, "host-ready/*")
     for p in policies:

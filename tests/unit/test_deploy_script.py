@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,3 +72,87 @@ def test_the_script_passes_shellcheck():
     result = subprocess.run([shellcheck, "-S", "style", str(ROOT / "scripts" / "deploy")], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- past the checks: the passphrase's place and adminCidrs --------------------------------
+
+#: AWS STS API Reference, GetCallerIdentity: the response document.
+CALLER_IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/deployer</Arn><UserId>AIDAEXAMPLE</UserId>
+<Account>123456789012</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>1</RequestId>
+</ResponseMetadata></GetCallerIdentityResponse>"""
+ADDRESS = "198.51.100.7"
+
+
+@pytest.fixture
+def sts():
+    """A local stand-in for AWS STS (boto3 reaches it through AWS_ENDPOINT_URL_STS)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = CALLER_IDENTITY.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def past_the_checks(tmp_path, sts, args=()):
+    """deploy with credentials (the STS stand-in), a recording `pulumi` (not logged in to a
+    backend, no apiEndpoint, adminCidrs of one entry) and a `curl` that finds ADDRESS."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "pulumi.log"
+    (fake / "pulumi").write_text(f"""#!/bin/sh
+echo "$* PASSPHRASE_FILE=$PULUMI_CONFIG_PASSPHRASE_FILE" >> {log}
+case "$1 $2 $3" in
+  "whoami  "*) exit 1 ;;
+  "config get apiEndpoint") exit 1 ;;
+  "config get adminCidrs") echo '["203.0.113.0/24"]' ;;
+esac
+exit 0
+""")
+    (fake / "curl").write_text(f"#!/bin/sh\necho {ADDRESS}\n")
+    for tool in ("pulumi", "curl"):
+        (fake / tool).chmod(0o755)
+    result = run_deploy(f"{fake}:{os.path.dirname(sys.executable)}:/usr/bin:/bin", {
+        "AWS_ENDPOINT_URL_STS": sts, "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example",
+        "HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config")}, args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, log.read_text().splitlines()
+
+
+def test_the_passphrase_is_kept_outside_the_project_directory(tmp_path, sts):
+    result, calls = past_the_checks(tmp_path, sts)
+    passphrase = tmp_path / "config" / "cloudstack-ec2" / "passphrase"
+    [up] = [c for c in calls if c.startswith("up ")]
+    assert up.endswith(f"PASSPHRASE_FILE={passphrase}")
+    assert passphrase.stat().st_mode & 0o777 == 0o600 and len(passphrase.read_text().strip()) >= 40
+    assert not (ROOT / ".pulumi-state" / "passphrase").exists()
+    assert f"created the secrets passphrase {passphrase}" in result.stdout
+
+
+def test_without_a_terminal_the_address_is_not_added_to_admin_cidrs(tmp_path, sts):
+    result, calls = past_the_checks(tmp_path, sts)
+    assert not [c for c in calls if c.startswith("config set")]
+    assert f"not adding {ADDRESS}/32 to adminCidrs" in result.stdout and "--add-my-address" in result.stdout
+
+
+def test_add_my_address_adds_it_without_asking_and_is_not_passed_to_pulumi(tmp_path, sts):
+    result, calls = past_the_checks(tmp_path, sts, ["--add-my-address", "--yes"])
+    assert [c.split(" PASSPHRASE_FILE=")[0] for c in calls if c.startswith("config set")] == \
+        [f"config set --path adminCidrs[1] {ADDRESS}/32"]
+    [up] = [c.split(" PASSPHRASE_FILE=")[0] for c in calls if c.startswith("up ")]
+    assert up == "up --stack dev --yes"

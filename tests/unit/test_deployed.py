@@ -20,9 +20,11 @@ from components.model.settings import NAMESPACE, SettingsError, parse_settings
 PARAMETER = "aws:ssm/parameter:Parameter"
 RDS = "aws:rds/instance:Instance"
 #: The SSM parameters Pulumi creates: all but the management server's SSH key and version,
-#: SecureStrings the management server writes itself (components/resources/anchor.py).
+#: SecureStrings the management server writes itself (components/resources/anchor.py), and
+#: the bootstrap marker it writes once the cloud is bootstrapped.
 PULUMI_PARAMETERS = tuple(p for p in naming.PARAMETERS
-                          if p not in (naming.PARAM_MANAGEMENT_SSH_KEY, naming.PARAM_CLOUDSTACK_VERSION))
+                          if p not in (naming.PARAM_MANAGEMENT_SSH_KEY, naming.PARAM_CLOUDSTACK_VERSION,
+                                       naming.PARAM_BOOTSTRAPPED))
 
 
 def dev_config(**overrides):
@@ -61,6 +63,10 @@ def test_outputs_round_trip():
     assert (d.availability_zone, d.root_volume_gb, d.db_engine_version) == ("us-east-1b", 50, "8.4")
     legacy = deployed.from_outputs({"databaseEndpointParameter": "/cloudstack-ec2/dev/db-endpoint"})
     assert legacy.parameter_root == "/cloudstack-ec2/dev" and legacy.root_volume_gb is None
+    # Only a recorded true counts as bootstrapped (a stack recorded before it: not).
+    assert d.bootstrapped is False and legacy.bootstrapped is False
+    assert deployed.from_outputs(recorded(bootstrapped=True)).bootstrapped is True
+    assert deployed.from_outputs(recorded(bootstrapped="yes")).bootstrapped is False
 
 
 @pytest.mark.parametrize("key,value,current", [

@@ -52,9 +52,11 @@ def test_prerequisites_name_every_tool_the_readme_uses():
 def test_cleanup_and_outputs_reach_the_local_backend_of_scripts_deploy():
     deploy = (ROOT / "scripts" / "deploy").read_text()
     assert 'PULUMI_BACKEND_URL="file://$project_dir/.pulumi-state"' in deploy
-    assert "passphrase_file=$project_dir/.pulumi-state/passphrase" in deploy
+    # The passphrase lives outside the project directory (XDG Base Directory Specification).
+    assert "passphrase_file=${XDG_CONFIG_HOME:-${HOME:?HOME or XDG_CONFIG_HOME must be set}/.config}" \
+        "/cloudstack-ec2/passphrase" in deploy
     export = ('export PULUMI_BACKEND_URL="file://$PWD/.pulumi-state" '
-              'PULUMI_CONFIG_PASSPHRASE_FILE="$PWD/.pulumi-state/passphrase"')
+              'PULUMI_CONFIG_PASSPHRASE_FILE="${XDG_CONFIG_HOME:-$HOME/.config}/cloudstack-ec2/passphrase"')
     cleanup = README[README.index("## Cleanup"):README.index("## Embedding with the Automation API")]
     assert export in cleanup and "pulumi stack select dev" in cleanup
     assert cleanup.index(export) < cleanup.index("pulumi destroy")

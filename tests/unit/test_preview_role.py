@@ -40,6 +40,8 @@ ACTIONS_OF_INVOKE = {
     "aws:ec2/getPrefixList:getPrefixList": {"ec2:DescribePrefixLists"},
     "aws:ec2/getRouteTable:getRouteTable": {"ec2:DescribeRouteTables"},
     "aws:index/getAvailabilityZones:getAvailabilityZones": {"ec2:DescribeAvailabilityZones"},
+    # ssm_parameters_by_path_data_source.go: GetParametersByPath (paged).
+    "aws:ssm/getParametersByPath:getParametersByPath": {"ssm:GetParametersByPath"},
     "aws:index/getCallerIdentity:getCallerIdentity": set(),
     "aws:index/getRegion:getRegion": set(),
     "aws:index/getPartition:getPartition": set(),
@@ -96,11 +98,12 @@ def test_every_data_source_the_program_calls_is_known(invoked):
     assert invoked - set(ACTIONS_OF_INVOKE) == set(), "add the data source's IAM actions (with their source)"
     # The runs above reach the lookups that only some stacks make.
     assert {"aws:ec2/getSubnet:getSubnet", "aws:ec2/getInstance:getInstance",
-            "aws:ec2/getPrefixList:getPrefixList", "aws:ec2/getRouteTable:getRouteTable"} <= invoked
+            "aws:ec2/getPrefixList:getPrefixList", "aws:ec2/getRouteTable:getRouteTable",
+            "aws:ssm/getParametersByPath:getParametersByPath"} <= invoked
 
 
 def test_the_lookup_statement_is_exactly_what_the_program_needs(invoked):
-    needed = set().union(*(ACTIONS_OF_INVOKE[t] for t in invoked))
+    needed = set().union(*(ACTIONS_OF_INVOKE[t] for t in invoked)) - {"ssm:GetParametersByPath"}
     lookups = statement("ProgramLookups")
     assert set(lookups["Action"]) == needed
     # EC2's Describe* actions support no resource-level permissions (Service Authorization
@@ -108,9 +111,17 @@ def test_the_lookup_statement_is_exactly_what_the_program_needs(invoked):
     assert lookups["Resource"] == "*"
 
 
+def test_the_bootstrap_marker_is_the_one_parameter_path_a_preview_reads():
+    # resources.management.bootstrapped: GetParametersByPath on `<root>/bootstrap`, which
+    # holds the marker alone; the root is /cloudstack-ec2/<stack>[/<deployment id>].
+    marker = statement("BootstrapMarker")
+    assert marker["Action"] == "ssm:GetParametersByPath"
+    assert marker["Resource"] == "arn:aws:ssm:*:<ACCOUNT_ID>:parameter/cloudstack-ec2/*/bootstrap"
+
+
 def test_nothing_else_but_the_state_and_the_secrets_key():
     sids = {s["Sid"] for s in POLICY["Statement"]}
-    assert sids == {"ProgramLookups", "StateRead", "StateLock", "StackSecrets"}
+    assert sids == {"ProgramLookups", "BootstrapMarker", "StateRead", "StateLock", "StackSecrets"}
     for s in POLICY["Statement"]:
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         assert all("*" not in a for a in actions), s["Sid"]
@@ -122,5 +133,5 @@ def test_nothing_else_but_the_state_and_the_secrets_key():
     assert statement("StackSecrets")["Action"] == "kms:Decrypt"
     # No secret of the cloud: the registration's probe in a preview reads the API keys, and
     # without this permission it answers "cannot tell" (components/registration/client.py probe).
-    assert not any(a.startswith(("secretsmanager:", "ssm:")) for s in POLICY["Statement"]
+    assert not any(a.startswith(("secretsmanager:", "ssm:")) for s in POLICY["Statement"] if s["Sid"] != "BootstrapMarker"
                    for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))

@@ -72,10 +72,12 @@ ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.
 CONSOLE_ELASTIC_IP = "203.0.113.80"
 #: The deployment's boot-script bucket (the fake `aws s3 cp` serves it from the state's "s3").
 BOOT_BUCKET = "cloudstack-ec2-test-20261130000000000000000001"
+#: The management server's instance role (its bootstrap policies are deleted from it).
+MANAGEMENT_ROLE = "management-role-0a1b2c3"
 MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
                                overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",
                                boot_bucket=BOOT_BUCKET, console_address=CONSOLE_ELASTIC_IP, anchor_key_arn=ANCHOR_KEY,
-                               waits=TINY_WAITS)
+                               role_name=MANAGEMENT_ROLE, waits=TINY_WAITS)
 KVM_HOST = ud.KvmHostBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="kvm0.cloudstack.internal",
                           boot_bucket=BOOT_BUCKET, anchor_key_arn=ANCHOR_KEY,
                           overlay=member_overlay("10.100.1.0/16"), waits=TINY_WAITS)
@@ -107,6 +109,18 @@ def initial_state() -> dict:
         # Keys this instance's role may encrypt with: the anchor key's policy allows the
         # management server's role (components/resources/anchor.py; a host never encrypts).
         "kms": {"encrypt": [ANCHOR_KEY]},
+        # The management role's bootstrap policies (components/resources/management.py):
+        # what only they allow is refused once the boot deleted them (fakes/fake.py iam_denied).
+        "iam": {"role": MANAGEMENT_ROLE, "policies": ["cloudstack-ec2-bootstrap", "cloudstack-ec2-bootstrap-db-master"],
+                "grants": {
+                    "cloudstack-ec2-bootstrap": [
+                        ["secretsmanager:GetSecretValue", SECRETS.admin],
+                        ["secretsmanager:GetSecretValue", SECRETS.api_keys],
+                        *(["secretsmanager:PutSecretValue", s] for s in
+                          (SECRETS.db_cloud, SECRETS.cloudstack_keys, SECRETS.admin, SECRETS.api_keys)),
+                        ["ssm:GetParameter", f"{PREFIX}/db-master-secret"],
+                        ["ssm:PutParameter", f"{PREFIX}/bootstrap/done"]],
+                    "cloudstack-ec2-bootstrap-db-master": [["secretsmanager:GetSecretValue", MASTER_SECRET]]}},
         "secrets": {
             MASTER_SECRET: json.dumps({"username": "admin", "password": MASTER_PASSWORD}),
             SECRETS.db_cloud: json.dumps({"username": "cloud", "password": CLOUD_PASSWORD}),

@@ -141,14 +141,17 @@ def test_second_run_changes_nothing_and_never_seeds(machine):
                    for c in calls)
     assert not any(c["cmd"] == "aws" and ("put-secret-value" in c["args"] or "put-parameter" in c["args"])
                    for c in calls)
-    assert set(api_calls(calls)) <= {"login", "listConfigurations"}
+    # Bootstrapped: no API login at all (the admin's secret is not readable any more).
+    assert api_calls(calls) == []
     assert not any(is_cmd("systemctl", "restart")(c) for c in calls), "nothing restarted (chrony, management)"
     after = machine.state()
     assert after["secrets"] == before["secrets"] and after["api"]["keys_registered"] == 1
-    assert "already exists" in r.output and "keeping them" in r.output
+    assert "the cloud is bootstrapped" in r.output and "reusing it" in r.output
     # ALTER USER empties MySQL 8.4's caching_sha2_password cache: never while the password works.
     assert alter_users(machine) == []
-    assert "CREATE USER IF NOT EXISTS 'cloud'@'%'" in after["db"]["statements"][-1]
+    # As the cloud user, which changes no user or grant: no statement beyond the first run's.
+    assert {c["user"] for c in calls if c["cmd"] == "mysql"} == {"cloud"}
+    assert after["db"]["statements"] == before["db"]["statements"]
     # Connector/J verifies the server, in both connection URLs, once each.
     lines = db_properties(machine).splitlines()
     assert "db.usage.url.params=serverTimezone=UTC&" + DB_TLS_PARAMS in lines

@@ -168,6 +168,8 @@ def test_tool_printing_its_password_leaves_it_in_a_root_only_file_only(machine):
 
 def rotate(machine, new_password: str, user_too: bool = False):
     def change(s):
+        # As PutSecretValue does: the value it replaces becomes AWSPREVIOUS.
+        s.setdefault("secret_previous", {})[SECRETS.db_cloud] = s["secrets"][SECRETS.db_cloud]
         s["secrets"][SECRETS.db_cloud] = json.dumps({"username": "cloud", "password": new_password})
         if user_too:
             s["db"]["users"]["cloud"] = new_password

@@ -68,6 +68,12 @@ def aws(state):
             i = args.index(flag)
             del args[i:i + 2]
     service, op = args[0], args[1]
+    denied = iam_denied(state, service, op, opt(args, "--secret-id") or opt(args, "--name"))
+    if denied:
+        sys.stderr.write(denied)
+        return 254
+    if service == "iam" and op == "delete-role-policy":
+        return iam_delete_role_policy(state, args)
     if service == "ssm" and op == "get-parameter":
         name = opt(args, "--name")
         if name not in state["ssm"]:
@@ -173,6 +179,43 @@ def keepalived(state):
     if missing or "vrrp_instance" not in text:
         sys.stderr.write(f"Non-existent interface specified in configuration: {missing}\n")
         return 1
+#: What each AWS CLI operation the boot calls needs in IAM, by resource kind.
+ACTION_OF = {("secretsmanager", "get-secret-value"): "secretsmanager:GetSecretValue",
+             ("secretsmanager", "put-secret-value"): "secretsmanager:PutSecretValue",
+             ("ssm", "get-parameter"): "ssm:GetParameter", ("ssm", "put-parameter"): "ssm:PutParameter"}
+
+
+def iam_denied(state, service, op, resource):
+    """The AccessDeniedException of a call only a deleted inline policy allowed, else None.
+    state["iam"]: {"role", "policies": inline policy names the role has, "grants": {policy:
+    [[action, resource], ...]}}: what the bootstrap policies alone allow
+    (components/resources/management.py); what no policy there lists stands for the role's
+    steady grants. IAM allows what some policy of the role allows (IAM User Guide, "Policy
+    evaluation logic")."""
+    iam = state.get("iam")
+    action = ACTION_OF.get((service, op))
+    if not iam or action is None:
+        return None
+    granted_by = [p for p, grants in iam["grants"].items() if [action, resource] in grants]
+    if granted_by and not set(granted_by) & set(iam["policies"]):
+        return (f"An error occurred (AccessDeniedException) when calling the {op} operation: User: "
+                f"arn:aws:sts::123456789012:assumed-role/{iam['role']}/i-0 is not authorized to perform: "
+                f"{action} on resource: {resource} because no identity-based policy allows the {action} action\n")
+    return None
+
+
+def iam_delete_role_policy(state, args):
+    """DeleteRolePolicy: NoSuchEntity for a policy the role has not (IAM API Reference)."""
+    iam, role, policy = state["iam"], opt(args, "--role-name"), opt(args, "--policy-name")
+    if role != iam["role"]:
+        sys.stderr.write(f"An error occurred (AccessDenied) when calling the DeleteRolePolicy operation: "
+                         f"not authorized to perform: iam:DeleteRolePolicy on resource: role {role}\n")
+        return 254
+    if policy not in iam["policies"]:
+        sys.stderr.write(f"An error occurred (NoSuchEntity) when calling the DeleteRolePolicy operation: "
+                         f"The role policy with name {policy} cannot be found.\n")
+        return 254
+    iam["policies"].remove(policy)
     return 0
 
 
@@ -187,6 +230,16 @@ def secretsmanager(state, op, args):
         sys.stderr.write(f"An error occurred (ResourceNotFoundException) when calling the {operation} operation: "
                          "Secrets Manager can't find the specified secret.\n")
         return 254
+    if op == "get-secret-value" and opt(args, "--version-stage") == "AWSPREVIOUS":
+        # The version AWSCURRENT was on before the last PutSecretValue (state["secret_previous"]).
+        previous = state.get("secret_previous", {}).get(sid)
+        if previous is None:
+            sys.stderr.write("An error occurred (ResourceNotFoundException) when calling the GetSecretValue "
+                             "operation: Secrets Manager can't find the specified secret value for staging label: "
+                             "AWSPREVIOUS\n")
+            return 254
+        print(previous)
+        return 0
     if op == "get-secret-value":
         value = state["secrets"][sid]
         # Scripted: another management server stores the secret's first value (the
@@ -218,6 +271,9 @@ def secretsmanager(state, op, args):
         return 254
     if token is not None:
         versions[token] = value
+    if state["secrets"][sid] is not None:
+        # PutSecretValue moves AWSPREVIOUS to the version AWSCURRENT leaves.
+        state.setdefault("secret_previous", {})[sid] = state["secrets"][sid]
     state["secrets"][sid] = value
     return 0
 
@@ -547,8 +603,29 @@ def mysql(state):
     tables = {("cloud", "version"): db["schema"], ("cloud", "mshost"): db["schema"],
               ("cloudstack_ec2", "schema_deployed"): db.get("marker", False)}
     table = re.search(r"table_schema = '(\w+)' AND table_name = '(\w+)'", sql)
+    # The `cloud` user's grants: ALL on cloud.* and cloud_usage.*, PROCESS (the boot's GRANTs).
+    # Creating, granting to or altering another account needs the global CREATE USER
+    # privilege (MySQL manual, "CREATE USER Statement", "ALTER USER Statement"), and
+    # information_schema.tables shows only tables the user has some privilege on
+    # (MySQL manual, "The INFORMATION_SCHEMA TABLES Table").
+    own = re.fullmatch(r"ALTER USER CURRENT_USER\(\) IDENTIFIED WITH \w+ BY '([^']*)' REPLACE '([^']*)';", sql.strip())
+    if own:
+        # Any account may change its own password; REPLACE must name the current one
+        # (MySQL manual, "ALTER USER Statement", "Password Verification-Required Policy").
+        if own.group(2) != password:
+            sys.stderr.write("ERROR 3891 (HY000) at line 1: Incorrect current password. Specify the correct "
+                             "password which has to be replaced.\n")
+            return 1
+        db["users"][options.get("user")] = own.group(1)
+        db["statements"].append(sql)
+        return 0
+    if options.get("user") != "admin" and re.search(r"\b(CREATE USER|GRANT|ALTER USER)\b", sql):
+        sys.stderr.write("ERROR 1227 (42000) at line 1: Access denied; you need (at least one of) the "
+                         "CREATE USER privilege(s) for this operation\n")
+        return 1
+    visible = options.get("user") == "admin" or (table and table.group(1) in ("cloud", "cloud_usage"))
     if "information_schema.tables" in sql and table:
-        print(1 if tables.get(table.groups()) else 0)
+        print(1 if tables.get(table.groups()) and visible else 0)
     elif "information_schema.tables" in sql:
         print(1 if db["schema"] else 0)
     elif sql.strip() == "SELECT 1;":
