@@ -160,9 +160,26 @@ def test_filters_as_the_user_managers_build_them():
                       "links": [{"type": "OU", "name": "OU=Staff,DC=sbdemo1,DC=local"}]}).ldap
     base, flt = ldap.link_search(openldap, openldap.links[0], "jdoe")
     assert (base, flt) == ("OU=Staff,DC=sbdemo1,DC=local", "(&(objectClass=inetOrgPerson)(uid=jdoe))")
+    # LdapManagerImpl.getUser escapes the name, then OpenLdapUserManagerImpl.getUsernameFilter again
     assert ldap.users_filter(openldap, "j*") == \
-        "(&(objectClass=inetOrgPerson)(uid=j\\2a)(memberof=CN=CloudStack,CN=Users,DC=sbdemo1,DC=local))"
+        "(&(objectClass=inetOrgPerson)(uid=j\\5c2a)(memberof=CN=CloudStack,CN=Users,DC=sbdemo1,DC=local))"
 
 
 def test_escaping_is_ldap_utils():
     assert ldap.escape("a*(b)\\\0") == "a\\2a\\28b\\29\\5c\\00"
+
+
+def test_a_group_dn_goes_into_the_filter_as_it_is_so_filter_syntax_in_it_is_refused():
+    # OpenLdapUserManagerImpl.getMemberOfGroupString: "(" + memberOf + "=" + group + ")", unescaped
+    team = "CN=Team (EU),CN=Users,DC=sbdemo1,DC=local"
+    found = problems({**SEED, "groupPrincipal": team, "links": [{"type": "GROUP", "name": team},
+                                                                  {"domain": "ROOT/a", "type": "GROUP",
+                                                                   "name": "CN=Doe\\, John,DC=sbdemo1,DC=local"}]})
+    assert set(found) == {"ldap.groupPrincipal", "ldap.links[0].name", "ldap.links[1].name"}
+    assert found["ldap.groupPrincipal"][0] == team and "\\28" in found["ldap.groupPrincipal"][1]
+    # the same characters as RFC 4515 escapes (also hex escapes of an RFC 4514 DN) are fine, and an
+    # OU link's DN is a search base, not a filter
+    escaped = "CN=Team \\28EU\\29,CN=Users,DC=sbdemo1,DC=local"
+    d = parse({**SEED, "groupPrincipal": escaped, "links": [
+        {"type": "GROUP", "name": escaped}, {"domain": "ROOT/a", "type": "OU", "name": "OU=R&D (EU),DC=sbdemo1,DC=local"}]}).ldap
+    assert d.group_principal == escaped and ldap.link_search(d, d.links[0], "x")[1].endswith(f"={escaped}))")
