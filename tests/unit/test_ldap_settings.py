@@ -183,3 +183,39 @@ def test_a_group_dn_goes_into_the_filter_as_it_is_so_filter_syntax_in_it_is_refu
     d = parse({**SEED, "groupPrincipal": escaped, "links": [
         {"type": "GROUP", "name": escaped}, {"domain": "ROOT/a", "type": "OU", "name": "OU=R&D (EU),DC=sbdemo1,DC=local"}]}).ldap
     assert d.group_principal == escaped and ldap.link_search(d, d.links[0], "x")[1].endswith(f"={escaped}))")
+
+
+def _readme_example() -> tuple[dict, dict]:
+    """README "Signing in with LDAP or Active Directory": the `pulumi config set` lines (path →
+    value; None for the prompted secret) and the stack file's YAML they make."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Signing in with LDAP or Active Directory"):]
+    shell = section[section.index("```sh") + 5:]
+    shell = shell[:shell.index("```")]
+    sets = {}
+    for line in filter(None, (line.split("#")[0].strip() for line in shell.splitlines())):
+        m = re.fullmatch(r"pulumi config set (--secret )?--path '(ldap\.[^']+)'\s*('([^']*)'|\S+)?", line)
+        assert m, line
+        sets[m.group(2)] = None if m.group(1) else (m.group(4) if m.group(4) is not None else m.group(3))
+    stack = section[section.index("```yaml") + 7:]
+    return sets, yaml.safe_load(stack[:stack.index("```")])["cloudstack-ec2:ldap"]
+
+
+def test_the_readme_example_is_what_its_commands_set_and_valid():
+    sets, stack = _readme_example()
+
+    def leaves(value, path):
+        if isinstance(value, dict) and set(value) != {"secure"}:
+            return {k: v for key, item in value.items() for k, v in leaves(item, f"{path}.{key}").items()}
+        if isinstance(value, list):
+            return {k: v for i, item in enumerate(value) for k, v in leaves(item, f"{path}[{i}]").items()}
+        return {path: None if isinstance(value, dict) else str(value)}
+
+    assert leaves(stack, "ldap") == sets
+    d = parse({**stack, "bindPassword": "the prompted one"}).ldap
+    assert d.provider == "microsoftad" and d.links[0].account_type_id == 0
