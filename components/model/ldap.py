@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Optional
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
+from components.model.suggest import did_you_mean
+
 #: ldap.provider: which user manager CloudStack uses (LdapUserManager.Provider).
 PROVIDERS = ("openldap", "microsoftad")
 #: The defaults of LdapConfiguration.java's ConfigKeys, by the stack's field name.
@@ -222,7 +224,9 @@ def parse_directory(raw: Any, report: Report, secret: bool) -> Optional[LdapDire
         problems.append((key, value, message))
 
     for name in sorted(set(raw) - set(FIELDS)):
-        bad(f"ldap.{name}", raw[name], f"unknown field (known: {', '.join(FIELDS)})")
+        # its value is not shown: a misspelt secret field (bindPasword) would print the secret
+        bad(f"ldap.{name}", "(not shown)", " ".join(filter(None, (
+            "unknown field;", did_you_mean(str(name), FIELDS), f"known: {', '.join(FIELDS)}"))))
     values = {k: _text(raw, k, bad) for k in (*DEFAULTS, "baseDn", "bindPrincipal", "groupPrincipal")}
     values = {k: v if v or k not in DEFAULTS else DEFAULTS[k] for k, v in values.items()}
     if values["provider"] not in PROVIDERS:

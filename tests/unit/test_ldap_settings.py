@@ -88,8 +88,17 @@ def test_ldaps_port_defaults_to_636_and_needs_a_ca():
 def test_each_bad_field_is_named_with_its_value(field, value, words):
     key, (shown, message) = next(iter(problems({**SEED, field: value}).items()))
     assert key == f"ldap.{field}" and words in message
-    if field not in ("bindPassword",):
+    if field not in ("bindPassword", "colour"):
         assert shown == value
+
+
+def test_a_misspelt_field_does_not_show_its_value_which_may_be_the_password():
+    # `pulumi config set --secret --path ldap.bindPasword ...`: the error is printed by
+    # `pulumi preview` and may end up in a CI log
+    found = problems({**SEED, "bindPasword": "the-secret-itself"})
+    shown, message = found["ldap.bindPasword"]
+    assert shown == "(not shown)" and "did you mean bindPassword?" in message
+    assert "the-secret-itself" not in repr(found)
 
 
 @pytest.mark.parametrize("server, key, words", [
