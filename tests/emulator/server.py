@@ -867,9 +867,11 @@ class Emulator:
     def _cmd_deleteLdapConfiguration(self, a: dict) -> dict:
         if not a.get("id") and not a.get("hostname"):
             raise _ldap_command_error("Either id or hostname must be specified")
+        port = int(a.get("port", 0))
         for r in self.ldap_configurations:
+            # LdapConfigurationDaoImpl.getSearchCriteria: the port filters only when above 0
             if (r["id"] == a.get("id")) if a.get("id") else (
-                    r["hostname"] == a["hostname"] and r["port"] == int(a.get("port", 0))):
+                    r["hostname"] == a["hostname"] and (port <= 0 or r["port"] == port)):
                 self.ldap_configurations.remove(r)
                 return {"LdapConfiguration": self._ldap_response(r)}
         if a.get("id"):
