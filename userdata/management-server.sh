@@ -417,18 +417,30 @@ build_db_truststore() {
 # javax.net.ssl.trustStore / trustStorePassword); the registration sets both,
 # the password from the secret CSEC2_SECRET_LDAP_TRUSTSTORE, which the first
 # management server generates here, so every server's store opens with it.
-# Rebuilt at every boot from the CA secret (a new CA: the next boot). Readable
-# by the management server's user, cloud, only.
+# Rebuilt at a boot that finds another CA in the secret (the CA it was built
+# from is kept beside the boot's state); the running server then restarts
+# (LDAP_TRUSTSTORE_CHANGED): the JVM reads javax.net.ssl.trustStore once, when
+# it makes its default SSLContext, and keeps that. Readable by the management
+# server's user, cloud, only.
+LDAP_TRUSTSTORE_CHANGED=0
 setup_ldap_truststore() {
     [[ -n ${CSEC2_SECRET_LDAP_CA-} ]] || return 0
     csec2_step "LDAPS: the directory's CA certificates in $CSEC2_LDAP_TRUSTSTORE"
-    local ca password store=$CSEC2_ROOT$CSEC2_LDAP_TRUSTSTORE
+    local ca password pem store=$CSEC2_ROOT$CSEC2_LDAP_TRUSTSTORE built=$CSEC2_STATE_DIR/ldap-truststore-ca.pem
     first_secret_value "$CSEC2_SECRET_LDAP_TRUSTSTORE" ldap-truststore
     csec2_wait_secret "$CSEC2_SECRET_LDAP_CA" ca
     csec2_wait_secret "$CSEC2_SECRET_LDAP_TRUSTSTORE" password
     csec2_add_secret "$password"
-    import_certificates "$(secret_file ldap-ca.pem "$ca")" "$store" "$password" ldap-ca 0640
+    pem=$(secret_file ldap-ca.pem "$ca")
+    if [[ -s $store ]] && cmp -s "$pem" "$built"; then
+        csec2_log "$CSEC2_LDAP_TRUSTSTORE is up to date"
+        return 0
+    fi
+    import_certificates "$pem" "$store" "$password" ldap-ca 0640
     chown root:cloud "$store"
+    mkdir -p "$CSEC2_STATE_DIR"
+    install -m 0644 "$pem" "$built"
+    LDAP_TRUSTSTORE_CHANGED=1
     csec2_log "$CSEC2_LDAP_TRUSTSTORE: $IMPORTED certificate(s) of secret $CSEC2_SECRET_LDAP_CA"
 }
 
@@ -822,8 +834,8 @@ setup_management() {
         csec2_log "management server already set up and enabled"
         if ! systemctl is-active --quiet cloudstack-management.service; then
             systemctl start cloudstack-management.service
-        elif ((DB_PROPERTIES_CHANGED)); then
-            csec2_log "restarting the management server: db.properties changed"
+        elif ((DB_PROPERTIES_CHANGED || LDAP_TRUSTSTORE_CHANGED)); then
+            csec2_log "restarting the management server: db.properties or the LDAPS truststore changed"
             systemctl restart cloudstack-management.service
         fi
     else

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -490,14 +491,20 @@ def _problem_lines(problems, stack: StackConfig) -> list[str]:
     lines = []
     for problem in problems:
         full = stack.full_key(problem.key)
-        origin = stack.origins.get(full, "default")
-        line = f"  - {problem}  [{origin}]"
+        line = f"  - {problem}  [{_origin(stack, problem.key)}]"
         key = KEYS_BY_NAME.get(problem.key)
         if key is not None and key.kind == "str" and full in stack.yaml_numbers:
             text = stack.yaml_numbers[full]
             line += f" (written as the YAML number {text}: quote it, \"{text}\")"
         lines.append(line)
     return lines
+
+
+def _origin(stack: StackConfig, key: str) -> str:
+    """Where a problem's value came from (the stack file, a --set, "default"); a field of an
+    object key (ldap.servers[0].port) comes from where the key came from."""
+    return stack.origins.get(stack.full_key(key)) or stack.origins.get(
+        stack.full_key(re.split(r"[.\[]", key)[0]), "default")
 
 
 def _stack_notes(stack: StackConfig) -> list[str]:
@@ -585,7 +592,7 @@ def _settings_failure(args: argparse.Namespace, stack: StackConfig, exc: Setting
     if args.json:  # a machine reading stdout gets the problems too
         json.dump({"schemaVersion": JSON_SCHEMA_VERSION, "project": stack.project, "stack": args.stack,
                    "problems": [{"key": stack.full_key(p.key), "value": p.value, "message": p.message,
-                                 "from": stack.origins.get(stack.full_key(p.key), "default")} for p in problems]},
+                                 "from": _origin(stack, p.key)} for p in problems]},
                   out, indent=2, default=str)
         out.write("\n")
     err.write(f"cloudstack-ec2 plan: {len(problems)} problem(s) in stack {args.stack!r} "

@@ -24,6 +24,8 @@ from typing import Any, Callable, Mapping, Optional
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
+from components.model.suggest import did_you_mean
+
 #: ldap.provider: which user manager CloudStack uses (LdapUserManager.Provider).
 PROVIDERS = ("openldap", "microsoftad")
 #: The defaults of LdapConfiguration.java's ConfigKeys, by the stack's field name.
@@ -73,6 +75,14 @@ _HOST = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)
 # A CloudStack domain's path as listDomains reports it: ROOT, ROOT/sales, ROOT/sales/emea.
 _DOMAIN_PATH = re.compile(r"^ROOT(/[^/\s][^/]{0,254})*$")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+# RFC 4515 3: in a filter's assertion value '(', ')', '*' and NUL are syntax, and '\' starts a
+# two-hex-digit escape (\28 is '(').
+_FILTER_VALUE = re.compile(r"^(?:[^()*\\\0]|\\[0-9A-Fa-f]{2})*$")
+#: Why a group's DN must read as a filter value (groupPrincipal, a GROUP link's name).
+_GROUP_IN_FILTER = ("CloudStack puts a group's DN into its search filter as it is "
+                    "(OpenLdapUserManagerImpl.getMemberOfGroupString), where '(', ')', '*' and '\\' are filter "
+                    "syntax (RFC 4515): write them as the escapes \\28, \\29, \\2a (also valid in a DN); a DN "
+                    "with an escaped character such as '\\,' cannot be matched")
 
 
 @dataclass(frozen=True)
@@ -151,11 +161,12 @@ def _member_of(directory: LdapDirectory, group: str) -> str:
 
 def users_filter(directory: LdapDirectory, username: Optional[str] = None, mapped_groups: tuple[str, ...] = ()) -> str:
     """OpenLdapUserManagerImpl.generateSearchFilter (the AD manager inherits it): the users
-    listLdapUsers / importLdapUsers / a sign-in without a domain link look for, under
+    listLdapUsers / importLdapUsers (no name) / a sign-in without a domain link look for, under
     ldap.basedn: `(&(objectClass=<user object>)(<username attribute>=<name or *>)
-    [(|(<memberOf>=<group>)...)][(<memberOf>=<ldap.search.group.principle>)])`."""
+    [(|(<memberOf>=<group>)...)][(<memberOf>=<ldap.search.group.principle>)])`. A name is
+    escaped twice: LdapManagerImpl.getUser escapes it, then getUsernameFilter again."""
     groups = "".join(_member_of(directory, g) for g in mapped_groups)
-    name = "*" if username is None else escape(username)
+    name = "*" if username is None else escape(escape(username))
     return (f"(&(objectClass={directory.user_object})({directory.username_attribute}={name})"
             f"{f'(|{groups})' if groups else ''}{_member_of(directory, directory.group_principal)})")
 
@@ -184,6 +195,11 @@ def return_attributes(directory: LdapDirectory) -> tuple[str, ...]:
 Report = Callable[[str, Any, str], None]
 
 
+def is_filter_value(text: str) -> bool:
+    """`text` can stand in an RFC 4515 filter as it is (no '(', ')', '*', NUL; '\\' only as \\XX)."""
+    return bool(_FILTER_VALUE.match(text))
+
+
 def is_dn(text: str) -> bool:
     """An RFC 4514 distinguished name (ldap3's parser: every RDN type=value, specials escaped)."""
     try:
@@ -208,7 +224,9 @@ def parse_directory(raw: Any, report: Report, secret: bool) -> Optional[LdapDire
         problems.append((key, value, message))
 
     for name in sorted(set(raw) - set(FIELDS)):
-        bad(f"ldap.{name}", raw[name], f"unknown field (known: {', '.join(FIELDS)})")
+        # its value is not shown: a misspelt secret field (bindPasword) would print the secret
+        bad(f"ldap.{name}", "(not shown)", " ".join(filter(None, (
+            "unknown field;", did_you_mean(str(name), FIELDS), f"known: {', '.join(FIELDS)}"))))
     values = {k: _text(raw, k, bad) for k in (*DEFAULTS, "baseDn", "bindPrincipal", "groupPrincipal")}
     values = {k: v if v or k not in DEFAULTS else DEFAULTS[k] for k, v in values.items()}
     if values["provider"] not in PROVIDERS:
@@ -224,6 +242,8 @@ def parse_directory(raw: Any, report: Report, secret: bool) -> Optional[LdapDire
                 "DC=com (RFC 4514: type=value pairs separated by ',', special characters escaped with '\\')")
         elif required and not values[key]:
             bad(f"ldap.{key}", "", "required: a distinguished name such as DC=example,DC=com")
+    if values["groupPrincipal"] and not is_filter_value(values["groupPrincipal"]):
+        bad("ldap.groupPrincipal", values["groupPrincipal"], _GROUP_IN_FILTER)
     password = raw.get("bindPassword")
     if password in (None, ""):
         bad("ldap.bindPassword", "", "required: the bind principal's password, as a secret: pulumi config set "
@@ -340,6 +360,8 @@ def _links(raw: Any, bad: Report) -> tuple[LdapLink, ...]:
         if not is_dn(name):
             bad(f"{key}.name", name, "the distinguished name of the group or OU, e.g. CN=CloudStack,CN=Users,"
                 "DC=example,DC=com")
+        elif kind == "GROUP" and not is_filter_value(name):
+            bad(f"{key}.name", name, _GROUP_IN_FILTER)
         if account not in ACCOUNT_TYPES:
             bad(f"{key}.accountType", account, "user or domainAdmin: linkDomainToLdap creates only normal users "
                 "(account type 0) or domain admins (2)")

@@ -14,6 +14,9 @@ from .client import LOG, Api, CloudStackError, RegistrationError, aws_session
 
 #: LdapManagerImpl.addConfigurationInternal: the bind with ldap.bind.principal/password failed.
 BIND_FAILED = "unable to bind to the given ldap server"
+#: linkDomainToLdap of a domain linked already: the unique key uk_ldap_trust_map__bind_location
+#: breaks, which GenericDaoBase.persist raises as EntityExistsException("Entity already exists ").
+LINKED_ALREADY = "entity already exists"
 
 
 class SecretSetting(Kind):
@@ -158,7 +161,7 @@ class LdapLink(Kind):
             api.call("linkDomainToLdap", domainid=domain_id, type=props["type"], ldapdomain=props["ldapdomain"],
                      accounttype=props["accounttype"])
         except CloudStackError as e:
-            if "duplicate" in e.text.lower():
+            if LINKED_ALREADY in e.text.lower():
                 raise RegistrationError(
                     f"{self.label(props)}: domain {props['domain']} is linked already (CloudStack keeps one link "
                     f"per domain and no API of this release shows or removes it). Remove the old link "

@@ -183,6 +183,14 @@ def _uuid() -> str:
     return str(uuid.uuid4())
 
 
+def _ldap_command_error(message: str) -> "ApiError":
+    """addLdapConfiguration / deleteLdapConfiguration: LdapAddConfigurationCmd.execute and
+    LdapDeleteConfigurationCmd.execute catch LdapManagerImpl's InvalidParameterValueException and
+    throw ServerApiException(ApiErrorCode.INTERNAL_ERROR, e.toString()): 530, the exception's
+    class name before its message."""
+    return ApiError(530, f"com.cloud.exception.InvalidParameterValueException: {message}")
+
+
 class Emulator:
     def __init__(self, *, apikey: str = "emu-apikey", secretkey: str = "emu-secretkey", job_delay: float = 0.02,
                  host_connect_delay: float = 0.02, maintenance_delay: float = 0.05, port: int = 0,
@@ -844,7 +852,7 @@ class Emulator:
         except Exception:  # unresolvable host, refused connection: NamingException / IOException
             ok = False
         if not ok:
-            raise ApiError(431, "Unable to bind to the given LDAP server")
+            raise _ldap_command_error("Unable to bind to the given LDAP server")
 
     @staticmethod
     def _ldap_response(row: dict) -> dict:
@@ -856,7 +864,7 @@ class Emulator:
             raise ApiError(530, "the emulator keeps global LDAP configurations only")
         port = int(a["port"]) if int(a["port"]) > 0 else 389   # addConfigurationInternal: port <= 0 → 389
         if any(r["hostname"] == a["hostname"] and r["port"] == port for r in self.ldap_configurations):
-            raise ApiError(431, "Duplicate configuration")   # hostname:port is unique for a domain binding
+            raise _ldap_command_error("Duplicate configuration")   # hostname:port is unique for a domain binding
         self._ldap_bind(a["hostname"], port)
         row = {"id": _uuid(), "hostname": a["hostname"], "port": port, "domainid": None}
         self.ldap_configurations.append(row)
@@ -872,35 +880,40 @@ class Emulator:
 
     def _cmd_deleteLdapConfiguration(self, a: dict) -> dict:
         if not a.get("id") and not a.get("hostname"):
-            raise ApiError(431, "Either id or hostname must be specified")
+            raise _ldap_command_error("Either id or hostname must be specified")
+        port = int(a.get("port", 0))
         for r in self.ldap_configurations:
+            # LdapConfigurationDaoImpl.getSearchCriteria: the port filters only when above 0
             if (r["id"] == a.get("id")) if a.get("id") else (
-                    r["hostname"] == a["hostname"] and r["port"] == int(a.get("port", 0))):
+                    r["hostname"] == a["hostname"] and (port <= 0 or r["port"] == port)):
                 self.ldap_configurations.remove(r)
                 return {"LdapConfiguration": self._ldap_response(r)}
         if a.get("id"):
-            raise ApiError(431, f"Cannot find configuration with id {a['id']}")
-        raise ApiError(431, f"Cannot find configuration with hostname {a['hostname']}")
+            raise _ldap_command_error(f"Cannot find configuration with id {a['id']}")
+        raise _ldap_command_error(f"Cannot find configuration with hostname {a['hostname']}")
 
     def _cmd_linkDomainToLdap(self, a: dict) -> dict:
-        """LdapManagerImpl.linkDomainToLdap; commons-lang Validate's IllegalArgumentException and
-        the database's duplicate key reach the caller as 530 (ApiErrorCode.INTERNAL_ERROR)."""
+        """LdapManagerImpl.linkDomainToLdap: commons-lang Validate's and the LinkType enum's
+        IllegalArgumentException reach the caller as 431 (ApiServer.handleRequest answers it as
+        ApiErrorCode.PARAM_ERROR); a second link of the domain breaks the unique key
+        uk_ldap_trust_map__bind_location (domain_id, account_id), which GenericDaoBase.persist
+        turns into EntityExistsException("Entity already exists "), answered as 530 with its
+        message (ApiServer: an unhandled exception, to a root admin)."""
         domain = self._domain(a["domainid"])
         base_dn = self._setting_in("ldap.basedn", domain["id"])
         if base_dn is None:
-            raise ApiError(530, f"can not link a domain (with id = {domain['id']}) unless a basedn (null) is "
+            raise ApiError(431, f"can not link a domain (with id = {domain['id']}) unless a basedn (null) is "
                                 f"configured for it.")
         ldap_domain = a.get("ldapdomain") or a.get("name") or ""
         if not ldap_domain:
-            raise ApiError(530, "ldapDomain cannot be empty, please supply a GROUP or OU name")
+            raise ApiError(431, "ldapDomain cannot be empty, please supply a GROUP or OU name")
         if int(a["accounttype"]) not in (0, 2):
-            raise ApiError(530, "accountype should be either 0(normal user) or 2(domain admin)")
+            raise ApiError(431, "accountype should be either 0(normal user) or 2(domain admin)")
         kind = a["type"].upper()
         if kind not in ("GROUP", "OU"):
-            raise ApiError(530, f"No enum constant org.apache.cloudstack.ldap.LdapManager.LinkType.{kind}")
-        if domain["id"] in self.ldap_links:   # uk_ldap_trust_map__bind_location (domain_id, account_id)
-            raise ApiError(530, f"DB Exception on: Duplicate entry '{domain['id']}-0' for key "
-                                f"'uk_ldap_trust_map__bind_location'")
+            raise ApiError(431, f"No enum constant org.apache.cloudstack.ldap.LdapManager.LinkType.{kind}")
+        if domain["id"] in self.ldap_links:
+            raise ApiError(530, "Entity already exists ")
         link = {"domainid": domain["id"], "type": kind, "ldapdomain": ldap_domain, "name": ldap_domain,
                 "accounttype": int(a["accounttype"])}
         self.ldap_links[domain["id"]] = link

@@ -8,7 +8,8 @@ The tree (base dc=sbdemo1,dc=local):
 - ou=people: alice, bob (members of cn=CloudStack), carol (of cn=Others), dave (in no group),
   each with password USER_PASSWORD;
 - ou=staff: erin (member of no group: only an OU link finds her);
-- ou=groups: cn=CloudStack (alice, bob), cn=Others (carol).
+- ou=groups: cn=CloudStack (alice, bob), cn=Others (carol), cn=Team (EU) (carol: a name with
+  characters that are syntax in a search filter).
 
 The memberof overlay keeps each user's memberOf, which CloudStack's OpenLDAP user manager
 filters on (ldap.user.memberof.attribute, default "memberof").
@@ -31,9 +32,10 @@ BIND_PASSWORD = "bind-Passw0rd"
 USER_PASSWORD = "user-Passw0rd"
 GROUP_DN = f"cn=CloudStack,ou=groups,{BASE_DN}"
 OTHERS_DN = f"cn=Others,ou=groups,{BASE_DN}"
+TEAM_DN = f"cn=Team (EU),ou=groups,{BASE_DN}"
 STAFF_OU = f"ou=staff,{BASE_DN}"
 PEOPLE = {"alice": "people", "bob": "people", "carol": "people", "dave": "people", "erin": "staff"}
-GROUPS = {GROUP_DN: ("alice", "bob"), OTHERS_DN: ("carol",)}
+GROUPS = {GROUP_DN: ("alice", "bob"), OTHERS_DN: ("carol",), TEAM_DN: ("carol",)}
 
 SLAPD = "/usr/sbin/slapd"
 SCHEMAS = ("core", "cosine", "inetorgperson", "nis")

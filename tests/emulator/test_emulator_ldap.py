@@ -9,6 +9,10 @@ import requests
 from emulator import slapd
 from emulator.server import Emulator, signature_of
 
+#: How LdapAddConfigurationCmd / LdapDeleteConfigurationCmd report LdapManagerImpl's refusals
+#: (e.toString() of the InvalidParameterValueException)
+INVALID = "com.cloud.exception.InvalidParameterValueException:"
+
 
 @pytest.fixture
 def emu():
@@ -40,38 +44,46 @@ def configure(emu, password=slapd.BIND_PASSWORD):
 def test_add_binds_to_the_server_and_refuses_a_duplicate(emu, directory):
     configure(emu, password="wrong")
     status, body = call(emu, "addLdapConfiguration", hostname=directory.host, port=directory.port)
-    assert (status, body["errortext"]) == (431, "Unable to bind to the given LDAP server")
+    # LdapAddConfigurationCmd.execute: ServerApiException(INTERNAL_ERROR, e.toString())
+    assert (status, body["errortext"]) == (530, f"{INVALID} Unable to bind to the given LDAP server")
     configure(emu)
     assert call(emu, "addLdapConfiguration", hostname=directory.host, port=directory.port)[0] == 200
     assert call(emu, "addLdapConfiguration", hostname=directory.host, port=directory.port)[1]["errortext"] == \
-        "Duplicate configuration"
+        f"{INVALID} Duplicate configuration"
     status, body = call(emu, "listLdapConfigurations", hostname=directory.host)
     assert body["count"] == 1 and body["LdapConfiguration"][0]["port"] == directory.port
-    assert call(emu, "deleteLdapConfiguration", hostname=directory.host, port=directory.port)[0] == 200
+    # LdapConfigurationDaoImpl.getSearchCriteria: the port only filters when it is above 0
+    assert call(emu, "deleteLdapConfiguration", hostname=directory.host)[0] == 200
     assert call(emu, "listLdapConfigurations")[1] == {}
-    assert call(emu, "deleteLdapConfiguration")[1]["errortext"] == "Either id or hostname must be specified"
+    assert call(emu, "deleteLdapConfiguration")[1]["errortext"] == f"{INVALID} Either id or hostname must be specified"
+    status, body = call(emu, "deleteLdapConfiguration", hostname=directory.host, port=directory.port)
+    assert (status, body["errortext"]) == (530, f"{INVALID} Cannot find configuration with hostname {directory.host}")
 
 
 def test_an_unreachable_server_cannot_be_added(emu):
     configure(emu)
     assert call(emu, "addLdapConfiguration", hostname="127.0.0.1", port=1)[1]["errortext"] == \
-        "Unable to bind to the given LDAP server"
+        f"{INVALID} Unable to bind to the given LDAP server"
 
 
 def test_link_rules(emu):
     root = call(emu, "listDomains", listall="true")[1]["domain"][0]
     assert root["path"] == "ROOT"
     link = {"domainid": root["id"], "type": "GROUP", "ldapdomain": slapd.GROUP_DN, "accounttype": 0}
+    # commons-lang Validate's IllegalArgumentException: ApiServer answers it as PARAM_ERROR
     status, body = call(emu, "linkDomainToLdap", **link)
-    assert status == 530 and "unless a basedn" in body["errortext"]
+    assert status == 431 and "unless a basedn" in body["errortext"]
     configure(emu)
-    assert "0(normal user) or 2(domain admin)" in call(emu, "linkDomainToLdap", **{**link, "accounttype": 1})[1][
-        "errortext"]
-    assert "LinkType.TEAM" in call(emu, "linkDomainToLdap", **{**link, "type": "team"})[1]["errortext"]
+    status, body = call(emu, "linkDomainToLdap", **{**link, "accounttype": 1})
+    assert status == 431 and "0(normal user) or 2(domain admin)" in body["errortext"]
+    status, body = call(emu, "linkDomainToLdap", **{**link, "type": "team"})
+    assert status == 431 and "LinkType.TEAM" in body["errortext"]
     assert call(emu, "linkDomainToLdap", **{**link, "domainid": "no-such"})[0] == 431
     status, body = call(emu, "linkDomainToLdap", **link)
     assert status == 200 and body["LinkDomainToLdap"]["accounttype"] == 0
-    assert "Duplicate entry" in call(emu, "linkDomainToLdap", **link)[1]["errortext"]
+    # GenericDaoBase.persist: the unique key's duplicate is EntityExistsException, a 530
+    status, body = call(emu, "linkDomainToLdap", **{**link, "type": "OU"})
+    assert (status, body["errortext"]) == (530, "Entity already exists ")
     # not in the current release's contract
     assert call(emu, "unlinkDomainFromLdap", domainid=root["id"])[0] == 432
 

@@ -9,9 +9,10 @@ import json
 
 import pytest
 from ldap3 import NONE, SUBTREE, Connection, Server
+from ldap3.core.exceptions import LDAPInvalidFilterError
 
 from components.model import catalog, ldap
-from components.model.settings import parse_settings
+from components.model.settings import SettingsError, parse_settings
 from emulator import slapd
 
 
@@ -111,3 +112,18 @@ def test_a_wrong_bind_password_is_refused_with_invalid_credentials(directory):
     # LdapManagerImpl.addConfiguration answers as "Unable to bind to the given LDAP server"
     assert not conn.bind()
     assert (conn.result["result"], conn.result["description"]) == (49, "invalidCredentials")
+
+
+def test_a_group_whose_dn_has_filter_syntax_is_linked_by_its_escaped_form(directory):
+    # CloudStack would send "(memberof=cn=Team (EU),...)": no valid filter (JNDI's
+    # InvalidSearchFilterException), so nobody could sign in; the stack refuses that name
+    conn = bound(directory, stack_directory(directory))
+    with pytest.raises(LDAPInvalidFilterError):
+        conn.search(slapd.BASE_DN, f"(&(objectClass=inetOrgPerson)(uid=carol)(memberof={slapd.TEAM_DN}))")
+    with pytest.raises(SettingsError, match=r"ldap\.links\[0\]\.name"):
+        stack_directory(directory, links=[{"domain": "ROOT", "type": "GROUP", "name": slapd.TEAM_DN}])
+    # the same DN with RFC 4515 escapes, which the directory reads back as the group's DN
+    escaped = slapd.TEAM_DN.replace("(", "\\28").replace(")", "\\29")
+    d = stack_directory(directory, links=[{"domain": "ROOT", "type": "GROUP", "name": escaped}])
+    hits = {n: search(conn, *ldap.link_search(d, d.links[0], n), d) for n in slapd.PEOPLE}
+    assert {n for n, h in hits.items() if h} == {"carol"}

@@ -175,3 +175,17 @@ def test_a_truststore_password_not_generated_yet_says_to_replace_the_management_
     arn = client.create_secret(Name="cloudstack-ec2/test/ldap-truststore-x")["ARN"]   # no value: no server made one
     with pytest.raises(RegistrationError, match="has no value.*pulumi up --replace"):
         read_secret({"name": "ldap.truststore.password", "secret_arn": arn, "secret_version": "", "region": REGION})
+
+
+def test_a_changed_link_of_a_linked_domain_says_how_to_remove_the_old_one(emulator, api_secret, bind_secret,
+                                                                          directory):
+    engine = engine_for(emulator, api_secret, bind_secret(slapd.BIND_PASSWORD))
+    base = make_spec(1, timeouts=FAST)
+    engine.up(dataclasses.replace(base, ldap=ldap_spec(directory)))
+    # the link is replaced: unlinkDomainFromLdap is not in this release, so the old link stays and
+    # linkDomainToLdap answers the unique key's duplicate (530 "Entity already exists ")
+    with pytest.raises(RegistrationError) as err:
+        engine.up(dataclasses.replace(base, ldap=ldap_spec(directory, links=[
+            {"domain": "ROOT", "type": "OU", "name": slapd.STAFF_OU}])))
+    text = str(err.value)
+    assert "domain ROOT is linked already" in text and "DELETE FROM cloud.ldap_trust_map" in text

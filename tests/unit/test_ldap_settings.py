@@ -88,8 +88,17 @@ def test_ldaps_port_defaults_to_636_and_needs_a_ca():
 def test_each_bad_field_is_named_with_its_value(field, value, words):
     key, (shown, message) = next(iter(problems({**SEED, field: value}).items()))
     assert key == f"ldap.{field}" and words in message
-    if field not in ("bindPassword",):
+    if field not in ("bindPassword", "colour"):
         assert shown == value
+
+
+def test_a_misspelt_field_does_not_show_its_value_which_may_be_the_password():
+    # `pulumi config set --secret --path ldap.bindPasword ...`: the error is printed by
+    # `pulumi preview` and may end up in a CI log
+    found = problems({**SEED, "bindPasword": "the-secret-itself"})
+    shown, message = found["ldap.bindPasword"]
+    assert shown == "(not shown)" and "did you mean bindPassword?" in message
+    assert "the-secret-itself" not in repr(found)
 
 
 @pytest.mark.parametrize("server, key, words", [
@@ -160,9 +169,62 @@ def test_filters_as_the_user_managers_build_them():
                       "links": [{"type": "OU", "name": "OU=Staff,DC=sbdemo1,DC=local"}]}).ldap
     base, flt = ldap.link_search(openldap, openldap.links[0], "jdoe")
     assert (base, flt) == ("OU=Staff,DC=sbdemo1,DC=local", "(&(objectClass=inetOrgPerson)(uid=jdoe))")
+    # LdapManagerImpl.getUser escapes the name, then OpenLdapUserManagerImpl.getUsernameFilter again
     assert ldap.users_filter(openldap, "j*") == \
-        "(&(objectClass=inetOrgPerson)(uid=j\\2a)(memberof=CN=CloudStack,CN=Users,DC=sbdemo1,DC=local))"
+        "(&(objectClass=inetOrgPerson)(uid=j\\5c2a)(memberof=CN=CloudStack,CN=Users,DC=sbdemo1,DC=local))"
 
 
 def test_escaping_is_ldap_utils():
     assert ldap.escape("a*(b)\\\0") == "a\\2a\\28b\\29\\5c\\00"
+
+
+def test_a_group_dn_goes_into_the_filter_as_it_is_so_filter_syntax_in_it_is_refused():
+    # OpenLdapUserManagerImpl.getMemberOfGroupString: "(" + memberOf + "=" + group + ")", unescaped
+    team = "CN=Team (EU),CN=Users,DC=sbdemo1,DC=local"
+    found = problems({**SEED, "groupPrincipal": team, "links": [{"type": "GROUP", "name": team},
+                                                                  {"domain": "ROOT/a", "type": "GROUP",
+                                                                   "name": "CN=Doe\\, John,DC=sbdemo1,DC=local"}]})
+    assert set(found) == {"ldap.groupPrincipal", "ldap.links[0].name", "ldap.links[1].name"}
+    assert found["ldap.groupPrincipal"][0] == team and "\\28" in found["ldap.groupPrincipal"][1]
+    # the same characters as RFC 4515 escapes (also hex escapes of an RFC 4514 DN) are fine, and an
+    # OU link's DN is a search base, not a filter
+    escaped = "CN=Team \\28EU\\29,CN=Users,DC=sbdemo1,DC=local"
+    d = parse({**SEED, "groupPrincipal": escaped, "links": [
+        {"type": "GROUP", "name": escaped}, {"domain": "ROOT/a", "type": "OU", "name": "OU=R&D (EU),DC=sbdemo1,DC=local"}]}).ldap
+    assert d.group_principal == escaped and ldap.link_search(d, d.links[0], "x")[1].endswith(f"={escaped}))")
+
+
+def _readme_example() -> tuple[dict, dict]:
+    """README "Signing in with LDAP or Active Directory": the `pulumi config set` lines (path →
+    value; None for the prompted secret) and the stack file's YAML they make."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Signing in with LDAP or Active Directory"):]
+    shell = section[section.index("```sh") + 5:]
+    shell = shell[:shell.index("```")]
+    sets = {}
+    for line in filter(None, (line.split("#")[0].strip() for line in shell.splitlines())):
+        m = re.fullmatch(r"pulumi config set (--secret )?--path '(ldap\.[^']+)'\s*('([^']*)'|\S+)?", line)
+        assert m, line
+        sets[m.group(2)] = None if m.group(1) else (m.group(4) if m.group(4) is not None else m.group(3))
+    stack = section[section.index("```yaml") + 7:]
+    return sets, yaml.safe_load(stack[:stack.index("```")])["cloudstack-ec2:ldap"]
+
+
+def test_the_readme_example_is_what_its_commands_set_and_valid():
+    sets, stack = _readme_example()
+
+    def leaves(value, path):
+        if isinstance(value, dict) and set(value) != {"secure"}:
+            return {k: v for key, item in value.items() for k, v in leaves(item, f"{path}.{key}").items()}
+        if isinstance(value, list):
+            return {k: v for i, item in enumerate(value) for k, v in leaves(item, f"{path}[{i}]").items()}
+        return {path: None if isinstance(value, dict) else str(value)}
+
+    assert leaves(stack, "ldap") == sets
+    d = parse({**stack, "bindPassword": "the prompted one"}).ldap
+    assert d.provider == "microsoftad" and d.links[0].account_type_id == 0

@@ -166,3 +166,12 @@ def test_a_missing_stack_under_json_prints_the_error_object_on_stdout(tmp_path, 
     assert doc["schemaVersion"] == 1 and doc["stack"] == "prod"
     assert doc["error"]["kind"] == "missing-stack" and doc["error"]["stacks"] == ["dev"]
     assert "Pulumi.prod.yaml not found" in doc["error"]["message"]
+
+
+def test_a_problem_inside_an_object_is_blamed_on_the_set_that_gave_the_object(tmp_path, plan):
+    ldap = json.dumps({"servers": [{"host": "dc1.sbdemo1.local", "port": 0}], "baseDn": "DC=sbdemo1,DC=local",
+                       "bindPrincipal": "CN=cloudstack-ldap,DC=sbdemo1,DC=local"})
+    result = plan(project(tmp_path), "--set", f"ldap={ldap}")
+    assert result.returncode == 2
+    line = next(x for x in result.stderr.splitlines() if "ldap.servers[0].port" in x)
+    assert line.endswith(f"[--set ldap={ldap}]"), line

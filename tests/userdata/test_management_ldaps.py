@@ -62,3 +62,26 @@ def test_without_ldaps_no_truststore(machine):
     assert r.status == 0, r.output
     assert not machine.file(TRUSTSTORE_PATH).exists()
     assert not [c for c in machine.calls() if c["cmd"] == "keytool" and "ldap-ca-1" in c["args"]]
+
+
+def _restarts(machine) -> int:
+    return sum(1 for c in machine.calls()
+               if c["cmd"] == "systemctl" and c["args"][:2] == ["restart", "cloudstack-management.service"])
+
+
+def test_a_new_ca_at_a_later_boot_restarts_the_management_server_an_unchanged_one_does_not(machine):
+    with_ldaps(machine)
+    assert machine.run_user_data(render(LDAPS)).status == 0
+    machine.clear_calls()
+    r = machine.rerun("management-server.sh")
+    assert r.status == 0, r.output
+    assert _restarts(machine) == 0
+    # LdapContextFactory.enableSSL only sets javax.net.ssl.trustStore; the JVM reads the store
+    # when it first makes its default SSLContext and keeps it: a new CA needs a new JVM
+    machine.update(lambda s: s["secrets"].update({LDAP_CA: fake_pem(["SBDEMO1 Root CA 2026"])}))
+    machine.clear_calls()
+    r = machine.rerun("management-server.sh")
+    assert r.status == 0, r.output
+    assert json.loads(machine.file(TRUSTSTORE_PATH).read_text())["certificates"] == {
+        "ldap-ca-1": "SBDEMO1 Root CA 2026"}
+    assert _restarts(machine) == 1
