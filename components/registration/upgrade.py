@@ -125,12 +125,30 @@ class Upgrade:
         """A manual RDS snapshot named after both versions (kept: manual snapshots outlive the
         instance), waited for until available (CreateDBSnapshot, DescribeDBSnapshots)."""
         name = upgrades.snapshot_name(self.installed, self.requested, self.props["snapshot_prefix"])
+        db = self.props["db_instance"]
         try:
-            self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)
+            found = self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]
         except self.rds.exceptions.DBSnapshotNotFoundFault:
-            self.rds.create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier=self.props["db_instance"])
-        self._until(f"RDS snapshot {name} available", self.timeouts["snapshot"], lambda: self.rds.describe_db_snapshots(
-            DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"] == "available")
+            self.rds.create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier=db)
+        else:
+            # Snapshot identifiers are unique per account and region, not per database: a stack of
+            # the same name elsewhere in the account (or "dev_1" beside "dev-1") may hold this one.
+            # Taking it for ours would leave this cloud without its way back.
+            if found.get("DBInstanceIdentifier") != db:
+                raise UpgradeError(
+                    f"upgrade to {self.requested}: step snapshot: the RDS snapshot {name} exists already and is "
+                    f"of the DB instance {found.get('DBInstanceIdentifier')}, not of this stack's {db}; nothing "
+                    f"was stopped. Rename or delete that snapshot (aws rds delete-db-snapshot "
+                    f"--db-snapshot-identifier {name}) if it is no longer needed, then run `pulumi up` again")
+
+        def available() -> bool:
+            status = self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"]
+            if status == "failed":
+                raise UpgradeError(f"upgrade to {self.requested}: step snapshot: RDS snapshot {name} of {db} "
+                                   f"failed; nothing was stopped. Delete it and run `pulumi up` again")
+            return status == "available"
+
+        self._until(f"RDS snapshot {name} available", self.timeouts["snapshot"], available)
 
     def run_command(self, step: upgrades.Step) -> None:
         """The step's script on its instance through SSM Run Command; a failure names the step,

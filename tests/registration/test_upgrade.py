@@ -242,3 +242,19 @@ def test_a_run_that_finds_the_api_down_before_any_step_is_recorded_goes_on(emula
     result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
     assert result.outs["version"] == "4.22"
     _all_on(emulator, fleet, "4.22.1.0")
+
+
+def test_a_snapshot_of_that_name_from_another_database_is_refused_before_anything_stops(emulator, cloud):
+    # RDS snapshot identifiers are unique per account and region: another stack of the same name
+    # (in another project, or "test_1" beside "test-1") may have taken the name for its database.
+    fleet, secret_id = cloud
+    rds = boto3.client("rds", region_name=REGION)
+    rds.create_db_instance(DBInstanceIdentifier="another-stack-db", DBInstanceClass="db.t3.medium", Engine="mysql",
+                           MasterUsername="admin", MasterUserPassword="not-a-secret-1", AllocatedStorage=20)
+    rds.create_db_snapshot(DBSnapshotIdentifier="cloudstack-test-4-20-1-to-4-22",
+                           DBInstanceIdentifier="another-stack-db")
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    with pytest.raises(UpgradeError, match=r"snapshot cloudstack-test-4-20-1-to-4-22 exists already and is of "
+                                           r"the DB instance another-stack-db, not of this stack's " + DB):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert fleet.ran == [] and set(emulator.servers.values()) == {"4.20.1.0"}
