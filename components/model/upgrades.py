@@ -177,7 +177,6 @@ JAVA_17_OPTIONS = "--add-opens=java.base/java.lang=ALL-UNNAMED --add-exports=jav
 def _packages(requested: str, packages: Sequence[str], defaults: Sequence[str]) -> list[str]:
     release = _text(_release(requested))
     lines = [
-        "set -euo pipefail",
         "export DEBIAN_FRONTEND=noninteractive",
         f"sed -i -E 's|^(deb .* )[0-9]+\\.[0-9]+$|\\1{release}|' {_REPO_LIST}",
         f"apt-get -q -o DPkg::Lock::Timeout=600 update",
@@ -192,6 +191,26 @@ def _packages(requested: str, packages: Sequence[str], defaults: Sequence[str]) 
     return lines
 
 
+#: The first lines of every step script. GetCommandInvocation returns only the first 8,000
+#: characters a command writes to stderr (24,000 of stdout), and apt and dpkg write warnings
+#: there long before a failure: the step's whole output goes to a log file on the instance,
+#: and a failure writes to stderr only the failed command and the end of that log, so the
+#: error reaches the message that names the step (AWS Systems Manager API reference,
+#: GetCommandInvocation, StandardErrorContent).
+_PROLOGUE = (
+    "set -euo pipefail",
+    'log=$(mktemp -t cloudstack-ec2-upgrade.XXXXXX)',
+    'exec 3>&2 >>"$log" 2>&1',
+    'failed="the script\'s last command"',
+    "trap 'failed=\"$BASH_COMMAND (line $LINENO)\"' ERR",
+    "csec2_step_end() {",
+    "  local rc=$?",
+    '  [ "$rc" = 0 ] || { echo "$failed: exit $rc; the end of its output (all of it: $log):"; tail -c 3000 "$log"; } >&3',
+    "}",
+    "trap csec2_step_end EXIT",
+)
+
+
 def run_command(script: str) -> str:
     """The one command SSM's AWS-RunShellScript runs (as root, with /bin/sh) for a step's bash
     script: bash reads it from a here-document, so `set -o pipefail` and [[ ]] work."""
@@ -201,23 +220,24 @@ def run_command(script: str) -> str:
 def step_script(step: Step, requested: str) -> str:
     """The shell script (bash) of an instance's step."""
     if step.action == "java":
-        lines = ["set -euo pipefail", "export DEBIAN_FRONTEND=noninteractive",
+        lines = ["export DEBIAN_FRONTEND=noninteractive",
                  f"{_APT} install openjdk-17-jre-headless",
                  "update-alternatives --set java \"$(update-alternatives --list java | grep -m1 java-17)\""]
     elif step.action == "stop":
         # Masked, not only stopped: a reboot's boot script would start the old version beside an
         # upgraded one. The upgrade of this server unmasks it.
-        lines = ["set -euo pipefail",
-                 "systemctl stop cloudstack-management.service cloudstack-usage.service 2>/dev/null || "
+        lines = ["systemctl stop cloudstack-management.service cloudstack-usage.service 2>/dev/null || "
                  "systemctl stop cloudstack-management.service",
                  "systemctl mask cloudstack-management.service",
-                 "! systemctl is-active --quiet cloudstack-management.service"]
+                 "if systemctl is-active --quiet cloudstack-management.service; then",
+                 "  echo 'cloudstack-management.service is still running after its stop' >&2; exit 1",
+                 "fi"]
     elif step.action in ("first", "server"):
         lines = _packages(requested, ("cloudstack-management", "cloudstack-common"),
                           ("/etc/default/cloudstack-management", "/etc/default/cloudstack-usage"))
         # Unmasked before the package: its maintainer scripts may (re)start the service, which a
         # masked unit fails. Only this server is unmasked: the others stay stopped.
-        lines.insert(2, "systemctl unmask cloudstack-management.service")
+        lines.insert(1, "systemctl unmask cloudstack-management.service")
         # The boot script's re-run republishes the version the hosts install and starts the server.
         lines += ["systemctl start cloudstack-ec2-boot.service",
                   "systemctl is-active --quiet cloudstack-management.service"]
@@ -225,8 +245,8 @@ def step_script(step: Step, requested: str) -> str:
         # Stopping the agent leaves the guests running (the guides' KVM section); CloudStack
         # shows the host Disconnected until the new agent connects.
         lines = _packages(requested, ("cloudstack-agent", "cloudstack-common"), ("/etc/default/cloudstack-agent",))
-        lines.insert(2, "systemctl stop cloudstack-agent.service")
+        lines.insert(1, "systemctl stop cloudstack-agent.service")
         lines += ["systemctl start cloudstack-agent.service"]
     else:
         raise ValueError(f"step {step.key} runs through an API, not on an instance")
-    return "\n".join([f"# cloudstack-ec2 upgrade step {step.key}: {step.what}", *lines]) + "\n"
+    return "\n".join([f"# cloudstack-ec2 upgrade step {step.key}: {step.what}", *_PROLOGUE, *lines]) + "\n"

@@ -168,11 +168,14 @@ class Upgrade:
                 result = self.ssm.get_command_invocation(CommandId=command_id, InstanceId=step.instance)
             except self.ssm.exceptions.InvocationDoesNotExist:
                 return False   # not registered yet (GetCommandInvocation right after SendCommand)
-            return result["Status"] not in ("Pending", "InProgress", "Delayed")
+            # GetCommandInvocation's Status: Delayed is retried by SSM; Cancelling is on its way to Cancelled.
+            return result["Status"] not in ("Pending", "InProgress", "Delayed", "Cancelling")
 
         self._until(f"step {step.key} on {step.instance}", self.timeouts["command"] + 600, finished)
         if result["Status"] != "Success":
-            error = (result.get("StandardErrorContent") or result.get("StatusDetails") or "").strip()[-2000:]
+            # The script writes to stderr only the failed command and the end of its log
+            # (upgrades._PROLOGUE): its beginning names the command.
+            error = (result.get("StandardErrorContent") or result.get("StatusDetails") or "").strip()[:4000]
             raise UpgradeError(f"upgrade to {self.requested}: step {step.key} failed on instance {step.instance} "
                                f"({result['Status']}): {error}; fix the cause and run `pulumi up` again: it "
                                f"continues with this step")
