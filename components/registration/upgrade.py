@@ -252,10 +252,17 @@ class Upgrade:
         self._until("a new secondary storage VM and console proxy Running", self.timeouts["system_vms"], replaced)
 
     def restart_routers(self) -> None:
-        """Every virtual router restarted on the new template: its network (or VPC) restarted
-        with cleanup (_sysvm_restart.rst; tenants' networks lose their router for a minute or two)."""
+        """Every virtual router CloudStack marks `requiresupgrade` restarted on the new template:
+        its network (or VPC) restarted with cleanup (_sysvm_restart.rst; tenants' networks lose
+        their router for a minute or two). CloudStack sets the mark when a router's template is
+        older than minreq.sysvmtemplate.version, which the upgraded server sets to the template it
+        registers (SystemVmTemplateRegistration; RouterJoinDaoImpl.newDomainRouterResponse): a
+        router already restarted (a resumed run) or a patch release without a new template
+        leaves its tenants' network untouched."""
         networks, vpcs = set(), set()
         for router in self.api.list("listRouters", "router", listall=True):
+            if not router.get("requiresupgrade"):
+                continue
             if router.get("vpcid"):
                 vpcs.add(router["vpcid"])
             elif router.get("guestnetworkid"):

@@ -258,3 +258,22 @@ def test_a_snapshot_of_that_name_from_another_database_is_refused_before_anythin
                                            r"the DB instance another-stack-db, not of this stack's " + DB):
         CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
     assert fleet.ran == [] and set(emulator.servers.values()) == {"4.20.1.0"}
+
+
+def test_a_run_resumed_in_the_routers_step_restarts_only_the_routers_still_on_the_old_template(emulator, cloud):
+    # A restart with cleanup interrupts the tenants' network: one already on the new template
+    # (CloudStack's requiresupgrade false) is not restarted again.
+    fleet, secret_id = cloud
+    emulator.inject_job_failure("restartVPC", text="Failed to implement network elements and resources")
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(Exception, match="Failed to implement network elements"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    network_router = next(i for i, v in emulator.vms.items() if v.get("guestnetworkid") == "net-1")
+    assert emulator.vms[network_router]["template"] == "4.22.1"
+
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert result.outs["version"] == "4.22"
+    assert next(i for i, v in emulator.vms.items() if v.get("guestnetworkid") == "net-1") == network_router
+    vpc_router = next(v for v in emulator.vms.values() if v.get("vpcid") == "vpc-1")
+    assert vpc_router["template"] == "4.22.1"
