@@ -221,6 +221,12 @@ class Upgrade:
         return self.api.list("listTemplates", "template", templatefilter="all", templatetype="SYSTEM",
                              hypervisor="KVM", listall=True)
 
+    def _new_template(self) -> str:
+        """The name of the new release's KVM system VM template once Ready ("" before)."""
+        release = ".".join(self.requested.split(".")[:2])
+        return next((str(t["name"]) for t in self._system_templates()
+                     if t.get("isready") and f"-{release}." in str(t.get("name"))), "")
+
     def wait_template(self) -> None:
         """The new release's KVM system VM template, which the upgraded server registers from its
         package (upgrading/index.rst, since 4.16), is Ready (known failures: apache/cloudstack
@@ -228,7 +234,7 @@ class Upgrade:
         release = ".".join(self.requested.split(".")[:2])
 
         def ready() -> bool:
-            return any(t.get("isready") and f"-{release}." in str(t.get("name")) for t in self._system_templates())
+            return bool(self._new_template())
 
         try:
             self._until(f"the KVM system VM template of {release} Ready", self.timeouts["template"], ready)
@@ -238,9 +244,13 @@ class Upgrade:
                                f"'SystemVmTemplateRegistration'") from None
 
     def recreate_system_vms(self) -> None:
-        """The secondary storage VM and the console proxy destroyed; CloudStack recreates them
-        on the new template (_sysvm_restart.rst: restart or recreate the system VMs)."""
-        old = {v["id"] for v in self.api.list("listSystemVms", "systemvm")}
+        """The secondary storage VM and the console proxy not on the new template (listSystemVms
+        templatename) destroyed; CloudStack recreates them on it (_sysvm_restart.rst: restart or
+        recreate the system VMs). Those on it already (a resumed run; a patch release without a
+        new template) keep running: consoles and transfers are not interrupted again."""
+        template = self._new_template()
+        old = {v["id"] for v in self.api.list("listSystemVms", "systemvm")
+               if not template or v.get("templatename") != template}
         for vm_id in sorted(old):
             self.api.job("destroySystemVm", id=vm_id)
 

@@ -325,7 +325,7 @@ class Emulator:
             vid = _uuid()
             self.vms[vid] = {"id": vid, "name": name, "hostid": host_id, "state": "Running",
                              "migratable": migratable, "type": type, "ha": ha}
-            if type == "DomainRouter":
+            if type in ("DomainRouter", *SYSTEM_VM_TYPES):
                 self.vms[vid]["template"] = self.system_template_version   # deployed on the current one
             return vid
 
@@ -1513,7 +1513,9 @@ class Emulator:
                "dns2": z.get("dns2"), "podid": pod.get("id"), "podname": pod.get("name"), "hostid": v["hostid"],
                "hostname": host.get("name"), "hypervisor": "KVM", "created": v.get("created"),
                "agentstate": "Up" if v["state"] == "Running" else None,
-               "activeviewersessions": 0 if v["type"] == "ConsoleProxy" else None}
+               "activeviewersessions": 0 if v["type"] == "ConsoleProxy" else None,
+               # ApiResponseHelper.createSystemVmResponse: the VM's template (as listTemplates names it)
+               "templatename": f"systemvm-kvm-{v['template']}" if v.get("template") else None}
         for k in ("publicip", "publicnetmask", "publicmacaddress", "gateway", "publicvlan", "privateip",
                   "privatenetmask", "privatemacaddress", "linklocalip", "linklocalnetmask", "linklocalmacaddress"):
             out[k] = v.get(k)

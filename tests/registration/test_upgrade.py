@@ -277,3 +277,23 @@ def test_a_run_resumed_in_the_routers_step_restarts_only_the_routers_still_on_th
     assert next(i for i, v in emulator.vms.items() if v.get("guestnetworkid") == "net-1") == network_router
     vpc_router = next(v for v in emulator.vms.values() if v.get("vpcid") == "vpc-1")
     assert vpc_router["template"] == "4.22.1"
+
+
+def test_a_run_resumed_in_the_system_vm_step_keeps_the_system_vms_already_on_the_new_template(emulator, cloud):
+    fleet, secret_id = cloud
+    emulator.stuck_system_vms = {"ConsoleProxy"}     # the new console proxy never reaches Running
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    news["upgrade_timeouts"] = {**news["upgrade_timeouts"], "system_vms": 1}
+    with pytest.raises(UpgradeError, match="gave up waiting for a new secondary storage VM and console proxy"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    storage_vm = next(v for v in emulator.vms.values() if v["type"] == "SecondaryStorageVm")
+    assert storage_vm["state"] == "Running" and storage_vm["template"] == "4.22.1"
+
+    emulator.stuck_system_vms = set()
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert result.outs["version"] == "4.22"
+    # the secondary storage VM on the new template was left running; the console proxy runs now
+    assert [v["id"] for v in emulator.vms.values() if v["type"] == "SecondaryStorageVm"] == [storage_vm["id"]]
+    proxy = next(v for v in emulator.vms.values() if v["type"] == "ConsoleProxy")
+    assert proxy["state"] == "Running" and proxy["template"] == "4.22.1"
