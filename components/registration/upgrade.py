@@ -104,6 +104,22 @@ class Upgrade:
         return len(hosts) == len(ips) and all(
             upgrades.version_matches(str(h.get("version") or ""), self.requested) for h in hosts)
 
+    def check_running(self) -> None:
+        """When this resource is created with nothing to upgrade: raises UpgradeError if the API
+        answers with another version than `to_version`. That is a cloud deployed before its
+        version was recorded, with cloudstackVersion changed since: recording the new version
+        without an upgrade would make every instance created later install it, and a host of
+        another version than the servers does not join (userdata/kvm-host.sh). A new stack's
+        servers run `to_version`; no answer (the API unreachable) is no objection."""
+        reported = self._reported()
+        if reported and not upgrades.version_matches(reported, self.requested):
+            running = ".".join(reported.split(".")[:3])
+            raise UpgradeError(
+                f"cloudstackVersion {self.requested}: the servers run CloudStack {reported}, and the stack has no "
+                f"record of it (deployed before the version was recorded); nothing was changed. Set "
+                f"cloudstackVersion to {running} for one `pulumi up`, which records it, then change it to "
+                f"{self.requested}: that update upgrades the cloud")
+
     def _run_step(self, step: upgrades.Step) -> None:
         if step.instance:
             self.run_command(step)
@@ -297,7 +313,10 @@ class CloudStackUpgradeProvider(dyn.ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
         props = _clean(props)
-        return dyn.CreateResult(RESOURCE_ID, self._outs(props, _upgrade(props, props.get("from_version") or "")))
+        installed = props.get("from_version") or ""
+        if not upgrades.is_change(installed, props["to_version"]):
+            Upgrade(props, installed).check_running()
+        return dyn.CreateResult(RESOURCE_ID, self._outs(props, _upgrade(props, installed)))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         olds, news = _clean(olds), _clean(news)

@@ -297,3 +297,17 @@ def test_a_run_resumed_in_the_system_vm_step_keeps_the_system_vms_already_on_the
     assert [v["id"] for v in emulator.vms.values() if v["type"] == "SecondaryStorageVm"] == [storage_vm["id"]]
     proxy = next(v for v in emulator.vms.values() if v["type"] == "ConsoleProxy")
     assert proxy["state"] == "Running" and proxy["template"] == "4.22.1"
+
+
+def test_a_cloud_without_a_recorded_version_on_another_version_is_not_recorded_as_the_new_one(emulator, cloud):
+    # A stack deployed before the version was recorded, cloudstackVersion changed meanwhile:
+    # the upgrade resource is created with nothing recorded to upgrade from.
+    fleet, secret_id = cloud
+    with pytest.raises(UpgradeError, match=r"cloudstackVersion 4\.22: the servers run CloudStack 4\.20\.1\.0, "
+                                           r"and the stack has no record.*Set cloudstackVersion to 4\.20\.1"):
+        CloudStackUpgradeProvider().create(props(emulator, secret_id, fleet, "4.22", from_version=""))
+    assert fleet.ran == []
+    # the running version (or its release) is recorded as it is
+    for version in ("4.20.1", "4.20"):
+        result = CloudStackUpgradeProvider().create(props(emulator, secret_id, fleet, version, from_version=""))
+        assert result.outs["version"] == version and result.outs["steps"] == [] and fleet.ran == []
