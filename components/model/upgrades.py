@@ -90,8 +90,9 @@ def check_version_change(installed: str, requested: str) -> Optional[Problem]:
 
 # -- the rolling upgrade: its steps, in the order of the upgrade guides ----------------------
 #
-# Documentation upgrade-4.19/4.20/4.22 ("Overview of Upgrade Steps"): back up the database;
-# Java 17 (4.20+); stop every management and usage server; upgrade and start the first (its
+# Documentation upgrade-4.19/4.20/4.22 ("Overview of Upgrade Steps"): Java 17 (4.20+); stop
+# every management and usage server; then back up the database, so the backup holds every
+# change up to the stop; upgrade and start the first (its
 # start upgrades the schema, once: DatabaseUpgradeChecker), check it works; upgrade and start
 # the other servers; the hypervisors' agents, one host at a time ("These steps will not affect
 # running guests"); then the system VMs and virtual routers (_sysvm_restart.rst). Every server
@@ -124,11 +125,13 @@ def plan_steps(installed: str, requested: str, management_ids: Sequence[str],
     first) and KVM host (`host_ids`, one at a time) from `installed` to `requested`."""
     if not management_ids:
         raise ValueError("an upgrade needs at least one management server")
-    steps = [Step("snapshot", "snapshot", what=f"RDS snapshot {snapshot_name(installed, requested, snapshot_prefix)}")]
+    steps: list[Step] = []
     if needs_java_17(requested):
         steps += [Step(f"java:{i}", "java", i, "Java 17 as the default java")
                   for i in (*management_ids, *host_ids)]
     steps += [Step(f"stop:{i}", "stop", i, "stop the management (and usage) server") for i in management_ids]
+    steps.append(Step("snapshot", "snapshot",
+                      what=f"RDS snapshot {snapshot_name(installed, requested, snapshot_prefix)}, every server stopped"))
     first, *others = management_ids
     steps.append(Step(f"first:{first}", "first", first,
                       f"upgrade to {requested} and start; the database upgrade runs here, once"))

@@ -74,6 +74,8 @@ class Upgrade:
         if not done and self._already_there():
             LOG.info("upgrade %s -> %s: every server and host runs it already", self.installed, self.requested)
             return []
+        if "snapshot" not in done:
+            self._snapshot_found()   # its name free or ours, before any server stops
         for step in steps:
             if step.key in done:
                 LOG.info("upgrade %s -> %s: %s done already", self.installed, self.requested, step.key)
@@ -142,29 +144,39 @@ class Upgrade:
         instance), waited for until available (CreateDBSnapshot, DescribeDBSnapshots)."""
         name = upgrades.snapshot_name(self.installed, self.requested, self.props["snapshot_prefix"])
         db = self.props["db_instance"]
-        try:
-            found = self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]
-        except self.rds.exceptions.DBSnapshotNotFoundFault:
+        if not self._snapshot_found():
             self.rds.create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier=db)
-        else:
-            # Snapshot identifiers are unique per account and region, not per database: a stack of
-            # the same name elsewhere in the account (or "dev_1" beside "dev-1") may hold this one.
-            # Taking it for ours would leave this cloud without its way back.
-            if found.get("DBInstanceIdentifier") != db:
-                raise UpgradeError(
-                    f"upgrade to {self.requested}: step snapshot: the RDS snapshot {name} exists already and is "
-                    f"of the DB instance {found.get('DBInstanceIdentifier')}, not of this stack's {db}; nothing "
-                    f"was stopped. Rename or delete that snapshot (aws rds delete-db-snapshot "
-                    f"--db-snapshot-identifier {name}) if it is no longer needed, then run `pulumi up` again")
 
         def available() -> bool:
             status = self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"]
             if status == "failed":
                 raise UpgradeError(f"upgrade to {self.requested}: step snapshot: RDS snapshot {name} of {db} "
-                                   f"failed; nothing was stopped. Delete it and run `pulumi up` again")
+                                   f"failed; delete it (aws rds delete-db-snapshot --db-snapshot-identifier {name}) "
+                                   f"and run `pulumi up` again: it takes it again, the servers still stopped")
             return status == "available"
 
         self._until(f"RDS snapshot {name} available", self.timeouts["snapshot"], available)
+
+    def _snapshot_found(self) -> bool:
+        """Whether this upgrade's snapshot exists (taken by an earlier, interrupted run). Raises
+        UpgradeError when a snapshot of that name is of another DB instance: identifiers are
+        unique per account and region, not per database (CreateDBSnapshot,
+        DBSnapshotAlreadyExists), and a stack of the same name elsewhere in the account (or
+        "dev_1" beside "dev-1") may hold it; taking it for ours would leave this cloud without
+        its way back."""
+        name = upgrades.snapshot_name(self.installed, self.requested, self.props["snapshot_prefix"])
+        db = self.props["db_instance"]
+        try:
+            found = self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]
+        except self.rds.exceptions.DBSnapshotNotFoundFault:
+            return False
+        if found.get("DBInstanceIdentifier") != db:
+            raise UpgradeError(
+                f"upgrade to {self.requested}: step snapshot: the RDS snapshot {name} exists already and is of "
+                f"the DB instance {found.get('DBInstanceIdentifier')}, not of this stack's {db}. Rename or delete "
+                f"that snapshot (aws rds delete-db-snapshot --db-snapshot-identifier {name}) if it is no longer "
+                f"needed, then run `pulumi up` again")
+        return True
 
     def run_command(self, step: upgrades.Step) -> None:
         """The step's script on its instance through SSM Run Command; a failure names the step,

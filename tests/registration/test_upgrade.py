@@ -311,3 +311,22 @@ def test_a_cloud_without_a_recorded_version_on_another_version_is_not_recorded_a
     for version in ("4.20.1", "4.20"):
         result = CloudStackUpgradeProvider().create(props(emulator, secret_id, fleet, version, from_version=""))
         assert result.outs["version"] == version and result.outs["steps"] == [] and fleet.ran == []
+
+
+def test_the_snapshot_is_taken_with_every_server_stopped(emulator, cloud, monkeypatch):
+    # upgrade-4.22.rst: stop every management server, then back up the database: a snapshot
+    # taken while servers still run misses what they write until they stop.
+    from moto.rds.models import RDSBackend
+
+    fleet, secret_id = cloud
+    running_at_snapshot = []
+    create = RDSBackend.create_db_snapshot
+
+    def create_db_snapshot(self, *args, **kwargs):
+        running_at_snapshot.append({s for s, v in emulator.servers.items() if v})
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDSBackend, "create_db_snapshot", create_db_snapshot)
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert running_at_snapshot == [set()]

@@ -11,10 +11,11 @@ from components.model import upgrades
 
 def test_steps_follow_the_guides_order_with_java_17_from_4_20():
     steps = upgrades.plan_steps("4.19.1", "4.20", ["m1", "m2"], ["h1", "h2"], "cloudstack-dev")
+    # upgrade-4.22.rst "Overview of Upgrade Steps": Java 17, stop every server, back up the database, ...
     assert [s.key for s in steps] == [
-        "snapshot", "java:m1", "java:m2", "java:h1", "java:h2", "stop:m1", "stop:m2", "first:m1", "server:m2",
+        "java:m1", "java:m2", "java:h1", "java:h2", "stop:m1", "stop:m2", "snapshot", "first:m1", "server:m2",
         "agent:h1", "agent:h2", "template", "system-vms", "routers"]
-    assert steps[0].what == "RDS snapshot cloudstack-dev-4-19-1-to-4-20"
+    assert steps[6].what == "RDS snapshot cloudstack-dev-4-19-1-to-4-20, every server stopped"
     # 4.19 needs no Java 17
     assert not [s for s in upgrades.plan_steps("4.19.1", "4.19.3", ["m1"], ["h1"]) if s.action == "java"]
     with pytest.raises(ValueError):
