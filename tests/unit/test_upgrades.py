@@ -77,27 +77,31 @@ def test_scripts_pass_shellcheck(tmp_path):
             assert ran.returncode == 0 and ran.stdout == "bash ok\n", ran.stderr
 
 
-def test_a_failed_step_names_its_command_and_error_within_what_ssm_returns_of_stderr(tmp_path):
-    # GetCommandInvocation returns the first 8,000 characters of a command's stderr: warnings
-    # written before the failure must not push the error out of them.
+def _run_stop_step(tmp_path, systemctl: str):
+    """The stop step as SSM runs it (with /bin/sh), `systemctl` a shell script standing in for it."""
     import os
     import subprocess
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "systemctl").write_text(
-        "#!/bin/sh\n"
-        "[ \"$1\" = mask ] || exit 0\n"
-        "i=0; while [ $i -lt 200 ]; do echo 'W: a warning of sixty characters, written before the failure' >&2;"
-        " i=$((i+1)); done\n"
-        "echo 'Failed to mask unit: File /etc/systemd/system/cloudstack-management.service already exists.' >&2\n"
-        "exit 1\n")
+    (bin_dir / "systemctl").write_text("#!/bin/sh\n" + systemctl)
     (bin_dir / "systemctl").chmod(0o755)
     stop = next(s for s in upgrades.plan_steps("4.20.1", "4.22", ["m1"], []) if s.action == "stop")
     wrapper = tmp_path / "command.sh"
     wrapper.write_text(upgrades.run_command(upgrades.step_script(stop, "4.22")))
-    ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    return subprocess.run(["sh", str(wrapper)], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+
+
+def test_a_failed_step_names_its_command_and_error_within_what_ssm_returns_of_stderr(tmp_path):
+    # GetCommandInvocation returns the first 8,000 characters of a command's stderr: warnings
+    # written before the failure must not push the error out of them.
+    ran = _run_stop_step(tmp_path, (
+        "[ \"$1\" = mask ] || exit 0\n"
+        "i=0; while [ $i -lt 200 ]; do echo 'W: a warning of sixty characters, written before the failure' >&2;"
+        " i=$((i+1)); done\n"
+        "echo 'Failed to mask unit: File /etc/systemd/system/cloudstack-management.service already exists.' >&2\n"
+        "exit 1\n"))
     returned = ran.stderr[:8000]
     assert ran.returncode != 0
     assert "systemctl mask cloudstack-management.service (line " in returned, returned[:300]
@@ -108,17 +112,6 @@ def test_a_failed_step_names_its_command_and_error_within_what_ssm_returns_of_st
 
 
 def test_a_stop_that_leaves_the_server_running_fails_with_a_message(tmp_path):
-    import os
-    import subprocess
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     # a server that survives its stop: is-active answers 0 (active)
-    (bin_dir / "systemctl").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "systemctl").chmod(0o755)
-    stop = next(s for s in upgrades.plan_steps("4.20.1", "4.22", ["m1"], []) if s.action == "stop")
-    wrapper = tmp_path / "command.sh"
-    wrapper.write_text(upgrades.run_command(upgrades.step_script(stop, "4.22")))
-    ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    ran = _run_stop_step(tmp_path, "exit 0\n")
     assert ran.returncode == 1 and "still running after its stop" in ran.stderr, ran.stderr
