@@ -30,7 +30,8 @@ from .client import LOG, Api, RegistrationError, TransientError, aws_session, co
 
 #: Resource id of the (one) upgrade resource of a stack.
 RESOURCE_ID = "cloudstack-upgrade"
-#: Defaults (seconds) for what the upgrade waits on; props["upgrade_timeouts"] overrides them.
+#: Defaults (seconds) for what the upgrade waits on; props["upgrade_timeouts"] overrides them
+#: (the program sets "template" and "system_vms" from systemVmWaitMinutes).
 TIMEOUTS = {"command": 3600.0, "version": 3600.0, "host": 1800.0, "template": 3600.0, "system_vms": 3600.0,
             "snapshot": 7200.0, "poll": 15.0}
 

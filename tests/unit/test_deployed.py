@@ -309,6 +309,16 @@ def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_
                 if "upgrades CloudStack" in w]
 
 
+def test_the_upgrade_waits_for_the_template_and_system_vms_as_long_as_the_settings_say():
+    from components.registration import upgrade
+
+    for minutes in (30, 90):
+        run = later_run(recorded(cloudstackVersion="4.20.1", consoleAddress=True, bootScripts=2, dbEngineVersion="8.0"),
+                        cloudstackVersion="4.22", dbEngineVersion="8.0", systemVmWaitMinutes=minutes)
+        [resource] = run.of_type(upgrade.TYPE)
+        assert resource.inputs["upgrade_timeouts"] == {"template": minutes * 60, "system_vms": minutes * 60}
+
+
 def test_a_stack_from_before_the_version_was_recorded_records_the_configured_one():
     run = later_run(recorded(consoleAddress=True, bootScripts=2))
     assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
