@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 import pulumi
 import pulumi.dynamic as dyn
+from botocore.exceptions import ClientError
 
 from components.model import upgrades
 
@@ -182,12 +183,22 @@ class Upgrade:
     def run_command(self, step: upgrades.Step) -> None:
         """The step's script on its instance through SSM Run Command; a failure names the step,
         the instance and the command's own error output."""
-        sent = self.ssm.send_command(
-            InstanceIds=[step.instance], DocumentName="AWS-RunShellScript",
-            Comment=f"cloudstack-ec2 upgrade {step.key}"[:100],
-            Parameters={"commands": [upgrades.run_command(upgrades.step_script(step, self.requested))],
-                        "executionTimeout": [str(int(self.timeouts["command"]))]},
-            TimeoutSeconds=600)
+        try:
+            sent = self.ssm.send_command(
+                InstanceIds=[step.instance], DocumentName="AWS-RunShellScript",
+                Comment=f"cloudstack-ec2 upgrade {step.key}"[:100],
+                Parameters={"commands": [upgrades.run_command(upgrades.step_script(step, self.requested))],
+                            "executionTimeout": [str(int(self.timeouts["command"]))]},
+                TimeoutSeconds=600)
+        except ClientError as e:
+            # SendCommand's InvalidInstanceId: the instance is stopped, or its SSM agent is not
+            # online (not registered, no route to SSM, no instance profile) (SSM API reference).
+            error = e.response.get("Error", {})
+            raise UpgradeError(
+                f"upgrade to {self.requested}: step {step.key} could not be sent to instance {step.instance} "
+                f"({error.get('Code')}: {error.get('Message')}); the instance must be running with its SSM agent "
+                f"online (Systems Manager, Fleet Manager); then run `pulumi up` again: it continues with this "
+                f"step") from None
         command_id = sent["Command"]["CommandId"]
         result: dict[str, Any] = {}
 

@@ -37,6 +37,7 @@ class Fleet:
         self.java: dict[str, int] = {i: 11 for i in [*MANAGEMENT, *hosts]}
         self.ran: list[tuple[str, str]] = []      # (step key, instance)
         self.fail_once: dict[str, str] = {}      # step key -> the error its first run ends with
+        self.offline: set[str] = set()           # instances whose SSM agent is not online
 
     def run(self, instance: str, command: str) -> None:
         # AWS-RunShellScript runs the command with /bin/sh: a bash here-document of the step's script
@@ -98,6 +99,12 @@ def cloud(aws, emulator, api_secret, monkeypatch):
     send = SimpleSystemManagerBackend.send_command
 
     def send_command(self, **kwargs):
+        from moto.core.exceptions import JsonRESTError
+
+        offline = [i for i in kwargs["instance_ids"] if i in fleet.offline]
+        if offline:   # SendCommand refuses an instance whose agent is not online
+            raise JsonRESTError("InvalidInstanceId", f"Instances [{offline}] not in a valid state for account "
+                                                     f"123456789012")
         command = send(self, **kwargs)
         for instance in kwargs["instance_ids"]:
             try:
@@ -330,3 +337,16 @@ def test_the_snapshot_is_taken_with_every_server_stopped(emulator, cloud, monkey
     olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
     CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
     assert running_at_snapshot == [set()]
+
+
+def test_an_instance_whose_ssm_agent_is_offline_is_named_with_the_remedy(emulator, cloud):
+    fleet, secret_id = cloud
+    host = next(iter(fleet.hosts))
+    fleet.offline.add(host)
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(UpgradeError, match=rf"step java:{host} could not be sent to instance {host} "
+                                           r"\(InvalidInstanceId: .*SSM agent online.*continues with this step"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    fleet.offline.clear()
+    assert CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news).outs["version"] == "4.22"
