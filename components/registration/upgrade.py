@@ -60,9 +60,20 @@ class Upgrade:
         except self.ssm.exceptions.ParameterNotFound:
             return set()
         record = json.loads(value)
+        done = set(record.get("done") or [])
+        if record.get("from") == self.installed and record.get("to") != self.requested and \
+                any(not k.startswith("java:") for k in done):
+            # Unfinished, and past the point where servers stop: starting over towards another
+            # version would stop the servers again and snapshot a database already upgraded,
+            # under a name that claims it is the one from before.
+            raise UpgradeError(
+                f"cloudstackVersion {self.requested}: the upgrade {self.installed} -> {record.get('to')} is "
+                f"unfinished (done: {', '.join(sorted(done))}): its servers were stopped or upgraded. Set "
+                f"cloudstackVersion to {record.get('to')} and run `pulumi up` to finish it, then change it; "
+                f"nothing was changed")
         if (record.get("from"), record.get("to")) != (self.installed, self.requested):
             return set()   # a record of another upgrade (that one completed or was abandoned)
-        return set(record.get("done") or [])
+        return done
 
     def _save_done(self, done: set[str]) -> None:
         record = {"from": self.installed, "to": self.requested, "done": sorted(done)}

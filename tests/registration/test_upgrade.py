@@ -350,3 +350,18 @@ def test_an_instance_whose_ssm_agent_is_offline_is_named_with_the_remedy(emulato
         CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
     fleet.offline.clear()
     assert CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news).outs["version"] == "4.22"
+
+
+def test_another_target_while_an_upgrade_is_unfinished_is_refused_before_anything(emulator, cloud):
+    fleet, secret_id = cloud
+    fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    with pytest.raises(UpgradeError):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    ran_before, servers = list(fleet.ran), dict(emulator.servers)
+    with pytest.raises(UpgradeError, match=r"cloudstackVersion 4\.22\.1: the upgrade 4\.20\.1 -> 4\.22 is unfinished "
+                                           r"\(done: .*first:.*Set cloudstackVersion to 4\.22 "):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22.1"))
+    assert fleet.ran == ran_before and emulator.servers == servers
+    assert CloudStackUpgradeProvider().update(
+        upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22")).outs["version"] == "4.22"
