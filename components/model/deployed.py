@@ -185,7 +185,7 @@ def upgrade_warnings(deployed: Deployed, stack: str, settings_version: str = "")
             upgrades.check_version_change(deployed.cloudstack_version, settings_version) is None:
         warnings.append(
             f"this update upgrades CloudStack {deployed.cloudstack_version} -> {settings_version} (README "
-            "'Upgrading CloudStack'): an RDS snapshot, Java 17, every management server stopped (the UI and API "
+            "'Upgrading CloudStack'): Java 17, every management server stopped and an RDS snapshot (the UI and API "
             "are down until the first runs the new version, typically 10-20 minutes), then each KVM host's "
             "agent in turn (VMs keep running), the system VMs recreated and the virtual routers' networks "
             "restarted. `cloudstack-ec2 plan --previous <the stack's outputs>` lists the steps.")

@@ -90,8 +90,9 @@ def check_version_change(installed: str, requested: str) -> Optional[Problem]:
 
 # -- the rolling upgrade: its steps, in the order of the upgrade guides ----------------------
 #
-# Documentation upgrade-4.19/4.20/4.22 ("Overview of Upgrade Steps"): back up the database;
-# Java 17 (4.20+); stop every management and usage server; upgrade and start the first (its
+# Documentation upgrade-4.19/4.20/4.22 ("Overview of Upgrade Steps"): Java 17 (4.20+); stop
+# every management and usage server; then back up the database, so the backup holds every
+# change up to the stop; upgrade and start the first (its
 # start upgrades the schema, once: DatabaseUpgradeChecker), check it works; upgrade and start
 # the other servers; the hypervisors' agents, one host at a time ("These steps will not affect
 # running guests"); then the system VMs and virtual routers (_sysvm_restart.rst). Every server
@@ -124,11 +125,13 @@ def plan_steps(installed: str, requested: str, management_ids: Sequence[str],
     first) and KVM host (`host_ids`, one at a time) from `installed` to `requested`."""
     if not management_ids:
         raise ValueError("an upgrade needs at least one management server")
-    steps = [Step("snapshot", "snapshot", what=f"RDS snapshot {snapshot_name(installed, requested, snapshot_prefix)}")]
+    steps: list[Step] = []
     if needs_java_17(requested):
         steps += [Step(f"java:{i}", "java", i, "Java 17 as the default java")
                   for i in (*management_ids, *host_ids)]
     steps += [Step(f"stop:{i}", "stop", i, "stop the management (and usage) server") for i in management_ids]
+    steps.append(Step("snapshot", "snapshot",
+                      what=f"RDS snapshot {snapshot_name(installed, requested, snapshot_prefix)}, every server stopped"))
     first, *others = management_ids
     steps.append(Step(f"first:{first}", "first", first,
                       f"upgrade to {requested} and start; the database upgrade runs here, once"))
@@ -177,7 +180,6 @@ JAVA_17_OPTIONS = "--add-opens=java.base/java.lang=ALL-UNNAMED --add-exports=jav
 def _packages(requested: str, packages: Sequence[str], defaults: Sequence[str]) -> list[str]:
     release = _text(_release(requested))
     lines = [
-        "set -euo pipefail",
         "export DEBIAN_FRONTEND=noninteractive",
         f"sed -i -E 's|^(deb .* )[0-9]+\\.[0-9]+$|\\1{release}|' {_REPO_LIST}",
         f"apt-get -q -o DPkg::Lock::Timeout=600 update",
@@ -192,6 +194,26 @@ def _packages(requested: str, packages: Sequence[str], defaults: Sequence[str]) 
     return lines
 
 
+#: The first lines of every step script. GetCommandInvocation returns only the first 8,000
+#: characters a command writes to stderr (24,000 of stdout), and apt and dpkg write warnings
+#: there long before a failure: the step's whole output goes to a log file on the instance,
+#: and a failure writes to stderr only the failed command and the end of that log, so the
+#: error reaches the message that names the step (AWS Systems Manager API reference,
+#: GetCommandInvocation, StandardErrorContent).
+_PROLOGUE = (
+    "set -euo pipefail",
+    'log=$(mktemp -t cloudstack-ec2-upgrade.XXXXXX)',
+    'exec 3>&2 >>"$log" 2>&1',
+    'failed="the script\'s last command"',
+    "trap 'failed=\"$BASH_COMMAND (line $LINENO)\"' ERR",
+    "csec2_step_end() {",
+    "  local rc=$?",
+    '  [ "$rc" = 0 ] || { echo "$failed: exit $rc; the end of its output (all of it: $log):"; tail -c 3000 "$log"; } >&3',
+    "}",
+    "trap csec2_step_end EXIT",
+)
+
+
 def run_command(script: str) -> str:
     """The one command SSM's AWS-RunShellScript runs (as root, with /bin/sh) for a step's bash
     script: bash reads it from a here-document, so `set -o pipefail` and [[ ]] work."""
@@ -201,23 +223,24 @@ def run_command(script: str) -> str:
 def step_script(step: Step, requested: str) -> str:
     """The shell script (bash) of an instance's step."""
     if step.action == "java":
-        lines = ["set -euo pipefail", "export DEBIAN_FRONTEND=noninteractive",
+        lines = ["export DEBIAN_FRONTEND=noninteractive",
                  f"{_APT} install openjdk-17-jre-headless",
                  "update-alternatives --set java \"$(update-alternatives --list java | grep -m1 java-17)\""]
     elif step.action == "stop":
         # Masked, not only stopped: a reboot's boot script would start the old version beside an
         # upgraded one. The upgrade of this server unmasks it.
-        lines = ["set -euo pipefail",
-                 "systemctl stop cloudstack-management.service cloudstack-usage.service 2>/dev/null || "
+        lines = ["systemctl stop cloudstack-management.service cloudstack-usage.service 2>/dev/null || "
                  "systemctl stop cloudstack-management.service",
                  "systemctl mask cloudstack-management.service",
-                 "! systemctl is-active --quiet cloudstack-management.service"]
+                 "if systemctl is-active --quiet cloudstack-management.service; then",
+                 "  echo 'cloudstack-management.service is still running after its stop' >&2; exit 1",
+                 "fi"]
     elif step.action in ("first", "server"):
         lines = _packages(requested, ("cloudstack-management", "cloudstack-common"),
                           ("/etc/default/cloudstack-management", "/etc/default/cloudstack-usage"))
         # Unmasked before the package: its maintainer scripts may (re)start the service, which a
         # masked unit fails. Only this server is unmasked: the others stay stopped.
-        lines.insert(2, "systemctl unmask cloudstack-management.service")
+        lines.insert(1, "systemctl unmask cloudstack-management.service")
         # The boot script's re-run republishes the version the hosts install and starts the server.
         lines += ["systemctl start cloudstack-ec2-boot.service",
                   "systemctl is-active --quiet cloudstack-management.service"]
@@ -225,8 +248,8 @@ def step_script(step: Step, requested: str) -> str:
         # Stopping the agent leaves the guests running (the guides' KVM section); CloudStack
         # shows the host Disconnected until the new agent connects.
         lines = _packages(requested, ("cloudstack-agent", "cloudstack-common"), ("/etc/default/cloudstack-agent",))
-        lines.insert(2, "systemctl stop cloudstack-agent.service")
+        lines.insert(1, "systemctl stop cloudstack-agent.service")
         lines += ["systemctl start cloudstack-agent.service"]
     else:
         raise ValueError(f"step {step.key} runs through an API, not on an instance")
-    return "\n".join([f"# cloudstack-ec2 upgrade step {step.key}: {step.what}", *lines]) + "\n"
+    return "\n".join([f"# cloudstack-ec2 upgrade step {step.key}: {step.what}", *_PROLOGUE, *lines]) + "\n"

@@ -83,6 +83,9 @@ def declare_upgrade(ctx: Context, data: Data, control: ControlPlane, compute: Co
     return CloudStackUpgrade("cloudstack-upgrade", {
         "endpoint": api_url, "secret_id": management.api_keys_secret_id, "region": ctx.region,
         "aws": stack_aws_identity(), "timeouts": spec.timeouts.as_dict(),
+        # systemVmWaitMinutes bounds the same two waits as in the registration: the template Ready
+        # and the new secondary storage VM and console proxy running.
+        "upgrade_timeouts": {"template": spec.timeouts.system_vms, "system_vms": spec.timeouts.system_vms},
         "from_version": ctx.cloudstack_version, "to_version": ctx.settings.cloudstack_version,
         "management_ids": [management.instance_id] if upgrading else [], "hosts": hosts,
         "db_instance": data.database.identifier, "snapshot_prefix": "-".join(["cloudstack", *stack_words]),

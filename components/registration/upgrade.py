@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 import pulumi
 import pulumi.dynamic as dyn
+from botocore.exceptions import ClientError
 
 from components.model import upgrades
 
@@ -30,7 +31,8 @@ from .client import LOG, Api, RegistrationError, TransientError, aws_session, co
 
 #: Resource id of the (one) upgrade resource of a stack.
 RESOURCE_ID = "cloudstack-upgrade"
-#: Defaults (seconds) for what the upgrade waits on; props["upgrade_timeouts"] overrides them.
+#: Defaults (seconds) for what the upgrade waits on; props["upgrade_timeouts"] overrides them
+#: (the program sets "template" and "system_vms" from systemVmWaitMinutes).
 TIMEOUTS = {"command": 3600.0, "version": 3600.0, "host": 1800.0, "template": 3600.0, "system_vms": 3600.0,
             "snapshot": 7200.0, "poll": 15.0}
 
@@ -58,9 +60,20 @@ class Upgrade:
         except self.ssm.exceptions.ParameterNotFound:
             return set()
         record = json.loads(value)
+        done = set(record.get("done") or [])
+        if record.get("from") == self.installed and record.get("to") != self.requested and \
+                any(not k.startswith("java:") for k in done):
+            # Unfinished, and past the point where servers stop: starting over towards another
+            # version would stop the servers again and snapshot a database already upgraded,
+            # under a name that claims it is the one from before.
+            raise UpgradeError(
+                f"cloudstackVersion {self.requested}: the upgrade {self.installed} -> {record.get('to')} is "
+                f"unfinished (done: {', '.join(sorted(done))}): its servers were stopped or upgraded. Set "
+                f"cloudstackVersion to {record.get('to')} and run `pulumi up` to finish it, then change it; "
+                f"nothing was changed")
         if (record.get("from"), record.get("to")) != (self.installed, self.requested):
             return set()   # a record of another upgrade (that one completed or was abandoned)
-        return set(record.get("done") or [])
+        return done
 
     def _save_done(self, done: set[str]) -> None:
         record = {"from": self.installed, "to": self.requested, "done": sorted(done)}
@@ -74,6 +87,8 @@ class Upgrade:
         if not done and self._already_there():
             LOG.info("upgrade %s -> %s: every server and host runs it already", self.installed, self.requested)
             return []
+        if "snapshot" not in done:
+            self._snapshot_found()   # its name free or ours, before any server stops
         for step in steps:
             if step.key in done:
                 LOG.info("upgrade %s -> %s: %s done already", self.installed, self.requested, step.key)
@@ -104,6 +119,22 @@ class Upgrade:
         return len(hosts) == len(ips) and all(
             upgrades.version_matches(str(h.get("version") or ""), self.requested) for h in hosts)
 
+    def check_running(self) -> None:
+        """When this resource is created with nothing to upgrade: raises UpgradeError if the API
+        answers with another version than `to_version`. That is a cloud deployed before its
+        version was recorded, with cloudstackVersion changed since: recording the new version
+        without an upgrade would make every instance created later install it, and a host of
+        another version than the servers does not join (userdata/kvm-host.sh). A new stack's
+        servers run `to_version`; no answer (the API unreachable) is no objection."""
+        reported = self._reported()
+        if reported and not upgrades.version_matches(reported, self.requested):
+            running = ".".join(reported.split(".")[:3])
+            raise UpgradeError(
+                f"cloudstackVersion {self.requested}: the servers run CloudStack {reported}, and the stack has no "
+                f"record of it (deployed before the version was recorded); nothing was changed. Set "
+                f"cloudstackVersion to {running} for one `pulumi up`, which records it, then change it to "
+                f"{self.requested}: that update upgrades the cloud")
+
     def _run_step(self, step: upgrades.Step) -> None:
         if step.instance:
             self.run_command(step)
@@ -125,22 +156,60 @@ class Upgrade:
         """A manual RDS snapshot named after both versions (kept: manual snapshots outlive the
         instance), waited for until available (CreateDBSnapshot, DescribeDBSnapshots)."""
         name = upgrades.snapshot_name(self.installed, self.requested, self.props["snapshot_prefix"])
+        db = self.props["db_instance"]
+        if not self._snapshot_found():
+            self.rds.create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier=db)
+
+        def available() -> bool:
+            status = self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"]
+            if status == "failed":
+                raise UpgradeError(f"upgrade to {self.requested}: step snapshot: RDS snapshot {name} of {db} "
+                                   f"failed; delete it (aws rds delete-db-snapshot --db-snapshot-identifier {name}) "
+                                   f"and run `pulumi up` again: it takes it again, the servers still stopped")
+            return status == "available"
+
+        self._until(f"RDS snapshot {name} available", self.timeouts["snapshot"], available)
+
+    def _snapshot_found(self) -> bool:
+        """Whether this upgrade's snapshot exists (taken by an earlier, interrupted run). Raises
+        UpgradeError when a snapshot of that name is of another DB instance: identifiers are
+        unique per account and region, not per database (CreateDBSnapshot,
+        DBSnapshotAlreadyExists), and a stack of the same name elsewhere in the account (or
+        "dev_1" beside "dev-1") may hold it; taking it for ours would leave this cloud without
+        its way back."""
+        name = upgrades.snapshot_name(self.installed, self.requested, self.props["snapshot_prefix"])
+        db = self.props["db_instance"]
         try:
-            self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)
+            found = self.rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]
         except self.rds.exceptions.DBSnapshotNotFoundFault:
-            self.rds.create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier=self.props["db_instance"])
-        self._until(f"RDS snapshot {name} available", self.timeouts["snapshot"], lambda: self.rds.describe_db_snapshots(
-            DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"] == "available")
+            return False
+        if found.get("DBInstanceIdentifier") != db:
+            raise UpgradeError(
+                f"upgrade to {self.requested}: step snapshot: the RDS snapshot {name} exists already and is of "
+                f"the DB instance {found.get('DBInstanceIdentifier')}, not of this stack's {db}. Rename or delete "
+                f"that snapshot (aws rds delete-db-snapshot --db-snapshot-identifier {name}) if it is no longer "
+                f"needed, then run `pulumi up` again")
+        return True
 
     def run_command(self, step: upgrades.Step) -> None:
         """The step's script on its instance through SSM Run Command; a failure names the step,
         the instance and the command's own error output."""
-        sent = self.ssm.send_command(
-            InstanceIds=[step.instance], DocumentName="AWS-RunShellScript",
-            Comment=f"cloudstack-ec2 upgrade {step.key}"[:100],
-            Parameters={"commands": [upgrades.run_command(upgrades.step_script(step, self.requested))],
-                        "executionTimeout": [str(int(self.timeouts["command"]))]},
-            TimeoutSeconds=600)
+        try:
+            sent = self.ssm.send_command(
+                InstanceIds=[step.instance], DocumentName="AWS-RunShellScript",
+                Comment=f"cloudstack-ec2 upgrade {step.key}"[:100],
+                Parameters={"commands": [upgrades.run_command(upgrades.step_script(step, self.requested))],
+                            "executionTimeout": [str(int(self.timeouts["command"]))]},
+                TimeoutSeconds=600)
+        except ClientError as e:
+            # SendCommand's InvalidInstanceId: the instance is stopped, or its SSM agent is not
+            # online (not registered, no route to SSM, no instance profile) (SSM API reference).
+            error = e.response.get("Error", {})
+            raise UpgradeError(
+                f"upgrade to {self.requested}: step {step.key} could not be sent to instance {step.instance} "
+                f"({error.get('Code')}: {error.get('Message')}); the instance must be running with its SSM agent "
+                f"online (Systems Manager, Fleet Manager); then run `pulumi up` again: it continues with this "
+                f"step") from None
         command_id = sent["Command"]["CommandId"]
         result: dict[str, Any] = {}
 
@@ -150,11 +219,14 @@ class Upgrade:
                 result = self.ssm.get_command_invocation(CommandId=command_id, InstanceId=step.instance)
             except self.ssm.exceptions.InvocationDoesNotExist:
                 return False   # not registered yet (GetCommandInvocation right after SendCommand)
-            return result["Status"] not in ("Pending", "InProgress", "Delayed")
+            # GetCommandInvocation's Status: Delayed is retried by SSM; Cancelling is on its way to Cancelled.
+            return result["Status"] not in ("Pending", "InProgress", "Delayed", "Cancelling")
 
         self._until(f"step {step.key} on {step.instance}", self.timeouts["command"] + 600, finished)
         if result["Status"] != "Success":
-            error = (result.get("StandardErrorContent") or result.get("StatusDetails") or "").strip()[-2000:]
+            # The script writes to stderr only the failed command and the end of its log
+            # (upgrades._PROLOGUE): its beginning names the command.
+            error = (result.get("StandardErrorContent") or result.get("StatusDetails") or "").strip()[:4000]
             raise UpgradeError(f"upgrade to {self.requested}: step {step.key} failed on instance {step.instance} "
                                f"({result['Status']}): {error}; fix the cause and run `pulumi up` again: it "
                                f"continues with this step")
@@ -200,6 +272,12 @@ class Upgrade:
         return self.api.list("listTemplates", "template", templatefilter="all", templatetype="SYSTEM",
                              hypervisor="KVM", listall=True)
 
+    def _new_template(self) -> str:
+        """The name of the new release's KVM system VM template once Ready ("" before)."""
+        release = ".".join(self.requested.split(".")[:2])
+        return next((str(t["name"]) for t in self._system_templates()
+                     if t.get("isready") and f"-{release}." in str(t.get("name"))), "")
+
     def wait_template(self) -> None:
         """The new release's KVM system VM template, which the upgraded server registers from its
         package (upgrading/index.rst, since 4.16), is Ready (known failures: apache/cloudstack
@@ -207,7 +285,7 @@ class Upgrade:
         release = ".".join(self.requested.split(".")[:2])
 
         def ready() -> bool:
-            return any(t.get("isready") and f"-{release}." in str(t.get("name")) for t in self._system_templates())
+            return bool(self._new_template())
 
         try:
             self._until(f"the KVM system VM template of {release} Ready", self.timeouts["template"], ready)
@@ -217,9 +295,13 @@ class Upgrade:
                                f"'SystemVmTemplateRegistration'") from None
 
     def recreate_system_vms(self) -> None:
-        """The secondary storage VM and the console proxy destroyed; CloudStack recreates them
-        on the new template (_sysvm_restart.rst: restart or recreate the system VMs)."""
-        old = {v["id"] for v in self.api.list("listSystemVms", "systemvm")}
+        """The secondary storage VM and the console proxy not on the new template (listSystemVms
+        templatename) destroyed; CloudStack recreates them on it (_sysvm_restart.rst: restart or
+        recreate the system VMs). Those on it already (a resumed run; a patch release without a
+        new template) keep running: consoles and transfers are not interrupted again."""
+        template = self._new_template()
+        old = {v["id"] for v in self.api.list("listSystemVms", "systemvm")
+               if not template or v.get("templatename") != template}
         for vm_id in sorted(old):
             self.api.job("destroySystemVm", id=vm_id)
 
@@ -231,10 +313,17 @@ class Upgrade:
         self._until("a new secondary storage VM and console proxy Running", self.timeouts["system_vms"], replaced)
 
     def restart_routers(self) -> None:
-        """Every virtual router restarted on the new template: its network (or VPC) restarted
-        with cleanup (_sysvm_restart.rst; tenants' networks lose their router for a minute or two)."""
+        """Every virtual router CloudStack marks `requiresupgrade` restarted on the new template:
+        its network (or VPC) restarted with cleanup (_sysvm_restart.rst; tenants' networks lose
+        their router for a minute or two). CloudStack sets the mark when a router's template is
+        older than minreq.sysvmtemplate.version, which the upgraded server sets to the template it
+        registers (SystemVmTemplateRegistration; RouterJoinDaoImpl.newDomainRouterResponse): a
+        router already restarted (a resumed run) or a patch release without a new template
+        leaves its tenants' network untouched."""
         networks, vpcs = set(), set()
         for router in self.api.list("listRouters", "router", listall=True):
+            if not router.get("requiresupgrade"):
+                continue
             if router.get("vpcid"):
                 vpcs.add(router["vpcid"])
             elif router.get("guestnetworkid"):
@@ -259,7 +348,10 @@ class CloudStackUpgradeProvider(dyn.ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
         props = _clean(props)
-        return dyn.CreateResult(RESOURCE_ID, self._outs(props, _upgrade(props, props.get("from_version") or "")))
+        installed = props.get("from_version") or ""
+        if not upgrades.is_change(installed, props["to_version"]):
+            Upgrade(props, installed).check_running()
+        return dyn.CreateResult(RESOURCE_ID, self._outs(props, _upgrade(props, installed)))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         olds, news = _clean(olds), _clean(news)

@@ -345,6 +345,8 @@ class Emulator:
             vid = _uuid()
             self.vms[vid] = {"id": vid, "name": name, "hostid": host_id, "state": "Running",
                              "migratable": migratable, "type": type, "ha": ha}
+            if type in ("DomainRouter", *SYSTEM_VM_TYPES):
+                self.vms[vid]["template"] = self.system_template_version   # deployed on the current one
             return vid
 
     def kill_host(self, ip: str, state: str = "Alert") -> None:
@@ -1483,10 +1485,17 @@ class Emulator:
 
     def _cmd_listRouters(self, a: dict) -> dict:
         # DomainRouterResponse names the router's network `guestnetworkid` and its VPC `vpcid`.
+        # `version` and `requiresupgrade` as RouterJoinDaoImpl.newDomainRouterResponse fills them:
+        # the router's template version, older than minreq.sysvmtemplate.version (which
+        # SystemVmTemplateRegistration sets to the template it registers on an upgrade), or
+        # unknown, requires an upgrade.
         items = self._vm_items(a, ("DomainRouter",))
         for item in items:
             v = self.vms[item["id"]]
             item.update({k: v[k] for k in ("guestnetworkid", "vpcid") if v.get(k)})
+            version = v.get("template")
+            item.update(version=version or "UNKNOWN", requiresupgrade=version is None or tuple(
+                map(int, version.split("."))) < tuple(map(int, self.system_template_version.split("."))))
         return self._list("router", items, a)
 
     def _restart_routers(self, command: str, key: str, a: dict) -> dict:
@@ -1531,7 +1540,9 @@ class Emulator:
                "dns2": z.get("dns2"), "podid": pod.get("id"), "podname": pod.get("name"), "hostid": v["hostid"],
                "hostname": host.get("name"), "hypervisor": "KVM", "created": v.get("created"),
                "agentstate": "Up" if v["state"] == "Running" else None,
-               "activeviewersessions": 0 if v["type"] == "ConsoleProxy" else None}
+               "activeviewersessions": 0 if v["type"] == "ConsoleProxy" else None,
+               # ApiResponseHelper.createSystemVmResponse: the VM's template (as listTemplates names it)
+               "templatename": f"systemvm-kvm-{v['template']}" if v.get("template") else None}
         for k in ("publicip", "publicnetmask", "publicmacaddress", "gateway", "publicvlan", "privateip",
                   "privatenetmask", "privatemacaddress", "linklocalip", "linklocalnetmask", "linklocalmacaddress"):
             out[k] = v.get(k)

@@ -37,6 +37,7 @@ class Fleet:
         self.java: dict[str, int] = {i: 11 for i in [*MANAGEMENT, *hosts]}
         self.ran: list[tuple[str, str]] = []      # (step key, instance)
         self.fail_once: dict[str, str] = {}      # step key -> the error its first run ends with
+        self.offline: set[str] = set()           # instances whose SSM agent is not online
 
     def run(self, instance: str, command: str) -> None:
         # AWS-RunShellScript runs the command with /bin/sh: a bash here-document of the step's script
@@ -98,6 +99,12 @@ def cloud(aws, emulator, api_secret, monkeypatch):
     send = SimpleSystemManagerBackend.send_command
 
     def send_command(self, **kwargs):
+        from moto.core.exceptions import JsonRESTError
+
+        offline = [i for i in kwargs["instance_ids"] if i in fleet.offline]
+        if offline:   # SendCommand refuses an instance whose agent is not online
+            raise JsonRESTError("InvalidInstanceId", f"Instances [{offline}] not in a valid state for account "
+                                                     f"123456789012")
         command = send(self, **kwargs)
         for instance in kwargs["instance_ids"]:
             try:
@@ -242,3 +249,119 @@ def test_a_run_that_finds_the_api_down_before_any_step_is_recorded_goes_on(emula
     result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
     assert result.outs["version"] == "4.22"
     _all_on(emulator, fleet, "4.22.1.0")
+
+
+def test_a_snapshot_of_that_name_from_another_database_is_refused_before_anything_stops(emulator, cloud):
+    # RDS snapshot identifiers are unique per account and region: another stack of the same name
+    # (in another project, or "test_1" beside "test-1") may have taken the name for its database.
+    fleet, secret_id = cloud
+    rds = boto3.client("rds", region_name=REGION)
+    rds.create_db_instance(DBInstanceIdentifier="another-stack-db", DBInstanceClass="db.t3.medium", Engine="mysql",
+                           MasterUsername="admin", MasterUserPassword="not-a-secret-1", AllocatedStorage=20)
+    rds.create_db_snapshot(DBSnapshotIdentifier="cloudstack-test-4-20-1-to-4-22",
+                           DBInstanceIdentifier="another-stack-db")
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    with pytest.raises(UpgradeError, match=r"snapshot cloudstack-test-4-20-1-to-4-22 exists already and is of "
+                                           r"the DB instance another-stack-db, not of this stack's " + DB):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert fleet.ran == [] and set(emulator.servers.values()) == {"4.20.1.0"}
+
+
+def test_a_run_resumed_in_the_routers_step_restarts_only_the_routers_still_on_the_old_template(emulator, cloud):
+    # A restart with cleanup interrupts the tenants' network: one already on the new template
+    # (CloudStack's requiresupgrade false) is not restarted again.
+    fleet, secret_id = cloud
+    emulator.inject_job_failure("restartVPC", text="Failed to implement network elements and resources")
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(Exception, match="Failed to implement network elements"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    network_router = next(i for i, v in emulator.vms.items() if v.get("guestnetworkid") == "net-1")
+    assert emulator.vms[network_router]["template"] == "4.22.1"
+
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert result.outs["version"] == "4.22"
+    assert next(i for i, v in emulator.vms.items() if v.get("guestnetworkid") == "net-1") == network_router
+    vpc_router = next(v for v in emulator.vms.values() if v.get("vpcid") == "vpc-1")
+    assert vpc_router["template"] == "4.22.1"
+
+
+def test_a_run_resumed_in_the_system_vm_step_keeps_the_system_vms_already_on_the_new_template(emulator, cloud):
+    fleet, secret_id = cloud
+    emulator.stuck_system_vms = {"ConsoleProxy"}     # the new console proxy never reaches Running
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    news["upgrade_timeouts"] = {**news["upgrade_timeouts"], "system_vms": 1}
+    with pytest.raises(UpgradeError, match="gave up waiting for a new secondary storage VM and console proxy"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    storage_vm = next(v for v in emulator.vms.values() if v["type"] == "SecondaryStorageVm")
+    assert storage_vm["state"] == "Running" and storage_vm["template"] == "4.22.1"
+
+    emulator.stuck_system_vms = set()
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    assert result.outs["version"] == "4.22"
+    # the secondary storage VM on the new template was left running; the console proxy runs now
+    assert [v["id"] for v in emulator.vms.values() if v["type"] == "SecondaryStorageVm"] == [storage_vm["id"]]
+    proxy = next(v for v in emulator.vms.values() if v["type"] == "ConsoleProxy")
+    assert proxy["state"] == "Running" and proxy["template"] == "4.22.1"
+
+
+def test_a_cloud_without_a_recorded_version_on_another_version_is_not_recorded_as_the_new_one(emulator, cloud):
+    # A stack deployed before the version was recorded, cloudstackVersion changed meanwhile:
+    # the upgrade resource is created with nothing recorded to upgrade from.
+    fleet, secret_id = cloud
+    with pytest.raises(UpgradeError, match=r"cloudstackVersion 4\.22: the servers run CloudStack 4\.20\.1\.0, "
+                                           r"and the stack has no record.*Set cloudstackVersion to 4\.20\.1"):
+        CloudStackUpgradeProvider().create(props(emulator, secret_id, fleet, "4.22", from_version=""))
+    assert fleet.ran == []
+    # the running version (or its release) is recorded as it is
+    for version in ("4.20.1", "4.20"):
+        result = CloudStackUpgradeProvider().create(props(emulator, secret_id, fleet, version, from_version=""))
+        assert result.outs["version"] == version and result.outs["steps"] == [] and fleet.ran == []
+
+
+def test_the_snapshot_is_taken_with_every_server_stopped(emulator, cloud, monkeypatch):
+    # upgrade-4.22.rst: stop every management server, then back up the database: a snapshot
+    # taken while servers still run misses what they write until they stop.
+    from moto.rds.models import RDSBackend
+
+    fleet, secret_id = cloud
+    running_at_snapshot = []
+    create = RDSBackend.create_db_snapshot
+
+    def create_db_snapshot(self, *args, **kwargs):
+        running_at_snapshot.append({s for s, v in emulator.servers.items() if v})
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDSBackend, "create_db_snapshot", create_db_snapshot)
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert running_at_snapshot == [set()]
+
+
+def test_an_instance_whose_ssm_agent_is_offline_is_named_with_the_remedy(emulator, cloud):
+    fleet, secret_id = cloud
+    host = next(iter(fleet.hosts))
+    fleet.offline.add(host)
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(UpgradeError, match=rf"step java:{host} could not be sent to instance {host} "
+                                           r"\(InvalidInstanceId: .*SSM agent online.*continues with this step"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    fleet.offline.clear()
+    assert CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news).outs["version"] == "4.22"
+
+
+def test_another_target_while_an_upgrade_is_unfinished_is_refused_before_anything(emulator, cloud):
+    fleet, secret_id = cloud
+    fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    with pytest.raises(UpgradeError):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    ran_before, servers = list(fleet.ran), dict(emulator.servers)
+    with pytest.raises(UpgradeError, match=r"cloudstackVersion 4\.22\.1: the upgrade 4\.20\.1 -> 4\.22 is unfinished "
+                                           r"\(done: .*first:.*Set cloudstackVersion to 4\.22 "):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22.1"))
+    assert fleet.ran == ran_before and emulator.servers == servers
+    assert CloudStackUpgradeProvider().update(
+        upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22")).outs["version"] == "4.22"

@@ -300,7 +300,8 @@ def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_
     assert resource.inputs["management_ids"] == [management.id]
     assert [h["ip"] for h in resource.inputs["hosts"]] == ["10.100.0.10", "10.100.0.11", "10.100.0.12"]
     steps = [s.split(":")[0] for s in resource.state["steps"]]
-    assert steps[0] == "snapshot" and steps[-3:] == ["template", "system-vms", "routers"]
+    assert steps[0] == "java" and steps[-3:] == ["template", "system-vms", "routers"]
+    assert steps.index("stop") < steps.index("snapshot") < steps.index("first")
     assert steps.index("first") < steps.index("agent") and steps.count("agent") == 3
     assert resource.inputs["state_parameter"].endswith("/cloudstack-upgrade")
     # A host added in this update boots on the version the servers run until the upgrade.
@@ -312,6 +313,16 @@ def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_
     assert "4.20.1 -> 4.22" in warning and "UI and API are down" in warning and "VMs keep running" in warning
     assert not [w for w in later_run(recorded(cloudstackVersion="4.22", consoleAddress=True, bootScripts=2)).warnings
                 if "upgrades CloudStack" in w]
+
+
+def test_the_upgrade_waits_for_the_template_and_system_vms_as_long_as_the_settings_say():
+    from components.registration import upgrade
+
+    for minutes in (30, 90):
+        run = later_run(recorded(cloudstackVersion="4.20.1", consoleAddress=True, bootScripts=2, dbEngineVersion="8.0"),
+                        cloudstackVersion="4.22", dbEngineVersion="8.0", systemVmWaitMinutes=minutes)
+        [resource] = run.of_type(upgrade.TYPE)
+        assert resource.inputs["upgrade_timeouts"] == {"template": minutes * 60, "system_vms": minutes * 60}
 
 
 def test_a_stack_from_before_the_version_was_recorded_records_the_configured_one():
@@ -333,7 +344,8 @@ def test_the_offline_plan_shows_the_upgrade_steps(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "CloudStack upgrade 4.20 -> 4.22" in text
     lines = [line.strip() for line in text[text.index("CloudStack upgrade"):].splitlines()[1:16]]
-    assert lines[0].startswith("snapshot: RDS snapshot cloudstack-dev-4-20-to-4-22")
+    assert lines[0].startswith("java:")
+    assert any(line.startswith("snapshot: RDS snapshot cloudstack-dev-4-20-to-4-22") for line in lines)
     assert any(line.startswith("first:") and "database upgrade runs here, once" in line for line in lines)
     # without a change of version, no upgrade section
     assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
