@@ -4,6 +4,7 @@ and the CloudStack management server behind it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 
@@ -20,16 +21,25 @@ from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 @dataclass(frozen=True)
 class ControlPlane:
-    """The control plane's components."""
+    """The control plane's components. `management_servers`: managementServerCount servers,
+    index order; the first (index 0) keeps the single server's resource names."""
 
     router: OverlayRouter
-    management: ManagementServer
+    management_servers: tuple[ManagementServer, ...]
+
+    @property
+    def management(self) -> ManagementServer:
+        """The first management server: it owns the secrets and the hosts' anchor key."""
+        return self.management_servers[0]
 
 
 def declare_control_plane(ctx: Context, network: Network, data: Data) -> ControlPlane:
-    """The router, then the management server (its boot script needs the router's console address)."""
+    """The router, then the management servers (their boot scripts need the router's console address)."""
     router = declare_router(ctx, network, data)
-    return ControlPlane(router, declare_management(ctx, network, data, router))
+    first = declare_management(ctx, network, data, router, 0)
+    servers = [first] + [declare_management(ctx, network, data, router, i, first)
+                         for i in range(1, ctx.settings.management_server_count)]
+    return ControlPlane(router, tuple(servers))
 
 
 def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
@@ -66,29 +76,37 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
                 tenant_refused=refused))))
 
 
-def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter) -> ManagementServer:
-    """The management server; console URLs name the router's console Elastic IP."""
-    boot_scripts = data.boot_scripts
-    return ManagementServer("management", ManagementServerArgs(
+def management_name(index: int) -> str:
+    """Server `index`'s resource name: the first keeps the single server's ("management")."""
+    return "management" if index == 0 else f"management-{index}"
+
+
+def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter, index: int,
+                       first: Optional[ManagementServer] = None) -> ManagementServer:
+    """Management server `index` (its overlay address: ctx.plan.management_servers[index]); console
+    URLs name the router's console Elastic IP. `first`: the first server, for an additional one."""
+    boot_scripts, name = data.boot_scripts, management_name(index)
+    return ManagementServer(name, ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
                                [network.underlay.member_sg_id], "management"),
         db_master_secret_arn=data.database.master_secret_arn,
-        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns), tags=ctx.tags,
+        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, index), tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
-        parameter_root=ctx.prefix, console_address=router.console_public_ip))
+        parameter_root=ctx.prefix, console_address=router.console_public_ip, first=first))
 
 
-def management_user_data(ctx: Context, secret_arns: dict) -> str:
-    """The management server's boot script; `secret_arns` as ManagementServer resolves them
+def management_user_data(ctx: Context, secret_arns: dict, index: int = 0) -> str:
+    """Management server `index`'s boot script; `secret_arns` as ManagementServer resolves them
     (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn)."""
-    settings = ctx.settings
+    settings, servers = ctx.settings, ctx.plan.management_servers
     return boot.render_management_user_data(boot.ManagementBoot(
-        aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
+        aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"{management_name(index)}.{DOMAIN}",
         boot_bucket=secret_arns["boot_bucket"], anchor_key_arn=secret_arns["anchor_key_arn"],
-        overlay=overlay_config(settings, ctx.plan, ctx.management_ip, "member"),
+        overlay=overlay_config(settings, ctx.plan, servers[index], "member"),
         secrets=boot.ManagementSecrets(
             db_cloud=secret_arns["db_cloud"],
             cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"]),
         cloudstack_version=settings.cloudstack_version, os_codename=settings.ubuntu_codename,
-        zone_name=settings.zone_name, console_address=secret_arns["console_address"]))
+        zone_name=settings.zone_name, console_address=secret_arns["console_address"],
+        server_index=index, management_servers=tuple(str(a) for a in servers)))

@@ -34,6 +34,9 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
                    "consolePublicIp": router.console_public_ip, "tenantPublicIp": router.tenant_public_ip},
         "managementServer": {"overlayIp": str(ctx.management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
+        # Every management server, the first (managementServer) first: the targets of a load balancer.
+        "managementServers": [{"overlayIp": str(plan.management_servers[i]), "privateIp": m.private_ip,
+                               "instanceId": m.instance_id} for i, m in enumerate(control.management_servers)],
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,
                            "cluster": ctx.host_clusters[i], "instanceType": ctx.host_types.types[i]}
                   for i, inst in compute.hosts.instances.items()},

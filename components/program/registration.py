@@ -46,11 +46,11 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
         spec=spec,
         api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=ctx.region,
         efs_dns=data.storage.dns_name, host_dependencies=compute.hosts.instances,
-        depends_on=[management.instance, router],
+        depends_on=[*(m.instance for m in control.management_servers), router],
         aws_identity=stack_aws_identity(), host_ready_prefix=ctx.prefix.apply(lambda r: f"{r}/{naming.HOST_READY}"),
         console_forwards_parameter=router.console_forwards_parameter, console_address=router.console_public_ip,
-        guarded=[network.underlay, network.multicast, data.database, data.storage, router, management,
-                 compute.hosts]))
+        guarded=[network.underlay, network.multicast, data.database, data.storage, router,
+                 *control.management_servers, compute.hosts]))
     return Registration(api_url, spec)
 
 

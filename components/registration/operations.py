@@ -16,6 +16,7 @@ from .base import Kind, Obj, Props, _by, _first, _is_gone, _single, configuratio
 from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # noqa: F401
 from .console_forwards import ConsoleForwards
 from .hosts import ClusterHosts, LegacyHost
+from .management_servers import ManagementServers
 
 # -- zone ---------------------------------------------------------------------
 
@@ -567,4 +568,5 @@ KINDS: dict[str, Kind] = {
     "image_store": ImageStore(),
     "workload_guard": WorkloadGuard(),
     "console_forwards": ConsoleForwards(),
+    "management_servers": ManagementServers(),
 }

@@ -36,6 +36,10 @@ class ManagementServerArgs:
     #: The router's console Elastic IP (components/model/consoles.py), which console URLs name;
     #: render_user_data gets it as "console_address". "": none.
     console_address: pulumi.Input[str] = ""
+    #: The first management server, whose secrets and anchor key this one shares (an
+    #: additional server: it reads them, never writes them); None: this one is the first
+    #: and owns them.
+    first: Optional["ManagementServer"] = None
 
 
 def _secret(name: str, stack: str, which: str, description: str, child, tags) -> aws.secretsmanager.Secret:
@@ -58,6 +62,11 @@ class ManagementServer(pulumi.ComponentResource):
     AWSCURRENT leaves that label, and so the value, in place (pulumi-aws,
     aws.secretsmanager.SecretVersion: "that label cannot be removed and will be skipped").
 
+    An additional server (ManagementServerArgs.first) owns none of these: its role reads
+    the first server's database user, keys and admin secrets and nothing else, and it
+    publishes nothing for the hosts (the SSH key pair lives in the shared database,
+    apache/cloudstack #6570, so every server uses the one the first published).
+
     Outputs: instance_id, private_ip, secret ARNs, api_keys_secret_arn, anchor_key_arn.
     """
 
@@ -65,14 +74,65 @@ class ManagementServer(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:ManagementServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
+        root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
+        read_parameters = Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
+                                                       parameter_arn(root, naming.PARAM_EFS_DNS),
+                                                       parameter_arn(root, naming.PARAM_DB_MASTER_SECRET)])
+        if args.first is None:
+            secrets, anchor_arn, profile = self._first_server(name, args, root, read_parameters, tags)
+        else:
+            # An additional server reads the first one's secrets (the same database user and
+            # keys: the installation guide's additional management servers) and publishes
+            # nothing: the hosts trust only what the first one writes under its anchor key.
+            secrets, anchor_arn = dict(args.first.secret_arns), args.first.anchor_key_arn
+            self.api_keys_secret_id = args.first.api_keys_secret_id
+            profile = instance_role(name, grants=[
+                Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                      [secrets[naming.SECRET_DB_CLOUD], secrets[naming.SECRET_CLOUDSTACK_KEYS],
+                       secrets[naming.SECRET_ADMIN]]),
+                read_parameters, Grant(["s3:GetObject"], [args.boot_script_arn]),
+            ], opts=child, tags=tags).profile
+        grant = self._grant_master_secret(name, profile, args.db_master_secret_arn)
+        if args.first is None:
+            self._publish_master_secret(name, root, args.db_master_secret_arn, grant, tags)
 
+        user_data = pulumi.Output.all(
+            db_cloud=secrets[naming.SECRET_DB_CLOUD], keys=secrets[naming.SECRET_CLOUDSTACK_KEYS],
+            admin=secrets[naming.SECRET_ADMIN], api_keys=secrets[naming.SECRET_API_KEYS], parameter_root=root,
+            boot_bucket=args.boot_bucket, console_address=args.console_address, anchor_key_arn=anchor_arn,
+        ).apply(args.render_user_data)
+        instance = hardened_instance(name, NodeArgs(
+            spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,
+            tags={**tags, "Role": "cloudstack-management"}), child)
+
+        self.instance = instance
+        self.instance_id = instance.id
+        self.private_ip = instance.private_ip
+        #: ARN of the anchor key: KVM hosts accept the SSH key and version only under it.
+        self.anchor_key_arn = anchor_arn
+        self.api_keys_secret_arn = secrets[naming.SECRET_API_KEYS]
+        self.admin_secret_arn = secrets[naming.SECRET_ADMIN]
+        self.secret_arns = secrets
+        self.register_outputs({
+            "instance_id": self.instance_id,
+            "private_ip": self.private_ip,
+            "api_keys_secret_arn": self.api_keys_secret_arn,
+            "secret_arns": self.secret_arns,
+            "anchor_key_arn": self.anchor_key_arn,
+        })
+
+    def _first_server(self, name: str, args: ManagementServerArgs, root: pulumi.Input[str], read_parameters: Grant,
+                      tags: dict) -> tuple[dict, pulumi.Output[str], aws.iam.InstanceProfile]:
+        """The first server's secrets (created without a value), its role and the anchor key:
+        ({secret kind: ARN}, the anchor key's ARN, the instance profile)."""
+        child = pulumi.ResourceOptions(parent=self)
         db_cloud = _secret(name, args.stack, naming.SECRET_DB_CLOUD, "CloudStack database user", child, tags)
         keys = _secret(name, args.stack, naming.SECRET_CLOUDSTACK_KEYS,
                        "CloudStack management (-m) and database (-k) encryption keys", child, tags)
         admin = _secret(name, args.stack, naming.SECRET_ADMIN, "CloudStack admin login", child, tags)
         api_keys = _secret(name, args.stack, naming.SECRET_API_KEYS,
                            "CloudStack admin API keys (written by the management server)", child, tags)
-        root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
+        self.api_keys_secret_id = api_keys.id
 
         # The SSH public key and the package version the hosts trust: the management server
         # creates them itself, as SecureString parameters under the anchor key (Pulumi cannot
@@ -85,63 +145,33 @@ class ManagementServer(pulumi.ComponentResource):
             Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], own),
             # The first value of each (generated at boot); never another secret's.
             Grant(["secretsmanager:PutSecretValue"], own),
-            Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
-                                         parameter_arn(root, naming.PARAM_EFS_DNS),
-                                         parameter_arn(root, naming.PARAM_DB_MASTER_SECRET)]),
+            read_parameters,
             # GetParameterHistory: how a reader learns the key a SecureString is under.
             Grant(["ssm:GetParameterHistory", "ssm:PutParameter"], [ssh_key, version]),
             Grant(["s3:GetObject"], [args.boot_script_arn]),
         ], opts=child, tags=tags)
         key = anchor_key(name, role.role, tags, child)
-        profile = role.profile
+        secrets = {naming.SECRET_DB_CLOUD: db_cloud.arn, naming.SECRET_CLOUDSTACK_KEYS: keys.arn,
+                   naming.SECRET_ADMIN: admin.arn, naming.SECRET_API_KEYS: api_keys.arn}
+        return secrets, key.arn, role.profile
 
-        self._publish_master_secret(name, root, profile, args.db_master_secret_arn, tags)
-
-        user_data = pulumi.Output.all(
-            db_cloud=db_cloud.arn, keys=keys.arn,
-            admin=admin.arn, api_keys=api_keys.arn, parameter_root=root, boot_bucket=args.boot_bucket,
-            console_address=args.console_address, anchor_key_arn=key.arn,
-        ).apply(args.render_user_data)
-        instance = hardened_instance(name, NodeArgs(
-            spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,
-            tags={**tags, "Role": "cloudstack-management"}), child)
-
-        self.instance = instance
-        self.instance_id = instance.id
-        self.private_ip = instance.private_ip
-        #: ARN of the anchor key: KVM hosts accept the SSH key and version only under it.
-        self.anchor_key_arn = key.arn
-        self.api_keys_secret_arn = api_keys.arn
-        self.api_keys_secret_id = api_keys.id
-        self.admin_secret_arn = admin.arn
-        self.secret_arns = {
-            naming.SECRET_DB_CLOUD: db_cloud.arn, naming.SECRET_CLOUDSTACK_KEYS: keys.arn,
-            naming.SECRET_ADMIN: admin.arn, naming.SECRET_API_KEYS: api_keys.arn,
-        }
-        self.register_outputs({
-            "instance_id": self.instance_id,
-            "private_ip": self.private_ip,
-            "api_keys_secret_arn": self.api_keys_secret_arn,
-            "secret_arns": self.secret_arns,
-            "anchor_key_arn": self.anchor_key_arn,
-        })
-
-    def _publish_master_secret(self, name: str, root: pulumi.Input[str], profile: aws.iam.InstanceProfile,
-                               secret_arn: pulumi.Input[str], tags: dict) -> aws.ssm.Parameter:
-        """The grant to read the RDS-managed master secret and the SSM parameter naming it.
-
-        Both exist only once RDS does (it names the secret), and neither delays the
-        instance: the boot waits for the parameter, which is written after the grant
-        (IAM's eventual consistency is covered by the boot's bounded retry of the read).
-        """
-        child = pulumi.ResourceOptions(parent=self)
-        grant = aws.iam.RolePolicy(
+    def _grant_master_secret(self, name: str, profile: aws.iam.InstanceProfile,
+                             secret_arn: pulumi.Input[str]) -> aws.iam.RolePolicy:
+        """The grant to read the RDS-managed master secret, which exists only once RDS does
+        (it names the secret); it does not delay the instance (the boot waits for the SSM
+        parameter naming the secret, written after the first server's grant)."""
+        return aws.iam.RolePolicy(
             f"{name}-db-master-read", role=profile.role,
             policy=pulumi.Output.from_input(secret_arn).apply(lambda arn: json.dumps({
                 "Version": "2012-10-17", "Statement": [{
                     "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                     "Resource": [arn]}]})),
-            opts=child)
+            opts=pulumi.ResourceOptions(parent=self))
+
+    def _publish_master_secret(self, name: str, root: pulumi.Input[str], secret_arn: pulumi.Input[str],
+                               grant: aws.iam.RolePolicy, tags: dict) -> aws.ssm.Parameter:
+        """The SSM parameter naming the master secret, written after the first server's grant
+        (IAM's eventual consistency is covered by the boot's bounded retry of the read)."""
         return aws.ssm.Parameter(
             f"{name}-db-master-secret", name=parameter_name(root, naming.PARAM_DB_MASTER_SECRET), type="String",
             value=secret_arn, description="ARN of the RDS-managed secret of the database's master user",

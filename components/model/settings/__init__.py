@@ -128,6 +128,8 @@ class Settings:
     host_timeout_minutes: int = 60
     db_timeout_minutes: int = 180
     db_log_retention_days: int = 30
+    #: managementServerCount: CloudStack management servers sharing the database.
+    management_server_count: int = 1
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -154,6 +156,7 @@ class Settings:
             overlay_cidr=str(self.overlay_cidr),
             vpc_cidr=str(self.vpc_cidr),
             host_count=self.host_count,
+            management_count=self.management_server_count,
             guest_cidr=str(self.guest_cidr),
             guest_vlans=self.guest_vlan_range,
         )
@@ -277,26 +280,27 @@ def hosts_fit(c: _Collector) -> None:
     """The hosts fit the overlay's address plan, one Transit Gateway multicast group and
     the CloudStack subnet."""
     host_count, overlay, subnet = c.values["hostCount"], c.values["overlayCidr"], c.values["cloudstackSubnetCidr"]
-    if host_count < 1:
+    servers = c.values["managementServerCount"]
+    if host_count < 1 or not 1 <= servers <= controlplane.MAX_MANAGEMENT_SERVERS:
         return
     if overlay is not None:
         capacity = ipplan.host_capacity(overlay)
         if host_count > capacity:
             c.problem("hostCount", host_count,
                       f"overlayCidr {overlay} has room for {capacity} hosts; widen overlayCidr or lower hostCount")
-    members = 1 + 1 + host_count
+    members = 1 + servers + host_count
     if members > ipplan.MAX_MULTICAST_MEMBERS:
         c.problem("hostCount", host_count,
-                  f"router + management server + {host_count} hosts = {members} members, but a Transit Gateway "
-                  f"multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
-                  f"{ipplan.MAX_MULTICAST_MEMBERS - 2} hosts per overlay")
+                  f"router + {servers} management server(s) + {host_count} hosts = {members} members, but a "
+                  f"Transit Gateway multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
+                  f"{ipplan.MAX_MULTICAST_MEMBERS - 1 - servers} hosts per overlay")
     if subnet is not None and subnet.prefixlen <= 28:
-        room = ipplan.subnet_host_capacity(subnet)
+        room = ipplan.subnet_host_capacity(subnet, servers)
         if host_count > room:
             usable = subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES
             c.problem("cloudstackSubnetCidr", str(subnet),
                       f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
-                      f"router, the management server, hostCount {host_count} hosts, the "
+                      f"router, {servers} management server(s), hostCount {host_count} hosts, the "
                       f"{', the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
                       f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
 
