@@ -200,12 +200,15 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
     host_types = list(host_types) if host_types is not None else [settings.host_instance_type] * settings.host_count
     lines = [
         CostLine(f"router {settings.router_instance_type}", 1, ec2_hourly(settings.router_instance_type)),
-        CostLine(f"management server {settings.management_instance_type}", settings.management_server_count,
-                 ec2_hourly(settings.management_instance_type)),
+    ] + [
+        # one line per server: the plan shows what each costs (managementServerCount)
+        CostLine(f"management server {i} {settings.management_instance_type}", 1,
+                 ec2_hourly(settings.management_instance_type)) for i in range(settings.management_server_count)
     ] + [
         CostLine(f"KVM host {t}", host_types.count(t), ec2_hourly(t)) for t in dict.fromkeys(host_types)
     ] + [
-        CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (1 + settings.management_server_count + settings.host_count),
+        CostLine("EBS gp3 root volumes (GiB)",
+                 settings.root_volume_gb * (1 + settings.management_server_count + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
         # The router's address (UI/API, the infrastructure's egress, vmForwards), its console
         # address (components/model/consoles.py) and the address tenants and system VMs leave
