@@ -63,7 +63,8 @@ def test_scaling_adds_or_removes_only_the_extra_servers(scaled, before, after):
     # max_connections (350 per server, components/resources/database.py): updates in place
     changed = {k for k in old.keys() & new.keys() if old[k] != new[k] and server_of(k[1]) is None}
     assert changed == {(SETTING, "registration-setting-host"), (SERVERS, "registration-management-servers"),
-                       ("aws:rds/parameterGroup:ParameterGroup", "database-params")}, changed
+                       ("aws:rds/parameterGroup:ParameterGroup", "database-params"),
+                       ("aws:ec2/securityGroup:SecurityGroup", "underlay-db-sg")}, changed
 
 
 def test_every_server_is_in_host_and_the_registration_drains_the_others(scaled):
@@ -79,6 +80,13 @@ def test_every_server_is_in_host_and_the_registration_drains_the_others(scaled):
     assert {(INSTANCE, n) for n in ("management", "management-1", "management-2")} <= deps
     assert [s["overlayIp"] for s in d.outputs["managementServers"]] == wanted
     assert d.outputs["managementServer"]["overlayIp"] == wanted[0]
+
+
+def test_the_database_admits_every_server_and_nothing_else(scaled):
+    for n, d in scaled.items():
+        (rule,) = d.get("aws:ec2/securityGroup:SecurityGroup", "underlay-db-sg").inputs["ingress"]
+        assert rule["cidrBlocks"] == [f"{a}/32" for a in d.settings.ip_plan().management_servers]
+        assert len(rule["cidrBlocks"]) == n and rule["fromPort"] == rule["toPort"] == 3306
 
 
 def test_additional_servers_share_the_first_ones_secrets_and_publish_nothing(scaled):
