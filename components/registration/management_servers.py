@@ -59,8 +59,12 @@ class ManagementServers(Kind):
         return {"id": id_, "running": sorted(s.get("serviceip", "") for s in servers if s.get("state") in RUNNING)}
 
     def converge(self, api: Api, obj: Obj, props: Props) -> Obj:
-        wanted = set(props["servers"])
-        leaving = [s for s in api.list("listManagementServers", "managementserver")
+        wanted, servers = set(props["servers"]), api.list("listManagementServers", "managementserver")
+        unknown = [s.get("name") for s in servers if s.get("state") in RUNNING and not s.get("serviceip")]
+        if unknown:
+            LOG.warning("management servers %s report no serviceip: cannot tell whether they left; none drained",
+                        unknown)
+        leaving = [s for s in servers
                    if s.get("state") in RUNNING and s.get("serviceip") and s["serviceip"] not in wanted]
         for server in leaving:
             drain(api, server, props.get("zoneid"))
@@ -77,11 +81,13 @@ class ManagementServers(Kind):
 
 
 def drain(api: Api, server: Obj, zoneid: str | None) -> None:
-    """Stop `server` (a listManagementServers item) cleanly, then wait for the zone's hosts
-    to be Up again (their agents moved to the other servers). Bounded by timeouts.maintenance
-    for the pending jobs and timeouts.host_up for the rest; raises RegistrationError naming
-    the server when a bound passes."""
+    """Stop `server` (a listManagementServers item) cleanly, then wait for the hosts whose
+    agents it held (HostResponse `managementserverid`) to be Up on another server. Bounded by
+    timeouts.maintenance for the pending jobs and timeouts.host_up for the rest; raises
+    RegistrationError naming the server when a bound passes."""
     sid, ip, t = server["id"], server.get("serviceip"), api.timeouts
+    held = {h["id"] for h in api.list("listHosts", "host", type="Routing", zoneid=zoneid)
+            if h.get("managementserverid") == sid}
     if server.get("state") == "Up":
         LOG.info("management server %s (%s) leaves: preparing it for shutdown", server.get("name"), ip)
         api.retrying("prepareForShutdown", lambda: api.call("prepareForShutdown", managementserverid=sid))
@@ -93,10 +99,10 @@ def drain(api: Api, server: Obj, zoneid: str | None) -> None:
     _wait(api, t.host_up, f"management server {ip} to stop (mshost state Down)",
           lambda: all(s.get("state") not in RUNNING for s in api.list("listManagementServers", "managementserver",
                                                                         id=sid)))
-    _wait(api, t.host_up, f"the hosts of management server {ip} to reconnect to the others",
-          lambda: all(h.get("state") == "Up" for h in api.list("listHosts", "host", type="Routing", zoneid=zoneid)
-                      if h.get("resourcestate") == "Enabled"))
-    LOG.info("management server %s stopped; its agents moved to the others", ip)
+    _wait(api, t.host_up, f"the {len(held)} host(s) of management server {ip} to reconnect to the others",
+          lambda: all(h.get("state") == "Up" and h.get("managementserverid") != sid
+                      for h in api.list("listHosts", "host", type="Routing", zoneid=zoneid) if h["id"] in held))
+    LOG.info("management server %s stopped; its %d host(s) moved to the others", ip, len(held))
 
 
 def _wait(api: Api, bound: float, what: str, done) -> None:
