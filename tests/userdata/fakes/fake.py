@@ -557,29 +557,31 @@ def mysql_session():
         return 1
     held = {}
     for line in sys.stdin:
-        record({"sql": line.strip(), "session": os.getpid(), "user": options.get("user"),
-                "ssl-mode": options.get("ssl-mode")})
+        entry = {"sql": line.strip(), "session": os.getpid(), "user": options.get("user"),
+                 "ssl-mode": options.get("ssl-mode")}
         m = re.match(r"SELECT GET_LOCK\('([\w.]+)', (\d+)\);", line.strip())
         r = re.match(r"DO RELEASE_LOCK\('([\w.]+)'\);", line.strip())
         if m:
             f = open(os.path.join(WORLD_DIR or STATE_DIR, f"getlock-{m.group(1)}"), "w")
-            asked, deadline = time.time(), time.monotonic() + int(m.group(2))
+            entry.update(lock=m.group(1), asked=time.time(), granted=None)
+            deadline = time.monotonic() + int(m.group(2))
             while True:
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     held[m.group(1)] = f
-                    record({"lock": m.group(1), "asked": asked, "granted": time.time()})
-                    print(1, flush=True)
+                    entry["granted"] = time.time()
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        record({"lock": m.group(1), "asked": asked, "granted": None})
-                        print(0, flush=True)
                         break
                     time.sleep(0.02)
-        elif r and r.group(1) in held:
-            record({"lock": r.group(1), "released": time.time()})
+            record(entry)
+            print(1 if entry["granted"] else 0, flush=True)
+            continue
+        if r and r.group(1) in held:
+            entry.update(lock=r.group(1), released=time.time())
             held.pop(r.group(1)).close()
+        record(entry)
     return 0
 
 
