@@ -23,6 +23,18 @@ csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_U
     CSEC2_OVERLAY_GATEWAY CSEC2_INFRA_CIDR CSEC2_MANAGEMENT_RANGE CSEC2_HOST_RANGE CSEC2_SYSTEM_RANGE \
     CSEC2_ROLE_NAME CSEC2_BOOTSTRAP_POLICIES CSEC2_BOOTSTRAP_MARKER
 
+# This server's place among the management servers: 0, the first, deploys the schema
+# and publishes what the hosts trust; the others join. A boot.env written before there
+# were several servers names neither: the server is the only, first one.
+CSEC2_MANAGEMENT_INDEX=${CSEC2_MANAGEMENT_INDEX:-0}
+CSEC2_MANAGEMENT_SERVERS=${CSEC2_MANAGEMENT_SERVERS:-$CSEC2_OVERLAY_IP}
+[[ $CSEC2_MANAGEMENT_INDEX =~ ^[0-9]$ ]] || csec2_die "CSEC2_MANAGEMENT_INDEX '$CSEC2_MANAGEMENT_INDEX' is not 0..9"
+
+# Succeeds on the first management server.
+first_server() {
+    ((CSEC2_MANAGEMENT_INDEX == 0))
+}
+
 CS_ETC=$CSEC2_ROOT/etc/cloudstack/management
 CS_SSH_PUBLIC_KEY=$CSEC2_ROOT/var/lib/cloudstack/management/.ssh/id_rsa.pub
 API_URL=http://127.0.0.1:8080/client/api
@@ -44,6 +56,16 @@ bootstrap_state() {
     local name err=$CSEC2_PRIVATE_DIR/aws-error attempt
     name=$(csec2_name "$CSEC2_BOOTSTRAP_MARKER")
     csec2_step "bootstrap state ($name)"
+    if ! first_server; then
+        # Another server joins a bootstrapped cloud only: the first deploys the schema
+        # and sets the admin password; this one never needs the master or admin secret.
+        csec2_wait_until "the bootstrap marker $name (the first management server bootstraps the cloud)" \
+            "$CSEC2_WAIT_DATABASE_SECONDS" bootstrap_marker_present ||
+            csec2_die "the first management server did not bootstrap the cloud within $CSEC2_WAIT_DATABASE_SECONDS s (see its /var/log/cloudstack-ec2-boot.log)"
+        BOOTSTRAPPED=1
+        csec2_log "the cloud is bootstrapped: joining it (the cloud user; no master or admin secret)"
+        return 0
+    fi
     for attempt in 1 2 3 4 5; do
         if csec2_aws ssm get-parameter --name "$name" --query Parameter.Value --output text >/dev/null 2>"$err"; then
             BOOTSTRAPPED=1
@@ -57,6 +79,12 @@ bootstrap_state() {
         sleep "$CSEC2_WAIT_INTERVAL_SECONDS"
     done
     csec2_die "cannot tell whether the cloud is bootstrapped: $name not readable (the role's ssm:GetParameter on it?)"
+}
+
+# shellcheck disable=SC2317  # called through csec2_wait_until
+bootstrap_marker_present() {
+    csec2_aws ssm get-parameter --name "$(csec2_name "$CSEC2_BOOTSTRAP_MARKER")" \
+        --query Parameter.Value --output text >/dev/null 2>&1
 }
 
 # The marker first, then the policies: a policy left behind (a failed delete) goes
@@ -323,6 +351,7 @@ install_packages() {
 # this server knows which X.Y.z it installed.
 publish_version() {
     local version
+    first_server || return 0
     csec2_step "publish the cloudstack-management version to $(csec2_name cloudstack-version)"
     version=$(dpkg-query -W -f='${Version}' cloudstack-management) ||
         csec2_die "cannot read the installed version of cloudstack-management"
@@ -590,6 +619,9 @@ cloud_user_can_log_in() {
 # grants are ensured here (idempotent, no data touched) and the schema is
 # created with `--schema-only`, only when it is not there yet.
 DB_PASSWORD_SET=0
+# deployed: this run deployed the schema (the first server's first boot); joined: the
+# schema was there (an additional server, a replaced or rebooted one).
+SCHEMA_HOW=joined
 # Set when db.properties was rewritten: a running management server restarts.
 DB_PROPERTIES_CHANGED=0
 
@@ -652,11 +684,12 @@ deploy_schema() {
     schema_exists || csec2_die "cloudstack-setup-databases finished but the schema 'cloud' is still missing"
     db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
     write_marker "cloudstack-setup-databases ${SCHEMA_OPTIONS[*]}"
+    SCHEMA_HOW=deployed
     record_db_password
     csec2_log "schema deployed, marker written"
 }
 
-setup_database() {
+database_step() {
     # The credentials must be on cloudstack-setup-databases' command line (it
     # has no other way to take them); they are never echoed to the log.
     local cloud_url="$DB_CLOUD_USER:$DB_CLOUD_PASSWORD@$DB_HOST:$DB_PORT"
@@ -673,6 +706,8 @@ setup_database() {
     csec2_step "database: CloudStack schema"
     if marker_exists; then
         csec2_log "schema 'cloud' already exists (marker $MARKER_DB.$MARKER_TABLE): reusing it"
+    elif ! first_server; then
+        csec2_die "no schema marker $MARKER_DB.$MARKER_TABLE: only the first management server deploys the schema"
     elif schema_in_use; then
         csec2_log "schema 'cloud' already exists and a management server has used it: reusing it, writing the marker"
         write_marker "adopted: in use"
@@ -713,6 +748,58 @@ configure_db_properties() {
     db_properties_point_at_database || csec2_die "$CS_ETC/db.properties does not point at $DB_HOST:$DB_PORT"
     record_db_password
     DB_PROPERTIES_CHANGED=1
+}
+
+# ------------------------------------------------------ the schema lock ----
+
+# No two management servers run the database step at once, also when one is replaced
+# or boots again while another starts: the step runs under MySQL's named lock
+# (GET_LOCK), taken in a session of its own that stays open for the whole step. MySQL
+# releases the lock when that session ends: RELEASE_LOCK, the client exiting, or the
+# connection dropping (MySQL manual, "Locking Functions"), so a server that dies
+# holding it never blocks the others for good. The session's wait_timeout bounds how
+# long a vanished holder (its instance terminated without closing the connection)
+# keeps it; the holder keeps its own session busy with a statement every
+# SCHEMA_LOCK_KEEPALIVE_SECONDS, and that loop ends when this script does.
+SCHEMA_LOCK=cloudstack_ec2.schema
+SCHEMA_LOCK_IDLE_SECONDS=120
+SCHEMA_LOCK_KEEPALIVE_SECONDS=30
+
+take_schema_lock() {
+    local answer="" script_pid=$$
+    csec2_step "database: lock $SCHEMA_LOCK (one database step at a time)"
+    coproc SCHEMA_LOCK_SESSION { mysql --defaults-extra-file="$MYSQL_CNF" --batch --skip-column-names --unbuffered; }
+    printf "SET SESSION wait_timeout = %d;\nSELECT GET_LOCK('%s', %d);\n" "$SCHEMA_LOCK_IDLE_SECONDS" \
+        "$SCHEMA_LOCK" "$CSEC2_WAIT_DATABASE_SECONDS" >&"${SCHEMA_LOCK_SESSION[1]}"
+    read -r -t $((CSEC2_WAIT_DATABASE_SECONDS + 60)) answer <&"${SCHEMA_LOCK_SESSION[0]}" || true
+    [[ $answer == 1 ]] ||
+        csec2_die "could not take the database lock $SCHEMA_LOCK within $CSEC2_WAIT_DATABASE_SECONDS s (another management server in its database step? answer: '$answer')"
+    (
+        while kill -0 "$script_pid" 2>/dev/null; do
+            printf 'DO 0;\n' || exit 0
+            sleep "$SCHEMA_LOCK_KEEPALIVE_SECONDS"
+        done
+    ) >&"${SCHEMA_LOCK_SESSION[1]}" &
+    SCHEMA_LOCK_KEEPALIVE=$!
+    csec2_log "holding the database lock $SCHEMA_LOCK"
+}
+
+release_schema_lock() {
+    local fd=${SCHEMA_LOCK_SESSION[1]} pid=$SCHEMA_LOCK_SESSION_PID
+    kill "$SCHEMA_LOCK_KEEPALIVE" 2>/dev/null || true
+    wait "$SCHEMA_LOCK_KEEPALIVE" 2>/dev/null || true
+    printf "DO RELEASE_LOCK('%s');\n" "$SCHEMA_LOCK" >&"$fd"
+    exec {fd}>&-
+    wait "$pid" || true
+    csec2_log "released the database lock $SCHEMA_LOCK"
+}
+
+# The database step under the schema lock. Another server than the first has waited
+# for the bootstrap marker (bootstrap_state): it joins the schema the first deployed.
+setup_database() {
+    take_schema_lock
+    database_step
+    release_schema_lock
 }
 
 # Which password db.properties was last written with: a SHA-256 of it, in a
@@ -828,17 +915,70 @@ system_vm_template() {
 
 # ------------------------------------------------- management server ----
 
+# Every management server runs the exact same package version: a server of another
+# version started beside running ones upgrades (or downgrades) the live database under
+# them (apache/cloudstack #11973; refused by CloudStack itself only since 4.20.3 and
+# 4.22.1). Checked before this server starts: the other servers whose cloud.mshost row is
+# Up and heartbeating (ClusterManagerImpl updates last_update every 1.5 s; a row silent
+# for 5 minutes is a server that died without marking itself Down).
+# The upstream version of a Debian version: without epoch, Debian revision or suffix.
+upstream_version() {
+    local v=${1#*:}
+    v=${v%%[~+-]*}
+    printf '%s' "$v"
+}
+
+check_running_versions() {
+    local own rows ip version refused=()
+    own=$(upstream_version "$(dpkg-query -W -f='${Version}' cloudstack-management)") ||
+        csec2_die "cannot read the installed version of cloudstack-management"
+    rows=$(master_sql <<<"SELECT service_ip, version FROM \`cloud\`.\`mshost\` WHERE state = 'Up' AND removed IS NULL AND service_ip <> '$CSEC2_OVERLAY_IP' AND last_update > UTC_TIMESTAMP() - INTERVAL 300 SECOND;") ||
+        csec2_die "could not read the running management servers from cloud.mshost"
+    while IFS=$'\t' read -r ip version; do
+        [[ -n $ip ]] || continue
+        [[ $(upstream_version "$version") == "$own" ]] || refused+=("$ip runs $version")
+    done <<<"$rows"
+    ((${#refused[@]} == 0)) ||
+        csec2_die "not starting CloudStack $own beside management servers of another version (${refused[*]}): every server must run the same version (upgrade them all together, see the upgrade notes)"
+    csec2_log "the running management servers run $own too (or none runs)"
+}
+
+# An additional server (or a replaced one) takes CloudStack's SSH key pair from the
+# database (ConfigurationServerImpl.updateKeyPairs: "Keypairs already in database,
+# updating local copy"; apache/cloudstack #6570) and its injectkeys.sh copies the
+# private key to cloudstack-common's id_rsa.cloud; a copy left there from another key
+# makes it fail and the server never starts (apache/cloudstack #10943: "Files
+# .../.ssh/id_rsa and .../systemvm/id_rsa.cloud differ"). Before such a server's first
+# start the local copies go, so the database's pair is the one written.
+SYSTEMVM_KEY=$CSEC2_ROOT/usr/share/cloudstack-common/scripts/vm/systemvm/id_rsa.cloud
+CS_SSH_DIR=$CSEC2_ROOT/var/lib/cloudstack/management/.ssh
+
+clear_local_key_copies() {
+    local f removed=()
+    for f in "$SYSTEMVM_KEY" "$CS_SSH_DIR/id_rsa" "$CS_SSH_DIR/id_rsa.pub"; do
+        [[ -e $f ]] || continue
+        rm -f "$f"
+        removed+=("${f#"$CSEC2_ROOT"}")
+    done
+    ((${#removed[@]} == 0)) ||
+        csec2_log "removed local key copies (the database's key pair replaces them): ${removed[*]}"
+}
+
 setup_management() {
     csec2_step "cloudstack-setup-management"
     if [[ -e $CSEC2_STATE_DIR/setup-management.done ]] && systemctl is-enabled --quiet cloudstack-management.service; then
         csec2_log "management server already set up and enabled"
         if ! systemctl is-active --quiet cloudstack-management.service; then
+            check_running_versions
             systemctl start cloudstack-management.service
         elif ((DB_PROPERTIES_CHANGED || LDAP_TRUSTSTORE_CHANGED)); then
             csec2_log "restarting the management server: db.properties or the LDAPS truststore changed"
+            check_running_versions
             systemctl restart cloudstack-management.service
         fi
     else
+        check_running_versions
+        [[ $SCHEMA_HOW == deployed ]] || clear_local_key_copies
         cloudstack-setup-management
         systemctl enable cloudstack-management.service
         touch "$CSEC2_STATE_DIR/setup-management.done"
@@ -896,12 +1036,24 @@ api_login() {
     (umask 077 && printf '%s' "$sessionkey" >"$CSEC2_PRIVATE_DIR/sessionkey")
 }
 
+# shellcheck disable=SC2317  # called through csec2_wait_until
+admin_logs_in() {
+    api_login "$CSEC2_PRIVATE_DIR/admin-password"
+}
+
 set_admin_password() {
     csec2_step "admin password from secret $CSEC2_SECRET_ADMIN"
     local wanted default answer
     wanted=$(secret_file admin-password "$ADMIN_PASSWORD")
     if api_login "$wanted"; then
         csec2_log "admin '$ADMIN_USER' already has the password of the secret"
+        return 0
+    fi
+    # The admin lives in the shared database: only the first server changes the
+    # installation's default password; another waits until the secret's works.
+    if ! first_server; then
+        csec2_wait_until "the first management server to set the admin password" "$CSEC2_WAIT_API_SECONDS" \
+            admin_logs_in || csec2_die "cannot log in as '$ADMIN_USER' with the secret's password (the first management server sets it)"
         return 0
     fi
     # A fresh installation's admin password is CloudStack's documented default.
@@ -1056,7 +1208,8 @@ configure_settings() {
     csec2_step "global settings: host, management.network.cidr, integration.api.port, control.cidr, console address"
     local changed=0
     if ((BOOTSTRAPPED)); then
-        # They live in the shared database, where the first server set them; a
+        # They live in the shared database, where the first server set them while
+        # bootstrapping (the registration keeps `host` naming every server); a
         # replaced server has the same overlay address (its slot of the IP plan).
         csec2_log "bootstrapped: the global settings were set by the first management server"
     else
@@ -1078,9 +1231,10 @@ configure_settings() {
 # when one changed.
 configure_api_settings() {
     local changed=0
-    # Agents connect to `host`: the overlay address, not whatever address the
+    # Agents connect to `host`: every management server's overlay address (the
+    # registration keeps the list when the count changes), not whatever address the
     # server guessed. The unauthenticated integration port stays off (0).
-    ensure_setting host "$CSEC2_OVERLAY_IP" && changed=1
+    ensure_setting host "$CSEC2_MANAGEMENT_SERVERS" && changed=1
     ensure_setting management.network.cidr "$CSEC2_OVERLAY_CIDR" && changed=1
     ensure_setting integration.api.port 0 "" && changed=1
     # The system VMs' public range (forsystemvms) holds the console proxy's address:
@@ -1104,6 +1258,7 @@ ssh_key_present() {
 # trust anchor (csec2_publish_anchor): only this server may write it.
 publish_ssh_key() {
     local key
+    first_server || return 0
     csec2_step "publish the management server's SSH public key to $(csec2_name management-ssh-public-key)"
     csec2_wait_until "$CS_SSH_PUBLIC_KEY" "$CSEC2_WAIT_API_SECONDS" ssh_key_present ||
         csec2_die "$CS_SSH_PUBLIC_KEY was not created by the management server"

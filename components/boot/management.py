@@ -14,6 +14,7 @@ from components.boot.common import (
 from components.boot.overlay import OverlayConfig
 from components.model import ldap, naming, regions
 from components.model import rules
+from components.model.settings.controlplane import MAX_MANAGEMENT_SERVERS
 
 # The zone name comes from the stack settings: checked by the settings' own rule.
 _ZONE = rules.ZONE_NAME
@@ -69,6 +70,32 @@ class ManagementBoot:
     #: routed back through the underlay device (management-server.sh route_front_end). ()
     #: without a load balancer.
     front_end_cidrs: tuple[str, ...] = ()
+    #: This server's index: 0 deploys the schema (the first ever) and publishes what the
+    #: hosts trust; the others join the schema it deployed.
+    server_index: int = 0
+    #: Every management server's overlay address, index order (the `host` setting agents
+    #: and system VMs fail over along); (): this server's own address only.
+    management_servers: tuple[str, ...] = ()
+
+
+def _servers_env(boot: ManagementBoot) -> dict[str, str]:
+    """CSEC2_MANAGEMENT_INDEX and CSEC2_MANAGEMENT_SERVERS (comma-separated overlay addresses)."""
+    index = boot.server_index
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < MAX_MANAGEMENT_SERVERS:
+        raise UserDataError(f"server_index: {index!r} is not accepted; expected an integer 0..{MAX_MANAGEMENT_SERVERS - 1}")
+    servers = tuple(boot.management_servers) or (boot.overlay.ip,)
+    if len(servers) > MAX_MANAGEMENT_SERVERS:
+        raise UserDataError(f"management_servers: {len(servers)} addresses; at most {MAX_MANAGEMENT_SERVERS} are accepted")
+    for i, address in enumerate(servers):
+        if ip_value(f"management_servers[{i}]", address, ipaddress.IPv4Address) is None:
+            raise UserDataError(f"management_servers[{i}]: {address!r} is not accepted; expected an overlay"
+                                " IPv4 address such as '10.100.0.2'")
+    if len(set(servers)) != len(servers):
+        raise UserDataError(f"management_servers: {list(servers)} is not accepted; each address once")
+    if index >= len(servers) or servers[index] != boot.overlay.ip:
+        raise UserDataError(f"management_servers: {list(servers)} is not accepted; entry {index} (server_index)"
+                            f" must be this server's overlay address {boot.overlay.ip}")
+    return {"CSEC2_MANAGEMENT_INDEX": str(index), "CSEC2_MANAGEMENT_SERVERS": ",".join(servers)}
 
 
 def management_environment(boot: ManagementBoot) -> dict[str, str]:
@@ -98,7 +125,7 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
             "CSEC2_CONSOLE_ADDRESS": boot.console_address, "CSEC2_DB_CA_BUNDLE_URL": _rds_ca_bundle(boot.aws_region),
             "CSEC2_ROLE_NAME": boot.role_name, "CSEC2_BOOTSTRAP_POLICIES": " ".join(naming.BOOTSTRAP_POLICIES),
             "CSEC2_BOOTSTRAP_MARKER": naming.PARAM_BOOTSTRAPPED,
-            **_secrets_env(boot.secrets),
+            **_secrets_env(boot.secrets), **_servers_env(boot),
             **({"CSEC2_LDAP_TRUSTSTORE": ldap.TRUSTSTORE_PATH} if boot.secrets.ldap_ca else {})}
 
 

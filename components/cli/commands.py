@@ -175,9 +175,9 @@ def _resources(run) -> list[dict]:
 
 
 def _vcpus_by_quota(settings, every_host: list[str]) -> list[dict]:
-    """The vCPUs of the router, the management server and each host type, per EC2 vCPU quota."""
+    """The vCPUs of the routers, the management servers and each host type, per EC2 vCPU quota."""
     roles = [("router", settings.router_instance_type, settings.router_count),
-             ("management server", settings.management_instance_type, 1)] + [
+             ("management server", settings.management_instance_type, settings.management_server_count)] + [
         ("KVM host", t, every_host.count(t)) for t in dict.fromkeys(every_host)]
     vcpus: dict[str, dict] = {}
     for _role, instance_type, count in roles:
@@ -226,7 +226,7 @@ def plan_report(run, stack: str, project: str, region: str, notes: Iterable[str]
     `summary.hostTypes` lists [{"instanceType", "hosts"}] in host order: existing hosts keep
     their type, so after a hostInstanceType change there are several."""
     settings, spec = run.result.settings, run.result.registration
-    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr,
+    limit = ipplan.host_limit(settings.overlay_cidr, settings.cloudstack_subnet_cidr, settings.management_server_count,
                               router_count=settings.router_count)
     # Existing hosts keep their instance type (and cluster): the program's own answer.
     host_types = run.result.host_types.types if run.result.host_types else None

@@ -213,12 +213,15 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
     lines = [
         CostLine(f"router {settings.router_instance_type}" + (" (active/standby pair)" if routers > 1 else ""),
                  routers, ec2_hourly(settings.router_instance_type)),
-        CostLine(f"management server {settings.management_instance_type}", 1,
-                 ec2_hourly(settings.management_instance_type)),
+    ] + [
+        # one line per server: the plan shows what each costs (managementServerCount)
+        CostLine(f"management server {i} {settings.management_instance_type}", 1,
+                 ec2_hourly(settings.management_instance_type)) for i in range(settings.management_server_count)
     ] + [
         CostLine(f"KVM host {t}", host_types.count(t), ec2_hourly(t)) for t in dict.fromkeys(host_types)
     ] + [
-        CostLine("EBS gp3 root volumes (GiB)", settings.root_volume_gb * (routers + 1 + settings.host_count),
+        CostLine("EBS gp3 root volumes (GiB)",
+                 settings.root_volume_gb * (routers + settings.management_server_count + settings.host_count),
                  EBS_GP3_GB_MONTH * per_month),
         # The router's address (UI/API, the infrastructure's egress, vmForwards), its console
         # address (components/model/consoles.py) and the address tenants and system VMs leave
@@ -243,7 +246,7 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
                               EFS_PROVISIONED_MIBPS_MONTH * per_month))
     lines.append(CostLine("Secrets Manager secrets", SECRETS_PER_STACK, SECRET_MONTH * per_month))
     recovered = sum(recovery.supports_recovery(t) for _, t in recovery.targets(
-        settings.router_instance_type, routers, settings.management_instance_type))
+        settings.router_instance_type, routers, settings.management_instance_type, settings.management_server_count))
     if recovered:
         lines.append(CostLine("CloudWatch recovery alarms", recovered, CLOUDWATCH_ALARM_MONTH * per_month))
     if settings.ui_behind_load_balancer:

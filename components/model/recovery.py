@@ -48,11 +48,12 @@ def supports_recovery(instance_type: str) -> bool:
     return family(instance_type) in RECOVERABLE_FAMILIES
 
 
-def targets(router_instance_type: str, router_count: int, management_instance_type: str) -> list[tuple[str, str]]:
+def targets(router_instance_type: str, router_count: int, management_instance_type: str,
+            management_count: int = 1) -> list[tuple[str, str]]:
     """(resource name, instance type) of every instance the recover alarms watch: each
-    router ("router", "router-1") and the management server."""
+    router ("router", "router-1") and each management server ("management", "management-1")."""
     return ([(member_name("router", i), router_instance_type) for i in range(router_count)]
-            + [("management", management_instance_type)])
+            + [(member_name("management", i), management_instance_type) for i in range(management_count)])
 
 
 def recover_action_arn(partition: str, region: str) -> str:

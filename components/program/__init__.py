@@ -116,7 +116,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     data = declare_data(ctx, network)
     front = declare_front_end(ctx, network)
     control = declare_control_plane(ctx, network, data, front)
-    attach_management_servers(front, [control.management.private_ip])
+    attach_management_servers(front, [m.private_ip for m in control.management_servers])
     compute = declare_compute(ctx, network, data, control.management.anchor_key_arn)
     registration = declare_registration(ctx, network, data, control, compute, front)
     outputs = stack_outputs(ctx, network, data, control, compute, registration, front)

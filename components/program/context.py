@@ -63,7 +63,7 @@ class Context:
 
     @property
     def management_ip(self) -> IPv4Address:
-        """The management server's overlay address."""
+        """The first management server's overlay address (ctx.plan.management_servers has them all)."""
         return self.plan.management_servers[0]
 
 

@@ -4,7 +4,7 @@ and the CloudStack management server behind it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 
@@ -26,28 +26,37 @@ from components.resources.underlay import CLOUDSTACK_UI_PORT
 
 @dataclass(frozen=True)
 class ControlPlane:
-    """The control plane's components."""
+    """The control plane's components. `management_servers`: managementServerCount servers,
+    index order; the first (index 0) keeps the single server's resource names."""
 
     router: OverlayRouter
-    management: ManagementServer
+    management_servers: tuple[ManagementServer, ...]
     recovery: RecoveryAlarms
+
+    @property
+    def management(self) -> ManagementServer:
+        """The first management server: it owns the secrets and the hosts' anchor key."""
+        return self.management_servers[0]
 
 
 def declare_control_plane(ctx: Context, network: Network, data: Data, front: FrontEnd = FrontEnd()) -> ControlPlane:
-    """The router(s), then the management server (its boot script needs the router's console
+    """The router(s), then the management servers (their boot scripts need the router's console
     address), then the automatic recovery of all of them; behind the load balancer (`front`)
     the management servers also wear its group and route its subnets back."""
     router = declare_router(ctx, network, data)
-    management = declare_management(ctx, network, data, router, front)
-    return ControlPlane(router, management, declare_recovery(ctx, router, management))
+    first = declare_management(ctx, network, data, router, 0, front=front)
+    servers = (first, *(declare_management(ctx, network, data, router, i, first, front)
+                        for i in range(1, ctx.settings.management_server_count)))
+    return ControlPlane(router, servers, declare_recovery(ctx, router, servers))
 
 
-def declare_recovery(ctx: Context, router: OverlayRouter, management: ManagementServer) -> RecoveryAlarms:
-    """A recover alarm on each router and on the management server (RecoveryAlarms)."""
+def declare_recovery(ctx: Context, router: OverlayRouter, servers: Sequence[ManagementServer]) -> RecoveryAlarms:
+    """A recover alarm on each router and on each management server (RecoveryAlarms)."""
     settings = ctx.settings
-    instance_ids = [m.instance.id for m in router.members] + [management.instance_id]
+    instance_ids = [m.instance.id for m in router.members] + [m.instance_id for m in servers]
     targets = [RecoveryTarget(name, instance_id, instance_type) for (name, instance_type), instance_id in zip(
-        recovery.targets(settings.router_instance_type, len(router.members), settings.management_instance_type),
+        recovery.targets(settings.router_instance_type, len(router.members), settings.management_instance_type,
+                         len(servers)),
         instance_ids)]
     alarms = RecoveryAlarms("recovery", RecoveryAlarmsArgs(targets=targets, region=ctx.region, tags=ctx.tags))
     for target in targets:
@@ -102,40 +111,48 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
                 tenant_refused=refused))))
 
 
-def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter,
-                       front: FrontEnd = FrontEnd()) -> ManagementServer:
-    """The management server; console URLs name the router's console Elastic IP."""
-    boot_scripts = data.boot_scripts
+def management_name(index: int) -> str:
+    """Server `index`'s resource name: the first keeps the single server's ("management")."""
+    return member_name("management", index)
+
+
+def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter, index: int,
+                       first: Optional[ManagementServer] = None, front: FrontEnd = FrontEnd()) -> ManagementServer:
+    """Management server `index` (its overlay address: ctx.plan.management_servers[index]); console
+    URLs name the router's console Elastic IP. `first`: the first server, for an additional one;
+    behind the load balancer (`front`) it wears its group and routes its subnets back."""
+    boot_scripts, name = data.boot_scripts, management_name(index)
     ca = directory.ca_certificate(ctx)
-    return ManagementServer("management", ManagementServerArgs(
+    return ManagementServer(name, ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
                                [network.underlay.member_sg_id, *front.management_sg_ids], "management"),
         db_master_secret_arn=data.database.master_secret_arn,
-        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, front.subnet_cidrs),
+        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, index, front.subnet_cidrs),
         tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
-        parameter_root=ctx.prefix, console_address=router.console_public_ip,
+        parameter_root=ctx.prefix, console_address=router.console_public_ip, first=first,
         ldap_ca_secret_arn=ca.secret_id if ca else None,
         # Once marked bootstrapped, always: the grants the first server removed stay removed.
         bootstrapping=not (ctx.previous.bootstrapped or bootstrapped(ctx.previous.parameter_root))))
 
 
-def management_user_data(ctx: Context, secret_arns: dict, front_end_cidrs: tuple[str, ...] = ()) -> str:
-    """The management server's boot script; `secret_arns` as ManagementServer resolves them
+def management_user_data(ctx: Context, secret_arns: dict, index: int = 0, front_end_cidrs: tuple[str, ...] = ()) -> str:
+    """Management server `index`'s boot script; `secret_arns` as ManagementServer resolves them
     (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn,
     role_name; with LDAPS ldap_ca and ldap_truststore); `front_end_cidrs`: the load balancer's subnets
     (FrontEnd.subnet_cidrs)."""
-    settings = ctx.settings
+    settings, servers = ctx.settings, ctx.plan.management_servers
     return boot.render_management_user_data(boot.ManagementBoot(
-        aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"management.{DOMAIN}",
+        aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"{management_name(index)}.{DOMAIN}",
         boot_bucket=secret_arns["boot_bucket"], anchor_key_arn=secret_arns["anchor_key_arn"],
         role_name=secret_arns["role_name"],
-        overlay=overlay_config(settings, ctx.plan, ctx.management_ip, "member"),
+        overlay=overlay_config(settings, ctx.plan, servers[index], "member"),
         secrets=boot.ManagementSecrets(
             db_cloud=secret_arns["db_cloud"],
             cloudstack_keys=secret_arns["keys"], admin=secret_arns["admin"], api_keys=secret_arns["api_keys"],
             ldap_ca=secret_arns.get("ldap_ca") or "", ldap_truststore=secret_arns.get("ldap_truststore") or ""),
         cloudstack_version=ctx.cloudstack_version, os_codename=settings.ubuntu_codename,
         zone_name=settings.zone_name, console_address=secret_arns["console_address"],
-        front_end_cidrs=tuple(front_end_cidrs)))
+        front_end_cidrs=tuple(front_end_cidrs),
+        server_index=index, management_servers=tuple(str(a) for a in servers)))

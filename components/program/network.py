@@ -24,7 +24,8 @@ def declare_network(ctx: Context) -> Network:
     underlay = Underlay("underlay", UnderlayArgs(
         vpc_cidr=str(settings.vpc_cidr), cloudstack_subnet_cidr=str(settings.cloudstack_subnet_cidr),
         db_subnet_cidrs=[str(n) for n in settings.db_subnet_cidrs], overlay_cidr=str(settings.overlay_cidr),
-        admin_cidrs=[str(n) for n in settings.admin_cidrs], management_overlay_ip=str(ctx.management_ip),
+        admin_cidrs=[str(n) for n in settings.admin_cidrs],
+        management_overlay_ips=[str(a) for a in plan.management_servers],
         availability_zone=ctx.zone, db_availability_zones=list(ctx.zones),
         vpc_id=settings.vpc_id, cloudstack_subnet_id=settings.cloudstack_subnet_id,
         db_subnet_ids=settings.db_subnet_ids, route_table_ids=settings.route_table_ids,

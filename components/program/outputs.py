@@ -38,6 +38,9 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
                                 for m in router.members]} if len(router.members) > 1 else {})},
         "managementServer": {"overlayIp": str(ctx.management_ip), "privateIp": management.private_ip,
                              "instanceId": management.instance_id},
+        # Every management server, the first (managementServer) first: the targets of a load balancer.
+        "managementServers": [{"overlayIp": str(plan.management_servers[i]), "privateIp": m.private_ip,
+                               "instanceId": m.instance_id} for i, m in enumerate(control.management_servers)],
         "hosts": {str(i): {"overlayIp": str(plan.hosts[i]), "privateIp": inst.private_ip, "instanceId": inst.id,
                            "cluster": ctx.host_clusters[i], "instanceType": ctx.host_types.types[i]}
                   for i, inst in compute.hosts.instances.items()},

@@ -57,13 +57,13 @@ def declare_registration(ctx: Context, network: Network, data: Data, control: Co
         spec=spec,
         api_url=api_url, api_keys_secret_id=management.api_keys_secret_id, region=ctx.region,
         efs_dns=data.storage.dns_name, host_dependencies=compute.hosts.instances,
-        depends_on=[management.instance, router, *balancer],
+        depends_on=[*(m.instance for m in control.management_servers), router, *balancer],
         aws_identity=stack_aws_identity(), host_ready_prefix=ctx.prefix.apply(lambda r: f"{r}/{naming.HOST_READY}"),
         console_forwards_parameter=router.console_forwards_parameter, console_address=router.console_public_ip,
         ldap_bind_secret=bind.secret_id if bind else "", ldap_bind_version=bind.version_id if bind else "",
         ldap_truststore_secret=management.ldap_truststore_secret_arn or "",
-        guarded=[network.underlay, network.multicast, data.database, data.storage, router, management,
-                 compute.hosts, *balancer]))
+        guarded=[network.underlay, network.multicast, data.database, data.storage, router,
+                 *control.management_servers, compute.hosts, *balancer]))
     upgrade = declare_upgrade(ctx, data, control, compute, api_url, spec, registration)
     return Registration(api_url, spec, upgrade.version)
 
@@ -87,7 +87,7 @@ def declare_upgrade(ctx: Context, data: Data, control: ControlPlane, compute: Co
         # and the new secondary storage VM and console proxy running.
         "upgrade_timeouts": {"template": spec.timeouts.system_vms, "system_vms": spec.timeouts.system_vms},
         "from_version": ctx.cloudstack_version, "to_version": ctx.settings.cloudstack_version,
-        "management_ids": [management.instance_id] if upgrading else [], "hosts": hosts,
+        "management_ids": [m.instance_id for m in control.management_servers] if upgrading else [], "hosts": hosts,
         "db_instance": data.database.identifier, "snapshot_prefix": "-".join(["cloudstack", *stack_words]),
         "state_parameter": ctx.prefix.apply(lambda r: f"{r}/{naming.CLOUDSTACK_UPGRADE}"),
     }, pulumi.ResourceOptions(depends_on=[registration]))

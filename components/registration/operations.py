@@ -17,6 +17,7 @@ from .client import LOG, Api, CloudStackError, RegistrationError, tear_down  # n
 from .console_forwards import ConsoleForwards
 from .directory import LdapLink, LdapServer, SecretSetting
 from .hosts import ClusterHosts, LegacyHost
+from .management_servers import ManagementServers
 
 # -- zone ---------------------------------------------------------------------
 
@@ -610,4 +611,5 @@ KINDS: dict[str, Kind] = {
     "secret_setting": SecretSetting(),
     "ldap_server": LdapServer(),
     "ldap_link": LdapLink(),
+    "management_servers": ManagementServers(),
 }

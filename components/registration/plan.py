@@ -6,7 +6,8 @@ order and the dependencies tested against the emulator are the ones deployed.
 Order (CloudStack's installation guide, chapter 6, changed where the notes in parentheses
 say why): zone → physical
 network → traffic types (KVM label cloudbr0) → providers → pod → public range → the system
-VMs' public range (forsystemvms) → global settings (`host` before any addHost) → clusters →
+VMs' public range (forsystemvms) → global settings (`host` before any addHost) → the management
+servers (a server that left is drained) → clusters →
 each cluster's hosts (one resource per cluster) → primary storage (needs an Up host) → image store (after the KVM cluster: the system VM template
 is registered then, for existing clusters' hypervisors) → zone enabled → console forwards
 (the console proxy's public IP for the router, with a console-forwards parameter).
@@ -94,6 +95,10 @@ def plan_registration(spec: RegistrationSpec) -> list[PlannedResource]:
     system_ranges = _plan_pod_and_ranges(p, providers)
     settings = tuple(p.add(setting_resource_name(s.name), "global_setting", {"name": s.name, "value": s.value})
                      for s in spec.global_settings)
+    if spec.management_servers:
+        # after `host` and the algorithm: the agents have the new list before a server goes
+        p.add("management-servers", "management_servers",
+              {"zoneid": Ref("zone"), "servers": list(spec.management_servers)}, settings)
     _plan_clusters(p, settings)
     _plan_storage(p)
     p.add("zone-enable", "zone_enablement", {"zoneid": Ref("zone"), "allocationstate": "Enabled"},

@@ -386,8 +386,13 @@ class RegistrationSpec:
     system_public_range: PublicRangeSpec | None = None
     #: the company directory users sign in with (None: none)
     ldap: LdapSpec | None = None
+    #: every management server's overlay address, the first server first: a running server
+    #: not among them is drained (the management-servers resource); (): none is
+    management_servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for i, address in enumerate(self.management_servers):
+            _ip(f"management_servers[{i}]", address)
         idx = [c.index for c in self.clusters]
         if len(set(idx)) != len(idx):
             _fail("clusters", idx, "cluster indexes must be unique")
@@ -493,11 +498,17 @@ def clusters_for(host_count: int, hosts_per_cluster: int = MAX_KVM_HOSTS_PER_CLU
 VLAN_TAG_BYTES = 4
 
 
-def default_global_settings(management_ip: str, overlay_cidr: str,
+def default_global_settings(management_ip: str | Sequence[str], overlay_cidr: str,
                             overlay_mtu: int = 8450) -> tuple[GlobalSetting, ...]:
     """The settings the zone needs on EC2, each with the reason it is set.
-    `overlay_mtu`: the overlay's MTU in bytes (settings' overlayMtu, 1280..8450)."""
-    _ip("management_ip", management_ip)
+    `management_ip`: the management servers' overlay addresses (one as a str, or a sequence,
+    the first server first); `overlay_mtu`: the overlay's MTU in bytes (settings' overlayMtu,
+    1280..8450)."""
+    servers = [management_ip] if isinstance(management_ip, str) else list(management_ip)
+    if not servers:
+        _fail("management_ip", servers, "at least one management server's overlay address")
+    for i, address in enumerate(servers):
+        _ip(f"management_ip[{i}]", address)
     try:
         ipaddress.IPv4Network(overlay_cidr)
     except ValueError:
@@ -512,9 +523,14 @@ def default_global_settings(management_ip: str, overlay_cidr: str,
     return (
         GlobalSetting("storage.overprovisioning.factor", "1",
                       "EFS reports 8 EiB free; with the default factor 2 CloudStack's capacity overflows"),
-        GlobalSetting("host", management_ip,
-                      "the address agents and system VMs connect to; CloudStack overwrites it on first start "
-                      "with the default-route (underlay) address, which the overlay cannot route back"),
+        GlobalSetting("host", ",".join(servers),
+                      "the addresses agents and system VMs connect to, every management server's (they fail "
+                      "over along the list); CloudStack overwrites it on first start with the default-route "
+                      "(underlay) address, which the overlay cannot route back"),
+        GlobalSetting("indirect.agent.lb.algorithm", "roundrobin",
+                      "each agent gets the server list rotated by its place among the zone's hosts "
+                      "(IndirectAgentLBRoundRobinAlgorithm), so the agents spread over the servers instead of "
+                      "all starting on the first (the default, static); pushed to the agents with `host`"),
         GlobalSetting("management.network.cidr", overlay_cidr,
                       "the management network is the overlay, not the EC2 subnet"),
         GlobalSetting("migrate.vm.across.clusters", "true",
@@ -562,7 +578,8 @@ def build_spec(
     cluster_of = clusters_for(len(host_ips), hosts_per_cluster, host_instance_types)
     clusters = tuple(ClusterSpec(c, cluster_name(zone_name, c)) for c in sorted(set(cluster_of)))
     hosts = tuple(HostSpec(i, ip, cluster_of[i], host_username) for i, ip in enumerate(host_ips))
-    settings = default_global_settings(str(plan.management_servers[0]), str(overlay), overlay_mtu)
+    servers = tuple(str(a) for a in plan.management_servers)
+    settings = default_global_settings(servers, str(overlay), overlay_mtu)
     extra = tuple(extra_settings)
     overridden = {s.name for s in extra}
     settings = tuple(s for s in settings if s.name not in overridden) + extra
@@ -583,6 +600,7 @@ def build_spec(
         ldap=ldap,
         system_public_range=None if system_public is None else PublicRangeSpec(
             router, netmask, str(system_public.start), str(system_public.end), for_system_vms=True),
+        management_servers=servers,
     )
 
 

@@ -45,6 +45,10 @@ class ManagementServerArgs:
     #: the role gets the bootstrap grants (naming.BOOTSTRAP_POLICIES). False: they are not
     #: declared, so Pulumi never adds back what the first management server removed.
     bootstrapping: bool = True
+    #: The first management server, whose secrets and anchor key this one shares (an
+    #: additional server: it reads them, never writes them); None: this one is the first
+    #: and owns them.
+    first: Optional["ManagementServer"] = None
 
 
 def bootstrapped(parameter_root: str) -> bool:
@@ -84,6 +88,12 @@ class ManagementServer(pulumi.ComponentResource):
     AWSCURRENT leaves that label, and so the value, in place (pulumi-aws,
     aws.secretsmanager.SecretVersion: "that label cannot be removed and will be skipped").
 
+    An additional server (ManagementServerArgs.first) owns none of these: its role reads
+    the first server's database user and keys (and, with LDAPS, the shared truststore's
+    secrets) and nothing else; it joins a cloud the first one bootstrapped and publishes
+    nothing for the hosts (the SSH key pair lives in the shared database, apache/cloudstack
+    #6570, so every server uses the one the first published).
+
     Outputs: instance_id, private_ip, secret ARNs, api_keys_secret_arn, anchor_key_arn.
     """
 
@@ -91,14 +101,75 @@ class ManagementServer(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:ManagementServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
+        root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
+        if args.first is None:
+            secrets, key_arn, role, truststore_arn, bootstrap = self._first_server(name, args, root, tags)
+        else:
+            # An additional server reads the first one's secrets (the same database user and
+            # keys: the installation guide's additional management servers), joins a cloud
+            # already bootstrapped (never the master or admin secret) and publishes nothing:
+            # the hosts trust only what the first one writes under its anchor key.
+            secrets, key_arn = dict(args.first.secret_arns), args.first.anchor_key_arn
+            truststore_arn, bootstrap = args.first.ldap_truststore_secret_arn, None
+            ldap_secrets = [truststore_arn, args.ldap_ca_secret_arn] if truststore_arn is not None else []
+            role = instance_role(name, grants=[
+                Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                      [secrets[naming.SECRET_DB_CLOUD], secrets[naming.SECRET_CLOUDSTACK_KEYS], *ldap_secrets]),
+                self._read_parameters(root), Grant(["s3:GetObject"], [args.boot_script_arn]),
+            ], opts=child, tags=tags)
 
+        user_data = pulumi.Output.all(
+            db_cloud=secrets[naming.SECRET_DB_CLOUD], keys=secrets[naming.SECRET_CLOUDSTACK_KEYS],
+            admin=secrets[naming.SECRET_ADMIN], api_keys=secrets[naming.SECRET_API_KEYS], parameter_root=root,
+            boot_bucket=args.boot_bucket, console_address=args.console_address, anchor_key_arn=key_arn,
+            role_name=role.role.name, ldap_ca=args.ldap_ca_secret_arn or "", ldap_truststore=truststore_arn or "",
+        ).apply(args.render_user_data)
+        instance = hardened_instance(name, NodeArgs(
+            spec=args.instance, user_data_base64=user_data, instance_profile=role.profile.name,
+            tags={**tags, "Role": "cloudstack-management"}),
+            pulumi.ResourceOptions(parent=self, depends_on=[bootstrap] if bootstrap else []))
+
+        self.instance = instance
+        #: This run declares the bootstrap grants (ManagementServerArgs.bootstrapping; the first server only).
+        self.bootstrapping = args.bootstrapping and args.first is None
+        self.instance_id = instance.id
+        self.private_ip = instance.private_ip
+        #: ARN of the anchor key: KVM hosts accept the SSH key and version only under it.
+        self.anchor_key_arn = key_arn
+        self.api_keys_secret_arn = secrets[naming.SECRET_API_KEYS]
+        self.api_keys_secret_id = args.first.api_keys_secret_id if args.first is not None else self.api_keys_secret_id
+        #: With LDAPS: the truststore password's secret, one for every server (the registration
+        #: sets ldap.truststore.password from it)
+        self.ldap_truststore_secret_arn = truststore_arn
+        self.admin_secret_arn = secrets[naming.SECRET_ADMIN]
+        self.secret_arns = secrets
+        self.register_outputs({
+            "instance_id": self.instance_id,
+            "private_ip": self.private_ip,
+            "api_keys_secret_arn": self.api_keys_secret_arn,
+            "secret_arns": self.secret_arns,
+            "anchor_key_arn": self.anchor_key_arn,
+        })
+
+    @staticmethod
+    def _read_parameters(root: pulumi.Input[str]) -> Grant:
+        """The parameters every server's boot reads: the database and EFS endpoints, the bootstrap marker."""
+        return Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
+                                            parameter_arn(root, naming.PARAM_EFS_DNS),
+                                            parameter_arn(root, naming.PARAM_BOOTSTRAPPED)])
+
+    def _first_server(self, name: str, args: ManagementServerArgs, root: pulumi.Input[str], tags: dict):
+        """The first server's secrets (created without a value), its role, the anchor key and,
+        while bootstrapping, the bootstrap grants: ({secret kind: ARN}, the anchor key's ARN,
+        the InstanceRole, the LDAPS truststore secret's ARN or None, the bootstrap policy or None)."""
+        child = pulumi.ResourceOptions(parent=self)
         db_cloud = _secret(name, args.stack, naming.SECRET_DB_CLOUD, "CloudStack database user", child, tags)
         keys = _secret(name, args.stack, naming.SECRET_CLOUDSTACK_KEYS,
                        "CloudStack management (-m) and database (-k) encryption keys", child, tags)
         admin = _secret(name, args.stack, naming.SECRET_ADMIN, "CloudStack admin login", child, tags)
         api_keys = _secret(name, args.stack, naming.SECRET_API_KEYS,
                            "CloudStack admin API keys (written by the management server)", child, tags)
-        root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
+        self.api_keys_secret_id = api_keys.id
 
         # The SSH public key and the package version the hosts trust: the management server
         # creates them itself, as SecureString parameters under the anchor key (Pulumi cannot
@@ -120,55 +191,20 @@ class ManagementServer(pulumi.ComponentResource):
             Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                   [db_cloud.arn, keys.arn, *ldap_secrets]),
             *([Grant(["secretsmanager:PutSecretValue"], [truststore.arn])] if truststore else []),
-            Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
-                                         parameter_arn(root, naming.PARAM_EFS_DNS),
-                                         parameter_arn(root, naming.PARAM_BOOTSTRAPPED)]),
+            self._read_parameters(root),
             # GetParameterHistory: how a reader learns the key a SecureString is under.
             Grant(["ssm:GetParameterHistory", "ssm:PutParameter"], [ssh_key, version]),
             Grant(["s3:GetObject"], [args.boot_script_arn]),
         ], opts=child, tags=tags)
         key = anchor_key(name, role.role, tags, child)
-        profile = role.profile
 
         own = [db_cloud.arn, keys.arn, admin.arn, api_keys.arn]
         bootstrap = self._bootstrap_grants(name, root, role.role, own, [admin.arn, api_keys.arn]) \
             if args.bootstrapping else None
-        self._publish_master_secret(name, root, profile, args.db_master_secret_arn, tags, args.bootstrapping)
-
-        user_data = pulumi.Output.all(
-            db_cloud=db_cloud.arn, keys=keys.arn,
-            admin=admin.arn, api_keys=api_keys.arn, parameter_root=root, boot_bucket=args.boot_bucket,
-            console_address=args.console_address, anchor_key_arn=key.arn, role_name=role.role.name,
-            ldap_ca=args.ldap_ca_secret_arn or "", ldap_truststore=truststore.arn if truststore else "",
-        ).apply(args.render_user_data)
-        instance = hardened_instance(name, NodeArgs(
-            spec=args.instance, user_data_base64=user_data, instance_profile=profile.name,
-            tags={**tags, "Role": "cloudstack-management"}),
-            pulumi.ResourceOptions(parent=self, depends_on=[bootstrap] if bootstrap else []))
-
-        self.instance = instance
-        #: This run declares the bootstrap grants (ManagementServerArgs.bootstrapping).
-        self.bootstrapping = args.bootstrapping
-        self.instance_id = instance.id
-        self.private_ip = instance.private_ip
-        #: ARN of the anchor key: KVM hosts accept the SSH key and version only under it.
-        self.anchor_key_arn = key.arn
-        self.api_keys_secret_arn = api_keys.arn
-        self.api_keys_secret_id = api_keys.id
-        #: With LDAPS: the truststore password's secret (the registration sets ldap.truststore.password from it)
-        self.ldap_truststore_secret_arn = truststore.arn if truststore else None
-        self.admin_secret_arn = admin.arn
-        self.secret_arns = {
-            naming.SECRET_DB_CLOUD: db_cloud.arn, naming.SECRET_CLOUDSTACK_KEYS: keys.arn,
-            naming.SECRET_ADMIN: admin.arn, naming.SECRET_API_KEYS: api_keys.arn,
-        }
-        self.register_outputs({
-            "instance_id": self.instance_id,
-            "private_ip": self.private_ip,
-            "api_keys_secret_arn": self.api_keys_secret_arn,
-            "secret_arns": self.secret_arns,
-            "anchor_key_arn": self.anchor_key_arn,
-        })
+        self._publish_master_secret(name, root, role.profile, args.db_master_secret_arn, tags, args.bootstrapping)
+        secrets = {naming.SECRET_DB_CLOUD: db_cloud.arn, naming.SECRET_CLOUDSTACK_KEYS: keys.arn,
+                   naming.SECRET_ADMIN: admin.arn, naming.SECRET_API_KEYS: api_keys.arn}
+        return secrets, key.arn, role, truststore.arn if truststore else None, bootstrap
 
     def _bootstrap_grants(self, name: str, root: pulumi.Input[str], role: aws.iam.Role,
                           own: list, logins: list) -> aws.iam.RolePolicy:

@@ -28,7 +28,8 @@ class UnderlayArgs:
     db_subnet_cidrs: Sequence[str]
     overlay_cidr: str
     admin_cidrs: Sequence[str]
-    management_overlay_ip: str
+    #: Every management server's overlay address (the database admits these only).
+    management_overlay_ips: Sequence[str]
     #: AZ of the CloudStack subnet; the DB subnets use it and the next AZ.
     availability_zone: str
     db_availability_zones: Sequence[str]
@@ -185,13 +186,13 @@ class Underlay(pulumi.ComponentResource):
         # router, keeping its overlay address as source (the router NATs only what
         # leaves the VPC). The packets arrive from the router's ENI, so a rule naming
         # the management server's group would never match them; admit exactly the
-        # management server's overlay address.
+        # management servers' overlay addresses.
         db_sg = aws.ec2.SecurityGroup(
             f"{name}-db-sg", vpc_id=self.vpc_id, description="CloudStack database: MySQL from the management server only",
             ingress=[aws.ec2.SecurityGroupIngressArgs(
                 description="MySQL from the management server overlay address (via the router)",
                 protocol="tcp", from_port=MYSQL_PORT, to_port=MYSQL_PORT,
-                cidr_blocks=[f"{args.management_overlay_ip}/32"])],
+                cidr_blocks=[f"{ip}/32" for ip in args.management_overlay_ips])],
             tags={**tags, "Name": f"{name}-db"}, opts=child)
 
         efs_ingress = [

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from .management_cluster import ApiRefusal, ManagementCluster
+
 CONTRACT = Path(__file__).with_name("contract")
 COMMANDS: dict[str, dict[str, Any]] = json.loads((CONTRACT / "commands.json").read_text())
 #: Parameters of the request protocol itself, not of any command.
@@ -107,6 +109,8 @@ DEFAULT_CONFIG = {
     "proxy.header.verify": "false",
     "proxy.header.names": "X-Forwarded-For,HTTP_CLIENT_IP,HTTP_X_FORWARDED_FOR",
     "proxy.cidr": "",
+    # IndirectAgentLBServiceImpl.IndirectAgentLBAlgorithm (default static).
+    "indirect.agent.lb.algorithm": "static",
 }
 #: Settings with ConfigKey.Scope.ImageStore: listConfigurations / updateConfiguration with
 #: imagestoreuuid (the store's value, else the global one; SystemVmTemplateRegistration.getNfsVersion).
@@ -119,6 +123,10 @@ SECURE_CONFIG = {"ldap.bind.principal", "ldap.bind.password", "ldap.truststore.p
 #: LdapConfiguration.java: every ldap.* ConfigKey has ConfigKey.Scope.Domain (a domain's own value,
 #: else the global one: ConfigKey.valueIn); updateConfiguration with domainid refuses any other key.
 DOMAIN_SCOPED_CONFIG = {n for n in DEFAULT_CONFIG if n.startswith("ldap.")}
+#: The management server that runs: its mshost row's address (cluster.node.IP, which
+#: cloudstack-setup-databases -i writes; the overlay address), its version, and the
+#: underlay address it wrote into `host` (where agents reach it too).
+FIRST_MANAGEMENT_SERVER = ("10.100.0.2", "4.22.1.0", DEFAULT_CONFIG["host"])
 #: Settings whose ConfigKey type is Integer: ConfigurationManagerImpl.validateConfigurationValue
 #: refuses a value that does not parse as one.
 INTEGER_CONFIG = {"vr.public.interface.max.mtu", "vr.private.interface.max.mtu", "expunge.delay",
@@ -191,7 +199,7 @@ def _ldap_command_error(message: str) -> "ApiError":
     return ApiError(530, f"com.cloud.exception.InvalidParameterValueException: {message}")
 
 
-class Emulator:
+class Emulator(ManagementCluster):
     def __init__(self, *, apikey: str = "emu-apikey", secretkey: str = "emu-secretkey", job_delay: float = 0.02,
                  host_connect_delay: float = 0.02, maintenance_delay: float = 0.05, port: int = 0,
                  add_host_delay: float = 0.02) -> None:
@@ -262,6 +270,7 @@ class Emulator:
         self._unavailable_until = 0.0
         # what came in
         self.requests: list[dict[str, Any]] = []           # every request: command, params, status
+        self._init_management(*FIRST_MANAGEMENT_SERVER)
 
     # -- server lifecycle ------------------------------------------------------
     @property
@@ -386,7 +395,10 @@ class Emulator:
                 handler = getattr(self, f"_cmd_{command}", None)
                 if handler is None:
                     raise ApiError(530, f"the emulator does not implement {command}")
-                body = handler(args)
+                try:
+                    body = handler(args)
+                except ApiRefusal as e:
+                    raise ApiError(530, str(e)) from None
                 status = 200
             except ApiError as e:
                 status = e.code
@@ -489,6 +501,7 @@ class Emulator:
                     and h["maintenance_at"] <= now:
                 self._attempt_maintain(h)
         self._launch_system_vms(now)
+        self._advance_management(now)
 
     def _launch_system_vms(self, now: float) -> None:
         """SecondaryStorageManagerImpl / ConsoleProxyManagerImpl capacity scans: an Enabled zone
@@ -806,6 +819,10 @@ class Emulator:
             domain = domain[2:] if domain.startswith("*") else domain
             if len(domain) >= 238 or not DOMAIN_NAME_PATTERN.fullmatch(domain):
                 raise ApiError(431, "Please enter a valid string for domain name, prefixed with '*.' if applicable")
+        try:
+            self._check_management_setting(name, value)
+        except ApiRefusal as e:
+            raise ApiError(431, str(e)) from None
         store_id = self._get(self.imagestores, a["imagestoreuuid"], "image store")["id"] \
             if a.get("imagestoreuuid") else None
         if store_id is not None and name not in IMAGE_STORE_SCOPED_CONFIG:
@@ -816,6 +833,8 @@ class Emulator:
             self.config[name] = value
         else:
             self.zone_config[(zone_id, name)] = value
+        if name in ("host", "indirect.agent.lb.algorithm"):
+            self._propagate_ms_list()
         return {"configuration": self._config_item(name, zone_id, store_id)}
 
     def _cmd_resetConfiguration(self, a: dict) -> dict:
@@ -1327,6 +1346,7 @@ class Emulator:
                                "type": "Routing", "state": "Up", "resourcestate": "Enabled", "created": _now(),
                                "version": self.version,
                                "up_at": 0.0, "maintenance_at": 0.0, "username": a["username"]}
+            self._agent_added(self.hosts[hid])
             return {"count": 1, "host": [self._host_view(self.hosts[hid])]}
         return Blocking(self.add_host_delay, finish)
 

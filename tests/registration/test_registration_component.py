@@ -75,6 +75,7 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
                     "reg-setting-vr-public-interface-max-mtu", "reg-setting-vr-private-interface-max-mtu",
                     "reg-setting-consoleproxy-launch-max",
                     "reg-setting-system-vm-public-ip-reservation-mode-strictness",
+                    "reg-setting-indirect-agent-lb-algorithm", "reg-management-servers",
                     "reg-hosts-0", "reg-hosts-1", "reg-workload-guard"}
         assert set(children) == expected
         for v in children.values():
@@ -89,6 +90,8 @@ def test_component_declares_children_in_order_with_dependencies(monitor):
         assert {"reg-cluster-1", "kvm-16", "reg-setting-host"} <= deps("reg-hosts-1")
         assert "kvm-3" in deps("reg-hosts-0") and "kvm-16" not in deps("reg-hosts-0")
         assert "kvm-3" not in deps("reg-hosts-1")
+        # a leaving management server is drained once the agents have the new list
+        assert {"reg-setting-host", "reg-setting-indirect-agent-lb-algorithm"} <= deps("reg-management-servers")
         assert "reg-hosts-0" in deps("reg-primary-storage")
         assert {"reg-cluster-0", "reg-primary-storage"} <= deps("reg-image-store")
         assert {"reg-image-store", "reg-primary-storage"} <= deps("reg-zone-enable")

@@ -70,8 +70,19 @@ def test_global_settings_are_the_ones_the_zone_needs():
                  # one console proxy per zone: the router forwards to one
                  "consoleproxy.launch.max": "1",
                  # the system VMs' public range is theirs alone, whatever the release
-                 "system.vm.public.ip.reservation.mode.strictness": "true"}
+                 "system.vm.public.ip.reservation.mode.strictness": "true",
+                 # agents spread over the servers (one server: the same list for all)
+                 "indirect.agent.lb.algorithm": "roundrobin"}
     assert all(g.why for g in default_global_settings("10.100.0.2", "10.100.0.0/16"))
+
+
+def test_host_lists_every_management_server_first_first():
+    s = {g.name: g.value for g in default_global_settings(("10.100.0.2", "10.100.0.3"), "10.100.0.0/16")}
+    assert s["host"] == "10.100.0.2,10.100.0.3" and s["indirect.agent.lb.algorithm"] == "roundrobin"
+    with pytest.raises(SpecError, match=r"management_ip\[1\]"):
+        default_global_settings(("10.100.0.2", "not-an-address"), "10.100.0.0/16")
+    with pytest.raises(SpecError, match="management_ip"):
+        default_global_settings((), "10.100.0.0/16")
 
 
 def test_guest_facing_mtus_leave_room_for_the_vlan_tag():

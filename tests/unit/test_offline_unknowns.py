@@ -21,7 +21,7 @@ def test_types_missing_from_the_table_are_unknown_not_refused(plan):
     assert "not offered" not in out + result.stderr
     cost = out[out.index("Estimated cost"):]
     assert "KVM host c8i.metal-48xl" in cost and "unknown" in cost
-    assert "NOT in the price table, so NOT in the total: management server m7i.2xlarge, KVM host c8i.metal-48xl" in cost
+    assert "NOT in the price table, so NOT in the total: management server 0 m7i.2xlarge, KVM host c8i.metal-48xl" in cost
 
 
 def test_known_non_nitro_type_is_still_refused(plan):

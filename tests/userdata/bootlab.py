@@ -188,13 +188,21 @@ class Run:
     seconds: float
 
 
-class Machine:
-    """A scratch root + fake world for one instance."""
+#: What instances of one deployment share (the AWS account's SSM parameters and secrets, the
+#: database): with a `world`, these parts of the fake state are one for every Machine.
+SHARED = ("db", "secrets", "ssm", "ssm_meta")
 
-    def __init__(self, base: Path):
+
+class Machine:
+    """A scratch root + fake world for one instance. `world`: a directory Machines share (the
+    SHARED parts of their state; fakes/fake.py reads them from $FAKE_WORLD/world.json); the
+    first Machine of a world seeds it."""
+
+    def __init__(self, base: Path, world: Path | None = None):
         self.root = base / "root"
         self.state_dir = base / "fake"
         self.bin = base / "bin"
+        self.world = world
         for d in (self.root, self.state_dir, self.bin, self.root / "etc"):
             d.mkdir(parents=True, exist_ok=True)
         for name in FAKED_COMMANDS:
@@ -202,13 +210,24 @@ class Machine:
         FAKE.chmod(0o755)
         (self.bin / "sleep").symlink_to(FAKE_SLEEP)
         FAKE_SLEEP.chmod(0o755)
-        self.write_state(initial_state())
+        state = initial_state()
+        if world is not None:
+            world.mkdir(parents=True, exist_ok=True)
+            if (world / "world.json").exists():
+                state.update(json.loads((world / "world.json").read_text()))
+        self.write_state(state)
 
     # -- fake world
     def state(self) -> dict:
-        return json.loads((self.state_dir / "state.json").read_text())
+        state = json.loads((self.state_dir / "state.json").read_text())
+        if self.world is not None:
+            state.update(json.loads((self.world / "world.json").read_text()))
+        return state
 
     def write_state(self, state: dict) -> None:
+        state = dict(state)
+        if self.world is not None:
+            (self.world / "world.json").write_text(json.dumps({k: state.pop(k) for k in SHARED}))
         (self.state_dir / "state.json").write_text(json.dumps(state))
 
     def update(self, fn) -> None:
@@ -239,7 +258,7 @@ class Machine:
         # Only system directories after the fakes: a developer's own `aws` (pyenv,
         # ~/.local) must never be reached.
         env.update({"PATH": f"{self.bin}:{SYSTEM_PATH}", "CSEC2_ROOT": str(self.root),
-                    "FAKE_STATE": str(self.state_dir)})
+                    "FAKE_STATE": str(self.state_dir), **({"FAKE_WORLD": str(self.world)} if self.world else {})})
         return env
 
     def run_user_data(self, user_data_base64: str, timeout: float = 60, env: dict | None = None) -> Run:

@@ -142,6 +142,8 @@ class Settings:
     #: The load balancer's subnets: given or carved (new VPC; () while it is off), or named (vpcId).
     ui_subnet_cidrs: tuple[ipaddress.IPv4Network, ...] = ()
     ui_subnet_ids: tuple[str, ...] = ()
+    #: managementServerCount: CloudStack management servers sharing the database.
+    management_server_count: int = 1
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -182,6 +184,7 @@ class Settings:
             overlay_cidr=str(self.overlay_cidr),
             vpc_cidr=str(self.vpc_cidr),
             host_count=self.host_count,
+            management_count=self.management_server_count,
             guest_cidr=str(self.guest_cidr),
             guest_vlans=self.guest_vlan_range,
             router_count=self.router_count,
@@ -324,7 +327,8 @@ def hosts_fit(c: _Collector) -> None:
     """The hosts fit the overlay's address plan, one Transit Gateway multicast group and
     the CloudStack subnet."""
     host_count, overlay, subnet = c.values["hostCount"], c.values["overlayCidr"], c.values["cloudstackSubnetCidr"]
-    if host_count < 1:
+    servers = c.values["managementServerCount"]
+    if host_count < 1 or not 1 <= servers <= controlplane.MAX_MANAGEMENT_SERVERS:
         return
     if overlay is not None:
         capacity = ipplan.host_capacity(overlay)
@@ -332,19 +336,19 @@ def hosts_fit(c: _Collector) -> None:
             c.problem("hostCount", host_count,
                       f"overlayCidr {overlay} has room for {capacity} hosts; widen overlayCidr or lower hostCount")
     routers = c.values["routerCount"] if 1 <= c.values["routerCount"] <= ipplan.MAX_ROUTERS else 1
-    members = routers + 1 + host_count
+    members = routers + servers + host_count
     if members > ipplan.MAX_MULTICAST_MEMBERS:
         c.problem("hostCount", host_count,
-                  f"{routers} router(s) + management server + {host_count} hosts = {members} members, but a "
-                  f"Transit Gateway multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
-                  f"{ipplan.MAX_MULTICAST_MEMBERS - routers - 1} hosts per overlay")
+                  f"{routers} router(s) + {servers} management server(s) + {host_count} hosts = {members} members, "
+                  f"but a Transit Gateway multicast group holds at most {ipplan.MAX_MULTICAST_MEMBERS}: at most "
+                  f"{ipplan.MAX_MULTICAST_MEMBERS - routers - servers} hosts per overlay")
     if subnet is not None and subnet.prefixlen <= 28:
-        room = ipplan.subnet_host_capacity(subnet, router_count=routers)
+        room = ipplan.subnet_host_capacity(subnet, servers, router_count=routers)
         if host_count > room:
             usable = subnet.num_addresses - ipplan.SUBNET_RESERVED_ADDRESSES
             c.problem("cloudstackSubnetCidr", str(subnet),
                       f"has {usable} usable addresses (EC2 reserves {ipplan.SUBNET_RESERVED_ADDRESSES}), but the "
-                      f"{routers} router(s), the management server, hostCount {host_count} hosts, the "
+                      f"{routers} router(s), {servers} management server(s), hostCount {host_count} hosts, the "
                       f"{', the '.join(ipplan.SUBNET_OTHER_ADDRESSES)} need {usable - room + host_count}; "
                       f"it holds at most {room} hosts: widen cloudstackSubnetCidr or lower hostCount")
 

@@ -10,8 +10,14 @@ from typing import Optional
 
 from components.model import ipplan, rules
 from components.model.aws_constraints import IPV4_ADDRESSES_PER_INTERFACE
+from components.model.rules import Range
 from components.model.settings.base import Key, Problem
 from components.model.settings.instancetypes import InstanceFacts, InstanceTypeName
+
+#: The most management servers a stack runs (managementServerCount): each is a member of the
+#: overlay's multicast group and a slot of the address plan's management range
+#: (components/model/ipplan.py MANAGEMENT_SLOTS).
+MAX_MANAGEMENT_SERVERS = 5
 
 KEYS: tuple[Key, ...] = (
     Key("routerInstanceType", "str", "c5n.large", "Overlay router: Nitro (multicast sender), sized for the bandwidth you need.",
@@ -22,6 +28,10 @@ KEYS: tuple[Key, ...] = (
                                   "exactly two members")),
     Key("managementInstanceType", "str", "m6i.xlarge", "CloudStack management server: Nitro.",
         rule=InstanceTypeName("m6i.xlarge")),
+    Key("managementServerCount", "int", 1,
+        "CloudStack management servers (1..5) sharing the database; agents and system VMs fail over between "
+        "them. Each is an instance of managementInstanceType.",
+        rule=Range(1, MAX_MANAGEMENT_SERVERS, " (management servers)")),
 )
 
 #: Private IPv4 addresses on the router's network interface: its own (primary), the console

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import time
 
 NAME = os.path.basename(sys.argv[0])
 ARGS = sys.argv[1:]
@@ -580,25 +581,48 @@ def mysql_tls(db, options):
     return tls_session(db, options.get("user"), mode, options.get("host"), trusted, MYSQL_CLIENT)
 
 
+def running_versions(db, sql):
+    """The boot's query of the other running servers' versions: rows of cloud.mshost
+    (setup/db/create-schema.sql: service_ip, version, state, removed, last_update; a running
+    server updates last_update with every heartbeat, ClusterManagerImpl), here
+    db["mshost"]: [{"ip", "version", "state", "removed", "fresh"}]; "fresh": its last_update
+    is within the query's interval."""
+    if not db["schema"]:
+        sys.stderr.write("ERROR 1146 (42S02) at line 1: Table 'cloud.mshost' doesn't exist\n")
+        return 1
+    own = re.search(r"service_ip <> '([\d.]+)'", sql)
+    assert own and "state = 'Up'" in sql and "removed IS NULL" in sql and "last_update >" in sql, sql
+    for row in db.get("mshost", []):
+        if row["state"] == "Up" and not row.get("removed") and row.get("fresh", True) and row["ip"] != own.group(1):
+            print(f"{row['ip']}\t{row['version']}")
+    return 0
+
+
+def connection_refused(db, options):
+    """Why a mysql client with `options` cannot connect (unreachable, TLS, credentials), or None."""
+    if not db["reachable"]:
+        return f"ERROR 2003 (HY000): Can't connect to MySQL server on '{options.get('host')}:3306' (110)"
+    refused = mysql_tls(db, options)
+    if refused:
+        return refused
+    if options.get("user") == "admin":
+        password = db["master_password"]
+    else:
+        password = db["users"].get(options.get("user"))
+    if password is None or option_value(options.get("password")) != password:
+        return "ERROR 1045 (28000): Access denied"
+    return None
+
+
 def mysql(state):
     sql = sys.stdin.read()
     db = state["db"]
     cnf = opt(ARGS, "--defaults-extra-file")
     options = client_options(cnf)
     record({"sql": sql, "user": options.get("user"), "ssl-mode": options.get("ssl-mode")})
-    if not db["reachable"]:
-        sys.stderr.write(f"ERROR 2003 (HY000): Can't connect to MySQL server on '{options.get('host')}:3306' (110)\n")
-        return 1
-    refused = mysql_tls(db, options)
+    refused = connection_refused(db, options)
     if refused:
         sys.stderr.write(refused + "\n")
-        return 1
-    if options.get("user") == "admin":
-        password = db["master_password"]
-    else:
-        password = db["users"].get(options.get("user"))
-    if password is None or option_value(options.get("password")) != password:
-        sys.stderr.write("ERROR 1045 (28000): Access denied\n")
         return 1
     tables = {("cloud", "version"): db["schema"], ("cloud", "mshost"): db["schema"],
               ("cloudstack_ec2", "schema_deployed"): db.get("marker", False)}
@@ -650,7 +674,9 @@ def mysql(state):
         if not db["schema"]:
             sys.stderr.write("ERROR 1146 (42S02) at line 1: Table 'cloud.mshost' doesn't exist\n")
             return 1
-        print(db.get("mshost_rows", 0))
+        print(db.get("mshost_rows", 0) + len(db.get("mshost", [])))
+    elif "FROM `cloud`.`mshost` WHERE" in sql:
+        return running_versions(db, sql)
     else:
         db["statements"].append(sql)
         databases = db.setdefault("databases", [])
@@ -671,6 +697,54 @@ def mysql(state):
             db["users"].setdefault(m.group(1), m.group(2))
         for m in re.finditer(r"ALTER USER '(\w+)'@'%' IDENTIFIED WITH \w+ BY '([^']*)'", sql):
             db["users"][m.group(1)] = m.group(2)
+    return 0
+
+
+def mysql_session():
+    """A mysql client kept open on a pipe (--unbuffered): the boot's schema lock. As MySQL
+    does (manual, "Locking Functions"): GET_LOCK(name, timeout) answers 1 once this session
+    holds the named lock, 0 when another session held it for the whole timeout; the lock is
+    the session's until RELEASE_LOCK or the session's end (the client exits, the connection
+    drops). Here: an exclusive flock on a file per lock name, which the kernel releases when
+    the process ends. Credentials and TLS are checked as for any connection."""
+    with open(os.path.join(STATE_DIR, "lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = load()
+        if WORLD_DIR:
+            with open(os.path.join(WORLD_DIR, "world.json")) as f:
+                state.update(json.load(f))
+        options = client_options(opt(ARGS, "--defaults-extra-file"))
+        refused = connection_refused(state["db"], options)
+    if refused:
+        sys.stderr.write(refused + "\n")
+        return 1
+    held = {}
+    for line in sys.stdin:
+        entry = {"sql": line.strip(), "session": os.getpid(), "user": options.get("user"),
+                 "ssl-mode": options.get("ssl-mode")}
+        m = re.match(r"SELECT GET_LOCK\('([\w.]+)', (\d+)\);", line.strip())
+        r = re.match(r"DO RELEASE_LOCK\('([\w.]+)'\);", line.strip())
+        if m:
+            f = open(os.path.join(WORLD_DIR or STATE_DIR, f"getlock-{m.group(1)}"), "w")
+            entry.update(lock=m.group(1), asked=time.time(), granted=None)
+            deadline = time.monotonic() + int(m.group(2))
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held[m.group(1)] = f
+                    entry["granted"] = time.time()
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
+            record(entry)
+            print(1 if entry["granted"] else 0, flush=True)
+            continue
+        if r and r.group(1) in held:
+            entry.update(lock=r.group(1), released=time.time())
+            held.pop(r.group(1)).close()
+        record(entry)
     return 0
 
 
@@ -836,6 +910,7 @@ def setup_databases(state):
                              f"Error:\n{refused}\n" + "-" * 70 + "\n")
             return 1
         db["schema"] = True   # create-schema.sql creates cloud.version among its first tables
+
         if db.get("schema_fails"):
             sys.stderr.write("\n\nWe apologize for below error:\n" + "*" * 63 + "\n"
                              "Encountering an error when executing mysql script\n" + "-" * 70 + "\n"
@@ -854,6 +929,7 @@ def setup_databases(state):
         f.write(f"db.cloud.host={host}\ndb.cloud.port={port}\ndb.cloud.username={creds.split(':')[0]}\n"
                 f"db.cloud.password=ENC({encrypted(password, opt(ARGS, '-m', ''))})\n"
                 f"db.cloud.url.params={CLOUD_URL_PARAMS}\ndb.cloud.useSSL=false\n"
+                f"cluster.node.IP={opt(ARGS, '-i', '')}\n"
                 "db.usage.host={host}\ndb.usage.url.params=serverTimezone=UTC\n".replace("{host}", host))
     return 0
 
@@ -903,6 +979,13 @@ def management_server_starts(state):
     refused = jdbc_tls(state["db"], props) if props else "no db.properties"
     state["api"]["up"] = refused is None
     state["api"]["database_error"] = refused
+    if refused is None:
+        # ClusterManagerImpl registers the server in cloud.mshost (cluster.node.IP of
+        # db.properties, the package's version) and heartbeats it
+        ip = props.get("cluster.node.IP")
+        rows = [r for r in state["db"].setdefault("mshost", []) if r["ip"] != ip]
+        state["db"]["mshost"] = rows + [{"ip": ip, "version": state["versions"].get("cloudstack-management"),
+                                         "state": "Up", "fresh": True}]
     return refused is None
 
 
@@ -1398,15 +1481,44 @@ HANDLERS = {
 }
 
 
+#: What several instances share (one AWS account, one database): with $FAKE_WORLD set, the
+#: parts of the state in $FAKE_WORLD/world.json (tests/userdata/bootlab.py SHARED) live
+#: there, the rest stays the instance's own.
+WORLD_DIR = os.environ.get("FAKE_WORLD")
+
+
 def main():
+    if NAME == "mysql" and "--unbuffered" in ARGS:
+        return mysql_session()
+    if NAME == "cloudstack-setup-databases" and "--schema-only" in ARGS:
+        # The schema step takes minutes on a real database: $FAKE_SCHEMA_SECONDS of it, while
+        # other instances go on.
+        time.sleep(float(os.environ.get("FAKE_SCHEMA_SECONDS", "0")))
     with open(os.path.join(STATE_DIR, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state = load()
-        if NAME != "mysql":
-            record()
-        handler = HANDLERS.get(NAME)
-        status = handler(state) if handler else 0  # nft, apparmor_parser, chown, ...: record only
-        save(state)
+        world_lock = open(os.path.join(WORLD_DIR, "lock"), "w") if WORLD_DIR else None
+        if world_lock:
+            fcntl.flock(world_lock, fcntl.LOCK_EX)
+        try:
+            state, shared = load(), ()
+            if world_lock:
+                with open(os.path.join(WORLD_DIR, "world.json")) as f:
+                    world = json.load(f)
+                state.update(world)
+                shared = tuple(world)
+            if NAME != "mysql":
+                record()
+            handler = HANDLERS.get(NAME)
+            status = handler(state) if handler else 0  # nft, apparmor_parser, chown, ...: record only
+            if world_lock:
+                tmp = os.path.join(WORLD_DIR, "world.json.tmp")
+                with open(tmp, "w") as f:
+                    json.dump({k: state.pop(k) for k in shared}, f)
+                os.replace(tmp, os.path.join(WORLD_DIR, "world.json"))
+            save(state)
+        finally:
+            if world_lock:
+                world_lock.close()
     return status
 
 

@@ -1,0 +1,162 @@
+"""Several management servers on one database, their boot scripts run for real against
+the recording fakes with a shared world (one account, one database): only the first
+deploys the schema, the others join as the installation guide's additional management
+servers do, no two run the database step at once, and a server of another version
+refuses to start."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from bootlab import (ADMIN_PASSWORD, DATABASE_KEY, MANAGEMENT, MANAGEMENT_KEY, NEWEST, TINY_WAITS, Machine,
+                     member_overlay, render)
+
+SERVERS = ("10.100.0.2", "10.100.0.3")
+LOCK = "cloudstack_ec2.schema"
+SYSTEMVM_KEY = "/usr/share/cloudstack-common/scripts/vm/systemvm/id_rsa.cloud"
+
+
+def server(index: int, **waits):
+    """Management server `index`'s boot (the first at 10.100.0.2, the second at 10.100.0.3)."""
+    return replace(MANAGEMENT, server_index=index, management_servers=SERVERS,
+                   overlay=member_overlay(f"{SERVERS[index]}/16"), fqdn=f"management-{index}.cloudstack.internal",
+                   waits=replace(TINY_WAITS, **waits))
+
+
+@pytest.fixture
+def world(tmp_path):
+    return tmp_path / "world"
+
+
+def machine_in(world, tmp_path, name: str, first_done: bool = False) -> Machine:
+    m = Machine(tmp_path / name, world)
+    if first_done:
+        # the admin lives in the shared database: the first server already set the secret's password
+        m.update(lambda s: s["api"].update(admin_password=ADMIN_PASSWORD))
+    return m
+
+
+def setup_calls(m):
+    return [c for c in m.calls() if c["cmd"] == "cloudstack-setup-databases" and "--help" not in c["args"]]
+
+
+def lock_events(m):
+    return [c for c in m.calls() if c.get("lock") == LOCK]
+
+
+def run(m, boot, results=None, key=None, env=None):
+    r = m.run_user_data(render(boot), timeout=120, env=env)
+    if results is not None:
+        results[key] = r
+    return r
+
+
+def test_the_first_deploys_the_second_joins_with_the_same_keys(world, tmp_path):
+    first = machine_in(world, tmp_path, "m0")
+    r = run(first, server(0))
+    assert r.status == 0, r.output
+    assert [("--schema-only" in c["args"]) for c in setup_calls(first)] == [True]
+
+    second = machine_in(world, tmp_path, "m1", first_done=True)
+    r = run(second, server(1))
+    assert r.status == 0, r.output
+    # cloudstack-setup-databases cloud:<pw>@<db> -m <management key> -k <db key> -i <own ip>,
+    # without --deploy-as or --schema-only (installation guide, additional management servers)
+    (join,) = setup_calls(second)
+    args = join["args"]
+    assert not any(a.startswith(("--deploy-as", "--schema-only", "-d", "-s", "--force")) for a in args[1:])
+    assert args[args.index("-m") + 1] == MANAGEMENT_KEY and args[args.index("-k") + 1] == DATABASE_KEY
+    assert args[args.index("-i") + 1] == "10.100.0.3"
+    assert second.state()["db"]["marker"]
+    # the database step ran under the lock, taken and released
+    events = lock_events(second)
+    assert events[0]["granted"] and "released" in events[-1]
+    # an additional server generates and publishes nothing: the first one's secrets, key and version
+    calls = second.calls()
+    assert not [c for c in calls if c["cmd"] == "aws" and ("put-secret-value" in c["args"]
+                                                            or "put-parameter" in c["args"])]
+    assert not [c for c in calls if c.get("api") == "registerUserKeys"]
+    assert not [c for c in calls if c.get("api") == "updateUser"]
+    # agents may use both servers; its own row is in cloud.mshost, of the same version
+    assert second.state()["api"]["config"]["host"] == ",".join(SERVERS)
+    assert sorted((r["ip"], r["version"]) for r in second.state()["db"]["mshost"]) == [
+        ("10.100.0.2", NEWEST), ("10.100.0.3", NEWEST)]
+
+
+def test_a_second_server_booting_first_waits_for_the_first_ones_schema(world, tmp_path):
+    first, second = machine_in(world, tmp_path, "m0"), machine_in(world, tmp_path, "m1", first_done=True)
+    results = {}
+    waiting = threading.Thread(target=run, args=(second, server(1, database_seconds=90, api_seconds=90), results, 1))
+    waiting.start()
+    run(first, server(0), results, 0)
+    waiting.join(150)
+    assert results[0].status == 0, results[0].output
+    assert results[1].status == 0, results[1].output
+    assert "waiting for the schema marker" in results[1].output
+    assert [("--schema-only" in c["args"]) for c in setup_calls(first) + setup_calls(second)] == [True, False]
+
+
+def test_a_second_server_alone_never_deploys_the_schema(world, tmp_path):
+    second = machine_in(world, tmp_path, "m1")
+    r = run(second, server(1))
+    assert r.status != 0
+    assert "the first management server did not deploy the schema" in r.output
+    assert setup_calls(second) == [] and not second.state()["db"]["schema"]
+    assert not [c for c in second.calls() if c["cmd"] == "cloudstack-setup-management"]
+
+
+def test_a_replaced_first_server_joins_without_redeploying(world, tmp_path):
+    assert run(machine_in(world, tmp_path, "m0"), server(0)).status == 0
+    replaced = machine_in(world, tmp_path, "m0-replaced", first_done=True)
+    # a copy of another key pair left on the new instance (apache/cloudstack #10943)
+    key = replaced.file(SYSTEMVM_KEY)
+    key.parent.mkdir(parents=True)
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nstale\n-----END RSA PRIVATE KEY-----\n")
+    r = run(replaced, server(0))
+    assert r.status == 0, r.output
+    assert [("--schema-only" in c["args"]) for c in setup_calls(replaced)] == [False]
+    assert not [s for s in replaced.state()["db"]["statements"] if "DROP DATABASE" in s]
+    assert not key.exists() and "removed local key copies" in r.output
+    # it is still the first server: it publishes for the hosts (the values are there already)
+    assert "publish the cloudstack-management version" in r.output
+    assert "publish the management server's SSH public key" in r.output
+
+
+def test_two_first_servers_at_once_one_deploys_the_other_waits_for_the_lock(world, tmp_path):
+    a, b = machine_in(world, tmp_path, "a"), machine_in(world, tmp_path, "b")
+    results, slow = {}, {"FAKE_SCHEMA_SECONDS": "4"}
+    threads = [threading.Thread(target=run, args=(m, server(0, database_seconds=60), results, k, slow))
+               for k, m in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    assert results["a"].status == 0, results["a"].output
+    assert results["b"].status == 0, results["b"].output
+    schema = [c for m in (a, b) for c in setup_calls(m) if "--schema-only" in c["args"]]
+    assert len(schema) == 1
+    # the two database steps never overlapped, and the second asked while the first held it
+    held = sorted((e["granted"], e["asked"], next(x["released"] for x in lock_events(m) if "released" in x))
+                  for m in (a, b) for e in lock_events(m) if e.get("granted"))
+    (granted_1, _, released_1), (granted_2, asked_2, _) = held
+    assert released_1 <= granted_2 and asked_2 < released_1
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_server_of_another_version_refuses_to_start_beside_running_ones(world, tmp_path, fresh):
+    assert run(machine_in(world, tmp_path, "m0"), server(0)).status == 0
+    second = machine_in(world, tmp_path, "m1", first_done=True)
+    # the first server runs 4.22.0.0 (its row heartbeats, or stopped doing so long ago)
+    second.update(lambda s: s["db"].update(mshost=[{"ip": "10.100.0.2", "version": "4.22.0.0", "state": "Up",
+                                                    "fresh": fresh}]))
+    r = run(second, server(1))
+    started = [c for c in second.calls() if c["cmd"] == "cloudstack-setup-management"]
+    if fresh:
+        assert r.status != 0 and "beside management servers of another version (10.100.0.2 runs 4.22.0.0)" in r.output
+        assert started == [] and not second.state()["api"]["up"]
+    else:
+        assert r.status == 0, r.output
+        assert started
