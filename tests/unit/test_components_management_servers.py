@@ -31,7 +31,9 @@ def resources(d):
 def server_of(name: str) -> int | None:
     """The index of the management server a resource belongs to (by its name), or None."""
     for i in range(1, 5):
-        if name == f"management-{i}" or name.startswith(f"management-{i}-"):
+        # its own resources, its recovery alarm and its load balancer target
+        if name in (f"management-{i}", f"recovery-management-{i}", f"ui-target-{i}") \
+                or name.startswith(f"management-{i}-"):
             return i
     return 0 if name == "management" or name.startswith("management-") else None
 
@@ -49,22 +51,39 @@ def test_the_first_server_keeps_the_single_servers_resources(scaled):
     changed = {k for k in first if resources(one)[k] != resources(three)[k]}
     assert changed <= {(INSTANCE, "management")}
     assert any(f.startswith("userData") for f in three.instance("management").ignore_changes)
+    # Several servers put the UI/API behind the load balancer: the first server gains its
+    # security group, an in-place update (EC2 ModifyInstanceAttribute, no replacement).
     a, b = one.instance("management").inputs, three.instance("management").inputs
-    assert {k: v for k, v in a.items() if k != "userDataBase64"} == {k: v for k, v in b.items()
-                                                                    if k != "userDataBase64"}
+    same = ("userDataBase64", "vpcSecurityGroupIds")
+    assert {k: v for k, v in a.items() if k not in same} == {k: v for k, v in b.items() if k not in same}
+    assert b["vpcSecurityGroupIds"][:len(a["vpcSecurityGroupIds"])] == a["vpcSecurityGroupIds"]
+    assert [g for g in b["vpcSecurityGroupIds"] if g not in a["vpcSecurityGroupIds"]] == [
+        g for g in b["vpcSecurityGroupIds"] if g.startswith("ui-management-sg")]
 
 
 @pytest.mark.parametrize("before,after", [(1, 3), (3, 2)])
 def test_scaling_adds_or_removes_only_the_extra_servers(scaled, before, after):
     old, new = resources(scaled[before]), resources(scaled[after])
     added_or_removed = old.keys() ^ new.keys()
-    assert {server_of(name) for _, name in added_or_removed} == set(range(min(before, after), max(before, after)))
+    # From one server to several, the UI/API goes behind the load balancer (README "HTTPS").
+    front_end = {k for k in added_or_removed if k[1].startswith("ui-") and server_of(k[1]) is None}
+    assert bool(front_end) == (before == 1) and front_end <= new.keys()
+    assert {server_of(name) for _, name in added_or_removed - front_end} == set(
+        range(min(before, after), max(before, after)))
     # what else changes: the registration's server list and `host`, and the database's
     # max_connections (350 per server, components/resources/database.py): updates in place
-    changed = {k for k in old.keys() & new.keys() if old[k] != new[k] and server_of(k[1]) is None}
-    assert changed == {(SETTING, "registration-setting-host"), (SERVERS, "registration-management-servers"),
-                       ("aws:rds/parameterGroup:ParameterGroup", "database-params"),
-                       ("aws:ec2/securityGroup:SecurityGroup", "underlay-db-sg")}, changed
+    # From one server to several the API's URL becomes the load balancer's: every registration
+    # resource stores the new endpoint, an update that asks CloudStack nothing
+    # (components/registration/base.py, diff and update of a connection key).
+    changed = {k: sorted(x for x in set(json.loads(old[k])) | set(json.loads(new[k]))
+                         if json.loads(old[k]).get(x) != json.loads(new[k]).get(x))
+               for k in old.keys() & new.keys() if old[k] != new[k] and server_of(k[1]) is None}
+    beyond_endpoint = {k for k, fields in changed.items() if set(fields) - {"endpoint"}}
+    assert all(set(fields) == {"endpoint"} for k, fields in changed.items() if k not in beyond_endpoint)
+    assert any(changed.values()) and (before == 1) == any("endpoint" in f for f in changed.values())
+    assert beyond_endpoint == {(SETTING, "registration-setting-host"), (SERVERS, "registration-management-servers"),
+                               ("aws:rds/parameterGroup:ParameterGroup", "database-params"),
+                               ("aws:ec2/securityGroup:SecurityGroup", "underlay-db-sg")}, beyond_endpoint
 
 
 def test_every_server_is_in_host_and_the_registration_drains_the_others(scaled):
@@ -108,8 +127,8 @@ def test_additional_servers_share_the_first_ones_secrets_and_publish_nothing(sca
         assert not actions & {"secretsmanager:PutSecretValue", "ssm:PutParameter", "kms:Encrypt"}, actions
         readable = {r for s in policy["Statement"] if "secretsmanager:GetSecretValue" in s["Action"]
                     for r in s["Resource"]}
-        assert readable == {env0["CSEC2_SECRET_DB_CLOUD"], env0["CSEC2_SECRET_CLOUDSTACK_KEYS"],
-                            env0["CSEC2_SECRET_ADMIN"]}
+        # they join a bootstrapped cloud: never the admin login or the master user
+        assert readable == {env0["CSEC2_SECRET_DB_CLOUD"], env0["CSEC2_SECRET_CLOUDSTACK_KEYS"]}
     assert env0["CSEC2_MANAGEMENT_INDEX"] == "0"
     assert first.inputs["instanceType"] == d.instance("management-2").inputs["instanceType"]
     # one anchor key (the hosts trust what the first server publishes), one master-secret parameter
@@ -123,9 +142,16 @@ def test_plan_cost_has_a_line_per_server(scaled):
     lines = [line for line in three.lines if line.item.startswith("management server")]
     assert [line.item for line in lines] == [f"management server {i} m6i.xlarge" for i in range(3)]
     assert all(line.quantity == 1 and line.unit_hourly == catalog.ec2_hourly("m6i.xlarge") for line in lines)
+    # two more servers with their root volumes and recovery alarms, and the load balancer
+    # that several servers need (README "HTTPS")
+    extra = {"Application Load Balancer (UI/API, plain HTTP)", "public IPv4 addresses (load balancer, one per AZ)"}
+    front_end = sum(line.hourly for line in three.lines if line.item in extra)
+    assert front_end > 0 and not any(line.item in extra for line in one.lines)
+    alarms = [sum(line.hourly for line in e.lines if line.item == "CloudWatch recovery alarms") for e in (one, three)]
     assert three.hourly - one.hourly == pytest.approx(
         2 * catalog.ec2_hourly("m6i.xlarge")
-        + 2 * scaled[3].settings.root_volume_gb * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH)
+        + 2 * scaled[3].settings.root_volume_gb * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH
+        + front_end + alarms[1] - alarms[0])
 
 
 @pytest.mark.parametrize("value,message", [(0, "between 1 and 5"), (6, "between 1 and 5"), ("two", "")])
@@ -140,6 +166,6 @@ def test_management_servers_count_as_members_of_the_multicast_group():
     # router + 5 servers + 94 hosts = 100 members: the most a Transit Gateway group holds
     parse_settings({"adminCidrs": ["203.0.113.0/24"], "managementServerCount": 5, "hostCount": 94,
                     "cloudstackSubnetCidr": "10.0.0.0/24"})
-    with pytest.raises(SettingsError, match=r"router \+ 5 management server\(s\) \+ 95 hosts = 101 members"):
+    with pytest.raises(SettingsError, match=r"1 router\(s\) \+ 5 management server\(s\) \+ 95 hosts = 101 members"):
         parse_settings({"adminCidrs": ["203.0.113.0/24"], "managementServerCount": 5, "hostCount": 95,
                         "cloudstackSubnetCidr": "10.0.0.0/24"})

@@ -333,7 +333,7 @@ def test_router_count_defaults_to_one():
 
 def test_a_second_router_is_one_more_multicast_member():
     parse_settings(dev_raw(hostCount=97, routerCount=2))
-    with pytest.raises(SettingsError, match=r"2 router\(s\) \+ management server \+ 98 hosts = 101 members"):
+    with pytest.raises(SettingsError, match=r"2 router\(s\) \+ 1 management server\(s\) \+ 98 hosts = 101 members"):
         parse_settings(dev_raw(hostCount=98, routerCount=2))
 
 
