@@ -91,6 +91,7 @@ class ManagementServer(pulumi.ComponentResource):
             # GetParameterHistory: how a reader learns the key a SecureString is under.
             Grant(["ssm:GetParameterHistory", "ssm:PutParameter"], [ssh_key, version]),
             Grant(["s3:GetObject"], [args.boot_script_arn]),
+            *args.instance.role_grants,
         ], opts=child, tags=tags)
         key = anchor_key(name, role.role, tags, child)
         profile = role.profile

@@ -45,6 +45,9 @@ class InstanceSpec:
     #: Launch with the CPU option NestedVirtualization=enabled (KVM hosts on a virtual
     #: type whose processor supports it; EC2 refuses it on any other type).
     nested_virtualization: bool = False
+    #: What the instance role may do besides its component's own grants (Grant below): its
+    #: CloudWatch log group, agent configuration and metrics (components/resources/monitoring.py).
+    role_grants: Sequence["Grant"] = ()
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class Grant:
 
     actions: Sequence[str]
     resources: Sequence[pulumi.Input[str]]
+    #: The statement's Condition block (IAM JSON policy reference, Condition), if any.
+    condition: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,9 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
     if grants:
         statements = [
             pulumi.Output.all(*g.resources).apply(
-                lambda arns, actions=tuple(g.actions): {"Effect": "Allow", "Action": list(actions),
-                                                        "Resource": list(arns)})
+                lambda arns, actions=tuple(g.actions), condition=g.condition: {
+                    "Effect": "Allow", "Action": list(actions), "Resource": list(arns),
+                    **({"Condition": condition} if condition else {})})
             for g in grants
         ]
         permissions.append(aws.iam.RolePolicy(
