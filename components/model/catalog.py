@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from components.model import alarms, monitoring
 from components.model.settings import InstanceFacts, Settings
 
 PRICE_REGION = "us-east-1"
@@ -118,12 +119,21 @@ TGW_ATTACHMENT_HOUR = 0.05
 EFS_PROVISIONED_MIBPS_MONTH = 6.00
 SECRET_MONTH = 0.40
 SECRETS_PER_STACK = 5
+#: CloudWatch (standard): log ingestion per GB, custom metric per month (first 10,000),
+#: alarm per metric it evaluates per month (standard resolution), dashboard per month;
+#: KMS customer managed key per month (the logs' and alarm topic's key).
+CLOUDWATCH_LOG_GB = 0.50
+CLOUDWATCH_METRIC_MONTH = 0.30
+CLOUDWATCH_ALARM_METRIC_MONTH = 0.10
+CLOUDWATCH_DASHBOARD_MONTH = 3.00
+KMS_KEY_MONTH = 1.00
 
 USAGE_BASED = (
     "data transfer out to the internet",
     "Transit Gateway data processing ($0.02/GB, multicast also per GB received by each member)",
     "EFS storage ($0.30/GB-month) and elastic throughput ($0.03/GB read, $0.06/GB written)",
     "RDS backup storage beyond the database's size",
+    "CloudWatch Logs storage ($0.03/GB-month, kept logRetentionDays) and Logs Insights queries",
 )
 
 
@@ -228,7 +238,24 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
         lines.append(CostLine("EFS provisioned throughput (MiB/s)", settings.efs_provisioned_mibps,
                               EFS_PROVISIONED_MIBPS_MONTH * per_month))
     lines.append(CostLine("Secrets Manager secrets", SECRETS_PER_STACK, SECRET_MONTH * per_month))
-    return CostEstimate(tuple(lines))
+    return CostEstimate(tuple(lines + cloudwatch_lines(settings.host_count)))
+
+
+def cloudwatch_lines(host_count: int) -> list[CostLine]:
+    """The CloudWatch lines: logs ingested (MB a day, an estimate: monitoring.log_gb_per_day),
+    custom metrics, alarms (per metric they evaluate), the dashboard, the logs' key."""
+    per_month = 1 / HOURS_PER_MONTH
+    gb_per_day = monitoring.log_gb_per_day(host_count)
+    return [
+        # Quantity: MB a day (an estimate); a MB a day costs CLOUDWATCH_LOG_GB / 1000 / 24 an hour.
+        CostLine("CloudWatch Logs, MB/day (est.)", round(gb_per_day * 1000), CLOUDWATCH_LOG_GB / 1000 / 24),
+        CostLine("CloudWatch custom metrics", monitoring.custom_metric_count(host_count),
+                 CLOUDWATCH_METRIC_MONTH * per_month),
+        CostLine("CloudWatch alarm metrics", alarms.alarm_metric_count(host_count),
+                 CLOUDWATCH_ALARM_METRIC_MONTH * per_month),
+        CostLine("CloudWatch dashboard", 1, CLOUDWATCH_DASHBOARD_MONTH * per_month),
+        CostLine("KMS key (logs and alarm topic)", 1, KMS_KEY_MONTH * per_month),
+    ]
 
 
 # --------------------------------------------------------------- KVM host capacity and start time

@@ -197,6 +197,8 @@ class RdsCloudDb(pulumi.ComponentResource):
 
         self.address = instance.address
         self.port = instance.port
+        #: The DB instance identifier (CloudWatch's DBInstanceIdentifier dimension).
+        self.identifier = instance.identifier
         # The secret RDS created (DBInstance.MasterUserSecret.SecretArn).
         self.master_secret_arn = instance.master_user_secrets.apply(
             lambda secrets: managed_secret_arn(secrets, pulumi.runtime.is_dry_run()))
