@@ -586,6 +586,26 @@ csec2_setup_ssm_agent() {
     systemctl enable --now snap.amazon-ssm-agent.amazon-ssm-agent.service
 }
 
+# The CloudWatch agent (boot stage 2): userdata/cloudwatch-agent.sh, fetched from
+# the boot-script bucket like the role script and run only while its sha256 is
+# the one its key names (CSEC2_AGENT_KEY, boot/cloudwatch-agent-<sha256>.sh),
+# with this role's configuration parameter; a re-run uses the verified local
+# copy. A failure costs the instance its logs in CloudWatch, not its boot: it is
+# logged and the boot goes on.
+csec2_cloudwatch_agent() {
+    local f=$CSEC2_LIB_DIR/cloudwatch-agent.sh sha=${CSEC2_AGENT_KEY##*-}
+    csec2_step "CloudWatch agent"
+    if [[ $(sha256sum 2>/dev/null <"$f") != "${sha%.sh}  -" ]] &&
+        csec2_aws s3 cp --only-show-errors "s3://$CSEC2_STAGE2_BUCKET/$CSEC2_AGENT_KEY" "$f.new"; then
+        mv -f "$f.new" "$f"
+    fi
+    if [[ $(sha256sum 2>/dev/null <"$f") == "${sha%.sh}  -" ]] &&
+        bash "$f" "$CSEC2_AWS_REGION" "$CSEC2_ROLE" "$(csec2_name "cloudwatch-agent/$CSEC2_ROLE")"; then
+        return 0
+    fi
+    csec2_log "WARNING: no CloudWatch agent: this instance's logs and metrics do not reach CloudWatch"
+}
+
 # ------------------------------------------------------------------- apt ----
 
 CSEC2_APT_UPDATED=0

@@ -375,3 +375,5 @@ csec2_step "signal readiness"
 csec2_aws ssm put-parameter --name "$(csec2_name "host-ready/$CSEC2_OVERLAY_IP")" --type String --overwrite \
     --value "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >/dev/null
 csec2_log "readiness written to $(csec2_name "host-ready/$CSEC2_OVERLAY_IP")"
+# After the readiness: the agent's install must not delay the host's registration.
+csec2_cloudwatch_agent

@@ -268,6 +268,8 @@ fetch_master_secret() {
 # Tenant isolation on the management server (address classes from
 # components/model/ipplan.py, in boot.env), loaded before CloudStack listens:
 #   8096  never (the unauthenticated integration API; integration.api.port is 0)
+#   9595  the loopback only (CloudStack's Prometheus exporter, scraped by the
+#         CloudWatch agent on this server)
 #   9090  cluster traffic: the other management servers only
 #   8250  agents and system VMs: the KVM hosts and the pod's system range only
 #   8080  UI/API: from the overlay only the router and the management servers;
@@ -293,6 +295,7 @@ table inet cloudstack_ec2_management {
     chain input {
         type filter hook input priority filter - 10; policy accept;
         tcp dport 8096 counter drop
+        iifname != "lo" tcp dport 9595 counter drop
         $api_gate
         iifname "lo" accept
         ct state established,related accept
@@ -1240,6 +1243,14 @@ configure_api_settings() {
     # The system VMs' public range (forsystemvms) holds the console proxy's address:
     # strict, no tenant ever gets one of its addresses (older releases read it at start).
     ensure_setting system.vm.public.ip.reservation.mode.strictness true && changed=1
+    # CloudStack's Prometheus exporter, which the CloudWatch agent scrapes on the
+    # loopback (cloudwatch-agent.sh): read when the server starts
+    # (PrometheusExporterServerImpl.start, "management server restart needed"), it
+    # answers only the addresses of prometheus.exporter.allowed.ips, compared with
+    # the request's source address; this server itself, and the firewall drops 9595
+    # from anywhere but the loopback.
+    ensure_setting prometheus.exporter.enable true && changed=1
+    ensure_setting prometheus.exporter.allowed.ips 127.0.0.1 && changed=1
     # Before the registration creates the pod (it waits for the API keys, stored
     # after this). Only CloudStack's default is changed: another value was chosen.
     if [[ $(get_setting control.cidr) == 169.254.0.0/16 ]] && ensure_setting control.cidr "$CONTROL_CIDR"; then
@@ -1296,4 +1307,5 @@ protect_link_local_services
 store_api_keys
 finish_bootstrap
 publish_ssh_key
+csec2_cloudwatch_agent
 csec2_finish

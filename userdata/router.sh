@@ -16,6 +16,9 @@
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
 
 FORWARDS_ENV=$CSEC2_ROOT/etc/cloudstack-ec2/forwards.env
+# log_drops: the log the CloudWatch agent ships, and the counters it last saw.
+DROP_LOG=$CSEC2_ROOT/var/log/cloudstack-ec2/router-drops.log
+DROP_STATE=$CSEC2_STATE_DIR/drop-counters
 FORWARD_ENTRY='^(tcp|udp):[0-9]{1,5}:[0-9.]+:[0-9]{1,5}$'
 # What components/model/consoles.py console_forwards writes, entry by entry
 # (overlay-network.sh checks the whole value and the target).
@@ -417,6 +420,28 @@ setup_tenant_dns() {
     systemctl restart unbound.service || csec2_die "unbound failed to start (journalctl -u unbound)"
 }
 
+# The router's log of what its firewall refused (components/model/monitoring.py
+# ROUTER_DROP_LOG; the CloudWatch agent ships it): at every run of the forwards
+# timer (once a minute), one line per named counter of overlay-network.sh's table
+# (cloudstack_overlay: forged_refused, tenant_refused, tenant_new_limited, ...)
+# that grew since the run before. Counters rather than nft's per-packet `log`
+# statement: a flood costs one line a minute, never a line per packet, so the log
+# is rate-limited by construction and the firewall's rules stay as they are.
+log_drops() {
+    local now log=$DROP_LOG state=$DROP_STATE
+    now=$(nft list counters table ip cloudstack_overlay 2>/dev/null |
+        awk '$1 == "counter" { name = $2 } $1 == "packets" { print name, $2, $4 }') || return 0
+    mkdir -p "$(dirname "$log")" "$(dirname "$state")"
+    touch "$state"
+    # A counter below its last value was reset (the table was loaded again): all of it is new.
+    awk -v ts="$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
+        NR == FNR { before[$1] = $2; next }
+        { delta = ($2 < before[$1] + 0) ? $2 : $2 - before[$1] }
+        delta > 0 { printf "%s refused %s: %d packet(s) in the last minute (%d in all, %d bytes)\n", ts, $1, delta, $2, $3 }
+    ' "$state" - <<<"$now" >>"$log"
+    printf '%s\n' "$now" >"$state"
+}
+
 case ${1-} in
     vrrp)
         pair_vrrp "${2-}"
@@ -437,6 +462,7 @@ esac
 if [[ ${1-} == forwards ]]; then
     csec2_begin router
     apply_forwards
+    log_drops
     csec2_finish
     exit 0
 fi
@@ -461,4 +487,5 @@ csec2_step "forwards refresh timer"
 systemctl daemon-reload
 systemctl enable --now cloudstack-ec2-forwards.timer
 apply_forwards
+csec2_cloudwatch_agent
 csec2_finish

@@ -26,6 +26,9 @@ BOOT_LINK = "/usr/local/sbin/cloudstack-ec2-boot"
 ROLE_SCRIPTS = {"router": "router.sh", "management": "management-server.sh", "kvm-host": "kvm-host.sh"}
 #: The launcher the user data runs: it fetches, verifies and execs the role script.
 STAGE2_LAUNCHER = "stage2.sh"
+#: Stage 2's script of every role besides its own: the CloudWatch agent's installer
+#: (run by csec2_cloudwatch_agent in common.sh), an object of the boot-script bucket too.
+AGENT_SCRIPT = "cloudwatch-agent.sh"
 ROLE_UNITS = {
     "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                "cloudstack-ec2-forwards.service", "cloudstack-ec2-forwards.timer"),
@@ -40,7 +43,7 @@ def load_boot_files() -> dict[str, str]:
     """The package's userdata/ files the user data embeds or the bucket holds (name -> text).
 
     Raises UserDataError naming a file missing from the installed package."""
-    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(),
+    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(), AGENT_SCRIPT,
              *sorted({u for units in ROLE_UNITS.values() for u in units})]
     root = resources.files("userdata")
     files = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from components.boot.checks import UserDataError, check_bucket
-from components.boot.scripts import ROLE_SCRIPTS, load_boot_files
+from components.boot.scripts import AGENT_SCRIPT, ROLE_SCRIPTS, load_boot_files
 from components.model import aws_constraints
 
 #: Where the role scripts go in the deployment's boot-script bucket: one object per
@@ -28,20 +28,27 @@ class BootObject:
     16 KiB limit, and the copy on the instance stays readable); `sha256` is the
     hex digest of its UTF-8 bytes, which the launcher checks; `key` is
     `boot/<role>-<sha256>.sh`."""
-    role: str          # "router" | "management" | "kvm-host"
+    role: str          # "router" | "management" | "kvm-host" | "cloudwatch-agent"
     script: str        # file name on the instance, e.g. "management-server.sh"
     key: str
     sha256: str
     content: str
 
 
+#: The bucket's objects: each role's script, and the CloudWatch agent's installer that
+#: every role runs (key `boot/cloudwatch-agent-<sha256>.sh`, CSEC2_AGENT_KEY).
+AGENT_OBJECT = "cloudwatch-agent"
+STAGE2_SCRIPTS = {**ROLE_SCRIPTS, AGENT_OBJECT: AGENT_SCRIPT}
+
+
 def boot_object(role: str, files: Optional[Mapping[str, str]] = None) -> BootObject:
-    """The S3 object of `role`'s script (from `files`, default the package's).
+    """The S3 object of `role`'s script, or of the agent's installer (AGENT_OBJECT), from
+    `files` (default the package's).
 
     Raises UserDataError for an unknown role or a key S3 would refuse."""
-    if role not in ROLE_SCRIPTS:
-        raise UserDataError(f"role: {role!r} is not accepted; one of {', '.join(ROLE_SCRIPTS)}")
-    script = ROLE_SCRIPTS[role]
+    if role not in STAGE2_SCRIPTS:
+        raise UserDataError(f"role: {role!r} is not accepted; one of {', '.join(STAGE2_SCRIPTS)}")
+    script = STAGE2_SCRIPTS[role]
     content = (files or load_boot_files())[script]
     digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
     key = f"{STAGE2_KEY_PREFIX}{role}-{digest}.sh"
@@ -52,9 +59,9 @@ def boot_object(role: str, files: Optional[Mapping[str, str]] = None) -> BootObj
 
 
 def boot_objects(files: Optional[Mapping[str, str]] = None) -> dict[str, BootObject]:
-    """role -> its BootObject, for every role."""
+    """role -> its BootObject, for every role and the agent's installer (AGENT_OBJECT)."""
     files = files or load_boot_files()
-    return {role: boot_object(role, files) for role in ROLE_SCRIPTS}
+    return {role: boot_object(role, files) for role in STAGE2_SCRIPTS}
 
 
 def stage2_environment(role: str, bucket: str, files: Optional[Mapping[str, str]] = None) -> dict[str, str]:
@@ -65,6 +72,8 @@ def stage2_environment(role: str, bucket: str, files: Optional[Mapping[str, str]
         "CSEC2_STAGE2_KEY": obj.key,
         "CSEC2_STAGE2_SHA256": obj.sha256,
         "CSEC2_STAGE2_SCRIPT": obj.script,
+        # Its sha256 is in its name: csec2_cloudwatch_agent checks the object against it.
+        "CSEC2_AGENT_KEY": boot_object(AGENT_OBJECT, files).key,
     }
 
 

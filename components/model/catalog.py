@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from components.model import recovery
+from components.model import alarms, monitoring, recovery
 from components.model.settings import InstanceFacts, Settings
 
 PRICE_REGION = "us-east-1"
@@ -127,6 +127,13 @@ SECRETS_PER_STACK = 5
 ALB_HOUR = 0.0225
 ALB_LCU_HOUR = 0.008
 LOAD_BALANCER_ZONES = 2
+#: CloudWatch (standard): log ingestion per GB, custom metric per month (first 10,000),
+#: dashboard per month (alarms: CLOUDWATCH_ALARM_MONTH per metric they evaluate); KMS
+#: customer managed key per month (the logs' and alarm topic's key).
+CLOUDWATCH_LOG_GB = 0.50
+CLOUDWATCH_METRIC_MONTH = 0.30
+CLOUDWATCH_DASHBOARD_MONTH = 3.00
+KMS_KEY_MONTH = 1.00
 
 USAGE_BASED = (
     "data transfer out to the internet",
@@ -135,6 +142,7 @@ USAGE_BASED = (
     "RDS backup storage beyond the database's size",
     f"the load balancer's capacity units, when it is on (${ALB_LCU_HOUR}/LCU-hour); ACM's public certificates "
     "are free, Route 53 bills the hosted zone you own",
+    "CloudWatch Logs storage ($0.03/GB-month, kept logRetentionDays) and Logs Insights queries",
 )
 
 
@@ -253,7 +261,24 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
         lines += [CostLine("Application Load Balancer (UI/API" + (", HTTPS)" if settings.ui_https else ", plain HTTP)"),
                            1, ALB_HOUR),
                   CostLine("public IPv4 addresses (load balancer, one per AZ)", LOAD_BALANCER_ZONES, PUBLIC_IPV4_HOUR)]
-    return CostEstimate(tuple(lines))
+    return CostEstimate(tuple(lines + cloudwatch_lines(settings.host_count)))
+
+
+def cloudwatch_lines(host_count: int) -> list[CostLine]:
+    """The CloudWatch lines: logs ingested (MB a day, an estimate: monitoring.log_gb_per_day),
+    custom metrics, alarms (per metric they evaluate), the dashboard, the logs' key."""
+    per_month = 1 / HOURS_PER_MONTH
+    gb_per_day = monitoring.log_gb_per_day(host_count)
+    return [
+        # Quantity: MB a day (an estimate); a MB a day costs CLOUDWATCH_LOG_GB / 1000 / 24 an hour.
+        CostLine("CloudWatch Logs, MB/day (est.)", round(gb_per_day * 1000), CLOUDWATCH_LOG_GB / 1000 / 24),
+        CostLine("CloudWatch custom metrics", monitoring.custom_metric_count(host_count),
+                 CLOUDWATCH_METRIC_MONTH * per_month),
+        CostLine("CloudWatch alarm metrics", alarms.alarm_metric_count(host_count),
+                 CLOUDWATCH_ALARM_MONTH * per_month),
+        CostLine("CloudWatch dashboard", 1, CLOUDWATCH_DASHBOARD_MONTH * per_month),
+        CostLine("KMS key (logs and alarm topic)", 1, KMS_KEY_MONTH * per_month),
+    ]
 
 
 # --------------------------------------------------------------- KVM host capacity and start time

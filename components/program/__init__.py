@@ -13,6 +13,7 @@ and returns its own (a small frozen dataclass):
 - `control_plane`: OverlayRouter, ManagementServer;
 - `compute`: KvmHostPool;
 - `registration`: CloudStackRegistration (and the API URL);
+- `operations`: DeploymentAlarms (alarms, their SNS topic, the dashboard);
 - `outputs`: the stack outputs.
 
 `lookups` holds the AWS data-source look-ups and the read of the last deployment;
@@ -45,6 +46,7 @@ from components.program.data import declare_data
 from components.program.front_end import attach_management_servers, declare_front_end
 from components.program.lookups import availability_zones, check_existing_network, read_deployed
 from components.program.network import declare_network
+from components.program.operations import declare_operations
 from components.program.outputs import stack_outputs
 from components.program.registration import cross_cluster_migration, declare_registration
 from components.registration import RegistrationSpec
@@ -119,5 +121,7 @@ def declare(settings: Settings, stack: str, zones: tuple[str, str],
     attach_management_servers(front, [m.private_ip for m in control.management_servers])
     compute = declare_compute(ctx, network, data, control.management.anchor_key_arn)
     registration = declare_registration(ctx, network, data, control, compute, front)
-    outputs = stack_outputs(ctx, network, data, control, compute, registration, front)
+    operations = declare_operations(ctx, data, control, compute)
+    outputs = {**stack_outputs(ctx, network, data, control, compute, registration, front),
+               "dashboardUrl": operations.alarms.dashboard_url, "alarmTopicArn": operations.alarms.topic_arn}
     return Deployment(settings, outputs, registration.spec, ctx.host_types, ctx.host_clusters)

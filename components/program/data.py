@@ -1,5 +1,6 @@
-"""Data tier: the cloud database (RDS MySQL), the shared storage (EFS) and the bucket of
-boot scripts, everything the instances read or mount once they boot."""
+"""Data tier: the cloud database (RDS MySQL), the shared storage (EFS), the bucket of
+boot scripts and the instances' log groups, everything the instances read, mount or write
+once they boot."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from components.program.lookups import database_zone
 from components.program.network import Network
 from components.resources.bootstore import BootScriptBucket, BootScriptBucketArgs
 from components.resources.database import RdsCloudDb, RdsCloudDbArgs
+from components.resources.monitoring import DeploymentLogs, DeploymentLogsArgs
 from components.resources.storage import EfsStorage, EfsStorageArgs
 
 
@@ -22,6 +24,8 @@ class Data:
     database: RdsCloudDb
     storage: EfsStorage
     boot_scripts: BootScriptBucket
+    #: The instances' CloudWatch log groups, their key and the agent's configurations.
+    logs: DeploymentLogs
 
 
 def declare_data(ctx: Context, network: Network) -> Data:
@@ -46,4 +50,6 @@ def declare_data(ctx: Context, network: Network) -> Data:
     # Boot stage 2: the role scripts, fetched by each instance at boot (docs/boot.md).
     boot_scripts = BootScriptBucket("boot-scripts", BootScriptBucketArgs(
         stack=ctx.stack, objects=boot.boot_objects(), tags=ctx.tags))
-    return Data(database, storage, boot_scripts)
+    logs = DeploymentLogs("logs", DeploymentLogsArgs(
+        stack=ctx.stack, parameter_root=ctx.prefix, retention_days=settings.log_retention_days, tags=ctx.tags))
+    return Data(database, storage, boot_scripts, logs)

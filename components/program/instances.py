@@ -13,7 +13,7 @@ from components.model.settings import Settings
 from components.program.context import Context
 from components.program.data import Data
 from components.program.network import Network
-from components.resources.node import InstanceSpec
+from components.resources.node import Grant, InstanceSpec
 
 #: The user the management server logs in as on the KVM hosts, with its own SSH
 #: key (key-only root login; see userdata/kvm-host.sh).
@@ -40,4 +40,7 @@ def instance_spec(ctx: Context, network: Network, data: Data, instance_type: str
     # An instance fetches its role script as soon as it boots: the object must exist.
     return InstanceSpec(instance_type=instance_type, ami_id=ctx.ami, subnet_id=network.underlay.cloudstack_subnet_id,
                         security_group_ids=security_group_ids, root_volume_gb=ctx.settings.root_volume_gb,
-                        wait_for=[network.multicast.association, data.boot_scripts.objects[boot_role]])
+                        wait_for=[network.multicast.association, data.boot_scripts.objects[boot_role],
+                                  data.boot_scripts.objects[boot.AGENT_OBJECT]],
+                        role_grants=[Grant(["s3:GetObject"], [data.boot_scripts.object_arn(boot.AGENT_OBJECT)]),
+                                     *data.logs.grants(boot_role)])

@@ -197,7 +197,7 @@ class RdsCloudDb(pulumi.ComponentResource):
 
         self.address = instance.address
         self.port = instance.port
-        #: The DB instance identifier (the upgrade's snapshot names it).
+        #: The DB instance identifier (the upgrade's snapshot and CloudWatch's DBInstanceIdentifier dimension).
         self.identifier = instance.identifier
         # The secret RDS created (DBInstance.MasterUserSecret.SecretArn).
         self.master_secret_arn = instance.master_user_secrets.apply(

@@ -133,7 +133,7 @@ class KvmHostPool(pulumi.ComponentResource):
             # per-host ARNs granted nothing more narrow, and they grew the inline policy past
             # IAM's 10,240 characters at ~98 hosts (aws_constraints.IAM_DOCUMENT_LIMITS).
             Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/*")]),
-            Grant(["s3:GetObject"], [args.boot_script_arn])],
+            Grant(["s3:GetObject"], [args.boot_script_arn]), *args.instance.role_grants],
             opts=child, tags=tags)
         profile = role.profile
         # Decrypt only, through a grant (the key is the management server's; anchor.py).

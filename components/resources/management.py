@@ -116,6 +116,7 @@ class ManagementServer(pulumi.ComponentResource):
                 Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                       [secrets[naming.SECRET_DB_CLOUD], secrets[naming.SECRET_CLOUDSTACK_KEYS], *ldap_secrets]),
                 self._read_parameters(root), Grant(["s3:GetObject"], [args.boot_script_arn]),
+                *args.instance.role_grants,
             ], opts=child, tags=tags)
 
         user_data = pulumi.Output.all(
@@ -195,6 +196,7 @@ class ManagementServer(pulumi.ComponentResource):
             # GetParameterHistory: how a reader learns the key a SecureString is under.
             Grant(["ssm:GetParameterHistory", "ssm:PutParameter"], [ssh_key, version]),
             Grant(["s3:GetObject"], [args.boot_script_arn]),
+            *args.instance.role_grants,
         ], opts=child, tags=tags)
         key = anchor_key(name, role.role, tags, child)
 

@@ -45,6 +45,9 @@ class InstanceSpec:
     #: Launch with the CPU option NestedVirtualization=enabled (KVM hosts on a virtual
     #: type whose processor supports it; EC2 refuses it on any other type).
     nested_virtualization: bool = False
+    #: What the instance role may do besides its component's own grants (Grant below): its
+    #: CloudWatch log group, agent configuration and metrics (components/resources/monitoring.py).
+    role_grants: Sequence["Grant"] = ()
 
 
 @dataclass(frozen=True)

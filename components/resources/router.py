@@ -122,7 +122,7 @@ class OverlayRouter(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:OverlayRouter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        grants = [Grant(["s3:GetObject"], [args.boot_script_arn])]
+        grants = [Grant(["s3:GetObject"], [args.boot_script_arn]), *args.instance.role_grants]
         self.forwards_parameter = None
         self.console_forwards_parameter = None
         if args.parameter_root is not None:

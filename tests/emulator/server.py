@@ -264,6 +264,12 @@ class Emulator(ManagementCluster):
         self.duplicate_adds: list[str] = []                # addHost sent again while one was under way
         self.most_adding = 0                               # most addHost calls under way at once
         self.capacity: dict[str, int] = {}                 # host id → VMs it can take (default: no limit)
+        #: alerts (AlertResponse: id, type, name, description, sent), newest last
+        self.alerts: list[dict] = []
+        #: the management servers (ManagementServerResponse), this one first
+        self.management_servers: list[dict] = [{"id": _uuid(), "name": "management", "state": "Up",
+                                                "version": "4.22.0.0", "ipaddress": "10.100.0.2",
+                                                "serviceip": "10.100.0.2", "lastserverstart": _now()}]
         # fault injection
         self._http_faults: list[list[Any]] = []            # [command|"*", status, count, text]
         self._job_faults: list[list[Any]] = []             # [command, count, code, text]
@@ -359,9 +365,16 @@ class Emulator(ManagementCluster):
             return vid
 
     def kill_host(self, ip: str, state: str = "Alert") -> None:
-        """The host's instance is gone: the agent stops pinging (Alert, Disconnected or Down)."""
+        """The host's instance is gone: the agent stops pinging (Alert, Disconnected or Down),
+        and the management server raises a host alert (AgentManagerImpl.handleDisconnect:
+        AlertType.ALERT_TYPE_HOST, "Host disconnected, ..."; AlertManager ALERT_TYPE_HOST = 7)."""
         with self.lock:
-            self.host_by_ip(ip)["state"] = state
+            h = self.host_by_ip(ip)
+            h["state"] = state
+            self.alerts.append({"id": _uuid(), "type": 7, "name": "ALERT.HOST",
+                                "description": f"Host disconnected, name: {h['name']} (id:{h['id']}), "
+                                               f"availability zone: {h['zonename']}, pod: {h['podname']}",
+                                "sent": _now()})
 
     def host_by_ip(self, ip: str) -> dict:
         with self.lock:
@@ -1574,6 +1587,39 @@ class Emulator(ManagementCluster):
         items = [self._system_vm_view(v) for v in self.vms.values() if v["type"] in types]
         items = [i for i in items if self._match(i, a, "id", "hostid", "name", "zoneid", "podid", "state")]
         return self._list("systemvm", items, a)
+
+    # -- state of the zone (what `cloudstack-ec2 status` reads) ------------------------------------
+    def _cmd_listManagementServers(self, a: dict) -> dict:
+        items = [dict(m) for m in self.management_servers if self._match(m, a, "id", "name", "version")]
+        return self._list("managementserver", items, a)
+
+    def _cmd_listAlerts(self, a: dict) -> dict:
+        items = [dict(x) for x in self.alerts if self._match(x, a, "id", "name", "type")]
+        return self._list("alert", items, a)
+
+    def _capacities(self, z: dict) -> list[dict]:
+        """CapacityResponse rows of zone `z` (Capacity.java types: 0 memory, 1 CPU, 4 public IPs):
+        the hosts that are Up (a host's capacity stops counting once it is not: CapacityManagerImpl),
+        their cpunumber x cpuspeed and memorytotal as listHosts shows them, used as tests set it
+        (host["_cpuused"], host["_memoryused"]: the emulator's VMs have no size); every address of
+        the zone's VirtualNetwork ranges, used: the ones system VMs or others hold."""
+        up = [self._host_view(h) | {"_used": (h.get("_cpuused", 0), h.get("_memoryused", 0))}
+              for h in self.hosts.values() if h["zoneid"] == z["id"] and h["state"] == "Up"]
+        ranges = [r for r in self.vlans.values() if r["zoneid"] == z["id"] and r["forvirtualnetwork"]]
+        addresses = {str(ipaddress.IPv4Address(i)) for r in ranges for i in range(
+            int(ipaddress.IPv4Address(r["startip"])), int(ipaddress.IPv4Address(r["endip"])) + 1)}
+        held = ({x.get("publicip") for x in self.vms.values()} | set(self.held_public_ips)) & addresses
+        rows = [(0, "MEMORY", sum(h["_used"][1] for h in up), sum(h["memorytotal"] for h in up)),
+                (1, "CPU", sum(h["_used"][0] for h in up), sum(h["cpunumber"] * h["cpuspeed"] for h in up)),
+                (4, "VIRTUAL_NETWORK_PUBLIC_IP", len(held), len(addresses))]
+        return [{"type": t, "name": n, "zoneid": z["id"], "zonename": z["name"], "capacityused": used,
+                 "capacitytotal": total, "percentused": f"{100 * used / total:.2f}" if total else "0"}
+                for t, n, used, total in rows]
+
+    def _cmd_listCapacity(self, a: dict) -> dict:
+        items = [row for z in self.zones.values() if a.get("zoneid") in (None, z["id"]) for row in self._capacities(z)]
+        items = [i for i in items if self._match(i, a, "type")]
+        return self._list("capacity", items, a)
 
     # -- storage --------------------------------------------------------------------------------
     def _cmd_createStoragePool(self, a: dict) -> dict:

@@ -26,7 +26,22 @@ def test_more_hosts_cost_exactly_one_host_more():
     two = catalog.estimate(settings(hostCount=2))
     three = catalog.estimate(settings(hostCount=3))
     root = settings().root_volume_gb * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH
-    assert three.hourly - two.hourly == pytest.approx(4.08 + root)
+    # A host's CloudWatch share: its agent.log (0.05 GB a day), its three agent metrics and
+    # its status-check alarm.
+    watched = (0.05 / 24 * catalog.CLOUDWATCH_LOG_GB + 3 * catalog.CLOUDWATCH_METRIC_MONTH / catalog.HOURS_PER_MONTH
+               + catalog.CLOUDWATCH_ALARM_MONTH / catalog.HOURS_PER_MONTH)
+    assert three.hourly - two.hourly == pytest.approx(4.08 + root + watched)
+
+
+def test_cloudwatch_lines_are_in_the_plan():
+    e = catalog.estimate(settings(hostCount=3))
+    items = [line.item for line in e.lines]
+    logs = line(e, "CloudWatch Logs")
+    assert logs.item == "CloudWatch Logs, MB/day (est.)" and logs.quantity == 660
+    assert logs.hourly * 24 == pytest.approx(0.66 * catalog.CLOUDWATCH_LOG_GB)
+    assert line(e, "CloudWatch alarm metrics").quantity == 19   # 9 single-metric alarms (5 status checks), 5 of two metrics
+    assert line(e, "CloudWatch dashboard").hourly * catalog.HOURS_PER_MONTH == pytest.approx(3.0)
+    assert "KMS key (logs and alarm topic)" in items and "CloudWatch custom metrics" in items
 
 
 def test_unknown_type_is_reported_not_guessed():

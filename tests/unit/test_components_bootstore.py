@@ -53,30 +53,34 @@ def test_bucket_is_private_encrypted_owner_enforced_and_tls_only(dev):
 
 def test_one_object_per_role_script_keyed_by_its_hash(dev):
     objects = {o.name: o for o in dev.of_type(OBJECT)}
-    assert set(objects) == {f"boot-scripts-{r}" for r in ROLES}
+    # Each role's script and the CloudWatch agent's installer every role runs.
+    assert set(objects) == {f"boot-scripts-{r}" for r in (*ROLES, boot.AGENT_OBJECT)}
     files = boot.load_boot_files()
-    for role in ROLES:
+    scripts = {**{r: boot.ROLE_SCRIPTS[r] for r in ROLES}, boot.AGENT_OBJECT: "cloudwatch-agent.sh"}
+    for role, script in scripts.items():
         o = objects[f"boot-scripts-{role}"]
         expected = boot.boot_object(role, files)
         assert o.inputs["key"] == expected.key == f"boot/{role}-{expected.sha256}.sh"
-        assert o.inputs["content"] == files[boot.ROLE_SCRIPTS[role]]
+        assert o.inputs["content"] == files[script]
         assert aws_constraints.S3_OBJECT_KEY.problems(o.inputs["key"]) == []
 
 
 def test_each_role_may_read_exactly_its_own_object(dev):
     bucket = dev.get(BUCKET, "boot-scripts").state["bucket"]
     grants = s3_grants(dev)
+    agent = ("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(boot.AGENT_OBJECT).key}")
     for role in ROLES:
-        assert grants[role] == {("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(role).key}")}
+        assert grants[role] == {("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(role).key}"), agent}
     # No role may list the bucket or read another role's script.
-    assert len({r for g in grants.values() for _, r in g}) == 3
+    assert len({r for g in grants.values() for _, r in g}) == 4
 
 
 def test_grants_follow_the_partition(deploy):
     gov = deploy(**{"aws:region": "us-gov-west-1"})
     for role, grant in s3_grants(gov).items():
-        ((_, arn),) = grant
-        assert arn.startswith("arn:aws-us-gov:s3:::cloudstack-ec2-dev-"), (role, arn)
+        assert len(grant) == 2  # its script and the agent's installer
+        for _, arn in grant:
+            assert arn.startswith("arn:aws-us-gov:s3:::cloudstack-ec2-dev-"), (role, arn)
 
 
 def test_every_instance_waits_for_its_own_boot_object(dev):
@@ -84,7 +88,8 @@ def test_every_instance_waits_for_its_own_boot_object(dev):
         role = "kvm-host" if inst.name.startswith("kvm-host-") else inst.name
         deps = dev.depends_on_names(inst)
         assert (OBJECT, f"boot-scripts-{role}") in deps, inst.name
-        assert {n for t, n in deps if t == OBJECT} == {f"boot-scripts-{role}"}, inst.name
+        assert {n for t, n in deps if t == OBJECT} == {f"boot-scripts-{role}",
+                                                        f"boot-scripts-{boot.AGENT_OBJECT}"}, inst.name
 
 
 def test_user_data_names_the_bucket_and_the_roles_object(dev):
@@ -94,6 +99,7 @@ def test_user_data_names_the_bucket_and_the_roles_object(dev):
         payload = boot.decode_user_data(inst.inputs["userDataBase64"])
         assert f'CSEC2_STAGE2_BUCKET="{bucket}"' in payload
         assert f'CSEC2_STAGE2_KEY="{boot.boot_object(role).key}"' in payload
+        assert f'CSEC2_AGENT_KEY="{boot.boot_object(boot.AGENT_OBJECT).key}"' in payload
 
 
 @pytest.mark.parametrize("prefix, problem", [

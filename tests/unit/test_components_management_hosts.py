@@ -110,13 +110,18 @@ def test_scaling_changes_only_the_added_or_removed_hosts(scaled, before, after):
     # Exactly the instances above the smaller count appear or disappear, nothing else
     # (hosts of one cluster share one registration resource).
     expected = {("aws:ec2/instance:Instance", f"kvm-host-{i}") for i in range(kept, max(before, after))}
+    # ... with each one's status-check alarm.
+    expected |= {("aws:cloudwatch/metricAlarm:MetricAlarm", f"alarms-kvm-host-{i}-status-check")
+                 for i in range(kept, max(before, after))}
     assert added_or_removed == expected
     # Everything kept — hosts 0..kept-1 above all — has identical inputs, so Pulumi neither
     # replaces nor updates it (same user data, same overlay address); only the cluster's hosts
-    # registration (its host list) is updated in place. The hosts' role policy does not
-    # change: one `host-ready/*` resource covers any number of hosts.
+    # registration (its host list) and the dashboard (every instance's memory and disk) are
+    # updated in place. The hosts' role policy does not change: one `host-ready/*` resource
+    # covers any number of hosts.
     changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
-    assert changed == [(HOST_REGISTRATION, "registration-hosts-0")], changed
+    assert changed == [("aws:cloudwatch/dashboard:Dashboard", "alarms-dashboard"),
+                       (HOST_REGISTRATION, "registration-hosts-0")], changed
     for i in range(kept):
         a = scaled[before].instance(f"kvm-host-{i}")
         b = scaled[after].instance(f"kvm-host-{i}")

@@ -32,8 +32,9 @@ def server_of(name: str) -> int | None:
     """The index of the management server a resource belongs to (by its name), or None."""
     for i in range(1, 5):
         # its own resources, its recovery alarm and its load balancer target
+        # its own resources, its recovery and status alarms and its load balancer target
         if name in (f"management-{i}", f"recovery-management-{i}", f"ui-target-{i}") \
-                or name.startswith(f"management-{i}-"):
+                or name.startswith((f"management-{i}-", f"alarms-management-{i}-")):
             return i
     return 0 if name == "management" or name.startswith("management-") else None
 
@@ -81,8 +82,10 @@ def test_scaling_adds_or_removes_only_the_extra_servers(scaled, before, after):
     beyond_endpoint = {k for k, fields in changed.items() if set(fields) - {"endpoint"}}
     assert all(set(fields) == {"endpoint"} for k, fields in changed.items() if k not in beyond_endpoint)
     assert any(changed.values()) and (before == 1) == any("endpoint" in f for f in changed.values())
+    # (the dashboard shows every server's memory and disk)
     assert beyond_endpoint == {(SETTING, "registration-setting-host"), (SERVERS, "registration-management-servers"),
                                ("aws:rds/parameterGroup:ParameterGroup", "database-params"),
+                               ("aws:cloudwatch/dashboard:Dashboard", "alarms-dashboard"),
                                ("aws:ec2/securityGroup:SecurityGroup", "underlay-db-sg")}, beyond_endpoint
 
 
@@ -132,7 +135,7 @@ def test_additional_servers_share_the_first_ones_secrets_and_publish_nothing(sca
     assert env0["CSEC2_MANAGEMENT_INDEX"] == "0"
     assert first.inputs["instanceType"] == d.instance("management-2").inputs["instanceType"]
     # one anchor key (the hosts trust what the first server publishes), one master-secret parameter
-    assert len(d.of_type("aws:kms/key:Key")) == 1
+    assert [k.name for k in d.of_type("aws:kms/key:Key") if k.name != "logs-key"] == ["management-anchor-key"]
     assert [r.name for r in d.of_type("aws:ssm/parameter:Parameter") if r.name.endswith("db-master-secret")] == [
         "management-db-master-secret"]
 

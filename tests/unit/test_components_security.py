@@ -26,6 +26,7 @@ FS = "aws:efs/fileSystem:FileSystem"
 MOUNT = "aws:efs/mountTarget:MountTarget"
 ROLES = ("router", "management", "kvm-host")
 ACCOUNT_REGION = "us-east-1:123456789012"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 
 
 def ssm_arn(dev, which: str) -> str:
@@ -55,6 +56,22 @@ def boot_object_grant(dev, role: str, partition: str = "aws") -> tuple[str, str]
 def grants(doc: dict) -> set[tuple[str, str]]:
     """(action, resource) pairs the document allows."""
     return {(a, r) for actions, resources in statements(doc) for a in actions for r in resources}
+
+
+def log_grants(dev, role: str) -> set[tuple[str, str]]:
+    """What `role`'s instances may do for CloudWatch (components/model/monitoring.py): write
+    streams of its own log group and of the sessions group, list log groups (the SSM agent
+    checks the sessions group's encryption), read its agent configuration, put metrics
+    (limited by the namespace condition, test_monitoring.py), fetch the agent's installer."""
+    group = lambda r: f"arn:aws:logs:{ACCOUNT_REGION}:log-group:{dev.get(LOG_GROUP, f'logs-{r}').inputs['name']}"  # noqa: E731
+    arns = [group(role), group("sessions")]
+    config = dev.get("aws:ssm/parameter:Parameter", f"logs-agent-{role}").state["arn"]
+    return ({(a, r) for a in ("logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams")
+             for r in (*arns, *(f"{arn}:log-stream:*" for arn in arns))}
+            | {("logs:DescribeLogGroups", f"arn:aws:logs:{ACCOUNT_REGION}:log-group:*"),
+               ("ssm:GetParameter", config), ("cloudwatch:PutMetricData", "*"),
+               # The agent's installer, which every role's boot runs.
+               boot_object_grant(dev, boot.AGENT_OBJECT)})
 
 
 # --- every instance ------------------------------------------------------------------------
@@ -134,7 +151,7 @@ def test_router_may_only_read_its_forwards(dev):
         {"router-session-manager", "router-policy"}
     assert grants(dev.policy_document("router")) == {("ssm:GetParameter", ssm_arn(dev, "router-forwards")),
                                                      ("ssm:GetParameter", ssm_arn(dev, "console-forwards")),
-                                                     boot_object_grant(dev, "router")}
+                                                     boot_object_grant(dev, "router")} | log_grants(dev, "router")
 
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
@@ -146,7 +163,7 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     # GetParameterHistory: it reports the KMS key of each version (the trust anchor check).
     assert grants(doc) == {("ssm:GetParameterHistory", ssm_arn(dev, "management-ssh-public-key")),
                            ("ssm:GetParameterHistory", ssm_arn(dev, "cloudstack-version")),
-                           boot_object_grant(dev, "kvm-host")} | ready
+                           boot_object_grant(dev, "kvm-host")} | ready | log_grants(dev, "kvm-host")
 
 
 def test_management_server_grants_are_exact(dev):
@@ -163,6 +180,7 @@ def test_management_server_grants_are_exact(dev):
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
         | {boot_object_grant(dev, "management")}
+        | log_grants(dev, "management")
     )
     assert grants(dev.policy_document("management")) == expected
     # The RDS-managed master secret: read only, in a policy of its own that the instance
@@ -240,10 +258,14 @@ def test_no_wildcard_in_any_inline_policy_but_session_manager(dev):
     # The one exception: the hosts' shared role writes `<root>/host-ready/*` (readiness).
     host_ready = ssm_arn(dev, "host-ready/*")
     for p in policies:
+        # The CloudWatch grants' wildcards: streams of the role's own log groups (the agent
+        # names them per instance), the listing of log groups, PutMetricData (no resource
+        # type: its namespace condition limits it).
+        logs = {r for a, r in log_grants(dev, p.name.removesuffix("-policy"))} if p.name.endswith("-policy") else set()
         for actions, resources in statements(json.loads(p.inputs["policy"])):
             assert all("*" not in a for a in actions), (p.name, actions)
             assert all("*" not in r for r in resources if (p.name, actions, r) != (
-                "kvm-host-policy", frozenset({"ssm:PutParameter"}), host_ready)), (p.name, resources)
+                "kvm-host-policy", frozenset({"ssm:PutParameter"}), host_ready) and r not in logs), (p.name, resources)
 
 
 def test_instances_wait_for_their_role_policies(dev):
@@ -264,8 +286,12 @@ KMS_GRANT = "aws:kms/grant:Grant"
 ANCHORS = ("management-ssh-public-key", "cloudstack-version")
 
 
+def anchor_key(dev):
+    return dev.get(KMS_KEY, "management-anchor-key")
+
+
 def anchor_statements(dev) -> list[dict]:
-    [key] = dev.of_type(KMS_KEY)
+    key = anchor_key(dev)
     return json.loads(key.inputs["policy"])["Statement"]
 
 
@@ -294,7 +320,7 @@ def test_only_the_management_role_may_encrypt_with_the_anchor_key(dev):
 
 
 def test_kvm_hosts_may_only_decrypt_with_the_anchor_key(dev):
-    [key] = dev.of_type(KMS_KEY)
+    key = anchor_key(dev)
     [grant] = dev.of_type(KMS_GRANT)
     assert grant.inputs["keyId"] == key.state["arn"]
     assert grant.inputs["granteePrincipal"] == dev.get(ROLE, "kvm-host-role").state["arn"]
@@ -309,7 +335,7 @@ def test_kvm_hosts_may_only_decrypt_with_the_anchor_key(dev):
 def test_the_anchors_are_secure_strings_under_the_anchor_key_never_pulumi_strings(dev):
     # Pulumi creates no String placeholder the hosts would have to trust: the management
     # server writes them as SecureStrings under the key, and both roles are told which key.
-    [key] = dev.of_type(KMS_KEY)
+    key = anchor_key(dev)
     names = {r.inputs.get("name", "") for r in dev.of_type("aws:ssm/parameter:Parameter")}
     assert not {n for n in names if n.endswith(ANCHORS)}
     envs = [dev.boot_env(i) for i in dev.instances() if i.name == "management" or i.name.startswith("kvm-host-")]

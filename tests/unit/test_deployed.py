@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from components.model import deployed
-from components.model import naming
+from components.model import monitoring, naming
 from components.cli import offline
 from components.program import build
 from components.model.settings import NAMESPACE, SettingsError, parse_settings
@@ -25,6 +25,11 @@ RDS = "aws:rds/instance:Instance"
 PULUMI_PARAMETERS = tuple(p for p in naming.PARAMETERS
                           if p not in (naming.PARAM_MANAGEMENT_SSH_KEY, naming.PARAM_CLOUDSTACK_VERSION,
                                        naming.PARAM_BOOTSTRAPPED))
+
+
+def agent_parameters(root: str) -> set[str]:
+    """The CloudWatch agent's configuration of each role (components/resources/monitoring.py)."""
+    return {monitoring.agent_parameter_name(root, role) for role in monitoring.AGENT_ROLES}
 
 
 def dev_config(**overrides):
@@ -108,7 +113,7 @@ def test_ssm_names_carry_a_random_part_kept_in_the_stack(first):
     root = naming.parameter_root("dev", deployment_id.state["hex"])
     assert first.outputs[deployed.OUTPUT]["parameterRoot"] == root
     names = {r.inputs["name"] for r in first.of_type(PARAMETER)}
-    assert names == {f"{root}/{p}" for p in PULUMI_PARAMETERS}
+    assert names == {f"{root}/{p}" for p in PULUMI_PARAMETERS} | agent_parameters(root)
 
 
 def test_later_run_takes_the_az_of_the_existing_subnet():
@@ -143,12 +148,16 @@ def test_mysql_80_to_84_is_a_major_upgrade_applied_at_once():
 def test_stack_deployed_before_the_random_part_keeps_its_parameter_names():
     run = later_run({"databaseEndpointParameter": "/cloudstack-ec2/dev/db-endpoint", "zoneName": "zone1"})
     assert {r.inputs["name"] for r in run.of_type(PARAMETER)} == {f"/cloudstack-ec2/dev/{p}"
-                                                                    for p in PULUMI_PARAMETERS}
+                                                                    for p in PULUMI_PARAMETERS} | \
+        agent_parameters("/cloudstack-ec2/dev")
     assert not [r for r in run.of_type("random:index/randomId:RandomId") if r.name == "deployment-id"]
     # Its database keeps the name pulumi-aws gave it (a new identifier would replace it),
     # so its error log group stays RDS's own (README: Cleanup).
     assert "identifier" not in next(r for r in run.registrations if r.type == RDS).inputs
-    assert run.of_type("aws:cloudwatch/logGroup:LogGroup") == []
+    assert not [g for g in run.of_type("aws:cloudwatch/logGroup:LogGroup") if g.name == "database-error-log"]
+    # The instances' log groups live under its parameter root.
+    assert {g.inputs["name"] for g in run.of_type("aws:cloudwatch/logGroup:LogGroup")} == {
+        f"/cloudstack-ec2/dev/{role}" for role in monitoring.ROLES}
 
 
 def test_plan_command_checks_a_change_against_the_deployed_outputs(tmp_path, capsys):

@@ -29,7 +29,10 @@ FAKED_COMMANDS = [
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
     "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe", "keytool", "unbound-checkconf",
     "ip",
+    "gpg", "gpgv", "dpkg",
 ]
+#: The fingerprint of AWS's key that signs the CloudWatch agent's packages.
+CLOUDWATCH_AGENT_KEY = "937616F3450B7D806CBD9725D58167303B789C72"
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 PREFIX = "/cloudstack-ec2/test"
@@ -103,7 +106,9 @@ def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": f"{DB_HOST}:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
                 f"{PREFIX}/router-forwards": "none", f"{PREFIX}/console-forwards": "none",
-                f"{PREFIX}/db-master-secret": MASTER_SECRET},
+                f"{PREFIX}/db-master-secret": MASTER_SECRET,
+                # The agents' configurations (components/resources/monitoring.py writes them).
+                **{f"{PREFIX}/cloudwatch-agent/{role}": "{}" for role in ("management", "kvm-host", "router")}},
         # Type and KMS key of each parameter that is not a String: {"Type", "KeyId"} (fake.ssm_put).
         "ssm_meta": {},
         # Keys this instance's role may encrypt with: the anchor key's policy allows the
@@ -173,8 +178,14 @@ def initial_state() -> dict:
                 "config": {"host": "10.0.0.57", "management.network.cidr": "10.0.0.0/24",
                            "integration.api.port": "0", "control.cidr": "169.254.0.0/16",
                            "system.vm.public.ip.reservation.mode.strictness": "false",
+                           # CloudStack's defaults (plugins/integrations/prometheus
+                           # PrometheusExporterServer.java)
+                           "prometheus.exporter.enable": "false", "prometheus.exporter.allowed.ips": "127.0.0.1",
                            # "" in current releases (ConsoleProxyManager.ConsoleProxyUrlDomain)
                            "consoleproxy.url.domain": ""}},
+        # AWS's download bucket of the CloudWatch agent (fakes/fake.py curl, gpg, gpgv):
+        # the keys in its key file, whether the package's signature is good.
+        "cloudwatch_agent": {"reachable": True, "key_fingerprints": [CLOUDWATCH_AGENT_KEY], "signature_good": True},
         "units": {"enabled": [], "active": [], "masked": [], "failing": []},
         "mounts": [],
         "users": [],

@@ -304,14 +304,18 @@ def test_router_boots_without_secrets_or_waits(machine):
     r = machine.run_user_data(render(ROUTER))
     assert r.status == 0, r.output
     calls = machine.calls()
-    assert not any(c["cmd"] in ("mysql", "curl", "ping") for c in calls)
+    assert not any(c["cmd"] in ("mysql", "ping") for c in calls)
+    # curl only for the CloudWatch agent's package, from AWS's download bucket.
+    assert all("amazoncloudwatch-agent-" in c["args"][-1] for c in calls if c["cmd"] == "curl")
     # What it reads from AWS: its own role script (through its Elastic IP), then its
-    # forwards to VMs and to the console proxy (no secret, no wait).
+    # forwards to VMs and to the console proxy (no secret, no wait), last the CloudWatch
+    # agent's installer.
     aws = [c for c in calls if c["cmd"] == "aws"]
-    assert is_s3_cp(aws[0]) and not any(is_s3_cp(c) for c in aws[1:]), aws
-    assert [a[a.index("--name") + 1] for a in (c["args"] for c in aws[1:]) if "get-parameter" in a] == \
+    assert is_s3_cp(aws[0]) and is_s3_cp(aws[-1]) and not any(is_s3_cp(c) for c in aws[1:-1]), aws
+    assert "cloudwatch-agent-" in aws[-1]["args"][-2]
+    assert [a[a.index("--name") + 1] for a in (c["args"] for c in aws[1:-1]) if "get-parameter" in a] == \
         [f"{PREFIX}/router-forwards", f"{PREFIX}/console-forwards"], aws
-    assert all("get-parameter" in c["args"] for c in aws[1:]), aws
+    assert all("get-parameter" in c["args"] for c in aws[1:-1]), aws
     # overlay-network.sh needs nft on the router: installed before the overlay starts.
     assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")
@@ -334,7 +338,9 @@ def test_router_boots_without_secrets_or_waits(machine):
 def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(machine):
     """The registration adds the host only after this parameter (components/registration/hosts.py
     waits for it: addHost fails while the agent or the management server's key is missing), so
-    it must come after the agent install and the key, as the very last AWS call."""
+    it must come after the agent install and the key, as the last AWS call of the boot's own
+    work; only the CloudWatch agent's installer is fetched after it (the registration must not
+    wait for that)."""
     publish_key(machine)
     seed_apparmor(machine)
     r = machine.run_user_data(render(KVM_HOST))
@@ -345,7 +351,9 @@ def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(mac
                       "readiness signalled")
     assert signal > index_of(calls, is_apt("install", "cloudstack-agent"), "agent install")
     assert signal > index_of(calls, lambda c: c["cmd"] == "aws" and KEY_PARAM in c["args"], "key fetched")
-    assert signal == max(i for i, c in enumerate(calls) if c["cmd"] == "aws")
+    agent = index_of(calls, lambda c: is_s3_cp(c) and "cloudwatch-agent-" in c["args"][-2], "agent installer")
+    assert signal == max(i for i, c in enumerate(calls) if c["cmd"] == "aws" and i != agent)
+    assert agent > signal
     assert ready in machine.state()["ssm"]
 
 

@@ -103,7 +103,10 @@ def test_first_boot_runs_every_phase_in_order(machine):
                                       "integration.api.port": "0", "control.cidr": "169.254.0.0/17",
                                       "consoleproxy.url.domain": "",
                                       # before the restart: older releases read it at start
-                                      "system.vm.public.ip.reservation.mode.strictness": "true"}
+                                      "system.vm.public.ip.reservation.mode.strictness": "true",
+                                      # read at start: set before the restart; allowed.ips keeps its default
+                                      "prometheus.exporter.enable": "true",
+                                      "prometheus.exporter.allowed.ips": "127.0.0.1"}
     assert "cloudstack-ec2-overlay.service" in state["units"]["enabled"]
     assert "cloudstack-ec2-boot.service" in state["units"]["enabled"]
     # RDS path: databases, user and grants by us, never --deploy-as.

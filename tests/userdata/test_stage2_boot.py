@@ -34,7 +34,8 @@ def test_each_role_boots_end_to_end_through_the_launcher(machine, role):
     assert installed.stat().st_mode & 0o777 == 0o755
     calls = machine.calls()
     fetches = [c for c in calls if is_s3_cp(c)]
-    assert len(fetches) == 1 and fetches[0]["args"][-2] == f"s3://{object_path(role)}"
+    # The role script, then (from the role script) the CloudWatch agent's installer.
+    assert [f["args"][-2] for f in fetches] == [f"s3://{object_path(role)}", f"s3://{object_path('cloudwatch-agent')}"]
     # The AWS CLI comes first (members: after the overlay and the network).
     assert calls.index(fetches[0]) > next(i for i, c in enumerate(calls) if is_cmd("snap", "install", "aws-cli")(c))
     if role != "router":

@@ -6,8 +6,9 @@ collecting EVERY problem before it raises, so a user fixes a stack file in one r
 
 Each tier's keys sit beside their own rules: `network`, `controlplane` (router, management
 server), `compute` (KVM hosts), `cloudstack` (release, zone, registration), `data`
-(database, storage); `instancetypes` holds the checks on what AWS says of an instance type
-(Nitro, metal, architecture), shared by the run-time lookup and the offline plan; `provider`
+(database, storage), `operations` (logs, alarms); `instancetypes` holds the checks on what
+AWS says of an instance type (Nitro, metal, architecture), shared by the run-time lookup
+and the offline plan; `provider`
 checks the AWS provider's own keys (`aws:region`, a misspelt `aws:` key). This module holds
 what spans tiers: `Settings`, the parser and the cross-tier rules.
 """
@@ -23,7 +24,7 @@ from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 from components.model import ipplan
 from components.model.ldap import LdapDirectory
 from components.model.suggest import did_you_mean
-from components.model.settings import cloudstack, compute, controlplane, data, directory, frontend, network
+from components.model.settings import cloudstack, compute, controlplane, data, directory, frontend, network, operations
 from components.model.settings.base import NAMESPACE, Key, Problem, SettingsError
 from components.model.settings.cloudstack import (  # noqa: F401  (the package's public names)
     MYSQL_84_FIRST_RELEASE,
@@ -74,7 +75,7 @@ from components.model.settings.network import (  # noqa: F401
 
 #: Every key, tier by tier, in the order the README's table and the problems list them.
 KEYS: tuple[Key, ...] = (network.KEYS + controlplane.KEYS + frontend.KEYS + compute.KEYS + cloudstack.KEYS
-                         + data.KEYS + directory.KEYS)
+                         + data.KEYS + directory.KEYS + operations.KEYS)
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
 
@@ -144,6 +145,9 @@ class Settings:
     ui_subnet_ids: tuple[str, ...] = ()
     #: managementServerCount: CloudStack management servers sharing the database.
     management_server_count: int = 1
+    #: logRetentionDays, alarmEmail (components/model/settings/operations.py).
+    log_retention_days: int = 30
+    alarm_email: str = ""
 
     @property
     def uses_existing_vpc(self) -> bool:

@@ -426,6 +426,11 @@ def apt_get(state):
                 chosen["cloudstack-common"] = common
         wanted = list(chosen.items())
         for name, version in wanted:
+            if name.endswith(".deb"):  # a package file: the CloudWatch agent's
+                name = "amazon-cloudwatch-agent"
+                ctl = f"{ROOT}/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
+                os.makedirs(os.path.dirname(ctl), exist_ok=True)
+                os.symlink(os.path.abspath(__file__), ctl)
             state["packages"].append(name)
             state["versions"][name] = version
             if name == "cloudstack-agent":
@@ -1158,6 +1163,14 @@ def curl(state):
         with open(out, "w") as f:
             f.write(pem(bundle["certificates"]))
         return 0
+    if ".s3." in url and "amazoncloudwatch-agent-" in url:  # the CloudWatch agent's download bucket
+        agent = state["cloudwatch_agent"]
+        if not agent["reachable"]:
+            sys.stderr.write("curl: (28) Connection timed out\n")
+            return 28
+        with open(out, "w") as f:
+            f.write(json.dumps(agent["key_fingerprints"]) if url.endswith(".gpg") else url)
+        return 0
     if url.endswith("release.asc"):
         with open(out, "w") as f:
             f.write("-----BEGIN PGP PUBLIC KEY BLOCK-----\nfake\n")
@@ -1227,12 +1240,62 @@ def curl(state):
     return 0
 
 
+def gpg(state):
+    """`gpg --show-keys --with-colons FILE`: a pub and an fpr record per key of the fake key
+    file (the fingerprints as curl wrote them); `gpg --dearmor`: stdin to stdout."""
+    if "--dearmor" in ARGS:
+        sys.stdout.write(sys.stdin.read())
+        return 0
+    if "--show-keys" in ARGS:
+        for fpr in json.loads(open(ARGS[-1]).read()):
+            print(f"pub:-:2048:1:{fpr[-16:]}:1600000000:::-:::scESC::::::23::0:")
+            print(f"fpr:::::::::{fpr}:")
+        return 0
+    return 2
+
+
+def gpgv(state):
+    """`gpgv --keyring RING SIG FILE`: good when the ring holds AWS's key and the state says so."""
+    ring = json.loads(open(ARGS[ARGS.index("--keyring") + 1]).read())
+    if state["cloudwatch_agent"]["signature_good"] and ring:
+        sys.stderr.write("gpgv: Good signature\n")
+        return 0
+    sys.stderr.write("gpgv: BAD signature\n")
+    return 1
+
+
+def dpkg(state):
+    if ARGS == ["--print-architecture"]:
+        print("amd64")
+        return 0
+    return 2
+
+
+def cloudwatch_agent_ctl(state):
+    """`amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c ssm:NAME`: the agent loads its
+    configuration from the parameter (failing like the real one when it does not exist)."""
+    source = ARGS[ARGS.index("-c") + 1]
+    name = source.removeprefix("ssm:")
+    if name not in state["ssm"]:
+        sys.stderr.write(f"ParameterNotFound: {name}\n")
+        return 1
+    state["cloudwatch_agent"]["running_with"] = name
+    return 0
+
+
 def nft(state):
     """`nft -f FILE`: the table in FILE replaces the one of that name (the file's
     `table`/`delete table` lines, nft(8)); the verdict of its input chain for each probe
     packet of state["firewall_probes"] (name -> {"iif", "saddr", "dport"}: a new IPv4 TCP
     connection to the probe's "table") is kept in state["firewall"][name]. Other nft
-    calls: recorded only."""
+    calls: recorded only, but `nft list counters table ip NAME`, which prints the named
+    counters of state["nft_counters"] ({name: [packets, bytes]}) in nft's own layout."""
+    if ARGS[:3] == ["list", "counters", "table"]:
+        print(f"table ip {ARGS[-1]} {{")
+        for name, (packets, size) in state.get("nft_counters", {}).items():
+            print(f"\tcounter {name} {{\n\t\tpackets {packets} bytes {size}\n\t}}")
+        print("}")
+        return 0
     if ARGS[:1] != ["-f"]:
         return 0
     text = open(ARGS[1]).read()
@@ -1478,6 +1541,8 @@ HANDLERS = {
     "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
     "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft, "ip": ip,
     "keepalived": keepalived,
+    "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft,
+    "gpg": gpg, "gpgv": gpgv, "dpkg": dpkg, "amazon-cloudwatch-agent-ctl": cloudwatch_agent_ctl,
 }
 
 

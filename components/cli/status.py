@@ -1,0 +1,84 @@
+"""`cloudstack-ec2 status --stack NAME`: the zone's live state from CloudStack's API.
+
+The API URL and the api-keys secret come from the stack's outputs (apiEndpoint,
+secretArns.api_keys, as the registration and the cloudmonkey output use them); the keys
+are read from Secrets Manager with the caller's AWS credentials and every request is
+signed with them (components/registration/client.py). Nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from components.model import status as model
+from components.model.stackconfig import StackConfigError, read_stack
+from components.registration.client import Api, RegistrationError, read_api_keys
+from components.registration.spec import Timeouts
+
+#: An operator waits seconds, not the registration's minutes: a few quick attempts.
+STATUS_TIMEOUTS = Timeouts(secret_wait=5, transient_retry=5, poll_interval=1, http_timeout=20)
+
+
+def collect(api: Api) -> dict:
+    """The report of the zone behind `api` (model.zone_report). Raises RegistrationError."""
+    hosts = api.list("listHosts", "host", type="Routing")
+    vms = {h["id"]: len(api.list("listVirtualMachines", "virtualmachine", hostid=h["id"], listall="true"))
+           for h in hosts}
+    return model.zone_report(
+        api.endpoint, api.list("listManagementServers", "managementserver"), hosts, vms,
+        api.list("listSystemVms", "systemvm"), api.list("listCapacity", "capacity"), api.list("listAlerts", "alert"))
+
+
+def stack_connection(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(API URL, api-keys secret ARN, region) of the stack, from its outputs and config."""
+    from components.cli.automation import open_stack
+
+    region = read_stack(Path(args.dir), args.stack).values.get("aws:region", "")
+    outputs = {k: v.value for k, v in open_stack(args.stack, Path(args.dir)).outputs().items()}
+    endpoint, secrets = outputs.get("apiEndpoint"), outputs.get("secretArns") or {}
+    if not endpoint or not secrets.get("api_keys"):
+        raise RegistrationError(f"stack {args.stack!r} has no apiEndpoint/secretArns outputs: run "
+                                f"`cloudstack-ec2 up --stack {args.stack}` first")
+    return endpoint, secrets["api_keys"], region or secrets["api_keys"].split(":")[3]
+
+
+def status_command(args: argparse.Namespace, out: TextIO, err: TextIO,
+                   connection: Callable[[argparse.Namespace], tuple[str, str, str]] = stack_connection) -> int:
+    """Print the report (a table, or JSON with --json). Exit 0 healthy, 3 needs attention,
+    1 when the API or the keys cannot be reached (the message names the URL), 2 bad stack.
+    `connection`: where the stack's API and keys are (stack_connection reads its outputs)."""
+    name = "cloudstack-ec2 status"
+    try:
+        endpoint, secret, region = connection(args)
+    except StackConfigError as exc:
+        err.write(f"{name}: {exc}\n")
+        return 2
+    except RegistrationError as exc:
+        err.write(f"{name}: {exc}\n")
+        return 1
+    try:
+        apikey, secretkey = read_api_keys(secret, region, STATUS_TIMEOUTS)
+        report = collect(Api(endpoint, apikey, secretkey, STATUS_TIMEOUTS))
+    except RegistrationError as exc:
+        err.write(f"{name}: cannot read the zone from CloudStack's API at {endpoint}: {exc}\n")
+        return 1
+    if args.json:
+        json.dump(report, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(model.render(report))
+    return 0 if report["healthy"] else 3
+
+
+def add_command(sub: Any, project_root: Path) -> None:
+    """Register `status` on the CLI's subcommand parser."""
+    p = sub.add_parser("status", help="the zone's live state from CloudStack's API: management servers, hosts, "
+                                      "system VMs, capacity, open alerts (exit 3 when something needs attention)")
+    p.add_argument("--stack", default="dev", help="stack name (default: dev)")
+    p.add_argument("--dir", default=str(project_root), help="project directory (default: this checkout)")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(handler=status_command)
+

@@ -1,0 +1,264 @@
+"""The deployment's CloudWatch alarms and dashboard, as data.
+
+Pure module (no Pulumi import): components/resources/alarms.py declares them. Every metric
+named here is one the deployment produces (components/model/monitoring.py: the agent's
+memory and disk, CloudStack's exporter, the management log's error count) or one AWS
+publishes (PUBLISHED, with the page that lists it); tests check each alarm and widget
+against that list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+from components.model import monitoring
+
+#: Metrics AWS publishes that the alarms and dashboard use, by namespace (EC2 User Guide
+#: "List the available CloudWatch metrics for your instances"; RDS User Guide "Amazon
+#: CloudWatch metrics for Amazon RDS"; EFS User Guide "Amazon CloudWatch metrics for
+#: Amazon EFS").
+PUBLISHED: dict[str, frozenset[str]] = {
+    "AWS/EC2": frozenset({"StatusCheckFailed", "NetworkIn", "NetworkOut", "CPUUtilization"}),
+    "AWS/RDS": frozenset({"CPUUtilization", "FreeStorageSpace", "DatabaseConnections"}),
+    "AWS/EFS": frozenset({"ClientConnections", "TotalIOBytes", "PercentIOLimit"}),
+}
+#: The agent's names for memory and root-disk use (CloudWatch User Guide, "Metrics
+#: collected by the CloudWatch agent": mem_used_percent, disk_used_percent).
+AGENT_METRICS = frozenset({"mem_used_percent", "disk_used_percent"})
+#: The count of ERROR events of the management log (a metric filter of its log group).
+LOG_ERRORS_METRIC = "ManagementLogErrors"
+#: A management log event at level ERROR: log4j's date (one token in log4j2's ISO8601,
+#: `2024-03-11T09:14:02,118`) then the level (client/conf/log4j-cloud.xml.in: `%d{ISO8601}
+#: %-5p ...`), as a space-delimited filter pattern (CloudWatch Logs User Guide, "Filter
+#: pattern syntax for metric filters": [w1, w2 = value, ...]).
+LOG_ERRORS_PATTERN = '[timestamp, level = "ERROR", ...]'
+
+#: Capacity alarms: above this share (%) of the zone's total.
+CAPACITY_PERCENT = 80
+#: CloudStack's capacity kinds the alarms and the dashboard watch: the exporter's metric,
+#: its extra dimensions and what the kind is called.
+CAPACITY: dict[str, tuple[str, dict[str, str]]] = {
+    "CPU": ("cloudstack_host_cpu_usage_mhz_total", {}),
+    "Memory": ("cloudstack_host_memory_usage_mibs_total", {}),
+    "PrimaryStorage": ("cloudstack_storage_pool_gibs_total", {"type": "primary"}),
+    "PublicIPs": ("cloudstack_public_ips_total", {}),
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of an alarm or widget: namespace, name, dimensions, statistic."""
+
+    namespace: str
+    name: str
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    stat: str = "Maximum"
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """A CloudWatch alarm: `metric` compared with `threshold`, or the expression `expression`
+    of `metrics` (ids m0, m1, ...) when `expression` is set. `description` says what to do."""
+
+    key: str
+    description: str
+    metrics: tuple[Metric, ...]
+    comparison: str
+    threshold: float
+    evaluation_periods: int = 3
+    period: int = 300
+    expression: Optional[str] = None
+    treat_missing_data: str = "notBreaching"
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the alarms watch: the stack, the CloudStack zone, the instances (ids), the RDS
+    identifier, its allocated storage (GiB), the EFS file system; `more_instances`: (alarm
+    key, label, instance id) of a second router and further management servers."""
+
+    stack: str
+    zone: str
+    router_id: str
+    management_id: str
+    host_ids: Sequence[str]
+    db_identifier: str
+    db_storage_gb: int
+    efs_id: str
+    more_instances: Sequence[tuple[str, str, str]] = ()
+
+
+def _zone_metric(t: Targets, name: str, filter_: str, stat: str = "Maximum", **extra: str) -> Metric:
+    return Metric(monitoring.namespace(t.stack), name, {"zone": t.zone, "filter": filter_, **extra}, stat)
+
+
+def capacity_metrics(t: Targets, kind: str) -> tuple[Metric, Metric]:
+    """(allocated, total) of capacity `kind`. Sum over the period: the per-host (per-pool)
+    totals share these dimensions (monitoring.EXPORTED_METRICS), and each scrape adds the
+    zone's allocated value and every host's total to the same period, so their ratio is
+    the zone's share whatever the number of scrapes in it."""
+    name, extra = CAPACITY[kind]
+    return (_zone_metric(t, name, "allocated", "Sum", **extra), _zone_metric(t, name, "total", "Sum", **extra))
+
+
+def _ec2_status(key: str, what: str, instance_id: str) -> Alarm:
+    return Alarm(
+        f"{key}-status-check", f"The {what} ({instance_id}) fails its EC2 status checks. Check the instance in "
+        "the EC2 console (System log, Status checks); a failed system check needs a stop and start (or the "
+        "recovery alarm's action); a failed instance check: connect with Session Manager or reboot.",
+        (Metric("AWS/EC2", "StatusCheckFailed", {"InstanceId": instance_id}),), "GreaterThanOrEqualToThreshold",
+        1, evaluation_periods=2, period=60)
+
+
+def cloud_alarms(t: Targets) -> list[Alarm]:
+    """The alarms of CloudStack itself: its management server answering, its hosts Up, its
+    capacity, errors in its log."""
+    ns = monitoring.namespace(t.stack)
+    alarms = [
+        Alarm("management-unhealthy",
+              "CloudStack's management server has not reported the zone's hosts for 10 minutes: the management "
+              "server, its exporter or the CloudWatch agent is down. Run `cloudstack-ec2 status --stack "
+              f"{t.stack}`; on the server (Session Manager) `systemctl status cloudstack-management` and "
+              "/var/log/cloudstack/management/management-server.log.",
+              (_zone_metric(t, "cloudstack_hosts_total", "total", "SampleCount"),), "LessThanThreshold", 1,
+              evaluation_periods=2, treat_missing_data="breaching"),
+        Alarm("host-not-up",
+              "A KVM host of the zone is not Up (Disconnected, Down, Alert or in maintenance) for 10 minutes. "
+              f"`cloudstack-ec2 status --stack {t.stack}` names it; on the host check `systemctl status "
+              "cloudstack-agent` and /var/log/cloudstack/agent/agent.log (CloudWatch: the kvm-host log group).",
+              (_zone_metric(t, "cloudstack_hosts_total", "total"), _zone_metric(t, "cloudstack_hosts_total", "online")),
+              "GreaterThanThreshold", 0, evaluation_periods=2, expression="m0 - m1"),
+        Alarm("management-log-errors",
+              "More than 20 ERROR events in the management server's log in 5 minutes, twice in a row. Read them "
+              "in the management log group (CloudWatch Logs Insights: filter @message like / ERROR /).",
+              (Metric(ns, LOG_ERRORS_METRIC, {}, "Sum"),), "GreaterThanThreshold", 20, evaluation_periods=2),
+    ]
+    for kind in CAPACITY:
+        allocated, total = capacity_metrics(t, kind)
+        alarms.append(Alarm(
+            f"capacity-{kind.lower()}",
+            f"The zone has allocated more than {CAPACITY_PERCENT}% of its {kind} capacity for 15 minutes. Add "
+            "KVM hosts (hostCount) or free resources; public IPs: add a public range. CloudStack refuses new "
+            "VMs once a capacity is exhausted (its own thresholds: cluster.*.capacity.disablethreshold).",
+            (allocated, total), "GreaterThanThreshold", CAPACITY_PERCENT,
+            expression="IF(m1 > 0, 100 * m0 / m1, 0)"))
+    return alarms
+
+
+def aws_alarms(t: Targets) -> list[Alarm]:
+    """The alarms of what the cloud runs on: RDS and the instances' status checks."""
+    db = {"DBInstanceIdentifier": t.db_identifier}
+    low_storage = int(t.db_storage_gb * 1024 ** 3 * 0.10)
+    return [
+        Alarm("database-storage",
+              f"The database has less than 10% of its {t.db_storage_gb} GiB free. Raise dbAllocatedStorageGb and "
+              "run `pulumi up` (RDS grows gp3 storage online), or enable storage autoscaling.",
+              (Metric("AWS/RDS", "FreeStorageSpace", db, "Minimum"),), "LessThanThreshold", low_storage),
+        Alarm("database-cpu",
+              "The database's CPU has been above 80% for 15 minutes. Check Performance Insights or the slow "
+              "queries; a larger dbInstanceClass needs a `pulumi up` (a short outage unless Multi-AZ).",
+              (Metric("AWS/RDS", "CPUUtilization", db, "Average"),), "GreaterThanThreshold", 80),
+        _ec2_status("router", "overlay router", t.router_id),
+        _ec2_status("management", "management server", t.management_id),
+        *(_ec2_status(key, label, instance) for key, label, instance in t.more_instances),
+        *(_ec2_status(f"kvm-host-{i}", f"KVM host {i}", host) for i, host in enumerate(t.host_ids)),
+    ]
+
+
+def alarms(t: Targets) -> list[Alarm]:
+    """Every alarm of the deployment, keys unique."""
+    found = cloud_alarms(t) + aws_alarms(t)
+    keys = [a.key for a in found]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"alarm keys repeat: {keys}")
+    return found
+
+
+def alarm_metric_count(host_count: int) -> int:
+    """How many metrics the alarms watch (CloudWatch bills an alarm per metric it
+    evaluates, a metric-math alarm per metric of its expression)."""
+    t = Targets("s", "z", "r", "m", [f"h{i}" for i in range(host_count)], "d", 20, "e")
+    return sum(len(a.metrics) for a in alarms(t))
+
+
+# ------------------------------------------------------------------------ dashboard ----
+
+def _series(m: Metric, **options) -> list:
+    return [m.namespace, m.name, *(x for kv in m.dimensions.items() for x in kv),
+            {"stat": m.stat, **options}]
+
+
+def _widget(title: str, metrics: list, x: int, y: int, region: str, **properties) -> dict:
+    return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+            "properties": {"title": title, "region": region, "metrics": metrics, "view": "timeSeries",
+                           "period": 300, **properties}}
+
+
+def _capacity_widget(t: Targets, region: str) -> list:
+    series = []
+    for i, kind in enumerate(CAPACITY):
+        allocated, total = capacity_metrics(t, kind)
+        series += [_series(allocated, id=f"a{i}", visible=False), _series(total, id=f"t{i}", visible=False),
+                   [{"expression": f"IF(t{i} > 0, 100 * a{i} / t{i}, 0)", "label": f"{kind} %", "id": f"p{i}"}]]
+    return series
+
+
+def dashboard_body(t: Targets, region: str) -> dict:
+    """The dashboard (CloudWatch API reference, "Dashboard Body Structure and Syntax"): zone
+    capacity, hosts by state, VMs, management log errors, router throughput, RDS, EFS,
+    every instance's memory and disk."""
+    ns = monitoring.namespace(t.stack)
+    instances = [t.router_id, t.management_id, *(i for _, _, i in t.more_instances), *t.host_ids]
+    hosts = [_series(_zone_metric(t, "cloudstack_hosts_total", f), label=f) for f in ("online", "offline", "total")]
+    vms = [_series(_zone_metric(t, "cloudstack_vms_total", s), label=s) for s in ("running", "stopped", "error")]
+    rows = [
+        ("Zone capacity allocated (%)", _capacity_widget(t, region), {"yAxis": {"left": {"min": 0, "max": 100}}}),
+        ("KVM hosts by state", hosts, {}),
+        ("Virtual machines", vms, {}),
+        ("Management log ERROR events", [_series(Metric(ns, LOG_ERRORS_METRIC, {}, "Sum"))], {}),
+        ("Router throughput (bytes)", [_series(Metric("AWS/EC2", n, {"InstanceId": t.router_id}, "Sum"))
+                                       for n in ("NetworkIn", "NetworkOut")], {}),
+        ("Database", [_series(Metric("AWS/RDS", "CPUUtilization", {"DBInstanceIdentifier": t.db_identifier},
+                                     "Average")),
+                      _series(Metric("AWS/RDS", "DatabaseConnections", {"DBInstanceIdentifier": t.db_identifier},
+                                     "Maximum"))], {}),
+        ("EFS", [_series(Metric("AWS/EFS", n, {"FileSystemId": t.efs_id}, s))
+                 for n, s in (("ClientConnections", "Sum"), ("TotalIOBytes", "Sum"), ("PercentIOLimit", "Maximum"))],
+         {}),
+        ("Instance memory used (%)", [_series(Metric(ns, "mem_used_percent", {"InstanceId": i})) for i in instances],
+         {}),
+        ("Instance root disk used (%)", [_series(Metric(ns, "disk_used_percent", {"InstanceId": i}))
+                                         for i in instances], {}),
+    ]
+    widgets = [_widget(title, metrics, 12 * (n % 2), 6 * (n // 2), region, **props)
+               for n, (title, metrics, props) in enumerate(rows)]
+    return {"widgets": widgets}
+
+
+def dashboard_json(t: Targets, region: str) -> str:
+    return json.dumps(dashboard_body(t, region), separators=(",", ":"))
+
+
+def dashboard_metrics(body: dict) -> list[tuple[str, str]]:
+    """(namespace, name) of every metric the dashboard's widgets name (expressions aside)."""
+    return [(series[0], series[1]) for w in body["widgets"] for series in w["properties"]["metrics"]
+            if isinstance(series[0], str)]
+
+
+def produced_metrics(stack: str) -> dict[str, frozenset[str]]:
+    """namespace -> the metric names the deployment produces or AWS publishes for it."""
+    ours = frozenset(monitoring.EXPORTED_METRICS) | AGENT_METRICS | {LOG_ERRORS_METRIC}
+    return {**PUBLISHED, monitoring.namespace(stack): ours}
+
+
+#: The console's host of each partition (the dashboard URL).
+_CONSOLE = {"aws": "console.aws.amazon.com", "aws-cn": "console.amazonaws.cn",
+            "aws-us-gov": "console.amazonaws-us-gov.com"}
+
+
+def dashboard_url(partition: str, region: str, name: str) -> str:
+    """The dashboard's page in the AWS console."""
+    host = _CONSOLE.get(partition, _CONSOLE["aws"])
+    return f"https://{region}.{host}/cloudwatch/home?region={region}#dashboards:name={name}"

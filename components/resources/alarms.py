@@ -1,0 +1,114 @@
+"""DeploymentAlarms: the alarms' SNS topic (encrypted), the management log's error count,
+the alarms and the dashboard. What they are comes from components/model/alarms.py (pure);
+this component only declares it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from components.model import alarms as model
+from components.model import monitoring
+
+
+@dataclass(frozen=True)
+class DeploymentAlarmsArgs:
+    stack: str
+    zone: str
+    #: The key of the deployment's log groups (DeploymentLogs.key_arn): it encrypts the topic.
+    key_arn: pulumi.Input[str]
+    #: The management server's log group (DeploymentLogs.log_groups["management"]).
+    management_log_group: pulumi.Input[str]
+    router_id: pulumi.Input[str]
+    management_id: pulumi.Input[str]
+    host_ids: Sequence[pulumi.Input[str]]
+    db_identifier: pulumi.Input[str]
+    db_storage_gb: int
+    efs_id: pulumi.Input[str]
+    #: alarmEmail: subscribed to the topic when set (SNS mails a confirmation link first).
+    email: str = ""
+    #: (alarm key, label, instance id) of a second router and further management servers.
+    more_instances: Sequence[tuple[str, str, pulumi.Input[str]]] = ()
+    tags: dict = field(default_factory=dict)
+
+
+class DeploymentAlarms(pulumi.ComponentResource):
+    """An SNS topic encrypted with the deployment's key, with an email subscription when
+    `email` is set; a metric filter counting ERROR events of the management log; every alarm
+    of model.alarms, each notifying the topic when it fires and when it recovers; a dashboard.
+
+    Outputs: topic_arn (for further alarms, e.g. EC2 recovery), dashboard_name, dashboard_url.
+    """
+
+    def __init__(self, name: str, args: DeploymentAlarmsArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("cloudstack-ec2:index:DeploymentAlarms", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        topic = aws.sns.Topic(f"{name}-topic", kms_master_key_id=args.key_arn, tags=tags, opts=child)
+        if args.email:
+            aws.sns.TopicSubscription(f"{name}-email", topic=topic.arn, protocol="email", endpoint=args.email,
+                                      opts=child)
+        log_metric = aws.cloudwatch.LogMetricFilter(
+            f"{name}-management-log-errors", log_group_name=args.management_log_group,
+            pattern=model.LOG_ERRORS_PATTERN,
+            metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
+                name=model.LOG_ERRORS_METRIC, namespace=monitoring.namespace(args.stack), value="1",
+                default_value="0"),
+            opts=child)
+        more = len(args.more_instances)
+        targets = pulumi.Output.all(args.router_id, args.management_id, args.db_identifier, args.efs_id,
+                                    *(i for _, _, i in args.more_instances), *args.host_ids).apply(
+            lambda v: model.Targets(args.stack, args.zone, v[0], v[1], v[4 + more:], v[2], args.db_storage_gb, v[3],
+                                    tuple((k, label, i) for (k, label, _), i in zip(args.more_instances, v[4:4 + more]))))
+        # The alarms' keys are known before their targets resolve: one resource per alarm.
+        plan = model.alarms(model.Targets(args.stack, args.zone, "r", "m", [f"h{i}" for i in range(len(args.host_ids))],
+                                          "d", args.db_storage_gb, "e",
+                                          tuple((k, label, "i") for k, label, _ in args.more_instances)))
+        for index, alarm in enumerate(plan):
+            self._alarm(name, index, alarm.key, targets, topic.arn, tags, log_metric)
+        region = aws.get_region().region
+        partition = aws.get_partition().partition
+        dashboard_name = f"cloudstack-ec2-{args.stack}"
+        dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=dashboard_name,
+            dashboard_body=targets.apply(lambda t: model.dashboard_json(t, region)), opts=child)
+        self.topic_arn = topic.arn
+        self.dashboard_name = dashboard.dashboard_name
+        self.dashboard_url = dashboard.dashboard_name.apply(lambda n: model.dashboard_url(partition, region, n))
+        self.register_outputs({"topic_arn": self.topic_arn, "dashboard_url": self.dashboard_url})
+
+    def _alarm(self, name: str, index: int, key: str, targets: pulumi.Output, topic_arn: pulumi.Output,
+               tags: dict, log_metric: pulumi.Resource) -> aws.cloudwatch.MetricAlarm:
+        """Alarm `index` of model.alarms(targets), named by its key."""
+        alarm = targets.apply(lambda t: model.alarms(t)[index])
+        return aws.cloudwatch.MetricAlarm(
+            f"{name}-{key}", alarm_description=alarm.apply(lambda a: a.description),
+            comparison_operator=alarm.apply(lambda a: a.comparison), threshold=alarm.apply(lambda a: a.threshold),
+            evaluation_periods=alarm.apply(lambda a: a.evaluation_periods),
+            treat_missing_data=alarm.apply(lambda a: a.treat_missing_data),
+            namespace=alarm.apply(lambda a: a.metrics[0].namespace if a.expression is None else None),
+            metric_name=alarm.apply(lambda a: a.metrics[0].name if a.expression is None else None),
+            dimensions=alarm.apply(lambda a: dict(a.metrics[0].dimensions) if a.expression is None else None),
+            statistic=alarm.apply(lambda a: a.metrics[0].stat if a.expression is None else None),
+            period=alarm.apply(lambda a: a.period if a.expression is None else None),
+            metric_queries=alarm.apply(_queries),
+            alarm_actions=[topic_arn], ok_actions=[topic_arn], tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_metric] if key == "management-log-errors" else []))
+
+
+def _queries(alarm: model.Alarm) -> Optional[list]:
+    """The metric queries of an expression alarm (PutMetricAlarm Metrics: the expression
+    returns the data, the metrics only feed it)."""
+    if alarm.expression is None:
+        return None
+    return [aws.cloudwatch.MetricAlarmMetricQueryArgs(id="e0", expression=alarm.expression, return_data=True,
+                                                      label=alarm.key)] + [
+        aws.cloudwatch.MetricAlarmMetricQueryArgs(
+            id=f"m{i}", return_data=False,
+            metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                namespace=m.namespace, metric_name=m.name, dimensions=dict(m.dimensions), stat=m.stat,
+                period=alarm.period))
+        for i, m in enumerate(alarm.metrics)]

@@ -1,0 +1,158 @@
+"""The alarms and the dashboard (components/model/alarms.py), checked directly and as the
+program declares them: every metric they name is one the deployment produces or AWS
+publishes, every alarm notifies the encrypted topic and says what to do."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from components.model import alarms, monitoring
+
+T = alarms.Targets("dev", "zone1", "i-router", "i-mgmt", ["i-h0", "i-h1"], "cloudstack-dev-0a1b2c3d", 20, "fs-1")
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def test_every_alarm_names_only_produced_metrics_and_says_what_to_do():
+    produced = alarms.produced_metrics("dev")
+    for alarm in alarms.alarms(T):
+        for m in alarm.metrics:
+            assert m.name in produced[m.namespace], (alarm.key, m)
+        assert 40 < len(alarm.description) <= 1024, alarm.key  # PutMetricAlarm AlarmDescription: 0-1024
+        assert (alarm.expression is None) == (len(alarm.metrics) == 1), alarm.key
+
+
+def test_the_alarms_cover_the_cloud_and_what_it_runs_on():
+    keys = {a.key for a in alarms.alarms(T)}
+    assert {"management-unhealthy", "host-not-up", "management-log-errors", "capacity-cpu", "capacity-memory",
+            "capacity-primarystorage", "capacity-publicips", "database-storage", "database-cpu",
+            "router-status-check", "management-status-check", "kvm-host-0-status-check",
+            "kvm-host-1-status-check"} == keys
+
+
+def test_capacity_alarms_fire_above_80_percent_of_the_zone():
+    for kind in alarms.CAPACITY:
+        [alarm] = [a for a in alarms.alarms(T) if a.key == f"capacity-{kind.lower()}"]
+        assert alarm.threshold == 80 and alarm.comparison == "GreaterThanThreshold"
+        allocated, total = alarm.metrics
+        assert allocated.dimensions["filter"] == "allocated" and total.dimensions["filter"] == "total"
+        assert allocated.stat == total.stat == "Sum"
+        assert alarm.expression == "IF(m1 > 0, 100 * m0 / m1, 0)"
+    [storage] = [a for a in alarms.alarms(T) if a.key == "capacity-primarystorage"]
+    assert storage.metrics[0].dimensions["type"] == "primary"
+
+
+def test_a_silent_management_server_is_an_alarm():
+    [alarm] = [a for a in alarms.alarms(T) if a.key == "management-unhealthy"]
+    assert alarm.treat_missing_data == "breaching"
+    [host] = [a for a in alarms.alarms(T) if a.key == "host-not-up"]
+    assert host.expression == "m0 - m1" and host.threshold == 0
+    assert [m.dimensions["filter"] for m in host.metrics] == ["total", "online"]
+
+
+def test_database_storage_alarm_is_ten_percent_of_the_allocated_bytes():
+    [alarm] = [a for a in alarms.alarms(T) if a.key == "database-storage"]
+    assert alarm.threshold == int(20 * 1024 ** 3 * 0.1)
+    assert alarm.metrics[0].dimensions == {"DBInstanceIdentifier": "cloudstack-dev-0a1b2c3d"}
+
+
+def test_error_filter_matches_an_error_header_only():
+    # [timestamp, level = "ERROR", ...]: the second space-delimited word of the event.
+    fields = alarms.LOG_ERRORS_PATTERN.strip("[]").split(", ")
+    assert fields[:2] == ["timestamp", 'level = "ERROR"']
+    error = "2024-03-11T09:14:02,118 ERROR [c.c.a.ApiServer] (qtp-21:ctx-7f3b) (logid:8c1e0a77) failed"
+    info = "2024-03-11T09:14:05,003 INFO  [o.a.c.f.j.i.AsyncJobManagerImpl] (API-Job-Executor-1) ERROR in text"
+    assert error.split()[1] == "ERROR" and info.split()[1] != "ERROR"
+
+
+def test_dashboard_is_valid_json_naming_only_produced_metrics():
+    body = json.loads(alarms.dashboard_json(T, "eu-west-1"))
+    produced = alarms.produced_metrics("dev")
+    named = alarms.dashboard_metrics(body)
+    assert named
+    for namespace, name in named:
+        assert name in produced[namespace], (namespace, name)
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert titles[:3] == ["Zone capacity allocated (%)", "KVM hosts by state", "Virtual machines"]
+    for w in body["widgets"]:
+        assert w["type"] == "metric" and w["properties"]["region"] == "eu-west-1"
+        assert 0 <= w["x"] and w["x"] + w["width"] <= 24
+        for series in w["properties"]["metrics"]:
+            # [namespace, name, dim, value, ..., {options}] or [{expression}]
+            assert isinstance(series[-1], dict)
+            if isinstance(series[0], str):
+                assert len(series) % 2 == 1
+    # Every instance's memory and disk.
+    memory = [s for w in body["widgets"] for s in w["properties"]["metrics"] if s[1:2] == ["mem_used_percent"]]
+    assert [s[3] for s in memory] == ["i-router", "i-mgmt", "i-h0", "i-h1"]
+
+
+def test_dashboard_expressions_refer_to_ids_it_defines():
+    body = alarms.dashboard_body(T, "eu-west-1")
+    for w in body["widgets"]:
+        ids = {s[-1].get("id") for s in w["properties"]["metrics"] if isinstance(s[0], str)}
+        for s in w["properties"]["metrics"]:
+            if not isinstance(s[0], str):
+                assert set(re.findall(r"\b[at]\d\b", s[0]["expression"])) <= ids
+
+
+@pytest.mark.parametrize("partition, host", [("aws", "console.aws.amazon.com"), ("aws-cn", "console.amazonaws.cn")])
+def test_dashboard_url(partition, host):
+    assert alarms.dashboard_url(partition, "eu-west-1", "cloudstack-ec2-dev") == (
+        f"https://eu-west-1.{host}/cloudwatch/home?region=eu-west-1#dashboards:name=cloudstack-ec2-dev")
+
+
+# --- under the program -----------------------------------------------------------------------
+
+def test_alarms_notify_the_encrypted_topic(dev):
+    [topic] = dev.of_type("aws:sns/topic:Topic")
+    key = dev.get("aws:kms/key:Key", "logs-key")
+    assert topic.inputs["kmsMasterKeyId"] == key.state["arn"]
+    # the deployment's alarms (the recover alarms of components/resources/recovery.py apart)
+    declared = [a for a in dev.of_type(ALARM) if a.name.startswith("alarms-")]
+    assert len(declared) == len(alarms.alarms(T)) + 1  # dev has three hosts
+    for alarm in declared:
+        assert alarm.inputs["alarmActions"] == [topic.state["arn"]] == alarm.inputs["okActions"]
+        assert alarm.inputs["alarmDescription"]
+    assert dev.outputs["alarmTopicArn"] == topic.state["arn"]
+    assert dev.of_type("aws:sns/topicSubscription:TopicSubscription") == []
+
+
+def test_alarm_email_subscribes(deploy):
+    run = deploy(alarmEmail="ops@example.com")
+    [sub] = run.of_type("aws:sns/topicSubscription:TopicSubscription")
+    assert sub.inputs["protocol"] == "email" and sub.inputs["endpoint"] == "ops@example.com"
+
+
+def test_alarms_watch_the_real_instances_and_database(dev):
+    by_name = {a.name: a for a in dev.of_type(ALARM)}
+    router = by_name["alarms-router-status-check"]
+    assert router.inputs["dimensions"] == {"InstanceId": dev.outputs["router"]["instanceId"]}
+    hosts = [by_name[f"alarms-kvm-host-{i}-status-check"].inputs["dimensions"]["InstanceId"] for i in range(3)]
+    assert hosts == [dev.outputs["hosts"][str(i)]["instanceId"] for i in range(3)]
+    db = dev.get("aws:rds/instance:Instance", "database-mysql")
+    assert by_name["alarms-database-cpu"].inputs["dimensions"] == {"DBInstanceIdentifier": db.inputs["identifier"]}
+    capacity = by_name["alarms-capacity-cpu"]
+    assert "metricName" not in capacity.inputs or capacity.inputs["metricName"] is None
+    queries = capacity.inputs["metricQueries"]
+    assert [q["id"] for q in queries] == ["e0", "m0", "m1"]
+    assert queries[1]["metric"]["namespace"] == "CloudStackEC2/dev"
+
+
+def test_error_count_comes_from_the_management_log_group(dev):
+    [metric_filter] = dev.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")
+    assert metric_filter.inputs["logGroupName"] == dev.get("aws:cloudwatch/logGroup:LogGroup", "logs-management").inputs["name"]
+    assert metric_filter.inputs["metricTransformation"]["name"] == alarms.LOG_ERRORS_METRIC
+    assert metric_filter.inputs["metricTransformation"]["namespace"] == "CloudStackEC2/dev"
+
+
+def test_dashboard_of_the_program_names_only_produced_metrics(dev):
+    [dashboard] = dev.of_type("aws:cloudwatch/dashboard:Dashboard")
+    body = json.loads(dashboard.inputs["dashboardBody"])
+    produced = alarms.produced_metrics("dev")
+    assert all(name in produced[ns] for ns, name in alarms.dashboard_metrics(body))
+    assert dev.outputs["dashboardUrl"] == (
+        "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=cloudstack-ec2-dev")
+    assert monitoring.namespace("dev") in {ns for ns, _ in alarms.dashboard_metrics(body)}
