@@ -935,7 +935,7 @@ check_running_versions() {
     local own rows ip version refused=()
     own=$(upstream_version "$(dpkg-query -W -f='${Version}' cloudstack-management)") ||
         csec2_die "cannot read the installed version of cloudstack-management"
-    rows=$(master_sql <<<"SELECT service_ip, version FROM \`cloud\`.\`mshost\` WHERE state = 'Up' AND removed IS NULL AND service_ip <> '$CSEC2_OVERLAY_IP' AND last_update > UTC_TIMESTAMP() - INTERVAL 300 SECOND;") ||
+    rows=$(db_sql <<<"SELECT service_ip, version FROM \`cloud\`.\`mshost\` WHERE state = 'Up' AND removed IS NULL AND service_ip <> '$CSEC2_OVERLAY_IP' AND last_update > UTC_TIMESTAMP() - INTERVAL 300 SECOND;") ||
         csec2_die "could not read the running management servers from cloud.mshost"
     while IFS=$'\t' read -r ip version; do
         [[ -n $ip ]] || continue
