@@ -264,6 +264,9 @@ pair_misplaced() {
 pair_vrrp() {
     local lock
     pair_load
+    # With MASTER this line marks a router becoming active: the router log group's
+    # metric filter counts it (components/model/alarms.py ROUTER_TAKEOVER_PATTERN, the
+    # router-pair-takeover alarm). Keep its words when changing it.
     pair_log "router pair: keepalived state ${1:-?} (router $CSEC2_ROUTER_PAIR_INDEX)"
     [[ ${1-} == MASTER ]] || return 0
     exec {lock}>"$PAIR_LOCK"

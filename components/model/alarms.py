@@ -34,6 +34,15 @@ LOG_ERRORS_METRIC = "ManagementLogErrors"
 #: %-5p ...`), as a space-delimited filter pattern (CloudWatch Logs User Guide, "Filter
 #: pattern syntax for metric filters": [w1, w2 = value, ...]).
 LOG_ERRORS_PATTERN = '[timestamp, level = "ERROR", ...]'
+#: The count of the router pair's takeovers (a metric filter of the router log group).
+ROUTER_TAKEOVER_METRIC = "RouterPairTakeovers"
+#: A router becoming active: the line userdata/router.sh pair_vrrp writes to
+#: monitoring.ROUTER_PAIR_LOG when keepalived makes it MASTER (notify_master), before it
+#: takes the overlay route and the Elastic IPs; counted whether or not that takeover then
+#: completes. A quoted term matches the exact phrase anywhere in the event, case-sensitively
+#: (CloudWatch Logs User Guide, "Filter pattern syntax for metric filters": "Using filter
+#: patterns to match terms in unstructured log events").
+ROUTER_TAKEOVER_PATTERN = '"router pair: keepalived state MASTER"'
 
 #: Capacity alarms: above this share (%) of the zone's total.
 CAPACITY_PERCENT = 80
@@ -88,6 +97,8 @@ class Targets:
     db_storage_gb: int
     efs_id: str
     more_instances: Sequence[tuple[str, str, str]] = ()
+    #: routerCount 2: the pair's takeovers are counted (ROUTER_TAKEOVER_METRIC).
+    router_pair: bool = False
 
 
 def _zone_metric(t: Targets, name: str, filter_: str, stat: str = "Maximum", **extra: str) -> Metric:
@@ -110,6 +121,24 @@ def _ec2_status(key: str, what: str, instance_id: str) -> Alarm:
         "recovery alarm's action); a failed instance check: connect with Session Manager or reboot.",
         (Metric("AWS/EC2", "StatusCheckFailed", {"InstanceId": instance_id}),), "GreaterThanOrEqualToThreshold",
         1, evaluation_periods=2, period=60)
+
+
+def router_pair_alarms(t: Targets) -> list[Alarm]:
+    """With a router pair: an alarm on any takeover (a router becoming active), within the
+    minute. The first election at boot counts too: an alarm right after a deployment that
+    started the routers is expected."""
+    if not t.router_pair:
+        return []
+    return [Alarm(
+        "router-pair-takeover",
+        "A router of the overlay pair became active (keepalived MASTER): the other router failed, was stopped or "
+        "lost VRRP contact, and this one took the overlay route and the Elastic IPs. Check the other router's "
+        "instance (EC2 status checks, the router status-check alarms); on both routers (Session Manager) "
+        f"`journalctl -u keepalived` and {monitoring.ROUTER_PAIR_LOG} (CloudWatch: the router log "
+        "group): 'takeover incomplete' means the AWS side still points at the other router "
+        "(cloudstack-ec2-router-pair.timer retries it).",
+        (Metric(monitoring.namespace(t.stack), ROUTER_TAKEOVER_METRIC, {}, "Sum"),),
+        "GreaterThanOrEqualToThreshold", 1, evaluation_periods=1, period=60)]
 
 
 def cloud_alarms(t: Targets) -> list[Alarm]:
@@ -161,6 +190,7 @@ def aws_alarms(t: Targets) -> list[Alarm]:
               "queries; a larger dbInstanceClass needs a `pulumi up` (a short outage unless Multi-AZ).",
               (Metric("AWS/RDS", "CPUUtilization", db, "Average"),), "GreaterThanThreshold", 80),
         _ec2_status("router", "overlay router", t.router_id),
+        *router_pair_alarms(t),
         _ec2_status("management", "management server", t.management_id),
         *(_ec2_status(key, label, instance) for key, label, instance in t.more_instances),
         *(_ec2_status(f"kvm-host-{i}", f"KVM host {i}", host) for i, host in enumerate(t.host_ids)),
@@ -249,7 +279,7 @@ def dashboard_metrics(body: dict) -> list[tuple[str, str]]:
 
 def produced_metrics(stack: str) -> dict[str, frozenset[str]]:
     """namespace -> the metric names the deployment produces or AWS publishes for it."""
-    ours = frozenset(monitoring.EXPORTED_METRICS) | AGENT_METRICS | {LOG_ERRORS_METRIC}
+    ours = frozenset(monitoring.EXPORTED_METRICS) | AGENT_METRICS | {LOG_ERRORS_METRIC, ROUTER_TAKEOVER_METRIC}
     return {**PUBLISHED, monitoring.namespace(stack): ours}
 
 

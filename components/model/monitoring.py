@@ -45,6 +45,9 @@ LOG4J_START = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2},\d{3} "
 BOOT_LOGS = ("/var/log/cloudstack-ec2-boot.log", "/var/log/cloud-init-output.log")
 #: The router's log of the packets its tenant firewall drops (rate-limited: see router.sh).
 ROUTER_DROP_LOG = "/var/log/cloudstack-ec2/router-drops.log"
+#: The router pair's log (userdata/router.sh PAIR_LOG: keepalived's state changes and the
+#: takeovers of the AWS side); shipped only when routerCount is 2.
+ROUTER_PAIR_LOG = "/var/log/cloudstack-ec2-router-pair.log"
 #: Where the management server's scrape configuration for the agent goes (prometheus.yaml).
 PROMETHEUS_CONFIG_PATH = "/etc/cloudstack-ec2/cloudwatch-prometheus.yaml"
 
@@ -239,7 +242,7 @@ INTERVAL_SECONDS = 60
 PROMETHEUS_JOB = "cloudstack"
 
 
-def agent_config(role: str, log_group: str, stack: str) -> dict:
+def agent_config(role: str, log_group: str, stack: str, router_pair: bool = False) -> dict:
     """The CloudWatch agent's JSON configuration of `role` (CloudWatch User Guide,
     "Manually create or edit the CloudWatch agent configuration file"; checked against the
     agent's schema, translator/config/schema.json of aws/amazon-cloudwatch-agent).
@@ -249,14 +252,17 @@ def agent_config(role: str, log_group: str, stack: str) -> dict:
     CloudStack's exporter as embedded-metric-format events in
     `log_group`, from which CloudWatch extracts EXPORTED_METRICS into the same namespace
     (the scrape configuration at PROMETHEUS_CONFIG_PATH is userdata/cloudwatch-agent.sh's).
+    `router_pair` (routerCount 2): the router also ships ROUTER_PAIR_LOG, whose takeovers
+    the router-pair-takeover alarm counts (components/model/alarms.py).
     The agent runs as root: CloudStack's logs are readable by root only."""
     if role not in AGENT_ROLES:
         raise ValueError(f"agent role {role!r} is not one of {', '.join(AGENT_ROLES)}")
+    shipped = LOG_FILES[role] + ((LogFile(ROUTER_PAIR_LOG),) if router_pair and role == "router" else ())
     files = [{
         "file_path": f.path, "log_group_name": log_group,
         "log_stream_name": "{instance_id}" + f.path.replace("/var/log", "", 1),
         **({"multi_line_start_pattern": LOG4J_START} if f.multi_line else {}),
-    } for f in LOG_FILES[role]]
+    } for f in shipped]
     logs: dict = {"logs_collected": {"files": {"collect_list": files}}, "force_flush_interval": 15}
     if role == "management":
         logs["metrics_collected"] = {"prometheus": {
@@ -283,9 +289,9 @@ def agent_config(role: str, log_group: str, stack: str) -> dict:
     }
 
 
-def agent_config_json(role: str, log_group: str, stack: str) -> str:
+def agent_config_json(role: str, log_group: str, stack: str, router_pair: bool = False) -> str:
     """agent_config as the SSM parameter holds it (compact JSON)."""
-    return json.dumps(agent_config(role, log_group, stack), separators=(",", ":"), sort_keys=True)
+    return json.dumps(agent_config(role, log_group, stack, router_pair), separators=(",", ":"), sort_keys=True)
 
 
 # ------------------------------------------------------------------------------ cost ----

@@ -51,5 +51,6 @@ def declare_data(ctx: Context, network: Network) -> Data:
     boot_scripts = BootScriptBucket("boot-scripts", BootScriptBucketArgs(
         stack=ctx.stack, objects=boot.boot_objects(), tags=ctx.tags))
     logs = DeploymentLogs("logs", DeploymentLogsArgs(
-        stack=ctx.stack, parameter_root=ctx.prefix, retention_days=settings.log_retention_days, tags=ctx.tags))
+        stack=ctx.stack, parameter_root=ctx.prefix, retention_days=settings.log_retention_days,
+        router_pair=settings.router_count == 2, tags=ctx.tags))
     return Data(database, storage, boot_scripts, logs)

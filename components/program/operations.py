@@ -30,6 +30,7 @@ def declare_operations(ctx: Context, data: Data, control: ControlPlane, compute:
         host_ids=[inst.id for _, inst in sorted(compute.hosts.instances.items())],
         db_identifier=data.database.identifier, db_storage_gb=settings.db_allocated_storage_gb,
         efs_id=data.storage.file_system_id, email=settings.alarm_email, tags=ctx.tags,
+        router_pair_log_group=data.logs.log_groups["router"] if settings.router_count == 2 else None,
         more_instances=[*((f"router-{i}", f"overlay router {i}", m.instance.id)
                           for i, m in enumerate(control.router.members) if i),
                         *((f"management-{i}", f"management server {i}", m.instance_id)

@@ -32,12 +32,16 @@ class DeploymentAlarmsArgs:
     email: str = ""
     #: (alarm key, label, instance id) of a second router and further management servers.
     more_instances: Sequence[tuple[str, str, pulumi.Input[str]]] = ()
+    #: The router log group when routerCount is 2 (DeploymentLogs.log_groups["router"]): its
+    #: takeovers are counted and alarmed; None with one router.
+    router_pair_log_group: Optional[pulumi.Input[str]] = None
     tags: dict = field(default_factory=dict)
 
 
 class DeploymentAlarms(pulumi.ComponentResource):
     """An SNS topic encrypted with the deployment's key, with an email subscription when
-    `email` is set; a metric filter counting ERROR events of the management log; every alarm
+    `email` is set; a metric filter counting ERROR events of the management log (and, with
+    `router_pair_log_group`, one counting the router pair's takeovers); every alarm
     of model.alarms, each notifying the topic when it fires and when it recovers; a dashboard.
 
     Outputs: topic_arn (for further alarms, e.g. EC2 recovery), dashboard_name, dashboard_url.
@@ -51,22 +55,22 @@ class DeploymentAlarms(pulumi.ComponentResource):
         if args.email:
             aws.sns.TopicSubscription(f"{name}-email", topic=topic.arn, protocol="email", endpoint=args.email,
                                       opts=child)
-        log_metric = aws.cloudwatch.LogMetricFilter(
-            f"{name}-management-log-errors", log_group_name=args.management_log_group,
-            pattern=model.LOG_ERRORS_PATTERN,
-            metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
-                name=model.LOG_ERRORS_METRIC, namespace=monitoring.namespace(args.stack), value="1",
-                default_value="0"),
-            opts=child)
+        log_metric = self._count(f"{name}-management-log-errors", args.management_log_group,
+                                 model.LOG_ERRORS_PATTERN, model.LOG_ERRORS_METRIC, args.stack)
+        pair = args.router_pair_log_group is not None
+        if pair:
+            self._count(f"{name}-router-pair-takeovers", args.router_pair_log_group,
+                        model.ROUTER_TAKEOVER_PATTERN, model.ROUTER_TAKEOVER_METRIC, args.stack)
         more = len(args.more_instances)
         targets = pulumi.Output.all(args.router_id, args.management_id, args.db_identifier, args.efs_id,
                                     *(i for _, _, i in args.more_instances), *args.host_ids).apply(
             lambda v: model.Targets(args.stack, args.zone, v[0], v[1], v[4 + more:], v[2], args.db_storage_gb, v[3],
-                                    tuple((k, label, i) for (k, label, _), i in zip(args.more_instances, v[4:4 + more]))))
+                                    tuple((k, label, i) for (k, label, _), i in zip(args.more_instances, v[4:4 + more])),
+                                    pair))
         # The alarms' keys are known before their targets resolve: one resource per alarm.
         plan = model.alarms(model.Targets(args.stack, args.zone, "r", "m", [f"h{i}" for i in range(len(args.host_ids))],
                                           "d", args.db_storage_gb, "e",
-                                          tuple((k, label, "i") for k, label, _ in args.more_instances)))
+                                          tuple((k, label, "i") for k, label, _ in args.more_instances), pair))
         for index, alarm in enumerate(plan):
             self._alarm(name, index, alarm.key, targets, topic.arn, tags, log_metric)
         region = aws.get_region().region
@@ -79,6 +83,16 @@ class DeploymentAlarms(pulumi.ComponentResource):
         self.dashboard_name = dashboard.dashboard_name
         self.dashboard_url = dashboard.dashboard_name.apply(lambda n: model.dashboard_url(partition, region, n))
         self.register_outputs({"topic_arn": self.topic_arn, "dashboard_url": self.dashboard_url})
+
+    def _count(self, name: str, group: pulumi.Input[str], pattern: str, metric: str,
+               stack: str) -> aws.cloudwatch.LogMetricFilter:
+        """A metric filter adding 1 to `metric` (monitoring.namespace(stack)) per event of
+        `group` matching `pattern`, 0 for an event that does not (PutMetricFilter defaultValue)."""
+        return aws.cloudwatch.LogMetricFilter(
+            name, log_group_name=group, pattern=pattern,
+            metric_transformation=aws.cloudwatch.LogMetricFilterMetricTransformationArgs(
+                name=metric, namespace=monitoring.namespace(stack), value="1", default_value="0"),
+            opts=pulumi.ResourceOptions(parent=self))
 
     def _alarm(self, name: str, index: int, key: str, targets: pulumi.Output, topic_arn: pulumi.Output,
                tags: dict, log_metric: pulumi.Resource) -> aws.cloudwatch.MetricAlarm:

@@ -24,6 +24,8 @@ class DeploymentLogsArgs:
     parameter_root: pulumi.Input[str]
     #: logRetentionDays (CloudWatch Logs retentionInDays; 0: never expire).
     retention_days: int = 30
+    #: routerCount 2: the router's agent also ships the pair's log (monitoring.agent_config).
+    router_pair: bool = False
     tags: dict = field(default_factory=dict)
 
 
@@ -78,7 +80,7 @@ class DeploymentLogs(pulumi.ComponentResource):
                 type="String", tier="Standard", tags=tags,
                 description=f"CloudWatch agent configuration of the {role} instances (fetch-config -c ssm:<name>)",
                 value=self.log_groups[role].apply(
-                    lambda group, role=role: monitoring.agent_config_json(role, group, args.stack)),
+                    lambda group, role=role: monitoring.agent_config_json(role, group, args.stack, args.router_pair)),
                 opts=child)
             self.agent_parameters[role] = parameter.name
             self._parameter_arns[role] = parameter.arn

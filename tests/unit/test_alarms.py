@@ -4,6 +4,7 @@ publishes, every alarm notifies the encrypted topic and says what to do."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -30,6 +31,18 @@ def test_the_alarms_cover_the_cloud_and_what_it_runs_on():
             "capacity-primarystorage", "capacity-publicips", "database-storage", "database-cpu",
             "router-status-check", "management-status-check", "kvm-host-0-status-check",
             "kvm-host-1-status-check"} == keys
+
+
+def test_a_router_pair_alarms_on_any_takeover_within_the_minute():
+    pair = dataclasses.replace(T, router_pair=True)
+    [alarm] = [a for a in alarms.alarms(pair) if a.key == "router-pair-takeover"]
+    [metric] = alarm.metrics
+    assert (metric.namespace, metric.name, metric.stat) == ("CloudStackEC2/dev", alarms.ROUTER_TAKEOVER_METRIC, "Sum")
+    assert (alarm.comparison, alarm.threshold, alarm.period, alarm.evaluation_periods) == (
+        "GreaterThanOrEqualToThreshold", 1, 60, 1)
+    for what in ("journalctl -u keepalived", monitoring.ROUTER_PAIR_LOG, "other router's instance"):
+        assert what in alarm.description
+    assert {a.key for a in alarms.alarms(pair)} - {a.key for a in alarms.alarms(T)} == {"router-pair-takeover"}
 
 
 def test_capacity_alarms_fire_above_80_percent_of_the_zone():
@@ -146,6 +159,27 @@ def test_error_count_comes_from_the_management_log_group(dev):
     assert metric_filter.inputs["logGroupName"] == dev.get("aws:cloudwatch/logGroup:LogGroup", "logs-management").inputs["name"]
     assert metric_filter.inputs["metricTransformation"]["name"] == alarms.LOG_ERRORS_METRIC
     assert metric_filter.inputs["metricTransformation"]["namespace"] == "CloudStackEC2/dev"
+
+
+def test_takeovers_are_counted_and_alarmed_only_with_two_routers(dev, deploy):
+    assert not [a for a in dev.of_type(ALARM) if a.name == "alarms-router-pair-takeover"]
+    assert len(dev.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")) == 1
+    pair = deploy(routerCount=2)
+    [topic] = pair.of_type("aws:sns/topic:Topic")
+    alarm = pair.get(ALARM, "alarms-router-pair-takeover")
+    assert alarm.inputs["alarmActions"] == [topic.state["arn"]] == alarm.inputs["okActions"]
+    assert alarm.inputs["metricName"] == alarms.ROUTER_TAKEOVER_METRIC
+    assert alarm.inputs["namespace"] == "CloudStackEC2/dev"
+    takeovers = pair.get("aws:cloudwatch/logMetricFilter:LogMetricFilter", "alarms-router-pair-takeovers")
+    router_group = pair.get("aws:cloudwatch/logGroup:LogGroup", "logs-router").inputs["name"]
+    assert takeovers.inputs["logGroupName"] == router_group
+    assert takeovers.inputs["pattern"] == alarms.ROUTER_TAKEOVER_PATTERN
+    assert takeovers.inputs["metricTransformation"]["name"] == alarms.ROUTER_TAKEOVER_METRIC
+    assert takeovers.inputs["metricTransformation"]["namespace"] == "CloudStackEC2/dev"
+    for run, shipped in ((dev, False), (pair, True)):
+        value = run.get("aws:ssm/parameter:Parameter", "logs-agent-router").inputs["value"]
+        value = value["value"] if isinstance(value, dict) else value  # secret-wrapped under the mocks
+        assert (monitoring.ROUTER_PAIR_LOG in value) == shipped
 
 
 def test_dashboard_of_the_program_names_only_produced_metrics(dev):

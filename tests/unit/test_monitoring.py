@@ -130,10 +130,23 @@ def test_session_document_streams_encrypted_sessions_to_the_sessions_group():
 
 # --- the agent's configuration -------------------------------------------------------------
 
+@pytest.mark.parametrize("router_pair", [False, True])
 @pytest.mark.parametrize("role", monitoring.AGENT_ROLES)
-def test_agent_configuration_is_valid_for_the_agents_schema(role):
-    config = json.loads(monitoring.agent_config_json(role, f"{ROOT}/{role}", "dev"))
+def test_agent_configuration_is_valid_for_the_agents_schema(role, router_pair):
+    config = json.loads(monitoring.agent_config_json(role, f"{ROOT}/{role}", "dev", router_pair))
     jsonschema.Draft4Validator(AGENT_SCHEMA).validate(config)
+
+
+def test_only_the_router_of_a_pair_ships_the_pair_log():
+    def paths(role, router_pair):
+        files = monitoring.agent_config(role, f"{ROOT}/{role}", "dev", router_pair)["logs"]["logs_collected"]["files"]
+        return {f["file_path"]: f for f in files["collect_list"]}
+    pair = paths("router", True)
+    assert pair[monitoring.ROUTER_PAIR_LOG]["log_group_name"] == f"{ROOT}/router"
+    assert "multi_line_start_pattern" not in pair[monitoring.ROUTER_PAIR_LOG]
+    assert set(pair) - set(paths("router", False)) == {monitoring.ROUTER_PAIR_LOG}
+    assert all(monitoring.ROUTER_PAIR_LOG not in paths(role, pair) for role in monitoring.AGENT_ROLES
+               for pair in (False, True) if role != "router" or not pair)
 
 
 def test_the_schema_refuses_a_wrong_configuration():

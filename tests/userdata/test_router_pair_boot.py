@@ -5,10 +5,12 @@ the boot writes it, and the takeover keepalived runs, against the recording fake
 from __future__ import annotations
 
 import dataclasses
+import re
+
 import pytest
 
 from bootlab import FAKE, ROUTER, ROUTER_OVERLAY, Machine, render, ud
-from components.model import ipplan
+from components.model import alarms, ipplan, monitoring
 
 OWN_ENI, PEER_ENI = "eni-0aaaaaaaaaaaaaaa0", "eni-0bbbbbbbbbbbbbbb0"
 MAC = "0a:00:00:00:00:10"
@@ -132,6 +134,29 @@ def test_master_takes_every_route_and_address_to_its_own_interface(machine):
         assert "--allow-reassociation" in call
     log = machine.file("/var/log/cloudstack-ec2-router-pair.log").read_text()
     assert "this router is active" in log and "imds-token-1" not in log
+
+
+def filter_matches(pattern: str, event: str) -> bool:
+    """CloudWatch Logs' match of an unstructured event by a pattern of terms (CloudWatch Logs
+    User Guide, "Filter pattern syntax for metric filters": every term must occur, a quoted
+    term as the exact phrase, case-sensitively). Other syntax (OR, -, ?, JSON or
+    space-delimited selectors, regular expressions) is refused rather than guessed."""
+    assert not re.search(r"\?|^\s*[\[{%]| -|\bOR\b|\bAND\b", pattern), f"syntax this check does not know: {pattern}"
+    terms = re.findall(r'"((?:[^"\\]|\\.)*)"|(\S+)', pattern)
+    return all((quoted or bare) in event for quoted, bare in terms)
+
+
+def test_the_takeover_alarm_counts_the_line_a_router_becoming_master_writes(machine):
+    pair_log = machine.file(monitoring.ROUTER_PAIR_LOG)
+    holds_gateway(machine, True)
+    for state in ("BACKUP", "FAULT"):
+        assert machine.rerun("router.sh", args=["vrrp", state]).status == 0
+    assert pair_log.read_text() and not any(
+        filter_matches(alarms.ROUTER_TAKEOVER_PATTERN, line) for line in pair_log.read_text().splitlines())
+    assert machine.rerun("router.sh", args=["vrrp", "MASTER"]).status == 0
+    lines = pair_log.read_text().splitlines()
+    matched = [line for line in lines if filter_matches(alarms.ROUTER_TAKEOVER_PATTERN, line)]
+    assert len(matched) == 1 and "this router is active" not in matched[0]
 
 
 def test_master_twice_changes_nothing_more(machine):
