@@ -61,7 +61,7 @@ bootstrap_state() {
         # and sets the admin password; this one never needs the master or admin secret.
         csec2_wait_until "the bootstrap marker $name (the first management server bootstraps the cloud)" \
             "$CSEC2_WAIT_DATABASE_SECONDS" bootstrap_marker_present ||
-            csec2_die "the first management server did not bootstrap the cloud within $CSEC2_WAIT_DATABASE_SECONDS s (see its /var/log/cloudstack-ec2-boot.log)"
+            csec2_die "the first management server did not bootstrap the cloud: no $name after $CSEC2_WAIT_DATABASE_SECONDS s (see its /var/log/cloudstack-ec2-boot.log)"
         BOOTSTRAPPED=1
         csec2_log "the cloud is bootstrapped: joining it (the cloud user; no master or admin secret)"
         return 0

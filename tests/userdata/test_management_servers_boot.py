@@ -1,8 +1,9 @@
 """Several management servers on one database, their boot scripts run for real against
 the recording fakes with a shared world (one account, one database): only the first
-deploys the schema, the others join as the installation guide's additional management
-servers do, no two run the database step at once, and a server of another version
-refuses to start."""
+deploys the schema and bootstraps the cloud, the others wait for its bootstrap marker and
+join as the installation guide's additional management servers do (the cloud user, never
+the master or admin secret), no two run the database step at once, and a server of
+another version refuses to start."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import (ADMIN_PASSWORD, DATABASE_KEY, MANAGEMENT, MANAGEMENT_KEY, NEWEST, TINY_WAITS, Machine,
-                     member_overlay, render)
+from bootlab import (ADMIN_PASSWORD, DATABASE_KEY, MANAGEMENT, MANAGEMENT_KEY, MASTER_SECRET, NEWEST, PREFIX,
+                     SECRETS, TINY_WAITS, Machine, member_overlay, render)
 
 SERVERS = ("10.100.0.2", "10.100.0.3")
 LOCK = "cloudstack_ec2.schema"
 SYSTEMVM_KEY = "/usr/share/cloudstack-common/scripts/vm/systemvm/id_rsa.cloud"
+#: naming.PARAM_BOOTSTRAPPED: the first server writes it when the cloud is bootstrapped.
+BOOTSTRAP_MARKER = f"{PREFIX}/bootstrap/done"
 
 
 def server(index: int, **waits):
@@ -31,11 +34,18 @@ def world(tmp_path):
     return tmp_path / "world"
 
 
-def machine_in(world, tmp_path, name: str, first_done: bool = False) -> Machine:
+def machine_in(world, tmp_path, name: str, first_done: bool = False, joiner: bool = False) -> Machine:
+    """An instance in `world`. first_done: the first server bootstrapped the cloud already.
+    joiner: an additional server, whose role never had the bootstrap policies
+    (components/resources/management.py, ManagementServerArgs.first)."""
     m = Machine(tmp_path / name, world)
     if first_done:
         # the admin lives in the shared database: the first server already set the secret's password
         m.update(lambda s: s["api"].update(admin_password=ADMIN_PASSWORD))
+    if first_done or joiner:
+        # the first server deleted its bootstrap policies (finish_bootstrap) and the program
+        # declares them no more; an additional server's role never had them
+        m.update(lambda s: s["iam"].update(policies=[]))
     return m
 
 
@@ -60,7 +70,7 @@ def test_the_first_deploys_the_second_joins_with_the_same_keys(world, tmp_path):
     assert r.status == 0, r.output
     assert [("--schema-only" in c["args"]) for c in setup_calls(first)] == [True]
 
-    second = machine_in(world, tmp_path, "m1", first_done=True)
+    second = machine_in(world, tmp_path, "m1", first_done=True, joiner=True)
     r = run(second, server(1))
     assert r.status == 0, r.output
     # cloudstack-setup-databases cloud:<pw>@<db> -m <management key> -k <db key> -i <own ip>,
@@ -80,14 +90,17 @@ def test_the_first_deploys_the_second_joins_with_the_same_keys(world, tmp_path):
                                                             or "put-parameter" in c["args"])]
     assert not [c for c in calls if c.get("api") == "registerUserKeys"]
     assert not [c for c in calls if c.get("api") == "updateUser"]
-    # agents may use both servers; its own row is in cloud.mshost, of the same version
-    assert second.state()["api"]["config"]["host"] == ",".join(SERVERS)
+    # agents may use both servers: the first set `host` in the shared database while
+    # bootstrapping, the second changes no setting; its own row is in cloud.mshost, of the same version
+    assert first.state()["api"]["config"]["host"] == ",".join(SERVERS)
+    assert not [c for c in calls if c.get("api") == "updateConfiguration"]
     assert sorted((r["ip"], r["version"]) for r in second.state()["db"]["mshost"]) == [
         ("10.100.0.2", NEWEST), ("10.100.0.3", NEWEST)]
 
 
-def test_a_second_server_booting_first_waits_for_the_first_ones_schema(world, tmp_path):
-    first, second = machine_in(world, tmp_path, "m0"), machine_in(world, tmp_path, "m1", first_done=True)
+def test_a_second_server_booting_first_waits_for_the_first_ones_bootstrap(world, tmp_path):
+    first = machine_in(world, tmp_path, "m0")
+    second = machine_in(world, tmp_path, "m1", first_done=True, joiner=True)
     results = {}
     waiting = threading.Thread(target=run, args=(second, server(1, database_seconds=90, api_seconds=90), results, 1))
     waiting.start()
@@ -95,15 +108,15 @@ def test_a_second_server_booting_first_waits_for_the_first_ones_schema(world, tm
     waiting.join(150)
     assert results[0].status == 0, results[0].output
     assert results[1].status == 0, results[1].output
-    assert "waiting for the schema marker" in results[1].output
+    assert f"waiting for the bootstrap marker {BOOTSTRAP_MARKER}" in results[1].output
     assert [("--schema-only" in c["args"]) for c in setup_calls(first) + setup_calls(second)] == [True, False]
 
 
 def test_a_second_server_alone_never_deploys_the_schema(world, tmp_path):
-    second = machine_in(world, tmp_path, "m1")
+    second = machine_in(world, tmp_path, "m1", joiner=True)
     r = run(second, server(1))
     assert r.status != 0
-    assert "the first management server did not deploy the schema" in r.output
+    assert f"the first management server did not bootstrap the cloud: no {BOOTSTRAP_MARKER} after 2 s" in r.output
     assert setup_calls(second) == [] and not second.state()["db"]["schema"]
     assert not [c for c in second.calls() if c["cmd"] == "cloudstack-setup-management"]
 
@@ -148,7 +161,7 @@ def test_two_first_servers_at_once_one_deploys_the_other_waits_for_the_lock(worl
 @pytest.mark.parametrize("fresh", [True, False])
 def test_a_server_of_another_version_refuses_to_start_beside_running_ones(world, tmp_path, fresh):
     assert run(machine_in(world, tmp_path, "m0"), server(0)).status == 0
-    second = machine_in(world, tmp_path, "m1", first_done=True)
+    second = machine_in(world, tmp_path, "m1", first_done=True, joiner=True)
     # the first server runs 4.22.0.0 (its row heartbeats, or stopped doing so long ago)
     second.update(lambda s: s["db"].update(mshost=[{"ip": "10.100.0.2", "version": "4.22.0.0", "state": "Up",
                                                     "fresh": fresh}]))
@@ -160,3 +173,23 @@ def test_a_server_of_another_version_refuses_to_start_beside_running_ones(world,
     else:
         assert r.status == 0, r.output
         assert started
+
+
+def test_a_joining_server_never_reads_the_master_or_admin_secret(world, tmp_path):
+    assert run(machine_in(world, tmp_path, "m0"), server(0)).status == 0
+    second = machine_in(world, tmp_path, "m1", first_done=True, joiner=True)
+    r = run(second, server(1))
+    assert r.status == 0, r.output
+    aws = [c["args"] for c in second.calls() if c["cmd"] == "aws"]
+    read = [a[a.index("--secret-id") + 1] for a in aws if "get-secret-value" in a]
+    # its role's grants (components/resources/management.py): the cloud user's and the keys' secrets
+    assert read and set(read) <= {SECRETS.db_cloud, SECRETS.cloudstack_keys}, read
+    assert not [a for a in aws if {SECRETS.admin, SECRETS.api_keys, MASTER_SECRET} & set(a)]
+    assert not [a for a in aws if "get-parameter" in a and f"{PREFIX}/db-master-secret" in a]
+    # it waited for the marker and never wrote it, nor touched the role's policies
+    assert [a for a in aws if "get-parameter" in a and BOOTSTRAP_MARKER in a]
+    assert not [a for a in aws if "put-parameter" in a or "iam" in a]
+    # no API login: the admin's password is the first server's business
+    assert not [c for c in second.calls() if c.get("api") == "login"]
+    # its database logins are the cloud user's only (the master user never)
+    assert {c["user"] for c in second.calls() if c["cmd"] == "mysql" and "user" in c} == {"cloud"}
