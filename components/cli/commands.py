@@ -326,7 +326,7 @@ def _availability(run) -> dict:
     routers = [{"index": i, "privateIp": m.get("privateIp"), "role": "preferred active" if i == 0 else "standby"}
                for i, m in enumerate(pair)] or [{"index": 0, "privateIp": router.get("privateIp"), "role": "only"}]
     targets = recovery.targets(settings.router_instance_type, settings.router_count,
-                               settings.management_instance_type)
+                               settings.management_instance_type, settings.management_server_count)
     return {
         "routerCount": settings.router_count, "gateway": str(settings.ip_plan().router), "routers": routers,
         "failover": None if settings.router_count < 2 else {

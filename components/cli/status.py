@@ -76,7 +76,13 @@ def status_command(args: argparse.Namespace, out: TextIO, err: TextIO,
 def add_command(sub: Any, project_root: Path) -> None:
     """Register `status` on the CLI's subcommand parser."""
     p = sub.add_parser("status", help="the zone's live state from CloudStack's API: management servers, hosts, "
-                                      "system VMs, capacity, open alerts (exit 3 when something needs attention)")
+                                      "system VMs, capacity, open alerts (exit 3 when something needs attention)",
+                          description="The zone's live state from CloudStack's API, signed with the stack's API "
+                                      "keys: your AWS credentials must read the stack's api_keys secret, and the "
+                                      "API must be reachable from here (adminCidrs).",
+                          epilog="exit status: 0 all Up and no open alert; 3 something needs attention; 1 the API "
+                                 "or the keys could not be reached (the message names the URL); 2 the stack "
+                                 "cannot be read")
     p.add_argument("--stack", default="dev", help="stack name (default: dev)")
     p.add_argument("--dir", default=str(project_root), help="project directory (default: this checkout)")
     p.add_argument("--json", action="store_true", help="the report as JSON")

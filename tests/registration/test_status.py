@@ -9,6 +9,8 @@ import io
 import json
 import socket
 
+import pytest
+
 from components.cli import status
 from components.cli.commands import build_parser
 from components.model import status as model
@@ -97,3 +99,14 @@ def test_status_is_a_command():
     args = build_parser().parse_args(["status", "--stack", "prod", "--json"])
     assert args.handler is status.status_command and args.stack == "prod" and args.json
     assert isinstance(args, argparse.Namespace)
+
+
+def test_help_names_what_status_needs_and_its_exit_statuses(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["status", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "api_keys secret" in text and "adminCidrs" in text
+    assert "exit status: 0 all Up and no open alert; 3 something needs attention; 1 the API" in text
+    assert "2 the stack cannot be read" in text

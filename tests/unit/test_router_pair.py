@@ -372,6 +372,17 @@ def test_the_production_example_plans_offline_with_two_routers(capsys):
     assert "recovery alarm on router-1 (c5n.large): StatusCheckFailed_System -> ec2:recover" in text.stdout
 
 
+def test_the_plan_lists_the_recover_alarm_of_every_management_server(capsys):
+    from planrun import cli
+
+    result = cli(capsys, "plan", "--stack", "dev", "--set", "managementServerCount=3", "--json")
+    assert result.returncode == 0, result.stderr
+    recovered = [r["instance"] for r in json.loads(result.stdout)["availability"]["recovery"] if r["alarm"]]
+    assert recovered == ["router", "management", "management-1", "management-2"]
+    text = cli(capsys, "plan", "--stack", "dev", "--set", "managementServerCount=3").stdout
+    assert "recovery alarm on management-2 (m6i.xlarge): StatusCheckFailed_System -> ec2:recover" in text
+
+
 def test_the_one_router_stacks_stay_one_router_and_say_they_have_no_failover(capsys):
     from planrun import cli
 

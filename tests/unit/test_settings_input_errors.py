@@ -84,6 +84,17 @@ def test_unknown_key_names_the_nearest_key(typo, key):
     assert [(p.key, p.message) for p in err.value.problems] == [(typo, f"unknown key (did you mean {key}?)")]
 
 
+@pytest.mark.parametrize("name,head", [("ldap.provider", "ldap"), ("ldap.servers[0].host", "ldap"),
+                                       ("adminCidrs[0]", "adminCidrs")])
+def test_a_path_set_without_path_is_named_as_a_field_of_its_key(name, head):
+    with pytest.raises(SettingsError) as err:
+        parse_settings({**VALID, name: "x"})
+    [problem] = err.value.problems
+    assert problem.key == name
+    assert problem.message == (f"unknown key (`{head}` is one key holding an object: set a field with "
+                               f"`pulumi config set --path '{name}' <value>`, or `{head}` whole as JSON)")
+
+
 def test_unknown_key_without_a_near_one_points_to_the_list(capsys):
     with pytest.raises(SettingsError) as err:
         parse_settings({**VALID, "zzzqqq": "3"})

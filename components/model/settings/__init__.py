@@ -394,7 +394,15 @@ CROSS_KEY_RULES: tuple[Callable[[_Collector], None], ...] = (
 
 
 def unknown_key_hint(name: str, known) -> str:
-    """The nearest known key to a misspelt one, else where the accepted keys are listed."""
+    """The nearest known key to a misspelt one, else where the accepted keys are listed.
+
+    `ldap.provider` is what `pulumi config set ldap.provider x` stores without `--path`: a key
+    of that name, not a field of `ldap` (Pulumi docs, Configuration, "Structured configuration":
+    a field is set with `--path`)."""
+    head = re.split(r"[.\[]", name, maxsplit=1)[0]
+    if head != name and head in known:
+        return (f"`{head}` is one key holding an object: set a field with "
+                f"`pulumi config set --path '{name}' <value>`, or `{head}` whole as JSON")
     return did_you_mean(name, known) or "`cloudstack-ec2 keys` lists the accepted keys"
 
 
