@@ -369,7 +369,7 @@ pair_permitted() {
     for ((attempt = 1; attempt <= PAIR_ATTEMPTS; attempt++)); do
         out=$(csec2_aws ec2 "$@" --dry-run 2>&1)
         [[ $out == *"(DryRunOperation)"* ]] && return 0
-        csec2_log "router pair: $what: not permitted (attempt $attempt of $PAIR_ATTEMPTS): $(printf '%s' "$out" | tr -s '\n' ' ' | cut -c1-300)"
+        csec2_log "router pair: $what: not confirmed (attempt $attempt of $PAIR_ATTEMPTS): $(printf '%s' "$out" | tr -s '\n' ' ' | cut -c1-300)"
         if ((attempt < PAIR_ATTEMPTS)); then
             sleep $((attempt * 10))
         fi
@@ -385,12 +385,12 @@ pair_check_permissions() {
     for table in $CSEC2_ROUTER_PAIR_ROUTE_TABLES; do
         pair_permitted "ReplaceRoute in $table" replace-route --route-table-id "$table" \
             --destination-cidr-block "$CSEC2_OVERLAY_CIDR" --network-interface-id "$PAIR_ENI" ||
-            csec2_die "this router's role may not ReplaceRoute in $table to $PAIR_ENI: no failover would work"
+            csec2_die "EC2 did not confirm that this router's role may ReplaceRoute in $table to $PAIR_ENI (the lines above say why): no failover would work"
     done
     while read -r role allocation; do
         pair_permitted "AssociateAddress of $allocation" associate-address --allocation-id "$allocation" \
             --network-interface-id "$PAIR_ENI" --private-ip-address "$PAIR_PRIMARY" --allow-reassociation ||
-            csec2_die "this router's role may not AssociateAddress $allocation ($role) with $PAIR_ENI: no failover would work"
+            csec2_die "EC2 did not confirm that this router's role may AssociateAddress $allocation ($role) with $PAIR_ENI (the lines above say why): no failover would work"
     done < <(pair_allocations)
 }
 
