@@ -360,6 +360,43 @@ vrrp_instance overlay_gateway {
 EOF
 }
 
+# pair_permitted WHAT ARGS...: whether this router's role may make the EC2 call
+# `aws ec2 ARGS` (made with --dry-run: EC2 API Reference, common parameter DryRun,
+# "If you have the required permissions, the error response is DryRunOperation.
+# Otherwise, it is UnauthorizedOperation"). Asked a few times over: a new role's
+# policy takes a while to reach EC2 (IAM User Guide, "Troubleshoot IAM": changes
+# are eventually consistent).
+pair_permitted() {
+    local what=$1 attempt out
+    shift
+    for ((attempt = 1; attempt <= PAIR_ATTEMPTS; attempt++)); do
+        out=$(csec2_aws ec2 "$@" --dry-run 2>&1)
+        [[ $out == *"(DryRunOperation)"* ]] && return 0
+        csec2_log "router pair: $what: not confirmed (attempt $attempt of $PAIR_ATTEMPTS): $(printf '%s' "$out" | tr -s '\n' ' ' | cut -c1-300)"
+        if ((attempt < PAIR_ATTEMPTS)); then
+            sleep $((attempt * 10))
+        fi
+    done
+    return 1
+}
+
+# Boot step, before keepalived: the takeover's every call is one this router's role
+# may make. A refused permission would otherwise show first at a failover, when the
+# other router is already gone.
+pair_check_permissions() {
+    local table role allocation
+    for table in $CSEC2_ROUTER_PAIR_ROUTE_TABLES; do
+        pair_permitted "ReplaceRoute in $table" replace-route --route-table-id "$table" \
+            --destination-cidr-block "$CSEC2_OVERLAY_CIDR" --network-interface-id "$PAIR_ENI" ||
+            csec2_die "EC2 did not confirm that this router's role may ReplaceRoute in $table to $PAIR_ENI (the lines above say why): no failover would work"
+    done
+    while read -r role allocation; do
+        pair_permitted "AssociateAddress of $allocation" associate-address --allocation-id "$allocation" \
+            --network-interface-id "$PAIR_ENI" --private-ip-address "$PAIR_PRIMARY" --allow-reassociation ||
+            csec2_die "EC2 did not confirm that this router's role may AssociateAddress $allocation ($role) with $PAIR_ENI (the lines above say why): no failover would work"
+    done < <(pair_allocations)
+}
+
 # Boot step: keepalived with this router's configuration, and the re-assertion
 # timer. A re-run with an unchanged configuration changes nothing (no restart: a
 # restarted active router would hand the gateway over).
@@ -374,6 +411,7 @@ setup_router_pair() {
     mkdir -p "$(dirname "$KEEPALIVED_CONF")" "$PAIR_UNIT_DIR"
     pair_keepalived_conf >"$conf_new"
     keepalived --config-test -f "$conf_new" || csec2_die "keepalived --config-test refused $conf_new"
+    pair_check_permissions
     printf '%s\n' "[Unit]" "Description=cloudstack-ec2 router pair: the active router re-asserts the overlay route and Elastic IPs" \
         "After=keepalived.service" "[Service]" "Type=oneshot" "ExecStart=$PAIR_SCRIPT reassert" \
         >"$PAIR_UNIT_DIR/cloudstack-ec2-router-pair.service"

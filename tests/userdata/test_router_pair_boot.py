@@ -113,6 +113,28 @@ def test_a_configuration_naming_a_missing_device_stops_the_boot(tmp_path):
     assert not m.file("/etc/keepalived/keepalived.conf").exists()
 
 
+def test_boot_asks_ec2_whether_the_role_may_make_every_takeover_call_and_changes_nothing(machine):
+    dry = [c["args"] for c in machine.boot_calls if c["cmd"] == "aws" and "--dry-run" in c["args"]]
+    routes = [a for a in dry if "replace-route" in a]
+    addresses = [a for a in dry if "associate-address" in a]
+    assert sorted(a[a.index("--route-table-id") + 1] for a in routes) == sorted(TABLES)
+    assert sorted(a[a.index("--allocation-id") + 1] for a in addresses) == sorted(ALLOCATIONS.values())
+    assert all(a[a.index("--network-interface-id") + 1] == OWN_ENI for a in routes + addresses)
+    assert machine.state()["ec2"] == peer_holds_everything()
+
+
+@pytest.mark.parametrize("denied", ["replace-route", "associate-address"])
+def test_a_role_that_may_not_take_over_stops_the_boot_before_keepalived(tmp_path, denied):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.254/16"]])
+    m.update(lambda s: s["ec2"].__setitem__("denied", [denied]))
+    r = m.run_user_data(render(pair_boot()))
+    assert r.status == 1
+    assert "no failover would work" in r.output and "UnauthorizedOperation" in r.output
+    assert "keepalived.service" not in m.state().get("units", {}).get("enabled", [])
+    asked = [c for c in m.calls() if c["cmd"] == "aws" and denied in c["args"]]
+    assert len(asked) == 4  # a new role's policy may still be on its way: asked again, a bounded number of times
+
+
 def test_router_1_has_the_lower_priority(machine):
     machine.update(lambda s: s["ip_addresses"].__setitem__(0, ["ens5", f"{PRIMARY}/24"]))
     boot = pair_boot(1)

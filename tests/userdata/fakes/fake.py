@@ -108,10 +108,19 @@ def ec2(state, op, args):
     associated only with AllowReassociation (Resource.AlreadyAssociated), and the private
     address must be one of the interface's (InvalidParameterValue)."""
     world = state["ec2"]
-    failures = world.setdefault("failures", {}).get(op, [])
+    failures = world.get("failures", {}).get(op, [])
     if failures:
         error = failures.pop(0)
         sys.stderr.write(f"An error occurred ({error}) when calling the {op} operation: scripted\n")
+        return 254
+    if op in world.get("denied", ()):
+        sys.stderr.write(f"An error occurred (UnauthorizedOperation) when calling the {op} operation:"
+                         " You are not authorized to perform this operation.\n")
+        return 254
+    if "--dry-run" in args:
+        # EC2 API Reference, common parameter DryRun: the permission is checked, nothing changes.
+        sys.stderr.write(f"An error occurred (DryRunOperation) when calling the {op} operation:"
+                         " Request would have succeeded, but DryRun flag is set.\n")
         return 254
     eni = opt(args, "--network-interface-id")
     if eni is not None and eni not in world["enis"]:
