@@ -359,10 +359,11 @@ def test_the_production_example_plans_offline_with_two_routers(capsys):
     assert [r["role"] for r in a["routers"]] == ["preferred active", "standby"]
     assert len({r["privateIp"] for r in a["routers"]}) == 2
     assert a["failover"]["routeTables"] == 3 and a["failover"]["detectionSeconds"] == 3
-    assert [r["instance"] for r in a["recovery"] if r["alarm"]] == ["router", "router-1", "management"]
+    assert [r["instance"] for r in a["recovery"] if r["alarm"]] == ["router", "router-1", "management",
+                                                                     "management-1"]
     [router_line] = [l for l in report["cost"]["lines"] if l["item"].startswith("router ")]
     assert router_line["quantity"] == 2 and router_line["item"] == "router c5n.large (active/standby pair)"
-    assert report["ipPlan"]["multicastMembers"] == 2 + 1 + 3
+    assert report["ipPlan"]["multicastMembers"] == 2 + 2 + 3   # routers, management servers, hosts
 
     text = cli(capsys, "plan", "--stack", "prod")
     assert text.returncode == 0, text.stderr
