@@ -266,10 +266,6 @@ class Emulator(ManagementCluster):
         self.capacity: dict[str, int] = {}                 # host id → VMs it can take (default: no limit)
         #: alerts (AlertResponse: id, type, name, description, sent), newest last
         self.alerts: list[dict] = []
-        #: the management servers (ManagementServerResponse), this one first
-        self.management_servers: list[dict] = [{"id": _uuid(), "name": "management", "state": "Up",
-                                                "version": "4.22.0.0", "ipaddress": "10.100.0.2",
-                                                "serviceip": "10.100.0.2", "lastserverstart": _now()}]
         # fault injection
         self._http_faults: list[list[Any]] = []            # [command|"*", status, count, text]
         self._job_faults: list[list[Any]] = []             # [command, count, code, text]
@@ -1589,9 +1585,7 @@ class Emulator(ManagementCluster):
         return self._list("systemvm", items, a)
 
     # -- state of the zone (what `cloudstack-ec2 status` reads) ------------------------------------
-    def _cmd_listManagementServers(self, a: dict) -> dict:
-        items = [dict(m) for m in self.management_servers if self._match(m, a, "id", "name", "version")]
-        return self._list("managementserver", items, a)
+    # listManagementServers: the management servers' model (management_cluster.ManagementCluster).
 
     def _cmd_listAlerts(self, a: dict) -> dict:
         items = [dict(x) for x in self.alerts if self._match(x, a, "id", "name", "type")]
