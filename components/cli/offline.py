@@ -481,10 +481,15 @@ def load_balancer_subnet_stand_ins(config: Mapping[str, Any], region: str) -> di
     subnets AWS describes under `pulumi up`, so the rest of the plan can be shown."""
     def value(key: str, default: Any) -> Any:
         raw = config.get(f"cloudstack-ec2:{key}", default)
-        return json.loads(raw) if isinstance(raw, str) and raw.startswith("[") else raw
+        try:
+            return json.loads(raw) if isinstance(raw, str) and raw.startswith("[") else raw
+        except json.JSONDecodeError:
+            return raw   # the settings refuse it, naming the key
 
     ids, vpc_id = value("uiSubnetIds", []), value("vpcId", "")
-    if not ids or not vpc_id:
+    # Malformed values get no stand-ins: the settings refuse them before anything is planned.
+    if not ids or not vpc_id or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) \
+            or not isinstance(vpc_id, str):
         return {}
     try:
         vpc = str(value("vpcCidr", "10.0.0.0/16"))
