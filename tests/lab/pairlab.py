@@ -48,7 +48,10 @@ SETTLE_SECONDS = 60
 class PairLab(Lab):
     def __init__(self) -> None:
         super().__init__()
-        self.base = Path("/run") / f"{self.prefix}-pair"
+        # Namespaces of its own (csl-<pid>-pair-*): the session's deployment lab (conftest `lab`)
+        # may be up in the same process with csl-<pid>-sub and the others.
+        self.prefix = f"{self.prefix}-pair"
+        self.base = Path("/run") / self.prefix
         self.status_path = self.base / "ec2-status.json"
         self.keepalived: dict[str, Process] = {}
         self.ids: dict = {}
