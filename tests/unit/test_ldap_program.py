@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Deployed, run_program
+from tests.unit.conftest import Deployed, run_program
 
 from components.model.settings import SettingsError
 

@@ -70,7 +70,7 @@ def test_both_interfaces_exist_before_either_router_and_each_router_knows_the_ot
         return real(config, **kwargs)
 
     monkeypatch.setattr(boot, "render_router_user_data", record)
-    from conftest import run_program
+    from tests.unit.conftest import run_program
 
     d = run_program({"routerCount": 2})
     enis = [d.get(ENI, "router-eni"), d.get(ENI, "router-1-eni")]
@@ -96,7 +96,7 @@ def test_one_router_is_told_of_no_pair(monkeypatch):
     real = boot.render_router_user_data
     monkeypatch.setattr(boot, "render_router_user_data", lambda config, **kw: told.append(config.pair)
                         or real(config, **kw))
-    from conftest import run_program
+    from tests.unit.conftest import run_program
 
     run_program({"routerCount": 1})
     assert told == [None]
@@ -307,7 +307,7 @@ def test_recovery_notifies_a_topic_when_given():
 # --- settings ---------------------------------------------------------------------------------
 
 def dev_raw(**overrides) -> dict:
-    from conftest import dev_config
+    from tests.unit.conftest import dev_config
 
     raw = {k.split(":", 1)[1]: v for k, v in dev_config().items() if k.startswith(f"{NAMESPACE}:")}
     raw.update(overrides)
