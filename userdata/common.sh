@@ -176,6 +176,7 @@ csec2_wait_until() {
 CSEC2_RETRY_ATTEMPTS=${CSEC2_RETRY_ATTEMPTS:-5}
 CSEC2_PERMANENT_FAILURE='Unable to locate package|has no installation candidate|Version .* was not found|snap "[^"]*" not found|held broken packages|Unable to correct problems'
 
+# CSEC2_RETRY_REMEDY (optional, set by the caller): what to do about a permanent failure.
 csec2_retry() {
     local what=$1 attempt status out=$CSEC2_PRIVATE_DIR/retry-output
     shift
@@ -184,7 +185,7 @@ csec2_retry() {
         "$@" 2>&1 | tee "$out" || status=${PIPESTATUS[0]}
         ((status == 0)) && return 0
         if grep -Eq "$CSEC2_PERMANENT_FAILURE" "$out"; then
-            csec2_die "$what failed (status $status) and retrying cannot help: $(grep -Em1 "$CSEC2_PERMANENT_FAILURE" "$out" | cut -c1-200)"
+            csec2_die "$what failed (status $status) and retrying cannot help: $(grep -Em1 "$CSEC2_PERMANENT_FAILURE" "$out" | cut -c1-200)${CSEC2_RETRY_REMEDY:+; $CSEC2_RETRY_REMEDY}"
         fi
         if ((attempt >= CSEC2_RETRY_ATTEMPTS)); then
             csec2_die "$what failed $attempt times (last status $status): $(tail -n1 "$out" | cut -c1-200)"

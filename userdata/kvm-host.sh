@@ -176,9 +176,38 @@ install_packages() {
     [[ ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION" || ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION"[.~+-]* ]] ||
         csec2_die "the management server runs cloudstack-management $version, but this host is configured for CloudStack $CSEC2_CLOUDSTACK_VERSION"
     csec2_log "installing cloudstack-agent $version, the management server's version"
+    local copy
+    copy=$(mktemp -d "$CSEC2_PRIVATE_DIR/packages.XXXXXX")
+    if fetch_package_copy "$version" "$copy"; then
+        # Package files: apt installs them and takes their dependencies (libvirt,
+        # qemu, Java) from Ubuntu's repositories (apt-get(8), install: "a path
+        # to a .deb file").
+        csec2_apt_install "$copy/cloudstack-common.deb" "$copy/cloudstack-agent.deb"
+        return 0
+    fi
     # cloudstack-agent depends on cloudstack-common of exactly its version, and apt
     # would pick the newest common: pin both, or an older pin cannot be installed.
-    csec2_apt_install "cloudstack-agent=$version" "cloudstack-common=$version"
+    CSEC2_RETRY_REMEDY="cloudstack-agent $version is neither in the deployment's copy (s3://$CSEC2_STAGE2_BUCKET/packages/$version/) nor in $CSEC2_CLOUDSTACK_REPO_URL: re-run the first management server's boot script, which keeps it, or upgrade to a version upstream has (README, \"Upgrading CloudStack\")" \
+        csec2_apt_install "cloudstack-agent=$version" "cloudstack-common=$version"
+}
+
+# The deployment's own copy of cloudstack-agent and cloudstack-common at
+# `version` (the first management server keeps it: publish_packages in
+# management-server.sh), into directory DIR. False when there is none. A file
+# whose Package or Version field (dpkg-deb(1), --field) is not the one asked
+# for is refused: only that version may be installed.
+fetch_package_copy() {
+    local version=$1 dir=$2 pkg field
+    for pkg in cloudstack-common cloudstack-agent; do
+        if ! csec2_aws s3 cp --only-show-errors "s3://$CSEC2_STAGE2_BUCKET/packages/$version/$pkg.deb" \
+            "$dir/$pkg.deb"; then
+            csec2_log "no copy of $pkg $version in s3://$CSEC2_STAGE2_BUCKET/packages/: installing from $CSEC2_CLOUDSTACK_REPO_URL"
+            return 1
+        fi
+        field=$(dpkg-deb -f "$dir/$pkg.deb" Package)" $(dpkg-deb -f "$dir/$pkg.deb" Version)" || field="no package"
+        [[ $field == "$pkg $version" ]] ||
+            csec2_die "s3://$CSEC2_STAGE2_BUCKET/packages/$version/$pkg.deb is '$field', not $pkg $version: not installing it"
+    done
 }
 
 # --------------------------------------------------------------- libvirt ----

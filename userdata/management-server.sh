@@ -360,6 +360,38 @@ publish_version() {
         csec2_die "cannot read the installed version of cloudstack-management"
     [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] || csec2_die "unexpected cloudstack-management version '$version'"
     csec2_publish_anchor cloudstack-version "$version"
+    publish_packages "$version"
+}
+
+# The packages a KVM host installs, kept by the deployment at this exact version:
+# an upstream repository index may list only the newest patch release of a
+# series, and a host added after the next one could not install this version.
+# s3://<boot-script bucket>/packages/<version>/<package>.deb, fixed names: the
+# hosts may only s3:GetObject under packages/ (no s3:ListBucket), and check
+# each file's Package and Version fields before installing it. Only this
+# server may s3:PutObject there (components/resources/management.py). An
+# upgrade re-runs this script on the first server: it keeps the new version.
+# apt-get(8), download: "download the given binary package into the current
+# directory"; NAME=VERSION selects the exact version.
+PACKAGES_PUBLISHED=$CSEC2_STATE_DIR/packages-published
+
+publish_packages() {
+    local version=$1 dir pkg here=$PWD
+    [[ $(cat "$PACKAGES_PUBLISHED" 2>/dev/null) == "$version" ]] && return 0
+    csec2_step "keep cloudstack-agent and cloudstack-common $version in s3://$CSEC2_STAGE2_BUCKET/packages/$version/"
+    csec2_apt_update
+    dir=$(mktemp -d "$CSEC2_PRIVATE_DIR/packages.XXXXXX")
+    for pkg in cloudstack-agent cloudstack-common; do
+        cd "$dir" || csec2_die "cannot enter $dir"
+        CSEC2_RETRY_REMEDY="$CSEC2_CLOUDSTACK_REPO_URL no longer has $version: the KVM hosts cannot get it either; upgrade (README, \"Upgrading CloudStack\")" \
+            csec2_retry "apt-get download $pkg=$version" apt-get "${CSEC2_APT_OPTIONS[@]}" download "$pkg=$version"
+        cd "$here" || csec2_die "cannot return to $here"
+        csec2_aws s3 cp --only-show-errors "$dir/${pkg}_"*.deb "s3://$CSEC2_STAGE2_BUCKET/packages/$version/$pkg.deb" ||
+            csec2_die "cannot upload $pkg $version to s3://$CSEC2_STAGE2_BUCKET/packages/$version/"
+    done
+    rm -rf "$dir"
+    mkdir -p "$(dirname "$PACKAGES_PUBLISHED")"
+    printf '%s\n' "$version" >"$PACKAGES_PUBLISHED"
 }
 
 # --------------------------------------------------------- database TLS ----

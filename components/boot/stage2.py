@@ -18,6 +18,9 @@ from components.model import aws_constraints
 #: script version, named by the sha256 of its bytes (so a changed script is a new
 #: object and an instance only ever runs the version its user data names).
 STAGE2_KEY_PREFIX = "boot/"
+#: Where the first management server keeps the KVM hosts' packages of the deployed version:
+#: `packages/<version>/<package>.deb` (userdata/management-server.sh publish_packages).
+PACKAGES_KEY_PREFIX = "packages/"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ def declare_compute(ctx: Context, network: Network, data: Data, anchor_key_arn: 
     hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
         stack=ctx.stack, instance=host_base,
         boot_script_arn=data.boot_scripts.object_arn("kvm-host"), anchor_key_arn=anchor_key_arn,
+        packages_arn=data.boot_scripts.packages_arn,
         overlay_ips={i: str(a) for i, a in enumerate(ctx.plan.hosts)},
         render_user_data=lambda index: host_user_data(ctx, data, index, anchor_key_arn), tags=ctx.tags,
         timeout_minutes=settings.host_timeout_minutes, parameter_root=ctx.prefix,

@@ -131,6 +131,7 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
         render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, index, front.subnet_cidrs),
         tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
+        packages_arn=boot_scripts.packages_arn,
         parameter_root=ctx.prefix, console_address=router.console_public_ip, first=first,
         ldap_ca_secret_arn=ca.secret_id if ca else None,
         # Once marked bootstrapped, always: the grants the first server removed stay removed.

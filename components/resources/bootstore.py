@@ -35,7 +35,13 @@ class BootScriptBucket(pulumi.ComponentResource):
     `boot/<role>-<sha256>.sh`. `force_destroy`: it only holds generated scripts, so
     `pulumi destroy` may empty it.
 
+    It also holds the KVM hosts' packages of the deployed CloudStack version,
+    `packages/<version>/<package>.deb`, which the first management server uploads at
+    boot (upstream repositories may drop an older patch release; hosts added later
+    install that exact version from here).
+
     Outputs: bucket_name; object_arn(role) for the instance roles' s3:GetObject grant;
+    packages_arn (`arn:<partition>:s3:::<bucket>/packages/*`) for the packages' grants;
     objects (role -> BucketObjectv2) for instances to depend on.
     """
 
@@ -80,6 +86,8 @@ class BootScriptBucket(pulumi.ComponentResource):
                 lambda b, key=obj.key: boot.s3_object_arn(partition, b, key))
 
         self.bucket_name = bucket.bucket
+        self.packages_arn: pulumi.Output[str] = bucket.bucket.apply(
+            lambda b: boot.s3_object_arn(partition, b, f"{boot.PACKAGES_KEY_PREFIX}*"))
         self.register_outputs({"bucket_name": self.bucket_name,
                                "object_keys": {role: obj.key for role, obj in args.objects.items()}})
 

@@ -102,6 +102,9 @@ class KvmHostPoolArgs:
     #: host index -> its own InstanceSpec where it differs from `instance` (an existing
     #: host keeps its instance type, and with it its CPU options; components.model.hosttypes).
     host_instances: Mapping[int, InstanceSpec] = field(default_factory=dict)
+    #: BootScriptBucket.packages_arn: the agent's packages the first management server keeps,
+    #: read-only (s3:GetObject). None: no copy; hosts install from upstream.
+    packages_arn: Optional[pulumi.Input[str]] = None
 
 
 def _waiting_for(spec: InstanceSpec, resource: pulumi.Resource) -> InstanceSpec:
@@ -133,7 +136,10 @@ class KvmHostPool(pulumi.ComponentResource):
             # per-host ARNs granted nothing more narrow, and they grew the inline policy past
             # IAM's 10,240 characters at ~98 hosts (aws_constraints.IAM_DOCUMENT_LIMITS).
             Grant(["ssm:PutParameter"], [parameter_arn(root, f"{naming.HOST_READY}/*")]),
-            Grant(["s3:GetObject"], [args.boot_script_arn]), *args.instance.role_grants],
+            # Its script and the agent's packages the first management server keeps.
+            Grant(["s3:GetObject"], [args.boot_script_arn,
+                                     *([args.packages_arn] if args.packages_arn is not None else [])]),
+            *args.instance.role_grants],
             opts=child, tags=tags)
         profile = role.profile
         # Decrypt only, through a grant (the key is the management server's; anchor.py).

@@ -29,6 +29,9 @@ class ManagementServerArgs:
     boot_script_arn: pulumi.Input[str]
     #: The boot-script bucket's name: render_user_data gets it as "boot_bucket".
     boot_bucket: pulumi.Input[str]
+    #: BootScriptBucket.packages_arn: the first server uploads the hosts' packages there
+    #: (s3:PutObject, nothing else). None: no copy is kept; hosts install from upstream.
+    packages_arn: Optional[pulumi.Input[str]] = None
     tags: dict = field(default_factory=dict)
     #: Root of the deployment's SSM parameters (naming.parameter_root); None: `/cloudstack-ec2/<stack>`.
     #: render_user_data gets it as "parameter_root".
@@ -196,6 +199,8 @@ class ManagementServer(pulumi.ComponentResource):
             # GetParameterHistory: how a reader learns the key a SecureString is under.
             Grant(["ssm:GetParameterHistory", "ssm:PutParameter"], [ssh_key, version]),
             Grant(["s3:GetObject"], [args.boot_script_arn]),
+            # The hosts' packages of the version it publishes (publish_packages).
+            *([Grant(["s3:PutObject"], [args.packages_arn])] if args.packages_arn is not None else []),
             *args.instance.role_grants,
         ], opts=child, tags=tags)
         key = anchor_key(name, role.role, tags, child)

@@ -69,16 +69,22 @@ def test_each_role_may_read_exactly_its_own_object(dev):
     bucket = dev.get(BUCKET, "boot-scripts").state["bucket"]
     grants = s3_grants(dev)
     agent = ("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(boot.AGENT_OBJECT).key}")
+    packages = f"arn:aws:s3:::{bucket}/packages/*"
+    # The agent's packages of the deployed version: the first management server writes
+    # them, the hosts read them; nothing else touches them.
+    extra = {"router": set(), "management": {("s3:PutObject", packages)}, "kvm-host": {("s3:GetObject", packages)}}
     for role in ROLES:
-        assert grants[role] == {("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(role).key}"), agent}
+        assert grants[role] == {("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(role).key}"),
+                                agent} | extra[role]
     # No role may list the bucket or read another role's script.
-    assert len({r for g in grants.values() for _, r in g}) == 4
+    assert len({r for g in grants.values() for _, r in g}) == 5
 
 
 def test_grants_follow_the_partition(deploy):
     gov = deploy(**{"aws:region": "us-gov-west-1"})
     for role, grant in s3_grants(gov).items():
-        assert len(grant) == 2  # its script and the agent's installer
+        # its script and the agent's installer; the hosts' packages (management, KVM hosts)
+        assert len(grant) == (2 if role == "router" else 3)
         for _, arn in grant:
             assert arn.startswith("arn:aws-us-gov:s3:::cloudstack-ec2-dev-"), (role, arn)
 

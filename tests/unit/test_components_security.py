@@ -53,6 +53,13 @@ def boot_object_grant(dev, role: str, partition: str = "aws") -> tuple[str, str]
     return ("s3:GetObject", f"arn:{partition}:s3:::{bucket}/{boot.boot_object(role).key}")
 
 
+def packages_grant(dev, action: str) -> tuple[str, str]:
+    """`action` on the KVM hosts' packages the first management server keeps in the boot-script
+    bucket (`packages/<version>/<package>.deb`)."""
+    bucket = dev.get("aws:s3/bucket:Bucket", "boot-scripts").state["bucket"]
+    return (action, f"arn:aws:s3:::{bucket}/packages/*")
+
+
 def grants(doc: dict) -> set[tuple[str, str]]:
     """(action, resource) pairs the document allows."""
     return {(a, r) for actions, resources in statements(doc) for a in actions for r in resources}
@@ -163,7 +170,8 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     # GetParameterHistory: it reports the KMS key of each version (the trust anchor check).
     assert grants(doc) == {("ssm:GetParameterHistory", ssm_arn(dev, "management-ssh-public-key")),
                            ("ssm:GetParameterHistory", ssm_arn(dev, "cloudstack-version")),
-                           boot_object_grant(dev, "kvm-host")} | ready | log_grants(dev, "kvm-host")
+                           boot_object_grant(dev, "kvm-host"), packages_grant(dev, "s3:GetObject")} \
+        | ready | log_grants(dev, "kvm-host")
 
 
 def test_management_server_grants_are_exact(dev):
@@ -179,7 +187,7 @@ def test_management_server_grants_are_exact(dev):
         | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "bootstrap/done")}
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
-        | {boot_object_grant(dev, "management")}
+        | {boot_object_grant(dev, "management"), packages_grant(dev, "s3:PutObject")}
         | log_grants(dev, "management")
     )
     assert grants(dev.policy_document("management")) == expected
@@ -255,8 +263,11 @@ def test_a_bootstrapped_cloud_gets_no_bootstrap_grants_back(dev):
 def test_no_wildcard_in_any_inline_policy_but_session_manager(dev):
     policies = [p for p in dev.of_type(ROLE_POLICY) if not p.name.endswith("-session-manager")]
     assert len(policies) == 5  # management server (its bootstrap and master-secret read), KVM hosts, router
-    # The one exception: the hosts' shared role writes `<root>/host-ready/*` (readiness).
+    # The exceptions: the hosts' shared role writes `<root>/host-ready/*` (readiness); the
+    # agent's packages, `packages/*` (one directory per version), written by the management
+    # server, read by the hosts.
     host_ready = ssm_arn(dev, "host-ready/*")
+    packages = {packages_grant(dev, a)[1] for a in ("s3:GetObject", "s3:PutObject")}
     for p in policies:
         # The CloudWatch grants' wildcards: streams of the role's own log groups (the agent
         # names them per instance), the listing of log groups, PutMetricData (no resource
@@ -265,7 +276,8 @@ def test_no_wildcard_in_any_inline_policy_but_session_manager(dev):
         for actions, resources in statements(json.loads(p.inputs["policy"])):
             assert all("*" not in a for a in actions), (p.name, actions)
             assert all("*" not in r for r in resources if (p.name, actions, r) != (
-                "kvm-host-policy", frozenset({"ssm:PutParameter"}), host_ready) and r not in logs), (p.name, resources)
+                "kvm-host-policy", frozenset({"ssm:PutParameter"}), host_ready) and r not in logs | packages), \
+                (p.name, resources)
 
 
 def test_instances_wait_for_their_role_policies(dev):

@@ -29,7 +29,7 @@ FAKED_COMMANDS = [
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
     "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe", "keytool", "unbound-checkconf",
     "ip",
-    "gpg", "gpgv", "dpkg",
+    "gpg", "gpgv", "dpkg", "dpkg-deb",
 ]
 #: The fingerprint of AWS's key that signs the CloudWatch agent's packages.
 CLOUDWATCH_AGENT_KEY = "937616F3450B7D806CBD9725D58167303B789C72"
@@ -137,8 +137,9 @@ def initial_state() -> dict:
         # role may read (here every role's: which role may read what is the IAM
         # policy's business, tested in tests/unit).
         "s3": {"objects": {f"{BOOT_BUCKET}/{o.key}": o.content for o in ud.boot_objects(boot_files()).values()},
-               "readable": [f"{BOOT_BUCKET}/{o.key}" for o in ud.boot_objects(boot_files()).values()],
-               "list_bucket": False},
+               "readable": [f"{BOOT_BUCKET}/{o.key}" for o in ud.boot_objects(boot_files()).values()]
+               + [f"{BOOT_BUCKET}/packages/*"],
+               "writable": [f"{BOOT_BUCKET}/packages/*"], "list_bucket": False},
         "snaps": ["amazon-ssm-agent"],
         "packages": [],
         "versions": {},
@@ -358,3 +359,19 @@ def is_s3_cp(c) -> bool:
     """An `aws s3 cp` call (the launcher fetching the role script)."""
     args = c["args"]
     return c["cmd"] == "aws" and "s3" in args and args[args.index("s3") + 1:][:1] == ["cp"]
+
+
+def package_file(name: str, version: str) -> str:
+    """A package file as the fake apt-get download writes it and the fake dpkg-deb -f reads it
+    (its control fields; fakes/fake.py deb_control)."""
+    return f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n"
+
+
+def package_copy(machine, version: str, file_version: str = "") -> None:
+    """The deployment's copy of cloudstack-agent and cloudstack-common under packages/<version>/
+    as the first management server uploads it; `file_version`: files of another version there."""
+    def add(s):
+        for name in ("cloudstack-agent", "cloudstack-common"):
+            s["s3"]["objects"][f"{BOOT_BUCKET}/packages/{version}/{name}.deb"] = \
+                package_file(name, file_version or version)
+    machine.update(add)

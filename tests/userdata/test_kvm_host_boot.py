@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from bootlab import (ANCHOR_KEY, KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files, index_of, is_apt,
-                     is_cmd, is_s3_cp, key_block, publish_anchor, publish_for_hosts, render)
+from bootlab import (ANCHOR_KEY, BOOT_BUCKET, KVM_HOST, MANAGEMENT, MGMT_SSH_KEY, NEWEST, PREFIX, ROUTER, boot_files,
+                     index_of, is_apt, is_cmd, is_s3_cp, key_block, package_copy, publish_anchor, publish_for_hosts,
+                     render)
 from components import boot as ud
 
 SCRIPT = "kvm-host.sh"
@@ -192,6 +193,52 @@ def test_agent_is_the_management_servers_exact_version_not_the_newest(machine):
     assert r.status == 0, r.output
     assert "cloudstack-agent 4.22.0.0 already installed" in r.output
     assert not any(c["cmd"] == "apt-get" for c in machine.calls())
+
+
+def drop_upstream(machine, version):
+    """Upstream's index no longer lists `version` (a newer patch release replaced it)."""
+    machine.update(lambda s: [s["repo"][p].remove(version) for p in ("cloudstack-agent", "cloudstack-common")])
+
+
+def test_agent_is_installed_from_the_deployments_copy_after_upstream_dropped_it(machine):
+    publish_key(machine, version="4.22.0.0")
+    package_copy(machine, "4.22.0.0")
+    drop_upstream(machine, "4.22.0.0")
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status == 0, r.output
+    assert machine.state()["versions"]["cloudstack-agent"] == "4.22.0.0"
+    assert machine.state()["versions"]["cloudstack-common"] == "4.22.0.0"
+    downloads = [c["args"] for c in machine.calls() if is_s3_cp(c) and any("/packages/" in a for a in c["args"])]
+    assert [next(a for a in d if a.startswith("s3://")) for d in downloads] == [
+        f"s3://{BOOT_BUCKET}/packages/4.22.0.0/cloudstack-common.deb",
+        f"s3://{BOOT_BUCKET}/packages/4.22.0.0/cloudstack-agent.deb"]
+    installs = [c["args"] for c in machine.calls()
+                if is_apt("install")(c) and any(a.endswith(".deb") and "packages." in a for a in c["args"])]
+    assert len(installs) == 1 and not any("cloudstack-agent=" in a for a in installs[0])
+
+
+def test_a_copy_of_another_version_is_refused(machine):
+    publish_key(machine, version="4.22.0.0")
+    package_copy(machine, "4.22.0.0", file_version=NEWEST)
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status != 0
+    assert (f"s3://{BOOT_BUCKET}/packages/4.22.0.0/cloudstack-common.deb is 'cloudstack-common {NEWEST}', not "
+            "cloudstack-common 4.22.0.0: not installing it") in r.output
+    assert "cloudstack-agent" not in machine.state()["packages"]
+    assert "cloudstack-common" not in machine.state()["packages"]
+
+
+def test_a_version_neither_copied_nor_upstream_is_one_clear_failure(machine):
+    publish_key(machine, version="4.22.0.0")
+    drop_upstream(machine, "4.22.0.0")
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status != 0
+    assert "no copy of cloudstack-common 4.22.0.0" in r.output
+    assert (f"cloudstack-agent 4.22.0.0 is neither in the deployment's copy (s3://{BOOT_BUCKET}/packages/4.22.0.0/)"
+            " nor in ") in r.output
+    assert 'README, "Upgrading CloudStack"' in r.output
+    assert len([c for c in machine.calls() if is_apt("install", "cloudstack-agent")(c)]) == 1, "not retried"
+    assert "cloudstack-agent" not in machine.state()["packages"]
 
 
 def test_missing_version_is_a_bounded_wait_then_a_clear_failure(machine):

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 
 from components.model import consoles
-from bootlab import (ANCHOR_KEY, CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD, MASTER_SECRET,
-                     MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of, is_apt, is_cmd, is_s3_cp,
-                     publish_anchor, render)
+from bootlab import (ANCHOR_KEY, BOOT_BUCKET, CLOUD_PASSWORD, CONSOLE_ELASTIC_IP, MANAGEMENT, MASTER_PASSWORD,
+                     MASTER_SECRET, MGMT_SSH_KEY, NEWEST, PREFIX, SECRET_VALUES, SECRETS, index_of, is_apt, is_cmd,
+                     is_s3_cp, package_file, publish_anchor, render)
 
 SCRIPT = "management-server.sh"
 #: Connector/J's parameters that verify the server (userdata/management-server.sh).
@@ -325,12 +325,46 @@ def test_pinned_release_is_installed_and_its_version_published_again_after_an_up
     assert machine.run_user_data(render(boot)).status == 0
     assert any(is_apt("install")(c) and "cloudstack-management=4.22.0*" in c["args"] for c in machine.calls())
     assert machine.state()["ssm"][f"{PREFIX}/cloudstack-version"] == "4.22.0.0"
-    machine.update(lambda s: s["versions"].update({"cloudstack-management": "4.22.0.1"}))  # upgraded by hand
+    assert copied(machine.state(), "4.22.0.0")
+
+    def upgraded(s):  # by hand, from the repository
+        s["versions"]["cloudstack-management"] = "4.22.0.1"
+        for p in ("cloudstack-agent", "cloudstack-common"):
+            s["repo"][p].append("4.22.0.1")
+    machine.update(upgraded)
     machine.clear_calls()
     r = machine.rerun(SCRIPT)
     assert r.status == 0, r.output
     assert machine.state()["ssm"][f"{PREFIX}/cloudstack-version"] == "4.22.0.1"
     assert_anchor(machine.state(), "cloudstack-version")
+    assert copied(machine.state(), "4.22.0.1"), "the hosts' copy follows the upgrade"
+
+
+def copied(state, version):
+    """Whether the boot-script bucket holds cloudstack-agent and -common of exactly `version`."""
+    objects = state["s3"]["objects"]
+    return all(objects.get(f"{BOOT_BUCKET}/packages/{version}/{p}.deb") == package_file(p, version)
+               for p in ("cloudstack-agent", "cloudstack-common"))
+
+
+def test_first_server_keeps_the_hosts_packages_of_its_version_once(machine):
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status == 0, r.output
+    assert copied(machine.state(), NEWEST)
+    downloads = [c["args"] for c in machine.calls() if is_apt("download")(c)]
+    assert [d[-2:] for d in downloads] == [["download", f"cloudstack-agent={NEWEST}"],
+                                           ["download", f"cloudstack-common={NEWEST}"]]
+    machine.clear_calls()
+    assert machine.rerun(SCRIPT).status == 0
+    assert not any(is_apt("download")(c) for c in machine.calls()), "kept once per version"
+
+
+def test_a_refused_upload_of_the_hosts_packages_fails_the_boot(machine):
+    machine.update(lambda s: s["s3"].update(writable=[]))
+    r = machine.run_user_data(render(MANAGEMENT))
+    assert r.status != 0
+    assert f"cannot upload cloudstack-agent {NEWEST} to s3://{BOOT_BUCKET}/packages/{NEWEST}/" in r.output
+    assert "AccessDenied" in r.output
 
 
 def assert_anchor(state, which):

@@ -350,13 +350,15 @@ def s3_cp(state, args):
         sys.stderr.write(f"fake aws s3 cp: unsupported arguments {args}\n")
         return 252
     source, dest = words
+    if dest.startswith("s3://") and not source.startswith("s3://"):
+        return s3_upload(state, source, dest, args)
     if not source.startswith("s3://") or dest.startswith("s3://"):
-        sys.stderr.write(f"fake aws s3 cp: only downloads from s3:// are faked, got {args}\n")
+        sys.stderr.write(f"fake aws s3 cp: only downloads from and uploads to s3:// are faked, got {args}\n")
         return 252
     path = source[len("s3://"):]
     s3 = state.get("s3", {})
-    objects, readable = s3.get("objects", {}), s3.get("readable", [])
-    if path not in readable or (path not in objects and not s3.get("list_bucket")):
+    objects = s3.get("objects", {})
+    if not s3_allowed(s3.get("readable", []), path) or (path not in objects and not s3.get("list_bucket")):
         sys.stderr.write("fatal error: An error occurred (403) when calling the HeadObject operation: Forbidden\n")
         return 1
     if path not in objects:
@@ -370,6 +372,34 @@ def s3_cp(state, args):
         f.write(objects[path])
     if "--only-show-errors" not in args and "--quiet" not in args:
         print(f"download: {source} to {dest}")
+    return 0
+
+
+def s3_allowed(grants, path):
+    """Whether "BUCKET/KEY" matches one of the role's object ARNs ("BUCKET/KEY", or with a
+    trailing "*": IAM's resource wildcard, IAM User Guide, "IAM JSON policy elements: Resource")."""
+    return any(fnmatch.fnmatchcase(path, g) for g in grants)
+
+
+def s3_upload(state, source, dest, args):
+    """`aws s3 cp FILE s3://BUCKET/KEY`: PutObject into the fake bucket, allowed on the object
+    ARNs in state["s3"]["writable"]. A refused upload prints "upload failed: FILE to
+    s3://BUCKET/KEY An error occurred (AccessDenied) when calling the PutObject operation:
+    Access Denied" and exits 1 (AWS CLI return codes: 1 when an s3 transfer failed); a
+    missing local file is "The user-provided path FILE does not exist." and exit 255."""
+    if not os.path.isfile(source):
+        sys.stderr.write(f"\nThe user-provided path {source} does not exist.\n")
+        return 255
+    path = dest[len("s3://"):]
+    s3 = state.setdefault("s3", {})
+    if not s3_allowed(s3.get("writable", []), path):
+        sys.stderr.write(f"upload failed: {source} to {dest} An error occurred (AccessDenied) when calling the "
+                         "PutObject operation: Access Denied\n")
+        return 1
+    with open(source) as f:
+        s3.setdefault("objects", {})[path] = f.read()
+    if "--only-show-errors" not in args and "--quiet" not in args:
+        print(f"upload: {source} to {dest}")
     return 0
 
 
@@ -402,17 +432,51 @@ def take_failure(state, verb):
     return 0
 
 
+def deb_control(path):
+    """The control fields of a fake package file ("Field: value" lines, as `dpkg-deb -f FILE`
+    prints them), or None for a file that is not one (the CloudWatch agent's package)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    return fields if "Package" in fields and "Version" in fields else None
+
+
+def apt_download(state, packages):
+    """`apt-get download NAME=VERSION...`: apt-get(8), download: "download the given binary
+    package into the current directory", named NAME_VERSION_ARCH.deb with the epoch's colon
+    written %3a (apt's package file naming); an unknown version is apt's "E: Version 'V' for
+    'NAME' was not found" and exit 100."""
+    for a in packages:
+        name, _, version = a.partition("=")
+        available = state["repo"].get(name, [])
+        if not version or version not in available:
+            sys.stderr.write(f"E: Version '{version}' for '{name}' was not found\n")
+            return 100
+        with open(f"{name}_{version.replace(':', '%3a')}_amd64.deb", "w") as f:
+            f.write(f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n")
+    return 0
+
+
 def apt_get(state):
     words = [a for i, a in enumerate(ARGS) if not a.startswith("-") and ARGS[i - 1] != "-o"]
     verb = words[0] if words else ""
     if verb == "update":
         return take_failure(state, "update")
+    if verb == "download":
+        return apt_download(state, words[1:])
     if verb == "install":
         status = take_failure(state, "install")
         if status:
             return status
         wanted = []
         for a in words[1:]:
+            control = deb_control(a) if a.endswith(".deb") else None
+            if control:  # a package file: its own name and version (apt-get(8), install)
+                wanted.append((control["Package"], control["Version"]))
+                continue
             name, _, pattern = a.partition("=")
             available = state["repo"].get(name, ["1.0"])
             matching = [v for v in available if not pattern or fnmatch.fnmatchcase(v, pattern)]
@@ -1273,6 +1337,21 @@ def gpgv(state):
     return 1
 
 
+def dpkg_deb(state):
+    """`dpkg-deb -f FILE FIELD`: dpkg-deb(1), --field: with one field named, "only its value
+    is printed"; a file that is no package is "dpkg-deb: error: 'FILE' is not a Debian
+    format archive" and exit 2."""
+    if len(ARGS) != 3 or ARGS[0] not in ("-f", "--field"):
+        sys.stderr.write(f"fake dpkg-deb: unsupported {ARGS}\n")
+        return 2
+    control = deb_control(ARGS[1])
+    if control is None:
+        sys.stderr.write(f"dpkg-deb: error: '{ARGS[1]}' is not a Debian format archive\n")
+        return 2
+    print(control.get(ARGS[2], ""))
+    return 0
+
+
 def dpkg(state):
     if ARGS == ["--print-architecture"]:
         print("amd64")
@@ -1554,7 +1633,7 @@ HANDLERS = {
     "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft, "ip": ip,
     "keepalived": keepalived,
     "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft,
-    "gpg": gpg, "gpgv": gpgv, "dpkg": dpkg, "amazon-cloudwatch-agent-ctl": cloudwatch_agent_ctl,
+    "gpg": gpg, "gpgv": gpgv, "dpkg": dpkg, "dpkg-deb": dpkg_deb, "amazon-cloudwatch-agent-ctl": cloudwatch_agent_ctl,
 }
 
 
