@@ -155,7 +155,7 @@ def ec2(state, op, args):
     return 2
 
 
-def ip(state):
+def ip_addr(state):
     """`ip -4 -o addr show dev DEV` and `ip -4 -o addr show to ADDR/32` over state["ip_addresses"]
     ([device, address/prefix] pairs), in iproute2's one-line format."""
     dev, to = opt(ARGS, "dev"), opt(ARGS, "to")
@@ -1496,12 +1496,14 @@ NETWORK_DEFAULT = {
 
 
 def ip(state):
-    """`ip -4 -o route show PREFIX` and `ip route replace PREFIX via GW dev DEV src SRC`,
+    """`ip -4 -o addr show ...` (ip_addr), `ip -4 -o route show PREFIX` and `ip route replace PREFIX via GW dev DEV src SRC`,
     refused as the kernel refuses them: a gateway that is not on the device's own subnet
     ("Nexthop has invalid gateway"), a source that is no address of the device's host
     ("Invalid prefsrc address"), a malformed prefix."""
     network = state.setdefault("kernel_net", json.loads(json.dumps(NETWORK_DEFAULT)))
     args = [a for a in ARGS if a not in ("-4", "-o")]
+    if args[:2] == ["addr", "show"]:
+        return ip_addr(state)
     if args[:2] == ["route", "show"]:
         wanted = args[2] if len(args) > 2 else None
         for route in network["routes"]:
