@@ -714,7 +714,8 @@ def mysql(state):
     if own:
         # Any account may change its own password; REPLACE must name the current one
         # (MySQL manual, "ALTER USER Statement", "Password Verification-Required Policy").
-        if own.group(2) != password:
+        # connection_refused let this session in with the account's current password
+        if own.group(2) != option_value(options.get("password")):
             sys.stderr.write("ERROR 3891 (HY000) at line 1: Incorrect current password. Specify the correct "
                              "password which has to be replaced.\n")
             return 1
