@@ -737,12 +737,11 @@ database_step() {
         configure_db_properties "$cloud_url"
         return 0
     fi
+    # Not bootstrapped: the first server (any other waited for the marker in bootstrap_state).
     ensure_database_user
     csec2_step "database: CloudStack schema"
     if marker_exists; then
         csec2_log "schema 'cloud' already exists (marker $MARKER_DB.$MARKER_TABLE): reusing it"
-    elif ! first_server; then
-        csec2_die "no schema marker $MARKER_DB.$MARKER_TABLE: only the first management server deploys the schema"
     elif schema_in_use; then
         csec2_log "schema 'cloud' already exists and a management server has used it: reusing it, writing the marker"
         write_marker "adopted: in use"

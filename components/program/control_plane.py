@@ -111,17 +111,12 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
                 tenant_refused=refused))))
 
 
-def management_name(index: int) -> str:
-    """Server `index`'s resource name: the first keeps the single server's ("management")."""
-    return member_name("management", index)
-
-
 def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter, index: int,
                        first: Optional[ManagementServer] = None, front: FrontEnd = FrontEnd()) -> ManagementServer:
     """Management server `index` (its overlay address: ctx.plan.management_servers[index]); console
     URLs name the router's console Elastic IP. `first`: the first server, for an additional one;
     behind the load balancer (`front`) it wears its group and routes its subnets back."""
-    boot_scripts, name = data.boot_scripts, management_name(index)
+    boot_scripts, name = data.boot_scripts, member_name("management", index)
     ca = directory.ca_certificate(ctx)
     return ManagementServer(name, ManagementServerArgs(
         stack=ctx.stack,
@@ -145,7 +140,7 @@ def management_user_data(ctx: Context, secret_arns: dict, index: int = 0, front_
     (FrontEnd.subnet_cidrs)."""
     settings, servers = ctx.settings, ctx.plan.management_servers
     return boot.render_management_user_data(boot.ManagementBoot(
-        aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"{management_name(index)}.{DOMAIN}",
+        aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"{member_name('management', index)}.{DOMAIN}",
         boot_bucket=secret_arns["boot_bucket"], anchor_key_arn=secret_arns["anchor_key_arn"],
         role_name=secret_arns["role_name"],
         overlay=overlay_config(settings, ctx.plan, servers[index], "member"),
