@@ -120,7 +120,7 @@ def log_group_arn(partition: str, region: str, account: str, name: str) -> str:
 
 
 def logs_key_policy(partition: str, account: str, logs_principal: str, log_group_arn_pattern: str,
-                    alarms_principal: str) -> dict:
+                    alarms_principal: str, region: str) -> dict:
     """The key policy of the key encrypting the deployment's log groups and its alarm topic.
 
     - The account administers the key through IAM (KMS Developer Guide, default key policy).
@@ -130,7 +130,13 @@ def logs_key_policy(partition: str, account: str, logs_principal: str, log_group
       CloudWatch Logs using AWS Key Management Service", step 2).
     - CloudWatch alarms (`alarms_principal`, cloudwatch.amazonaws.com) may Decrypt and
       GenerateDataKey*, which they need to publish to an SNS topic encrypted with the key
-      (SNS Developer Guide, "Configure AWS KMS permissions for AWS services": CloudWatch).
+      (SNS Developer Guide, "Configure AWS KMS permissions for AWS services": CloudWatch),
+      and only for SNS topics of this account in `region`: SNS asks KMS with the encryption
+      context `aws:sns:topicArn` (the key policies of AWS's guides for services that publish
+      to encrypted topics condition on `kms:EncryptionContext:aws:sns:topicArn`, e.g.
+      Amazon GameLift Servers FlexMatch Guide, "Set up an SNS topic with server-side encryption").
+      Without it the service principal would use the key for any alarm of any account whose
+      topic names this key, a confused deputy (IAM User Guide, "The confused deputy problem").
     """
     return {
         "Version": "2012-10-17",
@@ -144,7 +150,9 @@ def logs_key_policy(partition: str, account: str, logs_principal: str, log_group
              "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_group_arn_pattern}}},
             {"Sid": "CloudWatchAlarmsPublishToTheEncryptedTopic", "Effect": "Allow",
              "Principal": {"Service": alarms_principal},
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
+             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*",
+             "Condition": {"ArnLike": {
+                 "kms:EncryptionContext:aws:sns:topicArn": f"arn:{partition}:sns:{region}:{account}:*"}}},
         ],
     }
 

@@ -60,7 +60,7 @@ class DeploymentLogs(pulumi.ComponentResource):
             f"{name}-key", description="cloudstack-ec2: the deployment's CloudWatch log groups and alarm topic",
             enable_key_rotation=True, deletion_window_in_days=30, tags=tags,
             policy=root.apply(lambda r: json.dumps(monitoring.logs_key_policy(
-                partition, account, logs_principal, arn(f"{r}/*"), alarms_principal))),
+                partition, account, logs_principal, arn(f"{r}/*"), alarms_principal, region))),
             opts=child)
         self.key_arn = self.key.arn
         self.log_groups: dict[str, pulumi.Output[str]] = {}

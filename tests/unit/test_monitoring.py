@@ -94,7 +94,7 @@ def test_alarm_email_is_one_address_or_empty(address, ok):
 def test_key_policy_lets_cloudwatch_logs_use_the_key_only_for_the_deployments_groups():
     pattern = monitoring.log_group_arn("aws", "eu-west-1", "123456789012", f"{ROOT}/*")
     policy = monitoring.logs_key_policy("aws", "123456789012", "logs.eu-west-1.amazonaws.com", pattern,
-                                        "cloudwatch.amazonaws.com")
+                                        "cloudwatch.amazonaws.com", "eu-west-1")
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     logs = by_sid["CloudWatchLogsForTheDeploymentsLogGroups"]
     assert logs["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
@@ -103,6 +103,10 @@ def test_key_policy_lets_cloudwatch_logs_use_the_key_only_for_the_deployments_gr
     assert "kms:*" not in logs["Action"]
     alarms = by_sid["CloudWatchAlarmsPublishToTheEncryptedTopic"]
     assert sorted(alarms["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    # Only for SNS topics of the deployment's account and region: the context SNS gives the
+    # key of a topic (aws:sns:topicArn), never another account's topic or another use.
+    assert alarms["Condition"] == {"ArnLike": {
+        "kms:EncryptionContext:aws:sns:topicArn": "arn:aws:sns:eu-west-1:123456789012:*"}}
     assert by_sid["AccountAdministersThroughIam"]["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
 
 
@@ -230,6 +234,10 @@ def test_program_declares_encrypted_log_groups_with_the_retention(deploy):
     run = deploy(logRetentionDays=90)
     [key] = [r for r in run.of_type("aws:kms/key:Key") if r.name == "logs-key"]
     assert key.inputs["enableKeyRotation"] is True
+    [alarms] = [s for s in json.loads(key.inputs["policy"])["Statement"]
+                if s["Sid"] == "CloudWatchAlarmsPublishToTheEncryptedTopic"]
+    [topics] = alarms["Condition"]["ArnLike"].values()
+    assert re.fullmatch(r"arn:aws:sns:[a-z]{2}-[a-z]+-\d:\d{12}:\*", topics)
     groups = {r.name: r for r in run.of_type(LOG_GROUP) if r.name.startswith("logs-")}
     assert set(groups) == {f"logs-{r}" for r in monitoring.ROLES}
     for group in groups.values():
