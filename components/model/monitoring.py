@@ -21,9 +21,12 @@ ROLES = ("management", "kvm-host", "router", "sessions")
 AGENT_ROLES = ("management", "kvm-host", "router")
 
 #: The namespace of the agent's own metrics (memory, disk) and of the CloudStack metrics
-#: it scrapes, per stack. The instance roles may put metrics only into it
+#: it scrapes, per stack. The instance roles' PutMetricData is limited to it
 #: (cloudwatch:namespace condition key, CloudWatch User Guide "Using condition keys to
-#: limit access to CloudWatch namespaces").
+#: limit access to CloudWatch namespaces"). That bounds PutMetricData only: CloudWatch Logs
+#: extracts an event in embedded metric format written to any log group into the namespace
+#: the event names, without that permission (CloudWatch User Guide, "Using the PutLogEvents
+#: API to send manually-created embedded metric format logs"); README "Isolation", "What remains".
 NAMESPACE_PREFIX = "CloudStackEC2"
 
 #: Where CloudStack's Prometheus exporter listens (prometheus.exporter.port, default 9595,

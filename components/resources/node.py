@@ -28,6 +28,14 @@ SESSION_MANAGER_ACTIONS = (
     "ssmmessages:OpenControlChannel",
     "ssmmessages:OpenDataChannel",
 )
+#: No instance may attach a parameter policy to a parameter it may write: an Expiration
+#: policy has Parameter Store delete the parameter later (AWS Systems Manager User Guide,
+#: "Assigning parameter policies"), which would undo what a role may otherwise only
+#: overwrite (the bootstrap marker the program reads, the anchors the hosts trust, another
+#: host's readiness). No boot script sets one. `ssm:Policies` is Parameter Store's condition
+#: key for that (User Guide, "Preventing access to Parameter Store API operations").
+NO_PARAMETER_POLICIES = {"Effect": "Deny", "Action": "ssm:PutParameter", "Resource": "*",
+                         "Condition": {"StringEquals": {"ssm:Policies": "true"}}}
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,8 @@ def policy_document(grants: Sequence[Grant]) -> pulumi.Output[str]:
 
 def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptions,
                   tags: Optional[dict] = None) -> InstanceRole:
-    """A role for one kind of instance: SSM Session Manager plus exactly `grants`.
+    """A role for one kind of instance: SSM Session Manager plus exactly `grants`, and never
+    a parameter policy (NO_PARAMETER_POLICIES, beside Session Manager's statement).
 
     The trust policy names the EC2 service and carries no condition. AWS documents the
     confused-deputy keys aws:SourceAccount and aws:SourceArn per service (IAM User Guide,
@@ -187,7 +196,8 @@ def instance_role(name: str, grants: Sequence[Grant], opts: pulumi.ResourceOptio
     permissions = [aws.iam.RolePolicy(
         f"{name}-session-manager", role=role.id,
         policy=json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS), "Resource": "*"}]}),
+            {"Effect": "Allow", "Action": list(SESSION_MANAGER_ACTIONS), "Resource": "*"},
+            NO_PARAMETER_POLICIES]}),
         opts=opts)]
     if grants:
         permissions.append(aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=policy_document(grants),

@@ -144,7 +144,14 @@ def test_roles_are_for_ec2_only_with_no_managed_policy(dev):
 def test_every_role_gets_exactly_the_session_manager_permissions(dev):
     for role in ROLES:
         doc = dev.policy_document(role, "session-manager")
-        assert statements(doc) == [(frozenset(SESSION_MANAGER_ACTIONS), frozenset({"*"}))]
+        allowed = [s for s in doc["Statement"] if s["Effect"] == "Allow"]
+        assert statements({"Statement": allowed}) == [(frozenset(SESSION_MANAGER_ACTIONS), frozenset({"*"}))]
+        # ... and no role may attach a parameter policy to a parameter it may write: an
+        # Expiration policy would have SSM delete it later (the bootstrap marker, the anchors,
+        # another host's readiness), which no boot script does.
+        denied = [s for s in doc["Statement"] if s["Effect"] != "Allow"]
+        assert denied == [{"Effect": "Deny", "Action": "ssm:PutParameter", "Resource": "*",
+                           "Condition": {"StringEquals": {"ssm:Policies": "true"}}}]
     assert set(SESSION_MANAGER_ACTIONS) == {
         "ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
         "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
