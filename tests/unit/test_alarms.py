@@ -219,6 +219,11 @@ def test_each_router_and_management_server_has_one_system_and_one_instance_check
         assert sorted(found) == ["StatusCheckFailed_Instance", "StatusCheckFailed_System"], name
         system, instance = found["StatusCheckFailed_System"], found["StatusCheckFailed_Instance"]
         assert (system.name, instance.name) == (f"recovery-{name}", f"alarms-{name}-status-check")
+        # the URNs an earlier version declared them under: an update changes them in place
+        assert system.urn.endswith(f"::cloudstack-ec2:index:RecoveryAlarms$aws:cloudwatch/metricAlarm:MetricAlarm"
+                                   f"::recovery-{name}")
+        assert instance.urn.endswith(f"::cloudstack-ec2:index:DeploymentAlarms$aws:cloudwatch/metricAlarm:MetricAlarm"
+                                     f"::alarms-{name}-status-check")
         assert system.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:recover", arn]
         assert instance.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:reboot", arn]
         for alarm in (system, instance):
