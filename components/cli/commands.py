@@ -334,6 +334,7 @@ def _availability(run) -> dict:
             "detectionSeconds": FAILOVER_DETECTION_SECONDS, "routeTables": tables,
             "takes": f"the overlay route in {tables} route table(s) (ReplaceRoute) and the 3 Elastic IPs "
                      "(AssociateAddress: infrastructure, console, tenants')"},
+        # alarm: the system status check alarm recovers the instance (it notifies either way).
         "recovery": [{"instance": name, "instanceType": t, "alarm": recovery.supports_recovery(t)}
                      for name, t in targets],
     }
@@ -355,7 +356,7 @@ def _render_availability(report: dict, out: TextIO) -> None:
     for r in a["recovery"]:
         w(f"  recovery alarm on {r['instance']} ({r['instanceType']}): "
           + ("StatusCheckFailed_System -> ec2:recover" if r["alarm"] else recovery.not_recovered_reason(
-              r["instanceType"])) + "\n")
+              r["instanceType"])) + "; StatusCheckFailed_Instance -> ec2:reboot; both notify the alarm topic\n")
 
 
 def _render_ip_plan(report: dict, out: TextIO) -> None:

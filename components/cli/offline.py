@@ -501,6 +501,21 @@ def load_balancer_subnet_stand_ins(config: Mapping[str, Any], region: str) -> di
             for i, subnet_id in enumerate(ids)}
 
 
+class DuplicateUrnError(RuntimeError):
+    """The program declared two resources of one URN (type, name and parent chain)."""
+
+
+def check_unique_urns(registrations: Sequence[Registration]) -> None:
+    """Raise DuplicateUrnError naming each URN declared more than once: the Pulumi engine
+    stops such a program ("Duplicate resource URN '<urn>'; try giving it a unique name",
+    pulumi/pulumi pkg/diag/errors.go), which the mocks alone do not."""
+    seen: set[str] = set()
+    repeated = [r.urn for r in registrations if r.urn in seen or seen.add(r.urn)]
+    if repeated:
+        raise DuplicateUrnError("; ".join(f"Duplicate resource URN '{urn}'; try giving it a unique name"
+                                          for urn in dict.fromkeys(repeated)))
+
+
 def run_offline(
     program: Callable[[], Any],
     config: Mapping[str, Any],
@@ -558,6 +573,7 @@ def run_offline(
             lambda: _sync_await(pulumi.Output.from_input(body()).future())))
     finally:
         pickle._Pickler._batch_setitems, pickle._Pickler.save_dict = saved  # type: ignore[attr-defined]
+    check_unique_urns(monitor.registrations)
     mocks.violations.extend(aws_constraints.check_role_inline_policies(mocks.role_policies))
     if mocks.violations:
         # Where `pulumi up` would stop at preview, with nothing created.

@@ -13,14 +13,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
-from components.model import monitoring
+from components.model import monitoring, recovery
+from components.model.naming import member_name
 
 #: Metrics AWS publishes that the alarms and dashboard use, by namespace (EC2 User Guide
 #: "List the available CloudWatch metrics for your instances"; RDS User Guide "Amazon
 #: CloudWatch metrics for Amazon RDS"; EFS User Guide "Amazon CloudWatch metrics for
 #: Amazon EFS").
 PUBLISHED: dict[str, frozenset[str]] = {
-    "AWS/EC2": frozenset({"StatusCheckFailed", "NetworkIn", "NetworkOut", "CPUUtilization"}),
+    "AWS/EC2": frozenset({"StatusCheckFailed", "StatusCheckFailed_System", "StatusCheckFailed_Instance",
+                          "NetworkIn", "NetworkOut", "CPUUtilization"}),
     "AWS/RDS": frozenset({"CPUUtilization", "FreeStorageSpace", "DatabaseConnections"}),
     "AWS/EFS": frozenset({"ClientConnections", "TotalIOBytes", "PercentIOLimit"}),
 }
@@ -80,6 +82,9 @@ class Alarm:
     period: int = 300
     expression: Optional[str] = None
     treat_missing_data: str = "notBreaching"
+    #: An EC2 action on the metric's instance besides notifying the topic: "recover" or
+    #: "reboot" (recovery.action_arn); None: notify only.
+    ec2_action: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -114,13 +119,85 @@ def capacity_metrics(t: Targets, kind: str) -> tuple[Metric, Metric]:
     return (_zone_metric(t, name, "allocated", "Sum", **extra), _zone_metric(t, name, "total", "Sum", **extra))
 
 
+#: What the alarms call the instances of each role that has several (a pair's routers, the
+#: management servers); member `i` is named naming.member_name(role, i).
+_LABELS = {"router": "overlay router", "management": "management server"}
+
+#: The instance status check's alarm on a router or a management server reboots the instance.
+#: The CloudWatch User Guide ("Create alarms to stop, terminate, reboot, or recover an EC2
+#: instance") recommends the reboot action for instance status check failures and the recover
+#: action for system status check failures, and refuses recover on StatusCheckFailed_Instance.
+#: A failed instance check means the operating system no longer answers (its kernel, memory,
+#: network configuration or file system): Session Manager cannot reach it either, so a reboot
+#: is what an operator would do, and every boot re-runs the role's script, which finds its
+#: work done (docs/boot.md "Re-runs, reboots and replaced instances"). An alarm acts once per
+#: change to ALARM, so an instance that stays failed is rebooted once, not in a loop.
+INSTANCE_CHECK_METRIC = "StatusCheckFailed_Instance"
+#: A failed system check fails the instance check too; the guide avoids a race between the
+#: recover and reboot actions with different evaluation periods: three one-minute periods for
+#: the reboot alarm against the recover alarm's two (recovery.EVALUATION_PERIODS).
+INSTANCE_CHECK_EVALUATION_PERIODS = 3
+#: Alarms with an EC2 action treat missing data as missing (the same guide: EC2 metrics can
+#: pause while the instance is healthy; such alarms should act only in the ALARM state). A
+#: stopped instance reports nothing and is left alone.
+EC2_MISSING_DATA = "missing"
+
+
+def instance_label(name: str) -> str:
+    """"overlay router 1" of "router-1", "management server" of "management"."""
+    role, _, index = name.partition("-")
+    return f"{_LABELS[role]} {index}".strip()
+
+
+def more_instances(router_count: int, management_count: int) -> list[tuple[str, str]]:
+    """(alarm key, label) of the routers and management servers after the first of each, the
+    order Targets.more_instances takes: ("router-1", "overlay router 1"), ("management-1",
+    "management server 1"), ..."""
+    return [(member_name(role, i), instance_label(member_name(role, i)))
+            for role, count in (("router", router_count), ("management", management_count))
+            for i in range(1, count)]
+
+
 def _ec2_status(key: str, what: str, instance_id: str) -> Alarm:
+    """A KVM host's alarm on both status checks (StatusCheckFailed), notifying only: a reboot or
+    a recovery would take its VMs down behind CloudStack's back."""
     return Alarm(
         f"{key}-status-check", f"The {what} ({instance_id}) fails its EC2 status checks. Check the instance in "
-        "the EC2 console (System log, Status checks); a failed system check needs a stop and start (or the "
-        "recovery alarm's action); a failed instance check: connect with Session Manager or reboot.",
+        "the EC2 console (System log, Status checks); a failed system check needs a stop and start (put the "
+        "host into maintenance in CloudStack first if it still answers); a failed instance check: reboot it.",
         (Metric("AWS/EC2", "StatusCheckFailed", {"InstanceId": instance_id}),), "GreaterThanOrEqualToThreshold",
         1, evaluation_periods=2, period=60)
+
+
+def instance_check_alarm(key: str, what: str, instance_id: str) -> Alarm:
+    """`<key>-status-check`: a router's or management server's instance status check failing
+    for three minutes reboots it and notifies (INSTANCE_CHECK_METRIC)."""
+    return Alarm(
+        f"{key}-status-check", f"The {what} ({instance_id}) failed its EC2 instance status check for 3 minutes: "
+        "its operating system does not answer (kernel, memory, network configuration, file system). EC2 reboots "
+        "it once. If the alarm stays on, read its System log (EC2 console: Actions, Monitor and troubleshoot, Get "
+        "system log) and its log group, then stop and start it, or replace it with `pulumi up --replace`.",
+        (Metric("AWS/EC2", INSTANCE_CHECK_METRIC, {"InstanceId": instance_id}),), "GreaterThanOrEqualToThreshold",
+        1, evaluation_periods=INSTANCE_CHECK_EVALUATION_PERIODS, period=60, treat_missing_data=EC2_MISSING_DATA,
+        ec2_action="reboot")
+
+
+def system_check_alarm(name: str, instance_id: str, instance_type: str) -> Alarm:
+    """Key `name` (a router's or management server's resource name): its system status check
+    failing for two minutes recovers it (recovery.METRIC) where its type supports EC2's recover
+    action, and notifies either way."""
+    what = f"The {instance_label(name)} ({instance_id}, {instance_type}) failed its EC2 system status check (AWS's " \
+        "hardware, power or network under it) for 2 minutes."
+    if recovery.supports_recovery(instance_type):
+        todo = " EC2 recovers it onto a healthy host: same id, private addresses, Elastic IPs and volumes; what " \
+            "was in memory is lost (the AWS Health Dashboard reports AWS_EC2_INSTANCE_AUTO_RECOVERY_SUCCESS or " \
+            "_FAILURE). If the alarm stays on, stop and start the instance."
+    else:
+        todo = f" No recover action: {recovery.not_recovered_reason(instance_type)}."
+    return Alarm(name, what + todo, (Metric(recovery.NAMESPACE, recovery.METRIC, {"InstanceId": instance_id}),),
+                 "GreaterThanOrEqualToThreshold", 1, evaluation_periods=recovery.EVALUATION_PERIODS,
+                 period=recovery.PERIOD_SECONDS, treat_missing_data=EC2_MISSING_DATA,
+                 ec2_action="recover" if recovery.supports_recovery(instance_type) else None)
 
 
 def router_pair_alarms(t: Targets) -> list[Alarm]:
@@ -177,7 +254,8 @@ def cloud_alarms(t: Targets) -> list[Alarm]:
 
 
 def aws_alarms(t: Targets) -> list[Alarm]:
-    """The alarms of what the cloud runs on: RDS and the instances' status checks."""
+    """The alarms of what the cloud runs on: RDS and the instances' status checks (the routers'
+    and management servers' system checks are system_check_alarm's, declared with EC2's recovery)."""
     db = {"DBInstanceIdentifier": t.db_identifier}
     low_storage = int(t.db_storage_gb * 1024 ** 3 * 0.10)
     return [
@@ -189,10 +267,10 @@ def aws_alarms(t: Targets) -> list[Alarm]:
               "The database's CPU has been above 80% for 15 minutes. Check Performance Insights or the slow "
               "queries; a larger dbInstanceClass needs a `pulumi up` (a short outage unless Multi-AZ).",
               (Metric("AWS/RDS", "CPUUtilization", db, "Average"),), "GreaterThanThreshold", 80),
-        _ec2_status("router", "overlay router", t.router_id),
+        instance_check_alarm("router", instance_label("router"), t.router_id),
         *router_pair_alarms(t),
-        _ec2_status("management", "management server", t.management_id),
-        *(_ec2_status(key, label, instance) for key, label, instance in t.more_instances),
+        instance_check_alarm("management", instance_label("management"), t.management_id),
+        *(instance_check_alarm(key, label, instance) for key, label, instance in t.more_instances),
         *(_ec2_status(f"kvm-host-{i}", f"KVM host {i}", host) for i, host in enumerate(t.host_ids)),
     ]
 
@@ -206,11 +284,24 @@ def alarms(t: Targets) -> list[Alarm]:
     return found
 
 
-def alarm_metric_count(host_count: int) -> int:
-    """How many metrics the alarms watch (CloudWatch bills an alarm per metric it
+def planned_alarms(settings) -> list[Alarm]:
+    """Every alarm a stack of `settings` (components.model.settings.Settings) declares, with
+    placeholder ids: alarms() of its Targets (components/resources/alarms.py) and each router's
+    and management server's system_check_alarm (components/resources/recovery.py). The cost
+    estimate counts these."""
+    instances = more_instances(settings.router_count, settings.management_server_count)
+    t = Targets("stack", "zone", "i-router", "i-management", [f"i-host-{i}" for i in range(settings.host_count)],
+                "db", settings.db_allocated_storage_gb, "fs", [(k, label, f"i-{k}") for k, label in instances],
+                router_pair=settings.router_count == 2)
+    return alarms(t) + [system_check_alarm(name, f"i-{name}", instance_type) for name, instance_type in
+                        recovery.targets(settings.router_instance_type, settings.router_count,
+                                         settings.management_instance_type, settings.management_server_count)]
+
+
+def alarm_metric_count(settings) -> int:
+    """How many metrics the alarms of `settings` watch (CloudWatch bills an alarm per metric it
     evaluates, a metric-math alarm per metric of its expression)."""
-    t = Targets("s", "z", "r", "m", [f"h{i}" for i in range(host_count)], "d", 20, "e")
-    return sum(len(a.metrics) for a in alarms(t))
+    return sum(len(a.metrics) for a in planned_alarms(settings))
 
 
 # ------------------------------------------------------------------------ dashboard ----

@@ -572,9 +572,10 @@ ALARM_ACTIONS_MAX = 5
 
 def _check_metric_alarm(found: _Found, inputs: Mapping[str, Any]) -> None:
     """An EC2 action acts on the instance of the alarm's metric: only an alarm on an AWS/EC2
-    metric with an InstanceId dimension, in the alarm's own region, may have one
-    (CloudWatch User Guide, "Create alarms to stop, terminate, reboot, or recover an EC2
-    instance"; PutMetricAlarm refuses the action otherwise)."""
+    metric with an InstanceId dimension, in the alarm's own region, may have one, and the
+    recover action on any such metric but StatusCheckFailed_Instance (CloudWatch User Guide,
+    "Create alarms to stop, terminate, reboot, or recover an EC2 instance"; PutMetricAlarm
+    refuses the action otherwise)."""
     for key in ("alarmActions", "okActions", "insufficientDataActions"):
         actions = [_unwrap(a) for a in (_unwrap(inputs.get(key)) or [])]
         if len(actions) > ALARM_ACTIONS_MAX:
@@ -591,6 +592,10 @@ def _check_metric_alarm(found: _Found, inputs: Mapping[str, Any]) -> None:
             if match.group(2) != found.region:
                 found.add(key, action, f"names the region {match.group(2)}; the alarm is in {found.region}",
                           "CloudWatch API reference PutMetricAlarm AlarmActions")
+            if match.group(3) == "recover" and _unwrap(inputs.get("metricName")) == "StatusCheckFailed_Instance":
+                found.add(key, action, "is the recover action, which CloudWatch refuses on StatusCheckFailed_Instance "
+                          "(reboot fits the instance check, recover the system check)",
+                          "CloudWatch User Guide, alarms that stop, terminate, reboot or recover an instance")
 
 
 #: The checks of one resource type beyond its string rules, tags and IAM documents.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from components.model import alarms, monitoring, recovery
+from components.model import alarms, monitoring, naming
 from components.model.settings import InstanceFacts, Settings
 
 PRICE_REGION = "us-east-1"
@@ -120,7 +120,6 @@ EFS_PROVISIONED_MIBPS_MONTH = 6.00
 SECRET_MONTH = 0.40
 #: A standard-resolution CloudWatch alarm on one metric (CloudWatch pricing, "Alarm metrics").
 CLOUDWATCH_ALARM_MONTH = 0.10
-SECRETS_PER_STACK = 5
 #: Elastic Load Balancing pricing, Application Load Balancer: per load balancer-hour, plus
 #: capacity units (LCU, usage-based); an internet-facing one has a public IPv4 address in
 #: each of its AZs, billed like any other (Amazon VPC pricing, "Public IPv4 addresses").
@@ -252,29 +251,29 @@ def estimate(settings: Settings, host_types: Optional[Sequence[str]] = None) -> 
     if settings.efs_throughput_mode == "provisioned":
         lines.append(CostLine("EFS provisioned throughput (MiB/s)", settings.efs_provisioned_mibps,
                               EFS_PROVISIONED_MIBPS_MONTH * per_month))
-    lines.append(CostLine("Secrets Manager secrets", SECRETS_PER_STACK, SECRET_MONTH * per_month))
-    recovered = sum(recovery.supports_recovery(t) for _, t in recovery.targets(
-        settings.router_instance_type, routers, settings.management_instance_type, settings.management_server_count))
-    if recovered:
-        lines.append(CostLine("CloudWatch recovery alarms", recovered, CLOUDWATCH_ALARM_MONTH * per_month))
+    lines.append(CostLine("Secrets Manager secrets", len(naming.stack_secrets(settings.ldap)),
+                          SECRET_MONTH * per_month))
     if settings.ui_behind_load_balancer:
         lines += [CostLine("Application Load Balancer (UI/API" + (", HTTPS)" if settings.ui_https else ", plain HTTP)"),
                            1, ALB_HOUR),
                   CostLine("public IPv4 addresses (load balancer, one per AZ)", LOAD_BALANCER_ZONES, PUBLIC_IPV4_HOUR)]
-    return CostEstimate(tuple(lines + cloudwatch_lines(settings.host_count)))
+    return CostEstimate(tuple(lines + cloudwatch_lines(settings)))
 
 
-def cloudwatch_lines(host_count: int) -> list[CostLine]:
+def cloudwatch_lines(settings: Settings) -> list[CostLine]:
     """The CloudWatch lines: logs ingested (MB a day, an estimate: monitoring.log_gb_per_day),
-    custom metrics, alarms (per metric they evaluate), the dashboard, the logs' key."""
+    custom metrics, alarms (per metric they evaluate: every alarm of alarms.planned_alarms,
+    the EC2 status check alarms with a recover or reboot action included), the dashboard, the
+    logs' key."""
     per_month = 1 / HOURS_PER_MONTH
-    gb_per_day = monitoring.log_gb_per_day(host_count)
+    counts = (settings.host_count, settings.router_count, settings.management_server_count)
+    gb_per_day = monitoring.log_gb_per_day(*counts)
     return [
         # Quantity: MB a day (an estimate); a MB a day costs CLOUDWATCH_LOG_GB / 1000 / 24 an hour.
         CostLine("CloudWatch Logs, MB/day (est.)", round(gb_per_day * 1000), CLOUDWATCH_LOG_GB / 1000 / 24),
-        CostLine("CloudWatch custom metrics", monitoring.custom_metric_count(host_count),
+        CostLine("CloudWatch custom metrics", monitoring.custom_metric_count(*counts),
                  CLOUDWATCH_METRIC_MONTH * per_month),
-        CostLine("CloudWatch alarm metrics", alarms.alarm_metric_count(host_count),
+        CostLine("CloudWatch alarm metrics", alarms.alarm_metric_count(settings),
                  CLOUDWATCH_ALARM_MONTH * per_month),
         CostLine("CloudWatch dashboard", 1, CLOUDWATCH_DASHBOARD_MONTH * per_month),
         CostLine("KMS key (logs and alarm topic)", 1, KMS_KEY_MONTH * per_month),

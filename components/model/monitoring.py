@@ -326,13 +326,18 @@ EXPORTED_SERIES = {"cloudstack_hosts_total": 3, "cloudstack_vms_total": 13,
 AGENT_SERIES_PER_INSTANCE = 3
 
 
-def log_gb_per_day(host_count: int) -> float:
-    """Estimated GB a day the deployment's instances send to CloudWatch Logs."""
-    return LOG_GB_PER_DAY["management"] + LOG_GB_PER_DAY["router"] + host_count * LOG_GB_PER_DAY["kvm-host"]
+def log_gb_per_day(host_count: int, router_count: int = 1, management_count: int = 1) -> float:
+    """Estimated GB a day the deployment's instances send to CloudWatch Logs: each
+    instance of each role its LOG_GB_PER_DAY."""
+    return (management_count * LOG_GB_PER_DAY["management"] + router_count * LOG_GB_PER_DAY["router"]
+            + host_count * LOG_GB_PER_DAY["kvm-host"])
 
 
-def custom_metric_count(host_count: int) -> int:
+def custom_metric_count(host_count: int, router_count: int = 1, management_count: int = 1) -> int:
     """The custom metrics (billed per metric-month) the deployment puts into its namespace:
-    the exporter's series, the agent's per instance and the management log's error count."""
-    return sum(EXPORTED_SERIES.values()) + AGENT_SERIES_PER_INSTANCE * (2 + host_count) + 1
+    the exporter's series (one set for the zone, whichever server reports them), the agent's
+    per instance, the management log's error count and, with a router pair, its takeover count."""
+    instances = router_count + management_count + host_count
+    return (sum(EXPORTED_SERIES.values()) + AGENT_SERIES_PER_INSTANCE * instances + 1
+            + (1 if router_count == 2 else 0))
 

@@ -13,7 +13,8 @@ and returns its own (a small frozen dataclass):
 - `control_plane`: OverlayRouter, ManagementServer;
 - `compute`: KvmHostPool;
 - `registration`: CloudStackRegistration (and the API URL);
-- `operations`: DeploymentAlarms (alarms, their SNS topic, the dashboard);
+- `operations`: DeploymentAlarms (alarms, their SNS topic, the dashboard), RecoveryAlarms (the
+  routers' and management servers' system status check alarms, to that topic);
 - `outputs`: the stack outputs.
 
 `lookups` holds the AWS data-source look-ups and the read of the last deployment;

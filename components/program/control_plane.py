@@ -4,12 +4,13 @@ and the CloudStack management server behind it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import pulumi
+import pulumi_aws as aws
 
 from components import boot
-from components.model import ipplan, recovery
+from components.model import ipplan
 from components.program import directory
 from components.program.context import Context
 from components.program.data import Data
@@ -18,7 +19,6 @@ from components.program.instances import DOMAIN, instance_spec, overlay_config
 from components.program.lookups import tenant_refused
 from components.program.network import Network
 from components.resources.management import ManagementServer, ManagementServerArgs, bootstrapped
-from components.resources.recovery import RecoveryAlarms, RecoveryAlarmsArgs, RecoveryTarget
 from components.model.naming import member_name
 from components.resources.router import OverlayRouter, OverlayRouterArgs, RouterPairInputs
 from components.resources.underlay import CLOUDSTACK_UI_PORT
@@ -31,7 +31,6 @@ class ControlPlane:
 
     router: OverlayRouter
     management_servers: tuple[ManagementServer, ...]
-    recovery: RecoveryAlarms
 
     @property
     def management(self) -> ManagementServer:
@@ -41,28 +40,15 @@ class ControlPlane:
 
 def declare_control_plane(ctx: Context, network: Network, data: Data, front: FrontEnd = FrontEnd()) -> ControlPlane:
     """The router(s), then the management servers (their boot scripts need the router's console
-    address), then the automatic recovery of all of them; behind the load balancer (`front`)
-    the management servers also wear its group and route its subnets back."""
+    address; with LDAPS all trust the one CA secret); behind the load balancer (`front`) the
+    management servers also wear its group and route its subnets back. Their alarms and EC2
+    recovery are the operations tier's, with the alarm topic."""
     router = declare_router(ctx, network, data)
-    first = declare_management(ctx, network, data, router, 0, front=front)
-    servers = (first, *(declare_management(ctx, network, data, router, i, first, front)
+    ca = directory.ca_certificate(ctx)
+    first = declare_management(ctx, network, data, router, 0, front=front, ca=ca)
+    servers = (first, *(declare_management(ctx, network, data, router, i, first, front, ca)
                         for i in range(1, ctx.settings.management_server_count)))
-    return ControlPlane(router, servers, declare_recovery(ctx, router, servers))
-
-
-def declare_recovery(ctx: Context, router: OverlayRouter, servers: Sequence[ManagementServer]) -> RecoveryAlarms:
-    """A recover alarm on each router and on each management server (RecoveryAlarms)."""
-    settings = ctx.settings
-    instance_ids = [m.instance.id for m in router.members] + [m.instance_id for m in servers]
-    targets = [RecoveryTarget(name, instance_id, instance_type) for (name, instance_type), instance_id in zip(
-        recovery.targets(settings.router_instance_type, len(router.members), settings.management_instance_type,
-                         len(servers)),
-        instance_ids)]
-    alarms = RecoveryAlarms("recovery", RecoveryAlarmsArgs(targets=targets, region=ctx.region, tags=ctx.tags))
-    for target in targets:
-        if target.name in alarms.skipped:
-            pulumi.log.warn(recovery.not_recovered_warning(target.name, target.instance_type))
-    return alarms
+    return ControlPlane(router, servers)
 
 
 def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
@@ -112,12 +98,13 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
 
 
 def declare_management(ctx: Context, network: Network, data: Data, router: OverlayRouter, index: int,
-                       first: Optional[ManagementServer] = None, front: FrontEnd = FrontEnd()) -> ManagementServer:
+                       first: Optional[ManagementServer] = None, front: FrontEnd = FrontEnd(),
+                       ca: Optional[aws.secretsmanager.SecretVersion] = None) -> ManagementServer:
     """Management server `index` (its overlay address: ctx.plan.management_servers[index]); console
     URLs name the router's console Elastic IP. `first`: the first server, for an additional one;
-    behind the load balancer (`front`) it wears its group and routes its subnets back."""
+    behind the load balancer (`front`) it wears its group and routes its subnets back; `ca`: the
+    directory's LDAPS CA secret (directory.ca_certificate, declared once for every server)."""
     boot_scripts, name = data.boot_scripts, member_name("management", index)
-    ca = directory.ca_certificate(ctx)
     return ManagementServer(name, ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,

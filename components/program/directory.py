@@ -26,7 +26,7 @@ def bind_password(ctx: Context) -> Optional[aws.secretsmanager.SecretVersion]:
     when it sets ldap.bind.password; a new password is a new version, which it applies. None
     without `ldap`."""
     directory = ctx.settings.ldap
-    if directory is None:
+    if naming.SECRET_LDAP_BIND not in naming.stack_secrets(directory):
         return None
     return _secret(ctx, naming.SECRET_LDAP_BIND, "Bind password of the company directory (CloudStack's "
                    "ldap.bind.password)", directory.bind_password)
@@ -34,9 +34,10 @@ def bind_password(ctx: Context) -> Optional[aws.secretsmanager.SecretVersion]:
 
 def ca_certificate(ctx: Context) -> Optional[aws.secretsmanager.SecretVersion]:
     """`<prefix>/ldap-ca`: the PEM CA certificate(s) the management servers put in their LDAPS
-    truststore at boot. None without `ldap` or without ldaps."""
+    truststore at boot. None without `ldap` or without ldaps. Called once per stack: every
+    management server gets this one secret."""
     directory = ctx.settings.ldap
-    if directory is None or not directory.ldaps:
+    if naming.SECRET_LDAP_CA not in naming.stack_secrets(directory):
         return None
     return _secret(ctx, naming.SECRET_LDAP_CA, "CA certificate(s) of the company directory's LDAPS servers",
                    directory.ca_certificate)

@@ -11,7 +11,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.model import alarms as model
-from components.model import monitoring
+from components.model import monitoring, recovery
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,10 @@ class DeploymentAlarms(pulumi.ComponentResource):
     """An SNS topic encrypted with the deployment's key, with an email subscription when
     `email` is set; a metric filter counting ERROR events of the management log (and, with
     `router_pair_log_group`, one counting the router pair's takeovers); every alarm
-    of model.alarms, each notifying the topic when it fires and when it recovers; a dashboard.
+    of model.alarms, each notifying the topic when it fires and when it recovers (the routers' and
+    management servers' instance status check alarms also reboot them); a dashboard.
 
-    Outputs: topic_arn (for further alarms, e.g. EC2 recovery), dashboard_name, dashboard_url.
+    Outputs: topic_arn (for further alarms: RecoveryAlarms), dashboard_name, dashboard_url.
     """
 
     def __init__(self, name: str, args: DeploymentAlarmsArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -71,10 +72,12 @@ class DeploymentAlarms(pulumi.ComponentResource):
         plan = model.alarms(model.Targets(args.stack, args.zone, "r", "m", [f"h{i}" for i in range(len(args.host_ids))],
                                           "d", args.db_storage_gb, "e",
                                           tuple((k, label, "i") for k, label, _ in args.more_instances), pair))
-        for index, alarm in enumerate(plan):
-            self._alarm(name, index, alarm.key, targets, topic.arn, tags, log_metric)
         region = aws.get_region().region
         partition = aws.get_partition().partition
+        for index, alarm in enumerate(plan):
+            metric_alarm(f"{name}-{alarm.key}", targets.apply(lambda t, i=index: model.alarms(t)[i]), topic.arn,
+                         partition, region, tags, pulumi.ResourceOptions(
+                             parent=self, depends_on=[log_metric] if alarm.key == "management-log-errors" else []))
         dashboard_name = f"cloudstack-ec2-{args.stack}"
         dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard", dashboard_name=dashboard_name,
@@ -94,23 +97,26 @@ class DeploymentAlarms(pulumi.ComponentResource):
                 name=metric, namespace=monitoring.namespace(stack), value="1", default_value="0"),
             opts=pulumi.ResourceOptions(parent=self))
 
-    def _alarm(self, name: str, index: int, key: str, targets: pulumi.Output, topic_arn: pulumi.Output,
-               tags: dict, log_metric: pulumi.Resource) -> aws.cloudwatch.MetricAlarm:
-        """Alarm `index` of model.alarms(targets), named by its key."""
-        alarm = targets.apply(lambda t: model.alarms(t)[index])
-        return aws.cloudwatch.MetricAlarm(
-            f"{name}-{key}", alarm_description=alarm.apply(lambda a: a.description),
-            comparison_operator=alarm.apply(lambda a: a.comparison), threshold=alarm.apply(lambda a: a.threshold),
-            evaluation_periods=alarm.apply(lambda a: a.evaluation_periods),
-            treat_missing_data=alarm.apply(lambda a: a.treat_missing_data),
-            namespace=alarm.apply(lambda a: a.metrics[0].namespace if a.expression is None else None),
-            metric_name=alarm.apply(lambda a: a.metrics[0].name if a.expression is None else None),
-            dimensions=alarm.apply(lambda a: dict(a.metrics[0].dimensions) if a.expression is None else None),
-            statistic=alarm.apply(lambda a: a.metrics[0].stat if a.expression is None else None),
-            period=alarm.apply(lambda a: a.period if a.expression is None else None),
-            metric_queries=alarm.apply(_queries),
-            alarm_actions=[topic_arn], ok_actions=[topic_arn], tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_metric] if key == "management-log-errors" else []))
+
+def metric_alarm(name: str, alarm: pulumi.Output, topic_arn: pulumi.Input[str], partition: str, region: str,
+                 tags: dict, opts: pulumi.ResourceOptions) -> aws.cloudwatch.MetricAlarm:
+    """The CloudWatch alarm `name` of `alarm` (an Output of model.Alarm): it notifies `topic_arn`
+    when it fires and when it clears, and on firing also takes its EC2 action (model.Alarm.ec2_action,
+    arn:<partition>:automate:<region>:ec2:<action>, recovery.action_arn) on its metric's instance."""
+    return aws.cloudwatch.MetricAlarm(
+        name, alarm_description=alarm.apply(lambda a: a.description),
+        comparison_operator=alarm.apply(lambda a: a.comparison), threshold=alarm.apply(lambda a: a.threshold),
+        evaluation_periods=alarm.apply(lambda a: a.evaluation_periods),
+        treat_missing_data=alarm.apply(lambda a: a.treat_missing_data),
+        namespace=alarm.apply(lambda a: a.metrics[0].namespace if a.expression is None else None),
+        metric_name=alarm.apply(lambda a: a.metrics[0].name if a.expression is None else None),
+        dimensions=alarm.apply(lambda a: dict(a.metrics[0].dimensions) if a.expression is None else None),
+        statistic=alarm.apply(lambda a: a.metrics[0].stat if a.expression is None else None),
+        period=alarm.apply(lambda a: a.period if a.expression is None else None),
+        metric_queries=alarm.apply(_queries),
+        alarm_actions=pulumi.Output.all(alarm, topic_arn).apply(lambda v: [
+            *([recovery.action_arn(partition, region, v[0].ec2_action)] if v[0].ec2_action else []), v[1]]),
+        ok_actions=[topic_arn], tags=tags, opts=opts)
 
 
 def _queries(alarm: model.Alarm) -> Optional[list]:

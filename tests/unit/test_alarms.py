@@ -123,11 +123,17 @@ def test_alarms_notify_the_encrypted_topic(dev):
     [topic] = dev.of_type("aws:sns/topic:Topic")
     key = dev.get("aws:kms/key:Key", "logs-key")
     assert topic.inputs["kmsMasterKeyId"] == key.state["arn"]
-    # the deployment's alarms (the recover alarms of components/resources/recovery.py apart)
+    # the deployment's alarms and the system status check alarms (components/resources/recovery.py)
     declared = [a for a in dev.of_type(ALARM) if a.name.startswith("alarms-")]
     assert len(declared) == len(alarms.alarms(T)) + 1  # dev has three hosts
-    for alarm in declared:
-        assert alarm.inputs["alarmActions"] == [topic.state["arn"]] == alarm.inputs["okActions"]
+    reboot, recover = ("arn:aws:automate:us-east-1:ec2:reboot", "arn:aws:automate:us-east-1:ec2:recover")
+    acting = {"alarms-router-status-check": reboot, "alarms-management-status-check": reboot,
+              "recovery-router": recover, "recovery-management": recover}
+    everything = dev.of_type(ALARM)
+    assert {a.name for a in everything} == {a.name for a in declared} | {"recovery-router", "recovery-management"}
+    for alarm in everything:
+        assert alarm.inputs["alarmActions"] == [*filter(None, [acting.get(alarm.name)]), topic.state["arn"]]
+        assert alarm.inputs["okActions"] == [topic.state["arn"]]
         assert alarm.inputs["alarmDescription"]
     assert dev.outputs["alarmTopicArn"] == topic.state["arn"]
     assert dev.of_type("aws:sns/topicSubscription:TopicSubscription") == []
@@ -190,3 +196,67 @@ def test_dashboard_of_the_program_names_only_produced_metrics(dev):
     assert dev.outputs["dashboardUrl"] == (
         "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards:name=cloudstack-ec2-dev")
     assert monitoring.namespace("dev") in {ns for ns, _ in alarms.dashboard_metrics(body)}
+
+
+# --- status checks of the routers and management servers -------------------------------------
+
+def status_alarms(d, instance_id: str) -> dict[str, object]:
+    """Every alarm on an EC2 status check of the instance, by metric."""
+    found = [a for a in d.of_type(ALARM) if a.inputs.get("namespace") == "AWS/EC2"
+             and str(a.inputs.get("metricName")).startswith("StatusCheckFailed")
+             and (a.inputs.get("dimensions") or {}).get("InstanceId") == instance_id]
+    by_metric = {a.inputs["metricName"]: a for a in found}
+    assert len(by_metric) == len(found), [a.name for a in found]
+    return by_metric
+
+
+def test_each_router_and_management_server_has_one_system_and_one_instance_check_alarm(deploy):
+    d = deploy(routerCount=2, managementServerCount=2)
+    [topic] = d.of_type("aws:sns/topic:Topic")
+    arn = topic.state["arn"]
+    for name in ("router", "router-1", "management", "management-1"):
+        found = status_alarms(d, d.instance(name).id)
+        assert sorted(found) == ["StatusCheckFailed_Instance", "StatusCheckFailed_System"], name
+        system, instance = found["StatusCheckFailed_System"], found["StatusCheckFailed_Instance"]
+        assert (system.name, instance.name) == (f"recovery-{name}", f"alarms-{name}-status-check")
+        # the URNs an earlier version declared them under: an update changes them in place
+        assert system.urn.endswith(f"::cloudstack-ec2:index:RecoveryAlarms$aws:cloudwatch/metricAlarm:MetricAlarm"
+                                   f"::recovery-{name}")
+        assert instance.urn.endswith(f"::cloudstack-ec2:index:DeploymentAlarms$aws:cloudwatch/metricAlarm:MetricAlarm"
+                                     f"::alarms-{name}-status-check")
+        assert system.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:recover", arn]
+        assert instance.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:reboot", arn]
+        for alarm in (system, instance):
+            assert alarm.inputs["okActions"] == [arn]
+            assert alarm.inputs["treatMissingData"] == "missing"
+            assert (alarm.inputs["period"], alarm.inputs["threshold"]) == (60, 1)
+            # the topic exists before any alarm that notifies it
+            assert topic.urn in alarm.dependencies, alarm.name
+        # different evaluation periods: no race between the recover and the reboot action
+        assert (system.inputs["evaluationPeriods"], instance.inputs["evaluationPeriods"]) == (2, 3)
+    for host in d.host_instances():
+        [alarm] = status_alarms(d, host.id).values()
+        assert alarm.inputs["metricName"] == "StatusCheckFailed" and alarm.inputs["alarmActions"] == [arn]
+
+
+def test_a_type_without_the_recover_action_is_still_notified_and_rebooted(deploy):
+    d = deploy(managementInstanceType="m8i.xlarge")
+    [topic] = d.of_type("aws:sns/topic:Topic")
+    found = status_alarms(d, d.instance("management").id)
+    assert found["StatusCheckFailed_System"].inputs["alarmActions"] == [topic.state["arn"]]
+    assert "No recover action" in found["StatusCheckFailed_System"].inputs["alarmDescription"]
+    assert found["StatusCheckFailed_Instance"].inputs["alarmActions"] == [
+        "arn:aws:automate:us-east-1:ec2:reboot", topic.state["arn"]]
+
+
+def test_the_system_and_instance_check_alarms_of_the_model():
+    system = alarms.system_check_alarm("router-1", "i-1", "c5n.large")
+    instance = alarms.instance_check_alarm("router-1", alarms.instance_label("router-1"), "i-1")
+    assert (system.key, system.ec2_action, instance.key, instance.ec2_action) == (
+        "router-1", "recover", "router-1-status-check", "reboot")
+    assert "overlay router 1 (i-1, c5n.large)" in system.description
+    assert alarms.system_check_alarm("management", "i-2", "m8i.xlarge").ec2_action is None
+    assert instance.evaluation_periods != system.evaluation_periods
+    assert alarms.more_instances(2, 3) == [("router-1", "overlay router 1"), ("management-1", "management server 1"),
+                                           ("management-2", "management server 2")]
+    assert alarms.more_instances(1, 1) == []

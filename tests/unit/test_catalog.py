@@ -39,7 +39,9 @@ def test_cloudwatch_lines_are_in_the_plan():
     logs = line(e, "CloudWatch Logs")
     assert logs.item == "CloudWatch Logs, MB/day (est.)" and logs.quantity == 660
     assert logs.hourly * 24 == pytest.approx(0.66 * catalog.CLOUDWATCH_LOG_GB)
-    assert line(e, "CloudWatch alarm metrics").quantity == 19   # 9 single-metric alarms (5 status checks), 5 of two metrics
+    # 11 single-metric alarms (the hosts' 3 status checks, the router's and the management server's
+    # system and instance checks), 5 of two metrics
+    assert line(e, "CloudWatch alarm metrics").quantity == 21
     assert line(e, "CloudWatch dashboard").hourly * catalog.HOURS_PER_MONTH == pytest.approx(3.0)
     assert "KMS key (logs and alarm topic)" in items and "CloudWatch custom metrics" in items
 
@@ -78,3 +80,16 @@ def test_catalog_facts_match_the_design():
     assert catalog.instance_facts("c5.metal").vcpus == 96
     assert not catalog.instance_facts("t2.medium").nitro
     assert catalog.instance_facts("nope.large") is None
+
+
+
+def test_the_stack_has_five_secrets_six_with_a_directory_eight_with_ldaps():
+    from types import SimpleNamespace
+
+    from components.model import naming
+
+    assert line(catalog.estimate(settings()), "Secrets Manager secrets").quantity == 5
+    assert [len(naming.stack_secrets(d)) for d in (None, SimpleNamespace(ldaps=False), SimpleNamespace(ldaps=True))] \
+        == [5, 6, 8]
+    assert naming.stack_secrets(SimpleNamespace(ldaps=True))[-3:] == (
+        naming.SECRET_LDAP_BIND, naming.SECRET_LDAP_CA, naming.SECRET_LDAP_TRUSTSTORE)

@@ -31,8 +31,7 @@ def resources(d):
 def server_of(name: str) -> int | None:
     """The index of the management server a resource belongs to (by its name), or None."""
     for i in range(1, 5):
-        # its own resources, its recovery alarm and its load balancer target
-        # its own resources, its recovery and status alarms and its load balancer target
+        # its own resources, its system and instance status check alarms and its load balancer target
         if name in (f"management-{i}", f"recovery-management-{i}", f"ui-target-{i}") \
                 or name.startswith((f"management-{i}-", f"alarms-management-{i}-")):
             return i
@@ -145,16 +144,19 @@ def test_plan_cost_has_a_line_per_server(scaled):
     lines = [line for line in three.lines if line.item.startswith("management server")]
     assert [line.item for line in lines] == [f"management server {i} m6i.xlarge" for i in range(3)]
     assert all(line.quantity == 1 and line.unit_hourly == catalog.ec2_hourly("m6i.xlarge") for line in lines)
-    # two more servers with their root volumes and recovery alarms, and the load balancer
-    # that several servers need (README "HTTPS")
+    # two more servers with their root volumes and their system and instance status check
+    # alarms, and the load balancer that several servers need (README "HTTPS")
     extra = {"Application Load Balancer (UI/API, plain HTTP)", "public IPv4 addresses (load balancer, one per AZ)"}
     front_end = sum(line.hourly for line in three.lines if line.item in extra)
     assert front_end > 0 and not any(line.item in extra for line in one.lines)
-    alarms = [sum(line.hourly for line in e.lines if line.item == "CloudWatch recovery alarms") for e in (one, three)]
+    alarms = [sum(line.hourly for line in e.lines if line.item == "CloudWatch alarm metrics") for e in (one, three)]
+    assert alarms[1] - alarms[0] == pytest.approx(4 * catalog.CLOUDWATCH_ALARM_MONTH / catalog.HOURS_PER_MONTH)
+    # and each server's log (0.5 GB a day) and agent metrics (3)
+    watched = 2 * (0.5 / 24 * catalog.CLOUDWATCH_LOG_GB + 3 * catalog.CLOUDWATCH_METRIC_MONTH / catalog.HOURS_PER_MONTH)
     assert three.hourly - one.hourly == pytest.approx(
         2 * catalog.ec2_hourly("m6i.xlarge")
         + 2 * scaled[3].settings.root_volume_gb * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH
-        + front_end + alarms[1] - alarms[0])
+        + front_end + alarms[1] - alarms[0] + watched)
 
 
 @pytest.mark.parametrize("value,message", [(0, "between 1 and 5"), (6, "between 1 and 5"), ("two", "")])

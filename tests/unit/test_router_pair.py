@@ -245,12 +245,13 @@ def test_going_back_to_one_router_deletes_router_1_only(pair):
 # --- EC2 automatic recovery -------------------------------------------------------------------
 
 def alarms(d) -> dict[str, object]:
-    """The recover alarms (RecoveryAlarms), not the deployment's others (DeploymentAlarms)."""
+    """The system status check alarms (RecoveryAlarms), not the deployment's others (DeploymentAlarms)."""
     return {r.name: r for r in d.of_type(ALARM) if r.name.startswith("recovery-")}
 
 
 def test_each_router_and_the_management_server_has_a_recover_alarm(pair):
     found = alarms(pair)
+    [topic] = pair.of_type("aws:sns/topic:Topic")
     assert sorted(found) == ["recovery-management", "recovery-router", "recovery-router-1"]
     for alarm_name, instance in (("recovery-router", "router"), ("recovery-router-1", "router-1"),
                                  ("recovery-management", "management")):
@@ -258,7 +259,8 @@ def test_each_router_and_the_management_server_has_a_recover_alarm(pair):
         assert alarm.inputs["metricName"] == "StatusCheckFailed_System"
         assert alarm.inputs["namespace"] == "AWS/EC2"
         assert alarm.inputs["dimensions"] == {"InstanceId": pair.instance(instance).id}
-        assert alarm.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:recover"]
+        assert alarm.inputs["alarmActions"] == ["arn:aws:automate:us-east-1:ec2:recover", topic.state["arn"]]
+        assert alarm.inputs["okActions"] == [topic.state["arn"]]
         assert alarm.inputs["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
         assert alarm.inputs["threshold"] == 1 and alarm.inputs["evaluationPeriods"] == 2
 
@@ -274,14 +276,16 @@ def test_the_recover_action_names_the_partition_and_region(deploy, region, parti
         f"arn:{partition}:automate:{region}:ec2:recover"}
 
 
-def test_a_type_the_recover_action_does_not_support_gets_no_alarm_and_a_warning(deploy):
+def test_a_type_the_recover_action_does_not_support_gets_an_alarm_that_only_notifies_and_a_warning(deploy):
     d = deploy(managementInstanceType="m8i.xlarge")
-    assert "recovery-management" not in alarms(d)
-    assert any(w.startswith("management m8i.xlarge:") and "no recovery alarm" in w for w in d.run.warnings)
+    [topic] = d.of_type("aws:sns/topic:Topic")
+    assert alarms(d)["recovery-management"].inputs["alarmActions"] == [topic.state["arn"]]
+    assert any(w.startswith("management m8i.xlarge:") and "has no recover action and only notifies" in w
+               for w in d.run.warnings)
 
 
-def test_recovery_notifies_a_topic_when_given():
-    """The component takes an SNS topic for notifications (none in the program yet)."""
+def test_recovery_notifies_the_topic_it_is_given():
+    """The component outside the program: its alarm recovers and notifies the topic."""
     import pulumi
 
     from components.resources.recovery import RecoveryAlarms, RecoveryAlarmsArgs, RecoveryTarget
@@ -405,11 +409,15 @@ def test_the_second_router_costs_one_more_instance_and_root_volume_not_more_elas
     one, two = (catalog.estimate(parse_settings(dev_raw(routerCount=n))) for n in (1, 2))
     lines = {n: {l.item.split(" (")[0]: l for l in e.lines} for n, e in ((1, one), (2, two))}
     router = catalog.ec2_hourly("c5n.large")
+    # CloudWatch: router 1's system and instance status check alarms and the pair's takeover
+    # alarm; router 1's log (10 MB a day) and agent metrics (3) and the takeover count.
+    watched = (3 * catalog.CLOUDWATCH_ALARM_MONTH + 4 * catalog.CLOUDWATCH_METRIC_MONTH) / catalog.HOURS_PER_MONTH \
+        + 0.01 / 24 * catalog.CLOUDWATCH_LOG_GB
     assert two.hourly - one.hourly == pytest.approx(
-        router + 50 * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH
-        + catalog.CLOUDWATCH_ALARM_MONTH / catalog.HOURS_PER_MONTH)
+        router + 50 * catalog.EBS_GP3_GB_MONTH / catalog.HOURS_PER_MONTH + watched)
     assert lines[1]["Elastic IPs"].quantity == lines[2]["Elastic IPs"].quantity == 3
-    assert lines[2]["CloudWatch recovery alarms"].quantity == 3
+    # router 1's system and instance status check alarms and the pair's takeover alarm
+    assert lines[2]["CloudWatch alarm metrics"].quantity - lines[1]["CloudWatch alarm metrics"].quantity == 3
 
 
 def test_going_back_to_one_router_warns_to_refresh_first(pair, one):
@@ -490,3 +498,7 @@ def test_the_offline_rules_refuse_an_ec2_action_cloudwatch_would_refuse():
     assert any("the alarm is in us-east-1" in p
                for p in problems(alarmActions=["arn:aws:automate:eu-west-1:ec2:recover"]))
     assert any("at most 5" in p for p in problems(okActions=[f"arn:aws:sns:us-east-1:1:t{i}" for i in range(6)]))
+    # recover fits the system check, reboot the instance check (CloudWatch refuses recover there)
+    assert any("refuses on StatusCheckFailed_Instance" in p for p in problems(metricName="StatusCheckFailed_Instance"))
+    assert problems(metricName="StatusCheckFailed_Instance",
+                    alarmActions=["arn:aws:automate:us-east-1:ec2:reboot"]) == []
