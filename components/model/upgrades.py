@@ -157,7 +157,7 @@ ACTION_ORDER = ("java", "stop", "snapshot", "first", "server", "agent", "templat
 
 @dataclass(frozen=True)
 class Progress:
-    """The record of an upgrade's progress: the SSM parameter `<parameter root>/cloudstack-upgrade`,
+    """The record of an upgrade's progress: the SSM parameter `<parameter root>/upgrade/progress`,
     JSON {"from": installed, "to": target, "done": [step keys], "running": the step key started
     and not yet recorded as done, or ""}. `running` is written before a step starts, so a run
     interrupted inside a step (a server stopped, the record not yet saying so) is known."""
@@ -215,7 +215,7 @@ def abandoned(progress: Optional[Progress], installed: str, requested: str) -> b
 
 
 def check_progress(progress: Optional[Progress], installed: str, requested: str, snapshot_prefix: str = "cloudstack",
-                   record_name: str = "<parameter root>/cloudstack-upgrade", database: str = "<db>") -> Optional[Problem]:
+                   record_name: str = "<parameter root>/upgrade/progress", database: str = "<db>") -> Optional[Problem]:
     """The problem with asking for `requested` (cloudstackVersion) while `progress` records an
     unfinished upgrade from the recorded `installed` to another version that stopped a server
     (or upgraded the database): setting `installed` back, or a third version, would leave every

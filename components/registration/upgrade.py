@@ -25,7 +25,7 @@ import pulumi
 import pulumi.dynamic as dyn
 from botocore.exceptions import ClientError
 
-from components.model import upgrades
+from components.model import naming, upgrades
 
 from .client import LOG, Api, RegistrationError, TransientError, aws_session, connect, probe
 
@@ -55,17 +55,24 @@ class Upgrade:
 
     # -- the record of the steps done ------------------------------------------------------------
     def progress(self) -> upgrades.Progress | None:
-        """The record of the last upgrade's progress (None: no record)."""
-        try:
-            value = self.ssm.get_parameter(Name=self.props["state_parameter"])["Parameter"]["Value"]
-        except self.ssm.exceptions.ParameterNotFound:
-            return None
-        try:
-            return upgrades.Progress.parse(value)
-        except ValueError as e:
-            raise UpgradeError(f"SSM parameter {self.props['state_parameter']}: {e}; delete it (aws ssm "
-                               f"delete-parameter --name {self.props['state_parameter']}) only if no upgrade is "
-                               f"under way") from None
+        """The record of the last upgrade's progress (None: no record): `state_parameter`, else
+        the name used before (naming.LEGACY_CLOUDSTACK_UPGRADE), where an upgrade under way when
+        the program changed keeps it until its next step."""
+        for name in _record_names(self.props["state_parameter"]):
+            try:
+                value = self.ssm.get_parameter(Name=name)["Parameter"]["Value"]
+            except self.ssm.exceptions.ParameterNotFound:
+                continue
+            try:
+                return upgrades.Progress.parse(value)
+            except ValueError as e:
+                raise UpgradeError(f"SSM parameter {name}: {e}; delete it (aws ssm delete-parameter --name {name}) "
+                                   f"only if no upgrade is under way") from None
+        return None
+
+    def clear(self) -> None:
+        """The record deleted, under either name."""
+        _delete_records(self.ssm, self.props["state_parameter"])
 
     def settle(self) -> None:
         """Before anything changes: raises UpgradeError when the record holds an unfinished upgrade
@@ -80,7 +87,7 @@ class Upgrade:
         if upgrades.abandoned(progress, self.installed, self.requested):
             LOG.info("upgrade %s -> %s abandoned before any server stopped: its record cleared",
                      progress.installed, progress.target)
-            self.ssm.delete_parameter(Name=self.props["state_parameter"])
+            self.clear()
 
     def _load_done(self) -> set[str]:
         self.settle()
@@ -385,10 +392,7 @@ class CloudStackUpgradeProvider(dyn.ResourceProvider):
         """The software stays as it is; the record of an upgrade's steps goes."""
         props = _clean(props)
         ssm = aws_session(props.get("aws"), props["region"]).client("ssm", region_name=props["region"])
-        try:
-            ssm.delete_parameter(Name=props["state_parameter"])
-        except ssm.exceptions.ParameterNotFound:
-            pass
+        _delete_records(ssm, props["state_parameter"])
 
     @staticmethod
     def _outs(props: Mapping[str, Any], steps: list[str]) -> dict[str, Any]:
@@ -413,13 +417,33 @@ def planned_steps(props: Mapping[str, Any]) -> list[str]:
     return [f"{s.key}: {s.what}" for s in _plan(props, installed)]
 
 
+def _record_names(state_parameter: str) -> list[str]:
+    """The progress record's name and, beside it, the name stacks used before (naming.py)."""
+    root, _, _ = state_parameter.rpartition("/" + naming.CLOUDSTACK_UPGRADE)
+    return [state_parameter, f"{root}/{naming.LEGACY_CLOUDSTACK_UPGRADE}"] if root else [state_parameter]
+
+
+def _delete_records(ssm: Any, state_parameter: str) -> None:
+    for name in _record_names(state_parameter):
+        try:
+            ssm.delete_parameter(Name=name)
+        except ssm.exceptions.ParameterNotFound:
+            pass
+
+
 def _unsettled(props: Mapping[str, Any], installed: str) -> bool:
     """Whether, with `to_version` the recorded `installed`, the progress record holds an
-    unfinished upgrade to another version (upgrades.check_progress, upgrades.abandoned)."""
+    unfinished upgrade to another version (upgrades.check_progress, upgrades.abandoned).
+    False when the record cannot be read (a preview under a role without ssm:GetParameter,
+    docs/ci/preview-role-policy.json): the program's own check of the record refuses first."""
     if not installed or upgrades.is_change(installed, props.get("to_version") or "") or \
             not isinstance(props.get("state_parameter"), str):
         return False   # an upgrade (its run settles the record), or a new stack (no record)
-    progress = Upgrade(props, installed).progress()
+    try:
+        progress = Upgrade(props, installed).progress()
+    except ClientError as e:
+        LOG.info("the upgrade's record %s cannot be read (%s): no change assumed", props["state_parameter"], e)
+        return False
     return progress is not None and progress.installed == installed and progress.target != props["to_version"]
 
 

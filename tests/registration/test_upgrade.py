@@ -170,7 +170,7 @@ def props(emulator, secret_id, fleet, to_version, from_version="4.20.1") -> dict
                                  "snapshot": 5, "command": 5},
             "from_version": from_version, "to_version": to_version, "management_ids": MANAGEMENT,
             "hosts": [{"instance": i, "ip": ip} for i, ip in fleet.hosts.items()], "db_instance": DB,
-            "snapshot_prefix": "cloudstack-test", "state_parameter": "/cloudstack-ec2/test/cloudstack-upgrade"}
+            "snapshot_prefix": "cloudstack-test", "state_parameter": "/cloudstack-ec2/test/upgrade/progress"}
 
 
 def _all_on(emulator, fleet, version):
@@ -413,7 +413,7 @@ def test_another_target_while_an_upgrade_is_unfinished_is_refused_before_anythin
         upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22")).outs["version"] == "4.22"
 
 
-STATE = "/cloudstack-ec2/test/cloudstack-upgrade"
+STATE = "/cloudstack-ec2/test/upgrade/progress"
 
 
 def test_the_version_set_back_after_the_servers_stopped_is_refused_naming_both_ways_on(emulator, cloud):
@@ -491,3 +491,26 @@ def test_an_agent_version_neither_copied_nor_upstream_fails_naming_it(emulator, 
                                            r"4\.22\.1\.0 is neither in the deployment's copy"):
         CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
     assert fleet.installed[host] == "4.20.1.0"
+
+
+def test_a_record_kept_under_the_name_used_before_is_read_and_settled(emulator, cloud):
+    # An upgrade under way when the program moved the record to <root>/upgrade/progress.
+    fleet, secret_id = cloud
+    fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    news = props(emulator, secret_id, fleet, "4.22")
+    with pytest.raises(UpgradeError):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
+    ssm = boto3.client("ssm", region_name=REGION)
+    legacy = "/cloudstack-ec2/test/cloudstack-upgrade"
+    ssm.put_parameter(Name=legacy, Value=ssm.get_parameter(Name=STATE)["Parameter"]["Value"], Type="String")
+    ssm.delete_parameter(Name=STATE)
+    with pytest.raises(UpgradeError, match=r"the upgrade 4\.20\.1 -> 4\.22 is unfinished"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.20.1"))
+    ran_before = len(fleet.ran)
+    assert CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news).outs["version"] == "4.22"
+    assert [k for k, _ in fleet.ran[ran_before:]][0] == "server:" + MANAGEMENT[1]
+    CloudStackUpgradeProvider().delete(upgrade.RESOURCE_ID, news)
+    for name in (STATE, legacy):
+        with pytest.raises(ssm.exceptions.ParameterNotFound):
+            ssm.get_parameter(Name=name)
