@@ -397,12 +397,19 @@ def test_an_instance_whose_ssm_agent_is_offline_is_named_with_the_remedy(emulato
     assert CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news).outs["version"] == "4.22"
 
 
-def test_another_target_while_an_upgrade_is_unfinished_is_refused_before_anything(emulator, cloud):
-    fleet, secret_id = cloud
+def stopped_in_the_second_server(emulator, fleet, secret_id) -> dict:
+    """An upgrade 4.20.1 -> 4.22 that failed upgrading the second server (the database upgraded
+    by the first); returns the state's inputs and outputs, still those of 4.20.1."""
     fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
     olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
     with pytest.raises(UpgradeError):
         CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    return olds
+
+
+def test_another_target_while_an_upgrade_is_unfinished_is_refused_before_anything(emulator, cloud):
+    fleet, secret_id = cloud
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
     ran_before, servers = list(fleet.ran), dict(emulator.servers)
     with pytest.raises(UpgradeError, match=r"cloudstackVersion = '4\.22\.1': the upgrade 4\.20\.1 -> 4\.22 is "
                                            rf"unfinished: it reached step server:{MANAGEMENT[1]} \(started, "
@@ -418,10 +425,7 @@ STATE = "/cloudstack-ec2/test/upgrade/progress"
 
 def test_the_version_set_back_after_the_servers_stopped_is_refused_naming_both_ways_on(emulator, cloud):
     fleet, secret_id = cloud
-    fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
-    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
-    with pytest.raises(UpgradeError):
-        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
     ran_before, servers = list(fleet.ran), dict(emulator.servers)
     # the state keeps the inputs of before the failed update: setting 4.20.1 back changes no input
     reverted = props(emulator, secret_id, fleet, "4.20.1")
@@ -496,11 +500,8 @@ def test_an_agent_version_neither_copied_nor_upstream_fails_naming_it(emulator, 
 def test_a_record_kept_under_the_name_used_before_is_read_and_settled(emulator, cloud):
     # An upgrade under way when the program moved the record to <root>/upgrade/progress.
     fleet, secret_id = cloud
-    fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
-    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
     news = props(emulator, secret_id, fleet, "4.22")
-    with pytest.raises(UpgradeError):
-        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news)
     ssm = boto3.client("ssm", region_name=REGION)
     legacy = "/cloudstack-ec2/test/cloudstack-upgrade"
     ssm.put_parameter(Name=legacy, Value=ssm.get_parameter(Name=STATE)["Parameter"]["Value"], Type="String")
