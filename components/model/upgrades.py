@@ -229,13 +229,14 @@ def check_progress(progress: Optional[Progress], installed: str, requested: str,
     if not _unfinished(progress, installed, requested) or not progress.servers_stopped():
         return None
     target, snapshot = progress.target, snapshot_name(installed, progress.target, snapshot_prefix)
+    kept = f"{database}-{target.replace('.', '-')}"
     asked = f"setting {installed} back" if requested == installed else f"another version ({requested})"
     if progress.database_upgraded():
         state = (f"the management servers were stopped and masked and the database may have been upgraded by "
                  f"{target} (CloudStack has no downgrade)")
         back = (f"restore the RDS snapshot {snapshot}, taken with every server stopped, under the database's own "
                 f"identifier (the upgraded one renamed and kept: aws rds modify-db-instance "
-                f"--db-instance-identifier {database} --new-db-instance-identifier {database}-{target.replace('.', '-')} "
+                f"--db-instance-identifier {database} --new-db-instance-identifier {kept} "
                 f"--apply-immediately; then aws rds restore-db-instance-from-db-snapshot --db-snapshot-identifier "
                 f"{snapshot} --db-instance-identifier {database} with its subnet group, parameter group and security "
                 f"group), "
@@ -397,10 +398,12 @@ def step_script(step: Step, requested: str) -> str:
         # shows the host Disconnected until the new agent connects. The host's boot script
         # installs the agent as at its first boot (kvm-host.sh install_packages): the exact
         # version the first server published, from the deployment's copy after its
-        # `dpkg-deb -f` check, else upstream; neither: its error names the version.
+        # `dpkg-deb -f` check, else upstream; neither: its error names the version. Restarted,
+        # not started: the package's maintainer scripts may have started it before its Java 17
+        # options were in place.
         lines = ["systemctl stop cloudstack-agent.service", _boot_version(requested), *_BOOT_RERUN,
                  *_java_options(requested, ("/etc/default/cloudstack-agent",)),
-                 "systemctl start cloudstack-agent.service"]
+                 "systemctl restart cloudstack-agent.service"]
     else:
         raise ValueError(f"step {step.key} runs through an API, not on an instance")
     return "\n".join([f"# cloudstack-ec2 upgrade step {step.key}: {step.what}", *_PROLOGUE, *lines]) + "\n"

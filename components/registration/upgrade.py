@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 import pulumi
 import pulumi.dynamic as dyn
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from components.model import naming, upgrades
 
@@ -441,7 +441,7 @@ def _unsettled(props: Mapping[str, Any], installed: str) -> bool:
         return False   # an upgrade (its run settles the record), or a new stack (no record)
     try:
         progress = Upgrade(props, installed).progress()
-    except ClientError as e:
+    except (ClientError, BotoCoreError) as e:
         LOG.info("the upgrade's record %s cannot be read (%s): no change assumed", props["state_parameter"], e)
         return False
     return progress is not None and progress.installed == installed and progress.target != props["to_version"]

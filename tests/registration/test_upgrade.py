@@ -67,7 +67,8 @@ class Fleet:
     def _line(self, instance: str, line: str) -> None:
         if m := re.match(r"sed -i -E 's\|.*\\1([0-9.]+)\|' /etc/apt/sources.list.d/cloudstack.list", line):
             self.release[instance] = m.group(1)
-        elif m := re.match(r"sed -i 's\|\^CSEC2_CLOUDSTACK_VERSION=\.\*\|CSEC2_CLOUDSTACK_VERSION=\"([0-9.]+)\"\|' ", line):
+        elif m := re.match(r"sed -i 's\|\^CSEC2_CLOUDSTACK_VERSION=\.\*\|CSEC2_CLOUDSTACK_VERSION=\"([0-9.]+)\"\|' ",
+                           line):
             self.configured[instance] = m.group(1)
         elif "install openjdk-17-jre-headless" in line:
             self.java[instance] = 17
@@ -85,7 +86,7 @@ class Fleet:
             self.masked.discard(instance)
         elif line == "if ! systemctl start cloudstack-ec2-boot.service; then":
             self._boot(instance)
-        elif line == "systemctl start cloudstack-agent.service":
+        elif line == "systemctl restart cloudstack-agent.service":
             self.emu.upgrade_agent(self.hosts[instance], self.installed[instance])
 
     def _of_configured(self, instance: str, version: str) -> bool:
