@@ -203,7 +203,10 @@ class Progress:
         return f"{key} (started, unfinished)" if key == self.running else key
 
 
-def _unfinished(progress: Optional[Progress], installed: str, requested: str) -> bool:
+def unfinished(progress: Optional[Progress], installed: str, requested: str) -> bool:
+    """Whether `progress` records an upgrade from the recorded `installed` version to another
+    than `requested` (cloudstackVersion) that has not completed (a completed one changed the
+    recorded version)."""
     return progress is not None and progress.installed == installed and progress.target != requested
 
 
@@ -211,7 +214,7 @@ def abandoned(progress: Optional[Progress], installed: str, requested: str) -> b
     """True when `progress` records an upgrade from `installed` to another version than
     `requested` that stopped before any server did (Java 17 at most): the record is stale and
     is cleared; nothing is started, for nothing was stopped."""
-    return _unfinished(progress, installed, requested) and not progress.servers_stopped()
+    return unfinished(progress, installed, requested) and not progress.servers_stopped()
 
 
 def check_progress(progress: Optional[Progress], installed: str, requested: str, snapshot_prefix: str = "cloudstack",
@@ -226,7 +229,7 @@ def check_progress(progress: Optional[Progress], installed: str, requested: str,
     Preparation"; README "Upgrading CloudStack", "Rolling back"). `record_name`: the progress
     parameter's name, which the rollback deletes once done; `database`: the RDS instance's
     identifier."""
-    if not _unfinished(progress, installed, requested) or not progress.servers_stopped():
+    if not unfinished(progress, installed, requested) or not progress.servers_stopped():
         return None
     target, snapshot = progress.target, snapshot_name(installed, progress.target, snapshot_prefix)
     kept = f"{database}-{target.replace('.', '-')}"

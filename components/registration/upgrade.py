@@ -17,7 +17,6 @@ output, which the stack records, changes only when every step is done.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Mapping
 
@@ -444,7 +443,7 @@ def _unsettled(props: Mapping[str, Any], installed: str) -> bool:
     except (ClientError, BotoCoreError) as e:
         LOG.info("the upgrade's record %s cannot be read (%s): no change assumed", props["state_parameter"], e)
         return False
-    return progress is not None and progress.installed == installed and progress.target != props["to_version"]
+    return upgrades.unfinished(progress, installed, props["to_version"])
 
 
 def _upgrade(props: Mapping[str, Any], installed: str) -> list[str]:
