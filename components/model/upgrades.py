@@ -242,8 +242,7 @@ def check_progress(progress: Optional[Progress], installed: str, requested: str,
                 f"--db-instance-identifier {database} --new-db-instance-identifier {kept} "
                 f"--apply-immediately; then aws rds restore-db-instance-from-db-snapshot --db-snapshot-identifier "
                 f"{snapshot} --db-instance-identifier {database} with its subnet group, parameter group and security "
-                f"group), "
-                f"reinstall {installed} on every server and host")
+                f"group), reinstall {installed} on every server and host")
     else:
         state = "the management servers were stopped and masked; the database is still the one of " + installed
         back = f"the database needs no restore (the snapshot {snapshot}, if taken, is the way back all the same)"

@@ -16,6 +16,8 @@ def test_steps_follow_the_guides_order_with_java_17_from_4_20():
         "java:m1", "java:m2", "java:h1", "java:h2", "stop:m1", "stop:m2", "snapshot", "first:m1", "server:m2",
         "agent:h1", "agent:h2", "template", "system-vms", "routers"]
     assert steps[6].what == "RDS snapshot cloudstack-dev-4-19-1-to-4-20, every server stopped"
+    # the order the record of an upgrade's progress sorts its steps by ("the step reached")
+    assert list(dict.fromkeys(s.action for s in steps)) == list(upgrades.ACTION_ORDER)
     # 4.19 needs no Java 17
     assert not [s for s in upgrades.plan_steps("4.19.1", "4.19.3", ["m1"], ["h1"]) if s.action == "java"]
     with pytest.raises(ValueError):
