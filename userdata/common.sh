@@ -624,11 +624,18 @@ csec2_apt_update() {
     fi
 }
 
-# Installs the packages not installed yet (a re-run installs nothing).
+# Installs the packages not installed yet, and those pinned (NAME=VERSION, VERSION
+# an apt pattern such as 4.22.1*) whose installed version is another: an upgrade
+# re-runs the boot script with the new version (a re-run installs nothing).
 csec2_apt_install() {
     local pkg missing=()
     for pkg in "$@"; do
-        dpkg-query -W -f='${Status}' "${pkg%%=*}" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+        if dpkg-query -W -f='${Status}' "${pkg%%=*}" 2>/dev/null | grep -q "install ok installed"; then
+            [[ $pkg != *=* ]] && continue
+            # shellcheck disable=SC2053 # the pin is a pattern, as apt-get(8) reads NAME=VERSION with a *
+            [[ $(dpkg-query -W -f='${Version}' "${pkg%%=*}") == ${pkg#*=} ]] && continue
+        fi
+        missing+=("$pkg")
     done
     if ((${#missing[@]} == 0)); then
         csec2_log "packages already installed: $*"

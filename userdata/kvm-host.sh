@@ -156,24 +156,37 @@ NFT
 
 # ------------------------------------------------------------- packages ----
 
+# Whether package version $1 is of the configured release: "4.22" is any 4.22.z,
+# "4.22.1" is 4.22.1.* (an epoch ignored).
+of_configured_version() {
+    [[ ${1#*:} == "$CSEC2_CLOUDSTACK_VERSION" || ${1#*:} == "$CSEC2_CLOUDSTACK_VERSION"[.~+-]* ]]
+}
+
 # The agent must be the management server's exact version: with "X.Y", the
 # newest X.Y.z of the day would drift from it as patch releases come out. The
 # management server publishes its package version; wait for it, and accept it
-# only as the management server wrote it (csec2_wait_anchor).
+# only as the management server wrote it (csec2_wait_anchor). An agent of
+# another release than boot.env names is upgraded the same way: an upgrade
+# (components/model/upgrades.py, its agent step) changes the version there and
+# re-runs this script, once the first server has published the new version.
 install_packages() {
-    local version
+    local version installed=""
     csec2_setup_cloudstack_repo
     csec2_step "packages: cloudstack-agent (libvirt, qemu) of the management server's version"
     if dpkg-query -W -f='${Status}' cloudstack-agent 2>/dev/null | grep -q "install ok installed"; then
-        csec2_log "cloudstack-agent $(dpkg-query -W -f='${Version}' cloudstack-agent) already installed"
-        return 0
+        installed=$(dpkg-query -W -f='${Version}' cloudstack-agent)
+        if of_configured_version "$installed"; then
+            csec2_log "cloudstack-agent $installed already installed"
+            return 0
+        fi
+        csec2_log "cloudstack-agent $installed installed, CloudStack $CSEC2_CLOUDSTACK_VERSION configured: upgrading it"
     fi
     CSEC2_WAIT_PARAMETERS_SECONDS=$CSEC2_WAIT_SSH_KEY_SECONDS csec2_wait_anchor cloudstack-version version \
         "the management server writes it once cloudstack-management is installed; is it booting?"
     [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] ||
         csec2_die "SSM parameter $(csec2_name cloudstack-version) is '$version'; expected a package version"
     # The configured release (X.Y or X.Y.Z) must match what the server runs.
-    [[ ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION" || ${version#*:} == "$CSEC2_CLOUDSTACK_VERSION"[.~+-]* ]] ||
+    of_configured_version "$version" ||
         csec2_die "the management server runs cloudstack-management $version, but this host is configured for CloudStack $CSEC2_CLOUDSTACK_VERSION"
     csec2_log "installing cloudstack-agent $version, the management server's version"
     local copy

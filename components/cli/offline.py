@@ -115,14 +115,16 @@ class OfflineMocks(pulumi.runtime.Mocks):
                  previous_outputs: Mapping[str, Any] | None = None,
                  existing_instances: Sequence[ExistingInstance] = (),
                  existing_subnets: Mapping[str, Mapping[str, str]] | None = None,
-                 existing_parameters: Sequence[str] = ()):
+                 existing_parameters: Sequence[str] | Mapping[str, str] = ()):
         self.region = region
         #: Subnets of an existing VPC, by id: {"cidrBlock", "availabilityZone", "vpcId"} as
         #: DescribeSubnets answers (others: the dedicated subnet's CIDR in the first AZ).
         self.existing_subnets = dict(existing_subnets or {})
-        #: Names of the SSM parameters in the account that no resource of the run declares
-        #: (e.g. the management server's bootstrap marker); offline none unless a caller says so.
-        self.existing_parameters = tuple(existing_parameters)
+        #: The SSM parameters in the account that no resource of the run declares (e.g. the
+        #: management server's bootstrap marker, an upgrade's progress record), name -> value
+        #: ("offline" when only names are given); offline none unless a caller says so.
+        self.existing_parameters = dict(existing_parameters) if isinstance(existing_parameters, Mapping) else \
+            dict.fromkeys(existing_parameters, "offline")
         #: EC2 instances running in the account; offline nothing exists unless a caller says so.
         self.existing_instances = tuple(existing_instances)
         #: The stack's outputs after its last update, as a StackReference to itself reads
@@ -356,7 +358,8 @@ class OfflineMocks(pulumi.runtime.Mocks):
             path = a["path"].rstrip("/") + "/"
             names = [n for n in self.existing_parameters if n.startswith(path) and "/" not in n[len(path):]]
             return {"id": a["path"], "path": a["path"], "names": names, "types": ["String"] * len(names),
-                    "values": ["offline"] * len(names), "arns": [], "withDecryption": a.get("withDecryption")}
+                    "values": [self.existing_parameters[n] for n in names], "arns": [],
+                    "withDecryption": a.get("withDecryption")}
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT_ID, "arn": f"arn:{self.partition}:iam::{ACCOUNT_ID}:user/offline", "userId": "OFFLINE"}
         if token == "aws:index/getRegion:getRegion":
@@ -528,7 +531,7 @@ def run_offline(
     existing_instances: Sequence[ExistingInstance] = (),
     secret_keys: Sequence[str] = (),
     existing_subnets: Optional[Mapping[str, Mapping[str, str]]] = None,
-    existing_parameters: Sequence[str] = (),
+    existing_parameters: Sequence[str] | Mapping[str, str] = (),
 ) -> OfflineRun:
     """Run `program` under mocks with `config` ({"project:key": value}); return what it declared.
 

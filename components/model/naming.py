@@ -66,9 +66,16 @@ PARAM_ROUTER_FORWARDS = "router-forwards"
 #: (components/model/consoles.console_forwards, or consoles.NO_CONSOLE): created by Pulumi,
 #: written by the registration once the console proxy runs; the router polls it.
 PARAM_CONSOLE_FORWARDS = "console-forwards"
-#: `<prefix>/cloudstack-upgrade`: the steps of a CloudStack upgrade done so far, written by the
-#: upgrade (components/registration/upgrade.py) after each step, so an interrupted one continues.
-CLOUDSTACK_UPGRADE = "cloudstack-upgrade"
+#: `<prefix>/upgrade/progress`: the steps of a CloudStack upgrade done so far
+#: (components/model/upgrades.py Progress), written by the upgrade
+#: (components/registration/upgrade.py) before and after each step, so an interrupted one
+#: continues. Alone under its own path (UPGRADE_PATH) so that the program's lookup of it,
+#: which a preview makes too, reads no other parameter.
+UPGRADE_PATH = "upgrade"
+CLOUDSTACK_UPGRADE = f"{UPGRADE_PATH}/progress"
+#: Where that record was kept before (`<prefix>/cloudstack-upgrade`): the upgrade still reads
+#: it when the new one does not exist, so an upgrade under way when the program changed continues.
+LEGACY_CLOUDSTACK_UPGRADE = "cloudstack-upgrade"
 #: Written by the first management server once the cloud is bootstrapped (schema deployed,
 #: admin password set, API keys stored): from then on no boot needs the bootstrap grants
 #: (BOOTSTRAP_POLICIES), and the program stops declaring them. Alone under its own path

@@ -19,6 +19,8 @@ Sources:
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -143,6 +145,134 @@ def plan_steps(installed: str, requested: str, management_ids: Sequence[str],
     return steps
 
 
+# -- the record of an upgrade's progress, and what another cloudstackVersion does to it ----------
+#
+# upgrade-4.22.rst, "Database Preparation": the backup taken with every server stopped is what
+# "restoring your existing environment" needs when an upgrade has to be rolled back; CloudStack
+# has no other way back (an older server refuses the upgraded schema: DatabaseUpgradeChecker).
+
+#: The actions in the order plan_steps runs them (what "the step reached" sorts by).
+ACTION_ORDER = ("java", "stop", "snapshot", "first", "server", "agent", "template", "system-vms", "routers")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The record of an upgrade's progress: the SSM parameter `<parameter root>/upgrade/progress`,
+    JSON {"from": installed, "to": target, "done": [step keys], "running": the step key started
+    and not yet recorded as done, or ""}. `running` is written before a step starts, so a run
+    interrupted inside a step (a server stopped, the record not yet saying so) is known."""
+
+    installed: str
+    target: str
+    done: frozenset[str] = frozenset()
+    running: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Optional["Progress"]:
+        """The record from its parameter's value; None for "" (no record). Raises ValueError
+        naming the value when it is not such a record."""
+        if not text:
+            return None
+        try:
+            record = json.loads(text)
+            return cls(str(record["from"]), str(record["to"]), frozenset(record.get("done") or ()),
+                       str(record.get("running") or ""))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ValueError(f"not a record of an upgrade's progress: {text[:200]!r}") from None
+
+    def text(self) -> str:
+        record = {"from": self.installed, "to": self.target, "done": sorted(self.done)}
+        return json.dumps({**record, "running": self.running} if self.running else record)
+
+    def _touched(self) -> list[str]:
+        return [k for k in (*self.done, self.running) if k]
+
+    def servers_stopped(self) -> bool:
+        """Whether a management server may have been stopped (and masked): any step past Java 17
+        done or started."""
+        return any(k.split(":")[0] != "java" for k in self._touched())
+
+    def database_upgraded(self) -> bool:
+        """Whether the first server of the target version may have started on the database (its
+        start upgrades the schema)."""
+        return any(k.split(":")[0] in ACTION_ORDER[ACTION_ORDER.index("first"):] for k in self._touched())
+
+    def reached(self) -> str:
+        """The furthest step done or started, e.g. "first:i-0abc (started, unfinished)"."""
+        key = max(self._touched(), key=lambda k: (ACTION_ORDER.index(k.split(":")[0]), k == self.running))
+        return f"{key} (started, unfinished)" if key == self.running else key
+
+
+def unfinished(progress: Optional[Progress], installed: str, requested: str) -> bool:
+    """Whether `progress` records an upgrade from the recorded `installed` version to another
+    than `requested` (cloudstackVersion) that has not completed (a completed one changed the
+    recorded version)."""
+    return progress is not None and progress.installed == installed and progress.target != requested
+
+
+def abandoned(progress: Optional[Progress], installed: str, requested: str) -> bool:
+    """True when `progress` records an upgrade from `installed` to another version than
+    `requested` that stopped before any server did (Java 17 at most): the record is stale and
+    is cleared; nothing is started, for nothing was stopped."""
+    return unfinished(progress, installed, requested) and not progress.servers_stopped()
+
+
+def check_progress(progress: Optional[Progress], installed: str, requested: str, snapshot_prefix: str = "cloudstack",
+                   record_name: str = "<parameter root>/upgrade/progress", database: str = "<db>") -> Optional[Problem]:
+    """The problem with asking for `requested` (cloudstackVersion) while `progress` records an
+    unfinished upgrade from the recorded `installed` to another version that stopped a server
+    (or upgraded the database): setting `installed` back, or a third version, would leave every
+    server stopped and masked and say nothing. None when there is no such record (no record, one
+    of a finished upgrade, this very upgrade to resume, or one abandoned before any server
+    stopped: `abandoned`). The problem names the key, both versions, the step reached, the
+    snapshot and the two ways on: finish the upgrade, or roll back (upgrade-4.22.rst, "Database
+    Preparation"; README "Upgrading CloudStack", "Rolling back"). `record_name`: the progress
+    parameter's name, which the rollback deletes once done; `database`: the RDS instance's
+    identifier."""
+    if not unfinished(progress, installed, requested) or not progress.servers_stopped():
+        return None
+    target, snapshot = progress.target, snapshot_name(installed, progress.target, snapshot_prefix)
+    kept = f"{database}-{target.replace('.', '-')}"
+    asked = f"setting {installed} back" if requested == installed else f"another version ({requested})"
+    if progress.database_upgraded():
+        state = (f"the management servers were stopped and masked and the database may have been upgraded by "
+                 f"{target} (CloudStack has no downgrade)")
+        back = (f"restore the RDS snapshot {snapshot}, taken with every server stopped, under the database's own "
+                f"identifier (the upgraded one renamed and kept: aws rds modify-db-instance "
+                f"--db-instance-identifier {database} --new-db-instance-identifier {kept} "
+                f"--apply-immediately; then aws rds restore-db-instance-from-db-snapshot --db-snapshot-identifier "
+                f"{snapshot} --db-instance-identifier {database} with its subnet group, parameter group and security "
+                f"group), reinstall {installed} on every server and host")
+    else:
+        state = "the management servers were stopped and masked; the database is still the one of " + installed
+        back = f"the database needs no restore (the snapshot {snapshot}, if taken, is the way back all the same)"
+    return Problem(KEY, requested, (
+        f"the upgrade {installed} -> {target} is unfinished: it reached step {progress.reached()}, so {state}. "
+        f"{asked[0].upper()}{asked[1:]} would start nothing and leave them so: nothing was changed. Either finish "
+        f"the upgrade: set {KEY} to {target} and run `pulumi up` (it continues where it stopped); or roll back as "
+        f"CloudStack's upgrade guide describes (README 'Upgrading CloudStack', 'Rolling back'): {back}, unmask and "
+        f"start each server (systemctl unmask cloudstack-management.service; systemctl start "
+        f"cloudstack-ec2-boot.service), then delete the record (aws ssm delete-parameter --name {record_name}) and "
+        f"keep {KEY} {installed}"))
+
+
+def progress_warning(progress: Optional[Progress], installed: str, requested: str) -> Optional[str]:
+    """What an update that keeps (or sets back) `requested` says of an upgrade abandoned before
+    any server stopped (`abandoned`): its record is cleared, nothing is started."""
+    if not abandoned(progress, installed, requested):
+        return None
+    return (f"the upgrade of CloudStack {installed} -> {progress.target} stopped before any management server did "
+            f"(it reached step {progress.reached()}); with {KEY} {requested} this update clears its record and "
+            "starts nothing: every server and host keeps running " + installed + " (Java 17 stays the default "
+            "java where that step ran)")
+
+
+def snapshot_prefix(stack: str) -> str:
+    """The prefix of a stack's upgrade snapshots: "cloudstack" and the stack name's letters and
+    digits, hyphen-separated (RDS identifiers allow no other characters)."""
+    return "-".join(["cloudstack", *re.findall(r"[a-z0-9]+", stack.lower())])
+
+
 def snapshot_name(installed: str, requested: str, prefix: str = "cloudstack") -> str:
     """The manual RDS snapshot taken before an upgrade, named after both versions: letters,
     digits and single hyphens (RDS CreateDBSnapshot's DBSnapshotIdentifier)."""
@@ -177,21 +307,39 @@ _APT = "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-conf
 JAVA_17_OPTIONS = "--add-opens=java.base/java.lang=ALL-UNNAMED --add-exports=java.base/sun.security.x509=ALL-UNNAMED"
 
 
-def _packages(requested: str, packages: Sequence[str], defaults: Sequence[str]) -> list[str]:
+def _packages(requested: str, packages: Sequence[str]) -> list[str]:
     release = _text(_release(requested))
-    lines = [
+    return [
         "export DEBIAN_FRONTEND=noninteractive",
         f"sed -i -E 's|^(deb .* )[0-9]+\\.[0-9]+$|\\1{release}|' {_REPO_LIST}",
         f"apt-get -q -o DPkg::Lock::Timeout=600 update",
         f"{_APT} install {' '.join(_apt_pin(p, requested) for p in packages)}",
     ]
-    if needs_java_17(requested):
-        for f in defaults:
-            lines.append(f"[ ! -f {f} ] || grep -q -- '--add-opens=java.base/java.lang=' {f} || "
-                         f"sed -i 's|^JAVA_OPTS=\"|JAVA_OPTS=\"{JAVA_17_OPTIONS} |' {f}")
-    # A boot script's re-run (every boot) installs the version boot.env names: the new one.
-    lines.append(f"sed -i 's|^CSEC2_CLOUDSTACK_VERSION=.*|CSEC2_CLOUDSTACK_VERSION=\"{requested}\"|' {_BOOT_ENV}")
-    return lines
+
+
+def _java_options(requested: str, defaults: Sequence[str]) -> list[str]:
+    if not needs_java_17(requested):
+        return []
+    return [f"[ ! -f {f} ] || grep -q -- '--add-opens=java.base/java.lang=' {f} || "
+            f"sed -i 's|^JAVA_OPTS=\"|JAVA_OPTS=\"{JAVA_17_OPTIONS} |' {f}" for f in defaults]
+
+
+def _boot_version(requested: str) -> str:
+    # A boot script's run (every boot, and the re-run of a step) installs the version boot.env names.
+    return f"sed -i 's|^CSEC2_CLOUDSTACK_VERSION=.*|CSEC2_CLOUDSTACK_VERSION=\"{requested}\"|' {_BOOT_ENV}"
+
+
+#: The boot script's log (userdata/common.sh CSEC2_LOG_FILE): its "ERROR in step" line
+#: (csec2_die) names what failed; systemctl's own message names only the unit.
+_BOOT_LOG = "/var/log/cloudstack-ec2-boot.log"
+#: The instance's boot script run again (cloudstack-ec2-boot.service, a oneshot unit: `systemctl
+#: start` returns when the script has ended, and fails when it failed; systemd.service(5), Type=).
+_BOOT_RERUN = (
+    "if ! systemctl start cloudstack-ec2-boot.service; then",
+    f"  failed='systemctl start cloudstack-ec2-boot.service'",
+    f"  echo \"the boot script failed: $(grep 'ERROR in step' {_BOOT_LOG} | tail -n 1)\"; exit 1",
+    "fi",
+)
 
 
 #: The first lines of every step script. GetCommandInvocation returns only the first 8,000
@@ -236,20 +384,28 @@ def step_script(step: Step, requested: str) -> str:
                  "  echo 'cloudstack-management.service is still running after its stop' >&2; exit 1",
                  "fi"]
     elif step.action in ("first", "server"):
-        lines = _packages(requested, ("cloudstack-management", "cloudstack-common"),
-                          ("/etc/default/cloudstack-management", "/etc/default/cloudstack-usage"))
+        lines = _packages(requested, ("cloudstack-management", "cloudstack-common"))
+        lines += _java_options(requested, ("/etc/default/cloudstack-management", "/etc/default/cloudstack-usage"))
         # Unmasked before the package: its maintainer scripts may (re)start the service, which a
         # masked unit fails. Only this server is unmasked: the others stay stopped.
         lines.insert(1, "systemctl unmask cloudstack-management.service")
-        # The boot script's re-run republishes the version the hosts install and starts the server.
-        lines += ["systemctl start cloudstack-ec2-boot.service",
+        # The boot script's re-run starts the server; on the first (CSEC2_MANAGEMENT_INDEX 0) it
+        # also publishes the version the hosts install and keeps their packages of it in the
+        # boot-script bucket (management-server.sh publish_version, publish_packages): every
+        # agent step comes after this one (plan_steps).
+        lines += [_boot_version(requested), *_BOOT_RERUN,
                   "systemctl is-active --quiet cloudstack-management.service"]
     elif step.action == "agent":
         # Stopping the agent leaves the guests running (the guides' KVM section); CloudStack
-        # shows the host Disconnected until the new agent connects.
-        lines = _packages(requested, ("cloudstack-agent", "cloudstack-common"), ("/etc/default/cloudstack-agent",))
-        lines.insert(1, "systemctl stop cloudstack-agent.service")
-        lines += ["systemctl start cloudstack-agent.service"]
+        # shows the host Disconnected until the new agent connects. The host's boot script
+        # installs the agent as at its first boot (kvm-host.sh install_packages): the exact
+        # version the first server published, from the deployment's copy after its
+        # `dpkg-deb -f` check, else upstream; neither: its error names the version. Restarted,
+        # not started: the package's maintainer scripts may have started it before its Java 17
+        # options were in place.
+        lines = ["systemctl stop cloudstack-agent.service", _boot_version(requested), *_BOOT_RERUN,
+                 *_java_options(requested, ("/etc/default/cloudstack-agent",)),
+                 "systemctl restart cloudstack-agent.service"]
     else:
         raise ValueError(f"step {step.key} runs through an API, not on an instance")
     return "\n".join([f"# cloudstack-ec2 upgrade step {step.key}: {step.what}", *_PROLOGUE, *lines]) + "\n"

@@ -36,16 +36,17 @@ from components.model import deployed as deployed_state
 from components.model import naming
 from components.model import frontend
 from components.model import regions
+from components.model import upgrades
 from components.model.settings.frontend import certificate_region_problems
 from components.model.hosttypes import HostTypes, plan_host_types
-from components.model.settings import Settings, SettingsError
+from components.model.settings import Problem, Settings, SettingsError
 from components.program.compute import declare_compute
 from components.program.config import load_settings, lookup_instance_type
 from components.program.context import context
 from components.program.control_plane import declare_control_plane
 from components.program.data import declare_data
 from components.program.front_end import attach_management_servers, declare_front_end
-from components.program.lookups import availability_zones, check_existing_network, read_deployed
+from components.program.lookups import availability_zones, check_existing_network, read_deployed, upgrade_progress
 from components.program.network import declare_network
 from components.program.operations import declare_operations
 from components.program.outputs import stack_outputs
@@ -91,6 +92,9 @@ def build() -> Deployment:
     problems += certificate_region_problems(settings.ui_certificate_arn, region)
     problems += deployed_state.check_changes(settings, previous)
     warnings += deployed_state.upgrade_warnings(previous, pulumi.get_stack(), settings.cloudstack_version)
+    upgrade_problems, upgrade_notes = unfinished_upgrade(previous, settings.cloudstack_version)
+    problems += upgrade_problems
+    warnings += upgrade_notes
     warnings += deployed_state.router_count_warnings(settings, previous, pulumi.get_stack())
     warnings += frontend.running_server_warnings(previous, settings.ui_behind_load_balancer, pulumi.get_stack(),
                                                  [str(n) for n in settings.ui_subnet_cidrs])
@@ -106,6 +110,21 @@ def build() -> Deployment:
                                  existing_host_types(naming.PROJECT, stack, previous.parameter_root),
                                  lookup_instance_type)
     return declare(settings, stack, zones, previous, host_types)
+
+
+def unfinished_upgrade(previous: deployed_state.Deployed, requested: str) -> tuple[list[Problem], list[str]]:
+    """What the record of an unfinished CloudStack upgrade says of `requested` (cloudstackVersion):
+    a problem when the upgrade stopped a server and this update asks for another version than its
+    target (upgrades.check_progress), a warning when its record is cleared (upgrades.progress_warning).
+    Checked here, before anything is declared; the upgrade resource applies the same rule."""
+    if not previous.exists:
+        return [], []
+    progress = upgrade_progress(previous.parameter_root)
+    installed = previous.cloudstack_version
+    problem = upgrades.check_progress(progress, installed, requested, upgrades.snapshot_prefix(pulumi.get_stack()),
+                                      f"{previous.parameter_root}/{naming.CLOUDSTACK_UPGRADE}")
+    warning = upgrades.progress_warning(progress, installed, requested)
+    return [problem] if problem else [], [warning] if warning else []
 
 
 def declare(settings: Settings, stack: str, zones: tuple[str, str],

@@ -14,8 +14,10 @@ import pulumi_aws as aws
 from pulumi.runtime.sync_await import _sync_await
 
 from components.model import deployed as deployed_state
+from components.model import naming
 from components.model import regions
 from components.model import tenantlimits
+from components.model import upgrades
 from components.model.settings import Problem, Settings, SettingsError, choose_availability_zones
 from components.program.config import region_zones
 
@@ -143,3 +145,23 @@ def load_balancer_subnet_cidrs(settings: Settings) -> tuple[str, ...]:
     if problems:
         raise SettingsError(problems)
     return tuple(s.cidr_block for s in subnets)
+
+
+def upgrade_progress(parameter_root: str) -> Optional[upgrades.Progress]:
+    """The record of the last CloudStack upgrade's progress (`<parameter root>/upgrade/progress`,
+    written by components/registration/upgrade.py), None when there is none or on a first run
+    (`parameter_root` ""). Asked with GetParametersByPath on its own path, which holds it alone,
+    without decryption (an absent parameter is an empty answer there, where GetParameter fails
+    the whole run). A record at the name used before (naming.LEGACY_CLOUDSTACK_UPGRADE) is left
+    to the upgrade resource, which applies the same rule to it. Raises SettingsError naming
+    the parameter when its value is not such a record."""
+    if not parameter_root:
+        return None
+    name = f"{parameter_root}/{naming.CLOUDSTACK_UPGRADE}"
+    found = aws.ssm.get_parameters_by_path(path=f"{parameter_root}/{naming.UPGRADE_PATH}", with_decryption=False)
+    values = dict(zip(found.names or [], found.values or []))
+    try:
+        return upgrades.Progress.parse(values.get(name, ""))
+    except ValueError as e:
+        raise SettingsError([Problem(upgrades.KEY, name, f"{e}; delete the parameter (aws ssm delete-parameter "
+                                                         f"--name {name}) only if no upgrade is under way")]) from None

@@ -3,7 +3,6 @@ the zone, pod, clusters, hosts and storage through it (components.registration).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -79,7 +78,6 @@ def declare_upgrade(ctx: Context, data: Data, control: ControlPlane, compute: Co
     # The instances are named only to an update that upgrades: scaling hosts changes nothing here.
     hosts = [pulumi.Output.all(inst.id, str(ctx.plan.hosts[i])).apply(lambda v: {"instance": v[0], "ip": v[1]})
              for i, inst in sorted(compute.hosts.instances.items())] if upgrading else []
-    stack_words = re.findall(r"[a-z0-9]+", ctx.stack.lower())
     return CloudStackUpgrade("cloudstack-upgrade", {
         "endpoint": api_url, "secret_id": management.api_keys_secret_id, "region": ctx.region,
         "aws": stack_aws_identity(), "timeouts": spec.timeouts.as_dict(),
@@ -88,7 +86,7 @@ def declare_upgrade(ctx: Context, data: Data, control: ControlPlane, compute: Co
         "upgrade_timeouts": {"template": spec.timeouts.system_vms, "system_vms": spec.timeouts.system_vms},
         "from_version": ctx.cloudstack_version, "to_version": ctx.settings.cloudstack_version,
         "management_ids": [m.instance_id for m in control.management_servers] if upgrading else [], "hosts": hosts,
-        "db_instance": data.database.identifier, "snapshot_prefix": "-".join(["cloudstack", *stack_words]),
+        "db_instance": data.database.identifier, "snapshot_prefix": upgrades.snapshot_prefix(ctx.stack),
         "state_parameter": ctx.prefix.apply(lambda r: f"{r}/{naming.CLOUDSTACK_UPGRADE}"),
     }, pulumi.ResourceOptions(depends_on=[registration]))
 

@@ -17,15 +17,14 @@ output, which the stack records, changes only when every step is done.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Callable, Mapping
 
 import pulumi
 import pulumi.dynamic as dyn
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from components.model import upgrades
+from components.model import naming, upgrades
 
 from .client import LOG, Api, RegistrationError, TransientError, aws_session, connect, probe
 
@@ -54,30 +53,51 @@ class Upgrade:
         self._api: Api | None = None
 
     # -- the record of the steps done ------------------------------------------------------------
-    def _load_done(self) -> set[str]:
-        try:
-            value = self.ssm.get_parameter(Name=self.props["state_parameter"])["Parameter"]["Value"]
-        except self.ssm.exceptions.ParameterNotFound:
-            return set()
-        record = json.loads(value)
-        done = set(record.get("done") or [])
-        if record.get("from") == self.installed and record.get("to") != self.requested and \
-                any(not k.startswith("java:") for k in done):
-            # Unfinished, and past the point where servers stop: starting over towards another
-            # version would stop the servers again and snapshot a database already upgraded,
-            # under a name that claims it is the one from before.
-            raise UpgradeError(
-                f"cloudstackVersion {self.requested}: the upgrade {self.installed} -> {record.get('to')} is "
-                f"unfinished (done: {', '.join(sorted(done))}): its servers were stopped or upgraded. Set "
-                f"cloudstackVersion to {record.get('to')} and run `pulumi up` to finish it, then change it; "
-                f"nothing was changed")
-        if (record.get("from"), record.get("to")) != (self.installed, self.requested):
-            return set()   # a record of another upgrade (that one completed or was abandoned)
-        return done
+    def progress(self) -> upgrades.Progress | None:
+        """The record of the last upgrade's progress (None: no record): `state_parameter`, else
+        the name used before (naming.LEGACY_CLOUDSTACK_UPGRADE), where an upgrade under way when
+        the program changed keeps it until its next step."""
+        for name in _record_names(self.props["state_parameter"]):
+            try:
+                value = self.ssm.get_parameter(Name=name)["Parameter"]["Value"]
+            except self.ssm.exceptions.ParameterNotFound:
+                continue
+            try:
+                return upgrades.Progress.parse(value)
+            except ValueError as e:
+                raise UpgradeError(f"SSM parameter {name}: {e}; delete it (aws ssm delete-parameter --name {name}) "
+                                   f"only if no upgrade is under way") from None
+        return None
 
-    def _save_done(self, done: set[str]) -> None:
-        record = {"from": self.installed, "to": self.requested, "done": sorted(done)}
-        self.ssm.put_parameter(Name=self.props["state_parameter"], Value=json.dumps(record), Type="String",
+    def clear(self) -> None:
+        """The record deleted, under either name."""
+        _delete_records(self.ssm, self.props["state_parameter"])
+
+    def settle(self) -> None:
+        """Before anything changes: raises UpgradeError when the record holds an unfinished upgrade
+        from the installed version to another than `to_version` that stopped a server
+        (upgrades.check_progress: the way on is named); clears the record of one abandoned
+        before any server stopped (upgrades.abandoned), starting nothing."""
+        progress = self.progress()
+        problem = upgrades.check_progress(progress, self.installed, self.requested, self.props["snapshot_prefix"],
+                                          self.props["state_parameter"], self.props["db_instance"])
+        if problem is not None:
+            raise UpgradeError(str(problem))
+        if upgrades.abandoned(progress, self.installed, self.requested):
+            LOG.info("upgrade %s -> %s abandoned before any server stopped: its record cleared",
+                     progress.installed, progress.target)
+            self.clear()
+
+    def _load_done(self) -> set[str]:
+        self.settle()
+        progress = self.progress()
+        if progress is None or (progress.installed, progress.target) != (self.installed, self.requested):
+            return set()   # a record of another upgrade (that one completed)
+        return set(progress.done)
+
+    def _save_done(self, done: set[str], running: str = "") -> None:
+        record = upgrades.Progress(self.installed, self.requested, frozenset(done), running)
+        self.ssm.put_parameter(Name=self.props["state_parameter"], Value=record.text(), Type="String",
                                Overwrite=True)
 
     def run(self) -> list[str]:
@@ -94,6 +114,7 @@ class Upgrade:
                 LOG.info("upgrade %s -> %s: %s done already", self.installed, self.requested, step.key)
                 continue
             LOG.info("upgrade %s -> %s: %s (%s)", self.installed, self.requested, step.key, step.what)
+            self._save_done(done, running=step.key)
             self._run_step(step)
             done.add(step.key)
             self._save_done(done)
@@ -357,7 +378,10 @@ class CloudStackUpgradeProvider(dyn.ResourceProvider):
         olds, news = _clean(olds), _clean(news)
         changed = olds.get("version") != news.get("to_version") or any(
             olds.get(k) != news.get(k) for k in news if k not in ("to_version", "version", "steps"))
-        return dyn.DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
+        # The version set back after a failed upgrade is no change of the inputs, yet its record
+        # must be settled (Upgrade.settle): an update, which refuses or clears it.
+        return dyn.DiffResult(changes=changed or _unsettled(news, olds.get("version") or ""), replaces=[], stables=[],
+                              delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         news = _clean(news)
@@ -367,10 +391,7 @@ class CloudStackUpgradeProvider(dyn.ResourceProvider):
         """The software stays as it is; the record of an upgrade's steps goes."""
         props = _clean(props)
         ssm = aws_session(props.get("aws"), props["region"]).client("ssm", region_name=props["region"])
-        try:
-            ssm.delete_parameter(Name=props["state_parameter"])
-        except ssm.exceptions.ParameterNotFound:
-            pass
+        _delete_records(ssm, props["state_parameter"])
 
     @staticmethod
     def _outs(props: Mapping[str, Any], steps: list[str]) -> dict[str, Any]:
@@ -395,9 +416,42 @@ def planned_steps(props: Mapping[str, Any]) -> list[str]:
     return [f"{s.key}: {s.what}" for s in _plan(props, installed)]
 
 
+def _record_names(state_parameter: str) -> list[str]:
+    """The progress record's name and, beside it, the name stacks used before (naming.py)."""
+    root, _, _ = state_parameter.rpartition("/" + naming.CLOUDSTACK_UPGRADE)
+    return [state_parameter, f"{root}/{naming.LEGACY_CLOUDSTACK_UPGRADE}"] if root else [state_parameter]
+
+
+def _delete_records(ssm: Any, state_parameter: str) -> None:
+    for name in _record_names(state_parameter):
+        try:
+            ssm.delete_parameter(Name=name)
+        except ssm.exceptions.ParameterNotFound:
+            pass
+
+
+def _unsettled(props: Mapping[str, Any], installed: str) -> bool:
+    """Whether, with `to_version` the recorded `installed`, the progress record holds an
+    unfinished upgrade to another version (upgrades.check_progress, upgrades.abandoned).
+    False when the record cannot be read (a preview under a role without ssm:GetParameter,
+    docs/ci/preview-role-policy.json): the program's own check of the record refuses first."""
+    if not installed or upgrades.is_change(installed, props.get("to_version") or "") or \
+            not isinstance(props.get("state_parameter"), str):
+        return False   # an upgrade (its run settles the record), or a new stack (no record)
+    try:
+        progress = Upgrade(props, installed).progress()
+    except (ClientError, BotoCoreError) as e:
+        LOG.info("the upgrade's record %s cannot be read (%s): no change assumed", props["state_parameter"], e)
+        return False
+    return upgrades.unfinished(progress, installed, props["to_version"])
+
+
 def _upgrade(props: Mapping[str, Any], installed: str) -> list[str]:
-    """Run the upgrade from `installed` when it is another version (nothing when "": a new stack)."""
+    """Run the upgrade from `installed` when it is another version (nothing when "": a new
+    stack); with the same version, settle the record of an unfinished one (Upgrade.settle)."""
     if not upgrades.is_change(installed, props["to_version"]):
+        if installed:
+            Upgrade(props, installed).settle()
         return []
     problem = upgrades.check_version_change(installed, props["to_version"])
     if problem is not None:

@@ -11,6 +11,7 @@ started; the agent restarted), and refuses what a real machine would refuse.
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 import boto3
 import pytest
@@ -27,16 +28,26 @@ DB = "cloudstack-test-db"
 
 
 class Fleet:
-    """The instances as SSM's agent runs the upgrade scripts on them (see the module docstring)."""
+    """The instances as SSM's agent runs the upgrade scripts on them (see the module docstring).
+    A boot script's re-run does what userdata/management-server.sh and userdata/kvm-host.sh do
+    (their own tests run them for real, tests/userdata): the first management server
+    (CSEC2_MANAGEMENT_INDEX 0) publishes its version and keeps the hosts' packages of it
+    (publish_version, publish_packages: `apt-get download`, so upstream must have it then); a
+    host whose agent is not of the release boot.env names installs the published version, from
+    that copy, else upstream, else fails naming it (install_packages)."""
 
     def __init__(self, emulator, hosts: dict[str, str], version: str):
         self.emu, self.hosts = emulator, hosts
+        self.repository = {release: list(versions) for release, versions in REPOSITORY.items()}
         self.release = {i: version.rsplit(".", 2)[0] for i in [*MANAGEMENT, *hosts]}
         self.installed = {i: version for i in [*MANAGEMENT, *hosts]}
+        self.configured = {i: version.rsplit(".", 1)[0] for i in [*MANAGEMENT, *hosts]}   # boot.env
+        self.published, self.copies = version, {version}   # the cloudstack-version anchor; packages/<v>/
         self.masked: set[str] = set()
         self.java: dict[str, int] = {i: 11 for i in [*MANAGEMENT, *hosts]}
         self.ran: list[tuple[str, str]] = []      # (step key, instance)
         self.fail_once: dict[str, str] = {}      # step key -> the error its first run ends with
+        self.after: dict[str, Callable[[], None]] = {}   # step key -> what happens once it ran
         self.offline: set[str] = set()           # instances whose SSM agent is not online
 
     def run(self, instance: str, command: str) -> None:
@@ -50,14 +61,19 @@ class Fleet:
             raise RuntimeError(self.fail_once.pop(key))
         for line in script.splitlines():
             self._line(instance, line.strip())
+        if key in self.after:
+            self.after.pop(key)()
 
     def _line(self, instance: str, line: str) -> None:
         if m := re.match(r"sed -i -E 's\|.*\\1([0-9.]+)\|' /etc/apt/sources.list.d/cloudstack.list", line):
             self.release[instance] = m.group(1)
+        elif m := re.match(r"sed -i 's\|\^CSEC2_CLOUDSTACK_VERSION=\.\*\|CSEC2_CLOUDSTACK_VERSION=\"([0-9.]+)\"\|' ",
+                           line):
+            self.configured[instance] = m.group(1)
         elif "install openjdk-17-jre-headless" in line:
             self.java[instance] = 17
         elif m := re.search(r" install (cloudstack-(?:management|agent))(=(\S+)\*)? ", line + " "):
-            candidates = [v for v in REPOSITORY[self.release[instance]] if not m.group(3)
+            candidates = [v for v in self.repository[self.release[instance]] if not m.group(3)
                           or v.startswith(m.group(3) + ".")]
             if not candidates:
                 raise RuntimeError(f"E: Version '{m.group(3)}*' for '{m.group(1)}' was not found")
@@ -68,12 +84,42 @@ class Fleet:
             self.masked.add(instance)
         elif line == "systemctl unmask cloudstack-management.service":
             self.masked.discard(instance)
-        elif line == "systemctl start cloudstack-ec2-boot.service":
-            if instance in self.masked:
-                raise RuntimeError("Failed to start cloudstack-management.service: Unit is masked.")
-            self.emu.start_server(instance, self.installed[instance])
-        elif line == "systemctl start cloudstack-agent.service":
+        elif line == "if ! systemctl start cloudstack-ec2-boot.service; then":
+            self._boot(instance)
+        elif line == "systemctl restart cloudstack-agent.service":
             self.emu.upgrade_agent(self.hosts[instance], self.installed[instance])
+
+    def _of_configured(self, instance: str, version: str) -> bool:
+        return re.match(re.escape(self.configured[instance]) + r"($|[.~+-])", version) is not None
+
+    def _boot(self, instance: str) -> None:
+        if instance in self.hosts:
+            return self._host_packages(instance)
+        if instance in self.masked:
+            raise RuntimeError("Failed to start cloudstack-management.service: Unit is masked.")
+        if instance == MANAGEMENT[0] and self.published != self.installed[instance]:
+            version = self.installed[instance]
+            if version not in self.repository[version.rsplit(".", 2)[0]]:
+                raise RuntimeError(f"the boot script failed: ERROR in step 'keep cloudstack-agent and "
+                                   f"cloudstack-common {version}': E: Version '{version}' for 'cloudstack-agent' "
+                                   "was not found")
+            self.published = version
+            self.copies.add(version)
+        self.emu.start_server(instance, self.installed[instance])
+
+    def _host_packages(self, instance: str) -> None:
+        if self._of_configured(instance, self.installed[instance]):
+            return
+        version = self.published
+        if not self._of_configured(instance, version):
+            raise RuntimeError(f"the boot script failed: ERROR in step 'packages': the management server runs "
+                               f"cloudstack-management {version}, but this host is configured for CloudStack "
+                               f"{self.configured[instance]}")
+        if version not in self.copies and version not in self.repository[version.rsplit(".", 2)[0]]:
+            raise RuntimeError(f"the boot script failed: ERROR in step 'packages': cloudstack-agent {version} is "
+                               f"neither in the deployment's copy (s3://boot/packages/{version}/) nor in "
+                               "http://download.cloudstack.org/ubuntu")
+        self.installed[instance] = version
 
 
 @pytest.fixture
@@ -125,7 +171,7 @@ def props(emulator, secret_id, fleet, to_version, from_version="4.20.1") -> dict
                                  "snapshot": 5, "command": 5},
             "from_version": from_version, "to_version": to_version, "management_ids": MANAGEMENT,
             "hosts": [{"instance": i, "ip": ip} for i, ip in fleet.hosts.items()], "db_instance": DB,
-            "snapshot_prefix": "cloudstack-test", "state_parameter": "/cloudstack-ec2/test/cloudstack-upgrade"}
+            "snapshot_prefix": "cloudstack-test", "state_parameter": "/cloudstack-ec2/test/upgrade/progress"}
 
 
 def _all_on(emulator, fleet, version):
@@ -352,16 +398,121 @@ def test_an_instance_whose_ssm_agent_is_offline_is_named_with_the_remedy(emulato
     assert CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news).outs["version"] == "4.22"
 
 
-def test_another_target_while_an_upgrade_is_unfinished_is_refused_before_anything(emulator, cloud):
-    fleet, secret_id = cloud
+def stopped_in_the_second_server(emulator, fleet, secret_id) -> dict:
+    """An upgrade 4.20.1 -> 4.22 that failed upgrading the second server (the database upgraded
+    by the first); returns the state's inputs and outputs, still those of 4.20.1."""
     fleet.fail_once["server:" + MANAGEMENT[1]] = "E: Could not get lock /var/lib/dpkg/lock-frontend"
     olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
     with pytest.raises(UpgradeError):
         CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    return olds
+
+
+def test_another_target_while_an_upgrade_is_unfinished_is_refused_before_anything(emulator, cloud):
+    fleet, secret_id = cloud
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
     ran_before, servers = list(fleet.ran), dict(emulator.servers)
-    with pytest.raises(UpgradeError, match=r"cloudstackVersion 4\.22\.1: the upgrade 4\.20\.1 -> 4\.22 is unfinished "
-                                           r"\(done: .*first:.*Set cloudstackVersion to 4\.22 "):
+    with pytest.raises(UpgradeError, match=r"cloudstackVersion = '4\.22\.1': the upgrade 4\.20\.1 -> 4\.22 is "
+                                           rf"unfinished: it reached step server:{MANAGEMENT[1]} \(started, "
+                                           r"unfinished\).*set cloudstackVersion to 4\.22 and run `pulumi up`"):
         CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22.1"))
     assert fleet.ran == ran_before and emulator.servers == servers
     assert CloudStackUpgradeProvider().update(
         upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22")).outs["version"] == "4.22"
+
+
+STATE = "/cloudstack-ec2/test/upgrade/progress"
+
+
+def test_the_version_set_back_after_the_servers_stopped_is_refused_naming_both_ways_on(emulator, cloud):
+    fleet, secret_id = cloud
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
+    ran_before, servers = list(fleet.ran), dict(emulator.servers)
+    # the state keeps the inputs of before the failed update: setting 4.20.1 back changes no input
+    reverted = props(emulator, secret_id, fleet, "4.20.1")
+    assert {k: v for k, v in olds.items() if k not in ("version", "steps")} == reverted
+    assert CloudStackUpgradeProvider().diff(upgrade.RESOURCE_ID, olds, reverted).changes
+    with pytest.raises(UpgradeError) as err:
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, reverted)
+    text = str(err.value)
+    for part in ("cloudstackVersion = '4.20.1'", "the upgrade 4.20.1 -> 4.22 is unfinished",
+                 f"step server:{MANAGEMENT[1]} (started, unfinished)", "may have been upgraded by 4.22",
+                 "nothing was changed", "set cloudstackVersion to 4.22 and run `pulumi up`",
+                 "--db-snapshot-identifier cloudstack-test-4-20-1-to-4-22 --db-instance-identifier " + DB,
+                 f"aws ssm delete-parameter --name {STATE}"):
+        assert part in text, (part, text)
+    assert fleet.ran == ran_before and emulator.servers == servers and MANAGEMENT[1] in fleet.masked
+    # the first way on: the upgrade to 4.22 continues where it stopped
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
+
+
+def test_the_version_set_back_before_any_server_stopped_clears_the_record_and_starts_nothing(emulator, cloud):
+    fleet, secret_id = cloud
+    host = next(iter(fleet.hosts))
+    fleet.fail_once["java:" + host] = "E: Unable to locate package openjdk-17-jre-headless"
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    with pytest.raises(UpgradeError):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    ssm = boto3.client("ssm", region_name=REGION)
+    assert ssm.get_parameter(Name=STATE)["Parameter"]["Value"]
+    ran_before = list(fleet.ran)
+    reverted = props(emulator, secret_id, fleet, "4.20.1")
+    assert CloudStackUpgradeProvider().diff(upgrade.RESOURCE_ID, olds, reverted).changes
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, reverted)
+    assert result.outs["version"] == "4.20.1" and result.outs["steps"] == []
+    assert fleet.ran == ran_before and set(emulator.servers.values()) == {"4.20.1.0"}
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name=STATE)
+    # settled: nothing more to do
+    assert not CloudStackUpgradeProvider().diff(upgrade.RESOURCE_ID, {**reverted, "version": "4.20.1"},
+                                                reverted).changes
+
+
+def test_the_agents_install_the_first_servers_version_from_the_deployments_copy(emulator, cloud):
+    # Upstream's index lists only the newest patch release of a series: once 4.22.2.0 is out,
+    # 4.22.1.0, which the servers were upgraded to, is gone from it.
+    fleet, secret_id = cloud
+    fleet.after["server:" + MANAGEMENT[1]] = lambda: fleet.repository.update({"4.22": ["4.22.2.0"]})
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
+    keys = [k for k, _ in fleet.ran]
+    assert keys.index("first:" + MANAGEMENT[0]) < min(keys.index("agent:" + h) for h in fleet.hosts)
+
+
+def test_an_agent_version_neither_copied_nor_upstream_fails_naming_it(emulator, cloud):
+    fleet, secret_id = cloud
+
+    def gone():   # the copy deleted, upstream moved on
+        fleet.copies.discard("4.22.1.0")
+        fleet.repository["4.22"] = ["4.22.2.0"]
+    fleet.after["server:" + MANAGEMENT[1]] = gone
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    host = next(iter(fleet.hosts))
+    with pytest.raises(UpgradeError, match=rf"step agent:{host} failed on instance {host} .*cloudstack-agent "
+                                           r"4\.22\.1\.0 is neither in the deployment's copy"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert fleet.installed[host] == "4.20.1.0"
+
+
+def test_a_record_kept_under_the_name_used_before_is_read_and_settled(emulator, cloud):
+    # An upgrade under way when the program moved the record to <root>/upgrade/progress.
+    fleet, secret_id = cloud
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
+    news = props(emulator, secret_id, fleet, "4.22")
+    ssm = boto3.client("ssm", region_name=REGION)
+    legacy = "/cloudstack-ec2/test/cloudstack-upgrade"
+    ssm.put_parameter(Name=legacy, Value=ssm.get_parameter(Name=STATE)["Parameter"]["Value"], Type="String")
+    ssm.delete_parameter(Name=STATE)
+    with pytest.raises(UpgradeError, match=r"the upgrade 4\.20\.1 -> 4\.22 is unfinished"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.20.1"))
+    ran_before = len(fleet.ran)
+    assert CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, news).outs["version"] == "4.22"
+    assert [k for k, _ in fleet.ran[ran_before:]][0] == "server:" + MANAGEMENT[1]
+    CloudStackUpgradeProvider().delete(upgrade.RESOURCE_ID, news)
+    for name in (STATE, legacy):
+        with pytest.raises(ssm.exceptions.ParameterNotFound):
+            ssm.get_parameter(Name=name)

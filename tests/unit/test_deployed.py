@@ -41,10 +41,11 @@ def dev_config(**overrides):
     return config
 
 
-def later_run(previous: dict, **overrides) -> offline.OfflineRun:
+def later_run(previous: dict, parameters: dict | None = None, **overrides) -> offline.OfflineRun:
+    """A run after `previous` (the stack's outputs); `parameters`: SSM parameters in the account."""
     return offline.run_offline(build, dev_config(**overrides), project="cloudstack-ec2", stack="dev",
                                region="us-east-1", subnet_cidrs={"cloudstack": "10.0.0.0/24"},
-                               previous_outputs=previous)
+                               previous_outputs=previous, existing_parameters=parameters or {})
 
 
 def recorded(**values) -> dict:
@@ -312,7 +313,7 @@ def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_
     assert steps[0] == "java" and steps[-3:] == ["template", "system-vms", "routers"]
     assert steps.index("stop") < steps.index("snapshot") < steps.index("first")
     assert steps.index("first") < steps.index("agent") and steps.count("agent") == 3
-    assert resource.inputs["state_parameter"].endswith("/cloudstack-upgrade")
+    assert resource.inputs["state_parameter"].endswith("/upgrade/progress")
     # A host added in this update boots on the version the servers run until the upgrade.
     hosts = [r for r in run.of_type("aws:ec2/instance:Instance") if r.name.startswith("kvm-host")]
     assert {Inspect.boot_env(h)["CSEC2_CLOUDSTACK_VERSION"] for h in hosts} == {"4.20.1"}
@@ -322,6 +323,37 @@ def test_an_upgrade_is_planned_with_its_steps_and_hosts_added_meanwhile_install_
     assert "4.20.1 -> 4.22" in warning and "UI and API are down" in warning and "VMs keep running" in warning
     assert not [w for w in later_run(recorded(cloudstackVersion="4.22", consoleAddress=True, bootScripts=2)).warnings
                 if "upgrades CloudStack" in w]
+
+
+UPGRADE_RECORD = "/cloudstack-ec2/dev/0a1b2c3d/upgrade/progress"
+
+
+def test_the_version_set_back_after_an_upgrade_stopped_the_servers_is_refused_before_anything():
+    from components.model import upgrades
+
+    record = upgrades.Progress("4.20.1", "4.22", frozenset({"java:i-1", "stop:i-1", "snapshot"}), "first:i-1")
+    previous = recorded(cloudstackVersion="4.20.1", consoleAddress=True, bootScripts=2, dbEngineVersion="8.0")
+    with pytest.raises(SettingsError) as err:
+        later_run(previous, {UPGRADE_RECORD: record.text()}, cloudstackVersion="4.20.1", dbEngineVersion="8.0")
+    text = str(err.value)
+    for part in ("cloudstack-ec2:cloudstackVersion = '4.20.1'", "the upgrade 4.20.1 -> 4.22 is unfinished",
+                 "first:i-1 (started, unfinished)", "set cloudstackVersion to 4.22",
+                 "--db-snapshot-identifier cloudstack-dev-4-20-1-to-4-22",
+                 f"aws ssm delete-parameter --name {UPGRADE_RECORD}"):
+        assert part in text, (part, text)
+    # the upgrade's own target is its way on
+    run = later_run(previous, {UPGRADE_RECORD: record.text()}, cloudstackVersion="4.22", dbEngineVersion="8.0")
+    assert run.outputs[deployed.OUTPUT]["cloudstackVersion"] == "4.22"
+
+
+def test_the_version_set_back_before_any_server_stopped_is_told_its_record_is_cleared():
+    from components.model import upgrades
+
+    record = upgrades.Progress("4.20.1", "4.22", frozenset({"java:i-1"}))
+    run = later_run(recorded(cloudstackVersion="4.20.1", consoleAddress=True, bootScripts=2, dbEngineVersion="8.0"),
+                    {UPGRADE_RECORD: record.text()}, cloudstackVersion="4.20.1", dbEngineVersion="8.0")
+    [warning] = [w for w in run.warnings if "4.20.1 -> 4.22" in w]
+    assert "clears its record and starts nothing" in warning
 
 
 def test_the_upgrade_waits_for_the_template_and_system_vms_as_long_as_the_settings_say():

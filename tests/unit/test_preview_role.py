@@ -119,9 +119,30 @@ def test_the_bootstrap_marker_is_the_one_parameter_path_a_preview_reads():
     assert marker["Resource"] == "arn:aws:ssm:*:<ACCOUNT_ID>:parameter/cloudstack-ec2/*/bootstrap"
 
 
+def test_the_upgrade_record_is_read_on_its_own_path():
+    # program.lookups.upgrade_progress: GetParametersByPath on `<root>/upgrade`, which holds
+    # the upgrade's progress record alone (naming.UPGRADE_PATH).
+    import fnmatch
+
+    from components.program import build
+
+    record = statement("UpgradeRecord")
+    assert record["Action"] == "ssm:GetParametersByPath"
+    assert record["Resource"] == "arn:aws:ssm:*:<ACCOUNT_ID>:parameter/cloudstack-ec2/*/upgrade"
+    # every path a later run reads is granted by one of the two statements (IAM's * spans slashes)
+    config = stack_config("dev")
+    run = offline.run_offline(build, config, project="cloudstack-ec2", stack="dev", region="us-east-1",
+                              subnet_cidrs={"cloudstack": str(config[f"{NAMESPACE}:cloudstackSubnetCidr"])},
+                              previous_outputs={"deployment": {"parameterRoot": "/cloudstack-ec2/dev/0a1b2c3d"}})
+    paths = [a["path"] for token, a in run.invokes if token == "aws:ssm/getParametersByPath:getParametersByPath"]
+    granted = [s["Resource"].split(":parameter", 1)[1] for s in (record, statement("BootstrapMarker"))]
+    assert "/cloudstack-ec2/dev/0a1b2c3d/upgrade" in paths
+    assert all(any(fnmatch.fnmatchcase(p, g) for g in granted) for p in paths), paths
+
+
 def test_nothing_else_but_the_state_and_the_secrets_key():
     sids = {s["Sid"] for s in POLICY["Statement"]}
-    assert sids == {"ProgramLookups", "BootstrapMarker", "StateRead", "StateLock", "StackSecrets"}
+    assert sids == {"ProgramLookups", "BootstrapMarker", "UpgradeRecord", "StateRead", "StateLock", "StackSecrets"}
     for s in POLICY["Statement"]:
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         assert all("*" not in a for a in actions), s["Sid"]
@@ -133,5 +154,7 @@ def test_nothing_else_but_the_state_and_the_secrets_key():
     assert statement("StackSecrets")["Action"] == "kms:Decrypt"
     # No secret of the cloud: the registration's probe in a preview reads the API keys, and
     # without this permission it answers "cannot tell" (components/registration/client.py probe).
-    assert not any(a.startswith(("secretsmanager:", "ssm:")) for s in POLICY["Statement"] if s["Sid"] != "BootstrapMarker"
+    # The two by-path reads are asserted exactly above.
+    assert not any(a.startswith(("secretsmanager:", "ssm:")) for s in POLICY["Statement"]
+                   if s["Sid"] not in ("BootstrapMarker", "UpgradeRecord")
                    for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))

@@ -16,6 +16,8 @@ def test_steps_follow_the_guides_order_with_java_17_from_4_20():
         "java:m1", "java:m2", "java:h1", "java:h2", "stop:m1", "stop:m2", "snapshot", "first:m1", "server:m2",
         "agent:h1", "agent:h2", "template", "system-vms", "routers"]
     assert steps[6].what == "RDS snapshot cloudstack-dev-4-19-1-to-4-20, every server stopped"
+    # the order the record of an upgrade's progress sorts its steps by ("the step reached")
+    assert list(dict.fromkeys(s.action for s in steps)) == list(upgrades.ACTION_ORDER)
     # 4.19 needs no Java 17
     assert not [s for s in upgrades.plan_steps("4.19.1", "4.19.3", ["m1"], ["h1"]) if s.action == "java"]
     with pytest.raises(ValueError):
@@ -47,14 +49,19 @@ def test_scripts_never_start_a_server_before_unmasking_and_pin_the_version():
     install = next(i for i, line in enumerate(first) if "install cloudstack-management" in line)
     assert "install cloudstack-management=4.22.1* cloudstack-common=4.22.1*" in first[install]
     assert first.index("systemctl unmask cloudstack-management.service") < install < \
-        first.index("systemctl start cloudstack-ec2-boot.service")
+        first.index("if ! systemctl start cloudstack-ec2-boot.service; then")
     assert any("\\14.22|' /etc/apt/sources.list.d/cloudstack.list" in line for line in first)
     assert any('CSEC2_CLOUDSTACK_VERSION="4.22.1"' in line for line in first)
     assert any(upgrades.JAVA_17_OPTIONS in line and "/etc/default/cloudstack-management" in line for line in first)
     agent = upgrades.step_script(steps["agent"], "4.22.1").splitlines()
-    assert agent.index("systemctl stop cloudstack-agent.service") < \
-        next(i for i, line in enumerate(agent) if "install cloudstack-agent=4.22.1*" in line) < \
-        agent.index("systemctl start cloudstack-agent.service")
+    # the host's boot script installs the agent (userdata/kvm-host.sh install_packages: the copy,
+    # checked with dpkg-deb, else upstream), of the version boot.env names from then on
+    assert not any(" install " in line or "sources.list" in line for line in agent)
+    version = next(i for i, line in enumerate(agent) if 'CSEC2_CLOUDSTACK_VERSION="4.22.1"' in line)
+    boot = agent.index("if ! systemctl start cloudstack-ec2-boot.service; then")
+    java = next(i for i, line in enumerate(agent) if upgrades.JAVA_17_OPTIONS in line)
+    assert agent.index("systemctl stop cloudstack-agent.service") < version < boot < java < \
+        agent.index("systemctl restart cloudstack-agent.service")
     java = upgrades.step_script(steps["java"], "4.22.1")
     assert "openjdk-17-jre-headless" in java and "update-alternatives --set java" in java
     with pytest.raises(ValueError):
@@ -115,3 +122,68 @@ def test_a_stop_that_leaves_the_server_running_fails_with_a_message(tmp_path):
     # a server that survives its stop: is-active answers 0 (active)
     ran = _run_stop_step(tmp_path, "exit 0\n")
     assert ran.returncode == 1 and "still running after its stop" in ran.stderr, ran.stderr
+
+
+def test_the_first_server_publishes_the_hosts_version_before_any_agent_step():
+    # The first server's boot re-run (management-server.sh publish_version, publish_packages on
+    # CSEC2_MANAGEMENT_INDEX 0) keeps the new version in the bucket the agents install from.
+    steps = upgrades.plan_steps("4.20.1", "4.22", ["m1", "m2"], ["h1", "h2"])
+    keys = [s.key for s in steps]
+    assert keys.index("first:m1") < min(keys.index("agent:h1"), keys.index("agent:h2"))
+    first = upgrades.step_script(steps[keys.index("first:m1")], "4.22")
+    assert "if ! systemctl start cloudstack-ec2-boot.service; then" in first
+
+
+def progress(done=(), running="", installed="4.20.1", target="4.22"):
+    return upgrades.Progress(installed, target, frozenset(done), running)
+
+
+def test_the_record_of_progress_reads_back_and_tells_what_was_touched():
+    record = progress(["java:m1", "stop:m1"], running="stop:m2")
+    assert upgrades.Progress.parse(record.text()) == record
+    assert upgrades.Progress.parse('{"from": "4.20.1", "to": "4.22", "done": ["java:m1"]}') == progress(["java:m1"])
+    assert upgrades.Progress.parse("") is None
+    with pytest.raises(ValueError, match="not a record"):
+        upgrades.Progress.parse("[1, 2]")
+    assert record.servers_stopped() and not record.database_upgraded() and record.reached() == \
+        "stop:m2 (started, unfinished)"
+    assert not progress(["java:m1", "java:h1"]).servers_stopped()
+    assert progress(["stop:m1"], running="first:m1").database_upgraded()
+    assert progress(["stop:m1", "snapshot", "first:m1", "agent:h1"]).reached() == "agent:h1"
+
+
+def test_a_revert_before_any_server_stopped_clears_the_record_and_starts_nothing():
+    record = progress(["java:m1", "java:h1"], running="java:h2")
+    assert upgrades.check_progress(record, "4.20.1", "4.20.1") is None
+    assert upgrades.abandoned(record, "4.20.1", "4.20.1")
+    warning = upgrades.progress_warning(record, "4.20.1", "4.20.1")
+    assert "4.20.1 -> 4.22 stopped before any management server did" in warning and "starts nothing" in warning
+    # the same upgrade resumes; a record of a finished upgrade is no concern
+    assert not upgrades.abandoned(record, "4.20.1", "4.22")
+    assert upgrades.check_progress(record, "4.20.1", "4.22") is None
+    assert upgrades.check_progress(progress(["stop:m1"]), "4.22", "4.22") is None
+    assert upgrades.progress_warning(None, "4.20.1", "4.20.1") is None
+
+
+def test_a_revert_after_a_server_stopped_is_refused_naming_both_ways_on():
+    record = progress(["java:m1", "stop:m1", "stop:m2", "snapshot", "first:m1"], running="server:m2")
+    problem = upgrades.check_progress(record, "4.20.1", "4.20.1", "cloudstack-dev", "/cs/dev/cloudstack-upgrade")
+    text = str(problem)
+    assert problem.key == "cloudstackVersion" and problem.value == "4.20.1"
+    for part in ("the upgrade 4.20.1 -> 4.22 is unfinished", "server:m2 (started, unfinished)",
+                 "stopped and masked", "Setting 4.20.1 back would start nothing", "nothing was changed",
+                 "set cloudstackVersion to 4.22 and run `pulumi up`",
+                 "restore-db-instance-from-db-snapshot --db-snapshot-identifier cloudstack-dev-4-20-1-to-4-22",
+                 "aws ssm delete-parameter --name /cs/dev/cloudstack-upgrade"):
+        assert part in text, (part, text)
+    assert not upgrades.abandoned(record, "4.20.1", "4.20.1")
+    # a server stopped by a step not yet recorded as done counts; the database is still the old one
+    early = str(upgrades.check_progress(progress(["java:m1"], running="stop:m1"), "4.20.1", "4.20.1"))
+    assert "stop:m1 (started, unfinished)" in early and "the database is still the one of 4.20.1" in early
+    assert "restore-db-instance-from-db-snapshot" not in early
+    # a third version is refused the same way
+    assert "Another version (4.22.1) would start nothing" in str(upgrades.check_progress(record, "4.20.1", "4.22.1"))
+
+
+def test_snapshot_prefix_keeps_letters_and_digits_of_the_stack():
+    assert upgrades.snapshot_prefix("Dev_1.eu") == "cloudstack-dev-1-eu"

@@ -570,3 +570,47 @@ def test_a_router_booting_with_refused_console_forwards_still_refreshes_them(mac
     assert r.status == 0, r.output
     assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
         f'VM_FORWARDS=""\nCONSOLE_FORWARDS="{moved}"\n'
+
+
+def upgraded_host(machine, copied: bool, upstream: bool):
+    """A host on 4.22.0.0, then what an upgrade to "4.22.1" does before re-running its boot
+    script (components/model/upgrades.py, the agent step): boot.env names the new version; the
+    first management server published NEWEST, kept in the deployment's copy or not (`copied`),
+    still upstream or not (`upstream`)."""
+    publish_key(machine, version="4.22.0.0")
+    assert machine.run_user_data(render(replace(KVM_HOST, cloudstack_version="4.22.0"))).status == 0
+    env = machine.file("/etc/cloudstack-ec2/boot.env")
+    env.write_text(env.read_text().replace('CSEC2_CLOUDSTACK_VERSION="4.22.0"', 'CSEC2_CLOUDSTACK_VERSION="4.22.1"'))
+    publish_key(machine, version=NEWEST)
+    if copied:
+        package_copy(machine, NEWEST)
+    if not upstream:
+        drop_upstream(machine, NEWEST)
+    machine.clear_calls()
+    return machine.rerun(SCRIPT)
+
+
+def test_an_upgrade_installs_the_published_version_from_the_deployments_copy(machine):
+    r = upgraded_host(machine, copied=True, upstream=False)
+    assert r.status == 0, r.output
+    assert "cloudstack-agent 4.22.0.0 installed, CloudStack 4.22.1 configured: upgrading it" in r.output
+    assert machine.state()["versions"]["cloudstack-agent"] == NEWEST
+    assert machine.state()["versions"]["cloudstack-common"] == NEWEST
+    checked = [c["args"] for c in machine.calls() if c["cmd"] == "dpkg-deb"]
+    assert [a[-1] for a in checked] == ["Package", "Version", "Package", "Version"]
+
+
+def test_an_upgrade_without_a_copy_installs_the_exact_version_from_upstream(machine):
+    r = upgraded_host(machine, copied=False, upstream=True)
+    assert r.status == 0, r.output
+    installs = [c["args"] for c in machine.calls() if is_apt("install", "cloudstack-agent")(c)]
+    assert len(installs) == 1 and f"cloudstack-agent={NEWEST}" in installs[0]
+    assert machine.state()["versions"]["cloudstack-agent"] == NEWEST
+
+
+def test_an_upgrade_to_a_version_neither_copied_nor_upstream_is_one_clear_failure(machine):
+    r = upgraded_host(machine, copied=False, upstream=False)
+    assert r.status != 0
+    assert (f"cloudstack-agent {NEWEST} is neither in the deployment's copy (s3://{BOOT_BUCKET}/packages/{NEWEST}/)"
+            " nor in ") in r.output
+    assert machine.state()["versions"]["cloudstack-agent"] == "4.22.0.0"
