@@ -315,24 +315,54 @@ NFT
 # The UI/API load balancer (components/resources/loadbalancer.py) connects to
 # this instance's VPC address from subnets of its own, outside the dedicated
 # one. A member's default route leads into the overlay (overlay-network.sh),
-# where the router drops the replies (their source is no overlay address), so
-# the load balancer's subnets are routed as EC2's link-local services are:
-# through the VPC router on the underlay device, from the underlay address
-# (the overlay network's route to the instance metadata service says which).
-# Routes do not survive a reboot: set at every run, before CloudStack answers.
-route_front_end() {
-    local cidrs=${CSEC2_FRONT_END_CIDRS-} service=169.254.169.254 via dev src cidr
-    [[ -n ${cidrs// /} ]] || return 0
-    csec2_step "route the load balancer's subnets ($cidrs) through the underlay"
+# where the router drops the replies (their source is no overlay address). So
+# a connection that arrives on the underlay device is answered through it, as
+# the load balancer expects: nftables marks its conntrack entry when its first
+# packet comes in, copies that mark onto every packet this host sends in it
+# (a route chain: the kernel routes a packet again when its mark changes,
+# nft(8) "CHAINS"), and `ip rule` looks marked packets up in a table whose
+# default route is the VPC router on the underlay device, from the underlay
+# address (the overlay network's route to the instance metadata service names
+# both, as for EC2's link-local services). No list of the load balancer's
+# subnets is needed: a load balancer added after this server booted reaches
+# it. What the router forwards arrives on the overlay device, unmarked, and is
+# answered through the overlay as before. Who may connect on the underlay is
+# its security groups' business (8080 from the load balancer's group only).
+# Rules and routes do not survive a reboot: set at every run, before
+# CloudStack is installed or started by this run.
+REPLY_MARK=0xec2
+REPLY_TABLE=3778  # REPLY_MARK in decimal
+REPLY_RULE_PRIORITY=3778
+REPLY_NFT=$CSEC2_ROOT/etc/cloudstack-ec2/underlay-replies.nft
+route_replies() {
+    local service=169.254.169.254 via dev src
+    csec2_step "answer connections that come in on the underlay through it (nftables mark $REPLY_MARK, routing table $REPLY_TABLE)"
     read -r via dev src < <(ip -4 -o route show "$service/32" | awk '{
         for (i = 1; i < NF; i++) { if ($i == "via") v = $(i + 1); if ($i == "dev") d = $(i + 1); if ($i == "src") s = $(i + 1) }
         print v, d, s; exit }') || true  # no such route: read meets the end of its input
     [[ -n $via && -n $dev && -n $src ]] ||
         csec2_die "no route to $service through the underlay (the overlay network sets it: journalctl -u cloudstack-ec2-overlay)"
-    for cidr in $cidrs; do
-        ip route replace "$cidr" via "$via" dev "$dev" src "$src" ||
-            csec2_die "cannot route the load balancer's subnet $cidr via $via dev $dev"
-    done
+    ip route replace default via "$via" dev "$dev" src "$src" table "$REPLY_TABLE" ||
+        csec2_die "cannot route table $REPLY_TABLE via $via dev $dev"
+    while ip rule del fwmark "$REPLY_MARK" table "$REPLY_TABLE" 2>/dev/null; do :; done
+    ip rule add fwmark "$REPLY_MARK" table "$REPLY_TABLE" priority "$REPLY_RULE_PRIORITY" ||
+        csec2_die "cannot add the rule of mark $REPLY_MARK to table $REPLY_TABLE"
+    mkdir -p "$(dirname "$REPLY_NFT")"
+    cat >"$REPLY_NFT" <<NFT
+table ip cloudstack_ec2_replies
+delete table ip cloudstack_ec2_replies
+table ip cloudstack_ec2_replies {
+    chain incoming {
+        type filter hook prerouting priority mangle; policy accept;
+        iifname "$dev" ip daddr $src meta l4proto tcp ct state new ct mark set $REPLY_MARK
+    }
+    chain outgoing {
+        type route hook output priority mangle; policy accept;
+        ct mark $REPLY_MARK meta mark set ct mark
+    }
+}
+NFT
+    nft -f "$REPLY_NFT" || csec2_die "nftables refused $REPLY_NFT"
 }
 
 # ------------------------------------------------------------- packages ----
@@ -1313,13 +1343,13 @@ publish_ssh_key() {
 csec2_setup_hostname
 csec2_setup_overlay
 csec2_wait_network
-route_front_end
 csec2_install_aws_cli
 bootstrap_state
 fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
 api_gate_at_start
+route_replies
 install_packages
 publish_version
 fetch_parameters
