@@ -265,6 +265,23 @@ fetch_master_secret() {
 
 # ------------------------------------------------------------- firewall ----
 
+# Whether the router forwards the UI/API to this server: the SSM parameter
+# ui-forward, which Pulumi writes (components/program/control_plane.py
+# ui_forward) and the router polls, is "none" when the UI/API is behind the load
+# balancer. Read at every run, before the firewall is loaded; a server running
+# when the load balancer is turned on drops the router's forward from its next
+# run on (the router itself stops forwarding within a minute).
+UI_FORWARDED=1
+OVERLAY_BRIDGE=cloudbr0  # overlay-network.sh BRIDGE
+read_ui_forward() {
+    local value
+    csec2_step "whether the router forwards the UI/API (SSM parameter $(csec2_name ui-forward))"
+    csec2_wait_parameter ui-forward value "Pulumi writes it with the router"
+    UI_FORWARDED=1
+    [[ $value == none ]] && UI_FORWARDED=0
+    csec2_log "router's UI/API forward: $value"
+}
+
 # Tenant isolation on the management server (address classes from
 # components/model/ipplan.py, in boot.env), loaded before CloudStack listens:
 #   8096  never (the unauthenticated integration API; integration.api.port is 0)
@@ -274,8 +291,11 @@ fetch_master_secret() {
 #   8250  agents and system VMs: the KVM hosts and the pod's system range only
 #   8080  UI/API: from the overlay only the router and the management servers;
 #         from outside the overlay whatever the router forwards (its security
-#         group admits the VPC and adminCidrs; nothing reaches this instance's
-#         own address but VXLAN and IGMP)
+#         group admits the VPC and adminCidrs), unless the UI/API is behind the
+#         load balancer (read_ui_forward): then nothing from outside the overlay
+#         on the overlay device, and at this instance's VPC address what its
+#         security groups admit (the load balancer's group; otherwise nothing
+#         reaches that address but VXLAN and IGMP)
 #   system VMs and tenants: nothing else
 # setup_firewall closed: 8080 from loopback only, until the admin password is
 # the secret's (set_admin_password): a fresh installation's admin logs in with
@@ -284,7 +304,10 @@ fetch_master_secret() {
 # written last is the one loaded at every later boot (csec2_load_firewall).
 # setup_firewall open: 8080 as above.
 setup_firewall() {
-    local api_gate=""
+    local api_gate="" router_gate=""
+    # What reaches the overlay device from outside the overlay came through the router.
+    ((UI_FORWARDED)) ||
+        router_gate="meta nfproto ipv4 iifname \"$OVERLAY_BRIDGE\" ip saddr != $CSEC2_OVERLAY_CIDR tcp dport 8080 counter drop"
     case $1 in
     closed) api_gate='iifname != "lo" tcp dport 8080 counter drop' ;;
     open) ;;
@@ -297,6 +320,7 @@ table inet cloudstack_ec2_management {
         tcp dport 8096 counter drop
         iifname != "lo" tcp dport 9595 counter drop
         $api_gate
+        $router_gate
         iifname "lo" accept
         ct state established,related accept
         meta nfproto ipv4 tcp dport 9090 ip saddr != { $CSEC2_MANAGEMENT_RANGE } counter drop
@@ -1348,6 +1372,7 @@ bootstrap_state
 fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
+read_ui_forward
 api_gate_at_start
 route_replies
 install_packages

@@ -185,7 +185,7 @@ def test_management_server_grants_are_exact(dev):
     expected = (
         {("secretsmanager:GetSecretValue", a) for a in steady}
         | {("secretsmanager:DescribeSecret", a) for a in steady}
-        | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "bootstrap/done")}
+        | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "bootstrap/done", "ui-forward")}
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
         | {boot_object_grant(dev, "management"), packages_grant(dev, "s3:PutObject")}

@@ -725,6 +725,42 @@ def test_a_failed_password_change_stops_the_boot_with_the_api_closed(machine, br
         machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
 
 
+#: A client the router forwards (its DNAT keeps the client's address): it arrives on the
+#: overlay device from outside the overlay. Judged by the fake nft at every load of the table.
+FORWARDED_CLIENT = {"table": "cloudstack_ec2_management", "iif": "cloudbr0", "saddr": "203.0.113.9", "dport": 8080}
+
+
+def probe_forwarded_client(machine) -> None:
+    machine.update(lambda s: s["firewall_probes"].update(forwarded_client=FORWARDED_CLIENT))
+
+
+def test_the_routers_forward_reaches_the_ui_while_the_router_has_it(machine):
+    probe_forwarded_client(machine)
+    first_run(machine)
+    assert machine.state()["firewall"]["forwarded_client"] == "accept"
+
+
+def test_behind_the_load_balancer_the_router_forward_is_dropped_from_the_next_run_on(machine):
+    """Pulumi writes "none" to ui-forward when the UI/API moves behind the load balancer: the
+    router stops forwarding, and a server's next run (a reboot, or the boot unit started by
+    hand) drops whatever would still come that way, e.g. from a router whose boot script
+    predates the parameter. The router itself and the other servers keep 8080."""
+    probe_forwarded_client(machine)
+    first_run(machine)
+    machine.update(lambda s: s["ssm"].update({f"{PREFIX}/ui-forward": "none"}))
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    firewall = machine.state()["firewall"]
+    assert firewall["forwarded_client"] == "drop"
+    assert firewall["router_to_api"] == "accept"
+    rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+    assert 'meta nfproto ipv4 iifname "cloudbr0" ip saddr != 10.100.0.0/16 tcp dport 8080 counter drop' in rules
+    # And back when the load balancer goes.
+    machine.update(lambda s: s["ssm"].update({f"{PREFIX}/ui-forward": "tcp:8080:10.100.0.2:8080"}))
+    assert machine.rerun(SCRIPT).status == 0
+    assert machine.state()["firewall"]["forwarded_client"] == "accept"
+
+
 def kernel(machine) -> dict:
     return machine.state()["kernel_net"]
 
