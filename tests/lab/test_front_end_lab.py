@@ -131,3 +131,34 @@ def test_only_the_load_balancers_group_reaches_8080_on_the_underlay(lab, replies
     assert connect(lab, "tm", MGMT.underlay) == (True, f"mgmt-ui {TROUBLEMAKER.underlay}")
     # The overlay keeps working under the groups (VXLAN and IGMP admitted).
     assert lab.run("host0", "ping", "-c1", "-W2", MGMT.overlay, check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def router_forwards_no_ui(lab: Lab):
+    """The router as forwards.env leaves it behind the load balancer: ROUTER_DNAT empty (the
+    ui-forward parameter "none", read after overlay.env: userdata/router.sh apply_forwards).
+    The router's overlay script re-run with it; the lab's own forward restored afterwards."""
+    previous = dict(lab.router_env)
+    lab.router_env = {**previous, "ROUTER_DNAT": ""}
+    try:
+        result = lab.overlay_script(ROUTER)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield
+    finally:
+        lab.router_env = previous
+        lab.overlay_script(ROUTER)
+
+
+def test_behind_the_load_balancer_only_the_load_balancer_reaches_the_ui(lab, replies):
+    """No way around the load balancer's TLS: the router's Elastic IP and address on 8080
+    lead nowhere, nor does the VPC reach the management server's overlay address through
+    the router; the load balancer still reaches the server, and the overlay still works."""
+    assert replies().returncode == 0
+    with router_forwards_no_ui(lab):
+        assert connect(lab, "inet", ELASTIC_IP) == (False, "")
+        assert connect(lab, "db", ROUTER.underlay) == (False, "")
+        assert connect(lab, "db", MGMT.overlay) == (False, "")
+        assert connect(lab, "db", MGMT.underlay) == (True, f"mgmt-ui {LB_NODE}")
+        assert lab.run("host0", "ping", "-c1", "-W2", MGMT.overlay, check=False).returncode == 0
+    # The forward back (the load balancer turned off): the router's path works again.
+    assert connect(lab, "inet", ELASTIC_IP) == (True, f"mgmt-ui {INTERNET_CLIENT}")
