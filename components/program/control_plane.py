@@ -94,11 +94,12 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
                      tenant_ip: pulumi.Input[str], refused: tuple[str, ...],
                      pair: Optional[RouterPairInputs] = None) -> pulumi.Output[str]:
     """A router's boot script: the overlay's gateway (its forward of the UI port, if any,
-    comes from an SSM parameter it polls: OverlayRouterArgs.ui_forward); `console_ip` is its console address and `tenant_ip` the address
-    tenants leave with (the interface's further private IPv4s, which EC2 picks;
-    OverlayRouterArgs.render_user_data); `refused`: what tenants must not reach
-    (lookups.tenant_refused); `pair`: with routerCount 2, its place in the pair (both routers
-    answer in turn for the gateway address, plan.router; each has its own overlay address)."""
+    comes from an SSM parameter it polls: OverlayRouterArgs.ui_forward); `console_ip` is its
+    console address and `tenant_ip` the address tenants leave with (the interface's further
+    private IPv4s, which EC2 picks; OverlayRouterArgs.render_user_data); `refused`: what
+    tenants must not reach (lookups.tenant_refused); `pair`: with routerCount 2, its place in
+    the pair (both routers answer in turn for the gateway address, plan.router; each has its
+    own overlay address)."""
     settings, plan = ctx.settings, ctx.plan
     # A pair's routers each have their own overlay address; the gateway (plan.router) is the
     # VRRP address keepalived moves between them (components/boot/router.py check_pair).
