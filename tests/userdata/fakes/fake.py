@@ -1635,11 +1635,13 @@ def ip(state):
 
 def ip_rule(network, args):
     """`ip rule add|del fwmark M table N [priority P]` on kernel_net["rules"] (lines "fwmark M
-    table N priority P"). As ip-rule(8): `add` adds a duplicate when asked twice (hence
-    the del loop of its callers); `del` of a rule that is not there fails ("No such file or
-    directory")."""
+    table N priority P"), as Linux answers them: `add` of a rule that is there fails ("File
+    exists"), `del` of a rule that is not there fails ("No such file or directory")."""
     rules = network.setdefault("rules", [])
     if args[:1] == ["add"]:
+        if " ".join(args[1:]) in rules:
+            sys.stderr.write("RTNETLINK answers: File exists\n")
+            return 2
         rules.append(" ".join(args[1:]))
         return 0
     if args[:1] == ["del"]:
