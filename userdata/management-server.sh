@@ -265,6 +265,23 @@ fetch_master_secret() {
 
 # ------------------------------------------------------------- firewall ----
 
+# Whether the router forwards the UI/API to this server: the SSM parameter
+# ui-forward, which Pulumi writes (components/program/control_plane.py
+# ui_forward) and the router polls, is "none" when the UI/API is behind the load
+# balancer. Read at every run, before the firewall is loaded; a server running
+# when the load balancer is turned on drops the router's forward from its next
+# run on (the router itself stops forwarding within a minute).
+UI_FORWARDED=1
+OVERLAY_BRIDGE=cloudbr0  # overlay-network.sh BRIDGE
+read_ui_forward() {
+    local value
+    csec2_step "whether the router forwards the UI/API (SSM parameter $(csec2_name ui-forward))"
+    csec2_wait_parameter ui-forward value "Pulumi writes it with the router"
+    UI_FORWARDED=1
+    [[ $value == none ]] && UI_FORWARDED=0
+    csec2_log "router's UI/API forward: $value"
+}
+
 # Tenant isolation on the management server (address classes from
 # components/model/ipplan.py, in boot.env), loaded before CloudStack listens:
 #   8096  never (the unauthenticated integration API; integration.api.port is 0)
@@ -274,8 +291,11 @@ fetch_master_secret() {
 #   8250  agents and system VMs: the KVM hosts and the pod's system range only
 #   8080  UI/API: from the overlay only the router and the management servers;
 #         from outside the overlay whatever the router forwards (its security
-#         group admits the VPC and adminCidrs; nothing reaches this instance's
-#         own address but VXLAN and IGMP)
+#         group admits the VPC and adminCidrs), unless the UI/API is behind the
+#         load balancer (read_ui_forward): then nothing from outside the overlay
+#         on the overlay device, and at this instance's VPC address what its
+#         security groups admit (the load balancer's group; otherwise nothing
+#         reaches that address but VXLAN and IGMP)
 #   system VMs and tenants: nothing else
 # setup_firewall closed: 8080 from loopback only, until the admin password is
 # the secret's (set_admin_password): a fresh installation's admin logs in with
@@ -284,7 +304,10 @@ fetch_master_secret() {
 # written last is the one loaded at every later boot (csec2_load_firewall).
 # setup_firewall open: 8080 as above.
 setup_firewall() {
-    local api_gate=""
+    local api_gate="" router_gate=""
+    # What reaches the overlay device from outside the overlay came through the router.
+    ((UI_FORWARDED)) ||
+        router_gate="meta nfproto ipv4 iifname \"$OVERLAY_BRIDGE\" ip saddr != $CSEC2_OVERLAY_CIDR tcp dport 8080 counter drop"
     case $1 in
     closed) api_gate='iifname != "lo" tcp dport 8080 counter drop' ;;
     open) ;;
@@ -297,6 +320,7 @@ table inet cloudstack_ec2_management {
         tcp dport 8096 counter drop
         iifname != "lo" tcp dport 9595 counter drop
         $api_gate
+        $router_gate
         iifname "lo" accept
         ct state established,related accept
         meta nfproto ipv4 tcp dport 9090 ip saddr != { $CSEC2_MANAGEMENT_RANGE } counter drop
@@ -315,24 +339,54 @@ NFT
 # The UI/API load balancer (components/resources/loadbalancer.py) connects to
 # this instance's VPC address from subnets of its own, outside the dedicated
 # one. A member's default route leads into the overlay (overlay-network.sh),
-# where the router drops the replies (their source is no overlay address), so
-# the load balancer's subnets are routed as EC2's link-local services are:
-# through the VPC router on the underlay device, from the underlay address
-# (the overlay network's route to the instance metadata service says which).
-# Routes do not survive a reboot: set at every run, before CloudStack answers.
-route_front_end() {
-    local cidrs=${CSEC2_FRONT_END_CIDRS-} service=169.254.169.254 via dev src cidr
-    [[ -n ${cidrs// /} ]] || return 0
-    csec2_step "route the load balancer's subnets ($cidrs) through the underlay"
+# where the router drops the replies (their source is no overlay address). So
+# a connection that arrives on the underlay device is answered through it, as
+# the load balancer expects: nftables marks its conntrack entry when its first
+# packet comes in, copies that mark onto every packet this host sends in it
+# (a route chain: the kernel routes a packet again when its mark changes,
+# nft(8) "CHAINS"), and `ip rule` looks marked packets up in a table whose
+# default route is the VPC router on the underlay device, from the underlay
+# address (the overlay network's route to the instance metadata service names
+# both, as for EC2's link-local services). No list of the load balancer's
+# subnets is needed: a load balancer added after this server booted reaches
+# it. What the router forwards arrives on the overlay device, unmarked, and is
+# answered through the overlay as before. Who may connect on the underlay is
+# its security groups' business (8080 from the load balancer's group only).
+# Rules and routes do not survive a reboot: set at every run, before
+# CloudStack is installed or started by this run.
+REPLY_MARK=0xec2
+REPLY_TABLE=3778  # REPLY_MARK in decimal
+REPLY_RULE_PRIORITY=3778
+REPLY_NFT=$CSEC2_ROOT/etc/cloudstack-ec2/underlay-replies.nft
+route_replies() {
+    local service=169.254.169.254 via dev src
+    csec2_step "answer connections that come in on the underlay through it (nftables mark $REPLY_MARK, routing table $REPLY_TABLE)"
     read -r via dev src < <(ip -4 -o route show "$service/32" | awk '{
         for (i = 1; i < NF; i++) { if ($i == "via") v = $(i + 1); if ($i == "dev") d = $(i + 1); if ($i == "src") s = $(i + 1) }
         print v, d, s; exit }') || true  # no such route: read meets the end of its input
     [[ -n $via && -n $dev && -n $src ]] ||
         csec2_die "no route to $service through the underlay (the overlay network sets it: journalctl -u cloudstack-ec2-overlay)"
-    for cidr in $cidrs; do
-        ip route replace "$cidr" via "$via" dev "$dev" src "$src" ||
-            csec2_die "cannot route the load balancer's subnet $cidr via $via dev $dev"
-    done
+    ip route replace default via "$via" dev "$dev" src "$src" table "$REPLY_TABLE" ||
+        csec2_die "cannot route table $REPLY_TABLE via $via dev $dev"
+    while ip rule del fwmark "$REPLY_MARK" table "$REPLY_TABLE" 2>/dev/null; do :; done
+    ip rule add fwmark "$REPLY_MARK" table "$REPLY_TABLE" priority "$REPLY_RULE_PRIORITY" ||
+        csec2_die "cannot add the rule of mark $REPLY_MARK to table $REPLY_TABLE"
+    mkdir -p "$(dirname "$REPLY_NFT")"
+    cat >"$REPLY_NFT" <<NFT
+table ip cloudstack_ec2_replies
+delete table ip cloudstack_ec2_replies
+table ip cloudstack_ec2_replies {
+    chain incoming {
+        type filter hook prerouting priority mangle; policy accept;
+        iifname "$dev" ip daddr $src meta l4proto tcp ct state new ct mark set $REPLY_MARK
+    }
+    chain outgoing {
+        type route hook output priority mangle; policy accept;
+        ct mark $REPLY_MARK meta mark set ct mark
+    }
+}
+NFT
+    nft -f "$REPLY_NFT" || csec2_die "nftables refused $REPLY_NFT"
 }
 
 # ------------------------------------------------------------- packages ----
@@ -1313,13 +1367,14 @@ publish_ssh_key() {
 csec2_setup_hostname
 csec2_setup_overlay
 csec2_wait_network
-route_front_end
 csec2_install_aws_cli
 bootstrap_state
 fetch_secrets
 csec2_setup_ssm_agent
 csec2_setup_time_sync
+read_ui_forward
 api_gate_at_start
+route_replies
 install_packages
 publish_version
 fetch_parameters

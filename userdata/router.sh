@@ -7,7 +7,7 @@
 # secrets and waits on nothing, so the members (which reach the internet through
 # it) can install their packages; tenants' DNS goes to its own resolver (unbound)
 # when the overlay settings ask for one. `router.sh forwards` applies changed forwards
-# to VMs and to the console proxy (timer).
+# of the UI/API, to VMs and to the console proxy (timer).
 #
 # Settings: /etc/cloudstack-ec2/boot.env (non-secret). Log:
 # /var/log/cloudstack-ec2-boot.log and the console.
@@ -23,6 +23,9 @@ FORWARD_ENTRY='^(tcp|udp):[0-9]{1,5}:[0-9.]+:[0-9]{1,5}$'
 # What components/model/consoles.py console_forwards writes, entry by entry
 # (overlay-network.sh checks the whole value and the target).
 CONSOLE_ENTRY='^tcp:(80:[0-9.]+:80|8080:[0-9.]+:8080)$'
+# What components/program/control_plane.py ui_forward writes: the UI/API port
+# (components/model/routeraccess.py CLOUDSTACK_UI_PORT) to the management server.
+UI_ENTRY='^tcp:8080:[0-9.]+:8080$'
 FORWARDS_VALUE=""
 
 # read_forwards KEY ENTRY_RE ACCEPTED: the SSM parameter <prefix>/KEY in
@@ -39,35 +42,40 @@ read_forwards() {
     done
 }
 
-# Services offered from VMs (vmForwards) and the console: Pulumi writes the
-# first to the SSM parameter <prefix>/router-forwards, the registration the
-# second to <prefix>/console-forwards (the console proxy's public IP, which
-# CloudStack chooses; "none" until known). This applies both to the RUNNING
+# The UI/API, services offered from VMs (vmForwards) and the console: Pulumi
+# writes the first to the SSM parameter <prefix>/ui-forward ("none" when the
+# UI/API is behind the load balancer: then nothing reaches it in clear through
+# this router), the second to <prefix>/router-forwards, the registration the
+# third to <prefix>/console-forwards (the console proxy's public IP, which
+# CloudStack chooses; "none" until known). This applies all three to the RUNNING
 # router (no instance replacement, no user data change): forwards.env is read
-# by cloudstack-ec2-overlay.service, and re-running overlay-network.sh replaces
+# by cloudstack-ec2-overlay.service after overlay.env (its ROUTER_DNAT is the
+# parameter's, whatever the user data held), and re-running overlay-network.sh replaces
 # its nftables table in one transaction (flows keep their NAT bindings). Run at
 # boot and every minute by cloudstack-ec2-forwards.timer. A set overlay-network.sh
 # refuses is never kept: the last good one stays, for this run and the next boot.
 apply_forwards() {
-    local vm console wanted previous="" lock
-    csec2_step "forwards to VMs and the console (SSM parameters $(csec2_name router-forwards), $(csec2_name console-forwards))"
+    local ui vm console wanted previous="" lock
+    csec2_step "forwards of the UI/API, to VMs and the console (SSM parameters $(csec2_name ui-forward), $(csec2_name router-forwards), $(csec2_name console-forwards))"
     # One run at a time: the boot's and the timer's (enabled before it, below).
     mkdir -p "$(dirname "$FORWARDS_ENV")"
     exec {lock}>"$FORWARDS_ENV.lock"
     flock "$lock"
+    read_forwards ui-forward "$UI_ENTRY" "tcp:8080:ip:8080"
+    ui=$FORWARDS_VALUE
     read_forwards router-forwards "$FORWARD_ENTRY" "proto:port:target:targetPort"
     vm=$FORWARDS_VALUE
     read_forwards console-forwards "$CONSOLE_ENTRY" "tcp:80:ip:80 tcp:8080:ip:8080"
     console=$FORWARDS_VALUE
-    wanted="VM_FORWARDS=\"$vm\""$'\n'"CONSOLE_FORWARDS=\"$console\""
+    wanted="ROUTER_DNAT=\"$ui\""$'\n'"VM_FORWARDS=\"$vm\""$'\n'"CONSOLE_FORWARDS=\"$console\""
     [[ -r $FORWARDS_ENV ]] && previous=$(<"$FORWARDS_ENV")
     if [[ $previous == "$wanted" ]]; then
-        csec2_log "forwards up to date: ${vm:-none}; console: ${console:-none}"
+        csec2_log "forwards up to date: UI/API ${ui:-none}; VMs ${vm:-none}; console: ${console:-none}"
         return 0
     fi
     printf '%s\n' "$wanted" >"$FORWARDS_ENV"
     if systemctl restart cloudstack-ec2-overlay.service; then
-        csec2_log "forwards applied: ${vm:-none}; console: ${console:-none}"
+        csec2_log "forwards applied: UI/API ${ui:-none}; VMs ${vm:-none}; console: ${console:-none}"
         return 0
     fi
     if [[ -n $previous ]]; then
@@ -76,7 +84,7 @@ apply_forwards() {
         rm -f "$FORWARDS_ENV"
     fi
     systemctl restart cloudstack-ec2-overlay.service || true
-    csec2_die "overlay-network.sh refused the forwards '$vm' with the console forwards '$console' (journalctl -u cloudstack-ec2-overlay.service); the previous ones stay"
+    csec2_die "overlay-network.sh refused the forwards '$vm' with the console forwards '$console' and the UI/API's '$ui' (journalctl -u cloudstack-ec2-overlay.service); the previous ones stay"
 }
 
 # ------------------------------------------------------------- router pair ----

@@ -66,10 +66,6 @@ class ManagementBoot:
     #: cloud.configuration rows consoleproxy.static.publicIp (and .port = 80) before
     #: the registration starts. "": nothing written.
     console_address: str = ""
-    #: The UI/API load balancer's subnets (IPv4 CIDRs; components/resources/loadbalancer.py):
-    #: routed back through the underlay device (management-server.sh route_front_end). ()
-    #: without a load balancer.
-    front_end_cidrs: tuple[str, ...] = ()
     #: This server's index: 0 deploys the schema (the first ever) and publishes what the
     #: hosts trust; the others join the schema it deployed.
     server_index: int = 0
@@ -115,12 +111,7 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
                                                ipaddress.IPv4Address) is None:
         raise UserDataError(f"console_address: {boot.console_address!r} is not accepted; expected the console"
                             " Elastic IP as an IPv4 address such as '203.0.113.7', or '' for none")
-    for cidr in boot.front_end_cidrs:
-        if not isinstance(cidr, str) or ip_value("front_end_cidrs", cidr, ipaddress.IPv4Network) is None:
-            raise UserDataError(f"front_end_cidrs: {cidr!r} is not accepted; expected IPv4 CIDRs such as"
-                                " '10.0.253.128/26' (the load balancer's subnets)")
     return {**common_env(boot, "management"), **package_env(boot),
-            "CSEC2_FRONT_END_CIDRS": " ".join(boot.front_end_cidrs),
             "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point,
             "CSEC2_CONSOLE_ADDRESS": boot.console_address, "CSEC2_DB_CA_BUNDLE_URL": _rds_ca_bundle(boot.aws_region),
             "CSEC2_ROLE_NAME": boot.role_name, "CSEC2_BOOTSTRAP_POLICIES": " ".join(naming.BOOTSTRAP_POLICIES),

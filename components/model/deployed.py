@@ -48,6 +48,8 @@ READ_OUTPUTS = (OUTPUT, LEGACY_PARAMETER_OUTPUT, ROUTER_OUTPUT, LOAD_BALANCER_OU
 #: booted with (components/resources/node.py), so a stack recorded with less must have them
 #: replaced (upgrade_warnings).
 BOOT_SCRIPTS = 2
+#: The record's key of Deployed.front_end_in_place.
+FRONT_END_IN_PLACE = "frontEndInPlace"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,11 @@ class Deployed:
     #: The first management server had marked the cloud bootstrapped when the last update
     #: ran (resources.management.bootstrapped): its bootstrap grants are never declared again.
     bootstrapped: bool = False
+    #: Every running instance booted with scripts that follow the front end in place (the
+    #: router polls its UI/API forward, the management servers answer whatever connects on
+    #: the underlay through it): true from a stack's first update with them on, never for a
+    #: stack deployed before (its instances keep their scripts until replaced).
+    front_end_in_place: bool = False
 
     @property
     def exists(self) -> bool:
@@ -112,6 +119,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             cloudstack_version=str(recorded.get(upgrades.KEY) or ""),
             load_balancer=isinstance(outputs.get(LOAD_BALANCER_OUTPUT), Mapping),
             bootstrapped=recorded.get("bootstrapped") is True,
+            front_end_in_place=recorded.get(FRONT_END_IN_PLACE) is True,
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
@@ -130,10 +138,11 @@ def installed_version(settings: Settings, deployed: Deployed) -> str:
 
 
 def record(settings: Settings, availability_zone: str, parameter_root: Any,
-           cloudstack_version: Any, bootstrapped: bool = False) -> dict[str, Any]:
+           cloudstack_version: Any, bootstrapped: bool = False, previous: Deployed = Deployed()) -> dict[str, Any]:
     """The `deployment` output of this run (parameter_root and cloudstack_version, the
     version the instances run at its end, may be Pulumi Outputs; `bootstrapped`: this run
-    declared no bootstrap grants)."""
+    declared no bootstrap grants; `previous`: the last update's, whose front_end_in_place
+    a deployed stack keeps)."""
     return {
         "availabilityZone": availability_zone,
         "vpcCidr": str(settings.vpc_cidr),
@@ -146,6 +155,7 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any,
         "bootScripts": BOOT_SCRIPTS,
         upgrades.KEY: cloudstack_version,
         "bootstrapped": bootstrapped,
+        FRONT_END_IN_PLACE: previous.front_end_in_place or not previous.exists,
     }
 
 

@@ -97,17 +97,24 @@ def tls_settings(url: str, proxy_cidrs: Sequence[str]) -> tuple[tuple[str, str, 
 
 def running_server_warnings(previous: deployed_state.Deployed, behind_load_balancer: bool, stack: str,
                             subnet_cidrs: Sequence[str]) -> list[str]:
-    """The load balancer added to a deployed stack: its running management server keeps the
-    boot script it started with (a changed user data never replaces an instance), which does
-    not route the load balancer's subnets back, so the load balancer finds it unhealthy until
-    it is replaced or given the routes by hand."""
-    if not (previous.exists and behind_load_balancer and not previous.load_balancer):
+    """The load balancer added to a stack deployed before the boot scripts followed the front
+    end in place (Deployed.front_end_in_place): an instance keeps the boot script it started
+    with (a changed user data never replaces it), so such a router still forwards 8080 in
+    clear from its user data, and such a management server answers the load balancer's
+    subnets through the overlay, where the router drops the replies (the load balancer finds
+    it unhealthy). Nothing to say when the stack's instances follow the front end in place."""
+    if not (previous.exists and behind_load_balancer and not previous.load_balancer) or previous.front_end_in_place:
         return []
-    urn = deployed_state.instance_urn(stack, "ManagementServer", "management")
-    return [f"the UI/API moves behind the load balancer, but the running management server predates it: its "
-            f"boot script does not route the load balancer's subnets ({', '.join(subnet_cidrs) or 'uiSubnetIds'}) "
-            "back through the underlay, so the load balancer finds it unhealthy, and the registration, which now "
-            f"calls the API there, waits for it in vain. Run this update with `pulumi up --replace '{urn}'` (the "
-            "new server keeps the database, and the registration waits for it), or first add the routes on the "
-            "running server through SSM Session Manager, as its boot does (docs/boot.md): `sudo ip route replace "
-            "<cidr> via <the gateway of its route to 169.254.169.254> dev <that device> src <its VPC address>`."]
+    router = deployed_state.instance_urn(stack, "OverlayRouter", "router")
+    management = deployed_state.instance_urn(stack, "ManagementServer", "management")
+    return [f"the UI/API moves behind the load balancer, and this stack was deployed by a version whose boot "
+            "scripts do not follow it in place. A router started by one still forwards http://<its Elastic IP>:8080 "
+            "to the management server in clear (on the router, /etc/cloudstack-ec2/forwards.env has no ROUTER_DNAT "
+            f"line): replace it, `pulumi up --replace '{router}'` (a few minutes without internet egress for the "
+            "cloud; its Elastic IPs stay). A management server started by one answers the load balancer's subnets "
+            f"({', '.join(subnet_cidrs) or 'uiSubnetIds'}) through the overlay, where the router drops the replies "
+            "(`ip rule` on it shows no fwmark 0xec2 rule): the load balancer finds it unhealthy and the registration, "
+            f"which now calls the API there, waits in vain; replace it in this update, `pulumi up --replace "
+            f"'{management}'` (it keeps the database; the same for each further server), or first add the routes by "
+            "hand through SSM Session Manager: `sudo ip route replace <cidr> via <the gateway of its route to "
+            "169.254.169.254> dev <that device> src <its VPC address>`."]

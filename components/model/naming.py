@@ -66,6 +66,11 @@ PARAM_ROUTER_FORWARDS = "router-forwards"
 #: (components/model/consoles.console_forwards, or consoles.NO_CONSOLE): created by Pulumi,
 #: written by the registration once the console proxy runs; the router polls it.
 PARAM_CONSOLE_FORWARDS = "console-forwards"
+#: The router's forward of the UI/API port on its own address to the first management
+#: server (one DNAT entry, overlay-network.sh ROUTER_DNAT), or NO_FORWARDS when the UI/API
+#: is behind the load balancer: written by Pulumi; the router polls it, so turning the
+#: load balancer on or off reaches the running router in place.
+PARAM_UI_FORWARD = "ui-forward"
 #: `<prefix>/upgrade/progress`: the steps of a CloudStack upgrade done so far
 #: (components/model/upgrades.py Progress), written by the upgrade
 #: (components/registration/upgrade.py) before and after each step, so an interrupted one
@@ -93,7 +98,8 @@ NO_FORWARDS = "none"
 
 
 PARAMETERS = (PARAM_DB_ENDPOINT, PARAM_EFS_DNS, PARAM_DB_MASTER_SECRET, PARAM_MANAGEMENT_SSH_KEY,
-              PARAM_CLOUDSTACK_VERSION, PARAM_ROUTER_FORWARDS, PARAM_CONSOLE_FORWARDS, PARAM_BOOTSTRAPPED)
+              PARAM_CLOUDSTACK_VERSION, PARAM_ROUTER_FORWARDS, PARAM_CONSOLE_FORWARDS, PARAM_UI_FORWARD,
+              PARAM_BOOTSTRAPPED)
 
 _STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 #: The per-deployment part: 4 random bytes as hex (pulumi_random.RandomId byte_length=4).

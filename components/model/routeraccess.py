@@ -46,20 +46,24 @@ class IngressRule:
 
 
 def router_ingress(vpc_cidr: str, admin_cidrs: Sequence[str],
-                   vm_forward_rules: Sequence[tuple[str, int, Sequence[str], str]] = ()) -> list[IngressRule]:
+                   vm_forward_rules: Sequence[tuple[str, int, Sequence[str], str]] = (),
+                   ui: bool = True) -> list[IngressRule]:
     """The router's ingress rules:
 
     - the UI/API (8080) and the console (page 80, websocket 8080) from the VPC, and from
-      `admin_cidrs` that lie outside the VPC (those inside are covered by the VPC's rule);
+      `admin_cidrs` that lie outside the VPC (those inside are covered by the VPC's rule).
+      `ui` False (the UI/API behind the load balancer): the router forwards no UI/API, and
+      8080 is admitted for the console's websocket only (the same sources: whoever opens a
+      console from the UI);
     - ICMP "fragmentation needed" from anywhere (path MTU discovery; opens no service);
     - one rule per vmForwards entry, (protocol, router port, sources, description), from
       exactly its sources.
     """
     vpc = ipaddress.IPv4Network(vpc_cidr)
     outside = tuple(c for c in admin_cidrs if not ipaddress.IPv4Network(c).subnet_of(vpc))
+    port_8080 = "CloudStack UI/API and console websocket" if ui else "VM console websocket (console proxy)"
     rules = [
-        IngressRule("tcp", CLOUDSTACK_UI_PORT, CLOUDSTACK_UI_PORT, (vpc_cidr,),
-                    "CloudStack UI/API and console websocket from the VPC"),
+        IngressRule("tcp", CLOUDSTACK_UI_PORT, CLOUDSTACK_UI_PORT, (vpc_cidr,), f"{port_8080} from the VPC"),
         IngressRule("tcp", CONSOLE_PAGE_PORT, CONSOLE_PAGE_PORT, (vpc_cidr,),
                     "VM console page (console proxy) from the VPC"),
         # Path MTU discovery: the overlay and the VPC carry jumbo frames, the internet
@@ -72,8 +76,7 @@ def router_ingress(vpc_cidr: str, admin_cidrs: Sequence[str],
         rules.append(IngressRule(protocol, port, port, tuple(sources), description))
     if outside:
         rules += [
-            IngressRule("tcp", CLOUDSTACK_UI_PORT, CLOUDSTACK_UI_PORT, outside,
-                        "CloudStack UI/API and console websocket from adminCidrs"),
+            IngressRule("tcp", CLOUDSTACK_UI_PORT, CLOUDSTACK_UI_PORT, outside, f"{port_8080} from adminCidrs"),
             IngressRule("tcp", CONSOLE_PAGE_PORT, CONSOLE_PAGE_PORT, outside,
                         "VM console page (console proxy) from adminCidrs"),
         ]

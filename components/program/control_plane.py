@@ -63,18 +63,29 @@ def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
         overlay_cidr=str(ctx.settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=ctx.tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards],
+        ui_forward=ui_forward(ctx),
         previous_console_ip=ctx.previous.console_private_ip or None, count=ctx.settings.router_count))
+
+
+def ui_forward(ctx: Context) -> str:
+    """The router's forward of the UI/API port to the first management server (an
+    overlay-network.sh ROUTER_DNAT entry), or "" behind the load balancer: then the UI/API
+    is reached through the load balancer only, never in clear through the router."""
+    if ctx.settings.ui_behind_load_balancer:
+        return ""
+    return f"tcp:{CLOUDSTACK_UI_PORT}:{ctx.management_ip}:{CLOUDSTACK_UI_PORT}"
 
 
 def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: pulumi.Input[str],
                      tenant_ip: pulumi.Input[str], refused: tuple[str, ...],
                      pair: Optional[RouterPairInputs] = None) -> pulumi.Output[str]:
-    """A router's boot script: the overlay's gateway, forwarding the UI port to the
-    management server; `console_ip` is its console address and `tenant_ip` the address
-    tenants leave with (the interface's further private IPv4s, which EC2 picks;
-    OverlayRouterArgs.render_user_data); `refused`: what tenants must not reach
-    (lookups.tenant_refused); `pair`: with routerCount 2, its place in the pair (both routers
-    answer in turn for the gateway address, plan.router; each has its own overlay address)."""
+    """A router's boot script: the overlay's gateway (its forward of the UI port, if any,
+    comes from an SSM parameter it polls: OverlayRouterArgs.ui_forward); `console_ip` is its
+    console address and `tenant_ip` the address tenants leave with (the interface's further
+    private IPv4s, which EC2 picks; OverlayRouterArgs.render_user_data); `refused`: what
+    tenants must not reach (lookups.tenant_refused); `pair`: with routerCount 2, its place in
+    the pair (both routers answer in turn for the gateway address, plan.router; each has its
+    own overlay address)."""
     settings, plan = ctx.settings, ctx.plan
     # A pair's routers each have their own overlay address; the gateway (plan.router) is the
     # VRRP address keepalived moves between them (components/boot/router.py check_pair).
@@ -88,8 +99,7 @@ def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: p
             pair=None if pair is None else boot.RouterPairBoot(
                 index=pair.index, peer_private_ip=v[4][0], route_table_ids=tuple(v[4][1]),
                 eip_allocations=dict(v[4][2])),
-            overlay=overlay_config(settings, plan, own_address, "router", router_dnat=(
-                f"tcp:{CLOUDSTACK_UI_PORT}:{ctx.management_ip}:{CLOUDSTACK_UI_PORT}",),
+            overlay=overlay_config(settings, plan, own_address, "router",
                 storage_cidr=str(settings.cloudstack_subnet_cidr),
                 tenant_vpc_access=tuple(str(n) for n in settings.tenant_vpc_access_cidrs),
                 console_address=v[2], console_range=str(plan.system_public_range),
@@ -102,15 +112,16 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
                        ca: Optional[aws.secretsmanager.SecretVersion] = None) -> ManagementServer:
     """Management server `index` (its overlay address: ctx.plan.management_servers[index]); console
     URLs name the router's console Elastic IP. `first`: the first server, for an additional one;
-    behind the load balancer (`front`) it wears its group and routes its subnets back; `ca`: the
-    directory's LDAPS CA secret (directory.ca_certificate, declared once for every server)."""
+    behind the load balancer (`front`) it wears its group (its boot answers the load balancer
+    through the underlay whenever it exists: management-server.sh route_replies); `ca`: the
+    directory's LDAPS CA secret (directory.ca_certificate, declared once for every server).
     boot_scripts, name = data.boot_scripts, member_name("management", index)
     return ManagementServer(name, ManagementServerArgs(
         stack=ctx.stack,
         instance=instance_spec(ctx, network, data, ctx.settings.management_instance_type,
                                [network.underlay.member_sg_id, *front.management_sg_ids], "management"),
         db_master_secret_arn=data.database.master_secret_arn,
-        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, index, front.subnet_cidrs),
+        render_user_data=lambda secret_arns: management_user_data(ctx, secret_arns, index),
         tags=ctx.tags,
         boot_script_arn=boot_scripts.object_arn("management"), boot_bucket=boot_scripts.bucket_name,
         packages_arn=boot_scripts.packages_arn,
@@ -120,11 +131,10 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
         bootstrapping=not (ctx.previous.bootstrapped or bootstrapped(ctx.previous.parameter_root))))
 
 
-def management_user_data(ctx: Context, secret_arns: dict, index: int = 0, front_end_cidrs: tuple[str, ...] = ()) -> str:
+def management_user_data(ctx: Context, secret_arns: dict, index: int = 0) -> str:
     """Management server `index`'s boot script; `secret_arns` as ManagementServer resolves them
     (parameter_root, boot_bucket, db_cloud, keys, admin, api_keys, console_address, anchor_key_arn,
-    role_name; with LDAPS ldap_ca and ldap_truststore); `front_end_cidrs`: the load balancer's subnets
-    (FrontEnd.subnet_cidrs)."""
+    role_name; with LDAPS ldap_ca and ldap_truststore)."""
     settings, servers = ctx.settings, ctx.plan.management_servers
     return boot.render_management_user_data(boot.ManagementBoot(
         aws_region=ctx.region, prefix=secret_arns["parameter_root"], fqdn=f"{member_name('management', index)}.{DOMAIN}",
@@ -137,5 +147,4 @@ def management_user_data(ctx: Context, secret_arns: dict, index: int = 0, front_
             ldap_ca=secret_arns.get("ldap_ca") or "", ldap_truststore=secret_arns.get("ldap_truststore") or ""),
         cloudstack_version=ctx.cloudstack_version, os_codename=settings.ubuntu_codename,
         zone_name=settings.zone_name, console_address=secret_arns["console_address"],
-        front_end_cidrs=tuple(front_end_cidrs),
         server_index=index, management_servers=tuple(str(a) for a in servers)))

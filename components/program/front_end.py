@@ -1,6 +1,7 @@
 """Front-end tier: the Application Load Balancer in front of the management servers' UI/API,
-when the settings put it there (Settings.ui_behind_load_balancer); otherwise the router's
-forward of 8080 stays the UI/API's only way in, as in the cheapest stacks."""
+when the settings put it there (Settings.ui_behind_load_balancer): then it is the UI/API's
+only way in (the router forwards none: control_plane.ui_forward); otherwise the router's
+forward of 8080 is, as in the cheapest stacks."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class FrontEnd:
     #: None: no load balancer (the router forwards the UI/API).
     load_balancer: Optional[UiLoadBalancer] = None
     #: The load balancer's subnets (CIDRs): where CloudStack takes the client's address from
-    #: its header (proxy.cidr), and what the management servers answer directly.
+    #: its header (proxy.cidr).
     subnet_cidrs: tuple[str, ...] = ()
     #: https://<uiDomainName> with a certificate; None otherwise (the URL is the load
     #: balancer's DNS name, known only once it exists).

@@ -33,7 +33,8 @@ def declare_network(ctx: Context) -> Network:
         vm_forward_rules=[(f.protocol, f.port, [str(n) for n in f.sources],
                            f"VM service {f.protocol} {f.port} to {f.target}:{f.target_port} (vmForwards)")
                           for f in settings.vm_forwards],
-        router_pair=settings.router_count > 1, tags=ctx.tags))
+        router_pair=settings.router_count > 1, ui_through_router=not settings.ui_behind_load_balancer,
+        tags=ctx.tags))
     multicast = MulticastDomain("multicast", MulticastDomainArgs(
         vpc_id=underlay.vpc_id, cloudstack_subnet_id=underlay.cloudstack_subnet_id, tags=ctx.tags,
         timeout_minutes=settings.transit_gateway_timeout_minutes))

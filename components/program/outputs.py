@@ -57,7 +57,8 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
         # Read back on the next run (components.model.deployed): what is chosen once or only grows.
         deployed_state.OUTPUT: deployed_state.record(settings, ctx.zone, ctx.prefix,
                                                       registration.cloudstack_version,
-                                                      bootstrapped=not management.bootstrapping),
+                                                      bootstrapped=not management.bootstrapping,
+                                                      previous=ctx.previous),
         "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
             lambda args: cloudmonkey.cmk_profile(ctx.stack, args[0], args[1], ctx.region)),
     }

@@ -157,10 +157,12 @@ class ManagementServer(pulumi.ComponentResource):
 
     @staticmethod
     def _read_parameters(root: pulumi.Input[str]) -> Grant:
-        """The parameters every server's boot reads: the database and EFS endpoints, the bootstrap marker."""
+        """The parameters every server's boot reads: the database and EFS endpoints, the bootstrap
+        marker, and whether the router forwards the UI/API (its firewall drops that path otherwise)."""
         return Grant(["ssm:GetParameter"], [parameter_arn(root, naming.PARAM_DB_ENDPOINT),
                                             parameter_arn(root, naming.PARAM_EFS_DNS),
-                                            parameter_arn(root, naming.PARAM_BOOTSTRAPPED)])
+                                            parameter_arn(root, naming.PARAM_BOOTSTRAPPED),
+                                            parameter_arn(root, naming.PARAM_UI_FORWARD)])
 
     def _first_server(self, name: str, args: ManagementServerArgs, root: pulumi.Input[str], tags: dict):
         """The first server's secrets (created without a value), its role, the anchor key and,

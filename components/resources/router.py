@@ -83,6 +83,11 @@ class OverlayRouterArgs:
     parameter_root: Optional[pulumi.Input[str]] = None
     #: DNAT entries "proto:port:target:targetPort" of vmForwards.
     vm_forwards: Sequence[str] = ()
+    #: The router's forward of the UI/API port to the management server (a DNAT entry
+    #: "tcp:8080:<overlay address>:8080"), or "" when the UI/API is behind the load
+    #: balancer: then the router forwards no UI/API at all (its own address's 8080 leads
+    #: nowhere; the console address's 8080 stays the console's).
+    ui_forward: str = ""
     #: The console private address of the last update (its `router` output), None on a new
     #: stack: it stays the console address (see _secondary_addresses).
     previous_console_ip: Optional[str] = None
@@ -92,8 +97,9 @@ class OverlayRouterArgs:
 
 class OverlayRouter(pulumi.ComponentResource):
     """A Nitro instance with source/destination check off that routes the overlay CIDR,
-    NATs overlay traffic leaving the VPC and forwards TCP 8080 on its address to the
-    management server. Its Elastic IP is the infrastructure's internet egress address and,
+    NATs overlay traffic leaving the VPC and, unless the UI/API is behind the load balancer
+    (`ui_forward` ""), forwards TCP 8080 on its address to the management server. Its Elastic
+    IP is the infrastructure's internet egress address and, without the load balancer and
     when `adminCidrs` allows it, the UI/API's public address.
 
     Its network interface has a second private IPv4 with a second Elastic IP, the console
@@ -125,6 +131,7 @@ class OverlayRouter(pulumi.ComponentResource):
         grants = [Grant(["s3:GetObject"], [args.boot_script_arn]), *args.instance.role_grants]
         self.forwards_parameter = None
         self.console_forwards_parameter = None
+        self.ui_forward_parameter = None
         if args.parameter_root is not None:
             grants.append(self._forward_parameters(name, args, tags))
         # Every interface before any instance: each router's boot script names its peer's address.
@@ -186,8 +193,10 @@ class OverlayRouter(pulumi.ComponentResource):
             eip_allocations=pulumi.Output.all(*[e.id for e in eips]).apply(lambda ids: dict(zip(EIP_ROLES, ids))))
 
     def _forward_parameters(self, name: str, args: OverlayRouterArgs, tags: dict) -> Grant:
-        """The SSM parameters of the forwards to VMs and to the console proxy (sets
-        forwards_parameter and console_forwards_parameter); returns the router's grant to read them."""
+        """The SSM parameters of the forwards to VMs, to the console proxy and of the UI/API
+        (sets forwards_parameter, console_forwards_parameter and ui_forward_parameter);
+        returns the router's grant to read them. The router polls all three
+        (userdata/router.sh apply_forwards): its user data is read at its first boot only."""
         forwards = aws.ssm.Parameter(
             f"{name}-forwards", name=parameter_name(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),
             type="String", value=" ".join(args.vm_forwards) or naming.NO_FORWARDS,
@@ -201,11 +210,17 @@ class OverlayRouter(pulumi.ComponentResource):
             type="String", value=consoles.NO_CONSOLE,
             description="Router forwards of the console address to the console proxy VM (the registration)",
             tags=tags, opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]))
+        ui_forward = aws.ssm.Parameter(
+            f"{name}-ui-forward", name=parameter_name(args.parameter_root, naming.PARAM_UI_FORWARD),
+            type="String", value=args.ui_forward or naming.NO_FORWARDS,
+            description="Router forward of the UI/API port to the management server; none behind the load balancer",
+            tags=tags, opts=pulumi.ResourceOptions(parent=self))
         self.forwards_parameter = forwards.name
         self.console_forwards_parameter = console_forwards.name
+        self.ui_forward_parameter = ui_forward.name
         return Grant(["ssm:GetParameter"], [
-            parameter_arn(args.parameter_root, naming.PARAM_ROUTER_FORWARDS),
-            parameter_arn(args.parameter_root, naming.PARAM_CONSOLE_FORWARDS)])
+            parameter_arn(args.parameter_root, which) for which in
+            (naming.PARAM_ROUTER_FORWARDS, naming.PARAM_CONSOLE_FORWARDS, naming.PARAM_UI_FORWARD)])
 
     def _interface(self, name: str, args: OverlayRouterArgs, tags: dict, previous: Optional[str]
                    ) -> tuple[aws.ec2.NetworkInterface, pulumi.Output[str], pulumi.Output[str]]:

@@ -46,6 +46,9 @@ class UnderlayArgs:
     vm_forward_rules: Sequence[tuple[str, int, Sequence[str], str]] = ()
     #: routerCount 2: the routers' group admits VRRP from its own members (the other router).
     router_pair: bool = False
+    #: The router forwards the UI/API (False: it is behind the load balancer, and the
+    #: router's 8080 is the console websocket's only; routeraccess.router_ingress `ui`).
+    ui_through_router: bool = True
     tags: dict = field(default_factory=dict)
 
 
@@ -165,7 +168,8 @@ class Underlay(pulumi.ComponentResource):
         router_ingress = [
             aws.ec2.SecurityGroupIngressArgs(description=r.description, protocol=r.protocol,
                                              from_port=r.from_port, to_port=r.to_port, cidr_blocks=list(r.cidrs))
-            for r in routeraccess.router_ingress(args.vpc_cidr, args.admin_cidrs, args.vm_forward_rules)]
+            for r in routeraccess.router_ingress(args.vpc_cidr, args.admin_cidrs, args.vm_forward_rules,
+                                                  args.ui_through_router)]
         if args.router_pair:
             # Only the two routers carry this group, so a rule whose source is the group itself
             # admits exactly the other router's interface (VPC User Guide, "Security group

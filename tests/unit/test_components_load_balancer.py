@@ -255,6 +255,43 @@ def test_the_urls_the_registration_and_cloudmonkey_use_are_the_load_balancers(ht
     assert https.outputs["loadBalancer"]["subnetCidrs"] == [str(n) for n in https.settings.ui_subnet_cidrs]
 
 
+def test_behind_the_load_balancer_the_router_forwards_no_ui(https, plain, dev):
+    """http://<router Elastic IP>:8080 would carry logins in clear past the HTTPS listener:
+    the router's forward parameter says "none", and its group admits 8080 for the console's
+    websocket only (the console address's 80 and 8080 stay: a rule cannot name an address)."""
+    for d in (https, plain):
+        forward = d.get("aws:ssm/parameter:Parameter", "router-ui-forward").inputs["value"]
+        assert d.unwrap_secret(forward) == "none"
+        assert "ROUTER_DNAT" not in d.boot_env(d.instance("router"))
+    router_sg, dev_sg = https.get(SG, "underlay-router-sg"), dev.get(SG, "underlay-router-sg")
+    by_port = {}
+    for rule in https.ingress(router_sg):
+        by_port.setdefault(https.ports(rule), []).append(rule["description"])
+    assert sorted(by_port) == sorted({dev.ports(r) for r in dev.ingress(dev_sg)})
+    assert by_port[(8080, 8080)] and not any("UI/API" in d for d in by_port[(8080, 8080)])
+    assert all("console" in d for d in by_port[(8080, 8080)])
+    assert any("UI/API" in r["description"] for r in dev.ingress(dev_sg) if dev.ports(r) == (8080, 8080))
+
+
+def test_every_client_of_the_api_uses_the_load_balancers_url(https, monkeypatch):
+    """The registration, cloudmonkey's configuration and `status` (which reads the stack's
+    outputs through the Automation API) never name the router's 8080."""
+    import argparse
+    from types import SimpleNamespace
+
+    from components.cli import automation, status
+
+    router_ip = https.outputs["router"]["publicIp"]
+    assert router_ip not in https.outputs["apiEndpoint"] and router_ip not in https.outputs["uiUrl"]
+    assert router_ip not in https.outputs["cloudmonkey"]["url"]
+    assert not any(router_ip in str(https.unwrap_secret(r.inputs.get("endpoint"))) for r in https.registrations)
+    outputs = {k: SimpleNamespace(value=v) for k, v in https.outputs.items()}
+    monkeypatch.setattr(automation, "open_stack", lambda stack, root: SimpleNamespace(outputs=lambda: outputs))
+    monkeypatch.setattr(status, "read_stack", lambda root, stack: SimpleNamespace(values={"aws:region": "us-east-1"}))
+    endpoint, _, _ = status.stack_connection(argparse.Namespace(dir=".", stack="dev"))
+    assert endpoint == f"https://{DOMAIN}/client/api"
+
+
 def test_the_registration_waits_for_the_load_balancer(https):
     registration = https.get("cloudstack-ec2:registration:CloudStackRegistration", "registration")
     lb = https.get(LB, "ui-alb")
@@ -328,33 +365,62 @@ def test_a_certificate_of_another_region_or_partition_is_refused_before_anything
 # --- a deployed stack that gets the load balancer --------------------------------------------
 
 
-def test_a_running_management_server_without_the_route_back_is_named_for_replacement(dev):
+def older(outputs: dict) -> dict:
+    """`outputs` as a version whose boot scripts did not follow the front end recorded them."""
+    from components.model import deployed
+
+    record = {k: v for k, v in outputs[deployed.OUTPUT].items() if k != deployed.FRONT_END_IN_PLACE}
+    return {**outputs, deployed.OUTPUT: record}
+
+
+def test_a_stack_whose_instances_predate_the_in_place_front_end_is_told_to_replace_them(dev):
+    from components.model import deployed
+    from components.model.frontend import running_server_warnings
+
+    before = deployed.from_outputs(older(dev.outputs))
+    assert before.exists and not before.load_balancer and not before.front_end_in_place
+    [warning] = running_server_warnings(before, True, "dev", ["10.0.253.128/26"])
+    for component, name in (("OverlayRouter", "router"), ("ManagementServer", "management")):
+        assert f"--replace '{deployed.instance_urn('dev', component, name)}'" in warning
+    assert "10.0.253.128/26" in warning and "8080" in warning
+    assert running_server_warnings(before, False, "dev", []) == []
+    assert running_server_warnings(deployed.Deployed(), True, "dev", []) == []
+    # Replacing the instances is needed once: the record never claims more than it knows.
+    again = deployed.record(dev.settings, "us-east-1a", "/x", "4.22", previous=before)
+    assert again[deployed.FRONT_END_IN_PLACE] is False
+
+
+def test_a_stack_deployed_with_the_in_place_front_end_takes_the_load_balancer_without_replacements(dev):
+    """Its router drops the UI/API forward when the timer reads "none"; its management
+    servers already answer the underlay through it: no instance is replaced (their user data
+    changes are ignored, components/resources/node.py) and nothing needs saying."""
     from components.model import deployed
     from components.model.frontend import running_server_warnings
 
     before = deployed.from_outputs(dev.outputs)
-    assert before.exists and not before.load_balancer
-    [warning] = running_server_warnings(before, True, "dev", ["10.0.253.128/26"])
-    assert "--replace" in warning and deployed.instance_urn("dev", "ManagementServer", "management") in warning
-    assert "10.0.253.128/26" in warning
-    assert running_server_warnings(before, False, "dev", []) == []
-    assert running_server_warnings(deployed.Deployed(), True, "dev", []) == []
+    assert before.exists and before.front_end_in_place
+    assert running_server_warnings(before, True, "dev", ["10.0.253.128/26"]) == []
+    assert deployed.record(dev.settings, "us-east-1a", "/x", "4.22", previous=before)[
+        deployed.FRONT_END_IN_PLACE] is True
 
 
 def test_the_next_update_of_a_stack_behind_the_load_balancer_warns_no_more(plain):
     from components.model import deployed
     from components.model.frontend import running_server_warnings
 
-    after = deployed.from_outputs(plain.outputs)
+    after = deployed.from_outputs(older(plain.outputs))
     assert after.load_balancer
     assert running_server_warnings(after, True, "dev", []) == []
 
 
-def test_the_management_server_routes_the_load_balancers_subnets_back(https, dev):
-    management = https.instance("management")
-    assert https.boot_env(management)["CSEC2_FRONT_END_CIDRS"] == " ".join(
-        str(n) for n in https.settings.ui_subnet_cidrs)
-    assert dev.boot_env(dev.instance("management"))["CSEC2_FRONT_END_CIDRS"] == ""
+def test_the_management_servers_boot_script_needs_no_list_of_the_load_balancers_subnets(https, dev):
+    """It answers on the underlay whatever connects there (management-server.sh
+    route_replies): its user data is the same with and without the load balancer, so turning
+    it on changes only the groups the server wears (an in-place change of the instance)."""
+    assert https.boot_script(https.instance("management")) == dev.boot_script(dev.instance("management"))
+    assert "CSEC2_FRONT_END_CIDRS" not in https.boot_env(https.instance("management"))
+    group = https.get(SG, "ui-management-sg").id
+    assert group in https.placement(https.instance("management"))["vpcSecurityGroupIds"]
 
 
 def test_elb_name_prefixes_are_what_elb_accepts():

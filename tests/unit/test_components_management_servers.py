@@ -81,11 +81,15 @@ def test_scaling_adds_or_removes_only_the_extra_servers(scaled, before, after):
     beyond_endpoint = {k for k, fields in changed.items() if set(fields) - {"endpoint"}}
     assert all(set(fields) == {"endpoint"} for k, fields in changed.items() if k not in beyond_endpoint)
     assert any(changed.values()) and (before == 1) == any("endpoint" in f for f in changed.values())
-    # (the dashboard shows every server's memory and disk)
+    # (the dashboard shows every server's memory and disk); behind the load balancer the router
+    # forwards no UI/API (its forward parameter, which it polls, and its group's 8080 rule
+    # descriptions, in place: README "HTTPS")
+    behind = {("aws:ssm/parameter:Parameter", "router-ui-forward"),
+              ("aws:ec2/securityGroup:SecurityGroup", "underlay-router-sg")} if before == 1 else set()
     assert beyond_endpoint == {(SETTING, "registration-setting-host"), (SERVERS, "registration-management-servers"),
                                ("aws:rds/parameterGroup:ParameterGroup", "database-params"),
                                ("aws:cloudwatch/dashboard:Dashboard", "alarms-dashboard"),
-                               ("aws:ec2/securityGroup:SecurityGroup", "underlay-db-sg")}, beyond_endpoint
+                               ("aws:ec2/securityGroup:SecurityGroup", "underlay-db-sg"), *behind}, beyond_endpoint
 
 
 def test_every_server_is_in_host_and_the_registration_drains_the_others(scaled):

@@ -195,7 +195,13 @@ def test_router_boot_script_is_the_overlay_gateway_and_forwards_8080_to_manageme
     management_ip = dev.outputs["managementServer"]["overlayIp"]
     assert env["OVERLAY_ROLE"] == "router"
     assert env["OVERLAY_ADDRESS"] == f"{router_ip}/{dev.settings.overlay_cidr.prefixlen}"
-    assert env["ROUTER_DNAT"] == f"tcp:8080:{management_ip}:8080"
+    # The UI/API's forward is a parameter the router polls (userdata/router.sh), not its
+    # user data, which a running router never reads again: the load balancer can take it away.
+    assert "ROUTER_DNAT" not in env
+    parameter = dev.get("aws:ssm/parameter:Parameter", "router-ui-forward")
+    assert parameter.inputs["name"] == dev.outputs["deployment"]["parameterRoot"] + "/ui-forward"
+    assert plain(parameter.inputs["value"]) == f"tcp:8080:{management_ip}:8080"
+    assert "value" not in (parameter.ignore_changes or [])
     assert env["VPC_CIDR"] == str(dev.settings.vpc_cidr)
     # The router's cloudbr0 has no gateway: its default route stays on the VPC.
     assert "OVERLAY_GATEWAY" not in env

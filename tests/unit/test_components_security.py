@@ -158,13 +158,14 @@ def test_every_role_gets_exactly_the_session_manager_permissions(dev):
 
 
 def test_router_may_only_read_its_forwards(dev):
-    # Session Manager, the parameter of the forwards to VMs it polls (vmForwards), and
-    # its own boot script.
+    # Session Manager, the parameters of the forwards it polls (the UI/API's, vmForwards
+    # and the console's), and its own boot script.
     # A set: the two policies register in whichever order their inputs resolve.
     assert {p.name for p in dev.of_type(ROLE_POLICY) if p.name.startswith("router")} == \
         {"router-session-manager", "router-policy"}
     assert grants(dev.policy_document("router")) == {("ssm:GetParameter", ssm_arn(dev, "router-forwards")),
                                                      ("ssm:GetParameter", ssm_arn(dev, "console-forwards")),
+                                                     ("ssm:GetParameter", ssm_arn(dev, "ui-forward")),
                                                      boot_object_grant(dev, "router")} | log_grants(dev, "router")
 
 
@@ -191,7 +192,7 @@ def test_management_server_grants_are_exact(dev):
     expected = (
         {("secretsmanager:GetSecretValue", a) for a in steady}
         | {("secretsmanager:DescribeSecret", a) for a in steady}
-        | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "bootstrap/done")}
+        | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "bootstrap/done", "ui-forward")}
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
         | {boot_object_grant(dev, "management"), packages_grant(dev, "s3:PutObject")}

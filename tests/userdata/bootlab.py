@@ -69,7 +69,9 @@ def member_overlay(address: str) -> ud.OverlayConfig:
 
 ROUTER_OVERLAY = ud.OverlayConfig(role="router", vxlan_id=100, vxlan_group="239.255.0.100",
                                   overlay_address="10.100.0.1/16", overlay_mtu=8450, vpc_cidr="10.0.0.0/16",
-                                  router_dnat=("tcp:8080:10.100.0.2:8080",), storage_cidr="10.0.0.0/24")
+                                  storage_cidr="10.0.0.0/24")
+#: The router's forward of the UI/API (components/program/control_plane.py ui_forward).
+UI_FORWARD = "tcp:8080:10.100.0.2:8080"
 
 #: The router's console Elastic IP (components/model/consoles.py).
 CONSOLE_ELASTIC_IP = "203.0.113.80"
@@ -106,6 +108,7 @@ def initial_state() -> dict:
     return {
         "ssm": {f"{PREFIX}/db-endpoint": f"{DB_HOST}:3306", f"{PREFIX}/efs-dns": "fs-1.efs.example",
                 f"{PREFIX}/router-forwards": "none", f"{PREFIX}/console-forwards": "none",
+                f"{PREFIX}/ui-forward": UI_FORWARD,
                 f"{PREFIX}/db-master-secret": MASTER_SECRET,
                 # The agents' configurations (components/resources/monitoring.py writes them).
                 **{f"{PREFIX}/cloudwatch-agent/{role}": "{}" for role in ("management", "kvm-host", "router")}},

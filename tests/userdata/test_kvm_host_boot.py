@@ -361,7 +361,7 @@ def test_router_boots_without_secrets_or_waits(machine):
     assert is_s3_cp(aws[0]) and is_s3_cp(aws[-1]) and not any(is_s3_cp(c) for c in aws[1:-1]), aws
     assert "cloudwatch-agent-" in aws[-1]["args"][-2]
     assert [a[a.index("--name") + 1] for a in (c["args"] for c in aws[1:-1]) if "get-parameter" in a] == \
-        [f"{PREFIX}/router-forwards", f"{PREFIX}/console-forwards"], aws
+        [f"{PREFIX}/ui-forward", f"{PREFIX}/router-forwards", f"{PREFIX}/console-forwards"], aws
     assert all("get-parameter" in c["args"] for c in aws[1:-1]), aws
     # overlay-network.sh needs nft on the router: installed before the overlay starts.
     assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
@@ -370,7 +370,8 @@ def test_router_boots_without_secrets_or_waits(machine):
         "[Network]\nManageForeignRoutes=no\n"
     assert not any(c["cmd"] == "systemctl" and "systemd-networkd.service" in c["args"] for c in calls)
     env = machine.file("/etc/cloudstack-ec2/overlay.env").read_text()
-    assert 'OVERLAY_ROLE="router"' in env and 'ROUTER_DNAT="tcp:8080:10.100.0.2:8080"' in env
+    # The UI/API's forward is the parameter's (forwards.env), never the user data's.
+    assert 'OVERLAY_ROLE="router"' in env and "ROUTER_DNAT" not in env
     assert machine.file("/usr/local/lib/cloudstack-ec2/overlay-network.sh").stat().st_mode & 0o111
     unit = machine.file("/etc/systemd/system/cloudstack-ec2-overlay.service").read_text()
     assert "EnvironmentFile=/etc/cloudstack-ec2/overlay.env" in unit
@@ -408,7 +409,8 @@ def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(mac
 
 FORWARDS_PARAM = f"{PREFIX}/router-forwards"
 CONSOLE_PARAM = f"{PREFIX}/console-forwards"
-NO_FORWARDS = 'VM_FORWARDS=""\nCONSOLE_FORWARDS=""\n'
+UI_FORWARDED = 'ROUTER_DNAT="tcp:8080:10.100.0.2:8080"\n'
+NO_FORWARDS = UI_FORWARDED + 'VM_FORWARDS=""\nCONSOLE_FORWARDS=""\n'
 
 
 def set_forwards(machine, value, parameter=FORWARDS_PARAM):
@@ -433,7 +435,7 @@ def test_router_applies_changed_forwards_in_place(machine):
     machine.clear_calls()
     r = machine.rerun("router.sh", args=["forwards"])
     assert r.status == 0, r.output
-    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == UI_FORWARDED + \
         'VM_FORWARDS="tcp:2222:10.100.128.5:22 udp:5353:10.100.128.9:53"\nCONSOLE_FORWARDS=""\n'
     assert len(overlay_restarts(machine)) == 1
     assert not any(c["cmd"] == "apt-get" for c in machine.calls()), "a refresh installs nothing"
@@ -441,6 +443,40 @@ def test_router_applies_changed_forwards_in_place(machine):
     machine.clear_calls()
     assert machine.rerun("router.sh", args=["forwards"]).status == 0
     assert overlay_restarts(machine) == []
+
+
+UI_PARAM = f"{PREFIX}/ui-forward"
+
+
+def test_the_running_router_stops_forwarding_the_ui_once_it_is_behind_the_load_balancer(machine):
+    """Pulumi writes "none" when the UI/API moves behind the load balancer: the next run of
+    the timer drops the forward in place (forwards.env is read after overlay.env, so its
+    empty ROUTER_DNAT wins), and brings it back when the load balancer goes."""
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == NO_FORWARDS
+    set_forwards(machine, "none", UI_PARAM)
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status == 0, r.output
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+        'ROUTER_DNAT=""\nVM_FORWARDS=""\nCONSOLE_FORWARDS=""\n'
+    assert len(overlay_restarts(machine)) == 1
+    unit = machine.file("/etc/systemd/system/cloudstack-ec2-overlay.service").read_text()
+    assert unit.index("EnvironmentFile=/etc/cloudstack-ec2/overlay.env") < \
+        unit.index("EnvironmentFile=-/etc/cloudstack-ec2/forwards.env")
+    set_forwards(machine, "tcp:8080:10.100.0.2:8080", UI_PARAM)
+    assert machine.rerun("router.sh", args=["forwards"]).status == 0
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == NO_FORWARDS
+
+
+def test_a_ui_forward_to_another_port_changes_nothing(machine):
+    assert machine.run_user_data(render(ROUTER)).status == 0
+    set_forwards(machine, "tcp:22:10.100.0.2:22", UI_PARAM)
+    machine.clear_calls()
+    r = machine.rerun("router.sh", args=["forwards"])
+    assert r.status != 0 and "holds 'tcp:22:10.100.0.2:22'" in r.output
+    assert overlay_restarts(machine) == []
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == NO_FORWARDS
 
 
 def test_forwards_the_overlay_refuses_are_never_kept(machine):
@@ -477,20 +513,20 @@ def test_router_applies_changed_console_forwards_in_place(machine):
     machine.clear_calls()
     r = machine.rerun("router.sh", args=["forwards"])
     assert r.status == 0, r.output
-    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == UI_FORWARDED + \
         f'VM_FORWARDS="tcp:2222:10.100.128.5:22"\nCONSOLE_FORWARDS="{CONSOLE}"\n'
     assert len(overlay_restarts(machine)) == 1
     moved = CONSOLE.replace("10.100.128.7", "10.100.128.8")
     set_forwards(machine, moved, CONSOLE_PARAM)
     machine.clear_calls()
     assert machine.rerun("router.sh", args=["forwards"]).status == 0
-    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == UI_FORWARDED + \
         f'VM_FORWARDS="tcp:2222:10.100.128.5:22"\nCONSOLE_FORWARDS="{moved}"\n'
     assert len(overlay_restarts(machine)) == 1
     # Back to "none" (e.g. the zone is gone): nothing forwarded to a stale address.
     set_forwards(machine, "none", CONSOLE_PARAM)
     assert machine.rerun("router.sh", args=["forwards"]).status == 0
-    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == UI_FORWARDED + \
         'VM_FORWARDS="tcp:2222:10.100.128.5:22"\nCONSOLE_FORWARDS=""\n'
 
 
@@ -568,7 +604,7 @@ def test_a_router_booting_with_refused_console_forwards_still_refreshes_them(mac
     set_forwards(machine, moved, CONSOLE_PARAM)
     r = machine.rerun("router.sh", args=["forwards"])
     assert r.status == 0, r.output
-    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == \
+    assert machine.file("/etc/cloudstack-ec2/forwards.env").read_text() == UI_FORWARDED + \
         f'VM_FORWARDS=""\nCONSOLE_FORWARDS="{moved}"\n'
 
 

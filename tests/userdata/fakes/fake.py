@@ -1585,15 +1585,18 @@ NETWORK_DEFAULT = {
 
 
 def ip(state):
-    """`ip -4 -o addr show ...` (ip_addr_show), `ip -4 -o route show PREFIX` and
-    `ip route replace PREFIX via GW dev DEV src SRC`,
-    refused as the kernel refuses them: a gateway that is not on the device's own subnet
-    ("Nexthop has invalid gateway"), a source that is no address of the device's host
+    """`ip -4 -o addr show ...` (ip_addr_show), `ip -4 -o route show PREFIX`,
+    `ip route replace PREFIX via GW dev DEV src SRC [table N]` (the main table, or
+    kernel_net["tables"][N]) and `ip rule add|del fwmark M table N [priority P]`
+    (ip_rule), refused as the kernel refuses them: a gateway that is not on the device's own
+    subnet ("Nexthop has invalid gateway"), a source that is no address of the device's host
     ("Invalid prefsrc address"), a malformed prefix."""
     args = [a for a in ARGS if a not in ("-4", "-o")]
     if args[:2] == ["addr", "show"]:
         return ip_addr_show(state)
     network = state.setdefault("kernel_net", json.loads(json.dumps(NETWORK_DEFAULT)))
+    if args[:1] == ["rule"]:
+        return ip_rule(network, args[1:])
     if args[:2] == ["route", "show"]:
         wanted = args[2] if len(args) > 2 else None
         for route in network["routes"]:
@@ -1605,7 +1608,7 @@ def ip(state):
         prefix, rest = args[2], args[3:]
         via, dev, src = opt(rest, "via"), opt(rest, "dev"), opt(rest, "src")
         try:
-            ipaddress.IPv4Network(prefix)
+            ipaddress.IPv4Network("0.0.0.0/0" if prefix == "default" else prefix)
         except ValueError:
             sys.stderr.write(f'Error: inet prefix is expected rather than "{prefix}".\n')
             return 1
@@ -1619,10 +1622,36 @@ def ip(state):
         if src and src not in {a.split("/")[0] for a in network["addresses"].values()}:
             sys.stderr.write("Error: Invalid prefsrc address.\n")
             return 2
+        table = opt(rest, "table")
+        if table is not None:
+            rest = rest[:rest.index("table")] + rest[rest.index("table") + 2:]
+        routes = network["routes"] if table is None else network.setdefault("tables", {}).setdefault(table, [])
         line = " ".join([prefix] + rest)
-        network["routes"] = [r for r in network["routes"] if r.split()[0] != prefix] + [line]
+        routes[:] = [r for r in routes if r.split()[0] != prefix] + [line]
         return 0
     sys.stderr.write(f"fake ip: unsupported {' '.join(ARGS)}\n")
+    return 1
+
+
+def ip_rule(network, args):
+    """`ip rule add|del fwmark M table N [priority P]` on kernel_net["rules"] (lines "fwmark M
+    table N priority P"), as Linux answers them: `add` of a rule that is there fails ("File
+    exists"), `del` of a rule that is not there fails ("No such file or directory")."""
+    rules = network.setdefault("rules", [])
+    if args[:1] == ["add"]:
+        if " ".join(args[1:]) in rules:
+            sys.stderr.write("RTNETLINK answers: File exists\n")
+            return 2
+        rules.append(" ".join(args[1:]))
+        return 0
+    if args[:1] == ["del"]:
+        matching = [r for r in rules if r.startswith(" ".join(args[1:]))]
+        if not matching:
+            sys.stderr.write("RTNETLINK answers: No such file or directory\n")
+            return 2
+        rules.remove(matching[0])
+        return 0
+    sys.stderr.write(f"fake ip: unsupported rule {' '.join(args)}\n")
     return 1
 
 
