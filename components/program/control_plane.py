@@ -114,7 +114,7 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
     URLs name the router's console Elastic IP. `first`: the first server, for an additional one;
     behind the load balancer (`front`) it wears its group (its boot answers the load balancer
     through the underlay whenever it exists: management-server.sh route_replies); `ca`: the
-    directory's LDAPS CA secret (directory.ca_certificate, declared once for every server).
+    directory's LDAPS CA secret (directory.ca_certificate, declared once for every server)."""
     boot_scripts, name = data.boot_scripts, member_name("management", index)
     return ManagementServer(name, ManagementServerArgs(
         stack=ctx.stack,
