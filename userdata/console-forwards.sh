@@ -103,7 +103,7 @@ except ValueError:
     ip = None
 if ip is None or not first <= ip <= last:
     print("the console proxy %s has the public IP %s, outside the system VMs\x27 public range %s: left to the "
-          "registration (`pulumi up` moves it into the range)" % (vm.get("name"), vm["publicip"], span),
+          "registration (the next pulumi up moves it into the range)" % (vm.get("name"), vm["publicip"], span),
           file=sys.stderr)
     sys.exit(0)
 print(" ".join("tcp:%d:%s:%d" % (port, ip, port) for port in (80, 8080)), vm.get("name"))
