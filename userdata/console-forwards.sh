@@ -32,6 +32,7 @@ CONSOLE_API_URL=${CSEC2_API_URL:-http://127.0.0.1:8080/client/api}
 NO_CONSOLE=none
 
 publisher_die() {
+    CSEC2_REPORTED=1
     csec2_log "console forwards not checked: $*"
     exit 1
 }
@@ -39,7 +40,7 @@ publisher_die() {
 # The settings (boot.env of the management server) and a private directory,
 # without the boot's lock and log: a boot run may take an hour.
 publisher_begin() {
-    CSEC2_ROLE=management
+    CSEC2_ROLE=management CSEC2_STEP="console forwards"
     set -Eeuo pipefail
     umask 077
     trap csec2_cleanup EXIT

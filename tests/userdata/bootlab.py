@@ -119,6 +119,8 @@ def initial_state() -> dict:
         "kms": {"encrypt": [ANCHOR_KEY]},
         # The management role's bootstrap policies (components/resources/management.py):
         # what only they allow is refused once the boot deleted them (fakes/fake.py iam_denied).
+        # Reading the API keys is not among them: the role's steady policy grants it too (the
+        # console forwards publisher, userdata/console-forwards.sh).
         "iam": {"role": MANAGEMENT_ROLE, "policies": ["cloudstack-ec2-bootstrap", "cloudstack-ec2-bootstrap-db-master"],
                 "grants": {
                     "cloudstack-ec2-bootstrap": [

@@ -172,5 +172,6 @@ def test_the_api_down_fails_the_run_and_writes_nothing(booted):
     booted.update(lambda s: s["api"].update(up=False))
     recreated(booted, "10.100.192.3")
     r = publish(booted)
-    assert r.status == 1 and "did not answer" in r.output
+    assert r.status == 1 and "console forwards not checked: the API on" in r.output and "did not answer" in r.output
+    assert "boot FAILED" not in r.output   # not the boot's failure: the unit's, in its journal
     assert puts(booted) == []
