@@ -1362,6 +1362,15 @@ publish_ssh_key() {
     csec2_publish_anchor management-ssh-public-key "$key"
 }
 
+# console-forwards.sh (its timer, every 30 s) keeps the router's console forwards
+# on the console proxy CloudStack runs now: from here on, with the API keys stored.
+start_console_forwards() {
+    [[ -n ${CSEC2_SYSTEM_PUBLIC_RANGE:-} ]] || return 0
+    csec2_step "console forwards timer"
+    systemctl daemon-reload
+    systemctl enable --now cloudstack-ec2-console-forwards.timer
+}
+
 # -------------------------------------------------------------------- run ----
 
 csec2_setup_hostname
@@ -1393,5 +1402,6 @@ protect_link_local_services
 store_api_keys
 finish_bootstrap
 publish_ssh_key
+start_console_forwards
 csec2_cloudwatch_agent
 csec2_finish

@@ -24,7 +24,7 @@ from components.boot.checks import (
     check_version)
 from components.boot.overlay import OverlayConfig, check_overlay, overlay_environment
 from components.boot.scripts import (
-    BOOT_LINK, ETC_DIR, LIB_DIR, ROLE_UNITS, STAGE2_LAUNCHER, UNIT_DIR, embedded_script, load_boot_files,
+    BOOT_LINK, ETC_DIR, LIB_DIR, ROLE_EXTRA_SCRIPTS, ROLE_UNITS, STAGE2_LAUNCHER, UNIT_DIR, embedded_script, load_boot_files,
     strip_comments)
 from components.boot.stage2 import stage2_environment
 from components.model import ipplan
@@ -180,9 +180,9 @@ def _payload(role: str, env: Mapping[str, str], overlay: OverlayConfig, files: M
         f'mkdir -p "$root{LIB_DIR}" "$root{ETC_DIR}" "$root{UNIT_DIR}" "$root{BOOT_LINK.rsplit("/", 1)[0]}"\n',
     ]
     # overlay-router.sh: the router's part of overlay-network.sh (its overlay unit needs
-    # it), kept out of the members' user data (EC2's 16 KiB).
-    for name in ("common.sh", STAGE2_LAUNCHER, "overlay-network.sh",
-                 *(("overlay-router.sh",) if role == "router" else ())):
+    # it), kept out of the members' user data (EC2's 16 KiB); console-forwards.sh only on
+    # the management servers.
+    for name in ("common.sh", STAGE2_LAUNCHER, "overlay-network.sh", *ROLE_EXTRA_SCRIPTS[role]):
         parts.append(_heredoc(f"{LIB_DIR}/{name}", embedded_script(name, files[name]),
                               "0755" if name != "common.sh" else "0644"))
     for unit in ROLE_UNITS[role]:

@@ -11,7 +11,7 @@ from components.boot.checks import UserDataError, check_match, check_str, ip_val
 from components.boot.common import (
     DEFAULT_KEY_URL, DEFAULT_REPO_URL, BootWaits, check_common, check_package_source, common_env, package_env,
     render_user_data)
-from components.boot.overlay import OverlayConfig
+from components.boot.overlay import OverlayConfig, check_system_public_range
 from components.model import ldap, naming, regions
 from components.model import rules
 from components.model.settings.controlplane import MAX_MANAGEMENT_SERVERS
@@ -66,6 +66,10 @@ class ManagementBoot:
     #: cloud.configuration rows consoleproxy.static.publicIp (and .port = 80) before
     #: the registration starts. "": nothing written.
     console_address: str = ""
+    #: The system VMs' public range ("first-last", ipplan.IpPlan.system_public_range): the
+    #: console forwards publisher (userdata/console-forwards.sh) writes only a console proxy
+    #: address inside it, as the router forwards only into it. "": no publisher.
+    system_public_range: str = ""
     #: This server's index: 0 deploys the schema (the first ever) and publishes what the
     #: hosts trust; the others join the schema it deployed.
     server_index: int = 0
@@ -111,9 +115,12 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
                                                ipaddress.IPv4Address) is None:
         raise UserDataError(f"console_address: {boot.console_address!r} is not accepted; expected the console"
                             " Elastic IP as an IPv4 address such as '203.0.113.7', or '' for none")
+    if boot.system_public_range != "":
+        check_system_public_range("system_public_range", boot.system_public_range, boot.overlay)
     return {**common_env(boot, "management"), **package_env(boot),
             "CSEC2_ZONE_NAME": boot.zone_name, "CSEC2_EFS_MOUNT_POINT": boot.efs_mount_point,
-            "CSEC2_CONSOLE_ADDRESS": boot.console_address, "CSEC2_DB_CA_BUNDLE_URL": _rds_ca_bundle(boot.aws_region),
+            "CSEC2_CONSOLE_ADDRESS": boot.console_address, "CSEC2_SYSTEM_PUBLIC_RANGE": boot.system_public_range,
+            "CSEC2_DB_CA_BUNDLE_URL": _rds_ca_bundle(boot.aws_region),
             "CSEC2_ROLE_NAME": boot.role_name, "CSEC2_BOOTSTRAP_POLICIES": " ".join(naming.BOOTSTRAP_POLICIES),
             "CSEC2_BOOTSTRAP_MARKER": naming.PARAM_BOOTSTRAPPED,
             **_secrets_env(boot.secrets), **_servers_env(boot),

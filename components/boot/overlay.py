@@ -172,7 +172,7 @@ def _check_isolation(o: OverlayConfig, iface: ipaddress.IPv4Interface, vpc: ipad
                                 f" router's second private IPv4 address, inside the VPC {vpc}")
     _check_router_tenants(o, vpc)
     if o.console_range is not None:
-        _check_console_range(o.console_range, iface.network, o.classes)
+        check_system_public_range("overlay.console_range", o.console_range, o)
     if o.storage_cidr is None:
         raise UserDataError("overlay.storage_cidr: None is not accepted on the router; expected the dedicated"
                             " CloudStack subnet (where the EFS mount target is), e.g. '10.0.0.0/24'")
@@ -206,8 +206,12 @@ def _check_router_tenants(o: OverlayConfig, vpc: ipaddress.IPv4Network) -> None:
                                 " (host bits zero), not 0.0.0.0/0")
 
 
-def _check_console_range(text: str, overlay: ipaddress.IPv4Network, classes: ipplan.AddressClasses) -> None:
-    check_str("overlay.console_range", text)
+def check_system_public_range(name: str, text: str, o: OverlayConfig) -> None:
+    """`text` ("first-last", as ipplan.AddressRange writes it) is a range fit to be the system VMs'
+    public range of overlay `o`: inside the overlay, outside its infrastructure block and its
+    system range. Raises UserDataError naming `name` otherwise."""
+    check_str(name, text)
+    overlay, classes = ipaddress.IPv4Interface(o.overlay_address).network, o.classes
     try:
         span: Optional[ipplan.AddressRange] = ipplan.AddressRange.parse(text)
     except ValueError:
@@ -216,7 +220,7 @@ def _check_console_range(text: str, overlay: ipaddress.IPv4Network, classes: ipp
     if span is None or span.start not in overlay or span.end not in overlay \
             or span.overlaps(ipplan.AddressRange(classes.infrastructure[0], classes.infrastructure[-1])) \
             or span.overlaps(system):
-        raise UserDataError(f"overlay.console_range: {text!r} is not accepted; expected 'first-last' IPv4 addresses"
+        raise UserDataError(f"{name}: {text!r} is not accepted; expected 'first-last' IPv4 addresses"
                             f" inside the overlay {overlay}, outside the infrastructure block"
                             f" {classes.infrastructure} and the system range {system} (the system VMs' public"
                             " range, e.g. ipplan's system_public_range)")

@@ -2,7 +2,8 @@
 user data puts them on the instance, and the compact copy it embeds.
 
   /usr/local/lib/cloudstack-ec2/{common.sh,stage2.sh,overlay-network.sh}
-      (+ overlay-router.sh, the router's part of overlay-network.sh, on the router)
+      (+ ROLE_EXTRA_SCRIPTS: overlay-router.sh, the router's part of overlay-network.sh,
+      on the router; console-forwards.sh on the management servers)
   /usr/local/lib/cloudstack-ec2/<role script>   installed by stage2.sh (verified)
   /usr/local/sbin/cloudstack-ec2-boot -> stage2.sh (re-run entry point)
   /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ the members' firewall)
@@ -29,11 +30,16 @@ STAGE2_LAUNCHER = "stage2.sh"
 #: Stage 2's script of every role besides its own: the CloudWatch agent's installer
 #: (run by csec2_cloudwatch_agent in common.sh), an object of the boot-script bucket too.
 AGENT_SCRIPT = "cloudwatch-agent.sh"
+#: Scripts of one role that stage 1 writes beside the shared ones: the router's part of
+#: overlay-network.sh (its overlay unit needs it before the network works); the management
+#: servers' console forwards publisher (run by its timer, outside the boot).
+ROLE_EXTRA_SCRIPTS = {"router": ("overlay-router.sh",), "management": ("console-forwards.sh",), "kvm-host": ()}
 ROLE_UNITS = {
     "router": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                "cloudstack-ec2-forwards.service", "cloudstack-ec2-forwards.timer"),
     "management": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
-                   "cloudstack-ec2-host-firewall.service"),
+                   "cloudstack-ec2-host-firewall.service", "cloudstack-ec2-console-forwards.service",
+                   "cloudstack-ec2-console-forwards.timer"),
     "kvm-host": ("cloudstack-ec2-overlay.service", "cloudstack-ec2-boot.service",
                  "cloudstack-ec2-host-firewall.service"),
 }
@@ -43,7 +49,8 @@ def load_boot_files() -> dict[str, str]:
     """The package's userdata/ files the user data embeds or the bucket holds (name -> text).
 
     Raises UserDataError naming a file missing from the installed package."""
-    names = ["common.sh", "overlay-network.sh", "overlay-router.sh", STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(), AGENT_SCRIPT,
+    names = ["common.sh", "overlay-network.sh", *sorted({s for extra in ROLE_EXTRA_SCRIPTS.values() for s in extra}),
+             STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(), AGENT_SCRIPT,
              *sorted({u for units in ROLE_UNITS.values() for u in units})]
     root = resources.files("userdata")
     files = {}

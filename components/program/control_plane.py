@@ -147,4 +147,5 @@ def management_user_data(ctx: Context, secret_arns: dict, index: int = 0) -> str
             ldap_ca=secret_arns.get("ldap_ca") or "", ldap_truststore=secret_arns.get("ldap_truststore") or ""),
         cloudstack_version=ctx.cloudstack_version, os_codename=settings.ubuntu_codename,
         zone_name=settings.zone_name, console_address=secret_arns["console_address"],
+        system_public_range=str(ctx.plan.system_public_range),
         server_index=index, management_servers=tuple(str(a) for a in servers)))

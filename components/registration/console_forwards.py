@@ -22,9 +22,10 @@ re-enabled zone) may get another. So this resource
   the console proxy serves nothing without an uploaded CPVM certificate); `consoleproxy.sslEnabled`
   true or `novnc.console.port` other than 8080 move the ports away from the two the router
   forwards. Zone-scoped settings are read with the zone's id (its effective value);
-- probes on every `pulumi up`/preview whether the live console proxy address and the parameter
-  are still what it published: a console proxy recreated with a new address shows as a change,
-  and the update publishes the new address;
+- probes on every `pulumi up`/preview whether the parameter still forwards to the live console
+  proxy: a console proxy recreated with a new address shows as a change, and the update
+  publishes the new address, unless the management servers' publisher (userdata/console-forwards.sh,
+  every 30 s) wrote it already (then nothing changes);
 - on delete (and when the cloud is torn down) writes consoles.NO_CONSOLE back, if the parameter
   still exists; a failure there is a warning, never a failed destroy.
 
@@ -379,16 +380,17 @@ class ConsoleForwards(Kind):
         return {**dict(props), "id": id_, "publicip": vm["publicip"] if vm else "", "forwards": value or ""}
 
     def probe_service(self, api: Api, props: Props) -> bool:
-        """True while the live console proxy address (inside the system VMs' public range) and
-        the parameter are what this resource published."""
+        """True while the parameter forwards to the live console proxy, inside the system VMs'
+        public range. The management servers' publisher (userdata/console-forwards.sh) follows a
+        recreated console proxy between two updates: a parameter it brought to the live address
+        is right, though that address is not the one this resource published (`pulumi refresh`
+        reads it back)."""
         vm = serving_proxy(console_proxies(api, props["zoneid"]))
-        if vm is None or vm["publicip"] != props.get("publicip"):
+        if vm is None or not in_range(vm["publicip"], parse_range(props.get("system_public_range") or "")):
             return False
-        if not in_range(vm["publicip"], parse_range(props.get("system_public_range") or "")):
-            return False
-        if props.get("parameter_name") and read_parameter(props) != props.get("forwards"):
-            return False
-        return True
+        if props.get("parameter_name"):
+            return read_parameter(props) == consoles.console_forwards(vm["publicip"])
+        return vm["publicip"] == props.get("publicip")
 
     def diff(self, olds, news):
         changed, replaces = super().diff(olds, news)

@@ -163,6 +163,31 @@ def test_a_recreated_console_proxy_with_a_new_address_is_seen_and_republished(em
     assert destroyed(emulator) == []     # inside the range: left alone
 
 
+def test_a_value_the_management_servers_published_for_the_live_proxy_is_no_change(emulator, engine, ssm):
+    """userdata/console-forwards.sh follows a recreated console proxy between two updates: its
+    value, the live proxy's, is accepted as it is; one that is not the live proxy's is published."""
+    spec = make_spec(1, timeouts=T)
+    engine.up(spec)
+    old = console_proxy(emulator)
+    emulator.destroy_system_vm(old["id"])
+    emulator.hold_public_ip(engine.state["zone"]["id"], for_system_vms=True)
+    new = console_proxy(emulator)
+    assert new["publicip"] == "10.100.192.3"
+    ssm.put_parameter(Name=PARAM, Value=consoles.console_forwards(new["publicip"]), Type="String", Overwrite=True)
+    s = engine.state["console-forwards"]
+    d = CloudStackObjectProvider("console_forwards").diff(s["id"], s["outs"], {**s["outs"]})
+    assert not d.changes and not d.replaces
+    before = len(engine.log)
+    engine.up(spec)
+    assert updates(engine, before) == [] and value(ssm) == consoles.console_forwards("10.100.192.3")
+    # the parameter forwards elsewhere than the live proxy: a change, and the update publishes it
+    ssm.put_parameter(Name=PARAM, Value=consoles.console_forwards(old["publicip"]), Type="String", Overwrite=True)
+    engine.up(spec)
+    assert updates(engine, before) == [("update", "console-forwards")]
+    assert value(ssm) == consoles.console_forwards("10.100.192.3")
+    assert engine.state["console-forwards"]["outs"]["publicip"] == "10.100.192.3"
+
+
 def test_a_refresh_shows_the_live_address_and_the_next_up_republishes(emulator, engine, ssm):
     spec = make_spec(1, timeouts=T)
     engine.up(spec)

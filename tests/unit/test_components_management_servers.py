@@ -130,11 +130,20 @@ def test_additional_servers_share_the_first_ones_secrets_and_publish_nothing(sca
         actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str)
                                                             else s["Action"])}
         assert "secretsmanager:GetSecretValue" in actions
-        assert not actions & {"secretsmanager:PutSecretValue", "ssm:PutParameter", "kms:Encrypt"}, actions
+        assert not actions & {"secretsmanager:PutSecretValue", "kms:Encrypt"}, actions
         readable = {r for s in policy["Statement"] if "secretsmanager:GetSecretValue" in s["Action"]
                     for r in s["Resource"]}
-        # they join a bootstrapped cloud: never the admin login or the master user
-        assert readable == {env0["CSEC2_SECRET_DB_CLOUD"], env0["CSEC2_SECRET_CLOUDSTACK_KEYS"]}
+        # they join a bootstrapped cloud: never the admin login or the master user; the API keys
+        # for the console forwards publisher (userdata/console-forwards.sh), as the first server
+        assert readable == {env0["CSEC2_SECRET_DB_CLOUD"], env0["CSEC2_SECRET_CLOUDSTACK_KEYS"],
+                            env0["CSEC2_SECRET_API_KEYS"]}
+        # they write one parameter only: the console forwards, as the first server does
+        written = {r for s in policy["Statement"] if "ssm:PutParameter" in s["Action"] for r in s["Resource"]}
+        console = {r for s in d.policy_document("management")["Statement"] if "ssm:PutParameter" in s["Action"]
+                   for r in s["Resource"] if r.endswith("/console-forwards")}
+        assert len(console) == 1 and written == console, written
+        assert {r for s in policy["Statement"] if "ssm:GetParameter" in s["Action"] for r in s["Resource"]} >= console
+        assert env["CSEC2_SYSTEM_PUBLIC_RANGE"] == env0["CSEC2_SYSTEM_PUBLIC_RANGE"] != ""
     assert env0["CSEC2_MANAGEMENT_INDEX"] == "0"
     assert first.inputs["instanceType"] == d.instance("management-2").inputs["instanceType"]
     # one anchor key (the hosts trust what the first server publishes), one master-secret parameter

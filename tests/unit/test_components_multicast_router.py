@@ -290,6 +290,11 @@ def test_the_router_forwards_consoles_only_into_the_system_vms_public_range(dev)
     [system_range] = [r for r in dev.registrations if r.type == "pulumi-python:dynamic/cloudstack:PublicIpRange"
                       and r.inputs.get("forsystemvms") is True]
     assert env["CONSOLE_RANGE"] == f"{system_range.inputs['startip']}-{system_range.inputs['endip']}"
+    # ... the range the management servers' console forwards publisher writes into the parameter
+    # (userdata/console-forwards.sh), and the registration's console forwards check
+    [publisher] = [r for r in dev.registrations if r.type == "pulumi-python:dynamic/cloudstack:ConsoleForwards"]
+    assert dev.boot_env(dev.instance("management"))["CSEC2_SYSTEM_PUBLIC_RANGE"] == env["CONSOLE_RANGE"] \
+        == publisher.inputs["system_public_range"]
 
 
 def test_tenant_private_dns_makes_the_routers_resolver_forward_to_the_vpc_resolver(deploy):

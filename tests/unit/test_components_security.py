@@ -182,6 +182,17 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
         | ready | log_grants(dev, "kvm-host")
 
 
+def console_forwards_grants(dev, api_keys: str) -> set[tuple[str, str]]:
+    """The console forwards publisher's (userdata/console-forwards.sh, a timer outside the
+    bootstrap): the API keys, read only, and the one parameter the router polls, the very
+    one the router reads (its name from naming.PARAM_CONSOLE_FORWARDS under the root)."""
+    parameter = ssm_arn(dev, "console-forwards")
+    router = dev.get("aws:ssm/parameter:Parameter", "router-console-forwards")
+    assert parameter.endswith(f"parameter{router.inputs['name']}")
+    return {("secretsmanager:GetSecretValue", api_keys), ("ssm:GetParameter", parameter),
+            ("ssm:PutParameter", parameter)}
+
+
 def test_management_server_grants_are_exact(dev):
     arn = {n: dev.get(SECRET, f"management-{n}").state["arn"] for n in
            ("db-cloud", "cloudstack-keys", "admin", "api-keys")}
@@ -196,6 +207,7 @@ def test_management_server_grants_are_exact(dev):
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
         | {boot_object_grant(dev, "management"), packages_grant(dev, "s3:PutObject")}
+        | console_forwards_grants(dev, arn["api-keys"])
         | log_grants(dev, "management")
     )
     assert grants(dev.policy_document("management")) == expected

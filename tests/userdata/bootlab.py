@@ -79,9 +79,12 @@ CONSOLE_ELASTIC_IP = "203.0.113.80"
 BOOT_BUCKET = "cloudstack-ec2-test-20261130000000000000000001"
 #: The management server's instance role (its bootstrap policies are deleted from it).
 MANAGEMENT_ROLE = "management-role-0a1b2c3"
+#: The system VMs' public range of the 10.100.0.0/16 overlay (ipplan.system_public_range).
+SYSTEM_PUBLIC_RANGE = "10.100.192.1-10.100.192.8"
 MANAGEMENT = ud.ManagementBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="mgmt.cloudstack.internal",
                                overlay=member_overlay("10.100.0.2/16"), secrets=SECRETS, zone_name="zone1",
                                boot_bucket=BOOT_BUCKET, console_address=CONSOLE_ELASTIC_IP, anchor_key_arn=ANCHOR_KEY,
+                               system_public_range=SYSTEM_PUBLIC_RANGE,
                                role_name=MANAGEMENT_ROLE, waits=TINY_WAITS)
 KVM_HOST = ud.KvmHostBoot(aws_region="eu-west-1", prefix=PREFIX, fqdn="kvm0.cloudstack.internal",
                           boot_bucket=BOOT_BUCKET, anchor_key_arn=ANCHOR_KEY,
@@ -119,11 +122,12 @@ def initial_state() -> dict:
         "kms": {"encrypt": [ANCHOR_KEY]},
         # The management role's bootstrap policies (components/resources/management.py):
         # what only they allow is refused once the boot deleted them (fakes/fake.py iam_denied).
+        # Reading the API keys is not among them: the role's steady policy grants it too (the
+        # console forwards publisher, userdata/console-forwards.sh).
         "iam": {"role": MANAGEMENT_ROLE, "policies": ["cloudstack-ec2-bootstrap", "cloudstack-ec2-bootstrap-db-master"],
                 "grants": {
                     "cloudstack-ec2-bootstrap": [
                         ["secretsmanager:GetSecretValue", SECRETS.admin],
-                        ["secretsmanager:GetSecretValue", SECRETS.api_keys],
                         *(["secretsmanager:PutSecretValue", s] for s in
                           (SECRETS.db_cloud, SECRETS.cloudstack_keys, SECRETS.admin, SECRETS.api_keys)),
                         ["ssm:GetParameter", f"{PREFIX}/db-master-secret"],

@@ -1212,8 +1212,56 @@ def imds(state, url):
     return 0
 
 
+def java_urlencode(value):
+    """java.net.URLEncoder.encode(value, "UTF-8") with '+' as %20, as ApiServer.verifyRequest
+    encodes each value: like quote(), but '~' is encoded too."""
+    from urllib.parse import quote
+    return quote(value, safe="*").replace("~", "%7E")
+
+
+def signed_api(state, config):
+    """`curl -K FILE` where FILE holds `url = "<API URL>?<query>"` (curl's config syntax):
+    a request signed with API keys. Checked as apache/cloudstack ApiServer.verifyRequest does:
+    the apikey names a user with keys (state["api"]["user_keys"]: apikey -> secretkey, what
+    registerUserKeys gave), and the signature is base64(HMAC-SHA1(secretkey, the parameters but
+    `signature` sorted by name, each name=URLEncoder(value), lower-cased)); else HTTP 401.
+    Answers listSystemVms from state["api"]["system_vms"] (SystemVmResponse fields)."""
+    import base64
+    import hashlib
+    import hmac
+    from urllib.parse import parse_qsl, urlsplit
+    with open(config) as f:
+        m = re.fullmatch(r'url = "([^"\\]*)"\n', f.read())
+    if not m:
+        sys.stderr.write("curl: (26) config file: expected one url = \"...\" line\n")
+        return 26
+    if not state["api"]["up"]:
+        sys.stderr.write("curl: (7) Failed to connect to 127.0.0.1 port 8080\n")
+        return 7
+    params = dict(parse_qsl(urlsplit(m.group(1)).query, keep_blank_values=True))
+    record({"api": params.get("command"), "signed": True, "url_file": config})
+    secret = state["api"].get("user_keys", {}).get(params.get("apikey", ""))
+    text = "&".join(f"{k}={java_urlencode(v)}" for k, v in sorted(params.items()) if k.lower() != "signature")
+    expected = secret and base64.b64encode(hmac.new(secret.encode(), text.lower().encode(), hashlib.sha1).digest())
+    rkey = f"{params.get('command', '').lower()}response"
+    if not secret or not hmac.compare_digest(expected.decode(), params.get("signature", "")):
+        print(json.dumps({rkey: {"errorcode": 401, "errortext": "unable to verify user credentials and/or request "
+                                                                 "signature"}}))
+        return 0
+    if params.get("command") != "listSystemVms":
+        print(json.dumps({rkey: {"errorcode": 432, "errortext": "unknown"}}))
+        return 0
+    vms = [v for v in state["api"].get("system_vms", [])
+           if params.get("systemvmtype") in (None, v.get("systemvmtype"))]
+    # An empty list answers without the "systemvm" key (the JSON serializer leaves out what is empty).
+    print(json.dumps({rkey: {"count": len(vms), **({"systemvm": vms} if vms else {})}}))
+    return 0
+
+
 def curl(state):
     out = opt(ARGS, "-o")
+    if opt(ARGS, "-K") is not None:
+        return signed_api(state, opt(ARGS, "-K"))
     url = ARGS[-1]
     if url.startswith(IMDS):
         return imds(state, url)
@@ -1289,6 +1337,7 @@ def curl(state):
     elif command == "registerUserKeys":
         api["keys_registered"] += 1
         n = api["keys_registered"]
+        api.setdefault("user_keys", {})[f"api-{n}"] = f"sec-{n}"
         print(json.dumps({"registeruserkeysresponse": {"userkeys": {"apikey": f"api-{n}", "secretkey": f"sec-{n}"}}}))
     elif command == "listConfigurations":
         # ManagementServerImpl.searchForConfigurations: name LIKE %name% (case-insensitive
