@@ -273,13 +273,18 @@ setup_libvirt() {
 # marked autostart, and starting a network of any forward mode but none writes 1
 # to /proc/sys/net/ipv4/ip_forward (libvirt src/network/bridge_driver.c,
 # networkStartNetworkVirtual, networkEnableIPForwarding); stopping it leaves it
-# on. A forwarding host routes what a tenant on a guest bridge sends to the
-# bridge's MAC: a destination on the overlay (a management server's 8080) with a
-# forged public source goes into cloudbr0, past the router's security group and
-# past this host's firewall, which filters only the input hook. So at every
-# boot: the default network stopped and no longer autostarted, then forwarding
-# off, now and from early boot on (systemd-sysctl.service reads sysctl.d before
-# libvirtd starts, sysctl.d(5)), and checked.
+# on. A forwarding host routes what a VM sends to its bridge's MAC, past the
+# router's security group and past this host's firewall, which filters only the
+# input hook: a tenant on a guest bridge reaches the overlay (a management
+# server's 8080) from a forged public source wherever rp_filter is 0 (with it set,
+# the kernel admits no source through a device without an IPv4 address); a VM on
+# cloudbr0 reaches the CloudStack subnet from a source of the default network,
+# which libvirt masquerades to this host's own VPC address, so EC2's
+# source/destination check passes it and a service that admits the hosts (EFS
+# admits the members' security group) takes it for the host. So at every boot:
+# the default network stopped and no longer autostarted, then forwarding off, now
+# and from early boot on (systemd-sysctl.service reads sysctl.d before libvirtd
+# starts, sysctl.d(5)), and checked.
 NO_ROUTING_SYSCTL=$CSEC2_ROOT/etc/sysctl.d/90-cloudstack-ec2-no-routing.conf
 LIBVIRT_DEFAULT_NETWORK=default
 

@@ -1223,8 +1223,8 @@ def virsh(state):
     [--disable] NAME, net-destroy NAME (refused for a network that is not active), net-start
     NAME. Every command needs a running libvirtd (the sockets are masked)."""
     if "libvirtd.service" not in state["units"]["active"]:
-        sys.stderr.write("error: failed to connect to the hypervisor\n"
-                         "error: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n")
+        sys.stderr.write("error: failed to connect to the hypervisor\nerror: Failed to connect socket to "
+                         "'/var/run/libvirt/libvirt-sock': No such file or directory\n")
         return 1
     words = [a for a in ARGS if not a.startswith("-")]
     networks = state["libvirt"]["networks"]
