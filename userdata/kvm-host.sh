@@ -272,6 +272,66 @@ setup_libvirt() {
     systemctl restart libvirtd.service
 }
 
+# ----------------------------------------------------------- no routing ----
+
+# A KVM host bridges its VMs' frames and never routes. The agent plugs every VM
+# NIC into a bridge (cloudbr0, brethovl0-<vlan>); the virtual routers and system
+# VMs, which do route, are VMs on those bridges, and the host's own traffic to
+# them (cloud0's link-local addresses) is local. Nothing of the agent needs
+# forwarding: cloudstack-setup-agent sets none (apache/cloudstack
+# python/lib/cloudutils/serviceConfig.py), and security_group.py turns on only
+# bridge-nf-call-* (addFWFramework), whose bridged packets pass the forward hook
+# whatever ip_forward says. What turns it on is libvirt: libvirt-daemon-system
+# brings libvirt-daemon-config-network, whose "default" NAT network (virbr0) is
+# marked autostart, and starting a network of any forward mode but none writes 1
+# to /proc/sys/net/ipv4/ip_forward (libvirt src/network/bridge_driver.c,
+# networkStartNetworkVirtual, networkEnableIPForwarding); stopping it leaves it
+# on. A forwarding host routes what a VM sends to its bridge's MAC, past the
+# router's security group and past this host's firewall, which filters only the
+# input hook: a tenant on a guest bridge reaches the overlay (a management
+# server's 8080) from a forged public source wherever rp_filter is 0 (with it set,
+# the kernel admits no source through a device without an IPv4 address); a VM on
+# cloudbr0 reaches the CloudStack subnet from a source of the default network,
+# which libvirt masquerades to this host's own VPC address, so EC2's
+# source/destination check passes it and a service that admits the hosts (EFS
+# admits the members' security group) takes it for the host. So at every boot:
+# the default network stopped and no longer autostarted, then forwarding off, now
+# and from early boot on (systemd-sysctl.service reads sysctl.d before libvirtd
+# starts, sysctl.d(5)), and checked.
+NO_ROUTING_SYSCTL=$CSEC2_ROOT/etc/sysctl.d/90-cloudstack-ec2-no-routing.conf
+LIBVIRT_DEFAULT_NETWORK=default
+
+setup_no_routing() {
+    csec2_step "no routing: libvirt's default network stopped and not autostarted, forwarding off"
+    if has_line "$LIBVIRT_DEFAULT_NETWORK" "$(virsh -q net-list --all --autostart --name)"; then
+        virsh -q net-autostart --disable "$LIBVIRT_DEFAULT_NETWORK" >/dev/null
+        csec2_log "libvirt network '$LIBVIRT_DEFAULT_NETWORK' no longer autostarted"
+    fi
+    if has_line "$LIBVIRT_DEFAULT_NETWORK" "$(virsh -q net-list --name)"; then
+        virsh -q net-destroy "$LIBVIRT_DEFAULT_NETWORK" >/dev/null
+        csec2_log "libvirt network '$LIBVIRT_DEFAULT_NETWORK' stopped"
+    fi
+    local settings=("net.ipv4.ip_forward = 0") setting value
+    # Absent only when the kernel runs without IPv6 (ipv6.disable=1).
+    if sysctl -n net.ipv6.conf.all.forwarding >/dev/null 2>&1; then
+        settings+=("net.ipv6.conf.all.forwarding = 0" "net.ipv6.conf.default.forwarding = 0")
+    fi
+    mkdir -p "$(dirname "$NO_ROUTING_SYSCTL")"
+    printf '%s\n' "# Written by cloudstack-ec2's kvm-host boot script: this host bridges, it never routes." \
+        "${settings[@]}" >"$NO_ROUTING_SYSCTL"
+    sysctl -q -p "$NO_ROUTING_SYSCTL"
+    for setting in "${settings[@]}"; do
+        value=$(sysctl -n "${setting%% =*}")
+        [[ $value == 0 ]] || csec2_die "${setting%% =*} is $value after $NO_ROUTING_SYSCTL was applied; expected 0"
+    done
+    csec2_log "forwarding off: ${settings[*]}"
+}
+
+# has_line LINE TEXT: whether TEXT has a line that is exactly LINE.
+has_line() {
+    grep -qxF -- "$1" <<<"$2"
+}
+
 # CloudStack's guide for Ubuntu: disable the libvirt AppArmor profiles (the
 # agent manages disks and devices AppArmor would deny).
 setup_apparmor() {
@@ -404,6 +464,7 @@ csec2_setup_time_sync
 setup_firewall
 install_packages
 setup_libvirt
+setup_no_routing
 setup_apparmor
 check_virtualization
 setup_host_user

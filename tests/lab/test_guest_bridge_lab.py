@@ -137,19 +137,25 @@ def guest(request, lab: Lab, tmp_path_factory):
         lab.mode = mode
         yield lab
     finally:
-        for server in servers:
-            lab.stop(server)
-        for short in (TENANT, GATEWAY, ATTACKER):
-            lab.del_ns(short)
-        lab.ip(HOST, "link", "del", GUEST_BRIDGE, check=False)
-        for table in (HOST_TABLE, VM_PORT_TABLE):
-            lab.run(HOST, "nft", "delete", "table", *table.split(), check=False)
+        undo_guest(lab, servers, ATTACKER)
         lab.overlay_script(host)  # the hardened sysctls again, as the other lab modules expect
         for short, inst in lab.instances.items():
             if inst.role:
                 lab.ip(short, "neigh", "flush", "to", MGMT.overlay, check=False)
         # The bridges and VTEPs learn the management server's MAC where it is again.
         lab.run("mgmt", "ping", "-c1", "-W1", ROUTER.overlay, check=False)
+
+
+def undo_guest(lab: Lab, servers: list, *others: str) -> None:
+    """Stops `servers`; removes the tenant, its gateway and the namespaces `others`, the
+    guest bridge and host0's tables."""
+    for server in servers:
+        lab.stop(server)
+    for short in (TENANT, GATEWAY, *others):
+        lab.del_ns(short)
+    lab.ip(HOST, "link", "del", GUEST_BRIDGE, check=False)
+    for table in (HOST_TABLE, VM_PORT_TABLE):
+        lab.run(HOST, "nft", "delete", "table", *table.split(), check=False)
 
 
 def udp_sources(lab: Lab, short: str = HOST) -> list[str]:

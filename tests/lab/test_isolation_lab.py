@@ -53,15 +53,20 @@ SOURCES: dict[str, str] = {}
 BRIDGE_MACS: dict[str, str] = {}
 
 
-def boot_firewall(tmp: Path, boot) -> str:
-    """The nftables rules the real boot script of `boot` writes (run against the fakes),
-    with the lab's overlay settings (VPC, VXLAN group and VNI) in its overlay.env."""
+def booted(tmp: Path, boot) -> bootlab.Machine:
+    """The fake machine after the real boot script of `boot` ran on it, with the lab's
+    overlay settings (VPC, VXLAN group and VNI) in its overlay.env: the files it wrote."""
     machine = bootlab.Machine(tmp)
     bootlab.publish_for_hosts(machine)
     overlay = dataclasses.replace(boot.overlay, vpc_cidr=VPC_CIDR, vxlan_group=VXLAN_GROUP, vxlan_id=VXLAN_ID)
     result = machine.run_user_data(bootlab.render(dataclasses.replace(boot, overlay=overlay)))
     assert result.status == 0, result.output
-    return machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+    return machine
+
+
+def boot_firewall(tmp: Path, boot) -> str:
+    """The nftables rules the real boot script of `boot` writes (run against the fakes)."""
+    return booted(tmp, boot).file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
 
 
 def bridge_mac(lab: Lab, host: str) -> str:

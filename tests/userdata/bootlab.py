@@ -28,7 +28,7 @@ FAKED_COMMANDS = [
     "snap", "apt-get", "dpkg-query", "mysql", "cloudstack-setup-databases", "cloudstack-setup-management",
     "cloud-install-sys-tmplt", "systemctl", "curl", "mount", "mountpoint", "hostnamectl", "getent", "useradd",
     "chown", "nft", "apparmor_parser", "ssh-keygen", "ping", "kvm-ok", "modprobe", "keytool", "unbound-checkconf",
-    "ip",
+    "ip", "virsh", "sysctl",
     "gpg", "gpgv", "dpkg", "dpkg-deb",
 ]
 #: The fingerprint of AWS's key that signs the CloudWatch agent's packages.
@@ -195,6 +195,14 @@ def initial_state() -> dict:
         # the keys in its key file, whether the package's signature is good.
         "cloudwatch_agent": {"reachable": True, "key_fingerprints": [CLOUDWATCH_AGENT_KEY], "signature_good": True},
         "units": {"enabled": [], "active": [], "masked": [], "failing": []},
+        # libvirt's networks (fakes/fake.py virsh): name -> {"forward", "autostart", "active"};
+        # installing the agent defines "default" (fakes/fake.py apt_get).
+        "libvirt": {"networks": {}},
+        # The kernel's values (Documentation/networking/ip-sysctl.rst: forwarding is off by
+        # default) of the keys the boot scripts read or set (fakes/fake.py sysctl); a key
+        # missing here is one the kernel has not (no IPv6: ipv6.disable=1).
+        "sysctl": {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0",
+                   "net.ipv6.conf.default.forwarding": "0"},
         "mounts": [],
         "users": [],
     }

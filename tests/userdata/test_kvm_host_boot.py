@@ -405,6 +405,66 @@ def test_readiness_is_signalled_last_once_the_agent_and_the_key_are_in_place(mac
     assert ready in machine.state()["ssm"]
 
 
+# --- a host bridges, it never routes ------------------------------------------------------
+
+NO_ROUTING_FILE = "/etc/sysctl.d/90-cloudstack-ec2-no-routing.conf"
+FORWARDING_OFF = {"net.ipv4.ip_forward": "0", "net.ipv6.conf.all.forwarding": "0",
+                  "net.ipv6.conf.default.forwarding": "0"}
+
+
+def default_network(machine):
+    return machine.state()["libvirt"]["networks"]["default"]
+
+
+def test_boot_stops_libvirts_default_network_and_turns_forwarding_off(machine):
+    # Installing the agent defines libvirt's autostarted NAT network, and the boot's own
+    # libvirtd restart starts it, which turns IPv4 forwarding on (fakes/fake.py, after
+    # libvirt's bridge_driver.c): the step after it must undo both.
+    publish_key(machine)
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status == 0, r.output
+    calls = machine.calls()
+    restart = index_of(calls, is_cmd("systemctl", "restart", "libvirtd.service"), "libvirt restart")
+    destroy = index_of(calls, lambda c: c["cmd"] == "virsh" and "net-destroy" in c["args"], "network stopped")
+    applied = index_of(calls, lambda c: c["cmd"] == "sysctl" and "-p" in c["args"], "sysctl file applied")
+    assert restart < destroy < applied
+    assert default_network(machine) == {"forward": "nat", "autostart": False, "active": False}
+    assert machine.state()["sysctl"] == FORWARDING_OFF
+    assert conf(machine, NO_ROUTING_FILE) == [f"{key} = 0" for key in FORWARDING_OFF]
+
+
+def test_every_later_boot_turns_a_returned_default_network_and_forwarding_off_again(machine):
+    publish_key(machine)
+    assert machine.run_user_data(render(KVM_HOST)).status == 0
+    # The host added since (cloudstack-setup-agent's guid): the libvirt step is skipped, this one is not.
+    props = machine.file("/etc/cloudstack/agent/agent.properties")
+    props.write_text(props.read_text() + "guid=0b4c6a7e-1111-2222-3333-444455556666\n")
+    # Someone marked the network autostart again and libvirtd started it: forwarding is back on.
+    machine.update(lambda s: (s["libvirt"]["networks"]["default"].update(autostart=True, active=True),
+                              s["sysctl"].update({"net.ipv4.ip_forward": "1"})))
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert default_network(machine) == {"forward": "nat", "autostart": False, "active": False}
+    assert machine.state()["sysctl"] == FORWARDING_OFF
+    # Nothing left to stop: the next run only applies and checks.
+    machine.clear_calls()
+    r = machine.rerun(SCRIPT)
+    assert r.status == 0, r.output
+    assert [c["args"] for c in machine.calls() if c["cmd"] == "virsh"] == [
+        ["-q", "net-list", "--all", "--autostart", "--name"], ["-q", "net-list", "--name"]]
+    assert machine.state()["sysctl"] == FORWARDING_OFF
+
+
+def test_a_kernel_without_ipv6_gets_the_ipv4_setting_alone(machine):
+    publish_key(machine)
+    machine.update(lambda s: s.update(sysctl={"net.ipv4.ip_forward": "0"}))
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status == 0, r.output
+    assert conf(machine, NO_ROUTING_FILE) == ["net.ipv4.ip_forward = 0"]
+    assert machine.state()["sysctl"] == {"net.ipv4.ip_forward": "0"}
+
+
 # --- the router's forwards to VMs (vmForwards) -------------------------------------------
 
 FORWARDS_PARAM = f"{PREFIX}/router-forwards"

@@ -513,11 +513,17 @@ def apt_get(state):
                 u = state["units"]
                 u["enabled"].extend(LIBVIRTD_ACTIVATION_SOCKETS)
                 u["active"].extend(LIBVIRTD_ACTIVATION_SOCKETS)
+                # ... and libvirt-daemon-config-network, which defines the NAT network
+                # "default" (virbr0, /usr/share/libvirt/networks/default.xml) marked
+                # autostart: libvirtd starts it whenever it starts.
+                state["libvirt"]["networks"].setdefault("default", dict(LIBVIRT_DEFAULT_NETWORK))
     return 0
 
 
 #: What Ubuntu 24.04 starts with libvirt-daemon-system (libvirtd.service Wants= them).
 LIBVIRTD_ACTIVATION_SOCKETS = ["libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket"]
+#: The network libvirt-daemon-config-network defines: <forward mode='nat'/>, IPv4 only, autostart.
+LIBVIRT_DEFAULT_NETWORK = {"forward": "nat", "autostart": True, "active": False}
 
 
 def dpkg_query(state):
@@ -1149,6 +1155,9 @@ def systemctl(state):
                 return 1
             if unit == "cloudstack-ec2-overlay.service" and overlay_refuses_forwards(state):
                 return 1
+        # systemctl(1), start: a unit that is running already is left as it is.
+        if "libvirtd.service" in units and (verb == "restart" or "libvirtd.service" not in u["active"]):
+            libvirtd_starts(state)
         u["active"].extend(units)
     if verb == "mask":
         u["masked"].extend(units)
@@ -1186,6 +1195,93 @@ def libvirtd_refuses_to_start(state):
                          f"see 'man libvirtd' for further guidance (listening: {', '.join(sorted(set(held)))})\n")
         return True
     return False
+
+
+def libvirtd_starts(state):
+    """libvirtd starting (libvirt src/network/bridge_driver.c, networkAutostartConfig): every
+    network marked autostart that is not active is started."""
+    for name, network in state["libvirt"]["networks"].items():
+        if network["autostart"] and not network["active"]:
+            start_libvirt_network(state, name)
+
+
+def start_libvirt_network(state, name):
+    """libvirt src/network/bridge_driver.c, networkStartNetworkVirtual: a network whose forward
+    mode is not "none" turns the host's IPv4 forwarding on ("If forward.type != NONE, turn on
+    global IP forwarding": networkEnableIPForwarding writes 1 to /proc/sys/net/ipv4/ip_forward;
+    IPv6 too only for a network with an IPv6 address, which the default one has not). Stopping
+    a network (networkShutdownNetworkVirtual) turns nothing off."""
+    network = state["libvirt"]["networks"][name]
+    network["active"] = True
+    if network["forward"] != "none":
+        state["sysctl"]["net.ipv4.ip_forward"] = "1"
+
+
+def virsh(state):
+    """virsh(1) over state["libvirt"]["networks"] (name -> {"forward", "autostart", "active"}):
+    net-list [--all] [--autostart] [--name] (active networks only without --all), net-autostart
+    [--disable] NAME, net-destroy NAME (refused for a network that is not active), net-start
+    NAME. Every command needs a running libvirtd (the sockets are masked)."""
+    if "libvirtd.service" not in state["units"]["active"]:
+        sys.stderr.write("error: failed to connect to the hypervisor\nerror: Failed to connect socket to "
+                         "'/var/run/libvirt/libvirt-sock': No such file or directory\n")
+        return 1
+    words = [a for a in ARGS if not a.startswith("-")]
+    networks = state["libvirt"]["networks"]
+    if words[0] == "net-list":
+        names = [n for n, net in networks.items()
+                 if ("--all" in ARGS or net["active"]) and ("--autostart" not in ARGS or net["autostart"])]
+        print("\n".join(names) + "\n")  # virsh ends the list with an empty line
+        return 0
+    name = words[1]
+    if name not in networks:
+        sys.stderr.write(f"error: failed to get network '{name}'\n"
+                         f"error: Network not found: no network with matching name '{name}'\n")
+        return 1
+    network = networks[name]
+    if words[0] == "net-autostart":
+        network["autostart"] = "--disable" not in ARGS
+    elif words[0] == "net-destroy":
+        if not network["active"]:
+            sys.stderr.write(f"error: Failed to destroy network {name}\n"
+                             "error: Requested operation is not valid: network is not active\n")
+            return 1
+        network["active"] = False
+    elif words[0] == "net-start":
+        if network["active"]:
+            sys.stderr.write(f"error: Failed to start network {name}\n"
+                             "error: Requested operation is not valid: network is already active\n")
+            return 1
+        start_libvirt_network(state, name)
+    return 0
+
+
+def sysctl(state):
+    """procps sysctl(8) over state["sysctl"] (key -> value; a key missing there is not in this
+    kernel): -p FILE loads its "key = value" lines ("#" and ";" start comments), -n KEY prints
+    the value alone, -w KEY=VALUE sets one. A key the kernel has not: "cannot stat", exit 255."""
+    values = state["sysctl"]
+    words = [a for a in ARGS if not a.startswith("-")]
+    if "-p" in ARGS:
+        with open(words[0]) as f:
+            lines = [line.strip() for line in f if line.strip() and line.strip()[0] not in "#;"]
+        settings = [tuple(part.strip() for part in line.split("=", 1)) for line in lines]
+    elif "-w" in ARGS:
+        settings = [tuple(words[0].split("=", 1))]
+    else:
+        settings = [(key, None) for key in words]
+    status = 0
+    for key, value in settings:
+        if key not in values:
+            sys.stderr.write(f"sysctl: cannot stat /proc/sys/{key.replace('.', '/')}: No such file or directory\n")
+            status = 255
+        elif value is not None:
+            values[key] = value
+        elif "-n" in ARGS:
+            print(values[key])
+        else:
+            print(f"{key} = {values[key]}")
+    return status
 
 
 #: The instance metadata service's address (EC2 User Guide, "Instance metadata").
@@ -1710,7 +1806,7 @@ HANDLERS = {
     "systemctl": systemctl, "curl": curl, "mount": mount, "mountpoint": mountpoint,
     "hostnamectl": hostnamectl, "getent": getent, "useradd": useradd, "ping": ping,
     "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft, "ip": ip,
-    "keepalived": keepalived,
+    "keepalived": keepalived, "virsh": virsh, "sysctl": sysctl,
     "kvm-ok": kvm_ok, "modprobe": modprobe, "keytool": keytool, "nft": nft,
     "gpg": gpg, "gpgv": gpgv, "dpkg": dpkg, "dpkg-deb": dpkg_deb, "amazon-cloudwatch-agent-ctl": cloudwatch_agent_ctl,
 }
