@@ -53,14 +53,26 @@ def test_scripts_never_start_a_server_before_unmasking_and_pin_the_version():
     assert any("\\14.22|' /etc/apt/sources.list.d/cloudstack.list" in line for line in first)
     assert any('CSEC2_CLOUDSTACK_VERSION="4.22.1"' in line for line in first)
     assert any(upgrades.JAVA_17_OPTIONS in line and "/etc/default/cloudstack-management" in line for line in first)
-    agent = upgrades.step_script(steps["agent"], "4.22.1").splitlines()
+    # every other server installs exactly the first's version, checked to be there before it is unmasked
+    server = upgrades.step_script(steps["server"], "4.22.1", "4.22.1.0").splitlines()
+    install = next(i for i, line in enumerate(server) if "install cloudstack-management" in line)
+    assert "install cloudstack-management=4.22.1.0 cloudstack-common=4.22.1.0" in server[install]
+    check = next(i for i, line in enumerate(server) if "apt-cache show cloudstack-management=4.22.1.0" in line)
+    assert server.index("apt-get -q -o DPkg::Lock::Timeout=600 update") < check < \
+        server.index("systemctl unmask cloudstack-management.service") < install
+    for step in ("server", "agent"):
+        for package in ("", "4.22.1.0; reboot"):
+            with pytest.raises(ValueError, match="needs the package version the first server installed"):
+                upgrades.step_script(steps[step], "4.22.1", package)
+    agent = upgrades.step_script(steps["agent"], "4.22.1", "4.22.1.0").splitlines()
     # the host's boot script installs the agent (userdata/kvm-host.sh install_packages: the copy,
     # checked with dpkg-deb, else upstream), of the version boot.env names from then on
     assert not any(" install " in line or "sources.list" in line for line in agent)
     version = next(i for i, line in enumerate(agent) if 'CSEC2_CLOUDSTACK_VERSION="4.22.1"' in line)
     boot = agent.index("if ! systemctl start cloudstack-ec2-boot.service; then")
     java = next(i for i, line in enumerate(agent) if upgrades.JAVA_17_OPTIONS in line)
-    assert agent.index("systemctl stop cloudstack-agent.service") < version < boot < java < \
+    same = next(i for i, line in enumerate(agent) if line.startswith('[ "$agent" = "4.22.1.0" ] || '))
+    assert agent.index("systemctl stop cloudstack-agent.service") < version < boot < same < java < \
         agent.index("systemctl restart cloudstack-agent.service")
     java = upgrades.step_script(steps["java"], "4.22.1")
     assert "openjdk-17-jre-headless" in java and "update-alternatives --set java" in java
@@ -71,10 +83,10 @@ def test_scripts_never_start_a_server_before_unmasking_and_pin_the_version():
 def test_scripts_pass_shellcheck(tmp_path):
     import subprocess
 
-    for step in upgrades.plan_steps("4.20.1", "4.22", ["m1", "m2"], ["h1"]):
+    for step in [*upgrades.plan_steps("4.20.1", "4.22", ["m1", "m2"], ["h1"]), upgrades.package_query("m1")]:
         if step.instance:
             path = tmp_path / f"{step.key.replace(':', '-')}.sh"
-            path.write_text("#!/bin/bash\n" + upgrades.step_script(step, "4.22"))
+            path.write_text("#!/bin/bash\n" + upgrades.step_script(step, "4.22", "4.22.1.0"))
             done = subprocess.run(["shellcheck", "-S", "warning", str(path)], capture_output=True, text=True)
             assert done.returncode == 0, done.stdout
             # what SSM runs with /bin/sh: the here-document hands the script to bash unchanged
@@ -82,6 +94,27 @@ def test_scripts_pass_shellcheck(tmp_path):
             wrapper.write_text("#!/bin/sh\n" + upgrades.run_command("echo \"$0 ok\"\n"))
             ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True)
             assert ran.returncode == 0 and ran.stdout == "bash ok\n", ran.stderr
+
+
+def test_the_package_query_prints_the_installed_version_alone(tmp_path):
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # dpkg-query -W -f='${Version}\n' NAME prints the version of NAME (dpkg-query(1))
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\necho 'W: a warning' >&2\nprintf '4.22.1.0\\n'\n")
+    (bin_dir / "dpkg-query").chmod(0o755)
+    wrapper = tmp_path / "command.sh"
+    wrapper.write_text(upgrades.run_command(upgrades.step_script(upgrades.package_query("m1"), "4.22")))
+    ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    assert ran.returncode == 0 and ran.stdout == "4.22.1.0\n" and ran.stderr == "", ran
+    assert upgrades.installed_package(ran.stdout, "4.22") == "4.22.1.0"
+    for output, requested in (("4.22.1.0", "4.20"), ("4.22.1.0", "4.22.2"), ("", "4.22"), ("4.22.1.0; x", "4.22"),
+                              ("dpkg-query: no packages found matching cloudstack-management", "4.22")):
+        with pytest.raises(ValueError, match="expected a package version of CloudStack " + re.escape(requested)):
+            upgrades.installed_package(output, requested)
 
 
 def _run_stop_step(tmp_path, systemctl: str):
@@ -143,6 +176,9 @@ def test_the_record_of_progress_reads_back_and_tells_what_was_touched():
     assert upgrades.Progress.parse(record.text()) == record
     assert upgrades.Progress.parse('{"from": "4.20.1", "to": "4.22", "done": ["java:m1"]}') == progress(["java:m1"])
     assert upgrades.Progress.parse("") is None
+    # the first server's exact version, once its step is done, read back with the rest
+    pinned = upgrades.Progress("4.20.1", "4.22", frozenset({"first:m1"}), package="4.22.1.0")
+    assert upgrades.Progress.parse(pinned.text()) == pinned and '"package": "4.22.1.0"' in pinned.text()
     with pytest.raises(ValueError, match="not a record"):
         upgrades.Progress.parse("[1, 2]")
     assert record.servers_stopped() and not record.database_upgraded() and record.reached() == \
