@@ -223,3 +223,51 @@ def test_a_revert_after_a_server_stopped_is_refused_naming_both_ways_on():
 
 def test_snapshot_prefix_keeps_letters_and_digits_of_the_stack():
     assert upgrades.snapshot_prefix("Dev_1.eu") == "cloudstack-dev-1-eu"
+
+
+def _run_script(tmp_path, step, package: str, commands: dict[str, str]):
+    """A step's script as SSM runs it (with /bin/sh), each of `commands` a shell script standing
+    in for the command of that name, which also logs its arguments to calls.log."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in commands.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\necho \"{name} $*\" >>{tmp_path}/calls.log\n{body}")
+        (bin_dir / name).chmod(0o755)
+    wrapper = tmp_path / "command.sh"
+    wrapper.write_text(upgrades.run_command(upgrades.step_script(step, "4.22", package)))
+    ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    calls = (tmp_path / "calls.log").read_text().splitlines() if (tmp_path / "calls.log").exists() else []
+    return ran, calls
+
+
+@pytest.mark.parametrize("index", ["", "Package: cloudstack-management\nVersion: 4.22.1.0\n"])
+def test_a_server_installs_the_first_servers_version_only_while_the_repository_has_it(tmp_path, index):
+    # apt-cache(8) show NAME=VERSION prints nothing when the index lacks that version.
+    server = next(s for s in upgrades.plan_steps("4.20.1", "4.22", ["m1", "m2"], []) if s.action == "server")
+    ran, calls = _run_script(tmp_path, server, "4.22.1.0", {
+        "apt-get": "exit 0\n", "sed": "exit 0\n", "systemctl": "exit 0\n",
+        "apt-cache": f"printf '{index}'\n", "dpkg-query": "printf 'install ok installed 4.20.1.0'\n"})
+    if index:
+        assert ran.returncode == 0, ran.stderr
+        assert any(c.startswith("apt-get ") and c.endswith(" install cloudstack-management=4.22.1.0 "
+                                                          "cloudstack-common=4.22.1.0") for c in calls), calls
+        return
+    assert ran.returncode == 1
+    assert ran.stderr.startswith("cloudstack-management 4.22.1.0, the version the first management server installed "
+                                 "in this upgrade, is neither installed here nor in the CloudStack repository"), ran.stderr
+    # neither installed nor unmasked: the server stays stopped, a reboot included
+    assert not [c for c in calls if " install " in c or c == "systemctl unmask cloudstack-management.service"], calls
+
+
+def test_an_agent_of_another_version_than_the_first_servers_fails_its_step(tmp_path):
+    agent = next(s for s in upgrades.plan_steps("4.20.1", "4.22", ["m1"], ["h1"]) if s.action == "agent")
+    ran, calls = _run_script(tmp_path, agent, "4.22.1.0", {
+        "sed": "exit 0\n", "systemctl": "exit 0\n", "grep": "exit 0\n", "dpkg-query": "printf '4.22.2.0'\n"})
+    assert ran.returncode == 1 and ran.stderr.startswith(
+        "cloudstack-agent 4.22.2.0 installed, not 4.22.1.0, the version the first management server installed"), \
+        ran.stderr
+    assert "systemctl restart cloudstack-agent.service" not in calls
