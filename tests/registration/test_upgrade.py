@@ -257,7 +257,11 @@ def test_a_patch_release_published_after_the_first_servers_step_is_installed_now
     # 4.22.2.0 beside it would upgrade the live database beneath it, and the agents follow the first.
     fleet, secret_id = cloud
     fleet.after["first:" + MANAGEMENT[0]] = lambda: fleet.repository["4.22"].append("4.22.2.0")
-    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id,
+                                               {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"})
+
+
+def _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id, olds) -> None:
     result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
     assert result.outs["version"] == "4.22"
     _all_on(emulator, fleet, "4.22.1.0")
@@ -269,10 +273,7 @@ def test_a_run_resumed_after_a_patch_release_installs_the_first_servers_version(
     olds = stopped_in_the_second_server(emulator, fleet, secret_id)
     assert _record()["package"] == "4.22.1.0"
     fleet.repository["4.22"].append("4.22.2.0")   # days later
-    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
-    assert result.outs["version"] == "4.22"
-    _all_on(emulator, fleet, "4.22.1.0")
-    assert emulator.db_upgrades == [("4.20.1.0", "4.22.1.0")] and emulator.version_skew == []
+    _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id, olds)
 
 
 def test_a_record_without_the_package_version_asks_the_first_server(emulator, cloud):
@@ -284,12 +285,9 @@ def test_a_record_without_the_package_version_asks_the_first_server(emulator, cl
                                                           Overwrite=True)
     fleet.repository["4.22"].append("4.22.2.0")
     ran_before = len(fleet.ran)
-    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
-    assert result.outs["version"] == "4.22"
+    _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id, olds)
     assert fleet.ran[ran_before:][:2] == [("package:" + MANAGEMENT[0], MANAGEMENT[0]),
                                           ("server:" + MANAGEMENT[1], MANAGEMENT[1])]
-    _all_on(emulator, fleet, "4.22.1.0")
-    assert emulator.version_skew == []
 
 
 def test_a_run_resumed_once_upstream_dropped_the_first_servers_version_fails_naming_it(emulator, cloud):
