@@ -159,13 +159,17 @@ ACTION_ORDER = ("java", "stop", "snapshot", "first", "server", "agent", "templat
 class Progress:
     """The record of an upgrade's progress: the SSM parameter `<parameter root>/upgrade/progress`,
     JSON {"from": installed, "to": target, "done": [step keys], "running": the step key started
-    and not yet recorded as done, or ""}. `running` is written before a step starts, so a run
-    interrupted inside a step (a server stopped, the record not yet saying so) is known."""
+    and not yet recorded as done, or "", "package": the exact cloudstack-management package
+    version the first server installed ("4.22.1.0"), or "" before its step is done}. `running`
+    is written before a step starts, so a run interrupted inside a step (a server stopped, the
+    record not yet saying so) is known; `package` is what every later step installs, however
+    long after (a resumed run included)."""
 
     installed: str
     target: str
     done: frozenset[str] = frozenset()
     running: str = ""
+    package: str = ""
 
     @classmethod
     def parse(cls, text: str) -> Optional["Progress"]:
@@ -176,13 +180,14 @@ class Progress:
         try:
             record = json.loads(text)
             return cls(str(record["from"]), str(record["to"]), frozenset(record.get("done") or ()),
-                       str(record.get("running") or ""))
+                       str(record.get("running") or ""), str(record.get("package") or ""))
         except (ValueError, TypeError, KeyError, AttributeError):
             raise ValueError(f"not a record of an upgrade's progress: {text[:200]!r}") from None
 
     def text(self) -> str:
         record = {"from": self.installed, "to": self.target, "done": sorted(self.done)}
-        return json.dumps({**record, "running": self.running} if self.running else record)
+        optional = {"running": self.running, "package": self.package}
+        return json.dumps({**record, **{k: v for k, v in optional.items() if v}})
 
     def _touched(self) -> list[str]:
         return [k for k in (*self.done, self.running) if k]
@@ -307,14 +312,69 @@ _APT = "apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-conf
 JAVA_17_OPTIONS = "--add-opens=java.base/java.lang=ALL-UNNAMED --add-exports=java.base/sun.security.x509=ALL-UNNAMED"
 
 
-def _packages(requested: str, packages: Sequence[str]) -> list[str]:
+def _packages(requested: str, packages: Sequence[str], check: Sequence[str] = ()) -> list[str]:
+    # `packages`: apt-get install's arguments (NAME, NAME=VERSION*, NAME=VERSION); `check`:
+    # lines run once the repository's index is fresh, before the install.
     release = _text(_release(requested))
     return [
         "export DEBIAN_FRONTEND=noninteractive",
         f"sed -i -E 's|^(deb .* )[0-9]+\\.[0-9]+$|\\1{release}|' {_REPO_LIST}",
         f"apt-get -q -o DPkg::Lock::Timeout=600 update",
-        f"{_APT} install {' '.join(_apt_pin(p, requested) for p in packages)}",
+        *check,
+        f"{_APT} install {' '.join(packages)}",
     ]
+
+
+#: A Debian package version as the boot scripts accept one (management-server.sh
+#: publish_version, kvm-host.sh install_packages). It is written into step scripts: nothing
+#: else may pass.
+_PACKAGE_VERSION = re.compile(r"[0-9][A-Za-z0-9.+:~-]*")
+#: The action of the query of the package version the first server installed: no step of the
+#: plan (it changes nothing, and is not recorded as done).
+PACKAGE_QUERY = "package"
+
+
+def package_query(first: str) -> Step:
+    """The query, on the first management server `first`, of the exact cloudstack-management
+    version it installed (its step_script prints it, alone, on the command's output)."""
+    return Step(f"{PACKAGE_QUERY}:{first}", PACKAGE_QUERY, first, "the installed cloudstack-management version")
+
+
+def installed_package(output: str, requested: str) -> str:
+    """The exact package version ("4.22.1.0") in the output of package_query's script. Raises
+    ValueError naming the output when it is not a package version of `requested` ("X.Y" or
+    "X.Y.Z")."""
+    version = output.strip()
+    if not _PACKAGE_VERSION.fullmatch(version) or not version_matches(version, requested):
+        raise ValueError(f"the first management server reports cloudstack-management {version[:100]!r} installed; "
+                         f"expected a package version of CloudStack {requested}")
+    return version
+
+
+def _same_package(package: str) -> list[str]:
+    """A server step's check that `package`, the first server's exact version, is installed or
+    installable: upstream's index may list only the newest patch release of a series, and the
+    deployment keeps no copy of cloudstack-management (README, "Upgrading CloudStack").
+    apt-cache(8) `show NAME=VERSION` prints nothing when the index lacks that version."""
+    installed = "dpkg-query -W -f='${Status} ${Version}' cloudstack-management 2>/dev/null"
+    gone = (f"cloudstack-management {package}, the version the first management server installed in this "
+            f"upgrade, is neither installed here nor in the CloudStack repository any more, and the deployment keeps "
+            f"no copy of it; every server must run that very version (a newer one beside it would upgrade the "
+            f"database beneath it): install cloudstack-common and cloudstack-management {package} on this server "
+            f"from their .deb files (/var/cache/apt/archives on the first server keeps those it installed), then run "
+            f"`pulumi up` again: it continues with this step")
+    return [f"[ \"$({installed})\" = \"install ok installed {package}\" ] || "
+            f"[ -n \"$(apt-cache show cloudstack-management={package} 2>/dev/null)\" ] || "
+            f"{{ failed='{gone}'; exit 1; }}"]
+
+
+def _agent_is(package: str) -> list[str]:
+    """An agent step's check, after the host's boot script installed the version the first
+    server published (its cloudstack-version parameter), that it is the upgrade's `package`."""
+    return ["agent=$(dpkg-query -W -f='${Version}' cloudstack-agent)",
+            f"[ \"$agent\" = \"{package}\" ] || {{ failed=\"cloudstack-agent $agent installed, not {package}, "
+            f"the version the first management server installed in this upgrade: its cloudstack-version parameter "
+            f"names another version now\"; exit 1; }}"]
 
 
 def _java_options(requested: str, defaults: Sequence[str]) -> list[str]:
@@ -347,11 +407,12 @@ _BOOT_RERUN = (
 #: there long before a failure: the step's whole output goes to a log file on the instance,
 #: and a failure writes to stderr only the failed command and the end of that log, so the
 #: error reaches the message that names the step (AWS Systems Manager API reference,
-#: GetCommandInvocation, StandardErrorContent).
+#: GetCommandInvocation, StandardErrorContent). File descriptor 4 is the command's own
+#: output, for what a step reports (package_query).
 _PROLOGUE = (
     "set -euo pipefail",
     'log=$(mktemp -t cloudstack-ec2-upgrade.XXXXXX)',
-    'exec 3>&2 >>"$log" 2>&1',
+    'exec 3>&2 4>&1 >>"$log" 2>&1',
     'failed="the script\'s last command"',
     "trap 'failed=\"$BASH_COMMAND (line $LINENO)\"' ERR",
     "csec2_step_end() {",
@@ -368,12 +429,19 @@ def run_command(script: str) -> str:
     return f"bash -s <<'CSEC2_UPGRADE_STEP'\n{script}CSEC2_UPGRADE_STEP\n"
 
 
-def step_script(step: Step, requested: str) -> str:
-    """The shell script (bash) of an instance's step."""
+def step_script(step: Step, requested: str, package: str = "") -> str:
+    """The shell script (bash) of an instance's step. `package`: the exact cloudstack-management
+    version the first server installed (installed_package), which every "server" and "agent"
+    step installs; raises ValueError for one of those without it."""
+    if step.action in ("server", "agent") and not _PACKAGE_VERSION.fullmatch(package):
+        raise ValueError(f"step {step.key} needs the package version the first server installed, not {package!r}")
     if step.action == "java":
         lines = ["export DEBIAN_FRONTEND=noninteractive",
                  f"{_APT} install openjdk-17-jre-headless",
                  "update-alternatives --set java \"$(update-alternatives --list java | grep -m1 java-17)\""]
+    elif step.action == PACKAGE_QUERY:
+        # dpkg-query(1) --show --showformat: the installed version, alone on the command's output.
+        lines = ["dpkg-query -W -f='${Version}\\n' cloudstack-management >&4"]
     elif step.action == "stop":
         # Masked, not only stopped: a reboot's boot script would start the old version beside an
         # upgraded one. The upgrade of this server unmasks it.
@@ -384,11 +452,17 @@ def step_script(step: Step, requested: str) -> str:
                  "  echo 'cloudstack-management.service is still running after its stop' >&2; exit 1",
                  "fi"]
     elif step.action in ("first", "server"):
-        lines = _packages(requested, ("cloudstack-management", "cloudstack-common"))
+        # The first installs the newest release of `requested`; every other server exactly the
+        # first's version, however long after: a newer patch release published meanwhile, started
+        # beside the first, would upgrade the database beneath it.
+        names = ("cloudstack-management", "cloudstack-common")
+        packages = (_packages(requested, [_apt_pin(p, requested) for p in names]) if step.action == "first" else
+                    _packages(requested, [f"{p}={package}" for p in names], _same_package(package)))
+        # Unmasked right before the package, once it is known to be there: its maintainer scripts
+        # may (re)start the service, which a masked unit fails. Only this server is unmasked: the
+        # others stay stopped.
+        lines = [*packages[:-1], "systemctl unmask cloudstack-management.service", packages[-1]]
         lines += _java_options(requested, ("/etc/default/cloudstack-management", "/etc/default/cloudstack-usage"))
-        # Unmasked before the package: its maintainer scripts may (re)start the service, which a
-        # masked unit fails. Only this server is unmasked: the others stay stopped.
-        lines.insert(1, "systemctl unmask cloudstack-management.service")
         # The boot script's re-run starts the server; on the first (CSEC2_MANAGEMENT_INDEX 0) it
         # also publishes the version the hosts install and keeps their packages of it in the
         # boot-script bucket (management-server.sh publish_version, publish_packages): every
@@ -403,7 +477,7 @@ def step_script(step: Step, requested: str) -> str:
         # `dpkg-deb -f` check, else upstream; neither: its error names the version. Restarted,
         # not started: the package's maintainer scripts may have started it before its Java 17
         # options were in place.
-        lines = ["systemctl stop cloudstack-agent.service", _boot_version(requested), *_BOOT_RERUN,
+        lines = ["systemctl stop cloudstack-agent.service", _boot_version(requested), *_BOOT_RERUN, *_agent_is(package),
                  *_java_options(requested, ("/etc/default/cloudstack-agent",)),
                  "systemctl restart cloudstack-agent.service"]
     else:

@@ -51,6 +51,9 @@ class Upgrade:
         self.rds = session.client("rds", region_name=props["region"])
         self.sleep = sleep
         self._api: Api | None = None
+        #: The exact cloudstack-management version the first server installed in this upgrade
+        #: (its record's `package`): what every later step installs.
+        self.package = ""
 
     # -- the record of the steps done ------------------------------------------------------------
     def progress(self) -> upgrades.Progress | None:
@@ -93,10 +96,11 @@ class Upgrade:
         progress = self.progress()
         if progress is None or (progress.installed, progress.target) != (self.installed, self.requested):
             return set()   # a record of another upgrade (that one completed)
+        self.package = progress.package
         return set(progress.done)
 
     def _save_done(self, done: set[str], running: str = "") -> None:
-        record = upgrades.Progress(self.installed, self.requested, frozenset(done), running)
+        record = upgrades.Progress(self.installed, self.requested, frozenset(done), running, self.package)
         self.ssm.put_parameter(Name=self.props["state_parameter"], Value=record.text(), Type="String",
                                Overwrite=True)
 
@@ -114,6 +118,8 @@ class Upgrade:
                 LOG.info("upgrade %s -> %s: %s done already", self.installed, self.requested, step.key)
                 continue
             LOG.info("upgrade %s -> %s: %s (%s)", self.installed, self.requested, step.key, step.what)
+            if step.action in ("server", "agent") and not self.package:
+                self.package = self.first_package()   # a record written before it kept the version
             self._save_done(done, running=step.key)
             self._run_step(step)
             done.add(step.key)
@@ -163,6 +169,7 @@ class Upgrade:
             self.snapshot()
         elif step.action == "first":
             self.wait_version()
+            self.package = self.first_package()
         elif step.action == "agent":
             self.wait_host(step.instance)
         elif step.action == "template":
@@ -212,14 +219,28 @@ class Upgrade:
                 f"needed, then run `pulumi up` again")
         return True
 
-    def run_command(self, step: upgrades.Step) -> None:
+    def first_package(self) -> str:
+        """The exact cloudstack-management version ("4.22.1.0") the first management server
+        runs, which its step installed: asked of the server itself through SSM (the command's
+        output), so it needs no read of what the server published. Raises UpgradeError when the
+        answer is not a package version of `to_version`."""
+        query = upgrades.package_query(self.props["management_ids"][0])
+        output = self.run_command(query).get("StandardOutputContent") or ""
+        try:
+            return upgrades.installed_package(output, self.requested)
+        except ValueError as e:
+            raise UpgradeError(f"upgrade to {self.requested}: {query.key} on instance {query.instance}: {e}; "
+                               f"run `pulumi up` again once the first server runs {self.requested}") from None
+
+    def run_command(self, step: upgrades.Step) -> dict[str, Any]:
         """The step's script on its instance through SSM Run Command; a failure names the step,
-        the instance and the command's own error output."""
+        the instance and the command's own error output. Returns GetCommandInvocation's answer."""
+        script = upgrades.step_script(step, self.requested, self.package)
         try:
             sent = self.ssm.send_command(
                 InstanceIds=[step.instance], DocumentName="AWS-RunShellScript",
                 Comment=f"cloudstack-ec2 upgrade {step.key}"[:100],
-                Parameters={"commands": [upgrades.run_command(upgrades.step_script(step, self.requested))],
+                Parameters={"commands": [upgrades.run_command(script)],
                             "executionTimeout": [str(int(self.timeouts["command"]))]},
                 TimeoutSeconds=600)
         except ClientError as e:
@@ -251,6 +272,7 @@ class Upgrade:
             raise UpgradeError(f"upgrade to {self.requested}: step {step.key} failed on instance {step.instance} "
                                f"({result['Status']}): {error}; fix the cause and run `pulumi up` again: it "
                                f"continues with this step")
+        return result
 
     # -- CloudStack ------------------------------------------------------------------------------
     @property

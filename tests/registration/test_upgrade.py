@@ -10,6 +10,7 @@ started; the agent restarted), and refuses what a real machine would refuse.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Callable
 
@@ -34,7 +35,8 @@ class Fleet:
     (CSEC2_MANAGEMENT_INDEX 0) publishes its version and keeps the hosts' packages of it
     (publish_version, publish_packages: `apt-get download`, so upstream must have it then); a
     host whose agent is not of the release boot.env names installs the published version, from
-    that copy, else upstream, else fails naming it (install_packages)."""
+    that copy, else upstream, else fails naming it (install_packages). `run` returns what the
+    script writes on the command's output."""
 
     def __init__(self, emulator, hosts: dict[str, str], version: str):
         self.emu, self.hosts = emulator, hosts
@@ -49,8 +51,9 @@ class Fleet:
         self.fail_once: dict[str, str] = {}      # step key -> the error its first run ends with
         self.after: dict[str, Callable[[], None]] = {}   # step key -> what happens once it ran
         self.offline: set[str] = set()           # instances whose SSM agent is not online
+        self.output: list[str] = []
 
-    def run(self, instance: str, command: str) -> None:
+    def run(self, instance: str, command: str) -> str:
         # AWS-RunShellScript runs the command with /bin/sh: a bash here-document of the step's script
         m = re.fullmatch(r"bash -s <<'(\w+)'\n(.*\n)\1\n", command, re.S)
         assert m, command
@@ -59,10 +62,12 @@ class Fleet:
         self.ran.append((key, instance))
         if key in self.fail_once:
             raise RuntimeError(self.fail_once.pop(key))
+        self.output = []
         for line in script.splitlines():
             self._line(instance, line.strip())
         if key in self.after:
             self.after.pop(key)()
+        return "".join(self.output)
 
     def _line(self, instance: str, line: str) -> None:
         if m := re.match(r"sed -i -E 's\|.*\\1([0-9.]+)\|' /etc/apt/sources.list.d/cloudstack.list", line):
@@ -72,12 +77,22 @@ class Fleet:
             self.configured[instance] = m.group(1)
         elif "install openjdk-17-jre-headless" in line:
             self.java[instance] = 17
-        elif m := re.search(r" install (cloudstack-(?:management|agent))(=(\S+)\*)? ", line + " "):
+        elif m := re.search(r" install (cloudstack-(?:management|agent))(=([^\s*]+)(\*)?)? ", line + " "):
+            # apt-get(8): NAME=VERSION is that very version; a trailing * a pattern
             candidates = [v for v in self.repository[self.release[instance]] if not m.group(3)
-                          or v.startswith(m.group(3) + ".")]
+                          or (v.startswith(m.group(3) + ".") if m.group(4) else v == m.group(3))]
             if not candidates:
-                raise RuntimeError(f"E: Version '{m.group(3)}*' for '{m.group(1)}' was not found")
+                raise RuntimeError(f"E: Version '{m.group(3)}{m.group(4) or ''}' for '{m.group(1)}' was not found")
             self.installed[instance] = candidates[-1]
+        elif m := re.search(r"apt-cache show cloudstack-management=(\S+) .*\{ failed='(.*)'; exit 1; }$", line):
+            # installed at that version, or apt-cache(8) show finds it in the index; else the step ends
+            if self.installed[instance] != m.group(1) and m.group(1) not in self.repository[self.release[instance]]:
+                raise RuntimeError(m.group(2))
+        elif line == "dpkg-query -W -f='${Version}\\n' cloudstack-management >&4":
+            self.output.append(self.installed[instance] + "\n")
+        elif m := re.fullmatch(r'\[ "\$agent" = "(\S+)" \] \|\| \{ failed="(.*)"; exit 1; }', line):
+            if self.installed[instance] != m.group(1):
+                raise RuntimeError(m.group(2).replace("$agent", self.installed[instance]))
         elif line.startswith("systemctl stop cloudstack-management"):
             self.emu.stop_server(instance)
         elif line == "systemctl mask cloudstack-management.service":
@@ -153,10 +168,10 @@ def cloud(aws, emulator, api_secret, monkeypatch):
                                                      f"123456789012")
         command = send(self, **kwargs)
         for instance in kwargs["instance_ids"]:
+            invocation = command.invocations[[i["InstanceId"] for i in command.invocations].index(instance)]
             try:
-                fleet.run(instance, kwargs["parameters"]["commands"][0])
+                invocation.update(StandardOutputContent=fleet.run(instance, kwargs["parameters"]["commands"][0]))
             except RuntimeError as e:
-                invocation = command.invocations[[i["InstanceId"] for i in command.invocations].index(instance)]
                 invocation.update(Status="Failed", StatusDetails="Failed", ResponseCode=100,
                                   StandardErrorContent=str(e))
         return command
@@ -235,6 +250,77 @@ def test_an_interrupted_upgrade_continues_after_the_first_server(emulator, cloud
                                                             for k in again)
     _all_on(emulator, fleet, "4.22.1.0")
     assert emulator.db_upgrades == [("4.20.1.0", "4.22.1.0")] and emulator.version_skew == []
+
+
+def test_a_patch_release_published_after_the_first_servers_step_is_installed_nowhere(emulator, cloud):
+    # Upstream publishes 4.22.2.0 once the first server runs 4.22.1.0: the other server started on
+    # 4.22.2.0 beside it would upgrade the live database beneath it, and the agents follow the first.
+    fleet, secret_id = cloud
+    fleet.after["first:" + MANAGEMENT[0]] = lambda: fleet.repository["4.22"].append("4.22.2.0")
+    _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id,
+                                               {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"})
+
+
+def _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id, olds) -> None:
+    result = CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    assert result.outs["version"] == "4.22"
+    _all_on(emulator, fleet, "4.22.1.0")
+    assert emulator.db_upgrades == [("4.20.1.0", "4.22.1.0")] and emulator.version_skew == []
+
+
+def test_a_run_resumed_after_a_patch_release_installs_the_first_servers_version(emulator, cloud):
+    fleet, secret_id = cloud
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
+    assert _record()["package"] == "4.22.1.0"
+    fleet.repository["4.22"].append("4.22.2.0")   # days later
+    _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id, olds)
+
+
+def test_a_record_without_the_package_version_asks_the_first_server(emulator, cloud):
+    # A record written before it kept the version: the first server says which one it installed.
+    fleet, secret_id = cloud
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
+    record = {k: v for k, v in _record().items() if k != "package"}
+    boto3.client("ssm", region_name=REGION).put_parameter(Name=STATE, Value=json.dumps(record), Type="String",
+                                                          Overwrite=True)
+    fleet.repository["4.22"].append("4.22.2.0")
+    ran_before = len(fleet.ran)
+    _upgrades_all_to_the_first_servers_version(emulator, fleet, secret_id, olds)
+    assert fleet.ran[ran_before:][:2] == [("package:" + MANAGEMENT[0], MANAGEMENT[0]),
+                                          ("server:" + MANAGEMENT[1], MANAGEMENT[1])]
+
+
+def test_a_run_resumed_once_upstream_dropped_the_first_servers_version_fails_naming_it(emulator, cloud):
+    fleet, secret_id = cloud
+    olds = stopped_in_the_second_server(emulator, fleet, secret_id)
+    fleet.repository["4.22"] = ["4.22.2.0"]   # upstream's index lists only the newest patch release
+    second = MANAGEMENT[1]
+    with pytest.raises(UpgradeError, match=rf"step server:{second} failed on instance {second} .*cloudstack-management "
+                                           r"4\.22\.1\.0, the version the first management server installed in "
+                                           r"this upgrade, is neither installed here nor in the CloudStack repository"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+    # nothing installed, and the server still stopped and masked: a reboot starts nothing
+    assert fleet.installed[second] == "4.20.1.0" and emulator.servers[second] is None and second in fleet.masked
+
+
+def test_an_agent_of_another_version_than_the_first_servers_fails_its_step(emulator, cloud):
+    # The published version changed during the upgrade (the first server's packages changed).
+    fleet, secret_id = cloud
+
+    def republished():
+        fleet.repository["4.22"].append("4.22.2.0")
+        fleet.published = "4.22.2.0"
+    fleet.after["server:" + MANAGEMENT[1]] = republished
+    olds = {**props(emulator, secret_id, fleet, "4.20.1"), "version": "4.20.1"}
+    host = next(iter(fleet.hosts))
+    with pytest.raises(UpgradeError, match=rf"step agent:{host} failed on instance {host} .*cloudstack-agent "
+                                           r"4\.22\.2\.0 installed, not 4\.22\.1\.0, the version the first "
+                                           r"management server installed"):
+        CloudStackUpgradeProvider().update(upgrade.RESOURCE_ID, olds, props(emulator, secret_id, fleet, "4.22"))
+
+
+def _record() -> dict:
+    return json.loads(boto3.client("ssm", region_name=REGION).get_parameter(Name=STATE)["Parameter"]["Value"])
 
 
 def test_a_downgrade_is_refused_before_any_command(emulator, cloud):

@@ -53,14 +53,26 @@ def test_scripts_never_start_a_server_before_unmasking_and_pin_the_version():
     assert any("\\14.22|' /etc/apt/sources.list.d/cloudstack.list" in line for line in first)
     assert any('CSEC2_CLOUDSTACK_VERSION="4.22.1"' in line for line in first)
     assert any(upgrades.JAVA_17_OPTIONS in line and "/etc/default/cloudstack-management" in line for line in first)
-    agent = upgrades.step_script(steps["agent"], "4.22.1").splitlines()
+    # every other server installs exactly the first's version, checked to be there before it is unmasked
+    server = upgrades.step_script(steps["server"], "4.22.1", "4.22.1.0").splitlines()
+    install = next(i for i, line in enumerate(server) if "install cloudstack-management" in line)
+    assert "install cloudstack-management=4.22.1.0 cloudstack-common=4.22.1.0" in server[install]
+    check = next(i for i, line in enumerate(server) if "apt-cache show cloudstack-management=4.22.1.0" in line)
+    assert server.index("apt-get -q -o DPkg::Lock::Timeout=600 update") < check < \
+        server.index("systemctl unmask cloudstack-management.service") < install
+    for step in ("server", "agent"):
+        for package in ("", "4.22.1.0; reboot"):
+            with pytest.raises(ValueError, match="needs the package version the first server installed"):
+                upgrades.step_script(steps[step], "4.22.1", package)
+    agent = upgrades.step_script(steps["agent"], "4.22.1", "4.22.1.0").splitlines()
     # the host's boot script installs the agent (userdata/kvm-host.sh install_packages: the copy,
     # checked with dpkg-deb, else upstream), of the version boot.env names from then on
     assert not any(" install " in line or "sources.list" in line for line in agent)
     version = next(i for i, line in enumerate(agent) if 'CSEC2_CLOUDSTACK_VERSION="4.22.1"' in line)
     boot = agent.index("if ! systemctl start cloudstack-ec2-boot.service; then")
     java = next(i for i, line in enumerate(agent) if upgrades.JAVA_17_OPTIONS in line)
-    assert agent.index("systemctl stop cloudstack-agent.service") < version < boot < java < \
+    same = next(i for i, line in enumerate(agent) if line.startswith('[ "$agent" = "4.22.1.0" ] || '))
+    assert agent.index("systemctl stop cloudstack-agent.service") < version < boot < same < java < \
         agent.index("systemctl restart cloudstack-agent.service")
     java = upgrades.step_script(steps["java"], "4.22.1")
     assert "openjdk-17-jre-headless" in java and "update-alternatives --set java" in java
@@ -71,10 +83,10 @@ def test_scripts_never_start_a_server_before_unmasking_and_pin_the_version():
 def test_scripts_pass_shellcheck(tmp_path):
     import subprocess
 
-    for step in upgrades.plan_steps("4.20.1", "4.22", ["m1", "m2"], ["h1"]):
+    for step in [*upgrades.plan_steps("4.20.1", "4.22", ["m1", "m2"], ["h1"]), upgrades.package_query("m1")]:
         if step.instance:
             path = tmp_path / f"{step.key.replace(':', '-')}.sh"
-            path.write_text("#!/bin/bash\n" + upgrades.step_script(step, "4.22"))
+            path.write_text("#!/bin/bash\n" + upgrades.step_script(step, "4.22", "4.22.1.0"))
             done = subprocess.run(["shellcheck", "-S", "warning", str(path)], capture_output=True, text=True)
             assert done.returncode == 0, done.stdout
             # what SSM runs with /bin/sh: the here-document hands the script to bash unchanged
@@ -82,6 +94,27 @@ def test_scripts_pass_shellcheck(tmp_path):
             wrapper.write_text("#!/bin/sh\n" + upgrades.run_command("echo \"$0 ok\"\n"))
             ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True)
             assert ran.returncode == 0 and ran.stdout == "bash ok\n", ran.stderr
+
+
+def test_the_package_query_prints_the_installed_version_alone(tmp_path):
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # dpkg-query -W -f='${Version}\n' NAME prints the version of NAME (dpkg-query(1))
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\necho 'W: a warning' >&2\nprintf '4.22.1.0\\n'\n")
+    (bin_dir / "dpkg-query").chmod(0o755)
+    wrapper = tmp_path / "command.sh"
+    wrapper.write_text(upgrades.run_command(upgrades.step_script(upgrades.package_query("m1"), "4.22")))
+    ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    assert ran.returncode == 0 and ran.stdout == "4.22.1.0\n" and ran.stderr == "", ran
+    assert upgrades.installed_package(ran.stdout, "4.22") == "4.22.1.0"
+    for output, requested in (("4.22.1.0", "4.20"), ("4.22.1.0", "4.22.2"), ("", "4.22"), ("4.22.1.0; x", "4.22"),
+                              ("dpkg-query: no packages found matching cloudstack-management", "4.22")):
+        with pytest.raises(ValueError, match="expected a package version of CloudStack " + re.escape(requested)):
+            upgrades.installed_package(output, requested)
 
 
 def _run_stop_step(tmp_path, systemctl: str):
@@ -143,6 +176,9 @@ def test_the_record_of_progress_reads_back_and_tells_what_was_touched():
     assert upgrades.Progress.parse(record.text()) == record
     assert upgrades.Progress.parse('{"from": "4.20.1", "to": "4.22", "done": ["java:m1"]}') == progress(["java:m1"])
     assert upgrades.Progress.parse("") is None
+    # the first server's exact version, once its step is done, read back with the rest
+    pinned = upgrades.Progress("4.20.1", "4.22", frozenset({"first:m1"}), package="4.22.1.0")
+    assert upgrades.Progress.parse(pinned.text()) == pinned and '"package": "4.22.1.0"' in pinned.text()
     with pytest.raises(ValueError, match="not a record"):
         upgrades.Progress.parse("[1, 2]")
     assert record.servers_stopped() and not record.database_upgraded() and record.reached() == \
@@ -187,3 +223,51 @@ def test_a_revert_after_a_server_stopped_is_refused_naming_both_ways_on():
 
 def test_snapshot_prefix_keeps_letters_and_digits_of_the_stack():
     assert upgrades.snapshot_prefix("Dev_1.eu") == "cloudstack-dev-1-eu"
+
+
+def _run_script(tmp_path, step, package: str, commands: dict[str, str]):
+    """A step's script as SSM runs it (with /bin/sh), each of `commands` a shell script standing
+    in for the command of that name, which also logs its arguments to calls.log."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in commands.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\necho \"{name} $*\" >>{tmp_path}/calls.log\n{body}")
+        (bin_dir / name).chmod(0o755)
+    wrapper = tmp_path / "command.sh"
+    wrapper.write_text(upgrades.run_command(upgrades.step_script(step, "4.22", package)))
+    ran = subprocess.run(["sh", str(wrapper)], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)})
+    calls = (tmp_path / "calls.log").read_text().splitlines() if (tmp_path / "calls.log").exists() else []
+    return ran, calls
+
+
+@pytest.mark.parametrize("index", ["", "Package: cloudstack-management\nVersion: 4.22.1.0\n"])
+def test_a_server_installs_the_first_servers_version_only_while_the_repository_has_it(tmp_path, index):
+    # apt-cache(8) show NAME=VERSION prints nothing when the index lacks that version.
+    server = next(s for s in upgrades.plan_steps("4.20.1", "4.22", ["m1", "m2"], []) if s.action == "server")
+    ran, calls = _run_script(tmp_path, server, "4.22.1.0", {
+        "apt-get": "exit 0\n", "sed": "exit 0\n", "systemctl": "exit 0\n",
+        "apt-cache": f"printf '{index}'\n", "dpkg-query": "printf 'install ok installed 4.20.1.0'\n"})
+    if index:
+        assert ran.returncode == 0, ran.stderr
+        assert any(c.startswith("apt-get ") and c.endswith(" install cloudstack-management=4.22.1.0 "
+                                                          "cloudstack-common=4.22.1.0") for c in calls), calls
+        return
+    assert ran.returncode == 1
+    assert ran.stderr.startswith("cloudstack-management 4.22.1.0, the version the first management server installed "
+                                 "in this upgrade, is neither installed here nor in the CloudStack repository"), ran.stderr
+    # neither installed nor unmasked: the server stays stopped, a reboot included
+    assert not [c for c in calls if " install " in c or c == "systemctl unmask cloudstack-management.service"], calls
+
+
+def test_an_agent_of_another_version_than_the_first_servers_fails_its_step(tmp_path):
+    agent = next(s for s in upgrades.plan_steps("4.20.1", "4.22", ["m1"], ["h1"]) if s.action == "agent")
+    ran, calls = _run_script(tmp_path, agent, "4.22.1.0", {
+        "sed": "exit 0\n", "systemctl": "exit 0\n", "grep": "exit 0\n", "dpkg-query": "printf '4.22.2.0'\n"})
+    assert ran.returncode == 1 and ran.stderr.startswith(
+        "cloudstack-agent 4.22.2.0 installed, not 4.22.1.0, the version the first management server installed"), \
+        ran.stderr
+    assert "systemctl restart cloudstack-agent.service" not in calls
