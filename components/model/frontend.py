@@ -40,9 +40,16 @@ STICKINESS_SECONDS = 24 * 3600
 #: How long a removed server's open requests may finish (ELB's default is 300 s; UI and API
 #: requests are short, and long jobs are asynchronous).
 DEREGISTRATION_DELAY_SECONDS = 30
-#: TLS 1.3 and 1.2 only, forward secrecy (Elastic Load Balancing User Guide, "Security
-#: policies for your Application Load Balancer": the recommended policy).
-TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+#: The ALB security policies that offer TLS 1.3 and 1.2 with forward-secret key exchange only
+#: (Elastic Load Balancing User Guide, "Security policies for your Application Load Balancer":
+#: "Policies that support TLS 1.3 and TLS 1.2 with only TLS_* and ECDHE_* ciphers provide FS";
+#: the "-Res-" policies are those). ELBSecurityPolicy-TLS13-1-2-2021-06, without "Res", also
+#: offers TLS 1.2's RSA key exchange (AES128-GCM-SHA256 and the like): not forward secret.
+FORWARD_SECRET_POLICIES = ("ELBSecurityPolicy-TLS13-1-2-Res-2021-06", "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09")
+#: The HTTPS listener's policy: TLS 1.3 and 1.2, forward secrecy only (the console's default
+#: before the post-quantum policies; pulumi-aws and the API default to ELBSecurityPolicy-2016-08,
+#: which still admits TLS 1.0).
+TLS_POLICY = FORWARD_SECRET_POLICIES[0]
 HTTP_PORT = 80
 HTTPS_PORT = 443
 #: The header the load balancer adds with the client's address (ELB "X-Forwarded headers").

@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 
 from components.cli import offline
+from components.model import frontend
 from components.model.settings import SettingsError, parse_settings
 
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -132,7 +133,10 @@ def test_https_listener_with_the_issued_certificate_and_http_redirects(https):
     assert set(listeners) == {"ui-https", "ui-http-redirect"}
     secure = listeners["ui-https"]
     assert (secure["port"], secure["protocol"]) == (443, "HTTPS")
-    assert secure["sslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    # TLS 1.3 and 1.2 with forward-secret key exchange only: not the policy without "Res",
+    # whose TLS 1.2 suites include RSA key exchange.
+    assert secure["sslPolicy"] in frontend.FORWARD_SECRET_POLICIES
+    assert secure["sslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-2-Res-")
     validation = https.get(VALIDATION, "ui-certificate-issued")
     assert secure["certificateArn"] == https.get(CERTIFICATE, "ui-certificate").state["arn"]
     assert validation.urn in https.depends_on(https.get(LISTENER, "ui-https"))
