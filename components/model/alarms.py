@@ -304,6 +304,56 @@ def alarm_metric_count(settings) -> int:
     return sum(len(a.metrics) for a in planned_alarms(settings))
 
 
+# -------------------------------------------------------------------- topic policy ----
+
+#: What the account's own principals may do on the topic, each only as far as their IAM
+#: policies allow (the actions SNS's default topic policy lists; SNS Developer Guide,
+#: "Example cases for Amazon SNS access control").
+TOPIC_MANAGEMENT_ACTIONS = ("sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:AddPermission",
+                            "sns:RemovePermission", "sns:DeleteTopic", "sns:Subscribe",
+                            "sns:ListSubscriptionsByTopic", "sns:Publish")
+
+
+def alarm_arn_pattern(partition: str, region: str, account: str) -> str:
+    """`arn:<partition>:cloudwatch:<region>:<account>:alarm:*`: every alarm of the account in
+    the region (Service Authorization Reference, Amazon CloudWatch resource types: alarm).
+    Not narrower: the alarms carry Pulumi's generated names, which share no prefix of the
+    stack's, and a principal of the account allowed cloudwatch:PutMetricAlarm could give its
+    own alarm any name anyway."""
+    return f"arn:{partition}:cloudwatch:{region}:{account}:alarm:*"
+
+
+def topic_policy(partition: str, region: str, account: str, topic_arn: str, alarms_principal: str) -> dict:
+    """The access policy of the alarm topic `topic_arn`, replacing the default policy SNS gives
+    a topic created without one, which allows every principal of the account (`"AWS": "*"`
+    with `AWS:SourceOwner`) to delete the topic, subscribe an endpoint, change the policy or
+    publish, whatever its IAM policies say: for access within an account, a resource policy's
+    Allow suffices (IAM User Guide, "Policy evaluation logic": same-account requests).
+
+    - The account's principals: TOPIC_MANAGEMENT_ACTIONS, delegated to IAM (the account root
+      as principal; the deployer's sns:* grants keep working, an instance role without SNS
+      permissions gets nothing).
+    - CloudWatch alarms (`alarms_principal`, cloudwatch.amazonaws.com), the topic's only
+      publisher: sns:Publish for alarms of this account in `region` only, by `aws:SourceAccount`
+      and `aws:SourceArn` (alarm_arn_pattern; SNS Developer Guide, "Example cases for Amazon
+      SNS access control", CloudWatch alarms publishing to a topic of another account; IAM
+      User Guide, "The confused deputy problem"). The topic's key lets CloudWatch use it for
+      topics of this account and region (components/model/monitoring.py logs_key_policy).
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "AccountManagesThroughIam", "Effect": "Allow",
+             "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+             "Action": list(TOPIC_MANAGEMENT_ACTIONS), "Resource": topic_arn},
+            {"Sid": "CloudWatchAlarmsOfTheAccountPublish", "Effect": "Allow",
+             "Principal": {"Service": alarms_principal}, "Action": "sns:Publish", "Resource": topic_arn,
+             "Condition": {"StringEquals": {"aws:SourceAccount": account},
+                           "ArnLike": {"aws:SourceArn": alarm_arn_pattern(partition, region, account)}}},
+        ],
+    }
+
+
 # ------------------------------------------------------------------------ dashboard ----
 
 def _series(m: Metric, **options) -> list:
