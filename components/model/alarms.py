@@ -376,12 +376,21 @@ def _capacity_widget(t: Targets, region: str) -> list:
     return series
 
 
+def instance_namespaces(t: Targets) -> list[tuple[str, str]]:
+    """(instance id, the namespace of its agent's metrics: monitoring.agent_namespace of its
+    role) of every instance: routers, management servers, KVM hosts."""
+    return [(t.router_id, monitoring.agent_namespace(t.stack, "router")),
+            (t.management_id, monitoring.agent_namespace(t.stack, "management")),
+            *((i, monitoring.agent_namespace(t.stack, key.partition("-")[0])) for key, _, i in t.more_instances),
+            *((h, monitoring.agent_namespace(t.stack, "kvm-host")) for h in t.host_ids)]
+
+
 def dashboard_body(t: Targets, region: str) -> dict:
     """The dashboard (CloudWatch API reference, "Dashboard Body Structure and Syntax"): zone
     capacity, hosts by state, VMs, management log errors, router throughput, RDS, EFS,
     every instance's memory and disk."""
     ns = monitoring.namespace(t.stack)
-    instances = [t.router_id, t.management_id, *(i for _, _, i in t.more_instances), *t.host_ids]
+    instances = instance_namespaces(t)
     hosts = [_series(_zone_metric(t, "cloudstack_hosts_total", f), label=f) for f in ("online", "offline", "total")]
     vms = [_series(_zone_metric(t, "cloudstack_vms_total", s), label=s) for s in ("running", "stopped", "error")]
     rows = [
@@ -398,10 +407,10 @@ def dashboard_body(t: Targets, region: str) -> dict:
         ("EFS", [_series(Metric("AWS/EFS", n, {"FileSystemId": t.efs_id}, s))
                  for n, s in (("ClientConnections", "Sum"), ("TotalIOBytes", "Sum"), ("PercentIOLimit", "Maximum"))],
          {}),
-        ("Instance memory used (%)", [_series(Metric(ns, "mem_used_percent", {"InstanceId": i})) for i in instances],
-         {}),
-        ("Instance root disk used (%)", [_series(Metric(ns, "disk_used_percent", {"InstanceId": i}))
-                                         for i in instances], {}),
+        ("Instance memory used (%)", [_series(Metric(n, "mem_used_percent", {"InstanceId": i}))
+                                      for i, n in instances], {}),
+        ("Instance root disk used (%)", [_series(Metric(n, "disk_used_percent", {"InstanceId": i}))
+                                         for i, n in instances], {}),
     ]
     widgets = [_widget(title, metrics, 12 * (n % 2), 6 * (n // 2), region, **props)
                for n, (title, metrics, props) in enumerate(rows)]
@@ -419,9 +428,12 @@ def dashboard_metrics(body: dict) -> list[tuple[str, str]]:
 
 
 def produced_metrics(stack: str) -> dict[str, frozenset[str]]:
-    """namespace -> the metric names the deployment produces or AWS publishes for it."""
-    ours = frozenset(monitoring.EXPORTED_METRICS) | AGENT_METRICS | {LOG_ERRORS_METRIC, ROUTER_TAKEOVER_METRIC}
-    return {**PUBLISHED, monitoring.namespace(stack): ours}
+    """namespace -> the metric names the deployment produces or AWS publishes for it: in
+    monitoring.namespace(stack) CloudStack's (the exporter's, the log metric filters'), in each
+    role's monitoring.agent_namespace the agent's."""
+    ours = frozenset(monitoring.EXPORTED_METRICS) | {LOG_ERRORS_METRIC, ROUTER_TAKEOVER_METRIC}
+    return {**PUBLISHED, monitoring.namespace(stack): ours,
+            **{monitoring.agent_namespace(stack, role): AGENT_METRICS for role in monitoring.AGENT_ROLES}}
 
 
 #: The console's host of each partition (the dashboard URL).

@@ -101,6 +101,13 @@ def test_dashboard_is_valid_json_naming_only_produced_metrics():
     # Every instance's memory and disk.
     memory = [s for w in body["widgets"] for s in w["properties"]["metrics"] if s[1:2] == ["mem_used_percent"]]
     assert [s[3] for s in memory] == ["i-router", "i-mgmt", "i-h0", "i-h1"]
+    # Each from its role's namespace, where the agent of that role puts it.
+    assert [s[0] for s in memory] == ["CloudStackEC2/dev/router", "CloudStackEC2/dev/management",
+                                      "CloudStackEC2/dev/kvm-host", "CloudStackEC2/dev/kvm-host"]
+    more = dataclasses.replace(T, more_instances=(("router-1", "overlay router 1", "i-r1"),
+                                                  ("management-1", "management server 1", "i-m1")))
+    assert alarms.instance_namespaces(more)[2:4] == [("i-r1", "CloudStackEC2/dev/router"),
+                                                     ("i-m1", "CloudStackEC2/dev/management")]
 
 
 def test_dashboard_expressions_refer_to_ids_it_defines():
