@@ -275,7 +275,8 @@ def agent_config(role: str, log_group: str, stack: str, router_pair: bool = Fals
     Logs: each of LOG_FILES[role] into `log_group`, one stream per instance and file; memory
     and root-disk use per instance into agent_namespace(stack, role); on the management server
     also CloudStack's exporter as embedded-metric-format events in `log_group`, from which
-    CloudWatch extracts EXPORTED_METRICS into namespace(stack), the alarms' (the scrape configuration at PROMETHEUS_CONFIG_PATH is userdata/cloudwatch-agent.sh's).
+    CloudWatch extracts EXPORTED_METRICS into namespace(stack), the alarms' (the scrape
+    configuration at PROMETHEUS_CONFIG_PATH is userdata/cloudwatch-agent.sh's).
     `router_pair` (routerCount 2): the router also ships ROUTER_PAIR_LOG, whose takeovers
     the router-pair-takeover alarm counts (components/model/alarms.py).
     The agent runs as root: CloudStack's logs are readable by root only."""
