@@ -44,8 +44,9 @@ class DeploymentAlarms(pulumi.ComponentResource):
     (model.topic_policy: the account's principals through IAM, CloudWatch alarms of the
     account publish) and an email subscription when `email` is set; a metric filter counting
     ERROR events of the management log (and, with `router_pair_log_group`, one counting the
-    router pair's takeovers); every alarm of model.alarms, each notifying the topic when it fires and when it recovers (the routers' and
-    management servers' instance status check alarms also reboot them); a dashboard.
+    router pair's takeovers); every alarm of model.alarms, each notifying the topic when it
+    fires and when it recovers (the routers' and management servers' instance status check
+    alarms also reboot them); a dashboard.
 
     Outputs: topic_arn (for further alarms: RecoveryAlarms), dashboard_name, dashboard_url.
     """
