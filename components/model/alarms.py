@@ -304,6 +304,56 @@ def alarm_metric_count(settings) -> int:
     return sum(len(a.metrics) for a in planned_alarms(settings))
 
 
+# -------------------------------------------------------------------- topic policy ----
+
+#: What the account's own principals may do on the topic, each only as far as their IAM
+#: policies allow (the actions SNS's default topic policy lists; SNS Developer Guide,
+#: "Example cases for Amazon SNS access control").
+TOPIC_MANAGEMENT_ACTIONS = ("sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:AddPermission",
+                            "sns:RemovePermission", "sns:DeleteTopic", "sns:Subscribe",
+                            "sns:ListSubscriptionsByTopic", "sns:Publish")
+
+
+def alarm_arn_pattern(partition: str, region: str, account: str) -> str:
+    """`arn:<partition>:cloudwatch:<region>:<account>:alarm:*`: every alarm of the account in
+    the region (Service Authorization Reference, Amazon CloudWatch resource types: alarm).
+    Not narrower: the alarms carry Pulumi's generated names, which share no prefix of the
+    stack's, and a principal of the account allowed cloudwatch:PutMetricAlarm could give its
+    own alarm any name anyway."""
+    return f"arn:{partition}:cloudwatch:{region}:{account}:alarm:*"
+
+
+def topic_policy(partition: str, region: str, account: str, topic_arn: str, alarms_principal: str) -> dict:
+    """The access policy of the alarm topic `topic_arn`, replacing the default policy SNS gives
+    a topic created without one, which allows every principal of the account (`"AWS": "*"`
+    with `AWS:SourceOwner`) to delete the topic, subscribe an endpoint, change the policy or
+    publish, whatever its IAM policies say: for access within an account, a resource policy's
+    Allow suffices (IAM User Guide, "Policy evaluation logic": same-account requests).
+
+    - The account's principals: TOPIC_MANAGEMENT_ACTIONS, delegated to IAM (the account root
+      as principal; the deployer's sns:* grants keep working, an instance role without SNS
+      permissions gets nothing).
+    - CloudWatch alarms (`alarms_principal`, cloudwatch.amazonaws.com), the topic's only
+      publisher: sns:Publish for alarms of this account in `region` only, by `aws:SourceAccount`
+      and `aws:SourceArn` (alarm_arn_pattern; SNS Developer Guide, "Example cases for Amazon
+      SNS access control", CloudWatch alarms publishing to a topic of another account; IAM
+      User Guide, "The confused deputy problem"). The topic's key lets CloudWatch use it for
+      topics of this account and region (components/model/monitoring.py logs_key_policy).
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "AccountManagesThroughIam", "Effect": "Allow",
+             "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+             "Action": list(TOPIC_MANAGEMENT_ACTIONS), "Resource": topic_arn},
+            {"Sid": "CloudWatchAlarmsOfTheAccountPublish", "Effect": "Allow",
+             "Principal": {"Service": alarms_principal}, "Action": "sns:Publish", "Resource": topic_arn,
+             "Condition": {"StringEquals": {"aws:SourceAccount": account},
+                           "ArnLike": {"aws:SourceArn": alarm_arn_pattern(partition, region, account)}}},
+        ],
+    }
+
+
 # ------------------------------------------------------------------------ dashboard ----
 
 def _series(m: Metric, **options) -> list:
@@ -326,12 +376,21 @@ def _capacity_widget(t: Targets, region: str) -> list:
     return series
 
 
+def instance_namespaces(t: Targets) -> list[tuple[str, str]]:
+    """(instance id, the namespace of its agent's metrics: monitoring.agent_namespace of its
+    role) of every instance: routers, management servers, KVM hosts."""
+    return [(t.router_id, monitoring.agent_namespace(t.stack, "router")),
+            (t.management_id, monitoring.agent_namespace(t.stack, "management")),
+            *((i, monitoring.agent_namespace(t.stack, key.partition("-")[0])) for key, _, i in t.more_instances),
+            *((h, monitoring.agent_namespace(t.stack, "kvm-host")) for h in t.host_ids)]
+
+
 def dashboard_body(t: Targets, region: str) -> dict:
     """The dashboard (CloudWatch API reference, "Dashboard Body Structure and Syntax"): zone
     capacity, hosts by state, VMs, management log errors, router throughput, RDS, EFS,
     every instance's memory and disk."""
     ns = monitoring.namespace(t.stack)
-    instances = [t.router_id, t.management_id, *(i for _, _, i in t.more_instances), *t.host_ids]
+    instances = instance_namespaces(t)
     hosts = [_series(_zone_metric(t, "cloudstack_hosts_total", f), label=f) for f in ("online", "offline", "total")]
     vms = [_series(_zone_metric(t, "cloudstack_vms_total", s), label=s) for s in ("running", "stopped", "error")]
     rows = [
@@ -348,10 +407,10 @@ def dashboard_body(t: Targets, region: str) -> dict:
         ("EFS", [_series(Metric("AWS/EFS", n, {"FileSystemId": t.efs_id}, s))
                  for n, s in (("ClientConnections", "Sum"), ("TotalIOBytes", "Sum"), ("PercentIOLimit", "Maximum"))],
          {}),
-        ("Instance memory used (%)", [_series(Metric(ns, "mem_used_percent", {"InstanceId": i})) for i in instances],
-         {}),
-        ("Instance root disk used (%)", [_series(Metric(ns, "disk_used_percent", {"InstanceId": i}))
-                                         for i in instances], {}),
+        ("Instance memory used (%)", [_series(Metric(n, "mem_used_percent", {"InstanceId": i}))
+                                      for i, n in instances], {}),
+        ("Instance root disk used (%)", [_series(Metric(n, "disk_used_percent", {"InstanceId": i}))
+                                         for i, n in instances], {}),
     ]
     widgets = [_widget(title, metrics, 12 * (n % 2), 6 * (n // 2), region, **props)
                for n, (title, metrics, props) in enumerate(rows)]
@@ -369,9 +428,12 @@ def dashboard_metrics(body: dict) -> list[tuple[str, str]]:
 
 
 def produced_metrics(stack: str) -> dict[str, frozenset[str]]:
-    """namespace -> the metric names the deployment produces or AWS publishes for it."""
-    ours = frozenset(monitoring.EXPORTED_METRICS) | AGENT_METRICS | {LOG_ERRORS_METRIC, ROUTER_TAKEOVER_METRIC}
-    return {**PUBLISHED, monitoring.namespace(stack): ours}
+    """namespace -> the metric names the deployment produces or AWS publishes for it: in
+    monitoring.namespace(stack) CloudStack's (the exporter's, the log metric filters'), in each
+    role's monitoring.agent_namespace the agent's."""
+    ours = frozenset(monitoring.EXPORTED_METRICS) | {LOG_ERRORS_METRIC, ROUTER_TAKEOVER_METRIC}
+    return {**PUBLISHED, monitoring.namespace(stack): ours,
+            **{monitoring.agent_namespace(stack, role): AGENT_METRICS for role in monitoring.AGENT_ROLES}}
 
 
 #: The console's host of each partition (the dashboard URL).

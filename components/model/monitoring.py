@@ -20,10 +20,13 @@ ROLES = ("management", "kvm-host", "router", "sessions")
 #: Roles that run the CloudWatch agent (an instance role each).
 AGENT_ROLES = ("management", "kvm-host", "router")
 
-#: The namespace of the agent's own metrics (memory, disk) and of the CloudStack metrics
-#: it scrapes, per stack. The instance roles' PutMetricData is limited to it
-#: (cloudwatch:namespace condition key, CloudWatch User Guide "Using condition keys to
-#: limit access to CloudWatch namespaces"). That bounds PutMetricData only: CloudWatch Logs
+#: The namespaces, per stack: `CloudStackEC2/<stack>` holds CloudStack's metrics, which the
+#: alarms read (the exporter's, extracted by CloudWatch Logs from the management group's
+#: embedded-metric-format events, and the log metric filters' counts), and no instance role
+#: may put metrics into it; `CloudStackEC2/<stack>/<role>` holds the agent's own metrics
+#: (memory, disk) of that role's instances, and only that role may put into it
+#: (cloudwatch:namespace condition key, CloudWatch User Guide "Using condition keys to limit
+#: access to CloudWatch namespaces"). That bounds PutMetricData only: CloudWatch Logs
 #: extracts an event in embedded metric format written to any log group into the namespace
 #: the event names, without that permission (CloudWatch User Guide, "Using the PutLogEvents
 #: API to send manually-created embedded metric format logs"); README "Isolation", "What remains".
@@ -84,8 +87,18 @@ LOG_FILES: dict[str, tuple[LogFile, ...]] = {
 
 
 def namespace(stack: str) -> str:
-    """`CloudStackEC2/<stack>`: the CloudWatch namespace of the stack's own metrics."""
+    """`CloudStackEC2/<stack>`: the CloudWatch namespace of CloudStack's metrics, which the
+    alarms read; no instance role may put metrics into it."""
     return f"{NAMESPACE_PREFIX}/{stack}"
+
+
+def agent_namespace(stack: str, role: str) -> str:
+    """`CloudStackEC2/<stack>/<role>`: the namespace of the agent's own metrics of `role`'s
+    instances (AGENT_ROLES), the only one that role may put metrics into. ValueError for
+    another role."""
+    if role not in AGENT_ROLES:
+        raise ValueError(f"agent role {role!r} is not one of {', '.join(AGENT_ROLES)}")
+    return f"{namespace(stack)}/{role}"
 
 
 def log_group_name(root: str, role: str) -> str:
@@ -169,11 +182,12 @@ class Statement:
     condition: Optional[dict] = None
 
 
-def agent_statements(group_arn: str, sessions_arn: str, config_parameter_arn: str, stack: str,
+def agent_statements(role: str, group_arn: str, sessions_arn: str, config_parameter_arn: str, stack: str,
                      all_groups_arn: str) -> tuple[Statement, ...]:
-    """What one role's instances may do for CloudWatch: write log streams of their own log
+    """What `role`'s instances may do for CloudWatch: write log streams of their own log
     group (`group_arn`) and of the sessions group, read their agent configuration, put
-    metrics into the stack's namespace only; and list log groups (`all_groups_arn`,
+    metrics into their role's namespace only (agent_namespace, never namespace(stack), the
+    one the alarms read); and list log groups (`all_groups_arn`,
     `...:log-group:*`), which the SSM agent needs to check that the sessions group is
     encrypted before it streams a session into it (Session Manager User Guide, "Logging
     session data using Amazon CloudWatch Logs"). Instead of CloudWatchAgentServerPolicy,
@@ -188,7 +202,7 @@ def agent_statements(group_arn: str, sessions_arn: str, config_parameter_arn: st
         # PutMetricData takes no resource (Service Authorization Reference): the namespace
         # condition is the restriction.
         Statement(("cloudwatch:PutMetricData",), ("*",),
-                  {"StringEquals": {"cloudwatch:namespace": namespace(stack)}}),
+                  {"StringEquals": {"cloudwatch:namespace": agent_namespace(stack, role)}}),
     )
 
 
@@ -259,10 +273,10 @@ def agent_config(role: str, log_group: str, stack: str, router_pair: bool = Fals
     agent's schema, translator/config/schema.json of aws/amazon-cloudwatch-agent).
 
     Logs: each of LOG_FILES[role] into `log_group`, one stream per instance and file; memory
-    and root-disk use per instance into namespace(stack); on the management server also
-    CloudStack's exporter as embedded-metric-format events in
-    `log_group`, from which CloudWatch extracts EXPORTED_METRICS into the same namespace
-    (the scrape configuration at PROMETHEUS_CONFIG_PATH is userdata/cloudwatch-agent.sh's).
+    and root-disk use per instance into agent_namespace(stack, role); on the management server
+    also CloudStack's exporter as embedded-metric-format events in `log_group`, from which
+    CloudWatch extracts EXPORTED_METRICS into namespace(stack), the alarms' (the scrape
+    configuration at PROMETHEUS_CONFIG_PATH is userdata/cloudwatch-agent.sh's).
     `router_pair` (routerCount 2): the router also ships ROUTER_PAIR_LOG, whose takeovers
     the router-pair-takeover alarm counts (components/model/alarms.py).
     The agent runs as root: CloudStack's logs are readable by root only."""
@@ -287,7 +301,7 @@ def agent_config(role: str, log_group: str, stack: str, router_pair: bool = Fals
         # dashboard name (the hostname would split them by a value the stack does not know).
         "agent": {"metrics_collection_interval": INTERVAL_SECONDS, "run_as_user": "root", "omit_hostname": True},
         "metrics": {
-            "namespace": namespace(stack),
+            "namespace": agent_namespace(stack, role),
             "append_dimensions": {"InstanceId": "${aws:InstanceId}"},
             "aggregation_dimensions": [["InstanceId"]],
             "metrics_collected": {
@@ -334,7 +348,7 @@ def log_gb_per_day(host_count: int, router_count: int = 1, management_count: int
 
 
 def custom_metric_count(host_count: int, router_count: int = 1, management_count: int = 1) -> int:
-    """The custom metrics (billed per metric-month) the deployment puts into its namespace:
+    """The custom metrics (billed per metric-month) the deployment puts into its namespaces:
     the exporter's series (one set for the zone, whichever server reports them), the agent's
     per instance, the management log's error count and, with a router pair, its takeover count."""
     instances = router_count + management_count + host_count

@@ -4,6 +4,7 @@ this component only declares it."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -39,11 +40,13 @@ class DeploymentAlarmsArgs:
 
 
 class DeploymentAlarms(pulumi.ComponentResource):
-    """An SNS topic encrypted with the deployment's key, with an email subscription when
-    `email` is set; a metric filter counting ERROR events of the management log (and, with
-    `router_pair_log_group`, one counting the router pair's takeovers); every alarm
-    of model.alarms, each notifying the topic when it fires and when it recovers (the routers' and
-    management servers' instance status check alarms also reboot them); a dashboard.
+    """An SNS topic encrypted with the deployment's key, with its own access policy
+    (model.topic_policy: the account's principals through IAM, CloudWatch alarms of the
+    account publish) and an email subscription when `email` is set; a metric filter counting
+    ERROR events of the management log (and, with `router_pair_log_group`, one counting the
+    router pair's takeovers); every alarm of model.alarms, each notifying the topic when it
+    fires and when it recovers (the routers' and management servers' instance status check
+    alarms also reboot them); a dashboard.
 
     Outputs: topic_arn (for further alarms: RecoveryAlarms), dashboard_name, dashboard_url.
     """
@@ -52,10 +55,9 @@ class DeploymentAlarms(pulumi.ComponentResource):
         super().__init__("cloudstack-ec2:index:DeploymentAlarms", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
-        topic = aws.sns.Topic(f"{name}-topic", kms_master_key_id=args.key_arn, tags=tags, opts=child)
-        if args.email:
-            aws.sns.TopicSubscription(f"{name}-email", topic=topic.arn, protocol="email", endpoint=args.email,
-                                      opts=child)
+        region = aws.get_region().region
+        partition = aws.get_partition().partition
+        topic = self._topic(name, args, partition, region)
         log_metric = self._count(f"{name}-management-log-errors", args.management_log_group,
                                  model.LOG_ERRORS_PATTERN, model.LOG_ERRORS_METRIC, args.stack)
         pair = args.router_pair_log_group is not None
@@ -72,8 +74,6 @@ class DeploymentAlarms(pulumi.ComponentResource):
         plan = model.alarms(model.Targets(args.stack, args.zone, "r", "m", [f"h{i}" for i in range(len(args.host_ids))],
                                           "d", args.db_storage_gb, "e",
                                           tuple((k, label, "i") for k, label, _ in args.more_instances), pair))
-        region = aws.get_region().region
-        partition = aws.get_partition().partition
         for index, alarm in enumerate(plan):
             metric_alarm(f"{name}-{alarm.key}", targets.apply(lambda t, i=index: model.alarms(t)[i]), topic.arn,
                          partition, region, tags, pulumi.ResourceOptions(
@@ -86,6 +86,20 @@ class DeploymentAlarms(pulumi.ComponentResource):
         self.dashboard_name = dashboard.dashboard_name
         self.dashboard_url = dashboard.dashboard_name.apply(lambda n: model.dashboard_url(partition, region, n))
         self.register_outputs({"topic_arn": self.topic_arn, "dashboard_url": self.dashboard_url})
+
+    def _topic(self, name: str, args: DeploymentAlarmsArgs, partition: str, region: str) -> aws.sns.Topic:
+        """The topic under the deployment's key, its access policy (model.topic_policy) and,
+        with `args.email`, the email subscription."""
+        child = pulumi.ResourceOptions(parent=self)
+        topic = aws.sns.Topic(f"{name}-topic", kms_master_key_id=args.key_arn, tags=dict(args.tags), opts=child)
+        account = aws.get_caller_identity().account_id
+        alarms_principal = aws.get_service_principal(service_name="cloudwatch", region=region).name
+        aws.sns.TopicPolicy(f"{name}-topic-policy", arn=topic.arn, policy=topic.arn.apply(
+            lambda arn: json.dumps(model.topic_policy(partition, region, account, arn, alarms_principal))), opts=child)
+        if args.email:
+            aws.sns.TopicSubscription(f"{name}-email", topic=topic.arn, protocol="email", endpoint=args.email,
+                                      opts=child)
+        return topic
 
     def _count(self, name: str, group: pulumi.Input[str], pattern: str, metric: str,
                stack: str) -> aws.cloudwatch.LogMetricFilter:

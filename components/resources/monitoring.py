@@ -99,7 +99,7 @@ class DeploymentLogs(pulumi.ComponentResource):
         (monitoring.agent_statements)."""
         values = pulumi.Output.all(self.log_group_arns[role], self.log_group_arns["sessions"],
                                    self._parameter_arns[role])
-        statements = monitoring.agent_statements("{group}", "{sessions}", "{parameter}", self._stack,
+        statements = monitoring.agent_statements(role, "{group}", "{sessions}", "{parameter}", self._stack,
                                                  self._all_groups_arn)
         return [Grant(s.actions, [values.apply(lambda v, r=r: r.format(group=v[0], sessions=v[1], parameter=v[2]))
                                   for r in s.resources], s.condition)

@@ -5,6 +5,7 @@ publishes, every alarm notifies the encrypted topic and says what to do."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import re
 
@@ -100,6 +101,13 @@ def test_dashboard_is_valid_json_naming_only_produced_metrics():
     # Every instance's memory and disk.
     memory = [s for w in body["widgets"] for s in w["properties"]["metrics"] if s[1:2] == ["mem_used_percent"]]
     assert [s[3] for s in memory] == ["i-router", "i-mgmt", "i-h0", "i-h1"]
+    # Each from its role's namespace, where the agent of that role puts it.
+    assert [s[0] for s in memory] == ["CloudStackEC2/dev/router", "CloudStackEC2/dev/management",
+                                      "CloudStackEC2/dev/kvm-host", "CloudStackEC2/dev/kvm-host"]
+    more = dataclasses.replace(T, more_instances=(("router-1", "overlay router 1", "i-r1"),
+                                                  ("management-1", "management server 1", "i-m1")))
+    assert alarms.instance_namespaces(more)[2:4] == [("i-r1", "CloudStackEC2/dev/router"),
+                                                     ("i-m1", "CloudStackEC2/dev/management")]
 
 
 def test_dashboard_expressions_refer_to_ids_it_defines():
@@ -143,6 +151,58 @@ def test_alarm_email_subscribes(deploy):
     run = deploy(alarmEmail="ops@example.com")
     [sub] = run.of_type("aws:sns/topicSubscription:TopicSubscription")
     assert sub.inputs["protocol"] == "email" and sub.inputs["endpoint"] == "ops@example.com"
+
+
+def _matches(pattern: str, arn: str) -> bool:
+    """IAM's ArnLike: `*` matches any run of characters, within one ARN component
+    (IAM User Guide, "IAM JSON policy elements: Condition operators", ARN condition operators)."""
+    return len(pattern.split(":", 5)) == len(arn.split(":", 5)) and all(
+        fnmatch.fnmatchcase(a, p) for p, a in zip(pattern.split(":", 5), arn.split(":", 5)))
+
+
+def test_the_topic_admits_the_accounts_alarms_and_iam_only(dev):
+    [topic] = dev.of_type("aws:sns/topic:Topic")
+    arn = topic.state["arn"]
+    [attached] = dev.of_type("aws:sns/topicPolicy:TopicPolicy")
+    assert attached.inputs["arn"] == arn
+    policy = json.loads(attached.inputs["policy"])
+    account = arn.split(":")[4]
+    # No statement for everyone: SNS's default policy (Principal "*") lets every principal of
+    # the account delete the topic or subscribe to it whatever its IAM policies say.
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and statement["Resource"] == arn
+        assert statement["Principal"] not in ("*", {"AWS": "*"}), statement
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    assert by_sid["AccountManagesThroughIam"]["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"}
+    assert "sns:DeleteTopic" in by_sid["AccountManagesThroughIam"]["Action"]
+    [publish] = [s for s in policy["Statement"] if "Service" in s["Principal"]]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and publish["Action"] == "sns:Publish"
+    assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": account}
+    [source] = publish["Condition"]["ArnLike"].values()
+    assert list(publish["Condition"]["ArnLike"]) == ["aws:SourceArn"]
+    # Every alarm of the deployment may publish; an alarm of another account or region may not.
+    for alarm in dev.of_type(ALARM):
+        assert _matches(source, f"arn:aws:cloudwatch:us-east-1:{account}:alarm:{alarm.name}-0a1b2c3"), alarm.name
+    assert not _matches(source, "arn:aws:cloudwatch:us-east-1:210987654321:alarm:alarms-host-not-up-0a1b2c3")
+    assert not _matches(source, f"arn:aws:cloudwatch:eu-west-1:{account}:alarm:alarms-host-not-up-0a1b2c3")
+    # The alarms are the topic's only publishers: nothing else names it but its policy, its
+    # subscriptions and the stack output.
+    naming = {r.type for r in dev.registrations if r.urn != topic.urn and arn in set(dev.strings(r.inputs))}
+    assert naming == {ALARM, "aws:sns/topicPolicy:TopicPolicy"}
+    # The topic's key lets that same principal use it for this topic (an encrypted topic needs both).
+    key = dev.get("aws:kms/key:Key", "logs-key")
+    [use] = [s for s in json.loads(key.inputs["policy"])["Statement"] if s["Principal"] == publish["Principal"]]
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(use["Action"])
+    assert _matches(use["Condition"]["ArnLike"]["kms:EncryptionContext:aws:sns:topicArn"], arn)
+
+
+def test_topic_policy_names_the_partitions_arns():
+    policy = alarms.topic_policy("aws-cn", "cn-north-1", "123456789012", "arn:aws-cn:sns:cn-north-1:123456789012:t",
+                                 "cloudwatch.amazonaws.com.cn")
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    assert by_sid["AccountManagesThroughIam"]["Principal"] == {"AWS": "arn:aws-cn:iam::123456789012:root"}
+    assert by_sid["CloudWatchAlarmsOfTheAccountPublish"]["Condition"]["ArnLike"] == {
+        "aws:SourceArn": "arn:aws-cn:cloudwatch:cn-north-1:123456789012:alarm:*"}
 
 
 def test_alarms_watch_the_real_instances_and_database(dev):

@@ -110,15 +110,23 @@ def test_key_policy_lets_cloudwatch_logs_use_the_key_only_for_the_deployments_gr
     assert by_sid["AccountAdministersThroughIam"]["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
 
 
-def test_agent_statements_name_only_the_roles_groups_and_the_stacks_namespace():
-    statements = monitoring.agent_statements("G", "S", "P", "dev", "ALL")
+@pytest.mark.parametrize("role", monitoring.AGENT_ROLES)
+def test_agent_statements_name_only_the_roles_groups_and_the_roles_namespace(role):
+    statements = monitoring.agent_statements(role, "G", "S", "P", "dev", "ALL")
     writes = statements[0]
     assert set(writes.actions) == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
     assert set(writes.resources) == {"G", "S", "G:log-stream:*", "S:log-stream:*"}
     [metrics] = [s for s in statements if "cloudwatch:PutMetricData" in s.actions]
-    assert metrics.condition == {"StringEquals": {"cloudwatch:namespace": "CloudStackEC2/dev"}}
+    # Its own namespace, never the one CloudStack's metrics (and so the alarms) are in.
+    assert metrics.condition == {"StringEquals": {"cloudwatch:namespace": f"CloudStackEC2/dev/{role}"}}
     every_action = {a for s in statements for a in s.actions}
     assert not {"logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:*", "ssm:*"} & every_action
+
+
+def test_agent_namespace_is_one_of_an_agent_role():
+    assert monitoring.agent_namespace("dev", "kvm-host") == "CloudStackEC2/dev/kvm-host"
+    with pytest.raises(ValueError, match="'sessions' is not one of management, kvm-host, router"):
+        monitoring.agent_namespace("dev", "sessions")
 
 
 def test_session_document_streams_encrypted_sessions_to_the_sessions_group():
@@ -196,13 +204,16 @@ def test_java_logs_use_the_pattern_and_the_others_do_not():
             assert ("multi_line_start_pattern" in entry) == java, entry["file_path"]
 
 
-def test_metrics_go_to_the_stacks_namespace_only():
+def test_agent_metrics_go_to_the_roles_namespace_and_cloudstacks_to_the_stacks():
     for role in monitoring.AGENT_ROLES:
         config = monitoring.agent_config(role, "g", "dev")
-        assert config["metrics"]["namespace"] == "CloudStackEC2/dev"
+        assert config["metrics"]["namespace"] == f"CloudStackEC2/dev/{role}"
         assert set(config["metrics"]["metrics_collected"]) == {"mem", "disk"}
+    # The exporter's metrics reach CloudWatch through the management log group (embedded
+    # metric format), not PutMetricData: no role needs to put into the stack's namespace.
     prometheus = monitoring.agent_config("management", "g", "dev")["logs"]["metrics_collected"]["prometheus"]
     assert prometheus["emf_processor"]["metric_namespace"] == "CloudStackEC2/dev"
+    assert prometheus["log_group_name"] == "g"
     assert "metrics_collected" not in monitoring.agent_config("router", "g", "dev")["logs"]
 
 
@@ -256,10 +267,31 @@ def test_each_instance_role_writes_only_its_own_group_and_reads_its_agent_config
         named = {arn.split(":log-group:")[1].split(":")[0] for arn in writes[0]["Resource"]}
         assert named == {groups[role], groups["sessions"]}
         [metrics] = [s for s in statements if "cloudwatch:PutMetricData" in s["Action"]]
-        assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CloudStackEC2/dev"}}
+        assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": f"CloudStackEC2/dev/{role}"}}
         [config] = [s for s in statements if s["Action"] == ["ssm:GetParameter"] and
                     any("cloudwatch-agent" in r for r in s["Resource"])]
         assert [r.rsplit("/", 1)[1] for r in config["Resource"]] == [role]
+
+
+def _namespaces(alarm) -> set[str]:
+    """The namespaces an alarm reads: its metric's, or each of its metric queries'."""
+    queries = alarm.inputs.get("metricQueries") or []
+    return {q["metric"]["namespace"] for q in queries if q.get("metric")} or {alarm.inputs["namespace"]}
+
+
+def test_no_instance_role_may_put_metrics_where_the_cloudstack_alarms_read(dev):
+    read = {n for a in dev.of_type("aws:cloudwatch/metricAlarm:MetricAlarm") for n in _namespaces(a)
+            if not n.startswith("AWS/")}
+    assert read == {"CloudStackEC2/dev"}
+    for role in dev.of_type("aws:iam/rolePolicy:RolePolicy"):
+        for statement in json.loads(role.inputs["policy"])["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if statement["Effect"] != "Allow" or not any(a in ("cloudwatch:PutMetricData", "cloudwatch:*", "*")
+                                                         for a in actions):
+                continue
+            # Only under a namespace condition, never one the alarms read.
+            allowed = statement["Condition"]["StringEquals"]["cloudwatch:namespace"]
+            assert allowed not in read and allowed.startswith("CloudStackEC2/dev/"), role.name
 
 
 def test_agent_configuration_parameters_hold_the_models_configuration(dev):
