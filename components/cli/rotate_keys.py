@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from components.model import registration_account as ra
-from components.model.stackconfig import StackConfigError
 from components.registration.client import Api, RegistrationError, aws_session, read_api_keys
-from components.cli.status import STATUS_TIMEOUTS, stack_connection
+from components.cli.status import STATUS_TIMEOUTS, open_connection, stack_connection
 
 
 def _named(items: list[dict], field: str, name: str) -> dict | None:
@@ -86,14 +85,13 @@ def rotate(endpoint: str, secret_id: str, region: str, identity: Any = None) -> 
 
 def rotate_command(args: argparse.Namespace, out: TextIO, err: TextIO,
                    connection: Callable[[argparse.Namespace], tuple[str, str, str]] = stack_connection) -> int:
-    """Exit 0 rotated; 1 the API, the keys or the secret failed (the secret unchanged);
-    2 the stack cannot be read. `connection`: as `status`'s."""
+    """Exit 0 rotated; 1 the stack has no API yet, or the API, the keys or the secret failed
+    (the secret unchanged); 2 the stack cannot be read. `connection`: as `status`'s."""
     name = "cloudstack-ec2 rotate-keys"
-    try:
-        endpoint, secret, region = connection(args)
-    except StackConfigError as exc:
-        err.write(f"{name}: {exc}\n")
-        return 2
+    found = open_connection(name, args, err, connection)
+    if isinstance(found, int):
+        return found
+    endpoint, secret, region = found
     try:
         rotate(endpoint, secret, region)
     except RegistrationError as exc:
