@@ -1151,18 +1151,24 @@ sys.exit(1)
 
 # The registration's own role (components/model/registration_account.py): of type
 # Admin, allowed exactly the commands in CSEC2_REGISTRATION_RULES. A role other than
-# the built-in Root Admin gets only what its rules allow (DynamicRoleBasedAPIAccessChecker);
-# createRole takes a second role of the same name, so it is looked up first. Sets
-# REGISTRATION_ROLE_ID.
+# the built-in Root Admin gets only what its rules allow (DynamicRoleBasedAPIAccessChecker).
+# importRole creates the role with all its rules in one transaction and refuses a name in
+# use (RoleManagerImpl.importRole); a role found by name gets each rule it lacks
+# (createRolePermission). Sets REGISTRATION_ROLE_ID.
 REGISTRATION_ROLE_ID=""
 ensure_registration_role() {
-    local name=$CSEC2_REGISTRATION_ROLE answer rules rule
+    local name=$CSEC2_REGISTRATION_ROLE answer rules rule i=0 args=()
     answer=$(api listRoles "name=$name")
     if ! REGISTRATION_ROLE_ID=$(named_id name "$name" role <<<"$answer"); then
-        answer=$(api createRole "name=$name" type=Admin "description=$CSEC2_REGISTRATION_ROLE_DESCRIPTION")
-        csec2_json_get createroleresponse.role.id REGISTRATION_ROLE_ID <<<"$answer" ||
-            csec2_die "createRole $name failed: $(head -c 300 <<<"$answer")"
-        csec2_log "role '$name' created"
+        for rule in $CSEC2_REGISTRATION_RULES; do
+            args+=("rules[$i].rule=$rule" "rules[$i].permission=allow")
+            i=$((i + 1))
+        done
+        answer=$(api importRole "name=$name" type=Admin "description=$CSEC2_REGISTRATION_ROLE_DESCRIPTION" "${args[@]}")
+        csec2_json_get importroleresponse.role.id REGISTRATION_ROLE_ID <<<"$answer" ||
+            csec2_die "importRole $name failed: $(head -c 300 <<<"$answer")"
+        csec2_log "role '$name' created with $i rules"
+        return 0
     fi
     rules=$(api listRolePermissions "roleid=$REGISTRATION_ROLE_ID")
     for rule in $CSEC2_REGISTRATION_RULES; do

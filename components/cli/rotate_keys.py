@@ -30,11 +30,13 @@ def _named(items: list[dict], field: str, name: str) -> dict | None:
 
 
 def ensure_role(api: Api) -> str:
-    """The registration role's id, created (type Admin) when missing; adds each rule of
-    ra.ROLE_RULES it lacks as `allow`."""
+    """The registration role's id. A missing role is created with every rule of
+    ra.ROLE_RULES by importRole, in one transaction (RoleManagerImpl.importRole, which also
+    refuses a name in use); a role found gets each rule it lacks as `allow`."""
     role = _named(api.list("listRoles", "role", name=ra.ROLE_NAME), "name", ra.ROLE_NAME)
     if role is None:
-        role = api.call("createRole", name=ra.ROLE_NAME, type="Admin", description=ra.ROLE_DESCRIPTION)["role"]
+        return api.call("importRole", name=ra.ROLE_NAME, type="Admin", description=ra.ROLE_DESCRIPTION,
+                        rules=[{"rule": r, "permission": "allow"} for r in ra.ROLE_RULES])["role"]["id"]
     # listRolePermissions takes no page/pagesize (ListRolePermissionsCmd is not a list command).
     have = {r["rule"] for r in api.get("listRolePermissions", roleid=role["id"]).get("rolepermission", [])}
     for rule in ra.ROLE_RULES:

@@ -20,8 +20,7 @@ the commands the code calls.
 
 from __future__ import annotations
 
-#: The role (listRoles name=...; createRole does not refuse a second role of one name,
-#: RoleManagerImpl.createRole, so it is looked up first).
+#: The role (looked up with listRoles name=..., created with its rules by importRole).
 ROLE_NAME = "cloudstack-ec2-registration"
 ROLE_DESCRIPTION = "cloudstack-ec2: the registration's API calls (rotate its keys with cloudstack-ec2 rotate-keys)"
 #: The account and its single user (createAccount names the account after the user).
@@ -51,7 +50,7 @@ REGISTRATION_COMMANDS = (
 )
 #: What the key rotation calls with the keys it rotates (after the first rotation those are
 #: this account's own): it finds the role, its rules, the account and its user, adds a rule
-#: the list gained since, and registers the new pair. createRole and createAccount are not
+#: the list gained since, and registers the new pair. importRole and createAccount are not
 #: here: with this account's keys both exist already.
 ROTATION_COMMANDS = (
     "createRolePermission", "listAccounts", "listRolePermissions", "listRoles", "listUsers", "registerUserKeys",

@@ -12,8 +12,9 @@ As the real sources behave (apache/cloudstack):
   less. Refused: UnavailableCommandException, which ApiServer answers with
   UNSUPPORTED_ACTION_ERROR (432) and the text "The API [<command>] does not exist or is
   not available for the account <account name>.".
-- createRole takes a second role of a name already used (RoleManagerImpl.createRole);
-  listRoles `name` is a LIKE on the name (RoleDaoImpl.findAllByName).
+- importRole creates a role with all its rules at once and refuses a name in use
+  (RoleManagerImpl.importRole; createRole, which the code does not call, would take a
+  second role of one name); listRoles `name` is a LIKE on the name (RoleDaoImpl.findAllByName).
 - createAccount: username, password, email, firstname, lastname, and a role id or an
   account type ("Neither account type and role ID are not provided"); the account is named
   after the user unless `account` is given; one name per domain ("The specified account:
@@ -47,6 +48,10 @@ class AccountsError(Exception):
 class Accounts:
     users: dict[str, str]          # API key -> secret key (server.Emulator._authenticate)
     domains: dict[str, dict]
+
+    def api_names(self) -> set[str]:
+        """The commands the server has (ApiServer.isValidApiName): server.Emulator's contract."""
+        raise NotImplementedError
 
     def _init_accounts(self, apikey: str) -> None:
         root = next(iter(self.domains))
@@ -98,13 +103,35 @@ class Accounts:
                  and a.get("id", r["id"]) == r["id"] and a.get("type", r["type"]) == r["type"]]
         return self._list("role", items, a)
 
-    def _cmd_createRole(self, a: dict) -> dict:
-        if a.get("type") not in ROLE_TYPES and not a.get("roleid"):
+    def _cmd_importRole(self, a: dict) -> dict:
+        # ImportRoleCmd.getRules: each rule names an API unless it has a wildcard, and has a
+        # permission; RoleManagerImpl.importRole: a name in use is refused, the role and its
+        # rules are created in one transaction.
+        if a.get("type") not in ROLE_TYPES:
             raise AccountsError(431, "Invalid role type provided")
+        entries: dict[int, dict] = {}
+        for key, value in a.items():
+            m = re.fullmatch(r"rules\[(\d+)\]\.(\w+)", key)
+            if m:
+                entries.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        rules = [entries[i] for i in sorted(entries)]
+        for r in rules:
+            if not r.get("rule"):
+                raise AccountsError(431, "Empty rule provided in rules param")
+            if "*" not in r["rule"] and r["rule"] not in self.api_names():
+                raise AccountsError(431, f"Invalid api name: {r['rule']} provided in rules param")
+            if r.get("permission", "").lower() not in ("allow", "deny"):
+                raise AccountsError(431, f"Invalid permission: {r.get('permission')} provided in rules param")
+        if any(r["name"] == a["name"] for r in self.roles.values()):
+            raise AccountsError(530, "Role already exists")
         role_id = str(uuid.uuid4())
-        self.roles[role_id] = {"id": role_id, "name": a["name"], "type": a.get("type") or
-                               self._role(a["roleid"])["type"], "description": a.get("description", ""),
+        self.roles[role_id] = {"id": role_id, "name": a["name"], "type": a["type"],
+                               "description": a.get("description", ""),
                                "ispublic": a.get("ispublic", "true") == "true", "isdefault": False}
+        for r in rules:
+            self.role_rules.append({"id": str(uuid.uuid4()), "roleid": role_id, "rolename": a["name"],
+                                    "rule": r["rule"], "permission": r["permission"].lower(),
+                                    "description": r.get("description", "")})
         return {"role": dict(self.roles[role_id])}
 
     def _role(self, role_id: str) -> dict:

@@ -276,6 +276,9 @@ class Emulator(ManagementCluster, Accounts):
         self._init_management(*FIRST_MANAGEMENT_SERVER)
         self._init_accounts(apikey)  # the emulator's own key pair is the root admin's
 
+    def api_names(self) -> set[str]:
+        return set(COMMANDS)
+
     # -- server lifecycle ------------------------------------------------------
     @property
     def url(self) -> str:

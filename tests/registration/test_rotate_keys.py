@@ -88,9 +88,8 @@ def test_the_registration_and_status_work_with_the_registrations_keys(emulator, 
 
 def test_a_role_without_a_rule_for_a_command_is_refused_it(emulator, api_secret):
     admin = Api(emulator.url, emulator.apikey, emulator.secretkey, FAST)
-    role = admin.call("createRole", name="narrow", type="Admin")["role"]
-    admin.call("createRolePermission", roleid=role["id"], rule="listZones", permission="allow")
-    admin.call("createRolePermission", roleid=role["id"], rule="list*", permission="deny")
+    role = admin.call("importRole", name="narrow", type="Admin", rules=[
+        {"rule": "listZones", "permission": "allow"}, {"rule": "list*", "permission": "deny"}])["role"]
     user = admin.call("createAccount", username="narrow", password="Pw-1-narrow", roleid=role["id"],
                       email="n@example.invalid", firstname="n", lastname="n")["account"]["user"][0]
     keys = admin.call("registerUserKeys", id=user["id"])["userkeys"]
@@ -111,3 +110,13 @@ def test_rotation_with_keys_the_server_refuses_leaves_the_secret_alone(emulator,
     assert code == 1 and "rejected the request" in err
     assert secret_keys(api_secret) == {"apikey": "not-a-key", "secretkey": "nope"}
     assert not [a for a in emulator.accounts.values() if a["name"] == ra.ACCOUNT_NAME]
+
+
+def test_import_role_refuses_a_name_in_use_and_a_rule_naming_no_api(emulator, api_secret):
+    admin = Api(emulator.url, emulator.apikey, emulator.secretkey, FAST)
+    admin.call("importRole", name="once", type="Admin", rules=[{"rule": "listZones", "permission": "allow"}])
+    with pytest.raises(CloudStackError, match="Role already exists"):
+        admin.call("importRole", name="once", type="Admin", rules=[{"rule": "listZones", "permission": "allow"}])
+    with pytest.raises(CloudStackError, match="Invalid api name: listZone provided in rules param"):
+        admin.call("importRole", name="typo", type="Admin", rules=[{"rule": "listZone", "permission": "allow"}])
+    assert [r["name"] for r in emulator.roles.values()].count("once") == 1

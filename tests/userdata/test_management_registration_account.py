@@ -21,8 +21,10 @@ def test_the_first_boot_stores_the_registration_accounts_keys_not_the_admins(mac
     api = machine.state()["api"]
     [role] = api["roles"]
     assert (role["name"], role["type"]) == (ra.ROLE_NAME, "Admin")
-    # One allow rule per command, nothing wider than the list (no "*").
-    assert role["rules"] == [[rule, "allow"] for rule in ra.ROLE_RULES]
+    # One allow rule per command, nothing wider than the list (no "*"), all in one importRole.
+    assert sorted(role["rules"]) == [[rule, "allow"] for rule in ra.ROLE_RULES]
+    calls = [c["api"] for c in machine.calls() if c.get("api")]
+    assert calls.count("importRole") == 1 and "createRolePermission" not in calls
     [account] = api["accounts"]
     assert account["name"] == ra.ACCOUNT_NAME and account["roleid"] == role["id"]
     [user] = account["user"]
@@ -65,10 +67,11 @@ def test_a_boot_after_one_that_stopped_before_the_secret_creates_no_second_role_
     r = machine.rerun(SCRIPT)
     assert r.status == 0, r.output
     calls = [c["api"] for c in machine.calls() if c.get("api")]
-    assert "createRole" not in calls and "createAccount" not in calls
+    assert "importRole" not in calls and "createAccount" not in calls
+    assert calls.count("createRolePermission") == len(ra.ROLE_RULES) - 3
     api = machine.state()["api"]
     assert len(api["roles"]) == 1 and len(api["accounts"]) == 1
-    assert api["roles"][0]["rules"] == [[rule, "allow"] for rule in ra.ROLE_RULES]
+    assert sorted(api["roles"][0]["rules"]) == [[rule, "allow"] for rule in ra.ROLE_RULES]
     user = api["accounts"][0]["user"][0]["id"]
     assert api["user_keys"] == {user: 2}
     assert json.loads(machine.state()["secrets"][SECRETS.api_keys]) == {"apikey": "api-2", "secretkey": "sec-2"}

@@ -1331,15 +1331,37 @@ def _list_roles(api, form):
     return {"listrolesresponse": {"count": len(roles), "role": roles} if roles else {}}
 
 
-def _create_role(api, form):
-    # RoleManagerImpl.createRole: a second role of one name is created all the same.
-    error = _missing("createRole", form, ("name",))
-    if error or form.get("type") not in ("Admin", "ResourceAdmin", "DomainAdmin", "User"):
-        return error or _error("createRole", 431, "Invalid role type provided")
+def _map_param(form, name):
+    """The entries of a map parameter (name[i].key=value), index order."""
+    entries = {}
+    for key, value in form.items():
+        m = re.fullmatch(rf"{name}\[(\d+)\]\.(\w+)", key)
+        if m:
+            entries.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    return [entries[i] for i in sorted(entries)]
+
+
+def _import_role(api, form):
+    # RoleManagerImpl.importRole: one role and all its rules at once; a name in use is refused.
+    # ImportRoleCmd.getRules: every rule names an API (unless it has a wildcard) and has a permission.
+    error = _missing("importRole", form, ("name",))
+    rules = _map_param(form, "rules")
+    if error or not rules:
+        return error or _error("importRole", 431, "Unable to execute API command importrole due to missing "
+                                                   "parameter rules")
+    if form.get("type") not in ("Admin", "ResourceAdmin", "DomainAdmin", "User"):
+        return _error("importRole", 431, "Invalid role type provided")
+    for rule in rules:
+        if not rule.get("rule"):
+            return _error("importRole", 431, "Empty rule provided in rules param")
+        if rule.get("permission") not in ("allow", "deny"):
+            return _error("importRole", 431, f"Invalid permission: {rule.get('permission')} provided in rules param")
+    if any(r["name"] == form["name"] for r in api["roles"]):
+        return _error("importRole", 530, "Role already exists")
     role = {"id": f"role-{len(api['roles']) + 1}", "name": form["name"], "type": form["type"],
-            "description": form.get("description", ""), "rules": []}
+            "description": form.get("description", ""), "rules": [[r["rule"], r["permission"]] for r in rules]}
     api["roles"].append(role)
-    return {"createroleresponse": {"role": {k: role[k] for k in ("id", "name", "type", "description")}}}
+    return {"importroleresponse": {"role": {k: role[k] for k in ("id", "name", "type", "description")}}}
 
 
 def _role(api, role_id):
@@ -1360,7 +1382,7 @@ def _create_role_permission(api, form):
     role = None if error else _role(api, form["roleid"])
     if error or role is None:
         return error or _error("createRolePermission", 431, "Invalid role id provided")
-    role["rules"].append((form["rule"], form["permission"]))
+    role["rules"].append([form["rule"], form["permission"]])
     return {"createrolepermissionresponse": {"rolepermission": {
         "id": f"{role['id']}-rule-{len(role['rules']) - 1}", "roleid": role["id"], "rule": form["rule"],
         "permission": form["permission"]}}}
@@ -1399,7 +1421,7 @@ def _register_user_keys(api, form):
     return {"registeruserkeysresponse": {"userkeys": {"apikey": f"api-{n}", "secretkey": f"sec-{n}"}}}
 
 
-ROLE_AND_ACCOUNT_COMMANDS = {"listRoles": _list_roles, "createRole": _create_role,
+ROLE_AND_ACCOUNT_COMMANDS = {"listRoles": _list_roles, "importRole": _import_role,
                              "listRolePermissions": _list_role_permissions,
                              "createRolePermission": _create_role_permission, "listAccounts": _list_accounts,
                              "createAccount": _create_account, "registerUserKeys": _register_user_keys}
