@@ -93,13 +93,12 @@ def rotate_command(args: argparse.Namespace, out: TextIO, err: TextIO,
     found = open_connection(name, args, err, connection)
     if isinstance(found, int):
         return found
-    endpoint, secret, region = found
     try:
-        rotate(endpoint, secret, region)
+        rotate(*found)
     except RegistrationError as exc:
         err.write(f"{name}: {exc}\n")
         return 1
-    out.write(f"{secret} now holds a new key pair of the CloudStack account {ra.ACCOUNT_NAME} (role "
+    out.write(f"{found[1]} now holds a new key pair of the CloudStack account {ra.ACCOUNT_NAME} (role "
               f"{ra.ROLE_NAME}); its previous value is the AWSPREVIOUS version\n")
     return 0
 
