@@ -1180,8 +1180,84 @@ api_gate_at_start() {
     fi
 }
 
+# named_id NAME_FIELD NAME LIST_KEY [PATH] <<<ANSWER: prints the id (or the value at the
+# dotted PATH, list indexes as numbers) of the item of a list answer whose NAME_FIELD is
+# exactly NAME (older releases' listRoles matches names by substring: RoleDaoImpl.findAllByName);
+# status 1 when there is none.
+named_id() {
+    python3 -c '
+import json, sys
+field, name, key = sys.argv[1:4]
+path = sys.argv[4] if len(sys.argv) > 4 else "id"
+doc = json.load(sys.stdin)
+answer = next(iter(doc.values()), {}) if isinstance(doc, dict) else {}
+if "errorcode" in answer:
+    sys.exit("CloudStack answered %s: %s" % (answer["errorcode"], answer.get("errortext", "")))
+for item in answer.get(key, []):
+    if item.get(field) == name:
+        for part in path.split("."):
+            item = item[int(part)] if isinstance(item, list) else item[part]
+        print(item)
+        sys.exit(0)
+sys.exit(1)
+' "$@"
+}
+
+# The registration's own role (components/model/registration_account.py): of type
+# Admin, allowed exactly the commands in CSEC2_REGISTRATION_RULES. A role other than
+# the built-in Root Admin gets only what its rules allow (DynamicRoleBasedAPIAccessChecker).
+# importRole creates the role with all its rules in one transaction and refuses a name in
+# use (RoleManagerImpl.importRole); a role found by name gets each rule it lacks
+# (createRolePermission). Sets REGISTRATION_ROLE_ID.
+REGISTRATION_ROLE_ID=""
+ensure_registration_role() {
+    local name=$CSEC2_REGISTRATION_ROLE answer rules rule i=0 args=()
+    answer=$(api listRoles "name=$name")
+    if ! REGISTRATION_ROLE_ID=$(named_id name "$name" role <<<"$answer"); then
+        for rule in $CSEC2_REGISTRATION_RULES; do
+            args+=("rules[$i].rule=$rule" "rules[$i].permission=allow")
+            i=$((i + 1))
+        done
+        answer=$(api importRole "name=$name" type=Admin "description=$CSEC2_REGISTRATION_ROLE_DESCRIPTION" "${args[@]}")
+        csec2_json_get importroleresponse.role.id REGISTRATION_ROLE_ID <<<"$answer" ||
+            csec2_die "importRole $name failed: $(head -c 300 <<<"$answer")"
+        csec2_log "role '$name' created with $i rules"
+        return 0
+    fi
+    rules=$(api listRolePermissions "roleid=$REGISTRATION_ROLE_ID")
+    for rule in $CSEC2_REGISTRATION_RULES; do
+        named_id rule "$rule" rolepermission <<<"$rules" >/dev/null && continue
+        answer=$(api createRolePermission "roleid=$REGISTRATION_ROLE_ID" "rule=$rule" permission=allow)
+        csec2_json_has createrolepermissionresponse.rolepermission.id <<<"$answer" ||
+            csec2_die "createRolePermission $rule for role $name failed: $(head -c 300 <<<"$answer")"
+    done
+}
+
+# The registration's own account in the ROOT domain (the caller's: the admin's) with
+# role REGISTRATION_ROLE_ID; sets REGISTRATION_USER_ID to its user's id. Its password is
+# random, in a root-only file removed at once: the account signs in with its API keys
+# only, and the admin's password stays the humans' login.
+REGISTRATION_USER_ID=""
+ensure_registration_account() {
+    local name=$CSEC2_REGISTRATION_ACCOUNT answer password=$CSEC2_PRIVATE_DIR/registration-password
+    answer=$(api listAccounts "name=$name")
+    if REGISTRATION_USER_ID=$(named_id name "$name" account user.0.id <<<"$answer"); then
+        return 0
+    fi
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32), end="")' >"$password")
+    answer=$(api createAccount "username=$name" "password@$password" "roleid=$REGISTRATION_ROLE_ID" \
+        "email=$CSEC2_REGISTRATION_EMAIL" "firstname=$CSEC2_REGISTRATION_FIRSTNAME" \
+        "lastname=$CSEC2_REGISTRATION_LASTNAME")
+    rm -f "$password"
+    csec2_json_get createaccountresponse.account.user.0.id REGISTRATION_USER_ID <<<"$answer" ||
+        csec2_die "createAccount $name failed: $(head -c 300 <<<"$answer")"
+    csec2_log "account '$name' created"
+}
+
 # Keys are created only while the secret has no value: existing keys (and the
-# registration that uses them) stay valid across re-runs and replacements.
+# registration that uses them) stay valid across re-runs and replacements. They are
+# the registration account's, not the admin's (cloudstack-ec2 rotate-keys moves an
+# older cloud's secret over to that account).
 store_api_keys() {
     local name=$CSEC2_SECRET_API_KEYS answer apikey secretkey err=$CSEC2_PRIVATE_DIR/aws-error
     ((BOOTSTRAPPED)) && return 0
@@ -1192,7 +1268,9 @@ store_api_keys() {
     fi
     grep -q ResourceNotFoundException "$err" ||
         csec2_die "cannot read secret $name: $(tr -s '\n' ' ' <"$err" | cut -c1-200)"
-    answer=$(api registerUserKeys "id=$ADMIN_ID")
+    ensure_registration_role
+    ensure_registration_account
+    answer=$(api registerUserKeys "id=$REGISTRATION_USER_ID")
     csec2_json_get registeruserkeysresponse.userkeys.apikey apikey <<<"$answer" ||
         csec2_die "registerUserKeys returned no keys"
     csec2_json_get registeruserkeysresponse.userkeys.secretkey secretkey <<<"$answer" ||
@@ -1201,7 +1279,7 @@ store_api_keys() {
         <<<"$apikey"$'\n'"$secretkey" >"$(secret_file api-keys.json "")"
     csec2_aws secretsmanager put-secret-value --secret-id "$name" \
         --secret-string "file://$CSEC2_PRIVATE_DIR/api-keys.json" >/dev/null
-    csec2_log "API keys of '$ADMIN_USER' created and stored in $name"
+    csec2_log "API keys of '$CSEC2_REGISTRATION_ACCOUNT' created and stored in $name"
 }
 
 # Prints the value of global setting $1.

@@ -12,7 +12,7 @@ from components.boot.common import (
     DEFAULT_KEY_URL, DEFAULT_REPO_URL, BootWaits, check_common, check_package_source, common_env, package_env,
     render_user_data)
 from components.boot.overlay import OverlayConfig, check_system_public_range
-from components.model import ldap, naming, regions
+from components.model import ldap, naming, regions, registration_account
 from components.model import rules
 from components.model.settings.controlplane import MAX_MANAGEMENT_SERVERS
 
@@ -123,8 +123,18 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
             "CSEC2_DB_CA_BUNDLE_URL": _rds_ca_bundle(boot.aws_region),
             "CSEC2_ROLE_NAME": boot.role_name, "CSEC2_BOOTSTRAP_POLICIES": " ".join(naming.BOOTSTRAP_POLICIES),
             "CSEC2_BOOTSTRAP_MARKER": naming.PARAM_BOOTSTRAPPED,
-            **_secrets_env(boot.secrets), **_servers_env(boot),
+            **_secrets_env(boot.secrets), **_servers_env(boot), **_registration_env(),
             **({"CSEC2_LDAP_TRUSTSTORE": ldap.TRUSTSTORE_PATH} if boot.secrets.ldap_ca else {})}
+
+
+def _registration_env() -> dict[str, str]:
+    """The registration's role, account and the role's rules (space-separated command
+    names), which the first management server creates (components/model/registration_account.py)."""
+    ra = registration_account
+    return {"CSEC2_REGISTRATION_ROLE": ra.ROLE_NAME, "CSEC2_REGISTRATION_ROLE_DESCRIPTION": ra.ROLE_DESCRIPTION,
+            "CSEC2_REGISTRATION_ACCOUNT": ra.ACCOUNT_NAME, "CSEC2_REGISTRATION_EMAIL": ra.ACCOUNT_EMAIL,
+            "CSEC2_REGISTRATION_FIRSTNAME": ra.ACCOUNT_FIRSTNAME, "CSEC2_REGISTRATION_LASTNAME": ra.ACCOUNT_LASTNAME,
+            "CSEC2_REGISTRATION_RULES": " ".join(ra.ROLE_RULES)}
 
 
 def _rds_ca_bundle(aws_region: str) -> str:

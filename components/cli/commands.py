@@ -763,10 +763,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(handler=admin_access_command)
     k = sub.add_parser("keys", help="list the stack's settings: each key, its default and meaning")
     k.set_defaults(handler=keys_command)
-    from components.cli import automation, status
+    from components.cli import automation, rotate_keys, status
 
     automation.add_commands(sub)
     status.add_command(sub, automation.project_root())
+    rotate_keys.add_command(sub, automation.project_root())
     return parser
 
 

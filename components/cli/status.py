@@ -45,20 +45,30 @@ def stack_connection(args: argparse.Namespace) -> tuple[str, str, str]:
     return endpoint, secrets["api_keys"], region or secrets["api_keys"].split(":")[3]
 
 
-def status_command(args: argparse.Namespace, out: TextIO, err: TextIO,
-                   connection: Callable[[argparse.Namespace], tuple[str, str, str]] = stack_connection) -> int:
-    """Print the report (a table, or JSON with --json). Exit 0 healthy, 3 needs attention,
-    1 when the API or the keys cannot be reached (the message names the URL), 2 bad stack.
-    `connection`: where the stack's API and keys are (stack_connection reads its outputs)."""
-    name = "cloudstack-ec2 status"
+def open_connection(name: str, args: argparse.Namespace, err: TextIO,
+                    connection: Callable[[argparse.Namespace], tuple[str, str, str]]) -> tuple[str, str, str] | int:
+    """`connection(args)`, or the exit status once the error is written to `err` under
+    `name`: 2 the stack cannot be read, 1 it has no API or keys yet."""
     try:
-        endpoint, secret, region = connection(args)
+        return connection(args)
     except StackConfigError as exc:
         err.write(f"{name}: {exc}\n")
         return 2
     except RegistrationError as exc:
         err.write(f"{name}: {exc}\n")
         return 1
+
+
+def status_command(args: argparse.Namespace, out: TextIO, err: TextIO,
+                   connection: Callable[[argparse.Namespace], tuple[str, str, str]] = stack_connection) -> int:
+    """Print the report (a table, or JSON with --json). Exit 0 healthy, 3 needs attention,
+    1 when the API or the keys cannot be reached (the message names the URL), 2 bad stack.
+    `connection`: where the stack's API and keys are (stack_connection reads its outputs)."""
+    name = "cloudstack-ec2 status"
+    found = open_connection(name, args, err, connection)
+    if isinstance(found, int):
+        return found
+    endpoint, secret, region = found
     try:
         apikey, secretkey = read_api_keys(secret, region, STATUS_TIMEOUTS)
         report = collect(Api(endpoint, apikey, secretkey, STATUS_TIMEOUTS))

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 
 from components.model import catalog
-from components.model import cloudmonkey
+from components.model import cloudmonkey, naming
 from components.model import deployed as deployed_state
 from components.program.compute import Compute
 from components.program.context import Context
@@ -59,7 +59,8 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
                                                       registration.cloudstack_version,
                                                       bootstrapped=not management.bootstrapping,
                                                       previous=ctx.previous),
-        "cloudmonkey": pulumi.Output.all(api_url, management.api_keys_secret_arn).apply(
+        # The humans' admin login, never the registration's keys (api-keys).
+        "cloudmonkey": pulumi.Output.all(api_url, management.secret_arns[naming.SECRET_ADMIN]).apply(
             lambda args: cloudmonkey.cmk_profile(ctx.stack, args[0], args[1], ctx.region)),
     }
 

@@ -81,7 +81,7 @@ class ManagementServer(pulumi.ComponentResource):
     """A Nitro instance that installs and runs the CloudStack management server.
 
     It owns CloudStack's secrets (its DB user's password, the management and database
-    encryption keys, the admin password, and the admin API keys it writes itself) and the
+    encryption keys, the admin password, and the registration account's API keys it writes itself) and the
     anchor key (components/resources/anchor.py) under which it publishes its SSH public key
     and package version for the KVM hosts. The secrets are created WITHOUT a value: the
     first management server generates each value and stores it only while the secret has

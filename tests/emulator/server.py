@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from .accounts import Accounts, AccountsError
 from .management_cluster import ApiRefusal, ManagementCluster
 
 CONTRACT = Path(__file__).with_name("contract")
@@ -199,7 +200,7 @@ def _ldap_command_error(message: str) -> "ApiError":
     return ApiError(530, f"com.cloud.exception.InvalidParameterValueException: {message}")
 
 
-class Emulator(ManagementCluster):
+class Emulator(ManagementCluster, Accounts):
     def __init__(self, *, apikey: str = "emu-apikey", secretkey: str = "emu-secretkey", job_delay: float = 0.02,
                  host_connect_delay: float = 0.02, maintenance_delay: float = 0.05, port: int = 0,
                  add_host_delay: float = 0.02) -> None:
@@ -273,6 +274,10 @@ class Emulator(ManagementCluster):
         # what came in
         self.requests: list[dict[str, Any]] = []           # every request: command, params, status
         self._init_management(*FIRST_MANAGEMENT_SERVER)
+        self._init_accounts(apikey)  # the emulator's own key pair is the root admin's
+
+    def api_names(self) -> set[str]:
+        return set(COMMANDS)
 
     # -- server lifecycle ------------------------------------------------------
     @property
@@ -395,6 +400,8 @@ class Emulator(ManagementCluster):
                 if command not in COMMANDS:
                     raise ApiError(432, f"The given command:{command} does not exist or it is not available for "
                                         f"user")
+                # ApiServer.verifyRequest checks the role before ApiDispatcher reads the parameters.
+                self.check_access({k.lower(): v for k, v in params.items()}["apikey"], command)
                 args = self._validate(command, params)
                 for fault in self._http_faults:
                     if fault[2] > 0 and fault[0] in ("*", command):
@@ -409,7 +416,7 @@ class Emulator(ManagementCluster):
                 except ApiRefusal as e:
                     raise ApiError(530, str(e)) from None
                 status = 200
-            except ApiError as e:
+            except (ApiError, AccountsError) as e:
                 status = e.code
                 body = {"uuidList": [], "errorcode": e.code, "cserrorcode": 9999, "errortext": e.text}
             except Exception as e:  # an emulator bug: fail loudly, never as a retryable code

@@ -181,6 +181,9 @@ def initial_state() -> dict:
         "firewall_probes": {"router_to_api": {"table": "cloudstack_ec2_management", "iif": "vxlan100",
                                               "saddr": "10.100.0.1", "dport": 8080}},
         "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
+                # roles, their rules and accounts as the API lists them; user_keys: apikey -> secretkey
+                # (what a signed request is checked with); keys_of_user: user id -> its pair's number
+                "roles": [], "accounts": [], "user_keys": {}, "keys_of_user": {},
                 "restarts": 0,
                 "ssh_public_key": MGMT_SSH_KEY,
                 "config": {"host": "10.0.0.57", "management.network.cidr": "10.0.0.0/24",

@@ -1430,11 +1430,8 @@ def curl(state):
     elif command == "updateUser":
         api["admin_password"] = form["password"]
         print(json.dumps({"updateuserresponse": {"user": {"id": form["id"]}}}))
-    elif command == "registerUserKeys":
-        api["keys_registered"] += 1
-        n = api["keys_registered"]
-        api.setdefault("user_keys", {})[f"api-{n}"] = f"sec-{n}"
-        print(json.dumps({"registeruserkeysresponse": {"userkeys": {"apikey": f"api-{n}", "secretkey": f"sec-{n}"}}}))
+    elif command in ROLE_AND_ACCOUNT_COMMANDS:
+        print(json.dumps(ROLE_AND_ACCOUNT_COMMANDS[command](api, form)))
     elif command == "listConfigurations":
         # ManagementServerImpl.searchForConfigurations: name LIKE %name% (case-insensitive
         # collation) over the whole table, rows of category Hidden left out; rows the
@@ -1457,6 +1454,122 @@ def curl(state):
     else:
         print(json.dumps({"errorresponse": {"errorcode": 432, "errortext": "unknown"}}))
     return 0
+
+
+def _error(command, code, text):
+    return {f"{command.lower()}response": {"errorcode": code, "errortext": text}}
+
+
+def _missing(command, form, required):
+    """The real server's answer to a call without a required parameter (ApiDispatcher)."""
+    missing = [p for p in required if not form.get(p)]
+    return _error(command, 431, f"Unable to execute API command {command.lower()} due to missing parameter "
+                                f"{missing[0]}") if missing else None
+
+
+def _list_roles(api, form):
+    # RoleDaoImpl.findAllByName: LIKE the name (older releases: %name%, a substring).
+    name = form.get("name", "").lower()
+    roles = [{k: r[k] for k in ("id", "name", "type", "description")} for r in api["roles"]
+             if name in r["name"].lower()]
+    return {"listrolesresponse": {"count": len(roles), "role": roles} if roles else {}}
+
+
+def _map_param(form, name):
+    """The entries of a map parameter (name[i].key=value), index order."""
+    entries = {}
+    for key, value in form.items():
+        m = re.fullmatch(rf"{name}\[(\d+)\]\.(\w+)", key)
+        if m:
+            entries.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    return [entries[i] for i in sorted(entries)]
+
+
+def _import_role(api, form):
+    # RoleManagerImpl.importRole: one role and all its rules at once; a name in use is refused.
+    # ImportRoleCmd.getRules: every rule names an API (unless it has a wildcard) and has a permission.
+    error = _missing("importRole", form, ("name",))
+    rules = _map_param(form, "rules")
+    if error or not rules:
+        return error or _error("importRole", 431, "Unable to execute API command importrole due to missing "
+                                                   "parameter rules")
+    if form.get("type") not in ("Admin", "ResourceAdmin", "DomainAdmin", "User"):
+        return _error("importRole", 431, "Invalid role type provided")
+    for rule in rules:
+        if not rule.get("rule"):
+            return _error("importRole", 431, "Empty rule provided in rules param")
+        if rule.get("permission") not in ("allow", "deny"):
+            return _error("importRole", 431, f"Invalid permission: {rule.get('permission')} provided in rules param")
+    if any(r["name"] == form["name"] for r in api["roles"]):
+        return _error("importRole", 530, "Role already exists")
+    role = {"id": f"role-{len(api['roles']) + 1}", "name": form["name"], "type": form["type"],
+            "description": form.get("description", ""), "rules": [[r["rule"], r["permission"]] for r in rules]}
+    api["roles"].append(role)
+    return {"importroleresponse": {"role": {k: role[k] for k in ("id", "name", "type", "description")}}}
+
+
+def _role(api, role_id):
+    return next((r for r in api["roles"] if r["id"] == role_id), None)
+
+
+def _list_role_permissions(api, form):
+    role = _role(api, form.get("roleid"))
+    if role is None:
+        return _error("listRolePermissions", 431, "Invalid role id provided")
+    rules = [{"id": f"{role['id']}-rule-{i}", "roleid": role["id"], "rolename": role["name"], "rule": rule,
+              "permission": permission} for i, (rule, permission) in enumerate(role["rules"])]
+    return {"listrolepermissionsresponse": {"count": len(rules), "rolepermission": rules} if rules else {}}
+
+
+def _create_role_permission(api, form):
+    error = _missing("createRolePermission", form, ("roleid", "rule", "permission"))
+    role = None if error else _role(api, form["roleid"])
+    if error or role is None:
+        return error or _error("createRolePermission", 431, "Invalid role id provided")
+    role["rules"].append([form["rule"], form["permission"]])
+    return {"createrolepermissionresponse": {"rolepermission": {
+        "id": f"{role['id']}-rule-{len(role['rules']) - 1}", "roleid": role["id"], "rule": form["rule"],
+        "permission": form["permission"]}}}
+
+
+def _list_accounts(api, form):
+    # QueryManagerImpl.searchForAccountsInternal: the exact account name.
+    accounts = [a for a in api["accounts"] if form.get("name") in (None, a["name"])]
+    return {"listaccountsresponse": {"count": len(accounts), "account": accounts} if accounts else {}}
+
+
+def _create_account(api, form):
+    error = _missing("createAccount", form, ("email", "firstname", "lastname", "password", "username"))
+    if error:
+        return error
+    if not form.get("roleid") and not form.get("accounttype"):
+        return _error("createAccount", 431, "Neither account type and role ID are not provided")
+    name = form.get("account") or form["username"]
+    if any(a["name"] == name for a in api["accounts"]) or name == api["admin_user"]:
+        return _error("createAccount", 530, f"The specified account: {name} already exists")
+    n = len(api["accounts"]) + 1
+    account = {"id": f"account-{n}", "name": name, "roleid": form.get("roleid"), "domain": "ROOT",
+               "user": [{"id": f"user-{n}", "username": form["username"], "account": name}]}
+    api["accounts"].append(account)
+    return {"createaccountresponse": {"account": account}}
+
+
+def _register_user_keys(api, form):
+    # AccountManagerImpl.createApiKeyAndSecretKey: a new pair replaces the user's.
+    users = {"admin-uuid"} | {u["id"] for a in api["accounts"] for u in a["user"]}
+    if form.get("id") not in users:
+        return _error("registerUserKeys", 431, "Unable to find user by id")
+    api["keys_registered"] += 1
+    n = api["keys_registered"]
+    api["keys_of_user"][form["id"]] = n
+    api["user_keys"][f"api-{n}"] = f"sec-{n}"
+    return {"registeruserkeysresponse": {"userkeys": {"apikey": f"api-{n}", "secretkey": f"sec-{n}"}}}
+
+
+ROLE_AND_ACCOUNT_COMMANDS = {"listRoles": _list_roles, "importRole": _import_role,
+                             "listRolePermissions": _list_role_permissions,
+                             "createRolePermission": _create_role_permission, "listAccounts": _list_accounts,
+                             "createAccount": _create_account, "registerUserKeys": _register_user_keys}
 
 
 def gpg(state):

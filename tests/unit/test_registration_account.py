@@ -1,0 +1,29 @@
+"""The registration role's rules are exactly the commands the registration, `status` and
+the key rotation call: a command added to the code without its rule would be refused by
+CloudStack (DynamicRoleBasedAPIAccessChecker) on every cloud bootstrapped since."""
+
+import json
+import re
+from pathlib import Path
+
+from components.model import registration_account as ra
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = set(json.loads((ROOT / "tests/emulator/contract/commands.json").read_text()))
+
+
+def called(*paths: str) -> set[str]:
+    """Every string literal of the files that names a CloudStack command."""
+    found = set()
+    for pattern in paths:
+        for path in sorted(ROOT.glob(pattern)):
+            found |= set(re.findall(r"""["']([a-zA-Z]+)["']""", path.read_text())) & COMMANDS
+    return found
+
+
+def test_the_rules_are_the_commands_the_code_calls():
+    assert set(ra.REGISTRATION_COMMANDS) == called("components/registration/*.py", "components/cli/status.py")
+    # The rotation's own calls, less the two that only the first rotation (with the admin's keys) needs.
+    rotation = called("components/cli/rotate_keys.py") - {"importRole", "createAccount"}
+    assert set(ra.ROTATION_COMMANDS) <= rotation <= set(ra.ROLE_RULES)
+    assert list(ra.ROLE_RULES) == sorted(set(ra.ROLE_RULES)) and "*" not in "".join(ra.ROLE_RULES)
