@@ -162,10 +162,11 @@ def test_rotated_keys_are_followed_and_unknown_ones_refused(emulator, cloud):
     assert r.returncode == 1 and "unable to verify user credentials and/or request signature" in r.stdout
     assert "not-the-key" not in r.stdout
     assert value(cloud) != consoles.console_forwards("10.100.192.3")
-    # the new keys of the user, stored in the secret: the next run signs with them
-    emulator.users = {"rotated-apikey": "rotated-secretkey"}
-    cloud["sm"].put_secret_value(SecretId=SECRET_ID, SecretString=json.dumps({"apikey": "rotated-apikey",
-                                                                               "secretkey": "rotated-secretkey"}))
+    # the user's keys rotated (registerUserKeys: the old pair stops working) and stored in the
+    # secret: the next run signs with the new ones
+    with emulator.lock:
+        keys = emulator._cmd_registerUserKeys({"id": emulator.key_owner[emulator.apikey]})["userkeys"]
+    cloud["sm"].put_secret_value(SecretId=SECRET_ID, SecretString=json.dumps(keys))
     r = publish(cloud, emulator)
     assert r.returncode == 0, r.stdout
     assert value(cloud) == consoles.console_forwards("10.100.192.3")
