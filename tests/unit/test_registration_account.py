@@ -21,6 +21,13 @@ def called(*paths: str) -> set[str]:
     return found
 
 
+def test_the_console_publisher_signs_only_commands_the_role_allows():
+    # userdata/console-forwards.sh signs its calls with the keys of the api-keys secret, the
+    # registration account's: each command it sends must be one of the role's rules.
+    sent = set(re.findall(r"command=([a-zA-Z]+)", (ROOT / "userdata/console-forwards.sh").read_text()))
+    assert sent and sent <= set(ra.ROLE_RULES)
+
+
 def test_the_rules_are_the_commands_the_code_calls():
     assert set(ra.REGISTRATION_COMMANDS) == called("components/registration/*.py", "components/cli/status.py")
     # The rotation's own calls, less the two that only the first rotation (with the admin's keys) needs.
