@@ -97,17 +97,33 @@ apply_forwards() {
 PAIR_IMDS=http://169.254.169.254
 PAIR_LOG=$CSEC2_ROOT/var/log/cloudstack-ec2-router-pair.log
 PAIR_LOCK=$CSEC2_STATE_DIR/router-pair.lock
+# PAIR_HELD: this router has been active since it last found the whole AWS side
+# its own (removed on any other keepalived state, as at keepalived's start);
+# PAIR_YIELD: keepalived's track file (non-zero: FAULT; see pair_yield; 0 at
+# every keepalived start); PAIR_YIELD_PEER: to whom it yielded ("ENI adverts").
+PAIR_HELD=$CSEC2_STATE_DIR/router-pair-held
+PAIR_YIELD=$CSEC2_STATE_DIR/router-pair-yield
+PAIR_YIELD_PEER=$CSEC2_STATE_DIR/router-pair-yielded-to
 PAIR_ATTEMPTS=${CSEC2_ROUTER_PAIR_ATTEMPTS:-4}
 PAIR_SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
 KEEPALIVED_CONF=$CSEC2_ROOT/etc/keepalived/keepalived.conf
 PAIR_UNIT_DIR=$CSEC2_ROOT/etc/systemd/system
 PAIR_ENI="" PAIR_PRIMARY="" CONSOLE_ADDRESS="" TENANT_ADDRESS=""
+# When this run began, in microseconds (bash's EPOCHREALTIME, its decimal point
+# dropped: it follows the locale): the takeover's lines say how long each call took.
+PAIR_T0=${EPOCHREALTIME//[!0-9]/}
 
 # Lines of keepalived's scripts go to their own log (keepalived discards a
 # script's output) and to the journal of the timer's unit. No secrets: route
 # table, allocation and interface IDs and private addresses only.
 pair_log() {
     csec2_log "$*" | tee -a "$PAIR_LOG"
+}
+
+# Seconds since this run began (PAIR_T0), e.g. "1.25".
+pair_elapsed() {
+    local us=$((${EPOCHREALTIME//[!0-9]/} - PAIR_T0))
+    printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000))
 }
 
 # Settings of keepalived's scripts, which run outside a boot run (no boot lock:
@@ -191,7 +207,7 @@ pair_call() {
             return 1
         fi
         if out=$(csec2_aws ec2 "$@" 2>&1); then
-            pair_log "router pair: $what: done"
+            pair_log "router pair: $what: done ($(pair_elapsed) s into this run)"
             return 0
         fi
         pair_log "router pair: $what failed (attempt $attempt of $PAIR_ATTEMPTS): $(printf '%s' "$out" | tr -s '\n' ' ' | cut -c1-300)"
@@ -232,29 +248,125 @@ pair_takeover() {
 }
 
 # What of the AWS side does not point at this router, one line each (nothing
-# when all does).
+# when all does): the interface it points at ("none": none, "?": not known) and what.
 pair_misplaced() {
     local tables table targets target role allocation line eni address
     read -ra tables <<<"$CSEC2_ROUTER_PAIR_ROUTE_TABLES"
     if ! targets=$(csec2_aws ec2 describe-route-tables --route-table-ids "${tables[@]}" --output text \
         --query "RouteTables[].[RouteTableId, Routes[?DestinationCidrBlock=='$CSEC2_OVERLAY_CIDR'].NetworkInterfaceId | [0]]"); then
-        echo "route tables: describe-route-tables failed"
+        echo "? route tables: describe-route-tables failed"
         return 0
     fi
     for table in "${tables[@]}"; do
         target=$(awk -v t="$table" '$1 == t { print $2 }' <<<"$targets")
-        [[ $target == "$PAIR_ENI" ]] || echo "route $CSEC2_OVERLAY_CIDR of $table: ${target:-none}"
+        [[ $target == "$PAIR_ENI" ]] || echo "${target:-none} route $CSEC2_OVERLAY_CIDR of $table: ${target:-none}"
     done
     while read -r role allocation; do
         if ! line=$(csec2_aws ec2 describe-addresses --allocation-ids "$allocation" --output text \
             --query "Addresses[0].[NetworkInterfaceId, PrivateIpAddress]"); then
-            echo "Elastic IP $allocation: describe-addresses failed"
+            echo "? Elastic IP $allocation: describe-addresses failed"
             continue
         fi
         read -r eni address <<<"$line"
         [[ $eni == "$PAIR_ENI" && $address == "$(pair_private_address "$role")" ]] ||
-            echo "Elastic IP $allocation ($role): ${eni:-none} ${address:-none}"
+            echo "${eni:-none} Elastic IP $allocation ($role): ${eni:-none} ${address:-none}"
     done < <(pair_allocations)
+}
+
+# ----------------------------------------------------------- split brain ----
+# When the two routers cannot exchange adverts but both reach EC2 (a partition
+# between them, a security group that lost protocol 112), keepalived makes both
+# MASTER, and each would take the AWS side back from the other every 30 s, for
+# as long as the partition lasts. keepalived offers nothing for it: nopreempt and
+# the priorities act on adverts received, and notify_master_rx_lower_pri runs
+# only once adverts arrive again (keepalived.conf(5)). So the routers settle it
+# on the AWS side, deterministically: router 0 (the higher priority) never
+# yields and re-asserts; router 1 yields when the AWS side moved to the other
+# router's interface while router 1 was active and held all of it (PAIR_HELD),
+# and that interface's instance runs with its status checks not impaired.
+# Yielding puts router 1's keepalived into FAULT through its track file (the
+# gateway address leaves its cloudbr0, so the overlay has one gateway too) and
+# ends its re-assertions. That is safe: such a move is an API call the other
+# router made since router 1's last check, and it makes one only while it holds
+# the gateway (pair_call), so it was alive and active at the same time. If it
+# breaks after that while its instance keeps running and passing EC2's checks
+# (its keepalived or its forwarding gone, during the same partition), router 1
+# stays out until the partition heals or the instance stops or fails a check:
+# the pair does not cover a second fault during a partition, as VRRP itself
+# cannot tell a silent peer from a cut link. Router 1 comes back (track file 0:
+# BACKUP, then the election) as soon as adverts from the other router arrive
+# again (the counter below), or its instance no longer runs healthy.
+
+# The number of VRRP packets from the other router that reached this one over
+# the VPC (an nftables counter, which counts them whatever state keepalived is
+# in; never what comes from the overlay, where a tenant may forge the source);
+# creates the counting table when it is missing (a reboot drops it).
+pair_peer_adverts() {
+    local out
+    if ! out=$(nft list counter ip cloudstack_router_pair peer_adverts 2>/dev/null); then
+        printf '%s\n' "table ip cloudstack_router_pair {" "    counter peer_adverts { }" "    chain prerouting {" \
+            "        type filter hook prerouting priority raw; policy accept;" \
+            "        iifname != cloudbr0 ip saddr $CSEC2_ROUTER_PAIR_PEER ip protocol vrrp counter name \"peer_adverts\"" "    }" "}" |
+            nft -f - || return 1
+        echo 0
+        return 0
+    fi
+    awk '$1 == "packets" { print $2; exit }' <<<"$out"
+}
+
+# pair_peer_health ENI: "healthy" when the instance ENI is attached to runs and
+# EC2's status checks of it are not impaired (EC2 User Guide, "Status checks for
+# your instances"; checks still initializing count as healthy), else "down";
+# fails when EC2 did not answer.
+pair_peer_health() {
+    local instance status
+    instance=$(csec2_aws ec2 describe-network-interfaces --network-interface-ids "$1" --output text \
+        --query 'NetworkInterfaces[0].Attachment.InstanceId') || return 1
+    if [[ $instance != i-* ]]; then
+        echo down
+        return 0
+    fi
+    status=$(csec2_aws ec2 describe-instance-status --instance-ids "$instance" --include-all-instances \
+        --output text --query 'InstanceStatuses[0].[InstanceState.Name, SystemStatus.Status, InstanceStatus.Status]') ||
+        return 1
+    if [[ $status == running* && $status != *impaired* ]]; then echo healthy; else echo down; fi
+}
+
+# pair_should_yield MISPLACED: whether router 1 yields (see above) to the one
+# interface every line of MISPLACED (pair_misplaced) names; prints it.
+pair_should_yield() {
+    local enis
+    ((CSEC2_ROUTER_PAIR_INDEX == 1)) && [[ -e $PAIR_HELD ]] || return 1
+    enis=$(awk '{ print $1 }' <<<"$1" | sort -u)
+    [[ $enis == eni-* && $enis != *$'\n'* && $enis != "$PAIR_ENI" ]] || return 1
+    [[ $(pair_peer_health "$enis") == healthy ]] && printf '%s' "$enis"
+}
+
+# pair_yield ENI: keepalived to FAULT (the track file), remembering to whom and
+# how many adverts of the other router had arrived by then.
+pair_yield() {
+    printf '%s %s\n' "$1" "$(pair_peer_adverts)" >"$PAIR_YIELD_PEER"
+    rm -f "$PAIR_HELD"
+    printf '1\n' >"$PAIR_YIELD"
+    pair_log "router pair: yielding to router 0 ($1): it took the AWS side while this router was active (no adverts between the two, both reach EC2); keepalived in FAULT until its adverts arrive again or its instance stops or fails a status check"
+}
+
+# While yielded: back to the election (track file 0) when adverts of the other
+# router arrive again or its instance no longer runs healthy; an EC2 call that
+# fails changes nothing.
+pair_check_yield() {
+    local eni seen now
+    read -r eni seen <"$PAIR_YIELD_PEER" 2>/dev/null || { eni="" seen=0; }
+    now=$(pair_peer_adverts) || now=$seen
+    if ((now > seen)); then
+        pair_log "router pair: adverts from the other router arrive again ($((now - seen)) since yielding): back to the election"
+    elif [[ $eni != eni-* || $(pair_peer_health "$eni") == down ]]; then
+        pair_log "router pair: the instance behind ${eni:-the interface yielded to} no longer runs healthy: back to the election"
+    else
+        return 0
+    fi
+    rm -f "$PAIR_YIELD_PEER"
+    printf '0\n' >"$PAIR_YIELD"
 }
 
 # `router.sh vrrp STATE` (keepalived's notify_master, notify_master_rx_lower_pri,
@@ -268,14 +380,18 @@ pair_vrrp() {
     # metric filter counts it (components/model/alarms.py ROUTER_TAKEOVER_PATTERN, the
     # router-pair-takeover alarm). Keep its words when changing it.
     pair_log "router pair: keepalived state ${1:-?} (router $CSEC2_ROUTER_PAIR_INDEX)"
-    [[ ${1-} == MASTER ]] || return 0
+    if [[ ${1-} != MASTER ]]; then
+        rm -f "$PAIR_HELD"
+        return 0
+    fi
     exec {lock}>"$PAIR_LOCK"
     if ! flock -w 120 "$lock"; then
         pair_log "router pair: another takeover still runs after 120 s"
         return 1
     fi
     if pair_takeover; then
-        pair_log "router pair: this router is active: the overlay route and the Elastic IPs point at $PAIR_ENI"
+        touch "$PAIR_HELD"
+        pair_log "router pair: this router is active: the overlay route and the Elastic IPs point at $PAIR_ENI ($(pair_elapsed) s after keepalived's call)"
         return 0
     fi
     pair_log "router pair: takeover incomplete; cloudstack-ec2-router-pair.timer retries it"
@@ -285,18 +401,32 @@ pair_vrrp() {
 # `router.sh reassert` (cloudstack-ec2-router-pair.timer): while this router is
 # active, re-takes whatever of the AWS side points elsewhere (a takeover the
 # other router ran after ours, e.g. when a partition healed: keepalived's
-# notify_master_rx_lower_pri and this check make the active router win).
+# notify_master_rx_lower_pri and this check make the active router win), unless
+# router 1 yields to router 0 (split brain above); while it has yielded, checks
+# whether to come back.
 pair_reassert() {
-    local lock misplaced
+    local lock misplaced peer
     pair_load
-    pair_is_active || return 0
     exec {lock}>"$PAIR_LOCK"
     flock -n "$lock" || return 0 # a takeover is running
+    if [[ $(cat "$PAIR_YIELD" 2>/dev/null) == 1 ]]; then
+        pair_check_yield
+        return 0
+    fi
+    pair_peer_adverts >/dev/null || true
+    pair_is_active || return 0
     pair_identity || return 1
     misplaced=$(pair_misplaced)
-    [[ -z $misplaced ]] && return 0
-    pair_log "router pair: active, but: $(tr '\n' ';' <<<"$misplaced") re-asserting"
-    pair_takeover
+    if [[ -z $misplaced ]]; then
+        touch "$PAIR_HELD"
+        return 0
+    fi
+    if peer=$(pair_should_yield "$misplaced"); then
+        pair_yield "$peer"
+        return 0
+    fi
+    pair_log "router pair: active, but: $(cut -d' ' -f2- <<<"$misplaced" | tr '\n' ';') re-asserting"
+    pair_takeover && touch "$PAIR_HELD"
 }
 
 # `router.sh keepalived-config`: keepalived.conf(5) of this router, printed.
@@ -317,7 +447,9 @@ pair_reassert() {
 # heals the loser sends one advert more (higher_prio_send_advert), on which the
 # winner repeats them (garp_lower_prio_repeat) and takes the AWS side back
 # (notify_master_rx_lower_pri: a lower-priority router that was briefly active
-# ran its takeover last).
+# ran its takeover last). The track file (weight 0: a non-zero value is FAULT) is
+# how router 1 yields during a split brain (pair_yield); init_file writes 0 at
+# keepalived's start (a restarted router joins the election afresh).
 pair_keepalived_conf() {
     local priority=100 dev
     ((CSEC2_ROUTER_PAIR_INDEX == 0)) && priority=150
@@ -330,6 +462,11 @@ global_defs {
     enable_script_security
     vrrp_check_unicast_src
     vrrp_higher_prio_send_advert
+}
+track_file router_pair_yield {
+    file "$PAIR_YIELD"
+    weight 0
+    init_file 0 overwrite
 }
 vrrp_instance overlay_gateway {
     state BACKUP
@@ -347,6 +484,9 @@ vrrp_instance overlay_gateway {
     }
     track_interface {
         cloudbr0
+    }
+    track_file {
+        router_pair_yield
     }
     garp_master_delay 1
     garp_master_repeat 3
@@ -408,7 +548,8 @@ setup_router_pair() {
         CSEC2_ROUTER_EIP_INFRASTRUCTURE
     csec2_apt_install keepalived
     pair_identity || csec2_die "instance metadata (IMDSv2) did not answer with this router's interface"
-    mkdir -p "$(dirname "$KEEPALIVED_CONF")" "$PAIR_UNIT_DIR"
+    mkdir -p "$(dirname "$KEEPALIVED_CONF")" "$PAIR_UNIT_DIR" "$CSEC2_STATE_DIR"
+    pair_peer_adverts >/dev/null || csec2_die "nft refused the table counting the other router's adverts"
     pair_keepalived_conf >"$conf_new"
     keepalived --config-test -f "$conf_new" || csec2_die "keepalived --config-test refused $conf_new"
     pair_check_permissions

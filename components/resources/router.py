@@ -252,8 +252,9 @@ def takeover_grants(route_table_ids: Sequence[pulumi.Input[str]], eni_ids: Seque
                     allocation_ids: Sequence[pulumi.Input[str]]) -> list[Grant]:
     """What the active router of a pair may do on AWS, and nothing more: ReplaceRoute in the
     managed route tables, AssociateAddress of the stack's Elastic IPs with the two routers'
-    interfaces, and the two read-only Describes the takeover and its periodic check need;
-    each in the stack's region only.
+    interfaces, and the read-only Describes the takeover and its periodic check need (the
+    route tables, the addresses, and, to settle a split brain, which instance an interface
+    belongs to and whether it runs healthy: userdata/router.sh); each in the stack's region only.
 
     Service Authorization Reference, "Actions, resources, and condition keys for Amazon EC2":
     ReplaceRoute takes a route-table resource; AssociateAddress an elastic-ip resource and
@@ -261,15 +262,17 @@ def takeover_grants(route_table_ids: Sequence[pulumi.Input[str]], eni_ids: Seque
     names must be allowed, so listing the two routers' interfaces confines the takeover to
     them (it associates by NetworkInterfaceId and PrivateIpAddress: the console and tenants'
     addresses are secondary ones; it is granted no instance). The interfaces are listed
-    for ReplaceRoute too, as its target. DescribeRouteTables and DescribeAddresses support
-    no resource-level permission ("*"). aws:RequestedRegion is a global condition key (IAM
+    for ReplaceRoute too, as its target. DescribeRouteTables, DescribeAddresses,
+    DescribeNetworkInterfaces and DescribeInstanceStatus support no resource-level
+    permission ("*"). aws:RequestedRegion is a global condition key (IAM
     User Guide, "AWS global condition context keys")."""
     region = {"StringEquals": {"aws:RequestedRegion": aws.get_region().region}}
     interfaces = [ec2_arn("network-interface", i) for i in eni_ids]
     return [
         Grant(["ec2:ReplaceRoute"], [ec2_arn("route-table", t) for t in route_table_ids] + interfaces, region),
         Grant(["ec2:AssociateAddress"], [ec2_arn("elastic-ip", a) for a in allocation_ids] + interfaces, region),
-        Grant(["ec2:DescribeRouteTables", "ec2:DescribeAddresses"], ["*"], region),
+        Grant(["ec2:DescribeRouteTables", "ec2:DescribeAddresses", "ec2:DescribeNetworkInterfaces",
+               "ec2:DescribeInstanceStatus"], ["*"], region),
     ]
 
 

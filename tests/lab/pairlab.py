@@ -43,6 +43,9 @@ TENANT = "10.100.128.5"  # the public range (block 2): a tenant's virtual router
 ROUTE_TABLES = 2
 #: Bounds of every wait of the lab.
 SETTLE_SECONDS = 60
+#: The period of each router's `router.sh reassert` (cloudstack-ec2-router-pair.timer runs
+#: it every 30 s on EC2; the lab runs the same script more often, to see several periods).
+REASSERT_SECONDS = 4
 
 
 class PairLab(Lab):
@@ -54,6 +57,7 @@ class PairLab(Lab):
         self.base = Path("/run") / self.prefix
         self.status_path = self.base / "ec2-status.json"
         self.keepalived: dict[str, Process] = {}
+        self.timers: dict[str, Process] = {}
         self.ids: dict = {}
 
     # --- building -------------------------------------------------------------
@@ -78,6 +82,7 @@ class PairLab(Lab):
             self.install_router(inst)
         for inst in ROUTERS:
             self.start_keepalived(inst.name)
+            self.start_timer(inst.name)
 
     def start_ec2(self) -> None:
         config = {
@@ -128,7 +133,7 @@ class PairLab(Lab):
         the scripts (mode 0755), then `router.sh keepalived-config` as the boot runs it."""
         root, boot = self.root(inst.name), self.router_boot(inst)
         lib, etc = root / "usr/local/lib/cloudstack-ec2", root / "etc/cloudstack-ec2"
-        for directory in (lib, etc, root / "etc/keepalived", root / "run"):
+        for directory in (lib, etc, root / "etc/keepalived", root / "run", root / "var/lib/cloudstack-ec2"):
             directory.mkdir(parents=True, exist_ok=True)
         for name in ("router.sh", "common.sh"):
             shutil.copy(REPO / "userdata" / name, lib / name)
@@ -159,17 +164,41 @@ class PairLab(Lab):
         self.processes.append(process)
         self.keepalived[name] = process
 
+    def start_timer(self, name: str) -> None:
+        """cloudstack-ec2-router-pair.timer's part: `router.sh reassert` every REASSERT_SECONDS."""
+        root = self.root(name)
+        log = open(root / "timer.log", "a")
+        popen = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(name), "bash", "-c", 'while :; do "$0" reassert; sleep "$1"; done',
+             str(root / "usr/local/lib/cloudstack-ec2/router.sh"), str(REASSERT_SECONDS)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.script_env(name), start_new_session=True)
+        process = Process(popen)
+        self.processes.append(process)
+        self.timers[name] = process
+
     def crash(self, name: str) -> float:
-        """The router dies: keepalived killed (no priority-0 advert) and its links down.
-        Returns the moment of the loss (epoch seconds)."""
+        """The router dies: keepalived killed (no priority-0 advert), its timer with it, and
+        its links down. Returns the moment of the loss (epoch seconds)."""
         process = self.keepalived.pop(name)
         loss = time.time()
-        os.killpg(process.popen.pid, signal.SIGKILL)
-        process.popen.wait(5)
-        self.processes.remove(process)
+        for p in (process, self.timers.pop(name)):
+            os.killpg(p.popen.pid, signal.SIGKILL)
+            p.popen.wait(5)
+            self.processes.remove(p)
         for dev in ("ens5", "ethovl0", "cloudbr0"):
             self.ip(name, "link", "set", dev, "down")
         return loss
+
+    def partition(self, cut: bool) -> None:
+        """VRRP between the two routers cut (or back) on the subnet: every other packet,
+        the routers' EC2 API calls included, still passes."""
+        table = "table bridge pair_partition {\n    chain forward {\n" \
+                "        type filter hook forward priority filter; policy accept;\n" \
+                "        ip protocol vrrp drop\n    }\n}\n"
+        if cut:
+            self.run("sub", "nft", "-f", "-", input=table)
+        else:
+            self.run("sub", "nft", "delete", "table", "bridge", "pair_partition")
 
     def restore(self, name: str) -> None:
         """The router comes back as after a reboot: links up, the overlay unit's script
@@ -183,6 +212,7 @@ class PairLab(Lab):
         if result.returncode:
             raise LabError(f"overlay-network.sh on {name}: {result.stdout}{result.stderr}")
         self.start_keepalived(name)
+        self.start_timer(name)
 
     # --- observation -------------------------------------------------------------
 

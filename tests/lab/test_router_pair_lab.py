@@ -2,7 +2,8 @@
 emulated subnet, the takeover's AWS calls answered by moto, the data plane following them.
 
 The tests run in order on one lab (module scope): router 0 starts active; it crashes
-and router 1 takes over; router 0 returns and stays backup; a tenant forges adverts.
+and router 1 takes over; router 0 returns and stays backup; a tenant forges adverts;
+VRRP between the two is cut while both reach EC2, and healed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from .conftest import require_root
 from .netlab import INTERNET_CLIENT, INTERNET_PORT, LabError, MGMT, TOOLS, UI_PORT
-from .pairlab import GATEWAY, ROUTERS, TENANT, PairLab
+from .pairlab import GATEWAY, REASSERT_SECONDS, ROUTERS, TENANT, PairLab
 
 #: How long the clients keep echoing across a failover, and how long one echo may take
 #: before a client gives its connection up (TCP's retransmissions back off: 0.2, 0.4,
@@ -125,6 +126,35 @@ def test_a_forged_advert_from_a_tenant_changes_nothing(pair):
     assert pair.counter("forged_refused", short="router1", table="ip cloudstack_overlay") >= forged + 10
     assert pair.counter("router_refused", short="router1", table="ip cloudstack_overlay") >= refused + 10
     assert "higher priority" not in (pair.root("router1") / "keepalived.log").read_text().lower()
+
+
+def settled_on(lab: PairLab, name: str, seconds: float) -> None:
+    """For `seconds`: `name` alone holds the gateway and the whole AWS side, which does not change."""
+    changed = lab.ec2()["changed"]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert lab.holders() == [name] and lab.aws_side_on() == {name}, lab.logs()
+        time.sleep(0.5)
+    assert lab.ec2()["changed"] == changed, lab.logs()
+
+
+def test_a_partition_where_both_reach_ec2_settles_on_router_0_and_stays_after_healing(pair):
+    assert pair.holders() == ["router1"]  # since the crash above; router 0 backup
+    pair.partition(True)
+    try:
+        # Router 0 hears no adverts, becomes active too and takes the AWS side; router 1
+        # finds it moved while it was active, and yields (FAULT: the gateway leaves it).
+        pair.wait_for("router 0 alone active", lambda: pair.holders() == ["router0"]
+                      and pair.aws_side_on() == {"router0"}, seconds=10 * REASSERT_SECONDS + 10)
+        assert "yielding to router 0" in pair.pair_log("router1")
+        settled_on(pair, "router0", 4 * REASSERT_SECONDS)
+    finally:
+        pair.partition(False)
+    pair.wait_for("router 1 back in the election", lambda: "arrive again" in pair.pair_log("router1"),
+                  seconds=3 * REASSERT_SECONDS + 10)
+    settled_on(pair, "router0", 3 * REASSERT_SECONDS)
+    assert (pair.root("router1") / "var/lib/cloudstack-ec2/router-pair-yield").read_text().strip() == "0"
+    assert "Entering BACKUP STATE" in (pair.root("router1") / "keepalived.log").read_text().rsplit("FAULT", 1)[-1]
 
 
 def first_reply_after(ping_output: str, loss: float) -> float | None:

@@ -159,7 +159,8 @@ def test_associate_address_only_for_the_stacks_allocations_and_the_two_interface
 
 def test_the_describes_are_read_only_and_confined_to_the_region(pair):
     [statement] = statements_for(pair, "ec2:DescribeRouteTables")
-    assert sorted(statement["Action"]) == ["ec2:DescribeAddresses", "ec2:DescribeRouteTables"]
+    assert sorted(statement["Action"]) == ["ec2:DescribeAddresses", "ec2:DescribeInstanceStatus",
+                                           "ec2:DescribeNetworkInterfaces", "ec2:DescribeRouteTables"]
     assert statement["Resource"] == ["*"]
     assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": "us-east-1"}}
 

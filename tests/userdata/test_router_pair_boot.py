@@ -243,3 +243,92 @@ def test_reassert_on_the_backup_calls_nothing(machine):
     holds_gateway(machine, False)
     assert machine.rerun("router.sh", args=["reassert"]).status == 0
     assert ec2_calls(machine) == []
+
+
+PEER_INSTANCE = "i-0bbbbbbbbbbbbbbb0"
+YIELD_FILE = "/var/lib/cloudstack-ec2/router-pair-yield"
+
+
+def as_router(machine: Machine, index: int) -> None:
+    """The machine's boot.env as router `index`'s."""
+    (machine.root / "etc/cloudstack-ec2/boot.env").write_text(
+        "".join(f'{k}="{v}"\n' for k, v in ud.router_environment(pair_boot(index)).items()))
+
+
+def split_brain(machine: Machine, index: int, peer_state: list[str]) -> None:
+    """Router `index` became active and took the whole AWS side; then the other router,
+    whose instance is in `peer_state` ([state, system check, instance check]), took it back
+    while no adverts arrived from it (its counter stays at 5)."""
+    as_router(machine, index)
+    holds_gateway(machine, True)
+    machine.update(lambda s: s.update(nft_counters={"peer_adverts": [5, 200]}))
+    assert machine.rerun("router.sh", args=["vrrp", "MASTER"]).status == 0
+    assert everything_ours(machine)
+
+    def taken_back(s):
+        s["ec2"].update(peer_holds_everything(), attachments={PEER_ENI: PEER_INSTANCE},
+                        instances={PEER_INSTANCE: peer_state})
+    machine.update(taken_back)
+    machine.clear_calls()
+
+
+def mutating_calls(machine: Machine) -> list[list[str]]:
+    return ec2_calls(machine, "replace-route") + ec2_calls(machine, "associate-address")
+
+
+def test_in_a_split_brain_router_1_yields_to_a_running_router_0_and_keepalived_goes_to_fault(machine):
+    split_brain(machine, 1, ["running", "ok", "ok"])
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert "yielding to router 0" in r.output
+    assert mutating_calls(machine) == [] and machine.state()["ec2"]["route_tables"] == peer_holds_everything()["route_tables"]
+    assert machine.file(YIELD_FILE).read_text().strip() == "1"
+    # Yielded: the next periods leave the AWS side alone while nothing changes.
+    machine.clear_calls()
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    assert mutating_calls(machine) == [] and machine.file(YIELD_FILE).read_text().strip() == "1"
+
+
+def test_in_a_split_brain_router_0_never_yields(machine):
+    split_brain(machine, 0, ["running", "ok", "ok"])
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine) and "re-asserting" in r.output
+    assert not machine.file(YIELD_FILE).exists() or machine.file(YIELD_FILE).read_text().strip() == "0"
+
+
+@pytest.mark.parametrize("peer_state", [["stopped", "not-applicable", "not-applicable"],
+                                        ["running", "impaired", "ok"], ["running", "ok", "impaired"]])
+def test_router_1_does_not_yield_to_a_router_0_that_is_not_running_healthy(machine, peer_state):
+    split_brain(machine, 1, peer_state)
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine) and "yielding" not in r.output
+
+
+def test_router_1_does_not_yield_when_it_had_not_held_the_aws_side_since_becoming_active(machine):
+    split_brain(machine, 1, ["running", "ok", "ok"])
+    # keepalived went BACKUP and MASTER again since: no move it saw while active.
+    holds_gateway(machine, False)
+    assert machine.rerun("router.sh", args=["vrrp", "BACKUP"]).status == 0
+    holds_gateway(machine, True)
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine) and "yielding" not in r.output
+
+
+@pytest.mark.parametrize("healed", ["adverts", "peer stopped"])
+def test_a_yielded_router_1_comes_back_when_adverts_arrive_or_router_0_stops(machine, healed):
+    split_brain(machine, 1, ["running", "ok", "ok"])
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    assert machine.file(YIELD_FILE).read_text().strip() == "1"
+    holds_gateway(machine, False)  # keepalived in FAULT
+    if healed == "adverts":
+        machine.update(lambda s: s.update(nft_counters={"peer_adverts": [9, 360]}))
+    else:
+        machine.update(lambda s: s["ec2"]["instances"].__setitem__(PEER_INSTANCE, ["stopped", "ok", "ok"]))
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert "back to the election" in r.output
+    assert machine.file(YIELD_FILE).read_text().strip() == "0"
+    assert mutating_calls(machine) == []  # keepalived's election decides, then its MASTER script

@@ -160,6 +160,15 @@ def ec2(state, op, args):
         address = world["addresses"][opt(args, "--allocation-ids")]
         print(f"{address.get('eni') or 'None'}\t{address.get('private') or 'None'}")
         return 0
+    if op == "describe-network-interfaces":
+        # The instance an interface is attached to ("attachments" {eni: instance id}).
+        print(world.get("attachments", {}).get(opt(args, "--network-interface-ids")) or "None")
+        return 0
+    if op == "describe-instance-status":
+        # "instances" {id: [state, system status, instance status]}; with
+        # IncludeAllInstances a stopped instance is listed too (EC2 API Reference).
+        print("\t".join(world.get("instances", {}).get(opt(args, "--instance-ids"), ["None"])))
+        return 0
     sys.stderr.write(f"fake aws: unsupported ec2 {op}\n")
     return 2
 
@@ -1379,6 +1388,14 @@ def nft(state):
     connection to the probe's "table") is kept in state["firewall"][name]. Other nft
     calls: recorded only, but `nft list counters table ip NAME`, which prints the named
     counters of state["nft_counters"] ({name: [packets, bytes]}) in nft's own layout."""
+    if ARGS[:2] == ["list", "counter"]:
+        # `nft list counter ip TABLE NAME`: one counter, nft's layout; an error without it.
+        counter = state.get("nft_counters", {}).get(ARGS[-1])
+        if counter is None:
+            sys.stderr.write(f"Error: No such file or directory\nlist counter {' '.join(ARGS[2:])}\n")
+            return 1
+        print(f"table ip {ARGS[-2]} {{\n\tcounter {ARGS[-1]} {{\n\t\tpackets {counter[0]} bytes {counter[1]}\n\t}}\n}}")
+        return 0
     if ARGS[:3] == ["list", "counters", "table"]:
         print(f"table ip {ARGS[-1]} {{")
         for name, (packets, size) in state.get("nft_counters", {}).items():
@@ -1387,7 +1404,7 @@ def nft(state):
         return 0
     if ARGS[:1] != ["-f"]:
         return 0
-    text = open(ARGS[1]).read()
+    text = sys.stdin.read() if ARGS[1] == "-" else open(ARGS[1]).read()
     for name, probe in state.get("firewall_probes", {}).items():
         if f"table inet {probe['table']} {{" in text:
             section = text.split(f"table inet {probe['table']} {{", 1)[1]
