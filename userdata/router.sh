@@ -104,6 +104,7 @@ PAIR_LOCK=$CSEC2_STATE_DIR/router-pair.lock
 PAIR_HELD=$CSEC2_STATE_DIR/router-pair-held
 PAIR_YIELD=$CSEC2_STATE_DIR/router-pair-yield
 PAIR_YIELD_PEER=$CSEC2_STATE_DIR/router-pair-yielded-to
+PAIR_IDENTITY=$CSEC2_STATE_DIR/router-pair-identity
 PAIR_ATTEMPTS=${CSEC2_ROUTER_PAIR_ATTEMPTS:-4}
 PAIR_SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
 KEEPALIVED_CONF=$CSEC2_ROOT/etc/keepalived/keepalived.conf
@@ -156,11 +157,19 @@ pair_imds() {
 
 # This router's primary ENI and its primary private address, from IMDS (the MAC of
 # the primary interface, then that interface's ID).
+# Kept in PAIR_IDENTITY once known: an instance's primary interface and address
+# are its own for its whole life (EC2 User Guide, "Elastic network interfaces":
+# the primary interface cannot be detached), and a takeover then starts its AWS
+# calls without six IMDS requests first.
 pair_identity() {
     local mac
     [[ -n $PAIR_ENI ]] && return 0
+    if read -r PAIR_ENI PAIR_PRIMARY <"$PAIR_IDENTITY" 2>/dev/null && [[ $PAIR_ENI == eni-* && -n $PAIR_PRIMARY ]]; then
+        return 0
+    fi
     if mac=$(pair_imds mac) && PAIR_ENI=$(pair_imds "network/interfaces/macs/$mac/interface-id") &&
         PAIR_PRIMARY=$(pair_imds local-ipv4) && [[ $PAIR_ENI == eni-* && -n $PAIR_PRIMARY ]]; then
+        printf '%s %s\n' "$PAIR_ENI" "$PAIR_PRIMARY" >"$PAIR_IDENTITY"
         return 0
     fi
     PAIR_ENI=""
@@ -250,7 +259,7 @@ pair_takeover() {
 # What of the AWS side does not point at this router, one line each (nothing
 # when all does): the interface it points at ("none": none, "?": not known) and what.
 pair_misplaced() {
-    local tables table targets target role allocation line eni address
+    local tables table targets target role allocation allocations addresses eni address
     read -ra tables <<<"$CSEC2_ROUTER_PAIR_ROUTE_TABLES"
     if ! targets=$(csec2_aws ec2 describe-route-tables --route-table-ids "${tables[@]}" --output text \
         --query "RouteTables[].[RouteTableId, Routes[?DestinationCidrBlock=='$CSEC2_OVERLAY_CIDR'].NetworkInterfaceId | [0]]"); then
@@ -261,13 +270,15 @@ pair_misplaced() {
         target=$(awk -v t="$table" '$1 == t { print $2 }' <<<"$targets")
         [[ $target == "$PAIR_ENI" ]] || echo "${target:-none} route $CSEC2_OVERLAY_CIDR of $table: ${target:-none}"
     done
+    # All the addresses in one call (each process of the AWS CLI costs a Python start).
+    read -ra allocations < <(pair_allocations | awk '{ printf "%s ", $2 }')
+    if ! addresses=$(csec2_aws ec2 describe-addresses --allocation-ids "${allocations[@]}" \
+        --output text --query "Addresses[].[AllocationId, NetworkInterfaceId, PrivateIpAddress]"); then
+        echo "? Elastic IPs: describe-addresses failed"
+        return 0
+    fi
     while read -r role allocation; do
-        if ! line=$(csec2_aws ec2 describe-addresses --allocation-ids "$allocation" --output text \
-            --query "Addresses[0].[NetworkInterfaceId, PrivateIpAddress]"); then
-            echo "? Elastic IP $allocation: describe-addresses failed"
-            continue
-        fi
-        read -r eni address <<<"$line"
+        read -r eni address < <(awk -v a="$allocation" '$1 == a { print $2, $3 }' <<<"$addresses")
         [[ $eni == "$PAIR_ENI" && $address == "$(pair_private_address "$role")" ]] ||
             echo "${eni:-none} Elastic IP $allocation ($role): ${eni:-none} ${address:-none}"
     done < <(pair_allocations)
@@ -408,15 +419,23 @@ pair_reassert() {
     local lock misplaced peer
     pair_load
     exec {lock}>"$PAIR_LOCK"
-    flock -n "$lock" || return 0 # a takeover is running
     if [[ $(cat "$PAIR_YIELD" 2>/dev/null) == 1 ]]; then
+        flock -n "$lock" || return 0
         pair_check_yield
         return 0
     fi
     pair_peer_adverts >/dev/null || true
     pair_is_active || return 0
     pair_identity || return 1
+    # The first look without the lock: keepalived's MASTER script never waits for
+    # these calls. Anything misplaced is looked at again under the lock (a takeover
+    # may have run meanwhile), before any decision.
     misplaced=$(pair_misplaced)
+    flock -n "$lock" || return 0 # a takeover is running
+    if [[ -n $misplaced ]]; then
+        pair_is_active || return 0
+        misplaced=$(pair_misplaced)
+    fi
     if [[ -z $misplaced ]]; then
         touch "$PAIR_HELD"
         return 0

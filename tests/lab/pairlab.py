@@ -44,8 +44,10 @@ ROUTE_TABLES = 2
 #: Bounds of every wait of the lab.
 SETTLE_SECONDS = 60
 #: The period of each router's `router.sh reassert` (cloudstack-ec2-router-pair.timer runs
-#: it every 30 s on EC2; the lab runs the same script more often, to see several periods).
+#: it every TIMER_SECONDS on EC2; the lab runs the same script more often, to see several
+#: periods).
 REASSERT_SECONDS = 4
+TIMER_SECONDS = 30
 
 
 class PairLab(Lab):
@@ -58,6 +60,7 @@ class PairLab(Lab):
         self.status_path = self.base / "ec2-status.json"
         self.keepalived: dict[str, Process] = {}
         self.timers: dict[str, Process] = {}
+        self.timer_seconds = REASSERT_SECONDS
         self.ids: dict = {}
 
     # --- building -------------------------------------------------------------
@@ -165,12 +168,18 @@ class PairLab(Lab):
         self.keepalived[name] = process
 
     def start_timer(self, name: str) -> None:
-        """cloudstack-ec2-router-pair.timer's part: `router.sh reassert` every REASSERT_SECONDS."""
+        """cloudstack-ec2-router-pair.timer's part: `router.sh reassert` every timer_seconds
+        (a timer already running is stopped first)."""
+        if name in self.timers:
+            old = self.timers.pop(name)
+            os.killpg(old.popen.pid, signal.SIGKILL)
+            old.popen.wait(5)
+            self.processes.remove(old)
         root = self.root(name)
         log = open(root / "timer.log", "a")
         popen = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(name), "bash", "-c", 'while :; do "$0" reassert; sleep "$1"; done',
-             str(root / "usr/local/lib/cloudstack-ec2/router.sh"), str(REASSERT_SECONDS)],
+             str(root / "usr/local/lib/cloudstack-ec2/router.sh"), str(self.timer_seconds)],
             stdout=log, stderr=subprocess.STDOUT, env=self.script_env(name), start_new_session=True)
         process = Process(popen)
         self.processes.append(process)

@@ -12,6 +12,7 @@ $CSEC2_ROOT.
 import fcntl
 import fnmatch
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -157,8 +158,11 @@ def ec2(state, op, args):
             print(f"{table}\t{world['route_tables'][table].get(cidr) or 'None'}")
         return 0
     if op == "describe-addresses":
-        address = world["addresses"][opt(args, "--allocation-ids")]
-        print(f"{address.get('eni') or 'None'}\t{address.get('private') or 'None'}")
+        # --allocation-ids takes several; one row each: allocation, interface, private address.
+        start = args.index("--allocation-ids") + 1
+        for allocation in itertools.takewhile(lambda a: not a.startswith("--"), args[start:]):
+            address = world["addresses"][allocation]
+            print(f"{allocation}\t{address.get('eni') or 'None'}\t{address.get('private') or 'None'}")
         return 0
     if op == "describe-network-interfaces":
         # The instance an interface is attached to ("attachments" {eni: instance id}).
