@@ -99,17 +99,19 @@ PAIR_LOG=$CSEC2_ROOT/var/log/cloudstack-ec2-router-pair.log
 PAIR_LOCK=$CSEC2_STATE_DIR/router-pair.lock
 # PAIR_HELD: this router has been active since it last found the whole AWS side
 # its own (removed on any other keepalived state, as at keepalived's start);
-# PAIR_YIELD: keepalived's track file (non-zero: FAULT; see pair_yield; 0 at
-# every keepalived start); PAIR_YIELD_PEER: to whom it yielded ("ENI adverts").
+# PAIR_YIELD: keepalived's track file (non-zero: FAULT; pair_yield,
+# pair_hold_back); PAIR_YIELD_PEER: to whom it yielded ("ENI adverts");
+# PAIR_ADVERTS: the other router's adverts counted at the last re-assertion.
 PAIR_HELD=$CSEC2_STATE_DIR/router-pair-held
 PAIR_YIELD=$CSEC2_STATE_DIR/router-pair-yield
 PAIR_YIELD_PEER=$CSEC2_STATE_DIR/router-pair-yielded-to
 PAIR_IDENTITY=$CSEC2_STATE_DIR/router-pair-identity
+PAIR_ADVERTS=$CSEC2_STATE_DIR/router-pair-adverts
 PAIR_ATTEMPTS=${CSEC2_ROUTER_PAIR_ATTEMPTS:-4}
 PAIR_SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
 KEEPALIVED_CONF=$CSEC2_ROOT/etc/keepalived/keepalived.conf
 PAIR_UNIT_DIR=$CSEC2_ROOT/etc/systemd/system
-PAIR_ENI="" PAIR_PRIMARY="" CONSOLE_ADDRESS="" TENANT_ADDRESS=""
+PAIR_ENI="" PAIR_PRIMARY="" PAIR_VPC="" CONSOLE_ADDRESS="" TENANT_ADDRESS=""
 # When this run began, in microseconds (bash's EPOCHREALTIME, its decimal point
 # dropped: it follows the locale): the takeover's lines say how long each call took.
 PAIR_T0=${EPOCHREALTIME//[!0-9]/}
@@ -155,8 +157,8 @@ pair_imds() {
     curl -sf --max-time 2 -H "X-aws-ec2-metadata-token: $token" "$PAIR_IMDS/latest/meta-data/$1"
 }
 
-# This router's primary ENI and its primary private address, from IMDS (the MAC of
-# the primary interface, then that interface's ID).
+# This router's primary ENI, its primary private address and its VPC, from IMDS
+# (the MAC of the primary interface, then that interface's ID and VPC).
 # Kept in PAIR_IDENTITY once known: an instance's primary interface and address
 # are its own for its whole life (EC2 User Guide, "Elastic network interfaces":
 # the primary interface cannot be detached), and a takeover then starts its AWS
@@ -164,12 +166,13 @@ pair_imds() {
 pair_identity() {
     local mac
     [[ -n $PAIR_ENI ]] && return 0
-    if read -r PAIR_ENI PAIR_PRIMARY <"$PAIR_IDENTITY" 2>/dev/null && [[ $PAIR_ENI == eni-* && -n $PAIR_PRIMARY ]]; then
+    if read -r PAIR_ENI PAIR_PRIMARY PAIR_VPC <"$PAIR_IDENTITY" 2>/dev/null && [[ $PAIR_ENI == eni-* && $PAIR_VPC == vpc-* ]]; then
         return 0
     fi
     if mac=$(pair_imds mac) && PAIR_ENI=$(pair_imds "network/interfaces/macs/$mac/interface-id") &&
-        PAIR_PRIMARY=$(pair_imds local-ipv4) && [[ $PAIR_ENI == eni-* && -n $PAIR_PRIMARY ]]; then
-        printf '%s %s\n' "$PAIR_ENI" "$PAIR_PRIMARY" >"$PAIR_IDENTITY"
+        PAIR_VPC=$(pair_imds "network/interfaces/macs/$mac/vpc-id") && PAIR_PRIMARY=$(pair_imds local-ipv4) &&
+        [[ $PAIR_ENI == eni-* && $PAIR_VPC == vpc-* && -n $PAIR_PRIMARY ]]; then
+        printf '%s %s %s\n' "$PAIR_ENI" "$PAIR_PRIMARY" "$PAIR_VPC" >"$PAIR_IDENTITY"
         return 0
     fi
     PAIR_ENI=""
@@ -380,6 +383,63 @@ pair_check_yield() {
     printf '0\n' >"$PAIR_YIELD"
 }
 
+# ------------------------------------------- a router without the pair ----
+# A stack that had one router and gets a second (routerCount 1 -> 2): router 0
+# runs the boot it started with until it is replaced (EC2 runs user data at an
+# instance's first boot only, and Pulumi never replaces an instance for a changed
+# user data: components/resources/node.py). That router has the gateway address
+# as its own and sends no adverts, so router 1 taking the gateway would make two
+# gateways on the overlay. A router therefore holds back (track file 2: FAULT)
+# while the instance at the other router's address, in its VPC, is pending,
+# running, stopping or shutting down with the user data of a router without a
+# pair (no CSEC2_ROUTER_PAIR_INDEX in its boot.env), and comes back (track file
+# 0) once none is: the old router 0 has been replaced (README "Changing
+# routerCount"). EC2 tells, not the overlay, where a tenant could answer for any
+# address. Asked at boot before keepalived starts, and while no adverts arrive.
+
+# pair_peer_without_vrrp: whether such an instance exists (0, its ID printed),
+# none does (1), or EC2 did not answer (2).
+pair_peer_without_vrrp() {
+    local ids id data
+    pair_identity || return 2
+    ids=$(csec2_aws ec2 describe-instances --output text --query 'Reservations[].Instances[].InstanceId' --filters \
+        "Name=private-ip-address,Values=$CSEC2_ROUTER_PAIR_PEER" "Name=vpc-id,Values=$PAIR_VPC" \
+        "Name=instance-state-name,Values=pending,running,stopping,shutting-down") || return 2
+    for id in $ids; do
+        [[ $id == i-* ]] || continue
+        # DescribeInstanceAttribute userData: the base64 of what the instance was launched
+        # with (EC2 API Reference), here the gzip'd boot script (components/boot/common.py).
+        data=$(csec2_aws ec2 describe-instance-attribute --instance-id "$id" --attribute userData \
+            --output text --query 'UserData.Value' | base64 -d 2>/dev/null | gunzip 2>/dev/null) || return 2
+        [[ $data == *$'\nCSEC2_ENV_ROLE="router"\n'* ]] || return 2
+        if [[ $data != *$'\nCSEC2_ROUTER_PAIR_INDEX="'* ]]; then
+            printf '%s' "$id"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# pair_hold_back: track file 2 while the other router runs without the pair,
+# logging each change. Returns 0 when holding back, 1 when not, 2 when EC2 did
+# not answer (the track file as it was).
+pair_hold_back() {
+    local id status=0 held
+    held=$(cat "$PAIR_YIELD" 2>/dev/null)
+    id=$(pair_peer_without_vrrp) || status=$?
+    if ((status == 0)); then
+        [[ $held == 2 ]] || pair_log "router pair: holding back: the other router ($id at $CSEC2_ROUTER_PAIR_PEER) runs the boot of a router without a pair, with the gateway address as its own; this router takes no part until it is replaced"
+        printf '2\n' >"$PAIR_YIELD"
+        return 0
+    fi
+    ((status == 2)) && return 2
+    if [[ $held == 2 ]]; then
+        pair_log "router pair: no router without a pair at $CSEC2_ROUTER_PAIR_PEER any more: back to the election"
+        printf '0\n' >"$PAIR_YIELD"
+    fi
+    return 1
+}
+
 # `router.sh vrrp STATE` (keepalived's notify_master, notify_master_rx_lower_pri,
 # notify_backup, notify_fault). MASTER takes the AWS side; BACKUP and FAULT only
 # log: keepalived has removed the gateway address, the AWS side is the active
@@ -416,15 +476,27 @@ pair_vrrp() {
 # router 1 yields to router 0 (split brain above); while it has yielded, checks
 # whether to come back.
 pair_reassert() {
-    local lock misplaced peer
+    local lock misplaced peer held adverts round
     pair_load
     exec {lock}>"$PAIR_LOCK"
-    if [[ $(cat "$PAIR_YIELD" 2>/dev/null) == 1 ]]; then
+    held=$(cat "$PAIR_YIELD" 2>/dev/null)
+    if [[ $held == 1 ]]; then
         flock -n "$lock" || return 0
         pair_check_yield
         return 0
     fi
-    pair_peer_adverts >/dev/null || true
+    # No adverts since the last run (or holding back): is the other router one
+    # without the pair? While holding back, asked every 5 s of this run, so that
+    # the replaced router's successor is not kept waiting a whole period.
+    adverts=$(pair_peer_adverts) || adverts=0
+    if [[ $held == 2 || $adverts == "$(cat "$PAIR_ADVERTS" 2>/dev/null)" ]]; then
+        for ((round = 0; round < 5; round++)); do
+            ((round == 0)) || sleep 5
+            pair_hold_back || break
+        done
+        [[ $(cat "$PAIR_YIELD" 2>/dev/null) == 2 ]] && return 0
+    fi
+    printf '%s\n' "$adverts" >"$PAIR_ADVERTS"
     pair_is_active || return 0
     pair_identity || return 1
     # The first look without the lock: keepalived's MASTER script never waits for
@@ -467,8 +539,9 @@ pair_reassert() {
 # winner repeats them (garp_lower_prio_repeat) and takes the AWS side back
 # (notify_master_rx_lower_pri: a lower-priority router that was briefly active
 # ran its takeover last). The track file (weight 0: a non-zero value is FAULT) is
-# how router 1 yields during a split brain (pair_yield); init_file writes 0 at
-# keepalived's start (a restarted router joins the election afresh).
+# how router 1 yields during a split brain (1, pair_yield) and how a router holds
+# back beside a router without the pair (2, pair_hold_back); init_file writes 0
+# when it is missing. Both are looked at again at every re-assertion.
 pair_keepalived_conf() {
     local priority=100 dev
     ((CSEC2_ROUTER_PAIR_INDEX == 0)) && priority=150
@@ -485,7 +558,7 @@ global_defs {
 track_file router_pair_yield {
     file "$PAIR_YIELD"
     weight 0
-    init_file 0 overwrite
+    init_file 0
 }
 vrrp_instance overlay_gateway {
     state BACKUP
@@ -556,6 +629,21 @@ pair_check_permissions() {
     done < <(pair_allocations)
 }
 
+# Boot step, before keepalived: hold back while the other router runs without the
+# pair (pair_hold_back). EC2 must answer: without it, starting keepalived could
+# make a second gateway beside such a router.
+pair_boot_hold_back() {
+    local attempt status
+    for ((attempt = 1; ; attempt++)); do
+        status=0
+        pair_hold_back || status=$?
+        ((status == 2)) || return 0
+        ((attempt >= PAIR_ATTEMPTS)) &&
+            csec2_die "EC2 did not say whether the other router ($CSEC2_ROUTER_PAIR_PEER) runs without the pair (DescribeInstances, DescribeInstanceAttribute userData; the log above): keepalived not started, it could make a second gateway"
+        sleep $((attempt * 10))
+    done
+}
+
 # Boot step: keepalived with this router's configuration, and the re-assertion
 # timer. A re-run with an unchanged configuration changes nothing (no restart: a
 # restarted active router would hand the gateway over).
@@ -572,6 +660,7 @@ setup_router_pair() {
     pair_keepalived_conf >"$conf_new"
     keepalived --config-test -f "$conf_new" || csec2_die "keepalived --config-test refused $conf_new"
     pair_check_permissions
+    pair_boot_hold_back
     printf '%s\n' "[Unit]" "Description=cloudstack-ec2 router pair: the active router re-asserts the overlay route and Elastic IPs" \
         "After=keepalived.service" "[Service]" "Type=oneshot" "ExecStart=$PAIR_SCRIPT reassert" \
         >"$PAIR_UNIT_DIR/cloudstack-ec2-router-pair.service"

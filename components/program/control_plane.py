@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import pulumi
 
 from components import boot
-from components.model import ipplan, recovery
+from components.model import deployed as deployed_state, ipplan, recovery
 from components.program import directory
 from components.program.context import Context
 from components.program.data import Data
@@ -77,7 +77,8 @@ def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
         overlay_cidr=str(ctx.settings.overlay_cidr), route_table_ids=underlay.route_table_ids, tags=ctx.tags,
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards],
-        previous_console_ip=ctx.previous.console_private_ip or None, count=ctx.settings.router_count))
+        previous_console_ip=ctx.previous.console_private_ip or None, count=ctx.settings.router_count,
+        renew_router0=deployed_state.router0_renewal(ctx.settings, ctx.previous)))
 
 
 def router_user_data(ctx: Context, boot_bucket: pulumi.Input[str], console_ip: pulumi.Input[str],

@@ -105,7 +105,7 @@ def seed(ec2, config: dict) -> dict:
         private = config["routers"][0]["primary" if role == "infrastructure" else role]
         ec2.associate_address(AllocationId=allocation, NetworkInterfaceId=enis[0], PrivateIpAddress=private)
         allocations[role] = allocation
-    return {"enis": enis, "instances": instances, "tables": tables, "allocations": allocations}
+    return {"vpc": vpc, "enis": enis, "instances": instances, "tables": tables, "allocations": allocations}
 
 
 def serve_imds(config: dict, ids: dict) -> None:
@@ -113,7 +113,8 @@ def serve_imds(config: dict, ids: dict) -> None:
     by_source = {}
     for router, eni in zip(config["routers"], ids["enis"]):
         by_source[router["primary"]] = {"mac": router["mac"], "local-ipv4": router["primary"],
-                                        f"network/interfaces/macs/{router['mac']}/interface-id": eni}
+                                        f"network/interfaces/macs/{router['mac']}/interface-id": eni,
+                                        f"network/interfaces/macs/{router['mac']}/vpc-id": ids["vpc"]}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def answer(self, status: int, body: str = "") -> None:

@@ -21,6 +21,7 @@ PRIMARY, CONSOLE, TENANT = "10.0.0.10", "10.0.0.11", "10.0.0.12"
 PEER, PEER_CONSOLE, PEER_TENANT = "10.0.0.13", "10.0.0.14", "10.0.0.15"
 OVERLAY_CIDR = "10.100.0.0/16"
 GATEWAY = "10.100.0.1"
+VPC = "vpc-0123456789abcdef0"
 
 
 def pair_boot(index: int = 0) -> ud.RouterBoot:
@@ -49,7 +50,8 @@ def router_machine(tmp_path, devices) -> Machine:
     (m.bin / "keepalived").symlink_to(FAKE)
 
     def world(s):
-        s["imds"] = {"mac": MAC, f"network/interfaces/macs/{MAC}/interface-id": OWN_ENI, "local-ipv4": PRIMARY}
+        s["imds"] = {"mac": MAC, f"network/interfaces/macs/{MAC}/interface-id": OWN_ENI, "local-ipv4": PRIMARY,
+                     f"network/interfaces/macs/{MAC}/vpc-id": VPC}
         s["ip_addresses"] = devices
         s["ec2"] = peer_holds_everything()
     m.update(world)
@@ -332,3 +334,74 @@ def test_a_yielded_router_1_comes_back_when_adverts_arrive_or_router_0_stops(mac
     assert "back to the election" in r.output
     assert machine.file(YIELD_FILE).read_text().strip() == "0"
     assert mutating_calls(machine) == []  # keepalived's election decides, then its MASTER script
+
+
+# --- a router without the pair beside a new one (routerCount 1 -> 2) -------------------------
+
+OLD_ROUTER = "i-0aaaaaaaaaaaaaaa0"
+
+
+def launched_router(pair: bool, state: str = "running") -> dict:
+    """The instance at the other router's address as EC2 describes it: its state and the
+    user data it was launched with (a router's, with or without the pair settings)."""
+    boot = pair_boot(0) if pair else ROUTER
+    return {"private": PEER, "vpc": VPC, "state": state, "user_data": ud.decode_user_data(render(boot))}
+
+
+@pytest.fixture
+def beside_a_router_without_the_pair(tmp_path):
+    """Router 1 booting while router 0 still runs the one-router boot it started with."""
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.255/16"]])
+    m.update(lambda s: s["ec2"].update(launched={OLD_ROUTER: launched_router(pair=False)}))
+    r = m.run_user_data(render(pair_boot(1)))
+    assert r.status == 0, r.output
+    m.boot_output = r.output
+    m.clear_calls()
+    return m
+
+
+def test_a_new_router_beside_a_router_without_the_pair_holds_back_before_keepalived_starts(
+        beside_a_router_without_the_pair):
+    m = beside_a_router_without_the_pair
+    assert "holding back" in m.boot_output
+    # keepalived starts in FAULT (its track file non-zero): never the gateway, never the AWS side.
+    assert m.file(YIELD_FILE).read_text().strip() == "2"
+    conf = m.file("/etc/keepalived/keepalived.conf").read_text()
+    assert f'file "{m.root}/var/lib/cloudstack-ec2/router-pair-yield"' in conf and "weight 0" in conf
+    assert m.state()["ec2"]["route_tables"] == peer_holds_everything()["route_tables"]
+    # Still there at the next period: still holding back, nothing taken.
+    assert m.rerun("router.sh", args=["reassert"]).status == 0
+    assert m.file(YIELD_FILE).read_text().strip() == "2" and mutating_calls(m) == []
+
+
+@pytest.mark.parametrize("replaced", ["terminated", "new router 0 with the pair"])
+def test_the_held_router_comes_back_once_the_router_without_the_pair_is_gone(beside_a_router_without_the_pair,
+                                                                            replaced):
+    m = beside_a_router_without_the_pair
+
+    def replace(s):
+        s["ec2"]["launched"][OLD_ROUTER]["state"] = "terminated"
+        if replaced != "terminated":
+            s["ec2"]["launched"]["i-0cccccccccccccccc0"] = launched_router(pair=True)
+    m.update(replace)
+    r = m.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert "back to the election" in r.output and m.file(YIELD_FILE).read_text().strip() == "0"
+    assert mutating_calls(m) == []  # keepalived's election, then its MASTER script, take over
+
+
+def test_a_router_whose_peer_booted_with_the_pair_does_not_hold_back(tmp_path):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.255/16"]])
+    m.update(lambda s: s["ec2"].update(launched={OLD_ROUTER: launched_router(pair=True)}))
+    r = m.run_user_data(render(pair_boot(1)))
+    assert r.status == 0, r.output
+    assert "holding back" not in r.output
+    assert not m.file(YIELD_FILE).exists() or m.file(YIELD_FILE).read_text().strip() == "0"
+
+
+def test_a_boot_that_cannot_ask_ec2_about_the_other_router_does_not_start_keepalived(tmp_path):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.255/16"]])
+    m.update(lambda s: s["ec2"].update(failures={"describe-instances": ["UnauthorizedOperation"] * 10}))
+    r = m.run_user_data(render(pair_boot(1)))
+    assert r.status == 1 and "it could make a second gateway" in r.output
+    assert "keepalived.service" not in m.state().get("units", {}).get("enabled", [])

@@ -9,8 +9,10 @@ tests seed and inspect. Files the real commands would write go under
 $CSEC2_ROOT.
 """
 
+import base64
 import fcntl
 import fnmatch
+import gzip
 import ipaddress
 import itertools
 import json
@@ -163,6 +165,28 @@ def ec2(state, op, args):
         for allocation in itertools.takewhile(lambda a: not a.startswith("--"), args[start:]):
             address = world["addresses"][allocation]
             print(f"{allocation}\t{address.get('eni') or 'None'}\t{address.get('private') or 'None'}")
+        return 0
+    if op == "describe-instances":
+        # "launched" {id: {"private", "vpc", "state", "user_data"}}: the instances matching every
+        # filter (Name=private-ip-address|vpc-id|instance-state-name,Values=a,b), IDs tab-separated.
+        wanted = {}
+        for spec in args[args.index("--filters") + 1:] if "--filters" in args else []:
+            if spec.startswith("--"):
+                break
+            name, values = re.fullmatch(r"Name=([a-z-]+),Values=(.*)", spec).groups()
+            wanted[{"private-ip-address": "private", "vpc-id": "vpc", "instance-state-name": "state"}[name]] = \
+                values.split(",")
+        print("\t".join(i for i, inst in world.get("launched", {}).items()
+                        if all(inst[key] in values for key, values in wanted.items())))
+        return 0
+    if op == "describe-instance-attribute":
+        # userData: the base64 of the bytes the instance was launched with (EC2 API Reference).
+        inst = world.get("launched", {}).get(opt(args, "--instance-id"))
+        if inst is None:
+            sys.stderr.write("An error occurred (InvalidInstanceID.NotFound) when calling the"
+                             " DescribeInstanceAttribute operation\n")
+            return 254
+        print(base64.b64encode(gzip.compress(inst["user_data"].encode())).decode())
         return 0
     if op == "describe-network-interfaces":
         # The instance an interface is attached to ("attachments" {eni: instance id}).
