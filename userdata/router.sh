@@ -476,7 +476,7 @@ pair_vrrp() {
 # router 1 yields to router 0 (split brain above); while it has yielded, checks
 # whether to come back.
 pair_reassert() {
-    local lock misplaced peer held adverts round
+    local lock misplaced peer held adverts last
     pair_load
     exec {lock}>"$PAIR_LOCK"
     held=$(cat "$PAIR_YIELD" 2>/dev/null)
@@ -485,14 +485,15 @@ pair_reassert() {
         pair_check_yield
         return 0
     fi
-    # No adverts since the last run (or holding back): is the other router one
-    # without the pair? While holding back, asked every 5 s of this run, so that
-    # the replaced router's successor is not kept waiting a whole period.
+    # No adverts since the last run (or none counted before, or holding back): is
+    # the other router one without the pair? While holding back, asked again every
+    # 5 s for the first 25 s of this run (the timer starts the next 30 s after this
+    # one began), so that the replaced router's successor is not kept waiting.
     adverts=$(pair_peer_adverts) || adverts=0
-    if [[ $held == 2 || $adverts == "$(cat "$PAIR_ADVERTS" 2>/dev/null)" ]]; then
-        for ((round = 0; round < 5; round++)); do
-            ((round == 0)) || sleep 5
-            pair_hold_back || break
+    last=$(cat "$PAIR_ADVERTS" 2>/dev/null)
+    if [[ $held == 2 || -z $last || $adverts == "$last" ]]; then
+        while pair_hold_back && (($(pair_elapsed | cut -d. -f1) < 25)); do
+            sleep 5
         done
         [[ $(cat "$PAIR_YIELD" 2>/dev/null) == 2 ]] && return 0
     fi

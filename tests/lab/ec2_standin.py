@@ -26,6 +26,7 @@ keep_private_addresses makes it keep the named one, as EC2 does.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -92,8 +93,11 @@ def seed(ec2, config: dict) -> dict:
     # Each router's instance on its interface: the split-brain check asks EC2 which
     # instance an interface belongs to and whether it runs (moto's own image list).
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    instances = [ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, NetworkInterfaces=[
-        {"DeviceIndex": 0, "NetworkInterfaceId": eni}])["Instances"][0]["InstanceId"] for eni in enis]
+    # Launched with the user data the lab gives (base64 of the gzip'd script, as Pulumi passes
+    # it; EC2 keeps the bytes and DescribeInstanceAttribute answers their base64).
+    instances = [ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, UserData=base64.b64decode(
+        router["user_data"]), NetworkInterfaces=[{"DeviceIndex": 0, "NetworkInterfaceId": eni}]
+    )["Instances"][0]["InstanceId"] for eni, router in zip(enis, config["routers"])]
     tables = []
     for _ in range(config["route_tables"]):
         table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]

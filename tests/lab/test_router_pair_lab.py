@@ -17,8 +17,8 @@ import time
 import pytest
 
 from .conftest import require_root
-from .netlab import INTERNET_CLIENT, INTERNET_PORT, LabError, MGMT, TOOLS, UI_PORT
-from .pairlab import GATEWAY, REASSERT_SECONDS, ROUTERS, TENANT, TIMER_SECONDS, PairLab
+from .netlab import INTERNET_CLIENT, INTERNET_PORT, MGMT, TOOLS, UI_PORT
+from .pairlab import GATEWAY, REASSERT_SECONDS, ROUTERS, TENANT, TIMER_SECONDS, PairLab, built
 
 #: How long the clients keep echoing across a failover, and how long one echo may take
 #: before a client gives its connection up (TCP's retransmissions back off: 0.2, 0.4,
@@ -28,21 +28,16 @@ CLIENT_SECONDS = 70
 ECHO_WAIT = 30
 
 
+def router_0_active(lab: PairLab) -> None:
+    lab.wait_for("router 0 active", lambda: lab.holders() == ["router0"])
+    # Its takeover (idempotent here: the stack starts on router 0) done before anything fails.
+    lab.wait_for("router 0's takeover", lambda: "this router is active" in lab.pair_log("router0"))
+
+
 @pytest.fixture(scope="module")
 def pair():
     require_root()
-    lab = PairLab()
-    try:
-        lab.build()
-        lab.wait_for("router 0 active", lambda: lab.holders() == ["router0"])
-        # Its takeover (idempotent here: the stack starts on router 0) done before anything fails.
-        lab.wait_for("router 0's takeover", lambda: "this router is active" in lab.pair_log("router0"))
-    except (LabError, OSError, subprocess.SubprocessError) as error:
-        logs = lab.logs()
-        lab.teardown()
-        pytest.fail(f"building the pair lab failed: {error}\n{logs}", pytrace=False)
-    yield lab
-    lab.teardown()
+    yield from built(PairLab(), router_0_active)
 
 
 def start_client(lab: PairLab, short: str, addr: str, port: int) -> subprocess.Popen:

@@ -241,8 +241,14 @@ def test_reassert_takes_back_only_what_points_elsewhere(machine):
     assert "re-asserting" in r.output
 
 
-def test_reassert_on_the_backup_calls_nothing(machine):
+def test_reassert_on_the_backup_calls_nothing_while_the_active_routers_adverts_arrive(machine):
     holds_gateway(machine, False)
+    machine.update(lambda s: s.update(nft_counters={"peer_adverts": [5, 200]}))
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    # The first run counts no adverts before it: it asks EC2 about the other router only.
+    assert [c for c in ec2_calls(machine) if "describe-instances" not in c] == []
+    machine.clear_calls()
+    machine.update(lambda s: s.update(nft_counters={"peer_adverts": [9, 360]}))
     assert machine.rerun("router.sh", args=["reassert"]).status == 0
     assert ec2_calls(machine) == []
 
