@@ -211,8 +211,9 @@ class PairLab(Lab):
         self.keepalived[name] = process
 
     def start_timer(self, name: str) -> None:
-        """cloudstack-ec2-router-pair.timer's part: `router.sh reassert` every timer_seconds
-        (a timer already running is stopped first)."""
+        """cloudstack-ec2-router-pair.timer's part: `router.sh reassert` every timer_seconds,
+        the first a period after the start, as the timer's OnUnitActiveSec (a timer already
+        running is stopped first)."""
         if name in self.timers:
             old = self.timers.pop(name)
             os.killpg(old.popen.pid, signal.SIGKILL)
@@ -221,7 +222,7 @@ class PairLab(Lab):
         root = self.root(name)
         log = open(root / "timer.log", "a")
         popen = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(name), "bash", "-c", 'while :; do "$0" reassert; sleep "$1"; done',
+            ["ip", "netns", "exec", self.ns(name), "bash", "-c", 'while :; do sleep "$1"; "$0" reassert; done',
              str(root / "usr/local/lib/cloudstack-ec2/router.sh"), str(self.timer_seconds)],
             stdout=log, stderr=subprocess.STDOUT, env=self.script_env(name), start_new_session=True)
         process = Process(popen)
