@@ -105,17 +105,36 @@ apply_forwards() {
 PAIR_IMDS=http://169.254.169.254
 PAIR_LOG=$CSEC2_ROOT/var/log/cloudstack-ec2-router-pair.log
 PAIR_LOCK=$CSEC2_STATE_DIR/router-pair.lock
+# PAIR_HELD: this router has been active since it last found the whole AWS side
+# its own (removed on any other keepalived state, as at keepalived's start);
+# PAIR_YIELD: keepalived's track file (non-zero: FAULT; pair_yield,
+# pair_hold_back); PAIR_YIELD_PEER: to whom it yielded ("ENI adverts");
+# PAIR_ADVERTS: the other router's adverts counted at the last re-assertion.
+PAIR_HELD=$CSEC2_STATE_DIR/router-pair-held
+PAIR_YIELD=$CSEC2_STATE_DIR/router-pair-yield
+PAIR_YIELD_PEER=$CSEC2_STATE_DIR/router-pair-yielded-to
+PAIR_IDENTITY=$CSEC2_STATE_DIR/router-pair-identity
+PAIR_ADVERTS=$CSEC2_STATE_DIR/router-pair-adverts
 PAIR_ATTEMPTS=${CSEC2_ROUTER_PAIR_ATTEMPTS:-4}
 PAIR_SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
 KEEPALIVED_CONF=$CSEC2_ROOT/etc/keepalived/keepalived.conf
 PAIR_UNIT_DIR=$CSEC2_ROOT/etc/systemd/system
-PAIR_ENI="" PAIR_PRIMARY="" CONSOLE_ADDRESS="" TENANT_ADDRESS=""
+PAIR_ENI="" PAIR_PRIMARY="" PAIR_VPC="" CONSOLE_ADDRESS="" TENANT_ADDRESS=""
+# When this run began, in microseconds (bash's EPOCHREALTIME, its decimal point
+# dropped: it follows the locale): the takeover's lines say how long each call took.
+PAIR_T0=${EPOCHREALTIME//[!0-9]/}
 
 # Lines of keepalived's scripts go to their own log (keepalived discards a
 # script's output) and to the journal of the timer's unit. No secrets: route
 # table, allocation and interface IDs and private addresses only.
 pair_log() {
     csec2_log "$*" | tee -a "$PAIR_LOG"
+}
+
+# Seconds since this run began (PAIR_T0), e.g. "1.25".
+pair_elapsed() {
+    local us=$((${EPOCHREALTIME//[!0-9]/} - PAIR_T0))
+    printf '%d.%02d' $((us / 1000000)) $((us % 1000000 / 10000))
 }
 
 # Settings of keepalived's scripts, which run outside a boot run (no boot lock:
@@ -146,13 +165,22 @@ pair_imds() {
     curl -sf --max-time 2 -H "X-aws-ec2-metadata-token: $token" "$PAIR_IMDS/latest/meta-data/$1"
 }
 
-# This router's primary ENI and its primary private address, from IMDS (the MAC of
-# the primary interface, then that interface's ID).
+# This router's primary ENI, its primary private address and its VPC, from IMDS
+# (the MAC of the primary interface, then that interface's ID and VPC).
+# Kept in PAIR_IDENTITY once known: an instance's primary interface and address
+# are its own for its whole life (EC2 User Guide, "Elastic network interfaces":
+# the primary interface cannot be detached), and a takeover then starts its AWS
+# calls without six IMDS requests first.
 pair_identity() {
     local mac
     [[ -n $PAIR_ENI ]] && return 0
+    if read -r PAIR_ENI PAIR_PRIMARY PAIR_VPC <"$PAIR_IDENTITY" 2>/dev/null && [[ $PAIR_ENI == eni-* && $PAIR_VPC == vpc-* ]]; then
+        return 0
+    fi
     if mac=$(pair_imds mac) && PAIR_ENI=$(pair_imds "network/interfaces/macs/$mac/interface-id") &&
-        PAIR_PRIMARY=$(pair_imds local-ipv4) && [[ $PAIR_ENI == eni-* && -n $PAIR_PRIMARY ]]; then
+        PAIR_VPC=$(pair_imds "network/interfaces/macs/$mac/vpc-id") && PAIR_PRIMARY=$(pair_imds local-ipv4) &&
+        [[ $PAIR_ENI == eni-* && $PAIR_VPC == vpc-* && -n $PAIR_PRIMARY ]]; then
+        printf '%s %s %s\n' "$PAIR_ENI" "$PAIR_PRIMARY" "$PAIR_VPC" >"$PAIR_IDENTITY"
         return 0
     fi
     PAIR_ENI=""
@@ -199,7 +227,7 @@ pair_call() {
             return 1
         fi
         if out=$(csec2_aws ec2 "$@" 2>&1); then
-            pair_log "router pair: $what: done"
+            pair_log "router pair: $what: done ($(pair_elapsed) s into this run)"
             return 0
         fi
         pair_log "router pair: $what failed (attempt $attempt of $PAIR_ATTEMPTS): $(printf '%s' "$out" | tr -s '\n' ' ' | cut -c1-300)"
@@ -240,29 +268,184 @@ pair_takeover() {
 }
 
 # What of the AWS side does not point at this router, one line each (nothing
-# when all does).
+# when all does): the interface it points at ("none": none, "?": not known) and what.
 pair_misplaced() {
-    local tables table targets target role allocation line eni address
+    local tables table targets target role allocation allocations addresses eni address
     read -ra tables <<<"$CSEC2_ROUTER_PAIR_ROUTE_TABLES"
     if ! targets=$(csec2_aws ec2 describe-route-tables --route-table-ids "${tables[@]}" --output text \
         --query "RouteTables[].[RouteTableId, Routes[?DestinationCidrBlock=='$CSEC2_OVERLAY_CIDR'].NetworkInterfaceId | [0]]"); then
-        echo "route tables: describe-route-tables failed"
+        echo "? route tables: describe-route-tables failed"
         return 0
     fi
     for table in "${tables[@]}"; do
         target=$(awk -v t="$table" '$1 == t { print $2 }' <<<"$targets")
-        [[ $target == "$PAIR_ENI" ]] || echo "route $CSEC2_OVERLAY_CIDR of $table: ${target:-none}"
+        [[ $target == "$PAIR_ENI" ]] || echo "${target:-none} route $CSEC2_OVERLAY_CIDR of $table: ${target:-none}"
     done
+    # All the addresses in one call (each process of the AWS CLI costs a Python start).
+    read -ra allocations < <(pair_allocations | awk '{ printf "%s ", $2 }')
+    if ! addresses=$(csec2_aws ec2 describe-addresses --allocation-ids "${allocations[@]}" \
+        --output text --query "Addresses[].[AllocationId, NetworkInterfaceId, PrivateIpAddress]"); then
+        echo "? Elastic IPs: describe-addresses failed"
+        return 0
+    fi
     while read -r role allocation; do
-        if ! line=$(csec2_aws ec2 describe-addresses --allocation-ids "$allocation" --output text \
-            --query "Addresses[0].[NetworkInterfaceId, PrivateIpAddress]"); then
-            echo "Elastic IP $allocation: describe-addresses failed"
-            continue
-        fi
-        read -r eni address <<<"$line"
+        read -r eni address < <(awk -v a="$allocation" '$1 == a { print $2, $3 }' <<<"$addresses")
         [[ $eni == "$PAIR_ENI" && $address == "$(pair_private_address "$role")" ]] ||
-            echo "Elastic IP $allocation ($role): ${eni:-none} ${address:-none}"
+            echo "${eni:-none} Elastic IP $allocation ($role): ${eni:-none} ${address:-none}"
     done < <(pair_allocations)
+}
+
+# ----------------------------------------------------------- split brain ----
+# When the two routers cannot exchange adverts but both reach EC2 (a partition
+# between them, a security group that lost protocol 112), keepalived makes both
+# MASTER, and each would take the AWS side back from the other every 30 s, for
+# as long as the partition lasts. keepalived offers nothing for it: nopreempt and
+# the priorities act on adverts received, and notify_master_rx_lower_pri runs
+# only once adverts arrive again (keepalived.conf(5)). So the routers settle it
+# on the AWS side, deterministically: router 0 (the higher priority) never
+# yields and re-asserts; router 1 yields when the AWS side moved to the other
+# router's interface while router 1 was active and held all of it (PAIR_HELD),
+# and that interface's instance runs with its status checks not impaired.
+# Yielding puts router 1's keepalived into FAULT through its track file (the
+# gateway address leaves its cloudbr0, so the overlay has one gateway too) and
+# ends its re-assertions. That is safe: such a move is an API call the other
+# router made since router 1's last check, and it makes one only while it holds
+# the gateway (pair_call), so it was alive and active at the same time. If it
+# breaks after that while its instance keeps running and passing EC2's checks
+# (its keepalived or its forwarding gone, during the same partition), router 1
+# stays out until the partition heals or the instance stops or fails a check:
+# the pair does not cover a second fault during a partition, as VRRP itself
+# cannot tell a silent peer from a cut link. Router 1 comes back (track file 0:
+# BACKUP, then the election) as soon as adverts from the other router arrive
+# again (the counter below), or its instance no longer runs healthy.
+
+# The number of VRRP packets from the other router that reached this one over
+# the VPC (an nftables counter, which counts them whatever state keepalived is
+# in; never what comes from the overlay, where a tenant may forge the source);
+# creates the counting table when it is missing (a reboot drops it).
+pair_peer_adverts() {
+    local out
+    if ! out=$(nft list counter ip cloudstack_router_pair peer_adverts 2>/dev/null); then
+        printf '%s\n' "table ip cloudstack_router_pair {" "    counter peer_adverts { }" "    chain prerouting {" \
+            "        type filter hook prerouting priority raw; policy accept;" \
+            "        iifname != cloudbr0 ip saddr $CSEC2_ROUTER_PAIR_PEER ip protocol vrrp counter name \"peer_adverts\"" "    }" "}" |
+            nft -f - || return 1
+        echo 0
+        return 0
+    fi
+    awk '$1 == "packets" { print $2; exit }' <<<"$out"
+}
+
+# pair_peer_health ENI: "healthy" when the instance ENI is attached to runs and
+# EC2's status checks of it are not impaired (EC2 User Guide, "Status checks for
+# your instances"; checks still initializing count as healthy), else "down";
+# fails when EC2 did not answer.
+pair_peer_health() {
+    local instance status
+    instance=$(csec2_aws ec2 describe-network-interfaces --network-interface-ids "$1" --output text \
+        --query 'NetworkInterfaces[0].Attachment.InstanceId') || return 1
+    if [[ $instance != i-* ]]; then
+        echo down
+        return 0
+    fi
+    status=$(csec2_aws ec2 describe-instance-status --instance-ids "$instance" --include-all-instances \
+        --output text --query 'InstanceStatuses[0].[InstanceState.Name, SystemStatus.Status, InstanceStatus.Status]') ||
+        return 1
+    if [[ $status == running* && $status != *impaired* ]]; then echo healthy; else echo down; fi
+}
+
+# pair_should_yield MISPLACED: whether router 1 yields (see above) to the one
+# interface every line of MISPLACED (pair_misplaced) names; prints it.
+pair_should_yield() {
+    local enis
+    ((CSEC2_ROUTER_PAIR_INDEX == 1)) && [[ -e $PAIR_HELD ]] || return 1
+    enis=$(awk '{ print $1 }' <<<"$1" | sort -u)
+    [[ $enis == eni-* && $enis != *$'\n'* && $enis != "$PAIR_ENI" ]] || return 1
+    [[ $(pair_peer_health "$enis") == healthy ]] && printf '%s' "$enis"
+}
+
+# pair_yield ENI: keepalived to FAULT (the track file), remembering to whom and
+# how many adverts of the other router had arrived by then.
+pair_yield() {
+    printf '%s %s\n' "$1" "$(pair_peer_adverts)" >"$PAIR_YIELD_PEER"
+    rm -f "$PAIR_HELD"
+    printf '1\n' >"$PAIR_YIELD"
+    pair_log "router pair: yielding to router 0 ($1): it took the AWS side while this router was active (no adverts between the two, both reach EC2); keepalived in FAULT until its adverts arrive again or its instance stops or fails a status check"
+}
+
+# While yielded: back to the election (track file 0) when adverts of the other
+# router arrive again or its instance no longer runs healthy; an EC2 call that
+# fails changes nothing.
+pair_check_yield() {
+    local eni seen now
+    read -r eni seen <"$PAIR_YIELD_PEER" 2>/dev/null || { eni="" seen=0; }
+    now=$(pair_peer_adverts) || now=$seen
+    if ((now > seen)); then
+        pair_log "router pair: adverts from the other router arrive again ($((now - seen)) since yielding): back to the election"
+    elif [[ $eni != eni-* || $(pair_peer_health "$eni") == down ]]; then
+        pair_log "router pair: the instance behind ${eni:-the interface yielded to} no longer runs healthy: back to the election"
+    else
+        return 0
+    fi
+    rm -f "$PAIR_YIELD_PEER"
+    printf '0\n' >"$PAIR_YIELD"
+}
+
+# ------------------------------------------- a router without the pair ----
+# A stack that had one router and gets a second (routerCount 1 -> 2): router 0
+# runs the boot it started with until it is replaced (EC2 runs user data at an
+# instance's first boot only, and Pulumi never replaces an instance for a changed
+# user data: components/resources/node.py). That router has the gateway address
+# as its own and sends no adverts, so router 1 taking the gateway would make two
+# gateways on the overlay. A router therefore holds back (track file 2: FAULT)
+# while the instance at the other router's address, in its VPC, is pending,
+# running, stopping or shutting down with the user data of a router without a
+# pair (no CSEC2_ROUTER_PAIR_INDEX in its boot.env), and comes back (track file
+# 0) once none is: the old router 0 has been replaced (README "Changing
+# routerCount"). EC2 tells, not the overlay, where a tenant could answer for any
+# address. Asked at boot before keepalived starts, and while no adverts arrive.
+
+# pair_peer_without_vrrp: whether such an instance exists (0, its ID printed),
+# none does (1), or EC2 did not answer (2).
+pair_peer_without_vrrp() {
+    local ids id data
+    pair_identity || return 2
+    ids=$(csec2_aws ec2 describe-instances --output text --query 'Reservations[].Instances[].InstanceId' --filters \
+        "Name=private-ip-address,Values=$CSEC2_ROUTER_PAIR_PEER" "Name=vpc-id,Values=$PAIR_VPC" \
+        "Name=instance-state-name,Values=pending,running,stopping,shutting-down") || return 2
+    for id in $ids; do
+        [[ $id == i-* ]] || continue
+        # DescribeInstanceAttribute userData: the base64 of what the instance was launched
+        # with (EC2 API Reference), here the gzip'd boot script (components/boot/common.py).
+        data=$(csec2_aws ec2 describe-instance-attribute --instance-id "$id" --attribute userData \
+            --output text --query 'UserData.Value' | base64 -d 2>/dev/null | gunzip 2>/dev/null) || return 2
+        [[ $data == *$'\nCSEC2_ENV_ROLE="router"\n'* ]] || return 2
+        if [[ $data != *$'\nCSEC2_ROUTER_PAIR_INDEX="'* ]]; then
+            printf '%s' "$id"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# pair_hold_back: track file 2 while the other router runs without the pair,
+# logging each change. Returns 0 when holding back, 1 when not, 2 when EC2 did
+# not answer (the track file as it was).
+pair_hold_back() {
+    local id status=0 held
+    held=$(cat "$PAIR_YIELD" 2>/dev/null)
+    id=$(pair_peer_without_vrrp) || status=$?
+    if ((status == 0)); then
+        [[ $held == 2 ]] || pair_log "router pair: holding back: the other router ($id at $CSEC2_ROUTER_PAIR_PEER) runs the boot of a router without a pair, with the gateway address as its own; this router takes no part until it is replaced"
+        printf '2\n' >"$PAIR_YIELD"
+        return 0
+    fi
+    ((status == 2)) && return 2
+    if [[ $held == 2 ]]; then
+        pair_log "router pair: no router without a pair at $CSEC2_ROUTER_PAIR_PEER any more: back to the election"
+        printf '0\n' >"$PAIR_YIELD"
+    fi
+    return 1
 }
 
 # `router.sh vrrp STATE` (keepalived's notify_master, notify_master_rx_lower_pri,
@@ -276,14 +459,18 @@ pair_vrrp() {
     # metric filter counts it (components/model/alarms.py ROUTER_TAKEOVER_PATTERN, the
     # router-pair-takeover alarm). Keep its words when changing it.
     pair_log "router pair: keepalived state ${1:-?} (router $CSEC2_ROUTER_PAIR_INDEX)"
-    [[ ${1-} == MASTER ]] || return 0
+    if [[ ${1-} != MASTER ]]; then
+        rm -f "$PAIR_HELD"
+        return 0
+    fi
     exec {lock}>"$PAIR_LOCK"
     if ! flock -w 120 "$lock"; then
         pair_log "router pair: another takeover still runs after 120 s"
         return 1
     fi
     if pair_takeover; then
-        pair_log "router pair: this router is active: the overlay route and the Elastic IPs point at $PAIR_ENI"
+        touch "$PAIR_HELD"
+        pair_log "router pair: this router is active: the overlay route and the Elastic IPs point at $PAIR_ENI ($(pair_elapsed) s after keepalived's call)"
         return 0
     fi
     pair_log "router pair: takeover incomplete; cloudstack-ec2-router-pair.timer retries it"
@@ -293,18 +480,53 @@ pair_vrrp() {
 # `router.sh reassert` (cloudstack-ec2-router-pair.timer): while this router is
 # active, re-takes whatever of the AWS side points elsewhere (a takeover the
 # other router ran after ours, e.g. when a partition healed: keepalived's
-# notify_master_rx_lower_pri and this check make the active router win).
+# notify_master_rx_lower_pri and this check make the active router win), unless
+# router 1 yields to router 0 (split brain above); while it has yielded, checks
+# whether to come back.
 pair_reassert() {
-    local lock misplaced
+    local lock misplaced peer held adverts last
     pair_load
-    pair_is_active || return 0
     exec {lock}>"$PAIR_LOCK"
-    flock -n "$lock" || return 0 # a takeover is running
+    held=$(cat "$PAIR_YIELD" 2>/dev/null)
+    if [[ $held == 1 ]]; then
+        flock -n "$lock" || return 0
+        pair_check_yield
+        return 0
+    fi
+    # No adverts since the last run (or none counted before, or holding back): is
+    # the other router one without the pair? While holding back, asked again every
+    # 5 s for the first 25 s of this run (the timer starts the next 30 s after this
+    # one began), so that the replaced router's successor is not kept waiting.
+    adverts=$(pair_peer_adverts) || adverts=0
+    last=$(cat "$PAIR_ADVERTS" 2>/dev/null)
+    if [[ $held == 2 || -z $last || $adverts == "$last" ]]; then
+        while pair_hold_back && (($(pair_elapsed | cut -d. -f1) < 25)); do
+            sleep 5
+        done
+        [[ $(cat "$PAIR_YIELD" 2>/dev/null) == 2 ]] && return 0
+    fi
+    printf '%s\n' "$adverts" >"$PAIR_ADVERTS"
+    pair_is_active || return 0
     pair_identity || return 1
+    # The first look without the lock: keepalived's MASTER script never waits for
+    # these calls. Anything misplaced is looked at again under the lock (a takeover
+    # may have run meanwhile), before any decision.
     misplaced=$(pair_misplaced)
-    [[ -z $misplaced ]] && return 0
-    pair_log "router pair: active, but: $(tr '\n' ';' <<<"$misplaced") re-asserting"
-    pair_takeover
+    flock -n "$lock" || return 0 # a takeover is running
+    if [[ -n $misplaced ]]; then
+        pair_is_active || return 0
+        misplaced=$(pair_misplaced)
+    fi
+    if [[ -z $misplaced ]]; then
+        touch "$PAIR_HELD"
+        return 0
+    fi
+    if peer=$(pair_should_yield "$misplaced"); then
+        pair_yield "$peer"
+        return 0
+    fi
+    pair_log "router pair: active, but: $(cut -d' ' -f2- <<<"$misplaced" | tr '\n' ';') re-asserting"
+    pair_takeover && touch "$PAIR_HELD"
 }
 
 # `router.sh keepalived-config`: keepalived.conf(5) of this router, printed.
@@ -325,7 +547,10 @@ pair_reassert() {
 # heals the loser sends one advert more (higher_prio_send_advert), on which the
 # winner repeats them (garp_lower_prio_repeat) and takes the AWS side back
 # (notify_master_rx_lower_pri: a lower-priority router that was briefly active
-# ran its takeover last).
+# ran its takeover last). The track file (weight 0: a non-zero value is FAULT) is
+# how router 1 yields during a split brain (1, pair_yield) and how a router holds
+# back beside a router without the pair (2, pair_hold_back); init_file writes 0
+# when it is missing. Both are looked at again at every re-assertion.
 pair_keepalived_conf() {
     local priority=100 dev
     ((CSEC2_ROUTER_PAIR_INDEX == 0)) && priority=150
@@ -338,6 +563,11 @@ global_defs {
     enable_script_security
     vrrp_check_unicast_src
     vrrp_higher_prio_send_advert
+}
+track_file router_pair_yield {
+    file "$PAIR_YIELD"
+    weight 0
+    init_file 0
 }
 vrrp_instance overlay_gateway {
     state BACKUP
@@ -355,6 +585,9 @@ vrrp_instance overlay_gateway {
     }
     track_interface {
         cloudbr0
+    }
+    track_file {
+        router_pair_yield
     }
     garp_master_delay 1
     garp_master_repeat 3
@@ -405,6 +638,21 @@ pair_check_permissions() {
     done < <(pair_allocations)
 }
 
+# Boot step, before keepalived: hold back while the other router runs without the
+# pair (pair_hold_back). EC2 must answer: without it, starting keepalived could
+# make a second gateway beside such a router.
+pair_boot_hold_back() {
+    local attempt status
+    for ((attempt = 1; ; attempt++)); do
+        status=0
+        pair_hold_back || status=$?
+        ((status == 2)) || return 0
+        ((attempt >= PAIR_ATTEMPTS)) &&
+            csec2_die "EC2 did not say whether the other router ($CSEC2_ROUTER_PAIR_PEER) runs without the pair (DescribeInstances, DescribeInstanceAttribute userData; the log above): keepalived not started, it could make a second gateway"
+        sleep $((attempt * 10))
+    done
+}
+
 # Boot step: keepalived with this router's configuration, and the re-assertion
 # timer. A re-run with an unchanged configuration changes nothing (no restart: a
 # restarted active router would hand the gateway over).
@@ -416,10 +664,12 @@ setup_router_pair() {
         CSEC2_ROUTER_EIP_INFRASTRUCTURE
     csec2_apt_install keepalived
     pair_identity || csec2_die "instance metadata (IMDSv2) did not answer with this router's interface"
-    mkdir -p "$(dirname "$KEEPALIVED_CONF")" "$PAIR_UNIT_DIR"
+    mkdir -p "$(dirname "$KEEPALIVED_CONF")" "$PAIR_UNIT_DIR" "$CSEC2_STATE_DIR"
+    pair_peer_adverts >/dev/null || csec2_die "nft refused the table counting the other router's adverts"
     pair_keepalived_conf >"$conf_new"
     keepalived --config-test -f "$conf_new" || csec2_die "keepalived --config-test refused $conf_new"
     pair_check_permissions
+    pair_boot_hold_back
     printf '%s\n' "[Unit]" "Description=cloudstack-ec2 router pair: the active router re-asserts the overlay route and Elastic IPs" \
         "After=keepalived.service" "[Service]" "Type=oneshot" "ExecStart=$PAIR_SCRIPT reassert" \
         >"$PAIR_UNIT_DIR/cloudstack-ec2-router-pair.service"

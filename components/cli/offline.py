@@ -60,6 +60,7 @@ class Registration:
     #: Resource options as the engine receives them.
     protect: bool = False
     ignore_changes: tuple[str, ...] = ()
+    replace_on_changes: tuple[str, ...] = ()
     delete_before_replace: bool = False
     additional_secret_outputs: tuple[str, ...] = ()
     #: (create, update, delete) custom timeouts; "" where the provider's default applies.
@@ -436,6 +437,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 custom=bool(request.custom), id=response.id, state=dict(state or {}),
                 parent_urn=request.parent, dependencies=tuple(request.dependencies),
                 protect=bool(request.protect), ignore_changes=tuple(request.ignoreChanges),
+                replace_on_changes=tuple(request.replaceOnChanges),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 additional_secret_outputs=tuple(request.additionalSecretOutputs),
                 custom_timeouts=(request.customTimeouts.create, request.customTimeouts.update,

@@ -38,6 +38,8 @@ OUTPUT = "deployment"
 LEGACY_PARAMETER_OUTPUT = "databaseEndpointParameter"
 #: The router's output; its `consolePrivateIp` stays the console address on later runs.
 ROUTER_OUTPUT = "router"
+#: The router output's key: router 0 was launched with the pair's boot (router0_in_pair).
+ROUTER_IN_PAIR = "bootsInPair"
 #: Outputs the next run reads back (program.read_deployed).
 #: The UI/API load balancer's output (components/program/outputs.py), present only with one.
 LOAD_BALANCER_OUTPUT = "loadBalancer"
@@ -73,6 +75,9 @@ class Deployed:
     console_private_ip: str = ""
     #: Routers deployed: 2 when the router output lists a pair, else 1 (0: never deployed).
     router_count: int = 0
+    #: Router 0 was launched with the pair's boot (its user data names its place in the pair;
+    #: router output `bootsInPair`). False for a stack that recorded none: unknown.
+    router0_in_pair: bool = False
     #: cloudstackVersion the instances run ("X.Y" or "X.Y.Z"; "" before it was recorded).
     cloudstack_version: str = ""
     #: The UI/API was behind the load balancer.
@@ -99,6 +104,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
     console_ip = router.get("consolePrivateIp") if isinstance(router, Mapping) else None
     pair = router.get("pair") if isinstance(router, Mapping) else None
     router_count = len(pair) if isinstance(pair, list) and pair else 1 if isinstance(router, Mapping) else 0
+    in_pair = isinstance(router, Mapping) and router.get(ROUTER_IN_PAIR) is True
     if isinstance(recorded, Mapping):
         def number(key: str) -> Optional[int]:
             value = recorded.get(key)
@@ -116,6 +122,7 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             boot_scripts=number("bootScripts") or 0,
             console_private_ip=console_ip if isinstance(console_ip, str) else "",
             router_count=router_count,
+            router0_in_pair=in_pair,
             cloudstack_version=str(recorded.get(upgrades.KEY) or ""),
             load_balancer=isinstance(outputs.get(LOAD_BALANCER_OUTPUT), Mapping),
             bootstrapped=recorded.get("bootstrapped") is True,
@@ -210,6 +217,21 @@ def upgrade_warnings(deployed: Deployed, stack: str, settings_version: str = "")
     return warnings
 
 
+def router0_renewal(settings: Settings, deployed: Deployed) -> bool:
+    """Whether this update replaces router 0 so that it boots with the pair's user data: a
+    pair is wanted, router 1 exists since an earlier update, and router 0 was launched
+    with one router's boot (or a stack that did not record it). Never in the update that
+    adds router 1: router 1 must have booted first, to carry the traffic meanwhile."""
+    return settings.router_count > 1 and deployed.router_count > 1 and not deployed.router0_in_pair
+
+
+def router0_in_pair(settings: Settings, deployed: Deployed) -> bool:
+    """Whether router 0 runs the pair's boot after this update (the `bootsInPair` output)."""
+    if deployed.router_count == 0:  # launched by this update
+        return settings.router_count > 1
+    return deployed.router0_in_pair or router0_renewal(settings, deployed)
+
+
 def router_count_warnings(settings: Settings, deployed: Deployed, stack: str) -> list[str]:
     """What a change of routerCount on a deployed stack needs (nothing otherwise). `stack`:
     the stack's name (in the URN to replace)."""
@@ -217,13 +239,19 @@ def router_count_warnings(settings: Settings, deployed: Deployed, stack: str) ->
         # Router 0 keeps the boot script it started with (components/resources/node.py):
         # one that knows nothing of a peer.
         return [
-            "routerCount 1 -> 2 adds router 1 beside the running router, which is not replaced and keeps its "
-            "addresses and Elastic IPs; but it runs the one-router boot script it started with and takes no part "
-            "in the pair. Router 1 becomes the active router once it has booted (it takes the gateway address, the "
-            "overlay route and the Elastic IPs). Once this update has completed, replace router 0 in a second "
-            f"update so that it boots as the pair's preferred router: `pulumi up --replace "
-            f"'{instance_urn(stack, 'OverlayRouter', 'router')}'` (router 1 carries the traffic meanwhile; router 0 "
-            "takes it back when it is up: one failover)."]
+            "routerCount 1 -> 2 adds router 1 beside the running router, which this update does not replace: it "
+            "keeps its addresses, its Elastic IPs and the one-router boot it started with, and stays the gateway. "
+            "Router 1 holds back while that router runs (its log: 'holding back'), so the overlay never has two "
+            "gateways. Once router 1 has booted, run `pulumi up` again: that update replaces router 0 with the "
+            "pair's boot; router 1 takes over while it is replaced (one failover) and stays the active router, "
+            "router 0 comes back as the standby."]
+    if router0_renewal(settings, deployed):
+        return [
+            "this update replaces router 0 "
+            f"('{instance_urn(stack, 'OverlayRouter', 'router')}') so that it boots as part of the pair: it was "
+            "launched with one router's boot (or before this was recorded). Router 1 takes the gateway, the "
+            "overlay route and the Elastic IPs as soon as the old router 0 has stopped (one failover); it must "
+            "have booted already (else the overlay has no gateway until it has). Router 0 comes back as the standby."]
     if deployed.router_count < 2 or settings.router_count > 1:
         return []
     return [

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import boot
-from components.model import ipplan
+from components.model import deployed as deployed_state, ipplan
 from components.program import directory
 from components.program.context import Context
 from components.program.data import Data
@@ -64,7 +64,8 @@ def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
         internet_gateway=underlay.internet_gateway, boot_script_arn=boot_scripts.object_arn("router"),
         parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards],
         ui_forward=ui_forward(ctx),
-        previous_console_ip=ctx.previous.console_private_ip or None, count=ctx.settings.router_count))
+        previous_console_ip=ctx.previous.console_private_ip or None, count=ctx.settings.router_count,
+        renew_router0=deployed_state.router0_renewal(ctx.settings, ctx.previous)))
 
 
 def ui_forward(ctx: Context) -> str:

@@ -32,6 +32,7 @@ def stack_outputs(ctx: Context, network: Network, data: Data, control: ControlPl
         "router": {"overlayIp": str(plan.router), "privateIp": router.private_ip, "publicIp": router.public_ip,
                    "instanceId": router.instance_id, "consolePrivateIp": router.console_private_ip,
                    "consolePublicIp": router.console_public_ip, "tenantPublicIp": router.tenant_public_ip,
+                   deployed_state.ROUTER_IN_PAIR: deployed_state.router0_in_pair(settings, ctx.previous),
                    # With routerCount 2: each router of the pair (index 0 is the preferred active one).
                    **({"pair": [{"privateIp": m.eni.private_ip, "instanceId": m.instance.id, "eniId": m.eni.id,
                                  "consolePrivateIp": m.console_private_ip, "tenantPrivateIp": m.tenant_private_ip}

@@ -73,6 +73,13 @@ class NodeArgs:
     #: Launch on this network interface (its subnet, groups and source/destination check
     #: then come from the interface: EC2 refuses them beside it) instead of a new one.
     network_interface_id: Optional[pulumi.Input[str]] = None
+    #: Replace the instance so that it boots with `user_data_base64` (this update only).
+    #: Otherwise a changed user data changes nothing: ignore_changes keeps the state's value,
+    #: which the engine uses even for a replacement (`pulumi up --replace` would launch the
+    #: old user data again: Pulumi docs, "ignoreChanges": "Pulumi ignores a property by using
+    #: the old value from the state"), and an update in place would stop and start the
+    #: instance (pulumi-aws Instance, user_data_replace_on_change).
+    renew_user_data: bool = False
 
 
 def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -> aws.ec2.Instance:
@@ -96,8 +103,9 @@ def hardened_instance(name: str, args: NodeArgs, opts: pulumi.ResourceOptions) -
         tags={**args.tags, "Name": name},
         volume_tags={**args.tags, "Name": name},
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            ignore_changes=["ami", "user_data", "user_data_base64"]
+            ignore_changes=["ami", "user_data"] + ([] if args.renew_user_data else ["user_data_base64"])
             + (["instance_type"] if args.pin_instance_type else []),
+            replace_on_changes=["user_data_base64"] if args.renew_user_data else None,
             # The replacement reuses the overlay address: two live copies would fight
             # over it (and two management servers over one database).
             delete_before_replace=True,

@@ -37,6 +37,10 @@ ROUTE_TARGET_OWNED_BY_PAIR = ["network_interface_id"]
 EIP_ASSOCIATION_OWNED_BY_PAIR = ["network_interface", "associate_with_private_ip", "instance"]
 
 
+#: The routers' instances' Role tag.
+ROUTER_ROLE_TAG = "overlay-router"
+
+
 @dataclass(frozen=True)
 class RouterPairInputs:
     """What router `index` of a pair is told of the other and of the AWS side it takes over
@@ -93,6 +97,9 @@ class OverlayRouterArgs:
     previous_console_ip: Optional[str] = None
     #: routerCount: 1, or 2 for an active/standby pair (VRRP, components/boot/router.py).
     count: int = 1
+    #: Replace router 0 in this update so that it boots with its current user data (a router
+    #: 0 launched with one router's boot, once router 1 exists: deployed.router0_renewal).
+    renew_router0: bool = False
 
 
 class OverlayRouter(pulumi.ComponentResource):
@@ -141,14 +148,16 @@ class OverlayRouter(pulumi.ComponentResource):
         eips = self._elastic_ips(name, args, tags, eni, console_private_ip, tenant_private_ip)
         pair = args.count > 1
         if pair:
-            grants += takeover_grants(args.route_table_ids, [e.id for e, _, _ in interfaces], [e.id for e in eips])
+            grants += takeover_grants(args.route_table_ids, [e.id for e, _, _ in interfaces], [e.id for e in eips],
+                                      {**tags, "Role": ROUTER_ROLE_TAG})
         profile = instance_role(name, grants=grants, opts=child, tags=tags).profile
         self.members = [
             RouterMember(hardened_instance(member_name(name, i), NodeArgs(
                 spec=args.instance, user_data_base64=args.render_user_data(console, tenant, self._pair_inputs(
                     i, interfaces, args.route_table_ids, eips) if pair else None),
                 instance_profile=profile.name, network_interface_id=member_eni.id,
-                tags={**tags, "Role": "overlay-router"}), child), member_eni, console, tenant)
+                tags={**tags, "Role": ROUTER_ROLE_TAG}, renew_user_data=args.renew_router0 and i == 0), child),
+                member_eni, console, tenant)
             for i, (member_eni, console, tenant) in enumerate(interfaces)]
         route_opts = pulumi.ResourceOptions(parent=self, ignore_changes=ROUTE_TARGET_OWNED_BY_PAIR if pair else None)
         for i, table_id in enumerate(args.route_table_ids):
@@ -264,11 +273,14 @@ class OverlayRouter(pulumi.ComponentResource):
 
 
 def takeover_grants(route_table_ids: Sequence[pulumi.Input[str]], eni_ids: Sequence[pulumi.Input[str]],
-                    allocation_ids: Sequence[pulumi.Input[str]]) -> list[Grant]:
+                    allocation_ids: Sequence[pulumi.Input[str]], router_tags: dict) -> list[Grant]:
     """What the active router of a pair may do on AWS, and nothing more: ReplaceRoute in the
     managed route tables, AssociateAddress of the stack's Elastic IPs with the two routers'
-    interfaces, and the two read-only Describes the takeover and its periodic check need;
-    each in the stack's region only.
+    interfaces, and the read-only Describes the takeover and its periodic check need (the
+    route tables, the addresses, and, to settle a split brain, which instance an interface
+    belongs to and whether it runs healthy; to hold back beside a router without the pair,
+    the instances at the other router's address and the user data of the stack's routers,
+    the instances carrying every one of `router_tags`: userdata/router.sh); each in the stack's region only.
 
     Service Authorization Reference, "Actions, resources, and condition keys for Amazon EC2":
     ReplaceRoute takes a route-table resource; AssociateAddress an elastic-ip resource and
@@ -276,15 +288,21 @@ def takeover_grants(route_table_ids: Sequence[pulumi.Input[str]], eni_ids: Seque
     names must be allowed, so listing the two routers' interfaces confines the takeover to
     them (it associates by NetworkInterfaceId and PrivateIpAddress: the console and tenants'
     addresses are secondary ones; it is granted no instance). The interfaces are listed
-    for ReplaceRoute too, as its target. DescribeRouteTables and DescribeAddresses support
-    no resource-level permission ("*"). aws:RequestedRegion is a global condition key (IAM
+    for ReplaceRoute too, as its target. DescribeRouteTables, DescribeAddresses,
+    DescribeNetworkInterfaces, DescribeInstanceStatus and DescribeInstances support no
+    resource-level permission ("*"); DescribeInstanceAttribute takes an instance resource,
+    confined here by the routers' tags (aws:ResourceTag/<key>). aws:RequestedRegion is a
+    global condition key (IAM
     User Guide, "AWS global condition context keys")."""
     region = {"StringEquals": {"aws:RequestedRegion": aws.get_region().region}}
     interfaces = [ec2_arn("network-interface", i) for i in eni_ids]
     return [
         Grant(["ec2:ReplaceRoute"], [ec2_arn("route-table", t) for t in route_table_ids] + interfaces, region),
         Grant(["ec2:AssociateAddress"], [ec2_arn("elastic-ip", a) for a in allocation_ids] + interfaces, region),
-        Grant(["ec2:DescribeRouteTables", "ec2:DescribeAddresses"], ["*"], region),
+        Grant(["ec2:DescribeRouteTables", "ec2:DescribeAddresses", "ec2:DescribeNetworkInterfaces",
+               "ec2:DescribeInstanceStatus", "ec2:DescribeInstances"], ["*"], region),
+        Grant(["ec2:DescribeInstanceAttribute"], [ec2_arn("instance", "*")], {"StringEquals": {
+            **region["StringEquals"], **{f"aws:ResourceTag/{k}": v for k, v in sorted(router_tags.items())}}}),
     ]
 
 

@@ -2,7 +2,8 @@
 namespace (netlab.py):
 
   - the EC2 API: moto in server mode (ThreadedMotoServer) on MOTO_ADDRESS:MOTO_PORT, seeded
-    with the VPC, the two routers' ENIs (primary, console and tenants' addresses), the
+    with the VPC, the two routers' ENIs (primary, console and tenants' addresses) and their
+    instances, the
     managed route tables with the overlay route to router 0 and the three Elastic IPs
     associated with router 0's addresses;
   - the instance metadata service (IMDSv2 only: a PUT for a token first, as the launch
@@ -17,13 +18,15 @@ namespace (netlab.py):
     python3 ec2_standin.py CONFIG.json STATUS.json
 
 prints READY once all runs; STATUS.json holds the seeded IDs and, after every change of
-the data plane, where it points (written atomically). moto records no PrivateIpAddress
-of an association (it keeps the ENI only): the lab maps an Elastic IP to the address of
-its role on the ENI moto names, as the router asked for it.
+the data plane, where it points and when each of the route and the Elastic IPs last
+moved (written atomically). moto maps an Elastic IP to its
+interface's primary address whatever PrivateIpAddress the association named;
+keep_private_addresses makes it keep the named one, as EC2 does.
 """
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -33,6 +36,9 @@ import threading
 import time
 
 import boto3
+from moto.ec2.exceptions import InvalidParameterValueError
+from moto.ec2.models.elastic_ip_addresses import ElasticAddress
+from moto.ec2.responses.elastic_ip_addresses import ElasticIPAddresses
 from moto.server import ThreadedMotoServer
 
 POLL_SECONDS = 0.1
@@ -46,6 +52,33 @@ def ec2_client(address: str, port: int):
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
+def keep_private_addresses() -> None:
+    """EC2 API Reference, AssociateAddress: PrivateIpAddress is "the primary or secondary
+    private IP address to associate with the Elastic IP address"; without it, the primary
+    one; an address the interface does not have is refused (InvalidParameterValue).
+    DescribeAddresses reports it as PrivateIpAddress. moto takes the interface's primary
+    address every time, so the router's check of its console and tenants' addresses would
+    never find them where it put them."""
+    associate = ElasticIPAddresses.associate_address
+
+    def associate_keeping_the_address(self):
+        private = self._get_param("PrivateIpAddress")
+        eni_id = self._get_param("NetworkInterfaceId")
+        if private and eni_id:
+            eni = self.ec2_backend.get_network_interface(eni_id)
+            if private not in [a["PrivateIpAddress"] for a in eni.private_ip_addresses]:
+                raise InvalidParameterValueError(private)
+        result = associate(self)
+        allocation = self._get_param("AllocationId")
+        if allocation:
+            self.ec2_backend.address_by_allocation([allocation])[0].associated_private_ip = private or None
+        return result
+
+    ElasticIPAddresses.associate_address = associate_keeping_the_address
+    ElasticAddress.private_ip_address = property(
+        lambda eip: (getattr(eip, "associated_private_ip", None) or eip.eni.private_ip_address) if eip.eni else None)
+
+
 def seed(ec2, config: dict) -> dict:
     """The deployment as Pulumi leaves it: router 0 holds the route and the addresses."""
     vpc = ec2.create_vpc(CidrBlock=config["vpc"])["Vpc"]["VpcId"]
@@ -57,6 +90,14 @@ def seed(ec2, config: dict) -> dict:
         ec2.assign_private_ip_addresses(NetworkInterfaceId=eni_id,
                                         PrivateIpAddresses=[router["console"], router["tenant"]])
         enis.append(eni_id)
+    # Each router's instance on its interface: the split-brain check asks EC2 which
+    # instance an interface belongs to and whether it runs (moto's own image list).
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    # Launched with the user data the lab gives (base64 of the gzip'd script, as Pulumi passes
+    # it; EC2 keeps the bytes and DescribeInstanceAttribute answers their base64).
+    instances = [ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, UserData=base64.b64decode(
+        router["user_data"]), NetworkInterfaces=[{"DeviceIndex": 0, "NetworkInterfaceId": eni}]
+    )["Instances"][0]["InstanceId"] for eni, router in zip(enis, config["routers"])]
     tables = []
     for _ in range(config["route_tables"]):
         table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
@@ -68,7 +109,7 @@ def seed(ec2, config: dict) -> dict:
         private = config["routers"][0]["primary" if role == "infrastructure" else role]
         ec2.associate_address(AllocationId=allocation, NetworkInterfaceId=enis[0], PrivateIpAddress=private)
         allocations[role] = allocation
-    return {"enis": enis, "tables": tables, "allocations": allocations}
+    return {"vpc": vpc, "enis": enis, "instances": instances, "tables": tables, "allocations": allocations}
 
 
 def serve_imds(config: dict, ids: dict) -> None:
@@ -76,7 +117,8 @@ def serve_imds(config: dict, ids: dict) -> None:
     by_source = {}
     for router, eni in zip(config["routers"], ids["enis"]):
         by_source[router["primary"]] = {"mac": router["mac"], "local-ipv4": router["primary"],
-                                        f"network/interfaces/macs/{router['mac']}/interface-id": eni}
+                                        f"network/interfaces/macs/{router['mac']}/interface-id": eni,
+                                        f"network/interfaces/macs/{router['mac']}/vpc-id": ids["vpc"]}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def answer(self, status: int, body: str = "") -> None:
@@ -145,9 +187,14 @@ def follow(ec2, config: dict, ids: dict, status_path: str) -> None:
     """Apply the control plane to the namespace, forever (the lab stops this process)."""
     applied = None
     private_of = {eni: router for eni, router in zip(ids["enis"], config["routers"])}
+    moved: dict[str, float] = {}  # "route" and each Elastic IP role: when this loop saw it change
     while True:
         target, eips = data_plane(ec2, config, ids)
         if (target, eips) != applied:
+            now = time.time()
+            before_target, before_eips = applied or (None, {})
+            moved.update({"route": now} if target != before_target else {})
+            moved.update({role: now for role, eni in eips.items() if before_eips.get(role) != eni})
             subprocess.run(["ip", "route", "replace", config["overlay"], "via", private_of[target]["primary"]],
                            check=True)
             mapping = {config["eips"][role]: private_of[eni]["primary" if role == "infrastructure" else role]
@@ -158,7 +205,7 @@ def follow(ec2, config: dict, ids: dict, status_path: str) -> None:
                 for side in ("-s", "-r"):  # original source, reply source
                     subprocess.run(["conntrack", "-D", side, address], capture_output=True)
             applied = (target, eips)
-            report = {**ids, **status(ec2, ids), "addresses": eips, "changed": time.time()}
+            report = {**ids, **status(ec2, ids), "addresses": eips, "changed": time.time(), "moved": moved}
             with open(status_path + ".tmp", "w") as f:
                 json.dump(report, f)
             os.replace(status_path + ".tmp", status_path)
@@ -172,6 +219,7 @@ def main(config_path: str, status_path: str) -> int:
     with open(config_path) as f:
         CONFIG.update(json.load(f))
     address, port = CONFIG["moto"]
+    keep_private_addresses()
     server = ThreadedMotoServer(ip_address=address, port=port, verbose=False)
     server.start()
     ec2 = ec2_client(address, port)

@@ -26,6 +26,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
+
+import pytest
 
 from components import boot as ud
 
@@ -38,22 +41,50 @@ MOTO = ("10.99.0.10", 5000)
 GATEWAY = ROUTER.overlay  # 10.100.0.1: the one-router lab's router address, the pair's VRRP address
 ROUTERS = (Instance("router0", "10.99.1.10", "10.100.63.254", "router"),
            Instance("router1", "10.99.1.13", "10.100.63.255", "router"))
+#: Router 0 as a stack with one router launched it: the gateway address is its own.
+ROUTER0_SINGLE = Instance("router0", "10.99.1.10", GATEWAY, "router")
 SECONDARIES = {"router0": ("10.99.1.11", "10.99.1.12"), "router1": ("10.99.1.14", "10.99.1.15")}
 TENANT = "10.100.128.5"  # the public range (block 2): a tenant's virtual router
 ROUTE_TABLES = 2
 #: Bounds of every wait of the lab.
 SETTLE_SECONDS = 60
+#: The period of each router's `router.sh reassert` (cloudstack-ec2-router-pair.timer runs
+#: it every TIMER_SECONDS on EC2; the lab runs the same script more often, to see several
+#: periods).
+REASSERT_SECONDS = 4
+TIMER_SECONDS = 30
+
+
+def built(lab: "PairLab", ready: Callable[["PairLab"], None]):
+    """A module fixture's body: `lab` built and `ready(lab)` (its waits) passed, yielded, torn
+    down after; a failure to build fails the tests with the routers' logs."""
+    try:
+        lab.build()
+        ready(lab)
+    except (LabError, OSError, subprocess.SubprocessError) as error:
+        logs = lab.logs()
+        lab.teardown()
+        pytest.fail(f"building the lab failed: {error}\n{logs}", pytrace=False)
+    yield lab
+    lab.teardown()
 
 
 class PairLab(Lab):
-    def __init__(self) -> None:
+    def __init__(self, name: str = "pair", router0_single: bool = False) -> None:
+        """`router0_single`: router 0 runs the one-router boot it was launched with before the
+        stack had a pair (the gateway address its own, no keepalived), as after routerCount
+        1 -> 2 until it is replaced; `name` keeps two such labs apart."""
         super().__init__()
-        # Namespaces of its own (csl-<pid>-pair-*): the session's deployment lab (conftest `lab`)
-        # may be up in the same process with csl-<pid>-sub and the others.
-        self.prefix = f"{self.prefix}-pair"
+        # Namespaces of its own (csl-<pid>-<name>-*): the session's deployment lab (conftest
+        # `lab`) may be up in the same process with csl-<pid>-sub and the others.
+        self.prefix = f"{self.prefix}-{name}"
+        self.router0_single = router0_single
+        self.routers = (ROUTER0_SINGLE if router0_single else ROUTERS[0], ROUTERS[1])
         self.base = Path("/run") / self.prefix
         self.status_path = self.base / "ec2-status.json"
         self.keepalived: dict[str, Process] = {}
+        self.timers: dict[str, Process] = {}
+        self.timer_seconds = REASSERT_SECONDS
         self.ids: dict = {}
 
     # --- building -------------------------------------------------------------
@@ -70,14 +101,21 @@ class PairLab(Lab):
         for address in SECONDARIES["router1"]:  # EC2 delivers each ENI's addresses to it
             self.ip("vpcr", "route", "add", f"{address}/32", "via", ROUTERS[1].underlay)
         self.start_ec2()
-        for inst in (*ROUTERS, MGMT, *(host_instance(i) for i in range(hosts))):
+        for inst in (*self.routers, MGMT, *(host_instance(i) for i in range(hosts))):
             self.add_instance(inst)
         self.mgmt_ui = self.spawn("mgmt", sys.executable, str(TOOLS), "whoami", "mgmt-ui", "0.0.0.0", str(UI_PORT))
         self.plug_tenant("tenant", "host0", TENANT)
-        for inst in ROUTERS:
+        for inst in self.routers:
             self.install_router(inst)
-        for inst in ROUTERS:
+        for inst in self.routers:
+            if inst is ROUTER0_SINGLE:
+                continue
+            if self.router0_single:
+                # The boot's last step before keepalived: hold back beside a router without the pair.
+                self.run(inst.name, str(self.root(inst.name) / "usr/local/lib/cloudstack-ec2/router.sh"), "reassert",
+                         env=self.script_env(inst.name), check=False, timeout=SETTLE_SECONDS)
             self.start_keepalived(inst.name)
+            self.start_timer(inst.name)
 
     def start_ec2(self) -> None:
         config = {
@@ -85,7 +123,8 @@ class PairLab(Lab):
             "route_tables": ROUTE_TABLES, "igw_dev": "vr-inet",
             "eips": {"infrastructure": ELASTIC_IP, "console": CONSOLE_EIP, "tenant": TENANT_EIP},
             "routers": [{"primary": r.underlay, "console": SECONDARIES[r.name][0], "tenant": SECONDARIES[r.name][1],
-                         "mac": f"0a:00:00:00:00:{i:02x}"} for i, r in enumerate(ROUTERS)],
+                         "mac": f"0a:00:00:00:00:{i:02x}", "user_data": self.launch_user_data(r)}
+                        for i, r in enumerate(self.routers)],
         }
         (self.base / "ec2.json").write_text(json.dumps(config))
         self.spawn("vpcr", sys.executable, str(STANDIN), str(self.base / "ec2.json"), str(self.status_path),
@@ -107,16 +146,26 @@ class PairLab(Lab):
         self.ip(short, "addr", "add", f"{address}/{OVERLAY_PREFIX}", "dev", "eth0")
         self.ip(short, "route", "add", "default", "via", GATEWAY)
 
-    def router_boot(self, inst: Instance) -> ud.RouterBoot:
-        index = ROUTERS.index(inst)
+    def launch_user_data(self, inst: Instance) -> str:
+        """The user data (base64) the router's instance is launched with, as EC2 keeps it. The
+        IDs in it are stand-ins: EC2 assigns the real ones only when the stand-in seeds it,
+        and what a router reads of the other's user data is only whether it has a pair."""
+        ids = {"tables": ("rtb-0123456789abcdef0",), "allocations": {
+            role: f"eipalloc-0123456789abcdef{i}" for i, role in enumerate(("infrastructure", "console", "tenant"))}}
+        return ud.render_router_user_data(self.router_boot(inst, ids))
+
+    def router_boot(self, inst: Instance, ids: dict | None = None) -> ud.RouterBoot:
+        ids = ids or self.ids
+        index = [r.name for r in ROUTERS].index(inst.name)
         console, tenant = SECONDARIES[inst.name]
         env = self.overlay_env(inst)
         overlay = ud.OverlayConfig(
             role="router", vxlan_id=VXLAN_ID, vxlan_group=VXLAN_GROUP, overlay_address=env["OVERLAY_ADDRESS"],
             overlay_mtu=OVERLAY_MTU, vpc_cidr=VPC_CIDR, router_dnat=(env["ROUTER_DNAT"],), storage_cidr=SUBNET_CIDR,
             console_address=console, tenant_address=tenant)
-        pair = ud.RouterPairBoot(index=index, peer_private_ip=ROUTERS[1 - index].underlay,
-                                 route_table_ids=tuple(self.ids["tables"]), eip_allocations=self.ids["allocations"])
+        pair = None if inst is ROUTER0_SINGLE else ud.RouterPairBoot(
+            index=index, peer_private_ip=ROUTERS[1 - index].underlay, route_table_ids=tuple(ids["tables"]),
+            eip_allocations=ids["allocations"])
         return ud.RouterBoot(aws_region="eu-west-1", prefix="/cloudstack-ec2/lab", fqdn=f"{inst.name}.lab.internal",
                              overlay=overlay, boot_bucket="cloudstack-ec2-lab-20261206000000000000000001", pair=pair)
 
@@ -128,13 +177,15 @@ class PairLab(Lab):
         the scripts (mode 0755), then `router.sh keepalived-config` as the boot runs it."""
         root, boot = self.root(inst.name), self.router_boot(inst)
         lib, etc = root / "usr/local/lib/cloudstack-ec2", root / "etc/cloudstack-ec2"
-        for directory in (lib, etc, root / "etc/keepalived", root / "run"):
+        for directory in (lib, etc, root / "etc/keepalived", root / "run", root / "var/lib/cloudstack-ec2"):
             directory.mkdir(parents=True, exist_ok=True)
         for name in ("router.sh", "common.sh"):
             shutil.copy(REPO / "userdata" / name, lib / name)
             (lib / name).chmod(0o755)
         for name, env in (("boot.env", ud.router_environment(boot)), ("overlay.env", ud.overlay_environment(boot.overlay))):
             (etc / name).write_text("".join(f'{k}="{v}"\n' for k, v in env.items()))
+        if boot.pair is None:
+            return
         conf = self.run(inst.name, str(lib / "router.sh"), "keepalived-config", env=self.script_env(inst.name))
         (root / "etc/keepalived/keepalived.conf").write_text(conf.stdout)
 
@@ -159,17 +210,48 @@ class PairLab(Lab):
         self.processes.append(process)
         self.keepalived[name] = process
 
+    def start_timer(self, name: str) -> None:
+        """cloudstack-ec2-router-pair.timer's part: `router.sh reassert` every timer_seconds,
+        the first a period after the start, as the timer's OnUnitActiveSec (a timer already
+        running is stopped first)."""
+        if name in self.timers:
+            old = self.timers.pop(name)
+            os.killpg(old.popen.pid, signal.SIGKILL)
+            old.popen.wait(5)
+            self.processes.remove(old)
+        root = self.root(name)
+        log = open(root / "timer.log", "a")
+        popen = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(name), "bash", "-c", 'while :; do sleep "$1"; "$0" reassert; done',
+             str(root / "usr/local/lib/cloudstack-ec2/router.sh"), str(self.timer_seconds)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.script_env(name), start_new_session=True)
+        process = Process(popen)
+        self.processes.append(process)
+        self.timers[name] = process
+
     def crash(self, name: str) -> float:
-        """The router dies: keepalived killed (no priority-0 advert) and its links down.
-        Returns the moment of the loss (epoch seconds)."""
+        """The router dies: keepalived killed (no priority-0 advert), its timer with it, and
+        its links down. Returns the moment of the loss (epoch seconds)."""
         process = self.keepalived.pop(name)
         loss = time.time()
-        os.killpg(process.popen.pid, signal.SIGKILL)
-        process.popen.wait(5)
-        self.processes.remove(process)
+        for p in (process, self.timers.pop(name)):
+            os.killpg(p.popen.pid, signal.SIGKILL)
+            p.popen.wait(5)
+            self.processes.remove(p)
         for dev in ("ens5", "ethovl0", "cloudbr0"):
             self.ip(name, "link", "set", dev, "down")
         return loss
+
+    def partition(self, cut: bool) -> None:
+        """VRRP between the two routers cut (or back) on the subnet: every other packet,
+        the routers' EC2 API calls included, still passes."""
+        table = "table bridge pair_partition {\n    chain forward {\n" \
+                "        type filter hook forward priority filter; policy accept;\n" \
+                "        ip protocol vrrp drop\n    }\n}\n"
+        if cut:
+            self.run("sub", "nft", "-f", "-", input=table)
+        else:
+            self.run("sub", "nft", "delete", "table", "bridge", "pair_partition")
 
     def restore(self, name: str) -> None:
         """The router comes back as after a reboot: links up, the overlay unit's script
@@ -183,8 +265,16 @@ class PairLab(Lab):
         if result.returncode:
             raise LabError(f"overlay-network.sh on {name}: {result.stdout}{result.stderr}")
         self.start_keepalived(name)
+        self.start_timer(name)
 
     # --- observation -------------------------------------------------------------
+
+    def gateways(self) -> list[str]:
+        """The live routers that answer for the gateway address on the overlay: keepalived's
+        address, or a router without the pair's own."""
+        return [r.name for r in ROUTERS
+                if f" {GATEWAY}/" in self.ip(r.name, "-4", "-o", "addr", "show", "dev", "cloudbr0").stdout
+                and "state UP" in self.ip(r.name, "-o", "link", "show", "dev", "cloudbr0").stdout]
 
     def holders(self) -> list[str]:
         """The live routers with the gateway address on their cloudbr0 (a crashed one,

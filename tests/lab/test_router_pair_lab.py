@@ -2,11 +2,13 @@
 emulated subnet, the takeover's AWS calls answered by moto, the data plane following them.
 
 The tests run in order on one lab (module scope): router 0 starts active; it crashes
-and router 1 takes over; router 0 returns and stays backup; a tenant forges adverts.
+and router 1 takes over; router 0 returns and stays backup; a tenant forges adverts;
+VRRP between the two is cut while both reach EC2, and healed.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -15,8 +17,8 @@ import time
 import pytest
 
 from .conftest import require_root
-from .netlab import INTERNET_CLIENT, INTERNET_PORT, LabError, MGMT, TOOLS, UI_PORT
-from .pairlab import GATEWAY, ROUTERS, TENANT, PairLab
+from .netlab import INTERNET_CLIENT, INTERNET_PORT, MGMT, TOOLS, UI_PORT
+from .pairlab import GATEWAY, REASSERT_SECONDS, ROUTERS, TENANT, TIMER_SECONDS, PairLab, built
 
 #: How long the clients keep echoing across a failover, and how long one echo may take
 #: before a client gives its connection up (TCP's retransmissions back off: 0.2, 0.4,
@@ -26,21 +28,16 @@ CLIENT_SECONDS = 70
 ECHO_WAIT = 30
 
 
+def router_0_active(lab: PairLab) -> None:
+    lab.wait_for("router 0 active", lambda: lab.holders() == ["router0"])
+    # Its takeover (idempotent here: the stack starts on router 0) done before anything fails.
+    lab.wait_for("router 0's takeover", lambda: "this router is active" in lab.pair_log("router0"))
+
+
 @pytest.fixture(scope="module")
 def pair():
     require_root()
-    lab = PairLab()
-    try:
-        lab.build()
-        lab.wait_for("router 0 active", lambda: lab.holders() == ["router0"])
-        # Its takeover (idempotent here: the stack starts on router 0) done before anything fails.
-        lab.wait_for("router 0's takeover", lambda: "this router is active" in lab.pair_log("router0"))
-    except (LabError, OSError, subprocess.SubprocessError) as error:
-        logs = lab.logs()
-        lab.teardown()
-        pytest.fail(f"building the pair lab failed: {error}\n{logs}", pytrace=False)
-    yield lab
-    lab.teardown()
+    yield from built(PairLab(), router_0_active)
 
 
 def start_client(lab: PairLab, short: str, addr: str, port: int) -> subprocess.Popen:
@@ -127,6 +124,35 @@ def test_a_forged_advert_from_a_tenant_changes_nothing(pair):
     assert "higher priority" not in (pair.root("router1") / "keepalived.log").read_text().lower()
 
 
+def settled_on(lab: PairLab, name: str, seconds: float) -> None:
+    """For `seconds`: `name` alone holds the gateway and the whole AWS side, which does not change."""
+    changed = lab.ec2()["changed"]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert lab.holders() == [name] and lab.aws_side_on() == {name}, lab.logs()
+        time.sleep(0.5)
+    assert lab.ec2()["changed"] == changed, lab.logs()
+
+
+def test_a_partition_where_both_reach_ec2_settles_on_router_0_and_stays_after_healing(pair):
+    assert pair.holders() == ["router1"]  # since the crash above; router 0 backup
+    pair.partition(True)
+    try:
+        # Router 0 hears no adverts, becomes active too and takes the AWS side; router 1
+        # finds it moved while it was active, and yields (FAULT: the gateway leaves it).
+        pair.wait_for("router 0 alone active", lambda: pair.holders() == ["router0"]
+                      and pair.aws_side_on() == {"router0"}, seconds=10 * REASSERT_SECONDS + 10)
+        assert "yielding to router 0" in pair.pair_log("router1")
+        settled_on(pair, "router0", 4 * REASSERT_SECONDS)
+    finally:
+        pair.partition(False)
+    pair.wait_for("router 1 back in the election", lambda: "arrive again" in pair.pair_log("router1"),
+                  seconds=3 * REASSERT_SECONDS + 10)
+    settled_on(pair, "router0", 3 * REASSERT_SECONDS)
+    assert (pair.root("router1") / "var/lib/cloudstack-ec2/router-pair-yield").read_text().strip() == "0"
+    assert "Entering BACKUP STATE" in (pair.root("router1") / "keepalived.log").read_text().rsplit("FAULT", 1)[-1]
+
+
 def first_reply_after(ping_output: str, loss: float) -> float | None:
     """Seconds from `loss` to the reply that ends the longest pause in `ping -D` output
     from the last reply before the loss on (replies in flight at the loss come first);
@@ -140,20 +166,49 @@ def first_reply_after(ping_output: str, loss: float) -> float | None:
     return end - loss
 
 
+def gateway_added_at(monitor_output: str) -> float | None:
+    """When `ip -ts monitor address` first saw the gateway address added (epoch seconds)."""
+    for line in monitor_output.splitlines():
+        if line.startswith("[") and f" {GATEWAY}/32 " in line and "Deleted" not in line:
+            return datetime.datetime.fromisoformat(line[1:line.index("]")]).timestamp()
+    return None
+
+
+def takeover_lines(log: str, since: float) -> list[str]:
+    """The pair log's lines of calls done (with their seconds into the run) from `since` on."""
+    return [line.split("router pair: ", 1)[1] for line in log.splitlines()
+            if "s into this run)" in line
+            and datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp() >= int(since)]
+
+
 @pytest.mark.benchmark
 def test_benchmark_failover_time(pair):
     """Benchmark (not a test): the time from the active router's loss to the first packet
     through the new one, for a tenant's traffic to the internet (NAT, the tenants' Elastic
-    IP) and a VPC client's to the management server (the VPC route), pinging every 50 ms.
+    IP) and a VPC client's to the management server (the VPC route), pinging every 50 ms,
+    and where it goes:
 
         ./scripts/test -m benchmark tests/lab/test_router_pair_lab.py      (as root)
 
-    It is detection (3 x advert_int + skew: about 3.6 s for router 1, 3.4 s for router
-    0) plus the takeover's AWS calls, which in the lab are the AWS CLI's start-up and
-    moto's answers on a shared machine; on EC2, the API's latency and the time EC2 takes
-    to apply a route or an association (seconds)."""
+    - detection: the loss until keepalived puts the gateway address on the new router
+      (`ip monitor`): 3 x advert_int + skew, about 3.6 s for router 1, 3.4 s for router 0;
+    - takeover: the gateway until the route and each Elastic IP moved (the EC2 stand-in's
+      own record of its moto state): keepalived starting `router.sh vrrp MASTER`, the
+      script's start, IMDS, and the AWS CLI's calls (in the lab: the CLI's start-up and
+      moto's answers on a shared machine; on EC2, the API's latency and the time EC2
+      takes to apply a route or an association), with the script's own account of each;
+    - the first packet: the data plane following them (and, for the tenant, the
+      gratuitous ARPs for the gateway)."""
     active = pair.holders()[0]
+    standby = next(r.name for r in ROUTERS if r.name != active)
+    # The re-assertion at EC2's period: the lab's shorter one would add its Describe calls'
+    # load to the measurement several times over.
+    pair.timer_seconds = TIMER_SECONDS
+    for r in ROUTERS:
+        pair.start_timer(r.name)
     seconds = 60
+    monitor = subprocess.Popen(["ip", "-n", pair.ns(standby), "-ts", "monitor", "address"], stdout=subprocess.PIPE,
+                               text=True)
     pings = {name: subprocess.Popen(["ip", "netns", "exec", pair.ns(short), "ping", "-D", "-n", "-i", "0.05", "-W", "1",
                                      "-w", str(seconds), addr], stdout=subprocess.PIPE, text=True)
              for name, short, addr in (("tenant -> internet", "tenant", INTERNET_CLIENT),
@@ -161,10 +216,20 @@ def test_benchmark_failover_time(pair):
     time.sleep(2)
     loss = pair.crash(active)
     results = {name: first_reply_after(p.communicate(timeout=seconds + 10)[0], loss) for name, p in pings.items()}
+    monitor.terminate()
+    gateway = gateway_added_at(monitor.communicate(timeout=10)[0])
+    moved = pair.ec2()["moved"]
     load = open("/proc/loadavg").read().split()[0]
+    print(f"router pair failover ({active} lost, load average {load}):")
+    if gateway is not None:
+        print(f"  detection: the gateway on {standby} {gateway - loss:.1f} s after the loss")
+        for what, at in sorted(moved.items(), key=lambda item: item[1]):
+            if at >= loss:
+                print(f"  takeover: {what} moved {at - gateway:.1f} s after the gateway ({at - loss:.1f} s after the loss)")
+    for line in takeover_lines(pair.pair_log(standby), loss):
+        print(f"    {standby}: {line}")
     for name, gap in results.items():
-        print(f"router pair failover ({active} lost), {name}: "
-              + (f"first packet through the new router {gap:.1f} s after the loss" if gap is not None
-                 else f"no packet within {seconds} s") + f" (load average {load})")
+        print(f"  {name}: " + (f"first packet through the new router {gap:.1f} s after the loss" if gap is not None
+                                else f"no packet within {seconds} s"))
     pair.restore(active)
     assert all(gap is not None for gap in results.values())

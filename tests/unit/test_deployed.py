@@ -392,3 +392,35 @@ def test_the_offline_plan_shows_the_upgrade_steps(tmp_path, capsys):
     assert cli.main(["plan", "--dir", root, "--stack", "dev", "--previous", str(previous),
                      "--set", "dbEngineVersion=8.0", "--set", "cloudstackVersion=4.20"]) == 0
     assert "CloudStack upgrade" not in capsys.readouterr().out
+
+
+# --- routerCount 1 -> 2: router 0's boot ------------------------------------------------------
+
+def pair_outputs(in_pair=None) -> dict:
+    router = {"consolePrivateIp": "10.0.0.52", "pair": [{"privateIp": "10.0.0.50"}, {"privateIp": "10.0.0.53"}]}
+    if in_pair is not None:
+        router[deployed.ROUTER_IN_PAIR] = in_pair
+    return {**recorded(bootScripts=2), "router": router}
+
+
+@pytest.mark.parametrize("outputs, count, renewal, in_pair", [
+    ({}, 2, False, True),                                              # a new stack: router 0 launched in the pair
+    ({}, 1, False, False),
+    ({**recorded(bootScripts=2), "router": {"consolePrivateIp": "10.0.0.52"}}, 2, False, False),  # adds router 1
+    (pair_outputs(in_pair=False), 2, True, True),                      # the update after: router 0 replaced
+    (pair_outputs(in_pair=True), 2, False, True),
+    (pair_outputs(), 2, True, True),                                   # a pair that never recorded it: once
+    (pair_outputs(in_pair=False), 1, False, False),                    # back to one router: nothing replaced
+])
+def test_router_0_is_replaced_with_the_pairs_boot_only_in_the_update_after_router_1_was_added(
+        outputs, count, renewal, in_pair):
+    settings = parse_settings({"adminCidrs": ["10.0.0.0/8"], "routerCount": count})
+    previous = deployed.from_outputs(outputs)
+    assert deployed.router0_renewal(settings, previous) is renewal
+    assert deployed.router0_in_pair(settings, previous) is in_pair
+
+
+def test_the_router_output_records_router_0s_boot_strictly():
+    assert deployed.from_outputs(pair_outputs(in_pair=True)).router0_in_pair is True
+    assert deployed.from_outputs(pair_outputs(in_pair="yes")).router0_in_pair is False
+    assert deployed.from_outputs(pair_outputs()).router0_in_pair is False

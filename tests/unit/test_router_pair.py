@@ -6,6 +6,7 @@ keeps router 0."""
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 
@@ -159,9 +160,21 @@ def test_associate_address_only_for_the_stacks_allocations_and_the_two_interface
 
 def test_the_describes_are_read_only_and_confined_to_the_region(pair):
     [statement] = statements_for(pair, "ec2:DescribeRouteTables")
-    assert sorted(statement["Action"]) == ["ec2:DescribeAddresses", "ec2:DescribeRouteTables"]
+    assert sorted(statement["Action"]) == ["ec2:DescribeAddresses", "ec2:DescribeInstanceStatus",
+                                           "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces",
+                                           "ec2:DescribeRouteTables"]
     assert statement["Resource"] == ["*"]
     assert statement["Condition"] == {"StringEquals": {"aws:RequestedRegion": "us-east-1"}}
+
+
+def test_the_routers_may_read_the_user_data_of_this_stacks_routers_only(pair):
+    [statement] = statements_for(pair, "ec2:DescribeInstanceAttribute")
+    assert statement["Action"] == ["ec2:DescribeInstanceAttribute"]
+    assert statement["Resource"] == [arn("instance", "*")]
+    assert statement["Condition"] == {"StringEquals": {
+        "aws:RequestedRegion": "us-east-1", "aws:ResourceTag/Project": "cloudstack-ec2",
+        "aws:ResourceTag/Role": "overlay-router", "aws:ResourceTag/Stack": "dev"}}
+    assert pair.instance("router-1").inputs["tags"]["Role"] == "overlay-router"
 
 
 def test_both_routers_share_one_role(pair):
@@ -428,11 +441,66 @@ def test_going_back_to_one_router_warns_to_refresh_first(pair, one):
     assert not [w for w in later_run(one, 1).warnings if "routerCount" in w]
 
 
-def test_adding_a_second_router_says_to_replace_router_0_in_a_second_update(one):
+def test_adding_a_second_router_says_router_1_holds_back_and_the_next_update_replaces_router_0(one):
     [warning] = [w for w in later_run(one, 2).warnings if "routerCount 1 -> 2" in w]
-    assert ("`pulumi up --replace 'urn:pulumi:dev::cloudstack-ec2::cloudstack-ec2:index:OverlayRouter"
-            "$aws:ec2/instance:Instance::router'`") in warning
-    assert "in a second update" in warning and "is not replaced" in warning
+    assert "does not replace" in warning and "holds back" in warning and "never has two gateways" in warning
+    assert "run `pulumi up` again" in warning and "one failover" in warning
+
+
+def router0(run):
+    [instance] = [r for r in run.registrations if r.type == INSTANCE and r.name == "router"]
+    return instance
+
+
+def chained_run(previous, router_count: int = 2) -> types.SimpleNamespace:
+    """later_run, as the previous run of a further later_run (its config and outputs)."""
+    run = later_run(previous, router_count)
+    config = {**previous.config, f"{NAMESPACE}:routerCount": router_count}
+    return types.SimpleNamespace(config=config, outputs=run.outputs, registrations=run.registrations,
+                                 warnings=run.warnings)
+
+
+def boot_env_of(user_data: str) -> dict[str, str]:
+    from tests.unit.conftest import Deployed
+
+    return Deployed.boot_env(types.SimpleNamespace(inputs={"userDataBase64": user_data}))
+
+
+def test_the_update_adding_router_1_keeps_router_0_and_its_boot(one):
+    grown = later_run(one, 2)
+    assert "userDataBase64" in router0(grown).ignore_changes and router0(grown).replace_on_changes == ()
+    assert grown.outputs["router"]["bootsInPair"] is False
+
+
+def test_the_next_update_replaces_router_0_with_the_pairs_boot_then_pins_it_again(one):
+    grown = chained_run(one)
+    renewed = chained_run(grown)
+    router = router0(renewed)
+    # The engine replaces it (delete first: one interface) and launches it with this run's
+    # user data, which names its place in the pair.
+    assert "userDataBase64" not in router.ignore_changes and router.replace_on_changes == ("userDataBase64",)
+    assert router.delete_before_replace
+    env = boot_env_of(router.inputs["userDataBase64"])
+    assert env["CSEC2_ROUTER_PAIR_INDEX"] == "0"
+    [warning] = [w for w in renewed.warnings if "replaces router 0" in w]
+    assert "one failover" in warning and "Router 1 takes the gateway" in warning
+    # Router 1 is left alone, and so is every later update.
+    [router1] = [r for r in renewed.registrations if r.type == INSTANCE and r.name == "router-1"]
+    assert "userDataBase64" in router1.ignore_changes and router1.replace_on_changes == ()
+    assert renewed.outputs["router"]["bootsInPair"] is True
+    after = chained_run(renewed)
+    assert "userDataBase64" in router0(after).ignore_changes and router0(after).replace_on_changes == ()
+    assert not [w for w in after.warnings if "router 0" in w]
+
+
+def test_a_stack_created_with_a_pair_never_replaces_router_0(pair):
+    assert pair.outputs["router"]["bootsInPair"] is True
+    again = later_run(pair, 2)
+    assert router0(again).replace_on_changes == () and "userDataBase64" in router0(again).ignore_changes
+
+
+def test_one_router_records_that_it_runs_one_routers_boot(one):
+    assert one.outputs["router"]["bootsInPair"] is False
 
 
 def test_the_ip_plan_counts_a_second_router_as_a_member_and_three_subnet_addresses():

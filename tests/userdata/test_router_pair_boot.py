@@ -21,6 +21,7 @@ PRIMARY, CONSOLE, TENANT = "10.0.0.10", "10.0.0.11", "10.0.0.12"
 PEER, PEER_CONSOLE, PEER_TENANT = "10.0.0.13", "10.0.0.14", "10.0.0.15"
 OVERLAY_CIDR = "10.100.0.0/16"
 GATEWAY = "10.100.0.1"
+VPC = "vpc-0123456789abcdef0"
 
 
 def pair_boot(index: int = 0) -> ud.RouterBoot:
@@ -49,7 +50,8 @@ def router_machine(tmp_path, devices) -> Machine:
     (m.bin / "keepalived").symlink_to(FAKE)
 
     def world(s):
-        s["imds"] = {"mac": MAC, f"network/interfaces/macs/{MAC}/interface-id": OWN_ENI, "local-ipv4": PRIMARY}
+        s["imds"] = {"mac": MAC, f"network/interfaces/macs/{MAC}/interface-id": OWN_ENI, "local-ipv4": PRIMARY,
+                     f"network/interfaces/macs/{MAC}/vpc-id": VPC}
         s["ip_addresses"] = devices
         s["ec2"] = peer_holds_everything()
     m.update(world)
@@ -239,7 +241,173 @@ def test_reassert_takes_back_only_what_points_elsewhere(machine):
     assert "re-asserting" in r.output
 
 
-def test_reassert_on_the_backup_calls_nothing(machine):
+def test_reassert_on_the_backup_calls_nothing_while_the_active_routers_adverts_arrive(machine):
     holds_gateway(machine, False)
+    machine.update(lambda s: s.update(nft_counters={"peer_adverts": [5, 200]}))
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    # The first run counts no adverts before it: it asks EC2 about the other router only.
+    assert [c for c in ec2_calls(machine) if "describe-instances" not in c] == []
+    machine.clear_calls()
+    machine.update(lambda s: s.update(nft_counters={"peer_adverts": [9, 360]}))
     assert machine.rerun("router.sh", args=["reassert"]).status == 0
     assert ec2_calls(machine) == []
+
+
+PEER_INSTANCE = "i-0bbbbbbbbbbbbbbb0"
+YIELD_FILE = "/var/lib/cloudstack-ec2/router-pair-yield"
+
+
+def as_router(machine: Machine, index: int) -> None:
+    """The machine's boot.env as router `index`'s."""
+    (machine.root / "etc/cloudstack-ec2/boot.env").write_text(
+        "".join(f'{k}="{v}"\n' for k, v in ud.router_environment(pair_boot(index)).items()))
+
+
+def split_brain(machine: Machine, index: int, peer_state: list[str]) -> None:
+    """Router `index` became active and took the whole AWS side; then the other router,
+    whose instance is in `peer_state` ([state, system check, instance check]), took it back
+    while no adverts arrived from it (its counter stays at 5)."""
+    as_router(machine, index)
+    holds_gateway(machine, True)
+    machine.update(lambda s: s.update(nft_counters={"peer_adverts": [5, 200]}))
+    assert machine.rerun("router.sh", args=["vrrp", "MASTER"]).status == 0
+    assert everything_ours(machine)
+
+    def taken_back(s):
+        s["ec2"].update(peer_holds_everything(), attachments={PEER_ENI: PEER_INSTANCE},
+                        instances={PEER_INSTANCE: peer_state})
+    machine.update(taken_back)
+    machine.clear_calls()
+
+
+def mutating_calls(machine: Machine) -> list[list[str]]:
+    return ec2_calls(machine, "replace-route") + ec2_calls(machine, "associate-address")
+
+
+def test_in_a_split_brain_router_1_yields_to_a_running_router_0_and_keepalived_goes_to_fault(machine):
+    split_brain(machine, 1, ["running", "ok", "ok"])
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert "yielding to router 0" in r.output
+    assert mutating_calls(machine) == [] and machine.state()["ec2"]["route_tables"] == peer_holds_everything()["route_tables"]
+    assert machine.file(YIELD_FILE).read_text().strip() == "1"
+    # Yielded: the next periods leave the AWS side alone while nothing changes.
+    machine.clear_calls()
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    assert mutating_calls(machine) == [] and machine.file(YIELD_FILE).read_text().strip() == "1"
+
+
+def test_in_a_split_brain_router_0_never_yields(machine):
+    split_brain(machine, 0, ["running", "ok", "ok"])
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine) and "re-asserting" in r.output
+    assert not machine.file(YIELD_FILE).exists() or machine.file(YIELD_FILE).read_text().strip() == "0"
+
+
+@pytest.mark.parametrize("peer_state", [["stopped", "not-applicable", "not-applicable"],
+                                        ["running", "impaired", "ok"], ["running", "ok", "impaired"]])
+def test_router_1_does_not_yield_to_a_router_0_that_is_not_running_healthy(machine, peer_state):
+    split_brain(machine, 1, peer_state)
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine) and "yielding" not in r.output
+
+
+def test_router_1_does_not_yield_when_it_had_not_held_the_aws_side_since_becoming_active(machine):
+    split_brain(machine, 1, ["running", "ok", "ok"])
+    # keepalived went BACKUP and MASTER again since: no move it saw while active.
+    holds_gateway(machine, False)
+    assert machine.rerun("router.sh", args=["vrrp", "BACKUP"]).status == 0
+    holds_gateway(machine, True)
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert everything_ours(machine) and "yielding" not in r.output
+
+
+@pytest.mark.parametrize("healed", ["adverts", "peer stopped"])
+def test_a_yielded_router_1_comes_back_when_adverts_arrive_or_router_0_stops(machine, healed):
+    split_brain(machine, 1, ["running", "ok", "ok"])
+    assert machine.rerun("router.sh", args=["reassert"]).status == 0
+    assert machine.file(YIELD_FILE).read_text().strip() == "1"
+    holds_gateway(machine, False)  # keepalived in FAULT
+    if healed == "adverts":
+        machine.update(lambda s: s.update(nft_counters={"peer_adverts": [9, 360]}))
+    else:
+        machine.update(lambda s: s["ec2"]["instances"].__setitem__(PEER_INSTANCE, ["stopped", "ok", "ok"]))
+    r = machine.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert "back to the election" in r.output
+    assert machine.file(YIELD_FILE).read_text().strip() == "0"
+    assert mutating_calls(machine) == []  # keepalived's election decides, then its MASTER script
+
+
+# --- a router without the pair beside a new one (routerCount 1 -> 2) -------------------------
+
+OLD_ROUTER = "i-0aaaaaaaaaaaaaaa0"
+
+
+def launched_router(pair: bool, state: str = "running") -> dict:
+    """The instance at the other router's address as EC2 describes it: its state and the
+    user data it was launched with (a router's, with or without the pair settings)."""
+    boot = pair_boot(0) if pair else ROUTER
+    return {"private": PEER, "vpc": VPC, "state": state, "user_data": ud.decode_user_data(render(boot))}
+
+
+@pytest.fixture
+def beside_a_router_without_the_pair(tmp_path):
+    """Router 1 booting while router 0 still runs the one-router boot it started with."""
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.255/16"]])
+    m.update(lambda s: s["ec2"].update(launched={OLD_ROUTER: launched_router(pair=False)}))
+    r = m.run_user_data(render(pair_boot(1)))
+    assert r.status == 0, r.output
+    m.boot_output = r.output
+    m.clear_calls()
+    return m
+
+
+def test_a_new_router_beside_a_router_without_the_pair_holds_back_before_keepalived_starts(
+        beside_a_router_without_the_pair):
+    m = beside_a_router_without_the_pair
+    assert "holding back" in m.boot_output
+    # keepalived starts in FAULT (its track file non-zero): never the gateway, never the AWS side.
+    assert m.file(YIELD_FILE).read_text().strip() == "2"
+    conf = m.file("/etc/keepalived/keepalived.conf").read_text()
+    assert f'file "{m.root}/var/lib/cloudstack-ec2/router-pair-yield"' in conf and "weight 0" in conf
+    assert m.state()["ec2"]["route_tables"] == peer_holds_everything()["route_tables"]
+    # Still there at the next period: still holding back, nothing taken.
+    assert m.rerun("router.sh", args=["reassert"]).status == 0
+    assert m.file(YIELD_FILE).read_text().strip() == "2" and mutating_calls(m) == []
+
+
+@pytest.mark.parametrize("replaced", ["terminated", "new router 0 with the pair"])
+def test_the_held_router_comes_back_once_the_router_without_the_pair_is_gone(beside_a_router_without_the_pair,
+                                                                            replaced):
+    m = beside_a_router_without_the_pair
+
+    def replace(s):
+        s["ec2"]["launched"][OLD_ROUTER]["state"] = "terminated"
+        if replaced != "terminated":
+            s["ec2"]["launched"]["i-0cccccccccccccccc0"] = launched_router(pair=True)
+    m.update(replace)
+    r = m.rerun("router.sh", args=["reassert"])
+    assert r.status == 0, r.output
+    assert "back to the election" in r.output and m.file(YIELD_FILE).read_text().strip() == "0"
+    assert mutating_calls(m) == []  # keepalived's election, then its MASTER script, take over
+
+
+def test_a_router_whose_peer_booted_with_the_pair_does_not_hold_back(tmp_path):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.255/16"]])
+    m.update(lambda s: s["ec2"].update(launched={OLD_ROUTER: launched_router(pair=True)}))
+    r = m.run_user_data(render(pair_boot(1)))
+    assert r.status == 0, r.output
+    assert "holding back" not in r.output
+    assert not m.file(YIELD_FILE).exists() or m.file(YIELD_FILE).read_text().strip() == "0"
+
+
+def test_a_boot_that_cannot_ask_ec2_about_the_other_router_does_not_start_keepalived(tmp_path):
+    m = router_machine(tmp_path, [["ens5", f"{PRIMARY}/24"], ["cloudbr0", "10.100.63.255/16"]])
+    m.update(lambda s: s["ec2"].update(failures={"describe-instances": ["UnauthorizedOperation"] * 10}))
+    r = m.run_user_data(render(pair_boot(1)))
+    assert r.status == 1 and "it could make a second gateway" in r.output
+    assert "keepalived.service" not in m.state().get("units", {}).get("enabled", [])

@@ -9,9 +9,12 @@ tests seed and inspect. Files the real commands would write go under
 $CSEC2_ROOT.
 """
 
+import base64
 import fcntl
 import fnmatch
+import gzip
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -157,8 +160,42 @@ def ec2(state, op, args):
             print(f"{table}\t{world['route_tables'][table].get(cidr) or 'None'}")
         return 0
     if op == "describe-addresses":
-        address = world["addresses"][opt(args, "--allocation-ids")]
-        print(f"{address.get('eni') or 'None'}\t{address.get('private') or 'None'}")
+        # --allocation-ids takes several; one row each: allocation, interface, private address.
+        start = args.index("--allocation-ids") + 1
+        for allocation in itertools.takewhile(lambda a: not a.startswith("--"), args[start:]):
+            address = world["addresses"][allocation]
+            print(f"{allocation}\t{address.get('eni') or 'None'}\t{address.get('private') or 'None'}")
+        return 0
+    if op == "describe-instances":
+        # "launched" {id: {"private", "vpc", "state", "user_data"}}: the instances matching every
+        # filter (Name=private-ip-address|vpc-id|instance-state-name,Values=a,b), IDs tab-separated.
+        wanted = {}
+        for spec in args[args.index("--filters") + 1:] if "--filters" in args else []:
+            if spec.startswith("--"):
+                break
+            name, values = re.fullmatch(r"Name=([a-z-]+),Values=(.*)", spec).groups()
+            wanted[{"private-ip-address": "private", "vpc-id": "vpc", "instance-state-name": "state"}[name]] = \
+                values.split(",")
+        print("\t".join(i for i, inst in world.get("launched", {}).items()
+                        if all(inst[key] in values for key, values in wanted.items())))
+        return 0
+    if op == "describe-instance-attribute":
+        # userData: the base64 of the bytes the instance was launched with (EC2 API Reference).
+        inst = world.get("launched", {}).get(opt(args, "--instance-id"))
+        if inst is None:
+            sys.stderr.write("An error occurred (InvalidInstanceID.NotFound) when calling the"
+                             " DescribeInstanceAttribute operation\n")
+            return 254
+        print(base64.b64encode(gzip.compress(inst["user_data"].encode())).decode())
+        return 0
+    if op == "describe-network-interfaces":
+        # The instance an interface is attached to ("attachments" {eni: instance id}).
+        print(world.get("attachments", {}).get(opt(args, "--network-interface-ids")) or "None")
+        return 0
+    if op == "describe-instance-status":
+        # "instances" {id: [state, system status, instance status]}; with
+        # IncludeAllInstances a stopped instance is listed too (EC2 API Reference).
+        print("\t".join(world.get("instances", {}).get(opt(args, "--instance-ids"), ["None"])))
         return 0
     sys.stderr.write(f"fake aws: unsupported ec2 {op}\n")
     return 2
@@ -1637,6 +1674,14 @@ def nft(state):
     connection to the probe's "table") is kept in state["firewall"][name]. Other nft
     calls: recorded only, but `nft list counters table ip NAME`, which prints the named
     counters of state["nft_counters"] ({name: [packets, bytes]}) in nft's own layout."""
+    if ARGS[:2] == ["list", "counter"]:
+        # `nft list counter ip TABLE NAME`: one counter, nft's layout; an error without it.
+        counter = state.get("nft_counters", {}).get(ARGS[-1])
+        if counter is None:
+            sys.stderr.write(f"Error: No such file or directory\nlist counter {' '.join(ARGS[2:])}\n")
+            return 1
+        print(f"table ip {ARGS[-2]} {{\n\tcounter {ARGS[-1]} {{\n\t\tpackets {counter[0]} bytes {counter[1]}\n\t}}\n}}")
+        return 0
     if ARGS[:3] == ["list", "counters", "table"]:
         print(f"table ip {ARGS[-1]} {{")
         for name, (packets, size) in state.get("nft_counters", {}).items():
@@ -1645,7 +1690,7 @@ def nft(state):
         return 0
     if ARGS[:1] != ["-f"]:
         return 0
-    text = open(ARGS[1]).read()
+    text = sys.stdin.read() if ARGS[1] == "-" else open(ARGS[1]).read()
     for name, probe in state.get("firewall_probes", {}).items():
         if f"table inet {probe['table']} {{" in text:
             section = text.split(f"table inet {probe['table']} {{", 1)[1]
