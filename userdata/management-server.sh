@@ -391,12 +391,33 @@ NFT
 
 # ------------------------------------------------------------- packages ----
 
+# A server new to a bootstrapped cloud (an additional one, or a replaced first one)
+# installs exactly the version the first server published (publish_version): with
+# cloudstackVersion "X.Y" the newest X.Y.z of the day may be newer than the running
+# servers' and, started beside them, would upgrade the live database (check_running_versions
+# refuses it). Read as the hosts read it: only as the first server wrote it
+# (csec2_wait_anchor). A server with cloudstack-management installed keeps it: the
+# upgrade (components/model/upgrades.py, its "first" and "server" steps) installs the
+# new version itself before it re-runs this script with the new version in boot.env.
 install_packages() {
+    local management common version remedy=""
+    management=$(csec2_cloudstack_package cloudstack-management)
+    common=$(csec2_cloudstack_package cloudstack-common)
     csec2_setup_cloudstack_repo
     csec2_step "packages: cloudstack-management, MySQL client, NFS client"
+    if ((BOOTSTRAPPED)) && ! dpkg-query -W -f='${Status}' cloudstack-management 2>/dev/null | grep -q "install ok installed"; then
+        csec2_wait_anchor cloudstack-version version \
+            "the first management server writes it once cloudstack-management is installed"
+        [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] ||
+            csec2_die "SSM parameter $(csec2_name cloudstack-version) is '$version'; expected a package version"
+        csec2_of_configured_version "$version" ||
+            csec2_die "the running management servers run cloudstack-management $version, but this server is configured for CloudStack $CSEC2_CLOUDSTACK_VERSION: only the upgrade moves a running cloud to another release (README, \"Upgrading CloudStack\")"
+        csec2_log "installing cloudstack-management $version, the running management servers' version"
+        management=cloudstack-management=$version common=cloudstack-common=$version
+        remedy="every management server must run cloudstack-management $version, which $CSEC2_CLOUDSTACK_REPO_URL no longer has, and the deployment keeps no copy of it: install cloudstack-common and cloudstack-management $version on this server from their .deb files (/var/cache/apt/archives on the first management server keeps those it installed) and run the boot script again (systemctl start cloudstack-ec2-boot.service), or upgrade the cloud to a version upstream has (README, \"Upgrading CloudStack\")"
+    fi
     # cloudstack-common follows the same pin: management depends on exactly its version.
-    csec2_apt_install "$(csec2_cloudstack_package cloudstack-management)" \
-        "$(csec2_cloudstack_package cloudstack-common)" mysql-client nfs-common
+    CSEC2_RETRY_REMEDY=$remedy csec2_apt_install "$management" "$common" mysql-client nfs-common
 }
 
 # KVM hosts install exactly this version of cloudstack-agent: with a version
