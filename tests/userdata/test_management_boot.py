@@ -739,7 +739,8 @@ FORGED_CLIENT = {**FORWARDED_CLIENT, "ether": "1e:00:5b:00:00:07"}
 
 
 def probe_forwarded_client(machine) -> None:
-    machine.update(lambda s: s["firewall_probes"].update(forwarded_client=FORWARDED_CLIENT, forged_client=FORGED_CLIENT))
+    machine.update(lambda s: s["firewall_probes"].update(forwarded_client=FORWARDED_CLIENT,
+                                                          forged_client=FORGED_CLIENT))
 
 
 def test_the_routers_forward_reaches_the_ui_while_the_router_has_it(machine):
@@ -772,7 +773,8 @@ def test_the_kernel_takes_the_source_mac_match_in_the_inet_input_hook(machine):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert ('iifname "cloudbr0" ip saddr != 10.100.0.0/16 tcp dport 8080'
-            " ether saddr & ff:ff:00:00:00:00 != 0a:00:00:00:00:00 counter packets 0 bytes 0 drop") in r.stdout, r.stdout
+            " ether saddr & ff:ff:00:00:00:00 != 0a:00:00:00:00:00 counter packets 0 bytes 0 drop") in r.stdout, \
+        r.stdout
     assert "[ meta load iiftype => reg 1 ]" in r.stdout, r.stdout
 
 
