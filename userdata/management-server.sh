@@ -282,6 +282,10 @@ read_ui_forward() {
     csec2_log "router's UI/API forward: $value"
 }
 
+# The first two bytes of every infrastructure node's cloudbr0 MAC (overlay-network.sh
+# INFRA_MAC_PREFIX, which derives them; a test compares them).
+INFRA_MAC_PREFIX=0a:00
+
 # Tenant isolation on the management server (address classes from
 # components/model/ipplan.py, in boot.env), loaded before CloudStack listens:
 #   8096  never (the unauthenticated integration API; integration.api.port is 0)
@@ -295,7 +299,16 @@ read_ui_forward() {
 #         load balancer (read_ui_forward): then nothing from outside the overlay
 #         on the overlay device, and at this instance's VPC address what its
 #         security groups admit (the load balancer's group; otherwise nothing
-#         reaches that address but VXLAN and IGMP)
+#         reaches that address but VXLAN and IGMP). "What the router forwards"
+#         is known by the frame's source MAC, not only by its source address:
+#         any NIC on cloudbr0 (a virtual router's public NIC, a system VM) can
+#         forge an address outside the overlay and so pass the router's group.
+#         Only an infrastructure node's cloudbr0 has a MAC with INFRA_MAC_PREFIX
+#         (overlay-network.sh), the KVM hosts drop VM frames claiming one
+#         (kvm-host.sh, vm_port_rules), neither they nor the management servers
+#         route, and keepalived announces the gateway with the active router's
+#         own MAC (router.sh: no use_vmac): such a frame from outside the overlay
+#         is the router's.
 #   system VMs and tenants: nothing else
 # setup_firewall closed: 8080 from loopback only, until the admin password is
 # the secret's (set_admin_password): a fresh installation's admin logs in with
@@ -304,10 +317,14 @@ read_ui_forward() {
 # written last is the one loaded at every later boot (csec2_load_firewall).
 # setup_firewall open: 8080 as above.
 setup_firewall() {
-    local api_gate="" router_gate=""
-    # What reaches the overlay device from outside the overlay came through the router.
-    ((UI_FORWARDED)) ||
-        router_gate="meta nfproto ipv4 iifname \"$OVERLAY_BRIDGE\" ip saddr != $CSEC2_OVERLAY_CIDR tcp dport 8080 counter drop"
+    local api_gate=""
+    # What reaches the overlay device from outside the overlay came through the router,
+    # when the router forwards the UI/API at all. `ether` in the inet family's input
+    # hook: the link-layer header of a frame received on an Ethernet device (nft(8),
+    # "ETHERNET HEADER EXPRESSION"; nft adds the `meta iiftype ether` dependency).
+    local router_gate="meta nfproto ipv4 iifname \"$OVERLAY_BRIDGE\" ip saddr != $CSEC2_OVERLAY_CIDR tcp dport 8080"
+    ((UI_FORWARDED)) && router_gate+=" ether saddr & ff:ff:00:00:00:00 != $INFRA_MAC_PREFIX:00:00:00:00"
+    router_gate+=" counter drop"
     case $1 in
     closed) api_gate='iifname != "lo" tcp dport 8080 counter drop' ;;
     open) ;;
