@@ -41,8 +41,9 @@ def test_the_rules_are_the_commands_the_code_calls():
 
 
 def allows(rule: str, command: str) -> bool:
-    """RolePermissionEntity.Rule.matches: `*` stands for any run of characters."""
-    return re.fullmatch(".*".join(map(re.escape, rule.split("*"))), command) is not None
+    """apache/cloudstack api/.../acl/Rule.matches: case-insensitive, `*` stands for any run of
+    word characters."""
+    return re.fullmatch(r"\w*".join(map(re.escape, rule.lower().split("*"))), command.lower()) is not None
 
 
 def test_every_command_the_registration_sends_is_allowed_those_of_newer_releases_too():
