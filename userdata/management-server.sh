@@ -1242,17 +1242,20 @@ sys.exit(1)
 }
 
 # The registration's own role (components/model/registration_account.py): of type
-# Admin, allowed exactly the commands in CSEC2_REGISTRATION_RULES. A role other than
-# the built-in Root Admin gets only what its rules allow (DynamicRoleBasedAPIAccessChecker).
+# Admin, allowed the commands in CSEC2_REGISTRATION_RULES. A role other than the
+# built-in Root Admin gets what its rules allow, plus the commands whose @APICommand
+# names its type (DynamicRoleBasedAPIAccessChecker.checkApiPermissionByRole).
 # importRole creates the role with all its rules in one transaction and refuses a name in
 # use (RoleManagerImpl.importRole); a role found by name gets each rule it lacks
 # (createRolePermission). Sets REGISTRATION_ROLE_ID.
 REGISTRATION_ROLE_ID=""
 ensure_registration_role() {
-    local name=$CSEC2_REGISTRATION_ROLE answer rules rule i=0 args=()
+    local name=$CSEC2_REGISTRATION_ROLE answer rules rule i=0 args=() wanted=()
+    # Read into an array: a rule may hold a `*`, which an unquoted expansion would glob.
+    read -ra wanted <<<"$CSEC2_REGISTRATION_RULES"
     answer=$(api listRoles "name=$name")
     if ! REGISTRATION_ROLE_ID=$(named_id name "$name" role <<<"$answer"); then
-        for rule in $CSEC2_REGISTRATION_RULES; do
+        for rule in "${wanted[@]}"; do
             args+=("rules[$i].rule=$rule" "rules[$i].permission=allow")
             i=$((i + 1))
         done
@@ -1263,7 +1266,7 @@ ensure_registration_role() {
         return 0
     fi
     rules=$(api listRolePermissions "roleid=$REGISTRATION_ROLE_ID")
-    for rule in $CSEC2_REGISTRATION_RULES; do
+    for rule in "${wanted[@]}"; do
         named_id rule "$rule" rolepermission <<<"$rules" >/dev/null && continue
         answer=$(api createRolePermission "roleid=$REGISTRATION_ROLE_ID" "rule=$rule" permission=allow)
         csec2_json_has createrolepermissionresponse.rolepermission.id <<<"$answer" ||

@@ -5,9 +5,11 @@ the registration had an account of its own; that account's afterwards) this ensu
 registration's role, its rules and its account exist (components/model/registration_account.py,
 as the first management server creates them), registers a new key pair for the account's
 user, checks the pair with a signed call, and only then writes it to the secret
-(PutSecretValue: the value it replaces stays readable as the AWSPREVIOUS version). A new
-pair replaces the user's previous one (AccountManagerImpl.createApiKeyAndSecretKey), so
-after a rotation the previous pair of the registration's account no longer signs anything.
+(PutSecretValue: the value it replaces stays readable as the AWSPREVIOUS version). Up to
+4.22 a new pair replaces the user's previous one (AccountManagerImpl.createApiKeyAndSecretKey),
+so after a rotation the previous pair of the registration's account no longer signs anything;
+from 4.23 a user holds several pairs (RegisterUserKeysCmd adds one; DeleteUserKeysCmd, since
+4.23.0, removes one) and the previous pair stays valid until deleted (README).
 Nothing secret is printed, logged or written anywhere but the secret.
 """
 

@@ -55,5 +55,13 @@ REGISTRATION_COMMANDS = (
 ROTATION_COMMANDS = (
     "createRolePermission", "listAccounts", "listRolePermissions", "listRoles", "listUsers", "registerUserKeys",
 )
+#: What the registration calls only where the release has it (LdapLink.remove:
+#: unlinkDomainFromLdap, @APICommand since 4.23.0, with no `authorized` type, so the role
+#: must allow it). Each gets the rule `<command>*`: importRole refuses a rule that names no
+#: command of the running release unless it holds a wildcard (ImportRoleCmd.getRules,
+#: "Invalid api name"), and a role created before an upgrade must still allow the command
+#: after it. No other command's name begins with one of these.
+NEWER_RELEASE_COMMANDS = ("unlinkDomainFromLdap",)
 #: The role's rules, one `allow` each, in this order.
-ROLE_RULES = tuple(sorted(set(REGISTRATION_COMMANDS) | set(ROTATION_COMMANDS)))
+ROLE_RULES = tuple(sorted(set(REGISTRATION_COMMANDS) | set(ROTATION_COMMANDS)
+                          | {f"{c}*" for c in NEWER_RELEASE_COMMANDS}))

@@ -6,7 +6,8 @@ As the real sources behave (apache/cloudstack):
   commandAvailable -> DynamicRoleBasedAPIAccessChecker.checkAccess). The built-in Root
   Admin role (id 1, type Admin) may call everything. Any other role: its rules in order,
   the first whose rule matches the command decides (allow, or deny); a rule is a command
-  name in which `*` matches any run of characters (RolePermissionEntity.Rule). No rule
+  name in which `*` matches any run of word characters, compared case-insensitively
+  (api/src/main/java/org/apache/cloudstack/acl/Rule.java, matches). No rule
   matching: the real server still allows the commands whose @APICommand(authorized=...)
   names the role's type; the emulator models none of those, so it refuses more, never
   less. Refused: UnavailableCommandException, which ApiServer answers with
@@ -88,8 +89,8 @@ class Accounts:
         if account["roleid"] == ROOT_ADMIN_ROLE:
             return
         for rule in self.role_rules:
-            if rule["roleid"] == account["roleid"] and \
-                    re.fullmatch(".*".join(map(re.escape, rule["rule"].split("*"))), command):
+            if rule["roleid"] == account["roleid"] and re.fullmatch(
+                    r"\w*".join(map(re.escape, rule["rule"].lower().split("*"))), command.lower()):
                 if rule["permission"] == "allow":
                     return
                 break

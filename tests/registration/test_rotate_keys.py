@@ -120,3 +120,19 @@ def test_import_role_refuses_a_name_in_use_and_a_rule_naming_no_api(emulator, ap
     with pytest.raises(CloudStackError, match="Invalid api name: listZone provided in rules param"):
         admin.call("importRole", name="typo", type="Admin", rules=[{"rule": "listZone", "permission": "allow"}])
     assert [r["name"] for r in emulator.roles.values()].count("once") == 1
+
+
+def test_rules_match_as_cloudstacks_rule_does(emulator, api_secret):
+    # apache/cloudstack api/.../acl/Rule.matches lowercases the rule and the command.
+    admin = Api(emulator.url, emulator.apikey, emulator.secretkey, FAST)
+    role = admin.call("importRole", name="cased", type="Admin", rules=[
+        {"rule": "LISTZONES*", "permission": "allow"}])["role"]
+    user = admin.call("createAccount", username="cased", password="Pw-1-cased", roleid=role["id"],
+                      email="c@example.invalid", firstname="c", lastname="c")["account"]["user"][0]
+    keys = admin.call("registerUserKeys", id=user["id"])["userkeys"]
+    cased = Api(emulator.url, keys["apikey"], keys["secretkey"], FAST)
+    assert cased.call("listZones") == {}
+    assert [r["rule"] for r in emulator.role_rules if r["roleid"] == role["id"]] == ["LISTZONES*"]
+    with pytest.raises(CloudStackError) as refused:
+        cased.call("addCluster")
+    assert refused.value.code == 432

@@ -21,7 +21,7 @@ def test_the_first_boot_stores_the_registration_accounts_keys_not_the_admins(mac
     api = machine.state()["api"]
     [role] = api["roles"]
     assert (role["name"], role["type"]) == (ra.ROLE_NAME, "Admin")
-    # One allow rule per command, nothing wider than the list (no "*"), all in one importRole.
+    # One allow rule per command (`<command>*` for those of newer releases only), all in one importRole.
     assert sorted(role["rules"]) == [[rule, "allow"] for rule in ra.ROLE_RULES]
     calls = [c["api"] for c in machine.calls() if c.get("api")]
     assert calls.count("importRole") == 1 and "createRolePermission" not in calls
