@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from components.model.aws_constraints import LOG_RETENTION_DAYS
 from components.model.naming import KVM_HOSTS, instance_names
-from components.model.rules import Choice, Pattern
+from components.model.rules import Choice, CrossKey, Pattern
 from components.model.settings.base import Key
 
 if TYPE_CHECKING:
@@ -30,14 +30,17 @@ KEYS: tuple[Key, ...] = (
     Key("renewInstances", "list", [],
         "Instances (router, router-1, management, management-1, kvm-host-0, ...) this update relaunches with their "
         "current boot script, each only if that differs from the one it was launched with (README, \"Relaunching "
-        "an instance with its current boot\"). Remove the names once the update has run."),
+        "an instance with its current boot\"). Remove the names once the update has run.",
+        rule=CrossKey("renew_instances_known", "the accepted names follow routerCount, managementServerCount and "
+                                               "hostCount")),
 )
 
 
 def renew_instances_known(c: _Collector) -> None:
     """Every renewInstances entry names an instance these settings run (naming.instance_names);
     a KVM host named there is warned of: its replacement stops its VMs unless it is in
-    maintenance (README, "Scaling")."""
+    maintenance (the UI's host action "Enable Maintenance Mode" calls prepareHostForMaintenance:
+    apache/cloudstack ui/src/config/section/infra/hosts.js)."""
     names = c.values["renewInstances"]
     counts = (c.values["routerCount"], c.values["managementServerCount"], c.values["hostCount"])
     if not names or not all(isinstance(n, int) and n >= 0 for n in counts):
@@ -55,7 +58,7 @@ def renew_instances_known(c: _Collector) -> None:
             "DELETES the instance and launches a new one, and every VM still running on it stops with it. Put "
             "each into maintenance in CloudStack first (Infrastructure > Hosts > Enable Maintenance Mode: its VMs "
             "live-migrate to other hosts; API prepareHostForMaintenance) and wait until it reports Maintenance. "
-            "`.venv/bin/cloudstack-ec2 plan` or `pulumi preview` shows whether it is replaced.")
+            "`pulumi preview` shows whether it is replaced.")
 
 
 def renew_advice(names: Sequence[str]) -> str:
