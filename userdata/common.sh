@@ -666,6 +666,12 @@ csec2_setup_cloudstack_repo() {
     fi
 }
 
+# Whether package version $1 is of the configured release: "4.22" is any 4.22.z,
+# "4.22.1" is 4.22.1.* (an epoch ignored).
+csec2_of_configured_version() {
+    [[ ${1#*:} == "$CSEC2_CLOUDSTACK_VERSION" || ${1#*:} == "$CSEC2_CLOUDSTACK_VERSION"[.~+-]* ]]
+}
+
 # "4.22" installs the newest 4.22.x; "4.22.1" pins that patch release.
 csec2_cloudstack_package() {
     if [[ $CSEC2_CLOUDSTACK_VERSION == *.*.* ]]; then

@@ -156,11 +156,6 @@ NFT
 
 # ------------------------------------------------------------- packages ----
 
-# Whether package version $1 is of the configured release: "4.22" is any 4.22.z,
-# "4.22.1" is 4.22.1.* (an epoch ignored).
-of_configured_version() {
-    [[ ${1#*:} == "$CSEC2_CLOUDSTACK_VERSION" || ${1#*:} == "$CSEC2_CLOUDSTACK_VERSION"[.~+-]* ]]
-}
 
 # The agent must be the management server's exact version: with "X.Y", the
 # newest X.Y.z of the day would drift from it as patch releases come out. The
@@ -175,7 +170,7 @@ install_packages() {
     csec2_step "packages: cloudstack-agent (libvirt, qemu) of the management server's version"
     if dpkg-query -W -f='${Status}' cloudstack-agent 2>/dev/null | grep -q "install ok installed"; then
         installed=$(dpkg-query -W -f='${Version}' cloudstack-agent)
-        if of_configured_version "$installed"; then
+        if csec2_of_configured_version "$installed"; then
             csec2_log "cloudstack-agent $installed already installed"
             return 0
         fi
@@ -186,7 +181,7 @@ install_packages() {
     [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] ||
         csec2_die "SSM parameter $(csec2_name cloudstack-version) is '$version'; expected a package version"
     # The configured release (X.Y or X.Y.Z) must match what the server runs.
-    of_configured_version "$version" ||
+    csec2_of_configured_version "$version" ||
         csec2_die "the management server runs cloudstack-management $version, but this host is configured for CloudStack $CSEC2_CLOUDSTACK_VERSION"
     csec2_log "installing cloudstack-agent $version, the management server's version"
     local copy

@@ -282,6 +282,10 @@ read_ui_forward() {
     csec2_log "router's UI/API forward: $value"
 }
 
+# The first two bytes of every infrastructure node's cloudbr0 MAC (overlay-network.sh
+# INFRA_MAC_PREFIX, which derives them; a test compares them).
+INFRA_MAC_PREFIX=0a:00
+
 # Tenant isolation on the management server (address classes from
 # components/model/ipplan.py, in boot.env), loaded before CloudStack listens:
 #   8096  never (the unauthenticated integration API; integration.api.port is 0)
@@ -295,7 +299,16 @@ read_ui_forward() {
 #         load balancer (read_ui_forward): then nothing from outside the overlay
 #         on the overlay device, and at this instance's VPC address what its
 #         security groups admit (the load balancer's group; otherwise nothing
-#         reaches that address but VXLAN and IGMP)
+#         reaches that address but VXLAN and IGMP). "What the router forwards"
+#         is known by the frame's source MAC, not only by its source address:
+#         any NIC on cloudbr0 (a virtual router's public NIC, a system VM) can
+#         forge an address outside the overlay and so pass the router's group.
+#         Only an infrastructure node's cloudbr0 has a MAC with INFRA_MAC_PREFIX
+#         (overlay-network.sh), the KVM hosts drop VM frames claiming one
+#         (kvm-host.sh, vm_port_rules), neither they nor the management servers
+#         route, and keepalived announces the gateway with the active router's
+#         own MAC (router.sh: no use_vmac): such a frame from outside the overlay
+#         is the router's.
 #   system VMs and tenants: nothing else
 # setup_firewall closed: 8080 from loopback only, until the admin password is
 # the secret's (set_admin_password): a fresh installation's admin logs in with
@@ -304,10 +317,14 @@ read_ui_forward() {
 # written last is the one loaded at every later boot (csec2_load_firewall).
 # setup_firewall open: 8080 as above.
 setup_firewall() {
-    local api_gate="" router_gate=""
-    # What reaches the overlay device from outside the overlay came through the router.
-    ((UI_FORWARDED)) ||
-        router_gate="meta nfproto ipv4 iifname \"$OVERLAY_BRIDGE\" ip saddr != $CSEC2_OVERLAY_CIDR tcp dport 8080 counter drop"
+    local api_gate=""
+    # What reaches the overlay device from outside the overlay came through the router,
+    # when the router forwards the UI/API at all. `ether` in the inet family's input
+    # hook: the link-layer header of a frame received on an Ethernet device (nft(8),
+    # "ETHERNET HEADER EXPRESSION"; nft adds the `meta iiftype ether` dependency).
+    local router_gate="meta nfproto ipv4 iifname \"$OVERLAY_BRIDGE\" ip saddr != $CSEC2_OVERLAY_CIDR tcp dport 8080"
+    ((UI_FORWARDED)) && router_gate+=" ether saddr & ff:ff:00:00:00:00 != $INFRA_MAC_PREFIX:00:00:00:00"
+    router_gate+=" counter drop"
     case $1 in
     closed) api_gate='iifname != "lo" tcp dport 8080 counter drop' ;;
     open) ;;
@@ -391,12 +408,33 @@ NFT
 
 # ------------------------------------------------------------- packages ----
 
+# A server new to a bootstrapped cloud (an additional one, or a replaced first one)
+# installs exactly the version the first server published (publish_version): with
+# cloudstackVersion "X.Y" the newest X.Y.z of the day may be newer than the running
+# servers' and, started beside them, would upgrade the live database (check_running_versions
+# refuses it). Read as the hosts read it: only as the first server wrote it
+# (csec2_wait_anchor). A server with cloudstack-management installed keeps it: the
+# upgrade (components/model/upgrades.py, its "first" and "server" steps) installs the
+# new version itself before it re-runs this script with the new version in boot.env.
 install_packages() {
+    local management common version remedy=""
+    management=$(csec2_cloudstack_package cloudstack-management)
+    common=$(csec2_cloudstack_package cloudstack-common)
     csec2_setup_cloudstack_repo
     csec2_step "packages: cloudstack-management, MySQL client, NFS client"
+    if ((BOOTSTRAPPED)) && ! dpkg-query -W -f='${Status}' cloudstack-management 2>/dev/null | grep -q "install ok installed"; then
+        csec2_wait_anchor cloudstack-version version \
+            "the first management server writes it once cloudstack-management is installed"
+        [[ $version =~ ^[0-9][A-Za-z0-9.+:~-]*$ ]] ||
+            csec2_die "SSM parameter $(csec2_name cloudstack-version) is '$version'; expected a package version"
+        csec2_of_configured_version "$version" ||
+            csec2_die "the running management servers run cloudstack-management $version, but this server is configured for CloudStack $CSEC2_CLOUDSTACK_VERSION: only the upgrade moves a running cloud to another release (README, \"Upgrading CloudStack\")"
+        csec2_log "installing cloudstack-management $version, the running management servers' version"
+        management=cloudstack-management=$version common=cloudstack-common=$version
+        remedy="every management server must run cloudstack-management $version, which $CSEC2_CLOUDSTACK_REPO_URL no longer has, and the deployment keeps no copy of it: install cloudstack-common and cloudstack-management $version on this server from their .deb files (/var/cache/apt/archives on the first management server keeps those it installed) and run the boot script again (systemctl start cloudstack-ec2-boot.service), or upgrade the cloud to a version upstream has (README, \"Upgrading CloudStack\")"
+    fi
     # cloudstack-common follows the same pin: management depends on exactly its version.
-    csec2_apt_install "$(csec2_cloudstack_package cloudstack-management)" \
-        "$(csec2_cloudstack_package cloudstack-common)" mysql-client nfs-common
+    CSEC2_RETRY_REMEDY=$remedy csec2_apt_install "$management" "$common" mysql-client nfs-common
 }
 
 # KVM hosts install exactly this version of cloudstack-agent: with a version

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.model import naming
-from components.resources.anchor import anchor_key
+from components.resources.anchor import anchor_key, reader_grant
 from components.resources.node import (Grant, InstanceSpec, NodeArgs, hardened_instance, instance_role, parameter_arn,
                                         parameter_name, policy_document)
 
@@ -96,7 +96,8 @@ class ManagementServer(pulumi.ComponentResource):
 
     An additional server (ManagementServerArgs.first) owns none of these: its role reads
     the first server's database user and keys (and, with LDAPS, the shared truststore's
-    secrets) and nothing else; it joins a cloud the first one bootstrapped and publishes
+    secrets) and the package version the first one published (a KMS grant: Decrypt only
+    with its anchor key), nothing else; it joins a cloud the first one bootstrapped and publishes
     nothing for the hosts (the SSH key pair lives in the shared database, apache/cloudstack
     #6570, so every server uses the one the first published).
 
@@ -108,6 +109,7 @@ class ManagementServer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         root = args.parameter_root if args.parameter_root is not None else naming.stack_prefix(args.stack)
+        reader = None
         if args.first is None:
             secrets, key_arn, role, truststore_arn, bootstrap = self._first_server(name, args, root, tags)
         else:
@@ -122,9 +124,15 @@ class ManagementServer(pulumi.ComponentResource):
                 Grant(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                       [secrets[naming.SECRET_DB_CLOUD], secrets[naming.SECRET_CLOUDSTACK_KEYS], *ldap_secrets]),
                 self._read_parameters(root), Grant(["s3:GetObject"], [args.boot_script_arn]),
+                # The first server's package version, which it installs too (install_packages in
+                # management-server.sh): read as the hosts read it, with the key it is under.
+                Grant(["ssm:GetParameterHistory"], [parameter_arn(root, naming.PARAM_CLOUDSTACK_VERSION)]),
                 *self._console_forwards(root, secrets[naming.SECRET_API_KEYS]),
                 *args.instance.role_grants,
             ], opts=child, tags=tags)
+            # Decrypt only, through a grant (the key is the first server's; anchor.py); the
+            # instance launches after it, as the hosts do.
+            reader = reader_grant(name, key_arn, role.role, child)
 
         user_data = pulumi.Output.all(
             db_cloud=secrets[naming.SECRET_DB_CLOUD], keys=secrets[naming.SECRET_CLOUDSTACK_KEYS],
@@ -135,7 +143,7 @@ class ManagementServer(pulumi.ComponentResource):
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=user_data, instance_profile=role.profile.name,
             tags={**tags, "Role": "cloudstack-management"}, renew_user_data=args.renew_user_data),
-            pulumi.ResourceOptions(parent=self, depends_on=[bootstrap] if bootstrap else []))
+            pulumi.ResourceOptions(parent=self, depends_on=[r for r in (bootstrap, reader) if r is not None]))
 
         self.instance = instance
         #: This run declares the bootstrap grants (ManagementServerArgs.bootstrapping; the first server only).

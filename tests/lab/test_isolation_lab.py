@@ -244,6 +244,54 @@ def test_tenant_cannot_reach_the_management_servers_agent_port_or_ui(iso: Lab):
         assert connect(iso, "tenant", MGMT.overlay, AGENT_PORT) == (True, f"mgmt-agent {TENANT_IP}")
 
 
+#: An internet address an accomplice holds, and the MAC of a virtual router's public NIC (06
+#: set in its first byte: NetUtils.createSequenceBasedMacAddress in apache/cloudstack).
+INTERNET_FORGED_SOURCE = "198.18.0.66"
+FORGER_MAC = "1e:00:5b:00:00:07"
+
+
+def syns_seen(lab: Lab, since: int, source: str, timeout: float = 2) -> bool:
+    """Whether the management server's UI listener (its raw-socket sniffer, which sees what
+    the input hook let through) printed a SYN from `source` after line `since`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(line.startswith(f"syn {source} ") for line in lab.mgmt_ui.lines[since:]):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def forger(iso: Lab):
+    """A NIC on host0's cloudbr0 with a CloudStack MAC that sends to the management server's
+    overlay address from INTERNET_FORGED_SOURCE, straight over the overlay (not through the router)."""
+    plug(iso, "forger", "host0", "10.100.128.2")
+    try:
+        iso.ip("forger", "link", "set", "eth0", "address", FORGER_MAC)
+        iso.ip("forger", "addr", "add", f"{INTERNET_FORGED_SOURCE}/32", "dev", "eth0")
+        iso.ip("forger", "route", "replace", f"{MGMT.overlay}/32", "dev", "eth0", "src", INTERNET_FORGED_SOURCE)
+        iso.ip("forger", "neigh", "replace", MGMT.overlay, "lladdr", bridge_mac(iso, "mgmt"), "dev", "eth0")
+        yield iso
+    finally:
+        iso.del_ns("forger")
+
+
+def test_a_source_from_outside_the_overlay_forged_on_cloudbr0_does_not_reach_the_ui(forger: Lab):
+    """The router's forward keeps the client's address; only frames from an infrastructure
+    node's cloudbr0 (which no VM port may claim) may carry such a source to 8080."""
+    seen = len(forger.mgmt_ui.lines)
+    connect(forger, "forger", MGMT.overlay, UI_PORT, REFUSED_TIMEOUT)
+    assert not syns_seen(forger, seen, INTERNET_FORGED_SOURCE), "a forged internet source reached the UI/API"
+    # The router's forward (its Elastic IP, DNAT keeps the client's address) still does.
+    assert connect(forger, "inet", ELASTIC_IP, UI_PORT) == (True, f"mgmt-ui {INTERNET_CLIENT}")
+    # The proof: without the rule (an address outside the overlay taken for the router's
+    # forward, whatever the frame's source MAC) the forged SYN reaches the listener.
+    with without(forger, "mgmt", MGMT_TABLE, ("input", "ether saddr & ff:ff:00:00:00:00 != 0a:00:00:00:00:00")):
+        seen = len(forger.mgmt_ui.lines)
+        connect(forger, "forger", MGMT.overlay, UI_PORT, REFUSED_TIMEOUT)
+        assert syns_seen(forger, seen, INTERNET_FORGED_SOURCE)
+
+
 # --- system VMs: EFS, the agent port, DNS; not the database ---------------------------------
 
 

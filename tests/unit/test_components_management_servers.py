@@ -144,6 +144,15 @@ def test_additional_servers_share_the_first_ones_secrets_and_publish_nothing(sca
         assert len(console) == 1 and written == console, written
         assert {r for s in policy["Statement"] if "ssm:GetParameter" in s["Action"] for r in s["Resource"]} >= console
         assert env["CSEC2_SYSTEM_PUBLIC_RANGE"] == env0["CSEC2_SYSTEM_PUBLIC_RANGE"] != ""
+        # they install the first server's package version, read as the hosts read it: its
+        # history (the key it is under), and Decrypt only with the anchor key, granted before launch
+        history = {r for s in policy["Statement"] if "ssm:GetParameterHistory" in s["Action"] for r in s["Resource"]}
+        assert len(history) == 1 and history.pop().endswith("/cloudstack-version")
+        (grant,) = [g for g in d.of_type("aws:kms/grant:Grant") if g.name == f"management-{i}-anchor-read"]
+        assert grant.inputs["keyId"] == env0["CSEC2_ANCHOR_KEY_ARN"] and grant.inputs["operations"] == ["Decrypt"]
+        assert grant.inputs["granteePrincipal"] == d.get("aws:iam/role:Role", f"management-{i}-role").state["arn"]
+        assert ("aws:kms/grant:Grant", f"management-{i}-anchor-read") in d.depends_on_names(
+            d.instance(f"management-{i}"))
     assert env0["CSEC2_MANAGEMENT_INDEX"] == "0"
     assert first.inputs["instanceType"] == d.instance("management-2").inputs["instanceType"]
     # one anchor key (the hosts trust what the first server publishes), one master-secret parameter

@@ -179,7 +179,8 @@ def initial_state() -> dict:
         # New TCP connections the fake nft judges at every load of a table (fakes/fake.py
         # nft): the router's, to the management server's UI/API, as it forwards 8080.
         "firewall_probes": {"router_to_api": {"table": "cloudstack_ec2_management", "iif": "vxlan100",
-                                              "saddr": "10.100.0.1", "dport": 8080}},
+                                              "saddr": "10.100.0.1", "dport": 8080,
+                                              "ether": "0a:00:0a:64:00:01"}},
         "api": {"up": False, "admin_user": "admin", "admin_password": "password", "keys_registered": 0,
                 # roles, their rules and accounts as the API lists them; user_keys: apikey -> secretkey
                 # (what a signed request is checked with); keys_of_user: user id -> its pair's number

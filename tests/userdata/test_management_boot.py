@@ -3,6 +3,8 @@ order, idempotency, bounded waits, and what never happens (schema deploy over an
 existing database, --deploy-as, template seeding, secrets in the log)."""
 
 import json
+import os
+import shutil
 import subprocess
 from dataclasses import replace
 
@@ -726,18 +728,54 @@ def test_a_failed_password_change_stops_the_boot_with_the_api_closed(machine, br
 
 
 #: A client the router forwards (its DNAT keeps the client's address): it arrives on the
-#: overlay device from outside the overlay. Judged by the fake nft at every load of the table.
-FORWARDED_CLIENT = {"table": "cloudstack_ec2_management", "iif": "cloudbr0", "saddr": "203.0.113.9", "dport": 8080}
+#: overlay device from outside the overlay, in a frame from the router's cloudbr0 (whose MAC
+#: overlay-network.sh derives from 10.100.0.1). Judged by the fake nft at every load of the table.
+FORWARDED_CLIENT = {"table": "cloudstack_ec2_management", "iif": "cloudbr0", "saddr": "203.0.113.9", "dport": 8080,
+                    "ether": "0a:00:0a:64:00:01"}
+#: The same address forged by a NIC on cloudbr0 that is no infrastructure node's: a virtual
+#: router's public NIC (whose MAC has 06 set in its first byte: NetUtils.createSequenceBasedMacAddress
+#: in apache/cloudstack).
+FORGED_CLIENT = {**FORWARDED_CLIENT, "ether": "1e:00:5b:00:00:07"}
 
 
 def probe_forwarded_client(machine) -> None:
-    machine.update(lambda s: s["firewall_probes"].update(forwarded_client=FORWARDED_CLIENT))
+    machine.update(lambda s: s["firewall_probes"].update(forwarded_client=FORWARDED_CLIENT,
+                                                          forged_client=FORGED_CLIENT))
 
 
 def test_the_routers_forward_reaches_the_ui_while_the_router_has_it(machine):
     probe_forwarded_client(machine)
     first_run(machine)
     assert machine.state()["firewall"]["forwarded_client"] == "accept"
+
+
+def test_an_address_from_outside_the_overlay_forged_on_cloudbr0_does_not_pass_for_the_routers_forward(machine):
+    """Only the router's frames (an infrastructure MAC: the KVM hosts drop VM frames claiming
+    one) carry a source outside the overlay to 8080: a VM forging such a source would pass
+    around the router's security group (adminCidrs)."""
+    probe_forwarded_client(machine)
+    first_run(machine)
+    firewall = machine.state()["firewall"]
+    assert (firewall["forwarded_client"], firewall["forged_client"]) == ("accept", "drop")
+    rules = machine.file("/etc/cloudstack-ec2/host-firewall.nft").read_text()
+    assert ('meta nfproto ipv4 iifname "cloudbr0" ip saddr != 10.100.0.0/16 tcp dport 8080'
+            " ether saddr & ff:ff:00:00:00:00 != 0a:00:00:00:00:00 counter drop") in rules
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("unshare"),
+                    reason="needs root, nft and unshare to load the rules in a scratch namespace")
+def test_the_kernel_takes_the_source_mac_match_in_the_inet_input_hook(machine):
+    """nftables loads the rendered table (in a scratch network namespace) with the MAC match,
+    and matches the Ethernet header only on Ethernet devices (its implied `meta iiftype`)."""
+    first_run(machine)
+    path = machine.file("/etc/cloudstack-ec2/host-firewall.nft")
+    r = subprocess.run(["unshare", "--net", "sh", "-c", f"nft -f {path} && nft --debug=netlink list ruleset"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert ('iifname "cloudbr0" ip saddr != 10.100.0.0/16 tcp dport 8080'
+            " ether saddr & ff:ff:00:00:00:00 != 0a:00:00:00:00:00 counter packets 0 bytes 0 drop") in r.stdout, \
+        r.stdout
+    assert "[ meta load iiftype => reg 1 ]" in r.stdout, r.stdout
 
 
 def test_behind_the_load_balancer_the_router_forward_is_dropped_from_the_next_run_on(machine):

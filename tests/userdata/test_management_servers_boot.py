@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from bootlab import (ADMIN_PASSWORD, DATABASE_KEY, MANAGEMENT, MANAGEMENT_KEY, MASTER_SECRET, NEWEST, PREFIX,
-                     SECRETS, TINY_WAITS, Machine, member_overlay, render)
+                     SECRETS, TINY_WAITS, Machine, member_overlay, publish_anchor, render)
 
 SERVERS = ("10.100.0.2", "10.100.0.3")
 LOCK = "cloudstack_ec2.schema"
@@ -193,3 +193,61 @@ def test_a_joining_server_never_reads_the_master_or_admin_secret(world, tmp_path
     assert not [c for c in second.calls() if c.get("api") == "login"]
     # its database logins are the cloud user's only (the master user never)
     assert {c["user"] for c in second.calls() if c["cmd"] == "mysql" and "user" in c} == {"cloud"}
+
+
+#: A patch release upstream publishes after the first server installed NEWEST.
+LATER = "4.22.2.0"
+VERSION_PARAMETER = f"{PREFIX}/cloudstack-version"
+
+
+def offering(m, *versions):
+    """The versions m's CloudStack repository offers (oldest first) of the management packages."""
+    m.update(lambda s: s["repo"].update({p: list(versions) for p in ("cloudstack-management", "cloudstack-common")}))
+
+
+def installed(m):
+    return {p: m.state()["versions"].get(p) for p in ("cloudstack-management", "cloudstack-common")}
+
+
+@pytest.mark.parametrize("index", [1, 0])
+def test_a_new_server_installs_the_running_version_not_a_newer_patch(world, tmp_path, index):
+    # an additional server added later, or the first server replaced: the cloud runs NEWEST,
+    # and upstream has a newer patch release of the configured 4.22 since
+    assert run(machine_in(world, tmp_path, "m0"), server(0)).status == 0
+    new = machine_in(world, tmp_path, f"new-{index}", first_done=True, joiner=index > 0)
+    offering(new, "4.22.0.0", NEWEST, LATER)
+    r = run(new, server(index))
+    assert r.status == 0, r.output
+    assert installed(new) == {"cloudstack-management": NEWEST, "cloudstack-common": NEWEST}
+    assert f"installing cloudstack-management {NEWEST}, the running management servers' version" in r.output
+    assert f"{SERVERS[index]}" in {row["ip"] for row in new.state()["db"]["mshost"]}
+    assert {row["version"] for row in new.state()["db"]["mshost"]} == {NEWEST}
+
+
+@pytest.mark.parametrize("type_,key", [("String", None), ("SecureString", "alias/aws/ssm")])
+def test_a_joining_server_refuses_a_version_the_first_server_did_not_write(world, tmp_path, type_, key):
+    assert run(machine_in(world, tmp_path, "m0"), server(0)).status == 0
+    second = machine_in(world, tmp_path, "m1", first_done=True, joiner=True)
+    offering(second, "4.22.0.0", NEWEST, LATER)
+    # anyone with ssm:PutParameter could have written it so
+    publish_anchor(second, VERSION_PARAMETER, LATER, type_=type_, key=key)
+    r = run(second, server(1))
+    assert r.status != 0
+    assert f"SSM parameter {VERSION_PARAMETER} holds no value the management server wrote" in r.output
+    assert installed(second) == {"cloudstack-management": None, "cloudstack-common": None}
+    assert not [c for c in second.calls() if c["cmd"] == "cloudstack-setup-management"]
+
+
+def test_a_joining_server_fails_clearly_when_the_running_version_is_gone_upstream(world, tmp_path):
+    assert run(machine_in(world, tmp_path, "m0"), server(0)).status == 0
+    second = machine_in(world, tmp_path, "m1", first_done=True, joiner=True)
+    offering(second, "4.22.0.0", LATER)   # the index lists what it lists: NEWEST is not among it
+    r = run(second, server(1))
+    assert r.status != 0
+    assert f"Version '{NEWEST}' for 'cloudstack-management' was not found" in r.output
+    assert (f"every management server must run cloudstack-management {NEWEST}, which" in r.output
+            and "install cloudstack-common and cloudstack-management" in r.output)
+    # at once: no retries of what cannot succeed, and never the newer patch
+    assert len([c for c in second.calls() if c["cmd"] == "apt-get" and "install" in c["args"]
+                and any(a.startswith("cloudstack-management") for a in c["args"])]) == 1
+    assert installed(second)["cloudstack-management"] is None

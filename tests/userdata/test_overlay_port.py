@@ -27,6 +27,9 @@ def test_script_and_python_name_the_same_port_and_bridge():
     assert re.findall(r"^OVERLAY_PORT=(\S+)$", host, re.M) == [linuxdevices.OVERLAY_PORT]
     # ... and frames carrying an infrastructure node's MAC, which the overlay script derives.
     assert re.findall(r"^INFRA_MAC_PREFIX=(\S+)$", host, re.M) == [script_constant("INFRA_MAC_PREFIX")]
+    # The management server admits the router's forward by that prefix.
+    management = resources.files("userdata").joinpath("management-server.sh").read_text()
+    assert re.findall(r"^INFRA_MAC_PREFIX=(\S+)$", management, re.M) == [script_constant("INFRA_MAC_PREFIX")]
     assert script_constant("BRIDGE") == linuxdevices.OVERLAY_BRIDGE
 
 

@@ -1670,8 +1670,9 @@ def cloudwatch_agent_ctl(state):
 def nft(state):
     """`nft -f FILE`: the table in FILE replaces the one of that name (the file's
     `table`/`delete table` lines, nft(8)); the verdict of its input chain for each probe
-    packet of state["firewall_probes"] (name -> {"iif", "saddr", "dport"}: a new IPv4 TCP
-    connection to the probe's "table") is kept in state["firewall"][name]. Other nft
+    packet of state["firewall_probes"] (name -> {"iif", "saddr", "dport", "ether"}: a new
+    IPv4 TCP connection to the probe's "table", "ether" its frame's source MAC) is kept in
+    state["firewall"][name]. Other nft
     calls: recorded only, but `nft list counters table ip NAME`, which prints the named
     counters of state["nft_counters"] ({name: [packets, bytes]}) in nft's own layout."""
     if ARGS[:2] == ["list", "counter"]:
@@ -1727,11 +1728,16 @@ def nft_in(value, spec):
     return False
 
 
+def nft_mac_and(mac, mask):
+    """MAC `&` mask, both colon-separated hex bytes, in the lowercase form nft prints."""
+    return ":".join(f"{int(a, 16) & int(b, 16):02x}" for a, b in zip(mac.split(":"), mask.split(":"), strict=True))
+
+
 def nft_verdict(rules, probe):
     """The verdict of the first rule whose every match holds (policy accept). Knows the
     matches the boot scripts write; any other token fails the fake loudly."""
     fields = {("iifname",): probe["iif"], ("ip", "saddr"): probe["saddr"], ("tcp", "dport"): str(probe["dport"]),
-              ("meta", "nfproto"): "ipv4"}
+              ("meta", "nfproto"): "ipv4", ("ether", "saddr"): probe["ether"]}
     for tokens in rules:
         i, matched = 0, True
         while i < len(tokens):
@@ -1750,9 +1756,12 @@ def nft_verdict(rules, probe):
             if key not in fields:
                 raise SystemExit(f"fake nft: unknown match {tokens}")
             i += len(key)
+            value = fields[key]
+            if tokens[i] == "&":  # a masked MAC (nft(8) "ETHERNET HEADER EXPRESSION", bitwise AND)
+                value, i = nft_mac_and(value, tokens[i + 1]), i + 2
             negate = tokens[i] == "!="
             i += negate
-            holds = nft_in(fields[key], tokens[i]) != negate
+            holds = nft_in(value, tokens[i]) != negate
             matched = matched and holds
             i += 1
     return "accept"
