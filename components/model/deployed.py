@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional
 from components.model import naming
 from components.model import upgrades
 from components.model.settings import Problem, Settings
+from components.model.settings.operations import renew_advice
 
 #: Name of the stack output this module writes and reads.
 OUTPUT = "deployment"
@@ -176,28 +177,26 @@ _REPLACES = {
 
 def instance_urn(stack: str, component: str, name: str) -> str:
     """The URN Pulumi gives the EC2 instance `name` inside the top-level component type
-    `component` (e.g. "OverlayRouter") of this project's `stack`, as `pulumi up --replace` takes it."""
+    `component` (e.g. "OverlayRouter") of this project's `stack`, as Pulumi's commands take it."""
     return (f"urn:pulumi:{stack}::{naming.PROJECT}::{naming.PROJECT}:index:{component}"
             f"$aws:ec2/instance:Instance::{name}")
 
 
-def upgrade_warnings(deployed: Deployed, stack: str, settings_version: str = "") -> list[str]:
+def upgrade_warnings(deployed: Deployed, settings_version: str = "") -> list[str]:
     """What this update changes of a deployed stack that its owner should hear about first
-    (nothing on a first run). `stack`: the stack's name (in the URNs to replace);
-    `settings_version`: cloudstackVersion of this update."""
+    (nothing on a first run). `settings_version`: cloudstackVersion of this update."""
     warnings = []
     if deployed.exists and deployed.boot_scripts < BOOT_SCRIPTS:
         warnings.append(
             "the running instances keep the boot scripts they started with (a changed user data never replaces "
-            "an instance), and this update changes two of them; once it has completed, replace them in a "
-            "second update, never in this one (it deletes the parameters the old management server wrote, "
-            "under the names the new one publishes; docs/boot.md, 'Changing a role script'): the router, for the tenants' own address, their resolver and their budgets: "
-            f"`pulumi up --replace '{instance_urn(stack, 'OverlayRouter', 'router')}'` (a few minutes without "
-            "the UI and internet egress; its Elastic IPs stay); and the management server, for its trust anchors "
-            "(the hosts' SSH key and agent version as SecureString) and its generated secrets (its old script "
-            "reads the deleted master secret): "
-            f"`pulumi up --replace '{instance_urn(stack, 'ManagementServer', 'management')}'` (it keeps the "
-            "database), before adding hosts.")
+            "an instance), and this update changes two of them; once it has completed, relaunch them with their "
+            "current boot in a second update, never in this one (it deletes the parameters the old management "
+            "server wrote, under the names the new one publishes; docs/boot.md, 'Changing a role script'): the "
+            "router, for the tenants' own address, their resolver and their budgets (a few minutes without the UI "
+            "and internet egress; its Elastic IPs stay), and the management server, for its trust anchors (the "
+            "hosts' SSH key and agent version as SecureString) and its generated secrets (its old script reads the "
+            "deleted master secret; it keeps the database), before adding hosts: "
+            f"{renew_advice(['router', 'management'])}. Not `pulumi up --replace`: it relaunches the recorded boot.")
     if deployed.exists and upgrades.is_change(deployed.cloudstack_version, settings_version) and \
             upgrades.check_version_change(deployed.cloudstack_version, settings_version) is None:
         warnings.append(

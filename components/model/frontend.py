@@ -12,6 +12,7 @@ from typing import Sequence
 
 from components.model import deployed as deployed_state
 from components.model.routeraccess import CLOUDSTACK_UI_PORT
+from components.model.settings.operations import renew_advice
 
 #: The management servers' UI/API port, where the load balancer sends requests.
 TARGET_PORT = CLOUDSTACK_UI_PORT
@@ -102,7 +103,7 @@ def tls_settings(url: str, proxy_cidrs: Sequence[str]) -> tuple[tuple[str, str, 
     )
 
 
-def running_server_warnings(previous: deployed_state.Deployed, behind_load_balancer: bool, stack: str,
+def running_server_warnings(previous: deployed_state.Deployed, behind_load_balancer: bool,
                             subnet_cidrs: Sequence[str]) -> list[str]:
     """The load balancer added to a stack deployed before the boot scripts followed the front
     end in place (Deployed.front_end_in_place): an instance keeps the boot script it started
@@ -112,16 +113,15 @@ def running_server_warnings(previous: deployed_state.Deployed, behind_load_balan
     it unhealthy). Nothing to say when the stack's instances follow the front end in place."""
     if not (previous.exists and behind_load_balancer and not previous.load_balancer) or previous.front_end_in_place:
         return []
-    router = deployed_state.instance_urn(stack, "OverlayRouter", "router")
-    management = deployed_state.instance_urn(stack, "ManagementServer", "management")
     return [f"the UI/API moves behind the load balancer, and this stack was deployed by a version whose boot "
             "scripts do not follow it in place. A router started by one still forwards http://<its Elastic IP>:8080 "
             "to the management server in clear (on the router, /etc/cloudstack-ec2/forwards.env has no ROUTER_DNAT "
-            f"line): replace it, `pulumi up --replace '{router}'` (a few minutes without internet egress for the "
-            "cloud; its Elastic IPs stay). A management server started by one answers the load balancer's subnets "
+            "line): relaunch it with its current boot (a few minutes without internet egress for the cloud; its "
+            "Elastic IPs stay). A management server started by one answers the load balancer's subnets "
             f"({', '.join(subnet_cidrs) or 'uiSubnetIds'}) through the overlay, where the router drops the replies "
             "(`ip rule` on it shows no fwmark 0xec2 rule): the load balancer finds it unhealthy and the registration, "
-            f"which now calls the API there, waits in vain; replace it in this update, `pulumi up --replace "
-            f"'{management}'` (it keeps the database; the same for each further server), or first add the routes by "
+            "which now calls the API there, waits in vain; relaunch it with its current boot in this update (it "
+            "keeps the database; name each further server too: management-1, ...), or first add the routes by "
             "hand through SSM Session Manager: `sudo ip route replace <cidr> via <the gateway of its route to "
-            "169.254.169.254> dev <that device> src <its VPC address>`."]
+            "169.254.169.254> dev <that device> src <its VPC address>`. To relaunch both: "
+            f"{renew_advice(['router', 'management'])} (not `pulumi up --replace`: it relaunches the recorded boot)."]

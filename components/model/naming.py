@@ -168,3 +168,22 @@ def member_name(name: str, index: int) -> str:
     member 0 keeps the group's own name, so a stack that grows from one member to two never
     renames, and so never replaces, the one it had."""
     return name if index == 0 else f"{name}-{index}"
+
+
+#: The resource name of the KVM host pool: host `i`'s instance is "<KVM_HOSTS>-<i>" (host_name).
+KVM_HOSTS = "kvm-host"
+
+
+def host_name(index: int) -> str:
+    """The resource name of KVM host `index`'s instance: "kvm-host-0", "kvm-host-1", ... (named
+    by its host index, never by a position, so hostCount changes add or remove only the top)."""
+    return f"{KVM_HOSTS}-{index}"
+
+
+def instance_names(router_count: int, management_count: int, host_count: int) -> tuple[str, ...]:
+    """The resource names of every EC2 instance a stack with these counts runs, as the plan and
+    `pulumi preview` list them: "router" ("router-1" with a pair), "management", "management-1",
+    ..., then "kvm-host-0", "kvm-host-1", ..."""
+    return (*(member_name("router", i) for i in range(router_count)),
+            *(member_name("management", i) for i in range(management_count)),
+            *(host_name(i) for i in range(host_count)))

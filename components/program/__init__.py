@@ -91,12 +91,12 @@ def build() -> Deployment:
     problems, warnings = regions.check_region(region)
     problems += certificate_region_problems(settings.ui_certificate_arn, region)
     problems += deployed_state.check_changes(settings, previous)
-    warnings += deployed_state.upgrade_warnings(previous, pulumi.get_stack(), settings.cloudstack_version)
+    warnings += deployed_state.upgrade_warnings(previous, settings.cloudstack_version)
     upgrade_problems, upgrade_notes = unfinished_upgrade(previous, settings.cloudstack_version)
     problems += upgrade_problems
     warnings += upgrade_notes
     warnings += deployed_state.router_count_warnings(settings, previous, pulumi.get_stack())
-    warnings += frontend.running_server_warnings(previous, settings.ui_behind_load_balancer, pulumi.get_stack(),
+    warnings += frontend.running_server_warnings(previous, settings.ui_behind_load_balancer,
                                                  [str(n) for n in settings.ui_subnet_cidrs])
     problems += stack_aws_problems()
     if problems:

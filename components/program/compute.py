@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components import boot
+from components.model import naming
 from components.program.context import Context
 from components.program.data import Data
 from components.program.instances import DOMAIN, KVM_HOST_USER, instance_spec, overlay_config
@@ -29,7 +30,7 @@ def declare_compute(ctx: Context, network: Network, data: Data, anchor_key_arn: 
     settings = ctx.settings
     host_base = instance_spec(ctx, network, data, settings.host_instance_type,
                               [network.underlay.member_sg_id], "kvm-host")
-    hosts = KvmHostPool("kvm-host", KvmHostPoolArgs(
+    hosts = KvmHostPool(naming.KVM_HOSTS, KvmHostPoolArgs(
         stack=ctx.stack, instance=host_base,
         boot_script_arn=data.boot_scripts.object_arn("kvm-host"), anchor_key_arn=anchor_key_arn,
         packages_arn=data.boot_scripts.packages_arn,
@@ -38,7 +39,8 @@ def declare_compute(ctx: Context, network: Network, data: Data, anchor_key_arn: 
         timeout_minutes=settings.host_timeout_minutes, parameter_root=ctx.prefix,
         host_instances={i: dataclasses.replace(host_base, instance_type=t,
                                                nested_virtualization=ctx.host_types.nested_virtualization(i))
-                        for i, t in enumerate(ctx.host_types.types)}))
+                        for i, t in enumerate(ctx.host_types.types)},
+        renew=[i for i in range(settings.host_count) if naming.host_name(i) in settings.renew_instances]))
     return Compute(hosts)
 
 

@@ -65,7 +65,8 @@ def declare_router(ctx: Context, network: Network, data: Data) -> OverlayRouter:
         parameter_root=ctx.prefix, vm_forwards=[f.dnat for f in ctx.settings.vm_forwards],
         ui_forward=ui_forward(ctx),
         previous_console_ip=ctx.previous.console_private_ip or None, count=ctx.settings.router_count,
-        renew_router0=deployed_state.router0_renewal(ctx.settings, ctx.previous)))
+        renew_router0=deployed_state.router0_renewal(ctx.settings, ctx.previous),
+        renew=ctx.settings.renew_instances))
 
 
 def ui_forward(ctx: Context) -> str:
@@ -129,7 +130,8 @@ def declare_management(ctx: Context, network: Network, data: Data, router: Overl
         parameter_root=ctx.prefix, console_address=router.console_public_ip, first=first,
         ldap_ca_secret_arn=ca.secret_id if ca else None,
         # Once marked bootstrapped, always: the grants the first server removed stay removed.
-        bootstrapping=not (ctx.previous.bootstrapped or bootstrapped(ctx.previous.parameter_root))))
+        bootstrapping=not (ctx.previous.bootstrapped or bootstrapped(ctx.previous.parameter_root)),
+        renew_user_data=name in ctx.settings.renew_instances))
 
 
 def management_user_data(ctx: Context, secret_arns: dict, index: int = 0) -> str:

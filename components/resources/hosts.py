@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Collection, Mapping, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -105,6 +105,10 @@ class KvmHostPoolArgs:
     #: BootScriptBucket.packages_arn: the agent's packages the first management server keeps,
     #: read-only (s3:GetObject). None: no copy; hosts install from upstream.
     packages_arn: Optional[pulumi.Input[str]] = None
+    #: Host indices replaced in this update when their user data differs from the recorded one
+    #: (the renewInstances setting; NodeArgs.renew_user_data). Their VMs stop with them unless
+    #: the hosts are in maintenance.
+    renew: Collection[int] = ()
 
 
 def _waiting_for(spec: InstanceSpec, resource: pulumi.Resource) -> InstanceSpec:
@@ -151,7 +155,7 @@ class KvmHostPool(pulumi.ComponentResource):
             self.instances[index] = hardened_instance(f"{name}-{index}", NodeArgs(
                 spec=_waiting_for(args.host_instances.get(index, args.instance), grant),
                 user_data_base64=args.render_user_data(index),
-                instance_profile=profile.name, pin_instance_type=True,
+                instance_profile=profile.name, pin_instance_type=True, renew_user_data=index in args.renew,
                 custom_timeouts=minutes_timeouts(args.timeout_minutes),
                 tags={**tags, "Role": HOST_ROLE, DEPLOYMENT_TAG: root, "HostIndex": str(index),
                       "OverlayIp": overlay_ip}),

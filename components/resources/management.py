@@ -52,6 +52,9 @@ class ManagementServerArgs:
     #: additional server: it reads them, never writes them); None: this one is the first
     #: and owns them.
     first: Optional["ManagementServer"] = None
+    #: Replace the instance in this update when its user data differs from the recorded one
+    #: (the renewInstances setting; NodeArgs.renew_user_data).
+    renew_user_data: bool = False
 
 
 def bootstrapped(parameter_root: str) -> bool:
@@ -139,7 +142,7 @@ class ManagementServer(pulumi.ComponentResource):
         ).apply(args.render_user_data)
         instance = hardened_instance(name, NodeArgs(
             spec=args.instance, user_data_base64=user_data, instance_profile=role.profile.name,
-            tags={**tags, "Role": "cloudstack-management"}),
+            tags={**tags, "Role": "cloudstack-management"}, renew_user_data=args.renew_user_data),
             pulumi.ResourceOptions(parent=self, depends_on=[r for r in (bootstrap, reader) if r is not None]))
 
         self.instance = instance

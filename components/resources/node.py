@@ -73,7 +73,8 @@ class NodeArgs:
     #: Launch on this network interface (its subnet, groups and source/destination check
     #: then come from the interface: EC2 refuses them beside it) instead of a new one.
     network_interface_id: Optional[pulumi.Input[str]] = None
-    #: Replace the instance so that it boots with `user_data_base64` (this update only).
+    #: Replace the instance so that it boots with `user_data_base64` (this update only), when
+    #: that differs from the recorded user data (replace_on_changes; equal: nothing happens).
     #: Otherwise a changed user data changes nothing: ignore_changes keeps the state's value,
     #: which the engine uses even for a replacement (`pulumi up --replace` would launch the
     #: old user data again: Pulumi docs, "ignoreChanges": "Pulumi ignores a property by using

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -100,6 +100,9 @@ class OverlayRouterArgs:
     #: Replace router 0 in this update so that it boots with its current user data (a router
     #: 0 launched with one router's boot, once router 1 exists: deployed.router0_renewal).
     renew_router0: bool = False
+    #: Members (by resource name: "<name>", "<name>-1") replaced in this update when their
+    #: user data differs from the recorded one (the renewInstances setting; NodeArgs.renew_user_data).
+    renew: Collection[str] = ()
 
 
 class OverlayRouter(pulumi.ComponentResource):
@@ -156,7 +159,7 @@ class OverlayRouter(pulumi.ComponentResource):
                 spec=args.instance, user_data_base64=args.render_user_data(console, tenant, self._pair_inputs(
                     i, interfaces, args.route_table_ids, eips) if pair else None),
                 instance_profile=profile.name, network_interface_id=member_eni.id,
-                tags={**tags, "Role": ROUTER_ROLE_TAG}, renew_user_data=args.renew_router0 and i == 0), child),
+                tags={**tags, "Role": ROUTER_ROLE_TAG}, renew_user_data=(args.renew_router0 and i == 0) or member_name(name, i) in args.renew), child),
                 member_eni, console, tenant)
             for i, (member_eni, console, tenant) in enumerate(interfaces)]
         route_opts = pulumi.ResourceOptions(parent=self, ignore_changes=ROUTE_TARGET_OWNED_BY_PAIR if pair else None)

@@ -173,7 +173,7 @@ def test_a_truststore_password_not_generated_yet_says_to_replace_the_management_
 
     client = boto3.client("secretsmanager", region_name=REGION)
     arn = client.create_secret(Name="cloudstack-ec2/test/ldap-truststore-x")["ARN"]   # no value: no server made one
-    with pytest.raises(RegistrationError, match="has no value.*pulumi up --replace"):
+    with pytest.raises(RegistrationError, match="has no value.*renewInstances\\[0\\]. management.*pulumi config rm renewInstances"):
         read_secret({"name": "ldap.truststore.password", "secret_arn": arn, "secret_version": "", "region": REGION})
 
 

@@ -383,12 +383,15 @@ def test_a_stack_whose_instances_predate_the_in_place_front_end_is_told_to_repla
 
     before = deployed.from_outputs(older(dev.outputs))
     assert before.exists and not before.load_balancer and not before.front_end_in_place
-    [warning] = running_server_warnings(before, True, "dev", ["10.0.253.128/26"])
-    for component, name in (("OverlayRouter", "router"), ("ManagementServer", "management")):
-        assert f"--replace '{deployed.instance_urn('dev', component, name)}'" in warning
+    [warning] = running_server_warnings(before, True, ["10.0.253.128/26"])
+    # Relaunched with their current boot through renewInstances: `pulumi up --replace` would
+    # launch the recorded (old) user data again.
+    for i, name in enumerate(("router", "management")):
+        assert f"`pulumi config set --path 'renewInstances[{i}]' {name}`" in warning
+    assert "`pulumi up`; then `pulumi config rm renewInstances`" in warning
     assert "10.0.253.128/26" in warning and "8080" in warning
-    assert running_server_warnings(before, False, "dev", []) == []
-    assert running_server_warnings(deployed.Deployed(), True, "dev", []) == []
+    assert running_server_warnings(before, False, []) == []
+    assert running_server_warnings(deployed.Deployed(), True, []) == []
     # Replacing the instances is needed once: the record never claims more than it knows.
     again = deployed.record(dev.settings, "us-east-1a", "/x", "4.22", previous=before)
     assert again[deployed.FRONT_END_IN_PLACE] is False
@@ -403,7 +406,7 @@ def test_a_stack_deployed_with_the_in_place_front_end_takes_the_load_balancer_wi
 
     before = deployed.from_outputs(dev.outputs)
     assert before.exists and before.front_end_in_place
-    assert running_server_warnings(before, True, "dev", ["10.0.253.128/26"]) == []
+    assert running_server_warnings(before, True, ["10.0.253.128/26"]) == []
     assert deployed.record(dev.settings, "us-east-1a", "/x", "4.22", previous=before)[
         deployed.FRONT_END_IN_PLACE] is True
 
@@ -414,7 +417,7 @@ def test_the_next_update_of_a_stack_behind_the_load_balancer_warns_no_more(plain
 
     after = deployed.from_outputs(older(plain.outputs))
     assert after.load_balancer
-    assert running_server_warnings(after, True, "dev", []) == []
+    assert running_server_warnings(after, True, []) == []
 
 
 def test_the_management_servers_boot_script_needs_no_list_of_the_load_balancers_subnets(https, dev):

@@ -184,7 +184,7 @@ def test_a_stack_from_before_consoles_is_told_its_router_is_replaced_once():
     assert run.outputs[deployed.OUTPUT]["consoleAddress"] is True
     # The next update (and a first run) says nothing.
     assert not [w for w in later_run(recorded(consoleAddress=True)).warnings if "console address" in w]
-    assert not deployed.upgrade_warnings(deployed.Deployed(), "dev")
+    assert not deployed.upgrade_warnings(deployed.Deployed())
 
 
 def test_outputs_give_the_boot_script_generation_and_the_console_address():
@@ -196,23 +196,23 @@ def test_outputs_give_the_boot_script_generation_and_the_console_address():
 
 def test_a_stack_from_before_the_new_boot_scripts_is_told_which_instances_to_replace(first):
     assert first.outputs[deployed.OUTPUT]["bootScripts"] == deployed.BOOT_SCRIPTS == 2
-    assert not [w for w in first.warnings if "--replace" in w]
+    assert not [w for w in first.warnings if "renewInstances" in w]
     run = later_run(recorded(consoleAddress=True))
-    [warning] = [w for w in run.warnings if "--replace" in w]
-    urns = {r.name: r.urn for r in run.registrations if r.type == "aws:ec2/instance:Instance"}
-    # The exact URNs `pulumi up --replace` takes: those of the router's and the management
-    # server's instances in this stack.
-    assert f"pulumi up --replace '{urns['router']}'" in warning
-    assert f"pulumi up --replace '{urns['management']}'" in warning
-    assert urns["router"] == ("urn:pulumi:dev::cloudstack-ec2::cloudstack-ec2:index:OverlayRouter"
-                              "$aws:ec2/instance:Instance::router")
+    [warning] = [w for w in run.warnings if "renewInstances" in w]
+    names = {r.name for r in run.registrations if r.type == "aws:ec2/instance:Instance"}
+    # The router's and the management server's instances, by the names renewInstances takes
+    # (`pulumi up --replace` would relaunch the recorded boot: the ignored user data).
+    for i, name in enumerate(("router", "management")):
+        assert name in names
+        assert f"`pulumi config set --path 'renewInstances[{i}]' {name}`" in warning
+    assert "`pulumi config rm renewInstances`" in warning
     for reason in ("tenants' own address", "trust anchors", "generated secrets"):
         assert reason in warning
     assert run.outputs[deployed.OUTPUT]["bootScripts"] == 2
     # A lower generation is told too; the recorded one is not.
-    assert deployed.upgrade_warnings(deployed.from_outputs(recorded(bootScripts=1)), "prod")[0].count(
-        "urn:pulumi:prod::") == 2
-    assert not deployed.upgrade_warnings(deployed.from_outputs(recorded(consoleAddress=True, bootScripts=2)), "dev")
+    assert "renewInstances[1]' management" in deployed.upgrade_warnings(
+        deployed.from_outputs(recorded(bootScripts=1)))[0]
+    assert not deployed.upgrade_warnings(deployed.from_outputs(recorded(consoleAddress=True, bootScripts=2)))
 
 
 def test_later_run_keeps_the_secrets_it_created_and_their_values():

@@ -6,7 +6,7 @@ collecting EVERY problem before it raises, so a user fixes a stack file in one r
 
 Each tier's keys sit beside their own rules: `network`, `controlplane` (router, management
 server), `compute` (KVM hosts), `cloudstack` (release, zone, registration), `data`
-(database, storage), `operations` (logs, alarms); `instancetypes` holds the checks on what
+(database, storage), `operations` (logs, alarms, renewInstances); `instancetypes` holds the checks on what
 AWS says of an instance type (Nitro, metal, architecture), shared by the run-time lookup
 and the offline plan; `provider`
 checks the AWS provider's own keys (`aws:region`, a misspelt `aws:` key). This module holds
@@ -148,6 +148,8 @@ class Settings:
     #: logRetentionDays, alarmEmail (components/model/settings/operations.py).
     log_retention_days: int = 30
     alarm_email: str = ""
+    #: renewInstances: the instances relaunched with their current boot (naming.instance_names).
+    renew_instances: tuple[str, ...] = ()
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -389,6 +391,7 @@ CROSS_KEY_RULES: tuple[Callable[[_Collector], None], ...] = (
     *frontend.CROSS_KEY_RULES,
     *data.CROSS_KEY_RULES,
     *directory.CROSS_KEY_RULES,
+    *operations.CROSS_KEY_RULES,
 )
 
 
