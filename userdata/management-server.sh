@@ -1242,17 +1242,24 @@ sys.exit(1)
 }
 
 # The registration's own role (components/model/registration_account.py): of type
-# Admin, allowed the commands in CSEC2_REGISTRATION_RULES. A role other than the
-# built-in Root Admin gets what its rules allow, plus the commands whose @APICommand
-# names its type (DynamicRoleBasedAPIAccessChecker.checkApiPermissionByRole).
-# importRole creates the role with all its rules in one transaction and refuses a name in
-# use (RoleManagerImpl.importRole); a role found by name gets each rule it lacks
-# (createRolePermission). Sets REGISTRATION_ROLE_ID.
+# Admin, allowed the commands in CSEC2_REGISTRATION_RULES, then CSEC2_REGISTRATION_DENY_RULE
+# denied, last. A role other than the built-in Root Admin takes its rules in sort order, the
+# first match deciding; a command no rule matches is still allowed when its @APICommand
+# names the role's type, as nearly every admin command names Admin
+# (DynamicRoleBasedAPIAccessChecker.checkApiPermissionByRole): the trailing deny closes that.
+# importRole creates the role with its rules in one transaction and refuses a name in use
+# (RoleManagerImpl.importRole), but its rules come from a map in no order the caller sets
+# (ImportRoleCmd.getRules): it gets the allows only, and the deny is created after them
+# (createRolePermission: RolePermissionsDaoImpl.persist puts a new rule last). A role found
+# by name loses the rules CSEC2_REGISTRATION_RETIRED_RULES names, gains each it lacks, and
+# is reordered (updateRolePermission ruleorder) when the deny is not last. Sets
+# REGISTRATION_ROLE_ID.
 REGISTRATION_ROLE_ID=""
 ensure_registration_role() {
-    local name=$CSEC2_REGISTRATION_ROLE answer rules rule i=0 args=() wanted=()
-    # Read into an array: a rule may hold a `*`, which an unquoted expansion would glob.
+    local name=$CSEC2_REGISTRATION_ROLE answer rules rule id order i=0 args=() wanted=() retired=()
+    # Read into arrays: a rule may hold a `*`, which an unquoted expansion would glob.
     read -ra wanted <<<"$CSEC2_REGISTRATION_RULES"
+    read -ra retired <<<"$CSEC2_REGISTRATION_RETIRED_RULES"
     answer=$(api listRoles "name=$name")
     if ! REGISTRATION_ROLE_ID=$(named_id name "$name" role <<<"$answer"); then
         for rule in "${wanted[@]}"; do
@@ -1262,16 +1269,40 @@ ensure_registration_role() {
         answer=$(api importRole "name=$name" type=Admin "description=$CSEC2_REGISTRATION_ROLE_DESCRIPTION" "${args[@]}")
         csec2_json_get importroleresponse.role.id REGISTRATION_ROLE_ID <<<"$answer" ||
             csec2_die "importRole $name failed: $(head -c 300 <<<"$answer")"
-        csec2_log "role '$name' created with $i rules"
+        add_registration_rule "$CSEC2_REGISTRATION_DENY_RULE" deny
+        csec2_log "role '$name' created with $i allow rules, then a deny of every other command"
         return 0
     fi
     rules=$(api listRolePermissions "roleid=$REGISTRATION_ROLE_ID")
-    for rule in "${wanted[@]}"; do
-        named_id rule "$rule" rolepermission <<<"$rules" >/dev/null && continue
-        answer=$(api createRolePermission "roleid=$REGISTRATION_ROLE_ID" "rule=$rule" permission=allow)
-        csec2_json_has createrolepermissionresponse.rolepermission.id <<<"$answer" ||
-            csec2_die "createRolePermission $rule for role $name failed: $(head -c 300 <<<"$answer")"
+    for rule in "${retired[@]}"; do
+        id=$(named_id rule "$rule" rolepermission <<<"$rules") || continue
+        answer=$(api deleteRolePermission "id=$id")
+        csec2_json_has deleterolepermissionresponse.success <<<"$answer" ||
+            csec2_die "deleteRolePermission $rule for role $name failed: $(head -c 300 <<<"$answer")"
     done
+    for rule in "${wanted[@]}"; do
+        named_id rule "$rule" rolepermission <<<"$rules" >/dev/null || add_registration_rule "$rule" allow
+    done
+    named_id rule "$CSEC2_REGISTRATION_DENY_RULE" rolepermission <<<"$rules" >/dev/null ||
+        add_registration_rule "$CSEC2_REGISTRATION_DENY_RULE" deny
+    order=$(api listRolePermissions "roleid=$REGISTRATION_ROLE_ID" | python3 -c '
+import json, sys
+rules = json.load(sys.stdin).get("listrolepermissionsresponse", {}).get("rolepermission", [])
+if rules and rules[-1]["rule"] != sys.argv[1]:
+    print(",".join([r["id"] for r in rules if r["rule"] != sys.argv[1]] + [r["id"] for r in rules if r["rule"] == sys.argv[1]]))
+' "$CSEC2_REGISTRATION_DENY_RULE") || csec2_die "cannot read the rules of role $name"
+    [[ -z $order ]] && return 0
+    answer=$(api updateRolePermission "roleid=$REGISTRATION_ROLE_ID" "ruleorder=$order")
+    csec2_json_has updaterolepermissionresponse.success <<<"$answer" ||
+        csec2_die "updateRolePermission (the deny last) for role $name failed: $(head -c 300 <<<"$answer")"
+}
+
+# add_registration_rule RULE PERMISSION: one more rule of role REGISTRATION_ROLE_ID, after its others.
+add_registration_rule() {
+    local answer
+    answer=$(api createRolePermission "roleid=$REGISTRATION_ROLE_ID" "rule=$1" "permission=$2")
+    csec2_json_has createrolepermissionresponse.rolepermission.id <<<"$answer" ||
+        csec2_die "createRolePermission $1 ($2) for role $CSEC2_REGISTRATION_ROLE failed: $(head -c 300 <<<"$answer")"
 }
 
 # The registration's own account in the ROOT domain (the caller's: the admin's) with

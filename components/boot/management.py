@@ -129,12 +129,14 @@ def management_environment(boot: ManagementBoot) -> dict[str, str]:
 
 def _registration_env() -> dict[str, str]:
     """The registration's role, account and the role's rules (space-separated command
-    names), which the first management server creates (components/model/registration_account.py)."""
+    names: the allows, the deny that follows them, the retired rules an older role may
+    hold), which the first management server creates (components/model/registration_account.py)."""
     ra = registration_account
     return {"CSEC2_REGISTRATION_ROLE": ra.ROLE_NAME, "CSEC2_REGISTRATION_ROLE_DESCRIPTION": ra.ROLE_DESCRIPTION,
             "CSEC2_REGISTRATION_ACCOUNT": ra.ACCOUNT_NAME, "CSEC2_REGISTRATION_EMAIL": ra.ACCOUNT_EMAIL,
             "CSEC2_REGISTRATION_FIRSTNAME": ra.ACCOUNT_FIRSTNAME, "CSEC2_REGISTRATION_LASTNAME": ra.ACCOUNT_LASTNAME,
-            "CSEC2_REGISTRATION_RULES": " ".join(ra.ROLE_RULES)}
+            "CSEC2_REGISTRATION_RULES": " ".join(ra.ROLE_RULES), "CSEC2_REGISTRATION_DENY_RULE": ra.DENY_ALL_RULE,
+            "CSEC2_REGISTRATION_RETIRED_RULES": " ".join(ra.RETIRED_RULES)}
 
 
 def _rds_ca_bundle(aws_region: str) -> str:

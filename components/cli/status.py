@@ -32,21 +32,25 @@ def collect(api: Api) -> dict:
         api.list("listSystemVms", "systemvm"), api.list("listCapacity", "capacity"), api.list("listAlerts", "alert"))
 
 
-def stack_connection(args: argparse.Namespace) -> tuple[str, str, str]:
-    """(API URL, api-keys secret ARN, region) of the stack, from its outputs and config."""
+def stack_connection(args: argparse.Namespace, *names: str) -> tuple[str, ...]:
+    """(API URL, ARN of each secret `names` names (keys of the secretArns output; default
+    api_keys), region) of the stack, from its outputs and config."""
     from components.cli.automation import open_stack
 
+    names = names or ("api_keys",)
     region = read_stack(Path(args.dir), args.stack).values.get("aws:region", "")
     outputs = {k: v.value for k, v in open_stack(args.stack, Path(args.dir)).outputs().items()}
     endpoint, secrets = outputs.get("apiEndpoint"), outputs.get("secretArns") or {}
-    if not endpoint or not secrets.get("api_keys"):
-        raise RegistrationError(f"stack {args.stack!r} has no apiEndpoint/secretArns outputs: run "
-                                f"`cloudstack-ec2 up --stack {args.stack}` first")
-    return endpoint, secrets["api_keys"], region or secrets["api_keys"].split(":")[3]
+    missing = [n for n in names if not secrets.get(n)]
+    if not endpoint or missing:
+        raise RegistrationError(f"stack {args.stack!r} has no apiEndpoint/secretArns.{(missing or names)[0]} "
+                                f"outputs: run `cloudstack-ec2 up --stack {args.stack}` first")
+    arns = tuple(secrets[n] for n in names)
+    return (endpoint, *arns, region or arns[0].split(":")[3])
 
 
 def open_connection(name: str, args: argparse.Namespace, err: TextIO,
-                    connection: Callable[[argparse.Namespace], tuple[str, str, str]]) -> tuple[str, str, str] | int:
+                    connection: Callable[[argparse.Namespace], tuple[str, ...]]) -> tuple[str, ...] | int:
     """`connection(args)`, or the exit status once the error is written to `err` under
     `name`: 2 the stack cannot be read, 1 it has no API or keys yet."""
     try:

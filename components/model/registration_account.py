@@ -3,19 +3,30 @@
 Pure module. The first management server creates it while it bootstraps the cloud
 (userdata/management-server.sh ensure_registration_account) and `cloudstack-ec2
 rotate-keys` creates it on a cloud bootstrapped before it existed
-(components/cli/rotate_keys.py); both from the names and the rules below. Its keys are the
-api-keys secret's (naming.SECRET_API_KEYS); the admin's password stays the humans' login.
+(components/cli/rotate_keys.py); both signed in as the admin, from the names and the
+rules below. Its keys are the api-keys secret's (naming.SECRET_API_KEYS); the admin's
+password stays the humans' login and the rotation's.
 
-Why a role of its own with an explicit list: a role of type Admin other than the built-in
-Root Admin gets only what a rule of its own allows, plus the few commands whose
-@APICommand names the Admin type (apache/cloudstack, plugins/acl/dynamic-role-based
-DynamicRoleBasedAPIAccessChecker.checkApiPermissionByRole). Listing exactly the commands
-the registration, `status` and the key rotation call, rather than a `*` rule, keeps a
-leaked key pair from deleting accounts, VMs or volumes, which none of them ever does. The
-account is of type Admin in the ROOT domain because the registration's commands (addHost,
-createZone, updateConfiguration, ...) are root-admin commands (AccountManagerImpl
-checks the caller's type); tests/unit/test_registration_account.py keeps the list equal to
-the commands the code calls.
+Why a role of its own, an explicit list and a trailing deny: for a role other than the
+built-in Root Admin, DynamicRoleBasedAPIAccessChecker.checkApiPermissionByRole
+(apache/cloudstack, plugins/acl/dynamic-role-based) takes the role's rules in sort order
+and the first whose rule matches the command decides (allow or deny); when none matches,
+the command is still allowed if its @APICommand(authorized=...) names the role's type,
+and nearly every admin command names Admin. A role of type Admin with allow rules only
+would therefore be nearly root admin. The rules are one `allow` per command the
+registration and `status` call, then DENY_ALL_RULE (`*`, deny) after all of them, so a
+leaked key pair can call those commands and nothing else: not deleteAccount, not
+registerUserKeys for another user, not createRolePermission to widen its own role. The
+account is of type Admin in the ROOT domain because the registration's commands
+(addHost, createZone, updateConfiguration, ...) are root-admin commands
+(AccountManagerImpl checks the caller's type). tests/unit/test_registration_account.py
+keeps the list equal to the commands the code calls.
+
+Order: RolePermissionsDaoImpl.persist gives each new rule the sort order "number of rules
+the role has", so a rule created by createRolePermission goes last. importRole's rules come
+from a map parameter (ImportRoleCmd.getRules iterates the map's values, a HashMap in
+BaseCmd.unpackParams), whose order is not the request's; so the role is imported with the
+allow rules only and the deny is created after them with createRolePermission.
 """
 
 from __future__ import annotations
@@ -48,11 +59,11 @@ REGISTRATION_COMMANDS = (
     "updateConfiguration", "updateHost", "updateNetworkServiceProvider", "updatePhysicalNetwork", "updatePod",
     "updatePodManagementNetworkIpRange", "updateStoragePool", "updateTrafficType", "updateZone",
 )
-#: What the key rotation calls with the keys it rotates (after the first rotation those are
-#: this account's own): it finds the role, its rules, the account and its user, adds a rule
-#: the list gained since, and registers the new pair. importRole and createAccount are not
-#: here: with this account's keys both exist already.
-ROTATION_COMMANDS = (
+#: Rules earlier versions of the role held for the key rotation, which signed with the
+#: account's own keys; the rotation now signs in as the admin and removes them from a role
+#: that still has them (a leaked pair could otherwise register keys for any user, or add
+#: rules to its own role).
+RETIRED_RULES = (
     "createRolePermission", "listAccounts", "listRolePermissions", "listRoles", "listUsers", "registerUserKeys",
 )
 #: What the registration calls only where the release has it (LdapLink.remove:
@@ -62,6 +73,10 @@ ROTATION_COMMANDS = (
 #: "Invalid api name"), and a role created before an upgrade must still allow the command
 #: after it. No other command's name begins with one of these.
 NEWER_RELEASE_COMMANDS = ("unlinkDomainFromLdap",)
-#: The role's rules, one `allow` each, in this order.
-ROLE_RULES = tuple(sorted(set(REGISTRATION_COMMANDS) | set(ROTATION_COMMANDS)
-                          | {f"{c}*" for c in NEWER_RELEASE_COMMANDS}))
+#: The role's allow rules, one per command, in this order.
+ROLE_RULES = tuple(sorted(set(REGISTRATION_COMMANDS) | {f"{c}*" for c in NEWER_RELEASE_COMMANDS}))
+#: The role's last rule, with permission deny: every command no allow rule names is
+#: refused, the @APICommand(authorized=Admin) fallback included (see the module's docstring).
+DENY_ALL_RULE = "*"
+#: The role's rules and permissions in the order the role must hold them.
+ROLE_PERMISSIONS = tuple((rule, "allow") for rule in ROLE_RULES) + ((DENY_ALL_RULE, "deny"),)

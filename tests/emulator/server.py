@@ -203,7 +203,7 @@ def _ldap_command_error(message: str) -> "ApiError":
 class Emulator(ManagementCluster, Accounts):
     def __init__(self, *, apikey: str = "emu-apikey", secretkey: str = "emu-secretkey", job_delay: float = 0.02,
                  host_connect_delay: float = 0.02, maintenance_delay: float = 0.05, port: int = 0,
-                 add_host_delay: float = 0.02) -> None:
+                 add_host_delay: float = 0.02, admin_password: str = "emu-admin-password") -> None:
         self.users = {apikey: secretkey}
         self.apikey, self.secretkey = apikey, secretkey
         self.job_delay, self.host_connect_delay, self.maintenance_delay = job_delay, host_connect_delay, \
@@ -274,7 +274,8 @@ class Emulator(ManagementCluster, Accounts):
         # what came in
         self.requests: list[dict[str, Any]] = []           # every request: command, params, status
         self._init_management(*FIRST_MANAGEMENT_SERVER)
-        self._init_accounts(apikey)  # the emulator's own key pair is the root admin's
+        # the emulator's own key pair and `admin_password` are the root admin's
+        self._init_accounts(apikey, admin_password)
 
     def api_names(self) -> set[str]:
         return set(COMMANDS)
@@ -303,7 +304,7 @@ class Emulator(ManagementCluster, Accounts):
                 self._serve("&".join(x for x in (q, body) if x))
 
             def _serve(self, query: str) -> None:
-                status, ctype, payload = emu.handle(query)
+                status, ctype, payload, cookie = emu.handle(query, self.headers.get("Cookie", ""))
                 data = payload.encode("utf-8")
                 # One request per connection: once the emulator "goes down", every new
                 # request really meets a refused connection (no kept-alive socket survives).
@@ -311,6 +312,8 @@ class Emulator(ManagementCluster, Accounts):
                 self.send_response(status)
                 self.send_header("Connection", "close")
                 self.send_header("Content-Type", ctype)
+                if cookie:
+                    self.send_header("Set-Cookie", cookie)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -386,35 +389,24 @@ class Emulator(ManagementCluster, Accounts):
         return [r for r in self.requests if r["status"] == 200]
 
     # -- request handling ------------------------------------------------------
-    def handle(self, query: str) -> tuple[int, str, str]:
+    def handle(self, query: str, cookie: str = "") -> tuple[int, str, str, str]:
+        """(HTTP status, content type, body, Set-Cookie value or "") of one request; `cookie`:
+        the request's Cookie header."""
         if time.monotonic() < self._unavailable_until:
-            return 503, "text/html", "<html><body>HTTP ERROR 503 Service Unavailable</body></html>"
+            return 503, "text/html", "<html><body>HTTP ERROR 503 Service Unavailable</body></html>", ""
         pairs = parse_qsl(query, keep_blank_values=True)
         params = dict(pairs)
         command = params.get("command", "")
         rkey = f"{command.lower()}response"
         body: Any = None
+        set_cookie = ""
         with self.lock:
             try:
-                self._authenticate(params)
-                if command not in COMMANDS:
-                    raise ApiError(432, f"The given command:{command} does not exist or it is not available for "
-                                        f"user")
-                # ApiServer.verifyRequest checks the role before ApiDispatcher reads the parameters.
-                self.check_access({k.lower(): v for k, v in params.items()}["apikey"], command)
-                args = self._validate(command, params)
-                for fault in self._http_faults:
-                    if fault[2] > 0 and fault[0] in ("*", command):
-                        fault[2] -= 1
-                        raise ApiError(fault[1], fault[3])
-                self._advance()
-                handler = getattr(self, f"_cmd_{command}", None)
-                if handler is None:
-                    raise ApiError(530, f"the emulator does not implement {command}")
-                try:
-                    body = handler(args)
-                except ApiRefusal as e:
-                    raise ApiError(530, str(e)) from None
+                if command == "login":
+                    # ApiServlet answers login before it checks a signature or a session.
+                    body, set_cookie = self.login(params)
+                else:
+                    body = self._dispatch(command, params, cookie)
                 status = 200
             except (ApiError, AccountsError) as e:
                 status = e.code
@@ -434,13 +426,43 @@ class Emulator(ManagementCluster, Accounts):
                     body = {"uuidList": [], "errorcode": e.code, "cserrorcode": 9999, "errortext": e.text}
         with self.lock:
             self.requests.append({"command": command, "params": {k: v for k, v in params.items()
-                                                                  if k.lower() not in META_PARAMS},
+                                                                  if k.lower() not in META_PARAMS
+                                                                  and k.lower() != "password"},
                                   "status": status})
-        return status, "application/json; charset=UTF-8", json.dumps({rkey: body})
+        return status, "application/json; charset=UTF-8", json.dumps({rkey: body}), set_cookie
 
-    def _authenticate(self, params: dict[str, str]) -> None:
+    def _dispatch(self, command: str, params: dict[str, str], cookie: str) -> Any:
+        """The answer body of an authenticated command (raises ApiError/AccountsError)."""
+        user_id = self._authenticate(params, cookie)
+        if command not in COMMANDS:
+            raise ApiError(432, f"The given command:{command} does not exist or it is not available for "
+                                f"user")
+        # ApiServer.verifyRequest checks the role before ApiDispatcher reads the parameters.
+        self.check_access(user_id, command)
+        args = self._validate(command, params)
+        for fault in self._http_faults:
+            if fault[2] > 0 and fault[0] in ("*", command):
+                fault[2] -= 1
+                raise ApiError(fault[1], fault[3])
+        self._advance()
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            raise ApiError(530, f"the emulator does not implement {command}")
+        try:
+            return handler(args)
+        except ApiRefusal as e:
+            raise ApiError(530, str(e)) from None
+
+    def _authenticate(self, params: dict[str, str], cookie: str) -> str:
+        """The id of the user the request is made by: its API key's (signed), or, without
+        an API key, its login session's (accounts.Accounts.session_user)."""
         fail = ApiError(401, "unable to verify user credentials and/or request signature")
         lower = {k.lower(): v for k, v in params.items()}
+        if "apikey" not in lower:
+            user_id = self.session_user(lower.get("sessionkey", ""), cookie)
+            if user_id is None:
+                raise fail
+            return user_id
         secret = self.users.get(lower.get("apikey", ""))
         if secret is None or "signature" not in lower:
             raise fail
@@ -453,6 +475,7 @@ class Emulator(ManagementCluster, Accounts):
                 raise fail
         if not hmac.compare_digest(signature_of(params, secret), lower["signature"]):
             raise fail
+        return self.key_owner[lower["apikey"]]
 
     def _validate(self, command: str, params: dict[str, str]) -> dict[str, str]:
         spec = COMMANDS[command]

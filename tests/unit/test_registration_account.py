@@ -30,9 +30,11 @@ def test_the_console_publisher_signs_only_commands_the_role_allows():
 
 def test_the_rules_are_the_commands_the_code_calls():
     assert set(ra.REGISTRATION_COMMANDS) == called("components/registration/*.py", "components/cli/status.py")
-    # The rotation's own calls, less the two that only the first rotation (with the admin's keys) needs.
-    rotation = called("components/cli/rotate_keys.py") - {"importRole", "createAccount"}
-    assert set(ra.ROTATION_COMMANDS) <= rotation <= set(ra.ROLE_RULES)
+    # The rotation signs in as the admin: none of its role and key commands is the role's.
+    rotation = called("components/cli/rotate_keys.py") - {"listZones"}
+    assert set(ra.RETIRED_RULES) <= rotation and not rotation & set(ra.ROLE_RULES)
+    # One allow per command, then the deny of everything else, last.
+    assert ra.ROLE_PERMISSIONS == tuple((r, "allow") for r in ra.ROLE_RULES) + (("*", "deny"),)
     assert list(ra.ROLE_RULES) == sorted(set(ra.ROLE_RULES))
     # The only wildcards: `<command>*` for a command of newer releases, matching it alone.
     wide = [r for r in ra.ROLE_RULES if "*" in r]

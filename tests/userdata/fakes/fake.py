@@ -1549,24 +1549,67 @@ def _role(api, role_id):
     return next((r for r in api["roles"] if r["id"] == role_id), None)
 
 
+def _rule_id(role, rule):
+    # A rule's id stays its own while others come and go (a UUID in the real server); a role
+    # holds one rule of a name (RoleManagerImpl.createRolePermission).
+    return f"{role['id']}-rule-{rule}"
+
+
 def _list_role_permissions(api, form):
+    # RolePermissionsDaoImpl.findAllByRoleIdSorted: in sort order.
     role = _role(api, form.get("roleid"))
     if role is None:
         return _error("listRolePermissions", 431, "Invalid role id provided")
-    rules = [{"id": f"{role['id']}-rule-{i}", "roleid": role["id"], "rolename": role["name"], "rule": rule,
-              "permission": permission} for i, (rule, permission) in enumerate(role["rules"])]
+    rules = [{"id": _rule_id(role, rule), "roleid": role["id"], "rolename": role["name"], "rule": rule,
+              "permission": permission} for rule, permission in role["rules"]]
     return {"listrolepermissionsresponse": {"count": len(rules), "rolepermission": rules} if rules else {}}
 
 
 def _create_role_permission(api, form):
+    # RoleManagerImpl.createRolePermission: a rule the role has is refused; the new one goes
+    # last (RolePermissionsDaoImpl.persist: sort order after the last rule's).
     error = _missing("createRolePermission", form, ("roleid", "rule", "permission"))
     role = None if error else _role(api, form["roleid"])
     if error or role is None:
         return error or _error("createRolePermission", 431, "Invalid role id provided")
+    if any(rule == form["rule"] for rule, _ in role["rules"]):
+        return _error("createRolePermission", 531, f"Rule already exists for the role: {role['name']}")
     role["rules"].append([form["rule"], form["permission"]])
     return {"createrolepermissionresponse": {"rolepermission": {
-        "id": f"{role['id']}-rule-{len(role['rules']) - 1}", "roleid": role["id"], "rule": form["rule"],
+        "id": _rule_id(role, form["rule"]), "roleid": role["id"], "rule": form["rule"],
         "permission": form["permission"]}}}
+
+
+def _role_rule(api, rule_id):
+    return next(((role, i) for role in api["roles"] for i, (rule, _) in enumerate(role["rules"])
+                 if _rule_id(role, rule) == rule_id), (None, None))
+
+
+def _delete_role_permission(api, form):
+    # DeleteRolePermissionCmd: an unknown id is refused; RolePermissionsDaoImpl.remove keeps the others' order.
+    role, i = _role_rule(api, form.get("id"))
+    if role is None:
+        return _error("deleteRolePermission", 431, "Invalid role permission id provided")
+    del role["rules"][i]
+    return {"deleterolepermissionresponse": {"success": True}}
+
+
+def _update_role_permission(api, form):
+    # UpdateRolePermissionCmd with ruleorder (ids, comma-separated): RolePermissionsDaoImpl.update
+    # takes the order only when it names each of the role's rules.
+    role = _role(api, form.get("roleid"))
+    if role is None or "ruleorder" not in form:
+        return _error("updateRolePermission", 431, "Invalid role id provided" if role is None else
+                      "the fake implements updateRolePermission with ruleorder only")
+    by_id = {_rule_id(role, rule): [rule, permission] for rule, permission in role["rules"]}
+    order = form["ruleorder"].split(",")
+    if any(i not in by_id for i in order):
+        return _error("updateRolePermission", 431, "Provided role permission(s) do not exist")
+    if sorted(order) != sorted(by_id):
+        return _error("updateRolePermission", 530, "The role's rule permissions list has changed while you were "
+                                                    "making updates, aborted re-ordering of rules. Please try again.")
+    role["rules"] = [by_id[i] for i in order]
+    return {"updaterolepermissionresponse": {"success": True}}
 
 
 def _list_accounts(api, form):
@@ -1605,7 +1648,9 @@ def _register_user_keys(api, form):
 
 ROLE_AND_ACCOUNT_COMMANDS = {"listRoles": _list_roles, "importRole": _import_role,
                              "listRolePermissions": _list_role_permissions,
-                             "createRolePermission": _create_role_permission, "listAccounts": _list_accounts,
+                             "createRolePermission": _create_role_permission,
+                             "deleteRolePermission": _delete_role_permission,
+                             "updateRolePermission": _update_role_permission, "listAccounts": _list_accounts,
                              "createAccount": _create_account, "registerUserKeys": _register_user_keys}
 
 
