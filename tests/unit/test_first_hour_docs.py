@@ -101,7 +101,7 @@ def readme_cost_rows() -> list[tuple[str, list[str], str, str]]:
 
 def test_readme_cost_table_has_the_examples():
     assert [(stack, sets) for stack, sets, *_ in readme_cost_rows()] == [
-        ("dev", []), ("training", []), ("dev", ["--set", "hostInstanceType=c8i.4xlarge"])]
+        ("dev", []), ("training", []), ("prod", []), ("dev", ["--set", "hostInstanceType=c8i.4xlarge"])]
 
 
 @pytest.mark.parametrize("stack,sets,hourly,monthly", readme_cost_rows())
