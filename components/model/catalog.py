@@ -137,7 +137,7 @@ KMS_KEY_MONTH = 1.00
 #: server's anchor key (components/resources/anchor.py anchor_key: the SecureString
 #: parameters the KVM hosts trust) and the key of the log groups and the alarm topic
 #: (components/resources/monitoring.py).
-STACK_KMS_KEYS = ("management anchor", "logs and alarm topic")
+STACK_KMS_KEYS = ("anchor", "logs")
 
 USAGE_BASED = (
     "data transfer out to the internet",
