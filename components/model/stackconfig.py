@@ -208,8 +208,8 @@ def _compose(path: Path):
 
 def _refuse_duplicate_keys(stack_file: Path, node, path: str = "") -> None:
     """Refuse a key written twice in one mapping (at any depth): YAML 1.2 says mapping keys
-    are unique (yaml.org/spec/1.2.2, 3.2.1.1), but PyYAML and the Go readers keep the last
-    value without a word, so one of the two settings would be lost unseen.
+    are unique (yaml.org/spec/1.2.2, 3.2.1.1), but PyYAML's SafeLoader keeps the last value
+    without a word, so one of the two settings would be lost unseen.
 
     Raises StackConfigError naming the key and both line numbers."""
     if isinstance(node, yaml.SequenceNode):
@@ -223,7 +223,7 @@ def _refuse_duplicate_keys(stack_file: Path, node, path: str = "") -> None:
         line = key_node.start_mark.line + 1
         if isinstance(key_node, yaml.ScalarNode) and key_node.value in seen:
             raise StackConfigError(f"{stack_file}: {name} is written twice, on lines {seen[key_node.value]} and "
-                                   f"{line}: only the last would count; keep one")
+                                   f"{line}: one of the two values would be lost; keep one")
         seen[key_node.value] = line
         _refuse_duplicate_keys(stack_file, value_node, "" if name == "config" and not path else name)
 

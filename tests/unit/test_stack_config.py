@@ -206,10 +206,10 @@ def test_a_key_written_twice_is_refused_with_both_lines(tmp_path, plan):
     body = ("  cloudstack-ec2:hostInstanceType: m5zn.metal\n"
             "  cloudstack-ec2:hostCount: 2\n"
             "  cloudstack-ec2:hostInstanceType: c5.metal\n")
-    with pytest.raises(StackConfigError, match=r"cloudstack-ec2:hostInstanceType is written twice, on lines 5 and 7"):
+    with pytest.raises(StackConfigError, match=r"cloudstack-ec2:hostInstanceType is written twice, on lines 5 and 7: one of the two values would be lost"):
         read_stack(project(tmp_path, body), "t")
     result = plan(project(tmp_path, body))
-    assert result.returncode == 2 and "cloudstack-ec2:hostInstanceType is written twice, on lines 5 and 7" in result.stderr
+    assert result.returncode == 2 and "cloudstack-ec2:hostInstanceType is written twice, on lines 5 and 7: one of the two values would be lost" in result.stderr
 
 
 def test_a_field_written_twice_inside_an_object_is_refused(tmp_path):
