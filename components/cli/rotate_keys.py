@@ -29,7 +29,7 @@ import requests
 
 from components.model import registration_account as ra
 from components.registration.client import Api, RegistrationError, aws_session, classify
-from components.cli.status import STATUS_TIMEOUTS, open_connection, stack_connection
+from components.cli.status import OUTPUTS_NEED, STATUS_TIMEOUTS, open_connection, stack_connection
 
 
 class AdminSession:
@@ -203,9 +203,10 @@ def add_command(sub: Any, project_root: Path) -> None:
                                    "register a new key pair for it, check it with a signed call, then write it "
                                    "to the api_keys secret (the previous value stays as AWSPREVIOUS). Your AWS "
                                    "credentials must read the admin secret and write the api_keys one, and the "
-                                   "API must be reachable from here (adminCidrs). Run it again to rotate again.",
-                       epilog="exit status: 0 rotated; 1 the API, the admin's login or a secret failed (the "
-                              "api_keys secret is unchanged); 2 the stack cannot be read")
+                                   "API must be reachable from here (adminCidrs). Run it again to rotate again. " + OUTPUTS_NEED,
+                       epilog="exit status: 0 rotated; 1 the API, the admin's login or a secret failed, or the "
+                              "Pulumi CLI is missing (the api_keys secret is unchanged); 2 the stack cannot be "
+                              "read")
     p.add_argument("--stack", default="dev", help="stack name (default: dev)")
     p.add_argument("--dir", default=str(project_root), help="project directory (default: this checkout)")
     p.set_defaults(handler=rotate_command)

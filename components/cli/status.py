@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from components.cli.automation import PulumiCliMissing
 from components.model import status as model
 from components.model.stackconfig import StackConfigError, read_stack
 from components.registration.client import Api, RegistrationError, read_api_keys
@@ -30,6 +31,13 @@ def collect(api: Api) -> dict:
     return model.zone_report(
         api.endpoint, api.list("listManagementServers", "managementserver"), hosts, vms,
         api.list("listSystemVms", "systemvm"), api.list("listCapacity", "capacity"), api.list("listAlerts", "alert"))
+
+
+#: What reading the stack's outputs needs, for the commands' help.
+OUTPUTS_NEED = ("The stack's outputs (apiEndpoint, secretArns) are read through the Pulumi CLI and the stack's "
+                "backend, as `outputs` reads them: the CLI installed, logged in to that backend (or "
+                "PULUMI_BACKEND_URL), and the stack's passphrase (PULUMI_CONFIG_PASSPHRASE or "
+                "PULUMI_CONFIG_PASSPHRASE_FILE).")
 
 
 def stack_connection(args: argparse.Namespace, *names: str) -> tuple[str, ...]:
@@ -52,13 +60,14 @@ def stack_connection(args: argparse.Namespace, *names: str) -> tuple[str, ...]:
 def open_connection(name: str, args: argparse.Namespace, err: TextIO,
                     connection: Callable[[argparse.Namespace], tuple[str, ...]]) -> tuple[str, ...] | int:
     """`connection(args)`, or the exit status once the error is written to `err` under
-    `name`: 2 the stack cannot be read, 1 it has no API or keys yet."""
+    `name`: 2 the stack cannot be read, 1 it has no API or keys yet, or the Pulumi CLI that
+    reads its outputs is missing (the same line and status as `outputs`)."""
     try:
         return connection(args)
     except StackConfigError as exc:
         err.write(f"{name}: {exc}\n")
         return 2
-    except RegistrationError as exc:
+    except (PulumiCliMissing, RegistrationError) as exc:
         err.write(f"{name}: {exc}\n")
         return 1
 
@@ -93,9 +102,10 @@ def add_command(sub: Any, project_root: Path) -> None:
                                       "system VMs, capacity, open alerts (exit 3 when something needs attention)",
                           description="The zone's live state from CloudStack's API, signed with the stack's API "
                                       "keys: your AWS credentials must read the stack's api_keys secret, and the "
-                                      "API must be reachable from here (adminCidrs).",
+                                      "API must be reachable from here (adminCidrs). " + OUTPUTS_NEED,
                           epilog="exit status: 0 all Up and no open alert; 3 something needs attention; 1 the API "
-                                 "or the keys could not be reached (the message names the URL); 2 the stack "
+                                 "or the keys could not be reached (the message names the URL), or the Pulumi CLI "
+                                 "is missing; 2 the stack "
                                  "cannot be read")
     p.add_argument("--stack", default="dev", help="stack name (default: dev)")
     p.add_argument("--dir", default=str(project_root), help="project directory (default: this checkout)")

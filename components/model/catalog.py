@@ -128,11 +128,16 @@ ALB_LCU_HOUR = 0.008
 LOAD_BALANCER_ZONES = 2
 #: CloudWatch (standard): log ingestion per GB, custom metric per month (first 10,000),
 #: dashboard per month (alarms: CLOUDWATCH_ALARM_MONTH per metric they evaluate); KMS
-#: customer managed key per month (the logs' and alarm topic's key).
+#: customer managed key per month (AWS KMS pricing; each of STACK_KMS_KEYS).
 CLOUDWATCH_LOG_GB = 0.50
 CLOUDWATCH_METRIC_MONTH = 0.30
 CLOUDWATCH_DASHBOARD_MONTH = 3.00
 KMS_KEY_MONTH = 1.00
+#: The customer managed KMS keys a stack has, whatever its settings: the first management
+#: server's anchor key (components/resources/anchor.py anchor_key: the SecureString
+#: parameters the KVM hosts trust) and the key of the log groups and the alarm topic
+#: (components/resources/monitoring.py).
+STACK_KMS_KEYS = ("anchor", "logs")
 
 USAGE_BASED = (
     "data transfer out to the internet",
@@ -264,7 +269,7 @@ def cloudwatch_lines(settings: Settings) -> list[CostLine]:
     """The CloudWatch lines: logs ingested (MB a day, an estimate: monitoring.log_gb_per_day),
     custom metrics, alarms (per metric they evaluate: every alarm of alarms.planned_alarms,
     the EC2 status check alarms with a recover or reboot action included), the dashboard, the
-    logs' key."""
+    stack's KMS keys (STACK_KMS_KEYS)."""
     per_month = 1 / HOURS_PER_MONTH
     counts = (settings.host_count, settings.router_count, settings.management_server_count)
     gb_per_day = monitoring.log_gb_per_day(*counts)
@@ -276,7 +281,7 @@ def cloudwatch_lines(settings: Settings) -> list[CostLine]:
         CostLine("CloudWatch alarm metrics", alarms.alarm_metric_count(settings),
                  CLOUDWATCH_ALARM_MONTH * per_month),
         CostLine("CloudWatch dashboard", 1, CLOUDWATCH_DASHBOARD_MONTH * per_month),
-        CostLine("KMS key (logs and alarm topic)", 1, KMS_KEY_MONTH * per_month),
+        CostLine(f"KMS keys ({', '.join(STACK_KMS_KEYS)})", len(STACK_KMS_KEYS), KMS_KEY_MONTH * per_month),
     ]
 
 

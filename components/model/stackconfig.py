@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from components.model.settings import HIDDEN, holds_secret
 from components.model.suggest import nearest
 
 #: Namespaces the program or its providers read. Anything else is almost surely a
@@ -113,6 +114,7 @@ def read_stack(project_dir: Path, stack: str) -> StackConfig:
         raise StackConfigError(f"{project_file}: expected a mapping with the project's `name`")
     result = StackConfig(project=project_doc["name"])
     node = _compose(stack_file)
+    _refuse_duplicate_keys(stack_file, node)
     config_node = None
     if node is not None:
         if not isinstance(node, yaml.MappingNode):
@@ -147,12 +149,15 @@ def read_stack(project_dir: Path, stack: str) -> StackConfig:
 def apply_set(config: StackConfig, assignment: str) -> str:
     """Apply one `--set KEY=VALUE` (as `pulumi config set`, `[N]` as `--path`); return the full key.
 
-    Raises StackConfigError naming the --set."""
+    Raises StackConfigError naming the --set. The value of a key that holds a secret
+    (settings.holds_secret) is shown as "(hidden)" in the origin and in every message."""
     key, sep, value = assignment.partition("=")
     key = key.strip()
     if not sep or not key:
         raise StackConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set hostCount=3")
     match = _PATH_KEY.match(key)
+    secret = holds_secret(config.full_key(match.group("key") if match else key))
+    shown = f"{key}={HIDDEN}" if secret else assignment
     if match:
         full = config.full_key(match.group("key"))
         index = int(match.group("index"))
@@ -162,9 +167,9 @@ def apply_set(config: StackConfig, assignment: str) -> str:
         except json.JSONDecodeError:
             items = None
         if not isinstance(items, list):
-            raise StackConfigError(f"--set {assignment!r}: {full} is not a list ({current!r})")
+            raise StackConfigError(f"--set {shown!r}: {full} is not a list ({HIDDEN if secret else current!r})")
         if index > len(items):
-            raise StackConfigError(f"--set {assignment!r}: index {index} is past the end of {full} "
+            raise StackConfigError(f"--set {shown!r}: index {index} is past the end of {full} "
                                    f"({len(items)} item(s); the next one is [{len(items)}])")
         items[index:index + 1] = [value]
         config.values[full] = json.dumps(items)
@@ -173,7 +178,7 @@ def apply_set(config: StackConfig, assignment: str) -> str:
         config.values[full] = value
         config.yaml_numbers.pop(full, None)
     config.secrets.discard(full)
-    config.origins[full] = f"--set {assignment}"
+    config.origins[full] = f"--set {shown}"
     return full
 
 
@@ -199,6 +204,28 @@ def _compose(path: Path):
         return yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise StackConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _refuse_duplicate_keys(stack_file: Path, node, path: str = "") -> None:
+    """Refuse a key written twice in one mapping (at any depth): YAML 1.2 says mapping keys
+    are unique (yaml.org/spec/1.2.2, 3.2.1.1), but PyYAML's SafeLoader keeps the last value
+    without a word, so one of the two settings would be lost unseen.
+
+    Raises StackConfigError naming the key and both line numbers."""
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(stack_file, item, f"{path}[{index}]")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        name = f"{path}.{key_node.value}" if path else str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value in seen:
+            raise StackConfigError(f"{stack_file}: {name} is written twice, on lines {seen[key_node.value]} and "
+                                   f"{line}: one of the two values would be lost; keep one")
+        seen[key_node.value] = line
+        _refuse_duplicate_keys(stack_file, value_node, "" if name == "config" and not path else name)
 
 
 def _load(path: Path) -> Any:

@@ -52,6 +52,27 @@ def test_without_the_cli_the_command_says_so_in_one_line():
     assert "the Pulumi CLI is not installed" in result.stderr and "get.pulumi.com" in result.stderr
 
 
+def test_status_and_rotate_keys_without_the_cli_say_so_in_one_line():
+    for command in ("status", "rotate-keys"):
+        result = subprocess.run([console_script(), command, "--stack", "dev"], cwd=ROOT, env=offline_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"cloudstack-ec2 {command}: the Pulumi CLI is not installed")
+        assert "get.pulumi.com" in result.stderr
+
+
+def test_status_and_rotate_keys_help_say_they_read_the_outputs_through_the_cli(capsys):
+    from components.cli.commands import build_parser
+
+    for command in ("status", "rotate-keys"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "read through the Pulumi CLI and the stack's backend" in text, text
+        assert "PULUMI_CONFIG_PASSPHRASE" in text and "or the Pulumi CLI is missing" in text
+
+
 def test_a_missing_stack_is_named_before_the_missing_cli(tmp_path):
     # No Pulumi CLI on PATH either: the stack name is the mistake to hear about first.
     for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):

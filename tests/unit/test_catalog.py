@@ -43,7 +43,7 @@ def test_cloudwatch_lines_are_in_the_plan():
     # system and instance checks), 5 of two metrics
     assert line(e, "CloudWatch alarm metrics").quantity == 21
     assert line(e, "CloudWatch dashboard").hourly * catalog.HOURS_PER_MONTH == pytest.approx(3.0)
-    assert "KMS key (logs and alarm topic)" in items and "CloudWatch custom metrics" in items
+    assert line(e, "KMS keys (anchor, logs)").quantity == 2 and "CloudWatch custom metrics" in items
 
 
 def test_unknown_type_is_reported_not_guessed():

@@ -86,3 +86,11 @@ def test_a_urn_declared_twice_stops_the_run_as_the_engine_does():
     with pytest.raises(offline.DuplicateUrnError,
                        match=re.escape(f"Duplicate resource URN '{urn}'; try giving it a unique name")):
         offline.run_offline(program, {}, project="cloudstack-ec2", stack="dev", region="us-east-1")
+
+
+def test_the_cost_counts_every_kms_key_the_stack_declares(stack):
+    declared = stack.of_type("aws:kms/key:Key")
+    assert len(declared) == 2
+    estimate = catalog.estimate(stack.run.result.settings)
+    [line] = [line for line in estimate.lines if line.item.startswith("KMS key")]
+    assert line.quantity == len(declared)

@@ -174,4 +174,64 @@ def test_a_problem_inside_an_object_is_blamed_on_the_set_that_gave_the_object(tm
     result = plan(project(tmp_path), "--set", f"ldap={ldap}")
     assert result.returncode == 2
     line = next(x for x in result.stderr.splitlines() if "ldap.servers[0].port" in x)
-    assert line.endswith(f"[--set ldap={ldap}]"), line
+    # The whole object may hold its bind password: the --set is named, its value is not.
+    assert line.endswith("[--set ldap=(hidden)]"), line
+
+
+PASSWORD = "S3cretPassw0rd"
+#: Pieces of the password a partial echo would still show.
+PASSWORD_PARTS = ("S3cret", "Passw0rd", "cretPass")
+
+
+def test_a_set_of_a_secret_key_never_shows_its_value(tmp_path, plan):
+    ldap = json.dumps({"provider": "openldap", "servers": [{"host": "dc1.example.com", "port": 0}],
+                       "baseDn": "DC=example,DC=com", "bindPrincipal": "CN=x,DC=example,DC=com",
+                       "bindPassword": PASSWORD})
+    for args in (["--set", f"ldap={ldap}"], ["--set", f"ldap={ldap}", "--json"],
+                 ["--set", f"ldap={ldap[:-1]}"], ["--set", f"ldap={ldap[:-1]}", "--json"],
+                 ["--set", f"ldap.bindPassword={PASSWORD}"], ["--set", f"ldap[0]={PASSWORD}"],
+                 ["--set", f"aws:secretKey={PASSWORD}"]):
+        result = plan(project(tmp_path), *args)
+        shown = result.stdout + result.stderr
+        assert not [part for part in PASSWORD_PARTS if part in shown], (args, shown)
+    result = plan(project(tmp_path), "--set", f"ldap={ldap}", "--json")
+    problems = json.loads(result.stdout)["problems"]
+    assert problems and {p["from"] for p in problems} == {"--set ldap=(hidden)"}
+    result = plan(project(tmp_path), "--set", f"ldap={ldap}")
+    lines = [x for x in result.stderr.splitlines() if x.startswith("  - ")]
+    assert lines and all(x.endswith("[--set ldap=(hidden)]") for x in lines), lines
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path, plan):
+    body = ("  cloudstack-ec2:hostInstanceType: m5zn.metal\n"
+            "  cloudstack-ec2:hostCount: 2\n"
+            "  cloudstack-ec2:hostInstanceType: c5.metal\n")
+    with pytest.raises(StackConfigError, match=r"cloudstack-ec2:hostInstanceType is written twice, on lines 5 and 7: one of the two values would be lost"):
+        read_stack(project(tmp_path, body), "t")
+    result = plan(project(tmp_path, body))
+    assert result.returncode == 2 and "cloudstack-ec2:hostInstanceType is written twice, on lines 5 and 7: one of the two values would be lost" in result.stderr
+
+
+def test_a_field_written_twice_inside_an_object_is_refused(tmp_path):
+    body = ("  cloudstack-ec2:ldap:\n"
+            "    baseDn: DC=a,DC=com\n"
+            "    servers:\n"
+            "      - host: dc1.example.com\n"
+            "        host: dc2.example.com\n")
+    with pytest.raises(StackConfigError, match=r"cloudstack-ec2:ldap\.servers\[0\]\.host is written twice, on lines 8 and 9"):
+        read_stack(project(tmp_path, body), "t")
+
+
+def test_a_list_key_given_a_scalar_shows_an_example_of_its_own_entries(tmp_path, plan):
+    result = plan(project(tmp_path, "  cloudstack-ec2:vmForwards: tcp:2222:10.100.128.5:22@203.0.113.0/24\n"))
+    assert result.returncode == 2
+    line = next(x for x in result.stderr.splitlines() if "cloudstack-ec2:vmForwards" in x)
+    assert 'e.g. ["tcp:2222:10.100.128.5:22@203.0.113.0/24"]' in line and "10.0.0.0/8" not in line, line
+
+
+def test_every_list_key_has_an_example_of_a_list():
+    from components.model.settings import KEYS
+
+    lists = [k for k in KEYS if k.kind == "list"]
+    assert lists and all(k.example and isinstance(json.loads(k.example), list) for k in lists), \
+        [k.name for k in lists if not k.example]

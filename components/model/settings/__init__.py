@@ -25,7 +25,8 @@ from components.model import ipplan
 from components.model.ldap import LdapDirectory
 from components.model.suggest import did_you_mean
 from components.model.settings import cloudstack, compute, controlplane, data, directory, frontend, network, operations
-from components.model.settings.base import NAMESPACE, Key, Problem, SettingsError
+from components.model.settings.base import HIDDEN, NAMESPACE, Key, Problem, SettingsError
+from components.model.settings.provider import AWS_NAMESPACE, AWS_SECRET_KEYS
 from components.model.settings.cloudstack import (  # noqa: F401  (the package's public names)
     MYSQL_84_FIRST_RELEASE,
     SUPPORTED_CLOUDSTACK_RELEASES,
@@ -77,6 +78,17 @@ from components.model.settings.network import (  # noqa: F401
 KEYS: tuple[Key, ...] = (network.KEYS + controlplane.KEYS + frontend.KEYS + compute.KEYS + cloudstack.KEYS
                          + data.KEYS + directory.KEYS + operations.KEYS)
 KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+
+def holds_secret(full_key: str) -> bool:
+    """Whether `namespace:key`'s value holds a secret (a key declared `secret`, a field of one such
+    as `ldap.bindPassword`, or one of the AWS provider's credentials), so that no message may
+    show any of it."""
+    namespace, _, name = full_key.partition(":")
+    name = re.split(r"[.\[]", name)[0]
+    if namespace == NAMESPACE:
+        return name in KEYS_BY_NAME and KEYS_BY_NAME[name].secret
+    return namespace == AWS_NAMESPACE and name in AWS_SECRET_KEYS
 
 
 @dataclass(frozen=True)
@@ -286,7 +298,8 @@ class _Collector:
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError:
-                self.problem(name, raw, 'expected a list, e.g. ["10.0.0.0/8"] (pulumi config set --path "' + name + '[0]" ...)')
+                self.problem(name, raw, f"expected a list, e.g. {KEYS_BY_NAME[name].example} "
+                                        f"(pulumi config set --path '{name}[0]' ...)")
                 return default
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.problem(name, raw, "expected a list of strings")
@@ -295,15 +308,17 @@ class _Collector:
 
 
     def _object(self, name: str, raw: Any, default: Any) -> Any:
-        """An object: as YAML gave it, or its JSON text (how Pulumi passes a structured value)."""
+        """An object: as YAML gave it, or its JSON text (how Pulumi passes a structured value).
+        A secret key's unreadable value is shown as "(hidden)": it may hold the secret."""
+        shown = HIDDEN if KEYS_BY_NAME[name].secret else raw
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
             except json.JSONDecodeError:
-                self.problem(name, raw, f"expected an object (pulumi config set --path '{name}.<field>' ...)")
+                self.problem(name, shown, f"expected an object (pulumi config set --path '{name}.<field>' ...)")
                 return default
         if not isinstance(raw, dict):
-            self.problem(name, raw, "expected an object")
+            self.problem(name, shown, "expected an object")
             return default
         return raw
 
@@ -431,7 +446,8 @@ def parse_settings(
 
     if known_keys_only:
         for name in sorted(set(raw) - set(KEYS_BY_NAME)):
-            c.problem(name, raw[name], f"unknown key ({unknown_key_hint(name, KEYS_BY_NAME)})")
+            shown = HIDDEN if holds_secret(f"{NAMESPACE}:{name}") else raw[name]
+            c.problem(name, shown, f"unknown key ({unknown_key_hint(name, KEYS_BY_NAME)})")
 
     for key in KEYS:
         c.check_key(key)

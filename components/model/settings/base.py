@@ -23,6 +23,10 @@ AWS_ID = {
 }
 
 
+#: What a message shows in place of a secret value.
+HIDDEN = "(hidden)"
+
+
 @dataclass(frozen=True)
 class Problem:
     key: str
@@ -54,3 +58,8 @@ class Key:
     doc: str
     #: The key's own rule (components/model/rules.py): rule(check, value) -> the value Settings holds.
     rule: Optional[rules.Rule] = None
+    #: The value holds a secret (all of it or a field, such as ldap's bindPassword): no message,
+    #: problem or origin ever shows it.
+    secret: bool = False
+    #: A list key's example value as JSON text, shown when a value is not a list.
+    example: str = ""

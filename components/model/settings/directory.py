@@ -19,7 +19,8 @@ KEYS: tuple[Key, ...] = (
     Key("ldap", "object", None, "Sign-in with LDAP or Active Directory: servers, baseDn, bindPrincipal, "
         "bindPassword (a secret), user and group attributes, ldaps with caCertificate, domain links; absent: "
         "CloudStack's own accounts only (README, \"Signing in with LDAP or Active Directory\").",
-        rule=CrossKey("ldap_directory", "its bind password must be a secret, which the stack's secret keys tell")),
+        rule=CrossKey("ldap_directory", "its bind password must be a secret, which the stack's secret keys tell"),
+        secret=True),
 )
 
 

@@ -69,9 +69,10 @@ KEYS: tuple[Key, ...] = (
     Key("uiHostedZoneId", "str", "", "Route 53 public hosted zone of `uiDomainName` (e.g. Z0123456789ABCDEFGHIJ): the certificate's validation record and the alias go there.",
         rule=Pattern(HOSTED_ZONE_ID, "a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ", optional=True)),
     Key("uiSubnetCidrs", "list", [], "The load balancer's two public subnets (two AZs, /27 or larger) in a new VPC; empty: carved from the top of `vpcCidr` when the load balancer is on.",
-        rule=_subnet_cidrs),
+        rule=_subnet_cidrs, example='["10.0.254.0/27", "10.0.254.32/27"]'),
     Key("uiSubnetIds", "list", [], "With `vpcId`: the load balancer's two existing public subnets (two AZs, a route to an internet gateway); required when the load balancer is on.",
-        rule=EachPattern(AWS_ID["subnet"], "subnet")),
+        rule=EachPattern(AWS_ID["subnet"], "subnet"),
+        example='["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]'),
 )
 
 

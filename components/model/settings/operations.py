@@ -32,7 +32,8 @@ KEYS: tuple[Key, ...] = (
         "current boot script, each only if that differs from the one it was launched with (README, \"Relaunching "
         "an instance with its current boot\"). Remove the names once the update has run.",
         rule=CrossKey("renew_instances_known", "the accepted names follow routerCount, managementServerCount and "
-                                               "hostCount")),
+                                               "hostCount"),
+        example='["management", "kvm-host-0"]'),
 )
 
 

@@ -26,6 +26,9 @@ AWS_PROVIDER_KEYS = (
     "skipRegionValidation", "skipRequestingAccountId", "stsRegion", "tagPolicyCompliance", "token",
     "tokenBucketRateLimiterCapacity", "useDualstackEndpoint", "useFipsEndpoint", "userAgents",
 )
+#: The provider's credentials (pulumi-aws's configuration reference: accessKey, secretKey and
+#: the session token): never shown.
+AWS_SECRET_KEYS = ("accessKey", "secretKey", "token")
 #: pulumi-aws 6's single role, which version 7 no longer reads: refused with its own
 #: explanation (components/registration/client.py identity_problems), not as unknown.
 RETIRED_AWS_KEYS = ("assumeRole",)
