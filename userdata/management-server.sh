@@ -1256,13 +1256,13 @@ sys.exit(1)
 # REGISTRATION_ROLE_ID.
 REGISTRATION_ROLE_ID=""
 ensure_registration_role() {
-    local name=$CSEC2_REGISTRATION_ROLE answer rules rule id order i=0 args=() wanted=() retired=()
+    local name=$CSEC2_REGISTRATION_ROLE answer rules rule id order i=0 args=() allowed=() retired=()
     # Read into arrays: a rule may hold a `*`, which an unquoted expansion would glob.
-    read -ra wanted <<<"$CSEC2_REGISTRATION_RULES"
+    read -ra allowed <<<"$CSEC2_REGISTRATION_RULES"
     read -ra retired <<<"$CSEC2_REGISTRATION_RETIRED_RULES"
     answer=$(api listRoles "name=$name")
     if ! REGISTRATION_ROLE_ID=$(named_id name "$name" role <<<"$answer"); then
-        for rule in "${wanted[@]}"; do
+        for rule in "${allowed[@]}"; do
             args+=("rules[$i].rule=$rule" "rules[$i].permission=allow")
             i=$((i + 1))
         done
@@ -1280,7 +1280,7 @@ ensure_registration_role() {
         csec2_json_has deleterolepermissionresponse.success <<<"$answer" ||
             csec2_die "deleteRolePermission $rule for role $name failed: $(head -c 300 <<<"$answer")"
     done
-    for rule in "${wanted[@]}"; do
+    for rule in "${allowed[@]}"; do
         named_id rule "$rule" rolepermission <<<"$rules" >/dev/null || add_registration_rule "$rule" allow
     done
     named_id rule "$CSEC2_REGISTRATION_DENY_RULE" rolepermission <<<"$rules" >/dev/null ||
