@@ -29,6 +29,7 @@ the run after it records `deployment`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
@@ -375,7 +376,8 @@ def _chosen_once_changes(settings: Settings, deployed: Deployed) -> list[Problem
             continue
         current = deployed.chosen_once[key]
         if current != new:
-            shown = current if current not in ("", []) else "(not set)"
+            # Lists as `--set` and the stack file's JSON take them.
+            shown = json.dumps(current) if isinstance(current, list) and current else current or "(not set)"
             problems.append(Problem(
                 key, new, f"is {shown} in the deployed stack and is chosen once ({CHOSEN_ONCE_RECORDED[key]}): set "
                 f"it back to {shown}; for a different value build a new stack beside this one and move the "

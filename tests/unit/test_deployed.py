@@ -7,6 +7,7 @@ after its last update (what a StackReference to the stack itself returns under `
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def test_a_changed_chosen_once_setting_is_refused_naming_key_deployed_and_new_va
     settings = parse_settings({**BASE, key: CHOSEN_ONCE_CHANGES[key]})
     (problem,) = deployed.check_changes(settings, previous)
     current = previous.chosen_once[key]
+    current = json.dumps(current) if isinstance(current, list) else current  # as --set takes a list
     assert problem.key == key and str(CHOSEN_ONCE_CHANGES[key]) in str(problem.value)
     assert f"is {current} in the deployed stack" in problem.message and "new stack" in problem.message
     assert deployed.check_changes(parse_settings(BASE), previous) == []
