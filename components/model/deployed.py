@@ -16,7 +16,11 @@ what AWS refuses outright:
   (`upgrading_database`); 8.4 -> 8.0 is a downgrade RDS cannot do;
 - cloudstackVersion: the version the instances run; a downgrade or an upgrade the guides
   do not document is refused (components/model/upgrades.py), and instances created later
-  install the recorded version (`installed_version`), never one the running servers lack.
+  install the recorded version (`installed_version`), never one the running servers lack;
+- the rest of CHOSEN_ONCE (zoneName, the overlay, the guest network, the database subnets,
+  an existing VPC's ids): recorded under `chosenOnce` and refused when changed. A record
+  written before `chosenOnce` existed loads as before: those keys are not checked on that
+  run, which records them, and are checked from the next one on.
 
 A stack deployed before `deployment` existed has other outputs but not this one: its
 SSM parameter root is read from `databaseEndpointParameter`, and the checks begin with
@@ -25,8 +29,9 @@ the run after it records `deployment`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
 
 from components.model import naming
 from components.model import upgrades
@@ -91,6 +96,8 @@ class Deployed:
     #: the underlay through it): true from a stack's first update with them on, never for a
     #: stack deployed before (its instances keep their scripts until replaced).
     front_end_in_place: bool = False
+    #: CHOSEN_ONCE_RECORDED key -> recorded value ({}: a record written before they were).
+    chosen_once: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -128,12 +135,20 @@ def from_outputs(outputs: Optional[Mapping[str, Any]]) -> Deployed:
             load_balancer=isinstance(outputs.get(LOAD_BALANCER_OUTPUT), Mapping),
             bootstrapped=recorded.get("bootstrapped") is True,
             front_end_in_place=recorded.get(FRONT_END_IN_PLACE) is True,
+            chosen_once=_recorded_chosen_once(recorded.get(CHOSEN_ONCE_OUTPUT)),
         )
     legacy = outputs.get(LEGACY_PARAMETER_OUTPUT)
     if isinstance(legacy, str) and "/" in legacy:
         # Deployed before `deployment` was exported: keep its parameter names.
         return Deployed(parameter_root=legacy.rsplit("/", 1)[0])
     return Deployed()
+
+
+def _recorded_chosen_once(recorded: Any) -> dict[str, Any]:
+    """The known keys of a record's `chosenOnce` ({} when absent: an older record)."""
+    if not isinstance(recorded, Mapping):
+        return {}
+    return {key: value for key, value in recorded.items() if key in CHOSEN_ONCE_RECORDED}
 
 
 def installed_version(settings: Settings, deployed: Deployed) -> str:
@@ -164,6 +179,39 @@ def record(settings: Settings, availability_zone: str, parameter_root: Any,
         upgrades.KEY: cloudstack_version,
         "bootstrapped": bootstrapped,
         FRONT_END_IN_PLACE: previous.front_end_in_place or not previous.exists,
+        CHOSEN_ONCE_OUTPUT: chosen_once_values(settings),
+    }
+
+
+#: Settings chosen on the first run, each with what a change would break (README "Scaling
+#: hosts", "Settings to choose once", lists the same keys; a test compares them):
+#: availabilityZone, vpcCidr and cloudstackSubnetCidr are recorded at the top of the record
+#: (_REPLACES), the others under CHOSEN_ONCE_OUTPUT.
+CHOSEN_ONCE_OUTPUT = "chosenOnce"
+_BAKED = "baked into the running instances' boot and CloudStack's records, which an update does not move"
+CHOSEN_ONCE_RECORDED = {
+    "zoneName": f"the CloudStack zone's name, {_BAKED}",
+    "overlayCidr": f"the hosts' and management servers' overlay addresses, {_BAKED}",
+    "vxlanId": f"the overlay's VXLAN id, {_BAKED}",
+    "multicastGroup": f"the overlay's multicast group (Transit Gateway multicast), {_BAKED}",
+    "guestCidr": f"the guest network's addresses, {_BAKED}",
+    "guestVlanRange": f"the zone's guest VLANs, {_BAKED}",
+    "dbSubnetCidrs": "the database's subnets: a change replaces the DB subnet group and the database",
+    "vpcId": "the existing VPC everything runs in: a change replaces every resource",
+    "cloudstackSubnetId": "the existing subnet the instances run in: a change replaces every instance",
+    "dbSubnetIds": "the existing database subnets: a change replaces the DB subnet group and the database",
+}
+CHOSEN_ONCE = ("availabilityZone", "vpcCidr", "cloudstackSubnetCidr", *CHOSEN_ONCE_RECORDED)
+
+
+def chosen_once_values(settings: Settings) -> dict[str, Any]:
+    """CHOSEN_ONCE_RECORDED key -> its value in `settings`, as recorded (str, or a list of str)."""
+    return {
+        "zoneName": settings.zone_name, "overlayCidr": str(settings.overlay_cidr), "vxlanId": str(settings.vxlan_id),
+        "multicastGroup": str(settings.multicast_group), "guestCidr": str(settings.guest_cidr),
+        "guestVlanRange": "-".join(str(v) for v in settings.guest_vlan_range),
+        "dbSubnetCidrs": [str(n) for n in settings.db_subnet_cidrs], "vpcId": settings.vpc_id,
+        "cloudstackSubnetId": settings.cloudstack_subnet_id, "dbSubnetIds": list(settings.db_subnet_ids),
     }
 
 
@@ -270,8 +318,8 @@ def upgrading_database(settings: Settings, deployed: Deployed) -> bool:
 
 def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
     """Every change from `deployed` that AWS cannot make in place (or that would replace
-    the subnet, the instances or the database), each naming the key, the current and
-    the new value."""
+    the subnet, the instances or the database, or that CloudStack's records and the running
+    instances cannot follow: CHOSEN_ONCE), each naming the key, the current and the new value."""
     problems: list[Problem] = []
 
     def chosen_once(key: str, current: str, new: str) -> None:
@@ -305,6 +353,7 @@ def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
             "dbEngineVersion", settings.db_engine_version,
             "the database runs MySQL 8.4; RDS cannot downgrade a major version (restore a snapshot into a new "
             "stack instead): keep 8.4"))
+    problems += _chosen_once_changes(settings, deployed)
     version = upgrades.check_version_change(deployed.cloudstack_version, settings.cloudstack_version)
     if version is not None:
         problems.append(version)
@@ -315,6 +364,46 @@ def check_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
             f"as the registration does, and registerCloud is false: set registerCloud to true for the upgrade, "
             f"or keep {deployed.cloudstack_version}"))
     return problems
+
+
+def _chosen_once_changes(settings: Settings, deployed: Deployed) -> list[Problem]:
+    """A problem for each CHOSEN_ONCE_RECORDED value that differs from the record (keys the
+    record lacks, from a version before they were recorded, are not checked; dbSubnetCidrs
+    not with an existing VPC, whose dbSubnetIds are the subnets, as vpcCidr above)."""
+    problems = []
+    for key, new in chosen_once_values(settings).items():
+        if key not in deployed.chosen_once or (key == "dbSubnetCidrs" and settings.uses_existing_vpc):
+            continue
+        current = deployed.chosen_once[key]
+        if current != new:
+            # Lists as `--set` and the stack file's JSON take them.
+            shown = json.dumps(current) if isinstance(current, list) and current else current or "(not set)"
+            problems.append(Problem(
+                key, new, f"is {shown} in the deployed stack and is chosen once ({CHOSEN_ONCE_RECORDED[key]}): set "
+                f"it back to {shown}; for a different value build a new stack beside this one and move the "
+                "workloads to it"))
+    return problems
+
+
+def scale_down_warnings(settings: Settings, deployed: Deployed, existing_hosts: Iterable[int]) -> list[str]:
+    """What fewer management servers or hosts take away (nothing on a first run).
+    `existing_hosts`: the indexes of the KVM host instances that exist now."""
+    if not deployed.exists:
+        return []
+    warnings = []
+    if deployed.load_balancer and not settings.ui_behind_load_balancer:
+        warnings.append(
+            f"the UI/API load balancer goes away: with managementServerCount {settings.management_server_count}, "
+            "no uiLoadBalancer, uiDomainName or uiCertificateArn nothing asks for it, so this update deletes it and "
+            "uiUrl, apiEndpoint and the cloudmonkey profile change to http://<the router's Elastic IP>:8080, in "
+            "plain HTTP. To keep it (and its URL), set uiLoadBalancer: true")
+    leaving = sorted(i for i in existing_hosts if i >= settings.host_count)
+    if leaving:
+        warnings.append(
+            f"hostCount {settings.host_count} removes {', '.join(f'kvm-host-{i}' for i in leaving)}: the "
+            "registration puts each into maintenance (its VMs live-migrate to the other hosts) before its "
+            "instance is deleted")
+    return warnings
 
 
 #: Name of the stack output that lists the KVM hosts: {"<index>": {"instanceType", "instanceId", "cluster", ...}}.

@@ -106,8 +106,10 @@ def build() -> Deployment:
     # On every run after the first the AZ is the one the dedicated subnet was created in.
     zones = availability_zones(settings, check_existing_network(settings) or previous.availability_zone)
     stack = pulumi.get_stack()
-    host_types = plan_host_types(settings.host_count, settings.host_instance_type,
-                                 existing_host_types(naming.PROJECT, stack, previous.parameter_root),
+    existing_hosts = existing_host_types(naming.PROJECT, stack, previous.parameter_root)
+    for warning in deployed_state.scale_down_warnings(settings, previous, existing_hosts):
+        pulumi.log.warn(warning)
+    host_types = plan_host_types(settings.host_count, settings.host_instance_type, existing_hosts,
                                  lookup_instance_type)
     return declare(settings, stack, zones, previous, host_types)
 

@@ -7,6 +7,8 @@ after its last update (what a StackReference to the stack itself returns under `
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,52 @@ def test_changes_aws_cannot_make_are_refused_naming_key_current_and_new(key, val
     problems = deployed.check_changes(settings, deployed.from_outputs(previous))
     assert [p.key for p in problems] == [key]
     assert current in problems[0].message and str(problems[0].value) == str(value)
+
+
+#: A new value for each setting recorded under `chosenOnce`.
+CHOSEN_ONCE_CHANGES = {
+    "zoneName": "z2", "overlayCidr": "10.200.0.0/16", "vxlanId": 200, "multicastGroup": "239.255.0.101",
+    "guestCidr": "10.2.2.0/24", "guestVlanRange": "2000-2999", "dbSubnetCidrs": ["10.0.250.0/24", "10.0.251.0/24"],
+}
+BASE = {"adminCidrs": ["10.0.0.0/8"]}
+
+
+@pytest.mark.parametrize("key", sorted(CHOSEN_ONCE_CHANGES))
+def test_a_changed_chosen_once_setting_is_refused_naming_key_deployed_and_new_value(key):
+    previous = deployed.from_outputs(recorded(chosenOnce=deployed.chosen_once_values(parse_settings(BASE))))
+    settings = parse_settings({**BASE, key: CHOSEN_ONCE_CHANGES[key]})
+    (problem,) = deployed.check_changes(settings, previous)
+    current = previous.chosen_once[key]
+    current = json.dumps(current) if isinstance(current, list) else current  # as --set takes a list
+    assert problem.key == key and str(CHOSEN_ONCE_CHANGES[key]) in str(problem.value)
+    assert f"is {current} in the deployed stack" in problem.message and "new stack" in problem.message
+    assert deployed.check_changes(parse_settings(BASE), previous) == []
+
+
+def test_an_existing_vpc_recorded_is_not_swapped_for_a_new_one():
+    values = {**deployed.chosen_once_values(parse_settings(BASE)), "vpcId": "vpc-0123456789abcdef0"}
+    problems = deployed.check_changes(parse_settings(BASE), deployed.from_outputs(recorded(chosenOnce=values)))
+    assert [(p.key, p.value) for p in problems] == [("vpcId", "")]
+    assert "is vpc-0123456789abcdef0 in the deployed stack" in problems[0].message
+
+
+def test_a_record_from_before_chosen_once_loads_and_is_checked_from_the_next_run():
+    older = deployed.from_outputs(recorded())
+    assert older.exists and older.chosen_once == {}
+    assert deployed.check_changes(parse_settings({**BASE, "zoneName": "z2"}), older) == []
+    run = later_run(recorded(), zoneName="z2")
+    assert run.outputs[deployed.OUTPUT]["chosenOnce"]["zoneName"] == "z2"
+    with pytest.raises(SettingsError) as err:
+        later_run(run.outputs, zoneName="z3")
+    assert "cloudstack-ec2:zoneName = 'z3'" in str(err.value) and "is z2 in the deployed stack" in str(err.value)
+
+
+def test_readmes_choose_once_list_is_the_one_the_program_checks():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("Settings to choose once", 1)[1].split("- `rootVolumeGb`", 1)[0]
+    bullets = [b for b in section.split("\n- ")[1:] if not b.startswith("the stack name")]  # names, not keys
+    listed = {key for bullet in bullets for key in re.findall(r"`([a-zA-Z]+)`", bullet)}
+    assert listed == set(deployed.CHOSEN_ONCE)
 
 
 def test_growing_and_upgrading_are_allowed():

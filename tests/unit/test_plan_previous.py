@@ -141,3 +141,40 @@ def test_the_text_plan_refuses_them_in_one_line(tmp_path, capsys):
     assert cli.main(["plan", "--dir", str(project(tmp_path)), "--previous", str(previous)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"--previous {previous}: holds no outputs" in err
+
+
+def plan_after(tmp_path: Path, outputs: dict, capsys, *sets: str) -> tuple[int, dict, str]:
+    """The --json plan of `sets` (KEY=VALUE) on the stack whose outputs are `outputs`."""
+    previous = tmp_path / "outputs.json"
+    previous.write_text(json.dumps(outputs, default=str))
+    code = cli.main(["plan", "--dir", str(project(tmp_path)), "--stack", "dev", "--previous", str(previous),
+                     "--json", *[a for s in sets for a in ("--set", s)]])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def test_a_chosen_once_change_is_refused_before_anything_is_planned(deployed, tmp_path, capsys):
+    code, doc, err = plan_after(tmp_path, deployed.outputs, capsys, "zoneName=z2", "hostCount=2")
+    assert code == 2 and "resources" not in doc, err
+    assert "zoneName" in err and "is zone1 in the deployed stack" in err and "new stack" in err
+
+
+def test_one_management_server_left_is_told_the_load_balancer_goes_away(deploy, tmp_path, capsys):
+    two = deploy(managementServerCount=2, hostCount=2)
+    assert "loadBalancer" in two.outputs
+    code, doc, err = plan_after(tmp_path, two.outputs, capsys, "managementServerCount=1", "hostCount=2")
+    assert code == 0, err
+    (warning,) = [w for w in doc["warnings"] if "load balancer goes away" in w]
+    assert "http://<the router's Elastic IP>:8080" in warning and "uiLoadBalancer: true" in warning
+    code, doc, err = plan_after(tmp_path, two.outputs, capsys, "managementServerCount=1", "hostCount=2",
+                                "uiLoadBalancer=true")
+    assert code == 0 and not [w for w in doc["warnings"] if "goes away" in w], err
+
+
+def test_fewer_hosts_name_the_hosts_that_leave(deploy, tmp_path, capsys):
+    three = deploy(hostCount=3)
+    code, doc, err = plan_after(tmp_path, three.outputs, capsys, "hostCount=1")
+    assert code == 0, err
+    assert [w for w in doc["warnings"] if w.startswith("hostCount")] == [
+        "hostCount 1 removes kvm-host-1, kvm-host-2: the registration puts each into maintenance (its VMs "
+        "live-migrate to the other hosts) before its instance is deleted"]
