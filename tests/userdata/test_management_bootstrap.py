@@ -5,8 +5,8 @@ existing database) works as the `cloud` user without them."""
 
 import json
 
-from bootlab import (ADMIN_PASSWORD, MANAGEMENT, MANAGEMENT_ROLE, MASTER_SECRET, PREFIX, SECRET_VALUES, SECRETS,
-                     index_of, render)
+from bootlab import (ADMIN_PASSWORD, MANAGEMENT, MANAGEMENT_ROLE, MASTER_SECRET, NEWEST, PREFIX, SECRET_VALUES,
+                     SECRETS, index_of, publish_for_hosts, render)
 
 SCRIPT = "management-server.sh"
 MARKER = f"{PREFIX}/bootstrap/done"
@@ -78,6 +78,8 @@ def bootstrapped_cloud(state):
 
 def test_a_replaced_server_on_a_bootstrapped_database_needs_no_master_secret(machine):
     machine.update(bootstrapped_cloud)
+    # the running cloud's version, which the replaced server installs (not the newest of the day)
+    publish_for_hosts(machine, NEWEST)
     r = first_run(machine)
     calls = machine.calls()
     assert MASTER_SECRET not in secret_reads(calls) and SECRETS.admin not in secret_reads(calls)
