@@ -2,7 +2,7 @@
 # The CloudWatch agent of a cloudstack-ec2 instance (boot stage 2).
 #
 # Usage: cloudwatch-agent.sh REGION ROLE PARAMETER
-# Run by csec2_cloudwatch_agent (common.sh) from the role scripts, after the
+# Run by csec2_cloudwatch_agent (library.sh) from the role scripts, after the
 # instance's network works, with the region, the role (router, management,
 # kvm-host) and the SSM parameter holding the role's agent configuration
 # (components/model/monitoring.py; the stack writes it). It:

@@ -26,6 +26,8 @@
 
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
+# shellcheck source=SCRIPTDIR/library.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/library.sh"
 
 CONSOLE_API_URL=${CSEC2_API_URL:-http://127.0.0.1:8080/client/api}
 # components/model/consoles.py NO_CONSOLE

@@ -12,6 +12,8 @@
 
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
+# shellcheck source=SCRIPTDIR/library.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/library.sh"
 
 csec2_begin kvm-host
 csec2_require CSEC2_CLOUDSTACK_VERSION CSEC2_OS_CODENAME CSEC2_CLOUDSTACK_REPO_URL \

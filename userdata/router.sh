@@ -14,6 +14,8 @@
 
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
+# shellcheck source=SCRIPTDIR/library.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/library.sh"
 
 FORWARDS_ENV=$CSEC2_ROOT/etc/cloudstack-ec2/forwards.env
 # log_drops: the log the CloudWatch agent ships, and the counters it last saw.

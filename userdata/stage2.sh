@@ -4,17 +4,20 @@
 # EC2 accepts at most 16 KiB of user data, so the user data carries only what
 # this instance needs before its network works (common.sh, overlay-network.sh,
 # the units, the settings and this launcher). The role script itself
-# (router.sh, management-server.sh, kvm-host.sh) lives in the deployment's
-# private S3 bucket, keyed by its sha256 (components/resources/bootstore.py). This script:
+# (router.sh, management-server.sh, kvm-host.sh) and the rest of the shared
+# library (library.sh) live in the deployment's private S3 bucket, keyed by
+# their sha256 (components/resources/bootstore.py). This script:
 #   1. members: brings the overlay up and waits for the router and the internet
 #      (the router reaches the internet through its Elastic IP directly);
 #   2. installs the AWS CLI;
-#   3. fetches s3://$CSEC2_STAGE2_BUCKET/$CSEC2_STAGE2_KEY (bounded retries),
-#      checks its sha256 against CSEC2_STAGE2_SHA256 and installs it as
+#   3. fetches s3://$CSEC2_STAGE2_BUCKET/$CSEC2_LIBRARY_KEY and
+#      s3://$CSEC2_STAGE2_BUCKET/$CSEC2_STAGE2_KEY (bounded retries), checks
+#      their sha256 (the library's is in its key, the role script's is
+#      CSEC2_STAGE2_SHA256) and installs them as $CSEC2_LIB_DIR/library.sh and
 #      $CSEC2_LIB_DIR/$CSEC2_STAGE2_SCRIPT;
-#   4. execs it.
+#   4. execs the role script.
 # A re-run (/usr/local/sbin/cloudstack-ec2-boot -> this script) finds the
-# verified local copy and execs it without S3. Settings: boot.env (non-secret).
+# verified local copies and execs without S3. Settings: boot.env (non-secret).
 
 # shellcheck source=SCRIPTDIR/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/common.sh"
@@ -27,10 +30,12 @@ exec 7>&1 8>&2
 # file is reported by csec2_load_env.
 CSEC2_STAGE2_ROLE=$(sed -n 's/^CSEC2_ENV_ROLE="\([a-z-]*\)"$/\1/p' "$CSEC2_ENV_FILE" 2>/dev/null) || true
 csec2_begin "${CSEC2_STAGE2_ROLE:-unknown}"
-csec2_require CSEC2_STAGE2_BUCKET CSEC2_STAGE2_KEY CSEC2_STAGE2_SHA256 CSEC2_STAGE2_SCRIPT
+csec2_require CSEC2_STAGE2_BUCKET CSEC2_STAGE2_KEY CSEC2_STAGE2_SHA256 CSEC2_STAGE2_SCRIPT CSEC2_LIBRARY_KEY
 
 CSEC2_STAGE2_TARGET=$CSEC2_LIB_DIR/$CSEC2_STAGE2_SCRIPT
-CSEC2_STAGE2_URL=s3://$CSEC2_STAGE2_BUCKET/$CSEC2_STAGE2_KEY
+# The library's key is boot/library-<sha256>.sh: its name is its checksum.
+CSEC2_LIBRARY_SHA256=${CSEC2_LIBRARY_KEY##*-}
+CSEC2_LIBRARY_SHA256=${CSEC2_LIBRARY_SHA256%.sh}
 
 # Prints the sha256 of file $1.
 stage2_sha256() {
@@ -39,8 +44,9 @@ stage2_sha256() {
     printf '%s' "${sum%% *}"
 }
 
-stage2_local_copy_verified() {
-    [[ -f $CSEC2_STAGE2_TARGET && $(stage2_sha256 "$CSEC2_STAGE2_TARGET") == "$CSEC2_STAGE2_SHA256" ]]
+# stage2_verified FILE SHA256: whether FILE exists with that sha256.
+stage2_verified() {
+    [[ -f $1 && $(stage2_sha256 "$1") == "$2" ]]
 }
 
 # What a failed `aws s3 cp` means, from the CLI's own message. S3 answers 403
@@ -59,36 +65,39 @@ stage2_explain() {
     esac
 }
 
-# Downloads the role script into the private directory, verifies it and
-# installs it. Bounded: CSEC2_RETRY_ATTEMPTS tries (IAM takes seconds to
-# propagate a new role's policy; the router's NAT may still be starting).
+# stage2_fetch WHAT KEY SHA256 TARGET MODE: downloads object KEY into the
+# private directory, verifies it and installs it as TARGET. Bounded:
+# CSEC2_RETRY_ATTEMPTS tries (IAM takes seconds to propagate a new role's
+# policy; the router's NAT may still be starting).
 stage2_fetch() {
-    csec2_step "stage 2: fetch $CSEC2_STAGE2_URL"
-    local tmp=$CSEC2_PRIVATE_DIR/stage2-script err=$CSEC2_PRIVATE_DIR/stage2-error attempt status message actual
+    local what=$1 url=s3://$CSEC2_STAGE2_BUCKET/$2 sha=$3 target=$4 mode=$5
+    csec2_step "stage 2: fetch $url"
+    local tmp=$CSEC2_PRIVATE_DIR/stage2-object err=$CSEC2_PRIVATE_DIR/stage2-error attempt status message actual
     for ((attempt = 1; ; attempt++)); do
         status=0
-        csec2_aws s3 cp --only-show-errors "$CSEC2_STAGE2_URL" "$tmp" 2>"$err" || status=$?
+        csec2_aws s3 cp --only-show-errors "$url" "$tmp" 2>"$err" || status=$?
         ((status == 0)) && break
         message=$(tr -s '\n' ' ' <"$err" | cut -c1-300)
         if ((attempt >= CSEC2_RETRY_ATTEMPTS)); then
-            csec2_die "stage 2: cannot fetch the role script $CSEC2_STAGE2_URL after $attempt attempts: $(stage2_explain "$message") (aws status $status: $message). Was it uploaded by 'pulumi up' (resource boot-scripts), and does this instance's role grant s3:GetObject on exactly that key? A changed script has a new key: an instance created before the change cannot fetch it (see docs/boot.md)."
+            csec2_die "stage 2: cannot fetch the $what $url after $attempt attempts: $(stage2_explain "$message") (aws status $status: $message). Was it uploaded by 'pulumi up' (resource boot-scripts), and does this instance's role grant s3:GetObject on exactly that key? A changed script has a new key: an instance created before the change cannot fetch it (see docs/boot.md)."
         fi
-        csec2_log "stage 2: fetching $CSEC2_STAGE2_URL failed (status $status, attempt $attempt of $CSEC2_RETRY_ATTEMPTS): $message; retrying in $((attempt * CSEC2_WAIT_INTERVAL_SECONDS)) s"
+        csec2_log "stage 2: fetching $url failed (status $status, attempt $attempt of $CSEC2_RETRY_ATTEMPTS): $message; retrying in $((attempt * CSEC2_WAIT_INTERVAL_SECONDS)) s"
         sleep $((attempt * CSEC2_WAIT_INTERVAL_SECONDS))
     done
     actual=$(stage2_sha256 "$tmp")
-    if [[ $actual != "$CSEC2_STAGE2_SHA256" ]]; then
-        csec2_die "stage 2: $CSEC2_STAGE2_URL has sha256 $actual but the settings expect $CSEC2_STAGE2_SHA256: refusing to run it (the object was changed outside Pulumi, or the user data and the bucket come from different deployments)"
+    if [[ $actual != "$sha" ]]; then
+        csec2_die "stage 2: $url has sha256 $actual but the settings expect $sha: refusing to run it (the object was changed outside Pulumi, or the user data and the bucket come from different deployments)"
     fi
     mkdir -p "$CSEC2_LIB_DIR"
-    install -m 0755 "$tmp" "$CSEC2_STAGE2_TARGET.new"
-    mv -f "$CSEC2_STAGE2_TARGET.new" "$CSEC2_STAGE2_TARGET"
-    csec2_log "stage 2: installed $CSEC2_STAGE2_TARGET (sha256 $actual)"
+    install -m "$mode" "$tmp" "$target.new"
+    mv -f "$target.new" "$target"
+    csec2_log "stage 2: installed $target (sha256 $actual)"
 }
 
-if stage2_local_copy_verified; then
+if stage2_verified "$CSEC2_STAGE2_TARGET" "$CSEC2_STAGE2_SHA256" &&
+    stage2_verified "$CSEC2_LIB_DIR/library.sh" "$CSEC2_LIBRARY_SHA256"; then
     csec2_step "stage 2: verified local copy"
-    csec2_log "stage 2: $CSEC2_STAGE2_TARGET matches sha256 $CSEC2_STAGE2_SHA256; not fetching"
+    csec2_log "stage 2: $CSEC2_STAGE2_TARGET matches sha256 $CSEC2_STAGE2_SHA256 (library.sh $CSEC2_LIBRARY_SHA256); not fetching"
 else
     if [[ $CSEC2_ROLE != router ]]; then
         # Members reach S3 (and the snap store) only through the router.
@@ -96,7 +105,11 @@ else
         csec2_wait_network
     fi
     csec2_install_aws_cli
-    stage2_fetch
+    # The library first: the role script sources it.
+    stage2_verified "$CSEC2_LIB_DIR/library.sh" "$CSEC2_LIBRARY_SHA256" ||
+        stage2_fetch library "$CSEC2_LIBRARY_KEY" "$CSEC2_LIBRARY_SHA256" "$CSEC2_LIB_DIR/library.sh" 0644
+    stage2_verified "$CSEC2_STAGE2_TARGET" "$CSEC2_STAGE2_SHA256" ||
+        stage2_fetch "role script" "$CSEC2_STAGE2_KEY" "$CSEC2_STAGE2_SHA256" "$CSEC2_STAGE2_TARGET" 0755
 fi
 
 csec2_step "stage 2: exec $CSEC2_STAGE2_SCRIPT"

@@ -37,7 +37,7 @@ from components.boot.scripts import (
     BOOT_LINK, DEDENTED_SCRIPTS, ETC_DIR, LIB_DIR, ROLE_SCRIPTS, ROLE_UNITS, STAGE2_LAUNCHER, UNIT_DIR,
     dedent_shell, embedded_script, load_boot_files, strip_comments)
 from components.boot.stage2 import (
-    AGENT_OBJECT, PACKAGES_KEY_PREFIX, STAGE2_KEY_PREFIX, BootObject, boot_object, boot_objects, s3_bucket_arn, s3_object_arn, stage2_environment,
+    AGENT_OBJECT, LIBRARY_OBJECT, SHARED_OBJECTS, PACKAGES_KEY_PREFIX, STAGE2_KEY_PREFIX, BootObject, boot_object, boot_objects, s3_bucket_arn, s3_object_arn, stage2_environment,
     tls_only_bucket_policy)
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
     "router_environment", "management_environment", "kvm_host_environment", "overlay_environment",
     "LIB_DIR", "ETC_DIR", "UNIT_DIR", "BOOT_LINK", "ROLE_SCRIPTS", "ROLE_UNITS", "STAGE2_LAUNCHER",
     "DEDENTED_SCRIPTS", "strip_comments", "dedent_shell", "embedded_script", "load_boot_files",
-    "AGENT_OBJECT", "PACKAGES_KEY_PREFIX", "STAGE2_KEY_PREFIX", "BootObject", "boot_object", "boot_objects", "stage2_environment",
+    "AGENT_OBJECT", "LIBRARY_OBJECT", "SHARED_OBJECTS", "PACKAGES_KEY_PREFIX", "STAGE2_KEY_PREFIX", "BootObject", "boot_object", "boot_objects", "stage2_environment",
     "s3_object_arn", "s3_bucket_arn", "tls_only_bucket_policy",
     "decode_user_data",
     "render_router_user_data", "render_management_user_data", "render_kvm_host_user_data",

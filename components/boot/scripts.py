@@ -4,7 +4,7 @@ user data puts them on the instance, and the compact copy it embeds.
   /usr/local/lib/cloudstack-ec2/{common.sh,stage2.sh,overlay-network.sh}
       (+ ROLE_EXTRA_SCRIPTS: overlay-router.sh, the router's part of overlay-network.sh,
       on the router; console-forwards.sh on the management servers)
-  /usr/local/lib/cloudstack-ec2/<role script>   installed by stage2.sh (verified)
+  /usr/local/lib/cloudstack-ec2/{library.sh,<role script>}   installed by stage2.sh (verified)
   /usr/local/sbin/cloudstack-ec2-boot -> stage2.sh (re-run entry point)
   /etc/systemd/system/cloudstack-ec2-{overlay,boot}.service (+ the members' firewall)
   /etc/cloudstack-ec2/boot.env     settings of the scripts (CSEC2_*, with CSEC2_STAGE2_*)
@@ -28,8 +28,12 @@ ROLE_SCRIPTS = {"router": "router.sh", "management": "management-server.sh", "kv
 #: The launcher the user data runs: it fetches, verifies and execs the role script.
 STAGE2_LAUNCHER = "stage2.sh"
 #: Stage 2's script of every role besides its own: the CloudWatch agent's installer
-#: (run by csec2_cloudwatch_agent in common.sh), an object of the boot-script bucket too.
+#: (run by csec2_cloudwatch_agent in library.sh), an object of the boot-script bucket too.
 AGENT_SCRIPT = "cloudwatch-agent.sh"
+#: The second part of the shared library (the first, common.sh, is in the user data): what
+#: the role scripts use and stage 1 does not; an object of the boot-script bucket that
+#: stage2.sh installs beside common.sh before the role script.
+LIBRARY_SCRIPT = "library.sh"
 #: Scripts of one role that stage 1 writes beside the shared ones: the router's part of
 #: overlay-network.sh (its overlay unit needs it before the network works); the management
 #: servers' console forwards publisher (run by its timer, outside the boot).
@@ -50,7 +54,7 @@ def load_boot_files() -> dict[str, str]:
 
     Raises UserDataError naming a file missing from the installed package."""
     names = ["common.sh", "overlay-network.sh", *sorted({s for extra in ROLE_EXTRA_SCRIPTS.values() for s in extra}),
-             STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(), AGENT_SCRIPT,
+             STAGE2_LAUNCHER, *ROLE_SCRIPTS.values(), AGENT_SCRIPT, LIBRARY_SCRIPT,
              *sorted({u for units in ROLE_UNITS.values() for u in units})]
     root = resources.files("userdata")
     files = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from components.boot.checks import UserDataError, check_bucket
-from components.boot.scripts import AGENT_SCRIPT, ROLE_SCRIPTS, load_boot_files
+from components.boot.scripts import AGENT_SCRIPT, LIBRARY_SCRIPT, ROLE_SCRIPTS, load_boot_files
 from components.model import aws_constraints
 
 #: Where the role scripts go in the deployment's boot-script bucket: one object per
@@ -38,10 +38,15 @@ class BootObject:
     content: str
 
 
-#: The bucket's objects: each role's script, and the CloudWatch agent's installer that
-#: every role runs (key `boot/cloudwatch-agent-<sha256>.sh`, CSEC2_AGENT_KEY).
+#: The bucket's objects: each role's script, the CloudWatch agent's installer that every
+#: role runs (key `boot/cloudwatch-agent-<sha256>.sh`, CSEC2_AGENT_KEY) and the second part
+#: of the shared library that every role script sources (`boot/library-<sha256>.sh`,
+#: CSEC2_LIBRARY_KEY).
 AGENT_OBJECT = "cloudwatch-agent"
-STAGE2_SCRIPTS = {**ROLE_SCRIPTS, AGENT_OBJECT: AGENT_SCRIPT}
+LIBRARY_OBJECT = "library"
+STAGE2_SCRIPTS = {**ROLE_SCRIPTS, AGENT_OBJECT: AGENT_SCRIPT, LIBRARY_OBJECT: LIBRARY_SCRIPT}
+#: The objects every role reads besides its own script.
+SHARED_OBJECTS = (AGENT_OBJECT, LIBRARY_OBJECT)
 
 
 def boot_object(role: str, files: Optional[Mapping[str, str]] = None) -> BootObject:
@@ -77,6 +82,8 @@ def stage2_environment(role: str, bucket: str, files: Optional[Mapping[str, str]
         "CSEC2_STAGE2_SCRIPT": obj.script,
         # Its sha256 is in its name: csec2_cloudwatch_agent checks the object against it.
         "CSEC2_AGENT_KEY": boot_object(AGENT_OBJECT, files).key,
+        # Likewise: stage2.sh installs the library only when its sha256 is the key's.
+        "CSEC2_LIBRARY_KEY": boot_object(LIBRARY_OBJECT, files).key,
     }
 
 

@@ -37,10 +37,11 @@ def instance_spec(ctx: Context, network: Network, data: Data, instance_type: str
                   security_group_ids: list[pulumi.Input[str]], boot_role: str) -> InstanceSpec:
     """An instance in the dedicated subnet, booting `boot_role`'s script (a key of
     boot.boot_objects()) once the subnet is in the multicast domain."""
-    # An instance fetches its role script as soon as it boots: the object must exist.
+    # An instance fetches its role script and the library as soon as it boots: the objects must exist.
+    shared = boot.SHARED_OBJECTS
     return InstanceSpec(instance_type=instance_type, ami_id=ctx.ami, subnet_id=network.underlay.cloudstack_subnet_id,
                         security_group_ids=security_group_ids, root_volume_gb=ctx.settings.root_volume_gb,
                         wait_for=[network.multicast.association, data.boot_scripts.objects[boot_role],
-                                  data.boot_scripts.objects[boot.AGENT_OBJECT]],
-                        role_grants=[Grant(["s3:GetObject"], [data.boot_scripts.object_arn(boot.AGENT_OBJECT)]),
+                                  *(data.boot_scripts.objects[o] for o in shared)],
+                        role_grants=[Grant(["s3:GetObject"], [data.boot_scripts.object_arn(o) for o in shared]),
                                      *data.logs.grants(boot_role)])

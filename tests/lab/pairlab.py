@@ -179,7 +179,7 @@ class PairLab(Lab):
         lib, etc = root / "usr/local/lib/cloudstack-ec2", root / "etc/cloudstack-ec2"
         for directory in (lib, etc, root / "etc/keepalived", root / "run", root / "var/lib/cloudstack-ec2"):
             directory.mkdir(parents=True, exist_ok=True)
-        for name in ("router.sh", "common.sh"):
+        for name in ("router.sh", "common.sh", "library.sh"):
             shutil.copy(REPO / "userdata" / name, lib / name)
             (lib / name).chmod(0o755)
         for name, env in (("boot.env", ud.router_environment(boot)), ("overlay.env", ud.overlay_environment(boot.overlay))):

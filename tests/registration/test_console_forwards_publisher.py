@@ -53,7 +53,8 @@ def moto_endpoint(monkeypatch):
 @pytest.fixture
 def cloud(emulator, moto_endpoint, tmp_path):
     """A registered zone with its console proxy published, and one management server's files:
-    console-forwards.sh and common.sh as the user data installs them, its boot.env, an `aws`."""
+    console-forwards.sh and common.sh as the user data installs them, library.sh as stage 2
+    installs it (the bucket's copy, byte for byte), its boot.env, an `aws`."""
     sm, ssm = boto3.client("secretsmanager", region_name=REGION), boto3.client("ssm", region_name=REGION)
     sm.create_secret(Name=SECRET_ID, SecretString=json.dumps({"apikey": emulator.apikey,
                                                              "secretkey": emulator.secretkey}))
@@ -71,6 +72,7 @@ def cloud(emulator, moto_endpoint, tmp_path):
     for name in ("common.sh", "console-forwards.sh"):
         (lib / name).write_text(ud.embedded_script(name, files[name]))
         (lib / name).chmod(0o755)
+    (lib / "library.sh").write_text(files["library.sh"])
     (etc / "boot.env").write_text("".join(f'{k}="{v}"\n' for k, v in {
         "CSEC2_ENV_ROLE": "management", "CSEC2_AWS_REGION": REGION, "CSEC2_PREFIX": PREFIX,
         "CSEC2_SECRET_API_KEYS": SECRET_ID, "CSEC2_ZONE_NAME": "zone1", "CSEC2_SYSTEM_PUBLIC_RANGE": RANGE}.items()))

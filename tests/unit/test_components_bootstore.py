@@ -53,10 +53,12 @@ def test_bucket_is_private_encrypted_owner_enforced_and_tls_only(dev):
 
 def test_one_object_per_role_script_keyed_by_its_hash(dev):
     objects = {o.name: o for o in dev.of_type(OBJECT)}
-    # Each role's script and the CloudWatch agent's installer every role runs.
-    assert set(objects) == {f"boot-scripts-{r}" for r in (*ROLES, boot.AGENT_OBJECT)}
+    # Each role's script, the CloudWatch agent's installer every role runs and the
+    # library's second part every role script sources.
+    assert set(objects) == {f"boot-scripts-{r}" for r in (*ROLES, boot.AGENT_OBJECT, boot.LIBRARY_OBJECT)}
     files = boot.load_boot_files()
-    scripts = {**{r: boot.ROLE_SCRIPTS[r] for r in ROLES}, boot.AGENT_OBJECT: "cloudwatch-agent.sh"}
+    scripts = {**{r: boot.ROLE_SCRIPTS[r] for r in ROLES}, boot.AGENT_OBJECT: "cloudwatch-agent.sh",
+               boot.LIBRARY_OBJECT: "library.sh"}
     for role, script in scripts.items():
         o = objects[f"boot-scripts-{role}"]
         expected = boot.boot_object(role, files)
@@ -69,22 +71,23 @@ def test_each_role_may_read_exactly_its_own_object(dev):
     bucket = dev.get(BUCKET, "boot-scripts").state["bucket"]
     grants = s3_grants(dev)
     agent = ("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(boot.AGENT_OBJECT).key}")
+    library = ("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(boot.LIBRARY_OBJECT).key}")
     packages = f"arn:aws:s3:::{bucket}/packages/*"
     # The agent's packages of the deployed version: the first management server writes
     # them, the hosts read them; nothing else touches them.
     extra = {"router": set(), "management": {("s3:PutObject", packages)}, "kvm-host": {("s3:GetObject", packages)}}
     for role in ROLES:
         assert grants[role] == {("s3:GetObject", f"arn:aws:s3:::{bucket}/{boot.boot_object(role).key}"),
-                                agent} | extra[role]
+                                agent, library} | extra[role]
     # No role may list the bucket or read another role's script.
-    assert len({r for g in grants.values() for _, r in g}) == 5
+    assert len({r for g in grants.values() for _, r in g}) == 6
 
 
 def test_grants_follow_the_partition(deploy):
     gov = deploy(**{"aws:region": "us-gov-west-1"})
     for role, grant in s3_grants(gov).items():
-        # its script and the agent's installer; the hosts' packages (management, KVM hosts)
-        assert len(grant) == (2 if role == "router" else 3)
+        # its script, the agent's installer and the library; the hosts' packages (management, KVM hosts)
+        assert len(grant) == (3 if role == "router" else 4)
         for _, arn in grant:
             assert arn.startswith("arn:aws-us-gov:s3:::cloudstack-ec2-dev-"), (role, arn)
 
@@ -95,7 +98,8 @@ def test_every_instance_waits_for_its_own_boot_object(dev):
         deps = dev.depends_on_names(inst)
         assert (OBJECT, f"boot-scripts-{role}") in deps, inst.name
         assert {n for t, n in deps if t == OBJECT} == {f"boot-scripts-{role}",
-                                                        f"boot-scripts-{boot.AGENT_OBJECT}"}, inst.name
+                                                        f"boot-scripts-{boot.AGENT_OBJECT}",
+                                                        f"boot-scripts-{boot.LIBRARY_OBJECT}"}, inst.name
 
 
 def test_user_data_names_the_bucket_and_the_roles_object(dev):
@@ -106,6 +110,7 @@ def test_user_data_names_the_bucket_and_the_roles_object(dev):
         assert f'CSEC2_STAGE2_BUCKET="{bucket}"' in payload
         assert f'CSEC2_STAGE2_KEY="{boot.boot_object(role).key}"' in payload
         assert f'CSEC2_AGENT_KEY="{boot.boot_object(boot.AGENT_OBJECT).key}"' in payload
+        assert f'CSEC2_LIBRARY_KEY="{boot.boot_object(boot.LIBRARY_OBJECT).key}"' in payload
 
 
 @pytest.mark.parametrize("prefix, problem", [

@@ -53,6 +53,12 @@ def boot_object_grant(dev, role: str, partition: str = "aws") -> tuple[str, str]
     return ("s3:GetObject", f"arn:{partition}:s3:::{bucket}/{boot.boot_object(role).key}")
 
 
+def library_grant(dev) -> tuple[str, str]:
+    """s3:GetObject on the shared library's second part (userdata/library.sh), which stage 2
+    of every role fetches before its script (docs/boot.md)."""
+    return boot_object_grant(dev, boot.LIBRARY_OBJECT)
+
+
 def packages_grant(dev, action: str) -> tuple[str, str]:
     """`action` on the KVM hosts' packages the first management server keeps in the boot-script
     bucket (`packages/<version>/<package>.deb`)."""
@@ -166,7 +172,8 @@ def test_router_may_only_read_its_forwards(dev):
     assert grants(dev.policy_document("router")) == {("ssm:GetParameter", ssm_arn(dev, "router-forwards")),
                                                      ("ssm:GetParameter", ssm_arn(dev, "console-forwards")),
                                                      ("ssm:GetParameter", ssm_arn(dev, "ui-forward")),
-                                                     boot_object_grant(dev, "router")} | log_grants(dev, "router")
+                                                     boot_object_grant(dev, "router"), library_grant(dev)} \
+        | log_grants(dev, "router")
 
 
 def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
@@ -178,7 +185,7 @@ def test_kvm_hosts_may_only_read_the_management_ssh_key_and_version(dev):
     # GetParameterHistory: it reports the KMS key of each version (the trust anchor check).
     assert grants(doc) == {("ssm:GetParameterHistory", ssm_arn(dev, "management-ssh-public-key")),
                            ("ssm:GetParameterHistory", ssm_arn(dev, "cloudstack-version")),
-                           boot_object_grant(dev, "kvm-host"), packages_grant(dev, "s3:GetObject")} \
+                           boot_object_grant(dev, "kvm-host"), library_grant(dev), packages_grant(dev, "s3:GetObject")} \
         | ready | log_grants(dev, "kvm-host")
 
 
@@ -206,7 +213,7 @@ def test_management_server_grants_are_exact(dev):
         | {("ssm:GetParameter", ssm_arn(dev, p)) for p in ("db-endpoint", "efs-dns", "bootstrap/done", "ui-forward")}
         | {("ssm:GetParameterHistory", ssh_key), ("ssm:PutParameter", ssh_key)}
         | {("ssm:GetParameterHistory", version), ("ssm:PutParameter", version)}
-        | {boot_object_grant(dev, "management"), packages_grant(dev, "s3:PutObject")}
+        | {boot_object_grant(dev, "management"), library_grant(dev), packages_grant(dev, "s3:PutObject")}
         | console_forwards_grants(dev, arn["api-keys"])
         | log_grants(dev, "management")
     )

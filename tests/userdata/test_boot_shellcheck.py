@@ -11,7 +11,7 @@ from components import boot as ud
 
 SHELLCHECK = shutil.which("shellcheck")
 SCRIPTS = sorted(p.name for p in (REPO / "userdata").glob("*.sh"))
-OWN_SCRIPTS = ["common.sh", "management-server.sh", "kvm-host.sh", "router.sh", "stage2.sh"]
+OWN_SCRIPTS = ["common.sh", "library.sh", "management-server.sh", "kvm-host.sh", "router.sh", "stage2.sh"]
 
 
 def shellcheck(*paths, cwd):

